@@ -1,0 +1,38 @@
+"""Wiring in one place: the store, the HTTP client, the clock and the settings, handed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from monitord.config import Settings
+from monitord.store import Store, open_store
+from monitord.timeutil import Clock, system_clock
+
+
+@dataclass
+class App:
+    """What every job gets. `settings` is swapped whole on reload; nothing else holds state."""
+
+    settings: Settings
+    store: Store
+    clock: Clock = system_clock
+    http: aiohttp.ClientSession | None = field(default=None)
+
+    async def start(self) -> None:
+        """Open what needs an event loop: the shared HTTP client."""
+        if self.http is None:
+            self.http = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        """Close the HTTP client and the store's connections."""
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+        self.store.dispose()
+
+
+def build_app(settings: Settings, clock: Clock = system_clock) -> App:
+    """Open the store (applying migrations) and assemble the App."""
+    return App(settings=settings, store=open_store(settings.store.url), clock=clock)

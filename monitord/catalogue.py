@@ -1,0 +1,729 @@
+"""Catalogue sync: read the portal's whole service catalogue, validate it, apply it atomically.
+
+The contract is spec/catalogue-api.md. A sync either reads a whole, valid catalogue and applies
+it in one transaction, or changes nothing and records a failed sync run with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from loguru import logger
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from monitord.config import PortalSettings
+from monitord.errors import SyncError
+from monitord.findings import resolve_findings, upsert_finding
+from monitord.models import Service, ServiceEvent, SyncRun
+from monitord.store import Store
+from monitord.timeutil import Clock, parse_time
+from monitord.types import FindingDraft
+
+ENUMS: dict[str, tuple[str, ...]] = {
+    "type": ("government", "public", "market", "other"),
+    "permission": ("view", "handle", "key"),
+    "source": ("province", "district", "bureau", "association"),
+    "access_method": ("https", "sdk", "http"),
+    "status": ("pending", "approved", "online", "suspended", "offline"),
+}
+
+# Appendix A (备案表) fields a filing must have, with the names people know them by.
+APPENDIX_A: dict[str, str] = {
+    "name": "服务名称",
+    "type": "服务类型",
+    "permission": "业务权限",
+    "provider": "服务提供单位",
+    "coverage": "覆盖区域",
+    "access_method": "接入方式",
+    "max_concurrency": "支持并发数",
+    "url": "正式地址",
+    "manual_url": "操作手册",
+    "planned_release": "计划发布时间",
+    "flowchart_url": "业务流程图",
+    "security_plan_url": "安全保障方案",
+    "developer": "开发单位",
+    "description": "功能描述",
+    "faq_url": "常见问题",
+    "review": "审核意见",
+}
+
+TEXT_FIELDS = (
+    "name",
+    "provider",
+    "developer",
+    "url",
+    "manual_url",
+    "flowchart_url",
+    "security_plan_url",
+    "faq_url",
+    "emergency_plan_url",
+    "description",
+    "planned_release",
+)
+OBJECT_FIELDS = ("probe", "return_codes", "review", "suspension", "offline_notice")
+
+RULE_FILING = "appendix_a_incomplete"
+RULE_UNKNOWN_VALUE = "catalogue_unknown_value"
+RULE_PLAIN_HTTP = "plain_http_access"
+CATALOGUE_RULES = (RULE_FILING, RULE_UNKNOWN_VALUE, RULE_PLAIN_HTTP)
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    """One validated catalogue record: the columns to store, the raw record, and its problems."""
+
+    id: str
+    columns: dict[str, Any]
+    raw: dict[str, Any]
+    filing_problems: list[str]
+    unknown_values: list[str]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """A whole catalogue as read from the portal or a file."""
+
+    records: list[ServiceRecord]
+    etag: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """What a sync did, as recorded in its sync run."""
+
+    outcome: str
+    reason: str | None = None
+    services_seen: int = 0
+    added: int = 0
+    changed: int = 0
+    gone: int = 0
+    events: int = 0
+    event_lines: tuple[str, ...] = ()
+    """Readable lines for the lifecycle events other than "added", for the log."""
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
+
+
+def validate_record(raw: Any, where: str) -> ServiceRecord:
+    """Validate one SERVICE object; problems of the filing are collected, never fatal.
+
+    Raises SyncError only when the record cannot be tracked at all (not an object, no id).
+    """
+    if not isinstance(raw, dict):
+        raise SyncError(f"{where}: expected a service object, got {type(raw).__name__}")
+    service_id = raw.get("id")
+    if not isinstance(service_id, str) or not service_id.strip():
+        raise SyncError(f"{where}: a service has no usable id ({service_id!r})")
+    problems: list[str] = []
+    unknown: list[str] = []
+    columns: dict[str, Any] = {}
+
+    for name in TEXT_FIELDS:
+        value = raw.get(name)
+        if value is not None and not isinstance(value, str):
+            problems.append(f"{name}: expected text, got {value!r}")
+            value = None
+        columns[name] = value
+    for name in OBJECT_FIELDS:
+        value = raw.get(name)
+        if value is not None and not isinstance(value, dict):
+            problems.append(f"{name}: expected an object, got {value!r}")
+            value = None
+        columns[name] = value
+    for name, allowed in ENUMS.items():
+        value = raw.get(name)
+        if value is None:
+            columns[name] = None
+            continue
+        if not isinstance(value, str):
+            problems.append(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
+            columns[name] = None
+            continue
+        if value not in allowed:
+            unknown.append(f"{name}={value}")
+        columns[name] = value
+    coverage = raw.get("coverage")
+    if coverage is not None and not (
+        isinstance(coverage, list) and all(isinstance(c, str) for c in coverage)
+    ):
+        problems.append(f"coverage: expected a list of district names, got {coverage!r}")
+        coverage = None
+    columns["coverage"] = coverage or []
+    contacts = raw.get("contacts")
+    if contacts is not None and not (
+        isinstance(contacts, list) and all(isinstance(c, dict) for c in contacts)
+    ):
+        problems.append(f"contacts: expected a list of objects, got {contacts!r}")
+        contacts = None
+    columns["contacts"] = contacts or []
+    concurrency = raw.get("max_concurrency")
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency <= 0
+    ):
+        problems.append(f"max_concurrency: expected a positive integer, got {concurrency!r}")
+        concurrency = None
+    columns["max_concurrency"] = concurrency
+    updated_at = raw.get("updated_at")
+    columns["updated_at"] = None
+    if isinstance(updated_at, str):
+        try:
+            columns["updated_at"] = parse_time(updated_at)
+        except ValueError:
+            problems.append(f"updated_at: expected an ISO 8601 time, got {updated_at!r}")
+    elif updated_at is not None:
+        problems.append(f"updated_at: expected an ISO 8601 time, got {updated_at!r}")
+    columns["status"] = columns["status"] or "pending"
+
+    for name, label in APPENDIX_A.items():
+        value = raw.get(name)
+        if name == "review":
+            opinion = value.get("opinion") if isinstance(value, dict) else None
+            if _blank(opinion):
+                problems.append(f"review: missing ({label})")
+        elif _blank(value):
+            problems.append(f"{name}: missing ({label})")
+    if columns["status"] == "suspended" and not raw.get("suspension"):
+        problems.append("suspension: status is suspended but no suspension was filed (7.2.2)")
+
+    canonical = json.dumps(raw, sort_keys=True, ensure_ascii=False, default=str)
+    return ServiceRecord(
+        id=service_id.strip(),
+        columns=columns,
+        raw=raw,
+        filing_problems=sorted(set(problems)),
+        unknown_values=unknown,
+        fingerprint=hashlib.sha256(canonical.encode()).hexdigest(),
+    )
+
+
+def collect_records(services: list[Any], where: str, into: dict[str, ServiceRecord]) -> list[str]:
+    """Validate a page of records into `into`, keyed by id; returns warnings.
+
+    An id seen twice with the same content is a harmless repeat (a page boundary that moved).
+    With different content the catalogue changed while it was read, and the sync fails.
+    """
+    warnings: list[str] = []
+    for index, raw in enumerate(services):
+        record = validate_record(raw, f"{where}, services[{index}]")
+        seen = into.get(record.id)
+        if seen is not None:
+            if seen.fingerprint != record.fingerprint:
+                raise SyncError(
+                    f"{where}: service {record.id} appears twice with different content; the "
+                    "catalogue changed while it was read"
+                )
+            warnings.append(f"{where}: service {record.id} listed twice")
+            continue
+        into[record.id] = record
+    return warnings
+
+
+def read_catalogue_file(path: str | Path) -> Catalogue:
+    """Read a catalogue file: a JSON object with a `services` list, as the portal serves it."""
+    file = Path(path)
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SyncError(f"{file}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise SyncError(f"{file}: expected UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise SyncError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("services"), list):
+        raise SyncError(f"{file}: expected a JSON object with a 'services' list")
+    records: dict[str, ServiceRecord] = {}
+    warnings = collect_records(document["services"], str(file), records)
+    return Catalogue(records=list(records.values()), warnings=warnings)
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class _Retryable(Exception):
+    """A page request failed in a way that may pass (timeout, 5xx, cut-off body, HTML)."""
+
+
+async def _get_page(
+    session: aiohttp.ClientSession,
+    settings: PortalSettings,
+    headers: dict[str, str],
+    page: int,
+) -> tuple[int, dict[str, Any] | None, str | None]:
+    url = f"{settings.url}/api/v1/services"
+    params = {"page": str(page), "page_size": str(settings.page_size)}
+    timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+    where = f"page {page}"
+    try:
+        async with session.get(url, params=params, headers=headers, timeout=timeout) as response:
+            if response.status == 304:
+                return 304, None, response.headers.get("ETag")
+            if response.status in (401, 403):
+                raise SyncError(f"{where}: the portal refused the token (HTTP {response.status})")
+            if response.status == 429 or response.status >= 500:
+                raise _Retryable(f"{where}: the portal answered HTTP {response.status}")
+            if response.status != 200:
+                raise SyncError(f"{where}: the portal answered HTTP {response.status}")
+            body = await response.read()
+            content_type = response.headers.get("Content-Type", "")
+            etag = response.headers.get("ETag")
+    except TimeoutError:
+        raise _Retryable(
+            f"{where}: no answer within {settings.timeout_seconds:g} s (timeout)"
+        ) from None
+    except aiohttp.ClientPayloadError:
+        raise _Retryable(f"{where}: the connection closed before the whole page was read") from None
+    except aiohttp.ClientError as exc:
+        raise _Retryable(f"{where}: cannot reach the portal ({exc.__class__.__name__})") from None
+    try:
+        document = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        start = body[:40].decode("utf-8", "replace").strip()
+        raise _Retryable(
+            f"{where}: expected JSON, got {content_type or 'no content type'} starting {start!r}"
+        ) from None
+    if not isinstance(document, dict) or not isinstance(document.get("services"), list):
+        raise _Retryable(f"{where}: expected an object with a 'services' list")
+    return 200, document, etag
+
+
+async def fetch_catalogue(
+    session: aiohttp.ClientSession,
+    settings: PortalSettings,
+    token: SecretStr | None,
+    etag: str | None,
+    sleep: Sleep = asyncio.sleep,
+) -> Catalogue | None:
+    """Read every page of the portal's catalogue; None when the portal says nothing changed.
+
+    Each page is retried with exponential backoff on timeouts, 5xx, cut-off bodies and non-JSON
+    answers. Raises SyncError with the reason when the whole catalogue cannot be read.
+    """
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+    records: dict[str, ServiceRecord] = {}
+    warnings: list[str] = []
+    first_etag: str | None = None
+    announced_total: int | None = None
+    page = 1
+    pages_read = 0
+    while True:
+        page_headers = dict(headers)
+        if page == 1 and etag:
+            page_headers["If-None-Match"] = etag
+        for attempt in range(settings.retries + 1):
+            try:
+                status, document, page_etag = await _get_page(session, settings, page_headers, page)
+                break
+            except _Retryable as exc:
+                if attempt == settings.retries:
+                    tries = settings.retries + 1
+                    raise SyncError(f"{exc} (after {tries} tries)") from None
+                delay = settings.backoff_seconds * 2**attempt
+                logger.warning("catalogue {}; retrying in {:.1f} s", exc, delay)
+                await sleep(delay)
+        if status == 304:
+            if page != 1:
+                raise SyncError(f"page {page}: HTTP 304 for a page other than the first")
+            return None
+        assert document is not None
+        if page == 1:
+            first_etag = page_etag
+            total = document.get("total")
+            announced_total = total if isinstance(total, int) else None
+        pages_read += 1
+        warnings += collect_records(document["services"], f"page {page}", records)
+        next_page = document.get("next")
+        if next_page is None:
+            break
+        if not isinstance(next_page, int) or next_page <= page:
+            raise SyncError(f"page {page}: 'next' is {next_page!r}, expected a later page or null")
+        if pages_read > 10_000:
+            raise SyncError("more than 10,000 pages: the portal's paging does not end")
+        page = next_page
+    if announced_total is not None and announced_total != len(records):
+        raise SyncError(
+            f"read {len(records)} services but the portal announced {announced_total}; "
+            "the catalogue was not read whole"
+        )
+    return Catalogue(records=list(records.values()), etag=first_etag, warnings=warnings)
+
+
+def _record_findings(session: Session, record: ServiceRecord, now: dt.datetime) -> None:
+    drafts: list[FindingDraft] = []
+    if record.filing_problems:
+        drafts.append(
+            FindingDraft(
+                rule=RULE_FILING,
+                clause="6.2.2",
+                severity="medium",
+                subject_kind="service",
+                subject=record.id,
+                service_id=record.id,
+                summary=f"备案信息不完整：{len(record.filing_problems)} 项问题",
+                evidence={"problems": record.filing_problems},
+            )
+        )
+    if record.unknown_values:
+        drafts.append(
+            FindingDraft(
+                rule=RULE_UNKNOWN_VALUE,
+                clause="6.2.2",
+                severity="low",
+                subject_kind="service",
+                subject=record.id,
+                service_id=record.id,
+                summary="目录中含未知取值：" + "，".join(record.unknown_values),
+                evidence={"unknown_values": record.unknown_values},
+            )
+        )
+    url = record.columns.get("url") or ""
+    if record.columns.get("access_method") == "http" or url.startswith("http://"):
+        drafts.append(
+            FindingDraft(
+                rule=RULE_PLAIN_HTTP,
+                clause="6.3.2 b",
+                severity="high",
+                subject_kind="service",
+                subject=record.id,
+                service_id=record.id,
+                summary="服务接口未使用 HTTPS",
+                evidence={"access_method": record.columns.get("access_method"), "url": url},
+            )
+        )
+    for draft in drafts:
+        upsert_finding(session, draft, now)
+
+
+def _status_event(old: str | None, new: str) -> str:
+    if new == "online":
+        return "resumed" if old == "suspended" else "went_online"
+    return {"suspended": "suspended", "offline": "went_offline", "approved": "approved"}.get(
+        new, "status_changed"
+    )
+
+
+def _lifecycle_events(old: Service | None, record: ServiceRecord) -> list[dict[str, Any]]:
+    """The service events that a record's arrival implies, compared with what the store held."""
+    cols = record.columns
+    events: list[dict[str, Any]] = []
+    if old is None:
+        events.append({"kind": "added", "to_status": cols["status"]})
+        if cols["status"] not in ("pending", "approved"):
+            events.append(
+                {"kind": _status_event(None, cols["status"]), "to_status": cols["status"]}
+            )
+        return events
+    if old.gone:
+        events.append({"kind": "returned", "to_status": cols["status"]})
+    if old.status != cols["status"]:
+        events.append(
+            {
+                "kind": _status_event(old.status, cols["status"]),
+                "from_status": old.status,
+                "to_status": cols["status"],
+            }
+        )
+    if cols["suspension"] and cols["suspension"] != old.suspension:
+        events.append({"kind": "suspension_filed", "detail": cols["suspension"]})
+    if cols["offline_notice"] and cols["offline_notice"] != old.offline_notice:
+        events.append({"kind": "offline_notice_filed", "detail": cols["offline_notice"]})
+    if cols["updated_at"] and old.updated_at and cols["updated_at"] != old.updated_at:
+        events.append(
+            {
+                "kind": "updated",
+                "detail": {
+                    "from": old.updated_at.isoformat(),
+                    "to": cols["updated_at"].isoformat(),
+                },
+            }
+        )
+    return events
+
+
+def apply_catalogue(
+    session: Session,
+    catalogue: Catalogue,
+    source: str,
+    started_at: dt.datetime,
+    now: dt.datetime,
+    max_gone_fraction: float,
+) -> SyncOutcome:
+    """Apply a whole catalogue to the store inside the caller's transaction.
+
+    Raises SyncError, before changing anything, when the catalogue would empty the store or mark
+    more than max_gone_fraction of the known services gone.
+    """
+    existing = {s.id: s for s in session.scalars(select(Service))}
+    present = {r.id for r in catalogue.records}
+    active = [s for s in existing.values() if not s.gone]
+    vanishing = [s for s in active if s.id not in present]
+    if active and not catalogue.records:
+        raise SyncError(
+            f"the catalogue is empty but {len(active)} services are known; refusing it "
+            "(the portal may be deploying)"
+        )
+    if len(vanishing) > max(1, max_gone_fraction * len(active)):
+        raise SyncError(
+            f"the catalogue would mark {len(vanishing)} of {len(active)} services gone, more "
+            f"than the allowed share of {max_gone_fraction:.0%}; refusing it"
+        )
+    run = SyncRun(started_at=started_at, finished_at=now, source=source, outcome="ok")
+    session.add(run)
+    session.flush()
+    added = changed = events = 0
+    lines: list[str] = []
+    for record in catalogue.records:
+        old = existing.get(record.id)
+        new_events = _lifecycle_events(old, record)
+        if old is None:
+            old = Service(id=record.id, first_seen=now)
+            session.add(old)
+            added += 1
+        elif old.fingerprint != record.fingerprint or old.gone:
+            changed += 1
+        for name, value in record.columns.items():
+            setattr(old, name, value)
+        old.raw = record.raw
+        old.filing_problems = record.filing_problems
+        old.unknown_values = record.unknown_values
+        old.fingerprint = record.fingerprint
+        old.gone = False
+        old.gone_at = None
+        old.last_seen = now
+        for event in new_events:
+            session.add(
+                ServiceEvent(
+                    service_id=record.id,
+                    at=now,
+                    kind=event["kind"],
+                    from_status=event.get("from_status"),
+                    to_status=event.get("to_status"),
+                    detail=event.get("detail", {}),
+                    sync_run_id=run.id,
+                )
+            )
+            events += 1
+            if event["kind"] != "added":
+                lines.append(_event_line(record.id, record.columns["name"], event))
+        _record_findings(session, record, now)
+    for service in vanishing:
+        service.gone = True
+        service.gone_at = now
+        session.add(
+            ServiceEvent(
+                service_id=service.id,
+                at=now,
+                kind="gone",
+                from_status=service.status,
+                to_status=None,
+                detail={},
+                sync_run_id=run.id,
+            )
+        )
+        events += 1
+        lines.append(_event_line(service.id, service.name, {"kind": "gone"}))
+    session.flush()
+    resolve_findings(session, [RULE_FILING], "service", _ids_with(catalogue, "filing"), now)
+    resolve_findings(session, [RULE_UNKNOWN_VALUE], "service", _ids_with(catalogue, "unk"), now)
+    resolve_findings(session, [RULE_PLAIN_HTTP], "service", _ids_with(catalogue, "http"), now)
+    run.etag = catalogue.etag
+    run.services_seen = len(catalogue.records)
+    run.added = added
+    run.changed = changed
+    run.gone = len(vanishing)
+    run.warnings = catalogue.warnings[:50]
+    return SyncOutcome(
+        outcome="ok",
+        services_seen=len(catalogue.records),
+        added=added,
+        changed=changed,
+        gone=len(vanishing),
+        events=events,
+        event_lines=tuple(lines),
+    )
+
+
+def _event_line(service_id: str, name: str | None, event: dict[str, Any]) -> str:
+    move = ""
+    if event.get("from_status") and event.get("to_status"):
+        move = f" ({event['from_status']} → {event['to_status']})"
+    return f"{service_id} {name or ''}: {event['kind']}{move}"
+
+
+def _ids_with(catalogue: Catalogue, problem: str) -> set[str]:
+    ids: set[str] = set()
+    for r in catalogue.records:
+        url = r.columns.get("url") or ""
+        if (
+            (problem == "filing" and r.filing_problems)
+            or (problem == "unk" and r.unknown_values)
+            or (
+                problem == "http"
+                and (r.columns.get("access_method") == "http" or url.startswith("http://"))
+            )
+        ):
+            ids.add(r.id)
+    return ids
+
+
+def last_etag(store: Store) -> str | None:
+    """The ETag of the newest successful sync, to send back as If-None-Match."""
+    with store.session() as session:
+        run = session.scalars(
+            select(SyncRun)
+            .where(SyncRun.outcome.in_(("ok", "unchanged")))
+            .order_by(SyncRun.id.desc())
+            .limit(1)
+        ).first()
+        return run.etag if run else None
+
+
+def _record_run(
+    store: Store,
+    source: str,
+    started_at: dt.datetime,
+    now: dt.datetime,
+    outcome: str,
+    reason: str | None = None,
+    etag: str | None = None,
+) -> None:
+    with store.session() as session:
+        session.add(
+            SyncRun(
+                started_at=started_at,
+                finished_at=now,
+                source=source,
+                outcome=outcome,
+                reason=reason,
+                etag=etag,
+            )
+        )
+
+
+async def sync_catalogue(
+    store: Store,
+    settings: PortalSettings,
+    token: SecretStr | None,
+    clock: Clock,
+    session: aiohttp.ClientSession | None = None,
+    file: str | Path | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> SyncOutcome:
+    """Run one sync from the portal (or from a file) and record it; never raises SyncError.
+
+    The outcome is "ok", "unchanged" (HTTP 304) or "failed" with its reason.
+    """
+    started_at = clock()
+    source = str(file) if file is not None else f"{settings.url}/api/v1/services"
+    etag = None
+    try:
+        if file is not None:
+            catalogue: Catalogue | None = read_catalogue_file(file)
+        else:
+            etag = await asyncio.to_thread(last_etag, store)
+            if session is None:
+                async with aiohttp.ClientSession() as own:
+                    catalogue = await fetch_catalogue(own, settings, token, etag, sleep)
+            else:
+                catalogue = await fetch_catalogue(session, settings, token, etag, sleep)
+        if catalogue is None:
+            await asyncio.to_thread(
+                _record_run, store, source, started_at, clock(), "unchanged", None, etag
+            )
+            logger.info("catalogue unchanged (HTTP 304)")
+            return SyncOutcome(outcome="unchanged")
+        outcome = await asyncio.to_thread(
+            _apply, store, catalogue, source, started_at, clock, settings.max_gone_fraction
+        )
+    except SyncError as exc:
+        reason = str(exc)
+        await asyncio.to_thread(_record_run, store, source, started_at, clock(), "failed", reason)
+        logger.error("catalogue sync failed: {}", reason)
+        return SyncOutcome(outcome="failed", reason=reason)
+    for line in outcome.event_lines[:50]:
+        logger.info("service event: {}", line)
+    logger.info(
+        "catalogue synced: {} services, {} added, {} changed, {} gone, {} events",
+        outcome.services_seen,
+        outcome.added,
+        outcome.changed,
+        outcome.gone,
+        outcome.events,
+    )
+    return outcome
+
+
+def _apply(
+    store: Store,
+    catalogue: Catalogue,
+    source: str,
+    started_at: dt.datetime,
+    clock: Clock,
+    max_gone_fraction: float,
+) -> SyncOutcome:
+    with store.session() as session:
+        return apply_catalogue(session, catalogue, source, started_at, clock(), max_gone_fraction)
+
+
+def service_rows(store: Store, include_gone: bool = True) -> list[dict[str, Any]]:
+    """Every service the store holds, as plain dicts (for the CLI and the API)."""
+    with store.session() as session:
+        services = session.scalars(select(Service).order_by(Service.id)).all()
+        return [
+            {
+                "id": s.id,
+                "name": s.name,
+                "status": s.status,
+                "url": s.url,
+                "type": s.type,
+                "permission": s.permission,
+                "source": s.source,
+                "provider": s.provider,
+                "coverage": s.coverage,
+                "filing_problems": s.filing_problems,
+                "unknown_values": s.unknown_values,
+                "gone": s.gone,
+                "gone_at": s.gone_at.isoformat() if s.gone_at else None,
+                "updated_at": s.updated_at.isoformat() if s.updated_at else None,
+                "last_seen": s.last_seen.isoformat(),
+            }
+            for s in services
+            if include_gone or not s.gone
+        ]
+
+
+def sync_rows(store: Store, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest sync runs first, as plain dicts."""
+    with store.session() as session:
+        runs = session.scalars(select(SyncRun).order_by(SyncRun.id.desc()).limit(limit)).all()
+        return [
+            {
+                "id": r.id,
+                "started_at": r.started_at.isoformat(),
+                "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                "outcome": r.outcome,
+                "reason": r.reason,
+                "source": r.source,
+                "services_seen": r.services_seen,
+                "added": r.added,
+                "changed": r.changed,
+                "gone": r.gone,
+                "warnings": r.warnings,
+            }
+            for r in runs
+        ]

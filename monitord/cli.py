@@ -1,0 +1,202 @@
+"""The `monitord` command: parses arguments and calls into the core; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from monitord import __version__
+from monitord.app import build_app
+from monitord.catalogue import service_rows, sync_catalogue, sync_rows
+from monitord.config import Settings, load_config
+from monitord.errors import ConfigError, MonitordError, UsageError
+from monitord.logsetup import setup_logging
+from monitord.textable import format_table
+from monitord.timeutil import local_text, parse_time
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def config_path(args: argparse.Namespace) -> Path | None:
+    """The config file to read: --config, $MONITORD_CONFIG, ./monitord.toml, or none."""
+    if args.config:
+        return Path(args.config)
+    if os.environ.get("MONITORD_CONFIG"):
+        return Path(os.environ["MONITORD_CONFIG"])
+    local = Path("monitord.toml")
+    return local if local.exists() else None
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_config(config_path(args))
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the config and say which file was read."""
+    settings = _settings(args)
+    print(f"config OK: {settings.source}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM or SIGINT."""
+    from monitord.daemon import Daemon
+
+    settings = _settings(args)
+    setup_logging(settings.logging)
+    app = build_app(settings)
+    return asyncio.run(Daemon(app, config_path(args)).run())
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Run one catalogue sync, from the portal or from --file."""
+    settings = _settings(args)
+    setup_logging(settings.logging, to_file=False)
+    app = build_app(settings)
+    try:
+        outcome = asyncio.run(
+            sync_catalogue(
+                app.store,
+                settings.portal,
+                settings.secrets.portal_token,
+                app.clock,
+                file=args.file,
+            )
+        )
+    finally:
+        app.store.dispose()
+    if outcome.outcome == "failed":
+        print(f"sync failed: {outcome.reason}", file=sys.stderr)
+        return 1
+    if outcome.outcome == "unchanged":
+        print("catalogue unchanged")
+    else:
+        print(
+            f"synced {outcome.services_seen} services: {outcome.added} added, "
+            f"{outcome.changed} changed, {outcome.gone} gone, {outcome.events} events"
+        )
+    return 0
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    """List the services the store holds."""
+    app = build_app(_settings(args))
+    try:
+        rows = service_rows(app.store)
+    finally:
+        app.store.dispose()
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no services yet: run `monitord sync` first")
+        return 0
+    table = [
+        [
+            r["id"],
+            r["name"],
+            "gone" if r["gone"] else r["status"],
+            r["url"] or "-",
+            "; ".join(r["filing_problems"]) or "-",
+        ]
+        for r in rows
+    ]
+    print(format_table(["ID", "NAME", "STATUS", "URL", "FILING PROBLEMS"], table))
+    return 0
+
+
+def cmd_syncs(args: argparse.Namespace) -> int:
+    """List the recent sync runs, newest first."""
+    app = build_app(_settings(args))
+    try:
+        rows = sync_rows(app.store, args.limit)
+    finally:
+        app.store.dispose()
+    if args.json:
+        _print_json(rows)
+        return 0
+    table = [
+        [
+            local_text(parse_time(r["started_at"])),
+            r["outcome"],
+            str(r["services_seen"]),
+            f"+{r['added']} ~{r['changed']} -{r['gone']}",
+            r["reason"] or "",
+        ]
+        for r in rows
+    ]
+    print(format_table(["STARTED (CST)", "OUTCOME", "SERVICES", "CHANGES", "REASON"], table, 90))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo portal and the daemon against it until Ctrl-C."""
+    from monitord.demo import run_demo
+
+    return run_demo(interval=args.interval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="monitord",
+        description="Service monitoring and DB3205/T 1129-2024 compliance for the portal.",
+    )
+    parser.add_argument("--version", action="version", version=f"monitord {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $MONITORD_CONFIG, else ./monitord.toml, else built-in)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("run", cmd_run, "run the daemon until SIGTERM or SIGINT")
+    add("check-config", cmd_check_config, "validate the config file and exit")
+    p = add("sync", cmd_sync, "sync the service catalogue once")
+    p.add_argument("--file", metavar="JSON", help="read the catalogue from a file instead")
+    p = add("services", cmd_services, "list the services in the store")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p = add("syncs", cmd_syncs, "list recent catalogue sync runs")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    p = add("demo", cmd_demo, "run a demo portal on loopback and the daemon against it")
+    p.add_argument(
+        "--interval", type=int, default=20, help="seconds between catalogue syncs (default 20)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `monitord` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (ConfigError, UsageError) as exc:
+        for line in str(exc).splitlines():
+            print(f"monitord: {line}", file=sys.stderr)
+        return 2
+    except MonitordError as exc:
+        print(f"monitord: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

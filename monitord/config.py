@@ -1,0 +1,302 @@
+"""Configuration: one TOML file validated into one typed, immutable tree.
+
+Every default lives in the models below; `monitord.toml` at the project root documents them (a
+test keeps the two equal). Errors name the key, the value given and what was expected, on one
+line. Secrets never come from the file: they are read from environment variables
+(`MONITORD_<NAME>`) or from files the config names, and are held as `SecretStr`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+
+from monitord.errors import ConfigError
+
+# Keys whose values must never be echoed back, even inside an error message.
+SECRET_WORDS = ("token", "password", "secret", "api_key", "apikey")
+# Where each secret comes from: its environment variable, or the file named by `<key>_file`.
+SECRET_ENV = {
+    ("portal", "token"): "MONITORD_PORTAL_TOKEN",
+    ("zap", "api_key"): "MONITORD_ZAP_API_KEY",
+    ("alerts", "smtp_password"): "MONITORD_SMTP_PASSWORD",
+}
+MIN_RETENTION_DAYS = 180  # clause 7.3.1: keep logs at least six months
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("an http:// or https:// URL with a host")
+    return value.rstrip("/")
+
+
+class DaemonSettings(_Section):
+    """How the daemon process behaves."""
+
+    grace_seconds: float = Field(default=20.0, gt=0)
+    """On SIGTERM/SIGINT, how long running jobs may take to finish before they are cancelled."""
+    watchdog: bool = True
+    """Feed the systemd watchdog when systemd asks for it (WATCHDOG_USEC)."""
+
+
+class StoreSettings(_Section):
+    """Where monitord keeps everything it learns."""
+
+    url: str = "sqlite:///var/monitord.db"
+    retention_days: int = Field(default=400, ge=MIN_RETENTION_DAYS)
+
+    @field_validator("url")
+    @classmethod
+    def _valid_sqlalchemy_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "a SQLAlchemy database URL such as sqlite:///var/monitord.db"
+            ) from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("a sqlite:// or postgresql:// URL")
+        return value
+
+
+class PortalSettings(_Section):
+    """The portal's catalogue interface (spec/catalogue-api.md)."""
+
+    url: str = "http://127.0.0.1:8300"
+    token_file: str | None = None
+    """A file holding the bearer token; otherwise $MONITORD_PORTAL_TOKEN is used."""
+    sync_interval_seconds: int = Field(default=900, gt=0)
+    page_size: int = Field(default=200, gt=0, le=1000)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=10)
+    backoff_seconds: float = Field(default=2.0, ge=0)
+    max_gone_fraction: float = Field(default=0.5, gt=0, le=1)
+    """A catalogue that would mark more than this share of known services gone is refused."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class LoggingSettings(_Section):
+    """Readable lines on stderr, JSON lines in a rotated file."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    file: str | None = "var/monitord.log.jsonl"
+    rotation_mb: int = Field(default=50, gt=0)
+    keep_files: int = Field(default=10, gt=0)
+
+
+class ZapSettings(_Section):
+    """The OWASP ZAP instance that the operation unit runs."""
+
+    url: str = "http://127.0.0.1:8090"
+    api_key_file: str | None = None
+    """A file holding ZAP's API key; otherwise $MONITORD_ZAP_API_KEY is used."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class AlertSettings(_Section):
+    """Where alerts go: apprise URLs (DingTalk, WeCom, Feishu, mailto://...)."""
+
+    oncall: list[str] = Field(default_factory=list)
+    management: list[str] = Field(default_factory=list)
+    smtp_password_file: str | None = None
+    """A file holding the SMTP password; otherwise $MONITORD_SMTP_PASSWORD is used. Write
+    `{smtp_password}` in a mailto:// URL where the password belongs."""
+
+    @field_validator("oncall", "management")
+    @classmethod
+    def _apprise_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if "://" not in url:
+                raise ValueError("apprise URLs such as dingtalk://token/ or mailto://user@host")
+        return urls
+
+
+class Secrets(BaseModel):
+    """Secrets resolved at load time; repr and str never show their values."""
+
+    model_config = ConfigDict(frozen=True)
+
+    portal_token: SecretStr | None = None
+    zap_api_key: SecretStr | None = None
+    smtp_password: SecretStr | None = None
+
+
+class Settings(_Section):
+    """The whole configuration tree."""
+
+    daemon: DaemonSettings = DaemonSettings()
+    store: StoreSettings = StoreSettings()
+    portal: PortalSettings = PortalSettings()
+    logging: LoggingSettings = LoggingSettings()
+    zap: ZapSettings = ZapSettings()
+    alerts: AlertSettings = AlertSettings()
+    secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+    source: str = Field(default="(built-in defaults)", exclude=True)
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "model_type": "a table",
+    "dict_type": "a table",
+}
+
+
+def _is_secret_key(key: str) -> bool:
+    return any(word in key.lower() for word in SECRET_WORDS) and not key.endswith("_file")
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> str:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return "(none)"
+        model = annotation
+    return ", ".join(name for name, f in model.model_fields.items() if not f.exclude)
+
+
+def _expected(error: ErrorDetails) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx", {})
+    if kind in _EXPECTED:
+        return _EXPECTED[kind]
+    if kind == "greater_than":
+        return f"a number greater than {ctx['gt']}"
+    if kind == "greater_than_equal":
+        limit = ctx["ge"]
+        if error["loc"][-1] == "retention_days":
+            return f"at least {limit} days (clause 7.3.1: logs are kept six months)"
+        return f"at least {limit}"
+    if kind == "less_than_equal":
+        return f"at most {ctx['le']}"
+    if kind == "literal_error":
+        return f"one of {ctx['expected']}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return error["msg"]
+
+
+def _format_error(source: str, error: ErrorDetails) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    last = str(error["loc"][-1]) if error["loc"] else ""
+    if error["type"] == "extra_forbidden":
+        if _is_secret_key(last):
+            section = str(error["loc"][0])
+            env = SECRET_ENV.get((section, last), f"MONITORD_{section}_{last}".upper())
+            return (
+                f"{source}: {key}: secrets are not read from the config file; set {env} "
+                f"in the environment or name a file with {section}.{last}_file"
+            )
+        return f"{source}: {key}: unknown key, expected one of {_known_keys(error['loc'][:-1])}"
+    if error["type"] == "missing":
+        return f"{source}: {key}: missing, expected a value"
+    value = "(hidden)" if _is_secret_key(last) else repr(error["input"])
+    return f"{source}: {key} = {value}: expected {_expected(error)}"
+
+
+def _read_secret(name: str, file: str | None, env: dict[str, str], field: str) -> SecretStr | None:
+    if file:
+        try:
+            text = Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{field} = {file!r}: expected a readable file ({exc.strerror})"
+            ) from None
+        return SecretStr(text) if text else None
+    value = env.get(name)
+    return SecretStr(value) if value else None
+
+
+def parse_config(data: dict[str, Any], source: str, env: dict[str, str] | None = None) -> Settings:
+    """Validate a config mapping into Settings and resolve its secrets.
+
+    Raises ConfigError whose message lists one line per problem.
+    """
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [_format_error(source, err) for err in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+    environ = dict(os.environ) if env is None else env
+    try:
+        secrets = Secrets(
+            portal_token=_read_secret(
+                SECRET_ENV["portal", "token"],
+                settings.portal.token_file,
+                environ,
+                "portal.token_file",
+            ),
+            zap_api_key=_read_secret(
+                SECRET_ENV["zap", "api_key"],
+                settings.zap.api_key_file,
+                environ,
+                "zap.api_key_file",
+            ),
+            smtp_password=_read_secret(
+                SECRET_ENV["alerts", "smtp_password"],
+                settings.alerts.smtp_password_file,
+                environ,
+                "alerts.smtp_password_file",
+            ),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return settings.model_copy(update={"secrets": secrets, "source": source})
+
+
+def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> Settings:
+    """Read and validate a config file; None means the built-in defaults.
+
+    Raises ConfigError (one line per problem) for a missing, unreadable or invalid file.
+    """
+    if path is None:
+        return parse_config({}, "(built-in defaults)", env)
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the config file ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: expected UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    return parse_config(data, str(file), env)

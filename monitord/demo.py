@@ -1,0 +1,321 @@
+"""`monitord demo`: a portal and its services on loopback, and the daemon working against them.
+
+Everything runs in one process on 127.0.0.1: a demo portal serving the bundled catalogue (about
+30 services of every type, tier and state, a few with broken filings), an HTTPS server for the
+services behind it (certificates made at start by a demo CA), and the daemon itself on a SQLite
+store in a temporary folder. The portal changes its catalogue a little at each sync so that the
+lifecycle events show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import ssl
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from loguru import logger
+
+from monitord.config import Secrets, parse_config
+from monitord.logsetup import setup_logging
+from monitord.timeutil import UTC
+
+DEMO_TOKEN = "demo-token"  # the demo portal's own bearer token; not a secret of any real system
+
+
+def load_demo_catalogue() -> list[dict[str, Any]]:
+    """The bundled demo catalogue's services, with {base} placeholders in their URLs."""
+    text = resources.files("monitord").joinpath("demo_data/catalogue.json").read_text("utf-8")
+    services: list[dict[str, Any]] = json.loads(text)["services"]
+    return services
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+@dataclass(frozen=True)
+class DemoCA:
+    """A throw-away certificate authority for the demo's HTTPS services."""
+
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @classmethod
+    def create(cls) -> DemoCA:
+        """Make a new CA key and self-signed certificate."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name("monitord demo CA"))
+            .issuer_name(_name("monitord demo CA"))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key, cert)
+
+    def server_context(self, valid_days: float, folder: Path, label: str) -> ssl.SSLContext:
+        """A server SSL context for 127.0.0.1/localhost whose certificate ends in valid_days."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name("localhost"))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=valid_days))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        cert_file = folder / f"{label}.pem"
+        key_file = folder / f"{label}.key"
+        cert_file.write_bytes(
+            cert.public_bytes(serialization.Encoding.PEM)
+            + self.cert.public_bytes(serialization.Encoding.PEM)
+        )
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_file, key_file)
+        return context
+
+    def write_bundle(self, path: Path) -> Path:
+        """Write the CA certificate as a PEM bundle (for [probes] ca_file)."""
+        path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        return path
+
+
+# The catalogue changes the demo portal makes, one per sync after the first.
+Change = Callable[[dict[str, dict[str, Any]]], str]
+
+
+def _suspend(services: dict[str, dict[str, Any]]) -> str:
+    s = services["svc-0006"]
+    s["status"] = "suspended"
+    s["suspension"] = {
+        "filed_at": "2026-11-28T09:00:00+08:00",
+        "from": "2026-11-28T12:00:00+08:00",
+        "planned_resume": "2026-11-30T08:00:00+08:00",
+        "announced": True,
+    }
+    return "svc-0006 filed a suspension"
+
+
+def _go_online(services: dict[str, dict[str, Any]]) -> str:
+    services["svc-0022"]["status"] = "online"
+    return "svc-0022 went online"
+
+
+def _resume(services: dict[str, dict[str, Any]]) -> str:
+    services["svc-0023"]["status"] = "online"
+    services["svc-0023"]["suspension"] = None
+    return "svc-0023 resumed"
+
+
+def _notice(services: dict[str, dict[str, Any]]) -> str:
+    services["svc-0030"]["offline_notice"] = {
+        "filed_at": "2026-11-27T09:00:00+08:00",
+        "planned_offline": "2026-12-04T00:00:00+08:00",
+    }
+    return "svc-0030 filed a take-down notice"
+
+
+def _remove(services: dict[str, dict[str, Any]]) -> str:
+    del services["svc-0029"]
+    return "svc-0029 disappeared from the catalogue"
+
+
+def _update(services: dict[str, dict[str, Any]]) -> str:
+    services["svc-0015"]["updated_at"] = "2026-11-29T08:00:00+08:00"
+    return "svc-0015 deployed a new version"
+
+
+SCRIPT: tuple[Change, ...] = (_suspend, _go_online, _resume, _notice, _remove, _update)
+
+
+@dataclass
+class DemoPortal:
+    """The demo portal's catalogue interface, per spec/catalogue-api.md, with ETag and paging."""
+
+    services: dict[str, dict[str, Any]]
+    page_size: int = 10
+    step: int = 0
+    served_version: int = -1
+    log: list[str] = field(default_factory=list)
+
+    def etag(self) -> str:
+        """The ETag of the current catalogue."""
+        body = json.dumps(self.services, sort_keys=True, ensure_ascii=False).encode()
+        return '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+
+    def advance(self) -> None:
+        """Apply the next scripted change, if any is left."""
+        if self.step < len(SCRIPT):
+            what = SCRIPT[self.step](self.services)
+            self.step += 1
+            logger.info("demo portal: {}", what)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """GET /api/v1/services?page=N&page_size=M."""
+        if request.headers.get("Authorization") != f"Bearer {DEMO_TOKEN}":
+            return web.json_response({"error": "unauthorized"}, status=401)
+        page = int(request.query.get("page", "1"))
+        size = int(request.query.get("page_size", str(self.page_size)))
+        if page == 1:
+            # Each new sync sees the next change, so the demo shows every kind of event.
+            if self.served_version >= 0:
+                self.advance()
+            self.served_version += 1
+            if request.headers.get("If-None-Match") == self.etag():
+                return web.Response(status=304, headers={"ETag": self.etag()})
+        items = list(self.services.values())
+        chunk = items[(page - 1) * size : page * size]
+        more = page * size < len(items)
+        return web.json_response(
+            {
+                "page": page,
+                "page_size": size,
+                "total": len(items),
+                "next": page + 1 if more else None,
+                "services": chunk,
+            },
+            headers={"ETag": self.etag()},
+            dumps=lambda v: json.dumps(v, ensure_ascii=False),
+        )
+
+
+async def _service_handler(request: web.Request) -> web.StreamResponse:
+    """The local services behind the catalogue, each behaving as its URL says."""
+    behaviour = request.match_info["behaviour"]
+    if behaviour == "slow":
+        await asyncio.sleep(2.5)
+    if behaviour == "down":
+        return web.json_response({"code": "5000", "msg": "系统繁忙"}, status=503)
+    if behaviour == "html":
+        return web.Response(text="<html><body>维护中</body></html>", content_type="text/html")
+    if behaviour == "bizerror":
+        return web.json_response({"code": "9999", "msg": "未知错误"})
+    headers = {"Strict-Transport-Security": "max-age=31536000"}
+    return web.json_response({"code": "0", "msg": "成功"}, headers=headers)
+
+
+@dataclass
+class DemoSite:
+    """The running demo servers: the portal (HTTP) and the services (HTTPS, one expiring)."""
+
+    portal_url: str
+    ca_file: Path
+    runners: list[web.AppRunner]
+
+    async def close(self) -> None:
+        """Stop every demo server."""
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+async def _serve(app: web.Application, context: ssl.SSLContext | None = None) -> tuple[str, Any]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = runner.addresses[0][1]
+    scheme = "https" if context else "http"
+    return f"{scheme}://127.0.0.1:{port}", runner
+
+
+async def start_demo_site(folder: Path) -> DemoSite:
+    """Start the demo portal and services on loopback ports chosen by the system."""
+    ca = DemoCA.create()
+    services_app = web.Application()
+    services_app.router.add_route("*", "/svc/{behaviour}/{tail:.*}", _service_handler)
+    https_base, https_runner = await _serve(services_app, ca.server_context(365, folder, "svc"))
+    expiring_app = web.Application()
+    expiring_app.router.add_route("*", "/svc/{behaviour}/{tail:.*}", _service_handler)
+    expiring_base, expiring_runner = await _serve(
+        expiring_app, ca.server_context(5, folder, "expiring")
+    )
+    plain_app = web.Application()
+    plain_app.router.add_route("*", "/svc/{behaviour}/{tail:.*}", _service_handler)
+    plain_base, plain_runner = await _serve(plain_app)
+
+    services: dict[str, dict[str, Any]] = {}
+    for raw in load_demo_catalogue():
+        service = copy.deepcopy(raw)
+        url: str = service["url"]
+        base = expiring_base if "/svc/expiring/" in url else https_base
+        service["url"] = url.replace("{base}", base).replace("{plainbase}", plain_base)
+        services[service["id"]] = service
+    portal = DemoPortal(services)
+    portal_app = web.Application()
+    portal_app.router.add_get("/api/v1/services", portal.handle)
+    portal_url, portal_runner = await _serve(portal_app)
+    return DemoSite(
+        portal_url=portal_url,
+        ca_file=ca.write_bundle(folder / "demo-ca.pem"),
+        runners=[portal_runner, https_runner, expiring_runner, plain_runner],
+    )
+
+
+async def _demo(folder: Path, interval: int) -> int:
+    from monitord.app import build_app
+    from monitord.daemon import Daemon
+
+    site = await start_demo_site(folder)
+    settings = parse_config(
+        {
+            "store": {"url": f"sqlite:///{folder / 'monitord.db'}"},
+            "portal": {"url": site.portal_url, "sync_interval_seconds": interval, "page_size": 10},
+            "logging": {"file": str(folder / "monitord.log.jsonl")},
+            "daemon": {"grace_seconds": 5.0},
+        },
+        "(demo)",
+        env={},
+    )
+    settings = settings.model_copy(
+        update={"secrets": Secrets.model_validate({"portal_token": DEMO_TOKEN})}
+    )
+    setup_logging(settings.logging)
+    logger.info("demo portal at {}; store and logs in {}", site.portal_url, folder)
+    logger.info("press Ctrl-C to stop")
+    app = await asyncio.to_thread(build_app, settings)
+    try:
+        return await Daemon(app, None).run()
+    finally:
+        await site.close()
+
+
+def run_demo(interval: int = 20) -> int:
+    """Run the demo until Ctrl-C (SIGINT) or SIGTERM; returns the exit status."""
+    with tempfile.TemporaryDirectory(prefix="monitord-demo-") as folder:
+        return asyncio.run(_demo(Path(folder), interval))

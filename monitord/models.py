@@ -1,0 +1,240 @@
+"""The store's tables (SQLAlchemy 2). Every time is stored as UTC and read back timezone-aware."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from monitord.timeutil import UTC
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware datetime, stored as naive UTC so every backend agrees.
+
+    A naive value is refused: it would silently mean a different moment on each machine.
+    """
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given to the store; use an aware one")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    """Base of every table."""
+
+
+class Service(Base):
+    """A service as the portal's catalogue last described it, with its Appendix A filing."""
+
+    __tablename__ = "services"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, default="")
+    type: Mapped[str | None] = mapped_column(String(40))
+    permission: Mapped[str | None] = mapped_column(String(40))
+    source: Mapped[str | None] = mapped_column(String(40))
+    provider: Mapped[str | None] = mapped_column(Text)
+    developer: Mapped[str | None] = mapped_column(Text)
+    coverage: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    access_method: Mapped[str | None] = mapped_column(String(40))
+    max_concurrency: Mapped[int | None] = mapped_column(Integer)
+    url: Mapped[str | None] = mapped_column(Text)
+    probe: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    return_codes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    manual_url: Mapped[str | None] = mapped_column(Text)
+    flowchart_url: Mapped[str | None] = mapped_column(Text)
+    security_plan_url: Mapped[str | None] = mapped_column(Text)
+    faq_url: Mapped[str | None] = mapped_column(Text)
+    emergency_plan_url: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    planned_release: Mapped[str | None] = mapped_column(String(40))
+    review: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(40), default="pending")
+    suspension: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    offline_notice: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    contacts: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """The record exactly as the portal sent it, unknown fields included."""
+    filing_problems: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    unknown_values: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    gone: Mapped[bool] = mapped_column(Boolean, default=False)
+    gone_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class ServiceEvent(Base):
+    """One lifecycle change of a service: online, suspended, resumed, notice filed, gone..."""
+
+    __tablename__ = "service_events"
+    __table_args__ = (Index("ix_service_events_service_at", "service_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_id: Mapped[str] = mapped_column(String(200), ForeignKey("services.id"))
+    kind: Mapped[str] = mapped_column(String(60))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    from_status: Mapped[str | None] = mapped_column(String(40))
+    to_status: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sync_run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
+
+
+class SyncRun(Base):
+    """One attempt to sync the catalogue, whatever its outcome."""
+
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(20), default="running")
+    """running, ok, unchanged or failed."""
+    reason: Mapped[str | None] = mapped_column(Text)
+    etag: Mapped[str | None] = mapped_column(Text)
+    services_seen: Mapped[int] = mapped_column(Integer, default=0)
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    gone: Mapped[int] = mapped_column(Integer, default=0)
+    warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class ProbeResultRow(Base):
+    """One probe's outcome and its measured facts."""
+
+    __tablename__ = "probe_results"
+    __table_args__ = (Index("ix_probe_results_service_kind_at", "service_id", "kind", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_id: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    success: Mapped[bool] = mapped_column(Boolean)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Finding(Base):
+    """Something a check found wrong, kept open while it lasts; one row per rule and subject."""
+
+    __tablename__ = "findings"
+    __table_args__ = (UniqueConstraint("rule", "subject_kind", "subject", name="uq_finding_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rule: Mapped[str] = mapped_column(String(120))
+    clause: Mapped[str] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(20))
+    subject_kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(400))
+    service_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(20), default="open")
+    """open, resolved or accepted."""
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Incident(Base):
+    """An incident: findings grouped by service and kind, with the clause 7.3.3 clock."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(60))
+    klass: Mapped[str] = mapped_column(String(20))
+    """security or availability."""
+    severity: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20), default="open")
+    group_key: Mapped[str] = mapped_column(String(400), index=True)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    services: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    detected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    occurred_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    notify_by: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    notified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class IncidentEvent(Base):
+    """One line of an incident's timeline."""
+
+    __tablename__ = "incident_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(60))
+    actor: Mapped[str] = mapped_column(String(200), default="monitord")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class OutboxAlert(Base):
+    """An alert waiting to go out (or gone out): written first, delivered by a worker."""
+
+    __tablename__ = "alert_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    channel: Mapped[str] = mapped_column(Text)
+    """An apprise URL, or the name of a configured route."""
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    """pending, delivered or failed (given up after the configured attempts)."""
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEntry(Base):
+    """Who did what, and when (clause 8.1.2)."""
+
+    __tablename__ = "audit_trail"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,36 @@
+"""Plain-text tables that line up with Chinese text (wide characters count twice)."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+
+
+def display_width(text: str) -> int:
+    """How many terminal columns text takes: East Asian wide characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _fit(text: str, width: int) -> str:
+    if display_width(text) <= width:
+        return text + " " * (width - display_width(text))
+    out = ""
+    for ch in text:
+        if display_width(out + ch) > width - 1:
+            break
+        out += ch
+    return out + "…" + " " * (width - display_width(out) - 1)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], max_width: int = 40) -> str:
+    """Render rows under headers, each column as wide as its widest cell (capped)."""
+    widths = [
+        min(max_width, max([display_width(h)] + [display_width(r[i]) for r in rows]))
+        for i, h in enumerate(headers)
+    ]
+    lines = ["  ".join(_fit(h, w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(_fit(cell, w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""Time: UTC in the store, Asia/Shanghai for people, and an injectable clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from zoneinfo import ZoneInfo
+
+UTC = dt.UTC
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+Clock = Callable[[], dt.datetime]
+"""A clock returns the current time, timezone-aware. Tests inject their own."""
+
+
+def system_clock() -> dt.datetime:
+    """Return the current time in UTC."""
+    return dt.datetime.now(UTC)
+
+
+def parse_time(value: str) -> dt.datetime:
+    """Parse an ISO 8601 time; a time without an offset is read as Asia/Shanghai.
+
+    Raises ValueError with the offending text when it is not ISO 8601.
+    """
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    parsed = dt.datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=SHANGHAI)
+    return parsed.astimezone(UTC)
+
+
+def local_text(moment: dt.datetime) -> str:
+    """Format a time for people: Asia/Shanghai, minutes precision."""
+    return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,80 @@
+"""Value types shared by the core and its plug-ins (probes, rules).
+
+Probes and rules import from here and from nothing else in the core: they get facts in and hand
+values back; the core decides what to store and whom to tell.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+from loguru import logger as _logger
+
+from monitord.timeutil import Clock, system_clock
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a probe points at: a URL, and the catalogue service it belongs to when known."""
+
+    url: str
+    service_id: str | None = None
+    service_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The base of every probe kind's spec; each kind subclasses it beside its function."""
+
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class ProbeContext:
+    """Everything a probe may use. Probes create no clients of their own."""
+
+    session: aiohttp.ClientSession
+    clock: Clock = system_clock
+    logger: Any = _logger
+    ssl_context: ssl.SSLContext | None = None
+    """Trust store: the system's CAs plus the configured government CA bundle."""
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The immutable outcome of one probe: success, how long, and the measured facts."""
+
+    kind: str
+    target: str
+    success: bool
+    duration_ms: float
+    started_at: dt.datetime
+    facts: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    service_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FindingDraft:
+    """What a rule or check reports; the core turns it into a stored finding.
+
+    `subject` identifies what the finding is about (a service id, a user, an IP, ...); the same
+    rule and subject update one finding rather than opening a new one.
+    """
+
+    rule: str
+    clause: str
+    severity: Severity
+    subject_kind: str
+    subject: str
+    summary: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    service_id: str | None = None
