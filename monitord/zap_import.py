@@ -1,0 +1,185 @@
+"""Read a ZAP "traditional-json" report into the same findings a monitord scan produces.
+
+Providers file their own pen-test results (clause 8.3 b). ZAP's baseline and full scans
+(`zap-baseline.py -J`, `zap-full-scan.py -J`) and the Report Generation add-on's
+"traditional-json" template write one shape:
+
+    {"@programName": "ZAP", "@version": "2.15.0", "@generated": "Tue, 4 Jun 2024 ...",
+     "site": [{"@name": "https://svc.example.gov.cn", "@host": ..., "@port": ..., "@ssl": ...,
+               "alerts": [{"pluginid": "10038", "alertRef": "10038-1", "alert": "...",
+                           "name": "...", "riskcode": "2", "confidence": "3",
+                           "riskdesc": "Medium (High)", "desc": "<p>...</p>",
+                           "instances": [{"uri": ..., "method": ..., "param": ...,
+                                          "attack": ..., "evidence": ..., "otherinfo": ...}],
+                           "count": "3", "solution": "<p>...</p>", "otherinfo": ...,
+                           "reference": "<p>...</p>", "cweid": "693", "wascid": "15",
+                           "sourceid": "3"}]}]}
+
+Risk codes are 0–3 (Informational … High) and confidence codes 0–4 (False Positive, Low,
+Medium, High, Confirmed), as in ZAP's `Alert` class. Texts are HTML paragraphs; they are turned
+into plain text. Each instance becomes an alert in ZAP API form and goes through the same
+`group_alerts`, so an imported report and a monitord scan of the same service compare key by key.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from monitord.errors import UsageError
+from monitord.types import FindingDraft
+from monitord.zap import group_alerts, scope_regex
+
+__all__ = ["ZapReport", "ZapReportError", "parse_report", "read_report"]
+
+_RISKS = {"0": "Informational", "1": "Low", "2": "Medium", "3": "High"}
+_CONFIDENCES = {"0": "False Positive", "1": "Low", "2": "Medium", "3": "High", "4": "Confirmed"}
+
+
+class ZapReportError(UsageError):
+    """The file is not a ZAP traditional-json report monitord can read; the message says why."""
+
+
+@dataclass(frozen=True)
+class ZapReport:
+    """A report read into findings, with what it says about itself."""
+
+    program: str
+    version: str
+    generated: str
+    sites: tuple[str, ...]
+    findings: tuple[FindingDraft, ...]
+    instances: int
+    false_positives_dropped: int
+    out_of_scope_dropped: int
+
+
+def _plain(value: Any) -> str:
+    """ZAP's report texts are HTML paragraphs; keep the words and one line per paragraph."""
+    if value is None:
+        return ""
+    text = re.sub(r"</p>\s*<p>|<br\s*/?>", "\n", str(value))
+    text = re.sub(r"<[^>]+>", "", text)
+    return html.unescape(text).strip()
+
+
+def _need(mapping: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in mapping:
+        raise ZapReportError(f"{where} has no {key!r}: not a ZAP traditional-json report")
+    return mapping[key]
+
+
+def parse_report(
+    data: Any, *, service_id: str | None = None, base_url: str | None = None
+) -> ZapReport:
+    """Turn a parsed traditional-json report into findings.
+
+    `base_url`, when given, keeps only instances under the service's URL (a report may cover
+    several sites). Raises `ZapReportError` naming what is missing or malformed.
+    """
+    if not isinstance(data, Mapping):
+        raise ZapReportError("the report is not a JSON object: not a ZAP traditional-json report")
+    sites = _need(data, "site", "the report")
+    if isinstance(sites, Mapping):  # older ZAP versions wrote a lone site as an object
+        sites = [sites]
+    if not isinstance(sites, list):
+        raise ZapReportError("the report's 'site' is not a list")
+
+    alerts: list[dict[str, Any]] = []
+    names: list[str] = []
+    for s_index, site in enumerate(sites):
+        where = f"site[{s_index}]"
+        if not isinstance(site, Mapping):
+            raise ZapReportError(f"{where} is not an object")
+        names.append(str(_need(site, "@name", where)))
+        for a_index, alert in enumerate(site.get("alerts") or []):
+            alerts.extend(_instances(alert, f"{where}.alerts[{a_index}]"))
+
+    in_scope = None
+    if base_url is not None:
+        pattern = re.compile(scope_regex(base_url))
+        in_scope = lambda url: bool(pattern.fullmatch(url))  # noqa: E731
+    grouping = group_alerts(alerts, service_id=service_id, in_scope=in_scope)
+    return ZapReport(
+        program=str(data.get("@programName", "")),
+        version=str(data.get("@version", "")),
+        generated=str(data.get("@generated", "")),
+        sites=tuple(names),
+        findings=grouping.findings,
+        instances=grouping.instances,
+        false_positives_dropped=grouping.false_positives_dropped,
+        out_of_scope_dropped=grouping.out_of_scope_dropped,
+    )
+
+
+def _instances(alert: Any, where: str) -> list[dict[str, Any]]:
+    """One report alert → its instances, each in the field names of ZAP's API."""
+    if not isinstance(alert, Mapping):
+        raise ZapReportError(f"{where} is not an object")
+    plugin = str(_need(alert, "pluginid", where))
+    riskcode = str(_need(alert, "riskcode", where))
+    if riskcode not in _RISKS:
+        raise ZapReportError(f"{where}.riskcode is {riskcode!r}, expected 0, 1, 2 or 3")
+    confidence = str(alert.get("confidence", "2"))
+    if confidence not in _CONFIDENCES:
+        raise ZapReportError(f"{where}.confidence is {confidence!r}, expected 0 to 4")
+    instances = alert.get("instances") or []
+    if not isinstance(instances, list) or not instances:
+        raise ZapReportError(f"{where} has no instances")
+    common = {
+        "pluginId": plugin,
+        "alertRef": str(alert.get("alertRef") or plugin),
+        "name": str(alert.get("name") or alert.get("alert") or ""),
+        "risk": _RISKS[riskcode],
+        "confidence": _CONFIDENCES[confidence],
+        "description": _plain(alert.get("desc")),
+        "solution": _plain(alert.get("solution")),
+        "reference": _plain(alert.get("reference")),
+        "cweid": str(alert.get("cweid", "-1")),
+        "wascid": str(alert.get("wascid", "-1")),
+    }
+    out = []
+    for i_index, instance in enumerate(instances):
+        if not isinstance(instance, Mapping):
+            raise ZapReportError(f"{where}.instances[{i_index}] is not an object")
+        item = dict(common)
+        # Some tools put cweid/solution/... on the instance; the instance's own value wins.
+        for key in ("cweid", "wascid"):
+            if instance.get(key) not in (None, ""):
+                item[key] = str(instance[key])
+        for key in ("solution", "reference"):
+            if instance.get(key):
+                item[key] = _plain(instance[key])
+        item.update(
+            url=str(_need(instance, "uri", f"{where}.instances[{i_index}]")),
+            method=str(instance.get("method", "")),
+            param=str(instance.get("param", "")),
+            evidence=str(instance.get("evidence", "")),
+            attack=str(instance.get("attack", "")),
+        )
+        out.append(item)
+    return out
+
+
+def read_report(
+    path: str | Path, *, service_id: str | None = None, base_url: str | None = None
+) -> ZapReport:
+    """Read a traditional-json report file; see `parse_report`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ZapReportError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ZapReportError(f"{path} is not UTF-8 text: not a ZAP JSON report") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ZapReportError(
+            f"{path} is not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    return parse_report(data, service_id=service_id, base_url=base_url)
