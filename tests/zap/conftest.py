@@ -1,0 +1,77 @@
+"""Fixtures for the ZAP tests: fake ZAP servers on loopback and a clock that sleeps instantly."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+
+import pytest
+from fakezap import FakeZapServer, Scenario
+from zaphelpers import ListLogger, SleepClock
+
+from monitord.zap import ZapScanner, ZapSettings
+
+
+@pytest.fixture
+def fake_zap() -> Iterator[Callable[[Scenario], FakeZapServer]]:
+    """Start fake ZAP servers for scenarios; all are closed after the test."""
+    servers: list[FakeZapServer] = []
+
+    def start(scenario: Scenario) -> FakeZapServer:
+        server = FakeZapServer(scenario).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def sleep_clock() -> SleepClock:
+    """A fresh instant-sleep clock."""
+    return SleepClock()
+
+
+@pytest.fixture
+def logs() -> ListLogger:
+    """A logger keeping its lines."""
+    return ListLogger()
+
+
+@pytest.fixture
+def make_scanner(sleep_clock: SleepClock, logs: ListLogger) -> Callable[..., ZapScanner]:
+    """Build a ZapScanner for a fake ZAP with fast polls; keyword arguments override settings."""
+
+    def make(server: FakeZapServer | str, **overrides: object) -> ZapScanner:
+        url = server if isinstance(server, str) else server.url
+        key = "" if isinstance(server, str) else server.zap.scenario.api_key
+        values: dict[str, object] = {
+            "url": url,
+            "api_key": key,
+            "poll_interval_s": 5.0,
+            "call_timeout_s": 5.0,
+            "page_size": 100,
+            "stuck_polls": 1000,
+        }
+        values.update(overrides)
+        factory = values.pop("client_factory", None)
+        settings = ZapSettings(**values)  # type: ignore[arg-type]
+        kwargs: dict[str, object] = {
+            "clock": sleep_clock,
+            "sleep": sleep_clock.sleep,
+            "logger": logs,
+        }
+        if factory is not None:
+            kwargs["client_factory"] = factory
+        return ZapScanner(settings, **kwargs)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port with nothing listening (ZAP down)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
