@@ -8,6 +8,7 @@ line. Secrets never come from the file: they are read from environment variables
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -198,7 +199,7 @@ def _expected(error: ErrorDetails) -> str:
     if kind in _EXPECTED:
         return _EXPECTED[kind]
     if kind == "greater_than":
-        return f"a number greater than {ctx['gt']}"
+        return f"a number greater than {ctx['gt']:g}"
     if kind == "greater_than_equal":
         limit = ctx["ge"]
         if error["loc"][-1] == "retention_days":
@@ -227,7 +228,11 @@ def _format_error(source: str, error: ErrorDetails) -> str:
         return f"{source}: {key}: unknown key, expected one of {_known_keys(error['loc'][:-1])}"
     if error["type"] == "missing":
         return f"{source}: {key}: missing, expected a value"
-    value = "(hidden)" if _is_secret_key(last) else repr(error["input"])
+    value = (
+        "(hidden)"
+        if _is_secret_key(last)
+        else json.dumps(error["input"], ensure_ascii=False, default=str)
+    )
     return f"{source}: {key} = {value}: expected {_expected(error)}"
 
 
@@ -237,7 +242,7 @@ def _read_secret(name: str, file: str | None, env: dict[str, str], field: str) -
             text = Path(file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(
-                f"{field} = {file!r}: expected a readable file ({exc.strerror})"
+                f"{field} = {json.dumps(file)}: expected a readable file ({exc.strerror})"
             ) from None
         return SecretStr(text) if text else None
     value = env.get(name)

@@ -1,0 +1,255 @@
+"""Catalogue sync against a real portal on loopback that misbehaves in every way the spec lists."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import func, select
+
+from monitord.catalogue import service_rows, sync_catalogue, sync_rows
+from monitord.config import PortalSettings
+from monitord.models import Finding, ServiceEvent
+from monitord.store import Store
+from tests.conftest import FakeClock
+from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def no_sleep(_seconds: float) -> None:
+    """Backoff waits cost no time in tests."""
+
+
+@pytest.fixture
+async def portal() -> AsyncIterator[FakePortal]:
+    async with serve_portal(FakePortal(services=[make_service(n) for n in range(1, 8)])) as p:
+        yield p
+
+
+def settings_for(portal: FakePortal, **changes: Any) -> PortalSettings:
+    values: dict[str, Any] = {
+        "url": portal.url,
+        "page_size": 3,
+        "timeout_seconds": 0.5,
+        "retries": 2,
+        "backoff_seconds": 0.01,
+    }
+    values.update(changes)
+    return PortalSettings(**values)
+
+
+async def sync(store: Store, portal: FakePortal, clock: FakeClock, **changes: Any) -> Any:
+    return await sync_catalogue(
+        store, settings_for(portal, **changes), SecretStr(TOKEN), clock, sleep=no_sleep
+    )
+
+
+def snapshot(store: Store) -> tuple[list[dict[str, Any]], int, int]:
+    with store.session() as session:
+        events = session.scalar(select(func.count()).select_from(ServiceEvent)) or 0
+        findings = session.scalar(select(func.count()).select_from(Finding)) or 0
+    return service_rows(store), events, findings
+
+
+def events_of(store: Store, service_id: str) -> list[str]:
+    with store.session() as session:
+        return list(
+            session.scalars(
+                select(ServiceEvent.kind)
+                .where(ServiceEvent.service_id == service_id)
+                .order_by(ServiceEvent.id)
+            )
+        )
+
+
+async def test_whole_catalogue_is_read_page_by_page_with_the_token(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "ok"
+    assert [r["page"] for r in portal.requests] == [1, 2, 3]
+    assert all(r["headers"]["Authorization"] == f"Bearer {TOKEN}" for r in portal.requests)
+    rows = service_rows(store)
+    assert [r["id"] for r in rows] == [f"svc-{n:04d}" for n in range(1, 8)]
+    assert rows[0]["name"] == "测试服务1" and rows[0]["status"] == "online"
+    assert rows[0]["filing_problems"] == []
+    assert sync_rows(store)[0]["outcome"] == "ok"
+    assert sync_rows(store)[0]["services_seen"] == 7
+
+
+async def test_unchanged_catalogue_answers_304_to_the_etag(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    await sync(store, portal, clock)
+    portal.requests.clear()
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "unchanged"
+    assert portal.requests[0]["headers"]["If-None-Match"] == portal.etag()
+    assert len(portal.requests) == 1
+    assert [r["outcome"] for r in sync_rows(store)] == ["unchanged", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "page", "reason"),
+    [
+        ("timeout", 2, "page 2: no answer within 0.5 s (timeout) (after 3 tries)"),
+        ("500", 1, "page 1: the portal answered HTTP 502 (after 3 tries)"),
+        ("html", 3, "page 3: expected JSON, got text/html"),
+        ("truncate", 2, "page 2: the connection closed before the whole page was read"),
+        ("401", 2, "page 2: the portal refused the token (HTTP 401)"),
+        ("bad-next", 1, "page 1: 'next' is 1, expected a later page or null"),
+    ],
+)
+async def test_a_failed_read_changes_nothing_and_records_why(
+    store: Store, portal: FakePortal, clock: FakeClock, fault: str, page: int, reason: str
+) -> None:
+    await sync(store, portal, clock)
+    before = snapshot(store)
+    portal.services[0]["status"] = "suspended"  # a change that must not land
+    portal.services[-1]["offline_notice"] = {"filed_at": "2026-11-02"}  # nor this notice
+    portal.faults = {page: fault}
+    clock.advance(minutes=15)
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "failed"
+    assert snapshot(store) == before
+    last = sync_rows(store)[0]
+    assert last["outcome"] == "failed"
+    assert reason in last["reason"]
+
+
+async def test_a_fault_that_passes_is_retried_with_backoff(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    waits: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    portal.faults = {2: "500"}
+    portal.fault_times = 2
+    settings = settings_for(portal, backoff_seconds=1.0)
+    outcome = await sync_catalogue(store, settings, SecretStr(TOKEN), clock, sleep=record_sleep)
+    assert outcome.outcome == "ok"
+    assert waits == [1.0, 2.0]
+    assert len(service_rows(store)) == 7
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda p: p.services.clear(), "the catalogue is empty but 7 services are known"),
+        (lambda p: setattr(p, "total_offset", 2), "read 7 services but the portal announced 9"),
+        (
+            lambda p: p.services.__setitem__(3, make_service(1, name="改了")),
+            "service svc-0001 appears twice with different content",
+        ),
+        (lambda p: p.services.__delitem__(slice(0, 5)), "would mark 5 of 7 services gone"),
+        (lambda p: p.services.insert(0, {"name": "无编号"}), "a service has no usable id"),
+    ],
+)
+async def test_an_implausible_catalogue_is_refused(
+    store: Store, portal: FakePortal, clock: FakeClock, mutate: Any, reason: str
+) -> None:
+    await sync(store, portal, clock)
+    before = snapshot(store)
+    portal.services[-1]["description"] = "变更"  # a new ETag: the portal must be read again
+    mutate(portal)
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "failed"
+    assert reason in (outcome.reason or "")
+    assert snapshot(store) == before
+
+
+async def test_a_repeated_identical_record_is_harmless(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    portal.services.insert(3, make_service(1))
+    portal.total_offset = -1
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "ok"
+    assert "svc-0001 listed twice" in sync_rows(store)[0]["warnings"][0]
+
+
+async def test_lifecycle_changes_become_service_events(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    portal.services[1]["status"] = "approved"
+    await sync(store, portal, clock)
+    suspension = {"filed_at": "2026-11-01T09:00:00+08:00", "planned_resume": "2026-11-09"}
+    portal.services[0].update(status="suspended", suspension=suspension)
+    portal.services[1]["status"] = "online"
+    portal.services[2]["offline_notice"] = {"filed_at": "2026-11-02", "planned_offline": "x"}
+    portal.services[3]["updated_at"] = "2026-11-02T08:00:00+08:00"
+    del portal.services[4]
+    clock.advance(minutes=15)
+    await sync(store, portal, clock)
+    portal.services[0].update(status="online", suspension=None)
+    portal.services.append(make_service(5))
+    clock.advance(minutes=15)
+    await sync(store, portal, clock)
+
+    assert events_of(store, "svc-0001") == [
+        "added",
+        "went_online",
+        "suspended",
+        "suspension_filed",
+        "resumed",
+    ]
+    assert events_of(store, "svc-0002") == ["added", "went_online"]
+    assert events_of(store, "svc-0003") == ["added", "went_online", "offline_notice_filed"]
+    assert events_of(store, "svc-0004") == ["added", "went_online", "updated"]
+    assert events_of(store, "svc-0005") == ["added", "went_online", "gone", "returned"]
+    row = next(r for r in service_rows(store) if r["id"] == "svc-0005")
+    assert row["gone"] is False
+
+
+async def test_a_service_missing_from_a_whole_catalogue_is_marked_gone_with_its_history(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    await sync(store, portal, clock)
+    gone = portal.services.pop(2)
+    clock.advance(hours=1)
+    outcome = await sync(store, portal, clock)
+    assert outcome.gone == 1
+    row = next(r for r in service_rows(store) if r["id"] == gone["id"])
+    assert row["gone"] is True
+    assert row["name"] == gone["name"]
+    assert events_of(store, gone["id"]) == ["added", "went_online", "gone"]
+
+
+async def test_filing_problems_become_findings_not_rejections(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    portal.services[0].update(manual_url=None, review=None, max_concurrency="many")
+    portal.services[1]["type"] = "enterprise"
+    portal.services[2].update(access_method="http", url="http://svc3.example.test/")
+    await sync(store, portal, clock)
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert len(rows) == 7
+    assert rows["svc-0001"]["filing_problems"] == [
+        "manual_url: missing (操作手册)",
+        "max_concurrency: expected a positive integer, got 'many'",
+        "review: missing (审核意见)",
+    ]
+    assert rows["svc-0002"]["unknown_values"] == ["type=enterprise"]
+    assert rows["svc-0002"]["type"] == "enterprise"  # kept, and flagged
+    with store.session() as session:
+        open_findings = {
+            (f.rule, f.subject, f.clause)
+            for f in session.scalars(select(Finding).where(Finding.state == "open"))
+        }
+    assert open_findings == {
+        ("appendix_a_incomplete", "svc-0001", "6.2.2"),
+        ("catalogue_unknown_value", "svc-0002", "6.2.2"),
+        ("plain_http_access", "svc-0003", "6.3.2 b"),
+    }
+    # The provider completes the filing: the finding resolves, and is not duplicated.
+    portal.services[0] = make_service(1)
+    clock.advance(hours=1)
+    await sync(store, portal, clock)
+    with store.session() as session:
+        states = {f.subject: f.state for f in session.scalars(select(Finding))}
+    assert states["svc-0001"] == "resolved"

@@ -1,0 +1,93 @@
+"""Config: each bad value gives its one line and exit 2; the shipped file is the default."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitord.cli import main
+from monitord.config import Settings, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+INVALID = sorted((Path(__file__).parent / "configs" / "invalid").glob("*.toml"))
+
+
+def expected_message(path: Path) -> str:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# expect: "), f"{path.name} must start with '# expect: '"
+    return first.removeprefix("# expect: ")
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_config_is_refused_with_one_line(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["--config", str(path), "check-config"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err == f"monitord: {path}: {expected_message(path)}\n"
+
+
+def test_a_secret_written_in_the_file_is_never_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    main(
+        [
+            "--config",
+            str(Path(__file__).parent / "configs/invalid/secret-in-file.toml"),
+            "check-config",
+        ]
+    )
+    assert "do-not-echo-this-token" not in capsys.readouterr().err
+
+
+def test_the_process_exits_2_without_a_traceback() -> None:
+    path = Path(__file__).parent / "configs" / "invalid" / "short-retention.toml"
+    done = subprocess.run(
+        [sys.executable, "-m", "monitord.cli", "--config", str(path), "check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+def test_a_missing_config_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", "/nonexistent/monitord.toml", "check-config"]) == 2
+    assert capsys.readouterr().err == (
+        "monitord: /nonexistent/monitord.toml: cannot read the config file "
+        "(No such file or directory)\n"
+    )
+
+
+def test_the_shipped_monitord_toml_is_valid_and_equals_the_built_in_defaults() -> None:
+    shipped = load_config(ROOT / "monitord.toml", env={})
+    assert shipped.model_dump() == Settings().model_dump()
+
+
+def test_secrets_come_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file\n")
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[portal]\ntoken_file = "{token_file}"\n')
+    env = {"MONITORD_ZAP_API_KEY": "zap-key-from-env", "MONITORD_PORTAL_TOKEN": "ignored"}
+    settings = load_config(config, env=env)
+    assert settings.secrets.portal_token is not None
+    assert settings.secrets.portal_token.get_secret_value() == "from-a-file"
+    assert settings.secrets.zap_api_key is not None
+    assert settings.secrets.zap_api_key.get_secret_value() == "zap-key-from-env"
+    assert "zap-key-from-env" not in repr(settings)
+    assert "from-a-file" not in str(settings)
+
+
+def test_check_config_reads_the_file_named_by_monitord_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text('[portal]\nurl = "https://portal.example.gov.cn"\n')
+    monkeypatch.setenv("MONITORD_CONFIG", str(config))
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out == f"config OK: {config}\n"

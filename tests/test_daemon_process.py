@@ -1,0 +1,189 @@
+"""The daemon as a process: start it, see it sync, SIGTERM it, restart it, reload it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from monitord.catalogue import service_rows, sync_rows
+from monitord.store import Store
+from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def write_config(path: Path, portal_url: str, grace: float = 5.0, extra: str = "") -> None:
+    path.write_text(
+        f"""
+[daemon]
+grace_seconds = {grace}
+[store]
+url = "sqlite:///{path.parent / "monitord.db"}"
+[portal]
+url = "{portal_url}"
+sync_interval_seconds = 1
+page_size = 2
+timeout_seconds = 20
+retries = 0
+[logging]
+file = "{path.parent / "monitord.log.jsonl"}"
+{extra}
+""",
+        encoding="utf-8",
+    )
+
+
+class DaemonProcess:
+    """A running `monitord run` and the lines it wrote to stderr."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.stderr = ""
+
+    async def stop(self, sig: int = signal.SIGTERM, within: float = 15.0) -> float:
+        """Send sig, wait for the exit, and return how long it took."""
+        started = time.monotonic()
+        self.process.send_signal(sig)
+        _, err = await asyncio.wait_for(self.process.communicate(), within)
+        self.stderr = err.decode()
+        return time.monotonic() - started
+
+
+async def start_daemon(config: Path, env_extra: dict[str, str] | None = None) -> DaemonProcess:
+    env = dict(os.environ, MONITORD_PORTAL_TOKEN=TOKEN, **(env_extra or {}))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "monitord.cli",
+        "--config",
+        str(config),
+        "run",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    return DaemonProcess(process)
+
+
+async def wait_for(condition: Any, what: str, timeout: float = 30.0) -> None:
+    def check() -> bool:
+        try:
+            return bool(condition())
+        except OperationalError:  # the daemon has not created the tables yet
+            return False
+
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def portal() -> AsyncIterator[FakePortal]:
+    async with serve_portal(FakePortal(services=[make_service(n) for n in range(1, 6)])) as p:
+        yield p
+
+
+def store_of(config: Path) -> Store:
+    return Store(f"sqlite:///{config.parent / 'monitord.db'}")
+
+
+async def test_daemon_syncs_stops_on_sigterm_and_restarts_on_the_same_store(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url)
+    daemon = await start_daemon(config)
+    store = store_of(config)
+    await wait_for(lambda: any(r["outcome"] == "ok" for r in sync_rows(store)), "a sync")
+    took = await daemon.stop()
+    assert daemon.process.returncode == 0, daemon.stderr
+    assert took < 5.0
+    assert "Traceback" not in daemon.stderr
+    assert "monitord stopped" in daemon.stderr
+    runs_before = len(sync_rows(store, 1000))
+    assert [r["id"] for r in service_rows(store)] == [f"svc-{n:04d}" for n in range(1, 6)]
+
+    portal.services[0]["status"] = "suspended"
+    daemon = await start_daemon(config)
+    await wait_for(
+        lambda: service_rows(store)[0]["status"] == "suspended", "the restarted daemon's sync"
+    )
+    await daemon.stop()
+    assert daemon.process.returncode == 0
+    assert len(sync_rows(store, 1000)) > runs_before
+    assert len(service_rows(store)) == 5
+    store.dispose()
+
+
+async def test_sigterm_during_a_slow_sync_exits_within_the_grace_period_leaving_the_store_whole(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url, grace=1.0)
+    portal.delay = 30.0
+    daemon = await start_daemon(config)
+    await wait_for(lambda: len(portal.requests) > 0, "the daemon's first request")
+    took = await daemon.stop()
+    assert daemon.process.returncode == 0, daemon.stderr
+    assert took < 1.0 + 4.0
+    assert "job catalogue-sync cancelled at shutdown" in daemon.stderr
+    store = store_of(config)
+    assert service_rows(store) == []
+    assert sync_rows(store) == []  # nothing half-written
+    store.dispose()
+
+
+async def test_sighup_with_a_bad_config_keeps_the_running_one(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url)
+    daemon = await start_daemon(config)
+    store = store_of(config)
+    await wait_for(lambda: len(sync_rows(store)) > 0, "a sync")
+    config.write_text(config.read_text().replace("retries = 0", "retries = -1"))
+    daemon.process.send_signal(signal.SIGHUP)
+    count = len(sync_rows(store, 1000))
+    await wait_for(lambda: len(sync_rows(store, 1000)) > count + 1, "syncs after the reload")
+    assert daemon.process.returncode is None
+    await daemon.stop()
+    assert daemon.process.returncode == 0
+    assert "reload refused, keeping the running config" in daemon.stderr
+    assert "portal.retries = -1: expected at least 0" in daemon.stderr
+    store.dispose()
+
+
+async def test_daemon_tells_systemd_it_is_ready(tmp_path: Path, portal: FakePortal) -> None:
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url)
+    notify = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.setblocking(False)
+    daemon = await start_daemon(config, {"NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000"})
+    loop = asyncio.get_running_loop()
+    messages: list[str] = []
+    while "READY=1" not in messages or "WATCHDOG=1" not in messages:
+        data = await asyncio.wait_for(loop.sock_recv(sock, 1024), 20)
+        messages.append(data.decode())
+    await daemon.stop()
+    while True:
+        try:
+            messages.append(sock.recv(1024).decode())
+        except BlockingIOError:
+            break
+    sock.close()
+    assert daemon.process.returncode == 0
+    assert "STOPPING=1" in messages

@@ -1,0 +1,82 @@
+"""The store on SQLite and PostgreSQL: migrations at start, aware times, data kept on upgrade."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import StatementError
+
+from monitord.errors import StoreError
+from monitord.models import AuditEntry, Service, ServiceEvent
+from monitord.store import Store, audit, open_store
+from monitord.timeutil import SHANGHAI, UTC
+
+
+def test_migrations_create_every_table(store: Store) -> None:
+    tables = set(inspect(store.engine).get_table_names())
+    assert {
+        "services",
+        "service_events",
+        "sync_runs",
+        "probe_results",
+        "findings",
+        "incidents",
+        "incident_events",
+        "alert_outbox",
+        "audit_trail",
+    } <= tables
+
+
+def test_times_come_back_timezone_aware_and_equal(store: Store) -> None:
+    moment = dt.datetime(2026, 7, 3, 9, 15, 2, tzinfo=SHANGHAI)
+    with store.session() as session:
+        audit(session, moment, "alice", "incident.ack", "incident 1", {"note": "收到"})
+    with store.session() as session:
+        row = session.scalars(select(AuditEntry)).one()
+    assert row.at == moment
+    assert row.at.tzinfo is not None
+    assert row.at.utcoffset() == dt.timedelta(0)
+    assert row.detail == {"note": "收到"}
+
+
+def test_a_naive_time_is_refused(store: Store) -> None:
+    with pytest.raises(StatementError, match="naive datetime"), store.session() as session:
+        audit(session, dt.datetime(2026, 7, 3, 9, 0), "alice", "x")
+
+
+def test_reopening_an_existing_store_keeps_its_data(store_url: str) -> None:
+    first = open_store(store_url)
+    now = dt.datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
+    with first.session() as session:
+        session.add(
+            Service(id="svc-1", name="企业开办", status="online", first_seen=now, last_seen=now)
+        )
+        session.flush()
+        session.add(ServiceEvent(service_id="svc-1", kind="went_online", at=now))
+    first.dispose()
+    again = open_store(store_url)  # an upgraded daemon starting: migrate() runs again
+    with again.session() as session:
+        service = session.get(Service, "svc-1")
+        assert service is not None and service.name == "企业开办"
+        assert session.scalars(select(ServiceEvent.kind)).all() == ["went_online"]
+        version = session.execute(text("select version_num from alembic_version")).scalar()
+    again.dispose()
+    assert version == "0001"
+
+
+def test_sqlite_store_runs_in_wal_mode(sqlite_store: Store) -> None:
+    with sqlite_store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_an_unreachable_database_is_one_clear_error() -> None:
+    with pytest.raises(StoreError, match="cannot open or migrate the store at postgresql"):
+        open_store("postgresql://monitord:pw@127.0.0.1:1/nothing")
+
+
+def test_the_password_of_a_store_url_is_never_shown() -> None:
+    with pytest.raises(StoreError) as caught:
+        open_store("postgresql://monitord:hunter2@127.0.0.1:1/nothing")
+    assert "hunter2" not in str(caught.value)
