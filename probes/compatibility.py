@@ -1,0 +1,147 @@
+"""The compatibility probe: the same page as a desktop browser, a phone, WeChat and Alipay see it.
+
+Clause 6.4 asks for compatibility monitoring across the clients people actually use; for a
+legal-person portal in China those include the WeChat and Alipay in-app browsers, which some
+servers and WAFs treat differently. Each client must get the same status class as the desktop
+browser, a declared content type (and a charset for text), and, for a JSON API, JSON that parses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from monitord.types import ProbeContext, ProbeResult, Target
+from probes import netguard
+from probes.http import PROBE_ERRORS, HttpSpec, error_text, fetch, probe_url, result
+
+KIND = "compatibility"
+
+# Real user-agent strings as these clients sent them in 2024.
+CLIENTS: dict[str, str] = {
+    "desktop": (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0.0.0 Safari/537.36"
+    ),
+    "phone": (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"
+    ),
+    "wechat": (
+        "Mozilla/5.0 (Linux; Android 13; V2148A Build/TP1A.220624.014; wv) AppleWebKit/537.36 "
+        "(KHTML, like Gecko) Version/4.0 Chrome/116.0.0.0 Mobile Safari/537.36 XWEB/1160065 "
+        "MMWEBSDK/20231202 MMWEBID/2247 MicroMessenger/8.0.47.2560(0x28002F35) WeChat/arm64 "
+        "Weixin NetType/WIFI Language/zh_CN ABI/arm64"
+    ),
+    "alipay": (
+        "Mozilla/5.0 (Linux; U; Android 13; zh-CN; PGEM10 Build/TP1A.220905.001) "
+        "AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/69.0.3497.100 "
+        "UWS/3.22.2.59 Mobile Safari/537.36 UCBS/3.22.2.59_230817200129 ChannelId(1) "
+        "NebulaSDK/1.8.100112 Nebula AlipayDefined(nt:WIFI,ws:393|0|2.75,ac:sp) "
+        "AliApp(AP/10.5.36.8100) AlipayClient/10.5.36.8100 Language/zh-Hans"
+    ),
+}
+REFERENCE_CLIENT = "desktop"
+
+
+@dataclass(frozen=True)
+class CompatibilitySpec(HttpSpec):
+    """Which clients to impersonate, and whether the target is a JSON API."""
+
+    clients: tuple[str, ...] = tuple(CLIENTS)
+    expect_json: bool = False
+    """A JSON API (the catalogue documents business codes for it): every client must get JSON."""
+
+
+def _is_json_type(content_type: str | None) -> bool:
+    return bool(content_type) and (
+        content_type == "application/json" or str(content_type).endswith("+json")
+    )
+
+
+async def _one(
+    ctx: ProbeContext, spec: CompatibilitySpec, target: Target, client: str
+) -> dict[str, Any]:
+    """What one client got: status, content type, charset, JSON verdict, TLS and problems."""
+    try:
+        fetched = await fetch(
+            ctx, spec, probe_url(target, spec), extra_headers={"User-Agent": CLIENTS[client]}
+        )
+    except netguard.DeniedTargetError:
+        raise
+    except PROBE_ERRORS as exc:
+        return {"error": error_text(exc, spec.timeout_s), "problems": ["no response"]}
+    content_type = fetched.content_type
+    facts: dict[str, Any] = {
+        "status": fetched.status,
+        "status_class": f"{fetched.status // 100}xx",
+        "content_type": content_type,
+        "charset": fetched.charset,
+        "http_version": fetched.capture.alpn or "http/1.1",
+        "tls_version": fetched.capture.version,
+        "total_ms": fetched.phases["total_ms"],
+        "json_ok": None,
+        "problems": [],
+    }
+    problems: list[str] = facts["problems"]
+    if fetched.status >= 400:
+        problems.append(f"status {fetched.status}")
+    if content_type is None:
+        problems.append("no content type declared")
+    elif content_type.startswith("text/") and not fetched.charset:
+        # JSON is UTF-8 by definition (RFC 8259); text must say its charset, or GBK pages break.
+        problems.append("no charset declared")
+    if spec.expect_json or _is_json_type(content_type):
+        try:
+            json.loads(fetched.body)
+            facts["json_ok"] = _is_json_type(content_type)
+            if not facts["json_ok"]:
+                problems.append(f"JSON served as {content_type}")
+        except ValueError:
+            facts["json_ok"] = False
+            problems.append(f"body is not JSON ({content_type})")
+    return facts
+
+
+async def probe(target: Target, spec: CompatibilitySpec, ctx: ProbeContext) -> ProbeResult:
+    """Fetch the page once per client, concurrently, and compare what each one got.
+
+    Success means no client has a problem: each gets the desktop browser's status class, a
+    declared content type (and charset for text), and JSON that parses when JSON is expected.
+    """
+    started_at = ctx.clock()
+    start = time.perf_counter()
+    clients = [c for c in spec.clients if c in CLIENTS]
+    try:
+        async with asyncio.timeout(spec.timeout_s):
+            answers = await asyncio.gather(*(_one(ctx, spec, target, c) for c in clients))
+    except (netguard.DeniedTargetError, TimeoutError) as exc:
+        return result(
+            KIND,
+            target,
+            started_at,
+            start,
+            success=False,
+            facts={"clients": {}, "incompatible_clients": []},
+            error=error_text(exc, spec.timeout_s),
+        )
+    per_client = dict(zip(clients, answers, strict=True))
+    reference = per_client.get(REFERENCE_CLIENT, {}).get("status_class")
+    for facts in per_client.values():
+        status_class = facts.get("status_class")
+        if reference and status_class and status_class != reference:
+            facts["problems"].append(f"status class {status_class}, desktop got {reference}")
+    incompatible = [name for name, facts in per_client.items() if facts["problems"]]
+    return result(
+        KIND,
+        target,
+        started_at,
+        start,
+        success=not incompatible,
+        facts={"clients": per_client, "incompatible_clients": incompatible},
+        error="; ".join(f"{n}: {', '.join(per_client[n]['problems'])}" for n in incompatible)
+        or None,
+    )

@@ -1,0 +1,362 @@
+"""The HTTP side shared by the availability, compatibility and contract probes.
+
+`fetch` makes one probe request through the context's aiohttp session: it refuses denied
+targets, follows redirects itself (so that every hop is checked against the deny list and
+recorded), times each phase, and picks up the certificate facts of the handshake it made.
+
+Phase timings come from two public hooks: aiohttp's `TraceConfig` (DNS, connection set-up,
+request sent; see `timing_trace_config`) and the observed SSL object of `probes.tlsinfo`
+(handshake start and end). A session built without the trace config still gets total, TLS and
+first-byte times; DNS then falls back to the probe's own deny-list lookup. `make_session` builds a
+session with everything in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from monitord.types import ProbeContext, ProbeResult, Spec, Target
+from probes import netguard, tlsinfo
+
+DEFAULT_EXPECT_STATUS: tuple[int, ...] = tuple(range(200, 400))
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(frozen=True)
+class HttpSpec(Spec):
+    """What every HTTP-speaking probe kind needs to know about its request."""
+
+    path: str | None = None
+    """Joined onto the service URL (catalogue `probe.path`); None probes the URL itself."""
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    max_redirects: int = 5
+    max_body_bytes: int = 1 << 20
+    """Bodies are read up to this size: enough for a keyword or a JSON code, bounded for memory."""
+    verify_tls: bool = True
+    denied_networks: tuple[str, ...] = netguard.DEFAULT_DENIED_NETWORKS
+
+
+@dataclass
+class Timings:
+    """Phase times of one request in perf_counter seconds; filled by the trace callbacks."""
+
+    queued_start: float | None = None
+    queued_end: float | None = None
+    create_start: float | None = None
+    create_end: float | None = None
+    dns_start: float | None = None
+    dns_end: float | None = None
+    headers_sent: float | None = None
+    reused: bool = False
+
+
+def _stamp(attr: str) -> Any:
+    async def callback(
+        _session: aiohttp.ClientSession, trace_ctx: SimpleNamespace, _params: object
+    ) -> None:
+        timings = trace_ctx.trace_request_ctx
+        if isinstance(timings, Timings) and getattr(timings, attr) is None:
+            setattr(timings, attr, time.perf_counter())
+
+    return callback
+
+
+async def _reused(
+    _session: aiohttp.ClientSession, trace_ctx: SimpleNamespace, _params: object
+) -> None:
+    if isinstance(trace_ctx.trace_request_ctx, Timings):
+        trace_ctx.trace_request_ctx.reused = True
+
+
+def timing_trace_config() -> aiohttp.TraceConfig:
+    """The aiohttp TraceConfig that records probe phase timings; give it to the session."""
+    config = aiohttp.TraceConfig()
+    config.on_connection_queued_start.append(_stamp("queued_start"))
+    config.on_connection_queued_end.append(_stamp("queued_end"))
+    config.on_connection_create_start.append(_stamp("create_start"))
+    config.on_connection_create_end.append(_stamp("create_end"))
+    config.on_dns_resolvehost_start.append(_stamp("dns_start"))
+    config.on_dns_resolvehost_end.append(_stamp("dns_end"))
+    config.on_request_headers_sent.append(_stamp("headers_sent"))
+    config.on_connection_reuseconn.append(_reused)
+    return config
+
+
+def make_session(
+    *,
+    limit: int = 200,
+    denied_networks: tuple[str, ...] = netguard.DEFAULT_DENIED_NETWORKS,
+    ssl_context: ssl.SSLContext | None = None,
+) -> aiohttp.ClientSession:
+    """An aiohttp session fit for probing; call it inside the running event loop.
+
+    - a fresh connection per request (`force_close`), because each probe must measure and see a
+      full DNS, connect and TLS handshake rather than ride a pooled connection;
+    - `GuardedResolver`, so the deny list also holds for the address aiohttp itself connects to;
+    - the timing trace config; `limit` caps concurrent connections (the global probe limit).
+    """
+    connector = aiohttp.TCPConnector(
+        limit=limit,
+        force_close=True,
+        resolver=netguard.GuardedResolver(denied_networks),
+        ssl=tlsinfo.observe(ssl_context) if ssl_context else True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        trace_configs=[timing_trace_config()],
+        # Probes decide their own redirect handling and timeouts per request.
+        timeout=aiohttp.ClientTimeout(total=None),
+        auto_decompress=True,
+    )
+
+
+def probe_url(target: Target, spec: HttpSpec) -> URL:
+    """The URL a spec probes: the target URL, or the spec's path on the target's host."""
+    base = URL(target.url)
+    if not spec.path:
+        return base
+    path = URL(spec.path)
+    if path.is_absolute():
+        return path
+    return base.join(path) if spec.path.startswith("/") else base.join(URL("./" + spec.path))
+
+
+def ssl_context_for(ctx: ProbeContext, verify: bool) -> ssl.SSLContext:
+    """The client SSL context a probe uses: the context's trust store, observed, or no checks."""
+    if not verify:
+        return tlsinfo.insecure_context()
+    if ctx.ssl_context is not None:
+        return tlsinfo.observe(ctx.ssl_context)
+    return tlsinfo.trust_context(ctx.ca_file)
+
+
+def default_port(url: URL) -> int:
+    """The port a URL connects to."""
+    return url.port or (443 if url.scheme == "https" else 80)
+
+
+@dataclass
+class Hop:
+    """One request of a redirect chain."""
+
+    url: str
+    status: int
+    location: str | None = None
+
+
+@dataclass
+class Fetched:
+    """The outcome of `fetch`: the final response and how it was reached."""
+
+    status: int
+    url: URL
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    truncated: bool
+    hops: list[Hop]
+    phases: dict[str, float | None]
+    capture: tlsinfo.HandshakeCapture
+    addresses: list[str]
+    connection_reused: bool
+    charset: str | None
+    content_type: str | None
+
+
+class RedirectLimitError(Exception):
+    """More redirects than the spec allows."""
+
+
+@dataclass
+class _Clock:
+    start: float = field(default_factory=time.perf_counter)
+
+    def ms(self, a: float | None, b: float | None) -> float | None:
+        if a is None or b is None:
+            return None
+        return round((b - a) * 1000, 3)
+
+
+async def fetch(
+    ctx: ProbeContext,
+    spec: HttpSpec,
+    url: URL,
+    *,
+    extra_headers: dict[str, str] | None = None,
+    read_body: bool = True,
+) -> Fetched:
+    """Make the probe request to `url`, following up to `spec.max_redirects` redirects.
+
+    Raises DeniedTargetError before connecting anywhere denied, RedirectLimitError, TimeoutError
+    or aiohttp's errors; the caller turns them into a failed result with `error_text`. Phase
+    timings are summed over the hops; certificate facts are those of the first hop, the
+    service's own host.
+    """
+    headers = dict(spec.headers)
+    if extra_headers:
+        headers.update(extra_headers)
+    method = spec.method.upper()
+    sslctx = ssl_context_for(ctx, spec.verify_tls) if url.scheme == "https" else None
+    hops: list[Hop] = []
+    totals: dict[str, float] = {"dns_ms": 0.0, "connect_ms": 0.0, "tls_ms": 0.0}
+    first_capture: tlsinfo.HandshakeCapture | None = None
+    addresses: list[str] = []
+    reused = False
+    start = time.perf_counter()
+    while True:
+        host = url.raw_host or ""
+        hop_addresses, own_dns_ms = await netguard.resolve_checked(
+            host, default_port(url), spec.denied_networks, spec.timeout_s
+        )
+        addresses = addresses or hop_addresses
+        timings = Timings()
+        with tlsinfo.capture() as cap:
+            response = await ctx.session.request(
+                method,
+                url,
+                headers=headers,
+                allow_redirects=False,
+                ssl=sslctx if url.scheme == "https" else False,
+                trace_request_ctx=timings,
+                timeout=aiohttp.ClientTimeout(total=spec.timeout_s),
+            )
+        got_headers = time.perf_counter()
+        clock = _Clock()
+        dns_ms = clock.ms(timings.dns_start, timings.dns_end)
+        totals["dns_ms"] += dns_ms if dns_ms is not None else own_dns_ms
+        connect_from = timings.dns_end or timings.create_start
+        connect_to = cap.started if cap.started is not None else timings.create_end
+        totals["connect_ms"] += clock.ms(connect_from, connect_to) or 0.0
+        totals["tls_ms"] += clock.ms(cap.started, cap.finished) or 0.0
+        sent = timings.headers_sent or cap.finished or timings.create_end
+        first_byte_ms = clock.ms(sent, got_headers)
+        reused = reused or timings.reused
+        if first_capture is None:
+            first_capture = cap
+        try:
+            if response.status in REDIRECT_STATUSES and "Location" in response.headers:
+                location = response.headers["Location"]
+                hops.append(Hop(str(url), response.status, location))
+                if len(hops) > spec.max_redirects:
+                    raise RedirectLimitError(f"more than {spec.max_redirects} redirects")
+                # Browsers turn a redirected POST into a GET except for 307/308.
+                if (response.status == 303 and method != "HEAD") or (
+                    response.status in (301, 302) and method == "POST"
+                ):
+                    method = "GET"
+                url = url.join(URL(location))
+                if url.scheme == "https" and sslctx is None:
+                    sslctx = ssl_context_for(ctx, spec.verify_tls)
+                continue
+            body = b""
+            truncated = False
+            if read_body and method != "HEAD":
+                body = await response.content.read(spec.max_body_bytes + 1)
+                truncated = len(body) > spec.max_body_bytes
+                body = body[: spec.max_body_bytes]
+            end = time.perf_counter()
+            hops.append(Hop(str(url), response.status))
+            phases: dict[str, float | None] = {
+                **{k: round(v, 3) for k, v in totals.items()},
+                "first_byte_ms": first_byte_ms,
+                "transfer_ms": round((end - got_headers) * 1000, 3),
+                "total_ms": round((end - start) * 1000, 3),
+            }
+            return Fetched(
+                status=response.status,
+                url=url,
+                headers=response.headers,
+                body=body,
+                truncated=truncated,
+                hops=hops,
+                phases=phases,
+                capture=first_capture,
+                addresses=addresses,
+                connection_reused=reused,
+                charset=response.charset,
+                content_type=response.content_type if "Content-Type" in response.headers else None,
+            )
+        finally:
+            response.release()
+
+
+def error_text(exc: BaseException, timeout_s: float) -> str:
+    """A one-line, human-readable description of why a probe request failed."""
+    if isinstance(exc, netguard.DeniedTargetError | RedirectLimitError):
+        return str(exc)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        err = exc.certificate_error
+        message = getattr(err, "verify_message", None) or str(err)
+        return f"certificate verify failed: {message}"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | ssl.SSLError):
+        return f"TLS handshake failed: {exc}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected without a response"
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return f"timed out after {timeout_s:g} s"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"connection failed: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, ConnectionResetError) or (
+        isinstance(exc, aiohttp.ClientOSError) and exc.errno == 104
+    ):
+        return "connection reset by peer"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"response body broken: {exc}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"bad response: {exc.message}"
+    return tlsinfo.describe_error(exc)
+
+
+PROBE_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+    netguard.DeniedTargetError,
+    RedirectLimitError,
+    ValueError,  # a malformed URL or Location header
+)
+"""What a probe turns into a failed result instead of letting it escape."""
+
+
+def result(
+    kind: str,
+    target: Target,
+    started_at: dt.datetime,
+    start: float,
+    *,
+    success: bool,
+    facts: dict[str, Any],
+    error: str | None = None,
+) -> ProbeResult:
+    """Build a probe's immutable result; duration is wall time since `start` (perf_counter)."""
+    return ProbeResult(
+        kind=kind,
+        target=target.url,
+        success=success,
+        duration_ms=round((time.perf_counter() - start) * 1000, 3),
+        started_at=started_at,
+        facts=facts,
+        error=error,
+        service_id=target.service_id,
+    )
+
+
+def header_charset(content_type_header: str | None) -> str | None:
+    """The charset parameter of a Content-Type header, lower-cased, or None."""
+    if not content_type_header:
+        return None
+    for part in content_type_header.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == "charset" and value:
+            return value.strip().strip('"').lower()
+    return None
