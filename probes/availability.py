@@ -109,7 +109,12 @@ async def probe(target: Target, spec: AvailabilitySpec, ctx: ProbeContext) -> Pr
     started_at = ctx.clock()
     start = time.perf_counter()
     url = probe_url(target, spec)
-    facts: dict[str, Any] = {"url": str(url), "scheme": url.scheme, "slo_ms": spec.slo_ms}
+    facts: dict[str, Any] = {
+        "url": str(url),
+        "scheme": url.scheme,
+        "slo_ms": spec.slo_ms,
+        "refused": False,
+    }
     try:
         async with asyncio.timeout(spec.timeout_s):
             fetched = await fetch(ctx, spec, url)
