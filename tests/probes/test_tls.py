@@ -1,0 +1,300 @@
+"""The tls and availability probes against real TLS servers on loopback, and the rules they feed."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from aiohttp import web
+
+from monitord.types import ProbeContext, Target
+from probes import availability, tls, tlsinfo
+from rules.probe_rules import evaluate
+from tests.probes.conftest import NOW, Serve, ServerCert, self_signed, server_context, write_cert
+
+HSTS = "max-age=31536000; includeSubDomains"
+STRONG = "ECDHE+AESGCM"
+NO_HSTS = {"present": False, "max_age": None, "include_subdomains": False, "preload": False}
+
+
+def issued(
+    *hosts: str, not_before: dt.timedelta = dt.timedelta(days=-30), days: float = 365
+) -> Callable[[trustme.CA, Path], ServerCert]:
+    """A leaf from the test CA for `hosts`, valid from NOW+not_before for `days` from NOW."""
+
+    def make(ca: trustme.CA, certdir: Path) -> ServerCert:
+        leaf = ca.issue_cert(
+            *hosts, not_before=NOW + not_before, not_after=NOW + dt.timedelta(days=days)
+        )
+        name = f"{'-'.join(hosts)}-{days}"
+        pems = [p.bytes() for p in leaf.cert_chain_pems]
+        return write_cert(certdir, name, leaf.private_key_pem.bytes(), pems)
+
+    return make
+
+
+def via_intermediate(*, send_intermediate: bool) -> Callable[[trustme.CA, Path], ServerCert]:
+    """A leaf issued by an intermediate CA; the server sends the intermediate or forgets it."""
+
+    def make(ca: trustme.CA, certdir: Path) -> ServerCert:
+        leaf = ca.create_child_ca().issue_cert("localhost")
+        pems = [p.bytes() for p in leaf.cert_chain_pems]
+        chain = pems if send_intermediate else pems[:1]
+        name = f"inter-{send_intermediate}"
+        return write_cert(certdir, name, leaf.private_key_pem.bytes(), chain)
+
+    return make
+
+
+def own_signature(_ca: trustme.CA, certdir: Path) -> ServerCert:
+    """A self-signed certificate for localhost."""
+    return self_signed(certdir, "localhost")
+
+
+@dataclass
+class Case:
+    """One TLS server set-up and what both probes must report about it."""
+
+    cert: Callable[[trustme.CA, Path], ServerCert]
+    avail_success: bool
+    avail_facts: dict[str, Any]
+    tls_facts: dict[str, Any]
+    avail_findings: set[str]
+    tls_findings: set[str]
+    hsts: str | None = HSTS
+    server: dict[str, Any] = field(default_factory=lambda: {"ciphers": STRONG})
+
+
+LEGACY = ssl.TLSVersion.TLSv1
+CASES: dict[str, Case] = {
+    "valid": Case(
+        issued("localhost"),
+        True,
+        {"status": 200, "chain_trusted": True, "hostname_match": True, "days_to_expiry": 365.0},
+        {
+            "chain_trusted": True,
+            "hostname_match": True,
+            "self_signed": False,
+            "weak_ciphers": [],
+            "hsts": {"present": True, "max_age": 31536000, "include_subdomains": True},
+            "key_type": "EC (secp256r1)",
+            "key_bits": 256,
+            "signature_algorithm": "ecdsa-with-SHA256",
+            "ocsp_stapled": {"stapled": False, "status": None},
+        },
+        set(),
+        set(),
+    ),
+    "expired": Case(
+        issued("localhost", not_before=dt.timedelta(days=-90), days=-2),
+        False,
+        {"days_to_expiry": -2.0, "chain_trusted": False},
+        {"days_to_expiry": -2.0, "chain_trusted": False, "hostname_match": True},
+        {"down", "cert_expired", "untrusted_chain"},
+        {"cert_expired", "untrusted_chain"},
+    ),
+    "expiring_in_5_days": Case(
+        issued("localhost", days=5),
+        True,
+        {"days_to_expiry": 5.0, "chain_trusted": True},
+        {"days_to_expiry": 5.0, "chain_trusted": True},
+        {"cert_expiring_7d"},
+        {"cert_expiring_7d"},
+    ),
+    "expiring_in_20_days": Case(
+        issued("localhost", days=20),
+        True,
+        {"days_to_expiry": 20.0},
+        {"days_to_expiry": 20.0},
+        {"cert_expiring_30d"},
+        {"cert_expiring_30d"},
+    ),
+    "self_signed": Case(
+        own_signature,
+        False,
+        {"self_signed": True, "chain_trusted": False},
+        {"self_signed": True, "chain_trusted": False, "hostname_match": True},
+        {"down", "untrusted_chain"},
+        {"untrusted_chain"},
+    ),
+    "wrong_host_name": Case(
+        issued("other.example"),
+        False,
+        {"hostname_match": False, "chain_trusted": True},
+        {"hostname_match": False, "chain_trusted": True},
+        {"down", "hostname_mismatch"},
+        {"hostname_mismatch"},
+    ),
+    "missing_intermediate": Case(
+        via_intermediate(send_intermediate=False),
+        False,
+        {"chain_trusted": False, "hostname_match": True},
+        {"chain_trusted": False, "self_signed": False},
+        {"down", "untrusted_chain"},
+        {"untrusted_chain"},
+    ),
+    "intermediate_sent": Case(
+        via_intermediate(send_intermediate=True),
+        True,
+        {"chain_trusted": True},
+        {"chain_trusted": True},
+        set(),
+        set(),
+    ),
+    "tls_1_0_and_1_1_enabled": Case(
+        issued("localhost"),
+        True,
+        {"chain_trusted": True},
+        {"protocols": ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]},
+        set(),
+        # TLS 1.0 has no GCM suites: a server that speaks it offers CBC with SHA-1 too.
+        {"legacy_protocol", "weak_cipher"},
+        server={"minimum": LEGACY, "ciphers": "ECDHE+AESGCM:ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0"},
+    ),
+    "weak_ciphers_enabled": Case(
+        issued("localhost"),
+        True,
+        {"chain_trusted": True},
+        {
+            "protocols": ["TLSv1.2", "TLSv1.3"],
+            "weak_ciphers": [
+                "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+                "TLS_ECDHE_ECDSA_WITH_NULL_SHA",
+            ],
+        },
+        set(),
+        {"weak_cipher"},
+        server={
+            "minimum": ssl.TLSVersion.TLSv1_2,
+            "ciphers": "ECDHE+AESGCM:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-NULL-SHA:@SECLEVEL=0",
+        },
+    ),
+    "no_hsts": Case(
+        issued("localhost"),
+        True,
+        {"hsts": NO_HSTS},
+        {"hsts": NO_HSTS},
+        set(),
+        {"no_hsts"},
+        hsts=None,
+    ),
+}
+
+
+async def ok(_request: web.Request) -> web.Response:
+    """A plain 200 answer."""
+    return web.Response(text="ok")
+
+
+def subset(expected: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
+    """The part of `facts` that `expected` speaks about, nested dicts compared on their keys."""
+    out: dict[str, Any] = {}
+    for key, value in expected.items():
+        got = facts.get(key)
+        if isinstance(value, dict) and isinstance(got, dict):
+            got = {k: got.get(k) for k in value}
+        if key == "weak_ciphers" and isinstance(got, list):
+            got = sorted(got)
+        out[key] = got
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+async def test_tls_server_cases(
+    name: str, ca: trustme.CA, certdir: Path, serve: Serve, ctx: ProbeContext
+) -> None:
+    """Each TLS set-up gives the facts and the findings it should, from both probes."""
+    case = CASES[name]
+    if case.server.get("minimum") == LEGACY and not tlsinfo.local_protocol_support()["TLSv1"]:
+        pytest.skip("this machine's OpenSSL cannot speak TLS 1.0 even at @SECLEVEL=0")
+
+    async def page(_request: web.Request) -> web.Response:
+        headers = {"Strict-Transport-Security": case.hsts} if case.hsts else {}
+        return web.Response(text="<html>办事大厅</html>", content_type="text/html", headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    port = await serve(app, server_context(case.cert(ca, certdir), **case.server))
+    target = Target(f"https://localhost:{port}/", service_id=f"svc-{name}")
+
+    avail = await availability.probe(target, availability.AvailabilitySpec(timeout_s=5), ctx)
+    assert avail.success is case.avail_success, avail.error
+    assert subset(case.avail_facts, avail.facts) == case.avail_facts
+    assert {f.rule for f in evaluate(avail)} == case.avail_findings
+
+    result = await tls.probe(target, tls.TlsSpec(timeout_s=5), ctx)
+    assert result.success, result.error
+    assert set(result.facts) == set(tls.TLS_FACT_KEYS)
+    assert subset(case.tls_facts, result.facts) == case.tls_facts
+    assert {f.rule for f in evaluate(result)} == case.tls_findings
+    for finding in evaluate(result):
+        assert finding.subject == f"svc-{name}"
+        assert finding.clause == "6.3.2 a"
+
+
+async def test_valid_server_reports_timings_and_negotiation(
+    ca: trustme.CA, certdir: Path, serve: Serve, ctx: ProbeContext
+) -> None:
+    """Availability splits its time into phases and reports the handshake it made."""
+    app = web.Application()
+    app.router.add_get("/", ok)
+    port = await serve(app, server_context(issued("localhost")(ca, certdir), ciphers=STRONG))
+    result = await availability.probe(
+        Target(f"https://localhost:{port}/"), availability.AvailabilitySpec(), ctx
+    )
+    facts = result.facts
+    assert result.success and result.started_at == NOW
+    for phase in ("dns_ms", "connect_ms", "tls_ms", "first_byte_ms", "total_ms"):
+        assert facts[phase] is not None and facts[phase] >= 0, phase
+    assert facts["tls_ms"] > 0
+    assert facts["tls_version"] == "TLSv1.3"
+    assert facts["connection_reused"] is False
+    assert facts["cert_not_after"] == (NOW + dt.timedelta(days=365)).isoformat()
+
+    tls_result = await tls.probe(Target(f"https://localhost:{port}/"), tls.TlsSpec(), ctx)
+    assert tls_result.facts["tls_version"] == "TLSv1.3"
+    assert tls_result.facts["cipher"].startswith("TLS_")
+    assert tls_result.facts["chain_earliest_expiry"] == (NOW + dt.timedelta(days=365)).isoformat()
+
+
+async def test_alpn_shows_whether_the_server_speaks_h2(
+    ca: trustme.CA, certdir: Path, ctx: ProbeContext
+) -> None:
+    """ALPN: a bare TLS server that selects h2 is reported as such."""
+    context = server_context(issued("localhost")(ca, certdir))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+
+    async def handle(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        result = await tls.probe(
+            Target(f"https://localhost:{port}/"),
+            tls.TlsSpec(timeout_s=3, check_hsts=False, enumerate_weak_ciphers=False),
+            ctx,
+        )
+    assert result.facts["alpn"] == "h2"
+    assert result.facts["hsts"] is None
+
+
+async def test_plain_http_gets_no_tls_facts_but_a_finding(serve: Serve, ctx: ProbeContext) -> None:
+    """An http:// service: the tls probe refuses it, the availability result flags 6.3.2 b."""
+    app = web.Application()
+    app.router.add_get("/", ok)
+    port = await serve(app, None)
+    target = Target(f"http://127.0.0.1:{port}/", service_id="plain")
+    result = await tls.probe(target, tls.TlsSpec(), ctx)
+    assert not result.success and "6.3.2 b" in (result.error or "")
+    assert evaluate(result) == []
+    avail = await availability.probe(target, availability.AvailabilitySpec(), ctx)
+    findings = evaluate(avail)
+    assert [(f.rule, f.clause) for f in findings] == [("plain_http", "6.3.2 b")]
