@@ -976,30 +976,34 @@ class _Run:
         }
         log = self.s._log
         try:
-            if self.resuming:
-                await self.check_session()
-            for step in STEPS:
-                if step in self.state.steps_done or step not in handlers:
-                    continue
-                await self.publish(step=step, percent=0)
-                self.check_deadline()
-                await handlers[step]()
-                await self.finish_step(step)
-            return await self.harvest("finished", None)
-        except _TimedOut as timed_out:
-            log.warning("ZAP scan {} of {}: {}", self.state.scan_key, self.target, timed_out)
-            await self.s.stop(self.state)
-            return await self.harvest("timed_out", timed_out.reason)
+            status: ScanStatus = "finished"
+            reason: ZapError | None = None
+            try:
+                if self.resuming:
+                    await self.check_session()
+                for step in STEPS:
+                    if step in self.state.steps_done or step not in handlers:
+                        continue
+                    await self.publish(step=step, percent=0)
+                    self.check_deadline()
+                    await handlers[step]()
+                    await self.finish_step(step)
+            except _TimedOut as timed_out:
+                log.warning("ZAP scan {} of {}: {}", self.state.scan_key, self.target, timed_out)
+                await self.s.stop(self.state)
+                status, reason = "timed_out", timed_out.reason
+            # Outside the inner try so that a failure while reading alerts is reported below.
+            return await self.harvest(status, reason)
         except asyncio.CancelledError:
             # Shutdown: ZAP must not go on attacking the service unsupervised.
             await asyncio.shield(self.interrupt())
             raise
         except ZapError as exc:
-            status: ScanStatus = "interrupted" if isinstance(exc, ZapScanForgotten) else "failed"
-            log.error("ZAP scan {} of {} {}: {}", self.state.scan_key, self.target, status, exc)
+            ended: ScanStatus = "interrupted" if isinstance(exc, ZapScanForgotten) else "failed"
+            log.error("ZAP scan {} of {} {}: {}", self.state.scan_key, self.target, ended, exc)
             with contextlib.suppress(ZapError):
                 await self.s.stop(self.state)
-            await self.publish(status=status, message=str(exc), retryable=exc.retryable)
+            await self.publish(status=ended, message=str(exc), retryable=exc.retryable)
             raise
         finally:
             if self.token is not None:

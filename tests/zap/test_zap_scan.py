@@ -433,3 +433,18 @@ def dataclasses_replace(state: ScanState, **changes: object) -> ScanState:
 def test_steps_are_in_order() -> None:
     assert STEPS[0] is Step.SESSION and STEPS[-1] is Step.DONE
     assert STEPS.index(Step.PASSIVE) < STEPS.index(Step.ACCESS) < STEPS.index(Step.ACTIVE)
+
+
+async def test_failure_while_reading_alerts_after_a_timeout(
+    fake_zap: Start, make_scanner: Make
+) -> None:
+    scenario = clean_site(SERVICE)
+    scenario.ascan_stuck_at = 10
+    scenario.delay_s = {"core/view/numberOfAlerts": 1.0}
+    server = fake_zap(scenario)
+    progress = Recorder()
+    scanner = make_scanner(server, stuck_polls=2, call_timeout_s=0.2)
+    with pytest.raises(ZapTimeout):
+        await scanner.scan(SERVICE, scan_key="f", on_progress=progress)
+    assert server.calls("ascan/action/stop") == [{"scanId": "0"}]
+    assert progress.last.status == "failed" and progress.last.retryable is True
