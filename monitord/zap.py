@@ -78,9 +78,11 @@ __all__ = [
     "ZapUnavailable",
     "ZapUrlNotFound",
     "compare_findings",
+    "default_client",
     "finding_key",
     "group_alerts",
     "scope_regex",
+    "state_json",
 ]
 
 ZAP_CLAUSE = "8.3 b"
