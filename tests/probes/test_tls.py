@@ -17,7 +17,7 @@ from aiohttp import web
 from monitord.types import ProbeContext, Target
 from probes import availability, tls, tlsinfo
 from rules.probe_rules import evaluate
-from tests.probes.conftest import NOW, Serve, ServerCert, self_signed, server_context, write_cert
+from tests.probes.helpers import NOW, Serve, ServerCert, self_signed, server_context, write_cert
 
 HSTS = "max-age=31536000; includeSubDomains"
 STRONG = "ECDHE+AESGCM"

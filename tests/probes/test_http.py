@@ -1,0 +1,292 @@
+"""Availability, compatibility and contract probes against real aiohttp servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+import probes
+from monitord.types import ProbeContext, ProbeResult, Target
+from probes import availability, compatibility, contract
+from rules.probe_rules import evaluate
+from tests.probes.helpers import Serve
+
+SLOW_S = 0.3
+
+
+async def page(_request: web.Request) -> web.Response:
+    """An HTML page with a keyword."""
+    return web.Response(
+        text="<html>苏州 企业服务</html>", content_type="text/html", charset="utf-8"
+    )
+
+
+async def slow(_request: web.Request) -> web.Response:
+    """A page that takes SLOW_S to answer (real time: the probe measures wall time)."""
+    await asyncio.sleep(SLOW_S)
+    return web.Response(text="late", content_type="text/plain", charset="utf-8")
+
+
+async def api_ok(_request: web.Request) -> web.Response:
+    """A JSON API answering a documented success code."""
+    return web.json_response({"code": "0", "data": {"state": "ok"}})
+
+
+async def api_undocumented(_request: web.Request) -> web.Response:
+    """A JSON API answering a business code the filing does not list."""
+    return web.json_response({"code": 9999, "msg": "系统繁忙"})
+
+
+async def api_html(_request: web.Request) -> web.Response:
+    """An API answering an HTML error page, as a misconfigured gateway does."""
+    return web.Response(text="<html>502 Bad Gateway</html>", content_type="text/html")
+
+
+async def no_wechat(request: web.Request) -> web.Response:
+    """A WAF that blocks the WeChat in-app browser."""
+    if "MicroMessenger" in request.headers.get("User-Agent", ""):
+        return web.Response(status=403, text="forbidden", content_type="text/plain")
+    return await page(request)
+
+
+async def redirect_a(_request: web.Request) -> web.Response:
+    """The first of two redirects."""
+    raise web.HTTPFound("/b")
+
+
+async def redirect_b(_request: web.Request) -> web.Response:
+    """The second redirect."""
+    raise web.HTTPMovedPermanently("/page")
+
+
+def app(**routes: Any) -> web.Application:
+    """An aiohttp app with GET routes from keyword arguments (`page=handler` → /page)."""
+    application = web.Application()
+    for name, handler in routes.items():
+        application.router.add_get(f"/{name}", handler)
+    return application
+
+
+ROUTES = {
+    "page": page,
+    "slow": slow,
+    "api": api_ok,
+    "bad": api_undocumented,
+    "html": api_html,
+    "nowechat": no_wechat,
+    "a": redirect_a,
+    "b": redirect_b,
+}
+
+CATALOGUE_API = {"path": "/api", "expect_codes": {"field": "code", "ok": ["0"]}}
+RETURN_CODES = {"0": "成功", "1001": "令牌无效"}
+
+# (name, kind, path, catalogue probe object, spec overrides, success, facts subset, findings)
+Case = tuple[str, str, str, dict[str, Any], dict[str, Any], bool, dict[str, Any], set[str]]
+CASES: list[Case] = [
+    ("healthy", "availability", "/page", {"keyword": "企业服务"}, {}, True,
+     {"status": 200, "keyword_found": True, "redirects": []}, {"plain_http"}),
+    ("keyword missing", "availability", "/page", {"keyword": "维护中"}, {}, False,
+     {"status": 200, "keyword_found": False}, {"down", "plain_http"}),
+    ("unexpected status", "availability", "/missing", {"expect_status": [200]}, {}, False,
+     {"status": 404}, {"down", "plain_http"}),
+    ("slow", "availability", "/slow", {}, {"slo_ms": 100.0}, True,
+     {"status": 200, "slo_ms": 100.0}, {"slow", "plain_http"}),
+    ("redirects followed", "availability", "/a", {}, {}, True,
+     {"status": 200, "redirects": [
+         {"url": "/a", "status": 302, "location": "/b"},
+         {"url": "/b", "status": 301, "location": "/page"},
+     ]}, {"plain_http"}),
+    ("too many redirects", "availability", "/a", {}, {"max_redirects": 1}, False,
+     {}, {"down", "plain_http"}),
+    ("documented code", "contract", "/api", CATALOGUE_API, {}, True,
+     {"http_status": 200, "business_code": "0", "business_code_documented": True,
+      "business_code_meaning": "成功"}, set()),
+    ("undocumented business code", "contract", "/bad", {**CATALOGUE_API, "path": "/bad"}, {},
+     False, {"business_code": "9999", "business_code_documented": False},
+     {"undocumented_return_code"}),
+    ("HTML to an API probe (contract)", "contract", "/html", {**CATALOGUE_API, "path": "/html"},
+     {}, False, {"business_code": None, "business_code_documented": False,
+                 "body_error": "body is not JSON (text/html)"}, {"undocumented_return_code"}),
+    ("undocumented HTTP status", "contract", "/missing", {"path": "/missing"}, {}, False,
+     {"http_status": 404, "http_status_documented": False}, {"undocumented_return_code"}),
+    ("HTML to an API probe (compatibility)", "compatibility", "/html",
+     {**CATALOGUE_API, "path": "/html"}, {}, False,
+     {"incompatible_clients": ["desktop", "phone", "wechat", "alipay"]}, {"incompatible_client"}),
+    ("JSON API compatible", "compatibility", "/api", CATALOGUE_API, {}, True,
+     {"incompatible_clients": []}, set()),
+    ("WeChat blocked", "compatibility", "/nowechat", {"path": "/nowechat"}, {}, False,
+     {"incompatible_clients": ["wechat"]}, {"incompatible_client"}),
+    ("desktop only", "compatibility", "/nowechat", {"path": "/nowechat", "mobile": False}, {},
+     True, {"incompatible_clients": []}, set()),
+]  # fmt: skip
+
+
+def pick(expected: dict[str, Any], facts: dict[str, Any], base: str) -> dict[str, Any]:
+    """The facts `expected` names; redirect URLs are made relative to the server for comparing."""
+    out = {k: facts.get(k) for k in expected}
+    if "redirects" in out and isinstance(out["redirects"], list):
+        out["redirects"] = [{**r, "url": r["url"].removeprefix(base)} for r in out["redirects"]]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "probe", "overrides", "success", "facts", "findings"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+async def test_http_cases(
+    kind: str,
+    path: str,
+    probe: dict[str, Any],
+    overrides: dict[str, Any],
+    success: bool,
+    facts: dict[str, Any],
+    findings: set[str],
+    serve: Serve,
+    ctx: ProbeContext,
+) -> None:
+    """Each server behaviour gives the facts and findings it should."""
+    port = await serve(app(**ROUTES), None)
+    base = f"http://127.0.0.1:{port}"
+    # Only the API cases document business codes; a filing with codes marks a JSON API.
+    codes = RETURN_CODES if "expect_codes" in probe else None
+    spec = probes.spec_for(
+        kind, {"path": path, **probe}, return_codes=codes, timeout_s=5, **overrides
+    )
+    result = await probes.PROBES[kind].probe(Target(base + "/", service_id="svc"), spec, ctx)
+    assert result.success is success, result.error
+    assert result.kind == kind and result.service_id == "svc"
+    assert pick(facts, result.facts, base) == facts
+    assert {f.rule for f in evaluate(result)} == findings
+
+
+async def test_slow_service_timing(serve: Serve, ctx: ProbeContext) -> None:
+    """The server's think time shows up as first-byte time, not as connect or DNS time."""
+    port = await serve(app(**ROUTES), None)
+    result = await availability.probe(
+        Target(f"http://127.0.0.1:{port}/slow"), availability.AvailabilitySpec(slo_ms=100), ctx
+    )
+    assert result.facts["first_byte_ms"] >= SLOW_S * 1000 * 0.9
+    assert result.facts["connect_ms"] < SLOW_S * 1000 / 2
+    assert result.facts["total_ms"] >= result.facts["first_byte_ms"]
+    (finding,) = [f for f in evaluate(result) if f.rule == "slow"]
+    assert finding.evidence["slo_ms"] == 100 and finding.clause == "6.4 b"
+
+
+async def test_timeout_is_a_failure_not_an_exception(serve: Serve, ctx: ProbeContext) -> None:
+    """A service slower than the probe's timeout is down, with the reason said."""
+    port = await serve(app(**ROUTES), None)
+    result = await availability.probe(
+        Target(f"http://127.0.0.1:{port}/slow"),
+        availability.AvailabilitySpec(timeout_s=SLOW_S / 3),
+        ctx,
+    )
+    assert not result.success and result.error == f"timed out after {SLOW_S / 3:g} s"
+    assert {f.rule for f in evaluate(result)} == {"down", "plain_http"}
+
+
+async def _resetting_server() -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        sock = writer.get_extra_info("socket")
+        # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", ["availability", "contract", "compatibility"])
+async def test_connection_reset(kind: str, ctx: ProbeContext) -> None:
+    """A server that resets the connection gives a failed result, never an exception."""
+    server, port = await _resetting_server()
+    async with server:
+        spec = probes.spec_for(kind, {}, timeout_s=5)
+        result = await probes.PROBES[kind].probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert not result.success
+    assert result.error
+    if kind == "availability":
+        assert result.error in (
+            "connection reset by peer",
+            "server disconnected without a response",
+        )
+        assert "down" in {f.rule for f in evaluate(result)}
+    if kind == "compatibility":
+        assert result.facts["incompatible_clients"] == ["desktop", "phone", "wechat", "alipay"]
+
+
+async def test_connection_refused(ctx: ProbeContext) -> None:
+    """Nothing listening: a failed result that says the connection failed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = await availability.probe(
+        Target(f"http://127.0.0.1:{port}/"), availability.AvailabilitySpec(), ctx
+    )
+    assert not result.success and (result.error or "").startswith("connection failed")
+
+
+def _by_kind(results: list[ProbeResult]) -> dict[str, ProbeResult]:
+    return {r.kind: r for r in results}
+
+
+async def test_denied_network_target_is_refused_without_connecting(
+    serve: Serve, ctx: ProbeContext
+) -> None:
+    """A target in a denied network: every kind refuses it and the server sees no request."""
+    hits: list[str] = []
+
+    async def counted(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(text="ok")
+
+    port = await serve(app(page=counted), None)
+    results = []
+    for kind, registered in probes.PROBES.items():
+        spec = probes.spec_for(kind, {"path": "/page"}, denied_networks=["127.0.0.0/8"])
+        results.append(await registered.probe(Target(f"https://localhost:{port}/"), spec, ctx))
+    assert hits == []
+    for result in results:
+        assert not result.success
+        assert "inside denied network 127.0.0.0/8" in (result.error or ""), result.kind
+    avail = _by_kind(results)["availability"]
+    assert avail.facts["refused"] is True
+    assert {f.rule for f in evaluate(avail)} == {"refused_target"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/latest/meta-data/", "http://100.100.100.200/", "http://[fe80::1]/"],
+)
+async def test_metadata_addresses_denied_by_default(url: str, ctx: ProbeContext) -> None:
+    """The cloud metadata and link-local addresses are refused with the default deny list."""
+    result = await availability.probe(Target(url), availability.AvailabilitySpec(), ctx)
+    assert not result.success and "denied network" in (result.error or "")
+    assert result.duration_ms < 1000
+
+
+async def test_compatibility_reports_each_client(serve: Serve, ctx: ProbeContext) -> None:
+    """Per-client facts: status class, content type and charset of what each one got."""
+    port = await serve(app(**ROUTES), None)
+    result = await compatibility.probe(
+        Target(f"http://127.0.0.1:{port}/page"), compatibility.CompatibilitySpec(), ctx
+    )
+    assert set(result.facts["clients"]) == set(compatibility.CLIENTS)
+    for facts in result.facts["clients"].values():
+        assert facts["status_class"] == "2xx"
+        assert facts["content_type"] == "text/html" and facts["charset"] == "utf-8"
+
+
+async def test_contract_dotted_code_field(serve: Serve, ctx: ProbeContext) -> None:
+    """A business code nested in the body is found by its dotted path."""
+    port = await serve(app(**ROUTES), None)
+    spec = contract.ContractSpec(code_field="data.state", ok_codes=("ok",))
+    result = await contract.probe(Target(f"http://127.0.0.1:{port}/api"), spec, ctx)
+    assert result.success and result.facts["business_code"] == "ok"
