@@ -12,6 +12,7 @@ rule firing on the availability and the tls result of one service updates one fi
 from __future__ import annotations
 
 import operator
+import string
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -211,9 +212,18 @@ def load_rules(path: str | Path | None = None) -> tuple[Rule, ...]:
     return _load(Path(path) if path is not None else RULES_FILE)
 
 
-class _Template(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return "?"
+class _Summary(string.Formatter):
+    """Fills `{name}` with a fact (dotted names walk into nested facts), '?' when missing."""
+
+    def __init__(self, result: ProbeResult, extra: Mapping[str, Any]) -> None:
+        self._result = result
+        self._extra = extra
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
+        if field_name in self._extra:
+            return _text(self._extra[field_name]), field_name
+        value = lookup(self._result, field_name)
+        return ("?" if value is _MISSING else _text(value)), field_name
 
 
 def _text(value: Any) -> Any:
@@ -246,9 +256,9 @@ def evaluate(result: ProbeResult, rules: Sequence[Rule] | None = None) -> list[F
         evidence = {n: lookup(result, n) for n in dict.fromkeys(names)}
         evidence = {n: v for n, v in evidence.items() if v is not _MISSING}
         evidence["kind"] = result.kind
-        template = _Template({k: _text(v) for k, v in result.facts.items()})
-        template.update({k: _text(v) for k, v in evidence.items()})
-        template.update(target=result.target, subject=subject, error=result.error or "")
+        summary = _Summary(
+            result, {"target": result.target, "subject": subject, "error": result.error or ""}
+        )
         findings.append(
             FindingDraft(
                 rule=rule.name,
@@ -256,7 +266,7 @@ def evaluate(result: ProbeResult, rules: Sequence[Rule] | None = None) -> list[F
                 severity=rule.severity,
                 subject_kind=subject_kind,
                 subject=subject,
-                summary=rule.summary.format_map(template),
+                summary=summary.format(rule.summary),
                 evidence=evidence,
                 service_id=result.service_id,
             )

@@ -1,0 +1,237 @@
+"""Pure parts of the probes and rules: deny list, specs from the catalogue, rule files, HSTS."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+import probes
+from monitord.types import ProbeResult
+from probes import availability, compatibility, contract, tls, tlsinfo
+from probes.netguard import DEFAULT_DENIED_NETWORKS, denied_network
+from rules.probe_rules import RuleError, evaluate, load_rules, parse_rules
+
+
+@pytest.mark.parametrize(
+    ("address", "networks", "expected"),
+    [
+        ("169.254.169.254", DEFAULT_DENIED_NETWORKS, "169.254.0.0/16"),
+        ("100.100.100.200", DEFAULT_DENIED_NETWORKS, "100.100.100.200/32"),
+        ("100.100.100.201", DEFAULT_DENIED_NETWORKS, None),
+        ("fd00:ec2::254", DEFAULT_DENIED_NETWORKS, "fd00:ec2::254/128"),
+        ("fe80::1%eth0", DEFAULT_DENIED_NETWORKS, "fe80::/10"),
+        ("::ffff:169.254.169.254", DEFAULT_DENIED_NETWORKS, "169.254.0.0/16"),
+        ("58.210.1.1", DEFAULT_DENIED_NETWORKS, None),
+        ("127.0.0.1", DEFAULT_DENIED_NETWORKS, None),
+        ("127.0.0.1", ("127.0.0.0/8",), "127.0.0.0/8"),
+        ("10.1.2.3", ("10.0.0.0/8", "::1/128"), "10.0.0.0/8"),
+    ],
+)
+def test_denied_network(address: str, networks: tuple[str, ...], expected: str | None) -> None:
+    """Addresses are matched against the deny list, IPv4-mapped IPv6 as its IPv4 address."""
+    assert denied_network(address, networks) == expected
+
+
+def test_registry_is_the_one_list_of_kinds() -> None:
+    """Every kind registered with a frozen spec class derived from monitord's Spec."""
+    assert set(probes.PROBES) == {"availability", "tls", "compatibility", "contract"}
+    for kind in probes.PROBES.values():
+        spec = kind.spec()
+        assert spec.timeout_s > 0
+        with pytest.raises(AttributeError):
+            spec.timeout_s = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kind", "probe", "codes", "expected"),
+    [
+        ("availability", None, None, availability.AvailabilitySpec()),
+        (
+            "availability",
+            {"path": "/health", "method": "head", "expect_status": [200, 204], "keyword": "ok"},
+            None,
+            availability.AvailabilitySpec(
+                path="/health", method="HEAD", expect_status=(200, 204), keyword="ok"
+            ),
+        ),
+        # Malformed catalogue values fall back to the defaults.
+        (
+            "availability",
+            {"path": 3, "method": "DELETE", "expect_status": "200", "keyword": ""},
+            None,
+            availability.AvailabilitySpec(),
+        ),
+        (
+            "contract",
+            {"path": "/api", "expect_status": [200], "expect_codes": {"field": "code", "ok": [0]}},
+            {"0": "success", "1001": "invalid token"},
+            contract.ContractSpec(
+                path="/api",
+                expect_status=(200,),
+                code_field="code",
+                ok_codes=("0",),
+                return_codes=(("0", "success"), ("1001", "invalid token")),
+            ),
+        ),
+        (
+            "compatibility",
+            {"expect_codes": {"field": "code"}, "mobile": False},
+            None,
+            compatibility.CompatibilitySpec(expect_json=True, clients=("desktop",)),
+        ),
+        ("tls", {"path": "/x", "keyword": "ignored"}, None, tls.TlsSpec(path="/x")),
+    ],
+)
+def test_spec_from_catalogue(
+    kind: str, probe: dict[str, Any] | None, codes: dict[str, str] | None, expected: Any
+) -> None:
+    """A catalogue `probe` object and `return_codes` become the kind's spec, with defaults."""
+    assert probes.spec_for(kind, probe, return_codes=codes) == expected
+
+
+def test_spec_overrides_from_config() -> None:
+    """monitord's config overrides the catalogue; unknown overrides fail naming the key."""
+    spec = probes.spec_for("availability", {}, timeout_s=3, denied_networks=["10.0.0.0/8"])
+    assert spec.timeout_s == 3
+    assert isinstance(spec, availability.AvailabilitySpec)
+    assert spec.denied_networks == ("10.0.0.0/8",)
+    with pytest.raises(TypeError, match="no field bogus"):
+        probes.spec_for("tls", {}, bogus=1)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, {"present": False, "max_age": None, "include_subdomains": False, "preload": False}),
+        (
+            "max-age=31536000; includeSubDomains; preload",
+            {"present": True, "max_age": 31536000, "include_subdomains": True, "preload": True},
+        ),
+        ('max-age="600"', {"present": True, "max_age": 600, "include_subdomains": False}),
+        ("max-age=oops", {"present": True, "max_age": None}),
+    ],
+)
+def test_parse_hsts(header: str | None, expected: dict[str, Any]) -> None:
+    """HSTS header values become the `hsts` fact."""
+    fact = tlsinfo.parse_hsts(header)
+    assert {k: fact[k] for k in expected} == expected
+
+
+def test_client_hello_is_well_formed() -> None:
+    """The raw ClientHello: one handshake record whose lengths add up, SNI only for names."""
+    hello = tlsinfo.client_hello("example.gov.cn", [0x002F, 0x000A], status_request=True)
+    assert hello[0] == 0x16 and int.from_bytes(hello[3:5], "big") == len(hello) - 5
+    assert hello[5] == 0x01 and int.from_bytes(hello[6:9], "big") == len(hello) - 9
+    assert b"example.gov.cn" in hello
+    assert b"127.0.0.1" not in tlsinfo.client_hello("127.0.0.1", [0x002F], status_request=False)
+
+
+def _result(kind: str, facts: dict[str, Any], success: bool = True) -> ProbeResult:
+    return ProbeResult(
+        kind=kind,
+        target="https://svc.example/",
+        success=success,
+        duration_ms=1.0,
+        started_at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+        facts=facts,
+        service_id="s1",
+    )
+
+
+def test_rules_file_loads_and_names_are_unique() -> None:
+    """The shipped rule file is valid and covers what issue 3 asks for."""
+    names = {rule.name for rule in load_rules()}
+    assert {
+        "down",
+        "slow",
+        "cert_expiring_30d",
+        "cert_expiring_7d",
+        "cert_expired",
+        "untrusted_chain",
+        "hostname_mismatch",
+        "legacy_protocol",
+        "weak_cipher",
+        "no_hsts",
+        "plain_http",
+        "undocumented_return_code",
+        "incompatible_client",
+    } <= names
+
+
+@pytest.mark.parametrize(
+    ("kind", "facts", "expected"),
+    [
+        ("tls", {"days_to_expiry": 30.0}, {"cert_expiring_30d"}),
+        ("tls", {"days_to_expiry": 7.0}, {"cert_expiring_7d"}),
+        ("tls", {"days_to_expiry": -0.01}, {"cert_expired"}),
+        ("tls", {"days_to_expiry": 31.0}, set()),
+        # The leaf is fine but the intermediate expires in 10 days: a derived fact.
+        (
+            "tls",
+            {"days_to_expiry": 300.0, "chain_earliest_expiry": "2025-01-11T00:00:00+00:00"},
+            {"chain_cert_expiring"},
+        ),
+        ("tls", {"ocsp_stapled": {"stapled": True, "status": "revoked"}}, {"ocsp_revoked"}),
+        ("tls", {"protocols": ["TLSv1.2", "TLSv1.3"], "weak_ciphers": []}, set()),
+        # A fact that could not be learnt (None) never fires a rule.
+        ("tls", {"chain_trusted": None, "hostname_match": None, "hsts": None}, set()),
+        ("availability", {"days_to_expiry": 3.0, "total_ms": 10.0, "slo_ms": 5.0}, set()),
+    ],
+)
+def test_rule_thresholds(kind: str, facts: dict[str, Any], expected: set[str]) -> None:
+    """Thresholds are inclusive where the issue says 'within'; missing facts fire nothing."""
+    got = {f.rule for f in evaluate(_result(kind, facts))}
+    if kind == "availability":
+        # `slow` needs success and a real total; cert rules read the same facts as tls.
+        assert got == {"cert_expiring_7d", "slow"}
+    else:
+        assert got == expected
+
+
+def test_finding_carries_clause_severity_and_evidence() -> None:
+    """A finding names its clause, severity, subject and the facts it was drawn from."""
+    (finding,) = evaluate(_result("tls", {"weak_ciphers": ["TLS_RSA_WITH_RC4_128_SHA"]}))
+    assert (finding.rule, finding.clause, finding.severity) == ("weak_cipher", "6.3.2 a", "high")
+    assert (finding.subject_kind, finding.subject, finding.service_id) == ("service", "s1", "s1")
+    assert finding.evidence == {"weak_ciphers": ["TLS_RSA_WITH_RC4_128_SHA"], "kind": "tls"}
+    assert "TLS_RSA_WITH_RC4_128_SHA" in finding.summary
+
+
+BASE = {"name": "r", "clause": "6.4", "severity": "low", "kinds": ["tls"], "summary": "s"}
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({**BASE, "when": []}, "rule 'r': needs 'when' or 'when_any'"),
+        ({**BASE, "severity": "urgent", "when": [{"fact": "x", "op": "nonempty"}]}, "severity"),
+        ({**BASE, "when": [{"fact": "x", "op": "~="}]}, "op '~=' is not one of"),
+        ({**BASE, "when": [{"fact": "x", "op": "<"}]}, "needs a 'value'"),
+        ({**BASE, "colour": "red", "when": [{"fact": "x", "op": "nonempty"}]}, "unknown key"),
+        ({**BASE, "kinds": "tls", "when": [{"fact": "x", "op": "nonempty"}]}, "kinds"),
+    ],
+)
+def test_invalid_rules_say_what_is_wrong(rule: dict[str, Any], message: str) -> None:
+    """A broken rule table fails loading, naming the rule and the key."""
+    with pytest.raises(RuleError, match=message):
+        parse_rules({"rule": [rule]})
+
+
+def test_adding_a_rule_is_adding_data() -> None:
+    """A new rule in TOML form works with no code."""
+    rules = parse_rules(
+        {
+            "rule": [
+                {
+                    **BASE,
+                    "name": "short_hsts",
+                    "when": [{"fact": "hsts.max_age", "op": "<", "value": 15552000}],
+                    "summary": "HSTS max-age of {target} is only {hsts.max_age} s",
+                }
+            ]
+        }
+    )
+    (finding,) = evaluate(_result("tls", {"hsts": {"present": True, "max_age": 600}}), rules)
+    assert finding.rule == "short_hsts" and finding.summary.endswith("only 600 s")
