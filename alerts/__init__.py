@@ -1,0 +1,1 @@
+"""Alerts: routing audiences to apprise URLs, Chinese templates, and delivery from the outbox."""

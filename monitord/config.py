@@ -8,24 +8,28 @@ line. Secrets never come from the file: they are read from environment variables
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
 from monitord.errors import ConfigError
+from monitord.timeutil import SHANGHAI
 
 # Keys whose values must never be echoed back, even inside an error message.
 SECRET_WORDS = ("token", "password", "secret", "api_key", "apikey")
@@ -123,22 +127,138 @@ class ZapSettings(_Section):
         return _http_url(value)
 
 
+def _apprise_url(value: str) -> str:
+    if "://" not in value:
+        raise ValueError("apprise URLs such as dingtalk://token/ or mailto://user@host")
+    return value
+
+
+AppriseURL = Annotated[str, AfterValidator(_apprise_url)]
+SeverityName = Literal["info", "low", "medium", "high", "critical"]
+
+
+class EscalationLevel(_Section):
+    """One step of the escalation chain: who is told when the one before did not acknowledge."""
+
+    name: str
+    urls: list[AppriseURL]
+
+
+class Route(_Section):
+    """Extra channels for matching incidents; an empty list matches everything."""
+
+    severities: list[SeverityName] = Field(default_factory=list)
+    kinds: list[str] = Field(default_factory=list)
+    services: list[str] = Field(default_factory=list)
+    urls: list[AppriseURL]
+
+
+class MaintenanceWindow(_Section):
+    """A planned window during which availability alerts for these services stay quiet."""
+
+    start: dt.datetime
+    end: dt.datetime
+    services: list[str] = Field(default_factory=list)
+    """Service ids; empty means every service."""
+    reason: str = ""
+
+    @field_validator("start", "end")
+    @classmethod
+    def _aware(cls, value: dt.datetime) -> dt.datetime:
+        return value if value.tzinfo else value.replace(tzinfo=SHANGHAI)
+
+
 class AlertSettings(_Section):
     """Where alerts go: apprise URLs (DingTalk, WeCom, Feishu, mailto://...)."""
 
-    oncall: list[str] = Field(default_factory=list)
-    management: list[str] = Field(default_factory=list)
+    oncall: list[AppriseURL] = Field(default_factory=list)
+    management: list[AppriseURL] = Field(default_factory=list)
+    escalation: list[EscalationLevel] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    service_contacts: bool = True
+    """Also tell the contacts that the catalogue lists for the service (their apprise URLs)."""
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    storm_threshold: int = Field(default=10, ge=2)
+    """This many availability incidents opening together become one grouped alert."""
+    delivery_interval_seconds: float = Field(default=5.0, gt=0)
+    retry_seconds: float = Field(default=15.0, gt=0)
+    retry_max_seconds: float = Field(default=600.0, gt=0)
     smtp_password_file: str | None = None
     """A file holding the SMTP password; otherwise $MONITORD_SMTP_PASSWORD is used. Write
     `{smtp_password}` in a mailto:// URL where the password belongs."""
 
-    @field_validator("oncall", "management")
-    @classmethod
-    def _apprise_urls(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            if "://" not in url:
-                raise ValueError("apprise URLs such as dingtalk://token/ or mailto://user@host")
-        return urls
+
+DEFAULT_RULE_KINDS: dict[str, str] = {
+    "zap:*": "vulnerability",
+    "plain_http_access": "insecure_transport",
+    "tls_*": "insecure_transport",
+    "cert_untrusted": "insecure_transport",
+    "cert_hostname_mismatch": "insecure_transport",
+    "cert_expired": "certificate_expiry",
+    "cert_expiring*": "certificate_expiry",
+    "service_down": "outage",
+    "unannounced_outage": "outage",
+    "service_slow": "degraded",
+    "incompatible_client": "degraded",
+    "undocumented_return_code": "degraded",
+    "error_burst": "degraded",
+    "brute_force_login": "abnormal_behaviour",
+    "credential_stuffing": "abnormal_behaviour",
+    "scanner_probing": "abnormal_behaviour",
+    "request_flood": "abnormal_behaviour",
+    "scraping": "abnormal_behaviour",
+    "account_sharing": "abnormal_behaviour",
+    "off_hours_privileged": "abnormal_behaviour",
+    "role_grant_violation": "abnormal_behaviour",
+    "level_violation": "abnormal_behaviour",
+    "*": "other",
+}
+
+
+class IncidentSettings(_Section):
+    """How findings become incidents, and the clause 7.3.3 two-hour clock."""
+
+    open_severity: SeverityName = "medium"
+    """Findings at or above this severity open (or join) an incident."""
+    notify_within_minutes: int = Field(default=120, gt=0)
+    reminder_minutes: list[int] = Field(default_factory=lambda: [30, 60, 90, 110])
+    escalate_after_minutes: int = Field(default=30, gt=0)
+    """Unacknowledged this long, an incident goes to the next level of the chain (and so on)."""
+    check_interval_seconds: float = Field(default=30.0, gt=0)
+    security_kinds: list[str] = Field(
+        default_factory=lambda: [
+            "vulnerability",
+            "abnormal_behaviour",
+            "insecure_transport",
+            "certificate_compromise",
+            "data_exposure",
+            "other",
+        ]
+    )
+    availability_kinds: list[str] = Field(
+        default_factory=lambda: ["outage", "degraded", "certificate_expiry"]
+    )
+    rule_kinds: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_RULE_KINDS))
+    """Finding rule (a glob) → incident kind; the first match in this order wins."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IncidentSettings:
+        known = set(self.security_kinds) | set(self.availability_kinds)
+        both = set(self.security_kinds) & set(self.availability_kinds)
+        if both:
+            raise ValueError(f"a kind cannot be both security and availability: {sorted(both)}")
+        for rule, kind in self.rule_kinds.items():
+            if kind not in known:
+                raise ValueError(
+                    f"rule_kinds[{rule!r}] = {kind!r} is neither a security nor an "
+                    "availability kind"
+                )
+        late = [m for m in self.reminder_minutes if not 0 < m < self.notify_within_minutes]
+        if late:
+            raise ValueError(
+                f"reminder_minutes {late} must fall between 0 and notify_within_minutes"
+            )
+        return self
 
 
 class Secrets(BaseModel):
@@ -160,6 +280,7 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     zap: ZapSettings = ZapSettings()
     alerts: AlertSettings = AlertSettings()
+    incidents: IncidentSettings = IncidentSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
     source: str = Field(default="(built-in defaults)", exclude=True)
 
@@ -215,7 +336,9 @@ def _expected(error: ErrorDetails) -> str:
 
 
 def _format_error(source: str, error: ErrorDetails) -> str:
-    key = ".".join(str(part) for part in error["loc"])
+    key = ""
+    for part in error["loc"]:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
     last = str(error["loc"][-1]) if error["loc"] else ""
     if error["type"] == "extra_forbidden":
         if _is_secret_key(last):
@@ -226,6 +349,8 @@ def _format_error(source: str, error: ErrorDetails) -> str:
                 f"in the environment or name a file with {section}.{last}_file"
             )
         return f"{source}: {key}: unknown key, expected one of {_known_keys(error['loc'][:-1])}"
+    if error["type"] == "value_error" and isinstance(error["input"], dict):
+        return f"{source}: {key}: {_expected(error)}"
     if error["type"] == "missing":
         return f"{source}: {key}: missing, expected a value"
     value = (

@@ -45,6 +45,7 @@ def upsert_finding(session: Session, draft: FindingDraft, now: dt.datetime) -> F
     if row.state == "resolved":
         row.state = "open"
         row.resolved_at = None
+        row.incident_id = None  # back for the incident intake to judge afresh
     row.clause = draft.clause
     row.severity = draft.severity
     row.summary = draft.summary

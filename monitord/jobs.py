@@ -1,13 +1,21 @@
-"""The daemon's jobs, listed in one place. Each is a small async function of the App."""
+"""The daemon's jobs, listed in one place. Each is a small async function of the App.
+
+This module is wiring: it is where the core meets the plug-ins (alerts, probes, rules).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from loguru import logger
+
+from alerts.delivery import deliver_due, make_apprise_sender
 from monitord.app import App
 from monitord.catalogue import sync_catalogue
 from monitord.config import Settings
+from monitord.incidents import intake, work_clocks
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,34 @@ async def catalogue_sync(app: App) -> None:
     )
 
 
+def _incident_pass(app: App) -> tuple[list[int], list[int], int]:
+    with app.store.session() as session:
+        now = app.clock()
+        report = intake(session, app.settings, now)
+        reminders = work_clocks(session, app.settings, now)
+    return report.opened, report.resolved, reminders
+
+
+async def incident_clock(app: App) -> None:
+    """Open incidents from new findings, and work every incident's clock."""
+    opened, resolved, alerts = await asyncio.to_thread(_incident_pass, app)
+    for incident_id in opened:
+        logger.info("incident {} opened", incident_id)
+    for incident_id in resolved:
+        logger.info("incident {} resolved: all its findings are gone", incident_id)
+    if alerts:
+        logger.info("{} reminder/escalation/deadline alert(s) queued", alerts)
+
+
+async def alert_delivery(app: App) -> None:
+    """Deliver due alerts from the outbox through apprise."""
+    secret = app.settings.secrets.smtp_password
+    sender = make_apprise_sender(secret.get_secret_value() if secret else None)
+    await deliver_due(app.store, app.settings, app.clock, sender)
+
+
 JOBS: tuple[Job, ...] = (
     Job("catalogue-sync", catalogue_sync, lambda s: s.portal.sync_interval_seconds),
+    Job("incidents", incident_clock, lambda s: s.incidents.check_interval_seconds),
+    Job("alert-delivery", alert_delivery, lambda s: s.alerts.delivery_interval_seconds),
 )

@@ -166,6 +166,8 @@ class Finding(Base):
     state: Mapped[str] = mapped_column(String(20), default="open")
     """open, resolved or accepted."""
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    incident_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    """The incident this finding opened or joined, once the incident intake has seen it."""
 
 
 class Incident(Base):
@@ -207,22 +209,32 @@ class IncidentEvent(Base):
 
 
 class OutboxAlert(Base):
-    """An alert waiting to go out (or gone out): written first, delivered by a worker."""
+    """An alert waiting to go out (or gone out): written first, delivered by a worker.
+
+    The core writes one row per audience ("oncall", "escalation:1", "top", "management",
+    "storm"); the alert worker expands it into one row per apprise URL, rendered, and delivers
+    those. Both steps are transactions, so a crash at any moment loses nothing.
+    """
 
     __tablename__ = "alert_outbox"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     channel: Mapped[str] = mapped_column(Text)
-    """An apprise URL, or the name of a configured route."""
+    """An audience name on a parent row; an apprise URL (secrets as placeholders) on a child."""
+    kind: Mapped[str] = mapped_column(String(40), default="message")
+    """What happened: opened, reminder, escalation, late, notification, update, storm..."""
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    parent_id: Mapped[int | None] = mapped_column(Integer, index=True)
     title: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    state: Mapped[str] = mapped_column(String(20), default="pending")
-    """pending, delivered or failed (given up after the configured attempts)."""
+    state: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    """pending, delivered, expanded (a parent row), quiet (suppressed by a suspension or
+    maintenance window), or nobody (no channel configured for the audience)."""
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 

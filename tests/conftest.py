@@ -45,7 +45,7 @@ def _free_port() -> int:
 
 
 def postgres_bin() -> Path | None:
-    """The folder of PostgreSQL's server programs: on PATH, or Debian's /usr/lib/postgresql/N/bin."""
+    """Where PostgreSQL's server programs are: on PATH, or under /usr/lib/postgresql."""
     found = shutil.which("pg_ctl")
     if found and shutil.which("initdb"):
         return Path(found).resolve().parent

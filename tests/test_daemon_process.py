@@ -187,3 +187,59 @@ async def test_daemon_tells_systemd_it_is_ready(tmp_path: Path, portal: FakePort
     sock.close()
     assert daemon.process.returncode == 0
     assert "STOPPING=1" in messages
+
+
+async def test_alerts_pending_when_the_daemon_is_killed_are_delivered_after_restart_once(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    from monitord.cli import main
+    from tests.receivers import serve_webhook
+
+    async with serve_webhook() as hook:
+        hook.failing = True
+        config = tmp_path / "monitord.toml"
+        write_config(
+            config,
+            portal.url,
+            extra=f"""
+[alerts]
+oncall = ["{hook.apprise_url("oncall")}"]
+service_contacts = false
+delivery_interval_seconds = 0.2
+retry_seconds = 0.2
+retry_max_seconds = 0.4
+[incidents]
+check_interval_seconds = 0.2
+""",
+        )
+        daemon = await start_daemon(config)
+        store = store_of(config)
+        await wait_for(lambda: len(service_rows(store)) == 5, "the first sync")
+        for n in range(3):
+            status = await asyncio.to_thread(
+                main,
+                [
+                    "--config",
+                    str(config),
+                    "incidents",
+                    "open",
+                    "--kind",
+                    "outage",
+                    "--service",
+                    "svc-0001",
+                    "--summary",
+                    f"电话报告故障 {n}",
+                ],
+            )
+            assert status == 0
+        await wait_for(lambda: hook.refused >= 6, "delivery attempts to the failing channel")
+        daemon.process.kill()  # no goodbye: SIGKILL
+        await daemon.process.wait()
+        hook.failing = False
+        daemon = await start_daemon(config)
+        await wait_for(lambda: len(hook.received) >= 3, "the alerts after the restart")
+        await daemon.stop()
+        assert daemon.process.returncode == 0
+        keys = [m["key"].split("#")[0] for m in hook.received]
+        assert sorted(keys) == ["incident:1:opened", "incident:2:opened", "incident:3:opened"]
+        store.dispose()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import StatementError
 
 from monitord.errors import StoreError
-from monitord.models import AuditEntry, Service, ServiceEvent
-from monitord.store import Store, audit, open_store
+from monitord.models import AuditEntry, OutboxAlert, Service, ServiceEvent
+from monitord.store import MIGRATIONS, Store, audit, open_store
 from monitord.timeutil import SHANGHAI, UTC
 
 
@@ -63,7 +66,42 @@ def test_reopening_an_existing_store_keeps_its_data(store_url: str) -> None:
         assert session.scalars(select(ServiceEvent.kind)).all() == ["went_online"]
         version = session.execute(text("select version_num from alembic_version")).scalar()
     again.dispose()
-    assert version == "0001"
+    assert version == head_revision()
+
+
+def head_revision() -> str:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+def test_upgrading_from_the_first_schema_keeps_every_row(store_url: str) -> None:
+    old = Store(store_url)
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with old.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(
+            text(
+                "insert into alert_outbox (idempotency_key, channel, title, body, created_at,"
+                " next_attempt_at, attempts, state) values ('k1', 'json://x', 't', '正文',"
+                " '2026-11-02 01:00:00', '2026-11-02 01:00:00', 0, 'pending')"
+            )
+        )
+    old.dispose()
+    upgraded = open_store(store_url)
+    with upgraded.session() as session:
+        alert = session.scalars(select(OutboxAlert)).one()
+    upgraded.dispose()
+    assert (alert.idempotency_key, alert.body, alert.kind, alert.payload) == (
+        "k1",
+        "正文",
+        "message",
+        {},
+    )
 
 
 def test_sqlite_store_runs_in_wal_mode(sqlite_store: Store) -> None:

@@ -1,0 +1,165 @@
+"""Alert texts for people, in Chinese, short enough for a phone screen.
+
+Every message ends with its idempotency key, so a copy re-sent after a crash is recognisable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from monitord.models import Incident, Service
+from monitord.timeutil import local_text
+
+CLASS_NAMES = {"security": "安全事件", "availability": "可用性事件"}
+KIND_NAMES = {
+    "vulnerability": "安全漏洞",
+    "abnormal_behaviour": "用户异常行为",
+    "insecure_transport": "传输未加密或加密薄弱",
+    "certificate_compromise": "证书泄露",
+    "data_exposure": "数据泄露",
+    "certificate_expiry": "证书即将过期",
+    "outage": "服务中断",
+    "degraded": "服务降级",
+    "other": "其他安全问题",
+}
+SEVERITY_NAMES = {"critical": "严重", "high": "高", "medium": "中", "low": "低", "info": "提示"}
+COVERAGE_ALL = "全市"
+
+
+@dataclass(frozen=True)
+class Message:
+    """A rendered alert."""
+
+    title: str
+    body: str
+
+
+def _services_line(services: list[Service], ids: list[str]) -> str:
+    if not ids:
+        return "涉及服务：—"
+    names = {s.id: s.name for s in services}
+    shown = [f"{sid} {names.get(sid, '')}".strip() for sid in ids[:3]]
+    more = f" 等 {len(ids)} 个" if len(ids) > 3 else ""
+    return "涉及服务：" + "、".join(shown) + more
+
+
+def _deadline_line(incident: Incident, now: dt.datetime) -> str | None:
+    if incident.klass != "security" or incident.notify_by is None:
+        return None
+    if incident.notified_at is not None:
+        return f"已于 {local_text(incident.notified_at)} 通报管理单位"
+    minutes = int((incident.notify_by - now).total_seconds() // 60)
+    if minutes >= 0:
+        return f"须于 {local_text(incident.notify_by)} 前通报管理单位（剩余 {minutes} 分钟）"
+    return f"已超过通报时限 {local_text(incident.notify_by)}（逾期 {-minutes} 分钟）"
+
+
+def _plan_lines(incident: Incident, services: list[Service]) -> list[str]:
+    """Clause 6.4 d: an availability alert shows each service's emergency plan and contacts."""
+    if incident.klass != "availability":
+        return []
+    lines = []
+    for service in services[:3]:
+        contacts = "，".join(
+            f"{c.get('name', '?')}({c.get('role', '')})"
+            for c in service.contacts
+            if isinstance(c, dict)
+        )
+        lines.append(f"应急预案：{service.emergency_plan_url or '未备案'}")
+        if contacts:
+            lines.append(f"联系人：{contacts}")
+    return lines
+
+
+def render_incident(
+    kind: str,
+    payload: dict[str, Any],
+    incident: Incident,
+    services: list[Service],
+    now: dt.datetime,
+    key: str,
+) -> Message:
+    """The on-call message for one incident event: opened, reminder, escalation, late, resolved."""
+    label = CLASS_NAMES.get(incident.klass, "事件")
+    what = KIND_NAMES.get(incident.kind, incident.kind)
+    heads = {
+        "opened": f"【{label}】#{incident.id} {what}",
+        "reminder": f"【提醒 {payload.get('minute')} 分钟】{label} #{incident.id} 尚未通报",
+        "escalation": f"【升级至{payload.get('name', '')}】{label} #{incident.id} 无人确认",
+        "late": f"【已逾期】{label} #{incident.id} 未在时限内通报管理单位",
+        "resolved": f"【已恢复】{label} #{incident.id} {what}",
+    }
+    lines = [
+        _services_line(services, incident.services),
+        f"级别：{SEVERITY_NAMES.get(incident.severity, incident.severity)}；"
+        f"发现于 {local_text(incident.detected_at)}",
+        incident.summary,
+    ]
+    deadline = _deadline_line(incident, now)
+    if deadline and kind != "resolved":
+        lines.append(deadline)
+    lines += _plan_lines(incident, services)
+    if kind != "resolved" and incident.acknowledged_at is None:
+        lines.append(f"确认：monitord incidents ack {incident.id}")
+    if incident.klass == "security" and incident.notified_at is None and kind != "resolved":
+        lines.append(
+            f"通报：monitord incidents notify {incident.id} --scope … --harm … "
+            "--measures … --rectification …"
+        )
+    lines.append(f"编号 {key}")
+    title = heads.get(kind, f"【{label}】#{incident.id}")
+    return Message(title=title, body="\n".join(line for line in lines if line))
+
+
+def render_notification(
+    payload: dict[str, Any], incident: Incident, services: list[Service], key: str
+) -> Message:
+    """The clause 7.3.3 notification to the management unit, with its four parts."""
+    draft = payload.get("draft", {})
+    number = payload.get("number", 1)
+    label = CLASS_NAMES.get(incident.klass, "事件")
+    title = f"【{label}通报】#{incident.id} {KIND_NAMES.get(incident.kind, incident.kind)}"
+    if number > 1:
+        title = f"【{label}续报 {number - 1}】#{incident.id}"
+    service_lines = []
+    for item in draft.get("services", []):
+        coverage = item.get("coverage") or []
+        area = COVERAGE_ALL if coverage in (["all"], []) else "、".join(coverage)
+        users = item.get("users")
+        users_text = f"；用户数 {users}" if users else ""
+        service_lines.append(
+            f"  {item.get('id')} {item.get('name', '')}（{item.get('provider') or '—'}；"
+            f"覆盖：{area}{users_text}）"
+        )
+    occurred = draft.get("occurred_at") or incident.detected_at.isoformat()
+    lines = [
+        "苏州市数据局：",
+        f"事件发生时间：{local_text(dt.datetime.fromisoformat(occurred))}",
+        f"发现时间：{local_text(incident.detected_at)}",
+        "涉及服务：",
+        *(service_lines or ["  —"]),
+        f"一、初步判定的影响范围：{payload['scope']}",
+        f"二、初步判定的危害：{payload['harm']}",
+        f"三、已采取的应急处置措施：{payload['measures']}",
+        f"四、整改措施：{payload['rectification']}",
+        "报告单位：法人服务总入口运营单位",
+        f"编号 {key}",
+    ]
+    return Message(title=title, body="\n".join(lines))
+
+
+def render_storm(payload: dict[str, Any], services: dict[str, str], key: str) -> Message:
+    """One grouped alert when many services fail at once (a shared gateway down)."""
+    ids: list[int] = payload.get("incidents", [])
+    listed = "、".join(services.get(str(i), f"#{i}") for i in ids[:5])
+    return Message(
+        title=f"【大面积故障】{payload.get('count', len(ids))} 个服务同时异常",
+        body=(
+            f"同时出现 {payload.get('count', len(ids))} 个可用性事件，疑似公共网关或网络故障。\n"
+            f"包括：{listed}{' 等' if len(ids) > 5 else ''}\n"
+            "查看：monitord incidents list\n"
+            f"编号 {key}"
+        ),
+    )

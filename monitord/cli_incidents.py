@@ -1,0 +1,287 @@
+"""`monitord incidents …`: list, show, open, ack, notify and resolve incidents."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+from typing import Any
+
+from sqlalchemy import select
+
+from monitord.app import App, build_app
+from monitord.config import load_config
+from monitord.errors import UsageError
+from monitord.incidents import (
+    acknowledge,
+    draft_facts,
+    get_incident,
+    incident_dict,
+    notify_management,
+    open_manual,
+    resolve,
+    timeline,
+)
+from monitord.models import Incident, OutboxAlert
+from monitord.textable import format_table
+from monitord.timeutil import local_text, parse_time
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return str(args.by or os.environ.get("SUDO_USER") or getpass.getuser())
+
+
+def _app(args: argparse.Namespace) -> App:
+    from monitord.cli import config_path
+
+    return build_app(load_config(config_path(args)))
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """List incidents, active ones first."""
+    app = _app(args)
+    now = app.clock()
+    with app.store.session() as session:
+        query = select(Incident).order_by(Incident.id.desc()).limit(args.limit)
+        if not args.all:
+            query = query.where(Incident.state.in_(("open", "acknowledged", "notified")))
+        rows = [incident_dict(i, now) for i in session.scalars(query)]
+    app.store.dispose()
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no active incidents" + ("" if args.all else " (--all shows resolved ones)"))
+        return 0
+    table = []
+    for r in rows:
+        clock = "-"
+        if r["notified_at"]:
+            clock = "notified " + local_text(parse_time(r["notified_at"]))
+        elif r["notify_by"]:
+            clock = ("LATE " if r["late"] else "") + f"by {local_text(parse_time(r['notify_by']))}"
+            clock += f" ({r['minutes_left']} min)"
+        table.append(
+            [
+                str(r["id"]),
+                r["class"],
+                r["kind"],
+                r["severity"],
+                r["state"],
+                ",".join(r["services"]) or "-",
+                clock,
+                r["summary"],
+            ]
+        )
+    print(
+        format_table(
+            ["ID", "CLASS", "KIND", "SEV", "STATE", "SERVICES", "7.3.3 CLOCK", "SUMMARY"], table
+        )
+    )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Show one incident: its facts, timeline, notification draft and alerts."""
+    app = _app(args)
+    now = app.clock()
+    with app.store.session() as session:
+        incident = get_incident(session, args.id)
+        data = incident_dict(incident, now)
+        data["timeline"] = timeline(session, incident.id)
+        data["draft"] = draft_facts(session, incident)
+        data["alerts"] = [
+            {
+                "kind": a.kind,
+                "state": a.state,
+                "attempts": a.attempts,
+                "created_at": a.created_at.isoformat(),
+                "delivered_at": a.delivered_at.isoformat() if a.delivered_at else None,
+                "last_error": a.last_error,
+            }
+            for a in session.scalars(
+                select(OutboxAlert)
+                .where(OutboxAlert.incident_id == incident.id, OutboxAlert.parent_id.is_not(None))
+                .order_by(OutboxAlert.id)
+            )
+        ]
+    app.store.dispose()
+    if args.json:
+        _print_json(data)
+        return 0
+    print(f"incident {data['id']}: {data['summary']}")
+    for key in (
+        "class",
+        "kind",
+        "severity",
+        "state",
+        "services",
+        "detected_at",
+        "occurred_at",
+        "notify_by",
+        "notified_at",
+        "late",
+        "acknowledged_by",
+    ):
+        print(f"  {key:<16} {data[key]}")
+    print("timeline:")
+    for event in data["timeline"]:
+        print(f"  {local_text(parse_time(event['at']))}  {event['kind']:<14} {event['actor']}")
+    print("alerts:")
+    for alert in data["alerts"]:
+        print(
+            f"  {alert['kind']:<12} {alert['state']:<10} attempts {alert['attempts']}"
+            + (f"  {alert['last_error']}" if alert["last_error"] else "")
+        )
+    return 0
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    """Register an incident reported from outside (a phone call, a provider's report)."""
+    app = _app(args)
+    now = app.clock()
+    occurred = None
+    if args.occurred_at:
+        try:
+            occurred = parse_time(args.occurred_at)
+        except ValueError:
+            raise UsageError(
+                f"--occurred-at {args.occurred_at!r}: expected an ISO 8601 time such as "
+                "2026-11-29T09:30 (read as Asia/Shanghai)"
+            ) from None
+    with app.store.session() as session:
+        incident = open_manual(
+            session,
+            app.settings,
+            args.kind,
+            args.service,
+            args.summary,
+            _actor(args),
+            now,
+            occurred,
+            args.severity,
+        )
+        data = incident_dict(incident, now)
+    app.store.dispose()
+    if args.json:
+        _print_json(data)
+    else:
+        print(data["id"])
+    return 0
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    """Acknowledge an incident."""
+    app = _app(args)
+    with app.store.session() as session:
+        incident = acknowledge(session, args.id, _actor(args), app.clock(), args.note or "")
+        print(f"incident {incident.id} acknowledged by {incident.acknowledged_by}")
+    app.store.dispose()
+    return 0
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    """Resolve an incident."""
+    app = _app(args)
+    with app.store.session() as session:
+        incident = resolve(session, args.id, _actor(args), app.clock(), args.note or "")
+        print(f"incident {incident.id} resolved")
+    app.store.dispose()
+    return 0
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """Send the clause 7.3.3 notification (or a follow-up) to the management unit."""
+    from alerts.delivery import deliver_due, make_apprise_sender
+
+    app = _app(args)
+    parts = {
+        "scope": args.scope,
+        "harm": args.harm,
+        "measures": args.measures,
+        "rectification": args.rectification,
+    }
+    with app.store.session() as session:
+        notify_management(session, app.settings, args.id, parts, _actor(args), app.clock())
+    secret = app.settings.secrets.smtp_password
+    sender = make_apprise_sender(secret.get_secret_value() if secret else None)
+    report = asyncio.run(
+        deliver_due(
+            app.store,
+            app.settings,
+            app.clock,
+            sender,
+            incident_id=args.id,
+            kinds=("notification", "update"),
+        )
+    )
+    app.store.dispose()
+    print(f"notification for incident {args.id} recorded at {local_text(app.clock())} (CST)")
+    if report.failed:
+        print(
+            f"{report.failed} channel(s) could not be reached now: the notification waits in "
+            "the outbox and the running daemon will deliver it"
+        )
+    else:
+        print(f"delivered to {report.delivered} channel(s)")
+    return 0
+
+
+def add_incident_commands(sub: Any) -> None:
+    """Register `incidents` and its subcommands on the main parser's subparsers."""
+    incidents = sub.add_parser(
+        "incidents",
+        help="incidents and the 7.3.3 two-hour clock",
+        description="incidents and the 7.3.3 two-hour clock",
+    )
+    isub = incidents.add_subparsers(dest="incident_command", required=True, metavar="ACTION")
+
+    p = isub.add_parser("list", help="active incidents (--all: every one)")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_list)
+
+    p = isub.add_parser("show", help="one incident with its timeline and alerts")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_show)
+
+    p = isub.add_parser("open", help="register an incident monitord did not see")
+    p.add_argument("--kind", required=True)
+    p.add_argument("--service", action="append", required=True, metavar="ID")
+    p.add_argument("--summary", required=True)
+    p.add_argument("--occurred-at", metavar="TIME")
+    p.add_argument(
+        "--severity", default="high", choices=["info", "low", "medium", "high", "critical"]
+    )
+    p.add_argument("--by", metavar="NAME", help="who is doing this (default: your login)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_open)
+
+    p = isub.add_parser("ack", help="acknowledge: somebody is on it")
+    p.add_argument("id", type=int)
+    p.add_argument("--note")
+    p.add_argument("--by", metavar="NAME")
+    p.set_defaults(handler=cmd_ack)
+
+    p = isub.add_parser("notify", help="send the 7.3.3 notification to the management unit")
+    p.add_argument("id", type=int)
+    p.add_argument("--scope", help="初步判定的影响范围")
+    p.add_argument("--harm", help="初步判定的危害")
+    p.add_argument("--measures", help="已采取的应急处置措施")
+    p.add_argument("--rectification", help="整改措施")
+    p.add_argument("--by", metavar="NAME")
+    p.set_defaults(handler=cmd_notify)
+
+    p = isub.add_parser("resolve", help="mark resolved")
+    p.add_argument("id", type=int)
+    p.add_argument("--note")
+    p.add_argument("--by", metavar="NAME")
+    p.set_defaults(handler=cmd_resolve)

@@ -1,0 +1,476 @@
+"""Incidents: findings grouped by service and kind, and the clause 7.3.3 two-hour clock.
+
+States: open → acknowledged → notified → resolved → closed. A security incident must be notified
+to the management unit by `notify_by` (detected + 2 h by default); reminders go to on-call at the
+configured minutes, an unacknowledged incident climbs the escalation chain, and at the deadline an
+unnotified one is marked late (for ever) and sent to the top of the chain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from monitord.config import IncidentSettings, Settings
+from monitord.errors import UsageError
+from monitord.models import Finding, Incident, IncidentEvent, OutboxAlert, Service
+from monitord.outbox import enqueue
+from monitord.store import audit
+from monitord.types import SEVERITIES
+
+SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
+ACTIVE_STATES = ("open", "acknowledged", "notified")
+NOTIFICATION_PARTS = {
+    "scope": "初步判定的影响范围 (--scope)",
+    "harm": "初步判定的危害 (--harm)",
+    "measures": "已采取的应急处置措施 (--measures)",
+    "rectification": "整改措施 (--rectification)",
+}
+
+
+def kind_of_rule(rule: str, settings: IncidentSettings) -> str:
+    """The incident kind of a finding's rule: the first matching glob of rule_kinds."""
+    for pattern, kind in settings.rule_kinds.items():
+        if fnmatch.fnmatchcase(rule, pattern):
+            return kind
+    return "other"
+
+
+def class_of_kind(kind: str, settings: IncidentSettings) -> str:
+    """security or availability; a kind the config does not class counts as security."""
+    return "availability" if kind in settings.availability_kinds else "security"
+
+
+def _event(
+    session: Session,
+    incident: Incident,
+    at: dt.datetime,
+    kind: str,
+    actor: str = "monitord",
+    **detail: Any,
+) -> None:
+    session.add(
+        IncidentEvent(incident_id=incident.id, at=at, kind=kind, actor=actor, detail=detail)
+    )
+
+
+def _quiet_reason(
+    session: Session, settings: Settings, incident: Incident, now: dt.datetime
+) -> str | None:
+    """Why an availability incident's alerts stay quiet: a filed suspension or maintenance."""
+    if incident.klass != "availability":
+        return None
+    for service_id in incident.services:
+        service = session.get(Service, service_id)
+        if service is not None and service.status == "suspended" and service.suspension:
+            return f"{service_id} 已报备暂停服务 (7.2.2)"
+    for window in settings.alerts.maintenance:
+        if window.start <= now < window.end and (
+            not window.services or set(incident.services) & set(window.services)
+        ):
+            return f"维护窗口：{window.reason or '计划维护'}"
+    return None
+
+
+@dataclass
+class IntakeReport:
+    """What one intake pass did."""
+
+    opened: list[int] = field(default_factory=list)
+    joined: int = 0
+    resolved: list[int] = field(default_factory=list)
+    storm: bool = False
+
+
+def intake(session: Session, settings: Settings, now: dt.datetime) -> IntakeReport:
+    """Turn new findings at or above the configured severity into incidents; resolve finished ones.
+
+    Findings of the same kind and service join one incident, so a flapping service or 300
+    findings of one scan make one incident. When more availability incidents open at once than
+    alerts.storm_threshold, on-call gets one grouped alert instead of one each.
+    """
+    rules = settings.incidents
+    threshold = SEVERITY_RANK[rules.open_severity]
+    report = IntakeReport()
+    fresh = session.scalars(
+        select(Finding)
+        .where(Finding.incident_id.is_(None), Finding.state == "open")
+        .order_by(Finding.id)
+    ).all()
+    by_group: dict[str, Incident] = {}
+    new_incidents: list[Incident] = []
+    for finding in fresh:
+        if SEVERITY_RANK.get(finding.severity, 0) < threshold:
+            continue
+        kind = kind_of_rule(finding.rule, rules)
+        subject = finding.service_id or f"{finding.subject_kind}:{finding.subject}"
+        group_key = f"{kind}:{subject}"
+        incident = (
+            by_group.get(group_key)
+            or session.scalars(
+                select(Incident).where(
+                    Incident.group_key == group_key, Incident.state.in_(ACTIVE_STATES)
+                )
+            ).first()
+        )
+        if incident is None:
+            klass = class_of_kind(kind, rules)
+            incident = Incident(
+                kind=kind,
+                klass=klass,
+                severity=finding.severity,
+                state="open",
+                group_key=group_key,
+                summary=finding.summary,
+                services=[finding.service_id] if finding.service_id else [],
+                detected_at=now,
+                occurred_at=finding.first_seen,
+                notify_by=(
+                    now + dt.timedelta(minutes=rules.notify_within_minutes)
+                    if klass == "security"
+                    else None
+                ),
+            )
+            session.add(incident)
+            session.flush()
+            _event(session, incident, now, "opened", finding=finding.id, rule=finding.rule)
+            new_incidents.append(incident)
+            report.opened.append(incident.id)
+        else:
+            if SEVERITY_RANK.get(finding.severity, 0) > SEVERITY_RANK.get(incident.severity, 0):
+                incident.severity = finding.severity
+            _event(session, incident, now, "finding_added", finding=finding.id, rule=finding.rule)
+            report.joined += 1
+        by_group[group_key] = incident
+        finding.incident_id = incident.id
+
+    availability = [i for i in new_incidents if i.klass == "availability"]
+    report.storm = len(availability) >= settings.alerts.storm_threshold
+    for incident in new_incidents:
+        quiet = _quiet_reason(session, settings, incident, now)
+        if quiet:
+            _event(session, incident, now, "quiet", reason=quiet)
+        elif not (report.storm and incident.klass == "availability"):
+            enqueue(session, f"incident:{incident.id}:opened", "oncall", "opened", now, incident.id)
+    if report.storm:
+        ids = [i.id for i in availability]
+        enqueue(
+            session,
+            f"storm:{min(ids)}-{max(ids)}",
+            "storm",
+            "storm",
+            now,
+            payload={"count": len(ids), "incidents": ids},
+        )
+    report.resolved = _resolve_finished(session, now)
+    return report
+
+
+def _resolve_finished(session: Session, now: dt.datetime) -> list[int]:
+    """Resolve open incidents all of whose findings were resolved (the service came back...)."""
+    resolved: list[int] = []
+    candidates = session.scalars(select(Incident).where(Incident.state.in_(ACTIVE_STATES))).all()
+    for incident in candidates:
+        states = session.scalars(
+            select(Finding.state).where(Finding.incident_id == incident.id)
+        ).all()
+        if states and all(state != "open" for state in states):
+            incident.state = "resolved"
+            incident.resolved_at = now
+            _event(session, incident, now, "resolved", reason="所有相关发现已消除")
+            enqueue(
+                session, f"incident:{incident.id}:resolved", "oncall", "resolved", now, incident.id
+            )
+            resolved.append(incident.id)
+    return resolved
+
+
+def work_clocks(session: Session, settings: Settings, now: dt.datetime) -> int:
+    """Send due reminders and escalations and mark missed deadlines late; returns alerts written.
+
+    Only the latest due reminder and escalation level is sent, so a daemon that was down for an
+    hour sends one catch-up message, not a burst. Safe to run as often as wanted.
+    """
+    rules = settings.incidents
+    written = 0
+    incidents = session.scalars(
+        select(Incident).where(Incident.state.in_(("open", "acknowledged", "notified", "resolved")))
+    ).all()
+    for incident in incidents:
+        elapsed = now - incident.detected_at
+        on_the_clock = incident.klass == "security" and incident.notified_at is None
+        if on_the_clock:
+            due = [m for m in rules.reminder_minutes if elapsed >= dt.timedelta(minutes=m)]
+            if due:
+                minute = max(due)
+                if enqueue(
+                    session,
+                    f"incident:{incident.id}:reminder:{minute}",
+                    "oncall",
+                    "reminder",
+                    now,
+                    incident.id,
+                    {"minute": minute},
+                ):
+                    _event(session, incident, now, "reminder", minute=minute)
+                    written += 1
+            assert incident.notify_by is not None
+            if now >= incident.notify_by and not incident.late:
+                incident.late = True
+                _event(session, incident, now, "late", notify_by=incident.notify_by.isoformat())
+                enqueue(session, f"incident:{incident.id}:late", "top", "late", now, incident.id)
+                written += 1
+        if incident.state == "open" and incident.acknowledged_at is None:
+            levels = len(settings.alerts.escalation)
+            level = min(levels, int(elapsed / dt.timedelta(minutes=rules.escalate_after_minutes)))
+            if level >= 1 and enqueue(
+                session,
+                f"incident:{incident.id}:escalation:{level}",
+                f"escalation:{level}",
+                "escalation",
+                now,
+                incident.id,
+                {"level": level, "name": settings.alerts.escalation[level - 1].name},
+            ):
+                _event(
+                    session,
+                    incident,
+                    now,
+                    "escalated",
+                    level=level,
+                    to=settings.alerts.escalation[level - 1].name,
+                )
+                written += 1
+    return written
+
+
+def get_incident(session: Session, incident_id: int) -> Incident:
+    """The incident with this id, or a UsageError naming it."""
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        raise UsageError(f"no incident {incident_id}: see `monitord incidents list`")
+    return incident
+
+
+def open_manual(
+    session: Session,
+    settings: Settings,
+    kind: str,
+    service_ids: list[str],
+    summary: str,
+    actor: str,
+    now: dt.datetime,
+    occurred_at: dt.datetime | None = None,
+    severity: str = "high",
+) -> Incident:
+    """Register an incident monitord did not see itself (a phone call, a provider's report)."""
+    rules = settings.incidents
+    known = set(rules.security_kinds) | set(rules.availability_kinds)
+    if kind not in known:
+        raise UsageError(f"--kind {kind!r}: expected one of {', '.join(sorted(known))}")
+    for service_id in service_ids:
+        if session.get(Service, service_id) is None:
+            raise UsageError(f"--service {service_id!r}: no such service in the store")
+    if not summary.strip():
+        raise UsageError("--summary: describe what happened")
+    if occurred_at is not None and occurred_at > now:
+        raise UsageError(f"--occurred-at {occurred_at.isoformat()}: is in the future")
+    klass = class_of_kind(kind, rules)
+    incident = Incident(
+        kind=kind,
+        klass=klass,
+        severity=severity,
+        state="open",
+        group_key=f"manual:{kind}:{','.join(service_ids)}:{now.isoformat()}",
+        summary=summary.strip(),
+        services=service_ids,
+        detected_at=now,
+        occurred_at=occurred_at or now,
+        notify_by=(
+            now + dt.timedelta(minutes=rules.notify_within_minutes) if klass == "security" else None
+        ),
+    )
+    session.add(incident)
+    session.flush()
+    _event(session, incident, now, "opened", actor=actor, manual=True)
+    audit(session, now, actor, "incident.open", f"incident {incident.id}", {"kind": kind})
+    enqueue(session, f"incident:{incident.id}:opened", "oncall", "opened", now, incident.id)
+    return incident
+
+
+def acknowledge(
+    session: Session, incident_id: int, actor: str, now: dt.datetime, note: str = ""
+) -> Incident:
+    """Acknowledge an open incident: somebody is on it; escalation stops."""
+    incident = get_incident(session, incident_id)
+    if incident.acknowledged_at is not None:
+        raise UsageError(
+            f"incident {incident_id} was already acknowledged by {incident.acknowledged_by}"
+        )
+    if incident.state not in ("open",):
+        raise UsageError(f"incident {incident_id} is {incident.state}; nothing to acknowledge")
+    incident.state = "acknowledged"
+    incident.acknowledged_at = now
+    incident.acknowledged_by = actor
+    _event(session, incident, now, "acknowledged", actor=actor, note=note)
+    audit(session, now, actor, "incident.ack", f"incident {incident_id}", {"note": note})
+    return incident
+
+
+def notify_management(
+    session: Session,
+    settings: Settings,
+    incident_id: int,
+    parts: dict[str, str | None],
+    actor: str,
+    now: dt.datetime,
+) -> OutboxAlert:
+    """Queue the clause 7.3.3 notification (or a follow-up) to the management unit.
+
+    Refused, naming the part, when scope, harm, measures or rectification is missing; refused
+    when no management channel is configured. Returns the outbox row written.
+    """
+    missing = [
+        label for name, label in NOTIFICATION_PARTS.items() if not (parts.get(name) or "").strip()
+    ]
+    if missing:
+        raise UsageError("the notification is missing: " + "; ".join(missing))
+    if not settings.alerts.management:
+        raise UsageError(
+            "alerts.management lists no channel: configure the management unit's apprise URLs"
+        )
+    incident = get_incident(session, incident_id)
+    if incident.state == "closed":
+        raise UsageError(f"incident {incident_id} is closed")
+    previous = (
+        session.scalar(
+            select(func.count())
+            .select_from(IncidentEvent)
+            .where(IncidentEvent.incident_id == incident_id, IncidentEvent.kind == "notified")
+        )
+        or 0
+    )
+    number = previous + 1
+    kind = "notification" if number == 1 else "update"
+    payload: dict[str, Any] = {name: (parts[name] or "").strip() for name in NOTIFICATION_PARTS}
+    payload["number"] = number
+    payload["draft"] = draft_facts(session, incident)
+    enqueue(
+        session,
+        f"incident:{incident_id}:notification:{number}",
+        "management",
+        kind,
+        now,
+        incident_id,
+        payload,
+    )
+    if incident.notified_at is None:
+        incident.notified_at = now
+        if incident.acknowledged_at is None:
+            incident.acknowledged_at = now
+            incident.acknowledged_by = actor
+        if incident.state in ("open", "acknowledged"):
+            incident.state = "notified"
+    _event(session, incident, now, "notified", actor=actor, **payload)
+    audit(session, now, actor, "incident.notify", f"incident {incident_id}", {"number": number})
+    row = session.scalars(
+        select(OutboxAlert).where(
+            OutboxAlert.idempotency_key == f"incident:{incident_id}:notification:{number}"
+        )
+    ).one()
+    return row
+
+
+def resolve(
+    session: Session, incident_id: int, actor: str, now: dt.datetime, note: str = ""
+) -> Incident:
+    """Mark an incident resolved; a security incident's notification duty stays until notified."""
+    incident = get_incident(session, incident_id)
+    if incident.state in ("resolved", "closed"):
+        raise UsageError(f"incident {incident_id} is already {incident.state}")
+    incident.state = "resolved"
+    incident.resolved_at = now
+    _event(session, incident, now, "resolved", actor=actor, note=note)
+    audit(session, now, actor, "incident.resolve", f"incident {incident_id}", {"note": note})
+    enqueue(session, f"incident:{incident_id}:resolved", "oncall", "resolved", now, incident_id)
+    return incident
+
+
+def draft_facts(session: Session, incident: Incident) -> dict[str, Any]:
+    """What monitord knows for the notification: times, services and coverage, findings."""
+    services = []
+    for service_id in incident.services:
+        service = session.get(Service, service_id)
+        if service is None:
+            services.append({"id": service_id})
+            continue
+        services.append(
+            {
+                "id": service.id,
+                "name": service.name,
+                "provider": service.provider,
+                "coverage": service.coverage,
+                "permission": service.permission,
+                "users": (service.raw or {}).get("users"),
+            }
+        )
+    findings = session.scalars(
+        select(Finding).where(Finding.incident_id == incident.id).order_by(Finding.id).limit(20)
+    ).all()
+    return {
+        "detected_at": incident.detected_at.isoformat(),
+        "occurred_at": (incident.occurred_at or incident.detected_at).isoformat(),
+        "services": services,
+        "findings": [
+            {"rule": f.rule, "clause": f.clause, "severity": f.severity, "summary": f.summary}
+            for f in findings
+        ],
+    }
+
+
+def incident_dict(incident: Incident, now: dt.datetime | None = None) -> dict[str, Any]:
+    """An incident as plain JSON-ready values (the CLI's and the API's shape)."""
+
+    def iso(value: dt.datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    minutes_left = None
+    if now is not None and incident.notify_by is not None and incident.notified_at is None:
+        minutes_left = int((incident.notify_by - now).total_seconds() // 60)
+    return {
+        "id": incident.id,
+        "kind": incident.kind,
+        "class": incident.klass,
+        "severity": incident.severity,
+        "state": incident.state,
+        "summary": incident.summary,
+        "services": incident.services,
+        "detected_at": iso(incident.detected_at),
+        "occurred_at": iso(incident.occurred_at),
+        "notify_by": iso(incident.notify_by),
+        "minutes_left": minutes_left,
+        "notified_at": iso(incident.notified_at),
+        "late": incident.late,
+        "acknowledged_at": iso(incident.acknowledged_at),
+        "acknowledged_by": incident.acknowledged_by,
+        "resolved_at": iso(incident.resolved_at),
+        "closed_at": iso(incident.closed_at),
+    }
+
+
+def timeline(session: Session, incident_id: int) -> list[dict[str, Any]]:
+    """Everything that happened to an incident, oldest first."""
+    events = session.scalars(
+        select(IncidentEvent)
+        .where(IncidentEvent.incident_id == incident_id)
+        .order_by(IncidentEvent.id)
+    ).all()
+    return [
+        {"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor, "detail": e.detail}
+        for e in events
+    ]

@@ -1,0 +1,85 @@
+"""Real alert receivers on loopback: a webhook for apprise's json://, and an SMTP server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.header import decode_header, make_header
+from email.message import Message
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Webhook:
+    """What a chat webhook received; `failing` makes it answer 500 like a channel that is down."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)
+    failing: bool = False
+    refused: int = 0
+    url: str = ""
+
+    def apprise_url(self, path: str = "hook") -> str:
+        """The json:// URL that points apprise at this endpoint."""
+        return self.url.replace("http://", "json://") + "/" + path
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.failing:
+            self.refused += 1
+            return web.Response(status=500, text="down")
+        body = json.loads(await request.read())
+        self.received.append(
+            {
+                "path": request.path,
+                "title": body.get("title"),
+                "message": body.get("message"),
+                "key": request.headers.get("X-Monitord-Key"),
+            }
+        )
+        return web.json_response({"errcode": 0})
+
+
+@asynccontextmanager
+async def serve_webhook(hook: Webhook | None = None) -> AsyncIterator[Webhook]:
+    """Serve a Webhook on a free loopback port."""
+    hook = hook or Webhook()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", hook.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    hook.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield hook
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class Mailbox:
+    """Messages an SMTP server on loopback received, with the login it saw."""
+
+    messages: list[Message] = field(default_factory=list)
+    logins: list[tuple[str, str]] = field(default_factory=list)
+
+    def subjects(self) -> list[str]:
+        return [str(make_header(decode_header(m["Subject"]))) for m in self.messages]
+
+    def bodies(self) -> list[str]:
+        out = []
+        for m in self.messages:
+            part = m.get_payload(0) if m.is_multipart() else m
+            assert isinstance(part, Message)
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            out.append(payload.decode(part.get_content_charset() or "utf-8"))
+        return out
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.original_content))
+        return "250 OK"

@@ -1,0 +1,246 @@
+"""Alerts through real apprise: to a webhook on loopback (json://) and an SMTP server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from sqlalchemy import select
+
+from alerts.delivery import deliver_due, make_apprise_sender
+from monitord.config import Settings, parse_config
+from monitord.incidents import intake, notify_management, open_manual
+from monitord.models import OutboxAlert, Service
+from monitord.store import Store
+from tests.conftest import FakeClock
+from tests.receivers import Mailbox, Webhook, serve_webhook
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Webhook]:
+    async with serve_webhook() as webhook:
+        yield webhook
+
+
+def config(hook: Webhook, **alerts: Any) -> Settings:
+    values: dict[str, Any] = {
+        "oncall": [hook.apprise_url("oncall")],
+        "management": [hook.apprise_url("management")],
+        "service_contacts": False,
+        "retry_seconds": 30.0,
+        "retry_max_seconds": 120.0,
+    }
+    values.update(alerts)
+    return parse_config({"alerts": values}, "test", env={})
+
+
+def add_service(store: Store, clock: FakeClock, **changes: Any) -> str:
+    values: dict[str, Any] = {
+        "id": "svc-0042",
+        "name": "企业开办一件事",
+        "status": "online",
+        "provider": "行政审批局",
+        "coverage": ["all"],
+        "emergency_plan_url": "https://plan.test/svc-0042.pdf",
+        "contacts": [{"name": "王五", "role": "oncall"}],
+        "first_seen": clock(),
+        "last_seen": clock(),
+    }
+    values.update(changes)
+    with store.session() as session:
+        session.add(Service(**values))
+    return str(values["id"])
+
+
+def open_incident(
+    store: Store,
+    cfg: Settings,
+    clock: FakeClock,
+    kind: str = "data_exposure",
+    summary: str = "服务商报告疑似数据泄露",
+) -> int:
+    sid = add_service(store, clock)
+    with store.session() as session:
+        return open_manual(session, cfg, kind, [sid], summary, "值班员", clock()).id
+
+
+async def test_an_incident_alert_arrives_once_in_chinese_with_its_deadline_and_key(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    cfg = config(hook)
+    incident_id = open_incident(sqlite_store, cfg, clock)
+    send = make_apprise_sender(None)
+    report = await deliver_due(sqlite_store, cfg, clock, send)
+    again = await deliver_due(sqlite_store, cfg, clock, send)
+    assert (report.delivered, again.delivered) == (1, 0)
+    [message] = hook.received
+    assert message["path"] == "/oncall"
+    assert message["title"] == f"【安全事件】#{incident_id} 数据泄露"
+    assert "须于 2026-11-02 11:00 前通报管理单位（剩余 120 分钟）" in message["message"]
+    assert f"确认：monitord incidents ack {incident_id}" in message["message"]
+    assert message["key"].startswith(f"incident:{incident_id}:opened#")  # one key per channel
+    assert message["message"].endswith(f"编号 incident:{incident_id}:opened")
+    assert len(message["message"].splitlines()) <= 8  # fits a phone screen
+
+
+async def test_availability_alerts_show_the_emergency_plan_and_contacts(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    cfg = config(hook)
+    open_incident(sqlite_store, cfg, clock, kind="outage", summary="服务无法访问")
+    await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    body = hook.received[0]["message"]
+    assert "应急预案：https://plan.test/svc-0042.pdf" in body
+    assert "联系人：王五(oncall)" in body
+    assert "通报管理单位" not in body  # no two-hour clock on availability incidents
+
+
+async def test_a_channel_down_for_ten_minutes_delays_but_loses_nothing(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    cfg = config(hook)
+    send = make_apprise_sender(None)
+    hook.failing = True
+    ids = []
+    for n in range(3):
+        with sqlite_store.session() as session:
+            if n == 0:
+                add_service(sqlite_store, clock)
+            ids.append(
+                open_manual(session, cfg, "outage", ["svc-0042"], f"故障{n}", "x", clock()).id
+            )
+    start = clock()
+    for second in range(0, 10 * 60, 15):
+        clock.now = start + dt.timedelta(seconds=second)
+        await deliver_due(sqlite_store, cfg, clock, send)
+    assert hook.received == []
+    assert hook.refused >= 9  # retried with backoff (30 s doubling to 120 s), not dropped
+    hook.failing = False
+    for second in range(10 * 60, 13 * 60, 15):
+        clock.now = start + dt.timedelta(seconds=second)
+        await deliver_due(sqlite_store, cfg, clock, send)
+    assert [m["key"].split("#")[0] for m in hook.received] == [f"incident:{i}:opened" for i in ids]
+    with sqlite_store.session() as session:
+        rows = session.scalars(select(OutboxAlert).where(OutboxAlert.parent_id.is_not(None))).all()
+        assert {r.state for r in rows} == {"delivered"}
+        assert all(r.attempts > 1 for r in rows)
+
+
+async def test_the_notification_to_the_management_unit_has_its_four_parts(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    cfg = config(hook)
+    incident_id = open_incident(sqlite_store, cfg, clock)
+    clock.advance(minutes=50)
+    with sqlite_store.session() as session:
+        notify_management(
+            session,
+            cfg,
+            incident_id,
+            {
+                "scope": "企业开办服务，覆盖全市",
+                "harm": "约 300 家企业信息可能外泄",
+                "measures": "已下线导出接口",
+                "rectification": "修复越权漏洞并复测",
+            },
+            "张三",
+            clock(),
+        )
+    await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    management = [m for m in hook.received if m["path"] == "/management"]
+    assert [m["title"] for m in management] == [f"【安全事件通报】#{incident_id} 数据泄露"]
+    body = management[0]["message"]
+    for line in [
+        "事件发生时间：2026-11-02 09:00",
+        "发现时间：2026-11-02 09:00",
+        "svc-0042 企业开办一件事（行政审批局；覆盖：全市）",
+        "一、初步判定的影响范围：企业开办服务，覆盖全市",
+        "二、初步判定的危害：约 300 家企业信息可能外泄",
+        "三、已采取的应急处置措施：已下线导出接口",
+        "四、整改措施：修复越权漏洞并复测",
+    ]:
+        assert line in body
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Mailbox, int]]:
+    mailbox = Mailbox()
+
+    def authenticate(
+        server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        mailbox.logins.append((auth_data.login.decode(), auth_data.password.decode()))
+        return AuthResult(success=True)
+
+    port = free_port()
+    controller = Controller(
+        mailbox, hostname="127.0.0.1", port=port, authenticator=authenticate, auth_require_tls=False
+    )
+    controller.start()
+    try:
+        yield mailbox, port
+    finally:
+        controller.stop()
+
+
+async def test_email_alerts_reach_an_smtp_server_with_the_password_from_the_environment(
+    sqlite_store: Store, clock: FakeClock, smtp: tuple[Mailbox, int], hook: Webhook
+) -> None:
+    mailbox, port = smtp
+    url = (
+        f"mailto://monitord:{{smtp_password}}@localhost:{port}?mode=insecure"
+        "&from=monitord@example.com&to=oncall@example.com"
+    )
+    cfg = config(hook, oncall=[url])
+    incident_id = open_incident(sqlite_store, cfg, clock)
+    report = await deliver_due(sqlite_store, cfg, clock, make_apprise_sender("pa ss/word"))
+    assert report.delivered == 1, report
+    assert mailbox.subjects() == [f"【安全事件】#{incident_id} 数据泄露"]
+    assert "须于 2026-11-02 11:00 前通报管理单位" in mailbox.bodies()[0]
+    assert mailbox.logins == [("monitord", "pa ss/word")]
+    with sqlite_store.session() as session:
+        stored = session.scalars(select(OutboxAlert.channel)).all()
+    assert not any("pa ss/word" in channel for channel in stored)
+
+
+async def test_findings_flow_into_incidents_and_out_to_on_call(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    from monitord.findings import upsert_finding
+    from monitord.types import FindingDraft
+
+    cfg = config(hook)
+    sid = add_service(sqlite_store, clock)
+    with sqlite_store.session() as session:
+        upsert_finding(
+            session,
+            FindingDraft(
+                rule="plain_http_access",
+                clause="6.3.2 b",
+                severity="high",
+                subject_kind="service",
+                subject=sid,
+                summary="服务接口未使用 HTTPS",
+                service_id=sid,
+            ),
+            clock(),
+        )
+        intake(session, cfg, clock())
+    await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    assert hook.received[0]["title"].endswith("传输未加密或加密薄弱")
+    assert "服务接口未使用 HTTPS" in hook.received[0]["message"]

@@ -1,0 +1,184 @@
+"""`monitord incidents …` as an on-call person uses it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from monitord.cli import main
+from tests.fakeportal import make_service
+from tests.receivers import Webhook, serve_webhook
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Webhook]:
+    async with serve_webhook() as webhook:
+        yield webhook
+
+
+@pytest.fixture
+def config(tmp_path: Path, hook: Webhook) -> Path:
+    catalogue = tmp_path / "catalogue.json"
+    catalogue.write_text(json.dumps({"services": [make_service(1)]}), encoding="utf-8")
+    path = tmp_path / "monitord.toml"
+    path.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n'
+        f'[alerts]\noncall = ["{hook.apprise_url("oncall")}"]\n'
+        f'management = ["{hook.apprise_url("management")}"]\nservice_contacts = false\n',
+        encoding="utf-8",
+    )
+    assert main(["--config", str(path), "sync", "--file", str(catalogue)]) == 0
+    return path
+
+
+async def run(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    # In a thread: the command runs its own event loop, and ours must keep serving the webhook.
+    status = await asyncio.to_thread(main, ["--config", str(config), *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+async def test_open_ack_notify_resolve_round_trip(
+    config: Path, capsys: pytest.CaptureFixture[str], hook: Webhook
+) -> None:
+    capsys.readouterr()
+    status, out, _ = await run(
+        config,
+        capsys,
+        "incidents",
+        "open",
+        "--kind",
+        "data_exposure",
+        "--service",
+        "svc-0001",
+        "--summary",
+        "服务商电话报告数据泄露",
+        "--occurred-at",
+        "2026-11-29T08:30",
+        "--by",
+        "alice",
+    )
+    assert status == 0
+    incident_id = int(out.strip())
+    status, out, _ = await run(config, capsys, "incidents", "list", "--json")
+    [listed] = json.loads(out)
+    assert {k: listed[k] for k in ("id", "kind", "class", "state", "services", "late")} == {
+        "id": incident_id,
+        "kind": "data_exposure",
+        "class": "security",
+        "state": "open",
+        "services": ["svc-0001"],
+        "late": False,
+    }
+    assert listed["occurred_at"] == "2026-11-29T00:30:00+00:00"
+    assert listed["notify_by"] is not None and listed["notified_at"] is None
+
+    status, out, _ = await run(config, capsys, "incidents", "ack", str(incident_id), "--by", "bob")
+    assert (status, out.strip()) == (0, f"incident {incident_id} acknowledged by bob")
+    status, _, err = await run(
+        config,
+        capsys,
+        "incidents",
+        "notify",
+        str(incident_id),
+        "--scope",
+        "全市",
+        "--harm",
+        "企业信息外泄",
+    )
+    assert status == 2
+    assert err == (
+        "monitord: the notification is missing: 已采取的应急处置措施 (--measures); "
+        "整改措施 (--rectification)\n"
+    )
+    status, out, _ = await run(
+        config,
+        capsys,
+        "incidents",
+        "notify",
+        str(incident_id),
+        "--scope",
+        "全市",
+        "--harm",
+        "企业信息外泄",
+        "--measures",
+        "下线接口",
+        "--rectification",
+        "修复并复测",
+        "--by",
+        "bob",
+    )
+    assert status == 0
+    assert "delivered to 1 channel(s)" in out
+    assert [m["path"] for m in hook.received] == ["/management"]
+    status, out, _ = await run(config, capsys, "incidents", "show", str(incident_id), "--json")
+    shown = json.loads(out)
+    assert shown["state"] == "notified" and shown["notified_at"] is not None
+    assert [e["kind"] for e in shown["timeline"]] == ["opened", "acknowledged", "notified"]
+    assert [e["actor"] for e in shown["timeline"]] == ["alice", "bob", "bob"]
+    status, out, _ = await run(config, capsys, "incidents", "resolve", str(incident_id))
+    assert status == 0
+    status, out, _ = await run(config, capsys, "incidents", "list", "--json")
+    assert json.loads(out) == []
+
+
+async def test_notify_with_the_channel_down_still_succeeds_and_says_it_waits(
+    config: Path, capsys: pytest.CaptureFixture[str], hook: Webhook
+) -> None:
+    await run(
+        config,
+        capsys,
+        "incidents",
+        "open",
+        "--kind",
+        "vulnerability",
+        "--service",
+        "svc-0001",
+        "--summary",
+        "渗透测试发现越权",
+    )
+    hook.failing = True
+    status, out, _ = await run(
+        config,
+        capsys,
+        "incidents",
+        "notify",
+        "1",
+        "--scope",
+        "a",
+        "--harm",
+        "b",
+        "--measures",
+        "c",
+        "--rectification",
+        "d",
+    )
+    assert status == 0
+    assert "waits in the outbox and the running daemon will deliver it" in out
+
+
+async def test_bad_incident_commands_are_one_line_errors(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (await run(config, capsys, "incidents", "ack", "99"))[2] == (
+        "monitord: no incident 99: see `monitord incidents list`\n"
+    )
+    status, _, err = await run(
+        config,
+        capsys,
+        "incidents",
+        "open",
+        "--kind",
+        "outage",
+        "--service",
+        "svc-0001",
+        "--summary",
+        "x",
+        "--occurred-at",
+        "yesterday",
+    )
+    assert status == 2 and "--occurred-at 'yesterday': expected an ISO 8601 time" in err
