@@ -226,7 +226,7 @@ async def fetch(
                 url,
                 headers=headers,
                 allow_redirects=False,
-                ssl=sslctx if url.scheme == "https" else False,
+                ssl=sslctx if url.scheme == "https" and sslctx is not None else False,
                 trace_request_ctx=timings,
                 timeout=aiohttp.ClientTimeout(total=spec.timeout_s),
             )
