@@ -370,7 +370,7 @@ def _record_findings(session: Session, record: ServiceRecord, now: dt.datetime) 
             FindingDraft(
                 rule=RULE_FILING,
                 clause="6.2.2",
-                severity="medium",
+                severity="low",
                 subject_kind="service",
                 subject=record.id,
                 service_id=record.id,

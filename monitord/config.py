@@ -189,19 +189,8 @@ class AlertSettings(_Section):
 
 
 DEFAULT_RULE_KINDS: dict[str, str] = {
+    # ZAP alerts and the access-log rules of spec/access-log.md
     "zap:*": "vulnerability",
-    "plain_http_access": "insecure_transport",
-    "tls_*": "insecure_transport",
-    "cert_untrusted": "insecure_transport",
-    "cert_hostname_mismatch": "insecure_transport",
-    "cert_expired": "certificate_expiry",
-    "cert_expiring*": "certificate_expiry",
-    "service_down": "outage",
-    "unannounced_outage": "outage",
-    "service_slow": "degraded",
-    "incompatible_client": "degraded",
-    "undocumented_return_code": "degraded",
-    "error_burst": "degraded",
     "brute_force_login": "abnormal_behaviour",
     "credential_stuffing": "abnormal_behaviour",
     "scanner_probing": "abnormal_behaviour",
@@ -211,6 +200,31 @@ DEFAULT_RULE_KINDS: dict[str, str] = {
     "off_hours_privileged": "abnormal_behaviour",
     "role_grant_violation": "abnormal_behaviour",
     "level_violation": "abnormal_behaviour",
+    "vendor_activity": "compliance",
+    "error_burst": "degraded",
+    # probes (rules/probes.toml) and the service state machine
+    "service_down": "outage",
+    "unannounced_outage": "outage",
+    "down": "outage",
+    "slow": "degraded",
+    "refused_target": "degraded",
+    "incompatible_client": "degraded",
+    "undocumented_return_code": "degraded",
+    "plain_http*": "insecure_transport",
+    "untrusted_chain": "insecure_transport",
+    "hostname_mismatch": "insecure_transport",
+    "ocsp_revoked": "certificate_compromise",
+    "cert_expired": "certificate_expiry",
+    "cert_expiring_7d": "certificate_expiry",
+    "cert_expiring_30d": "compliance",
+    "chain_cert_expiring": "compliance",
+    "legacy_protocol": "compliance",
+    "weak_cipher": "compliance",
+    "no_hsts": "compliance",
+    # the catalogue's filing checks and the compliance rules
+    "appendix_a_incomplete": "compliance",
+    "catalogue_unknown_value": "compliance",
+    "suspension_overdue": "compliance",
     "*": "other",
 }
 
@@ -238,20 +252,23 @@ class IncidentSettings(_Section):
     availability_kinds: list[str] = Field(
         default_factory=lambda: ["outage", "degraded", "certificate_expiry"]
     )
+    quiet_kinds: list[str] = Field(default_factory=lambda: ["compliance"])
+    """Findings of these kinds open no incident: they are duties for the quarterly report, not
+    emergencies (a missing HSTS header, an incomplete filing)."""
     rule_kinds: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_RULE_KINDS))
     """Finding rule (a glob) → incident kind; the first match in this order wins."""
 
     @model_validator(mode="after")
     def _consistent(self) -> IncidentSettings:
-        known = set(self.security_kinds) | set(self.availability_kinds)
+        known = set(self.security_kinds) | set(self.availability_kinds) | set(self.quiet_kinds)
         both = set(self.security_kinds) & set(self.availability_kinds)
         if both:
             raise ValueError(f"a kind cannot be both security and availability: {sorted(both)}")
         for rule, kind in self.rule_kinds.items():
             if kind not in known:
                 raise ValueError(
-                    f"rule_kinds[{rule!r}] = {kind!r} is neither a security nor an "
-                    "availability kind"
+                    f"rule_kinds[{rule!r}] = {kind!r} is not listed in security_kinds, "
+                    "availability_kinds or quiet_kinds"
                 )
         late = [m for m in self.reminder_minutes if not 0 < m < self.notify_within_minutes]
         if late:

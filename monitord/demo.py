@@ -29,11 +29,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from loguru import logger
+from sqlalchemy import select
 
+from monitord.app import App
 from monitord.config import Secrets, parse_config
 from monitord.logsetup import setup_logging
-from monitord.timeutil import UTC
+from monitord.store import open_store
+from monitord.timeutil import UTC, ScaledClock
 
+DEMO_SPEED = 120.0  # the demo's clock: two hours pass in a minute
 DEMO_TOKEN = "demo-token"  # the demo portal's own bearer token; not a secret of any real system
 
 
@@ -230,12 +234,30 @@ async def _service_handler(request: web.Request) -> web.StreamResponse:
     return web.json_response({"code": "0", "msg": "成功"}, headers=headers)
 
 
+CHANNEL_NAMES = {
+    "/oncall": "值班群",
+    "/lead": "值班组长",
+    "/director": "运营主任",
+    "/management": "管理单位（市数据局）",
+}
+
+
+async def _chat_handler(request: web.Request) -> web.Response:
+    """A stand-in for the chat groups: shows each alert apprise delivers to it."""
+    body = json.loads(await request.read())
+    who = CHANNEL_NAMES.get(request.path, request.path)
+    logger.info("📨 {} received: {}", who, body.get("title"))
+    return web.json_response({"errcode": 0})
+
+
 @dataclass
 class DemoSite:
-    """The running demo servers: the portal (HTTP) and the services (HTTPS, one expiring)."""
+    """The running demo servers: the portal (HTTP), the services (HTTPS, one expiring) and a
+    stand-in for the chat groups that alerts go to."""
 
     portal_url: str
     ca_file: Path
+    chat_url: str
     runners: list[web.AppRunner]
 
     async def close(self) -> None:
@@ -280,24 +302,98 @@ async def start_demo_site(folder: Path) -> DemoSite:
     portal_app = web.Application()
     portal_app.router.add_get("/api/v1/services", portal.handle)
     portal_url, portal_runner = await _serve(portal_app)
+    chat_app = web.Application()
+    chat_app.router.add_post("/{tail:.*}", _chat_handler)
+    chat_url, chat_runner = await _serve(chat_app)
     return DemoSite(
         portal_url=portal_url,
         ca_file=ca.write_bundle(folder / "demo-ca.pem"),
-        runners=[portal_runner, https_runner, expiring_runner, plain_runner],
+        chat_url=chat_url,
+        runners=[portal_runner, https_runner, expiring_runner, plain_runner, chat_runner],
     )
 
 
+async def _demo_operator(app: App) -> None:
+    """Plays the on-call person: acknowledges the first incident, notifies the management unit
+    before its deadline, and leaves a phoned-in incident unnotified so it goes late."""
+    from monitord.incidents import acknowledge, notify_management, open_manual
+    from monitord.models import Incident
+
+    def step(at_minutes: float, action: str) -> bool:
+        with app.store.session() as session:
+            first = session.scalars(select(Incident).order_by(Incident.id)).first()
+            if first is None or app.clock() - first.detected_at < dt.timedelta(minutes=at_minutes):
+                return False
+            now = app.clock()
+            if action == "phone":
+                phoned = open_manual(
+                    session,
+                    app.settings,
+                    "data_exposure",
+                    ["svc-0011"],
+                    "服务商电话报告：疑似企业信息泄露",
+                    "demo-operator",
+                    now,
+                )
+                logger.info(
+                    "demo operator: monitord incidents open --kind data_exposure "
+                    "--service svc-0011 … → incident {}",
+                    phoned.id,
+                )
+            elif action == "ack":
+                acknowledge(session, first.id, "demo-operator", now)
+                logger.info("demo operator: monitord incidents ack {}", first.id)
+            else:
+                notify_management(
+                    session,
+                    app.settings,
+                    first.id,
+                    {
+                        "scope": "该服务接口（全市企业）",
+                        "harm": "接口未加密，凭据可能被窃听",
+                        "measures": "已通知服务提供单位停用明文接口",
+                        "rectification": "改用 HTTPS 并复测",
+                    },
+                    "demo-operator",
+                    now,
+                )
+                logger.info(
+                    "demo operator: monitord incidents notify {} --scope … → "
+                    "notification queued for the management unit",
+                    first.id,
+                )
+        return True
+
+    plan = [(5.0, "phone"), (40.0, "ack"), (100.0, "notify")]
+    while plan:
+        at, action = plan[0]
+        if await asyncio.to_thread(step, at, action):
+            plan.pop(0)
+        await asyncio.sleep(0.5)
+
+
 async def _demo(folder: Path, interval: int) -> int:
-    from monitord.app import build_app
     from monitord.daemon import Daemon
 
     site = await start_demo_site(folder)
+    chat = site.chat_url.replace("http://", "json://")
     settings = parse_config(
         {
             "store": {"url": f"sqlite:///{folder / 'monitord.db'}"},
             "portal": {"url": site.portal_url, "sync_interval_seconds": interval, "page_size": 10},
             "logging": {"file": str(folder / "monitord.log.jsonl")},
             "daemon": {"grace_seconds": 5.0},
+            "alerts": {
+                "oncall": [f"{chat}/oncall"],
+                "management": [f"{chat}/management"],
+                "escalation": [
+                    {"name": "值班组长", "urls": [f"{chat}/lead"]},
+                    {"name": "运营主任", "urls": [f"{chat}/director"]},
+                ],
+                "service_contacts": False,
+                "delivery_interval_seconds": 1.0,
+            },
+            "incidents": {"check_interval_seconds": 1.0},
         },
         "(demo)",
         env={},
@@ -307,11 +403,22 @@ async def _demo(folder: Path, interval: int) -> int:
     )
     setup_logging(settings.logging)
     logger.info("demo portal at {}; store and logs in {}", site.portal_url, folder)
+    logger.info(
+        "the demo clock runs {}× fast: the two-hour notification clock passes in {:.0f} s",
+        DEMO_SPEED,
+        7200 / DEMO_SPEED,
+    )
     logger.info("press Ctrl-C to stop")
-    app = await asyncio.to_thread(build_app, settings)
+    app = App(
+        settings=settings,
+        store=await asyncio.to_thread(open_store, settings.store.url),
+        clock=ScaledClock(DEMO_SPEED),
+    )
+    operator = asyncio.create_task(_demo_operator(app))
     try:
         return await Daemon(app, None).run()
     finally:
+        operator.cancel()
         await site.close()
 
 

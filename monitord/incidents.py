@@ -99,15 +99,19 @@ def intake(session: Session, settings: Settings, now: dt.datetime) -> IntakeRepo
     report = IntakeReport()
     fresh = session.scalars(
         select(Finding)
-        .where(Finding.incident_id.is_(None), Finding.state == "open")
+        .where(
+            Finding.incident_id.is_(None),
+            Finding.state == "open",
+            Finding.severity.in_([s for s, rank in SEVERITY_RANK.items() if rank >= threshold]),
+        )
         .order_by(Finding.id)
     ).all()
     by_group: dict[str, Incident] = {}
     new_incidents: list[Incident] = []
     for finding in fresh:
-        if SEVERITY_RANK.get(finding.severity, 0) < threshold:
-            continue
         kind = kind_of_rule(finding.rule, rules)
+        if kind in rules.quiet_kinds:
+            continue
         subject = finding.service_id or f"{finding.subject_kind}:{finding.subject}"
         group_key = f"{kind}:{subject}"
         incident = (

@@ -223,9 +223,13 @@ def test_three_hundred_findings_of_one_scan_make_one_incident(
         assert len(session.scalars(select(Incident)).all()) == 1
 
 
-def test_low_findings_open_nothing(sqlite_store: Store, clock: FakeClock) -> None:
+def test_low_findings_and_compliance_findings_open_nothing(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
     sid = add_service(sqlite_store, clock, 1)
-    find(sqlite_store, clock, "appendix_a_incomplete", sid, severity="low")
+    find(sqlite_store, clock, "zap:10021", sid, severity="low")
+    find(sqlite_store, clock, "no_hsts", sid, severity="medium")
+    find(sqlite_store, clock, "appendix_a_incomplete", sid, severity="medium")
     assert run_intake(sqlite_store, settings(), clock).opened == []
 
 
