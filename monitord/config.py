@@ -114,6 +114,77 @@ class LoggingSettings(_Section):
     keep_files: int = Field(default=10, gt=0)
 
 
+def _probe_kind(value: str) -> str:
+    from probes import PROBES  # the registry is the one list of kinds
+
+    if value not in PROBES:
+        raise ValueError(f"a probe kind: one of {', '.join(PROBES)}")
+    return value
+
+
+def _network(value: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError("an address or network such as 169.254.0.0/16") from None
+    return value
+
+
+class ProbeSettings(_Section):
+    """Probing every online service (clauses 6.3.2 and 6.4)."""
+
+    interval_seconds: float = Field(default=60.0, gt=0)
+    """Every online and suspended service is probed once per interval, spread evenly over it."""
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    concurrency: int = Field(default=100, gt=0)
+    """Probes in flight at once, over all services."""
+    per_service_concurrency: int = Field(default=2, gt=0)
+    """Probes in flight at once against one service; never more than a tenth of its filed
+    max_concurrency."""
+    down_after: int = Field(default=3, gt=0)
+    """Consecutive failures before a service is down."""
+    up_after: int = Field(default=2, gt=0)
+    """Consecutive successes before a down service is up again."""
+    slo_ms: float = Field(default=3000.0, gt=0)
+    """Latency above which a service is slow (degraded)."""
+    deep_kinds: list[Annotated[str, AfterValidator(_probe_kind)]] = Field(
+        default_factory=lambda: ["tls", "compatibility", "contract"]
+    )
+    deep_interval_hours: float = Field(default=24.0, gt=0)
+    """The expensive kinds run this often, and at once when a service goes online or its
+    certificate changes."""
+    ca_file: str | None = None
+    """A PEM bundle trusted besides the system store (services under the government CA)."""
+    canaries: list[str] = Field(default_factory=list)
+    """URLs that are always up; when every one fails, the round is blind and declares no
+    service down (monitord lost the network, not the services)."""
+    denied_networks: list[Annotated[str, AfterValidator(_network)]] = Field(
+        default_factory=lambda: [
+            "169.254.0.0/16",
+            "fe80::/10",
+            "100.100.100.200/32",
+            "fd00:ec2::254/128",
+        ]
+    )
+    raw_retention_days: int = Field(default=30, gt=0)
+    rollup_retention_days: int = Field(default=400, ge=400)
+    """Hourly roll-ups (count, failures, latency percentiles) kept for the yearly trend."""
+
+    @field_validator("canaries")
+    @classmethod
+    def _canary_urls(cls, urls: list[str]) -> list[str]:
+        return [_http_url(u) for u in urls]
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError("a readable PEM file")
+        return value
+
+
 class ZapSettings(_Section):
     """The OWASP ZAP instance that the operation unit runs."""
 
@@ -207,6 +278,7 @@ DEFAULT_RULE_KINDS: dict[str, str] = {
     "unannounced_outage": "outage",
     "down": "outage",
     "slow": "degraded",
+    "service_slow": "degraded",
     "refused_target": "degraded",
     "incompatible_client": "degraded",
     "undocumented_return_code": "degraded",
@@ -295,6 +367,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     portal: PortalSettings = PortalSettings()
     logging: LoggingSettings = LoggingSettings()
+    probes: ProbeSettings = ProbeSettings()
     zap: ZapSettings = ZapSettings()
     alerts: AlertSettings = AlertSettings()
     incidents: IncidentSettings = IncidentSettings()

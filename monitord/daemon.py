@@ -43,8 +43,9 @@ class Daemon:
                 with logger.contextualize(job=job.name):
                     await job.run(self.app)
             except asyncio.CancelledError:
+                # Cancelled by our own shutdown: end quietly, the store is consistent (every job
+                # writes in transactions) and the next start picks up from it.
                 logger.warning("job {} cancelled at shutdown", job.name)
-                raise
             except Exception:
                 # A failing job must never take the daemon down; the next run tries again.
                 logger.exception("job {} failed", job.name)
@@ -58,16 +59,19 @@ class Daemon:
         for job in self.jobs:
             seconds = job.interval_seconds(settings)
             if first:
+                # APScheduler reads an explicit next_run_time=None as "paused": only pass it to
+                # start at once; otherwise the first run comes one interval from now.
+                start = {"next_run_time": now} if job.run_at_start else {}
                 self.scheduler.add_job(
                     self._job_runner(job),
                     "interval",
                     seconds=seconds,
                     id=job.name,
                     name=job.name,
-                    next_run_time=now if job.run_at_start else None,
                     max_instances=1,
                     coalesce=True,
                     misfire_grace_time=max(1, int(seconds)),
+                    **start,
                 )
             else:
                 self.scheduler.reschedule_job(job.name, trigger="interval", seconds=seconds)

@@ -394,6 +394,14 @@ async def _demo(folder: Path, interval: int) -> int:
                 "delivery_interval_seconds": 1.0,
             },
             "incidents": {"check_interval_seconds": 1.0},
+            "probes": {
+                "interval_seconds": 10.0,
+                "timeout_seconds": 5.0,
+                "slo_ms": 2000.0,
+                "ca_file": str(site.ca_file),
+                # The demo's services live on loopback; keep only the metadata addresses denied.
+                "denied_networks": ["169.254.0.0/16", "100.100.100.200/32"],
+            },
         },
         "(demo)",
         env={},

@@ -16,6 +16,8 @@ from monitord.app import App
 from monitord.catalogue import sync_catalogue
 from monitord.config import Settings
 from monitord.incidents import intake, work_clocks
+from monitord.probing import probe_round
+from monitord.retention import purge, roll_up
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,23 @@ async def catalogue_sync(app: App) -> None:
         app.clock,
         session=app.http,
     )
+
+
+async def probe_services(app: App) -> None:
+    """One inspection round over every online and suspended service."""
+    await probe_round(app.store, app.settings, app.clock)
+
+
+def _housekeeping(app: App) -> tuple[int, dict[str, int]]:
+    now = app.clock()
+    return roll_up(app.store, now), purge(app.store, app.settings, now)
+
+
+async def housekeeping(app: App) -> None:
+    """Roll probe results up by the hour and purge what is past its retention."""
+    rolled, deleted = await asyncio.to_thread(_housekeeping, app)
+    if rolled or any(deleted.values()):
+        logger.info("housekeeping: {} hourly roll-ups written, deleted {}", rolled, deleted)
 
 
 def _incident_pass(app: App) -> tuple[list[int], list[int], int]:
@@ -67,6 +86,9 @@ async def alert_delivery(app: App) -> None:
 
 JOBS: tuple[Job, ...] = (
     Job("catalogue-sync", catalogue_sync, lambda s: s.portal.sync_interval_seconds),
+    # The first round waits one interval, so that the first catalogue sync has landed.
+    Job("probes", probe_services, lambda s: s.probes.interval_seconds, run_at_start=False),
+    Job("housekeeping", housekeeping, lambda s: 3600.0),
     Job("incidents", incident_clock, lambda s: s.incidents.check_interval_seconds),
     Job("alert-delivery", alert_delivery, lambda s: s.alerts.delivery_interval_seconds),
 )

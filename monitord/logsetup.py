@@ -5,6 +5,7 @@ Every line can carry two context fields, `job` and `service`, set with `logger.c
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,20 @@ def _stderr_format(record: Any) -> str:
     return "{time:YYYY-MM-DD HH:mm:ss} {level: <7}" + context + " {message}\n{exception}"
 
 
+class _ToLoguru(logging.Handler):
+    """Sends the standard library's log records (APScheduler, aiohttp, apprise) to loguru."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(exception=record.exc_info).log(level, record.getMessage())
+
+
 def setup_logging(settings: LoggingSettings, to_file: bool = True) -> None:
     """Replace loguru's handlers with monitord's: stderr always, the JSON file when asked."""
+    logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
     logger.remove()
     logger.add(sys.stderr, level=settings.level, format=_stderr_format, colorize=False)
     if to_file and settings.file:

@@ -250,3 +250,56 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(100))
     subject: Mapped[str] = mapped_column(Text, default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ServiceState(Base):
+    """A service's health as the probes judge it, with the counters behind the judgement.
+
+    Kept in the store (never on config objects) so that a restart or reload loses nothing.
+    """
+
+    __tablename__ = "service_states"
+
+    service_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), default="unknown")
+    """unknown, up, degraded or down."""
+    since: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    successes: Mapped[int] = mapped_column(Integer, default=0)
+    last_probe_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(128))
+    last_deep_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class ProbeRound(Base):
+    """One inspection round over the services (clause 6.4: a scheduled inspection with a record)."""
+
+    __tablename__ = "probe_rounds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    kinds: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    services: Mapped[int] = mapped_column(Integer, default=0)
+    probes: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    blind: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Every canary failed: monitord lost the network, so no service was declared down."""
+
+
+class ProbeRollup(Base):
+    """Hourly roll-up of probe results per service and kind, kept for the yearly trend."""
+
+    __tablename__ = "probe_rollups"
+    __table_args__ = (UniqueConstraint("service_id", "kind", "hour", name="uq_rollup_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(40))
+    hour: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    count: Mapped[int] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer)
+    p50_ms: Mapped[float | None] = mapped_column(Float)
+    p95_ms: Mapped[float | None] = mapped_column(Float)
+    p99_ms: Mapped[float | None] = mapped_column(Float)

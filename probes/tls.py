@@ -106,7 +106,25 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
             facts=facts,
             error=error_text(exc, spec.timeout_s),
         )
-    address = addresses[0]
+    # A name may resolve to an address that does not answer (an AAAA record with no IPv6
+    # route); use the first one that takes a connection for everything else.
+    insecure = tlsinfo.insecure_context()
+    for address in addresses:
+        shake = await tlsinfo.handshake(
+            address, port, insecure, server_hostname=host, timeout_s=spec.timeout_s
+        )
+        if shake.connected:
+            break
+    if not shake.connected:
+        return result(
+            KIND,
+            target,
+            started_at,
+            start,
+            success=False,
+            facts=facts,
+            error=f"connection failed: {shake.error}",
+        )
     gate = asyncio.Semaphore(max(1, spec.max_parallel))
 
     async def limited(work: Awaitable[T]) -> T:
@@ -114,11 +132,6 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
             return await work
 
     timeout = spec.timeout_s
-    main = limited(
-        tlsinfo.handshake(
-            address, port, tlsinfo.insecure_context(), server_hostname=host, timeout_s=timeout
-        )
-    )
     verified = limited(
         tlsinfo.handshake(
             address, port, ssl_context_for(ctx, True), server_hostname=host, timeout_s=timeout
@@ -138,8 +151,8 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
     hsts = _hsts(ctx, spec, target) if spec.check_hsts else _none()
     try:
         async with asyncio.timeout(spec.timeout_s * 3):
-            shake, check, sent, accepted, weak_found, hsts_fact = await asyncio.gather(
-                main, verified, raw, limited(protocols), weak, hsts
+            check, sent, accepted, weak_found, hsts_fact = await asyncio.gather(
+                verified, raw, limited(protocols), weak, hsts
             )
     except TimeoutError:
         return result(

@@ -33,6 +33,7 @@ import os
 import ssl
 import struct
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -263,8 +264,11 @@ def insecure_context(
     context.verify_mode = ssl.CERT_NONE
     legacy = version in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1)
     if version is not None:
-        context.minimum_version = version
-        context.maximum_version = version
+        # Python deprecates naming TLSv1/1.1; enumerating them is the point here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = version
+            context.maximum_version = version
     if ciphers is not None:
         context.set_ciphers(ciphers)
     elif legacy:
@@ -289,6 +293,8 @@ class Handshake:
     peer_der: bytes | None = None
     verify_code: int | None = None
     error: str | None = None
+    connected: bool = True
+    """False when not even TCP connected (refused, unreachable, timed out before TLS)."""
 
 
 async def handshake(
@@ -325,8 +331,10 @@ async def handshake(
         )
     except ssl.SSLCertVerificationError as exc:
         return Handshake(ok=False, verify_code=exc.verify_code, error=exc.verify_message)
-    except (OSError, TimeoutError, EOFError) as exc:
+    except (ssl.SSLError, ConnectionResetError, EOFError) as exc:
         return Handshake(ok=False, error=describe_error(exc))
+    except (OSError, TimeoutError) as exc:
+        return Handshake(ok=False, error=describe_error(exc), connected=False)
     finally:
         if writer is not None:
             writer.close()

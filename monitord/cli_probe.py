@@ -1,0 +1,131 @@
+"""`monitord probe`: run probes ad hoc against a URL, one service, or every online service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+import probes
+from monitord.app import build_app
+from monitord.config import load_config, parse_config
+from monitord.errors import UsageError
+from monitord.probing import RoundReport, probe_round, run_probes, trust_context
+from monitord.textable import format_table
+from monitord.timeutil import system_clock
+from monitord.types import ProbeContext
+
+
+def _result_objects(report: RoundReport) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": r.kind,
+            "target": r.target,
+            "service_id": r.service_id,
+            "success": r.success,
+            "duration_ms": round(r.duration_ms, 1),
+            "error": r.error,
+            "facts": r.facts,
+            "findings": [
+                {"rule": f.rule, "clause": f.clause, "severity": f.severity, "summary": f.summary}
+                for f in report.findings.get(i, [])
+            ],
+        }
+        for i, r in enumerate(report.results)
+    ]
+
+
+async def _probe_url(args: argparse.Namespace, kinds: list[str]) -> RoundReport:
+    from rules import probe_rules
+
+    overrides: dict[str, Any] = {}
+    if args.ca_file:
+        overrides["ca_file"] = args.ca_file
+    from monitord.cli import config_path
+
+    base = load_config(config_path(args))
+    settings = parse_config(
+        {"probes": {**base.probes.model_dump(), **overrides}}, base.source, env={}
+    ).probes
+    context = trust_context(settings.ca_file)
+    session = probes.make_session(
+        denied_networks=tuple(settings.denied_networks), ssl_context=context
+    )
+    try:
+        ctx = ProbeContext(
+            session=session, clock=system_clock, ssl_context=context, ca_file=settings.ca_file
+        )
+        results = await run_probes(ctx, settings, [(None, k, args.url) for k in kinds])
+    finally:
+        await session.close()
+    report = RoundReport(probes=len(results), results=results)
+    report.findings = {i: probe_rules.evaluate(r) for i, r in enumerate(results)}
+    return report
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Run probes and print their facts and findings."""
+    from monitord.cli import config_path
+
+    chosen = [args.kind] if args.kind else None
+    if args.url and (args.service or args.all):
+        raise UsageError("give a URL, --service ID or --all, not several")
+    if args.url:
+        if not args.url.startswith(("http://", "https://")):
+            raise UsageError(f"{args.url!r}: expected an http:// or https:// URL")
+        report = asyncio.run(_probe_url(args, chosen or list(probes.PROBES)))
+    elif args.service or args.all:
+        settings = load_config(config_path(args))
+        if args.ca_file:
+            probe_settings = settings.probes.model_copy(update={"ca_file": args.ca_file})
+            settings = settings.model_copy(update={"probes": probe_settings})
+        app = build_app(settings)
+        ids = [args.service] if args.service else None
+        every_kind = list(probes.PROBES) if args.service else ["availability"]
+        kinds = chosen or every_kind
+        report = asyncio.run(
+            probe_round(app.store, settings, app.clock, service_ids=ids, kinds=kinds, spread=False)
+        )
+        app.store.dispose()
+        if args.service and not report.results:
+            raise UsageError(
+                f"--service {args.service!r}: no such service with a URL in the "
+                "store (run `monitord sync` first)"
+            )
+    else:
+        raise UsageError("give a URL, --service ID or --all")
+    objects = _result_objects(report)
+    if args.json:
+        for obj in objects:
+            print(json.dumps(obj, ensure_ascii=False))
+        return 0
+    rows = [
+        [
+            o["kind"],
+            o["service_id"] or o["target"],
+            "ok" if o["success"] else "FAIL",
+            f"{o['duration_ms']:.0f}",
+            o["error"] or "",
+            "; ".join(f"{f['rule']}({f['severity']})" for f in o["findings"]),
+        ]
+        for o in objects
+    ]
+    print(format_table(["KIND", "TARGET", "RESULT", "MS", "ERROR", "FINDINGS"], rows, 60))
+    return 0
+
+
+def add_probe_command(sub: Any) -> None:
+    """Register `probe` on the main parser's subparsers."""
+    p = sub.add_parser(
+        "probe",
+        help="run probes now against a URL, a service, or all services",
+        description="run probes now against a URL, a service, or all services",
+    )
+    p.add_argument("url", nargs="?", help="any http(s) URL")
+    p.add_argument("--service", metavar="ID", help="a catalogue service's whole probe set")
+    p.add_argument("--all", action="store_true", help="one round over every online service")
+    p.add_argument("--kind", choices=list(probes.PROBES), help="only this probe kind")
+    p.add_argument("--ca-file", metavar="PEM", help="also trust this CA bundle")
+    p.add_argument("--json", action="store_true", help="one JSON object per probe")
+    p.set_defaults(handler=cmd_probe)

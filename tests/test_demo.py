@@ -1,0 +1,52 @@
+"""`monitord demo`, what `make run` starts: the newcomer sees it sync, probe and alert."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(90)
+
+EXPECTED = (
+    "catalogue synced: 30 services",
+    "demo portal: svc-0006 filed a suspension",
+    "service state: svc-0001 企业开办一件事: up",
+    "📨 值班群 received: 【安全事件】#1 传输未加密或加密薄弱",
+    "📨 值班群 received: 【可用性事件】",
+)
+
+
+async def test_the_demo_syncs_probes_and_alerts_then_stops_cleanly(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "monitord.cli",
+        "demo",
+        "--interval",
+        "2",
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert process.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + 60
+    while not all(text in seen for text in EXPECTED) and time.monotonic() < deadline:
+        try:
+            line = await asyncio.wait_for(process.stderr.readline(), 5)
+        except TimeoutError:
+            continue
+        seen += line.decode()
+    process.send_signal(signal.SIGINT)
+    rest = await asyncio.wait_for(process.stderr.read(), 20)
+    await process.wait()
+    seen += rest.decode()
+    missing = [text for text in EXPECTED if text not in seen]
+    assert not missing, f"the demo never showed {missing}:\n{seen[-3000:]}"
+    assert process.returncode == 0
+    assert "Traceback" not in seen

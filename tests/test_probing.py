@@ -1,0 +1,301 @@
+"""Probe rounds against real servers on loopback: the state machine, blind rounds, suspensions,
+deep probes, provider-friendly limits, roll-ups, and `monitord probe`."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from aiohttp import web
+from sqlalchemy import select
+
+from monitord.config import Settings, parse_config
+from monitord.models import Finding, ProbeResultRow, ProbeRollup, ServiceEvent, ServiceState
+from monitord.probing import ServiceTarget, probe_round, run_probes, trust_context
+from monitord.retention import purge, roll_up
+from monitord.store import Store
+from monitord.types import ProbeContext
+from tests.conftest import FakeClock
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass
+class Backend:
+    """A service on loopback over TLS whose health the test switches."""
+
+    healthy: bool = True
+    delay: float = 0.0
+    active: int = 0
+    most_active: int = 0
+    requests: int = 0
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if not self.healthy:
+                return web.json_response({"code": "5000"}, status=503)
+            return web.json_response(
+                {"code": "0"}, headers={"Strict-Transport-Security": "max-age=31536000"}
+            )
+        finally:
+            self.active -= 1
+
+
+@pytest.fixture(scope="module")
+def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path]:
+    ca = trustme.CA()
+    pem = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    return ca, pem
+
+
+@pytest.fixture
+async def backend(tls_ca: tuple[trustme.CA, Path]) -> AsyncIterator[Backend]:
+    ca, _ = tls_ca
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    service = Backend()
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", service.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    service.url = f"https://127.0.0.1:{runner.addresses[0][1]}/svc"
+    yield service
+    await runner.cleanup()
+
+
+def settings_for(ca_file: Path, **probes: Any) -> Settings:
+    values: dict[str, Any] = {
+        "ca_file": str(ca_file),
+        "timeout_seconds": 2.0,
+        "denied_networks": ["169.254.0.0/16"],
+    }
+    values.update(probes)
+    return parse_config({"probes": values}, "test", env={})
+
+
+def add_service(store: Store, clock: FakeClock, url: str, **changes: Any) -> None:
+    from monitord.models import Service
+
+    values: dict[str, Any] = {
+        "id": "svc-0001",
+        "name": "企业开办",
+        "status": "online",
+        "url": url,
+        "probe": {
+            "path": "/health",
+            "expect_status": [200],
+            "expect_codes": {"field": "code", "ok": ["0"]},
+        },
+        "return_codes": {"0": "成功", "5000": "系统繁忙"},
+        "max_concurrency": 100,
+        "first_seen": clock(),
+        "last_seen": clock(),
+    }
+    values.update(changes)
+    with store.session() as session:
+        session.add(Service(**values))
+
+
+def state_of(store: Store) -> str:
+    with store.session() as session:
+        state = session.get(ServiceState, "svc-0001")
+        return state.state if state else "none"
+
+
+def open_rules(store: Store) -> set[str]:
+    with store.session() as session:
+        return set(session.scalars(select(Finding.rule).where(Finding.state == "open")))
+
+
+async def test_down_after_three_failures_and_up_after_two_successes(
+    sqlite_store: Store, clock: FakeClock, backend: Backend, tls_ca: tuple[trustme.CA, Path]
+) -> None:
+    cfg = settings_for(tls_ca[1], deep_kinds=[])
+    add_service(sqlite_store, clock, backend.url)
+    states = []
+    for healthy in [True, False, False, False, True, True]:
+        backend.healthy = healthy
+        clock.advance(minutes=1)
+        await probe_round(sqlite_store, cfg, clock, spread=False)
+        states.append(state_of(sqlite_store))
+    assert states == ["up", "up", "up", "down", "down", "up"]
+    with sqlite_store.session() as session:
+        events = session.scalars(select(ServiceEvent.kind).order_by(ServiceEvent.id)).all()
+        assert events == ["up", "down", "up"]
+        findings = {f.rule: f.state for f in session.scalars(select(Finding))}
+    assert findings["service_down"] == "resolved"
+    assert findings["unannounced_outage"] == "resolved"
+
+
+async def test_one_lost_probe_opens_no_finding(
+    sqlite_store: Store, clock: FakeClock, backend: Backend, tls_ca: tuple[trustme.CA, Path]
+) -> None:
+    cfg = settings_for(tls_ca[1], deep_kinds=[])
+    add_service(sqlite_store, clock, backend.url)
+    backend.healthy = False
+    await probe_round(sqlite_store, cfg, clock, spread=False)
+    assert "service_down" not in open_rules(sqlite_store)
+    backend.healthy = True
+    for _ in range(2):
+        backend.healthy = False
+        await probe_round(sqlite_store, cfg, clock, spread=False)
+        backend.healthy = True
+        await probe_round(sqlite_store, cfg, clock, spread=False)
+    assert state_of(sqlite_store) == "up"
+
+
+async def test_a_slow_service_is_degraded(
+    sqlite_store: Store, clock: FakeClock, backend: Backend, tls_ca: tuple[trustme.CA, Path]
+) -> None:
+    cfg = settings_for(tls_ca[1], deep_kinds=[], slo_ms=200.0)
+    add_service(sqlite_store, clock, backend.url)
+    backend.delay = 0.4
+    await probe_round(sqlite_store, cfg, clock, spread=False)
+    assert state_of(sqlite_store) == "degraded"
+    assert "service_slow" in open_rules(sqlite_store)
+
+
+async def test_a_blind_round_declares_nothing_down(
+    sqlite_store: Store, clock: FakeClock, backend: Backend, tls_ca: tuple[trustme.CA, Path]
+) -> None:
+    cfg = settings_for(tls_ca[1], deep_kinds=[], canaries=["https://127.0.0.1:1/"])
+    add_service(sqlite_store, clock, backend.url)
+    backend.healthy = False
+    reports = [await probe_round(sqlite_store, cfg, clock, spread=False) for _ in range(4)]
+    assert all(r.blind for r in reports)
+    assert state_of(sqlite_store) in ("none", "unknown")
+    assert "service_down" not in open_rules(sqlite_store)
+
+
+async def test_a_suspended_service_is_probed_but_its_outage_is_expected(
+    sqlite_store: Store, clock: FakeClock, backend: Backend, tls_ca: tuple[trustme.CA, Path]
+) -> None:
+    cfg = settings_for(tls_ca[1], deep_kinds=[])
+    add_service(
+        sqlite_store,
+        clock,
+        backend.url,
+        status="suspended",
+        suspension={
+            "filed_at": "2026-10-30T09:00:00+08:00",
+            "planned_resume": "2026-11-01T08:00:00+08:00",
+        },
+    )
+    backend.healthy = False
+    for _ in range(3):
+        await probe_round(sqlite_store, cfg, clock, spread=False)
+    assert backend.requests == 3
+    assert state_of(sqlite_store) == "down"
+    assert open_rules(sqlite_store) == {"suspension_overdue"}  # planned resume has passed
+
+
+async def test_deep_probes_run_once_a_day_and_on_a_new_certificate(
+    sqlite_store: Store, clock: FakeClock, backend: Backend, tls_ca: tuple[trustme.CA, Path]
+) -> None:
+    cfg = settings_for(tls_ca[1], deep_kinds=["contract"])
+    add_service(sqlite_store, clock, backend.url)
+    kinds = []
+    for minutes in (0, 1, 60 * 24 + 5):
+        clock.advance(minutes=minutes)
+        report = await probe_round(sqlite_store, cfg, clock, spread=False)
+        kinds.append(sorted({r.kind for r in report.results}))
+    assert kinds == [["availability", "contract"], ["availability"], ["availability", "contract"]]
+
+
+async def test_probes_never_load_a_provider_beyond_its_share(
+    backend: Backend, tls_ca: tuple[trustme.CA, Path], clock: FakeClock
+) -> None:
+    cfg = settings_for(tls_ca[1], per_service_concurrency=4).probes
+    backend.delay = 0.05
+    target = ServiceTarget(
+        id="svc-0001",
+        name="x",
+        url=backend.url,
+        status="online",
+        probe=None,
+        return_codes=None,
+        max_concurrency=20,
+        suspension=None,
+    )
+    context = trust_context(cfg.ca_file)
+    import probes
+
+    async with probes.make_session(ssl_context=context) as session:
+        ctx = ProbeContext(session=session, clock=clock, ssl_context=context)
+        results = await run_probes(ctx, cfg, [(target, "availability", backend.url)] * 6)
+    assert all(r.success for r in results)
+    assert backend.most_active == 2  # a tenth of the filed max_concurrency of 20
+
+
+async def test_hourly_roll_ups_keep_percentiles_and_raw_results_are_purged(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    start = dt.datetime(2026, 1, 1, 1, 0, tzinfo=dt.UTC)
+    with sqlite_store.session() as session:
+        for i in range(150):
+            session.add(
+                ProbeResultRow(
+                    service_id="svc-0001",
+                    kind="availability",
+                    target="https://x/",
+                    at=start + dt.timedelta(seconds=30 * i),
+                    success=i % 10 != 0,
+                    duration_ms=float(i),
+                    facts={},
+                )
+            )
+    clock.now = start + dt.timedelta(days=40)
+    assert roll_up(sqlite_store, clock()) == 2  # every 30 s from 01:00 to 02:14:30: two hours
+    assert roll_up(sqlite_store, clock()) == 0
+    with sqlite_store.session() as session:
+        first = session.scalars(select(ProbeRollup).order_by(ProbeRollup.hour)).first()
+        assert first is not None
+        assert (first.count, first.failures) == (120, 12)
+        assert (first.p50_ms, first.p95_ms) == (61.0, 114.0)  # of the 108 successes
+    deleted = purge(sqlite_store, parse_config({}, "test", env={}), clock())
+    assert deleted["probe_results"] == 150
+    with sqlite_store.session() as session:
+        assert session.scalars(select(ProbeRollup)).all() != []
+
+
+def test_probe_cli_prints_one_json_object_per_probe(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from monitord.cli import main
+
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n')
+    status = main(
+        [
+            "--config",
+            str(config),
+            "probe",
+            "https://127.0.0.1:1/",
+            "--json",
+            "--kind",
+            "availability",
+        ]
+    )
+    assert status == 0
+    [line] = capsys.readouterr().out.splitlines()
+    obj = json.loads(line)
+    assert set(obj) >= {"kind", "target", "success", "duration_ms", "facts", "findings"}
+    assert obj["success"] is False
+    assert [f["rule"] for f in obj["findings"]] == ["down"]
