@@ -186,11 +186,34 @@ class ProbeSettings(_Section):
 
 
 class ZapSettings(_Section):
-    """The OWASP ZAP instance that the operation unit runs."""
+    """The OWASP ZAP instance that the operation unit runs, and how monitord scans with it."""
 
+    enabled: bool = True
     url: str = "http://127.0.0.1:8090"
     api_key_file: str | None = None
     """A file holding ZAP's API key; otherwise $MONITORD_ZAP_API_KEY is used."""
+    auth_token_files: dict[str, str] = Field(default_factory=dict)
+    """Service id → a file holding the bearer token of that service's test account."""
+    max_concurrent_scans: int = Field(default=1, ge=1, le=4)
+    check_interval_seconds: float = Field(default=60.0, gt=0)
+    quarterly_spread_days: int = Field(default=21, ge=1, le=60)
+    """Quarterly scans are spread over the quarter's first this-many days."""
+    quarterly_deadline_days: int = Field(default=75, ge=1, le=90)
+    """A service without a finished scan this many days into the quarter is a 7.3.2 finding."""
+    spider_max_depth: int = Field(default=5, ge=1)
+    spider_max_children: int = Field(default=0, ge=0)
+    spider_minutes: int = Field(default=10, ge=1)
+    ajax_spider: bool = False
+    ajax_spider_minutes: int = Field(default=10, ge=1)
+    passive_deadline_seconds: float = Field(default=600.0, gt=0)
+    scan_policy: str | None = None
+    scan_deadline_minutes: float = Field(default=240.0, gt=0)
+    call_timeout_seconds: float = Field(default=30.0, gt=0)
+    poll_interval_seconds: float = Field(default=5.0, gt=0)
+    stuck_polls: int = Field(default=60, ge=1)
+    page_size: int = Field(default=500, ge=1, le=10_000)
+    restart_advice_after_scans: int = Field(default=50, ge=1)
+    """ZAP grows in memory: after this many scans monitord logs that ZAP should be restarted."""
 
     @field_validator("url")
     @classmethod
@@ -297,6 +320,7 @@ DEFAULT_RULE_KINDS: dict[str, str] = {
     "appendix_a_incomplete": "compliance",
     "catalogue_unknown_value": "compliance",
     "suspension_overdue": "compliance",
+    "quarterly_scan_missing": "compliance",
     "*": "other",
 }
 

@@ -33,6 +33,7 @@ from sqlalchemy import select
 
 from monitord.app import App
 from monitord.config import Secrets, parse_config
+from monitord.fakezap import FakeAlert, FakeZapServer, Scenario
 from monitord.logsetup import setup_logging
 from monitord.store import open_store
 from monitord.timeutil import UTC, ScaledClock
@@ -258,6 +259,7 @@ class DemoSite:
     portal_url: str
     ca_file: Path
     chat_url: str
+    services: list[dict[str, Any]]
     runners: list[web.AppRunner]
 
     async def close(self) -> None:
@@ -309,6 +311,7 @@ async def start_demo_site(folder: Path) -> DemoSite:
         portal_url=portal_url,
         ca_file=ca.write_bundle(folder / "demo-ca.pem"),
         chat_url=chat_url,
+        services=list(services.values()),
         runners=[portal_runner, https_runner, expiring_runner, plain_runner, chat_runner],
     )
 
@@ -372,10 +375,23 @@ async def _demo_operator(app: App) -> None:
         await asyncio.sleep(0.5)
 
 
+def _demo_zap(services: list[dict[str, Any]]) -> FakeZapServer:
+    """The demo's stand-in for OWASP ZAP: one service has findings, the others are clean."""
+    target = next(s for s in services if s["id"] == "svc-0001")["url"]
+    alerts = [
+        FakeAlert("40012", "40012", "Cross Site Scripting (Reflected)", "High", "Medium",
+                  f"{target}search?q=1", param="q", cweid="79", wascid="8", source="active"),
+        FakeAlert("10020", "10020-1", "Missing Anti-clickjacking Header", "Medium", "Medium",
+                  target, cweid="1021", wascid="15"),
+    ]  # fmt: skip
+    return FakeZapServer(Scenario(site_urls=[target, f"{target}search"], alerts=alerts)).start()
+
+
 async def _demo(folder: Path, interval: int) -> int:
     from monitord.daemon import Daemon
 
     site = await start_demo_site(folder)
+    fake_zap = _demo_zap(site.services)
     chat = site.chat_url.replace("http://", "json://")
     settings = parse_config(
         {
@@ -394,6 +410,11 @@ async def _demo(folder: Path, interval: int) -> int:
                 "delivery_interval_seconds": 1.0,
             },
             "incidents": {"check_interval_seconds": 1.0},
+            "zap": {
+                "url": fake_zap.url,
+                "check_interval_seconds": 3.0,
+                "poll_interval_seconds": 0.1,
+            },
             "probes": {
                 "interval_seconds": 10.0,
                 "timeout_seconds": 5.0,
@@ -407,7 +428,11 @@ async def _demo(folder: Path, interval: int) -> int:
         env={},
     )
     settings = settings.model_copy(
-        update={"secrets": Secrets.model_validate({"portal_token": DEMO_TOKEN})}
+        update={
+            "secrets": Secrets.model_validate(
+                {"portal_token": DEMO_TOKEN, "zap_api_key": fake_zap.zap.scenario.api_key}
+            )
+        }
     )
     setup_logging(settings.logging)
     logger.info("demo portal at {}; store and logs in {}", site.portal_url, folder)
@@ -415,6 +440,11 @@ async def _demo(folder: Path, interval: int) -> int:
         "the demo clock runs {}× fast: the two-hour notification clock passes in {:.0f} s",
         DEMO_SPEED,
         7200 / DEMO_SPEED,
+    )
+    logger.info(
+        "security scans go to a FAKE ZAP at {} (not OWASP ZAP: it answers as ZAP's API "
+        "does, with made-up alerts)",
+        fake_zap.url,
     )
     logger.info("press Ctrl-C to stop")
     app = App(
@@ -427,6 +457,7 @@ async def _demo(folder: Path, interval: int) -> int:
         return await Daemon(app, None).run()
     finally:
         operator.cancel()
+        fake_zap.close()
         await site.close()
 
 

@@ -18,6 +18,7 @@ from monitord.config import Settings
 from monitord.incidents import intake, work_clocks
 from monitord.probing import probe_round
 from monitord.retention import purge, roll_up
+from monitord.scans import finished_scan_count, scan_pass
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,18 @@ async def housekeeping(app: App) -> None:
         logger.info("housekeeping: {} hourly roll-ups written, deleted {}", rolled, deleted)
 
 
+async def security_scans(app: App) -> None:
+    """Queue due ZAP scans, reconcile interrupted ones, and run what is queued."""
+    if not app.settings.zap.enabled:
+        return
+    report = await scan_pass(app.store, app.settings, app.clock)
+    if report.ran:
+        done = await asyncio.to_thread(finished_scan_count, app.store)
+        every = app.settings.zap.restart_advice_after_scans
+        if done >= every and done % every < len(report.ran):
+            logger.warning("ZAP has run {} scans: restart it to release memory (see README)", done)
+
+
 def _incident_pass(app: App) -> tuple[list[int], list[int], int]:
     with app.store.session() as session:
         now = app.clock()
@@ -88,6 +101,7 @@ JOBS: tuple[Job, ...] = (
     Job("catalogue-sync", catalogue_sync, lambda s: s.portal.sync_interval_seconds),
     # The first round waits one interval, so that the first catalogue sync has landed.
     Job("probes", probe_services, lambda s: s.probes.interval_seconds, run_at_start=False),
+    Job("security-scans", security_scans, lambda s: s.zap.check_interval_seconds),
     Job("housekeeping", housekeeping, lambda s: 3600.0),
     Job("incidents", incident_clock, lambda s: s.incidents.check_interval_seconds),
     Job("alert-delivery", alert_delivery, lambda s: s.alerts.delivery_interval_seconds),

@@ -168,6 +168,10 @@ class Finding(Base):
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     incident_id: Mapped[int | None] = mapped_column(Integer, index=True)
     """The incident this finding opened or joined, once the incident intake has seen it."""
+    accepted_reason: Mapped[str | None] = mapped_column(Text)
+    accepted_by: Mapped[str | None] = mapped_column(String(200))
+    accepted_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """An accepted risk or false positive comes back (state open) when this passes."""
 
 
 class Incident(Base):
@@ -303,3 +307,32 @@ class ProbeRollup(Base):
     p50_ms: Mapped[float | None] = mapped_column(Float)
     p95_ms: Mapped[float | None] = mapped_column(Float)
     p99_ms: Mapped[float | None] = mapped_column(Float)
+
+
+class Scan(Base):
+    """One security scan of one service with ZAP: why it ran, where it got, what it found."""
+
+    __tablename__ = "scans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_id: Mapped[str] = mapped_column(String(200), index=True)
+    scan_key: Mapped[str] = mapped_column(String(200), unique=True)
+    """Names the trigger (svc-0042-2026q4, svc-0042-event-118…): enqueueing twice is harmless."""
+    trigger: Mapped[str] = mapped_column(String(40))
+    """quarterly, went_online, resumed, updated, manual."""
+    state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    """queued, running, finished, timed_out, failed, interrupted."""
+    queued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """The driver's ScanState, so a restarted daemon can reconcile with ZAP."""
+    alerts_read: Mapped[int] = mapped_column(Integer, default=0)
+    findings_new: Mapped[int] = mapped_column(Integer, default=0)
+    findings_open: Mapped[int] = mapped_column(Integer, default=0)
+    findings_fixed: Mapped[int] = mapped_column(Integer, default=0)
+    high: Mapped[int] = mapped_column(Integer, default=0)
+    medium: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -6,9 +6,9 @@ import socket
 from collections.abc import Callable, Iterator
 
 import pytest
-from fakezap import FakeZapServer, Scenario
 from zaphelpers import ListLogger, SleepClock
 
+from monitord.fakezap import FakeZapServer, Scenario
 from monitord.zap import ZapScanner, ZapSettings
 
 

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
-from fakezap import FakeZapServer, Scenario, alert_storm, clean_site
 from zaphelpers import SERVICE, ListLogger, Recorder, SleepClock
 from zapv2 import ZAPv2
 
+from monitord.fakezap import FakeZapServer, Scenario, alert_storm, clean_site
 from monitord.zap import (
     STEPS,
     ScanState,

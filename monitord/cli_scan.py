@@ -1,0 +1,242 @@
+"""`monitord scan …` and `monitord findings …`: security scans and what they found."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import getpass
+import json
+import os
+from typing import Any
+
+from sqlalchemy import select
+
+from monitord import zap
+from monitord.app import App, build_app
+from monitord.config import load_config
+from monitord.errors import UsageError
+from monitord.models import Finding, Scan, Service
+from monitord.scans import (
+    accept_finding,
+    driver_settings,
+    enqueue_manual,
+    run_scan,
+    scan_rows,
+    store_findings,
+)
+from monitord.textable import format_table
+from monitord.timeutil import SHANGHAI
+from monitord.zap_import import read_report
+
+
+def _app(args: argparse.Namespace) -> App:
+    from monitord.cli import config_path
+
+    return build_app(load_config(config_path(args)))
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return str(getattr(args, "by", None) or os.environ.get("SUDO_USER") or getpass.getuser())
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """`scan SERVICE_ID [--wait]`, `scan status [--json]`, `scan import FILE --service ID`."""
+    words: list[str] = args.words
+    if not words:
+        raise UsageError("give a service id, `status`, or `import FILE --service ID`")
+    if words[0] == "status":
+        return _status(args)
+    if words[0] == "import":
+        if len(words) != 2 or not args.service:
+            raise UsageError("usage: monitord scan import FILE --service ID")
+        return _import(args, words[1])
+    if len(words) != 1:
+        raise UsageError("give one service id")
+    app = _app(args)
+    with app.store.session() as session:
+        scan = enqueue_manual(session, words[0], _actor(args), app.clock())
+        scan_id = scan.id
+    if not args.wait:
+        print(
+            f"scan {scan_id} of {words[0]} queued; the running daemon starts it "
+            f"(`monitord scan status` shows it)"
+        )
+        app.store.dispose()
+        return 0
+    scanner = zap.ZapScanner(driver_settings(app.settings), clock=app.clock)
+    state = asyncio.run(run_scan(app.store, app.settings, scanner, scan_id, app.clock))
+    [row] = [r for r in scan_rows(app.store) if r["id"] == scan_id]
+    app.store.dispose()
+    print(
+        f"scan {scan_id} of {words[0]}: {state}; {row['alerts_read']} alerts, "
+        f"{row['high']} high and {row['medium']} medium findings "
+        f"({row['new']} new, {row['fixed']} fixed)" + (f"; {row['error']}" if row["error"] else "")
+    )
+    return 0 if state in ("finished", "timed_out") else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    app = _app(args)
+    rows = scan_rows(app.store)
+    app.store.dispose()
+    if args.json:
+        _print_json(rows)
+        return 0
+    table = [
+        [
+            str(r["id"]),
+            r["service_id"],
+            r["trigger"],
+            r["state"],
+            f"{r['step'] or '-'} {r['percent'] or ''}".strip(),
+            f"{r['high']}/{r['medium']}",
+            r["error"] or "",
+        ]
+        for r in rows
+    ]
+    print(
+        format_table(["ID", "SERVICE", "TRIGGER", "STATE", "STEP", "HIGH/MED", "ERROR"], table, 70)
+    )
+    return 0
+
+
+def _import(args: argparse.Namespace, path: str) -> int:
+    app = _app(args)
+    now = app.clock()
+    with app.store.session() as session:
+        service = session.get(Service, args.service)
+        if service is None:
+            raise UsageError(f"--service {args.service!r}: no such service in the store")
+        report = read_report(path, service_id=service.id, base_url=None)
+        new, still, _fixed = store_findings(
+            session, service.id, list(report.findings), now, complete=False
+        )
+        session.add(
+            Scan(
+                service_id=service.id,
+                scan_key=f"{service.id}-import-{now:%Y%m%dT%H%M%S}",
+                trigger="import",
+                state="finished",
+                queued_at=now,
+                next_attempt_at=now,
+                started_at=now,
+                finished_at=now,
+                progress={"file": path},
+                alerts_read=report.instances,
+                findings_new=new,
+                findings_open=still,
+                high=sum(1 for d in report.findings if d.severity == "high"),
+                medium=sum(1 for d in report.findings if d.severity == "medium"),
+            )
+        )
+    app.store.dispose()
+    print(
+        f"imported {len(report.findings)} findings for {args.service} from {report.program} "
+        f"{report.version} ({new} new)"
+    )
+    return 0
+
+
+def cmd_findings(args: argparse.Namespace) -> int:
+    """List findings, or accept one with a reason and an expiry."""
+    app = _app(args)
+    if args.accept is not None:
+        if not args.until:
+            raise UsageError("--until DATE: an accepted finding needs an expiry date")
+        try:
+            until = dt.datetime.fromisoformat(args.until).replace(tzinfo=SHANGHAI)
+        except ValueError:
+            raise UsageError(
+                f"--until {args.until!r}: expected a date such as 2027-03-31"
+            ) from None
+        with app.store.session() as session:
+            accept_finding(
+                session, args.accept, args.reason or "", until, _actor(args), app.clock()
+            )
+        print(f"finding {args.accept} accepted until {until.date()}")
+        return 0
+    with app.store.session() as session:
+        query = select(Finding).order_by(Finding.id)
+        if args.service:
+            query = query.where(Finding.service_id == args.service)
+        if args.risk:
+            query = query.where(Finding.severity.in_(args.risk.split(",")))
+        if not args.all:
+            query = query.where(Finding.state.in_(("open", "accepted")))
+        rows: list[dict[str, Any]] = [
+            {
+                "id": f.id,
+                "rule": f.rule,
+                "clause": f.clause,
+                "severity": f.severity,
+                "state": f.state,
+                "service_id": f.service_id,
+                "subject": f.subject,
+                "summary": f.summary,
+                "first_seen": f.first_seen.isoformat(),
+                "last_seen": f.last_seen.isoformat(),
+                "count": f.count,
+                "evidence": f.evidence,
+                "accepted_until": f.accepted_until.isoformat() if f.accepted_until else None,
+            }
+            for f in session.scalars(query)
+        ]
+    app.store.dispose()
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(
+        format_table(
+            ["ID", "SEV", "STATE", "CLAUSE", "SERVICE", "RULE", "SUMMARY"],
+            [
+                [
+                    str(r["id"]),
+                    r["severity"],
+                    r["state"],
+                    r["clause"],
+                    r["service_id"] or "-",
+                    r["rule"],
+                    r["summary"],
+                ]
+                for r in rows
+            ],
+            60,
+        )
+    )
+    return 0
+
+
+def add_scan_commands(sub: Any) -> None:
+    """Register `scan` and `findings` on the main parser's subparsers."""
+    p = sub.add_parser(
+        "scan",
+        help="security scans with ZAP: SERVICE_ID [--wait] | status | import FILE",
+        description="monitord scan SERVICE_ID [--wait]  |  monitord scan status [--json]  |  "
+        "monitord scan import FILE --service ID",
+    )
+    p.add_argument("words", nargs="*", metavar="SERVICE_ID|status|import FILE")
+    p.add_argument("--wait", action="store_true", help="run the scan now and wait for it")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--service", metavar="ID", help="with import: the service the report is for")
+    p.add_argument("--by", metavar="NAME")
+    p.set_defaults(handler=cmd_scan)
+    p = sub.add_parser("findings", help="findings: list, or --accept ID with a reason and expiry")
+    p.add_argument("--service", metavar="ID")
+    p.add_argument("--risk", metavar="LIST", help="severities, e.g. high,medium")
+    p.add_argument("--all", action="store_true", help="include resolved findings")
+    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--accept",
+        type=int,
+        metavar="ID",
+        help="accept a finding as a false positive or tolerated risk",
+    )
+    p.add_argument("--reason")
+    p.add_argument("--until", metavar="DATE")
+    p.add_argument("--by", metavar="NAME")
+    p.set_defaults(handler=cmd_findings)

@@ -1,0 +1,496 @@
+"""Security scans with OWASP ZAP: triggers, running them, and their findings (7.3.2, 8.3 b).
+
+Every online service is scanned once a quarter (spread over the quarter's first weeks), and at
+once when it goes online, resumes (7.2.3) or deploys a new version (its `updated_at` changes).
+Each scan is a row keyed by its trigger, so enqueueing is idempotent; its progress is stored as
+it goes, so a restarted daemon reconciles with ZAP instead of forgetting. Findings of High and
+Medium risk on an online service open a security incident through the usual intake (8.3 b).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from monitord import zap
+from monitord.config import Settings
+from monitord.findings import resolve_findings, upsert_finding
+from monitord.models import Finding, Scan, Service, ServiceEvent
+from monitord.store import Store, audit
+from monitord.timeutil import SHANGHAI, Clock
+from monitord.types import FindingDraft
+
+SCAN_TRIGGERS = {"went_online": "went_online", "resumed": "resumed", "updated": "updated"}
+RULE_QUARTER_MISSING = "quarterly_scan_missing"
+ACTIVE = ("queued", "running")
+
+
+def driver_settings(settings: Settings) -> zap.ZapSettings:
+    """The scan driver's settings from the [zap] table and the resolved API key."""
+    config = settings.zap
+    key = settings.secrets.zap_api_key
+    return zap.ZapSettings(
+        url=config.url,
+        api_key=key.get_secret_value() if key else "",
+        spider_max_depth=config.spider_max_depth,
+        spider_max_children=config.spider_max_children,
+        spider_minutes=config.spider_minutes,
+        ajax_spider=config.ajax_spider,
+        ajax_spider_minutes=config.ajax_spider_minutes,
+        passive_deadline_s=config.passive_deadline_seconds,
+        scan_policy=config.scan_policy,
+        scan_deadline_s=config.scan_deadline_minutes * 60,
+        call_timeout_s=config.call_timeout_seconds,
+        poll_interval_s=config.poll_interval_seconds,
+        stuck_polls=config.stuck_polls,
+        page_size=config.page_size,
+    )
+
+
+def quarter_start(now: dt.datetime) -> tuple[str, dt.datetime]:
+    """The quarter's label ("2026q4") and its first moment, in Asia/Shanghai."""
+    local = now.astimezone(SHANGHAI)
+    quarter = (local.month - 1) // 3 + 1
+    start = dt.datetime(local.year, 3 * quarter - 2, 1, tzinfo=SHANGHAI)
+    return f"{local.year}q{quarter}", start
+
+
+def spread_offset(service_id: str, days: int) -> dt.timedelta:
+    """A stable offset within the first `days` of a quarter, so scans do not all start at once."""
+    digest = int(hashlib.sha256(service_id.encode()).hexdigest()[:8], 16)
+    return dt.timedelta(hours=digest % (days * 24))
+
+
+def _enqueue(session: Session, service_id: str, key: str, trigger: str, now: dt.datetime) -> bool:
+    if session.scalar(select(Scan.id).where(Scan.scan_key == key)) is not None:
+        return False
+    session.add(
+        Scan(
+            service_id=service_id,
+            scan_key=key,
+            trigger=trigger,
+            state="queued",
+            queued_at=now,
+            next_attempt_at=now,
+            progress={},
+        )
+    )
+    return True
+
+
+def enqueue_due(session: Session, settings: Settings, now: dt.datetime) -> list[str]:
+    """Queue the scans that are due: quarterly ones and those triggered by lifecycle events."""
+    queued: list[str] = []
+    label, start = quarter_start(now)
+    online = session.scalars(
+        select(Service).where(
+            Service.status == "online", Service.gone.is_(False), Service.url.is_not(None)
+        )
+    ).all()
+    online_ids = {s.id for s in online}
+    for service in online:
+        if now >= start + spread_offset(service.id, settings.zap.quarterly_spread_days):
+            key = f"{service.id}-{label}"
+            if _enqueue(session, service.id, key, "quarterly", now):
+                queued.append(key)
+    recent = session.scalars(
+        select(ServiceEvent).where(
+            ServiceEvent.kind.in_(list(SCAN_TRIGGERS)),
+            ServiceEvent.at >= now - dt.timedelta(days=7),
+        )
+    ).all()
+    for event in recent:
+        if event.service_id not in online_ids:
+            continue
+        covered = session.scalar(
+            select(Scan.id).where(Scan.service_id == event.service_id, Scan.queued_at >= event.at)
+        )
+        if covered is not None:
+            continue  # a scan queued since (the first sync's quarterly one) covers this event
+        key = f"{event.service_id}-event-{event.id}"
+        if _enqueue(session, event.service_id, key, SCAN_TRIGGERS[event.kind], now):
+            queued.append(key)
+    return queued
+
+
+def enqueue_manual(session: Session, service_id: str, actor: str, now: dt.datetime) -> Scan:
+    """Queue a scan a person asked for."""
+    from monitord.errors import UsageError
+
+    service = session.get(Service, service_id)
+    if service is None or not service.url:
+        raise UsageError(f"{service_id!r}: no such service with a URL in the store")
+    key = f"{service_id}-manual-{now.strftime('%Y%m%dT%H%M%S')}"
+    _enqueue(session, service_id, key, "manual", now)
+    audit(session, now, actor, "scan.request", service_id, {"scan_key": key})
+    session.flush()
+    return session.scalars(select(Scan).where(Scan.scan_key == key)).one()
+
+
+def check_quarter(session: Session, settings: Settings, now: dt.datetime) -> int:
+    """A 7.3.2 finding for each online service not scanned this quarter by the deadline."""
+    _label, start = quarter_start(now)
+    deadline = start + dt.timedelta(days=settings.zap.quarterly_deadline_days)
+    missing: set[str] = set()
+    if now >= deadline:
+        scanned = set(
+            session.scalars(
+                select(Scan.service_id).where(
+                    Scan.state.in_(("finished", "timed_out")), Scan.finished_at >= start
+                )
+            )
+        )
+        for service in session.scalars(
+            select(Service).where(Service.status == "online", Service.gone.is_(False))
+        ):
+            if service.id in scanned:
+                continue
+            missing.add(service.id)
+            upsert_finding(
+                session,
+                FindingDraft(
+                    rule=RULE_QUARTER_MISSING,
+                    clause="7.3.2",
+                    severity="medium",
+                    subject_kind="service",
+                    subject=service.id,
+                    service_id=service.id,
+                    summary=f"本季度（{_label}）尚未完成漏洞扫描",
+                    evidence={"quarter_start": start.isoformat(), "deadline": deadline.isoformat()},
+                ),
+                now,
+            )
+    resolve_findings(session, [RULE_QUARTER_MISSING], "service", missing, now)
+    return len(missing)
+
+
+def expire_acceptances(session: Session, now: dt.datetime) -> int:
+    """Accepted risks and false positives whose expiry passed come back as open findings."""
+    expired = session.scalars(
+        select(Finding).where(Finding.state == "accepted", Finding.accepted_until < now)
+    ).all()
+    for finding in expired:
+        finding.state = "open"
+        finding.incident_id = None
+        audit(
+            session,
+            now,
+            "monitord",
+            "finding.acceptance_expired",
+            f"finding {finding.id}",
+            {"accepted_by": finding.accepted_by, "reason": finding.accepted_reason},
+        )
+    return len(expired)
+
+
+def accept_finding(
+    session: Session, finding_id: int, reason: str, until: dt.datetime, actor: str, now: dt.datetime
+) -> Finding:
+    """Accept a finding as a false positive or tolerated risk, with a reason and an expiry."""
+    from monitord.errors import UsageError
+
+    finding = session.get(Finding, finding_id)
+    if finding is None:
+        raise UsageError(f"no finding {finding_id}: see `monitord findings`")
+    if not reason.strip():
+        raise UsageError("--reason: say why this finding is accepted")
+    if until <= now:
+        raise UsageError(f"--until {until.date()}: must be in the future")
+    finding.state = "accepted"
+    finding.accepted_reason = reason.strip()
+    finding.accepted_by = actor
+    finding.accepted_until = until
+    audit(
+        session,
+        now,
+        actor,
+        "finding.accept",
+        f"finding {finding_id}",
+        {"reason": reason.strip(), "until": until.isoformat(), "rule": finding.rule},
+    )
+    return finding
+
+
+def scoped(draft: FindingDraft, service_id: str) -> FindingDraft:
+    """A ZAP finding's subject made unique per service (two services may share a path)."""
+    return dataclasses.replace(
+        draft, subject=f"{service_id} {draft.subject}", service_id=service_id
+    )
+
+
+def store_findings(
+    session: Session, service_id: str, drafts: list[FindingDraft], now: dt.datetime, complete: bool
+) -> tuple[int, int, int]:
+    """Store a scan's findings; returns (new, still open, fixed). Fixed only for a complete scan."""
+    previous = {
+        f.subject: f
+        for f in session.scalars(
+            select(Finding).where(
+                Finding.service_id == service_id,
+                Finding.rule.like("zap:%"),
+                Finding.state != "resolved",
+            )
+        )
+    }
+    current = [scoped(d, service_id) for d in drafts]
+    new = sum(1 for d in current if d.subject not in previous)
+    for draft in current:
+        upsert_finding(session, draft, now)
+    fixed = 0
+    if complete:
+        present = {d.subject for d in current}
+        for subject, finding in previous.items():
+            if subject not in present and finding.state == "open":
+                finding.state = "resolved"
+                finding.resolved_at = now
+                fixed += 1
+    return new, len(current) - new, fixed
+
+
+@dataclass
+class ScanReport:
+    """What one pass of the scan job did."""
+
+    queued: list[str] = dataclasses.field(default_factory=list)
+    ran: list[str] = dataclasses.field(default_factory=list)
+    zap_error: str | None = None
+
+
+def _save(store: Store, scan_id: int, **changes: Any) -> None:
+    with store.session() as session:
+        row = session.get(Scan, scan_id)
+        assert row is not None
+        for name, value in changes.items():
+            setattr(row, name, value)
+
+
+def _token(settings: Settings, service_id: str) -> str | None:
+    path = settings.zap.auth_token_files.get(service_id)
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    except OSError as exc:
+        logger.error(
+            "zap.auth_token_files[{}]: cannot read {} ({})", service_id, path, exc.strerror
+        )
+        return None
+
+
+async def run_scan(
+    store: Store,
+    settings: Settings,
+    scanner: zap.ZapScanner,
+    scan_id: int,
+    clock: Clock,
+    resume: zap.ScanState | None = None,
+) -> str:
+    """Run one queued (or resumable) scan to its end and record everything; returns its state."""
+
+    def load() -> tuple[str, str, int]:
+        with store.session() as session:
+            row = session.get(Scan, scan_id)
+            assert row is not None
+            service = session.get(Service, row.service_id)
+            row.state = "running"
+            row.started_at = row.started_at or clock()
+            row.attempts += 1
+            return row.service_id, (service.url if service else "") or "", row.attempts
+
+    service_id, url, attempts = await asyncio.to_thread(load)
+    key = f"{service_id}-{scan_id}"
+
+    async def progress(state: zap.ScanState) -> None:
+        await asyncio.to_thread(_save, store, scan_id, progress=state.to_dict())
+
+    try:
+        outcome = await scanner.scan(
+            url,
+            scan_key=key,
+            service_id=service_id,
+            bearer_token=_token(settings, service_id),
+            on_progress=progress,
+            resume=resume,
+        )
+    except asyncio.CancelledError:
+        await asyncio.to_thread(
+            _save,
+            store,
+            scan_id,
+            state="queued",
+            next_attempt_at=clock(),
+            error="interrupted by shutdown; queued again",
+        )
+        raise
+    except zap.ZapError as exc:
+        retry = exc.retryable and attempts < 5
+        wait = dt.timedelta(minutes=5 * 2 ** (attempts - 1))
+        await asyncio.to_thread(
+            _save,
+            store,
+            scan_id,
+            state="queued" if retry else "failed",
+            error=str(exc),
+            next_attempt_at=clock() + wait,
+            finished_at=None if retry else clock(),
+        )
+        logger.error(
+            "scan {} of {} failed{}: {}",
+            scan_id,
+            service_id,
+            f", retrying in {wait}" if retry else "",
+            exc,
+        )
+        return "queued" if retry else "failed"
+
+    def finish() -> str:
+        now = clock()
+        with store.session() as session:
+            new, still, fixed = store_findings(
+                session, service_id, list(outcome.findings), now, complete=not outcome.timed_out
+            )
+            row = session.get(Scan, scan_id)
+            assert row is not None
+            row.state = outcome.state.status
+            row.finished_at = now
+            row.progress = outcome.state.to_dict()
+            row.alerts_read = outcome.alerts_read
+            row.findings_new, row.findings_open, row.findings_fixed = new, still, fixed
+            row.high = sum(1 for d in outcome.findings if d.severity == "high")
+            row.medium = sum(1 for d in outcome.findings if d.severity == "medium")
+            row.error = str(outcome.reason) if outcome.reason else None
+            return row.state
+
+    state = await asyncio.to_thread(finish)
+    logger.info(
+        "scan {} of {} {}: {} alerts, {} findings",
+        scan_id,
+        service_id,
+        state,
+        outcome.alerts_read,
+        len(outcome.findings),
+    )
+    return state
+
+
+async def scan_pass(
+    store: Store, settings: Settings, clock: Clock, scanner: zap.ZapScanner | None = None
+) -> ScanReport:
+    """One pass of the scan job: queue what is due, reconcile stale runs, run what is queued."""
+    report = ScanReport()
+
+    def bookkeeping() -> list[str]:
+        now = clock()
+        with store.session() as session:
+            queued = enqueue_due(session, settings, now)
+            check_quarter(session, settings, now)
+            expire_acceptances(session, now)
+        return queued
+
+    report.queued = await asyncio.to_thread(bookkeeping)
+    if report.queued:
+        shown = ", ".join(report.queued[:5]) + (" …" if len(report.queued) > 5 else "")
+        logger.info("{} scan(s) queued: {}", len(report.queued), shown)
+    scanner = scanner or zap.ZapScanner(driver_settings(settings), clock=clock)
+
+    def stale_and_due() -> tuple[list[tuple[int, dict[str, Any]]], list[int]]:
+        now = clock()
+        with store.session() as session:
+            stale = [
+                (s.id, s.progress)
+                for s in session.scalars(select(Scan).where(Scan.state == "running"))
+            ]
+            due = list(
+                session.scalars(
+                    select(Scan.id)
+                    .where(Scan.state == "queued", Scan.next_attempt_at <= now)
+                    .order_by(Scan.id)
+                )
+            )
+        return stale, due
+
+    stale, due = await asyncio.to_thread(stale_and_due)
+    if not stale and not due:
+        return report
+    try:
+        await scanner.version()
+    except zap.ZapError as exc:
+        report.zap_error = str(exc)
+        logger.error("ZAP is not usable, {} scan(s) wait: {}", len(stale) + len(due), exc)
+        return report
+    resumes: list[tuple[int, zap.ScanState]] = []
+    for scan_id, progress in stale:
+        # This process runs its scans to the end within a pass, so a "running" row now was left
+        # by a previous process: ask ZAP whether it still has that scan.
+        verdict = await scanner.reconcile(zap.ScanState.from_dict(progress)) if progress else None
+        if verdict is not None and verdict.verdict == "resumable":
+            resumes.append((scan_id, zap.ScanState.from_dict(progress)))
+        else:
+            reason = verdict.reason if verdict else "no progress was recorded"
+            await asyncio.to_thread(
+                _save,
+                store,
+                scan_id,
+                state="queued",
+                next_attempt_at=clock(),
+                error=f"interrupted: {reason}",
+            )
+            due.insert(0, scan_id)
+    slots = settings.zap.max_concurrent_scans
+    work = [run_scan(store, settings, scanner, sid, clock, state) for sid, state in resumes]
+    work += [
+        run_scan(store, settings, scanner, sid, clock) for sid in due[: max(0, slots - len(work))]
+    ]
+    await asyncio.gather(*work)
+    report.ran = [str(s) for s, _ in resumes] + [str(s) for s in due[:slots]]
+    return report
+
+
+def scan_rows(store: Store, limit: int = 50) -> list[dict[str, Any]]:
+    """Recent scans, newest first, as plain dicts."""
+    with store.session() as session:
+        rows = session.scalars(select(Scan).order_by(Scan.id.desc()).limit(limit)).all()
+        return [
+            {
+                "id": r.id,
+                "service_id": r.service_id,
+                "trigger": r.trigger,
+                "state": r.state,
+                "step": r.progress.get("step"),
+                "percent": r.progress.get("percent"),
+                "queued_at": r.queued_at.isoformat(),
+                "started_at": r.started_at.isoformat() if r.started_at else None,
+                "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                "attempts": r.attempts,
+                "alerts_read": r.alerts_read,
+                "high": r.high,
+                "medium": r.medium,
+                "new": r.findings_new,
+                "still_open": r.findings_open,
+                "fixed": r.findings_fixed,
+                "error": r.error,
+            }
+            for r in rows
+        ]
+
+
+def finished_scan_count(store: Store) -> int:
+    """How many scans ZAP has run (for the restart advice)."""
+    with store.session() as session:
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(Scan)
+                .where(Scan.state.in_(("finished", "timed_out")))
+            )
+            or 0
+        )

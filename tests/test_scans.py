@@ -1,0 +1,282 @@
+"""Security scans wired into monitord: triggers, the fake ZAP driven by the real zaproxy client,
+findings and the 8.3 b gate, reconciliation, the quarterly duty and accepted risks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from monitord import zap
+from monitord.config import Settings, parse_config
+from monitord.fakezap import FakeZapServer, Scenario, alert_storm, clean_site
+from monitord.incidents import intake
+from monitord.models import Finding, Incident, Scan, Service, ServiceEvent
+from monitord.scans import (
+    accept_finding,
+    check_quarter,
+    driver_settings,
+    enqueue_due,
+    expire_acceptances,
+    scan_pass,
+)
+from monitord.store import Store
+from tests.conftest import FakeClock
+
+pytestmark = pytest.mark.timeout(60)
+BASE = "https://svc1.example.test/app/"
+
+
+@pytest.fixture
+def servers() -> Iterator[list[FakeZapServer]]:
+    started: list[FakeZapServer] = []
+    yield started
+    for server in started:
+        server.close()
+
+
+def fake_zap(servers: list[FakeZapServer], scenario: Scenario) -> FakeZapServer:
+    server = FakeZapServer(scenario).start()
+    servers.append(server)
+    return server
+
+
+def settings_for(server: FakeZapServer | str, **zap_values: Any) -> Settings:
+    url = server if isinstance(server, str) else server.url
+    values: dict[str, Any] = {
+        "url": url,
+        "poll_interval_seconds": 0.01,
+        "call_timeout_seconds": 5.0,
+        "page_size": 100,
+    }
+    values.update(zap_values)
+    key = "" if isinstance(server, str) else server.zap.scenario.api_key
+    return parse_config({"zap": values}, "test", env={"MONITORD_ZAP_API_KEY": key})
+
+
+def add_service(store: Store, clock: FakeClock, sid: str = "svc-0001", **changes: Any) -> None:
+    values: dict[str, Any] = {
+        "id": sid,
+        "name": "企业开办",
+        "status": "online",
+        "url": BASE,
+        "first_seen": clock(),
+        "last_seen": clock(),
+    }
+    values.update(changes)
+    with store.session() as session:
+        session.add(Service(**values))
+
+
+def scans(store: Store) -> list[Scan]:
+    with store.session() as session:
+        return list(session.scalars(select(Scan).order_by(Scan.id)))
+
+
+def test_quarterly_scans_are_spread_and_events_trigger_a_scan_once(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    cfg = settings_for("http://127.0.0.1:9")
+    for n in range(1, 21):
+        add_service(sqlite_store, clock, f"svc-{n:04d}")
+    clock.now = dt.datetime(2026, 9, 30, 16, 30, tzinfo=dt.UTC)  # 2026-10-01 00:30 CST
+    with sqlite_store.session() as session:
+        first_day = enqueue_due(session, cfg, clock())
+    clock.now += dt.timedelta(days=21)
+    with sqlite_store.session() as session:
+        later = enqueue_due(session, cfg, clock())
+        session.add(ServiceEvent(service_id="svc-0003", kind="updated", at=clock()))
+        session.flush()
+        after_update = enqueue_due(session, cfg, clock())
+        again = enqueue_due(session, cfg, clock())
+    assert len(first_day) < 5  # spread over the quarter's first three weeks, not all at once
+    assert len(first_day) + len(later) == 20
+    assert all(key.endswith("-2026q4") for key in first_day + later)
+    assert len(after_update) == 1 and after_update[0].startswith("svc-0003-event-")
+    assert again == []
+
+
+async def test_a_scan_with_high_and_medium_alerts_stores_findings_and_opens_an_incident(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    server = fake_zap(servers, alert_storm(BASE, total=300))
+    cfg = settings_for(server)
+    add_service(sqlite_store, clock)
+    report = await scan_pass(sqlite_store, cfg, clock)
+    assert report.zap_error is None and len(report.ran) == 1
+    [scan] = scans(sqlite_store)
+    assert scan.state == "finished" and scan.trigger == "quarterly"
+    assert scan.high > 0 and scan.medium > 0
+    with sqlite_store.session() as session:
+        findings = session.scalars(select(Finding).where(Finding.rule.like("zap:%"))).all()
+        assert {f.clause for f in findings} == {"8.3 b"}
+        assert all(f.subject.startswith("svc-0001 ") for f in findings)
+        assert {f.severity for f in findings} >= {"high", "medium"}
+        report_intake = intake(session, cfg, clock())
+        [incident] = [session.get(Incident, i) for i in report_intake.opened]
+        assert incident is not None
+        assert (incident.kind, incident.klass) == ("vulnerability", "security")
+        assert incident.notify_by == clock() + dt.timedelta(hours=2)
+
+
+async def test_a_rescan_marks_what_was_fixed(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    first = fake_zap(servers, alert_storm(BASE, total=60))
+    add_service(sqlite_store, clock)
+    await scan_pass(sqlite_store, settings_for(first), clock)
+    second = fake_zap(servers, clean_site(BASE))
+    with sqlite_store.session() as session:
+        session.add(ServiceEvent(service_id="svc-0001", kind="updated", at=clock()))
+    await scan_pass(sqlite_store, settings_for(second), clock)
+    rescan = scans(sqlite_store)[-1]
+    assert rescan.state == "finished" and rescan.trigger == "updated"
+    assert rescan.findings_fixed > 0 and rescan.findings_new == 0
+    with sqlite_store.session() as session:
+        states = set(session.scalars(select(Finding.state).where(Finding.rule.like("zap:%"))))
+    assert states == {"resolved"}
+
+
+async def test_zap_down_leaves_scans_queued_with_a_clear_error(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    add_service(sqlite_store, clock)
+    report = await scan_pass(sqlite_store, settings_for(f"http://127.0.0.1:{port}"), clock)
+    assert (
+        report.zap_error == f"ZAP is not reachable at http://127.0.0.1:{port} (connection refused)"
+    )
+    assert [s.state for s in scans(sqlite_store)] == ["queued"]
+
+
+async def test_a_scan_left_running_by_a_dead_daemon_is_reconciled_and_run_again(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    server = fake_zap(servers, clean_site(BASE))
+    add_service(sqlite_store, clock)
+    forgotten = zap.ScanState(
+        scan_key="svc-0001-1",
+        target_url=BASE,
+        status="running",
+        step=zap.Step.ACTIVE,
+        session_name="monitord-svc-0001-1",
+        active_scan_id=3,
+    )
+    with sqlite_store.session() as session:
+        session.add(
+            Scan(
+                service_id="svc-0001",
+                scan_key="svc-0001-manual-x",
+                trigger="manual",
+                state="running",
+                queued_at=clock(),
+                next_attempt_at=clock(),
+                progress=forgotten.to_dict(),
+            )
+        )
+    await scan_pass(sqlite_store, settings_for(server), clock)
+    manual = next(s for s in scans(sqlite_store) if s.trigger == "manual")
+    assert manual.state == "finished"
+    assert manual.attempts == 1
+
+
+def test_a_service_not_scanned_by_the_quarter_deadline_is_a_7_3_2_finding(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    cfg = settings_for("http://127.0.0.1:9")
+    add_service(sqlite_store, clock)
+    clock.now = dt.datetime(2026, 12, 20, tzinfo=dt.UTC)
+    with sqlite_store.session() as session:
+        assert check_quarter(session, cfg, clock()) == 1
+        finding = session.scalars(select(Finding)).one()
+    assert (finding.rule, finding.clause) == ("quarterly_scan_missing", "7.3.2")
+
+
+def test_an_accepted_risk_opens_no_incident_until_it_expires(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    from monitord.findings import upsert_finding
+    from monitord.types import FindingDraft
+
+    cfg = settings_for("http://127.0.0.1:9")
+    add_service(sqlite_store, clock)
+    with sqlite_store.session() as session:
+        finding = upsert_finding(
+            session,
+            FindingDraft(
+                rule="zap:10020",
+                clause="8.3 b",
+                severity="medium",
+                subject_kind="web_path",
+                subject="svc-0001 10020-1 /app/ []",
+                summary="缺少防点击劫持头",
+                service_id="svc-0001",
+            ),
+            clock(),
+        )
+        session.flush()
+        accept_finding(
+            session, finding.id, "由网关统一添加", clock() + dt.timedelta(days=30), "alice", clock()
+        )
+        assert intake(session, cfg, clock()).opened == []
+    clock.advance(days=31)
+    with sqlite_store.session() as session:
+        assert expire_acceptances(session, clock()) == 1
+        assert len(intake(session, cfg, clock()).opened) == 1
+
+
+def test_driver_settings_carry_the_key_from_the_environment() -> None:
+    cfg = parse_config(
+        {"zap": {"scan_deadline_minutes": 30}}, "t", env={"MONITORD_ZAP_API_KEY": "k3y"}
+    )
+    driver = driver_settings(cfg)
+    assert (driver.api_key, driver.scan_deadline_s) == ("k3y", 1800.0)
+    assert "k3y" not in repr(driver)
+
+
+def test_scan_import_and_findings_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from monitord.cli import main
+    from tests.fakeportal import make_service
+
+    catalogue = tmp_path / "c.json"
+    catalogue.write_text(json.dumps({"services": [make_service(42)]}))
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n')
+    report = Path(__file__).parent / "zap" / "data" / "zap-traditional-report.json"
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    assert (
+        main(["--config", str(config), "scan", "import", str(report), "--service", "svc-0042"]) == 0
+    )
+    assert "imported" in capsys.readouterr().out
+    assert main(["--config", str(config), "findings", "--risk", "high,medium", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found and {f["severity"] for f in found} <= {"high", "medium"}
+    assert all(f["rule"].startswith("zap:") and f["clause"] == "8.3 b" for f in found)
+    status = main(
+        [
+            "--config",
+            str(config),
+            "findings",
+            "--accept",
+            str(found[0]["id"]),
+            "--reason",
+            "误报：测试页面",
+            "--until",
+            "2099-01-01",
+            "--by",
+            "alice",
+        ]
+    )
+    assert status == 0
+    assert main(["--config", str(config), "scan", "status", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert row["trigger"] == "import" and row["state"] == "finished"
