@@ -112,7 +112,7 @@ def enqueue_due(session: Session, settings: Settings, now: dt.datetime) -> list[
         if event.service_id not in online_ids:
             continue
         covered = session.scalar(
-            select(Scan.id).where(Scan.service_id == event.service_id, Scan.queued_at >= event.at)
+            select(Scan.id).where(Scan.service_id == event.service_id, Scan.queued_at > event.at)
         )
         if covered is not None:
             continue  # a scan queued since (the first sync's quarterly one) covers this event
