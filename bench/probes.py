@@ -49,6 +49,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
 import probes  # noqa: E402
+from monitord import aio  # noqa: E402
 from monitord.types import ProbeContext, Target  # noqa: E402
 from probes.availability import AvailabilitySpec, probe  # noqa: E402
 
@@ -219,9 +220,9 @@ def main() -> None:
             f"{os.cpu_count()} CPUs, {ssl.OPENSSL_VERSION}"
         )
         try:
-            asyncio.run(monitord_round(urls[:50], str(ca_file), args.concurrency))  # warm-up
+            aio.run(monitord_round(urls[:50], str(ca_file), args.concurrency))  # warm-up
             ours = [
-                asyncio.run(monitord_round(urls, str(ca_file), args.concurrency))
+                aio.run(monitord_round(urls, str(ca_file), args.concurrency))
                 for _ in range(args.rounds)
             ]
             rate, cpu_ms = report("monitord availability", ours)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -11,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from monitord import __version__
+from monitord import __version__, aio
 from monitord.app import build_app
 from monitord.catalogue import service_rows, sync_catalogue, sync_rows
 from monitord.cli_incidents import add_incident_commands
@@ -58,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.logging)
     app = build_app(settings)
-    return asyncio.run(Daemon(app, config_path(args)).run())
+    return aio.run(Daemon(app, config_path(args)).run())
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -67,7 +66,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     setup_logging(settings.logging, to_file=False)
     app = build_app(settings)
     try:
-        outcome = asyncio.run(
+        outcome = aio.run(
             sync_catalogue(
                 app.store,
                 settings.portal,

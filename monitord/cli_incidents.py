@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import os
@@ -11,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from monitord import aio
 from monitord.app import App, build_app
 from monitord.config import load_config
 from monitord.errors import UsageError
@@ -211,7 +211,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
         notify_management(session, app.settings, args.id, parts, _actor(args), app.clock())
     secret = app.settings.secrets.smtp_password
     sender = make_apprise_sender(secret.get_secret_value() if secret else None)
-    report = asyncio.run(
+    report = aio.run(
         deliver_due(
             app.store,
             app.settings,

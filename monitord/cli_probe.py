@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from typing import Any
 
 import probes
+from monitord import aio
 from monitord.app import build_app
 from monitord.config import load_config, parse_config
 from monitord.errors import UsageError
@@ -74,7 +74,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.url:
         if not args.url.startswith(("http://", "https://")):
             raise UsageError(f"{args.url!r}: expected an http:// or https:// URL")
-        report = asyncio.run(_probe_url(args, chosen or list(probes.PROBES)))
+        report = aio.run(_probe_url(args, chosen or list(probes.PROBES)))
     elif args.service or args.all:
         settings = load_config(config_path(args))
         if args.ca_file:
@@ -84,7 +84,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         ids = [args.service] if args.service else None
         every_kind = list(probes.PROBES) if args.service else ["availability"]
         kinds = chosen or every_kind
-        report = asyncio.run(
+        report = aio.run(
             probe_round(app.store, settings, app.clock, service_ids=ids, kinds=kinds, spread=False)
         )
         app.store.dispose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import getpass
 import json
@@ -12,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from monitord import zap
+from monitord import aio, zap
 from monitord.app import App, build_app
 from monitord.config import load_config
 from monitord.errors import UsageError
@@ -69,7 +68,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         app.store.dispose()
         return 0
     scanner = zap.ZapScanner(driver_settings(app.settings), clock=app.clock)
-    state = asyncio.run(run_scan(app.store, app.settings, scanner, scan_id, app.clock))
+    state = aio.run(run_scan(app.store, app.settings, scanner, scan_id, app.clock))
     [row] = [r for r in scan_rows(app.store) if r["id"] == scan_id]
     app.store.dispose()
     print(

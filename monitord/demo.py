@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 from loguru import logger
 from sqlalchemy import select
 
+from monitord import aio
 from monitord.app import App
 from monitord.config import Secrets, parse_config
 from monitord.fakezap import FakeAlert, FakeZapServer, Scenario
@@ -464,4 +465,4 @@ async def _demo(folder: Path, interval: int) -> int:
 def run_demo(interval: int = 20) -> int:
     """Run the demo until Ctrl-C (SIGINT) or SIGTERM; returns the exit status."""
     with tempfile.TemporaryDirectory(prefix="monitord-demo-") as folder:
-        return asyncio.run(_demo(Path(folder), interval))
+        return aio.run(_demo(Path(folder), interval))
