@@ -16,6 +16,7 @@ from monitord.config import load_config
 from monitord.errors import UsageError
 from monitord.incidents import (
     acknowledge,
+    close,
     draft_facts,
     get_incident,
     incident_dict,
@@ -196,6 +197,16 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_close(args: argparse.Namespace) -> int:
+    """Close a resolved incident."""
+    app = _app(args)
+    with app.store.session() as session:
+        incident = close(session, args.id, _actor(args), app.clock(), args.note or "")
+        print(f"incident {incident.id} closed")
+    app.store.dispose()
+    return 0
+
+
 def cmd_notify(args: argparse.Namespace) -> int:
     """Send the clause 7.3.3 notification (or a follow-up) to the management unit."""
     from alerts.delivery import deliver_due, make_apprise_sender
@@ -279,6 +290,12 @@ def add_incident_commands(sub: Any) -> None:
     p.add_argument("--rectification", help="整改措施")
     p.add_argument("--by", metavar="NAME")
     p.set_defaults(handler=cmd_notify)
+
+    p = isub.add_parser("close", help="close a resolved incident")
+    p.add_argument("id", type=int)
+    p.add_argument("--note")
+    p.add_argument("--by", metavar="NAME")
+    p.set_defaults(handler=cmd_close)
 
     p = isub.add_parser("resolve", help="mark resolved")
     p.add_argument("id", type=int)

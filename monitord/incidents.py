@@ -405,6 +405,25 @@ def resolve(
     return incident
 
 
+def close(
+    session: Session, incident_id: int, actor: str, now: dt.datetime, note: str = ""
+) -> Incident:
+    """Close a resolved incident. A security incident must have been notified first (7.3.3)."""
+    incident = get_incident(session, incident_id)
+    if incident.state != "resolved":
+        raise UsageError(f"incident {incident_id} is {incident.state}: resolve it before closing")
+    if incident.klass == "security" and incident.notified_at is None:
+        raise UsageError(
+            f"incident {incident_id} is a security incident never notified to the management "
+            f"unit (7.3.3): run `monitord incidents notify {incident_id} …` first"
+        )
+    incident.state = "closed"
+    incident.closed_at = now
+    _event(session, incident, now, "closed", actor=actor, note=note)
+    audit(session, now, actor, "incident.close", f"incident {incident_id}", {"note": note})
+    return incident
+
+
 def draft_facts(session: Session, incident: Incident) -> dict[str, Any]:
     """What monitord knows for the notification: times, services and coverage, findings."""
     services = []

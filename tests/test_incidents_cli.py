@@ -124,6 +124,8 @@ async def test_open_ack_notify_resolve_round_trip(
     assert status == 0
     status, out, _ = await run(config, capsys, "incidents", "list", "--json")
     assert json.loads(out) == []
+    status, out, _ = await run(config, capsys, "incidents", "close", str(incident_id))
+    assert (status, out.strip()) == (0, f"incident {incident_id} closed")
 
 
 async def test_notify_with_the_channel_down_still_succeeds_and_says_it_waits(
@@ -159,6 +161,27 @@ async def test_notify_with_the_channel_down_still_succeeds_and_says_it_waits(
     )
     assert status == 0
     assert "waits in the outbox and the running daemon will deliver it" in out
+
+
+async def test_a_security_incident_cannot_be_closed_unnotified(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await run(
+        config,
+        capsys,
+        "incidents",
+        "open",
+        "--kind",
+        "data_exposure",
+        "--service",
+        "svc-0001",
+        "--summary",
+        "疑似泄露",
+    )
+    await run(config, capsys, "incidents", "resolve", "1")
+    status, _, err = await run(config, capsys, "incidents", "close", "1")
+    assert status == 2
+    assert "never notified to the management unit (7.3.3)" in err
 
 
 async def test_bad_incident_commands_are_one_line_errors(
