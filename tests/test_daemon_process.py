@@ -59,6 +59,20 @@ class DaemonProcess:
         return time.monotonic() - started
 
 
+STARTED: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def no_daemon_left_behind() -> AsyncIterator[None]:
+    """Kill any daemon a failing test left running, so it cannot outlive the test session."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 async def start_daemon(config: Path, env_extra: dict[str, str] | None = None) -> DaemonProcess:
     env = dict(os.environ, MONITORD_PORTAL_TOKEN=TOKEN, **(env_extra or {}))
     process = await asyncio.create_subprocess_exec(
@@ -72,6 +86,7 @@ async def start_daemon(config: Path, env_extra: dict[str, str] | None = None) ->
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
+    STARTED.append(process)
     return DaemonProcess(process)
 
 

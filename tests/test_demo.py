@@ -34,16 +34,25 @@ async def test_the_demo_syncs_probes_and_alerts_then_stops_cleanly(tmp_path: Pat
         cwd=tmp_path,
     )
     assert process.stderr is not None
+    try:
+        await watch(process, process.stderr)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def watch(process: asyncio.subprocess.Process, stderr: asyncio.StreamReader) -> None:
     seen = ""
     deadline = time.monotonic() + 60
     while not all(text in seen for text in EXPECTED) and time.monotonic() < deadline:
         try:
-            line = await asyncio.wait_for(process.stderr.readline(), 5)
+            line = await asyncio.wait_for(stderr.readline(), 5)
         except TimeoutError:
             continue
         seen += line.decode()
     process.send_signal(signal.SIGINT)
-    rest = await asyncio.wait_for(process.stderr.read(), 20)
+    rest = await asyncio.wait_for(stderr.read(), 20)
     await process.wait()
     seen += rest.decode()
     missing = [text for text in EXPECTED if text not in seen]
