@@ -1,0 +1,283 @@
+"""Analysis of access logs: readers, statistics and rules put together.
+
+Two entry points:
+
+* `analyse(inputs)` reads files, directories, `-` or open streams to the end and returns an
+  `AnalysisResult` (what `monitord analyse` prints);
+* `Analyzer` is the same work done incrementally: follow mode feeds it the bytes that are new
+  since the last run (`feed`), takes the statistics of hours that closed (`take_closed_stats`) and
+  the findings (`findings`), and keeps `to_state()` in the store until the next run.
+
+Blocks are parsed on a small thread pool (Arrow's regex and JSON kernels release the GIL) while
+the main thread adds the previous block to the statistics and the rules; nothing but aggregates
+outlives a block, so memory stays flat however long the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from monitord.accesslog import jsonlog, nginx
+from monitord.accesslog.findings import LogFinding
+from monitord.accesslog.lines import split_lines
+from monitord.accesslog.schema import DEFAULT_SERVICE_PATTERN
+from monitord.accesslog.sources import BLOCK_SIZE, Block, InputItem, blocks, detect, expand
+from monitord.accesslog.stats import StatsAccumulator
+from monitord.types import FindingDraft
+
+if TYPE_CHECKING:
+    from rules.log_rules import LogRuleEngine
+
+Format = Literal["auto", "nginx", "json"]
+FORMATS: tuple[Format, ...] = ("auto", "nginx", "json")
+MAX_SAMPLES = 10
+SAMPLE_CHARS = 400
+Progress = Callable[[int, int], None]
+"""Called after each block with (lines read so far, bytes read so far)."""
+
+
+@dataclass
+class AnalysisResult:
+    """Everything one analysis found: counts, rejected lines, statistics and findings."""
+
+    lines: int
+    rejected: int
+    rejected_samples: list[str]
+    stats: list[dict[str, Any]]
+    findings: list[LogFinding]
+
+    def to_json(self) -> dict[str, Any]:
+        """The object `monitord analyse --json` prints."""
+        return {
+            "lines": self.lines,
+            "rejected": self.rejected,
+            "rejected_samples": list(self.rejected_samples),
+            "stats": self.stats,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+    def drafts(self) -> list[FindingDraft]:
+        """The findings as the core's `FindingDraft` values."""
+        return [f.to_draft() for f in self.findings]
+
+
+@dataclass
+class _Parsed:
+    table: pa.Table
+    lines: int
+    rejected: list[str] = field(default_factory=list)
+    damage: str | None = None
+    nbytes: int = 0
+
+
+def _default_engine() -> LogRuleEngine:
+    from rules.log_rules import LogRuleEngine
+
+    return LogRuleEngine.load()
+
+
+def _epoch(moment: dt.datetime | None) -> int | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise ValueError(f"since/until must be timezone-aware: {moment.isoformat()}")
+    return int(moment.timestamp())
+
+
+class Analyzer:
+    """Incremental access-log analysis: statistics per service and hour, and rule findings.
+
+    What must survive between follow-mode runs is `to_state()` (open statistics hours, open rule
+    windows, baselines, findings, counters); `Analyzer.from_state(state, engine)` resumes it.
+    """
+
+    def __init__(
+        self,
+        engine: LogRuleEngine | None = None,
+        *,
+        service_pattern: str = DEFAULT_SERVICE_PATTERN,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        lateness_hours: int = 1,
+    ) -> None:
+        self.engine = engine if engine is not None else _default_engine()
+        self.service_pattern = service_pattern
+        self.since = _epoch(since)
+        self.until = _epoch(until)
+        self.stats = StatsAccumulator(lateness_hours)
+        self.lines = 0
+        self.rejected = 0
+        self.rejected_samples: list[str] = []
+        self._formats: dict[str, str] = {}
+
+    # -- parsing (thread-safe: touches nothing of self but read-only settings) --------------------
+
+    def parse(self, data: bytes, fmt: Format = "auto", source: str = "<input>") -> _Parsed:
+        """Parse complete lines into the common columns; pure, so it may run on a worker."""
+        kind = fmt if fmt != "auto" else self._formats.get(source) or detect(data)
+        split = split_lines(data)
+        rejected = split.garbage
+        if kind == "json":
+            parsed = jsonlog.parse(split.lines)
+            table, rejected = parsed.table, rejected + parsed.rejected
+        else:
+            p = nginx.parse(split.lines, self.service_pattern)
+            table, rejected = p.table, rejected + p.rejected
+        lines = len(split.lines) + len(split.garbage)
+        return _Parsed(table, lines, [f"{source}: {r[:SAMPLE_CHARS]}" for r in rejected], nbytes=len(data))
+
+    # -- absorbing (main thread) ------------------------------------------------------------------
+
+    def absorb(self, parsed: _Parsed) -> None:
+        """Add a parsed block to the counters, statistics and rules."""
+        self.lines += parsed.lines
+        self._reject(parsed.rejected)
+        if parsed.damage:
+            self._reject([parsed.damage])
+        table = parsed.table
+        if table.num_rows and (self.since is not None or self.until is not None):
+            ts = table.column("ts")
+            keep = pc.greater_equal(ts, self.since if self.since is not None else -(2**62))
+            if self.until is not None:
+                keep = pc.and_(keep, pc.less(ts, self.until))
+            table = table.filter(keep)
+        if table.num_rows:
+            self.stats.add(table)
+            self.engine.feed(table)
+
+    def _reject(self, samples: list[str]) -> None:
+        self.rejected += len(samples)
+        room = MAX_SAMPLES - len(self.rejected_samples)
+        if room > 0:
+            self.rejected_samples += samples[:room]
+
+    def feed(self, data: bytes, fmt: Format = "auto", source: str = "<input>", final: bool = False) -> int:
+        """Analyse the complete lines at the start of `data`; return how many bytes they took.
+
+        Follow mode reads from its stored offset, feeds what it read and advances the offset by
+        the return value, so a line half-written at the moment of reading is read whole next
+        time. With `final=True` a last line without its newline is taken too (end of input).
+        """
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        if cut <= 0:
+            return 0
+        body = data[:cut]
+        if source not in self._formats and fmt == "auto" and body.strip():
+            self._formats[source] = detect(body)
+        self.absorb(self.parse(body, fmt, source))
+        return cut
+
+    def note_damage(self, message: str) -> None:
+        """Count and report damage found outside the lines (a truncated compressed file)."""
+        self._reject([message])
+
+    def findings(self) -> list[LogFinding]:
+        """The findings so far (each continues to be updated while its behaviour goes on)."""
+        return self.engine.findings()
+
+    def take_closed_stats(self) -> list[dict[str, Any]]:
+        """Statistics rows of hours that are complete; they are handed out once."""
+        return self.stats.take_closed()
+
+    def result(self) -> AnalysisResult:
+        """Close every hour and report (for a one-shot analysis; follow mode keeps feeding)."""
+        return AnalysisResult(
+            lines=self.lines,
+            rejected=self.rejected,
+            rejected_samples=list(self.rejected_samples),
+            stats=self.stats.finish(),
+            findings=self.findings(),
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-able state for follow mode: counters, open hours, rule windows and findings."""
+        return {
+            "lines": self.lines,
+            "rejected": self.rejected,
+            "rejected_samples": list(self.rejected_samples),
+            "formats": dict(self._formats),
+            "stats": self.stats.to_state(),
+            "rules": self.engine.to_state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], engine: LogRuleEngine | None = None, **kwargs: Any) -> Analyzer:
+        """Resume an analyzer from `to_state`'s output, with the current rules."""
+        an = cls(engine, **kwargs)
+        an.lines = int(state.get("lines", 0))
+        an.rejected = int(state.get("rejected", 0))
+        an.rejected_samples = list(state.get("rejected_samples", []))
+        an._formats = dict(state.get("formats", {}))
+        an.stats = StatsAccumulator.from_state(state.get("stats", {}), an.stats.lateness_hours)
+        an.engine.restore(state.get("rules", {}))
+        return an
+
+
+def _blocks(inputs: Iterable[InputItem], size: int) -> Iterator[Block]:
+    for name, stream in expand(inputs):
+        try:
+            yield from blocks(name, stream, size)
+        finally:
+            if name != "<stdin>":
+                stream.close()
+
+
+def analyse(
+    paths_or_streams: Iterable[InputItem] | InputItem,
+    fmt: Format = "auto",
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    progress: Progress | None = None,
+    *,
+    engine: LogRuleEngine | None = None,
+    service_pattern: str = DEFAULT_SERVICE_PATTERN,
+    block_size: int = BLOCK_SIZE,
+    workers: int = 2,
+) -> AnalysisResult:
+    """Analyse logs to the end: parse, statistics per service and hour, and all rules.
+
+    `paths_or_streams` are files (plain or .gz), directories, `-` for standard input, or open
+    streams; `fmt` forces a format instead of detecting it per source.
+    """
+    if isinstance(paths_or_streams, str | bytes) or not isinstance(paths_or_streams, Iterable):
+        items: list[InputItem] = [paths_or_streams]  # type: ignore[list-item]
+    else:
+        items = list(paths_or_streams)  # type: ignore[arg-type]
+    an = Analyzer(engine, service_pattern=service_pattern, since=since, until=until)
+    read_bytes = 0
+
+    def job(block: Block, kind: Format) -> _Parsed:
+        if block.damage:
+            return _Parsed(an.parse(b"", "nginx").table, 0, damage=block.damage)
+        return an.parse(block.data, kind, block.source)
+
+    pending: deque[Future[_Parsed]] = deque()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for block in _blocks(items, block_size):
+            kind: Format = fmt
+            if fmt == "auto" and block.data:
+                # Detect once per source, on its first block, so later blocks agree.
+                kind = an._formats.setdefault(block.source, detect(block.data))  # type: ignore[assignment]
+            pending.append(pool.submit(job, block, kind))
+            # A bounded queue keeps at most a few blocks in memory at once.
+            while len(pending) > workers:
+                parsed = pending.popleft().result()
+                an.absorb(parsed)
+                read_bytes += parsed.nbytes
+                if progress:
+                    progress(an.lines, read_bytes)
+        while pending:
+            parsed = pending.popleft().result()
+            an.absorb(parsed)
+            read_bytes += parsed.nbytes
+            if progress:
+                progress(an.lines, read_bytes)
+    return an.result()

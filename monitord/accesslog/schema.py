@@ -1,0 +1,122 @@
+"""The columnar shape every reader produces, and the small vectorised helpers they share.
+
+Both readers turn a block of lines into one `pyarrow.Table` with the columns of `SCHEMA`, so the
+statistics and the rules never know which log a row came from (they can ask `source`). Times are
+UTC epoch seconds; a field the log does not have is null.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SCHEMA = pa.schema(
+    [
+        ("ts", pa.int64()),
+        ("source", pa.string()),
+        ("ip", pa.string()),
+        ("user", pa.string()),
+        ("service", pa.string()),
+        ("method", pa.string()),
+        ("path", pa.string()),
+        ("status", pa.int32()),
+        ("bytes", pa.int64()),
+        ("duration_ms", pa.float64()),
+        ("client", pa.string()),
+        ("level", pa.string()),
+        ("role", pa.string()),
+        ("company", pa.string()),
+        ("vendor", pa.string()),
+        ("action", pa.string()),
+        ("target_user", pa.string()),
+        ("target_role", pa.string()),
+        ("line", pa.string()),
+    ]
+)
+"""Columns of a parsed block. `client` is desktop|phone|wechat|alipay; `line` is the raw text."""
+
+CLIENT_KINDS = ("desktop", "phone", "wechat", "alipay")
+
+# Order matters: WeChat and Alipay run inside phones, so they are tested first.
+_CLIENT_PATTERNS = (
+    ("wechat", "MicroMessenger"),
+    ("alipay", "AlipayClient|AliApp"),
+    ("phone", "Mobile|Android|iPhone|iPad|HarmonyOS|Windows Phone"),
+)
+
+DEFAULT_SERVICE_PATTERN = r"^/svc/(?P<service>[^/?#]+)"
+"""How an edge path names its catalogue service; the audit log names it in `service_id`."""
+
+
+def classify_clients(ua: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Map user agents to client kinds, looking at each distinct user agent once."""
+    encoded = pc.dictionary_encode(ua)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    uniques = encoded.dictionary
+    kinds = pa.array(["desktop"] * len(uniques), pa.string())
+    for kind, pattern in reversed(_CLIENT_PATTERNS):
+        hit = pc.fill_null(pc.match_substring_regex(uniques, pattern), False)
+        kinds = pc.if_else(hit, kind, kinds)
+    out = pc.take(kinds, encoded.indices)
+    return pc.fill_null(out, "desktop")
+
+
+_ESCAPE = re.compile(rb'\\x([0-9A-Fa-f]{2})|\\(["\\])')
+
+
+def unescape(text: str) -> str:
+    r"""Undo nginx's `\xXX` (and JSON-style `\"`, `\\`) escapes, then decode the bytes.
+
+    UTF-8 first; a portal behind an old gateway may still send GB18030, and anything else is
+    kept with replacement characters rather than dropped.
+    """
+    raw = _ESCAPE.sub(lambda m: bytes.fromhex(m[1].decode()) if m[1] else m[2], text.encode())
+    for encoding in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("utf-8", errors="replace")
+
+
+def unescape_column(col: pa.Array) -> pa.Array:
+    """Unescape only the values that contain an escape; the rest pass through untouched."""
+    mask = pc.fill_null(pc.match_substring(col, "\\"), False)
+    if not pc.any(mask).as_py():
+        return col
+    values = col.to_pylist()
+    for i in pc.indices_nonzero(mask).to_pylist():
+        values[i] = unescape(values[i])
+    return pa.array(values, pa.string())
+
+
+def service_from_path(path: pa.Array, pattern: str) -> pa.Array:
+    """The service id named by each path, via one RE2 pattern with a `service` group."""
+    return pc.struct_field(pc.extract_regex(path, pattern), [0])
+
+
+def empty_table() -> pa.Table:
+    """A parsed block with no rows."""
+    return SCHEMA.empty_table()
+
+
+def conform(columns: dict[str, pa.Array], n: int) -> pa.Table:
+    """Build a table of `SCHEMA` from the columns given; missing ones are null."""
+    arrays = []
+    for f in SCHEMA:
+        arr = columns.get(f.name)
+        if arr is None:
+            arr = pa.nulls(n, f.type)
+        elif arr.type != f.type:
+            arr = pc.cast(arr, f.type)
+        arrays.append(arr)
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def texts(values: Iterable[bytes | str]) -> list[str]:
+    """Raw lines as text for samples and evidence, never failing on bad bytes."""
+    return [v if isinstance(v, str) else v.decode("utf-8", errors="replace") for v in values]

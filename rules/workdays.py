@@ -1,0 +1,102 @@
+"""Working time by the Chinese statutory calendar (holidays and make-up working days).
+
+`chinesecalendar` knows the State Council's schedule up to the year it was released for; the
+schedule for the next year is published each November, so a running daemon can meet a year the
+package does not know. Config then supplies that year's dates (`holidays`, `workdays` overrides);
+without them monitord falls back to Monday-Friday and warns once per year instead of failing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import chinese_calendar
+
+from monitord.timeutil import SHANGHAI
+
+
+class UnknownYearWarning(UserWarning):
+    """The statutory calendar of a year is unknown; Monday-Friday is assumed."""
+
+
+@dataclass
+class WorkCalendar:
+    """Decides whether a moment falls in working time.
+
+    `holidays` and `workdays` override the package for single dates (config-supplied, for years
+    it does not know or for a local decision); `day_start`/`day_end` bound the working day.
+    """
+
+    day_start: dt.time = dt.time(8, 30)
+    day_end: dt.time = dt.time(18, 0)
+    holidays: frozenset[dt.date] = frozenset()
+    workdays: frozenset[dt.date] = frozenset()
+    _warned: set[int] = field(default_factory=set, repr=False)
+    _cache: dict[dt.date, bool] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_config(
+        cls,
+        holidays: Iterable[dt.date | str] = (),
+        workdays: Iterable[dt.date | str] = (),
+        day_start: str = "08:30",
+        day_end: str = "18:00",
+    ) -> WorkCalendar:
+        """Build a calendar from config values (dates as `YYYY-MM-DD`, times as `HH:MM`)."""
+
+        def dates(values: Iterable[dt.date | str]) -> frozenset[dt.date]:
+            return frozenset(v if isinstance(v, dt.date) else dt.date.fromisoformat(v) for v in values)
+
+        return cls(
+            day_start=dt.time.fromisoformat(day_start),
+            day_end=dt.time.fromisoformat(day_end),
+            holidays=dates(holidays),
+            workdays=dates(workdays),
+        )
+
+    def is_workday(self, day: dt.date) -> bool:
+        """Whether `day` is a working day: overrides first, then the statutory calendar."""
+        cached = self._cache.get(day)
+        if cached is not None:
+            return cached
+        if day in self.holidays:
+            result = False
+        elif day in self.workdays:
+            result = True
+        else:
+            try:
+                result = bool(chinese_calendar.is_workday(day))
+            except NotImplementedError:
+                if day.year not in self._warned:
+                    self._warned.add(day.year)
+                    warnings.warn(
+                        f"the statutory calendar of {day.year} is unknown to chinesecalendar "
+                        f"{getattr(chinese_calendar, '__version__', '')}: assuming Monday-Friday; "
+                        "set its holidays and make-up workdays in the config",
+                        UnknownYearWarning,
+                        stacklevel=2,
+                    )
+                result = day.weekday() < 5
+        self._cache[day] = result
+        return result
+
+    def is_working_time(self, moment: dt.datetime) -> bool:
+        """Whether `moment` (timezone-aware) is within working hours of a working day, in China."""
+        local = moment.astimezone(SHANGHAI)
+        return self.is_workday(local.date()) and self.day_start <= local.time() < self.day_end
+
+    def working_seconds(self, epochs: Iterable[int]) -> list[bool]:
+        """`is_working_time` for epoch seconds, computed once per distinct minute."""
+        memo: dict[int, bool] = {}
+        out = []
+        for epoch in epochs:
+            minute = epoch // 60
+            value = memo.get(minute)
+            if value is None:
+                value = self.is_working_time(dt.datetime.fromtimestamp(minute * 60, SHANGHAI))
+                memo[minute] = value
+            out.append(value)
+        return out
