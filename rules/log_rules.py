@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from monitord.accesslog.findings import LogFinding
+from monitord.accesslog.findings import MAX_EVIDENCE, LogFinding
 from monitord.types import SEVERITIES, Severity
 from rules.workdays import WorkCalendar
 
@@ -73,7 +74,9 @@ def _network(t: pa.Table, _ctx: Context) -> pa.Array:
     # the first three groups of an IPv6 address. A person moves between two or three at most.
     ip = t.column("ip")
     v4 = pc.struct_field(pc.extract_regex(ip, r"^(?P<n>\d+\.\d+)\."), [0])
-    v6 = pc.struct_field(pc.extract_regex(ip, r"^(?P<n>[0-9A-Fa-f]*:[0-9A-Fa-f]*:[0-9A-Fa-f]*)"), [0])
+    v6 = pc.struct_field(
+        pc.extract_regex(ip, r"^(?P<n>[0-9A-Fa-f]*:[0-9A-Fa-f]*:[0-9A-Fa-f]*)"), [0]
+    )
     return pc.coalesce(v4, v6, ip)
 
 
@@ -96,6 +99,16 @@ DERIVED: dict[str, Callable[[pa.Table, Context], pa.Array]] = {
     "sensitive_path": _sensitive,
     "static_path": _static,
     "error": _error,
+}
+
+
+DERIVED_NEEDS: dict[str, tuple[str, ...]] = {
+    "working_time": ("ts",),
+    "grant": ("role", "target_role"),
+    "network": ("ip",),
+    "sensitive_path": ("path",),
+    "static_path": ("path",),
+    "error": ("status",),
 }
 
 
@@ -143,6 +156,29 @@ class LogRule:
     measure: str = "count"
     distinct: str | None = None
     numerator: tuple[Condition, ...] = ()
+    breakdown: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        """The block columns this rule reads, so it filters narrow tables, not whole blocks."""
+        names: set[str] = {"ts", "row", *self.subject, *self.breakdown}
+        if self.distinct:
+            names.add(self.distinct)
+
+        def walk(conditions: Iterable[Condition]) -> None:
+            for c in conditions:
+                walk(c.any_of)
+                walk(c.all_of)
+                if c.field:
+                    names.add(c.field)
+
+        walk(self.where)
+        walk(self.numerator)
+        for name in list(names):
+            if name in DERIVED:
+                names.discard(name)
+                names.update(DERIVED_NEEDS[name])
+        return sorted(names)
 
 
 _COLUMNS = {
@@ -213,6 +249,7 @@ def parse_rules(data: Mapping[str, Any], origin: str = "logs.toml") -> list[LogR
                 measure=measure,
                 distinct=raw.get("distinct"),
                 numerator=tuple(_condition(c, where) for c in raw.get("numerator", [])),
+                breakdown=tuple(raw.get("breakdown", ())),
             )
         )
     return out
@@ -277,14 +314,22 @@ def select(conditions: Sequence[Condition], t: pa.Table, ctx: Context) -> pa.Tab
 
 @dataclass
 class _WindowState:
-    """Open window buckets of one rule, subject column and source."""
+    """Open window buckets of one rule, subject column and source: a few partial tables of
+    (subject[, distinct value], bucket) → n, num, first, last, merged now and then."""
 
-    buckets: pa.Table | None = None
+    parts: list[pa.Table] = field(default_factory=list)
+    oldest: int | None = None
     baseline: dict[str, list[int]] = field(default_factory=dict)
+
+    def table(self) -> pa.Table | None:
+        if len(self.parts) > 1:
+            self.parts = [pa.concat_tables(self.parts)]
+        return self.parts[0] if self.parts else None
 
 
 _AGG_SCHEMA = {"n": pa.int64(), "num": pa.int64(), "first": pa.int64(), "last": pa.int64(),
                "bucket": pa.int64()}  # fmt: skip
+_MERGE_EVERY = 6
 
 
 class LogRuleEngine:
@@ -298,6 +343,7 @@ class LogRuleEngine:
         self.ctx = Context(calendar or WorkCalendar())
         self._findings: dict[tuple[str, str, str], LogFinding] = {}
         self._windows: dict[tuple[str, str, str], _WindowState] = {}
+        self._lines: pa.Array = pa.array([], pa.string())
 
     @classmethod
     def load(cls, path: Path = RULES_FILE, calendar: WorkCalendar | None = None) -> LogRuleEngine:
@@ -310,26 +356,36 @@ class LogRuleEngine:
         """Evaluate every rule on a parsed block (columns of monitord.accesslog.schema)."""
         if block.num_rows == 0:
             return
-        sources = pc.unique(block.column("source")).to_pylist()
+        # Rules carry a row number instead of the raw line; evidence is fetched by number.
+        self._lines = block.column("line").combine_chunks()
+        work = block.drop_columns(["line"]).append_column(
+            "row", pa.array(np.arange(block.num_rows, dtype=np.int64))
+        )
+        sources = pc.unique(work.column("source")).to_pylist()
         for source in sources:
-            part = block if len(sources) == 1 else block.filter(pc.equal(block["source"], source))
+            part = work if len(sources) == 1 else work.filter(pc.equal(work["source"], source))
             for rule in self.rules:
                 if source in rule.sources:
-                    self._feed_rule(rule, source, part)
+                    self._feed_rule(rule, source, part.select(rule.columns))
+        self._lines = pa.array([], pa.string())
 
     def _feed_rule(self, rule: LogRule, source: str, block: pa.Table) -> None:
         rows = select(rule.where, block, self.ctx)
         if rows.num_rows == 0 and rule.kind == "row":
             return
         for subject in rule.subject:
-            sub = rows.filter(pc.is_valid(rows.column(subject))) if rows.num_rows else rows
+            sub = rows
+            if rows.num_rows and rows.column(subject).null_count:
+                sub = rows.filter(pc.is_valid(rows.column(subject)))
             if rule.kind == "row":
                 if sub.num_rows:
                     self._feed_rows(rule, subject, sub)
             else:
                 self._feed_window(rule, subject, source, sub)
 
-    def _finding(self, rule: LogRule, subject_kind: str, subject: str, first: int, last: int) -> LogFinding:
+    def _finding(
+        self, rule: LogRule, subject_kind: str, subject: str, first: int, last: int
+    ) -> LogFinding:
         key = (rule.name, subject_kind, subject)
         found = self._findings.get(key)
         if found is None:
@@ -348,80 +404,109 @@ class LogRuleEngine:
         return found
 
     def _feed_rows(self, rule: LogRule, subject: str, rows: pa.Table) -> None:
-        groups = rows.group_by(subject).aggregate(
-            [([], "count_all"), ("ts", "min"), ("ts", "max")]
-        )
+        groups = rows.group_by(subject).aggregate([([], "count_all"), ("ts", "min"), ("ts", "max")])
         for g in groups.to_pylist():
             if g["count_all"] < rule.threshold.min_count:
                 continue
             f = self._finding(rule, subject, str(g[subject]), g["ts_min"], g["ts_max"])
             f.settled += g["count_all"]
-            if subject == "vendor":
-                f.facts.setdefault("accounts", [])
             self._evidence(f, rows, subject, g[subject])
             self._summarise(rule, f, f.count)
-        if subject == "vendor":
-            # 8.3 c: the audit wants every account of a vendor and what it did, not just a total.
-            per = rows.group_by([subject, "user", "action"]).aggregate([([], "count_all")])
+        if rule.breakdown:
+            # The audit wants who did what, not only a total (8.3 c: every vendor account).
+            per = rows.group_by([subject, *rule.breakdown]).aggregate([([], "count_all")])
             for r in per.to_pylist():
                 f = self._findings.get((rule.name, subject, str(r[subject])))
                 if f is None:
                     continue
-                ops = f.facts.setdefault("operations", {})
-                key = f"{r['user']}:{r['action']}"
-                ops[key] = ops.get(key, 0) + r["count_all"]
-                if r["user"] and r["user"] not in f.facts["accounts"]:
-                    f.facts["accounts"].append(r["user"])
+                table = f.facts.setdefault("breakdown", {})
+                key = " ".join(str(r[k]) for k in rule.breakdown)
+                table[key] = table.get(key, 0) + r["count_all"]
 
-    def _evidence(self, f: LogFinding, rows: pa.Table, subject: str, value: Any, lo: int | None = None, hi: int | None = None) -> None:
-        if len(f.evidence) >= 5:
+    def _evidence(
+        self,
+        f: LogFinding,
+        rows: pa.Table,
+        subject: str,
+        value: Any,
+        span: tuple[int, int] | None = None,
+    ) -> None:
+        if len(f.evidence) >= MAX_EVIDENCE or rows.num_rows == 0:
             return
         mask = pc.equal(rows.column(subject), pa.scalar(value, rows.schema.field(subject).type))
-        if lo is not None and hi is not None:
+        if span is not None:
             ts = rows.column("ts")
-            mask = pc.and_(mask, pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
-        f.add_evidence(rows.filter(mask).column("line").slice(0, 5).to_pylist())
+            mask = pc.and_(mask, pc.and_(pc.greater_equal(ts, span[0]), pc.less(ts, span[1])))
+        picked = rows.filter(mask).column("row").slice(0, MAX_EVIDENCE)
+        f.add_evidence(pc.take(self._lines, picked).to_pylist())
 
     def _summarise(self, rule: LogRule, f: LogFinding, measure: Any) -> None:
-        shown = f"{measure:.0%}" if isinstance(measure, float) else str(measure)
-        f.facts["peak"] = max(f.facts.get("peak", measure), measure)
+        # The summary quotes the worst window seen, not merely the latest.
+        peak = max(f.facts.get("peak", measure), measure)
+        f.facts["peak"] = peak
+        shown = f"{peak:.0%}" if isinstance(peak, float) else str(peak)
         f.summary = rule.summary.format(
             subject=f.subject, count=f.count, measure=shown, window_min=rule.window // 60
         )
 
+    def _keys(self, rule: LogRule, subject: str) -> list[str]:
+        distinct = [rule.distinct] if rule.measure == "distinct" and rule.distinct else []
+        return [subject, *distinct]
+
     def _feed_window(self, rule: LogRule, subject: str, source: str, rows: pa.Table) -> None:
         state = self._windows.setdefault((rule.name, subject, source), _WindowState())
         half = max(1, rule.window // 2)
-        keys = [subject] + ([rule.distinct] if rule.measure == "distinct" and rule.distinct else [])
+        keys = self._keys(rule, subject)
         if rows.num_rows:
-            num: pa.Array
             if rule.measure == "ratio":
                 num = pc.cast(_mask(Condition(all_of=rule.numerator), rows, self.ctx), pa.int64())
             else:
-                num = pa.nulls(rows.num_rows, pa.int64()).fill_null(0)
+                num = pa.array(np.zeros(rows.num_rows, dtype=np.int64))
             cols: dict[str, Any] = {k: _column(rows, k, self.ctx) for k in keys}
-            cols["bucket"] = pc.divide(rows.column("ts"), half)
+            bucket = pc.divide(rows.column("ts"), half)
+            cols["bucket"] = bucket
             cols["ts"] = rows.column("ts")
             cols["num"] = num
-            t = pa.table(cols)
-            part = t.group_by([*keys, "bucket"]).aggregate(
-                [([], "count_all"), ("num", "sum"), ("ts", "min"), ("ts", "max")]
-            ).rename_columns([*keys, "bucket", "n", "num", "first", "last"])
-            if state.buckets is not None and state.buckets.num_rows:
-                merged = pa.concat_tables([state.buckets, part.cast(state.buckets.schema)])
-                part = merged.group_by([*keys, "bucket"]).aggregate(
-                    [("n", "sum"), ("num", "sum"), ("first", "min"), ("last", "max")]
-                ).rename_columns([*keys, "bucket", "n", "num", "first", "last"])
-            state.buckets = part
-        if state.buckets is None or state.buckets.num_rows == 0:
+            part = (
+                pa.table(cols)
+                .group_by([*keys, "bucket"])
+                .aggregate([([], "count_all"), ("num", "sum"), ("ts", "min"), ("ts", "max")])
+                .rename_columns([*keys, "bucket", "n", "num", "first", "last"])
+            )
+            if state.parts:
+                part = part.cast(state.parts[0].schema)
+            state.parts.append(part)
+            low = pc.min(bucket).as_py()
+            state.oldest = low if state.oldest is None else min(state.oldest, low)
+            if len(state.parts) >= _MERGE_EVERY:
+                state.parts = [self._merged(state, keys)]
+        b = state.table()
+        if b is None or b.num_rows == 0:
             return
-        self._evaluate(rule, subject, source, state, rows, half)
-        self._prune(rule, subject, source, state)
+        self._evaluate(rule, subject, source, b, state, rows, half)
+        self._prune(rule, subject, source, state, keys)
 
-    def _evaluate(self, rule: LogRule, subject: str, source: str, state: _WindowState, rows: pa.Table, half: int) -> None:
-        b = state.buckets
-        assert b is not None
+    @staticmethod
+    def _merged(state: _WindowState, keys: list[str]) -> pa.Table:
+        t = pa.concat_tables(state.parts)
+        return (
+            t.group_by([*keys, "bucket"])
+            .aggregate([("n", "sum"), ("num", "sum"), ("first", "min"), ("last", "max")])
+            .rename_columns([*keys, "bucket", "n", "num", "first", "last"])
+        )
+
+    def _evaluate(
+        self,
+        rule: LogRule,
+        subject: str,
+        source: str,
+        b: pa.Table,
+        state: _WindowState,
+        rows: pa.Table,
+        half: int,
+    ) -> None:
         value_col = [rule.distinct] if rule.measure == "distinct" and rule.distinct else []
+        # Each bucket belongs to two windows: the one it starts and the one it ends.
         both = pa.concat_tables(
             [
                 b.append_column("w", b.column("bucket")),
@@ -448,23 +533,26 @@ class LogRuleEngine:
             ok = pc.and_(ok, pc.greater_equal(measure, float(th.min_distinct)))
         if th.min_rate:
             ok = pc.and_(ok, pc.greater_equal(measure, th.min_rate))
+        if not pc.any(ok).as_py():
+            return
         if th.peers_quantile is not None and len(measure) >= PEERS_MIN:
             q = pc.quantile(measure, q=th.peers_quantile).to_pylist()[0]
             ok = pc.and_(ok, pc.greater(measure, th.peers_factor * q))
-        if not pc.any(ok).as_py():
-            return
         fired = win.filter(ok).to_pylist()
         if th.baseline_factor is not None:
             fired = [r for r in fired if self._above_baseline(rule, state, r, subject)]
         if not fired:
             return
-        counts_of: dict[tuple[Any, int], int] = {}
         count_col = "num" if rule.measure == "ratio" else "n"
         fired_keys = pa.array(sorted({r[subject] for r in fired}), b.schema.field(subject).type)
         per_bucket = b.filter(pc.is_in(b.column(subject), value_set=fired_keys))
         per_bucket = per_bucket.group_by([subject, "bucket"]).aggregate([(count_col, "sum")])
-        for r in per_bucket.to_pylist():
-            counts_of[(r[subject], r["bucket"])] = r[f"{count_col}_sum"]
+        counts_of = {
+            (r[subject], r["bucket"]): r[f"{count_col}_sum"] for r in per_bucket.to_pylist()
+        }
+        ev_rows = rows
+        if rule.measure == "ratio" and rows.num_rows:
+            ev_rows = rows.filter(_mask(Condition(all_of=rule.numerator), rows, self.ctx))
         for r in fired:
             f = self._finding(rule, subject, str(r[subject]), r["first_min"], r["last_max"])
             for bucket in (r["w"], r["w"] + 1):
@@ -475,32 +563,37 @@ class LogRuleEngine:
                 value = r[f"{value_col[0]}_count_distinct"]
             else:
                 value = r["n_sum"]
-            if rows.num_rows:
-                ev_rows = rows
-                if rule.measure == "ratio":
-                    ev_rows = rows.filter(_mask(Condition(all_of=rule.numerator), rows, self.ctx))
-                self._evidence(f, ev_rows, subject, r[subject], r["w"] * half, (r["w"] + 2) * half)
+            self._evidence(f, ev_rows, subject, r[subject], (r["w"] * half, (r["w"] + 2) * half))
             self._summarise(rule, f, value)
 
-    def _above_baseline(self, rule: LogRule, state: _WindowState, r: dict[str, Any], subject: str) -> bool:
+    def _above_baseline(
+        self, rule: LogRule, state: _WindowState, r: dict[str, Any], subject: str
+    ) -> bool:
         th = rule.threshold
         own = state.baseline.get(str(r[subject]))
         if own is None or own[0] < th.baseline_min_lines:
+            # Too little history of its own: compare with every subject's history.
             totals = [sum(v[i] for v in state.baseline.values()) for i in (0, 1)]
             own = totals if totals[0] else [int(r["n_sum"]), 0]
         rate = own[1] / own[0] if own[0] else 0.0
         return bool(r["num_sum"] / r["n_sum"] > (th.baseline_factor or 1.0) * rate)
 
-    def _prune(self, rule: LogRule, subject: str, source: str, state: _WindowState) -> None:
-        b = state.buckets
-        assert b is not None
+    def _prune(
+        self, rule: LogRule, subject: str, source: str, state: _WindowState, keys: list[str]
+    ) -> None:
+        b = state.table()
+        if b is None or state.oldest is None:
+            return
         newest = pc.max(b.column("bucket")).as_py()
         keep_from = newest - 1 - LATE_BUCKETS
-        old = pc.less(b.column("bucket"), keep_from)
-        if not pc.any(old).as_py():
+        if state.oldest >= keep_from:
             return
+        b = self._merged(state, keys)
+        old = pc.less(b.column("bucket"), keep_from)
         gone = b.filter(old)
-        state.buckets = b.filter(pc.invert(old))
+        kept = b.filter(pc.invert(old))
+        state.parts = [kept]
+        state.oldest = pc.min(kept.column("bucket")).as_py() if kept.num_rows else None
         if rule.threshold.baseline_factor is not None:
             totals = gone.group_by(subject).aggregate([("n", "sum"), ("num", "sum")])
             for r in totals.to_pylist():
@@ -526,8 +619,10 @@ class LogRuleEngine:
         """JSON-able state: open window buckets, baselines and findings (for follow mode)."""
         windows = {}
         for (rule, subject, source), st in self._windows.items():
+            b = st.table()
             windows[f"{rule}|{subject}|{source}"] = {
-                "buckets": st.buckets.to_pylist() if st.buckets is not None else [],
+                "buckets": b.to_pylist() if b is not None else [],
+                "oldest": st.oldest,
                 "baseline": st.baseline,
             }
         return {"windows": windows, "findings": [f.to_state() for f in self._findings.values()]}
@@ -545,15 +640,22 @@ class LogRuleEngine:
             rule = by_name.get(rule_name)
             if rule is None:
                 continue  # a rule removed from the file: its windows go with it
-            st = _WindowState(baseline={k: list(v) for k, v in raw.get("baseline", {}).items()})
+            st = _WindowState(
+                oldest=raw.get("oldest"),
+                baseline={k: list(v) for k, v in raw.get("baseline", {}).items()},
+            )
             if raw.get("buckets"):
-                keys = [subject] + ([rule.distinct] if rule.measure == "distinct" and rule.distinct else [])
-                schema = pa.schema([(k, pa.string()) for k in keys] + [(k, _AGG_SCHEMA[k]) for k in ("bucket", "n", "num", "first", "last")])
-                st.buckets = pa.Table.from_pylist(raw["buckets"], schema=schema)
+                schema = pa.schema(
+                    [(k, pa.string()) for k in self._keys(rule, subject)]
+                    + [(k, _AGG_SCHEMA[k]) for k in ("bucket", "n", "num", "first", "last")]
+                )
+                st.parts = [pa.Table.from_pylist(raw["buckets"], schema=schema)]
             self._windows[(rule_name, subject, source)] = st
 
 
-def findings_of(blocks: Iterable[pa.Table], engine: LogRuleEngine | None = None) -> list[LogFinding]:
+def findings_of(
+    blocks: Iterable[pa.Table], engine: LogRuleEngine | None = None
+) -> list[LogFinding]:
     """Run an engine (the shipped rules by default) over parsed blocks and return its findings."""
     eng = engine or LogRuleEngine.load()
     for block in blocks:

@@ -132,7 +132,9 @@ class Analyzer:
             p = nginx.parse(split.lines, self.service_pattern)
             table, rejected = p.table, rejected + p.rejected
         lines = len(split.lines) + len(split.garbage)
-        return _Parsed(table, lines, [f"{source}: {r[:SAMPLE_CHARS]}" for r in rejected], nbytes=len(data))
+        return _Parsed(
+            table, lines, [f"{source}: {r[:SAMPLE_CHARS]}" for r in rejected], nbytes=len(data)
+        )
 
     # -- absorbing (main thread) ------------------------------------------------------------------
 
@@ -159,7 +161,9 @@ class Analyzer:
         if room > 0:
             self.rejected_samples += samples[:room]
 
-    def feed(self, data: bytes, fmt: Format = "auto", source: str = "<input>", final: bool = False) -> int:
+    def feed(
+        self, data: bytes, fmt: Format = "auto", source: str = "<input>", final: bool = False
+    ) -> int:
         """Analyse the complete lines at the start of `data`; return how many bytes they took.
 
         Follow mode reads from its stored offset, feeds what it read and advances the offset by
@@ -209,7 +213,9 @@ class Analyzer:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], engine: LogRuleEngine | None = None, **kwargs: Any) -> Analyzer:
+    def from_state(
+        cls, state: dict[str, Any], engine: LogRuleEngine | None = None, **kwargs: Any
+    ) -> Analyzer:
         """Resume an analyzer from `to_state`'s output, with the current rules."""
         an = cls(engine, **kwargs)
         an.lines = int(state.get("lines", 0))

@@ -124,9 +124,13 @@ def _times(ts: pa.ChunkedArray | pa.Array) -> pa.Array:
     local = pc.dictionary_encode(pc.utf8_slice_codeunits(ts, 0, 19))
     if isinstance(local, pa.ChunkedArray):
         local = local.combine_chunks()
-    seconds = pc.strptime(local.dictionary, format="%Y-%m-%dT%H:%M:%S", unit="s", error_is_null=True)
+    seconds = pc.strptime(
+        local.dictionary, format="%Y-%m-%dT%H:%M:%S", unit="s", error_is_null=True
+    )
     naive = pc.take(seconds.cast(pa.int64()), local.indices)
-    zone = pc.dictionary_encode(pc.struct_field(pc.extract_regex(ts, r"(?P<z>Z|[+-]\d\d:?\d\d)$"), [0]))
+    zone = pc.dictionary_encode(
+        pc.struct_field(pc.extract_regex(ts, r"(?P<z>Z|[+-]\d\d:?\d\d)$"), [0])
+    )
     if isinstance(zone, pa.ChunkedArray):
         zone = zone.combine_chunks()
     offsets = [_offset_seconds(z) for z in zone.dictionary.to_pylist()]

@@ -65,7 +65,5 @@ def as_text(lines: pa.Array) -> pa.Array:
             try:
                 fixed.append(raw.decode("utf-8"))
             except UnicodeDecodeError:
-                fixed.append(
-                    "".join(chr(b) if b < 0x80 else f"\\x{b:02X}" for b in raw)
-                )
+                fixed.append("".join(chr(b) if b < 0x80 else f"\\x{b:02X}" for b in raw))
         return pa.array(fixed, pa.string())

@@ -85,9 +85,10 @@ def unescape(text: str) -> str:
 
 def unescape_column(col: pa.Array) -> pa.Array:
     """Unescape only the values that contain an escape; the rest pass through untouched."""
-    mask = pc.fill_null(pc.match_substring(col, "\\"), False)
-    if not pc.any(mask).as_py():
+    data = col.buffers()[2]
+    if data is None or b"\\" not in data.to_pybytes():
         return col
+    mask = pc.fill_null(pc.match_substring(col, "\\"), False)
     values = col.to_pylist()
     for i in pc.indices_nonzero(mask).to_pylist():
         values[i] = unescape(values[i])

@@ -86,7 +86,9 @@ def blocks(name: str, stream: BinaryIO, size: int = BLOCK_SIZE) -> Iterator[Bloc
         yield Block(name, data[: cut + 1])
     if damage:
         # The partial last line of a truncated stream is not trustworthy: report, do not parse.
-        yield Block(name, b"", damage + (f"; partial line dropped: {carry[:200]!r}" if carry else ""))
+        yield Block(
+            name, b"", damage + (f"; partial line dropped: {carry[:200]!r}" if carry else "")
+        )
     elif carry:
         yield Block(name, carry + b"\n")
 

@@ -10,7 +10,6 @@ wide bins (exact to within 2.5 %), which merges across blocks and runs.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +28,21 @@ BINS = 400  # 0.1 ms * 1.05**400 ≈ 30 hours: every plausible latency has a bin
 TOP_PATHS = 10
 
 
+COUNTS = ("n", "s2xx", "s3xx", "s4xx", "s5xx", "sother", *(f"c_{k}" for k in CLIENT_KINDS))
+"""Per-row indicator columns, summed per group: one group-by gives every count at once."""
+
+
 @dataclass
 class _Partials:
-    distinct: list[pa.Table] = field(default_factory=list)
-    counts: list[pa.Table] = field(default_factory=list)
+    people: list[pa.Table] = field(default_factory=list)
     latency: list[pa.Table] = field(default_factory=list)
     paths: list[pa.Table] = field(default_factory=list)
+
+    def lists(self) -> dict[str, list[pa.Table]]:
+        return {"people": self.people, "latency": self.latency, "paths": self.paths}
+
+
+_EXTRA = {"people": ["ip", "user"], "latency": ["bin"], "paths": ["path"]}
 
 
 def _latency_bins(ms: pa.Array) -> pa.Array:
@@ -44,9 +52,17 @@ def _latency_bins(ms: pa.Array) -> pa.Array:
     return pa.array(np.clip(bins, 0, BINS - 1).astype(np.int32), mask=np.isnan(values))
 
 
-def _bin_value(b: int) -> float:
-    # The geometric middle of the bin.
-    return float(_MIN_MS * _RATIO ** (b + 0.5))
+def _indicators(table: pa.Table) -> dict[str, pa.Array]:
+    status = table.column("status").to_numpy(zero_copy_only=False)
+    klass = np.where(np.isnan(status.astype(np.float64)), 0, status // 100)
+    client = pc.fill_null(table.column("client"), "desktop")
+    out: dict[str, pa.Array] = {"n": pa.array(np.ones(len(klass), dtype=np.int32))}
+    for k in (2, 3, 4, 5):
+        out[f"s{k}xx"] = pa.array((klass == k).astype(np.int32))
+    out["sother"] = pa.array(((klass < 2) | (klass > 5)).astype(np.int32))
+    for kind in CLIENT_KINDS:
+        out[f"c_{kind}"] = pc.cast(pc.equal(client, kind), pa.int32())
+    return out
 
 
 class StatsAccumulator:
@@ -57,6 +73,7 @@ class StatsAccumulator:
         self.lateness_hours = lateness_hours
         self._open: _Partials = _Partials()
         self._max_hour: int | None = None
+        self._min_open: int | None = None
         self._closed: list[dict[str, Any]] = []
 
     def add(self, table: pa.Table) -> None:
@@ -64,71 +81,64 @@ class StatsAccumulator:
         if table.num_rows == 0:
             return
         hour = pc.multiply(pc.divide(table.column("ts"), 3600), 3600)
-        service = pc.fill_null(table.column("service"), "-")
-        status_class = pc.binary_join_element_wise(
-            pc.cast(pc.divide(table.column("status"), 100), pa.string()), "xx", ""
-        )
-        t = pa.table(
-            {
-                "source": table.column("source"),
-                "service": service,
-                "hour": hour,
-                "ip": table.column("ip"),
-                "user": table.column("user"),
-                "status": status_class,
-                "client": table.column("client"),
-                "bin": _latency_bins(table.column("duration_ms").combine_chunks()),
-                "path": table.column("path"),
-            }
-        )
+        keys = {
+            "source": table.column("source"),
+            "service": pc.fill_null(table.column("service"), "-"),
+            "hour": hour,
+        }
+        people = pa.table({**keys, "ip": table.column("ip"), "user": table.column("user"),
+                           **_indicators(table)})  # fmt: skip
         p = self._open
-        p.distinct.append(t.group_by([*KEYS, "ip", "user"]).aggregate([]))
-        p.counts.append(
-            t.group_by([*KEYS, "status", "client"]).aggregate([([], "count_all")])
-        )
-        lat = t.filter(pc.is_valid(t.column("bin")))
-        p.latency.append(lat.group_by([*KEYS, "bin"]).aggregate([([], "count_all")]))
-        p.paths.append(t.group_by([*KEYS, "path"]).aggregate([([], "count_all")]))
-        top = pc.max(hour).as_py()
-        if top is not None and (self._max_hour is None or top > self._max_hour):
-            self._max_hour = top
+        p.people.append(
+            people.group_by([*KEYS, "ip", "user"]).aggregate([(c, "sum") for c in COUNTS])
+            .rename_columns([*KEYS, "ip", "user", *COUNTS])
+        )  # fmt: skip
+        bins = _latency_bins(table.column("duration_ms").combine_chunks())
+        if bins.null_count < len(bins):
+            lat = pa.table({**keys, "bin": bins}).filter(pc.is_valid(bins))
+            p.latency.append(lat.group_by([*KEYS, "bin"]).aggregate([([], "count_all")]))
+        paths = pa.table({**keys, "path": table.column("path")})
+        p.paths.append(paths.group_by([*KEYS, "path"]).aggregate([([], "count_all")]))
+        lo, hi = pc.min_max(hour).values()
+        if self._max_hour is None or hi.as_py() > self._max_hour:
+            self._max_hour = hi.as_py()
+        if self._min_open is None or lo.as_py() < self._min_open:
+            self._min_open = lo.as_py()
         self._compact()
-        if self._max_hour is not None:
-            self._close_before(self._max_hour - 3600 * self.lateness_hours)
+        cutoff = self._max_hour - 3600 * self.lateness_hours
+        if self._min_open is not None and self._min_open < cutoff:
+            self._close_before(cutoff)
 
     def _compact(self, force: bool = False) -> None:
         # Many small partials cost more than one merged table: fold them every few blocks.
         p = self._open
-        if len(p.counts) < (2 if force else 8):
+        if len(p.people) < (2 if force else 8):
             return
-        p.distinct = [pa.concat_tables(p.distinct).group_by([*KEYS, "ip", "user"]).aggregate([])]
-        for name, extra in (("counts", ["status", "client"]), ("latency", ["bin"]), ("paths", ["path"])):
-            tables: list[pa.Table] = getattr(p, name)
-            merged = pa.concat_tables(tables).group_by([*KEYS, *extra])
-            merged_t = merged.aggregate([("count_all", "sum")]).rename_columns(
-                [*KEYS, *extra, "count_all"]
-            )
-            setattr(p, name, [merged_t])
+        for name, tables in p.lists().items():
+            if len(tables) > 1:
+                setattr(p, name, [_merge(name, pa.concat_tables(tables))])
 
     def _close_before(self, hour: int | None) -> None:
         """Finish every hour before `hour` (all hours when None)."""
         p = self._open
-        if not p.counts:
+        if not p.people:
             return
-
-        def split(tables: list[pa.Table]) -> tuple[pa.Table, list[pa.Table]]:
+        done: dict[str, pa.Table] = {}
+        for name, tables in p.lists().items():
+            if not tables:
+                done[name] = _empty(name)
+                continue
             t = pa.concat_tables(tables)
             if hour is None:
-                return t, []
-            done = pc.less(t.column("hour"), hour)
-            return t.filter(done), [t.filter(pc.invert(done))]
-
-        distinct, p.distinct = split(p.distinct)
-        counts, p.counts = split(p.counts)
-        latency, p.latency = split(p.latency)
-        paths, p.paths = split(p.paths)
-        if counts.num_rows:
-            self._closed += _finish(distinct, counts, latency, paths)
+                done[name], rest = t, []
+            else:
+                old = pc.less(t.column("hour"), hour)
+                done[name], rest = t.filter(old), [t.filter(pc.invert(old))]
+            setattr(p, name, rest)
+        remaining = [t for t in p.people if t.num_rows]
+        self._min_open = pc.min(remaining[0].column("hour")).as_py() if remaining else None
+        if done["people"].num_rows:
+            self._closed += _finish(done["people"], done["latency"], done["paths"])
 
     def take_closed(self) -> list[dict[str, Any]]:
         """The rows of hours that will not change any more (follow mode stores and drops them)."""
@@ -148,10 +158,8 @@ class StatsAccumulator:
         p = self._open
         return {
             "max_hour": self._max_hour,
-            "distinct": [t.to_pylist() for t in p.distinct],
-            "counts": [t.to_pylist() for t in p.counts],
-            "latency": [t.to_pylist() for t in p.latency],
-            "paths": [t.to_pylist() for t in p.paths],
+            "min_open": self._min_open,
+            **{name: [t.to_pylist() for t in tables] for name, tables in p.lists().items()},
         }
 
     @classmethod
@@ -159,8 +167,9 @@ class StatsAccumulator:
         """Rebuild an accumulator from `to_state`'s output."""
         acc = cls(lateness_hours)
         acc._max_hour = state.get("max_hour")
+        acc._min_open = state.get("min_open")
         p = acc._open
-        for name in ("distinct", "counts", "latency", "paths"):
+        for name in ("people", "latency", "paths"):
             tables = [
                 pa.Table.from_pylist(rows).cast(_schema(name, rows[0]))
                 for rows in state.get(name, [])
@@ -172,63 +181,98 @@ class StatsAccumulator:
 
 def _schema(name: str, example: dict[str, Any]) -> pa.Schema:
     types = {"hour": pa.int64(), "bin": pa.int32(), "count_all": pa.int64()}
+    types.update(dict.fromkeys(COUNTS, pa.int64()))
     return pa.schema([(k, types.get(k, pa.string())) for k in example])
 
 
-def _finish(
-    distinct: pa.Table, counts: pa.Table, latency: pa.Table, paths: pa.Table
-) -> list[dict[str, Any]]:
+def _empty(name: str) -> pa.Table:
+    cols = [*KEYS, *_EXTRA[name], *(COUNTS if name == "people" else ["count_all"])]
+    return pa.Table.from_pylist([], schema=_schema(name, dict.fromkeys(cols)))
+
+
+def _merge(name: str, t: pa.Table) -> pa.Table:
+    extra = _EXTRA[name]
+    sums = COUNTS if name == "people" else ("count_all",)
+    merged = t.group_by([*KEYS, *extra]).aggregate([(c, "sum") for c in sums])
+    return merged.rename_columns([*KEYS, *extra, *sums])
+
+
+def _finish(people: pa.Table, latency: pa.Table, paths: pa.Table) -> list[dict[str, Any]]:
+    aggs: list[Any] = [(c, "sum") for c in COUNTS]
+    aggs += [("ip", "count_distinct"), ("user", "count_distinct")]
+    per = people.group_by(KEYS).aggregate(aggs)
     rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for r in per.to_pylist():
+        status = {f"{k}xx": r[f"s{k}xx_sum"] for k in (2, 3, 4, 5) if r[f"s{k}xx_sum"]}
+        if r["sother_sum"]:
+            status["other"] = r["sother_sum"]
+        rows[(r["source"], r["service"], r["hour"])] = {
+            "source": r["source"],
+            "service": r["service"],
+            "hour": iso(r["hour"]),
+            "requests": r["n_sum"],
+            "users": r["user_count_distinct"],
+            "ips": r["ip_count_distinct"],
+            "status": status,
+            "latency_ms": {"p50": None, "p95": None, "p99": None},
+            "clients": {k: r[f"c_{k}_sum"] for k in CLIENT_KINDS},
+            "top_paths": [],
+        }
 
     def row(key: tuple[str, str, int]) -> dict[str, Any]:
-        if key not in rows:
-            rows[key] = {
-                "source": key[0],
-                "service": key[1],
-                "hour": iso(key[2]),
-                "requests": 0,
-                "users": 0,
-                "ips": 0,
-                "status": {},
-                "latency_ms": {"p50": None, "p95": None, "p99": None},
-                "clients": dict.fromkeys(CLIENT_KINDS, 0),
-                "top_paths": [],
-            }
         return rows[key]
 
-    c = counts.group_by([*KEYS, "status", "client"]).aggregate([("count_all", "sum")])
-    for r in c.to_pylist():
-        out = row((r["source"], r["service"], r["hour"]))
-        n = r["count_all_sum"]
-        out["requests"] += n
-        out["status"][r["status"] or "other"] = out["status"].get(r["status"] or "other", 0) + n
-        out["clients"][r["client"]] = out["clients"].get(r["client"], 0) + n
-    d = distinct.group_by(KEYS).aggregate([("ip", "count_distinct"), ("user", "count_distinct")])
-    for r in d.to_pylist():
-        out = row((r["source"], r["service"], r["hour"]))
-        out["ips"] = r["ip_count_distinct"]
-        out["users"] = r["user_count_distinct"]
-    hist: dict[tuple[str, str, int], list[tuple[int, int]]] = defaultdict(list)
-    lat = latency.group_by([*KEYS, "bin"]).aggregate([("count_all", "sum")])
-    for r in lat.to_pylist():
-        hist[(r["source"], r["service"], r["hour"])].append((r["bin"], r["count_all_sum"]))
-    for key, pairs in hist.items():
-        pairs.sort()
-        total = sum(n for _, n in pairs)
-        marks = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
-        seen = 0
-        result: dict[str, float | None] = {}
-        for b, n in pairs:
-            seen += n
-            for name, q in list(marks.items()):
-                if seen >= q * total:
-                    result[name] = round(_bin_value(b), 1)
-                    del marks[name]
-        row(key)["latency_ms"] = result
-    pt = paths.group_by([*KEYS, "path"]).aggregate([("count_all", "sum")])
-    pt = pt.sort_by([("count_all_sum", "descending")])
-    for r in pt.to_pylist():
-        out = row((r["source"], r["service"], r["hour"]))
-        if len(out["top_paths"]) < TOP_PATHS:
-            out["top_paths"].append([r["path"], r["count_all_sum"]])
+    for key, marks in _percentiles(latency).items():
+        row(key)["latency_ms"] = marks
+    for r in _top_paths(paths).to_pylist():
+        row((r["source"], r["service"], r["hour"]))["top_paths"].append([r["path"], r["n"]])
     return list(rows.values())
+
+
+def _group_starts(t: pa.Table) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """For a table sorted by KEYS: True where a new (source, service, hour) starts."""
+    n = t.num_rows
+    start = np.zeros(n, dtype=bool)
+    if n:
+        start[0] = True
+    for k in KEYS:
+        col = t.column(k).combine_chunks()
+        same = pc.fill_null(pc.equal(col.slice(1), col.slice(0, n - 1)), False)
+        start[1:] |= ~same.to_numpy(zero_copy_only=False)
+    return start
+
+
+def _percentiles(latency: pa.Table) -> dict[tuple[str, str, int], dict[str, float | None]]:
+    """p50/p95/p99 per group from the merged histogram, with one searchsorted per mark."""
+    lat = latency.group_by([*KEYS, "bin"]).aggregate([("count_all", "sum")])
+    lat = lat.sort_by([(k, "ascending") for k in (*KEYS, "bin")])
+    if lat.num_rows == 0:
+        return {}
+    starts = np.flatnonzero(_group_starts(lat))
+    counts = lat.column("count_all_sum").to_numpy().astype(np.float64)
+    bins = lat.column("bin").to_numpy()
+    cum = np.cumsum(counts)
+    before = np.concatenate(([0.0], cum))[starts]
+    ends = np.concatenate((starts[1:], [len(counts)])) - 1
+    totals = cum[ends] - before
+    marks: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        idx = np.searchsorted(cum, before + q * totals - 1e-9, side="left")
+        marks[name] = np.round(_MIN_MS * _RATIO ** (bins[np.minimum(idx, ends)] + 0.5), 1)
+    keys = lat.select(KEYS).take(pa.array(starts)).to_pylist()
+    return {
+        (k["source"], k["service"], k["hour"]): {name: float(v[i]) for name, v in marks.items()}
+        for i, k in enumerate(keys)
+    }
+
+
+def _top_paths(paths: pa.Table) -> pa.Table:
+    """The TOP_PATHS most requested paths of each group, most requested first."""
+    pt = paths.group_by([*KEYS, "path"]).aggregate([("count_all", "sum")])
+    pt = pt.sort_by([*((k, "ascending") for k in KEYS), ("count_all_sum", "descending")])
+    if pt.num_rows == 0:
+        return pt.rename_columns([*KEYS, "path", "n"])
+    starts = _group_starts(pt)
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(pt.num_rows), 0))
+    rank = np.arange(pt.num_rows) - group_start
+    return pt.filter(pa.array(rank < TOP_PATHS)).rename_columns([*KEYS, "path", "n"])
