@@ -14,6 +14,7 @@ from monitord import __version__, aio
 from monitord.app import build_app
 from monitord.catalogue import service_rows, sync_catalogue, sync_rows
 from monitord.cli_incidents import add_incident_commands
+from monitord.cli_logs import add_log_commands
 from monitord.cli_probe import add_probe_command
 from monitord.cli_scan import add_scan_commands
 from monitord.config import Settings, load_config
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_incident_commands(sub)
     add_probe_command(sub)
     add_scan_commands(sub)
+    add_log_commands(sub)
     p = add("demo", cmd_demo, "run a demo portal on loopback and the daemon against it")
     p.add_argument(
         "--interval", type=int, default=20, help="seconds between catalogue syncs (default 20)"

@@ -185,6 +185,61 @@ class ProbeSettings(_Section):
         return value
 
 
+def _date(value: str) -> str:
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("a date such as 2027-01-01") from None
+    return value
+
+
+def _clock_time(value: str) -> str:
+    try:
+        dt.time.fromisoformat(value)
+    except ValueError:
+        raise ValueError("a time of day such as 08:30") from None
+    return value
+
+
+class FollowedLog(_Section):
+    """One access log the daemon follows."""
+
+    path: str
+    format: Literal["auto", "nginx", "json"] = "auto"
+
+
+class LogSettings(_Section):
+    """Access-log analysis (clauses 6.4 c, 7.1, 7.3.1, 8.3 c)."""
+
+    follow: list[FollowedLog] = Field(default_factory=list)
+    """Logs read every follow_interval_seconds, across restarts and logrotate."""
+    follow_interval_seconds: float = Field(default=300.0, gt=0)
+    service_pattern: str | None = None
+    """A regular expression with a group `service` that finds the service id in an nginx
+    request path; unset uses the built-in one (/svc/<id>/ or ?service_id=)."""
+    holidays: list[Annotated[str, AfterValidator(_date)]] = Field(default_factory=list)
+    """Extra statutory holidays, for years the Chinese calendar package does not know yet."""
+    workdays: list[Annotated[str, AfterValidator(_date)]] = Field(default_factory=list)
+    """Extra make-up working days (调休上班), likewise."""
+    work_day_start: Annotated[str, AfterValidator(_clock_time)] = "08:30"
+    work_day_end: Annotated[str, AfterValidator(_clock_time)] = "18:00"
+
+    @field_validator("service_pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        import re
+
+        if value is None:
+            return None
+        try:
+            pattern = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"a regular expression ({exc})") from None
+        if "service" not in pattern.groupindex:
+            raise ValueError("a regular expression with a (?P<service>…) group")
+        return value
+
+
 class ZapSettings(_Section):
     """The OWASP ZAP instance that the operation unit runs, and how monitord scans with it."""
 
@@ -321,6 +376,7 @@ DEFAULT_RULE_KINDS: dict[str, str] = {
     "catalogue_unknown_value": "compliance",
     "suspension_overdue": "compliance",
     "quarterly_scan_missing": "compliance",
+    "log_gap": "compliance",
     "*": "other",
 }
 
@@ -392,6 +448,7 @@ class Settings(_Section):
     portal: PortalSettings = PortalSettings()
     logging: LoggingSettings = LoggingSettings()
     probes: ProbeSettings = ProbeSettings()
+    logs: LogSettings = LogSettings()
     zap: ZapSettings = ZapSettings()
     alerts: AlertSettings = AlertSettings()
     incidents: IncidentSettings = IncidentSettings()

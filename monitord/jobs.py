@@ -16,6 +16,7 @@ from monitord.app import App
 from monitord.catalogue import sync_catalogue
 from monitord.config import Settings
 from monitord.incidents import intake, work_clocks
+from monitord.logwork import audit_due, follow_logs
 from monitord.probing import probe_round
 from monitord.retention import purge, roll_up
 from monitord.scans import finished_scan_count, scan_pass
@@ -71,6 +72,25 @@ async def security_scans(app: App) -> None:
             logger.warning("ZAP has run {} scans: restart it to release memory (see README)", done)
 
 
+async def follow_access_logs(app: App) -> None:
+    """Read what is new in the configured access logs; statistics and findings to the store."""
+    if not app.settings.logs.follow:
+        return
+    report = await asyncio.to_thread(follow_logs, app.store, app.settings, app.clock)
+    if report.lines:
+        logger.info(
+            "access logs: {} new lines, {} hourly statistics, {} findings updated",
+            report.lines,
+            report.stats,
+            report.findings,
+        )
+
+
+async def quarterly_log_audit(app: App) -> None:
+    """Write the previous quarter's log audit (7.3.1) once it is over."""
+    await asyncio.to_thread(audit_due, app.store, app.clock)
+
+
 def _incident_pass(app: App) -> tuple[list[int], list[int], int]:
     with app.store.session() as session:
         now = app.clock()
@@ -102,6 +122,8 @@ JOBS: tuple[Job, ...] = (
     # The first round waits one interval, so that the first catalogue sync has landed.
     Job("probes", probe_services, lambda s: s.probes.interval_seconds, run_at_start=False),
     Job("security-scans", security_scans, lambda s: s.zap.check_interval_seconds),
+    Job("access-logs", follow_access_logs, lambda s: s.logs.follow_interval_seconds),
+    Job("log-audit", quarterly_log_audit, lambda s: 6 * 3600.0),
     Job("housekeeping", housekeeping, lambda s: 3600.0),
     Job("incidents", incident_clock, lambda s: s.incidents.check_interval_seconds),
     Job("alert-delivery", alert_delivery, lambda s: s.alerts.delivery_interval_seconds),

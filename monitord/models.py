@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -336,3 +337,49 @@ class Scan(Base):
     high: Mapped[int] = mapped_column(Integer, default=0)
     medium: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class LogSource(Base):
+    """Where following one access log stopped, and the analysis state to resume with."""
+
+    __tablename__ = "log_sources"
+
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    device: Mapped[int] = mapped_column(Integer, default=0)
+    inode: Mapped[int] = mapped_column(Integer, default=0)
+    offset: Mapped[int] = mapped_column(Integer, default=0)
+    head: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class LogHourStat(Base):
+    """Access statistics of one service in one hour, from one log source (clause 6.4 c)."""
+
+    __tablename__ = "log_hour_stats"
+    __table_args__ = (UniqueConstraint("source", "service", "hour", name="uq_log_hour"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(1000))
+    service: Mapped[str] = mapped_column(String(200), index=True)
+    hour: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """users, ips, status classes, latency p50/p95/p99, client kinds, top paths."""
+
+
+class LogAudit(Base):
+    """The quarterly log audit of clause 7.3.1, as the quarterly report reads it."""
+
+    __tablename__ = "log_audits"
+
+    quarter: Mapped[str] = mapped_column(String(10), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    period_start: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    lines_per_day: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    empty_days: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    findings_by_rule: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    vendor_operations: Mapped[list[Any]] = mapped_column(JSON, default=list)

@@ -1,0 +1,192 @@
+"""`monitord analyse`, `monitord usage` and `monitord log-audit`: access logs from the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+from monitord.app import build_app
+from monitord.config import load_config
+from monitord.errors import UsageError
+from monitord.textable import format_table
+from monitord.timeutil import parse_time
+
+
+def _time(flag: str, value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise UsageError(
+            f"{flag} {value!r}: expected an ISO 8601 time such as 2026-10-01 or "
+            "2026-10-01T08:00 (read as Asia/Shanghai)"
+        ) from None
+
+
+def _progress() -> Any:
+    """A progress line on stderr for large inputs, when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    shown = [0]
+
+    def report(lines: int, read: int) -> None:
+        if read - shown[0] >= 64 * 1024 * 1024:
+            shown[0] = read
+            print(
+                f"\ranalysed {lines:,} lines, {read / 2**20:,.0f} MiB",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return report
+
+
+def cmd_analyse(args: argparse.Namespace) -> int:
+    """Analyse access logs: statistics, rejected lines and abnormal behaviour."""
+    from monitord.accesslog.analysis import analyse
+    from monitord.cli import config_path
+    from monitord.logwork import make_analyzer
+
+    settings = load_config(config_path(args))
+    engine = make_analyzer(settings.logs).engine
+    options: dict[str, Any] = {}
+    if settings.logs.service_pattern:
+        options["service_pattern"] = settings.logs.service_pattern
+    for path in args.paths:
+        if path != "-":
+            from pathlib import Path
+
+            if not Path(path).exists():
+                raise UsageError(f"{path}: no such file or directory")
+    result = analyse(
+        args.paths,
+        args.format,
+        _time("--since", args.since),
+        _time("--until", args.until),
+        _progress(),
+        engine=engine,
+        **options,
+    )
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_json(), ensure_ascii=False))
+        return 0
+    print(
+        f"{result.lines:,} lines, {result.rejected:,} could not be read"
+        + (f" (e.g. {result.rejected_samples[0][:100]!r})" if result.rejected_samples else "")
+    )
+    services: dict[str, int] = {}
+    for row in result.stats:
+        services[row["service"]] = services.get(row["service"], 0) + int(row["requests"] or 0)
+    top = sorted(services.items(), key=lambda kv: -kv[1])[:10]
+    if top:
+        print(format_table(["SERVICE", "REQUESTS"], [[k, f"{v:,}"] for k, v in top]))
+    findings = [f.to_json() for f in result.findings]
+    print(f"{len(findings)} finding(s)")
+    if findings:
+        print(
+            format_table(
+                ["RULE", "CLAUSE", "SEV", "SUBJECT", "COUNT", "FIRST", "LAST"],
+                [
+                    [
+                        f["rule"],
+                        f["clause"],
+                        f["severity"],
+                        ",".join(f"{k}={v}" for k, v in f["subject"].items()),
+                        str(f["count"]),
+                        f["first_seen"],
+                        f["last_seen"],
+                    ]
+                    for f in findings
+                ],
+                40,
+            )
+        )
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    """How a service was used, from the stored hourly statistics."""
+    from monitord.cli import config_path
+    from monitord.logwork import usage
+    from monitord.scans import quarter_start
+
+    app = build_app(load_config(config_path(args)))
+    now = app.clock()
+    since = _time("--since", args.since)
+    until = _time("--until", args.until) or now
+    if since is None:  # default: the last full quarter
+        _label, this_quarter = quarter_start(now)
+        _label, since = quarter_start(this_quarter - dt.timedelta(days=1))
+        until = this_quarter
+    data = usage(app.store, args.service, since, until)
+    app.store.dispose()
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        for key, value in data.items():
+            print(f"{key:<22} {value}")
+    return 0
+
+
+def cmd_log_audit(args: argparse.Namespace) -> int:
+    """Write and show the quarterly log audit (default: the previous quarter)."""
+    from monitord.cli import config_path
+    from monitord.logwork import log_audit
+
+    if args.quarter and not (
+        len(args.quarter) == 6
+        and args.quarter[4] == "q"
+        and args.quarter[:4].isdigit()
+        and args.quarter[5] in "1234"
+    ):
+        raise UsageError(f"--quarter {args.quarter!r}: expected a quarter such as 2026q3")
+    app = build_app(load_config(config_path(args)))
+    with app.store.session() as session:
+        audit = log_audit(session, app.clock(), args.quarter)
+        data: dict[str, Any] = {
+            "quarter": audit.quarter,
+            "lines": audit.lines,
+            "empty_days": audit.empty_days,
+            "findings_by_rule": audit.findings_by_rule,
+            "vendor_operations": audit.vendor_operations,
+            "lines_per_day": audit.lines_per_day,
+        }
+    app.store.dispose()
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+        return 0
+    print(
+        f"log audit {data['quarter']}: {data['lines']:,} lines analysed; "
+        f"{len(data['empty_days'])} day(s) without logs; findings by rule: "
+        f"{data['findings_by_rule'] or 'none'}; vendor accounts: "
+        f"{len(data['vendor_operations'])}"
+    )
+    return 0
+
+
+def add_log_commands(sub: Any) -> None:
+    """Register `analyse`, `usage` and `log-audit`."""
+    p = sub.add_parser("analyse", help="analyse access logs (nginx combined or the JSON audit log)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files (.gz too), folders, or -")
+    p.add_argument("--format", choices=["auto", "nginx", "json"], default="auto")
+    p.add_argument("--since", metavar="TIME")
+    p.add_argument("--until", metavar="TIME")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_analyse)
+    p = sub.add_parser("usage", help="how a service was used (default: the last quarter)")
+    p.add_argument("service", metavar="SERVICE_ID")
+    p.add_argument("--since", metavar="TIME")
+    p.add_argument("--until", metavar="TIME")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_usage)
+    p = sub.add_parser("log-audit", help="write and show the quarterly log audit (7.3.1)")
+    p.add_argument("--quarter", metavar="YYYYqN", help="default: the previous quarter")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_log_audit)

@@ -1,0 +1,265 @@
+"""Access logs in the daemon: following the configured logs, storing hourly statistics and
+findings, and the quarterly log audit of clause 7.3.1."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from monitord.accesslog.analysis import Analyzer
+from monitord.config import LogSettings, Settings
+from monitord.findings import upsert_finding
+from monitord.logfollow import Cursor, read_new
+from monitord.models import Finding, LogAudit, LogHourStat, LogSource
+from monitord.scans import quarter_start
+from monitord.store import Store
+from monitord.timeutil import SHANGHAI, UTC, Clock, parse_time
+from monitord.types import FindingDraft
+from rules.log_rules import LogRuleEngine
+from rules.workdays import WorkCalendar
+
+RULE_LOG_GAP = "log_gap"
+
+
+def make_analyzer(settings: LogSettings, state: dict[str, Any] | None = None) -> Analyzer:
+    """An analyzer with the configured calendar and service pattern, resumed from state."""
+    calendar = WorkCalendar.from_config(
+        settings.holidays, settings.workdays, settings.work_day_start, settings.work_day_end
+    )
+    engine = LogRuleEngine.load(calendar=calendar)
+    options: dict[str, Any] = {}
+    if settings.service_pattern:
+        options["service_pattern"] = settings.service_pattern
+    if state:
+        return Analyzer.from_state(state, engine, **options)
+    return Analyzer(engine, **options)
+
+
+def store_stats(session: Session, rows: list[dict[str, Any]]) -> int:
+    """Upsert hourly statistics rows (one per source, service and hour)."""
+    for row in rows:
+        hour = parse_time(row["hour"])
+        session.execute(
+            delete(LogHourStat).where(
+                LogHourStat.source == row["source"],
+                LogHourStat.service == row["service"],
+                LogHourStat.hour == hour,
+            )
+        )
+        session.add(
+            LogHourStat(
+                source=row["source"],
+                service=row["service"],
+                hour=hour,
+                requests=int(row.get("requests") or 0),
+                stats=row,
+            )
+        )
+    return len(rows)
+
+
+def store_log_findings(
+    session: Session, drafts: list[FindingDraft], now: dt.datetime, reported: dict[str, str]
+) -> int:
+    """Upsert the findings whose behaviour moved on since the last run (`reported` remembers
+    each finding's last time), so a finding that stopped keeps its last_seen."""
+    written = 0
+    for draft in drafts:
+        key = f"{draft.rule}|{draft.subject_kind}|{draft.subject}"
+        last = str(draft.evidence.get("last_seen", ""))
+        if reported.get(key) == last:
+            continue
+        upsert_finding(session, draft, now)
+        reported[key] = last
+        written += 1
+    return written
+
+
+@dataclass
+class FollowReport:
+    """What one follow pass did."""
+
+    lines: int = 0
+    stats: int = 0
+    findings: int = 0
+    sources: list[str] = field(default_factory=list)
+
+
+def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
+    """Read what is new in every configured log and record what it says, each log in one
+    transaction with its cursor, so a crash replays rather than loses or doubles lines."""
+    report = FollowReport()
+    for log in settings.logs.follow:
+        with store.session() as session:
+            row = session.get(LogSource, log.path)
+            cursor = (
+                Cursor(
+                    path=log.path,
+                    device=row.device,
+                    inode=row.inode,
+                    offset=row.offset,
+                    head=row.head,
+                )
+                if row
+                else None
+            )
+            state = dict(row.state) if row else {}
+            analyzer = make_analyzer(settings.logs, state.get("analyzer"))
+            before = analyzer.lines
+            last = cursor
+            for chunk in read_new(log.path, cursor):
+                if chunk.data:
+                    analyzer.feed(chunk.data, log.format, source=log.path)
+                last = chunk.cursor
+            if last is None or last == cursor:
+                continue
+            now = clock()
+            report.stats += store_stats(session, analyzer.take_closed_stats())
+            reported: dict[str, str] = dict(state.get("reported", {}))
+            report.findings += store_log_findings(
+                session, [f.to_draft() for f in analyzer.findings()], now, reported
+            )
+            if row is None:
+                row = LogSource(path=log.path)
+                session.add(row)
+            row.device, row.inode, row.offset, row.head = (
+                last.device,
+                last.inode,
+                last.offset,
+                last.head,
+            )
+            row.state = {"analyzer": analyzer.to_state(), "reported": reported}
+            row.lines = analyzer.lines
+            row.updated_at = now
+            report.lines += analyzer.lines - before
+            report.sources.append(log.path)
+    return report
+
+
+def _local_day(moment: dt.datetime) -> str:
+    return moment.astimezone(SHANGHAI).date().isoformat()
+
+
+def previous_quarter(now: dt.datetime) -> tuple[str, dt.datetime, dt.datetime]:
+    """The quarter before the one `now` is in: its label, first and last moment (exclusive)."""
+    _label, start = quarter_start(now)
+    label, previous_start = quarter_start(start - dt.timedelta(days=1))
+    return label, previous_start, start
+
+
+def log_audit(session: Session, now: dt.datetime, quarter: str | None = None) -> LogAudit:
+    """Write (or rewrite) the log audit of a quarter (default: the previous one) and return it.
+
+    Lines analysed per day, the days without any log line (each a 7.3.1 finding), the findings
+    of the log rules in the quarter by rule, and every operation of vendor staff (8.3 c).
+    """
+    if quarter is None:
+        label, start, end = previous_quarter(now)
+    else:
+        year, q = int(quarter[:4]), int(quarter[-1])
+        start = dt.datetime(year, 3 * q - 2, 1, tzinfo=SHANGHAI)
+        end = dt.datetime(year + (q == 4), (3 * q) % 12 + 1, 1, tzinfo=SHANGHAI)
+        label = quarter
+    per_day: dict[str, int] = defaultdict(int)
+    for hour, requests in session.execute(
+        select(LogHourStat.hour, LogHourStat.requests).where(
+            LogHourStat.hour >= start, LogHourStat.hour < end
+        )
+    ):
+        per_day[_local_day(hour)] += requests
+    first = start.astimezone(SHANGHAI).date()
+    stop = min(end, now).astimezone(SHANGHAI).date()  # exclusive: only whole days so far
+    days = [(first + dt.timedelta(days=i)).isoformat() for i in range((stop - first).days)]
+    empty = [d for d in days if per_day.get(d, 0) == 0]
+    from rules.log_rules import load_rules
+
+    rule_names = [r.name for r in load_rules()]
+    by_rule: dict[str, int] = defaultdict(int)
+    vendors: list[dict[str, Any]] = []
+    for finding in session.scalars(
+        select(Finding).where(
+            Finding.rule.in_(rule_names), Finding.last_seen >= start, Finding.first_seen < end
+        )
+    ):
+        by_rule[finding.rule] += 1
+        if finding.rule == "vendor_activity":
+            vendors.append(
+                {
+                    "subject": finding.subject,
+                    "summary": finding.summary,
+                    "evidence": finding.evidence,
+                }
+            )
+    if empty:
+        upsert_finding(
+            session,
+            FindingDraft(
+                rule=RULE_LOG_GAP,
+                clause="7.3.1",
+                severity="medium",
+                subject_kind="quarter",
+                subject=label,
+                summary=f"{label} 有 {len(empty)} 天没有任何访问日志",
+                evidence={"days": empty},
+            ),
+            now,
+        )
+    audit = session.get(LogAudit, label) or LogAudit(quarter=label)
+    audit.created_at, audit.period_start, audit.period_end = now, start, end
+    audit.lines = sum(per_day.values())
+    audit.lines_per_day = {d: per_day.get(d, 0) for d in days}
+    audit.empty_days = empty
+    audit.findings_by_rule = dict(by_rule)
+    audit.vendor_operations = vendors
+    session.merge(audit)
+    return audit
+
+
+def audit_due(store: Store, clock: Clock) -> str | None:
+    """Write the previous quarter's audit if it is missing; returns its label when written."""
+    now = clock()
+    label, _start, _end = previous_quarter(now)
+    with store.session() as session:
+        if session.get(LogAudit, label) is not None:
+            return None
+        log_audit(session, now, label)
+    logger.info("quarterly log audit for {} written", label)
+    return label
+
+
+def usage(store: Store, service: str, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
+    """How a service was used between two moments, from the stored hourly statistics."""
+    with store.session() as session:
+        rows = session.scalars(
+            select(LogHourStat)
+            .where(
+                LogHourStat.service == service, LogHourStat.hour >= since, LogHourStat.hour < until
+            )
+            .order_by(LogHourStat.hour)
+        ).all()
+    status: dict[str, int] = defaultdict(int)
+    clients: dict[str, int] = defaultdict(int)
+    for row in rows:
+        for key, value in (row.stats.get("status") or {}).items():
+            status[key] += int(value or 0)
+        for key, value in (row.stats.get("clients") or {}).items():
+            clients[key] += int(value or 0)
+    p95 = [r.stats.get("latency_ms", {}).get("p95") for r in rows]
+    known = sorted(v for v in p95 if v is not None)
+    return {
+        "service": service,
+        "since": since.astimezone(UTC).isoformat(),
+        "until": until.astimezone(UTC).isoformat(),
+        "hours": len(rows),
+        "requests": sum(r.requests for r in rows),
+        "busiest_hour_requests": max((r.requests for r in rows), default=0),
+        "status": dict(status),
+        "clients": dict(clients),
+        "p95_ms_median_hour": known[len(known) // 2] if known else None,
+    }

@@ -1,0 +1,160 @@
+"""Access logs in the daemon: follow mode into the store across rotation and restarts, findings,
+the quarterly log audit, and `monitord analyse`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from monitord.config import Settings, parse_config
+from monitord.logwork import follow_logs, log_audit, usage
+from monitord.models import Finding, LogAudit, LogHourStat, LogSource
+from monitord.store import Store
+from tests.conftest import FakeClock
+
+START = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+
+
+def nginx_line(moment: dt.datetime, n: int, service: str = "svc-0042") -> str:
+    t = moment.astimezone(dt.timezone(dt.timedelta(hours=8)))
+    stamp = f"{t.day:02d}/{MONTHS[t.month - 1]}/{t.year}:{t:%H:%M:%S} +0800"
+    return (
+        f'58.210.1.{n % 200} - - [{stamp}] "GET /svc/{service}/query?id={n} HTTP/1.1" 200 '
+        f'512 "-" "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0" 0.042'
+    )
+
+
+def audit_line(moment: dt.datetime, **fields: Any) -> str:
+    record = {
+        "ts": moment.isoformat(),
+        "ip": "58.210.1.9",
+        "user_id": "u-1",
+        "level": "L3",
+        "role": "handler",
+        "company": "91320500MA1XXXXXXX",
+        "vendor": None,
+        "service_id": "svc-0042",
+        "action": "view",
+        "method": "GET",
+        "path": "/x",
+        "status": 200,
+        "bytes": 100,
+        "duration_ms": 20,
+        "ua": "Mozilla/5.0",
+    }
+    record.update(fields)
+    return json.dumps(record, ensure_ascii=False)
+
+
+def config(*logs: tuple[Path, str]) -> Settings:
+    return parse_config(
+        {"logs": {"follow": [{"path": str(p), "format": f} for p, f in logs]}}, "t", env={}
+    )
+
+
+def total_requests(store: Store) -> int:
+    with store.session() as session:
+        return int(session.scalar(select(func.sum(LogHourStat.requests))) or 0)
+
+
+def lines_seen(store: Store) -> int:
+    with store.session() as session:
+        return int(session.scalar(select(func.sum(LogSource.lines))) or 0)
+
+
+def test_follow_mode_counts_every_line_once_across_rotation_and_restart(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    log = tmp_path / "access.log"
+    cfg = config((log, "nginx"))
+    minute = dt.timedelta(minutes=1)
+    log.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(90)))
+    follow_logs(sqlite_store, cfg, clock)
+    with log.open("a") as handle:  # more lines, then logrotate renames the file
+        handle.writelines(nginx_line(START + i * minute, i) + "\n" for i in range(90, 120))
+    log.rename(tmp_path / "access.log.1")
+    log.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(120, 200)))
+    follow_logs(sqlite_store, cfg, clock)
+    follow_logs(sqlite_store, cfg, clock)  # nothing new: nothing counted twice
+    assert lines_seen(sqlite_store) == 200
+    # Hours 09:00 and 10:00 have closed (the log has reached 12:19); 11:00 and 12:00 stay open.
+    assert total_requests(sqlite_store) == 120
+    with sqlite_store.session() as session:
+        hours = session.scalars(select(LogHourStat.hour).order_by(LogHourStat.hour)).all()
+    assert hours == [START, START + dt.timedelta(hours=1)]
+
+
+def test_brute_force_in_the_audit_log_becomes_one_finding_that_keeps_updating(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    cfg = config((log, "json"))
+    second = dt.timedelta(seconds=20)
+    log.write_text(
+        "".join(audit_line(START + i * second, action="login_failed") + "\n" for i in range(10))
+    )
+    follow_logs(sqlite_store, cfg, clock)
+    with log.open("a") as handle:
+        handle.writelines(
+            audit_line(START + (10 + i) * second, action="login_failed") + "\n" for i in range(10)
+        )
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        findings = session.scalars(select(Finding).where(Finding.rule == "brute_force_login")).all()
+    assert len(findings) == 1
+    assert findings[0].clause == "7.3.1" and findings[0].severity == "high"
+    assert "u-1" in findings[0].subject
+
+
+def test_the_quarterly_audit_counts_days_and_flags_days_without_logs(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    q3 = dt.datetime(2026, 7, 1, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    with sqlite_store.session() as session:
+        for day in range(92):
+            if day in (10, 11):
+                continue  # the log shipper was down for two days
+            session.add(
+                LogHourStat(
+                    source="nginx",
+                    service="svc-0042",
+                    hour=q3 + dt.timedelta(days=day, hours=10),
+                    requests=100,
+                    stats={"status": {"2xx": 100}},
+                )
+            )
+    clock.now = dt.datetime(2026, 10, 1, 2, 0, tzinfo=dt.UTC)
+    with sqlite_store.session() as session:
+        audit = log_audit(session, clock())
+    assert audit.quarter == "2026q3"
+    assert audit.lines == 9000
+    assert audit.empty_days == ["2026-07-11", "2026-07-12"]
+    assert len(audit.lines_per_day) == 92
+    with sqlite_store.session() as session:
+        gap = session.scalars(select(Finding).where(Finding.rule == "log_gap")).one()
+        assert session.get(LogAudit, "2026q3") is not None
+    assert (gap.subject, gap.clause) == ("2026q3", "7.3.1")
+    assert gap.evidence == {"days": ["2026-07-11", "2026-07-12"]}
+    used = usage(sqlite_store, "svc-0042", q3, q3 + dt.timedelta(days=92))
+    assert used["requests"] == 9000 and used["status"] == {"2xx": 9000}
+
+
+def test_analyse_cli_json_shape_and_a_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitord.cli import main
+
+    log = tmp_path / "access.log"
+    log.write_text("".join(nginx_line(START, i) + "\n" for i in range(20)) + "garbage \x00\n")
+    assert main(["analyse", str(log), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"lines", "rejected", "rejected_samples", "stats", "findings"}
+    assert (result["lines"], result["rejected"]) == (21, 1)
+    assert main(["analyse", str(tmp_path / "nope.log")]) == 2
+    assert "nope.log: no such file or directory" in capsys.readouterr().err
