@@ -416,10 +416,10 @@ class LogRuleEngine:
             # The audit wants who did what, not only a total (8.3 c: every vendor account).
             per = rows.group_by([subject, *rule.breakdown]).aggregate([([], "count_all")])
             for r in per.to_pylist():
-                f = self._findings.get((rule.name, subject, str(r[subject])))
-                if f is None:
+                found = self._findings.get((rule.name, subject, str(r[subject])))
+                if found is None:
                     continue
-                table = f.facts.setdefault("breakdown", {})
+                table = found.facts.setdefault("breakdown", {})
                 key = " ".join(str(r[k]) for k in rule.breakdown)
                 table[key] = table.get(key, 0) + r["count_all"]
 
@@ -438,7 +438,7 @@ class LogRuleEngine:
             ts = rows.column("ts")
             mask = pc.and_(mask, pc.and_(pc.greater_equal(ts, span[0]), pc.less(ts, span[1])))
         picked = rows.filter(mask).column("row").slice(0, MAX_EVIDENCE)
-        f.add_evidence(pc.take(self._lines, picked).to_pylist())
+        f.add_evidence([v.rstrip("\r\n") for v in pc.take(self._lines, picked).to_pylist()])
 
     def _summarise(self, rule: LogRule, f: LogFinding, measure: Any) -> None:
         # The summary quotes the worst window seen, not merely the latest.

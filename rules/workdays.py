@@ -48,7 +48,9 @@ class WorkCalendar:
         """Build a calendar from config values (dates as `YYYY-MM-DD`, times as `HH:MM`)."""
 
         def dates(values: Iterable[dt.date | str]) -> frozenset[dt.date]:
-            return frozenset(v if isinstance(v, dt.date) else dt.date.fromisoformat(v) for v in values)
+            return frozenset(
+                v if isinstance(v, dt.date) else dt.date.fromisoformat(v) for v in values
+            )
 
         return cls(
             day_start=dt.time.fromisoformat(day_start),

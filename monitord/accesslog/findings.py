@@ -23,8 +23,9 @@ class LogFinding:
 
     `count` is the number of matching log lines (for rules over a rate, the lines that make the
     rate: the failed requests of an error burst). `settled` is the part of it whose windows have
-    closed; `open_counts` the current count of each window bucket still open (keyed `source:bucket`), so re-evaluating an
-    open window after more lines arrive replaces its count instead of adding it again.
+    closed; `open_counts` the current count of each window bucket still open (keyed
+    `source:bucket`), so re-evaluating an open window after more lines arrive replaces its
+    count instead of adding it again.
     """
 
     rule: str

@@ -55,23 +55,13 @@ class Parsed:
 
 
 def _arrow(lines: pa.Array) -> pa.Table:
-    body = b"\n".join(lines.to_pylist()) if len(lines) < _SMALL else _join(lines)
-    return pj.read_json(io.BytesIO(body), parse_options=_OPTIONS)
-
-
-def _join(lines: pa.Array) -> bytes:
-    # The lines sit back to back in one buffer: join them without Python objects per line.
-    joined = pc.binary_join_element_wise(lines, pa.scalar(b"\n", pa.binary()), pa.scalar(b""))
-    return b"".join(joined.to_pylist()) if len(joined) < _SMALL else _concat(joined)
-
-
-def _concat(arr: pa.Array) -> bytes:
-    offsets = arr.buffers()[1]
-    data = arr.buffers()[2]
-    if offsets is None or data is None:
-        return b""
-    off = np.frombuffer(offsets, dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
-    return bytes(memoryview(data)[int(off[0]) : int(off[-1])])
+    # Each line keeps its newline (monitord.accesslog.lines), so joining is concatenation;
+    # a last line without one gets it, or Arrow would read two objects as one.
+    body = b"".join(v if v.endswith(b"\n") else v + b"\n" for v in lines.to_pylist())
+    table = pj.read_json(io.BytesIO(body), parse_options=_OPTIONS)
+    if table.num_rows != len(lines):
+        raise ValueError("a blank or multi-object line")
+    return table
 
 
 def _coerce(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -159,11 +149,23 @@ def _offset_seconds(zone: str | None) -> int | None:
     return sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
 
 
-def parse(lines: pa.Array) -> Parsed:
-    """Parse binary lines of the JSON audit log into the common schema."""
+def parse(lines: pa.Array, block: bytes | None = None) -> Parsed:
+    """Parse binary lines of the JSON audit log into the common schema.
+
+    `block`, the bytes the lines were split from, lets a clean block go to Arrow as it is.
+    """
     bad: list[int] = []
     text = as_text(lines)
-    tables = [t for t in _read(lines, 0, bad) if t.num_rows]
+    tables: list[pa.Table] = []
+    if block is not None:
+        try:
+            whole = pj.read_json(io.BytesIO(block), parse_options=_OPTIONS)
+            if whole.num_rows == len(lines):
+                tables = [whole]
+        except (pa.ArrowInvalid, ValueError):
+            pass
+    if not tables:
+        tables = [t for t in _read(lines, 0, bad) if t.num_rows]
     rejected = [text[i].as_py() for i in bad]
     if not tables:
         return Parsed(conform({}, 0), rejected)

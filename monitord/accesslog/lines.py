@@ -1,54 +1,51 @@
-"""Splitting a block of bytes into lines, in Arrow's multi-threaded CSV tokenizer.
+"""Splitting a block of bytes into an Arrow array of lines without a Python object per line.
 
-The CSV reader with a delimiter that never occurs in a log line, no quoting and no escaping is
-simply the fastest line splitter at hand (about 2 M lines/s on two cores, against ~0.3 M for
-`bytes.split` plus `pa.array`). A line that does contain the delimiter byte (binary garbage) is
-reported through the invalid-row handler and comes back as a rejected line.
+The newline positions found by numpy become the offsets of a binary array over the block's own
+buffer (zero copy): about 0.2 µs a line, against ~0.8 µs for Arrow's CSV tokenizer and ~3 µs for
+`bytes.split` plus `pa.array`. Each value keeps its line ending (that is what makes it zero
+copy); the readers ignore trailing bytes anyway, and `clean` strips it where text is shown.
+Blank lines are dropped: they are no log lines.
 """
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass, field
-
+import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pcsv
-
-_DELIMITER = "\x01"  # nginx escapes control bytes and JSON forbids them raw: never in a good line
+import pyarrow.compute as pc
 
 
-@dataclass
-class Split:
-    """The lines of a block, and the lines the tokenizer could not take."""
-
-    lines: pa.Array
-    garbage: list[str] = field(default_factory=list)
-
-
-def split_lines(block: bytes) -> Split:
-    """Split complete lines (the block ends at a newline or at the end of input) into an array."""
-    garbage: list[str] = []
-
-    def on_invalid(row: pcsv.InvalidRow) -> str:
-        garbage.append(row.text or "")
-        return "skip"
-
-    if not block.strip():
-        return Split(pa.array([], pa.binary()))
-    table = pcsv.read_csv(
-        io.BytesIO(block),
-        read_options=pcsv.ReadOptions(column_names=["line"], block_size=1 << 22),
-        parse_options=pcsv.ParseOptions(
-            delimiter=_DELIMITER,
-            quote_char=False,
-            escape_char=False,
-            invalid_row_handler=on_invalid,
-        ),
-        convert_options=pcsv.ConvertOptions(
-            column_types={"line": pa.binary()}, strings_can_be_null=False
-        ),
+def split_lines(block: bytes) -> pa.Array:
+    """Split a block of complete lines (the last may lack its newline) into a binary array."""
+    if len(block) >= 2**31:
+        raise ValueError("a block must be smaller than 2 GiB")
+    if not block:
+        return pa.array([], pa.binary())
+    raw = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(raw == 0x0A) + 1
+    if len(ends) == 0 or ends[-1] != len(block):
+        ends = np.append(ends, len(block))
+    offsets = np.empty(len(ends) + 1, dtype=np.int32)
+    offsets[0] = 0
+    offsets[1:] = ends
+    lines = pa.Array.from_buffers(
+        pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(block)]
     )
-    return Split(table.column("line").combine_chunks(), garbage)
+    lengths = np.diff(offsets)
+    firsts = raw[offsets[:-1]]
+    blank = (lengths == 1) & ((firsts == 0x0A) | (firsts == 0x0D))
+    blank |= (
+        (lengths == 2)
+        & (firsts == 0x0D)
+        & (raw[np.minimum(offsets[:-1] + 1, len(raw) - 1)] == 0x0A)
+    )
+    if blank.any():
+        lines = pc.filter(lines, pa.array(~blank))
+    return lines
+
+
+def clean(text: str) -> str:
+    """A line as shown in samples and evidence: without its line ending."""
+    return text.rstrip("\r\n")
 
 
 def as_text(lines: pa.Array) -> pa.Array:

@@ -145,7 +145,8 @@ def normal_traffic(
             # Anonymous visitor reading public pages, any day.
             day = rng.choice(all_days)
             ts = _working_moment(rng, day)
-            ip = f"{rng.choice((36, 39, 42, 101, 112, 183))}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+            net = rng.choice((36, 39, 42, 101, 112, 183))
+            ip = f"{net}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
             ua = UAS[rng.choices([k for k, _ in UA_WEIGHTS], [w for _, w in UA_WEIGHTS])[0]]
             svc = rng.choice(world.services)
             for i in range(rng.randrange(1, 5)):
@@ -472,7 +473,8 @@ def _escape_nginx(text: str) -> str:
 def nginx_time(ts: dt.datetime) -> str:
     """Format a time the way nginx writes $time_local (here in Asia/Shanghai)."""
     t = ts.astimezone(SHANGHAI)
-    return f"{t.day:02d}/{MONTHS[t.month - 1]}/{t.year}:{t.hour:02d}:{t.minute:02d}:{t.second:02d} +0800"
+    clock = f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+    return f"{t.day:02d}/{MONTHS[t.month - 1]}/{t.year}:{clock} +0800"
 
 
 def nginx_line(e: Event) -> str:
