@@ -388,11 +388,30 @@ def _demo_zap(services: list[dict[str, Any]]) -> FakeZapServer:
     return FakeZapServer(Scenario(site_urls=[target, f"{target}search"], alerts=alerts)).start()
 
 
+def _demo_logs(folder: Path) -> tuple[Path, Path]:
+    """Two days of synthetic portal traffic with every abnormal behaviour planted once."""
+    import random
+
+    from monitord.accesslog import synth
+
+    rng = random.Random(1129)
+    world = synth.make_world(rng, services=30, companies=60)
+    start = synth.local(2026, 11, 26)
+    events = synth.merged(
+        synth.normal_traffic(world, rng, 4000, start, days=2),
+        synth.plant_all(world, rng, synth.local(2026, 11, 27, 10), synth.local(2026, 11, 28, 23)),
+    )
+    edge, audit = folder / "access.log", folder / "audit.jsonl"
+    synth.write_logs(events, edge, audit)
+    return edge, audit
+
+
 async def _demo(folder: Path, interval: int) -> int:
     from monitord.daemon import Daemon
 
     site = await start_demo_site(folder)
     fake_zap = _demo_zap(site.services)
+    edge_log, audit_log = _demo_logs(folder)
     chat = site.chat_url.replace("http://", "json://")
     settings = parse_config(
         {
@@ -411,6 +430,13 @@ async def _demo(folder: Path, interval: int) -> int:
                 "delivery_interval_seconds": 1.0,
             },
             "incidents": {"check_interval_seconds": 1.0},
+            "logs": {
+                "follow": [
+                    {"path": str(edge_log), "format": "nginx"},
+                    {"path": str(audit_log), "format": "json"},
+                ],
+                "follow_interval_seconds": 5.0,
+            },
             "zap": {
                 "url": fake_zap.url,
                 "check_interval_seconds": 3.0,

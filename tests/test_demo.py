@@ -16,8 +16,11 @@ EXPECTED = (
     "catalogue synced: 30 services",
     "demo portal: svc-0006 filed a suspension",
     "service state: svc-0001 企业开办一件事: up",
-    "📨 值班群 received: 【安全事件】#1 传输未加密或加密薄弱",
+    "传输未加密或加密薄弱",  # the plain-HTTP service's security incident
+    "用户异常行为",  # abnormal behaviour found in the demo's access logs
     "📨 值班群 received: 【可用性事件】",
+    "access logs: ",
+    "scan 1 of svc-0001 finished",
 )
 
 
