@@ -16,13 +16,14 @@ outlives a block, so memory stays flat however long the log.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -275,10 +276,10 @@ def analyse(
     streams; `fmt` forces a format instead of detecting it per source.
     """
     items: list[InputItem]
-    if isinstance(paths_or_streams, str | Path) or not isinstance(paths_or_streams, Iterable):
-        items = [paths_or_streams]
+    if isinstance(paths_or_streams, str | Path | io.IOBase):
+        items = [cast(InputItem, paths_or_streams)]
     else:
-        items = list(paths_or_streams)
+        items = list(cast(Iterable[InputItem], paths_or_streams))
     prefer_system_allocator()
     an = Analyzer(engine, service_pattern=service_pattern, since=since, until=until)
     read_bytes = 0

@@ -1,0 +1,152 @@
+"""The log rules: every rule's annotated samples (fail2ban's failJSON idea), the rule file's
+validation, and the working-day calendar."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from monitord.accesslog import analyse
+from monitord.timeutil import SHANGHAI
+from rules.log_rules import RULES_FILE, LogRuleEngine, RuleError, load_rules, parse_rules
+from rules.workdays import UnknownYearWarning, WorkCalendar
+
+SAMPLES = Path(RULES_FILE).parent / "samples"
+SAMPLE_FILES = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".log", ".jsonl"))
+
+
+def _annotations(lines: list[str], tag: str) -> list[dict[str, object]]:
+    prefix = f"# {tag}:"
+    return [json.loads(line[len(prefix) :]) for line in lines if line.startswith(prefix)]
+
+
+def test_every_rule_has_samples() -> None:
+    names = {r.name for r in load_rules()}
+    covered = {
+        e["rule"] for p in SAMPLE_FILES for e in _annotations(p.read_text().splitlines(), "expect")
+    }
+    assert names == covered
+
+
+@pytest.mark.parametrize("sample", SAMPLE_FILES, ids=lambda p: p.stem)
+def test_sample_finds_what_it_says(sample: Path) -> None:
+    lines = sample.read_text(encoding="utf-8").splitlines()
+    body = "\n".join(line for line in lines if not line.startswith("#")).encode()
+    result = analyse(io.BytesIO(body))
+    assert result.rejected == 0, result.rejected_samples
+    found = {(f.rule, json.dumps({f.subject_kind: f.subject})): f for f in result.findings}
+    for expect in _annotations(lines, "expect"):
+        key = (expect["rule"], json.dumps(expect["subject"]))
+        assert key in found, f"{sample.name}: {key} not found among {sorted(found)}"
+        f = found[key]
+        assert f.count == expect["count"], f"{sample.name}: {key}"
+        assert f.evidence and all(line in body.decode() for line in f.evidence)
+        assert f.first_seen <= f.last_seen
+        assert f.summary and f.subject in f.summary
+    for expect_not in _annotations(lines, "expect_not"):
+        key = (expect_not["rule"], json.dumps(expect_not["subject"]))
+        assert key not in found, f"{sample.name}: {key} should not be found"
+
+
+def test_shipped_rules_load_and_name_their_clauses() -> None:
+    rules = load_rules()
+    assert len(rules) == 11
+    assert {r.clause for r in rules} >= {"7.3.1", "7.1.1", "7.1.2", "8.3 c", "6.4 c"}
+    relative = {r.name for r in rules if r.threshold.peers_quantile or r.threshold.baseline_factor}
+    assert relative == {"scraping", "request_flood", "error_burst"}
+
+
+BASE = {
+    "name": "x",
+    "clause": "7.3.1",
+    "severity": "high",
+    "sources": ["json"],
+    "subject": "user",
+    "kind": "row",
+    "summary": "{subject}",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"severity": "urgent"}, "severity 'urgent'"),
+        ({"kind": "sliding"}, "kind 'sliding'"),
+        ({"where": [{"field": "nope", "op": "=="}]}, "field 'nope'"),
+        ({"where": [{"field": "user", "op": "~"}]}, "op '~'"),
+        ({"kind": "window"}, "needs window"),
+        ({"kind": "window", "window": 60, "measure": "distinct"}, "needs distinct"),
+        ({"kind": "window", "window": 60, "measure": "ratio"}, "needs numerator"),
+        ({"threshold": {"min_cout": 3}}, "threshold"),
+    ],
+)
+def test_invalid_rules_name_rule_and_key(change: dict[str, object], message: str) -> None:
+    with pytest.raises(RuleError, match="rule x") as err:
+        parse_rules({"rule": [{**BASE, **change}]})
+    assert message in str(err.value)
+
+
+def test_missing_key_is_named() -> None:
+    raw = dict(BASE)
+    del raw["clause"]
+    with pytest.raises(RuleError, match="rule x: missing clause"):
+        parse_rules({"rule": [raw]})
+
+
+def test_engine_state_round_trip_keeps_an_open_window() -> None:
+    """Follow mode: a brute force split over two runs, with a restart between, is one finding."""
+    lines = (SAMPLES / "brute_force_login.jsonl").read_text().splitlines()
+    body = [line for line in lines if not line.startswith("#")]
+    from monitord.accesslog import Analyzer
+
+    first = Analyzer()
+    first.feed(("\n".join(body[:5]) + "\n").encode())
+    assert not first.findings()
+    state = json.loads(json.dumps(first.to_state()))  # what the store would keep
+    second = Analyzer.from_state(state, LogRuleEngine.load())
+    second.feed(("\n".join(body[5:]) + "\n").encode())
+    found = [f for f in second.findings() if f.rule == "brute_force_login"]
+    assert [(f.subject, f.count) for f in found] == [("u-77", 9)]
+
+
+def _at(y: int, m: int, d: int, h: int, mi: int = 0) -> dt.datetime:
+    return dt.datetime(y, m, d, h, mi, tzinfo=SHANGHAI)
+
+
+@pytest.mark.parametrize(
+    ("moment", "working"),
+    [
+        (_at(2026, 6, 2, 10), True),  # Tuesday morning
+        (_at(2026, 6, 2, 8, 29), False),  # before 08:30
+        (_at(2026, 6, 2, 18, 0), False),  # 18:00 is after hours
+        (_at(2026, 6, 6, 10), False),  # Saturday
+        (_at(2026, 10, 2, 10), False),  # National Day holiday on a Friday
+        (_at(2026, 10, 10, 10), True),  # Saturday make-up working day
+    ],
+)
+def test_working_time_follows_the_statutory_calendar(moment: dt.datetime, working: bool) -> None:
+    assert WorkCalendar().is_working_time(moment) is working
+
+
+def test_unknown_year_warns_once_and_assumes_weekdays() -> None:
+    cal = WorkCalendar()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cal.is_workday(dt.date(2031, 1, 6)) is True  # a Monday
+        assert cal.is_workday(dt.date(2031, 1, 7)) is True
+        assert cal.is_workday(dt.date(2031, 1, 5)) is False  # a Sunday
+    assert [w.category for w in caught] == [UnknownYearWarning]
+    assert "2031" in str(caught[0].message)
+
+
+def test_config_overrides_win_over_the_package() -> None:
+    cal = WorkCalendar.from_config(holidays=["2031-01-06"], workdays=["2026-06-06"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cal.is_workday(dt.date(2031, 1, 6)) is False  # no warning: the config knows
+    assert cal.is_workday(dt.date(2026, 6, 6)) is True
