@@ -535,9 +535,13 @@ class LogRuleEngine:
             ok = pc.and_(ok, pc.greater_equal(measure, th.min_rate))
         if not pc.any(ok).as_py():
             return
-        if th.peers_quantile is not None and len(measure) >= PEERS_MIN:
-            q = pc.quantile(measure, q=th.peers_quantile).to_pylist()[0]
-            ok = pc.and_(ok, pc.greater(measure, th.peers_factor * q))
+        if th.peers_quantile is not None:
+            # Peers are the subjects below the fixed floors: a crowd of floods must not make a
+            # flood look normal, and a subject is never its own peer.
+            peers = pc.filter(measure, pc.invert(ok))
+            if len(peers) >= PEERS_MIN:
+                q = pc.quantile(peers, q=th.peers_quantile).to_pylist()[0]
+                ok = pc.and_(ok, pc.greater(measure, th.peers_factor * q))
         fired = win.filter(ok).to_pylist()
         if th.baseline_factor is not None:
             fired = [r for r in fired if self._above_baseline(rule, state, r, subject)]

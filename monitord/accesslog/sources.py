@@ -57,12 +57,37 @@ def expand(items: Iterable[InputItem]) -> Iterator[tuple[str, BinaryIO]]:
 
 
 def _open(path: Path) -> BinaryIO:
-    stream = path.open("rb")
-    if stream.read(2) == GZIP_MAGIC:
-        stream.seek(0)
-        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
-    stream.seek(0)
-    return stream
+    with path.open("rb") as probe:
+        compressed = probe.read(2) == GZIP_MAGIC
+    return gzip.open(path, "rb") if compressed else path.open("rb")  # type: ignore[return-value]
+
+
+def _read(stream: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes; in small steps, so that damage loses only the last step's bytes."""
+    read1 = getattr(stream, "read1", None)
+    if read1 is None:
+        return stream.read(size)
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        try:
+            part = read1(min(size - got, 1 << 16))
+        except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+            if parts:
+                raise _Damaged(b"".join(parts), exc) from exc
+            raise
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+class _Damaged(Exception):
+    def __init__(self, data: bytes, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.data = data
+        self.cause = cause
 
 
 def blocks(name: str, stream: BinaryIO, size: int = BLOCK_SIZE) -> Iterator[Block]:
@@ -71,7 +96,10 @@ def blocks(name: str, stream: BinaryIO, size: int = BLOCK_SIZE) -> Iterator[Bloc
     damage: str | None = None
     while True:
         try:
-            chunk = stream.read(size)
+            chunk = _read(stream, size)
+        except _Damaged as exc:
+            damage = f"{name}: damaged or truncated compressed data ({exc.cause})"
+            chunk = exc.data
         except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
             damage = f"{name}: damaged or truncated compressed data ({exc})"
             chunk = b""
@@ -79,11 +107,13 @@ def blocks(name: str, stream: BinaryIO, size: int = BLOCK_SIZE) -> Iterator[Bloc
             break
         data = carry + chunk
         cut = data.rfind(b"\n")
-        if cut < 0:
+        if cut >= 0:
+            carry = data[cut + 1 :]
+            yield Block(name, data[: cut + 1])
+        else:
             carry = data
-            continue
-        carry = data[cut + 1 :]
-        yield Block(name, data[: cut + 1])
+        if damage:
+            break
     if damage:
         # The partial last line of a truncated stream is not trustworthy: report, do not parse.
         yield Block(

@@ -47,9 +47,11 @@ _EXTRA = {"people": ["ip", "user"], "latency": ["bin"], "paths": ["path"]}
 
 def _latency_bins(ms: pa.Array) -> pa.Array:
     values = ms.to_numpy(zero_copy_only=False)
+    missing = np.isnan(values)
     with np.errstate(divide="ignore", invalid="ignore"):
         bins = np.floor(np.log(np.maximum(values, _MIN_MS) / _MIN_MS) / _LOG_RATIO)
-    return pa.array(np.clip(bins, 0, BINS - 1).astype(np.int32), mask=np.isnan(values))
+    bins[missing] = 0  # masked below; NaN would not cast to an integer
+    return pa.array(np.clip(bins, 0, BINS - 1).astype(np.int32), mask=missing)
 
 
 def _indicators(table: pa.Table) -> dict[str, pa.Array]:
@@ -269,7 +271,13 @@ def _percentiles(latency: pa.Table) -> dict[tuple[str, str, int], dict[str, floa
 def _top_paths(paths: pa.Table) -> pa.Table:
     """The TOP_PATHS most requested paths of each group, most requested first."""
     pt = paths.group_by([*KEYS, "path"]).aggregate([("count_all", "sum")])
-    pt = pt.sort_by([*((k, "ascending") for k in KEYS), ("count_all_sum", "descending")])
+    # Ties broken by path, so the same data always gives the same list.
+    order = [
+        *((k, "ascending") for k in KEYS),
+        ("count_all_sum", "descending"),
+        ("path", "ascending"),
+    ]
+    pt = pt.sort_by(order)
     if pt.num_rows == 0:
         return pt.rename_columns([*KEYS, "path", "n"])
     starts = _group_starts(pt)

@@ -1,0 +1,194 @@
+"""The readers: nginx fields, the JSON audit log, sources (gzip, directories, streams) and the
+lines that do not parse."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from monitord.accesslog import analyse, jsonlog, nginx
+from monitord.accesslog.lines import split_lines
+from monitord.accesslog.sources import detect
+
+T = "[03/Jul/2026:09:15:02 +0800]"
+EPOCH = 1783041302  # 2026-07-03T01:15:02Z
+UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64)"
+
+
+def _one(line: str | bytes) -> dict[str, object]:
+    raw = line.encode() if isinstance(line, str) else line
+    parsed = nginx.parse(split_lines(raw + b"\n"))
+    assert parsed.rejected == [], parsed.rejected
+    row = parsed.table.to_pylist()[0]
+    return {k: v for k, v in row.items() if v is not None and k not in ("line", "source")}
+
+
+@pytest.mark.parametrize(
+    ("line", "expect"),
+    [
+        (
+            f'58.210.1.9 - - {T} "GET /svc/svc-0042/guide?q=1 HTTP/1.1" 200 512 "-" "{UA}"',
+            {"ip": "58.210.1.9", "method": "GET", "path": "/svc/svc-0042/guide",
+             "service": "svc-0042", "status": 200, "bytes": 512, "client": "desktop"},
+        ),
+        (  # request time and X-Forwarded-For: the client is the first forwarded address
+            f'10.0.0.5 - - {T} "POST /auth/login HTTP/1.1" 401 0 "-" "x iPhone Mobile" '
+            '0.125 "61.1.2.3, 10.0.0.1"',
+            {"ip": "61.1.2.3", "method": "POST", "path": "/auth/login", "status": 401,
+             "bytes": 0, "duration_ms": 125.0, "client": "phone"},
+        ),
+        (  # IPv6, a user with a space, "-" bytes, an empty request
+            f'2001:db8::7 - li lei {T} "" 400 - "-" "-"',
+            {"ip": "2001:db8::7", "user": "li lei", "status": 400, "client": "desktop"},
+        ),
+        (  # nginx's \xXX escapes of a Chinese path and user agent
+            f'1.2.3.4 - - {T} "GET /svc/s1/\\xE4\\xB8\\xAD\\xE6\\x96\\x87 HTTP/1.1" 200 1 "-" '
+            '"\\xE5\\xBE\\xAE\\xE4\\xBF\\xA1 MicroMessenger/8.0" - "-"',
+            {"ip": "1.2.3.4", "method": "GET", "path": "/svc/s1/中文", "service": "s1",
+             "status": 200, "bytes": 1, "client": "wechat"},
+        ),
+        (  # escaped quotes (escape=json) take the full pattern
+            f'1.2.3.4 - - {T} "GET /a\\"b HTTP/1.1" 200 1 "-" "AlipayClient \\"x\\""',
+            {"ip": "1.2.3.4", "method": "GET", "path": '/a"b', "status": 200, "bytes": 1,
+             "client": "alipay"},
+        ),
+        (  # a leading host:port and trailing extra fields
+            f'portal.example:443 1.2.3.4 - - {T} "GET / HTTP/2.0" 304 0 "-" "{UA}" 0.001 "-" x y',
+            {"ip": "1.2.3.4", "method": "GET", "path": "/", "status": 304, "bytes": 0,
+             "duration_ms": 1.0, "client": "desktop"},
+        ),
+        (  # a TLS handshake sent to the HTTP port: binary request, still a line
+            f'1.2.3.4 - - {T} "\\x16\\x03\\x01\\x02\\x00\\x01" 400 157 "-" "-"',
+            {"ip": "1.2.3.4", "status": 400, "bytes": 157, "client": "desktop"},
+        ),
+    ],
+)  # fmt: skip
+def test_nginx_fields(line: str, expect: dict[str, object]) -> None:
+    assert _one(line) == {"ts": EPOCH, **expect}
+
+
+def test_gb18030_escaped_path_is_decoded() -> None:
+    # An old gateway writing GBK: UTF-8 decoding fails, GB18030 succeeds.
+    escaped = "".join(f"\\x{b:02X}" for b in "中文".encode("gb18030"))
+    row = _one(f'1.2.3.4 - - {T} "GET /{escaped} HTTP/1.1" 200 1 "-" "-"')
+    assert row["path"] == "/中文"
+
+
+def test_json_fields_and_coercion() -> None:
+    good = {"ts": "2026-07-03T09:15:02.113+08:00", "ip": "58.210.1.9", "user_id": "u-1",
+            "level": "L3", "role": "admin", "company": "91320500MA1XXXXXXX", "vendor": None,
+            "service_id": "svc-0042", "action": "grant_role", "target_user": "u-2",
+            "target_role": "handler", "method": "POST", "path": "/svc/svc-0042/roles?x=1",
+            "status": 200, "bytes": 10, "duration_ms": 12.5, "ua": "MicroMessenger", "extra": 1}  # fmt: skip
+    odd = {"ts": "2026-07-03T01:15:02Z", "ip": "1.1.1.1", "status": "404", "action": "view"}
+    raw = (json.dumps(good) + "\n" + json.dumps(odd) + "\n").encode()
+    parsed = jsonlog.parse(split_lines(raw), raw)
+    assert parsed.rejected == []
+    rows = parsed.table.to_pylist()
+    assert rows[0]["ts"] == EPOCH and rows[1]["ts"] == EPOCH
+    assert rows[0]["user"] == "u-1" and rows[0]["service"] == "svc-0042"
+    assert rows[0]["path"] == "/svc/svc-0042/roles" and rows[0]["client"] == "wechat"
+    assert rows[0]["target_role"] == "handler" and rows[1]["status"] == 404
+
+
+def test_detect() -> None:
+    assert detect(b'\n{"ts": 1}\n') == "json"
+    assert detect(b"1.2.3.4 - - [x]") == "nginx"
+
+
+GARBAGE = [
+    b"\x00\x01\x02\xff\xfe binary noise",
+    b"just some words",
+    b'1.2.3.4 - - [03/Jul/2026:09:15:02 +0800] "GET /cut-off-here',
+    b'1.2.3.4 - - [99/Foo/2026:99:99:99 +0800] "GET / HTTP/1.1" 200 1 "-" "-"',
+    b"{not json",
+]
+
+
+def test_garbage_lines_are_counted_and_sampled(tmp_path: Path) -> None:
+    good = f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "-"'.encode()
+    path = tmp_path / "access.log"
+    path.write_bytes(b"\n".join([good, *GARBAGE, good, b"", b"   "]) + b"\n")
+    result = analyse([path])
+    assert result.lines == 8  # blank lines are no lines; a line of spaces is
+    assert result.rejected == 6
+    assert len(result.rejected_samples) == 6
+    assert all(s.startswith(str(path)) for s in result.rejected_samples)
+    assert sum(s["requests"] for s in result.stats) == 2
+
+
+def test_bad_json_lines_do_not_spoil_their_block(tmp_path: Path) -> None:
+    ok = '{"ts": "2026-07-03T09:15:02+08:00", "ip": "1.1.1.1", "action": "view"}'
+    lines = [ok] * 300 + ["{broken", "[1, 2]", '{"ts": "yesterday"}', "\xff"] + [ok] * 300
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes("\n".join(lines).encode("utf-8", errors="surrogateescape") + b"\n")
+    result = analyse([path])
+    assert (result.lines, result.rejected) == (604, 4)
+    assert sum(s["requests"] for s in result.stats) == 600
+
+
+def test_truncated_gzip_is_reported_not_fatal(tmp_path: Path) -> None:
+    line = f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "-"\n'.encode()
+    whole = gzip.compress(line * 5000)
+    path = tmp_path / "access.log.1.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    result = analyse([path])
+    assert 0 < result.lines < 5000
+    assert result.rejected == 1
+    assert "truncated" in result.rejected_samples[0] or "damaged" in result.rejected_samples[0]
+
+
+def test_mixed_encodings_in_one_file(tmp_path: Path) -> None:
+    utf8 = f'1.2.3.4 - - {T} "GET /中文 HTTP/1.1" 200 1 "-" "-"'.encode()
+    gbk = f'1.2.3.4 - - {T} "GET /中文 HTTP/1.1" 200 1 "-" "-"'.encode("gb18030")
+    latin = f'1.2.3.4 - - {T} "GET /caf\xe9 HTTP/1.1" 200 1 "-" "-"'.encode("latin-1")
+    path = tmp_path / "access.log"
+    path.write_bytes(b"\n".join([utf8, gbk, latin]) + b"\n")
+    result = analyse([path])
+    assert (result.lines, result.rejected) == (3, 0)
+    paths = {p for s in result.stats for p, _ in s["top_paths"]}
+    assert "/中文" in paths and len(paths) == 2  # latin-1 é is kept as a replacement character
+
+
+def test_empty_inputs(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.log"
+    empty.write_bytes(b"")
+    gz = tmp_path / "empty.log.gz"
+    gz.write_bytes(gzip.compress(b""))
+    result = analyse([empty, gz, io.BytesIO(b"")])
+    assert (result.lines, result.rejected, result.stats, result.findings) == (0, 0, [], [])
+    assert result.to_json() == {
+        "lines": 0, "rejected": 0, "rejected_samples": [], "stats": [], "findings": [],
+    }  # fmt: skip
+
+
+def test_directory_of_rotated_files_and_streams(tmp_path: Path) -> None:
+    def line(sec: int) -> bytes:
+        return f'1.2.3.4 - - [03/Jul/2026:09:15:{sec:02d} +0800] "GET / HTTP/1.1" 200 1 "-" "-"\n'.encode()
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "access.log.2.gz").write_bytes(gzip.compress(line(1) * 3))
+    (folder / "access.log.1").write_bytes(line(2) * 2)
+    (folder / "access.log").write_bytes(line(3))
+    text_stream = io.TextIOWrapper(io.BytesIO(line(4)), encoding="utf-8")
+    result = analyse([folder, text_stream, io.BytesIO(line(5) + line(6).rstrip(b"\n"))])
+    assert (result.lines, result.rejected) == (9, 0)
+
+
+def test_forced_format_rejects_the_other(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    path.write_bytes(f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "-"\n'.encode())
+    assert analyse([path], fmt="json").rejected == 1
+    assert analyse([path], fmt="nginx").rejected == 0
+
+
+def test_split_lines_keeps_zero_copy_and_drops_blanks() -> None:
+    arr = split_lines(b"a\r\n\r\n\nb\nc")
+    assert arr.to_pylist() == [b"a\r\n", b"b\n", b"c"]
+    assert split_lines(b"") == pa.array([], pa.binary())
