@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from monitord.accesslog.synth import nginx_time
 from monitord.config import Settings, parse_config
 from monitord.logwork import follow_logs, log_audit, usage
 from monitord.models import Finding, LogAudit, LogHourStat, LogSource
@@ -18,12 +19,10 @@ from monitord.store import Store
 from tests.conftest import FakeClock
 
 START = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
-MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 
 
 def nginx_line(moment: dt.datetime, n: int, service: str = "svc-0042") -> str:
-    t = moment.astimezone(dt.timezone(dt.timedelta(hours=8)))
-    stamp = f"{t.day:02d}/{MONTHS[t.month - 1]}/{t.year}:{t:%H:%M:%S} +0800"
+    stamp = nginx_time(moment)
     return (
         f'58.210.1.{n % 200} - - [{stamp}] "GET /svc/{service}/query?id={n} HTTP/1.1" 200 '
         f'512 "-" "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0" 0.042'
