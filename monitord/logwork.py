@@ -25,6 +25,7 @@ from rules.log_rules import LogRuleEngine
 from rules.workdays import WorkCalendar
 
 RULE_LOG_GAP = "log_gap"
+FORGET_AFTER = dt.timedelta(days=7)
 
 
 def make_analyzer(settings: LogSettings, state: dict[str, Any] | None = None) -> Analyzer:
@@ -125,6 +126,10 @@ def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
             report.findings += store_log_findings(
                 session, [f.to_draft() for f in analyzer.findings()], now, reported
             )
+            # Stored now: findings quiet for a week leave the state, which stays bounded.
+            analyzer.engine.forget_findings(int((now - FORGET_AFTER).timestamp()))
+            live = {f"{f.rule}|{f.subject_kind}|{f.subject}" for f in analyzer.findings()}
+            reported = {key: value for key, value in reported.items() if key in live}
             if row is None:
                 row = LogSource(path=log.path)
                 session.add(row)

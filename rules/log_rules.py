@@ -631,6 +631,18 @@ class LogRuleEngine:
             }
         return {"windows": windows, "findings": [f.to_state() for f in self._findings.values()]}
 
+    def forget_findings(self, ended_before: int) -> int:
+        """Drop findings whose behaviour last showed before `ended_before` (epoch seconds).
+
+        Follow mode stores every finding in the store as it goes, so one that has been quiet
+        for a while need not ride in the state for ever; if it starts again, a fresh finding
+        with the same key updates the stored one. Returns how many were dropped.
+        """
+        old = [key for key, f in self._findings.items() if f.last_seen < ended_before]
+        for key in old:
+            del self._findings[key]
+        return len(old)
+
     def restore(self, state: Mapping[str, Any]) -> None:
         """Take back what `to_state` gave (rules and calendar come from the constructor)."""
         self._findings = {}

@@ -157,3 +157,26 @@ def test_analyse_cli_json_shape_and_a_missing_file(
     assert (result["lines"], result["rejected"]) == (21, 1)
     assert main(["analyse", str(tmp_path / "nope.log")]) == 2
     assert "nope.log: no such file or directory" in capsys.readouterr().err
+
+
+def test_findings_quiet_for_a_week_leave_the_follow_state_but_stay_stored(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    cfg = config((log, "json"))
+    second = dt.timedelta(seconds=20)
+    log.write_text(
+        "".join(audit_line(START + i * second, action="login_failed") + "\n" for i in range(10))
+    )
+    clock.now = START + dt.timedelta(minutes=5)
+    follow_logs(sqlite_store, cfg, clock)
+    clock.now = START + dt.timedelta(days=8)
+    with log.open("a") as handle:
+        handle.write(audit_line(clock.now, action="view") + "\n")
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        source = session.get(LogSource, str(log))
+        assert source is not None
+        assert source.state["analyzer"]["rules"]["findings"] == []
+        assert source.state["reported"] == {}
+        assert session.scalars(select(Finding.rule)).all() == ["brute_force_login"]
