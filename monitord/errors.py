@@ -4,7 +4,15 @@ MonitordError            anything monitord reports to a user as one line, never 
 ├── ConfigError          the configuration file is missing, unreadable or invalid (exit 2)
 ├── StoreError           the store cannot be opened or migrated
 ├── SyncError            a catalogue sync could not read a whole, valid catalogue
-└── UsageError           a command was given something it cannot work with (exit 2)
+├── UsageError           a command was given something it cannot work with (exit 2)
+│   └── ZapReportError   (monitord.zap_import) a file is not a ZAP report monitord can read
+└── ZapError             (monitord.zap) ZAP failed; `.retryable` says whether to try later
+    ├── ZapUnavailable, ZapAuthRejected, ZapTimeout, ZapBadAnswer, ZapDeadline, ZapScanStuck
+    └── ZapApiError      ZAP answered with an error code
+        └── ZapScanForgotten, ZapUrlNotFound, ZapBusy
+
+The ZAP errors live beside the driver that raises them; they are listed here so that this
+docstring stays the one map of monitord's errors.
 """
 
 from __future__ import annotations
