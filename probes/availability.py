@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from yarl import URL
 
 from monitord.types import ProbeContext, ProbeResult, Target
@@ -26,7 +26,7 @@ from probes.http import (
     HttpSpec,
     default_port,
     error_text,
-    fetch,
+    fetch_stream,
     probe_url,
     result,
 )
@@ -75,11 +75,11 @@ def _handshake_facts(
 
 
 async def _unverified_facts(
-    url: URL, spec: AvailabilitySpec, exc: aiohttp.ClientConnectorCertificateError, now: dt.datetime
+    url: URL, spec: AvailabilitySpec, error: ssl.SSLCertVerificationError, now: dt.datetime
 ) -> dict[str, Any]:
     """Certificate facts after verification refused the handshake: look again, unverified."""
     host = url.raw_host or ""
-    verify_code = getattr(exc.certificate_error, "verify_code", None)
+    verify_code = error.verify_code
     shake = await tlsinfo.handshake(
         host,
         default_port(url),
@@ -92,8 +92,7 @@ async def _unverified_facts(
         "cipher": shake.cipher,
         "alpn": shake.alpn,
         "chain_trusted": verify_code == HOSTNAME_MISMATCH,
-        "tls_verify_error": getattr(exc.certificate_error, "verify_message", None)
-        or str(exc.certificate_error),
+        "tls_verify_error": error.verify_message or str(error),
     }
     if shake.peer_der:
         facts.update(tlsinfo.cert_facts(shake.peer_der, host, now))
@@ -117,8 +116,8 @@ async def probe(target: Target, spec: AvailabilitySpec, ctx: ProbeContext) -> Pr
     }
     try:
         async with asyncio.timeout(spec.timeout_s):
-            fetched = await fetch(ctx, spec, url)
-    except aiohttp.ClientConnectorCertificateError as exc:
+            fetched = await fetch_stream(ctx, spec, url)
+    except ssl.SSLCertVerificationError as exc:
         if spec.cert_facts:
             facts.update(await _unverified_facts(url, spec, exc, started_at))
         return result(
