@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import getpass
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from monitord import aio
 from monitord.app import App, build_app
@@ -177,34 +180,33 @@ def cmd_open(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ack(args: argparse.Namespace) -> int:
-    """Acknowledge an incident."""
+Transition = Callable[[Session, int, str, dt.datetime, str], Incident]
+
+
+def _transition(args: argparse.Namespace, change: Transition, done: str) -> int:
+    """Apply one state change to the incident named on the command line, as the caller."""
     app = _app(args)
+    actor = _actor(args)
     with app.store.session() as session:
-        incident = acknowledge(session, args.id, _actor(args), app.clock(), args.note or "")
-        print(f"incident {incident.id} acknowledged by {incident.acknowledged_by}")
+        incident = change(session, args.id, actor, app.clock(), args.note or "")
+        print(f"incident {incident.id} {done} by {actor}")
     app.store.dispose()
     return 0
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    """Acknowledge an incident."""
+    return _transition(args, acknowledge, "acknowledged")
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     """Resolve an incident."""
-    app = _app(args)
-    with app.store.session() as session:
-        incident = resolve(session, args.id, _actor(args), app.clock(), args.note or "")
-        print(f"incident {incident.id} resolved")
-    app.store.dispose()
-    return 0
+    return _transition(args, resolve, "resolved")
 
 
 def cmd_close(args: argparse.Namespace) -> int:
     """Close a resolved incident."""
-    app = _app(args)
-    with app.store.session() as session:
-        incident = close(session, args.id, _actor(args), app.clock(), args.note or "")
-        print(f"incident {incident.id} closed")
-    app.store.dispose()
-    return 0
+    return _transition(args, close, "closed")
 
 
 def cmd_notify(args: argparse.Namespace) -> int:

@@ -178,6 +178,22 @@ class RedirectLimitError(Exception):
     """More redirects than the spec allows."""
 
 
+def follow_redirect(
+    url: URL, status: int, location: str, method: str, hops: list[Hop], spec: HttpSpec
+) -> tuple[URL, str]:
+    """Record a redirect hop; return where it leads and the method to use there.
+
+    Raises RedirectLimitError past spec.max_redirects.
+    """
+    hops.append(Hop(str(url), status, location))
+    if len(hops) > spec.max_redirects:
+        raise RedirectLimitError(f"more than {spec.max_redirects} redirects")
+    # Browsers turn a redirected POST into a GET except for 307/308.
+    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+        method = "GET"
+    return url.join(URL(location)), method
+
+
 @dataclass
 class _Clock:
     start: float = field(default_factory=time.perf_counter)
@@ -246,16 +262,9 @@ async def fetch(
             first_capture = cap
         try:
             if response.status in REDIRECT_STATUSES and "Location" in response.headers:
-                location = response.headers["Location"]
-                hops.append(Hop(str(url), response.status, location))
-                if len(hops) > spec.max_redirects:
-                    raise RedirectLimitError(f"more than {spec.max_redirects} redirects")
-                # Browsers turn a redirected POST into a GET except for 307/308.
-                if (response.status == 303 and method != "HEAD") or (
-                    response.status in (301, 302) and method == "POST"
-                ):
-                    method = "GET"
-                url = url.join(URL(location))
+                url, method = follow_redirect(
+                    url, response.status, response.headers["Location"], method, hops, spec
+                )
                 if url.scheme == "https" and sslctx is None:
                     sslctx = ssl_context_for(ctx, spec.verify_tls)
                 continue
@@ -538,15 +547,7 @@ async def fetch_stream(
             status, headers = await _read_head(reader)
             got_headers = time.perf_counter()
             if status in REDIRECT_STATUSES and "Location" in headers:
-                location = headers["Location"]
-                hops.append(Hop(str(url), status, location))
-                if len(hops) > spec.max_redirects:
-                    raise RedirectLimitError(f"more than {spec.max_redirects} redirects")
-                if (status == 303 and method != "HEAD") or (
-                    status in (301, 302) and method == "POST"
-                ):
-                    method = "GET"
-                url = url.join(URL(location))
+                url, method = follow_redirect(url, status, headers["Location"], method, hops, spec)
                 continue
             body, truncated = b"", False
             if read_body and method != "HEAD" and status not in (204, 304) and status >= 200:

@@ -124,8 +124,10 @@ async def test_open_ack_notify_resolve_round_trip(
     assert status == 0
     status, out, _ = await run(config, capsys, "incidents", "list", "--json")
     assert json.loads(out) == []
-    status, out, _ = await run(config, capsys, "incidents", "close", str(incident_id))
-    assert (status, out.strip()) == (0, f"incident {incident_id} closed")
+    status, out, _ = await run(
+        config, capsys, "incidents", "close", str(incident_id), "--by", "carol"
+    )
+    assert (status, out.strip()) == (0, f"incident {incident_id} closed by carol")
 
 
 async def test_notify_with_the_channel_down_still_succeeds_and_says_it_waits(
