@@ -12,7 +12,7 @@ from monitord.app import build_app
 from monitord.config import load_config
 from monitord.errors import UsageError
 from monitord.textable import format_table
-from monitord.timeutil import parse_time
+from monitord.timeutil import parse_time, quarter_bounds, quarter_start
 
 
 def _time(flag: str, value: str | None) -> dt.datetime | None:
@@ -115,7 +115,6 @@ def cmd_usage(args: argparse.Namespace) -> int:
     """How a service was used, from the stored hourly statistics."""
     from monitord.cli import config_path
     from monitord.logwork import usage
-    from monitord.scans import quarter_start
 
     app = build_app(load_config(config_path(args)))
     now = app.clock()
@@ -140,13 +139,11 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
     from monitord.cli import config_path
     from monitord.logwork import log_audit
 
-    if args.quarter and not (
-        len(args.quarter) == 6
-        and args.quarter[4] == "q"
-        and args.quarter[:4].isdigit()
-        and args.quarter[5] in "1234"
-    ):
-        raise UsageError(f"--quarter {args.quarter!r}: expected a quarter such as 2026q3")
+    if args.quarter:
+        try:
+            quarter_bounds(args.quarter)
+        except ValueError as exc:
+            raise UsageError(f"--quarter: {exc}") from None
     app = build_app(load_config(config_path(args)))
     with app.store.session() as session:
         audit = log_audit(session, app.clock(), args.quarter)

@@ -17,9 +17,8 @@ from monitord.config import LogSettings, Settings
 from monitord.findings import upsert_finding
 from monitord.logfollow import Cursor, read_new
 from monitord.models import Finding, LogAudit, LogHourStat, LogSource
-from monitord.scans import quarter_start
 from monitord.store import Store
-from monitord.timeutil import SHANGHAI, UTC, Clock, parse_time
+from monitord.timeutil import SHANGHAI, UTC, Clock, parse_time, quarter_bounds, quarter_start
 from monitord.types import FindingDraft
 from rules.log_rules import LogRuleEngine
 from rules.workdays import WorkCalendar
@@ -167,9 +166,7 @@ def log_audit(session: Session, now: dt.datetime, quarter: str | None = None) ->
     if quarter is None:
         label, start, end = previous_quarter(now)
     else:
-        year, q = int(quarter[:4]), int(quarter[-1])
-        start = dt.datetime(year, 3 * q - 2, 1, tzinfo=SHANGHAI)
-        end = dt.datetime(year + (q == 4), (3 * q) % 12 + 1, 1, tzinfo=SHANGHAI)
+        start, end = quarter_bounds(quarter)
         label = quarter
     per_day: dict[str, int] = defaultdict(int)
     for hour, requests in session.execute(

@@ -26,7 +26,7 @@ from monitord.config import Settings
 from monitord.findings import resolve_findings, upsert_finding
 from monitord.models import Finding, Scan, Service, ServiceEvent
 from monitord.store import Store, audit
-from monitord.timeutil import SHANGHAI, Clock
+from monitord.timeutil import Clock, quarter_start
 from monitord.types import FindingDraft
 
 SCAN_TRIGGERS = {"went_online": "went_online", "resumed": "resumed", "updated": "updated"}
@@ -54,14 +54,6 @@ def driver_settings(settings: Settings) -> zap.ZapSettings:
         stuck_polls=config.stuck_polls,
         page_size=config.page_size,
     )
-
-
-def quarter_start(now: dt.datetime) -> tuple[str, dt.datetime]:
-    """The quarter's label ("2026q4") and its first moment, in Asia/Shanghai."""
-    local = now.astimezone(SHANGHAI)
-    quarter = (local.month - 1) // 3 + 1
-    start = dt.datetime(local.year, 3 * quarter - 2, 1, tzinfo=SHANGHAI)
-    return f"{local.year}q{quarter}", start
 
 
 def spread_offset(service_id: str, days: int) -> dt.timedelta:

@@ -50,3 +50,24 @@ class ScaledClock:
 
     def __call__(self) -> dt.datetime:
         return self.start + (system_clock() - self._real_start) * self.factor
+
+
+def quarter_start(moment: dt.datetime) -> tuple[str, dt.datetime]:
+    """The label ("2026q4") and first moment, in Asia/Shanghai, of the quarter holding moment."""
+    local = moment.astimezone(SHANGHAI)
+    quarter = (local.month - 1) // 3 + 1
+    start = dt.datetime(local.year, 3 * quarter - 2, 1, tzinfo=SHANGHAI)
+    return f"{local.year}q{quarter}", start
+
+
+def quarter_bounds(label: str) -> tuple[dt.datetime, dt.datetime]:
+    """The first moment of quarter `label` ("2026q3") and of the next one.
+
+    Raises ValueError naming the label when it is not YYYYqN.
+    """
+    if len(label) != 6 or label[4] != "q" or not label[:4].isdigit() or label[5] not in "1234":
+        raise ValueError(f"{label!r} is not a quarter such as 2026q3")
+    year, quarter = int(label[:4]), int(label[5])
+    start = dt.datetime(year, 3 * quarter - 2, 1, tzinfo=SHANGHAI)
+    end = dt.datetime(year + (quarter == 4), (3 * quarter) % 12 + 1, 1, tzinfo=SHANGHAI)
+    return start, end
