@@ -17,7 +17,7 @@ from monitord.cli_incidents import add_incident_commands
 from monitord.cli_logs import add_log_commands
 from monitord.cli_probe import add_probe_command
 from monitord.cli_scan import add_scan_commands
-from monitord.config import Settings, load_config
+from monitord.config import LoggingSettings, Settings, load_config
 from monitord.errors import ConfigError, MonitordError, UsageError
 from monitord.logsetup import setup_logging
 from monitord.textable import format_table
@@ -192,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `monitord` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
+    # Readable lines on stderr for every command; `run` and `demo` add the JSON log file.
+    setup_logging(LoggingSettings(), to_file=False)
     try:
         return handler(args)
     except (ConfigError, UsageError) as exc:
