@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import apprise
 from loguru import logger
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from alerts.routing import audience_urls
@@ -231,10 +231,9 @@ async def deliver_due(
 
 def _count_pending(store: Store) -> int:
     with store.session() as session:
-        return len(
-            session.scalars(
-                select(OutboxAlert.id).where(
-                    OutboxAlert.parent_id.is_not(None), OutboxAlert.state == "pending"
-                )
-            ).all()
+        count = session.scalar(
+            select(func.count())
+            .select_from(OutboxAlert)
+            .where(OutboxAlert.parent_id.is_not(None), OutboxAlert.state == "pending")
         )
+        return int(count or 0)

@@ -363,7 +363,8 @@ async def fetch_catalogue(
     return Catalogue(records=list(records.values()), etag=first_etag, warnings=warnings)
 
 
-def _record_findings(session: Session, record: ServiceRecord, now: dt.datetime) -> None:
+def _record_findings(session: Session, record: ServiceRecord, now: dt.datetime) -> set[str]:
+    """Upsert the catalogue findings of one record; returns the rules it raised."""
     drafts: list[FindingDraft] = []
     if record.filing_problems:
         drafts.append(
@@ -407,6 +408,7 @@ def _record_findings(session: Session, record: ServiceRecord, now: dt.datetime) 
         )
     for draft in drafts:
         upsert_finding(session, draft, now)
+    return {draft.rule for draft in drafts}
 
 
 def _status_event(old: str | None, new: str) -> str:
@@ -487,6 +489,7 @@ def apply_catalogue(
     session.flush()
     added = changed = events = 0
     lines: list[str] = []
+    raised: dict[str, set[str]] = {}
     for record in catalogue.records:
         old = existing.get(record.id)
         new_events = _lifecycle_events(old, record)
@@ -520,7 +523,7 @@ def apply_catalogue(
             events += 1
             if event["kind"] != "added":
                 lines.append(_event_line(record.id, record.columns["name"], event))
-        _record_findings(session, record, now)
+        raised[record.id] = _record_findings(session, record, now)
     for service in vanishing:
         service.gone = True
         service.gone_at = now
@@ -538,9 +541,9 @@ def apply_catalogue(
         events += 1
         lines.append(_event_line(service.id, service.name, {"kind": "gone"}))
     session.flush()
-    resolve_findings(session, [RULE_FILING], "service", _ids_with(catalogue, "filing"), now)
-    resolve_findings(session, [RULE_UNKNOWN_VALUE], "service", _ids_with(catalogue, "unk"), now)
-    resolve_findings(session, [RULE_PLAIN_HTTP], "service", _ids_with(catalogue, "http"), now)
+    for rule in CATALOGUE_RULES:
+        still = {service_id for service_id, rules in raised.items() if rule in rules}
+        resolve_findings(session, [rule], "service", still, now)
     run.etag = catalogue.etag
     run.services_seen = len(catalogue.records)
     run.added = added
@@ -563,22 +566,6 @@ def _event_line(service_id: str, name: str | None, event: dict[str, Any]) -> str
     if event.get("from_status") and event.get("to_status"):
         move = f" ({event['from_status']} → {event['to_status']})"
     return f"{service_id} {name or ''}: {event['kind']}{move}"
-
-
-def _ids_with(catalogue: Catalogue, problem: str) -> set[str]:
-    ids: set[str] = set()
-    for r in catalogue.records:
-        url = r.columns.get("url") or ""
-        if (
-            (problem == "filing" and r.filing_problems)
-            or (problem == "unk" and r.unknown_values)
-            or (
-                problem == "http"
-                and (r.columns.get("access_method") == "http" or url.startswith("http://"))
-            )
-        ):
-            ids.add(r.id)
-    return ids
 
 
 def last_etag(store: Store) -> str | None:

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
 from monitord import __version__, aio
 from monitord.app import build_app
 from monitord.catalogue import service_rows, sync_catalogue, sync_rows
+from monitord.cli_common import config_path, print_json, settings_for
 from monitord.cli_incidents import add_incident_commands
 from monitord.cli_logs import add_log_commands
 from monitord.cli_probe import add_probe_command
 from monitord.cli_scan import add_scan_commands
-from monitord.config import LoggingSettings, Settings, load_config
+from monitord.config import LoggingSettings
 from monitord.errors import ConfigError, MonitordError, UsageError
 from monitord.logsetup import setup_logging
 from monitord.textable import format_table
@@ -26,27 +23,9 @@ from monitord.timeutil import local_text, parse_time
 Handler = Callable[[argparse.Namespace], int]
 
 
-def config_path(args: argparse.Namespace) -> Path | None:
-    """The config file to read: --config, $MONITORD_CONFIG, ./monitord.toml, or none."""
-    if args.config:
-        return Path(args.config)
-    if os.environ.get("MONITORD_CONFIG"):
-        return Path(os.environ["MONITORD_CONFIG"])
-    local = Path("monitord.toml")
-    return local if local.exists() else None
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_config(config_path(args))
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2))
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate the config and say which file was read."""
-    settings = _settings(args)
+    settings = settings_for(args)
     print(f"config OK: {settings.source}")
     return 0
 
@@ -55,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
     from monitord.daemon import Daemon
 
-    settings = _settings(args)
+    settings = settings_for(args)
     setup_logging(settings.logging)
     app = build_app(settings)
     return aio.run(Daemon(app, config_path(args)).run())
@@ -63,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Run one catalogue sync, from the portal or from --file."""
-    settings = _settings(args)
+    settings = settings_for(args)
     setup_logging(settings.logging, to_file=False)
     app = build_app(settings)
     try:
@@ -93,13 +72,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_services(args: argparse.Namespace) -> int:
     """List the services the store holds."""
-    app = build_app(_settings(args))
+    app = build_app(settings_for(args))
     try:
         rows = service_rows(app.store)
     finally:
         app.store.dispose()
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     if not rows:
         print("no services yet: run `monitord sync` first")
@@ -120,13 +99,13 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 def cmd_syncs(args: argparse.Namespace) -> int:
     """List the recent sync runs, newest first."""
-    app = build_app(_settings(args))
+    app = build_app(settings_for(args))
     try:
         rows = sync_rows(app.store, args.limit)
     finally:
         app.store.dispose()
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     table = [
         [

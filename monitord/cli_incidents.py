@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
-import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,8 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitord import aio
-from monitord.app import App, build_app
-from monitord.config import load_config
+from monitord.cli_common import actor, app_for, print_json
 from monitord.errors import UsageError
 from monitord.incidents import (
     acknowledge,
@@ -33,23 +29,9 @@ from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
 
 
-def _actor(args: argparse.Namespace) -> str:
-    return str(args.by or os.environ.get("SUDO_USER") or getpass.getuser())
-
-
-def _app(args: argparse.Namespace) -> App:
-    from monitord.cli import config_path
-
-    return build_app(load_config(config_path(args)))
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2))
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     """List incidents, active ones first."""
-    app = _app(args)
+    app = app_for(args)
     now = app.clock()
     with app.store.session() as session:
         query = select(Incident).order_by(Incident.id.desc()).limit(args.limit)
@@ -58,7 +40,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows = [incident_dict(i, now) for i in session.scalars(query)]
     app.store.dispose()
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     if not rows:
         print("no active incidents" + ("" if args.all else " (--all shows resolved ones)"))
@@ -93,7 +75,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Show one incident: its facts, timeline, notification draft and alerts."""
-    app = _app(args)
+    app = app_for(args)
     now = app.clock()
     with app.store.session() as session:
         incident = get_incident(session, args.id)
@@ -117,7 +99,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         ]
     app.store.dispose()
     if args.json:
-        _print_json(data)
+        print_json(data)
         return 0
     print(f"incident {data['id']}: {data['summary']}")
     for key in (
@@ -148,7 +130,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_open(args: argparse.Namespace) -> int:
     """Register an incident reported from outside (a phone call, a provider's report)."""
-    app = _app(args)
+    app = app_for(args)
     now = app.clock()
     occurred = None
     if args.occurred_at:
@@ -166,7 +148,7 @@ def cmd_open(args: argparse.Namespace) -> int:
             args.kind,
             args.service,
             args.summary,
-            _actor(args),
+            actor(args),
             now,
             occurred,
             args.severity,
@@ -174,7 +156,7 @@ def cmd_open(args: argparse.Namespace) -> int:
         data = incident_dict(incident, now)
     app.store.dispose()
     if args.json:
-        _print_json(data)
+        print_json(data)
     else:
         print(data["id"])
     return 0
@@ -185,11 +167,11 @@ Transition = Callable[[Session, int, str, dt.datetime, str], Incident]
 
 def _transition(args: argparse.Namespace, change: Transition, done: str) -> int:
     """Apply one state change to the incident named on the command line, as the caller."""
-    app = _app(args)
-    actor = _actor(args)
+    app = app_for(args)
+    who = actor(args)
     with app.store.session() as session:
-        incident = change(session, args.id, actor, app.clock(), args.note or "")
-        print(f"incident {incident.id} {done} by {actor}")
+        incident = change(session, args.id, who, app.clock(), args.note or "")
+        print(f"incident {incident.id} {done} by {who}")
     app.store.dispose()
     return 0
 
@@ -213,7 +195,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
     """Send the clause 7.3.3 notification (or a follow-up) to the management unit."""
     from alerts.delivery import deliver_due, make_apprise_sender
 
-    app = _app(args)
+    app = app_for(args)
     parts = {
         "scope": args.scope,
         "harm": args.harm,
@@ -221,7 +203,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
         "rectification": args.rectification,
     }
     with app.store.session() as session:
-        notify_management(session, app.settings, args.id, parts, _actor(args), app.clock())
+        notify_management(session, app.settings, args.id, parts, actor(args), app.clock())
     secret = app.settings.secrets.smtp_password
     sender = make_apprise_sender(secret.get_secret_value() if secret else None)
     report = aio.run(

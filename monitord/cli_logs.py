@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from monitord.app import build_app
+from monitord.cli_common import config_path
 from monitord.config import load_config
 from monitord.errors import UsageError
 from monitord.textable import format_table
@@ -49,7 +50,6 @@ def _progress() -> Any:
 def cmd_analyse(args: argparse.Namespace) -> int:
     """Analyse access logs: statistics, rejected lines and abnormal behaviour."""
     from monitord.accesslog.analysis import analyse
-    from monitord.cli import config_path
     from monitord.logwork import make_analyzer
 
     settings = load_config(config_path(args))
@@ -113,7 +113,6 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
 def cmd_usage(args: argparse.Namespace) -> int:
     """How a service was used, from the stored hourly statistics."""
-    from monitord.cli import config_path
     from monitord.logwork import usage
 
     app = build_app(load_config(config_path(args)))
@@ -136,7 +135,6 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 def cmd_log_audit(args: argparse.Namespace) -> int:
     """Write and show the quarterly log audit (default: the previous quarter)."""
-    from monitord.cli import config_path
     from monitord.logwork import log_audit
 
     if args.quarter:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 import probes
 from monitord import aio
 from monitord.app import build_app
-from monitord.config import load_config, parse_config
+from monitord.cli_common import settings_for
+from monitord.config import Settings
 from monitord.errors import UsageError
-from monitord.probing import RoundReport, probe_round, run_probes, trust_context
+from monitord.probing import RoundReport, probe_context, probe_round, run_probes
 from monitord.textable import format_table
 from monitord.timeutil import system_clock
-from monitord.types import ProbeContext
 
 
 def _result_objects(report: RoundReport) -> list[dict[str, Any]]:
@@ -36,29 +37,22 @@ def _result_objects(report: RoundReport) -> list[dict[str, Any]]:
     ]
 
 
-async def _probe_url(args: argparse.Namespace, kinds: list[str]) -> RoundReport:
+def _settings(args: argparse.Namespace) -> Settings:
+    """The config's settings, with --ca-file trusted besides the configured bundle."""
+    settings = settings_for(args)
+    if not args.ca_file:
+        return settings
+    if not Path(args.ca_file).is_file():
+        raise UsageError(f"--ca-file {args.ca_file!r}: no such file")
+    probes_settings = settings.probes.model_copy(update={"ca_file": args.ca_file})
+    return settings.model_copy(update={"probes": probes_settings})
+
+
+async def _probe_url(settings: Settings, url: str, kinds: list[str]) -> RoundReport:
     from rules import probe_rules
 
-    overrides: dict[str, Any] = {}
-    if args.ca_file:
-        overrides["ca_file"] = args.ca_file
-    from monitord.cli import config_path
-
-    base = load_config(config_path(args))
-    settings = parse_config(
-        {"probes": {**base.probes.model_dump(), **overrides}}, base.source, env={}
-    ).probes
-    context = trust_context(settings.ca_file)
-    session = probes.make_session(
-        denied_networks=tuple(settings.denied_networks), ssl_context=context
-    )
-    try:
-        ctx = ProbeContext(
-            session=session, clock=system_clock, ssl_context=context, ca_file=settings.ca_file
-        )
-        results = await run_probes(ctx, settings, [(None, k, args.url) for k in kinds])
-    finally:
-        await session.close()
+    async with probe_context(settings.probes, system_clock) as ctx:
+        results = await run_probes(ctx, settings.probes, [(None, k, url) for k in kinds])
     report = RoundReport(probes=len(results), results=results)
     report.findings = {i: probe_rules.evaluate(r) for i, r in enumerate(results)}
     return report
@@ -66,7 +60,6 @@ async def _probe_url(args: argparse.Namespace, kinds: list[str]) -> RoundReport:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     """Run probes and print their facts and findings."""
-    from monitord.cli import config_path
 
     chosen = [args.kind] if args.kind else None
     if args.url and (args.service or args.all):
@@ -74,12 +67,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.url:
         if not args.url.startswith(("http://", "https://")):
             raise UsageError(f"{args.url!r}: expected an http:// or https:// URL")
-        report = aio.run(_probe_url(args, chosen or list(probes.PROBES)))
+        report = aio.run(_probe_url(_settings(args), args.url, chosen or list(probes.PROBES)))
     elif args.service or args.all:
-        settings = load_config(config_path(args))
-        if args.ca_file:
-            probe_settings = settings.probes.model_copy(update={"ca_file": args.ca_file})
-            settings = settings.model_copy(update={"probes": probe_settings})
+        settings = _settings(args)
         app = build_app(settings)
         ids = [args.service] if args.service else None
         every_kind = list(probes.PROBES) if args.service else ["availability"]

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
-import json
-import os
 from typing import Any
 
 from sqlalchemy import select
 
 from monitord import aio, zap
-from monitord.app import App, build_app
-from monitord.config import load_config
+from monitord.cli_common import actor, app_for, print_json
 from monitord.errors import UsageError
 from monitord.models import Finding, Scan, Service
 from monitord.scans import (
@@ -29,20 +25,6 @@ from monitord.timeutil import SHANGHAI
 from monitord.zap_import import read_report
 
 
-def _app(args: argparse.Namespace) -> App:
-    from monitord.cli import config_path
-
-    return build_app(load_config(config_path(args)))
-
-
-def _actor(args: argparse.Namespace) -> str:
-    return str(getattr(args, "by", None) or os.environ.get("SUDO_USER") or getpass.getuser())
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2))
-
-
 def cmd_scan(args: argparse.Namespace) -> int:
     """`scan SERVICE_ID [--wait]`, `scan status [--json]`, `scan import FILE --service ID`."""
     words: list[str] = args.words
@@ -56,9 +38,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return _import(args, words[1])
     if len(words) != 1:
         raise UsageError("give one service id")
-    app = _app(args)
+    app = app_for(args)
     with app.store.session() as session:
-        scan = enqueue_manual(session, words[0], _actor(args), app.clock())
+        scan = enqueue_manual(session, words[0], actor(args), app.clock())
         scan_id = scan.id
     if not args.wait:
         print(
@@ -80,11 +62,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    app = _app(args)
+    app = app_for(args)
     rows = scan_rows(app.store)
     app.store.dispose()
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     table = [
         [
@@ -105,7 +87,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace, path: str) -> int:
-    app = _app(args)
+    app = app_for(args)
     now = app.clock()
     with app.store.session() as session:
         service = session.get(Service, args.service)
@@ -143,7 +125,7 @@ def _import(args: argparse.Namespace, path: str) -> int:
 
 def cmd_findings(args: argparse.Namespace) -> int:
     """List findings, or accept one with a reason and an expiry."""
-    app = _app(args)
+    app = app_for(args)
     if args.accept is not None:
         if not args.until:
             raise UsageError("--until DATE: an accepted finding needs an expiry date")
@@ -154,9 +136,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
                 f"--until {args.until!r}: expected a date such as 2027-03-31"
             ) from None
         with app.store.session() as session:
-            accept_finding(
-                session, args.accept, args.reason or "", until, _actor(args), app.clock()
-            )
+            accept_finding(session, args.accept, args.reason or "", until, actor(args), app.clock())
         print(f"finding {args.accept} accepted until {until.date()}")
         return 0
     with app.store.session() as session:
@@ -187,7 +167,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
         ]
     app.store.dispose()
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     print(
         format_table(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,11 +180,18 @@ def _resolve_finished(session: Session, now: dt.datetime) -> list[int]:
     """Resolve open incidents all of whose findings were resolved (the service came back...)."""
     resolved: list[int] = []
     candidates = session.scalars(select(Incident).where(Incident.state.in_(ACTIVE_STATES))).all()
+    # One query for the findings of every active incident, not one per incident.
+    states: dict[int, list[str]] = defaultdict(list)
+    for incident_id, state in session.execute(
+        select(Finding.incident_id, Finding.state).where(
+            Finding.incident_id.in_([i.id for i in candidates])
+        )
+    ):
+        if incident_id is not None:
+            states[incident_id].append(state)
     for incident in candidates:
-        states = session.scalars(
-            select(Finding.state).where(Finding.incident_id == incident.id)
-        ).all()
-        if states and all(state != "open" for state in states):
+        mine = states.get(incident.id, [])
+        if mine and all(state != "open" for state in mine):
             incident.state = "resolved"
             incident.resolved_at = now
             _event(session, incident, now, "resolved", reason="所有相关发现已消除")

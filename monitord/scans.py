@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from monitord import zap
 from monitord.config import Settings
+from monitord.errors import UsageError
 from monitord.findings import resolve_findings, upsert_finding
 from monitord.models import Finding, Scan, Service, ServiceEvent
 from monitord.store import Store, audit
@@ -116,8 +117,6 @@ def enqueue_due(session: Session, settings: Settings, now: dt.datetime) -> list[
 
 def enqueue_manual(session: Session, service_id: str, actor: str, now: dt.datetime) -> Scan:
     """Queue a scan a person asked for."""
-    from monitord.errors import UsageError
-
     service = session.get(Service, service_id)
     if service is None or not service.url:
         raise UsageError(f"{service_id!r}: no such service with a URL in the store")
@@ -188,8 +187,6 @@ def accept_finding(
     session: Session, finding_id: int, reason: str, until: dt.datetime, actor: str, now: dt.datetime
 ) -> Finding:
     """Accept a finding as a false positive or tolerated risk, with a reason and an expiry."""
-    from monitord.errors import UsageError
-
     finding = session.get(Finding, finding_id)
     if finding is None:
         raise UsageError(f"no finding {finding_id}: see `monitord findings`")
