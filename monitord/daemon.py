@@ -131,7 +131,9 @@ class Daemon:
         return 0
 
     async def _shutdown(self) -> None:
-        self.scheduler.shutdown(wait=False)
+        # Pause, not shut down, first: APScheduler's executor cancels running jobs at once on
+        # shutdown, which would skip the grace period and cancel each job a second time.
+        self.scheduler.pause()
         grace = self.app.settings.daemon.grace_seconds
         running = set(self._running)
         if running:
@@ -141,4 +143,5 @@ class Daemon:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        self.scheduler.shutdown(wait=False)
         await self.app.close()

@@ -14,11 +14,11 @@ import datetime as dt
 import hashlib
 import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from loguru import logger
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -156,14 +156,14 @@ async def run_probes(
         began = time.perf_counter()
         async with overall, per_service[key]:
             try:
-                return await asyncio.wait_for(
-                    probes.PROBES[kind].probe(
+                # The probe runs in this task (asyncio.timeout, not wait_for): cancelling the
+                # round cancels the probe itself, so no probe outlives the session it uses.
+                async with asyncio.timeout(settings.timeout_seconds + 5):
+                    return await probes.PROBES[kind].probe(
                         Target(url, target.id if target else None, target.name if target else None),
                         spec,
                         ctx,
-                    ),
-                    settings.timeout_seconds + 5,
-                )
+                    )
             except TimeoutError:
                 error = f"no result within {settings.timeout_seconds + 5:g} s (deadline)"
             except Exception as exc:  # a probe bug must not end the round
@@ -438,6 +438,23 @@ async def blind_round(ctx: ProbeContext, settings: ProbeSettings) -> bool:
     return all(not r.success for r in results)
 
 
+@asynccontextmanager
+async def probe_context(config: ProbeSettings, clock: Clock) -> AsyncIterator[ProbeContext]:
+    """A probe context as rounds use it: the trusted CAs, the deny-listed probing session."""
+    context = trust_context(config.ca_file)
+    session = probes.make_session(
+        limit=config.concurrency,
+        denied_networks=tuple(config.denied_networks),
+        ssl_context=context,
+    )
+    try:
+        yield ProbeContext(
+            session=session, clock=clock, ssl_context=context, ca_file=config.ca_file
+        )
+    finally:
+        await session.close()
+
+
 async def probe_round(
     store: Store,
     settings: Settings,
@@ -451,16 +468,7 @@ async def probe_round(
     config = settings.probes
     targets = await asyncio.to_thread(load_targets, store, service_ids)
     by_id = {t.id: t for t in targets}
-    context = trust_context(config.ca_file)
-    session: aiohttp.ClientSession = probes.make_session(
-        limit=config.concurrency,
-        denied_networks=tuple(config.denied_networks),
-        ssl_context=context,
-    )
-    try:
-        ctx = ProbeContext(
-            session=session, clock=clock, ssl_context=context, ca_file=config.ca_file
-        )
+    async with probe_context(config, clock) as ctx:
         blind = await blind_round(ctx, config)
         if blind:
             logger.error("every canary failed: this round is blind and declares no service down")
@@ -473,6 +481,8 @@ async def probe_round(
             report = await asyncio.to_thread(
                 record_results, store, by_id, results, config, clock(), blind
             )
+            for change in report.changes:
+                logger.info("service state: {}", change)
         deep_kinds = [k for k in (kinds or config.deep_kinds) if k != CHEAP_KIND]
         deep_ids = list(by_id) if kinds is not None else report.deep_due
         if deep_kinds and deep_ids and not blind:
@@ -486,10 +496,6 @@ async def probe_round(
             report.findings.update({offset + i: f for i, f in deep_report.findings.items()})
             report.probes += deep_report.probes
             report.failures += deep_report.failures
-    finally:
-        await session.close()
-    for change in report.changes:
-        logger.info("service state: {}", change)
     logger.info(
         "probe round: {} services, {} probes, {} failed{}",
         report.services,

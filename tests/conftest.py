@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,18 +103,22 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer | None]:
+def postgres() -> Iterator[PostgresServer | None]:
     """A PostgreSQL server for the session, or None when pg_ctl is not installed."""
     bindir = postgres_bin()
     if bindir is None:
         yield None
         return
-    server = PostgresServer(tmp_path_factory.mktemp("pg"), bindir)
+    # Its own folder, not pytest's numbered ones: another pytest run's clean-up of old numbered
+    # folders must never delete a running cluster's data.
+    folder = Path(tempfile.mkdtemp(prefix="monitord-pg-"))
+    server = PostgresServer(folder, bindir)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
