@@ -9,12 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import ssl
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
 from loguru import logger as _logger
 
 from monitord.timeutil import Clock, system_clock
+
+if TYPE_CHECKING:
+    import aiohttp
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")

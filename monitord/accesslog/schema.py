@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -37,6 +39,28 @@ SCHEMA = pa.schema(
     ]
 )
 """Columns of a parsed block. `client` is desktop|phone|wechat|alipay; `line` is the raw text."""
+
+TEXT = pa.dictionary(pa.int32(), pa.string())
+"""The type readers give text columns (ip, user, path, ...): a block repeats each value many
+times, so codes into a small dictionary let statistics and rules group by integers and test a
+condition once per distinct value. Consumers accept plain strings too (see `codes`)."""
+
+Codes = np.ndarray[Any, np.dtype[np.int32]]
+
+
+def codes(col: pa.Array | pa.ChunkedArray) -> tuple[Codes, pa.Array]:
+    """A text column as (codes, values): int32 codes into `values`, -1 where the value is null.
+
+    Works on dictionary columns (no copy of the values) and on plain strings (encoded here).
+    """
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if not pa.types.is_dictionary(col.type):
+        col = pc.dictionary_encode(col)
+    indices = col.indices
+    if indices.null_count:
+        indices = pc.fill_null(indices, -1)
+    return indices.to_numpy().astype(np.int32, copy=False), col.dictionary
 
 CLIENT_KINDS = ("desktop", "phone", "wechat", "alipay")
 
