@@ -123,9 +123,12 @@ class Analyzer:
 
     # -- parsing (thread-safe: touches nothing of self but read-only settings) --------------------
 
-    def parse(self, data: bytes, fmt: Format = "auto", source: str = "<input>") -> _Parsed:
+    def parse(
+        self, data: bytes | bytearray, fmt: Format = "auto", source: str = "<input>"
+    ) -> _Parsed:
         """Parse complete lines into the common columns; pure, so it may run on a worker."""
         kind = fmt if fmt != "auto" else self._formats.get(source) or detect(data)
+        data = cast(bytes, data)  # the readers use only the buffer: a bytearray block does
         lines = split_lines(data)
         if kind == "json":
             parsed = jsonlog.parse(lines, data)

