@@ -65,8 +65,9 @@ def generate(folder: Path, lines: int) -> tuple[Path, Path]:
 
 def child(paths: list[str]) -> None:
     """One measured run: analyse, build the JSON result, print the figures."""
-    from monitord.accesslog import analyse
+    from monitord.accesslog.analysis import analyse, prepare_process
 
+    prepare_process()  # as `monitord analyse` does
     start = time.perf_counter()
     result = analyse(paths)
     out = result.to_json()

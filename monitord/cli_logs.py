@@ -49,8 +49,10 @@ def _progress() -> Any:
 
 def cmd_analyse(args: argparse.Namespace) -> int:
     """Analyse access logs: statistics, rejected lines and abnormal behaviour."""
-    from monitord.accesslog.analysis import analyse
-    from monitord.logwork import make_analyzer
+    from monitord.accesslog.analysis import analyse, prepare_process
+
+    prepare_process()
+    from monitord.accesslog.configured import make_analyzer
 
     settings = load_config(config_path(args))
     engine = make_analyzer(settings.logs).engine

@@ -12,33 +12,17 @@ from loguru import logger
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from monitord.accesslog.analysis import Analyzer
-from monitord.config import LogSettings, Settings
+from monitord.accesslog.configured import make_analyzer
+from monitord.config import Settings
 from monitord.findings import upsert_finding
 from monitord.logfollow import Cursor, read_new
 from monitord.models import Finding, LogAudit, LogHourStat, LogSource
 from monitord.store import Store
 from monitord.timeutil import SHANGHAI, UTC, Clock, parse_time, quarter_bounds, quarter_start
 from monitord.types import FindingDraft
-from rules.log_rules import LogRuleEngine
-from rules.workdays import WorkCalendar
 
 RULE_LOG_GAP = "log_gap"
 FORGET_AFTER = dt.timedelta(days=7)
-
-
-def make_analyzer(settings: LogSettings, state: dict[str, Any] | None = None) -> Analyzer:
-    """An analyzer with the configured calendar and service pattern, resumed from state."""
-    calendar = WorkCalendar.from_config(
-        settings.holidays, settings.workdays, settings.work_day_start, settings.work_day_end
-    )
-    engine = LogRuleEngine.load(calendar=calendar)
-    options: dict[str, Any] = {}
-    if settings.service_pattern:
-        options["service_pattern"] = settings.service_pattern
-    if state:
-        return Analyzer.from_state(state, engine, **options)
-    return Analyzer(engine, **options)
 
 
 def store_stats(session: Session, rows: list[dict[str, Any]]) -> int:

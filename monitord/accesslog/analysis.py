@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -244,21 +245,43 @@ def _blocks(inputs: Iterable[InputItem], size: int, fmt: Format) -> Iterator[Blo
                 stream.close()
 
 
-_POOL_CHOSEN = False
+_PREPARED = False
 
 
-def prefer_system_allocator() -> None:
-    """Use the C library's allocator for Arrow unless ARROW_DEFAULT_MEMORY_POOL says otherwise.
+class _NoPandas:
+    """An import hook that refuses pandas, installed only for one import attempt."""
 
-    Measured on the 1 M-line benchmark: with Arrow's default mimalloc pool the analysis peaked at
-    ~310 MiB RSS at ~150 k lines/s; with the system allocator ~205 MiB at ~180-260 k lines/s,
-    because mimalloc keeps the pages of each block's short-lived arrays.
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ImportError("pandas is not used by log analysis")
+        return None
+
+
+def prepare_process() -> None:
+    """Tune a process whose work is log analysis (`monitord analyse`, the benchmark).
+
+    * Arrow uses the C library's allocator unless ARROW_DEFAULT_MEMORY_POOL says otherwise:
+      measured on the 1 M-line benchmark, the default mimalloc pool peaked ~100 MiB higher,
+      because it keeps the pages of each block's short-lived arrays.
+    * pyarrow looks for pandas the first time it converts a Python value and, when installed,
+      imports it (36 MiB) to recognise pandas objects. Analysis hands it none, so pyarrow is
+      told once that pandas is absent; an explicit `import pandas` later still works.
+
+    Call it before anything else uses pyarrow; the daemon, which may use pandas, does not.
     """
-    global _POOL_CHOSEN
-    if _POOL_CHOSEN or os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+    global _PREPARED
+    if _PREPARED:
         return
-    _POOL_CHOSEN = True
-    pa.set_memory_pool(pa.system_memory_pool())
+    _PREPARED = True
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        pa.set_memory_pool(pa.system_memory_pool())
+    if "pandas" not in sys.modules:
+        hook = _NoPandas()
+        sys.meta_path.insert(0, hook)
+        try:
+            pa.array([0])
+        finally:
+            sys.meta_path.remove(hook)
 
 
 def analyse(
@@ -283,7 +306,6 @@ def analyse(
         items = [cast(InputItem, paths_or_streams)]
     else:
         items = list(cast(Iterable[InputItem], paths_or_streams))
-    prefer_system_allocator()
     an = Analyzer(engine, service_pattern=service_pattern, since=since, until=until)
     read_bytes = 0
 
