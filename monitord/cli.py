@@ -6,10 +6,11 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from monitord import __version__, aio
-from monitord.app import build_app
-from monitord.catalogue import service_rows, sync_catalogue, sync_rows
-from monitord.cli_common import config_path, print_json, settings_for
+# Only light modules at the top: each command imports the store, aiohttp, pyarrow and the rest
+# inside its handler, so `monitord analyse` (benchmarked for peak memory) and `--help` never
+# load what other commands need. tests/test_cli_imports.py keeps it so.
+from monitord import __version__
+from monitord.cli_common import app_for, config_path, print_json, settings_for
 from monitord.cli_incidents import add_incident_commands
 from monitord.cli_logs import add_log_commands
 from monitord.cli_probe import add_probe_command
@@ -32,6 +33,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
+    from monitord import aio
+    from monitord.app import build_app
     from monitord.daemon import Daemon
 
     settings = settings_for(args)
@@ -42,6 +45,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Run one catalogue sync, from the portal or from --file."""
+    from monitord import aio
+    from monitord.app import build_app
+    from monitord.catalogue import sync_catalogue
+
     settings = settings_for(args)
     setup_logging(settings.logging, to_file=False)
     app = build_app(settings)
@@ -72,7 +79,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_services(args: argparse.Namespace) -> int:
     """List the services the store holds."""
-    app = build_app(settings_for(args))
+    from monitord.catalogue import service_rows
+
+    app = app_for(args)
     try:
         rows = service_rows(app.store)
     finally:
@@ -99,7 +108,9 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 def cmd_syncs(args: argparse.Namespace) -> int:
     """List the recent sync runs, newest first."""
-    app = build_app(settings_for(args))
+    from monitord.catalogue import sync_rows
+
+    app = app_for(args)
     try:
         rows = sync_rows(app.store, args.limit)
     finally:

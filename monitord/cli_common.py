@@ -8,10 +8,12 @@ import getpass
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from monitord.app import App, build_app
 from monitord.config import Settings, load_config
+
+if TYPE_CHECKING:
+    from monitord.app import App
 
 
 def config_path(args: argparse.Namespace) -> Path | None:
@@ -31,6 +33,9 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 def app_for(args: argparse.Namespace) -> App:
     """The App (store opened and migrated) for the settings the command line points at."""
+    # Imported here: the App brings sqlalchemy, alembic and aiohttp, which only store commands need.
+    from monitord.app import build_app
+
     return build_app(settings_for(args))
 
 

@@ -5,32 +5,30 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from monitord import aio
 from monitord.cli_common import actor, app_for, print_json
 from monitord.errors import UsageError
-from monitord.incidents import (
-    acknowledge,
-    close,
-    draft_facts,
-    get_incident,
-    incident_dict,
-    notify_management,
-    open_manual,
-    resolve,
-    timeline,
-)
-from monitord.models import Incident, OutboxAlert
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
+
+# The store, the models and the incident logic are imported by each handler: registering these
+# commands must not load sqlalchemy into every `monitord` process (see monitord.cli).
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from monitord.models import Incident
+
+    Transition = Callable[[Session, int, str, dt.datetime, str], Incident]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     """List incidents, active ones first."""
+    from sqlalchemy import select
+
+    from monitord.incidents import incident_dict
+    from monitord.models import Incident
+
     app = app_for(args)
     now = app.clock()
     with app.store.session() as session:
@@ -75,6 +73,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Show one incident: its facts, timeline, notification draft and alerts."""
+    from sqlalchemy import select
+
+    from monitord.incidents import draft_facts, get_incident, incident_dict, timeline
+    from monitord.models import OutboxAlert
+
     app = app_for(args)
     now = app.clock()
     with app.store.session() as session:
@@ -130,6 +133,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_open(args: argparse.Namespace) -> int:
     """Register an incident reported from outside (a phone call, a provider's report)."""
+    from monitord.incidents import incident_dict, open_manual
+
     app = app_for(args)
     now = app.clock()
     occurred = None
@@ -162,9 +167,6 @@ def cmd_open(args: argparse.Namespace) -> int:
     return 0
 
 
-Transition = Callable[[Session, int, str, dt.datetime, str], Incident]
-
-
 def _transition(args: argparse.Namespace, change: Transition, done: str) -> int:
     """Apply one state change to the incident named on the command line, as the caller."""
     app = app_for(args)
@@ -178,22 +180,30 @@ def _transition(args: argparse.Namespace, change: Transition, done: str) -> int:
 
 def cmd_ack(args: argparse.Namespace) -> int:
     """Acknowledge an incident."""
+    from monitord.incidents import acknowledge
+
     return _transition(args, acknowledge, "acknowledged")
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     """Resolve an incident."""
+    from monitord.incidents import resolve
+
     return _transition(args, resolve, "resolved")
 
 
 def cmd_close(args: argparse.Namespace) -> int:
     """Close a resolved incident."""
+    from monitord.incidents import close
+
     return _transition(args, close, "closed")
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
     """Send the clause 7.3.3 notification (or a follow-up) to the management unit."""
     from alerts.delivery import deliver_due, make_apprise_sender
+    from monitord import aio
+    from monitord.incidents import notify_management
 
     app = app_for(args)
     parts = {

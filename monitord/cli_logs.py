@@ -8,7 +8,6 @@ import json
 import sys
 from typing import Any
 
-from monitord.app import build_app
 from monitord.cli_common import config_path
 from monitord.config import load_config
 from monitord.errors import UsageError
@@ -115,6 +114,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
 def cmd_usage(args: argparse.Namespace) -> int:
     """How a service was used, from the stored hourly statistics."""
+    from monitord.app import build_app
     from monitord.logwork import usage
 
     app = build_app(load_config(config_path(args)))
@@ -137,6 +137,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 def cmd_log_audit(args: argparse.Namespace) -> int:
     """Write and show the quarterly log audit (default: the previous quarter)."""
+    from monitord.app import build_app
     from monitord.logwork import log_audit
 
     if args.quarter:

@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import probes
-from monitord import aio
-from monitord.app import build_app
 from monitord.cli_common import settings_for
 from monitord.config import Settings
 from monitord.errors import UsageError
-from monitord.probing import RoundReport, probe_context, probe_round, run_probes
 from monitord.textable import format_table
 from monitord.timeutil import system_clock
+
+# The probes, aiohttp and the store are imported by the handler: registering `probe` must not
+# load them into every `monitord` process (see monitord.cli).
+if TYPE_CHECKING:
+    from monitord.probing import RoundReport
+
+# The choices of --kind. The registry, probes.PROBES, is the one list of kinds, but importing it
+# loads every probe and aiohttp; tests/test_cli_imports.py checks this copy against it.
+PROBE_KINDS = ("availability", "tls", "compatibility", "contract")
 
 
 def _result_objects(report: RoundReport) -> list[dict[str, Any]]:
@@ -49,6 +54,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def _probe_url(settings: Settings, url: str, kinds: list[str]) -> RoundReport:
+    from monitord.probing import RoundReport, probe_context, run_probes
     from rules import probe_rules
 
     async with probe_context(settings.probes, system_clock) as ctx:
@@ -60,6 +66,10 @@ async def _probe_url(settings: Settings, url: str, kinds: list[str]) -> RoundRep
 
 def cmd_probe(args: argparse.Namespace) -> int:
     """Run probes and print their facts and findings."""
+    import probes
+    from monitord import aio
+    from monitord.app import build_app
+    from monitord.probing import probe_round
 
     chosen = [args.kind] if args.kind else None
     if args.url and (args.service or args.all):
@@ -115,7 +125,7 @@ def add_probe_command(sub: Any) -> None:
     p.add_argument("url", nargs="?", help="any http(s) URL")
     p.add_argument("--service", metavar="ID", help="a catalogue service's whole probe set")
     p.add_argument("--all", action="store_true", help="one round over every online service")
-    p.add_argument("--kind", choices=list(probes.PROBES), help="only this probe kind")
+    p.add_argument("--kind", choices=list(PROBE_KINDS), help="only this probe kind")
     p.add_argument("--ca-file", metavar="PEM", help="also trust this CA bundle")
     p.add_argument("--json", action="store_true", help="one JSON object per probe")
     p.set_defaults(handler=cmd_probe)

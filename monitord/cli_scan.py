@@ -6,23 +6,13 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select
-
-from monitord import aio, zap
 from monitord.cli_common import actor, app_for, print_json
 from monitord.errors import UsageError
-from monitord.models import Finding, Scan, Service
-from monitord.scans import (
-    accept_finding,
-    driver_settings,
-    enqueue_manual,
-    run_scan,
-    scan_rows,
-    store_findings,
-)
 from monitord.textable import format_table
 from monitord.timeutil import SHANGHAI
-from monitord.zap_import import read_report
+
+# sqlalchemy, the models, the scan logic and the ZAP client are imported by each handler:
+# registering these commands must not load them into every `monitord` process (see monitord.cli).
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -38,6 +28,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return _import(args, words[1])
     if len(words) != 1:
         raise UsageError("give one service id")
+    from monitord import aio, zap
+    from monitord.scans import driver_settings, enqueue_manual, run_scan, scan_rows
+
     app = app_for(args)
     with app.store.session() as session:
         scan = enqueue_manual(session, words[0], actor(args), app.clock())
@@ -62,6 +55,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from monitord.scans import scan_rows
+
     app = app_for(args)
     rows = scan_rows(app.store)
     app.store.dispose()
@@ -87,6 +82,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace, path: str) -> int:
+    from monitord.models import Scan, Service
+    from monitord.scans import store_findings
+    from monitord.zap_import import read_report
+
     app = app_for(args)
     now = app.clock()
     with app.store.session() as session:
@@ -125,6 +124,11 @@ def _import(args: argparse.Namespace, path: str) -> int:
 
 def cmd_findings(args: argparse.Namespace) -> int:
     """List findings, or accept one with a reason and an expiry."""
+    from sqlalchemy import select
+
+    from monitord.models import Finding
+    from monitord.scans import accept_finding
+
     app = app_for(args)
     if args.accept is not None:
         if not args.until:
