@@ -1,15 +1,18 @@
 """The log rule engine: parsed access-log blocks in, findings out.
 
-The rules are data (`rules/logs.toml`, format described at its top). The engine filters the
-lines a rule cares about, groups them by subject, and either counts every line (`row` rules) or
-counts them in sliding windows (`window` rules: buckets of half a window, each window two
-adjacent buckets). All of it is Arrow group-bys over the columns of a block; Python touches only
-the few subjects that fire. Where a condition needs a value no log carries, a function in
-`DERIVED` computes it (the one place behaviour needs code).
+The rules are data (`rules/logs.toml`, format described at its top). For each block the engine
+tests every condition once per distinct value of a column (text columns arrive as dictionary
+codes, see `monitord.accesslog.schema.codes`) and spreads the answer over the rows by code, so a
+block's cost is a few numpy passes over integer arrays per rule. Rows are then grouped by
+subject code and time bucket (`row` rules count every line; `window` rules count in sliding
+windows: buckets of half a window, each window two adjacent buckets). Strings are touched only
+for the few subjects that fire and for the entries that stay open at the end of the block.
+Where a condition needs a value no log carries, a function in `DERIVED` computes it (the one
+place behaviour needs code).
 
-Across blocks the engine keeps, per rule, subject column and log source, the partial aggregates
-of the window buckets still open, plus the findings and, for rate rules, each subject's
-long-run totals; `to_state`/`from_state` carry them across follow-mode runs.
+Across blocks the engine keeps, per rule, subject column and log source, the window buckets
+still open (one entry per subject, distinct value and bucket), plus the findings and, for rate
+rules, each subject's long-run totals; `to_state`/`restore` carry them across follow-mode runs.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from monitord.accesslog import schema
 from monitord.accesslog.findings import MAX_EVIDENCE, LogFinding
 from monitord.types import SEVERITIES, Severity
 from rules.workdays import WorkCalendar
@@ -36,6 +40,7 @@ OPS = (
 )  # fmt: skip
 LATE_BUCKETS = 2  # half-windows kept open behind the newest line, for slightly unordered logs
 PEERS_MIN = 20  # fewer subjects than this are no crowd to compare with
+STATE_VERSION = 2  # layout of the windows in `to_state`; another version restores no windows
 
 SENSITIVE = (
     r"(?i)(^|/)(\.env|\.git|\.svn|\.hg|\.DS_Store|\.htaccess|\.aws|wp-admin|wp-login\.php|"
@@ -44,55 +49,217 @@ SENSITIVE = (
 )
 STATIC = r"(?i)\.(js|mjs|css|png|jpe?g|gif|svg|ico|webp|woff2?|ttf|eot|map|txt)$"
 
+Ints: TypeAlias = np.ndarray[Any, np.dtype[np.int64]]
+Mask: TypeAlias = np.ndarray[Any, np.dtype[np.bool_]]
+Coded: TypeAlias = tuple[schema.Codes, pa.Array]
+"""A column as codes into its distinct values (-1 for null): tests run once per value."""
+Column: TypeAlias = pa.Array | Coded | Mask
+"""What a condition tests: one value per row (Arrow; or numpy booleans, never missing), or codes
+into distinct values."""
+
 
 class RuleError(ValueError):
     """A rule file that does not describe valid rules; the message names the rule and key."""
 
 
+# -- blocks as rules read them --------------------------------------------------------------------
+
+
+class Block:
+    """The rows of one log source in a parsed block, each column converted once when first read.
+
+    `ts` is the time of each row as numpy int64; `rows` marks the rows rules may look at (all
+    but those without a time). A dictionary column is taken to hold each value once in its
+    dictionary, as Arrow's `dictionary_encode` makes it.
+    """
+
+    def __init__(self, table: pa.Table, calendar: WorkCalendar) -> None:
+        self.table = table
+        self.calendar = calendar
+        self.n = table.num_rows
+        ts = _array(table.column("ts"))
+        self.rows: Mask = np.ones(self.n, np.bool_)
+        if ts.null_count:
+            self.rows = ts.is_valid().to_numpy(zero_copy_only=False)
+            ts = pc.fill_null(ts, 0)
+        self.ts: Ints = ts.to_numpy().astype(np.int64, copy=False)
+        self._columns: dict[str, Column] = {}
+        self._numbers: dict[str, tuple[np.ndarray[Any, Any], Mask]] = {}
+
+    def column(self, name: str) -> Column:
+        """A column of the block: text as codes into its distinct values, the rest as is."""
+        got = self._columns.get(name)
+        if got is None:
+            col = self.table.column(name)
+            kind = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+            if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+                got = _without_null_values(*schema.codes(col))
+            else:
+                got = _array(col)
+            self._columns[name] = got
+        return got
+
+    def coded(self, name: str) -> Coded:
+        """A column as codes into its distinct values, whatever its type."""
+        col = self.column(name)
+        if isinstance(col, tuple):
+            return col
+        got = self._columns.get(f"{name}#codes")
+        if not isinstance(got, tuple):
+            enc = pc.dictionary_encode(col)
+            codes = _filled(enc.indices, -1).astype(np.int32)
+            self._columns[f"{name}#codes"] = got = (codes, enc.dictionary)
+        return got
+
+    def numbers(self, name: str) -> tuple[np.ndarray[Any, Any], Mask]:
+        """A numeric column as numpy values (0 where missing) and where it is present."""
+        got = self._numbers.get(name)
+        if got is None:
+            col = self.column(name)
+            assert isinstance(col, pa.Array), f"{name} is not numeric"
+            valid = np.ones(self.n, np.bool_)
+            if col.null_count:
+                valid = col.is_valid().to_numpy(zero_copy_only=False)
+                col = pc.fill_null(col, 0)
+            got = self._numbers[name] = (col.to_numpy(), valid)
+        return got
+
+    def lines(self, rows: Ints) -> list[str]:
+        """The raw lines of some rows, as text for evidence."""
+        values = self.table.column("line").take(pa.array(rows)).to_pylist()
+        return [v.rstrip("\r\n") for v in schema.texts(v for v in values if v is not None)]
+
+
+def _array(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    return col
+
+
+def _without_null_values(codes: schema.Codes, values: pa.Array) -> Coded:
+    # A null among the distinct values is a null row: its code becomes -1 like the others.
+    if values.null_count:
+        remap = np.arange(len(values) + 1, dtype=np.int32)
+        remap[:-1][values.is_null().to_numpy(zero_copy_only=False)] = -1
+        remap[-1] = -1
+        codes = remap[codes]
+    return codes, values
+
+
+def _filled(arr: pa.Array, value: Any) -> np.ndarray[Any, Any]:
+    """An Arrow array as numpy, missing values replaced (most arrays have none: no copy)."""
+    if arr.null_count:
+        arr = pc.fill_null(arr, value)
+    out: np.ndarray[Any, Any] = arr.to_numpy(zero_copy_only=False)
+    return out
+
+
+def _factorize(keys: Ints, domain: int) -> tuple[Ints, Ints]:
+    """Group numbers for int64 keys in [0, domain): (the group of each key, each group's key).
+
+    A small domain is counted directly (a pass over it, no hashing); a large one is hashed.
+    """
+    if domain <= 8 * len(keys) + (1 << 16):
+        seen = np.zeros(domain, np.bool_)
+        seen[keys] = True
+        uniq = np.flatnonzero(seen)
+        number = np.empty(domain, np.int64)
+        number[uniq] = np.arange(len(uniq))
+        return number[keys], uniq
+    enc = pc.dictionary_encode(pa.array(keys, pa.int64()))
+    return enc.indices.to_numpy().astype(np.int64), enc.dictionary.to_numpy()
+
+
+def _minimum(groups: Ints, k: int, values: Ints) -> Ints:
+    out = np.full(k, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(out, groups, values)
+    return out
+
+
+def _maximum(groups: Ints, k: int, values: Ints) -> Ints:
+    out = np.full(k, np.iinfo(np.int64).min, np.int64)
+    np.maximum.at(out, groups, values)
+    return out
+
+
+def _sum(groups: Ints, k: int, values: Ints | None) -> Ints:
+    # Without values, each member counts one.
+    return np.bincount(groups, weights=values, minlength=k).astype(np.int64, copy=False)
+
+
 # -- derived columns ------------------------------------------------------------------------------
 
 
-@dataclass
-class Context:
-    """What derived columns may need besides the block itself."""
-
-    calendar: WorkCalendar
-
-
-def _working_time(t: pa.Table, ctx: Context) -> pa.Array:
-    return pa.array(ctx.calendar.working_seconds(t.column("ts").to_pylist()), pa.bool_())
-
-
-def _grant(t: pa.Table, _ctx: Context) -> pa.Array:
-    role = pc.fill_null(t.column("role"), "none")
-    target = pc.fill_null(t.column("target_role"), "none")
-    return pc.binary_join_element_wise(role, target, ">")
+def _working_time(blk: Block, within: Mask) -> Mask:
+    # The calendar is Python: ask it once per distinct minute of the rows still in question.
+    rows = np.flatnonzero(within)
+    out = np.zeros(blk.n, np.bool_)
+    if len(rows):
+        minute = blk.ts[rows] // 60
+        low = int(minute.min())
+        which, minutes = _factorize(minute - low, int(minute.max()) - low + 1)
+        moments = ((minutes + low) * 60).tolist()
+        out[rows] = np.array(blk.calendar.working_seconds(moments), np.bool_)[which]
+    return out
 
 
-def _network(t: pa.Table, _ctx: Context) -> pa.Array:
+def _grant(blk: Block, within: Mask) -> Coded:
+    # "role>target_role" for the rows in question (grants are few); -1 elsewhere.
+    rows = np.flatnonzero(within)
+    role, roles = blk.coded("role")
+    target, targets = blk.coded("target_role")
+    width = len(targets) + 1
+    pair = (role[rows].astype(np.int64) + 1) * width + target[rows] + 1
+    which, pairs = _factorize(pair, (len(roles) + 1) * width)
+    role_names = ["none", *roles.to_pylist()]
+    target_names = ["none", *targets.to_pylist()]
+    names = [f"{role_names[p // width]}>{target_names[p % width]}" for p in pairs.tolist()]
+    codes = np.full(blk.n, -1, np.int32)
+    codes[rows] = which
+    return codes, pa.array(names, pa.string())
+
+
+def _network(blk: Block, _within: Mask) -> Coded:
     # Without a GeoIP database, "places far apart" is approximated by networks: an IPv4 /16 or
     # the first three groups of an IPv6 address. A person moves between two or three at most.
-    ip = t.column("ip")
-    v4 = pc.struct_field(pc.extract_regex(ip, r"^(?P<n>\d+\.\d+)\."), [0])
-    v6 = pc.struct_field(
-        pc.extract_regex(ip, r"^(?P<n>[0-9A-Fa-f]*:[0-9A-Fa-f]*:[0-9A-Fa-f]*)"), [0]
-    )
-    return pc.coalesce(v4, v6, ip)
+    codes, ips = blk.coded("ip")
+    network = pc.struct_field(pc.extract_regex(ips, r"^(?P<n>\d+\.\d+)\."), [0])
+    if network.null_count:  # not IPv4: rare enough to be matched on their own
+        v6 = pc.struct_field(
+            pc.extract_regex(ips, r"^(?P<n>[0-9A-Fa-f]*:[0-9A-Fa-f]*:[0-9A-Fa-f]*)"), [0]
+        )
+        network = pc.coalesce(network, v6, ips)
+    networks = pc.dictionary_encode(network)
+    of_ip = np.append(_filled(networks.indices, -1), -1).astype(np.int32)
+    return of_ip[codes], networks.dictionary
 
 
-def _sensitive(t: pa.Table, _ctx: Context) -> pa.Array:
-    return pc.fill_null(pc.match_substring_regex(t.column("path"), SENSITIVE), False)
+def _path_matches(blk: Block, within: Mask, pattern: str) -> Mask:
+    # Only the paths of rows still in question are matched; a missing path matches nothing.
+    codes, paths = blk.coded("path")
+    used = np.zeros(len(paths) + 1, np.bool_)
+    used[codes[within]] = True
+    which = np.flatnonzero(used[:-1])
+    asked = paths if len(which) == len(paths) else paths.take(pa.array(which))
+    hit = np.zeros(len(paths) + 1, np.bool_)  # the last entry answers for code -1
+    hit[which] = _filled(pc.match_substring_regex(asked, pattern), False)
+    return hit[codes]
 
 
-def _static(t: pa.Table, _ctx: Context) -> pa.Array:
-    return pc.fill_null(pc.match_substring_regex(t.column("path"), STATIC), False)
+def _sensitive(blk: Block, within: Mask) -> Mask:
+    return _path_matches(blk, within, SENSITIVE)
 
 
-def _error(t: pa.Table, _ctx: Context) -> pa.Array:
-    return pc.fill_null(pc.greater_equal(t.column("status"), 500), False)
+def _static(blk: Block, within: Mask) -> Mask:
+    return _path_matches(blk, within, STATIC)
 
 
-DERIVED: dict[str, Callable[[pa.Table, Context], pa.Array]] = {
+def _error(blk: Block, _within: Mask) -> Mask:
+    status, valid = blk.numbers("status")
+    return (status >= 500) & valid
+
+
+DERIVED: dict[str, Callable[[Block, Mask], Column]] = {
     "working_time": _working_time,
     "grant": _grant,
     "network": _network,
@@ -100,6 +267,9 @@ DERIVED: dict[str, Callable[[pa.Table, Context], pa.Array]] = {
     "static_path": _static,
     "error": _error,
 }
+"""Columns no log carries, computed from a block. `within` marks the rows still in question
+(earlier conditions held): a derived value need only be right there, so a costly one (the
+calendar) is computed for few rows."""
 
 
 DERIVED_NEEDS: dict[str, tuple[str, ...]] = {
@@ -264,72 +434,214 @@ def load_rules(path: Path = RULES_FILE) -> list[LogRule]:
 # -- evaluation -----------------------------------------------------------------------------------
 
 
-def _column(t: pa.Table, name: str, ctx: Context) -> pa.Array:
+def _column(blk: Block, name: str, within: Mask) -> Column:
     if name in DERIVED:
-        return DERIVED[name](t, ctx)
-    col = t.column(name)
-    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        return DERIVED[name](blk, within)
+    return blk.column(name)
 
 
-def _mask(c: Condition, t: pa.Table, ctx: Context) -> pa.Array:
-    if c.any_of or c.all_of:
-        parts = [_mask(s, t, ctx) for s in (c.any_of or c.all_of)]
-        combine = pc.or_ if c.any_of else pc.and_
-        out = parts[0]
-        for p in parts[1:]:
-            out = combine(out, p)
-        return out
-    col = _column(t, c.field, ctx)
-    op, value = c.op, c.value
-    if op == "null":
-        return pc.is_null(col)
-    if op == "not_null":
-        return pc.is_valid(col)
+def _keyed(blk: Block, name: str, within: Mask) -> Coded:
+    """A column as codes into distinct strings: what subjects and distinct values are."""
+    col = _column(blk, name, within)
+    if isinstance(col, np.ndarray):
+        col = pa.array(col)
+    if isinstance(col, tuple):
+        codes, values = col
+    else:
+        enc = pc.dictionary_encode(col)
+        codes, values = _filled(enc.indices, -1).astype(np.int32), enc.dictionary
+    if not pa.types.is_string(values.type):
+        values = values.cast(pa.string())
+    return codes, values
+
+
+def _test(op: str, value: Any, values: pa.Array) -> Mask:
     if op in ("in", "not_in"):
-        hit = pc.is_in(col, value_set=pa.array(value, col.type))
+        hit = pc.is_in(values, value_set=pa.array(value, values.type))
         result = hit if op == "in" else pc.invert(hit)
     elif op in ("matches", "not_matches"):
-        hit = pc.match_substring_regex(col, value)
+        hit = pc.match_substring_regex(values, value)
         result = hit if op == "matches" else pc.invert(hit)
     else:
         fn = {
             "==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
             ">": pc.greater, ">=": pc.greater_equal,
         }[op]  # fmt: skip
-        result = fn(col, pa.scalar(value, col.type) if not isinstance(value, bool) else value)
+        scalar = value if isinstance(value, bool) else pa.scalar(value, values.type)
+        result = fn(values, scalar)
     # A missing value never satisfies a test (but `not_in` of a missing value is true:
     # a grant by someone with no role is outside the allowed pairs).
-    return pc.fill_null(result, op == "not_in")
+    mask: Mask = _filled(result, op == "not_in")
+    return mask
 
 
-def select(conditions: Sequence[Condition], t: pa.Table, ctx: Context) -> pa.Table:
-    """The rows meeting every condition; each condition sees only the rows the earlier kept,
-    so a costly derived column (working time) is computed for few rows."""
+def _holds(c: Condition, blk: Block, within: Mask) -> Mask:
+    if c.any_of:
+        out = np.zeros(blk.n, np.bool_)
+        for sub in c.any_of:
+            out |= _holds(sub, blk, within)
+        return out
+    if c.all_of:
+        return select(c.all_of, blk, within)
+    col = _column(blk, c.field, within)
+    if isinstance(col, tuple):
+        # Test each distinct value once; code -1 (a missing value) picks the appended answer.
+        codes, values = col
+        if c.op in ("null", "not_null"):
+            missing: Mask = codes < 0
+            return missing if c.op == "null" else ~missing
+        answers: Mask = np.append(_test(c.op, c.value, values), c.op == "not_in")
+        return answers[codes]
+    if isinstance(col, np.ndarray):
+        if c.op in ("null", "not_null"):
+            return np.full(blk.n, c.op == "not_null")
+        if c.op in ("==", "!=") and isinstance(c.value, bool):
+            same: Mask = col == c.value
+            return same if c.op == "==" else ~same
+        col = pa.array(col)
+    if c.op in ("null", "not_null"):
+        valid: Mask = col.is_valid().to_numpy(zero_copy_only=False)
+        return ~valid if c.op == "null" else valid
+    if _plain_number(col.type, c):
+        return _test_numbers(c, *blk.numbers(c.field))
+    return _test(c.op, c.value, col)
+
+
+_NUMPY_OPS: dict[str, Callable[[Any, Any], Mask]] = {
+    "==": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal,
+    ">": np.greater, ">=": np.greater_equal,
+}  # fmt: skip
+
+
+def _plain_number(kind: pa.DataType, c: Condition) -> bool:
+    # numpy compares numbers with numbers as Arrow does; anything else goes to Arrow.
+    values = c.value if c.op in ("in", "not_in") else [c.value]
+    return (
+        (pa.types.is_integer(kind) or pa.types.is_floating(kind))
+        and c.op in (*_NUMPY_OPS, "in", "not_in")
+        and isinstance(values, list)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    )
+
+
+def _test_numbers(c: Condition, numbers: np.ndarray[Any, Any], valid: Mask) -> Mask:
+    if c.op in ("in", "not_in"):
+        hit = np.isin(numbers, c.value)
+        # As in `_test`: a missing value is in nothing, so it is `not_in` everything.
+        return hit & valid if c.op == "in" else ~(hit & valid)
+    return _NUMPY_OPS[c.op](numbers, c.value) & valid
+
+
+def select(conditions: Sequence[Condition], blk: Block, within: Mask) -> Mask:
+    """The rows of `within` meeting every condition. Each condition is asked only about the
+    rows the earlier kept, so a costly derived column (working time) is computed for few rows."""
+    mask = within.copy()
     for c in conditions:
-        if t.num_rows == 0:
+        if not mask.any():
             break
-        t = t.filter(_mask(c, t, ctx))
-    return t
+        mask &= _holds(c, blk, mask)
+    return mask
+
+
+def _merge_strings(values: pa.Array, strings: pa.Array) -> tuple[Ints, Ints, pa.Array]:
+    """One vocabulary for two: (new codes of `values`, new codes of `strings`, -1 for null;
+    the vocabulary)."""
+    enc = pc.dictionary_encode(pa.concat_arrays([values, strings]))
+    codes = _filled(enc.indices, -1).astype(np.int64)
+    return codes[: len(values)], codes[len(values) :], enc.dictionary
+
+
+def _compact(
+    codes: np.ndarray[Any, np.dtype[np.integer[Any]]], values: pa.Array
+) -> tuple[Ints, pa.Array]:
+    """Codes (-1: null) renumbered over the values they use, and those values, when they use
+    few of them (a rule's rows out of a whole block): it keeps groupings and merges small."""
+    used = np.zeros(len(values) + 1, np.bool_)
+    used[codes] = True  # -1 marks the extra last slot
+    kept = np.flatnonzero(used[:-1])
+    if 2 * len(kept) > len(values):
+        return codes.astype(np.int64), values
+    renumber = np.full(len(values) + 1, -1, np.int64)
+    renumber[kept] = np.arange(len(kept))
+    return renumber[codes], values.take(pa.array(kept))
+
+
+def _strings(values: pa.Array, codes: Ints) -> pa.Array:
+    return values.take(pa.array(codes, mask=codes < 0))
 
 
 @dataclass
-class _WindowState:
-    """Open window buckets of one rule, subject column and source: a few partial tables of
-    (subject[, distinct value], bucket) → n, num, first, last, merged now and then."""
+class _Window:
+    """Open window buckets of one rule, subject column and source: one entry per subject,
+    distinct value (distinct measures only) and bucket, with its lines (`n`), numerator lines,
+    first and last time; and per subject the long-run totals [lines, numerator lines] of the
+    buckets that closed, for baseline rules.
 
-    parts: list[pa.Table] = field(default_factory=list)
-    oldest: int | None = None
+    Entries name subjects and values by codes into `subjects` and `values` (-1: no value), so
+    each string is kept, and merged with the next block's, once.
+    """
+
+    half: int
+    subjects: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    values: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    subject: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
+    value: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
+    bucket: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
+    n: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
+    num: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
+    first: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
+    last: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
     baseline: dict[str, list[int]] = field(default_factory=dict)
 
-    def table(self) -> pa.Table | None:
-        if len(self.parts) > 1:
-            self.parts = [pa.concat_tables(self.parts)]
-        return self.parts[0] if self.parts else None
+    def to_state(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "half": self.half,
+            "subjects": self.subjects.to_pylist(),
+            "values": self.values.to_pylist(),
+            **{k: getattr(self, k).tolist() for k in _ENTRY_FIELDS},
+            "baseline": self.baseline,
+        }
+
+    @classmethod
+    def from_state(cls, raw: Mapping[str, Any]) -> _Window:
+        """Back from `to_state`."""
+        return cls(
+            half=int(raw["half"]),
+            subjects=pa.array(raw["subjects"], pa.string()),
+            values=pa.array(raw["values"], pa.string()),
+            **{k: np.array(raw[k], np.int64).reshape(-1) for k in _ENTRY_FIELDS},
+            baseline={k: [int(x) for x in v] for k, v in raw.get("baseline", {}).items()},
+        )
 
 
-_AGG_SCHEMA = {"n": pa.int64(), "num": pa.int64(), "first": pa.int64(), "last": pa.int64(),
-               "bucket": pa.int64()}  # fmt: skip
-_MERGE_EVERY = 6
+_ENTRY_FIELDS = ("subject", "value", "bucket", "n", "num", "first", "last")
+
+
+@dataclass
+class _Groups:
+    """Window entries grouped: each group's subject code, bucket and sums."""
+
+    subject: Ints
+    bucket: Ints
+    n: Ints
+    num: Ints
+    first: Ints
+    last: Ints
+
+    def take(self, which: Mask | Ints) -> _Groups:
+        """Some of the groups."""
+        return _Groups(*(getattr(self, f)[which] for f in _GROUP_FIELDS))
+
+    def concat(self, other: _Groups) -> _Groups:
+        """These groups and others."""
+        return _Groups(
+            *(np.concatenate([getattr(self, f), getattr(other, f)]) for f in _GROUP_FIELDS)
+        )
+
+
+_GROUP_FIELDS = ("subject", "bucket", "n", "num", "first", "last")
+_DENSE_BUCKETS = 1024
 
 
 class LogRuleEngine:
@@ -340,10 +652,12 @@ class LogRuleEngine:
 
     def __init__(self, rules: Sequence[LogRule], calendar: WorkCalendar | None = None) -> None:
         self.rules = list(rules)
-        self.ctx = Context(calendar or WorkCalendar())
+        self.calendar = calendar or WorkCalendar()
         self._findings: dict[tuple[str, str, str], LogFinding] = {}
-        self._windows: dict[tuple[str, str, str], _WindowState] = {}
-        self._lines: pa.Array = pa.array([], pa.string())
+        self._windows: dict[tuple[str, str, str], _Window] = {}
+        # Findings with open window buckets, per (rule, subject column, source): those whose
+        # counts settle when that window state moves on.
+        self._open: dict[tuple[str, str, str], set[tuple[str, str, str]]] = {}
 
     @classmethod
     def load(cls, path: Path = RULES_FILE, calendar: WorkCalendar | None = None) -> LogRuleEngine:
@@ -353,35 +667,37 @@ class LogRuleEngine:
     # -- feeding ----------------------------------------------------------------------------------
 
     def feed(self, block: pa.Table) -> None:
-        """Evaluate every rule on a parsed block (columns of monitord.accesslog.schema)."""
+        """Evaluate every rule on a parsed block (columns of monitord.accesslog.schema).
+
+        Text columns may be dictionary-encoded or plain strings; `line` string or binary.
+        """
         if block.num_rows == 0:
             return
-        # Rules carry a row number instead of the raw line; evidence is fetched by number.
-        self._lines = block.column("line").combine_chunks()
-        work = block.drop_columns(["line"]).append_column(
-            "row", pa.array(np.arange(block.num_rows, dtype=np.int64))
-        )
-        sources = pc.unique(work.column("source")).to_pylist()
-        for source in sources:
-            part = work if len(sources) == 1 else work.filter(pc.equal(work["source"], source))
+        codes, sources = schema.codes(block.column("source"))
+        count = np.bincount(codes + 1, minlength=len(sources) + 1)
+        present = np.flatnonzero(count[1:])
+        for i in present:
+            source = sources[int(i)].as_py()
+            if not any(source in rule.sources for rule in self.rules):
+                continue
+            part = block
+            if count[i + 1] != block.num_rows:
+                part = block.filter(pa.array(codes == i))
+            blk = Block(part, self.calendar)
             for rule in self.rules:
                 if source in rule.sources:
-                    self._feed_rule(rule, source, part.select(rule.columns))
-        self._lines = pa.array([], pa.string())
+                    self._feed_rule(rule, source, blk)
 
-    def _feed_rule(self, rule: LogRule, source: str, block: pa.Table) -> None:
-        rows = select(rule.where, block, self.ctx)
-        if rows.num_rows == 0 and rule.kind == "row":
+    def _feed_rule(self, rule: LogRule, source: str, blk: Block) -> None:
+        chosen = select(rule.where, blk, blk.rows)
+        # A window state without new lines would evaluate to what it did last time: skip it.
+        if not chosen.any():
             return
         for subject in rule.subject:
-            sub = rows
-            if rows.num_rows and rows.column(subject).null_count:
-                sub = rows.filter(pc.is_valid(rows.column(subject)))
             if rule.kind == "row":
-                if sub.num_rows:
-                    self._feed_rows(rule, subject, sub)
+                self._feed_rows(rule, subject, blk, chosen)
             else:
-                self._feed_window(rule, subject, source, sub)
+                self._feed_window(rule, subject, source, blk, chosen)
 
     def _finding(
         self, rule: LogRule, subject_kind: str, subject: str, first: int, last: int
@@ -403,43 +719,6 @@ class LogRuleEngine:
         found.seen(first, last)
         return found
 
-    def _feed_rows(self, rule: LogRule, subject: str, rows: pa.Table) -> None:
-        groups = rows.group_by(subject).aggregate([([], "count_all"), ("ts", "min"), ("ts", "max")])
-        for g in groups.to_pylist():
-            if g["count_all"] < rule.threshold.min_count:
-                continue
-            f = self._finding(rule, subject, str(g[subject]), g["ts_min"], g["ts_max"])
-            f.settled += g["count_all"]
-            self._evidence(f, rows, subject, g[subject])
-            self._summarise(rule, f, f.count)
-        if rule.breakdown:
-            # The audit wants who did what, not only a total (8.3 c: every vendor account).
-            per = rows.group_by([subject, *rule.breakdown]).aggregate([([], "count_all")])
-            for r in per.to_pylist():
-                found = self._findings.get((rule.name, subject, str(r[subject])))
-                if found is None:
-                    continue
-                table = found.facts.setdefault("breakdown", {})
-                key = " ".join(str(r[k]) for k in rule.breakdown)
-                table[key] = table.get(key, 0) + r["count_all"]
-
-    def _evidence(
-        self,
-        f: LogFinding,
-        rows: pa.Table,
-        subject: str,
-        value: Any,
-        span: tuple[int, int] | None = None,
-    ) -> None:
-        if len(f.evidence) >= MAX_EVIDENCE or rows.num_rows == 0:
-            return
-        mask = pc.equal(rows.column(subject), pa.scalar(value, rows.schema.field(subject).type))
-        if span is not None:
-            ts = rows.column("ts")
-            mask = pc.and_(mask, pc.and_(pc.greater_equal(ts, span[0]), pc.less(ts, span[1])))
-        picked = rows.filter(mask).column("row").slice(0, MAX_EVIDENCE)
-        f.add_evidence([v.rstrip("\r\n") for v in pc.take(self._lines, picked).to_pylist()])
-
     def _summarise(self, rule: LogRule, f: LogFinding, measure: Any) -> None:
         # The summary quotes the worst window seen, not merely the latest.
         peak = max(f.facts.get("peak", measure), measure)
@@ -449,168 +728,191 @@ class LogRuleEngine:
             subject=f.subject, count=f.count, measure=shown, window_min=rule.window // 60
         )
 
-    def _keys(self, rule: LogRule, subject: str) -> list[str]:
-        distinct = [rule.distinct] if rule.measure == "distinct" and rule.distinct else []
-        return [subject, *distinct]
+    # -- row rules --------------------------------------------------------------------------------
 
-    def _feed_window(self, rule: LogRule, subject: str, source: str, rows: pa.Table) -> None:
-        state = self._windows.setdefault((rule.name, subject, source), _WindowState())
-        half = max(1, rule.window // 2)
-        keys = self._keys(rule, subject)
-        if rows.num_rows:
-            if rule.measure == "ratio":
-                num = pc.cast(_mask(Condition(all_of=rule.numerator), rows, self.ctx), pa.int64())
-            else:
-                num = pa.array(np.zeros(rows.num_rows, dtype=np.int64))
-            cols: dict[str, Any] = {k: _column(rows, k, self.ctx) for k in keys}
-            bucket = pc.divide(rows.column("ts"), half)
-            cols["bucket"] = bucket
-            cols["ts"] = rows.column("ts")
-            cols["num"] = num
-            part = (
-                pa.table(cols)
-                .group_by([*keys, "bucket"])
-                .aggregate([([], "count_all"), ("num", "sum"), ("ts", "min"), ("ts", "max")])
-                .rename_columns([*keys, "bucket", "n", "num", "first", "last"])
-            )
-            if state.parts:
-                part = part.cast(state.parts[0].schema)
-            state.parts.append(part)
-            low = pc.min(bucket).as_py()
-            state.oldest = low if state.oldest is None else min(state.oldest, low)
-            if len(state.parts) >= _MERGE_EVERY:
-                state.parts = [self._merged(state, keys)]
-        b = state.table()
-        if b is None or b.num_rows == 0:
+    def _feed_rows(self, rule: LogRule, subject: str, blk: Block, chosen: Mask) -> None:
+        codes, values = _keyed(blk, subject, chosen)
+        rows = np.flatnonzero(chosen & (codes >= 0))
+        if len(rows) == 0:
             return
-        self._evaluate(rule, subject, source, b, state, rows, half)
-        self._prune(rule, subject, source, state, keys)
+        sub = codes[rows].astype(np.int64)
+        k = len(values)
+        count = np.bincount(sub, minlength=k)
+        first = _minimum(sub, k, blk.ts[rows])
+        last = _maximum(sub, k, blk.ts[rows])
+        for code in np.flatnonzero((count > 0) & (count >= rule.threshold.min_count)).tolist():
+            name = str(values[code].as_py())
+            f = self._finding(rule, subject, name, int(first[code]), int(last[code]))
+            f.settled += int(count[code])
+            if len(f.evidence) < MAX_EVIDENCE:
+                f.add_evidence(blk.lines(rows[sub == code][:MAX_EVIDENCE]))
+            self._summarise(rule, f, f.count)
+        if rule.breakdown:
+            self._breakdown(rule, subject, blk, chosen, rows)
 
-    @staticmethod
-    def _merged(state: _WindowState, keys: list[str]) -> pa.Table:
-        t = pa.concat_tables(state.parts)
-        return (
-            t.group_by([*keys, "bucket"])
-            .aggregate([("n", "sum"), ("num", "sum"), ("first", "min"), ("last", "max")])
-            .rename_columns([*keys, "bucket", "n", "num", "first", "last"])
-        )
+    def _breakdown(self, rule: LogRule, subject: str, blk: Block, chosen: Mask, rows: Ints) -> None:
+        # The audit wants who did what, not only a total (8.3 c: every vendor account).
+        columns = [_keyed(blk, name, chosen) for name in (subject, *rule.breakdown)]
+        combo = np.zeros(len(rows), np.int64)
+        k = 1
+        for codes, values in columns:
+            combo, _ = _factorize(
+                combo * (len(values) + 1) + codes[rows] + 1, k * (len(values) + 1)
+            )
+            k = int(combo.max()) + 1
+        count = np.bincount(combo, minlength=k)
+        example = rows[_minimum(combo, k, np.arange(len(rows), dtype=np.int64))]
+        texts = [
+            _strings(values, codes[example].astype(np.int64)).to_pylist()
+            for codes, values in columns
+        ]
+        for i in range(k):
+            found = self._findings.get((rule.name, subject, str(texts[0][i])))
+            if found is None:
+                continue
+            table = found.facts.setdefault("breakdown", {})
+            key = " ".join(str(t[i]) for t in texts[1:])
+            table[key] = table.get(key, 0) + int(count[i])
+
+    # -- window rules -----------------------------------------------------------------------------
+
+    def _feed_window(
+        self, rule: LogRule, subject: str, source: str, blk: Block, chosen: Mask
+    ) -> None:
+        codes, subjects = _keyed(blk, subject, chosen)
+        rows = np.flatnonzero(chosen & (codes >= 0))
+        if len(rows) == 0:
+            return
+        key = (rule.name, subject, source)
+        half = max(1, rule.window // 2)
+        st = self._windows.get(key)
+        if st is None or st.half != half:
+            st = self._windows[key] = _Window(half)
+        batch = _batch(rule, blk, chosen, rows, (codes, subjects), st)
+        if _may_fire(rule, batch):
+            self._evaluate(rule, subject, source, st, blk, batch)
+        self._close(rule, subject, source, st, batch)
 
     def _evaluate(
-        self,
-        rule: LogRule,
-        subject: str,
-        source: str,
-        b: pa.Table,
-        state: _WindowState,
-        rows: pa.Table,
-        half: int,
+        self, rule: LogRule, subject: str, source: str, st: _Window, blk: Block, b: _Batch
     ) -> None:
-        value_col = [rule.distinct] if rule.measure == "distinct" and rule.distinct else []
-        # Each bucket belongs to two windows: the one it starts and the one it ends.
-        both = pa.concat_tables(
-            [
-                b.append_column("w", b.column("bucket")),
-                b.append_column("w", pc.subtract(b.column("bucket"), 1)),
-            ]
-        )
-        aggs: list[Any] = [("n", "sum"), ("num", "sum"), ("first", "min"), ("last", "max")]
-        if value_col:
-            aggs.append((value_col[0], "count_distinct"))
-        win = both.group_by([subject, "w"]).aggregate(aggs)
-        n = win.column("n_sum")
-        th = rule.threshold
+        th, c = rule.threshold, b.cells
+        nb, ns = len(b.bucket_of), len(b.subjects)
+        # Each (subject, bucket) cell belongs to two windows: the one it starts (numbered like
+        # the bucket) and the one it ends (numbered like the bucket before).
+        window_key = np.concatenate([c.subject * nb + c.bucket, c.subject * nb + b.prev[c.bucket]])
+        number, keys = _factorize(window_key, ns * nb)
+        k = len(keys)
+        n = _sum(number, k, np.concatenate([c.n, c.n]))
+        num = _sum(number, k, np.concatenate([c.num, c.num]))
         if rule.measure == "ratio":
-            events = win.column("num_sum")
-            measure = pc.divide(pc.cast(events, pa.float64()), pc.cast(n, pa.float64()))
+            events, measure = num, num / n
         elif rule.measure == "distinct":
+            # A window holds at most the values of its two cells together; only if that bound
+            # reaches the floors are the values told apart.
             events = n
-            measure = pc.cast(win.column(f"{value_col[0]}_count_distinct"), pa.float64())
+            bound = _sum(number, k, np.concatenate([b.cell_distinct, b.cell_distinct]))
+            maybe = _floors(th, events, bound.astype(np.float64))
+            if not maybe.any():
+                return
+            # Peers are compared on every window; without peers only the candidates count.
+            among = np.unique(keys[maybe] // nb) if th.peers_quantile is None else None
+            measure = _distinct_per_window(b, keys, among)
         else:
-            events = n
-            measure = pc.cast(n, pa.float64())
-        ok = pc.greater_equal(events, th.min_count)
-        if th.min_distinct:
-            ok = pc.and_(ok, pc.greater_equal(measure, float(th.min_distinct)))
-        if th.min_rate:
-            ok = pc.and_(ok, pc.greater_equal(measure, th.min_rate))
-        if not pc.any(ok).as_py():
+            events, measure = n, n.astype(np.float64)
+        ok = _floors(th, events, measure)
+        if not ok.any():
             return
         if th.peers_quantile is not None:
             # Peers are the subjects below the fixed floors: a crowd of floods must not make a
             # flood look normal, and a subject is never its own peer.
-            peers = pc.filter(measure, pc.invert(ok))
+            peers = measure[~ok]
             if len(peers) >= PEERS_MIN:
-                q = pc.quantile(peers, q=th.peers_quantile).to_pylist()[0]
-                ok = pc.and_(ok, pc.greater(measure, th.peers_factor * q))
-        fired = win.filter(ok).to_pylist()
-        if th.baseline_factor is not None:
-            fired = [r for r in fired if self._above_baseline(rule, state, r, subject)]
-        if not fired:
-            return
-        count_col = "num" if rule.measure == "ratio" else "n"
-        fired_keys = pa.array(sorted({r[subject] for r in fired}), b.schema.field(subject).type)
-        per_bucket = b.filter(pc.is_in(b.column(subject), value_set=fired_keys))
-        per_bucket = per_bucket.group_by([subject, "bucket"]).aggregate([(count_col, "sum")])
-        counts_of = {
-            (r[subject], r["bucket"]): r[f"{count_col}_sum"] for r in per_bucket.to_pylist()
-        }
-        ev_rows = rows
-        if rule.measure == "ratio" and rows.num_rows:
-            ev_rows = rows.filter(_mask(Condition(all_of=rule.numerator), rows, self.ctx))
-        for r in fired:
-            f = self._finding(rule, subject, str(r[subject]), r["first_min"], r["last_max"])
-            for bucket in (r["w"], r["w"] + 1):
-                f.open_counts[f"{source}:{bucket}"] = counts_of.get((r[subject], bucket), 0)
+                ok &= measure > th.peers_factor * float(np.quantile(peers, th.peers_quantile))
+        fired = np.flatnonzero(ok)
+        fired_subject, start = keys[fired] // nb, b.bucket_of[keys[fired] % nb]
+        order = np.lexsort((start, fired_subject))
+        fired, fired_subject, start = fired[order], fired_subject[order], start[order]
+        first = _minimum(number, k, np.concatenate([c.first, c.first]))
+        last = _maximum(number, k, np.concatenate([c.last, c.last]))
+        # A finding counts the lines of its open buckets (numerator lines for a ratio).
+        counted = c.num if rule.measure == "ratio" else c.n
+        mine = np.isin(c.subject, fired_subject)
+        per_bucket = dict(
+            zip(
+                zip(c.subject[mine].tolist(), b.bucket_of[c.bucket[mine]].tolist(), strict=True),
+                counted[mine].tolist(),
+                strict=True,
+            )
+        )
+        names = _strings(b.subjects, fired_subject).to_pylist()
+        for i, code, w, name in zip(
+            fired.tolist(), fired_subject.tolist(), start.tolist(), names, strict=True
+        ):
+            lines, hits = int(n[i]), int(num[i])
+            if th.baseline_factor is not None and not _above_baseline(th, st, name, lines, hits):
+                continue
+            f = self._finding(rule, subject, str(name), int(first[i]), int(last[i]))
+            self._open.setdefault((rule.name, subject, source), set()).add(f.key)
+            for bucket_no in (w, w + 1):
+                f.open_counts[f"{source}:{bucket_no}"] = per_bucket.get((code, bucket_no), 0)
+            value: Any = lines
             if rule.measure == "ratio":
-                value: Any = round(r["num_sum"] / r["n_sum"], 3)
-            elif value_col:
-                value = r[f"{value_col[0]}_count_distinct"]
-            else:
-                value = r["n_sum"]
-            self._evidence(f, ev_rows, subject, r[subject], (r["w"] * half, (r["w"] + 2) * half))
+                value = round(hits / lines, 3)
+            elif rule.measure == "distinct":
+                value = int(measure[i])
+            if len(f.evidence) < MAX_EVIDENCE:
+                ts = b.row_ts
+                pick = (b.row_subject == code) & (ts >= w * st.half) & (ts < (w + 2) * st.half)
+                if rule.measure == "ratio":
+                    pick &= b.row_hit
+                f.add_evidence(blk.lines(b.rows[np.flatnonzero(pick)[:MAX_EVIDENCE]]))
             self._summarise(rule, f, value)
 
-    def _above_baseline(
-        self, rule: LogRule, state: _WindowState, r: dict[str, Any], subject: str
-    ) -> bool:
-        th = rule.threshold
-        own = state.baseline.get(str(r[subject]))
-        if own is None or own[0] < th.baseline_min_lines:
-            # Too little history of its own: compare with every subject's history.
-            totals = [sum(v[i] for v in state.baseline.values()) for i in (0, 1)]
-            own = totals if totals[0] else [int(r["n_sum"]), 0]
-        rate = own[1] / own[0] if own[0] else 0.0
-        return bool(r["num_sum"] / r["n_sum"] > (th.baseline_factor or 1.0) * rate)
+    def _close(self, rule: LogRule, subject: str, source: str, st: _Window, b: _Batch) -> None:
+        """Keep the entries of buckets still open; fold the closed ones into the baselines and
+        settle the findings' counts of closed buckets."""
+        e = b.entries
+        bucket = b.bucket_of[e.bucket]
+        keep_from = int(bucket.max()) - 1 - LATE_BUCKETS
+        keep = np.ones(len(bucket), np.bool_)
+        if int(bucket.min()) < keep_from:
+            gone = bucket < keep_from
+            keep = ~gone
+            if rule.threshold.baseline_factor is not None:
+                ns = len(b.subjects)
+                lines = _sum(e.subject[gone], ns, e.n[gone])
+                hits = _sum(e.subject[gone], ns, e.num[gone])
+                whose = np.flatnonzero(lines)
+                names = _strings(b.subjects, whose).to_pylist()
+                for name, a, h in zip(
+                    names, lines[whose].tolist(), hits[whose].tolist(), strict=True
+                ):
+                    acc = st.baseline.setdefault(str(name), [0, 0])
+                    acc[0] += a
+                    acc[1] += h
+            self._settle((rule.name, subject, source), source, keep_from)
+        st.subject, st.subjects = _compact(e.subject[keep], b.subjects)
+        st.value, st.values = np.zeros(0, np.int64), pa.array([], pa.string())
+        if rule.measure == "distinct":
+            st.value, st.values = _compact(b.entry_value[keep], b.values)
+        st.bucket, st.n, st.num = bucket[keep], e.n[keep], e.num[keep]
+        st.first, st.last = e.first[keep], e.last[keep]
 
-    def _prune(
-        self, rule: LogRule, subject: str, source: str, state: _WindowState, keys: list[str]
-    ) -> None:
-        b = state.table()
-        if b is None or state.oldest is None:
-            return
-        newest = pc.max(b.column("bucket")).as_py()
-        keep_from = newest - 1 - LATE_BUCKETS
-        if state.oldest >= keep_from:
-            return
-        b = self._merged(state, keys)
-        old = pc.less(b.column("bucket"), keep_from)
-        gone = b.filter(old)
-        kept = b.filter(pc.invert(old))
-        state.parts = [kept]
-        state.oldest = pc.min(kept.column("bucket")).as_py() if kept.num_rows else None
-        if rule.threshold.baseline_factor is not None:
-            totals = gone.group_by(subject).aggregate([("n", "sum"), ("num", "sum")])
-            for r in totals.to_pylist():
-                acc = state.baseline.setdefault(str(r[subject]), [0, 0])
-                acc[0] += r["n_sum"]
-                acc[1] += r["num_sum"]
+    def _settle(self, key: tuple[str, str, str], source: str, keep_from: int) -> None:
         prefix = f"{source}:"
-        for f in self._findings.values():
-            if f.rule != rule.name or f.subject_kind != subject:
-                continue
-            for key in [k for k in f.open_counts if k.startswith(prefix)]:
-                if int(key[len(prefix) :]) < keep_from:
-                    f.settle(key)
+        waiting = self._open.get(key, set())
+        for fkey in list(waiting):
+            f = self._findings.get(fkey)
+            still_open = False
+            if f is not None:
+                for bucket in [k for k in f.open_counts if k.startswith(prefix)]:
+                    if int(bucket[len(prefix) :]) < keep_from:
+                        f.settle(bucket)
+                    else:
+                        still_open = True
+            if not still_open:
+                waiting.discard(fkey)
 
     # -- results and state ------------------------------------------------------------------------
 
@@ -621,15 +923,12 @@ class LogRuleEngine:
 
     def to_state(self) -> dict[str, Any]:
         """JSON-able state: open window buckets, baselines and findings (for follow mode)."""
-        windows = {}
-        for (rule, subject, source), st in self._windows.items():
-            b = st.table()
-            windows[f"{rule}|{subject}|{source}"] = {
-                "buckets": b.to_pylist() if b is not None else [],
-                "oldest": st.oldest,
-                "baseline": st.baseline,
-            }
-        return {"windows": windows, "findings": [f.to_state() for f in self._findings.values()]}
+        windows = {"|".join(key): st.to_state() for key, st in self._windows.items()}
+        return {
+            "version": STATE_VERSION,
+            "windows": windows,
+            "findings": [f.to_state() for f in self._findings.values()],
+        }
 
     def forget_findings(self, ended_before: int) -> int:
         """Drop findings whose behaviour last showed before `ended_before` (epoch seconds).
@@ -644,29 +943,209 @@ class LogRuleEngine:
         return len(old)
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        """Take back what `to_state` gave (rules and calendar come from the constructor)."""
+        """Take back what `to_state` gave (rules and calendar come from the constructor).
+
+        Windows saved in another layout (`STATE_VERSION`) are not read: they start empty, and
+        the findings are kept.
+        """
         self._findings = {}
+        self._open = {}
         for raw in state.get("findings", []):
             f = LogFinding.from_state(raw)
             self._findings[f.key] = f
+            for bucket in f.open_counts:
+                source = bucket.rpartition(":")[0]
+                self._open.setdefault((f.rule, f.subject_kind, source), set()).add(f.key)
         self._windows = {}
+        if state.get("version") != STATE_VERSION:
+            return
         by_name = {r.name: r for r in self.rules}
         for key, raw in state.get("windows", {}).items():
             rule_name, subject, source = key.split("|")
             rule = by_name.get(rule_name)
-            if rule is None:
+            if rule is None or rule.kind != "window":
                 continue  # a rule removed from the file: its windows go with it
-            st = _WindowState(
-                oldest=raw.get("oldest"),
-                baseline={k: list(v) for k, v in raw.get("baseline", {}).items()},
+            self._windows[(rule_name, subject, source)] = _Window.from_state(raw)
+
+
+def _floors(th: Threshold, events: Ints, measure: np.ndarray[Any, Any]) -> Mask:
+    """Which windows reach the fixed floors (necessary for every rule)."""
+    ok: Mask = events >= th.min_count
+    if th.min_distinct:
+        ok &= measure >= th.min_distinct
+    if th.min_rate:
+        ok &= measure >= th.min_rate
+    return ok
+
+
+def _distinct_per_window(
+    b: _Batch, windows: Ints, among: Ints | None
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """How many distinct values each window (key subject * buckets + number) holds; only the
+    windows of the subjects `among` when given (the others count 0)."""
+    nb, nv = len(b.bucket_of), len(b.values) + 1
+    # (subject, value, window) triples, each once: a value's entry in a bucket belongs to the
+    # window the bucket starts and the one it ends.
+    e, valued = b.entries, b.entry_value >= 0
+    if among is not None:
+        asked = np.zeros(len(b.subjects), np.bool_)
+        asked[among] = True
+        valued &= asked[e.subject]
+    pair = e.subject[valued] * nv + b.entry_value[valued] + 1
+    bucket = e.bucket[valued]
+    triple_key = np.concatenate([pair * nb + bucket, pair * nb + b.prev[bucket]])
+    _, triples = _factorize(triple_key, len(b.subjects) * nv * nb)
+    window = triples // nb // nv * nb + triples % nb
+    order = np.argsort(windows)
+    at = order[np.searchsorted(windows, window, sorter=order)]
+    return np.bincount(at, minlength=len(windows)).astype(np.float64)
+
+
+def _above_baseline(th: Threshold, st: _Window, name: str, lines: int, hits: int) -> bool:
+    own = st.baseline.get(str(name))
+    if own is None or own[0] < th.baseline_min_lines:
+        # Too little history of its own: compare with every subject's history.
+        totals = [sum(v[i] for v in st.baseline.values()) for i in (0, 1)]
+        own = totals if totals[0] else [lines, 0]
+    rate = own[1] / own[0] if own[0] else 0.0
+    return hits / lines > (th.baseline_factor or 1.0) * rate
+
+
+@dataclass
+class _Batch:
+    """A window rule's entries after a block: the block's rows and the entries still open from
+    earlier blocks, grouped per (subject, distinct value, bucket) and per (subject, bucket).
+
+    Subjects and values are codes into `subjects` and `values`; buckets are numbered densely,
+    `bucket_of` giving each number's bucket and `prev` the number of the bucket before it.
+    `rows`, `row_subject`, `row_ts` and `row_hit` (numerator) describe the block's rows.
+    """
+
+    subjects: pa.Array
+    values: pa.Array
+    bucket_of: Ints
+    prev: Ints
+    entries: _Groups
+    entry_value: Ints
+    cells: _Groups
+    cell_distinct: Ints
+    rows: Ints
+    row_subject: Ints
+    row_ts: Ints
+    row_hit: Mask
+
+
+def _batch(
+    rule: LogRule, blk: Block, chosen: Mask, rows: Ints, subject: Coded, st: _Window
+) -> _Batch:
+    every = len(rows) == blk.n  # then the rows' values are the columns themselves
+    ts = blk.ts if every else blk.ts[rows]
+    sub, subjects = _compact(subject[0] if every else subject[0][rows], subject[1])
+    distinct = rule.measure == "distinct" and rule.distinct is not None
+    value, values = np.zeros(0, np.int64), pa.array([], pa.string())
+    if distinct:
+        value_codes, value_names = _keyed(blk, str(rule.distinct), chosen)
+        value, values = _compact(value_codes[rows], value_names)
+    hit = np.zeros(len(rows), np.bool_)
+    if rule.measure == "ratio":
+        hit = select(rule.numerator, blk, chosen)[rows]
+    entry_sub, bucket = sub, ts // st.half
+    n: Ints | None = None  # one line per row: counted without weights
+    num, first, last = hit.astype(np.int64), ts, ts
+    if len(st.bucket):
+        recode, old, subjects = _merge_strings(subjects, st.subjects)
+        sub = recode[sub]
+        entry_sub = np.concatenate([sub, old[st.subject]])
+        if distinct:
+            old_value = np.full(len(st.bucket), -1, np.int64)
+            if len(st.value) == len(st.bucket):  # else the rule measured no values before
+                old_value = st.value
+            recode, old, values = _merge_strings(values, st.values)
+            value = np.concatenate([np.append(recode, -1)[value], np.append(old, -1)[old_value]])
+        bucket = np.concatenate([bucket, st.bucket])
+        n = np.concatenate([np.ones(len(rows), np.int64), st.n])
+        num = np.concatenate([num, st.num])
+        first = np.concatenate([first, st.first])
+        last = np.concatenate([last, st.last])
+
+    # Number the buckets, and the ones before them (the windows they end): by offset from the
+    # one before the oldest when they span few numbers, else only those present.
+    low, span = int(bucket.min()) - 1, int(bucket.max()) - int(bucket.min()) + 2
+    if span <= _DENSE_BUCKETS:
+        offsets = np.arange(span, dtype=np.int64)
+        number = bucket - low
+    else:
+        which, seen = _factorize(bucket - low, span)
+        offsets = np.union1d(seen, seen - 1)
+        number = np.searchsorted(offsets, seen)[which]
+    prev = np.searchsorted(offsets, offsets - 1)  # right wherever offsets - 1 is present
+    nb, ns, nv = len(offsets), len(subjects), len(values) + 1
+
+    # Cells: one per (subject, bucket).
+    group, keys = _factorize(entry_sub * nb + number, ns * nb)
+    k = len(keys)
+    cell_subject = keys // nb
+    cells = _Groups(
+        subject=cell_subject,
+        bucket=keys - cell_subject * nb,
+        n=_sum(group, k, n),
+        num=_sum(group, k, num) if rule.measure == "ratio" else np.zeros(k, np.int64),
+        first=_minimum(group, k, first),
+        last=_maximum(group, k, last),
+    )
+    entries, entry_value, cell_distinct = cells, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if distinct:
+        # Entries: one per (subject, value, bucket). Most cells hold a single value (an account
+        # seen from one network in a quarter hour): such a cell is its own entry, and only the
+        # rest are grouped by value.
+        low_value, high_value = _minimum(group, k, value), _maximum(group, k, value)
+        single = low_value == high_value
+        entries, entry_value = cells.take(single), low_value[single]
+        cell_distinct = (low_value >= 0).astype(np.int64)
+        mixed = ~single[group]
+        if mixed.any():
+            part, pairs = _factorize(group[mixed] * nv + value[mixed] + 1, k * nv)
+            j = len(pairs)
+            cell = pairs // nv
+            more = _Groups(
+                subject=cells.subject[cell],
+                bucket=cells.bucket[cell],
+                n=_sum(part, j, n[mixed] if n is not None else None),
+                num=_sum(part, j, num[mixed]),
+                first=_minimum(part, j, first[mixed]),
+                last=_maximum(part, j, last[mixed]),
             )
-            if raw.get("buckets"):
-                schema = pa.schema(
-                    [(k, pa.string()) for k in self._keys(rule, subject)]
-                    + [(k, _AGG_SCHEMA[k]) for k in ("bucket", "n", "num", "first", "last")]
-                )
-                st.parts = [pa.Table.from_pylist(raw["buckets"], schema=schema)]
-            self._windows[(rule_name, subject, source)] = st
+            more_value = pairs - cell * nv - 1
+            entries, entry_value = entries.concat(more), np.concatenate([entry_value, more_value])
+            cell_distinct[~single] = 0
+            cell_distinct += np.bincount(cell[more_value >= 0], minlength=k)
+    return _Batch(
+        subjects=subjects,
+        values=values,
+        bucket_of=offsets + low,
+        prev=prev,
+        entries=entries,
+        entry_value=entry_value,
+        cells=cells,
+        cell_distinct=cell_distinct,
+        rows=rows,
+        row_subject=sub,
+        row_ts=ts,
+        row_hit=hit,
+    )
+
+
+def _may_fire(rule: LogRule, b: _Batch) -> bool:
+    # A window is two buckets: if twice the fullest bucket is below a fixed floor, no window
+    # reaches it (peers and baselines only add conditions), and windows need not be built.
+    th, cells = rule.threshold, b.cells
+    events = cells.num if rule.measure == "ratio" else cells.n
+    if 2 * int(events.max()) < th.min_count:
+        return False
+    if rule.measure == "ratio":
+        return True
+    most = b.cell_distinct.max() if rule.measure == "distinct" else cells.n.max()
+    return 2 * int(most) >= th.min_distinct
 
 
 def findings_of(
