@@ -12,15 +12,12 @@ from monitord.config import Settings
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import system_clock
+from monitord.types import PROBE_KINDS
 
 # The probes, aiohttp and the store are imported by the handler: registering `probe` must not
 # load them into every `monitord` process (see monitord.cli).
 if TYPE_CHECKING:
     from monitord.probing import RoundReport
-
-# The choices of --kind. The registry, probes.PROBES, is the one list of kinds, but importing it
-# loads every probe and aiohttp; tests/test_cli_imports.py checks this copy against it.
-PROBE_KINDS = ("availability", "tls", "compatibility", "contract")
 
 
 def _result_objects(report: RoundReport) -> list[dict[str, Any]]:

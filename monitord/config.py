@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,6 +31,7 @@ from pydantic_core import ErrorDetails
 
 from monitord.errors import ConfigError
 from monitord.timeutil import SHANGHAI
+from monitord.types import PROBE_KINDS
 
 # Keys whose values must never be echoed back, even inside an error message.
 SECRET_WORDS = ("token", "password", "secret", "api_key", "apikey")
@@ -71,16 +73,12 @@ class StoreSettings(_Section):
     @field_validator("url")
     @classmethod
     def _valid_sqlalchemy_url(cls, value: str) -> str:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            url = make_url(value)
-        except ArgumentError:
-            raise ValueError(
-                "a SQLAlchemy database URL such as sqlite:///var/monitord.db"
-            ) from None
-        if url.get_backend_name() not in ("sqlite", "postgresql"):
+        # Checked by hand, not by SQLAlchemy's make_url: every command reads the config, and
+        # most (monitord analyse) should not pay for importing SQLAlchemy.
+        scheme, sep, _rest = value.partition("://")
+        if not sep or not re.fullmatch(r"[a-z][a-z0-9]*(\+[a-z0-9_]+)?", scheme):
+            raise ValueError("a SQLAlchemy database URL such as sqlite:///var/monitord.db")
+        if scheme.split("+")[0] not in ("sqlite", "postgresql"):
             raise ValueError("a sqlite:// or postgresql:// URL")
         return value
 
@@ -115,10 +113,8 @@ class LoggingSettings(_Section):
 
 
 def _probe_kind(value: str) -> str:
-    from probes import PROBES  # the registry is the one list of kinds
-
-    if value not in PROBES:
-        raise ValueError(f"a probe kind: one of {', '.join(PROBES)}")
+    if value not in PROBE_KINDS:
+        raise ValueError(f"a probe kind: one of {', '.join(PROBE_KINDS)}")
     return value
 
 

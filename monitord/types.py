@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
 
+PROBE_KINDS = ("availability", "tls", "compatibility", "contract")
+"""The probe kinds, in the order they are shown. `probes.PROBES` registers one function for each
+(a test holds the two together); config and the CLI check names against this tuple, which costs
+no import of the probes and aiohttp."""
+
 
 @dataclass(frozen=True)
 class Target:

@@ -2,11 +2,12 @@
 
     async def probe(target: Target, spec: <Kind>Spec, ctx: ProbeContext) -> ProbeResult
 
-`PROBES` maps each kind's name to its function and spec class; config validation, the CLI and the
-scheduler take the valid kinds from its keys. `spec_for` builds a kind's spec from a catalogue
-service's `probe` object and `return_codes`, with defaults for whatever is missing or malformed
-(the catalogue is another team's system). A probe never writes the store, sends alerts or reads
-the config: it returns facts, and `rules.probe_rules` judges them.
+`PROBES` maps each kind's name (`monitord.types.PROBE_KINDS`, which config validation and the
+CLI check against without importing the probes) to its function and spec class. `spec_for`
+builds a kind's spec from a catalogue service's `probe` object and `return_codes`, with defaults
+for whatever is missing or malformed (the catalogue is another team's system). A probe never
+writes the store, sends alerts or reads the config: it returns facts, and `rules.probe_rules`
+judges them.
 
 Kinds: availability (every interval), tls, compatibility and contract (slow schedule).
 Shared pieces: `probes.http` (requests, timings, `make_session`), `probes.tlsinfo` (handshakes,

@@ -13,7 +13,7 @@ import sys
 import textwrap
 
 import probes
-from monitord.cli_probe import PROBE_KINDS
+from monitord.types import PROBE_KINDS
 
 HEAVY = (
     "sqlalchemy",
