@@ -1,0 +1,265 @@
+"""The nginx fast path against the exact path: the same rows and rejects for every kind of line.
+
+`nginx.parse` takes lines of the usual shape in numpy and leaves the rest to the exact path;
+`nginx.parse_exact` takes every line the exact way. They must agree on any log, so these tests
+feed both a varied log (generated traffic plus hand-written odd lines) and compare.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from monitord.accesslog import nginx, schema, synth
+from monitord.accesslog.lines import split_lines
+
+T = "[03/Jul/2026:09:15:02 +0800]"
+UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64)"
+GOOD = f'58.210.1.9 - - {T} "GET /svc/svc-0042/guide?q=1 HTTP/1.1" 200 512 "-" "{UA}" 0.019 "-"'
+
+# The usual shape, with variations the fast path takes itself.
+USUAL: list[str] = [
+    GOOD,
+    f'2001:db8::7 - - {T} "GET /svc/a HTTP/1.1" 200 1 "-" "{UA}" 0.019 "-"',
+    f'1.2.3.4 - li lei {T} "POST /svc/b/x HTTP/1.1" 201 12 "-" "{UA}" 1.500 "-"',
+    f'1.2.3.4 - bob  {T} "GET / HTTP/1.1" 200 1 "-" "{UA}" 0.000 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/c HTTP/1.1" 200 1 "-" "{UA}"',  # combined, no rt
+    f'1.2.3.4 - - {T} "GET /svc/c HTTP/1.1" 200 1 "-" "{UA}" 0.250',  # rt, no xff
+    f'10.0.0.5 - - {T} "GET /svc/d HTTP/1.1" 200 1 "-" "{UA}" 0.125 "61.1.2.3, 10.0.0.1"',
+    f'10.0.0.5 - - {T} "GET /svc/d HTTP/1.1" 200 1 "-" "{UA}" 0.125 " 2001:db8::1"',
+    f'10.0.0.5 - - {T} "GET /svc/d HTTP/1.1" 200 1 "-" "{UA}" 0.125 "unknown"',
+    f'10.0.0.5 - - {T} "GET /svc/d HTTP/1.1" 200 1 "-" "{UA}" 0.125 ""',
+    f'1.2.3.4 - - {T} "-" 400 0 "-" "-" 0.000 "-"',
+    f'1.2.3.4 - - {T} "" 400 - "-" "-"',
+    f'1.2.3.4 - - {T} "\\x16\\x03\\x01\\x02\\x00\\x01" 400 157 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "get /lower HTTP/1.1" 400 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "PROPPATCH /dav/x HTTP/1.1" 207 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "MKCALENDAR /dav/y HTTP/1.1" 201 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "ABCDEFGHIJKLM /too-long HTTP/1.1" 400 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /a\tb HTTP/1.1" 400 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET  /two-spaces HTTP/1.1" 400 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /no-protocol" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/e#frag HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc//empty HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/ HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/f\\x3Fnot-a-query?q HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/g/\\xE4\\xB8\\xAD\\xE6\\x96\\x87 HTTP/1.1" 200 1 "-" "-" - "-"',
+    f'1.2.3.4 - - {T} "GET /svc/h/a\\x0Ab?c HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/i\\x3Fj\\x0Ak HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "-" "\\x4DicroMessenger" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "-" "AlipayClient/10" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "-" "x iPhone Mobile" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "http://a/?b" "{UA}" 0.001 "-" x "y" z',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "-" "{UA}" 0.001 "-"\r',
+]
+_ODD: list[str | bytes] = [
+    *USUAL,
+    # $body_bytes_sent and $request_time of every width.
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1234567 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 12345678 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 0000012 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 12a "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 -5 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 2000 5 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 20x 5 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 5 "-" "-" 999.999 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 5 "-" "-" 1000.000 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 5 "-" "-" 0.5 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 5 "-" "-" 12 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 5 "-" "-" 1.2345 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 5 "-" "-" - "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 5 "-" "-" 0.1x "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 5 "-" "-" 0.a23 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 5 "-" "-" 1234567 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 5 "-" "-" 12345 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 5 "-" "-" 1.2.3 "-"',
+    # Times: odd but valid, impossible, and malformed.
+    '1.2.3.4 - - [31/Feb/2026:09:15:02 +0800] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [29/Feb/2024:09:15:02 +0800] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [29/Feb/2100:09:15:02 +0800] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [03/Foo/2026:09:15:02 +0800] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [03/jul/2026:09:15:02 +0800] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [03/Jul/2026:24:00:00 +0800] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [03/Jul/2026:23:59:60 +0800] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [00/Jul/2026:09:15:02 +0800] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [03/Jul/2026:09:15:02 -0500] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [03/Jul/2026:09:15:02 +0545] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [03/Jul/2026:09:15:02 +2400] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [03/Jul/2026:09:15:02 +0860] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [01/Jan/1969:00:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [01/Mar/0999:00:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [3/Jul/2026:9:15:02 +0800]   "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [03/Jul/2026:09:15:02+0800] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    '1.2.3.4 - - [03/Jul]2026:09:15:02 +0800] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    # Lines for the exact path: prefixes, escape=json, too few fields, bad bytes.
+    f'portal.example:443 1.2.3.4 - - {T} "GET / HTTP/2.0" 304 0 "-" "{UA}" 0.001 "-" x y',
+    f'- - - {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - u[x {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 x - {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /a\\"b HTTP/1.1" 200 1 "-" "AlipayClient \\"x\\"" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "-" "-" 0.001 "a\\"b"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "-" "Mozilla \\"Mobile\\" x" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "http://a/\\"b\\"" "iPhone" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /cut-off-here',
+    f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-"',
+    f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-',
+    f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "61.1.2.3',
+    f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "{UA}',
+    f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "',
+    f'1.2.3.4 - - {T} "GET /caf\xe9 HTTP/1.1" 200 1 "-" "-" 0.001 "-"'.encode("latin-1"),
+    f'1.2.3.4 - - {T} "GET /中文 HTTP/1.1" 200 1 "-" "-" 0.001 "-"'.encode("gb18030"),
+    f'1.2.3.4 - - {T} "GET /中文 HTTP/1.1" 200 1 "-" "浏览器" 0.001 "-"',
+    b"\x00\x01\x02\xff\xfe binary noise",
+    b"just some words",
+    b"   ",
+]
+ODD_LINES = [line.encode() if isinstance(line, str) else line for line in _ODD]
+
+
+def _synth_lines(rng: random.Random, n: int) -> list[bytes]:
+    world = synth.make_world(rng, services=12, companies=30)
+    start = synth.local(2026, 6, 1)
+    events = synth.normal_traffic(world, rng, n, start, 2)
+    return [synth.nginx_line(e).rstrip("\n").encode() for e in events]
+
+
+def _rows(table: pa.Table) -> list[str]:
+    # Rows as comparable text, in a canonical order: the fast path lists its rows first.
+    return sorted(repr(sorted(row.items())) for row in table.to_pylist())
+
+
+def _assert_same(block: bytes, pattern: str = schema.DEFAULT_SERVICE_PATTERN) -> nginx.Parsed:
+    lines = split_lines(block)
+    fast = nginx.parse(lines, pattern)
+    exact = nginx.parse_exact(lines, pattern)
+    assert fast.table.schema == exact.table.schema
+    assert _rows(fast.table) == _rows(exact.table)
+    assert sorted(fast.rejected) == sorted(exact.rejected)
+    return fast
+
+
+def _block(rng: random.Random, lines: list[bytes], newline: bytes = b"\n") -> bytes:
+    lines = list(lines)
+    rng.shuffle(lines)
+    return newline.join(lines) + newline
+
+
+@pytest.fixture(scope="module")
+def traffic() -> list[bytes]:
+    return _synth_lines(random.Random(5), 1500)
+
+
+def test_fast_path_takes_the_usual_lines(
+    traffic: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # If the fast path broke, everything would still parse (the exact way): count what it left.
+    left: list[int] = []
+    exact = nginx._exact
+
+    def counting(lines: pa.Array, pattern: str) -> Any:
+        left.append(len(lines))
+        return exact(lines, pattern)
+
+    monkeypatch.setattr(nginx, "_exact", counting)
+    parsed = nginx.parse(split_lines(b"\n".join(traffic) + b"\n"))
+    assert parsed.table.num_rows == len(traffic) and parsed.rejected == []
+    assert left == []
+    nginx.parse(split_lines("\n".join(USUAL).encode() + b"\n"))
+    assert left == []
+
+
+def test_generated_traffic_matches_the_exact_path(traffic: list[bytes]) -> None:
+    _assert_same(b"\n".join(traffic) + b"\n")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mixed_blocks_match_the_exact_path(traffic: list[bytes], seed: int) -> None:
+    rng = random.Random(seed)
+    lines = rng.sample(traffic, 200) + ODD_LINES * 2
+    newline = b"\r\n" if seed == 3 else b"\n"
+    block = _block(rng, lines, newline)
+    if seed % 2:
+        block = block.rstrip(b"\r\n")  # a last line without its newline
+    parsed = _assert_same(block)
+    assert parsed.rejected  # the garbage lines are there
+    _assert_same(block, r"^/(?P<service>[a-z]+)/")  # a configured pattern (RE2 on the paths)
+
+
+def test_each_odd_line_alone() -> None:
+    # One line a block: the fast path's checks at the very start and end of a buffer.
+    for line in ODD_LINES:
+        _assert_same(line + b"\n")
+        _assert_same(line)
+
+
+def test_requests_that_end_early() -> None:
+    # Distinct requests lie back to back in a dictionary: a method must end inside its own.
+    lines = [f'1.2.3.4 - - {T} "{r}" 200 1 "-" "-" 0.001 "-"' for r in ("GET", " /x HTTP/1.1")]
+    _assert_same("\n".join(lines).encode() + b"\n")
+
+
+def test_times_of_every_kind_match_strptime() -> None:
+    rng = random.Random(7)
+    lines = []
+    for _ in range(400):
+        day, month = rng.randint(0, 32), rng.choice((*synth.MONTHS, "Foo", "jan"))
+        year, hour = rng.choice((1970, 1999, 2000, 2024, 2026, 2100)), rng.randint(0, 24)
+        tz = f"{rng.choice('+-')}{rng.randint(0, 14):02d}{rng.choice((0, 30, 45)):02d}"
+        clock = f"{hour:02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 60):02d}"
+        stamp = f"[{day:02d}/{month}/{year}:{clock} {tz}]"
+        lines.append(f'1.2.3.4 - - {stamp} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"'.encode())
+    _assert_same(b"\n".join(lines) + b"\n")
+
+
+def test_request_times_and_sizes_of_every_width() -> None:
+    rng = random.Random(8)
+    lines = []
+    for _ in range(400):
+        size = rng.choice(("-", str(rng.randint(0, 10 ** rng.randint(1, 12)))))
+        seconds = f"{rng.randint(0, 10 ** rng.randint(1, 4)) / 1000:.3f}"
+        rt = rng.choice((seconds, seconds[:-1], "-", "0", seconds + "9"))
+        lines.append(f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 {size} "-" "-" {rt} "-"'.encode())
+    _assert_same(b"\n".join(lines) + b"\n")
+
+
+def test_text_columns_are_dictionaries_of_distinct_used_values(traffic: list[bytes]) -> None:
+    # With a dictionary type in the schema (as readers are meant to produce), conform keeps
+    # what parse builds; its dictionaries must be tight enough to group by code.
+    rng = random.Random(9)
+    block = _block(rng, traffic[:300] + ODD_LINES)
+    text = [f.name for f in schema.SCHEMA if f.type == pa.string() and f.name != "line"]
+    patched = pa.schema(
+        [
+            pa.field(f.name, schema.TEXT if f.name in text else f.type)
+            if f.name != "line"
+            else pa.field("line", pa.binary())
+            for f in schema.SCHEMA
+        ]
+    )
+    original = schema.SCHEMA
+    try:
+        schema.SCHEMA = patched
+        parsed = _assert_same(block)
+    finally:
+        schema.SCHEMA = original
+    for name in text:
+        col = parsed.table.column(name).combine_chunks()
+        assert col.type == schema.TEXT, name
+        values = col.dictionary.to_pylist()
+        assert len(set(values)) == len(values), name
+        used = set(col.indices.drop_null().to_pylist())
+        assert used == set(range(len(values))), name
+
+
+def test_sliced_and_copied_line_arrays() -> None:
+    block = b"\n".join(ODD_LINES[:12]) + b"\n"
+    lines = split_lines(block)
+    for part in (
+        lines.slice(3, 6),
+        lines.filter(pa.array([i % 2 == 0 for i in range(len(lines))])),
+    ):
+        fast, exact = nginx.parse(part), nginx.parse_exact(part)
+        assert _rows(fast.table) == _rows(exact.table)
