@@ -58,9 +58,19 @@ def codes(col: pa.Array | pa.ChunkedArray) -> tuple[Codes, pa.Array]:
     if not pa.types.is_dictionary(col.type):
         col = pc.dictionary_encode(col)
     indices = col.indices
-    if indices.null_count:
-        indices = pc.fill_null(indices, -1)
-    return indices.to_numpy().astype(np.int32, copy=False), col.dictionary
+    if not indices.null_count:
+        return indices.to_numpy().astype(np.int32, copy=False), col.dictionary
+    # Read the buffers directly: Arrow's fill_null costs ~40 us a block per column.
+    validity, values = indices.buffers()[:2]
+    start, n = indices.offset, len(indices)
+    raw = np.frombuffer(values, dtype=np.int32, count=start + n)[start:]
+    valid = np.unpackbits(
+        np.frombuffer(validity, dtype=np.uint8), count=start + n, bitorder="little"
+    )[start:]
+    return np.where(valid.view(bool), raw, np.int32(-1)).astype(
+        np.int32, copy=False
+    ), col.dictionary
+
 
 CLIENT_KINDS = ("desktop", "phone", "wechat", "alipay")
 
