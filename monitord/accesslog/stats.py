@@ -1,16 +1,27 @@
-"""Statistics per log source, service and hour, kept as mergeable partial aggregates.
+"""Statistics per log source, service and hour: requests, distinct users and IPs, status classes,
+latency percentiles, client kinds and top paths.
 
-Each block adds small grouped tables (distinct addresses and users, status classes, client
-kinds, a latency histogram, path counts) to the hours still open. An hour closes once the log has
-moved `lateness_hours` past it: its partials are merged into one row and dropped, so memory holds
-only the open hours however long the log is. Latency percentiles come from a histogram with 5 %
-wide bins (exact to within 2.5 %), which merges across blocks and runs.
+Everything per row is done with numpy on integers; strings are touched only per distinct value,
+by Arrow, and only a closing row's top paths become Python strings.
+
+* Each row of a block gets a dense group number for its (source, service, hour). Every open
+  group owns a slot: a row of two numpy arrays holding its counts (requests, status classes,
+  client kinds) and its latency histogram, which a block adds to with bincounts.
+* IPs, users and paths are kept as parts: the distinct (slot, dictionary code) pairs of one
+  block and one hour, with their row counts, and the block's dictionary they index. Parts are
+  merged when their hour closes (or when an hour gathers many): the dictionaries are encoded
+  together once, after which distinct counts and path totals are sorts of integers.
+
+An hour closes once the log has moved `lateness_hours` past it: its rows are made together and
+its slots and parts dropped, so memory holds only the open hours however long the log is.
+Latency percentiles come from a histogram with 5 % wide bins (exact to within 2.5 %), which
+merges across blocks and runs.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,53 +29,51 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from monitord.accesslog.findings import iso
-from monitord.accesslog.schema import CLIENT_KINDS
+from monitord.accesslog.schema import CLIENT_KINDS, codes
 
-KEYS = ["source", "service", "hour"]
 _RATIO = 1.05
 _LOG_RATIO = math.log(_RATIO)
 _MIN_MS = 0.1
 BINS = 400  # 0.1 ms * 1.05**400 ≈ 30 hours: every plausible latency has a bin
 TOP_PATHS = 10
+STATE_VERSION = 2
+"""Layout of `to_state`; a state of another version restores nothing (the hours start empty)."""
 
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "other")
+TEXT_COLUMNS = ("ip", "user", "path")
+"""Text columns kept as parts; a null path is a path, a null IP or user is not counted."""
+# The columns of a slot's counts: requests, the status classes, the client kinds.
+_STATUS = 1
+_CLIENT = _STATUS + len(STATUS_CLASSES)
+_WIDTH = _CLIENT + len(CLIENT_KINDS)
+# A status (clipped to 0..600; null counts as 0) as an index into STATUS_CLASSES: a lookup is
+# cheaper than dividing by 100.
+_CLASS_OF_STATUS = np.full(601, len(STATUS_CLASSES) - 1, dtype=np.intp)
+for _k in range(4):
+    _CLASS_OF_STATUS[200 + 100 * _k : 300 + 100 * _k] = _k
+# Integer keys spanning more than this many values per row are made dense by sorting instead
+# of through a lookup table of that size.
+_TABLE_PER_ROW = 16
+_MAX_PARTS = 16  # an hour's parts of one column are merged into one beyond this many
 
-COUNTS = ("n", "s2xx", "s3xx", "s4xx", "s5xx", "sother", *(f"c_{k}" for k in CLIENT_KINDS))
-"""Per-row indicator columns, summed per group: one group-by gives every count at once."""
+Key = tuple[str | None, str, int]
+"""(source, service, hour as epoch seconds) of a statistics row."""
+Ints = np.ndarray[Any, np.dtype[np.intp]]
+Counts = np.ndarray[Any, np.dtype[np.int64]]
 
 
 @dataclass
-class _Partials:
-    people: list[pa.Table] = field(default_factory=list)
-    latency: list[pa.Table] = field(default_factory=list)
-    paths: list[pa.Table] = field(default_factory=list)
+class _Part:
+    """Distinct (slot, value) pairs of one text column, with how many rows each had.
 
-    def lists(self) -> dict[str, list[pa.Table]]:
-        return {"people": self.people, "latency": self.latency, "paths": self.paths}
+    `values` holds distinct strings (a block's dictionary, or several merged); `code` indexes
+    it, -1 standing for null.
+    """
 
-
-_EXTRA = {"people": ["ip", "user"], "latency": ["bin"], "paths": ["path"]}
-
-
-def _latency_bins(ms: pa.Array) -> pa.Array:
-    values = ms.to_numpy(zero_copy_only=False)
-    missing = np.isnan(values)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bins = np.floor(np.log(np.maximum(values, _MIN_MS) / _MIN_MS) / _LOG_RATIO)
-    bins[missing] = 0  # masked below; NaN would not cast to an integer
-    return pa.array(np.clip(bins, 0, BINS - 1).astype(np.int32), mask=missing)
-
-
-def _indicators(table: pa.Table) -> dict[str, pa.Array]:
-    status = table.column("status").to_numpy(zero_copy_only=False)
-    klass = np.where(np.isnan(status.astype(np.float64)), 0, status // 100)
-    client = pc.fill_null(table.column("client"), "desktop")
-    out: dict[str, pa.Array] = {"n": pa.array(np.ones(len(klass), dtype=np.int32))}
-    for k in (2, 3, 4, 5):
-        out[f"s{k}xx"] = pa.array((klass == k).astype(np.int32))
-    out["sother"] = pa.array(((klass < 2) | (klass > 5)).astype(np.int32))
-    for kind in CLIENT_KINDS:
-        out[f"c_{kind}"] = pc.cast(pc.equal(client, kind), pa.int32())
-    return out
+    values: pa.Array
+    slot: Ints
+    code: Ints
+    count: Counts
 
 
 class StatsAccumulator:
@@ -73,74 +82,131 @@ class StatsAccumulator:
 
     def __init__(self, lateness_hours: int = 1) -> None:
         self.lateness_hours = lateness_hours
-        self._open: _Partials = _Partials()
+        self._slots: dict[Key, int] = {}  # open groups
+        self._counts: Counts = np.zeros((0, _WIDTH), np.int64)
+        self._latency: Counts = np.zeros((0, BINS), np.int64)
+        self._free: list[int] = []  # slots no open group uses
+        self._parts: dict[int, dict[str, list[_Part]]] = {}  # hour → column → parts
         self._max_hour: int | None = None
         self._min_open: int | None = None
         self._closed: list[dict[str, Any]] = []
 
     def add(self, table: pa.Table) -> None:
-        """Add a parsed block."""
+        """Add a parsed block (text columns as `schema.TEXT` dictionaries or plain strings,
+        whose dictionaries hold distinct values, as every reader's do)."""
+        ts = table.column("ts")
+        if ts.null_count:
+            table = table.filter(pc.is_valid(ts))  # a row without a time belongs to no hour
+            ts = table.column("ts")
         if table.num_rows == 0:
             return
-        hour = pc.multiply(pc.divide(table.column("ts"), 3600), 3600)
-        keys = {
-            "source": table.column("source"),
-            "service": pc.fill_null(table.column("service"), "-"),
-            "hour": hour,
-        }
-        people = pa.table({**keys, "ip": table.column("ip"), "user": table.column("user"),
-                           **_indicators(table)})  # fmt: skip
-        p = self._open
-        p.people.append(
-            people.group_by([*KEYS, "ip", "user"]).aggregate([(c, "sum") for c in COUNTS])
-            .rename_columns([*KEYS, "ip", "user", *COUNTS])
-        )  # fmt: skip
-        bins = _latency_bins(table.column("duration_ms").combine_chunks())
-        if bins.null_count < len(bins):
-            lat = pa.table({**keys, "bin": bins}).filter(pc.is_valid(bins))
-            p.latency.append(lat.group_by([*KEYS, "bin"]).aggregate([([], "count_all")]))
-        paths = pa.table({**keys, "path": table.column("path")})
-        p.paths.append(paths.group_by([*KEYS, "path"]).aggregate([([], "count_all")]))
-        lo, hi = pc.min_max(hour).values()
-        if self._max_hour is None or hi.as_py() > self._max_hour:
-            self._max_hour = hi.as_py()
-        if self._min_open is None or lo.as_py() < self._min_open:
-            self._min_open = lo.as_py()
-        self._compact()
+        hours = ts.to_numpy() // 3600
+        keys, gid = _block_groups(table, hours)
+        slots = np.array([self._slot(k) for k in keys], dtype=np.intp)
+        self._add_rows(self._counts, slots, _counts(table, gid, len(keys)))
+        latency = _latency(table, gid, len(keys))
+        if latency is not None:
+            first_bin, hist = latency
+            used = self._latency[:, first_bin : first_bin + hist.shape[1]]  # a view
+            self._add_rows(used, slots, hist)
+        lo, hi = int(hours.min()) * 3600, int(hours.max()) * 3600
+        group_hours = np.array([k[2] for k in keys], dtype=np.int64)
+        shared = len(set(slots.tolist())) < len(slots)
+        for name in TEXT_COLUMNS:
+            col = table.column(name)
+            if name != "path" and col.null_count == len(col):
+                continue
+            values, group, code, count = _pairs(gid, col, keep_null=name == "path")
+            pair_hours = group_hours[group] if lo != hi else None
+            for h in sorted(set(group_hours.tolist())):
+                mine = slice(None) if pair_hours is None else pair_hours == h
+                part = _Part(values, slots[group[mine]], code[mine], count[mine])
+                if shared:  # pairs of two groups that share a slot may repeat: add them up
+                    part = _merge([part], always=True)
+                if len(part.slot):
+                    self._add_part(h, name, part)
+
+        if self._max_hour is None or hi > self._max_hour:
+            self._max_hour = hi
+        if self._min_open is None or lo < self._min_open:
+            self._min_open = lo
         cutoff = self._max_hour - 3600 * self.lateness_hours
-        if self._min_open is not None and self._min_open < cutoff:
+        if self._min_open < cutoff:
             self._close_before(cutoff)
 
-    def _compact(self, force: bool = False) -> None:
-        # Many small partials cost more than one merged table: fold them every few blocks.
-        p = self._open
-        if len(p.people) < (2 if force else 8):
-            return
-        for name, tables in p.lists().items():
-            if len(tables) > 1:
-                setattr(p, name, [_merge(name, pa.concat_tables(tables))])
+    def _slot(self, key: Key) -> int:
+        slot = self._slots.get(key)
+        if slot is None:
+            if not self._free:
+                self._grow()
+            slot = self._slots[key] = self._free.pop()
+        return slot
+
+    def _grow(self) -> None:
+        # Doubling keeps the copies rare; the arrays stay as large as the most groups ever open.
+        old = len(self._counts)
+        new = max(64, 2 * old)
+        self._counts = np.concatenate([self._counts, np.zeros((new - old, _WIDTH), np.int64)])
+        self._latency = np.concatenate([self._latency, np.zeros((new - old, BINS), np.int64)])
+        self._free += range(new - 1, old - 1, -1)
+
+    @staticmethod
+    def _add_rows(into: Counts, slots: Ints, rows: Counts) -> None:
+        if len(set(slots.tolist())) == len(slots):
+            into[slots] += rows
+        else:  # two block groups name one open group (null service and "-"): add both
+            np.add.at(into, slots, rows)
+
+    def _add_part(self, hour: int, name: str, part: _Part) -> None:
+        parts = self._parts.setdefault(hour, {}).setdefault(name, [])
+        parts.append(part)
+        if len(parts) > _MAX_PARTS:  # a busy hour: keep one merged part, not one per block
+            parts[:] = [_merge(parts)]
 
     def _close_before(self, hour: int | None) -> None:
         """Finish every hour before `hour` (all hours when None)."""
-        p = self._open
-        if not p.people:
+        keys = sorted(
+            (k for k in self._slots if hour is None or k[2] < hour),
+            key=lambda k: (k[2], k[0] or "", k[1]),
+        )
+        if not keys:
             return
-        done: dict[str, pa.Table] = {}
-        for name, tables in p.lists().items():
-            if not tables:
-                done[name] = _empty(name)
-                continue
-            t = pa.concat_tables(tables)
-            if hour is None:
-                done[name], rest = t, []
-            else:
-                old = pc.less(t.column("hour"), hour)
-                done[name], rest = t.filter(old), [t.filter(pc.invert(old))]
-            setattr(p, name, rest)
-        remaining = [t for t in p.people if t.num_rows]
-        self._min_open = pc.min(remaining[0].column("hour")).as_py() if remaining else None
-        if done["people"].num_rows:
-            self._closed += _finish(done["people"], done["latency"], done["paths"])
+        slots = np.array([self._slots.pop(k) for k in keys], dtype=np.intp)
+        parts: dict[str, list[_Part]] = {name: [] for name in TEXT_COLUMNS}
+        for h in sorted({k[2] for k in keys}):
+            for name, more in self._parts.pop(h, {}).items():
+                parts[name] += more
+        size = len(self._counts)
+        ips = _distinct_per_slot(parts["ip"], size)[slots].tolist()
+        users = _distinct_per_slot(parts["user"], size)[slots].tolist()
+        top = _top_paths(parts["path"])
+        counts = self._counts[slots].tolist()
+        marks = _percentiles(self._latency[slots])
+        self._counts[slots] = 0
+        self._latency[slots] = 0
+        self._free += slots.tolist()
+        self._min_open = min((k[2] for k in self._slots), default=None)
+        names = {h: iso(h) for _, _, h in keys}
+        rows = zip(keys, slots.tolist(), counts, ips, users, marks, strict=True)
+        for (source, service, h), slot, c, n_ips, n_users, mark in rows:
+            self._closed.append(
+                {
+                    "source": source,
+                    "service": service,
+                    "hour": names[h],
+                    "requests": c[0],
+                    "users": n_users,
+                    "ips": n_ips,
+                    "status": {
+                        name: x
+                        for name, x in zip(STATUS_CLASSES, c[_STATUS:_CLIENT], strict=True)
+                        if x
+                    },
+                    "latency_ms": mark,
+                    "clients": dict(zip(CLIENT_KINDS, c[_CLIENT:], strict=True)),
+                    "top_paths": top.get(slot, []),
+                }
+            )
 
     def take_closed(self) -> list[dict[str, Any]]:
         """The rows of hours that will not change any more (follow mode stores and drops them)."""
@@ -151,136 +217,344 @@ class StatsAccumulator:
         """Close every hour and return all rows not taken yet, sorted."""
         self._close_before(None)
         out = self.take_closed()
-        out.sort(key=lambda r: (r["hour"], r["source"], r["service"]))
+        out.sort(key=lambda r: (r["hour"], r["source"] or "", r["service"]))
         return out
 
+    def open_groups(self) -> int:
+        """How many (source, service, hour) groups are open."""
+        return len(self._slots)
+
+    def nbytes(self) -> int:
+        """Bytes the open hours hold in arrays (slots and parts)."""
+        held = self._counts.nbytes + self._latency.nbytes
+        for columns in self._parts.values():
+            for parts in columns.values():
+                for p in parts:
+                    held += p.values.nbytes + p.slot.nbytes + p.code.nbytes + p.count.nbytes
+        return held
+
     def to_state(self) -> dict[str, Any]:
-        """The open hours as JSON-able partials, for follow mode to keep between runs."""
-        self._compact(force=True)
-        p = self._open
+        """The open hours as JSON-able values, for follow mode to keep between runs."""
+        texts = {name: self._texts(name) for name in TEXT_COLUMNS}
+        groups = []
+        for (source, service, hour), slot in self._slots.items():
+            latency = self._latency[slot]
+            bins = np.flatnonzero(latency)
+            paths = texts["path"].get(slot, ([], []))
+            groups.append(
+                {
+                    "source": source,
+                    "service": service,
+                    "hour": hour,
+                    "counts": self._counts[slot].tolist(),
+                    "latency": [bins.tolist(), latency[bins].tolist()],
+                    "ips": texts["ip"].get(slot, ([], []))[0],
+                    "users": texts["user"].get(slot, ([], []))[0],
+                    "paths": [list(paths[0]), list(paths[1])],
+                }
+            )
         return {
+            "version": STATE_VERSION,
             "max_hour": self._max_hour,
             "min_open": self._min_open,
-            **{name: [t.to_pylist() for t in tables] for name, tables in p.lists().items()},
+            "groups": groups,
         }
+
+    def _texts(self, name: str) -> dict[int, tuple[list[Any], list[int]]]:
+        """Per open slot, its distinct values of a text column and their counts."""
+        parts = [p for columns in self._parts.values() for p in columns.get(name, [])]
+        if not parts:
+            return {}
+        part = _merge(parts)
+        out: dict[int, tuple[list[Any], list[int]]] = {}
+        texts = part.values.take(_nullable(part.code)).to_pylist()
+        for slot, text, n in zip(part.slot.tolist(), texts, part.count.tolist(), strict=True):
+            values, counts = out.setdefault(slot, ([], []))
+            values.append(text)
+            counts.append(n)
+        return out
 
     @classmethod
     def from_state(cls, state: dict[str, Any], lateness_hours: int = 1) -> StatsAccumulator:
-        """Rebuild an accumulator from `to_state`'s output."""
+        """Rebuild an accumulator from `to_state`'s output; any other state gives an empty one
+        (an older layout, or damage, loses the open hours rather than stopping follow mode)."""
         acc = cls(lateness_hours)
-        acc._max_hour = state.get("max_hour")
-        acc._min_open = state.get("min_open")
-        p = acc._open
-        for name in ("people", "latency", "paths"):
-            tables = [
-                pa.Table.from_pylist(rows).cast(_schema(name, rows[0]))
-                for rows in state.get(name, [])
-                if rows
-            ]
-            setattr(p, name, tables)
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            return acc
+        try:
+            acc._restore(state)
+        except (KeyError, TypeError, ValueError, IndexError, pa.ArrowException):
+            return cls(lateness_hours)
         return acc
 
-
-def _schema(name: str, example: dict[str, Any]) -> pa.Schema:
-    types = {"hour": pa.int64(), "bin": pa.int32(), "count_all": pa.int64()}
-    types.update(dict.fromkeys(COUNTS, pa.int64()))
-    return pa.schema([(k, types.get(k, pa.string())) for k in example])
-
-
-def _empty(name: str) -> pa.Table:
-    cols = [*KEYS, *_EXTRA[name], *(COUNTS if name == "people" else ["count_all"])]
-    return pa.Table.from_pylist([], schema=_schema(name, dict.fromkeys(cols)))
-
-
-def _merge(name: str, t: pa.Table) -> pa.Table:
-    extra = _EXTRA[name]
-    sums = COUNTS if name == "people" else ("count_all",)
-    merged = t.group_by([*KEYS, *extra]).aggregate([(c, "sum") for c in sums])
-    return merged.rename_columns([*KEYS, *extra, *sums])
-
-
-def _finish(people: pa.Table, latency: pa.Table, paths: pa.Table) -> list[dict[str, Any]]:
-    aggs: list[Any] = [(c, "sum") for c in COUNTS]
-    aggs += [("ip", "count_distinct"), ("user", "count_distinct")]
-    per = people.group_by(KEYS).aggregate(aggs)
-    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for r in per.to_pylist():
-        status = {f"{k}xx": r[f"s{k}xx_sum"] for k in (2, 3, 4, 5) if r[f"s{k}xx_sum"]}
-        if r["sother_sum"]:
-            status["other"] = r["sother_sum"]
-        rows[(r["source"], r["service"], r["hour"])] = {
-            "source": r["source"],
-            "service": r["service"],
-            "hour": iso(r["hour"]),
-            "requests": r["n_sum"],
-            "users": r["user_count_distinct"],
-            "ips": r["ip_count_distinct"],
-            "status": status,
-            "latency_ms": {"p50": None, "p95": None, "p99": None},
-            "clients": {k: r[f"c_{k}_sum"] for k in CLIENT_KINDS},
-            "top_paths": [],
-        }
-
-    def row(key: tuple[str, str, int]) -> dict[str, Any]:
-        return rows[key]
-
-    for key, marks in _percentiles(latency).items():
-        row(key)["latency_ms"] = marks
-    for r in _top_paths(paths).to_pylist():
-        row((r["source"], r["service"], r["hour"]))["top_paths"].append([r["path"], r["n"]])
-    return list(rows.values())
+    def _restore(self, state: dict[str, Any]) -> None:
+        # Per hour and column: the texts of every group, one part.
+        texts: dict[tuple[int, str], tuple[list[int], list[Any], list[int]]] = {}
+        for raw in state["groups"]:
+            hour = int(raw["hour"])
+            slot = self._slot((raw["source"], str(raw["service"]), hour))
+            self._counts[slot] = raw["counts"]
+            bins, counts = raw["latency"]
+            self._latency[slot, bins] = counts
+            columns = {
+                "ip": (raw["ips"], [1] * len(raw["ips"])),
+                "user": (raw["users"], [1] * len(raw["users"])),
+                "path": (raw["paths"][0], raw["paths"][1]),
+            }
+            for name, (values, ns) in columns.items():
+                slots, all_values, all_ns = texts.setdefault((hour, name), ([], [], []))
+                slots += [slot] * len(values)
+                all_values += values
+                all_ns += [int(n) for n in ns]
+        for (hour, name), (slots, values, ns) in texts.items():
+            if not values:
+                continue
+            enc = pc.dictionary_encode(pa.array(values, pa.string()))
+            part = _Part(
+                enc.dictionary,
+                np.array(slots, dtype=np.intp),
+                _indices(enc.indices),
+                np.array(ns, dtype=np.int64),
+            )
+            self._add_part(hour, name, part)
+        self._max_hour = state["max_hour"]
+        self._min_open = state["min_open"]
 
 
-def _group_starts(t: pa.Table) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """For a table sorted by KEYS: True where a new (source, service, hour) starts."""
-    n = t.num_rows
-    start = np.zeros(n, dtype=bool)
-    if n:
-        start[0] = True
-    for k in KEYS:
-        col = t.column(k).combine_chunks()
-        same = pc.fill_null(pc.equal(col.slice(1), col.slice(0, n - 1)), False)
-        start[1:] |= ~same.to_numpy(zero_copy_only=False)
-    return start
+def _indices(indices: pa.Array) -> Ints:
+    """Arrow indices as numpy, -1 where null."""
+    if indices.null_count:
+        indices = pc.fill_null(indices, -1)
+    out: Ints = indices.to_numpy().astype(np.intp)
+    return out
 
 
-def _percentiles(latency: pa.Table) -> dict[tuple[str, str, int], dict[str, float | None]]:
-    """p50/p95/p99 per group from the merged histogram, with one searchsorted per mark."""
-    lat = latency.group_by([*KEYS, "bin"]).aggregate([("count_all", "sum")])
-    lat = lat.sort_by([(k, "ascending") for k in (*KEYS, "bin")])
-    if lat.num_rows == 0:
-        return {}
-    starts = np.flatnonzero(_group_starts(lat))
-    counts = lat.column("count_all_sum").to_numpy().astype(np.float64)
-    bins = lat.column("bin").to_numpy()
-    cum = np.cumsum(counts)
-    before = np.concatenate(([0.0], cum))[starts]
-    ends = np.concatenate((starts[1:], [len(counts)])) - 1
-    totals = cum[ends] - before
-    marks: dict[str, np.ndarray[Any, np.dtype[np.float64]]] = {}
-    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
-        idx = np.searchsorted(cum, before + q * totals - 1e-9, side="left")
-        marks[name] = np.round(_MIN_MS * _RATIO ** (bins[np.minimum(idx, ends)] + 0.5), 1)
-    keys = lat.select(KEYS).take(pa.array(starts)).to_pylist()
-    return {
-        (k["source"], k["service"], k["hour"]): {name: float(v[i]) for name, v in marks.items()}
-        for i, k in enumerate(keys)
-    }
+def _nullable(code: Ints) -> pa.Array:
+    """Codes as Arrow indices, null where -1 (so `take` gives null)."""
+    missing = code < 0
+    return pa.array(code, mask=missing if missing.any() else None)
 
 
-def _top_paths(paths: pa.Table) -> pa.Table:
-    """The TOP_PATHS most requested paths of each group, most requested first."""
-    pt = paths.group_by([*KEYS, "path"]).aggregate([("count_all", "sum")])
-    # Ties broken by path, so the same data always gives the same list.
-    order = [
-        *((k, "ascending") for k in KEYS),
-        ("count_all_sum", "descending"),
-        ("path", "ascending"),
+def _dense(values: Ints, size: int) -> tuple[Ints, Ints]:
+    """The distinct values (all in [0, size)), ascending, and each row's index among them."""
+    if size <= _TABLE_PER_ROW * len(values) + 4096:
+        rank = np.zeros(size, np.intp)
+        rank[values] = 1
+        distinct = np.flatnonzero(rank)
+        rank[distinct] = np.arange(len(distinct))
+        return distinct, rank[values]
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return distinct, inverse
+
+
+def _block_groups(table: pa.Table, hours: Ints) -> tuple[list[Key], Ints]:
+    """The (source, service, hour) groups of a block, and each row's group number."""
+    src, src_values = codes(table.column("source"))
+    svc, svc_values = codes(table.column("service"))
+    first = int(hours.min())
+    span = int(hours.max()) - first + 1
+    n_src, n_svc = len(src_values) + 1, len(svc_values) + 1  # code -1 (null) is shifted to 0
+    key = ((src.astype(np.intp) + 1) * n_svc + (svc + 1)) * span + (hours - first)
+    distinct, gid = _dense(key, n_src * n_svc * span)
+    sources: list[str | None] = [None, *src_values.to_pylist()]
+    services = ["-", *("-" if v is None else v for v in svc_values.to_pylist())]
+    rest, offset = np.divmod(distinct, span)
+    s, v = np.divmod(rest, n_svc)
+    keys = [
+        (sources[a], services[b], (first + h) * 3600)
+        for a, b, h in zip(s.tolist(), v.tolist(), offset.tolist(), strict=True)
     ]
-    pt = pt.sort_by(order)
-    if pt.num_rows == 0:
-        return pt.rename_columns([*KEYS, "path", "n"])
-    starts = _group_starts(pt)
-    group_start = np.maximum.accumulate(np.where(starts, np.arange(pt.num_rows), 0))
-    rank = np.arange(pt.num_rows) - group_start
-    return pt.filter(pa.array(rank < TOP_PATHS)).rename_columns([*KEYS, "path", "n"])
+    return keys, gid
+
+
+def _counts(table: pa.Table, gid: Ints, n: int) -> Counts:
+    """Per group: requests, status classes and client kinds, as the columns of `_WIDTH`."""
+    status = table.column("status")
+    if status.null_count:
+        status = pc.fill_null(status, 0)
+    klass = _CLASS_OF_STATUS[np.clip(status.to_numpy(), 0, len(_CLASS_OF_STATUS) - 1)]
+    client, names = codes(table.column("client"))
+    kinds = len(CLIENT_KINDS) + 1
+    # Each distinct client value's kind (the last kind for none of them); the last entry is for
+    # null (code -1), which counts as desktop.
+    kind_of = np.array(
+        [CLIENT_KINDS.index(v) if v in CLIENT_KINDS else kinds - 1 for v in names.to_pylist()]
+        + [0],
+        dtype=np.intp,
+    )
+    # One bincount over (group, status class, client kind) gives both kinds of counts.
+    classes = len(STATUS_CLASSES)
+    key = (gid * classes + klass) * kinds + kind_of[client]
+    both = np.bincount(key, minlength=n * classes * kinds).reshape(n, classes, kinds)
+    out = np.empty((n, _WIDTH), np.int64)
+    out[:, _STATUS:_CLIENT] = both.sum(axis=2)
+    out[:, 0] = out[:, _STATUS:_CLIENT].sum(axis=1)  # every row has exactly one status class
+    out[:, _CLIENT:] = both.sum(axis=1)[:, : kinds - 1]
+    return out
+
+
+def _latency(table: pa.Table, gid: Ints, n: int) -> tuple[int, Counts] | None:
+    """Per group, the latency histogram over the bins from the first one used: (first bin,
+    histograms), or None when no row has a duration."""
+    ms = table.column("duration_ms").to_numpy()  # a null is NaN
+    valid = ~np.isnan(ms)
+    if not valid.any():
+        return None
+    if not valid.all():
+        ms, gid = ms[valid], gid[valid]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bins = np.floor(np.log(np.maximum(ms, _MIN_MS) / _MIN_MS) / _LOG_RATIO)
+    bins = np.clip(bins, 0, BINS - 1).astype(np.intp)
+    # A block's latencies use a few dozen of the 400 bins: count only those.
+    lo, hi = int(bins.min()), int(bins.max())
+    width = hi - lo + 1
+    hist = np.bincount(gid * width + (bins - lo), minlength=n * width).reshape(n, width)
+    return lo, hist
+
+
+def _pairs(gid: Ints, col: pa.ChunkedArray, keep_null: bool) -> tuple[pa.Array, Ints, Ints, Counts]:
+    """The distinct (group, value) pairs of a text column in a block, with their row counts.
+
+    Returns the dictionary and, per pair, group, code (-1 for null) and count. Nulls are left
+    out unless `keep_null`.
+    """
+    code32, values = codes(col)
+    code: Ints = code32.astype(np.intp)
+    if values.null_count:  # a null inside the dictionary is a null like any other
+        is_null = np.append(values.is_null().to_numpy(zero_copy_only=False), False)
+        code[is_null[code]] = -1
+    if not keep_null:
+        keep = code >= 0
+        if not keep.all():
+            code, gid = code[keep], gid[keep]
+    group, value, count = _reduce(gid, code + 1, len(values) + 1, None)  # null (-1) is 0 here
+    return values, group, value - 1, count
+
+
+def _reduce(group: Ints, code: Ints, n: int, weight: Counts | None) -> tuple[Ints, Ints, Counts]:
+    """The distinct (group, code) pairs, code in [0, n), with their summed weights (1 a pair
+    when `weight` is None)."""
+    # Most codes occur with one group only (a path names its service, a block mostly spans one
+    # hour): sum those with a bincount, and sort only the others.
+    home_of = np.zeros(n, np.intp)
+    home_of[code] = group  # one of the groups each code occurs with, whichever
+    home = home_of[code] == group
+    everywhere = bool(home.all())
+    sums = np.bincount(
+        code if everywhere else code[home],
+        weights=None if weight is None else weight if everywhere else weight[home],
+        minlength=n,
+    )
+    value = np.flatnonzero(sums)
+    out_group, out_count = home_of[value], sums[value].astype(np.int64)
+    if everywhere:
+        return out_group, value, out_count
+    away = ~home
+    keys = group[away] * n + code[away]
+    order = np.argsort(keys)
+    keys = keys[order]
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    if weight is None:
+        more_count = np.diff(np.append(starts, len(keys)))
+    else:
+        more_count = np.add.reduceat(weight[away][order], starts)
+    more_group, more_value = np.divmod(keys[starts], n)
+    return (
+        np.concatenate([out_group, more_group]),
+        np.concatenate([value, more_value]),
+        np.concatenate([out_count, more_count]).astype(np.int64),
+    )
+
+
+def _merge(parts: list[_Part], always: bool = False) -> _Part:
+    """Parts as one, over one dictionary of distinct values; a (slot, value) pair found in
+    several parts appears once, with the counts added.
+
+    A single part is returned as it is (its pairs are distinct) unless `always`.
+    """
+    if len(parts) == 1 and not always:
+        return parts[0]
+    # Encoding the dictionaries together gives each string one code across the parts; the parts
+    # of one block (one per hour it spans) share its dictionary, which is encoded once.
+    first: dict[int, int] = {}  # id of a dictionary → where it starts in `joined`
+    joined: list[pa.Array] = []
+    at = 0
+    for p in parts:
+        if id(p.values) not in first:
+            first[id(p.values)] = at
+            joined.append(p.values)
+            at += len(p.values)
+    enc = pc.dictionary_encode(pa.concat_arrays(joined))
+    lookup = np.append(_indices(enc.indices) + 1, 0)  # shifted so that null (-1) is 0
+    code = np.concatenate(
+        [lookup[np.where(p.code >= 0, p.code + first[id(p.values)], -1)] for p in parts]
+    )
+    slot = np.concatenate([p.slot for p in parts])
+    count = np.concatenate([p.count for p in parts])
+    slot, code, count = _reduce(slot, code, len(enc.dictionary) + 1, count)
+    return _Part(enc.dictionary, slot, code - 1, count)
+
+
+def _distinct_per_slot(parts: list[_Part], size: int) -> Ints:
+    """How many distinct values each slot has (an array over all `size` slots)."""
+    if not parts:
+        return np.zeros(size, np.intp)
+    return np.bincount(_merge(parts).slot, minlength=size)
+
+
+def _top_paths(parts: list[_Part]) -> dict[int, list[list[Any]]]:
+    """Per slot, its TOP_PATHS most requested paths as [path, requests], most requested first;
+    ties by path (a null path last), as the sort of strings in Arrow orders them."""
+    if not parts:
+        return {}
+    p = _merge(parts)
+    # Sorted by slot, most requested first: only paths as requested as the tenth of their slot
+    # can be in its list, and only those are sorted with their text.
+    most = int(p.count.max()) + 1
+    order = np.argsort(p.slot * most + (most - 1 - p.count))  # one key: faster than lexsort
+    slot, count = p.slot[order], p.count[order]
+    starts = np.flatnonzero(np.concatenate(([True], slot[1:] != slot[:-1])))
+    lengths = np.diff(np.append(starts, len(slot)))
+    floor = count[starts + np.minimum(lengths, TOP_PATHS) - 1]
+    chosen = order[count >= np.repeat(floor, lengths)]
+    slot, count = p.slot[chosen], p.count[chosen]
+    text = p.values.take(_nullable(p.code[chosen]))
+    by_text = np.empty(len(chosen), np.intp)
+    by_text[pc.array_sort_indices(text, null_placement="at_end").to_numpy()] = np.arange(
+        len(chosen)
+    )
+    order = np.lexsort((by_text, -count, slot))
+    slot = slot[order]
+    starts = np.flatnonzero(np.concatenate(([True], slot[1:] != slot[:-1])))
+    rank = np.arange(len(slot)) - np.repeat(starts, np.diff(np.append(starts, len(slot))))
+    keep = order[rank < TOP_PATHS]
+    out: dict[int, list[list[Any]]] = {}
+    rows = zip(
+        p.slot[chosen][keep].tolist(),
+        text.take(keep).to_pylist(),
+        count[keep].tolist(),
+        strict=True,
+    )
+    for s, path, n in rows:
+        out.setdefault(s, []).append([path, n])
+    return out
+
+
+def _percentiles(hist: Counts) -> list[dict[str, float | None]]:
+    """p50/p95/p99 of each row of histograms (None for a row without durations)."""
+    # Only the bins some row uses matter (a few dozen of the 400).
+    used = np.flatnonzero(hist.any(axis=0))
+    if len(used):
+        hist = hist[:, used[0] : used[-1] + 1]
+    cum = np.cumsum(hist, axis=1).astype(np.float64)
+    totals = cum[:, -1]
+    marks: dict[str, list[float]] = {}
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        # The first bin whose running count reaches q of the total (searchsorted, side left).
+        idx = (cum < (q * totals - 1e-9)[:, None]).sum(axis=1)
+        bins = idx + (used[0] if len(used) else 0)
+        marks[name] = np.round(_MIN_MS * _RATIO ** (bins + 0.5), 1).tolist()
+    return [
+        {"p50": a, "p95": b, "p99": c} if total else {"p50": None, "p95": None, "p99": None}
+        for total, a, b, c in zip(totals.tolist(), *marks.values(), strict=True)
+    ]
