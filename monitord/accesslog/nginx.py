@@ -149,7 +149,9 @@ class _Text:
                 values = values.filter(pa.array(used))
         nulls = codes < 0
         indices = pa.array(codes.astype(np.int32, copy=False), mask=nulls if nulls.any() else None)
-        return pa.DictionaryArray.from_arrays(indices, values.cast(pa.string()))
+        if values.type != pa.string():
+            values = values.cast(pa.string())
+        return pa.DictionaryArray.from_arrays(indices, values)
 
 
 def _indices(enc: pa.DictionaryArray) -> _Array:
@@ -321,8 +323,7 @@ def _fast(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], _Array
     ua = _encode(buf, q[4] + 1, q[5])
 
     # Per distinct head: a named user may still send a line to the exact path.
-    addr_of, user_of, head_ok = _heads(head.values)
-    simple_heads = user_of.null_count == len(user_of)  # "addr - - ": addresses are distinct
+    addr_of, user_of, head_ok, simple_heads = _heads(head.values)
     good = head_ok[head.codes]
     slow = np.flatnonzero(~ok)
     if not good.all():
@@ -450,10 +451,11 @@ def _encode(
     """Dictionary-encode the byte ranges [start, end) of `buf` without copying them (only
     where `valid`, if given: the other rows are null).
 
-    The ranges become the even slots of a binary array over `buf` whose offsets are
+    The ranges become the even slots of a string array over `buf` whose offsets are
     start0, end0, start1, end1, ...; the odd slots (the bytes between two ranges) are null, so
     the hash kernel skips them. Ranges must be in order and not overlap (fields of consecutive
-    lines are).
+    lines are), and cut valid UTF-8 at ASCII bytes (quotes, spaces, '/'), so they are valid
+    UTF-8 themselves.
     """
     global _EVEN_BITS
     if valid is not None:
@@ -476,10 +478,10 @@ def _encode(
     if len(_EVEN_BITS) < size:
         _EVEN_BITS = b"\x55" * size
     bits = pa.py_buffer(_EVEN_BITS)
-    arr = pa.Array.from_buffers(pa.binary(), 2 * n, [bits, pa.py_buffer(offsets), buf], n)
+    arr = pa.Array.from_buffers(pa.string(), 2 * n, [bits, pa.py_buffer(offsets), buf], n)
     enc = pc.dictionary_encode(arr)
     codes = np.frombuffer(enc.indices.buffers()[1], np.int32, 2 * n)[0::2]
-    return _Text(enc.dictionary.cast(pa.string()), np.ascontiguousarray(codes), distinct=True)
+    return _Text(enc.dictionary, np.ascontiguousarray(codes), distinct=True)
 
 
 def _value_bounds(
@@ -568,11 +570,11 @@ def _days_from_civil(y: _Array, m: _Array, d: _Array) -> _Array:
     return out
 
 
-def _heads(values: pa.Array) -> tuple[pa.Array, pa.Array, _Array]:
-    """Address and user of distinct line heads ("addr - user "), and which matched.
+def _heads(values: pa.Array) -> tuple[pa.Array, pa.Array, _Array, bool]:
+    """Address and user of distinct line heads ("addr - user "), which matched, and whether
+    all were the usual "addr - - " (whose addresses are then distinct, the users all null).
 
-    The usual "addr - - " is cut in numpy; other heads (named users) take the exact path's
-    pattern.
+    The usual heads are cut in numpy; others (named users) take the exact path's pattern.
     """
     _, raw, starts, ends = _value_bounds(values)
     d = len(values)
@@ -592,7 +594,7 @@ def _heads(values: pa.Array) -> tuple[pa.Array, pa.Array, _Array]:
         name = _null_if(pc.utf8_rtrim(pc.struct_field(got, "user"), " "), "-", "")
         user = pc.replace_with_mask(user, mask, name)
         ok[other] = got.is_valid().to_numpy(zero_copy_only=False)
-    return addr, user, ok
+    return addr, user, ok, bool(simple.all())
 
 
 def _next_at(positions: _Array, at: _Array, none: int) -> _Array:
@@ -660,11 +662,14 @@ def _methods(
     short = ok & (length <= 8)
     bits = np.uint64(8) * np.minimum(length, 8).astype(np.uint64)
     keys = first.view("<u8")[:, 0] & ((np.uint64(1) << bits) - np.uint64(1))  # 1 << 64 is 0
-    enc = pc.dictionary_encode(pa.array(keys, mask=~short))
-    names = [
-        int(k).to_bytes(8, "little").rstrip(b"\0").decode() for k in enc.dictionary.to_pylist()
-    ]
-    return _Text(pa.array(names, pa.string()), _indices(enc), distinct=True)
+    enc = pc.dictionary_encode(pa.array(np.where(short, keys, 0)))  # 0: no method
+    keys = enc.dictionary.to_numpy()
+    codes = np.frombuffer(enc.indices.buffers()[1], np.int32, len(first))
+    # Number the methods without the 0 key, which becomes null.
+    renumber = np.cumsum(keys != 0, dtype=np.int32) - 1
+    renumber[keys == 0] = -1
+    names = [int(k).to_bytes(8, "little").rstrip(b"\0").decode() for k in keys if k]
+    return _Text(pa.array(names, pa.string()), renumber[codes], distinct=True)
 
 
 _SVC = b"/svc/"
