@@ -15,35 +15,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+TEXT = pa.dictionary(pa.int32(), pa.string())
+"""The type of text columns (ip, user, path, ...): a block repeats each value many times, so
+codes into a small dictionary let statistics and rules group by integers and test a condition
+once per distinct value. Consumers accept plain strings too (see `codes`)."""
+
+_TEXT_COLUMNS = (
+    "source", "ip", "user", "service", "method", "path", "client", "level", "role", "company",
+    "vendor", "action", "target_user", "target_role",
+)  # fmt: skip
 SCHEMA = pa.schema(
     [
         ("ts", pa.int64()),
-        ("source", pa.string()),
-        ("ip", pa.string()),
-        ("user", pa.string()),
-        ("service", pa.string()),
-        ("method", pa.string()),
-        ("path", pa.string()),
+        *((name, TEXT) for name in _TEXT_COLUMNS[:6]),
         ("status", pa.int32()),
         ("bytes", pa.int64()),
         ("duration_ms", pa.float64()),
-        ("client", pa.string()),
-        ("level", pa.string()),
-        ("role", pa.string()),
-        ("company", pa.string()),
-        ("vendor", pa.string()),
-        ("action", pa.string()),
-        ("target_user", pa.string()),
-        ("target_role", pa.string()),
-        ("line", pa.string()),
+        *((name, TEXT) for name in _TEXT_COLUMNS[6:]),
+        ("line", pa.binary()),
     ]
 )
-"""Columns of a parsed block. `client` is desktop|phone|wechat|alipay; `line` is the raw text."""
-
-TEXT = pa.dictionary(pa.int32(), pa.string())
-"""The type readers give text columns (ip, user, path, ...): a block repeats each value many
-times, so codes into a small dictionary let statistics and rules group by integers and test a
-condition once per distinct value. Consumers accept plain strings too (see `codes`)."""
+"""Columns of a parsed block. Times are UTC epoch seconds; `client` is desktop|phone|wechat|
+alipay; `line` is the raw bytes of the line (evidence is decoded from it)."""
 
 Codes = np.ndarray[Any, np.dtype[np.int32]]
 
