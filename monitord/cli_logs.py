@@ -48,7 +48,7 @@ def _progress() -> Any:
 
 def cmd_analyse(args: argparse.Namespace) -> int:
     """Analyse access logs: statistics, rejected lines and abnormal behaviour."""
-    from monitord.accesslog.analysis import analyse, prepare_process
+    from monitord.accesslog.analysis import analyse, analyse_to_json, prepare_process
 
     prepare_process()
     from monitord.accesslog.configured import make_analyzer
@@ -64,27 +64,31 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
             if not Path(path).exists():
                 raise UsageError(f"{path}: no such file or directory")
-    result = analyse(
-        args.paths,
-        args.format,
-        _time("--since", args.since),
-        _time("--until", args.until),
-        _progress(),
+    options.update(
+        fmt=args.format,
+        since=_time("--since", args.since),
+        until=_time("--until", args.until),
+        progress=_progress(),
         engine=engine,
-        **options,
     )
+    if args.json:
+        analyse_to_json(args.paths, sys.stdout, **options)
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        return 0
+    services: dict[str, int] = {}
+
+    def count(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            services[row["service"]] = services.get(row["service"], 0) + int(row["requests"] or 0)
+
+    result = analyse(args.paths, on_stats=count, **options)
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.to_json(), ensure_ascii=False))
-        return 0
     print(
         f"{result.lines:,} lines, {result.rejected:,} could not be read"
         + (f" (e.g. {result.rejected_samples[0][:100]!r})" if result.rejected_samples else "")
     )
-    services: dict[str, int] = {}
-    for row in result.stats:
-        services[row["service"]] = services.get(row["service"], 0) + int(row["requests"] or 0)
     top = sorted(services.items(), key=lambda kv: -kv[1])[:10]
     if top:
         print(format_table(["SERVICE", "REQUESTS"], [[k, f"{v:,}"] for k, v in top]))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import os
 import sys
 from collections import deque
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,6 +45,9 @@ Format = Literal["auto", "nginx", "json"]
 FORMATS: tuple[Format, ...] = ("auto", "nginx", "json")
 MAX_SAMPLES = 10
 SAMPLE_CHARS = 400
+WORKERS = 1
+"""Parsing threads beside the one that adds blocks up: measured on 2 cores, a second parser
+gains little (both need the interpreter lock between kernels) and costs a block of memory."""
 Progress = Callable[[int, int], None]
 """Called after each block with (lines read so far, bytes read so far)."""
 
@@ -284,6 +288,10 @@ def prepare_process() -> None:
             sys.meta_path.remove(hook)
 
 
+StatsSink = Callable[[list[dict[str, Any]]], None]
+"""Takes statistics rows of hours that closed, as the analysis goes."""
+
+
 def analyse(
     paths_or_streams: Iterable[InputItem] | InputItem,
     fmt: Format = "auto",
@@ -294,12 +302,15 @@ def analyse(
     engine: LogRuleEngine | None = None,
     service_pattern: str = DEFAULT_SERVICE_PATTERN,
     block_size: int = BLOCK_SIZE,
-    workers: int = 2,
+    workers: int = WORKERS,
+    on_stats: StatsSink | None = None,
 ) -> AnalysisResult:
     """Analyse logs to the end: parse, statistics per service and hour, and all rules.
 
     `paths_or_streams` are files (plain or .gz), directories, `-` for standard input, or open
-    streams; `fmt` forces a format instead of detecting it per source.
+    streams; `fmt` forces a format instead of detecting it per source. With `on_stats`, the
+    statistics rows go there as their hours close and the result's `stats` stays empty, so
+    memory does not grow with the hours a long log spans.
     """
     items: list[InputItem]
     if isinstance(paths_or_streams, str | Path | io.IOBase):
@@ -314,6 +325,19 @@ def analyse(
             return _Parsed(an.parse(b"", "nginx").table, 0, damage=block.damage)
         return an.parse(block.data, kind, block.source)
 
+    def absorb(parsed: _Parsed) -> None:
+        nonlocal read_bytes
+        an.absorb(parsed)
+        read_bytes += parsed.nbytes
+        if on_stats is not None:
+            rows = an.take_closed_stats()
+            if rows:
+                on_stats(rows)
+        if progress:
+            progress(an.lines, read_bytes)
+
+    # Parsing runs on the pool while this thread reads the next block and adds the one before
+    # to the statistics and rules; at most `workers` blocks wait, so memory holds a few blocks.
     pending: deque[Future[_Parsed]] = deque()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for block in _blocks(items, block_size, fmt):
@@ -322,17 +346,37 @@ def analyse(
                 # Detect once per source, on its first block, so later blocks agree.
                 kind = an._formats.setdefault(block.source, detect(block.data))  # type: ignore[assignment]
             pending.append(pool.submit(job, block, kind))
-            # A bounded queue keeps at most a few blocks in memory at once.
             while len(pending) > workers:
-                parsed = pending.popleft().result()
-                an.absorb(parsed)
-                read_bytes += parsed.nbytes
-                if progress:
-                    progress(an.lines, read_bytes)
+                absorb(pending.popleft().result())
         while pending:
-            parsed = pending.popleft().result()
-            an.absorb(parsed)
-            read_bytes += parsed.nbytes
-            if progress:
-                progress(an.lines, read_bytes)
-    return an.result()
+            absorb(pending.popleft().result())
+    result = an.result()
+    if on_stats is not None:
+        if result.stats:
+            on_stats(result.stats)
+        result.stats = []
+    return result
+
+
+def analyse_to_json(
+    paths_or_streams: Iterable[InputItem] | InputItem, out: TextIO, **options: Any
+) -> AnalysisResult:
+    """Analyse and write `AnalysisResult.to_json()`'s object to `out` (`monitord analyse --json`).
+
+    The statistics rows are written as their hours close, first in the object, so the output
+    of a long log never sits in memory. `options` are those of `analyse`.
+    """
+    out.write('{"stats": [')
+    first = True
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        nonlocal first
+        for row in rows:
+            out.write(("\n" if first else ",\n") + json.dumps(row, ensure_ascii=False))
+            first = False
+
+    result = analyse(paths_or_streams, on_stats=write, **options)
+    rest = result.to_json()
+    del rest["stats"]
+    out.write("],\n" + json.dumps(rest, ensure_ascii=False)[1:] + "\n")
+    return result
