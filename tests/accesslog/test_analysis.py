@@ -4,6 +4,7 @@ same size yields nothing, and follow mode's incremental feeding agrees with a on
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from collections import Counter
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from monitord.accesslog import Analyzer, analyse
+from monitord.accesslog.analysis import analyse_to_json
 from monitord.timeutil import UTC
 from monitord.types import FindingDraft
 from rules.log_rules import LogRuleEngine, load_rules
@@ -140,3 +142,24 @@ def test_findings_convert_to_drafts(planted_result: dict[str, object], planted_l
     assert vendor.clause == "8.3 c" and vendor.subject_kind == "vendor"
     assert vendor.evidence["breakdown"] == {"u-vendor-1 admin": 5}
     assert vendor.evidence["count"] == 5 and vendor.summary
+
+
+def test_streamed_json_equals_the_whole_result(planted_logs: Logs) -> None:
+    # `monitord analyse --json` writes rows as their hours close (small blocks: many batches);
+    # what it prints must be the very object a one-shot analysis returns.
+    inputs = [planted_logs.nginx, planted_logs.audit]
+    whole = analyse(inputs, block_size=1 << 16).to_json()
+    out = io.StringIO()
+    result = analyse_to_json(inputs, out, block_size=1 << 16)
+    streamed = json.loads(out.getvalue())
+    expected = json.loads(json.dumps(whole, ensure_ascii=False))
+
+    def order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted(rows, key=lambda r: (r["hour"], r["source"], r["service"]))
+
+    assert order(streamed.pop("stats")) == order(expected.pop("stats"))
+    assert streamed == expected
+    assert result.stats == []  # nothing kept: the rows went out as they closed
+    batches: list[int] = []
+    analyse(inputs, block_size=1 << 16, on_stats=lambda rows: batches.append(len(rows)))
+    assert len(batches) > 10 and sum(batches) == len(whole["stats"])
