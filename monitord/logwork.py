@@ -25,20 +25,24 @@ RULE_LOG_GAP = "log_gap"
 FORGET_AFTER = dt.timedelta(days=7)
 
 
-def store_stats(session: Session, rows: list[dict[str, Any]]) -> int:
-    """Upsert hourly statistics rows (one per source, service and hour)."""
+def store_stats(session: Session, rows: list[dict[str, Any]], log: str) -> int:
+    """Upsert hourly statistics rows of one followed log (one per service and hour).
+
+    Rows are keyed by the log's path, not its kind: two edge servers' logs of the same hour are
+    two rows, where keyed by "nginx" the second would replace the first.
+    """
     for row in rows:
         hour = parse_time(row["hour"])
         session.execute(
             delete(LogHourStat).where(
-                LogHourStat.source == row["source"],
+                LogHourStat.source == log,
                 LogHourStat.service == row["service"],
                 LogHourStat.hour == hour,
             )
         )
         session.add(
             LogHourStat(
-                source=row["source"],
+                source=log,
                 service=row["service"],
                 hour=hour,
                 requests=int(row.get("requests") or 0),
@@ -104,7 +108,7 @@ def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
             if last is None or last == cursor:
                 continue
             now = clock()
-            report.stats += store_stats(session, analyzer.take_closed_stats())
+            report.stats += store_stats(session, analyzer.take_closed_stats(), log.path)
             reported: dict[str, str] = dict(state.get("reported", {}))
             report.findings += store_log_findings(
                 session, [f.to_draft() for f in analyzer.findings()], now, reported

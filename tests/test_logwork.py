@@ -89,6 +89,18 @@ def test_follow_mode_counts_every_line_once_across_rotation_and_restart(
     assert hours == [START, START + dt.timedelta(hours=1)]
 
 
+def test_two_edge_logs_of_the_same_hours_are_both_counted(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    edges = [tmp_path / "edge1.log", tmp_path / "edge2.log"]
+    minute = dt.timedelta(minutes=1)
+    for k, log in enumerate(edges):
+        log.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(150 + k)))
+    follow_logs(sqlite_store, config((edges[0], "nginx"), (edges[1], "nginx")), clock)
+    # 09:00 has closed in both logs: 60 requests each, neither replacing the other.
+    assert total_requests(sqlite_store) == 120
+
+
 def test_brute_force_in_the_audit_log_becomes_one_finding_that_keeps_updating(
     tmp_path: Path, sqlite_store: Store, clock: FakeClock
 ) -> None:
