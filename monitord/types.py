@@ -11,8 +11,6 @@ import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from loguru import logger as _logger
-
 from monitord.timeutil import Clock, system_clock
 
 if TYPE_CHECKING:
@@ -43,13 +41,21 @@ class Spec:
     timeout_s: float = 10.0
 
 
+def _loguru_logger() -> Any:
+    # Imported when a probe context is made: log analysis, which shares these types, never
+    # logs through it and is spared loguru's 8 MiB.
+    from loguru import logger
+
+    return logger
+
+
 @dataclass(frozen=True)
 class ProbeContext:
     """Everything a probe may use. Probes create no clients of their own."""
 
     session: aiohttp.ClientSession
     clock: Clock = system_clock
-    logger: Any = _logger
+    logger: Any = field(default_factory=_loguru_logger)
     ssl_context: ssl.SSLContext | None = None
     """Trust store: the system's CAs plus the configured government CA bundle."""
     ca_file: str | None = None
