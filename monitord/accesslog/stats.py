@@ -7,10 +7,11 @@ by Arrow, and only a closing row's top paths become Python strings.
 * Each row of a block gets a dense group number for its (source, service, hour). Every open
   group owns a slot: a row of two numpy arrays holding its counts (requests, status classes,
   client kinds) and its latency histogram, which a block adds to with bincounts.
-* IPs, users and paths are kept as parts: the distinct (slot, dictionary code) pairs of one
-  block and one hour, with their row counts, and the block's dictionary they index. Parts are
-  merged when their hour closes (or when an hour gathers many): the dictionaries are encoded
-  together once, after which distinct counts and path totals are sorts of integers.
+* IPs, users and paths are kept as parts: the (slot, dictionary code) of each row of one block
+  and one hour, and the block's dictionary they index. Parts are merged when their hours close
+  (or when an hour gathers many): the dictionaries of all the closing hours are encoded
+  together once, after which distinct counts and path totals of every closing group are one
+  sort of integers, and the top paths of all of them one more.
 
 An hour closes once the log has moved `lateness_hours` past it: its rows are made together and
 its slots and parts dropped, so memory holds only the open hours however long the log is.
@@ -60,20 +61,26 @@ Key = tuple[str | None, str, int]
 """(source, service, hour as epoch seconds) of a statistics row."""
 Ints = np.ndarray[Any, np.dtype[np.intp]]
 Counts = np.ndarray[Any, np.dtype[np.int64]]
+Small = np.ndarray[Any, np.dtype[np.int32]]
 
 
 @dataclass
 class _Part:
-    """Distinct (slot, value) pairs of one text column, with how many rows each had.
+    """(slot, value) pairs of one text column, with how many rows each had.
 
-    `values` holds distinct strings (a block's dictionary, or several merged); `code` indexes
-    it, -1 standing for null.
+    `values` holds distinct strings (a block's dictionary, or several merged); `code` is one
+    more than the index into it, 0 standing for null. Without `count` the pairs are a block's
+    rows as they came (each counts once, and a pair may repeat); with it they are distinct.
     """
 
     values: pa.Array
-    slot: Ints
-    code: Ints
-    count: Counts
+    slot: Small
+    code: Small
+    count: Counts | None = None
+
+    def nbytes(self) -> int:
+        counted = 0 if self.count is None else self.count.nbytes
+        return int(self.values.nbytes) + self.slot.nbytes + self.code.nbytes + counted
 
 
 class StatsAccumulator:
@@ -109,22 +116,31 @@ class StatsAccumulator:
             first_bin, hist = latency
             used = self._latency[:, first_bin : first_bin + hist.shape[1]]  # a view
             self._add_rows(used, slots, hist)
-        lo, hi = int(hours.min()) * 3600, int(hours.max()) * 3600
-        group_hours = np.array([k[2] for k in keys], dtype=np.int64)
-        shared = len(set(slots.tolist())) < len(slots)
+        lo, hi = int(hours.min()), int(hours.max())
+        row_slot = slots.astype(np.int32)[gid]
+        # The rows of each hour of the block (a block mostly spans one or two).
+        in_hour = [(lo, None)] if lo == hi else [(h, hours == h) for h in range(lo, hi + 1)]
         for name in TEXT_COLUMNS:
             col = table.column(name)
             if name != "path" and col.null_count == len(col):
                 continue
-            values, group, code, count = _pairs(gid, col, keep_null=name == "path")
-            pair_hours = group_hours[group] if lo != hi else None
-            for h in sorted(set(group_hours.tolist())):
-                mine = slice(None) if pair_hours is None else pair_hours == h
-                part = _Part(values, slots[group[mine]], code[mine], count[mine])
-                if shared:  # pairs of two groups that share a slot may repeat: add them up
-                    part = _merge([part], always=True)
+            code, values = _codes(col)
+            row_slots = row_slot
+            keep = None
+            if name != "path":  # a null IP or user is not counted
+                keep = code > 0
+                if keep.all():
+                    keep = None
+                else:
+                    code, row_slots = code[keep], row_slot[keep]
+            for h, mine in in_hour:
+                part = _Part(values, row_slots, code)
+                if mine is not None:
+                    mine = mine if keep is None else mine[keep]
+                    part = _Part(values, row_slots[mine], code[mine])
                 if len(part.slot):
-                    self._add_part(h, name, part)
+                    self._add_part(h * 3600, name, part)
+        lo, hi = lo * 3600, hi * 3600
 
         if self._max_hour is None or hi > self._max_hour:
             self._max_hour = hi
@@ -161,7 +177,7 @@ class StatsAccumulator:
         parts = self._parts.setdefault(hour, {}).setdefault(name, [])
         parts.append(part)
         if len(parts) > _MAX_PARTS:  # a busy hour: keep one merged part, not one per block
-            parts[:] = [_merge(parts)]
+            parts[:] = [_merge(parts, len(self._counts))]
 
     def _close_before(self, hour: int | None) -> None:
         """Finish every hour before `hour` (all hours when None)."""
@@ -179,34 +195,46 @@ class StatsAccumulator:
         size = len(self._counts)
         ips = _distinct_per_slot(parts["ip"], size)[slots].tolist()
         users = _distinct_per_slot(parts["user"], size)[slots].tolist()
-        top = _top_paths(parts["path"])
-        counts = self._counts[slots].tolist()
+        top = _top_paths(parts["path"], size)
+        counts = self._counts[slots]
         marks = _percentiles(self._latency[slots])
         self._counts[slots] = 0
         self._latency[slots] = 0
-        self._free += slots.tolist()
+        slot_list = slots.tolist()
+        self._free += slot_list
         self._min_open = min((k[2] for k in self._slots), default=None)
-        names = {h: iso(h) for _, _, h in keys}
-        rows = zip(keys, slots.tolist(), counts, ips, users, marks, strict=True)
-        for (source, service, h), slot, c, n_ips, n_users, mark in rows:
-            self._closed.append(
-                {
-                    "source": source,
-                    "service": service,
-                    "hour": names[h],
-                    "requests": c[0],
-                    "users": n_users,
-                    "ips": n_ips,
-                    "status": {
-                        name: x
-                        for name, x in zip(STATUS_CLASSES, c[_STATUS:_CLIENT], strict=True)
-                        if x
-                    },
-                    "latency_ms": mark,
-                    "clients": dict(zip(CLIENT_KINDS, c[_CLIENT:], strict=True)),
-                    "top_paths": top.get(slot, []),
-                }
+        names = {h: iso(h) for h in {k[2] for k in keys}}
+        status = [
+            {name: x for name, x in zip(STATUS_CLASSES, c, strict=True) if x}
+            for c in counts[:, _STATUS:_CLIENT].tolist()
+        ]
+        clients = [dict(zip(CLIENT_KINDS, c, strict=True)) for c in counts[:, _CLIENT:].tolist()]
+        none: list[list[Any]] = []
+        self._closed += [
+            {
+                "source": source,
+                "service": service,
+                "hour": names[h],
+                "requests": n,
+                "users": n_users,
+                "ips": n_ips,
+                "status": st,
+                "latency_ms": mark,
+                "clients": cl,
+                "top_paths": top.get(slot, none) if top else [],
+            }
+            for (source, service, h), slot, n, n_ips, n_users, mark, st, cl in zip(
+                keys,
+                slot_list,
+                counts[:, 0].tolist(),
+                ips,
+                users,
+                marks,
+                status,
+                clients,
+                strict=True,
             )
+        ]
 
     def take_closed(self) -> list[dict[str, Any]]:
         """The rows of hours that will not change any more (follow mode stores and drops them)."""
@@ -229,8 +257,7 @@ class StatsAccumulator:
         held = self._counts.nbytes + self._latency.nbytes
         for columns in self._parts.values():
             for parts in columns.values():
-                for p in parts:
-                    held += p.values.nbytes + p.slot.nbytes + p.code.nbytes + p.count.nbytes
+                held += sum(p.nbytes() for p in parts)
         return held
 
     def to_state(self) -> dict[str, Any]:
@@ -265,7 +292,8 @@ class StatsAccumulator:
         parts = [p for columns in self._parts.values() for p in columns.get(name, [])]
         if not parts:
             return {}
-        part = _merge(parts)
+        part = _merge(parts, len(self._counts))
+        assert part.count is not None
         out: dict[int, tuple[list[Any], list[int]]] = {}
         texts = part.values.take(_nullable(part.code)).to_pylist()
         for slot, text, n in zip(part.slot.tolist(), texts, part.count.tolist(), strict=True):
@@ -312,8 +340,8 @@ class StatsAccumulator:
             enc = pc.dictionary_encode(pa.array(values, pa.string()))
             part = _Part(
                 enc.dictionary,
-                np.array(slots, dtype=np.intp),
-                _indices(enc.indices),
+                np.array(slots, dtype=np.int32),
+                (_indices(enc.indices) + 1).astype(np.int32),
                 np.array(ns, dtype=np.int64),
             )
             self._add_part(hour, name, part)
@@ -329,10 +357,22 @@ def _indices(indices: pa.Array) -> Ints:
     return out
 
 
-def _nullable(code: Ints) -> pa.Array:
-    """Codes as Arrow indices, null where -1 (so `take` gives null)."""
-    missing = code < 0
-    return pa.array(code, mask=missing if missing.any() else None)
+def _nullable(code: Small) -> pa.Array:
+    """Codes (0 for null, else one more than the index) as Arrow indices, null where 0 (so
+    `take` gives null)."""
+    missing = code == 0
+    return pa.array(code - 1, mask=missing if missing.any() else None)
+
+
+def _codes(col: pa.ChunkedArray) -> tuple[Small, pa.Array]:
+    """A text column as codes one more than the index into its dictionary (0 for null, a null
+    inside the dictionary too), and the dictionary."""
+    code, values = codes(col)
+    code = code + np.int32(1)
+    if values.null_count:  # a null inside the dictionary is a null like any other
+        is_null = np.append(False, values.is_null().to_numpy(zero_copy_only=False))
+        code[is_null[code]] = 0
+    return code, values
 
 
 def _dense(values: Ints, size: int) -> tuple[Ints, Ints]:
@@ -412,106 +452,79 @@ def _latency(table: pa.Table, gid: Ints, n: int) -> tuple[int, Counts] | None:
     return lo, hist
 
 
-def _pairs(gid: Ints, col: pa.ChunkedArray, keep_null: bool) -> tuple[pa.Array, Ints, Ints, Counts]:
-    """The distinct (group, value) pairs of a text column in a block, with their row counts.
-
-    Returns the dictionary and, per pair, group, code (-1 for null) and count. Nulls are left
-    out unless `keep_null`.
-    """
-    code32, values = codes(col)
-    code: Ints = code32.astype(np.intp)
-    if values.null_count:  # a null inside the dictionary is a null like any other
-        is_null = np.append(values.is_null().to_numpy(zero_copy_only=False), False)
-        code[is_null[code]] = -1
-    if not keep_null:
-        keep = code >= 0
-        if not keep.all():
-            code, gid = code[keep], gid[keep]
-    group, value, count = _reduce(gid, code + 1, len(values) + 1, None)  # null (-1) is 0 here
-    return values, group, value - 1, count
-
-
-def _reduce(group: Ints, code: Ints, n: int, weight: Counts | None) -> tuple[Ints, Ints, Counts]:
-    """The distinct (group, code) pairs, code in [0, n), with their summed weights (1 a pair
-    when `weight` is None)."""
-    # Most codes occur with one group only (a path names its service, a block mostly spans one
-    # hour): sum those with a bincount, and sort only the others.
-    home_of = np.zeros(n, np.intp)
-    home_of[code] = group  # one of the groups each code occurs with, whichever
-    home = home_of[code] == group
-    everywhere = bool(home.all())
-    sums = np.bincount(
-        code if everywhere else code[home],
-        weights=None if weight is None else weight if everywhere else weight[home],
-        minlength=n,
-    )
-    value = np.flatnonzero(sums)
-    out_group, out_count = home_of[value], sums[value].astype(np.int64)
-    if everywhere:
-        return out_group, value, out_count
-    away = ~home
-    keys = group[away] * n + code[away]
-    order = np.argsort(keys)
-    keys = keys[order]
-    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-    if weight is None:
-        more_count = np.diff(np.append(starts, len(keys)))
-    else:
-        more_count = np.add.reduceat(weight[away][order], starts)
-    more_group, more_value = np.divmod(keys[starts], n)
-    return (
-        np.concatenate([out_group, more_group]),
-        np.concatenate([value, more_value]),
-        np.concatenate([out_count, more_count]).astype(np.int64),
-    )
-
-
-def _merge(parts: list[_Part], always: bool = False) -> _Part:
-    """Parts as one, over one dictionary of distinct values; a (slot, value) pair found in
-    several parts appears once, with the counts added.
-
-    A single part is returned as it is (its pairs are distinct) unless `always`.
-    """
-    if len(parts) == 1 and not always:
-        return parts[0]
+def _merge(parts: list[_Part], size: int) -> _Part:
+    """Parts (of slots below `size`) as one over one dictionary of distinct values, with the
+    distinct (slot, value) pairs ordered by slot then code, and how many rows each had."""
     # Encoding the dictionaries together gives each string one code across the parts; the parts
     # of one block (one per hour it spans) share its dictionary, which is encoded once.
-    first: dict[int, int] = {}  # id of a dictionary → where it starts in `joined`
-    joined: list[pa.Array] = []
-    at = 0
+    dictionaries: dict[int, pa.Array] = {}
     for p in parts:
-        if id(p.values) not in first:
-            first[id(p.values)] = at
-            joined.append(p.values)
-            at += len(p.values)
-    enc = pc.dictionary_encode(pa.concat_arrays(joined))
-    lookup = np.append(_indices(enc.indices) + 1, 0)  # shifted so that null (-1) is 0
-    code = np.concatenate(
-        [lookup[np.where(p.code >= 0, p.code + first[id(p.values)], -1)] for p in parts]
+        dictionaries.setdefault(id(p.values), p.values)
+    if len(dictionaries) == 1:
+        values = parts[0].values
+        code = _concat([p.code for p in parts])
+    else:
+        joined = list(dictionaries.values())
+        enc = pc.dictionary_encode(pa.concat_arrays(joined))
+        values = enc.dictionary
+        # Per dictionary, its codes' new codes (0, null, stays 0; a null value becomes 0).
+        shifted = np.append(np.int32(-1), _indices(enc.indices).astype(np.int32)) + np.int32(1)
+        lookup: dict[int, Small] = {}
+        at = 0
+        for ident, d in dictionaries.items():
+            table = shifted[at : at + len(d) + 1].copy()
+            table[0] = 0
+            lookup[ident] = table
+            at += len(d)
+        code = _concat([lookup[id(p.values)][p.code] for p in parts])
+    slot = _concat([p.slot for p in parts])
+    n = len(values) + 1
+    key = slot.astype(np.int64) * n + code
+    if size * n < 2**31:  # sorting 32-bit integers is about twice as fast
+        key = key.astype(np.int32)
+    if all(p.count is None for p in parts):
+        key = np.sort(key)
+        starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+        count: Counts = np.diff(np.append(starts, len(key)))
+    else:
+        weight = _concat(
+            [np.ones(len(p.slot), np.int64) if p.count is None else p.count for p in parts]
+        )
+        order = np.argsort(key)
+        key = key[order]
+        starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+        count = np.add.reduceat(weight[order], starts)
+    distinct_slot, distinct_code = np.divmod(key[starts], n)
+    return _Part(
+        values,
+        distinct_slot.astype(np.int32),
+        distinct_code.astype(np.int32),
+        count.astype(np.int64),
     )
-    slot = np.concatenate([p.slot for p in parts])
-    count = np.concatenate([p.count for p in parts])
-    slot, code, count = _reduce(slot, code, len(enc.dictionary) + 1, count)
-    return _Part(enc.dictionary, slot, code - 1, count)
+
+
+def _concat(arrays: list[Any]) -> Any:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _distinct_per_slot(parts: list[_Part], size: int) -> Ints:
     """How many distinct values each slot has (an array over all `size` slots)."""
     if not parts:
         return np.zeros(size, np.intp)
-    return np.bincount(_merge(parts).slot, minlength=size)
+    return np.bincount(_merge(parts, size).slot, minlength=size)
 
 
-def _top_paths(parts: list[_Part]) -> dict[int, list[list[Any]]]:
+def _top_paths(parts: list[_Part], size: int) -> dict[int, list[list[Any]]]:
     """Per slot, its TOP_PATHS most requested paths as [path, requests], most requested first;
     ties by path (a null path last), as the sort of strings in Arrow orders them."""
     if not parts:
         return {}
-    p = _merge(parts)
+    p = _merge(parts, size)
+    assert p.count is not None
     # Sorted by slot, most requested first: only paths as requested as the tenth of their slot
     # can be in its list, and only those are sorted with their text.
     most = int(p.count.max()) + 1
-    order = np.argsort(p.slot * most + (most - 1 - p.count))  # one key: faster than lexsort
+    order = np.argsort(p.slot.astype(np.int64) * most + (most - 1 - p.count))
     slot, count = p.slot[order], p.count[order]
     starts = np.flatnonzero(np.concatenate(([True], slot[1:] != slot[:-1])))
     lengths = np.diff(np.append(starts, len(slot)))
@@ -530,7 +543,7 @@ def _top_paths(parts: list[_Part]) -> dict[int, list[list[Any]]]:
     keep = order[rank < TOP_PATHS]
     out: dict[int, list[list[Any]]] = {}
     rows = zip(
-        p.slot[chosen][keep].tolist(),
+        slot[rank < TOP_PATHS].tolist(),
         text.take(keep).to_pylist(),
         count[keep].tolist(),
         strict=True,
