@@ -55,6 +55,7 @@ for _k in range(4):
 # Integer keys spanning more than this many values per row are made dense by sorting instead
 # of through a lookup table of that size.
 _TABLE_PER_ROW = 16
+_LEVELS = 32  # levels of path counts in `_top_paths`: 0..15, then 16.. by powers of two
 _MAX_PARTS = 16  # an hour's parts of one column are merged into one beyond this many
 
 Key = tuple[str | None, str, int]
@@ -521,15 +522,19 @@ def _top_paths(parts: list[_Part], size: int) -> dict[int, list[list[Any]]]:
         return {}
     p = _merge(parts, size)
     assert p.count is not None
-    # Sorted by slot, most requested first: only paths as requested as the tenth of their slot
-    # can be in its list, and only those are sorted with their text.
-    most = int(p.count.max()) + 1
-    order = np.argsort(p.slot.astype(np.int64) * most + (most - 1 - p.count))
-    slot, count = p.slot[order], p.count[order]
-    starts = np.flatnonzero(np.concatenate(([True], slot[1:] != slot[:-1])))
-    lengths = np.diff(np.append(starts, len(slot)))
-    floor = count[starts + np.minimum(lengths, TOP_PATHS) - 1]
-    chosen = order[count >= np.repeat(floor, lengths)]
+    # Only paths about as requested as the tenth of their slot can be in its list: a histogram
+    # of each slot's counts (exact up to 15, then by powers of two) gives that level without
+    # sorting, and only the paths at or above it are sorted with their text. `p` is ordered by
+    # slot: `local` numbers its slots from 0.
+    exponent = np.frexp(p.count.astype(np.float64))[1]
+    level = np.where(p.count < 16, p.count, np.minimum(exponent + 11, _LEVELS - 1))
+    new = np.concatenate(([True], p.slot[1:] != p.slot[:-1]))
+    local = np.cumsum(new) - 1
+    hist = np.bincount(local * _LEVELS + level, minlength=int(local[-1] + 1) * _LEVELS)
+    up_to = np.cumsum(hist.reshape(-1, _LEVELS), axis=1)
+    at_least = up_to[:, -1:] - up_to + hist.reshape(-1, _LEVELS)  # paths at each level or above
+    floor = (at_least >= TOP_PATHS).sum(axis=1) - 1  # -1 (all) for a slot of fewer paths
+    chosen = np.flatnonzero(level >= floor[local])
     slot, count = p.slot[chosen], p.count[chosen]
     text = p.values.take(_nullable(p.code[chosen]))
     by_text = np.empty(len(chosen), np.intp)
@@ -540,17 +545,15 @@ def _top_paths(parts: list[_Part], size: int) -> dict[int, list[list[Any]]]:
     slot = slot[order]
     starts = np.flatnonzero(np.concatenate(([True], slot[1:] != slot[:-1])))
     rank = np.arange(len(slot)) - np.repeat(starts, np.diff(np.append(starts, len(slot))))
-    keep = order[rank < TOP_PATHS]
-    out: dict[int, list[list[Any]]] = {}
-    rows = zip(
-        slot[rank < TOP_PATHS].tolist(),
-        text.take(keep).to_pylist(),
-        count[keep].tolist(),
-        strict=True,
-    )
-    for s, path, n in rows:
-        out.setdefault(s, []).append([path, n])
-    return out
+    kept = rank < TOP_PATHS
+    keep = order[kept]
+    slot = slot[kept]
+    pairs = list(map(list, zip(text.take(keep).to_pylist(), count[keep].tolist(), strict=True)))
+    bounds = [0, *(np.flatnonzero(slot[1:] != slot[:-1]) + 1).tolist(), len(slot)]
+    return {
+        s: pairs[a:b]
+        for s, a, b in zip(slot[bounds[:-1]].tolist(), bounds, bounds[1:], strict=False)
+    }
 
 
 def _percentiles(hist: Counts) -> list[dict[str, float | None]]:
