@@ -277,3 +277,28 @@ def test_same_rows_as_the_group_by_implementation(text: str) -> None:
     rows = run(blocks)
     assert (len(rows), sum(r["requests"] for r in rows)) == (226, 20_000)
     assert digest(rows) == FROZEN
+
+
+def test_top_paths_match_a_plain_sort_at_any_counts() -> None:
+    """Counts spread over many levels (hot paths, ties at large counts, slots of few paths)
+    give the top paths a full sort of (requests descending, path) gives."""
+    rng = np.random.default_rng(3)
+    rows: list[Row] = []
+    expected: dict[str, list[list[Any]]] = {}
+    for s in range(12):
+        service = f"svc-{s}"
+        n_paths = int(rng.integers(1, 30))
+        counts = rng.choice([1, 2, 3, 15, 16, 17, 31, 32, 33, 64, 65, 300], n_paths).tolist()
+        paths = [f"/svc/{service}/{rng.integers(0, 1000)}" for _ in range(n_paths)]
+        totals: dict[str, int] = {}
+        for path, n in zip(paths, counts, strict=True):
+            totals[path] = totals.get(path, 0) + n
+            rows += [req(H0 + len(rows) % 3600, service=service, path=path)] * n
+        ranked = sorted(totals.items(), key=lambda pn: (-pn[1], pn[0]))[:10]
+        expected[service] = [[p, n] for p, n in ranked]
+    order = rng.permutation(len(rows))
+    shuffled = [rows[i] for i in order]
+    third = len(shuffled) // 3
+    blocks = [block(shuffled[:third]), block(shuffled[third:], "dict")]
+    got = {r["service"]: r["top_paths"] for r in run(blocks)}
+    assert got == expected
