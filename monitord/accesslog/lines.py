@@ -14,23 +14,30 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def split_lines(block: bytes) -> pa.Array:
+def split_lines(block: bytes | bytearray) -> pa.Array:
     """Split a block of complete lines (the last may lack its newline) into a binary array."""
     if len(block) >= 2**31:
         raise ValueError("a block must be smaller than 2 GiB")
     if not block:
-        return pa.array([], pa.binary())
+        return _EMPTY
     raw = np.frombuffer(block, dtype=np.uint8)
-    ends = np.flatnonzero(raw == 0x0A) + 1
-    if len(ends) == 0 or ends[-1] != len(block):
-        ends = np.append(ends, len(block))
-    offsets = np.empty(len(ends) + 1, dtype=np.int32)
+    newlines = np.flatnonzero(raw == 0x0A)
+    tail = len(newlines) == 0 or newlines[-1] != len(block) - 1
+    n = len(newlines) + tail
+    offsets = np.empty(n + 1, dtype=np.int32)
     offsets[0] = 0
-    offsets[1:] = ends
+    offsets[1 : len(newlines) + 1] = newlines
+    offsets[1 : len(newlines) + 1] += 1
+    if tail:
+        offsets[n] = len(block)
     lines = pa.Array.from_buffers(
-        pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(block)]
+        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(block)]
     )
+    # A blank line ("\n", "\r\n", or a last "\r") is at most 2 bytes long: look closer only
+    # when there is so short a line.
     lengths = np.diff(offsets)
+    if lengths.min() > 2:
+        return lines
     firsts = raw[offsets[:-1]]
     blank = (lengths == 1) & ((firsts == 0x0A) | (firsts == 0x0D))
     blank |= (
@@ -41,6 +48,9 @@ def split_lines(block: bytes) -> pa.Array:
     if blank.any():
         lines = pc.filter(lines, pa.array(~blank))
     return lines
+
+
+_EMPTY = pa.array([], pa.binary())
 
 
 def clean(text: str) -> str:

@@ -274,3 +274,27 @@ def test_sliced_and_copied_line_arrays() -> None:
     ):
         fast, exact = nginx.parse(part), nginx.parse_exact(part)
         assert _rows(fast.table) == _rows(exact.table)
+
+
+def test_client_kinds_of_few_and_many_agents() -> None:
+    # A handful of distinct user agents is matched in Python, many take Arrow's kernels: both
+    # must agree with the exact path, escapes included.
+    agents = [
+        "x MicroMessenger y",
+        "AliApp(AP/1)",
+        "\\x4DicroMessenger",
+        "Mobile Safari",
+        "Windows Phone 10",
+        "curl/8.0",
+        "\\xE4\\xB8\\xAD Android",
+    ]
+    lines = [
+        f'1.2.3.{i % 250} - - {T} "GET /svc/a HTTP/1.1" 200 1 "-" "{ua}" 0.001 "-"'.encode()
+        for i, ua in enumerate(agents)
+    ]
+    _assert_same(b"\n".join(lines) + b"\n")
+    many = [
+        f'1.2.3.4 - - {T} "GET /svc/a HTTP/1.1" 200 1 "-" "{agents[i % 7]} {i}" 0.001 "-"'
+        for i in range(200)
+    ]
+    _assert_same("\n".join(many).encode() + b"\n")

@@ -194,3 +194,8 @@ def test_split_lines_keeps_zero_copy_and_drops_blanks() -> None:
     arr = split_lines(b"a\r\n\r\n\nb\nc")
     assert arr.to_pylist() == [b"a\r\n", b"b\n", b"c"]
     assert split_lines(b"") == pa.array([], pa.binary())
+    assert split_lines(b"\nab\ncd\r").to_pylist() == [b"ab\n", b"cd\r"]
+    assert split_lines(b"ab\ncd\n\r").to_pylist() == [b"ab\n", b"cd\n"]
+    assert split_lines(b"\r\n").to_pylist() == []
+    assert split_lines(bytearray(b"abc\ndef\n")).to_pylist() == [b"abc\n", b"def\n"]
+    assert split_lines(b"x").to_pylist() == [b"x"]
