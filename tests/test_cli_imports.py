@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import probes
 from monitord.types import PROBE_KINDS
@@ -119,3 +120,25 @@ def test_probe_kind_choices_match_the_registry() -> None:
     # The CLI keeps its own copy of the kinds so that `--kind` needs no import of the probes;
     # same kinds in the same order, since the order shows in `monitord probe --help`.
     assert tuple(probes.PROBES) == PROBE_KINDS
+
+
+def test_monitord_analyse_loads_no_pandas_store_or_http(tmp_path: Path) -> None:
+    # pandas alone would cost `monitord analyse` 36 MiB of its memory budget: pyarrow pulls it
+    # in on its first conversion of a Python value unless prepare_process() ran first, so an
+    # import-time pa.array() anywhere in the analysis path brings it back.
+    log = tmp_path / "access.log"
+    log.write_text(
+        '1.2.3.4 - - [02/Nov/2026:09:00:00 +0800] "GET /svc/svc-0042/ HTTP/1.1" 200 5 "-" "-"\n'
+    )
+    code = f"""
+        import contextlib, io, json, sys
+        import monitord.cli
+
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert monitord.cli.main(["analyse", "--json", {str(log)!r}]) == 0
+        assert json.loads(out.getvalue())["lines"] == 1
+        print(json.dumps([m for m in ("pandas", "sqlalchemy", "aiohttp") if m in sys.modules]))
+        """
+    done = _run_python(textwrap.dedent(code))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []

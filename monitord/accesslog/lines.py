@@ -50,7 +50,7 @@ def split_lines(block: bytes | bytearray) -> pa.Array:
     return lines
 
 
-_EMPTY = pa.array([], pa.binary())
+_EMPTY = pa.nulls(0, pa.binary())  # not pa.array: that would import pandas (see prepare_process)
 
 
 def clean(text: str) -> str:
