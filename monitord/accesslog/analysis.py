@@ -157,8 +157,11 @@ class Analyzer:
 
     # -- absorbing (main thread) ------------------------------------------------------------------
 
-    def absorb(self, parsed: _Parsed) -> None:
-        """Add a parsed block to the counters, statistics and rules."""
+    def absorb(self, parsed: _Parsed, watermark: float | None = None) -> None:
+        """Add a parsed block to the counters, statistics and rules.
+
+        `watermark`: the time every input read side by side has reached (see
+        `StatsAccumulator.add`)."""
         self.lines += parsed.lines
         self._reject(parsed.rejected)
         if parsed.damage:
@@ -171,7 +174,7 @@ class Analyzer:
                 keep = pc.and_(keep, pc.less(ts, self.until))
             table = table.filter(keep)
         if table.num_rows:
-            self.stats.add(table)
+            self.stats.add(table, watermark)
             self.engine.feed(table)
 
     def _reject(self, samples: list[str]) -> None:
@@ -361,7 +364,7 @@ def analyse(
     def absorb(i: int, parsed: _Parsed) -> None:
         nonlocal read_bytes
         reached[i] = max(reached[i], parsed.newest)
-        an.absorb(parsed)
+        an.absorb(parsed, min(reached[k] for k in active) if len(active) > 1 else None)
         read_bytes += parsed.nbytes
         if on_stats is not None:
             rows = an.take_closed_stats()

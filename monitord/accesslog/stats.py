@@ -99,9 +99,14 @@ class StatsAccumulator:
         self._min_open: int | None = None
         self._closed: list[dict[str, Any]] = []
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, watermark: float | None = None) -> None:
         """Add a parsed block (text columns as `schema.TEXT` dictionaries or plain strings,
-        whose dictionaries hold distinct values, as every reader's do)."""
+        whose dictionaries hold distinct values, as every reader's do).
+
+        Hours close once the log is `lateness_hours` past them. When several logs are read side
+        by side, `watermark` is the time all of them have reached: no hour closes after it, or
+        the log that is behind would find its hours already closed.
+        """
         ts = table.column("ts")
         if ts.null_count:
             table = table.filter(pc.is_valid(ts))  # a row without a time belongs to no hour
@@ -147,7 +152,12 @@ class StatsAccumulator:
             self._max_hour = hi
         if self._min_open is None or lo < self._min_open:
             self._min_open = lo
-        cutoff = self._max_hour - 3600 * self.lateness_hours
+        newest = self._max_hour
+        if watermark is not None:
+            if not math.isfinite(watermark):
+                return  # some log has not been read at all yet
+            newest = min(newest, int(watermark) // 3600 * 3600)
+        cutoff = newest - 3600 * self.lateness_hours
         if self._min_open < cutoff:
             self._close_before(cutoff)
 
