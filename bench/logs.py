@@ -151,7 +151,7 @@ def main() -> None:
     for name, paths in (("nginx", [nginx]), ("json", [audit]), ("nginx+json", [nginx, audit])):
         rows.append((name, median_of([run_child(paths) for _ in range(args.runs)])))
     long_log = longer(args.dir, nginx, args.repeat)
-    grown = median_of([run_child([long_log]) for _ in range(max(1, args.runs // 2))])
+    grown = median_of([run_child([long_log]) for _ in range(args.runs)])
     rows.append((f"nginx x{args.repeat}", grown))
     goaccess = [g for g in (run_goaccess(nginx, args.lines) for _ in range(args.runs)) if g]
 
