@@ -249,15 +249,11 @@ class Analyzer:
         return an
 
 
-def _blocks(inputs: Iterable[InputItem], size: int, fmt: Format) -> Iterator[Block]:
-    for name, stream in expand(inputs):
+def _blocks(item: InputItem, size: int) -> Iterator[Block]:
+    """The blocks of one input (a directory's files one after another), closing each file."""
+    for name, stream in expand([item]):
         try:
-            # JSON lines are about twice as long as nginx lines: twice the bytes per block keeps
-            # the per-block overheads (group-bys, kernel calls) spread over as many lines.
-            peek = getattr(stream, "peek", None)
-            head = peek(4096) if peek is not None else b""
-            kind = fmt if fmt != "auto" else detect(head) if head else "nginx"
-            yield from blocks(name, stream, size * 2 if kind == "json" else size)
+            yield from blocks(name, stream, size)
         finally:
             if name != "<stdin>":
                 stream.close()
@@ -348,7 +344,7 @@ def analyse(
     # time, so that an edge log and the audit log of the same days (or two edge servers) meet
     # the statistics hour by hour: read one after the other, the second's hours would come
     # after the first's had closed. A directory is one input: its files follow each other.
-    chains = [_blocks([item], block_size, fmt) for item in items]
+    chains = [_blocks(item, block_size) for item in items]
     reached = [-math.inf] * len(chains)
     active = list(range(len(chains)))
 

@@ -159,7 +159,7 @@ def parse(lines: pa.Array, block: bytes | None = None) -> Parsed:
     tables: list[pa.Table] = []
     if block is not None:
         try:
-            whole = pj.read_json(io.BytesIO(block), parse_options=_OPTIONS)
+            whole = pj.read_json(pa.BufferReader(block), parse_options=_OPTIONS)
             if whole.num_rows == len(lines):
                 tables = [whole]
         except (pa.ArrowInvalid, ValueError):
