@@ -17,7 +17,6 @@ from monitord.cli_probe import add_probe_command
 from monitord.cli_scan import add_scan_commands
 from monitord.config import LoggingSettings
 from monitord.errors import ConfigError, MonitordError, UsageError
-from monitord.logsetup import setup_logging
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
 
@@ -36,6 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from monitord import aio
     from monitord.app import build_app
     from monitord.daemon import Daemon
+    from monitord.logsetup import setup_logging
 
     settings = settings_for(args)
     setup_logging(settings.logging)
@@ -48,6 +48,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from monitord import aio
     from monitord.app import build_app
     from monitord.catalogue import sync_catalogue
+    from monitord.logsetup import setup_logging
 
     settings = settings_for(args)
     setup_logging(settings.logging, to_file=False)
@@ -182,8 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `monitord` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
-    # Readable lines on stderr for every command; `run` and `demo` add the JSON log file.
-    setup_logging(LoggingSettings(), to_file=False)
+    # Readable lines on stderr for every command that logs; `run` and `demo` add the JSON log
+    # file. `analyse` logs nothing, and spares its memory budget the logging library.
+    if getattr(args, "logs", True):
+        from monitord.logsetup import setup_logging
+
+        setup_logging(LoggingSettings(), to_file=False)
     try:
         return handler(args)
     except (ConfigError, UsageError) as exc:

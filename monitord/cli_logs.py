@@ -181,7 +181,7 @@ def add_log_commands(sub: Any) -> None:
     p.add_argument("--since", metavar="TIME")
     p.add_argument("--until", metavar="TIME")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(handler=cmd_analyse)
+    p.set_defaults(handler=cmd_analyse, logs=False)  # it reports on stdout; nothing to log
     p = sub.add_parser("usage", help="how a service was used (default: the last quarter)")
     p.add_argument("service", metavar="SERVICE_ID")
     p.add_argument("--since", metavar="TIME")

@@ -122,7 +122,7 @@ def test_probe_kind_choices_match_the_registry() -> None:
     assert tuple(probes.PROBES) == PROBE_KINDS
 
 
-def test_monitord_analyse_loads_no_pandas_store_or_http(tmp_path: Path) -> None:
+def test_monitord_analyse_loads_no_pandas_store_http_or_logger(tmp_path: Path) -> None:
     # pandas alone would cost `monitord analyse` 36 MiB of its memory budget: pyarrow pulls it
     # in on its first conversion of a Python value unless prepare_process() ran first, so an
     # import-time pa.array() anywhere in the analysis path brings it back.
@@ -137,7 +137,8 @@ def test_monitord_analyse_loads_no_pandas_store_or_http(tmp_path: Path) -> None:
         with contextlib.redirect_stdout(io.StringIO()) as out:
             assert monitord.cli.main(["analyse", "--json", {str(log)!r}]) == 0
         assert json.loads(out.getvalue())["lines"] == 1
-        print(json.dumps([m for m in ("pandas", "sqlalchemy", "aiohttp") if m in sys.modules]))
+        heavy = ("pandas", "sqlalchemy", "aiohttp", "loguru")
+        print(json.dumps([m for m in heavy if m in sys.modules]))
         """
     done = _run_python(textwrap.dedent(code))
     assert done.returncode == 0, done.stderr
