@@ -19,7 +19,6 @@ anchored at the end of the line: extra trailing fields are ignored.
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,12 +29,11 @@ import pyarrow.compute as pc
 
 from monitord.accesslog.lines import as_text
 from monitord.accesslog.schema import (
-    _CLIENT_PATTERNS,
     DEFAULT_SERVICE_PATTERN,
     classify_clients,
+    client_kinds,
     conform,
     service_from_path,
-    unescape,
     unescape_column,
 )
 
@@ -362,7 +360,7 @@ def _fast(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], _Array
     if simple_heads:
         user = _Text(pa.nulls(0, pa.string()), np.full(len(keep), -1, np.int32), distinct=True)
     method, path, service = _requests(request.values, service_pattern)
-    clients = _clients(ua.values)
+    clients = client_kinds(unescape_column(ua.values))
     m = len(keep)
     columns: dict[str, Any] = {
         "ts": pa.array(ts),
@@ -379,22 +377,6 @@ def _fast(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], _Array
         "line": lines if m == n else lines.take(pa.array(keep)),
     }
     return columns, slow
-
-
-_CLIENT_RES = tuple((kind, re.compile(pattern)) for kind, pattern in _CLIENT_PATTERNS)
-_FEW_AGENTS = 64
-
-
-def _clients(agents: pa.Array) -> pa.Array:
-    """`classify_clients` of the unescaped distinct user agents. A block has a handful as a
-    rule: those are matched in Python, a few µs against ~0.1 ms of Arrow kernel calls."""
-    if len(agents) > _FEW_AGENTS:
-        return classify_clients(unescape_column(agents))
-    kinds = []
-    for agent in agents.to_pylist():
-        text = unescape(agent) if "\\" in agent else agent
-        kinds.append(next((kind for kind, rx in _CLIENT_RES if rx.search(text)), "desktop"))
-    return pa.array(kinds, pa.string())
 
 
 def _quotes_per_line(quotes: _Array, offsets: _Array) -> tuple[_Array, list[_Array]]:

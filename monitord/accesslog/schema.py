@@ -78,17 +78,33 @@ DEFAULT_SERVICE_PATTERN = r"^/svc/(?P<service>[^/?#]+)"
 """How an edge path names its catalogue service; the audit log names it in `service_id`."""
 
 
+_CLIENT_RES = tuple((kind, re.compile(pattern)) for kind, pattern in _CLIENT_PATTERNS)
+_FEW_AGENTS = 64
+
+
+def client_kinds(agents: pa.Array) -> pa.Array:
+    """The client kind of each user agent (a missing one is a desktop browser)."""
+    if len(agents) <= _FEW_AGENTS:
+        # A block has a handful of distinct agents as a rule: Python's re takes a few µs for
+        # them, against ~0.1 ms of Arrow kernel calls.
+        kinds = [
+            next((kind for kind, rx in _CLIENT_RES if agent and rx.search(agent)), "desktop")
+            for agent in agents.to_pylist()
+        ]
+        return pa.array(kinds, pa.string())
+    out = pa.array(["desktop"] * len(agents), pa.string())
+    for kind, pattern in reversed(_CLIENT_PATTERNS):
+        hit = pc.fill_null(pc.match_substring_regex(agents, pattern), False)
+        out = pc.if_else(hit, kind, out)
+    return out
+
+
 def classify_clients(ua: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Map user agents to client kinds, looking at each distinct user agent once."""
     encoded = pc.dictionary_encode(ua)
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
-    uniques = encoded.dictionary
-    kinds = pa.array(["desktop"] * len(uniques), pa.string())
-    for kind, pattern in reversed(_CLIENT_PATTERNS):
-        hit = pc.fill_null(pc.match_substring_regex(uniques, pattern), False)
-        kinds = pc.if_else(hit, kind, kinds)
-    out = pc.take(kinds, encoded.indices)
+    out = pc.take(client_kinds(encoded.dictionary), encoded.indices)
     return pc.fill_null(out, "desktop")
 
 
