@@ -1146,13 +1146,3 @@ def _may_fire(rule: LogRule, b: _Batch) -> bool:
         return True
     most = b.cell_distinct.max() if rule.measure == "distinct" else cells.n.max()
     return 2 * int(most) >= th.min_distinct
-
-
-def findings_of(
-    blocks: Iterable[pa.Table], engine: LogRuleEngine | None = None
-) -> list[LogFinding]:
-    """Run an engine (the shipped rules by default) over parsed blocks and return its findings."""
-    eng = engine or LogRuleEngine.load()
-    for block in blocks:
-        eng.feed(block)
-    return eng.findings()

@@ -201,10 +201,6 @@ class Analyzer:
         self.absorb(self.parse(body, fmt, source))
         return cut
 
-    def note_damage(self, message: str) -> None:
-        """Count and report damage found outside the lines (a truncated compressed file)."""
-        self._reject([message])
-
     def findings(self) -> list[LogFinding]:
         """The findings so far (each continues to be updated while its behaviour goes on)."""
         return self.engine.findings()

@@ -143,11 +143,6 @@ def service_from_path(path: pa.Array, pattern: str) -> pa.Array:
     return pc.struct_field(pc.extract_regex(path, pattern), [0])
 
 
-def empty_table() -> pa.Table:
-    """A parsed block with no rows."""
-    return SCHEMA.empty_table()
-
-
 def conform(columns: dict[str, pa.Array], n: int) -> pa.Table:
     """Build a table of `SCHEMA` from the columns given; missing ones are null."""
     arrays = []
