@@ -137,7 +137,6 @@ class Analyzer:
     ) -> _Parsed:
         """Parse complete lines into the common columns; pure, so it may run on a worker."""
         kind = fmt if fmt != "auto" else self._formats.get(source) or detect(data)
-        data = cast(bytes, data)  # the readers use only the buffer: a bytearray block does
         lines = split_lines(data)
         if kind == "json":
             parsed = jsonlog.parse(lines, data)

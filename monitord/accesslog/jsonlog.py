@@ -149,7 +149,7 @@ def _offset_seconds(zone: str | None) -> int | None:
     return sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
 
 
-def parse(lines: pa.Array, block: bytes | None = None) -> Parsed:
+def parse(lines: pa.Array, block: bytes | bytearray | None = None) -> Parsed:
     """Parse binary lines of the JSON audit log into the common schema.
 
     `block`, the bytes the lines were split from, lets a clean block go to Arrow as it is.
