@@ -93,7 +93,7 @@ class Block:
             col = self.table.column(name)
             kind = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
             if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-                got = _without_null_values(*schema.codes(col))
+                got = schema.codes(col)
             else:
                 got = _array(col)
             self._columns[name] = got
@@ -106,9 +106,7 @@ class Block:
             return col
         got = self._columns.get(f"{name}#codes")
         if not isinstance(got, tuple):
-            enc = pc.dictionary_encode(col)
-            codes = _filled(enc.indices, -1).astype(np.int32)
-            self._columns[f"{name}#codes"] = got = (codes, enc.dictionary)
+            self._columns[f"{name}#codes"] = got = schema.codes(col)
         return got
 
     def numbers(self, name: str) -> tuple[np.ndarray[Any, Any], Mask]:
@@ -134,16 +132,6 @@ def _array(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(col, pa.ChunkedArray):
         return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     return col
-
-
-def _without_null_values(codes: schema.Codes, values: pa.Array) -> Coded:
-    # A null among the distinct values is a null row: its code becomes -1 like the others.
-    if values.null_count:
-        remap = np.arange(len(values) + 1, dtype=np.int32)
-        remap[:-1][values.is_null().to_numpy(zero_copy_only=False)] = -1
-        remap[-1] = -1
-        codes = remap[codes]
-    return codes, values
 
 
 def _filled(arr: pa.Array, value: Any) -> np.ndarray[Any, Any]:
@@ -445,11 +433,7 @@ def _keyed(blk: Block, name: str, within: Mask) -> Coded:
     col = _column(blk, name, within)
     if isinstance(col, np.ndarray):
         col = pa.array(col)
-    if isinstance(col, tuple):
-        codes, values = col
-    else:
-        enc = pc.dictionary_encode(col)
-        codes, values = _filled(enc.indices, -1).astype(np.int32), enc.dictionary
+    codes, values = col if isinstance(col, tuple) else schema.codes(col)
     if not pa.types.is_string(values.type):
         values = values.cast(pa.string())
     return codes, values

@@ -42,27 +42,33 @@ Codes = np.ndarray[Any, np.dtype[np.int32]]
 
 
 def codes(col: pa.Array | pa.ChunkedArray) -> tuple[Codes, pa.Array]:
-    """A text column as (codes, values): int32 codes into `values`, -1 where the value is null.
+    """A column as (codes, values): int32 codes into `values`, -1 where the value is null (a
+    null row, or a row whose dictionary entry is null).
 
-    Works on dictionary columns (no copy of the values) and on plain strings (encoded here).
+    Works on dictionary columns (no copy of the values) and on plain ones (encoded here).
     """
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     if not pa.types.is_dictionary(col.type):
         col = pc.dictionary_encode(col)
-    indices = col.indices
+    indices, values = col.indices, col.dictionary
     if not indices.null_count:
-        return indices.to_numpy().astype(np.int32, copy=False), col.dictionary
-    # Read the buffers directly: Arrow's fill_null costs ~40 us a block per column.
-    validity, values = indices.buffers()[:2]
-    start, n = indices.offset, len(indices)
-    raw = np.frombuffer(values, dtype=np.int32, count=start + n)[start:]
-    valid = np.unpackbits(
-        np.frombuffer(validity, dtype=np.uint8), count=start + n, bitorder="little"
-    )[start:]
-    return np.where(valid.view(bool), raw, np.int32(-1)).astype(
-        np.int32, copy=False
-    ), col.dictionary
+        out = indices.to_numpy().astype(np.int32, copy=False)
+    else:
+        # Read the buffers directly: Arrow's fill_null costs ~40 us a block per column.
+        validity, data = indices.buffers()[:2]
+        start, n = indices.offset, len(indices)
+        raw = np.frombuffer(data, dtype=np.int32, count=start + n)[start:]
+        valid = np.unpackbits(
+            np.frombuffer(validity, dtype=np.uint8), count=start + n, bitorder="little"
+        )[start:]
+        out = np.where(valid.view(bool), raw, np.int32(-1)).astype(np.int32, copy=False)
+    if values.null_count:
+        remap = np.arange(len(values) + 1, dtype=np.int32)
+        remap[:-1][values.is_null().to_numpy(zero_copy_only=False)] = -1
+        remap[-1] = -1  # code -1 stays -1
+        out = remap[out]
+    return out, values
 
 
 CLIENT_KINDS = ("desktop", "phone", "wechat", "alipay")

@@ -376,14 +376,10 @@ def _nullable(code: Small) -> pa.Array:
 
 
 def _codes(col: pa.ChunkedArray) -> tuple[Small, pa.Array]:
-    """A text column as codes one more than the index into its dictionary (0 for null, a null
-    inside the dictionary too), and the dictionary."""
+    """A text column as codes one more than the index into its dictionary (0 for null), and
+    the dictionary."""
     code, values = codes(col)
-    code = code + np.int32(1)
-    if values.null_count:  # a null inside the dictionary is a null like any other
-        is_null = np.append(False, values.is_null().to_numpy(zero_copy_only=False))
-        code[is_null[code]] = 0
-    return code, values
+    return code + np.int32(1), values
 
 
 def _dense(values: Ints, size: int) -> tuple[Ints, Ints]:
