@@ -35,6 +35,11 @@ PLANTED = {
 }
 
 
+def by_hour(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Statistics rows in one order, whatever order they were written in."""
+    return sorted(rows, key=lambda r: (r["hour"], r["source"], r["service"]))
+
+
 @pytest.fixture(scope="module")
 def planted_result(planted_logs: Logs) -> dict[str, object]:
     return analyse([planted_logs.nginx, planted_logs.audit]).to_json()
@@ -154,10 +159,7 @@ def test_streamed_json_equals_the_whole_result(planted_logs: Logs) -> None:
     streamed = json.loads(out.getvalue())
     expected = json.loads(json.dumps(whole, ensure_ascii=False))
 
-    def order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return sorted(rows, key=lambda r: (r["hour"], r["source"], r["service"]))
-
-    assert order(streamed.pop("stats")) == order(expected.pop("stats"))
+    assert by_hour(streamed.pop("stats")) == by_hour(expected.pop("stats"))
     assert streamed == expected
     assert result.stats == []  # nothing kept: the rows went out as they closed
     batches: list[int] = []
@@ -175,7 +177,4 @@ def test_statistics_do_not_depend_on_how_the_inputs_are_cut(planted_logs: Logs) 
     keys = [(r["source"], r["service"], r["hour"]) for r in small]
     assert len(keys) == len(set(keys))
 
-    def order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return sorted(rows, key=lambda r: (r["hour"], r["source"], r["service"]))
-
-    assert order(small) == order(whole)
+    assert by_hour(small) == by_hour(whole)
