@@ -291,6 +291,7 @@ class Threshold:
     min_count: int = 1
     min_distinct: int = 0
     min_rate: float = 0.0
+    max_per_distinct: float | None = None
     peers_quantile: float | None = None
     peers_factor: float = 1.0
     baseline_factor: float | None = None
@@ -391,6 +392,8 @@ def parse_rules(data: Mapping[str, Any], origin: str = "logs.toml") -> list[LogR
             threshold = Threshold(**raw.get("threshold", {}))
         except TypeError as exc:
             raise RuleError(f"{where}: threshold: {exc}") from None
+        if threshold.max_per_distinct is not None and measure != "distinct":
+            raise RuleError(f"{where}: threshold max_per_distinct needs measure distinct")
         subject = raw["subject"]
         out.append(
             LogRule(
@@ -957,6 +960,10 @@ def _floors(th: Threshold, events: Ints, measure: np.ndarray[Any, Any]) -> Mask:
     ok: Mask = events >= th.min_count
     if th.min_distinct:
         ok &= measure >= th.min_distinct
+    if th.max_per_distinct is not None:
+        # A ceiling on lines per distinct value; `measure` may be an upper bound of the
+        # distinct values, and the test stays necessary with it.
+        ok &= events <= th.max_per_distinct * measure
     if th.min_rate:
         ok &= measure >= th.min_rate
     return ok

@@ -83,6 +83,7 @@ BASE = {
         ({"kind": "window", "window": 60, "measure": "distinct"}, "needs distinct"),
         ({"kind": "window", "window": 60, "measure": "ratio"}, "needs numerator"),
         ({"threshold": {"min_cout": 3}}, "threshold"),
+        ({"threshold": {"max_per_distinct": 2}}, "max_per_distinct needs measure distinct"),
     ],
 )
 def test_invalid_rules_name_rule_and_key(change: dict[str, object], message: str) -> None:
