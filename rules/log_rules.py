@@ -682,7 +682,7 @@ class LogRuleEngine:
             return
         for subject in rule.subject:
             if rule.kind == "row":
-                self._feed_rows(rule, subject, blk, chosen)
+                self._feed_rows(rule, subject, source, blk, chosen)
             else:
                 self._feed_window(rule, subject, source, blk, chosen)
 
@@ -717,7 +717,9 @@ class LogRuleEngine:
 
     # -- row rules --------------------------------------------------------------------------------
 
-    def _feed_rows(self, rule: LogRule, subject: str, blk: Block, chosen: Mask) -> None:
+    def _feed_rows(
+        self, rule: LogRule, subject: str, source: str, blk: Block, chosen: Mask
+    ) -> None:
         codes, values = _keyed(blk, subject, chosen)
         rows = np.flatnonzero(chosen & (codes >= 0))
         if len(rows) == 0:
@@ -730,7 +732,7 @@ class LogRuleEngine:
         for code in np.flatnonzero((count > 0) & (count >= rule.threshold.min_count)).tolist():
             name = str(values[code].as_py())
             f = self._finding(rule, subject, name, int(first[code]), int(last[code]))
-            f.settled += int(count[code])
+            f.add_settled(source, int(count[code]))
             if len(f.evidence) < MAX_EVIDENCE:
                 f.add_evidence(blk.lines(rows[sub == code][:MAX_EVIDENCE]))
             self._summarise(rule, f, f.count)

@@ -22,10 +22,12 @@ class LogFinding:
     """A behaviour one rule saw for one subject: the key is (rule, subject_kind, subject).
 
     `count` is the number of matching log lines (for rules over a rate, the lines that make the
-    rate: the failed requests of an error burst). `settled` is the part of it whose windows have
-    closed; `open_counts` the current count of each window bucket still open (keyed
-    `source:bucket`), so re-evaluating an open window after more lines arrive replaces its
-    count instead of adding it again.
+    rate: the failed requests of an error burst), in the log source that saw most of them: the
+    edge log and the audit log record the same requests, so adding their lines would count each
+    request twice. Per source, `settled` is the part whose windows have closed and
+    `open_counts` the current count of each window bucket still open (keyed `source:bucket`),
+    so re-evaluating an open window after more lines arrive replaces its count instead of
+    adding it again.
     """
 
     rule: str
@@ -36,7 +38,7 @@ class LogFinding:
     first_seen: int
     last_seen: int
     summary: str = ""
-    settled: int = 0
+    settled: dict[str, int] = field(default_factory=dict)
     open_counts: dict[str, int] = field(default_factory=dict)
     evidence: list[str] = field(default_factory=list)
     service_id: str | None = None
@@ -49,8 +51,18 @@ class LogFinding:
 
     @property
     def count(self) -> int:
-        """Matching lines so far."""
-        return self.settled + sum(self.open_counts.values())
+        """Matching lines so far, in the source with the most."""
+        per_source = dict(self.settled)
+        for bucket, n in self.open_counts.items():
+            source = bucket.rpartition(":")[0]
+            per_source[source] = per_source.get(source, 0) + n
+        # "" holds a count kept before counts were per source (an older follow-mode state).
+        earlier = per_source.pop("", 0)
+        return earlier + max(per_source.values(), default=0)
+
+    def add_settled(self, source: str, lines: int) -> None:
+        """Count lines of `source` whose evaluation is final (row rules, closed windows)."""
+        self.settled[source] = self.settled.get(source, 0) + lines
 
     def seen(self, first: int, last: int) -> None:
         """Widen the time span to include [first, last]."""
@@ -66,8 +78,8 @@ class LogFinding:
                 self.evidence.append(line)
 
     def settle(self, bucket: str) -> None:
-        """A window bucket closed: its count is final."""
-        self.settled += self.open_counts.pop(bucket, 0)
+        """A window bucket (`source:bucket`) closed: its count is final."""
+        self.add_settled(bucket.rpartition(":")[0], self.open_counts.pop(bucket, 0))
 
     def to_json(self) -> dict[str, Any]:
         """The shape of `monitord analyse --json`'s findings."""
@@ -115,7 +127,7 @@ class LogFinding:
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "summary": self.summary,
-            "settled": self.settled,
+            "settled": dict(self.settled),
             "open_counts": dict(self.open_counts),
             "evidence": list(self.evidence),
             "service_id": self.service_id,
@@ -127,4 +139,8 @@ class LogFinding:
         """Rebuild a finding from `to_state`'s output."""
         data = dict(state)
         data["open_counts"] = {str(k): int(v) for k, v in data.get("open_counts", {}).items()}
+        settled = data.get("settled", {})
+        if isinstance(settled, int):  # saved before counts were per source
+            settled = {"": settled}
+        data["settled"] = {str(k): int(v) for k, v in settled.items()}
         return cls(**data)

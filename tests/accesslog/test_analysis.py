@@ -178,3 +178,17 @@ def test_statistics_do_not_depend_on_how_the_inputs_are_cut(planted_logs: Logs) 
     assert len(keys) == len(set(keys))
 
     assert by_hour(small) == by_hour(whole)
+
+
+def test_both_logs_do_not_count_a_request_twice(planted_logs: Logs) -> None:
+    # The edge log and the audit log record the same requests: a rule reading both counts the
+    # lines of the log that saw most, never their sum.
+    def counts(*paths: object) -> dict[tuple[str, str], int]:
+        return {(f.rule, f.subject): f.count for f in analyse(list(paths)).findings}
+
+    both = counts(planted_logs.nginx, planted_logs.audit)
+    edge, audit = counts(planted_logs.nginx), counts(planted_logs.audit)
+    shared = [k for k in both if k in edge and k in audit]
+    assert {rule for rule, _ in shared} >= {"request_flood", "error_burst"}
+    for key in shared:
+        assert both[key] == max(edge[key], audit[key]), key

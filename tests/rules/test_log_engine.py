@@ -136,3 +136,17 @@ def test_state_of_another_version_starts_the_windows_afresh(
     assert _everything(again.findings()) == _everything(engine.findings())
     for block in logs["json"][5:]:
         again.feed(block)
+
+
+def test_a_finding_saved_with_one_count_keeps_it_and_counts_on_per_source() -> None:
+    # Follow-mode state from before counts were per source holds one settled number.
+    raw = {"rule": "request_flood", "clause": "6.4 c", "severity": "medium",
+           "subject_kind": "ip", "subject": "1.2.3.4", "first_seen": 0, "last_seen": 60,
+           "settled": 40, "open_counts": {"nginx:7": 5}}  # fmt: skip
+    f = LogFinding.from_state(raw)
+    assert f.count == 45
+    f.open_counts["json:7"] = 3  # the audit log's lines of the same requests
+    f.settle("nginx:7")
+    f.settle("json:7")
+    assert f.count == 45
+    assert LogFinding.from_state(json.loads(json.dumps(f.to_state()))).count == 45
