@@ -1,4 +1,4 @@
-"""The portal's JSON audit log reader (one object a line), in Arrow's multi-threaded JSON parser.
+"""The portal's JSON audit log reader (one object a line), in Arrow's JSON parser.
 
 Arrow rejects a whole block for one bad line, so a block that fails is halved until the bad lines
 are isolated; only blocks of a few dozen lines fall back to `json.loads` line by line. A line
@@ -7,7 +7,6 @@ whose values have unexpected types (a status sent as a string) is coerced there,
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,11 +53,19 @@ class Parsed:
     rejected: list[str] = field(default_factory=list)
 
 
+def _read_json(data: bytes | bytearray) -> pa.Table:
+    """Arrow's reader over `data` as one Arrow block, on this thread: Arrow's own threads would
+    compete with the thread adding up the block before, and chunks would have to be combined
+    (a copy). Measured on the 1 M-line audit log: 7 % less time, 7 MiB less memory."""
+    read = pj.ReadOptions(use_threads=False, block_size=len(data) + 1)
+    return pj.read_json(pa.BufferReader(data), read_options=read, parse_options=_OPTIONS)
+
+
 def _arrow(lines: pa.Array) -> pa.Table:
     # Each line keeps its newline (monitord.accesslog.lines), so joining is concatenation;
     # a last line without one gets it, or Arrow would read two objects as one.
     body = b"".join(v if v.endswith(b"\n") else v + b"\n" for v in lines.to_pylist())
-    table = pj.read_json(io.BytesIO(body), parse_options=_OPTIONS)
+    table = _read_json(body)
     if table.num_rows != len(lines):
         raise ValueError("a blank or multi-object line")
     return table
@@ -159,11 +166,7 @@ def parse(lines: pa.Array, block: bytes | bytearray | None = None) -> Parsed:
     tables: list[pa.Table] = []
     if block is not None:
         try:
-            # The whole block as one Arrow block, on this thread: Arrow's threads would compete
-            # with the one adding up the block before, and chunks would be combined (a copy).
-            # Measured on the 1 M-line audit log: 7 % less time, 7 MiB less memory.
-            read = pj.ReadOptions(use_threads=False, block_size=len(block) + 1)
-            whole = pj.read_json(pa.BufferReader(block), read_options=read, parse_options=_OPTIONS)
+            whole = _read_json(block)
             if whole.num_rows == len(lines):
                 tables = [whole]
         except (pa.ArrowInvalid, ValueError):
