@@ -1,8 +1,8 @@
 """The nginx fast path against the exact path: the same rows and rejects for every kind of line.
 
 `nginx.parse` takes lines of the usual shape in numpy and leaves the rest to the exact path;
-`nginx.parse_exact` takes every line the exact way. They must agree on any log, so these tests
-feed both a varied log (generated traffic plus hand-written odd lines) and compare.
+`nginx_exact.parse_exact` takes every line the exact way. They must agree on any log, so these
+tests feed both a varied log (generated traffic plus hand-written odd lines) and compare.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from monitord.accesslog import nginx, schema, synth
+from monitord.accesslog import nginx, nginx_exact, schema, synth
 from monitord.accesslog.lines import split_lines
 
 T = "[03/Jul/2026:09:15:02 +0800]"
@@ -132,10 +132,10 @@ def _rows(table: pa.Table) -> list[str]:
     return sorted(repr(sorted(row.items())) for row in table.to_pylist())
 
 
-def _assert_same(block: bytes, pattern: str = schema.DEFAULT_SERVICE_PATTERN) -> nginx.Parsed:
+def _assert_same(block: bytes, pattern: str = schema.DEFAULT_SERVICE_PATTERN) -> nginx_exact.Parsed:
     lines = split_lines(block)
     fast = nginx.parse(lines, pattern)
-    exact = nginx.parse_exact(lines, pattern)
+    exact = nginx_exact.parse_exact(lines, pattern)
     assert fast.table.schema == exact.table.schema
     assert _rows(fast.table) == _rows(exact.table)
     assert sorted(fast.rejected) == sorted(exact.rejected)
@@ -158,13 +158,13 @@ def test_fast_path_takes_the_usual_lines(
 ) -> None:
     # If the fast path broke, everything would still parse (the exact way): count what it left.
     left: list[int] = []
-    exact = nginx._exact
+    exact = nginx_exact.exact
 
     def counting(lines: pa.Array, pattern: str) -> Any:
         left.append(len(lines))
         return exact(lines, pattern)
 
-    monkeypatch.setattr(nginx, "_exact", counting)
+    monkeypatch.setattr(nginx_exact, "exact", counting)
     parsed = nginx.parse(split_lines(b"\n".join(traffic) + b"\n"))
     assert parsed.table.num_rows == len(traffic) and parsed.rejected == []
     assert left == []
@@ -272,7 +272,7 @@ def test_sliced_and_copied_line_arrays() -> None:
         lines.slice(3, 6),
         lines.filter(pa.array([i % 2 == 0 for i in range(len(lines))])),
     ):
-        fast, exact = nginx.parse(part), nginx.parse_exact(part)
+        fast, exact = nginx.parse(part), nginx_exact.parse_exact(part)
         assert _rows(fast.table) == _rows(exact.table)
 
 
