@@ -7,8 +7,9 @@ The small fields are read as words at known offsets (`nginx_words`). The text fi
 dictionary-encoded straight from those ranges (no copy of the block), and everything costly per
 value (the time, splitting the request, unescaping, the service pattern, the client kind of a
 user agent) is done once per distinct value and mapped back by codes (`nginx_codes`). Text
-columns come out as dictionary arrays (`schema.TEXT`). numpy and Arrow release the GIL, so
-blocks parse in parallel on worker threads.
+columns come out as dictionary arrays (`schema.TEXT`). Parsing is thread-safe, but analysis
+parses nginx blocks inline: these short kernels need the interpreter lock between them, and a
+second thread only contended for it (`analysis.PARSE_AHEAD`).
 
 Lines of another shape (a leading `host:port `, a request cut short, `escape=json` quotes, bytes
 that are not UTF-8, too few fields, a bad time, ...) take the exact path (`nginx_exact`), the
