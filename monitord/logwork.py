@@ -167,7 +167,7 @@ def log_audit(session: Session, now: dt.datetime, quarter: str | None = None) ->
     stop = min(end, now).astimezone(SHANGHAI).date()  # exclusive: only whole days so far
     days = [(first + dt.timedelta(days=i)).isoformat() for i in range((stop - first).days)]
     empty = [d for d in days if per_day.get(d, 0) == 0]
-    from rules.log_rules import load_rules
+    from rules.log_rule_file import load_rules
 
     rule_names = [r.name for r in load_rules()]
     by_rule: dict[str, int] = defaultdict(int)

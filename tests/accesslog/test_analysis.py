@@ -15,7 +15,8 @@ from monitord.accesslog import Analyzer, analyse
 from monitord.accesslog.analysis import analyse_to_json
 from monitord.timeutil import UTC
 from monitord.types import FindingDraft
-from rules.log_rules import LogRuleEngine, load_rules
+from rules.log_rule_file import load_rules
+from rules.log_rules import LogRuleEngine
 
 Logs = Any  # tests/accesslog/conftest.py's Logs: files and the events that made them
 

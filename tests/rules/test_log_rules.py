@@ -13,7 +13,9 @@ import pytest
 
 from monitord.accesslog import analyse
 from monitord.timeutil import SHANGHAI
-from rules.log_rules import RULES_FILE, LogRuleEngine, RuleError, load_rules, parse_rules
+from rules.log_conditions import DERIVED
+from rules.log_rule_file import DERIVED_NEEDS, RULES_FILE, RuleError, load_rules, parse_rules
+from rules.log_rules import LogRuleEngine
 from rules.workdays import UnknownYearWarning, WorkCalendar
 
 SAMPLES = Path(RULES_FILE).parent / "samples"
@@ -97,6 +99,11 @@ def test_missing_key_is_named() -> None:
     del raw["clause"]
     with pytest.raises(RuleError, match="rule x: missing clause"):
         parse_rules({"rule": [raw]})
+
+
+def test_every_derived_field_the_rule_file_accepts_is_computed() -> None:
+    # Validation and evaluation live in separate modules, each with its own list of fields.
+    assert DERIVED.keys() == DERIVED_NEEDS.keys()
 
 
 def test_engine_state_round_trip_keeps_an_open_window() -> None:
