@@ -46,6 +46,23 @@ def _progress() -> Any:
     return report
 
 
+def _check_input(path: str) -> None:
+    """Refuse an input that cannot be read, before any work; warn of a folder without files."""
+    from pathlib import Path
+
+    item = Path(path)
+    if not item.exists():
+        raise UsageError(f"{path}: no such file or directory")
+    if item.is_dir():
+        if not any(p.is_file() and not p.name.startswith(".") for p in item.rglob("*")):
+            print(f"monitord: {path}: no log files in this folder", file=sys.stderr)
+        return
+    try:
+        item.open("rb").close()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
 def cmd_analyse(args: argparse.Namespace) -> int:
     """Analyse access logs: statistics, rejected lines and abnormal behaviour."""
     from monitord.accesslog.analysis import analyse, analyse_to_json, prepare_process
@@ -60,14 +77,16 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         options["service_pattern"] = settings.logs.service_pattern
     for path in args.paths:
         if path != "-":
-            from pathlib import Path
-
-            if not Path(path).exists():
-                raise UsageError(f"{path}: no such file or directory")
+            _check_input(path)
+    since, until = _time("--since", args.since), _time("--until", args.until)
+    if since is not None and until is not None and since >= until:
+        raise UsageError(
+            f"--since {args.since} is not before --until {args.until}: no time is left"
+        )
     options.update(
         fmt=args.format,
-        since=_time("--since", args.since),
-        until=_time("--until", args.until),
+        since=since,
+        until=until,
         progress=_progress(),
         engine=engine,
     )

@@ -171,6 +171,41 @@ def test_analyse_cli_json_shape_and_a_missing_file(
     assert "nope.log: no such file or directory" in capsys.readouterr().err
 
 
+def test_analyse_cli_refuses_an_empty_time_range_and_warns_of_an_empty_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitord.cli import main
+
+    log = tmp_path / "access.log"
+    log.write_text(nginx_line(START, 0) + "\n")
+    assert main(["analyse", str(log), "--since", "2026-06-05", "--until", "2026-06-01"]) == 2
+    err = capsys.readouterr().err
+    assert "--since 2026-06-05 is not before --until 2026-06-01" in err
+    assert "Traceback" not in err
+    empty = tmp_path / "logs"
+    empty.mkdir()
+    assert main(["analyse", str(empty), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert f"{empty}: no log files in this folder" in captured.err
+    assert json.loads(captured.out)["lines"] == 0
+
+
+def test_analyse_cli_names_an_input_it_cannot_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from monitord.cli import main
+
+    # A socket file exists but cannot be opened as a file (as root, a mode would not stop it).
+    path = tmp_path / "access.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        assert main(["analyse", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: cannot be read (" in err and "Traceback" not in err
+
+
 def test_findings_quiet_for_a_week_leave_the_follow_state_but_stay_stored(
     tmp_path: Path, sqlite_store: Store, clock: FakeClock
 ) -> None:
