@@ -211,8 +211,8 @@ class LogSettings(_Section):
     """Logs read every follow_interval_seconds, across restarts and logrotate."""
     follow_interval_seconds: float = Field(default=300.0, gt=0)
     service_pattern: str | None = None
-    """A regular expression with a group `service` that finds the service id in an nginx
-    request path; unset uses the built-in one (/svc/<id>/ or ?service_id=)."""
+    """A regular expression (RE2, as the analysis runs it) with a group `service` that finds
+    the service id in an nginx request path; unset uses the built-in ^/svc/(?P<service>[^/?#]+)."""
     holidays: list[Annotated[str, AfterValidator(_date)]] = Field(default_factory=list)
     """Extra statutory holidays, for years the Chinese calendar package does not know yet."""
     workdays: list[Annotated[str, AfterValidator(_date)]] = Field(default_factory=list)
@@ -233,7 +233,21 @@ class LogSettings(_Section):
             raise ValueError(f"a regular expression ({exc})") from None
         if "service" not in pattern.groupindex:
             raise ValueError("a regular expression with a (?P<service>…) group")
+        from monitord.regex import re2_error
+
+        problem = re2_error(value)
+        if problem is not None:
+            raise ValueError(f"a regular expression RE2 accepts ({problem})")
         return value
+
+    @model_validator(mode="after")
+    def _working_day(self) -> LogSettings:
+        if self.work_day_end <= self.work_day_start:
+            raise ValueError(
+                f"work_day_end {self.work_day_end} must be after work_day_start "
+                f"{self.work_day_start}"
+            )
+        return self
 
 
 class ZapSettings(_Section):

@@ -125,7 +125,15 @@ def _condition(raw: Mapping[str, Any], where: str) -> Condition:
     unknown = set(raw) - {"field", "op", "value"}
     if unknown:
         raise RuleError(f"{where}: unknown keys {sorted(unknown)}")
-    return Condition(field=name, op=op, value=raw.get("value"))
+    value = raw.get("value")
+    if op in ("matches", "not_matches"):
+        from monitord.regex import re2_error
+
+        problem = re2_error(value) if isinstance(value, str) else "not a string"
+        if problem is not None:
+            raise RuleError(f"{where}: {op} {value!r} is not a regular expression RE2 accepts "
+                            f"({problem})")  # fmt: skip
+    return Condition(field=name, op=op, value=value)
 
 
 def parse_rules(data: Mapping[str, Any], origin: str = "logs.toml") -> list[LogRule]:

@@ -86,6 +86,10 @@ BASE = {
         ({"kind": "window", "window": 60, "measure": "ratio"}, "needs numerator"),
         ({"threshold": {"min_cout": 3}}, "threshold"),
         ({"threshold": {"max_per_distinct": 2}}, "max_per_distinct needs measure distinct"),
+        (
+            {"where": [{"field": "path", "op": "matches", "value": "^/a(?=b)"}]},
+            "matches '^/a(?=b)' is not a regular expression RE2 accepts (invalid perl operator",
+        ),
     ],
 )
 def test_invalid_rules_name_rule_and_key(change: dict[str, object], message: str) -> None:
