@@ -6,6 +6,7 @@ MonitordError            anything monitord reports to a user as one line, never 
 ├── SyncError            a catalogue sync could not read a whole, valid catalogue
 ├── UsageError           a command was given something it cannot work with (exit 2)
 │   └── ZapReportError   (monitord.zap_import) a file is not a ZAP report monitord can read
+├── RuleError            a rule file (rules/*.toml) does not describe valid rules
 └── ZapError             (monitord.zap) ZAP failed; `.retryable` says whether to try later
     ├── ZapUnavailable, ZapAuthRejected, ZapTimeout, ZapBadAnswer, ZapDeadline, ZapScanStuck
     └── ZapApiError      ZAP answered with an error code
@@ -36,3 +37,7 @@ class SyncError(MonitordError):
 
 class UsageError(MonitordError):
     """A command-line argument or input file cannot be used."""
+
+
+class RuleError(MonitordError):
+    """A rule file does not describe valid rules; the message names the file or rule and key."""

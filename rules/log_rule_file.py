@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monitord.errors import RuleError
 from monitord.types import SEVERITIES, Severity
 
 RULES_FILE = Path(__file__).with_name("logs.toml")
@@ -21,10 +22,6 @@ MEASURES = ("count", "distinct", "ratio")
 OPS = (
     "==", "!=", "in", "not_in", "<", "<=", ">", ">=", "matches", "not_matches", "null", "not_null",
 )  # fmt: skip
-
-
-class RuleError(ValueError):
-    """A rule file that does not describe valid rules; the message names the rule and key."""
 
 
 DERIVED_NEEDS: dict[str, tuple[str, ...]] = {
@@ -193,4 +190,8 @@ def parse_rules(data: Mapping[str, Any], origin: str = "logs.toml") -> list[LogR
 def load_rules(path: Path = RULES_FILE) -> list[LogRule]:
     """Read and validate a rule file."""
     with path.open("rb") as fh:
-        return parse_rules(tomllib.load(fh), path.name)
+        try:
+            document = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise RuleError(f"{path}: not valid TOML: {exc}") from None
+    return parse_rules(document, path.name)

@@ -20,15 +20,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from monitord.errors import RuleError
 from monitord.timeutil import parse_time
 from monitord.types import SEVERITIES, FindingDraft, ProbeResult, Severity
 
 RULES_FILE = Path(__file__).with_name("probes.toml")
 _MISSING: Any = object()
-
-
-class RuleError(ValueError):
-    """A rule file that does not describe valid rules; the message names the rule and key."""
 
 
 def _contains_any(fact: Any, value: Any) -> bool:

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 import probes
+from monitord.errors import RuleError
 from monitord.types import ProbeResult
 from probes import availability, compatibility, contract, tls, tlsinfo
 from probes.netguard import DEFAULT_DENIED_NETWORKS, denied_network
-from rules.probe_rules import RuleError, evaluate, load_rules, parse_rules
+from rules.probe_rules import evaluate, load_rules, parse_rules
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from monitord.accesslog import analyse
+from monitord.errors import RuleError
 from monitord.timeutil import SHANGHAI
 from rules.log_conditions import DERIVED
-from rules.log_rule_file import DERIVED_NEEDS, RULES_FILE, RuleError, load_rules, parse_rules
+from rules.log_rule_file import DERIVED_NEEDS, RULES_FILE, load_rules, parse_rules
 from rules.log_rules import LogRuleEngine
 from rules.workdays import UnknownYearWarning, WorkCalendar
 
@@ -162,3 +163,10 @@ def test_config_overrides_win_over_the_package() -> None:
         warnings.simplefilter("error")
         assert cal.is_workday(dt.date(2031, 1, 6)) is False  # no warning: the config knows
     assert cal.is_workday(dt.date(2026, 6, 6)) is True
+
+
+def test_a_rule_file_that_is_not_toml_is_named(tmp_path: Path) -> None:
+    broken = tmp_path / "logs.toml"
+    broken.write_text('[[rule]]\nname = "x\n')
+    with pytest.raises(RuleError, match=f"{broken}: not valid TOML"):
+        load_rules(broken)
