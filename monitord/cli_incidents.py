@@ -201,8 +201,7 @@ def cmd_close(args: argparse.Namespace) -> int:
 
 def cmd_notify(args: argparse.Namespace) -> int:
     """Send the clause 7.3.3 notification (or a follow-up) to the management unit."""
-    from alerts.delivery import deliver_due, make_apprise_sender
-    from monitord import aio
+    from monitord import aio, plugins
     from monitord.incidents import notify_management
 
     app = app_for(args)
@@ -214,17 +213,8 @@ def cmd_notify(args: argparse.Namespace) -> int:
     }
     with app.store.session() as session:
         notify_management(session, app.settings, args.id, parts, actor(args), app.clock())
-    secret = app.settings.secrets.smtp_password
-    sender = make_apprise_sender(secret.get_secret_value() if secret else None)
     report = aio.run(
-        deliver_due(
-            app.store,
-            app.settings,
-            app.clock,
-            sender,
-            incident_id=args.id,
-            kinds=("notification", "update"),
-        )
+        plugins.deliver_alerts(app, incident_id=args.id, kinds=("notification", "update"))
     )
     app.store.dispose()
     print(f"notification for incident {args.id} recorded at {local_text(app.clock())} (CST)")

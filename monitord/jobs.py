@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from alerts.delivery import deliver_due, make_apprise_sender
+from monitord import plugins
 from monitord.app import App
 from monitord.catalogue import sync_catalogue
 from monitord.config import Settings
@@ -112,9 +112,7 @@ async def incident_clock(app: App) -> None:
 
 async def alert_delivery(app: App) -> None:
     """Deliver due alerts from the outbox through apprise."""
-    secret = app.settings.secrets.smtp_password
-    sender = make_apprise_sender(secret.get_secret_value() if secret else None)
-    await deliver_due(app.store, app.settings, app.clock, sender)
+    await plugins.deliver_alerts(app)
 
 
 JOBS: tuple[Job, ...] = (

@@ -12,6 +12,7 @@ from loguru import logger
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from monitord import plugins
 from monitord.accesslog.configured import make_analyzer
 from monitord.config import Settings
 from monitord.findings import upsert_finding
@@ -167,9 +168,7 @@ def log_audit(session: Session, now: dt.datetime, quarter: str | None = None) ->
     stop = min(end, now).astimezone(SHANGHAI).date()  # exclusive: only whole days so far
     days = [(first + dt.timedelta(days=i)).isoformat() for i in range((stop - first).days)]
     empty = [d for d in days if per_day.get(d, 0) == 0]
-    from rules.log_rule_file import load_rules
-
-    rule_names = [r.name for r in load_rules()]
+    rule_names = plugins.log_rule_names()
     by_rule: dict[str, int] = defaultdict(int)
     vendors: list[dict[str, Any]] = []
     for finding in session.scalars(

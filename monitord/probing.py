@@ -24,13 +24,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import probes
+from monitord import plugins
 from monitord.config import ProbeSettings, Settings
 from monitord.findings import resolve_findings, upsert_finding
 from monitord.models import ProbeResultRow, ProbeRound, Service, ServiceEvent, ServiceState
 from monitord.store import Store
 from monitord.timeutil import Clock, parse_time
 from monitord.types import FindingDraft, ProbeContext, ProbeResult, Target
-from rules import probe_rules
 
 CHEAP_KIND = "availability"
 # The state machine owns these: a single failed or slow result is not yet a finding.
@@ -356,7 +356,7 @@ def _suspension_overdue(session: Session, target: ServiceTarget, now: dt.datetim
 
 
 def _rule_names_for(kind: str) -> list[str]:
-    return [r.name for r in probe_rules.load_rules() if kind in r.kinds]
+    return plugins.probe_rule_names(kind)
 
 
 def record_results(
@@ -397,7 +397,7 @@ def record_results(
                 )
             )
             target = targets.get(result.service_id or "")
-            drafts = [d for d in probe_rules.evaluate(result) if d.rule not in STATE_RULES]
+            drafts = [d for d in plugins.probe_findings(result) if d.rule not in STATE_RULES]
             report.findings[index] = drafts
             if target is None:
                 continue

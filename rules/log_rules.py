@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +46,9 @@ from rules.log_windows import (
 )
 from rules.workdays import WorkCalendar
 
+if TYPE_CHECKING:
+    from monitord.config import LogSettings
+
 LATE_BUCKETS = 2  # half-windows kept open behind the newest line, for slightly unordered logs
 PEERS_MIN = 20  # fewer subjects than this are no crowd to compare with
 STATE_VERSION = 2  # layout of the windows in `to_state`; another version restores no windows
@@ -72,6 +75,17 @@ class LogRuleEngine:
         return cls(load_rules(path), calendar)
 
     # -- feeding ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_settings(cls, settings: LogSettings | None = None) -> LogRuleEngine:
+        """The shipped rules, with working hours from `[logs]` of the config (holidays and
+        make-up working days for years the calendar package does not know, the working day)."""
+        if settings is None:
+            return cls.load()
+        calendar = WorkCalendar.from_config(
+            settings.holidays, settings.workdays, settings.work_day_start, settings.work_day_end
+        )
+        return cls.load(calendar=calendar)
 
     def feed(self, block: pa.Table) -> None:
         """Evaluate every rule on a parsed block (columns of monitord.accesslog.schema).

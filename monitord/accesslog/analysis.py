@@ -24,15 +24,16 @@ import math
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
+from typing import Any, Literal, Protocol, TextIO, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from monitord import plugins
 from monitord.accesslog import jsonlog, nginx
 from monitord.accesslog.findings import LogFinding
 from monitord.accesslog.lines import clean, split_lines
@@ -40,9 +41,6 @@ from monitord.accesslog.schema import DEFAULT_SERVICE_PATTERN
 from monitord.accesslog.sources import BLOCK_SIZE, Block, InputItem, blocks, detect, expand
 from monitord.accesslog.stats import StatsAccumulator
 from monitord.types import FindingDraft
-
-if TYPE_CHECKING:
-    from rules.log_rules import LogRuleEngine
 
 Format = Literal["auto", "nginx", "json"]
 FORMATS: tuple[Format, ...] = ("auto", "nginx", "json")
@@ -95,10 +93,23 @@ class _Parsed:
     """The latest time in the block (epoch seconds)."""
 
 
-def _default_engine() -> LogRuleEngine:
-    from rules.log_rules import LogRuleEngine
+class LogRules(Protocol):
+    """What analysis needs of a log rule engine (`monitord.plugins.log_rules` gives one)."""
 
-    return LogRuleEngine.load()
+    def feed(self, block: pa.Table) -> None:
+        """Evaluate every rule on a parsed block."""
+
+    def findings(self) -> list[LogFinding]:
+        """Every finding so far."""
+
+    def to_state(self) -> dict[str, Any]:
+        """What must survive until the next follow-mode run, JSON-able."""
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back what `to_state` gave."""
+
+    def forget_findings(self, ended_before: int) -> int:
+        """Drop findings quiet since before `ended_before` (epoch seconds); how many."""
 
 
 def _epoch(moment: dt.datetime | None) -> int | None:
@@ -118,14 +129,14 @@ class Analyzer:
 
     def __init__(
         self,
-        engine: LogRuleEngine | None = None,
+        engine: LogRules | None = None,
         *,
         service_pattern: str = DEFAULT_SERVICE_PATTERN,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         lateness_hours: int = 1,
     ) -> None:
-        self.engine = engine if engine is not None else _default_engine()
+        self.engine = engine if engine is not None else plugins.log_rules()
         self.service_pattern = service_pattern
         self.since = _epoch(since)
         self.until = _epoch(until)
@@ -236,7 +247,7 @@ class Analyzer:
 
     @classmethod
     def from_state(
-        cls, state: dict[str, Any], engine: LogRuleEngine | None = None, **kwargs: Any
+        cls, state: dict[str, Any], engine: LogRules | None = None, **kwargs: Any
     ) -> Analyzer:
         """Resume an analyzer from `to_state`'s output, with the current rules."""
         an = cls(engine, **kwargs)
@@ -314,7 +325,7 @@ def analyse(
     until: dt.datetime | None = None,
     progress: Progress | None = None,
     *,
-    engine: LogRuleEngine | None = None,
+    engine: LogRules | None = None,
     service_pattern: str = DEFAULT_SERVICE_PATTERN,
     block_size: int = BLOCK_SIZE,
     on_stats: StatsSink | None = None,

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from monitord import plugins
 from monitord.accesslog.analysis import Analyzer
 from monitord.config import LogSettings
-from rules.log_rules import LogRuleEngine
-from rules.workdays import WorkCalendar
 
 
 def make_analyzer(settings: LogSettings, state: dict[str, Any] | None = None) -> Analyzer:
     """An analyzer with the configured calendar and service pattern, resumed from state."""
-    calendar = WorkCalendar.from_config(
-        settings.holidays, settings.workdays, settings.work_day_start, settings.work_day_end
-    )
-    engine = LogRuleEngine.load(calendar=calendar)
+    engine = plugins.log_rules(settings)
     options: dict[str, Any] = {}
     if settings.service_pattern:
         options["service_pattern"] = settings.service_pattern
