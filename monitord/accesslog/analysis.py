@@ -50,9 +50,9 @@ PARSE_AHEAD: frozenset[str] = frozenset({"json"})
 """Formats whose next block is parsed on a worker thread while this one adds up the block before.
 
 Arrow's JSON reader holds no interpreter lock while it reads a block, so the two overlap: the
-1 M-line audit log ran in 5.3 s instead of 7.4 s. The nginx reader is many short numpy kernels
-that each need the lock: on a worker it ran no faster than inline, at ~45 % more CPU and one
-more block in memory (measured on 2 cores, medians of 6 runs)."""
+1 M-line audit log ran in 4.1-4.5 s instead of 5.9 s, at 10 MiB more. The nginx reader is many
+short numpy kernels that each need the lock: on a worker it ran no faster than inline (medians
+within the machine's noise), at ~45 % more CPU and 5 MiB more (2 cores, medians of 3-8 runs)."""
 Progress = Callable[[int, int], None]
 """Called after each block with (lines read so far, bytes read so far)."""
 
