@@ -242,7 +242,8 @@ class LogSettings(_Section):
 
     @model_validator(mode="after")
     def _working_day(self) -> LogSettings:
-        if self.work_day_end <= self.work_day_start:
+        start, end = (dt.time.fromisoformat(t) for t in (self.work_day_start, self.work_day_end))
+        if end <= start:
             raise ValueError(
                 f"work_day_end {self.work_day_end} must be after work_day_start "
                 f"{self.work_day_start}"
