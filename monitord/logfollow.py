@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HEAD_BYTES = 128
-MAX_CHUNK = 64 * 1024 * 1024
+MAX_CHUNK = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,11 @@ def _read_from(path: Path, offset: int, limit: int = MAX_CHUNK) -> tuple[bytes, 
         data = handle.read(limit)
     end = data.rfind(b"\n")
     if end < 0:
-        return b"", offset
+        if len(data) < limit:
+            return b"", offset  # a line still being written: read it whole next time
+        # A whole read without a newline is no log line (analysis rejects lines over
+        # MAX_LINE): hand it on as one, so that reading moves past it instead of stopping here.
+        return data + b"\n", offset + len(data)
     return data[: end + 1], offset + end + 1
 
 
@@ -93,12 +97,17 @@ def read_new(path: str | Path, cursor: Cursor | None) -> Iterator[Chunk]:
                 renamed = (old_stat.st_dev, old_stat.st_ino) == (current.device, current.inode)
                 copied = not renamed and _same_start(current.head, old)
                 if (renamed or copied) and old_stat.st_size > current.offset:
-                    with old.open("rb") as handle:
-                        handle.seek(current.offset)
-                        tail = handle.read()
-                    if not tail.endswith(b"\n"):
-                        tail += b"\n"  # its last line ended with the file
-                    yield Chunk(str(old), tail, current)
+                    # In reads of MAX_CHUNK (a daemon back from a long stop may find a large
+                    # tail); each keeps the old cursor, which is stored only after them all.
+                    offset = current.offset
+                    while offset < old_stat.st_size:
+                        data, offset = _read_from(old, offset)
+                        if not data:  # its last line ended with the file
+                            with old.open("rb") as handle:
+                                handle.seek(offset)
+                                data = handle.read() + b"\n"
+                            offset = old_stat.st_size
+                        yield Chunk(str(old), data, current)
                     break
             current = Cursor(path=str(file))
     offset = current.offset if current.device else 0
@@ -110,8 +119,8 @@ def read_new(path: str | Path, cursor: Cursor | None) -> Iterator[Chunk]:
             return
         offset = end
         yield Chunk(str(file), data, _cursor_for(file, stat, offset))
-        if len(data) < MAX_CHUNK - HEAD_BYTES:
-            return
+        if offset >= stat.st_size:
+            return  # what was there when reading began is read (a read ends at a newline)
 
 
 def _cursor_for(file: Path, stat: os.stat_result, offset: int) -> Cursor:

@@ -71,6 +71,24 @@ def test_rename_rotation_reads_the_rest_of_the_old_file_then_the_new(log: Path) 
     assert follower.lines == ["1", "2", "3", "4", "5", "6"]
 
 
+def test_a_large_tail_of_the_rotated_file_is_read_in_pieces(log: Path) -> None:
+    # A daemon back from a long stop finds much of the old file unread: read in reads of
+    # MAX_CHUNK, not at once, and every line still once.
+    from monitord.logfollow import MAX_CHUNK
+
+    follower = Follower(log)
+    write(log, "first")
+    follower.poll()
+    many = [f"{i:099d}" for i in range(MAX_CHUNK // 100 + 500)]
+    write(log, *many, partial="last-without-newline")
+    log.rename(log.with_name("access.log.1"))
+    write(log, "new")
+    sizes = [len(c.data) for c in read_new(log, follower.cursor)]
+    follower.poll()
+    assert follower.lines == ["first", *many, "last-without-newline", "new"]
+    assert len(sizes) >= 3 and max(sizes) <= MAX_CHUNK + 1
+
+
 def test_copytruncate_reads_the_rest_from_the_copy(log: Path) -> None:
     follower = Follower(log)
     write(log, "first line of the day", "2")
@@ -97,3 +115,22 @@ def test_truncated_and_regrown_past_the_old_offset_is_still_seen_as_new(log: Pat
         "new-1 is a longer line",
         "new-2 is a longer line too",
     ]
+
+
+def test_a_line_longer_than_a_read_does_not_stop_reading(log: Path) -> None:
+    # Junk of more than one read (MAX_CHUNK) without a newline: reading moves past it and on
+    # to the lines after it, instead of waiting for its end for ever.
+    from monitord.logfollow import MAX_CHUNK
+
+    write(log, "a")
+    with log.open("ab") as handle:
+        handle.write(b"x" * (MAX_CHUNK + 10) + b"\n")
+    write(log, "b", "c")
+    seen: list[bytes] = []
+    cursor = None
+    for chunk in read_new(log, None):
+        seen += chunk.data.splitlines()
+        cursor = chunk.cursor
+    assert cursor is not None and cursor.offset == log.stat().st_size
+    assert seen[0] == b"a" and seen[-2:] == [b"b", b"c"]
+    assert sum(len(line) for line in seen[1:-2]) == MAX_CHUNK + 10

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from monitord import plugins
 from monitord.accesslog import jsonlog, nginx
 from monitord.accesslog.findings import LogFinding
-from monitord.accesslog.lines import clean, split_lines
+from monitord.accesslog.lines import clean, drop_overlong, split_lines
 from monitord.accesslog.schema import DEFAULT_SERVICE_PATTERN
 from monitord.accesslog.sources import BLOCK_SIZE, Block, InputItem, blocks, detect, expand
 from monitord.accesslog.stats import StatsAccumulator
@@ -154,21 +154,30 @@ class Analyzer:
         """Parse complete lines into the common columns; pure, so it may run on a worker."""
         kind = fmt if fmt != "auto" else self._formats.get(source) or detect(data)
         lines = split_lines(data)
+        read = len(lines)
+        lines, samples = drop_overlong(lines, source)
         if kind == "json":
-            parsed = jsonlog.parse(lines, data)
+            # The block as a whole holds the dropped lines: then only the lines are read.
+            parsed = jsonlog.parse(lines, None if samples else data)
             table, rejected = parsed.table, parsed.rejected
         else:
             p = nginx.parse(lines, self.service_pattern)
             table, rejected = p.table, p.rejected
-        samples = [f"{source}: {clean(r)[:SAMPLE_CHARS]}" for r in rejected]
+        samples += [f"{source}: {clean(r)[:SAMPLE_CHARS]}" for r in rejected]
         newest = pc.max(table.column("ts")).as_py() if table.num_rows else None
         return _Parsed(
             table,
-            len(lines),
+            read,
             samples,
             nbytes=len(data),
             newest=newest if newest is not None else -math.inf,
         )
+
+    def parse_block(self, block: Block, fmt: Format = "auto") -> _Parsed:
+        """`parse` a block of a source; a damaged end or an over-long line is counted as such."""
+        if block.damage:
+            return _Parsed(self.parse(b"", "nginx").table, block.lost_lines, damage=block.damage)
+        return self.parse(block.data, fmt, block.source)
 
     # -- absorbing (main thread) ------------------------------------------------------------------
 
@@ -213,7 +222,9 @@ class Analyzer:
         body = data[:cut]
         if source not in self._formats and fmt == "auto" and body.strip():
             self._formats[source] = detect(body)
-        self.absorb(self.parse(body, fmt, source))
+        # In blocks, as `analyse` reads: follow mode may bring tens of MiB at once.
+        for block in blocks(source, io.BytesIO(body)):
+            self.absorb(self.parse_block(block, fmt))
         return cut
 
     def findings(self) -> list[LogFinding]:
@@ -345,11 +356,6 @@ def analyse(
     an = Analyzer(engine, service_pattern=service_pattern, since=since, until=until)
     read_bytes = 0
 
-    def job(block: Block, kind: Format) -> _Parsed:
-        if block.damage:
-            return _Parsed(an.parse(b"", "nginx").table, 0, damage=block.damage)
-        return an.parse(block.data, kind, block.source)
-
     # Inputs are read side by side, the next block always from the one furthest behind in
     # time, so that an edge log and the audit log of the same days (or two edge servers) meet
     # the statistics hour by hour: read one after the other, the second's hours would come
@@ -392,10 +398,10 @@ def analyse(
                 kind = an._formats.setdefault(block.source, detect(block.data))  # type: ignore[assignment]
             ahead = kind in PARSE_AHEAD
             if ahead:
-                future = pool.submit(job, block, kind)
+                future = pool.submit(an.parse_block, block, kind)
             else:
                 future = Future()
-                future.set_result(job(block, kind))
+                future.set_result(an.parse_block(block, kind))
             pending.append((i, future))
             while len(pending) > (1 if ahead else 0):
                 j, done = pending.popleft()

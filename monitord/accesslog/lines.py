@@ -13,6 +13,31 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+MAX_LINE = 1 << 20
+"""The longest line analysed: 1 MiB (nginx's request line is at most 8 KiB by default, an audit
+line a few KiB). A longer one is binary garbage or a runaway writer: it is counted, reported as
+rejected and skipped, so that no line holds more than this in memory (a 60 MB file without a
+newline took 3 GB before)."""
+
+
+def overlong(source: str, head: bytes, size: int | None = None) -> str:
+    """The rejected-line sample of a line longer than MAX_LINE (`size` when known)."""
+    length = f"of {size:,} bytes" if size is not None else f"longer than {MAX_LINE:,} bytes"
+    return f"{source}: a line {length} skipped: {head[:120]!r}"
+
+
+def drop_overlong(lines: pa.Array, source: str) -> tuple[pa.Array, list[str]]:
+    """The lines not longer than MAX_LINE, and a sample for each longer one."""
+    offsets = np.frombuffer(lines.buffers()[1], np.int32, len(lines) + 1, lines.offset * 4)
+    lengths = np.diff(offsets)
+    if len(lengths) == 0 or lengths.max() <= MAX_LINE:
+        return lines, []
+    long = lengths > MAX_LINE
+    samples = [
+        overlong(source, lines[int(i)].as_py()[:120], int(lengths[i])) for i in np.flatnonzero(long)
+    ]
+    return lines.filter(pa.array(~long)), samples
+
 
 def split_lines(block: bytes | bytearray) -> pa.Array:
     """Split a block of complete lines (the last may lack its newline) into a binary array."""

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from monitord.accesslog.lines import MAX_LINE, overlong
+
 BLOCK_SIZE = 2 << 20  # ~9,000 nginx lines: large enough to amortise, small enough for RSS
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -31,6 +33,8 @@ class Block:
     source: str
     data: bytes | bytearray
     damage: str | None = None
+    lost_lines: int = 0
+    """Lines `damage` stands for, counted as read (and rejected): 1 for a line over MAX_LINE."""
 
 
 def _rotation_key(path: Path) -> tuple[int, float, str]:
@@ -131,12 +135,38 @@ def blocks(name: str, stream: BinaryIO, size: int = BLOCK_SIZE) -> Iterator[Bloc
             return
         cut = buf.rfind(b"\n", 0, end) + 1
         if cut == 0:
-            # No line ends in this block: a very long line; keep reading it.
-            carry = bytes(buf[:end])
+            if end <= MAX_LINE:
+                # No line ends in this block: a long line; keep reading it.
+                carry = bytes(buf[:end])
+                continue
+            # Longer than any log line: report it and read on after it, holding none of it.
+            yield Block(name, b"", overlong(name, bytes(buf[:120])), lost_lines=1)
+            rest, error = _skip_line(stream)
+            if error is not None:
+                yield Block(name, b"", f"{name}: damaged or truncated compressed data ({error})")
+                return
+            if rest is None:
+                return
+            carry = rest
             continue
         carry = bytes(buf[cut:end])
         del buf[cut:]
         yield Block(name, buf)
+
+
+def _skip_line(stream: BinaryIO) -> tuple[bytes | None, str | None]:
+    """Read past the end of the current line: (what follows its newline, or None when the
+    stream ends first; the damage that stopped reading)."""
+    while True:
+        try:
+            part = stream.read(_STEP)
+        except _DAMAGE as exc:
+            return None, str(exc) or type(exc).__name__
+        if not part:
+            return None, None
+        at = part.find(b"\n")
+        if at >= 0:
+            return part[at + 1 :], None
 
 
 def detect(data: bytes | bytearray) -> str:

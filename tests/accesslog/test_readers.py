@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from monitord.accesslog import analyse, jsonlog, nginx
-from monitord.accesslog.lines import split_lines
+from monitord.accesslog.lines import MAX_LINE, split_lines
 from monitord.accesslog.sources import detect
 
 T = "[03/Jul/2026:09:15:02 +0800]"
@@ -121,6 +121,35 @@ def test_garbage_lines_are_counted_and_sampled(tmp_path: Path) -> None:
     assert len(result.rejected_samples) == 6
     assert all(s.startswith(str(path)) for s in result.rejected_samples)
     assert sum(s["requests"] for s in result.stats) == 2
+
+
+@pytest.mark.parametrize("block_size", [1 << 16, 4 << 20], ids=["carried", "in-block"])
+@pytest.mark.parametrize("fmt", ["nginx", "json"])
+def test_a_line_over_the_limit_is_counted_and_skipped(
+    tmp_path: Path, block_size: int, fmt: str
+) -> None:
+    # A 3 MiB line (binary junk in the log) between good ones: read whatever the block size,
+    # as one rejected line, and never held whole (a 60 MB one once took 3 GB).
+    good = (
+        f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "-"'
+        if fmt == "nginx"
+        else '{"ts": "2026-07-03T09:15:02+08:00", "ip": "1.1.1.1", "action": "view"}'
+    ).encode()
+    junk = (b"\x00\x01junk" * (3 * MAX_LINE // 6))[: 3 * MAX_LINE]
+    path = tmp_path / "access.log"
+    path.write_bytes(b"\n".join([good] * 100 + [junk] + [good] * 100) + b"\n")
+    result = analyse([path], block_size=block_size)
+    assert (result.lines, result.rejected) == (201, 1)
+    assert sum(s["requests"] for s in result.stats) == 200
+    assert "a line " in result.rejected_samples[0] and "skipped" in result.rejected_samples[0]
+
+
+def test_a_file_without_a_newline_is_one_rejected_line(tmp_path: Path) -> None:
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"\xff\xfe" * (3 * MAX_LINE))
+    result = analyse([path])
+    assert (result.lines, result.rejected) == (1, 1)
+    assert f"longer than {MAX_LINE:,} bytes" in result.rejected_samples[0]
 
 
 def test_bad_json_lines_do_not_spoil_their_block(tmp_path: Path) -> None:
