@@ -124,10 +124,8 @@ def blocks(name: str, stream: BinaryIO, size: int = BLOCK_SIZE) -> Iterator[Bloc
             del buf[cut:]
             if buf:
                 yield Block(name, buf)
-            damage = f"{name}: damaged or truncated compressed data ({error})"
-            yield Block(
-                name, b"", damage + (f"; partial line dropped: {dropped!r}" if dropped else "")
-            )
+            partial = f"; partial line dropped: {dropped!r}" if dropped else ""
+            yield Block(name, b"", _damaged(name, error) + partial)
             return
         if got == 0:
             if carry:
@@ -143,7 +141,7 @@ def blocks(name: str, stream: BinaryIO, size: int = BLOCK_SIZE) -> Iterator[Bloc
             yield Block(name, b"", overlong(name, bytes(buf[:120])), lost_lines=1)
             rest, error = _skip_line(stream)
             if error is not None:
-                yield Block(name, b"", f"{name}: damaged or truncated compressed data ({error})")
+                yield Block(name, b"", _damaged(name, error))
                 return
             if rest is None:
                 return
@@ -152,6 +150,11 @@ def blocks(name: str, stream: BinaryIO, size: int = BLOCK_SIZE) -> Iterator[Bloc
         carry = bytes(buf[cut:end])
         del buf[cut:]
         yield Block(name, buf)
+
+
+def _damaged(name: str, error: str) -> str:
+    """The rejected-line sample of a source whose compressed data ended damaged."""
+    return f"{name}: damaged or truncated compressed data ({error})"
 
 
 def _skip_line(stream: BinaryIO) -> tuple[bytes | None, str | None]:
