@@ -152,6 +152,16 @@ def test_a_file_without_a_newline_is_one_rejected_line(tmp_path: Path) -> None:
     assert f"longer than {MAX_LINE:,} bytes" in result.rejected_samples[0]
 
 
+def test_compressed_data_damaged_inside_a_line_over_the_limit(tmp_path: Path) -> None:
+    good = f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "-"\n'.encode()
+    whole = gzip.compress(good * 10 + b"x" * (4 * MAX_LINE) + b"\n" + good * 10)
+    path = tmp_path / "access.log.2.gz"
+    path.write_bytes(whole[: len(whole) * 3 // 4])  # cut inside the long line
+    result = analyse([path], block_size=1 << 16)
+    assert (result.lines, result.rejected) == (11, 2)
+    assert "skipped" in result.rejected_samples[0] and "damaged" in result.rejected_samples[1]
+
+
 def test_bad_json_lines_do_not_spoil_their_block(tmp_path: Path) -> None:
     ok = '{"ts": "2026-07-03T09:15:02+08:00", "ip": "1.1.1.1", "action": "view"}'
     lines = [ok] * 300 + ["{broken", "[1, 2]", '{"ts": "yesterday"}', "\xff"] + [ok] * 300
