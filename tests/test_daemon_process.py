@@ -258,3 +258,56 @@ check_interval_seconds = 0.2
         keys = [m["key"].split("#")[0] for m in hook.received]
         assert sorted(keys) == ["incident:1:opened", "incident:2:opened", "incident:3:opened"]
         store.dispose()
+
+
+async def test_followed_log_lines_are_counted_once_across_a_sigterm_and_restart(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from monitord.models import LogHourStat
+    from tests.test_logwork import START, nginx_line
+
+    log = tmp_path / "access.log"
+    config = tmp_path / "monitord.toml"
+    write_config(
+        config,
+        portal.url,
+        extra=f"""
+[logs]
+follow = [{{ path = "{log}", format = "nginx" }}]
+follow_interval_seconds = 0.2
+""",
+    )
+
+    def write(lines: list[str]) -> None:
+        with log.open("a", encoding="utf-8") as handle:
+            handle.write("".join(line + "\n" for line in lines))
+
+    def requests() -> dict[str, int]:
+        with store.session() as session:
+            rows = session.scalars(select(LogHourStat)).all()
+            return {row.hour.astimezone(START.tzinfo).strftime("%H"): row.requests for row in rows}
+
+    minute = dt.timedelta(minutes=1)
+    # 09:00-09:59, and one line at 11:30 that closes 09:00 but leaves 11:00 open.
+    write([nginx_line(START + i * minute / 4, i) for i in range(200)])
+    write([nginx_line(START + 150 * minute, 1000)])
+    daemon = await start_daemon(config)
+    store = store_of(config)
+    await wait_for(lambda: requests().get("09") == 200, "the 09:00 statistics")
+    await daemon.stop()
+    assert daemon.process.returncode == 0, daemon.stderr
+
+    # The 11:00 hour was open at the stop: its first line must be counted once, not lost.
+    write([nginx_line(START + 150 * minute + i * dt.timedelta(seconds=10), 2000 + i)
+           for i in range(100)])  # fmt: skip
+    write([nginx_line(START + 300 * minute, 3000)])  # 14:00 closes 11:00
+    daemon = await start_daemon(config)
+    await wait_for(lambda: "11" in requests(), "the 11:00 statistics")
+    await daemon.stop()
+    assert daemon.process.returncode == 0, daemon.stderr
+    assert requests() == {"09": 200, "11": 101}
+    store.dispose()
