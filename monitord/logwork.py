@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitord import plugins
 from monitord.accesslog.configured import make_analyzer
+from monitord.accesslog.stats import merge_rows
 from monitord.config import Settings
 from monitord.findings import upsert_finding
 from monitord.logfollow import Cursor, read_new
@@ -30,26 +31,26 @@ def store_stats(session: Session, rows: list[dict[str, Any]], log: str) -> int:
     """Upsert hourly statistics rows of one followed log (one per service and hour).
 
     Rows are keyed by the log's path, not its kind: two edge servers' logs of the same hour are
-    two rows, where keyed by "nginx" the second would replace the first.
+    two rows, where keyed by "nginx" the second would replace the first. A row for an hour
+    already stored holds lines that came after that hour had closed: it is merged into the
+    stored one (`stats.merge_rows`), not written over it.
     """
     for row in rows:
         hour = parse_time(row["hour"])
-        session.execute(
-            delete(LogHourStat).where(
+        stored = session.scalars(
+            select(LogHourStat).where(
                 LogHourStat.source == log,
                 LogHourStat.service == row["service"],
                 LogHourStat.hour == hour,
             )
-        )
-        session.add(
-            LogHourStat(
-                source=log,
-                service=row["service"],
-                hour=hour,
-                requests=int(row.get("requests") or 0),
-                stats=row,
-            )
-        )
+        ).one_or_none()
+        if stored is None:
+            stored = LogHourStat(source=log, service=row["service"], hour=hour)
+            session.add(stored)
+        else:
+            row = merge_rows(stored.stats, row)
+        stored.requests = int(row.get("requests") or 0)
+        stored.stats = row
     return len(rows)
 
 

@@ -101,6 +101,32 @@ def test_two_edge_logs_of_the_same_hours_are_both_counted(
     assert total_requests(sqlite_store) == 120
 
 
+def test_lines_that_come_after_their_hour_closed_are_added_not_written_over(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    log = tmp_path / "access.log"
+    cfg = config((log, "nginx"))
+    minute = dt.timedelta(minutes=1)
+    lines = [nginx_line(START + i * minute / 2, i) for i in range(100)]  # 09:00-09:50
+    lines.append(nginx_line(START + 150 * minute, 100))  # 11:30 closes 09:00
+    log.write_text("".join(line + "\n" for line in lines))
+    follow_logs(sqlite_store, cfg, clock)
+    # A log shipper delivers 09:xx lines two hours late; 14:00 closes everything before 13:00.
+    late = [nginx_line(START + 55 * minute, 200 + i) for i in range(7)]
+    late.append(nginx_line(START + 300 * minute, 300))
+    with log.open("a") as handle:
+        handle.writelines(line + "\n" for line in late)
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        nine = session.scalars(
+            select(LogHourStat).where(LogHourStat.hour == START.astimezone(dt.UTC))
+        ).one()
+    assert nine.requests == 107
+    assert nine.stats["status"] == {"2xx": 107}
+    assert sum(n for _, n in nine.stats["top_paths"]) <= 107
+    assert nine.stats["ips"] >= 100
+
+
 def test_brute_force_in_the_audit_log_becomes_one_finding_that_keeps_updating(
     tmp_path: Path, sqlite_store: Store, clock: FakeClock
 ) -> None:

@@ -580,3 +580,31 @@ def _percentiles(hist: Counts) -> list[dict[str, float | None]]:
         {"p50": a, "p95": b, "p99": c} if total else {"p50": None, "p95": None, "p99": None}
         for total, a, b, c in zip(totals.tolist(), *marks.values(), strict=True)
     ]
+
+
+def merge_rows(stored: dict[str, Any], late: dict[str, Any]) -> dict[str, Any]:
+    """One row for an hour that closed twice: `late` holds lines that came after the hour had
+    closed (more than `lateness_hours` out of order), to be added to the `stored` row.
+
+    Counts add up exactly (requests, status classes, client kinds, path requests). Distinct
+    users and IPs take the larger part's, a lower bound: who the late lines came from is not
+    kept. Latency percentiles are those of the part with more requests.
+    """
+    merged = dict(stored)
+    merged["requests"] = stored["requests"] + late["requests"]
+    for key in ("status", "clients"):
+        both = dict(stored.get(key) or {})
+        for name, n in (late.get(key) or {}).items():
+            both[name] = both.get(name, 0) + n
+        merged[key] = both
+    for key in ("users", "ips"):
+        merged[key] = max(stored.get(key) or 0, late.get(key) or 0)
+    if late["requests"] > stored["requests"]:
+        merged["latency_ms"] = late.get("latency_ms")
+    paths: dict[str | None, int] = {}
+    for path, n in [*(stored.get("top_paths") or []), *(late.get("top_paths") or [])]:
+        paths[path] = paths.get(path, 0) + n
+    # Most requested first, ties by path with a missing path last, as the closing rows order.
+    ranked = sorted(paths.items(), key=lambda pn: (-pn[1], pn[0] is None, pn[0] or ""))
+    merged["top_paths"] = [[p, n] for p, n in ranked[:TOP_PATHS]]
+    return merged

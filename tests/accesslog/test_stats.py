@@ -15,7 +15,7 @@ import pytest
 
 from monitord.accesslog.findings import iso
 from monitord.accesslog.schema import SCHEMA, TEXT, conform
-from monitord.accesslog.stats import STATE_VERSION, StatsAccumulator
+from monitord.accesslog.stats import STATE_VERSION, StatsAccumulator, merge_rows
 
 H0 = 1_780_000_000 - 1_780_000_000 % 3600  # an hour boundary
 Row = dict[str, Any]
@@ -302,3 +302,22 @@ def test_top_paths_match_a_plain_sort_at_any_counts() -> None:
     blocks = [block(shuffled[:third]), block(shuffled[third:], "dict")]
     got = {r["service"]: r["top_paths"] for r in run(blocks)}
     assert got == expected
+
+
+def test_a_row_of_late_lines_merges_into_the_stored_row() -> None:
+    stored = {"source": "a.log", "service": "svc-1", "hour": "2026-07-03T01:00:00+00:00",
+              "requests": 10, "users": 4, "ips": 5, "status": {"2xx": 9, "5xx": 1},
+              "latency_ms": {"p50": 20.0, "p95": 90.0, "p99": 99.0},
+              "clients": {"desktop": 10, "phone": 0, "wechat": 0, "alipay": 0},
+              "top_paths": [["/a", 6], ["/b", 4]]}  # fmt: skip
+    late = {**stored, "requests": 3, "users": 2, "ips": 6, "status": {"2xx": 2, "4xx": 1},
+            "latency_ms": {"p50": 500.0, "p95": 900.0, "p99": 990.0},
+            "clients": {"desktop": 1, "phone": 2, "wechat": 0, "alipay": 0},
+            "top_paths": [["/b", 3]]}  # fmt: skip
+    merged = merge_rows(stored, late)
+    assert merged["requests"] == 13
+    assert merged["status"] == {"2xx": 11, "5xx": 1, "4xx": 1}
+    assert merged["clients"] == {"desktop": 11, "phone": 2, "wechat": 0, "alipay": 0}
+    assert (merged["users"], merged["ips"]) == (4, 6)
+    assert merged["latency_ms"] == stored["latency_ms"]  # from the part with more requests
+    assert merged["top_paths"] == [["/b", 7], ["/a", 6]]
