@@ -37,7 +37,7 @@ from monitord import plugins
 from monitord.accesslog import jsonlog, nginx
 from monitord.accesslog.findings import LogFinding
 from monitord.accesslog.lines import clean, drop_overlong, split_lines
-from monitord.accesslog.schema import DEFAULT_SERVICE_PATTERN
+from monitord.accesslog.schema import DEFAULT_SERVICE_PATTERN, conform
 from monitord.accesslog.sources import BLOCK_SIZE, Block, InputItem, blocks, detect, expand
 from monitord.accesslog.stats import StatsAccumulator
 from monitord.types import FindingDraft
@@ -87,7 +87,6 @@ class _Parsed:
     table: pa.Table
     lines: int
     rejected: list[str] = field(default_factory=list)
-    damage: str | None = None
     nbytes: int = 0
     newest: float = -math.inf
     """The latest time in the block (epoch seconds)."""
@@ -176,7 +175,7 @@ class Analyzer:
     def parse_block(self, block: Block, fmt: Format = "auto") -> _Parsed:
         """`parse` a block of a source; a damaged end or an over-long line is counted as such."""
         if block.damage:
-            return _Parsed(self.parse(b"", "nginx").table, block.lost_lines, damage=block.damage)
+            return _Parsed(conform({}, 0), block.lost_lines, [block.damage])
         return self.parse(block.data, fmt, block.source)
 
     # -- absorbing (main thread) ------------------------------------------------------------------
@@ -188,8 +187,6 @@ class Analyzer:
         `StatsAccumulator.add`)."""
         self.lines += parsed.lines
         self._reject(parsed.rejected)
-        if parsed.damage:
-            self._reject([parsed.damage])
         table = parsed.table
         if table.num_rows and (self.since is not None or self.until is not None):
             ts = table.column("ts")
