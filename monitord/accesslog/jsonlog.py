@@ -79,6 +79,8 @@ def _coerce(obj: dict[str, Any]) -> dict[str, Any] | None:
             row[f.name] = None
         elif pa.types.is_integer(f.type):
             row[f.name] = int(value)
+            if not -(2**63) <= row[f.name] < 2**63:
+                return None  # beyond the column: garbage, not a request
         elif pa.types.is_floating(f.type):
             row[f.name] = float(value)
         else:
@@ -92,7 +94,7 @@ def _one_by_one(lines: list[bytes], start: int, rejected: list[int]) -> pa.Table
         try:
             obj = json.loads(raw)
             row = _coerce(obj) if isinstance(obj, dict) else None
-        except (ValueError, TypeError, UnicodeDecodeError):
+        except (ValueError, TypeError, OverflowError, UnicodeDecodeError):
             row = None
         if row is None:
             rejected.append(start + i)
@@ -183,7 +185,10 @@ def parse(lines: pa.Array, block: bytes | bytearray | None = None) -> Parsed:
         keep[bad] = False
         good_text = pc.filter(text, pa.array(keep))
     ts = _times(raw.column("ts"))
-    ok = pc.is_valid(ts)
+    # A status is three digits (as in the edge log); anything else is not a request.
+    status = raw.column("status")
+    three_digits = pc.and_(pc.greater_equal(status, -999), pc.less_equal(status, 999))
+    ok = pc.and_(pc.is_valid(ts), pc.fill_null(three_digits, True))
     if not pc.all(ok).as_py():
         rejected += pc.filter(good_text, pc.invert(ok)).to_pylist()
         raw, ts, good_text = raw.filter(ok), pc.filter(ts, ok), pc.filter(good_text, ok)

@@ -48,6 +48,8 @@ RT_PATTERN = r"^ (?P<rt>\d+(?:\.\d+)?)"
 REQUEST_PATTERN = r"^(?P<method>[A-Z]{3,12}) (?P<target>\S+)"
 XFF_PATTERN = r"^\s*(?P<ip>[0-9A-Fa-f.:]+)"
 """The first address of an X-Forwarded-For value: the client behind a load balancer."""
+MAX_SIZE_DIGITS = 18
+"""The longest `$body_bytes_sent` read: every number of 18 digits fits a 64-bit integer."""
 TIME_FORMAT = "%d/%b/%Y:%H:%M:%S %z"
 """`$time_local` as `strptime` reads it."""
 _FIELDS = ("addr", "user", "time", "request", "status", "bytes", "ua", "rt", "xff")
@@ -148,6 +150,9 @@ def exact(lines: pa.Array, service_pattern: str) -> tuple[dict[str, pa.Array], l
     parsed_times = pc.strptime(times.dictionary, format=TIME_FORMAT, unit="s", error_is_null=True)
     ts = pc.take(parsed_times.cast(pa.int64()), times.indices)
     good = pc.and_(pc.is_valid(ts), pc.is_valid(fields["status"]))
+    # A size of more than 18 digits is beyond a 64-bit integer: garbage, not a line.
+    huge = pc.fill_null(pc.greater(pc.utf8_length(fields["bytes"]), MAX_SIZE_DIGITS), False)
+    good = pc.and_(good, pc.invert(huge))
     rejected: list[str] = []
     if not pc.all(good).as_py():
         rejected = pc.filter(text, pc.invert(good)).to_pylist()

@@ -172,6 +172,29 @@ def test_bad_json_lines_do_not_spoil_their_block(tmp_path: Path) -> None:
     assert sum(s["requests"] for s in result.stats) == 600
 
 
+@pytest.mark.parametrize(
+    "field, value",
+    [("status", 10**25), ("status", 2**40), ("status", -(2**63)), ("bytes", 10**25),
+     ("bytes", 1e300), ("bytes", "Infinity")],
+)  # fmt: skip
+def test_json_numbers_beyond_their_column_are_rejected_lines(field: str, value: object) -> None:
+    # A number no column can hold is a bad line, counted and sampled, not a crash of the run.
+    ok = {"ts": "2026-07-03T09:15:02+08:00", "ip": "1.1.1.1", "status": 200, "bytes": 5}
+    bad = json.dumps({**ok, field: 0}).replace('": 0', f'": {value}')
+    raw = f"{json.dumps(ok)}\n{bad}\n{json.dumps(ok)}\n".encode()
+    result = analyse([io.BytesIO(raw)], fmt="json")
+    assert (result.lines, result.rejected) == (3, 1)
+    assert str(value) in result.rejected_samples[0]
+
+
+def test_nginx_size_beyond_64_bits_is_a_rejected_line() -> None:
+    line = f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 %s "-" "-" 0.001 "-"\n'
+    raw = (line % 5 + line % ("9" * 19) + line % ("9" * 18)).encode()
+    result = analyse([io.BytesIO(raw)], fmt="nginx")
+    assert (result.lines, result.rejected) == (3, 1)
+    assert "9" * 19 in result.rejected_samples[0]
+
+
 def test_truncated_gzip_is_reported_not_fatal(tmp_path: Path) -> None:
     line = f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "-"\n'.encode()
     whole = gzip.compress(line * 5000)
