@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test lint bench clean
 
-# Create .venv when it is missing and (re)install when pyproject.toml changed.
-$(STAMP): pyproject.toml
+# Create .venv when it is missing and (re)install when pyproject.toml or the C source changed
+# (an editable install builds monitord/accesslog/_nginxscan.c in place).
+$(STAMP): pyproject.toml monitord/accesslog/_nginxscan.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
@@ -31,4 +32,4 @@ bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info var
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info var build monitord/accesslog/*.so

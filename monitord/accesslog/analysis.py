@@ -8,9 +8,9 @@ Two entry points:
   since the last run (`feed`), takes the statistics of hours that closed (`take_closed_stats`) and
   the findings (`findings`), and keeps `to_state()` in the store until the next run.
 
-Blocks of the JSON audit log are parsed on a worker thread while the main thread adds the previous
-block to the statistics and the rules (Arrow's JSON reader releases the GIL for a whole block);
-nginx blocks are parsed inline (`PARSE_AHEAD`). Nothing but aggregates outlives a block, so memory
+Blocks are parsed on a worker thread while the main thread adds the previous block to the
+statistics and the rules: Arrow's JSON reader and the nginx reader's C scan hold no interpreter
+lock while they read a block (`PARSE_AHEAD`). Nothing but aggregates outlives a block, so memory
 stays flat however long the log.
 """
 
@@ -46,13 +46,14 @@ Format = Literal["auto", "nginx", "json"]
 FORMATS: tuple[Format, ...] = ("auto", "nginx", "json")
 MAX_SAMPLES = 10
 SAMPLE_CHARS = 400
-PARSE_AHEAD: frozenset[str] = frozenset({"json"})
+PARSE_AHEAD: frozenset[str] = frozenset({"json", "nginx"} if nginx.NATIVE else {"json"})
 """Formats whose next block is parsed on a worker thread while this one adds up the block before.
 
-Arrow's JSON reader holds no interpreter lock while it reads a block, so the two overlap: the
-1 M-line audit log ran in 4.1-4.5 s instead of 5.9 s, at 10 MiB more. The nginx reader is many
-short numpy kernels that each need the lock: on a worker it ran no faster than inline (medians
-within the machine's noise), at ~45 % more CPU and 5 MiB more (2 cores, medians of 3-8 runs)."""
+Arrow's JSON reader holds no interpreter lock while it reads a block, nor does the nginx reader's
+C scan, so the two threads overlap: the 1 M-line audit log ran in 4.1-4.5 s instead of 5.9 s at
+10 MiB more, the nginx log in ~1.1 s instead of ~1.5 s at ~7 MiB more. The nginx reader's numpy
+path (where the C scan is not built) is many short kernels that each need the lock: on a worker
+it ran no faster than inline, at ~45 % more CPU (2 cores, medians of 3-8 runs)."""
 Progress = Callable[[int, int], None]
 """Called after each block with (lines read so far, bytes read so far)."""
 

@@ -1,24 +1,32 @@
-r"""The nginx `combined` reader (`parse`): a byte-level fast path in numpy.
+r"""The nginx `combined` reader (`parse`): a fast path over the block's bytes, two ways.
 
-The fast path reads the block's bytes, not one string per line. nginx writes `"` inside a field
-as `\x22`, so in a line of the usual shape every field sits at a known place relative to the
-quotes: one numpy pass finds all quotes of the block, and each field becomes a byte range of it.
-The small fields are read as words at known offsets (`nginx_words`). The text fields are
-dictionary-encoded straight from those ranges (no copy of the block), and everything costly per
-value (the time, splitting the request, unescaping, the service pattern, the client kind of a
-user agent) is done once per distinct value and mapped back by codes (`nginx_codes`). Text
-columns come out as dictionary arrays (`schema.TEXT`). Parsing is thread-safe, but analysis
-parses nginx blocks inline: these short kernels need the interpreter lock between them, and a
-second thread only contended for it (`analysis.PARSE_AHEAD`).
+nginx writes `"` inside a field as `\x22`, so in a line of the usual shape every field sits at a
+known place relative to the quotes, and each field is a byte range of the block. The fast path
+reads those ranges, not one string per line:
 
-Lines of another shape (a leading `host:port `, a request cut short, `escape=json` quotes, bytes
-that are not UTF-8, too few fields, a bad time, ...) take the exact path (`nginx_exact`), the
-reference this path is tested against.
+* in C (`_nginxscan.c`, built when monitord is installed): one pass over the block without the
+  interpreter lock, which numbers each distinct text value as it goes, so that here each becomes
+  a string once. Analysis parses the next block on a worker while it adds up this one
+  (`analysis.PARSE_AHEAD`). About 0.25 µs a line.
+* in numpy (`_fast`), where the C scan is not built (no C compiler at install): one pass finds
+  all quotes of the block; the small fields are read as words at known offsets (`nginx_words`);
+  the text fields are dictionary-encoded straight from their ranges, and everything costly per
+  value (the time, splitting the request, unescaping, the service pattern) is done once per
+  distinct value and mapped back by codes (`nginx_codes`). About 0.9 µs a line, parsed inline:
+  its short kernels need the interpreter lock between them, and a second thread only contended
+  for it.
+
+Both give the text columns as dictionary arrays (`schema.TEXT`) and are thread-safe. Lines of
+another shape (a leading `host:port `, a request cut short, `escape=json` quotes, bytes that are
+not UTF-8, too few fields, a bad time, ...) take the exact path (`nginx_exact`), the reference
+both are tested against; the C scan also leaves it request targets holding an escape, which
+nginx writes only for bytes outside printable ASCII.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,6 +54,18 @@ from monitord.accesslog.schema import (
     unescape_column,
 )
 
+
+def _load_scan() -> Callable[..., int] | None:
+    try:
+        from monitord.accesslog._nginxscan import scan
+    except ImportError:  # not built (no C compiler when monitord was installed): numpy reads
+        return None
+    return scan
+
+
+_scan = _load_scan()
+NATIVE = _scan is not None
+"""Whether the C scan was built (and so whether nginx blocks are worth parsing ahead)."""
 _TEXT_COLUMNS = ("source", "ip", "user", "service", "method", "path", "client")
 
 
@@ -59,7 +79,7 @@ def parse(lines: pa.Array, service_pattern: str = DEFAULT_SERVICE_PATTERN) -> ng
     lines = nginx_exact.binary(lines)
     if len(lines) == 0:
         return nginx_exact.Parsed(conform({}, 0), [])
-    columns, slow = _fast(lines, service_pattern)
+    columns, slow = (_native if _scan is not None else _fast)(lines, service_pattern)
     rejected: list[str] = []
     if len(slow):
         exact, rejected = nginx_exact.exact(lines.take(pa.array(slow)), service_pattern)
@@ -80,7 +100,77 @@ def _as_text_columns(columns: dict[str, pa.Array]) -> dict[str, Any]:
     return out
 
 
-# -- the fast path --------------------------------------------------------------------------------
+# -- the fast path in C ---------------------------------------------------------------------------
+
+# The text fields the C scan numbers, in its order.
+_SCANNED = ("ip", "user", "method", "path", "service", "agent")
+
+
+def _native(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], Array]:
+    """Columns of the lines of the usual shape, and the indices of the other lines: the C scan
+    (`_nginxscan.c`) reads the lines in one pass without the interpreter lock; here each
+    distinct text value becomes a string once."""
+    n = len(lines)
+    _, offsets_buf, buf = lines.buffers()
+    if buf is None:
+        return {}, np.arange(n)
+    offsets = np.frombuffer(offsets_buf, np.int32, n + 1, lines.offset * 4)
+    ok = np.empty(n, np.uint8)
+    ts, nbytes, ms = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float64)
+    status = np.empty(n, np.int32)
+    codes = np.empty((len(_SCANNED), n), np.int32)
+    ranges = np.empty((len(_SCANNED), 2, n), np.int32)
+    counts = np.empty(len(_SCANNED), np.int32)
+    assert _scan is not None
+    m = _scan(buf, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts)
+    taken = ok.view(bool)
+    slow = np.flatnonzero(~taken)
+    if m == 0:
+        return {}, slow
+    text = {
+        name: Text(_strings(buf, ranges[f, 0, : counts[f]], ranges[f, 1, : counts[f]]),
+                   codes[f, :m], distinct=True)
+        for f, name in enumerate(_SCANNED)
+    }  # fmt: skip
+    path = text["path"]
+    service = text["service"]
+    if service_pattern != DEFAULT_SERVICE_PATTERN:
+        service = Text(service_from_path(path.values, service_pattern), path.codes)
+    agent = text["agent"]
+    missing_bytes, missing_ms = nbytes[:m] < 0, np.isnan(ms[:m])
+    columns: dict[str, Any] = {
+        "ts": pa.array(ts[:m]),
+        "source": Text(pa.array(["nginx"]), np.zeros(m, np.int32), distinct=True),
+        "ip": text["ip"],
+        "user": text["user"],
+        "service": service,
+        "method": text["method"],
+        "path": path,
+        "status": pa.array(status[:m]),
+        "bytes": pa.array(nbytes[:m], mask=missing_bytes if missing_bytes.any() else None),
+        "duration_ms": pa.array(ms[:m], mask=missing_ms if missing_ms.any() else None),
+        "client": Text(client_kinds(unescape_column(agent.values)), agent.codes),
+        "line": lines if m == n else lines.take(pa.array(np.flatnonzero(taken))),
+    }
+    return columns, slow
+
+
+def _strings(buf: pa.Buffer, starts: Array, ends: Array) -> pa.Array:
+    """The byte ranges [start, end) of `buf`, in order and not overlapping, as strings."""
+    d = len(starts)
+    if d == 0:
+        return pa.nulls(0, pa.string())
+    # The ranges as the even slots of a string array over `buf` (the odd slots are the bytes
+    # between two ranges), then a copy of the even slots alone.
+    offsets = np.empty(2 * d + 1, np.int32)
+    offsets[0 : 2 * d : 2] = starts
+    offsets[1 : 2 * d : 2] = ends
+    offsets[2 * d] = ends[-1]
+    spread = pa.Array.from_buffers(pa.string(), 2 * d, [None, pa.py_buffer(offsets), buf])
+    return spread.take(pa.array(np.arange(0, 2 * d, 2, dtype=np.int32)))
+
+
+# -- the fast path in numpy, where the C scan is not built ---------------------------------------
 
 
 _scratch = threading.local()

@@ -1,8 +1,9 @@
 """The nginx fast path against the exact path: the same rows and rejects for every kind of line.
 
-`nginx.parse` takes lines of the usual shape in numpy and leaves the rest to the exact path;
-`nginx_exact.parse_exact` takes every line the exact way. They must agree on any log, so these
-tests feed both a varied log (generated traffic plus hand-written odd lines) and compare.
+`nginx.parse` takes lines of the usual shape in C (or in numpy, where the C scan is not built)
+and leaves the rest to the exact path; `nginx_exact.parse_exact` takes every line the exact way.
+They must agree on any log, so these tests feed both a varied log (generated traffic plus
+hand-written odd lines) and compare, once for each way of the fast path.
 """
 
 from __future__ import annotations
@@ -46,21 +47,28 @@ USUAL: list[str] = [
     f'1.2.3.4 - - {T} "GET /svc/e#frag HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /svc//empty HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /svc/ HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
-    f'1.2.3.4 - - {T} "GET /svc/f\\x3Fnot-a-query?q HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
-    f'1.2.3.4 - - {T} "GET /svc/g/\\xE4\\xB8\\xAD\\xE6\\x96\\x87 HTTP/1.1" 200 1 "-" "-" - "-"',
-    f'1.2.3.4 - - {T} "GET /svc/h/a\\x0Ab?c HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
-    f'1.2.3.4 - - {T} "GET /svc/i\\x3Fj\\x0Ak HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "-" "\\x4DicroMessenger" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "-" "AlipayClient/10" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "-" "x iPhone Mobile" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "http://a/?b" "{UA}" 0.001 "-" x "y" z',
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "-" "{UA}" 0.001 "-"\r',
 ]
+# Request targets holding an nginx escape (bytes outside printable ASCII): the numpy path
+# unescapes them itself, the C scan leaves them to the exact path.
+ESCAPED_TARGETS: list[str] = [
+    f'1.2.3.4 - - {T} "GET /svc/f\\x3Fnot-a-query?q HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/g/\\xE4\\xB8\\xAD\\xE6\\x96\\x87 HTTP/1.1" 200 1 "-" "-" - "-"',
+    f'1.2.3.4 - - {T} "GET /svc/h/a\\x0Ab?c HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/i\\x3Fj\\x0Ak HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+]
 _ODD: list[str | bytes] = [
     *USUAL,
+    *ESCAPED_TARGETS,
     # $body_bytes_sent and $request_time of every width.
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1234567 "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 12345678 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 123456789012345678 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1234567890123456789 "-" "-" 0.001 "-"',  # rejected
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 0000012 "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 12a "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 -5 "-" "-" 0.001 "-"',
@@ -148,13 +156,23 @@ def _block(rng: random.Random, lines: list[bytes], newline: bytes = b"\n") -> by
     return newline.join(lines) + newline
 
 
+@pytest.fixture(autouse=True, params=["c", "numpy"])
+def fast_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test runs with the C scan and with the numpy path."""
+    if request.param == "c" and not nginx.NATIVE:
+        pytest.skip("the C scan (monitord/accesslog/_nginxscan.c) was not built: no C compiler?")
+    if request.param == "numpy":
+        monkeypatch.setattr(nginx, "_scan", None)
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
 def traffic() -> list[bytes]:
     return _synth_lines(random.Random(5), 1500)
 
 
 def test_fast_path_takes_the_usual_lines(
-    traffic: list[bytes], monkeypatch: pytest.MonkeyPatch
+    traffic: list[bytes], monkeypatch: pytest.MonkeyPatch, fast_path: str
 ) -> None:
     # If the fast path broke, everything would still parse (the exact way): count what it left.
     left: list[int] = []
@@ -170,6 +188,8 @@ def test_fast_path_takes_the_usual_lines(
     assert left == []
     nginx.parse(split_lines("\n".join(USUAL).encode() + b"\n"))
     assert left == []
+    nginx.parse(split_lines("\n".join(ESCAPED_TARGETS).encode() + b"\n"))
+    assert left == ([len(ESCAPED_TARGETS)] if fast_path == "c" else [])
 
 
 def test_generated_traffic_matches_the_exact_path(traffic: list[bytes]) -> None:
@@ -298,3 +318,29 @@ def test_client_kinds_of_few_and_many_agents() -> None:
         for i in range(200)
     ]
     _assert_same("\n".join(many).encode() + b"\n")
+
+
+# Bytes a mutation writes: what delimits, escapes or ends the fields, and some that are not ASCII.
+_MUTATIONS = b'" \\\t\r\x0b\x0c[]-?#/:.+0123456789AZaz\x80\xc3\xa9\xe4\xff'
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mutated_lines_match_the_exact_path(traffic: list[bytes], seed: int) -> None:
+    # Lines of the usual shape with a byte changed, dropped or added, or cut short: whichever
+    # way the fast path reads them, they must read as the exact path reads them.
+    rng = random.Random(100 + seed)
+    lines = []
+    for line in rng.sample(traffic + ODD_LINES[: len(USUAL)], 400):
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(line))
+            byte = bytes([rng.choice(_MUTATIONS)])
+            line = rng.choice(
+                (
+                    line[:at] + byte + line[at + 1 :],
+                    line[:at] + line[at + 1 :],
+                    line[:at] + byte + line[at:],
+                    line[:at],
+                )
+            )
+        lines.append(line.replace(b"\n", b" "))
+    _assert_same(b"\n".join(lines) + b"\n")
