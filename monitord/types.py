@@ -7,13 +7,14 @@ values back; the core decides what to store and whom to tell.
 from __future__ import annotations
 
 import datetime as dt
-import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from monitord.timeutil import Clock, system_clock
 
 if TYPE_CHECKING:
+    import ssl  # 4 MiB: log analysis, which imports this module, has no use for it
+
     import aiohttp
 
 Severity = Literal["info", "low", "medium", "high", "critical"]

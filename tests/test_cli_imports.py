@@ -122,10 +122,10 @@ def test_probe_kind_choices_match_the_registry() -> None:
     assert tuple(probes.PROBES) == PROBE_KINDS
 
 
-def test_monitord_analyse_loads_no_pandas_store_http_or_logger(tmp_path: Path) -> None:
+def test_monitord_analyse_loads_no_pandas_store_http_tls_or_logger(tmp_path: Path) -> None:
     # pandas alone would cost `monitord analyse` 36 MiB of its memory budget: pyarrow pulls it
     # in on its first conversion of a Python value unless prepare_process() ran first, so an
-    # import-time pa.array() anywhere in the analysis path brings it back.
+    # import-time pa.array() anywhere in the analysis path brings it back. ssl costs 4 MiB more.
     log = tmp_path / "access.log"
     log.write_text(
         '1.2.3.4 - - [02/Nov/2026:09:00:00 +0800] "GET /svc/svc-0042/ HTTP/1.1" 200 5 "-" "-"\n'
@@ -137,7 +137,7 @@ def test_monitord_analyse_loads_no_pandas_store_http_or_logger(tmp_path: Path) -
         with contextlib.redirect_stdout(io.StringIO()) as out:
             assert monitord.cli.main(["analyse", "--json", {str(log)!r}]) == 0
         assert json.loads(out.getvalue())["lines"] == 1
-        heavy = ("pandas", "sqlalchemy", "aiohttp", "loguru")
+        heavy = ("pandas", "sqlalchemy", "aiohttp", "loguru", "ssl")
         print(json.dumps([m for m in heavy if m in sys.modules]))
         """
     done = _run_python(textwrap.dedent(code))
