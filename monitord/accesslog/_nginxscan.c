@@ -322,9 +322,10 @@ static int scan_line(const uint8_t *b, int32_t s, int32_t e, line_t *out,
     p += 5;
     if (is_digit(b[p])) {
         int64_t v = 0;
-        int32_t d = p;
-        for (; p < q[2] && is_digit(b[p]); p++) v = v * 10 + (b[p] - '0');
-        if (p - d > 18) return 0; /* beyond int64: the exact path decides */
+        for (int32_t d = p; p < q[2] && is_digit(b[p]); p++) {
+            if (p - d == 18) return 0; /* 19 digits or more: the exact path rejects the line */
+            v = v * 10 + (b[p] - '0');
+        }
         out->bytes = v;
     } else if (b[p] == '-') {
         out->bytes = -1;
