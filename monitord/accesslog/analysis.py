@@ -51,9 +51,9 @@ PARSE_AHEAD: frozenset[str] = frozenset({"json", "nginx"} if nginx.NATIVE else {
 
 Arrow's JSON reader holds no interpreter lock while it reads a block, nor does the nginx reader's
 C scan, so the two threads overlap: the 1 M-line audit log ran in 4.1-4.5 s instead of 5.9 s at
-10 MiB more, the nginx log in 1.2 s instead of 1.6 s (medians of 4) at 8 MiB more. The nginx reader's numpy
-path (where the C scan is not built) is many short kernels that each need the lock: on a worker
-it ran no faster than inline, at ~45 % more CPU (2 cores, medians of 3-8 runs)."""
+10 MiB more, the nginx log in 1.2 s instead of 1.6 s at 8 MiB more. The nginx reader's numpy path
+(where the C scan is not built) is many short kernels that each need the lock: on a worker it ran
+no faster than inline, at ~45 % more CPU (2 cores, medians of 3-8 runs)."""
 Progress = Callable[[int, int], None]
 """Called after each block with (lines read so far, bytes read so far)."""
 

@@ -185,9 +185,9 @@ def parse(lines: pa.Array, block: bytes | bytearray | None = None) -> Parsed:
         keep[bad] = False
         good_text = pc.filter(text, pa.array(keep))
     ts = _times(raw.column("ts"))
-    # A status is three digits (as in the edge log); anything else is not a request.
+    # A status has at most three digits (as in the edge log); anything else is not a request.
     status = raw.column("status")
-    three_digits = pc.and_(pc.greater_equal(status, -999), pc.less_equal(status, 999))
+    three_digits = pc.and_(pc.greater_equal(status, 0), pc.less_equal(status, 999))
     ok = pc.and_(pc.is_valid(ts), pc.fill_null(three_digits, True))
     if not pc.all(ok).as_py():
         rejected += pc.filter(good_text, pc.invert(ok)).to_pylist()

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from monitord.accesslog import nginx_exact
-from monitord.accesslog.nginx_codes import Text, concat, encode, lookup
+from monitord.accesslog.nginx_codes import Text, concat, encode, lookup, strings
 from monitord.accesslog.nginx_words import (
     TIME_WIDTH,
     ZEROS,
@@ -128,7 +128,7 @@ def _native(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], Arra
     if m == 0:
         return {}, slow
     text = {
-        name: Text(_strings(buf, ranges[f, 0, : counts[f]], ranges[f, 1, : counts[f]]),
+        name: Text(strings(buf, ranges[f, 0, : counts[f]], ranges[f, 1, : counts[f]]),
                    codes[f, :m], distinct=True)
         for f, name in enumerate(_SCANNED)
     }  # fmt: skip
@@ -153,21 +153,6 @@ def _native(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], Arra
         "line": lines if m == n else lines.take(pa.array(np.flatnonzero(taken))),
     }
     return columns, slow
-
-
-def _strings(buf: pa.Buffer, starts: Array, ends: Array) -> pa.Array:
-    """The byte ranges [start, end) of `buf`, in order and not overlapping, as strings."""
-    d = len(starts)
-    if d == 0:
-        return pa.nulls(0, pa.string())
-    # The ranges as the even slots of a string array over `buf` (the odd slots are the bytes
-    # between two ranges), then a copy of the even slots alone.
-    offsets = np.empty(2 * d + 1, np.int32)
-    offsets[0 : 2 * d : 2] = starts
-    offsets[1 : 2 * d : 2] = ends
-    offsets[2 * d] = ends[-1]
-    spread = pa.Array.from_buffers(pa.string(), 2 * d, [None, pa.py_buffer(offsets), buf])
-    return spread.take(pa.array(np.arange(0, 2 * d, 2, dtype=np.int32)))
 
 
 # -- the fast path in numpy, where the C scan is not built ---------------------------------------

@@ -174,7 +174,7 @@ def test_bad_json_lines_do_not_spoil_their_block(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "field, value",
-    [("status", 10**25), ("status", 2**40), ("status", -(2**63)), ("bytes", 10**25),
+    [("status", 10**25), ("status", 2**40), ("status", -(2**63)), ("status", -5), ("bytes", 10**25),
      ("bytes", 1e300), ("bytes", "Infinity")],
 )  # fmt: skip
 def test_json_numbers_beyond_their_column_are_rejected_lines(field: str, value: object) -> None:
