@@ -9,7 +9,8 @@
  * which stays the reference. The rules mirror nginx_exact's patterns:
  *
  *   head     ^(\S+) - ([^\[]*)\[TIME\] "   (the user right-trimmed of spaces; "-" or "" is null)
- *   status   ^ (\d{3}) (\d+|-)            (after the request's closing quote)
+ *   status   ^ (\d{3}) (\d+|-)            (after the request's closing quote; a size of 19 digits
+ *                                          or more goes to the exact path, which rejects it)
  *   request  ^([A-Z]{3,12}) (\S+)         (path: the target before '?' or '#'; a target with a
  *                                          backslash escape goes to the exact path)
  *   service  ^/svc/([^/?#]+)               (the default service pattern, on the path)
