@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from monitord import plugins
 from monitord.accesslog.configured import make_analyzer
 from monitord.accesslog.stats import merge_rows
-from monitord.config import Settings
+from monitord.config import FollowedLog, Settings
 from monitord.findings import upsert_finding
 from monitord.logfollow import Cursor, read_new
 from monitord.models import Finding, LogAudit, LogHourStat, LogSource
@@ -79,61 +79,78 @@ class FollowReport:
     stats: int = 0
     findings: int = 0
     sources: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
 
 
 def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
     """Read what is new in every configured log and record what it says, each log in one
-    transaction with its cursor, so a crash replays rather than loses or doubles lines."""
+    transaction with its cursor, so a crash replays rather than loses or doubles lines.
+
+    A log that cannot be read (no permission, a folder, ...) is named in an error and skipped
+    this pass, with its cursor kept: the other logs are read all the same."""
     report = FollowReport()
     for log in settings.logs.follow:
-        with store.session() as session:
-            row = session.get(LogSource, log.path)
-            cursor = (
-                Cursor(
-                    path=log.path,
-                    device=row.device,
-                    inode=row.inode,
-                    offset=row.offset,
-                    head=row.head,
-                )
-                if row
-                else None
+        try:
+            _follow_one(store, settings, clock, log, report)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            logger.error(
+                "access log {}: cannot read it ({}); the other logs are read", log.path, reason
             )
-            state = dict(row.state) if row else {}
-            analyzer = make_analyzer(settings.logs, state.get("analyzer"))
-            before = analyzer.lines
-            last = cursor
-            for chunk in read_new(log.path, cursor):
-                if chunk.data:
-                    analyzer.feed(chunk.data, log.format, source=log.path)
-                last = chunk.cursor
-            if last is None or last == cursor:
-                continue
-            now = clock()
-            report.stats += store_stats(session, analyzer.take_closed_stats(), log.path)
-            reported: dict[str, str] = dict(state.get("reported", {}))
-            report.findings += store_log_findings(
-                session, [f.to_draft() for f in analyzer.findings()], now, reported
-            )
-            # Stored now: findings quiet for a week leave the state, which stays bounded.
-            analyzer.engine.forget_findings(int((now - FORGET_AFTER).timestamp()))
-            live = {f"{f.rule}|{f.subject_kind}|{f.subject}" for f in analyzer.findings()}
-            reported = {key: value for key, value in reported.items() if key in live}
-            if row is None:
-                row = LogSource(path=log.path)
-                session.add(row)
-            row.device, row.inode, row.offset, row.head = (
-                last.device,
-                last.inode,
-                last.offset,
-                last.head,
-            )
-            row.state = {"analyzer": analyzer.to_state(), "reported": reported}
-            row.lines = analyzer.lines
-            row.updated_at = now
-            report.lines += analyzer.lines - before
-            report.sources.append(log.path)
+            report.unreadable.append(log.path)
     return report
+
+
+def _follow_one(
+    store: Store, settings: Settings, clock: Clock, log: FollowedLog, report: FollowReport
+) -> None:
+    with store.session() as session:
+        row = session.get(LogSource, log.path)
+        cursor = (
+            Cursor(
+                path=log.path,
+                device=row.device,
+                inode=row.inode,
+                offset=row.offset,
+                head=row.head,
+            )
+            if row
+            else None
+        )
+        state = dict(row.state) if row else {}
+        analyzer = make_analyzer(settings.logs, state.get("analyzer"))
+        before = analyzer.lines
+        last = cursor
+        for chunk in read_new(log.path, cursor):
+            if chunk.data:
+                analyzer.feed(chunk.data, log.format, source=log.path)
+            last = chunk.cursor
+        if last is None or last == cursor:
+            return
+        now = clock()
+        report.stats += store_stats(session, analyzer.take_closed_stats(), log.path)
+        reported: dict[str, str] = dict(state.get("reported", {}))
+        report.findings += store_log_findings(
+            session, [f.to_draft() for f in analyzer.findings()], now, reported
+        )
+        # Stored now: findings quiet for a week leave the state, which stays bounded.
+        analyzer.engine.forget_findings(int((now - FORGET_AFTER).timestamp()))
+        live = {f"{f.rule}|{f.subject_kind}|{f.subject}" for f in analyzer.findings()}
+        reported = {key: value for key, value in reported.items() if key in live}
+        if row is None:
+            row = LogSource(path=log.path)
+            session.add(row)
+        row.device, row.inode, row.offset, row.head = (
+            last.device,
+            last.inode,
+            last.offset,
+            last.head,
+        )
+        row.state = {"analyzer": analyzer.to_state(), "reported": reported}
+        row.lines = analyzer.lines
+        row.updated_at = now
+        report.lines += analyzer.lines - before
+        report.sources.append(log.path)
 
 
 def _local_day(moment: dt.datetime) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loguru import logger
 from sqlalchemy import func, select
 
 from monitord.accesslog.synth import nginx_time
@@ -99,6 +100,28 @@ def test_two_edge_logs_of_the_same_hours_are_both_counted(
     follow_logs(sqlite_store, config((edges[0], "nginx"), (edges[1], "nginx")), clock)
     # 09:00 has closed in both logs: 60 requests each, neither replacing the other.
     assert total_requests(sqlite_store) == 120
+
+
+def test_a_log_that_cannot_be_read_is_named_and_the_others_are_read(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # A folder where a log should be (or a log the daemon's user may not read) stopped the
+    # pass with a traceback, and no log after it in the config was read.
+    folder, edge = tmp_path / "not-a-log", tmp_path / "edge.log"
+    folder.mkdir()
+    minute = dt.timedelta(minutes=1)
+    edge.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(150)))
+    errors: list[str] = []
+    sink = logger.add(errors.append, level="ERROR", format="{message}")
+    try:
+        report = follow_logs(sqlite_store, config((folder, "nginx"), (edge, "nginx")), clock)
+    finally:
+        logger.remove(sink)
+    assert report.unreadable == [str(folder)] and report.sources == [str(edge)]
+    assert lines_seen(sqlite_store) == 150
+    assert errors == [
+        f"access log {folder}: cannot read it (Is a directory); the other logs are read\n"
+    ]
 
 
 def test_lines_that_come_after_their_hour_closed_are_added_not_written_over(
