@@ -17,10 +17,12 @@ a crash replays the same lines rather than losing or doubling them.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 HEAD_BYTES = 128
 MAX_CHUNK = 8 * 1024 * 1024
@@ -85,6 +87,9 @@ def read_new(path: str | Path, cursor: Cursor | None) -> Iterator[Chunk]:
         stat = file.stat()
     except FileNotFoundError:
         return
+    if not S_ISREG(stat.st_mode):
+        # A folder fails on open; a named pipe or a device would block the job on its read.
+        raise OSError(errno.EINVAL, "not a regular file", str(file))
     current = cursor or Cursor(path=str(file))
     same_file = (stat.st_dev, stat.st_ino) == (current.device, current.inode)
     if cursor is not None and current.offset > 0:

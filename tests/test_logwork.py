@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -105,22 +106,25 @@ def test_two_edge_logs_of_the_same_hours_are_both_counted(
 def test_a_log_that_cannot_be_read_is_named_and_the_others_are_read(
     tmp_path: Path, sqlite_store: Store, clock: FakeClock
 ) -> None:
-    # A folder where a log should be (or a log the daemon's user may not read) stopped the
-    # pass with a traceback, and no log after it in the config was read.
-    folder, edge = tmp_path / "not-a-log", tmp_path / "edge.log"
+    # A folder or a named pipe where a log should be (or a log the daemon's user may not read)
+    # stopped the pass with a traceback or blocked it for ever, and no log after it was read.
+    folder, pipe, edge = tmp_path / "not-a-log", tmp_path / "pipe", tmp_path / "edge.log"
     folder.mkdir()
+    os.mkfifo(pipe)
     minute = dt.timedelta(minutes=1)
     edge.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(150)))
     errors: list[str] = []
     sink = logger.add(errors.append, level="ERROR", format="{message}")
     try:
-        report = follow_logs(sqlite_store, config((folder, "nginx"), (edge, "nginx")), clock)
+        logs = config((folder, "nginx"), (pipe, "nginx"), (edge, "nginx"))
+        report = follow_logs(sqlite_store, logs, clock)
     finally:
         logger.remove(sink)
-    assert report.unreadable == [str(folder)] and report.sources == [str(edge)]
+    assert report.unreadable == [str(folder), str(pipe)] and report.sources == [str(edge)]
     assert lines_seen(sqlite_store) == 150
     assert errors == [
-        f"access log {folder}: cannot read it (Is a directory); the other logs are read\n"
+        f"access log {path}: cannot read it (not a regular file); the other logs are read\n"
+        for path in (folder, pipe)
     ]
 
 
