@@ -27,6 +27,16 @@ def _time(flag: str, value: str | None) -> dt.datetime | None:
         ) from None
 
 
+def _time_range(args: argparse.Namespace) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """--since and --until as times; refused when --since is not before --until."""
+    since, until = _time("--since", args.since), _time("--until", args.until)
+    if since is not None and until is not None and since >= until:
+        raise UsageError(
+            f"--since {args.since} is not before --until {args.until}: no time is left"
+        )
+    return since, until
+
+
 def _progress() -> Any:
     """A progress line on stderr for large inputs, when stderr is a terminal."""
     if not sys.stderr.isatty():
@@ -78,11 +88,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     for path in args.paths:
         if path != "-":
             _check_input(path)
-    since, until = _time("--since", args.since), _time("--until", args.until)
-    if since is not None and until is not None and since >= until:
-        raise UsageError(
-            f"--since {args.since} is not before --until {args.until}: no time is left"
-        )
+    since, until = _time_range(args)
     options.update(
         fmt=args.format,
         since=since,
@@ -140,16 +146,27 @@ def cmd_usage(args: argparse.Namespace) -> int:
     from monitord.app import build_app
     from monitord.logwork import usage
 
+    since, until = _time_range(args)
+    if since is None and until is not None:
+        raise UsageError("--until needs --since (without either: the last full quarter)")
     app = build_app(load_config(config_path(args)))
     now = app.clock()
-    since = _time("--since", args.since)
-    until = _time("--until", args.until) or now
     if since is None:  # default: the last full quarter
-        _label, this_quarter = quarter_start(now)
-        _label, since = quarter_start(this_quarter - dt.timedelta(days=1))
-        until = this_quarter
+        _label, until = quarter_start(now)
+        _label, since = quarter_start(until - dt.timedelta(days=1))
+    elif until is None:
+        until = now
+        if since >= until:
+            raise UsageError(f"--since {args.since} is in the future: no time is left")
     data = usage(app.store, args.service, since, until)
     app.store.dispose()
+    if not data["hours"]:
+        # Zeros alone would not tell a quiet service from a mistyped id or an unread log.
+        print(
+            f"monitord: no statistics of {args.service} are stored from {data['since']} "
+            f"to {data['until']}",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
     else:

@@ -280,3 +280,23 @@ def test_findings_quiet_for_a_week_leave_the_follow_state_but_stay_stored(
         assert source.state["analyzer"]["rules"]["findings"] == []
         assert source.state["reported"] == {}
         assert session.scalars(select(Finding.rule)).all() == ["brute_force_login"]
+
+
+def test_usage_cli_refuses_a_range_it_cannot_show_and_says_when_nothing_is_stored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitord.cli import main
+
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n', encoding="utf-8")
+    usage_of = ["--config", str(config), "usage", "svc-0042"]
+    # --until alone had been replaced, without a word, by the end of the last quarter.
+    assert main([*usage_of, "--until", "2026-09-01"]) == 2
+    assert "--until needs --since" in capsys.readouterr().err
+    assert main([*usage_of, "--since", "2026-10-01", "--until", "2026-09-01"]) == 2
+    assert "--since 2026-10-01 is not before --until 2026-09-01" in capsys.readouterr().err
+    # Zeros alone do not tell a quiet service from a mistyped id.
+    assert main([*usage_of, "--since", "2026-07-01", "--until", "2026-10-01", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["requests"] == 0
+    assert "no statistics of svc-0042 are stored from 2026-06-30T16:00:00+00:00" in captured.err
