@@ -108,6 +108,20 @@ class FakeAlert:
         }
 
 
+@dataclass(frozen=True)
+class RawAnswer:
+    """An answer real ZAP would not give, sent in place of its own to test monitord against it.
+
+    `hang_up` closes the connection without any answer (ZAP crashing or restarting mid-call);
+    otherwise `status`, `body` and `content_type` are sent as they are.
+    """
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json; charset=UTF-8"
+    hang_up: bool = False
+
+
 @dataclass
 class Scenario:
     """How this fake ZAP behaves for one test."""
@@ -134,6 +148,9 @@ class Scenario:
     policies: set[str] = field(default_factory=lambda: {"Default Policy"})
     delay_s: dict[str, float] = field(default_factory=dict)
     """Seconds to wait before answering an endpoint ("ascan/view/status"), to test timeouts."""
+    raw_answers: dict[str, list[RawAnswer]] = field(default_factory=dict)
+    """Misbehaviour on request: the next calls to an endpoint get these answers, one per call,
+    instead of ZAP's (the call is not carried out); once used up, ZAP's answers resume."""
 
 
 @dataclass
@@ -601,23 +618,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 # API.java: BAD_API_KEY → "Fail silently": no HTTP answer at all.
                 zap.rejected_keys.append(key)
                 return
-            zap.calls.append((endpoint, params))
-            try:
-                body: Any = zap.handle(component, kind, name, params)
-                status = 200
-            except ApiError as exc:
-                body = {"code": exc.code, "message": MESSAGES.get(exc.code, exc.code)}
-                status = 500 if exc.code == "internal_error" else 400
-        self._send(status, body)
+            queued = zap.scenario.raw_answers.get(endpoint)
+            raw = queued.pop(0) if queued else None
+            if raw is None:
+                zap.calls.append((endpoint, params))
+                try:
+                    body: Any = zap.handle(component, kind, name, params)
+                    status = 200
+                except ApiError as exc:
+                    body = {"code": exc.code, "message": MESSAGES.get(exc.code, exc.code)}
+                    status = 500 if exc.code == "internal_error" else 400
+        if raw is None:
+            self._send(status, body)
+        elif not raw.hang_up:
+            self._send_raw(raw.status, raw.body, raw.content_type)
 
     def _send(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        self._send_raw(status, json.dumps(body).encode(), "application/json; charset=UTF-8")
+
+    def _send_raw(self, status: int, data: bytes, content_type: str) -> None:
         self.send_response(status)
         # API.getDefaultResponseHeader, in part.
         self.send_header("Pragma", "no-cache")
         self.send_header("Cache-Control", "no-cache, no-store, must-revalidate")
         self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -592,6 +592,30 @@ class _TimeoutZAPv2(ZAPv2):  # type: ignore[misc]  # zapv2 ships no type informa
             raise _api_error(code, endpoint, message, response.status_code)
         return response
 
+    def _request(self, url: str, get: Any = None, method: str = "GET", body: Any = None) -> Any:
+        # zapv2's generated methods take the first value of the JSON object this returns
+        # (`next(iter(d.values()))`): `{}` would raise StopIteration inside a worker thread,
+        # which asyncio cannot hand back and so never completes, and a list or a string would
+        # raise AttributeError. Every view and action of ZAP answers one non-empty object.
+        response = self._request_api(url, get, method, body)
+        endpoint = url.removeprefix("http://zap/JSON/").strip("/")
+        where = self._monitord_proxies.get("http", "")
+        try:
+            value = response.json()
+        except ValueError:
+            kind = response.headers.get("Content-Type") or "no content type"
+            raise ZapBadAnswer(
+                f"the answer to {endpoint} from {where} is not JSON ({kind}, "
+                f"{len(response.content)} bytes): is it ZAP that listens there?"
+            ) from None
+        if not isinstance(value, dict) or not value:
+            shown = json.dumps(value, ensure_ascii=False)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ZapBadAnswer(
+                f"ZAP answered {endpoint} with {shown} where an object with a value was expected"
+            )
+        return value
+
 
 ClientFactory = Callable[[ZapSettings], Any]
 
@@ -640,11 +664,25 @@ def _transport_error(exc: BaseException, endpoint: str, settings: ZapSettings) -
     text = " ".join(str(c) for c in causes)
     if "Name or service not known" in text or "NameResolutionError" in text:
         return ZapUnavailable(f"ZAP's address {where} cannot be resolved")
+    # Before OSError: requests' JSONDecodeError is a ValueError and, as every
+    # RequestException, an OSError too; it means an answer that is not JSON, not no answer.
+    if isinstance(exc, ValueError):
+        return ZapBadAnswer(f"the answer to {endpoint} from {where} is not JSON")
     if isinstance(exc, requests.ConnectionError | OSError):
         return ZapUnavailable(f"ZAP is not reachable at {where} ({type(exc).__name__})")
-    if isinstance(exc, ValueError):  # the JSON decoding of a body that is not JSON
-        return ZapBadAnswer(f"ZAP answered {endpoint} with something that is not JSON")
     return ZapError(f"calling ZAP {endpoint} failed: {type(exc).__name__}")
+
+
+def _no_stop_iteration(fn: Callable[[], Any], endpoint: str) -> Any:
+    """Run `fn`, turning the StopIteration of an empty JSON object into `ZapBadAnswer`.
+
+    A StopIteration cannot be set on an asyncio future: the call would never complete. The
+    default client checks answers itself; this covers any other client factory.
+    """
+    try:
+        return fn()
+    except StopIteration:
+        raise ZapBadAnswer(f"ZAP answered {endpoint} with an empty object") from None
 
 
 def _digits(value: Any, endpoint: str, *, forgotten: bool = False) -> int:
@@ -729,7 +767,8 @@ class ZapScanner:
             # The transport has its own socket timeout; this one (slightly longer) also covers
             # a call that makes several requests or a thread pool that is slow to start.
             return await asyncio.wait_for(
-                asyncio.to_thread(fn), timeout=self.settings.call_timeout_s * 1.5 + 1.0
+                asyncio.to_thread(_no_stop_iteration, fn, endpoint),
+                timeout=self.settings.call_timeout_s * 1.5 + 1.0,
             )
         except ZapScanForgotten:
             raise

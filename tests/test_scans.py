@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from monitord import zap
 from monitord.config import Settings, parse_config
-from monitord.fakezap import FakeZapServer, Scenario, alert_storm, clean_site
+from monitord.fakezap import FakeZapServer, RawAnswer, Scenario, alert_storm, clean_site
 from monitord.incidents import intake
 from monitord.models import Finding, Incident, Scan, Service, ServiceEvent
 from monitord.scans import (
@@ -280,3 +280,53 @@ def test_scan_import_and_findings_cli(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["--config", str(config), "scan", "status", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert row["trigger"] == "import" and row["state"] == "finished"
+
+
+def _raw_json(value: Any) -> RawAnswer:
+    return RawAnswer(body=json.dumps(value).encode())
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (_raw_json({}), "ZAP answered core/view/version with {} where an object"),
+        (_raw_json([]), "ZAP answered core/view/version with [] where an object"),
+        (_raw_json("2.15.0"), 'ZAP answered core/view/version with "2.15.0" where an object'),
+        (
+            RawAnswer(body=b"<html>It works!</html>", content_type="text/html"),
+            "is not JSON (text/html, 22 bytes): is it ZAP that listens there?",
+        ),
+        (RawAnswer(body=b'{"version": "2.1'), "is not JSON"),
+    ],
+)
+async def test_an_answer_of_the_wrong_shape_keeps_scans_queued_and_says_what_was_wrong(
+    sqlite_store: Store,
+    clock: FakeClock,
+    servers: list[FakeZapServer],
+    answer: RawAnswer,
+    said: str,
+) -> None:
+    scenario = clean_site(BASE)
+    scenario.raw_answers = {"core/view/version": [answer]}
+    server = fake_zap(servers, scenario)
+    add_service(sqlite_store, clock)
+    report = await scan_pass(sqlite_store, settings_for(server), clock)
+    assert report.zap_error is not None and said in report.zap_error
+    assert [s.state for s in scans(sqlite_store)] == ["queued"]
+
+
+async def test_an_empty_answer_mid_scan_fails_the_attempt_at_once_and_it_is_retried(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    # zaproxy takes the first value of every answer: an empty object used to leave the call
+    # hanging until the per-call timeout, then be reported as ZAP not answering.
+    scenario = clean_site(BASE)
+    scenario.raw_answers = {"ascan/view/status": [_raw_json({})]}
+    server = fake_zap(servers, scenario)
+    add_service(sqlite_store, clock)
+    await scan_pass(sqlite_store, settings_for(server, call_timeout_seconds=30.0), clock)
+    [scan] = scans(sqlite_store)
+    assert scan.state == "queued"
+    assert scan.error == (
+        "ZAP answered ascan/view/status with {} where an object with a value was expected"
+    )
