@@ -692,13 +692,16 @@ def _digits(value: Any, endpoint: str, *, forgotten: bool = False) -> int:
     for an error that is the code (`"does_not_exist"`), so a string of letters here is ZAP
     refusing the call.
     """
-    if isinstance(value, str) and value.isdigit():
+    # ASCII digits only, and few of them: str.isdigit() also takes "²", which int() refuses,
+    # and int() refuses a string of over 4,300 digits; both stopped the scan with a traceback.
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}", value):
         return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, str) and re.fullmatch(r"[a-z_]+", value):
         raise _coded(value, endpoint, forgotten=forgotten)
-    raise ZapBadAnswer(f"ZAP answered {endpoint} with {value!r} where a number was expected")
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    raise ZapBadAnswer(f"ZAP answered {endpoint} with {shown} where a number was expected")
 
 
 def _ok(value: Any, endpoint: str) -> None:
@@ -1207,7 +1210,7 @@ class _Run:
                 "spider/view/status",
                 forgotten=True,
             )
-            await self.publish(percent=percent)
+            await self.publish(percent=min(percent, 100))
             if percent >= 100:
                 return
             self.check_deadline()
@@ -1322,7 +1325,7 @@ class _Run:
                 "ascan/view/status",
                 forgotten=True,
             )
-            await self.publish(percent=percent)
+            await self.publish(percent=min(percent, 100))
             if percent >= 100:
                 return
             same = same + 1 if percent == last else 1

@@ -330,3 +330,34 @@ async def test_an_empty_answer_mid_scan_fails_the_attempt_at_once_and_it_is_retr
     assert scan.error == (
         "ZAP answered ascan/view/status with {} where an object with a value was expected"
     )
+
+
+@pytest.mark.parametrize("status", ["\u00b2", "9" * 5000, "-1", "12.5"])
+async def test_a_progress_that_is_not_a_plain_number_fails_the_attempt_naming_it(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer], status: str
+) -> None:
+    scenario = clean_site(BASE)
+    scenario.raw_answers = {"spider/view/status": [_raw_json({"status": status})]}
+    server = fake_zap(servers, scenario)
+    add_service(sqlite_store, clock)
+    await scan_pass(sqlite_store, settings_for(server), clock)
+    [scan] = scans(sqlite_store)
+    assert scan.state == "queued"
+    assert scan.error is not None
+    assert scan.error.startswith("ZAP answered spider/view/status with ")
+    assert scan.error.endswith("where a number was expected") and len(scan.error) < 120
+
+
+async def test_a_progress_over_100_is_shown_as_100(servers: list[FakeZapServer]) -> None:
+    scenario = clean_site(BASE)
+    scenario.raw_answers = {"ascan/view/status": [_raw_json({"status": "250"})]}
+    server = fake_zap(servers, scenario)
+    seen: list[zap.ScanState] = []
+
+    async def record(state: zap.ScanState) -> None:
+        seen.append(state)
+
+    settings = zap.ZapSettings(url=server.url, api_key=scenario.api_key, poll_interval_s=0.01)
+    outcome = await zap.ZapScanner(settings).scan(BASE, scan_key="p", on_progress=record)
+    assert outcome.state.status == "finished"
+    assert max(s.percent for s in seen) == 100
