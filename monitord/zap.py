@@ -757,6 +757,8 @@ class ZapScanner:
         self._sleep = sleep
         self._log = logger
         self._client = client_factory(settings)
+        self._key_accepted = False
+        """ZAP has answered a call with this key, so a closed connection later is not the key."""
 
     # ---- one call -------------------------------------------------------------------------
 
@@ -769,13 +771,17 @@ class ZapScanner:
         try:
             # The transport has its own socket timeout; this one (slightly longer) also covers
             # a call that makes several requests or a thread pool that is slow to start.
-            return await asyncio.wait_for(
+            value = await asyncio.wait_for(
                 asyncio.to_thread(_no_stop_iteration, fn, endpoint),
                 timeout=self.settings.call_timeout_s * 1.5 + 1.0,
             )
+            self._key_accepted = True
+            return value
         except ZapScanForgotten:
+            self._key_accepted = True
             raise
         except ZapApiError as exc:
+            self._key_accepted = True  # ZAP answered with one of its error codes
             if forgotten and exc.code == "does_not_exist":
                 raise _coded(exc.code, endpoint, forgotten=True) from None
             raise
@@ -787,7 +793,16 @@ class ZapScanner:
                 f"within {self.settings.call_timeout_s:g} s"
             ) from None
         except (requests.RequestException, OSError, ValueError) as exc:
-            raise _transport_error(exc, endpoint, self.settings) from None
+            error = _transport_error(exc, endpoint, self.settings)
+            if isinstance(error, ZapAuthRejected) and self._key_accepted:
+                # ZAP took this key before, so it did not refuse it now: it crashed, was
+                # restarted or was cut off mid-call, and a later attempt may well succeed.
+                error = ZapUnavailable(
+                    f"ZAP at {self.settings.url} closed the connection without answering "
+                    f"{endpoint}, after accepting the API key earlier: ZAP probably crashed "
+                    "or was restarted"
+                )
+            raise error from None
 
     async def version(self) -> str:
         """Ask ZAP for its version: a cheap check that ZAP is up and the key is right."""

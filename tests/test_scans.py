@@ -361,3 +361,35 @@ async def test_a_progress_over_100_is_shown_as_100(servers: list[FakeZapServer])
     outcome = await zap.ZapScanner(settings).scan(BASE, scan_key="p", on_progress=record)
     assert outcome.state.status == "finished"
     assert max(s.percent for s in seen) == 100
+
+
+async def test_zap_hanging_up_mid_scan_is_retried_not_blamed_on_the_api_key(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    # ZAP answers a wrong key by closing the connection; once it has taken the key, a closed
+    # connection is ZAP crashing or restarting, which a later attempt gets past.
+    scenario = clean_site(BASE)
+    scenario.raw_answers = {"ascan/view/status": [RawAnswer(hang_up=True)]}
+    server = fake_zap(servers, scenario)
+    add_service(sqlite_store, clock)
+    await scan_pass(sqlite_store, settings_for(server), clock)
+    [scan] = scans(sqlite_store)
+    assert scan.state == "queued" and scan.next_attempt_at > clock()
+    assert scan.error is not None and "probably wrong" not in scan.error
+    assert "closed the connection without answering ascan/view/status" in scan.error
+    assert "crashed or was restarted" in scan.error
+    clock.advance(minutes=6)
+    await scan_pass(sqlite_store, settings_for(server), clock)
+    assert [s.state for s in scans(sqlite_store)] == ["finished"]
+
+
+async def test_a_wrong_api_key_is_still_told_as_such(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    server = fake_zap(servers, clean_site(BASE))
+    add_service(sqlite_store, clock)
+    cfg = parse_config(
+        {"zap": {"url": server.url}}, "test", env={"MONITORD_ZAP_API_KEY": "not-the-key"}
+    )
+    report = await scan_pass(sqlite_store, cfg, clock)
+    assert report.zap_error is not None and "the API key is probably wrong" in report.zap_error
