@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -181,6 +182,16 @@ class ProbeSettings(_Section):
         return value
 
 
+def _toml_text(value: object) -> object:
+    # TOML has dates and times of its own (holidays = [2027-01-01], work_day_start = 08:30:00);
+    # they mean the same as the quoted text, so both are taken.
+    if isinstance(value, dt.datetime):
+        return value  # never a date or a time of day: refused by the string check after
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return value
+
+
 def _date(value: str) -> str:
     try:
         dt.date.fromisoformat(value)
@@ -191,10 +202,17 @@ def _date(value: str) -> str:
 
 def _clock_time(value: str) -> str:
     try:
-        dt.time.fromisoformat(value)
+        parsed = dt.time.fromisoformat(value)
     except ValueError:
         raise ValueError("a time of day such as 08:30") from None
+    if parsed.tzinfo is not None:
+        # Working hours are Asia/Shanghai's; an offset would make them incomparable.
+        raise ValueError("a time of day such as 08:30, without an offset (read as Asia/Shanghai)")
     return value
+
+
+DateText = Annotated[str, BeforeValidator(_toml_text), AfterValidator(_date)]
+ClockTime = Annotated[str, BeforeValidator(_toml_text), AfterValidator(_clock_time)]
 
 
 class FollowedLog(_Section):
@@ -213,12 +231,12 @@ class LogSettings(_Section):
     service_pattern: str | None = None
     """A regular expression (RE2, as the analysis runs it) with a group `service` that finds
     the service id in an nginx request path; unset uses the built-in ^/svc/(?P<service>[^/?#]+)."""
-    holidays: list[Annotated[str, AfterValidator(_date)]] = Field(default_factory=list)
+    holidays: list[DateText] = Field(default_factory=list)
     """Extra statutory holidays, for years the Chinese calendar package does not know yet."""
-    workdays: list[Annotated[str, AfterValidator(_date)]] = Field(default_factory=list)
+    workdays: list[DateText] = Field(default_factory=list)
     """Extra make-up working days (调休上班), likewise."""
-    work_day_start: Annotated[str, AfterValidator(_clock_time)] = "08:30"
-    work_day_end: Annotated[str, AfterValidator(_clock_time)] = "18:00"
+    work_day_start: ClockTime = "08:30"
+    work_day_end: ClockTime = "18:00"
 
     @field_validator("service_pattern")
     @classmethod
@@ -313,11 +331,26 @@ class Route(_Section):
     urls: list[AppriseURL]
 
 
+def _date_time(value: object) -> object:
+    # A TOML date-time is what the documented example shows; quoted ISO text means the same.
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("a date-time such as 2026-12-05T22:00:00+08:00") from None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        raise ValueError("a date-time with its time of day, such as 2026-12-05T22:00:00+08:00")
+    return value
+
+
+DateTime = Annotated[dt.datetime, BeforeValidator(_date_time)]
+
+
 class MaintenanceWindow(_Section):
     """A planned window during which availability alerts for these services stay quiet."""
 
-    start: dt.datetime
-    end: dt.datetime
+    start: DateTime
+    end: DateTime
     services: list[str] = Field(default_factory=list)
     """Service ids; empty means every service."""
     reason: str = ""
@@ -326,6 +359,16 @@ class MaintenanceWindow(_Section):
     @classmethod
     def _aware(cls, value: dt.datetime) -> dt.datetime:
         return value if value.tzinfo else value.replace(tzinfo=SHANGHAI)
+
+    @model_validator(mode="after")
+    def _in_order(self) -> MaintenanceWindow:
+        # A window that ends before it starts never matches: the alerts it was meant to quiet
+        # would go out.
+        if self.end <= self.start:
+            raise ValueError(
+                f"end {self.end.isoformat()} must be after start {self.start.isoformat()}"
+            )
+        return self
 
 
 class AlertSettings(_Section):
@@ -479,6 +522,9 @@ _EXPECTED = {
     "list_type": "a list",
     "model_type": "a table",
     "dict_type": "a table",
+    "datetime_type": "a date-time such as 2026-12-05T22:00:00+08:00",
+    "string_too_short": "a non-empty string",
+    "too_short": "a non-empty list",
 }
 
 
@@ -509,7 +555,9 @@ def _expected(error: ErrorDetails) -> str:
             return f"at least {limit} days (clause 7.3.1: logs are kept six months)"
         return f"at least {limit}"
     if kind == "less_than_equal":
-        return f"at most {ctx['le']}"
+        if error["loc"][-1] == "notify_within_minutes":
+            return f"at most {ctx['le']:g} (clause 7.3.3: notified within two hours)"
+        return f"at most {ctx['le']:g}"
     if kind == "literal_error":
         return f"one of {ctx['expected']}"
     if kind == "value_error":
@@ -606,7 +654,8 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> S
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the config file ({exc.strerror})") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig: a byte-order mark (Windows Notepad writes one) is not part of the TOML.
+        data = tomllib.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise ConfigError(f"{file}: expected UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:

@@ -91,3 +91,69 @@ def test_check_config_reads_the_file_named_by_monitord_config(
     monkeypatch.setenv("MONITORD_CONFIG", str(config))
     assert main(["check-config"]) == 0
     assert capsys.readouterr().out == f"config OK: {config}\n"
+
+
+def check(tmp_path: Path, text: str | bytes, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run `monitord check-config` on a file holding text; its status and stderr."""
+    path = tmp_path / "site.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    status = main(["--config", str(path), "check-config"])
+    return status, capsys.readouterr().err.replace(f"{path}: ", "site.toml: ")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_toml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = '[portal]\nurl = "https://portal.example.gov.cn"\n'
+    status, err = check(tmp_path, b"\xef\xbb\xbf" + text.encode(), capsys)
+    assert (status, err) == (0, "")
+    settings = load_config(tmp_path / "site.toml", env={})
+    assert settings.portal.url == "https://portal.example.gov.cn"
+
+
+def test_a_working_day_time_with_an_offset_is_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, err = check(tmp_path, '[logs]\nwork_day_start = "08:30+05:00"\n', capsys)
+    assert status == 2
+    assert err == (
+        'monitord: site.toml: logs.work_day_start = "08:30+05:00": expected a time of day such '
+        "as 08:30, without an offset (read as Asia/Shanghai)\n"
+    )
+
+
+def test_toml_dates_and_times_are_taken_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(
+        "[logs]\nholidays = [2027-01-01]\nworkdays = [2027-02-07]\n"
+        "work_day_start = 09:00:00\nwork_day_end = 17:30:00\n",
+        encoding="utf-8",
+    )
+    logs = load_config(path, env={}).logs
+    assert (logs.holidays, logs.workdays) == (["2027-01-01"], ["2027-02-07"])
+    assert (logs.work_day_start, logs.work_day_end) == ("09:00:00", "17:30:00")
+
+
+def test_a_maintenance_window_is_a_date_time_in_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    quoted = (
+        '[[alerts.maintenance]]\nstart = "2026-12-05T22:00:00+08:00"\n'
+        'end = "2026-12-06T02:00:00+08:00"\n'
+    )
+    assert check(tmp_path, quoted, capsys) == (0, "")
+    day_only = "[[alerts.maintenance]]\nstart = 2026-12-05\nend = 2026-12-06T02:00:00\n"
+    assert check(tmp_path, day_only, capsys) == (
+        2,
+        'monitord: site.toml: alerts.maintenance[0].start = "2026-12-05": expected a date-time '
+        "with its time of day, such as 2026-12-05T22:00:00+08:00\n",
+    )
+    backwards = "[[alerts.maintenance]]\nstart = 2026-12-06T02:00:00\nend = 2026-12-05T22:00:00\n"
+    assert check(tmp_path, backwards, capsys) == (
+        2,
+        "monitord: site.toml: alerts.maintenance[0]: end 2026-12-05T22:00:00+08:00 must be "
+        "after start 2026-12-06T02:00:00+08:00\n",
+    )
