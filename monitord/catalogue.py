@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,44 @@ class SyncOutcome:
     """Readable lines for the lifecycle events other than "added", for the log."""
 
 
+def _show(value: Any) -> str:
+    """A value as it appears in a message: its repr, cut short so one field cannot flood a log."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _int_or_text(text: str) -> int | str:
+    # Python refuses to turn more than 4,300 digits into an int; such a number is kept as its
+    # text, so that the one field holding it is reported instead of the whole page failing.
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _finite_or_text(text: str) -> float | str:
+    # NaN, Infinity and 1e400 cannot be stored as JSON by PostgreSQL; their text is kept instead.
+    number = float(text)
+    return number if math.isfinite(number) else text
+
+
+def load_json(data: str | bytes) -> Any:
+    """Parse a catalogue document; numbers no store can hold are kept as their text.
+
+    Raises ValueError with a short reason when the data is not JSON monitord can read.
+    """
+    try:
+        return json.loads(
+            data, parse_int=_int_or_text, parse_float=_finite_or_text, parse_constant=str
+        )
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{exc.msg} at line {exc.lineno}") from None
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
 
@@ -127,7 +166,7 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
         raise SyncError(f"{where}: expected a service object, got {type(raw).__name__}")
     service_id = raw.get("id")
     if not isinstance(service_id, str) or not service_id.strip():
-        raise SyncError(f"{where}: a service has no usable id ({service_id!r})")
+        raise SyncError(f"{where}: a service has no usable id ({_show(service_id)})")
     problems: list[str] = []
     unknown: list[str] = []
     columns: dict[str, Any] = {}
@@ -135,13 +174,13 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
     for name in TEXT_FIELDS:
         value = raw.get(name)
         if value is not None and not isinstance(value, str):
-            problems.append(f"{name}: expected text, got {value!r}")
+            problems.append(f"{name}: expected text, got {_show(value)}")
             value = None
         columns[name] = value
     for name in OBJECT_FIELDS:
         value = raw.get(name)
         if value is not None and not isinstance(value, dict):
-            problems.append(f"{name}: expected an object, got {value!r}")
+            problems.append(f"{name}: expected an object, got {_show(value)}")
             value = None
         columns[name] = value
     for name, allowed in ENUMS.items():
@@ -150,7 +189,7 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
             columns[name] = None
             continue
         if not isinstance(value, str):
-            problems.append(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
+            problems.append(f"{name}: expected one of {', '.join(allowed)}, got {_show(value)}")
             columns[name] = None
             continue
         if value not in allowed:
@@ -160,21 +199,21 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
     if coverage is not None and not (
         isinstance(coverage, list) and all(isinstance(c, str) for c in coverage)
     ):
-        problems.append(f"coverage: expected a list of district names, got {coverage!r}")
+        problems.append(f"coverage: expected a list of district names, got {_show(coverage)}")
         coverage = None
     columns["coverage"] = coverage or []
     contacts = raw.get("contacts")
     if contacts is not None and not (
         isinstance(contacts, list) and all(isinstance(c, dict) for c in contacts)
     ):
-        problems.append(f"contacts: expected a list of objects, got {contacts!r}")
+        problems.append(f"contacts: expected a list of objects, got {_show(contacts)}")
         contacts = None
     columns["contacts"] = contacts or []
     concurrency = raw.get("max_concurrency")
     if concurrency is not None and (
         isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency <= 0
     ):
-        problems.append(f"max_concurrency: expected a positive integer, got {concurrency!r}")
+        problems.append(f"max_concurrency: expected a positive integer, got {_show(concurrency)}")
         concurrency = None
     columns["max_concurrency"] = concurrency
     updated_at = raw.get("updated_at")
@@ -183,9 +222,9 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
         try:
             columns["updated_at"] = parse_time(updated_at)
         except ValueError:
-            problems.append(f"updated_at: expected an ISO 8601 time, got {updated_at!r}")
+            problems.append(f"updated_at: expected an ISO 8601 time, got {_show(updated_at)}")
     elif updated_at is not None:
-        problems.append(f"updated_at: expected an ISO 8601 time, got {updated_at!r}")
+        problems.append(f"updated_at: expected an ISO 8601 time, got {_show(updated_at)}")
     columns["status"] = columns["status"] or "pending"
 
     for name, label in APPENDIX_A.items():
@@ -236,13 +275,11 @@ def read_catalogue_file(path: str | Path) -> Catalogue:
     """Read a catalogue file: a JSON object with a `services` list, as the portal serves it."""
     file = Path(path)
     try:
-        document = json.loads(file.read_text(encoding="utf-8"))
+        document = load_json(file.read_bytes())
     except OSError as exc:
         raise SyncError(f"{file}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise SyncError(f"{file}: expected UTF-8 JSON") from None
-    except json.JSONDecodeError as exc:
-        raise SyncError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except ValueError as exc:
+        raise SyncError(f"{file}: not valid JSON ({exc})") from None
     if not isinstance(document, dict) or not isinstance(document.get("services"), list):
         raise SyncError(f"{file}: expected a JSON object with a 'services' list")
     records: dict[str, ServiceRecord] = {}
@@ -289,11 +326,12 @@ async def _get_page(
     except aiohttp.ClientError as exc:
         raise _Retryable(f"{where}: cannot reach the portal ({exc.__class__.__name__})") from None
     try:
-        document = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        document = load_json(body)
+    except ValueError as exc:
         start = body[:40].decode("utf-8", "replace").strip()
         raise _Retryable(
             f"{where}: expected JSON, got {content_type or 'no content type'} starting {start!r}"
+            f" ({exc})"
         ) from None
     if not isinstance(document, dict) or not isinstance(document.get("services"), list):
         raise _Retryable(f"{where}: expected an object with a 'services' list")
@@ -351,7 +389,9 @@ async def fetch_catalogue(
         if next_page is None:
             break
         if not isinstance(next_page, int) or next_page <= page:
-            raise SyncError(f"page {page}: 'next' is {next_page!r}, expected a later page or null")
+            raise SyncError(
+                f"page {page}: 'next' is {_show(next_page)}, expected a later page or null"
+            )
         if pages_read > 10_000:
             raise SyncError("more than 10,000 pages: the portal's paging does not end")
         page = next_page

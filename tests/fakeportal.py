@@ -57,6 +57,8 @@ class FakePortal:
 
     `faults` maps a page number to what goes wrong there: "timeout", "500", "html",
     "truncate", "401", "bad-next"; `fault_times` says how many requests it lasts (default: all).
+    `bodies` maps a page number to the exact bytes served for it (status 200, `content_type`,
+    `headers`), for answers json.dumps cannot write.
     """
 
     services: list[dict[str, Any]] = field(default_factory=list)
@@ -64,6 +66,9 @@ class FakePortal:
     fault_times: int = 10_000
     total_offset: int = 0
     delay: float = 0.0
+    bodies: dict[int, bytes] = field(default_factory=dict)
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
 
@@ -105,6 +110,9 @@ class FakePortal:
                 document = self._page(page, size)
                 document["next"] = page
                 return web.json_response(document)
+        if page in self.bodies:
+            headers = {"Content-Type": self.content_type, **self.headers}
+            return web.Response(body=self.bodies[page], headers=headers)
         if page == 1 and request.headers.get("If-None-Match") == self.etag():
             return web.Response(status=304, headers={"ETag": self.etag()})
         return web.json_response(self._page(page, size), headers={"ETag": self.etag()})

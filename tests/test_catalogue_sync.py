@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy import func, select
 
 from monitord.catalogue import service_rows, sync_catalogue, sync_rows
 from monitord.config import PortalSettings
-from monitord.models import Finding, ServiceEvent
+from monitord.models import Finding, Service, ServiceEvent
 from monitord.store import Store
 from tests.conftest import FakeClock
 from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
@@ -253,3 +254,51 @@ async def test_filing_problems_become_findings_not_rejections(
     with store.session() as session:
         states = {f.subject: f.state for f in session.scalars(select(Finding))}
     assert states["svc-0001"] == "resolved"
+
+
+def page_body(portal: FakePortal, page: int, size: int, **fields: str) -> bytes:
+    """Page `page` as the fake portal serves it, the n-th field written as raw JSON text into
+    the n-th service of the page (for values json.dumps cannot write)."""
+    document = portal._page(page, size)
+    for number, name in enumerate(fields):
+        document["services"][number][name] = f"@{name}@"
+    body = json.dumps(document, ensure_ascii=False)
+    for name, text in fields.items():
+        body = body.replace(f'"@{name}@"', text)
+    return body.encode()
+
+
+async def test_numbers_no_store_can_hold_are_reported_on_their_service(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # A 5,000-digit integer stopped the sync with a traceback; NaN, Infinity and 1e400 crashed it
+    # on PostgreSQL, whose JSON has no such numbers.
+    portal.bodies[1] = page_body(
+        portal, 1, 3, max_concurrency="9" * 5000, weight="1e400", return_codes='{"0": NaN}'
+    )
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "ok"
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert len(rows) == 7
+    [problem] = rows["svc-0001"]["filing_problems"]
+    assert problem.startswith("max_concurrency: expected a positive integer, got '999")
+    assert len(problem) < 200  # cut short, not 5,000 digits in every listing
+    assert rows["svc-0002"]["filing_problems"] == rows["svc-0003"]["filing_problems"] == []
+    with store.session() as session:
+        raw = {s.id: s.raw for s in session.scalars(select(Service))}
+    assert raw["svc-0002"]["weight"] == "1e400"  # the portal's text, not lost
+    assert raw["svc-0003"]["return_codes"] == {"0": "NaN"}
+
+
+async def test_json_nested_too_deeply_is_a_failed_read_not_a_crash(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    await sync(store, portal, clock)
+    before = snapshot(store)
+    portal.services[0]["name"] = "改了"  # a change that must not land
+    portal.bodies[2] = b'{"services": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "failed"
+    assert "page 2: expected JSON" in (outcome.reason or "")
+    assert "(nested too deeply) (after 3 tries)" in (outcome.reason or "")
+    assert snapshot(store) == before
