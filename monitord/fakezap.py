@@ -140,6 +140,8 @@ class Scenario:
     """The active scan never gets past this percentage (ZAP stuck on a slow rule)."""
     restart_after_ascan_polls: int | None = None
     """ZAP restarts (forgetting every scan and the session) before answering this poll."""
+    restart_on: str | None = None
+    """ZAP restarts just before answering the first call to this endpoint."""
     ajax_polls: int = 2
     ajax_busy: bool = False
     """An AJAX spider started by someone else is already running."""
@@ -304,6 +306,9 @@ class FakeZap:
 
     def handle(self, component: str, kind: str, name: str, params: dict[str, str]) -> Any:
         """Answer one API call with its JSON value, or raise ApiError."""
+        if self.scenario.restart_on == f"{component}/{kind}/{name}":
+            self.scenario.restart_on = None
+            self.restart()
         handler: Callable[[dict[str, str]], Any] | None = getattr(
             self, f"{component}__{kind}__{name}", None
         )

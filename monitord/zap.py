@@ -1081,7 +1081,7 @@ class _Run:
     async def harvest(self, status: ScanStatus, reason: ZapError | None) -> ScanOutcome:
         """Read the alerts found so far and turn them into findings."""
         await self.publish(step=Step.ALERTS, percent=0)
-        alerts, expected = await self.s.read_alerts(self.target)
+        alerts, expected = await self.read_alerts()
         grouping = group_alerts(
             alerts, service_id=self.service_id, in_scope=lambda u: bool(self.scope.fullmatch(u))
         )
@@ -1111,10 +1111,38 @@ class _Run:
             reason=reason,
         )
 
+    async def read_alerts(self) -> tuple[list[dict[str, Any]], int]:
+        """Read the alerts, trying again after a passing failure: they are the scan's result.
+
+        ZAP's session is checked before and after: a ZAP restarted meanwhile has a new, empty
+        session, whose "no alerts" would have marked every finding of the service fixed.
+        """
+        tries = 3
+        for attempt in range(1, tries + 1):
+            await self.check_session()
+            try:
+                alerts, expected = await self.s.read_alerts(self.target)
+            except ZapError as exc:
+                if not exc.retryable or attempt == tries:
+                    raise
+                self.s._log.warning(
+                    "ZAP scan {}: reading alerts failed ({}); trying again",
+                    self.state.scan_key,
+                    exc,
+                )
+                await self.s._sleep(self.cfg.poll_interval_s)
+                continue
+            await self.check_session()
+            return alerts, expected
+        raise AssertionError("unreachable")  # the last try returns or raises
+
     async def check_session(self) -> None:
         verdict = await self.s.reconcile(self.state)
         if verdict.verdict == "interrupted":
-            raise ZapScanForgotten(f"cannot resume: {verdict.reason}", code="does_not_exist")
+            raise ZapScanForgotten(
+                f"ZAP no longer has this scan ({self.state.step.value} step): {verdict.reason}",
+                code="does_not_exist",
+            )
         if verdict.error is not None:
             raise verdict.error
 

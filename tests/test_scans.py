@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from monitord import zap
 from monitord.config import Settings, parse_config
@@ -393,3 +393,50 @@ async def test_a_wrong_api_key_is_still_told_as_such(
     )
     report = await scan_pass(sqlite_store, cfg, clock)
     assert report.zap_error is not None and "the API key is probably wrong" in report.zap_error
+
+
+async def test_a_failure_while_reading_alerts_is_tried_again_and_no_finding_is_lost(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    # The alerts are the result of hours of scanning; one bad page used to throw it all away.
+    scenario = alert_storm(BASE, total=300)
+    gateway_error = RawAnswer(
+        status=502, body=b"<html>Bad Gateway</html>", content_type="text/html"
+    )
+    scenario.raw_answers = {"core/view/alerts": [gateway_error]}
+    server = fake_zap(servers, scenario)
+    add_service(sqlite_store, clock)
+    await scan_pass(sqlite_store, settings_for(server), clock)
+    [scan] = scans(sqlite_store)
+    assert scan.state == "finished" and scan.error is None
+    assert scan.alerts_read == 300 - 6  # every alert but the False Positives
+    assert scan.high > 0 and scan.medium > 0
+
+
+async def test_zap_restarted_before_the_alerts_are_read_resolves_no_finding(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    first = fake_zap(servers, alert_storm(BASE, total=60))
+    add_service(sqlite_store, clock)
+    await scan_pass(sqlite_store, settings_for(first), clock)
+    with sqlite_store.session() as session:
+        open_before = session.scalar(
+            select(func.count()).select_from(Finding).where(Finding.state == "open")
+        )
+    assert open_before
+
+    # The rescan: ZAP is restarted (a new, empty session) as the alerts are about to be read.
+    scenario = alert_storm(BASE, total=60)
+    scenario.restart_on = "core/view/numberOfAlerts"
+    server = fake_zap(servers, scenario)
+    with sqlite_store.session() as session:
+        session.add(ServiceEvent(service_id="svc-0001", kind="updated", at=clock()))
+    await scan_pass(sqlite_store, settings_for(server), clock)
+    rescan = scans(sqlite_store)[-1]
+    assert rescan.state == "queued"
+    assert rescan.error is not None and "ZAP no longer has this scan" in rescan.error
+    with sqlite_store.session() as session:
+        open_after = session.scalar(
+            select(func.count()).select_from(Finding).where(Finding.state == "open")
+        )
+    assert open_after == open_before
