@@ -77,6 +77,7 @@ __all__ = [
     "ZapTimeout",
     "ZapUnavailable",
     "ZapUrlNotFound",
+    "clean_text",
     "compare_findings",
     "default_client",
     "finding_key",
@@ -419,8 +420,22 @@ _CONFIDENCE_RANK = {"low": 1, "medium": 2, "high": 3, "confirmed": 4}
 _SAMPLE_URLS = 5
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean_text(value: Any) -> str:
+    """`value` as text that every store takes and every terminal prints: U+FFFD in place of
+    NULs and lone UTF-16 surrogates.
+
+    ZAP's texts are Java strings and may hold both (evidence cut out of a binary response);
+    a lone surrogate cannot be encoded as UTF-8 (SQLite refused the finding, and the whole
+    scan was lost), nor a NUL kept in a PostgreSQL text.
+    """
+    return _UNSTORABLE.sub("\ufffd", "" if value is None else str(value))
+
+
 def _text(value: Any) -> str:
-    return "" if value is None else str(value).strip()
+    return clean_text(value).strip()
 
 
 def _ident(value: Any) -> int | None:

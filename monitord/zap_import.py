@@ -33,7 +33,7 @@ from typing import Any
 
 from monitord.errors import UsageError
 from monitord.types import FindingDraft
-from monitord.zap import group_alerts, scope_regex
+from monitord.zap import clean_text, group_alerts, scope_regex
 
 __all__ = ["ZapReport", "ZapReportError", "parse_report", "read_report"]
 
@@ -96,7 +96,7 @@ def parse_report(
         where = f"site[{s_index}]"
         if not isinstance(site, Mapping):
             raise ZapReportError(f"{where} is not an object")
-        names.append(str(_need(site, "@name", where)))
+        names.append(clean_text(_need(site, "@name", where)))
         for a_index, alert in enumerate(site.get("alerts") or []):
             alerts.extend(_instances(alert, f"{where}.alerts[{a_index}]"))
 
@@ -106,9 +106,9 @@ def parse_report(
         in_scope = lambda url: bool(pattern.fullmatch(url))  # noqa: E731
     grouping = group_alerts(alerts, service_id=service_id, in_scope=in_scope)
     return ZapReport(
-        program=str(data.get("@programName", "")),
-        version=str(data.get("@version", "")),
-        generated=str(data.get("@generated", "")),
+        program=clean_text(data.get("@programName", "")),
+        version=clean_text(data.get("@version", "")),
+        generated=clean_text(data.get("@generated", "")),
         sites=tuple(names),
         findings=grouping.findings,
         instances=grouping.instances,

@@ -14,7 +14,14 @@ from sqlalchemy import func, select
 
 from monitord import zap
 from monitord.config import Settings, parse_config
-from monitord.fakezap import FakeZapServer, RawAnswer, Scenario, alert_storm, clean_site
+from monitord.fakezap import (
+    FakeAlert,
+    FakeZapServer,
+    RawAnswer,
+    Scenario,
+    alert_storm,
+    clean_site,
+)
 from monitord.incidents import intake
 from monitord.models import Finding, Incident, Scan, Service, ServiceEvent
 from monitord.scans import (
@@ -440,3 +447,23 @@ async def test_zap_restarted_before_the_alerts_are_read_resolves_no_finding(
             select(func.count()).select_from(Finding).where(Finding.state == "open")
         )
     assert open_after == open_before
+
+
+async def test_alert_texts_with_lone_surrogates_and_nuls_are_stored(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    # ZAP's strings are Java's: evidence cut from a binary response may hold half a UTF-16
+    # pair or a NUL, which SQLite (as UTF-8) and PostgreSQL refuse. The scan was lost.
+    alert = FakeAlert(
+        "40018", "40018", "SQL Injection \ud83d", "High", "High", BASE + "q?id=1", "id\udc00",
+        evidence="\x00\x01\ud800binary",
+    )  # fmt: skip
+    server = fake_zap(servers, Scenario(site_urls=[BASE], alerts=[alert]))
+    add_service(sqlite_store, clock)
+    await scan_pass(sqlite_store, settings_for(server), clock)
+    [scan] = scans(sqlite_store)
+    assert scan.state == "finished" and scan.high == 1
+    with sqlite_store.session() as session:
+        finding = session.scalars(select(Finding).where(Finding.rule == "zap:40018")).one()
+        assert finding.evidence["evidence"] == "\ufffd\x01\ufffdbinary"
+        assert finding.subject == "svc-0001 40018 /app/q [id\ufffd]"
