@@ -43,6 +43,11 @@ SECRET_ENV = {
     ("alerts", "smtp_password"): "MONITORD_SMTP_PASSWORD",
 }
 MIN_RETENTION_DAYS = 180  # clause 7.3.1: keep logs at least six months
+# Upper bounds on durations. Past them a value is a slip (milliseconds for seconds, an extra
+# zero), and far past them (1e12, inf) the scheduler and date arithmetic overflow at run time.
+DAY = 86_400  # seconds
+MAX_RETENTION_DAYS = 3650
+NOTIFY_WITHIN_MINUTES = 120  # clause 7.3.3: notify the management unit within two hours
 
 
 class _Section(BaseModel):
@@ -59,7 +64,7 @@ def _http_url(value: str) -> str:
 class DaemonSettings(_Section):
     """How the daemon process behaves."""
 
-    grace_seconds: float = Field(default=20.0, gt=0)
+    grace_seconds: float = Field(default=20.0, gt=0, le=3600)
     """On SIGTERM/SIGINT, how long running jobs may take to finish before they are cancelled."""
     watchdog: bool = True
     """Feed the systemd watchdog when systemd asks for it (WATCHDOG_USEC)."""
@@ -69,7 +74,7 @@ class StoreSettings(_Section):
     """Where monitord keeps everything it learns."""
 
     url: str = "sqlite:///var/monitord.db"
-    retention_days: int = Field(default=400, ge=MIN_RETENTION_DAYS)
+    retention_days: int = Field(default=400, ge=MIN_RETENTION_DAYS, le=MAX_RETENTION_DAYS)
 
     @field_validator("url")
     @classmethod
@@ -90,11 +95,11 @@ class PortalSettings(_Section):
     url: str = "http://127.0.0.1:8300"
     token_file: str | None = None
     """A file holding the bearer token; otherwise $MONITORD_PORTAL_TOKEN is used."""
-    sync_interval_seconds: int = Field(default=900, gt=0)
+    sync_interval_seconds: int = Field(default=900, gt=0, le=DAY)
     page_size: int = Field(default=200, gt=0, le=1000)
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     retries: int = Field(default=3, ge=0, le=10)
-    backoff_seconds: float = Field(default=2.0, ge=0)
+    backoff_seconds: float = Field(default=2.0, ge=0, le=60)
     max_gone_fraction: float = Field(default=0.5, gt=0, le=1)
     """A catalogue that would mark more than this share of known services gone is refused."""
 
@@ -132,9 +137,9 @@ def _network(value: str) -> str:
 class ProbeSettings(_Section):
     """Probing every online service (clauses 6.3.2 and 6.4)."""
 
-    interval_seconds: float = Field(default=60.0, gt=0)
+    interval_seconds: float = Field(default=60.0, gt=0, le=DAY)
     """Every online and suspended service is probed once per interval, spread evenly over it."""
-    timeout_seconds: float = Field(default=10.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     concurrency: int = Field(default=100, gt=0)
     """Probes in flight at once, over all services."""
     per_service_concurrency: int = Field(default=2, gt=0)
@@ -149,7 +154,7 @@ class ProbeSettings(_Section):
     deep_kinds: list[Annotated[str, AfterValidator(_probe_kind)]] = Field(
         default_factory=lambda: ["tls", "compatibility", "contract"]
     )
-    deep_interval_hours: float = Field(default=24.0, gt=0)
+    deep_interval_hours: float = Field(default=24.0, gt=0, le=24 * 31)
     """The expensive kinds run this often, and at once when a service goes online or its
     certificate changes."""
     ca_file: str | None = None
@@ -165,8 +170,8 @@ class ProbeSettings(_Section):
             "fd00:ec2::254/128",
         ]
     )
-    raw_retention_days: int = Field(default=30, gt=0)
-    rollup_retention_days: int = Field(default=400, ge=400)
+    raw_retention_days: int = Field(default=30, gt=0, le=MAX_RETENTION_DAYS)
+    rollup_retention_days: int = Field(default=400, ge=400, le=MAX_RETENTION_DAYS)
     """Hourly roll-ups (count, failures, latency percentiles) kept for the yearly trend."""
 
     @field_validator("canaries")
@@ -227,7 +232,7 @@ class LogSettings(_Section):
 
     follow: list[FollowedLog] = Field(default_factory=list)
     """Logs read every follow_interval_seconds, across restarts and logrotate."""
-    follow_interval_seconds: float = Field(default=300.0, gt=0)
+    follow_interval_seconds: float = Field(default=300.0, gt=0, le=DAY)
     service_pattern: str | None = None
     """A regular expression (RE2, as the analysis runs it) with a group `service` that finds
     the service id in an nginx request path; unset uses the built-in ^/svc/(?P<service>[^/?#]+)."""
@@ -279,22 +284,22 @@ class ZapSettings(_Section):
     auth_token_files: dict[str, str] = Field(default_factory=dict)
     """Service id → a file holding the bearer token of that service's test account."""
     max_concurrent_scans: int = Field(default=1, ge=1, le=4)
-    check_interval_seconds: float = Field(default=60.0, gt=0)
+    check_interval_seconds: float = Field(default=60.0, gt=0, le=DAY)
     quarterly_spread_days: int = Field(default=21, ge=1, le=60)
     """Quarterly scans are spread over the quarter's first this-many days."""
     quarterly_deadline_days: int = Field(default=75, ge=1, le=90)
     """A service without a finished scan this many days into the quarter is a 7.3.2 finding."""
     spider_max_depth: int = Field(default=5, ge=1)
     spider_max_children: int = Field(default=0, ge=0)
-    spider_minutes: int = Field(default=10, ge=1)
+    spider_minutes: int = Field(default=10, ge=1, le=1440)
     ajax_spider: bool = False
-    ajax_spider_minutes: int = Field(default=10, ge=1)
-    passive_deadline_seconds: float = Field(default=600.0, gt=0)
+    ajax_spider_minutes: int = Field(default=10, ge=1, le=1440)
+    passive_deadline_seconds: float = Field(default=600.0, gt=0, le=DAY)
     scan_policy: str | None = None
-    scan_deadline_minutes: float = Field(default=240.0, gt=0)
-    call_timeout_seconds: float = Field(default=30.0, gt=0)
-    poll_interval_seconds: float = Field(default=5.0, gt=0)
-    stuck_polls: int = Field(default=60, ge=1)
+    scan_deadline_minutes: float = Field(default=240.0, gt=0, le=7 * 1440)
+    call_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    poll_interval_seconds: float = Field(default=5.0, gt=0, le=600)
+    stuck_polls: int = Field(default=60, ge=1, le=10_000)
     page_size: int = Field(default=500, ge=1, le=10_000)
     restart_advice_after_scans: int = Field(default=50, ge=1)
     """ZAP grows in memory: after this many scans monitord logs that ZAP should be restarted."""
@@ -383,12 +388,21 @@ class AlertSettings(_Section):
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     storm_threshold: int = Field(default=10, ge=2)
     """This many availability incidents opening together become one grouped alert."""
-    delivery_interval_seconds: float = Field(default=5.0, gt=0)
-    retry_seconds: float = Field(default=15.0, gt=0)
-    retry_max_seconds: float = Field(default=600.0, gt=0)
+    delivery_interval_seconds: float = Field(default=5.0, gt=0, le=300)
+    retry_seconds: float = Field(default=15.0, gt=0, le=3600)
+    retry_max_seconds: float = Field(default=600.0, gt=0, le=DAY)
     smtp_password_file: str | None = None
     """A file holding the SMTP password; otherwise $MONITORD_SMTP_PASSWORD is used. Write
     `{smtp_password}` in a mailto:// URL where the password belongs."""
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> AlertSettings:
+        if self.retry_max_seconds < self.retry_seconds:
+            raise ValueError(
+                f"retry_max_seconds {self.retry_max_seconds:g} must be at least retry_seconds "
+                f"{self.retry_seconds:g}"
+            )
+        return self
 
 
 DEFAULT_RULE_KINDS: dict[str, str] = {
@@ -440,11 +454,11 @@ class IncidentSettings(_Section):
 
     open_severity: SeverityName = "medium"
     """Findings at or above this severity open (or join) an incident."""
-    notify_within_minutes: int = Field(default=120, gt=0)
+    notify_within_minutes: int = Field(default=120, gt=0, le=NOTIFY_WITHIN_MINUTES)
     reminder_minutes: list[int] = Field(default_factory=lambda: [30, 60, 90, 110])
-    escalate_after_minutes: int = Field(default=30, gt=0)
+    escalate_after_minutes: int = Field(default=30, gt=0, le=1440)
     """Unacknowledged this long, an incident goes to the next level of the chain (and so on)."""
-    check_interval_seconds: float = Field(default=30.0, gt=0)
+    check_interval_seconds: float = Field(default=30.0, gt=0, le=300)
     security_kinds: list[str] = Field(
         default_factory=lambda: [
             "vulnerability",

@@ -157,3 +157,37 @@ def test_a_maintenance_window_is_a_date_time_in_order(
         "monitord: site.toml: alerts.maintenance[0]: end 2026-12-05T22:00:00+08:00 must be "
         "after start 2026-12-06T02:00:00+08:00\n",
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[probes]\ninterval_seconds = inf\n",
+            "probes.interval_seconds = Infinity: expected at most 86400",
+        ),
+        (
+            "[portal]\nsync_interval_seconds = 900000000000\n",
+            "portal.sync_interval_seconds = 900000000000: expected at most 86400",
+        ),
+        (
+            "[store]\nretention_days = 1000000\n",
+            "store.retention_days = 1000000: expected at most 3650",
+        ),
+        (
+            "[incidents]\nnotify_within_minutes = 600\n",
+            "incidents.notify_within_minutes = 600: expected at most 120 "
+            "(clause 7.3.3: notified within two hours)",
+        ),
+        (
+            "[alerts]\nretry_seconds = 100.0\nretry_max_seconds = 10.0\n",
+            "alerts: retry_max_seconds 10 must be at least retry_seconds 100",
+        ),
+    ],
+)
+def test_absurd_durations_are_refused_at_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    # Each of these passed the check and then overflowed the scheduler or the date arithmetic
+    # of a running daemon, or broke the clause 7.3.3 clock without a word.
+    assert check(tmp_path, text, capsys) == (2, f"monitord: site.toml: {message}\n")
