@@ -42,6 +42,8 @@ SECRET_ENV = {
     ("zap", "api_key"): "MONITORD_ZAP_API_KEY",
     ("alerts", "smtp_password"): "MONITORD_SMTP_PASSWORD",
 }
+STORE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
+"""The store URL schemes whose drivers monitord installs (psycopg 3 for PostgreSQL)."""
 MIN_RETENTION_DAYS = 180  # clause 7.3.1: keep logs at least six months
 # Upper bounds on durations. Past them a value is a slip (milliseconds for seconds, an extra
 # zero), and far past them (1e12, inf) the scheduler and date arithmetic overflow at run time.
@@ -54,10 +56,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def _http_url(value: str) -> str:
+def http_url(value: str) -> str:
+    """Check an http(s) URL and return it without its trailing slash.
+
+    Raises ValueError saying what was expected: a host, a port in range, no blanks.
+    """
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("an http:// or https:// URL with a host")
+    if any(c.isspace() for c in value):
+        raise ValueError("a URL without blanks (write a space in a path as %20)")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when it is read
+    except ValueError:
+        raise ValueError("an http:// or https:// URL whose port is a number up to 65535") from None
     return value.rstrip("/")
 
 
@@ -81,11 +93,24 @@ class StoreSettings(_Section):
     def _valid_sqlalchemy_url(cls, value: str) -> str:
         # Checked by hand, not by SQLAlchemy's make_url: every command reads the config, and
         # most (monitord analyse) should not pay for importing SQLAlchemy.
-        scheme, sep, _rest = value.partition("://")
+        scheme, sep, rest = value.partition("://")
         if not sep or not re.fullmatch(r"[a-z][a-z0-9]*(\+[a-z0-9_]+)?", scheme):
             raise ValueError("a SQLAlchemy database URL such as sqlite:///var/monitord.db")
         if scheme.split("+")[0] not in ("sqlite", "postgresql"):
             raise ValueError("a sqlite:// or postgresql:// URL")
+        if scheme not in STORE_SCHEMES:
+            # Any other driver is not installed: it failed at the first command with a traceback.
+            raise ValueError(f"a driver monitord installs: {', '.join(STORE_SCHEMES)}")
+        if scheme.startswith("sqlite"):
+            path = rest.partition("?")[0]
+            if not path.startswith("/") or path in ("/", "/:memory:"):
+                # An in-memory database keeps nothing once the command ends.
+                raise ValueError("a database file such as sqlite:///var/monitord.db")
+        else:
+            try:
+                urlsplit(value).port  # noqa: B018 - checked only when read
+            except ValueError:
+                raise ValueError("a postgresql:// URL whose port is a number up to 65535") from None
         return value
 
 
@@ -106,7 +131,7 @@ class PortalSettings(_Section):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        return _http_url(value)
+        return http_url(value)
 
 
 class LoggingSettings(_Section):
@@ -177,7 +202,7 @@ class ProbeSettings(_Section):
     @field_validator("canaries")
     @classmethod
     def _canary_urls(cls, urls: list[str]) -> list[str]:
-        return [_http_url(u) for u in urls]
+        return [http_url(u) for u in urls]
 
     @field_validator("ca_file")
     @classmethod
@@ -307,7 +332,7 @@ class ZapSettings(_Section):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        return _http_url(value)
+        return http_url(value)
 
 
 def _apprise_url(value: str) -> str:

@@ -191,3 +191,57 @@ def test_absurd_durations_are_refused_at_load(
     # Each of these passed the check and then overflowed the scheduler or the date arithmetic
     # of a running daemon, or broke the clause 7.3.3 clock without a word.
     assert check(tmp_path, text, capsys) == (2, f"monitord: site.toml: {message}\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[portal]\nurl = "http://portal:99999"\n',
+            'portal.url = "http://portal:99999": expected an http:// or https:// URL whose port '
+            "is a number up to 65535",
+        ),
+        (
+            '[zap]\nurl = "http://127.0.0.1:zap"\n',
+            'zap.url = "http://127.0.0.1:zap": expected an http:// or https:// URL whose port '
+            "is a number up to 65535",
+        ),
+        (
+            '[probes]\ncanaries = ["https://www.example.gov.cn /"]\n',
+            'probes.canaries = ["https://www.example.gov.cn /"]: expected a URL without blanks '
+            "(write a space in a path as %20)",
+        ),
+        (
+            '[store]\nurl = "sqlite://"\n',
+            'store.url = "sqlite://": expected a database file such as sqlite:///var/monitord.db',
+        ),
+        (
+            '[store]\nurl = "sqlite:///:memory:"\n',
+            'store.url = "sqlite:///:memory:": expected a database file such as '
+            "sqlite:///var/monitord.db",
+        ),
+        (
+            '[store]\nurl = "postgresql+psycopg2://monitord@db/monitord"\n',
+            'store.url = "postgresql+psycopg2://monitord@db/monitord": expected a driver monitord '
+            "installs: sqlite, sqlite+pysqlite, postgresql, postgresql+psycopg",
+        ),
+        (
+            '[store]\nurl = "postgresql://monitord@db:pg/monitord"\n',
+            'store.url = "postgresql://monitord@db:pg/monitord": expected a postgresql:// URL '
+            "whose port is a number up to 65535",
+        ),
+    ],
+)
+def test_urls_that_fail_at_run_time_are_refused_at_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    # Each passed the check, then failed every probe or sync ("Port out of range"), kept the
+    # store in memory (every row lost at exit), or stopped a command with a traceback.
+    assert check(tmp_path, text, capsys) == (2, f"monitord: site.toml: {message}\n")
+
+
+def test_the_store_urls_that_work_are_taken(tmp_path: Path) -> None:
+    for url in ("sqlite:///var/m.db", "sqlite:////srv/m.db", "postgresql://m@db:5432/m"):
+        path = tmp_path / "site.toml"
+        path.write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
+        assert load_config(path, env={}).store.url == url
