@@ -97,7 +97,10 @@ def parse_report(
         if not isinstance(site, Mapping):
             raise ZapReportError(f"{where} is not an object")
         names.append(clean_text(_need(site, "@name", where)))
-        for a_index, alert in enumerate(site.get("alerts") or []):
+        site_alerts = site.get("alerts") or []
+        if not isinstance(site_alerts, list):
+            raise ZapReportError(f"{where}.alerts is not a list")
+        for a_index, alert in enumerate(site_alerts):
             alerts.extend(_instances(alert, f"{where}.alerts[{a_index}]"))
 
     in_scope = None
@@ -129,7 +132,9 @@ def _instances(alert: Any, where: str) -> list[dict[str, Any]]:
     if confidence not in _CONFIDENCES:
         raise ZapReportError(f"{where}.confidence is {confidence!r}, expected 0 to 4")
     instances = alert.get("instances") or []
-    if not isinstance(instances, list) or not instances:
+    if not isinstance(instances, list):
+        raise ZapReportError(f"{where}.instances is not a list")
+    if not instances:
         raise ZapReportError(f"{where} has no instances")
     common = {
         "pluginId": plugin,
@@ -176,10 +181,15 @@ def read_report(
         raise ZapReportError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ZapReportError(f"{path} is not UTF-8 text: not a ZAP JSON report") from None
+    if not text.strip():
+        raise ZapReportError(f"{path} is empty: not a ZAP JSON report")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ZapReportError(
             f"{path} is not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
+    except RecursionError:
+        # Python's JSON parser recurses once per nesting level; no report nests this deep.
+        raise ZapReportError(f"{path} nests too deeply: not a ZAP JSON report") from None
     return parse_report(data, service_id=service_id, base_url=base_url)

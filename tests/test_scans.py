@@ -467,3 +467,55 @@ async def test_alert_texts_with_lone_surrogates_and_nuls_are_stored(
         finding = session.scalars(select(Finding).where(Finding.rule == "zap:40018")).one()
         assert finding.evidence["evidence"] == "\ufffd\x01\ufffdbinary"
         assert finding.subject == "svc-0001 40018 /app/q [id\ufffd]"
+
+
+def _import_cli(tmp_path: Path, report: Path) -> int:
+    from monitord.cli import main
+    from tests.fakeportal import make_service
+
+    catalogue = tmp_path / "c.json"
+    catalogue.write_text(json.dumps({"services": [make_service(42)]}))
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n')
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    return main(["--config", str(config), "scan", "import", str(report), "--service", "svc-0042"])
+
+
+def _site_report(alerts: Any) -> bytes:
+    return json.dumps({"site": [{"@name": "https://a", "alerts": alerts}]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"", "is empty: not a ZAP JSON report"),
+        (b"  \n", "is empty: not a ZAP JSON report"),
+        (b"[" * 100_000, "nests too deeply: not a ZAP JSON report"),
+        (_site_report(5), "site[0].alerts is not a list"),
+        (_site_report("xy"), "site[0].alerts is not a list"),
+        (
+            _site_report([{"pluginid": "1", "riskcode": "3", "instances": {"uri": "https://a/"}}]),
+            "site[0].alerts[0].instances is not a list",
+        ),
+    ],
+)
+def test_a_broken_report_is_refused_with_one_line_naming_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, said: str
+) -> None:
+    report = tmp_path / "report.json"
+    report.write_bytes(content)
+    assert _import_cli(tmp_path, report) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+
+
+def test_an_imported_report_with_odd_characters_is_stored_and_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    instance = {"uri": "https://a/x", "param": "p\x00", "evidence": "\udfff"}
+    alert = {"pluginid": "1", "riskcode": "3", "name": "SQLi \ud800", "instances": [instance]}
+    data = {"@programName": "ZAP \udc80", "site": [{"@name": "https://a", "alerts": [alert]}]}
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(data))
+    assert _import_cli(tmp_path, report) == 0
+    assert "imported 1 findings for svc-0042 from ZAP \ufffd" in capsys.readouterr().out
