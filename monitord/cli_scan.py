@@ -82,6 +82,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace, path: str) -> int:
+    from sqlalchemy import select
+
     from monitord.models import Scan, Service
     from monitord.scans import store_findings
     from monitord.zap_import import read_report
@@ -93,13 +95,20 @@ def _import(args: argparse.Namespace, path: str) -> int:
         if service is None:
             raise UsageError(f"--service {args.service!r}: no such service in the store")
         report = read_report(path, service_id=service.id, base_url=None)
+        # Keys are unique: a script importing several reports runs more than one a second.
+        key = base = f"{service.id}-import-{now:%Y%m%dT%H%M%S}"
+        taken = set(session.scalars(select(Scan.scan_key).where(Scan.scan_key.like(f"{base}%"))))
+        number = 1
+        while key in taken:
+            number += 1
+            key = f"{base}-{number}"
         new, still, _fixed = store_findings(
             session, service.id, list(report.findings), now, complete=False
         )
         session.add(
             Scan(
                 service_id=service.id,
-                scan_key=f"{service.id}-import-{now:%Y%m%dT%H%M%S}",
+                scan_key=key,
                 trigger="import",
                 state="finished",
                 queued_at=now,

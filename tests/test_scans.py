@@ -519,3 +519,24 @@ def test_an_imported_report_with_odd_characters_is_stored_and_shown(
     report.write_text(json.dumps(data))
     assert _import_cli(tmp_path, report) == 0
     assert "imported 1 findings for svc-0042 from ZAP \ufffd" in capsys.readouterr().out
+
+
+def test_reports_imported_within_one_second_are_all_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monitord.app
+
+    build = monitord.app.build_app
+    moment = FakeClock()
+    monkeypatch.setattr(monitord.app, "build_app", lambda settings: build(settings, moment))
+    report = Path(__file__).parent / "zap" / "data" / "zap-traditional-report.json"
+    assert _import_cli(tmp_path, report) == 0
+    config = ["--config", str(tmp_path / "monitord.toml")]
+    from monitord.cli import main
+
+    for _ in range(2):
+        assert main([*config, "scan", "import", str(report), "--service", "svc-0042"]) == 0
+    capsys.readouterr()
+    assert main([*config, "scan", "status", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["trigger"] for r in rows] == ["import"] * 3
