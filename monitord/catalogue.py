@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,48 @@ def load_json(data: str | bytes) -> Any:
         raise ValueError("nested too deeply") from None
 
 
+# PostgreSQL text holds no NUL character, and UTF-8 cannot encode a lone UTF-16 surrogate
+# (JSON's "\ud800" escape), so neither can be stored in any column.
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+ID_LENGTH = 200
+"""The longest service id the store holds (services.id)."""
+
+
+RECORD_DEPTH = 20
+"""How deeply a record's values may nest; the contract's deepest (probe.expect_codes.ok) is 3."""
+
+
+def _clean(value: Any, path: str, problems: list[str], depth: int = 0) -> Any:
+    """value with every NUL character and lone surrogate replaced by U+FFFD, each place named.
+
+    A value nested deeper than RECORD_DEPTH is kept as its JSON text, so that neither this walk
+    nor the store's JSON writer runs out of stack.
+    """
+    if isinstance(value, str):
+        if _NOT_TEXT.search(value) is None:
+            return value
+        problems.append(
+            f"{path}: holds a NUL character or a lone surrogate, not text; kept with U+FFFD instead"
+        )
+        return _NOT_TEXT.sub("\ufffd", value)
+    if isinstance(value, list | dict) and depth >= RECORD_DEPTH:
+        problems.append(f"{path}: nested more than {RECORD_DEPTH} levels deep; kept as JSON text")
+        return json.dumps(value)
+    if isinstance(value, list):
+        items = []
+        for index, item in enumerate(value):
+            items.append(_clean(item, f"{path}[{index}]", problems, depth + 1))
+        return items
+    if isinstance(value, dict):
+        cleaned: dict[str, Any] = {}
+        for key, item in value.items():
+            where = f"{path}.{_show(key)} (a field name)" if path else _show(key)
+            name = _clean(key, where, problems)
+            cleaned[name] = _clean(item, f"{path}.{name}" if path else name, problems, depth + 1)
+        return cleaned
+    return value
+
+
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
 
@@ -167,7 +210,13 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
     service_id = raw.get("id")
     if not isinstance(service_id, str) or not service_id.strip():
         raise SyncError(f"{where}: a service has no usable id ({_show(service_id)})")
+    if _NOT_TEXT.search(service_id) or len(service_id.strip()) > ID_LENGTH:
+        raise SyncError(
+            f"{where}: service id {_show(service_id)} is not usable: it holds a NUL character or "
+            f"a lone surrogate, or is longer than {ID_LENGTH} characters"
+        )
     problems: list[str] = []
+    raw = _clean(raw, "", problems)
     unknown: list[str] = []
     columns: dict[str, Any] = {}
 

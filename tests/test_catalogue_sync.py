@@ -262,7 +262,7 @@ def page_body(portal: FakePortal, page: int, size: int, **fields: str) -> bytes:
     document = portal._page(page, size)
     for number, name in enumerate(fields):
         document["services"][number][name] = f"@{name}@"
-    body = json.dumps(document, ensure_ascii=False)
+    body = json.dumps(document)
     for name, text in fields.items():
         body = body.replace(f'"@{name}@"', text)
     return body.encode()
@@ -301,4 +301,59 @@ async def test_json_nested_too_deeply_is_a_failed_read_not_a_crash(
     assert outcome.outcome == "failed"
     assert "page 2: expected JSON" in (outcome.reason or "")
     assert "(nested too deeply) (after 3 tries)" in (outcome.reason or "")
+    assert snapshot(store) == before
+
+
+async def test_text_no_store_can_hold_is_kept_marked_and_reported(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # A lone surrogate (JSON's "\ud800") anywhere in a record stopped every sync with a
+    # traceback, and a NUL character in a text field crashed it on PostgreSQL.
+    portal.services[0]["name"] = "企业\x00开办"
+    portal.services[1]["extra"] = {"note": "a\udc00b"}
+    portal.services[2]["type"] = "\ud800"
+    portal.services[5]["probe"] = {"\ud800path": "/health"}
+    # Within what JSON reads, beyond what a recursive walk survives:
+    deep = "[" * 500 + "]" * 500
+    portal.bodies[2] = page_body(portal, 2, 3, extra=deep)
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "ok"
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert len(rows) == 7
+    assert rows["svc-0001"]["name"] == "企业\ufffd开办"
+    said = "holds a NUL character or a lone surrogate, not text; kept with U+FFFD instead"
+    assert rows["svc-0001"]["filing_problems"] == [f"name: {said}"]
+    assert rows["svc-0002"]["filing_problems"] == [f"extra.note: {said}"]
+    assert rows["svc-0003"]["filing_problems"] == [f"type: {said}"]
+    assert rows["svc-0003"]["unknown_values"] == ["type=\ufffd"]
+    assert rows["svc-0006"]["filing_problems"] == [f"probe.'\\ud800path' (a field name): {said}"]
+    deep_at = "extra" + "[0]" * 19
+    assert rows["svc-0004"]["filing_problems"] == [
+        f"{deep_at}: nested more than 20 levels deep; kept as JSON text"
+    ]
+    with store.session() as session:
+        raw = {s.id: s.raw for s in session.scalars(select(Service))}
+    assert raw["svc-0002"]["extra"] == {"note": "a\ufffdb"}
+    assert raw["svc-0006"]["probe"] == {"\ufffdpath": "/health"}
+    kept, sent = raw["svc-0004"]["extra"], json.loads(deep)
+    for _ in range(19):
+        kept, sent = kept[0], sent[0]
+    assert json.loads(kept) == sent  # the deep part kept whole, as text
+
+
+@pytest.mark.parametrize(
+    ("bad_id", "shown"), [("svc-\x00", "'svc-\\x00'"), ("s" * 201, "'sssssssss")]
+)
+async def test_an_id_no_store_can_hold_fails_the_sync_with_its_reason(
+    store: Store, portal: FakePortal, clock: FakeClock, bad_id: str, shown: str
+) -> None:
+    # An id the store cannot hold crashed the sync on PostgreSQL (NUL, over 200 characters);
+    # dropped, its service would look gone, so the whole sync is refused as for a missing id.
+    await sync(store, portal, clock)
+    before = snapshot(store)
+    portal.services[4]["id"] = bad_id
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "failed"
+    assert f"page 2, services[1]: service id {shown}" in (outcome.reason or "")
+    assert "is not usable" in (outcome.reason or "")
     assert snapshot(store) == before
