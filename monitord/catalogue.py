@@ -159,6 +159,10 @@ def load_json(data: str | bytes) -> Any:
 _NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
 ID_LENGTH = 200
 """The longest service id the store holds (services.id)."""
+SHORT_LENGTH = 40
+"""The longest enum value or planned_release the store holds (their columns are String(40))."""
+MAX_CONCURRENCY = 2**31 - 1
+"""The largest max_concurrency the store holds (a 32-bit INTEGER column on PostgreSQL)."""
 
 
 RECORD_DEPTH = 20
@@ -225,6 +229,9 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
         if value is not None and not isinstance(value, str):
             problems.append(f"{name}: expected text, got {_show(value)}")
             value = None
+        if name == "planned_release" and value is not None and len(value) > SHORT_LENGTH:
+            problems.append(f"{name}: expected a date, got {_show(value)}")
+            value = None
         columns[name] = value
     for name in OBJECT_FIELDS:
         value = raw.get(name)
@@ -237,7 +244,7 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
         if value is None:
             columns[name] = None
             continue
-        if not isinstance(value, str):
+        if not isinstance(value, str) or len(value) > SHORT_LENGTH:
             problems.append(f"{name}: expected one of {', '.join(allowed)}, got {_show(value)}")
             columns[name] = None
             continue
@@ -263,6 +270,11 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
         isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency <= 0
     ):
         problems.append(f"max_concurrency: expected a positive integer, got {_show(concurrency)}")
+        concurrency = None
+    elif concurrency is not None and concurrency > MAX_CONCURRENCY:
+        problems.append(
+            f"max_concurrency: {_show(concurrency)} is beyond the {MAX_CONCURRENCY} monitord stores"
+        )
         concurrency = None
     columns["max_concurrency"] = concurrency
     updated_at = raw.get("updated_at")

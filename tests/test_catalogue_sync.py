@@ -357,3 +357,37 @@ async def test_an_id_no_store_can_hold_fails_the_sync_with_its_reason(
     assert f"page 2, services[1]: service id {shown}" in (outcome.reason or "")
     assert "is not usable" in (outcome.reason or "")
     assert snapshot(store) == before
+
+
+async def test_values_beyond_their_columns_are_reported_and_kept_in_the_record(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # Each crashed the sync: on PostgreSQL (a String(40) column, a 32-bit INTEGER), and for
+    # 10**20 on SQLite too ("Python int too large to convert to SQLite INTEGER").
+    release = "计划于2026年第三季度完成全部区县的上线工作，具体时间视各区县的网络改造进度而定"
+    portal.services[0]["planned_release"] = release
+    portal.services[1]["source"] = "municipal-big-data-bureau-of-suzhou-city-hall"
+    portal.services[2]["max_concurrency"] = 2**31
+    portal.services[3]["max_concurrency"] = 10**20
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "ok"
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert len(rows) == 7
+    assert rows["svc-0001"]["filing_problems"] == [
+        f"planned_release: expected a date, got {release!r}"
+    ]
+    assert rows["svc-0002"]["filing_problems"] == [
+        "source: expected one of province, district, bureau, association, got "
+        "'municipal-big-data-bureau-of-suzhou-city-hall'"
+    ]
+    assert rows["svc-0002"]["source"] is None
+    assert rows["svc-0003"]["filing_problems"] == [
+        "max_concurrency: 2147483648 is beyond the 2147483647 monitord stores"
+    ]
+    assert rows["svc-0004"]["filing_problems"] == [
+        "max_concurrency: 100000000000000000000 is beyond the 2147483647 monitord stores"
+    ]
+    with store.session() as session:
+        raw = {s.id: s.raw for s in session.scalars(select(Service))}
+    assert raw["svc-0001"]["planned_release"] == release
+    assert raw["svc-0004"]["max_concurrency"] == 10**20
