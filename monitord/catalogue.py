@@ -284,6 +284,8 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
             columns["updated_at"] = parse_time(updated_at)
         except ValueError:
             problems.append(f"updated_at: expected an ISO 8601 time, got {_show(updated_at)}")
+        except OverflowError:
+            problems.append(f"updated_at: {_show(updated_at)} is outside years 1-9999 in UTC")
     elif updated_at is not None:
         problems.append(f"updated_at: expected an ISO 8601 time, got {_show(updated_at)}")
     columns["status"] = columns["status"] or "pending"

@@ -391,3 +391,21 @@ async def test_values_beyond_their_columns_are_reported_and_kept_in_the_record(
         raw = {s.id: s.raw for s in session.scalars(select(Service))}
     assert raw["svc-0001"]["planned_release"] == release
     assert raw["svc-0004"]["max_concurrency"] == 10**20
+
+
+@pytest.mark.parametrize(
+    "updated_at", ["0001-01-01T00:00:00+08:00", "0001-01-01T00:00:00", "9999-12-31T23:00:00-08:00"]
+)
+async def test_a_time_beyond_the_calendar_in_utc_is_a_filing_problem(
+    store: Store, portal: FakePortal, clock: FakeClock, updated_at: str
+) -> None:
+    # Moved to UTC, these fall outside years 1-9999: the sync stopped with an OverflowError.
+    portal.services[1]["updated_at"] = updated_at
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "ok"
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert len(rows) == 7
+    assert rows["svc-0002"]["filing_problems"] == [
+        f"updated_at: {updated_at!r} is outside years 1-9999 in UTC"
+    ]
+    assert rows["svc-0002"]["updated_at"] is None
