@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +288,8 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
             problems.append(f"updated_at: {_show(updated_at)} is outside years 1-9999 in UTC")
     elif updated_at is not None:
         problems.append(f"updated_at: expected an ISO 8601 time, got {_show(updated_at)}")
-    columns["status"] = columns["status"] or "pending"
+    if raw.get("status") is None:
+        problems.append("status: missing (lifecycle state)")
 
     for name, label in APPENDIX_A.items():
         value = raw.get(name)
@@ -595,6 +596,12 @@ def apply_catalogue(
     raised: dict[str, set[str]] = {}
     for record in catalogue.records:
         old = existing.get(record.id)
+        if record.columns["status"] is None:
+            # A record without a usable status says nothing about the lifecycle: the stored
+            # status stands (a glitch must not look like a suspension, then a go-live that
+            # triggers scans); a new service waits as pending.
+            status = old.status if old is not None else "pending"
+            record = replace(record, columns={**record.columns, "status": status})
         new_events = _lifecycle_events(old, record)
         if old is None:
             old = Service(id=record.id, first_seen=now)

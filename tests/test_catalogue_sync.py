@@ -409,3 +409,29 @@ async def test_a_time_beyond_the_calendar_in_utc_is_a_filing_problem(
         f"updated_at: {updated_at!r} is outside years 1-9999 in UTC"
     ]
     assert rows["svc-0002"]["updated_at"] is None
+
+
+@pytest.mark.parametrize("status", [None, 3, "y" * 60])
+async def test_a_record_without_a_usable_status_keeps_the_stored_one(
+    store: Store, portal: FakePortal, clock: FakeClock, status: Any
+) -> None:
+    # The service became "pending" (probes stopped, a status_changed event), and when the
+    # portal sent its status again it "went online" a second time, which triggers scans.
+    await sync(store, portal, clock)
+    if status is None:
+        del portal.services[1]["status"]
+    else:
+        portal.services[1]["status"] = status
+    portal.services.append(make_service(8, status=status))
+    clock.advance(minutes=15)
+    assert (await sync(store, portal, clock)).outcome == "ok"
+    portal.services[1]["status"] = "online"
+    clock.advance(minutes=15)
+    assert (await sync(store, portal, clock)).outcome == "ok"
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert rows["svc-0002"]["status"] == "online"
+    assert events_of(store, "svc-0002") == ["added", "went_online"]
+    assert rows["svc-0008"]["status"] == "pending"  # new, and not known to be online
+    assert events_of(store, "svc-0008") == ["added"]
+    assert len(rows["svc-0008"]["filing_problems"]) == 1
+    assert rows["svc-0008"]["filing_problems"][0].startswith("status: ")
