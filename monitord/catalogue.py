@@ -447,6 +447,11 @@ async def fetch_catalogue(
             first_etag = page_etag
             total = document.get("total")
             announced_total = total if isinstance(total, int) else None
+        answered = document.get("page")
+        if isinstance(answered, int) and answered != page:
+            # A portal that ignores the page asked for serves the same records under ever later
+            # 'next' pages: without this, 10,000 requests before the sync gives up.
+            raise SyncError(f"page {page}: the portal answered page {_show(answered)} instead")
         pages_read += 1
         warnings += collect_records(document["services"], f"page {page}", records)
         next_page = document.get("next")

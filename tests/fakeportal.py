@@ -56,7 +56,9 @@ class FakePortal:
     """State and misbehaviour of the fake portal.
 
     `faults` maps a page number to what goes wrong there: "timeout", "500", "html",
-    "truncate", "401", "bad-next"; `fault_times` says how many requests it lasts (default: all).
+    "truncate", "401", "bad-next", "ignore-page" (from that page on, page 1 is served again with
+    a later page named next, whatever was asked for); `fault_times` says how many requests it
+    lasts (default: all).
     `bodies` maps a page number to the exact bytes served for it (status 200, `content_type`,
     `headers`), for answers json.dumps cannot write.
     """
@@ -85,6 +87,8 @@ class FakePortal:
         if self.delay:
             await asyncio.sleep(self.delay)
         fault = self.faults.get(page)
+        if fault is None and "ignore-page" in self.faults.values():
+            fault = "ignore-page" if page > min(self.faults) else None
         if fault and self.fault_times > 0:
             self.fault_times -= 1
             if fault == "timeout":
@@ -106,6 +110,10 @@ class FakePortal:
                 assert request.transport is not None
                 request.transport.close()
                 return response
+            elif fault == "ignore-page":
+                document = self._page(1, size)
+                document["next"] = page + 1
+                return web.json_response(document)
             elif fault == "bad-next":
                 document = self._page(page, size)
                 document["next"] = page

@@ -102,6 +102,7 @@ async def test_unchanged_catalogue_answers_304_to_the_etag(
         ("truncate", 2, "page 2: the connection closed before the whole page was read"),
         ("401", 2, "page 2: the portal refused the token (HTTP 401)"),
         ("bad-next", 1, "page 1: 'next' is 1, expected a later page or null"),
+        ("ignore-page", 2, "page 2: the portal answered page 1 instead"),
     ],
 )
 async def test_a_failed_read_changes_nothing_and_records_why(
