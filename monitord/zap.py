@@ -416,6 +416,9 @@ _RISK_TO_SEVERITY: dict[str, Severity] = {
     "info": "info",
 }
 _RISK_RANK = {"informational": 0, "info": 0, "low": 1, "medium": 2, "high": 3}
+_UNKNOWN_RISK_RANK = 4
+"""A risk ZAP does not name (not one of its four): ranked above High and gated as High, so that
+an unexpected answer can never let a vulnerability through the 7.3.2 gate as Informational."""
 _CONFIDENCE_RANK = {"low": 1, "medium": 2, "high": 3, "confirmed": 4}
 _SAMPLE_URLS = 5
 
@@ -494,10 +497,15 @@ def group_alerts(
     )
 
 
+def _risk_rank(alert: Mapping[str, Any]) -> int:
+    risk = _text(alert.get("risk")).lower() or "informational"
+    return _RISK_RANK.get(risk, _UNKNOWN_RISK_RANK)
+
+
 def _finding(
     ref: str, path: str, param: str, members: list[Mapping[str, Any]], service_id: str | None
 ) -> FindingDraft:
-    worst = max(members, key=lambda a: _RISK_RANK.get(_text(a.get("risk")).lower(), -1))
+    worst = max(members, key=_risk_rank)
     surest = max(members, key=lambda a: _CONFIDENCE_RANK.get(_text(a.get("confidence")).lower(), 0))
     risk = _text(worst.get("risk")) or "Informational"
     plugin = _text(worst.get("pluginId")) or "0"
@@ -509,7 +517,7 @@ def _finding(
     return FindingDraft(
         rule=f"zap:{plugin}",
         clause=ZAP_CLAUSE,
-        severity=_RISK_TO_SEVERITY.get(risk.lower(), "info"),
+        severity=_RISK_TO_SEVERITY.get(risk.lower(), "high"),
         subject_kind="web_path",
         subject=subject,
         summary=f"{name} ({risk}) at {where}, {len(members)} instance(s)",

@@ -67,6 +67,17 @@ def test_grouping_drops_false_positives_and_takes_the_worst() -> None:
     assert info.evidence["cwe"] is None and info.evidence["wasc"] is None
 
 
+def test_a_risk_zap_does_not_name_is_gated_as_high() -> None:
+    # Read as Informational, an unexpected risk ("Critical", "3") would pass the High/Medium gate.
+    grouping = group_alerts(
+        [_alert(risk="Low"), _alert(risk="Critical"), _alert(url="https://a.gov.cn/b", risk="3")]
+    )
+    assert {f.subject: (f.severity, f.evidence["risk"]) for f in grouping.findings} == {
+        "10020-1 /app/": ("high", "Critical"),
+        "10020-1 /b": ("high", "3"),
+    }
+
+
 def test_grouping_scope_filter() -> None:
     pattern = re.compile(scope_regex("https://a.gov.cn/app"))
     grouping = group_alerts(
