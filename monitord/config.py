@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -54,6 +55,10 @@ NOTIFY_WITHIN_MINUTES = 120  # clause 7.3.3: notify the management unit within t
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# A file name, a policy, a label: "" is a slip, never a way to say "none" (leave the key out).
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
 
 def http_url(value: str) -> str:
@@ -118,7 +123,7 @@ class PortalSettings(_Section):
     """The portal's catalogue interface (spec/catalogue-api.md)."""
 
     url: str = "http://127.0.0.1:8300"
-    token_file: str | None = None
+    token_file: NonEmpty | None = None
     """A file holding the bearer token; otherwise $MONITORD_PORTAL_TOKEN is used."""
     sync_interval_seconds: int = Field(default=900, gt=0, le=DAY)
     page_size: int = Field(default=200, gt=0, le=1000)
@@ -248,7 +253,7 @@ ClockTime = Annotated[str, BeforeValidator(_toml_text), AfterValidator(_clock_ti
 class FollowedLog(_Section):
     """One access log the daemon follows."""
 
-    path: str
+    path: NonEmpty
     format: Literal["auto", "nginx", "json"] = "auto"
 
 
@@ -299,14 +304,24 @@ class LogSettings(_Section):
         return self
 
 
+def _readable_file(value: str) -> str:
+    # zap.auth_token_files are read at each scan (a token may be renewed), but a missing file
+    # is known now: it made that service's scans run without logging in, which finds far less.
+    if not Path(value).is_file() or not os.access(value, os.R_OK):
+        raise ValueError("a readable file")
+    return value
+
+
 class ZapSettings(_Section):
     """The OWASP ZAP instance that the operation unit runs, and how monitord scans with it."""
 
     enabled: bool = True
     url: str = "http://127.0.0.1:8090"
-    api_key_file: str | None = None
+    api_key_file: NonEmpty | None = None
     """A file holding ZAP's API key; otherwise $MONITORD_ZAP_API_KEY is used."""
-    auth_token_files: dict[str, str] = Field(default_factory=dict)
+    auth_token_files: dict[str, Annotated[NonEmpty, AfterValidator(_readable_file)]] = Field(
+        default_factory=dict
+    )
     """Service id → a file holding the bearer token of that service's test account."""
     max_concurrent_scans: int = Field(default=1, ge=1, le=4)
     check_interval_seconds: float = Field(default=60.0, gt=0, le=DAY)
@@ -320,7 +335,7 @@ class ZapSettings(_Section):
     ajax_spider: bool = False
     ajax_spider_minutes: int = Field(default=10, ge=1, le=1440)
     passive_deadline_seconds: float = Field(default=600.0, gt=0, le=DAY)
-    scan_policy: str | None = None
+    scan_policy: NonEmpty | None = None
     scan_deadline_minutes: float = Field(default=240.0, gt=0, le=7 * 1440)
     call_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     poll_interval_seconds: float = Field(default=5.0, gt=0, le=600)
@@ -348,8 +363,8 @@ SeverityName = Literal["info", "low", "medium", "high", "critical"]
 class EscalationLevel(_Section):
     """One step of the escalation chain: who is told when the one before did not acknowledge."""
 
-    name: str
-    urls: list[AppriseURL]
+    name: NonEmpty
+    urls: list[AppriseURL] = Field(min_length=1)
 
 
 class Route(_Section):
@@ -358,7 +373,7 @@ class Route(_Section):
     severities: list[SeverityName] = Field(default_factory=list)
     kinds: list[str] = Field(default_factory=list)
     services: list[str] = Field(default_factory=list)
-    urls: list[AppriseURL]
+    urls: list[AppriseURL] = Field(min_length=1)
 
 
 def _date_time(value: object) -> object:
@@ -416,7 +431,7 @@ class AlertSettings(_Section):
     delivery_interval_seconds: float = Field(default=5.0, gt=0, le=300)
     retry_seconds: float = Field(default=15.0, gt=0, le=3600)
     retry_max_seconds: float = Field(default=600.0, gt=0, le=DAY)
-    smtp_password_file: str | None = None
+    smtp_password_file: NonEmpty | None = None
     """A file holding the SMTP password; otherwise $MONITORD_SMTP_PASSWORD is used. Write
     `{smtp_password}` in a mailto:// URL where the password belongs."""
 
@@ -571,13 +586,26 @@ def _is_secret_key(key: str) -> bool:
     return any(word in key.lower() for word in SECRET_WORDS) and not key.endswith("_file")
 
 
+def _table_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a table, also inside list[...] (an array of tables) and Optional."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        model = _table_model(arg)
+        if model is not None:
+            return model
+    return None
+
+
 def _known_keys(loc: tuple[int | str, ...]) -> str:
-    model: type[BaseModel] = Settings
+    model: type[BaseModel] | None = Settings
     for part in loc:
-        annotation = model.model_fields[str(part)].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return "(none)"
-        model = annotation
+        if isinstance(part, int):
+            continue  # one table of an array of tables ([[alerts.escalation]])
+        field = model.model_fields.get(part) if model is not None else None
+        model = _table_model(field.annotation) if field is not None else None
+    if model is None:
+        return "(none)"
     return ", ".join(name for name, f in model.model_fields.items() if not f.exclude)
 
 
@@ -610,12 +638,19 @@ def _format_error(source: str, error: ErrorDetails) -> str:
         key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
     last = str(error["loc"][-1]) if error["loc"] else ""
     if error["type"] == "extra_forbidden":
-        if _is_secret_key(last):
-            section = str(error["loc"][0])
-            env = SECRET_ENV.get((section, last), f"MONITORD_{section}_{last}".upper())
+        section = str(error["loc"][0])
+        env = SECRET_ENV.get((section, last))
+        if env is not None and len(error["loc"]) == 2:
             return (
                 f"{source}: {key}: secrets are not read from the config file; set {env} "
                 f"in the environment or name a file with {section}.{last}_file"
+            )
+        if _is_secret_key(last):
+            # Not one of the secrets monitord reads: naming an environment variable or a
+            # *_file key for it would send the user to settings that do not exist.
+            return (
+                f"{source}: {key}: unknown key (and secrets are not read from the config file), "
+                f"expected one of {_known_keys(error['loc'][:-1])}"
             )
         return f"{source}: {key}: unknown key, expected one of {_known_keys(error['loc'][:-1])}"
     if error["type"] == "value_error" and isinstance(error["input"], dict):
@@ -631,14 +666,18 @@ def _format_error(source: str, error: ErrorDetails) -> str:
 
 
 def _read_secret(name: str, file: str | None, env: dict[str, str], field: str) -> SecretStr | None:
-    if file:
+    if file is not None:
+        where = f"{field} = {json.dumps(file)}"
         try:
             text = Path(file).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(
-                f"{field} = {json.dumps(file)}: expected a readable file ({exc.strerror})"
-            ) from None
-        return SecretStr(text) if text else None
+            raise ConfigError(f"{where}: expected a readable file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: expected UTF-8 text") from None
+        if not text:
+            # An empty file would send no secret at all; say so now, not as a 401 later.
+            raise ConfigError(f"{where}: the file is empty, expected the secret in it")
+        return SecretStr(text)
     value = env.get(name)
     return SecretStr(value) if value else None
 
@@ -678,6 +717,40 @@ def parse_config(data: dict[str, Any], source: str, env: dict[str, str] | None =
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return settings.model_copy(update={"secrets": secrets, "source": source})
+
+
+def check_daemon_secrets(settings: Settings) -> None:
+    """Refuse to start the daemon when an alert URL needs {smtp_password} and none is set.
+
+    Checked when the daemon starts, not at every load: an operator's shell running
+    `monitord incidents ack` need not hold the daemon's secrets. Raises ConfigError.
+    """
+    if settings.secrets.smtp_password is not None:
+        return
+    needing = _urls_needing_smtp_password(settings.alerts)
+    if needing:
+        # Otherwise every alert to these URLs failed at delivery and was retried for ever.
+        raise ConfigError(
+            f"{settings.source}: {needing[0]} uses {{smtp_password}}, but no SMTP password is "
+            f"set: set {SECRET_ENV['alerts', 'smtp_password']} in the environment or name a "
+            "file with alerts.smtp_password_file"
+        )
+
+
+def _urls_needing_smtp_password(alerts: AlertSettings) -> list[str]:
+    """The keys (alerts.oncall[0], ...) of the alert URLs that hold {smtp_password}."""
+    lists: list[tuple[str, list[str]]] = [
+        ("alerts.oncall", alerts.oncall),
+        ("alerts.management", alerts.management),
+    ]
+    lists += [(f"alerts.escalation[{i}].urls", e.urls) for i, e in enumerate(alerts.escalation)]
+    lists += [(f"alerts.routes[{i}].urls", r.urls) for i, r in enumerate(alerts.routes)]
+    return [
+        f"{key}[{i}]"
+        for key, urls in lists
+        for i, url in enumerate(urls)
+        if "{smtp_password}" in url
+    ]
 
 
 def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> Settings:

@@ -245,3 +245,80 @@ def test_the_store_urls_that_work_are_taken(tmp_path: Path) -> None:
         path = tmp_path / "site.toml"
         path.write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
         assert load_config(path, env={}).store.url == url
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        (b"\xff\xfe\x00k", "expected UTF-8 text"),
+        (b"\n", "the file is empty, expected the secret in it"),
+    ],
+)
+def test_a_secret_file_that_holds_no_usable_secret_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], secret: bytes, message: str
+) -> None:
+    # Binary content was a UnicodeDecodeError traceback; an empty file silently sent no key.
+    key_file = tmp_path / "zap-key"
+    key_file.write_bytes(secret)
+    status, err = check(tmp_path, f'[zap]\napi_key_file = "{key_file}"\n', capsys)
+    assert (status, err) == (
+        2,
+        f'monitord: site.toml: zap.api_key_file = "{key_file}": {message}\n',
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # "" fell back to $MONITORD_PORTAL_TOKEN without a word.
+        ('[portal]\ntoken_file = ""\n', 'portal.token_file = "": expected a non-empty string'),
+        ('[zap]\nscan_policy = ""\n', 'zap.scan_policy = "": expected a non-empty string'),
+        (
+            '[logs]\nfollow = [{ path = "" }]\n',
+            'logs.follow[0].path = "": expected a non-empty string',
+        ),
+        # An escalation level or route without a channel told nobody.
+        (
+            '[[alerts.escalation]]\nname = "值班组长"\nurls = []\n',
+            "alerts.escalation[0].urls = []: expected a non-empty list",
+        ),
+        (
+            '[[alerts.routes]]\nkinds = ["outage"]\nurls = []\n',
+            "alerts.routes[0].urls = []: expected a non-empty list",
+        ),
+        # A missing test-account token made that service's scans run without logging in.
+        (
+            '[zap.auth_token_files]\n"svc-0042" = "/nonexistent/token"\n',
+            'zap.auth_token_files.svc-0042 = "/nonexistent/token": expected a readable file',
+        ),
+    ],
+)
+def test_empty_and_unusable_values_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    assert check(tmp_path, text, capsys) == (2, f"monitord: site.toml: {message}\n")
+
+
+def test_a_typo_in_an_array_of_tables_lists_its_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = '[[alerts.escalation]]\nname = "值班组长"\nurl = ["dingtalk://t/"]\n'
+    status, err = check(tmp_path, text, capsys)
+    assert status == 2
+    assert err.splitlines() == [
+        "monitord: site.toml: alerts.escalation[0].urls: missing, expected a value",
+        "monitord: site.toml: alerts.escalation[0].url: unknown key, expected one of name, urls",
+    ]
+
+
+def test_a_secret_like_key_monitord_does_not_read_names_no_made_up_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said "set MONITORD_PORTAL_PASSWORD ... or portal.password_file": neither exists.
+    status, err = check(tmp_path, '[portal]\npassword = "do-not-echo"\n', capsys)
+    assert status == 2
+    assert err == (
+        "monitord: site.toml: portal.password: unknown key (and secrets are not read from the "
+        "config file), expected one of url, token_file, sync_interval_seconds, page_size, "
+        "timeout_seconds, retries, backoff_seconds, max_gone_fraction\n"
+    )
