@@ -446,7 +446,14 @@ async def fetch_catalogue(
         if page == 1:
             first_etag = page_etag
             total = document.get("total")
-            announced_total = total if isinstance(total, int) else None
+            if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+                announced_total = total
+            else:
+                # Without a count, a portal whose 'next' stops early would pass as whole.
+                warnings.append(
+                    f"page 1: 'total' is {_show(total)}, not a count of services: whether the "
+                    "whole catalogue was read is not checked"
+                )
         answered = document.get("page")
         if isinstance(answered, int) and answered != page:
             # A portal that ignores the page asked for serves the same records under ever later

@@ -436,3 +436,22 @@ async def test_a_record_without_a_usable_status_keeps_the_stored_one(
     assert events_of(store, "svc-0008") == ["added"]
     assert len(rows["svc-0008"]["filing_problems"]) == 1
     assert rows["svc-0008"]["filing_problems"][0].startswith("status: ")
+
+
+@pytest.mark.parametrize(
+    ("total", "shown"), [("null", "None"), ("true", "True"), ('"7"', "'7'"), ("-1", "-1")]
+)
+async def test_a_total_that_is_not_a_count_is_a_warning_on_the_sync(
+    store: Store, portal: FakePortal, clock: FakeClock, total: str, shown: str
+) -> None:
+    # The completeness check was skipped without a word (and `true` was read as 1).
+    body = json.loads(page_body(portal, 1, 3))
+    body["total"] = "@total@"
+    portal.bodies[1] = json.dumps(body).replace('"@total@"', total).encode()
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "ok"
+    assert len(service_rows(store)) == 7
+    assert sync_rows(store)[0]["warnings"] == [
+        f"page 1: 'total' is {shown}, not a count of services: whether the whole catalogue "
+        "was read is not checked"
+    ]
