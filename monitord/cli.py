@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -10,17 +13,27 @@ from collections.abc import Callable, Sequence
 # inside its handler, so `monitord analyse` (benchmarked for peak memory) and `--help` never
 # load what other commands need. tests/test_cli_imports.py keeps it so.
 from monitord import __version__
-from monitord.cli_common import app_for, config_path, print_json, settings_for
+from monitord.cli_common import (
+    app_for,
+    config_path,
+    open_app,
+    positive_int,
+    print_json,
+    settings_for,
+)
 from monitord.cli_incidents import add_incident_commands
 from monitord.cli_logs import add_log_commands
 from monitord.cli_probe import add_probe_command
 from monitord.cli_scan import add_scan_commands
-from monitord.config import LoggingSettings
+from monitord.config import LoggingSettings, check_daemon_secrets
 from monitord.errors import ConfigError, MonitordError, UsageError
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
 
 Handler = Callable[[argparse.Namespace], int]
+
+# What writing to stdout fails with when it is a full disk, a quota or a dead terminal.
+_OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -33,26 +46,31 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
     from monitord import aio
-    from monitord.app import build_app
     from monitord.daemon import Daemon
     from monitord.logsetup import setup_logging
 
     settings = settings_for(args)
-    setup_logging(settings.logging)
-    app = build_app(settings)
+    check_daemon_secrets(settings)
+    try:
+        setup_logging(settings.logging)
+    except OSError as exc:
+        raise ConfigError(
+            f"{settings.source}: logging.file = {json.dumps(settings.logging.file)}: cannot "
+            f"write {exc.filename} ({exc.strerror})"
+        ) from None
+    app = open_app(settings)
     return aio.run(Daemon(app, config_path(args)).run())
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Run one catalogue sync, from the portal or from --file."""
     from monitord import aio
-    from monitord.app import build_app
     from monitord.catalogue import sync_catalogue
     from monitord.logsetup import setup_logging
 
     settings = settings_for(args)
     setup_logging(settings.logging, to_file=False)
-    app = build_app(settings)
+    app = open_app(settings)
     try:
         outcome = aio.run(
             sync_catalogue(
@@ -167,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p = add("syncs", cmd_syncs, "list recent catalogue sync runs")
     p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    p.add_argument("--limit", type=positive_int, default=20, help="how many runs (default 20)")
     add_incident_commands(sub)
     add_probe_command(sub)
     add_scan_commands(sub)
@@ -190,7 +208,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         setup_logging(LoggingSettings(), to_file=False)
     try:
-        return handler(args)
+        status = handler(args)
+        # Flushed here, not at exit, so that a full disk is reported below, not as a traceback.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader went away (`monitord incidents list | head -1`): nothing more to say, and
+        # Python's final flush must not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        if exc.filename is not None or exc.errno not in _OUTPUT_ERRORS:
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"monitord: cannot write the output ({exc.strerror})", file=sys.stderr)
+        return 1
     except (ConfigError, UsageError) as exc:
         for line in str(exc).splitlines():
             print(f"monitord: {line}", file=sys.stderr)

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli_common import actor, app_for, print_json
+from monitord.cli_common import actor, app_for, positive_int, print_json
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
@@ -239,7 +239,7 @@ def add_incident_commands(sub: Any) -> None:
 
     p = isub.add_parser("list", help="active incidents (--all: every one)")
     p.add_argument("--all", action="store_true")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=positive_int, default=100)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_list)
 

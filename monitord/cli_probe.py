@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli_common import settings_for
+from monitord.cli_common import open_app, settings_for
 from monitord.config import Settings
 from monitord.errors import UsageError
 from monitord.textable import format_table
@@ -65,7 +65,6 @@ def cmd_probe(args: argparse.Namespace) -> int:
     """Run probes and print their facts and findings."""
     import probes
     from monitord import aio
-    from monitord.app import build_app
     from monitord.probing import probe_round
 
     chosen = [args.kind] if args.kind else None
@@ -77,7 +76,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         report = aio.run(_probe_url(_settings(args), args.url, chosen or list(probes.PROBES)))
     elif args.service or args.all:
         settings = _settings(args)
-        app = build_app(settings)
+        app = open_app(settings)
         ids = [args.service] if args.service else None
         every_kind = list(probes.PROBES) if args.service else ["availability"]
         kinds = chosen or every_kind

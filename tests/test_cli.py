@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +86,117 @@ def test_services_on_an_empty_store_says_what_to_do(
 ) -> None:
     assert main(["--config", str(config), "services"]) == 0
     assert "run `monitord sync` first" in capsys.readouterr().out
+
+
+def test_an_empty_config_path_is_refused_not_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--config "$UNSET"` read ./monitord.toml, or the built-in defaults, without a word.
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", "", "check-config"]) == 2
+    assert (
+        capsys.readouterr().err == "monitord: --config: expected a file path, got an empty string\n"
+    )
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_a_limit_below_one_is_a_usage_error(
+    config: Path, capsys: pytest.CaptureFixture[str], limit: str
+) -> None:
+    # SQLite read LIMIT -1 as "no limit" and 0 showed an empty table.
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", str(config), "syncs", "--limit", limit])
+    assert exit_.value.code == 2
+    assert f"argument --limit: expected at least 1, got {limit}" in capsys.readouterr().err
+
+
+def test_a_store_folder_that_cannot_be_made_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    path = tmp_path / "site.toml"
+    path.write_text(f'[store]\nurl = "sqlite:///{blocker}/sub/m.db"\n', encoding="utf-8")
+    assert main(["--config", str(path), "services"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"monitord: {path}: store.url: cannot create {blocker}")
+    assert err.count("\n") == 1
+
+
+def run_daemon(config: Path) -> subprocess.CompletedProcess[str]:
+    """`monitord run` as a process; a timeout, not a hang, should it start after all."""
+    env = {k: v for k, v in os.environ.items() if k != "MONITORD_SMTP_PASSWORD"}
+    return subprocess.run(
+        [sys.executable, "-m", "monitord.cli", "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_run_refuses_a_log_file_it_cannot_write(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n[logging]\nfile = "{tmp_path}"\n',
+        encoding="utf-8",
+    )
+    done = run_daemon(path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f'monitord: {path}: logging.file = "{tmp_path}": cannot write {tmp_path} (Is a directory)\n'
+    )
+
+
+def test_run_refuses_an_smtp_url_without_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every e-mail alert failed at delivery and was retried for ever.
+    monkeypatch.delenv("MONITORD_SMTP_PASSWORD", raising=False)
+    path = tmp_path / "site.toml"
+    path.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n[alerts]\n'
+        'management = ["mailto://monitord:{smtp_password}@smtp.example.gov.cn"]\n',
+        encoding="utf-8",
+    )
+    done = run_daemon(path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"monitord: {path}: alerts.management[0] uses {{smtp_password}}, but no SMTP password is "
+        "set: set MONITORD_SMTP_PASSWORD in the environment or name a file with "
+        "alerts.smtp_password_file\n"
+    )
+    # Commands an operator runs from a shell without the daemon's secrets still work.
+    assert main(["--config", str(path), "services"]) == 0
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_output_to_a_full_disk_is_one_line_not_a_traceback(config: Path) -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "monitord.cli", "--config", str(config), "services", "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr.endswith("monitord: cannot write the output (No space left on device)\n")
+    assert "Traceback" not in done.stderr
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path: Path, config: Path) -> None:
+    catalogue = write_catalogue(tmp_path / "c.json", [make_service(i) for i in range(1, 400)])
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "monitord.cli", "--config", str(config), "services", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.read(10)
+    reader.stdout.close()  # as `| head -c 10` does
+    with reader.stderr:
+        err = reader.stderr.read()
+    assert reader.wait(timeout=60) == 1
+    assert b"Traceback" not in err
