@@ -151,7 +151,7 @@ def cmd_open(args: argparse.Namespace) -> int:
             session,
             app.settings,
             args.kind,
-            args.service,
+            list(dict.fromkeys(args.service)),  # --service a --service a: listed once
             args.summary,
             actor(args),
             now,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitord.cli_common import open_app, settings_for
-from monitord.config import Settings
+from monitord.config import Settings, ca_bundle_problem, http_url
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import system_clock
@@ -44,8 +43,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = settings_for(args)
     if not args.ca_file:
         return settings
-    if not Path(args.ca_file).is_file():
-        raise UsageError(f"--ca-file {args.ca_file!r}: no such file")
+    problem = ca_bundle_problem(args.ca_file)
+    if problem is not None:
+        raise UsageError(f"--ca-file {args.ca_file!r}: expected {problem}")
     probes_settings = settings.probes.model_copy(update={"ca_file": args.ca_file})
     return settings.model_copy(update={"probes": probes_settings})
 
@@ -68,11 +68,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from monitord.probing import probe_round
 
     chosen = [args.kind] if args.kind else None
-    if args.url and (args.service or args.all):
+    if sum(map(bool, (args.url, args.service, args.all))) > 1:
+        # --service with --all probed the one service and ignored --all without a word.
         raise UsageError("give a URL, --service ID or --all, not several")
     if args.url:
-        if not args.url.startswith(("http://", "https://")):
-            raise UsageError(f"{args.url!r}: expected an http:// or https:// URL")
+        try:
+            http_url(args.url)
+        except ValueError as exc:
+            # A URL without a host or with port 99999 "probed" into a crash per kind.
+            raise UsageError(f"{args.url!r}: expected {exc}") from None
         report = aio.run(_probe_url(_settings(args), args.url, chosen or list(probes.PROBES)))
     elif args.service or args.all:
         settings = _settings(args)

@@ -212,8 +212,11 @@ class ProbeSettings(_Section):
     @field_validator("ca_file")
     @classmethod
     def _readable(cls, value: str | None) -> str | None:
-        if value is not None and not Path(value).is_file():
-            raise ValueError("a readable PEM file")
+        if value is None:
+            return None
+        problem = ca_bundle_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -225,6 +228,22 @@ def _toml_text(value: object) -> object:
     if isinstance(value, dt.date | dt.time):
         return value.isoformat()
     return value
+
+
+def ca_bundle_problem(path: str) -> str | None:
+    """What is wrong with a CA bundle file, as "expected …" text; None when it loads."""
+    import ssl  # here, not at the top: log analysis reads the config and has no use for ssl
+
+    if not Path(path).is_file():
+        return "a readable PEM file"
+    try:
+        # A bare context: loading the system's CAs as well would only cost time here.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(path)
+    except OSError as exc:  # ssl.SSLError too
+        # It made every probe round fail with a traceback instead.
+        reason = re.sub(r" \(_ssl\.c:\d+\)$", "", exc.strerror or str(exc))
+        return f"a PEM file of CA certificates ({reason})"
+    return None
 
 
 def _date(value: str) -> str:

@@ -200,3 +200,40 @@ def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path: Path, config: Path
         err = reader.stderr.read()
     assert reader.wait(timeout=60) == 1
     assert b"Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["http://"], "'http://': expected an http:// or https:// URL with a host"),
+        (
+            ["https://portal:99999/"],
+            "'https://portal:99999/': expected an http:// or https:// URL whose port is a number "
+            "up to 65535",
+        ),
+        (["--service", "svc-0001", "--all"], "give a URL, --service ID or --all, not several"),
+    ],
+)
+def test_probe_refuses_what_it_cannot_probe(
+    config: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    # A URL without a host or a port out of range "probed" into one crash per kind;
+    # --service with --all ignored --all.
+    assert main(["--config", str(config), "probe", *args]) == 2
+    assert capsys.readouterr().err == f"monitord: {message}\n"
+
+
+def test_probe_refuses_a_ca_file_that_is_not_pem(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It was an ssl.SSLError traceback.
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("hello\n", encoding="utf-8")
+    status = main(
+        ["--config", str(config), "probe", "https://127.0.0.1:1/", "--ca-file", str(bundle)]
+    )
+    assert status == 2
+    assert capsys.readouterr().err == (
+        f"monitord: --ca-file {str(bundle)!r}: expected a PEM file of CA certificates "
+        "([X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found)\n"
+    )

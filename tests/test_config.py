@@ -322,3 +322,17 @@ def test_a_secret_like_key_monitord_does_not_read_names_no_made_up_setting(
         "config file), expected one of url, token_file, sync_interval_seconds, page_size, "
         "timeout_seconds, retries, backoff_seconds, max_gone_fraction\n"
     )
+
+
+def test_a_ca_file_that_holds_no_certificate_is_refused_at_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It passed the check, then every probe round failed with an ssl.SSLError traceback.
+    bundle = tmp_path / "gov-ca.pem"
+    bundle.write_text("not a certificate\n", encoding="utf-8")
+    status, err = check(tmp_path, f'[probes]\nca_file = "{bundle}"\n', capsys)
+    assert status == 2
+    assert err == (
+        f'monitord: site.toml: probes.ca_file = "{bundle}": expected a PEM file of CA '
+        "certificates ([X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found)\n"
+    )

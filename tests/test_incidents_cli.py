@@ -207,3 +207,26 @@ async def test_bad_incident_commands_are_one_line_errors(
         "yesterday",
     )
     assert status == 2 and "--occurred-at 'yesterday': expected an ISO 8601 time" in err
+
+
+async def test_a_service_named_twice_is_listed_once(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    status, out, _ = await run(
+        config,
+        capsys,
+        "incidents",
+        "open",
+        "--kind",
+        "outage",
+        "--service",
+        "svc-0001",
+        "--service",
+        "svc-0001",
+        "--summary",
+        "电话报告无法访问",
+        "--json",
+    )
+    assert status == 0
+    assert json.loads(out)["services"] == ["svc-0001"]
