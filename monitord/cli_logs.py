@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from monitord.cli_common import config_path
+from monitord.cli_common import app_for, config_path
 from monitord.config import load_config
 from monitord.errors import UsageError
 from monitord.textable import format_table
@@ -143,13 +143,12 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
 def cmd_usage(args: argparse.Namespace) -> int:
     """How a service was used, from the stored hourly statistics."""
-    from monitord.app import build_app
     from monitord.logwork import usage
 
     since, until = _time_range(args)
     if since is None and until is not None:
         raise UsageError("--until needs --since (without either: the last full quarter)")
-    app = build_app(load_config(config_path(args)))
+    app = app_for(args)
     now = app.clock()
     if since is None:  # default: the last full quarter
         _label, until = quarter_start(now)
@@ -177,7 +176,6 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 def cmd_log_audit(args: argparse.Namespace) -> int:
     """Write and show the quarterly log audit (default: the previous quarter)."""
-    from monitord.app import build_app
     from monitord.logwork import log_audit
 
     if args.quarter:
@@ -185,7 +183,7 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
             quarter_bounds(args.quarter)
         except ValueError as exc:
             raise UsageError(f"--quarter: {exc}") from None
-    app = build_app(load_config(config_path(args)))
+    app = app_for(args)
     with app.store.session() as session:
         audit = log_audit(session, app.clock(), args.quarter)
         data: dict[str, Any] = {

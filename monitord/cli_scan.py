@@ -10,6 +10,7 @@ from monitord.cli_common import actor, app_for, print_json
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import SHANGHAI
+from monitord.types import SEVERITIES
 
 # sqlalchemy, the models, the scan logic and the ZAP client are imported by each handler:
 # registering these commands must not load them into every `monitord` process (see monitord.cli).
@@ -157,7 +158,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
         if args.service:
             query = query.where(Finding.service_id == args.service)
         if args.risk:
-            query = query.where(Finding.severity.in_(args.risk.split(",")))
+            query = query.where(Finding.severity.in_(args.risk))
         if not args.all:
             query = query.where(Finding.state.in_(("open", "accepted")))
         rows: list[dict[str, Any]] = [
@@ -203,6 +204,17 @@ def cmd_findings(args: argparse.Namespace) -> int:
     return 0
 
 
+def severities(text: str) -> list[str]:
+    """An argparse type: a comma-separated list of severities (an unknown one matched nothing)."""
+    chosen = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [part for part in chosen if part not in SEVERITIES]
+    if not chosen or unknown:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected severities from {', '.join(SEVERITIES)}, e.g. high,medium"
+        )
+    return chosen
+
+
 def add_scan_commands(sub: Any) -> None:
     """Register `scan` and `findings` on the main parser's subparsers."""
     p = sub.add_parser(
@@ -219,7 +231,7 @@ def add_scan_commands(sub: Any) -> None:
     p.set_defaults(handler=cmd_scan)
     p = sub.add_parser("findings", help="findings: list, or --accept ID with a reason and expiry")
     p.add_argument("--service", metavar="ID")
-    p.add_argument("--risk", metavar="LIST", help="severities, e.g. high,medium")
+    p.add_argument("--risk", metavar="LIST", type=severities, help="severities, e.g. high,medium")
     p.add_argument("--all", action="store_true", help="include resolved findings")
     p.add_argument("--json", action="store_true")
     p.add_argument(

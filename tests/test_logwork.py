@@ -300,3 +300,16 @@ def test_usage_cli_refuses_a_range_it_cannot_show_and_says_when_nothing_is_store
     captured = capsys.readouterr()
     assert json.loads(captured.out)["requests"] == 0
     assert "no statistics of svc-0042 are stored from 2026-06-30T16:00:00+00:00" in captured.err
+
+
+@pytest.mark.parametrize("command", [["usage", "svc-0042"], ["log-audit"]])
+def test_log_commands_name_a_store_folder_they_cannot_create(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    from monitord.cli import main
+
+    config = tmp_path / "monitord.toml"
+    config.write_text('[store]\nurl = "sqlite:////proc/monitord-test/m.db"\n', encoding="utf-8")
+    assert main(["--config", str(config), *command]) == 2
+    err = capsys.readouterr().err
+    assert "store.url: cannot create /proc/monitord-test" in err and "Traceback" not in err

@@ -267,6 +267,13 @@ def test_scan_import_and_findings_cli(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["--config", str(config), "findings", "--risk", "high,medium", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert found and {f["severity"] for f in found} <= {"high", "medium"}
+    # An unknown severity had matched nothing: an empty list, as if all were well.
+    with pytest.raises(SystemExit) as refused:
+        main(["--config", str(config), "findings", "--risk", "urgent"])
+    assert refused.value.code == 2
+    assert "'urgent': expected severities from info, low" in capsys.readouterr().err
+    assert main(["--config", str(config), "findings", "--risk", "High, MEDIUM", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == found
     assert all(f["rule"].startswith("zap:") and f["clause"] == "8.3 b" for f in found)
     status = main(
         [
