@@ -197,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _drop_stdout() -> None:
+    # Standard output failed: what is still buffered goes nowhere, so that Python's final flush
+    # at exit does not complain with a traceback of its own.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `monitord` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -213,14 +219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return status
     except BrokenPipeError:
-        # The reader went away (`monitord incidents list | head -1`): nothing more to say, and
-        # Python's final flush must not complain either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # The reader went away (`monitord incidents list | head -1`): nothing more to say.
+        _drop_stdout()
         return 1
     except OSError as exc:
         if exc.filename is not None or exc.errno not in _OUTPUT_ERRORS:
             raise
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         print(f"monitord: cannot write the output ({exc.strerror})", file=sys.stderr)
         return 1
     except (ConfigError, UsageError) as exc:
