@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from monitord.accesslog import schema
+from monitord.workcalendar import WorkCalendar
 from rules.log_arrays import Ints, Mask, factorize, filled
 from rules.log_rule_file import Condition
-from rules.workdays import WorkCalendar
 
 SENSITIVE = (
     r"(?i)(^|/)(\.env|\.git|\.svn|\.hg|\.DS_Store|\.htaccess|\.aws|wp-admin|wp-login\.php|"

@@ -23,6 +23,7 @@ import pyarrow as pa
 from monitord.accesslog import schema
 from monitord.accesslog.findings import MAX_EVIDENCE, LogFinding
 from monitord.types import SEVERITIES
+from monitord.workcalendar import WorkCalendar
 from rules.log_arrays import (
     Ints,
     Mask,
@@ -44,7 +45,6 @@ from rules.log_windows import (
     floors,
     may_fire,
 )
-from rules.workdays import WorkCalendar
 
 if TYPE_CHECKING:
     from monitord.config import LogSettings
@@ -82,10 +82,7 @@ class LogRuleEngine:
         make-up working days for years the calendar package does not know, the working day)."""
         if settings is None:
             return cls.load()
-        calendar = WorkCalendar.from_config(
-            settings.holidays, settings.workdays, settings.work_day_start, settings.work_day_end
-        )
-        return cls.load(calendar=calendar)
+        return cls.load(calendar=WorkCalendar.from_settings(settings))
 
     def feed(self, block: pa.Table) -> None:
         """Evaluate every rule on a parsed block (columns of monitord.accesslog.schema).

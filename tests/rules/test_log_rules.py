@@ -14,10 +14,10 @@ import pytest
 from monitord.accesslog import analyse
 from monitord.errors import RuleError
 from monitord.timeutil import SHANGHAI
+from monitord.workcalendar import UnknownYearWarning, WorkCalendar
 from rules.log_conditions import DERIVED
 from rules.log_rule_file import DERIVED_NEEDS, RULES_FILE, load_rules, parse_rules
 from rules.log_rules import LogRuleEngine
-from rules.workdays import UnknownYearWarning, WorkCalendar
 
 SAMPLES = Path(RULES_FILE).parent / "samples"
 SAMPLE_FILES = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".log", ".jsonl"))
@@ -163,6 +163,18 @@ def test_config_overrides_win_over_the_package() -> None:
         warnings.simplefilter("error")
         assert cal.is_workday(dt.date(2031, 1, 6)) is False  # no warning: the config knows
     assert cal.is_workday(dt.date(2026, 6, 6)) is True
+
+
+def test_working_days_between_two_dates_count_neither_end() -> None:
+    # Monday 8 June 2026 to Monday 15 June: Tuesday to Friday, and Saturday 13 if the config
+    # makes it a working day.
+    monday, next_monday = dt.date(2026, 6, 8), dt.date(2026, 6, 15)
+    assert WorkCalendar().working_days_between(monday, next_monday) == 4
+    assert (
+        WorkCalendar.from_config(workdays=["2026-06-13"]).working_days_between(monday, next_monday)
+        == 5
+    )
+    assert WorkCalendar().working_days_between(next_monday, monday) == 0
 
 
 def test_a_rule_file_that_is_not_toml_is_named(tmp_path: Path) -> None:

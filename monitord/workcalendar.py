@@ -12,10 +12,14 @@ import datetime as dt
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import chinese_calendar
 
 from monitord.timeutil import SHANGHAI
+
+if TYPE_CHECKING:
+    from monitord.config import LogSettings
 
 
 class UnknownYearWarning(UserWarning):
@@ -36,6 +40,14 @@ class WorkCalendar:
     workdays: frozenset[dt.date] = frozenset()
     _warned: set[int] = field(default_factory=set, repr=False)
     _cache: dict[dt.date, bool] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: LogSettings) -> WorkCalendar:
+        """The calendar of `[logs]` in the config: its holidays, make-up working days and
+        working day."""
+        return cls.from_config(
+            settings.holidays, settings.workdays, settings.work_day_start, settings.work_day_end
+        )
 
     @classmethod
     def from_config(
@@ -84,6 +96,11 @@ class WorkCalendar:
                 result = day.weekday() < 5
         self._cache[day] = result
         return result
+
+    def working_days_between(self, first: dt.date, last: dt.date) -> int:
+        """The working days after `first` and before `last` (none when `last` is not later)."""
+        days = (last - first).days - 1
+        return sum(self.is_workday(first + dt.timedelta(days=k)) for k in range(1, days + 1))
 
     def is_working_time(self, moment: dt.datetime) -> bool:
         """Whether `moment` (timezone-aware) is within working hours of a working day, in China."""
