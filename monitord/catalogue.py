@@ -28,8 +28,9 @@ from monitord.errors import SyncError
 from monitord.findings import resolve_findings, upsert_finding
 from monitord.models import Service, ServiceEvent, SyncRun
 from monitord.store import Store
-from monitord.timeutil import Clock, parse_time
+from monitord.timeutil import SHANGHAI, Clock, parse_time
 from monitord.types import FindingDraft
+from monitord.workcalendar import WorkCalendar
 
 ENUMS: dict[str, tuple[str, ...]] = {
     "type": ("government", "public", "market", "other"),
@@ -77,7 +78,16 @@ OBJECT_FIELDS = ("probe", "return_codes", "review", "suspension", "offline_notic
 RULE_FILING = "appendix_a_incomplete"
 RULE_UNKNOWN_VALUE = "catalogue_unknown_value"
 RULE_PLAIN_HTTP = "plain_http_access"
-CATALOGUE_RULES = (RULE_FILING, RULE_UNKNOWN_VALUE, RULE_PLAIN_HTTP)
+RULE_SHORT_NOTICE = "offline_notice_short"
+CATALOGUE_RULES = (RULE_FILING, RULE_UNKNOWN_VALUE, RULE_PLAIN_HTTP, RULE_SHORT_NOTICE)
+NOTICE_WORKING_DAYS = 10
+"""Clause 7.2.4: a take-down is reported ten working days ahead (the Chinese working days after
+the filing day and before the take-down day)."""
+NOTICE_TIMES = {
+    "suspension": ("filed_at", "from", "planned_resume"),
+    "offline_notice": ("filed_at", "planned_offline"),
+}
+"""The times inside the lifecycle notices (spec/catalogue-api.md)."""
 
 
 @dataclass(frozen=True)
@@ -290,6 +300,12 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
         problems.append(f"updated_at: expected an ISO 8601 time, got {_show(updated_at)}")
     if raw.get("status") is None:
         problems.append("status: missing (lifecycle state)")
+    for notice, keys in NOTICE_TIMES.items():
+        filed = raw.get(notice)
+        for key in keys if isinstance(filed, dict) else ():
+            if filed.get(key) is not None and _notice_time(filed, key) is None:
+                got = _show(filed.get(key))
+                problems.append(f"{notice}.{key}: expected an ISO 8601 time, got {got}")
 
     for name, label in APPENDIX_A.items():
         value = raw.get(name)
@@ -479,9 +495,54 @@ async def fetch_catalogue(
     return Catalogue(records=list(records.values()), etag=first_etag, warnings=warnings)
 
 
-def _record_findings(session: Session, record: ServiceRecord, now: dt.datetime) -> set[str]:
+def _notice_time(notice: dict[str, Any], key: str) -> dt.datetime | None:
+    # A time inside a lifecycle notice; None when absent or not a time.
+    value = notice.get(key)
+    try:
+        return parse_time(value) if isinstance(value, str) else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def _notice_working_days(record: ServiceRecord, calendar: WorkCalendar) -> int | None:
+    """The working days a take-down notice gave (7.2.4), when it gives both of its times."""
+    notice = record.raw.get("offline_notice")
+    if not isinstance(notice, dict):
+        return None
+    filed, planned = _notice_time(notice, "filed_at"), _notice_time(notice, "planned_offline")
+    if filed is None or planned is None:
+        return None
+    local = (filed.astimezone(SHANGHAI).date(), planned.astimezone(SHANGHAI).date())
+    return calendar.working_days_between(*local)
+
+
+def _record_findings(
+    session: Session, record: ServiceRecord, now: dt.datetime, calendar: WorkCalendar
+) -> set[str]:
     """Upsert the catalogue findings of one record; returns the rules it raised."""
     drafts: list[FindingDraft] = []
+    notice_days = _notice_working_days(record, calendar)
+    if notice_days is not None and notice_days < NOTICE_WORKING_DAYS:
+        notice = record.raw["offline_notice"]
+        drafts.append(
+            FindingDraft(
+                rule=RULE_SHORT_NOTICE,
+                clause="7.2.4",
+                severity="low",
+                subject_kind="service",
+                subject=record.id,
+                service_id=record.id,
+                summary=(
+                    f"下线通知仅提前 {notice_days} 个工作日"
+                    f"（应提前 {NOTICE_WORKING_DAYS} 个工作日）"
+                ),
+                evidence={
+                    "filed_at": notice.get("filed_at"),
+                    "planned_offline": notice.get("planned_offline"),
+                    "working_days": notice_days,
+                },
+            )
+        )
     if record.filing_problems:
         drafts.append(
             FindingDraft(
@@ -580,12 +641,15 @@ def apply_catalogue(
     started_at: dt.datetime,
     now: dt.datetime,
     max_gone_fraction: float,
+    calendar: WorkCalendar | None = None,
 ) -> SyncOutcome:
-    """Apply a whole catalogue to the store inside the caller's transaction.
+    """Apply a whole catalogue to the store inside the caller's transaction; `calendar` (the
+    statutory one by default) counts a take-down notice's working days.
 
     Raises SyncError, before changing anything, when the catalogue would empty the store or mark
     more than max_gone_fraction of the known services gone.
     """
+    calendar = calendar or WorkCalendar()
     existing = {s.id: s for s in session.scalars(select(Service))}
     present = {r.id for r in catalogue.records}
     active = [s for s in existing.values() if not s.gone]
@@ -645,7 +709,7 @@ def apply_catalogue(
             events += 1
             if event["kind"] != "added":
                 lines.append(_event_line(record.id, record.columns["name"], event))
-        raised[record.id] = _record_findings(session, record, now)
+        raised[record.id] = _record_findings(session, record, now, calendar)
     for service in vanishing:
         service.gone = True
         service.gone_at = now
@@ -732,6 +796,7 @@ async def sync_catalogue(
     session: aiohttp.ClientSession | None = None,
     file: str | Path | None = None,
     sleep: Sleep = asyncio.sleep,
+    calendar: WorkCalendar | None = None,
 ) -> SyncOutcome:
     """Run one sync from the portal (or from a file) and record it; never raises SyncError.
 
@@ -757,7 +822,14 @@ async def sync_catalogue(
             logger.info("catalogue unchanged (HTTP 304)")
             return SyncOutcome(outcome="unchanged")
         outcome = await asyncio.to_thread(
-            _apply, store, catalogue, source, started_at, clock, settings.max_gone_fraction
+            _apply,
+            store,
+            catalogue,
+            source,
+            started_at,
+            clock,
+            settings.max_gone_fraction,
+            calendar,
         )
     except SyncError as exc:
         reason = str(exc)
@@ -784,9 +856,12 @@ def _apply(
     started_at: dt.datetime,
     clock: Clock,
     max_gone_fraction: float,
+    calendar: WorkCalendar | None,
 ) -> SyncOutcome:
     with store.session() as session:
-        return apply_catalogue(session, catalogue, source, started_at, clock(), max_gone_fraction)
+        return apply_catalogue(
+            session, catalogue, source, started_at, clock(), max_gone_fraction, calendar
+        )
 
 
 def service_rows(store: Store, include_gone: bool = True) -> list[dict[str, Any]]:

@@ -67,6 +67,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from monitord import aio
     from monitord.catalogue import sync_catalogue
     from monitord.logsetup import setup_logging
+    from monitord.workcalendar import WorkCalendar
 
     settings = settings_for(args)
     setup_logging(settings.logging, to_file=False)
@@ -79,6 +80,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 settings.secrets.portal_token,
                 app.clock,
                 file=args.file,
+                calendar=WorkCalendar.from_settings(settings.logs),
             )
         )
     finally:

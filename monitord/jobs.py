@@ -20,6 +20,7 @@ from monitord.logwork import audit_due, follow_logs
 from monitord.probing import probe_round
 from monitord.retention import purge, roll_up
 from monitord.scans import finished_scan_count, scan_pass
+from monitord.workcalendar import WorkCalendar
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ async def catalogue_sync(app: App) -> None:
         app.settings.secrets.portal_token,
         app.clock,
         session=app.http,
+        calendar=WorkCalendar.from_settings(app.settings.logs),
     )
 
 

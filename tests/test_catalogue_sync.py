@@ -257,6 +257,45 @@ async def test_filing_problems_become_findings_not_rejections(
     assert states["svc-0001"] == "resolved"
 
 
+async def test_a_take_down_notice_short_of_ten_working_days_is_a_7_2_4_finding(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # Filed on Thursday 24 September 2026 for Tuesday 13 October: twelve weekdays between, but
+    # Mid-Autumn and National Day leave seven working days (with Saturday 10 October, a make-up
+    # working day, among them).
+    short = {"filed_at": "2026-09-24T10:00:00+08:00", "planned_offline": "2026-10-13T00:00+08:00"}
+    portal.services[0]["offline_notice"] = short
+    portal.services[1]["offline_notice"] = {**short, "filed_at": "2026-09-01T10:00:00+08:00"}
+    portal.services[2]["offline_notice"] = {**short, "filed_at": "next week"}
+    portal.services[3]["suspension"] = {"filed_at": "2026-10-01", "planned_resume": 20261101}
+    await sync(store, portal, clock)
+    with store.session() as session:
+        found = {
+            (f.rule, f.subject): f
+            for f in session.scalars(select(Finding).where(Finding.state == "open"))
+        }
+    notice = found[("offline_notice_short", "svc-0001")]
+    assert (notice.clause, notice.evidence["working_days"]) == ("7.2.4", 7)
+    assert notice.summary == "下线通知仅提前 7 个工作日（应提前 10 个工作日）"
+    assert {subject for rule, subject in found if rule == "offline_notice_short"} == {"svc-0001"}
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert rows["svc-0003"]["filing_problems"] == [
+        "offline_notice.filed_at: expected an ISO 8601 time, got 'next week'"
+    ]
+    assert rows["svc-0004"]["filing_problems"] == [
+        "suspension.planned_resume: expected an ISO 8601 time, got 20261101"
+    ]
+    # The provider files the notice earlier: the finding resolves.
+    portal.services[0]["offline_notice"] = portal.services[1]["offline_notice"]
+    clock.advance(hours=1)
+    await sync(store, portal, clock)
+    with store.session() as session:
+        notices = [
+            f.state for f in session.scalars(select(Finding)) if f.rule == "offline_notice_short"
+        ]
+    assert notices == ["resolved"]
+
+
 def page_body(portal: FakePortal, page: int, size: int, **fields: str) -> bytes:
     """Page `page` as the fake portal serves it, the n-th field written as raw JSON text into
     the n-th service of the page (for values json.dumps cannot write)."""
