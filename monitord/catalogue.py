@@ -505,15 +505,18 @@ def _notice_time(notice: dict[str, Any], key: str) -> dt.datetime | None:
 
 
 def _notice_working_days(record: ServiceRecord, calendar: WorkCalendar) -> int | None:
-    """The working days a take-down notice gave (7.2.4), when it gives both of its times."""
+    """The working days a take-down notice gave (7.2.4), up to 60 days' worth, when it gives
+    both of its times."""
     notice = record.raw.get("offline_notice")
     if not isinstance(notice, dict):
         return None
     filed, planned = _notice_time(notice, "filed_at"), _notice_time(notice, "planned_offline")
     if filed is None or planned is None:
         return None
-    local = (filed.astimezone(SHANGHAI).date(), planned.astimezone(SHANGHAI).date())
-    return calendar.working_days_between(*local)
+    first, last = filed.astimezone(SHANGHAI).date(), planned.astimezone(SHANGHAI).date()
+    # Ten working days always fit in 60 days (the longest holiday is about a week): counting no
+    # further keeps a notice for the year 9999 from walking the calendar day by day.
+    return calendar.working_days_between(first, min(last, first + dt.timedelta(days=60)))
 
 
 def _record_findings(

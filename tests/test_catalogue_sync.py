@@ -266,6 +266,7 @@ async def test_a_take_down_notice_short_of_ten_working_days_is_a_7_2_4_finding(
     short = {"filed_at": "2026-09-24T10:00:00+08:00", "planned_offline": "2026-10-13T00:00+08:00"}
     portal.services[0]["offline_notice"] = short
     portal.services[1]["offline_notice"] = {**short, "filed_at": "2026-09-01T10:00:00+08:00"}
+    portal.services[4]["offline_notice"] = {**short, "planned_offline": "9999-12-30T00:00+08:00"}
     portal.services[2]["offline_notice"] = {**short, "filed_at": "next week"}
     portal.services[3]["suspension"] = {"filed_at": "2026-10-01", "planned_resume": 20261101}
     await sync(store, portal, clock)
