@@ -29,7 +29,7 @@ from monitord.findings import resolve_findings, upsert_finding
 from monitord.models import Service, ServiceEvent, SyncRun
 from monitord.store import Store
 from monitord.timeutil import SHANGHAI, Clock, parse_time
-from monitord.types import FindingDraft
+from monitord.types import PROBE_METHODS, FindingDraft
 from monitord.workcalendar import WorkCalendar
 
 ENUMS: dict[str, tuple[str, ...]] = {
@@ -300,6 +300,9 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
         problems.append(f"updated_at: expected an ISO 8601 time, got {_show(updated_at)}")
     if raw.get("status") is None:
         problems.append("status: missing (lifecycle state)")
+    probe = raw.get("probe")
+    if isinstance(probe, dict):
+        problems += _probe_problems(probe)
     for notice, keys in NOTICE_TIMES.items():
         filed = raw.get(notice)
         for key in keys if isinstance(filed, dict) else ():
@@ -493,6 +496,40 @@ async def fetch_catalogue(
             "the catalogue was not read whole"
         )
     return Catalogue(records=list(records.values()), etag=first_etag, warnings=warnings)
+
+
+def _probe_problems(probe: dict[str, Any]) -> list[str]:
+    """What is malformed in a record's `probe` (spec/catalogue-api.md). The probes read it
+    leniently and probe the default instead; this makes the filing mistake visible."""
+    expected: list[tuple[str, str]] = []
+    path, method, keyword = probe.get("path"), probe.get("method"), probe.get("keyword")
+    if path is not None and not (isinstance(path, str) and path.strip()):
+        expected.append(("path", "a path such as /health"))
+    if method is not None and not (isinstance(method, str) and method.upper() in PROBE_METHODS):
+        expected.append(("method", "one of " + ", ".join(sorted(PROBE_METHODS))))
+    statuses = probe.get("expect_status")
+    if statuses is not None and not (
+        isinstance(statuses, list)
+        and statuses
+        and all(type(c) is int and 100 <= c <= 599 for c in statuses)
+    ):
+        expected.append(("expect_status", "a list of HTTP status codes such as [200]"))
+    codes = probe.get("expect_codes")
+    if codes is not None and not (
+        isinstance(codes, dict)
+        and isinstance(codes.get("field"), str)
+        and codes["field"]
+        and isinstance(codes.get("ok", []), list)
+    ):
+        expected.append(("expect_codes", 'an object such as {"field": "code", "ok": ["0"]}'))
+    if keyword is not None and not (isinstance(keyword, str) and keyword):
+        expected.append(("keyword", "a non-empty text"))
+    if probe.get("mobile") is not None and not isinstance(probe.get("mobile"), bool):
+        expected.append(("mobile", "true or false"))
+    return [
+        f"probe.{key}: expected {what}, got {_show(probe[key])}; the default is probed instead"
+        for key, what in expected
+    ]
 
 
 def _notice_time(notice: dict[str, Any], key: str) -> dt.datetime | None:

@@ -21,6 +21,8 @@ Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
 
 PROBE_KINDS = ("availability", "tls", "compatibility", "contract")
+PROBE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST"})
+"""The HTTP methods a catalogue `probe` may ask for."""
 """The probe kinds, in the order they are shown. `probes.PROBES` registers one function for each
 (a test holds the two together); config and the CLI check names against this tuple, which costs
 no import of the probes and aiohttp."""

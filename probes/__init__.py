@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
-from monitord.types import ProbeContext, ProbeResult, Spec, Target
+from monitord.types import PROBE_METHODS, ProbeContext, ProbeResult, Spec, Target
 from probes import availability, compatibility, contract, tls
 from probes.http import make_session, timing_trace_config
 from probes.netguard import DEFAULT_DENIED_NETWORKS, DeniedTargetError, denied_network
@@ -42,8 +42,6 @@ PROBES: dict[str, ProbeKind] = {
     "contract": ProbeKind(contract.probe, contract.ContractSpec),
 }
 
-_METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS"})
-
 
 def _statuses(value: Any) -> tuple[int, ...] | None:
     if not isinstance(value, list | tuple):
@@ -61,7 +59,7 @@ def _catalogue_fields(
     if isinstance(path, str) and path.strip():
         fields["path"] = path.strip()
     method = probe.get("method")
-    if isinstance(method, str) and method.upper() in _METHODS:
+    if isinstance(method, str) and method.upper() in PROBE_METHODS:
         fields["method"] = method.upper()
     statuses = _statuses(probe.get("expect_status"))
     if statuses:

@@ -297,6 +297,31 @@ async def test_a_take_down_notice_short_of_ten_working_days_is_a_7_2_4_finding(
     assert notices == ["resolved"]
 
 
+async def test_a_malformed_probe_filing_is_a_filing_problem_not_a_silent_default(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # The probes read `probe` leniently: "200" for [200] was probed as the default, unremarked.
+    portal.services[0]["probe"] = {"path": "/health", "method": "FETCH", "expect_status": "200"}
+    portal.services[1]["probe"] = {"expect_codes": ["code"], "mobile": "yes", "keyword": ""}
+    portal.services[2]["probe"] = {"path": "health", "method": "post", "expect_status": [204]}
+    await sync(store, portal, clock)
+    rows = {r["id"]: r for r in service_rows(store)}
+
+    def said(key: str, what: str, got: str) -> str:
+        return f"probe.{key}: expected {what}, got {got}; the default is probed instead"
+
+    assert rows["svc-0001"]["filing_problems"] == [
+        said("expect_status", "a list of HTTP status codes such as [200]", "'200'"),
+        said("method", "one of GET, HEAD, OPTIONS, POST", "'FETCH'"),
+    ]
+    assert rows["svc-0002"]["filing_problems"] == [
+        said("expect_codes", 'an object such as {"field": "code", "ok": ["0"]}', "['code']"),
+        said("keyword", "a non-empty text", "''"),
+        said("mobile", "true or false", "'yes'"),
+    ]
+    assert rows["svc-0003"]["filing_problems"] == []
+
+
 def page_body(portal: FakePortal, page: int, size: int, **fields: str) -> bytes:
     """Page `page` as the fake portal serves it, the n-th field written as raw JSON text into
     the n-th service of the page (for values json.dumps cannot write)."""
