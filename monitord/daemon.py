@@ -20,6 +20,7 @@ from monitord.app import App
 from monitord.config import Settings, load_config
 from monitord.errors import ConfigError
 from monitord.jobs import JOBS, Job
+from monitord.logwork import reader_warning
 from monitord.timeutil import UTC
 
 
@@ -120,6 +121,9 @@ class Daemon:
             self.app.store.display_url,
             ", ".join(j.name for j in self.jobs),
         )
+        slower = reader_warning(self.app.settings)
+        if slower is not None:
+            logger.warning(slower)
         await self._stop.wait()
         sdnotify.notify("STOPPING=1")
         await self._shutdown()

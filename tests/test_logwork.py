@@ -313,3 +313,17 @@ def test_log_commands_name_a_store_folder_they_cannot_create(
     assert main(["--config", str(config), *command]) == 2
     err = capsys.readouterr().err
     assert "store.url: cannot create /proc/monitord-test" in err and "Traceback" not in err
+
+
+def test_the_daemon_is_told_when_followed_logs_will_be_read_without_the_c_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitord.accesslog import nginx
+    from monitord.logwork import reader_warning
+
+    followed = config((tmp_path / "access.log", "nginx"))
+    monkeypatch.setattr(nginx, "NATIVE", True)
+    assert reader_warning(followed) is None
+    monkeypatch.setattr(nginx, "NATIVE", False)
+    assert "C core is not built" in (reader_warning(followed) or "")
+    assert reader_warning(config()) is None  # no log followed: nothing to say
