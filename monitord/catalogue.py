@@ -28,6 +28,7 @@ from monitord.errors import SyncError
 from monitord.findings import resolve_findings, upsert_finding
 from monitord.models import Service, ServiceEvent, SyncRun
 from monitord.store import Store
+from monitord.textable import shortened
 from monitord.timeutil import SHANGHAI, Clock, parse_time
 from monitord.types import PROBE_METHODS, FindingDraft
 from monitord.workcalendar import WorkCalendar
@@ -128,8 +129,7 @@ class SyncOutcome:
 
 def _show(value: Any) -> str:
     """A value as it appears in a message: its repr, cut short so one field cannot flood a log."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return shortened(repr(value), 80)
 
 
 def _int_or_text(text: str) -> int | str:

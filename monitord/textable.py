@@ -1,9 +1,16 @@
-"""Plain-text tables that line up with Chinese text (wide characters count twice)."""
+"""Plain text for people: tables that line up with Chinese text (wide characters count twice),
+and values cut short for messages."""
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
+
+
+def shortened(text: str, limit: int) -> str:
+    """text, cut to `limit` characters ending in "..." when longer: a value quoted in a message
+    must not flood a log or a listing."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def display_width(text: str) -> int:

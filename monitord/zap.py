@@ -52,6 +52,7 @@ from loguru import logger as _logger
 from zapv2 import ZAPv2
 
 from monitord.errors import MonitordError
+from monitord.textable import shortened
 from monitord.timeutil import Clock, system_clock
 from monitord.types import FindingDraft, Severity
 
@@ -632,8 +633,7 @@ class _TimeoutZAPv2(ZAPv2):  # type: ignore[misc]  # zapv2 ships no type informa
                 f"{len(response.content)} bytes): is it ZAP that listens there?"
             ) from None
         if not isinstance(value, dict) or not value:
-            shown = json.dumps(value, ensure_ascii=False)
-            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            shown = shortened(json.dumps(value, ensure_ascii=False), 60)
             raise ZapBadAnswer(
                 f"ZAP answered {endpoint} with {shown} where an object with a value was expected"
             )
@@ -723,7 +723,7 @@ def _digits(value: Any, endpoint: str, *, forgotten: bool = False) -> int:
         return value
     if isinstance(value, str) and re.fullmatch(r"[a-z_]+", value):
         raise _coded(value, endpoint, forgotten=forgotten)
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    shown = shortened(repr(value), 40)
     raise ZapBadAnswer(f"ZAP answered {endpoint} with {shown} where a number was expected")
 
 
