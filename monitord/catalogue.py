@@ -30,7 +30,7 @@ from monitord.models import Service, ServiceEvent, SyncRun
 from monitord.store import Store
 from monitord.textable import shortened
 from monitord.timeutil import SHANGHAI, Clock, parse_time
-from monitord.types import PROBE_METHODS, FindingDraft
+from monitord.types import PROBE_METHODS, FindingDraft, is_http_status
 from monitord.workcalendar import WorkCalendar
 
 ENUMS: dict[str, tuple[str, ...]] = {
@@ -509,9 +509,7 @@ def _probe_problems(probe: dict[str, Any]) -> list[str]:
         expected.append(("method", "one of " + ", ".join(sorted(PROBE_METHODS))))
     statuses = probe.get("expect_status")
     if statuses is not None and not (
-        isinstance(statuses, list)
-        and statuses
-        and all(type(c) is int and 100 <= c <= 599 for c in statuses)
+        isinstance(statuses, list) and statuses and all(is_http_status(c) for c in statuses)
     ):
         expected.append(("expect_status", "a list of HTTP status codes such as [200]"))
     codes = probe.get("expect_codes")

@@ -23,6 +23,13 @@ SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
 PROBE_KINDS = ("availability", "tls", "compatibility", "contract")
 PROBE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST"})
 """The HTTP methods a catalogue `probe` may ask for."""
+
+
+def is_http_status(value: Any) -> bool:
+    """Whether a catalogue value is an HTTP status code (an integer from 100 to 599)."""
+    return type(value) is int and 100 <= value <= 599
+
+
 """The probe kinds, in the order they are shown. `probes.PROBES` registers one function for each
 (a test holds the two together); config and the CLI check names against this tuple, which costs
 no import of the probes and aiohttp."""

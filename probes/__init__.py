@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
-from monitord.types import PROBE_METHODS, ProbeContext, ProbeResult, Spec, Target
+from monitord.types import PROBE_METHODS, ProbeContext, ProbeResult, Spec, Target, is_http_status
 from probes import availability, compatibility, contract, tls
 from probes.http import make_session, timing_trace_config
 from probes.netguard import DEFAULT_DENIED_NETWORKS, DeniedTargetError, denied_network
@@ -46,7 +46,7 @@ PROBES: dict[str, ProbeKind] = {
 def _statuses(value: Any) -> tuple[int, ...] | None:
     if not isinstance(value, list | tuple):
         return None
-    codes = tuple(v for v in value if isinstance(v, int) and 100 <= v <= 599)
+    codes = tuple(v for v in value if is_http_status(v))
     return codes or None
 
 
