@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import json
 import math
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from monitord.errors import SyncError
 from monitord.findings import resolve_findings, upsert_finding
 from monitord.models import Service, ServiceEvent, SyncRun
 from monitord.store import Store
-from monitord.textable import shortened
+from monitord.textable import UNSTORABLE, shortened, storable
 from monitord.timeutil import SHANGHAI, Clock, parse_time
 from monitord.types import PROBE_METHODS, FindingDraft, is_http_status
 from monitord.workcalendar import WorkCalendar
@@ -164,9 +163,6 @@ def load_json(data: str | bytes) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-# PostgreSQL text holds no NUL character, and UTF-8 cannot encode a lone UTF-16 surrogate
-# (JSON's "\ud800" escape), so neither can be stored in any column.
-_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
 ID_LENGTH = 200
 """The longest service id the store holds (services.id)."""
 SHORT_LENGTH = 40
@@ -186,12 +182,12 @@ def _clean(value: Any, path: str, problems: list[str], depth: int = 0) -> Any:
     nor the store's JSON writer runs out of stack.
     """
     if isinstance(value, str):
-        if _NOT_TEXT.search(value) is None:
+        if UNSTORABLE.search(value) is None:
             return value
         problems.append(
             f"{path}: holds a NUL character or a lone surrogate, not text; kept with U+FFFD instead"
         )
-        return _NOT_TEXT.sub("\ufffd", value)
+        return storable(value)
     if isinstance(value, list | dict) and depth >= RECORD_DEPTH:
         problems.append(f"{path}: nested more than {RECORD_DEPTH} levels deep; kept as JSON text")
         return json.dumps(value)
@@ -224,7 +220,7 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
     service_id = raw.get("id")
     if not isinstance(service_id, str) or not service_id.strip():
         raise SyncError(f"{where}: a service has no usable id ({_show(service_id)})")
-    if _NOT_TEXT.search(service_id) or len(service_id.strip()) > ID_LENGTH:
+    if UNSTORABLE.search(service_id) or len(service_id.strip()) > ID_LENGTH:
         raise SyncError(
             f"{where}: service id {_show(service_id)} is not usable: it holds a NUL character or "
             f"a lone surrogate, or is longer than {ID_LENGTH} characters"

@@ -1,10 +1,20 @@
 """Plain text for people: tables that line up with Chinese text (wide characters count twice),
-and values cut short for messages."""
+values cut short for messages, and text every store holds."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
+
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""Characters no store holds: NUL (not in a PostgreSQL text) and lone UTF-16 surrogates (JSON's
+"\\ud800" escape or a Java string's half pair, which UTF-8 cannot encode)."""
+
+
+def storable(text: str) -> str:
+    """text with U+FFFD in place of each UNSTORABLE character."""
+    return UNSTORABLE.sub("\ufffd", text)
 
 
 def shortened(text: str, limit: int) -> str:

@@ -52,7 +52,7 @@ from loguru import logger as _logger
 from zapv2 import ZAPv2
 
 from monitord.errors import MonitordError
-from monitord.textable import shortened
+from monitord.textable import shortened, storable
 from monitord.timeutil import Clock, system_clock
 from monitord.types import FindingDraft, Severity
 
@@ -424,9 +424,6 @@ _CONFIDENCE_RANK = {"low": 1, "medium": 2, "high": 3, "confirmed": 4}
 _SAMPLE_URLS = 5
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 def clean_text(value: Any) -> str:
     """`value` as text that every store takes and every terminal prints: U+FFFD in place of
     NULs and lone UTF-16 surrogates.
@@ -435,7 +432,7 @@ def clean_text(value: Any) -> str:
     a lone surrogate cannot be encoded as UTF-8 (SQLite refused the finding, and the whole
     scan was lost), nor a NUL kept in a PostgreSQL text.
     """
-    return _UNSTORABLE.sub("\ufffd", "" if value is None else str(value))
+    return storable("" if value is None else str(value))
 
 
 def _text(value: Any) -> str:
