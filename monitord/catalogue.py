@@ -29,7 +29,7 @@ from monitord.models import Service, ServiceEvent, SyncRun
 from monitord.store import Store
 from monitord.textable import UNSTORABLE, shortened, storable
 from monitord.timeutil import SHANGHAI, Clock, parse_time
-from monitord.types import PROBE_METHODS, FindingDraft, is_http_status
+from monitord.types import PROBE_METHODS, FindingDraft, Severity, is_http_status
 from monitord.workcalendar import WorkCalendar
 
 ENUMS: dict[str, tuple[str, ...]] = {
@@ -555,67 +555,49 @@ def _record_findings(
 ) -> set[str]:
     """Upsert the catalogue findings of one record; returns the rules it raised."""
     drafts: list[FindingDraft] = []
+
+    def found(rule: str, clause: str, severity: Severity, summary: str, **evidence: Any) -> None:
+        drafts.append(
+            FindingDraft(
+                rule=rule,
+                clause=clause,
+                severity=severity,
+                subject_kind="service",
+                subject=record.id,
+                service_id=record.id,
+                summary=summary,
+                evidence=evidence,
+            )
+        )
+
     notice_days = _notice_working_days(record, calendar)
     if notice_days is not None and notice_days < NOTICE_WORKING_DAYS:
         notice = record.raw["offline_notice"]
-        drafts.append(
-            FindingDraft(
-                rule=RULE_SHORT_NOTICE,
-                clause="7.2.4",
-                severity="low",
-                subject_kind="service",
-                subject=record.id,
-                service_id=record.id,
-                summary=(
-                    f"下线通知仅提前 {notice_days} 个工作日"
-                    f"（应提前 {NOTICE_WORKING_DAYS} 个工作日）"
-                ),
-                evidence={
-                    "filed_at": notice.get("filed_at"),
-                    "planned_offline": notice.get("planned_offline"),
-                    "working_days": notice_days,
-                },
-            )
+        found(
+            RULE_SHORT_NOTICE,
+            "7.2.4",
+            "low",
+            f"下线通知仅提前 {notice_days} 个工作日（应提前 {NOTICE_WORKING_DAYS} 个工作日）",
+            filed_at=notice.get("filed_at"),
+            planned_offline=notice.get("planned_offline"),
+            working_days=notice_days,
         )
     if record.filing_problems:
-        drafts.append(
-            FindingDraft(
-                rule=RULE_FILING,
-                clause="6.2.2",
-                severity="low",
-                subject_kind="service",
-                subject=record.id,
-                service_id=record.id,
-                summary=f"备案信息不完整：{len(record.filing_problems)} 项问题",
-                evidence={"problems": record.filing_problems},
-            )
-        )
+        summary = f"备案信息不完整：{len(record.filing_problems)} 项问题"
+        found(RULE_FILING, "6.2.2", "low", summary, problems=record.filing_problems)
     if record.unknown_values:
-        drafts.append(
-            FindingDraft(
-                rule=RULE_UNKNOWN_VALUE,
-                clause="6.2.2",
-                severity="low",
-                subject_kind="service",
-                subject=record.id,
-                service_id=record.id,
-                summary="目录中含未知取值：" + "，".join(record.unknown_values),
-                evidence={"unknown_values": record.unknown_values},
-            )
-        )
+        summary = "目录中含未知取值：" + "，".join(record.unknown_values)
+        found(RULE_UNKNOWN_VALUE, "6.2.2", "low", summary, unknown_values=record.unknown_values)
     url = record.columns.get("url") or ""
     if record.columns.get("access_method") == "http" or url.startswith("http://"):
-        drafts.append(
-            FindingDraft(
-                rule=RULE_PLAIN_HTTP,
-                clause="6.3.2 b",
-                severity="high",
-                subject_kind="service",
-                subject=record.id,
-                service_id=record.id,
-                summary="服务接口未使用 HTTPS",
-                evidence={"access_method": record.columns.get("access_method"), "url": url},
-            )
+        method = record.columns.get("access_method")
+        found(
+            RULE_PLAIN_HTTP,
+            "6.3.2 b",
+            "high",
+            "服务接口未使用 HTTPS",
+            access_method=method,
+            url=url,
         )
     for draft in drafts:
         upsert_finding(session, draft, now)
