@@ -1,0 +1,96 @@
+"""Hiding secrets and control characters in text shown to a person or written to a log.
+
+Every URL monitord shows (a store URL in an error, an apprise URL in a delivery log, a portal URL
+in a config message) goes through `mask_url`; free text that may hold URLs (an exception's
+message) through `mask_urls`. Catalogue text, which a service provider writes, goes through
+`printable` before it reaches a log line or a terminal, so it cannot forge a line or move the
+cursor.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlsplit
+
+MASK = "***"
+SECRET_PARAMS = re.compile(
+    r"(token|secret|passw|pwd|key|sign|auth|credential|session|access)", re.IGNORECASE
+)
+"""Query parameters whose values are masked (access_token=, sign=, api_key=...)."""
+# A path segment that looks like a token: 16+ characters of letters, digits, - and _ with at
+# least one digit (webhook keys, bot tokens), or a hex string of 32+ characters.
+_TOKEN_SEGMENT = re.compile(r"(?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{16,}|[0-9a-fA-F]{32,}")
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 controls (ESC, CR, backspace...) but tab and newline, line and paragraph separators,
+and the bidirectional overrides that make text read differently from what it is."""
+
+
+def _mask_query(query: str) -> str:
+    if not query:
+        return query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not pairs:
+        return MASK
+    out = []
+    for name, value in pairs:
+        masked = MASK if SECRET_PARAMS.search(name) and value else value
+        if masked != MASK and _TOKEN_SEGMENT.fullmatch(value):
+            masked = MASK
+        out.append(f"{name}={masked}")
+    return "&".join(out)
+
+
+def mask_url(url: str) -> str:
+    """url with its password, secret-looking query values and token-like path parts masked.
+
+    The scheme, host, port and the shape of the path stay, so a person can still tell which
+    channel or server it is: `dingtalk://***@…`, `postgresql://monitord:***@db:5432/monitord`.
+    Text that is not a URL is returned with its secret-looking words masked all the same.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return _TOKEN_SEGMENT.sub(MASK, url)
+    if not parts.scheme or "://" not in url:
+        return _TOKEN_SEGMENT.sub(MASK, url)
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if port is not None:
+        netloc += f":{port}"
+    if parts.username is not None:
+        user = parts.username
+        if parts.password is not None:
+            netloc = f"{user}:{MASK}@{netloc}"
+        elif _TOKEN_SEGMENT.fullmatch(user) or not parts.hostname:
+            netloc = f"{MASK}@{netloc}"
+        else:
+            netloc = f"{user}@{netloc}"
+    elif _TOKEN_SEGMENT.fullmatch(netloc):
+        # Apprise puts tokens where a host would be: dingtalk://TOKEN, wecombot://KEY.
+        netloc = MASK
+    path = "/".join(MASK if _TOKEN_SEGMENT.fullmatch(seg) else seg for seg in parts.path.split("/"))
+    query = _mask_query(parts.query)
+    # Built by hand: urlunsplit drops the empty host of sqlite:////var/monitord.db.
+    return f"{parts.scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def mask_urls(text: str) -> str:
+    """text with every URL in it masked as `mask_url` does."""
+    return _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)
+
+
+def printable(text: str) -> str:
+    """text without control characters: each becomes a visible escape (\\x1b, \\r, \\u202e).
+
+    Tabs and newlines stay when `text` is a message of monitord's own; for catalogue text that
+    lands inside one line of a log, use `one_line`.
+    """
+    return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], text)
+
+
+def one_line(text: str) -> str:
+    """text as one printable line: controls escaped as `printable` does, newlines and tabs too."""
+    return printable(text).replace("\n", "\\n").replace("\t", "\\t")

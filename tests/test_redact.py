@@ -1,0 +1,61 @@
+"""What monitord shows of a URL or of provider-written text: never a secret, never a control."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitord.redact import mask_url, mask_urls, one_line, printable
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "secret"),
+    [
+        (
+            "postgresql+psycopg://monitord:s3cret-pw@db.example:5432/monitord",
+            "postgresql+psycopg://monitord:***@db.example:5432/monitord",
+            "s3cret-pw",
+        ),
+        (
+            "dingtalk://a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6/SECabc123def456ghi789",
+            "dingtalk://***/***",
+            "a1b2c3d4e5f6",
+        ),
+        ("wecombot://0123456789abcdef0123", "wecombot://***", "0123456789abcdef"),
+        (
+            "json://hooks.example/x/abcdefghij123456?token=zzz&mode=1",
+            "json://hooks.example/x/***?token=***&mode=1",
+            "abcdefghij123456",
+        ),
+        (
+            "mailto://ops:{smtp_password}@smtp.example.com?to=a@b.c",
+            "mailto://ops:***@smtp.example.com?to=a@b.c",
+            "{smtp_password}",
+        ),
+        (
+            "https://portal:tok3n@portal.example/api",
+            "https://portal:***@portal.example/api",
+            "tok3n",
+        ),
+        ("sqlite:////var/lib/monitord/x.db", "sqlite:////var/lib/monitord/x.db", None),
+        ("http://127.0.0.1:8300", "http://127.0.0.1:8300", None),
+    ],
+)
+def test_a_shown_url_keeps_where_it_goes_and_hides_its_secrets(
+    url: str, shown: str, secret: str | None
+) -> None:
+    assert mask_url(url) == shown
+    if secret is not None:
+        assert secret not in mask_url(url)
+
+
+def test_urls_inside_a_message_are_masked() -> None:
+    text = "cannot reach postgresql://monitord:pw123@db/monitord (connection refused)"
+    assert (
+        mask_urls(text) == "cannot reach postgresql://monitord:***@db/monitord (connection refused)"
+    )
+
+
+def test_control_characters_become_visible_escapes() -> None:
+    forged = "企业开办\x1b[2J\r2026-12-04 ERROR forged\u202e"
+    assert printable(forged) == "企业开办\\x1b[2J\\r2026-12-04 ERROR forged\\u202e"
+    assert one_line("a\nb\tc") == "a\\nb\\tc"
