@@ -11,7 +11,8 @@ judges them.
 
 Kinds: availability (every interval), tls, compatibility and contract (slow schedule).
 Shared pieces: `probes.http` (requests, timings, `make_session`), `probes.tlsinfo` (handshakes,
-certificates, weak suites, OCSP), `probes.netguard` (the deny list).
+certificates, weak suites, OCSP), and `monitord.netguard` (the deny list, which the alerts and
+the scans use too).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
+from monitord.netguard import DEFAULT_DENIED_NETWORKS, DeniedTargetError, denied_network
 from monitord.types import PROBE_METHODS, ProbeContext, ProbeResult, Spec, Target, is_http_status
 from probes import availability, compatibility, contract, tls
 from probes.http import make_session, timing_trace_config
-from probes.netguard import DEFAULT_DENIED_NETWORKS, DeniedTargetError, denied_network
 
 ProbeFunction = Callable[[Target, Any, ProbeContext], Awaitable[ProbeResult]]
 

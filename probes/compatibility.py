@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from monitord import netguard
 from monitord.types import ProbeContext, ProbeResult, Target
-from probes import netguard
 from probes.http import PROBE_ERRORS, HttpSpec, error_text, fetch, probe_url, result
 
 KIND = "compatibility"

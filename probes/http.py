@@ -26,8 +26,9 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from monitord import netguard
 from monitord.types import ProbeContext, ProbeResult, Spec, Target
-from probes import netguard, tlsinfo
+from probes import tlsinfo
 
 DEFAULT_EXPECT_STATUS: tuple[int, ...] = tuple(range(200, 400))
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

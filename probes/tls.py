@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from monitord import netguard
 from monitord.types import ProbeContext, ProbeResult, Target
-from probes import netguard, tlsinfo
+from probes import tlsinfo
 from probes.http import (
     PROBE_ERRORS,
     HttpSpec,

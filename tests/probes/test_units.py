@@ -9,9 +9,9 @@ import pytest
 
 import probes
 from monitord.errors import RuleError
+from monitord.netguard import DEFAULT_DENIED_NETWORKS, denied_network
 from monitord.types import ProbeResult
 from probes import availability, compatibility, contract, tls, tlsinfo
-from probes.netguard import DEFAULT_DENIED_NETWORKS, denied_network
 from rules.probe_rules import evaluate, load_rules, parse_rules
 
 
