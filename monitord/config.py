@@ -9,6 +9,7 @@ line. Secrets never come from the file: they are read from environment variables
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import json
 import os
 import re
@@ -33,7 +34,13 @@ from pydantic_core import ErrorDetails
 
 from monitord.errors import ConfigError
 from monitord.timeutil import SHANGHAI
-from monitord.types import PROBE_KINDS
+from monitord.types import (
+    AVAILABILITY_KINDS,
+    PROBE_KINDS,
+    QUIET_KINDS,
+    SECURITY_KINDS,
+    SEVERITIES,
+)
 
 # Keys whose values must never be echoed back, even inside an error message.
 SECRET_WORDS = ("token", "password", "secret", "api_key", "apikey")
@@ -464,48 +471,14 @@ class AlertSettings(_Section):
         return self
 
 
-DEFAULT_RULE_KINDS: dict[str, str] = {
-    # ZAP alerts and the access-log rules of spec/access-log.md
-    "zap:*": "vulnerability",
-    "brute_force_login": "abnormal_behaviour",
-    "credential_stuffing": "abnormal_behaviour",
-    "scanner_probing": "abnormal_behaviour",
-    "request_flood": "abnormal_behaviour",
-    "scraping": "abnormal_behaviour",
-    "account_sharing": "abnormal_behaviour",
-    "off_hours_privileged": "abnormal_behaviour",
-    "role_grant_violation": "abnormal_behaviour",
-    "level_violation": "abnormal_behaviour",
-    "vendor_activity": "compliance",
-    "error_burst": "degraded",
-    # probes (rules/probes.toml) and the service state machine
-    "service_down": "outage",
-    "unannounced_outage": "outage",
-    "down": "outage",
-    "slow": "degraded",
-    "service_slow": "degraded",
-    "refused_target": "degraded",
-    "incompatible_client": "degraded",
-    "undocumented_return_code": "degraded",
-    "plain_http*": "insecure_transport",
-    "untrusted_chain": "insecure_transport",
-    "hostname_mismatch": "insecure_transport",
-    "ocsp_revoked": "certificate_compromise",
-    "cert_expired": "certificate_expiry",
-    "cert_expiring_7d": "certificate_expiry",
-    "cert_expiring_30d": "compliance",
-    "chain_cert_expiring": "compliance",
-    "legacy_protocol": "compliance",
-    "weak_cipher": "compliance",
-    "no_hsts": "compliance",
-    # the catalogue's filing checks and the compliance rules
-    "appendix_a_incomplete": "compliance",
-    "catalogue_unknown_value": "compliance",
-    "suspension_overdue": "compliance",
-    "quarterly_scan_missing": "compliance",
-    "log_gap": "compliance",
-    "*": "other",
-}
+CLOCK = "clause 7.3.3: a security event is notified to the management unit within two hours"
+
+
+def _declared_rule_kinds() -> dict[str, str]:
+    # Read from rules/*.toml on first use (each rule declares its incident kind there).
+    from monitord import plugins
+
+    return plugins.declared_rule_kinds()
 
 
 class IncidentSettings(_Section):
@@ -518,24 +491,15 @@ class IncidentSettings(_Section):
     escalate_after_minutes: int = Field(default=30, gt=0, le=1440)
     """Unacknowledged this long, an incident goes to the next level of the chain (and so on)."""
     check_interval_seconds: float = Field(default=30.0, gt=0, le=300)
-    security_kinds: list[str] = Field(
-        default_factory=lambda: [
-            "vulnerability",
-            "abnormal_behaviour",
-            "insecure_transport",
-            "certificate_compromise",
-            "data_exposure",
-            "other",
-        ]
-    )
-    availability_kinds: list[str] = Field(
-        default_factory=lambda: ["outage", "degraded", "certificate_expiry"]
-    )
-    quiet_kinds: list[str] = Field(default_factory=lambda: ["compliance"])
+    security_kinds: list[str] = Field(default_factory=lambda: list(SECURITY_KINDS))
+    """Security kinds carry the two-hour clock; more may be added, none taken away (7.3.3)."""
+    availability_kinds: list[str] = Field(default_factory=lambda: list(AVAILABILITY_KINDS))
+    quiet_kinds: list[str] = Field(default_factory=lambda: list(QUIET_KINDS))
     """Findings of these kinds open no incident: they are duties for the quarterly report, not
     emergencies (a missing HSTS header, an incomplete filing)."""
-    rule_kinds: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_RULE_KINDS))
-    """Finding rule (a glob) → incident kind; the first match in this order wins."""
+    rule_kinds: dict[str, str] = Field(default_factory=dict)
+    """Finding rule (a glob) → incident kind, overriding the kind the rule declares in
+    rules/*.toml; the first match in this order wins. A security rule cannot be made quiet."""
 
     @model_validator(mode="after")
     def _consistent(self) -> IncidentSettings:
@@ -543,6 +507,9 @@ class IncidentSettings(_Section):
         both = set(self.security_kinds) & set(self.availability_kinds)
         if both:
             raise ValueError(f"a kind cannot be both security and availability: {sorted(both)}")
+        silenced = set(self.security_kinds) & set(self.quiet_kinds)
+        if silenced:
+            raise ValueError(f"a kind cannot be both security and quiet: {sorted(silenced)}")
         for rule, kind in self.rule_kinds.items():
             if kind not in known:
                 raise ValueError(
@@ -554,7 +521,33 @@ class IncidentSettings(_Section):
             raise ValueError(
                 f"reminder_minutes {late} must fall between 0 and notify_within_minutes"
             )
+        self._keep_the_clock()
         return self
+
+    def _keep_the_clock(self) -> None:
+        """Refuse what would let a security finding open no incident (clause 7.3.3)."""
+        if SEVERITIES.index(self.open_severity) > SEVERITIES.index("high"):
+            raise ValueError(
+                f"open_severity = {self.open_severity!r} would let high-severity security "
+                f"findings open no incident: expected info, low, medium or high ({CLOCK})"
+            )
+        dropped = [k for k in SECURITY_KINDS if k not in self.security_kinds]
+        if dropped:
+            raise ValueError(
+                f"security_kinds leaves out {', '.join(dropped)}: findings of these kinds would "
+                f"open no security incident ({CLOCK}); add kinds, never take them away"
+            )
+        declared = _declared_rule_kinds()
+        for pattern, kind in self.rule_kinds.items():
+            if kind in self.security_kinds:
+                continue
+            for rule, declared_kind in declared.items():
+                matches = fnmatch.fnmatchcase(rule, pattern) or fnmatch.fnmatchcase(pattern, rule)
+                if matches and declared_kind in self.security_kinds:
+                    raise ValueError(
+                        f"rule_kinds[{pattern!r}] = {kind!r} would take the security rule "
+                        f"{rule!r} ({declared_kind}) off the two-hour clock ({CLOCK})"
+                    )
 
 
 class Secrets(BaseModel):

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from monitord import plugins
 from monitord.config import IncidentSettings, Settings
 from monitord.errors import UsageError
 from monitord.models import Finding, Incident, IncidentEvent, OutboxAlert, Service
@@ -35,16 +36,26 @@ NOTIFICATION_PARTS = {
 
 
 def kind_of_rule(rule: str, settings: IncidentSettings) -> str:
-    """The incident kind of a finding's rule: the first matching glob of rule_kinds."""
+    """The incident kind of a finding's rule: the config's override (the first matching glob
+    of incidents.rule_kinds), else the kind the rule declares in rules/*.toml, else "other" (a
+    rule nobody declared is treated as a security event, never as quiet)."""
     for pattern, kind in settings.rule_kinds.items():
+        if fnmatch.fnmatchcase(rule, pattern):
+            return kind
+    declared = plugins.declared_rule_kinds()
+    if rule in declared:
+        return declared[rule]
+    for pattern, kind in declared.items():
         if fnmatch.fnmatchcase(rule, pattern):
             return kind
     return "other"
 
 
 def class_of_kind(kind: str, settings: IncidentSettings) -> str:
-    """security or availability; a kind the config does not class counts as security."""
-    return "availability" if kind in settings.availability_kinds else "security"
+    """security, availability or quiet; a kind the config does not class counts as security."""
+    if kind in settings.availability_kinds:
+        return "availability"
+    return "quiet" if kind in settings.quiet_kinds else "security"
 
 
 def _event(

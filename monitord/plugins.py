@@ -10,6 +10,7 @@ imports them. Each import happens on first use, so a command loads only the plug
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -33,6 +34,15 @@ def log_rule_names() -> list[str]:
     from rules.log_rule_file import load_rules
 
     return [r.name for r in load_rules()]
+
+
+@cache
+def declared_rule_kinds() -> dict[str, str]:
+    """Every rule's name (a glob for a family such as zap:*) and the incident kind it declares
+    in rules/*.toml."""
+    from rules.declared import declared_rules
+
+    return {name: rule.incident for name, rule in declared_rules().items()}
 
 
 def probe_findings(result: ProbeResult) -> list[FindingDraft]:

@@ -20,6 +20,22 @@ if TYPE_CHECKING:
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
 
+SECURITY_KINDS = (
+    "vulnerability",
+    "abnormal_behaviour",
+    "insecure_transport",
+    "certificate_compromise",
+    "data_exposure",
+    "other",
+)
+"""Incident kinds that are security events (clause 7.3.3): each carries the two-hour clock. The
+config may add kinds to this class but never take one away."""
+AVAILABILITY_KINDS = ("outage", "degraded", "certificate_expiry")
+QUIET_KINDS = ("compliance",)
+"""Findings of these kinds open no incident; the quarterly report counts them."""
+INCIDENT_KINDS = (*SECURITY_KINDS, *AVAILABILITY_KINDS, *QUIET_KINDS)
+"""Every incident kind a rule may name (`incident = …` in rules/*.toml)."""
+
 PROBE_KINDS = ("availability", "tls", "compatibility", "contract")
 PROBE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST"})
 """The HTTP methods a catalogue `probe` may ask for."""

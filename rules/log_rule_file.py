@@ -15,6 +15,7 @@ from typing import Any
 
 from monitord.errors import RuleError
 from monitord.types import SEVERITIES, Severity
+from rules.declared import UNDECLARED, Declaration, read_declaration
 
 RULES_FILE = Path(__file__).with_name("logs.toml")
 KINDS = ("row", "window")
@@ -79,6 +80,8 @@ class LogRule:
     distinct: str | None = None
     numerator: tuple[Condition, ...] = ()
     breakdown: tuple[str, ...] = ()
+    declaration: Declaration = UNDECLARED
+    """The incident kind and quiet period (rules/declared.py); parse_rules requires it."""
 
     @property
     def columns(self) -> list[str]:
@@ -182,6 +185,7 @@ def parse_rules(data: Mapping[str, Any], origin: str = "logs.toml") -> list[LogR
                 distinct=raw.get("distinct"),
                 numerator=tuple(_condition(c, where) for c in raw.get("numerator", [])),
                 breakdown=tuple(raw.get("breakdown", ())),
+                declaration=read_declaration(raw, raw["severity"], where),
             )
         )
     return out

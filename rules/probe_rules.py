@@ -23,6 +23,7 @@ from typing import Any
 from monitord.errors import RuleError
 from monitord.timeutil import parse_time
 from monitord.types import SEVERITIES, FindingDraft, ProbeResult, Severity
+from rules.declared import DECLARATION_KEYS, UNDECLARED, Declaration, read_declaration
 
 RULES_FILE = Path(__file__).with_name("probes.toml")
 _MISSING: Any = object()
@@ -88,6 +89,8 @@ class Rule:
     summary: str
     when: tuple[Condition, ...] = ()
     when_any: tuple[Condition, ...] = ()
+    declaration: Declaration = UNDECLARED
+    """The incident kind and quiet period (rules/declared.py); parse_rules requires it."""
 
 
 def lookup(result: ProbeResult, name: str) -> Any:
@@ -145,7 +148,15 @@ def _condition(rule: str, key: str, raw: Any) -> Condition:
     return Condition(raw["fact"], op, raw.get("value"), raw.get("value_fact"))
 
 
-_RULE_KEYS = {"name", "clause", "severity", "kinds", "summary", "when", "when_any"}
+_RULE_KEYS = {
+    "name",
+    "clause",
+    "severity",
+    "kinds",
+    "summary",
+    "when",
+    "when_any",
+} | DECLARATION_KEYS
 
 
 def parse_rules(document: Mapping[str, Any]) -> tuple[Rule, ...]:
@@ -189,6 +200,7 @@ def parse_rules(document: Mapping[str, Any]) -> tuple[Rule, ...]:
                 summary=raw["summary"],
                 when=when,
                 when_any=when_any,
+                declaration=read_declaration(raw, raw["severity"], f"probes.toml: rule {name}"),
             )
         )
     return tuple(rules)
