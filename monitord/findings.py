@@ -1,4 +1,11 @@
-"""Storing findings: one row per rule and subject, opened, updated while it lasts, resolved."""
+"""Storing findings: one row per rule and subject, episode after episode.
+
+A finding is open while what it reports lasts. When it stops — resolved by the check that
+raised it, quiet for its rule's quiet period, or handled (its incident resolved or closed) —
+and then happens again, that is a new episode: the row starts afresh (first_seen, count, no
+incident, so the intake opens a new incident with a new two-hour clock), and the episode before
+is kept in `finding_episodes` for the quarterly report.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,74 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from monitord.models import Finding
-from monitord.types import FindingDraft
+from monitord.models import Finding, FindingEpisode, Incident
+from monitord.types import SEVERITY_RANK, FindingDraft
+
+ENDED_INCIDENT_STATES = ("resolved", "closed")
+
+
+def _open_episode(session: Session, row: Finding, now: dt.datetime) -> None:
+    session.add(
+        FindingEpisode(
+            finding_id=row.id,
+            number=row.episode,
+            severity=row.severity,
+            summary=row.summary,
+            opened_at=now,
+            occurred_at=row.occurred_at or now,
+        )
+    )
+
+
+def _close_episode(session: Session, row: Finding, closed_at: dt.datetime, reason: str) -> None:
+    """Complete the current episode's record from the finding's live values."""
+    episode = session.scalars(
+        select(FindingEpisode).where(
+            FindingEpisode.finding_id == row.id, FindingEpisode.number == row.episode
+        )
+    ).one_or_none()
+    if episode is None:  # a finding stored before episodes were kept and never migrated
+        episode = FindingEpisode(
+            finding_id=row.id,
+            number=row.episode,
+            severity=row.severity,
+            opened_at=row.first_seen,
+            occurred_at=row.occurred_at or row.first_seen,
+        )
+        session.add(episode)
+    if SEVERITY_RANK.get(row.severity, 0) > SEVERITY_RANK.get(episode.severity, 0):
+        episode.severity = row.severity
+    episode.summary = row.summary
+    episode.closed_at = closed_at
+    episode.observed_at = row.observed_at or row.last_seen
+    episode.count = row.count
+    episode.incident_id = row.incident_id
+    episode.close_reason = reason
+
+
+def _ended_by(
+    session: Session, row: Finding, draft: FindingDraft, observed: dt.datetime
+) -> str | None:
+    """Why the finding's current episode is over, so that `draft` starts the next one."""
+    if row.state == "resolved":
+        return "resolved"
+    if row.state == "accepted":
+        return None  # an accepted risk stays one episode until its acceptance expires
+    last = row.observed_at or row.last_seen
+    if draft.quiet_minutes is not None and observed - last > dt.timedelta(
+        minutes=draft.quiet_minutes
+    ):
+        return "quiet"
+    if row.incident_id is not None:
+        state = session.scalar(select(Incident.state).where(Incident.id == row.incident_id))
+        if state in ENDED_INCIDENT_STATES:
+            return "incident_ended"
+    return None
 
 
 def upsert_finding(session: Session, draft: FindingDraft, now: dt.datetime) -> Finding:
-    """Open a finding, or update the open one with the same rule and subject.
+    """Open a finding, update its current episode, or start its next episode.
 
-    A resolved finding that comes back is reopened (its first_seen kept) rather than duplicated.
     An accepted finding stays accepted; its evidence and last_seen still move on.
     """
     row = session.scalars(
@@ -25,6 +92,8 @@ def upsert_finding(session: Session, draft: FindingDraft, now: dt.datetime) -> F
             Finding.subject == draft.subject,
         )
     ).one_or_none()
+    occurred = draft.occurred_at or now
+    observed = draft.observed_at or now
     if row is None:
         row = Finding(
             rule=draft.rule,
@@ -39,19 +108,35 @@ def upsert_finding(session: Session, draft: FindingDraft, now: dt.datetime) -> F
             last_seen=now,
             count=1,
             state="open",
+            episode=1,
+            occurred_at=occurred,
+            observed_at=observed,
         )
         session.add(row)
+        session.flush()
+        _open_episode(session, row, now)
         return row
-    if row.state == "resolved":
+    ended = _ended_by(session, row, draft, observed)
+    if ended is not None:
+        _close_episode(session, row, row.resolved_at or row.last_seen, ended)
+        row.episode += 1
         row.state = "open"
         row.resolved_at = None
-        row.incident_id = None  # back for the incident intake to judge afresh
+        row.incident_id = None  # for the incident intake to judge afresh: a new clock
+        row.first_seen = now
+        row.count = 0
+        row.occurred_at = occurred
+        row.observed_at = observed
+        row.severity = draft.severity
+        row.summary = draft.summary
+        _open_episode(session, row, now)
     row.clause = draft.clause
     row.severity = draft.severity
     row.summary = draft.summary
     row.evidence = draft.evidence
     row.service_id = draft.service_id
     row.last_seen = now
+    row.observed_at = max(row.observed_at or observed, observed)
     row.count += 1
     return row
 
@@ -67,20 +152,22 @@ def resolve_findings(
     """Resolve open findings of these rules whose subject is no longer present.
 
     When `subjects` is given only those subjects are considered (a partial re-check); otherwise
-    every open finding of the rules is. Returns how many were resolved.
+    every open finding of the rules is. Each resolved finding's episode is closed. Returns how
+    many were resolved.
     """
     query = select(Finding).where(
         Finding.rule.in_(list(rules)),
         Finding.subject_kind == subject_kind,
         Finding.state == "open",
     )
+    if subjects is not None:
+        query = query.where(Finding.subject.in_(sorted(subjects)))
     resolved = 0
     for row in session.scalars(query):
         if row.subject in still_present:
             continue
-        if subjects is not None and row.subject not in subjects:
-            continue
         row.state = "resolved"
         row.resolved_at = now
+        _close_episode(session, row, now, "resolved")
         resolved += 1
     return resolved

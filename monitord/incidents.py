@@ -23,9 +23,8 @@ from monitord.errors import UsageError
 from monitord.models import Finding, Incident, IncidentEvent, OutboxAlert, Service
 from monitord.outbox import enqueue
 from monitord.store import audit
-from monitord.types import SEVERITIES
+from monitord.types import SEVERITY_RANK
 
-SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
 ACTIVE_STATES = ("open", "acknowledged", "notified")
 NOTIFICATION_PARTS = {
     "scope": "初步判定的影响范围 (--scope)",

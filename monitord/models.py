@@ -173,6 +173,40 @@ class Finding(Base):
     accepted_by: Mapped[str | None] = mapped_column(String(200))
     accepted_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     """An accepted risk or false positive comes back (state open) when this passes."""
+    episode: Mapped[int] = mapped_column(Integer, default=1)
+    """The number of the current episode; first_seen, count and incident_id are its own."""
+    occurred_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When the current episode's behaviour began (first log line, first failed probe);
+    first_seen is when monitord stored it."""
+    observed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When the current episode was last seen happening (the latest log line)."""
+
+
+class FindingEpisode(Base):
+    """One episode of a finding: it happened, stopped (resolved, or quiet for the rule's quiet
+    period, or its incident ended), and may happen again as the next episode. Written when an
+    episode opens and completed when it closes; the current one's live values are on its
+    Finding. Never overwritten: the quarterly report counts them."""
+
+    __tablename__ = "finding_episodes"
+    __table_args__ = (UniqueConstraint("finding_id", "number", name="uq_finding_episode"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    severity: Mapped[str] = mapped_column(String(20))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    """When monitord found it."""
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    """When it began happening."""
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    observed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When it was last seen happening (set at close)."""
+    count: Mapped[int | None] = mapped_column(Integer)
+    incident_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    close_reason: Mapped[str | None] = mapped_column(String(40))
+    """resolved, quiet (no occurrence for the rule's quiet period) or incident_ended."""
 
 
 class Incident(Base):
@@ -195,7 +229,15 @@ class Incident(Base):
     acknowledged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     acknowledged_by: Mapped[str | None] = mapped_column(String(200))
     notified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When the management unit received the 7.3.3 notification: a management channel
+    confirmed delivery, or it was made by phone or in person. On time or late is judged by it."""
     late: Mapped[bool] = mapped_column(Boolean, default=False)
+    notification_sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When the first 7.3.3 notification was submitted (entered the outbox, or was phoned)."""
+    notified_via: Mapped[str | None] = mapped_column(Text)
+    """The management channel that confirmed delivery, or the out-of-band record."""
+    subjects: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    """What the incident is about besides services: "ip:203.0.113.7", "user:u-1001"."""
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
@@ -275,6 +317,8 @@ class ServiceState(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     cert_fingerprint: Mapped[str | None] = mapped_column(String(128))
     last_deep_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    failing_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When the first failed probe of the current streak started (an outage's event time)."""
 
 
 class ProbeRound(Base):

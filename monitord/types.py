@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
+SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
+"""Severities in order, for comparing them: info 0 … critical 4."""
 
 SECURITY_KINDS = (
     "vulnerability",
@@ -106,7 +108,7 @@ class FindingDraft:
     """What a rule or check reports; the core turns it into a stored finding.
 
     `subject` identifies what the finding is about (a service id, a user, an IP, ...); the same
-    rule and subject update one finding rather than opening a new one.
+    rule and subject update one finding rather than opening a new one, episode after episode.
     """
 
     rule: str
@@ -117,3 +119,11 @@ class FindingDraft:
     summary: str
     evidence: dict[str, Any] = field(default_factory=dict)
     service_id: str | None = None
+    occurred_at: dt.datetime | None = None
+    """When what it reports began (the first log line, the first failed probe of the streak);
+    None means when it is stored."""
+    observed_at: dt.datetime | None = None
+    """When it was last seen happening (the latest log line); None means when it is stored."""
+    quiet_minutes: int | None = None
+    """After this long without a new occurrence, the next one is a new episode: a new incident
+    with a new two-hour clock. None: only a resolved finding or an ended incident starts one."""

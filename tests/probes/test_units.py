@@ -200,7 +200,14 @@ def test_finding_carries_clause_severity_and_evidence() -> None:
     assert "TLS_RSA_WITH_RC4_128_SHA" in finding.summary
 
 
-BASE = {"name": "r", "clause": "6.4", "severity": "low", "kinds": ["tls"], "summary": "s"}
+BASE = {
+    "name": "r",
+    "clause": "6.4",
+    "severity": "low",
+    "kinds": ["tls"],
+    "summary": "s",
+    "incident": "compliance",
+}
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,7 @@ BASE = {
     "name": "x",
     "clause": "7.3.1",
     "severity": "high",
+    "incident": "abnormal_behaviour",
     "sources": ["json"],
     "subject": "user",
     "kind": "row",
