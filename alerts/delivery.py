@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from alerts.routing import audience_urls
 from alerts.templates import Message, render_incident, render_notification, render_storm
 from monitord.config import Settings
+from monitord.incidents import notification_delivered
 from monitord.models import Incident, OutboxAlert, Service
 from monitord.store import Store
 from monitord.timeutil import Clock
@@ -31,6 +32,8 @@ Sender = Callable[[str, Message, str], Awaitable[str | None]]
 """Send one message to one apprise URL with its key; None on success, else the error."""
 
 HEADER_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
+NOTIFICATION_KINDS = ("notification", "update")
+"""Outbox kinds that carry a 7.3.3 notification to the management unit."""
 
 
 def channel_label(url: str) -> str:
@@ -182,6 +185,9 @@ def _record(
             row.state = "delivered"
             row.delivered_at = now
             row.last_error = None
+            if row.kind in NOTIFICATION_KINDS and row.incident_id is not None:
+                # The management unit has it: this, not the submission, meets the deadline.
+                notification_delivered(session, row.incident_id, now, channel_label(row.channel))
             return
         row.last_error = error
         wait = min(

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     Transition = Callable[[Session, int, str, dt.datetime, str], Incident]
 
 
+def _local(iso: str) -> str:
+    """A stored ISO time as people read it: Asia/Shanghai, to the minute."""
+    return local_text(parse_time(iso))
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """List incidents, active ones first."""
     from sqlalchemy import select
@@ -47,9 +52,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in rows:
         clock = "-"
         if r["notified_at"]:
-            clock = "notified " + local_text(parse_time(r["notified_at"]))
+            clock = ("LATE " if r["late"] else "") + "received " + _local(r["notified_at"])
+        elif r["notification_sent_at"]:
+            clock = ("LATE " if r["late"] else "") + "sent, NOT DELIVERED"
+            clock += f" (by {_local(r['notify_by'])})" if r["notify_by"] else ""
         elif r["notify_by"]:
-            clock = ("LATE " if r["late"] else "") + f"by {local_text(parse_time(r['notify_by']))}"
+            clock = ("LATE " if r["late"] else "") + f"by {_local(r['notify_by'])}"
             clock += f" ({r['minutes_left']} min)"
         table.append(
             [
@@ -105,23 +113,28 @@ def cmd_show(args: argparse.Namespace) -> int:
         print_json(data)
         return 0
     print(f"incident {data['id']}: {data['summary']}")
+    times = ("occurred_at", "detected_at", "notify_by", "notification_sent_at", "notified_at")
     for key in (
         "class",
         "kind",
         "severity",
         "state",
         "services",
-        "detected_at",
-        "occurred_at",
-        "notify_by",
-        "notified_at",
+        "subjects",
+        *times,
+        "notified_via",
         "late",
         "acknowledged_by",
     ):
-        print(f"  {key:<16} {data[key]}")
-    print("timeline:")
+        value = data[key]
+        if key in times:
+            value = _local(value) if value else "-"
+        elif isinstance(value, list):
+            value = ", ".join(value) or "-"
+        print(f"  {key:<20} {value}")
+    print("timeline (CST):")
     for event in data["timeline"]:
-        print(f"  {local_text(parse_time(event['at']))}  {event['kind']:<14} {event['actor']}")
+        print(f"  {_local(event['at'])}  {event['kind']:<14} {event['actor']}")
     print("alerts:")
     for alert in data["alerts"]:
         print(
@@ -137,15 +150,7 @@ def cmd_open(args: argparse.Namespace) -> int:
 
     app = app_for(args)
     now = app.clock()
-    occurred = None
-    if args.occurred_at:
-        try:
-            occurred = parse_time(args.occurred_at)
-        except ValueError:
-            raise UsageError(
-                f"--occurred-at {args.occurred_at!r}: expected an ISO 8601 time such as "
-                "2026-11-29T09:30 (read as Asia/Shanghai)"
-            ) from None
+    occurred = _time_arg("--occurred-at", args.occurred_at)
     with app.store.session() as session:
         incident = open_manual(
             session,
@@ -199,10 +204,24 @@ def cmd_close(args: argparse.Namespace) -> int:
     return _transition(args, close, "closed")
 
 
+def _time_arg(flag: str, value: str | None) -> dt.datetime | None:
+    """A time given on the command line, read as Asia/Shanghai when it has no offset."""
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise UsageError(
+            f"{flag} {value!r}: expected an ISO 8601 time such as 2026-11-29T09:30 "
+            "(read as Asia/Shanghai)"
+        ) from None
+
+
 def cmd_notify(args: argparse.Namespace) -> int:
-    """Send the clause 7.3.3 notification (or a follow-up) to the management unit."""
+    """Send the clause 7.3.3 notification (or a follow-up) to the management unit, or record
+    one made by phone or in person."""
     from monitord import aio, plugins
-    from monitord.incidents import notify_management
+    from monitord.incidents import get_incident, notify_management
 
     app = app_for(args)
     parts = {
@@ -211,20 +230,50 @@ def cmd_notify(args: argparse.Namespace) -> int:
         "measures": args.measures,
         "rectification": args.rectification,
     }
+    at = _time_arg("--at", args.at)
     with app.store.session() as session:
-        notify_management(session, app.settings, args.id, parts, actor(args), app.clock())
-    report = aio.run(
-        plugins.deliver_alerts(app, incident_id=args.id, kinds=("notification", "update"))
-    )
+        notify_management(
+            session,
+            app.settings,
+            args.id,
+            parts,
+            actor(args),
+            app.clock(),
+            out_of_band=args.out_of_band,
+            at=at,
+        )
+    if args.out_of_band is None:
+        report = aio.run(
+            plugins.deliver_alerts(app, incident_id=args.id, kinds=("notification", "update"))
+        )
+    with app.store.session() as session:
+        incident = get_incident(session, args.id)
+        delivered, late = incident.notified_at, incident.late
     app.store.dispose()
-    print(f"notification for incident {args.id} recorded at {local_text(app.clock())} (CST)")
-    if report.failed:
+    if args.out_of_band is not None:
+        made = local_text(at or app.clock())
         print(
-            f"{report.failed} channel(s) could not be reached now: the notification waits in "
-            "the outbox and the running daemon will deliver it"
+            f"notification for incident {args.id} made out of band at {made} (CST): "
+            f"{args.out_of_band.strip()}"
         )
     else:
-        print(f"delivered to {report.delivered} channel(s)")
+        print(f"notification for incident {args.id} submitted at {local_text(app.clock())} (CST)")
+        if report.failed or delivered is None:
+            print(
+                "not delivered yet: the management channel could not be reached now; it waits in "
+                "the outbox and the running daemon will deliver it. Until a channel takes it, the "
+                "incident is not notified: phone it in if it is urgent and record that with "
+                "--out-of-band"
+            )
+        else:
+            print(f"delivered to {report.delivered} channel(s)")
+    if delivered is not None:
+        print(
+            f"the management unit received it at {local_text(delivered)} (CST): "
+            + ("LATE, after the two-hour deadline (7.3.3)" if late else "within the deadline")
+        )
+    elif late:
+        print("the two-hour deadline (7.3.3) has passed: the incident is marked late")
     return 0
 
 
@@ -272,6 +321,14 @@ def add_incident_commands(sub: Any) -> None:
     p.add_argument("--harm", help="初步判定的危害")
     p.add_argument("--measures", help="已采取的应急处置措施")
     p.add_argument("--rectification", help="整改措施")
+    p.add_argument(
+        "--out-of-band",
+        metavar="HOW",
+        help='record a notification made by phone or in person, e.g. "电话：市数据局 王科长"',
+    )
+    p.add_argument(
+        "--at", metavar="TIME", help="when the out-of-band notification was made (default: now)"
+    )
     p.add_argument("--by", metavar="NAME")
     p.set_defaults(handler=cmd_notify)
 

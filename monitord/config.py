@@ -454,6 +454,9 @@ class AlertSettings(_Section):
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     storm_threshold: int = Field(default=10, ge=2)
     """This many availability incidents opening together become one grouped alert."""
+    undelivered_minutes: int = Field(default=10, gt=0, le=NOTIFY_WITHIN_MINUTES)
+    """A 7.3.3 notification no management channel confirmed within this many minutes alerts
+    on-call and the top of the escalation chain to phone it in."""
     delivery_interval_seconds: float = Field(default=5.0, gt=0, le=300)
     retry_seconds: float = Field(default=15.0, gt=0, le=3600)
     retry_max_seconds: float = Field(default=600.0, gt=0, le=DAY)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from monitord.errors import UsageError
 from monitord.models import Finding, Incident, IncidentEvent, OutboxAlert, Service
 from monitord.outbox import enqueue
 from monitord.store import audit
+from monitord.timeutil import local_text
 from monitord.types import SEVERITY_RANK
 
 ACTIVE_STATES = ("open", "acknowledged", "notified")
@@ -98,11 +100,73 @@ class IntakeReport:
     storm: bool = False
 
 
+def _subject_label(finding: Finding) -> str:
+    """What a finding is about, as an incident lists it: a service id, or "ip:203.0.113.7"."""
+    if finding.subject_kind == "service":
+        return finding.subject
+    return f"{finding.subject_kind}:{finding.subject}"
+
+
+def _subject_index(incidents: Sequence[Incident]) -> dict[tuple[str, str], Incident]:
+    """Active incidents by (kind, subject), over every service and subject each one lists."""
+    index: dict[tuple[str, str], Incident] = {}
+    for incident in incidents:
+        # Incidents opened before subjects were listed name their one subject in the group key.
+        legacy = incident.group_key.partition(":")[2]
+        for subject in (*incident.services, *(incident.subjects or []), legacy):
+            index.setdefault((incident.kind, subject), incident)
+    return index
+
+
+def _new_incident(
+    session: Session, settings: Settings, finding: Finding, kind: str, now: dt.datetime
+) -> Incident:
+    rules = settings.incidents
+    klass = class_of_kind(kind, rules)
+    incident = Incident(
+        kind=kind,
+        klass=klass,
+        severity=finding.severity,
+        state="open",
+        group_key=f"{kind}:{_subject_label(finding)}",
+        summary=finding.summary,
+        services=[],
+        subjects=[],
+        detected_at=now,
+        occurred_at=finding.occurred_at or finding.first_seen,
+        notify_by=(
+            now + dt.timedelta(minutes=rules.notify_within_minutes) if klass == "security" else None
+        ),
+    )
+    session.add(incident)
+    session.flush()
+    _event(session, incident, now, "opened", finding=finding.id, rule=finding.rule)
+    return incident
+
+
+def _join(incident: Incident, finding: Finding) -> None:
+    """Add a finding's service and subject to an incident; the worst finding heads it."""
+    if finding.service_id and finding.service_id not in incident.services:
+        incident.services = [*incident.services, finding.service_id]
+    label = _subject_label(finding)
+    if finding.subject_kind != "service" and label not in (incident.subjects or []):
+        incident.subjects = [*(incident.subjects or []), label]
+    if SEVERITY_RANK.get(finding.severity, 0) > SEVERITY_RANK.get(incident.severity, 0):
+        incident.severity = finding.severity
+        incident.summary = finding.summary
+    occurred = finding.occurred_at or finding.first_seen
+    if incident.occurred_at is None or occurred < incident.occurred_at:
+        incident.occurred_at = occurred
+
+
 def intake(session: Session, settings: Settings, now: dt.datetime) -> IntakeReport:
     """Turn new findings at or above the configured severity into incidents; resolve finished ones.
 
-    Findings of the same kind and service join one incident, so a flapping service or 300
-    findings of one scan make one incident. When more availability incidents open at once than
+    An availability incident is one service's: a flapping service makes one incident. Security
+    findings of one kind found in the same pass join one incident that lists their subjects (one
+    batch of log analysis, one scan), with one two-hour clock and one notification; a finding
+    whose subject already has an active incident of its kind joins that one. The worst finding
+    heads an incident. When more availability incidents open at once than
     alerts.storm_threshold, on-call gets one grouped alert instead of one each.
     """
     rules = settings.incidents
@@ -117,51 +181,33 @@ def intake(session: Session, settings: Settings, now: dt.datetime) -> IntakeRepo
         )
         .order_by(Finding.id)
     ).all()
-    by_group: dict[str, Incident] = {}
+    if not fresh:
+        report.resolved = _resolve_finished(session, now)
+        return report
+    active = _subject_index(
+        session.scalars(select(Incident).where(Incident.state.in_(ACTIVE_STATES))).all()
+    )
+    this_pass: dict[str, Incident] = {}  # new security incidents of this pass, by kind
     new_incidents: list[Incident] = []
     for finding in fresh:
         kind = kind_of_rule(finding.rule, rules)
         if kind in rules.quiet_kinds:
             continue
-        subject = finding.service_id or f"{finding.subject_kind}:{finding.subject}"
-        group_key = f"{kind}:{subject}"
-        incident = (
-            by_group.get(group_key)
-            or session.scalars(
-                select(Incident).where(
-                    Incident.group_key == group_key, Incident.state.in_(ACTIVE_STATES)
-                )
-            ).first()
-        )
+        subject = finding.service_id or _subject_label(finding)
+        incident = active.get((kind, subject)) or active.get((kind, _subject_label(finding)))
+        if incident is None and class_of_kind(kind, rules) == "security":
+            incident = this_pass.get(kind)
         if incident is None:
-            klass = class_of_kind(kind, rules)
-            incident = Incident(
-                kind=kind,
-                klass=klass,
-                severity=finding.severity,
-                state="open",
-                group_key=group_key,
-                summary=finding.summary,
-                services=[finding.service_id] if finding.service_id else [],
-                detected_at=now,
-                occurred_at=finding.first_seen,
-                notify_by=(
-                    now + dt.timedelta(minutes=rules.notify_within_minutes)
-                    if klass == "security"
-                    else None
-                ),
-            )
-            session.add(incident)
-            session.flush()
-            _event(session, incident, now, "opened", finding=finding.id, rule=finding.rule)
+            incident = _new_incident(session, settings, finding, kind, now)
             new_incidents.append(incident)
             report.opened.append(incident.id)
+            if incident.klass == "security":
+                this_pass[kind] = incident
         else:
-            if SEVERITY_RANK.get(finding.severity, 0) > SEVERITY_RANK.get(incident.severity, 0):
-                incident.severity = finding.severity
             _event(session, incident, now, "finding_added", finding=finding.id, rule=finding.rule)
             report.joined += 1
-        by_group[group_key] = incident
+        _join(incident, finding)
+        active[(kind, subject)] = incident
         finding.incident_id = incident.id
 
     availability = [i for i in new_incidents if i.klass == "availability"]
@@ -212,21 +258,38 @@ def _resolve_finished(session: Session, now: dt.datetime) -> list[int]:
     return resolved
 
 
-def work_clocks(session: Session, settings: Settings, now: dt.datetime) -> int:
-    """Send due reminders and escalations and mark missed deadlines late; returns alerts written.
+def _mark_late(session: Session, incident: Incident, now: dt.datetime) -> bool:
+    """Mark a security incident late for ever and tell the top of the chain; True if newly."""
+    if incident.late:
+        return False
+    incident.late = True
+    assert incident.notify_by is not None
+    _event(session, incident, now, "late", notify_by=incident.notify_by.isoformat())
+    enqueue(session, f"incident:{incident.id}:late", "top", "late", now, incident.id)
+    return True
 
-    Only the latest due reminder and escalation level is sent, so a daemon that was down for an
-    hour sends one catch-up message, not a burst. Safe to run as often as wanted.
+
+def work_clocks(session: Session, settings: Settings, now: dt.datetime) -> int:
+    """Send due reminders and escalations, warn of undelivered notifications, and mark missed
+    deadlines late; returns alerts written.
+
+    Reminders stop once a notification is submitted; the deadline is met only when the
+    management unit received it (a channel confirmed delivery, or it was made out of band). A
+    notification not delivered within alerts.undelivered_minutes tells on-call and the top of
+    the chain to phone it in. Only the latest due reminder and escalation level is sent, so a
+    daemon that was down for an hour sends one catch-up message, not a burst. Safe to run as
+    often as wanted.
     """
     rules = settings.incidents
     written = 0
     incidents = session.scalars(
         select(Incident).where(Incident.state.in_(("open", "acknowledged", "notified", "resolved")))
     ).all()
+    undelivered_after = dt.timedelta(minutes=settings.alerts.undelivered_minutes)
     for incident in incidents:
         elapsed = now - incident.detected_at
         on_the_clock = incident.klass == "security" and incident.notified_at is None
-        if on_the_clock:
+        if on_the_clock and incident.notification_sent_at is None:
             due = [m for m in rules.reminder_minutes if elapsed >= dt.timedelta(minutes=m)]
             if due:
                 minute = max(due)
@@ -241,11 +304,20 @@ def work_clocks(session: Session, settings: Settings, now: dt.datetime) -> int:
                 ):
                     _event(session, incident, now, "reminder", minute=minute)
                     written += 1
+        if (
+            on_the_clock
+            and incident.notification_sent_at is not None
+            and now - incident.notification_sent_at >= undelivered_after
+        ):
+            payload = {"sent_at": incident.notification_sent_at.isoformat()}
+            key = f"incident:{incident.id}:undelivered"
+            if enqueue(session, key, "oncall", "undelivered", now, incident.id, payload):
+                enqueue(session, f"{key}:top", "top", "undelivered", now, incident.id, payload)
+                _event(session, incident, now, "undelivered", **payload)
+                written += 2
+        if on_the_clock:
             assert incident.notify_by is not None
-            if now >= incident.notify_by and not incident.late:
-                incident.late = True
-                _event(session, incident, now, "late", notify_by=incident.notify_by.isoformat())
-                enqueue(session, f"incident:{incident.id}:late", "top", "late", now, incident.id)
+            if now >= incident.notify_by and _mark_late(session, incident, now):
                 written += 1
         if incident.state == "open" and incident.acknowledged_at is None:
             levels = len(settings.alerts.escalation)
@@ -351,24 +423,41 @@ def notify_management(
     parts: dict[str, str | None],
     actor: str,
     now: dt.datetime,
-) -> OutboxAlert:
-    """Queue the clause 7.3.3 notification (or a follow-up) to the management unit.
+    out_of_band: str | None = None,
+    at: dt.datetime | None = None,
+) -> OutboxAlert | None:
+    """Queue the clause 7.3.3 notification (or a follow-up) to the management unit, or record
+    one made by phone or in person (`out_of_band` says how and to whom, `at` when).
 
     Refused, naming the part, when scope, harm, measures or rectification is missing; refused
-    when no management channel is configured. Returns the outbox row written.
+    when no management channel is configured (unless out of band). Notifying after the deadline
+    marks the incident late at once. Returns the outbox row written (None out of band).
     """
     missing = [
         label for name, label in NOTIFICATION_PARTS.items() if not (parts.get(name) or "").strip()
     ]
     if missing:
         raise UsageError("the notification is missing: " + "; ".join(missing))
-    if not settings.alerts.management:
+    if out_of_band is not None and not out_of_band.strip():
+        raise UsageError('--out-of-band: say how and to whom, e.g. "电话：市数据局 王科长"')
+    if at is not None and out_of_band is None:
+        raise UsageError("--at is the time of a notification made --out-of-band")
+    if out_of_band is None and not settings.alerts.management:
         raise UsageError(
-            "alerts.management lists no channel: configure the management unit's apprise URLs"
+            "alerts.management lists no channel: configure the management unit's apprise URLs, "
+            "or record a notification made by phone with --out-of-band"
         )
     incident = get_incident(session, incident_id)
     if incident.state == "closed":
         raise UsageError(f"incident {incident_id} is closed")
+    when = at or now
+    if when > now:
+        raise UsageError(f"--at {local_text(when)}: is in the future")
+    if when < (incident.occurred_at or incident.detected_at):
+        raise UsageError(
+            f"--at {local_text(when)}: is before the incident happened "
+            f"({local_text(incident.occurred_at or incident.detected_at)})"
+        )
     previous = (
         session.scalar(
             select(func.count())
@@ -382,30 +471,51 @@ def notify_management(
     payload: dict[str, Any] = {name: (parts[name] or "").strip() for name in NOTIFICATION_PARTS}
     payload["number"] = number
     payload["draft"] = draft_facts(session, incident)
-    enqueue(
-        session,
-        f"incident:{incident_id}:notification:{number}",
-        "management",
-        kind,
-        now,
-        incident_id,
-        payload,
-    )
-    if incident.notified_at is None:
-        incident.notified_at = now
+    row = None
+    if out_of_band is None:
+        key = f"incident:{incident_id}:notification:{number}"
+        enqueue(session, key, "management", kind, now, incident_id, payload)
+        row = session.scalars(select(OutboxAlert).where(OutboxAlert.idempotency_key == key)).one()
+    else:
+        payload["out_of_band"] = out_of_band.strip()
+        payload["at"] = when.isoformat()
+    if incident.notification_sent_at is None:
+        incident.notification_sent_at = when
         if incident.acknowledged_at is None:
             incident.acknowledged_at = now
             incident.acknowledged_by = actor
         if incident.state in ("open", "acknowledged"):
             incident.state = "notified"
     _event(session, incident, now, "notified", actor=actor, **payload)
-    audit(session, now, actor, "incident.notify", f"incident {incident_id}", {"number": number})
-    row = session.scalars(
-        select(OutboxAlert).where(
-            OutboxAlert.idempotency_key == f"incident:{incident_id}:notification:{number}"
-        )
-    ).one()
+    audit(
+        session,
+        now,
+        actor,
+        "incident.notify",
+        f"incident {incident_id}",
+        {"number": number, "out_of_band": payload.get("out_of_band"), "at": when.isoformat()},
+    )
+    if out_of_band is not None:
+        notification_delivered(session, incident_id, when, f"out of band: {out_of_band.strip()}")
+    elif incident.klass == "security" and incident.notify_by and now >= incident.notify_by:
+        # It cannot be delivered before it was submitted: late at once, not at the next pass.
+        _mark_late(session, incident, now)
     return row
+
+
+def notification_delivered(session: Session, incident_id: int, at: dt.datetime, via: str) -> bool:
+    """Record that the management unit received an incident's notification at `at` (a
+    management channel confirmed delivery, or it was made out of band); on time or late is
+    decided here. Returns True when this was the incident's first delivered notification."""
+    incident = session.get(Incident, incident_id)
+    if incident is None or incident.notified_at is not None:
+        return False
+    incident.notified_at = at
+    incident.notified_via = via
+    _event(session, incident, at, "delivered", via=via)
+    if incident.klass == "security" and incident.notify_by and at > incident.notify_by:
+        _mark_late(session, incident, at)
+    return True
 
 
 def resolve(
@@ -431,6 +541,12 @@ def close(
     if incident.state != "resolved":
         raise UsageError(f"incident {incident_id} is {incident.state}: resolve it before closing")
     if incident.klass == "security" and incident.notified_at is None:
+        if incident.notification_sent_at is not None:
+            raise UsageError(
+                f"incident {incident_id}: its notification was never delivered to the management "
+                f"unit (7.3.3): phone it in and record it with `monitord incidents notify "
+                f"{incident_id} --out-of-band …`"
+            )
         raise UsageError(
             f"incident {incident_id} is a security incident never notified to the management "
             f"unit (7.3.3): run `monitord incidents notify {incident_id} …` first"
@@ -491,11 +607,14 @@ def incident_dict(incident: Incident, now: dt.datetime | None = None) -> dict[st
         "state": incident.state,
         "summary": incident.summary,
         "services": incident.services,
+        "subjects": incident.subjects or [],
         "detected_at": iso(incident.detected_at),
         "occurred_at": iso(incident.occurred_at),
         "notify_by": iso(incident.notify_by),
         "minutes_left": minutes_left,
+        "notification_sent_at": iso(incident.notification_sent_at),
         "notified_at": iso(incident.notified_at),
+        "notified_via": incident.notified_via,
         "late": incident.late,
         "acknowledged_at": iso(incident.acknowledged_at),
         "acknowledged_by": incident.acknowledged_by,

@@ -15,6 +15,7 @@ from monitord.findings import upsert_finding
 from monitord.incidents import (
     acknowledge,
     intake,
+    notification_delivered,
     notify_management,
     open_manual,
     work_clocks,
@@ -148,7 +149,7 @@ def test_the_clock_sends_each_reminder_escalation_and_the_late_mark_at_its_minut
         assert late.channel == "top"
 
 
-def test_acknowledging_stops_escalation_and_notifying_stops_the_clock(
+def test_acknowledging_stops_escalation_and_a_delivered_notification_stops_the_clock(
     sqlite_store: Store, clock: FakeClock
 ) -> None:
     cfg = settings()
@@ -176,6 +177,9 @@ def test_acknowledging_stops_escalation_and_notifying_stops_the_clock(
             "alice",
             clock(),
         )
+    clock.advance(minutes=1)
+    with sqlite_store.session() as session:  # the management channel confirms delivery
+        assert notification_delivered(session, incident_id, clock(), "json://…#abc")
     clock.advance(hours=3)
     with sqlite_store.session() as session:
         work_clocks(session, cfg, clock())

@@ -118,8 +118,13 @@ async def test_open_ack_notify_resolve_round_trip(
     status, out, _ = await run(config, capsys, "incidents", "show", str(incident_id), "--json")
     shown = json.loads(out)
     assert shown["state"] == "notified" and shown["notified_at"] is not None
-    assert [e["kind"] for e in shown["timeline"]] == ["opened", "acknowledged", "notified"]
-    assert [e["actor"] for e in shown["timeline"]] == ["alice", "bob", "bob"]
+    assert [e["kind"] for e in shown["timeline"]] == [
+        "opened",
+        "acknowledged",
+        "notified",
+        "delivered",
+    ]
+    assert [e["actor"] for e in shown["timeline"]] == ["alice", "bob", "bob", "monitord"]
     status, out, _ = await run(config, capsys, "incidents", "resolve", str(incident_id))
     assert status == 0
     status, out, _ = await run(config, capsys, "incidents", "list", "--json")
