@@ -45,11 +45,25 @@ def _services_line(services: list[Service], ids: list[str]) -> str:
     return "涉及服务：" + "、".join(shown) + more
 
 
+def _subjects_line(subjects: list[str]) -> str:
+    """The addresses and accounts a security incident is about (one pass of log analysis)."""
+    if not subjects:
+        return ""
+    more = f" 等 {len(subjects)} 个" if len(subjects) > 5 else ""
+    return "涉及对象：" + "、".join(subjects[:5]) + more
+
+
 def _deadline_line(incident: Incident, now: dt.datetime) -> str | None:
     if incident.klass != "security" or incident.notify_by is None:
         return None
     if incident.notified_at is not None:
         return f"已于 {local_text(incident.notified_at)} 通报管理单位"
+    if incident.notification_sent_at is not None:
+        sent = local_text(incident.notification_sent_at)
+        return (
+            f"通报已于 {sent} 提交，管理单位尚未收到；须于 {local_text(incident.notify_by)} 前"
+            "送达，请电话通报并用 --out-of-band 登记"
+        )
     minutes = int((incident.notify_by - now).total_seconds() // 60)
     if minutes >= 0:
         return f"须于 {local_text(incident.notify_by)} 前通报管理单位（剩余 {minutes} 分钟）"
@@ -90,9 +104,11 @@ def render_incident(
         "escalation": f"【升级至{payload.get('name', '')}】{label} #{incident.id} 无人确认",
         "late": f"【已逾期】{label} #{incident.id} 未在时限内通报管理单位",
         "resolved": f"【已恢复】{label} #{incident.id} {what}",
+        "undelivered": f"【通报未送达】{label} #{incident.id} 通报未送达，请电话通报",
     }
     lines = [
         _services_line(services, incident.services),
+        _subjects_line(incident.subjects or []),
         f"级别：{SEVERITY_NAMES.get(incident.severity, incident.severity)}；"
         f"发现于 {local_text(incident.detected_at)}",
         incident.summary,

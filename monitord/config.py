@@ -540,7 +540,7 @@ class IncidentSettings(_Section):
                 f"security_kinds leaves out {', '.join(dropped)}: findings of these kinds would "
                 f"open no security incident ({CLOCK}); add kinds, never take them away"
             )
-        declared = _declared_rule_kinds()
+        declared = _declared_rule_kinds() if self.rule_kinds else {}
         for pattern, kind in self.rule_kinds.items():
             if kind in self.security_kinds:
                 continue

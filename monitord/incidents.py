@@ -478,7 +478,7 @@ def notify_management(
         row = session.scalars(select(OutboxAlert).where(OutboxAlert.idempotency_key == key)).one()
     else:
         payload["out_of_band"] = out_of_band.strip()
-        payload["at"] = when.isoformat()
+        payload["made_at"] = when.isoformat()
     if incident.notification_sent_at is None:
         incident.notification_sent_at = when
         if incident.acknowledged_at is None:

@@ -196,6 +196,8 @@ def _draft(
     target: ServiceTarget,
     summary: str,
     evidence: dict[str, Any],
+    *,
+    occurred_at: dt.datetime | None = None,
 ) -> FindingDraft:
     return FindingDraft(
         rule=rule,
@@ -206,6 +208,7 @@ def _draft(
         summary=summary,
         evidence=evidence,
         service_id=target.id,
+        occurred_at=occurred_at,
     )
 
 
@@ -238,11 +241,14 @@ def _advance_state(
     state.last_error = result.error
     if verdict == "fail":
         if not blind:  # a blind round says nothing about the service
+            if state.failures == 0:
+                state.failing_since = result.started_at
             state.failures += 1
             state.successes = 0
     else:
         state.successes += 1
         state.failures = 0
+        state.failing_since = None
     new = state.state
     if state.failures >= settings.down_after:
         new = "down"
@@ -290,6 +296,8 @@ def _state_findings(
         "url": result.target,
     }
     present: set[str] = set()
+    state = session.get(ServiceState, target.id)  # in the session already: no query
+    began = state.failing_since if state is not None else None
     if new_state == "down" and not suspended:
         upsert_finding(
             session,
@@ -300,13 +308,20 @@ def _state_findings(
                 target,
                 f"服务不可用：{result.error or '探测失败'}",
                 evidence,
+                occurred_at=began,
             ),
             now,
         )
         upsert_finding(
             session,
             _draft(
-                RULE_UNANNOUNCED, "7.2.2", "medium", target, "服务中断且未报备暂停申请", evidence
+                RULE_UNANNOUNCED,
+                "7.2.2",
+                "medium",
+                target,
+                "服务中断且未报备暂停申请",
+                evidence,
+                occurred_at=began,
             ),
             now,
         )

@@ -103,6 +103,10 @@ class ProbeResult:
     service_id: str | None = None
 
 
+LOG_QUIET_MINUTES = 360
+"""The quiet period of a log rule that names none (rules/logs.toml: quiet_minutes)."""
+
+
 @dataclass(frozen=True)
 class FindingDraft:
     """What a rule or check reports; the core turns it into a stored finding.

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from monitord.errors import RuleError
-from monitord.types import SEVERITIES, Severity
+from monitord.types import LOG_QUIET_MINUTES, SEVERITIES, Severity
 from rules.declared import UNDECLARED, Declaration, read_declaration
 
 RULES_FILE = Path(__file__).with_name("logs.toml")
@@ -82,6 +82,11 @@ class LogRule:
     breakdown: tuple[str, ...] = ()
     declaration: Declaration = UNDECLARED
     """The incident kind and quiet period (rules/declared.py); parse_rules requires it."""
+
+    @property
+    def quiet_minutes(self) -> int:
+        """After this long without a matching line, the next one starts a new episode."""
+        return self.declaration.quiet_minutes or LOG_QUIET_MINUTES
 
     @property
     def columns(self) -> list[str]:

@@ -132,6 +132,8 @@ class LogRuleEngine:
                 first_seen=first,
                 last_seen=last,
                 service_id=subject if subject_kind == "service" else None,
+                quiet_seconds=rule.quiet_minutes * 60,
+                episode_start=first,
             )
             self._findings[key] = found
         found.seen(first, last)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitord.timeutil import UTC
-from monitord.types import FindingDraft, Severity
+from monitord.types import LOG_QUIET_MINUTES, FindingDraft, Severity
 
 MAX_EVIDENCE = 5
 
@@ -43,6 +43,10 @@ class LogFinding:
     evidence: list[str] = field(default_factory=list)
     service_id: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    quiet_seconds: int = LOG_QUIET_MINUTES * 60
+    """A gap this long without a matching line ends an episode (the rule's quiet_minutes)."""
+    episode_start: int = 0
+    """When the current episode began: the first line after such a gap (0: first_seen)."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -65,7 +69,9 @@ class LogFinding:
         self.settled[source] = self.settled.get(source, 0) + lines
 
     def seen(self, first: int, last: int) -> None:
-        """Widen the time span to include [first, last]."""
+        """Widen the time span to include [first, last]; after a quiet gap, a new episode."""
+        if first - self.last_seen > self.quiet_seconds:
+            self.episode_start = first
         self.first_seen = min(self.first_seen, first)
         self.last_seen = max(self.last_seen, last)
 
@@ -114,6 +120,9 @@ class LogFinding:
                 **self.facts,
             },
             service_id=self.service_id,
+            occurred_at=dt.datetime.fromtimestamp(self.episode_start or self.first_seen, UTC),
+            observed_at=dt.datetime.fromtimestamp(self.last_seen, UTC),
+            quiet_minutes=self.quiet_seconds // 60,
         )
 
     def to_state(self) -> dict[str, Any]:
@@ -132,6 +141,8 @@ class LogFinding:
             "evidence": list(self.evidence),
             "service_id": self.service_id,
             "facts": dict(self.facts),
+            "quiet_seconds": self.quiet_seconds,
+            "episode_start": self.episode_start,
         }
 
     @classmethod
