@@ -11,6 +11,7 @@ rule firing on the availability and the tls result of one service updates one fi
 
 from __future__ import annotations
 
+import math
 import operator
 import string
 import tomllib
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from monitord.errors import RuleError
-from monitord.timeutil import parse_time
+from monitord.timeutil import SHANGHAI, parse_time
 from monitord.types import SEVERITIES, FindingDraft, ProbeResult, Severity
 from rules.declared import DECLARATION_KEYS, UNDECLARED, Declaration, read_declaration
 
@@ -62,8 +63,34 @@ def _chain_days_to_expiry(result: ProbeResult) -> Any:
     return round((parse_time(text) - result.started_at).total_seconds() / 86400, 2)
 
 
+def _local_date(fact: str) -> Callable[[ProbeResult], Any]:
+    """A stored UTC time fact as the Asia/Shanghai date people read (a summary's expiry)."""
+
+    def date(result: ProbeResult) -> Any:
+        text = result.facts.get(fact)
+        if not isinstance(text, str):
+            return _MISSING
+        try:
+            return parse_time(text).astimezone(SHANGHAI).date().isoformat()
+        except ValueError:
+            return _MISSING
+
+    return date
+
+
+def _days_left(result: ProbeResult) -> Any:
+    """Whole days until the certificate expires (the probe reports a fraction)."""
+    days = result.facts.get("days_to_expiry")
+    if not isinstance(days, int | float):
+        return _MISSING
+    return math.floor(days)
+
+
 DERIVED: dict[str, Callable[[ProbeResult], Any]] = {
     "chain_days_to_expiry": _chain_days_to_expiry,
+    "days_left": _days_left,
+    "expiry_date": _local_date("cert_not_after"),
+    "chain_expiry_date": _local_date("chain_earliest_expiry"),
 }
 """Facts computed from a result for rules that need them; a rule names them like any fact."""
 

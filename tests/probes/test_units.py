@@ -243,3 +243,13 @@ def test_adding_a_rule_is_adding_data() -> None:
     )
     (finding,) = evaluate(_result("tls", {"hsts": {"present": True, "max_age": 600}}), rules)
     assert finding.rule == "short_hsts" and finding.summary.endswith("only 600 s")
+
+
+def test_a_certificate_expiry_is_shown_in_whole_days_and_a_local_date() -> None:
+    # 03:00 UTC on 2026-12-09 is 11:00 the same day in Suzhou; 16:30 UTC is already the 10th.
+    facts = {"days_to_expiry": 5.93, "cert_not_after": "2026-12-09T16:30:00+00:00"}
+    (finding,) = [f for f in evaluate(_result("tls", facts)) if f.rule == "cert_expiring_7d"]
+    assert finding.summary.endswith("的证书将在 5 天后过期（2026-12-10）")
+    expired = {"days_to_expiry": -0.4, "cert_not_after": "2026-12-03T20:00:00+00:00"}
+    (gone,) = [f for f in evaluate(_result("tls", expired)) if f.rule == "cert_expired"]
+    assert gone.summary.endswith("的证书已于 2026-12-04 过期")
