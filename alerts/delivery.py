@@ -20,7 +20,7 @@ from loguru import logger
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from alerts.routing import audience_urls
+from alerts.routing import audience_urls, missing_channel
 from alerts.templates import Message, render_incident, render_notification, render_storm
 from monitord.config import Settings
 from monitord.models import Incident, OutboxAlert, Service
@@ -106,13 +106,12 @@ def expand(store: Store, settings: Settings, now: dt.datetime) -> int:
                 settings.alerts, parent.channel, incident, _services(session, incident)
             )
             if not urls:
-                parent.state = "nobody"
-                parent.last_error = f"no channel configured for {parent.channel}"
-                logger.warning(
-                    "alert {} has no channel: configure [alerts] {}",
-                    parent.idempotency_key,
-                    parent.channel,
-                )
+                # It stays pending: a reload that adds a channel sends it (never dropped).
+                key = missing_channel(parent.channel)
+                error = f"no channel for {parent.channel}: configure {key}"
+                if parent.last_error != error:  # said once, not at every pass
+                    logger.warning("alert {} waits: {}", parent.idempotency_key, error)
+                parent.last_error = error
                 continue
             message = _render(session, parent, now, parent.idempotency_key)
             for url in urls:
@@ -230,10 +229,9 @@ async def deliver_due(
 
 
 def _count_pending(store: Store) -> int:
+    """Alerts not delivered yet: messages due later, and alerts that wait for a channel."""
     with store.session() as session:
         count = session.scalar(
-            select(func.count())
-            .select_from(OutboxAlert)
-            .where(OutboxAlert.parent_id.is_not(None), OutboxAlert.state == "pending")
+            select(func.count()).select_from(OutboxAlert).where(OutboxAlert.state == "pending")
         )
         return int(count or 0)

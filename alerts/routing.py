@@ -52,3 +52,16 @@ def audience_urls(
     elif audience == "management":
         urls += settings.management
     return list(dict.fromkeys(urls))
+
+
+def missing_channel(audience: str) -> str:
+    """Which config key to fill so that an audience with no channel gets its alerts."""
+    if audience.startswith("escalation:"):
+        return "[[alerts.escalation]]"
+    keys = {
+        "oncall": "alerts.oncall",
+        "storm": "alerts.oncall",
+        "top": "[[alerts.escalation]] or alerts.oncall",
+        "management": "alerts.management",
+    }
+    return keys.get(audience, "[alerts]")

@@ -756,6 +756,27 @@ def check_daemon_secrets(settings: Settings) -> None:
         )
 
 
+def alert_warnings(settings: Settings) -> list[str]:
+    """What the alert config lacks, one line each, for the daemon to say once at start.
+
+    An alert whose audience has no channel is not lost (it waits in the outbox until a reload
+    adds one), but nobody hears of it until then.
+    """
+    alerts = settings.alerts
+    lines = []
+    if not alerts.oncall:
+        lines.append(
+            "alerts.oncall lists no channel: incident alerts wait in the outbox until one is "
+            "configured (then reload)"
+        )
+    if not alerts.management:
+        lines.append(
+            "alerts.management lists no channel: the clause 7.3.3 notifications to the "
+            "management unit cannot be sent until one is configured"
+        )
+    return lines
+
+
 def _urls_needing_smtp_password(alerts: AlertSettings) -> list[str]:
     """The keys (alerts.oncall[0], ...) of the alert URLs that hold {smtp_password}."""
     lists: list[tuple[str, list[str]]] = [

@@ -238,8 +238,8 @@ class OutboxAlert(Base):
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(20), default="pending", index=True)
-    """pending, delivered, expanded (a parent row), quiet (suppressed by a suspension or
-    maintenance window), or nobody (no channel configured for the audience)."""
+    """pending (a parent row whose audience has no channel yet waits so, with last_error naming
+    the key to configure), delivered, or expanded (a parent row)."""
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 

@@ -244,3 +244,31 @@ async def test_findings_flow_into_incidents_and_out_to_on_call(
     await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
     assert hook.received[0]["title"].endswith("传输未加密或加密薄弱")
     assert "服务接口未使用 HTTPS" in hook.received[0]["message"]
+
+
+async def test_an_alert_with_no_channel_waits_until_a_reload_adds_one(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # It was marked "nobody" and never retried, even once on-call was configured.
+    bare = parse_config({"alerts": {"service_contacts": False}}, "test", env={})
+    incident_id = open_incident(sqlite_store, bare, clock)
+    send = make_apprise_sender(None)
+    report = await deliver_due(sqlite_store, bare, clock, send)
+    assert (report.delivered, report.waiting) == (0, 1)
+    with sqlite_store.session() as session:
+        [parent] = session.scalars(select(OutboxAlert)).all()
+        assert parent.state == "pending"
+        assert parent.last_error is not None and "alerts.oncall" in parent.last_error
+    clock.advance(minutes=5)
+    await deliver_due(sqlite_store, config(hook), clock, send)  # after a reload
+    assert [m["key"].split("#")[0] for m in hook.received] == [f"incident:{incident_id}:opened"]
+
+
+def test_the_daemon_is_told_at_start_which_alert_channels_are_missing() -> None:
+    from monitord.config import alert_warnings
+
+    warnings = alert_warnings(parse_config({}, "test", env={}))
+    assert any(line.startswith("alerts.oncall lists no channel") for line in warnings)
+    assert any(line.startswith("alerts.management lists no channel") for line in warnings)
+    configured = {"oncall": ["json://127.0.0.1:9/x"], "management": ["json://127.0.0.1:9/y"]}
+    assert alert_warnings(parse_config({"alerts": configured}, "test", env={})) == []
