@@ -4,13 +4,16 @@ Expansion and each delivery are separate transactions, so the worker can die at 
 alert is either still pending (and goes out on the next run, with the same idempotency key) or
 recorded as delivered. A channel that is down delays its alerts with exponential backoff; it
 never drops them.
+
+A copy's row names its channel, never its URL (see alerts.routing): the URL is looked up when the
+copy is sent. A copy whose channel a reload removed is withdrawn, and its alert goes to the
+audience's channels as they are now; copies to channels that already have one are not made again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
@@ -20,34 +23,40 @@ from loguru import logger
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from alerts.routing import audience_urls, missing_channel
+from alerts.routing import Channel, audience_channels, missing_channel
 from alerts.templates import Message, render_incident, render_notification, render_storm
 from monitord.config import Settings
 from monitord.models import Incident, OutboxAlert, Service
+from monitord.redact import mask_url, mask_urls, one_line
 from monitord.store import Store
 from monitord.timeutil import Clock
 
-Sender = Callable[[str, Message, str], Awaitable[str | None]]
-"""Send one message to one apprise URL with its key; None on success, else the error."""
+Sender = Callable[[Channel, Message, str], Awaitable[str | None]]
+"""Send one message to one channel with its key; None on success, else the error."""
 
 HEADER_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
 
 
-def channel_label(url: str) -> str:
-    """A channel as logs may show it: the scheme and a short hash, never its token."""
-    scheme = urlsplit(url).scheme or "?"
-    return f"{scheme}://…#{hashlib.sha256(url.encode()).hexdigest()[:6]}"
+def channel_label(channel: Channel) -> str:
+    """A channel as logs may show it: its name and its URL with every secret masked."""
+    if channel.trusted:
+        return f"{channel.name} ({mask_url(channel.url)})"
+    return channel.name  # a catalogue contact's name already shows its masked URL
 
 
 def make_apprise_sender(smtp_password: str | None) -> Sender:
-    """A Sender that delivers through apprise, filling in {smtp_password} at the last moment."""
+    """A Sender that delivers through apprise, filling in {smtp_password} at the last moment.
 
-    async def send(url: str, message: Message, key: str) -> str | None:
-        real = url
-        if "{smtp_password}" in url:
+    Only into a URL from the config: a URL a service provider wrote in the catalogue is sent as
+    written, so it can never ask for the password.
+    """
+
+    async def send(channel: Channel, message: Message, key: str) -> str | None:
+        real = channel.url
+        if channel.trusted and "{smtp_password}" in real:
             if smtp_password is None:
                 return "the URL needs {smtp_password} but MONITORD_SMTP_PASSWORD is not set"
-            real = url.replace("{smtp_password}", quote(smtp_password, safe=""))
+            real = real.replace("{smtp_password}", quote(smtp_password, safe=""))
         if urlsplit(real).scheme in HEADER_SCHEMES:
             # Webhook receivers can drop a repeat by this header.
             real += ("&" if "?" in real else "?") + "+X-Monitord-Key=" + quote(key, safe="")
@@ -59,7 +68,7 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
         if ok:
             return None
         text = captured.getvalue().strip().splitlines()
-        return (text[-1].split(" - ", 2)[-1] if text else "delivery failed")[:300]
+        return text[-1].split(" - ", 2)[-1] if text else "delivery failed"
 
     return send
 
@@ -89,8 +98,16 @@ def _render(session: Session, parent: OutboxAlert, now: dt.datetime, key: str) -
     return Message(title=parent.title or "monitord", body=f"{parent.body}\n编号 {key}")
 
 
+def _incident(session: Session, row: OutboxAlert) -> Incident | None:
+    return session.get(Incident, row.incident_id) if row.incident_id else None
+
+
 def expand(store: Store, settings: Settings, now: dt.datetime) -> int:
-    """Turn pending audience rows into one rendered row per apprise URL; returns rows made."""
+    """Turn pending audience rows into one rendered row per channel; returns rows made.
+
+    A channel that already has its copy of the alert (an alert expanded again after a reload
+    withdrew one of its copies) gets none again.
+    """
     made = 0
     with store.session() as session:
         parents = session.scalars(
@@ -100,12 +117,12 @@ def expand(store: Store, settings: Settings, now: dt.datetime) -> int:
         ).all()
         for parent in parents:
             if "://" in parent.channel:
-                continue  # already a concrete channel
-            incident = session.get(Incident, parent.incident_id) if parent.incident_id else None
-            urls = audience_urls(
-                settings.alerts, parent.channel, incident, _services(session, incident)
+                continue  # a row of the first schema, written before audiences
+            incident = _incident(session, parent)
+            channels = audience_channels(
+                settings, parent.channel, incident, _services(session, incident)
             )
-            if not urls:
+            if not channels:
                 # It stays pending: a reload that adds a channel sends it (never dropped).
                 key = missing_channel(parent.channel)
                 error = f"no channel for {parent.channel}: configure {key}"
@@ -113,27 +130,72 @@ def expand(store: Store, settings: Settings, now: dt.datetime) -> int:
                     logger.warning("alert {} waits: {}", parent.idempotency_key, error)
                 parent.last_error = error
                 continue
-            message = _render(session, parent, now, parent.idempotency_key)
-            for url in urls:
-                key = f"{parent.idempotency_key}#{hashlib.sha256(url.encode()).hexdigest()[:10]}"
-                session.add(
-                    OutboxAlert(
-                        idempotency_key=key,
-                        channel=url,
-                        kind=parent.kind,
-                        payload={},
-                        title=message.title,
-                        body=message.body,
-                        incident_id=parent.incident_id,
-                        parent_id=parent.id,
-                        created_at=now,
-                        next_attempt_at=now,
-                        state="pending",
-                    )
-                )
-                made += 1
+            made += _add_copies(session, parent, channels, now)
             parent.state = "expanded"
+            parent.last_error = None
     return made
+
+
+def _add_copies(
+    session: Session, parent: OutboxAlert, channels: list[Channel], now: dt.datetime
+) -> int:
+    existing = set(
+        session.scalars(
+            select(OutboxAlert.idempotency_key).where(OutboxAlert.parent_id == parent.id)
+        )
+    )
+    message = _render(session, parent, now, parent.idempotency_key)
+    made = 0
+    for channel in channels:
+        key = f"{parent.idempotency_key}#{channel.ident}"
+        if key in existing:
+            continue
+        session.add(
+            OutboxAlert(
+                idempotency_key=key,
+                channel=channel.name,
+                kind=parent.kind,
+                payload={},
+                title=message.title,
+                body=message.body,
+                incident_id=parent.incident_id,
+                parent_id=parent.id,
+                created_at=now,
+                next_attempt_at=now,
+                state="pending",
+            )
+        )
+        made += 1
+    return made
+
+
+def _channel_of(store: Store, settings: Settings, alert_id: int) -> Channel | None:
+    """The channel a copy goes to, from the settings and catalogue as they are now.
+
+    None when its channel is no longer one of the audience's (a reload removed it): the copy is
+    withdrawn and its alert expanded again, so the audience's current channels get it.
+    """
+    with store.session() as session:
+        row = session.get(OutboxAlert, alert_id)
+        assert row is not None
+        parent = session.get(OutboxAlert, row.parent_id) if row.parent_id else None
+        if parent is not None:
+            incident = _incident(session, parent)
+            ident = row.idempotency_key.rpartition("#")[2]
+            for channel in audience_channels(
+                settings, parent.channel, incident, _services(session, incident)
+            ):
+                if channel.ident == ident:
+                    row.channel = channel.name  # a reload may have moved it (oncall[1] → [0])
+                    return channel
+            parent.state = "pending"
+        row.state = "withdrawn"
+        row.last_error = (
+            f"{mask_url(row.channel)} is no longer configured: the alert goes to the "
+            "audience's current channels instead"
+        )
+        logger.warning("alert {}: {}", row.idempotency_key, row.last_error)
+        return None
 
 
 @dataclass(frozen=True)
@@ -182,7 +244,8 @@ def _record(
             row.delivered_at = now
             row.last_error = None
             return
-        row.last_error = error
+        # Whatever apprise said, no secret of a URL goes into the store.
+        row.last_error = mask_urls(one_line(error))[:300]
         wait = min(
             settings.alerts.retry_seconds * 2 ** (row.attempts - 1),
             settings.alerts.retry_max_seconds,
@@ -208,21 +271,22 @@ async def deliver_due(
     due = await asyncio.to_thread(_due, store, clock(), incident_id, kinds, limit)
     delivered = failed = 0
     for alert in due:
-        error = await send(alert.channel, Message(alert.title, alert.body), alert.idempotency_key)
+        channel = await asyncio.to_thread(_channel_of, store, settings, alert.id)
+        if channel is None:
+            continue
+        error = await send(channel, Message(alert.title, alert.body), alert.idempotency_key)
         await asyncio.to_thread(_record, store, alert.id, error, clock(), settings)
         if error is None:
             delivered += 1
-            logger.info(
-                "alert {} delivered to {}", alert.idempotency_key, channel_label(alert.channel)
-            )
+            logger.info("alert {} delivered to {}", alert.idempotency_key, channel_label(channel))
         else:
             failed += 1
             logger.warning(
                 "alert {} to {} failed (attempt {}): {}",
                 alert.idempotency_key,
-                channel_label(alert.channel),
+                channel_label(channel),
                 alert.attempts + 1,
-                error,
+                mask_urls(one_line(error)),
             )
     waiting = await asyncio.to_thread(_count_pending, store)
     return DeliveryReport(delivered=delivered, failed=failed, waiting=waiting)

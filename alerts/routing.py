@@ -1,9 +1,47 @@
-"""Which apprise URLs an audience means for an incident, from the config and the catalogue."""
+"""Which channels an audience means for an incident, from the config and the catalogue.
+
+A channel is where one copy of an alert goes. The outbox keeps its name (`alerts.oncall[0]`,
+`alerts.escalation[1].urls[0]`, `contact:svc-0042:…`) and its identity (a short hash of the
+destination, the suffix of the copy's idempotency key), never its URL: the URL is looked up in
+the current settings and catalogue when the copy is sent, so no credential sits in the store and
+a reload that moves a channel still finds it. Secrets are filled only into URLs that come from
+the config (`Channel.trusted`), never into one a service provider wrote in the catalogue.
+"""
 
 from __future__ import annotations
 
-from monitord.config import AlertSettings, Route
+import hashlib
+from dataclasses import dataclass
+
+from monitord.config import AlertSettings, Route, Settings
 from monitord.models import Incident, Service
+from monitord.redact import mask_url
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One destination of an alert, as the current settings and catalogue define it."""
+
+    name: str
+    """Where it goes, as the outbox keeps it and logs show it; never a secret."""
+    url: str
+    """The apprise URL, {smtp_password} still a placeholder."""
+    trusted: bool
+    """The URL comes from the config: only then is {smtp_password} filled in."""
+    ident: str
+    """A short hash of the destination: the same channel across reloads and restarts."""
+
+
+def identity(destination: str) -> str:
+    """The short hash that names a destination in an idempotency key (never the URL itself)."""
+    return hashlib.sha256(destination.encode()).hexdigest()[:10]
+
+
+def _configured(name: str, urls: list[str]) -> list[Channel]:
+    return [
+        Channel(name=f"{name}[{i}]", url=url, trusted=True, ident=identity(url))
+        for i, url in enumerate(urls)
+    ]
 
 
 def _route_matches(route: Route, incident: Incident) -> bool:
@@ -14,44 +52,70 @@ def _route_matches(route: Route, incident: Incident) -> bool:
     )
 
 
-def audience_urls(
-    settings: AlertSettings,
+def contact_channels(service: Service) -> list[Channel]:
+    """The channels of the contacts that the catalogue lists for a service."""
+    urls = [
+        c["apprise"]
+        for c in service.contacts
+        if isinstance(c, dict) and isinstance(c.get("apprise"), str) and "://" in c["apprise"]
+    ]
+    return [
+        Channel(
+            name=f"contact:{service.id}:{mask_url(url)}",
+            url=url,
+            trusted=False,
+            ident=identity(url),
+        )
+        for url in urls
+    ]
+
+
+def _config_channels(
+    alerts: AlertSettings, audience: str, incident: Incident | None
+) -> list[Channel]:
+    if audience in ("oncall", "storm"):
+        channels = _configured("alerts.oncall", alerts.oncall)
+        if incident is not None and audience == "oncall":
+            for i, route in enumerate(alerts.routes):
+                if _route_matches(route, incident):
+                    channels += _configured(f"alerts.routes[{i}].urls", route.urls)
+        return channels
+    if audience.startswith("escalation:"):
+        chain = alerts.escalation
+        if not chain:
+            return []
+        level = min(int(audience.split(":", 1)[1]), len(chain))
+        return _configured(f"alerts.escalation[{level - 1}].urls", chain[level - 1].urls)
+    if audience == "top":
+        if alerts.escalation:
+            last = len(alerts.escalation) - 1
+            return _configured(f"alerts.escalation[{last}].urls", alerts.escalation[last].urls)
+        return _configured("alerts.oncall", alerts.oncall)
+    if audience == "management":
+        return _configured("alerts.management", alerts.management)
+    return []
+
+
+def audience_channels(
+    settings: Settings,
     audience: str,
     incident: Incident | None,
     services: list[Service],
-) -> list[str]:
-    """The apprise URLs of an audience, without duplicates, in a stable order.
+) -> list[Channel]:
+    """The channels of an audience, each destination once, in a stable order.
 
     oncall: the on-call channels, matching routes, and the services' own on-call and owner
     contacts from the catalogue; escalation:N: level N of the chain; top: the last level (or
     on-call when there is no chain); management: the management unit; storm: on-call.
     """
-    urls: list[str] = []
-    if audience in ("oncall", "storm"):
-        urls += settings.oncall
-        if incident is not None and audience == "oncall":
-            for route in settings.routes:
-                if _route_matches(route, incident):
-                    urls += route.urls
-            if settings.service_contacts:
-                for service in services:
-                    urls += [
-                        c["apprise"]
-                        for c in service.contacts
-                        if isinstance(c, dict)
-                        and isinstance(c.get("apprise"), str)
-                        and "://" in c["apprise"]
-                    ]
-    elif audience.startswith("escalation:"):
-        level = int(audience.split(":", 1)[1])
-        chain = settings.escalation
-        if chain:
-            urls += chain[min(level, len(chain)) - 1].urls
-    elif audience == "top":
-        urls += settings.escalation[-1].urls if settings.escalation else settings.oncall
-    elif audience == "management":
-        urls += settings.management
-    return list(dict.fromkeys(urls))
+    channels = _config_channels(settings.alerts, audience, incident)
+    if audience == "oncall" and incident is not None and settings.alerts.service_contacts:
+        for service in services:
+            channels += contact_channels(service)
+    unique: dict[str, Channel] = {}
+    for channel in channels:
+        unique.setdefault(channel.ident, channel)
+    return list(unique.values())
 
 
 def missing_channel(audience: str) -> str:

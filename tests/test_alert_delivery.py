@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 
 from alerts.delivery import deliver_due, make_apprise_sender
@@ -18,7 +15,7 @@ from monitord.incidents import intake, notify_management, open_manual
 from monitord.models import OutboxAlert, Service
 from monitord.store import Store
 from tests.conftest import FakeClock
-from tests.receivers import Mailbox, Webhook, serve_webhook
+from tests.receivers import Mailbox, Webhook, serve_smtp, serve_webhook
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -169,33 +166,10 @@ async def test_the_notification_to_the_management_unit_has_its_four_parts(
         assert line in body
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Mailbox, int]]:
-    mailbox = Mailbox()
-
-    def authenticate(
-        server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-    ) -> AuthResult:
-        assert isinstance(auth_data, LoginPassword)
-        mailbox.logins.append((auth_data.login.decode(), auth_data.password.decode()))
-        return AuthResult(success=True)
-
-    port = free_port()
-    controller = Controller(
-        mailbox, hostname="127.0.0.1", port=port, authenticator=authenticate, auth_require_tls=False
-    )
-    controller.start()
-    try:
-        yield mailbox, port
-    finally:
-        controller.stop()
+    with serve_smtp() as server:
+        yield server
 
 
 async def test_email_alerts_reach_an_smtp_server_with_the_password_from_the_environment(

@@ -1,4 +1,4 @@
-"""alert outbox: alerts that waited for a channel are pending again
+"""alert outbox: channel names instead of URLs; alerts that waited for a channel pending again
 
 Revision ID: 0007
 Revises: 0005
@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from monitord.redact import mask_url
+
 revision: str = "0007"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
@@ -20,8 +22,23 @@ def upgrade() -> None:
     # An alert whose audience had no channel was marked "nobody" and never retried; it now
     # waits, pending, until a channel is configured.
     op.execute(sa.text("update alert_outbox set state = 'pending' where state = 'nobody'"))
+    # A copy of an alert kept its apprise URL, credentials and all. It now keeps its channel's
+    # name and is sent to the URL configured now; the URL of an older copy is masked (a pending
+    # one is still found by the hash in its idempotency key).
+    connection = op.get_bind()
+    rows = connection.execute(
+        sa.text("select id, channel from alert_outbox where channel like '%://%'")
+    ).all()
+    for row_id, channel in rows:
+        masked = mask_url(channel)
+        if masked != channel:
+            connection.execute(
+                sa.text("update alert_outbox set channel = :channel where id = :id"),
+                {"channel": masked, "id": row_id},
+            )
 
 
 def downgrade() -> None:
-    # Nothing to undo: a pending alert is valid in the older schema too.
+    # Nothing to undo: a pending alert and a masked channel are valid in the older schema too
+    # (the masked URLs are not restored: the secrets they held are gone for good).
     pass
