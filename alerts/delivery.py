@@ -23,12 +23,18 @@ from loguru import logger
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from alerts.routing import Channel, audience_channels, missing_channel
+from alerts.routing import (
+    Channel,
+    Refusal,
+    audience_channels,
+    missing_channel,
+    refused_contacts,
+)
 from alerts.templates import Message, render_incident, render_notification, render_storm
 from monitord.config import Settings
-from monitord.models import Incident, OutboxAlert, Service
+from monitord.models import AuditEntry, Incident, OutboxAlert, Service
 from monitord.redact import mask_url, mask_urls, one_line
-from monitord.store import Store
+from monitord.store import Store, audit
 from monitord.timeutil import Clock
 
 Sender = Callable[[Channel, Message, str], Awaitable[str | None]]
@@ -119,9 +125,10 @@ def expand(store: Store, settings: Settings, now: dt.datetime) -> int:
             if "://" in parent.channel:
                 continue  # a row of the first schema, written before audiences
             incident = _incident(session, parent)
-            channels = audience_channels(
-                settings, parent.channel, incident, _services(session, incident)
-            )
+            services = _services(session, incident)
+            channels = audience_channels(settings, parent.channel, incident, services)
+            if parent.channel == "oncall":
+                _note_refusals(session, refused_contacts(settings, services), now)
             if not channels:
                 # It stays pending: a reload that adds a channel sends it (never dropped).
                 key = missing_channel(parent.channel)
@@ -134,6 +141,29 @@ def expand(store: Store, settings: Settings, now: dt.datetime) -> int:
             parent.state = "expanded"
             parent.last_error = None
     return made
+
+
+REFUSED = "alerts.contact_refused"
+
+
+def _note_refusals(session: Session, refusals: list[Refusal], now: dt.datetime) -> None:
+    """Log and audit each refused catalogue contact once, not at every alert."""
+    for refusal in refusals:
+        subject = f"{refusal.service_id} {refusal.contact}"
+        seen = session.scalar(
+            select(AuditEntry.id)
+            .where(AuditEntry.action == REFUSED, AuditEntry.subject == subject)
+            .limit(1)
+        )
+        if seen is not None:
+            continue
+        audit(session, now, "monitord", REFUSED, subject, {"reason": refusal.reason})
+        logger.warning(
+            "catalogue contact {} of {} is not alerted: {}",
+            refusal.contact,
+            refusal.service_id,
+            refusal.reason,
+        )
 
 
 def _add_copies(

@@ -11,11 +11,18 @@ the config (`Channel.trusted`), never into one a service provider wrote in the c
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from monitord.config import AlertSettings, Route, Settings
 from monitord.models import Incident, Service
-from monitord.redact import mask_url
+from monitord.redact import mask_url, one_line
+
+MAIL_SCHEMES = ("mailto", "mailtos")
+# An e-mail address and nothing else: no braces ({smtp_password}), commas (a second
+# recipient), blanks or line breaks (a forged header) can get through into the SMTP URL.
+_ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 
 
 @dataclass(frozen=True)
@@ -52,22 +59,104 @@ def _route_matches(route: Route, incident: Incident) -> bool:
     )
 
 
-def contact_channels(service: Service) -> list[Channel]:
-    """The channels of the contacts that the catalogue lists for a service."""
-    urls = [
-        c["apprise"]
-        for c in service.contacts
-        if isinstance(c, dict) and isinstance(c.get("apprise"), str) and "://" in c["apprise"]
-    ]
-    return [
-        Channel(
-            name=f"contact:{service.id}:{mask_url(url)}",
-            url=url,
-            trusted=False,
-            ident=identity(url),
+@dataclass(frozen=True)
+class Refusal:
+    """A catalogue contact that is not alerted, and why."""
+
+    service_id: str
+    contact: str
+    """Its URL, masked and on one line: fit for a log."""
+    reason: str
+
+
+def _allowed(patterns: list[str], scheme: str, host: str) -> bool:
+    for pattern in patterns:
+        allowed_scheme, _, allowed_host = pattern.partition("://")
+        if allowed_scheme != scheme:
+            continue
+        if allowed_host in ("*", host):
+            return True
+        if allowed_host.startswith("*.") and host.endswith(allowed_host[1:]):
+            return True
+    return False
+
+
+def _mail_address(url: str) -> str | None:
+    """The address of a mailto:ops@example.cn or mailto://ops@example.cn contact, else None."""
+    rest = url.partition(":")[2].removeprefix("//").removesuffix("/")
+    if not _ADDRESS.fullmatch(rest):
+        return None
+    local, _, domain = rest.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def _mail_url(smtp_url: str, address: str) -> str:
+    """smtp_url with `address` as its only recipient."""
+    base, _, query = smtp_url.partition("?")
+    params = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "to"]
+    return f"{base}?{urlencode([*params, ('to', address)], safe='@')}"
+
+
+def _contact_channel(alerts: AlertSettings, service_id: str, url: str) -> Channel | Refusal | None:
+    shown = one_line(mask_url(url))
+    scheme = url.partition(":")[0].lower()
+    if scheme in MAIL_SCHEMES:
+        address = _mail_address(url)
+        if address is None:
+            return Refusal(
+                service_id,
+                shown,
+                "expected an e-mail address such as mailto://ops@example.gov.cn (e-mail goes "
+                "through alerts.smtp_url, never a server the catalogue names)",
+            )
+        if not _allowed(alerts.contact_allow, "mailto", address.rpartition("@")[2]):
+            return Refusal(service_id, shown, "its domain is not in alerts.contact_allow")
+        if alerts.smtp_url is None:
+            return None  # the daemon says at start that alerts.smtp_url is not set
+        return Channel(
+            name=f"contact:{service_id}:mail:{address}",
+            url=_mail_url(alerts.smtp_url, address),
+            trusted=True,  # the config's SMTP URL; the address cannot hold a placeholder
+            ident=identity(f"mailto://{address}"),
         )
-        for url in urls
-    ]
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        host = ""
+    if not _allowed(alerts.contact_allow, scheme, host):
+        return Refusal(service_id, shown, "its scheme and host are not in alerts.contact_allow")
+    return Channel(
+        name=f"contact:{service_id}:{shown}", url=url, trusted=False, ident=identity(url)
+    )
+
+
+def contact_channels(
+    alerts: AlertSettings, service: Service
+) -> tuple[list[Channel], list[Refusal]]:
+    """The channels of the contacts the catalogue lists for a service, and those refused.
+
+    A provider writes the catalogue, so a contact is alerted only as alerts.contact_allow
+    allows, and an e-mail address only through alerts.smtp_url.
+    """
+    channels: list[Channel] = []
+    refused: list[Refusal] = []
+    for contact in service.contacts:
+        url = contact.get("apprise") if isinstance(contact, dict) else None
+        if not isinstance(url, str) or ":" not in url:
+            continue  # a contact without an address: a name to show, not a channel
+        found = _contact_channel(alerts, one_line(service.id), url.strip())
+        if isinstance(found, Channel):
+            channels.append(found)
+        elif isinstance(found, Refusal):
+            refused.append(found)
+    return channels, refused
+
+
+def refused_contacts(settings: Settings, services: list[Service]) -> list[Refusal]:
+    """The catalogue contacts of these services that are not alerted, and why."""
+    if not settings.alerts.service_contacts:
+        return []
+    return [r for s in services for r in contact_channels(settings.alerts, s)[1]]
 
 
 def _config_channels(
@@ -111,7 +200,7 @@ def audience_channels(
     channels = _config_channels(settings.alerts, audience, incident)
     if audience == "oncall" and incident is not None and settings.alerts.service_contacts:
         for service in services:
-            channels += contact_channels(service)
+            channels += contact_channels(settings.alerts, service)[0]
     unique: dict[str, Channel] = {}
     for channel in channels:
         unique.setdefault(channel.ident, channel)

@@ -244,5 +244,10 @@ def test_the_daemon_is_told_at_start_which_alert_channels_are_missing() -> None:
     warnings = alert_warnings(parse_config({}, "test", env={}))
     assert any(line.startswith("alerts.oncall lists no channel") for line in warnings)
     assert any(line.startswith("alerts.management lists no channel") for line in warnings)
-    configured = {"oncall": ["json://127.0.0.1:9/x"], "management": ["json://127.0.0.1:9/y"]}
+    assert any(line.startswith("alerts.smtp_url is not set") for line in warnings)
+    configured = {
+        "oncall": ["json://127.0.0.1:9/x"],
+        "management": ["json://127.0.0.1:9/y"],
+        "smtp_url": "mailtos://monitord:{smtp_password}@smtp.example.cn",
+    }
     assert alert_warnings(parse_config({"alerts": configured}, "test", env={})) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from loguru import logger
 from sqlalchemy import select
 
 from alerts.delivery import deliver_due, expand, make_apprise_sender
@@ -72,7 +73,7 @@ async def test_a_catalogue_url_never_receives_the_smtp_password(
     sqlite_store: Store, clock: FakeClock, hook: Webhook
 ) -> None:
     # A provider filed {smtp_password} in its contact URL, and got it in the next outage alert.
-    cfg = config(hook, service_contacts=True)
+    cfg = config(hook, service_contacts=True, contact_allow=["json://127.0.0.1"])
     contact = {"name": "x", "role": "oncall", "apprise": hook.apprise_url("x/{smtp_password}")}
     sid = add_service(sqlite_store, clock, contacts=[contact])
     with sqlite_store.session() as session:
@@ -80,3 +81,37 @@ async def test_a_catalogue_url_never_receives_the_smtp_password(
     await deliver_all(sqlite_store, clock, cfg)
     assert hook.received, "the on-call channel still gets the alert"
     assert [m["path"] for m in hook.received if m["path"] != "/oncall"] == ["/x/{smtp_password}"]
+
+
+async def test_catalogue_contacts_are_alerted_only_as_the_config_allows(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook, smtp: tuple[Mailbox, int]
+) -> None:
+    mailbox, port = smtp
+    smtp_url = (
+        f"mailto://monitord:{{smtp_password}}@localhost:{port}?mode=insecure"
+        "&from=monitord@example.com"
+    )
+    cfg = config(hook, service_contacts=True, smtp_url=smtp_url)  # contact_allow: e-mail only
+    contacts = [
+        {"name": "王五", "role": "oncall", "apprise": "mailto://ops@Example.cn"},
+        # a webhook of the provider's choosing, and an e-mail through its own SMTP server
+        {"name": "x", "role": "owner", "apprise": hook.apprise_url("provider")},
+        {"name": "y", "role": "owner", "apprise": f"mailto://u:p@localhost:{port}?to=a@b.cn"},
+    ]
+    sid = add_service(sqlite_store, clock, contacts=contacts)
+    refusals: list[str] = []
+    sink = logger.add(refusals.append, level="WARNING", format="{message}", filter="alerts")
+    try:
+        for summary in ("服务无法访问", "服务再次无法访问"):
+            with sqlite_store.session() as session:
+                open_manual(session, cfg, "outage", [sid], summary, "值班员", clock())
+            await deliver_all(sqlite_store, clock, cfg)
+    finally:
+        logger.remove(sink)
+    assert [m["path"] for m in hook.received] == ["/oncall", "/oncall"]
+    assert [m["To"] for m in mailbox.messages] == ["ops@example.cn", "ops@example.cn"]
+    assert mailbox.logins == [("monitord", PASSWORD)] * 2  # through the configured server
+    refused = [line for line in refusals if "is not alerted" in line]
+    assert len(refused) == 2, refused  # each refused contact logged once, not at every alert
+    assert f"json://127.0.0.1:{hook.url.rsplit(':', 1)[1]}/provider" in refused[0]
+    assert "u:***@localhost" in refused[1]
