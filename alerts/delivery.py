@@ -27,12 +27,14 @@ from alerts.routing import (
     Channel,
     Refusal,
     audience_channels,
+    connect_host,
     missing_channel,
     refused_contacts,
 )
 from alerts.templates import Message, render_incident, render_notification, render_storm
 from monitord.config import Settings
 from monitord.models import AuditEntry, Incident, OutboxAlert, Service
+from monitord.netguard import DeniedTargetError, resolve_checked
 from monitord.redact import mask_url, mask_urls, one_line
 from monitord.store import Store, audit
 from monitord.timeutil import Clock
@@ -70,6 +72,9 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
             notifier = apprise.Apprise()
             if not notifier.add(real):
                 return "apprise cannot use this URL (check its scheme and parameters)"
+            for service in notifier:
+                # A redirect would lead past the deny list checked before sending.
+                service.redirects = False
             ok = bool(await notifier.async_notify(body=message.body, title=message.title))
         if ok:
             return None
@@ -228,6 +233,27 @@ def _channel_of(store: Store, settings: Settings, alert_id: int) -> Channel | No
         return None
 
 
+DNS_TIMEOUT_SECONDS = 10.0
+
+
+async def refused_target(channel: Channel, networks: list[str]) -> str | None:
+    """Why monitord must not contact this channel (its host is in a denied network), or None.
+
+    Applied to every channel, from the config or the catalogue alike. A name that does not
+    resolve is left to apprise, which reports it as the delivery's error.
+    """
+    host = connect_host(channel.url)
+    if host is None:
+        return None
+    try:
+        await resolve_checked(host, 0, networks, DNS_TIMEOUT_SECONDS)
+    except DeniedTargetError as exc:
+        return str(exc)
+    except (OSError, TimeoutError):
+        return None
+    return None
+
+
 @dataclass(frozen=True)
 class DeliveryReport:
     """What one delivery pass did."""
@@ -304,7 +330,9 @@ async def deliver_due(
         channel = await asyncio.to_thread(_channel_of, store, settings, alert.id)
         if channel is None:
             continue
-        error = await send(channel, Message(alert.title, alert.body), alert.idempotency_key)
+        error = await refused_target(channel, settings.probes.denied_networks)
+        if error is None:
+            error = await send(channel, Message(alert.title, alert.body), alert.idempotency_key)
         await asyncio.to_thread(_record, store, alert.id, error, clock(), settings)
         if error is None:
             delivered += 1

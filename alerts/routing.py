@@ -20,6 +20,10 @@ from monitord.models import Incident, Service
 from monitord.redact import mask_url, one_line
 
 MAIL_SCHEMES = ("mailto", "mailtos")
+HOSTED_SCHEMES = frozenset(
+    {"dingtalk", "wecombot", "feishu", "lark", "wechat", "wxpusher", "pushplus", "schan", "qq"}
+)
+"""Services whose API host is fixed inside apprise: the host part of their URL is a token."""
 # An e-mail address and nothing else: no braces ({smtp_password}), commas (a second
 # recipient), blanks or line breaks (a forged header) can get through into the SMTP URL.
 _ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
@@ -205,6 +209,25 @@ def audience_channels(
     for channel in channels:
         unique.setdefault(channel.ident, channel)
     return list(unique.values())
+
+
+def connect_host(url: str) -> str | None:
+    """The host apprise connects to for this URL; None for a hosted service (fixed API host).
+
+    For e-mail, the SMTP server: apprise's `smtp=` parameter when given, else the URL's host.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None  # apprise refuses it too
+    scheme = parts.scheme.lower()
+    if scheme in HOSTED_SCHEMES:
+        return None
+    if scheme in MAIL_SCHEMES:
+        smtp = dict(parse_qsl(parts.query)).get("smtp")
+        if smtp:
+            return smtp.strip().lower() or None
+    return parts.hostname
 
 
 def missing_channel(audience: str) -> str:

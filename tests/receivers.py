@@ -19,18 +19,22 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 @dataclass
 class Webhook:
-    """What a chat webhook received; `failing` makes it answer 500 like a channel that is down."""
+    """What a chat webhook received; `failing` makes it answer 500 like a channel that is down,
+    `redirect_to` a 307 to that URL."""
 
     received: list[dict[str, Any]] = field(default_factory=list)
     failing: bool = False
     refused: int = 0
     url: str = ""
+    redirect_to: str = ""
 
     def apprise_url(self, path: str = "hook") -> str:
         """The json:// URL that points apprise at this endpoint."""
         return self.url.replace("http://", "json://") + "/" + path
 
     async def handle(self, request: web.Request) -> web.Response:
+        if self.redirect_to:
+            raise web.HTTPTemporaryRedirect(self.redirect_to)
         if self.failing:
             self.refused += 1
             return web.Response(status=500, text="down")
@@ -47,16 +51,18 @@ class Webhook:
 
 
 @asynccontextmanager
-async def serve_webhook(hook: Webhook | None = None) -> AsyncIterator[Webhook]:
-    """Serve a Webhook on a free loopback port."""
+async def serve_webhook(
+    hook: Webhook | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[Webhook]:
+    """Serve a Webhook on a free port of a loopback address (127.0.0.1 unless told)."""
     hook = hook or Webhook()
     app = web.Application()
     app.router.add_post("/{tail:.*}", hook.handle)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, 0)
     await site.start()
-    hook.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    hook.url = f"http://{host}:{runner.addresses[0][1]}"
     try:
         yield hook
     finally:

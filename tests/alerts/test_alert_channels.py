@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from loguru import logger
 from sqlalchemy import select
 
 from alerts.delivery import deliver_due, expand, make_apprise_sender
+from monitord.config import Settings
 from monitord.incidents import open_manual
 from monitord.models import OutboxAlert
 from monitord.store import Store
 from tests.conftest import FakeClock
-from tests.receivers import Mailbox, Webhook
+from tests.receivers import Mailbox, Webhook, serve_webhook
 from tests.test_alert_delivery import add_service, config, open_incident
 
 PASSWORD = "pa ss/word"
@@ -24,7 +26,7 @@ def outbox(store: Store) -> list[OutboxAlert]:
         return list(session.scalars(select(OutboxAlert).order_by(OutboxAlert.id)).all())
 
 
-async def deliver_all(store: Store, clock: FakeClock, cfg: Any, passes: int = 3) -> None:
+async def deliver_all(store: Store, clock: FakeClock, cfg: Settings, passes: int = 3) -> None:
     for _ in range(passes):
         await deliver_due(store, cfg, clock, make_apprise_sender(PASSWORD))
         clock.advance(seconds=1)
@@ -115,3 +117,50 @@ async def test_catalogue_contacts_are_alerted_only_as_the_config_allows(
     assert len(refused) == 2, refused  # each refused contact logged once, not at every alert
     assert f"json://127.0.0.1:{hook.url.rsplit(':', 1)[1]}/provider" in refused[0]
     assert "u:***@localhost" in refused[1]
+
+
+def denying(cfg: Settings, *networks: str) -> Settings:
+    probes = cfg.probes.model_copy(update={"denied_networks": list(networks)})
+    return cfg.model_copy(update={"probes": probes})
+
+
+@pytest.mark.parametrize("source", ["config", "catalogue", "smtp"])
+async def test_no_alert_goes_into_a_denied_network_whatever_its_source(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook, smtp: tuple[Mailbox, int], source: str
+) -> None:
+    mailbox, port = smtp
+    contact = {"name": "x", "role": "oncall", "apprise": "mailto://ops@example.cn"}
+    alerts: dict[str, Any] = {"service_contacts": True}
+    if source == "config":
+        alerts["oncall"] = [hook.apprise_url("oncall")]
+    elif source == "catalogue":
+        alerts["oncall"] = []
+        alerts["contact_allow"] = ["json://127.0.0.1"]
+        contact["apprise"] = hook.apprise_url("provider")
+    else:  # apprise's smtp= names the server it connects to, whatever the URL's host says
+        alerts["oncall"] = []
+        alerts["smtp_url"] = (
+            f"mailto://monitord:{{smtp_password}}@example.cn:{port}?smtp=127.0.0.1"
+            "&mode=insecure&from=monitord@example.com"
+        )
+    cfg = denying(config(hook, **alerts), "127.0.0.0/8")
+    sid = add_service(sqlite_store, clock, contacts=[contact])
+    with sqlite_store.session() as session:
+        open_manual(session, cfg, "outage", [sid], "服务无法访问", "值班员", clock())
+    await deliver_all(sqlite_store, clock, cfg)
+    assert (hook.received, hook.refused, mailbox.messages) == ([], 0, [])
+    [copy] = [r for r in outbox(sqlite_store) if r.parent_id is not None]
+    assert copy.state == "pending"
+    assert copy.last_error is not None
+    assert "resolves to 127.0.0.1, inside denied network 127.0.0.0/8" in copy.last_error
+
+
+async def test_a_webhook_cannot_redirect_an_alert_into_a_denied_network(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    async with serve_webhook(host="127.0.0.2") as inside:
+        hook.redirect_to = inside.url + "/metadata"
+        cfg = denying(config(hook), "127.0.0.2/32")
+        open_incident(sqlite_store, cfg, clock)
+        await deliver_all(sqlite_store, clock, cfg)
+    assert inside.received == []
