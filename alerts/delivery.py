@@ -31,7 +31,13 @@ from alerts.routing import (
     missing_channel,
     refused_contacts,
 )
-from alerts.templates import Message, render_incident, render_notification, render_storm
+from alerts.templates import (
+    Message,
+    catalogue_text,
+    render_incident,
+    render_notification,
+    render_storm,
+)
 from monitord.config import Settings
 from monitord.models import AuditEntry, Incident, OutboxAlert, Service
 from monitord.netguard import DeniedTargetError, resolve_checked
@@ -75,7 +81,14 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
             for service in notifier:
                 # A redirect would lead past the deny list checked before sending.
                 service.redirects = False
-            ok = bool(await notifier.async_notify(body=message.body, title=message.title))
+            # Told that the message is text, apprise escapes it for each channel's format:
+            # HTML for e-mail, Markdown where the plugin sends Markdown (DingTalk and Feishu
+            # with ?format=markdown), nothing for text (WeCom, webhooks).
+            ok = bool(
+                await notifier.async_notify(
+                    body=message.body, title=message.title, body_format=apprise.NotifyFormat.TEXT
+                )
+            )
         if ok:
             return None
         text = captured.getvalue().strip().splitlines()
@@ -102,7 +115,8 @@ def _render(session: Session, parent: OutboxAlert, now: dt.datetime, key: str) -
             grouped = session.get(Incident, incident_id)
             if grouped is not None:
                 names = [s.name for s in _services(session, grouped)]
-                labels[str(incident_id)] = " ".join([*grouped.services[:1], *names[:1]])
+                label = " ".join([*grouped.services[:1], *names[:1]])
+                labels[str(incident_id)] = catalogue_text(label)
         return render_storm(parent.payload, labels, key)
     if incident is not None:
         return render_incident(parent.kind, parent.payload, incident, services, now, key)

@@ -89,6 +89,17 @@ class Mailbox:
             out.append(payload.decode(part.get_content_charset() or "utf-8"))
         return out
 
+    def parts(self, content_type: str) -> list[str]:
+        """The decoded parts of this type (text/plain, text/html) of every message, in order."""
+        out = []
+        for m in self.messages:
+            for part in m.walk():
+                if part.get_content_type() == content_type:
+                    payload = part.get_payload(decode=True)
+                    assert isinstance(payload, bytes)
+                    out.append(payload.decode(part.get_content_charset() or "utf-8"))
+        return out
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(message_from_bytes(envelope.original_content))
         return "250 OK"
