@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 import apprise
 from loguru import logger
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from alerts.routing import (
     Channel,
@@ -130,36 +133,51 @@ def _incident(session: Session, row: OutboxAlert) -> Incident | None:
 def expand(store: Store, settings: Settings, now: dt.datetime) -> int:
     """Turn pending audience rows into one rendered row per channel; returns rows made.
 
-    A channel that already has its copy of the alert (an alert expanded again after a reload
-    withdrew one of its copies) gets none again.
+    Each audience row is taken in its own transaction that starts by moving it from pending to
+    expanded, so two passes at once never both expand it. A channel that already has its copy
+    of the alert (an alert expanded again after a reload withdrew one of its copies) gets none.
     """
-    made = 0
     with store.session() as session:
-        parents = session.scalars(
-            select(OutboxAlert)
-            .where(OutboxAlert.parent_id.is_(None), OutboxAlert.state == "pending")
+        parent_ids = session.scalars(
+            select(OutboxAlert.id)
+            .where(
+                OutboxAlert.parent_id.is_(None),
+                OutboxAlert.state == "pending",
+                OutboxAlert.channel.not_like("%://%"),  # rows of the first schema
+            )
             .order_by(OutboxAlert.id)
         ).all()
-        for parent in parents:
-            if "://" in parent.channel:
-                continue  # a row of the first schema, written before audiences
-            incident = _incident(session, parent)
-            services = _services(session, incident)
-            channels = audience_channels(settings, parent.channel, incident, services)
-            if parent.channel == "oncall":
-                _note_refusals(session, refused_contacts(settings, services), now)
-            if not channels:
-                # It stays pending: a reload that adds a channel sends it (never dropped).
-                key = missing_channel(parent.channel)
-                error = f"no channel for {parent.channel}: configure {key}"
-                if parent.last_error != error:  # said once, not at every pass
-                    logger.warning("alert {} waits: {}", parent.idempotency_key, error)
-                parent.last_error = error
-                continue
-            made += _add_copies(session, parent, channels, now)
-            parent.state = "expanded"
-            parent.last_error = None
-    return made
+    return sum(_expand_one(store, settings, parent_id, now) for parent_id in parent_ids)
+
+
+def _expand_one(store: Store, settings: Settings, parent_id: int, now: dt.datetime) -> int:
+    with store.session() as session:
+        taken = session.execute(
+            update(OutboxAlert)
+            .where(OutboxAlert.id == parent_id, OutboxAlert.state == "pending")
+            .values(state="expanded")
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            return 0  # another pass expanded it
+        parent = session.get(OutboxAlert, parent_id)
+        assert parent is not None
+        incident = _incident(session, parent)
+        services = _services(session, incident)
+        channels = audience_channels(settings, parent.channel, incident, services)
+        if parent.channel == "oncall":
+            _note_refusals(session, refused_contacts(settings, services), now)
+        if not channels:
+            # It stays pending: a reload that adds a channel sends it (never dropped).
+            parent.state = "pending"
+            key = missing_channel(parent.channel)
+            error = f"no channel for {parent.channel}: configure {key}"
+            if parent.last_error != error:  # said once, not at every pass
+                logger.warning("alert {} waits: {}", parent.idempotency_key, error)
+            parent.last_error = error
+            return 0
+        parent.last_error = None
+        return _add_copies(session, parent, channels, now)
 
 
 REFUSED = "alerts.contact_refused"
@@ -239,6 +257,7 @@ def _channel_of(store: Store, settings: Settings, alert_id: int) -> Channel | No
                     return channel
             parent.state = "pending"
         row.state = "withdrawn"
+        row.claimed_by = row.claimed_until = None
         row.last_error = (
             f"{mask_url(row.channel)} is no longer configured: the alert goes to the "
             "audience's current channels instead"
@@ -277,29 +296,105 @@ class DeliveryReport:
     waiting: int
 
 
+CLAIM_LEASE = dt.timedelta(minutes=5)
+"""How long a claimed copy is left to its sender: far above apprise's own timeouts."""
+_RUN = secrets.token_hex(4)  # tells this process from an earlier one that had the same pid
+
+
+def claimant() -> str:
+    """Who claims copies from this process: host, pid and run."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_RUN}"
+
+
+def _gone(holder: str) -> bool:
+    """Whether the process that holds a claim is known to have died (it ran on this host)."""
+    host, _, rest = holder.partition(":")
+    pid_text, _, run = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another host's: its lease tells
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return run != _RUN  # a restarted daemon with the pid of the one that died (pid 1)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def _release_dead_claims(store: Store) -> None:
+    """Put back the copies whose sender died on this host, so they need not wait for the lease."""
+    with store.session() as session:
+        claims = session.execute(
+            select(OutboxAlert.id, OutboxAlert.claimed_by).where(OutboxAlert.state == "sending")
+        ).all()
+    for alert_id, holder in claims:
+        if holder is None or not _gone(holder):
+            continue
+        with store.session() as session:
+            session.execute(
+                update(OutboxAlert)
+                .where(
+                    OutboxAlert.id == alert_id,
+                    OutboxAlert.state == "sending",
+                    OutboxAlert.claimed_by == holder,
+                )
+                .values(state="pending", claimed_by=None, claimed_until=None)
+                .execution_options(synchronize_session=False)
+            )
+
+
 def _due(
-    store: Store,
+    table: type[OutboxAlert],
     now: dt.datetime,
     incident_id: int | None,
     kinds: tuple[str, ...] | None,
-    limit: int,
-) -> list[OutboxAlert]:
+) -> list[ColumnElement[bool]]:
+    """The conditions of a copy due now: pending and its time come, or its claim lapsed."""
+    due = [
+        table.parent_id.is_not(None),
+        or_(
+            and_(table.state == "pending", table.next_attempt_at <= now),
+            and_(table.state == "sending", table.claimed_until < now),
+        ),
+    ]
+    if incident_id is not None:
+        due.append(table.incident_id == incident_id)
+    if kinds is not None:
+        due.append(table.kind.in_(kinds))
+    return due
+
+
+def _claim_next(
+    store: Store, now: dt.datetime, incident_id: int | None, kinds: tuple[str, ...] | None
+) -> OutboxAlert | None:
+    """Claim the oldest due copy for this process, or None when none is due.
+
+    One statement: UPDATE … WHERE id = (the oldest due copy, FOR UPDATE SKIP LOCKED on
+    PostgreSQL) AND it is still due. SQLite runs it holding its write lock, PostgreSQL skips
+    rows another pass has locked, so no copy is ever claimed twice. A copy whose claim lapsed
+    (its sender died) is due again.
+    """
+    candidate = aliased(OutboxAlert)
+    oldest = (
+        select(candidate.id)
+        .where(*_due(candidate, now, incident_id, kinds))
+        .order_by(candidate.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
     with store.session() as session:
-        query = (
-            select(OutboxAlert)
-            .where(
-                OutboxAlert.parent_id.is_not(None),
-                OutboxAlert.state == "pending",
-                OutboxAlert.next_attempt_at <= now,
-            )
-            .order_by(OutboxAlert.id)
-            .limit(limit)
-        )
-        if incident_id is not None:
-            query = query.where(OutboxAlert.incident_id == incident_id)
-        if kinds is not None:
-            query = query.where(OutboxAlert.kind.in_(kinds))
-        return list(session.scalars(query).all())
+        claimed = session.execute(
+            update(OutboxAlert)
+            .where(OutboxAlert.id == oldest, *_due(OutboxAlert, now, incident_id, kinds))
+            .values(state="sending", claimed_by=claimant(), claimed_until=now + CLAIM_LEASE)
+            .returning(OutboxAlert.id)
+            .execution_options(synchronize_session=False)
+        ).scalar()
+        return None if claimed is None else session.get(OutboxAlert, claimed)
 
 
 def _record(
@@ -309,6 +404,8 @@ def _record(
         row = session.get(OutboxAlert, alert_id)
         assert row is not None
         row.attempts += 1
+        row.state = "pending"
+        row.claimed_by = row.claimed_until = None
         if error is None:
             row.state = "delivered"
             row.delivered_at = now
@@ -332,15 +429,19 @@ async def deliver_due(
     kinds: tuple[str, ...] | None = None,
     limit: int = 200,
 ) -> DeliveryReport:
-    """Deliver every due alert (oldest first), recording each result as it comes.
+    """Deliver every due alert (oldest first, up to `limit`), recording each result as it comes.
 
-    `incident_id` and `kinds` narrow the pass, e.g. to one notification sent from the CLI.
+    Each copy is claimed before it is sent, so passes may run at once (in one process or
+    several, on SQLite or PostgreSQL) and none sends a copy another has. `incident_id` and
+    `kinds` narrow the pass, e.g. to one notification sent from the CLI.
     """
-    expand_now = clock()
-    await asyncio.to_thread(expand, store, settings, expand_now)
-    due = await asyncio.to_thread(_due, store, clock(), incident_id, kinds, limit)
+    await asyncio.to_thread(expand, store, settings, clock())
+    await asyncio.to_thread(_release_dead_claims, store)
     delivered = failed = 0
-    for alert in due:
+    for _ in range(limit):
+        alert = await asyncio.to_thread(_claim_next, store, clock(), incident_id, kinds)
+        if alert is None:
+            break
         channel = await asyncio.to_thread(_channel_of, store, settings, alert.id)
         if channel is None:
             continue

@@ -240,10 +240,15 @@ class OutboxAlert(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     """pending (a parent row whose audience has no channel yet waits so, with last_error naming
-    the key to configure), delivered, expanded (a parent row), or withdrawn (a child whose
-    channel a reload removed; its alert went to the audience's current channels)."""
+    the key to configure), sending (a child claimed by a delivery pass), delivered, expanded (a
+    parent row), or withdrawn (a child whose channel a reload removed; its alert went to the
+    audience's current channels)."""
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    """Who is sending this copy (host:pid:run) while its state is sending."""
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When the claim lapses: a copy still sending then is taken over (its sender died)."""
 
 
 class AuditEntry(Base):

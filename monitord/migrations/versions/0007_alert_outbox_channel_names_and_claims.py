@@ -1,4 +1,4 @@
-"""alert outbox: channel names instead of URLs; alerts that waited for a channel pending again
+"""alert outbox: claims, channel names instead of URLs, alerts waiting for a channel pending
 
 Revision ID: 0007
 Revises: 0005
@@ -19,6 +19,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # A copy is claimed before it is sent, so that two delivery passes never send it twice.
+    with op.batch_alter_table("alert_outbox", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("claimed_by", sa.String(length=200), nullable=True))
+        batch_op.add_column(sa.Column("claimed_until", sa.DateTime(), nullable=True))
     # An alert whose audience had no channel was marked "nobody" and never retried; it now
     # waits, pending, until a channel is configured.
     op.execute(sa.text("update alert_outbox set state = 'pending' where state = 'nobody'"))
@@ -39,6 +43,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Nothing to undo: a pending alert and a masked channel are valid in the older schema too
-    # (the masked URLs are not restored: the secrets they held are gone for good).
-    pass
+    # A pending alert and a masked channel are valid in the older schema too (the masked URLs
+    # are not restored: the secrets they held are gone for good). A copy being sent is pending.
+    op.execute(sa.text("update alert_outbox set state = 'pending' where state = 'sending'"))
+    with op.batch_alter_table("alert_outbox", schema=None) as batch_op:
+        batch_op.drop_column("claimed_until")
+        batch_op.drop_column("claimed_by")
