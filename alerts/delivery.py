@@ -259,7 +259,7 @@ def _channel_of(store: Store, settings: Settings, alert_id: int) -> Channel | No
         row.state = "withdrawn"
         row.claimed_by = row.claimed_until = None
         row.last_error = (
-            f"{mask_url(row.channel)} is no longer configured: the alert goes to the "
+            f"{row.channel} is no longer configured: the alert goes to the "
             "audience's current channels instead"
         )
         logger.warning("alert {}: {}", row.idempotency_key, row.last_error)
@@ -469,6 +469,8 @@ def _count_pending(store: Store) -> int:
     """Alerts not delivered yet: messages due later, and alerts that wait for a channel."""
     with store.session() as session:
         count = session.scalar(
-            select(func.count()).select_from(OutboxAlert).where(OutboxAlert.state == "pending")
+            select(func.count())
+            .select_from(OutboxAlert)
+            .where(OutboxAlert.state.in_(("pending", "sending")))
         )
         return int(count or 0)
