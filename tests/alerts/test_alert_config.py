@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from alerts.routing import contact_channels
 from monitord.config import check_daemon_secrets, parse_config
 from monitord.errors import ConfigError
+from monitord.models import Service
 
 
 @pytest.mark.parametrize(
@@ -45,3 +47,29 @@ def test_an_smtp_url_that_needs_the_password_stops_the_daemon_without_one() -> N
         check_daemon_secrets(settings)
     env = {"MONITORD_SMTP_PASSWORD": "x"}
     check_daemon_secrets(parse_config({"alerts": {"smtp_url": url}}, "site.toml", env=env))
+
+
+@pytest.mark.parametrize(
+    ("allow", "url", "alerted"),
+    [
+        (["mailto://example.gov.cn"], "mailto:ops@Example.gov.cn", True),
+        (["mailto://*.example.gov.cn"], "mailto://ops@mail.example.gov.cn", True),
+        (["mailto://*.example.gov.cn"], "mailto://ops@evilexample.gov.cn", False),
+        (["json://hooks.example.gov.cn"], "json://hooks.example.gov.cn.evil.cn/x", False),
+        (["json://hooks.example.gov.cn"], "jsons://hooks.example.gov.cn/x", False),
+        (["dingtalk://*"], "dingtalk://TOKEN123/", True),
+        (["mailto://*"], "mailto://ops@example.cn,boss@example.cn", False),
+        (["mailto://*"], "mailto://{smtp_password}@evil.cn", False),
+        (["mailto://*"], "mailto://ops@example.cn?bcc=all@example.cn", False),
+    ],
+)
+def test_a_catalogue_contact_is_alerted_only_by_an_allowed_scheme_and_host(
+    allow: list[str], url: str, alerted: bool
+) -> None:
+    smtp = "mailtos://monitord:{smtp_password}@smtp.example.cn?from=monitord@example.cn"
+    alerts = parse_config(
+        {"alerts": {"contact_allow": allow, "smtp_url": smtp}}, "site.toml", env={}
+    ).alerts
+    service = Service(id="svc-0042", contacts=[{"name": "x", "role": "owner", "apprise": url}])
+    channels, refused = contact_channels(alerts, service)
+    assert (len(channels), len(refused)) == ((1, 0) if alerted else (0, 1))
