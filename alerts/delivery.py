@@ -4,53 +4,79 @@ Expansion and each delivery are separate transactions, so the worker can die at 
 alert is either still pending (and goes out on the next run, with the same idempotency key) or
 recorded as delivered. A channel that is down delays its alerts with exponential backoff; it
 never drops them.
+
+A copy's row names its channel, never its URL (see alerts.routing): the URL is looked up when the
+copy is sent. A copy whose channel a reload removed is withdrawn, and its alert goes to the
+audience's channels as they are now; copies to channels that already have one are not made again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
+import os
+import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 import apprise
 from loguru import logger
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
-from alerts.routing import audience_urls
-from alerts.templates import Message, render_incident, render_notification, render_storm
+from alerts.routing import (
+    Channel,
+    Refusal,
+    audience_channels,
+    connect_host,
+    missing_channel,
+    refused_contacts,
+)
+from alerts.templates import (
+    Message,
+    catalogue_text,
+    render_incident,
+    render_notification,
+    render_storm,
+)
 from monitord.config import Settings
 from monitord.incidents import notification_delivered
-from monitord.models import Incident, OutboxAlert, Service
-from monitord.store import Store
+from monitord.models import AuditEntry, Incident, OutboxAlert, Service
+from monitord.netguard import DeniedTargetError, resolve_checked
+from monitord.redact import mask_url, mask_urls, one_line
+from monitord.store import Store, audit
 from monitord.timeutil import Clock
 
-Sender = Callable[[str, Message, str], Awaitable[str | None]]
-"""Send one message to one apprise URL with its key; None on success, else the error."""
+Sender = Callable[[Channel, Message, str], Awaitable[str | None]]
+"""Send one message to one channel with its key; None on success, else the error."""
 
 HEADER_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
 NOTIFICATION_KINDS = ("notification", "update")
 """Outbox kinds that carry a 7.3.3 notification to the management unit."""
 
 
-def channel_label(url: str) -> str:
-    """A channel as logs may show it: the scheme and a short hash, never its token."""
-    scheme = urlsplit(url).scheme or "?"
-    return f"{scheme}://…#{hashlib.sha256(url.encode()).hexdigest()[:6]}"
+def channel_label(channel: Channel) -> str:
+    """A channel as logs may show it: its name and its URL with every secret masked."""
+    if channel.trusted:
+        return f"{channel.name} ({mask_url(channel.url)})"
+    return channel.name  # a catalogue contact's name already shows its masked URL
 
 
 def make_apprise_sender(smtp_password: str | None) -> Sender:
-    """A Sender that delivers through apprise, filling in {smtp_password} at the last moment."""
+    """A Sender that delivers through apprise, filling in {smtp_password} at the last moment.
 
-    async def send(url: str, message: Message, key: str) -> str | None:
-        real = url
-        if "{smtp_password}" in url:
+    Only into a URL from the config: a URL a service provider wrote in the catalogue is sent as
+    written, so it can never ask for the password.
+    """
+
+    async def send(channel: Channel, message: Message, key: str) -> str | None:
+        real = channel.url
+        if channel.trusted and "{smtp_password}" in real:
             if smtp_password is None:
                 return "the URL needs {smtp_password} but MONITORD_SMTP_PASSWORD is not set"
-            real = url.replace("{smtp_password}", quote(smtp_password, safe=""))
+            real = real.replace("{smtp_password}", quote(smtp_password, safe=""))
         if urlsplit(real).scheme in HEADER_SCHEMES:
             # Webhook receivers can drop a repeat by this header.
             real += ("&" if "?" in real else "?") + "+X-Monitord-Key=" + quote(key, safe="")
@@ -58,11 +84,21 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
             notifier = apprise.Apprise()
             if not notifier.add(real):
                 return "apprise cannot use this URL (check its scheme and parameters)"
-            ok = bool(await notifier.async_notify(body=message.body, title=message.title))
+            for service in notifier:
+                # A redirect would lead past the deny list checked before sending.
+                service.redirects = False
+            # Told that the message is text, apprise escapes it for each channel's format:
+            # HTML for e-mail, Markdown where the plugin sends Markdown (DingTalk and Feishu
+            # with ?format=markdown), nothing for text (WeCom, webhooks).
+            ok = bool(
+                await notifier.async_notify(
+                    body=message.body, title=message.title, body_format=apprise.NotifyFormat.TEXT
+                )
+            )
         if ok:
             return None
         text = captured.getvalue().strip().splitlines()
-        return (text[-1].split(" - ", 2)[-1] if text else "delivery failed")[:300]
+        return text[-1].split(" - ", 2)[-1] if text else "delivery failed"
 
     return send
 
@@ -85,59 +121,173 @@ def _render(session: Session, parent: OutboxAlert, now: dt.datetime, key: str) -
             grouped = session.get(Incident, incident_id)
             if grouped is not None:
                 names = [s.name for s in _services(session, grouped)]
-                labels[str(incident_id)] = " ".join([*grouped.services[:1], *names[:1]])
+                label = " ".join([*grouped.services[:1], *names[:1]])
+                labels[str(incident_id)] = catalogue_text(label)
         return render_storm(parent.payload, labels, key)
     if incident is not None:
         return render_incident(parent.kind, parent.payload, incident, services, now, key)
     return Message(title=parent.title or "monitord", body=f"{parent.body}\n编号 {key}")
 
 
+def _incident(session: Session, row: OutboxAlert) -> Incident | None:
+    return session.get(Incident, row.incident_id) if row.incident_id else None
+
+
 def expand(store: Store, settings: Settings, now: dt.datetime) -> int:
-    """Turn pending audience rows into one rendered row per apprise URL; returns rows made."""
-    made = 0
+    """Turn pending audience rows into one rendered row per channel; returns rows made.
+
+    Each audience row is taken in its own transaction that starts by moving it from pending to
+    expanded, so two passes at once never both expand it. A channel that already has its copy
+    of the alert (an alert expanded again after a reload withdrew one of its copies) gets none.
+    """
     with store.session() as session:
-        parents = session.scalars(
-            select(OutboxAlert)
-            .where(OutboxAlert.parent_id.is_(None), OutboxAlert.state == "pending")
+        parent_ids = session.scalars(
+            select(OutboxAlert.id)
+            .where(
+                OutboxAlert.parent_id.is_(None),
+                OutboxAlert.state == "pending",
+                OutboxAlert.channel.not_like("%://%"),  # rows of the first schema
+            )
             .order_by(OutboxAlert.id)
         ).all()
-        for parent in parents:
-            if "://" in parent.channel:
-                continue  # already a concrete channel
-            incident = session.get(Incident, parent.incident_id) if parent.incident_id else None
-            urls = audience_urls(
-                settings.alerts, parent.channel, incident, _services(session, incident)
+    return sum(_expand_one(store, settings, parent_id, now) for parent_id in parent_ids)
+
+
+def _expand_one(store: Store, settings: Settings, parent_id: int, now: dt.datetime) -> int:
+    with store.session() as session:
+        taken = session.execute(
+            update(OutboxAlert)
+            .where(OutboxAlert.id == parent_id, OutboxAlert.state == "pending")
+            .values(state="expanded")
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            return 0  # another pass expanded it
+        parent = session.get(OutboxAlert, parent_id)
+        assert parent is not None
+        incident = _incident(session, parent)
+        services = _services(session, incident)
+        channels = audience_channels(settings, parent.channel, incident, services)
+        if parent.channel == "oncall":
+            _note_refusals(session, refused_contacts(settings, services), now)
+        if not channels:
+            # It stays pending: a reload that adds a channel sends it (never dropped).
+            parent.state = "pending"
+            key = missing_channel(parent.channel)
+            error = f"no channel for {parent.channel}: configure {key}"
+            if parent.last_error != error:  # said once, not at every pass
+                logger.warning("alert {} waits: {}", parent.idempotency_key, error)
+            parent.last_error = error
+            return 0
+        parent.last_error = None
+        return _add_copies(session, parent, channels, now)
+
+
+REFUSED = "alerts.contact_refused"
+
+
+def _note_refusals(session: Session, refusals: list[Refusal], now: dt.datetime) -> None:
+    """Log and audit each refused catalogue contact once, not at every alert."""
+    for refusal in refusals:
+        subject = f"{refusal.service_id} {refusal.contact}"
+        seen = session.scalar(
+            select(AuditEntry.id)
+            .where(AuditEntry.action == REFUSED, AuditEntry.subject == subject)
+            .limit(1)
+        )
+        if seen is not None:
+            continue
+        audit(session, now, "monitord", REFUSED, subject, {"reason": refusal.reason})
+        logger.warning(
+            "catalogue contact {} of {} is not alerted: {}",
+            refusal.contact,
+            refusal.service_id,
+            refusal.reason,
+        )
+
+
+def _add_copies(
+    session: Session, parent: OutboxAlert, channels: list[Channel], now: dt.datetime
+) -> int:
+    existing = set(
+        session.scalars(
+            select(OutboxAlert.idempotency_key).where(OutboxAlert.parent_id == parent.id)
+        )
+    )
+    message = _render(session, parent, now, parent.idempotency_key)
+    made = 0
+    for channel in channels:
+        key = f"{parent.idempotency_key}#{channel.ident}"
+        if key in existing:
+            continue
+        session.add(
+            OutboxAlert(
+                idempotency_key=key,
+                channel=channel.name,
+                kind=parent.kind,
+                payload={},
+                title=message.title,
+                body=message.body,
+                incident_id=parent.incident_id,
+                parent_id=parent.id,
+                created_at=now,
+                next_attempt_at=now,
+                state="pending",
             )
-            if not urls:
-                parent.state = "nobody"
-                parent.last_error = f"no channel configured for {parent.channel}"
-                logger.warning(
-                    "alert {} has no channel: configure [alerts] {}",
-                    parent.idempotency_key,
-                    parent.channel,
-                )
-                continue
-            message = _render(session, parent, now, parent.idempotency_key)
-            for url in urls:
-                key = f"{parent.idempotency_key}#{hashlib.sha256(url.encode()).hexdigest()[:10]}"
-                session.add(
-                    OutboxAlert(
-                        idempotency_key=key,
-                        channel=url,
-                        kind=parent.kind,
-                        payload={},
-                        title=message.title,
-                        body=message.body,
-                        incident_id=parent.incident_id,
-                        parent_id=parent.id,
-                        created_at=now,
-                        next_attempt_at=now,
-                        state="pending",
-                    )
-                )
-                made += 1
-            parent.state = "expanded"
+        )
+        made += 1
     return made
+
+
+def _channel_of(store: Store, settings: Settings, alert_id: int) -> Channel | None:
+    """The channel a copy goes to, from the settings and catalogue as they are now.
+
+    None when its channel is no longer one of the audience's (a reload removed it): the copy is
+    withdrawn and its alert expanded again, so the audience's current channels get it.
+    """
+    with store.session() as session:
+        row = session.get(OutboxAlert, alert_id)
+        assert row is not None
+        parent = session.get(OutboxAlert, row.parent_id) if row.parent_id else None
+        if parent is not None:
+            incident = _incident(session, parent)
+            ident = row.idempotency_key.rpartition("#")[2]
+            for channel in audience_channels(
+                settings, parent.channel, incident, _services(session, incident)
+            ):
+                if channel.ident == ident:
+                    row.channel = channel.name  # a reload may have moved it (oncall[1] → [0])
+                    return channel
+            parent.state = "pending"
+        row.state = "withdrawn"
+        row.claimed_by = row.claimed_until = None
+        row.last_error = (
+            f"{row.channel} is no longer configured: the alert goes to the "
+            "audience's current channels instead"
+        )
+        logger.warning("alert {}: {}", row.idempotency_key, row.last_error)
+        return None
+
+
+DNS_TIMEOUT_SECONDS = 10.0
+
+
+async def refused_target(channel: Channel, networks: list[str]) -> str | None:
+    """Why monitord must not contact this channel (its host is in a denied network), or None.
+
+    Applied to every channel, from the config or the catalogue alike. A name that does not
+    resolve is left to apprise, which reports it as the delivery's error.
+    """
+    host = connect_host(channel.url)
+    if host is None:
+        return None
+    try:
+        await resolve_checked(host, 0, networks, DNS_TIMEOUT_SECONDS)
+    except DeniedTargetError as exc:
+        return str(exc)
+    except (OSError, TimeoutError):
+        return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -149,29 +299,105 @@ class DeliveryReport:
     waiting: int
 
 
+CLAIM_LEASE = dt.timedelta(minutes=5)
+"""How long a claimed copy is left to its sender: far above apprise's own timeouts."""
+_RUN = secrets.token_hex(4)  # tells this process from an earlier one that had the same pid
+
+
+def claimant() -> str:
+    """Who claims copies from this process: host, pid and run."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_RUN}"
+
+
+def _gone(holder: str) -> bool:
+    """Whether the process that holds a claim is known to have died (it ran on this host)."""
+    host, _, rest = holder.partition(":")
+    pid_text, _, run = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another host's: its lease tells
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return run != _RUN  # a restarted daemon with the pid of the one that died (pid 1)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def _release_dead_claims(store: Store) -> None:
+    """Put back the copies whose sender died on this host, so they need not wait for the lease."""
+    with store.session() as session:
+        claims = session.execute(
+            select(OutboxAlert.id, OutboxAlert.claimed_by).where(OutboxAlert.state == "sending")
+        ).all()
+    for alert_id, holder in claims:
+        if holder is None or not _gone(holder):
+            continue
+        with store.session() as session:
+            session.execute(
+                update(OutboxAlert)
+                .where(
+                    OutboxAlert.id == alert_id,
+                    OutboxAlert.state == "sending",
+                    OutboxAlert.claimed_by == holder,
+                )
+                .values(state="pending", claimed_by=None, claimed_until=None)
+                .execution_options(synchronize_session=False)
+            )
+
+
 def _due(
-    store: Store,
+    table: type[OutboxAlert],
     now: dt.datetime,
     incident_id: int | None,
     kinds: tuple[str, ...] | None,
-    limit: int,
-) -> list[OutboxAlert]:
+) -> list[ColumnElement[bool]]:
+    """The conditions of a copy due now: pending and its time come, or its claim lapsed."""
+    due = [
+        table.parent_id.is_not(None),
+        or_(
+            and_(table.state == "pending", table.next_attempt_at <= now),
+            and_(table.state == "sending", table.claimed_until < now),
+        ),
+    ]
+    if incident_id is not None:
+        due.append(table.incident_id == incident_id)
+    if kinds is not None:
+        due.append(table.kind.in_(kinds))
+    return due
+
+
+def _claim_next(
+    store: Store, now: dt.datetime, incident_id: int | None, kinds: tuple[str, ...] | None
+) -> OutboxAlert | None:
+    """Claim the oldest due copy for this process, or None when none is due.
+
+    One statement: UPDATE … WHERE id = (the oldest due copy, FOR UPDATE SKIP LOCKED on
+    PostgreSQL) AND it is still due. SQLite runs it holding its write lock, PostgreSQL skips
+    rows another pass has locked, so no copy is ever claimed twice. A copy whose claim lapsed
+    (its sender died) is due again.
+    """
+    candidate = aliased(OutboxAlert)
+    oldest = (
+        select(candidate.id)
+        .where(*_due(candidate, now, incident_id, kinds))
+        .order_by(candidate.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
     with store.session() as session:
-        query = (
-            select(OutboxAlert)
-            .where(
-                OutboxAlert.parent_id.is_not(None),
-                OutboxAlert.state == "pending",
-                OutboxAlert.next_attempt_at <= now,
-            )
-            .order_by(OutboxAlert.id)
-            .limit(limit)
-        )
-        if incident_id is not None:
-            query = query.where(OutboxAlert.incident_id == incident_id)
-        if kinds is not None:
-            query = query.where(OutboxAlert.kind.in_(kinds))
-        return list(session.scalars(query).all())
+        claimed = session.execute(
+            update(OutboxAlert)
+            .where(OutboxAlert.id == oldest, *_due(OutboxAlert, now, incident_id, kinds))
+            .values(state="sending", claimed_by=claimant(), claimed_until=now + CLAIM_LEASE)
+            .returning(OutboxAlert.id)
+            .execution_options(synchronize_session=False)
+        ).scalar()
+        return None if claimed is None else session.get(OutboxAlert, claimed)
 
 
 def _record(
@@ -181,15 +407,18 @@ def _record(
         row = session.get(OutboxAlert, alert_id)
         assert row is not None
         row.attempts += 1
+        row.state = "pending"
+        row.claimed_by = row.claimed_until = None
         if error is None:
             row.state = "delivered"
             row.delivered_at = now
             row.last_error = None
             if row.kind in NOTIFICATION_KINDS and row.incident_id is not None:
                 # The management unit has it: this, not the submission, meets the deadline.
-                notification_delivered(session, row.incident_id, now, channel_label(row.channel))
+                notification_delivered(session, row.incident_id, now, row.channel)
             return
-        row.last_error = error
+        # Whatever apprise said, no secret of a URL goes into the store.
+        row.last_error = mask_urls(one_line(error))[:300]
         wait = min(
             settings.alerts.retry_seconds * 2 ** (row.attempts - 1),
             settings.alerts.retry_max_seconds,
@@ -206,40 +435,48 @@ async def deliver_due(
     kinds: tuple[str, ...] | None = None,
     limit: int = 200,
 ) -> DeliveryReport:
-    """Deliver every due alert (oldest first), recording each result as it comes.
+    """Deliver every due alert (oldest first, up to `limit`), recording each result as it comes.
 
-    `incident_id` and `kinds` narrow the pass, e.g. to one notification sent from the CLI.
+    Each copy is claimed before it is sent, so passes may run at once (in one process or
+    several, on SQLite or PostgreSQL) and none sends a copy another has. `incident_id` and
+    `kinds` narrow the pass, e.g. to one notification sent from the CLI.
     """
-    expand_now = clock()
-    await asyncio.to_thread(expand, store, settings, expand_now)
-    due = await asyncio.to_thread(_due, store, clock(), incident_id, kinds, limit)
+    await asyncio.to_thread(expand, store, settings, clock())
+    await asyncio.to_thread(_release_dead_claims, store)
     delivered = failed = 0
-    for alert in due:
-        error = await send(alert.channel, Message(alert.title, alert.body), alert.idempotency_key)
+    for _ in range(limit):
+        alert = await asyncio.to_thread(_claim_next, store, clock(), incident_id, kinds)
+        if alert is None:
+            break
+        channel = await asyncio.to_thread(_channel_of, store, settings, alert.id)
+        if channel is None:
+            continue
+        error = await refused_target(channel, settings.probes.denied_networks)
+        if error is None:
+            error = await send(channel, Message(alert.title, alert.body), alert.idempotency_key)
         await asyncio.to_thread(_record, store, alert.id, error, clock(), settings)
         if error is None:
             delivered += 1
-            logger.info(
-                "alert {} delivered to {}", alert.idempotency_key, channel_label(alert.channel)
-            )
+            logger.info("alert {} delivered to {}", alert.idempotency_key, channel_label(channel))
         else:
             failed += 1
             logger.warning(
                 "alert {} to {} failed (attempt {}): {}",
                 alert.idempotency_key,
-                channel_label(alert.channel),
+                channel_label(channel),
                 alert.attempts + 1,
-                error,
+                mask_urls(one_line(error)),
             )
     waiting = await asyncio.to_thread(_count_pending, store)
     return DeliveryReport(delivered=delivered, failed=failed, waiting=waiting)
 
 
 def _count_pending(store: Store) -> int:
+    """Alerts not delivered yet: messages due later, and alerts that wait for a channel."""
     with store.session() as session:
         count = session.scalar(
             select(func.count())
             .select_from(OutboxAlert)
-            .where(OutboxAlert.parent_id.is_not(None), OutboxAlert.state == "pending")
+            .where(OutboxAlert.state.in_(("pending", "sending")))
         )
         return int(count or 0)

@@ -1,15 +1,23 @@
 """Alert texts for people, in Chinese, short enough for a phone screen.
 
 Every message ends with its idempotency key, so a copy re-sent after a crash is recognisable.
+
+A message is plain text. Text a service provider wrote in the catalogue (a service's name, its
+provider, contacts, emergency plan URL, and summaries built from them) goes through
+`catalogue_text` first: one line, no control characters, and no mention of anyone. Escaping for
+the channel's format (HTML for e-mail, Markdown where apprise sends Markdown) is apprise's, told
+that the message is text (alerts.delivery).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from monitord.models import Incident, Service
+from monitord.redact import one_line
 from monitord.timeutil import local_text
 
 CLASS_NAMES = {"security": "安全事件", "availability": "可用性事件"}
@@ -28,6 +36,18 @@ SEVERITY_NAMES = {"critical": "严重", "high": "高", "medium": "中", "low": "
 COVERAGE_ALL = "全市"
 
 
+# The opening of a mention tag: Feishu's <at user_id="all">, WeCom's <@userid>, Slack's <!here>.
+_MENTION_TAG = re.compile(r"<(?=\s*/?\s*at\b|\s*[@!])", re.IGNORECASE)
+
+
+def catalogue_text(value: object) -> str:
+    """Catalogue text as an alert may show it: on one line (no forged line), without control
+    characters, and mentioning nobody: @all, @所有人 and mention tags are defused with the
+    full-width ＠ and ＜, which read the same and notify no one."""
+    text = one_line(str(value))
+    return _MENTION_TAG.sub("＜", text).replace("@", "＠")
+
+
 @dataclass(frozen=True)
 class Message:
     """A rendered alert."""
@@ -40,7 +60,7 @@ def _services_line(services: list[Service], ids: list[str]) -> str:
     if not ids:
         return "涉及服务：—"
     names = {s.id: s.name for s in services}
-    shown = [f"{sid} {names.get(sid, '')}".strip() for sid in ids[:3]]
+    shown = [catalogue_text(f"{sid} {names.get(sid, '')}".strip()) for sid in ids[:3]]
     more = f" 等 {len(ids)} 个" if len(ids) > 3 else ""
     return "涉及服务：" + "、".join(shown) + more
 
@@ -77,11 +97,12 @@ def _plan_lines(incident: Incident, services: list[Service]) -> list[str]:
     lines = []
     for service in services[:3]:
         contacts = "，".join(
-            f"{c.get('name', '?')}({c.get('role', '')})"
+            catalogue_text(f"{c.get('name', '?')}({c.get('role', '')})")
             for c in service.contacts
             if isinstance(c, dict)
         )
-        lines.append(f"应急预案：{service.emergency_plan_url or '未备案'}")
+        plan = catalogue_text(service.emergency_plan_url) if service.emergency_plan_url else None
+        lines.append(f"应急预案：{plan or '未备案'}")
         if contacts:
             lines.append(f"联系人：{contacts}")
     return lines
@@ -111,7 +132,7 @@ def render_incident(
         _subjects_line(incident.subjects or []),
         f"级别：{SEVERITY_NAMES.get(incident.severity, incident.severity)}；"
         f"发现于 {local_text(incident.detected_at)}",
-        incident.summary,
+        catalogue_text(incident.summary),  # findings' summaries quote catalogue text
     ]
     deadline = _deadline_line(incident, now)
     if deadline and kind != "resolved":
@@ -142,12 +163,15 @@ def render_notification(
     service_lines = []
     for item in draft.get("services", []):
         coverage = item.get("coverage") or []
-        area = COVERAGE_ALL if coverage in (["all"], []) else "、".join(coverage)
+        area = COVERAGE_ALL if coverage in (["all"], []) else "、".join(map(str, coverage))
         users = item.get("users")
         users_text = f"；用户数 {users}" if users else ""
         service_lines.append(
-            f"  {item.get('id')} {item.get('name', '')}（{item.get('provider') or '—'}；"
-            f"覆盖：{area}{users_text}）"
+            "  "
+            + catalogue_text(
+                f"{item.get('id')} {item.get('name', '')}（{item.get('provider') or '—'}；"
+                f"覆盖：{area}{users_text}）"
+            )
         )
     occurred = draft.get("occurred_at") or incident.detected_at.isoformat()
     lines = [

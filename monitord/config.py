@@ -383,6 +383,32 @@ def _apprise_url(value: str) -> str:
 
 
 AppriseURL = Annotated[str, AfterValidator(_apprise_url)]
+_CONTACT_PATTERN = re.compile(r"([a-z][a-z0-9+.-]*)://(\*|(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*)")
+
+
+def _contact_pattern(value: str) -> str:
+    found = _CONTACT_PATTERN.fullmatch(value)
+    if found is None:
+        raise ValueError(
+            "a scheme and host such as mailto://*, mailto://example.gov.cn, "
+            "mailto://*.example.gov.cn or json://hooks.example.gov.cn"
+        )
+    if found.group(1) == "mailtos":
+        # A contact's address is e-mailed through alerts.smtp_url, whatever it wrote.
+        raise ValueError("mailto://… for e-mail addresses (they are sent through alerts.smtp_url)")
+    return value
+
+
+def _smtp_url(value: str) -> str:
+    if urlsplit(value).scheme not in ("mailto", "mailtos") or not urlsplit(value).hostname:
+        raise ValueError(
+            "a mailto:// or mailtos:// URL of the SMTP server, such as "
+            "mailtos://monitord:{smtp_password}@smtp.example.gov.cn?from=monitord@example.gov.cn"
+        )
+    return value
+
+
+ContactPattern = Annotated[str, AfterValidator(_contact_pattern)]
 SeverityName = Literal["info", "low", "medium", "high", "critical"]
 
 
@@ -450,7 +476,14 @@ class AlertSettings(_Section):
     escalation: list[EscalationLevel] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
     service_contacts: bool = True
-    """Also tell the contacts that the catalogue lists for the service (their apprise URLs)."""
+    """Also tell the contacts that the catalogue lists for the service, as contact_allow allows."""
+    contact_allow: list[ContactPattern] = Field(default_factory=lambda: ["mailto://*"])
+    """Which catalogue contacts may be alerted, by scheme and host (`*`, `*.example.gov.cn`, or
+    a name); a provider writes the catalogue, so anything else it lists is refused. An e-mail
+    address (mailto://, host = its domain) is sent through smtp_url, never a server it names."""
+    smtp_url: Annotated[str, AfterValidator(_smtp_url)] | None = None
+    """The SMTP server that e-mails catalogue contacts: a mailto(s):// URL whose `to` is each
+    contact's address; {smtp_password} is filled in as in any URL of this section."""
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     storm_threshold: int = Field(default=10, ge=2)
     """This many availability incidents opening together become one grouped alert."""
@@ -752,20 +785,51 @@ def check_daemon_secrets(settings: Settings) -> None:
         )
 
 
+def alert_warnings(settings: Settings) -> list[str]:
+    """What the alert config lacks, one line each, for the daemon to say once at start.
+
+    An alert whose audience has no channel is not lost (it waits in the outbox until a reload
+    adds one), but nobody hears of it until then.
+    """
+    alerts = settings.alerts
+    lines = []
+    if not alerts.oncall:
+        lines.append(
+            "alerts.oncall lists no channel: incident alerts wait in the outbox until one is "
+            "configured (then reload)"
+        )
+    if not alerts.management:
+        lines.append(
+            "alerts.management lists no channel: the clause 7.3.3 notifications to the "
+            "management unit cannot be sent until one is configured"
+        )
+    mail_allowed = any(p.startswith("mailto://") for p in alerts.contact_allow)
+    if alerts.service_contacts and mail_allowed and alerts.smtp_url is None:
+        lines.append(
+            "alerts.smtp_url is not set: the e-mail contacts the catalogue lists for each "
+            "service are not alerted"
+        )
+    return lines
+
+
 def _urls_needing_smtp_password(alerts: AlertSettings) -> list[str]:
-    """The keys (alerts.oncall[0], ...) of the alert URLs that hold {smtp_password}."""
+    """The keys (alerts.oncall[0], alerts.smtp_url...) of the alert URLs that hold
+    {smtp_password}."""
     lists: list[tuple[str, list[str]]] = [
         ("alerts.oncall", alerts.oncall),
         ("alerts.management", alerts.management),
     ]
     lists += [(f"alerts.escalation[{i}].urls", e.urls) for i, e in enumerate(alerts.escalation)]
     lists += [(f"alerts.routes[{i}].urls", r.urls) for i, r in enumerate(alerts.routes)]
-    return [
+    keys = [
         f"{key}[{i}]"
         for key, urls in lists
         for i, url in enumerate(urls)
         if "{smtp_password}" in url
     ]
+    if alerts.smtp_url is not None and "{smtp_password}" in alerts.smtp_url:
+        keys.append("alerts.smtp_url")
+    return keys
 
 
 def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> Settings:

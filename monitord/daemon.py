@@ -17,7 +17,7 @@ from loguru import logger
 
 from monitord import sdnotify
 from monitord.app import App
-from monitord.config import Settings, load_config
+from monitord.config import Settings, alert_warnings, load_config
 from monitord.errors import ConfigError
 from monitord.jobs import JOBS, Job
 from monitord.logwork import reader_warning
@@ -124,6 +124,8 @@ class Daemon:
         slower = reader_warning(self.app.settings)
         if slower is not None:
             logger.warning(slower)
+        for missing in alert_warnings(self.app.settings):
+            logger.warning(missing)
         await self._stop.wait()
         sdnotify.notify("STOPPING=1")
         await self._shutdown()

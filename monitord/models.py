@@ -259,7 +259,7 @@ class OutboxAlert(Base):
     """An alert waiting to go out (or gone out): written first, delivered by a worker.
 
     The core writes one row per audience ("oncall", "escalation:1", "top", "management",
-    "storm"); the alert worker expands it into one row per apprise URL, rendered, and delivers
+    "storm"); the alert worker expands it into one row per channel, rendered, and delivers
     those. Both steps are transactions, so a crash at any moment loses nothing.
     """
 
@@ -268,7 +268,8 @@ class OutboxAlert(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     channel: Mapped[str] = mapped_column(Text)
-    """An audience name on a parent row; an apprise URL (secrets as placeholders) on a child."""
+    """An audience name on a parent row; on a child, its channel's name (alerts.oncall[0],
+    contact:svc-0042:…), never its URL: the URL is looked up in the settings when it is sent."""
     kind: Mapped[str] = mapped_column(String(40), default="message")
     """What happened: opened, reminder, escalation, late, notification, update, storm..."""
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -280,10 +281,16 @@ class OutboxAlert(Base):
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(20), default="pending", index=True)
-    """pending, delivered, expanded (a parent row), quiet (suppressed by a suspension or
-    maintenance window), or nobody (no channel configured for the audience)."""
+    """pending (a parent row whose audience has no channel yet waits so, with last_error naming
+    the key to configure), sending (a child claimed by a delivery pass), delivered, expanded (a
+    parent row), or withdrawn (a child whose channel a reload removed; its alert went to the
+    audience's current channels)."""
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    """Who is sending this copy (host:pid:run) while its state is sending."""
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When the claim lapses: a copy still sending then is taken over (its sender died)."""
 
 
 class AuditEntry(Base):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.header import decode_header, make_header
@@ -12,22 +13,28 @@ from email.message import Message
 from typing import Any
 
 from aiohttp import web
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 @dataclass
 class Webhook:
-    """What a chat webhook received; `failing` makes it answer 500 like a channel that is down."""
+    """What a chat webhook received; `failing` makes it answer 500 like a channel that is down,
+    `redirect_to` a 307 to that URL."""
 
     received: list[dict[str, Any]] = field(default_factory=list)
     failing: bool = False
     refused: int = 0
     url: str = ""
+    redirect_to: str = ""
 
     def apprise_url(self, path: str = "hook") -> str:
         """The json:// URL that points apprise at this endpoint."""
         return self.url.replace("http://", "json://") + "/" + path
 
     async def handle(self, request: web.Request) -> web.Response:
+        if self.redirect_to:
+            raise web.HTTPTemporaryRedirect(self.redirect_to)
         if self.failing:
             self.refused += 1
             return web.Response(status=500, text="down")
@@ -44,16 +51,18 @@ class Webhook:
 
 
 @asynccontextmanager
-async def serve_webhook(hook: Webhook | None = None) -> AsyncIterator[Webhook]:
-    """Serve a Webhook on a free loopback port."""
+async def serve_webhook(
+    hook: Webhook | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[Webhook]:
+    """Serve a Webhook on a free port of a loopback address (127.0.0.1 unless told)."""
     hook = hook or Webhook()
     app = web.Application()
     app.router.add_post("/{tail:.*}", hook.handle)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, 0)
     await site.start()
-    hook.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    hook.url = f"http://{host}:{runner.addresses[0][1]}"
     try:
         yield hook
     finally:
@@ -80,6 +89,47 @@ class Mailbox:
             out.append(payload.decode(part.get_content_charset() or "utf-8"))
         return out
 
+    def parts(self, content_type: str) -> list[str]:
+        """The decoded parts of this type (text/plain, text/html) of every message, in order."""
+        out = []
+        for m in self.messages:
+            for part in m.walk():
+                if part.get_content_type() == content_type:
+                    payload = part.get_payload(decode=True)
+                    assert isinstance(payload, bytes)
+                    out.append(payload.decode(part.get_content_charset() or "utf-8"))
+        return out
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(message_from_bytes(envelope.original_content))
         return "250 OK"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve_smtp() -> Iterator[tuple[Mailbox, int]]:
+    """Serve an SMTP server that takes any login on a free loopback port: its mailbox, its port."""
+    mailbox = Mailbox()
+
+    def authenticate(
+        server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        mailbox.logins.append((auth_data.login.decode(), auth_data.password.decode()))
+        return AuthResult(success=True)
+
+    port = _free_port()
+    controller = Controller(
+        mailbox, hostname="127.0.0.1", port=port, authenticator=authenticate, auth_require_tls=False
+    )
+    controller.start()
+    try:
+        yield mailbox, port
+    finally:
+        controller.stop()

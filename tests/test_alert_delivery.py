@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 
 from alerts.delivery import deliver_due, make_apprise_sender
@@ -18,7 +15,7 @@ from monitord.incidents import intake, notify_management, open_manual
 from monitord.models import OutboxAlert, Service
 from monitord.store import Store
 from tests.conftest import FakeClock
-from tests.receivers import Mailbox, Webhook, serve_webhook
+from tests.receivers import Mailbox, Webhook, serve_smtp, serve_webhook
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -169,33 +166,10 @@ async def test_the_notification_to_the_management_unit_has_its_four_parts(
         assert line in body
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Mailbox, int]]:
-    mailbox = Mailbox()
-
-    def authenticate(
-        server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-    ) -> AuthResult:
-        assert isinstance(auth_data, LoginPassword)
-        mailbox.logins.append((auth_data.login.decode(), auth_data.password.decode()))
-        return AuthResult(success=True)
-
-    port = free_port()
-    controller = Controller(
-        mailbox, hostname="127.0.0.1", port=port, authenticator=authenticate, auth_require_tls=False
-    )
-    controller.start()
-    try:
-        yield mailbox, port
-    finally:
-        controller.stop()
+    with serve_smtp() as server:
+        yield server
 
 
 async def test_email_alerts_reach_an_smtp_server_with_the_password_from_the_environment(
@@ -244,3 +218,36 @@ async def test_findings_flow_into_incidents_and_out_to_on_call(
     await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
     assert hook.received[0]["title"].endswith("传输未加密或加密薄弱")
     assert "服务接口未使用 HTTPS" in hook.received[0]["message"]
+
+
+async def test_an_alert_with_no_channel_waits_until_a_reload_adds_one(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # It was marked "nobody" and never retried, even once on-call was configured.
+    bare = parse_config({"alerts": {"service_contacts": False}}, "test", env={})
+    incident_id = open_incident(sqlite_store, bare, clock)
+    send = make_apprise_sender(None)
+    report = await deliver_due(sqlite_store, bare, clock, send)
+    assert (report.delivered, report.waiting) == (0, 1)
+    with sqlite_store.session() as session:
+        [parent] = session.scalars(select(OutboxAlert)).all()
+        assert parent.state == "pending"
+        assert parent.last_error is not None and "alerts.oncall" in parent.last_error
+    clock.advance(minutes=5)
+    await deliver_due(sqlite_store, config(hook), clock, send)  # after a reload
+    assert [m["key"].split("#")[0] for m in hook.received] == [f"incident:{incident_id}:opened"]
+
+
+def test_the_daemon_is_told_at_start_which_alert_channels_are_missing() -> None:
+    from monitord.config import alert_warnings
+
+    warnings = alert_warnings(parse_config({}, "test", env={}))
+    assert any(line.startswith("alerts.oncall lists no channel") for line in warnings)
+    assert any(line.startswith("alerts.management lists no channel") for line in warnings)
+    assert any(line.startswith("alerts.smtp_url is not set") for line in warnings)
+    configured = {
+        "oncall": ["json://127.0.0.1:9/x"],
+        "management": ["json://127.0.0.1:9/y"],
+        "smtp_url": "mailtos://monitord:{smtp_password}@smtp.example.cn",
+    }
+    assert alert_warnings(parse_config({"alerts": configured}, "test", env={})) == []

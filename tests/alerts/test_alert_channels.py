@@ -1,0 +1,166 @@
+"""Where alerts go: channels named in the outbox, looked up at send time, secrets kept to the
+config's own URLs, catalogue contacts only as the config allows, never into a denied network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from loguru import logger
+from sqlalchemy import select
+
+from alerts.delivery import deliver_due, expand, make_apprise_sender
+from monitord.config import Settings
+from monitord.incidents import open_manual
+from monitord.models import OutboxAlert
+from monitord.store import Store
+from tests.conftest import FakeClock
+from tests.receivers import Mailbox, Webhook, serve_webhook
+from tests.test_alert_delivery import add_service, config, open_incident
+
+PASSWORD = "pa ss/word"
+
+
+def outbox(store: Store) -> list[OutboxAlert]:
+    with store.session() as session:
+        return list(session.scalars(select(OutboxAlert).order_by(OutboxAlert.id)).all())
+
+
+async def deliver_all(store: Store, clock: FakeClock, cfg: Settings, passes: int = 3) -> None:
+    for _ in range(passes):
+        await deliver_due(store, cfg, clock, make_apprise_sender(PASSWORD))
+        clock.advance(seconds=1)
+
+
+async def test_the_outbox_keeps_each_channels_name_never_its_url(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook, smtp: tuple[Mailbox, int]
+) -> None:
+    mailbox, port = smtp
+    mail = (
+        f"mailto://monitord:{{smtp_password}}@localhost:{port}?mode=insecure"
+        "&from=monitord@example.com&to=oncall@example.com"
+    )
+    webhook = hook.apprise_url("oncall").replace("json://", "json://bot:s3cr3t-w3bh00k@")
+    cfg = config(hook, oncall=[mail, webhook])
+    open_incident(sqlite_store, cfg, clock)
+    await deliver_all(sqlite_store, clock, cfg)
+    assert len(hook.received) == len(mailbox.messages) == 1
+    rows = outbox(sqlite_store)
+    assert [r.channel for r in rows] == ["oncall", "alerts.oncall[0]", "alerts.oncall[1]"]
+    stored = " ".join(f"{r.channel} {r.last_error} {r.title} {r.body}" for r in rows)
+    assert "s3cr3t" not in stored and "smtp_password" not in stored
+
+
+async def test_a_reload_between_expansion_and_delivery_loses_and_repeats_nothing(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    a, b, c = (hook.apprise_url(name) for name in "abc")
+    before = config(hook, oncall=[a, b])
+    incident_id = open_incident(sqlite_store, before, clock)
+    expand(sqlite_store, before, clock())
+    # The reload drops a, moves b to the first place and adds c.
+    after = config(hook, oncall=[b, c])
+    await deliver_all(sqlite_store, clock, after)
+    assert sorted(m["path"] for m in hook.received) == ["/b", "/c"]
+    assert {m["key"].split("#")[0] for m in hook.received} == {f"incident:{incident_id}:opened"}
+    copies = [(r.channel, r.state) for r in outbox(sqlite_store) if r.parent_id is not None]
+    assert copies == [
+        ("alerts.oncall[0]", "withdrawn"),  # a, which the reload removed
+        ("alerts.oncall[0]", "delivered"),  # b, found where the reload moved it
+        ("alerts.oncall[1]", "delivered"),  # c, when the alert was expanded again
+    ]
+
+
+async def test_a_catalogue_url_never_receives_the_smtp_password(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # A provider filed {smtp_password} in its contact URL, and got it in the next outage alert.
+    cfg = config(hook, service_contacts=True, contact_allow=["json://127.0.0.1"])
+    contact = {"name": "x", "role": "oncall", "apprise": hook.apprise_url("x/{smtp_password}")}
+    sid = add_service(sqlite_store, clock, contacts=[contact])
+    with sqlite_store.session() as session:
+        open_manual(session, cfg, "outage", [sid], "服务无法访问", "值班员", clock())
+    await deliver_all(sqlite_store, clock, cfg)
+    assert hook.received, "the on-call channel still gets the alert"
+    assert [m["path"] for m in hook.received if m["path"] != "/oncall"] == ["/x/{smtp_password}"]
+
+
+async def test_catalogue_contacts_are_alerted_only_as_the_config_allows(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook, smtp: tuple[Mailbox, int]
+) -> None:
+    mailbox, port = smtp
+    smtp_url = (
+        f"mailto://monitord:{{smtp_password}}@localhost:{port}?mode=insecure"
+        "&from=monitord@example.com"
+    )
+    cfg = config(hook, service_contacts=True, smtp_url=smtp_url)  # contact_allow: e-mail only
+    contacts = [
+        {"name": "王五", "role": "oncall", "apprise": "mailto://ops@Example.cn"},
+        # a webhook of the provider's choosing, and an e-mail through its own SMTP server
+        {"name": "x", "role": "owner", "apprise": hook.apprise_url("provider")},
+        {"name": "y", "role": "owner", "apprise": f"mailto://u:p@localhost:{port}?to=a@b.cn"},
+    ]
+    sid = add_service(sqlite_store, clock, contacts=contacts)
+    refusals: list[str] = []
+    sink = logger.add(refusals.append, level="WARNING", format="{message}", filter="alerts")
+    try:
+        for summary in ("服务无法访问", "服务再次无法访问"):
+            with sqlite_store.session() as session:
+                open_manual(session, cfg, "outage", [sid], summary, "值班员", clock())
+            await deliver_all(sqlite_store, clock, cfg)
+    finally:
+        logger.remove(sink)
+    assert [m["path"] for m in hook.received] == ["/oncall", "/oncall"]
+    assert [m["To"] for m in mailbox.messages] == ["ops@example.cn", "ops@example.cn"]
+    assert mailbox.logins == [("monitord", PASSWORD)] * 2  # through the configured server
+    refused = [line for line in refusals if "is not alerted" in line]
+    assert len(refused) == 2, refused  # each refused contact logged once, not at every alert
+    assert f"json://127.0.0.1:{hook.url.rsplit(':', 1)[1]}/provider" in refused[0]
+    assert "u:***@localhost" in refused[1]
+
+
+def denying(cfg: Settings, *networks: str) -> Settings:
+    probes = cfg.probes.model_copy(update={"denied_networks": list(networks)})
+    return cfg.model_copy(update={"probes": probes})
+
+
+@pytest.mark.parametrize("source", ["config", "catalogue", "smtp"])
+async def test_no_alert_goes_into_a_denied_network_whatever_its_source(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook, smtp: tuple[Mailbox, int], source: str
+) -> None:
+    mailbox, port = smtp
+    contact = {"name": "x", "role": "oncall", "apprise": "mailto://ops@example.cn"}
+    alerts: dict[str, Any] = {"service_contacts": True}
+    if source == "config":
+        alerts["oncall"] = [hook.apprise_url("oncall")]
+    elif source == "catalogue":
+        alerts["oncall"] = []
+        alerts["contact_allow"] = ["json://127.0.0.1"]
+        contact["apprise"] = hook.apprise_url("provider")
+    else:  # apprise's smtp= names the server it connects to, whatever the URL's host says
+        alerts["oncall"] = []
+        alerts["smtp_url"] = (
+            f"mailto://monitord:{{smtp_password}}@example.cn:{port}?smtp=127.0.0.1"
+            "&mode=insecure&from=monitord@example.com"
+        )
+    cfg = denying(config(hook, **alerts), "127.0.0.0/8")
+    sid = add_service(sqlite_store, clock, contacts=[contact])
+    with sqlite_store.session() as session:
+        open_manual(session, cfg, "outage", [sid], "服务无法访问", "值班员", clock())
+    await deliver_all(sqlite_store, clock, cfg)
+    assert (hook.received, hook.refused, mailbox.messages) == ([], 0, [])
+    [copy] = [r for r in outbox(sqlite_store) if r.parent_id is not None]
+    assert copy.state == "pending"
+    assert copy.last_error is not None
+    assert "resolves to 127.0.0.1, inside denied network 127.0.0.0/8" in copy.last_error
+
+
+async def test_a_webhook_cannot_redirect_an_alert_into_a_denied_network(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    async with serve_webhook(host="127.0.0.2") as inside:
+        hook.redirect_to = inside.url + "/metadata"
+        cfg = denying(config(hook), "127.0.0.2/32")
+        open_incident(sqlite_store, cfg, clock)
+        await deliver_all(sqlite_store, clock, cfg)
+    assert inside.received == []
