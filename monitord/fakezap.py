@@ -224,6 +224,13 @@ class FakeZap:
             raise ApiError("illegal_parameter")
         return int(value)
 
+    @staticmethod
+    def _bool(params: dict[str, str], name: str, default: bool) -> bool:
+        # ApiImplementor.getParam(boolean): JSONObject.getBoolean takes "true"/"false" in any
+        # case; anything else (or nothing) is the default, not an error.
+        value = params.get(name, "").lower()
+        return {"true": True, "false": False}.get(value, default)
+
     def _context_by_name(self, name: str) -> dict[str, Any]:
         # ApiUtils.getContextByName → context_not_found.
         if name not in self.contexts:
@@ -345,7 +352,9 @@ class FakeZap:
     def core__action__accessUrl(self, p: dict[str, str]) -> Any:
         # CoreAPI ACTION_ACCESS_URL: sends a GET and returns the messages as an
         # ApiResponseList named "accessUrl"; a send failure is internal_error (HTTP 500).
+        # followRedirects (default false) is read; the fake fetches nothing, so follows nothing.
         url = self._need(p, "url")
+        self._bool(p, "followRedirects", False)
         if urlsplit(url).scheme not in ("http", "https"):
             raise ApiError("illegal_parameter")
         if self.scenario.access_fails:

@@ -38,6 +38,12 @@ class DeniedTargetError(Exception):
     """The target resolves to an address inside a denied network; no connection was made."""
 
 
+class DeniedResolution(OSError):
+    """`GuardedResolver`'s refusal: an OSError, as aiohttp expects of a resolver, that aiohttp
+    keeps as the `os_error` of the ClientConnectorError it raises, so a caller can tell a refusal
+    from a name that does not resolve."""
+
+
 @lru_cache(maxsize=64)
 def _networks(networks: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(n, strict=False) for n in networks)
@@ -143,7 +149,7 @@ class GuardedResolver(AbstractResolver):
         except DeniedTargetError as exc:
             # aiohttp turns an OSError from the resolver into ClientConnectorError, which the
             # probes already report as a failed connection.
-            raise OSError(str(exc)) from None
+            raise DeniedResolution(str(exc)) from None
         return results
 
     async def close(self) -> None:

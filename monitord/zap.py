@@ -22,10 +22,19 @@ one-line message and a `retryable` flag:
     │   ├── ZapUrlNotFound    `url_not_found`: the URL is not in ZAP's sites tree     retry
     │   └── ZapBusy           `scan_in_progress`: the AJAX spider is already running  retry
     ├── ZapDeadline           the scan passed its deadline (stopped in ZAP)           retry
-    └── ZapScanStuck          the active scan stayed at one percentage too long       retry
+    ├── ZapScanStuck          the active scan stayed at one percentage too long       retry
+    └── ZapTargetRefused      the service URL is not one ZAP may be pointed at: not
+                              http(s), or it or a redirect lies in a denied network   no retry
 
 `ZapDeadline` and `ZapScanStuck` are not raised: they are the `reason` of an outcome whose
 status is "timed_out" and which still carries the findings read so far.
+
+Before ZAP hears of a target, `check_target` refuses what it must not scan: a URL that is not
+http(s) or has no host, a host in `denied_networks` (as the probes refuse it, see
+`monitord.netguard`), or a service URL that redirects into one. ZAP itself is kept on the
+service: its context includes only the service URL and what lies beneath it (`scope_regex`), the
+spiders and the active scan run in that context (ZAP follows no redirect out of it), `accessUrl`
+follows no redirect, and alerts outside it are dropped.
 
 The client is synchronous and sets no timeout, so every call runs in a worker thread
 (`asyncio.to_thread`) under `asyncio.wait_for`, and the client's transport is given a socket
@@ -45,13 +54,16 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
+import aiohttp
 import requests
 from loguru import logger as _logger
 from zapv2 import ZAPv2
 
+from monitord import netguard
 from monitord.errors import MonitordError
+from monitord.redact import mask_url, one_line
 from monitord.textable import shortened, storable
 from monitord.timeutil import Clock, system_clock
 from monitord.types import FindingDraft, Severity
@@ -75,9 +87,11 @@ __all__ = [
     "ZapScanStuck",
     "ZapScanner",
     "ZapSettings",
+    "ZapTargetRefused",
     "ZapTimeout",
     "ZapUnavailable",
     "ZapUrlNotFound",
+    "check_target",
     "clean_text",
     "compare_findings",
     "default_client",
@@ -85,6 +99,7 @@ __all__ = [
     "group_alerts",
     "scope_regex",
     "state_json",
+    "target_problem",
 ]
 
 ZAP_CLAUSE = "8.3 b"
@@ -160,6 +175,12 @@ class ZapScanStuck(ZapError):
     """The active scan reported the same percentage for too many polls and was stopped."""
 
 
+class ZapTargetRefused(ZapError):
+    """The service URL is not one ZAP may be pointed at; ZAP was not asked to scan it."""
+
+    retryable = False
+
+
 # Codes for which a later retry cannot help: monitord asked for something that does not exist
 # in ZAP's configuration or sent a malformed request.
 _PERMANENT_CODES = frozenset(
@@ -233,6 +254,8 @@ class ZapSettings:
     stuck_polls: int = 60
     """Active-scan polls at one unchanged percentage after which the scan counts as stuck."""
     page_size: int = 500
+    denied_networks: tuple[str, ...] = netguard.DEFAULT_DENIED_NETWORKS
+    """Networks no scan may target, nor reach through a redirect (`probes.denied_networks`)."""
 
     def __post_init__(self) -> None:
         """Refuse values that would make a scan loop or never end."""
@@ -560,6 +583,152 @@ def scope_regex(target_url: str) -> str:
     if target_url.endswith("/"):
         return escaped + ".*"
     return escaped + "(?:[/?#].*)?"
+
+
+# --------------------------------------------------------------------------------------------
+# Targets: what ZAP may be pointed at
+# --------------------------------------------------------------------------------------------
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+"""Redirects of the service URL followed by `check_target` (browsers stop at 20)."""
+
+
+def _shown(url: str) -> str:
+    """A catalogue URL as a message may quote it: secrets masked, one short printable line."""
+    return one_line(shortened(mask_url(url), 120))
+
+
+def target_problem(url: str, networks: Iterable[str]) -> str | None:
+    """Why `url` may not be scanned, judged without looking anything up; None when it may.
+
+    A scan target is an http(s) URL with a host; a host written as an address must not lie in
+    a denied network. Names are checked when the scan starts (`check_target`).
+    """
+    if not url.strip():
+        return "the service has no URL to scan"
+    shown = _shown(url)
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number 0-65535)
+    except ValueError:
+        return f"{shown} is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"{shown} is not an http(s) URL; ZAP scans web services only"
+    if not parts.hostname:
+        return f"{shown} has no host"
+    return _denied_address(url, parts.hostname, networks)
+
+
+def _denied_address(url: str, host: str, networks: Iterable[str]) -> str | None:
+    """Why `url` may not be scanned when its host is an address in a denied network."""
+    try:
+        network = netguard.denied_network(host, networks)
+    except ValueError:  # a name, not an address: checked when it is resolved
+        return None
+    if network is None:
+        return None
+    return f"{_shown(url)}: {host} is inside denied network {network} (probes.denied_networks)"
+
+
+def _next_hop(current: str, location: str) -> tuple[str, str] | None:
+    """The URL a redirect leads to and its host, or None when ZAP would not follow it there."""
+    try:
+        following = urljoin(current, location.strip())
+        parts = urlsplit(following)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number 0-65535)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None  # ZAP follows http(s) redirects only
+    return following, parts.hostname
+
+
+def _refused(url: str, refusal: Exception) -> ZapTargetRefused:
+    """The error for `url`, whose host the deny list refused (`refusal` says how)."""
+    said = str(refusal).removeprefix("refused: ")
+    return ZapTargetRefused(f"{_shown(url)}: {said} (probes.denied_networks)")
+
+
+async def _refuse_if_denied(
+    url: str, networks: tuple[str, ...], timeout_s: float, first: bool
+) -> bool:
+    """Resolve the host of `url` and refuse it when it lands in a denied network.
+
+    Returns False when the name does not resolve; for the service URL itself (`first`) that
+    is an error instead, since its addresses cannot be checked.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    try:
+        await netguard.resolve_checked(host, port, networks, timeout_s)
+    except netguard.DeniedTargetError as exc:
+        raise _refused(url, exc) from None
+    except (OSError, TimeoutError) as exc:
+        if first:
+            reason = "no answer in time" if isinstance(exc, TimeoutError) else exc.strerror
+            raise ZapError(
+                f"cannot check {_shown(url)} against probes.denied_networks: {host} does not "
+                f"resolve ({one_line(reason or str(exc))})"
+            ) from None
+        return False
+    return True
+
+
+async def check_target(url: str, networks: Iterable[str], timeout_s: float) -> list[str]:
+    """Refuse a target ZAP must not be pointed at, following the service URL's redirects.
+
+    Raises `ZapTargetRefused` when `target_problem` says so, when the host resolves into a
+    denied network, or when the URL redirects (within `MAX_REDIRECTS`) to such a place; a
+    retryable `ZapError` when the host does not resolve. Returns notes on what could not be
+    checked (the service did not answer): ZAP's own scope still keeps it on the service.
+    """
+    denied = tuple(networks)
+    problem = target_problem(url, denied)
+    if problem is not None:
+        raise ZapTargetRefused(f"not scanned: {problem}")
+    current = url.strip()
+    # The guarded resolver also checks the address aiohttp itself connects to.
+    connector = aiohttp.TCPConnector(
+        resolver=netguard.GuardedResolver(denied), force_close=True, ssl=False
+    )
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for hop in range(MAX_REDIRECTS + 1):
+            via = "" if hop == 0 else f"{_shown(url)} redirects to "
+            try:
+                if not await _refuse_if_denied(current, denied, timeout_s, first=hop == 0):
+                    return [f"{via}{_shown(current)}, which does not resolve"]
+                location = await _redirect(session, current, timeout_s)
+            except ZapTargetRefused as exc:
+                raise ZapTargetRefused(f"not scanned: {via}{exc}") from None
+            except aiohttp.ClientConnectorError as exc:
+                if isinstance(exc.os_error, netguard.DeniedResolution):
+                    # The name resolved elsewhere a moment before: a rebinding attempt.
+                    refused = _refused(current, exc.os_error)
+                    raise ZapTargetRefused(f"not scanned: {via}{refused}") from None
+                return [f"could not check where {_shown(current)} leads ({one_line(str(exc))})"]
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                reason = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
+                return [f"could not check where {_shown(current)} leads ({one_line(reason)})"]
+            hop_to = None if location is None else _next_hop(current, location)
+            if hop_to is None:
+                return []
+            current, host = hop_to
+            problem = _denied_address(current, host, denied)
+            if problem is not None:
+                raise ZapTargetRefused(f"not scanned: {_shown(url)} redirects to {problem}")
+    return [f"stopped following the redirects of {_shown(url)} after {MAX_REDIRECTS}"]
+
+
+async def _redirect(session: aiohttp.ClientSession, url: str, timeout_s: float) -> str | None:
+    """Where `url` redirects to, or None when it answers otherwise; the body is not read."""
+    async with session.get(
+        url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout_s)
+    ) as response:
+        if response.status in _REDIRECT_STATUSES:
+            return response.headers.get("Location")
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -1055,6 +1224,12 @@ class _Run:
         }
         log = self.s._log
         try:
+            # Checked on every start, a resumed one too: the catalogue or DNS may have changed.
+            for note in await check_target(
+                self.target, self.cfg.denied_networks, self.cfg.call_timeout_s
+            ):
+                log.warning("ZAP scan {} of {}: {}", self.state.scan_key, self.target, note)
+                self.notes.append(note)
             status: ScanStatus = "finished"
             reason: ZapError | None = None
             try:
@@ -1344,7 +1519,9 @@ class _Run:
         # spider may have recorded only children, so ZAP is asked to fetch the URL itself.
         target = self.target
         value = await self.s._call(
-            "core/action/accessUrl", lambda: self.client.core.access_url(target)
+            "core/action/accessUrl",
+            # ZAP's default, said out loud: a redirect is for the spider, in the context, to follow.
+            lambda: self.client.core.access_url(target, followredirects="false"),
         )
         if isinstance(value, str):
             raise _coded(value, "core/action/accessUrl")

@@ -36,7 +36,8 @@ from monitord.store import Store
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.timeout(60)
-BASE = "https://svc1.example.test/app/"
+BASE = "https://127.0.0.1:9/app/"
+"""The scanned service: nothing listens there; the fake ZAP does not connect to it."""
 
 
 @pytest.fixture
@@ -547,3 +548,114 @@ def test_reports_imported_within_one_second_are_all_kept(
     assert main([*config, "scan", "status", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["trigger"] for r in rows] == ["import"] * 3
+
+
+async def test_a_target_zap_must_not_scan_is_never_queued_and_says_why(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    server = fake_zap(servers, clean_site(BASE))
+    cfg = settings_for(server)
+    add_service(sqlite_store, clock)
+    add_service(sqlite_store, clock, "svc-0002", url="javascript:alert(1)")
+    add_service(sqlite_store, clock, "svc-0003", url="http://169.254.169.254/latest/meta-data/")
+    add_service(sqlite_store, clock, "svc-0004", url="")
+    report = await scan_pass(sqlite_store, cfg, clock)
+    assert report.queued == ["svc-0001-2026q4"]
+    rows = {s.service_id: s for s in scans(sqlite_store)}
+    assert rows["svc-0001"].state == "finished"
+    assert {sid: (r.state, r.error) for sid, r in rows.items() if sid != "svc-0001"} == {
+        "svc-0002": (
+            "failed",
+            "not scanned: javascript:alert(1) is not an http(s) URL; ZAP scans web services only",
+        ),
+        "svc-0003": (
+            "failed",
+            "not scanned: http://169.254.169.254/latest/meta-data/: 169.254.169.254 is inside "
+            "denied network 169.254.0.0/16 (probes.denied_networks)",
+        ),
+        "svc-0004": ("failed", "not scanned: the service has no URL to scan"),
+    }
+    # Not retried: a later pass neither queues nor runs them, and ZAP never heard of them.
+    clock.advance(days=1)
+    await scan_pass(sqlite_store, cfg, clock)
+    assert [(s.service_id, s.state, s.attempts) for s in scans(sqlite_store)] == [
+        ("svc-0001", "finished", 1),
+        ("svc-0002", "failed", 0),
+        ("svc-0003", "failed", 0),
+        ("svc-0004", "failed", 0),
+    ]
+    assert [p["url"] for p in server.calls("core/action/accessUrl")] == [BASE]
+
+
+async def test_a_service_redirecting_into_a_denied_network_fails_its_scan_at_start(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    from aiohttp import web
+
+    async def metadata(request: web.Request) -> web.Response:
+        raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
+
+    app = web.Application()
+    app.router.add_get("/app/", metadata)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/app/"
+        server = fake_zap(servers, clean_site(url))
+        add_service(sqlite_store, clock, url=url)
+        await scan_pass(sqlite_store, settings_for(server), clock)
+        clock.advance(hours=2)
+        await scan_pass(sqlite_store, settings_for(server), clock)
+    finally:
+        await runner.cleanup()
+    [scan] = scans(sqlite_store)
+    started = clock() - dt.timedelta(hours=2)
+    assert (scan.state, scan.attempts, scan.finished_at) == ("failed", 1, started)
+    assert scan.error == (
+        f"not scanned: {url} redirects to http://169.254.169.254/latest/meta-data/: "
+        "169.254.169.254 is inside denied network 169.254.0.0/16 (probes.denied_networks)"
+    )
+    assert [e for e, _ in server.zap.calls if e != "core/view/version"] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "denied", "said"),
+    [
+        (
+            "http://169.254.169.254/",
+            None,
+            "monitord: not scanned: http://169.254.169.254/: 169.254.169.254 is inside denied "
+            "network 169.254.0.0/16 (probes.denied_networks)\n",
+        ),
+        (
+            "http://localhost:9/app/",
+            ["127.0.0.0/8"],
+            "monitord: not scanned: http://localhost:9/app/: localhost resolves to 127.0.0.1, "
+            "inside denied network 127.0.0.0/8 (probes.denied_networks)\n",
+        ),
+    ],
+)
+def test_asking_to_scan_a_refused_target_says_why_in_one_line_and_queues_nothing(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    denied: list[str] | None,
+    said: str,
+) -> None:
+    from monitord.cli import main
+    from tests.fakeportal import make_service
+
+    catalogue = tmp_path / "c.json"
+    catalogue.write_text(json.dumps({"services": [make_service(42, url=url)]}))
+    config = tmp_path / "monitord.toml"
+    text = f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n'
+    if denied is not None:
+        text += f"[probes]\ndenied_networks = {json.dumps(denied)}\n"
+    config.write_text(text)
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "scan", "svc-0042"]) == 1
+    assert capsys.readouterr().err == said
+    assert main(["--config", str(config), "scan", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
