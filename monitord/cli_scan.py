@@ -107,7 +107,13 @@ def _import(args: argparse.Namespace, path: str) -> int:
         service = session.get(Service, args.service)
         if service is None:
             raise UsageError(f"--service {args.service!r}: no such service in the store")
-        report = read_report(path, service_id=service.id, base_url=None)
+        report = read_report(
+            path,
+            service_id=service.id,
+            base_url=None,
+            max_bytes=app.settings.zap.max_answer_mb << 20,
+            max_field_bytes=app.settings.zap.max_field_kb << 10,
+        )
         # Keys are unique: a script importing several reports runs more than one a second.
         key = base = f"{service.id}-import-{now:%Y%m%dT%H%M%S}"
         taken = set(session.scalars(select(Scan.scan_key).where(Scan.scan_key.like(f"{base}%"))))

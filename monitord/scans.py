@@ -29,7 +29,9 @@ from monitord.config import Settings
 from monitord.errors import UsageError
 from monitord.findings import resolve_findings, upsert_finding
 from monitord.models import Finding, Scan, Service, ServiceEvent
+from monitord.redact import one_line
 from monitord.store import Store, audit
+from monitord.textable import shortened
 from monitord.timeutil import Clock, quarter_start
 from monitord.types import FindingDraft
 
@@ -58,6 +60,8 @@ def driver_settings(settings: Settings) -> zap.ZapSettings:
         stuck_polls=config.stuck_polls,
         page_size=config.page_size,
         denied_networks=tuple(settings.probes.denied_networks),
+        max_answer_bytes=config.max_answer_mb << 20,
+        max_field_bytes=config.max_field_kb << 10,
     )
 
 
@@ -331,47 +335,7 @@ async def run_scan(
     async def progress(state: zap.ScanState) -> None:
         await asyncio.to_thread(_save, store, scan_id, progress=state.to_dict())
 
-    try:
-        outcome = await scanner.scan(
-            url,
-            scan_key=key,
-            service_id=service_id,
-            bearer_token=_token(settings, service_id),
-            on_progress=progress,
-            resume=resume,
-        )
-    except asyncio.CancelledError:
-        await asyncio.to_thread(
-            _save,
-            store,
-            scan_id,
-            state="queued",
-            next_attempt_at=clock(),
-            error="interrupted by shutdown; queued again",
-        )
-        raise
-    except zap.ZapError as exc:
-        retry = exc.retryable and attempts < 5
-        wait = dt.timedelta(minutes=5 * 2 ** (attempts - 1))
-        await asyncio.to_thread(
-            _save,
-            store,
-            scan_id,
-            state="queued" if retry else "failed",
-            error=str(exc),
-            next_attempt_at=clock() + wait,
-            finished_at=None if retry else clock(),
-        )
-        logger.error(
-            "scan {} of {} failed{}: {}",
-            scan_id,
-            service_id,
-            f", retrying in {wait}" if retry else "",
-            exc,
-        )
-        return "queued" if retry else "failed"
-
-    def finish() -> str:
+    def finish(outcome: zap.ScanOutcome) -> str:
         now = clock()
         with store.session() as session:
             new, still, fixed = store_findings(
@@ -389,7 +353,35 @@ async def run_scan(
             row.error = str(outcome.reason) if outcome.reason else None
             return row.state
 
-    state = await asyncio.to_thread(finish)
+    try:
+        outcome = await scanner.scan(
+            url,
+            scan_key=key,
+            service_id=service_id,
+            bearer_token=_token(settings, service_id),
+            on_progress=progress,
+            resume=resume,
+        )
+        state = await asyncio.to_thread(finish, outcome)
+    except asyncio.CancelledError:
+        await asyncio.to_thread(
+            _save,
+            store,
+            scan_id,
+            state="queued",
+            next_attempt_at=clock(),
+            error="interrupted by shutdown; queued again",
+        )
+        raise
+    except zap.ZapError as exc:
+        return await _attempt_failed(store, scan_id, service_id, attempts, clock, exc)
+    except Exception as exc:
+        # A fault of monitord's own: logged with its traceback, and the row must not say
+        # "running" for ever (nor the pass stop the other scans).
+        logger.exception("scan {} of {}: unexpected error", scan_id, service_id)
+        said = one_line(shortened(str(exc), 200))
+        error = zap.ZapError(f"monitord failed during the scan ({type(exc).__name__}: {said})")
+        return await _attempt_failed(store, scan_id, service_id, attempts, clock, error)
     logger.info(
         "scan {} of {} {}: {} alerts, {} findings",
         scan_id,
@@ -399,6 +391,31 @@ async def run_scan(
         len(outcome.findings),
     )
     return state
+
+
+async def _attempt_failed(
+    store: Store, scan_id: int, service_id: str, attempts: int, clock: Clock, exc: zap.ZapError
+) -> str:
+    """Record a failed attempt: queued again later when it may help, else failed for good."""
+    retry = exc.retryable and attempts < 5
+    wait = dt.timedelta(minutes=5 * 2 ** (attempts - 1))
+    await asyncio.to_thread(
+        _save,
+        store,
+        scan_id,
+        state="queued" if retry else "failed",
+        error=str(exc),
+        next_attempt_at=clock() + wait,
+        finished_at=None if retry else clock(),
+    )
+    logger.error(
+        "scan {} of {} failed{}: {}",
+        scan_id,
+        service_id,
+        f", retrying in {wait}" if retry else "",
+        exc,
+    )
+    return "queued" if retry else "failed"
 
 
 async def scan_pass(

@@ -498,7 +498,8 @@ def _site_report(alerts: Any) -> bytes:
     [
         (b"", "is empty: not a ZAP JSON report"),
         (b"  \n", "is empty: not a ZAP JSON report"),
-        (b"[" * 100_000, "nests too deeply: not a ZAP JSON report"),
+        (b"[" * 100_000, "nests more than 32 levels deep: not a ZAP JSON report"),
+        (b'{"site": ' + b"[" * 500 + b"]" * 500 + b"}", "nests more than 32 levels deep"),
         (_site_report(5), "site[0].alerts is not a list"),
         (_site_report("xy"), "site[0].alerts is not a list"),
         (
@@ -659,3 +660,94 @@ def test_asking_to_scan_a_refused_target_says_why_in_one_line_and_queues_nothing
     assert capsys.readouterr().err == said
     assert main(["--config", str(config), "scan", "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+async def test_an_answer_nested_too_deeply_leaves_no_scan_running(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    # json recursed once per level: RecursionError escaped the driver, the pass died and the
+    # scan's row said "running" for ever.
+    scenario = clean_site(BASE)
+    deep = RawAnswer(body=b'{"status": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    scenario.raw_answers = {"spider/view/status": [deep]}
+    server = fake_zap(servers, scenario)
+    add_service(sqlite_store, clock)
+    await scan_pass(sqlite_store, settings_for(server), clock)
+    [scan] = scans(sqlite_store)
+    assert scan.state == "queued" and scan.next_attempt_at > clock()
+    assert scan.error == "ZAP's answer to spider/view/status nests more than 32 levels deep"
+
+
+async def test_an_alerts_page_over_the_answer_cap_fails_the_scan_saying_what_to_change(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    scenario = alert_storm(BASE, total=60)
+    huge = RawAnswer(body=b'{"alerts": []}', padding=3 << 20)
+    scenario.raw_answers = {"core/view/alerts": [huge]}
+    server = fake_zap(servers, scenario)
+    add_service(sqlite_store, clock)
+    await scan_pass(sqlite_store, settings_for(server, max_answer_mb=1), clock)
+    [scan] = scans(sqlite_store)
+    assert (scan.state, scan.finished_at) == ("failed", clock())
+    assert scan.error == (
+        "ZAP's answer to core/view/alerts is larger than zap.max_answer_mb (1 MiB); "
+        "the rest was not read"
+    )
+
+
+async def test_alert_fields_over_the_field_cap_are_left_out_saying_why(
+    store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    long_path = BASE + "a" * 1000 + "/x"
+    alerts = [
+        FakeAlert(
+            "40018", "40018", "SQL Injection", "High", "High", BASE + "q?id=1", "id",
+            evidence="E" * (200 << 10),
+        ),
+        FakeAlert("10020", "10020-1", "Anti-clickjacking", "Medium", "Medium", long_path),
+    ]  # fmt: skip
+    server = fake_zap(servers, Scenario(site_urls=[BASE], alerts=alerts))
+    add_service(store, clock)
+    await scan_pass(store, settings_for(server, max_field_kb=64), clock)
+    [scan] = scans(store)
+    assert (scan.state, scan.high, scan.medium) == ("finished", 1, 1)
+    with store.session() as session:
+        sqli = session.scalars(select(Finding).where(Finding.rule == "zap:40018")).one()
+        assert sqli.evidence["evidence"] == "(left out: 200 KiB, over zap.max_field_kb = 64)"
+        assert sqli.evidence["solution"] == "Fix SQL Injection."
+        # A path longer than the store's subject column: kept apart by a digest, not lost.
+        frame = session.scalars(select(Finding).where(Finding.rule == "zap:10020")).one()
+        assert len(frame.subject) <= 400 and frame.subject.startswith("svc-0001 10020-1 /app/aaa")
+        assert frame.evidence["path"] == "/app/" + "a" * 1000 + "/x"
+
+
+def test_a_report_over_the_size_cap_is_refused_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "report.json"
+    report.write_bytes(_site_report([]) + b" " * (70 << 20))
+    assert _import_cli(tmp_path, report) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(
+        f"\nmonitord: {report} is larger than zap.max_answer_mb (32 MiB): "
+        "not read as a ZAP JSON report\n"
+    )
+
+
+async def test_an_unexpected_error_leaves_no_scan_running_and_the_pass_goes_on(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    # A fault of monitord's own, simulated in the driver: the row said "running" for ever
+    # and the pass died with it.
+    class Faulty(zap.ZapScanner):
+        async def read_alerts(self, base_url: str) -> tuple[list[dict[str, Any]], int]:
+            raise KeyError("alertRef")
+
+    server = fake_zap(servers, alert_storm(BASE, total=60))
+    cfg = settings_for(server)
+    add_service(sqlite_store, clock)
+    report = await scan_pass(sqlite_store, cfg, clock, Faulty(driver_settings(cfg), clock=clock))
+    assert report.ran == ["1"]
+    [scan] = scans(sqlite_store)
+    assert (scan.state, scan.next_attempt_at) == ("queued", clock() + dt.timedelta(minutes=5))
+    assert scan.error == "monitord failed during the scan (KeyError: 'alertRef')"

@@ -11,13 +11,15 @@ import pytest
 from zaphelpers import SERVICE, ListLogger, Recorder, SleepClock
 from zapv2 import ZAPv2
 
-from monitord.fakezap import FakeZapServer, Scenario, alert_storm, clean_site
+from monitord.fakezap import FakeZapServer, RawAnswer, Scenario, alert_storm, clean_site
 from monitord.zap import (
     STEPS,
     ScanState,
     Step,
+    ZapAnswerTooLarge,
     ZapApiError,
     ZapAuthRejected,
+    ZapBadAnswer,
     ZapBusy,
     ZapDeadline,
     ZapError,
@@ -219,8 +221,8 @@ async def test_reconcile_and_resume_after_a_daemon_crash(
     scenario = alert_storm(SERVICE, total=60)
     server = fake_zap(scenario)
 
-    class Crash(Exception):
-        pass
+    class Crash(BaseException):
+        """The process dies (SIGKILL, power): none of monitord's error handling runs."""
 
     saved: list[ScanState] = []
 
@@ -575,3 +577,94 @@ async def test_a_service_whose_name_does_not_resolve_waits(
         "nowhere.invalid does not resolve ("
     )
     assert server.zap.calls == []
+
+
+async def test_an_answer_over_the_size_cap_is_refused_unread_in_bounded_memory(
+    fake_zap: Start, make_scanner: Make
+) -> None:
+    import tracemalloc
+
+    # 64 MiB of valid JSON, streamed without a Content-Length: read whole, it took ~8x that.
+    scenario = clean_site(SERVICE)
+    padded = RawAnswer(body=b'{"version": "2.15.0"}', padding=64 << 20)
+    scenario.raw_answers = {"core/view/version": [padded]}
+    server = fake_zap(scenario)
+    scanner = make_scanner(server, max_answer_bytes=1 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ZapAnswerTooLarge) as caught:
+            await scanner.version()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+    assert not caught.value.retryable
+    assert str(caught.value) == (
+        "ZAP's answer to core/view/version is larger than zap.max_answer_mb (1 MiB); "
+        "the rest was not read"
+    )
+
+
+async def test_an_answer_declaring_a_size_over_the_cap_is_not_read_at_all(
+    fake_zap: Start, make_scanner: Make
+) -> None:
+    scenario = clean_site(SERVICE)
+    scenario.raw_answers = {"core/view/version": [RawAnswer(body=b" " * (2 << 20) + b"{}")]}
+    server = fake_zap(scenario)
+    with pytest.raises(ZapAnswerTooLarge) as caught:
+        await make_scanner(server, max_answer_bytes=1 << 20).version()
+    assert str(caught.value) == (
+        "ZAP's answer to core/view/version is larger than zap.max_answer_mb (1 MiB); "
+        "it was not read"
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"version": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"version": ' + b"[" * 100_000,  # never closed: json recursed all the same
+        b'{"version": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001,
+    ],
+)
+async def test_an_answer_nested_too_deeply_is_a_bad_answer(
+    fake_zap: Start, make_scanner: Make, body: bytes
+) -> None:
+    scenario = clean_site(SERVICE)
+    scenario.raw_answers = {"core/view/version": [RawAnswer(body=body)]}
+    server = fake_zap(scenario)
+    with pytest.raises(ZapBadAnswer) as caught:
+        await make_scanner(server).version()
+    assert str(caught.value) == "ZAP's answer to core/view/version nests more than 32 levels deep"
+
+
+@pytest.mark.parametrize(
+    ("text", "deep"),
+    [
+        (b'{"a": [1, {"b": [2, 3]}], "c": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', False),
+        (b'"\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\\\"', False),
+        (b"[" * 32 + b"]" * 32, False),
+        (b"[" * 33 + b"]" * 33, True),
+        (b"[]" * 10_000, False),
+        (b"[" * 33 + b"1" + b"]" * 32, True),
+        (b"]" * 40 + b"[" * 3, False),  # unpaired, not deep: json.loads says where
+    ],
+)
+def test_json_nesting(text: bytes, deep: bool) -> None:
+    from monitord.zap import json_nesting_problem
+
+    assert (json_nesting_problem(text, 32) is not None) == deep
+
+
+async def test_an_unexpected_error_stops_the_scan_in_zap(
+    fake_zap: Start, make_scanner: Make
+) -> None:
+    server = fake_zap(clean_site(SERVICE))
+
+    async def store_fails(state: ScanState) -> None:
+        if state.active_scan_id is not None:
+            raise RuntimeError("database is locked")
+
+    with pytest.raises(RuntimeError):
+        await make_scanner(server).scan(SERVICE, scan_key="e", on_progress=store_fails)
+    assert server.calls("ascan/action/stop") == [{"scanId": "0"}]
