@@ -35,8 +35,10 @@ Before ZAP hears of a target, `check_target` refuses what it must not scan: a UR
 http(s) or has no host, a host in `denied_networks` (as the probes refuse it, see
 `monitord.netguard`), or a service URL that redirects into one. ZAP itself is kept on the
 service: its context includes only the service URL and what lies beneath it (`scope_regex`), the
-spiders and the active scan run in that context (ZAP follows no redirect out of it), `accessUrl`
-follows no redirect, and alerts outside it are dropped.
+spiders and the active scan run in that context (ZAP's spider and active scanner follow no
+redirect out of it), `accessUrl` follows no redirect, and alerts outside it are dropped. The AJAX
+spider drives a browser, which follows redirects itself: the check before the scan is what keeps
+the service URL from sending it into a denied network.
 
 The client is synchronous and sets no timeout, so every call runs in a worker thread
 (`asyncio.to_thread`) under `asyncio.wait_for`, and the client's transport is given a socket
