@@ -30,11 +30,23 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if len(words) != 1:
         raise UsageError("give one service id")
     from monitord import aio, zap
-    from monitord.scans import driver_settings, enqueue_manual, run_scan, scan_rows
+    from monitord.scans import (
+        driver_settings,
+        enqueue_manual,
+        run_scan,
+        scan_rows,
+        scanned_service,
+    )
 
     app = app_for(args)
     with app.store.session() as session:
-        scan = enqueue_manual(session, words[0], actor(args), app.clock())
+        url = scanned_service(session, words[0]).url or ""
+    # The whole check the scan makes when it starts (names resolved, redirects followed), so a
+    # target ZAP must not scan is told now, in one line, and never queued.
+    driver = driver_settings(app.settings)
+    aio.run(zap.check_target(url, driver.denied_networks, driver.call_timeout_s))
+    with app.store.session() as session:
+        scan = enqueue_manual(session, words[0], actor(args), app.clock(), app.settings)
         scan_id = scan.id
     if not args.wait:
         print(
@@ -43,7 +55,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         )
         app.store.dispose()
         return 0
-    scanner = zap.ZapScanner(driver_settings(app.settings), clock=app.clock)
+    scanner = zap.ZapScanner(driver, clock=app.clock)
     state = aio.run(run_scan(app.store, app.settings, scanner, scan_id, app.clock))
     [row] = [r for r in scan_rows(app.store) if r["id"] == scan_id]
     app.store.dispose()
@@ -95,7 +107,13 @@ def _import(args: argparse.Namespace, path: str) -> int:
         service = session.get(Service, args.service)
         if service is None:
             raise UsageError(f"--service {args.service!r}: no such service in the store")
-        report = read_report(path, service_id=service.id, base_url=None)
+        report = read_report(
+            path,
+            service_id=service.id,
+            base_url=None,
+            max_bytes=app.settings.zap.max_answer_mb << 20,
+            max_field_bytes=app.settings.zap.max_field_kb << 10,
+        )
         # Keys are unique: a script importing several reports runs more than one a second.
         key = base = f"{service.id}-import-{now:%Y%m%dT%H%M%S}"
         taken = set(session.scalars(select(Scan.scan_key).where(Scan.scan_key.like(f"{base}%"))))

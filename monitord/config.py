@@ -367,6 +367,11 @@ class ZapSettings(_Section):
     poll_interval_seconds: float = Field(default=5.0, gt=0, le=600)
     stuck_polls: int = Field(default=60, ge=1, le=10_000)
     page_size: int = Field(default=500, ge=1, le=10_000)
+    max_answer_mb: int = Field(default=32, ge=1, le=1024)
+    """The largest answer read from ZAP (and ZAP report imported); a larger one is refused."""
+    max_field_kb: int = Field(default=64, ge=1, le=16 * 1024)
+    """The largest alert text (evidence, description...) kept in a finding; a larger one is
+    left out with a note."""
     restart_advice_after_scans: int = Field(default=50, ge=1)
     """ZAP grows in memory: after this many scans monitord logs that ZAP should be restarted."""
 

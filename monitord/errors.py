@@ -8,7 +8,8 @@ MonitordError            anything monitord reports to a user as one line, never 
 │   └── ZapReportError   (monitord.zap_import) a file is not a ZAP report monitord can read
 ├── RuleError            a rule file (rules/*.toml) does not describe valid rules
 └── ZapError             (monitord.zap) ZAP failed; `.retryable` says whether to try later
-    ├── ZapUnavailable, ZapAuthRejected, ZapTimeout, ZapBadAnswer, ZapDeadline, ZapScanStuck
+    ├── ZapUnavailable, ZapAuthRejected, ZapTimeout, ZapBadAnswer, ZapDeadline, ZapScanStuck,
+    │   ZapTargetRefused (a URL ZAP must not be pointed at)
     └── ZapApiError      ZAP answered with an error code
         └── ZapScanForgotten, ZapUrlNotFound, ZapBusy
 

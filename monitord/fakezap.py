@@ -113,13 +113,16 @@ class RawAnswer:
     """An answer real ZAP would not give, sent in place of its own to test monitord against it.
 
     `hang_up` closes the connection without any answer (ZAP crashing or restarting mid-call);
-    otherwise `status`, `body` and `content_type` are sent as they are.
+    otherwise `status`, `body` and `content_type` are sent as they are, then `padding` spaces
+    (valid JSON whitespace) streamed without a Content-Length, the end of the answer told by
+    closing the connection: an answer of hundreds of MiB that the fake never holds.
     """
 
     status: int = 200
     body: bytes = b""
     content_type: str = "application/json; charset=UTF-8"
     hang_up: bool = False
+    padding: int = 0
 
 
 @dataclass
@@ -223,6 +226,13 @@ class FakeZap:
         if not re.fullmatch(r"-?\d+", value):
             raise ApiError("illegal_parameter")
         return int(value)
+
+    @staticmethod
+    def _bool(params: dict[str, str], name: str, default: bool) -> bool:
+        # ApiImplementor.getParam(boolean): JSONObject.getBoolean takes "true"/"false" in any
+        # case; anything else (or nothing) is the default, not an error.
+        value = params.get(name, "").lower()
+        return {"true": True, "false": False}.get(value, default)
 
     def _context_by_name(self, name: str) -> dict[str, Any]:
         # ApiUtils.getContextByName → context_not_found.
@@ -345,7 +355,9 @@ class FakeZap:
     def core__action__accessUrl(self, p: dict[str, str]) -> Any:
         # CoreAPI ACTION_ACCESS_URL: sends a GET and returns the messages as an
         # ApiResponseList named "accessUrl"; a send failure is internal_error (HTTP 500).
+        # followRedirects (default false) is read; the fake fetches nothing, so follows nothing.
         url = self._need(p, "url")
+        self._bool(p, "followRedirects", False)
         if urlsplit(url).scheme not in ("http", "https"):
             raise ApiError("illegal_parameter")
         if self.scenario.access_fails:
@@ -635,6 +647,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     status = 500 if exc.code == "internal_error" else 400
         if raw is None:
             self._send(status, body)
+        elif raw.padding:
+            self._send_padded(raw)
         elif not raw.hang_up:
             self._send_raw(raw.status, raw.body, raw.content_type)
 
@@ -642,15 +656,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send_raw(status, json.dumps(body).encode(), "application/json; charset=UTF-8")
 
     def _send_raw(self, status: int, data: bytes, content_type: str) -> None:
+        self._send_headers(status, content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_headers(self, status: int, content_type: str) -> None:
         self.send_response(status)
         # API.getDefaultResponseHeader, in part.
         self.send_header("Pragma", "no-cache")
         self.send_header("Cache-Control", "no-cache, no-store, must-revalidate")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
+
+    def _send_padded(self, raw: RawAnswer) -> None:
+        self._send_headers(raw.status, raw.content_type)
+        self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        self.wfile.write(raw.body)
+        spaces = b" " * (64 << 10)
+        left = raw.padding
+        while left > 0:
+            self.wfile.write(spaces[:left])
+            left -= len(spaces)
 
 
 class _Server(http.server.ThreadingHTTPServer):

@@ -3,7 +3,9 @@
 Every probe resolves its target's host first and refuses it, without connecting, when any address
 the name resolves to falls in a denied network (default: link-local and the cloud metadata
 addresses). Refusing on *any* address rather than all of them is deliberate: a name that resolves
-to both a public and a metadata address is exactly what a rebinding attack looks like.
+to both a public and a metadata address is exactly what a rebinding attack looks like. An IPv6
+address that carries an IPv4 one (NAT64, 6to4, IPv4-mapped or -compatible, Teredo) is refused when
+that IPv4 address is, since that is where its packets end up.
 
 The resolution here and the one aiohttp does when it connects are separate lookups. Sessions built
 with `probes.make_session` also use `GuardedResolver`, which applies the same check inside aiohttp's
@@ -36,24 +38,62 @@ class DeniedTargetError(Exception):
     """The target resolves to an address inside a denied network; no connection was made."""
 
 
+class DeniedResolution(OSError):
+    """`GuardedResolver`'s refusal: an OSError, as aiohttp expects of a resolver, that aiohttp
+    keeps as the `os_error` of the ClientConnectorError it raises, so a caller can tell a refusal
+    from a name that does not resolve."""
+
+
 @lru_cache(maxsize=64)
 def _networks(networks: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(n, strict=False) for n in networks)
 
 
+_NAT64 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),  # RFC 6052, the well-known prefix
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # RFC 8215, local use; deployed as /96 prefixes
+)
+
+
+def embedded_ipv4(address: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries and delivers its packets to, if it has one.
+
+    IPv4-mapped (``::ffff:a.b.c.d``), IPv4-compatible (``::a.b.c.d``), NAT64 (the IPv4 address
+    in the last 32 bits), 6to4 (``2002:AABB:CCDD::``) and Teredo (the client's address). A zone
+    suffix is ignored; an IPv4 address carries none.
+    """
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if any(ip in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if int(ip) >> 32 == 0 and int(ip) > 1:  # :: and ::1 are not IPv4-compatible addresses
+        return ipaddress.IPv4Address(int(ip))
+    return None
+
+
 def denied_network(address: str, networks: Iterable[str] = DEFAULT_DENIED_NETWORKS) -> str | None:
     """Return the denied network that holds `address`, or None when the address is allowed.
 
-    IPv4-mapped IPv6 addresses (``::ffff:169.254.169.254``) are checked as the IPv4 address they
-    carry, since that is where a connection to them goes. A zone suffix (``fe80::1%eth0``) is
-    ignored.
+    An IPv6 address that carries an IPv4 address (see `embedded_ipv4`) is denied when either
+    is, since a connection to it ends up at that IPv4 address. A zone suffix (``fe80::1%eth0``)
+    is ignored.
     """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    carried = embedded_ipv4(address)
+    if carried is not None:
+        candidates.append(carried)
     for net in _networks(tuple(networks)):
-        if ip.version == net.version and ip in net:
-            return str(net)
+        for candidate in candidates:
+            if candidate.version == net.version and candidate in net:
+                return str(net)
     return None
 
 
@@ -62,8 +102,10 @@ def refuse_denied(host: str, addresses: Iterable[str], networks: Iterable[str]) 
     for address in addresses:
         net = denied_network(address, networks)
         if net is not None:
+            carried = embedded_ipv4(address)
+            via = f" (which carries {carried})" if carried is not None else ""
             raise DeniedTargetError(
-                f"refused: {host} resolves to {address}, inside denied network {net}"
+                f"refused: {host} resolves to {address}{via}, inside denied network {net}"
             )
 
 
@@ -107,7 +149,7 @@ class GuardedResolver(AbstractResolver):
         except DeniedTargetError as exc:
             # aiohttp turns an OSError from the resolver into ClientConnectorError, which the
             # probes already report as a failed connection.
-            raise OSError(str(exc)) from None
+            raise DeniedResolution(str(exc)) from None
         return results
 
     async def close(self) -> None:

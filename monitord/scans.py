@@ -5,6 +5,9 @@ once when it goes online, resumes (7.2.3) or deploys a new version (its `updated
 Each scan is a row keyed by its trigger, so enqueueing is idempotent; its progress is stored as
 it goes, so a restarted daemon reconciles with ZAP instead of forgetting. Findings of High and
 Medium risk on an online service open a security incident through the usual intake (8.3 b).
+A service URL ZAP must not be pointed at (not http(s), or in `probes.denied_networks`) is
+recorded as a failed scan with the reason and never queued; the driver checks again, names
+resolved and redirects followed, when a scan starts.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from monitord.config import Settings
 from monitord.errors import UsageError
 from monitord.findings import resolve_findings, upsert_finding
 from monitord.models import Finding, Scan, Service, ServiceEvent
+from monitord.redact import one_line
 from monitord.store import Store, audit
+from monitord.textable import shortened
 from monitord.timeutil import Clock, quarter_start
 from monitord.types import FindingDraft
 
@@ -54,6 +59,9 @@ def driver_settings(settings: Settings) -> zap.ZapSettings:
         poll_interval_s=config.poll_interval_seconds,
         stuck_polls=config.stuck_polls,
         page_size=config.page_size,
+        denied_networks=tuple(settings.probes.denied_networks),
+        max_answer_bytes=config.max_answer_mb << 20,
+        max_field_bytes=config.max_field_kb << 10,
     )
 
 
@@ -63,21 +71,35 @@ def spread_offset(service_id: str, days: int) -> dt.timedelta:
     return dt.timedelta(hours=digest % (days * 24))
 
 
-def _enqueue(session: Session, service_id: str, key: str, trigger: str, now: dt.datetime) -> bool:
+def _enqueue(
+    session: Session,
+    service: Service,
+    key: str,
+    trigger: str,
+    now: dt.datetime,
+    settings: Settings,
+) -> bool:
+    """Queue a scan under `key` unless one exists; a target ZAP must not scan is recorded as a
+    failed scan with the reason instead, and never reaches the queue."""
     if session.scalar(select(Scan.id).where(Scan.scan_key == key)) is not None:
         return False
+    refused = zap.target_problem(service.url or "", settings.probes.denied_networks)
+    if refused is not None:
+        logger.warning("scan {} of {} not queued: {}", key, service.id, refused)
     session.add(
         Scan(
-            service_id=service_id,
+            service_id=service.id,
             scan_key=key,
             trigger=trigger,
-            state="queued",
+            state="queued" if refused is None else "failed",
             queued_at=now,
             next_attempt_at=now,
+            finished_at=None if refused is None else now,
             progress={},
+            error=None if refused is None else f"not scanned: {refused}",
         )
     )
-    return True
+    return refused is None
 
 
 def enqueue_due(session: Session, settings: Settings, now: dt.datetime) -> list[str]:
@@ -89,11 +111,11 @@ def enqueue_due(session: Session, settings: Settings, now: dt.datetime) -> list[
             Service.status == "online", Service.gone.is_(False), Service.url.is_not(None)
         )
     ).all()
-    online_ids = {s.id for s in online}
+    by_id = {s.id: s for s in online}
     for service in online:
         if now >= start + spread_offset(service.id, settings.zap.quarterly_spread_days):
             key = f"{service.id}-{label}"
-            if _enqueue(session, service.id, key, "quarterly", now):
+            if _enqueue(session, service, key, "quarterly", now, settings):
                 queued.append(key)
     recent = session.scalars(
         select(ServiceEvent).where(
@@ -102,7 +124,8 @@ def enqueue_due(session: Session, settings: Settings, now: dt.datetime) -> list[
         )
     ).all()
     for event in recent:
-        if event.service_id not in online_ids:
+        target = by_id.get(event.service_id)
+        if target is None:
             continue
         covered = session.scalar(
             select(Scan.id).where(Scan.service_id == event.service_id, Scan.queued_at > event.at)
@@ -110,18 +133,29 @@ def enqueue_due(session: Session, settings: Settings, now: dt.datetime) -> list[
         if covered is not None:
             continue  # a scan queued since (the first sync's quarterly one) covers this event
         key = f"{event.service_id}-event-{event.id}"
-        if _enqueue(session, event.service_id, key, SCAN_TRIGGERS[event.kind], now):
+        if _enqueue(session, target, key, SCAN_TRIGGERS[event.kind], now, settings):
             queued.append(key)
     return queued
 
 
-def enqueue_manual(session: Session, service_id: str, actor: str, now: dt.datetime) -> Scan:
-    """Queue a scan a person asked for."""
+def scanned_service(session: Session, service_id: str) -> Service:
+    """The service a person asked to scan; UsageError when there is none with a URL."""
     service = session.get(Service, service_id)
     if service is None or not service.url:
         raise UsageError(f"{service_id!r}: no such service with a URL in the store")
+    return service
+
+
+def enqueue_manual(
+    session: Session, service_id: str, actor: str, now: dt.datetime, settings: Settings
+) -> Scan:
+    """Queue a scan a person asked for; `zap.ZapTargetRefused` when ZAP must not scan it."""
+    service = scanned_service(session, service_id)
+    refused = zap.target_problem(service.url or "", settings.probes.denied_networks)
+    if refused is not None:
+        raise zap.ZapTargetRefused(f"not scanned: {refused}")
     key = f"{service_id}-manual-{now.strftime('%Y%m%dT%H%M%S')}"
-    _enqueue(session, service_id, key, "manual", now)
+    _enqueue(session, service, key, "manual", now, settings)
     audit(session, now, actor, "scan.request", service_id, {"scan_key": key})
     session.flush()
     return session.scalars(select(Scan).where(Scan.scan_key == key)).one()
@@ -301,47 +335,7 @@ async def run_scan(
     async def progress(state: zap.ScanState) -> None:
         await asyncio.to_thread(_save, store, scan_id, progress=state.to_dict())
 
-    try:
-        outcome = await scanner.scan(
-            url,
-            scan_key=key,
-            service_id=service_id,
-            bearer_token=_token(settings, service_id),
-            on_progress=progress,
-            resume=resume,
-        )
-    except asyncio.CancelledError:
-        await asyncio.to_thread(
-            _save,
-            store,
-            scan_id,
-            state="queued",
-            next_attempt_at=clock(),
-            error="interrupted by shutdown; queued again",
-        )
-        raise
-    except zap.ZapError as exc:
-        retry = exc.retryable and attempts < 5
-        wait = dt.timedelta(minutes=5 * 2 ** (attempts - 1))
-        await asyncio.to_thread(
-            _save,
-            store,
-            scan_id,
-            state="queued" if retry else "failed",
-            error=str(exc),
-            next_attempt_at=clock() + wait,
-            finished_at=None if retry else clock(),
-        )
-        logger.error(
-            "scan {} of {} failed{}: {}",
-            scan_id,
-            service_id,
-            f", retrying in {wait}" if retry else "",
-            exc,
-        )
-        return "queued" if retry else "failed"
-
-    def finish() -> str:
+    def finish(outcome: zap.ScanOutcome) -> str:
         now = clock()
         with store.session() as session:
             new, still, fixed = store_findings(
@@ -359,7 +353,35 @@ async def run_scan(
             row.error = str(outcome.reason) if outcome.reason else None
             return row.state
 
-    state = await asyncio.to_thread(finish)
+    try:
+        outcome = await scanner.scan(
+            url,
+            scan_key=key,
+            service_id=service_id,
+            bearer_token=_token(settings, service_id),
+            on_progress=progress,
+            resume=resume,
+        )
+        state = await asyncio.to_thread(finish, outcome)
+    except asyncio.CancelledError:
+        await asyncio.to_thread(
+            _save,
+            store,
+            scan_id,
+            state="queued",
+            next_attempt_at=clock(),
+            error="interrupted by shutdown; queued again",
+        )
+        raise
+    except zap.ZapError as exc:
+        return await _attempt_failed(store, scan_id, service_id, attempts, clock, exc)
+    except Exception as exc:
+        # A fault of monitord's own: logged with its traceback, and the row must not say
+        # "running" for ever (nor the pass stop the other scans).
+        logger.exception("scan {} of {}: unexpected error", scan_id, service_id)
+        said = one_line(shortened(str(exc), 200))
+        error = zap.ZapError(f"monitord failed during the scan ({type(exc).__name__}: {said})")
+        return await _attempt_failed(store, scan_id, service_id, attempts, clock, error)
     logger.info(
         "scan {} of {} {}: {} alerts, {} findings",
         scan_id,
@@ -369,6 +391,31 @@ async def run_scan(
         len(outcome.findings),
     )
     return state
+
+
+async def _attempt_failed(
+    store: Store, scan_id: int, service_id: str, attempts: int, clock: Clock, exc: zap.ZapError
+) -> str:
+    """Record a failed attempt: queued again later when it may help, else failed for good."""
+    retry = exc.retryable and attempts < 5
+    wait = dt.timedelta(minutes=5 * 2 ** (attempts - 1))
+    await asyncio.to_thread(
+        _save,
+        store,
+        scan_id,
+        state="queued" if retry else "failed",
+        error=str(exc),
+        next_attempt_at=clock() + wait,
+        finished_at=None if retry else clock(),
+    )
+    logger.error(
+        "scan {} of {} failed{}: {}",
+        scan_id,
+        service_id,
+        f", retrying in {wait}" if retry else "",
+        exc,
+    )
+    return "queued" if retry else "failed"
 
 
 async def scan_pass(

@@ -16,16 +16,29 @@ one-line message and a `retryable` flag:
     ├── ZapAuthRejected       ZAP closed the connection without an answer: wrong or
     │                         missing API key, or this address is not permitted       no retry
     ├── ZapTimeout            one API call took longer than the per-call timeout      retry
-    ├── ZapBadAnswer          an answer of the wrong shape (not JSON, not a number)   retry
+    ├── ZapBadAnswer          an answer of the wrong shape (not JSON, not a number,   retry
+    │   │                     nested deeper than MAX_JSON_DEPTH)
+    │   └── ZapAnswerTooLarge an answer over `max_answer_bytes` (zap.max_answer_mb)   no retry
     ├── ZapApiError           ZAP refused a call with an error code (`.code`)         by code
     │   ├── ZapScanForgotten  a scan id or session ZAP no longer knows (restarted)    retry
     │   ├── ZapUrlNotFound    `url_not_found`: the URL is not in ZAP's sites tree     retry
     │   └── ZapBusy           `scan_in_progress`: the AJAX spider is already running  retry
     ├── ZapDeadline           the scan passed its deadline (stopped in ZAP)           retry
-    └── ZapScanStuck          the active scan stayed at one percentage too long       retry
+    ├── ZapScanStuck          the active scan stayed at one percentage too long       retry
+    └── ZapTargetRefused      the service URL is not one ZAP may be pointed at: not
+                              http(s), or it or a redirect lies in a denied network   no retry
 
 `ZapDeadline` and `ZapScanStuck` are not raised: they are the `reason` of an outcome whose
 status is "timed_out" and which still carries the findings read so far.
+
+Before ZAP hears of a target, `check_target` refuses what it must not scan: a URL that is not
+http(s) or has no host, a host in `denied_networks` (as the probes refuse it, see
+`monitord.netguard`), or a service URL that redirects into one. ZAP itself is kept on the
+service: its context includes only the service URL and what lies beneath it (`scope_regex`), the
+spiders and the active scan run in that context (ZAP's spider and active scanner follow no
+redirect out of it), `accessUrl` follows no redirect, and alerts outside it are dropped. The AJAX
+spider drives a browser, which follows redirects itself: the check before the scan is what keeps
+the service URL from sending it into a denied network.
 
 The client is synchronous and sets no timeout, so every call runs in a worker thread
 (`asyncio.to_thread`) under `asyncio.wait_for`, and the client's transport is given a socket
@@ -39,19 +52,24 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
+import aiohttp
 import requests
 from loguru import logger as _logger
 from zapv2 import ZAPv2
 
+from monitord import netguard
 from monitord.errors import MonitordError
+from monitord.redact import mask_url, one_line
 from monitord.textable import shortened, storable
 from monitord.timeutil import Clock, system_clock
 from monitord.types import FindingDraft, Severity
@@ -65,6 +83,7 @@ __all__ = [
     "ScanOutcome",
     "ScanState",
     "Step",
+    "ZapAnswerTooLarge",
     "ZapApiError",
     "ZapAuthRejected",
     "ZapBadAnswer",
@@ -75,16 +94,20 @@ __all__ = [
     "ZapScanStuck",
     "ZapScanner",
     "ZapSettings",
+    "ZapTargetRefused",
     "ZapTimeout",
     "ZapUnavailable",
     "ZapUrlNotFound",
+    "check_target",
     "clean_text",
     "compare_findings",
     "default_client",
     "finding_key",
     "group_alerts",
+    "json_nesting_problem",
     "scope_regex",
     "state_json",
+    "target_problem",
 ]
 
 ZAP_CLAUSE = "8.3 b"
@@ -160,6 +183,19 @@ class ZapScanStuck(ZapError):
     """The active scan reported the same percentage for too many polls and was stopped."""
 
 
+class ZapAnswerTooLarge(ZapBadAnswer):
+    """A ZAP answer over the size cap (`zap.max_answer_mb`), refused unread past it; trying
+    again reads the same answer, so it is not retried."""
+
+    retryable = False
+
+
+class ZapTargetRefused(ZapError):
+    """The service URL is not one ZAP may be pointed at; ZAP was not asked to scan it."""
+
+    retryable = False
+
+
 # Codes for which a later retry cannot help: monitord asked for something that does not exist
 # in ZAP's configuration or sent a malformed request.
 _PERMANENT_CODES = frozenset(
@@ -233,6 +269,13 @@ class ZapSettings:
     stuck_polls: int = 60
     """Active-scan polls at one unchanged percentage after which the scan counts as stuck."""
     page_size: int = 500
+    denied_networks: tuple[str, ...] = netguard.DEFAULT_DENIED_NETWORKS
+    """Networks no scan may target, nor reach through a redirect (`probes.denied_networks`)."""
+    max_answer_bytes: int = 32 << 20
+    """The largest answer read from ZAP; a larger one is refused (`ZapAnswerTooLarge`)."""
+    max_field_bytes: int = 64 << 10
+    """The largest alert text (evidence, description...) kept in a finding; a larger one is
+    left out with a note saying so."""
 
     def __post_init__(self) -> None:
         """Refuse values that would make a scan loop or never end."""
@@ -246,6 +289,9 @@ class ZapSettings:
         for name in ("passive_deadline_s", "scan_deadline_s", "call_timeout_s", "poll_interval_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"zap.{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("max_answer_bytes", "max_field_bytes"):
+            if getattr(self, name) < 1024:
+                raise ValueError(f"zap.{name} must be at least 1024, got {getattr(self, name)}")
         if not 1 <= self.page_size <= 10_000:
             raise ValueError(f"zap.page_size must be 1..10000, got {self.page_size}")
         if urlsplit(self.url).scheme not in ("http", "https"):
@@ -440,9 +486,11 @@ def _text(value: Any) -> str:
 
 
 def _ident(value: Any) -> int | None:
-    """CWE/WASC ids: ZAP writes "-1" or "0" for none."""
+    """CWE/WASC ids: ZAP writes "-1" or "0" for none; anything but a plain number is none."""
     text = _text(value)
-    if not text.lstrip("-").isdigit():
+    # ASCII digits, and few: str.isdigit() takes "²", which int() refuses, and int() refuses
+    # over 4,300 digits.
+    if not re.fullmatch(r"-?[0-9]{1,9}", text):
         return None
     number = int(text)
     return number if number > 0 else None
@@ -458,6 +506,7 @@ def group_alerts(
     *,
     service_id: str | None = None,
     in_scope: Callable[[str], bool] | None = None,
+    max_field_bytes: int | None = None,
 ) -> AlertGrouping:
     """Group ZAP alert instances into findings under clause 8.3 b.
 
@@ -466,6 +515,8 @@ def group_alerts(
     `description`). Instances with confidence "False Positive" are dropped, and so are URLs
     that `in_scope` rejects. Instances are grouped by (alert ref — or plugin id when ZAP gives
     none —, URL path, parameter); a group takes the highest risk and confidence of its members.
+    A text over `max_field_bytes` (UTF-8) is not kept in the finding: a note says how large it
+    was; a subject too long for the store ends in a digest of the whole.
     """
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     dropped_fp = 0
@@ -484,7 +535,7 @@ def group_alerts(
         groups.setdefault((ref, path, _text(alert.get("param"))), []).append(alert)
 
     findings = [
-        _finding(ref, path, param, members, service_id)
+        _finding(ref, path, param, members, service_id, max_field_bytes)
         for (ref, path, param), members in sorted(groups.items())
     ]
     return AlertGrouping(
@@ -500,42 +551,78 @@ def _risk_rank(alert: Mapping[str, Any]) -> int:
     return _RISK_RANK.get(risk, _UNKNOWN_RISK_RANK)
 
 
+def _kept(text: str, max_bytes: int | None) -> str:
+    """`text`, or a note in its place when it is over `max_bytes` of UTF-8."""
+    if max_bytes is None or len(text) * 4 <= max_bytes:  # at most 4 bytes a character
+        return text
+    size = len(text.encode("utf-8"))  # clean_text left nothing UTF-8 cannot encode
+    if size <= max_bytes:
+        return text
+    return f"(left out: {-(-size // 1024)} KiB, over zap.max_field_kb = {max_bytes // 1024})"
+
+
+_SUBJECT_LENGTH = 190
+"""The longest subject `group_alerts` makes: the store's column holds 400 characters, and
+`scans.scoped` puts the service id (at most 200) and a space before it."""
+
+
+def _subject(ref: str, path: str, param: str) -> str:
+    """The finding's subject; a long one is cut and ends in a digest of the whole, so that two
+    long paths stay two findings and a rescan finds the same one again."""
+    subject = f"{ref} {path}" + (f" [{param}]" if param else "")
+    if len(subject) <= _SUBJECT_LENGTH:
+        return subject
+    digest = hashlib.sha256(subject.encode("utf-8")).hexdigest()[:16]
+    return f"{subject[: _SUBJECT_LENGTH - 17]}…{digest}"
+
+
 def _finding(
-    ref: str, path: str, param: str, members: list[Mapping[str, Any]], service_id: str | None
+    ref: str,
+    path: str,
+    param: str,
+    members: list[Mapping[str, Any]],
+    service_id: str | None,
+    max_field_bytes: int | None,
 ) -> FindingDraft:
+    def kept(field: str, alert: Mapping[str, Any] | None = None) -> str:
+        return _kept(_text((alert or worst).get(field)), max_field_bytes)
+
     worst = max(members, key=_risk_rank)
     surest = max(members, key=lambda a: _CONFIDENCE_RANK.get(_text(a.get("confidence")).lower(), 0))
     risk = _text(worst.get("risk")) or "Informational"
-    plugin = _text(worst.get("pluginId")) or "0"
-    name = _text(worst.get("name")) or _text(worst.get("alert")) or f"ZAP rule {plugin}"
+    # The store keeps rule names to 120 characters; ZAP's plugin ids are a few digits.
+    plugin = shortened(_text(worst.get("pluginId")) or "0", 100)
+    name = _kept(
+        _text(worst.get("name")) or _text(worst.get("alert")) or f"ZAP rule {plugin}",
+        max_field_bytes,
+    )
     sample = next((a for a in members if _text(a.get("evidence"))), worst)
     urls = sorted({_text(a.get("url")) for a in members})
-    subject = f"{ref} {path}" + (f" [{param}]" if param else "")
-    where = path + (f" (parameter {param})" if param else "")
+    where = shortened(path + (f" (parameter {param})" if param else ""), 200)
     return FindingDraft(
         rule=f"zap:{plugin}",
         clause=ZAP_CLAUSE,
         severity=_RISK_TO_SEVERITY.get(risk.lower(), "high"),
         subject_kind="web_path",
-        subject=subject,
-        summary=f"{name} ({risk}) at {where}, {len(members)} instance(s)",
+        subject=_subject(ref, path, param),
+        summary=f"{name} ({shortened(risk, 40)}) at {where}, {len(members)} instance(s)",
         service_id=service_id,
         evidence={
             "name": name,
             "plugin_id": plugin,
-            "alert_ref": ref,
-            "risk": risk,
-            "confidence": _text(surest.get("confidence")),
+            "alert_ref": _kept(ref, max_field_bytes),
+            "risk": _kept(risk, max_field_bytes),
+            "confidence": kept("confidence", surest),
             "cwe": _ident(worst.get("cweid")),
             "wasc": _ident(worst.get("wascid")),
-            "path": path,
-            "param": param,
-            "evidence": _text(sample.get("evidence")),
-            "description": _text(worst.get("description")),
-            "solution": _text(worst.get("solution")),
-            "reference": _text(worst.get("reference")),
+            "path": _kept(path, max_field_bytes),
+            "param": _kept(param, max_field_bytes),
+            "evidence": kept("evidence", sample),
+            "description": kept("description"),
+            "solution": kept("solution"),
+            "reference": kept("reference"),
             "instances": len(members),
-            "sample_urls": urls[:_SAMPLE_URLS],
+            "sample_urls": [_kept(u, max_field_bytes) for u in urls[:_SAMPLE_URLS]],
         },
     )
 
@@ -563,36 +650,279 @@ def scope_regex(target_url: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Targets: what ZAP may be pointed at
+# --------------------------------------------------------------------------------------------
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+"""Redirects of the service URL followed by `check_target` (browsers stop at 20)."""
+
+
+def _shown(url: str) -> str:
+    """A catalogue URL as a message may quote it: secrets masked, one short printable line."""
+    return one_line(shortened(mask_url(url), 120))
+
+
+def target_problem(url: str, networks: Iterable[str]) -> str | None:
+    """Why `url` may not be scanned, judged without looking anything up; None when it may.
+
+    A scan target is an http(s) URL with a host; a host written as an address must not lie in
+    a denied network. Names are checked when the scan starts (`check_target`).
+    """
+    if not url.strip():
+        return "the service has no URL to scan"
+    shown = _shown(url)
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number 0-65535)
+    except ValueError:
+        return f"{shown} is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"{shown} is not an http(s) URL; ZAP scans web services only"
+    if not parts.hostname:
+        return f"{shown} has no host"
+    return _denied_address(url, parts.hostname, networks)
+
+
+def _denied_address(url: str, host: str, networks: Iterable[str]) -> str | None:
+    """Why `url` may not be scanned when its host is an address in a denied network."""
+    try:
+        network = netguard.denied_network(host, networks)
+    except ValueError:  # a name, not an address: checked when it is resolved
+        return None
+    if network is None:
+        return None
+    return f"{_shown(url)}: {host} is inside denied network {network} (probes.denied_networks)"
+
+
+def _next_hop(current: str, location: str) -> tuple[str, str] | None:
+    """The URL a redirect leads to and its host, or None when ZAP would not follow it there."""
+    try:
+        following = urljoin(current, location.strip())
+        parts = urlsplit(following)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number 0-65535)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None  # ZAP follows http(s) redirects only
+    return following, parts.hostname
+
+
+def _refused(url: str, refusal: Exception) -> ZapTargetRefused:
+    """The error for `url`, whose host the deny list refused (`refusal` says how)."""
+    said = str(refusal).removeprefix("refused: ")
+    return ZapTargetRefused(f"{_shown(url)}: {said} (probes.denied_networks)")
+
+
+async def _refuse_if_denied(
+    url: str, networks: tuple[str, ...], timeout_s: float, first: bool
+) -> bool:
+    """Resolve the host of `url` and refuse it when it lands in a denied network.
+
+    Returns False when the name does not resolve; for the service URL itself (`first`) that
+    is an error instead, since its addresses cannot be checked.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    try:
+        await netguard.resolve_checked(host, port, networks, timeout_s)
+    except netguard.DeniedTargetError as exc:
+        raise _refused(url, exc) from None
+    except (OSError, TimeoutError) as exc:
+        if first:
+            reason = "no answer in time" if isinstance(exc, TimeoutError) else exc.strerror
+            raise ZapError(
+                f"cannot check {_shown(url)} against probes.denied_networks: {host} does not "
+                f"resolve ({one_line(reason or str(exc))})"
+            ) from None
+        return False
+    return True
+
+
+async def check_target(url: str, networks: Iterable[str], timeout_s: float) -> list[str]:
+    """Refuse a target ZAP must not be pointed at, following the service URL's redirects.
+
+    Raises `ZapTargetRefused` when `target_problem` says so, when the host resolves into a
+    denied network, or when the URL redirects (within `MAX_REDIRECTS`) to such a place; a
+    retryable `ZapError` when the host does not resolve. Returns notes on what could not be
+    checked (the service did not answer): ZAP's own scope still keeps it on the service.
+    """
+    denied = tuple(networks)
+    problem = target_problem(url, denied)
+    if problem is not None:
+        raise ZapTargetRefused(f"not scanned: {problem}")
+    current = url.strip()
+    # The guarded resolver also checks the address aiohttp itself connects to.
+    connector = aiohttp.TCPConnector(
+        resolver=netguard.GuardedResolver(denied), force_close=True, ssl=False
+    )
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for hop in range(MAX_REDIRECTS + 1):
+            via = "" if hop == 0 else f"{_shown(url)} redirects to "
+            try:
+                if not await _refuse_if_denied(current, denied, timeout_s, first=hop == 0):
+                    return [f"{via}{_shown(current)}, which does not resolve"]
+                location = await _redirect(session, current, timeout_s)
+            except ZapTargetRefused as exc:
+                raise ZapTargetRefused(f"not scanned: {via}{exc}") from None
+            except aiohttp.ClientConnectorError as exc:
+                if isinstance(exc.os_error, netguard.DeniedResolution):
+                    # The name resolved elsewhere a moment before: a rebinding attempt.
+                    refused = _refused(current, exc.os_error)
+                    raise ZapTargetRefused(f"not scanned: {via}{refused}") from None
+                return [f"could not check where {_shown(current)} leads ({one_line(str(exc))})"]
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                reason = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
+                return [f"could not check where {_shown(current)} leads ({one_line(reason)})"]
+            hop_to = None if location is None else _next_hop(current, location)
+            if hop_to is None:
+                return []
+            current, host = hop_to
+            problem = _denied_address(current, host, denied)
+            if problem is not None:
+                raise ZapTargetRefused(f"not scanned: {_shown(url)} redirects to {problem}")
+    return [f"stopped following the redirects of {_shown(url)} after {MAX_REDIRECTS}"]
+
+
+async def _redirect(session: aiohttp.ClientSession, url: str, timeout_s: float) -> str | None:
+    """Where `url` redirects to, or None when it answers otherwise; the body is not read."""
+    async with session.get(
+        url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout_s)
+    ) as response:
+        if response.status in _REDIRECT_STATUSES:
+            return response.headers.get("Location")
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# JSON nesting: Python's decoder recurses once per level, so depth is checked before decoding
+# --------------------------------------------------------------------------------------------
+
+MAX_JSON_DEPTH = 32
+"""Deeper than any answer or report of ZAP's (an alert in a page is 3 levels deep, in a
+traditional-json report 5) and far from the decoder's recursion limit."""
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
+_CURLY_TO_SQUARE = bytes.maketrans(b"{}", b"[]")
+
+
+def json_nesting_problem(data: bytes, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """ "nests more than N levels deep" when decoding `data` as JSON would go deeper than
+    `max_depth`; None otherwise (including when it is not JSON at all: the decoder says so).
+
+    Works on the brackets outside strings, removing the innermost pairs one level per pass,
+    in C-speed byte operations: a 32 MiB answer is checked in well under a second.
+    """
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return None
+    brackets = _JSON_STRING.sub(b"", data).translate(_CURLY_TO_SQUARE, _NOT_BRACKET)
+    too_deep = b"[" * (max_depth + 1)  # that many opened in a row is that deep already
+    for _ in range(max_depth):
+        if too_deep in brackets:
+            return f"nests more than {max_depth} levels deep"
+        shorter = brackets.replace(b"[]", b"")
+        if len(shorter) == len(brackets):
+            break  # only unpaired brackets are left
+        brackets = shorter
+    else:
+        if brackets:
+            return f"nests more than {max_depth} levels deep"
+    # Unpaired brackets: the decoder fails on them, but only after descending through the
+    # ones left open, one recursion each.
+    if brackets.count(b"[") > max_depth:
+        return f"nests more than {max_depth} levels deep"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
 # The client: zaproxy's ZAPv2 with a socket timeout and ZAP's error answers turned into errors
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """One HTTP answer of ZAP's API, read whole within the size cap."""
+
+    status: int
+    content_type: str | None
+    body: bytes
+
+
+_CHUNK = 64 << 10
+
+
+def _read_capped(
+    response: requests.Response, endpoint: str, max_bytes: int, deadline: float
+) -> bytes:
+    """The body of `response`, refused past `max_bytes` or when it is still coming at
+    `deadline` (time.monotonic), so that neither a huge nor a trickling answer holds on."""
+    limit = f"zap.max_answer_mb ({max_bytes / (1 << 20):g} MiB)"
+    declared = response.headers.get("Content-Length", "")
+    if re.fullmatch(r"[0-9]+", declared) and (len(declared) > 18 or int(declared) > max_bytes):
+        raise ZapAnswerTooLarge(
+            f"ZAP's answer to {endpoint} is larger than {limit}; it was not read"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise ZapAnswerTooLarge(
+                f"ZAP's answer to {endpoint} is larger than {limit}; the rest was not read"
+            )
+        if time.monotonic() > deadline:
+            raise ZapTimeout(f"ZAP's answer to {endpoint} was still arriving when its time was up")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decoded(data: bytes, endpoint: str) -> Any:
+    """ZAP's JSON answer decoded; ValueError when it is not JSON, ZapBadAnswer when it nests
+    deeper than any answer of ZAP's (the decoder would recurse once per level)."""
+    problem = json_nesting_problem(data, MAX_JSON_DEPTH)
+    if problem is not None:
+        raise ZapBadAnswer(f"ZAP's answer to {endpoint} {problem}")
+    return json.loads(data)
+
+
 class _TimeoutZAPv2(ZAPv2):  # type: ignore[misc]  # zapv2 ships no type information
-    """`ZAPv2` whose transport has a timeout and raises ZAP's HTTP error answers.
+    """`ZAPv2` whose transport has a timeout and a size cap, and raises ZAP's HTTP error answers.
 
     ZAPv2's generated methods all go through `_request_api`; this override does what the
     original does (zapv2/__init__.py: a fresh `requests.Session`, the key in `X-ZAP-API-Key`,
-    the call sent as a proxy request through `proxies`) and adds the one thing it lacks, a
-    timeout. An HTTP 4xx/5xx with ZAP's `{"code", "message"}` body becomes a `ZapApiError`
-    with ZAP's own message; without this, the client would return the code string as if it
-    were the value asked for (which the driver still checks for, see `_digits`).
+    the call sent as a proxy request through `proxies`) and adds what it lacks: a timeout, an
+    answer read in chunks up to `max_answer_bytes` (the original read it whole, however large),
+    and a decoder that refuses deep nesting. An HTTP 4xx/5xx with ZAP's `{"code", "message"}`
+    body becomes a `ZapApiError` with ZAP's own message; without this, the client would return
+    the code string as if it were the value asked for (which the driver still checks for, see
+    `_digits`).
     """
 
-    def __init__(self, *, proxies: dict[str, str], apikey: str, timeout_s: float) -> None:
+    def __init__(
+        self, *, proxies: dict[str, str], apikey: str, timeout_s: float, max_answer_bytes: int
+    ) -> None:
         super().__init__(proxies=proxies, apikey=apikey)
         self._monitord_proxies = proxies
         self._monitord_key = apikey
         self._monitord_timeout = timeout_s
+        self._monitord_max_answer = max_answer_bytes
 
     def _request_api(
         self, url: str, query: Any = None, method: str = "GET", body: Any = None
-    ) -> Any:
+    ) -> _Answer:
         if not url.startswith("http://zap/"):
             raise ValueError("A non ZAP API url was specified " + url)
+        endpoint = url.removeprefix("http://zap/JSON/").strip("/")
+        # As long as the driver waits for the call (`ZapScanner._call`), then it gives up.
+        deadline = time.monotonic() + self._monitord_timeout * 1.5 + 1.0
         with requests.Session() as session:
+            # No compression asked for: a small answer cannot inflate while it is read.
+            session.headers["Accept-Encoding"] = "identity"
             if self._monitord_key:
                 session.headers["X-ZAP-API-Key"] = self._monitord_key
-            response = session.request(
+            with session.request(
                 method,
                 url,
                 params=query,
@@ -600,34 +930,39 @@ class _TimeoutZAPv2(ZAPv2):  # type: ignore[misc]  # zapv2 ships no type informa
                 proxies=self._monitord_proxies,
                 verify=False,
                 timeout=self._monitord_timeout,
-            )
-        if response.status_code >= 400:
-            endpoint = url.removeprefix("http://zap/JSON/").strip("/")
+                stream=True,
+            ) as response:
+                answer = _Answer(
+                    status=response.status_code,
+                    content_type=response.headers.get("Content-Type"),
+                    body=_read_capped(response, endpoint, self._monitord_max_answer, deadline),
+                )
+        if answer.status >= 400:
             try:
-                payload = response.json()
+                payload = _decoded(answer.body, endpoint)
                 code, message = str(payload["code"]), str(payload.get("message", ""))
             except (ValueError, KeyError, TypeError):
                 raise ZapBadAnswer(
-                    f"ZAP answered {endpoint} with HTTP {response.status_code} and no error code"
+                    f"ZAP answered {endpoint} with HTTP {answer.status} and no error code"
                 ) from None
-            raise _api_error(code, endpoint, message, response.status_code)
-        return response
+            raise _api_error(code, endpoint, message, answer.status)
+        return answer
 
     def _request(self, url: str, get: Any = None, method: str = "GET", body: Any = None) -> Any:
         # zapv2's generated methods take the first value of the JSON object this returns
         # (`next(iter(d.values()))`): `{}` would raise StopIteration inside a worker thread,
         # which asyncio cannot hand back and so never completes, and a list or a string would
         # raise AttributeError. Every view and action of ZAP answers one non-empty object.
-        response = self._request_api(url, get, method, body)
+        answer = self._request_api(url, get, method, body)
         endpoint = url.removeprefix("http://zap/JSON/").strip("/")
         where = self._monitord_proxies.get("http", "")
         try:
-            value = response.json()
+            value = _decoded(answer.body, endpoint)
         except ValueError:
-            kind = response.headers.get("Content-Type") or "no content type"
+            kind = answer.content_type or "no content type"
             raise ZapBadAnswer(
                 f"the answer to {endpoint} from {where} is not JSON ({kind}, "
-                f"{len(response.content)} bytes): is it ZAP that listens there?"
+                f"{len(answer.body)} bytes): is it ZAP that listens there?"
             ) from None
         if not isinstance(value, dict) or not value:
             shown = shortened(json.dumps(value, ensure_ascii=False), 60)
@@ -635,6 +970,13 @@ class _TimeoutZAPv2(ZAPv2):  # type: ignore[misc]  # zapv2 ships no type informa
                 f"ZAP answered {endpoint} with {shown} where an object with a value was expected"
             )
         return value
+
+    def _request_other(
+        self, url: str, get: Any = None, method: str = "GET", body: Any = None
+    ) -> str:
+        # The OTHER endpoints (reports) answer text; monitord uses none, but they go through
+        # the same capped transport.
+        return self._request_api(url, get, method, body).body.decode("utf-8", "replace")
 
 
 ClientFactory = Callable[[ZapSettings], Any]
@@ -644,7 +986,10 @@ def default_client(settings: ZapSettings) -> Any:
     """Build the zaproxy client for `settings`, as the driver uses it."""
     proxies = {"http": settings.url, "https": settings.url}
     return _TimeoutZAPv2(
-        proxies=proxies, apikey=settings.api_key, timeout_s=settings.call_timeout_s
+        proxies=proxies,
+        apikey=settings.api_key,
+        timeout_s=settings.call_timeout_s,
+        max_answer_bytes=settings.max_answer_bytes,
     )
 
 
@@ -1055,6 +1400,12 @@ class _Run:
         }
         log = self.s._log
         try:
+            # Checked on every start, a resumed one too: the catalogue or DNS may have changed.
+            for note in await check_target(
+                self.target, self.cfg.denied_networks, self.cfg.call_timeout_s
+            ):
+                log.warning("ZAP scan {} of {}: {}", self.state.scan_key, self.target, note)
+                self.notes.append(note)
             status: ScanStatus = "finished"
             reason: ZapError | None = None
             try:
@@ -1084,6 +1435,12 @@ class _Run:
                 await self.s.stop(self.state)
             await self.publish(status=ended, message=str(exc), retryable=exc.retryable)
             raise
+        except Exception:
+            # Not ZAP's fault but monitord's: ZAP must not go on attacking unsupervised; the
+            # caller records the failure.
+            with contextlib.suppress(Exception):
+                await self.s.stop(self.state)
+            raise
         finally:
             if self.token is not None:
                 # The token must not stay in ZAP's replacer rules, which outlive the session.
@@ -1103,7 +1460,10 @@ class _Run:
         await self.publish(step=Step.ALERTS, percent=0)
         alerts, expected = await self.read_alerts()
         grouping = group_alerts(
-            alerts, service_id=self.service_id, in_scope=lambda u: bool(self.scope.fullmatch(u))
+            alerts,
+            service_id=self.service_id,
+            in_scope=lambda u: bool(self.scope.fullmatch(u)),
+            max_field_bytes=self.cfg.max_field_bytes,
         )
         message = str(reason) if reason is not None else ("; ".join(self.notes) or None)
         await self.publish(
@@ -1344,7 +1704,9 @@ class _Run:
         # spider may have recorded only children, so ZAP is asked to fetch the URL itself.
         target = self.target
         value = await self.s._call(
-            "core/action/accessUrl", lambda: self.client.core.access_url(target)
+            "core/action/accessUrl",
+            # ZAP's default, said out loud: a redirect is for the spider, in the context, to follow.
+            lambda: self.client.core.access_url(target, followredirects="false"),
         )
         if isinstance(value, str):
             raise _coded(value, "core/action/accessUrl")

@@ -33,7 +33,7 @@ from typing import Any
 
 from monitord.errors import UsageError
 from monitord.types import FindingDraft
-from monitord.zap import clean_text, group_alerts, scope_regex
+from monitord.zap import ZapSettings, clean_text, group_alerts, json_nesting_problem, scope_regex
 
 __all__ = ["ZapReport", "ZapReportError", "parse_report", "read_report"]
 
@@ -75,12 +75,17 @@ def _need(mapping: Mapping[str, Any], key: str, where: str) -> Any:
 
 
 def parse_report(
-    data: Any, *, service_id: str | None = None, base_url: str | None = None
+    data: Any,
+    *,
+    service_id: str | None = None,
+    base_url: str | None = None,
+    max_field_bytes: int | None = None,
 ) -> ZapReport:
     """Turn a parsed traditional-json report into findings.
 
     `base_url`, when given, keeps only instances under the service's URL (a report may cover
-    several sites). Raises `ZapReportError` naming what is missing or malformed.
+    several sites). A text over `max_field_bytes` is left out of its finding with a note, as
+    for a scan. Raises `ZapReportError` naming what is missing or malformed.
     """
     if not isinstance(data, Mapping):
         raise ZapReportError("the report is not a JSON object: not a ZAP traditional-json report")
@@ -107,7 +112,9 @@ def parse_report(
     if base_url is not None:
         pattern = re.compile(scope_regex(base_url))
         in_scope = lambda url: bool(pattern.fullmatch(url))  # noqa: E731
-    grouping = group_alerts(alerts, service_id=service_id, in_scope=in_scope)
+    grouping = group_alerts(
+        alerts, service_id=service_id, in_scope=in_scope, max_field_bytes=max_field_bytes
+    )
     return ZapReport(
         program=clean_text(data.get("@programName", "")),
         version=clean_text(data.get("@version", "")),
@@ -172,24 +179,44 @@ def _instances(alert: Any, where: str) -> list[dict[str, Any]]:
 
 
 def read_report(
-    path: str | Path, *, service_id: str | None = None, base_url: str | None = None
+    path: str | Path,
+    *,
+    service_id: str | None = None,
+    base_url: str | None = None,
+    max_bytes: int = ZapSettings.max_answer_bytes,
+    max_field_bytes: int | None = ZapSettings.max_field_bytes,
 ) -> ZapReport:
-    """Read a traditional-json report file; see `parse_report`."""
+    """Read a traditional-json report file; see `parse_report`.
+
+    A file over `max_bytes` (zap.max_answer_mb) is refused before it is read.
+    """
+    limit = f"zap.max_answer_mb ({max_bytes / (1 << 20):g} MiB)"
+    too_large = ZapReportError(f"{path} is larger than {limit}: not read as a ZAP JSON report")
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        with Path(path).open("rb") as file:
+            if Path(path).is_file() and Path(path).stat().st_size > max_bytes:
+                raise too_large
+            data = file.read(max_bytes + 1)  # a pipe tells no size beforehand
     except OSError as exc:
         raise ZapReportError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise too_large
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ZapReportError(f"{path} is not UTF-8 text: not a ZAP JSON report") from None
     if not text.strip():
         raise ZapReportError(f"{path} is empty: not a ZAP JSON report")
+    # Python's JSON decoder recurses once per nesting level; no report nests this deep.
+    problem = json_nesting_problem(data)
+    if problem is not None:
+        raise ZapReportError(f"{path} {problem}: not a ZAP JSON report")
     try:
-        data = json.loads(text)
+        parsed = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ZapReportError(
             f"{path} is not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
-    except RecursionError:
-        # Python's JSON parser recurses once per nesting level; no report nests this deep.
-        raise ZapReportError(f"{path} nests too deeply: not a ZAP JSON report") from None
-    return parse_report(data, service_id=service_id, base_url=base_url)
+    return parse_report(
+        parsed, service_id=service_id, base_url=base_url, max_field_bytes=max_field_bytes
+    )

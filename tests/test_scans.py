@@ -36,7 +36,8 @@ from monitord.store import Store
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.timeout(60)
-BASE = "https://svc1.example.test/app/"
+BASE = "https://127.0.0.1:9/app/"
+"""The scanned service: nothing listens there; the fake ZAP does not connect to it."""
 
 
 @pytest.fixture
@@ -497,7 +498,8 @@ def _site_report(alerts: Any) -> bytes:
     [
         (b"", "is empty: not a ZAP JSON report"),
         (b"  \n", "is empty: not a ZAP JSON report"),
-        (b"[" * 100_000, "nests too deeply: not a ZAP JSON report"),
+        (b"[" * 100_000, "nests more than 32 levels deep: not a ZAP JSON report"),
+        (b'{"site": ' + b"[" * 500 + b"]" * 500 + b"}", "nests more than 32 levels deep"),
         (_site_report(5), "site[0].alerts is not a list"),
         (_site_report("xy"), "site[0].alerts is not a list"),
         (
@@ -547,3 +549,205 @@ def test_reports_imported_within_one_second_are_all_kept(
     assert main([*config, "scan", "status", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["trigger"] for r in rows] == ["import"] * 3
+
+
+async def test_a_target_zap_must_not_scan_is_never_queued_and_says_why(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    server = fake_zap(servers, clean_site(BASE))
+    cfg = settings_for(server)
+    add_service(sqlite_store, clock)
+    add_service(sqlite_store, clock, "svc-0002", url="javascript:alert(1)")
+    add_service(sqlite_store, clock, "svc-0003", url="http://169.254.169.254/latest/meta-data/")
+    add_service(sqlite_store, clock, "svc-0004", url="")
+    report = await scan_pass(sqlite_store, cfg, clock)
+    assert report.queued == ["svc-0001-2026q4"]
+    rows = {s.service_id: s for s in scans(sqlite_store)}
+    assert rows["svc-0001"].state == "finished"
+    assert {sid: (r.state, r.error) for sid, r in rows.items() if sid != "svc-0001"} == {
+        "svc-0002": (
+            "failed",
+            "not scanned: javascript:alert(1) is not an http(s) URL; ZAP scans web services only",
+        ),
+        "svc-0003": (
+            "failed",
+            "not scanned: http://169.254.169.254/latest/meta-data/: 169.254.169.254 is inside "
+            "denied network 169.254.0.0/16 (probes.denied_networks)",
+        ),
+        "svc-0004": ("failed", "not scanned: the service has no URL to scan"),
+    }
+    # Not retried: a later pass neither queues nor runs them, and ZAP never heard of them.
+    clock.advance(days=1)
+    await scan_pass(sqlite_store, cfg, clock)
+    assert [(s.service_id, s.state, s.attempts) for s in scans(sqlite_store)] == [
+        ("svc-0001", "finished", 1),
+        ("svc-0002", "failed", 0),
+        ("svc-0003", "failed", 0),
+        ("svc-0004", "failed", 0),
+    ]
+    assert [p["url"] for p in server.calls("core/action/accessUrl")] == [BASE]
+
+
+async def test_a_service_redirecting_into_a_denied_network_fails_its_scan_at_start(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    from aiohttp import web
+
+    async def metadata(request: web.Request) -> web.Response:
+        raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
+
+    app = web.Application()
+    app.router.add_get("/app/", metadata)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/app/"
+        server = fake_zap(servers, clean_site(url))
+        add_service(sqlite_store, clock, url=url)
+        await scan_pass(sqlite_store, settings_for(server), clock)
+        clock.advance(hours=2)
+        await scan_pass(sqlite_store, settings_for(server), clock)
+    finally:
+        await runner.cleanup()
+    [scan] = scans(sqlite_store)
+    started = clock() - dt.timedelta(hours=2)
+    assert (scan.state, scan.attempts, scan.finished_at) == ("failed", 1, started)
+    assert scan.error == (
+        f"not scanned: {url} redirects to http://169.254.169.254/latest/meta-data/: "
+        "169.254.169.254 is inside denied network 169.254.0.0/16 (probes.denied_networks)"
+    )
+    assert [e for e, _ in server.zap.calls if e != "core/view/version"] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "denied", "said"),
+    [
+        (
+            "http://169.254.169.254/",
+            None,
+            "monitord: not scanned: http://169.254.169.254/: 169.254.169.254 is inside denied "
+            "network 169.254.0.0/16 (probes.denied_networks)\n",
+        ),
+        (
+            "http://localhost:9/app/",
+            ["127.0.0.0/8"],
+            "monitord: not scanned: http://localhost:9/app/: localhost resolves to 127.0.0.1, "
+            "inside denied network 127.0.0.0/8 (probes.denied_networks)\n",
+        ),
+    ],
+)
+def test_asking_to_scan_a_refused_target_says_why_in_one_line_and_queues_nothing(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    denied: list[str] | None,
+    said: str,
+) -> None:
+    from monitord.cli import main
+    from tests.fakeportal import make_service
+
+    catalogue = tmp_path / "c.json"
+    catalogue.write_text(json.dumps({"services": [make_service(42, url=url)]}))
+    config = tmp_path / "monitord.toml"
+    text = f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n'
+    if denied is not None:
+        text += f"[probes]\ndenied_networks = {json.dumps(denied)}\n"
+    config.write_text(text)
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "scan", "svc-0042"]) == 1
+    assert capsys.readouterr().err == said
+    assert main(["--config", str(config), "scan", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+async def test_an_answer_nested_too_deeply_leaves_no_scan_running(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    # json recursed once per level: RecursionError escaped the driver, the pass died and the
+    # scan's row said "running" for ever.
+    scenario = clean_site(BASE)
+    deep = RawAnswer(body=b'{"status": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    scenario.raw_answers = {"spider/view/status": [deep]}
+    server = fake_zap(servers, scenario)
+    add_service(sqlite_store, clock)
+    await scan_pass(sqlite_store, settings_for(server), clock)
+    [scan] = scans(sqlite_store)
+    assert scan.state == "queued" and scan.next_attempt_at > clock()
+    assert scan.error == "ZAP's answer to spider/view/status nests more than 32 levels deep"
+
+
+async def test_an_alerts_page_over_the_answer_cap_fails_the_scan_saying_what_to_change(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    scenario = alert_storm(BASE, total=60)
+    huge = RawAnswer(body=b'{"alerts": []}', padding=3 << 20)
+    scenario.raw_answers = {"core/view/alerts": [huge]}
+    server = fake_zap(servers, scenario)
+    add_service(sqlite_store, clock)
+    await scan_pass(sqlite_store, settings_for(server, max_answer_mb=1), clock)
+    [scan] = scans(sqlite_store)
+    assert (scan.state, scan.finished_at) == ("failed", clock())
+    assert scan.error == (
+        "ZAP's answer to core/view/alerts is larger than zap.max_answer_mb (1 MiB); "
+        "the rest was not read"
+    )
+
+
+async def test_alert_fields_over_the_field_cap_are_left_out_saying_why(
+    store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    long_path = BASE + "a" * 1000 + "/x"
+    alerts = [
+        FakeAlert(
+            "40018", "40018", "SQL Injection", "High", "High", BASE + "q?id=1", "id",
+            evidence="E" * (200 << 10),
+        ),
+        FakeAlert("10020", "10020-1", "Anti-clickjacking", "Medium", "Medium", long_path),
+    ]  # fmt: skip
+    server = fake_zap(servers, Scenario(site_urls=[BASE], alerts=alerts))
+    add_service(store, clock)
+    await scan_pass(store, settings_for(server, max_field_kb=64), clock)
+    [scan] = scans(store)
+    assert (scan.state, scan.high, scan.medium) == ("finished", 1, 1)
+    with store.session() as session:
+        sqli = session.scalars(select(Finding).where(Finding.rule == "zap:40018")).one()
+        assert sqli.evidence["evidence"] == "(left out: 200 KiB, over zap.max_field_kb = 64)"
+        assert sqli.evidence["solution"] == "Fix SQL Injection."
+        # A path longer than the store's subject column: kept apart by a digest, not lost.
+        frame = session.scalars(select(Finding).where(Finding.rule == "zap:10020")).one()
+        assert len(frame.subject) <= 400 and frame.subject.startswith("svc-0001 10020-1 /app/aaa")
+        assert frame.evidence["path"] == "/app/" + "a" * 1000 + "/x"
+
+
+def test_a_report_over_the_size_cap_is_refused_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "report.json"
+    report.write_bytes(_site_report([]) + b" " * (70 << 20))
+    assert _import_cli(tmp_path, report) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(
+        f"\nmonitord: {report} is larger than zap.max_answer_mb (32 MiB): "
+        "not read as a ZAP JSON report\n"
+    )
+
+
+async def test_an_unexpected_error_leaves_no_scan_running_and_the_pass_goes_on(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    # A fault of monitord's own, simulated in the driver: the row said "running" for ever
+    # and the pass died with it.
+    class Faulty(zap.ZapScanner):
+        async def read_alerts(self, base_url: str) -> tuple[list[dict[str, Any]], int]:
+            raise KeyError("alertRef")
+
+    server = fake_zap(servers, alert_storm(BASE, total=60))
+    cfg = settings_for(server)
+    add_service(sqlite_store, clock)
+    report = await scan_pass(sqlite_store, cfg, clock, Faulty(driver_settings(cfg), clock=clock))
+    assert report.ran == ["1"]
+    [scan] = scans(sqlite_store)
+    assert (scan.state, scan.next_attempt_at) == ("queued", clock() + dt.timedelta(minutes=5))
+    assert scan.error == "monitord failed during the scan (KeyError: 'alertRef')"

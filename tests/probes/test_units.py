@@ -9,7 +9,12 @@ import pytest
 
 import probes
 from monitord.errors import RuleError
-from monitord.netguard import DEFAULT_DENIED_NETWORKS, denied_network
+from monitord.netguard import (
+    DEFAULT_DENIED_NETWORKS,
+    DeniedTargetError,
+    denied_network,
+    refuse_denied,
+)
 from monitord.types import ProbeResult
 from probes import availability, compatibility, contract, tls, tlsinfo
 from rules.probe_rules import evaluate, load_rules, parse_rules
@@ -28,11 +33,35 @@ from rules.probe_rules import evaluate, load_rules, parse_rules
         ("127.0.0.1", DEFAULT_DENIED_NETWORKS, None),
         ("127.0.0.1", ("127.0.0.0/8",), "127.0.0.0/8"),
         ("10.1.2.3", ("10.0.0.0/8", "::1/128"), "10.0.0.0/8"),
+        # IPv6 forms that carry an IPv4 address and send their packets to it.
+        ("::169.254.169.254", DEFAULT_DENIED_NETWORKS, "169.254.0.0/16"),  # IPv4-compatible
+        ("64:ff9b::169.254.169.254", DEFAULT_DENIED_NETWORKS, "169.254.0.0/16"),  # NAT64
+        ("64:ff9b::100.100.100.200", DEFAULT_DENIED_NETWORKS, "100.100.100.200/32"),
+        ("64:ff9b:1:0:0:0:a9fe:a9fe", DEFAULT_DENIED_NETWORKS, "169.254.0.0/16"),  # local NAT64
+        ("2002:a9fe:a9fe::1", DEFAULT_DENIED_NETWORKS, "169.254.0.0/16"),  # 6to4
+        ("2001:0:4136:e378:8000:63bf:5601:5601", DEFAULT_DENIED_NETWORKS, "169.254.0.0/16"),
+        ("64:ff9b::58.210.1.1", DEFAULT_DENIED_NETWORKS, None),
+        ("2002:3ad2:101::1", DEFAULT_DENIED_NETWORKS, None),
+        ("::1", DEFAULT_DENIED_NETWORKS, None),
+        ("::", DEFAULT_DENIED_NETWORKS, None),
+        ("64:ff9b::10.0.0.1", ("10.0.0.0/8",), "10.0.0.0/8"),
+        ("64:ff9b::10.0.0.1", ("64:ff9b::/96",), "64:ff9b::/96"),  # the IPv6 network itself
+        ("2400:3200::1", DEFAULT_DENIED_NETWORKS, None),
     ],
 )
 def test_denied_network(address: str, networks: tuple[str, ...], expected: str | None) -> None:
-    """Addresses are matched against the deny list, IPv4-mapped IPv6 as its IPv4 address."""
+    """Addresses are matched against the deny list; an IPv6 address that carries an IPv4 one
+    (mapped, compatible, NAT64, 6to4, Teredo) is also matched as that IPv4 address."""
     assert denied_network(address, networks) == expected
+
+
+def test_a_refusal_names_the_ipv4_address_an_ipv6_one_carries() -> None:
+    with pytest.raises(DeniedTargetError) as refused:
+        refuse_denied("meta.example", ["64:ff9b::a9fe:a9fe"], DEFAULT_DENIED_NETWORKS)
+    assert str(refused.value) == (
+        "refused: meta.example resolves to 64:ff9b::a9fe:a9fe (which carries 169.254.169.254), "
+        "inside denied network 169.254.0.0/16"
+    )
 
 
 def test_registry_is_the_one_list_of_kinds() -> None:

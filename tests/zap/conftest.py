@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+from aiohttp import web
 from zaphelpers import ListLogger, SleepClock
 
 from monitord.fakezap import FakeZapServer, Scenario
@@ -75,3 +76,31 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def web_service() -> AsyncIterator[Callable[[dict[str, tuple[int, str]]], Awaitable[str]]]:
+    """Start a real web service on 127.0.0.1 answering `{path: (status, Location)}`; returns
+    its base URL. A path not listed answers 200; "{port}" in a Location is the service's own
+    port."""
+    runners: list[web.AppRunner] = []
+
+    async def start(answers: dict[str, tuple[int, str]]) -> str:
+        async def handle(request: web.Request) -> web.Response:
+            status, location = answers.get(request.path, (200, ""))
+            port = str(request.url.port)
+            headers = {"Location": location.replace("{port}", port)} if location else {}
+            return web.Response(status=status, headers=headers, text="service")
+
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()

@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import pytest
 from zaphelpers import SERVICE, ListLogger, Recorder, SleepClock
 from zapv2 import ZAPv2
 
-from monitord.fakezap import FakeZapServer, Scenario, alert_storm, clean_site
+from monitord.fakezap import FakeZapServer, RawAnswer, Scenario, alert_storm, clean_site
 from monitord.zap import (
     STEPS,
     ScanState,
     Step,
+    ZapAnswerTooLarge,
     ZapApiError,
     ZapAuthRejected,
+    ZapBadAnswer,
     ZapBusy,
     ZapDeadline,
+    ZapError,
     ZapScanForgotten,
     ZapScanner,
     ZapScanStuck,
     ZapSettings,
+    ZapTargetRefused,
     ZapTimeout,
     ZapUnavailable,
     ZapUrlNotFound,
@@ -33,6 +37,7 @@ from monitord.zap import (
 
 Start = Callable[[Scenario], FakeZapServer]
 Make = Callable[..., ZapScanner]
+WebService = Callable[[dict[str, tuple[int, str]]], Awaitable[str]]
 
 
 def _plain_client(settings: ZapSettings) -> ZAPv2:
@@ -65,7 +70,8 @@ async def test_clean_service(fake_zap: Start, make_scanner: Make) -> None:
     ].index(Step.ACTIVE)
 
     # What ZAP was asked: a fresh session, a context scoped to the service, a spider bounded
-    # and kept in the context, the URL fetched before the active scan, the scan in context.
+    # and kept in the context, the URL fetched (no redirect followed) before the active scan,
+    # the scan in context.
     assert server.calls("core/action/newSession") == [{"name": "monitord-42", "overwrite": "True"}]
     (include,) = server.calls("context/action/includeInContext")
     assert include["contextName"] == "monitord-42"
@@ -74,7 +80,7 @@ async def test_clean_service(fake_zap: Start, make_scanner: Make) -> None:
     assert spider == {"url": SERVICE, "contextName": "monitord-42", "subtreeOnly": "true"}
     (ascan,) = server.calls("ascan/action/scan")
     assert ascan == {"url": SERVICE, "recurse": "true", "contextId": "1"}
-    assert server.calls("core/action/accessUrl") == [{"url": SERVICE}]
+    assert server.calls("core/action/accessUrl") == [{"url": SERVICE, "followRedirects": "false"}]
     order = [e for e, _ in server.zap.calls]
     assert order.index("core/action/accessUrl") < order.index("ascan/action/scan")
     assert order.index("pscan/view/recordsToScan") < order.index("ascan/action/scan")
@@ -88,7 +94,7 @@ async def test_scope_regex_keeps_siblings_out(fake_zap: Start, make_scanner: Mak
     await make_scanner(server).scan(SERVICE, scan_key="1")
     regex = server.calls("context/action/includeInContext")[0]["regex"]
     assert re.fullmatch(regex, SERVICE + "login?x=1")
-    assert not re.fullmatch(regex, "http://svc.test:8081/app-old/")
+    assert not re.fullmatch(regex, SERVICE.removesuffix("/") + "-old/")
     assert not re.fullmatch(regex, "http://evil.test/?u=" + SERVICE)
 
 
@@ -215,8 +221,8 @@ async def test_reconcile_and_resume_after_a_daemon_crash(
     scenario = alert_storm(SERVICE, total=60)
     server = fake_zap(scenario)
 
-    class Crash(Exception):
-        pass
+    class Crash(BaseException):
+        """The process dies (SIGKILL, power): none of monitord's error handling runs."""
 
     saved: list[ScanState] = []
 
@@ -448,3 +454,217 @@ async def test_failure_while_reading_alerts_after_a_timeout(
         await scanner.scan(SERVICE, scan_key="f", on_progress=progress)
     assert server.calls("ascan/action/stop") == [{"scanId": "0"}]
     assert progress.last.status == "failed" and progress.last.retryable is True
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ("", "not scanned: the service has no URL to scan"),
+        ("file:///etc/passwd", "not scanned: file:///etc/passwd is not an http(s) URL"),
+        ("javascript:alert(1)", "not scanned: javascript:alert(1) is not an http(s) URL"),
+        ("http:///app/", "not scanned: http:///app/ has no host"),
+        ("http://a.gov.cn:99999/", "not scanned: http://a.gov.cn:99999/ is not a valid URL"),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "not scanned: http://169.254.169.254/latest/meta-data/: 169.254.169.254 is inside "
+            "denied network 169.254.0.0/16 (probes.denied_networks)",
+        ),
+        ("http://100.100.100.200/", "inside denied network 100.100.100.200/32"),
+        ("http://[::ffff:169.254.169.254]/", "inside denied network 169.254.0.0/16"),
+        ("http://[64:ff9b::a9fe:a9fe]/", "inside denied network 169.254.0.0/16"),
+        ("http://[2002:a9fe:a9fe::1]/", "inside denied network 169.254.0.0/16"),
+        # The system resolver reads this name as 169.254.169.254, as ZAP's host may.
+        ("http://0xa9fea9fe/", "0xa9fea9fe resolves to 169.254.169.254, inside denied network"),
+    ],
+)
+async def test_a_target_zap_must_not_scan_never_reaches_zap(
+    fake_zap: Start, make_scanner: Make, target: str, said: str
+) -> None:
+    server = fake_zap(clean_site(SERVICE))
+    progress = Recorder()
+    with pytest.raises(ZapTargetRefused) as refused:
+        await make_scanner(server).scan(target, scan_key="m", on_progress=progress)
+    assert said in str(refused.value)
+    assert not refused.value.retryable
+    assert server.zap.calls == []  # ZAP never heard of it
+    assert progress.last.status == "failed" and progress.last.retryable is False
+    assert progress.last.message == str(refused.value)
+
+
+async def test_a_name_resolving_into_a_denied_network_is_refused(
+    fake_zap: Start, make_scanner: Make
+) -> None:
+    server = fake_zap(clean_site(SERVICE))
+    scanner = make_scanner(server, denied_networks=("127.0.0.0/8",))
+    with pytest.raises(ZapTargetRefused) as refused:
+        await scanner.scan("http://localhost:9/app/", scan_key="n")
+    assert str(refused.value) == (
+        "not scanned: http://localhost:9/app/: localhost resolves to 127.0.0.1, "
+        "inside denied network 127.0.0.0/8 (probes.denied_networks)"
+    )
+    assert server.zap.calls == []
+
+
+@pytest.mark.parametrize(
+    ("answers", "said"),
+    [
+        (
+            {"/app/": (302, "http://169.254.169.254/latest/meta-data/")},
+            "redirects to http://169.254.169.254/latest/meta-data/: 169.254.169.254 is inside "
+            "denied network 169.254.0.0/16 (probes.denied_networks)",
+        ),
+        (
+            # A relative redirect first, then one to the metadata address over NAT64.
+            {"/app/": (301, "../login"), "/login": (307, "http://[64:ff9b::a9fe:a9fe]/x")},
+            "redirects to http://[64:ff9b::a9fe:a9fe]/x: 64:ff9b::a9fe:a9fe is inside denied "
+            "network 169.254.0.0/16 (probes.denied_networks)",
+        ),
+        (
+            # Three hops, one through a name: each is followed and checked.
+            {
+                "/app/": (302, "/app/login"),
+                "/app/login": (303, "http://localhost:{port}/home"),
+                "/home": (308, "http://100.100.100.200/"),
+            },
+            "redirects to http://100.100.100.200/: 100.100.100.200 is inside denied network "
+            "100.100.100.200/32 (probes.denied_networks)",
+        ),
+        (
+            {"/app/": (302, "http://0xa9fea9fe/")},
+            "redirects to http://0xa9fea9fe/: 0xa9fea9fe resolves to 169.254.169.254, inside "
+            "denied network 169.254.0.0/16 (probes.denied_networks)",
+        ),
+    ],
+)
+async def test_a_service_redirecting_into_a_denied_network_is_refused(
+    fake_zap: Start,
+    make_scanner: Make,
+    web_service: WebService,
+    answers: dict[str, tuple[int, str]],
+    said: str,
+) -> None:
+    base = await web_service(answers)
+    server = fake_zap(clean_site(base + "/app/"))
+    with pytest.raises(ZapTargetRefused) as refused:
+        await make_scanner(server).scan(base + "/app/", scan_key="r")
+    assert str(refused.value) == f"not scanned: {base}/app/ {said}"
+    assert server.zap.calls == []
+
+
+async def test_a_service_redirecting_to_itself_is_scanned(
+    fake_zap: Start, make_scanner: Make, web_service: WebService, logs: ListLogger
+) -> None:
+    base = await web_service(
+        {"/app/": (302, "/app/login"), "/app/login": (303, "http://localhost:{port}/home")}
+    )
+    server = fake_zap(clean_site(base + "/app/"))
+    outcome = await make_scanner(server).scan(base + "/app/", scan_key="s")
+    assert outcome.state.status == "finished" and outcome.state.message is None
+    assert not any("redirect" in line for line in logs.lines)
+
+
+async def test_a_service_whose_name_does_not_resolve_waits(
+    fake_zap: Start, make_scanner: Make
+) -> None:
+    server = fake_zap(clean_site(SERVICE))
+    with pytest.raises(ZapError) as caught:
+        await make_scanner(server, call_timeout_s=2.0).scan(
+            "https://nowhere.invalid/app/", scan_key="u"
+        )
+    assert caught.value.retryable
+    assert str(caught.value).startswith(
+        "cannot check https://nowhere.invalid/app/ against probes.denied_networks: "
+        "nowhere.invalid does not resolve ("
+    )
+    assert server.zap.calls == []
+
+
+async def test_an_answer_over_the_size_cap_is_refused_unread_in_bounded_memory(
+    fake_zap: Start, make_scanner: Make
+) -> None:
+    import tracemalloc
+
+    # 64 MiB of valid JSON, streamed without a Content-Length: read whole, it took ~8x that.
+    scenario = clean_site(SERVICE)
+    padded = RawAnswer(body=b'{"version": "2.15.0"}', padding=64 << 20)
+    scenario.raw_answers = {"core/view/version": [padded]}
+    server = fake_zap(scenario)
+    scanner = make_scanner(server, max_answer_bytes=1 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ZapAnswerTooLarge) as caught:
+            await scanner.version()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+    assert not caught.value.retryable
+    assert str(caught.value) == (
+        "ZAP's answer to core/view/version is larger than zap.max_answer_mb (1 MiB); "
+        "the rest was not read"
+    )
+
+
+async def test_an_answer_declaring_a_size_over_the_cap_is_not_read_at_all(
+    fake_zap: Start, make_scanner: Make
+) -> None:
+    scenario = clean_site(SERVICE)
+    scenario.raw_answers = {"core/view/version": [RawAnswer(body=b" " * (2 << 20) + b"{}")]}
+    server = fake_zap(scenario)
+    with pytest.raises(ZapAnswerTooLarge) as caught:
+        await make_scanner(server, max_answer_bytes=1 << 20).version()
+    assert str(caught.value) == (
+        "ZAP's answer to core/view/version is larger than zap.max_answer_mb (1 MiB); "
+        "it was not read"
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"version": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"version": ' + b"[" * 100_000,  # never closed: json recursed all the same
+        b'{"version": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001,
+    ],
+)
+async def test_an_answer_nested_too_deeply_is_a_bad_answer(
+    fake_zap: Start, make_scanner: Make, body: bytes
+) -> None:
+    scenario = clean_site(SERVICE)
+    scenario.raw_answers = {"core/view/version": [RawAnswer(body=body)]}
+    server = fake_zap(scenario)
+    with pytest.raises(ZapBadAnswer) as caught:
+        await make_scanner(server).version()
+    assert str(caught.value) == "ZAP's answer to core/view/version nests more than 32 levels deep"
+
+
+@pytest.mark.parametrize(
+    ("text", "deep"),
+    [
+        (b'{"a": [1, {"b": [2, 3]}], "c": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', False),
+        (b'"\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\\\"', False),
+        (b"[" * 32 + b"]" * 32, False),
+        (b"[" * 33 + b"]" * 33, True),
+        (b"[]" * 10_000, False),
+        (b"[" * 33 + b"1" + b"]" * 32, True),
+        (b"]" * 40 + b"[" * 3, False),  # unpaired, not deep: json.loads says where
+    ],
+)
+def test_json_nesting(text: bytes, deep: bool) -> None:
+    from monitord.zap import json_nesting_problem
+
+    assert (json_nesting_problem(text, 32) is not None) == deep
+
+
+async def test_an_unexpected_error_stops_the_scan_in_zap(
+    fake_zap: Start, make_scanner: Make
+) -> None:
+    server = fake_zap(clean_site(SERVICE))
+
+    async def store_fails(state: ScanState) -> None:
+        if state.active_scan_id is not None:
+            raise RuntimeError("database is locked")
+
+    with pytest.raises(RuntimeError):
+        await make_scanner(server).scan(SERVICE, scan_key="e", on_progress=store_fails)
+    assert server.calls("ascan/action/stop") == [{"scanId": "0"}]

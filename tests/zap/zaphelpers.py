@@ -8,8 +8,9 @@ import datetime as dt
 from monitord.timeutil import UTC
 from monitord.zap import ScanState
 
-SERVICE = "http://svc.test:8081/app/"
-"""The scanned service. The fake ZAP never connects to it; its sites tree is the scenario's."""
+SERVICE = "http://127.0.0.1:9/app/"
+"""The scanned service. The fake ZAP never connects to it; its sites tree is the scenario's.
+monitord's own check before a scan finds nothing listening there, and lets the scan go on."""
 
 
 class SleepClock:
