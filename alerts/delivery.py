@@ -26,6 +26,7 @@ from loguru import logger
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from alerts import pacing
 from alerts.routing import (
     Channel,
     Refusal,
@@ -37,6 +38,7 @@ from alerts.routing import (
 from alerts.templates import (
     Message,
     catalogue_text,
+    render_digest,
     render_incident,
     render_notification,
     render_storm,
@@ -400,8 +402,96 @@ def _claim_next(
         return None if claimed is None else session.get(OutboxAlert, claimed)
 
 
+def _per_minute(settings: Settings, channel: Channel) -> int | None:
+    """The rate of a paced chat channel (alerts.rate_per_minute by scheme), None if unpaced."""
+    return settings.alerts.rate_per_minute.get(urlsplit(channel.url).scheme.lower())
+
+
+def _same_channel(channel: Channel) -> ColumnElement[bool]:
+    # Every copy's key ends in its channel's identity (the hash of where it goes).
+    return OutboxAlert.idempotency_key.endswith(f"#{channel.ident}")
+
+
+def _sent_times(session: Session, channel: Channel, now: dt.datetime) -> list[dt.datetime]:
+    """When the channel was sent a message in the last pacing window (a digest counts once)."""
+    rows = session.execute(
+        select(OutboxAlert.delivered_at, OutboxAlert.sent_in).where(
+            OutboxAlert.parent_id.is_not(None),
+            OutboxAlert.state == "delivered",
+            OutboxAlert.delivered_at > now - pacing.WINDOW,
+            _same_channel(channel),
+        )
+    ).all()
+    singles = [at for at, digest in rows if digest is None and at is not None]
+    digests = {digest: at for at, digest in rows if digest is not None and at is not None}
+    return singles + list(digests.values())
+
+
+def _paced_batch(
+    store: Store, alert: OutboxAlert, channel: Channel, per_minute: int, now: dt.datetime
+) -> list[OutboxAlert]:
+    """The copies the next message to a paced channel carries: the claimed one alone, or with
+    more of the channel's due copies (claimed too) as a digest; none when the minute is full
+    (the claimed copy is then put back until the channel has room)."""
+    with store.session() as session:
+        sent = _sent_times(session, channel, now)
+        due = [*_due(OutboxAlert, now, None, None), _same_channel(channel)]
+        backlog = 1 + int(
+            session.scalar(
+                select(func.count())
+                .select_from(OutboxAlert)
+                .where(*due, OutboxAlert.id != alert.id)
+            )
+            or 0
+        )
+        size = pacing.batch_size(backlog, pacing.room(sent, per_minute, now))
+        if size == 0:
+            session.execute(
+                update(OutboxAlert)
+                .where(OutboxAlert.id == alert.id)
+                .values(
+                    state="pending",
+                    claimed_by=None,
+                    claimed_until=None,
+                    next_attempt_at=pacing.room_again(sent, per_minute, now),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return []
+        if size == 1:
+            return [alert]
+        candidate = aliased(OutboxAlert)
+        more = (
+            select(candidate.id)
+            .where(
+                *_due(candidate, now, None, None),
+                candidate.idempotency_key.endswith(f"#{channel.ident}"),
+                candidate.id != alert.id,
+            )
+            .order_by(candidate.id)
+            .limit(size - 1)
+            .with_for_update(skip_locked=True)
+        )
+        claimed = session.scalars(
+            update(OutboxAlert)
+            .where(OutboxAlert.id.in_(more), *_due(OutboxAlert, now, None, None))
+            .values(state="sending", claimed_by=claimant(), claimed_until=now + CLAIM_LEASE)
+            .returning(OutboxAlert.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        others = session.scalars(
+            select(OutboxAlert).where(OutboxAlert.id.in_(claimed)).order_by(OutboxAlert.id)
+        ).all()
+        return [alert, *others]
+
+
 def _record(
-    store: Store, alert_id: int, error: str | None, now: dt.datetime, settings: Settings
+    store: Store,
+    alert_id: int,
+    error: str | None,
+    now: dt.datetime,
+    settings: Settings,
+    sent_in: str | None = None,
 ) -> None:
     with store.session() as session:
         row = session.get(OutboxAlert, alert_id)
@@ -412,6 +502,7 @@ def _record(
         if error is None:
             row.state = "delivered"
             row.delivered_at = now
+            row.sent_in = sent_in
             row.last_error = None
             if row.kind in NOTIFICATION_KINDS and row.incident_id is not None:
                 # The management unit has it: this, not the submission, meets the deadline.
@@ -451,18 +542,34 @@ async def deliver_due(
         channel = await asyncio.to_thread(_channel_of, store, settings, alert.id)
         if channel is None:
             continue
+        batch = [alert]
+        per_minute = _per_minute(settings, channel)
+        if per_minute is not None:
+            batch = await asyncio.to_thread(
+                _paced_batch, store, alert, channel, per_minute, clock()
+            )
+            if not batch:
+                continue  # the channel's minute is full: it goes when there is room
+        key = alert.idempotency_key if len(batch) == 1 else f"digest:{alert.idempotency_key}"
+        message = (
+            Message(alert.title, alert.body)
+            if len(batch) == 1
+            else render_digest([Message(a.title, a.body) for a in batch], key)
+        )
         error = await refused_target(channel, settings.probes.denied_networks)
         if error is None:
-            error = await send(channel, Message(alert.title, alert.body), alert.idempotency_key)
-        await asyncio.to_thread(_record, store, alert.id, error, clock(), settings)
+            error = await send(channel, message, key)
+        sent_in = key if len(batch) > 1 else None
+        for copy in batch:
+            await asyncio.to_thread(_record, store, copy.id, error, clock(), settings, sent_in)
         if error is None:
-            delivered += 1
-            logger.info("alert {} delivered to {}", alert.idempotency_key, channel_label(channel))
+            delivered += len(batch)
+            logger.info("alert {} delivered to {}", key, channel_label(channel))
         else:
-            failed += 1
+            failed += len(batch)
             logger.warning(
                 "alert {} to {} failed (attempt {}): {}",
-                alert.idempotency_key,
+                key,
                 channel_label(channel),
                 alert.attempts + 1,
                 mask_urls(one_line(error)),

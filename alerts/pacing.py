@@ -2,49 +2,39 @@
 
 DingTalk's custom robot takes 20 messages a minute and then blocks the robot for ten minutes;
 WeCom's group robot takes 20 a minute; Feishu's custom bot 100 a minute. A storm of alerts sent
-one by one would silence the channel exactly when it matters. So each pass plans, per channel:
-as many single messages as the minute still allows, and, when more are due than that, the rest
-folded into one digest message that lists them all. Nothing is dropped, and nothing waits longer
-than the pacing window for room.
+one by one would silence the channel exactly when it matters. So while more alerts are due for a
+channel than its minute has room for, each message carries several of them (a digest listing
+each in full); when the minute is full, the rest wait for room. Nothing is dropped, and nothing
+waits longer than the pacing window. The rates are `[alerts] rate_per_minute`, by URL scheme.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 WINDOW = dt.timedelta(minutes=1)
-DEFAULT_PER_MINUTE: dict[str, int] = {"dingtalk": 20, "wecombot": 20, "feishu": 100}
-"""Messages a minute each chat service takes from one robot, by apprise URL scheme."""
+DIGEST_MAX = 8
+"""Alerts one digest carries at most: DingTalk takes 20,000 bytes a message."""
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What to send to one channel in this pass."""
-
-    singles: list[int] = field(default_factory=list)
-    """Outbox row ids to send one message each, in this order."""
-    digest: list[int] = field(default_factory=list)
-    """Outbox row ids to fold into one message (never a single row)."""
-    wait_until: dt.datetime | None = None
-    """When the channel has room again, for the rows this pass cannot send."""
+def room(sent: Sequence[dt.datetime], per_minute: int, now: dt.datetime) -> int:
+    """How many more messages the channel takes in the minute up to now."""
+    return per_minute - sum(1 for t in sent if now - t < WINDOW)
 
 
-def plan(
-    due: Sequence[int], sent: Sequence[dt.datetime], per_minute: int | None, now: dt.datetime
-) -> Plan:
-    """Plan one pass for a channel: `due` row ids (most urgent first), the times of the
-    messages it was sent in the last minute, and its rate (None: no limit)."""
-    if per_minute is None or not due:
-        return Plan(singles=list(due))
+def room_again(sent: Sequence[dt.datetime], per_minute: int, now: dt.datetime) -> dt.datetime:
+    """When a full channel has room again: the oldest of its last `per_minute` messages
+    leaves the window."""
     recent = sorted(t for t in sent if now - t < WINDOW)
-    room = per_minute - len(recent)
-    if room <= 0:
-        return Plan(wait_until=recent[-per_minute] + WINDOW if recent else now)
-    if len(due) <= room:
-        return Plan(singles=list(due))
-    if room == 1:
-        return Plan(digest=list(due))
-    # room - 1 messages one by one, the last message of the minute a digest of the rest
-    return Plan(singles=list(due[: room - 1]), digest=list(due[room - 1 :]))
+    return recent[-per_minute] + WINDOW if len(recent) >= per_minute else now
+
+
+def batch_size(backlog: int, room_left: int) -> int:
+    """How many due alerts the next message to a paced channel carries: one each while the
+    minute has room for all of them, else a digest of up to DIGEST_MAX (0: wait for room)."""
+    if room_left <= 0:
+        return 0
+    if backlog <= room_left:
+        return 1
+    return min(backlog, DIGEST_MAX)

@@ -203,3 +203,13 @@ def render_storm(payload: dict[str, Any], services: dict[str, str], key: str) ->
             f"编号 {key}"
         ),
     )
+
+
+def render_digest(messages: list[Message], key: str) -> Message:
+    """Several alerts in one message, each in full with its own key, for a chat channel that
+    takes no more messages this minute (alerts.pacing)."""
+    parts = [f"{n}. {m.title}\n{m.body}" for n, m in enumerate(messages, 1)]
+    return Message(
+        title=f"【告警汇总】{len(messages)} 条告警（渠道限速，合并发送）",
+        body="\n\n".join([*parts, f"编号 {key}"]),
+    )

@@ -492,6 +492,11 @@ class AlertSettings(_Section):
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     storm_threshold: int = Field(default=10, ge=2)
     """This many availability incidents opening together become one grouped alert."""
+    rate_per_minute: dict[str, Annotated[int, Field(gt=0, le=10_000)]] = Field(
+        default_factory=lambda: {"dingtalk": 20, "wecombot": 20, "feishu": 100}
+    )
+    """Messages a minute one channel of a scheme takes (DingTalk's and WeCom's robots 20, then
+    they block; Feishu's 100). Past it, alerts are folded into digests, never dropped."""
     undelivered_minutes: int = Field(default=10, gt=0, le=NOTIFY_WITHIN_MINUTES)
     """A 7.3.3 notification no management channel confirmed within this many minutes alerts
     on-call and the top of the escalation chain to phone it in."""

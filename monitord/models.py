@@ -291,6 +291,8 @@ class OutboxAlert(Base):
     """Who is sending this copy (host:pid:run) while its state is sending."""
     claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     """When the claim lapses: a copy still sending then is taken over (its sender died)."""
+    sent_in: Mapped[str | None] = mapped_column(String(200))
+    """The key of the digest message that carried this copy to a paced chat channel."""
 
 
 class AuditEntry(Base):

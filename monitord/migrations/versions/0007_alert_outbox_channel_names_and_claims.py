@@ -23,6 +23,8 @@ def upgrade() -> None:
     with op.batch_alter_table("alert_outbox", schema=None) as batch_op:
         batch_op.add_column(sa.Column("claimed_by", sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column("claimed_until", sa.DateTime(), nullable=True))
+        # A paced chat channel gets several alerts in one digest message: its key.
+        batch_op.add_column(sa.Column("sent_in", sa.String(length=200), nullable=True))
     # An alert whose audience had no channel was marked "nobody" and never retried; it now
     # waits, pending, until a channel is configured.
     op.execute(sa.text("update alert_outbox set state = 'pending' where state = 'nobody'"))
@@ -47,5 +49,6 @@ def downgrade() -> None:
     # are not restored: the secrets they held are gone for good). A copy being sent is pending.
     op.execute(sa.text("update alert_outbox set state = 'pending' where state = 'sending'"))
     with op.batch_alter_table("alert_outbox", schema=None) as batch_op:
+        batch_op.drop_column("sent_in")
         batch_op.drop_column("claimed_until")
         batch_op.drop_column("claimed_by")
