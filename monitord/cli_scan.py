@@ -9,7 +9,7 @@ from typing import Any
 from monitord.cli_common import actor, app_for, print_json
 from monitord.errors import UsageError
 from monitord.textable import format_table
-from monitord.timeutil import SHANGHAI
+from monitord.timeutil import SHANGHAI, local_text, parse_time
 from monitord.types import SEVERITIES
 
 # sqlalchemy, the models, the scan logic and the ZAP client are imported by each handler:
@@ -82,15 +82,15 @@ def _status(args: argparse.Namespace) -> int:
             r["service_id"],
             r["trigger"],
             r["state"],
+            local_text(parse_time(r["finished_at"] or r["started_at"] or r["queued_at"])),
             f"{r['step'] or '-'} {r['percent'] or ''}".strip(),
             f"{r['high']}/{r['medium']}",
             r["error"] or "",
         ]
         for r in rows
     ]
-    print(
-        format_table(["ID", "SERVICE", "TRIGGER", "STATE", "STEP", "HIGH/MED", "ERROR"], table, 70)
-    )
+    headers = ["ID", "SERVICE", "TRIGGER", "STATE", "SINCE (CST)", "STEP", "HIGH/MED", "ERROR"]
+    print(format_table(headers, table, 70))
     return 0
 
 
@@ -203,7 +203,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
         return 0
     print(
         format_table(
-            ["ID", "SEV", "STATE", "CLAUSE", "SERVICE", "RULE", "SUMMARY"],
+            ["ID", "SEV", "STATE", "CLAUSE", "SERVICE", "RULE", "LAST SEEN (CST)", "SUMMARY"],
             [
                 [
                     str(r["id"]),
@@ -212,6 +212,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
                     r["clause"],
                     r["service_id"] or "-",
                     r["rule"],
+                    local_text(parse_time(r["last_seen"])),
                     r["summary"],
                 ]
                 for r in rows

@@ -751,3 +751,27 @@ async def test_an_unexpected_error_leaves_no_scan_running_and_the_pass_goes_on(
     [scan] = scans(sqlite_store)
     assert (scan.state, scan.next_attempt_at) == ("queued", clock() + dt.timedelta(minutes=5))
     assert scan.error == "monitord failed during the scan (KeyError: 'alertRef')"
+
+
+def test_the_scan_and_findings_tables_show_times_in_asia_shanghai(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitord.cli import main
+    from monitord.timeutil import local_text
+    from tests.fakeportal import make_service
+
+    catalogue = tmp_path / "c.json"
+    catalogue.write_text(json.dumps({"services": [make_service(42)]}))
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n')
+    report = Path(__file__).parent / "zap" / "data" / "zap-traditional-report.json"
+    main(["--config", str(config), "sync", "--file", str(catalogue)])
+    main(["--config", str(config), "scan", "import", str(report), "--service", "svc-0042"])
+    capsys.readouterr()
+    main(["--config", str(config), "findings"])
+    table = capsys.readouterr().out
+    main(["--config", str(config), "scan", "status"])
+    scans = capsys.readouterr().out
+    now = local_text(dt.datetime.now(dt.UTC))[:13]  # to the hour, in case a minute turns
+    assert "LAST SEEN (CST)" in table and now in table
+    assert "SINCE (CST)" in scans and now in scans
