@@ -20,6 +20,8 @@ SECRET_PARAMS = re.compile(
 # A path segment that looks like a token: 16+ characters of letters, digits, - and _ with at
 # least one digit (webhook keys, bot tokens), or a hex string of 32+ characters.
 _TOKEN_SEGMENT = re.compile(r"(?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{16,}|[0-9a-fA-F]{32,}")
+_PASSWORD = re.compile(r"(?<=://)([^/@:]*):[^/]*@")
+"""The password of a URL's userinfo, up to its last @, for URLs urlsplit refuses (a bad port)."""
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 """C0 and C1 controls (ESC, CR, backspace...) but tab and newline, line and paragraph separators,
@@ -52,7 +54,8 @@ def mask_url(url: str) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        return _TOKEN_SEGMENT.sub(MASK, url)
+        # A URL with a bad port is still a URL with a password (a config error echoes it).
+        return _TOKEN_SEGMENT.sub(MASK, _PASSWORD.sub(rf"\1:{MASK}@", url))
     if not parts.scheme or "://" not in url:
         return _TOKEN_SEGMENT.sub(MASK, url)
     netloc = parts.hostname or ""

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from monitord.errors import StoreError
 from monitord.models import AuditEntry
+from monitord.redact import mask_url, mask_urls
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -42,6 +43,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _reason(exc: SQLAlchemyError) -> str:
+    """The first line of what the database said, URLs masked: "OperationalError: …"."""
+    said = str(getattr(exc, "orig", None) or exc).splitlines()
+    return f"{exc.__class__.__name__}: {mask_urls(said[0] if said else '')}"
+
+
 class Store:
     """The database monitord writes everything to, and the sessions to reach it."""
 
@@ -54,8 +61,8 @@ class Store:
 
     @property
     def display_url(self) -> str:
-        """The URL with any password hidden, for logs and messages."""
-        return self.url.render_as_string(hide_password=True)
+        """The URL with its password and secret-looking parts masked, for logs and messages."""
+        return mask_url(self.url.render_as_string(hide_password=False))
 
     def migrate(self) -> None:
         """Bring the schema to the newest version, keeping every row. Safe to run every start."""
@@ -67,8 +74,7 @@ class Store:
                 command.upgrade(cfg, "head")
         except SQLAlchemyError as exc:
             raise StoreError(
-                f"cannot open or migrate the store at {self.display_url}: {exc.__class__.__name__}:"
-                f" {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}"
+                f"cannot open or migrate the store at {self.display_url}: {_reason(exc)}"
             ) from None
 
     @contextmanager
