@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import io
 import json
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from monitord.config import Settings, load_config
 from monitord.errors import ConfigError, UsageError
+from monitord.redact import escaped
 
 if TYPE_CHECKING:
     from monitord.app import App
@@ -77,3 +82,44 @@ def actor(args: argparse.Namespace) -> str:
 def print_json(value: Any) -> None:
     """Print a JSON document for people and scripts alike (Chinese text kept readable)."""
     print(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+class _EscapedOutput(io.TextIOBase):
+    """A text stream writing to another with control characters escaped (redact.escaped)."""
+
+    def __init__(self, inner: TextIO) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def write(self, text: str) -> int:
+        """Write text, its control characters escaped; returns len(text) as a stream does."""
+        self.inner.write(escaped(text))
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the stream underneath."""
+        self.inner.flush()
+
+    def fileno(self) -> int:
+        """The file descriptor of the stream underneath."""
+        return self.inner.fileno()
+
+    def isatty(self) -> bool:
+        """Whether the stream underneath is a terminal."""
+        return self.inner.isatty()
+
+
+@contextmanager
+def escaped_stdout() -> Iterator[None]:
+    """Within it, everything a command prints to stdout has its control characters escaped.
+
+    Commands print what service providers wrote in the catalogue (names, contacts, summaries)
+    and what servers answered: an escape sequence in it must not clear the screen or reorder
+    the text a person reads. One place for every command, tables, lines and JSON alike.
+    """
+    real = sys.stdout
+    sys.stdout = _EscapedOutput(real)
+    try:
+        yield
+    finally:
+        sys.stdout = real

@@ -94,6 +94,15 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], text)
 
 
+def escaped(text: str) -> str:
+    """text with the control characters `printable` finds written as \\uXXXX instead.
+
+    The same escape reads right in plain text and is valid inside a JSON string: for a
+    command's output, which may be either.
+    """
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+
+
 def one_line(text: str) -> str:
     """text as one printable line: controls escaped as `printable` does, newlines and tabs too."""
     return printable(text).replace("\n", "\\n").replace("\t", "\\t")
