@@ -20,6 +20,7 @@ from monitord.cli_common import (
     open_app,
     positive_int,
     print_json,
+    private_files,
     settings_for,
 )
 from monitord.cli_incidents import add_incident_commands
@@ -218,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         setup_logging(LoggingSettings(), to_file=False)
     try:
-        with escaped_stdout():
+        with private_files(), escaped_stdout():
             status = handler(args)
             # Flushed here, not at exit, so that a full disk is reported below, not a traceback.
             sys.stdout.flush()

@@ -110,6 +110,24 @@ class _EscapedOutput(io.TextIOBase):
 
 
 @contextmanager
+def private_files() -> Iterator[None]:
+    """Within it, the files monitord creates (the store, its -wal and -shm, the log and its
+    rotations) are readable by their owner only, unless the umask already keeps others out.
+
+    The store holds webhook tokens. A shell's umask (022) made them readable by every user;
+    a umask that already denies others (systemd's UMask=0027 in deploy/monitord.service, which
+    lets the monitord group read) was chosen on purpose and is kept.
+    """
+    previous = os.umask(0o077)
+    if previous & 0o007 == 0o007:
+        os.umask(previous)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@contextmanager
 def escaped_stdout() -> Iterator[None]:
     """Within it, everything a command prints to stdout has its control characters escaped.
 

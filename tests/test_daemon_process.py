@@ -73,7 +73,10 @@ async def no_daemon_left_behind() -> AsyncIterator[None]:
             await process.wait()
 
 
-async def start_daemon(config: Path, env_extra: dict[str, str] | None = None) -> DaemonProcess:
+async def start_daemon(
+    config: Path, env_extra: dict[str, str] | None = None, umask: int = 0o022
+) -> DaemonProcess:
+    """`monitord run` as a process, started as a shell would (umask 022 unless told)."""
     env = dict(os.environ, MONITORD_PORTAL_TOKEN=TOKEN, **(env_extra or {}))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -85,6 +88,7 @@ async def start_daemon(config: Path, env_extra: dict[str, str] | None = None) ->
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        preexec_fn=lambda: os.umask(umask),
     )
     STARTED.append(process)
     return DaemonProcess(process)
@@ -311,3 +315,27 @@ follow_interval_seconds = 0.2
     assert daemon.process.returncode == 0, daemon.stderr
     assert requests() == {"09": 200, "11": 101}
     store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("umask", "mode"),
+    [(0o022, 0o600), (0o027, 0o640)],
+    ids=["a shell's umask: owner only", "the unit's UMask=0027: the group reads"],
+)
+async def test_the_store_and_the_log_are_not_readable_by_other_users(
+    tmp_path: Path, portal: FakePortal, umask: int, mode: int
+) -> None:
+    # Outside systemd the store (which holds webhook tokens) and the log were created 0644.
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url)
+    daemon = await start_daemon(config, umask=umask)
+    log = tmp_path / "monitord.log.jsonl"
+    # The daemon creates the store, not this test: opening it first would create it here.
+    await wait_for(lambda: log.exists() and "monitord running" in log.read_text(), "the start")
+    store = store_of(config)
+    await wait_for(lambda: len(sync_rows(store)) > 0, "a sync")
+    files = ["monitord.db", "monitord.db-wal", "monitord.db-shm", "monitord.log.jsonl"]
+    modes = {name: (tmp_path / name).stat().st_mode & 0o777 for name in files}
+    await daemon.stop()
+    store.dispose()
+    assert modes == dict.fromkeys(files, mode)
