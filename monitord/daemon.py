@@ -17,7 +17,7 @@ from loguru import logger
 
 from monitord import sdnotify
 from monitord.app import App
-from monitord.config import Settings, load_config
+from monitord.config import Settings, check_daemon_secrets, load_config
 from monitord.errors import ConfigError
 from monitord.jobs import JOBS, Job
 from monitord.logwork import reader_warning
@@ -84,9 +84,13 @@ class Daemon:
             self._stop.set()
 
     def reload(self) -> None:
-        """Re-read the config file; a bad one is refused and the running config kept."""
+        """Re-read the config file; a bad one is refused and the running config kept.
+
+        The new config passes the same checks as at start (check_daemon_secrets included).
+        """
         try:
             new = load_config(self.config_path)
+            check_daemon_secrets(new)
         except ConfigError as exc:
             logger.error("reload refused, keeping the running config: {}", exc)
             return

@@ -184,6 +184,36 @@ async def test_sighup_with_a_bad_config_keeps_the_running_one(
     store.dispose()
 
 
+async def test_sighup_refuses_what_the_start_refuses_an_smtp_url_without_its_password(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    # A reload skipped the start's secrets check: every e-mail alert then failed at delivery
+    # and was retried for ever.
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url)
+    daemon = await start_daemon(config, {"MONITORD_SMTP_PASSWORD": ""})
+    store = store_of(config)
+    await wait_for(lambda: len(sync_rows(store)) > 0, "a sync")
+    with config.open("a", encoding="utf-8") as handle:
+        handle.write(
+            '[alerts]\nmanagement = ["mailto://ops:{smtp_password}@smtp.example.gov.cn"]\n'
+        )
+    daemon.process.send_signal(signal.SIGHUP)
+    count = len(sync_rows(store, 1000))
+    await wait_for(lambda: len(sync_rows(store, 1000)) > count + 1, "syncs after the reload")
+    await daemon.stop()
+    store.dispose()
+    assert daemon.process.returncode == 0
+    [refused] = [line for line in daemon.stderr.splitlines() if "reload refused" in line]
+    assert refused.endswith(
+        "reload refused, keeping the running config: "
+        f"{config}: alerts.management[0] uses {{smtp_password}}, but no SMTP password is set: "
+        "set MONITORD_SMTP_PASSWORD in the environment or name a file with "
+        "alerts.smtp_password_file"
+    )
+    assert "config reloaded" not in daemon.stderr
+
+
 async def test_daemon_tells_systemd_it_is_ready(tmp_path: Path, portal: FakePortal) -> None:
     config = tmp_path / "monitord.toml"
     write_config(config, portal.url)
