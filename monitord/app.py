@@ -33,6 +33,10 @@ class App:
         self.store.dispose()
 
 
-def build_app(settings: Settings, clock: Clock = system_clock) -> App:
-    """Open the store (applying migrations) and assemble the App."""
-    return App(settings=settings, store=open_store(settings.store.url), clock=clock)
+def build_app(settings: Settings, clock: Clock = system_clock, for_daemon: bool = False) -> App:
+    """Open the store (applying migrations) and assemble the App.
+
+    for_daemon: the store is opened for `monitord run` (see open_store).
+    """
+    store = open_store(settings.store.url, for_daemon=for_daemon)
+    return App(settings=settings, store=store, clock=clock)

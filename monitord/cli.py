@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{settings.source}: logging.file = {json.dumps(settings.logging.file)}: cannot "
             f"write {exc.filename} ({exc.strerror})"
         ) from None
-    app = open_app(settings)
+    app = open_app(settings, for_daemon=True)
     return aio.run(Daemon(app, config_path(args)).run())
 
 

@@ -40,8 +40,8 @@ def settings_for(args: argparse.Namespace) -> Settings:
     return load_config(config_path(args))
 
 
-def open_app(settings: Settings) -> App:
-    """The App for settings, the store opened and migrated.
+def open_app(settings: Settings, for_daemon: bool = False) -> App:
+    """The App for settings, the store opened and migrated (for the daemon: see open_store).
 
     Raises ConfigError naming store.url when the store's folder cannot be created.
     """
@@ -49,7 +49,7 @@ def open_app(settings: Settings) -> App:
     from monitord.app import build_app
 
     try:
-        return build_app(settings)
+        return build_app(settings, for_daemon=for_daemon)
     except OSError as exc:
         # The SQLite file's folder is made on first use; a path under /proc or a read-only
         # mount fails there, before SQLite could say so.

@@ -74,7 +74,10 @@ def mask_url(url: str) -> str:
     elif _TOKEN_SEGMENT.fullmatch(netloc):
         # Apprise puts tokens where a host would be: dingtalk://TOKEN, wecombot://KEY.
         netloc = MASK
-    path = "/".join(MASK if _TOKEN_SEGMENT.fullmatch(seg) else seg for seg in parts.path.split("/"))
+    path = parts.path
+    if not parts.scheme.startswith(("sqlite", "file")):
+        # A file's path names folders and a file (pytest-67/test_store0), never a secret.
+        path = "/".join(MASK if _TOKEN_SEGMENT.fullmatch(seg) else seg for seg in path.split("/"))
     query = _mask_query(parts.query)
     # Built by hand: urlunsplit drops the empty host of sqlite:////var/monitord.db.
     return f"{parts.scheme}://{netloc}{path}" + (f"?{query}" if query else "")

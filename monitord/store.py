@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -88,15 +88,40 @@ class Store:
                 session.rollback()
                 raise
 
+    def check_writable(self) -> None:
+        """Raise StoreError naming the store when it cannot be written.
+
+        A read-only file, mount or database opens and reads as usual: the daemon said it was
+        running and then every job failed. One write, rolled back, tells at start.
+        """
+        try:
+            with self.engine.connect() as connection, connection.begin() as transaction:
+                connection.execute(text("update alembic_version set version_num = version_num"))
+                transaction.rollback()
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"the store at {self.display_url} cannot be written: {_reason(exc)}"
+            ) from None
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
 
 
-def open_store(url: str) -> Store:
-    """Open the store at url and apply pending migrations."""
+def open_store(url: str, for_daemon: bool = False) -> Store:
+    """Open the store at url and apply pending migrations.
+
+    for_daemon: also check, before any job runs, that the store can be written.
+    Raises StoreError, one line naming the store.
+    """
     store = Store(url)
-    store.migrate()
+    try:
+        store.migrate()
+        if for_daemon:
+            store.check_writable()
+    except BaseException:
+        store.dispose()
+        raise
     return store
 
 

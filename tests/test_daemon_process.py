@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +19,8 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from monitord.catalogue import service_rows, sync_rows
-from monitord.store import Store
+from monitord.store import Store, open_store
+from tests.conftest import PostgresServer
 from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
 
 pytestmark = pytest.mark.timeout(120)
@@ -369,3 +373,80 @@ async def test_the_store_and_the_log_are_not_readable_by_other_users(
     await daemon.stop()
     store.dispose()
     assert modes == dict.fromkeys(files, mode)
+
+
+def run_once(config: Path, *wrapper: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`monitord run` as a process that is expected to exit by itself (a refused start)."""
+    return subprocess.run(
+        [*wrapper, sys.executable, "-m", "monitord.cli", "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, MONITORD_PORTAL_TOKEN=TOKEN),
+    )
+
+
+READ_ONLY_MOUNT = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && shift && exec'
+"""A shell script for `unshare -rm sh -c`: mount folder $1 read-only over itself, then run the
+rest of its arguments (in a mount namespace of their own: nothing outside sees the mount)."""
+
+
+def can_mount_read_only() -> bool:
+    """Whether this machine lets a process see a folder through a read-only bind mount."""
+    if shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        done = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", READ_ONLY_MOUNT + " true", "sh", folder],
+            capture_output=True,
+            timeout=30,
+        )
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(
+    not can_mount_read_only(), reason="needs unshare and a user namespace to mount read-only"
+)
+def test_a_store_on_a_read_only_mount_is_refused_at_start(tmp_path: Path) -> None:
+    # The daemon said "monitord running" and then every job failed on every run.
+    folder = tmp_path / "store"
+    url = f"sqlite:///{folder / 'monitord.db'}"
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "{url}"\n[logging]\nfile = "{tmp_path / "log" / "m.jsonl"}"\n',
+        encoding="utf-8",
+    )
+    store = open_store(url)
+    with store.engine.connect() as connection:  # open, as after a crash: -wal and -shm are there
+        connection.exec_driver_sql("PRAGMA user_version")
+        script = READ_ONLY_MOUNT + ' "$@"'
+        done = run_once(config, "unshare", "-rm", "sh", "-c", script, "sh", str(folder))
+    store.dispose()
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"monitord: the store at {url} cannot be written: OperationalError: attempt to write "
+        "a readonly database\n"
+    )
+
+
+def test_a_read_only_postgresql_database_is_refused_at_start(
+    tmp_path: Path, postgres: PostgresServer | None
+) -> None:
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    url = postgres.new_database()
+    open_store(url).dispose()
+    admin = Store(url)
+    with admin.engine.connect() as connection:
+        name = connection.exec_driver_sql("select current_database()").scalar()
+        connection.exec_driver_sql(f"alter database {name} set default_transaction_read_only = on")
+        connection.commit()
+    admin.dispose()
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n[logging]\nfile = "{tmp_path / "m.jsonl"}"\n')
+    done = run_once(config)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"monitord: the store at {Store(url).display_url} cannot be written: InternalError: "
+        "cannot execute UPDATE in a read-only transaction\n"
+    )

@@ -37,6 +37,16 @@ from monitord.redact import mask_url, mask_urls, one_line, printable
             "tok3n",
         ),
         ("sqlite:////var/lib/monitord/x.db", "sqlite:////var/lib/monitord/x.db", None),
+        (
+            "sqlite:////tmp/pytest-67/test_a_store_on_a_mount0/m.db",
+            "sqlite:////tmp/pytest-67/test_a_store_on_a_mount0/m.db",
+            None,
+        ),
+        (
+            "postgresql://monitord:s3cret-pw@db.example:99999/monitord",
+            "postgresql://monitord:***@db.example:99999/monitord",
+            "s3cret-pw",
+        ),
         ("http://127.0.0.1:8300", "http://127.0.0.1:8300", None),
     ],
 )
