@@ -23,6 +23,9 @@ from monitord.jobs import JOBS, Job
 from monitord.logwork import reader_warning
 from monitord.timeutil import UTC
 
+CLAIM_CHECK_SECONDS = 5.0
+"""How often the daemon checks that it still holds the store (see store.DaemonClaim)."""
+
 
 class Daemon:
     """Runs the jobs of monitord.jobs.JOBS until told to stop."""
@@ -34,6 +37,7 @@ class Daemon:
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._stop = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self.status = 0
 
     def _job_runner(self, job: Job) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
@@ -101,6 +105,37 @@ class Daemon:
         self._schedule(new, first=False)
         logger.info("config reloaded from {}", new.source)
 
+    async def _stopping_within(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True as soon as the daemon is asked to stop."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _keep_claim(self) -> None:
+        """Check every few seconds that this daemon still holds the store; stop when it lost it.
+
+        PostgreSQL drops an advisory lock with its connection (a restart, a network cut): the
+        claim is taken again once the store answers, unless another daemon took it meanwhile.
+        """
+        claim = self.app.store.claim
+        if claim is None:
+            return
+        while not await self._stopping_within(CLAIM_CHECK_SECONDS):
+            state = await asyncio.to_thread(claim.keep)
+            if state == "taken again":
+                logger.warning("the store's daemon lock was lost with its connection; taken again")
+            elif state == "lost":
+                logger.error(
+                    "another monitord daemon took the store at {} while its connection was "
+                    "down: stopping",
+                    self.app.store.display_url,
+                )
+                self.status = 1
+                self.request_stop("store taken by another daemon")
+                return
+
     async def _watchdog(self, interval: float) -> None:
         while True:
             sdnotify.notify("WATCHDOG=1")
@@ -115,6 +150,7 @@ class Daemon:
         await self.app.start()
         self._schedule(self.app.settings, first=True)
         self.scheduler.start()
+        claim = asyncio.create_task(self._keep_claim())
         watchdog: asyncio.Task[None] | None = None
         interval = sdnotify.watchdog_seconds()
         if interval and self.app.settings.daemon.watchdog:
@@ -130,13 +166,14 @@ class Daemon:
             logger.warning(slower)
         await self._stop.wait()
         sdnotify.notify("STOPPING=1")
+        await claim  # it ends at the stop, after the check it may be making
         await self._shutdown()
         if watchdog is not None:
             watchdog.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         logger.info("monitord stopped")
-        return 0
+        return self.status
 
     async def _shutdown(self) -> None:
         # Pause, not shut down, first: APScheduler's executor cancels running jobs at once on

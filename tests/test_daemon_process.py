@@ -26,13 +26,15 @@ from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
 pytestmark = pytest.mark.timeout(120)
 
 
-def write_config(path: Path, portal_url: str, grace: float = 5.0, extra: str = "") -> None:
+def write_config(
+    path: Path, portal_url: str, grace: float = 5.0, extra: str = "", store_url: str = ""
+) -> None:
     path.write_text(
         f"""
 [daemon]
 grace_seconds = {grace}
 [store]
-url = "sqlite:///{path.parent / "monitord.db"}"
+url = "{store_url or f"sqlite:///{path.parent / 'monitord.db'}"}"
 [portal]
 url = "{portal_url}"
 sync_interval_seconds = 1
@@ -450,3 +452,102 @@ def test_a_read_only_postgresql_database_is_refused_at_start(
         f"monitord: the store at {Store(url).display_url} cannot be written: InternalError: "
         "cannot execute UPDATE in a read-only transaction\n"
     )
+
+
+async def wait_for_line(daemon: DaemonProcess, text: str, timeout: float = 30.0) -> str:
+    """Read the daemon's stderr until a line holding text; that line."""
+    assert daemon.process.stderr is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"timed out waiting for {text!r} on the daemon's stderr")
+        line = (await asyncio.wait_for(daemon.process.stderr.readline(), left)).decode()
+        if not line:
+            pytest.fail(f"the daemon exited before saying {text!r}")
+        if text in line:
+            return line
+
+
+async def test_a_second_daemon_on_the_same_sqlite_store_is_refused(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    # Two daemons on one store sent every alert twice and probed every service twice.
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url)
+    first = await start_daemon(config)
+    await wait_for_line(first, "monitord running")
+    done = await asyncio.to_thread(run_once, config)
+    assert done.returncode == 1
+    url = f"sqlite:///{tmp_path / 'monitord.db'}"
+    assert done.stderr == (
+        f"monitord: another monitord daemon is running on the store at {url}: stop it first "
+        "(two daemons on one store would send every alert twice)\n"
+    )
+    # The command line still reads and writes the store the daemon holds.
+    from monitord.cli import main
+
+    assert await asyncio.to_thread(main, ["--config", str(config), "services"]) == 0
+    await first.stop()
+    assert first.process.returncode == 0, first.stderr
+
+
+async def pg_daemon_config(
+    tmp_path: Path, portal: FakePortal, postgres: PostgresServer | None
+) -> tuple[Path, str]:
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    url = await asyncio.to_thread(postgres.new_database)
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url, store_url=url)
+    return config, url
+
+
+def end_lock_connection(url: str) -> None:
+    """Close, from the server's side, the connection holding the daemon's advisory lock."""
+    admin = Store(url)
+    with admin.engine.connect() as connection:
+        ended = connection.exec_driver_sql(
+            "select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and granted"
+        ).all()
+    admin.dispose()
+    assert ended == [(True,)]
+
+
+async def test_a_second_daemon_on_the_same_postgresql_store_is_refused_even_after_a_drop(
+    tmp_path: Path, portal: FakePortal, postgres: PostgresServer | None
+) -> None:
+    config, url = await pg_daemon_config(tmp_path, portal, postgres)
+    first = await start_daemon(config)
+    await wait_for_line(first, "monitord running")
+    done = await asyncio.to_thread(run_once, config)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"monitord: another monitord daemon is running on the store at {Store(url).display_url}:"
+        " stop it first (two daemons on one store would send every alert twice)\n"
+    )
+    # The lock's connection drops (a network cut, a restart): the daemon takes it again.
+    await asyncio.to_thread(end_lock_connection, url)
+    await wait_for_line(first, "daemon lock was lost with its connection; taken again")
+    done = await asyncio.to_thread(run_once, config)
+    assert done.returncode == 1
+    assert "another monitord daemon is running on the store" in done.stderr
+    await first.stop()
+    assert first.process.returncode == 0, first.stderr
+
+
+async def test_a_daemon_whose_store_was_taken_while_its_lock_was_down_stops(
+    tmp_path: Path, portal: FakePortal, postgres: PostgresServer | None
+) -> None:
+    config, _url = await pg_daemon_config(tmp_path, portal, postgres)
+    first = await start_daemon(config)
+    await wait_for_line(first, "monitord running")
+    await asyncio.to_thread(end_lock_connection, _url)
+    second = await start_daemon(config)  # within the first's check interval
+    await wait_for_line(second, "monitord running")
+    line = await wait_for_line(first, "took the store")
+    assert line.rstrip().endswith("while its connection was down: stopping")
+    _, err = await asyncio.wait_for(first.process.communicate(), 30)
+    assert first.process.returncode == 1, err.decode()
+    await second.stop()
+    assert second.process.returncode == 0, second.stderr
