@@ -49,7 +49,7 @@ def open_app(settings: Settings, for_daemon: bool = False) -> App:
     from monitord.app import build_app
 
     try:
-        return build_app(settings, for_daemon=for_daemon)
+        return build_app(settings, for_daemon=True) if for_daemon else build_app(settings)
     except OSError as exc:
         # The SQLite file's folder is made on first use; a path under /proc or a read-only
         # mount fails there, before SQLite could say so.

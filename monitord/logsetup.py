@@ -75,7 +75,7 @@ def _format(record: Any) -> str:
 
 
 class _ToLoguru(logging.Handler):
-    """Sends the standard library's log records (APScheduler, aiohttp, apprise) to loguru."""
+    """Sends the standard library's log records (aiohttp, apprise, SQLAlchemy) to loguru."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

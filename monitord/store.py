@@ -141,6 +141,15 @@ class Store:
                 f"the store at {self.display_url} cannot be written: {_reason(exc)}"
             ) from None
 
+    def unreachable_reason(self) -> str | None:
+        """None when the store answers a trivial query now; otherwise why not, in one line."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("select 1"))
+        except SQLAlchemyError as exc:
+            return _reason(exc)
+        return None
+
     def take_for_daemon(self) -> None:
         """Take the store for this daemon until dispose(); see DaemonClaim.
 

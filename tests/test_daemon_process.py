@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from monitord.catalogue import service_rows, sync_rows
 from monitord.store import Store, open_store
-from tests.conftest import PostgresServer
+from tests.conftest import PostgresServer, postgres_bin
 from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
 
 pytestmark = pytest.mark.timeout(120)
@@ -551,3 +552,73 @@ async def test_a_daemon_whose_store_was_taken_while_its_lock_was_down_stops(
     assert first.process.returncode == 1, err.decode()
     await second.stop()
     assert second.process.returncode == 0, second.stderr
+
+
+async def test_a_store_outage_is_two_lines_not_a_traceback_per_job(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    # PostgreSQL stopped for 60 s gave 352 tracebacks (8 MB of log), each showing its password.
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    # A cluster of its own: the session's is shared with other tests.
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="monitord-pg-")), bindir)
+    await asyncio.to_thread(server.start)
+    try:
+        url = (await asyncio.to_thread(server.new_database)).replace(
+            "monitord@", "monitord:pw-not-shown@"
+        )
+        config = tmp_path / "monitord.toml"
+        extra = (
+            "[incidents]\ncheck_interval_seconds = 0.2\n[alerts]\ndelivery_interval_seconds = 0.2\n"
+        )
+        write_config(config, portal.url, store_url=url, extra=extra)
+        log = tmp_path / "monitord.log.jsonl"
+        daemon = await start_daemon(config)
+        await wait_for(lambda: log.exists() and "monitord running" in log.read_text(), "the start")
+        await asyncio.to_thread(server.stop)
+        await asyncio.sleep(8)
+        await asyncio.to_thread(restart_postgres, server)
+        await wait_for(lambda: "answers again" in log.read_text(), "the store's return")
+        store = Store(url)
+        count = len(sync_rows(store, 1000))
+        await wait_for(lambda: len(sync_rows(store, 1000)) > count, "a sync after the outage")
+        store.dispose()
+        await daemon.stop()
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(shutil.rmtree, server.folder, True)
+    assert daemon.process.returncode == 0, daemon.stderr
+    assert "Traceback" not in daemon.stderr
+    assert "pw-not-shown" not in daemon.stderr + log.read_text()
+    lines = daemon.stderr.splitlines()
+    [gone] = [i for i, line in enumerate(lines) if "does not answer" in line]
+    [back] = [i for i, line in enumerate(lines) if "answers again" in line]
+    assert lines[gone].endswith(": jobs wait until it does")
+    assert (
+        f"the store at {Store(url).display_url} does not answer (OperationalError: "
+        in (lines[gone])
+    )
+    assert back - gone <= 2, "\n".join(lines[gone : back + 1])
+
+
+def restart_postgres(server: PostgresServer) -> None:
+    """Start a stopped cluster again, on the same port."""
+    subprocess.run(
+        [
+            *server.prefix,
+            str(server.bindir / "pg_ctl"),
+            "-D",
+            str(server.data),
+            "-l",
+            str(server.folder / "log"),
+            "-w",
+            "-o",
+            f"-p {server.port} -k {server.folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
