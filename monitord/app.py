@@ -8,7 +8,7 @@ import aiohttp
 
 from monitord.config import Settings
 from monitord.store import Store, open_store
-from monitord.timeutil import Clock, system_clock
+from monitord.timeutil import Clock, SteadyClock, system_clock
 
 
 @dataclass
@@ -33,6 +33,13 @@ class App:
         self.store.dispose()
 
 
-def build_app(settings: Settings, clock: Clock = system_clock) -> App:
-    """Open the store (applying migrations) and assemble the App."""
-    return App(settings=settings, store=open_store(settings.store.url), clock=clock)
+def build_app(settings: Settings, clock: Clock | None = None, for_daemon: bool = False) -> App:
+    """Open the store (applying migrations) and assemble the App.
+
+    for_daemon: the store is opened for `monitord run` (see open_store), and the clock, unless
+    given, is a SteadyClock (see monitord.timeutil); otherwise the system clock.
+    """
+    store = open_store(settings.store.url, for_daemon=for_daemon)
+    if clock is None:
+        clock = SteadyClock() if for_daemon else system_clock
+    return App(settings=settings, store=store, clock=clock)

@@ -16,9 +16,11 @@ from monitord import __version__
 from monitord.cli_common import (
     app_for,
     config_path,
+    escaped_stdout,
     open_app,
     positive_int,
     print_json,
+    private_files,
     settings_for,
 )
 from monitord.cli_incidents import add_incident_commands
@@ -27,6 +29,7 @@ from monitord.cli_probe import add_probe_command
 from monitord.cli_scan import add_scan_commands
 from monitord.config import LoggingSettings, check_daemon_secrets
 from monitord.errors import ConfigError, MonitordError, UsageError
+from monitord.redact import one_line, printable
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
 
@@ -58,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{settings.source}: logging.file = {json.dumps(settings.logging.file)}: cannot "
             f"write {exc.filename} ({exc.strerror})"
         ) from None
-    app = open_app(settings)
+    app = open_app(settings, for_daemon=True)
     return aio.run(Daemon(app, config_path(args)).run())
 
 
@@ -86,7 +89,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     finally:
         app.store.dispose()
     if outcome.outcome == "failed":
-        print(f"sync failed: {outcome.reason}", file=sys.stderr)
+        print(f"sync failed: {one_line(outcome.reason or '')}", file=sys.stderr)
         return 1
     if outcome.outcome == "unchanged":
         print("catalogue unchanged")
@@ -216,9 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         setup_logging(LoggingSettings(), to_file=False)
     try:
-        status = handler(args)
-        # Flushed here, not at exit, so that a full disk is reported below, not as a traceback.
-        sys.stdout.flush()
+        with private_files(), escaped_stdout():
+            status = handler(args)
+            # Flushed here, not at exit, so that a full disk is reported below, not a traceback.
+            sys.stdout.flush()
         return status
     except BrokenPipeError:
         # The reader went away (`monitord incidents list | head -1`): nothing more to say.
@@ -232,10 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except (ConfigError, UsageError) as exc:
         for line in str(exc).splitlines():
-            print(f"monitord: {line}", file=sys.stderr)
+            print(f"monitord: {printable(line)}", file=sys.stderr)
         return 2
     except MonitordError as exc:
-        print(f"monitord: {exc}", file=sys.stderr)
+        print(f"monitord: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

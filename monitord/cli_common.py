@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import io
 import json
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from monitord.config import Settings, load_config
 from monitord.errors import ConfigError, UsageError
+from monitord.redact import escaped
 
 if TYPE_CHECKING:
     from monitord.app import App
@@ -35,8 +40,8 @@ def settings_for(args: argparse.Namespace) -> Settings:
     return load_config(config_path(args))
 
 
-def open_app(settings: Settings) -> App:
-    """The App for settings, the store opened and migrated.
+def open_app(settings: Settings, for_daemon: bool = False) -> App:
+    """The App for settings, the store opened and migrated (for the daemon: see open_store).
 
     Raises ConfigError naming store.url when the store's folder cannot be created.
     """
@@ -44,7 +49,7 @@ def open_app(settings: Settings) -> App:
     from monitord.app import build_app
 
     try:
-        return build_app(settings)
+        return build_app(settings, for_daemon=True) if for_daemon else build_app(settings)
     except OSError as exc:
         # The SQLite file's folder is made on first use; a path under /proc or a read-only
         # mount fails there, before SQLite could say so.
@@ -77,3 +82,62 @@ def actor(args: argparse.Namespace) -> str:
 def print_json(value: Any) -> None:
     """Print a JSON document for people and scripts alike (Chinese text kept readable)."""
     print(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+class _EscapedOutput(io.TextIOBase):
+    """A text stream writing to another with control characters escaped (redact.escaped)."""
+
+    def __init__(self, inner: TextIO) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def write(self, text: str) -> int:
+        """Write text, its control characters escaped; returns len(text) as a stream does."""
+        self.inner.write(escaped(text))
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the stream underneath."""
+        self.inner.flush()
+
+    def fileno(self) -> int:
+        """The file descriptor of the stream underneath."""
+        return self.inner.fileno()
+
+    def isatty(self) -> bool:
+        """Whether the stream underneath is a terminal."""
+        return self.inner.isatty()
+
+
+@contextmanager
+def private_files() -> Iterator[None]:
+    """Within it, the files monitord creates (the store, its -wal and -shm, the log and its
+    rotations) are readable by their owner only, unless the umask already keeps others out.
+
+    The store holds webhook tokens. A shell's umask (022) made them readable by every user;
+    a umask that already denies others (systemd's UMask=0027 in deploy/monitord.service, which
+    lets the monitord group read) was chosen on purpose and is kept.
+    """
+    previous = os.umask(0o077)
+    if previous & 0o007 == 0o007:
+        os.umask(previous)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@contextmanager
+def escaped_stdout() -> Iterator[None]:
+    """Within it, everything a command prints to stdout has its control characters escaped.
+
+    Commands print what service providers wrote in the catalogue (names, contacts, summaries)
+    and what servers answered: an escape sequence in it must not clear the screen or reorder
+    the text a person reads. One place for every command, tables, lines and JSON alike.
+    """
+    real = sys.stdout
+    sys.stdout = _EscapedOutput(real)
+    try:
+        yield
+    finally:
+        sys.stdout = real

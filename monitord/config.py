@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from monitord.errors import ConfigError
+from monitord.redact import mask_url, mask_urls, one_line
 from monitord.timeutil import SHANGHAI
 from monitord.types import (
     AVAILABILITY_KINDS,
@@ -690,7 +691,30 @@ def _expected(error: ErrorDetails) -> str:
     return error["msg"]
 
 
+# Keys whose values are URLs or lists of them: a value there that is not a URL may be a bare
+# token (an apprise URL pasted without its scheme), so it is masked as a token would be.
+_URL_KEYS = frozenset({"url", "urls", "oncall", "management", "canaries"})
+
+
+def _shown_value(loc: tuple[int | str, ...], value: Any) -> str:
+    """A value as an error message echoes it: JSON, secrets hidden, URLs' secrets masked."""
+    if loc and _is_secret_key(str(loc[-1])):
+        return "(hidden)"
+    if isinstance(value, str) and _URL_KEYS.intersection(str(part) for part in loc):
+        value = mask_url(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _format_error(source: str, error: ErrorDetails) -> str:
+    """One line for one validation error: where, the value given, and what was expected.
+
+    URLs in it are masked and control characters escaped: it is shown to a person and, on a
+    reload, written to the log.
+    """
+    return one_line(mask_urls(_error_text(source, error)))
+
+
+def _error_text(source: str, error: ErrorDetails) -> str:
     key = ""
     for part in error["loc"]:
         key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
@@ -715,11 +739,7 @@ def _format_error(source: str, error: ErrorDetails) -> str:
         return f"{source}: {key}: {_expected(error)}"
     if error["type"] == "missing":
         return f"{source}: {key}: missing, expected a value"
-    value = (
-        "(hidden)"
-        if _is_secret_key(last)
-        else json.dumps(error["input"], ensure_ascii=False, default=str)
-    )
+    value = _shown_value(error["loc"], error["input"])
     return f"{source}: {key} = {value}: expected {_expected(error)}"
 
 

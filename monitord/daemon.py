@@ -1,27 +1,36 @@
-"""The daemon: one asyncio process running the jobs on an APScheduler AsyncIOScheduler.
+"""The daemon: one asyncio process running each job in a loop of its own.
 
-SIGTERM/SIGINT stop it within the grace period (running jobs finish or are cancelled cleanly);
-SIGHUP re-reads the config and swaps it whole, keeping the old one when the new one is bad.
+Jobs are scheduled on the monotonic clock (the event loop's time): a step of the system clock
+neither stalls them nor runs them early. The App's clock is a SteadyClock, which follows a step
+only once it has lasted (see monitord.timeutil). SIGTERM/SIGINT stop the daemon within the
+grace period (running jobs finish or are cancelled cleanly); SIGHUP re-reads the config and
+swaps it whole, keeping the old one when the new one is bad. When the store stops answering,
+jobs wait for it quietly (one warning when it goes, one line when it is back).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from loguru import logger
 
 from monitord import sdnotify
 from monitord.app import App
-from monitord.config import Settings, alert_warnings, load_config
+from monitord.config import alert_warnings, check_daemon_secrets, load_config
 from monitord.errors import ConfigError
 from monitord.jobs import JOBS, Job
 from monitord.logwork import reader_warning
-from monitord.timeutil import UTC
+from monitord.timeutil import SteadyClock
+
+CLAIM_CHECK_SECONDS = 5.0
+"""How often the daemon checks that it still holds the store (see store.DaemonClaim)."""
+TICK_SECONDS = 1.0
+"""The longest a job loop sleeps at once: a reload's new interval applies within it, and the
+clock is compared with the system clock as often."""
+STORE_RETRY_SECONDS = (1.0, 60.0)
+"""While the store does not answer, the cheap check is retried after 1 s, doubling to 60 s."""
 
 
 class Daemon:
@@ -31,51 +40,104 @@ class Daemon:
         self.app = app
         self.config_path = config_path
         self.jobs = jobs
-        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.status = 0
         self._stop = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self._beat = 0.0  # the event loop's time when a job last started or ended
+        self._store_down_since: float | None = None
+        self._store_retry_at = 0.0
+        self._store_retry_after = STORE_RETRY_SECONDS[0]
+        self._store_check = asyncio.Lock()
 
-    def _job_runner(self, job: Job) -> Callable[[], Awaitable[None]]:
-        async def run() -> None:
-            task = asyncio.current_task()
-            assert task is not None
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _stopping_within(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True as soon as the daemon is asked to stop."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), max(0.0, seconds))
+        except TimeoutError:
+            return False
+        return True
+
+    async def _job_loop(self, job: Job) -> None:
+        """Run job every interval (of the current settings), on the monotonic clock.
+
+        A run that overruns its interval is followed at once by the next, never by a backlog.
+        """
+        last_start = self._now()
+        if job.run_at_start:
+            last_start -= job.interval_seconds(self.app.settings)
+        while True:
+            due = last_start + job.interval_seconds(self.app.settings)
+            if self._now() < due:
+                if await self._stopping_within(min(TICK_SECONDS, due - self._now())):
+                    return
+                continue
+            if self._stop.is_set():
+                return
+            last_start = self._now()
+            task = asyncio.create_task(self._run(job), name=job.name)
             self._running.add(task)
-            try:
-                with logger.contextualize(job=job.name):
-                    await job.run(self.app)
-            except asyncio.CancelledError:
-                # Cancelled by our own shutdown: end quietly, the store is consistent (every job
-                # writes in transactions) and the next start picks up from it.
-                logger.warning("job {} cancelled at shutdown", job.name)
-            except Exception:
-                # A failing job must never take the daemon down; the next run tries again.
+            await asyncio.wait({task})  # never raises: _run ends quietly, even when cancelled
+            self._running.discard(task)
+
+    async def _run(self, job: Job) -> None:
+        """One run of job; a failure is logged and never ends the loop."""
+        self._beat = self._now()
+        try:
+            if not await self._store_answers():
+                return  # the store is down: wait quietly, the warning was given
+            with logger.contextualize(job=job.name):
+                await job.run(self.app)
+        except asyncio.CancelledError:
+            # Cancelled by our own shutdown: end quietly, the store is consistent (every job
+            # writes in transactions) and the next start picks up from it.
+            logger.warning("job {} cancelled at shutdown", job.name)
+        except Exception:
+            # A failing job must never take the daemon down; the next run tries again. When
+            # the store stopped answering, that is said once, without a traceback per job.
+            if not await self._store_lost():
                 logger.exception("job {} failed", job.name)
-            finally:
-                self._running.discard(task)
+        finally:
+            self._beat = self._now()
 
-        return run
+    async def _store_lost(self) -> bool:
+        """After a job failed: whether the store does not answer (then say so, once)."""
+        async with self._store_check:
+            if self._store_down_since is not None:
+                return True
+            reason = await asyncio.to_thread(self.app.store.unreachable_reason)
+            if reason is None:
+                return False
+            logger.warning(
+                "the store at {} does not answer ({}): jobs wait until it does",
+                self.app.store.display_url,
+                reason,
+            )
+            self._store_down_since = self._now()
+            self._store_retry_after = STORE_RETRY_SECONDS[0]
+            self._store_retry_at = self._now() + self._store_retry_after
+            return True
 
-    def _schedule(self, settings: Settings, first: bool) -> None:
-        now = dt.datetime.now(UTC)
-        for job in self.jobs:
-            seconds = job.interval_seconds(settings)
-            if first:
-                # APScheduler reads an explicit next_run_time=None as "paused": only pass it to
-                # start at once; otherwise the first run comes one interval from now.
-                start = {"next_run_time": now} if job.run_at_start else {}
-                self.scheduler.add_job(
-                    self._job_runner(job),
-                    "interval",
-                    seconds=seconds,
-                    id=job.name,
-                    name=job.name,
-                    max_instances=1,
-                    coalesce=True,
-                    misfire_grace_time=max(1, int(seconds)),
-                    **start,
-                )
-            else:
-                self.scheduler.reschedule_job(job.name, trigger="interval", seconds=seconds)
+    async def _store_answers(self) -> bool:
+        """Before a job runs: False while the store is down (checked again with backoff)."""
+        async with self._store_check:
+            if self._store_down_since is None:
+                return True
+            if self._now() < self._store_retry_at:
+                return False
+            if await asyncio.to_thread(self.app.store.unreachable_reason) is not None:
+                self._store_retry_after = min(2 * self._store_retry_after, STORE_RETRY_SECONDS[1])
+                self._store_retry_at = self._now() + self._store_retry_after
+                return False
+            logger.info(
+                "the store at {} answers again, after {:.0f} s",
+                self.app.store.display_url,
+                self._now() - self._store_down_since,
+            )
+            self._store_down_since = None
+            return True
 
     def request_stop(self, why: str) -> None:
         """Ask the daemon to stop after the current work (or the grace period)."""
@@ -84,9 +146,14 @@ class Daemon:
             self._stop.set()
 
     def reload(self) -> None:
-        """Re-read the config file; a bad one is refused and the running config kept."""
+        """Re-read the config file; a bad one is refused and the running config kept.
+
+        The new config passes the same checks as at start (check_daemon_secrets included).
+        Each job's new interval applies from its next tick.
+        """
         try:
             new = load_config(self.config_path)
+            check_daemon_secrets(new)
         except ConfigError as exc:
             logger.error("reload refused, keeping the running config: {}", exc)
             return
@@ -94,13 +161,53 @@ class Daemon:
             logger.warning("store.url changed; it takes effect at the next restart")
             new = new.model_copy(update={"store": self.app.settings.store})
         self.app.settings = new
-        self._schedule(new, first=False)
         logger.info("config reloaded from {}", new.source)
 
+    async def _keep_claim(self) -> None:
+        """Check every few seconds that this daemon still holds the store; stop when it lost it.
+
+        PostgreSQL drops an advisory lock with its connection (a restart, a network cut): the
+        claim is taken again once the store answers, unless another daemon took it meanwhile.
+        """
+        claim = self.app.store.claim
+        if claim is None:
+            return
+        while not await self._stopping_within(CLAIM_CHECK_SECONDS):
+            state = await asyncio.to_thread(claim.keep)
+            if state == "taken again":
+                logger.warning("the store's daemon lock was lost with its connection; taken again")
+            elif state == "lost":
+                logger.error(
+                    "another monitord daemon took the store at {} while its connection was "
+                    "down: stopping",
+                    self.app.store.display_url,
+                )
+                self.status = 1
+                self.request_stop("store taken by another daemon")
+                return
+
+    async def _watch_clock(self, clock: SteadyClock) -> None:
+        """Compare the daemon's clock with the system clock every tick; log what changed."""
+        while not await self._stopping_within(TICK_SECONDS):
+            event = clock.check()
+            if event is not None:
+                log = logger.warning if event.kind == "stepped" else logger.info
+                log(event.describe())
+
+    def _jobs_alive(self, interval: float) -> bool:
+        """Whether some job started or ended within max(interval, 3 × the shortest job interval).
+
+        interval is systemd's WatchdogSec: how long the operator lets the daemon look hung.
+        """
+        shortest = min(job.interval_seconds(self.app.settings) for job in self.jobs)
+        return self._now() - self._beat <= max(interval, 3 * shortest)
+
     async def _watchdog(self, interval: float) -> None:
-        while True:
-            sdnotify.notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
+        # Fed only while the jobs are really running: a live event loop whose jobs have all
+        # stopped (or hung) is a daemon that systemd should restart.
+        while not await self._stopping_within(interval / 2):
+            if self._jobs_alive(interval):
+                sdnotify.notify("WATCHDOG=1")
 
     async def run(self) -> int:
         """Run until SIGTERM or SIGINT; return the process exit status."""
@@ -109,12 +216,14 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.app.start()
-        self._schedule(self.app.settings, first=True)
-        self.scheduler.start()
-        watchdog: asyncio.Task[None] | None = None
+        self._beat = self._now()
+        helpers = [asyncio.create_task(self._keep_claim())]
+        if isinstance(self.app.clock, SteadyClock):
+            helpers.append(asyncio.create_task(self._watch_clock(self.app.clock)))
         interval = sdnotify.watchdog_seconds()
         if interval and self.app.settings.daemon.watchdog:
-            watchdog = asyncio.create_task(self._watchdog(interval / 2))
+            helpers.append(asyncio.create_task(self._watchdog(interval)))
+        loops = [asyncio.create_task(self._job_loop(job)) for job in self.jobs]
         sdnotify.notify("READY=1")
         logger.info(
             "monitord running: store {}, jobs {}",
@@ -128,18 +237,16 @@ class Daemon:
             logger.warning(missing)
         await self._stop.wait()
         sdnotify.notify("STOPPING=1")
-        await self._shutdown()
-        if watchdog is not None:
-            watchdog.cancel()
+        await self._shutdown(loops)
+        await asyncio.gather(*helpers)  # each ends at the stop, after what it was doing
+        await self.app.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         logger.info("monitord stopped")
-        return 0
+        return self.status
 
-    async def _shutdown(self) -> None:
-        # Pause, not shut down, first: APScheduler's executor cancels running jobs at once on
-        # shutdown, which would skip the grace period and cancel each job a second time.
-        self.scheduler.pause()
+    async def _shutdown(self, loops: list[asyncio.Task[None]]) -> None:
+        # The loops start no new run once the stop is set; running jobs get the grace period.
         grace = self.app.settings.daemon.grace_seconds
         running = set(self._running)
         if running:
@@ -149,5 +256,4 @@ class Daemon:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
-        self.scheduler.shutdown(wait=False)
-        await self.app.close()
+        await asyncio.wait(loops, timeout=5)

@@ -20,6 +20,9 @@ SECRET_PARAMS = re.compile(
 # A path segment that looks like a token: 16+ characters of letters, digits, - and _ with at
 # least one digit (webhook keys, bot tokens), or a hex string of 32+ characters.
 _TOKEN_SEGMENT = re.compile(r"(?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{16,}|[0-9a-fA-F]{32,}")
+_PASSWORD = re.compile(r"(?<=://)([^/@:]*):[^/]*@")
+"""The password of a URL's userinfo, up to its last @, for URLs urlsplit refuses (a bad port)."""
+_PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 """C0 and C1 controls (ESC, CR, backspace...) but tab and newline, line and paragraph separators,
@@ -52,7 +55,8 @@ def mask_url(url: str) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        return _TOKEN_SEGMENT.sub(MASK, url)
+        # A URL with a bad port is still a URL with a password (a config error echoes it).
+        return _TOKEN_SEGMENT.sub(MASK, _PASSWORD.sub(rf"\1:{MASK}@", url))
     if not parts.scheme or "://" not in url:
         return _TOKEN_SEGMENT.sub(MASK, url)
     netloc = parts.hostname or ""
@@ -63,7 +67,9 @@ def mask_url(url: str) -> str:
     if parts.username is not None:
         user = parts.username
         if parts.password is not None:
-            netloc = f"{user}:{MASK}@{netloc}"
+            # A placeholder monitord fills at send time ({smtp_password}) holds no secret.
+            shown = parts.password if _PLACEHOLDER.fullmatch(parts.password) else MASK
+            netloc = f"{user}:{shown}@{netloc}"
         elif _TOKEN_SEGMENT.fullmatch(user) or not parts.hostname:
             netloc = f"{MASK}@{netloc}"
         else:
@@ -71,7 +77,10 @@ def mask_url(url: str) -> str:
     elif _TOKEN_SEGMENT.fullmatch(netloc):
         # Apprise puts tokens where a host would be: dingtalk://TOKEN, wecombot://KEY.
         netloc = MASK
-    path = "/".join(MASK if _TOKEN_SEGMENT.fullmatch(seg) else seg for seg in parts.path.split("/"))
+    path = parts.path
+    if not parts.scheme.startswith(("sqlite", "file")):
+        # A file's path names folders and a file (pytest-67/test_store0), never a secret.
+        path = "/".join(MASK if _TOKEN_SEGMENT.fullmatch(seg) else seg for seg in path.split("/"))
     query = _mask_query(parts.query)
     # Built by hand: urlunsplit drops the empty host of sqlite:////var/monitord.db.
     return f"{parts.scheme}://{netloc}{path}" + (f"?{query}" if query else "")
@@ -89,6 +98,15 @@ def printable(text: str) -> str:
     lands inside one line of a log, use `one_line`.
     """
     return _CONTROL.sub(lambda m: repr(m.group(0))[1:-1], text)
+
+
+def escaped(text: str) -> str:
+    """text with the control characters `printable` finds written as \\uXXXX instead.
+
+    The same escape reads right in plain text and is valid inside a JSON string: for a
+    command's output, which may be either.
+    """
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
 
 
 def one_line(text: str) -> str:

@@ -1,24 +1,45 @@
-"""Opening the store: engine, sessions, and Alembic migrations applied at start."""
+"""Opening the store: engine, sessions, and Alembic migrations applied at start; the claim that
+keeps a second daemon off a store."""
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from monitord.errors import StoreError
 from monitord.models import AuditEntry
+from monitord.redact import mask_url, mask_urls
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+CLAIM_KEY = int.from_bytes(b"monitord", "big")
+"""The PostgreSQL advisory lock that `monitord run` holds (advisory locks are per database)."""
+ClaimState = Literal["held", "taken again", "lost", "unreachable"]
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The database file of a SQLite URL (also in its file: URI form); None for other stores."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    database = url.database
+    if database.startswith("file:"):  # sqlite:///file:/var/m.db?mode=ro&uri=true
+        database = urlsplit(database).path
+    return Path(database)
 
 
 def _normalise_url(url: str) -> URL:
@@ -26,9 +47,24 @@ def _normalise_url(url: str) -> URL:
     if parsed.drivername == "postgresql":
         # psycopg 3 is the driver we install; SQLAlchemy's bare default would be psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    file = _sqlite_file(parsed)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
     return parsed
+
+
+def _connect_args(url: URL) -> dict[str, Any]:
+    if url.get_backend_name() != "postgresql":
+        return {}
+    # An unreachable server fails a connection in seconds, and a dead one is noticed within a
+    # minute (TCP keepalives), rather than after the kernel's two hours.
+    return {
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -42,20 +78,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _reason(exc: SQLAlchemyError) -> str:
+    """The first line of what the database said, URLs masked: "OperationalError: …"."""
+    said = str(getattr(exc, "orig", None) or exc).splitlines()
+    return f"{exc.__class__.__name__}: {mask_urls(said[0] if said else '')}"
+
+
 class Store:
     """The database monitord writes everything to, and the sessions to reach it."""
 
     def __init__(self, url: str) -> None:
         self.url = _normalise_url(url)
-        self.engine: Engine = create_engine(self.url, pool_pre_ping=True)
+        self.engine: Engine = create_engine(
+            self.url, pool_pre_ping=True, connect_args=_connect_args(self.url)
+        )
         if self.url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.claim: DaemonClaim | None = None
 
     @property
     def display_url(self) -> str:
-        """The URL with any password hidden, for logs and messages."""
-        return self.url.render_as_string(hide_password=True)
+        """The URL with its password and secret-looking parts masked, for logs and messages."""
+        return mask_url(self.url.render_as_string(hide_password=False))
 
     def migrate(self) -> None:
         """Bring the schema to the newest version, keeping every row. Safe to run every start."""
@@ -67,8 +112,7 @@ class Store:
                 command.upgrade(cfg, "head")
         except SQLAlchemyError as exc:
             raise StoreError(
-                f"cannot open or migrate the store at {self.display_url}: {exc.__class__.__name__}:"
-                f" {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}"
+                f"cannot open or migrate the store at {self.display_url}: {_reason(exc)}"
             ) from None
 
     @contextmanager
@@ -82,15 +126,164 @@ class Store:
                 session.rollback()
                 raise
 
+    def check_writable(self) -> None:
+        """Raise StoreError naming the store when it cannot be written.
+
+        A read-only file, mount or database opens and reads as usual: the daemon said it was
+        running and then every job failed. One write, rolled back, tells at start.
+        """
+        try:
+            with self.engine.connect() as connection, connection.begin() as transaction:
+                connection.execute(text("update alembic_version set version_num = version_num"))
+                transaction.rollback()
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"the store at {self.display_url} cannot be written: {_reason(exc)}"
+            ) from None
+
+    def unreachable_reason(self) -> str | None:
+        """None when the store answers a trivial query now; otherwise why not, in one line."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("select 1"))
+        except SQLAlchemyError as exc:
+            return _reason(exc)
+        return None
+
+    def take_for_daemon(self) -> None:
+        """Take the store for this daemon until dispose(); see DaemonClaim.
+
+        Raises StoreError when another daemon has it.
+        """
+        claim = DaemonClaim(self)
+        claim.take()
+        self.claim = claim
+
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection, and give up the daemon's claim."""
         self.engine.dispose()
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None
 
 
-def open_store(url: str) -> Store:
-    """Open the store at url and apply pending migrations."""
+class DaemonClaim:
+    """A store taken by one `monitord run`, which a second daemon is refused.
+
+    Two daemons on one store sent every alert twice, probed every service twice and drove the
+    same ZAP scan twice. On SQLite the claim is an flock on the database file: SQLite's own
+    locks are POSIX locks, which flock does not touch, so the CLI reads and writes as before.
+    On PostgreSQL it is a session advisory lock held on a connection of its own; when that
+    connection drops, the lock goes with it, and `keep` takes it again (or finds it lost).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._file: int | None = None
+        self._engine: Engine | None = None
+        self._connection: Connection | None = None
+
+    def _busy(self) -> StoreError:
+        return StoreError(
+            f"another monitord daemon is running on the store at {self.store.display_url}: "
+            "stop it first (two daemons on one store would send every alert twice)"
+        )
+
+    def take(self) -> None:
+        """Take the store; raises StoreError when another daemon has it or it cannot be reached."""
+        file = _sqlite_file(self.store.url)
+        if file is not None:
+            self._take_file(file)
+            return
+        try:
+            taken = self._take_lock()
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"cannot open or migrate the store at {self.store.display_url}: {_reason(exc)}"
+            ) from None
+        if not taken:
+            raise self._busy()
+
+    def _take_file(self, file: Path) -> None:
+        try:
+            # Read-only is enough for flock, and works on a read-only mount too (which the
+            # write check at start then reports as such).
+            self._file = os.open(file, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open the store at {self.store.display_url}: {exc.strerror}"
+            ) from None
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.release()
+            raise self._busy() from None
+
+    def _take_lock(self) -> bool:
+        """Connect and try the advisory lock; True when this daemon now holds it."""
+        self._close_connection()
+        self._engine = create_engine(
+            self.store.url, poolclass=NullPool, connect_args=_connect_args(self.store.url)
+        )
+        connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._connection = connection
+        taken = connection.execute(
+            text("select pg_try_advisory_lock(:key)"), {"key": CLAIM_KEY}
+        ).scalar()
+        return bool(taken)
+
+    def keep(self) -> ClaimState:
+        """Check the claim still holds; after a lost connection, take it again if it can.
+
+        "lost" means another daemon took the store meanwhile: this one must stop.
+        """
+        if self._connection is None:
+            return "held"  # SQLite: an flock lasts as long as the process keeps the file open
+        try:
+            self._connection.execute(text("select 1"))
+            return "held"
+        except SQLAlchemyError:
+            pass
+        try:
+            return "taken again" if self._take_lock() else "lost"
+        except SQLAlchemyError:
+            self._close_connection()
+            return "unreachable"
+
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            with suppress(SQLAlchemyError):  # already broken: nothing to give back
+                self._connection.close()
+            self._connection = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def release(self) -> None:
+        """Give the store up (closing the file or the lock's connection)."""
+        self._close_connection()
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+
+
+def open_store(url: str, for_daemon: bool = False) -> Store:
+    """Open the store at url and apply pending migrations.
+
+    for_daemon: also take the store for this daemon (see DaemonClaim) and check, before any
+    job runs, that it can be written.
+    Raises StoreError, one line naming the store.
+    """
     store = Store(url)
-    store.migrate()
+    try:
+        if for_daemon:
+            store.take_for_daemon()  # before migrating: two daemons must not migrate at once
+        store.migrate()
+        if for_daemon:
+            store.check_writable()
+    except BaseException:
+        store.dispose()
+        raise
     return store
 
 

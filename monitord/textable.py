@@ -7,6 +7,8 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
+from monitord.redact import one_line
+
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 """Characters no store holds: NUL (not in a PostgreSQL text) and lone UTF-16 surrogates (JSON's
 "\\ud800" escape or a Java string's half pair, which UTF-8 cannot encode)."""
@@ -40,7 +42,12 @@ def _fit(text: str, width: int) -> str:
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], max_width: int = 40) -> str:
-    """Render rows under headers, each column as wide as its widest cell (capped)."""
+    """Render rows under headers, each column as wide as its widest cell (capped).
+
+    Each cell is shown on one line, its control characters escaped (redact.one_line): a cell
+    holds what a service provider wrote, and a newline in it would forge a row.
+    """
+    rows = [[one_line(cell) for cell in row] for row in rows]
     widths = [
         min(max_width, max([display_width(h)] + [display_width(r[i]) for r in rows]))
         for i, h in enumerate(headers)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 UTC = dt.UTC
@@ -50,6 +52,85 @@ class ScaledClock:
 
     def __call__(self) -> dt.datetime:
         return self.start + (system_clock() - self._real_start) * self.factor
+
+
+@dataclass(frozen=True)
+class ClockEvent:
+    """What SteadyClock.check saw: a step of the system clock, the step followed, or undone."""
+
+    kind: str  # "stepped", "followed" or "back"
+    step: dt.timedelta
+
+    def describe(self) -> str:
+        """One line for the log."""
+        size = _signed(self.step)
+        if self.kind == "stepped":
+            return (
+                f"the system clock stepped by {size}: monitord keeps counting time on the "
+                "monotonic clock (job schedules and incident deadlines are not moved), and follows "
+                f"the step if it lasts {_signed(STEP_PERSISTS).lstrip('+')}"
+            )
+        if self.kind == "followed":
+            return f"the system clock's step of {size} has lasted: monitord's time follows it"
+        return f"the system clock came back after a step of {size}: nothing was moved"
+
+
+STEP_TOLERANCE = dt.timedelta(seconds=2)
+"""A departure of the system clock from the monotonic clock beyond this, between two checks a
+second apart, is a step (NTP slews far slower: half a millisecond a second at most)."""
+STEP_PERSISTS = dt.timedelta(minutes=30)
+"""A step that lasts this long is the system clock corrected, and followed; one undone sooner
+(a bad time server, an operator's slip) is never seen by the jobs."""
+
+
+def _signed(delta: dt.timedelta) -> str:
+    seconds = round(delta.total_seconds())
+    hours, rest = divmod(abs(seconds), 3600)
+    return f"{'-' if seconds < 0 else '+'}{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+class SteadyClock:
+    """The daemon's clock: wall-clock time, advanced by the monotonic clock.
+
+    It follows the system clock's slow corrections (each `check`), not its steps: a backward
+    step of an hour stopped every job, and a forward jump of three hours, undone soon after,
+    marked incidents late for ever and told the director. A step is followed only once it has
+    lasted STEP_PERSISTS: then the system clock was wrong before and is right now.
+    """
+
+    def __init__(
+        self,
+        wall: Clock = system_clock,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._wall = wall
+        self._monotonic = monotonic
+        self._base = (wall(), monotonic())
+        self._step_since: float | None = None  # monotonic time the current step was first seen
+        self._step = dt.timedelta(0)
+
+    def __call__(self) -> dt.datetime:
+        wall, since = self._base  # one tuple: read whole even while check() replaces it
+        return wall + dt.timedelta(seconds=self._monotonic() - since)
+
+    def check(self) -> ClockEvent | None:
+        """Compare with the system clock (the daemon calls this every second); what changed."""
+        now = self._monotonic()
+        departure = self._wall() - self()
+        if abs(departure) <= STEP_TOLERANCE:
+            self._base = (self._wall(), self._monotonic())  # follow NTP's slewing
+            if self._step_since is not None:
+                self._step_since = None
+                return ClockEvent("back", self._step)
+            return None
+        if self._step_since is None:
+            self._step_since, self._step = now, departure
+            return ClockEvent("stepped", departure)
+        if now - self._step_since >= STEP_PERSISTS.total_seconds():
+            self._base = (self._wall(), self._monotonic())
+            self._step_since = None
+            return ClockEvent("followed", departure)
+        return None
 
 
 def quarter_start(moment: dt.datetime) -> tuple[str, dt.datetime]:

@@ -237,3 +237,26 @@ def test_probe_refuses_a_ca_file_that_is_not_pem(
         f"monitord: --ca-file {str(bundle)!r}: expected a PEM file of CA certificates "
         "([X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found)\n"
     )
+
+
+FORGED_NAME = "企业开办\x1b[2J\x9b\u202e\n2026-12-04 svc-9999  伪造  online"
+
+
+def test_catalogue_text_cannot_forge_a_row_or_drive_the_terminal(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A provider's service name went verbatim to the terminal: escape sequences cleared the
+    # screen, a bidirectional override reordered the line, a newline forged a row.
+    catalogue = write_catalogue(tmp_path / "c.json", [make_service(1, name=FORGED_NAME)])
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "services"]) == 0
+    out = capsys.readouterr().out
+    assert not {"\x1b", "\x9b", "\u202e"} & set(out)
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert "企业开办\\x1b[2J\\x9b\\u202e\\n2026-12-04 s…  online" in lines[1]
+    assert main(["--config", str(config), "services", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert not {"\x1b", "\x9b", "\u202e"} & set(out)
+    assert json.loads(out)[0]["name"] == FORGED_NAME  # escaped, and still the same JSON value

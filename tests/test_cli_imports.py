@@ -23,7 +23,6 @@ HEAVY = (
     "pyarrow",
     "numpy",
     "apprise",
-    "apscheduler",
     "zaproxy",
     "probes",
 )

@@ -336,3 +336,52 @@ def test_a_ca_file_that_holds_no_certificate_is_refused_at_load(
         f'monitord: site.toml: probes.ca_file = "{bundle}": expected a PEM file of CA '
         "certificates ([X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "secret"),
+    [
+        (
+            '[store]\nurl = "postgresql://monitord:hunter2@db:pg/monitord"\n',
+            'store.url = "postgresql://monitord:***@db:pg/monitord": expected a postgresql:// URL '
+            "whose port is a number up to 65535",
+            "hunter2",
+        ),
+        (
+            '[portal]\nurl = "https://monitord:tok3n-x@portal.example.gov.cn:99999/"\n',
+            'portal.url = "https://monitord:***@portal.example.gov.cn:99999/": expected an '
+            "http:// or https:// URL whose port is a number up to 65535",
+            "tok3n-x",
+        ),
+        (
+            '[alerts]\noncall = ["dingtalk://a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6/",'
+            ' "0123456789abcdef0123456789abcdef"]\n',
+            'alerts.oncall[1] = "***": expected apprise URLs such as dingtalk://token/ or '
+            "mailto://user@host",
+            "0123456789abcdef",
+        ),
+        (
+            '[probes]\ncanaries = ["https://probe:pr0be-pw@www.example.gov.cn /"]\n',
+            'probes.canaries = ["https://probe:***@www.example.gov.cn /"]: expected a URL '
+            "without blanks (write a space in a path as %20)",
+            "pr0be-pw",
+        ),
+    ],
+    ids=["store-password", "portal-userinfo", "bare-apprise-token", "canary-userinfo"],
+)
+def test_a_refused_value_is_echoed_without_its_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str, secret: str
+) -> None:
+    # The store password, an apprise token and a portal's userinfo were echoed as written.
+    status, err = check(tmp_path, text, capsys)
+    assert (status, err) == (2, f"monitord: site.toml: {message}\n")
+    assert secret not in err
+
+
+def test_control_characters_in_a_refused_value_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, err = check(tmp_path, '[zap]\nscan_policy = 3\n"x\\u001b[2J\\u009b" = 1\n', capsys)
+    assert status == 2
+    assert "\x1b" not in err and "\x9b" not in err
+    assert err.splitlines()[1].startswith("monitord: site.toml: zap.x\\x1b[2J\\x9b: unknown key")

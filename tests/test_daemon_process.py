@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,19 +20,22 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from monitord.catalogue import service_rows, sync_rows
-from monitord.store import Store
+from monitord.store import Store, open_store
+from tests.conftest import PostgresServer, postgres_bin
 from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def write_config(path: Path, portal_url: str, grace: float = 5.0, extra: str = "") -> None:
+def write_config(
+    path: Path, portal_url: str, grace: float = 5.0, extra: str = "", store_url: str = ""
+) -> None:
     path.write_text(
         f"""
 [daemon]
 grace_seconds = {grace}
 [store]
-url = "sqlite:///{path.parent / "monitord.db"}"
+url = "{store_url or f"sqlite:///{path.parent / 'monitord.db'}"}"
 [portal]
 url = "{portal_url}"
 sync_interval_seconds = 1
@@ -73,7 +80,10 @@ async def no_daemon_left_behind() -> AsyncIterator[None]:
             await process.wait()
 
 
-async def start_daemon(config: Path, env_extra: dict[str, str] | None = None) -> DaemonProcess:
+async def start_daemon(
+    config: Path, env_extra: dict[str, str] | None = None, umask: int = 0o022
+) -> DaemonProcess:
+    """`monitord run` as a process, started as a shell would (umask 022 unless told)."""
     env = dict(os.environ, MONITORD_PORTAL_TOKEN=TOKEN, **(env_extra or {}))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -85,6 +95,7 @@ async def start_daemon(config: Path, env_extra: dict[str, str] | None = None) ->
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        preexec_fn=lambda: os.umask(umask),
     )
     STARTED.append(process)
     return DaemonProcess(process)
@@ -178,6 +189,36 @@ async def test_sighup_with_a_bad_config_keeps_the_running_one(
     assert "reload refused, keeping the running config" in daemon.stderr
     assert "portal.retries = -1: expected at least 0" in daemon.stderr
     store.dispose()
+
+
+async def test_sighup_refuses_what_the_start_refuses_an_smtp_url_without_its_password(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    # A reload skipped the start's secrets check: every e-mail alert then failed at delivery
+    # and was retried for ever.
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url)
+    daemon = await start_daemon(config, {"MONITORD_SMTP_PASSWORD": ""})
+    store = store_of(config)
+    await wait_for(lambda: len(sync_rows(store)) > 0, "a sync")
+    with config.open("a", encoding="utf-8") as handle:
+        handle.write(
+            '[alerts]\nmanagement = ["mailto://ops:{smtp_password}@smtp.example.gov.cn"]\n'
+        )
+    daemon.process.send_signal(signal.SIGHUP)
+    count = len(sync_rows(store, 1000))
+    await wait_for(lambda: len(sync_rows(store, 1000)) > count + 1, "syncs after the reload")
+    await daemon.stop()
+    store.dispose()
+    assert daemon.process.returncode == 0
+    [refused] = [line for line in daemon.stderr.splitlines() if "reload refused" in line]
+    assert refused.endswith(
+        "reload refused, keeping the running config: "
+        f"{config}: alerts.management[0] uses {{smtp_password}}, but no SMTP password is set: "
+        "set MONITORD_SMTP_PASSWORD in the environment or name a file with "
+        "alerts.smtp_password_file"
+    )
+    assert "config reloaded" not in daemon.stderr
 
 
 async def test_daemon_tells_systemd_it_is_ready(tmp_path: Path, portal: FakePortal) -> None:
@@ -311,3 +352,273 @@ follow_interval_seconds = 0.2
     assert daemon.process.returncode == 0, daemon.stderr
     assert requests() == {"09": 200, "11": 101}
     store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("umask", "mode"),
+    [(0o022, 0o600), (0o027, 0o640)],
+    ids=["a shell's umask: owner only", "the unit's UMask=0027: the group reads"],
+)
+async def test_the_store_and_the_log_are_not_readable_by_other_users(
+    tmp_path: Path, portal: FakePortal, umask: int, mode: int
+) -> None:
+    # Outside systemd the store (which holds webhook tokens) and the log were created 0644.
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url)
+    daemon = await start_daemon(config, umask=umask)
+    log = tmp_path / "monitord.log.jsonl"
+    # The daemon creates the store, not this test: opening it first would create it here.
+    await wait_for(lambda: log.exists() and "monitord running" in log.read_text(), "the start")
+    store = store_of(config)
+    await wait_for(lambda: len(sync_rows(store)) > 0, "a sync")
+    files = ["monitord.db", "monitord.db-wal", "monitord.db-shm", "monitord.log.jsonl"]
+    modes = {name: (tmp_path / name).stat().st_mode & 0o777 for name in files}
+    await daemon.stop()
+    store.dispose()
+    assert modes == dict.fromkeys(files, mode)
+
+
+def run_once(config: Path, *wrapper: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`monitord run` as a process that is expected to exit by itself (a refused start)."""
+    return subprocess.run(
+        [*wrapper, sys.executable, "-m", "monitord.cli", "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, MONITORD_PORTAL_TOKEN=TOKEN),
+    )
+
+
+READ_ONLY_MOUNT = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && shift && exec'
+"""A shell script for `unshare -rm sh -c`: mount folder $1 read-only over itself, then run the
+rest of its arguments (in a mount namespace of their own: nothing outside sees the mount)."""
+
+
+def can_mount_read_only() -> bool:
+    """Whether this machine lets a process see a folder through a read-only bind mount."""
+    if shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        done = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", READ_ONLY_MOUNT + " true", "sh", folder],
+            capture_output=True,
+            timeout=30,
+        )
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(
+    not can_mount_read_only(), reason="needs unshare and a user namespace to mount read-only"
+)
+def test_a_store_on_a_read_only_mount_is_refused_at_start(tmp_path: Path) -> None:
+    # The daemon said "monitord running" and then every job failed on every run.
+    folder = tmp_path / "store"
+    url = f"sqlite:///{folder / 'monitord.db'}"
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "{url}"\n[logging]\nfile = "{tmp_path / "log" / "m.jsonl"}"\n',
+        encoding="utf-8",
+    )
+    store = open_store(url)
+    with store.engine.connect() as connection:  # open, as after a crash: -wal and -shm are there
+        connection.exec_driver_sql("PRAGMA user_version")
+        script = READ_ONLY_MOUNT + ' "$@"'
+        done = run_once(config, "unshare", "-rm", "sh", "-c", script, "sh", str(folder))
+    store.dispose()
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"monitord: the store at {url} cannot be written: OperationalError: attempt to write "
+        "a readonly database\n"
+    )
+
+
+def test_a_read_only_postgresql_database_is_refused_at_start(
+    tmp_path: Path, postgres: PostgresServer | None
+) -> None:
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    url = postgres.new_database()
+    open_store(url).dispose()
+    admin = Store(url)
+    with admin.engine.connect() as connection:
+        name = connection.exec_driver_sql("select current_database()").scalar()
+        connection.exec_driver_sql(f"alter database {name} set default_transaction_read_only = on")
+        connection.commit()
+    admin.dispose()
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n[logging]\nfile = "{tmp_path / "m.jsonl"}"\n')
+    done = run_once(config)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"monitord: the store at {Store(url).display_url} cannot be written: InternalError: "
+        "cannot execute UPDATE in a read-only transaction\n"
+    )
+
+
+async def wait_for_line(daemon: DaemonProcess, text: str, timeout: float = 30.0) -> str:
+    """Read the daemon's stderr until a line holding text; that line."""
+    assert daemon.process.stderr is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"timed out waiting for {text!r} on the daemon's stderr")
+        line = (await asyncio.wait_for(daemon.process.stderr.readline(), left)).decode()
+        if not line:
+            pytest.fail(f"the daemon exited before saying {text!r}")
+        if text in line:
+            return line
+
+
+async def test_a_second_daemon_on_the_same_sqlite_store_is_refused(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    # Two daemons on one store sent every alert twice and probed every service twice.
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url)
+    first = await start_daemon(config)
+    await wait_for_line(first, "monitord running")
+    done = await asyncio.to_thread(run_once, config)
+    assert done.returncode == 1
+    url = f"sqlite:///{tmp_path / 'monitord.db'}"
+    assert done.stderr == (
+        f"monitord: another monitord daemon is running on the store at {url}: stop it first "
+        "(two daemons on one store would send every alert twice)\n"
+    )
+    # The command line still reads and writes the store the daemon holds.
+    from monitord.cli import main
+
+    assert await asyncio.to_thread(main, ["--config", str(config), "services"]) == 0
+    await first.stop()
+    assert first.process.returncode == 0, first.stderr
+
+
+async def pg_daemon_config(
+    tmp_path: Path, portal: FakePortal, postgres: PostgresServer | None
+) -> tuple[Path, str]:
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    url = await asyncio.to_thread(postgres.new_database)
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url, store_url=url)
+    return config, url
+
+
+def end_lock_connection(url: str) -> None:
+    """Close, from the server's side, the connection holding the daemon's advisory lock."""
+    admin = Store(url)
+    with admin.engine.connect() as connection:
+        ended = connection.exec_driver_sql(
+            "select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and granted"
+        ).all()
+    admin.dispose()
+    assert ended == [(True,)]
+
+
+async def test_a_second_daemon_on_the_same_postgresql_store_is_refused_even_after_a_drop(
+    tmp_path: Path, portal: FakePortal, postgres: PostgresServer | None
+) -> None:
+    config, url = await pg_daemon_config(tmp_path, portal, postgres)
+    first = await start_daemon(config)
+    await wait_for_line(first, "monitord running")
+    done = await asyncio.to_thread(run_once, config)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"monitord: another monitord daemon is running on the store at {Store(url).display_url}:"
+        " stop it first (two daemons on one store would send every alert twice)\n"
+    )
+    # The lock's connection drops (a network cut, a restart): the daemon takes it again.
+    await asyncio.to_thread(end_lock_connection, url)
+    await wait_for_line(first, "daemon lock was lost with its connection; taken again")
+    done = await asyncio.to_thread(run_once, config)
+    assert done.returncode == 1
+    assert "another monitord daemon is running on the store" in done.stderr
+    await first.stop()
+    assert first.process.returncode == 0, first.stderr
+
+
+async def test_a_daemon_whose_store_was_taken_while_its_lock_was_down_stops(
+    tmp_path: Path, portal: FakePortal, postgres: PostgresServer | None
+) -> None:
+    config, _url = await pg_daemon_config(tmp_path, portal, postgres)
+    first = await start_daemon(config)
+    await wait_for_line(first, "monitord running")
+    await asyncio.to_thread(end_lock_connection, _url)
+    second = await start_daemon(config)  # within the first's check interval
+    await wait_for_line(second, "monitord running")
+    line = await wait_for_line(first, "took the store")
+    assert line.rstrip().endswith("while its connection was down: stopping")
+    _, err = await asyncio.wait_for(first.process.communicate(), 30)
+    assert first.process.returncode == 1, err.decode()
+    await second.stop()
+    assert second.process.returncode == 0, second.stderr
+
+
+async def test_a_store_outage_is_two_lines_not_a_traceback_per_job(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    # PostgreSQL stopped for 60 s gave 352 tracebacks (8 MB of log), each showing its password.
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    # A cluster of its own: the session's is shared with other tests.
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="monitord-pg-")), bindir)
+    await asyncio.to_thread(server.start)
+    try:
+        url = (await asyncio.to_thread(server.new_database)).replace(
+            "monitord@", "monitord:pw-not-shown@"
+        )
+        config = tmp_path / "monitord.toml"
+        extra = (
+            "[incidents]\ncheck_interval_seconds = 0.2\n[alerts]\ndelivery_interval_seconds = 0.2\n"
+        )
+        write_config(config, portal.url, store_url=url, extra=extra)
+        log = tmp_path / "monitord.log.jsonl"
+        daemon = await start_daemon(config)
+        await wait_for(lambda: log.exists() and "monitord running" in log.read_text(), "the start")
+        await asyncio.to_thread(server.stop)
+        await asyncio.sleep(8)
+        await asyncio.to_thread(restart_postgres, server)
+        await wait_for(lambda: "answers again" in log.read_text(), "the store's return")
+        store = Store(url)
+        count = len(sync_rows(store, 1000))
+        await wait_for(lambda: len(sync_rows(store, 1000)) > count, "a sync after the outage")
+        store.dispose()
+        await daemon.stop()
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(shutil.rmtree, server.folder, True)
+    assert daemon.process.returncode == 0, daemon.stderr
+    assert "Traceback" not in daemon.stderr
+    assert "pw-not-shown" not in daemon.stderr + log.read_text()
+    lines = daemon.stderr.splitlines()
+    [gone] = [i for i, line in enumerate(lines) if "does not answer" in line]
+    [back] = [i for i, line in enumerate(lines) if "answers again" in line]
+    assert lines[gone].endswith(": jobs wait until it does")
+    assert (
+        f"the store at {Store(url).display_url} does not answer (OperationalError: "
+        in (lines[gone])
+    )
+    assert back - gone <= 2, "\n".join(lines[gone : back + 1])
+
+
+def restart_postgres(server: PostgresServer) -> None:
+    """Start a stopped cluster again, on the same port."""
+    subprocess.run(
+        [
+            *server.prefix,
+            str(server.bindir / "pg_ctl"),
+            "-D",
+            str(server.data),
+            "-l",
+            str(server.folder / "log"),
+            "-w",
+            "-o",
+            f"-p {server.port} -k {server.folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )

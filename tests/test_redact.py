@@ -26,10 +26,10 @@ from monitord.redact import mask_url, mask_urls, one_line, printable
             "json://hooks.example/x/***?token=***&mode=1",
             "abcdefghij123456",
         ),
-        (
+        (  # the placeholder monitord fills at send time is no secret: it shows the URL is right
             "mailto://ops:{smtp_password}@smtp.example.com?to=a@b.c",
-            "mailto://ops:***@smtp.example.com?to=a@b.c",
-            "{smtp_password}",
+            "mailto://ops:{smtp_password}@smtp.example.com?to=a@b.c",
+            None,
         ),
         (
             "https://portal:tok3n@portal.example/api",
@@ -37,6 +37,16 @@ from monitord.redact import mask_url, mask_urls, one_line, printable
             "tok3n",
         ),
         ("sqlite:////var/lib/monitord/x.db", "sqlite:////var/lib/monitord/x.db", None),
+        (
+            "sqlite:////tmp/pytest-67/test_a_store_on_a_mount0/m.db",
+            "sqlite:////tmp/pytest-67/test_a_store_on_a_mount0/m.db",
+            None,
+        ),
+        (
+            "postgresql://monitord:s3cret-pw@db.example:99999/monitord",
+            "postgresql://monitord:***@db.example:99999/monitord",
+            "s3cret-pw",
+        ),
         ("http://127.0.0.1:8300", "http://127.0.0.1:8300", None),
     ],
 )

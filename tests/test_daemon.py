@@ -1,0 +1,219 @@
+"""The daemon in-process, its clock and the system clock stepped under it: jobs keep their
+schedule, incidents their deadlines, and the watchdog is fed only while jobs run."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from monitord.app import App
+from monitord.config import parse_config
+from monitord.daemon import Daemon
+from monitord.incidents import open_manual
+from monitord.jobs import Job, incident_clock
+from monitord.models import Incident
+from monitord.store import open_store
+from monitord.timeutil import STEP_PERSISTS, SteadyClock, system_clock
+from tests.conftest import FakeClock
+
+HOUR = dt.timedelta(hours=1)
+
+
+class SteppedWall:
+    """The system clock, which a test can step."""
+
+    def __init__(self) -> None:
+        self.step = dt.timedelta(0)
+
+    def __call__(self) -> dt.datetime:
+        return system_clock() + self.step
+
+
+class FakeMonotonic:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def messages() -> Iterator[list[str]]:
+    """What the daemon logs at INFO and above, one message each."""
+    logged: list[str] = []
+    handler = logger.add(lambda m: logged.append(m.record["message"]), level="INFO")
+    yield logged
+    logger.remove(handler)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[App]:
+    settings = parse_config({"store": {"url": f"sqlite:///{tmp_path / 'm.db'}"}}, "test", {})
+    made = App(settings=settings, store=open_store(settings.store.url), clock=system_clock)
+    yield made
+    made.store.dispose()
+
+
+def test_the_steady_clock_ignores_a_step_undone_and_follows_one_that_lasts() -> None:
+    wall, monotonic = FakeClock(), FakeMonotonic()
+    clock = SteadyClock(wall, monotonic)
+    start = wall.now
+
+    def tick(seconds: float) -> str | None:
+        wall.advance(seconds=seconds)
+        monotonic.now += seconds
+        event = clock.check()
+        return event.kind if event is not None else None
+
+    assert tick(1) is None
+    wall.advance(hours=-1)  # stepped back an hour
+    assert tick(1) == "stepped"
+    assert clock() == start + dt.timedelta(seconds=2)
+    assert tick(600) is None
+    wall.advance(hours=1)  # and put right ten minutes later
+    assert tick(1) == "back"
+    assert clock() == start + dt.timedelta(seconds=603)
+    wall.advance(hours=3)  # a jump forward that lasts
+    assert tick(1) == "stepped"
+    assert clock() == start + dt.timedelta(seconds=604)
+    for _ in range(int(STEP_PERSISTS.total_seconds() // 60) - 1):
+        assert tick(60) is None
+    assert tick(60) == "followed"
+    assert clock() == wall.now
+
+
+def test_a_transient_forward_jump_does_not_make_an_incident_late(app: App) -> None:
+    # A jump of three hours, undone a minute later, marked every open incident late for ever
+    # and told the director.
+    wall, monotonic = FakeClock(), FakeMonotonic()
+    clock = SteadyClock(wall, monotonic)
+    app.clock = clock
+    with app.store.session() as session:
+        incident = open_manual(
+            session,
+            app.settings,
+            kind="data_exposure",
+            service_ids=[],
+            summary="服务商电话报告疑似数据泄露",
+            actor="值班员",
+            now=clock(),
+        )
+        incident_id = incident.id
+
+    def late() -> bool:
+        asyncio.run(incident_clock(app))
+        with app.store.session() as session:
+            found = session.get(Incident, incident_id)
+            assert found is not None
+            return found.late
+
+    wall.advance(hours=3)
+    monotonic.now += 1
+    assert clock.check() is not None
+    assert not late()
+    wall.advance(hours=-3, seconds=60)
+    monotonic.now += 60
+    assert clock.check() is not None
+    assert not late()
+    wall.advance(minutes=120)  # two hours that really pass: late, as it should be
+    monotonic.now += 7200
+    assert late()
+
+
+async def test_a_backward_step_of_an_hour_stops_no_job(
+    app: App, messages: list[str], tmp_path: Path
+) -> None:
+    # The scheduler computed each next run from the wall clock: after the step every job waited
+    # an hour, while the watchdog kept being fed.
+    wall = SteppedWall()
+    app.clock = SteadyClock(wall)
+    runs: list[dt.datetime] = []
+
+    async def tick(app: App) -> None:
+        runs.append(app.clock())
+
+    daemon = Daemon(app, None, jobs=(Job("tick", tick, lambda s: 0.05),))
+    running = asyncio.create_task(daemon.run())
+    while len(runs) < 3:
+        await asyncio.sleep(0.05)
+    wall.step = -HOUR
+    await asyncio.sleep(1.5)  # the clock is checked every second
+    before = len(runs)
+    await asyncio.sleep(0.5)
+    daemon.request_stop("test")
+    assert await running == 0
+    assert len(runs) - before >= 5
+    assert all(b > a for a, b in itertools.pairwise(runs))
+    assert abs(runs[-1] - system_clock()) < dt.timedelta(seconds=5)
+    stepped = [m for m in messages if "system clock stepped" in m]
+    assert stepped == [
+        "the system clock stepped by -1:00:00: monitord keeps counting time on the monotonic "
+        "clock (job schedules and incident deadlines are not moved), and follows the step if it "
+        "lasts 0:30:00"
+    ]
+
+
+async def watchdog_messages(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job: Job, seconds: float
+) -> list[str]:
+    """What the daemon sends systemd's notify socket in `seconds`, with a 0.4 s watchdog."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    daemon = Daemon(app, None, jobs=(job,))
+    running = asyncio.create_task(daemon.run())
+    await asyncio.sleep(seconds)
+    received: list[str] = []
+    while True:
+        try:
+            received.append(sock.recv(64).decode())
+        except BlockingIOError:
+            break
+    daemon.request_stop("test")
+    await running
+    sock.close()
+    return received
+
+
+async def test_the_watchdog_is_fed_while_jobs_run(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def quick(app: App) -> None:
+        return None
+
+    got = await watchdog_messages(
+        app, tmp_path, monkeypatch, Job("quick", quick, lambda s: 0.05), 2.0
+    )
+    assert got[0] == "READY=1"
+    assert got.count("WATCHDOG=1") >= 6
+
+
+async def test_the_watchdog_goes_hungry_when_every_job_hangs(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A live event loop whose jobs had all stopped kept feeding the watchdog: systemd never
+    # restarted it.
+    async def hang(app: App) -> None:
+        await asyncio.Event().wait()
+
+    app.settings = app.settings.model_copy(
+        update={"daemon": app.settings.daemon.model_copy(update={"grace_seconds": 0.1})}
+    )
+    got = await watchdog_messages(
+        app, tmp_path, monkeypatch, Job("hang", hang, lambda s: 0.05), 2.0
+    )
+    assert got[0] == "READY=1"
+    assert got.count("WATCHDOG=1") <= 2  # the first 0.4 s at most

@@ -1,0 +1,106 @@
+"""What monitord's logs show: never a secret, one line per record, no control characters."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from monitord.config import LoggingSettings
+from monitord.logsetup import setup_logging
+
+PASSWORD = "hunter2-pw"
+STORE_URL = f"postgresql://monitord:{PASSWORD}@db.example:5432/monitord"
+FORGED = "企业开办\n2026-12-04 09:00:00 ERROR   forged line\x1b[2J\u202e"
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Iterator[Path]:
+    """Where a test's JSON log goes; loguru's handlers are removed after the test."""
+    yield tmp_path / "monitord.log.jsonl"
+    logger.remove()
+
+
+def start_logging(log_file: Path) -> None:
+    # In the test itself, not in a fixture: pytest captures stderr anew for the test's call.
+    setup_logging(LoggingSettings(file=str(log_file), level="DEBUG"))
+
+
+def connect(url: str) -> None:
+    password = url.split(":")[2].split("@")[0]  # a local variable holding the secret
+    raise ConnectionError(f"cannot reach {url} (password {len(password)} characters)")
+
+
+def test_a_traceback_shows_no_secret_held_in_a_variable_or_its_message(
+    log_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_logging(log_file)
+    # With loguru's diagnose=True, every traceback printed each local variable's value.
+    try:
+        connect(STORE_URL)
+    except ConnectionError:
+        logger.exception("job {} failed", "catalogue-sync")
+    err = capsys.readouterr().err
+    written = log_file.read_text(encoding="utf-8")
+    assert PASSWORD not in err
+    assert PASSWORD not in written
+    assert "Traceback (most recent call last):" in err
+    assert "ConnectionError: cannot reach postgresql://monitord:***@db.example:5432/monitord" in err
+    record = json.loads(written.splitlines()[-1])
+    assert record["record"]["extra"]["traceback"].endswith(
+        "ConnectionError: cannot reach postgresql://monitord:***@db.example:5432/monitord "
+        "(password 10 characters)"
+    )
+
+
+def test_urls_in_a_message_are_masked_in_both_logs(
+    log_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_logging(log_file)
+    logger.warning("store unreachable at {}", STORE_URL)
+    logging.getLogger("apprise").warning("sent to dingtalk://a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6/")
+    err = capsys.readouterr().err
+    written = log_file.read_text(encoding="utf-8")
+    for text in (err, written):
+        assert PASSWORD not in text
+        assert "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6" not in text
+    assert "store unreachable at postgresql://monitord:***@db.example:5432/monitord" in err
+    assert "sent to dingtalk://***/" in err
+
+
+def test_catalogue_text_cannot_forge_a_line_or_move_the_cursor(
+    log_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_logging(log_file)
+    with logger.contextualize(job="probes", service="svc-{0}\nforged"):
+        logger.info("service {} is down", FORGED)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "\x1b" not in err and "\u202e" not in err
+    assert err.endswith(
+        " [probes] [svc-{0}\\nforged] service 企业开办\\n2026-12-04 09:00:00 ERROR   forged "
+        "line\\x1b[2J\\u202e is down\n"
+    )
+    [line] = log_file.read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["record"]["message"] == (
+        "service 企业开办\\n2026-12-04 09:00:00 ERROR   forged line\\x1b[2J\\u202e is down"
+    )
+
+
+def test_an_exception_message_from_data_stays_on_one_line(
+    log_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_logging(log_file)
+    try:
+        raise ValueError(FORGED)
+    except ValueError:
+        logger.exception("job failed")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1] == (
+        "ValueError: 企业开办\\n2026-12-04 09:00:00 ERROR   forged line\\x1b[2J\\u202e"
+    )
+    assert not any(line.startswith("2026-12-04 09:00:00 ERROR") for line in lines)
