@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitord.cli_common import actor, app_for, positive_int, print_json
 from monitord.errors import UsageError
+from monitord.redact import one_line
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
 
@@ -112,7 +113,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
         return 0
-    print(f"incident {data['id']}: {data['summary']}")
+    # Summaries and subjects quote catalogue and log text: one line each, whatever they hold.
+    print(f"incident {data['id']}: {one_line(data['summary'])}")
     times = ("occurred_at", "detected_at", "notify_by", "notification_sent_at", "notified_at")
     for key in (
         "class",
@@ -131,7 +133,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             value = _local(value) if value else "-"
         elif isinstance(value, list):
             value = ", ".join(value) or "-"
-        print(f"  {key:<20} {value}")
+        print(f"  {key:<20} {one_line(str(value))}")
     print("timeline (CST):")
     for event in data["timeline"]:
         print(f"  {_local(event['at'])}  {event['kind']:<14} {event['actor']}")

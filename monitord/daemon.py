@@ -11,6 +11,7 @@ jobs wait for it quietly (one warning when it goes, one line when it is back).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import signal
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from monitord import sdnotify
 from monitord.app import App
 from monitord.config import alert_warnings, check_daemon_secrets, load_config
 from monitord.errors import ConfigError
+from monitord.incidents import follow_clock_step
 from monitord.jobs import JOBS, Job
 from monitord.logwork import reader_warning
 from monitord.timeutil import SteadyClock
@@ -193,6 +195,14 @@ class Daemon:
             if event is not None:
                 log = logger.warning if event.kind == "stepped" else logger.info
                 log(event.describe())
+            if event is not None and event.kind == "followed":
+                moved = await asyncio.to_thread(self._follow_step, event.step)
+                if moved:
+                    logger.info("{} incident clock(s) moved by the step", moved)
+
+    def _follow_step(self, step: dt.timedelta) -> int:
+        with self.app.store.session() as session:
+            return follow_clock_step(session, step, self.app.clock())
 
     def _jobs_alive(self, interval: float) -> bool:
         """Whether some job started or ended within max(interval, 3 × the shortest job interval).

@@ -343,6 +343,30 @@ def work_clocks(session: Session, settings: Settings, now: dt.datetime) -> int:
     return written
 
 
+def follow_clock_step(session: Session, step: dt.timedelta, now: dt.datetime) -> int:
+    """Move the clocks of the incidents still on them by a step of the system clock that the
+    daemon followed (it lasted: the clock was wrong before and is right now).
+
+    Their times were read from the clock before the step; moved by it, the two hours are
+    counted in time that really passed, so a clock put right by three hours does not make every
+    open incident late. Returns the incidents moved; each timeline says by how much.
+    """
+    moved = 0
+    for incident in session.scalars(
+        select(Incident).where(
+            Incident.state.in_((*ACTIVE_STATES, "resolved")), Incident.notified_at.is_(None)
+        )
+    ):
+        if incident.late:
+            continue  # late is for ever
+        incident.detected_at += step
+        if incident.notify_by is not None:
+            incident.notify_by += step
+        _event(session, incident, now, "clock_step", seconds=round(step.total_seconds()))
+        moved += 1
+    return moved
+
+
 def get_incident(session: Session, incident_id: int) -> Incident:
     """The incident with this id, or a UsageError naming it."""
     incident = session.get(Incident, incident_id)

@@ -217,3 +217,54 @@ async def test_the_watchdog_goes_hungry_when_every_job_hangs(
     )
     assert got[0] == "READY=1"
     assert got.count("WATCHDOG=1") <= 2  # the first 0.4 s at most
+
+
+async def test_a_step_that_lasts_moves_the_incident_clocks_so_only_real_time_counts(
+    app: App, messages: list[str]
+) -> None:
+    # The system clock was three hours behind and is put right: once the daemon follows the
+    # step, an incident detected before it must not be late on the three hours that never passed.
+    wall, monotonic = FakeClock(), FakeMonotonic()
+    clock = SteadyClock(wall, monotonic)
+    app.clock = clock
+    with app.store.session() as session:
+        incident = open_manual(
+            session,
+            app.settings,
+            "data_exposure",
+            [],
+            "服务商电话报告疑似数据泄露",
+            "值班员",
+            clock(),
+        )
+        incident_id, deadline = incident.id, incident.notify_by
+    assert deadline is not None
+
+    async def incidents(app: App) -> None:
+        await incident_clock(app)
+
+    daemon = Daemon(app, None, jobs=(Job("incidents", incidents, lambda s: 0.05),))
+    running = asyncio.create_task(daemon.run())
+    wall.advance(hours=3)
+    monotonic.now += 1
+    await asyncio.sleep(1.3)  # seen at the next check: stepped, not followed yet
+    wall.advance(seconds=STEP_PERSISTS.total_seconds() + 60)
+    monotonic.now += STEP_PERSISTS.total_seconds() + 60
+    await asyncio.sleep(1.3)  # followed, and the incident's clock moved with it
+    daemon.request_stop("test")
+    assert await running == 0
+
+    with app.store.session() as session:
+        found = session.get(Incident, incident_id)
+        assert found is not None
+        assert found.late is False
+        assert found.notify_by is not None  # moved by the step (3 h less the 1 s that passed)
+        assert abs(found.notify_by - deadline - dt.timedelta(hours=3)) <= dt.timedelta(seconds=1)
+    assert any("incident clock(s) moved by the step" in m for m in messages)
+
+    wall.advance(minutes=90)  # 31 minutes + 90 minutes really passed: over two hours, late
+    monotonic.now += 90 * 60
+    await incident_clock(app)
+    with app.store.session() as session:
+        found = session.get(Incident, incident_id)
+        assert found is not None and found.late is True
