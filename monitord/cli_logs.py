@@ -12,7 +12,7 @@ from monitord.cli_common import app_for, config_path
 from monitord.config import load_config
 from monitord.errors import UsageError
 from monitord.textable import format_table
-from monitord.timeutil import parse_time, quarter_bounds, quarter_start
+from monitord.timeutil import local_text, parse_time, quarter_bounds, quarter_start
 
 
 def _time(flag: str, value: str | None) -> dt.datetime | None:
@@ -122,7 +122,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     if findings:
         print(
             format_table(
-                ["RULE", "CLAUSE", "SEV", "SUBJECT", "COUNT", "FIRST", "LAST"],
+                ["RULE", "CLAUSE", "SEV", "SUBJECT", "COUNT", "FIRST (CST)", "LAST (CST)"],
                 [
                     [
                         f["rule"],
@@ -130,8 +130,8 @@ def cmd_analyse(args: argparse.Namespace) -> int:
                         f["severity"],
                         ",".join(f"{k}={v}" for k, v in f["subject"].items()),
                         str(f["count"]),
-                        f["first_seen"],
-                        f["last_seen"],
+                        local_text(parse_time(f["first_seen"])),
+                        local_text(parse_time(f["last_seen"])),
                     ]
                     for f in findings
                 ],
@@ -162,14 +162,15 @@ def cmd_usage(args: argparse.Namespace) -> int:
     if not data["hours"]:
         # Zeros alone would not tell a quiet service from a mistyped id or an unread log.
         print(
-            f"monitord: no statistics of {args.service} are stored from {data['since']} "
-            f"to {data['until']}",
+            f"monitord: no statistics of {args.service} are stored from {local_text(since)} "
+            f"to {local_text(until)} (CST)",
             file=sys.stderr,
         )
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
     else:
-        for key, value in data.items():
+        shown = dict(data, since=local_text(since) + " CST", until=local_text(until) + " CST")
+        for key, value in shown.items():
             print(f"{key:<22} {value}")
     return 0
 

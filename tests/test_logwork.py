@@ -299,7 +299,10 @@ def test_usage_cli_refuses_a_range_it_cannot_show_and_says_when_nothing_is_store
     assert main([*usage_of, "--since", "2026-07-01", "--until", "2026-10-01", "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["requests"] == 0
-    assert "no statistics of svc-0042 are stored from 2026-06-30T16:00:00+00:00" in captured.err
+    assert (
+        "no statistics of svc-0042 are stored from 2026-07-01 00:00 to 2026-10-01 00:00 (CST)"
+        in (captured.err)
+    )
 
 
 @pytest.mark.parametrize("command", [["usage", "svc-0042"], ["log-audit"]])
