@@ -327,3 +327,34 @@ def test_the_daemon_is_told_when_followed_logs_will_be_read_without_the_c_core(
     monkeypatch.setattr(nginx, "NATIVE", False)
     assert "C core is not built" in (reader_warning(followed) or "")
     assert reader_warning(config()) is None  # no log followed: nothing to say
+
+
+def test_a_line_nested_100000_deep_is_rejected_and_following_goes_past_it(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # In a block Arrow rejects, the line raised RecursionError in the line-by-line fallback:
+    # the pass failed every time, and the cursor never moved past it.
+    log = tmp_path / "audit.jsonl"
+    cfg = config((log, "json"))
+    second = dt.timedelta(seconds=20)
+    deep = '{"ts": "2026-11-02T09:01:00+08:00", "ua": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    lines = [audit_line(START + i * second, action="login_failed") for i in range(10)]
+    lines.insert(5, deep)
+    log.write_text("".join(line + "\n" for line in lines))
+    report = follow_logs(sqlite_store, cfg, clock)
+    assert report.lines == 11
+    with log.open("a") as handle:
+        handle.writelines(
+            audit_line(START + (10 + i) * second, action="login_failed") + "\n" for i in range(10)
+        )
+    report = follow_logs(sqlite_store, cfg, clock)
+    assert report.lines == 10
+    with sqlite_store.session() as session:
+        source = session.get(LogSource, str(log))
+        assert source is not None
+        assert source.offset == log.stat().st_size
+        analyzer = source.state["analyzer"]
+        finding = session.scalars(select(Finding).where(Finding.rule == "brute_force_login")).one()
+    assert (analyzer["lines"], analyzer["rejected"]) == (21, 1)
+    assert analyzer["rejected_samples"][0].startswith(f'{log}: {{"ts": "2026-11-02T09:01:00')
+    assert finding.evidence["count"] == 20  # the lines around it are all read
