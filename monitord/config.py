@@ -132,6 +132,12 @@ class PortalSettings(_Section):
     backoff_seconds: float = Field(default=2.0, ge=0, le=60)
     max_gone_fraction: float = Field(default=0.5, gt=0, le=1)
     """A catalogue that would mark more than this share of known services gone is refused."""
+    max_page_mb: float = Field(default=8.0, gt=0, le=1024)
+    """A page larger than this is refused, read no further, and the sync fails: 1000 records of
+    a few KiB each take about 3 MiB."""
+    max_field_kb: int = Field(default=64, gt=0, le=1024 * 1024)
+    """A field of a record larger than this (as JSON text) is a filing problem and is not
+    stored; the rest of the record is."""
 
     @field_validator("url")
     @classmethod
