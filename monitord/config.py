@@ -282,6 +282,12 @@ class FollowedLog(_Section):
     format: Literal["auto", "nginx", "json"] = "auto"
 
 
+def _request_path(value: str) -> str:
+    if not value.startswith("/") or any(c in value for c in "?# \t\r\n"):
+        raise ValueError("a request path such as /auth/login (no query, no spaces)")
+    return value
+
+
 class LogSettings(_Section):
     """Access-log analysis (clauses 6.4 c, 7.1, 7.3.1, 8.3 c)."""
 
@@ -291,6 +297,9 @@ class LogSettings(_Section):
     service_pattern: str | None = None
     """A regular expression (RE2, as the analysis runs it) with a group `service` that finds
     the service id in an nginx request path; unset uses the built-in ^/svc/(?P<service>[^/?#]+)."""
+    login_paths: list[Annotated[str, AfterValidator(_request_path)]] | None = None
+    """The portal's login paths (exact, without the query): a 401 there is a failed login, in
+    either log. Unset uses the built-in ["/auth/login"]."""
     holidays: list[DateText] = Field(default_factory=list)
     """Extra statutory holidays, for years the Chinese calendar package does not know yet."""
     workdays: list[DateText] = Field(default_factory=list)
@@ -474,6 +483,7 @@ DEFAULT_RULE_KINDS: dict[str, str] = {
     # ZAP alerts and the access-log rules of spec/access-log.md
     "zap:*": "vulnerability",
     "brute_force_login": "abnormal_behaviour",
+    "brute_force_ip": "abnormal_behaviour",
     "credential_stuffing": "abnormal_behaviour",
     "scanner_probing": "abnormal_behaviour",
     "request_flood": "abnormal_behaviour",

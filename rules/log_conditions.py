@@ -43,12 +43,19 @@ class Block:
 
     `ts` is the time of each row as numpy int64; `rows` marks the rows rules may look at (all
     but those without a time). A dictionary column is taken to hold each value once in its
-    dictionary, as Arrow's `dictionary_encode` makes it.
+    dictionary, as Arrow's `dictionary_encode` makes it. `calendar` and `login_paths` are the
+    site's, for the derived columns.
     """
 
-    def __init__(self, table: pa.Table, calendar: WorkCalendar) -> None:
+    def __init__(
+        self,
+        table: pa.Table,
+        calendar: WorkCalendar,
+        login_paths: Sequence[str] = schema.DEFAULT_LOGIN_PATHS,
+    ) -> None:
         self.table = table
         self.calendar = calendar
+        self.login_paths = pa.array(list(login_paths), pa.string())
         self.n = table.num_rows
         ts = _array(table.column("ts"))
         self.rows: Mask = np.ones(self.n, np.bool_)
@@ -174,6 +181,14 @@ def _static(blk: Block, within: Mask) -> Mask:
     return _path_matches(blk, within, STATIC)
 
 
+def _login_path(blk: Block, _within: Mask) -> Mask:
+    # One membership test per distinct path; a missing path (code -1) is no login.
+    codes, paths = blk.coded("path")
+    hit = filled(pc.is_in(paths, value_set=blk.login_paths), False)
+    answers: Mask = np.append(hit, False)
+    return answers[codes]
+
+
 def _error(blk: Block, _within: Mask) -> Mask:
     status, valid = blk.numbers("status")
     return (status >= 500) & valid
@@ -185,6 +200,7 @@ DERIVED: dict[str, Callable[[Block, Mask], Column]] = {
     "network": _network,
     "sensitive_path": _sensitive,
     "static_path": _static,
+    "login_path": _login_path,
     "error": _error,
 }
 """Columns no log carries, computed from a block. `within` marks the rows still in question

@@ -358,3 +358,47 @@ def test_a_line_nested_100000_deep_is_rejected_and_following_goes_past_it(
     assert (analyzer["lines"], analyzer["rejected"]) == (21, 1)
     assert analyzer["rejected_samples"][0].startswith(f'{log}: {{"ts": "2026-11-02T09:01:00')
     assert finding.evidence["count"] == 20  # the lines around it are all read
+
+
+def test_an_address_failing_logins_in_both_followed_logs_opens_one_incident(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # 120 failed logins from one address in ten minutes, in the edge log and the audit log:
+    # one brute_force_ip finding (each request counted once) beside the audit log's
+    # credential_stuffing on the same address, and one abnormal-behaviour incident for both.
+    from monitord.incidents import intake
+    from monitord.models import Incident
+
+    edge, audit = tmp_path / "access.log", tmp_path / "audit.jsonl"
+    cfg = config((edge, "nginx"), (audit, "json"))
+    five = dt.timedelta(seconds=5)
+    moments = [START + i * five for i in range(120)]
+    edge.write_text(
+        "".join(
+            f'45.95.147.9 - - [{nginx_time(m)}] "POST /auth/login HTTP/1.1" 401 64 "-" '
+            '"Mozilla/5.0" 0.030 "-"\n'
+            for m in moments
+        )
+    )
+    failed = {"ip": "45.95.147.9", "action": "login_failed", "method": "POST", "status": 401}
+    audit.write_text(
+        "".join(
+            audit_line(m, user_id=f"u-{i}", path="/auth/login", **failed) + "\n"
+            for i, m in enumerate(moments)
+        )
+    )
+    clock.now = START + dt.timedelta(minutes=15)
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        found = session.scalars(select(Finding).where(Finding.rule == "brute_force_ip")).all()
+        assert [(f.subject, f.evidence["count"]) for f in found] == [("45.95.147.9", 120)]
+        on_the_address = session.scalars(
+            select(Finding.rule).where(Finding.subject == "45.95.147.9")
+        )
+        assert sorted(on_the_address) == ["brute_force_ip", "credential_stuffing"]
+        intake(session, cfg, clock())
+        incidents = session.scalars(select(Incident)).all()
+        about_the_address = [i for i in incidents if "45.95.147.9" in i.group_key]
+        assert [(i.kind, i.klass) for i in about_the_address] == [
+            ("abnormal_behaviour", "security")
+        ]
