@@ -228,7 +228,9 @@ def _without_oversized(
     kept: dict[str, Any] = {}
     dropped: set[str] = set()
     for name, value in raw.items():
-        size = len(name) + _json_bytes(value) if isinstance(value, str | list | dict) else 0
+        # Numbers are short (load_json keeps an overlong one as its text), so is null; a field
+        # name counts too.
+        size = len(name) + (_json_bytes(value) if isinstance(value, str | list | dict) else 0)
         if size <= limit:
             kept[name] = value
             continue

@@ -297,7 +297,9 @@ class LogSettings(_Section):
     service_pattern: str | None = None
     """A regular expression (RE2, as the analysis runs it) with a group `service` that finds
     the service id in an nginx request path; unset uses the built-in ^/svc/(?P<service>[^/?#]+)."""
-    login_paths: list[Annotated[str, AfterValidator(_request_path)]] | None = None
+    login_paths: list[Annotated[str, AfterValidator(_request_path)]] | None = Field(
+        default=None, min_length=1
+    )
     """The portal's login paths (exact, without the query): a 401 there is a failed login, in
     either log. Unset uses the built-in ["/auth/login"]."""
     holidays: list[DateText] = Field(default_factory=list)
