@@ -161,32 +161,28 @@ def _network(blk: Block, _within: Mask) -> Coded:
     return of_ip[codes], networks.dictionary
 
 
-def _path_matches(blk: Block, within: Mask, pattern: str) -> Mask:
-    # Only the paths of rows still in question are matched; a missing path matches nothing.
+def _paths_where(blk: Block, within: Mask, test: Callable[[pa.Array], pa.Array]) -> Mask:
+    # Only the paths of rows still in question are tested; a missing path passes no test.
     codes, paths = blk.coded("path")
     used = np.zeros(len(paths) + 1, np.bool_)
     used[codes[within]] = True
     which = np.flatnonzero(used[:-1])
     asked = paths if len(which) == len(paths) else paths.take(pa.array(which))
     hit = np.zeros(len(paths) + 1, np.bool_)  # the last entry answers for code -1
-    hit[which] = filled(pc.match_substring_regex(asked, pattern), False)
+    hit[which] = filled(test(asked), False)
     return hit[codes]
 
 
 def _sensitive(blk: Block, within: Mask) -> Mask:
-    return _path_matches(blk, within, SENSITIVE)
+    return _paths_where(blk, within, lambda paths: pc.match_substring_regex(paths, SENSITIVE))
 
 
 def _static(blk: Block, within: Mask) -> Mask:
-    return _path_matches(blk, within, STATIC)
+    return _paths_where(blk, within, lambda paths: pc.match_substring_regex(paths, STATIC))
 
 
-def _login_path(blk: Block, _within: Mask) -> Mask:
-    # One membership test per distinct path; a missing path (code -1) is no login.
-    codes, paths = blk.coded("path")
-    hit = filled(pc.is_in(paths, value_set=blk.login_paths), False)
-    answers: Mask = np.append(hit, False)
-    return answers[codes]
+def _login_path(blk: Block, within: Mask) -> Mask:
+    return _paths_where(blk, within, lambda paths: pc.is_in(paths, value_set=blk.login_paths))
 
 
 def _error(blk: Block, _within: Mask) -> Mask:
