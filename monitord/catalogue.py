@@ -171,6 +171,8 @@ MAX_CONCURRENCY = 2**31 - 1
 """The largest max_concurrency the store holds (a 32-bit INTEGER column on PostgreSQL)."""
 
 
+MIB = 1024 * 1024
+
 RECORD_DEPTH = 20
 """How deeply a record's values may nest; the contract's deepest (probe.expect_codes.ok) is 3."""
 
@@ -206,12 +208,48 @@ def _clean(value: Any, path: str, problems: list[str], depth: int = 0) -> Any:
     return value
 
 
+def _json_bytes(value: Any) -> int:
+    """How many bytes a value takes as JSON text in UTF-8, as the store keeps it."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _size(count: int) -> str:
+    return f"{count / MIB:.1f} MiB" if count >= MIB else f"{math.ceil(count / 1024)} KiB"
+
+
+def _without_oversized(
+    raw: dict[str, Any], max_field_kb: int, problems: list[str]
+) -> tuple[dict[str, Any], set[str]]:
+    """raw without the fields larger than max_field_kb KiB, each named in a problem with its
+    size; and their names. Neither its column nor the stored record keeps such a field (a 50 MB
+    description was stored twice), and the rest of the record is kept."""
+    limit = max_field_kb * 1024
+    kept: dict[str, Any] = {}
+    dropped: set[str] = set()
+    for name, value in raw.items():
+        # Numbers are short (load_json keeps an overlong one as its text), so is null; a field
+        # name counts too.
+        size = len(name) + (_json_bytes(value) if isinstance(value, str | list | dict) else 0)
+        if size <= limit:
+            kept[name] = value
+            continue
+        dropped.add(name)
+        shown = name if name.isidentifier() and len(name) <= 40 else _show(name)
+        problems.append(
+            f"{shown}: {_size(size)}, more than the {max_field_kb} KiB a field may hold "
+            "(portal.max_field_kb); not stored"
+        )
+    return kept, dropped
+
+
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
 
 
-def validate_record(raw: Any, where: str) -> ServiceRecord:
-    """Validate one SERVICE object; problems of the filing are collected, never fatal.
+def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
+    """Validate one SERVICE object; problems of the filing are collected, never fatal. A field
+    larger than max_field_kb KiB is one of them, and is not kept.
 
     Raises SyncError only when the record cannot be tracked at all (not an object, no id).
     """
@@ -226,6 +264,7 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
             f"a lone surrogate, or is longer than {ID_LENGTH} characters"
         )
     problems: list[str] = []
+    raw, oversized = _without_oversized(raw, max_field_kb, problems)
     raw = _clean(raw, "", problems)
     unknown: list[str] = []
     columns: dict[str, Any] = {}
@@ -294,7 +333,7 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
             problems.append(f"updated_at: {_show(updated_at)} is outside years 1-9999 in UTC")
     elif updated_at is not None:
         problems.append(f"updated_at: expected an ISO 8601 time, got {_show(updated_at)}")
-    if raw.get("status") is None:
+    if raw.get("status") is None and "status" not in oversized:
         problems.append("status: missing (lifecycle state)")
     probe = raw.get("probe")
     if isinstance(probe, dict):
@@ -308,6 +347,8 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
 
     for name, label in APPENDIX_A.items():
         value = raw.get(name)
+        if name in oversized:
+            continue  # reported as too large: "missing" would be wrong
         if name == "review":
             opinion = value.get("opinion") if isinstance(value, dict) else None
             if _blank(opinion):
@@ -328,7 +369,9 @@ def validate_record(raw: Any, where: str) -> ServiceRecord:
     )
 
 
-def collect_records(services: list[Any], where: str, into: dict[str, ServiceRecord]) -> list[str]:
+def collect_records(
+    services: list[Any], where: str, into: dict[str, ServiceRecord], max_field_kb: int
+) -> list[str]:
     """Validate a page of records into `into`, keyed by id; returns warnings.
 
     An id seen twice with the same content is a harmless repeat (a page boundary that moved).
@@ -336,7 +379,7 @@ def collect_records(services: list[Any], where: str, into: dict[str, ServiceReco
     """
     warnings: list[str] = []
     for index, raw in enumerate(services):
-        record = validate_record(raw, f"{where}, services[{index}]")
+        record = validate_record(raw, f"{where}, services[{index}]", max_field_kb)
         seen = into.get(record.id)
         if seen is not None:
             if seen.fingerprint != record.fingerprint:
@@ -350,8 +393,9 @@ def collect_records(services: list[Any], where: str, into: dict[str, ServiceReco
     return warnings
 
 
-def read_catalogue_file(path: str | Path) -> Catalogue:
-    """Read a catalogue file: a JSON object with a `services` list, as the portal serves it."""
+def read_catalogue_file(path: str | Path, max_field_kb: int) -> Catalogue:
+    """Read a catalogue file: a JSON object with a `services` list, as the portal serves it;
+    a field larger than max_field_kb KiB is a filing problem and is not kept."""
     file = Path(path)
     try:
         document = load_json(file.read_bytes())
@@ -362,7 +406,7 @@ def read_catalogue_file(path: str | Path) -> Catalogue:
     if not isinstance(document, dict) or not isinstance(document.get("services"), list):
         raise SyncError(f"{file}: expected a JSON object with a 'services' list")
     records: dict[str, ServiceRecord] = {}
-    warnings = collect_records(document["services"], str(file), records)
+    warnings = collect_records(document["services"], str(file), records, max_field_kb)
     return Catalogue(records=list(records.values()), warnings=warnings)
 
 
@@ -371,6 +415,31 @@ Sleep = Callable[[float], Awaitable[None]]
 
 class _Retryable(Exception):
     """A page request failed in a way that may pass (timeout, 5xx, cut-off body, HTML)."""
+
+
+READ_CHUNK = 64 * 1024
+
+
+async def _bounded_body(response: aiohttp.ClientResponse, max_mb: float, where: str) -> bytes:
+    """The body of a page, read in pieces and never more than max_mb MiB of it (decompressed).
+
+    Raises SyncError as soon as the page proves larger (by its Content-Length, or by what came):
+    an endless or hostile answer costs no more memory than the limit, and no retry, since the
+    same page would come again.
+    """
+    limit = int(max_mb * MIB)
+    too_large = SyncError(
+        f"{where} is larger than {max_mb:g} MiB (portal.max_page_mb) and was read no further; "
+        "lower portal.page_size, or raise portal.max_page_mb if the portal's records are that big"
+    )
+    if response.content_length is not None and response.content_length > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(READ_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
 
 
 async def _get_page(
@@ -393,7 +462,7 @@ async def _get_page(
                 raise _Retryable(f"{where}: the portal answered HTTP {response.status}")
             if response.status != 200:
                 raise SyncError(f"{where}: the portal answered HTTP {response.status}")
-            body = await response.read()
+            body = await _bounded_body(response, settings.max_page_mb, where)
             content_type = response.headers.get("Content-Type", "")
             etag = response.headers.get("ETag")
     except TimeoutError:
@@ -475,7 +544,9 @@ async def fetch_catalogue(
             # 'next' pages: without this, 10,000 requests before the sync gives up.
             raise SyncError(f"page {page}: the portal answered page {_show(answered)} instead")
         pages_read += 1
-        warnings += collect_records(document["services"], f"page {page}", records)
+        warnings += collect_records(
+            document["services"], f"page {page}", records, settings.max_field_kb
+        )
         next_page = document.get("next")
         if next_page is None:
             break
@@ -823,7 +894,7 @@ async def sync_catalogue(
     etag = None
     try:
         if file is not None:
-            catalogue: Catalogue | None = read_catalogue_file(file)
+            catalogue: Catalogue | None = read_catalogue_file(file, settings.max_field_kb)
         else:
             etag = await asyncio.to_thread(last_etag, store)
             if session is None:

@@ -140,6 +140,12 @@ class PortalSettings(_Section):
     backoff_seconds: float = Field(default=2.0, ge=0, le=60)
     max_gone_fraction: float = Field(default=0.5, gt=0, le=1)
     """A catalogue that would mark more than this share of known services gone is refused."""
+    max_page_mb: float = Field(default=8.0, gt=0, le=1024)
+    """A page larger than this is refused, read no further, and the sync fails: 1000 records of
+    a few KiB each take about 3 MiB."""
+    max_field_kb: int = Field(default=64, gt=0, le=1024 * 1024)
+    """A field of a record larger than this (as JSON text) is a filing problem and is not
+    stored; the rest of the record is."""
 
     @field_validator("url")
     @classmethod
@@ -284,6 +290,12 @@ class FollowedLog(_Section):
     format: Literal["auto", "nginx", "json"] = "auto"
 
 
+def _request_path(value: str) -> str:
+    if not value.startswith("/") or any(c in value for c in "?# \t\r\n"):
+        raise ValueError("a request path such as /auth/login (no query, no spaces)")
+    return value
+
+
 class LogSettings(_Section):
     """Access-log analysis (clauses 6.4 c, 7.1, 7.3.1, 8.3 c)."""
 
@@ -293,6 +305,11 @@ class LogSettings(_Section):
     service_pattern: str | None = None
     """A regular expression (RE2, as the analysis runs it) with a group `service` that finds
     the service id in an nginx request path; unset uses the built-in ^/svc/(?P<service>[^/?#]+)."""
+    login_paths: list[Annotated[str, AfterValidator(_request_path)]] | None = Field(
+        default=None, min_length=1
+    )
+    """The portal's login paths (exact, without the query): a 401 there is a failed login, in
+    either log. Unset uses the built-in ["/auth/login"]."""
     holidays: list[DateText] = Field(default_factory=list)
     """Extra statutory holidays, for years the Chinese calendar package does not know yet."""
     workdays: list[DateText] = Field(default_factory=list)

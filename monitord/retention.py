@@ -3,21 +3,25 @@
 Raw probe results are kept `probes.raw_retention_days`; their hourly roll-ups (count, failures,
 latency p50/p95/p99) `probes.rollup_retention_days` (at least 400), so a quarter's report and a
 year's trend read roll-ups only. Nothing monitord records for clause 7.3.1 is purged before
-`store.retention_days` (at least 180).
+`store.retention_days` (at least 180): sync runs and probe rounds go then, the service events a
+sync run recorded stay (without their reference to it). Each table is purged in its own
+transactions, so that one that cannot be purged keeps no other from it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, Delete, delete, func, select
+from loguru import logger
+from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from monitord.config import Settings
-from monitord.models import ProbeResultRow, ProbeRollup, ProbeRound, SyncRun
+from monitord.models import ProbeResultRow, ProbeRollup, ProbeRound, ServiceEvent, SyncRun
 from monitord.store import Store
+from monitord.textable import shortened
 
 
 def _percentile(sorted_values: list[float], fraction: float) -> float:
@@ -85,32 +89,86 @@ def roll_up(store: Store, now: dt.datetime) -> int:
     return written
 
 
-def _deleted(session: Session, statement: Delete) -> int:
-    result = cast(CursorResult[Any], session.execute(statement))
-    return result.rowcount
+BATCH = 5_000
+"""Rows deleted per transaction. A backlog of months (after a purge that could not run) goes in
+steps, so that no transaction holds the store's write lock while the probes wait to record."""
+
+Purged = type[ProbeResultRow] | type[ProbeRollup] | type[ProbeRound] | type[SyncRun]
+
+
+def _delete_batch(session: Session, model: Purged, older: ColumnElement[bool]) -> int:
+    """Delete up to BATCH of the oldest rows of `model` matching `older`; returns how many."""
+    ids = list(session.scalars(select(model.id).where(older).order_by(model.id).limit(BATCH)))
+    if not ids:
+        return 0
+    if model is SyncRun:
+        # A lifecycle event outlives the sync run that saw it (the store's foreign key would
+        # refuse the delete): it keeps everything but the reference.
+        session.execute(
+            update(ServiceEvent).where(ServiceEvent.sync_run_id.in_(ids)).values(sync_run_id=None)
+        )
+    session.execute(delete(model).where(model.id.in_(ids)))
+    return len(ids)
+
+
+def _failed(what: str, exc: SQLAlchemyError) -> None:
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    logger.error(
+        "housekeeping: {} failed ({}: {}); the other tables are purged, this one at the next run",
+        what,
+        exc.__class__.__name__,
+        shortened(reason, 300),
+    )
+
+
+def _purge_table(store: Store, model: Purged, older: ColumnElement[bool]) -> int:
+    """Delete every row of `model` matching `older`, BATCH rows a transaction; returns how many.
+
+    A failure is logged with the table and what was deleted before it, and that count returned:
+    the other tables are purged all the same, and this one is tried again at the next run.
+    """
+    deleted = 0
+    try:
+        while True:
+            with store.session() as session:
+                done = _delete_batch(session, model, older)
+            deleted += done
+            if done < BATCH:
+                return deleted
+    except SQLAlchemyError as exc:
+        _failed(f"purging {model.__tablename__} after {deleted} rows", exc)
+        return deleted
+
+
+def _raw_cutoff(store: Store, settings: Settings, now: dt.datetime) -> dt.datetime | None:
+    """Raw results older than this may go: past their retention, and their hour rolled up."""
+    try:
+        with store.session() as session:
+            last_rolled: dt.datetime | None = session.scalar(select(func.max(ProbeRollup.hour)))
+    except SQLAlchemyError as exc:
+        _failed("reading the last roll-up (raw results kept)", exc)
+        return None
+    if last_rolled is None:
+        return None
+    raw_cutoff = now - dt.timedelta(days=settings.probes.raw_retention_days)
+    return min(raw_cutoff, last_rolled + dt.timedelta(hours=1))
 
 
 def purge(store: Store, settings: Settings, now: dt.datetime) -> dict[str, int]:
-    """Delete what is past its retention; returns rows deleted per table."""
-    raw_cutoff = now - dt.timedelta(days=settings.probes.raw_retention_days)
+    """Delete what is past its retention; returns rows deleted per table.
+
+    Each table is purged on its own (`_purge_table`): one that fails stops no other. Findings,
+    incidents and their events, service events and alerts are never purged here.
+    """
     rollup_cutoff = now - dt.timedelta(days=settings.probes.rollup_retention_days)
     record_cutoff = now - dt.timedelta(days=settings.store.retention_days)
     deleted: dict[str, int] = {}
-    with store.session() as session:
-        # Raw results go only once their hour is rolled up.
-        last_rolled = session.scalar(select(func.max(ProbeRollup.hour)))
-        if last_rolled is not None:
-            cutoff = min(raw_cutoff, last_rolled + dt.timedelta(hours=1))
-            deleted["probe_results"] = _deleted(
-                session, delete(ProbeResultRow).where(ProbeResultRow.at < cutoff)
-            )
-        deleted["probe_rollups"] = _deleted(
-            session, delete(ProbeRollup).where(ProbeRollup.hour < rollup_cutoff)
+    raw_cutoff = _raw_cutoff(store, settings, now)
+    if raw_cutoff is not None:
+        deleted["probe_results"] = _purge_table(
+            store, ProbeResultRow, ProbeResultRow.at < raw_cutoff
         )
-        deleted["probe_rounds"] = _deleted(
-            session, delete(ProbeRound).where(ProbeRound.started_at < record_cutoff)
-        )
-        deleted["sync_runs"] = _deleted(
-            session, delete(SyncRun).where(SyncRun.started_at < record_cutoff)
-        )
+    deleted["probe_rollups"] = _purge_table(store, ProbeRollup, ProbeRollup.hour < rollup_cutoff)
+    deleted["probe_rounds"] = _purge_table(store, ProbeRound, ProbeRound.started_at < record_cutoff)
+    deleted["sync_runs"] = _purge_table(store, SyncRun, SyncRun.started_at < record_cutoff)
     return deleted

@@ -43,12 +43,19 @@ class Block:
 
     `ts` is the time of each row as numpy int64; `rows` marks the rows rules may look at (all
     but those without a time). A dictionary column is taken to hold each value once in its
-    dictionary, as Arrow's `dictionary_encode` makes it.
+    dictionary, as Arrow's `dictionary_encode` makes it. `calendar` and `login_paths` are the
+    site's, for the derived columns.
     """
 
-    def __init__(self, table: pa.Table, calendar: WorkCalendar) -> None:
+    def __init__(
+        self,
+        table: pa.Table,
+        calendar: WorkCalendar,
+        login_paths: Sequence[str] = schema.DEFAULT_LOGIN_PATHS,
+    ) -> None:
         self.table = table
         self.calendar = calendar
+        self.login_paths = pa.array(list(login_paths), pa.string())
         self.n = table.num_rows
         ts = _array(table.column("ts"))
         self.rows: Mask = np.ones(self.n, np.bool_)
@@ -154,24 +161,28 @@ def _network(blk: Block, _within: Mask) -> Coded:
     return of_ip[codes], networks.dictionary
 
 
-def _path_matches(blk: Block, within: Mask, pattern: str) -> Mask:
-    # Only the paths of rows still in question are matched; a missing path matches nothing.
+def _paths_where(blk: Block, within: Mask, test: Callable[[pa.Array], pa.Array]) -> Mask:
+    # Only the paths of rows still in question are tested; a missing path passes no test.
     codes, paths = blk.coded("path")
     used = np.zeros(len(paths) + 1, np.bool_)
     used[codes[within]] = True
     which = np.flatnonzero(used[:-1])
     asked = paths if len(which) == len(paths) else paths.take(pa.array(which))
     hit = np.zeros(len(paths) + 1, np.bool_)  # the last entry answers for code -1
-    hit[which] = filled(pc.match_substring_regex(asked, pattern), False)
+    hit[which] = filled(test(asked), False)
     return hit[codes]
 
 
 def _sensitive(blk: Block, within: Mask) -> Mask:
-    return _path_matches(blk, within, SENSITIVE)
+    return _paths_where(blk, within, lambda paths: pc.match_substring_regex(paths, SENSITIVE))
 
 
 def _static(blk: Block, within: Mask) -> Mask:
-    return _path_matches(blk, within, STATIC)
+    return _paths_where(blk, within, lambda paths: pc.match_substring_regex(paths, STATIC))
+
+
+def _login_path(blk: Block, within: Mask) -> Mask:
+    return _paths_where(blk, within, lambda paths: pc.is_in(paths, value_set=blk.login_paths))
 
 
 def _error(blk: Block, _within: Mask) -> Mask:
@@ -185,6 +196,7 @@ DERIVED: dict[str, Callable[[Block, Mask], Column]] = {
     "network": _network,
     "sensitive_path": _sensitive,
     "static_path": _static,
+    "login_path": _login_path,
     "error": _error,
 }
 """Columns no log carries, computed from a block. `within` marks the rows still in question

@@ -31,6 +31,7 @@ DERIVED_NEEDS: dict[str, tuple[str, ...]] = {
     "network": ("ip",),
     "sensitive_path": ("path",),
     "static_path": ("path",),
+    "login_path": ("path",),
     "error": ("status",),
 }
 """The derived fields a condition may name, each with the log columns it is computed from

@@ -60,9 +60,15 @@ class LogRuleEngine:
     Feed blocks in (roughly) time order per source with `feed`; read `findings()` at any time.
     """
 
-    def __init__(self, rules: Sequence[LogRule], calendar: WorkCalendar | None = None) -> None:
+    def __init__(
+        self,
+        rules: Sequence[LogRule],
+        calendar: WorkCalendar | None = None,
+        login_paths: Sequence[str] = schema.DEFAULT_LOGIN_PATHS,
+    ) -> None:
         self.rules = list(rules)
         self.calendar = calendar or WorkCalendar()
+        self.login_paths = tuple(login_paths)
         self._findings: dict[tuple[str, str, str], LogFinding] = {}
         self._windows: dict[tuple[str, str, str], Window] = {}
         # Findings with open window buckets, per (rule, subject column, source): those whose
@@ -70,19 +76,28 @@ class LogRuleEngine:
         self._open: dict[tuple[str, str, str], set[tuple[str, str, str]]] = {}
 
     @classmethod
-    def load(cls, path: Path = RULES_FILE, calendar: WorkCalendar | None = None) -> LogRuleEngine:
+    def load(
+        cls,
+        path: Path = RULES_FILE,
+        calendar: WorkCalendar | None = None,
+        login_paths: Sequence[str] = schema.DEFAULT_LOGIN_PATHS,
+    ) -> LogRuleEngine:
         """An engine with the rules of a rule file (the shipped `rules/logs.toml` by default)."""
-        return cls(load_rules(path), calendar)
+        return cls(load_rules(path), calendar, login_paths)
 
     # -- feeding ----------------------------------------------------------------------------------
 
     @classmethod
     def from_settings(cls, settings: LogSettings | None = None) -> LogRuleEngine:
         """The shipped rules, with working hours from `[logs]` of the config (holidays and
-        make-up working days for years the calendar package does not know, the working day)."""
+        make-up working days for years the calendar package does not know, the working day)
+        and its login paths."""
         if settings is None:
             return cls.load()
-        return cls.load(calendar=WorkCalendar.from_settings(settings))
+        return cls.load(
+            calendar=WorkCalendar.from_settings(settings),
+            login_paths=settings.login_paths or schema.DEFAULT_LOGIN_PATHS,
+        )
 
     def feed(self, block: pa.Table) -> None:
         """Evaluate every rule on a parsed block (columns of monitord.accesslog.schema).
@@ -101,7 +116,7 @@ class LogRuleEngine:
             part = block
             if count[i + 1] != block.num_rows:
                 part = block.filter(pa.array(codes == i))
-            blk = Block(part, self.calendar)
+            blk = Block(part, self.calendar, self.login_paths)
             for rule in self.rules:
                 if source in rule.sources:
                     self._feed_rule(rule, source, blk)

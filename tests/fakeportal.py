@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import json
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,6 +16,9 @@ from typing import Any
 from aiohttp import web
 
 TOKEN = "s3cret-portal-token"
+MIB = 1024 * 1024
+ENDLESS_MIB = 256
+"""How long an "endless" answer goes on before the connection drops."""
 
 
 def make_service(number: int, **changes: Any) -> dict[str, Any]:
@@ -57,8 +62,9 @@ class FakePortal:
 
     `faults` maps a page number to what goes wrong there: "timeout", "500", "html",
     "truncate", "401", "bad-next", "ignore-page" (from that page on, page 1 is served again with
-    a later page named next, whatever was asked for); `fault_times` says how many requests it
-    lasts (default: all).
+    a later page named next, whatever was asked for), "endless" (a body that goes on and on),
+    "endless-gzip" (the same, gzip-compressed); `fault_times` says how many requests it lasts
+    (default: all).
     `bodies` maps a page number to the exact bytes served for it (status 200, `content_type`,
     `headers`), for answers json.dumps cannot write.
     """
@@ -114,6 +120,8 @@ class FakePortal:
                 document = self._page(1, size)
                 document["next"] = page + 1
                 return web.json_response(document)
+            elif fault in ("endless", "endless-gzip"):
+                return await self._endless(request, compressed=fault == "endless-gzip")
             elif fault == "bad-next":
                 document = self._page(page, size)
                 document["next"] = page
@@ -124,6 +132,30 @@ class FakePortal:
         if page == 1 and request.headers.get("If-None-Match") == self.etag():
             return web.Response(status=304, headers={"ETag": self.etag()})
         return web.json_response(self._page(page, size), headers={"ETag": self.etag()})
+
+    async def _endless(self, request: web.Request, compressed: bool) -> web.StreamResponse:
+        """A 200 JSON answer that goes on until the client hangs up, or for ENDLESS_MIB (then
+        the connection drops: a client that reads it all fails, but does not exhaust the test
+        machine's memory); gzip-compressed, each MiB of it is 3 KiB sent."""
+        record = json.dumps(make_service(1)).encode() + b", "
+        head, piece = b'{"page": 1, "services": [', record * (MIB // len(record))
+        headers = {"Content-Type": "application/json"}
+        if compressed:
+            # Each piece is compressed on its own (a full flush forgets what came before), so
+            # the same compressed bytes may be sent again and again.
+            packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+            head = packer.compress(head) + packer.flush(zlib.Z_FULL_FLUSH)
+            piece = packer.compress(piece) + packer.flush(zlib.Z_FULL_FLUSH)
+            headers["Content-Encoding"] = "gzip"
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        await response.write(head)
+        with contextlib.suppress(ConnectionError):  # the client hung up
+            for _ in range(ENDLESS_MIB):
+                await response.write(piece)
+            assert request.transport is not None
+            request.transport.close()
+        return response
 
     def _page(self, page: int, size: int) -> dict[str, Any]:
         chunk = self.services[(page - 1) * size : page * size]

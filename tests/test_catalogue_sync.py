@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -520,3 +524,101 @@ async def test_a_total_that_is_not_a_count_is_a_warning_on_the_sync(
         f"page 1: 'total' is {shown}, not a count of services: whether the whole catalogue "
         "was read is not checked"
     ]
+
+
+@pytest.mark.parametrize("fault", ["endless", "endless-gzip"])
+async def test_a_page_that_never_ends_fails_the_sync_at_the_size_limit(
+    store: Store, portal: FakePortal, clock: FakeClock, fault: str
+) -> None:
+    # A portal streaming an endless body took the daemon to 3.7 GB in 10 s; gzip-compressed,
+    # each MiB of it is 3 KiB on the wire.
+    await sync(store, portal, clock)
+    before = snapshot(store)
+    portal.services[0]["name"] = "改了"  # a change that must not land
+    portal.faults = {2: fault}
+    portal.requests.clear()
+    outcome = await sync(store, portal, clock, max_page_mb=1, timeout_seconds=30)
+    assert outcome.outcome == "failed"
+    assert (outcome.reason or "").startswith(
+        "page 2 is larger than 1 MiB (portal.max_page_mb) and was read no further; lower "
+        "portal.page_size, or raise portal.max_page_mb"
+    )
+    assert [r["page"] for r in portal.requests] == [1, 2]  # not retried: it would be again
+    assert snapshot(store) == before
+
+
+async def test_a_page_announced_larger_than_the_limit_is_not_read(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    portal.bodies[1] = page_body(portal, 1, 3, padding=json.dumps("x" * (3 << 20)))
+    outcome = await sync(store, portal, clock, max_page_mb=2.5)
+    assert outcome.outcome == "failed"
+    assert "page 1 is larger than 2.5 MiB (portal.max_page_mb)" in (outcome.reason or "")
+    assert service_rows(store) == []
+
+
+async def test_memory_stays_bounded_while_a_portal_streams_an_endless_page(
+    portal: FakePortal, tmp_path: Path
+) -> None:
+    """`monitord sync` as a process, against a page that never ends and against the catalogue:
+    its peak memory (RSS) differs by little more than portal.max_page_mb."""
+    config = tmp_path / "monitord.toml"
+
+    async def peak_mib(name: str) -> tuple[float, str]:
+        db = tmp_path / f"{name}.db"
+        config.write_text(
+            f'[store]\nurl = "sqlite:///{db}"\n[logging]\nfile = "{tmp_path / name}.log"\n'
+            f'[portal]\nurl = "{portal.url}"\nmax_page_mb = 1\nretries = 0\n'
+            "timeout_seconds = 30\n",
+            encoding="utf-8",
+        )
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import resource, sys\n"
+            "from monitord.cli import main\n"
+            "status = main(['--config', sys.argv[1], 'sync'])\n"
+            "print(status, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "MONITORD_PORTAL_TOKEN": TOKEN},
+        )
+        out, err = await child.communicate()
+        status, peak = out.decode().splitlines()[-1].split()
+        assert status == ("0" if name == "whole" else "1"), err.decode()
+        return float(peak), err.decode()
+
+    whole, _ = await peak_mib("whole")
+    portal.faults = {1: "endless"}
+    endless, said = await peak_mib("endless")
+    assert "page 1 is larger than 1 MiB (portal.max_page_mb)" in said
+    assert endless - whole < 16, (whole, endless)
+
+
+async def test_a_field_over_the_size_limit_is_a_filing_problem_and_not_stored(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # A 50 MB description was stored twice (its column and the raw record) at every sync.
+    portal.services[0]["description"] = "很长的功能描述" * 5000  # 102.6 KiB in UTF-8
+    portal.services[1]["return_codes"] = {str(code): "错误" * 20 for code in range(1000)}
+    portal.services[2]["notes"] = "x" * (2 << 20)
+    outcome = await sync(store, portal, clock, max_field_kb=100)
+    assert outcome.outcome == "ok"
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert len(rows) == 7
+    said = "more than the 100 KiB a field may hold (portal.max_field_kb); not stored"
+    assert rows["svc-0001"]["filing_problems"] == [f"description: 103 KiB, {said}"]
+    assert rows["svc-0002"]["filing_problems"] == [f"return_codes: 128 KiB, {said}"]
+    assert rows["svc-0003"]["filing_problems"] == [f"notes: 2.0 MiB, {said}"]
+    with store.session() as session:
+        kept = {s.id: s for s in session.scalars(select(Service))}
+    assert kept["svc-0001"].description is None and "description" not in kept["svc-0001"].raw
+    assert kept["svc-0001"].name == "测试服务1" and kept["svc-0001"].raw["name"] == "测试服务1"
+    assert kept["svc-0002"].return_codes is None and "return_codes" not in kept["svc-0002"].raw
+    assert "notes" not in kept["svc-0003"].raw and kept["svc-0003"].status == "online"
+    with store.session() as session:
+        filing = session.scalars(
+            select(Finding).where(Finding.rule == "appendix_a_incomplete")
+        ).all()
+    assert {f.subject for f in filing} == {"svc-0001", "svc-0002", "svc-0003"}

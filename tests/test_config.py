@@ -320,7 +320,7 @@ def test_a_secret_like_key_monitord_does_not_read_names_no_made_up_setting(
     assert err == (
         "monitord: site.toml: portal.password: unknown key (and secrets are not read from the "
         "config file), expected one of url, token_file, sync_interval_seconds, page_size, "
-        "timeout_seconds, retries, backoff_seconds, max_gone_fraction\n"
+        "timeout_seconds, retries, backoff_seconds, max_gone_fraction, max_page_mb, max_field_kb\n"
     )
 
 

@@ -330,3 +330,78 @@ def test_the_daemon_is_told_when_followed_logs_will_be_read_without_the_c_core(
     monkeypatch.setattr(nginx, "NATIVE", False)
     assert "C core is not built" in (reader_warning(followed) or "")
     assert reader_warning(config()) is None  # no log followed: nothing to say
+
+
+def test_a_line_nested_100000_deep_is_rejected_and_following_goes_past_it(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # In a block Arrow rejects, the line raised RecursionError in the line-by-line fallback:
+    # the pass failed every time, and the cursor never moved past it.
+    log = tmp_path / "audit.jsonl"
+    cfg = config((log, "json"))
+    second = dt.timedelta(seconds=20)
+    deep = '{"ts": "2026-11-02T09:01:00+08:00", "ua": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    lines = [audit_line(START + i * second, action="login_failed") for i in range(10)]
+    lines.insert(5, deep)
+    log.write_text("".join(line + "\n" for line in lines))
+    report = follow_logs(sqlite_store, cfg, clock)
+    assert report.lines == 11
+    with log.open("a") as handle:
+        handle.writelines(
+            audit_line(START + (10 + i) * second, action="login_failed") + "\n" for i in range(10)
+        )
+    report = follow_logs(sqlite_store, cfg, clock)
+    assert report.lines == 10
+    with sqlite_store.session() as session:
+        source = session.get(LogSource, str(log))
+        assert source is not None
+        assert source.offset == log.stat().st_size
+        analyzer = source.state["analyzer"]
+        finding = session.scalars(select(Finding).where(Finding.rule == "brute_force_login")).one()
+    assert (analyzer["lines"], analyzer["rejected"]) == (21, 1)
+    assert analyzer["rejected_samples"][0].startswith(f'{log}: {{"ts": "2026-11-02T09:01:00')
+    assert finding.evidence["count"] == 20  # the lines around it are all read
+
+
+def test_an_address_failing_logins_in_both_followed_logs_opens_one_incident(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # 120 failed logins from one address in ten minutes, in the edge log and the audit log:
+    # one brute_force_ip finding (each request counted once) beside the audit log's
+    # credential_stuffing on the same address, and one abnormal-behaviour incident for both.
+    from monitord.incidents import intake
+    from monitord.models import Incident
+
+    edge, audit = tmp_path / "access.log", tmp_path / "audit.jsonl"
+    cfg = config((edge, "nginx"), (audit, "json"))
+    five = dt.timedelta(seconds=5)
+    moments = [START + i * five for i in range(120)]
+    edge.write_text(
+        "".join(
+            f'45.95.147.9 - - [{nginx_time(m)}] "POST /auth/login HTTP/1.1" 401 64 "-" '
+            '"Mozilla/5.0" 0.030 "-"\n'
+            for m in moments
+        )
+    )
+    failed = {"ip": "45.95.147.9", "action": "login_failed", "method": "POST", "status": 401}
+    audit.write_text(
+        "".join(
+            audit_line(m, user_id=f"u-{i}", path="/auth/login", **failed) + "\n"
+            for i, m in enumerate(moments)
+        )
+    )
+    clock.now = START + dt.timedelta(minutes=15)
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        found = session.scalars(select(Finding).where(Finding.rule == "brute_force_ip")).all()
+        assert [(f.subject, f.evidence["count"]) for f in found] == [("45.95.147.9", 120)]
+        on_the_address = session.scalars(
+            select(Finding.rule).where(Finding.subject == "45.95.147.9")
+        )
+        assert sorted(on_the_address) == ["brute_force_ip", "credential_stuffing"]
+        intake(session, cfg, clock())
+        incidents = session.scalars(select(Incident)).all()
+        about_the_address = [i for i in incidents if "45.95.147.9" in i.group_key]
+        assert [(i.kind, i.klass) for i in about_the_address] == [
+            ("abnormal_behaviour", "security")
+        ]

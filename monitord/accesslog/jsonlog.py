@@ -2,7 +2,8 @@
 
 Arrow rejects a whole block for one bad line, so a block that fails is halved until the bad lines
 are isolated; only blocks of a few dozen lines fall back to `json.loads` line by line. A line
-whose values have unexpected types (a status sent as a string) is coerced there, not dropped.
+whose values have unexpected types (a status sent as a string) is coerced there, not dropped; a
+line nested too deeply for `json.loads` is given to Arrow alone, and rejected if Arrow rejects it.
 """
 
 from __future__ import annotations
@@ -88,6 +89,18 @@ def _coerce(obj: dict[str, Any]) -> dict[str, Any] | None:
     return row
 
 
+def _too_deep(raw: bytes) -> dict[str, Any] | None:
+    """A line nested deeper than Python's parser goes, as Arrow reads it alone (Arrow's parser
+    is not recursive): the row when the deep part is in a field monitord does not read, as in a
+    clean block; None when Arrow rejects it too."""
+    try:
+        table = _read_json(raw if raw.endswith(b"\n") else raw + b"\n")
+    except (pa.ArrowInvalid, ValueError):
+        return None
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows[0] if len(rows) == 1 else None
+
+
 def _one_by_one(lines: list[bytes], start: int, rejected: list[int]) -> pa.Table:
     rows: list[dict[str, Any]] = []
     for i, raw in enumerate(lines):
@@ -96,6 +109,9 @@ def _one_by_one(lines: list[bytes], start: int, rejected: list[int]) -> pa.Table
             row = _coerce(obj) if isinstance(obj, dict) else None
         except (ValueError, TypeError, OverflowError, UnicodeDecodeError):
             row = None
+        except RecursionError:
+            # A crafted line of a hundred thousand brackets: not a reader stopped for ever.
+            row = _too_deep(raw)
         if row is None:
             rejected.append(start + i)
         else:

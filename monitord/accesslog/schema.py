@@ -82,6 +82,8 @@ _CLIENT_PATTERNS = (
 
 DEFAULT_SERVICE_PATTERN = r"^/svc/(?P<service>[^/?#]+)"
 """How an edge path names its catalogue service; the audit log names it in `service_id`."""
+DEFAULT_LOGIN_PATHS = ("/auth/login",)
+"""The portal's login paths (without the query), where a 401 is a failed login."""
 
 
 _CLIENT_RES = tuple((kind, re.compile(pattern)) for kind, pattern in _CLIENT_PATTERNS)

@@ -246,7 +246,7 @@ def _session(world: World, rng: random.Random, p: Person, ts: dt.datetime) -> li
     return out
 
 
-# -- the nine plus two behaviours of spec/access-log.md -------------------------------------------
+# -- the behaviours of spec/access-log.md, and an address failing logins at the edge ---------------
 
 
 def plant_all(
@@ -272,6 +272,22 @@ def plant_all(
                 user_id=victim.user_id,
                 level=victim.level,
                 label="brute_force_login",
+            )
+        )
+    # brute_force_ip: one address failing 120 logins in 10 minutes, seen only at the edge (a
+    # login gateway answers them before the portal writes its audit log).
+    for i in range(120):
+        ev.append(
+            Event(
+                day + dt.timedelta(hours=7, seconds=5 * i),
+                "45.95.147.9",
+                "svc-0001",
+                "login_failed",
+                method="POST",
+                path="/auth/login",
+                status=401,
+                edge_only=True,
+                label="brute_force_ip",
             )
         )
     # credential_stuffing: one address, 40 accounts, one or two tries each, in 8 minutes.

@@ -23,6 +23,7 @@ Logs = Any  # tests/accesslog/conftest.py's Logs: files and the events that made
 # rule → (subject kind, how to find the planted subject among the events)
 PLANTED = {
     "brute_force_login": "user",
+    "brute_force_ip": "ip",
     "credential_stuffing": "ip",
     "scanner_probing": "ip",
     "request_flood": "ip",

@@ -187,6 +187,21 @@ def test_json_numbers_beyond_their_column_are_rejected_lines(field: str, value: 
     assert str(value) in result.rejected_samples[0]
 
 
+@pytest.mark.parametrize("depth", [990, 100_000, 500_000])
+@pytest.mark.parametrize("field", ["ua", "extra"])
+def test_a_json_line_nested_too_deep_for_python_is_a_rejected_line(depth: int, field: str) -> None:
+    # In a block Arrow rejects ("{broken" beside it), the line-by-line fallback raised
+    # RecursionError and stopped the whole run. Nested in a field monitord does not read
+    # ("extra"), the line is read as Arrow reads it in a clean block.
+    ok = '{"ts": "2026-07-03T09:15:02+08:00", "ip": "1.1.1.1", "status": 200}'
+    deep = f'{{"ts": "2026-07-03T09:15:03+08:00", "{field}": ' + "[" * depth + "]" * depth + "}"
+    raw = "\n".join([ok, deep, "{broken"] + [ok] * 399).encode() + b"\n"
+    result = analyse([io.BytesIO(raw)], fmt="json")
+    rejected = 2 if field == "ua" else 1  # a list is no user agent
+    assert (result.lines, result.rejected) == (402, rejected)
+    assert sum(s["requests"] for s in result.stats) == 402 - rejected
+
+
 def test_nginx_size_beyond_64_bits_is_a_rejected_line() -> None:
     line = f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 %s "-" "-" 0.001 "-"\n'
     raw = (line % 5 + line % ("9" * 19) + line % ("9" * 18)).encode()

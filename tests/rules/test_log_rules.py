@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from monitord.accesslog import analyse
+from monitord.accesslog import analyse, synth
+from monitord.config import parse_config
 from monitord.errors import RuleError
 from monitord.timeutil import SHANGHAI
 from monitord.workcalendar import UnknownYearWarning, WorkCalendar
@@ -58,7 +59,7 @@ def test_sample_finds_what_it_says(sample: Path) -> None:
 
 def test_shipped_rules_load_and_name_their_clauses() -> None:
     rules = load_rules()
-    assert len(rules) == 11
+    assert len(rules) == 12
     assert {r.clause for r in rules} >= {"7.3.1", "7.1.1", "7.1.2", "8.3 c", "6.4 c"}
     relative = {r.name for r in rules if r.threshold.peers_quantile or r.threshold.baseline_factor}
     assert relative == {"scraping", "request_flood", "error_burst"}
@@ -126,6 +127,43 @@ def test_engine_state_round_trip_keeps_an_open_window() -> None:
     second.feed(("\n".join(body[5:]) + "\n").encode())
     found = [f for f in second.findings() if f.rule == "brute_force_login"]
     assert [(f.subject, f.count) for f in found] == [("u-77", 9)]
+
+
+def _failed_logins(ip: str, path: str, count: int) -> list[synth.Event]:
+    start = _at(2026, 6, 2, 10)
+    return [
+        synth.Event(
+            start + dt.timedelta(seconds=5 * i),
+            ip,
+            "svc-0001",
+            "login_failed",
+            method="POST",
+            path=path,
+            status=401,
+            user_id=f"u-{i % 3}",
+        )
+        for i in range(count)
+    ]
+
+
+def test_an_address_failing_logins_in_both_logs_is_one_finding_counted_once() -> None:
+    # An edge log and the audit log of the same requests: each failure is counted once.
+    events = _failed_logins("45.95.147.9", "/auth/login", 120)
+    edge = "".join(synth.nginx_line(e) for e in events).encode()
+    audit = "".join(synth.json_line(e) for e in events).encode()
+    result = analyse([io.BytesIO(edge), io.BytesIO(audit)])
+    found = [(f.subject, f.count) for f in result.findings if f.rule == "brute_force_ip"]
+    assert found == [("45.95.147.9", 120)]
+
+
+def test_the_login_paths_are_the_configured_ones() -> None:
+    logs = parse_config({"logs": {"login_paths": ["/sso/login"]}}, "test", env={}).logs
+    events = _failed_logins("45.95.147.9", "/sso/login", 60)
+    events += _failed_logins("61.155.1.1", "/auth/login", 60)
+    edge = "".join(synth.nginx_line(e) for e in sorted(events, key=lambda e: e.ts)).encode()
+    result = analyse(io.BytesIO(edge), engine=LogRuleEngine.from_settings(logs))
+    found = [(f.subject, f.count) for f in result.findings if f.rule == "brute_force_ip"]
+    assert found == [("45.95.147.9", 60)]
 
 
 def _at(y: int, m: int, d: int, h: int, mi: int = 0) -> dt.datetime:

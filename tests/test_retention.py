@@ -1,0 +1,154 @@
+"""Housekeeping over a store that has run for more than a year: every purge does its part, on
+SQLite and PostgreSQL with foreign keys enforced, and a purge that fails stops no other."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from loguru import logger
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import InstrumentedAttribute
+
+from monitord import retention
+from monitord.config import Settings, parse_config
+from monitord.models import (
+    Finding,
+    ProbeResultRow,
+    ProbeRollup,
+    ProbeRound,
+    Service,
+    ServiceEvent,
+    SyncRun,
+)
+from monitord.retention import purge, roll_up
+from monitord.store import Store
+from tests.conftest import FakeClock
+
+DAYS = 400
+"""How far back the store's rows go."""
+
+
+def settings() -> Settings:
+    # The shortest record retention the config allows, so that much of the store is past it.
+    return parse_config({"store": {"retention_days": 180}}, "test", env={})
+
+
+def fill(store: Store, now: dt.datetime) -> None:
+    """A store as a daemon leaves it after DAYS days: a sync run a day whose service events
+    point at it, probe results every six hours, a round a day, and a finding a day."""
+    start = now - dt.timedelta(days=DAYS)
+    with store.session() as session:
+        session.add(Service(id="svc-0001", status="online", first_seen=start, last_seen=now))
+        for day in range(DAYS):
+            at = start + dt.timedelta(days=day)
+            run = SyncRun(started_at=at, finished_at=at, source="portal", outcome="ok")
+            session.add(run)
+            session.flush()
+            session.add(
+                ServiceEvent(service_id="svc-0001", kind="updated", at=at, sync_run_id=run.id)
+            )
+            session.add(ProbeRound(started_at=at, finished_at=at, services=1, probes=4))
+            for hour in (0, 6, 12, 18):
+                session.add(
+                    ProbeResultRow(
+                        service_id="svc-0001",
+                        kind="availability",
+                        target="https://svc1.example.test/",
+                        at=at + dt.timedelta(hours=hour),
+                        success=True,
+                        duration_ms=40.0,
+                        facts={},
+                    )
+                )
+            session.add(
+                Finding(
+                    rule="slow",
+                    clause="6.4",
+                    severity="low",
+                    subject_kind="service",
+                    subject=f"svc-0001#{day}",
+                    service_id="svc-0001",
+                    summary="慢",
+                    first_seen=at,
+                    last_seen=at,
+                    state="resolved",
+                )
+            )
+
+
+def count(store: Store, column: InstrumentedAttribute[dt.datetime], before: dt.datetime) -> int:
+    with store.session() as session:
+        return session.scalar(select(func.count()).where(column < before)) or 0
+
+
+def total(store: Store, model: type) -> int:
+    with store.session() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_a_store_400_days_old_is_purged_and_keeps_its_events(
+    store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deleting sync runs broke the foreign key from service_events.sync_run_id: the whole purge
+    # rolled back every hour from then on, and raw probe results were never purged again.
+    monkeypatch.setattr(retention, "BATCH", 100)  # a backlog goes in many steps
+    now = clock()
+    fill(store, now)
+    assert roll_up(store, now) > 0
+    deleted = purge(store, settings(), now)
+
+    record_cutoff = now - dt.timedelta(days=180)
+    assert deleted["sync_runs"] == DAYS - 180
+    assert count(store, SyncRun.started_at, record_cutoff) == 0
+    assert total(store, SyncRun) == 180
+    assert deleted["probe_rounds"] == DAYS - 180
+    assert count(store, ProbeRound.started_at, record_cutoff) == 0
+    assert deleted["probe_results"] == 4 * (DAYS - 30)
+    assert count(store, ProbeResultRow.at, now - dt.timedelta(days=30)) == 0
+    assert total(store, ProbeResultRow) == 4 * 30
+    assert deleted["probe_rollups"] == 0  # kept 400 days: the oldest is just inside
+    # Lifecycle events, findings and incidents are kept: their sync reference is detached.
+    with store.session() as session:
+        events = session.execute(select(ServiceEvent.at, ServiceEvent.sync_run_id)).all()
+    assert len(events) == DAYS
+    assert sum(1 for at, run in events if run is None) == DAYS - 180
+    assert all(run is not None for at, run in events if at >= record_cutoff)
+    assert total(store, Finding) == DAYS
+
+    # Run again, nothing more is due; two months on, the oldest roll-ups age out too.
+    assert set(purge(store, settings(), now).values()) == {0}
+    later = now + dt.timedelta(days=60)
+    assert purge(store, settings(), later)["probe_rollups"] > 0
+    assert count(store, ProbeRollup.hour, later - dt.timedelta(days=400)) == 0
+
+
+def test_a_purge_that_fails_is_logged_and_stops_no_other(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    now = clock()
+    fill(sqlite_store, now)
+    roll_up(sqlite_store, now)
+    with sqlite_store.engine.begin() as connection:  # a table the store will not let go of
+        connection.execute(
+            text(
+                "create trigger keep_rounds before delete on probe_rounds "
+                "begin select raise(abort, 'rounds are under legal hold'); end"
+            )
+        )
+    errors: list[str] = []
+    sink = logger.add(errors.append, level="ERROR", format="{message}")
+    try:
+        deleted = purge(sqlite_store, settings(), now)
+    finally:
+        logger.remove(sink)
+    assert deleted == {
+        "probe_results": 4 * (DAYS - 30),
+        "probe_rollups": 0,
+        "probe_rounds": 0,
+        "sync_runs": DAYS - 180,
+    }
+    assert total(sqlite_store, ProbeRound) == DAYS
+    [error] = errors
+    assert error.startswith("housekeeping: purging probe_rounds after 0 rows failed")
+    assert "rounds are under legal hold" in error
