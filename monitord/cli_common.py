@@ -4,6 +4,7 @@ JSON output."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import getpass
 import io
 import json
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from monitord.config import Settings, load_config
 from monitord.errors import ConfigError, UsageError
 from monitord.redact import escaped
+from monitord.timeutil import parse_time
 
 if TYPE_CHECKING:
     from monitord.app import App
@@ -72,6 +74,22 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
     return value
+
+
+def time_arg(flag: str, value: str | None) -> dt.datetime | None:
+    """A time given on the command line, read as Asia/Shanghai when it has no offset.
+
+    Raises UsageError naming the flag when it is not ISO 8601.
+    """
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise UsageError(
+            f"{flag} {value!r}: expected an ISO 8601 time such as 2026-10-01 or "
+            "2026-10-01T08:00 (read as Asia/Shanghai)"
+        ) from None
 
 
 def actor(args: argparse.Namespace) -> str:

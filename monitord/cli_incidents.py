@@ -7,8 +7,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli_common import actor, app_for, positive_int, print_json
-from monitord.errors import UsageError
+from monitord.cli_common import actor, app_for, positive_int, print_json, time_arg
 from monitord.redact import one_line
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
@@ -152,7 +151,7 @@ def cmd_open(args: argparse.Namespace) -> int:
 
     app = app_for(args)
     now = app.clock()
-    occurred = _time_arg("--occurred-at", args.occurred_at)
+    occurred = time_arg("--occurred-at", args.occurred_at)
     with app.store.session() as session:
         incident = open_manual(
             session,
@@ -206,19 +205,6 @@ def cmd_close(args: argparse.Namespace) -> int:
     return _transition(args, close, "closed")
 
 
-def _time_arg(flag: str, value: str | None) -> dt.datetime | None:
-    """A time given on the command line, read as Asia/Shanghai when it has no offset."""
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise UsageError(
-            f"{flag} {value!r}: expected an ISO 8601 time such as 2026-11-29T09:30 "
-            "(read as Asia/Shanghai)"
-        ) from None
-
-
 def cmd_notify(args: argparse.Namespace) -> int:
     """Send the clause 7.3.3 notification (or a follow-up) to the management unit, or record
     one made by phone or in person."""
@@ -232,7 +218,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
         "measures": args.measures,
         "rectification": args.rectification,
     }
-    at = _time_arg("--at", args.at)
+    at = time_arg("--at", args.at)
     with app.store.session() as session:
         notify_management(
             session,

@@ -8,28 +8,16 @@ import json
 import sys
 from typing import Any
 
-from monitord.cli_common import app_for, config_path
+from monitord.cli_common import app_for, config_path, time_arg
 from monitord.config import load_config
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time, quarter_bounds, quarter_start
 
 
-def _time(flag: str, value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise UsageError(
-            f"{flag} {value!r}: expected an ISO 8601 time such as 2026-10-01 or "
-            "2026-10-01T08:00 (read as Asia/Shanghai)"
-        ) from None
-
-
 def _time_range(args: argparse.Namespace) -> tuple[dt.datetime | None, dt.datetime | None]:
     """--since and --until as times; refused when --since is not before --until."""
-    since, until = _time("--since", args.since), _time("--until", args.until)
+    since, until = time_arg("--since", args.since), time_arg("--until", args.until)
     if since is not None and until is not None and since >= until:
         raise UsageError(
             f"--since {args.since} is not before --until {args.until}: no time is left"
