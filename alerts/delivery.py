@@ -45,10 +45,10 @@ from alerts.templates import (
 )
 from monitord.config import Settings
 from monitord.incidents import notification_delivered
-from monitord.models import AuditEntry, Incident, OutboxAlert, Service
 from monitord.netguard import DeniedTargetError, resolve_checked
 from monitord.redact import mask_url, mask_urls, one_line
 from monitord.store import Store, audit
+from monitord.store.models import AuditEntry, Incident, OutboxAlert, Service
 from monitord.timeutil import Clock
 
 Sender = Callable[[Channel, Message, str], Awaitable[str | None]]

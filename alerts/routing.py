@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from monitord.config import AlertSettings, Route, Settings
-from monitord.models import Incident, Service
 from monitord.redact import mask_url, one_line
+from monitord.store.models import Incident, Service
 
 MAIL_SCHEMES = ("mailto", "mailtos")
 HOSTED_SCHEMES = frozenset(

@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from monitord.models import Incident, Service
 from monitord.redact import one_line
+from monitord.store.models import Incident, Service
 from monitord.timeutil import local_text
 
 CLASS_NAMES = {"security": "安全事件", "availability": "可用性事件"}

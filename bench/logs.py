@@ -3,7 +3,7 @@
 What is measured, honestly:
 
 * A generated nginx `combined` log (with request time and X-Forwarded-For) of --lines lines and
-  the portal's JSON audit log of the same requests (monitord.accesslog.synth: a week of
+  the portal's JSON audit log of the same requests (monitord.demo.synth: a week of
   working-hours weighted traffic of companies, their legal persons, admins and handlers).
 * Each run is a fresh child process doing exactly what `monitord analyse` does: read, parse,
   statistics per service and hour, all rules of rules/logs.toml, and the JSON result. lines/s is
@@ -40,7 +40,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-from monitord.accesslog import synth  # noqa: E402
+from monitord.demo import synth  # noqa: E402
 
 GOACCESS_RATE_NOTE = "GoAccess 1.7 was measured at ~23,000 lines/s and ~240 MiB on the issue's log"
 

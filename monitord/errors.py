@@ -5,9 +5,9 @@ MonitordError            anything monitord reports to a user as one line, never 
 ├── StoreError           the store cannot be opened or migrated
 ├── SyncError            a catalogue sync could not read a whole, valid catalogue
 ├── UsageError           a command was given something it cannot work with (exit 2)
-│   └── ZapReportError   (monitord.zap_import) a file is not a ZAP report monitord can read
+│   └── ZapReportError   (monitord.scans.report_import) a file is not a ZAP report monitord can read
 ├── RuleError            a rule file (rules/*.toml) does not describe valid rules
-└── ZapError             (monitord.zap) ZAP failed; `.retryable` says whether to try later
+└── ZapError             (monitord.scans.zap) ZAP failed; `.retryable` says whether to try later
     ├── ZapUnavailable, ZapAuthRejected, ZapTimeout, ZapBadAnswer, ZapDeadline, ZapScanStuck,
     │   ZapTargetRefused (a URL ZAP must not be pointed at)
     └── ZapApiError      ZAP answered with an error code

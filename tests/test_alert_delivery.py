@@ -12,8 +12,8 @@ from sqlalchemy import select
 from alerts.delivery import deliver_due, make_apprise_sender
 from monitord.config import Settings, parse_config
 from monitord.incidents import intake, notify_management, open_manual
-from monitord.models import OutboxAlert, Service
 from monitord.store import Store
+from monitord.store.models import OutboxAlert, Service
 from tests.conftest import FakeClock
 from tests.receivers import Mailbox, Webhook, serve_smtp, serve_webhook
 
@@ -195,7 +195,7 @@ async def test_email_alerts_reach_an_smtp_server_with_the_password_from_the_envi
 async def test_findings_flow_into_incidents_and_out_to_on_call(
     sqlite_store: Store, clock: FakeClock, hook: Webhook
 ) -> None:
-    from monitord.findings import upsert_finding
+    from monitord.store.findings import upsert_finding
     from monitord.types import FindingDraft
 
     cfg = config(hook)

@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 
 from monitord.catalogue import service_rows, sync_catalogue, sync_rows
 from monitord.config import PortalSettings
-from monitord.models import Finding, Service, ServiceEvent
 from monitord.store import Store
+from monitord.store.models import Finding, Service, ServiceEvent
 from tests.conftest import FakeClock
 from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from monitord.models import Incident
+from monitord.store.models import Incident
 from monitord.timeutil import UTC
 from tests.fakeportal import FakePortal, make_service, serve_portal
 from tests.receivers import Webhook, serve_webhook

@@ -13,12 +13,19 @@ from typing import Any
 from sqlalchemy import select
 
 from alerts.delivery import deliver_due, make_apprise_sender
+from monitord.accesslog.work import follow_logs
 from monitord.config import Settings, parse_config
-from monitord.findings import upsert_finding
 from monitord.incidents import acknowledge, close, intake, notify_management, resolve, work_clocks
-from monitord.logwork import follow_logs
-from monitord.models import AuditEntry, Finding, FindingEpisode, Incident, OutboxAlert, Service
 from monitord.store import Store
+from monitord.store.findings import upsert_finding
+from monitord.store.models import (
+    AuditEntry,
+    Finding,
+    FindingEpisode,
+    Incident,
+    OutboxAlert,
+    Service,
+)
 from monitord.timeutil import SHANGHAI
 from monitord.types import FindingDraft
 from tests.conftest import FakeClock

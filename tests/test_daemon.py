@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from monitord.app import App
 from monitord.config import parse_config
-from monitord.daemon import Daemon
 from monitord.incidents import open_manual
-from monitord.jobs import Job, incident_clock
-from monitord.models import Incident
+from monitord.runtime.app import App
+from monitord.runtime.daemon import Daemon
+from monitord.runtime.jobs import Job, incident_clock
 from monitord.store import open_store
+from monitord.store.models import Incident
 from monitord.timeutil import STEP_PERSISTS, SteadyClock, system_clock
 from tests.conftest import FakeClock
 

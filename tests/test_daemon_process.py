@@ -308,7 +308,7 @@ async def test_followed_log_lines_are_counted_once_across_a_sigterm_and_restart(
 
     from sqlalchemy import select
 
-    from monitord.models import LogHourStat
+    from monitord.store.models import LogHourStat
     from tests.test_logwork import START, nginx_line
 
     log = tmp_path / "access.log"

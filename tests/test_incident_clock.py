@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from monitord.config import Settings, parse_config
 from monitord.errors import UsageError
-from monitord.findings import upsert_finding
 from monitord.incidents import (
     acknowledge,
     intake,
@@ -20,8 +19,9 @@ from monitord.incidents import (
     open_manual,
     work_clocks,
 )
-from monitord.models import Incident, OutboxAlert, Service
 from monitord.store import Store
+from monitord.store.findings import upsert_finding
+from monitord.store.models import Incident, OutboxAlert, Service
 from monitord.types import FindingDraft
 from tests.conftest import FakeClock
 

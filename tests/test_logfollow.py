@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from monitord.logfollow import Cursor, read_new
+from monitord.accesslog.follow import Cursor, read_new
 
 
 class Follower:
@@ -74,7 +74,7 @@ def test_rename_rotation_reads_the_rest_of_the_old_file_then_the_new(log: Path) 
 def test_a_large_tail_of_the_rotated_file_is_read_in_pieces(log: Path) -> None:
     # A daemon back from a long stop finds much of the old file unread: read in reads of
     # MAX_CHUNK, not at once, and every line still once.
-    from monitord.logfollow import MAX_CHUNK
+    from monitord.accesslog.follow import MAX_CHUNK
 
     follower = Follower(log)
     write(log, "first")
@@ -120,7 +120,7 @@ def test_truncated_and_regrown_past_the_old_offset_is_still_seen_as_new(log: Pat
 def test_a_line_longer_than_a_read_does_not_stop_reading(log: Path) -> None:
     # Junk of more than one read (MAX_CHUNK) without a newline: reading moves past it and on
     # to the lines after it, instead of waiting for its end for ever.
-    from monitord.logfollow import MAX_CHUNK
+    from monitord.accesslog.follow import MAX_CHUNK
 
     write(log, "a")
     with log.open("ab") as handle:

@@ -11,7 +11,7 @@ import pytest
 from loguru import logger
 
 from monitord.config import LoggingSettings
-from monitord.logsetup import setup_logging
+from monitord.runtime.logsetup import setup_logging
 
 PASSWORD = "hunter2-pw"
 STORE_URL = f"postgresql://monitord:{PASSWORD}@db.example:5432/monitord"

@@ -13,11 +13,11 @@ import pytest
 from loguru import logger
 from sqlalchemy import func, select
 
-from monitord.accesslog.synth import nginx_time
+from monitord.accesslog.work import follow_logs, log_audit, usage
 from monitord.config import Settings, parse_config
-from monitord.logwork import follow_logs, log_audit, usage
-from monitord.models import Finding, LogAudit, LogHourStat, LogSource
+from monitord.demo.synth import nginx_time
 from monitord.store import Store
+from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource
 from tests.conftest import FakeClock
 
 START = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
@@ -322,7 +322,7 @@ def test_the_daemon_is_told_when_followed_logs_will_be_read_without_the_c_core(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from monitord.accesslog import nginx
-    from monitord.logwork import reader_warning
+    from monitord.accesslog.work import reader_warning
 
     followed = config((tmp_path / "access.log", "nginx"))
     monkeypatch.setattr(nginx, "NATIVE", True)
@@ -370,7 +370,7 @@ def test_an_address_failing_logins_in_both_followed_logs_opens_one_incident(
     # one brute_force_ip finding (each request counted once) beside the audit log's
     # credential_stuffing on the same address, and one abnormal-behaviour incident for both.
     from monitord.incidents import intake
-    from monitord.models import Incident
+    from monitord.store.models import Incident
 
     edge, audit = tmp_path / "access.log", tmp_path / "audit.jsonl"
     cfg = config((edge, "nginx"), (audit, "json"))

@@ -18,10 +18,10 @@ from aiohttp import web
 from sqlalchemy import select
 
 from monitord.config import Settings, parse_config
-from monitord.models import Finding, ProbeResultRow, ProbeRollup, ServiceEvent, ServiceState
 from monitord.probing import ServiceTarget, probe_round, run_probes, trust_context
-from monitord.retention import purge, roll_up
 from monitord.store import Store
+from monitord.store.models import Finding, ProbeResultRow, ProbeRollup, ServiceEvent, ServiceState
+from monitord.store.retention import purge, roll_up
 from monitord.types import ProbeContext
 from tests.conftest import FakeClock
 
@@ -91,7 +91,7 @@ def settings_for(ca_file: Path, **probes: Any) -> Settings:
 
 
 def add_service(store: Store, clock: FakeClock, url: str, **changes: Any) -> None:
-    from monitord.models import Service
+    from monitord.store.models import Service
 
     values: dict[str, Any] = {
         "id": "svc-0001",

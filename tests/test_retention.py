@@ -10,9 +10,9 @@ from loguru import logger
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import InstrumentedAttribute
 
-from monitord import retention
 from monitord.config import Settings, parse_config
-from monitord.models import (
+from monitord.store import Store, retention
+from monitord.store.models import (
     Finding,
     ProbeResultRow,
     ProbeRollup,
@@ -21,8 +21,7 @@ from monitord.models import (
     ServiceEvent,
     SyncRun,
 )
-from monitord.retention import purge, roll_up
-from monitord.store import Store
+from monitord.store.retention import purge, roll_up
 from tests.conftest import FakeClock
 
 DAYS = 400

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from monitord import zap
 from monitord.config import Settings, parse_config
-from monitord.fakezap import (
+from monitord.demo.fakezap import (
     FakeAlert,
     FakeZapServer,
     RawAnswer,
@@ -23,7 +22,6 @@ from monitord.fakezap import (
     clean_site,
 )
 from monitord.incidents import intake
-from monitord.models import Finding, Incident, Scan, Service, ServiceEvent
 from monitord.scans import (
     accept_finding,
     check_quarter,
@@ -31,8 +29,10 @@ from monitord.scans import (
     enqueue_due,
     expire_acceptances,
     scan_pass,
+    zap,
 )
 from monitord.store import Store
+from monitord.store.models import Finding, Incident, Scan, Service, ServiceEvent
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.timeout(60)
@@ -212,7 +212,7 @@ def test_a_service_not_scanned_by_the_quarter_deadline_is_a_7_3_2_finding(
 def test_an_accepted_risk_opens_no_incident_until_it_expires(
     sqlite_store: Store, clock: FakeClock
 ) -> None:
-    from monitord.findings import upsert_finding
+    from monitord.store.findings import upsert_finding
     from monitord.types import FindingDraft
 
     cfg = settings_for("http://127.0.0.1:9")
@@ -533,11 +533,11 @@ def test_an_imported_report_with_odd_characters_is_stored_and_shown(
 def test_reports_imported_within_one_second_are_all_kept(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import monitord.app
+    import monitord.runtime.app
 
-    build = monitord.app.build_app
+    build = monitord.runtime.app.build_app
     moment = FakeClock()
-    monkeypatch.setattr(monitord.app, "build_app", lambda settings: build(settings, moment))
+    monkeypatch.setattr(monitord.runtime.app, "build_app", lambda settings: build(settings, moment))
     report = Path(__file__).parent / "zap" / "data" / "zap-traditional-report.json"
     assert _import_cli(tmp_path, report) == 0
     config = ["--config", str(tmp_path / "monitord.toml")]

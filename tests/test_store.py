@@ -12,8 +12,8 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import StatementError
 
 from monitord.errors import StoreError
-from monitord.models import AuditEntry, OutboxAlert, Service, ServiceEvent
 from monitord.store import MIGRATIONS, Store, audit, open_store
+from monitord.store.models import AuditEntry, OutboxAlert, Service, ServiceEvent
 from monitord.timeutil import SHANGHAI, UTC
 
 

@@ -33,13 +33,13 @@ from typing import Any, Literal, Protocol, TextIO, cast
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from monitord import plugins
 from monitord.accesslog import jsonlog, nginx
 from monitord.accesslog.findings import LogFinding
 from monitord.accesslog.lines import clean, drop_overlong, split_lines
 from monitord.accesslog.schema import DEFAULT_SERVICE_PATTERN, conform
 from monitord.accesslog.sources import BLOCK_SIZE, Block, InputItem, blocks, detect, expand
 from monitord.accesslog.stats import StatsAccumulator
+from monitord.runtime import plugins
 from monitord.types import FindingDraft
 
 Format = Literal["auto", "nginx", "json"]
@@ -94,7 +94,7 @@ class _Parsed:
 
 
 class LogRules(Protocol):
-    """What analysis needs of a log rule engine (`monitord.plugins.log_rules` gives one)."""
+    """What analysis needs of a log rule engine (`monitord.runtime.plugins.log_rules` gives one)."""
 
     def feed(self, block: pa.Table) -> None:
         """Evaluate every rule on a parsed block."""

@@ -1,6 +1,6 @@
 """An analyzer set up from `[logs]` of the config: calendar, service pattern and the rules.
 
-Kept apart from follow mode (`monitord.logwork`), which needs the store, so that `monitord
+Kept apart from follow mode (`monitord.accesslog.work`), which needs the store, so that `monitord
 analyse` loads no more than analysis needs.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from monitord import plugins
 from monitord.accesslog.analysis import Analyzer
 from monitord.config import LogSettings
+from monitord.runtime import plugins
 
 
 def make_analyzer(settings: LogSettings, state: dict[str, Any] | None = None) -> Analyzer:

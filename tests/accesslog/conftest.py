@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from monitord.accesslog import synth
+from monitord.demo import synth
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from monitord.accesslog import nginx, nginx_exact, schema, synth
+from monitord.accesslog import nginx, nginx_exact, schema
 from monitord.accesslog.lines import split_lines
+from monitord.demo import synth
 
 T = "[03/Jul/2026:09:15:02 +0800]"
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64)"

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from alerts.delivery import deliver_due, expand, make_apprise_sender
 from monitord.config import Settings
 from monitord.incidents import open_manual
-from monitord.models import OutboxAlert
 from monitord.store import Store
+from monitord.store.models import OutboxAlert
 from tests.conftest import FakeClock
 from tests.receivers import Mailbox, Webhook, serve_webhook
 from tests.test_alert_delivery import add_service, config, open_incident

@@ -7,7 +7,7 @@ import pytest
 from alerts.routing import contact_channels
 from monitord.config import check_daemon_secrets, parse_config
 from monitord.errors import ConfigError
-from monitord.models import Service
+from monitord.store.models import Service
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from alerts.delivery import deliver_due, make_apprise_sender
 from monitord.incidents import notify_management, open_manual
-from monitord.models import Service
 from monitord.store import Store
+from monitord.store.models import Service
 from tests.conftest import FakeClock
 from tests.receivers import Mailbox, Webhook
 from tests.test_alert_delivery import add_service, config

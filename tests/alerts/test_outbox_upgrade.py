@@ -10,8 +10,8 @@ from sqlalchemy import select, text
 
 from alerts.delivery import deliver_due, make_apprise_sender
 from monitord.config import parse_config
-from monitord.models import OutboxAlert
 from monitord.store import MIGRATIONS, Store, open_store
+from monitord.store.models import OutboxAlert
 from tests.conftest import FakeClock
 from tests.receivers import serve_webhook
 

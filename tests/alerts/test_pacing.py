@@ -8,8 +8,8 @@ from alerts.delivery import deliver_due, make_apprise_sender
 from alerts.pacing import DIGEST_MAX, batch_size, room, room_again
 from monitord.config import parse_config
 from monitord.incidents import open_manual
-from monitord.models import Service
 from monitord.store import Store
+from monitord.store.models import Service
 from monitord.timeutil import UTC
 from tests.conftest import FakeClock
 from tests.receivers import Webhook

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitord import catalogue, logwork, probing, scans
+from monitord import catalogue, probing, scans
+from monitord.accesslog import work as logwork
 from monitord.config import Settings
 from monitord.errors import RuleError
 from monitord.incidents import class_of_kind, kind_of_rule

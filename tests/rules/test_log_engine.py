@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from monitord.accesslog import Analyzer, synth
+from monitord.accesslog import Analyzer
 from monitord.accesslog.findings import LogFinding
 from monitord.accesslog.schema import TEXT
+from monitord.demo import synth
 from rules.log_rule_file import load_rules
 from rules.log_rules import STATE_VERSION, LogRuleEngine
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from monitord.accesslog import analyse, synth
+from monitord.accesslog import analyse
 from monitord.config import parse_config
+from monitord.demo import synth
 from monitord.errors import RuleError
 from monitord.timeutil import SHANGHAI
 from monitord.workcalendar import UnknownYearWarning, WorkCalendar

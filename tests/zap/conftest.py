@@ -9,8 +9,8 @@ import pytest
 from aiohttp import web
 from zaphelpers import ListLogger, SleepClock
 
-from monitord.fakezap import FakeZapServer, Scenario
-from monitord.zap import ZapScanner, ZapSettings
+from monitord.demo.fakezap import FakeZapServer, Scenario
+from monitord.scans.zap import ZapScanner, ZapSettings
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 from zaphelpers import SERVICE, ListLogger, Recorder, SleepClock
 from zapv2 import ZAPv2
 
-from monitord.fakezap import FakeZapServer, RawAnswer, Scenario, alert_storm, clean_site
-from monitord.zap import (
+from monitord.demo.fakezap import FakeZapServer, RawAnswer, Scenario, alert_storm, clean_site
+from monitord.scans.zap import (
     STEPS,
     ScanState,
     Step,
@@ -651,7 +651,7 @@ async def test_an_answer_nested_too_deeply_is_a_bad_answer(
     ],
 )
 def test_json_nesting(text: bytes, deep: bool) -> None:
-    from monitord.zap import json_nesting_problem
+    from monitord.scans.zap import json_nesting_problem
 
     assert (json_nesting_problem(text, 32) is not None) == deep
 

@@ -7,8 +7,7 @@ import re
 
 import pytest
 
-from monitord.timeutil import UTC
-from monitord.zap import (
+from monitord.scans.zap import (
     ScanState,
     Step,
     ZapSettings,
@@ -16,6 +15,7 @@ from monitord.zap import (
     group_alerts,
     scope_regex,
 )
+from monitord.timeutil import UTC
 
 
 def _alert(**fields: str) -> dict[str, str]:

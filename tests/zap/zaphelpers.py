@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+from monitord.scans.zap import ScanState
 from monitord.timeutil import UTC
-from monitord.zap import ScanState
 
 SERVICE = "http://127.0.0.1:9/app/"
 """The scanned service. The fake ZAP never connects to it; its sites tree is the scenario's.

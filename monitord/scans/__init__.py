@@ -24,13 +24,13 @@ from loguru import logger
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from monitord import zap
 from monitord.config import Settings
 from monitord.errors import UsageError
-from monitord.findings import resolve_findings, upsert_finding
-from monitord.models import Finding, Scan, Service, ServiceEvent
 from monitord.redact import one_line
+from monitord.scans import zap
 from monitord.store import Store, audit
+from monitord.store.findings import resolve_findings, upsert_finding
+from monitord.store.models import Finding, Scan, Service, ServiceEvent
 from monitord.textable import shortened
 from monitord.timeutil import Clock, quarter_start
 from monitord.types import FindingDraft

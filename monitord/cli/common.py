@@ -21,7 +21,7 @@ from monitord.redact import escaped
 from monitord.timeutil import parse_time
 
 if TYPE_CHECKING:
-    from monitord.app import App
+    from monitord.runtime.app import App
 
 
 def config_path(args: argparse.Namespace) -> Path | None:
@@ -48,7 +48,7 @@ def open_app(settings: Settings, for_daemon: bool = False) -> App:
     Raises ConfigError naming store.url when the store's folder cannot be created.
     """
     # Imported here: the App brings sqlalchemy, alembic and aiohttp, which only store commands need.
-    from monitord.app import build_app
+    from monitord.runtime.app import build_app
 
     try:
         return build_app(settings, for_daemon=True) if for_daemon else build_app(settings)

@@ -19,8 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from monitord.config import Settings
-from monitord.models import ProbeResultRow, ProbeRollup, ProbeRound, ServiceEvent, SyncRun
 from monitord.store import Store
+from monitord.store.models import ProbeResultRow, ProbeRollup, ProbeRound, ServiceEvent, SyncRun
 from monitord.textable import shortened
 
 

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from monitord import plugins
-from monitord.app import App
+from monitord.accesslog.work import audit_due, follow_logs
 from monitord.catalogue import sync_catalogue
 from monitord.config import Settings
 from monitord.incidents import intake, work_clocks
-from monitord.logwork import audit_due, follow_logs
 from monitord.probing import probe_round
-from monitord.retention import purge, roll_up
+from monitord.runtime import plugins
+from monitord.runtime.app import App
 from monitord.scans import finished_scan_count, scan_pass
+from monitord.store.retention import purge, roll_up
 from monitord.workcalendar import WorkCalendar
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from monitord.models import Finding, FindingEpisode, Incident
+from monitord.store.models import Finding, FindingEpisode, Incident
 from monitord.types import SEVERITY_RANK, FindingDraft
 
 ENDED_INCIDENT_STATES = ("resolved", "closed")

@@ -540,7 +540,7 @@ CLOCK = "clause 7.3.3: a security event is notified to the management unit withi
 
 def _declared_rule_kinds() -> dict[str, str]:
     # Read from rules/*.toml on first use (each rule declares its incident kind there).
-    from monitord import plugins
+    from monitord.runtime import plugins
 
     return plugins.declared_rule_kinds()
 

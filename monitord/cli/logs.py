@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from monitord.cli_common import app_for, config_path, time_arg
+from monitord.cli.common import app_for, config_path, time_arg
 from monitord.config import load_config
 from monitord.errors import UsageError
 from monitord.textable import format_table
@@ -131,7 +131,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
 def cmd_usage(args: argparse.Namespace) -> int:
     """How a service was used, from the stored hourly statistics."""
-    from monitord.logwork import usage
+    from monitord.accesslog.work import usage
 
     since, until = _time_range(args)
     if since is None and until is not None:
@@ -165,7 +165,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 def cmd_log_audit(args: argparse.Namespace) -> int:
     """Write and show the quarterly log audit (default: the previous quarter)."""
-    from monitord.logwork import log_audit
+    from monitord.accesslog.work import log_audit
 
     if args.quarter:
         try:

@@ -32,8 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from monitord.errors import UsageError
+from monitord.scans.zap import (
+    ZapSettings,
+    clean_text,
+    group_alerts,
+    json_nesting_problem,
+    scope_regex,
+)
 from monitord.types import FindingDraft
-from monitord.zap import ZapSettings, clean_text, group_alerts, json_nesting_problem, scope_regex
 
 __all__ = ["ZapReport", "ZapReportError", "parse_report", "read_report"]
 

@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from monitord import plugins
 from monitord.config import IncidentSettings, Settings
 from monitord.errors import UsageError
-from monitord.models import Finding, Incident, IncidentEvent, OutboxAlert, Service
-from monitord.outbox import enqueue
+from monitord.runtime import plugins
 from monitord.store import audit
+from monitord.store.models import Finding, Incident, IncidentEvent, OutboxAlert, Service
+from monitord.store.outbox import enqueue
 from monitord.timeutil import local_text
 from monitord.types import SEVERITY_RANK
 

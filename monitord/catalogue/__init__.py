@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 
 from monitord.config import PortalSettings
 from monitord.errors import SyncError
-from monitord.findings import resolve_findings, upsert_finding
-from monitord.models import Service, ServiceEvent, SyncRun
 from monitord.store import Store
+from monitord.store.findings import resolve_findings, upsert_finding
+from monitord.store.models import Service, ServiceEvent, SyncRun
 from monitord.textable import UNSTORABLE, shortened, storable
 from monitord.timeutil import SHANGHAI, Clock, parse_time
 from monitord.types import PROBE_METHODS, FindingDraft, Severity, is_http_status

@@ -12,15 +12,15 @@ from loguru import logger
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from monitord import plugins
 from monitord.accesslog import nginx
 from monitord.accesslog.configured import make_analyzer
+from monitord.accesslog.follow import Cursor, read_new
 from monitord.accesslog.stats import merge_rows
 from monitord.config import FollowedLog, Settings
-from monitord.findings import upsert_finding
-from monitord.logfollow import Cursor, read_new
-from monitord.models import Finding, LogAudit, LogHourStat, LogSource
+from monitord.runtime import plugins
 from monitord.store import Store
+from monitord.store.findings import upsert_finding
+from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource
 from monitord.timeutil import SHANGHAI, UTC, Clock, parse_time, quarter_bounds, quarter_start
 from monitord.types import FindingDraft
 

@@ -24,11 +24,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import probes
-from monitord import plugins
 from monitord.config import ProbeSettings, Settings
-from monitord.findings import resolve_findings, upsert_finding
-from monitord.models import ProbeResultRow, ProbeRound, Service, ServiceEvent, ServiceState
+from monitord.runtime import plugins
 from monitord.store import Store
+from monitord.store.findings import resolve_findings, upsert_finding
+from monitord.store.models import ProbeResultRow, ProbeRound, Service, ServiceEvent, ServiceState
 from monitord.timeutil import Clock, parse_time
 from monitord.types import FindingDraft, ProbeContext, ProbeResult, Target
 

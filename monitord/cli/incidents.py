@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli_common import actor, app_for, positive_int, print_json, time_arg
+from monitord.cli.common import actor, app_for, positive_int, print_json, time_arg
 from monitord.redact import one_line
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
@@ -17,7 +17,7 @@ from monitord.timeutil import local_text, parse_time
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from monitord.models import Incident
+    from monitord.store.models import Incident
 
     Transition = Callable[[Session, int, str, dt.datetime, str], Incident]
 
@@ -32,7 +32,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from monitord.incidents import incident_dict
-    from monitord.models import Incident
+    from monitord.store.models import Incident
 
     app = app_for(args)
     now = app.clock()
@@ -84,7 +84,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from monitord.incidents import draft_facts, get_incident, incident_dict, timeline
-    from monitord.models import OutboxAlert
+    from monitord.store.models import OutboxAlert
 
     app = app_for(args)
     now = app.clock()
@@ -208,8 +208,9 @@ def cmd_close(args: argparse.Namespace) -> int:
 def cmd_notify(args: argparse.Namespace) -> int:
     """Send the clause 7.3.3 notification (or a follow-up) to the management unit, or record
     one made by phone or in person."""
-    from monitord import aio, plugins
+    from monitord import aio
     from monitord.incidents import get_incident, notify_management
+    from monitord.runtime import plugins
 
     app = app_for(args)
     parts = {

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 # inside its handler, so `monitord analyse` (benchmarked for peak memory) and `--help` never
 # load what other commands need. tests/test_cli_imports.py keeps it so.
 from monitord import __version__
-from monitord.cli_common import (
+from monitord.cli.common import (
     app_for,
     config_path,
     escaped_stdout,
@@ -23,10 +23,10 @@ from monitord.cli_common import (
     private_files,
     settings_for,
 )
-from monitord.cli_incidents import add_incident_commands
-from monitord.cli_logs import add_log_commands
-from monitord.cli_probe import add_probe_command
-from monitord.cli_scan import add_scan_commands
+from monitord.cli.incidents import add_incident_commands
+from monitord.cli.logs import add_log_commands
+from monitord.cli.probe import add_probe_command
+from monitord.cli.scan import add_scan_commands
 from monitord.config import LoggingSettings, check_daemon_secrets
 from monitord.errors import ConfigError, MonitordError, UsageError
 from monitord.redact import one_line, printable
@@ -49,8 +49,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
     from monitord import aio
-    from monitord.daemon import Daemon
-    from monitord.logsetup import setup_logging
+    from monitord.runtime.daemon import Daemon
+    from monitord.runtime.logsetup import setup_logging
 
     settings = settings_for(args)
     check_daemon_secrets(settings)
@@ -69,7 +69,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """Run one catalogue sync, from the portal or from --file."""
     from monitord import aio
     from monitord.catalogue import sync_catalogue
-    from monitord.logsetup import setup_logging
+    from monitord.runtime.logsetup import setup_logging
     from monitord.workcalendar import WorkCalendar
 
     settings = settings_for(args)
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Readable lines on stderr for every command that logs; `run` and `demo` add the JSON log
     # file. `analyse` logs nothing, and spares its memory budget the logging library.
     if getattr(args, "logs", True):
-        from monitord.logsetup import setup_logging
+        from monitord.runtime.logsetup import setup_logging
 
         setup_logging(LoggingSettings(), to_file=False)
     try:
@@ -243,7 +243,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

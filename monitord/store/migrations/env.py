@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from monitord.models import Base
+from monitord.store.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

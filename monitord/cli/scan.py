@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from monitord.cli_common import actor, app_for, print_json
+from monitord.cli.common import actor, app_for, print_json
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import SHANGHAI, local_text, parse_time
@@ -29,13 +29,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return _import(args, words[1])
     if len(words) != 1:
         raise UsageError("give one service id")
-    from monitord import aio, zap
+    from monitord import aio
     from monitord.scans import (
         driver_settings,
         enqueue_manual,
         run_scan,
         scan_rows,
         scanned_service,
+        zap,
     )
 
     app = app_for(args)
@@ -97,9 +98,9 @@ def _status(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace, path: str) -> int:
     from sqlalchemy import select
 
-    from monitord.models import Scan, Service
     from monitord.scans import store_findings
-    from monitord.zap_import import read_report
+    from monitord.scans.report_import import read_report
+    from monitord.store.models import Scan, Service
 
     app = app_for(args)
     now = app.clock()
@@ -154,8 +155,8 @@ def cmd_findings(args: argparse.Namespace) -> int:
     """List findings, or accept one with a reason and an expiry."""
     from sqlalchemy import select
 
-    from monitord.models import Finding
     from monitord.scans import accept_finding
+    from monitord.store.models import Finding
 
     app = app_for(args)
     if args.accept is not None:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from alerts.delivery import DeliveryReport
     from monitord.accesslog.analysis import LogRules
-    from monitord.app import App
     from monitord.config import LogSettings
+    from monitord.runtime.app import App
     from monitord.types import FindingDraft, ProbeResult
 
 

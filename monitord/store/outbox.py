@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from monitord.models import OutboxAlert
+from monitord.store.models import OutboxAlert
 
 AUDIENCES = ("oncall", "top", "management", "storm")
 """Plus "escalation:N" for the N-th level of the escalation chain."""

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli_common import open_app, settings_for
+from monitord.cli.common import open_app, settings_for
 from monitord.config import Settings, ca_bundle_problem, http_url
 from monitord.errors import UsageError
 from monitord.textable import format_table
@@ -51,8 +51,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def _probe_url(settings: Settings, url: str, kinds: list[str]) -> RoundReport:
-    from monitord import plugins
     from monitord.probing import RoundReport, probe_context, run_probes
+    from monitord.runtime import plugins
 
     async with probe_context(settings.probes, system_clock) as ctx:
         results = await run_probes(ctx, settings.probes, [(None, k, url) for k in kinds])

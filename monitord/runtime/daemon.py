@@ -17,13 +17,13 @@ from pathlib import Path
 
 from loguru import logger
 
-from monitord import sdnotify
-from monitord.app import App
+from monitord.accesslog.work import reader_warning
 from monitord.config import alert_warnings, check_daemon_secrets, load_config
 from monitord.errors import ConfigError
 from monitord.incidents import follow_clock_step
-from monitord.jobs import JOBS, Job
-from monitord.logwork import reader_warning
+from monitord.runtime import sdnotify
+from monitord.runtime.app import App
+from monitord.runtime.jobs import JOBS, Job
 from monitord.timeutil import SteadyClock
 
 CLAIM_CHECK_SECONDS = 5.0
@@ -36,7 +36,7 @@ STORE_RETRY_SECONDS = (1.0, 60.0)
 
 
 class Daemon:
-    """Runs the jobs of monitord.jobs.JOBS until told to stop."""
+    """Runs the jobs of monitord.runtime.jobs.JOBS until told to stop."""
 
     def __init__(self, app: App, config_path: Path | None, jobs: tuple[Job, ...] = JOBS) -> None:
         self.app = app

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from monitord.errors import StoreError
-from monitord.models import AuditEntry
 from monitord.redact import mask_url, mask_urls
+from monitord.store.models import AuditEntry
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -32,10 +32,10 @@ from loguru import logger
 from sqlalchemy import select
 
 from monitord import aio
-from monitord.app import App
 from monitord.config import Secrets, parse_config
-from monitord.fakezap import FakeAlert, FakeZapServer, Scenario
-from monitord.logsetup import setup_logging
+from monitord.demo.fakezap import FakeAlert, FakeZapServer, Scenario
+from monitord.runtime.app import App
+from monitord.runtime.logsetup import setup_logging
 from monitord.store import open_store
 from monitord.timeutil import UTC, ScaledClock
 
@@ -45,7 +45,7 @@ DEMO_TOKEN = "demo-token"  # the demo portal's own bearer token; not a secret of
 
 def load_demo_catalogue() -> list[dict[str, Any]]:
     """The bundled demo catalogue's services, with {base} placeholders in their URLs."""
-    text = resources.files("monitord").joinpath("demo_data/catalogue.json").read_text("utf-8")
+    text = resources.files("monitord.demo").joinpath("data/catalogue.json").read_text("utf-8")
     services: list[dict[str, Any]] = json.loads(text)["services"]
     return services
 
@@ -321,7 +321,7 @@ async def _demo_operator(app: App) -> None:
     """Plays the on-call person: acknowledges the first incident, notifies the management unit
     before its deadline, and leaves a phoned-in incident unnotified so it goes late."""
     from monitord.incidents import acknowledge, notify_management, open_manual
-    from monitord.models import Incident
+    from monitord.store.models import Incident
 
     def step(at_minutes: float, action: str) -> bool:
         with app.store.session() as session:
@@ -392,7 +392,7 @@ def _demo_logs(folder: Path) -> tuple[Path, Path]:
     """Two days of synthetic portal traffic with every abnormal behaviour planted once."""
     import random
 
-    from monitord.accesslog import synth
+    from monitord.demo import synth
 
     rng = random.Random(1129)
     world = synth.make_world(rng, services=30, companies=60)
@@ -407,7 +407,7 @@ def _demo_logs(folder: Path) -> tuple[Path, Path]:
 
 
 async def _demo(folder: Path, interval: int) -> int:
-    from monitord.daemon import Daemon
+    from monitord.runtime.daemon import Daemon
 
     site = await start_demo_site(folder)
     fake_zap = _demo_zap(site.services)
