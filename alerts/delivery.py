@@ -44,7 +44,6 @@ from alerts.templates import (
     render_storm,
 )
 from monitord.config import Settings
-from monitord.incidents import notification_delivered
 from monitord.netguard import DeniedTargetError, resolve_checked
 from monitord.redact import mask_url, mask_urls, one_line
 from monitord.store import Store, audit
@@ -55,8 +54,6 @@ Sender = Callable[[Channel, Message, str], Awaitable[str | None]]
 """Send one message to one channel with its key; None on success, else the error."""
 
 HEADER_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
-NOTIFICATION_KINDS = ("notification", "update")
-"""Outbox kinds that carry a 7.3.3 notification to the management unit."""
 
 
 def channel_label(channel: Channel) -> str:
@@ -504,9 +501,6 @@ def _record(
             row.delivered_at = now
             row.sent_in = sent_in
             row.last_error = None
-            if row.kind in NOTIFICATION_KINDS and row.incident_id is not None:
-                # The management unit has it: this, not the submission, meets the deadline.
-                notification_delivered(session, row.incident_id, now, row.channel)
             return
         # Whatever apprise said, no secret of a URL goes into the store.
         row.last_error = mask_urls(one_line(error))[:300]

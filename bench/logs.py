@@ -81,12 +81,13 @@ def longer(folder: Path, nginx: Path, copies: int) -> Path:
 
 def child(paths: list[str], output: str) -> None:
     """One measured run: what `monitord analyse --json` does, output written to `output`."""
+    import rules
     from monitord.accesslog.analysis import analyse_to_json, prepare_process
 
     prepare_process()  # as `monitord analyse` does
     start = time.perf_counter()
     with open(output, "w", encoding="utf-8") as out:
-        result = analyse_to_json(paths, out)
+        result = analyse_to_json(paths, out, engine=rules.log_rule_engine())
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"lines": result.lines, "seconds": seconds, "peak_mib": peak,

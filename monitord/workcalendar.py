@@ -12,14 +12,24 @@ import datetime as dt
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import chinese_calendar
 
 from monitord.timeutil import SHANGHAI
 
-if TYPE_CHECKING:
-    from monitord.config import LogSettings
+
+class CalendarSettings(Protocol):
+    """What a calendar is built from: `[logs]` of the config."""
+
+    @property
+    def holidays(self) -> list[str]: ...
+    @property
+    def workdays(self) -> list[str]: ...
+    @property
+    def work_day_start(self) -> str: ...
+    @property
+    def work_day_end(self) -> str: ...
 
 
 class UnknownYearWarning(UserWarning):
@@ -42,7 +52,7 @@ class WorkCalendar:
     _cache: dict[dt.date, bool] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: LogSettings) -> WorkCalendar:
+    def from_settings(cls, settings: CalendarSettings) -> WorkCalendar:
         """The calendar of `[logs]` in the config: its holidays, make-up working days and
         working day."""
         return cls.from_config(

@@ -15,7 +15,15 @@ from sqlalchemy import select
 from alerts.delivery import deliver_due, make_apprise_sender
 from monitord.accesslog.work import follow_logs
 from monitord.config import Settings, parse_config
-from monitord.incidents import acknowledge, close, intake, notify_management, resolve, work_clocks
+from monitord.incidents import (
+    acknowledge,
+    close,
+    confirm_deliveries,
+    intake,
+    notify_management,
+    resolve,
+    work_clocks,
+)
 from monitord.store import Store
 from monitord.store.findings import upsert_finding
 from monitord.store.models import (
@@ -104,7 +112,11 @@ def incident(store: Store, incident_id: int) -> Incident:
 
 
 async def deliver(store: Store, cfg: Settings, clock: FakeClock) -> None:
+    """A pass of the daemon's alert delivery: send what is due, then record what the
+    management unit received."""
     await deliver_due(store, cfg, clock, make_apprise_sender(None))
+    with store.session() as session:
+        confirm_deliveries(session)
 
 
 def clocks(store: Store, cfg: Settings, clock: FakeClock) -> None:

@@ -39,7 +39,6 @@ from monitord.accesslog.lines import clean, drop_overlong, split_lines
 from monitord.accesslog.schema import DEFAULT_SERVICE_PATTERN, conform
 from monitord.accesslog.sources import BLOCK_SIZE, Block, InputItem, blocks, detect, expand
 from monitord.accesslog.stats import StatsAccumulator
-from monitord.runtime import plugins
 from monitord.types import FindingDraft
 
 Format = Literal["auto", "nginx", "json"]
@@ -94,7 +93,8 @@ class _Parsed:
 
 
 class LogRules(Protocol):
-    """What analysis needs of a log rule engine (`monitord.runtime.plugins.log_rules` gives one)."""
+    """What analysis needs of a log rule engine (the rules registry's `rules.log_rule_engine` gives
+    one; the caller builds it and hands it in)."""
 
     def feed(self, block: pa.Table) -> None:
         """Evaluate every rule on a parsed block."""
@@ -129,14 +129,14 @@ class Analyzer:
 
     def __init__(
         self,
-        engine: LogRules | None = None,
+        engine: LogRules,
         *,
         service_pattern: str = DEFAULT_SERVICE_PATTERN,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         lateness_hours: int = 1,
     ) -> None:
-        self.engine = engine if engine is not None else plugins.log_rules()
+        self.engine = engine
         self.service_pattern = service_pattern
         self.since = _epoch(since)
         self.until = _epoch(until)
@@ -255,9 +255,7 @@ class Analyzer:
         }
 
     @classmethod
-    def from_state(
-        cls, state: dict[str, Any], engine: LogRules | None = None, **kwargs: Any
-    ) -> Analyzer:
+    def from_state(cls, state: dict[str, Any], engine: LogRules, **kwargs: Any) -> Analyzer:
         """Resume an analyzer from `to_state`'s output, with the current rules."""
         an = cls(engine, **kwargs)
         an.lines = int(state.get("lines", 0))
@@ -334,7 +332,7 @@ def analyse(
     until: dt.datetime | None = None,
     progress: Progress | None = None,
     *,
-    engine: LogRules | None = None,
+    engine: LogRules,
     service_pattern: str = DEFAULT_SERVICE_PATTERN,
     block_size: int = BLOCK_SIZE,
     on_stats: StatsSink | None = None,

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import rules
 from monitord.accesslog.analysis import Analyzer
 from monitord.config import LogSettings
-from monitord.runtime import plugins
 
 
 def make_analyzer(settings: LogSettings, state: dict[str, Any] | None = None) -> Analyzer:
     """An analyzer with the configured calendar and service pattern, resumed from state."""
-    engine = plugins.log_rules(settings)
+    engine = rules.log_rule_engine(settings)
     options: dict[str, Any] = {}
     if settings.service_pattern:
         options["service_pattern"] = settings.service_pattern

@@ -12,12 +12,12 @@ from loguru import logger
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import rules
 from monitord.accesslog import nginx
 from monitord.accesslog.configured import make_analyzer
 from monitord.accesslog.follow import Cursor, read_new
 from monitord.accesslog.stats import merge_rows
 from monitord.config import FollowedLog, Settings
-from monitord.runtime import plugins
 from monitord.store import Store
 from monitord.store.findings import upsert_finding
 from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource
@@ -199,7 +199,7 @@ def log_audit(session: Session, now: dt.datetime, quarter: str | None = None) ->
     stop = min(end, now).astimezone(SHANGHAI).date()  # exclusive: only whole days so far
     days = [(first + dt.timedelta(days=i)).isoformat() for i in range((stop - first).days)]
     empty = [d for d in days if per_day.get(d, 0) == 0]
-    rule_names = plugins.log_rule_names()
+    rule_names = rules.log_rule_names()
     by_rule: dict[str, int] = defaultdict(int)
     vendors: list[dict[str, Any]] = []
     for finding in session.scalars(

@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from monitord.config import Settings, load_config
+from monitord.config import Settings
 from monitord.errors import ConfigError, UsageError
 from monitord.redact import escaped
+from monitord.runtime.settings import load_settings
 from monitord.timeutil import parse_time
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def config_path(args: argparse.Namespace) -> Path | None:
 
 def settings_for(args: argparse.Namespace) -> Settings:
     """The validated settings the command line points at."""
-    return load_config(config_path(args))
+    return load_settings(config_path(args))
 
 
 def open_app(settings: Settings, for_daemon: bool = False) -> App:

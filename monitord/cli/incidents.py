@@ -209,8 +209,8 @@ def cmd_notify(args: argparse.Namespace) -> int:
     """Send the clause 7.3.3 notification (or a follow-up) to the management unit, or record
     one made by phone or in person."""
     from monitord import aio
-    from monitord.incidents import get_incident, notify_management
-    from monitord.runtime import plugins
+    from monitord.incidents import confirm_deliveries, get_incident, notify_management
+    from monitord.runtime.delivery import deliver_alerts
 
     app = app_for(args)
     parts = {
@@ -232,10 +232,9 @@ def cmd_notify(args: argparse.Namespace) -> int:
             at=at,
         )
     if args.out_of_band is None:
-        report = aio.run(
-            plugins.deliver_alerts(app, incident_id=args.id, kinds=("notification", "update"))
-        )
+        report = aio.run(deliver_alerts(app, incident_id=args.id, kinds=("notification", "update")))
     with app.store.session() as session:
+        confirm_deliveries(session)  # what the channel took counts now, not at the daemon's pass
         incident = get_incident(session, args.id)
         delivered, late = incident.notified_at, incident.late
     app.store.dispose()

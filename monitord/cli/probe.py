@@ -51,13 +51,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def _probe_url(settings: Settings, url: str, kinds: list[str]) -> RoundReport:
+    import rules
     from monitord.probing import RoundReport, probe_context, run_probes
-    from monitord.runtime import plugins
 
     async with probe_context(settings.probes, system_clock) as ctx:
         results = await run_probes(ctx, settings.probes, [(None, k, url) for k in kinds])
     report = RoundReport(probes=len(results), results=results)
-    report.findings = {i: plugins.probe_findings(r) for i, r in enumerate(results)}
+    report.findings = {i: rules.probe_findings(r) for i, r in enumerate(results)}
     return report
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -538,13 +539,6 @@ class AlertSettings(_Section):
 CLOCK = "clause 7.3.3: a security event is notified to the management unit within two hours"
 
 
-def _declared_rule_kinds() -> dict[str, str]:
-    # Read from rules/*.toml on first use (each rule declares its incident kind there).
-    from monitord.runtime import plugins
-
-    return plugins.declared_rule_kinds()
-
-
 class IncidentSettings(_Section):
     """How findings become incidents, and the clause 7.3.3 two-hour clock."""
 
@@ -601,17 +595,26 @@ class IncidentSettings(_Section):
                 f"security_kinds leaves out {', '.join(dropped)}: findings of these kinds would "
                 f"open no security incident ({CLOCK}); add kinds, never take them away"
             )
-        declared = _declared_rule_kinds() if self.rule_kinds else {}
-        for pattern, kind in self.rule_kinds.items():
-            if kind in self.security_kinds:
-                continue
-            for rule, declared_kind in declared.items():
-                matches = fnmatch.fnmatchcase(rule, pattern) or fnmatch.fnmatchcase(pattern, rule)
-                if matches and declared_kind in self.security_kinds:
-                    raise ValueError(
-                        f"rule_kinds[{pattern!r}] = {kind!r} would take the security rule "
-                        f"{rule!r} ({declared_kind}) off the two-hour clock ({CLOCK})"
-                    )
+
+
+def remapped_security_rule(incidents: IncidentSettings, declared: Mapping[str, str]) -> str | None:
+    """What is wrong when incidents.rule_kinds takes a security rule off the two-hour clock
+    (mapping it to a quiet or availability kind), given every rule's declared kind; else None.
+
+    Checked where the config is loaded with the rules at hand (monitord.runtime.settings): the
+    config itself knows no rule.
+    """
+    for pattern, kind in incidents.rule_kinds.items():
+        if kind in incidents.security_kinds:
+            continue
+        for rule, declared_kind in declared.items():
+            matches = fnmatch.fnmatchcase(rule, pattern) or fnmatch.fnmatchcase(pattern, rule)
+            if matches and declared_kind in incidents.security_kinds:
+                return (
+                    f"rule_kinds[{pattern!r}] = {kind!r} would take the security rule "
+                    f"{rule!r} ({declared_kind}) off the two-hour clock ({CLOCK})"
+                )
+    return None
 
 
 class Secrets(BaseModel):

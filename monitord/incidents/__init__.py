@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+import rules
 from monitord.config import IncidentSettings, Settings
 from monitord.errors import UsageError
-from monitord.runtime import plugins
 from monitord.store import audit
 from monitord.store.models import Finding, Incident, IncidentEvent, OutboxAlert, Service
 from monitord.store.outbox import enqueue
@@ -43,7 +43,7 @@ def kind_of_rule(rule: str, settings: IncidentSettings) -> str:
     for pattern, kind in settings.rule_kinds.items():
         if fnmatch.fnmatchcase(rule, pattern):
             return kind
-    declared = plugins.declared_rule_kinds()
+    declared = rules.declared_rule_kinds()
     if rule in declared:
         return declared[rule]
     for pattern, kind in declared.items():
@@ -282,6 +282,7 @@ def work_clocks(session: Session, settings: Settings, now: dt.datetime) -> int:
     """
     rules = settings.incidents
     written = 0
+    confirm_deliveries(session)
     incidents = session.scalars(
         select(Incident).where(Incident.state.in_(("open", "acknowledged", "notified", "resolved")))
     ).all()
@@ -525,6 +526,34 @@ def notify_management(
         # It cannot be delivered before it was submitted: late at once, not at the next pass.
         _mark_late(session, incident, now)
     return row
+
+
+NOTIFICATION_KINDS = ("notification", "update")
+"""Outbox kinds that carry a 7.3.3 notification to the management unit."""
+
+
+def confirm_deliveries(session: Session) -> list[int]:
+    """Record the notifications a management channel confirmed (the alert worker marks a copy
+    delivered when apprise succeeds): each incident's first delivered one, at its delivery time,
+    which decides on time or late. Returns the incidents newly notified."""
+    rows = session.execute(
+        select(OutboxAlert.incident_id, OutboxAlert.delivered_at, OutboxAlert.channel)
+        .join(Incident, Incident.id == OutboxAlert.incident_id)
+        .where(
+            OutboxAlert.parent_id.is_not(None),
+            OutboxAlert.kind.in_(NOTIFICATION_KINDS),
+            OutboxAlert.state == "delivered",
+            Incident.notified_at.is_(None),
+        )
+        .order_by(OutboxAlert.delivered_at)
+    ).all()
+    notified: list[int] = []
+    for incident_id, delivered_at, channel in rows:
+        if incident_id is None or delivered_at is None:
+            continue  # excluded by the query; said again for the types
+        if notification_delivered(session, incident_id, delivered_at, channel):
+            notified.append(incident_id)
+    return notified
 
 
 def notification_delivered(session: Session, incident_id: int, at: dt.datetime, via: str) -> bool:

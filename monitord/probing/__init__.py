@@ -24,8 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import probes
+import rules
 from monitord.config import ProbeSettings, Settings
-from monitord.runtime import plugins
 from monitord.store import Store
 from monitord.store.findings import resolve_findings, upsert_finding
 from monitord.store.models import ProbeResultRow, ProbeRound, Service, ServiceEvent, ServiceState
@@ -371,7 +371,7 @@ def _suspension_overdue(session: Session, target: ServiceTarget, now: dt.datetim
 
 
 def _rule_names_for(kind: str) -> list[str]:
-    return plugins.probe_rule_names(kind)
+    return rules.probe_rule_names(kind)
 
 
 def record_results(
@@ -412,7 +412,7 @@ def record_results(
                 )
             )
             target = targets.get(result.service_id or "")
-            drafts = [d for d in plugins.probe_findings(result) if d.rule not in STATE_RULES]
+            drafts = [d for d in rules.probe_findings(result) if d.rule not in STATE_RULES]
             report.findings[index] = drafts
             if target is None:
                 continue

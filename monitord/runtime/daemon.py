@@ -18,12 +18,13 @@ from pathlib import Path
 from loguru import logger
 
 from monitord.accesslog.work import reader_warning
-from monitord.config import alert_warnings, check_daemon_secrets, load_config
+from monitord.config import alert_warnings, check_daemon_secrets
 from monitord.errors import ConfigError
 from monitord.incidents import follow_clock_step
 from monitord.runtime import sdnotify
 from monitord.runtime.app import App
 from monitord.runtime.jobs import JOBS, Job
+from monitord.runtime.settings import load_settings
 from monitord.timeutil import SteadyClock
 
 CLAIM_CHECK_SECONDS = 5.0
@@ -154,7 +155,7 @@ class Daemon:
         Each job's new interval applies from its next tick.
         """
         try:
-            new = load_config(self.config_path)
+            new = load_settings(self.config_path)
             check_daemon_secrets(new)
         except ConfigError as exc:
             logger.error("reload refused, keeping the running config: {}", exc)

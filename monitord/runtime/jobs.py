@@ -14,10 +14,10 @@ from loguru import logger
 from monitord.accesslog.work import audit_due, follow_logs
 from monitord.catalogue import sync_catalogue
 from monitord.config import Settings
-from monitord.incidents import intake, work_clocks
+from monitord.incidents import confirm_deliveries, intake, work_clocks
 from monitord.probing import probe_round
-from monitord.runtime import plugins
 from monitord.runtime.app import App
+from monitord.runtime.delivery import deliver_alerts
 from monitord.scans import finished_scan_count, scan_pass
 from monitord.store.retention import purge, roll_up
 from monitord.workcalendar import WorkCalendar
@@ -112,9 +112,18 @@ async def incident_clock(app: App) -> None:
         logger.info("{} reminder/escalation/deadline alert(s) queued", alerts)
 
 
+def _confirm_deliveries(app: App) -> list[int]:
+    with app.store.session() as session:
+        return confirm_deliveries(session)
+
+
 async def alert_delivery(app: App) -> None:
-    """Deliver due alerts from the outbox through apprise."""
-    await plugins.deliver_alerts(app)
+    """Deliver due alerts from the outbox through apprise; a notification the management unit
+    received stops its incident's clock at once."""
+    report = await deliver_alerts(app)
+    if report.delivered:
+        for incident_id in await asyncio.to_thread(_confirm_deliveries, app):
+            logger.info("incident {}: the management unit received its notification", incident_id)
 
 
 JOBS: tuple[Job, ...] = (

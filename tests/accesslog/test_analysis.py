@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from monitord.accesslog import Analyzer, analyse
+from monitord.accesslog import Analyzer
 from monitord.accesslog.analysis import analyse_to_json
 from monitord.timeutil import UTC
 from monitord.types import FindingDraft
 from rules.log_rule_file import load_rules
 from rules.log_rules import LogRuleEngine
+from tests.logrules import analyse
 
 Logs = Any  # tests/accesslog/conftest.py's Logs: files and the events that made them
 
@@ -106,7 +107,7 @@ def test_follow_mode_in_small_chunks_with_restarts_agrees(planted_logs: Logs) ->
     """Feed the audit log in 64 KiB pieces, persisting state through JSON between pieces, as the
     daemon's follow job does; the findings and stats equal a one-shot analysis."""
     data = planted_logs.audit.read_bytes()
-    analyzer = Analyzer()
+    analyzer = Analyzer(LogRuleEngine.load())
     stats: list[dict[str, object]] = []
     offset = 0
     while offset < len(data):
@@ -157,7 +158,7 @@ def test_streamed_json_equals_the_whole_result(planted_logs: Logs) -> None:
     inputs = [planted_logs.nginx, planted_logs.audit]
     whole = analyse(inputs, block_size=1 << 16).to_json()
     out = io.StringIO()
-    result = analyse_to_json(inputs, out, block_size=1 << 16)
+    result = analyse_to_json(inputs, out, block_size=1 << 16, engine=LogRuleEngine.load())
     streamed = json.loads(out.getvalue())
     expected = json.loads(json.dumps(whole, ensure_ascii=False))
 

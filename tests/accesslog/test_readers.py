@@ -11,9 +11,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from monitord.accesslog import analyse, jsonlog, nginx
+from monitord.accesslog import jsonlog, nginx
 from monitord.accesslog.lines import MAX_LINE, split_lines
 from monitord.accesslog.sources import detect
+from tests.logrules import analyse
 
 T = "[03/Jul/2026:09:15:02 +0800]"
 EPOCH = 1783041302  # 2026-07-03T01:15:02Z

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from monitord.accesslog import analyse
 from monitord.config import parse_config
 from monitord.demo import synth
 from monitord.errors import RuleError
@@ -20,6 +19,7 @@ from monitord.workcalendar import UnknownYearWarning, WorkCalendar
 from rules.log_conditions import DERIVED
 from rules.log_rule_file import DERIVED_NEEDS, RULES_FILE, load_rules, parse_rules
 from rules.log_rules import LogRuleEngine
+from tests.logrules import analyse
 
 SAMPLES = Path(RULES_FILE).parent / "samples"
 SAMPLE_FILES = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".log", ".jsonl"))
@@ -120,7 +120,7 @@ def test_engine_state_round_trip_keeps_an_open_window() -> None:
     body = [line for line in lines if not line.startswith("#")]
     from monitord.accesslog import Analyzer
 
-    first = Analyzer()
+    first = Analyzer(LogRuleEngine.load())
     first.feed(("\n".join(body[:5]) + "\n").encode())
     assert not first.findings()
     state = json.loads(json.dumps(first.to_state()))  # what the store would keep
