@@ -298,4 +298,4 @@ def test_probe_cli_prints_one_json_object_per_probe(
     obj = json.loads(line)
     assert set(obj) >= {"kind", "target", "success", "duration_ms", "facts", "findings"}
     assert obj["success"] is False
-    assert [f["rule"] for f in obj["findings"]] == ["down"]
+    assert [f["rule"] for f in obj["findings"]] == ["service_down"]

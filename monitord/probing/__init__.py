@@ -34,10 +34,12 @@ from monitord.types import FindingDraft, ProbeContext, ProbeResult, Target
 
 CHEAP_KIND = "availability"
 # The state machine owns these: a single failed or slow result is not yet a finding.
-STATE_RULES = ("down", "slow")
 RULE_DOWN = "service_down"
 RULE_UNANNOUNCED = "unannounced_outage"
 RULE_SLOW = "service_slow"
+STATE_RULES = (RULE_DOWN, RULE_SLOW)
+"""Declared in rules/probes.toml, where they judge one result; a round leaves them to the state
+machine, which needs probes.down_after failures in a row."""
 RULE_OVERDUE = "suspension_overdue"
 
 

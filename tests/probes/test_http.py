@@ -92,18 +92,18 @@ CASES: list[Case] = [
     ("healthy", "availability", "/page", {"keyword": "企业服务"}, {}, True,
      {"status": 200, "keyword_found": True, "redirects": []}, {"plain_http"}),
     ("keyword missing", "availability", "/page", {"keyword": "维护中"}, {}, False,
-     {"status": 200, "keyword_found": False}, {"down", "plain_http"}),
+     {"status": 200, "keyword_found": False}, {"service_down", "plain_http"}),
     ("unexpected status", "availability", "/missing", {"expect_status": [200]}, {}, False,
-     {"status": 404}, {"down", "plain_http"}),
+     {"status": 404}, {"service_down", "plain_http"}),
     ("slow", "availability", "/slow", {}, {"slo_ms": 100.0}, True,
-     {"status": 200, "slo_ms": 100.0}, {"slow", "plain_http"}),
+     {"status": 200, "slo_ms": 100.0}, {"service_slow", "plain_http"}),
     ("redirects followed", "availability", "/a", {}, {}, True,
      {"status": 200, "redirects": [
          {"url": "/a", "status": 302, "location": "/b"},
          {"url": "/b", "status": 301, "location": "/page"},
      ]}, {"plain_http"}),
     ("too many redirects", "availability", "/a", {}, {"max_redirects": 1}, False,
-     {}, {"down", "plain_http"}),
+     {}, {"service_down", "plain_http"}),
     ("documented code", "contract", "/api", CATALOGUE_API, {}, True,
      {"http_status": 200, "business_code": "0", "business_code_documented": True,
       "business_code_meaning": "成功"}, set()),
@@ -175,7 +175,7 @@ async def test_slow_service_timing(serve: Serve, ctx: ProbeContext) -> None:
     assert result.facts["first_byte_ms"] >= SLOW_S * 1000 * 0.9
     assert result.facts["connect_ms"] < SLOW_S * 1000 / 2
     assert result.facts["total_ms"] >= result.facts["first_byte_ms"]
-    (finding,) = [f for f in evaluate(result) if f.rule == "slow"]
+    (finding,) = [f for f in evaluate(result) if f.rule == "service_slow"]
     assert finding.evidence["slo_ms"] == 100 and finding.clause == "6.4 b"
 
 
@@ -188,7 +188,7 @@ async def test_timeout_is_a_failure_not_an_exception(serve: Serve, ctx: ProbeCon
         ctx,
     )
     assert not result.success and result.error == f"timed out after {SLOW_S / 3:g} s"
-    assert {f.rule for f in evaluate(result)} == {"down", "plain_http"}
+    assert {f.rule for f in evaluate(result)} == {"service_down", "plain_http"}
 
 
 async def _resetting_server() -> tuple[asyncio.Server, int]:
@@ -217,7 +217,7 @@ async def test_connection_reset(kind: str, ctx: ProbeContext) -> None:
             "connection reset by peer",
             "server disconnected without a response",
         )
-        assert "down" in {f.rule for f in evaluate(result)}
+        assert "service_down" in {f.rule for f in evaluate(result)}
     if kind == "compatibility":
         assert result.facts["incompatible_clients"] == ["desktop", "phone", "wechat", "alipay"]
 

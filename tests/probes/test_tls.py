@@ -97,7 +97,7 @@ CASES: dict[str, Case] = {
         False,
         {"days_to_expiry": -2.0, "chain_trusted": False},
         {"days_to_expiry": -2.0, "chain_trusted": False, "hostname_match": True},
-        {"down", "cert_expired", "untrusted_chain"},
+        {"service_down", "cert_expired", "untrusted_chain"},
         {"cert_expired", "untrusted_chain"},
     ),
     "expiring_in_5_days": Case(
@@ -121,7 +121,7 @@ CASES: dict[str, Case] = {
         False,
         {"self_signed": True, "chain_trusted": False},
         {"self_signed": True, "chain_trusted": False, "hostname_match": True},
-        {"down", "untrusted_chain"},
+        {"service_down", "untrusted_chain"},
         {"untrusted_chain"},
     ),
     "wrong_host_name": Case(
@@ -129,7 +129,7 @@ CASES: dict[str, Case] = {
         False,
         {"hostname_match": False, "chain_trusted": True},
         {"hostname_match": False, "chain_trusted": True},
-        {"down", "hostname_mismatch"},
+        {"service_down", "hostname_mismatch"},
         {"hostname_mismatch"},
     ),
     "missing_intermediate": Case(
@@ -137,7 +137,7 @@ CASES: dict[str, Case] = {
         False,
         {"chain_trusted": False, "hostname_match": True},
         {"chain_trusted": False, "self_signed": False},
-        {"down", "untrusted_chain"},
+        {"service_down", "untrusted_chain"},
         {"untrusted_chain"},
     ),
     "intermediate_sent": Case(

@@ -174,8 +174,8 @@ def test_rules_file_loads_and_names_are_unique() -> None:
     """The shipped rule file is valid and covers what issue 3 asks for."""
     names = {rule.name for rule in load_rules()}
     assert {
-        "down",
-        "slow",
+        "service_down",
+        "service_slow",
         "cert_expiring_30d",
         "cert_expiring_7d",
         "cert_expired",
@@ -215,7 +215,7 @@ def test_rule_thresholds(kind: str, facts: dict[str, Any], expected: set[str]) -
     got = {f.rule for f in evaluate(_result(kind, facts))}
     if kind == "availability":
         # `slow` needs success and a real total; cert rules read the same facts as tls.
-        assert got == {"cert_expiring_7d", "slow"}
+        assert got == {"cert_expiring_7d", "service_slow"}
     else:
         assert got == expected
 
