@@ -42,6 +42,7 @@ from monitord.types import (
     QUIET_KINDS,
     SECURITY_KINDS,
     SEVERITIES,
+    Severity,
 )
 
 # Keys whose values must never be echoed back, even inside an error message.
@@ -433,7 +434,7 @@ def _smtp_url(value: str) -> str:
 
 
 ContactPattern = Annotated[str, AfterValidator(_contact_pattern)]
-SeverityName = Literal["info", "low", "medium", "high", "critical"]
+SeverityName = Severity  # one list of severities: monitord.types
 
 
 class EscalationLevel(_Section):
