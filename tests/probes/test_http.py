@@ -32,6 +32,12 @@ async def slow(_request: web.Request) -> web.Response:
     return web.Response(text="late", content_type="text/plain", charset="utf-8")
 
 
+async def hang(_request: web.Request) -> web.Response:
+    """A page that does not answer within any probe's timeout, however loaded the machine."""
+    await asyncio.sleep(30)
+    return web.Response(text="never read")
+
+
 async def api_ok(_request: web.Request) -> web.Response:
     """A JSON API answering a documented success code."""
     return web.json_response({"code": "0", "data": {"state": "ok"}})
@@ -75,6 +81,7 @@ def app(**routes: Any) -> web.Application:
 ROUTES = {
     "page": page,
     "slow": slow,
+    "hang": hang,
     "api": api_ok,
     "bad": api_undocumented,
     "html": api_html,
@@ -182,8 +189,10 @@ async def test_slow_service_timing(serve: Serve, ctx: ProbeContext) -> None:
 async def test_timeout_is_a_failure_not_an_exception(serve: Serve, ctx: ProbeContext) -> None:
     """A service slower than the probe's timeout is down, with the reason said."""
     port = await serve(app(**ROUTES), None)
+    # /hang, not /slow: a garbage collection or a busy machine can stall the event loop long
+    # enough for a page answering in SLOW_S to arrive before the timeout is seen.
     result = await availability.probe(
-        Target(f"http://127.0.0.1:{port}/slow"),
+        Target(f"http://127.0.0.1:{port}/hang"),
         availability.AvailabilitySpec(timeout_s=SLOW_S / 3),
         ctx,
     )
