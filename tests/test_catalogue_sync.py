@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
@@ -47,9 +48,15 @@ def settings_for(portal: FakePortal, **changes: Any) -> PortalSettings:
 
 
 async def sync(store: Store, portal: FakePortal, clock: FakeClock, **changes: Any) -> Any:
-    return await sync_catalogue(
-        store, settings_for(portal, **changes), SecretStr(TOKEN), clock, sleep=no_sleep
-    )
+    async with aiohttp.ClientSession() as session:
+        return await sync_catalogue(
+            store,
+            settings_for(portal, **changes),
+            SecretStr(TOKEN),
+            clock,
+            session=session,
+            sleep=no_sleep,
+        )
 
 
 def snapshot(store: Store) -> tuple[list[dict[str, Any]], int, int]:
@@ -137,7 +144,10 @@ async def test_a_fault_that_passes_is_retried_with_backoff(
     portal.faults = {2: "500"}
     portal.fault_times = 2
     settings = settings_for(portal, backoff_seconds=1.0)
-    outcome = await sync_catalogue(store, settings, SecretStr(TOKEN), clock, sleep=record_sleep)
+    async with aiohttp.ClientSession() as session:
+        outcome = await sync_catalogue(
+            store, settings, SecretStr(TOKEN), clock, session=session, sleep=record_sleep
+        )
     assert outcome.outcome == "ok"
     assert waits == [1.0, 2.0]
     assert len(service_rows(store)) == 7

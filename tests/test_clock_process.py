@@ -130,6 +130,12 @@ async def test_a_sigkill_loses_no_alert_sends_none_twice_and_keeps_the_clock_hon
         await daemon.process.wait()
 
         daemon = await start_daemon(config)
+        # Killed after the copy was marked delivered, perhaps before the incident was told: the
+        # restarted daemon records it, at the time the channel took it.
+        await wait_for(
+            lambda: getattr(the_incident(config), "notified_at", None) is not None,
+            "the incident notified",
+        )
         delivered = the_incident(config)
         assert delivered is not None and delivered.notified_at is not None
         assert delivered.late is False

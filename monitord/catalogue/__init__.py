@@ -880,12 +880,15 @@ async def sync_catalogue(
     settings: PortalSettings,
     token: SecretStr | None,
     clock: Clock,
-    session: aiohttp.ClientSession | None = None,
+    *,
+    session: aiohttp.ClientSession,
     file: str | Path | None = None,
     sleep: Sleep = asyncio.sleep,
     calendar: WorkCalendar | None = None,
 ) -> SyncOutcome:
     """Run one sync from the portal (or from a file) and record it; never raises SyncError.
+
+    `session` is the caller's HTTP client (the App's): the sync opens none of its own.
 
     The outcome is "ok", "unchanged" (HTTP 304) or "failed" with its reason.
     """
@@ -897,11 +900,7 @@ async def sync_catalogue(
             catalogue: Catalogue | None = read_catalogue_file(file, settings.max_field_kb)
         else:
             etag = await asyncio.to_thread(last_etag, store)
-            if session is None:
-                async with aiohttp.ClientSession() as own:
-                    catalogue = await fetch_catalogue(own, settings, token, etag, sleep)
-            else:
-                catalogue = await fetch_catalogue(session, settings, token, etag, sleep)
+            catalogue = await fetch_catalogue(session, settings, token, etag, sleep)
         if catalogue is None:
             await asyncio.to_thread(
                 _record_run, store, source, started_at, clock(), "unchanged", None, etag

@@ -66,28 +66,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    """Run one catalogue sync, from the portal or from --file."""
+    """Run one catalogue sync, from the portal or from --file: the daemon's job, run once."""
     from monitord import aio
-    from monitord.catalogue import sync_catalogue
+    from monitord.runtime.jobs import sync_once
     from monitord.runtime.logsetup import setup_logging
-    from monitord.workcalendar import WorkCalendar
 
     settings = settings_for(args)
     setup_logging(settings.logging, to_file=False)
-    app = open_app(settings)
-    try:
-        outcome = aio.run(
-            sync_catalogue(
-                app.store,
-                settings.portal,
-                settings.secrets.portal_token,
-                app.clock,
-                file=args.file,
-                calendar=WorkCalendar.from_settings(settings.logs),
-            )
-        )
-    finally:
-        app.store.dispose()
+    outcome = aio.run(sync_once(open_app(settings), file=args.file))
     if outcome.outcome == "failed":
         print(f"sync failed: {one_line(outcome.reason or '')}", file=sys.stderr)
         return 1
@@ -105,11 +91,8 @@ def cmd_services(args: argparse.Namespace) -> int:
     """List the services the store holds."""
     from monitord.catalogue import service_rows
 
-    app = app_for(args)
-    try:
+    with app_for(args) as app:
         rows = service_rows(app.store)
-    finally:
-        app.store.dispose()
     if args.json:
         print_json(rows)
         return 0
@@ -134,11 +117,8 @@ def cmd_syncs(args: argparse.Namespace) -> int:
     """List the recent sync runs, newest first."""
     from monitord.catalogue import sync_rows
 
-    app = app_for(args)
-    try:
+    with app_for(args) as app:
         rows = sync_rows(app.store, args.limit)
-    finally:
-        app.store.dispose()
     if args.json:
         print_json(rows)
         return 0

@@ -34,14 +34,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     from monitord.incidents import incident_dict
     from monitord.store.models import Incident
 
-    app = app_for(args)
-    now = app.clock()
-    with app.store.session() as session:
-        query = select(Incident).order_by(Incident.id.desc()).limit(args.limit)
-        if not args.all:
-            query = query.where(Incident.state.in_(("open", "acknowledged", "notified")))
-        rows = [incident_dict(i, now) for i in session.scalars(query)]
-    app.store.dispose()
+    with app_for(args) as app:
+        now = app.clock()
+        with app.store.session() as session:
+            query = select(Incident).order_by(Incident.id.desc()).limit(args.limit)
+            if not args.all:
+                query = query.where(Incident.state.in_(("open", "acknowledged", "notified")))
+            rows = [incident_dict(i, now) for i in session.scalars(query)]
     if args.json:
         print_json(rows)
         return 0
@@ -86,29 +85,30 @@ def cmd_show(args: argparse.Namespace) -> int:
     from monitord.incidents import draft_facts, get_incident, incident_dict, timeline
     from monitord.store.models import OutboxAlert
 
-    app = app_for(args)
-    now = app.clock()
-    with app.store.session() as session:
-        incident = get_incident(session, args.id)
-        data = incident_dict(incident, now)
-        data["timeline"] = timeline(session, incident.id)
-        data["draft"] = draft_facts(session, incident)
-        data["alerts"] = [
-            {
-                "kind": a.kind,
-                "state": a.state,
-                "attempts": a.attempts,
-                "created_at": a.created_at.isoformat(),
-                "delivered_at": a.delivered_at.isoformat() if a.delivered_at else None,
-                "last_error": a.last_error,
-            }
-            for a in session.scalars(
-                select(OutboxAlert)
-                .where(OutboxAlert.incident_id == incident.id, OutboxAlert.parent_id.is_not(None))
-                .order_by(OutboxAlert.id)
-            )
-        ]
-    app.store.dispose()
+    with app_for(args) as app:
+        now = app.clock()
+        with app.store.session() as session:
+            incident = get_incident(session, args.id)
+            data = incident_dict(incident, now)
+            data["timeline"] = timeline(session, incident.id)
+            data["draft"] = draft_facts(session, incident)
+            data["alerts"] = [
+                {
+                    "kind": a.kind,
+                    "state": a.state,
+                    "attempts": a.attempts,
+                    "created_at": a.created_at.isoformat(),
+                    "delivered_at": a.delivered_at.isoformat() if a.delivered_at else None,
+                    "last_error": a.last_error,
+                }
+                for a in session.scalars(
+                    select(OutboxAlert)
+                    .where(
+                        OutboxAlert.incident_id == incident.id, OutboxAlert.parent_id.is_not(None)
+                    )
+                    .order_by(OutboxAlert.id)
+                )
+            ]
     if args.json:
         print_json(data)
         return 0
@@ -149,23 +149,22 @@ def cmd_open(args: argparse.Namespace) -> int:
     """Register an incident reported from outside (a phone call, a provider's report)."""
     from monitord.incidents import incident_dict, open_manual
 
-    app = app_for(args)
-    now = app.clock()
-    occurred = time_arg("--occurred-at", args.occurred_at)
-    with app.store.session() as session:
-        incident = open_manual(
-            session,
-            app.settings,
-            args.kind,
-            list(dict.fromkeys(args.service)),  # --service a --service a: listed once
-            args.summary,
-            actor(args),
-            now,
-            occurred,
-            args.severity,
-        )
-        data = incident_dict(incident, now)
-    app.store.dispose()
+    with app_for(args) as app:
+        now = app.clock()
+        occurred = time_arg("--occurred-at", args.occurred_at)
+        with app.store.session() as session:
+            incident = open_manual(
+                session,
+                app.settings,
+                args.kind,
+                list(dict.fromkeys(args.service)),  # --service a --service a: listed once
+                args.summary,
+                actor(args),
+                now,
+                occurred,
+                args.severity,
+            )
+            data = incident_dict(incident, now)
     if args.json:
         print_json(data)
     else:
@@ -175,12 +174,11 @@ def cmd_open(args: argparse.Namespace) -> int:
 
 def _transition(args: argparse.Namespace, change: Transition, done: str) -> int:
     """Apply one state change to the incident named on the command line, as the caller."""
-    app = app_for(args)
-    who = actor(args)
-    with app.store.session() as session:
-        incident = change(session, args.id, who, app.clock(), args.note or "")
-        print(f"incident {incident.id} {done} by {who}")
-    app.store.dispose()
+    with app_for(args) as app:
+        who = actor(args)
+        with app.store.session() as session:
+            incident = change(session, args.id, who, app.clock(), args.note or "")
+            print(f"incident {incident.id} {done} by {who}")
     return 0
 
 
@@ -212,32 +210,35 @@ def cmd_notify(args: argparse.Namespace) -> int:
     from monitord.incidents import confirm_deliveries, get_incident, notify_management
     from monitord.runtime.delivery import deliver_alerts
 
-    app = app_for(args)
-    parts = {
-        "scope": args.scope,
-        "harm": args.harm,
-        "measures": args.measures,
-        "rectification": args.rectification,
-    }
-    at = time_arg("--at", args.at)
-    with app.store.session() as session:
-        notify_management(
-            session,
-            app.settings,
-            args.id,
-            parts,
-            actor(args),
-            app.clock(),
-            out_of_band=args.out_of_band,
-            at=at,
-        )
-    if args.out_of_band is None:
-        report = aio.run(deliver_alerts(app, incident_id=args.id, kinds=("notification", "update")))
-    with app.store.session() as session:
-        confirm_deliveries(session)  # what the channel took counts now, not at the daemon's pass
-        incident = get_incident(session, args.id)
-        delivered, late = incident.notified_at, incident.late
-    app.store.dispose()
+    with app_for(args) as app:
+        parts = {
+            "scope": args.scope,
+            "harm": args.harm,
+            "measures": args.measures,
+            "rectification": args.rectification,
+        }
+        at = time_arg("--at", args.at)
+        with app.store.session() as session:
+            notify_management(
+                session,
+                app.settings,
+                args.id,
+                parts,
+                actor(args),
+                app.clock(),
+                out_of_band=args.out_of_band,
+                at=at,
+            )
+        if args.out_of_band is None:
+            report = aio.run(
+                deliver_alerts(app, incident_id=args.id, kinds=("notification", "update"))
+            )
+        with app.store.session() as session:
+            confirm_deliveries(
+                session
+            )  # what the channel took counts now, not at the daemon's pass
+            incident = get_incident(session, args.id)
+            delivered, late = incident.notified_at, incident.late
     if args.out_of_band is not None:
         made = local_text(at or app.clock())
         print(

@@ -136,17 +136,16 @@ def cmd_usage(args: argparse.Namespace) -> int:
     since, until = _time_range(args)
     if since is None and until is not None:
         raise UsageError("--until needs --since (without either: the last full quarter)")
-    app = app_for(args)
-    now = app.clock()
-    if since is None:  # default: the last full quarter
-        _label, until = quarter_start(now)
-        _label, since = quarter_start(until - dt.timedelta(days=1))
-    elif until is None:
-        until = now
-        if since >= until:
-            raise UsageError(f"--since {args.since} is in the future: no time is left")
-    data = usage(app.store, args.service, since, until)
-    app.store.dispose()
+    with app_for(args) as app:
+        now = app.clock()
+        if since is None:  # default: the last full quarter
+            _label, until = quarter_start(now)
+            _label, since = quarter_start(until - dt.timedelta(days=1))
+        elif until is None:
+            until = now
+            if since >= until:
+                raise UsageError(f"--since {args.since} is in the future: no time is left")
+        data = usage(app.store, args.service, since, until)
     if not data["hours"]:
         # Zeros alone would not tell a quiet service from a mistyped id or an unread log.
         print(
@@ -172,8 +171,7 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
             quarter_bounds(args.quarter)
         except ValueError as exc:
             raise UsageError(f"--quarter: {exc}") from None
-    app = app_for(args)
-    with app.store.session() as session:
+    with app_for(args) as app, app.store.session() as session:
         audit = log_audit(session, app.clock(), args.quarter)
         data: dict[str, Any] = {
             "quarter": audit.quarter,
@@ -183,7 +181,6 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
             "vendor_operations": audit.vendor_operations,
             "lines_per_day": audit.lines_per_day,
         }
-    app.store.dispose()
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return 0

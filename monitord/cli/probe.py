@@ -80,14 +80,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
         report = aio.run(_probe_url(_settings(args), args.url, chosen or list(probes.PROBES)))
     elif args.service or args.all:
         settings = _settings(args)
-        app = open_app(settings)
         ids = [args.service] if args.service else None
         every_kind = list(probes.PROBES) if args.service else ["availability"]
         kinds = chosen or every_kind
-        report = aio.run(
-            probe_round(app.store, settings, app.clock, service_ids=ids, kinds=kinds, spread=False)
-        )
-        app.store.dispose()
+        with open_app(settings) as app:
+            report = aio.run(
+                probe_round(
+                    app.store, settings, app.clock, service_ids=ids, kinds=kinds, spread=False
+                )
+            )
         if args.service and not report.results:
             raise UsageError(
                 f"--service {args.service!r}: no such service with a URL in the "

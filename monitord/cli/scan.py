@@ -39,27 +39,25 @@ def cmd_scan(args: argparse.Namespace) -> int:
         zap,
     )
 
-    app = app_for(args)
-    with app.store.session() as session:
-        url = scanned_service(session, words[0]).url or ""
-    # The whole check the scan makes when it starts (names resolved, redirects followed), so a
-    # target ZAP must not scan is told now, in one line, and never queued.
-    driver = driver_settings(app.settings)
-    aio.run(zap.check_target(url, driver.denied_networks, driver.call_timeout_s))
-    with app.store.session() as session:
-        scan = enqueue_manual(session, words[0], actor(args), app.clock(), app.settings)
-        scan_id = scan.id
-    if not args.wait:
-        print(
-            f"scan {scan_id} of {words[0]} queued; the running daemon starts it "
-            f"(`monitord scan status` shows it)"
-        )
-        app.store.dispose()
-        return 0
-    scanner = zap.ZapScanner(driver, clock=app.clock)
-    state = aio.run(run_scan(app.store, app.settings, scanner, scan_id, app.clock))
-    [row] = [r for r in scan_rows(app.store) if r["id"] == scan_id]
-    app.store.dispose()
+    with app_for(args) as app:
+        with app.store.session() as session:
+            url = scanned_service(session, words[0]).url or ""
+        # The whole check the scan makes when it starts (names resolved, redirects followed), so
+        # a target ZAP must not scan is told now, in one line, and never queued.
+        driver = driver_settings(app.settings)
+        aio.run(zap.check_target(url, driver.denied_networks, driver.call_timeout_s))
+        with app.store.session() as session:
+            scan = enqueue_manual(session, words[0], actor(args), app.clock(), app.settings)
+            scan_id = scan.id
+        if not args.wait:
+            print(
+                f"scan {scan_id} of {words[0]} queued; the running daemon starts it "
+                f"(`monitord scan status` shows it)"
+            )
+            return 0
+        scanner = zap.ZapScanner(driver, clock=app.clock)
+        state = aio.run(run_scan(app.store, app.settings, scanner, scan_id, app.clock))
+        [row] = [r for r in scan_rows(app.store) if r["id"] == scan_id]
     print(
         f"scan {scan_id} of {words[0]}: {state}; {row['alerts_read']} alerts, "
         f"{row['high']} high and {row['medium']} medium findings "
@@ -71,9 +69,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from monitord.scans import scan_rows
 
-    app = app_for(args)
-    rows = scan_rows(app.store)
-    app.store.dispose()
+    with app_for(args) as app:
+        rows = scan_rows(app.store)
     if args.json:
         print_json(rows)
         return 0
@@ -102,48 +99,49 @@ def _import(args: argparse.Namespace, path: str) -> int:
     from monitord.scans.report_import import read_report
     from monitord.store.models import Scan, Service
 
-    app = app_for(args)
-    now = app.clock()
-    with app.store.session() as session:
-        service = session.get(Service, args.service)
-        if service is None:
-            raise UsageError(f"--service {args.service!r}: no such service in the store")
-        report = read_report(
-            path,
-            service_id=service.id,
-            base_url=None,
-            max_bytes=app.settings.zap.max_answer_mb << 20,
-            max_field_bytes=app.settings.zap.max_field_kb << 10,
-        )
-        # Keys are unique: a script importing several reports runs more than one a second.
-        key = base = f"{service.id}-import-{now:%Y%m%dT%H%M%S}"
-        taken = set(session.scalars(select(Scan.scan_key).where(Scan.scan_key.like(f"{base}%"))))
-        number = 1
-        while key in taken:
-            number += 1
-            key = f"{base}-{number}"
-        new, still, _fixed = store_findings(
-            session, service.id, list(report.findings), now, complete=False
-        )
-        session.add(
-            Scan(
+    with app_for(args) as app:
+        now = app.clock()
+        with app.store.session() as session:
+            service = session.get(Service, args.service)
+            if service is None:
+                raise UsageError(f"--service {args.service!r}: no such service in the store")
+            report = read_report(
+                path,
                 service_id=service.id,
-                scan_key=key,
-                trigger="import",
-                state="finished",
-                queued_at=now,
-                next_attempt_at=now,
-                started_at=now,
-                finished_at=now,
-                progress={"file": path},
-                alerts_read=report.instances,
-                findings_new=new,
-                findings_open=still,
-                high=sum(1 for d in report.findings if d.severity == "high"),
-                medium=sum(1 for d in report.findings if d.severity == "medium"),
+                base_url=None,
+                max_bytes=app.settings.zap.max_answer_mb << 20,
+                max_field_bytes=app.settings.zap.max_field_kb << 10,
             )
-        )
-    app.store.dispose()
+            # Keys are unique: a script importing several reports runs more than one a second.
+            key = base = f"{service.id}-import-{now:%Y%m%dT%H%M%S}"
+            taken = set(
+                session.scalars(select(Scan.scan_key).where(Scan.scan_key.like(f"{base}%")))
+            )
+            number = 1
+            while key in taken:
+                number += 1
+                key = f"{base}-{number}"
+            new, still, _fixed = store_findings(
+                session, service.id, list(report.findings), now, complete=False
+            )
+            session.add(
+                Scan(
+                    service_id=service.id,
+                    scan_key=key,
+                    trigger="import",
+                    state="finished",
+                    queued_at=now,
+                    next_attempt_at=now,
+                    started_at=now,
+                    finished_at=now,
+                    progress={"file": path},
+                    alerts_read=report.instances,
+                    findings_new=new,
+                    findings_open=still,
+                    high=sum(1 for d in report.findings if d.severity == "high"),
+                    medium=sum(1 for d in report.findings if d.severity == "medium"),
+                )
+            )
     print(
         f"imported {len(report.findings)} findings for {args.service} from {report.program} "
         f"{report.version} ({new} new)"
@@ -158,47 +156,48 @@ def cmd_findings(args: argparse.Namespace) -> int:
     from monitord.scans import accept_finding
     from monitord.store.models import Finding
 
-    app = app_for(args)
-    if args.accept is not None:
-        if not args.until:
-            raise UsageError("--until DATE: an accepted finding needs an expiry date")
-        try:
-            until = dt.datetime.fromisoformat(args.until).replace(tzinfo=SHANGHAI)
-        except ValueError:
-            raise UsageError(
-                f"--until {args.until!r}: expected a date such as 2027-03-31"
-            ) from None
+    with app_for(args) as app:
+        if args.accept is not None:
+            if not args.until:
+                raise UsageError("--until DATE: an accepted finding needs an expiry date")
+            try:
+                until = dt.datetime.fromisoformat(args.until).replace(tzinfo=SHANGHAI)
+            except ValueError:
+                raise UsageError(
+                    f"--until {args.until!r}: expected a date such as 2027-03-31"
+                ) from None
+            with app.store.session() as session:
+                accept_finding(
+                    session, args.accept, args.reason or "", until, actor(args), app.clock()
+                )
+            print(f"finding {args.accept} accepted until {until.date()}")
+            return 0
         with app.store.session() as session:
-            accept_finding(session, args.accept, args.reason or "", until, actor(args), app.clock())
-        print(f"finding {args.accept} accepted until {until.date()}")
-        return 0
-    with app.store.session() as session:
-        query = select(Finding).order_by(Finding.id)
-        if args.service:
-            query = query.where(Finding.service_id == args.service)
-        if args.risk:
-            query = query.where(Finding.severity.in_(args.risk))
-        if not args.all:
-            query = query.where(Finding.state.in_(("open", "accepted")))
-        rows: list[dict[str, Any]] = [
-            {
-                "id": f.id,
-                "rule": f.rule,
-                "clause": f.clause,
-                "severity": f.severity,
-                "state": f.state,
-                "service_id": f.service_id,
-                "subject": f.subject,
-                "summary": f.summary,
-                "first_seen": f.first_seen.isoformat(),
-                "last_seen": f.last_seen.isoformat(),
-                "count": f.count,
-                "evidence": f.evidence,
-                "accepted_until": f.accepted_until.isoformat() if f.accepted_until else None,
-            }
-            for f in session.scalars(query)
-        ]
-    app.store.dispose()
+            query = select(Finding).order_by(Finding.id)
+            if args.service:
+                query = query.where(Finding.service_id == args.service)
+            if args.risk:
+                query = query.where(Finding.severity.in_(args.risk))
+            if not args.all:
+                query = query.where(Finding.state.in_(("open", "accepted")))
+            rows: list[dict[str, Any]] = [
+                {
+                    "id": f.id,
+                    "rule": f.rule,
+                    "clause": f.clause,
+                    "severity": f.severity,
+                    "state": f.state,
+                    "service_id": f.service_id,
+                    "subject": f.subject,
+                    "summary": f.summary,
+                    "first_seen": f.first_seen.isoformat(),
+                    "last_seen": f.last_seen.isoformat(),
+                    "count": f.count,
+                    "evidence": f.evidence,
+                    "accepted_until": f.accepted_until.isoformat() if f.accepted_until else None,
+                }
+                for f in session.scalars(query)
+            ]
     if args.json:
         print_json(rows)
         return 0

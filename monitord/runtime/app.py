@@ -13,7 +13,11 @@ from monitord.timeutil import Clock, SteadyClock, system_clock
 
 @dataclass
 class App:
-    """What every job gets. `settings` is swapped whole on reload; nothing else holds state."""
+    """What every job gets. `settings` is swapped whole on reload; nothing else holds state.
+
+    A context manager: `with app:` closes the store's connections on the way out, whatever
+    happened; `async with app:` also opens and closes the shared HTTP client.
+    """
 
     settings: Settings
     store: Store
@@ -31,6 +35,19 @@ class App:
             await self.http.close()
             self.http = None
         self.store.dispose()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.dispose()
+
+    async def __aenter__(self) -> App:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 def build_app(settings: Settings, clock: Clock | None = None, for_daemon: bool = False) -> App:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from monitord.accesslog.work import audit_due, follow_logs
-from monitord.catalogue import sync_catalogue
+from monitord.catalogue import SyncOutcome, sync_catalogue
 from monitord.config import Settings
 from monitord.incidents import confirm_deliveries, intake, work_clocks
 from monitord.probing import probe_round
@@ -28,21 +28,29 @@ class Job:
     """A scheduled job: its name, what it does, and how often (from the settings)."""
 
     name: str
-    run: Callable[[App], Awaitable[None]]
+    run: Callable[[App], Awaitable[object]]
     interval_seconds: Callable[[Settings], float]
     run_at_start: bool = True
 
 
-async def catalogue_sync(app: App) -> None:
-    """Sync the service catalogue from the portal."""
-    await sync_catalogue(
+async def catalogue_sync(app: App, file: str | None = None) -> SyncOutcome:
+    """Sync the service catalogue from the portal (or from a file of the same shape)."""
+    assert app.http is not None, "the App is started"
+    return await sync_catalogue(
         app.store,
         app.settings.portal,
         app.settings.secrets.portal_token,
         app.clock,
         session=app.http,
+        file=file,
         calendar=WorkCalendar.from_settings(app.settings.logs),
     )
+
+
+async def sync_once(app: App, file: str | None = None) -> SyncOutcome:
+    """`monitord sync`: the job once, the App opened and closed around it."""
+    async with app:
+        return await catalogue_sync(app, file)
 
 
 async def probe_services(app: App) -> None:
