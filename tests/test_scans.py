@@ -23,6 +23,7 @@ from monitord.demo.fakezap import (
 )
 from monitord.incidents import intake
 from monitord.scans import (
+    ScanReport,
     accept_finding,
     check_quarter,
     driver_settings,
@@ -33,6 +34,7 @@ from monitord.scans import (
 )
 from monitord.store import Store
 from monitord.store.models import Finding, Incident, Scan, Service, ServiceEvent
+from monitord.timeutil import Clock
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.timeout(60)
@@ -46,6 +48,12 @@ def servers() -> Iterator[list[FakeZapServer]]:
     yield started
     for server in started:
         server.close()
+
+
+async def run_pass(store: Store, settings: Settings, clock: Clock) -> ScanReport:
+    """One pass of the scan job, with the ZAP driver the runtime builds for these settings."""
+    scanner = zap.ZapScanner(driver_settings(settings), clock=clock)
+    return await scan_pass(store, settings, clock, scanner=scanner)
 
 
 def fake_zap(servers: list[FakeZapServer], scenario: Scenario) -> FakeZapServer:
@@ -115,7 +123,7 @@ async def test_a_scan_with_high_and_medium_alerts_stores_findings_and_opens_an_i
     server = fake_zap(servers, alert_storm(BASE, total=300))
     cfg = settings_for(server)
     add_service(sqlite_store, clock)
-    report = await scan_pass(sqlite_store, cfg, clock)
+    report = await run_pass(sqlite_store, cfg, clock)
     assert report.zap_error is None and len(report.ran) == 1
     [scan] = scans(sqlite_store)
     assert scan.state == "finished" and scan.trigger == "quarterly"
@@ -137,11 +145,11 @@ async def test_a_rescan_marks_what_was_fixed(
 ) -> None:
     first = fake_zap(servers, alert_storm(BASE, total=60))
     add_service(sqlite_store, clock)
-    await scan_pass(sqlite_store, settings_for(first), clock)
+    await run_pass(sqlite_store, settings_for(first), clock)
     second = fake_zap(servers, clean_site(BASE))
     with sqlite_store.session() as session:
         session.add(ServiceEvent(service_id="svc-0001", kind="updated", at=clock()))
-    await scan_pass(sqlite_store, settings_for(second), clock)
+    await run_pass(sqlite_store, settings_for(second), clock)
     rescan = scans(sqlite_store)[-1]
     assert rescan.state == "finished" and rescan.trigger == "updated"
     assert rescan.findings_fixed > 0 and rescan.findings_new == 0
@@ -159,7 +167,7 @@ async def test_zap_down_leaves_scans_queued_with_a_clear_error(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     add_service(sqlite_store, clock)
-    report = await scan_pass(sqlite_store, settings_for(f"http://127.0.0.1:{port}"), clock)
+    report = await run_pass(sqlite_store, settings_for(f"http://127.0.0.1:{port}"), clock)
     assert (
         report.zap_error == f"ZAP is not reachable at http://127.0.0.1:{port} (connection refused)"
     )
@@ -191,7 +199,7 @@ async def test_a_scan_left_running_by_a_dead_daemon_is_reconciled_and_run_again(
                 progress=forgotten.to_dict(),
             )
         )
-    await scan_pass(sqlite_store, settings_for(server), clock)
+    await run_pass(sqlite_store, settings_for(server), clock)
     manual = next(s for s in scans(sqlite_store) if s.trigger == "manual")
     assert manual.state == "finished"
     assert manual.attempts == 1
@@ -325,7 +333,7 @@ async def test_an_answer_of_the_wrong_shape_keeps_scans_queued_and_says_what_was
     scenario.raw_answers = {"core/view/version": [answer]}
     server = fake_zap(servers, scenario)
     add_service(sqlite_store, clock)
-    report = await scan_pass(sqlite_store, settings_for(server), clock)
+    report = await run_pass(sqlite_store, settings_for(server), clock)
     assert report.zap_error is not None and said in report.zap_error
     assert [s.state for s in scans(sqlite_store)] == ["queued"]
 
@@ -339,7 +347,7 @@ async def test_an_empty_answer_mid_scan_fails_the_attempt_at_once_and_it_is_retr
     scenario.raw_answers = {"ascan/view/status": [_raw_json({})]}
     server = fake_zap(servers, scenario)
     add_service(sqlite_store, clock)
-    await scan_pass(sqlite_store, settings_for(server, call_timeout_seconds=30.0), clock)
+    await run_pass(sqlite_store, settings_for(server, call_timeout_seconds=30.0), clock)
     [scan] = scans(sqlite_store)
     assert scan.state == "queued"
     assert scan.error == (
@@ -355,7 +363,7 @@ async def test_a_progress_that_is_not_a_plain_number_fails_the_attempt_naming_it
     scenario.raw_answers = {"spider/view/status": [_raw_json({"status": status})]}
     server = fake_zap(servers, scenario)
     add_service(sqlite_store, clock)
-    await scan_pass(sqlite_store, settings_for(server), clock)
+    await run_pass(sqlite_store, settings_for(server), clock)
     [scan] = scans(sqlite_store)
     assert scan.state == "queued"
     assert scan.error is not None
@@ -387,14 +395,14 @@ async def test_zap_hanging_up_mid_scan_is_retried_not_blamed_on_the_api_key(
     scenario.raw_answers = {"ascan/view/status": [RawAnswer(hang_up=True)]}
     server = fake_zap(servers, scenario)
     add_service(sqlite_store, clock)
-    await scan_pass(sqlite_store, settings_for(server), clock)
+    await run_pass(sqlite_store, settings_for(server), clock)
     [scan] = scans(sqlite_store)
     assert scan.state == "queued" and scan.next_attempt_at > clock()
     assert scan.error is not None and "probably wrong" not in scan.error
     assert "closed the connection without answering ascan/view/status" in scan.error
     assert "crashed or was restarted" in scan.error
     clock.advance(minutes=6)
-    await scan_pass(sqlite_store, settings_for(server), clock)
+    await run_pass(sqlite_store, settings_for(server), clock)
     assert [s.state for s in scans(sqlite_store)] == ["finished"]
 
 
@@ -406,7 +414,7 @@ async def test_a_wrong_api_key_is_still_told_as_such(
     cfg = parse_config(
         {"zap": {"url": server.url}}, "test", env={"MONITORD_ZAP_API_KEY": "not-the-key"}
     )
-    report = await scan_pass(sqlite_store, cfg, clock)
+    report = await run_pass(sqlite_store, cfg, clock)
     assert report.zap_error is not None and "the API key is probably wrong" in report.zap_error
 
 
@@ -421,7 +429,7 @@ async def test_a_failure_while_reading_alerts_is_tried_again_and_no_finding_is_l
     scenario.raw_answers = {"core/view/alerts": [gateway_error]}
     server = fake_zap(servers, scenario)
     add_service(sqlite_store, clock)
-    await scan_pass(sqlite_store, settings_for(server), clock)
+    await run_pass(sqlite_store, settings_for(server), clock)
     [scan] = scans(sqlite_store)
     assert scan.state == "finished" and scan.error is None
     assert scan.alerts_read == 300 - 6  # every alert but the False Positives
@@ -433,7 +441,7 @@ async def test_zap_restarted_before_the_alerts_are_read_resolves_no_finding(
 ) -> None:
     first = fake_zap(servers, alert_storm(BASE, total=60))
     add_service(sqlite_store, clock)
-    await scan_pass(sqlite_store, settings_for(first), clock)
+    await run_pass(sqlite_store, settings_for(first), clock)
     with sqlite_store.session() as session:
         open_before = session.scalar(
             select(func.count()).select_from(Finding).where(Finding.state == "open")
@@ -446,7 +454,7 @@ async def test_zap_restarted_before_the_alerts_are_read_resolves_no_finding(
     server = fake_zap(servers, scenario)
     with sqlite_store.session() as session:
         session.add(ServiceEvent(service_id="svc-0001", kind="updated", at=clock()))
-    await scan_pass(sqlite_store, settings_for(server), clock)
+    await run_pass(sqlite_store, settings_for(server), clock)
     rescan = scans(sqlite_store)[-1]
     assert rescan.state == "queued"
     assert rescan.error is not None and "ZAP no longer has this scan" in rescan.error
@@ -468,7 +476,7 @@ async def test_alert_texts_with_lone_surrogates_and_nuls_are_stored(
     )  # fmt: skip
     server = fake_zap(servers, Scenario(site_urls=[BASE], alerts=[alert]))
     add_service(sqlite_store, clock)
-    await scan_pass(sqlite_store, settings_for(server), clock)
+    await run_pass(sqlite_store, settings_for(server), clock)
     [scan] = scans(sqlite_store)
     assert scan.state == "finished" and scan.high == 1
     with sqlite_store.session() as session:
@@ -560,7 +568,7 @@ async def test_a_target_zap_must_not_scan_is_never_queued_and_says_why(
     add_service(sqlite_store, clock, "svc-0002", url="javascript:alert(1)")
     add_service(sqlite_store, clock, "svc-0003", url="http://169.254.169.254/latest/meta-data/")
     add_service(sqlite_store, clock, "svc-0004", url="")
-    report = await scan_pass(sqlite_store, cfg, clock)
+    report = await run_pass(sqlite_store, cfg, clock)
     assert report.queued == ["svc-0001-2026q4"]
     rows = {s.service_id: s for s in scans(sqlite_store)}
     assert rows["svc-0001"].state == "finished"
@@ -578,7 +586,7 @@ async def test_a_target_zap_must_not_scan_is_never_queued_and_says_why(
     }
     # Not retried: a later pass neither queues nor runs them, and ZAP never heard of them.
     clock.advance(days=1)
-    await scan_pass(sqlite_store, cfg, clock)
+    await run_pass(sqlite_store, cfg, clock)
     assert [(s.service_id, s.state, s.attempts) for s in scans(sqlite_store)] == [
         ("svc-0001", "finished", 1),
         ("svc-0002", "failed", 0),
@@ -605,9 +613,9 @@ async def test_a_service_redirecting_into_a_denied_network_fails_its_scan_at_sta
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/app/"
         server = fake_zap(servers, clean_site(url))
         add_service(sqlite_store, clock, url=url)
-        await scan_pass(sqlite_store, settings_for(server), clock)
+        await run_pass(sqlite_store, settings_for(server), clock)
         clock.advance(hours=2)
-        await scan_pass(sqlite_store, settings_for(server), clock)
+        await run_pass(sqlite_store, settings_for(server), clock)
     finally:
         await runner.cleanup()
     [scan] = scans(sqlite_store)
@@ -672,7 +680,7 @@ async def test_an_answer_nested_too_deeply_leaves_no_scan_running(
     scenario.raw_answers = {"spider/view/status": [deep]}
     server = fake_zap(servers, scenario)
     add_service(sqlite_store, clock)
-    await scan_pass(sqlite_store, settings_for(server), clock)
+    await run_pass(sqlite_store, settings_for(server), clock)
     [scan] = scans(sqlite_store)
     assert scan.state == "queued" and scan.next_attempt_at > clock()
     assert scan.error == "ZAP's answer to spider/view/status nests more than 32 levels deep"
@@ -686,7 +694,7 @@ async def test_an_alerts_page_over_the_answer_cap_fails_the_scan_saying_what_to_
     scenario.raw_answers = {"core/view/alerts": [huge]}
     server = fake_zap(servers, scenario)
     add_service(sqlite_store, clock)
-    await scan_pass(sqlite_store, settings_for(server, max_answer_mb=1), clock)
+    await run_pass(sqlite_store, settings_for(server, max_answer_mb=1), clock)
     [scan] = scans(sqlite_store)
     assert (scan.state, scan.finished_at) == ("failed", clock())
     assert scan.error == (
@@ -708,7 +716,7 @@ async def test_alert_fields_over_the_field_cap_are_left_out_saying_why(
     ]  # fmt: skip
     server = fake_zap(servers, Scenario(site_urls=[BASE], alerts=alerts))
     add_service(store, clock)
-    await scan_pass(store, settings_for(server, max_field_kb=64), clock)
+    await run_pass(store, settings_for(server, max_field_kb=64), clock)
     [scan] = scans(store)
     assert (scan.state, scan.high, scan.medium) == ("finished", 1, 1)
     with store.session() as session:
@@ -746,7 +754,8 @@ async def test_an_unexpected_error_leaves_no_scan_running_and_the_pass_goes_on(
     server = fake_zap(servers, alert_storm(BASE, total=60))
     cfg = settings_for(server)
     add_service(sqlite_store, clock)
-    report = await scan_pass(sqlite_store, cfg, clock, Faulty(driver_settings(cfg), clock=clock))
+    faulty = Faulty(driver_settings(cfg), clock=clock)
+    report = await scan_pass(sqlite_store, cfg, clock, scanner=faulty)
     assert report.ran == ["1"]
     [scan] = scans(sqlite_store)
     assert (scan.state, scan.next_attempt_at) == ("queued", clock() + dt.timedelta(minutes=5))

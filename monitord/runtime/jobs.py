@@ -18,7 +18,7 @@ from monitord.incidents import confirm_deliveries, intake, work_clocks
 from monitord.probing import probe_round
 from monitord.runtime.app import App
 from monitord.runtime.delivery import deliver_alerts
-from monitord.scans import finished_scan_count, scan_pass
+from monitord.scans import driver_settings, finished_scan_count, scan_pass, zap
 from monitord.store.retention import purge, roll_up
 from monitord.workcalendar import WorkCalendar
 
@@ -74,7 +74,8 @@ async def security_scans(app: App) -> None:
     """Queue due ZAP scans, reconcile interrupted ones, and run what is queued."""
     if not app.settings.zap.enabled:
         return
-    report = await scan_pass(app.store, app.settings, app.clock)
+    scanner = zap.ZapScanner(driver_settings(app.settings), clock=app.clock)
+    report = await scan_pass(app.store, app.settings, app.clock, scanner=scanner)
     if report.ran:
         done = await asyncio.to_thread(finished_scan_count, app.store)
         every = app.settings.zap.restart_advice_after_scans

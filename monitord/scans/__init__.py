@@ -419,7 +419,7 @@ async def _attempt_failed(
 
 
 async def scan_pass(
-    store: Store, settings: Settings, clock: Clock, scanner: zap.ZapScanner | None = None
+    store: Store, settings: Settings, clock: Clock, *, scanner: zap.ZapScanner
 ) -> ScanReport:
     """One pass of the scan job: queue what is due, reconcile stale runs, run what is queued."""
     report = ScanReport()
@@ -436,7 +436,6 @@ async def scan_pass(
     if report.queued:
         shown = ", ".join(report.queued[:5]) + (" …" if len(report.queued) > 5 else "")
         logger.info("{} scan(s) queued: {}", len(report.queued), shown)
-    scanner = scanner or zap.ZapScanner(driver_settings(settings), clock=clock)
 
     def stale_and_due() -> tuple[list[tuple[int, dict[str, Any]]], list[int]]:
         now = clock()
