@@ -85,12 +85,19 @@ def denied_network(address: str, networks: Iterable[str] = DEFAULT_DENIED_NETWOR
     is, since a connection to it ends up at that IPv4 address. A zone suffix (``fe80::1%eth0``)
     is ignored.
     """
+    return _denied(address, tuple(networks))
+
+
+@lru_cache(maxsize=4096)
+def _denied(address: str, networks: tuple[str, ...]) -> str | None:
+    # Cached: every probe of a round checks the addresses its service resolved to, which are
+    # the same round after round.
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
     carried = embedded_ipv4(address)
     if carried is not None:
         candidates.append(carried)
-    for net in _networks(tuple(networks)):
+    for net in _networks(networks):
         for candidate in candidates:
             if candidate.version == net.version and candidate in net:
                 return str(net)
