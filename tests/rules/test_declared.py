@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
-from monitord import catalogue, probing, scans
-from monitord.accesslog import work as logwork
 from monitord.config import Settings
 from monitord.errors import RuleError
 from monitord.incidents import class_of_kind, kind_of_rule
@@ -14,17 +15,50 @@ from rules.declared import declared_rules, parse_core_rules
 from rules.log_rule_file import load_rules as load_log_rules
 from rules.probe_rules import load_rules as load_probe_rules
 
-# Every rule name the code writes findings under (the rule files' own rules are walked below).
-CODE_RULES = [
-    *catalogue.CATALOGUE_RULES,
-    probing.RULE_DOWN,
-    probing.RULE_UNANNOUNCED,
-    probing.RULE_SLOW,
-    probing.RULE_OVERDUE,
-    scans.RULE_QUARTER_MISSING,
-    logwork.RULE_LOG_GAP,
-    "zap:10202",  # one ZAP plugin: every zap:<plugin> is declared by the family zap:*
-]
+ROOT = Path(__file__).resolve().parent.parent.parent
+BUILT_FROM_RULE_FILES = {
+    ("rules/probe_rules.py", "rule.name"),
+    ("monitord/accesslog/findings.py", "self.rule"),
+}
+"""FindingDrafts whose rule is a rule of logs.toml or probes.toml: declared by construction."""
+
+
+def rules_the_code_raises() -> list[tuple[str, str]]:
+    """(file, rule name) of every FindingDraft the code builds: a literal, a module constant,
+    a family (`f"zap:{plugin}"` as zap:x), or, where a helper passes the rule in, every RULE_*
+    constant of its module. Fails on a draft whose rule it cannot read."""
+    found: list[tuple[str, str]] = []
+    for path in sorted([*(ROOT / "monitord").rglob("*.py"), *(ROOT / "rules").glob("*.py")]):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        where = str(path.relative_to(ROOT))
+        constants = {
+            target.id: node.value.value
+            for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+            for target in node.targets
+            if isinstance(target, ast.Name) and isinstance(node.value.value, str)
+        }
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and getattr(call.func, "id", "") == "FindingDraft"):
+                continue
+            (rule,) = [k.value for k in call.keywords if k.arg == "rule"]
+            if isinstance(rule, ast.Constant):
+                found.append((where, str(rule.value)))
+            elif isinstance(rule, ast.Name) and rule.id in constants:
+                found.append((where, constants[rule.id]))
+            elif isinstance(rule, ast.Name):  # a helper's parameter: the module's RULE_* names
+                found += [(where, v) for k, v in constants.items() if k.startswith("RULE_")]
+            elif isinstance(rule, ast.JoinedStr) and isinstance(rule.values[0], ast.Constant):
+                found.append((where, f"{rule.values[0].value}x"))
+            else:
+                assert (where, ast.unparse(rule)) in BUILT_FROM_RULE_FILES, (
+                    where,
+                    ast.unparse(rule),
+                )
+    return found
+
+
+CODE_RULES = [rule for _where, rule in rules_the_code_raises()]
 
 
 def test_every_rule_of_every_file_names_its_incident_kind() -> None:
