@@ -42,3 +42,81 @@ class UsageError(MonitordError):
 
 class RuleError(MonitordError):
     """A rule file does not describe valid rules; the message names the file or rule and key."""
+
+
+class ZapError(MonitordError):
+    """A ZAP failure, told in one line; `retryable` says whether trying later makes sense."""
+
+    retryable: bool = True
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class ZapUnavailable(ZapError):
+    """Nothing answers at ZAP's address: ZAP is not running, or the address is wrong."""
+
+
+class ZapAuthRejected(ZapError):
+    """ZAP closed the connection without answering, which is how it treats a bad API key."""
+
+    retryable = False
+
+
+class ZapTimeout(ZapError):
+    """One API call did not finish within the per-call timeout."""
+
+
+class ZapBadAnswer(ZapError):
+    """ZAP answered something that is not the shape its API documents."""
+
+
+class ZapApiError(ZapError):
+    """ZAP refused a call with one of its error codes (`does_not_exist`, `url_not_found`, ...)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        http_status: int | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message, retryable=retryable)
+        self.code = code
+        self.http_status = http_status
+
+
+class ZapScanForgotten(ZapApiError):
+    """ZAP no longer knows a scan id or session that monitord started: it was restarted."""
+
+
+class ZapUrlNotFound(ZapApiError):
+    """ZAP refused to attack a URL that is not in its sites tree (the target did not answer)."""
+
+
+class ZapBusy(ZapApiError):
+    """ZAP is already running the one scan of this kind it allows (the AJAX spider)."""
+
+
+class ZapDeadline(ZapError):
+    """The scan passed its deadline and was stopped in ZAP (the reason of a timed-out scan)."""
+
+
+class ZapScanStuck(ZapError):
+    """The active scan reported the same percentage for too many polls and was stopped."""
+
+
+class ZapAnswerTooLarge(ZapBadAnswer):
+    """A ZAP answer over the size cap (`zap.max_answer_mb`), refused unread past it; trying
+    again reads the same answer, so it is not retried."""
+
+    retryable = False
+
+
+class ZapTargetRefused(ZapError):
+    """The service URL is not one ZAP may be pointed at; ZAP was not asked to scan it."""
+
+    retryable = False

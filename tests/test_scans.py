@@ -32,6 +32,7 @@ from monitord.scans import (
     scan_pass,
     zap,
 )
+from monitord.scans.state import ScanState, Step, ZapSettings
 from monitord.store import Store
 from monitord.store.models import Finding, Incident, Scan, Service, ServiceEvent
 from monitord.timeutil import Clock
@@ -179,11 +180,11 @@ async def test_a_scan_left_running_by_a_dead_daemon_is_reconciled_and_run_again(
 ) -> None:
     server = fake_zap(servers, clean_site(BASE))
     add_service(sqlite_store, clock)
-    forgotten = zap.ScanState(
+    forgotten = ScanState(
         scan_key="svc-0001-1",
         target_url=BASE,
         status="running",
-        step=zap.Step.ACTIVE,
+        step=Step.ACTIVE,
         session_name="monitord-svc-0001-1",
         active_scan_id=3,
     )
@@ -375,12 +376,12 @@ async def test_a_progress_over_100_is_shown_as_100(servers: list[FakeZapServer])
     scenario = clean_site(BASE)
     scenario.raw_answers = {"ascan/view/status": [_raw_json({"status": "250"})]}
     server = fake_zap(servers, scenario)
-    seen: list[zap.ScanState] = []
+    seen: list[ScanState] = []
 
-    async def record(state: zap.ScanState) -> None:
+    async def record(state: ScanState) -> None:
         seen.append(state)
 
-    settings = zap.ZapSettings(url=server.url, api_key=scenario.api_key, poll_interval_s=0.01)
+    settings = ZapSettings(url=server.url, api_key=scenario.api_key, poll_interval_s=0.01)
     outcome = await zap.ZapScanner(settings).scan(BASE, scan_key="p", on_progress=record)
     assert outcome.state.status == "finished"
     assert max(s.percent for s in seen) == 100

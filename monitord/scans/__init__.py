@@ -25,9 +25,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from monitord.config import Settings
-from monitord.errors import UsageError
+from monitord.errors import UsageError, ZapError, ZapTargetRefused
 from monitord.redact import one_line
 from monitord.scans import zap
+from monitord.scans.state import ScanState, ZapSettings
+from monitord.scans.target import target_problem
 from monitord.store import Store, audit
 from monitord.store.findings import resolve_findings, upsert_finding
 from monitord.store.models import Finding, Scan, Service, ServiceEvent
@@ -40,11 +42,11 @@ RULE_QUARTER_MISSING = "quarterly_scan_missing"
 ACTIVE = ("queued", "running")
 
 
-def driver_settings(settings: Settings) -> zap.ZapSettings:
+def driver_settings(settings: Settings) -> ZapSettings:
     """The scan driver's settings from the [zap] table and the resolved API key."""
     config = settings.zap
     key = settings.secrets.zap_api_key
-    return zap.ZapSettings(
+    return ZapSettings(
         url=config.url,
         api_key=key.get_secret_value() if key else "",
         spider_max_depth=config.spider_max_depth,
@@ -83,7 +85,7 @@ def _enqueue(
     failed scan with the reason instead, and never reaches the queue."""
     if session.scalar(select(Scan.id).where(Scan.scan_key == key)) is not None:
         return False
-    refused = zap.target_problem(service.url or "", settings.probes.denied_networks)
+    refused = target_problem(service.url or "", settings.probes.denied_networks)
     if refused is not None:
         logger.warning("scan {} of {} not queued: {}", key, service.id, refused)
     session.add(
@@ -149,11 +151,11 @@ def scanned_service(session: Session, service_id: str) -> Service:
 def enqueue_manual(
     session: Session, service_id: str, actor: str, now: dt.datetime, settings: Settings
 ) -> Scan:
-    """Queue a scan a person asked for; `zap.ZapTargetRefused` when ZAP must not scan it."""
+    """Queue a scan a person asked for; `ZapTargetRefused` when ZAP must not scan it."""
     service = scanned_service(session, service_id)
-    refused = zap.target_problem(service.url or "", settings.probes.denied_networks)
+    refused = target_problem(service.url or "", settings.probes.denied_networks)
     if refused is not None:
-        raise zap.ZapTargetRefused(f"not scanned: {refused}")
+        raise ZapTargetRefused(f"not scanned: {refused}")
     key = f"{service_id}-manual-{now.strftime('%Y%m%dT%H%M%S')}"
     _enqueue(session, service, key, "manual", now, settings)
     audit(session, now, actor, "scan.request", service_id, {"scan_key": key})
@@ -315,7 +317,7 @@ async def run_scan(
     scanner: zap.ZapScanner,
     scan_id: int,
     clock: Clock,
-    resume: zap.ScanState | None = None,
+    resume: ScanState | None = None,
 ) -> str:
     """Run one queued (or resumable) scan to its end and record everything; returns its state."""
 
@@ -332,7 +334,7 @@ async def run_scan(
     service_id, url, attempts = await asyncio.to_thread(load)
     key = f"{service_id}-{scan_id}"
 
-    async def progress(state: zap.ScanState) -> None:
+    async def progress(state: ScanState) -> None:
         await asyncio.to_thread(_save, store, scan_id, progress=state.to_dict())
 
     def finish(outcome: zap.ScanOutcome) -> str:
@@ -373,14 +375,14 @@ async def run_scan(
             error="interrupted by shutdown; queued again",
         )
         raise
-    except zap.ZapError as exc:
+    except ZapError as exc:
         return await _attempt_failed(store, scan_id, service_id, attempts, clock, exc)
     except Exception as exc:
         # A fault of monitord's own: logged with its traceback, and the row must not say
         # "running" for ever (nor the pass stop the other scans).
         logger.exception("scan {} of {}: unexpected error", scan_id, service_id)
         said = one_line(shortened(str(exc), 200))
-        error = zap.ZapError(f"monitord failed during the scan ({type(exc).__name__}: {said})")
+        error = ZapError(f"monitord failed during the scan ({type(exc).__name__}: {said})")
         return await _attempt_failed(store, scan_id, service_id, attempts, clock, error)
     logger.info(
         "scan {} of {} {}: {} alerts, {} findings",
@@ -394,7 +396,7 @@ async def run_scan(
 
 
 async def _attempt_failed(
-    store: Store, scan_id: int, service_id: str, attempts: int, clock: Clock, exc: zap.ZapError
+    store: Store, scan_id: int, service_id: str, attempts: int, clock: Clock, exc: ZapError
 ) -> str:
     """Record a failed attempt: queued again later when it may help, else failed for good."""
     retry = exc.retryable and attempts < 5
@@ -458,17 +460,17 @@ async def scan_pass(
         return report
     try:
         await scanner.version()
-    except zap.ZapError as exc:
+    except ZapError as exc:
         report.zap_error = str(exc)
         logger.error("ZAP is not usable, {} scan(s) wait: {}", len(stale) + len(due), exc)
         return report
-    resumes: list[tuple[int, zap.ScanState]] = []
+    resumes: list[tuple[int, ScanState]] = []
     for scan_id, progress in stale:
         # This process runs its scans to the end within a pass, so a "running" row now was left
         # by a previous process: ask ZAP whether it still has that scan.
-        verdict = await scanner.reconcile(zap.ScanState.from_dict(progress)) if progress else None
+        verdict = await scanner.reconcile(ScanState.from_dict(progress)) if progress else None
         if verdict is not None and verdict.verdict == "resumable":
-            resumes.append((scan_id, zap.ScanState.from_dict(progress)))
+            resumes.append((scan_id, ScanState.from_dict(progress)))
         else:
             reason = verdict.reason if verdict else "no progress was recorded"
             await asyncio.to_thread(

@@ -32,13 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from monitord.errors import UsageError
-from monitord.scans.zap import (
-    ZapSettings,
-    clean_text,
-    group_alerts,
-    json_nesting_problem,
-    scope_regex,
-)
+from monitord.scans.alerts import clean_text, group_alerts
+from monitord.scans.client import json_nesting_problem
+from monitord.scans.state import ZapSettings
+from monitord.scans.target import scope_regex
 from monitord.types import FindingDraft
 
 __all__ = ["ZapReport", "ZapReportError", "parse_report", "read_report"]

@@ -52,360 +52,40 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
-import hashlib
-import json
 import re
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urljoin, urlsplit
 
-import aiohttp
 import requests
 from loguru import logger as _logger
-from zapv2 import ZAPv2
 
-from monitord import netguard
-from monitord.errors import MonitordError
-from monitord.redact import mask_url, one_line
-from monitord.textable import shortened, storable
-from monitord.timeutil import Clock, system_clock
-from monitord.types import FindingDraft, Severity
-
-__all__ = [
-    "STEPS",
-    "ZAP_CLAUSE",
-    "AlertGrouping",
-    "FindingDiff",
-    "Reconciliation",
-    "ScanOutcome",
-    "ScanState",
-    "Step",
-    "ZapAnswerTooLarge",
-    "ZapApiError",
-    "ZapAuthRejected",
-    "ZapBadAnswer",
-    "ZapBusy",
-    "ZapDeadline",
-    "ZapError",
-    "ZapScanForgotten",
-    "ZapScanStuck",
-    "ZapScanner",
-    "ZapSettings",
-    "ZapTargetRefused",
-    "ZapTimeout",
-    "ZapUnavailable",
-    "ZapUrlNotFound",
-    "check_target",
-    "clean_text",
-    "compare_findings",
-    "default_client",
-    "finding_key",
-    "group_alerts",
-    "json_nesting_problem",
-    "scope_regex",
-    "state_json",
-    "target_problem",
-]
-
-ZAP_CLAUSE = "8.3 b"
-"""The clause every ZAP finding serves: scan before going live and after each update."""
-
-# --------------------------------------------------------------------------------------------
-# Errors
-# --------------------------------------------------------------------------------------------
-
-
-class ZapError(MonitordError):
-    """A ZAP failure, told in one line; `retryable` says whether trying later makes sense."""
-
-    retryable: bool = True
-
-    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
-        super().__init__(message)
-        if retryable is not None:
-            self.retryable = retryable
-
-
-class ZapUnavailable(ZapError):
-    """Nothing answers at ZAP's address: ZAP is not running, or the address is wrong."""
-
-
-class ZapAuthRejected(ZapError):
-    """ZAP closed the connection without answering, which is how it treats a bad API key."""
-
-    retryable = False
-
-
-class ZapTimeout(ZapError):
-    """One API call did not finish within the per-call timeout."""
-
-
-class ZapBadAnswer(ZapError):
-    """ZAP answered something that is not the shape its API documents."""
-
-
-class ZapApiError(ZapError):
-    """ZAP refused a call with one of its error codes (`does_not_exist`, `url_not_found`, ...)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str,
-        http_status: int | None = None,
-        retryable: bool | None = None,
-    ) -> None:
-        super().__init__(message, retryable=retryable)
-        self.code = code
-        self.http_status = http_status
-
-
-class ZapScanForgotten(ZapApiError):
-    """ZAP no longer knows a scan id or session that monitord started: it was restarted."""
-
-
-class ZapUrlNotFound(ZapApiError):
-    """ZAP refused to attack a URL that is not in its sites tree (the target did not answer)."""
-
-
-class ZapBusy(ZapApiError):
-    """ZAP is already running the one scan of this kind it allows (the AJAX spider)."""
-
-
-class ZapDeadline(ZapError):
-    """The scan passed its deadline and was stopped in ZAP (the reason of a timed-out scan)."""
-
-
-class ZapScanStuck(ZapError):
-    """The active scan reported the same percentage for too many polls and was stopped."""
-
-
-class ZapAnswerTooLarge(ZapBadAnswer):
-    """A ZAP answer over the size cap (`zap.max_answer_mb`), refused unread past it; trying
-    again reads the same answer, so it is not retried."""
-
-    retryable = False
-
-
-class ZapTargetRefused(ZapError):
-    """The service URL is not one ZAP may be pointed at; ZAP was not asked to scan it."""
-
-    retryable = False
-
-
-# Codes for which a later retry cannot help: monitord asked for something that does not exist
-# in ZAP's configuration or sent a malformed request.
-_PERMANENT_CODES = frozenset(
-    {
-        "bad_action",
-        "bad_view",
-        "bad_type",
-        "bad_format",
-        "no_implementor",
-        "missing_parameter",
-        "illegal_parameter",
-        "url_not_in_context",
-        "mode_violation",
-        "disabled",
-    }
+from monitord.errors import (
+    ZapApiError,
+    ZapAuthRejected,
+    ZapBadAnswer,
+    ZapDeadline,
+    ZapError,
+    ZapScanForgotten,
+    ZapScanStuck,
+    ZapTimeout,
+    ZapUnavailable,
 )
-
-
-def _api_error(
-    code: str, endpoint: str, message: str | None, http_status: int | None
-) -> ZapApiError:
-    """Build the error for ZAP error `code` returned by `endpoint`."""
-    said = f"{code}: {message}" if message else code
-    text = f"ZAP refused {endpoint} ({said})"
-    if code == "url_not_found":
-        return ZapUrlNotFound(
-            f"{text}; the service URL is not in ZAP's sites tree — it did not answer ZAP",
-            code=code,
-            http_status=http_status,
-        )
-    if code == "scan_in_progress":
-        return ZapBusy(
-            f"{text}; another AJAX spider is running in ZAP", code=code, http_status=http_status
-        )
-    return ZapApiError(
-        text,
-        code=code,
-        http_status=http_status,
-        retryable=code not in _PERMANENT_CODES,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Settings, state and results
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ZapSettings:
-    """What the scan driver needs from the `[zap]` config table, passed in explicitly.
-
-    `api_key` is the secret itself, resolved by the caller; it is left out of `repr` so that
-    printing the settings never shows it.
-    """
-
-    url: str = "http://127.0.0.1:8090"
-    api_key: str = field(default="", repr=False)
-    spider_max_depth: int = 5
-    spider_max_children: int = 0
-    """Top-level children the spider follows; 0 means ZAP's default (no limit)."""
-    spider_minutes: int = 10
-    ajax_spider: bool = False
-    ajax_spider_minutes: int = 10
-    passive_deadline_s: float = 600.0
-    scan_policy: str | None = None
-    """ZAP scan policy name for the active scan; None uses ZAP's default policy."""
-    scan_deadline_s: float = 4 * 3600.0
-    """The whole scan, from its first step; past it the scan is stopped and timed out."""
-    call_timeout_s: float = 30.0
-    poll_interval_s: float = 5.0
-    stuck_polls: int = 60
-    """Active-scan polls at one unchanged percentage after which the scan counts as stuck."""
-    page_size: int = 500
-    denied_networks: tuple[str, ...] = netguard.DEFAULT_DENIED_NETWORKS
-    """Networks no scan may target, nor reach through a redirect (`probes.denied_networks`)."""
-    max_answer_bytes: int = 32 << 20
-    """The largest answer read from ZAP; a larger one is refused (`ZapAnswerTooLarge`)."""
-    max_field_bytes: int = 64 << 10
-    """The largest alert text (evidence, description...) kept in a finding; a larger one is
-    left out with a note saying so."""
-
-    def __post_init__(self) -> None:
-        """Refuse values that would make a scan loop or never end."""
-        for name in ("spider_max_depth", "spider_minutes", "ajax_spider_minutes", "stuck_polls"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"zap.{name} must be at least 1, got {getattr(self, name)!r}")
-        if self.spider_max_children < 0:
-            raise ValueError(
-                f"zap.spider_max_children must be >= 0, got {self.spider_max_children}"
-            )
-        for name in ("passive_deadline_s", "scan_deadline_s", "call_timeout_s", "poll_interval_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"zap.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("max_answer_bytes", "max_field_bytes"):
-            if getattr(self, name) < 1024:
-                raise ValueError(f"zap.{name} must be at least 1024, got {getattr(self, name)}")
-        if not 1 <= self.page_size <= 10_000:
-            raise ValueError(f"zap.page_size must be 1..10000, got {self.page_size}")
-        if urlsplit(self.url).scheme not in ("http", "https"):
-            raise ValueError(f"zap.url must be an http(s) URL, got {self.url!r}")
-
-
-class Step(StrEnum):
-    """The steps of one scan, in `STEPS` order."""
-
-    SESSION = "session"
-    CONTEXT = "context"
-    AUTH = "auth"
-    SPIDER = "spider"
-    AJAX_SPIDER = "ajax_spider"
-    PASSIVE = "passive"
-    ACCESS = "access"
-    ACTIVE = "active"
-    ALERTS = "alerts"
-    DONE = "done"
-
-
-STEPS: tuple[Step, ...] = tuple(Step)
-
-ScanStatus = Literal["running", "finished", "timed_out", "failed", "interrupted"]
-
-
-def _iso(moment: dt.datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
-def _from_iso(text: Any) -> dt.datetime | None:
-    return None if not text else dt.datetime.fromisoformat(str(text))
-
-
-@dataclass(frozen=True)
-class ScanState:
-    """Where one scan stands: what the core persists on every progress report.
-
-    `scan_key` is the store's stable id for the scan; it names the ZAP session and context so
-    that a restarted daemon can find them again. The ZAP ids are strings, as ZAP gives them.
-    """
-
-    scan_key: str
-    target_url: str
-    status: ScanStatus = "running"
-    step: Step = Step.SESSION
-    steps_done: tuple[Step, ...] = ()
-    session_name: str = ""
-    context_name: str = ""
-    context_id: str | None = None
-    spider_scan_id: str | None = None
-    active_scan_id: str | None = None
-    percent: int = 0
-    """Progress of the current step, 0–100, when ZAP reports one."""
-    started_at: dt.datetime | None = None
-    updated_at: dt.datetime | None = None
-    message: str | None = None
-    """One line: why the scan failed or timed out, or a note such as a passive queue cut short."""
-    retryable: bool | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict (times as ISO 8601) for the store."""
-        return {
-            "scan_key": self.scan_key,
-            "target_url": self.target_url,
-            "status": self.status,
-            "step": self.step.value,
-            "steps_done": [s.value for s in self.steps_done],
-            "session_name": self.session_name,
-            "context_name": self.context_name,
-            "context_id": self.context_id,
-            "spider_scan_id": self.spider_scan_id,
-            "active_scan_id": self.active_scan_id,
-            "percent": self.percent,
-            "started_at": _iso(self.started_at),
-            "updated_at": _iso(self.updated_at),
-            "message": self.message,
-            "retryable": self.retryable,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ScanState:
-        """Rebuild a state saved with `to_dict`."""
-        return cls(
-            scan_key=str(data["scan_key"]),
-            target_url=str(data["target_url"]),
-            status=data.get("status", "running"),
-            step=Step(data.get("step", Step.SESSION.value)),
-            steps_done=tuple(Step(s) for s in data.get("steps_done", ())),
-            session_name=str(data.get("session_name", "")),
-            context_name=str(data.get("context_name", "")),
-            context_id=data.get("context_id"),
-            spider_scan_id=data.get("spider_scan_id"),
-            active_scan_id=data.get("active_scan_id"),
-            percent=int(data.get("percent", 0)),
-            started_at=_from_iso(data.get("started_at")),
-            updated_at=_from_iso(data.get("updated_at")),
-            message=data.get("message"),
-            retryable=data.get("retryable"),
-        )
-
-
-ProgressCallback = Callable[[ScanState], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class AlertGrouping:
-    """Alerts turned into findings: one finding per (alert ref, URL path, parameter)."""
-
-    findings: tuple[FindingDraft, ...]
-    instances: int
-    """Alert instances that went into the findings."""
-    false_positives_dropped: int
-    out_of_scope_dropped: int = 0
+from monitord.scans.alerts import group_alerts
+from monitord.scans.client import (
+    CallTimedOut,
+    ClientFactory,
+    coded_error,
+    default_client,
+    no_stop_iteration,
+    read_count,
+    require_ok,
+    transport_error,
+)
+from monitord.scans.state import STEPS, ProgressCallback, ScanState, ScanStatus, Step, ZapSettings
+from monitord.scans.target import check_target, scope_regex
+from monitord.timeutil import Clock, system_clock
+from monitord.types import FindingDraft
 
 
 @dataclass(frozen=True)
@@ -440,665 +120,6 @@ class Reconciliation:
     verdict: Literal["resumable", "interrupted", "unknown"]
     reason: str
     error: ZapError | None = None
-
-
-@dataclass(frozen=True)
-class FindingDiff:
-    """A scan compared with the service's previous one, by finding key (rule, subject)."""
-
-    new: frozenset[tuple[str, str]]
-    still_open: frozenset[tuple[str, str]]
-    fixed: frozenset[tuple[str, str]]
-
-
-# --------------------------------------------------------------------------------------------
-# Alerts → findings
-# --------------------------------------------------------------------------------------------
-
-_RISK_TO_SEVERITY: dict[str, Severity] = {
-    "high": "high",
-    "medium": "medium",
-    "low": "low",
-    "informational": "info",
-    "info": "info",
-}
-_RISK_RANK = {"informational": 0, "info": 0, "low": 1, "medium": 2, "high": 3}
-_UNKNOWN_RISK_RANK = 4
-"""A risk ZAP does not name (not one of its four): ranked above High and gated as High, so that
-an unexpected answer can never let a vulnerability through the 7.3.2 gate as Informational."""
-_CONFIDENCE_RANK = {"low": 1, "medium": 2, "high": 3, "confirmed": 4}
-_SAMPLE_URLS = 5
-
-
-def clean_text(value: Any) -> str:
-    """`value` as text that every store takes and every terminal prints: U+FFFD in place of
-    NULs and lone UTF-16 surrogates.
-
-    ZAP's texts are Java strings and may hold both (evidence cut out of a binary response);
-    a lone surrogate cannot be encoded as UTF-8 (SQLite refused the finding, and the whole
-    scan was lost), nor a NUL kept in a PostgreSQL text.
-    """
-    return storable("" if value is None else str(value))
-
-
-def _text(value: Any) -> str:
-    return clean_text(value).strip()
-
-
-def _ident(value: Any) -> int | None:
-    """CWE/WASC ids: ZAP writes "-1" or "0" for none; anything but a plain number is none."""
-    text = _text(value)
-    # ASCII digits, and few: str.isdigit() takes "²", which int() refuses, and int() refuses
-    # over 4,300 digits.
-    if not re.fullmatch(r"-?[0-9]{1,9}", text):
-        return None
-    number = int(text)
-    return number if number > 0 else None
-
-
-def finding_key(draft: FindingDraft) -> tuple[str, str]:
-    """The key under which the store keeps a finding: (rule, subject)."""
-    return (draft.rule, draft.subject)
-
-
-def group_alerts(
-    alerts: Iterable[Mapping[str, Any]],
-    *,
-    service_id: str | None = None,
-    in_scope: Callable[[str], bool] | None = None,
-    max_field_bytes: int | None = None,
-) -> AlertGrouping:
-    """Group ZAP alert instances into findings under clause 8.3 b.
-
-    Each alert is a mapping with ZAP API field names (`pluginId`, `alertRef`, `name`, `risk`,
-    `confidence`, `url`, `param`, `evidence`, `cweid`, `wascid`, `solution`, `reference`,
-    `description`). Instances with confidence "False Positive" are dropped, and so are URLs
-    that `in_scope` rejects. Instances are grouped by (alert ref — or plugin id when ZAP gives
-    none —, URL path, parameter); a group takes the highest risk and confidence of its members.
-    A text over `max_field_bytes` (UTF-8) is not kept in the finding: a note says how large it
-    was; a subject too long for the store ends in a digest of the whole.
-    """
-    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
-    dropped_fp = 0
-    dropped_scope = 0
-    for alert in alerts:
-        if _text(alert.get("confidence")).lower() == "false positive":
-            dropped_fp += 1
-            continue
-        url = _text(alert.get("url"))
-        if in_scope is not None and not in_scope(url):
-            dropped_scope += 1
-            continue
-        plugin = _text(alert.get("pluginId")) or "0"
-        ref = _text(alert.get("alertRef")) or plugin
-        path = urlsplit(url).path or "/"
-        groups.setdefault((ref, path, _text(alert.get("param"))), []).append(alert)
-
-    findings = [
-        _finding(ref, path, param, members, service_id, max_field_bytes)
-        for (ref, path, param), members in sorted(groups.items())
-    ]
-    return AlertGrouping(
-        findings=tuple(findings),
-        instances=sum(len(m) for m in groups.values()),
-        false_positives_dropped=dropped_fp,
-        out_of_scope_dropped=dropped_scope,
-    )
-
-
-def _risk_rank(alert: Mapping[str, Any]) -> int:
-    risk = _text(alert.get("risk")).lower() or "informational"
-    return _RISK_RANK.get(risk, _UNKNOWN_RISK_RANK)
-
-
-def _kept(text: str, max_bytes: int | None) -> str:
-    """`text`, or a note in its place when it is over `max_bytes` of UTF-8."""
-    if max_bytes is None or len(text) * 4 <= max_bytes:  # at most 4 bytes a character
-        return text
-    size = len(text.encode("utf-8"))  # clean_text left nothing UTF-8 cannot encode
-    if size <= max_bytes:
-        return text
-    return f"(left out: {-(-size // 1024)} KiB, over zap.max_field_kb = {max_bytes // 1024})"
-
-
-_SUBJECT_LENGTH = 190
-"""The longest subject `group_alerts` makes: the store's column holds 400 characters, and
-`scans.scoped` puts the service id (at most 200) and a space before it."""
-
-
-def _subject(ref: str, path: str, param: str) -> str:
-    """The finding's subject; a long one is cut and ends in a digest of the whole, so that two
-    long paths stay two findings and a rescan finds the same one again."""
-    subject = f"{ref} {path}" + (f" [{param}]" if param else "")
-    if len(subject) <= _SUBJECT_LENGTH:
-        return subject
-    digest = hashlib.sha256(subject.encode("utf-8")).hexdigest()[:16]
-    return f"{subject[: _SUBJECT_LENGTH - 17]}…{digest}"
-
-
-def _finding(
-    ref: str,
-    path: str,
-    param: str,
-    members: list[Mapping[str, Any]],
-    service_id: str | None,
-    max_field_bytes: int | None,
-) -> FindingDraft:
-    def kept(field: str, alert: Mapping[str, Any] | None = None) -> str:
-        return _kept(_text((alert or worst).get(field)), max_field_bytes)
-
-    worst = max(members, key=_risk_rank)
-    surest = max(members, key=lambda a: _CONFIDENCE_RANK.get(_text(a.get("confidence")).lower(), 0))
-    risk = _text(worst.get("risk")) or "Informational"
-    # The store keeps rule names to 120 characters; ZAP's plugin ids are a few digits.
-    plugin = shortened(_text(worst.get("pluginId")) or "0", 100)
-    name = _kept(
-        _text(worst.get("name")) or _text(worst.get("alert")) or f"ZAP rule {plugin}",
-        max_field_bytes,
-    )
-    sample = next((a for a in members if _text(a.get("evidence"))), worst)
-    urls = sorted({_text(a.get("url")) for a in members})
-    where = shortened(path + (f" (parameter {param})" if param else ""), 200)
-    return FindingDraft(
-        rule=f"zap:{plugin}",
-        clause=ZAP_CLAUSE,
-        severity=_RISK_TO_SEVERITY.get(risk.lower(), "high"),
-        subject_kind="web_path",
-        subject=_subject(ref, path, param),
-        summary=f"{name} ({shortened(risk, 40)}) at {where}, {len(members)} instance(s)",
-        service_id=service_id,
-        evidence={
-            "name": name,
-            "plugin_id": plugin,
-            "alert_ref": _kept(ref, max_field_bytes),
-            "risk": _kept(risk, max_field_bytes),
-            "confidence": kept("confidence", surest),
-            "cwe": _ident(worst.get("cweid")),
-            "wasc": _ident(worst.get("wascid")),
-            "path": _kept(path, max_field_bytes),
-            "param": _kept(param, max_field_bytes),
-            "evidence": kept("evidence", sample),
-            "description": kept("description"),
-            "solution": kept("solution"),
-            "reference": kept("reference"),
-            "instances": len(members),
-            "sample_urls": [_kept(u, max_field_bytes) for u in urls[:_SAMPLE_URLS]],
-        },
-    )
-
-
-def compare_findings(
-    previous: Iterable[tuple[str, str]], current: Iterable[tuple[str, str] | FindingDraft]
-) -> FindingDiff:
-    """Compare the finding keys of the service's previous scan with this scan's findings."""
-    before = frozenset(previous)
-    now = frozenset(finding_key(c) if isinstance(c, FindingDraft) else c for c in current)
-    return FindingDiff(new=now - before, still_open=now & before, fixed=before - now)
-
-
-def scope_regex(target_url: str) -> str:
-    """The include regex for a service URL: the URL itself and everything beneath it.
-
-    A URL without a trailing slash must not also take in its siblings (`/svc` vs `/svc-old`),
-    so only a path separator, query or fragment may follow it. ZAP matches context regexes
-    against the whole URL (Java `matches()`), as `re.fullmatch` does here.
-    """
-    escaped = re.escape(target_url)
-    if target_url.endswith("/"):
-        return escaped + ".*"
-    return escaped + "(?:[/?#].*)?"
-
-
-# --------------------------------------------------------------------------------------------
-# Targets: what ZAP may be pointed at
-# --------------------------------------------------------------------------------------------
-
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-MAX_REDIRECTS = 10
-"""Redirects of the service URL followed by `check_target` (browsers stop at 20)."""
-
-
-def _shown(url: str) -> str:
-    """A catalogue URL as a message may quote it: secrets masked, one short printable line."""
-    return one_line(shortened(mask_url(url), 120))
-
-
-def target_problem(url: str, networks: Iterable[str]) -> str | None:
-    """Why `url` may not be scanned, judged without looking anything up; None when it may.
-
-    A scan target is an http(s) URL with a host; a host written as an address must not lie in
-    a denied network. Names are checked when the scan starts (`check_target`).
-    """
-    if not url.strip():
-        return "the service has no URL to scan"
-    shown = _shown(url)
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 (raises ValueError for a port that is not a number 0-65535)
-    except ValueError:
-        return f"{shown} is not a valid URL"
-    if parts.scheme.lower() not in ("http", "https"):
-        return f"{shown} is not an http(s) URL; ZAP scans web services only"
-    if not parts.hostname:
-        return f"{shown} has no host"
-    return _denied_address(url, parts.hostname, networks)
-
-
-def _denied_address(url: str, host: str, networks: Iterable[str]) -> str | None:
-    """Why `url` may not be scanned when its host is an address in a denied network."""
-    try:
-        network = netguard.denied_network(host, networks)
-    except ValueError:  # a name, not an address: checked when it is resolved
-        return None
-    if network is None:
-        return None
-    return f"{_shown(url)}: {host} is inside denied network {network} (probes.denied_networks)"
-
-
-def _next_hop(current: str, location: str) -> tuple[str, str] | None:
-    """The URL a redirect leads to and its host, or None when ZAP would not follow it there."""
-    try:
-        following = urljoin(current, location.strip())
-        parts = urlsplit(following)
-        parts.port  # noqa: B018 (raises ValueError for a port that is not a number 0-65535)
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return None  # ZAP follows http(s) redirects only
-    return following, parts.hostname
-
-
-def _refused(url: str, refusal: Exception) -> ZapTargetRefused:
-    """The error for `url`, whose host the deny list refused (`refusal` says how)."""
-    said = str(refusal).removeprefix("refused: ")
-    return ZapTargetRefused(f"{_shown(url)}: {said} (probes.denied_networks)")
-
-
-async def _refuse_if_denied(
-    url: str, networks: tuple[str, ...], timeout_s: float, first: bool
-) -> bool:
-    """Resolve the host of `url` and refuse it when it lands in a denied network.
-
-    Returns False when the name does not resolve; for the service URL itself (`first`) that
-    is an error instead, since its addresses cannot be checked.
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-    try:
-        await netguard.resolve_checked(host, port, networks, timeout_s)
-    except netguard.DeniedTargetError as exc:
-        raise _refused(url, exc) from None
-    except (OSError, TimeoutError) as exc:
-        if first:
-            reason = "no answer in time" if isinstance(exc, TimeoutError) else exc.strerror
-            raise ZapError(
-                f"cannot check {_shown(url)} against probes.denied_networks: {host} does not "
-                f"resolve ({one_line(reason or str(exc))})"
-            ) from None
-        return False
-    return True
-
-
-async def check_target(url: str, networks: Iterable[str], timeout_s: float) -> list[str]:
-    """Refuse a target ZAP must not be pointed at, following the service URL's redirects.
-
-    Raises `ZapTargetRefused` when `target_problem` says so, when the host resolves into a
-    denied network, or when the URL redirects (within `MAX_REDIRECTS`) to such a place; a
-    retryable `ZapError` when the host does not resolve. Returns notes on what could not be
-    checked (the service did not answer): ZAP's own scope still keeps it on the service.
-    """
-    denied = tuple(networks)
-    problem = target_problem(url, denied)
-    if problem is not None:
-        raise ZapTargetRefused(f"not scanned: {problem}")
-    current = url.strip()
-    # The guarded resolver also checks the address aiohttp itself connects to.
-    connector = aiohttp.TCPConnector(
-        resolver=netguard.GuardedResolver(denied), force_close=True, ssl=False
-    )
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for hop in range(MAX_REDIRECTS + 1):
-            via = "" if hop == 0 else f"{_shown(url)} redirects to "
-            try:
-                if not await _refuse_if_denied(current, denied, timeout_s, first=hop == 0):
-                    return [f"{via}{_shown(current)}, which does not resolve"]
-                location = await _redirect(session, current, timeout_s)
-            except ZapTargetRefused as exc:
-                raise ZapTargetRefused(f"not scanned: {via}{exc}") from None
-            except aiohttp.ClientConnectorError as exc:
-                if isinstance(exc.os_error, netguard.DeniedResolution):
-                    # The name resolved elsewhere a moment before: a rebinding attempt.
-                    refused = _refused(current, exc.os_error)
-                    raise ZapTargetRefused(f"not scanned: {via}{refused}") from None
-                return [f"could not check where {_shown(current)} leads ({one_line(str(exc))})"]
-            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-                reason = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
-                return [f"could not check where {_shown(current)} leads ({one_line(reason)})"]
-            hop_to = None if location is None else _next_hop(current, location)
-            if hop_to is None:
-                return []
-            current, host = hop_to
-            problem = _denied_address(current, host, denied)
-            if problem is not None:
-                raise ZapTargetRefused(f"not scanned: {_shown(url)} redirects to {problem}")
-    return [f"stopped following the redirects of {_shown(url)} after {MAX_REDIRECTS}"]
-
-
-async def _redirect(session: aiohttp.ClientSession, url: str, timeout_s: float) -> str | None:
-    """Where `url` redirects to, or None when it answers otherwise; the body is not read."""
-    async with session.get(
-        url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout_s)
-    ) as response:
-        if response.status in _REDIRECT_STATUSES:
-            return response.headers.get("Location")
-        return None
-
-
-# --------------------------------------------------------------------------------------------
-# JSON nesting: Python's decoder recurses once per level, so depth is checked before decoding
-# --------------------------------------------------------------------------------------------
-
-MAX_JSON_DEPTH = 32
-"""Deeper than any answer or report of ZAP's (an alert in a page is 3 levels deep, in a
-traditional-json report 5) and far from the decoder's recursion limit."""
-
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
-_NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
-_CURLY_TO_SQUARE = bytes.maketrans(b"{}", b"[]")
-
-
-def json_nesting_problem(data: bytes, max_depth: int = MAX_JSON_DEPTH) -> str | None:
-    """ "nests more than N levels deep" when decoding `data` as JSON would go deeper than
-    `max_depth`; None otherwise (including when it is not JSON at all: the decoder says so).
-
-    Works on the brackets outside strings, removing the innermost pairs one level per pass,
-    in C-speed byte operations: a 32 MiB answer is checked in well under a second.
-    """
-    if data.count(b"[") + data.count(b"{") <= max_depth:
-        return None
-    brackets = _JSON_STRING.sub(b"", data).translate(_CURLY_TO_SQUARE, _NOT_BRACKET)
-    too_deep = b"[" * (max_depth + 1)  # that many opened in a row is that deep already
-    for _ in range(max_depth):
-        if too_deep in brackets:
-            return f"nests more than {max_depth} levels deep"
-        shorter = brackets.replace(b"[]", b"")
-        if len(shorter) == len(brackets):
-            break  # only unpaired brackets are left
-        brackets = shorter
-    else:
-        if brackets:
-            return f"nests more than {max_depth} levels deep"
-    # Unpaired brackets: the decoder fails on them, but only after descending through the
-    # ones left open, one recursion each.
-    if brackets.count(b"[") > max_depth:
-        return f"nests more than {max_depth} levels deep"
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# The client: zaproxy's ZAPv2 with a socket timeout and ZAP's error answers turned into errors
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """One HTTP answer of ZAP's API, read whole within the size cap."""
-
-    status: int
-    content_type: str | None
-    body: bytes
-
-
-_CHUNK = 64 << 10
-
-
-def _read_capped(
-    response: requests.Response, endpoint: str, max_bytes: int, deadline: float
-) -> bytes:
-    """The body of `response`, refused past `max_bytes` or when it is still coming at
-    `deadline` (time.monotonic), so that neither a huge nor a trickling answer holds on."""
-    limit = f"zap.max_answer_mb ({max_bytes / (1 << 20):g} MiB)"
-    declared = response.headers.get("Content-Length", "")
-    if re.fullmatch(r"[0-9]+", declared) and (len(declared) > 18 or int(declared) > max_bytes):
-        raise ZapAnswerTooLarge(
-            f"ZAP's answer to {endpoint} is larger than {limit}; it was not read"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_content(_CHUNK):
-        size += len(chunk)
-        if size > max_bytes:
-            raise ZapAnswerTooLarge(
-                f"ZAP's answer to {endpoint} is larger than {limit}; the rest was not read"
-            )
-        if time.monotonic() > deadline:
-            raise ZapTimeout(f"ZAP's answer to {endpoint} was still arriving when its time was up")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _decoded(data: bytes, endpoint: str) -> Any:
-    """ZAP's JSON answer decoded; ValueError when it is not JSON, ZapBadAnswer when it nests
-    deeper than any answer of ZAP's (the decoder would recurse once per level)."""
-    problem = json_nesting_problem(data, MAX_JSON_DEPTH)
-    if problem is not None:
-        raise ZapBadAnswer(f"ZAP's answer to {endpoint} {problem}")
-    return json.loads(data)
-
-
-class _TimeoutZAPv2(ZAPv2):  # type: ignore[misc]  # zapv2 ships no type information
-    """`ZAPv2` whose transport has a timeout and a size cap, and raises ZAP's HTTP error answers.
-
-    ZAPv2's generated methods all go through `_request_api`; this override does what the
-    original does (zapv2/__init__.py: a fresh `requests.Session`, the key in `X-ZAP-API-Key`,
-    the call sent as a proxy request through `proxies`) and adds what it lacks: a timeout, an
-    answer read in chunks up to `max_answer_bytes` (the original read it whole, however large),
-    and a decoder that refuses deep nesting. An HTTP 4xx/5xx with ZAP's `{"code", "message"}`
-    body becomes a `ZapApiError` with ZAP's own message; without this, the client would return
-    the code string as if it were the value asked for (which the driver still checks for, see
-    `_digits`).
-    """
-
-    def __init__(
-        self, *, proxies: dict[str, str], apikey: str, timeout_s: float, max_answer_bytes: int
-    ) -> None:
-        super().__init__(proxies=proxies, apikey=apikey)
-        self._monitord_proxies = proxies
-        self._monitord_key = apikey
-        self._monitord_timeout = timeout_s
-        self._monitord_max_answer = max_answer_bytes
-
-    def _request_api(
-        self, url: str, query: Any = None, method: str = "GET", body: Any = None
-    ) -> _Answer:
-        if not url.startswith("http://zap/"):
-            raise ValueError("A non ZAP API url was specified " + url)
-        endpoint = url.removeprefix("http://zap/JSON/").strip("/")
-        # As long as the driver waits for the call (`ZapScanner._call`), then it gives up.
-        deadline = time.monotonic() + self._monitord_timeout * 1.5 + 1.0
-        with requests.Session() as session:
-            # No compression asked for: a small answer cannot inflate while it is read.
-            session.headers["Accept-Encoding"] = "identity"
-            if self._monitord_key:
-                session.headers["X-ZAP-API-Key"] = self._monitord_key
-            with session.request(
-                method,
-                url,
-                params=query,
-                data=body,
-                proxies=self._monitord_proxies,
-                verify=False,
-                timeout=self._monitord_timeout,
-                stream=True,
-            ) as response:
-                answer = _Answer(
-                    status=response.status_code,
-                    content_type=response.headers.get("Content-Type"),
-                    body=_read_capped(response, endpoint, self._monitord_max_answer, deadline),
-                )
-        if answer.status >= 400:
-            try:
-                payload = _decoded(answer.body, endpoint)
-                code, message = str(payload["code"]), str(payload.get("message", ""))
-            except (ValueError, KeyError, TypeError):
-                raise ZapBadAnswer(
-                    f"ZAP answered {endpoint} with HTTP {answer.status} and no error code"
-                ) from None
-            raise _api_error(code, endpoint, message, answer.status)
-        return answer
-
-    def _request(self, url: str, get: Any = None, method: str = "GET", body: Any = None) -> Any:
-        # zapv2's generated methods take the first value of the JSON object this returns
-        # (`next(iter(d.values()))`): `{}` would raise StopIteration inside a worker thread,
-        # which asyncio cannot hand back and so never completes, and a list or a string would
-        # raise AttributeError. Every view and action of ZAP answers one non-empty object.
-        answer = self._request_api(url, get, method, body)
-        endpoint = url.removeprefix("http://zap/JSON/").strip("/")
-        where = self._monitord_proxies.get("http", "")
-        try:
-            value = _decoded(answer.body, endpoint)
-        except ValueError:
-            kind = answer.content_type or "no content type"
-            raise ZapBadAnswer(
-                f"the answer to {endpoint} from {where} is not JSON ({kind}, "
-                f"{len(answer.body)} bytes): is it ZAP that listens there?"
-            ) from None
-        if not isinstance(value, dict) or not value:
-            shown = shortened(json.dumps(value, ensure_ascii=False), 60)
-            raise ZapBadAnswer(
-                f"ZAP answered {endpoint} with {shown} where an object with a value was expected"
-            )
-        return value
-
-    def _request_other(
-        self, url: str, get: Any = None, method: str = "GET", body: Any = None
-    ) -> str:
-        # The OTHER endpoints (reports) answer text; monitord uses none, but they go through
-        # the same capped transport.
-        return self._request_api(url, get, method, body).body.decode("utf-8", "replace")
-
-
-ClientFactory = Callable[[ZapSettings], Any]
-
-
-def default_client(settings: ZapSettings) -> Any:
-    """Build the zaproxy client for `settings`, as the driver uses it."""
-    proxies = {"http": settings.url, "https": settings.url}
-    return _TimeoutZAPv2(
-        proxies=proxies,
-        apikey=settings.api_key,
-        timeout_s=settings.call_timeout_s,
-        max_answer_bytes=settings.max_answer_bytes,
-    )
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """`exc` and everything behind it: causes, contexts, urllib3's `.reason`, wrapped args."""
-    found: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo:
-        current = todo.pop()
-        if any(current is seen for seen in found):
-            continue
-        found.append(current)
-        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
-        linked.extend(getattr(current, "args", ()))
-        todo.extend(e for e in linked if isinstance(e, BaseException))
-    return found
-
-
-def _transport_error(exc: BaseException, endpoint: str, settings: ZapSettings) -> ZapError:
-    """Turn what `requests` raised into the `ZapError` it means."""
-    where = settings.url
-    causes = _causes(exc)
-    # Refused first: urllib3's NewConnectionError is, for history's sake, a timeout class.
-    if any(isinstance(c, ConnectionRefusedError) for c in causes):
-        return ZapUnavailable(f"ZAP is not reachable at {where} (connection refused)")
-    if any(isinstance(c, requests.Timeout | TimeoutError) for c in causes):
-        return ZapTimeout(
-            f"ZAP at {where} did not answer {endpoint} within {settings.call_timeout_s:g} s"
-        )
-    if any(isinstance(c, ConnectionResetError) for c in causes):
-        # http.client.RemoteDisconnected is a ConnectionResetError: ZAP's API answers a bad
-        # or missing key by closing the connection (API.java: BAD_API_KEY "Fail silently").
-        return ZapAuthRejected(
-            f"ZAP at {where} closed the connection without answering {endpoint}: the API key "
-            "is probably wrong (or this address is not permitted in ZAP's API options)"
-        )
-    text = " ".join(str(c) for c in causes)
-    if "Name or service not known" in text or "NameResolutionError" in text:
-        return ZapUnavailable(f"ZAP's address {where} cannot be resolved")
-    # Before OSError: requests' JSONDecodeError is a ValueError and, as every
-    # RequestException, an OSError too; it means an answer that is not JSON, not no answer.
-    if isinstance(exc, ValueError):
-        return ZapBadAnswer(f"the answer to {endpoint} from {where} is not JSON")
-    if isinstance(exc, requests.ConnectionError | OSError):
-        return ZapUnavailable(f"ZAP is not reachable at {where} ({type(exc).__name__})")
-    return ZapError(f"calling ZAP {endpoint} failed: {type(exc).__name__}")
-
-
-def _no_stop_iteration(fn: Callable[[], Any], endpoint: str) -> Any:
-    """Run `fn`, turning the StopIteration of an empty JSON object into `ZapBadAnswer`.
-
-    A StopIteration cannot be set on an asyncio future: the call would never complete. The
-    default client checks answers itself; this covers any other client factory.
-    """
-    try:
-        return fn()
-    except StopIteration:
-        raise ZapBadAnswer(f"ZAP answered {endpoint} with an empty object") from None
-
-
-def _digits(value: Any, endpoint: str, *, forgotten: bool = False) -> int:
-    """Check that ZAP gave a number as a string, as it does for ids and percentages.
-
-    With `validate_status_code` off, zaproxy hands back the first value of any JSON answer —
-    for an error that is the code (`"does_not_exist"`), so a string of letters here is ZAP
-    refusing the call.
-    """
-    # ASCII digits only, and few of them: str.isdigit() also takes "²", which int() refuses,
-    # and int() refuses a string of over 4,300 digits; both stopped the scan with a traceback.
-    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}", value):
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and re.fullmatch(r"[a-z_]+", value):
-        raise _coded(value, endpoint, forgotten=forgotten)
-    shown = shortened(repr(value), 40)
-    raise ZapBadAnswer(f"ZAP answered {endpoint} with {shown} where a number was expected")
-
-
-def _ok(value: Any, endpoint: str) -> None:
-    """Check an action's answer: ZAP says "OK" (`{"Result": "OK"}`)."""
-    if value == "OK":
-        return
-    if isinstance(value, str) and re.fullmatch(r"[a-z_]+", value):
-        raise _coded(value, endpoint)
-    raise ZapBadAnswer(f"ZAP answered {endpoint} with {value!r} where OK was expected")
-
-
-def _coded(code: str, endpoint: str, *, forgotten: bool = False) -> ZapApiError:
-    if forgotten and code == "does_not_exist":
-        return ZapScanForgotten(
-            f"ZAP no longer knows the scan asked for by {endpoint} (does_not_exist): "
-            "ZAP was probably restarted",
-            code=code,
-        )
-    return _api_error(code, endpoint, None, None)
-
-
-# --------------------------------------------------------------------------------------------
-# The driver
-# --------------------------------------------------------------------------------------------
-
-
-class _TimedOut(Exception):
-    """Internal: the overall deadline passed or the active scan is stuck."""
-
-    def __init__(self, reason: ZapError) -> None:
-        super().__init__(str(reason))
-        self.reason = reason
 
 
 class ZapScanner:
@@ -1137,7 +158,7 @@ class ZapScanner:
             # The transport has its own socket timeout; this one (slightly longer) also covers
             # a call that makes several requests or a thread pool that is slow to start.
             value = await asyncio.wait_for(
-                asyncio.to_thread(_no_stop_iteration, fn, endpoint),
+                asyncio.to_thread(no_stop_iteration, fn, endpoint),
                 timeout=self.settings.call_timeout_s * 1.5 + 1.0,
             )
             self._key_accepted = True
@@ -1148,7 +169,7 @@ class ZapScanner:
         except ZapApiError as exc:
             self._key_accepted = True  # ZAP answered with one of its error codes
             if forgotten and exc.code == "does_not_exist":
-                raise _coded(exc.code, endpoint, forgotten=True) from None
+                raise coded_error(exc.code, endpoint, forgotten=True) from None
             raise
         except ZapError:
             raise
@@ -1158,7 +179,7 @@ class ZapScanner:
                 f"within {self.settings.call_timeout_s:g} s"
             ) from None
         except (requests.RequestException, OSError, ValueError) as exc:
-            error = _transport_error(exc, endpoint, self.settings)
+            error = transport_error(exc, endpoint, self.settings)
             if isinstance(error, ZapAuthRejected) and self._key_accepted:
                 # ZAP took this key before, so it did not refuse it now: it crashed, was
                 # restarted or was cut off mid-call, and a later attempt may well succeed.
@@ -1186,7 +207,7 @@ class ZapScanner:
         PaginationConstraintsChecker), so pages start at 1, 1+N, 1+2N — never 0, N, 2N, which
         would read the N-th alert twice.
         """
-        expected = _digits(
+        expected = read_count(
             await self._call(
                 "core/view/numberOfAlerts",
                 lambda: self._client.core.number_of_alerts(baseurl=base_url),
@@ -1205,7 +226,7 @@ class ZapScanner:
                 ),
             )
             if isinstance(page, str):
-                raise _coded(page, "core/view/alerts")
+                raise coded_error(page, "core/view/alerts")
             if not isinstance(page, list):
                 raise ZapBadAnswer(f"ZAP answered core/view/alerts with {type(page).__name__}")
             fresh = 0
@@ -1296,7 +317,7 @@ class ZapScanner:
                 )
             if state.step is Step.ACTIVE and state.active_scan_id is not None:
                 aid = state.active_scan_id
-                percent = _digits(
+                percent = read_count(
                     await self._call(
                         "ascan/view/status",
                         lambda: self._client.ascan.status(scanid=aid),
@@ -1308,7 +329,7 @@ class ZapScanner:
                 return Reconciliation("resumable", f"ZAP's active scan {aid} is at {percent}%")
             if state.step is Step.SPIDER and state.spider_scan_id is not None:
                 sid = state.spider_scan_id
-                percent = _digits(
+                percent = read_count(
                     await self._call(
                         "spider/view/status",
                         lambda: self._client.spider.status(scanid=sid),
@@ -1378,7 +399,7 @@ class _Run:
 
     def check_deadline(self) -> None:
         if self.s._clock() >= self.deadline:
-            raise _TimedOut(
+            raise CallTimedOut(
                 ZapDeadline(
                     f"scan passed its deadline of {self.cfg.scan_deadline_s:g} s "
                     f"during the {self.state.step.value} step and was stopped in ZAP"
@@ -1418,7 +439,7 @@ class _Run:
                     self.check_deadline()
                     await handlers[step]()
                     await self.finish_step(step)
-            except _TimedOut as timed_out:
+            except CallTimedOut as timed_out:
                 log.warning("ZAP scan {} of {}: {}", self.state.scan_key, self.target, timed_out)
                 await self.s.stop(self.state)
                 status, reason = "timed_out", timed_out.reason
@@ -1536,18 +557,18 @@ class _Run:
             "core/action/newSession",
             lambda: self.client.core.new_session(name=name, overwrite=True),
         )
-        _ok(value, "core/action/newSession")
+        require_ok(value, "core/action/newSession")
 
     async def step_context(self) -> None:
         name = self.state.context_name
-        cid = _digits(
+        cid = read_count(
             await self.s._call(
                 "context/action/newContext", lambda: self.client.context.new_context(name)
             ),
             "context/action/newContext",
         )
         regex = scope_regex(self.target)
-        _ok(
+        require_ok(
             await self.s._call(
                 "context/action/includeInContext",
                 lambda: self.client.context.include_in_context(name, regex),
@@ -1575,7 +596,7 @@ class _Run:
                 url=scope_regex(self.target),
             ),
         )
-        _ok(value, "replacer/action/addRule")
+        require_ok(value, "replacer/action/addRule")
 
     async def remove_auth_rule(self) -> None:
         name = self.rule_name
@@ -1592,14 +613,14 @@ class _Run:
         client, cfg = self.client, self.cfg
         if self.state.spider_scan_id is None:
             depth, minutes = cfg.spider_max_depth, cfg.spider_minutes
-            _ok(
+            require_ok(
                 await self.s._call(
                     "spider/action/setOptionMaxDepth",
                     lambda: client.spider.set_option_max_depth(depth),
                 ),
                 "spider/action/setOptionMaxDepth",
             )
-            _ok(
+            require_ok(
                 await self.s._call(
                     "spider/action/setOptionMaxDuration",
                     lambda: client.spider.set_option_max_duration(minutes),
@@ -1608,7 +629,7 @@ class _Run:
             )
             name, target = self.state.context_name, self.target
             children = cfg.spider_max_children or None
-            sid = _digits(
+            sid = read_count(
                 await self.s._call(
                     "spider/action/scan",
                     lambda: client.spider.scan(
@@ -1624,7 +645,7 @@ class _Run:
         # covers a spider that ignores it.
         bound = self.s._clock() + dt.timedelta(minutes=cfg.spider_minutes + 1)
         while True:
-            percent = _digits(
+            percent = read_count(
                 await self.s._call(
                     "spider/view/status",
                     lambda: client.spider.status(scanid=sid_text),
@@ -1648,14 +669,14 @@ class _Run:
             return
         client, cfg = self.client, self.cfg
         minutes, target, name = cfg.ajax_spider_minutes, self.target, self.state.context_name
-        _ok(
+        require_ok(
             await self.s._call(
                 "ajaxSpider/action/setOptionMaxDuration",
                 lambda: client.ajaxSpider.set_option_max_duration(minutes),
             ),
             "ajaxSpider/action/setOptionMaxDuration",
         )
-        _ok(
+        require_ok(
             await self.s._call(
                 "ajaxSpider/action/scan",
                 lambda: client.ajaxSpider.scan(url=target, contextname=name, subtreeonly="true"),
@@ -1682,7 +703,7 @@ class _Run:
         client, cfg = self.client, self.cfg
         bound = self.s._clock() + dt.timedelta(seconds=cfg.passive_deadline_s)
         while True:
-            left = _digits(
+            left = read_count(
                 await self.s._call(
                     "pscan/view/recordsToScan", lambda: client.pscan.records_to_scan
                 ),
@@ -1709,14 +730,14 @@ class _Run:
             lambda: self.client.core.access_url(target, followredirects="false"),
         )
         if isinstance(value, str):
-            raise _coded(value, "core/action/accessUrl")
+            raise coded_error(value, "core/action/accessUrl")
 
     async def step_active(self) -> None:
         client, cfg = self.client, self.cfg
         if self.state.active_scan_id is None:
             target, cid, policy = self.target, self.state.context_id, cfg.scan_policy
             try:
-                aid = _digits(
+                aid = read_count(
                     await self.s._call(
                         "ascan/action/scan",
                         lambda: client.ascan.scan(
@@ -1741,7 +762,7 @@ class _Run:
         assert aid_text is not None
         last, same = -1, 0
         while True:
-            percent = _digits(
+            percent = read_count(
                 await self.s._call(
                     "ascan/view/status",
                     lambda: client.ascan.status(scanid=aid_text),
@@ -1756,7 +777,7 @@ class _Run:
             same = same + 1 if percent == last else 1
             last = percent
             if same >= cfg.stuck_polls:
-                raise _TimedOut(
+                raise CallTimedOut(
                     ZapScanStuck(
                         f"active scan {aid_text} stayed at {percent}% for {same} polls "
                         f"({same * cfg.poll_interval_s:g} s) and was stopped in ZAP"
@@ -1764,8 +785,3 @@ class _Run:
                 )
             self.check_deadline()
             await self.s._sleep(cfg.poll_interval_s)
-
-
-def state_json(state: ScanState) -> str:
-    """The state as a JSON string, for a store column of type TEXT."""
-    return json.dumps(state.to_dict(), ensure_ascii=False, sort_keys=True)

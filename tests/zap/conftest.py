@@ -10,7 +10,8 @@ from aiohttp import web
 from zaphelpers import ListLogger, SleepClock
 
 from monitord.demo.fakezap import FakeZapServer, Scenario
-from monitord.scans.zap import ZapScanner, ZapSettings
+from monitord.scans.state import ZapSettings
+from monitord.scans.zap import ZapScanner
 
 
 @pytest.fixture

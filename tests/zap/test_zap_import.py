@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from monitord.errors import UsageError
+from monitord.scans.alerts import compare_findings, finding_key, group_alerts
 from monitord.scans.report_import import ZapReportError, parse_report, read_report
-from monitord.scans.zap import compare_findings, finding_key, group_alerts
 
 SAMPLE = Path(__file__).parent / "data" / "zap-traditional-report.json"
 BASE = "https://zwfw.example.gov.cn/app/"

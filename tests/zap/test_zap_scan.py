@@ -12,10 +12,7 @@ from zaphelpers import SERVICE, ListLogger, Recorder, SleepClock
 from zapv2 import ZAPv2
 
 from monitord.demo.fakezap import FakeZapServer, RawAnswer, Scenario, alert_storm, clean_site
-from monitord.scans.zap import (
-    STEPS,
-    ScanState,
-    Step,
+from monitord.errors import (
     ZapAnswerTooLarge,
     ZapApiError,
     ZapAuthRejected,
@@ -24,16 +21,15 @@ from monitord.scans.zap import (
     ZapDeadline,
     ZapError,
     ZapScanForgotten,
-    ZapScanner,
     ZapScanStuck,
-    ZapSettings,
     ZapTargetRefused,
     ZapTimeout,
     ZapUnavailable,
     ZapUrlNotFound,
-    default_client,
-    state_json,
 )
+from monitord.scans.client import default_client
+from monitord.scans.state import STEPS, ScanState, Step, ZapSettings, state_json
+from monitord.scans.zap import ZapScanner
 
 Start = Callable[[Scenario], FakeZapServer]
 Make = Callable[..., ZapScanner]
@@ -651,7 +647,7 @@ async def test_an_answer_nested_too_deeply_is_a_bad_answer(
     ],
 )
 def test_json_nesting(text: bytes, deep: bool) -> None:
-    from monitord.scans.zap import json_nesting_problem
+    from monitord.scans.client import json_nesting_problem
 
     assert (json_nesting_problem(text, 32) is not None) == deep
 

@@ -7,14 +7,9 @@ import re
 
 import pytest
 
-from monitord.scans.zap import (
-    ScanState,
-    Step,
-    ZapSettings,
-    compare_findings,
-    group_alerts,
-    scope_regex,
-)
+from monitord.scans.alerts import compare_findings, group_alerts
+from monitord.scans.state import ScanState, Step, ZapSettings
+from monitord.scans.target import scope_regex
 from monitord.timeutil import UTC
 
 

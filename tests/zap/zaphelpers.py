@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from monitord.scans.zap import ScanState
+from monitord.scans.state import ScanState
 from monitord.timeutil import UTC
 
 SERVICE = "http://127.0.0.1:9/app/"
