@@ -85,6 +85,12 @@ def test_building_the_parser_imports_no_heavy_module() -> None:
     assert _loaded_after("import monitord.cli\nmonitord.cli.build_parser()\n") == []
 
 
+def test_the_synthetic_logs_load_none_of_the_demo_s_servers() -> None:
+    # The log bench's measured process imports them: the demo's portal, TLS and store code cost
+    # it 66 MiB of its peak when they came along.
+    assert _loaded_after("import monitord.demo.synth\n") == []
+
+
 def test_help_imports_no_heavy_module() -> None:
     code = f"""
         import contextlib, io

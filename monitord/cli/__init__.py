@@ -138,7 +138,7 @@ def cmd_syncs(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo portal and the daemon against it until Ctrl-C."""
-    from monitord.demo import run_demo
+    from monitord.demo.run import run_demo
 
     return run_demo(interval=args.interval)
 
