@@ -7,14 +7,14 @@ MonitordError            anything monitord reports to a user as one line, never 
 ├── UsageError           a command was given something it cannot work with (exit 2)
 │   └── ZapReportError   (monitord.scans.report_import) a file is not a ZAP report monitord can read
 ├── RuleError            a rule file (rules/*.toml) does not describe valid rules
-└── ZapError             (monitord.scans.zap) ZAP failed; `.retryable` says whether to try later
-    ├── ZapUnavailable, ZapAuthRejected, ZapTimeout, ZapBadAnswer, ZapDeadline, ZapScanStuck,
+└── ZapError             ZAP failed; `.retryable` says whether to try later (each below, with
+    │                    when it is retried: monitord.scans.zap's docstring)
+    ├── ZapUnavailable, ZapAuthRejected, ZapTimeout, ZapDeadline, ZapScanStuck,
     │   ZapTargetRefused (a URL ZAP must not be pointed at)
+    ├── ZapBadAnswer     an answer of the wrong shape
+    │   └── ZapAnswerTooLarge
     └── ZapApiError      ZAP answered with an error code
         └── ZapScanForgotten, ZapUrlNotFound, ZapBusy
-
-The ZAP errors live beside the driver that raises them; they are listed here so that this
-docstring stays the one map of monitord's errors.
 """
 
 from __future__ import annotations
