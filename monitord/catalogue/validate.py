@@ -1,0 +1,417 @@
+"""A catalogue record read and checked against Appendix A: every value kept that a store can
+hold, every problem named (a filing problem is a finding, never a rejected service)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monitord.errors import SyncError
+from monitord.textable import UNSTORABLE, shortened, storable
+from monitord.timeutil import parse_time
+from monitord.types import PROBE_METHODS, is_http_status
+
+ENUMS: dict[str, tuple[str, ...]] = {
+    "type": ("government", "public", "market", "other"),
+    "permission": ("view", "handle", "key"),
+    "source": ("province", "district", "bureau", "association"),
+    "access_method": ("https", "sdk", "http"),
+    "status": ("pending", "approved", "online", "suspended", "offline"),
+}
+
+# Appendix A (备案表) fields a filing must have, with the names people know them by.
+APPENDIX_A: dict[str, str] = {
+    "name": "服务名称",
+    "type": "服务类型",
+    "permission": "业务权限",
+    "provider": "服务提供单位",
+    "coverage": "覆盖区域",
+    "access_method": "接入方式",
+    "max_concurrency": "支持并发数",
+    "url": "正式地址",
+    "manual_url": "操作手册",
+    "planned_release": "计划发布时间",
+    "flowchart_url": "业务流程图",
+    "security_plan_url": "安全保障方案",
+    "developer": "开发单位",
+    "description": "功能描述",
+    "faq_url": "常见问题",
+    "review": "审核意见",
+}
+
+TEXT_FIELDS = (
+    "name",
+    "provider",
+    "developer",
+    "url",
+    "manual_url",
+    "flowchart_url",
+    "security_plan_url",
+    "faq_url",
+    "emergency_plan_url",
+    "description",
+    "planned_release",
+)
+OBJECT_FIELDS = ("probe", "return_codes", "review", "suspension", "offline_notice")
+
+NOTICE_TIMES = {
+    "suspension": ("filed_at", "from", "planned_resume"),
+    "offline_notice": ("filed_at", "planned_offline"),
+}
+"""The times inside the lifecycle notices (spec/catalogue-api.md)."""
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    """One validated catalogue record: the columns to store, the raw record, and its problems."""
+
+    id: str
+    columns: dict[str, Any]
+    raw: dict[str, Any]
+    filing_problems: list[str]
+    unknown_values: list[str]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """A whole catalogue as read from the portal or a file."""
+
+    records: list[ServiceRecord]
+    etag: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def show_value(value: Any) -> str:
+    """A value as it appears in a message: its repr, cut short so one field cannot flood a log."""
+    return shortened(repr(value), 80)
+
+
+def _int_or_text(text: str) -> int | str:
+    # Python refuses to turn more than 4,300 digits into an int; such a number is kept as its
+    # text, so that the one field holding it is reported instead of the whole page failing.
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _finite_or_text(text: str) -> float | str:
+    # NaN, Infinity and 1e400 cannot be stored as JSON by PostgreSQL; their text is kept instead.
+    number = float(text)
+    return number if math.isfinite(number) else text
+
+
+def load_json(data: str | bytes) -> Any:
+    """Parse a catalogue document; numbers no store can hold are kept as their text.
+
+    Raises ValueError with a short reason when the data is not JSON monitord can read.
+    """
+    try:
+        return json.loads(
+            data, parse_int=_int_or_text, parse_float=_finite_or_text, parse_constant=str
+        )
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{exc.msg} at line {exc.lineno}") from None
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+ID_LENGTH = 200
+"""The longest service id the store holds (services.id)."""
+SHORT_LENGTH = 40
+"""The longest enum value or planned_release the store holds (their columns are String(40))."""
+MAX_CONCURRENCY = 2**31 - 1
+"""The largest max_concurrency the store holds (a 32-bit INTEGER column on PostgreSQL)."""
+
+
+MIB = 1024 * 1024
+
+RECORD_DEPTH = 20
+"""How deeply a record's values may nest; the contract's deepest (probe.expect_codes.ok) is 3."""
+
+
+def _clean(value: Any, path: str, problems: list[str], depth: int = 0) -> Any:
+    """value with every NUL character and lone surrogate replaced by U+FFFD, each place named.
+
+    A value nested deeper than RECORD_DEPTH is kept as its JSON text, so that neither this walk
+    nor the store's JSON writer runs out of stack.
+    """
+    if isinstance(value, str):
+        if UNSTORABLE.search(value) is None:
+            return value
+        problems.append(
+            f"{path}: holds a NUL character or a lone surrogate, not text; kept with U+FFFD instead"
+        )
+        return storable(value)
+    if isinstance(value, list | dict) and depth >= RECORD_DEPTH:
+        problems.append(f"{path}: nested more than {RECORD_DEPTH} levels deep; kept as JSON text")
+        return json.dumps(value)
+    if isinstance(value, list):
+        items = []
+        for index, item in enumerate(value):
+            items.append(_clean(item, f"{path}[{index}]", problems, depth + 1))
+        return items
+    if isinstance(value, dict):
+        cleaned: dict[str, Any] = {}
+        for key, item in value.items():
+            where = f"{path}.{show_value(key)} (a field name)" if path else show_value(key)
+            name = _clean(key, where, problems)
+            cleaned[name] = _clean(item, f"{path}.{name}" if path else name, problems, depth + 1)
+        return cleaned
+    return value
+
+
+def _json_bytes(value: Any) -> int:
+    """How many bytes a value takes as JSON text in UTF-8, as the store keeps it."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _size(count: int) -> str:
+    return f"{count / MIB:.1f} MiB" if count >= MIB else f"{math.ceil(count / 1024)} KiB"
+
+
+def _without_oversized(
+    raw: dict[str, Any], max_field_kb: int, problems: list[str]
+) -> tuple[dict[str, Any], set[str]]:
+    """raw without the fields larger than max_field_kb KiB, each named in a problem with its
+    size; and their names. Neither its column nor the stored record keeps such a field (a 50 MB
+    description was stored twice), and the rest of the record is kept."""
+    limit = max_field_kb * 1024
+    kept: dict[str, Any] = {}
+    dropped: set[str] = set()
+    for name, value in raw.items():
+        # Numbers are short (load_json keeps an overlong one as its text), so is null; a field
+        # name counts too.
+        size = len(name) + (_json_bytes(value) if isinstance(value, str | list | dict) else 0)
+        if size <= limit:
+            kept[name] = value
+            continue
+        dropped.add(name)
+        shown = name if name.isidentifier() and len(name) <= 40 else show_value(name)
+        problems.append(
+            f"{shown}: {_size(size)}, more than the {max_field_kb} KiB a field may hold "
+            "(portal.max_field_kb); not stored"
+        )
+    return kept, dropped
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
+
+
+def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
+    """Validate one SERVICE object; problems of the filing are collected, never fatal. A field
+    larger than max_field_kb KiB is one of them, and is not kept.
+
+    Raises SyncError only when the record cannot be tracked at all (not an object, no id).
+    """
+    if not isinstance(raw, dict):
+        raise SyncError(f"{where}: expected a service object, got {type(raw).__name__}")
+    service_id = raw.get("id")
+    if not isinstance(service_id, str) or not service_id.strip():
+        raise SyncError(f"{where}: a service has no usable id ({show_value(service_id)})")
+    if UNSTORABLE.search(service_id) or len(service_id.strip()) > ID_LENGTH:
+        raise SyncError(
+            f"{where}: service id {show_value(service_id)} is not usable: it holds a NUL "
+            f"character or a lone surrogate, or is longer than {ID_LENGTH} characters"
+        )
+    problems: list[str] = []
+    raw, oversized = _without_oversized(raw, max_field_kb, problems)
+    raw = _clean(raw, "", problems)
+    unknown: list[str] = []
+    columns: dict[str, Any] = {}
+
+    for name in TEXT_FIELDS:
+        value = raw.get(name)
+        if value is not None and not isinstance(value, str):
+            problems.append(f"{name}: expected text, got {show_value(value)}")
+            value = None
+        if name == "planned_release" and value is not None and len(value) > SHORT_LENGTH:
+            problems.append(f"{name}: expected a date, got {show_value(value)}")
+            value = None
+        columns[name] = value
+    for name in OBJECT_FIELDS:
+        value = raw.get(name)
+        if value is not None and not isinstance(value, dict):
+            problems.append(f"{name}: expected an object, got {show_value(value)}")
+            value = None
+        columns[name] = value
+    for name, allowed in ENUMS.items():
+        value = raw.get(name)
+        if value is None:
+            columns[name] = None
+            continue
+        if not isinstance(value, str) or len(value) > SHORT_LENGTH:
+            problems.append(
+                f"{name}: expected one of {', '.join(allowed)}, got {show_value(value)}"
+            )
+            columns[name] = None
+            continue
+        if value not in allowed:
+            unknown.append(f"{name}={value}")
+        columns[name] = value
+    coverage = raw.get("coverage")
+    if coverage is not None and not (
+        isinstance(coverage, list) and all(isinstance(c, str) for c in coverage)
+    ):
+        problems.append(f"coverage: expected a list of district names, got {show_value(coverage)}")
+        coverage = None
+    columns["coverage"] = coverage or []
+    contacts = raw.get("contacts")
+    if contacts is not None and not (
+        isinstance(contacts, list) and all(isinstance(c, dict) for c in contacts)
+    ):
+        problems.append(f"contacts: expected a list of objects, got {show_value(contacts)}")
+        contacts = None
+    columns["contacts"] = contacts or []
+    concurrency = raw.get("max_concurrency")
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency <= 0
+    ):
+        problems.append(
+            f"max_concurrency: expected a positive integer, got {show_value(concurrency)}"
+        )
+        concurrency = None
+    elif concurrency is not None and concurrency > MAX_CONCURRENCY:
+        problems.append(
+            f"max_concurrency: {show_value(concurrency)} is beyond the {MAX_CONCURRENCY} "
+            "monitord stores"
+        )
+        concurrency = None
+    columns["max_concurrency"] = concurrency
+    updated_at = raw.get("updated_at")
+    columns["updated_at"] = None
+    if isinstance(updated_at, str):
+        try:
+            columns["updated_at"] = parse_time(updated_at)
+        except ValueError:
+            problems.append(f"updated_at: expected an ISO 8601 time, got {show_value(updated_at)}")
+        except OverflowError:
+            problems.append(f"updated_at: {show_value(updated_at)} is outside years 1-9999 in UTC")
+    elif updated_at is not None:
+        problems.append(f"updated_at: expected an ISO 8601 time, got {show_value(updated_at)}")
+    if raw.get("status") is None and "status" not in oversized:
+        problems.append("status: missing (lifecycle state)")
+    probe = raw.get("probe")
+    if isinstance(probe, dict):
+        problems += _probe_problems(probe)
+    for notice, keys in NOTICE_TIMES.items():
+        filed = raw.get(notice)
+        for key in keys if isinstance(filed, dict) else ():
+            if filed.get(key) is not None and notice_time(filed, key) is None:
+                got = show_value(filed.get(key))
+                problems.append(f"{notice}.{key}: expected an ISO 8601 time, got {got}")
+
+    for name, label in APPENDIX_A.items():
+        value = raw.get(name)
+        if name in oversized:
+            continue  # reported as too large: "missing" would be wrong
+        if name == "review":
+            opinion = value.get("opinion") if isinstance(value, dict) else None
+            if _blank(opinion):
+                problems.append(f"review: missing ({label})")
+        elif _blank(value):
+            problems.append(f"{name}: missing ({label})")
+    if columns["status"] == "suspended" and not raw.get("suspension"):
+        problems.append("suspension: status is suspended but no suspension was filed (7.2.2)")
+
+    canonical = json.dumps(raw, sort_keys=True, ensure_ascii=False, default=str)
+    return ServiceRecord(
+        id=service_id.strip(),
+        columns=columns,
+        raw=raw,
+        filing_problems=sorted(set(problems)),
+        unknown_values=unknown,
+        fingerprint=hashlib.sha256(canonical.encode()).hexdigest(),
+    )
+
+
+def collect_records(
+    services: list[Any], where: str, into: dict[str, ServiceRecord], max_field_kb: int
+) -> list[str]:
+    """Validate a page of records into `into`, keyed by id; returns warnings.
+
+    An id seen twice with the same content is a harmless repeat (a page boundary that moved).
+    With different content the catalogue changed while it was read, and the sync fails.
+    """
+    warnings: list[str] = []
+    for index, raw in enumerate(services):
+        record = validate_record(raw, f"{where}, services[{index}]", max_field_kb)
+        seen = into.get(record.id)
+        if seen is not None:
+            if seen.fingerprint != record.fingerprint:
+                raise SyncError(
+                    f"{where}: service {record.id} appears twice with different content; the "
+                    "catalogue changed while it was read"
+                )
+            warnings.append(f"{where}: service {record.id} listed twice")
+            continue
+        into[record.id] = record
+    return warnings
+
+
+def read_catalogue_file(path: str | Path, max_field_kb: int) -> Catalogue:
+    """Read a catalogue file: a JSON object with a `services` list, as the portal serves it;
+    a field larger than max_field_kb KiB is a filing problem and is not kept."""
+    file = Path(path)
+    try:
+        document = load_json(file.read_bytes())
+    except OSError as exc:
+        raise SyncError(f"{file}: cannot read ({exc.strerror})") from None
+    except ValueError as exc:
+        raise SyncError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("services"), list):
+        raise SyncError(f"{file}: expected a JSON object with a 'services' list")
+    records: dict[str, ServiceRecord] = {}
+    warnings = collect_records(document["services"], str(file), records, max_field_kb)
+    return Catalogue(records=list(records.values()), warnings=warnings)
+
+
+def _probe_problems(probe: dict[str, Any]) -> list[str]:
+    """What is malformed in a record's `probe` (spec/catalogue-api.md). The probes read it
+    leniently and probe the default instead; this makes the filing mistake visible."""
+    expected: list[tuple[str, str]] = []
+    path, method, keyword = probe.get("path"), probe.get("method"), probe.get("keyword")
+    if path is not None and not (isinstance(path, str) and path.strip()):
+        expected.append(("path", "a path such as /health"))
+    if method is not None and not (isinstance(method, str) and method.upper() in PROBE_METHODS):
+        expected.append(("method", "one of " + ", ".join(sorted(PROBE_METHODS))))
+    statuses = probe.get("expect_status")
+    if statuses is not None and not (
+        isinstance(statuses, list) and statuses and all(is_http_status(c) for c in statuses)
+    ):
+        expected.append(("expect_status", "a list of HTTP status codes such as [200]"))
+    codes = probe.get("expect_codes")
+    if codes is not None and not (
+        isinstance(codes, dict)
+        and isinstance(codes.get("field"), str)
+        and codes["field"]
+        and isinstance(codes.get("ok", []), list)
+    ):
+        expected.append(("expect_codes", 'an object such as {"field": "code", "ok": ["0"]}'))
+    if keyword is not None and not (isinstance(keyword, str) and keyword):
+        expected.append(("keyword", "a non-empty text"))
+    if probe.get("mobile") is not None and not isinstance(probe.get("mobile"), bool):
+        expected.append(("mobile", "true or false"))
+    return [
+        f"probe.{key}: expected {what}, got {show_value(probe[key])}; the default is probed instead"
+        for key, what in expected
+    ]
+
+
+def notice_time(notice: dict[str, Any], key: str) -> dt.datetime | None:
+    # A time inside a lifecycle notice; None when absent or not a time.
+    value = notice.get(key)
+    try:
+        return parse_time(value) if isinstance(value, str) else None
+    except (ValueError, OverflowError):
+        return None
