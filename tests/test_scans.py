@@ -546,7 +546,9 @@ def test_reports_imported_within_one_second_are_all_kept(
 
     build = monitord.runtime.app.build_app
     moment = FakeClock()
-    monkeypatch.setattr(monitord.runtime.app, "build_app", lambda settings: build(settings, moment))
+    monkeypatch.setattr(
+        monitord.runtime.app, "build_app", lambda settings: build(settings, clock=moment)
+    )
     report = Path(__file__).parent / "zap" / "data" / "zap-traditional-report.json"
     assert _import_cli(tmp_path, report) == 0
     config = ["--config", str(tmp_path / "monitord.toml")]

@@ -10,7 +10,7 @@ from monitord.store import Store
 from monitord.store.models import Service, SyncRun
 
 
-def service_rows(store: Store, include_gone: bool = True) -> list[dict[str, Any]]:
+def service_rows(store: Store, *, include_gone: bool = True) -> list[dict[str, Any]]:
     """Every service the store holds, as plain dicts (for the CLI and the API)."""
     with store.session() as session:
         services = session.scalars(select(Service).order_by(Service.id)).all()

@@ -43,7 +43,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
     return load_settings(config_path(args))
 
 
-def open_app(settings: Settings, for_daemon: bool = False) -> App:
+def open_app(settings: Settings, *, for_daemon: bool = False) -> App:
     """The App for settings, the store opened and migrated (for the daemon: see open_store).
 
     Raises ConfigError naming store.url when the store's folder cannot be created.

@@ -228,8 +228,9 @@ def _advance_state(
     target: ServiceTarget,
     result: ProbeResult,
     settings: ProbeSettings,
-    blind: bool,
     now: dt.datetime,
+    *,
+    blind: bool,
 ) -> tuple[str | None, bool]:
     """Move one service's state machine; returns (the new state if it changed, deep probe due)."""
     state = session.get(ServiceState, target.id)
@@ -382,6 +383,7 @@ def record_results(
     results: Sequence[ProbeResult],
     settings: ProbeSettings,
     now: dt.datetime,
+    *,
     blind: bool = False,
     deep: bool = False,
 ) -> RoundReport:
@@ -427,7 +429,9 @@ def record_results(
                 session, names, "service", {d.subject for d in drafts}, now, subjects={target.id}
             )
             if result.kind == CHEAP_KIND:
-                new_state, deep_due = _advance_state(session, target, result, settings, blind, now)
+                new_state, deep_due = _advance_state(
+                    session, target, result, settings, now, blind=blind
+                )
                 if new_state is not None:
                     _state_findings(session, target, new_state, result, now)
                     report.changes.append(f"{target.id} {target.name}: {new_state}")
@@ -476,6 +480,7 @@ async def probe_round(
     store: Store,
     settings: Settings,
     clock: Clock,
+    *,
     service_ids: Iterable[str] | None = None,
     kinds: Sequence[str] | None = None,
     spread: bool = True,
@@ -496,7 +501,7 @@ async def probe_round(
             spread_seconds = config.interval_seconds * 0.8 if spread else 0.0
             results = await run_probes(ctx, config, jobs, spread_seconds)
             report = await asyncio.to_thread(
-                record_results, store, by_id, results, config, clock(), blind
+                record_results, store, by_id, results, config, clock(), blind=blind
             )
             for change in report.changes:
                 logger.info("service state: {}", change)
@@ -506,7 +511,7 @@ async def probe_round(
             jobs = [(by_id[i], k, by_id[i].url) for i in deep_ids for k in deep_kinds]
             results = await run_probes(ctx, config, jobs)
             deep_report = await asyncio.to_thread(
-                record_results, store, by_id, results, config, clock(), blind, True
+                record_results, store, by_id, results, config, clock(), blind=blind, deep=True
             )
             offset = len(report.results)
             report.results += deep_report.results

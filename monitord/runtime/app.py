@@ -50,7 +50,7 @@ class App:
         await self.close()
 
 
-def build_app(settings: Settings, clock: Clock | None = None, for_daemon: bool = False) -> App:
+def build_app(settings: Settings, *, clock: Clock | None = None, for_daemon: bool = False) -> App:
     """Open the store (applying migrations) and assemble the App.
 
     for_daemon: the store is opened for `monitord run` (see open_store), and the clock, unless

@@ -85,7 +85,7 @@ class _ToLoguru(logging.Handler):
         logger.opt(exception=record.exc_info).log(level, record.getMessage())
 
 
-def setup_logging(settings: LoggingSettings, to_file: bool = True) -> None:
+def setup_logging(settings: LoggingSettings, *, to_file: bool = True) -> None:
     """Replace loguru's handlers with monitord's: stderr always, the JSON file when asked."""
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
     logger.remove()

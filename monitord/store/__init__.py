@@ -267,7 +267,7 @@ class DaemonClaim:
             self._file = None
 
 
-def open_store(url: str, for_daemon: bool = False) -> Store:
+def open_store(url: str, *, for_daemon: bool = False) -> Store:
     """Open the store at url and apply pending migrations.
 
     for_daemon: also take the store for this daemon (see DaemonClaim) and check, before any
