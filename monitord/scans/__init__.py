@@ -298,6 +298,11 @@ def _save(store: Store, scan_id: int, **changes: Any) -> None:
             setattr(row, name, value)
 
 
+def _requeue(store: Store, scan_id: int, now: dt.datetime, why: str) -> None:
+    """Queue an interrupted scan again, to run at once; `why` is kept as its error."""
+    _save(store, scan_id, state="queued", next_attempt_at=now, error=why)
+
+
 def _token(settings: Settings, service_id: str) -> str | None:
     path = settings.zap.auth_token_files.get(service_id)
     if not path:
@@ -366,14 +371,8 @@ async def run_scan(
         )
         state = await asyncio.to_thread(finish, outcome)
     except asyncio.CancelledError:
-        await asyncio.to_thread(
-            _save,
-            store,
-            scan_id,
-            state="queued",
-            next_attempt_at=clock(),
-            error="interrupted by shutdown; queued again",
-        )
+        why = "interrupted by shutdown; queued again"
+        await asyncio.to_thread(_requeue, store, scan_id, clock(), why)
         raise
     except ZapError as exc:
         return await _attempt_failed(store, scan_id, service_id, attempts, clock, exc)
@@ -473,14 +472,7 @@ async def scan_pass(
             resumes.append((scan_id, ScanState.from_dict(progress)))
         else:
             reason = verdict.reason if verdict else "no progress was recorded"
-            await asyncio.to_thread(
-                _save,
-                store,
-                scan_id,
-                state="queued",
-                next_attempt_at=clock(),
-                error=f"interrupted: {reason}",
-            )
+            await asyncio.to_thread(_requeue, store, scan_id, clock(), f"interrupted: {reason}")
             due.insert(0, scan_id)
     slots = settings.zap.max_concurrent_scans
     work = [run_scan(store, settings, scanner, sid, clock, state) for sid, state in resumes]

@@ -394,6 +394,14 @@ class _Run:
         if self.on_progress is not None:
             await self.on_progress(self.state)
 
+    async def progress(self, endpoint: str, call: Callable[[], Any]) -> int:
+        """Ask ZAP how far a spider or scan is (a percentage), and publish it."""
+        percent = read_count(
+            await self.s._call(endpoint, call, forgotten=True), endpoint, forgotten=True
+        )
+        await self.publish(percent=min(percent, 100))
+        return percent
+
     async def finish_step(self, step: Step) -> None:
         await self.publish(steps_done=(*self.state.steps_done, step), percent=0)
 
@@ -645,16 +653,9 @@ class _Run:
         # covers a spider that ignores it.
         bound = self.s._clock() + dt.timedelta(minutes=cfg.spider_minutes + 1)
         while True:
-            percent = read_count(
-                await self.s._call(
-                    "spider/view/status",
-                    lambda: client.spider.status(scanid=sid_text),
-                    forgotten=True,
-                ),
-                "spider/view/status",
-                forgotten=True,
+            percent = await self.progress(
+                "spider/view/status", lambda: client.spider.status(scanid=sid_text)
             )
-            await self.publish(percent=min(percent, 100))
             if percent >= 100:
                 return
             self.check_deadline()
@@ -762,16 +763,9 @@ class _Run:
         assert aid_text is not None
         last, same = -1, 0
         while True:
-            percent = read_count(
-                await self.s._call(
-                    "ascan/view/status",
-                    lambda: client.ascan.status(scanid=aid_text),
-                    forgotten=True,
-                ),
-                "ascan/view/status",
-                forgotten=True,
+            percent = await self.progress(
+                "ascan/view/status", lambda: client.ascan.status(scanid=aid_text)
             )
-            await self.publish(percent=min(percent, 100))
             if percent >= 100:
                 return
             same = same + 1 if percent == last else 1
