@@ -11,10 +11,13 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
+from monitord.errors import RuleError
+
 if TYPE_CHECKING:
     from monitord.accesslog.analysis import LogRules
     from monitord.config import LogSettings
     from monitord.types import FindingDraft, ProbeResult
+    from rules.declared import DeclaredRule
 
 
 def log_rule_engine(settings: LogSettings | None = None) -> LogRules:
@@ -33,10 +36,36 @@ def log_rule_names() -> list[str]:
 
 
 @cache
+def declared_rules() -> dict[str, DeclaredRule]:
+    """Every rule of the three rule files by name, with its clause, severity and incident kind;
+    RuleError when a file is invalid or a name is declared twice."""
+    from rules.declared import DeclaredRule, read_core_rules
+    from rules.log_rule_file import load_rules as load_log_rules
+    from rules.probe_rules import load_rules as load_probe_rules
+
+    found = read_core_rules()
+    found += [
+        DeclaredRule(r.name, r.clause, r.severity, r.declaration, "probes.toml")
+        for r in load_probe_rules()
+    ]
+    found += [
+        DeclaredRule(r.name, r.clause, r.severity, r.declaration, "logs.toml")
+        for r in load_log_rules()
+    ]
+    declared: dict[str, DeclaredRule] = {}
+    for rule in found:
+        if rule.name in declared:
+            raise RuleError(
+                f"rule {rule.name!r} is declared in both {declared[rule.name].origin} and "
+                f"{rule.origin}"
+            )
+        declared[rule.name] = rule
+    return declared
+
+
+@cache
 def declared_rule_kinds() -> dict[str, str]:
     """Every rule's name (a glob for a family such as zap:*) and the incident kind it declares."""
-    from rules.declared import declared_rules
-
     return {name: rule.incident for name, rule in declared_rules().items()}
 
 

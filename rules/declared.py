@@ -9,7 +9,7 @@ a new two-hour clock.
 
 The rules live in three files: `logs.toml` (access-log rules), `probes.toml` (probe rules) and
 `core.toml` (rules whose detection is code in monitord: the catalogue's filing checks, the
-service state machine, the scans). `declared_rules()` reads them all.
+service state machine, the scans). `rules.declared_rules()`, the registry's, reads them all.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -117,36 +116,14 @@ def parse_core_rules(document: Mapping[str, Any], origin: str = "core.toml") -> 
     return rules
 
 
+def read_core_rules() -> list[DeclaredRule]:
+    """The rules of core.toml; RuleError when the file is invalid."""
+    return parse_core_rules(_read(HERE / "core.toml"))
+
+
 def _read(path: Path) -> dict[str, Any]:
     with path.open("rb") as handle:
         try:
             return tomllib.load(handle)
         except tomllib.TOMLDecodeError as exc:
             raise RuleError(f"{path}: not valid TOML: {exc}") from None
-
-
-@lru_cache(maxsize=1)
-def declared_rules() -> dict[str, DeclaredRule]:
-    """Every rule of the three rule files by name; RuleError when a file is invalid or a name
-    is declared twice."""
-    from rules.log_rule_file import load_rules as load_log_rules
-    from rules.probe_rules import load_rules as load_probe_rules
-
-    found: list[DeclaredRule] = parse_core_rules(_read(HERE / "core.toml"))
-    found += [
-        DeclaredRule(r.name, r.clause, r.severity, r.declaration, "probes.toml")
-        for r in load_probe_rules()
-    ]
-    found += [
-        DeclaredRule(r.name, r.clause, r.severity, r.declaration, "logs.toml")
-        for r in load_log_rules()
-    ]
-    rules: dict[str, DeclaredRule] = {}
-    for rule in found:
-        if rule.name in rules:
-            raise RuleError(
-                f"rule {rule.name!r} is declared in both {rules[rule.name].origin} and "
-                f"{rule.origin}"
-            )
-        rules[rule.name] = rule
-    return rules

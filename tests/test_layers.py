@@ -50,12 +50,10 @@ def sources() -> Iterator[Path]:
                 yield path
 
 
-def imports(path: Path, top_level_only: bool = False) -> Iterator[tuple[int, str]]:
-    """(line, module) of each absolute import; with top_level_only, only those that run when
-    the module is imported (not inside a function, not under TYPE_CHECKING)."""
+def imports(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, module) of each absolute import, those inside functions included."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    nodes = tree.body if top_level_only else list(ast.walk(tree))
-    for node in nodes:
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from ((node.lineno, alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -126,7 +124,7 @@ def test_the_import_graph_has_no_circle() -> None:
         name = module_name(path)
         graph[name] = {
             imported
-            for _line, imported in imports(path, top_level_only=True)
+            for _line, imported in imports(path)
             if imported.split(".")[0] in ("monitord", *PLUGINS) and imported != name
         }
     done: set[str] = set()

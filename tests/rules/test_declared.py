@@ -11,7 +11,8 @@ from monitord.config import Settings
 from monitord.errors import RuleError
 from monitord.incidents import class_of_kind, kind_of_rule
 from monitord.types import QUIET_KINDS, SEVERITIES
-from rules.declared import declared_rules, parse_core_rules
+from rules import declared_rules
+from rules.declared import parse_core_rules
 from rules.log_rule_file import load_rules as load_log_rules
 from rules.probe_rules import load_rules as load_probe_rules
 
