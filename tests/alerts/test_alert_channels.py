@@ -14,9 +14,9 @@ from monitord.config import Settings
 from monitord.incidents import open_manual
 from monitord.store import Store
 from monitord.store.models import OutboxAlert
+from tests.alerts.test_delivery import add_service, config, open_incident
 from tests.conftest import FakeClock
 from tests.receivers import Mailbox, Webhook, serve_webhook
-from tests.test_alert_delivery import add_service, config, open_incident
 
 PASSWORD = "pa ss/word"
 

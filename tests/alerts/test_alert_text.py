@@ -9,9 +9,9 @@ from alerts.delivery import deliver_due, make_apprise_sender
 from monitord.incidents import notify_management, open_manual
 from monitord.store import Store
 from monitord.store.models import Service
+from tests.alerts.test_delivery import add_service, config
 from tests.conftest import FakeClock
 from tests.receivers import Mailbox, Webhook
-from tests.test_alert_delivery import add_service, config
 
 HOSTILE = {
     "name": '企业开办\n【已恢复】无需处理 @所有人 <at user_id="all">所有人</at> '

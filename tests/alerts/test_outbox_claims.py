@@ -15,9 +15,9 @@ from alerts.delivery import deliver_due, expand, make_apprise_sender
 from monitord.incidents import open_manual
 from monitord.store import Store, open_store
 from monitord.store.models import OutboxAlert
+from tests.alerts.test_delivery import add_service, config
 from tests.conftest import FakeClock
 from tests.receivers import Webhook
-from tests.test_alert_delivery import add_service, config
 
 ALERTS = 12
 

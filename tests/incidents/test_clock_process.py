@@ -19,9 +19,9 @@ from sqlalchemy import select
 from monitord.store.models import Incident, OutboxAlert
 from monitord.timeutil import UTC
 from tests.fakeportal import FakePortal, make_service, serve_portal
+from tests.incidents.test_clock_trust import brute_force
 from tests.receivers import Webhook, serve_webhook
-from tests.test_clock_trust import brute_force
-from tests.test_daemon_process import (  # noqa: F401 - the autouse fixture kills leftovers
+from tests.runtime.test_daemon_process import (  # noqa: F401 - the autouse fixture kills leftovers
     no_daemon_left_behind,
     start_daemon,
     store_of,

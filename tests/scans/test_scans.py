@@ -268,7 +268,7 @@ def test_scan_import_and_findings_cli(tmp_path: Path, capsys: pytest.CaptureFixt
     catalogue.write_text(json.dumps({"services": [make_service(42)]}))
     config = tmp_path / "monitord.toml"
     config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n')
-    report = Path(__file__).parent / "zap" / "data" / "zap-traditional-report.json"
+    report = Path(__file__).parent / "data" / "zap-traditional-report.json"
     assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
     assert (
         main(["--config", str(config), "scan", "import", str(report), "--service", "svc-0042"]) == 0
@@ -549,7 +549,7 @@ def test_reports_imported_within_one_second_are_all_kept(
     monkeypatch.setattr(
         monitord.runtime.app, "build_app", lambda settings: build(settings, clock=moment)
     )
-    report = Path(__file__).parent / "zap" / "data" / "zap-traditional-report.json"
+    report = Path(__file__).parent / "data" / "zap-traditional-report.json"
     assert _import_cli(tmp_path, report) == 0
     config = ["--config", str(tmp_path / "monitord.toml")]
     from monitord.cli import main
@@ -776,7 +776,7 @@ def test_the_scan_and_findings_tables_show_times_in_asia_shanghai(
     catalogue.write_text(json.dumps({"services": [make_service(42)]}))
     config = tmp_path / "monitord.toml"
     config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n')
-    report = Path(__file__).parent / "zap" / "data" / "zap-traditional-report.json"
+    report = Path(__file__).parent / "data" / "zap-traditional-report.json"
     main(["--config", str(config), "sync", "--file", str(catalogue)])
     main(["--config", str(config), "scan", "import", str(report), "--service", "svc-0042"])
     capsys.readouterr()

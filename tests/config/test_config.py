@@ -11,7 +11,7 @@ import pytest
 from monitord.cli import main
 from monitord.config import Settings, load_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 INVALID = sorted((Path(__file__).parent / "configs" / "invalid").glob("*.toml"))
 
 

@@ -309,7 +309,7 @@ async def test_followed_log_lines_are_counted_once_across_a_sigterm_and_restart(
     from sqlalchemy import select
 
     from monitord.store.models import LogHourStat
-    from tests.test_logwork import START, nginx_line
+    from tests.accesslog.test_work import START, nginx_line
 
     log = tmp_path / "access.log"
     config = tmp_path / "monitord.toml"
