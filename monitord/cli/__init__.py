@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 # Only light modules at the top: each command imports the store, aiohttp, pyarrow and the rest
 # inside its handler, so `monitord analyse` (benchmarked for peak memory) and `--help` never
-# load what other commands need. tests/test_cli_imports.py keeps it so.
+# load what other commands need. tests/cli/test_imports.py keeps it so.
 from monitord import __version__
 from monitord.cli.common import (
     app_for,
