@@ -1,0 +1,215 @@
+"""Each service's state machine (unknown → up / degraded / down, with hysteresis) and the
+findings it owns: down, unannounced outage, slow, a suspension past its planned resume."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from monitord.config import ProbeSettings
+from monitord.probing.targets import ServiceTarget
+from monitord.store.findings import resolve_findings, upsert_finding
+from monitord.store.models import ServiceEvent, ServiceState
+from monitord.timeutil import parse_time
+from monitord.types import FindingDraft, ProbeResult
+
+# The state machine owns these: a single failed or slow result is not yet a finding.
+RULE_DOWN = "service_down"
+RULE_UNANNOUNCED = "unannounced_outage"
+RULE_SLOW = "service_slow"
+STATE_RULES = (RULE_DOWN, RULE_SLOW)
+"""Declared in rules/probes.toml, where they judge one result; a round leaves them to the state
+machine, which needs probes.down_after failures in a row."""
+RULE_OVERDUE = "suspension_overdue"
+
+
+def _cert_fingerprint(facts: dict[str, Any]) -> str | None:
+    parts = [facts.get(k) for k in ("cert_subject", "cert_issuer", "cert_not_after")]
+    if not any(parts):
+        return None
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+def _draft(
+    rule: str,
+    clause: str,
+    severity: Any,
+    target: ServiceTarget,
+    summary: str,
+    evidence: dict[str, Any],
+    *,
+    occurred_at: dt.datetime | None = None,
+) -> FindingDraft:
+    return FindingDraft(
+        rule=rule,
+        clause=clause,
+        severity=severity,
+        subject_kind="service",
+        subject=target.id,
+        summary=summary,
+        evidence=evidence,
+        service_id=target.id,
+        occurred_at=occurred_at,
+    )
+
+
+def _judge(result: ProbeResult, settings: ProbeSettings) -> str:
+    """What one availability result says on its own: fail, slow or ok."""
+    if not result.success:
+        return "fail"
+    if result.duration_ms > settings.slo_ms:
+        return "slow"
+    return "ok"
+
+
+def advance_state(
+    session: Session,
+    target: ServiceTarget,
+    result: ProbeResult,
+    settings: ProbeSettings,
+    now: dt.datetime,
+    *,
+    blind: bool,
+) -> tuple[str | None, bool]:
+    """Move one service's state machine; returns (the new state if it changed, deep probe due)."""
+    state = session.get(ServiceState, target.id)
+    if state is None:
+        state = ServiceState(
+            service_id=target.id, state="unknown", since=now, failures=0, successes=0
+        )
+        session.add(state)
+    verdict = _judge(result, settings)
+    state.last_probe_at = now
+    state.last_error = result.error
+    if verdict == "fail":
+        if not blind:  # a blind round says nothing about the service
+            if state.failures == 0:
+                state.failing_since = result.started_at
+            state.failures += 1
+            state.successes = 0
+    else:
+        state.successes += 1
+        state.failures = 0
+        state.failing_since = None
+    new = state.state
+    if state.failures >= settings.down_after:
+        new = "down"
+    elif verdict != "fail":
+        recovering = state.state == "down" and state.successes < settings.up_after
+        if not recovering:
+            new = "degraded" if verdict == "slow" else "up"
+    fingerprint = _cert_fingerprint(result.facts)
+    deep_due = (
+        state.last_deep_at is None
+        or now - state.last_deep_at >= dt.timedelta(hours=settings.deep_interval_hours)
+        or (
+            fingerprint is not None
+            and fingerprint != state.cert_fingerprint
+            and state.cert_fingerprint is not None
+        )
+    ) and verdict != "fail"
+    if fingerprint is not None:
+        state.cert_fingerprint = fingerprint
+    if new == state.state:
+        return None, deep_due
+    session.add(
+        ServiceEvent(
+            service_id=target.id,
+            kind=new,
+            at=now,
+            from_status=state.state,
+            to_status=new,
+            detail={"error": result.error, "duration_ms": round(result.duration_ms, 1)},
+        )
+    )
+    state.state = new
+    state.since = now
+    return new, deep_due
+
+
+def state_findings(
+    session: Session, target: ServiceTarget, new_state: str, result: ProbeResult, now: dt.datetime
+) -> None:
+    """Findings the state machine owns: down, unannounced outage, slow."""
+    suspended = target.status == "suspended" and bool(target.suspension)
+    evidence = {
+        "error": result.error,
+        "duration_ms": round(result.duration_ms, 1),
+        "url": result.target,
+    }
+    present: set[str] = set()
+    state = session.get(ServiceState, target.id)  # in the session already: no query
+    began = state.failing_since if state is not None else None
+    if new_state == "down" and not suspended:
+        upsert_finding(
+            session,
+            _draft(
+                RULE_DOWN,
+                "6.4 a",
+                "high",
+                target,
+                f"服务不可用：{result.error or '探测失败'}",
+                evidence,
+                occurred_at=began,
+            ),
+            now,
+        )
+        upsert_finding(
+            session,
+            _draft(
+                RULE_UNANNOUNCED,
+                "7.2.2",
+                "medium",
+                target,
+                "服务中断且未报备暂停申请",
+                evidence,
+                occurred_at=began,
+            ),
+            now,
+        )
+        present = {RULE_DOWN, RULE_UNANNOUNCED}
+    if new_state == "degraded":
+        upsert_finding(
+            session,
+            _draft(
+                RULE_SLOW,
+                "6.4 b",
+                "medium",
+                target,
+                f"响应缓慢：{result.duration_ms:.0f} ms",
+                evidence,
+            ),
+            now,
+        )
+        present = {RULE_SLOW}
+    for rule in (RULE_DOWN, RULE_UNANNOUNCED, RULE_SLOW):
+        if rule not in present:
+            resolve_findings(session, [rule], "service", set(), now, subjects={target.id})
+
+
+def suspension_overdue(session: Session, target: ServiceTarget, now: dt.datetime) -> None:
+    planned = (target.suspension or {}).get("planned_resume")
+    overdue = False
+    if target.status == "suspended" and isinstance(planned, str):
+        try:
+            overdue = parse_time(planned) < now
+        except ValueError:
+            overdue = False
+    if overdue:
+        upsert_finding(
+            session,
+            _draft(
+                RULE_OVERDUE,
+                "7.2.2",
+                "low",
+                target,
+                f"暂停已超过计划恢复时间 {planned}",
+                {"suspension": target.suspension},
+            ),
+            now,
+        )
+    else:
+        resolve_findings(session, [RULE_OVERDUE], "service", set(), now, subjects={target.id})

@@ -1,0 +1,81 @@
+"""What a round probes: the services the catalogue has online or suspended, each kind's spec
+from its filing, and how many probes one service takes at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+import probes
+from monitord.config import ProbeSettings
+from monitord.store import Store
+from monitord.store.models import Service
+
+CHEAP_KIND = "availability"
+
+
+@dataclass(frozen=True)
+class ServiceTarget:
+    """What a round needs to know about one catalogue service."""
+
+    id: str
+    name: str
+    url: str
+    status: str
+    probe: dict[str, Any] | None
+    return_codes: dict[str, Any] | None
+    max_concurrency: int | None
+    suspension: dict[str, Any] | None
+
+
+def load_targets(store: Store, service_ids: Iterable[str] | None = None) -> list[ServiceTarget]:
+    """Online and suspended services with a URL (7.2.2: a suspended service is still probed)."""
+    with store.session() as session:
+        query = select(Service).where(
+            Service.gone.is_(False),
+            Service.status.in_(("online", "suspended")),
+            Service.url.is_not(None),
+        )
+        if service_ids is not None:
+            query = select(Service).where(Service.id.in_(list(service_ids)))
+        return [
+            ServiceTarget(
+                id=s.id,
+                name=s.name,
+                url=s.url or "",
+                status=s.status,
+                probe=s.probe,
+                return_codes=s.return_codes,
+                max_concurrency=s.max_concurrency,
+                suspension=s.suspension,
+            )
+            for s in session.scalars(query.order_by(Service.id))
+            if s.url
+        ]
+
+
+def spec_for_target(kind: str, target: ServiceTarget | None, settings: ProbeSettings) -> Any:
+    """The spec of a kind for a service: its catalogue probe object, and the config's limits."""
+    overrides: dict[str, Any] = {
+        "timeout_s": settings.timeout_seconds,
+        "denied_networks": tuple(settings.denied_networks),
+    }
+    if kind == CHEAP_KIND:
+        overrides["slo_ms"] = settings.slo_ms
+    return probes.spec_for(
+        kind,
+        target.probe if target else None,
+        return_codes=target.return_codes if target else None,
+        **overrides,
+    )
+
+
+def per_service_limit(target: ServiceTarget, settings: ProbeSettings) -> int:
+    """Connections at once to one service: the config's limit, and at most a tenth of what the
+    provider filed as its max_concurrency, so monitord never loads a provider."""
+    if target.max_concurrency:
+        return max(1, min(settings.per_service_concurrency, target.max_concurrency // 10))
+    return settings.per_service_concurrency
