@@ -148,6 +148,11 @@ class ZapScanner:
 
     # ---- one call -------------------------------------------------------------------------
 
+    async def _percent(self, endpoint: str, call: Callable[[], Any]) -> int:
+        """How far a spider or an active scan ZAP names by id has got, in percent."""
+        answer = await self._call(endpoint, call, forgotten=True)
+        return read_count(answer, endpoint, forgotten=True)
+
     async def _call(self, endpoint: str, fn: Callable[[], Any], *, forgotten: bool = False) -> Any:
         """Run one blocking client call in a worker thread, under the per-call timeout.
 
@@ -317,26 +322,14 @@ class ZapScanner:
                 )
             if state.step is Step.ACTIVE and state.active_scan_id is not None:
                 aid = state.active_scan_id
-                percent = read_count(
-                    await self._call(
-                        "ascan/view/status",
-                        lambda: self._client.ascan.status(scanid=aid),
-                        forgotten=True,
-                    ),
-                    "ascan/view/status",
-                    forgotten=True,
+                percent = await self._percent(
+                    "ascan/view/status", lambda: self._client.ascan.status(scanid=aid)
                 )
                 return Reconciliation("resumable", f"ZAP's active scan {aid} is at {percent}%")
             if state.step is Step.SPIDER and state.spider_scan_id is not None:
                 sid = state.spider_scan_id
-                percent = read_count(
-                    await self._call(
-                        "spider/view/status",
-                        lambda: self._client.spider.status(scanid=sid),
-                        forgotten=True,
-                    ),
-                    "spider/view/status",
-                    forgotten=True,
+                percent = await self._percent(
+                    "spider/view/status", lambda: self._client.spider.status(scanid=sid)
                 )
                 return Reconciliation("resumable", f"ZAP's spider {sid} is at {percent}%")
             return Reconciliation("resumable", f"ZAP still has session {state.session_name!r}")
@@ -396,9 +389,7 @@ class _Run:
 
     async def progress(self, endpoint: str, call: Callable[[], Any]) -> int:
         """Ask ZAP how far a spider or scan is (a percentage), and publish it."""
-        percent = read_count(
-            await self.s._call(endpoint, call, forgotten=True), endpoint, forgotten=True
-        )
+        percent = await self.s._percent(endpoint, call)
         await self.publish(percent=min(percent, 100))
         return percent
 
