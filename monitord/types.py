@@ -131,3 +131,40 @@ class FindingDraft:
     quiet_minutes: int | None = None
     """After this long without a new occurrence, the next one is a new episode: a new incident
     with a new two-hour clock. None: only a resolved finding or an ended incident starts one."""
+
+
+@dataclass(frozen=True)
+class ComplianceVerdict:
+    """One compliance rule's verdict for one quarter on one service, or on the platform.
+
+    Derived from stored evidence only, so the same store gives the same verdicts whenever the
+    quarter is judged again; `evidence` says what the verdict rests on (counts, ids, times).
+    """
+
+    rule: str
+    clause: str
+    service_id: str | None
+    """None for a platform-wide rule (the pen test, the admin review, retention)."""
+    quarter: str
+    passed: bool
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceScore:
+    """A service's clause 9.2 evaluation for one quarter: the score, its parts and its rank."""
+
+    service_id: str
+    name: str
+    tier: str
+    """The source tier of clause 6.1 (the catalogue's `source`), "unknown" when not filed."""
+    quarter: str
+    score: float
+    """0 to 100: the weighted sum of `parts`."""
+    parts: dict[str, float] = field(default_factory=dict)
+    """Each criterion's own 0-100 figure: availability, latency, incidents, findings,
+    compliance, complaints."""
+    rank: int = 0
+    """1 is best, overall."""
+    tier_rank: int = 0
+    """1 is best within its tier."""

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -144,6 +145,9 @@ class ProbeResultRow(Base):
     duration_ms: Mapped[float] = mapped_column(Float)
     facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    blind: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Measured in a round monitord was blind for (every canary failed): no evidence about the
+    service, left out of its uptime."""
 
 
 class Finding(Base):
@@ -361,6 +365,12 @@ class ProbeRollup(Base):
     p50_ms: Mapped[float | None] = mapped_column(Float)
     p95_ms: Mapped[float | None] = mapped_column(Float)
     p99_ms: Mapped[float | None] = mapped_column(Float)
+    blind: Mapped[int] = mapped_column(Integer, default=0)
+    """Results of the hour measured in blind rounds: counted here, not in count or failures."""
+    latency_buckets: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """The successful results' latencies as a histogram ({bucket index: count}, buckets of
+    monitord.store.histogram), which merges exactly across hours: a quarter's percentiles per
+    service come from the sum of its hours' buckets."""
 
 
 class Scan(Base):
@@ -436,3 +446,159 @@ class LogAudit(Base):
     empty_days: Mapped[list[Any]] = mapped_column(JSON, default=list)
     findings_by_rule: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     vendor_operations: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class ServiceRevision(Base):
+    """A service as the catalogue described it from `valid_from` until `valid_to` (None: still).
+
+    Written by the catalogue sync whenever a service's record changes, so that the catalogue as
+    of any past moment can be rebuilt: a report about a past quarter reads the services, their
+    filings, targets and lifecycle states as they were then, not as they are now.
+    """
+
+    __tablename__ = "service_revisions"
+    __table_args__ = (Index("ix_service_revisions_service_from", "service_id", "valid_from"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_id: Mapped[str] = mapped_column(String(200), index=True)
+    valid_from: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    valid_to: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    record: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """The service's columns as stored then (name, source, status, suspension, filing...)."""
+    gone: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class QuietWindow(Base):
+    """A maintenance window or a suspension, recorded when it applied, so that a past quarter's
+    uptime and alert record can be judged against the windows in force then (the config and the
+    catalogue only hold today's)."""
+
+    __tablename__ = "quiet_windows"
+    __table_args__ = (UniqueConstraint("kind", "service_id", "starts_at", name="uq_quiet_window"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    """maintenance (from the config) or suspension (filed in the catalogue)."""
+    service_id: Mapped[str] = mapped_column(String(200), default="*", index=True)
+    """The service it covers; "*" for every service."""
+    starts_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    ends_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """The planned end; None when none was given."""
+    reason: Mapped[str] = mapped_column(Text, default="")
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When it actually ended (a suspension resumed), if it did."""
+
+
+class ServiceStateChange(Base):
+    """A service's probe state moving (up, degraded, down...), kept at least 180 days (7.3.1)."""
+
+    __tablename__ = "service_state_changes"
+    __table_args__ = (Index("ix_state_changes_service_at", "service_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_id: Mapped[str] = mapped_column(String(200))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    from_state: Mapped[str] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class EvidenceDocument(Base):
+    """A document the standard asks for that monitord does not measure itself: a penetration
+    test report, the yearly risk assessment, a security assurance plan, an emergency drill.
+    The file is copied into the store's folder and kept with its SHA-256."""
+
+    __tablename__ = "evidence_documents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    clause: Mapped[str] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(40), index=True)
+    """pentest, risk_assessment, security_plan, drill, or another word the filer chose."""
+    service_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    """The service it is about; None for the platform as a whole."""
+    document_date: Mapped[dt.date] = mapped_column(Date)
+    """The date the document bears (the test was done, the assessment filed)."""
+    filed_by: Mapped[str] = mapped_column(String(200))
+    filed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    file_name: Mapped[str] = mapped_column(Text)
+    """The name it was filed under."""
+    stored_as: Mapped[str] = mapped_column(Text)
+    """Its path inside the evidence folder."""
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class AdminReview(Base):
+    """One quarterly review of the platform's admin accounts and their rights (clause 7.3.2)."""
+
+    __tablename__ = "admin_reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    quarter: Mapped[str] = mapped_column(String(10), index=True)
+    reviewed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    reviewed_by: Mapped[str] = mapped_column(String(200))
+    file_name: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    accounts: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    """Every account as read: account, role, vendor, last_login, granted_by, end_date."""
+    flags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    """What the review flagged: {"account", "problem", "detail"} (dormant admin, vendor account
+    with no end date, a grant outside the 7.1.2 chain)."""
+
+
+class Complaint(Base):
+    """A user complaint about a service, from the portal's export (clause 9.1)."""
+
+    __tablename__ = "complaints"
+    __table_args__ = (UniqueConstraint("external_id", name="uq_complaint_external_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    external_id: Mapped[str] = mapped_column(String(200))
+    """The portal's id of the complaint: importing an export twice adds nothing."""
+    service_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    category: Mapped[str] = mapped_column(String(100), default="")
+    status: Mapped[str] = mapped_column(String(40), default="")
+    summary: Mapped[str] = mapped_column(Text, default="")
+    imported_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    source_file: Mapped[str] = mapped_column(Text, default="")
+
+
+class ComplianceResult(Base):
+    """One compliance rule's verdict on one service (or the platform) for one quarter.
+
+    A re-evaluation of a quarter replaces its rows; they are derived from stored evidence, so
+    the same evidence gives the same verdicts."""
+
+    __tablename__ = "compliance_results"
+    __table_args__ = (UniqueConstraint("quarter", "rule", "subject", name="uq_compliance_result"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    quarter: Mapped[str] = mapped_column(String(10), index=True)
+    rule: Mapped[str] = mapped_column(String(120))
+    clause: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(200))
+    """The service's id, or "" for a platform-wide rule."""
+    passed: Mapped[bool] = mapped_column(Boolean)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    evaluated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class QuarterlyReport(Base):
+    """A quarterly report as written and sent: the PDF's hash proves what was handed over."""
+
+    __tablename__ = "quarterly_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    quarter: Mapped[str] = mapped_column(String(10), index=True)
+    generated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    sent_to: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    """The management channels' names it was sent to."""
+    outbox_key: Mapped[str | None] = mapped_column(String(200))
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -118,3 +118,15 @@ def test_the_password_of_a_store_url_is_never_shown() -> None:
     with pytest.raises(StoreError) as caught:
         open_store("postgresql://monitord:hunter2@127.0.0.1:1/nothing")
     assert "hunter2" not in str(caught.value)
+
+
+def test_the_migrations_build_exactly_the_tables_the_models_describe(store: Store) -> None:
+    """A column added to a model without its migration would be missing from every real store."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from monitord.store.models import Base
+
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
