@@ -46,7 +46,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         # The whole check the scan makes when it starts (names resolved, redirects followed), so
         # a target ZAP must not scan is told now, in one line, and never queued.
         driver = driver_settings(app.settings)
-        aio.run(check_target(url, driver.denied_networks, driver.call_timeout_s))
+        aio.run(check_target(url, driver.denied_networks, driver.zap.call_timeout_seconds))
         with app.store.session() as session:
             scan = enqueue_manual(session, words[0], actor(args), app.clock(), app.settings)
             scan_id = scan.id

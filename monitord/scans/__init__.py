@@ -28,7 +28,7 @@ from monitord.config import Settings
 from monitord.errors import UsageError, ZapError, ZapTargetRefused
 from monitord.redact import one_line
 from monitord.scans import zap
-from monitord.scans.state import ScanState, ZapSettings
+from monitord.scans.state import ScanState, ZapDriverSettings
 from monitord.scans.target import target_problem
 from monitord.store import Store, audit
 from monitord.store.findings import resolve_findings, upsert_finding
@@ -42,28 +42,13 @@ RULE_QUARTER_MISSING = "quarterly_scan_missing"
 ACTIVE = ("queued", "running")
 
 
-def driver_settings(settings: Settings) -> ZapSettings:
-    """The scan driver's settings from the [zap] table and the resolved API key."""
-    config = settings.zap
+def driver_settings(settings: Settings) -> ZapDriverSettings:
+    """The scan driver's settings: the [zap] table, its resolved API key, the denied networks."""
     key = settings.secrets.zap_api_key
-    return ZapSettings(
-        url=config.url,
+    return ZapDriverSettings(
+        zap=settings.zap,
         api_key=key.get_secret_value() if key else "",
-        spider_max_depth=config.spider_max_depth,
-        spider_max_children=config.spider_max_children,
-        spider_minutes=config.spider_minutes,
-        ajax_spider=config.ajax_spider,
-        ajax_spider_minutes=config.ajax_spider_minutes,
-        passive_deadline_s=config.passive_deadline_seconds,
-        scan_policy=config.scan_policy,
-        scan_deadline_s=config.scan_deadline_minutes * 60,
-        call_timeout_s=config.call_timeout_seconds,
-        poll_interval_s=config.poll_interval_seconds,
-        stuck_polls=config.stuck_polls,
-        page_size=config.page_size,
         denied_networks=tuple(settings.probes.denied_networks),
-        max_answer_bytes=config.max_answer_mb << 20,
-        max_field_bytes=config.max_field_kb << 10,
     )
 
 

@@ -25,7 +25,7 @@ from monitord.errors import (
     ZapUnavailable,
     ZapUrlNotFound,
 )
-from monitord.scans.state import ZapSettings
+from monitord.scans.state import ZapDriverSettings
 from monitord.textable import shortened
 
 # Codes for which a later retry cannot help: monitord asked for something that does not exist
@@ -255,17 +255,17 @@ class _TimeoutZAPv2(ZAPv2):  # type: ignore[misc]  # zapv2 ships no type informa
         return self._request_api(url, get, method, body).body.decode("utf-8", "replace")
 
 
-ClientFactory = Callable[[ZapSettings], Any]
+ClientFactory = Callable[[ZapDriverSettings], Any]
 
 
-def default_client(settings: ZapSettings) -> Any:
+def default_client(settings: ZapDriverSettings) -> Any:
     """Build the zaproxy client for `settings`, as the driver uses it."""
-    proxies = {"http": settings.url, "https": settings.url}
+    proxies = {"http": settings.zap.url, "https": settings.zap.url}
     return _TimeoutZAPv2(
         proxies=proxies,
         apikey=settings.api_key,
-        timeout_s=settings.call_timeout_s,
-        max_answer_bytes=settings.max_answer_bytes,
+        timeout_s=settings.zap.call_timeout_seconds,
+        max_answer_bytes=settings.zap.max_answer_mb << 20,
     )
 
 
@@ -284,17 +284,16 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return found
 
 
-def transport_error(exc: BaseException, endpoint: str, settings: ZapSettings) -> ZapError:
+def transport_error(exc: BaseException, endpoint: str, settings: ZapDriverSettings) -> ZapError:
     """Turn what `requests` raised into the `ZapError` it means."""
-    where = settings.url
+    where = settings.zap.url
     causes = _causes(exc)
     # Refused first: urllib3's NewConnectionError is, for history's sake, a timeout class.
     if any(isinstance(c, ConnectionRefusedError) for c in causes):
         return ZapUnavailable(f"ZAP is not reachable at {where} (connection refused)")
     if any(isinstance(c, requests.Timeout | TimeoutError) for c in causes):
-        return ZapTimeout(
-            f"ZAP at {where} did not answer {endpoint} within {settings.call_timeout_s:g} s"
-        )
+        limit = settings.zap.call_timeout_seconds
+        return ZapTimeout(f"ZAP at {where} did not answer {endpoint} within {limit:g} s")
     if any(isinstance(c, ConnectionResetError) for c in causes):
         # http.client.RemoteDisconnected is a ConnectionResetError: ZAP's API answers a bad
         # or missing key by closing the connection (API.java: BAD_API_KEY "Fail silently").

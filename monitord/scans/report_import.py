@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monitord.config import ZapSettings
 from monitord.errors import UsageError
 from monitord.scans.alerts import clean_text, group_alerts
 from monitord.scans.client import json_nesting_problem
-from monitord.scans.state import ZapSettings
 from monitord.scans.target import scope_regex
 from monitord.types import FindingDraft
 
@@ -186,8 +186,8 @@ def read_report(
     *,
     service_id: str | None = None,
     base_url: str | None = None,
-    max_bytes: int = ZapSettings.max_answer_bytes,
-    max_field_bytes: int | None = ZapSettings.max_field_bytes,
+    max_bytes: int = ZapSettings().max_answer_mb << 20,
+    max_field_bytes: int | None = ZapSettings().max_field_kb << 10,
 ) -> ZapReport:
     """Read a traditional-json report file; see `parse_report`.
 

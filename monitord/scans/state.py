@@ -9,64 +9,20 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from monitord import netguard
+from monitord.config import ZapSettings
 
 
 @dataclass(frozen=True)
-class ZapSettings:
-    """What the scan driver needs from the `[zap]` config table, passed in explicitly.
+class ZapDriverSettings:
+    """What the scan driver is given: the validated `[zap]` table, the API key it names
+    (resolved by the caller, and left out of `repr` so that printing never shows it), and the
+    networks no scan may target nor reach through a redirect (`probes.denied_networks`)."""
 
-    `api_key` is the secret itself, resolved by the caller; it is left out of `repr` so that
-    printing the settings never shows it.
-    """
-
-    url: str = "http://127.0.0.1:8090"
+    zap: ZapSettings = field(default_factory=ZapSettings)
     api_key: str = field(default="", repr=False)
-    spider_max_depth: int = 5
-    spider_max_children: int = 0
-    """Top-level children the spider follows; 0 means ZAP's default (no limit)."""
-    spider_minutes: int = 10
-    ajax_spider: bool = False
-    ajax_spider_minutes: int = 10
-    passive_deadline_s: float = 600.0
-    scan_policy: str | None = None
-    """ZAP scan policy name for the active scan; None uses ZAP's default policy."""
-    scan_deadline_s: float = 4 * 3600.0
-    """The whole scan, from its first step; past it the scan is stopped and timed out."""
-    call_timeout_s: float = 30.0
-    poll_interval_s: float = 5.0
-    stuck_polls: int = 60
-    """Active-scan polls at one unchanged percentage after which the scan counts as stuck."""
-    page_size: int = 500
     denied_networks: tuple[str, ...] = netguard.DEFAULT_DENIED_NETWORKS
-    """Networks no scan may target, nor reach through a redirect (`probes.denied_networks`)."""
-    max_answer_bytes: int = 32 << 20
-    """The largest answer read from ZAP; a larger one is refused (`ZapAnswerTooLarge`)."""
-    max_field_bytes: int = 64 << 10
-    """The largest alert text (evidence, description...) kept in a finding; a larger one is
-    left out with a note saying so."""
-
-    def __post_init__(self) -> None:
-        """Refuse values that would make a scan loop or never end."""
-        for name in ("spider_max_depth", "spider_minutes", "ajax_spider_minutes", "stuck_polls"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"zap.{name} must be at least 1, got {getattr(self, name)!r}")
-        if self.spider_max_children < 0:
-            raise ValueError(
-                f"zap.spider_max_children must be >= 0, got {self.spider_max_children}"
-            )
-        for name in ("passive_deadline_s", "scan_deadline_s", "call_timeout_s", "poll_interval_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"zap.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("max_answer_bytes", "max_field_bytes"):
-            if getattr(self, name) < 1024:
-                raise ValueError(f"zap.{name} must be at least 1024, got {getattr(self, name)}")
-        if not 1 <= self.page_size <= 10_000:
-            raise ValueError(f"zap.page_size must be 1..10000, got {self.page_size}")
-        if urlsplit(self.url).scheme not in ("http", "https"):
-            raise ValueError(f"zap.url must be an http(s) URL, got {self.url!r}")
 
 
 class Step(StrEnum):

@@ -82,7 +82,14 @@ from monitord.scans.client import (
     require_ok,
     transport_error,
 )
-from monitord.scans.state import STEPS, ProgressCallback, ScanState, ScanStatus, Step, ZapSettings
+from monitord.scans.state import (
+    STEPS,
+    ProgressCallback,
+    ScanState,
+    ScanStatus,
+    Step,
+    ZapDriverSettings,
+)
 from monitord.scans.target import check_target, scope_regex
 from monitord.timeutil import Clock, system_clock
 from monitord.types import FindingDraft
@@ -131,7 +138,7 @@ class ZapScanner:
 
     def __init__(
         self,
-        settings: ZapSettings,
+        settings: ZapDriverSettings,
         *,
         clock: Clock = system_clock,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -164,7 +171,7 @@ class ZapScanner:
             # a call that makes several requests or a thread pool that is slow to start.
             value = await asyncio.wait_for(
                 asyncio.to_thread(no_stop_iteration, fn, endpoint),
-                timeout=self.settings.call_timeout_s * 1.5 + 1.0,
+                timeout=self.settings.zap.call_timeout_seconds * 1.5 + 1.0,
             )
             self._key_accepted = True
             return value
@@ -180,8 +187,8 @@ class ZapScanner:
             raise
         except TimeoutError:
             raise ZapTimeout(
-                f"ZAP at {self.settings.url} did not answer {endpoint} "
-                f"within {self.settings.call_timeout_s:g} s"
+                f"ZAP at {self.settings.zap.url} did not answer {endpoint} "
+                f"within {self.settings.zap.call_timeout_seconds:g} s"
             ) from None
         except (requests.RequestException, OSError, ValueError) as exc:
             error = transport_error(exc, endpoint, self.settings)
@@ -189,7 +196,7 @@ class ZapScanner:
                 # ZAP took this key before, so it did not refuse it now: it crashed, was
                 # restarted or was cut off mid-call, and a later attempt may well succeed.
                 error = ZapUnavailable(
-                    f"ZAP at {self.settings.url} closed the connection without answering "
+                    f"ZAP at {self.settings.zap.url} closed the connection without answering "
                     f"{endpoint}, after accepting the API key earlier: ZAP probably crashed "
                     "or was restarted"
                 )
@@ -219,7 +226,7 @@ class ZapScanner:
             ),
             "core/view/numberOfAlerts",
         )
-        size = self.settings.page_size
+        size = self.settings.zap.page_size
         start = 1
         seen: set[str] = set()
         alerts: list[dict[str, Any]] = []
@@ -353,7 +360,7 @@ class _Run:
         resume: ScanState | None,
     ) -> None:
         self.s = scanner
-        self.cfg = scanner.settings
+        self.cfg = scanner.settings.zap
         self.client = scanner._client
         self.target = target_url
         self.service_id = service_id
@@ -371,7 +378,7 @@ class _Run:
         )
         self.resuming = resume is not None
         started = self.state.started_at or now
-        self.deadline = started + dt.timedelta(seconds=self.cfg.scan_deadline_s)
+        self.deadline = started + dt.timedelta(seconds=self.cfg.scan_deadline_minutes * 60)
         self.scope = re.compile(scope_regex(target_url))
         self.rule_name = f"monitord-auth-{safe_key}"
         self.notes: list[str] = []
@@ -400,7 +407,7 @@ class _Run:
         if self.s._clock() >= self.deadline:
             raise CallTimedOut(
                 ZapDeadline(
-                    f"scan passed its deadline of {self.cfg.scan_deadline_s:g} s "
+                    f"scan passed its deadline of {self.cfg.scan_deadline_minutes * 60:g} s "
                     f"during the {self.state.step.value} step and was stopped in ZAP"
                 )
             )
@@ -422,7 +429,7 @@ class _Run:
         try:
             # Checked on every start, a resumed one too: the catalogue or DNS may have changed.
             for note in await check_target(
-                self.target, self.cfg.denied_networks, self.cfg.call_timeout_s
+                self.target, self.s.settings.denied_networks, self.cfg.call_timeout_seconds
             ):
                 log.warning("ZAP scan {} of {}: {}", self.state.scan_key, self.target, note)
                 self.notes.append(note)
@@ -483,7 +490,7 @@ class _Run:
             alerts,
             service_id=self.service_id,
             in_scope=lambda u: bool(self.scope.fullmatch(u)),
-            max_field_bytes=self.cfg.max_field_bytes,
+            max_field_bytes=self.cfg.max_field_kb << 10,
         )
         message = str(reason) if reason is not None else ("; ".join(self.notes) or None)
         await self.publish(
@@ -530,7 +537,7 @@ class _Run:
                     self.state.scan_key,
                     exc,
                 )
-                await self.s._sleep(self.cfg.poll_interval_s)
+                await self.s._sleep(self.cfg.poll_interval_seconds)
                 continue
             await self.check_session()
             return alerts, expected
@@ -654,7 +661,7 @@ class _Run:
                 self.notes.append(f"spider stopped after {cfg.spider_minutes} min")
                 await self.s.stop(self.state)
                 return
-            await self.s._sleep(cfg.poll_interval_s)
+            await self.s._sleep(cfg.poll_interval_seconds)
 
     async def step_ajax(self) -> None:
         if not self.cfg.ajax_spider:
@@ -687,13 +694,13 @@ class _Run:
                 self.notes.append(f"AJAX spider stopped after {minutes} min")
                 await self.s.stop(self.state)
                 return
-            await self.s._sleep(cfg.poll_interval_s)
+            await self.s._sleep(cfg.poll_interval_seconds)
 
     async def step_passive(self) -> None:
         # Passive alerts are raised from the queue of recorded messages; reading alerts
         # before it drains would miss them.
         client, cfg = self.client, self.cfg
-        bound = self.s._clock() + dt.timedelta(seconds=cfg.passive_deadline_s)
+        bound = self.s._clock() + dt.timedelta(seconds=cfg.passive_deadline_seconds)
         while True:
             left = read_count(
                 await self.s._call(
@@ -706,11 +713,12 @@ class _Run:
             self.check_deadline()
             if self.s._clock() >= bound:
                 self.notes.append(
-                    f"passive scanner still had {left} records after {cfg.passive_deadline_s:g} s"
+                    f"passive scanner still had {left} records after "
+                    f"{cfg.passive_deadline_seconds:g} s"
                 )
                 self.s._log.warning("ZAP scan {}: {}", self.state.scan_key, self.notes[-1])
                 return
-            await self.s._sleep(cfg.poll_interval_s)
+            await self.s._sleep(cfg.poll_interval_seconds)
 
     async def step_access(self) -> None:
         # The active scan refuses a URL that is not in the sites tree (url_not_found); the
@@ -765,8 +773,8 @@ class _Run:
                 raise CallTimedOut(
                     ZapScanStuck(
                         f"active scan {aid_text} stayed at {percent}% for {same} polls "
-                        f"({same * cfg.poll_interval_s:g} s) and was stopped in ZAP"
+                        f"({same * cfg.poll_interval_seconds:g} s) and was stopped in ZAP"
                     )
                 )
             self.check_deadline()
-            await self.s._sleep(cfg.poll_interval_s)
+            await self.s._sleep(cfg.poll_interval_seconds)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 from aiohttp import web
 from zaphelpers import ListLogger, SleepClock
 
+from monitord.config import ZapSettings
 from monitord.demo.fakezap import FakeZapServer, Scenario
-from monitord.scans.state import ZapSettings
+from monitord.netguard import DEFAULT_DENIED_NETWORKS
+from monitord.scans.state import ZapDriverSettings
 from monitord.scans.zap import ZapScanner
 
 
@@ -45,20 +48,23 @@ def logs() -> ListLogger:
 def make_scanner(sleep_clock: SleepClock, logs: ListLogger) -> Callable[..., ZapScanner]:
     """Build a ZapScanner for a fake ZAP with fast polls; keyword arguments override settings."""
 
-    def make(server: FakeZapServer | str, **overrides: object) -> ZapScanner:
+    def make(server: FakeZapServer | str, **overrides: Any) -> ZapScanner:
         url = server if isinstance(server, str) else server.url
         key = "" if isinstance(server, str) else server.zap.scenario.api_key
-        values: dict[str, object] = {
+        factory = overrides.pop("client_factory", None)
+        api_key = overrides.pop("api_key", key)
+        denied = tuple(overrides.pop("denied_networks", DEFAULT_DENIED_NETWORKS))
+        zap: dict[str, Any] = {
             "url": url,
-            "api_key": key,
-            "poll_interval_s": 5.0,
-            "call_timeout_s": 5.0,
+            "poll_interval_seconds": 5.0,
+            "call_timeout_seconds": 5.0,
             "page_size": 100,
             "stuck_polls": 1000,
         }
-        values.update(overrides)
-        factory = values.pop("client_factory", None)
-        settings = ZapSettings(**values)  # type: ignore[arg-type]
+        zap.update(overrides)
+        settings = ZapDriverSettings(
+            zap=ZapSettings(**zap), api_key=api_key, denied_networks=denied
+        )
         kwargs: dict[str, object] = {
             "clock": sleep_clock,
             "sleep": sleep_clock.sleep,

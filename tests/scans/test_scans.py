@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from monitord.config import Settings, parse_config
+from monitord.config import Settings, ZapSettings, parse_config
 from monitord.demo.fakezap import (
     FakeAlert,
     FakeZapServer,
@@ -32,7 +32,7 @@ from monitord.scans import (
     scan_pass,
     zap,
 )
-from monitord.scans.state import ScanState, Step, ZapSettings
+from monitord.scans.state import ScanState, Step, ZapDriverSettings
 from monitord.store import Store
 from monitord.store.models import Finding, Incident, Scan, Service, ServiceEvent
 from monitord.timeutil import Clock
@@ -256,7 +256,7 @@ def test_driver_settings_carry_the_key_from_the_environment() -> None:
         {"zap": {"scan_deadline_minutes": 30}}, "t", env={"MONITORD_ZAP_API_KEY": "k3y"}
     )
     driver = driver_settings(cfg)
-    assert (driver.api_key, driver.scan_deadline_s) == ("k3y", 1800.0)
+    assert (driver.api_key, driver.zap.scan_deadline_minutes) == ("k3y", 30)
     assert "k3y" not in repr(driver)
 
 
@@ -381,7 +381,9 @@ async def test_a_progress_over_100_is_shown_as_100(servers: list[FakeZapServer])
     async def record(state: ScanState) -> None:
         seen.append(state)
 
-    settings = ZapSettings(url=server.url, api_key=scenario.api_key, poll_interval_s=0.01)
+    settings = ZapDriverSettings(
+        zap=ZapSettings(url=server.url, poll_interval_seconds=0.01), api_key=scenario.api_key
+    )
     outcome = await zap.ZapScanner(settings).scan(BASE, scan_key="p", on_progress=record)
     assert outcome.state.status == "finished"
     assert max(s.percent for s in seen) == 100

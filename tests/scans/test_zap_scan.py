@@ -11,6 +11,7 @@ import pytest
 from zaphelpers import SERVICE, ListLogger, Recorder, SleepClock
 from zapv2 import ZAPv2
 
+from monitord.config import ZapSettings
 from monitord.demo.fakezap import FakeZapServer, RawAnswer, Scenario, alert_storm, clean_site
 from monitord.errors import (
     ZapAnswerTooLarge,
@@ -28,7 +29,7 @@ from monitord.errors import (
     ZapUrlNotFound,
 )
 from monitord.scans.client import default_client
-from monitord.scans.state import STEPS, ScanState, Step, ZapSettings, state_json
+from monitord.scans.state import STEPS, ScanState, Step, ZapDriverSettings, state_json
 from monitord.scans.zap import ZapScanner
 
 Start = Callable[[Scenario], FakeZapServer]
@@ -36,9 +37,10 @@ Make = Callable[..., ZapScanner]
 WebService = Callable[[dict[str, tuple[int, str]]], Awaitable[str]]
 
 
-def _plain_client(settings: ZapSettings) -> ZAPv2:
+def _plain_client(settings: ZapDriverSettings) -> ZAPv2:
     """zaproxy exactly as shipped: errors come back as their code string, as if a value."""
-    return ZAPv2(proxies={"http": settings.url, "https": settings.url}, apikey=settings.api_key)
+    url = settings.zap.url
+    return ZAPv2(proxies={"http": url, "https": url}, apikey=settings.api_key)
 
 
 async def test_clean_service(fake_zap: Start, make_scanner: Make) -> None:
@@ -151,7 +153,7 @@ async def test_scan_that_never_finishes_is_stopped_at_its_deadline(
     scenario.ascan_stuck_at = 57
     server = fake_zap(scenario)
     progress = Recorder()
-    outcome = await make_scanner(server, scan_deadline_s=600).scan(
+    outcome = await make_scanner(server, scan_deadline_minutes=10).scan(
         SERVICE, scan_key="9", on_progress=progress
     )
 
@@ -308,7 +310,7 @@ async def test_call_timeout(fake_zap: Start, make_scanner: Make) -> None:
     scenario.delay_s = {"core/view/version": 1.0}
     server = fake_zap(scenario)
     with pytest.raises(ZapTimeout, match=r"within 0.2 s"):
-        await make_scanner(server, call_timeout_s=0.2).version()
+        await make_scanner(server, call_timeout_seconds=0.2).version()
 
 
 async def test_internal_error_is_http_500(fake_zap: Start, make_scanner: Make) -> None:
@@ -349,7 +351,9 @@ async def test_named_policy_is_sent(fake_zap: Start, make_scanner: Make) -> None
 async def test_url_not_in_tree_is_refused(fake_zap: Start) -> None:
     """ZAP refuses to attack a URL it never saw; the driver's client says ZapUrlNotFound."""
     server = fake_zap(clean_site(SERVICE))
-    settings = ZapSettings(url=server.url, api_key=server.zap.scenario.api_key)
+    settings = ZapDriverSettings(
+        zap=ZapSettings(url=server.url), api_key=server.zap.scenario.api_key
+    )
     plain = _plain_client(settings)
     assert await asyncio.to_thread(plain.ascan.scan, SERVICE) == "url_not_found"
 
@@ -410,7 +414,7 @@ async def test_passive_queue_that_never_drains(fake_zap: Start, make_scanner: Ma
     scenario = clean_site(SERVICE)
     scenario.passive_stuck = True
     server = fake_zap(scenario)
-    outcome = await make_scanner(server, passive_deadline_s=30).scan(SERVICE, scan_key="q")
+    outcome = await make_scanner(server, passive_deadline_seconds=30).scan(SERVICE, scan_key="q")
     assert outcome.state.status == "finished"
     assert "passive scanner still had" in (outcome.state.message or "")
 
@@ -445,7 +449,7 @@ async def test_failure_while_reading_alerts_after_a_timeout(
     scenario.delay_s = {"core/view/numberOfAlerts": 1.0}
     server = fake_zap(scenario)
     progress = Recorder()
-    scanner = make_scanner(server, stuck_polls=2, call_timeout_s=0.2)
+    scanner = make_scanner(server, stuck_polls=2, call_timeout_seconds=0.2)
     with pytest.raises(ZapTimeout):
         await scanner.scan(SERVICE, scan_key="f", on_progress=progress)
     assert server.calls("ascan/action/stop") == [{"scanId": "0"}]
@@ -564,7 +568,7 @@ async def test_a_service_whose_name_does_not_resolve_waits(
 ) -> None:
     server = fake_zap(clean_site(SERVICE))
     with pytest.raises(ZapError) as caught:
-        await make_scanner(server, call_timeout_s=2.0).scan(
+        await make_scanner(server, call_timeout_seconds=2.0).scan(
             "https://nowhere.invalid/app/", scan_key="u"
         )
     assert caught.value.retryable
@@ -585,7 +589,7 @@ async def test_an_answer_over_the_size_cap_is_refused_unread_in_bounded_memory(
     padded = RawAnswer(body=b'{"version": "2.15.0"}', padding=64 << 20)
     scenario.raw_answers = {"core/view/version": [padded]}
     server = fake_zap(scenario)
-    scanner = make_scanner(server, max_answer_bytes=1 << 20)
+    scanner = make_scanner(server, max_answer_mb=1)
     tracemalloc.start()
     try:
         with pytest.raises(ZapAnswerTooLarge) as caught:
@@ -608,7 +612,7 @@ async def test_an_answer_declaring_a_size_over_the_cap_is_not_read_at_all(
     scenario.raw_answers = {"core/view/version": [RawAnswer(body=b" " * (2 << 20) + b"{}")]}
     server = fake_zap(scenario)
     with pytest.raises(ZapAnswerTooLarge) as caught:
-        await make_scanner(server, max_answer_bytes=1 << 20).version()
+        await make_scanner(server, max_answer_mb=1).version()
     assert str(caught.value) == (
         "ZAP's answer to core/view/version is larger than zap.max_answer_mb (1 MiB); "
         "it was not read"
