@@ -38,7 +38,7 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -61,7 +61,7 @@ class PostgresServer:
         self.bindir = bindir
         self.folder = folder
         self.data = folder / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.counter = 0
         # PostgreSQL refuses to run as root; CI runs as root, so drop to the postgres user.
         self.prefix: list[str] = []

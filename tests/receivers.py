@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ from typing import Any
 from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tests.conftest import free_port
 
 
 @dataclass
@@ -105,13 +106,6 @@ class Mailbox:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def serve_smtp() -> Iterator[tuple[Mailbox, int]]:
     """Serve an SMTP server that takes any login on a free loopback port: its mailbox, its port."""
@@ -124,7 +118,7 @@ def serve_smtp() -> Iterator[tuple[Mailbox, int]]:
         mailbox.logins.append((auth_data.login.decode(), auth_data.password.decode()))
         return AuthResult(success=True)
 
-    port = _free_port()
+    port = free_port()
     controller = Controller(
         mailbox, hostname="127.0.0.1", port=port, authenticator=authenticate, auth_require_tls=False
     )

@@ -618,6 +618,58 @@ def remapped_security_rule(incidents: IncidentSettings, declared: Mapping[str, s
     return None
 
 
+ApiRole = Literal["viewer", "oncall", "admin"]
+API_ROLES: tuple[ApiRole, ...] = get_args(ApiRole)
+"""In rising order: a viewer reads; on-call also acknowledges, notifies, resolves and silences;
+an admin also accepts risks and triggers scans."""
+
+
+def _sha256_hex(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError(
+            "the hex SHA-256 of the token (64 characters 0-9a-f), as `monitord token new` prints"
+        )
+    return value
+
+
+def _listen_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError("a host and port such as 127.0.0.1:8321 or [::1]:8321")
+    return value
+
+
+class ApiToken(_Section):
+    """A client of the API and the page: its name (in the audit trail), role and token's hash."""
+
+    name: NonEmpty
+    role: ApiRole
+    sha256: Annotated[str, AfterValidator(_sha256_hex)]
+
+
+class ApiSettings(_Section):
+    """The status page, the JSON API and /metrics, served by the daemon itself."""
+
+    enabled: bool = True
+    listen: Annotated[str, AfterValidator(_listen_address)] = "127.0.0.1:8321"
+    """Where the daemon listens: loopback by default; put a TLS proxy in front to reach it
+    from elsewhere."""
+    public_url: Annotated[str, AfterValidator(http_url)] | None = None
+    """The page's address as people reach it, for the links in alerts."""
+    tokens: list[ApiToken] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ApiSettings:
+        names = [token.name for token in self.tokens]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"token names must be unique; {twice[0]!r} is used twice")
+        hashes = [token.sha256 for token in self.tokens]
+        if len(set(hashes)) != len(hashes):
+            raise ValueError("two tokens have the same sha256: give each client its own token")
+        return self
+
+
 class Secrets(BaseModel):
     """Secrets resolved at load time; repr and str never show their values."""
 
@@ -640,6 +692,7 @@ class Settings(_Section):
     zap: ZapSettings = ZapSettings()
     alerts: AlertSettings = AlertSettings()
     incidents: IncidentSettings = IncidentSettings()
+    api: ApiSettings = ApiSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
     source: str = Field(default="(built-in defaults)", exclude=True)
 

@@ -25,6 +25,7 @@ from monitord.runtime import sdnotify
 from monitord.runtime.app import App
 from monitord.runtime.jobs import JOBS, Job
 from monitord.runtime.settings import load_settings
+from monitord.runtime.web import WebServer, serve
 from monitord.timeutil import SteadyClock
 
 CLAIM_CHECK_SECONDS = 5.0
@@ -160,6 +161,10 @@ class Daemon:
         except ConfigError as exc:
             logger.error("reload refused, keeping the running config: {}", exc)
             return
+        if new.api.listen != self.app.settings.api.listen or (
+            new.api.enabled != self.app.settings.api.enabled
+        ):
+            logger.warning("api.listen or api.enabled changed; it takes effect at the next restart")
         if new.store.url != self.app.settings.store.url:
             logger.warning("store.url changed; it takes effect at the next restart")
             new = new.model_copy(update={"store": self.app.settings.store})
@@ -235,6 +240,7 @@ class Daemon:
         if interval and self.app.settings.daemon.watchdog:
             helpers.append(asyncio.create_task(self._watchdog(interval)))
         loops = [asyncio.create_task(self._job_loop(job)) for job in self.jobs]
+        web_server = await self._serve_web()
         sdnotify.notify("READY=1")
         logger.info(
             "monitord running: store {}, jobs {}",
@@ -248,6 +254,8 @@ class Daemon:
             logger.warning(missing)
         await self._stop.wait()
         sdnotify.notify("STOPPING=1")
+        if web_server is not None:
+            await web_server.stop()
         await self._shutdown(loops)
         await asyncio.gather(*helpers)  # each ends at the stop, after what it was doing
         await self.app.close()
@@ -255,6 +263,36 @@ class Daemon:
             loop.remove_signal_handler(sig)
         logger.info("monitord stopped")
         return self.status
+
+    async def _serve_web(self) -> WebServer | None:
+        """Start the page, the API and /metrics; monitoring goes on if they cannot listen."""
+        api = self.app.settings.api
+        if not api.enabled:
+            return None
+        try:
+            server = await serve(self.app, daemon=self)
+        except OSError as exc:
+            logger.error(
+                "the status page and API cannot listen on {} ({}): monitoring goes on without "
+                "them; free the address or change api.listen, then restart",
+                api.listen,
+                exc.strerror or exc,
+            )
+            return None
+        logger.info("status page, API and /metrics at {}", server.address)
+        if not api.tokens:
+            logger.warning(
+                "api.tokens lists no token: only /healthz and /readyz answer; "
+                "`monitord token new NAME --role oncall` makes one"
+            )
+        return server
+
+    def readiness(self) -> dict[str, object]:
+        """For /readyz: whether the jobs run and the store answers, as the daemon sees it."""
+        return {
+            "jobs_running": not self._stop.is_set() and self._jobs_alive(0.0),
+            "store_answering": self._store_down_since is None,
+        }
 
     async def _shutdown(self, loops: list[asyncio.Task[None]]) -> None:
         # The loops start no new run once the stop is set; running jobs get the grace period.

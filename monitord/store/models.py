@@ -602,3 +602,28 @@ class QuarterlyReport(Base):
     """The management channels' names it was sent to."""
     outbox_key: Mapped[str | None] = mapped_column(String(200))
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Silence(Base):
+    """A silence, as Alertmanager's: alerts matching it stay out of chat until it ends.
+
+    It quiets the chat, never the duty: a security incident's clause 7.3.3 clock and its
+    notification to the management unit go on. Kept after it ends, for the report."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    services: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    """Service ids it covers; empty: any service."""
+    kinds: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    """Incident kinds it covers; empty: any kind."""
+    rules: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    """Rule names it covers; empty: any rule."""
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    starts_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    expired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When it was ended early, by hand; None when it ran to ends_at."""
+    expired_by: Mapped[str | None] = mapped_column(String(200))

@@ -17,15 +17,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from probes import tlsinfo
+from tests.conftest import free_port
 from tests.probes.helpers import NOW
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl s_server")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -55,7 +50,7 @@ def stapling_server(ca: trustme.CA, certdir: Path) -> Iterator[int]:
     )
     status_file = certdir / "ocsp.der"
     status_file.write_bytes(response.public_bytes(serialization.Encoding.DER))
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert_file),
          "-key", str(key_file), "-status_file", str(status_file), "-www", "-quiet"],

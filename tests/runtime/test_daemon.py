@@ -57,7 +57,11 @@ def messages() -> Iterator[list[str]]:
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[App]:
-    settings = parse_config({"store": {"url": f"sqlite:///{tmp_path / 'm.db'}"}}, "test", {})
+    settings = parse_config(
+        {"store": {"url": f"sqlite:///{tmp_path / 'm.db'}"}, "api": {"listen": "127.0.0.1:0"}},
+        "test",
+        {},
+    )
     made = App(settings=settings, store=open_store(settings.store.url), clock=system_clock)
     yield made
     made.store.dispose()

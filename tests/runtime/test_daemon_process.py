@@ -16,19 +16,25 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy.exc import OperationalError
 
 from monitord.catalogue import service_rows, sync_rows
 from monitord.store import Store, open_store
-from tests.conftest import PostgresServer, postgres_bin
+from tests.conftest import PostgresServer, free_port, postgres_bin
 from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def write_config(
-    path: Path, portal_url: str, grace: float = 5.0, extra: str = "", store_url: str = ""
+    path: Path,
+    portal_url: str,
+    grace: float = 5.0,
+    extra: str = "",
+    store_url: str = "",
+    api_listen: str = "127.0.0.1:0",
 ) -> None:
     path.write_text(
         f"""
@@ -44,6 +50,8 @@ timeout_seconds = 20
 retries = 0
 [logging]
 file = "{path.parent / "monitord.log.jsonl"}"
+[api]
+listen = "{api_listen}"
 {extra}
 """,
         encoding="utf-8",
@@ -151,6 +159,34 @@ async def test_daemon_syncs_stops_on_sigterm_and_restarts_on_the_same_store(
     assert len(sync_rows(store, 1000)) > runs_before
     assert len(service_rows(store)) == 5
     store.dispose()
+
+
+async def test_the_daemon_answers_health_checks_while_it_works(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    config = tmp_path / "monitord.toml"
+    port = free_port()
+    write_config(config, portal.url, api_listen=f"127.0.0.1:{port}")
+    daemon = await start_daemon(config)
+
+    async def ready() -> int:
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}/readyz") as response,
+            ):
+                return response.status
+        except aiohttp.ClientConnectionError:
+            return 0
+
+    deadline = time.monotonic() + 30
+    while await ready() != 200:
+        assert time.monotonic() < deadline, "the daemon never became ready"
+        await asyncio.sleep(0.1)
+    await daemon.stop()
+    assert daemon.process.returncode == 0, daemon.stderr
+    assert f"status page, API and /metrics at http://127.0.0.1:{port}" in daemon.stderr
+    assert await ready() == 0  # it stopped listening with the daemon
 
 
 async def test_sigterm_during_a_slow_sync_exits_within_the_grace_period_leaving_the_store_whole(

@@ -182,8 +182,28 @@ def upgrade() -> None:
             sa.Column("latency_buckets", sa.JSON(), nullable=False, server_default=sa.text("'{}'"))
         )
 
+    op.create_table(
+        "silences",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("services", sa.JSON(), nullable=False),
+        sa.Column("kinds", sa.JSON(), nullable=False),
+        sa.Column("rules", sa.JSON(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("created_by", sa.String(length=200), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("starts_at", sa.DateTime(), nullable=False),
+        sa.Column("ends_at", sa.DateTime(), nullable=False),
+        sa.Column("expired_at", sa.DateTime(), nullable=True),
+        sa.Column("expired_by", sa.String(length=200), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("silences", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_silences_starts_at"), ["starts_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_silences_ends_at"), ["ends_at"], unique=False)
+
 
 def downgrade() -> None:
+    op.drop_table("silences")
     with op.batch_alter_table("probe_rollups", schema=None) as batch_op:
         batch_op.drop_column("latency_buckets")
         batch_op.drop_column("blind")

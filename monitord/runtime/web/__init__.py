@@ -1,0 +1,123 @@
+"""The daemon's web face: health checks, the JSON API, /metrics and the status page.
+
+One aiohttp application inside the daemon's process and event loop. Every route is declared in
+a module's ROUTES with the role it needs (monitord.runtime.web.routes.Route); `build_web_app`
+registers them all behind the same guards: the caller's token and role, security headers on
+every answer, and errors as one JSON line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiohttp import web
+from loguru import logger
+
+from monitord.config import ApiRole
+from monitord.runtime.app import App
+from monitord.runtime.web import api, health
+from monitord.runtime.web.auth import CALLER, allows, bearer, identify
+from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Handler, Route
+
+ROUTE_SETS: tuple[tuple[Route, ...], ...] = (health.ROUTES, api.ROUTES)
+"""Every module's routes; a new module adds its ROUTES here."""
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def error_response(status: int, message: str) -> web.Response:
+    """An error as clients read it: {"error": message} with `status`."""
+    return web.json_response({"error": message}, status=status)
+
+
+def _guarded(handler: Handler, role: ApiRole | None) -> Handler:
+    """The handler behind the token check: 401 without a valid token, 403 below `role`."""
+    if role is None:
+        return handler
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        token = bearer(request)
+        caller = identify(request.app[APP].settings.api, token) if token else None
+        if caller is None:
+            response = error_response(401, "a valid token is needed: Authorization: Bearer …")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="monitord"'
+            return response
+        if not allows(caller.role, role):
+            return error_response(
+                403, f"this needs the {role} role; {caller.name} is {caller.role}"
+            )
+        request[CALLER] = caller
+        return await handler(request)
+
+    return guarded
+
+
+@web.middleware
+async def _guards(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Security headers on every answer; an unexpected error logged, answered as a 500 line."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = error_response(exc.status, exc.reason)
+    except json.JSONDecodeError as exc:
+        response = error_response(400, f"the body is not JSON: {exc.msg} at {exc.pos}")
+    except Exception:
+        logger.exception("{} {} failed", request.method, request.path)
+        response = error_response(500, "internal error; the daemon's log has the details")
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def build_web_app(
+    app: App,
+    *,
+    daemon: DaemonView | None = None,
+    route_sets: Iterable[Iterable[Route]] = ROUTE_SETS,
+) -> web.Application:
+    """The aiohttp application serving `app`'s store under its settings' tokens."""
+    web_app = web.Application(middlewares=[_guards], client_max_size=1 << 20)
+    web_app[APP] = app
+    web_app[DAEMON] = daemon
+    for routes in route_sets:
+        for route in routes:
+            web_app.router.add_route(
+                route.method, route.path, _guarded(route.handler, route.role), name=route.name
+            )
+    return web_app
+
+
+@dataclass
+class WebServer:
+    """The running web app; `stop()` closes it."""
+
+    runner: web.AppRunner
+    address: str
+
+    async def stop(self) -> None:
+        """Stop listening and finish the answers in flight."""
+        await self.runner.cleanup()
+
+
+async def serve(app: App, *, daemon: DaemonView | None = None) -> WebServer:
+    """Start serving on `[api] listen`. Raises OSError when the address cannot be taken."""
+    host, _, port = app.settings.api.listen.rpartition(":")
+    host = host.strip("[]")
+    runner = web.AppRunner(build_web_app(app, daemon=daemon), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, int(port))
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0] if runner.addresses else (host, int(port))
+    shown = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
+    return WebServer(runner, f"http://{shown}:{bound[1]}")

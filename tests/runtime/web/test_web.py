@@ -1,0 +1,182 @@
+"""The web app's guards, as a client meets them over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from monitord.cli import main
+from monitord.config import parse_config
+from monitord.runtime.app import App, build_app
+from monitord.runtime.settings import load_settings
+from monitord.runtime.web import build_web_app, serve
+from monitord.runtime.web.auth import identify, new_token, token_hash
+from monitord.runtime.web.routes import Route
+from monitord.store.models import SyncRun
+from monitord.timeutil import UTC
+
+VIEWER = new_token()
+ONCALL = new_token()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[App]:
+    settings = parse_config(
+        {
+            "store": {"url": f"sqlite:///{tmp_path / 'm.db'}"},
+            "api": {
+                "listen": "127.0.0.1:0",
+                "tokens": [
+                    {"name": "li.si", "role": "viewer", "sha256": token_hash(VIEWER)},
+                    {"name": "zhang.san", "role": "oncall", "sha256": token_hash(ONCALL)},
+                ],
+            },
+        },
+        "test",
+        {},
+    )
+    with build_app(settings) as built:
+        yield built
+
+
+@pytest.fixture
+async def client(app: App) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+    server = TestServer(build_web_app(app), host="127.0.0.1")
+    await server.start_server()
+    async with aiohttp.ClientSession() as session:
+        yield session, str(server.make_url(""))
+    await server.close()
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        (None, 401),
+        ("Bearer ", 401),
+        ("Bearer not-a-token", 401),
+        (f"Basic {VIEWER}", 401),
+        (f"Bearer {VIEWER}", 200),
+        (f"bearer {ONCALL}", 200),
+    ],
+)
+async def test_only_a_configured_token_is_let_in(
+    client: tuple[aiohttp.ClientSession, str], header: str | None, status: int
+) -> None:
+    session, base = client
+    headers = {"Authorization": header} if header is not None else {}
+    async with session.get(f"{base}/api/v1/whoami", headers=headers) as response:
+        assert response.status == status
+        body = await response.json()
+        if status == 401:
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+            assert "token" in body["error"]
+        else:
+            assert body["name"] in ("li.si", "zhang.san")
+
+
+async def test_every_answer_carries_the_security_headers(
+    client: tuple[aiohttp.ClientSession, str],
+) -> None:
+    session, base = client
+    for path in ("/healthz", "/api/v1/whoami", "/no-such-page"):
+        async with session.get(f"{base}{path}") as response:
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert response.headers["X-Frame-Options"] == "DENY"
+            assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    async with session.get(f"{base}/no-such-page") as response:
+        assert response.status == 404
+        assert (await response.json()) == {"error": "Not Found"}
+
+
+async def test_readyz_says_why_it_is_not_ready_and_healthz_answers_anyway(
+    app: App, client: tuple[aiohttp.ClientSession, str]
+) -> None:
+    session, base = client
+    async with session.get(f"{base}/healthz") as response:
+        assert (response.status, await response.json()) == (200, {"status": "alive"})
+    async with session.get(f"{base}/readyz") as response:
+        body = await response.json()
+        assert response.status == 503
+        assert body["problems"] == ["the catalogue has not been synced lately"]
+    now = dt.datetime.now(UTC)
+    with app.store.session() as db:
+        db.add(SyncRun(started_at=now, finished_at=now, source="test", outcome="ok"))
+    async with session.get(f"{base}/readyz") as response:
+        body = await response.json()
+        assert (response.status, body["status"]) == (200, "ready")
+        assert body["checks"]["store"] == "ok"
+
+
+async def test_the_daemon_serves_on_the_configured_address(app: App) -> None:
+    server = await serve(app)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{server.address}/healthz") as response,
+        ):
+            assert response.status == 200
+    finally:
+        await server.stop()
+    assert server.address.startswith("http://127.0.0.1:")
+
+
+async def test_a_role_below_the_routes_is_refused_and_an_error_is_one_line(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def acknowledge(request: web.Request) -> web.Response:
+        return web.json_response({"done": True})
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("secret detail")
+
+    routes = [
+        Route("POST", "/ack", acknowledge, role="oncall"),
+        Route("GET", "/broken", broken, role="viewer"),
+    ]
+    server = TestServer(build_web_app(app, route_sets=[routes]), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = str(server.make_url(""))
+            async with session.post(f"{url}/ack", headers=_auth(VIEWER)) as response:
+                assert response.status == 403
+                assert (await response.json())["error"] == (
+                    "this needs the oncall role; li.si is viewer"
+                )
+            async with session.post(f"{url}/ack", headers=_auth(ONCALL)) as response:
+                assert (response.status, await response.json()) == (200, {"done": True})
+            async with session.get(f"{url}/broken", headers=_auth(VIEWER)) as response:
+                text = await response.text()
+                assert response.status == 500
+                assert "secret detail" not in text and "Traceback" not in text
+    finally:
+        await server.close()
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_new_token_works_once_its_printed_table_is_in_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n', encoding="utf-8")
+    assert main(["--config", str(config), "token", "new", "王五", "--role", "oncall"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    token = printed[1].strip()
+    table = "\n".join(printed[printed.index("[[api.tokens]]") :])
+    config.write_text(config.read_text(encoding="utf-8") + table + "\n", encoding="utf-8")
+    settings = load_settings(config)
+    assert identify(settings.api, token) == settings.api.tokens[0]
+    assert (settings.api.tokens[0].name, settings.api.tokens[0].role) == ("王五", "oncall")
+    assert token not in config.read_text(encoding="utf-8")
+    # The same name twice would make the audit trail ambiguous.
+    assert main(["--config", str(config), "token", "new", "王五", "--role", "viewer"]) == 2
+    assert "already has a token named" in capsys.readouterr().err
