@@ -19,6 +19,9 @@ The review flags, as findings of the review (not errors):
 - grant_outside_chain: a grant outside clause 7.1.2's chain, where the legal representative
   grants admins and handlers, an admin grants only handlers and a handler grants nothing; the
   grantor must be an account of the file.
+
+Each flag is also a compliance finding (rule `admin_review:<problem>` of rules/core.toml, clause
+7.3.2, no incident) about the account, resolved by the first later review that no longer flags it.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from sqlalchemy.orm import Session
 
 from monitord.errors import UsageError
 from monitord.store import audit
+from monitord.store.findings import resolve_findings, upsert_finding
 from monitord.store.models import AdminReview
 from monitord.textable import shortened, storable
 from monitord.timeutil import SHANGHAI, parse_time, quarter_bounds
+from monitord.types import FindingDraft
 
 COLUMNS = ("account", "role", "vendor", "last_login", "granted_by", "end_date")
 
@@ -290,6 +295,7 @@ def review_admins(
     )
     session.add(review)
     session.flush()
+    _findings(session, review.id, quarter, flags, now)
     audit(
         session,
         now,
@@ -299,6 +305,29 @@ def review_admins(
         {"quarter": quarter, "accounts": len(accounts), "flags": len(flags)},
     )
     return review
+
+
+def _findings(
+    session: Session, review_id: int, quarter: str, flags: list[Flag], now: dt.datetime
+) -> None:
+    """A compliance finding per flag; an account no longer flagged has its finding resolved."""
+    for flag in flags:
+        upsert_finding(
+            session,
+            FindingDraft(
+                rule=f"admin_review:{flag.problem}",
+                clause="7.3.2",
+                severity="medium",
+                subject_kind="account",
+                subject=flag.account,
+                summary=f"管理员权限审查（{quarter}）：账号 {flag.account} {flag.detail}",
+                evidence={"review_id": review_id, "quarter": quarter, "problem": flag.problem},
+            ),
+            now,
+        )
+    for problem in PROBLEMS:
+        flagged = {f.account for f in flags if f.problem == problem}
+        resolve_findings(session, [f"admin_review:{problem}"], "account", flagged, now)
 
 
 def reviews_in(session: Session, start: dt.datetime, end: dt.datetime) -> list[AdminReview]:

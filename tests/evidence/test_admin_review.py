@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -135,11 +136,16 @@ def test_the_cli_records_the_review_and_prints_its_flags(
 def test_the_dormant_threshold_is_the_config_s(
     tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config.write_text(config.read_text() + "\n[review]\ndormant_days = 3650\n")
+    # The command reviews as of today: an admin last seen 40 days ago.
+    seen = (dt.date.today() - dt.timedelta(days=40)).isoformat()
     accounts = tmp_path / "accounts.csv"
-    accounts.write_text(HEADER + BOSS + "a1,admin,,2020-01-01,boss,\n", encoding="utf-8")
-    assert main(["--config", str(config), "review", "admins", "--file", str(accounts)]) == 0
+    accounts.write_text(HEADER + BOSS + f"a1,admin,,{seen},boss,\n", encoding="utf-8")
+    review = ["--config", str(config), "review", "admins", "--file", str(accounts)]
+    assert main(review) == 0
     assert "2 account(s), 0 flag(s)" in capsys.readouterr().out
+    config.write_text(config.read_text() + "\n[review]\ndormant_days = 30\n")
+    assert main(review) == 0
+    assert "2 account(s), 1 flag(s)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -252,3 +258,41 @@ def test_a_review_counts_for_the_quarter_it_was_made_for(
         assert [r.quarter for r in reviews_in(session, *quarter_bounds("2026q4"))] == ["2026q4"]
         year = quarter_bounds("2026q1")[0], quarter_bounds("2026q4")[1]
         assert [r.quarter for r in reviews_in(session, *year)] == ["2026q2", "2026q3", "2026q4"]
+
+
+def test_each_flag_is_a_compliance_finding_until_a_review_no_longer_flags_it(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    accounts = tmp_path / "accounts.csv"
+    review = ["--config", str(config), "review", "admins", "--file", str(accounts)]
+    accounts.write_text(
+        HEADER + BOSS + "a1,admin,,2020-01-01,boss,\nv1,handler,某科技公司,,a1,\n",
+        encoding="utf-8",
+    )
+    assert main(review) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "findings", "--json"]) == 0
+    findings = json.loads(capsys.readouterr().out)
+    assert sorted((f["rule"], f["clause"], f["subject"], f["state"]) for f in findings) == [
+        ("admin_review:dormant_admin", "7.3.2", "a1", "open"),
+        ("admin_review:vendor_without_end_date", "7.3.2", "v1", "open"),
+    ]
+    assert all(f["summary"].startswith("管理员权限审查（") for f in findings)
+
+    # The next review: a1 has logged in since, v1 got an end date, a new admin is dormant.
+    accounts.write_text(
+        HEADER
+        + BOSS
+        + f"a1,admin,,{dt.date.today().isoformat()},boss,\nv1,handler,某科技公司,,a1,2099-12-31\n"
+        + "a2,admin,,,boss,\n",
+        encoding="utf-8",
+    )
+    assert main(review) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "findings", "--all", "--json"]) == 0
+    findings = json.loads(capsys.readouterr().out)
+    assert sorted((f["rule"], f["subject"], f["state"]) for f in findings) == [
+        ("admin_review:dormant_admin", "a1", "resolved"),
+        ("admin_review:dormant_admin", "a2", "open"),
+        ("admin_review:vendor_without_end_date", "v1", "resolved"),
+    ]
