@@ -132,6 +132,8 @@ def read_accounts(data: bytes, name: str) -> list[Account]:
             )
         seen[account.account] = line
         accounts.append(account)
+    if not accounts:
+        raise UsageError(f"{name}: no accounts after the header line")
     return accounts
 
 

@@ -72,7 +72,8 @@ def rows_of(data: bytes, name: str) -> Iterator[tuple[int, dict[str, Any] | str]
 
 
 def _json_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split("\n"), not splitlines(): a summary may hold U+2028, which JSON allows unescaped.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -80,7 +81,10 @@ def _json_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
         except (ValueError, RecursionError):
             yield number, "not a JSON object"
             continue
-        yield number, value if isinstance(value, dict) else "not a JSON object"
+        if isinstance(value, list):
+            yield number, "a JSON array; expected one JSON object per line (JSON lines)"
+        else:
+            yield number, value if isinstance(value, dict) else "not a JSON object"
 
 
 def _csv_rows(text: str, name: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
@@ -102,7 +106,7 @@ def _csv_rows(text: str, name: str) -> Iterator[tuple[int, dict[str, Any] | str]
             else:
                 yield reader.line_num, row
     except csv.Error as exc:
-        yield reader.line_num, f"not CSV ({exc})"
+        yield reader.line_num, f"not CSV ({exc}); the rest of the file was not read"
 
 
 def complaint_fields(row: dict[str, Any]) -> dict[str, Any]:

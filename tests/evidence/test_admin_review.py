@@ -152,6 +152,7 @@ def test_the_dormant_threshold_is_the_config_s(
     ("content", "message"),
     [
         (b"", "accounts.csv: empty file; expected a header line: account,role,vendor,"),
+        (HEADER.encode(), "accounts.csv: no accounts after the header line"),
         (
             b"account,role,vendor,last_login,granted_by\nboss,legal_representative,,,\n",
             "accounts.csv: line 1: the header lacks column(s) end_date; expected account,role,",
@@ -189,6 +190,7 @@ def test_the_dormant_threshold_is_the_config_s(
     ],
     ids=[
         "empty",
+        "header-only",
         "missing-column",
         "role",
         "last-login",

@@ -145,16 +145,22 @@ def test_bad_json_lines_are_named_and_skipped(
         "[1, 2]\n"
         '{"id": true, "received_at": "2026-09-01"}\n'
         '{"id": "B"}\n'
-        '{"id": "C", "received_at": "2026-09-02"}\n'
+        '{"id": "C", "received_at": "2026-09-02", "summary": "第一段\u2028第二段"}\n'
+        '[{"id": "D", "received_at": "2026-09-02"}]\n'
     )
     assert run_import(config, export) == 1
     assert capsys.readouterr().err.splitlines() == [
         f"monitord: {export}: line 2: not a JSON object: skipped",
-        f"monitord: {export}: line 3: not a JSON object: skipped",
+        f"monitord: {export}: line 3: a JSON array; expected one JSON object per line (JSON "
+        "lines): skipped",
         f"monitord: {export}: line 4: id: expected text, got bool: skipped",
         f"monitord: {export}: line 5: received_at: missing: skipped",
+        f"monitord: {export}: line 7: a JSON array; expected one JSON object per line (JSON "
+        "lines): skipped",
     ]
-    assert sorted(stored(config)) == ["A", "C"]
+    complaints = stored(config)
+    assert sorted(complaints) == ["A", "C"]
+    assert complaints["C"][3] == "第一段\u2028第二段"
 
 
 @pytest.mark.parametrize(
