@@ -15,6 +15,7 @@ from sqlalchemy import select
 from monitord.cli import main
 from monitord.errors import UsageError
 from monitord.evidence import NewDocument, add_document, documents
+from monitord.evidence.register import store_file
 from monitord.store import Store, open_store
 from monitord.store.models import AuditEntry, EvidenceDocument
 from monitord.timeutil import quarter_bounds
@@ -265,3 +266,13 @@ def test_verify_names_the_files_that_are_missing_or_changed(
         f"evidence 2: {folder / sha_b[:2] / sha_b}: changed",
         "2 of 2 document(s) are not as they were filed",
     ]
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux's /proc")
+def test_a_copy_that_fails_midway_leaves_nothing_in_the_folder(tmp_path: Path) -> None:
+    # /proc/self/mem opens, then fails at its first read (EIO): a source that breaks mid-copy.
+    folder = tmp_path / "evidence"
+    with pytest.raises(OSError):
+        store_file(Path("/proc/self/mem"), folder)
+    assert folder.is_dir()
+    assert list(folder.rglob("*")) == []
