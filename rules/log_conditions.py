@@ -1,4 +1,5 @@
-"""Which rows of a block meet a rule's conditions.
+"""Which rows of a block meet a rule's conditions: the vectorised evaluator of the condition
+language (`rules.conditions`, whose scalar `holds` each op here answers as for one value).
 
 A `Block` holds the rows of one log source in a parsed block. Each condition is tested once
 per distinct value of its column (text columns arrive as dictionary codes, see

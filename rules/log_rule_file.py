@@ -2,7 +2,9 @@
 
 The rules are data (`rules/logs.toml`, format described at its top); `load_rules` reads them
 into `LogRule`s, and `parse_rules` rejects a file that does not describe valid rules, naming
-the rule and key. Running them is `rules.log_rules.LogRuleEngine`'s job.
+the rule and key. What every rule says is read by `rules.declared.rule_tables`, its conditions
+by `rules.conditions`, within `VOCABULARY`: the log fields and their kinds. Running them is
+`rules.log_rules.LogRuleEngine`'s job.
 """
 
 from __future__ import annotations

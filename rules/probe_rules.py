@@ -1,7 +1,8 @@
 """The probe rule engine: a probe result's facts in, findings out.
 
-The rules are data (`rules/probes.toml`, format described at its top). This engine only looks
-facts up, compares them, and fills in a `FindingDraft`; adding a rule is adding a table. Where a
+The rules are data (`rules/probes.toml`, format described at its top), their conditions in the
+language of `rules.conditions`. This engine only looks facts up, has `rules.conditions.holds`
+compare them, and fills in a `FindingDraft`; adding a rule is adding a table. Where a
 rule needs a fact no probe reports directly, a function in `DERIVED` computes it from the result
 (the one place behaviour needs code).
 
