@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -129,17 +130,15 @@ LOG_BASE: dict[str, Any] = {
 }
 
 
-def _probe_result(facts: dict[str, Any]) -> ProbeResult:
-    return ProbeResult(
-        kind="contract",
-        target="https://svc.example/api",
-        success=False,
-        duration_ms=1.0,
-        started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        facts=facts,
-        service_id="s1",
-        error="HTTP 599",
-    )
+PROBED = ProbeResult(
+    kind="contract",
+    target="https://svc.example/api",
+    success=False,
+    duration_ms=1.0,
+    started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    service_id="s1",
+    error="HTTP 599",
+)
 
 
 PROBE_BASE: dict[str, Any] = {
@@ -164,7 +163,7 @@ def test_a_probe_rule_groups_with_any_and_all_and_matches_text() -> None:
     ]
     rules = parse_probe_rules({"rule": [{**PROBE_BASE, "when": when}]})
     fired = [
-        [f.rule for f in evaluate(_probe_result(facts), rules)]
+        [f.rule for f in evaluate(replace(PROBED, facts=facts), rules)]
         for facts in (
             {"http_status_documented": False},
             {"http_status_documented": True, "body": ""},
@@ -173,7 +172,7 @@ def test_a_probe_rule_groups_with_any_and_all_and_matches_text() -> None:
         )
     ]
     assert fired == [["odd_answer"], ["odd_answer"], [], []]
-    (finding,) = evaluate(_probe_result({"http_status_documented": False}), rules)
+    (finding,) = evaluate(replace(PROBED, facts={"http_status_documented": False}), rules)
     # The evidence holds every fact the conditions read, those inside groups too.
     assert finding.evidence == {
         "error": "HTTP 599",
