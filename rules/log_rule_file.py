@@ -9,7 +9,7 @@ by `rules.conditions`, within `VOCABULARY`: the log fields and their kinds. Runn
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from rules.conditions import Condition, Vocabulary, fields, parse_conditions
 from rules.declared import UNDECLARED, Declaration, RuleTable, read_rule_file, rule_tables
 
 RULES_FILE = Path(__file__).with_name("logs.toml")
+SOURCES = ("nginx", "json")
 KINDS = ("row", "window")
 MEASURES = ("count", "distinct", "ratio")
 
@@ -137,24 +138,42 @@ def _rule(table: RuleTable) -> LogRule:
         raise RuleError(f"{where}: threshold: {exc}") from None
     if threshold.max_per_distinct is not None and measure != "distinct":
         raise RuleError(f"{where}: threshold max_per_distinct needs measure distinct")
-    subject = raw["subject"]
+    distinct = raw.get("distinct")
+    if distinct is not None:
+        _names(distinct, f"{where}: distinct", FIELDS)
     return LogRule(
         name=table.rule.name,
         clause=table.rule.clause,
         severity=table.rule.severity,
-        sources=tuple(raw["sources"]),
-        subject=tuple([subject] if isinstance(subject, str) else subject),
+        sources=_names(raw["sources"], f"{where}: sources", SOURCES),
+        subject=_names(raw["subject"], f"{where}: subject", FIELDS),
         kind=raw["kind"],
         when=parse_conditions(raw.get("when", []), f"{where}: when", VOCABULARY),
         threshold=threshold,
         summary=raw["summary"],
         window=int(raw.get("window", 0)),
         measure=measure,
-        distinct=raw.get("distinct"),
+        distinct=distinct,
         numerator=parse_conditions(raw.get("numerator", []), f"{where}: numerator", VOCABULARY),
-        breakdown=tuple(raw.get("breakdown", ())),
+        breakdown=_names(raw.get("breakdown", []), f"{where}: breakdown", FIELDS, empty_ok=True),
         declaration=table.rule.declaration,
     )
+
+
+def _names(
+    raw: Any, where: str, known: Collection[str], *, empty_ok: bool = False
+) -> tuple[str, ...]:
+    # A name (or list of names) the engine looks up: an unknown one would fail mid-analysis,
+    # or, for a source, never match a line.
+    names = [raw] if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise RuleError(f"{where}: expected a name or a list of names, got {raw!r}")
+    if not names and not empty_ok:
+        raise RuleError(f"{where}: expected at least one name")
+    for name in names:
+        if name not in known:
+            raise RuleError(f"{where}: {name!r} is not one of {', '.join(known)}")
+    return tuple(names)
 
 
 def load_rules(path: Path = RULES_FILE) -> list[LogRule]:

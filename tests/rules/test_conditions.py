@@ -227,6 +227,11 @@ def test_a_log_rule_can_test_how_a_path_starts() -> None:
         ),
         ({"when": [{"any": []}]}, "when: any = []: expected at least one condition"),
         ({"when": [{"field": "user", "op": "null", "value": True}]}, "op 'null' takes no value"),
+        ({"subject": "usr"}, "subject: 'usr' is not one of ts, source, ip, user"),
+        ({"subject": []}, "subject: expected at least one name"),
+        ({"sources": ["apache"]}, "sources: 'apache' is not one of nginx, json"),
+        ({"breakdown": ["acton"]}, "breakdown: 'acton' is not one of"),
+        ({"kind": "window", "window": 60, "measure": "distinct", "distinct": "pth"}, "distinct"),
     ],
 )
 def test_a_log_rule_the_engine_cannot_run_is_refused_when_read(
