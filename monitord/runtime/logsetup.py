@@ -2,6 +2,11 @@
 
 Every line can carry two context fields, `job` and `service`, set with `logger.contextualize`.
 
+Under systemd, stderr goes to journald ($JOURNAL_STREAM names it): journald stamps each entry
+itself, so the line carries no second timestamp, and it starts with its syslog priority
+(`<4>` for a warning) so that `journalctl -p warning` finds it. The JSON file holds one flat
+object a line: time, level, job, service, message and, when there is one, traceback.
+
 Every record goes through `_clean` before any handler sees it, as a last line of defence: URLs
 in it are masked (a store password, a webhook token), control characters escaped and newlines
 from data written as `\\n`, so that one record is one line (journald reads one line as one entry)
@@ -12,7 +17,9 @@ values printed a store URL's password once per failed job.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -66,12 +73,72 @@ def _clean(record: Any) -> None:
         record["exception"] = None
 
 
+SYSLOG_PRIORITY = {
+    "TRACE": 7,
+    "DEBUG": 7,
+    "INFO": 6,
+    "SUCCESS": 5,
+    "WARNING": 4,
+    "ERROR": 3,
+    "CRITICAL": 2,
+}
+"""loguru's levels as syslog priorities, as journald reads them from a `<N>` prefix."""
+
+
+def _context(record: Any) -> str:
+    # Templates loguru fills in: values are referenced by name, never pasted into them, so
+    # that a brace in a service id is text, not a placeholder.
+    return "".join(f" [{{extra[{key}]}}]" for key in CONTEXT_KEYS if record["extra"].get(key))
+
+
+def _tail(record: Any) -> str:
+    return "\n{extra[traceback]}" if record["extra"].get("traceback") else ""
+
+
 def _format(record: Any) -> str:
-    # A template loguru fills in: values are referenced by name, never pasted into it, so that
-    # a brace in a service id is text, not a placeholder.
-    context = "".join(f" [{{extra[{key}]}}]" for key in CONTEXT_KEYS if record["extra"].get(key))
-    tail = "\n{extra[traceback]}" if record["extra"].get("traceback") else ""
-    return "{time:YYYY-MM-DD HH:mm:ss} {level: <7}" + context + " {message}" + tail + "\n"
+    return (
+        "{time:YYYY-MM-DD HH:mm:ss} {level: <7}"
+        + _context(record)
+        + " {message}"
+        + _tail(record)
+        + "\n"
+    )
+
+
+def _journal_format(record: Any) -> str:
+    priority = SYSLOG_PRIORITY.get(record["level"].name, 6)
+    # journald splits a traceback into entries, one per line: each keeps the priority.
+    record["extra"]["_journal_tail"] = "".join(
+        f"\n<{priority}>{line}" for line in record["extra"].get("traceback", "").splitlines()
+    )
+    # "\\<" is loguru's escape: a bare "<4>" would be read as a colour tag.
+    return f"\\<{priority}>{{level: <7}}" + _context(record) + " {message}{extra[_journal_tail]}\n"
+
+
+def _json_format(record: Any) -> str:
+    extra = record["extra"]
+    flat: dict[str, Any] = {
+        "time": record["time"].isoformat(),
+        "level": record["level"].name,
+        "job": extra.get("job"),
+        "service": extra.get("service"),
+        "message": record["message"],
+    }
+    if extra.get("traceback"):
+        flat["traceback"] = extra["traceback"]
+    extra["_json"] = json.dumps(flat, ensure_ascii=False)
+    return "{extra[_json]}\n"
+
+
+def stderr_is_journal() -> bool:
+    """Whether stderr is the journald stream systemd connected ($JOURNAL_STREAM = dev:inode)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    device, _, inode = stream.partition(":")
+    try:
+        status = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return f"{status.st_dev}:{status.st_ino}" == f"{device}:{inode}"
 
 
 class _ToLoguru(logging.Handler):
@@ -93,7 +160,7 @@ def setup_logging(settings: LoggingSettings, *, to_file: bool = True) -> None:
     logger.add(
         sys.stderr,
         level=settings.level,
-        format=_format,
+        format=_journal_format if stderr_is_journal() else _format,
         colorize=False,
         backtrace=False,
         diagnose=False,
@@ -103,8 +170,7 @@ def setup_logging(settings: LoggingSettings, *, to_file: bool = True) -> None:
         logger.add(
             settings.file,
             level=settings.level,
-            format=_format,
-            serialize=True,
+            format=_json_format,
             rotation=settings.rotation_mb * 1024 * 1024,
             retention=settings.keep_files,
             encoding="utf-8",

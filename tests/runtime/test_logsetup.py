@@ -51,7 +51,7 @@ def test_a_traceback_shows_no_secret_held_in_a_variable_or_its_message(
     assert "Traceback (most recent call last):" in err
     assert "ConnectionError: cannot reach postgresql://monitord:***@db.example:5432/monitord" in err
     record = json.loads(written.splitlines()[-1])
-    assert record["record"]["extra"]["traceback"].endswith(
+    assert record["traceback"].endswith(
         "ConnectionError: cannot reach postgresql://monitord:***@db.example:5432/monitord "
         "(password 10 characters)"
     )
@@ -86,7 +86,7 @@ def test_catalogue_text_cannot_forge_a_line_or_move_the_cursor(
         "line\\x1b[2J\\u202e is down\n"
     )
     [line] = log_file.read_text(encoding="utf-8").splitlines()
-    assert json.loads(line)["record"]["message"] == (
+    assert json.loads(line)["message"] == (
         "service 企业开办\\n2026-12-04 09:00:00 ERROR   forged line\\x1b[2J\\u202e is down"
     )
 
@@ -104,3 +104,40 @@ def test_an_exception_message_from_data_stays_on_one_line(
         "ValueError: 企业开办\\n2026-12-04 09:00:00 ERROR   forged line\\x1b[2J\\u202e"
     )
     assert not any(line.startswith("2026-12-04 09:00:00 ERROR") for line in lines)
+
+
+def test_the_json_log_is_one_flat_object_a_line(
+    log_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_logging(log_file)
+    with logger.contextualize(job="probes", service="svc-0042"):
+        logger.warning("service {} is down", "企业开办")
+    logger.info("no context")
+    first, second = (json.loads(line) for line in log_file.read_text("utf-8").splitlines())
+    assert set(first) == {"time", "level", "job", "service", "message"}
+    assert (first["level"], first["job"], first["service"]) == ("WARNING", "probes", "svc-0042")
+    assert first["message"] == "service 企业开办 is down"
+    assert first["time"].startswith("20") and "+" in first["time"] or first["time"].endswith("Z")
+    assert (second["job"], second["service"]) == (None, None)
+
+
+def test_under_journald_a_line_has_its_priority_and_no_second_timestamp(
+    log_file: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import sys
+
+    status = os.fstat(sys.stderr.fileno())
+    monkeypatch.setenv("JOURNAL_STREAM", f"{status.st_dev}:{status.st_ino}")
+    start_logging(log_file)
+    with logger.contextualize(job="probes"):
+        logger.warning("service svc-0042 is down")
+    try:
+        raise ValueError("bad answer")
+    except ValueError:
+        logger.exception("job failed")
+    lines = capfd.readouterr().err.splitlines()
+    assert lines[0] == "<4>WARNING [probes] service svc-0042 is down"
+    assert lines[1] == "<3>ERROR   job failed"
+    assert all(line.startswith("<3>") for line in lines[1:])
+    assert lines[-1] == "<3>ValueError: bad answer"
