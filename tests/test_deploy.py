@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from monitord.config import DaemonSettings, ProbeSettings
+from monitord.config import SECRET_CREDENTIAL, DaemonSettings, ProbeSettings, load_config
 
 UNIT = Path(__file__).resolve().parent.parent / "deploy" / "monitord.service"
 
@@ -59,3 +61,61 @@ def test_systemd_knows_every_key_of_the_unit(tmp_path: Path) -> None:
     )
     assert "Unknown key" not in done.stderr, done.stderr
     assert "Unknown lvalue" not in done.stderr, done.stderr
+
+
+def test_a_reload_checks_the_config_before_signalling_and_secrets_are_credentials() -> None:
+    keys = service_section()
+    # `kill -HUP` alone reported success when the daemon refused the new config.
+    reload = keys["ExecReload"]
+    assert reload[0].endswith("--config /etc/monitord/monitord.toml check-config")
+    assert reload[-1] == "/bin/kill -HUP $MAINPID"
+    assert "adm" in keys["SupplementaryGroups"]
+    assert keys["SystemCallErrorNumber"] == ["EPERM"]
+    credential = keys["LoadCredential"][0].split(":", 1)[0]
+    assert credential == SECRET_CREDENTIAL["portal", "token"]
+
+
+INSTALL = UNIT.parent / "install.sh"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh makes a user and chowns: needs root")
+@pytest.mark.skipif(shutil.which("useradd") is None, reason="needs useradd (Debian's passwd)")
+def test_the_install_script_lays_out_a_scratch_root_and_runs_again_harmlessly(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    for _ in range(2):  # idempotent: the second run changes nothing and fails at nothing
+        done = subprocess.run(
+            ["sh", str(INSTALL), "--root", str(root), "--no-venv"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+    passwd = (root / "etc" / "passwd").read_text(encoding="utf-8")
+    [user] = [line for line in passwd.splitlines() if line.startswith("monitord:")]
+    uid, gid, home, shell = (user.split(":")[i] for i in (2, 3, 5, 6))
+    assert (home, shell) == ("/var/lib/monitord", "/usr/sbin/nologin")
+    adm = next(g for g in (root / "etc" / "group").read_text().splitlines() if g.startswith("adm:"))
+    assert "monitord" in adm.split(":")[3].split(",")
+
+    def mode(path: str) -> tuple[int, int, int]:
+        status = (root / path).stat()
+        return stat.S_IMODE(status.st_mode), status.st_uid, status.st_gid
+
+    assert mode("etc/monitord") == (0o750, 0, int(gid))
+    assert mode("etc/monitord/monitord.toml") == (0o640, 0, int(gid))
+    assert mode("etc/monitord/credentials") == (0o700, 0, 0)
+    assert mode("etc/monitord/credentials/portal-token") == (0o600, 0, 0)
+    assert mode("var/lib/monitord") == (0o750, int(uid), int(gid))
+    assert mode("var/log/monitord") == (0o750, int(uid), int(gid))
+    assert (root / "etc/systemd/system/monitord.service").read_text() == UNIT.read_text()
+    # The config it writes is valid as it stands, with the service's absolute paths.
+    config = load_config(root / "etc" / "monitord" / "monitord.toml")
+    assert config.store.url == "sqlite:////var/lib/monitord/monitord.db"
+    assert config.logging.file == "/var/log/monitord/monitord.log.jsonl"
+    assert str(config.store.files_dir) == "/var/lib/monitord/evidence"
+    # A config the operator edited is kept.
+    (root / "etc/monitord/monitord.toml").write_text("# mine\n", encoding="utf-8")
+    subprocess.run(["sh", str(INSTALL), "--root", str(root), "--no-venv"], check=True, timeout=120)
+    assert (root / "etc/monitord/monitord.toml").read_text() == "# mine\n"

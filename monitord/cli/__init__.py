@@ -63,6 +63,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{settings.source}: logging.file = {json.dumps(settings.logging.file)}: cannot "
             f"write {exc.filename} ({exc.strerror})"
         ) from None
+    from monitord.runtime import sdnotify
+
+    # Migrating a large store can outlast systemd's start timeout: ask for ten minutes more.
+    sdnotify.notify("EXTEND_TIMEOUT_USEC=600000000\nSTATUS=opening and migrating the store")
     app = open_app(settings, for_daemon=True)
     return aio.run(Daemon(app, config_path(args)).run())
 

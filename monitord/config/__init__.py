@@ -53,6 +53,13 @@ SECRET_ENV = {
     ("zap", "api_key"): "MONITORD_ZAP_API_KEY",
     ("alerts", "smtp_password"): "MONITORD_SMTP_PASSWORD",
 }
+# Else a systemd credential of this name (LoadCredential= in deploy/monitord.service): a file
+# in $CREDENTIALS_DIRECTORY that only the service can read, never in its environment.
+SECRET_CREDENTIAL = {
+    ("portal", "token"): "portal-token",
+    ("zap", "api_key"): "zap-api-key",
+    ("alerts", "smtp_password"): "smtp-password",
+}
 STORE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
 """The store URL schemes whose drivers monitord installs (psycopg 3 for PostgreSQL)."""
 MIN_RETENTION_DAYS = 180  # clause 7.3.1: keep logs at least six months
@@ -827,9 +834,18 @@ def _error_text(source: str, error: ErrorDetails) -> str:
     return f"{source}: {key} = {value}: expected {_expected(error)}"
 
 
-def _read_secret(name: str, file: str | None, env: dict[str, str], field: str) -> SecretStr | None:
+def _read_secret(
+    key: tuple[str, str], file: str | None, env: dict[str, str], field: str
+) -> SecretStr | None:
+    """The secret from the file the config names, else its environment variable, else the
+    systemd credential of its name; None when none is given."""
+    value = env.get(SECRET_ENV[key])
+    if file is None and not value and env.get("CREDENTIALS_DIRECTORY"):
+        credential = Path(env["CREDENTIALS_DIRECTORY"]) / SECRET_CREDENTIAL[key]
+        if credential.exists():
+            file, field = str(credential), f"the systemd credential {SECRET_CREDENTIAL[key]}"
     if file is not None:
-        where = f"{field} = {json.dumps(file)}"
+        where = f"{field} = {json.dumps(file)}" if field.endswith("_file") else field
         try:
             text = Path(file).read_text(encoding="utf-8").strip()
         except OSError as exc:
@@ -840,7 +856,6 @@ def _read_secret(name: str, file: str | None, env: dict[str, str], field: str) -
             # An empty file would send no secret at all; say so now, not as a 401 later.
             raise ConfigError(f"{where}: the file is empty, expected the secret in it")
         return SecretStr(text)
-    value = env.get(name)
     return SecretStr(value) if value else None
 
 
@@ -858,19 +873,19 @@ def parse_config(data: dict[str, Any], source: str, env: dict[str, str] | None =
     try:
         secrets = Secrets(
             portal_token=_read_secret(
-                SECRET_ENV["portal", "token"],
+                ("portal", "token"),
                 settings.portal.token_file,
                 environ,
                 "portal.token_file",
             ),
             zap_api_key=_read_secret(
-                SECRET_ENV["zap", "api_key"],
+                ("zap", "api_key"),
                 settings.zap.api_key_file,
                 environ,
                 "zap.api_key_file",
             ),
             smtp_password=_read_secret(
-                SECRET_ENV["alerts", "smtp_password"],
+                ("alerts", "smtp_password"),
                 settings.alerts.smtp_password_file,
                 environ,
                 "alerts.smtp_password_file",

@@ -28,6 +28,8 @@ from monitord.runtime.settings import load_settings
 from monitord.runtime.web import WebServer, serve
 from monitord.timeutil import SteadyClock
 
+STATUS_SECONDS = 30.0
+"""How often the line `systemctl status` shows is brought up to date."""
 CLAIM_CHECK_SECONDS = 5.0
 """How often the daemon checks that it still holds the store (see store.DaemonClaim)."""
 TICK_SECONDS = 1.0
@@ -210,6 +212,42 @@ class Daemon:
         with self.app.store.session() as session:
             return follow_clock_step(session, step, self.app.clock())
 
+    def _status_text(self) -> str:
+        """One line for `systemctl status`: services, how many are down, incidents open."""
+        from sqlalchemy import func, select
+
+        from monitord.store.models import Incident, Service, ServiceState
+
+        with self.app.store.session() as session:
+            online = session.scalar(
+                select(func.count()).select_from(Service).where(Service.status == "online")
+            )
+            states = dict(
+                session.execute(
+                    select(ServiceState.state, func.count()).group_by(ServiceState.state)
+                ).all()
+            )
+            incidents = session.scalar(
+                select(func.count())
+                .select_from(Incident)
+                .where(Incident.state.in_(("open", "acknowledged", "notified")))
+            )
+        return (
+            f"{online:,} services online, {states.get('down', 0)} down, "
+            f"{states.get('degraded', 0)} degraded, {incidents} incident(s) open"
+        )
+
+    async def _report_status(self) -> None:
+        """Keep systemd's STATUS= line current (what `systemctl status monitord` shows)."""
+        while True:
+            try:
+                text = await asyncio.to_thread(self._status_text)
+            except Exception:  # the store is down: the jobs say so; the line says it too
+                text = "waiting for the store"
+            sdnotify.notify(f"STATUS={text}")
+            if await self._stopping_within(STATUS_SECONDS):
+                return
+
     def _jobs_alive(self, interval: float) -> bool:
         """Whether some job started or ended within max(interval, 3 × the shortest job interval).
 
@@ -236,6 +274,8 @@ class Daemon:
         helpers = [asyncio.create_task(self._keep_claim())]
         if isinstance(self.app.clock, SteadyClock):
             helpers.append(asyncio.create_task(self._watch_clock(self.app.clock)))
+        if sdnotify.notify("STATUS=starting"):
+            helpers.append(asyncio.create_task(self._report_status()))
         interval = sdnotify.watchdog_seconds()
         if interval and self.app.settings.daemon.watchdog:
             helpers.append(asyncio.create_task(self._watchdog(interval)))
@@ -253,7 +293,7 @@ class Daemon:
         for missing in alert_warnings(self.app.settings):
             logger.warning(missing)
         await self._stop.wait()
-        sdnotify.notify("STOPPING=1")
+        sdnotify.notify("STOPPING=1\nSTATUS=stopping: finishing the running jobs")
         if web_server is not None:
             await web_server.stop()
         await self._shutdown(loops)

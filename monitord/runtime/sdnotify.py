@@ -14,6 +14,9 @@ def notify(message: str) -> bool:
     if address.startswith("@"):
         address = "\0" + address[1:]  # an abstract socket
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        # Never wait: a notify socket whose queue is full must not stall the event loop (the
+        # message is dropped; the next one says the same, newer).
+        sock.setblocking(False)
         try:
             sock.sendto(message.encode(), address)
         except OSError:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from monitord.cli import main
-from monitord.config import Settings, load_config
+from monitord.config import Settings, load_config, parse_config
+from monitord.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 INVALID = sorted((Path(__file__).parent / "configs" / "invalid").glob("*.toml"))
@@ -385,3 +386,26 @@ def test_control_characters_in_a_refused_value_are_escaped(
     assert status == 2
     assert "\x1b" not in err and "\x9b" not in err
     assert err.splitlines()[1].startswith("monitord: site.toml: zap.x\\x1b[2J\\x9b: unknown key")
+
+
+def test_secrets_come_from_systemd_credentials_when_nothing_else_gives_them(
+    tmp_path: Path,
+) -> None:
+    # Under systemd (LoadCredential=), the secrets are files only the service can read.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "portal-token").write_text("from-credential\n", encoding="utf-8")
+    (credentials / "smtp-password").write_text("", encoding="utf-8")
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    settings = parse_config({}, "t", env={**env, "MONITORD_SMTP_PASSWORD": "from-env"})
+    assert settings.secrets.portal_token is not None
+    assert settings.secrets.portal_token.get_secret_value() == "from-credential"
+    assert settings.secrets.zap_api_key is None
+    # The environment still wins, and an empty credential is named like an empty file.
+    assert settings.secrets.smtp_password is not None
+    assert settings.secrets.smtp_password.get_secret_value() == "from-env"
+    with pytest.raises(ConfigError) as refused:
+        parse_config({}, "t", env=env)
+    assert str(refused.value) == (
+        "t: the systemd credential smtp-password: the file is empty, expected the secret in it"
+    )

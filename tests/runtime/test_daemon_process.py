@@ -266,19 +266,29 @@ async def test_daemon_tells_systemd_it_is_ready(tmp_path: Path, portal: FakePort
     sock.setblocking(False)
     daemon = await start_daemon(config, {"NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000"})
     loop = asyncio.get_running_loop()
-    messages: list[str] = []
-    while "READY=1" not in messages or "WATCHDOG=1" not in messages:
+    lines: list[str] = []
+
+    def status_seen() -> bool:
+        return any(line.endswith("incident(s) open") for line in lines)
+
+    while "READY=1" not in lines or "WATCHDOG=1" not in lines or not status_seen():
         data = await asyncio.wait_for(loop.sock_recv(sock, 1024), 20)
-        messages.append(data.decode())
+        lines += data.decode().splitlines()
     await daemon.stop()
     while True:
         try:
-            messages.append(sock.recv(1024).decode())
+            lines += sock.recv(1024).decode().splitlines()
         except BlockingIOError:
             break
     sock.close()
     assert daemon.process.returncode == 0
-    assert "STOPPING=1" in messages
+    assert "STOPPING=1" in lines
+    # Migrations may take long: the start timeout is extended before the store is opened.
+    assert lines[0] == "EXTEND_TIMEOUT_USEC=600000000"
+    # `systemctl status` says what the daemon is doing.
+    assert "STATUS=0 services online, 0 down, 0 degraded, 0 incident(s) open" in lines or any(
+        line.startswith("STATUS=5 services online") for line in lines
+    )
 
 
 async def test_alerts_pending_when_the_daemon_is_killed_are_delivered_after_restart_once(
