@@ -618,6 +618,22 @@ def remapped_security_rule(incidents: IncidentSettings, declared: Mapping[str, s
     return None
 
 
+class ReportSettings(_Section):
+    """The quarterly report for the management unit (the PDF of reports/)."""
+
+    font: NonEmpty | None = None
+    """A TrueType font with Chinese glyphs (.ttf, or .ttc whose first face is used); when unset,
+    the first usable system font (fonts-wqy-zenhei, ...). A font that cannot be embedded is an
+    error, never a silent fallback."""
+    operation_unit: NonEmpty = "苏商通运营单位"
+    """The operation unit (运营单位) that writes the report, named on its cover."""
+    management_unit: NonEmpty = "苏州市数据局"
+    """The management unit (管理单位) the report is for, named on its cover."""
+    worst_services: int = Field(default=10, ge=1, le=200)
+    """How many of the least available services the report names, and of the ranking's top
+    and bottom."""
+
+
 class Secrets(BaseModel):
     """Secrets resolved at load time; repr and str never show their values."""
 
@@ -640,6 +656,7 @@ class Settings(_Section):
     zap: ZapSettings = ZapSettings()
     alerts: AlertSettings = AlertSettings()
     incidents: IncidentSettings = IncidentSettings()
+    report: ReportSettings = ReportSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
     source: str = Field(default="(built-in defaults)", exclude=True)
 
