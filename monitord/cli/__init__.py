@@ -26,6 +26,7 @@ from monitord.cli.common import (
 from monitord.cli.incidents import add_incident_commands
 from monitord.cli.logs import add_log_commands
 from monitord.cli.probe import add_probe_command
+from monitord.cli.report import add_report_commands
 from monitord.cli.scan import add_scan_commands
 from monitord.config import LoggingSettings, check_daemon_secrets
 from monitord.errors import ConfigError, MonitordError, UsageError
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_probe_command(sub)
     add_scan_commands(sub)
     add_log_commands(sub)
+    add_report_commands(sub)
     p = add("demo", cmd_demo, "run a demo portal on loopback and the daemon against it")
     p.add_argument(
         "--interval", type=int, default=20, help="seconds between catalogue syncs (default 20)"

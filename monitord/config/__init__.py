@@ -632,6 +632,9 @@ class ReportSettings(_Section):
     worst_services: int = Field(default=10, ge=1, le=200)
     """How many of the least available services the report names, and of the ranking's top
     and bottom."""
+    dir: NonEmpty = "var/reports"
+    """Where `monitord report` and the quarterly job write the PDFs (monitord-2026q3.pdf); a
+    relative path is taken from the working directory, like store.url's SQLite file."""
 
 
 class Secrets(BaseModel):
