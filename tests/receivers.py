@@ -105,7 +105,7 @@ class Mailbox:
         return "250 OK"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -113,8 +113,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve_smtp() -> Iterator[tuple[Mailbox, int]]:
-    """Serve an SMTP server that takes any login on a free loopback port: its mailbox, its port."""
+def serve_smtp(port: int | None = None) -> Iterator[tuple[Mailbox, int]]:
+    """Serve an SMTP server that takes any login on a loopback port (a free one unless given):
+    its mailbox, its port."""
     mailbox = Mailbox()
 
     def authenticate(
@@ -124,7 +125,7 @@ def serve_smtp() -> Iterator[tuple[Mailbox, int]]:
         mailbox.logins.append((auth_data.login.decode(), auth_data.password.decode()))
         return AuthResult(success=True)
 
-    port = _free_port()
+    port = port or free_port()
     controller = Controller(
         mailbox, hostname="127.0.0.1", port=port, authenticator=authenticate, auth_require_tls=False
     )
