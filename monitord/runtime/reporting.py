@@ -27,11 +27,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alerts.routing import MAIL_SCHEMES
-from monitord.accesslog.work import audit_due
 from monitord.config import Settings
 from monitord.errors import UsageError
 from monitord.store import Store
-from monitord.store.models import OutboxAlert, QuarterlyReport
+from monitord.store.models import LogAudit, OutboxAlert, QuarterlyReport
 from monitord.store.outbox import enqueue
 from monitord.timeutil import SHANGHAI, UTC, local_text, quarter_bounds, quarter_start
 from monitord.workcalendar import WorkCalendar
@@ -272,7 +271,8 @@ def send_due_report(
     store: Store, settings: Settings, now: dt.datetime, progress: Progress = _quiet
 ) -> WrittenReport | None:
     """The report job: write the last quarter's report and queue it for the management unit,
-    once per quarter (its record says so); None when it is not due or already done."""
+    once per quarter (its record says so); None when it is not due, waits for the quarter's log
+    audit, or is done."""
     quarter = due_quarter(now, WorkCalendar.from_settings(settings.logs))
     if quarter is None:
         return None
@@ -280,9 +280,11 @@ def send_due_report(
         done = session.scalar(
             select(QuarterlyReport.id).where(QuarterlyReport.outbox_key == outbox_key(quarter))
         )
-    if done is not None:
+        # The report's 7.3.1 section reads the quarter's log audit, which the log-audit job
+        # writes once the quarter is over: the report waits for it (an hour at most).
+        audited = session.get(LogAudit, quarter) is not None
+    if done is not None or not audited:
         return None
-    audit_due(store, lambda: now)  # the report's 7.3.1 section reads the quarter's log audit
     if not any(url.partition(":")[0].lower() in MAIL_SCHEMES for url in settings.alerts.management):
         logger.warning(
             "the {} report is written, but alerts.management has no e-mail (mailto://) channel: "

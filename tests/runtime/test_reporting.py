@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from monitord.accesslog.work import audit_due
 from monitord.config import Settings, parse_config
 from monitord.runtime.app import App
-from monitord.runtime.jobs import alert_delivery, quarterly_report
+from monitord.runtime.jobs import alert_delivery, quarterly_log_audit, quarterly_report
 from monitord.runtime.reporting import due_quarter, send_due_report
 from monitord.store import Store
 from monitord.store.models import OutboxAlert, QuarterlyReport
@@ -107,6 +108,9 @@ async def test_the_job_sends_the_pdf_by_email_and_a_chat_line_once_and_records_d
         assert reports(sqlite_store) == []  # 08:59: not yet
         clock.advance(minutes=1)
         await quarterly_report(app)
+        assert reports(sqlite_store) == []  # it waits for the quarter's log audit
+        await quarterly_log_audit(app)
+        await quarterly_report(app)
         await quarterly_report(app)  # the next hour's run: already done
         [record] = reports(sqlite_store)
         assert (record.quarter, record.outbox_key) == ("2026q3", "report:2026q3")
@@ -139,6 +143,7 @@ async def test_a_crash_between_writing_and_sending_sends_the_report_once_after_r
     with serve_smtp() as (mailbox, port):
         cfg = settings(tmp_path, [mail_url(port)])
         before, _clock = app_at(sqlite_store, cfg, FIRST_WORKING_MORNING)
+        await quarterly_log_audit(before)
         await quarterly_report(before)  # written and queued; the process dies here
         after, clock = app_at(sqlite_store, cfg, FIRST_WORKING_MORNING + dt.timedelta(hours=1))
         await quarterly_report(after)  # the restarted daemon's first run
@@ -155,6 +160,7 @@ async def test_a_failed_send_is_retried_until_the_mail_server_takes_it(
     port = free_port()
     cfg = settings(tmp_path, [mail_url(port)])
     app, clock = app_at(sqlite_store, cfg, FIRST_WORKING_MORNING)
+    await quarterly_log_audit(app)
     await quarterly_report(app)
     await alert_delivery(app)  # nothing listens yet
     [copy] = copies(sqlite_store)
@@ -174,6 +180,7 @@ async def test_a_report_file_changed_after_recording_is_not_sent_and_says_why(
     with serve_smtp() as (mailbox, port):
         cfg = settings(tmp_path, [mail_url(port)])
         app, clock = app_at(sqlite_store, cfg, FIRST_WORKING_MORNING)
+        await quarterly_log_audit(app)
         await quarterly_report(app)
         path = Path(reports(sqlite_store)[0].path)
         original = path.read_bytes()
@@ -195,9 +202,11 @@ async def test_the_job_never_overwrites_a_report_written_from_the_command_line(
     cfg = settings(tmp_path, [])
     from monitord.runtime.reporting import write_report
 
-    by_hand = write_report(sqlite_store, cfg, "2026q3", FIRST_WORKING_MORNING.astimezone(UTC))
+    now = FIRST_WORKING_MORNING.astimezone(UTC)
+    by_hand = write_report(sqlite_store, cfg, "2026q3", now)
     kept = by_hand.path.read_bytes()
-    written = send_due_report(sqlite_store, cfg, FIRST_WORKING_MORNING.astimezone(UTC))
+    audit_due(sqlite_store, lambda: now)
+    written = send_due_report(sqlite_store, cfg, now)
     assert written is not None
     assert written.path == tmp_path / "reports" / "monitord-2026q3-2.pdf"
     assert by_hand.path.read_bytes() == kept
