@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from monitord.config import Settings
-from monitord.store import Store
+from monitord.store import Store, histogram
 from monitord.store.models import ProbeResultRow, ProbeRollup, ProbeRound, ServiceEvent, SyncRun
 from monitord.textable import shortened
 
@@ -27,6 +27,30 @@ from monitord.textable import shortened
 def _percentile(sorted_values: list[float], fraction: float) -> float:
     index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
     return sorted_values[index]
+
+
+def _rollup(
+    service_id: str, kind: str, hour: dt.datetime, values: list[tuple[bool, float, bool]]
+) -> ProbeRollup:
+    """One hour's roll-up of (success, duration, blind) results. A blind result is counted
+    apart: what monitord measured while it could not see is no evidence about the service."""
+    seen = [(ok, duration) for ok, duration, blind in values if not blind]
+    latencies = sorted(duration for ok, duration in seen if ok)
+    buckets: dict[str, int] = {}
+    for latency in latencies:
+        histogram.add(buckets, latency)
+    return ProbeRollup(
+        service_id=service_id,
+        kind=kind,
+        hour=hour,
+        count=len(seen),
+        failures=sum(1 for ok, _ in seen if not ok),
+        blind=len(values) - len(seen),
+        p50_ms=_percentile(latencies, 0.50) if latencies else None,
+        p95_ms=_percentile(latencies, 0.95) if latencies else None,
+        p99_ms=_percentile(latencies, 0.99) if latencies else None,
+        latency_buckets=buckets,
+    )
 
 
 def roll_up(store: Store, now: dt.datetime) -> int:
@@ -54,18 +78,19 @@ def roll_up(store: Store, now: dt.datetime) -> int:
                 ProbeResultRow.at,
                 ProbeResultRow.success,
                 ProbeResultRow.duration_ms,
+                ProbeResultRow.blind,
             ).where(
                 ProbeResultRow.at >= start,
                 ProbeResultRow.at < this_hour,
                 ProbeResultRow.service_id.is_not(None),
             )
         ).all()
-        groups: dict[tuple[str, str, dt.datetime], list[tuple[bool, float]]] = defaultdict(list)
-        for service_id, kind, at, success, duration in rows:
+        groups: dict[tuple[str, str, dt.datetime], list[tuple[bool, float, bool]]]
+        groups = defaultdict(list)
+        for service_id, kind, at, success, duration, blind in rows:
             hour = at.replace(minute=0, second=0, microsecond=0)
-            groups[(str(service_id), kind, hour)].append((success, duration))
+            groups[(str(service_id), kind, hour)].append((success, duration, bool(blind)))
         for (service_id, kind, hour), values in groups.items():
-            latencies = sorted(d for ok, d in values if ok)
             session.execute(
                 delete(ProbeRollup).where(
                     ProbeRollup.service_id == service_id,
@@ -73,18 +98,7 @@ def roll_up(store: Store, now: dt.datetime) -> int:
                     ProbeRollup.hour == hour,
                 )
             )
-            session.add(
-                ProbeRollup(
-                    service_id=service_id,
-                    kind=kind,
-                    hour=hour,
-                    count=len(values),
-                    failures=sum(1 for ok, _ in values if not ok),
-                    p50_ms=_percentile(latencies, 0.50) if latencies else None,
-                    p95_ms=_percentile(latencies, 0.95) if latencies else None,
-                    p99_ms=_percentile(latencies, 0.99) if latencies else None,
-                )
-            )
+            session.add(_rollup(service_id, kind, hour, values))
             written += 1
     return written
 
