@@ -637,6 +637,45 @@ class ReportSettings(_Section):
     relative path is taken from the working directory, like store.url's SQLite file."""
 
 
+class ComplianceSettings(_Section):
+    """The quarterly compliance rules' defaults (rules/compliance.toml)."""
+
+    uptime_percent: float = Field(default=99.9, gt=0, le=100)
+    """Clause 6.4 a: the uptime a service must reach in a quarter when its filing names no
+    target of its own (`slo.uptime_percent` in the catalogue record)."""
+    p95_ms: float = Field(default=3000.0, gt=0, le=600_000)
+    """Clause 6.4 b: the quarter's p95 latency a service must stay under when its filing names
+    no target of its own (`slo.p95_ms` in the catalogue record)."""
+
+
+EVALUATION_PARTS = ("availability", "latency", "incidents", "findings", "compliance", "complaints")
+
+
+class EvaluationSettings(_Section):
+    """Clause 9.2: the weight of each part of a service's quarterly score; each at least 0,
+    together 1."""
+
+    availability: float = Field(default=0.30, ge=0, le=1)
+    latency: float = Field(default=0.15, ge=0, le=1)
+    incidents: float = Field(default=0.15, ge=0, le=1)
+    findings: float = Field(default=0.15, ge=0, le=1)
+    compliance: float = Field(default=0.15, ge=0, le=1)
+    complaints: float = Field(default=0.10, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> EvaluationSettings:
+        total = sum(self.weights().values())
+        if abs(total - 1) > 1e-6:
+            raise ValueError(
+                f"the weights {' + '.join(EVALUATION_PARTS)} sum to {total:g}, expected 1"
+            )
+        return self
+
+    def weights(self) -> dict[str, float]:
+        """Each part's weight by name, in the order of EVALUATION_PARTS."""
+        return {part: float(getattr(self, part)) for part in EVALUATION_PARTS}
+
+
 class Secrets(BaseModel):
     """Secrets resolved at load time; repr and str never show their values."""
 
@@ -660,6 +699,8 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     incidents: IncidentSettings = IncidentSettings()
     report: ReportSettings = ReportSettings()
+    compliance: ComplianceSettings = ComplianceSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
     source: str = Field(default="(built-in defaults)", exclude=True)
 

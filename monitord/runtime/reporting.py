@@ -166,6 +166,13 @@ def render(
 ) -> Rendered:
     """Evaluate the quarter's compliance rules (their verdicts stored), score the services and
     render the PDF: the one call into the compliance engine and the renderer."""
+    from monitord.compliance import evaluate_quarter, score_services, store_verdicts
+
+    progress(f"{quarter}: evaluating the compliance rules")
+    verdicts = evaluate_quarter(session, settings, quarter, now)
+    store_verdicts(session, quarter, verdicts, now)
+    progress(f"{quarter}: scoring the services (clause 9.2)")
+    score_services(session, settings, quarter, verdicts, now)
     progress(f"{quarter}: rendering the PDF")
     return _placeholder(quarter, now)
 
