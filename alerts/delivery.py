@@ -506,7 +506,7 @@ def _paced_batch(
                 .execution_options(synchronize_session=False)
             )
             return []
-        if size == 1:
+        if size == 1 or alert.kind in ATTACHING_KINDS:  # its e-mail carries a file: alone
             return [alert]
         candidate = aliased(OutboxAlert)
         more = (
@@ -590,7 +590,7 @@ async def deliver_due(
             continue
         batch = [alert]
         per_minute = _per_minute(settings, channel)
-        if per_minute is not None and alert.kind not in ATTACHING_KINDS:
+        if per_minute is not None:
             batch = await asyncio.to_thread(
                 _paced_batch, store, alert, channel, per_minute, clock()
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator
+from email.header import decode_header, make_header
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from monitord.runtime.jobs import alert_delivery, quarterly_log_audit, quarterly
 from monitord.runtime.reporting import due_quarter, send_due_report
 from monitord.store import Store
 from monitord.store.models import OutboxAlert, QuarterlyReport
+from monitord.store.outbox import enqueue
 from monitord.timeutil import SHANGHAI, UTC
 from monitord.workcalendar import WorkCalendar
 from tests.conftest import FakeClock
@@ -211,3 +213,27 @@ async def test_the_job_never_overwrites_a_report_written_from_the_command_line(
     assert written.path == tmp_path / "reports" / "monitord-2026q3-2.pdf"
     assert by_hand.path.read_bytes() == kept
     assert hashlib.sha256(kept).hexdigest() == by_hand.sha256
+
+
+async def test_on_a_paced_mail_channel_the_report_is_never_folded_into_a_digest(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    with serve_smtp() as (mailbox, port):
+        cfg = settings(tmp_path, [mail_url(port)])
+        cfg = cfg.model_copy(
+            update={"alerts": cfg.alerts.model_copy(update={"rate_per_minute": {"mailto": 1}})}
+        )
+        app, clock = app_at(sqlite_store, cfg, FIRST_WORKING_MORNING)
+        with sqlite_store.session() as session:
+            for n in (1, 2):
+                enqueue(session, f"note:{n}", "management", "message", clock())
+        await quarterly_log_audit(app)
+        await quarterly_report(app)
+        for _ in range(3):
+            await alert_delivery(app)
+            clock.advance(seconds=61)
+    digest, report = mailbox.messages
+    assert "告警汇总" in str(make_header(decode_header(digest["Subject"])))
+    assert pdf_attachments(digest) == []
+    [(_name, pdf)] = pdf_attachments(report)
+    assert hashlib.sha256(pdf).hexdigest() == reports(sqlite_store)[0].sha256
