@@ -234,13 +234,13 @@ def render_report(payload: dict[str, Any], key: str, *, attached: bool) -> Messa
     end = dt.datetime.fromisoformat(payload["period_end"])
     where = "报告 PDF 见本邮件附件。" if attached else "报告 PDF 已通过电子邮件发送管理单位。"
     lines = [
-        "苏州市数据局：",
+        f"{payload.get('management_unit', '苏州市数据局')}：",
         f"法人服务总入口{quarter}服务监测与安全合规报告已生成。",
         f"数据时段：{local_text(start)} 至 {local_text(end)}（北京时间）",
         f"页数：{payload.get('pages')}",
         f"SHA-256：{payload.get('sha256')}",
         where,
-        "报告单位：法人服务总入口运营单位",
+        f"报告单位：{payload.get('operation_unit', '法人服务总入口运营单位')}",
         f"编号 {key}",
     ]
     return Message(title=f"【季度合规报告】{quarter}", body="\n".join(lines))

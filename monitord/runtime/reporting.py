@@ -239,13 +239,16 @@ def write_report(
             outbox_key=key,
         )
         if key is not None:
-            enqueue(session, key, AUDIENCE, REPORT_KIND, now, payload=_payload(written))
+            payload = _payload(written, settings)
+            enqueue(session, key, AUDIENCE, REPORT_KIND, now, payload=payload)
     return written
 
 
-def _payload(report: WrittenReport) -> dict[str, Any]:
+def _payload(report: WrittenReport, settings: Settings) -> dict[str, Any]:
     """What the outbox row carries: what the message says, and the file the e-mail attaches."""
     return {
+        "management_unit": settings.report.management_unit,
+        "operation_unit": settings.report.operation_unit,
         "report_id": report.id,
         "quarter": report.quarter,
         "path": str(report.path),

@@ -133,6 +133,8 @@ async def test_the_job_sends_the_pdf_by_email_and_a_chat_line_once_and_records_d
     assert f"SHA-256：{record.sha256}" in chat["message"]
     assert f"页数：{record.pages}" in chat["message"]
     assert "已通过电子邮件发送" in chat["message"]
+    assert chat["message"].startswith("苏州市数据局：")  # [report] management_unit
+    assert "报告单位：苏商通运营单位" in chat["message"]
     assert chat["key"].startswith("report:2026q3#")
     [after] = reports(sqlite_store)
     assert after.delivered_at == clock.now - dt.timedelta(seconds=15)  # the first pass
