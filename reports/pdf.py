@@ -186,7 +186,16 @@ class Writer:
 
     def contents(self) -> TableOfContents:
         """The contents page's table, filled from the headings when the document is built."""
-        toc = TableOfContents()
+        toc = TableOfContents(
+            tableStyle=TableStyle(
+                [
+                    ("FONTNAME", (0, 0), (-1, -1), self.font.name),  # else Helvetica enters
+                    ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                    ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+                    ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                ]
+            )
+        )
         toc.levelStyles = self.styles.toc
         toc.dotsMinLevel = 0
         return toc
@@ -232,7 +241,7 @@ def _canvas_class(font: CjkFont, header_left: str, header_right: str) -> type[Ca
 class _Document(BaseDocTemplate):
     """A4 pages; every Heading enters the contents page and the outline."""
 
-    def __init__(self, buffer: io.BytesIO, title: str, author: str) -> None:
+    def __init__(self, buffer: io.BytesIO, title: str, author: str, font: CjkFont) -> None:
         super().__init__(
             buffer,
             pagesize=A4,
@@ -243,6 +252,8 @@ class _Document(BaseDocTemplate):
             title=title,
             author=author,
             creator="monitord",
+            # Every page starts in the CJK font: no other font enters the PDF, not even unused.
+            initialFontName=font.name,
         )
         frame = Frame(MARGIN, MARGIN, BODY_WIDTH, PAGE_HEIGHT - 2 * MARGIN, id="body")
         self.addPageTemplates([PageTemplate(id="page", frames=[frame])])
@@ -261,6 +272,6 @@ def build(
     the PDF and its number of pages. `header` is the text on the left and right of every page.
     """
     buffer = io.BytesIO()
-    document = _Document(buffer, title=title, author=author)
+    document = _Document(buffer, title=title, author=author, font=font)
     document.multiBuild(story, canvasmaker=_canvas_class(font, *header))
     return buffer.getvalue(), document.page

@@ -427,6 +427,13 @@ def read_quarter(session: Session, settings: Settings, label: str, now: dt.datet
     )
 
 
+def least_available(quarter: Quarter, count: int) -> pd.DataFrame:
+    """The `count` probed services of lowest availability (then slowest p95, then id)."""
+    probed = quarter.probes[quarter.probes["count"] > 0]
+    ordered = probed.sort_values(["uptime", "p95_ms", "service_id"], ascending=[True, False, True])
+    return ordered.head(count)
+
+
 def incidents_per_week(quarter: Quarter) -> pd.Series:
     """Incidents detected per week of the quarter (weeks counted from its first day), indexed
     by each week's first day (Asia/Shanghai); every week present, zero or not."""
