@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from sqlalchemy import select
@@ -35,6 +35,9 @@ from monitord.store.outbox import enqueue
 from monitord.timeutil import SHANGHAI, UTC, local_text, quarter_bounds, quarter_start
 from monitord.workcalendar import WorkCalendar
 
+if TYPE_CHECKING:
+    from reports import RenderedReport
+
 Progress = Callable[[str], None]
 """Told what a long step is doing, for people waiting (the CLI prints it on stderr)."""
 
@@ -43,14 +46,6 @@ REPORT_KIND = "report"
 AUDIENCE = "management"
 SEND_FROM = dt.time(9, 0)
 """The report job starts on the quarter's first working day at this time (Asia/Shanghai)."""
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """A report as the renderer made it: the PDF's bytes and its number of pages."""
-
-    pdf: bytes
-    pages: int
 
 
 @dataclass(frozen=True)
@@ -163,32 +158,21 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 def render(
     session: Session, settings: Settings, quarter: str, now: dt.datetime, progress: Progress
-) -> Rendered:
+) -> RenderedReport:
     """Evaluate the quarter's compliance rules (their verdicts stored), score the services and
     render the PDF: the one call into the compliance engine and the renderer."""
-    from monitord.compliance import evaluate_quarter, score_services, store_verdicts
+    from monitord.compliance import FORMULA, evaluate_quarter, score_services, store_verdicts
+    from reports import render_quarterly
 
     progress(f"{quarter}: evaluating the compliance rules")
     verdicts = evaluate_quarter(session, settings, quarter, now)
     store_verdicts(session, quarter, verdicts, now)
     progress(f"{quarter}: scoring the services (clause 9.2)")
-    score_services(session, settings, quarter, verdicts, now)
+    scores = score_services(session, settings, quarter, verdicts, now)
     progress(f"{quarter}: rendering the PDF")
-    return _placeholder(quarter, now)
-
-
-def _placeholder(quarter: str, now: dt.datetime) -> Rendered:
-    """A one-page PDF standing in for reports.render_quarterly until it lands."""
-    import io
-
-    from reportlab.pdfgen.canvas import Canvas
-
-    buffer = io.BytesIO()
-    canvas = Canvas(buffer, invariant=True)
-    canvas.drawString(72, 720, f"monitord quarterly report {quarter} (generated {now.isoformat()})")
-    canvas.showPage()
-    canvas.save()
-    return Rendered(pdf=buffer.getvalue(), pages=1)
+    return render_quarterly(
+        session, settings, quarter, verdicts=verdicts, scores=scores, now=now, formula=FORMULA
+    )
 
 
 def write_report(
@@ -206,7 +190,7 @@ def write_report(
 
     Raises UsageError for a bad or future quarter, and for a file that cannot be written.
     """
-    period_start, period_end = report_period(quarter, now)
+    report_period(quarter, now)  # a bad or future quarter is refused before any work
     with store.session() as session:
         path = free_path(session, out or default_path(settings, quarter), chosen=out is not None)
     with store.session() as session:
@@ -234,8 +218,8 @@ def write_report(
             sha256=digest,
             pages=rendered.pages,
             generated_at=now,
-            period_start=period_start,
-            period_end=period_end,
+            period_start=rendered.period[0],
+            period_end=rendered.period[1],
             outbox_key=key,
         )
         if key is not None:

@@ -231,7 +231,9 @@ def _findings(session: Session, seeded: Seeded) -> None:
             )
         )
         if severity == "high":
-            (seeded.open_high if closed_at is None or closed_at >= end else seeded.closed_high).append(rule)
+            (
+                seeded.open_high if closed_at is None or closed_at >= end else seeded.closed_high
+            ).append(rule)
 
 
 def _scans(session: Session, seeded: Seeded) -> None:
@@ -287,7 +289,11 @@ def _registers(session: Session, seeded: Seeded) -> None:
             accounts=[{"account": f"admin-{i}"} for i in range(12)],
             flags=[
                 {"account": "admin-3", "problem": "dormant", "detail": "120 天未登录"},
-                {"account": "vendor-li", "problem": "no_end_date", "detail": "第三方账号无截止日期"},
+                {
+                    "account": "vendor-li",
+                    "problem": "no_end_date",
+                    "detail": "第三方账号无截止日期",
+                },
             ],
         )
     )
