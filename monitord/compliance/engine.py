@@ -49,7 +49,7 @@ from monitord.store.models import (
     ServiceStateChange,
     SyncRun,
 )
-from monitord.timeutil import SHANGHAI, parse_time, quarter_bounds
+from monitord.timeutil import SHANGHAI, parse_time, quarter_bounds, quarter_start
 from monitord.types import ComplianceVerdict
 from monitord.workcalendar import WorkCalendar
 
@@ -995,6 +995,21 @@ def evaluate_quarter(
     Raises ValueError naming the label when it is not a quarter or has not begun.
     """
     return judge(open_quarter(session, settings, quarter, now))
+
+
+def quarters_due(session: Session, now: dt.datetime) -> list[str]:
+    """The quarters the schedule evaluates now: the previous one until its verdicts were
+    evaluated after it ended and after its log audit was written (once, in practice), and the
+    current one."""
+    current, start = quarter_start(now)
+    previous, _ = quarter_start(start - dt.timedelta(days=1))
+    evaluated = session.scalar(
+        select(func.min(ComplianceResult.evaluated_at)).where(ComplianceResult.quarter == previous)
+    )
+    audit = session.get(LogAudit, previous)
+    since = max(start, audit.created_at) if audit is not None else start
+    due = [] if evaluated is not None and evaluated >= since else [previous]
+    return [*due, current]
 
 
 def store_verdicts(

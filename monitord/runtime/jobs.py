@@ -13,6 +13,7 @@ from loguru import logger
 
 from monitord.accesslog.work import audit_due, follow_logs
 from monitord.catalogue import SyncOutcome, sync_catalogue
+from monitord.compliance import evaluate_quarter, quarters_due, store_verdicts
 from monitord.config import Settings
 from monitord.incidents import confirm_deliveries, intake, work_clocks
 from monitord.probing import probe_round
@@ -102,6 +103,28 @@ async def quarterly_log_audit(app: App) -> None:
     await asyncio.to_thread(audit_due, app.store, app.clock)
 
 
+def _evaluate_compliance(app: App) -> dict[str, int]:
+    """Evaluate and store the quarters due, each in its own transaction; failed verdicts by
+    quarter."""
+    with app.store.session() as session:
+        due = quarters_due(session, app.clock())
+    failed = {}
+    for label in due:
+        with app.store.session() as session:
+            now = app.clock()
+            verdicts = evaluate_quarter(session, app.settings, label, now)
+            store_verdicts(session, label, verdicts, now)
+        failed[label] = sum(not v.passed for v in verdicts)
+    return failed
+
+
+async def compliance_evaluation(app: App) -> None:
+    """Evaluate the compliance rules for the current quarter (and the previous one once it
+    is over and audited), storing the verdicts the report reads."""
+    for label, failed in (await asyncio.to_thread(_evaluate_compliance, app)).items():
+        logger.info("compliance {} evaluated: {} verdicts failed", label, failed)
+
+
 def _incident_pass(app: App) -> tuple[list[int], list[int], int]:
     with app.store.session() as session:
         now = app.clock()
@@ -143,6 +166,7 @@ JOBS: tuple[Job, ...] = (
     Job("access-logs", follow_access_logs, lambda s: s.logs.follow_interval_seconds),
     Job("log-audit", quarterly_log_audit, lambda s: 6 * 3600.0),
     Job("housekeeping", housekeeping, lambda s: 3600.0),
+    Job("compliance", compliance_evaluation, lambda s: 6 * 3600.0),
     Job("incidents", incident_clock, lambda s: s.incidents.check_interval_seconds),
     Job("alert-delivery", alert_delivery, lambda s: s.alerts.delivery_interval_seconds),
 )
