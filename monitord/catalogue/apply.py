@@ -14,7 +14,8 @@ from monitord.catalogue.validate import Catalogue, ServiceRecord, notice_time
 from monitord.errors import SyncError
 from monitord.store import Store
 from monitord.store.findings import resolve_findings, upsert_finding
-from monitord.store.models import Service, ServiceEvent, SyncRun
+from monitord.store.history import service_record
+from monitord.store.models import Service, ServiceEvent, ServiceRevision, SyncRun
 from monitord.timeutil import SHANGHAI, Clock
 from monitord.types import FindingDraft, Severity
 from monitord.workcalendar import WorkCalendar
@@ -160,6 +161,40 @@ def _lifecycle_events(old: Service | None, record: ServiceRecord) -> list[dict[s
     return events
 
 
+def _revised(current: ServiceRevision | None, service: Service) -> bool:
+    """Whether `service` as just applied differs from its revision in force (or has none)."""
+    if current is None or current.gone or current.fingerprint != service.fingerprint:
+        return True
+    now = service_record(service)
+    return any(
+        current.record.get(name) != now[name] for name in ("status", "suspension", "offline_notice")
+    )
+
+
+def _revise(
+    session: Session,
+    current: ServiceRevision | None,
+    service: Service,
+    now: dt.datetime,
+    *,
+    gone: bool = False,
+) -> None:
+    """Close the revision in force and open one with the service as it is now, so that the
+    catalogue as of any past moment can be rebuilt (monitord.store.history)."""
+    if current is not None:
+        current.valid_to = now
+    session.add(
+        ServiceRevision(
+            service_id=service.id,
+            valid_from=now,
+            valid_to=None,
+            fingerprint=service.fingerprint,
+            record=service_record(service),
+            gone=gone,
+        )
+    )
+
+
 def apply_catalogue(
     session: Session,
     catalogue: Catalogue,
@@ -177,6 +212,10 @@ def apply_catalogue(
     """
     calendar = calendar or WorkCalendar()
     existing = {s.id: s for s in session.scalars(select(Service))}
+    in_force = {
+        r.service_id: r
+        for r in session.scalars(select(ServiceRevision).where(ServiceRevision.valid_to.is_(None)))
+    }
     present = {r.id for r in catalogue.records}
     active = [s for s in existing.values() if not s.gone]
     vanishing = [s for s in active if s.id not in present]
@@ -220,6 +259,8 @@ def apply_catalogue(
         old.gone = False
         old.gone_at = None
         old.last_seen = now
+        if _revised(in_force.get(record.id), old):
+            _revise(session, in_force.get(record.id), old, now)
         for event in new_events:
             session.add(
                 ServiceEvent(
@@ -239,6 +280,7 @@ def apply_catalogue(
     for service in vanishing:
         service.gone = True
         service.gone_at = now
+        _revise(session, in_force.get(service.id), service, now, gone=True)
         session.add(
             ServiceEvent(
                 service_id=service.id,

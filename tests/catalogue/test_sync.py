@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import sys
@@ -18,7 +19,9 @@ from sqlalchemy import func, select
 from monitord.catalogue import service_rows, sync_catalogue, sync_rows
 from monitord.config import PortalSettings
 from monitord.store import Store
-from monitord.store.models import Finding, Service, ServiceEvent
+from monitord.store.history import catalogue_as_of, service_periods
+from monitord.store.models import Finding, Service, ServiceEvent, ServiceRevision
+from monitord.timeutil import UTC, quarter_bounds
 from tests.conftest import FakeClock
 from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
 
@@ -234,6 +237,47 @@ async def test_a_service_missing_from_a_whole_catalogue_is_marked_gone_with_its_
     assert row["gone"] is True
     assert row["name"] == gone["name"]
     assert events_of(store, gone["id"]) == ["added", "went_online", "gone"]
+
+
+async def test_the_catalogue_as_of_last_quarter_is_the_one_of_last_quarter(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # A report on 2026Q3 written in November must name the services, and give the lifecycle
+    # states, they had then, not what the catalogue says today.
+    clock.now = dt.datetime(2026, 8, 1, 1, 0, tzinfo=UTC)
+    await sync(store, portal, clock)
+    clock.advance(days=20)
+    await sync(store, portal, clock)  # nothing changed: no new revision
+    clock.now = dt.datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
+    suspension = {"filed_at": "2026-11-01T09:00:00+08:00", "planned_resume": "2026-11-09"}
+    portal.services[0].update(name="企业开办（新版）", status="suspended", suspension=suspension)
+    gone = portal.services.pop(2)["id"]
+    await sync(store, portal, clock)
+    clock.advance(hours=1)
+    portal.services.append(make_service(3))  # it comes back
+    await sync(store, portal, clock)
+
+    start, _ = quarter_bounds("2026q3")
+    with store.session() as session:
+        then = catalogue_as_of(session, dt.datetime(2026, 9, 30, tzinfo=UTC))
+        now = catalogue_as_of(session, clock())
+        revisions = session.scalar(select(func.count()).select_from(ServiceRevision))
+        periods = service_periods(session, start, clock() + dt.timedelta(minutes=1))
+    assert len(then) == 7
+    assert (then["svc-0001"]["name"], then["svc-0001"]["status"]) == ("测试服务1", "online")
+    assert then["svc-0001"]["suspension"] is None
+    assert then["svc-0001"]["url"] == "https://svc1.example.test/"
+    assert (now["svc-0001"]["name"], now["svc-0001"]["status"]) == ("企业开办（新版）", "suspended")
+    assert now["svc-0001"]["suspension"] == suspension
+    with store.session() as session:
+        assert gone not in catalogue_as_of(session, clock() - dt.timedelta(minutes=30))
+    assert gone in now
+    assert revisions == 7 + 1 + 2  # the first sync, svc-0001 changed, svc-0003 gone and back
+    assert periods["svc-0001"] == [
+        (dt.datetime(2026, 8, 1, 1, 0, tzinfo=UTC), clock() - dt.timedelta(hours=1), "online"),
+        (clock() - dt.timedelta(hours=1), clock() + dt.timedelta(minutes=1), "suspended"),
+    ]
+    assert [status for _, _, status in periods[gone]] == ["online", "gone", "online"]
 
 
 async def test_filing_problems_become_findings_not_rejections(
