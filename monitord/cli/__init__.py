@@ -23,6 +23,7 @@ from monitord.cli.common import (
     private_files,
     settings_for,
 )
+from monitord.cli.compliance import add_compliance_commands
 from monitord.cli.incidents import add_incident_commands
 from monitord.cli.logs import add_log_commands
 from monitord.cli.probe import add_probe_command
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_probe_command(sub)
     add_scan_commands(sub)
     add_log_commands(sub)
+    add_compliance_commands(sub)
     add_report_commands(sub)
     p = add("demo", cmd_demo, "run a demo portal on loopback and the daemon against it")
     p.add_argument(

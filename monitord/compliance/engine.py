@@ -49,7 +49,7 @@ from monitord.store.models import (
     ServiceStateChange,
     SyncRun,
 )
-from monitord.timeutil import SHANGHAI, parse_time, quarter_bounds
+from monitord.timeutil import SHANGHAI, parse_time, quarter_bounds, quarter_start
 from monitord.types import ComplianceVerdict
 from monitord.workcalendar import WorkCalendar
 
@@ -140,8 +140,14 @@ class Quarter:
 
     @cached_property
     def probes(self) -> dict[str, ProbeStats]:
-        """Each service's availability probes over the quarter (so far)."""
-        return probe_quarter(self.session, self.start, self.until)
+        """Each service's availability probes over the quarter (so far). Read once per session:
+        the verdicts and the scores judged in one session share them (the costliest read)."""
+        shared = self.session.info.setdefault("monitord.compliance.probes", {})
+        key = (self.start, self.until)
+        if key not in shared:
+            shared[key] = probe_quarter(self.session, self.start, self.until)
+        stats: dict[str, ProbeStats] = shared[key]
+        return stats
 
     @cached_property
     def calendar(self) -> WorkCalendar:
@@ -385,32 +391,53 @@ def no_findings_of_clause(q: Quarter, rule: ComplianceRule) -> list[ComplianceVe
     return out
 
 
-def _probed_hours(q: Quarter, services: Iterable[str]) -> dict[str, set[dt.datetime]]:
-    """The hours of the quarter in which each service had an availability probe (a blind one
-    too: monitord was looking), from the roll-ups and the raw results not rolled up yet."""
-    wanted = set(services)
-    hours: dict[str, set[dt.datetime]] = defaultdict(set)
-    for service_id, hour in q.session.execute(
-        select(ProbeRollup.service_id, ProbeRollup.hour).where(
-            ProbeRollup.kind == AVAILABILITY,
-            ProbeRollup.hour >= q.start,
-            ProbeRollup.hour < q.until,
-            ProbeRollup.count + ProbeRollup.blind > 0,
+def _probed_hour_counts(q: Quarter) -> dict[str, int]:
+    """How many hours of the quarter each service had an availability probe in, from the
+    roll-ups (a blind one counts: monitord was looking)."""
+    return {
+        service_id: int(hours)
+        for service_id, hours in q.session.execute(
+            select(ProbeRollup.service_id, func.count())
+            .where(
+                ProbeRollup.kind == AVAILABILITY,
+                ProbeRollup.hour >= q.start,
+                ProbeRollup.hour < q.until,
+                ProbeRollup.count + ProbeRollup.blind > 0,
+            )
+            .group_by(ProbeRollup.service_id)
         )
-    ):
-        if service_id in wanted:
-            hours[service_id].add(hour)
+    }
+
+
+def _raw_hours(q: Quarter) -> dict[str, set[dt.datetime]]:
+    """The hours not rolled up yet in which each service had an availability probe."""
+    hours: dict[str, set[dt.datetime]] = defaultdict(set)
     raw_from = max(q.start, rolled_up_until(q.session) or q.start)
-    for raw_service, at in q.session.execute(
+    for service_id, at in q.session.execute(
         select(ProbeResultRow.service_id, ProbeResultRow.at).where(
             ProbeResultRow.kind == AVAILABILITY,
+            ProbeResultRow.service_id.is_not(None),
             ProbeResultRow.at >= raw_from,
             ProbeResultRow.at < q.until,
         )
     ):
-        if raw_service is not None and raw_service in wanted:
-            hours[raw_service].add(at.replace(minute=0, second=0, microsecond=0))
+        hours[str(service_id)].add(at.replace(minute=0, second=0, microsecond=0))
     return hours
+
+
+def _rolled_hours(q: Quarter, service_id: str) -> set[dt.datetime]:
+    """The rolled-up hours of the quarter in which the service had an availability probe."""
+    return set(
+        q.session.scalars(
+            select(ProbeRollup.hour).where(
+                ProbeRollup.service_id == service_id,
+                ProbeRollup.kind == AVAILABILITY,
+                ProbeRollup.hour >= q.start,
+                ProbeRollup.hour < q.until,
+                ProbeRollup.count + ProbeRollup.blind > 0,
+            )
+        )
+    )
 
 
 def _whole_hours(a: dt.datetime, b: dt.datetime) -> list[dt.datetime]:
@@ -438,13 +465,18 @@ def probed_throughout(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdic
     """6.4: every whole hour a service was online, it was probed; the hours without a probe
     are gaps, listed."""
     tolerated = int(rule.params.get("tolerated_gap_hours", 0))
-    online = q.online_services()
-    probed = _probed_hours(q, online)
+    counts, raw = _probed_hour_counts(q), _raw_hours(q)
     out = []
-    for service_id in online:
-        hours = [h for a, b in q.spans(service_id, "online") for h in _whole_hours(a, b)]
-        gaps = [h for h in hours if h not in probed.get(service_id, set())]
-        gap_ranges = _ranges(gaps)
+    for service_id in q.online_services():
+        spans = q.spans(service_id, "online")
+        hours = [h for a, b in spans for h in _whole_hours(a, b)]
+        unrolled = raw.get(service_id, set())
+        whole = sum(h + HOUR <= q.until for h in unrolled)
+        if spans == [(q.start, q.until)] and counts.get(service_id, 0) + whole >= len(hours):
+            gaps = []  # online throughout and probed every hour: counted, no need to look
+        else:
+            probed = _rolled_hours(q, service_id) | unrolled
+            gaps = [h for h in hours if h not in probed]
         out.append(
             q.verdict(
                 rule,
@@ -453,7 +485,7 @@ def probed_throughout(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdic
                 hours_online=len(hours),
                 hours_probed=len(hours) - len(gaps),
                 gap_hours=len(gaps),
-                gaps=gap_ranges[:LISTED],
+                gaps=_ranges(gaps)[:LISTED],
             )
         )
     return out
@@ -995,6 +1027,21 @@ def evaluate_quarter(
     Raises ValueError naming the label when it is not a quarter or has not begun.
     """
     return judge(open_quarter(session, settings, quarter, now))
+
+
+def quarters_due(session: Session, now: dt.datetime) -> list[str]:
+    """The quarters the schedule evaluates now: the previous one until its verdicts were
+    evaluated after it ended and after its log audit was written (once, in practice), and the
+    current one."""
+    current, start = quarter_start(now)
+    previous, _ = quarter_start(start - dt.timedelta(days=1))
+    evaluated = session.scalar(
+        select(func.min(ComplianceResult.evaluated_at)).where(ComplianceResult.quarter == previous)
+    )
+    audit = session.get(LogAudit, previous)
+    since = max(start, audit.created_at) if audit is not None else start
+    due = [] if evaluated is not None and evaluated >= since else [previous]
+    return [*due, current]
 
 
 def store_verdicts(

@@ -13,6 +13,7 @@ from loguru import logger
 
 from monitord.accesslog.work import audit_due, follow_logs
 from monitord.catalogue import SyncOutcome, sync_catalogue
+from monitord.compliance import evaluate_quarter, quarters_due, store_verdicts
 from monitord.config import Settings
 from monitord.errors import MonitordError
 from monitord.incidents import confirm_deliveries, intake, work_clocks
@@ -61,16 +62,18 @@ async def probe_services(app: App) -> None:
     await probe_round(app.store, app.settings, app.clock)
 
 
-def _housekeeping(app: App) -> tuple[int, dict[str, int]]:
+def _housekeeping(app: App) -> int:
     now = app.clock()
-    return roll_up(app.store, now), purge(app.store, app.settings, now)
+    rolled = roll_up(app.store, now)
+    purge(app.store, app.settings, now)  # logs and audits what it removed, table by table
+    return rolled
 
 
 async def housekeeping(app: App) -> None:
     """Roll probe results up by the hour and purge what is past its retention."""
-    rolled, deleted = await asyncio.to_thread(_housekeeping, app)
-    if rolled or any(deleted.values()):
-        logger.info("housekeeping: {} hourly roll-ups written, deleted {}", rolled, deleted)
+    rolled = await asyncio.to_thread(_housekeeping, app)
+    if rolled:
+        logger.info("housekeeping: {} hourly roll-ups written", rolled)
 
 
 async def security_scans(app: App) -> None:
@@ -103,6 +106,28 @@ async def follow_access_logs(app: App) -> None:
 async def quarterly_log_audit(app: App) -> None:
     """Write the previous quarter's log audit (7.3.1) once it is over."""
     await asyncio.to_thread(audit_due, app.store, app.clock)
+
+
+def _evaluate_compliance(app: App) -> dict[str, int]:
+    """Evaluate and store the quarters due, each in its own transaction; failed verdicts by
+    quarter."""
+    with app.store.session() as session:
+        due = quarters_due(session, app.clock())
+    failed = {}
+    for label in due:
+        with app.store.session() as session:
+            now = app.clock()
+            verdicts = evaluate_quarter(session, app.settings, label, now)
+            store_verdicts(session, label, verdicts, now)
+        failed[label] = sum(not v.passed for v in verdicts)
+    return failed
+
+
+async def compliance_evaluation(app: App) -> None:
+    """Evaluate the compliance rules for the current quarter (and the previous one once it
+    is over and audited), storing the verdicts the report reads."""
+    for label, failed in (await asyncio.to_thread(_evaluate_compliance, app)).items():
+        logger.info("compliance {} evaluated: {} verdicts failed", label, failed)
 
 
 def _incident_pass(app: App) -> tuple[list[int], list[int], int]:
@@ -177,6 +202,7 @@ JOBS: tuple[Job, ...] = (
     Job("log-audit", quarterly_log_audit, lambda s: 6 * 3600.0),
     Job("quarterly-report", quarterly_report, lambda s: 3600.0),
     Job("housekeeping", housekeeping, lambda s: 3600.0),
+    Job("compliance", compliance_evaluation, lambda s: 6 * 3600.0),
     Job("incidents", incident_clock, lambda s: s.incidents.check_interval_seconds),
     Job("alert-delivery", alert_delivery, lambda s: s.alerts.delivery_interval_seconds),
 )

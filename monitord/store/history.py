@@ -252,13 +252,18 @@ def window_end(window: QuietWindow) -> dt.datetime | None:
 
 def quiet_windows(session: Session, start: dt.datetime, end: dt.datetime) -> list[QuietWindow]:
     """The maintenance windows and suspensions in force at some moment of [start, end), in the
-    order they started."""
+    order they started (a suspension withdrawn before it began never was)."""
     rows = session.scalars(
         select(QuietWindow)
         .where(QuietWindow.starts_at < end)
         .order_by(QuietWindow.starts_at, QuietWindow.id)
     )
-    return [w for w in rows if (stop := window_end(w)) is None or stop > start]
+    return [
+        window
+        for window in rows
+        if ((stop := window_end(window)) is None or stop > start)
+        and (window.ended_at is None or window.ended_at > window.starts_at)  # withdrawn before
+    ]
 
 
 def state_changes(
