@@ -85,7 +85,9 @@ def _figures(
         "complaints": sum(quarter.complaints.values()),
         "clauses": sections.figures_of_lights(lights),
         "ranked_services": len(scores),
-        "retention": {r.kind: None if r.oldest is None else r.oldest.isoformat() for r in quarter.retention},
+        "retention": {
+            r.kind: None if r.oldest is None else r.oldest.isoformat() for r in quarter.retention
+        },
     }
 
 

@@ -14,11 +14,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from matplotlib import font_manager  # noqa: E402 - after choosing the backend
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib import font_manager
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from reports.fonts import CjkFont  # noqa: E402
+from reports.fonts import CjkFont
 
 WIDTH_IN, HEIGHT_IN, DPI = 6.4, 2.8, 150
 COLOUR = "#2f6f9f"
@@ -74,7 +75,13 @@ def uptime_by_tier(tiers: list[str], uptimes: list[float | None], font: CjkFont)
                 va="bottom",
                 fontsize=8,
             )
-    _style(axes, font, "各层级服务可用率", "服务来源层级（6.1）", f"可用率 %（纵轴自 {0 if not known else low:g} 起）")
+    _style(
+        axes,
+        font,
+        "各层级服务可用率",
+        "服务来源层级（6.1）",
+        f"可用率 %（纵轴自 {0 if not known else low:g} 起）",
+    )
     return _png(figure)
 
 
@@ -85,7 +92,7 @@ def p95_distribution(p95s: list[float], slo_ms: float, font: CjkFont) -> bytes:
     if not finite:
         _empty(axes, font, "本季度无成功探测的时延数据")
     else:
-        low, high = min(finite + [slo_ms]) / 1.2, max(finite + [slo_ms]) * 1.2
+        low, high = min([*finite, slo_ms]) / 1.2, max([*finite, slo_ms]) * 1.2
         bins = [low * (high / low) ** (k / 30) for k in range(31)]
         axes.hist(finite, bins=bins, color=COLOUR)
         axes.set_xscale("log")
@@ -110,7 +117,7 @@ def incidents_per_week(weeks: list[str], counts: list[int], font: CjkFont) -> by
     figure, axes = _figure()
     axes.bar(weeks, counts, color=COLOUR, width=0.6)
     axes.set_ylim(0, max([*counts, 1]) * 1.15)
-    axes.yaxis.get_major_locator().set_params(integer=True)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     _style(axes, font, "每周事件数", "周（起始日）", "事件数")
     for label in axes.get_xticklabels():
         label.set_rotation(45)

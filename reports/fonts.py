@@ -86,7 +86,9 @@ def _load(path: Path) -> CjkFont:
         font = TTFont(name, str(path), subfontIndex=0)
     except (TTFError, OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ReportError(f"report.font {str(path)!r}: reportlab cannot embed it: {reason}") from None
+        raise ReportError(
+            f"report.font {str(path)!r}: reportlab cannot embed it: {reason}"
+        ) from None
     codepoints = frozenset(font.face.charToGlyph)
     missing = [c for c in PROBE_TEXT if ord(c) not in codepoints]
     if missing:

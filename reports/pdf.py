@@ -91,7 +91,7 @@ def make_styles(font: CjkFont) -> Styles:
     )
 
 
-class Heading(Paragraph):
+class Heading(Paragraph):  # type: ignore[misc]  # reportlab has no type hints
     """A heading that enters the contents page and the PDF's outline at `level` (0 or 1)."""
 
     def __init__(self, text: str, style: ParagraphStyle, level: int, key: str) -> None:
@@ -155,10 +155,12 @@ class Writer:
             if plain:
                 cells.append([self.font.drawable(one_line(str(v))) for v in row])
             else:
-                cells.append([
-                    v if isinstance(v, Flowable) else Paragraph(self.text(v), self.styles.cell)
-                    for v in row
-                ])
+                cells.append(
+                    [
+                        v if isinstance(v, Flowable) else Paragraph(self.text(v), self.styles.cell)
+                        for v in row
+                    ]
+                )
         table = Table(cells, colWidths=[w * BODY_WIDTH for w in widths], repeatRows=1)
         table.setStyle(
             TableStyle(
@@ -204,12 +206,12 @@ class Writer:
 def _canvas_class(font: CjkFont, header_left: str, header_right: str) -> type[Canvas]:
     """A canvas that draws the header and "第 n 页 / 共 N 页" on every page once it knows N."""
 
-    class NumberedCanvas(Canvas):
+    class NumberedCanvas(Canvas):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._pages: list[dict[str, Any]] = []
 
-        def showPage(self) -> None:  # noqa: N802 - reportlab's name
+        def showPage(self) -> None:
             self._pages.append(dict(self.__dict__))
             self._startPage()
 
@@ -232,13 +234,15 @@ def _canvas_class(font: CjkFont, header_left: str, header_right: str) -> type[Ca
             self.setLineWidth(0.4)
             self.line(MARGIN, top - 1.5 * mm, PAGE_WIDTH - MARGIN, top - 1.5 * mm)
             self.setFont(font.name, 8)
-            self.drawCentredString(PAGE_WIDTH / 2, MARGIN - 8 * mm, f"第 {number} 页 / 共 {total} 页")
+            self.drawCentredString(
+                PAGE_WIDTH / 2, MARGIN - 8 * mm, f"第 {number} 页 / 共 {total} 页"
+            )
             self.restoreState()
 
     return NumberedCanvas
 
 
-class _Document(BaseDocTemplate):
+class _Document(BaseDocTemplate):  # type: ignore[misc]
     """A4 pages; every Heading enters the contents page and the outline."""
 
     def __init__(self, buffer: io.BytesIO, title: str, author: str, font: CjkFont) -> None:
@@ -258,7 +262,7 @@ class _Document(BaseDocTemplate):
         frame = Frame(MARGIN, MARGIN, BODY_WIDTH, PAGE_HEIGHT - 2 * MARGIN, id="body")
         self.addPageTemplates([PageTemplate(id="page", frames=[frame])])
 
-    def afterFlowable(self, flowable: Flowable) -> None:  # noqa: N802 - reportlab's name
+    def afterFlowable(self, flowable: Flowable) -> None:
         if isinstance(flowable, Heading):
             self.canv.bookmarkPage(flowable.key)
             self.canv.addOutlineEntry(flowable.plain, flowable.key, level=flowable.level)

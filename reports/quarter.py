@@ -236,9 +236,7 @@ def _scans(session: Session, start: dt.datetime, end: dt.datetime) -> pd.DataFra
             .order_by(Scan.id)
         )
     ]
-    return _frame(
-        rows, ["id", "service_id", "trigger", "state", "finished_at", "high", "medium"]
-    )
+    return _frame(rows, ["id", "service_id", "trigger", "state", "finished_at", "high", "medium"])
 
 
 def _open_findings(session: Session, end: dt.datetime) -> pd.DataFrame:

@@ -59,7 +59,13 @@ CLAUSE_DUTIES: dict[str, str] = {
 """The clauses the compliance rules judge, and each one's duty in a few words; the summary
 lists every one of them, judged or not."""
 
-SEVERITY_WORDS = {"critical": "严重", "high": "高危", "medium": "中危", "low": "低危", "info": "提示"}
+SEVERITY_WORDS = {
+    "critical": "严重",
+    "high": "高危",
+    "medium": "中危",
+    "low": "低危",
+    "info": "提示",
+}
 CLASS_WORDS = {"security": "安全事件", "availability": "可用性事件"}
 SCAN_STATES = {
     "finished": "已完成",
@@ -123,9 +129,11 @@ def when(moment: dt.datetime | None) -> str:
 
 
 def minutes_text(minutes: float) -> str:
-    """A duration in hours and minutes, e.g. 1 小时 5 分钟."""
-    total = max(0, math.ceil(minutes))
-    hours, rest = divmod(total, 60)
+    """A duration in days, hours and minutes, e.g. 1 小时 5 分钟, 2 天 3 小时 0 分钟."""
+    hours, rest = divmod(max(0, math.ceil(minutes)), 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} 天 {hours} 小时 {rest} 分钟"
     return f"{hours} 小时 {rest} 分钟" if hours else f"{rest} 分钟"
 
 
@@ -200,7 +208,9 @@ def summary(w: Writer, quarter: Quarter, lights: list[ClauseLight]) -> list[Flow
     online = int((quarter.services["status"] == "online").sum())
     out: list[Flowable] = [w.heading(SECTIONS[0])]
     if quarter.end < quarter.quarter_end:
-        out.append(w.para(f"本季度尚未结束：数据截至 {local_text(quarter.end)}（北京时间）。", s.note))
+        out.append(
+            w.para(f"本季度尚未结束：数据截至 {local_text(quarter.end)}（北京时间）。", s.note)
+        )
     if not quarter.calendar_known:
         year = quarter.start.astimezone(SHANGHAI).year
         out.append(
@@ -234,8 +244,8 @@ def summary(w: Writer, quarter: Quarter, lights: list[ClauseLight]) -> list[Flow
         )
     )
     table_rows = [
-        (l.clause, CLAUSE_DUTIES.get(l.clause, ""), str(l.passed), str(l.failed), w.light(l.light))
-        for l in lights
+        (c.clause, CLAUSE_DUTIES.get(c.clause, ""), str(c.passed), str(c.failed), w.light(c.light))
+        for c in lights
     ]
     out.append(
         w.table(["条款", "要求", "通过", "未通过", "状态"], table_rows, [0.1, 0.56, 0.1, 0.1, 0.14])
@@ -278,9 +288,7 @@ def availability(w: Writer, quarter: Quarter, worst: int, slo_ms: float) -> list
     out.append(w.gap())
     out.append(
         w.image(
-            charts.uptime_by_tier(
-                [TIERS[t] for t in tiers["tier"]], list(tiers["uptime"]), w.font
-            ),
+            charts.uptime_by_tier([TIERS[t] for t in tiers["tier"]], list(tiers["uptime"]), w.font),
             0.44,
         )
     )
@@ -320,7 +328,8 @@ def incidents(w: Writer, quarter: Quarter, per_week: list[tuple[str, int]]) -> l
             for (k, v), n in counts.items()
         ]
         out.append(w.table(["类别", "严重程度", "数量"], rows, [0.4, 0.3, 0.3]))
-    out.append(w.image(charts.incidents_per_week(*zip(*per_week, strict=True), w.font), 0.44))
+    labels, counts = [label for label, _ in per_week], [count for _, count in per_week]
+    out.append(w.image(charts.incidents_per_week(labels, counts, w.font), 0.44))
     security = frame[frame["klass"] == "security"]
     is_late = security["late"].astype(bool)
     late = security[is_late]
@@ -335,23 +344,17 @@ def incidents(w: Writer, quarter: Quarter, per_week: list[tuple[str, int]]) -> l
     )
     rows = []
     for r in late.itertuples():
-        if pd.isna(r.notified_at):
-            how = f"未通报（截至 {local_text(quarter.end)}）"
-        else:
-            how = when(r.notified_at)
-        lateness = "—" if pd.isna(r.late_minutes) else minutes_text(r.late_minutes)
-        rows.append(
-            [
-                f"#{r.id}",
-                "、".join(r.services) or "—",
-                when(r.detected_at),
-                when(r.notify_by),
-                how,
-                f"超时 {lateness}",
-            ]
-        )
+        lateness = "—" if pd.isna(r.late_minutes) else f"超时 {minutes_text(r.late_minutes)}"
+        how = "未通报" if pd.isna(r.notified_at) else when(r.notified_at)
+        services = "、".join(r.services) or "—"
+        rows.append([f"#{r.id}", services, when(r.detected_at), when(r.notify_by), how, lateness])
     header = ["事件", "服务", "发现时间", "通报时限", "通报时间", "迟报"]
-    out.append(w.table(header, rows, [0.08, 0.22, 0.16, 0.16, 0.2, 0.18], empty="没有迟报的事件。"))
+    widths = [0.07, 0.16, 0.16, 0.16, 0.16, 0.29]
+    out.append(w.table(header, rows, widths, empty="没有迟报的事件。"))
+    if late["notified_at"].isna().any():
+        out.append(
+            w.para(f"未通报的事件，超时计至数据截止时间 {local_text(quarter.end)}。", s.note)
+        )
     return out
 
 
@@ -384,7 +387,14 @@ def scans(w: Writer, quarter: Quarter) -> list[Flowable]:
         for r in found.itertuples()
     ]
     out.append(w.heading("发现中高危风险的扫描", 1))
-    out.append(w.table(["扫描", "服务", "完成时间", "高危", "中危"], rows, [0.12, 0.28, 0.26, 0.17, 0.17], empty="本季度完成的扫描均未发现中高危风险。"))
+    out.append(
+        w.table(
+            ["扫描", "服务", "完成时间", "高危", "中危"],
+            rows,
+            [0.12, 0.28, 0.26, 0.17, 0.17],
+            empty="本季度完成的扫描均未发现中高危风险。",
+        )
+    )
     findings = quarter.open_findings
     out.append(w.heading(f"截至 {local_text(quarter.end)} 未关闭的中高危问题", 1))
     rows = [
@@ -410,12 +420,8 @@ def log_audit(w: Writer, quarter: Quarter) -> list[Flowable]:
     audit = quarter.log_audit
     out: list[Flowable] = [w.heading(SECTIONS[4])]
     if audit is None:
-        out.append(
-            w.para(
-                f"{quarter_words(quarter.label)}尚无日志审计记录（由 monitord log-audit 或季度任务生成）。",
-                s.body,
-            )
-        )
+        missing = f"{quarter_words(quarter.label)}尚无日志审计记录"
+        out.append(w.para(f"{missing}（由 monitord log-audit 或季度任务生成）。", s.body))
         return out
     empty_days = audit["empty_days"]
     out.append(
@@ -429,12 +435,19 @@ def log_audit(w: Writer, quarter: Quarter) -> list[Flowable]:
         out.append(w.para("无日志的日期：" + "、".join(empty_days), s.note))
     rows = sorted(audit["findings_by_rule"].items(), key=lambda kv: (-int(kv[1]), kv[0]))
     out.append(w.heading("异常行为（按规则）", 1))
-    out.append(w.table(["规则", "发现数"], rows, [0.6, 0.4], empty="本季度日志中没有发现异常行为。"))
+    out.append(
+        w.table(["规则", "发现数"], rows, [0.6, 0.4], empty="本季度日志中没有发现异常行为。")
+    )
     vendors = [
-        [str(op.get("subject", "")), str(op.get("summary", ""))] for op in audit["vendor_operations"]
+        [str(op.get("subject", "")), str(op.get("summary", ""))]
+        for op in audit["vendor_operations"]
     ]
     out.append(w.heading("第三方运维人员操作（8.3 c）", 1))
-    out.append(w.table(["账号 / 对象", "操作摘要"], vendors, [0.3, 0.7], empty="本季度没有第三方运维操作记录。"))
+    out.append(
+        w.table(
+            ["账号 / 对象", "操作摘要"], vendors, [0.3, 0.7], empty="本季度没有第三方运维操作记录。"
+        )
+    )
     return out
 
 
@@ -444,12 +457,24 @@ def registers(w: Writer, quarter: Quarter) -> list[Flowable]:
     out: list[Flowable] = [w.heading(SECTIONS[5]), w.heading("管理员账号权限审查（7.3.2）", 1)]
     reviews = quarter.admin_reviews
     rows = [
-        [when(r["reviewed_at"]), r["reviewed_by"], r["file_name"], r["sha256"][:16], r["accounts"], len(r["flags"])]
+        [
+            when(r["reviewed_at"]),
+            r["reviewed_by"],
+            r["file_name"],
+            r["sha256"][:16],
+            r["accounts"],
+            len(r["flags"]),
+        ]
         for r in reviews
     ]
     header = ["审查时间", "审查人", "文件", "SHA-256（前 16 位）", "账号数", "标记"]
     out.append(
-        w.table(header, rows, [0.17, 0.15, 0.25, 0.21, 0.11, 0.11], empty="本季度没有管理员权限审查记录。")
+        w.table(
+            header,
+            rows,
+            [0.17, 0.15, 0.25, 0.21, 0.11, 0.11],
+            empty="本季度没有管理员权限审查记录。",
+        )
     )
     flags = [
         [str(f.get("account", "")), str(f.get("problem", "")), str(f.get("detail", ""))]
@@ -490,7 +515,9 @@ def retention(w: Writer, quarter: Quarter, retention_days: int) -> list[Flowable
         )
     )
     rows = [[r.kind, when(r.oldest), r.rows, r.keep_days] for r in quarter.retention]
-    out.append(w.table(["记录类别", "最早记录", "现存条数", "保存期限（天）"], rows, [0.3, 0.3, 0.2, 0.2]))
+    out.append(
+        w.table(["记录类别", "最早记录", "现存条数", "保存期限（天）"], rows, [0.3, 0.3, 0.2, 0.2])
+    )
     purge = quarter.last_purge
     if purge is None:
         out.append(w.para("尚无清理记录。", s.body))
@@ -508,10 +535,7 @@ def _ranking_rows(w: Writer, scores: Sequence[ServiceScore]) -> list[list[object
             sc.name,
             TIERS.get(sc.tier, sc.tier),
             f"{sc.score:.1f}",
-            *(
-                "—" if sc.parts.get(p) is None else f"{sc.parts[p]:.0f}"
-                for p in PARTS
-            ),
+            *("—" if sc.parts.get(p) is None else f"{sc.parts[p]:.0f}" for p in PARTS),
         ]
         for sc in scores
     ]
@@ -556,7 +580,9 @@ def appendix(w: Writer, quarter: Quarter, verdicts: Sequence[ComplianceVerdict])
     out: list[Flowable] = [PageBreak(), w.heading(SECTIONS[8])]
     per_service = [v for v in verdicts if v.service_id is not None]
     platform = [v for v in verdicts if v.service_id is None]
-    rules = sorted({(v.clause, v.rule) for v in per_service}, key=lambda cr: (_clause_key(cr[0]), cr[1]))
+    rules = sorted(
+        {(v.clause, v.rule) for v in per_service}, key=lambda cr: (_clause_key(cr[0]), cr[1])
+    )
     marks: dict[str, dict[str, bool]] = defaultdict(dict)
     for v in per_service:
         assert v.service_id is not None  # for mypy: filtered above
@@ -572,7 +598,14 @@ def appendix(w: Writer, quarter: Quarter, verdicts: Sequence[ComplianceVerdict])
          sum(m.get(rule) is False for m in marks.values())]
         for i, (clause, rule) in enumerate(rules, start=1)
     ]  # fmt: skip
-    out.append(w.table(["列", "条款", "规则", "通过", "未通过"], legend, [0.08, 0.12, 0.5, 0.15, 0.15], empty="本季度没有针对单个服务的合规结果。"))
+    out.append(
+        w.table(
+            ["列", "条款", "规则", "通过", "未通过"],
+            legend,
+            [0.08, 0.12, 0.5, 0.15, 0.15],
+            empty="本季度没有针对单个服务的合规结果。",
+        )
+    )
     if platform:
         rows = [[v.clause, v.rule, w.yes if v.passed else w.no] for v in platform]
         out.append(w.heading("平台级检查", 1))
@@ -605,7 +638,7 @@ def appendix(w: Writer, quarter: Quarter, verdicts: Sequence[ComplianceVerdict])
 
 def figures_of_lights(lights: list[ClauseLight]) -> dict[str, Any]:
     """The lights as the report's figures record them."""
-    return {l.clause: {"light": l.light, "passed": l.passed, "failed": l.failed} for l in lights}
+    return {c.clause: {"light": c.light, "passed": c.passed, "failed": c.failed} for c in lights}
 
 
 def weeks(quarter: Quarter) -> list[tuple[str, int]]:

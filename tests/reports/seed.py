@@ -31,7 +31,7 @@ from monitord.store.models import (
     Scan,
     ServiceRevision,
 )
-from monitord.timeutil import UTC, quarter_bounds
+from monitord.timeutil import SHANGHAI, UTC, quarter_bounds
 from monitord.types import ComplianceVerdict, ServiceScore
 
 TIER_CYCLE = ("province", "district", "bureau", "association", "district", "bureau", None)
@@ -110,9 +110,7 @@ def _revisions(session: Session, seeded: Seeded, before: dt.datetime) -> None:
     session.execute(insert(ServiceRevision), rows)
 
 
-def _rollups(
-    session: Session, seeded: Seeded, rng: random.Random, hours_step: int, record: bool
-) -> None:
+def _rollups(session: Session, seeded: Seeded, rng: random.Random, hours_step: int) -> None:
     """One roll-up per service every `hours_step` hours of the quarter."""
     step = dt.timedelta(hours=hours_step)
     batch: list[dict[str, Any]] = []
@@ -123,11 +121,17 @@ def _rollups(
         hour = seeded.start
         while hour < seeded.end:
             count = 60
-            failures = 0 if rng.random() < 0.9 else rng.randint(1, 6 + index % 5)
+            healthy = 0.9 - 0.04 * (index % 7)  # so that the tiers differ
+            failures = 0 if rng.random() < healthy else rng.randint(1, 6 + index % 5)
             blind = 3 if rng.random() < 0.01 else 0
             buckets: dict[str, int] = {}
-            for _ in range(count - failures):
-                histogram.add(buckets, base * rng.lognormvariate(0, 0.35))
+            successes = count - failures
+            for share in (successes // 2, successes // 4, successes // 8):  # a few latencies
+                key = str(histogram.bucket_of(base * rng.lognormvariate(0, 0.35)))
+                buckets[key] = buckets.get(key, 0) + share
+                successes -= share
+            key = str(histogram.bucket_of(base * rng.lognormvariate(0.6, 0.35)))  # a slow tail
+            buckets[key] = buckets.get(key, 0) + successes
             batch.append(
                 {
                     "service_id": service_id,
@@ -142,11 +146,10 @@ def _rollups(
                     "latency_buckets": buckets,
                 }
             )
-            if record:
-                seeded.count[service_id] = seeded.count.get(service_id, 0) + count
-                seeded.failures[service_id] = seeded.failures.get(service_id, 0) + failures
-                histogram.merge(seeded.buckets.setdefault(service_id, {}), buckets)
-                seeded.blind += blind
+            seeded.count[service_id] = seeded.count.get(service_id, 0) + count
+            seeded.failures[service_id] = seeded.failures.get(service_id, 0) + failures
+            histogram.merge(seeded.buckets.setdefault(service_id, {}), buckets)
+            seeded.blind += blind
             if len(batch) >= 5000:
                 session.execute(insert(ProbeRollup), batch)
                 batch = []
@@ -192,6 +195,7 @@ def _incidents(session: Session, seeded: Seeded) -> None:
 
 def _findings(session: Session, seeded: Seeded) -> None:
     start, end = seeded.start, seeded.end
+    ids = seeded.service_ids
     base = 20 + 5 * int(seeded.quarter[5])  # each quarter's findings on other services
     cases = [  # (rule, severity, opened days in, closed days in or None)
         ("zap_sql_injection", "high", 20, None),
@@ -208,9 +212,9 @@ def _findings(session: Session, seeded: Seeded) -> None:
             clause="8.3 b",
             severity=severity,
             subject_kind="service",
-            subject=seeded.service_ids[base + n],
-            service_id=seeded.service_ids[base + n],
-            summary=f"{rule} 发现于 {seeded.service_ids[base + n]}",
+            subject=ids[(base + n) % len(ids)],
+            service_id=ids[(base + n) % len(ids)],
+            summary=f"{rule} 发现于 {ids[(base + n) % len(ids)]}",
             first_seen=opened_at,
             last_seen=closed_at or end,
             state="open" if closed is None else "resolved",
@@ -231,9 +235,8 @@ def _findings(session: Session, seeded: Seeded) -> None:
             )
         )
         if severity == "high":
-            (
-                seeded.open_high if closed_at is None or closed_at >= end else seeded.closed_high
-            ).append(rule)
+            still_open = closed_at is None or closed_at >= end
+            (seeded.open_high if still_open else seeded.closed_high).append(rule)
 
 
 def _scans(session: Session, seeded: Seeded) -> None:
@@ -297,10 +300,14 @@ def _registers(session: Session, seeded: Seeded) -> None:
             ],
         )
     )
+    first_day = start.astimezone(SHANGHAI).date()
+    year = first_day.year
+    # The year's risk assessment: filed in its first quarter, or (for a q4) in that quarter.
+    risk_date = dt.date(year, 1, 15) if label[5] in "123" else first_day + dt.timedelta(days=10)
     for kind, clause, date, name in (
-        ("pentest", "7.3.2", dt.date(2026, 9, 20), "pentest-2026q3.pdf"),
-        ("risk_assessment", "7.3.2", dt.date(2026, 3, 15), "risk-2026.pdf"),
-        ("drill", "6.4 d", dt.date(2026, 5, 10), "drill-2026q2.pdf"),
+        ("pentest", "7.3.2", first_day + dt.timedelta(days=81), f"pentest-{label}.pdf"),
+        ("risk_assessment", "7.3.2", risk_date, f"risk-{label}.pdf"),
+        ("drill", "6.4 d", first_day - dt.timedelta(days=120), f"drill-before-{label}.pdf"),
     ):
         session.add(
             EvidenceDocument(
@@ -400,7 +407,7 @@ def seed_quarter(
     rng = random.Random(rng_seed)
     if catalogue:
         _revisions(session, seeded, start - dt.timedelta(days=30))
-    _rollups(session, seeded, rng, hours_step, record=True)
+    _rollups(session, seeded, rng, hours_step)
     _incidents(session, seeded)
     _findings(session, seeded)
     _scans(session, seeded)
