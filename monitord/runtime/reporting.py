@@ -281,8 +281,8 @@ def send_due_report(
         return None
     if not any(url.partition(":")[0].lower() in MAIL_SCHEMES for url in settings.alerts.management):
         logger.warning(
-            "the {} report is written, but alerts.management has no e-mail (mailto://) channel: "
-            "the management unit gets no PDF until one is configured",
+            "the {} report goes to the management unit, but alerts.management has no e-mail "
+            "(mailto://) channel: it gets no PDF until one is configured",
             quarter,
         )
     return write_report(store, settings, quarter, now, send=True, progress=progress)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loguru import logger
 from sqlalchemy import select
 
 from monitord.accesslog.work import audit_due
@@ -239,3 +240,28 @@ async def test_on_a_paced_mail_channel_the_report_is_never_folded_into_a_digest(
     assert pdf_attachments(digest) == []
     [(_name, pdf)] = pdf_attachments(report)
     assert hashlib.sha256(pdf).hexdigest() == reports(sqlite_store)[0].sha256
+
+
+async def test_a_report_that_cannot_be_drawn_is_one_logged_line_and_tried_again(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    not_a_font = tmp_path / "font.ttf"
+    not_a_font.write_bytes(b"not a font")
+    cfg = settings(tmp_path, [])
+    cfg = cfg.model_copy(update={"report": cfg.report.model_copy(update={"font": str(not_a_font)})})
+    app, _clock = app_at(sqlite_store, cfg, FIRST_WORKING_MORNING)
+    logged: list[tuple[str, str]] = []
+    handler = logger.add(lambda m: logged.append((m.record["level"].name, m.record["message"])))
+    try:
+        await quarterly_log_audit(app)
+        await quarterly_report(app)
+    finally:
+        logger.remove(handler)
+    errors = [text for level, text in logged if level == "ERROR"]
+    [error] = errors
+    assert error.startswith(
+        f"the quarterly report could not be written: report.font {str(not_a_font)!r}: "
+    )
+    assert "\n" not in error
+    assert reports(sqlite_store) == [] and copies(sqlite_store) == []
+    assert list((tmp_path / "reports").glob("*")) == []  # nothing half-written
