@@ -102,20 +102,20 @@ def test_the_report_is_due_from_the_first_working_day_of_the_next_quarter_at_nin
 
 
 async def test_the_job_sends_the_pdf_by_email_and_a_chat_line_once_and_records_delivery(
-    sqlite_store: Store, tmp_path: Path, hook: Webhook
+    store: Store, tmp_path: Path, hook: Webhook
 ) -> None:
     with serve_smtp() as (mailbox, port):
         cfg = settings(tmp_path, [mail_url(port), hook.apprise_url("sjj")])
-        app, clock = app_at(sqlite_store, cfg, FIRST_WORKING_MORNING - dt.timedelta(minutes=1))
+        app, clock = app_at(store, cfg, FIRST_WORKING_MORNING - dt.timedelta(minutes=1))
         await quarterly_report(app)
-        assert reports(sqlite_store) == []  # 08:59: not yet
+        assert reports(store) == []  # 08:59: not yet
         clock.advance(minutes=1)
         await quarterly_report(app)
-        assert reports(sqlite_store) == []  # it waits for the quarter's log audit
+        assert reports(store) == []  # it waits for the quarter's log audit
         await quarterly_log_audit(app)
         await quarterly_report(app)
         await quarterly_report(app)  # the next hour's run: already done
-        [record] = reports(sqlite_store)
+        [record] = reports(store)
         assert (record.quarter, record.outbox_key) == ("2026q3", "report:2026q3")
         assert Path(record.path) == tmp_path / "reports" / "monitord-2026q3.pdf"
         for _ in range(3):
@@ -137,25 +137,25 @@ async def test_the_job_sends_the_pdf_by_email_and_a_chat_line_once_and_records_d
     assert chat["message"].startswith("苏州市数据局：")  # [report] management_unit
     assert "报告单位：苏商通运营单位" in chat["message"]
     assert chat["key"].startswith("report:2026q3#")
-    [after] = reports(sqlite_store)
+    [after] = reports(store)
     assert after.delivered_at == clock.now - dt.timedelta(seconds=15)  # the first pass
     assert after.sent_to == ["alerts.management[0]", "alerts.management[1]"]
 
 
 async def test_a_crash_between_writing_and_sending_sends_the_report_once_after_restart(
-    sqlite_store: Store, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     with serve_smtp() as (mailbox, port):
         cfg = settings(tmp_path, [mail_url(port)])
-        before, _clock = app_at(sqlite_store, cfg, FIRST_WORKING_MORNING)
+        before, _clock = app_at(store, cfg, FIRST_WORKING_MORNING)
         await quarterly_log_audit(before)
         await quarterly_report(before)  # written and queued; the process dies here
-        after, clock = app_at(sqlite_store, cfg, FIRST_WORKING_MORNING + dt.timedelta(hours=1))
+        after, clock = app_at(store, cfg, FIRST_WORKING_MORNING + dt.timedelta(hours=1))
         await quarterly_report(after)  # the restarted daemon's first run
         for _ in range(3):
             await alert_delivery(after)
             clock.advance(seconds=5)
-    assert len(reports(sqlite_store)) == 1
+    assert len(reports(store)) == 1
     assert len(mailbox.messages) == 1
 
 
