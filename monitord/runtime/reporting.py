@@ -30,7 +30,7 @@ from alerts.routing import MAIL_SCHEMES
 from monitord.config import Settings
 from monitord.errors import UsageError
 from monitord.store import Store
-from monitord.store.models import LogAudit, OutboxAlert, QuarterlyReport
+from monitord.store.models import LogAudit, OutboxAlert, QuarterlyReport, SyncRun
 from monitord.store.outbox import enqueue
 from monitord.timeutil import SHANGHAI, UTC, local_text, quarter_bounds, quarter_start
 from monitord.workcalendar import WorkCalendar
@@ -261,12 +261,20 @@ def due_quarter(now: dt.datetime, calendar: WorkCalendar) -> str | None:
     return last
 
 
+def _watched(session: Session, quarter: str) -> bool:
+    """Whether monitord was at work in the quarter (a catalogue sync began before it ended):
+    a store installed later holds nothing of it, and the management unit gets no empty report."""
+    _start, end = quarter_bounds(quarter)
+    first = session.scalar(select(SyncRun.id).where(SyncRun.started_at < end).limit(1))
+    return first is not None
+
+
 def send_due_report(
     store: Store, settings: Settings, now: dt.datetime, progress: Progress = _quiet
 ) -> WrittenReport | None:
     """The report job: write the last quarter's report and queue it for the management unit,
     once per quarter (its record says so); None when it is not due, waits for the quarter's log
-    audit, or is done."""
+    audit, is done, or monitord was not at work in that quarter."""
     quarter = due_quarter(now, WorkCalendar.from_settings(settings.logs))
     if quarter is None:
         return None
@@ -277,7 +285,8 @@ def send_due_report(
         # The report's 7.3.1 section reads the quarter's log audit, which the log-audit job
         # writes once the quarter is over: the report waits for it (an hour at most).
         audited = session.get(LogAudit, quarter) is not None
-    if done is not None or not audited:
+        watched = _watched(session, quarter)
+    if done is not None or not audited or not watched:
         return None
     if not any(url.partition(":")[0].lower() in MAIL_SCHEMES for url in settings.alerts.management):
         logger.warning(

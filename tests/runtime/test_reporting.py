@@ -21,7 +21,7 @@ from monitord.runtime.app import App
 from monitord.runtime.jobs import alert_delivery, quarterly_log_audit, quarterly_report
 from monitord.runtime.reporting import due_quarter, send_due_report
 from monitord.store import Store
-from monitord.store.models import OutboxAlert, QuarterlyReport
+from monitord.store.models import OutboxAlert, QuarterlyReport, SyncRun
 from monitord.store.outbox import enqueue
 from monitord.timeutil import SHANGHAI, UTC
 from monitord.workcalendar import WorkCalendar
@@ -57,8 +57,17 @@ def settings(tmp_path: Path, management: list[str]) -> Settings:
 
 
 def app_at(store: Store, cfg: Settings, when: dt.datetime) -> tuple[App, FakeClock]:
+    """The App at `when`, on a store that monitord has worked on since 2026q3 began."""
+    watched_since(store, dt.datetime(2026, 7, 1, 8, tzinfo=SHANGHAI))
     clock = FakeClock(when.astimezone(UTC))
     return App(settings=cfg, store=store, clock=clock), clock
+
+
+def watched_since(store: Store, moment: dt.datetime) -> None:
+    """A catalogue sync at `moment`, the sign that monitord was at work then (once per store)."""
+    with store.session() as session:
+        if session.scalar(select(SyncRun.id).limit(1)) is None:
+            session.add(SyncRun(started_at=moment, finished_at=moment, source="test", outcome="ok"))
 
 
 def pdf_attachments(message: Message) -> list[tuple[str, bytes]]:
@@ -208,6 +217,7 @@ async def test_the_job_never_overwrites_a_report_written_from_the_command_line(
     from monitord.runtime.reporting import write_report
 
     now = FIRST_WORKING_MORNING.astimezone(UTC)
+    watched_since(sqlite_store, dt.datetime(2026, 7, 1, 8, tzinfo=SHANGHAI))
     by_hand = write_report(sqlite_store, cfg, "2026q3", now)
     kept = by_hand.path.read_bytes()
     audit_due(sqlite_store, lambda: now)
@@ -265,3 +275,22 @@ async def test_a_report_that_cannot_be_drawn_is_one_logged_line_and_tried_again(
     assert "\n" not in error
     assert reports(sqlite_store) == [] and copies(sqlite_store) == []
     assert list((tmp_path / "reports").glob("*")) == []  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    ("first_sync", "sent"),
+    [
+        (dt.datetime(2026, 9, 30, 23, 59, tzinfo=SHANGHAI), True),
+        (dt.datetime(2026, 10, 1, 0, 0, tzinfo=SHANGHAI), False),  # installed after 2026q3
+    ],
+)
+def test_no_report_goes_out_for_a_quarter_monitord_was_not_at_work_in(
+    sqlite_store: Store, tmp_path: Path, first_sync: dt.datetime, sent: bool
+) -> None:
+    cfg = settings(tmp_path, [])
+    now = FIRST_WORKING_MORNING.astimezone(UTC)
+    watched_since(sqlite_store, first_sync)
+    audit_due(sqlite_store, lambda: now)
+    written = send_due_report(sqlite_store, cfg, now)
+    assert (written is not None) == sent
+    assert len(reports(sqlite_store)) == int(sent)
