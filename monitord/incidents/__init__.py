@@ -232,8 +232,10 @@ def intake(session: Session, settings: Settings, now: dt.datetime) -> IntakeRepo
     batch of log analysis, one scan), with one two-hour clock and one notification; a finding
     whose subject already has an active incident of its kind joins that one. The worst finding
     heads an incident. When more availability incidents open at once than
-    alerts.storm_threshold, on-call gets one grouped alert instead of one each.
+    alerts.storm_threshold, on-call gets one grouped alert instead of one each. The
+    maintenance windows that quiet alerts are recorded as they begin (`record_maintenance`).
     """
+    record_maintenance(session, settings, now)
     rules = settings.incidents
     threshold = SEVERITY_RANK[rules.open_severity]
     report = IntakeReport()

@@ -14,7 +14,7 @@ from loguru import logger
 from monitord.accesslog.work import audit_due, follow_logs
 from monitord.catalogue import SyncOutcome, sync_catalogue
 from monitord.config import Settings
-from monitord.incidents import confirm_deliveries, intake, record_maintenance, work_clocks
+from monitord.incidents import confirm_deliveries, intake, work_clocks
 from monitord.probing import probe_round
 from monitord.runtime.app import App
 from monitord.runtime.delivery import deliver_alerts
@@ -107,7 +107,6 @@ async def quarterly_log_audit(app: App) -> None:
 def _incident_pass(app: App) -> tuple[list[int], list[int], int]:
     with app.store.session() as session:
         now = app.clock()
-        record_maintenance(session, app.settings, now)  # the windows as they apply, kept
         report = intake(session, app.settings, now)
         reminders = work_clocks(session, app.settings, now)
     return report.opened, report.resolved, reminders
