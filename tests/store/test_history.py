@@ -228,6 +228,15 @@ def test_quiet_windows_and_state_changes_of_a_period(store: Store) -> None:
                     recorded_at=recorded,
                 ),
                 QuietWindow(
+                    kind="suspension",
+                    service_id="svc-c",
+                    starts_at=at(8, 1),
+                    ends_at=at(8, 2),
+                    ended_at=at(7, 20),
+                    reason="提前撤回",
+                    recorded_at=recorded,
+                ),
+                QuietWindow(
                     kind="maintenance",
                     starts_at=END,
                     ends_at=None,
