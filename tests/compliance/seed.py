@@ -293,6 +293,22 @@ def seed_services(store: Store) -> None:
             )
         )
         scan(s, "paused", t("2026-08-12 08:00"))
+        # down-while-suspended: its catalogue status was suspended for two days, during which
+        # every probe failed; its uptime counts the hours it was online.
+        service(
+            s,
+            "down-while-suspended",
+            [
+                (START - 30 * 24 * HOUR, t("2026-08-10 00:00"), "online"),
+                (t("2026-08-10 00:00"), t("2026-08-12 00:00"), "suspended"),
+                (t("2026-08-12 00:00"), None, "online"),
+            ],
+        )
+        rollups(s, "down-while-suspended", START, t("2026-08-10 00:00"))
+        rollups(
+            s, "down-while-suspended", t("2026-08-10 00:00"), t("2026-08-12 00:00"), failures=60
+        )
+        rollups(s, "down-while-suspended", t("2026-08-12 00:00"), END)
         # paused-bad: resumed five days late, and not scanned after.
         online_all_quarter(s, "paused-bad")
         s.add(
