@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from monitord.store import Store, histogram
@@ -123,21 +123,24 @@ def rollups(
     buckets: dict[str, int] = {}
     for _ in range(count - failures):
         histogram.add(buckets, latency_ms)
+    rows = []
     hour = start
     while hour < end:
         if hour not in skip:
-            session.add(
-                ProbeRollup(
-                    service_id=service_id,
-                    kind="availability",
-                    hour=hour,
-                    count=count,
-                    failures=failures,
-                    blind=0,
-                    latency_buckets=dict(buckets),
-                )
+            rows.append(
+                {
+                    "service_id": service_id,
+                    "kind": "availability",
+                    "hour": hour,
+                    "count": count,
+                    "failures": failures,
+                    "blind": 0,
+                    "latency_buckets": buckets,
+                }
             )
         hour += HOUR
+    if rows:  # an insert without rows would write one row of defaults
+        session.execute(insert(ProbeRollup), rows)
 
 
 def scan(
