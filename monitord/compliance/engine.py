@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 import rules
 from monitord.config import Settings
 from monitord.errors import RuleError
+from monitord.store import histogram
 from monitord.store.history import (
     AVAILABILITY,
     Period,
@@ -149,6 +150,15 @@ class Quarter:
         stats: dict[str, ProbeStats] = shared[key]
         return stats
 
+    def stats(self, service_id: str) -> ProbeStats | None:
+        """The service's availability figures over the hours it was online in the quarter: a
+        suspension's outage is not counted against its uptime (the service is probed while
+        suspended). None when it had no probe then."""
+        spans = self.spans(service_id, "online")
+        if spans == [(self.start, self.until)]:
+            return self.probes.get(service_id)
+        return _span_stats(self.session, service_id, spans)
+
     @cached_property
     def calendar(self) -> WorkCalendar:
         """The Chinese working-day calendar, with the config's overrides."""
@@ -189,6 +199,69 @@ class Quarter:
             passed=passed,
             evidence=evidence,
         )
+
+
+def _span_stats(
+    session: Session, service_id: str, spans: list[tuple[dt.datetime, dt.datetime]]
+) -> ProbeStats | None:
+    """A service's availability figures over the whole hours of `spans` (a roll-up is an
+    hour's), blind results left out, as probe_quarter counts them for a whole quarter."""
+    count = failures = blind = hours = 0
+    buckets: dict[str, int] = {}
+    rolled = rolled_up_until(session)
+    for a, b in spans:
+        for row in session.scalars(
+            select(ProbeRollup).where(
+                ProbeRollup.service_id == service_id,
+                ProbeRollup.kind == AVAILABILITY,
+                ProbeRollup.hour >= a,
+                ProbeRollup.hour < b,
+            )
+        ):
+            if row.hour < a or row.hour + HOUR > b:
+                continue  # an hour only partly online
+            count, failures, blind = count + row.count, failures + row.failures, blind + row.blind
+            hours += row.count > 0
+            histogram.merge(buckets, row.latency_buckets or {})
+        raw_from = max(a, rolled or a)
+        seen: set[dt.datetime] = set()
+        for at, success, duration_ms, was_blind in session.execute(
+            select(
+                ProbeResultRow.at,
+                ProbeResultRow.success,
+                ProbeResultRow.duration_ms,
+                ProbeResultRow.blind,
+            ).where(
+                ProbeResultRow.service_id == service_id,
+                ProbeResultRow.kind == AVAILABILITY,
+                ProbeResultRow.at >= raw_from,
+                ProbeResultRow.at < b,
+            )
+        ):
+            if was_blind:
+                blind += 1
+                continue
+            count += 1
+            seen.add(at.replace(minute=0, second=0, microsecond=0))
+            if success:
+                histogram.add(buckets, duration_ms)
+            else:
+                failures += 1
+        hours += len(seen)
+    if count == 0 and blind == 0:
+        return None
+    return ProbeStats(
+        service_id=service_id,
+        count=count,
+        failures=failures,
+        blind=blind,
+        hours_probed=hours,
+        uptime=(count - failures) / count if count else None,
+        p50_ms=histogram.percentile(buckets, 0.50),
+        p95_ms=histogram.percentile(buckets, 0.95),
+        p99_ms=histogram.percentile(buckets, 0.99),
+        buckets=buckets,
+    )
 
 
 def open_quarter(session: Session, settings: Settings, label: str, now: dt.datetime) -> Quarter:
@@ -500,7 +573,7 @@ def uptime_target(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
         target, source = q.target(
             service_id, "uptime_percent", q.settings.compliance.uptime_percent
         )
-        stats = q.probes.get(service_id)
+        stats = q.stats(service_id)
         uptime = None if stats is None or stats.uptime is None else 100 * stats.uptime
         out.append(
             q.verdict(
@@ -524,7 +597,7 @@ def latency_target(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     out = []
     for service_id in q.online_services():
         target, source = q.target(service_id, "p95_ms", q.settings.compliance.p95_ms)
-        stats = q.probes.get(service_id)
+        stats = q.stats(service_id)
         p95 = None if stats is None else stats.p95_ms
         out.append(
             q.verdict(

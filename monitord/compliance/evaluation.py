@@ -118,7 +118,7 @@ def _parts(
 ) -> dict[str, float | None]:
     """A service's six parts; None for one without data."""
     settings = q.settings.compliance
-    stats = q.probes.get(service_id)
+    stats = q.stats(service_id)
     availability = latency = None
     if stats is not None and stats.uptime is not None:
         target, _ = q.target(service_id, "uptime_percent", settings.uptime_percent)

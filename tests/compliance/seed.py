@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from monitord.store import Store, histogram
@@ -123,21 +123,24 @@ def rollups(
     buckets: dict[str, int] = {}
     for _ in range(count - failures):
         histogram.add(buckets, latency_ms)
+    rows = []
     hour = start
     while hour < end:
         if hour not in skip:
-            session.add(
-                ProbeRollup(
-                    service_id=service_id,
-                    kind="availability",
-                    hour=hour,
-                    count=count,
-                    failures=failures,
-                    blind=0,
-                    latency_buckets=dict(buckets),
-                )
+            rows.append(
+                {
+                    "service_id": service_id,
+                    "kind": "availability",
+                    "hour": hour,
+                    "count": count,
+                    "failures": failures,
+                    "blind": 0,
+                    "latency_buckets": buckets,
+                }
             )
         hour += HOUR
+    if rows:  # an insert without rows would write one row of defaults
+        session.execute(insert(ProbeRollup), rows)
 
 
 def scan(
@@ -293,6 +296,22 @@ def seed_services(store: Store) -> None:
             )
         )
         scan(s, "paused", t("2026-08-12 08:00"))
+        # down-while-suspended: its catalogue status was suspended for two days, during which
+        # every probe failed; its uptime counts the hours it was online.
+        service(
+            s,
+            "down-while-suspended",
+            [
+                (START - 30 * 24 * HOUR, t("2026-08-10 00:00"), "online"),
+                (t("2026-08-10 00:00"), t("2026-08-12 00:00"), "suspended"),
+                (t("2026-08-12 00:00"), None, "online"),
+            ],
+        )
+        rollups(s, "down-while-suspended", START, t("2026-08-10 00:00"))
+        rollups(
+            s, "down-while-suspended", t("2026-08-10 00:00"), t("2026-08-12 00:00"), failures=60
+        )
+        rollups(s, "down-while-suspended", t("2026-08-12 00:00"), END)
         # paused-bad: resumed five days late, and not scanned after.
         online_all_quarter(s, "paused-bad")
         s.add(

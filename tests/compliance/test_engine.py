@@ -86,6 +86,13 @@ def test_uptime_and_latency_against_the_target(judged: Verdicts) -> None:
     assert judged["latency_target", "bad"].evidence["p95_ms"] > 3000
 
 
+def test_uptime_counts_the_hours_a_service_was_online(judged: Verdicts) -> None:
+    uptime = judged["uptime_target", "down-while-suspended"]
+    assert uptime.passed and uptime.evidence["uptime_percent"] == 100.0
+    assert uptime.evidence["probes"] == 60 * ((END - START) / HOUR - 48)
+    assert passed(judged, "latency_target", "down-while-suspended")
+
+
 def test_an_outage_inside_a_filed_suspension_is_announced(judged: Verdicts) -> None:
     assert passed(judged, "outage_announced", "paused")
     assert judged["outage_announced", "paused"].evidence["outages"] == 1
