@@ -109,11 +109,10 @@ def free_path(session: Session, path: Path, *, chosen: bool) -> Path:
     SHA-256 must keep naming it): the default path gets a number (monitord-2026q3-2.pdf); a
     path the user `chosen` is refused with a UsageError."""
     path = path.resolve()
-    if _recorded(session, path) is None:
+    row = _recorded(session, path)
+    if row is None:
         return path
     if chosen:
-        row = _recorded(session, path)
-        assert row is not None
         raise UsageError(
             f"--out {path}: this file is the {row.quarter} report recorded "
             f"{local_text(row.generated_at)} (SHA-256 {row.sha256[:12]}…), kept as written; "
@@ -157,22 +156,25 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def render(
-    session: Session, settings: Settings, quarter: str, now: dt.datetime, progress: Progress
+    store: Store, settings: Settings, quarter: str, now: dt.datetime, progress: Progress
 ) -> RenderedReport:
     """Evaluate the quarter's compliance rules (their verdicts stored), score the services and
     render the PDF: the one call into the compliance engine and the renderer."""
     from monitord.compliance import FORMULA, evaluate_quarter, score_services, store_verdicts
     from reports import render_quarterly
 
-    progress(f"{quarter}: evaluating the compliance rules")
-    verdicts = evaluate_quarter(session, settings, quarter, now)
-    store_verdicts(session, quarter, verdicts, now)
-    progress(f"{quarter}: scoring the services (clause 9.2)")
-    scores = score_services(session, settings, quarter, verdicts, now)
-    progress(f"{quarter}: rendering the PDF")
-    return render_quarterly(
-        session, settings, quarter, verdicts=verdicts, scores=scores, now=now, formula=FORMULA
-    )
+    with store.session() as session:
+        progress(f"{quarter}: evaluating the compliance rules")
+        verdicts = evaluate_quarter(session, settings, quarter, now)
+        progress(f"{quarter}: scoring the services (clause 9.2)")
+        scores = score_services(session, settings, quarter, verdicts, now)
+        store_verdicts(session, quarter, verdicts, now)
+    # Committed before the render: its seconds hold no write lock that probes and alerts wait on.
+    with store.session() as session:
+        progress(f"{quarter}: rendering the PDF")
+        return render_quarterly(
+            session, settings, quarter, verdicts=verdicts, scores=scores, now=now, formula=FORMULA
+        )
 
 
 def write_report(
@@ -193,8 +195,7 @@ def write_report(
     report_period(quarter, now)  # a bad or future quarter is refused before any work
     with store.session() as session:
         path = free_path(session, out or default_path(settings, quarter), chosen=out is not None)
-    with store.session() as session:
-        rendered = render(session, settings, quarter, now, progress)
+    rendered = render(store, settings, quarter, now, progress)
     digest = hashlib.sha256(rendered.pdf).hexdigest()
     progress(f"{quarter}: writing {path}")
     write_atomically(path, rendered.pdf)
