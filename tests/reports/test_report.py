@@ -233,3 +233,17 @@ def test_a_quarter_that_cannot_be_reported_is_refused_in_one_line(
     with pytest.raises(ReportError) as raised:
         render(sqlite_store, None, quarter, dt.datetime(2026, 9, 1, tzinfo=UTC))
     assert str(raised.value) == message
+
+
+def test_the_report_reads_its_figures_alike_on_sqlite_and_postgresql(store: Store) -> None:
+    with store.session() as session:
+        seeded = seed_quarter(session, services=30)
+    report = render(store, seeded, "2026q3", OCT_2)
+    assert report.figures["probes"] == sum(seeded.count.values())
+    assert report.figures["late_incidents"] == seeded.late_incidents
+    assert report.figures["open_findings"] == {"critical": 0, "high": 1, "medium": 2}
+    assert report.figures["evidence_documents"] == 2
+    assert report.figures["complaints"] == 5
+    assert report.figures["tiers"]["bureau"]["uptime"] == pytest.approx(
+        seeded.tier_uptime("bureau")
+    )
