@@ -41,6 +41,7 @@ MARGIN = 18 * mm
 BODY_WIDTH = PAGE_WIDTH - 2 * MARGIN
 GRID = colors.HexColor("#b0b7bf")
 HEAD = colors.HexColor("#e8edf2")
+ALARM = colors.HexColor("#c0392b")
 LIGHTS = {
     "green": ("#1e8449", "绿"),
     "amber": ("#d68910", "黄"),
@@ -81,10 +82,17 @@ def make_styles(font: CjkFont) -> Styles:
     return Styles(
         title=style("title", 24, alignment=TA_CENTER, spaceAfter=8 * mm),
         subtitle=style("subtitle", 13, alignment=TA_CENTER, spaceAfter=4 * mm),
-        h1=style("h1", 15, spaceBefore=4 * mm, spaceAfter=3 * mm),
-        h2=style("h2", 11.5, spaceBefore=3 * mm, spaceAfter=2 * mm),
+        # A heading is never left alone at the foot of a page.
+        h1=style("h1", 15, spaceBefore=4 * mm, spaceAfter=3 * mm, keepWithNext=1),
+        h2=style("h2", 11.5, spaceBefore=3 * mm, spaceAfter=2 * mm, keepWithNext=1),
         body=style("body", 9.5, spaceAfter=1.5 * mm),
-        note=style("note", 8, textColor=colors.HexColor("#555555"), spaceAfter=1.5 * mm),
+        note=style(
+            "note",
+            8,
+            textColor=colors.HexColor("#555555"),
+            spaceBefore=1.5 * mm,
+            spaceAfter=1.5 * mm,
+        ),
         cell=style("cell", 7.5),
         head=style("head", 7.5),
         toc=[style("toc1", 11, leftIndent=0), style("toc2", 9.5, leftIndent=8 * mm)],
@@ -142,11 +150,12 @@ class Writer:
         *,
         empty: str = "（无）",
         plain: bool = False,
+        red: str | None = None,
     ) -> Flowable:
         """A table with a repeated header row; `empty` when there is no row.
 
         Widths are fractions of the body's width. Plain cells (one line, no wrapping) draw much
-        faster: for long tables of short values.
+        faster: for long tables of short values; those equal to `red` are drawn in red.
         """
         if not rows:
             return self.para(empty, self.styles.note)
@@ -162,9 +171,16 @@ class Writer:
                     ]
                 )
         table = Table(cells, colWidths=[w * BODY_WIDTH for w in widths], repeatRows=1)
+        marked = [
+            ("TEXTCOLOR", (x, y), (x, y), ALARM)
+            for y, row in enumerate(cells)
+            for x, cell in enumerate(row)
+            if red is not None and cell == red
+        ]
         table.setStyle(
             TableStyle(
                 [
+                    *marked,
                     ("FONTNAME", (0, 0), (-1, -1), self.font.name),
                     ("FONTSIZE", (0, 0), (-1, -1), 7.5),
                     ("LEADING", (0, 0), (-1, -1), 9.5),

@@ -527,10 +527,14 @@ def retention(w: Writer, quarter: Quarter, retention_days: int) -> list[Flowable
     return out
 
 
-def _ranking_rows(w: Writer, scores: Sequence[ServiceScore]) -> list[list[object]]:
+def _ranking_rows(
+    scores: Sequence[ServiceScore], places: dict[str, int], *, in_tier: bool = False
+) -> list[list[object]]:
+    """Rows of the ranking: the scores' own rank (overall or in the tier), else their place in
+    the order shown (`places`)."""
     return [
         [
-            sc.rank or "—",
+            (sc.tier_rank if in_tier else sc.rank) or places[sc.service_id],
             sc.service_id,
             sc.name,
             TIERS.get(sc.tier, sc.tier),
@@ -556,9 +560,10 @@ def ranking(
     header = ["名次", "服务编号", "名称", "层级", "得分", *PARTS.values()]
     widths = [0.06, 0.13, 0.2, 0.11, 0.08, *(0.07,) * len(PARTS)]
     out.append(w.heading(f"总体前 {count} 名", 1))
-    out.append(w.table(header, _ranking_rows(w, ordered[:count]), widths))
+    places = {sc.service_id: place for place, sc in enumerate(ordered, start=1)}
+    out.append(w.table(header, _ranking_rows(ordered[:count], places), widths))
     out.append(w.heading(f"总体后 {count} 名", 1))
-    out.append(w.table(header, _ranking_rows(w, ordered[-count:]), widths))
+    out.append(w.table(header, _ranking_rows(ordered[-count:], places), widths))
     by_tier: dict[str, list[ServiceScore]] = defaultdict(list)
     for sc in ordered:
         by_tier[sc.tier if sc.tier in TIERS else "unknown"].append(sc)
@@ -570,7 +575,8 @@ def ranking(
         out.append(w.heading(f"{label}（{len(mine)} 个服务）", 1))
         if len(shown) < len(mine):
             out.append(w.para(f"前 {count} 名与后 {count} 名。", s.note))
-        out.append(w.table(header, _ranking_rows(w, shown), widths))
+        in_tier = {sc.service_id: place for place, sc in enumerate(mine, start=1)}
+        out.append(w.table(header, _ranking_rows(shown, in_tier, in_tier=True), widths))
     return out
 
 
@@ -631,7 +637,7 @@ def appendix(w: Writer, quarter: Quarter, verdicts: Sequence[ComplianceVerdict])
                 ]
                 name = shortened(w.font.drawable(names.get(service_id, "")), name_limit)
                 rows.append([shortened(service_id, 24), name, *cells])
-            out.append(w.table(header, rows, widths, plain=True))
+            out.append(w.table(header, rows, widths, plain=True, red=w.no))
             out.append(w.gap(2))
     return out
 

@@ -49,7 +49,10 @@ def test_no_usable_font_is_one_line_saying_what_to_install_or_set() -> None:
             f"report.font '{NOTO_CFF}': reportlab cannot embed it: TTC file \"{NOTO_CFF}\": "
             "postscript outlines are not supported",
         ),
-        (DEJAVU, f"report.font '{DEJAVU}': has no Chinese glyphs (missing 苏州市数据局季度报告第页共)"),
+        (
+            DEJAVU,
+            f"report.font '{DEJAVU}': has no Chinese glyphs (missing 苏州市数据局季度报告第页共)",
+        ),
     ],
 )
 def test_a_configured_font_that_cannot_be_used_is_an_error_never_a_fallback(
@@ -68,4 +71,3 @@ def test_a_configured_font_that_cannot_be_used_is_an_error_never_a_fallback(
             now=dt.datetime(2026, 10, 2, tzinfo=UTC),
         )
     assert str(raised.value) == message
-
