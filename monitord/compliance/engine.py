@@ -218,7 +218,7 @@ def _span_stats(
                 ProbeRollup.hour < b,
             )
         ):
-            if row.hour < a or row.hour + HOUR > b:
+            if row.hour + HOUR > b:
                 continue  # an hour only partly online
             count, failures, blind = count + row.count, failures + row.failures, blind + row.blind
             hours += row.count > 0
