@@ -11,9 +11,13 @@ stores it.
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 FACTOR = 1.08
 """Each bucket's upper bound is this many times the previous one's: a percentile read from a
@@ -72,3 +76,39 @@ def percentile(buckets: Mapping[str, int], q: float) -> float | None:
         if seen > rank:
             return BOUNDS_MS[min(index, len(BOUNDS_MS) - 1)]
     return BOUNDS_MS[-1]  # not reached: seen ends at n, which is more than rank
+
+
+_NUMBERS_ONLY = str.maketrans('{}":,', "     ")
+
+
+def sum_stored(texts: Sequence[str]) -> dict[str, int]:
+    """The sum of histograms as stored (their JSON text, as `ProbeRollup.latency_buckets`
+    holds them): a quarter of one service's hours.
+
+    Reading thousands of hours for thousands of services one JSON object at a time took longer
+    than the whole quarterly report may; so the texts, which hold nothing but bucket indexes and
+    counts, are read as one run of numbers and summed in numpy. Anything else in them (not what
+    monitord writes) is read the slow way, one object at a time, with the same result.
+    """
+    numbers = _numbers(" ".join(texts).translate(_NUMBERS_ONLY))
+    if numbers is None:
+        total: dict[str, int] = {}
+        for text in texts:
+            merge(total, json.loads(text))
+        return {key: count for key, count in total.items() if count}
+    sums = np.bincount(numbers[0::2], weights=numbers[1::2])
+    return {str(index): int(count) for index, count in enumerate(sums) if count}
+
+
+def _numbers(text: str) -> np.ndarray[tuple[int], np.dtype[np.int64]] | None:
+    """The whitespace-separated non-negative whole numbers in `text`, in pairs; None when it
+    holds anything else."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy only warns when it stops at what is not a number
+        try:
+            numbers = np.fromstring(text, dtype=np.int64, sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+    if len(numbers) % 2 or (len(numbers) and int(numbers.min()) < 0):
+        return None
+    return numbers

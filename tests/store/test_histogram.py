@@ -70,3 +70,27 @@ def test_an_empty_histogram_has_no_percentile_and_a_bad_quantile_is_refused() ->
     assert percentile({"12": 0}, 0.95) is None
     with pytest.raises(ValueError, match="between 0 and 1, not 95"):
         percentile({"12": 3}, 95)
+
+
+def test_histograms_summed_from_their_stored_text_equal_the_merged_ones() -> None:
+    rng = random.Random(3)
+    hours: list[dict[str, int]] = []
+    for _ in range(500):
+        buckets: dict[str, int] = {}
+        for _ in range(rng.randint(0, 60)):
+            add(buckets, rng.lognormvariate(4.0, 1.5))
+        hours.append(buckets)
+    merged: dict[str, int] = {}
+    for buckets in hours:
+        merge(merged, buckets)
+    texts = [json.dumps(b) for b in hours]
+    assert histogram.sum_stored(texts) == merged
+    compact = [json.dumps(b, separators=(",", ":")) for b in hours]
+    assert histogram.sum_stored(compact) == merged
+    assert histogram.sum_stored([]) == {}
+    assert histogram.sum_stored(["{}", "{}"]) == {}
+    # Not what monitord writes: read one object at a time, to the same sums.
+    odd = [*texts, '{"12": 2.0}', '{"13": -1, "14": 1}']
+    expected = dict(merged)
+    merge(expected, {"12": 2, "13": -1, "14": 1})
+    assert histogram.sum_stored(odd) == {k: v for k, v in expected.items() if v}
