@@ -9,6 +9,7 @@ online. A quarter still running is judged up to now: its verdicts say where it s
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -218,7 +219,7 @@ def _span_stats(
                 ProbeRollup.hour < b,
             )
         ):
-            if row.hour < a or row.hour + HOUR > b:
+            if row.hour + HOUR > b:
                 continue  # an hour only partly online
             count, failures, blind = count + row.count, failures + row.failures, blind + row.blind
             hours += row.count > 0
@@ -513,24 +514,31 @@ def _rolled_hours(q: Quarter, service_id: str) -> set[dt.datetime]:
     )
 
 
-def _whole_hours(a: dt.datetime, b: dt.datetime) -> list[dt.datetime]:
-    """The whole clock hours inside [a, b)."""
-    first = a.replace(minute=0, second=0, microsecond=0)
-    if first < a:
-        first += HOUR
-    count = max(0, int((b - first) / HOUR))
-    return [first + k * HOUR for k in range(count)]
+def _whole_hours(a: dt.datetime, b: dt.datetime) -> range:
+    """The whole clock hours inside [a, b), as hour numbers since the epoch."""
+    first = math.ceil(a.timestamp() / 3600)
+    return range(first, max(first, math.floor(b.timestamp() / 3600)))
 
 
-def _ranges(hours: list[dt.datetime]) -> list[list[str | None]]:
-    """Sorted hours joined into [from, to) ranges, as evidence shows them."""
-    out: list[list[dt.datetime]] = []
+def _hour_number(moment: dt.datetime) -> int:
+    """The hour holding `moment`, as hours since the epoch."""
+    return math.floor(moment.timestamp() / 3600)
+
+
+def _ranges(hours: list[int]) -> list[list[str | None]]:
+    """Sorted hour numbers joined into [from, to) ranges of times, as evidence shows them."""
+    out: list[list[int]] = []
     for hour in hours:
         if out and out[-1][1] == hour:
-            out[-1][1] = hour + HOUR
+            out[-1][1] = hour + 1
         else:
-            out.append([hour, hour + HOUR])
-    return [[iso(a), iso(b)] for a, b in out]
+            out.append([hour, hour + 1])
+    return [[iso(_hour_time(a)), iso(_hour_time(b))] for a, b in out]
+
+
+def _hour_time(number: int) -> dt.datetime:
+    """The first moment of an hour number."""
+    return dt.datetime.fromtimestamp(number * 3600, dt.UTC)
 
 
 @check("probed_throughout")
@@ -542,21 +550,21 @@ def probed_throughout(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdic
     out = []
     for service_id in q.online_services():
         spans = q.spans(service_id, "online")
-        hours = [h for a, b in spans for h in _whole_hours(a, b)]
+        online = sum(len(_whole_hours(a, b)) for a, b in spans)
         unrolled = raw.get(service_id, set())
         whole = sum(h + HOUR <= q.until for h in unrolled)
-        if spans == [(q.start, q.until)] and counts.get(service_id, 0) + whole >= len(hours):
+        if spans == [(q.start, q.until)] and counts.get(service_id, 0) + whole >= online:
             gaps = []  # online throughout and probed every hour: counted, no need to look
         else:
-            probed = _rolled_hours(q, service_id) | unrolled
-            gaps = [h for h in hours if h not in probed]
+            probed = {_hour_number(h) for h in _rolled_hours(q, service_id) | unrolled}
+            gaps = [h for a, b in spans for h in _whole_hours(a, b) if h not in probed]
         out.append(
             q.verdict(
                 rule,
                 service_id,
                 len(gaps) <= tolerated,
-                hours_online=len(hours),
-                hours_probed=len(hours) - len(gaps),
+                hours_online=online,
+                hours_probed=online - len(gaps),
                 gap_hours=len(gaps),
                 gaps=_ranges(gaps)[:LISTED],
             )

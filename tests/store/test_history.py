@@ -181,6 +181,9 @@ def test_the_catalogue_and_lifecycle_periods_as_they_were(store: Store) -> None:
         assert set(then) == {"svc-a", "svc-b"}
         assert set(catalogue_as_of(session, at(9, 5))) == {"svc-a"}  # svc-b gone
         assert set(catalogue_as_of(session, at(12, 1))) == {"svc-a", "svc-c"}
+        assert catalogue_as_of(session, at(8, 15), services=["svc-b", "svc-x"]) == {
+            "svc-b": {"name": "二", "status": "pending"}
+        }
         assert service_periods(session, START, END) == {
             "svc-a": [
                 (START, at(8, 1), "online"),
