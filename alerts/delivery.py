@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import os
 import secrets
 import socket
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session, aliased
 
 from alerts import pacing
 from alerts.routing import (
+    MAIL_SCHEMES,
     Channel,
     Refusal,
     audience_channels,
@@ -41,6 +43,7 @@ from alerts.templates import (
     render_digest,
     render_incident,
     render_notification,
+    render_report,
     render_storm,
 )
 from monitord.config import Settings
@@ -91,7 +94,10 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
             # with ?format=markdown), nothing for text (WeCom, webhooks).
             ok = bool(
                 await notifier.async_notify(
-                    body=message.body, title=message.title, body_format=apprise.NotifyFormat.TEXT
+                    body=message.body,
+                    title=message.title,
+                    body_format=apprise.NotifyFormat.TEXT,
+                    attach=list(message.attachments) or None,
                 )
             )
         if ok:
@@ -114,6 +120,8 @@ def _render(session: Session, parent: OutboxAlert, now: dt.datetime, key: str) -
     services = _services(session, incident)
     if parent.kind in ("notification", "update") and incident is not None:
         return render_notification(parent.payload, incident, services, key)
+    if parent.kind == "report":
+        return render_report(parent.payload, key, attached=False)
     if parent.kind == "storm":
         labels: dict[str, str] = {}
         for incident_id in parent.payload.get("incidents", [])[:5]:
@@ -126,6 +134,48 @@ def _render(session: Session, parent: OutboxAlert, now: dt.datetime, key: str) -
     if incident is not None:
         return render_incident(parent.kind, parent.payload, incident, services, now, key)
     return Message(title=parent.title or "monitord", body=f"{parent.body}\n编号 {key}")
+
+
+ATTACHING_KINDS = ("report",)
+"""Alerts whose e-mail copies carry a file (payload "path", checked against "sha256")."""
+
+
+def is_mail(channel: Channel) -> bool:
+    """Whether a channel is e-mail, the one kind of channel that gets attachments."""
+    return urlsplit(channel.url).scheme.lower() in MAIL_SCHEMES
+
+
+def _copy_of(
+    parent: OutboxAlert, channel: Channel, message: Message
+) -> tuple[Message, dict[str, str]]:
+    """A copy's message and payload: an attaching alert's e-mail copy names its file (sent
+    with it) and the file's SHA-256 (checked before it goes); every other copy is the message."""
+    if parent.kind not in ATTACHING_KINDS or not is_mail(channel):
+        return message, {}
+    copy = render_report(parent.payload, parent.idempotency_key, attached=True)
+    return copy, {"attach": parent.payload["path"], "sha256": parent.payload["sha256"]}
+
+
+def attachment_error(payload: dict[str, str]) -> str | None:
+    """Why a copy's attachment cannot be sent as recorded (the file is gone, unreadable, or
+    not the one recorded), or None: what is sent must be what the record's hash names."""
+    path = payload.get("attach")
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        return f"the attachment {path} cannot be read ({exc.strerror})"
+    if digest.hexdigest() != payload.get("sha256"):
+        return (
+            f"the attachment {path} is not the file recorded (SHA-256 "
+            f"{digest.hexdigest()[:12]}…, recorded {str(payload.get('sha256'))[:12]}…): "
+            "write the report again"
+        )
+    return None
 
 
 def _incident(session: Session, row: OutboxAlert) -> Incident | None:
@@ -219,14 +269,15 @@ def _add_copies(
         key = f"{parent.idempotency_key}#{channel.ident}"
         if key in existing:
             continue
+        copy, payload = _copy_of(parent, channel, message)
         session.add(
             OutboxAlert(
                 idempotency_key=key,
                 channel=channel.name,
                 kind=parent.kind,
-                payload={},
-                title=message.title,
-                body=message.body,
+                payload=payload,
+                title=copy.title,
+                body=copy.body,
                 incident_id=parent.incident_id,
                 parent_id=parent.id,
                 created_at=now,
@@ -455,7 +506,7 @@ def _paced_batch(
                 .execution_options(synchronize_session=False)
             )
             return []
-        if size == 1:
+        if size == 1 or alert.kind in ATTACHING_KINDS:  # its e-mail carries a file: alone
             return [alert]
         candidate = aliased(OutboxAlert)
         more = (
@@ -464,6 +515,7 @@ def _paced_batch(
                 *_due(candidate, now, None, None),
                 candidate.idempotency_key.endswith(f"#{channel.ident}"),
                 candidate.id != alert.id,
+                candidate.kind.not_in(ATTACHING_KINDS),  # its e-mail carries a file: never folded
             )
             .order_by(candidate.id)
             .limit(size - 1)
@@ -545,12 +597,15 @@ async def deliver_due(
             if not batch:
                 continue  # the channel's minute is full: it goes when there is room
         key = alert.idempotency_key if len(batch) == 1 else f"digest:{alert.idempotency_key}"
+        attach = alert.payload.get("attach")
         message = (
-            Message(alert.title, alert.body)
+            Message(alert.title, alert.body, (attach,) if attach else ())
             if len(batch) == 1
             else render_digest([Message(a.title, a.body) for a in batch], key)
         )
         error = await refused_target(channel, settings.probes.denied_networks)
+        if error is None:
+            error = await asyncio.to_thread(attachment_error, alert.payload)
         if error is None:
             error = await send(channel, message, key)
         sent_in = key if len(batch) > 1 else None

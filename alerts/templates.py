@@ -54,6 +54,8 @@ class Message:
 
     title: str
     body: str
+    attachments: tuple[str, ...] = ()
+    """Paths of files sent with it (the quarterly report's PDF, by e-mail only)."""
 
 
 def _services_line(services: list[Service], ids: list[str]) -> str:
@@ -213,3 +215,32 @@ def render_digest(messages: list[Message], key: str) -> Message:
         title=f"【告警汇总】{len(messages)} 条告警（渠道限速，合并发送）",
         body="\n\n".join([*parts, f"编号 {key}"]),
     )
+
+
+QUARTER_NAMES = {"1": "一", "2": "二", "3": "三", "4": "四"}
+
+
+def quarter_text(quarter: str) -> str:
+    """A quarter label as people read it: "2026q3" → "2026年第三季度"."""
+    year, _, number = quarter.partition("q")
+    return f"{year}年第{QUARTER_NAMES.get(number, number)}季度"
+
+
+def render_report(payload: dict[str, Any], key: str, *, attached: bool) -> Message:
+    """The quarterly report handed to the management unit: by e-mail with the PDF `attached`,
+    or as a chat line saying it is ready, with what identifies the file (pages, SHA-256)."""
+    quarter = quarter_text(str(payload.get("quarter", "")))
+    start = dt.datetime.fromisoformat(payload["period_start"])
+    end = dt.datetime.fromisoformat(payload["period_end"])
+    where = "报告 PDF 见本邮件附件。" if attached else "报告 PDF 已通过电子邮件发送管理单位。"
+    lines = [
+        f"{payload.get('management_unit', '苏州市数据局')}：",
+        f"法人服务总入口{quarter}服务监测与安全合规报告已生成。",
+        f"数据时段：{local_text(start)} 至 {local_text(end)}（北京时间）",
+        f"页数：{payload.get('pages')}",
+        f"SHA-256：{payload.get('sha256')}",
+        where,
+        f"报告单位：{payload.get('operation_unit', '法人服务总入口运营单位')}",
+        f"编号 {key}",
+    ]
+    return Message(title=f"【季度合规报告】{quarter}", body="\n".join(lines))

@@ -7,6 +7,7 @@ MonitordError            anything monitord reports to a user as one line, never 
 ├── UsageError           a command was given something it cannot work with (exit 2)
 │   └── ZapReportError   (monitord.scans.report_import) a file is not a ZAP report monitord can read
 ├── RuleError            a rule file (rules/*.toml) does not describe valid rules
+├── ReportError          (reports/) the quarterly report cannot be drawn (no usable CJK font)
 └── ZapError             ZAP failed; `.retryable` says whether to try later (each below, with
     │                    when it is retried: monitord.scans.zap's docstring)
     ├── ZapUnavailable, ZapAuthRejected, ZapTimeout, ZapDeadline, ZapScanStuck,
@@ -42,6 +43,10 @@ class UsageError(MonitordError):
 
 class RuleError(MonitordError):
     """A rule file does not describe valid rules; the message names the file or rule and key."""
+
+
+class ReportError(MonitordError):
+    """The quarterly report cannot be drawn as asked; the message says what to install or set."""
 
 
 class ZapError(MonitordError):

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from monitord.accesslog.analysis import LogRules
     from monitord.config import LogSettings
     from monitord.types import FindingDraft, ProbeResult
+    from rules.compliance import ComplianceRule
     from rules.declared import DeclaredRule
 
 
@@ -67,6 +68,14 @@ def declared_rules() -> dict[str, DeclaredRule]:
 def declared_rule_kinds() -> dict[str, str]:
     """Every rule's name (a glob for a family such as zap:*) and the incident kind it declares."""
     return {name: rule.incident for name, rule in declared_rules().items()}
+
+
+@cache
+def compliance_rules() -> tuple[ComplianceRule, ...]:
+    """The quarterly compliance rules (compliance.toml); RuleError when the file is invalid."""
+    from rules.compliance import load_rules
+
+    return tuple(load_rules())
 
 
 def probe_findings(result: ProbeResult) -> list[FindingDraft]:

@@ -107,8 +107,9 @@ class Mailbox:
 
 
 @contextmanager
-def serve_smtp() -> Iterator[tuple[Mailbox, int]]:
-    """Serve an SMTP server that takes any login on a free loopback port: its mailbox, its port."""
+def serve_smtp(port: int | None = None) -> Iterator[tuple[Mailbox, int]]:
+    """Serve an SMTP server that takes any login on a loopback port (a free one unless given):
+    its mailbox, its port."""
     mailbox = Mailbox()
 
     def authenticate(
@@ -118,7 +119,7 @@ def serve_smtp() -> Iterator[tuple[Mailbox, int]]:
         mailbox.logins.append((auth_data.login.decode(), auth_data.password.decode()))
         return AuthResult(success=True)
 
-    port = free_port()
+    port = port or free_port()
     controller = Controller(
         mailbox, hostname="127.0.0.1", port=port, authenticator=authenticate, auth_require_tls=False
     )

@@ -16,7 +16,7 @@ HELPERS = {
     *(f"monitord.{name}" for name in ("types", "errors", "aio", "redact", "regex", "textable")),
     *(f"monitord.{name}" for name in ("timeutil", "workcalendar", "netguard")),
 }
-STAGES = ("catalogue", "probing", "accesslog", "scans", "incidents", "evidence")
+STAGES = ("catalogue", "probing", "accesslog", "scans", "incidents", "evidence", "compliance")
 # What each layer may import of monitord (its own package always).
 MAY_IMPORT = {
     "helpers": {"helpers"},
@@ -93,6 +93,7 @@ def test_each_layer_imports_only_the_layers_below_it() -> None:
         ("probes", {"helpers"}),
         ("alerts", {"helpers", "config", "store"}),
         ("rules", {"helpers", "config", "stage:accesslog"}),
+        ("reports", {"helpers", "config", "store"}),  # the runtime hands it the stages' results
     ],
 )
 def test_plug_ins_import_only_what_they_are_handed(plugin: str, may_import: set[str]) -> None:

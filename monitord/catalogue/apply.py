@@ -4,6 +4,7 @@ catalogue's findings (filing, unknown values, plain HTTP, short take-down notice
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -14,7 +15,8 @@ from monitord.catalogue.validate import Catalogue, ServiceRecord, notice_time
 from monitord.errors import SyncError
 from monitord.store import Store
 from monitord.store.findings import resolve_findings, upsert_finding
-from monitord.store.models import Service, ServiceEvent, SyncRun
+from monitord.store.history import service_record
+from monitord.store.models import QuietWindow, Service, ServiceEvent, ServiceRevision, SyncRun
 from monitord.timeutil import SHANGHAI, Clock
 from monitord.types import FindingDraft, Severity
 from monitord.workcalendar import WorkCalendar
@@ -160,6 +162,89 @@ def _lifecycle_events(old: Service | None, record: ServiceRecord) -> list[dict[s
     return events
 
 
+def _revised(current: ServiceRevision | None, service: Service) -> bool:
+    """Whether `service` as just applied differs from its revision in force (or has none)."""
+    if current is None or current.gone or current.fingerprint != service.fingerprint:
+        return True
+    now = service_record(service)
+    return any(
+        current.record.get(name) != now[name] for name in ("status", "suspension", "offline_notice")
+    )
+
+
+def _revise(
+    session: Session,
+    current: ServiceRevision | None,
+    service: Service,
+    now: dt.datetime,
+    *,
+    gone: bool = False,
+) -> None:
+    """Close the revision in force and open one with the service as it is now, so that the
+    catalogue as of any past moment can be rebuilt (monitord.store.history)."""
+    if current is not None:
+        current.valid_to = now
+    session.add(
+        ServiceRevision(
+            service_id=service.id,
+            valid_from=now,
+            valid_to=None,
+            fingerprint=service.fingerprint,
+            record=service_record(service),
+            gone=gone,
+        )
+    )
+
+
+SUSPENSION_REASON = "已报备暂停服务 (7.2.2)"
+
+
+def _suspension_start(service: Service, now: dt.datetime) -> dt.datetime | None:
+    """When the suspension filed for `service` starts, if one is filed and not over: the
+    service is suspended, or the suspension is still ahead. One left in the record after the
+    service resumed is over."""
+    suspension = service.suspension
+    if service.gone or not isinstance(suspension, dict) or not suspension:
+        return None
+    starts = notice_time(suspension, "from") or notice_time(suspension, "filed_at") or now
+    return starts if service.status == "suspended" or starts > now else None
+
+
+def _record_suspension(
+    session: Session, open_windows: list[QuietWindow], service: Service, now: dt.datetime
+) -> None:
+    """Keep `service`'s filed suspension as a quiet window (7.2.2): recorded when filed, its
+    planned resume kept up to date, ended when the service resumes or the filing goes."""
+    starts = _suspension_start(service, now)
+    for window in open_windows:
+        if window.starts_at != starts:
+            window.ended_at = now
+    if starts is None:
+        return
+    planned = notice_time(service.suspension or {}, "planned_resume")
+    found = session.scalars(
+        select(QuietWindow).where(
+            QuietWindow.kind == "suspension",
+            QuietWindow.service_id == service.id,
+            QuietWindow.starts_at == starts,
+        )
+    ).one_or_none()
+    if found is None:
+        session.add(
+            QuietWindow(
+                kind="suspension",
+                service_id=service.id,
+                starts_at=starts,
+                ends_at=planned,
+                reason=SUSPENSION_REASON,
+                recorded_at=now,
+            )
+        )
+    else:  # the same suspension, seen again (or filed again after a glitch)
+        found.ends_at = planned
+        found.ended_at = None
+
+
 def apply_catalogue(
     session: Session,
     catalogue: Catalogue,
@@ -177,6 +262,15 @@ def apply_catalogue(
     """
     calendar = calendar or WorkCalendar()
     existing = {s.id: s for s in session.scalars(select(Service))}
+    in_force = {
+        r.service_id: r
+        for r in session.scalars(select(ServiceRevision).where(ServiceRevision.valid_to.is_(None)))
+    }
+    suspensions: dict[str, list[QuietWindow]] = defaultdict(list)
+    for window in session.scalars(
+        select(QuietWindow).where(QuietWindow.kind == "suspension", QuietWindow.ended_at.is_(None))
+    ):
+        suspensions[window.service_id].append(window)
     present = {r.id for r in catalogue.records}
     active = [s for s in existing.values() if not s.gone]
     vanishing = [s for s in active if s.id not in present]
@@ -220,6 +314,10 @@ def apply_catalogue(
         old.gone = False
         old.gone_at = None
         old.last_seen = now
+        if _revised(in_force.get(record.id), old):
+            _revise(session, in_force.get(record.id), old, now)
+        if old.suspension or suspensions.get(record.id):
+            _record_suspension(session, suspensions.get(record.id, []), old, now)
         for event in new_events:
             session.add(
                 ServiceEvent(
@@ -239,6 +337,8 @@ def apply_catalogue(
     for service in vanishing:
         service.gone = True
         service.gone_at = now
+        _revise(session, in_force.get(service.id), service, now, gone=True)
+        _record_suspension(session, suspensions.get(service.id, []), service, now)
         session.add(
             ServiceEvent(
                 service_id=service.id,

@@ -686,6 +686,64 @@ class ApiSettings(_Section):
         return self
 
 
+class ReportSettings(_Section):
+    """The quarterly report for the management unit (the PDF of reports/)."""
+
+    font: NonEmpty | None = None
+    """A TrueType font with Chinese glyphs (.ttf, or .ttc whose first face is used); when unset,
+    the first usable system font (fonts-wqy-zenhei, ...). A font that cannot be embedded is an
+    error, never a silent fallback."""
+    operation_unit: NonEmpty = "苏商通运营单位"
+    """The operation unit (运营单位) that writes the report, named on its cover."""
+    management_unit: NonEmpty = "苏州市数据局"
+    """The management unit (管理单位) the report is for, named on its cover."""
+    worst_services: int = Field(default=10, ge=1, le=200)
+    """How many of the least available services the report names, and of the ranking's top
+    and bottom."""
+    dir: NonEmpty = "var/reports"
+    """Where `monitord report` and the quarterly job write the PDFs (monitord-2026q3.pdf); a
+    relative path is taken from the working directory, like store.url's SQLite file."""
+
+
+class ComplianceSettings(_Section):
+    """The quarterly compliance rules' defaults (rules/compliance.toml)."""
+
+    uptime_percent: float = Field(default=99.9, gt=0, le=100)
+    """Clause 6.4 a: the uptime a service must reach in a quarter when its filing names no
+    target of its own (`slo.uptime_percent` in the catalogue record)."""
+    p95_ms: float = Field(default=3000.0, gt=0, le=600_000)
+    """Clause 6.4 b: the quarter's p95 latency a service must stay under when its filing names
+    no target of its own (`slo.p95_ms` in the catalogue record)."""
+
+
+EVALUATION_PARTS = ("availability", "latency", "incidents", "findings", "compliance", "complaints")
+
+
+class EvaluationSettings(_Section):
+    """Clause 9.2: the weight of each part of a service's quarterly score; each at least 0,
+    together 1."""
+
+    availability: float = Field(default=0.30, ge=0, le=1)
+    latency: float = Field(default=0.15, ge=0, le=1)
+    incidents: float = Field(default=0.15, ge=0, le=1)
+    findings: float = Field(default=0.15, ge=0, le=1)
+    compliance: float = Field(default=0.15, ge=0, le=1)
+    complaints: float = Field(default=0.10, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> EvaluationSettings:
+        total = sum(self.weights().values())
+        if abs(total - 1) > 1e-6:
+            raise ValueError(
+                f"the weights {' + '.join(EVALUATION_PARTS)} sum to {total:g}, expected 1"
+            )
+        return self
+
+    def weights(self) -> dict[str, float]:
+        """Each part's weight by name, in the order of EVALUATION_PARTS."""
+        return {part: float(getattr(self, part)) for part in EVALUATION_PARTS}
+
+
 class Secrets(BaseModel):
     """Secrets resolved at load time; repr and str never show their values."""
 
@@ -710,6 +768,9 @@ class Settings(_Section):
     incidents: IncidentSettings = IncidentSettings()
     api: ApiSettings = ApiSettings()
     review: ReviewSettings = ReviewSettings()
+    report: ReportSettings = ReportSettings()
+    compliance: ComplianceSettings = ComplianceSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
     source: str = Field(default="(built-in defaults)", exclude=True)
 

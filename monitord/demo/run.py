@@ -37,7 +37,7 @@ from monitord.demo.fakezap import FakeAlert, FakeZapServer, Scenario
 from monitord.runtime.app import App
 from monitord.runtime.logsetup import setup_logging
 from monitord.store import open_store
-from monitord.timeutil import UTC, ScaledClock
+from monitord.timeutil import UTC, ScaledClock, quarter_start
 
 DEMO_SPEED = 120.0  # the demo's clock: two hours pass in a minute
 DEMO_TOKEN = "demo-token"  # the demo portal's own bearer token; not a secret of any real system
@@ -376,6 +376,36 @@ async def _demo_operator(app: App) -> None:
         await asyncio.sleep(0.5)
 
 
+REPORT_AFTER_SECONDS = 20.0
+"""When the demo writes its quarter's report: 40 demo minutes in, once incidents have opened."""
+
+
+async def _demo_report(app: App) -> None:
+    """Write the report of the demo's quarter (its made-up data, up to now) into var/reports,
+    where it outlasts the demo, and queue it for the management unit's chat group."""
+    from monitord.errors import MonitordError
+    from monitord.runtime.reporting import write_report
+
+    await asyncio.sleep(REPORT_AFTER_SECONDS)
+    now = app.clock()
+    quarter, _start = quarter_start(now)
+    try:
+        written = await asyncio.to_thread(
+            write_report, app.store, app.settings, quarter, now, send=True
+        )
+    except MonitordError as exc:
+        logger.error("demo: the quarterly report could not be written: {}", exc)
+        return
+    logger.info(
+        "demo: the {} compliance report (its data up to now) is written: {} ({} pages, "
+        "SHA-256 {}…); open it with a PDF viewer",
+        quarter,
+        written.path,
+        written.pages,
+        written.sha256[:12],
+    )
+
+
 def _demo_zap(services: list[dict[str, Any]]) -> FakeZapServer:
     """The demo's stand-in for OWASP ZAP: one service has findings, the others are clean."""
     target = next(s for s in services if s["id"] == "svc-0001")["url"]
@@ -408,6 +438,7 @@ def _demo_logs(folder: Path) -> tuple[Path, Path]:
 
 async def _demo(folder: Path, interval: int) -> int:
     from monitord.runtime.daemon import Daemon
+    from monitord.runtime.jobs import JOBS
 
     site = await start_demo_site(folder)
     fake_zap = _demo_zap(site.services)
@@ -430,6 +461,8 @@ async def _demo(folder: Path, interval: int) -> int:
                 "delivery_interval_seconds": 1.0,
             },
             "incidents": {"check_interval_seconds": 1.0},
+            # Relative to the working folder, so that the report outlasts the demo.
+            "report": {"dir": "var/reports"},
             "logs": {
                 "follow": [
                     {"path": str(edge_log), "format": "nginx"},
@@ -480,10 +513,14 @@ async def _demo(folder: Path, interval: int) -> int:
         clock=ScaledClock(DEMO_SPEED),
     )
     operator = asyncio.create_task(_demo_operator(app))
+    report = asyncio.create_task(_demo_report(app))
     try:
-        return await Daemon(app, None).run()
+        # The demo's store holds no earlier quarter: it writes the report of its own instead.
+        jobs = tuple(job for job in JOBS if job.name != "quarterly-report")
+        return await Daemon(app, None, jobs).run()
     finally:
         operator.cancel()
+        report.cancel()
         fake_zap.close()
         await site.close()
 

@@ -22,7 +22,14 @@ import rules
 from monitord.config import IncidentSettings, Settings
 from monitord.errors import UsageError
 from monitord.store import audit
-from monitord.store.models import Finding, Incident, IncidentEvent, OutboxAlert, Service
+from monitord.store.models import (
+    Finding,
+    Incident,
+    IncidentEvent,
+    OutboxAlert,
+    QuietWindow,
+    Service,
+)
 from monitord.store.outbox import enqueue
 from monitord.timeutil import local_text
 from monitord.types import SEVERITY_RANK
@@ -88,6 +95,64 @@ def _quiet_reason(
         ):
             return f"维护窗口：{window.reason or '计划维护'}"
     return None
+
+
+MAINTENANCE_REASON = "计划维护"
+
+
+def record_maintenance(session: Session, settings: Settings, now: dt.datetime) -> int:
+    """Keep the configured maintenance windows that have begun as quiet windows (one per service
+    they cover, "*" for all), so that a past quarter is judged against the windows in force
+    then, whatever the config says later. Idempotent: a window is stored once (its unique key);
+    while it lasts, a changed end or reason is followed, and a window taken out of the config
+    ends now. Returns how many were stored anew."""
+    configured: dict[tuple[str, dt.datetime], tuple[dt.datetime, str]] = {}
+    for window in settings.alerts.maintenance:
+        if window.start <= now:
+            for service_id in window.services or ["*"]:
+                configured[(service_id, window.start)] = (
+                    window.end,
+                    window.reason or MAINTENANCE_REASON,
+                )
+    stored = {
+        (w.service_id, w.starts_at): w
+        for w in session.scalars(
+            select(QuietWindow).where(
+                QuietWindow.kind == "maintenance",
+                QuietWindow.ended_at.is_(None),
+                QuietWindow.ends_at > now,  # in force: a past window is history, left as it was
+            )
+        )
+    }
+    for key, kept in stored.items():
+        if key in configured:
+            kept.ends_at, kept.reason = configured[key]
+        else:
+            kept.ended_at = now
+    added = 0
+    for (service_id, starts_at), (ends_at, reason) in configured.items():
+        if (service_id, starts_at) in stored:
+            continue
+        known = session.scalar(
+            select(func.count()).where(
+                QuietWindow.kind == "maintenance",
+                QuietWindow.service_id == service_id,
+                QuietWindow.starts_at == starts_at,
+            )
+        )
+        if not known:
+            session.add(
+                QuietWindow(
+                    kind="maintenance",
+                    service_id=service_id,
+                    starts_at=starts_at,
+                    ends_at=ends_at,
+                    reason=reason,
+                    recorded_at=now,
+                )
+            )
+            added += 1
+    return added
 
 
 @dataclass
@@ -167,8 +232,10 @@ def intake(session: Session, settings: Settings, now: dt.datetime) -> IntakeRepo
     batch of log analysis, one scan), with one two-hour clock and one notification; a finding
     whose subject already has an active incident of its kind joins that one. The worst finding
     heads an incident. When more availability incidents open at once than
-    alerts.storm_threshold, on-call gets one grouped alert instead of one each.
+    alerts.storm_threshold, on-call gets one grouped alert instead of one each. The
+    maintenance windows that quiet alerts are recorded as they begin (`record_maintenance`).
     """
+    record_maintenance(session, settings, now)
     rules = settings.incidents
     threshold = SEVERITY_RANK[rules.open_severity]
     report = IntakeReport()

@@ -77,6 +77,7 @@ def record_results(
                     duration_ms=round(result.duration_ms, 2),
                     facts=result.facts,
                     error=result.error,
+                    blind=blind,
                 )
             )
             target = targets.get(result.service_id or "")

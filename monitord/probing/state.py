@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from monitord.config import ProbeSettings
 from monitord.probing.targets import ServiceTarget
 from monitord.store.findings import resolve_findings, upsert_finding
-from monitord.store.models import ServiceEvent, ServiceState
+from monitord.store.models import ServiceEvent, ServiceState, ServiceStateChange
 from monitord.timeutil import parse_time
 from monitord.types import FindingDraft, ProbeResult
 
@@ -123,6 +123,16 @@ def advance_state(
             from_status=state.state,
             to_status=new,
             detail={"error": result.error, "duration_ms": round(result.duration_ms, 1)},
+        )
+    )
+    # Kept at least store.retention_days (7.3.1), whatever becomes of the service events.
+    session.add(
+        ServiceStateChange(
+            service_id=target.id,
+            at=now,
+            from_state=state.state,
+            to_state=new,
+            reason=result.error,
         )
     )
     state.state = new

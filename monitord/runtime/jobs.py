@@ -13,11 +13,15 @@ from loguru import logger
 
 from monitord.accesslog.work import audit_due, follow_logs
 from monitord.catalogue import SyncOutcome, sync_catalogue
+from monitord.compliance import evaluate_quarter, quarters_due, store_verdicts
 from monitord.config import Settings
+from monitord.errors import MonitordError
 from monitord.incidents import confirm_deliveries, intake, work_clocks
 from monitord.probing import probe_round
+from monitord.redact import one_line
 from monitord.runtime.app import App
 from monitord.runtime.delivery import deliver_alerts
+from monitord.runtime.reporting import confirm_report_deliveries, send_due_report
 from monitord.scans import driver_settings, finished_scan_count, scan_pass, zap
 from monitord.store.retention import purge, roll_up
 from monitord.workcalendar import WorkCalendar
@@ -58,16 +62,18 @@ async def probe_services(app: App) -> None:
     await probe_round(app.store, app.settings, app.clock)
 
 
-def _housekeeping(app: App) -> tuple[int, dict[str, int]]:
+def _housekeeping(app: App) -> int:
     now = app.clock()
-    return roll_up(app.store, now), purge(app.store, app.settings, now)
+    rolled = roll_up(app.store, now)
+    purge(app.store, app.settings, now)  # logs and audits what it removed, table by table
+    return rolled
 
 
 async def housekeeping(app: App) -> None:
     """Roll probe results up by the hour and purge what is past its retention."""
-    rolled, deleted = await asyncio.to_thread(_housekeeping, app)
-    if rolled or any(deleted.values()):
-        logger.info("housekeeping: {} hourly roll-ups written, deleted {}", rolled, deleted)
+    rolled = await asyncio.to_thread(_housekeeping, app)
+    if rolled:
+        logger.info("housekeeping: {} hourly roll-ups written", rolled)
 
 
 async def security_scans(app: App) -> None:
@@ -102,6 +108,28 @@ async def quarterly_log_audit(app: App) -> None:
     await asyncio.to_thread(audit_due, app.store, app.clock)
 
 
+def _evaluate_compliance(app: App) -> dict[str, int]:
+    """Evaluate and store the quarters due, each in its own transaction; failed verdicts by
+    quarter."""
+    with app.store.session() as session:
+        due = quarters_due(session, app.clock())
+    failed = {}
+    for label in due:
+        with app.store.session() as session:
+            now = app.clock()
+            verdicts = evaluate_quarter(session, app.settings, label, now)
+            store_verdicts(session, label, verdicts, now)
+        failed[label] = sum(not v.passed for v in verdicts)
+    return failed
+
+
+async def compliance_evaluation(app: App) -> None:
+    """Evaluate the compliance rules for the current quarter (and the previous one once it
+    is over and audited), storing the verdicts the report reads."""
+    for label, failed in (await asyncio.to_thread(_evaluate_compliance, app)).items():
+        logger.info("compliance {} evaluated: {} verdicts failed", label, failed)
+
+
 def _incident_pass(app: App) -> tuple[list[int], list[int], int]:
     with app.store.session() as session:
         now = app.clock()
@@ -121,9 +149,9 @@ async def incident_clock(app: App) -> None:
         logger.info("{} reminder/escalation/deadline alert(s) queued", alerts)
 
 
-def _confirm_deliveries(app: App) -> list[int]:
+def _confirm_deliveries(app: App) -> tuple[list[int], list[str]]:
     with app.store.session() as session:
-        return confirm_deliveries(session)
+        return confirm_deliveries(session), confirm_report_deliveries(session)
 
 
 async def alert_delivery(app: App) -> None:
@@ -131,8 +159,38 @@ async def alert_delivery(app: App) -> None:
     received stops its incident's clock at once."""
     report = await deliver_alerts(app)
     if report.delivered:
-        for incident_id in await asyncio.to_thread(_confirm_deliveries, app):
+        incidents, reports = await asyncio.to_thread(_confirm_deliveries, app)
+        for incident_id in incidents:
             logger.info("incident {}: the management unit received its notification", incident_id)
+        for quarter in reports:
+            logger.info("the {} report was delivered to the management unit by e-mail", quarter)
+
+
+async def quarterly_report(app: App) -> None:
+    """Write the last quarter's report and send it to the management unit, once per quarter,
+    from the first working day at 09:00 (Asia/Shanghai)."""
+
+    def progress(step: str) -> None:
+        logger.info("quarterly report: {}", step)
+
+    try:
+        written = await asyncio.to_thread(
+            send_due_report, app.store, app.settings, app.clock(), progress
+        )
+    except MonitordError as exc:
+        # A folder that cannot be written, a font that cannot be embedded: said in one line,
+        # and tried again at the next run.
+        logger.error("the quarterly report could not be written: {}", one_line(str(exc)))
+        return
+    if written is not None:
+        logger.info(
+            "the {} report is written ({}, {} pages, SHA-256 {}) and queued for the "
+            "management unit",
+            written.quarter,
+            written.path,
+            written.pages,
+            written.sha256,
+        )
 
 
 JOBS: tuple[Job, ...] = (
@@ -142,7 +200,9 @@ JOBS: tuple[Job, ...] = (
     Job("security-scans", security_scans, lambda s: s.zap.check_interval_seconds),
     Job("access-logs", follow_access_logs, lambda s: s.logs.follow_interval_seconds),
     Job("log-audit", quarterly_log_audit, lambda s: 6 * 3600.0),
+    Job("quarterly-report", quarterly_report, lambda s: 3600.0),
     Job("housekeeping", housekeeping, lambda s: 3600.0),
+    Job("compliance", compliance_evaluation, lambda s: 6 * 3600.0),
     Job("incidents", incident_clock, lambda s: s.incidents.check_interval_seconds),
     Job("alert-delivery", alert_delivery, lambda s: s.alerts.delivery_interval_seconds),
 )

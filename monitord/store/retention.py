@@ -1,32 +1,67 @@
 """Keeping the store bounded: hourly roll-ups of probe results, and purges past retention.
 
-Raw probe results are kept `probes.raw_retention_days`; their hourly roll-ups (count, failures,
-latency p50/p95/p99) `probes.rollup_retention_days` (at least 400), so a quarter's report and a
-year's trend read roll-ups only. Nothing monitord records for clause 7.3.1 is purged before
-`store.retention_days` (at least 180): sync runs and probe rounds go then, the service events a
-sync run recorded stay (without their reference to it). Each table is purged in its own
-transactions, so that one that cannot be purged keeps no other from it.
+Successful raw probe results are kept `probes.raw_retention_days`; their hourly roll-ups
+(count, failures, blind results, a latency histogram and p50/p95/p99)
+`probes.rollup_retention_days` (at least 400), so a quarter's report and a year's trend read
+roll-ups only. Nothing monitord records for clause 7.3.1 is purged before
+`store.retention_days` (at least 180): failed probe results, state changes, sync runs and probe
+rounds go then, the service events a sync run recorded stay (without their reference to it).
+Each table is purged in its own transactions, so that one that cannot be purged keeps no other
+from it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass
 
 from loguru import logger
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from monitord.config import Settings
-from monitord.store import Store
-from monitord.store.models import ProbeResultRow, ProbeRollup, ProbeRound, ServiceEvent, SyncRun
+from monitord.store import Store, audit, histogram
+from monitord.store.history import rolled_up_until
+from monitord.store.models import (
+    ProbeResultRow,
+    ProbeRollup,
+    ProbeRound,
+    ServiceEvent,
+    ServiceStateChange,
+    SyncRun,
+)
 from monitord.textable import shortened
 
 
 def _percentile(sorted_values: list[float], fraction: float) -> float:
     index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
     return sorted_values[index]
+
+
+def _rollup(
+    service_id: str, kind: str, hour: dt.datetime, values: list[tuple[bool, float, bool]]
+) -> ProbeRollup:
+    """One hour's roll-up of (success, duration, blind) results. A blind result is counted
+    apart: what monitord measured while it could not see is no evidence about the service."""
+    seen = [(ok, duration) for ok, duration, blind in values if not blind]
+    latencies = sorted(duration for ok, duration in seen if ok)
+    buckets: dict[str, int] = {}
+    for latency in latencies:
+        histogram.add(buckets, latency)
+    return ProbeRollup(
+        service_id=service_id,
+        kind=kind,
+        hour=hour,
+        count=len(seen),
+        failures=sum(1 for ok, _ in seen if not ok),
+        blind=len(values) - len(seen),
+        p50_ms=_percentile(latencies, 0.50) if latencies else None,
+        p95_ms=_percentile(latencies, 0.95) if latencies else None,
+        p99_ms=_percentile(latencies, 0.99) if latencies else None,
+        latency_buckets=buckets,
+    )
 
 
 def roll_up(store: Store, now: dt.datetime) -> int:
@@ -54,18 +89,19 @@ def roll_up(store: Store, now: dt.datetime) -> int:
                 ProbeResultRow.at,
                 ProbeResultRow.success,
                 ProbeResultRow.duration_ms,
+                ProbeResultRow.blind,
             ).where(
                 ProbeResultRow.at >= start,
                 ProbeResultRow.at < this_hour,
                 ProbeResultRow.service_id.is_not(None),
             )
         ).all()
-        groups: dict[tuple[str, str, dt.datetime], list[tuple[bool, float]]] = defaultdict(list)
-        for service_id, kind, at, success, duration in rows:
+        groups: dict[tuple[str, str, dt.datetime], list[tuple[bool, float, bool]]]
+        groups = defaultdict(list)
+        for service_id, kind, at, success, duration, blind in rows:
             hour = at.replace(minute=0, second=0, microsecond=0)
-            groups[(str(service_id), kind, hour)].append((success, duration))
+            groups[(str(service_id), kind, hour)].append((success, duration, bool(blind)))
         for (service_id, kind, hour), values in groups.items():
-            latencies = sorted(d for ok, d in values if ok)
             session.execute(
                 delete(ProbeRollup).where(
                     ProbeRollup.service_id == service_id,
@@ -73,18 +109,7 @@ def roll_up(store: Store, now: dt.datetime) -> int:
                     ProbeRollup.hour == hour,
                 )
             )
-            session.add(
-                ProbeRollup(
-                    service_id=service_id,
-                    kind=kind,
-                    hour=hour,
-                    count=len(values),
-                    failures=sum(1 for ok, _ in values if not ok),
-                    p50_ms=_percentile(latencies, 0.50) if latencies else None,
-                    p95_ms=_percentile(latencies, 0.95) if latencies else None,
-                    p99_ms=_percentile(latencies, 0.99) if latencies else None,
-                )
-            )
+            session.add(_rollup(service_id, kind, hour, values))
             written += 1
     return written
 
@@ -93,7 +118,13 @@ BATCH = 5_000
 """Rows deleted per transaction. A backlog of months (after a purge that could not run) goes in
 steps, so that no transaction holds the store's write lock while the probes wait to record."""
 
-Purged = type[ProbeResultRow] | type[ProbeRollup] | type[ProbeRound] | type[SyncRun]
+Purged = (
+    type[ProbeResultRow]
+    | type[ProbeRollup]
+    | type[ProbeRound]
+    | type[SyncRun]
+    | type[ServiceStateChange]
+)
 
 
 def _delete_batch(session: Session, model: Purged, older: ColumnElement[bool]) -> int:
@@ -140,35 +171,100 @@ def _purge_table(store: Store, model: Purged, older: ColumnElement[bool]) -> int
         return deleted
 
 
-def _raw_cutoff(store: Store, settings: Settings, now: dt.datetime) -> dt.datetime | None:
-    """Raw results older than this may go: past their retention, and their hour rolled up."""
+def _rolled_until(store: Store) -> dt.datetime | None:
+    """Raw results before this are in the roll-ups; None when nothing is rolled up yet (or the
+    store cannot say: then no raw result goes)."""
     try:
         with store.session() as session:
-            last_rolled: dt.datetime | None = session.scalar(select(func.max(ProbeRollup.hour)))
+            return rolled_up_until(session)
     except SQLAlchemyError as exc:
         _failed("reading the last roll-up (raw results kept)", exc)
         return None
-    if last_rolled is None:
-        return None
-    raw_cutoff = now - dt.timedelta(days=settings.probes.raw_retention_days)
-    return min(raw_cutoff, last_rolled + dt.timedelta(hours=1))
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """Before when each kind of row may go."""
+
+    successful: dt.datetime | None
+    """Successful raw probe results: past probes.raw_retention_days and rolled up (None: none
+    is rolled up yet, none goes)."""
+    failed: dt.datetime | None
+    """Failed raw probe results (7.3.1 evidence of the running state): past both retentions,
+    and rolled up."""
+    rollups: dt.datetime
+    records: dt.datetime
+    """Probe rounds, sync runs and state changes: store.retention_days."""
+
+
+def cutoffs(settings: Settings, now: dt.datetime, rolled_until: dt.datetime | None) -> Cutoffs:
+    """What each retention setting means at `now`, raw results kept until rolled up."""
+    raw = dt.timedelta(days=settings.probes.raw_retention_days)
+    records = dt.timedelta(days=settings.store.retention_days)
+    rollups = dt.timedelta(days=max(settings.probes.rollup_retention_days, records.days))
+    return Cutoffs(
+        successful=None if rolled_until is None else min(now - raw, rolled_until),
+        failed=None if rolled_until is None else min(now - max(raw, records), rolled_until),
+        rollups=now - rollups,
+        records=now - records,
+    )
 
 
 def purge(store: Store, settings: Settings, now: dt.datetime) -> dict[str, int]:
     """Delete what is past its retention; returns rows deleted per table.
 
-    Each table is purged on its own (`_purge_table`): one that fails stops no other. Findings,
-    incidents and their events, service events and alerts are never purged here.
+    Every failed probe result and every state change is kept at least store.retention_days
+    (7.3.1); successful raw results go after probes.raw_retention_days once rolled up. Findings
+    and their episodes, incidents and their events, service events, catalogue revisions, quiet
+    windows, alerts and the audit trail are never purged: the quarterly reports of past years
+    are built from them, and they grow slowly. Each table is purged on its own
+    (`_purge_table`): one that fails stops no other. What was removed is logged, a line per
+    table, and written to the audit trail (action "purge").
     """
-    rollup_cutoff = now - dt.timedelta(days=settings.probes.rollup_retention_days)
-    record_cutoff = now - dt.timedelta(days=settings.store.retention_days)
+    cut = cutoffs(settings, now, _rolled_until(store))
     deleted: dict[str, int] = {}
-    raw_cutoff = _raw_cutoff(store, settings, now)
-    if raw_cutoff is not None:
+    before: dict[str, dict[str, str]] = {}
+    if cut.successful is not None and cut.failed is not None:
         deleted["probe_results"] = _purge_table(
-            store, ProbeResultRow, ProbeResultRow.at < raw_cutoff
+            store,
+            ProbeResultRow,
+            or_(
+                and_(ProbeResultRow.success, ProbeResultRow.at < cut.successful),
+                and_(~ProbeResultRow.success, ProbeResultRow.at < cut.failed),
+            ),
         )
-    deleted["probe_rollups"] = _purge_table(store, ProbeRollup, ProbeRollup.hour < rollup_cutoff)
-    deleted["probe_rounds"] = _purge_table(store, ProbeRound, ProbeRound.started_at < record_cutoff)
-    deleted["sync_runs"] = _purge_table(store, SyncRun, SyncRun.started_at < record_cutoff)
+        before["probe_results"] = {
+            "successful": cut.successful.isoformat(),
+            "failed": cut.failed.isoformat(),
+        }
+    for model, column, cutoff in (
+        (ProbeRollup, ProbeRollup.hour, cut.rollups),
+        (ProbeRound, ProbeRound.started_at, cut.records),
+        (SyncRun, SyncRun.started_at, cut.records),
+        (ServiceStateChange, ServiceStateChange.at, cut.records),
+    ):
+        deleted[model.__tablename__] = _purge_table(store, model, column < cutoff)
+        before[model.__tablename__] = {"all": cutoff.isoformat()}
+    _say_what_went(store, now, deleted, before)
     return deleted
+
+
+def _say_what_went(
+    store: Store, now: dt.datetime, deleted: dict[str, int], before: dict[str, dict[str, str]]
+) -> None:
+    """A log line per table that lost rows, and one audit trail entry for the whole purge."""
+    gone = {table: count for table, count in deleted.items() if count}
+    if not gone:
+        return
+    for table, count in gone.items():
+        cutoff = ", ".join(
+            f"{'' if kind == 'all' else kind + ' '}before {moment}"
+            for kind, moment in before[table].items()
+        )
+        logger.info("housekeeping: purged {} rows of {} ({})", count, table, cutoff)
+    detail = {"deleted": gone, "before": {table: before[table] for table in gone}}
+    try:
+        with store.session() as session:
+            audit(session, now, "monitord", "purge", ", ".join(gone), detail)
+    except SQLAlchemyError as exc:
+        _failed("recording the purge in the audit trail", exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import sys
@@ -18,7 +19,15 @@ from sqlalchemy import func, select
 from monitord.catalogue import service_rows, sync_catalogue, sync_rows
 from monitord.config import PortalSettings
 from monitord.store import Store
-from monitord.store.models import Finding, Service, ServiceEvent
+from monitord.store.history import catalogue_as_of, quiet_windows, service_periods
+from monitord.store.models import (
+    Finding,
+    QuietWindow,
+    Service,
+    ServiceEvent,
+    ServiceRevision,
+)
+from monitord.timeutil import SHANGHAI, UTC, parse_time, quarter_bounds
 from tests.conftest import FakeClock
 from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
 
@@ -234,6 +243,104 @@ async def test_a_service_missing_from_a_whole_catalogue_is_marked_gone_with_its_
     assert row["gone"] is True
     assert row["name"] == gone["name"]
     assert events_of(store, gone["id"]) == ["added", "went_online", "gone"]
+
+
+async def test_the_catalogue_as_of_last_quarter_is_the_one_of_last_quarter(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # A report on 2026Q3 written in November must name the services, and give the lifecycle
+    # states, they had then, not what the catalogue says today.
+    clock.now = dt.datetime(2026, 8, 1, 1, 0, tzinfo=UTC)
+    await sync(store, portal, clock)
+    clock.advance(days=20)
+    await sync(store, portal, clock)  # nothing changed: no new revision
+    clock.now = dt.datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
+    suspension = {"filed_at": "2026-11-01T09:00:00+08:00", "planned_resume": "2026-11-09"}
+    portal.services[0].update(name="企业开办（新版）", status="suspended", suspension=suspension)
+    gone = portal.services.pop(2)["id"]
+    await sync(store, portal, clock)
+    clock.advance(hours=1)
+    portal.services.append(make_service(3))  # it comes back
+    await sync(store, portal, clock)
+
+    start, _ = quarter_bounds("2026q3")
+    with store.session() as session:
+        then = catalogue_as_of(session, dt.datetime(2026, 9, 30, tzinfo=UTC))
+        now = catalogue_as_of(session, clock())
+        revisions = session.scalar(select(func.count()).select_from(ServiceRevision))
+        periods = service_periods(session, start, clock() + dt.timedelta(minutes=1))
+    assert len(then) == 7
+    assert (then["svc-0001"]["name"], then["svc-0001"]["status"]) == ("测试服务1", "online")
+    assert then["svc-0001"]["suspension"] is None
+    assert then["svc-0001"]["url"] == "https://svc1.example.test/"
+    assert (now["svc-0001"]["name"], now["svc-0001"]["status"]) == ("企业开办（新版）", "suspended")
+    assert now["svc-0001"]["suspension"] == suspension
+    with store.session() as session:
+        assert gone not in catalogue_as_of(session, clock() - dt.timedelta(minutes=30))
+    assert gone in now
+    assert revisions == 7 + 1 + 2  # the first sync, svc-0001 changed, svc-0003 gone and back
+    assert periods["svc-0001"] == [
+        (dt.datetime(2026, 8, 1, 1, 0, tzinfo=UTC), clock() - dt.timedelta(hours=1), "online"),
+        (clock() - dt.timedelta(hours=1), clock() + dt.timedelta(minutes=1), "suspended"),
+    ]
+    assert [status for _, _, status in periods[gone]] == ["online", "gone", "online"]
+
+
+def windows(store: Store) -> list[tuple[str, str, str, str | None, str | None]]:
+    """Every suspension window: service, starts, planned end, ended (Shanghai ISO times)."""
+
+    def text(moment: dt.datetime | None) -> str | None:
+        return None if moment is None else moment.astimezone(SHANGHAI).isoformat()
+
+    with store.session() as session:
+        rows = session.scalars(select(QuietWindow).order_by(QuietWindow.id)).all()
+        return [
+            (w.kind, w.service_id, str(text(w.starts_at)), text(w.ends_at), text(w.ended_at))
+            for w in rows
+        ]
+
+
+async def test_a_filed_suspension_is_kept_as_a_quiet_window_until_the_service_resumes(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # A report on the quarter must judge an outage against the suspensions in force then, long
+    # after the catalogue has forgotten them.
+    await sync(store, portal, clock)  # 2026-11-02 09:00 Shanghai
+    suspension = {
+        "filed_at": "2026-11-02T09:00:00+08:00",
+        "from": "2026-11-03T22:00:00+08:00",
+        "planned_resume": "2026-11-04T06:00:00+08:00",
+    }
+    portal.services[0]["suspension"] = dict(suspension)  # filed ahead, still online
+    portal.services[1].update(status="suspended", suspension=dict(suspension, **{"from": None}))
+    clock.advance(hours=1)
+    await sync(store, portal, clock)
+    ahead = ("suspension", "svc-0001", "2026-11-03T22:00:00+08:00", "2026-11-04T06:00:00+08:00")
+    at_once = ("suspension", "svc-0002", "2026-11-02T09:00:00+08:00", "2026-11-04T06:00:00+08:00")
+    assert windows(store) == [(*ahead, None), (*at_once, None)]
+
+    clock.now = parse_time("2026-11-03T22:05:00+08:00")
+    portal.services[0]["status"] = "suspended"
+    portal.services[0]["suspension"]["planned_resume"] = "2026-11-04T09:00:00+08:00"  # extended
+    await sync(store, portal, clock)
+    extended = (*ahead[:3], "2026-11-04T09:00:00+08:00")
+    assert windows(store) == [(*extended, None), (*at_once, None)]
+
+    clock.now = parse_time("2026-11-04T08:30:00+08:00")
+    portal.services[0]["status"] = "online"  # resumed; the portal leaves the filing in place
+    del portal.services[1]  # svc-0002 vanishes while suspended
+    await sync(store, portal, clock)
+    clock.advance(hours=1)
+    portal.services[3]["name"] = "另一项变更"  # a later sync that reads the catalogue again
+    await sync(store, portal, clock)
+    assert windows(store) == [
+        (*extended, "2026-11-04T08:30:00+08:00"),
+        (*at_once, "2026-11-04T08:30:00+08:00"),
+    ]
+    with store.session() as session:
+        since = parse_time("2026-11-01T00:00:00+08:00")
+        assert len(quiet_windows(session, since, clock())) == 2
+        assert quiet_windows(session, clock(), clock() + dt.timedelta(days=1)) == []
 
 
 async def test_filing_problems_become_findings_not_rejections(

@@ -45,6 +45,8 @@ HELP_ARGVS = [
             "analyse",
             "usage",
             "log-audit",
+            "compliance",
+            "evaluation",
             "demo",
         )
     ),

@@ -21,6 +21,8 @@ EXPECTED = (
     "📨 值班群 received: 【可用性事件】",
     "access logs: ",
     "scan 1 of svc-0001 finished",
+    "compliance report (its data up to now) is written: ",
+    "📨 管理单位（市数据局） received: 【季度合规报告】",
 )
 
 
@@ -43,6 +45,9 @@ async def test_the_demo_syncs_probes_and_alerts_then_stops_cleanly(tmp_path: Pat
         if process.returncode is None:
             process.kill()
             await process.wait()
+    # The report outlasts the demo's temporary store, in var/reports of the working folder.
+    [report] = (tmp_path / "var" / "reports").glob("monitord-*.pdf")
+    assert report.read_bytes().startswith(b"%PDF")
 
 
 async def watch(process: asyncio.subprocess.Process, stderr: asyncio.StreamReader) -> None:

@@ -20,8 +20,17 @@ from sqlalchemy import select
 from monitord.config import Settings, parse_config
 from monitord.probing import ServiceTarget, probe_round, run_probes, trust_context
 from monitord.store import Store
-from monitord.store.models import Finding, ProbeResultRow, ProbeRollup, ServiceEvent, ServiceState
+from monitord.store.history import probe_quarter
+from monitord.store.models import (
+    Finding,
+    ProbeResultRow,
+    ProbeRollup,
+    ServiceEvent,
+    ServiceState,
+    ServiceStateChange,
+)
 from monitord.store.retention import purge, roll_up
+from monitord.timeutil import quarter_bounds
 from monitord.types import ProbeContext
 from tests.conftest import FakeClock
 
@@ -129,6 +138,7 @@ async def test_down_after_three_failures_and_up_after_two_successes(
 ) -> None:
     cfg = settings_for(tls_ca[1], deep_kinds=[])
     add_service(sqlite_store, clock, backend.url)
+    start = clock()
     states = []
     for healthy in [True, False, False, False, True, True]:
         backend.healthy = healthy
@@ -139,6 +149,12 @@ async def test_down_after_three_failures_and_up_after_two_successes(
     with sqlite_store.session() as session:
         events = session.scalars(select(ServiceEvent.kind).order_by(ServiceEvent.id)).all()
         assert events == ["up", "down", "up"]
+        changes = session.scalars(select(ServiceStateChange).order_by(ServiceStateChange.id))
+        assert [(c.from_state, c.to_state, c.at) for c in changes] == [
+            ("unknown", "up", start + dt.timedelta(minutes=1)),
+            ("up", "down", start + dt.timedelta(minutes=4)),
+            ("down", "up", start + dt.timedelta(minutes=6)),
+        ]
         findings = {f.rule: f.state for f in session.scalars(select(Finding))}
     assert findings["service_down"] == "resolved"
     assert findings["unannounced_outage"] == "resolved"
@@ -182,6 +198,14 @@ async def test_a_blind_round_declares_nothing_down(
     assert all(r.blind for r in reports)
     assert state_of(sqlite_store) in ("none", "unknown")
     assert "service_down" not in open_rules(sqlite_store)
+    # Its results are kept, marked blind, and left out of the service's uptime.
+    with sqlite_store.session() as session:
+        results = session.scalars(
+            select(ProbeResultRow).where(ProbeResultRow.service_id.is_not(None))
+        )
+        assert [(r.success, r.blind) for r in results] == [(False, True)] * 4
+        [stats] = probe_quarter(session, *quarter_bounds("2026q4")).values()
+    assert (stats.count, stats.failures, stats.blind, stats.uptime) == (0, 0, 4, None)
 
 
 async def test_a_suspended_service_is_probed_but_its_outage_is_expected(
@@ -270,7 +294,7 @@ async def test_hourly_roll_ups_keep_percentiles_and_raw_results_are_purged(
         assert (first.count, first.failures) == (120, 12)
         assert (first.p50_ms, first.p95_ms) == (61.0, 114.0)  # of the 108 successes
     deleted = purge(sqlite_store, parse_config({}, "test", env={}), clock())
-    assert deleted["probe_results"] == 150
+    assert deleted["probe_results"] == 135  # the 15 failures are kept store.retention_days
     with sqlite_store.session() as session:
         assert session.scalars(select(ProbeRollup)).all() != []
 

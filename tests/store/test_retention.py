@@ -13,12 +13,14 @@ from sqlalchemy.orm import InstrumentedAttribute
 from monitord.config import Settings, parse_config
 from monitord.store import Store, retention
 from monitord.store.models import (
+    AuditEntry,
     Finding,
     ProbeResultRow,
     ProbeRollup,
     ProbeRound,
     Service,
     ServiceEvent,
+    ServiceStateChange,
     SyncRun,
 )
 from monitord.store.retention import purge, roll_up
@@ -146,8 +148,79 @@ def test_a_purge_that_fails_is_logged_and_stops_no_other(
         "probe_rollups": 0,
         "probe_rounds": 0,
         "sync_runs": DAYS - 180,
+        "service_state_changes": 0,
     }
     assert total(sqlite_store, ProbeRound) == DAYS
     [error] = errors
     assert error.startswith("housekeeping: purging probe_rounds after 0 rows failed")
     assert "rounds are under legal hold" in error
+
+
+def test_failed_results_and_state_changes_are_kept_for_the_record_retention(
+    store: Store, clock: FakeClock
+) -> None:
+    # Clause 7.3.1: six months of the network's running state. Raw results went after 30 days
+    # whether they failed or not, and state changes were not kept at all.
+    now = clock()
+    settings = parse_config(
+        {"store": {"retention_days": 400}, "probes": {"raw_retention_days": 30}}, "test", env={}
+    )
+    with store.session() as session:
+        for days in (200, 401):
+            for success in (True, False):
+                session.add(
+                    ProbeResultRow(
+                        service_id="svc-0001",
+                        kind="availability",
+                        target="https://svc1.example.test/",
+                        at=now - dt.timedelta(days=days),
+                        success=success,
+                        duration_ms=40.0,
+                        facts={},
+                        error=None if success else "timeout",
+                    )
+                )
+            session.add(
+                ServiceStateChange(
+                    service_id="svc-0001",
+                    at=now - dt.timedelta(days=days),
+                    from_state="up",
+                    to_state="down",
+                )
+            )
+    roll_up(store, now)
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="INFO", format="{message}")
+    try:
+        deleted = purge(store, settings, now)
+    finally:
+        logger.remove(sink)
+    assert deleted["probe_results"] == 3  # both 401 days old, and the success 200 days old
+    assert deleted["service_state_changes"] == 1
+    with store.session() as session:
+        kept = session.execute(select(ProbeResultRow.success, ProbeResultRow.at)).all()
+        changes = session.scalars(select(ServiceStateChange.at)).all()
+        [entry] = session.scalars(select(AuditEntry)).all()
+    assert kept == [(False, now - dt.timedelta(days=200))]
+    assert changes == [now - dt.timedelta(days=200)]
+    # The purge says what it removed: in the log, a line per table, and in the audit trail.
+    cutoff = (now - dt.timedelta(days=400)).isoformat()
+    rolled = (now - dt.timedelta(days=200) + dt.timedelta(hours=1)).isoformat()
+    assert sorted(line.strip() for line in lines) == [
+        f"housekeeping: purged 1 rows of probe_rollups (before {cutoff})",
+        f"housekeeping: purged 1 rows of service_state_changes (before {cutoff})",
+        # Successful results stay until rolled up, however old.
+        f"housekeeping: purged 3 rows of probe_results (successful before {rolled}, "
+        f"failed before {cutoff})",
+    ]
+    assert (entry.actor, entry.action, entry.at) == ("monitord", "purge", now)
+    assert entry.detail["deleted"] == {
+        "probe_results": 3,
+        "probe_rollups": 1,
+        "service_state_changes": 1,
+    }
+    assert entry.detail["before"]["probe_results"]["failed"] == cutoff
+    # Nothing more to remove: no log line, no audit entry.
+    assert set(purge(store, settings, now).values()) == {0}
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(AuditEntry)) == 1

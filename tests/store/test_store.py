@@ -13,6 +13,7 @@ from sqlalchemy.exc import StatementError
 
 from monitord.errors import StoreError
 from monitord.store import MIGRATIONS, Store, audit, open_store
+from monitord.store.history import catalogue_as_of
 from monitord.store.models import AuditEntry, OutboxAlert, Service, ServiceEvent
 from monitord.timeutil import SHANGHAI, UTC
 
@@ -102,6 +103,46 @@ def test_upgrading_from_the_first_schema_keeps_every_row(store_url: str) -> None
         "message",
         {},
     )
+
+
+def test_upgrading_keeps_the_catalogue_as_it_was_from_when_each_service_was_first_seen(
+    store_url: str,
+) -> None:
+    old = Store(store_url)
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with old.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0007")
+        for sid, gone in (("svc-1", False), ("svc-2", True)):
+            connection.execute(
+                text(
+                    "insert into services (id, name, coverage, status, suspension, contacts, raw,"
+                    " filing_problems, unknown_values, fingerprint, gone, gone_at, first_seen,"
+                    " last_seen, max_concurrency) values (:id, '企业开办', '[\"all\"]',"
+                    " 'suspended', '{\"planned_resume\": \"2026-07-09\"}', '[]', '{}', '[]',"
+                    " '[]', 'f1', :gone, :gone_at, '2026-06-01 00:00:00', '2026-08-01 00:00:00',"
+                    " 100)"
+                ),
+                {"id": sid, "gone": gone, "gone_at": "2026-08-01 00:00:00" if gone else None},
+            )
+    old.dispose()
+    upgraded = open_store(store_url)
+    with upgraded.session() as session:
+        in_july = catalogue_as_of(session, dt.datetime(2026, 7, 1, tzinfo=UTC))
+        in_may = catalogue_as_of(session, dt.datetime(2026, 5, 1, tzinfo=UTC))
+        today = catalogue_as_of(session, dt.datetime(2026, 11, 1, tzinfo=UTC))
+    upgraded.dispose()
+    assert set(in_july) == {"svc-1", "svc-2"} and in_may == {} and set(today) == {"svc-1"}
+    record = in_july["svc-1"]
+    assert (record["name"], record["status"], record["max_concurrency"]) == (
+        "企业开办",
+        "suspended",
+        100,
+    )
+    assert record["suspension"] == {"planned_resume": "2026-07-09"}
+    assert record["coverage"] == ["all"]
+    assert record["first_seen"] == "2026-06-01T00:00:00+00:00"
 
 
 def test_sqlite_store_runs_in_wal_mode(sqlite_store: Store) -> None:

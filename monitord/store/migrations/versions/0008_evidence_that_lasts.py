@@ -6,7 +6,9 @@ Revises: 0007
 Create Date: 2026-12-04 15:04:56.089245
 """
 
+import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -181,6 +183,99 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("latency_buckets", sa.JSON(), nullable=False, server_default=sa.text("'{}'"))
         )
+    _backfill_revisions()
+
+
+# The service columns a revision's record keeps, as monitord.store.history.RECORD_FIELDS listed
+# them when this migration was written (a migration must not change with the code after it).
+_RECORD_FIELDS = (
+    "name",
+    "type",
+    "permission",
+    "source",
+    "provider",
+    "developer",
+    "coverage",
+    "access_method",
+    "max_concurrency",
+    "url",
+    "probe",
+    "return_codes",
+    "manual_url",
+    "flowchart_url",
+    "security_plan_url",
+    "faq_url",
+    "emergency_plan_url",
+    "description",
+    "planned_release",
+    "review",
+    "status",
+    "suspension",
+    "offline_notice",
+    "updated_at",
+    "contacts",
+    "filing_problems",
+    "unknown_values",
+    "first_seen",
+)
+_JSON_FIELDS = {"coverage", "probe", "return_codes", "review", "suspension", "offline_notice"}
+_JSON_FIELDS |= {"contacts", "filing_problems", "unknown_values"}
+_TIME_FIELDS = {"updated_at", "first_seen"}
+
+
+def _column_type(name: str) -> sa.types.TypeEngine[Any]:
+    if name in _JSON_FIELDS:
+        return sa.JSON()
+    if name in _TIME_FIELDS:
+        return sa.DateTime()
+    return sa.Integer() if name == "max_concurrency" else sa.Text()
+
+
+def _backfill_revisions() -> None:
+    """One revision per service already stored, from when it was first seen (and a gone one
+    from when it went), so that the catalogue as of any moment since is known as well as it can
+    be: the changes before this upgrade were not recorded."""
+    columns = [sa.column(name, _column_type(name)) for name in _RECORD_FIELDS]
+    services = sa.table(
+        "services",
+        sa.column("id", sa.String()),
+        sa.column("fingerprint", sa.String()),
+        sa.column("gone", sa.Boolean()),
+        sa.column("gone_at", sa.DateTime()),
+        *columns,
+    )
+    revisions = sa.table(
+        "service_revisions",
+        sa.column("service_id", sa.String()),
+        sa.column("valid_from", sa.DateTime()),
+        sa.column("valid_to", sa.DateTime()),
+        sa.column("fingerprint", sa.String()),
+        sa.column("record", sa.JSON()),
+        sa.column("gone", sa.Boolean()),
+    )
+    connection = op.get_bind()
+    rows = []
+    for service in connection.execute(sa.select(services)).mappings():
+        record = {"id": service["id"]}
+        for name in _RECORD_FIELDS:
+            value = service[name]
+            if isinstance(value, dt.datetime):  # stored naive, in UTC
+                value = value.replace(tzinfo=dt.UTC).isoformat()
+            record[name] = value
+        gone_at = service["gone_at"] if service["gone"] else None
+        live = {
+            "service_id": service["id"],
+            "valid_from": service["first_seen"],
+            "valid_to": gone_at,
+            "fingerprint": service["fingerprint"] or "",
+            "record": record,
+            "gone": False,
+        }
+        rows.append(live)
+        if gone_at is not None:
+            rows.append({**live, "valid_from": gone_at, "valid_to": None, "gone": True})
+    if rows:
+        connection.execute(sa.insert(revisions), rows)
 
     op.create_table(
         "silences",

@@ -1,0 +1,1146 @@
+"""The compliance engine: every rule of rules/compliance.toml judged over a quarter's stored
+evidence, one check function per rule kind.
+
+A check reads, never writes. It judges each event (a go-live, an outage, a take-down notice, an
+incident) in the quarter it happened, and each service over the part of the quarter it was
+online. A quarter still running is judged up to now: its verdicts say where it stands so far.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy.orm import Session
+
+import rules
+from monitord.config import Settings
+from monitord.errors import RuleError
+from monitord.store import histogram
+from monitord.store.history import (
+    AVAILABILITY,
+    Period,
+    ProbeStats,
+    catalogue_as_of,
+    probe_quarter,
+    quiet_windows,
+    rolled_up_until,
+    service_periods,
+    state_changes,
+    window_end,
+)
+from monitord.store.models import (
+    AdminReview,
+    ComplianceResult,
+    EvidenceDocument,
+    Finding,
+    FindingEpisode,
+    Incident,
+    IncidentEvent,
+    LogAudit,
+    ProbeResultRow,
+    ProbeRollup,
+    Scan,
+    ServiceEvent,
+    ServiceStateChange,
+    SyncRun,
+)
+from monitord.timeutil import SHANGHAI, parse_time, quarter_bounds, quarter_start
+from monitord.types import ComplianceVerdict
+from monitord.workcalendar import WorkCalendar
+
+HOUR = dt.timedelta(hours=1)
+TICK = dt.timedelta(microseconds=1)
+SCANNED = ("finished", "timed_out")
+"""A scan that ran to its end (a timed-out one is kept with what it found), as the scans
+stage counts them."""
+NOTIFICATION_PARTS = ("scope", "harm", "measures", "rectification")
+"""The four parts clause 7.3.3 asks of a notification, as monitord.incidents stores them in its
+"notified" timeline event."""
+SERIOUS = ("medium", "high", "critical")
+LISTED = 20
+"""At most this many items of a kind are listed in a verdict's evidence (the count is whole)."""
+
+
+class ComplianceRule(Protocol):
+    """What a check reads of its rule (rules/compliance.toml, reached through the registry)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def clause(self) -> str: ...
+    @property
+    def check(self) -> str: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    """A time as the evidence shows it: ISO 8601 in Asia/Shanghai, to the second."""
+    return None if moment is None else moment.astimezone(SHANGHAI).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A finding's episode: when it happened and until when (None: still open)."""
+
+    finding_id: int
+    rule: str
+    service_id: str
+    severity: str
+    began: dt.datetime
+    ended: dt.datetime | None
+
+    def overlaps(self, start: dt.datetime, end: dt.datetime) -> bool:
+        """Whether it was open at some moment of [start, end)."""
+        return self.began < end and (self.ended is None or self.ended > start)
+
+    def shown(self) -> dict[str, Any]:
+        """The episode as a verdict's evidence lists it."""
+        return {
+            "rule": self.rule,
+            "finding": self.finding_id,
+            "severity": self.severity,
+            "from": iso(self.began),
+            "to": iso(self.ended),
+        }
+
+
+@dataclass
+class Quarter:
+    """One quarter as the checks see it: its bounds, the services' lifecycle periods in it and
+    their records, and what several checks share (read once, on first use)."""
+
+    session: Session
+    settings: Settings
+    label: str
+    start: dt.datetime
+    end: dt.datetime
+    until: dt.datetime
+    """The end of what is judged: the quarter's end, or now while it runs."""
+    periods: dict[str, list[Period]]
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each service's record when it was last in the catalogue during the quarter."""
+
+    def online_services(self) -> list[str]:
+        """The services online at some moment of the quarter, by id."""
+        return sorted(sid for sid in self.periods if self.spans(sid, "online"))
+
+    def spans(self, service_id: str, *statuses: str) -> list[tuple[dt.datetime, dt.datetime]]:
+        """The service's periods in the quarter with one of `statuses`."""
+        return [(a, b) for a, b, s in self.periods.get(service_id, []) if s in statuses]
+
+    def record(self, service_id: str) -> dict[str, Any]:
+        """The service's catalogue record as the quarter last saw it ({} when unknown)."""
+        return self.records.get(service_id, {})
+
+    @cached_property
+    def probes(self) -> dict[str, ProbeStats]:
+        """Each service's availability probes over the quarter (so far). Read once per session:
+        the verdicts and the scores judged in one session share them (the costliest read)."""
+        shared = self.session.info.setdefault("monitord.compliance.probes", {})
+        key = (self.start, self.until)
+        if key not in shared:
+            shared[key] = probe_quarter(self.session, self.start, self.until)
+        stats: dict[str, ProbeStats] = shared[key]
+        return stats
+
+    def stats(self, service_id: str) -> ProbeStats | None:
+        """The service's availability figures over the hours it was online in the quarter: a
+        suspension's outage is not counted against its uptime (the service is probed while
+        suspended). None when it had no probe then."""
+        spans = self.spans(service_id, "online")
+        if spans == [(self.start, self.until)]:
+            return self.probes.get(service_id)
+        return _span_stats(self.session, service_id, spans)
+
+    @cached_property
+    def calendar(self) -> WorkCalendar:
+        """The Chinese working-day calendar, with the config's overrides."""
+        return WorkCalendar.from_settings(self.settings.logs)
+
+    def events(self, *kinds: str) -> list[ServiceEvent]:
+        """The service events of these kinds in the quarter, in time order."""
+        return list(
+            self.session.scalars(
+                select(ServiceEvent)
+                .where(
+                    ServiceEvent.kind.in_(kinds),
+                    ServiceEvent.at >= self.start,
+                    ServiceEvent.at < self.until,
+                )
+                .order_by(ServiceEvent.at, ServiceEvent.id)
+            )
+        )
+
+    def target(self, service_id: str, key: str, default: float) -> tuple[float, str]:
+        """The service's own target `key` of its filing ("slo": {key: ...}) and "filing", else
+        `default` and "config"."""
+        slo = self.record(service_id).get("slo")
+        value = slo.get(key) if isinstance(slo, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return float(value), "filing"
+        return default, "config"
+
+    def verdict(
+        self, rule: ComplianceRule, service_id: str | None, passed: bool, **evidence: Any
+    ) -> ComplianceVerdict:
+        """A verdict of `rule` on a service (None: the platform) for this quarter."""
+        return ComplianceVerdict(
+            rule=rule.name,
+            clause=rule.clause,
+            service_id=service_id,
+            quarter=self.label,
+            passed=passed,
+            evidence=evidence,
+        )
+
+
+def _span_stats(
+    session: Session, service_id: str, spans: list[tuple[dt.datetime, dt.datetime]]
+) -> ProbeStats | None:
+    """A service's availability figures over the whole hours of `spans` (a roll-up is an
+    hour's), blind results left out, as probe_quarter counts them for a whole quarter."""
+    count = failures = blind = hours = 0
+    buckets: dict[str, int] = {}
+    rolled = rolled_up_until(session)
+    for a, b in spans:
+        for row in session.scalars(
+            select(ProbeRollup).where(
+                ProbeRollup.service_id == service_id,
+                ProbeRollup.kind == AVAILABILITY,
+                ProbeRollup.hour >= a,
+                ProbeRollup.hour < b,
+            )
+        ):
+            if row.hour + HOUR > b:
+                continue  # an hour only partly online
+            count, failures, blind = count + row.count, failures + row.failures, blind + row.blind
+            hours += row.count > 0
+            histogram.merge(buckets, row.latency_buckets or {})
+        raw_from = max(a, rolled or a)
+        seen: set[dt.datetime] = set()
+        for at, success, duration_ms, was_blind in session.execute(
+            select(
+                ProbeResultRow.at,
+                ProbeResultRow.success,
+                ProbeResultRow.duration_ms,
+                ProbeResultRow.blind,
+            ).where(
+                ProbeResultRow.service_id == service_id,
+                ProbeResultRow.kind == AVAILABILITY,
+                ProbeResultRow.at >= raw_from,
+                ProbeResultRow.at < b,
+            )
+        ):
+            if was_blind:
+                blind += 1
+                continue
+            count += 1
+            seen.add(at.replace(minute=0, second=0, microsecond=0))
+            if success:
+                histogram.add(buckets, duration_ms)
+            else:
+                failures += 1
+        hours += len(seen)
+    if count == 0 and blind == 0:
+        return None
+    return ProbeStats(
+        service_id=service_id,
+        count=count,
+        failures=failures,
+        blind=blind,
+        hours_probed=hours,
+        uptime=(count - failures) / count if count else None,
+        p50_ms=histogram.percentile(buckets, 0.50),
+        p95_ms=histogram.percentile(buckets, 0.95),
+        p99_ms=histogram.percentile(buckets, 0.99),
+        buckets=buckets,
+    )
+
+
+def open_quarter(session: Session, settings: Settings, label: str, now: dt.datetime) -> Quarter:
+    """The Quarter `label` as stored, judged up to `now` when it is still running.
+
+    Raises ValueError naming the label when it is not a quarter such as 2026q3, or when the
+    quarter has not begun yet.
+    """
+    start, end = quarter_bounds(label)
+    if start > now:
+        raise ValueError(f"{label!r} has not begun yet")
+    until = min(end, now)
+    periods = service_periods(session, start, until)
+    quarter = Quarter(session, settings, label, start, end, until, periods)
+    # Each service's record when it last was in the catalogue during the quarter: at the
+    # quarter's end, or just before it went gone.
+    moments: dict[dt.datetime, list[str]] = defaultdict(list)
+    for service_id, spans in periods.items():
+        present = [b for _a, b, status in spans if status != "gone"]
+        if present:
+            moments[present[-1] - TICK].append(service_id)
+    for moment, ids in moments.items():
+        catalogue = catalogue_as_of(session, moment)
+        for service_id in ids:
+            if service_id in catalogue:
+                quarter.records[service_id] = catalogue[service_id]
+    return quarter
+
+
+# --- the checks, one per rule kind ------------------------------------------------------------
+
+Check = Callable[[Quarter, ComplianceRule], list[ComplianceVerdict]]
+CHECKS: dict[str, Check] = {}
+
+
+def check(name: str) -> Callable[[Check], Check]:
+    """Register a check function under the name rules/compliance.toml calls it by."""
+
+    def register(function: Check) -> Check:
+        CHECKS[name] = function
+        return function
+
+    return register
+
+
+@check("filing_complete")
+def filing_complete(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """6.2.2, App. A: every service online in the quarter has a complete filing, as it stood at
+    the quarter's end or when the service left."""
+    out = []
+    for service_id in q.online_services():
+        problems = list(q.record(service_id).get("filing_problems") or [])
+        out.append(q.verdict(rule, service_id, not problems, problems=problems[:LISTED]))
+    return out
+
+
+@check("online_after_approval_and_scan")
+def online_after_approval_and_scan(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """6.2.6, 7.2.1, 8.3 b: each go-live of the quarter came after approval (the service was
+    approved first, or its filing carries the review opinion) and after a scan that found no
+    high or medium risk."""
+    went_online: dict[str, list[ServiceEvent]] = defaultdict(list)
+    for event in q.events("went_online"):
+        went_online[event.service_id].append(event)
+    approved_at: dict[str, dt.datetime] = {}
+    for service_id, at in q.session.execute(
+        select(ServiceEvent.service_id, func.min(ServiceEvent.at))
+        .where(ServiceEvent.kind == "approved", ServiceEvent.service_id.in_(went_online))
+        .group_by(ServiceEvent.service_id)
+    ):
+        approved_at[service_id] = at
+    out = []
+    for service_id, events in sorted(went_online.items()):
+        review = q.record(service_id).get("review")
+        reviewed = isinstance(review, dict) and bool(str(review.get("opinion") or "").strip())
+        shown, passed = [], True
+        for event in events:
+            approved = (
+                event.from_status == "approved"
+                or (service_id in approved_at and approved_at[service_id] <= event.at)
+                or reviewed
+            )
+            scan = q.session.scalars(
+                select(Scan)
+                .where(
+                    Scan.service_id == service_id,
+                    Scan.state.in_(SCANNED),
+                    Scan.finished_at <= event.at,
+                )
+                .order_by(Scan.finished_at.desc())
+                .limit(1)
+            ).first()
+            clean = scan is not None and scan.high == 0 and scan.medium == 0
+            passed = passed and approved and clean
+            shown.append(
+                {
+                    "online_at": iso(event.at),
+                    "approved": approved,
+                    "scan": None
+                    if scan is None
+                    else {
+                        "id": scan.id,
+                        "finished_at": iso(scan.finished_at),
+                        "high": scan.high,
+                        "medium": scan.medium,
+                    },
+                }
+            )
+        out.append(q.verdict(rule, service_id, passed, went_online=shown))
+    return out
+
+
+def _rule_filter(clause: str, declared: Mapping[str, Any]) -> ColumnElement[bool]:
+    """The findings of the rules declared under `clause` (a family such as zap:* included)."""
+    names = [name for name, r in declared.items() if r.clause == clause]
+    exact = [n for n in names if not any(c in n for c in "*?[")]
+    globs = [n for n in names if n not in exact]
+    conditions: list[ColumnElement[bool]] = [Finding.rule.in_(exact)]
+    conditions += [
+        Finding.rule.like(g.replace("%", r"\%").replace("_", r"\_").replace("*", "%"), escape="\\")
+        for g in globs
+    ]
+    return or_(*conditions)
+
+
+def episodes(q: Quarter, where: ColumnElement[bool]) -> list[Episode]:
+    """The episodes of the service findings matching `where` that were open at some moment of
+    the quarter (a finding stored before episodes were kept counts as one episode)."""
+    found: list[Episode] = []
+    seen: set[int] = set()
+    rows = q.session.execute(
+        select(FindingEpisode, Finding.rule, Finding.service_id)
+        .join(Finding, Finding.id == FindingEpisode.finding_id)
+        .where(
+            where,
+            Finding.service_id.is_not(None),
+            FindingEpisode.occurred_at < q.until,
+            or_(FindingEpisode.closed_at.is_(None), FindingEpisode.closed_at > q.start),
+        )
+    )
+    for episode, rule_name, service_id in rows:
+        seen.add(episode.finding_id)
+        found.append(
+            Episode(
+                episode.finding_id,
+                rule_name,
+                str(service_id),
+                episode.severity,
+                episode.occurred_at,
+                episode.closed_at,
+            )
+        )
+    without = select(FindingEpisode.finding_id).where(FindingEpisode.finding_id == Finding.id)
+    for finding in q.session.scalars(
+        select(Finding).where(where, Finding.service_id.is_not(None), ~without.exists())
+    ):
+        if finding.id in seen:
+            continue
+        ended = finding.resolved_at if finding.state == "resolved" else None
+        single = Episode(
+            finding.id,
+            finding.rule,
+            str(finding.service_id),
+            finding.severity,
+            finding.occurred_at or finding.first_seen,
+            ended,
+        )
+        if single.overlaps(q.start, q.until):
+            found.append(single)
+    return sorted(found, key=lambda e: (e.service_id, e.began, e.finding_id))
+
+
+def _while_online(q: Quarter, found: Iterable[Episode]) -> dict[str, list[Episode]]:
+    """The episodes open while their service was online, by service."""
+    by_service: dict[str, list[Episode]] = defaultdict(list)
+    for episode in found:
+        if any(episode.overlaps(a, b) for a, b in q.spans(episode.service_id, "online")):
+            by_service[episode.service_id].append(episode)
+    return by_service
+
+
+@check("no_findings_of_clause")
+def no_findings_of_clause(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """6.3.2 a-c: no finding of a rule declared under the clause (`params.clause`) was open
+    while the service was online."""
+    clause = str(rule.params.get("clause", rule.clause))
+    found = _while_online(q, episodes(q, _rule_filter(clause, rules.declared_rules())))
+    out = []
+    for service_id in q.online_services():
+        mine = found.get(service_id, [])
+        out.append(
+            q.verdict(
+                rule,
+                service_id,
+                not mine,
+                findings=len(mine),
+                episodes=[e.shown() for e in mine[:LISTED]],
+            )
+        )
+    return out
+
+
+def _probed_hour_counts(q: Quarter) -> dict[str, int]:
+    """How many hours of the quarter each service had an availability probe in, from the
+    roll-ups (a blind one counts: monitord was looking)."""
+    return {
+        service_id: int(hours)
+        for service_id, hours in q.session.execute(
+            select(ProbeRollup.service_id, func.count())
+            .where(
+                ProbeRollup.kind == AVAILABILITY,
+                ProbeRollup.hour >= q.start,
+                ProbeRollup.hour < q.until,
+                ProbeRollup.count + ProbeRollup.blind > 0,
+            )
+            .group_by(ProbeRollup.service_id)
+        )
+    }
+
+
+def _raw_hours(q: Quarter) -> dict[str, set[dt.datetime]]:
+    """The hours not rolled up yet in which each service had an availability probe."""
+    hours: dict[str, set[dt.datetime]] = defaultdict(set)
+    raw_from = max(q.start, rolled_up_until(q.session) or q.start)
+    for service_id, at in q.session.execute(
+        select(ProbeResultRow.service_id, ProbeResultRow.at).where(
+            ProbeResultRow.kind == AVAILABILITY,
+            ProbeResultRow.service_id.is_not(None),
+            ProbeResultRow.at >= raw_from,
+            ProbeResultRow.at < q.until,
+        )
+    ):
+        hours[str(service_id)].add(at.replace(minute=0, second=0, microsecond=0))
+    return hours
+
+
+def _rolled_hours(q: Quarter, service_id: str) -> set[dt.datetime]:
+    """The rolled-up hours of the quarter in which the service had an availability probe."""
+    return set(
+        q.session.scalars(
+            select(ProbeRollup.hour).where(
+                ProbeRollup.service_id == service_id,
+                ProbeRollup.kind == AVAILABILITY,
+                ProbeRollup.hour >= q.start,
+                ProbeRollup.hour < q.until,
+                ProbeRollup.count + ProbeRollup.blind > 0,
+            )
+        )
+    )
+
+
+def _whole_hours(a: dt.datetime, b: dt.datetime) -> range:
+    """The whole clock hours inside [a, b), as hour numbers since the epoch."""
+    first = math.ceil(a.timestamp() / 3600)
+    return range(first, max(first, math.floor(b.timestamp() / 3600)))
+
+
+def _hour_number(moment: dt.datetime) -> int:
+    """The hour holding `moment`, as hours since the epoch."""
+    return math.floor(moment.timestamp() / 3600)
+
+
+def _ranges(hours: list[int]) -> list[list[str | None]]:
+    """Sorted hour numbers joined into [from, to) ranges of times, as evidence shows them."""
+    out: list[list[int]] = []
+    for hour in hours:
+        if out and out[-1][1] == hour:
+            out[-1][1] = hour + 1
+        else:
+            out.append([hour, hour + 1])
+    return [[iso(_hour_time(a)), iso(_hour_time(b))] for a, b in out]
+
+
+def _hour_time(number: int) -> dt.datetime:
+    """The first moment of an hour number."""
+    return dt.datetime.fromtimestamp(number * 3600, dt.UTC)
+
+
+@check("probed_throughout")
+def probed_throughout(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """6.4: every whole hour a service was online, it was probed; the hours without a probe
+    are gaps, listed."""
+    tolerated = int(rule.params.get("tolerated_gap_hours", 0))
+    counts, raw = _probed_hour_counts(q), _raw_hours(q)
+    out = []
+    for service_id in q.online_services():
+        spans = q.spans(service_id, "online")
+        online = sum(len(_whole_hours(a, b)) for a, b in spans)
+        unrolled = raw.get(service_id, set())
+        whole = sum(h + HOUR <= q.until for h in unrolled)
+        if spans == [(q.start, q.until)] and counts.get(service_id, 0) + whole >= online:
+            gaps = []  # online throughout and probed every hour: counted, no need to look
+        else:
+            probed = {_hour_number(h) for h in _rolled_hours(q, service_id) | unrolled}
+            gaps = [h for a, b in spans for h in _whole_hours(a, b) if h not in probed]
+        out.append(
+            q.verdict(
+                rule,
+                service_id,
+                len(gaps) <= tolerated,
+                hours_online=online,
+                hours_probed=online - len(gaps),
+                gap_hours=len(gaps),
+                gaps=_ranges(gaps)[:LISTED],
+            )
+        )
+    return out
+
+
+@check("uptime_target")
+def uptime_target(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """6.4 a: the quarter's uptime (blind rounds left out) reaches the service's own target
+    when its filing names one, else `[compliance] uptime_percent`. No probe: not shown."""
+    out = []
+    for service_id in q.online_services():
+        target, source = q.target(
+            service_id, "uptime_percent", q.settings.compliance.uptime_percent
+        )
+        stats = q.stats(service_id)
+        uptime = None if stats is None or stats.uptime is None else 100 * stats.uptime
+        out.append(
+            q.verdict(
+                rule,
+                service_id,
+                uptime is not None and uptime >= target,
+                uptime_percent=None if uptime is None else round(uptime, 3),
+                target_percent=target,
+                target_from=source,
+                probes=0 if stats is None else stats.count,
+                failures=0 if stats is None else stats.failures,
+            )
+        )
+    return out
+
+
+@check("latency_target")
+def latency_target(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """6.4 b: the quarter's p95 latency of successful probes is within the service's own
+    target when its filing names one, else `[compliance] p95_ms`. No success: not shown."""
+    out = []
+    for service_id in q.online_services():
+        target, source = q.target(service_id, "p95_ms", q.settings.compliance.p95_ms)
+        stats = q.stats(service_id)
+        p95 = None if stats is None else stats.p95_ms
+        out.append(
+            q.verdict(
+                rule,
+                service_id,
+                p95 is not None and p95 <= target,
+                p95_ms=p95,
+                target_ms=target,
+                target_from=source,
+            )
+        )
+    return out
+
+
+@check("outage_announced")
+def outage_announced(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """7.2.2: every outage (a service's probe state turning down) in the quarter began inside a
+    suspension or maintenance window that monitord knew of by then (within one catalogue sync)."""
+    windows = quiet_windows(q.session, q.start, q.until)
+    grace = dt.timedelta(seconds=q.settings.portal.sync_interval_seconds)
+    downs: dict[str, list[ServiceStateChange]] = defaultdict(list)
+    for change in state_changes(q.session, q.start, q.until):
+        if change.to_state == "down":
+            downs[change.service_id].append(change)
+    out = []
+    for service_id in sorted(set(q.online_services()) | set(downs)):
+        outages = []
+        for change in downs.get(service_id, []):
+            announced = any(
+                w.service_id in (service_id, "*")
+                and w.starts_at <= change.at
+                and ((stop := window_end(w)) is None or change.at < stop)
+                and w.recorded_at <= change.at + grace
+                for w in windows
+            )
+            outages.append({"at": iso(change.at), "announced": announced})
+        unannounced = sum(not o["announced"] for o in outages)
+        out.append(
+            q.verdict(
+                rule,
+                service_id,
+                unannounced == 0,
+                outages=len(outages),
+                unannounced=unannounced,
+                listed=outages[:LISTED],
+            )
+        )
+    return out
+
+
+@check("resumed_on_time")
+def resumed_on_time(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """7.2.2: each suspension due to end in the quarter (or begun in it without a planned
+    resume time) was filed with a planned resume time and ended by it."""
+    grace = dt.timedelta(seconds=q.settings.portal.sync_interval_seconds)
+    judged: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for window in quiet_windows(q.session, q.start, q.until):
+        if window.kind != "suspension":
+            continue
+        if window.ends_at is None:
+            if not q.start <= window.starts_at < q.until:
+                continue
+            problem: str | None = "no planned resume time"
+        elif not q.start <= window.ends_at < q.until:
+            continue
+        elif window.ended_at is None:
+            problem = "not resumed"
+        elif window.ended_at <= window.ends_at + grace:
+            problem = None
+        else:
+            problem = "resumed late"
+        judged[window.service_id].append(
+            {
+                "from": iso(window.starts_at),
+                "planned_resume": iso(window.ends_at),
+                "resumed": iso(window.ended_at),
+                "problem": problem,
+            }
+        )
+    return [
+        q.verdict(
+            rule,
+            service_id,
+            all(s["problem"] is None for s in suspensions),
+            suspensions=suspensions[:LISTED],
+        )
+        for service_id, suspensions in sorted(judged.items())
+    ]
+
+
+def _probe_passed_after(q: Quarter, service_id: str, moment: dt.datetime) -> dt.datetime | None:
+    """When the service first passed an availability probe after `moment` (the raw result, or
+    the hour of its roll-up once raw results are purged); None when it has not."""
+    raw = q.session.scalar(
+        select(func.min(ProbeResultRow.at)).where(
+            ProbeResultRow.service_id == service_id,
+            ProbeResultRow.kind == AVAILABILITY,
+            ProbeResultRow.success.is_(True),
+            ProbeResultRow.blind.is_(False),
+            ProbeResultRow.at > moment,
+        )
+    )
+    if raw is not None:
+        return raw
+    next_hour = moment.replace(minute=0, second=0, microsecond=0) + HOUR
+    rolled: dt.datetime | None = q.session.scalar(
+        select(func.min(ProbeRollup.hour)).where(
+            ProbeRollup.service_id == service_id,
+            ProbeRollup.kind == AVAILABILITY,
+            ProbeRollup.hour >= next_hour,
+            ProbeRollup.count > ProbeRollup.failures,
+        )
+    )
+    return rolled
+
+
+@check("retested_after_resume")
+def retested_after_resume(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """7.2.3: after each resumption in the quarter, the service passed a probe and was scanned
+    (a scan started after it resumed and ran to its end)."""
+    resumed: dict[str, list[ServiceEvent]] = defaultdict(list)
+    for event in q.events("resumed"):
+        resumed[event.service_id].append(event)
+    out = []
+    for service_id, events in sorted(resumed.items()):
+        shown, passed = [], True
+        for event in events:
+            probe_at = _probe_passed_after(q, service_id, event.at)
+            scan = q.session.scalars(
+                select(Scan)
+                .where(
+                    Scan.service_id == service_id,
+                    Scan.state.in_(SCANNED),
+                    Scan.started_at >= event.at,
+                )
+                .order_by(Scan.started_at)
+                .limit(1)
+            ).first()
+            passed = passed and probe_at is not None and scan is not None
+            shown.append(
+                {
+                    "resumed_at": iso(event.at),
+                    "probe_passed_at": iso(probe_at),
+                    "scan": None if scan is None else {"id": scan.id, "at": iso(scan.finished_at)},
+                }
+            )
+        out.append(q.verdict(rule, service_id, passed, resumptions=shown[:LISTED]))
+    return out
+
+
+def _notice_time(notice: Mapping[str, Any], key: str) -> dt.datetime | None:
+    value = notice.get(key)
+    try:
+        return parse_time(value) if isinstance(value, str) else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def notice_working_days(
+    notice: Mapping[str, Any], calendar: WorkCalendar
+) -> tuple[int | None, str | None]:
+    """The working days a take-down notice gave (after the filing day, before the take-down
+    day; up to 60 days' worth) and what is wrong with it when it cannot be counted."""
+    filed, planned = _notice_time(notice, "filed_at"), _notice_time(notice, "planned_offline")
+    if filed is None or planned is None:
+        return None, "filed_at or planned_offline missing or not a time"
+    first, last = filed.astimezone(SHANGHAI).date(), planned.astimezone(SHANGHAI).date()
+    # Ten working days always fit in 60 days: a notice for the year 9999 is not walked through.
+    return calendar.working_days_between(first, min(last, first + dt.timedelta(days=60))), None
+
+
+@check("offline_notice")
+def offline_notice(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """7.2.4: each take-down notice filed in the quarter gave the working days asked
+    (`params.working_days`, by the Chinese statutory calendar), and each service that went
+    offline or vanished from the catalogue in the quarter had filed a notice."""
+    needed = int(rule.params.get("working_days", 10))
+    judged: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
+        lambda: {"notices": [], "left": []}
+    )
+    for event in q.events("offline_notice_filed"):
+        days, problem = notice_working_days(event.detail, q.calendar)
+        if problem is None and days is not None and days < needed:
+            problem = f"{days} working days, {needed} required"
+        judged[event.service_id]["notices"].append(
+            {
+                "filed_at": event.detail.get("filed_at"),
+                "planned_offline": event.detail.get("planned_offline"),
+                "working_days": days,
+                "problem": problem,
+            }
+        )
+    for event in q.events("went_offline", "gone"):
+        before = catalogue_as_of(q.session, event.at - TICK).get(event.service_id, {})
+        if event.kind == "gone" and before.get("status") == "offline":
+            continue  # taken down before, then dropped from the catalogue: judged then
+        notice = before.get("offline_notice")
+        judged[event.service_id]["left"].append(
+            {
+                "kind": event.kind,
+                "at": iso(event.at),
+                "problem": None if isinstance(notice, dict) and notice else "no take-down notice",
+            }
+        )
+    out = []
+    for service_id, found in sorted(judged.items()):
+        problems = [item for items in found.values() for item in items if item["problem"]]
+        out.append(q.verdict(rule, service_id, not problems, **found))
+    return out
+
+
+@check("log_retention")
+def log_retention(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """7.3.1: the retention setting keeps records at least `params.days`, and the store holds
+    probe evidence back to the earlier of the quarter's start and that many days ago (or to
+    when monitord began, when that is later)."""
+    days = int(rule.params.get("days", 180))
+    setting = q.settings.store.retention_days
+    began = q.session.scalar(select(func.min(SyncRun.started_at)))
+    oldest = min(
+        (
+            t
+            for t in (
+                q.session.scalar(select(func.min(ProbeRollup.hour))),
+                q.session.scalar(select(func.min(ProbeResultRow.at))),
+                q.session.scalar(select(func.min(ServiceStateChange.at))),
+            )
+            if t is not None
+        ),
+        default=None,
+    )
+    reach = min(q.start, q.until - dt.timedelta(days=days))
+    needed = reach if began is None else max(reach, began)
+    # A day's slack: the first probe round follows the first sync, roll-ups start on the hour.
+    reaches = oldest is not None and oldest <= needed + dt.timedelta(days=1)
+    return [
+        q.verdict(
+            rule,
+            None,
+            setting >= days and reaches,
+            retention_days=setting,
+            required_days=days,
+            records_needed_from=iso(needed),
+            oldest_record=iso(oldest),
+            monitoring_began=iso(began),
+        )
+    ]
+
+
+@check("log_audit")
+def log_audit(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """7.3.1: the quarter's log audit was written after the quarter ended, and found a log on
+    every day."""
+    audit = q.session.get(LogAudit, q.label)
+    if audit is None:
+        return [q.verdict(rule, None, False, written=False, due_after=iso(q.end))]
+    whole = audit.created_at >= q.end
+    return [
+        q.verdict(
+            rule,
+            None,
+            whole and not audit.empty_days,
+            written=True,
+            written_at=iso(audit.created_at),
+            covers_whole_quarter=whole,
+            lines=audit.lines,
+            days_without_logs=len(audit.empty_days),
+            empty_days=list(audit.empty_days)[:LISTED],
+        )
+    ]
+
+
+@check("quarterly_scan")
+def quarterly_scan(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """7.3.2: every service online in the quarter had a scan that ran to its end in it."""
+    latest: dict[str, Scan] = {}
+    for scan in q.session.scalars(
+        select(Scan)
+        .where(Scan.state.in_(SCANNED), Scan.finished_at >= q.start, Scan.finished_at < q.until)
+        .order_by(Scan.finished_at)
+    ):
+        latest[scan.service_id] = scan
+    out = []
+    for service_id in q.online_services():
+        last = latest.get(service_id)
+        shown = (
+            None
+            if last is None
+            else {
+                "id": last.id,
+                "finished_at": iso(last.finished_at),
+                "state": last.state,
+                "high": last.high,
+                "medium": last.medium,
+            }
+        )
+        out.append(q.verdict(rule, service_id, last is not None, scan=shown))
+    return out
+
+
+def _documents(q: Quarter, kind: str, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
+    """The evidence documents of `kind` dated from `first` to `last`, as evidence lists them."""
+    return [
+        {
+            "id": d.id,
+            "date": d.document_date.isoformat(),
+            "file": d.file_name,
+            "sha256": d.sha256,
+            "filed_by": d.filed_by,
+        }
+        for d in q.session.scalars(
+            select(EvidenceDocument)
+            .where(
+                EvidenceDocument.kind == kind,
+                EvidenceDocument.document_date >= first,
+                EvidenceDocument.document_date <= last,
+            )
+            .order_by(EvidenceDocument.document_date, EvidenceDocument.id)
+        )
+    ]
+
+
+def _local_dates(q: Quarter) -> tuple[dt.date, dt.date]:
+    """The quarter's first and last local days (the last judged so far while it runs)."""
+    return q.start.astimezone(SHANGHAI).date(), (q.until - TICK).astimezone(SHANGHAI).date()
+
+
+@check("evidence_in_quarter")
+def evidence_in_quarter(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """7.3.2: a document of `params.kind` (the penetration test) dated in the quarter is in the
+    evidence register."""
+    first, last = _local_dates(q)
+    found = _documents(q, str(rule.params["kind"]), first, last)
+    return [q.verdict(rule, None, bool(found), documents=found[:LISTED])]
+
+
+@check("evidence_in_year")
+def evidence_in_year(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """7.3.2: a document of `params.kind` (the risk assessment) dated this calendar year, by the
+    quarter's end, is in the evidence register."""
+    first, last = _local_dates(q)
+    found = _documents(q, str(rule.params["kind"]), first.replace(month=1, day=1), last)
+    return [q.verdict(rule, None, bool(found), documents=found[:LISTED])]
+
+
+@check("admin_review")
+def admin_review(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """7.3.2: the platform's admin accounts were reviewed for the quarter."""
+    reviews = [
+        {
+            "id": r.id,
+            "reviewed_at": iso(r.reviewed_at),
+            "reviewed_by": r.reviewed_by,
+            "accounts": len(r.accounts),
+            "flags": len(r.flags),
+        }
+        for r in q.session.scalars(
+            select(AdminReview).where(AdminReview.quarter == q.label).order_by(AdminReview.id)
+        )
+    ]
+    return [q.verdict(rule, None, bool(reviews), reviews=reviews[:LISTED])]
+
+
+def _first_notifications(q: Quarter, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Each incident's first 7.3.3 notification as its timeline keeps it."""
+    first: dict[int, dict[str, Any]] = {}
+    for event in q.session.scalars(
+        select(IncidentEvent)
+        .where(IncidentEvent.incident_id.in_(ids), IncidentEvent.kind == "notified")
+        .order_by(IncidentEvent.at, IncidentEvent.id)
+    ):
+        first.setdefault(event.incident_id, event.detail)
+    return first
+
+
+@check("incidents_notified")
+def incidents_notified(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """7.3.3: every security incident detected in the quarter (its two-hour clock starts then)
+    reached the management unit by its deadline, with the four parts of the clause. One whose
+    deadline is still ahead is pending, not failed."""
+    incidents = list(
+        q.session.scalars(
+            select(Incident)
+            .where(
+                Incident.klass == "security",
+                Incident.detected_at >= q.start,
+                Incident.detected_at < q.until,
+            )
+            .order_by(Incident.id)
+        )
+    )
+    window = dt.timedelta(minutes=q.settings.incidents.notify_within_minutes)
+    notes = _first_notifications(q, [i.id for i in incidents])
+    on_time: list[int] = []
+    late: list[int] = []
+    pending: list[int] = []
+    missing_parts: dict[str, list[str]] = {}
+    for incident in incidents:
+        deadline = incident.notify_by or incident.detected_at + window
+        if incident.notified_at is None and not incident.late and deadline > q.until:
+            pending.append(incident.id)
+            continue
+        if incident.late or incident.notified_at is None or incident.notified_at > deadline:
+            late.append(incident.id)
+        else:
+            on_time.append(incident.id)
+        note = notes.get(incident.id, {})
+        lacking = [p for p in NOTIFICATION_PARTS if not str(note.get(p) or "").strip()]
+        if lacking and incident.id not in late:
+            missing_parts[str(incident.id)] = lacking
+    return [
+        q.verdict(
+            rule,
+            None,
+            not late and not missing_parts,
+            incidents=len(incidents),
+            on_time=len(on_time),
+            late=late,
+            missing_parts=missing_parts,
+            pending=pending,
+        )
+    ]
+
+
+@check("no_high_medium_vulnerability")
+def no_high_medium_vulnerability(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """8.3 b: no vulnerability (a finding of a rule declared under 8.3 b) of medium risk or
+    above was open while the service was online; the evidence says which were still open at
+    the quarter's end and which only during it."""
+    where = _rule_filter("8.3 b", rules.declared_rules())
+    serious = [e for e in episodes(q, where) if e.severity in SERIOUS]
+    found = _while_online(q, serious)
+    out = []
+    for service_id in q.online_services():
+        mine = found.get(service_id, [])
+        at_end = [e for e in mine if e.ended is None or e.ended >= q.until]
+        out.append(
+            q.verdict(
+                rule,
+                service_id,
+                not mine,
+                open_at_quarter_end=len(at_end),
+                open_during_quarter=len(mine) - len(at_end),
+                episodes=[e.shown() for e in mine[:LISTED]],
+            )
+        )
+    return out
+
+
+@check("vendor_operations_audited")
+def vendor_operations_audited(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
+    """8.3 c: the vendor staff's operations of the quarter were listed by its log audit,
+    written after the quarter ended."""
+    audit = q.session.get(LogAudit, q.label)
+    if audit is None:
+        return [q.verdict(rule, None, False, audited=False, due_after=iso(q.end))]
+    subjects = sorted({str(op.get("subject", "")) for op in audit.vendor_operations})
+    return [
+        q.verdict(
+            rule,
+            None,
+            audit.created_at >= q.end,
+            audited=True,
+            written_at=iso(audit.created_at),
+            vendor_accounts=len(subjects),
+            accounts=subjects[:LISTED],
+        )
+    ]
+
+
+# --- the public functions ---------------------------------------------------------------------
+
+
+def quarter_rules() -> list[ComplianceRule]:
+    """The shipped rules, each checked to name a known check; RuleError otherwise."""
+    found: list[ComplianceRule] = list(rules.compliance_rules())
+    for rule in found:
+        if rule.check not in CHECKS:
+            raise RuleError(
+                f"compliance.toml: rule {rule.name}: check = {rule.check!r}: expected one of "
+                f"{', '.join(sorted(CHECKS))}"
+            )
+    return found
+
+
+def judge(q: Quarter) -> list[ComplianceVerdict]:
+    """Every rule's verdicts on an opened quarter, in the rule file's order, then by service."""
+    verdicts: list[ComplianceVerdict] = []
+    for rule in quarter_rules():
+        verdicts += CHECKS[rule.check](q, rule)
+    return verdicts
+
+
+def evaluate_quarter(
+    session: Session, settings: Settings, quarter: str, now: dt.datetime
+) -> list[ComplianceVerdict]:
+    """Every compliance rule's verdicts for `quarter` ("2026q3"), from the stored evidence;
+    writes nothing. A running quarter is judged up to `now`.
+
+    Raises ValueError naming the label when it is not a quarter or has not begun.
+    """
+    return judge(open_quarter(session, settings, quarter, now))
+
+
+def quarters_due(session: Session, now: dt.datetime) -> list[str]:
+    """The quarters the schedule evaluates now: the previous one until its verdicts were
+    evaluated after it ended and after its log audit was written (once, in practice), and the
+    current one."""
+    current, start = quarter_start(now)
+    previous, _ = quarter_start(start - dt.timedelta(days=1))
+    evaluated = session.scalar(
+        select(func.min(ComplianceResult.evaluated_at)).where(ComplianceResult.quarter == previous)
+    )
+    audit = session.get(LogAudit, previous)
+    since = max(start, audit.created_at) if audit is not None else start
+    due = [] if evaluated is not None and evaluated >= since else [previous]
+    return [*due, current]
+
+
+def store_verdicts(
+    session: Session, quarter: str, verdicts: Iterable[ComplianceVerdict], now: dt.datetime
+) -> None:
+    """Replace the quarter's stored ComplianceResult rows with `verdicts` (subject "" for the
+    platform), inside the caller's transaction."""
+    session.execute(delete(ComplianceResult).where(ComplianceResult.quarter == quarter))
+    session.flush()
+    session.add_all(
+        ComplianceResult(
+            quarter=quarter,
+            rule=v.rule,
+            clause=v.clause,
+            subject=v.service_id or "",
+            passed=v.passed,
+            evidence=v.evidence,
+            evaluated_at=now,
+        )
+        for v in verdicts
+    )

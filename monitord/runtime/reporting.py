@@ -1,0 +1,349 @@
+"""The quarterly report, written and handed over.
+
+The one place that, for a quarter, evaluates the compliance rules, scores the services, renders
+the PDF, writes it, records it (a QuarterlyReport row: quarter, time, path, SHA-256, pages) and
+queues the e-mail to the management unit through the outbox. The record is the evidence of what
+was handed over, so a recorded report's file is never overwritten.
+
+The report job runs from the first working day of a quarter, 09:00 Asia/Shanghai, and writes
+the last quarter's report once: the record with its outbox key says it was done, across
+restarts. The record and the outbox row are written in one transaction, so a crash leaves
+either neither (the job writes the report again) or both (the alert worker sends it once).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from alerts.routing import MAIL_SCHEMES
+from monitord.config import Settings
+from monitord.errors import UsageError
+from monitord.store import Store
+from monitord.store.models import LogAudit, OutboxAlert, QuarterlyReport, SyncRun
+from monitord.store.outbox import enqueue
+from monitord.timeutil import SHANGHAI, UTC, local_text, quarter_bounds, quarter_start
+from monitord.workcalendar import WorkCalendar
+
+if TYPE_CHECKING:
+    from reports import RenderedReport
+
+Progress = Callable[[str], None]
+"""Told what a long step is doing, for people waiting (the CLI prints it on stderr)."""
+
+REPORT_KIND = "report"
+"""The outbox kind of a report handed to the management unit (alerts.delivery attaches it)."""
+AUDIENCE = "management"
+SEND_FROM = dt.time(9, 0)
+"""The report job starts on the quarter's first working day at this time (Asia/Shanghai)."""
+
+
+@dataclass(frozen=True)
+class WrittenReport:
+    """A report written and recorded."""
+
+    id: int
+    quarter: str
+    path: Path
+    sha256: str
+    pages: int
+    generated_at: dt.datetime
+    period_start: dt.datetime
+    period_end: dt.datetime
+    """The end of the data: the quarter's end, or the time of writing for a quarter not over."""
+    outbox_key: str | None
+
+
+def _quiet(_step: str) -> None:
+    """Progress that nobody watches."""
+
+
+def outbox_key(quarter: str) -> str:
+    """The idempotency key of a quarter's report sent to the management unit."""
+    return f"{REPORT_KIND}:{quarter}"
+
+
+def report_period(quarter: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The time the report of `quarter` covers, as of `now`: the whole quarter once it is over.
+
+    Raises UsageError, in one line, for a label that is not a quarter such as 2026q3 and for a
+    quarter that has not begun.
+    """
+    try:
+        start, end = quarter_bounds(quarter)
+    except ValueError:
+        raise UsageError(
+            f"--quarter {quarter!r}: expected a quarter such as 2026q3 (year, q, 1 to 4)"
+        ) from None
+    if start > now:
+        raise UsageError(
+            f"--quarter {quarter}: the quarter has not begun (it starts {local_text(start)} "
+            "Asia/Shanghai): there is nothing to report yet"
+        )
+    return start, min(end, now)
+
+
+def default_path(settings: Settings, quarter: str) -> Path:
+    """Where a quarter's report goes unless told: `monitord-2026q3.pdf` in `[report] dir`."""
+    return Path(settings.report.dir) / f"monitord-{quarter}.pdf"
+
+
+def _recorded(session: Session, path: Path) -> QuarterlyReport | None:
+    return session.scalars(
+        select(QuarterlyReport).where(QuarterlyReport.path == str(path)).limit(1)
+    ).first()
+
+
+def free_path(session: Session, path: Path, *, chosen: bool) -> Path:
+    """The absolute path to write a report to, never the file of a recorded report (the record's
+    SHA-256 must keep naming it): the default path gets a number (monitord-2026q3-2.pdf); a
+    path the user `chosen` is refused with a UsageError."""
+    path = path.resolve()
+    row = _recorded(session, path)
+    if row is None:
+        return path
+    if chosen:
+        raise UsageError(
+            f"--out {path}: this file is the {row.quarter} report recorded "
+            f"{local_text(row.generated_at)} (SHA-256 {row.sha256[:12]}…), kept as written; "
+            "choose another file"
+        )
+    number = 2
+    while True:
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        if _recorded(session, candidate) is None:
+            return candidate
+        number += 1
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all: a temporary file beside it, synced, then renamed over.
+
+    Raises UsageError naming the path when its folder cannot be made or written.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write the report ({exc.strerror})") from None
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise UsageError(f"{path}: cannot write the report ({exc.strerror})") from None
+    # The rename itself lasts only once the folder is synced.
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def render(
+    store: Store, settings: Settings, quarter: str, now: dt.datetime, progress: Progress
+) -> RenderedReport:
+    """Evaluate the quarter's compliance rules (their verdicts stored), score the services and
+    render the PDF: the one call into the compliance engine and the renderer."""
+    from monitord.compliance import FORMULA, evaluate_quarter, score_services, store_verdicts
+    from reports import render_quarterly
+
+    with store.session() as session:
+        progress(f"{quarter}: evaluating the compliance rules")
+        verdicts = evaluate_quarter(session, settings, quarter, now)
+        progress(f"{quarter}: scoring the services (clause 9.2)")
+        scores = score_services(session, settings, quarter, verdicts, now)
+        store_verdicts(session, quarter, verdicts, now)
+    # Committed before the render: its seconds hold no write lock that probes and alerts wait on.
+    with store.session() as session:
+        progress(f"{quarter}: rendering the PDF")
+        return render_quarterly(
+            session, settings, quarter, verdicts=verdicts, scores=scores, now=now, formula=FORMULA
+        )
+
+
+def write_report(
+    store: Store,
+    settings: Settings,
+    quarter: str,
+    now: dt.datetime,
+    *,
+    out: Path | None = None,
+    send: bool = False,
+    progress: Progress = _quiet,
+) -> WrittenReport:
+    """Render a quarter's report, write it (to `out`, else the default path) and record it;
+    with `send`, also queue it for the management unit, in the record's transaction.
+
+    Raises UsageError for a bad or future quarter, and for a file that cannot be written.
+    """
+    report_period(quarter, now)  # a bad or future quarter is refused before any work
+    with store.session() as session:
+        path = free_path(session, out or default_path(settings, quarter), chosen=out is not None)
+    rendered = render(store, settings, quarter, now, progress)
+    digest = hashlib.sha256(rendered.pdf).hexdigest()
+    progress(f"{quarter}: writing {path}")
+    write_atomically(path, rendered.pdf)
+    key = outbox_key(quarter) if send else None
+    with store.session() as session:
+        row = QuarterlyReport(
+            quarter=quarter,
+            generated_at=now,
+            path=str(path),
+            sha256=digest,
+            pages=rendered.pages,
+            sent_to=[],
+            outbox_key=key,
+        )
+        session.add(row)
+        session.flush()
+        written = WrittenReport(
+            id=row.id,
+            quarter=quarter,
+            path=path,
+            sha256=digest,
+            pages=rendered.pages,
+            generated_at=now,
+            period_start=rendered.period[0],
+            period_end=rendered.period[1],
+            outbox_key=key,
+        )
+        if key is not None:
+            payload = _payload(written, settings)
+            enqueue(session, key, AUDIENCE, REPORT_KIND, now, payload=payload)
+    return written
+
+
+def _payload(report: WrittenReport, settings: Settings) -> dict[str, Any]:
+    """What the outbox row carries: what the message says, and the file the e-mail attaches."""
+    return {
+        "management_unit": settings.report.management_unit,
+        "operation_unit": settings.report.operation_unit,
+        "report_id": report.id,
+        "quarter": report.quarter,
+        "path": str(report.path),
+        "sha256": report.sha256,
+        "pages": report.pages,
+        "period_start": report.period_start.astimezone(UTC).isoformat(),
+        "period_end": report.period_end.astimezone(UTC).isoformat(),
+    }
+
+
+def first_send_time(quarter_begins: dt.datetime, calendar: WorkCalendar) -> dt.datetime:
+    """When the report job may start in a quarter: its first working day, at SEND_FROM."""
+    day = quarter_begins.astimezone(SHANGHAI).date()
+    while not calendar.is_workday(day):
+        day += dt.timedelta(days=1)
+    return dt.datetime.combine(day, SEND_FROM, tzinfo=SHANGHAI)
+
+
+def due_quarter(now: dt.datetime, calendar: WorkCalendar) -> str | None:
+    """The quarter whose report is due at `now` (the last one, from the current quarter's first
+    working day at 09:00 on), or None before that."""
+    _label, begins = quarter_start(now)
+    if now < first_send_time(begins, calendar):
+        return None
+    last, _start = quarter_start(begins - dt.timedelta(days=1))
+    return last
+
+
+def _watched(session: Session, quarter: str) -> bool:
+    """Whether monitord was at work in the quarter (a catalogue sync began before it ended):
+    a store installed later holds nothing of it, and the management unit gets no empty report."""
+    _start, end = quarter_bounds(quarter)
+    first = session.scalar(select(SyncRun.id).where(SyncRun.started_at < end).limit(1))
+    return first is not None
+
+
+def send_due_report(
+    store: Store, settings: Settings, now: dt.datetime, progress: Progress = _quiet
+) -> WrittenReport | None:
+    """The report job: write the last quarter's report and queue it for the management unit,
+    once per quarter (its record says so); None when it is not due, waits for the quarter's log
+    audit, is done, or monitord was not at work in that quarter."""
+    quarter = due_quarter(now, WorkCalendar.from_settings(settings.logs))
+    if quarter is None:
+        return None
+    with store.session() as session:
+        done = session.scalar(
+            select(QuarterlyReport.id).where(QuarterlyReport.outbox_key == outbox_key(quarter))
+        )
+        # The report's 7.3.1 section reads the quarter's log audit, which the log-audit job
+        # writes once the quarter is over: the report waits for it (an hour at most).
+        audited = session.get(LogAudit, quarter) is not None
+        watched = _watched(session, quarter)
+    if done is not None or not audited or not watched:
+        return None
+    if not any(url.partition(":")[0].lower() in MAIL_SCHEMES for url in settings.alerts.management):
+        logger.warning(
+            "the {} report goes to the management unit, but alerts.management has no e-mail "
+            "(mailto://) channel: it gets no PDF until one is configured",
+            quarter,
+        )
+    return write_report(store, settings, quarter, now, send=True, progress=progress)
+
+
+def confirm_report_deliveries(session: Session) -> list[str]:
+    """Record, on each sent report, the channels that confirmed delivery (sent_to) and when its
+    e-mail with the PDF was first delivered (delivered_at). Returns the quarters newly delivered."""
+    delivered: list[str] = []
+    reports = session.scalars(
+        select(QuarterlyReport).where(QuarterlyReport.outbox_key.is_not(None))
+    ).all()
+    for report in reports:
+        parent = session.scalar(
+            select(OutboxAlert.id).where(OutboxAlert.idempotency_key == report.outbox_key)
+        )
+        copies = session.scalars(
+            select(OutboxAlert)
+            .where(OutboxAlert.parent_id == parent, OutboxAlert.state == "delivered")
+            .order_by(OutboxAlert.delivered_at)
+        ).all()
+        names = [copy.channel for copy in copies]
+        if names != list(report.sent_to):
+            report.sent_to = names
+        mails = [c.delivered_at for c in copies if c.payload.get("attach") and c.delivered_at]
+        if mails and report.delivered_at is None:
+            report.delivered_at = mails[0]
+            delivered.append(report.quarter)
+    return delivered
+
+
+def report_rows(store: Store) -> list[dict[str, Any]]:
+    """Every recorded report, newest first, as `monitord reports --json` prints them."""
+    with store.session() as session:
+        rows = session.scalars(
+            select(QuarterlyReport).order_by(
+                QuarterlyReport.generated_at.desc(), QuarterlyReport.id.desc()
+            )
+        ).all()
+        return [
+            {
+                "id": row.id,
+                "quarter": row.quarter,
+                "generated_at": row.generated_at.astimezone(UTC).isoformat(),
+                "path": row.path,
+                "sha256": row.sha256,
+                "pages": row.pages,
+                "sent_to": list(row.sent_to),
+                "delivered_at": row.delivered_at.astimezone(UTC).isoformat()
+                if row.delivered_at
+                else None,
+            }
+            for row in rows
+        ]

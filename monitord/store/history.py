@@ -1,0 +1,294 @@
+"""Reading the past back: the catalogue as of a moment, each service's lifecycle periods, a
+quarter's probe figures, the quiet windows and state changes of a period.
+
+Read-only functions over a Session (they read what it has flushed), for the compliance rules
+and the quarterly report. Every time given and returned is timezone-aware UTC; periods are
+half-open, [start, end). They read what lasts (revisions, roll-ups, stored windows), so a report
+on a past quarter written today shows what one written the day after the quarter ended showed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import Text, cast, func, select
+from sqlalchemy.orm import Session
+
+from monitord.store import histogram
+from monitord.store.models import (
+    ProbeResultRow,
+    ProbeRollup,
+    QuietWindow,
+    Service,
+    ServiceRevision,
+    ServiceStateChange,
+)
+
+AVAILABILITY = "availability"
+"""The cheap probe kind, run every round: the one uptime and latency are measured by."""
+
+RECORD_FIELDS = (
+    "name",
+    "type",
+    "permission",
+    "source",
+    "provider",
+    "developer",
+    "coverage",
+    "access_method",
+    "max_concurrency",
+    "url",
+    "probe",
+    "return_codes",
+    "manual_url",
+    "flowchart_url",
+    "security_plan_url",
+    "faq_url",
+    "emergency_plan_url",
+    "description",
+    "planned_release",
+    "review",
+    "status",
+    "suspension",
+    "offline_notice",
+    "updated_at",
+    "contacts",
+    "filing_problems",
+    "unknown_values",
+    "first_seen",
+)
+"""The service columns a revision's record keeps (times as ISO 8601 text): everything but the
+raw record (which these columns are read from) and the sync's own bookkeeping."""
+
+
+def service_record(service: Service) -> dict[str, Any]:
+    """The record a ServiceRevision keeps of `service` as it is now (JSON-ready)."""
+    record: dict[str, Any] = {"id": service.id}
+    for name in RECORD_FIELDS:
+        value = getattr(service, name)
+        record[name] = value.isoformat() if isinstance(value, dt.datetime) else value
+    return record
+
+
+def catalogue_as_of(
+    session: Session, moment: dt.datetime, services: Collection[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every service the catalogue held at `moment` (or those of `services`), id -> its record
+    then (`service_record`'s keys); services already gone or not yet seen then are absent."""
+    query = (
+        select(ServiceRevision.service_id, ServiceRevision.gone, ServiceRevision.record)
+        .where(
+            ServiceRevision.valid_from <= moment,
+            (ServiceRevision.valid_to.is_(None)) | (ServiceRevision.valid_to > moment),
+        )
+        .order_by(ServiceRevision.valid_from, ServiceRevision.id)
+    )
+    if services is not None:
+        query = query.where(ServiceRevision.service_id.in_(list(services)))
+    catalogue: dict[str, dict[str, Any]] = {}
+    # Plain rows, not ORM objects: a report reads the catalogue of thousands of services often.
+    for service_id, gone, record in session.connection().execute(query):
+        if gone:  # the latest revision wins, should two ever overlap
+            catalogue.pop(service_id, None)
+        else:
+            catalogue[service_id] = record
+    return catalogue
+
+
+Period = tuple[dt.datetime, dt.datetime, str]
+"""[from, to) and the lifecycle status a service had then (online, suspended, offline, pending,
+approved, or gone)."""
+
+
+def service_periods(
+    session: Session, start: dt.datetime, end: dt.datetime
+) -> dict[str, list[Period]]:
+    """Per service, the periods within [start, end) and the lifecycle status it had in each, in
+    time order, neighbours with the same status joined. Before a service was first seen it has
+    no period."""
+    rows = session.scalars(
+        select(ServiceRevision)
+        .where(
+            ServiceRevision.valid_from < end,
+            (ServiceRevision.valid_to.is_(None)) | (ServiceRevision.valid_to > start),
+        )
+        .order_by(ServiceRevision.service_id, ServiceRevision.valid_from, ServiceRevision.id)
+    )
+    periods: dict[str, list[Period]] = defaultdict(list)
+    for revision in rows:
+        since = max(revision.valid_from, start)
+        until = min(revision.valid_to or end, end)
+        if until <= since:
+            continue
+        status = "gone" if revision.gone else str(revision.record.get("status") or "pending")
+        mine = periods[revision.service_id]
+        if mine and mine[-1][2] == status and mine[-1][1] >= since:
+            mine[-1] = (mine[-1][0], max(until, mine[-1][1]), status)
+        else:
+            mine.append((since, until, status))
+    return dict(periods)
+
+
+@dataclass(frozen=True)
+class ProbeStats:
+    """A service's availability probes over a period, blind results apart."""
+
+    service_id: str
+    count: int
+    """Results that count: measured while monitord could see (not blind)."""
+    failures: int
+    blind: int
+    """Results measured in blind rounds: no evidence either way, left out of the rest."""
+    hours_probed: int
+    """Hours with at least one result that counts."""
+    uptime: float | None
+    """(count − failures) / count; None when nothing counts."""
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    """Latency percentiles of the successful results, as `histogram.percentile` gives them."""
+    buckets: dict[str, int] = field(default_factory=dict)
+    """The successful results' latencies as a histogram (monitord.store.histogram)."""
+
+
+@dataclass
+class _Tally:
+    count: int = 0
+    failures: int = 0
+    blind: int = 0
+    rolled_hours: int = 0
+    hours: set[dt.datetime] = field(default_factory=set)
+    """The hours probed among those not rolled up yet."""
+    buckets: dict[str, int] = field(default_factory=dict)
+
+    def stats(self, service_id: str) -> ProbeStats:
+        return ProbeStats(
+            service_id=service_id,
+            count=self.count,
+            failures=self.failures,
+            blind=self.blind,
+            hours_probed=self.rolled_hours + len(self.hours),
+            uptime=(self.count - self.failures) / self.count if self.count else None,
+            p50_ms=histogram.percentile(self.buckets, 0.50),
+            p95_ms=histogram.percentile(self.buckets, 0.95),
+            p99_ms=histogram.percentile(self.buckets, 0.99),
+            buckets=dict(self.buckets),
+        )
+
+
+def _hour(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def rolled_up_until(session: Session) -> dt.datetime | None:
+    """Raw results before this moment are in the roll-ups (the hour after the last rolled one)."""
+    last: dt.datetime | None = session.scalar(select(func.max(ProbeRollup.hour)))
+    return None if last is None else last + dt.timedelta(hours=1)
+
+
+def probe_quarter(
+    session: Session, start: dt.datetime, end: dt.datetime, kind: str = AVAILABILITY
+) -> dict[str, ProbeStats]:
+    """Per service, its `kind` probes in [start, end) (whole hours, such as a quarter's
+    bounds): the hourly roll-ups, and the raw results of the hours not rolled up yet, so that a
+    report on the running quarter counts every probe."""
+    tallies: dict[str, _Tally] = defaultdict(_Tally)
+    in_period = (ProbeRollup.kind == kind, ProbeRollup.hour >= start, ProbeRollup.hour < end)
+    sums = session.execute(
+        select(
+            ProbeRollup.service_id,
+            func.sum(ProbeRollup.count),
+            func.sum(ProbeRollup.failures),
+            func.sum(ProbeRollup.blind),
+            func.count().filter(ProbeRollup.count > 0),  # one roll-up per service and hour
+        )
+        .where(*in_period)
+        .group_by(ProbeRollup.service_id)
+    )
+    for service_id, count, failures, blind, hours in sums:
+        tally = tallies[service_id]
+        tally.count, tally.failures, tally.blind = int(count), int(failures), int(blind or 0)
+        tally.rolled_hours = int(hours)
+    # A quarter of 2,000 services is millions of hours: read as plain rows (not through the
+    # ORM), in batches, their histograms as text (see histogram.sum_stored).
+    texts = session.connection().execute(
+        select(ProbeRollup.service_id, cast(ProbeRollup.latency_buckets, Text))
+        .where(*in_period)
+        .order_by(ProbeRollup.service_id)
+        .execution_options(yield_per=10_000)
+    )
+    for service_id, rows in groupby(texts, key=itemgetter(0)):
+        tallies[service_id].buckets = histogram.sum_stored([text for _, text in rows])
+    raw_from = max(start, rolled_up_until(session) or start)
+    if raw_from < end:
+        raw = session.execute(
+            select(
+                ProbeResultRow.service_id,
+                ProbeResultRow.at,
+                ProbeResultRow.success,
+                ProbeResultRow.duration_ms,
+                ProbeResultRow.blind,
+            )
+            .where(
+                ProbeResultRow.kind == kind,
+                ProbeResultRow.service_id.is_not(None),
+                ProbeResultRow.at >= raw_from,
+                ProbeResultRow.at < end,
+            )
+            .execution_options(yield_per=10_000)
+        )
+        for raw_service, at, success, duration_ms, blind in raw:
+            tally = tallies[str(raw_service)]
+            if blind:
+                tally.blind += 1
+                continue
+            tally.count += 1
+            tally.hours.add(_hour(at))
+            if success:
+                histogram.add(tally.buckets, duration_ms)
+            else:
+                tally.failures += 1
+    return {service_id: tally.stats(service_id) for service_id, tally in sorted(tallies.items())}
+
+
+def window_end(window: QuietWindow) -> dt.datetime | None:
+    """When a quiet window stopped applying: when it ended (a suspension resumed), else a
+    maintenance window's planned end; None while a suspension lasts or a window has no end."""
+    if window.ended_at is not None:
+        return window.ended_at
+    return window.ends_at if window.kind == "maintenance" else None
+
+
+def quiet_windows(session: Session, start: dt.datetime, end: dt.datetime) -> list[QuietWindow]:
+    """The maintenance windows and suspensions in force at some moment of [start, end), in the
+    order they started (a suspension withdrawn before it began never was)."""
+    rows = session.scalars(
+        select(QuietWindow)
+        .where(QuietWindow.starts_at < end)
+        .order_by(QuietWindow.starts_at, QuietWindow.id)
+    )
+    return [
+        window
+        for window in rows
+        if ((stop := window_end(window)) is None or stop > start)
+        and (window.ended_at is None or window.ended_at > window.starts_at)  # withdrawn before
+    ]
+
+
+def state_changes(
+    session: Session, start: dt.datetime, end: dt.datetime
+) -> list[ServiceStateChange]:
+    """Every probe state change (up, degraded, down...) in [start, end), in time order."""
+    return list(
+        session.scalars(
+            select(ServiceStateChange)
+            .where(ServiceStateChange.at >= start, ServiceStateChange.at < end)
+            .order_by(ServiceStateChange.at, ServiceStateChange.id)
+        )
+    )

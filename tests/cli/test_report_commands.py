@@ -1,0 +1,109 @@
+"""`monitord report` and `monitord reports` from the command line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from monitord.cli import main
+from monitord.store import open_store
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "monitord.toml"
+    path.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n'
+        f'[report]\ndir = "{tmp_path / "reports"}"\n',
+        encoding="utf-8",
+    )
+    open_store(f"sqlite:///{tmp_path / 'm.db'}").dispose()  # as the daemon leaves it
+    return path
+
+
+def report(config: Path, *args: str) -> int:
+    return main(["--config", str(config), "report", *args])
+
+
+def test_report_writes_the_pdf_records_it_and_prints_path_hash_and_pages(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert report(config, "--quarter", "2026q3") == 0
+    out, err = capsys.readouterr()
+    path = tmp_path / "reports" / "monitord-2026q3.pdf"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert out.splitlines()[:2] == [f"report 2026q3: {path}", f"sha256 {digest}"]
+    assert out.splitlines()[2].split()[0] == "pages"
+    assert "rendering the PDF" in err  # progress goes to stderr, the result alone to stdout
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+
+    assert main(["--config", str(config), "reports", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["quarter"], row["path"], row["sha256"]) == ("2026q3", str(path), digest)
+    assert (row["sent_to"], row["delivered_at"]) == ([], None)
+    assert main(["--config", str(config), "reports"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["QUARTER", "GENERATED", "(CST)", "SHA256"]
+    assert table[1].split()[0] == "2026q3" and digest[:12] in table[1]
+
+
+def test_report_to_a_chosen_file_and_never_over_a_recorded_one(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chosen = tmp_path / "out" / "q3.pdf"
+    assert report(config, "--quarter", "2026q3", "--out", str(chosen)) == 0
+    first = chosen.read_bytes()
+    capsys.readouterr()
+    assert report(config, "--quarter", "2026q3", "--out", str(chosen)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"monitord: --out {chosen}: this file is the 2026q3 report recorded ")
+    assert err.count("\n") == 1
+    assert chosen.read_bytes() == first
+    # The default path, taken by a recorded report, gets a number instead.
+    assert report(config, "--quarter", "2026q3") == 0
+    assert report(config, "--quarter", "2026q3") == 0
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [
+        "monitord-2026q3-2.pdf",
+        "monitord-2026q3.pdf",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("quarter", "message"),
+    [
+        ("2026q5", "monitord: --quarter '2026q5': expected a quarter such as 2026q3"),
+        ("Q3", "monitord: --quarter 'q3': expected a quarter such as 2026q3"),
+        ("2099q1", "monitord: --quarter 2099q1: the quarter has not begun (it starts 2099-01-01"),
+    ],
+)
+def test_a_bad_or_future_quarter_is_refused_in_one_line(
+    tmp_path: Path,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    quarter: str,
+    message: str,
+) -> None:
+    assert report(config, "--quarter", quarter) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert not (tmp_path / "reports").exists()
+
+
+def test_a_folder_that_cannot_be_written_is_one_line(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    assert report(config, "--quarter", "2026q3", "--out", str(blocker / "q3.pdf")) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == f"monitord: {blocker / 'q3.pdf'}: cannot write the report (File exists)"
+
+
+def test_reports_with_none_recorded_says_how_to_write_one(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(config), "reports"]) == 0
+    assert "no reports yet" in capsys.readouterr().out

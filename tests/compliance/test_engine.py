@@ -1,0 +1,225 @@
+"""The compliance rules over small stores written row by row: per rule, a service (or a
+platform) that passes and one that fails, and the verdicts stored for the report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from monitord.compliance import evaluate_quarter, store_verdicts
+from monitord.config import Settings
+from monitord.store import Store, open_store
+from monitord.store.models import ComplianceResult
+from monitord.types import ComplianceVerdict
+from tests.compliance.seed import END, HOUR, NOW, Q3, START, seed_platform, seed_services, t
+
+Verdicts = dict[tuple[str, str | None], ComplianceVerdict]
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verdicts]:
+    """The verdicts of 2026q3 on the services of seed_services (seeded once: they only read)."""
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('judged') / 'm.db'}")
+    try:
+        seed_services(store)
+        with store.session() as session:
+            verdicts = evaluate_quarter(session, Settings(), Q3, NOW)
+        yield {(v.rule, v.service_id): v for v in verdicts}
+    finally:
+        store.dispose()
+
+
+def passed(verdicts: Verdicts, rule: str, service_id: str | None) -> bool:
+    return verdicts[rule, service_id].passed
+
+
+def test_filing_is_judged_as_it_stood(judged: Verdicts) -> None:
+    assert passed(judged, "filing_complete", "good")
+    assert not passed(judged, "filing_complete", "bad")
+    assert judged["filing_complete", "bad"].evidence["problems"] == ["faq_url: missing (常见问题)"]
+
+
+def test_a_service_goes_online_only_after_approval_and_a_clean_scan(judged: Verdicts) -> None:
+    assert passed(judged, "online_after_approval_and_scan", "golive")
+    bad = judged["online_after_approval_and_scan", "golive-bad"]
+    assert not bad.passed
+    assert bad.evidence["went_online"][0]["approved"] is False
+    assert bad.evidence["went_online"][0]["scan"]["high"] == 1
+    # A service that went online before the quarter is not judged for it again.
+    assert ("online_after_approval_and_scan", "good") not in judged
+
+
+@pytest.mark.parametrize(
+    ("rule", "finding_rule"),
+    [("tls_policy", "legacy_protocol"), ("https_only", "plain_http_access")],
+)
+def test_transport_findings_open_while_online_fail_their_clause(
+    judged: Verdicts, rule: str, finding_rule: str
+) -> None:
+    assert passed(judged, rule, "good")
+    bad = judged[rule, "bad"]
+    assert not bad.passed
+    assert [e["rule"] for e in bad.evidence["episodes"]] == [finding_rule]
+    assert passed(judged, "documented_return_codes", "bad")
+
+
+def test_hours_online_without_a_probe_are_gaps(judged: Verdicts) -> None:
+    assert passed(judged, "probed_throughout", "good")
+    bad = judged["probed_throughout", "bad"]
+    assert not bad.passed
+    assert bad.evidence["gap_hours"] == 3
+    assert bad.evidence["gaps"] == [["2026-08-10T10:00:00+08:00", "2026-08-10T13:00:00+08:00"]]
+    assert bad.evidence["hours_online"] == (END - START) / HOUR
+
+
+def test_uptime_and_latency_against_the_target(judged: Verdicts) -> None:
+    assert passed(judged, "uptime_target", "good")
+    uptime = judged["uptime_target", "bad"]
+    assert not uptime.passed
+    assert uptime.evidence["uptime_percent"] == 90.0
+    assert uptime.evidence["target_percent"] == 99.9
+    assert uptime.evidence["target_from"] == "config"
+    assert passed(judged, "latency_target", "good")
+    assert not passed(judged, "latency_target", "bad")
+    assert judged["latency_target", "bad"].evidence["p95_ms"] > 3000
+
+
+def test_uptime_counts_the_hours_a_service_was_online(judged: Verdicts) -> None:
+    uptime = judged["uptime_target", "down-while-suspended"]
+    assert uptime.passed and uptime.evidence["uptime_percent"] == 100.0
+    assert uptime.evidence["probes"] == 60 * ((END - START) / HOUR - 48)
+    assert passed(judged, "latency_target", "down-while-suspended")
+
+
+def test_an_outage_inside_a_filed_suspension_is_announced(judged: Verdicts) -> None:
+    assert passed(judged, "outage_announced", "paused")
+    assert judged["outage_announced", "paused"].evidence["outages"] == 1
+    assert not passed(judged, "outage_announced", "bad")
+    assert judged["outage_announced", "bad"].evidence["unannounced"] == 1
+
+
+def test_a_suspension_ends_by_its_planned_time(judged: Verdicts) -> None:
+    assert passed(judged, "resumed_on_time", "paused")
+    late = judged["resumed_on_time", "paused-bad"]
+    assert not late.passed
+    assert late.evidence["suspensions"][0]["problem"] == "resumed late"
+
+
+def test_a_resumed_service_is_probed_and_scanned_again(judged: Verdicts) -> None:
+    assert passed(judged, "retested_after_resume", "paused")
+    bad = judged["retested_after_resume", "paused-bad"]
+    assert not bad.passed
+    assert bad.evidence["resumptions"][0]["scan"] is None
+
+
+def test_take_down_notices_count_chinese_working_days(judged: Verdicts) -> None:
+    leaving = judged["offline_notice", "leaving"]
+    assert leaving.passed
+    assert (
+        leaving.evidence["notices"][0]["working_days"] == 11
+    )  # 09-20, a Sunday, is worked; 09-25, Mid-Autumn, is not
+    national = judged["offline_notice", "national-day"]
+    assert not national.passed
+    assert national.evidence["notices"][0]["working_days"] == 6
+    vanished = judged["offline_notice", "vanished"]
+    assert not vanished.passed
+    assert vanished.evidence["left"] == [
+        {"kind": "gone", "at": "2026-09-15T00:00:00+08:00", "problem": "no take-down notice"}
+    ]
+
+
+def test_a_service_that_left_is_judged_until_it_left(judged: Verdicts) -> None:
+    assert passed(judged, "filing_complete", "vanished")
+    assert (
+        judged["probed_throughout", "vanished"].evidence["hours_online"]
+        == (t("2026-09-15 00:00") - START) / HOUR
+    )
+
+
+def test_every_online_service_is_scanned_in_the_quarter(judged: Verdicts) -> None:
+    assert passed(judged, "quarterly_scan", "good")
+    assert not passed(judged, "quarterly_scan", "bad")
+
+
+def test_an_open_high_or_medium_vulnerability_fails_8_3_b(judged: Verdicts) -> None:
+    assert passed(judged, "no_high_medium_vulnerability", "good")
+    bad = judged["no_high_medium_vulnerability", "bad"]
+    assert not bad.passed
+    assert bad.evidence["open_at_quarter_end"] == 1  # the low one does not count
+    assert [e["rule"] for e in bad.evidence["episodes"]] == ["zap:40012"]
+
+
+# --- platform rules ---------------------------------------------------------------------------
+
+
+PLATFORM_RULES = (
+    "log_retention",
+    "log_audit",
+    "quarterly_pentest",
+    "admin_review",
+    "risk_assessment",
+    "incidents_notified",
+)
+
+
+@pytest.mark.parametrize("good", [True, False])
+def test_platform_duties(sqlite_store: Store, good: bool) -> None:
+    seed_platform(sqlite_store, good=good)
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    for rule in PLATFORM_RULES:
+        assert passed(verdicts, rule, None) is good, rule
+    assert passed(verdicts, "vendor_operations_audited", None)
+    assert verdicts["vendor_operations_audited", None].evidence["accounts"] == ["user:vendor-7"]
+    notified = verdicts["incidents_notified", None].evidence
+    assert notified["incidents"] == 2  # the availability incident has no two-hour clock
+    if not good:
+        assert len(notified["late"]) == 1
+        assert list(notified["missing_parts"].values()) == [["rectification"]]
+        assert verdicts["log_audit", None].evidence["empty_days"] == ["2026-08-10"]
+
+
+def test_an_empty_store_fails_the_platform_duties_and_judges_no_service(
+    sqlite_store: Store,
+) -> None:
+    with sqlite_store.session() as session:
+        verdicts = evaluate_quarter(session, Settings(), Q3, NOW)
+    assert {v.service_id for v in verdicts} == {None}
+    failed = set(PLATFORM_RULES) - {"incidents_notified"} | {"vendor_operations_audited"}
+    assert {v.rule for v in verdicts if not v.passed} == failed
+    # No security incident: nothing was late.
+    assert {v.rule for v in verdicts if v.passed} == {"incidents_notified"}
+
+
+def test_the_log_audit_of_a_running_quarter_is_not_written_yet(sqlite_store: Store) -> None:
+    with sqlite_store.session() as session:
+        verdicts = evaluate_quarter(session, Settings(), "2026q4", NOW)
+    audit = next(v for v in verdicts if v.rule == "log_audit")
+    assert audit.evidence == {"written": False, "due_after": "2027-01-01T00:00:00+08:00"}
+
+
+@pytest.mark.parametrize("label", ["2026Q3", "2026q5", "q3", "2027q1"])
+def test_a_bad_or_future_quarter_is_refused_naming_it(sqlite_store: Store, label: str) -> None:
+    with sqlite_store.session() as session, pytest.raises(ValueError, match=label):
+        evaluate_quarter(session, Settings(), label, NOW)
+
+
+def test_storing_replaces_the_quarter_s_verdicts(store: Store) -> None:
+    seed_services(store)
+    with store.session() as session:
+        verdicts = evaluate_quarter(session, Settings(), Q3, NOW)
+        store_verdicts(session, Q3, verdicts, NOW)
+    with store.session() as session:
+        store_verdicts(session, Q3, verdicts, NOW + HOUR)  # again: replaced, not added
+    with store.session() as session:
+        rows = session.scalars(select(ComplianceResult)).all()
+        assert len(rows) == len(verdicts)
+        platform = [r for r in rows if r.rule == "log_audit"]
+        assert [(r.subject, r.passed) for r in platform] == [("", False)]
+        bad = next(r for r in rows if r.rule == "probed_throughout" and r.subject == "bad")
+        assert bad.evidence["gap_hours"] == 3
+        assert {r.evaluated_at for r in rows} == {NOW + HOUR}

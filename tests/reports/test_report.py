@@ -1,0 +1,252 @@
+"""The quarterly report: every section and clause, the store's figures, the same figures a
+quarter later, an empty quarter, an unknown calendar year, names in any script."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import reports
+from monitord.config import Settings
+from monitord.errors import ReportError
+from monitord.store import Store, histogram, open_store
+from monitord.timeutil import UTC
+from reports.fonts import find_font
+from reports.sections import CLAUSE_DUTIES, SECTIONS, pct
+from tests.reports.seed import Seeded, seed_quarter
+
+OCT_2 = dt.datetime(2026, 10, 2, 1, 0, tzinfo=UTC)
+RANGE = "2026-07-01 00:00 至 2026-10-01 00:00（北京时间）"
+FORMULA = "得分 = 0.5×可用率 + 0.5×合规"
+
+Pages = Callable[[bytes], list[str]]
+
+
+def render(
+    store: Store, seeded: Seeded | None, quarter: str, now: dt.datetime
+) -> reports.RenderedReport:
+    with store.session() as session:
+        return reports.render_quarterly(
+            session,
+            Settings(),
+            quarter,
+            verdicts=seeded.verdicts if seeded else [],
+            scores=seeded.scores if seeded else [],
+            now=now,
+            formula=FORMULA,
+        )
+
+
+@dataclass(frozen=True)
+class Q3:
+    """A store seeded with 2026q3 (shared by the tests that only read it) and its report."""
+
+    path: Path
+    store: Store
+    seeded: Seeded
+    report: reports.RenderedReport
+
+
+@pytest.fixture(scope="module")
+def q3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Q3]:
+    path = tmp_path_factory.mktemp("q3") / "monitord.db"
+    store = open_store(f"sqlite:///{path}")
+    with store.session() as session:
+        seeded = seed_quarter(session)
+    try:
+        yield Q3(path, store, seeded, render(store, seeded, "2026q3", OCT_2))
+    finally:
+        store.dispose()
+
+
+def one_line(text: str) -> str:
+    """pdftotext -layout's text with runs of blanks made one, to match a table row."""
+    return re.sub(r"[ \t\u3000]+", " ", text)
+
+
+def test_the_report_shows_every_section_and_clause_and_the_figures_the_store_holds(
+    q3: Q3, pdf_pages: Pages
+) -> None:
+    report, seeded = q3.report, q3.seeded
+    pages = pdf_pages(report.pdf)
+    text = one_line("\n".join(pages))
+    assert len(pages) == report.pages > 5
+    for heading in SECTIONS:
+        assert one_line(heading) in text
+    for clause in CLAUSE_DUTIES:
+        assert f"\n{clause} " in text, clause
+    # Availability: each tier's figure is (count - failures) / count over the store's roll-ups.
+    for tier, label in (("province", "省级平台"), ("bureau", "市级部门"), ("unknown", "未填报")):
+        uptime = re.escape(pct(seeded.tier_uptime(tier)))
+        assert re.search(rf"{re.escape(label)} \d+ \d+ \d+ \d+ {uptime}", text), tier
+        assert report.figures["tiers"][tier]["uptime"] == pytest.approx(seeded.tier_uptime(tier))
+    merged: dict[str, int] = {}
+    for buckets in seeded.buckets.values():
+        histogram.merge(merged, buckets)
+    assert report.figures["p95_ms"] == histogram.percentile(merged, 0.95)
+    assert report.figures["probes"] == sum(seeded.count.values())
+    assert report.figures["blind"] == seeded.blind
+    # The two-hour record: each late incident named, with how late.
+    assert report.figures["late_incidents"] == seeded.late_incidents
+    late, never = seeded.late_incidents
+    assert re.search(rf"#{late} svc-0002 .* 超时 35 分钟", text)
+    assert re.search(rf"#{never} svc-0003 .* 未通报 超时 61 天 19 小时 0 分钟", text)
+    assert "未通报的事件，超时计至数据截止时间 2026-10-01 00:00。" in text
+    assert "本季度安全事件 5 起：按时通报 3 起，迟报或未通报 2 起。" in text
+    # Open high and medium findings at the quarter's end, named; the closed one is not.
+    for rule in seeded.open_high:
+        assert rule in text
+    for rule in seeded.closed_high:
+        assert rule not in text
+    assert "zap_csrf" in text  # closed only after the quarter: open at its end
+    assert "hsts_missing" not in text  # low: counted, not named
+    # Log audit, vendor operations, admin review, evidence, retention, ranking.
+    assert f"分析日志 {seeded.log_lines} 行" in text
+    assert "vendor-zhang 夜间登录运维后台 3 次" in text
+    assert "王审查" in text and "120 天未登录" in text
+    assert "pentest-2026q3.pdf" in text and "risk-2026q3.pdf" in text  # this year's
+    assert "drill-before-2026q3.pdf" not in text  # dated last quarter
+    assert "最近一次清理：2026-08-20 00:00" in text
+    assert FORMULA in text
+    best = max(seeded.scores, key=lambda s: s.score)
+    assert best.service_id in text
+    # The summary's lights: 7.3.3 red (a critical failure), 6.3.2 a green, 6.2.2 amber.
+    assert report.figures["clauses"]["7.3.3"]["light"] == "red"
+    assert report.figures["clauses"]["6.3.2 a"]["light"] == "green"
+    assert report.figures["clauses"]["6.2.2"]["light"] == "amber"
+    assert re.search(r"\n7\.3\.3 .* 0 1 ●红", text)
+
+
+def test_every_page_carries_the_data_range_and_its_number_of_the_total(
+    q3: Q3, pdf_pages: Pages
+) -> None:
+    pages = pdf_pages(q3.report.pdf)
+    assert q3.report.period == (q3.seeded.start, q3.seeded.end)
+    for number, page in enumerate(pages, start=1):
+        assert RANGE in page, number
+        assert f"第 {number} 页 / 共 {len(pages)} 页" in page
+    cover = pages[0]
+    assert "2026年第3季度" in cover and "苏商通运营单位" in cover and "苏州市数据局" in cover
+    assert "生成时间：2026-10-02 09:00" in cover
+    assert "目录" in pages[1] and one_line(SECTIONS[0]) in one_line(pages[1])
+
+
+def test_every_character_drawn_is_in_the_embedded_font(
+    q3: Q3, pdf_pages: Pages, pdf_fonts: Callable[[bytes], list[list[str]]]
+) -> None:
+    report = q3.report
+    fonts = pdf_fonts(report.pdf)
+    assert fonts
+    for name, _type, _encoding, embedded, subset, unicode_map, *_ in fonts:
+        assert "WenQuanYi" in name and (embedded, subset, unicode_map) == ("yes", "yes", "yes")
+    font = find_font(None)
+    text = one_line("".join(pdf_pages(report.pdf)))
+    missing = {c for c in text if not c.isspace() and ord(c) not in font.codepoints}
+    assert missing == set()
+    # A glyph the font lacks would be drawn as its empty box, which pdftotext reads as nothing:
+    # names in scripts the font lacks must show as code points; markup stays text.
+    assert re.search(r"svc-0003 \[U\+062E\]", text)
+    assert re.search(r"svc-0004 \[U\+0F5A\]", text)
+    assert "[U+062E][U+062F]" in text  # Arabic
+    assert "[U+0F5A][U+0F7C]" in text  # Tibetan
+    assert "[U+1F3E2] 企业开办一件事 [U+1F600]" in text  # emoji
+    assert "<b>税务 & 社保</b>" in text
+
+
+def test_a_past_quarter_shows_the_same_figures_after_a_quarter_of_new_data(
+    q3: Q3, tmp_path: Path, pdf_pages: Pages
+) -> None:
+    before = q3.report
+    copy = tmp_path / "later.db"
+    shutil.copyfile(q3.path, copy)
+    later = open_store(f"sqlite:///{copy}")
+    try:
+        with later.session() as session:
+            seed_quarter(session, "2026q4", catalogue=False, rng_seed=11)
+        after = render(later, q3.seeded, "2026q3", dt.datetime(2027, 1, 5, 2, tzinfo=UTC))
+    finally:
+        later.dispose()
+    changing = ("generated_at", "retention")  # the store now, not the quarter
+    assert {k: v for k, v in after.figures.items() if k not in changing} == {
+        k: v for k, v in before.figures.items() if k not in changing
+    }
+    text_before = one_line("\n".join(pdf_pages(before.pdf)))
+    text_after = one_line("\n".join(pdf_pages(after.pdf)))
+    # From the summary up to retention (which speaks of the store as it is now), word for word;
+    # the last occurrence of each heading is the section's own, the first the contents page's.
+    start, stop = one_line(SECTIONS[0]), one_line(SECTIONS[6])
+    assert (
+        text_after[text_after.rindex(start) : text_after.rindex(stop)]
+        == text_before[text_before.rindex(start) : text_before.rindex(stop)]
+    )
+
+
+def test_an_empty_quarter_says_there_is_nothing_rather_than_failing(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    report = render(sqlite_store, None, "2026q3", OCT_2)
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    for heading in SECTIONS:
+        assert one_line(heading) in text
+    assert "本季度没有探测记录。" in text
+    assert "本季度没有事件。" in text
+    assert "2026年第3季度尚无日志审计记录" in text
+    assert "本季度没有服务评价结果。" in text
+    assert report.figures["uptime"] is None and report.figures["services"] == 0
+
+
+def test_a_year_the_calendar_does_not_know_is_said_so(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    with sqlite_store.session() as session:
+        seeded = seed_quarter(session, "2031q1", services=20)
+    report = render(sqlite_store, seeded, "2031q1", dt.datetime(2031, 4, 2, tzinfo=UTC))
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert "2031 年的法定节假日安排 monitord 尚不知道，工作日按周一至周五计算" in text
+    assert report.figures["calendar_known"] is False
+    assert report.figures["probed_services"] == 20 - 1  # svc-0009 is never probed
+
+
+def test_a_running_quarter_reports_up_to_now_and_says_so(q3: Q3, pdf_pages: Pages) -> None:
+    now = dt.datetime(2026, 8, 15, 4, 0, tzinfo=UTC)
+    report = render(q3.store, q3.seeded, "2026q3", now)
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert report.period == (q3.seeded.start, now)
+    assert "本季度尚未结束：数据截至 2026-08-15 12:00（北京时间）。" in text
+    assert report.figures["probes"] < sum(q3.seeded.count.values())
+    assert report.figures["incidents"] == 5  # those detected by now
+
+
+@pytest.mark.parametrize(
+    ("quarter", "message"),
+    [
+        ("2026q5", "'2026q5' is not a quarter such as 2026q3"),
+        ("2026q4", "2026q4 has not begun: it starts 2026-10-01 00:00 Asia/Shanghai"),
+    ],
+)
+def test_a_quarter_that_cannot_be_reported_is_refused_in_one_line(
+    sqlite_store: Store, quarter: str, message: str
+) -> None:
+    with pytest.raises(ReportError) as raised:
+        render(sqlite_store, None, quarter, dt.datetime(2026, 9, 1, tzinfo=UTC))
+    assert str(raised.value) == message
+
+
+def test_the_report_reads_its_figures_alike_on_sqlite_and_postgresql(store: Store) -> None:
+    with store.session() as session:
+        seeded = seed_quarter(session, services=30)
+    report = render(store, seeded, "2026q3", OCT_2)
+    assert report.figures["probes"] == sum(seeded.count.values())
+    assert report.figures["late_incidents"] == seeded.late_incidents
+    assert report.figures["open_findings"] == {"critical": 0, "high": 1, "medium": 2}
+    assert report.figures["evidence_documents"] == 2
+    assert report.figures["complaints"] == 5
+    assert report.figures["tiers"]["bureau"]["uptime"] == pytest.approx(
+        seeded.tier_uptime("bureau")
+    )
