@@ -223,7 +223,7 @@ def summary(w: Writer, quarter: Quarter, lights: list[ClauseLight]) -> list[Flow
     rows = [
         ("目录中的服务（季度内）", f"{len(quarter.services)}（其中上线 {online}）"),
         ("有探测记录的服务", str(int((quarter.probes["count"] > 0).sum()))),
-        ("探测次数 / 失败次数", f"{quarter.overall['count']} / {quarter.overall['failures']}"),
+        ("探测次数 / 失败次数", f"{quarter.overall['count']:,} / {quarter.overall['failures']:,}"),
         ("总体可用率", pct(quarter.overall["uptime"])),
         ("总体 P95 响应时间", ms(quarter.overall["p95_ms"])),
         ("事件总数（其中安全事件）", f"{len(incidents)}（{len(security)}）"),
@@ -266,7 +266,15 @@ def availability(w: Writer, quarter: Quarter, worst: int, slo_ms: float) -> list
     )
     tiers = quarter.tiers
     rows: list[list[object]] = [
-        [TIERS[t.tier], t.services, t.probed, t.count, t.failures, pct(t.uptime), ms(t.p95_ms)]
+        [
+            TIERS[t.tier],
+            t.services,
+            t.probed,
+            f"{t.count:,}",
+            f"{t.failures:,}",
+            pct(t.uptime),
+            ms(t.p95_ms),
+        ]
         for t in tiers.itertuples()
     ]
     overall = quarter.overall
@@ -275,8 +283,8 @@ def availability(w: Writer, quarter: Quarter, worst: int, slo_ms: float) -> list
             "合计",
             len(quarter.services),
             int((quarter.probes["count"] > 0).sum()),
-            overall["count"],
-            overall["failures"],
+            f"{overall['count']:,}",
+            f"{overall['failures']:,}",
             pct(overall["uptime"]),
             ms(overall["p95_ms"]),
         ]
@@ -284,7 +292,7 @@ def availability(w: Writer, quarter: Quarter, worst: int, slo_ms: float) -> list
     header = ["层级", "目录服务", "有探测", "探测次数", "失败次数", "可用率", "P95"]
     out.append(w.table(header, rows, [0.2, 0.12, 0.12, 0.14, 0.14, 0.14, 0.14]))
     if overall["blind"]:
-        out.append(w.para(f"另有 {overall['blind']} 次探测处于盲区，未计入可用率。", s.note))
+        out.append(w.para(f"另有 {overall['blind']:,} 次探测处于盲区，未计入可用率。", s.note))
     out.append(w.gap())
     out.append(
         w.image(
@@ -300,8 +308,8 @@ def availability(w: Writer, quarter: Quarter, worst: int, slo_ms: float) -> list
             r.service_id,
             r.name,
             TIERS[r.tier],
-            r.count,
-            r.failures,
+            f"{r.count:,}",
+            f"{r.failures:,}",
             pct(r.uptime),
             ms(r.p95_ms),
             ms(r.p99_ms),
@@ -426,7 +434,7 @@ def log_audit(w: Writer, quarter: Quarter) -> list[Flowable]:
     empty_days = audit["empty_days"]
     out.append(
         w.para(
-            f"审计生成于 {when(audit['created_at'])}：分析日志 {audit['lines']} 行，覆盖 "
+            f"审计生成于 {when(audit['created_at'])}：分析日志 {audit['lines']:,} 行，覆盖 "
             f"{audit['days']} 天，无日志的天数 {len(empty_days)}。",
             s.body,
         )

@@ -84,7 +84,7 @@ def test_the_report_shows_every_section_and_clause_and_the_figures_the_store_hol
     # Availability: each tier's figure is (count - failures) / count over the store's roll-ups.
     for tier, label in (("province", "省级平台"), ("bureau", "市级部门"), ("unknown", "未填报")):
         uptime = re.escape(pct(seeded.tier_uptime(tier)))
-        assert re.search(rf"{re.escape(label)} \d+ \d+ \d+ \d+ {uptime}", text), tier
+        assert re.search(rf"{re.escape(label)} \d+ \d+ [\d,]+ [\d,]+ {uptime}", text), tier
         assert report.figures["tiers"][tier]["uptime"] == pytest.approx(seeded.tier_uptime(tier))
     merged: dict[str, int] = {}
     for buckets in seeded.buckets.values():
@@ -92,6 +92,8 @@ def test_the_report_shows_every_section_and_clause_and_the_figures_the_store_hol
     assert report.figures["p95_ms"] == histogram.percentile(merged, 0.95)
     assert report.figures["probes"] == sum(seeded.count.values())
     assert report.figures["blind"] == seeded.blind
+    probes, failures = sum(seeded.count.values()), sum(seeded.failures.values())
+    assert f"探测次数 / 失败次数 {probes:,} / {failures:,}" in text
     # The two-hour record: each late incident named, with how late.
     assert report.figures["late_incidents"] == seeded.late_incidents
     late, never = seeded.late_incidents
@@ -107,7 +109,7 @@ def test_the_report_shows_every_section_and_clause_and_the_figures_the_store_hol
     assert "zap_csrf" in text  # closed only after the quarter: open at its end
     assert "hsts_missing" not in text  # low: counted, not named
     # Log audit, vendor operations, admin review, evidence, retention, ranking.
-    assert f"分析日志 {seeded.log_lines} 行" in text
+    assert f"分析日志 {seeded.log_lines:,} 行" in text
     assert "vendor-zhang 夜间登录运维后台 3 次" in text
     assert "王审查" in text and "120 天未登录" in text
     assert "pentest-2026q3.pdf" in text and "risk-2026q3.pdf" in text  # this year's
