@@ -11,9 +11,20 @@ from sqlalchemy import select
 from monitord.compliance import evaluate_quarter, store_verdicts
 from monitord.config import Settings
 from monitord.store import Store, open_store
-from monitord.store.models import ComplianceResult
+from monitord.store.models import ComplianceResult, ProbeResultRow
 from monitord.types import ComplianceVerdict
-from tests.compliance.seed import END, HOUR, NOW, Q3, START, seed_platform, seed_services, t
+from tests.compliance.seed import (
+    END,
+    HOUR,
+    NOW,
+    Q3,
+    START,
+    online_all_quarter,
+    rollups,
+    seed_platform,
+    seed_services,
+    t,
+)
 
 Verdicts = dict[tuple[str, str | None], ComplianceVerdict]
 
@@ -223,3 +234,28 @@ def test_storing_replaces_the_quarter_s_verdicts(store: Store) -> None:
         bad = next(r for r in rows if r.rule == "probed_throughout" and r.subject == "bad")
         assert bad.evidence["gap_hours"] == 3
         assert {r.evaluated_at for r in rows} == {NOW + HOUR}
+
+
+def test_a_gap_is_found_in_a_running_quarter_whose_current_hour_was_probed(
+    sqlite_store: Store,
+) -> None:
+    q4_start = END
+    now = t("2026-11-02 09:30")
+    with sqlite_store.session() as s:
+        online_all_quarter(s, "svc")
+        rollups(s, "svc", q4_start, t("2026-11-02 09:00"), skip=(t("2026-10-15 03:00"),))
+        s.add(
+            ProbeResultRow(
+                service_id="svc",
+                kind="availability",
+                target="x",
+                at=t("2026-11-02 09:10"),
+                success=True,
+                duration_ms=90.0,
+            )
+        )
+    with sqlite_store.session() as session:
+        verdicts = evaluate_quarter(session, Settings(), "2026q4", now)
+    coverage = next(v for v in verdicts if v.rule == "probed_throughout")
+    assert not coverage.passed
+    assert coverage.evidence["gaps"] == [["2026-10-15T03:00:00+08:00", "2026-10-15T04:00:00+08:00"]]
