@@ -47,6 +47,7 @@ from monitord.store.models import (
     ProbeResultRow,
     ProbeRollup,
     Scan,
+    Service,
     ServiceEvent,
     ServiceStateChange,
     SyncRun,
@@ -179,10 +180,20 @@ class Quarter:
             )
         )
 
+    @cached_property
+    def filed_targets(self) -> dict[str, dict[str, Any]]:
+        """The targets ("slo") each service's catalogue record files, as the store holds it now
+        (the revisions keep the filing's columns, not the whole raw record)."""
+        return {
+            service_id: raw["slo"]
+            for service_id, raw in self.session.execute(select(Service.id, Service.raw))
+            if isinstance(raw, dict) and isinstance(raw.get("slo"), dict)
+        }
+
     def target(self, service_id: str, key: str, default: float) -> tuple[float, str]:
-        """The service's own target `key` of its filing ("slo": {key: ...}) and "filing", else
-        `default` and "config"."""
-        slo = self.record(service_id).get("slo")
+        """The service's own target `key` of its filing ("slo": {key: ...}, in its record then,
+        else in its raw record now) and "filing"; else `default` and "config"."""
+        slo = self.record(service_id).get("slo") or self.filed_targets.get(service_id)
         value = slo.get(key) if isinstance(slo, dict) else None
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
             return float(value), "filing"

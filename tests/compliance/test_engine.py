@@ -97,6 +97,14 @@ def test_uptime_and_latency_against_the_target(judged: Verdicts) -> None:
     assert judged["latency_target", "bad"].evidence["p95_ms"] > 3000
 
 
+def test_a_service_is_judged_against_the_targets_it_filed(judged: Verdicts) -> None:
+    uptime = judged["uptime_target", "own-target"]
+    assert uptime.passed
+    assert (uptime.evidence["target_percent"], uptime.evidence["target_from"]) == (95.0, "filing")
+    latency = judged["latency_target", "own-target"]
+    assert latency.passed and latency.evidence["target_ms"] == 5000.0
+
+
 def test_uptime_counts_the_hours_a_service_was_online(judged: Verdicts) -> None:
     uptime = judged["uptime_target", "down-while-suspended"]
     assert uptime.passed and uptime.evidence["uptime_percent"] == 100.0
