@@ -47,6 +47,7 @@ from monitord.store.models import (
     ProbeResultRow,
     ProbeRollup,
     Scan,
+    Service,
     ServiceEvent,
     ServiceStateChange,
     SyncRun,
@@ -179,10 +180,20 @@ class Quarter:
             )
         )
 
+    @cached_property
+    def filed_targets(self) -> dict[str, dict[str, Any]]:
+        """The targets ("slo") each service's catalogue record files, as the store holds it now
+        (the revisions keep the filing's columns, not the whole raw record)."""
+        return {
+            service_id: raw["slo"]
+            for service_id, raw in self.session.execute(select(Service.id, Service.raw))
+            if isinstance(raw, dict) and isinstance(raw.get("slo"), dict)
+        }
+
     def target(self, service_id: str, key: str, default: float) -> tuple[float, str]:
-        """The service's own target `key` of its filing ("slo": {key: ...}) and "filing", else
-        `default` and "config"."""
-        slo = self.record(service_id).get("slo")
+        """The service's own target `key` of its filing ("slo": {key: ...}, in its record then,
+        else in its raw record now) and "filing"; else `default` and "config"."""
+        slo = self.record(service_id).get("slo") or self.filed_targets.get(service_id)
         value = slo.get(key) if isinstance(slo, dict) else None
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
             return float(value), "filing"
@@ -465,24 +476,6 @@ def no_findings_of_clause(q: Quarter, rule: ComplianceRule) -> list[ComplianceVe
     return out
 
 
-def _probed_hour_counts(q: Quarter) -> dict[str, int]:
-    """How many hours of the quarter each service had an availability probe in, from the
-    roll-ups (a blind one counts: monitord was looking)."""
-    return {
-        service_id: int(hours)
-        for service_id, hours in q.session.execute(
-            select(ProbeRollup.service_id, func.count())
-            .where(
-                ProbeRollup.kind == AVAILABILITY,
-                ProbeRollup.hour >= q.start,
-                ProbeRollup.hour < q.until,
-                ProbeRollup.count + ProbeRollup.blind > 0,
-            )
-            .group_by(ProbeRollup.service_id)
-        )
-    }
-
-
 def _raw_hours(q: Quarter) -> dict[str, set[dt.datetime]]:
     """The hours not rolled up yet in which each service had an availability probe."""
     hours: dict[str, set[dt.datetime]] = defaultdict(set)
@@ -546,14 +539,17 @@ def probed_throughout(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdic
     """6.4: every whole hour a service was online, it was probed; the hours without a probe
     are gaps, listed."""
     tolerated = int(rule.params.get("tolerated_gap_hours", 0))
-    counts, raw = _probed_hour_counts(q), _raw_hours(q)
+    raw = _raw_hours(q)
+    last = q.until.replace(minute=0, second=0, microsecond=0)
     out = []
     for service_id in q.online_services():
         spans = q.spans(service_id, "online")
         online = sum(len(_whole_hours(a, b)) for a, b in spans)
         unrolled = raw.get(service_id, set())
-        whole = sum(h + HOUR <= q.until for h in unrolled)
-        if spans == [(q.start, q.until)] and counts.get(service_id, 0) + whole >= online:
+        stats = q.probes.get(service_id)
+        # The quarter's figures count the hour still running when it is probed; not a whole one.
+        whole = (stats.hours_probed if stats else 0) - (last < q.until and last in unrolled)
+        if spans == [(q.start, q.until)] and whole >= online:
             gaps = []  # online throughout and probed every hour: counted, no need to look
         else:
             probed = {_hour_number(h) for h in _rolled_hours(q, service_id) | unrolled}

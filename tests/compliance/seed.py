@@ -213,6 +213,14 @@ def seed_services(store: Store) -> None:
         online_all_quarter(s, "good")
         rollups(s, "good")
         scan(s, "good", t("2026-08-05 10:00"))
+        # own-target: 96 % up and p95 of 4 s, within the targets its catalogue record files.
+        online_all_quarter(s, "own-target")
+        s.flush()
+        own = s.get(Service, "own-target")
+        assert own is not None
+        own.raw = {"slo": {"uptime_percent": 95.0, "p95_ms": 5000}}
+        rollups(s, "own-target", failures=2, latency_ms=4000.0)
+        scan(s, "own-target", t("2026-08-05 10:00"))
         # bad: every duty missed.
         online_all_quarter(s, "bad", filing_problems=["faq_url: missing (常见问题)"])
         gap = (t("2026-08-10 10:00"), t("2026-08-10 11:00"), t("2026-08-10 12:00"))

@@ -11,9 +11,20 @@ from sqlalchemy import select
 from monitord.compliance import evaluate_quarter, store_verdicts
 from monitord.config import Settings
 from monitord.store import Store, open_store
-from monitord.store.models import ComplianceResult
+from monitord.store.models import ComplianceResult, ProbeResultRow
 from monitord.types import ComplianceVerdict
-from tests.compliance.seed import END, HOUR, NOW, Q3, START, seed_platform, seed_services, t
+from tests.compliance.seed import (
+    END,
+    HOUR,
+    NOW,
+    Q3,
+    START,
+    online_all_quarter,
+    rollups,
+    seed_platform,
+    seed_services,
+    t,
+)
 
 Verdicts = dict[tuple[str, str | None], ComplianceVerdict]
 
@@ -84,6 +95,14 @@ def test_uptime_and_latency_against_the_target(judged: Verdicts) -> None:
     assert passed(judged, "latency_target", "good")
     assert not passed(judged, "latency_target", "bad")
     assert judged["latency_target", "bad"].evidence["p95_ms"] > 3000
+
+
+def test_a_service_is_judged_against_the_targets_it_filed(judged: Verdicts) -> None:
+    uptime = judged["uptime_target", "own-target"]
+    assert uptime.passed
+    assert (uptime.evidence["target_percent"], uptime.evidence["target_from"]) == (95.0, "filing")
+    latency = judged["latency_target", "own-target"]
+    assert latency.passed and latency.evidence["target_ms"] == 5000.0
 
 
 def test_uptime_counts_the_hours_a_service_was_online(judged: Verdicts) -> None:
@@ -223,3 +242,28 @@ def test_storing_replaces_the_quarter_s_verdicts(store: Store) -> None:
         bad = next(r for r in rows if r.rule == "probed_throughout" and r.subject == "bad")
         assert bad.evidence["gap_hours"] == 3
         assert {r.evaluated_at for r in rows} == {NOW + HOUR}
+
+
+def test_a_gap_is_found_in_a_running_quarter_whose_current_hour_was_probed(
+    sqlite_store: Store,
+) -> None:
+    q4_start = END
+    now = t("2026-11-02 09:30")
+    with sqlite_store.session() as s:
+        online_all_quarter(s, "svc")
+        rollups(s, "svc", q4_start, t("2026-11-02 09:00"), skip=(t("2026-10-15 03:00"),))
+        s.add(
+            ProbeResultRow(
+                service_id="svc",
+                kind="availability",
+                target="x",
+                at=t("2026-11-02 09:10"),
+                success=True,
+                duration_ms=90.0,
+            )
+        )
+    with sqlite_store.session() as session:
+        verdicts = evaluate_quarter(session, Settings(), "2026q4", now)
+    coverage = next(v for v in verdicts if v.rule == "probed_throughout")
+    assert not coverage.passed
+    assert coverage.evidence["gaps"] == [["2026-10-15T03:00:00+08:00", "2026-10-15T04:00:00+08:00"]]
