@@ -45,6 +45,7 @@ HELP_ARGVS = [
             "analyse",
             "usage",
             "log-audit",
+            "status",
             "demo",
         )
     ),
