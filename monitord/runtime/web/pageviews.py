@@ -44,6 +44,17 @@ PART_LABELS = {
     "measures": "三、已采取的应急处置措施",
     "rectification": "四、整改措施",
 }
+ALERT_KINDS = {
+    "opened": "事件开启",
+    "reminder": "提醒",
+    "escalation": "升级",
+    "late": "逾期",
+    "notification": "通报",
+    "update": "续报",
+    "undelivered": "通报未送达",
+    "resolved": "恢复",
+    "storm": "大面积故障",
+}
 NOTICES = {
     "ack": "已确认。",
     "notify": "通报已提交，等待管理单位渠道确认送达。",
@@ -69,8 +80,8 @@ h2{font-size:1.05rem;margin:1.25rem 0 .5rem}
 .count{background:#fff;border-radius:6px;padding:.4rem .8rem;font-weight:600}
 .card{background:#fff;border-radius:6px;padding:.6rem .8rem;margin:.5rem 0;
 border-left:5px solid var(--grey)}
-.card.down,.card.late{border-left-color:var(--red)}
 .card.degraded,.card.security{border-left-color:var(--amber)}
+.card.down,.card.late{border-left-color:var(--red)}
 .card .meta{font-size:.85rem;color:var(--grey)}
 .badge{display:inline-block;border-radius:4px;padding:0 .4rem;font-size:.85rem;color:#fff;
 background:var(--grey)}
@@ -239,7 +250,8 @@ def _silence_row(silence: dict[str, Any]) -> str:
 def _stuck_row(alert: dict[str, Any]) -> str:
     incident = f'<a href="/incidents/{alert["incident_id"]}">#{alert["incident_id"]}</a>'
     return (
-        f"<tr><td>{esc(alert['channel'])}</td><td>{esc(alert['kind'])}</td>"
+        f"<tr><td>{esc(alert['channel'])}</td>"
+        f"<td>{esc(ALERT_KINDS.get(alert['kind'], alert['kind']))}</td>"
         f"<td>{incident if alert['incident_id'] else '—'}</td><td>{when(alert['created_at'])}</td>"
         f"<td>{alert['attempts']}</td><td>{esc(alert['last_error'] or '')}</td></tr>"
     )
