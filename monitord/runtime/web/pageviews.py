@@ -61,6 +61,9 @@ NOTICES = {
     "resolve": "已标记为解决。",
 }
 
+LISTED = 200
+"""Services and incidents listed on the page at most (a gateway down makes hundreds at once)."""
+
 CSS = """
 :root{--red:#c62828;--amber:#ef6c00;--green:#2e7d32;--grey:#666}
 *{box-sizing:border-box}
@@ -257,6 +260,11 @@ def _stuck_row(alert: dict[str, Any]) -> str:
     )
 
 
+def _more(total: int, what: str) -> str:
+    """The line saying how many were left off a list cut at LISTED."""
+    return f'<p class="meta">另有 {total - LISTED} {what}</p>' if total > LISTED else ""
+
+
 def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) -> str:
     """The body of `/`: counts, troubled services, incidents, silences, stuck alerts."""
     counts = status.counts
@@ -271,13 +279,19 @@ def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) 
     )
     parts.append("<h2>中断与降级的服务</h2>")
     parts.append(
-        "".join(_service_card(s) for s in status.troubled) or '<p class="empty">所有服务正常。</p>'
+        "".join(_service_card(s) for s in status.troubled[:LISTED])
+        or '<p class="empty">所有服务正常。</p>'
     )
+    parts.append(_more(len(status.troubled), "个服务，见 monitord status"))
     parts.append(f"<h2>未结事件（{len(status.incidents)}）</h2>")
     parts.append(
-        "".join(incident_card(i, can_act=can_act, csrf=csrf, back="/") for i in status.incidents)
+        "".join(
+            incident_card(i, can_act=can_act, csrf=csrf, back="/")
+            for i in status.incidents[:LISTED]
+        )
         or '<p class="empty">没有未结事件。</p>'
     )
+    parts.append(_more(len(status.incidents), "个事件，见 monitord incidents list"))
     parts.append(f"<h2>生效中的静默（{len(status.silences)}）</h2>")
     if status.silences:
         parts.append(

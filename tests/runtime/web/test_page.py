@@ -293,3 +293,17 @@ async def test_catalogue_text_is_escaped_on_the_page(app: App, site: Site) -> No
     _, html = await site.page("/")
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+
+
+async def test_a_gateway_outage_lists_two_hundred_services_and_counts_the_rest(
+    app: App, site: Site
+) -> None:
+    from tests.runtime.web.pagesite import add_service
+
+    for n in range(205):
+        add_service(app, f"svc-{n:04d}", f"服务{n}", "down")
+    await site.sign_in(VIEWER)
+    _, html = await site.page("/")
+    assert "中断 205" in html
+    assert html.count('<div class="card down">') == 200
+    assert "另有 5 个服务" in html
