@@ -314,7 +314,9 @@ def notify_form(incident_id: int, csrf: str, values: dict[str, str]) -> str:
     """The clause 7.3.3 notification: its four parts, and how it was made if by phone."""
     fields = "".join(
         f'<label for="{name}">{label}</label>'
-        f'<textarea id="{name}" name="{name}" required>{esc(values.get(name, ""))}</textarea>'
+        f'<textarea id="{name}" name="{name}" required>'
+        # What the person typed, escaped but with its lines kept.
+        f"{escape(values.get(name, ''))}</textarea>"
         for name, label in PART_LABELS.items()
     )
     return (

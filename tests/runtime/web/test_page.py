@@ -197,7 +197,7 @@ async def test_the_notification_form_names_a_missing_part_and_sends_a_complete_o
     parts = {
         "csrf": field(html, "csrf"),
         "scope": "企业开办服务，覆盖全市",
-        "harm": "约 300 家企业信息可能外泄",
+        "harm": "约 300 家企业信息可能外泄\n含法人身份证号",
         "measures": "",
         "rectification": "修复越权漏洞并复测",
     }
@@ -206,7 +206,7 @@ async def test_the_notification_form_names_a_missing_part_and_sends_a_complete_o
         assert refused.status == 422
         text = await refused.text()
         assert "已采取的应急处置措施" in text
-        assert "约 300 家企业信息可能外泄" in text  # what was typed is kept
+        assert "约 300 家企业信息可能外泄\n含法人身份证号</textarea>" in text  # kept as typed
     parts["measures"] = "已下线导出接口"
     async with site.http.post(url, data=parts, allow_redirects=False) as sent:
         assert (sent.status, sent.headers["Location"]) == (
