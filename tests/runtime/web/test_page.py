@@ -307,3 +307,22 @@ async def test_a_gateway_outage_lists_two_hundred_services_and_counts_the_rest(
     assert "中断 205" in html
     assert html.count('<div class="card down">') == 200
     assert "另有 5 个服务" in html
+
+
+async def test_a_token_taken_out_of_the_config_ends_its_sessions(app: App, site: Site) -> None:
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page("/")
+    # A script in the signed-in browser may send the CSRF token as a header instead.
+    async with site.http.post(
+        f"{site.url}/incidents/{incident_id}/ack",
+        headers={"X-CSRF-Token": field(html, "csrf")},
+        allow_redirects=False,
+    ) as done:
+        assert done.status == 303
+    kept = [t for t in app.settings.api.tokens if t.name != "zhang.san"]
+    app.settings = app.settings.model_copy(
+        update={"api": app.settings.api.model_copy(update={"tokens": kept})}
+    )  # what a reload does
+    async with site.http.get(f"{site.url}/", headers=HTML, allow_redirects=False) as gone:
+        assert (gone.status, gone.headers["Location"]) == (303, "/login?next=%2F")
