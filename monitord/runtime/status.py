@@ -114,8 +114,8 @@ def _incidents(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
     return [incident_dict(incident, now) for incident in rows]
 
 
-def active_silences(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
-    """The silences in force at `now` (begun, not ended, not expired by hand), ending first."""
+def _silences(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
+    # The silences in force at `now` (begun, not ended, not expired by hand), ending first.
     rows = session.scalars(
         select(Silence)
         .where(Silence.starts_at <= now, Silence.ends_at > now, Silence.expired_at.is_(None))
@@ -170,7 +170,7 @@ def read_status(session: Session, now: dt.datetime) -> Status:
         counts=_counts(session),
         troubled=_troubled(session),
         incidents=_incidents(session, now),
-        silences=active_silences(session, now),
+        silences=_silences(session, now),
         stuck=stuck,
         stuck_total=stuck_total,
     )
