@@ -326,3 +326,25 @@ async def test_a_token_taken_out_of_the_config_ends_its_sessions(app: App, site:
     )  # what a reload does
     async with site.http.get(f"{site.url}/", headers=HTML, allow_redirects=False) as gone:
         assert (gone.status, gone.headers["Location"]) == (303, "/login?next=%2F")
+
+
+@pytest.mark.parametrize(
+    ("given", "goes_to"),
+    [
+        ("/incidents/7", "/incidents/7"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+    ],
+)
+async def test_signing_in_leads_back_to_a_page_of_this_site_only(
+    site: Site, given: str, goes_to: str
+) -> None:
+    async with site.http.get(f"{site.url}/login", headers=HTML) as form:
+        csrf = field(await form.text(), "csrf")
+    async with site.http.post(
+        f"{site.url}/login",
+        data={"csrf": csrf, "token": ONCALL, "next": given},
+        allow_redirects=False,
+    ) as signed:
+        assert (signed.status, signed.headers["Location"]) == (303, goes_to)
