@@ -19,6 +19,7 @@ from tests.runtime.web.pagesite import (
     VIEWER,
     Site,
     add_results,
+    add_service,
     field,
     page_app,
     seed,
@@ -286,8 +287,6 @@ async def test_a_service_page_charts_its_uptime_and_latency(app: App, site: Site
 
 
 async def test_catalogue_text_is_escaped_on_the_page(app: App, site: Site) -> None:
-    from tests.runtime.web.pagesite import add_service
-
     add_service(app, "svc-0666", '<script>alert("x")</script>', "down")
     await site.sign_in(VIEWER)
     _, html = await site.page("/")
@@ -298,8 +297,6 @@ async def test_catalogue_text_is_escaped_on_the_page(app: App, site: Site) -> No
 async def test_a_gateway_outage_lists_two_hundred_services_and_counts_the_rest(
     app: App, site: Site
 ) -> None:
-    from tests.runtime.web.pagesite import add_service
-
     for n in range(205):
         add_service(app, f"svc-{n:04d}", f"服务{n}", "down")
     await site.sign_in(VIEWER)

@@ -19,7 +19,14 @@ from monitord.runtime.app import App
 from monitord.store.models import Incident, Silence
 from tests.conftest import FakeClock
 from tests.runtime.web.chromium import chromium_path, open_tab
-from tests.runtime.web.pagesite import ONCALL, add_results, page_app, seed, serve_page
+from tests.runtime.web.pagesite import (
+    ONCALL,
+    add_results,
+    add_service,
+    page_app,
+    seed,
+    serve_page,
+)
 
 CHROMIUM = chromium_path()
 pytestmark = [
@@ -41,11 +48,7 @@ def app(tmp_path: Path, clock: FakeClock) -> Iterator[App]:
 def busy_morning(app: App, clock: FakeClock) -> int:
     """A late security incident, a fresh one and an outage, a silence, alerts waiting for a
     channel; returns the fresh security incident's id."""
-    with app.store.session() as session:
-        from tests.runtime.web.pagesite import add_service
-
-        add_service(app, "svc-0004", "不动产登记查询", "up")
-        session.flush()
+    add_service(app, "svc-0004", "不动产登记查询", "up")
     with app.store.session() as session:
         open_manual(
             session,
