@@ -5,10 +5,13 @@ What is measured, honestly:
 * A generated nginx `combined` log (with request time and X-Forwarded-For) of --lines lines and
   the portal's JSON audit log of the same requests (monitord.demo.synth: a week of
   working-hours weighted traffic of companies, their legal persons, admins and handlers).
-* Each run is a fresh child process doing exactly what `monitord analyse` does: read, parse,
-  statistics per service and hour, all rules of rules/logs.toml, and the JSON result. lines/s is
-  lines over wall-clock time; peak memory is the child's peak RSS (ru_maxrss), interpreter and
-  imports included. Figures are medians of --runs runs.
+* Each run is the command as a user types it, `monitord analyse --json FILE…`, in a process of
+  its own: read, parse, statistics per service and hour, all rules of rules/logs.toml, and the
+  JSON result. lines/s is lines over wall-clock time, interpreter start included; peak memory is
+  that process's own peak RSS, read by GNU time (`/usr/bin/time -f %M`, Debian package `time`),
+  whose small process is the one that starts it: a child's ru_maxrss read by this (large)
+  script would include this script's memory at the fork. Without GNU time, the process reads
+  its own high-water mark (VmHWM) instead. Figures are medians of --runs runs.
 * Three inputs: the nginx log alone (what GoAccess reads), the JSON log alone, and both.
 * Flat memory: a log --repeat times as long (10 M lines by default), made of the nginx log with
   each copy moved on by a month, so time runs forward as in a real log, must peak where the
@@ -79,8 +82,33 @@ def longer(folder: Path, nginx: Path, copies: int) -> Path:
     return out
 
 
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+MONITORD = str(Path(sys.executable).parent / "monitord")
+
+
+def own_peak_mib() -> float:
+    """This process's own peak RSS (VmHWM), which an exec resets, unlike ru_maxrss."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(cmd: list[str], output: Path) -> tuple[float, float | None]:
+    """Run cmd with stdout to `output`: wall-clock seconds, and its peak MiB by GNU time."""
+    full = [GNU_TIME, "-f", "%M", *cmd] if GNU_TIME else cmd
+    start = time.perf_counter()
+    with output.open("w") as out:
+        done = subprocess.run(full, stdout=out, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
+    peak = int(done.stderr.strip().splitlines()[-1]) / 1024 if GNU_TIME else None
+    return seconds, peak
+
+
 def child(paths: list[str], output: str) -> None:
-    """One measured run: what `monitord analyse --json` does, output written to `output`."""
+    """Without GNU time: what `monitord analyse --json` does, measuring its own peak."""
     import rules
     from monitord.accesslog.analysis import analyse_to_json, prepare_process
 
@@ -89,33 +117,33 @@ def child(paths: list[str], output: str) -> None:
     with open(output, "w", encoding="utf-8") as out:
         result = analyse_to_json(paths, out, engine=rules.log_rule_engine())
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"lines": result.lines, "seconds": seconds, "peak_mib": peak,
+    print(json.dumps({"lines": result.lines, "seconds": seconds, "peak_mib": own_peak_mib(),
                       "findings": len(result.findings), "rejected": result.rejected}))  # fmt: skip
 
 
 def run_child(paths: list[Path]) -> dict[str, float]:
-    """Run `child` in a fresh interpreter and return its figures."""
+    """`monitord analyse --json PATHS` as typed, in a process of its own: its figures."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, __file__, "--output", f"{tmp}/out.json", "--child", *map(str, paths)]
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        out = Path(tmp) / "out.json"
+        if GNU_TIME is None:
+            cmd = [sys.executable, __file__, "--output", str(out), "--child", *map(str, paths)]
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        seconds, peak = timed([MONITORD, "analyse", "--json", *map(str, paths)], out)
+        result = json.loads(out.read_text(encoding="utf-8"))
+    return {"lines": result["lines"], "seconds": seconds, "peak_mib": peak or 0.0,
+            "findings": len(result["findings"]), "rejected": result["rejected"]}  # fmt: skip
 
 
 def run_goaccess(path: Path, lines: int) -> dict[str, float] | None:
-    """GoAccess on the same file: lines/s by wall clock, peak RSS of its process."""
+    """GoAccess on the same file: lines/s by wall clock, its process's own peak RSS."""
     exe = shutil.which("goaccess")
-    if exe is None:
+    if exe is None or GNU_TIME is None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [exe, str(path), "--log-format=COMBINED", "--no-progress", "-o", f"{tmp}/out.json"]
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-    if status != 0:
-        return None
-    return {"lines": lines, "seconds": seconds, "peak_mib": usage.ru_maxrss / 1024}
+        seconds, peak = timed(cmd, Path(tmp) / "stdout")
+    return {"lines": lines, "seconds": seconds, "peak_mib": peak or 0.0}
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -185,8 +213,8 @@ def main() -> None:
         print(f"against the issue's figure: {mine['rate'] / 23_000:.1f}x ({GOACCESS_RATE_NOTE})")
     else:
         print(
-            "GoAccess is not installed: `apt-get install goaccess` (Debian) to compare; "
-            "skipped. " + GOACCESS_RATE_NOTE
+            "GoAccess (or GNU time, to read its peak) is not installed: `apt-get install "
+            "goaccess time` (Debian) to compare; skipped. " + GOACCESS_RATE_NOTE
         )
 
 

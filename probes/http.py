@@ -438,11 +438,33 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, CIMultiDict[str
     return int(parts[1]), headers
 
 
+def body_framing(method: str, status: int, headers: CIMultiDict[str]) -> str:
+    """How a response's body ends (RFC 9112 section 6.3): "none", "chunked", "length" or
+    "close" (read until the server closes). Raises BadResponseError on contradictory lengths."""
+    if method == "HEAD" or status < 200 or status in (204, 304):
+        return "none"  # a length it announces is the length a GET would have had
+    codings = headers.get("Transfer-Encoding")
+    if codings is not None:
+        # Only a final "chunked" frames the body ("gzip, chunked"); otherwise the body runs to
+        # the close, and Content-Length is ignored whatever it says.
+        last = codings.rsplit(",", 1)[-1].strip().lower()
+        return "chunked" if last == "chunked" else "close"
+    lengths = {v.strip() for v in ",".join(headers.getall("Content-Length", [])).split(",")}
+    lengths.discard("")
+    if not lengths:
+        return "close"
+    if len(lengths) > 1 or not next(iter(lengths)).isdigit():
+        raise BadResponseError(f"Content-Length {', '.join(sorted(lengths))} is not one length")
+    return "length"
+
+
 async def _read_body(
-    reader: asyncio.StreamReader, headers: CIMultiDict[str], limit: int
+    reader: asyncio.StreamReader, headers: CIMultiDict[str], framing: str, limit: int
 ) -> tuple[bytes, bool]:
     """The body up to limit bytes, and whether there was more."""
-    if "chunked" in headers.get("Transfer-Encoding", "").lower():
+    if framing == "none":
+        return b"", False
+    if framing == "chunked":
         body = bytearray()
         while len(body) <= limit:
             size_line = await reader.readline()
@@ -455,9 +477,8 @@ async def _read_body(
             body += await reader.readexactly(size)
             await reader.readline()
         return bytes(body[:limit]), True
-    length = headers.get("Content-Length")
-    if length is not None and length.strip().isdigit():
-        wanted = int(length)
+    if framing == "length":
+        wanted = int(headers["Content-Length"].split(",")[0])
         data = await reader.readexactly(min(wanted, limit + 1))
         return data[:limit], wanted > limit
     data = await reader.read(limit + 1)
@@ -467,6 +488,17 @@ async def _read_body(
             break
         data += more
     return data[:limit], len(data) > limit
+
+
+def host_header(url: URL) -> str:
+    """The Host header for url: an IPv6 literal in brackets, the port unless the default."""
+    host = url.raw_host or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = default_port(url)
+    if (url.scheme, port) in (("https", 443), ("http", 80)):
+        return host
+    return f"{host}:{port}"
 
 
 def _content_type(headers: CIMultiDict[str]) -> tuple[str | None, str | None]:
@@ -528,11 +560,8 @@ async def fetch_stream(
                 totals["tls_ms"] += (cap.finished - cap.started) * 1000
             if first_capture is None:
                 first_capture = cap
-            default_host = (port == 443 and url.scheme == "https") or (
-                port == 80 and url.scheme == "http"
-            )
             request_headers = {
-                "Host": host if default_host else f"{host}:{port}",
+                "Host": host_header(url),
                 "User-Agent": USER_AGENT,
                 "Accept": "*/*",
                 **dict(spec.headers),
@@ -546,13 +575,17 @@ async def fetch_stream(
             writer.write(head.encode("latin-1") + b"\r\n")
             sent = time.perf_counter()
             status, headers = await _read_head(reader)
+            while 100 <= status < 200 and status != 101:
+                # An interim answer (100 Continue, 103 Early Hints): the final one follows.
+                status, headers = await _read_head(reader)
             got_headers = time.perf_counter()
             if status in REDIRECT_STATUSES and "Location" in headers:
                 url, method = follow_redirect(url, status, headers["Location"], method, hops, spec)
                 continue
             body, truncated = b"", False
-            if read_body and method != "HEAD" and status not in (204, 304) and status >= 200:
-                body, truncated = await _read_body(reader, headers, spec.max_body_bytes)
+            if read_body:
+                framing = body_framing(method, status, headers)
+                body, truncated = await _read_body(reader, headers, framing, spec.max_body_bytes)
             end = time.perf_counter()
         finally:
             writer.close()

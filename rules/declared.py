@@ -9,13 +9,16 @@ a new two-hour clock.
 
 The rules live in three files: `logs.toml` (access-log rules), `probes.toml` (probe rules) and
 `core.toml` (rules whose detection is code in monitord: the catalogue's filing checks, the
-service state machine, the scans). `rules.declared_rules()`, the registry's, reads them all.
+service state machine, the scans). `rule_tables` is the one reader of their tables: it checks
+what every rule says (name, clause, severity, summary, declaration) and hands each file's own
+keys to its module (`probe_rules`, `log_rule_file`), whose conditions `rules.conditions` reads.
+`rules.declared_rules()`, the registry's, reads them all.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,43 +88,84 @@ def read_declaration(raw: Mapping[str, Any], severity: str, where: str) -> Decla
     return Declaration(incident=incident, why=why, quiet_minutes=quiet)
 
 
-_CORE_KEYS = frozenset({"name", "clause", "severity", "summary"}) | DECLARATION_KEYS
+COMMON_KEYS = frozenset({"name", "clause", "severity", "summary"}) | DECLARATION_KEYS
+"""The keys every rule table has (`why` and `quiet_minutes` optional)."""
+
+
+@dataclass(frozen=True)
+class RuleTable:
+    """One `[[rule]]` table whose common keys are valid: the rule it declares, the table, and
+    where it stands (`logs.toml: rule x`) for the errors of the keys its own file adds."""
+
+    rule: DeclaredRule
+    raw: Mapping[str, Any]
+    where: str
+
+
+def rule_tables(
+    document: Mapping[str, Any],
+    origin: str,
+    required: Collection[str] = (),
+    optional: Collection[str] = (),
+) -> list[RuleTable]:
+    """The `[[rule]]` tables of a rule file, their common keys checked: a name used once, clause
+    and summary, severity, and the declaration; no key but the common ones and the file's own
+    (`required`, `optional`). RuleError names the file, the rule and the key."""
+    unknown_top = set(document) - {"rule"}
+    if unknown_top:
+        raise RuleError(
+            f"{origin}: unknown top-level key {sorted(unknown_top)[0]!r}: expected [[rule]]"
+        )
+    raws = document.get("rule", [])
+    if not isinstance(raws, list):
+        raise RuleError(f"{origin}: rule: expected [[rule]] tables")
+    tables: list[RuleTable] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raws):
+        if not isinstance(raw, Mapping):
+            raise RuleError(f"{origin}: rule #{index + 1}: expected a table, got {raw!r}")
+        name = raw.get("name")
+        where = f"{origin}: rule {name or f'#{index + 1}'}"
+        if not isinstance(name, str) or not name:
+            raise RuleError(f"{where}: name: expected the rule's name, got {name!r}")
+        if name in seen:
+            raise RuleError(f"{where}: name used twice")
+        seen.add(name)
+        extra = set(raw) - COMMON_KEYS - set(required) - set(optional)
+        if extra:
+            raise RuleError(f"{where}: unknown key {sorted(extra)[0]!r}")
+        for key in ("clause", "summary", "severity", *required):
+            if key not in raw:
+                raise RuleError(f"{where}: missing {key}")
+        for key in ("clause", "summary"):
+            if not isinstance(raw[key], str) or not raw[key]:
+                raise RuleError(f"{where}: {key}: expected text, got {raw[key]!r}")
+        severity = raw["severity"]
+        if severity not in SEVERITIES:
+            raise RuleError(f"{where}: severity {severity!r} is not one of {', '.join(SEVERITIES)}")
+        rule = DeclaredRule(
+            name=name,
+            clause=raw["clause"],
+            severity=severity,
+            declaration=read_declaration(raw, severity, where),
+            origin=origin,
+        )
+        tables.append(RuleTable(rule, raw, where))
+    return tables
 
 
 def parse_core_rules(document: Mapping[str, Any], origin: str = "core.toml") -> list[DeclaredRule]:
     """Validate core.toml's `[[rule]]` tables; RuleError names the rule and key."""
-    rules: list[DeclaredRule] = []
-    for index, raw in enumerate(document.get("rule", [])):
-        name = raw.get("name")
-        where = f"{origin}: rule {name or f'#{index + 1}'}"
-        if not isinstance(name, str) or not name:
-            raise RuleError(f"{where}: name: expected the rule's name")
-        extra = set(raw) - _CORE_KEYS
-        if extra:
-            raise RuleError(f"{where}: unknown key {sorted(extra)[0]!r}")
-        for key in ("clause", "summary"):
-            if not isinstance(raw.get(key), str) or not raw[key]:
-                raise RuleError(f"{where}: {key}: expected text, got {raw.get(key)!r}")
-        if raw.get("severity") not in SEVERITIES:
-            raise RuleError(f"{where}: severity {raw.get('severity')!r} not in {SEVERITIES}")
-        rules.append(
-            DeclaredRule(
-                name=name,
-                clause=raw["clause"],
-                severity=raw["severity"],
-                declaration=read_declaration(raw, raw["severity"], where),
-                origin=origin,
-            )
-        )
-    return rules
+    return [table.rule for table in rule_tables(document, origin)]
 
 
 def read_core_rules() -> list[DeclaredRule]:
     """The rules of core.toml; RuleError when the file is invalid."""
-    return parse_core_rules(_read(HERE / "core.toml"))
+    return parse_core_rules(read_rule_file(HERE / "core.toml"))
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_rule_file(path: Path) -> dict[str, Any]:
+    """A rule file's document; RuleError names the file when it is not valid TOML."""
     with path.open("rb") as handle:
         try:
             return tomllib.load(handle)

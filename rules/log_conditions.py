@@ -1,4 +1,5 @@
-"""Which rows of a block meet a rule's conditions.
+"""Which rows of a block meet a rule's conditions: the vectorised evaluator of the condition
+language (`rules.conditions`, whose scalar `holds` each op here answers as for one value).
 
 A `Block` holds the rows of one log source in a parsed block. Each condition is tested once
 per distinct value of its column (text columns arrive as dictionary codes, see
@@ -18,8 +19,8 @@ import pyarrow.compute as pc
 
 from monitord.accesslog import schema
 from monitord.workcalendar import WorkCalendar
+from rules.conditions import Condition
 from rules.log_arrays import Ints, Mask, factorize, filled
-from rules.log_rule_file import Condition
 
 SENSITIVE = (
     r"(?i)(^|/)(\.env|\.git|\.svn|\.hg|\.DS_Store|\.htaccess|\.aws|wp-admin|wp-login\.php|"
@@ -232,6 +233,11 @@ def _test(op: str, value: Any, values: pa.Array) -> Mask:
     elif op in ("matches", "not_matches"):
         hit = pc.match_substring_regex(values, value)
         result = hit if op == "matches" else pc.invert(hit)
+    elif op == "startswith":
+        result = pc.starts_with(values, value)
+    elif op in ("empty", "nonempty"):
+        hit = _empty(values)
+        result = hit if op == "empty" else pc.invert(hit)
     else:
         fn = {
             "==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
@@ -239,10 +245,18 @@ def _test(op: str, value: Any, values: pa.Array) -> Mask:
         }[op]  # fmt: skip
         scalar = value if isinstance(value, bool) else pa.scalar(value, values.type)
         result = fn(values, scalar)
-    # A missing value never satisfies a test (but `not_in` of a missing value is true:
-    # a grant by someone with no role is outside the allowed pairs).
-    mask: Mask = filled(result, op == "not_in")
+    # A missing value never satisfies a test (rules.conditions: only `null`).
+    mask: Mask = filled(result, False)
     return mask
+
+
+def _empty(values: pa.Array) -> pa.Array:
+    # What the scalar evaluator calls empty: "", 0 or false.
+    if pa.types.is_boolean(values.type):
+        return pc.invert(values)
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return pc.equal(values, "")
+    return pc.equal(values, pa.scalar(0, values.type))
 
 
 def _holds(c: Condition, blk: Block, within: Mask) -> Mask:
@@ -260,7 +274,7 @@ def _holds(c: Condition, blk: Block, within: Mask) -> Mask:
         if c.op in ("null", "not_null"):
             missing: Mask = codes < 0
             return missing if c.op == "null" else ~missing
-        answers: Mask = np.append(_test(c.op, c.value, values), c.op == "not_in")
+        answers: Mask = np.append(_test(c.op, c.value, values), False)
         return answers[codes]
     if isinstance(col, np.ndarray):
         if c.op in ("null", "not_null"):
@@ -268,6 +282,8 @@ def _holds(c: Condition, blk: Block, within: Mask) -> Mask:
         if c.op in ("==", "!=") and isinstance(c.value, bool):
             same: Mask = col == c.value
             return same if c.op == "==" else ~same
+        if c.op in ("empty", "nonempty"):
+            return ~col if c.op == "empty" else col.copy()
         col = pa.array(col)
     if c.op in ("null", "not_null"):
         valid: Mask = col.is_valid().to_numpy(zero_copy_only=False)
@@ -297,8 +313,8 @@ def _plain_number(kind: pa.DataType, c: Condition) -> bool:
 def _test_numbers(c: Condition, numbers: np.ndarray[Any, Any], valid: Mask) -> Mask:
     if c.op in ("in", "not_in"):
         hit = np.isin(numbers, c.value)
-        # As in `_test`: a missing value is in nothing, so it is `not_in` everything.
-        return hit & valid if c.op == "in" else ~(hit & valid)
+        # As in `_test`: a missing value satisfies neither.
+        return (hit if c.op == "in" else ~hit) & valid
     return _NUMPY_OPS[c.op](numbers, c.value) & valid
 
 

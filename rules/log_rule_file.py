@@ -2,27 +2,27 @@
 
 The rules are data (`rules/logs.toml`, format described at its top); `load_rules` reads them
 into `LogRule`s, and `parse_rules` rejects a file that does not describe valid rules, naming
-the rule and key. Running them is `rules.log_rules.LogRuleEngine`'s job.
+the rule and key. What every rule says is read by `rules.declared.rule_tables`, its conditions
+by `rules.conditions`, within `VOCABULARY`: the log fields and their kinds. Running them is
+`rules.log_rules.LogRuleEngine`'s job.
 """
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from monitord.errors import RuleError
-from monitord.types import LOG_QUIET_MINUTES, SEVERITIES, Severity
-from rules.declared import UNDECLARED, Declaration, read_declaration
+from monitord.types import LOG_QUIET_MINUTES, Severity
+from rules.conditions import Condition, Vocabulary, fields, parse_conditions
+from rules.declared import UNDECLARED, Declaration, RuleTable, read_rule_file, rule_tables
 
 RULES_FILE = Path(__file__).with_name("logs.toml")
+SOURCES = ("nginx", "json")
 KINDS = ("row", "window")
 MEASURES = ("count", "distinct", "ratio")
-OPS = (
-    "==", "!=", "in", "not_in", "<", "<=", ">", ">=", "matches", "not_matches", "null", "not_null",
-)  # fmt: skip
 
 
 DERIVED_NEEDS: dict[str, tuple[str, ...]] = {
@@ -37,16 +37,23 @@ DERIVED_NEEDS: dict[str, tuple[str, ...]] = {
 """The derived fields a condition may name, each with the log columns it is computed from
 (`rules.log_conditions.DERIVED` computes them; the two must name the same fields)."""
 
+FIELDS: dict[str, str] = {
+    "ts": "number", "source": "text", "ip": "text", "user": "text", "service": "text",
+    "method": "text", "path": "text", "status": "number", "bytes": "number",
+    "duration_ms": "number", "client": "text", "level": "text", "role": "text", "company": "text",
+    "vendor": "text", "action": "text", "target_user": "text", "target_role": "text",
+    "working_time": "bool", "grant": "text", "network": "text", "sensitive_path": "bool",
+    "static_path": "bool", "login_path": "bool", "error": "bool",
+}  # fmt: skip
+"""Each field a condition may name, with its kind: the columns of
+`monitord.accesslog.schema.SCHEMA` (but the raw line) and the derived fields."""
 
-@dataclass(frozen=True)
-class Condition:
-    """One test on a column, or a group: `any_of` (one must hold) or `all_of` (all must)."""
-
-    field: str = ""
-    op: str = "=="
-    value: Any = None
-    any_of: tuple[Condition, ...] = ()
-    all_of: tuple[Condition, ...] = ()
+VOCABULARY = Vocabulary(
+    fields=FIELDS,
+    fields_are="a log column or a derived field (logs.toml lists them at its top)",
+    refused={"contains_any": "a log field holds one value, not a list"},
+    value_field_refused="a log rule compares a field with a value, not with another field",
+)
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ class LogRule:
     sources: tuple[str, ...]
     subject: tuple[str, ...]
     kind: str
-    where: tuple[Condition, ...]
+    when: tuple[Condition, ...]
     threshold: Threshold
     summary: str
     window: int = 0
@@ -95,16 +102,7 @@ class LogRule:
         names: set[str] = {"ts", "row", *self.subject, *self.breakdown}
         if self.distinct:
             names.add(self.distinct)
-
-        def walk(conditions: Iterable[Condition]) -> None:
-            for c in conditions:
-                walk(c.any_of)
-                walk(c.all_of)
-                if c.field:
-                    names.add(c.field)
-
-        walk(self.where)
-        walk(self.numerator)
+        names.update(fields((*self.when, *self.numerator)))
         for name in list(names):
             if name in DERIVED_NEEDS:
                 names.discard(name)
@@ -112,96 +110,72 @@ class LogRule:
         return sorted(names)
 
 
-_COLUMNS = {
-    "ts", "source", "ip", "user", "service", "method", "path", "status", "bytes", "duration_ms",
-    "client", "level", "role", "company", "vendor", "action", "target_user", "target_role",
-}  # fmt: skip
-
-
-def _condition(raw: Mapping[str, Any], where: str) -> Condition:
-    if "any" in raw:
-        return Condition(any_of=tuple(_condition(c, where) for c in raw["any"]))
-    if "all" in raw:
-        return Condition(all_of=tuple(_condition(c, where) for c in raw["all"]))
-    name, op = raw.get("field"), raw.get("op", "==")
-    if name not in _COLUMNS and name not in DERIVED_NEEDS:
-        raise RuleError(f"{where}: field {name!r} is neither a log column nor derived")
-    if op not in OPS:
-        raise RuleError(f"{where}: op {op!r} is not one of {', '.join(OPS)}")
-    unknown = set(raw) - {"field", "op", "value"}
-    if unknown:
-        raise RuleError(f"{where}: unknown keys {sorted(unknown)}")
-    value = raw.get("value")
-    if op in ("matches", "not_matches"):
-        from monitord.regex import re2_error
-
-        problem = re2_error(value) if isinstance(value, str) else "not a string"
-        if problem is not None:
-            raise RuleError(f"{where}: {op} {value!r} is not a regular expression RE2 accepts "
-                            f"({problem})")  # fmt: skip
-    return Condition(field=name, op=op, value=value)
+_KEYS = ("sources", "subject", "kind")
+_OPTIONAL = ("when", "window", "measure", "distinct", "numerator", "threshold", "breakdown")
 
 
 def parse_rules(data: Mapping[str, Any], origin: str = "logs.toml") -> list[LogRule]:
-    """Validate the `[[rule]]` tables of a rule file; errors name the rule and key."""
-    out: list[LogRule] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(data.get("rule", [])):
-        name = raw.get("name") or f"#{i + 1}"
-        where = f"{origin}: rule {name}"
-        for key in ("name", "clause", "severity", "sources", "subject", "kind", "summary"):
-            if key not in raw:
-                raise RuleError(f"{where}: missing {key}")
-        if name in seen:
-            raise RuleError(f"{where}: name used twice")
-        seen.add(name)
-        if raw["severity"] not in SEVERITIES:
-            raise RuleError(f"{where}: severity {raw['severity']!r} not in {SEVERITIES}")
-        if raw["kind"] not in KINDS:
-            raise RuleError(f"{where}: kind {raw['kind']!r} not in {KINDS}")
-        measure = raw.get("measure", "count")
-        if measure not in MEASURES:
-            raise RuleError(f"{where}: measure {measure!r} not in {MEASURES}")
-        if raw["kind"] == "window" and int(raw.get("window", 0)) < 2:
-            raise RuleError(f"{where}: a window rule needs window = seconds (>= 2)")
-        if measure == "distinct" and not raw.get("distinct"):
-            raise RuleError(f"{where}: measure distinct needs distinct = <field>")
-        if measure == "ratio" and not raw.get("numerator"):
-            raise RuleError(f"{where}: measure ratio needs numerator = [conditions]")
-        try:
-            threshold = Threshold(**raw.get("threshold", {}))
-        except TypeError as exc:
-            raise RuleError(f"{where}: threshold: {exc}") from None
-        if threshold.max_per_distinct is not None and measure != "distinct":
-            raise RuleError(f"{where}: threshold max_per_distinct needs measure distinct")
-        subject = raw["subject"]
-        out.append(
-            LogRule(
-                name=name,
-                clause=raw["clause"],
-                severity=raw["severity"],
-                sources=tuple(raw["sources"]),
-                subject=tuple([subject] if isinstance(subject, str) else subject),
-                kind=raw["kind"],
-                where=tuple(_condition(c, where) for c in raw.get("where", [])),
-                threshold=threshold,
-                summary=raw["summary"],
-                window=int(raw.get("window", 0)),
-                measure=measure,
-                distinct=raw.get("distinct"),
-                numerator=tuple(_condition(c, where) for c in raw.get("numerator", [])),
-                breakdown=tuple(raw.get("breakdown", ())),
-                declaration=read_declaration(raw, raw["severity"], where),
-            )
-        )
-    return out
+    """Validate the `[[rule]]` tables of a rule file; errors name the file, rule and key."""
+    return [_rule(table) for table in rule_tables(data, origin, _KEYS, _OPTIONAL)]
+
+
+def _rule(table: RuleTable) -> LogRule:
+    raw, where = table.raw, table.where
+    if raw["kind"] not in KINDS:
+        raise RuleError(f"{where}: kind {raw['kind']!r} not in {KINDS}")
+    measure = raw.get("measure", "count")
+    if measure not in MEASURES:
+        raise RuleError(f"{where}: measure {measure!r} not in {MEASURES}")
+    if raw["kind"] == "window" and int(raw.get("window", 0)) < 2:
+        raise RuleError(f"{where}: a window rule needs window = seconds (>= 2)")
+    if measure == "distinct" and not raw.get("distinct"):
+        raise RuleError(f"{where}: measure distinct needs distinct = <field>")
+    if measure == "ratio" and not raw.get("numerator"):
+        raise RuleError(f"{where}: measure ratio needs numerator = [conditions]")
+    try:
+        threshold = Threshold(**raw.get("threshold", {}))
+    except TypeError as exc:
+        raise RuleError(f"{where}: threshold: {exc}") from None
+    if threshold.max_per_distinct is not None and measure != "distinct":
+        raise RuleError(f"{where}: threshold max_per_distinct needs measure distinct")
+    distinct = raw.get("distinct")
+    if distinct is not None:
+        _names(distinct, f"{where}: distinct", FIELDS)
+    return LogRule(
+        name=table.rule.name,
+        clause=table.rule.clause,
+        severity=table.rule.severity,
+        sources=_names(raw["sources"], f"{where}: sources", SOURCES),
+        subject=_names(raw["subject"], f"{where}: subject", FIELDS),
+        kind=raw["kind"],
+        when=parse_conditions(raw.get("when", []), f"{where}: when", VOCABULARY),
+        threshold=threshold,
+        summary=raw["summary"],
+        window=int(raw.get("window", 0)),
+        measure=measure,
+        distinct=distinct,
+        numerator=parse_conditions(raw.get("numerator", []), f"{where}: numerator", VOCABULARY),
+        breakdown=_names(raw.get("breakdown", []), f"{where}: breakdown", FIELDS, empty_ok=True),
+        declaration=table.rule.declaration,
+    )
+
+
+def _names(
+    raw: Any, where: str, known: Collection[str], *, empty_ok: bool = False
+) -> tuple[str, ...]:
+    # A name (or list of names) the engine looks up: an unknown one would fail mid-analysis,
+    # or, for a source, never match a line.
+    names = [raw] if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise RuleError(f"{where}: expected a name or a list of names, got {raw!r}")
+    if not names and not empty_ok:
+        raise RuleError(f"{where}: expected at least one name")
+    for name in names:
+        if name not in known:
+            raise RuleError(f"{where}: {name!r} is not one of {', '.join(known)}")
+    return tuple(names)
 
 
 def load_rules(path: Path = RULES_FILE) -> list[LogRule]:
     """Read and validate a rule file."""
-    with path.open("rb") as fh:
-        try:
-            document = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise RuleError(f"{path}: not valid TOML: {exc}") from None
-    return parse_rules(document, path.name)
+    return parse_rules(read_rule_file(path), path.name)

@@ -122,7 +122,7 @@ class LogRuleEngine:
                     self._feed_rule(rule, source, blk)
 
     def _feed_rule(self, rule: LogRule, source: str, blk: Block) -> None:
-        chosen = select(rule.where, blk, blk.rows)
+        chosen = select(rule.when, blk, blk.rows)
         # A window state without new lines would evaluate to what it did last time: skip it.
         if not chosen.any():
             return

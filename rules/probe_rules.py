@@ -1,7 +1,8 @@
 """The probe rule engine: a probe result's facts in, findings out.
 
-The rules are data (`rules/probes.toml`, format described at its top). This engine only looks
-facts up, compares them, and fills in a `FindingDraft`; adding a rule is adding a table. Where a
+The rules are data (`rules/probes.toml`, format described at its top), their conditions in the
+language of `rules.conditions`. This engine only looks facts up, has `rules.conditions.holds`
+compare them, and fills in a `FindingDraft`; adding a rule is adding a table. Where a
 rule needs a fact no probe reports directly, a function in `DERIVED` computes it from the result
 (the one place behaviour needs code).
 
@@ -12,54 +13,29 @@ rule firing on the availability and the tls result of one service updates one fi
 from __future__ import annotations
 
 import math
-import operator
 import string
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
 from monitord.errors import RuleError
 from monitord.timeutil import SHANGHAI, parse_time
-from monitord.types import SEVERITIES, FindingDraft, ProbeResult, Severity
-from rules.declared import DECLARATION_KEYS, UNDECLARED, Declaration, read_declaration
+from monitord.types import FindingDraft, ProbeResult, Severity
+from rules.conditions import MISSING, Condition, Vocabulary, fields, holds, parse_conditions
+from rules.declared import UNDECLARED, Declaration, RuleTable, read_rule_file, rule_tables
 
 RULES_FILE = Path(__file__).with_name("probes.toml")
-_MISSING: Any = object()
-
-
-def _contains_any(fact: Any, value: Any) -> bool:
-    return isinstance(fact, list | tuple) and any(v in fact for v in value)
-
-
-def _nonempty(fact: Any, _value: Any) -> bool:
-    return bool(fact)
-
-
-OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "in": lambda fact, value: fact in value,
-    "not_in": lambda fact, value: fact not in value,
-    "contains_any": _contains_any,
-    "nonempty": _nonempty,
-    "empty": lambda fact, _value: not fact,
-    "startswith": lambda fact, value: isinstance(fact, str) and fact.startswith(value),
-}
-_UNARY = frozenset({"nonempty", "empty"})
+VOCABULARY = Vocabulary()
+"""A probe rule may name any fact, with every op: facts are whatever the probes report."""
 
 
 def _chain_days_to_expiry(result: ProbeResult) -> Any:
     """Days from the probe's start to the earliest expiry in the chain the server sent."""
     text = result.facts.get("chain_earliest_expiry")
     if not isinstance(text, str):
-        return _MISSING
+        return MISSING
     return round((parse_time(text) - result.started_at).total_seconds() / 86400, 2)
 
 
@@ -69,11 +45,11 @@ def _local_date(fact: str) -> Callable[[ProbeResult], Any]:
     def date(result: ProbeResult) -> Any:
         text = result.facts.get(fact)
         if not isinstance(text, str):
-            return _MISSING
+            return MISSING
         try:
             return parse_time(text).astimezone(SHANGHAI).date().isoformat()
         except ValueError:
-            return _MISSING
+            return MISSING
 
     return date
 
@@ -82,7 +58,7 @@ def _days_left(result: ProbeResult) -> Any:
     """Whole days until the certificate expires (the probe reports a fraction)."""
     days = result.facts.get("days_to_expiry")
     if not isinstance(days, int | float):
-        return _MISSING
+        return MISSING
     return math.floor(days)
 
 
@@ -96,16 +72,6 @@ DERIVED: dict[str, Callable[[ProbeResult], Any]] = {
 
 
 @dataclass(frozen=True)
-class Condition:
-    """One comparison of a fact with a value, or with another fact."""
-
-    fact: str
-    op: str
-    value: Any = None
-    value_fact: str | None = None
-
-
-@dataclass(frozen=True)
 class Rule:
     """One probe rule, as read from the TOML file."""
 
@@ -115,7 +81,6 @@ class Rule:
     kinds: tuple[str, ...]
     summary: str
     when: tuple[Condition, ...] = ()
-    when_any: tuple[Condition, ...] = ()
     declaration: Declaration = UNDECLARED
     """The incident kind and quiet period (rules/declared.py); parse_rules requires it."""
 
@@ -137,110 +102,39 @@ def lookup(result: ProbeResult, name: str) -> Any:
     value: Any = result.facts
     for part in name.split("."):
         if not isinstance(value, Mapping) or part not in value:
-            return _MISSING
+            return MISSING
         value = value[part]
-    return _MISSING if value is None else value
+    return MISSING if value is None else value
 
 
-def holds(condition: Condition, result: ProbeResult) -> bool:
-    """Whether one condition holds; a missing fact (or None) makes it false."""
-    fact = lookup(result, condition.fact)
-    if fact is _MISSING:
-        return False
-    value = condition.value
-    if condition.value_fact is not None:
-        value = lookup(result, condition.value_fact)
-        if value is _MISSING:
-            return False
-    try:
-        return bool(OPS[condition.op](fact, value))
-    except TypeError:  # comparing a number with text: the fact is not what the rule expects
-        return False
+def parse_rules(document: Mapping[str, Any], origin: str = "probes.toml") -> tuple[Rule, ...]:
+    """Validate a parsed rule file into rules; RuleError names the file, rule, key and value."""
+    return tuple(_rule(table) for table in rule_tables(document, origin, ("kinds", "when")))
 
 
-def _condition(rule: str, key: str, raw: Any) -> Condition:
-    where = f"rule {rule!r}, {key}"
-    if not isinstance(raw, Mapping):
-        raise RuleError(f"{where}: expected a table {{fact, op, value}}, got {raw!r}")
-    extra = set(raw) - {"fact", "op", "value", "value_fact"}
-    if extra:
-        raise RuleError(f"{where}: unknown key {sorted(extra)[0]!r}")
-    if not isinstance(raw.get("fact"), str):
-        raise RuleError(f"{where}: 'fact' must be a fact name, got {raw.get('fact')!r}")
-    op = raw.get("op")
-    if op not in OPS:
-        raise RuleError(f"{where}: op {op!r} is not one of {', '.join(OPS)}")
-    if op not in _UNARY and "value" not in raw and "value_fact" not in raw:
-        raise RuleError(f"{where}: op {op!r} needs a 'value' or a 'value_fact'")
-    return Condition(raw["fact"], op, raw.get("value"), raw.get("value_fact"))
-
-
-_RULE_KEYS = {
-    "name",
-    "clause",
-    "severity",
-    "kinds",
-    "summary",
-    "when",
-    "when_any",
-} | DECLARATION_KEYS
-
-
-def parse_rules(document: Mapping[str, Any]) -> tuple[Rule, ...]:
-    """Validate a parsed rule file into rules; RuleError names the rule, the key and the value."""
-    rules: list[Rule] = []
-    seen: set[str] = set()
-    unknown_top = set(document) - {"rule"}
-    if unknown_top:
-        raise RuleError(f"unknown top-level key {sorted(unknown_top)[0]!r}: expected [[rule]]")
-    for index, raw in enumerate(document.get("rule", [])):
-        name = raw.get("name")
-        if not isinstance(name, str) or not name:
-            raise RuleError(f"rule #{index + 1}: 'name' must be a non-empty string, got {name!r}")
-        if name in seen:
-            raise RuleError(f"rule {name!r}: defined twice")
-        seen.add(name)
-        extra = set(raw) - _RULE_KEYS
-        if extra:
-            raise RuleError(f"rule {name!r}: unknown key {sorted(extra)[0]!r}")
-        for key in ("clause", "summary"):
-            if not isinstance(raw.get(key), str) or not raw[key]:
-                raise RuleError(f"rule {name!r}, {key}: expected text, got {raw.get(key)!r}")
-        if raw.get("severity") not in SEVERITIES:
-            raise RuleError(
-                f"rule {name!r}, severity: {raw.get('severity')!r} is not one of "
-                + ", ".join(SEVERITIES)
-            )
-        kinds = raw.get("kinds")
-        if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds):
-            raise RuleError(f"rule {name!r}, kinds: expected a list of probe kinds, got {kinds!r}")
-        when = tuple(_condition(name, "when", c) for c in raw.get("when", []))
-        when_any = tuple(_condition(name, "when_any", c) for c in raw.get("when_any", []))
-        if not when and not when_any:
-            raise RuleError(f"rule {name!r}: needs 'when' or 'when_any' conditions")
-        rules.append(
-            Rule(
-                name=name,
-                clause=raw["clause"],
-                severity=raw["severity"],
-                kinds=tuple(kinds),
-                summary=raw["summary"],
-                when=when,
-                when_any=when_any,
-                declaration=read_declaration(raw, raw["severity"], f"probes.toml: rule {name}"),
-            )
-        )
-    return tuple(rules)
+def _rule(table: RuleTable) -> Rule:
+    raw, where = table.raw, table.where
+    kinds = raw["kinds"]
+    if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds):
+        raise RuleError(f"{where}: kinds: expected a list of probe kinds, got {kinds!r}")
+    when = parse_conditions(raw["when"], f"{where}: when", VOCABULARY)
+    if not when:
+        # A rule without conditions would fire on every result of its kinds.
+        raise RuleError(f"{where}: when: expected at least one condition")
+    return Rule(
+        name=table.rule.name,
+        clause=table.rule.clause,
+        severity=table.rule.severity,
+        kinds=tuple(kinds),
+        summary=raw["summary"],
+        when=when,
+        declaration=table.rule.declaration,
+    )
 
 
 @lru_cache(maxsize=8)
 def _load(path: Path) -> tuple[Rule, ...]:
-    with path.open("rb") as handle:
-        try:
-            document = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as exc:
-            raise RuleError(f"{path}: not valid TOML: {exc}") from None
-    return parse_rules(document)
+    return parse_rules(read_rule_file(path), path.name)
 
 
 def load_rules(path: str | Path | None = None) -> tuple[Rule, ...]:
@@ -259,7 +153,7 @@ class _Summary(string.Formatter):
         if field_name in self._extra:
             return _text(self._extra[field_name]), field_name
         value = lookup(self._result, field_name)
-        return ("?" if value is _MISSING else _text(value)), field_name
+        return ("?" if value is MISSING else _text(value)), field_name
 
 
 def _text(value: Any) -> Any:
@@ -272,25 +166,21 @@ def evaluate(result: ProbeResult, rules: Sequence[Rule] | None = None) -> list[F
     """The findings `rules` (default: `load_rules()`) draw from one probe result.
 
     Pure: facts in, findings out. A rule applies to the result's kind only; it fires when all of
-    its `when` conditions hold and, if it has `when_any`, at least one of those. The finding's
-    evidence holds the facts its conditions read.
+    its `when` conditions hold. The finding's evidence holds the facts its conditions read.
     """
     active = load_rules() if rules is None else rules
     subject_kind, subject = (
         ("service", result.service_id) if result.service_id else ("target", result.target)
     )
     findings: list[FindingDraft] = []
+    value_of = partial(lookup, result)
     for rule in active:
         if result.kind not in rule.kinds:
             continue
-        if not all(holds(c, result) for c in rule.when):
+        if not all(holds(c, value_of) for c in rule.when):
             continue
-        if rule.when_any and not any(holds(c, result) for c in rule.when_any):
-            continue
-        names = [c.fact for c in (*rule.when, *rule.when_any)]
-        names += [c.value_fact for c in (*rule.when, *rule.when_any) if c.value_fact]
-        evidence = {n: lookup(result, n) for n in dict.fromkeys(names)}
-        evidence = {n: v for n, v in evidence.items() if v is not _MISSING}
+        evidence = {n: lookup(result, n) for n in fields(rule.when)}
+        evidence = {n: v for n, v in evidence.items() if v is not MISSING}
         evidence["kind"] = result.kind
         summary = _Summary(
             result, {"target": result.target, "subject": subject, "error": result.error or ""}

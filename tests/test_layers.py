@@ -16,7 +16,7 @@ HELPERS = {
     *(f"monitord.{name}" for name in ("types", "errors", "aio", "redact", "regex", "textable")),
     *(f"monitord.{name}" for name in ("timeutil", "workcalendar", "netguard")),
 }
-STAGES = ("catalogue", "probing", "accesslog", "scans", "incidents")
+STAGES = ("catalogue", "probing", "accesslog", "scans", "incidents", "evidence")
 # What each layer may import of monitord (its own package always).
 MAY_IMPORT = {
     "helpers": {"helpers"},

@@ -23,6 +23,7 @@ from monitord.cli.common import (
     private_files,
     settings_for,
 )
+from monitord.cli.evidence import add_evidence_commands
 from monitord.cli.incidents import add_incident_commands
 from monitord.cli.logs import add_log_commands
 from monitord.cli.probe import add_probe_command
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_log_commands(sub)
     add_token_command(sub)
     add_status_command(sub)
+    add_evidence_commands(sub)
     p = add("demo", cmd_demo, "run a demo portal on loopback and the daemon against it")
     p.add_argument(
         "--interval", type=int, default=20, help="seconds between catalogue syncs (default 20)"

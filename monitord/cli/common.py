@@ -25,8 +25,14 @@ if TYPE_CHECKING:
     from monitord.runtime.app import App
 
 
+SYSTEM_CONFIG = Path("/etc/monitord/monitord.toml")
+"""Where deploy/ installs the config: found from any folder, as the daemon's own."""
+LOOKED_FOR = f"--config, $MONITORD_CONFIG, ./monitord.toml, {SYSTEM_CONFIG}"
+
+
 def config_path(args: argparse.Namespace) -> Path | None:
-    """The config file to read: --config, $MONITORD_CONFIG, ./monitord.toml, or none."""
+    """The config file to read: --config, $MONITORD_CONFIG, ./monitord.toml, the system's
+    (/etc/monitord/monitord.toml), or none (the built-in defaults)."""
     if args.config is not None:
         if not args.config:
             # `--config "$UNSET"`: reading ./monitord.toml instead would be a silent surprise.
@@ -34,8 +40,10 @@ def config_path(args: argparse.Namespace) -> Path | None:
         return Path(args.config)
     if os.environ.get("MONITORD_CONFIG"):
         return Path(os.environ["MONITORD_CONFIG"])
-    local = Path("monitord.toml")
-    return local if local.exists() else None
+    for candidate in (Path("monitord.toml"), SYSTEM_CONFIG):
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
@@ -62,8 +70,22 @@ def open_app(settings: Settings, *, for_daemon: bool = False) -> App:
 
 
 def app_for(args: argparse.Namespace) -> App:
-    """The App (store opened and migrated) for the settings the command line points at."""
-    return open_app(settings_for(args))
+    """The App (store opened and migrated) for the settings the command line points at.
+
+    Only `run`, `sync` and `demo` create a store: any other command run against a SQLite file
+    that does not exist is pointed at the wrong config (a folder without monitord.toml at
+    3 a.m.), and says so rather than reporting on an empty store it just made.
+    """
+    from monitord.store import sqlite_file
+
+    settings = settings_for(args)
+    path = sqlite_file(settings.store.url)
+    if path is not None and not path.exists():
+        raise UsageError(
+            f"no store at {path.absolute()} (store.url of {settings.source}): nothing was "
+            f"ever recorded there. Is this the daemon's config? Looked for {LOOKED_FOR}"
+        )
+    return open_app(settings)
 
 
 def positive_int(text: str) -> int:

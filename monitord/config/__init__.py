@@ -102,6 +102,8 @@ class StoreSettings(_Section):
 
     url: str = "sqlite:///var/monitord.db"
     retention_days: int = Field(default=400, ge=MIN_RETENTION_DAYS, le=MAX_RETENTION_DAYS)
+    files_dir: str = Field(default="var/evidence", min_length=1)
+    """The folder the evidence register copies its documents into (`monitord evidence add`)."""
 
     @field_validator("url")
     @classmethod
@@ -537,6 +539,13 @@ class AlertSettings(_Section):
         return self
 
 
+class ReviewSettings(_Section):
+    """The quarterly review of the platform's admin accounts (clause 7.3.2)."""
+
+    dormant_days: int = Field(default=90, gt=0, le=3660)
+    """An admin account with no login for this many days before the review is flagged dormant."""
+
+
 CLOCK = "clause 7.3.3: a security event is notified to the management unit within two hours"
 
 
@@ -693,6 +702,7 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     incidents: IncidentSettings = IncidentSettings()
     api: ApiSettings = ApiSettings()
+    review: ReviewSettings = ReviewSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
     source: str = Field(default="(built-in defaults)", exclude=True)
 

@@ -32,8 +32,9 @@ CLAIM_KEY = int.from_bytes(b"monitord", "big")
 ClaimState = Literal["held", "taken again", "lost", "unreachable"]
 
 
-def _sqlite_file(url: URL) -> Path | None:
+def sqlite_file(url: URL | str) -> Path | None:
     """The database file of a SQLite URL (also in its file: URI form); None for other stores."""
+    url = make_url(url) if isinstance(url, str) else url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
     database = url.database
@@ -47,7 +48,7 @@ def _normalise_url(url: str) -> URL:
     if parsed.drivername == "postgresql":
         # psycopg 3 is the driver we install; SQLAlchemy's bare default would be psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
-    file = _sqlite_file(parsed)
+    file = sqlite_file(parsed)
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
     return parsed
@@ -191,7 +192,7 @@ class DaemonClaim:
 
     def take(self) -> None:
         """Take the store; raises StoreError when another daemon has it or it cannot be reached."""
-        file = _sqlite_file(self.store.url)
+        file = sqlite_file(self.store.url)
         if file is not None:
             self._take_file(file)
             return

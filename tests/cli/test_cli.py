@@ -10,15 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from monitord.cli import main
+from monitord.cli import common, main
+from monitord.store import open_store
 from monitord.textable import display_width
 from tests.fakeportal import make_service
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
+    """A config whose store exists, as the daemon's first start leaves it (empty)."""
     path = tmp_path / "monitord.toml"
     path.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n', encoding="utf-8")
+    open_store(f"sqlite:///{tmp_path / 'm.db'}").dispose()
     return path
 
 
@@ -88,6 +91,45 @@ def test_services_on_an_empty_store_says_what_to_do(
     assert "run `monitord sync` first" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["services"], ["incidents", "list"], ["findings"], ["syncs"], ["incidents", "show", "1"]],
+)
+def test_a_command_run_from_a_folder_without_config_creates_no_store(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    # At 3 a.m., from the home folder: it made ./var/monitord.db, said "no active incidents"
+    # and exited 0.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MONITORD_CONFIG", raising=False)
+    monkeypatch.setattr(common, "SYSTEM_CONFIG", tmp_path / "etc" / "monitord.toml")
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"monitord: no store at {tmp_path / 'var' / 'monitord.db'}")
+    assert "(store.url of (built-in defaults))" in err
+    assert "Looked for --config, $MONITORD_CONFIG, ./monitord.toml" in err
+    assert not (tmp_path / "var").exists()
+
+
+def test_the_system_config_is_found_from_any_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = tmp_path / "etc" / "monitord.toml"
+    system.parent.mkdir()
+    system.write_text('[portal]\nurl = "https://portal.example.gov.cn"\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MONITORD_CONFIG", raising=False)
+    monkeypatch.setattr(common, "SYSTEM_CONFIG", system)
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out == f"config OK: {system}\n"
+    (tmp_path / "monitord.toml").write_text("", encoding="utf-8")  # ./monitord.toml first
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out == "config OK: monitord.toml\n"
+
+
 def test_an_empty_config_path_is_refused_not_replaced(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,7 +159,7 @@ def test_a_store_folder_that_cannot_be_made_is_named(
     blocker.write_text("", encoding="utf-8")
     path = tmp_path / "site.toml"
     path.write_text(f'[store]\nurl = "sqlite:///{blocker}/sub/m.db"\n', encoding="utf-8")
-    assert main(["--config", str(path), "services"]) == 2
+    assert main(["--config", str(path), "sync", "--file", str(tmp_path / "c.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"monitord: {path}: store.url: cannot create {blocker}")
     assert err.count("\n") == 1
@@ -167,6 +209,7 @@ def test_run_refuses_an_smtp_url_without_its_password(
         "alerts.smtp_password_file\n"
     )
     # Commands an operator runs from a shell without the daemon's secrets still work.
+    open_store(f"sqlite:///{tmp_path / 'm.db'}").dispose()
     assert main(["--config", str(path), "services"]) == 0
 
 

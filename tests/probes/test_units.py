@@ -242,12 +242,12 @@ BASE = {
 @pytest.mark.parametrize(
     ("rule", "message"),
     [
-        ({**BASE, "when": []}, "rule 'r': needs 'when' or 'when_any'"),
-        ({**BASE, "severity": "urgent", "when": [{"fact": "x", "op": "nonempty"}]}, "severity"),
-        ({**BASE, "when": [{"fact": "x", "op": "~="}]}, "op '~=' is not one of"),
-        ({**BASE, "when": [{"fact": "x", "op": "<"}]}, "needs a 'value'"),
-        ({**BASE, "colour": "red", "when": [{"fact": "x", "op": "nonempty"}]}, "unknown key"),
-        ({**BASE, "kinds": "tls", "when": [{"fact": "x", "op": "nonempty"}]}, "kinds"),
+        ({**BASE, "when": []}, "probes.toml: rule r: when: expected at least one condition"),
+        ({**BASE, "severity": "urgent", "when": [{"field": "x", "op": "nonempty"}]}, "severity"),
+        ({**BASE, "when": [{"field": "x", "op": "~="}]}, "op '~=' is not one of"),
+        ({**BASE, "when": [{"field": "x", "op": "<"}]}, "needs a 'value'"),
+        ({**BASE, "colour": "red", "when": [{"field": "x", "op": "nonempty"}]}, "unknown key"),
+        ({**BASE, "kinds": "tls", "when": [{"field": "x", "op": "nonempty"}]}, "kinds"),
     ],
 )
 def test_invalid_rules_say_what_is_wrong(rule: dict[str, Any], message: str) -> None:
@@ -264,7 +264,7 @@ def test_adding_a_rule_is_adding_data() -> None:
                 {
                     **BASE,
                     "name": "short_hsts",
-                    "when": [{"fact": "hsts.max_age", "op": "<", "value": 15552000}],
+                    "when": [{"field": "hsts.max_age", "op": "<", "value": 15552000}],
                     "summary": "HSTS max-age of {target} is only {hsts.max_age} s",
                 }
             ]

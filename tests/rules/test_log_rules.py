@@ -83,15 +83,15 @@ BASE = {
     [
         ({"severity": "urgent"}, "severity 'urgent'"),
         ({"kind": "sliding"}, "kind 'sliding'"),
-        ({"where": [{"field": "nope", "op": "=="}]}, "field 'nope'"),
-        ({"where": [{"field": "user", "op": "~"}]}, "op '~'"),
+        ({"when": [{"field": "nope", "op": "=="}]}, "field 'nope'"),
+        ({"when": [{"field": "user", "op": "~"}]}, "op '~'"),
         ({"kind": "window"}, "needs window"),
         ({"kind": "window", "window": 60, "measure": "distinct"}, "needs distinct"),
         ({"kind": "window", "window": 60, "measure": "ratio"}, "needs numerator"),
         ({"threshold": {"min_cout": 3}}, "threshold"),
         ({"threshold": {"max_per_distinct": 2}}, "max_per_distinct needs measure distinct"),
         (
-            {"where": [{"field": "path", "op": "matches", "value": "^/a(?=b)"}]},
+            {"when": [{"field": "path", "op": "matches", "value": "^/a(?=b)"}]},
             "matches '^/a(?=b)' is not a regular expression RE2 accepts (invalid perl operator",
         ),
     ],

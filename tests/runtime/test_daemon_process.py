@@ -579,9 +579,13 @@ async def test_a_daemon_whose_store_was_taken_while_its_lock_was_down_stops(
     config, _url = await pg_daemon_config(tmp_path, portal, postgres)
     first = await start_daemon(config)
     await wait_for_line(first, "monitord running")
+    # The first is held still while the second starts, however slow the machine: otherwise
+    # its next check (every 5 s) could take the lock back before the second gets it.
+    first.process.send_signal(signal.SIGSTOP)
     await asyncio.to_thread(end_lock_connection, _url)
-    second = await start_daemon(config)  # within the first's check interval
+    second = await start_daemon(config)
     await wait_for_line(second, "monitord running")
+    first.process.send_signal(signal.SIGCONT)
     line = await wait_for_line(first, "took the store")
     assert line.rstrip().endswith("while its connection was down: stopping")
     _, err = await asyncio.wait_for(first.process.communicate(), 30)
