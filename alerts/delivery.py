@@ -40,6 +40,7 @@ from alerts.routing import (
 from alerts.templates import (
     Message,
     catalogue_text,
+    page_link,
     render_digest,
     render_incident,
     render_notification,
@@ -115,7 +116,9 @@ def _services(session: Session, incident: Incident | None) -> list[Service]:
     return [s for s in found if s is not None]
 
 
-def _render(session: Session, parent: OutboxAlert, now: dt.datetime, key: str) -> Message:
+def _render(
+    session: Session, parent: OutboxAlert, now: dt.datetime, key: str, public_url: str | None
+) -> Message:
     incident = session.get(Incident, parent.incident_id) if parent.incident_id else None
     services = _services(session, incident)
     if parent.kind in ("notification", "update") and incident is not None:
@@ -130,9 +133,10 @@ def _render(session: Session, parent: OutboxAlert, now: dt.datetime, key: str) -
                 names = [s.name for s in _services(session, grouped)]
                 label = " ".join([*grouped.services[:1], *names[:1]])
                 labels[str(incident_id)] = catalogue_text(label)
-        return render_storm(parent.payload, labels, key)
+        return render_storm(parent.payload, labels, key, page_link(public_url))
     if incident is not None:
-        return render_incident(parent.kind, parent.payload, incident, services, now, key)
+        link = page_link(public_url, incident.id)
+        return render_incident(parent.kind, parent.payload, incident, services, now, key, link)
     return Message(title=parent.title or "monitord", body=f"{parent.body}\n编号 {key}")
 
 
@@ -229,7 +233,7 @@ def _expand_one(store: Store, settings: Settings, parent_id: int, now: dt.dateti
             parent.last_error = error
             return 0
         parent.last_error = None
-        return _add_copies(session, parent, channels, now)
+        return _add_copies(session, parent, channels, now, settings.api.public_url)
 
 
 REFUSED = "alerts.contact_refused"
@@ -256,14 +260,18 @@ def _note_refusals(session: Session, refusals: list[Refusal], now: dt.datetime) 
 
 
 def _add_copies(
-    session: Session, parent: OutboxAlert, channels: list[Channel], now: dt.datetime
+    session: Session,
+    parent: OutboxAlert,
+    channels: list[Channel],
+    now: dt.datetime,
+    public_url: str | None,
 ) -> int:
     existing = set(
         session.scalars(
             select(OutboxAlert.idempotency_key).where(OutboxAlert.parent_id == parent.id)
         )
     )
-    message = _render(session, parent, now, parent.idempotency_key)
+    message = _render(session, parent, now, parent.idempotency_key, public_url)
     made = 0
     for channel in channels:
         key = f"{parent.idempotency_key}#{channel.ident}"

@@ -110,6 +110,15 @@ def _plan_lines(incident: Incident, services: list[Service]) -> list[str]:
     return lines
 
 
+def page_link(public_url: str | None, incident_id: int | None = None) -> str | None:
+    """The status page's address of an incident (or the page itself), when `[api] public_url`
+    says where people reach it; else None."""
+    if not public_url:
+        return None
+    base = public_url.rstrip("/")
+    return f"{base}/incidents/{incident_id}" if incident_id is not None else f"{base}/"
+
+
 def render_incident(
     kind: str,
     payload: dict[str, Any],
@@ -117,8 +126,11 @@ def render_incident(
     services: list[Service],
     now: dt.datetime,
     key: str,
+    link: str | None = None,
 ) -> Message:
-    """The on-call message for one incident event: opened, reminder, escalation, late, resolved."""
+    """The on-call message for one incident event: opened, reminder, escalation, late, resolved.
+    `link`: the incident on the status page (page_link), shown as 详情, as Alertmanager's
+    generatorURL."""
     label = CLASS_NAMES.get(incident.klass, "事件")
     what = KIND_NAMES.get(incident.kind, incident.kind)
     heads = {
@@ -147,6 +159,8 @@ def render_incident(
             f"通报：monitord incidents notify {incident.id} --scope … --harm … "
             "--measures … --rectification …"
         )
+    if link:
+        lines.append(f"详情：{link}")
     lines.append(f"编号 {key}")
     title = heads.get(kind, f"【{label}】#{incident.id}")
     return Message(title=title, body="\n".join(line for line in lines if line))
@@ -192,16 +206,20 @@ def render_notification(
     return Message(title=title, body="\n".join(lines))
 
 
-def render_storm(payload: dict[str, Any], services: dict[str, str], key: str) -> Message:
-    """One grouped alert when many services fail at once (a shared gateway down)."""
+def render_storm(
+    payload: dict[str, Any], services: dict[str, str], key: str, link: str | None = None
+) -> Message:
+    """One grouped alert when many services fail at once (a shared gateway down); `link`: the
+    status page (page_link)."""
     ids: list[int] = payload.get("incidents", [])
+    see = f"查看：{link}" if link else "查看：monitord incidents list"
     listed = "、".join(services.get(str(i), f"#{i}") for i in ids[:5])
     return Message(
         title=f"【大面积故障】{payload.get('count', len(ids))} 个服务同时异常",
         body=(
             f"同时出现 {payload.get('count', len(ids))} 个可用性事件，疑似公共网关或网络故障。\n"
             f"包括：{listed}{' 等' if len(ids) > 5 else ''}\n"
-            "查看：monitord incidents list\n"
+            f"{see}\n"
             f"编号 {key}"
         ),
     )

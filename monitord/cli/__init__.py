@@ -30,6 +30,7 @@ from monitord.cli.logs import add_log_commands
 from monitord.cli.probe import add_probe_command
 from monitord.cli.report import add_report_commands
 from monitord.cli.scan import add_scan_commands
+from monitord.cli.status import add_status_command
 from monitord.cli.token import add_token_command
 from monitord.config import LoggingSettings, check_daemon_secrets
 from monitord.errors import ConfigError, MonitordError, UsageError
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_scan_commands(sub)
     add_log_commands(sub)
     add_token_command(sub)
+    add_status_command(sub)
     add_evidence_commands(sub)
     add_compliance_commands(sub)
     add_report_commands(sub)

@@ -47,35 +47,43 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no active incidents" + ("" if args.all else " (--all shows resolved ones)"))
         return 0
-    table = []
-    for r in rows:
-        clock = "-"
-        if r["notified_at"]:
-            clock = ("LATE " if r["late"] else "") + "received " + _local(r["notified_at"])
-        elif r["notification_sent_at"]:
-            clock = ("LATE " if r["late"] else "") + "sent, NOT DELIVERED"
-            clock += f" (by {_local(r['notify_by'])})" if r["notify_by"] else ""
-        elif r["notify_by"]:
-            clock = ("LATE " if r["late"] else "") + f"by {_local(r['notify_by'])}"
-            clock += f" ({r['minutes_left']} min)"
-        table.append(
-            [
-                str(r["id"]),
-                r["class"],
-                r["kind"],
-                r["severity"],
-                r["state"],
-                ",".join(r["services"]) or "-",
-                clock,
-                r["summary"],
-            ]
-        )
-    print(
-        format_table(
-            ["ID", "CLASS", "KIND", "SEV", "STATE", "SERVICES", "7.3.3 CLOCK", "SUMMARY"], table
-        )
-    )
+    print(incident_table(rows))
     return 0
+
+
+def clock_text(r: dict[str, Any]) -> str:
+    """An incident's 7.3.3 clock (an incident_dict) in a few words: by when and minutes left,
+    sent but not delivered, received, late."""
+    clock = "-"
+    if r["notified_at"]:
+        clock = ("LATE " if r["late"] else "") + "received " + _local(r["notified_at"])
+    elif r["notification_sent_at"]:
+        clock = ("LATE " if r["late"] else "") + "sent, NOT DELIVERED"
+        clock += f" (by {_local(r['notify_by'])})" if r["notify_by"] else ""
+    elif r["notify_by"]:
+        clock = ("LATE " if r["late"] else "") + f"by {_local(r['notify_by'])}"
+        clock += f" ({r['minutes_left']} min)"
+    return clock
+
+
+def incident_table(rows: list[dict[str, Any]]) -> str:
+    """Incidents (incident_dicts) as the table `incidents list` and `status` print."""
+    table = [
+        [
+            str(r["id"]),
+            r["class"],
+            r["kind"],
+            r["severity"],
+            r["state"],
+            ",".join(r["services"]) or "-",
+            clock_text(r),
+            r["summary"],
+        ]
+        for r in rows
+    ]
+    return format_table(
+        ["ID", "CLASS", "KIND", "SEV", "STATE", "SERVICES", "7.3.3 CLOCK", "SUMMARY"], table
+    )
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
+import socket
 import ssl
 import tempfile
 from collections.abc import Callable
@@ -36,11 +37,24 @@ from monitord.config import Secrets, parse_config
 from monitord.demo.fakezap import FakeAlert, FakeZapServer, Scenario
 from monitord.runtime.app import App
 from monitord.runtime.logsetup import setup_logging
+from monitord.runtime.web.auth import new_token, token_hash
 from monitord.store import open_store
 from monitord.timeutil import UTC, ScaledClock, quarter_start
 
 DEMO_SPEED = 120.0  # the demo's clock: two hours pass in a minute
 DEMO_TOKEN = "demo-token"  # the demo portal's own bearer token; not a secret of any real system
+PAGE_PORT = 8321  # the status page's usual port; another free one when it is taken
+
+
+def _page_address() -> str:
+    """Where the demo serves the status page: 127.0.0.1:8321, or a free port when taken."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", PAGE_PORT))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return f"127.0.0.1:{port}"
 
 
 def load_demo_catalogue() -> list[dict[str, Any]]:
@@ -444,6 +458,8 @@ async def _demo(folder: Path, interval: int) -> int:
     fake_zap = _demo_zap(site.services)
     edge_log, audit_log = _demo_logs(folder)
     chat = site.chat_url.replace("http://", "json://")
+    page = _page_address()
+    page_token = new_token()  # made for this run; printed below for the newcomer to sign in
     settings = parse_config(
         {
             "store": {"url": f"sqlite:///{folder / 'monitord.db'}"},
@@ -463,6 +479,13 @@ async def _demo(folder: Path, interval: int) -> int:
             "incidents": {"check_interval_seconds": 1.0},
             # Relative to the working folder, so that the report outlasts the demo.
             "report": {"dir": "var/reports"},
+            "api": {
+                "listen": page,
+                "public_url": f"http://{page}",
+                "tokens": [
+                    {"name": "demo-oncall", "role": "oncall", "sha256": token_hash(page_token)}
+                ],
+            },
             "logs": {
                 "follow": [
                     {"path": str(edge_log), "format": "nginx"},
@@ -505,6 +528,12 @@ async def _demo(folder: Path, interval: int) -> int:
         "security scans go to a FAKE ZAP at {} (not OWASP ZAP: it answers as ZAP's API "
         "does, with made-up alerts)",
         fake_zap.url,
+    )
+    logger.info(
+        "status page: http://{}/ (sign in with the demo on-call token {}; scripts send it as "
+        "Authorization: Bearer)",
+        page,
+        page_token,
     )
     logger.info("press Ctrl-C to stop")
     app = App(

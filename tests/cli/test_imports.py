@@ -47,6 +47,7 @@ HELP_ARGVS = [
             "log-audit",
             "compliance",
             "evaluation",
+            "status",
             "demo",
         )
     ),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 pytestmark = pytest.mark.timeout(90)
@@ -59,6 +61,7 @@ async def watch(process: asyncio.subprocess.Process, stderr: asyncio.StreamReade
         except TimeoutError:
             continue
         seen += line.decode()
+    page = await status_page(seen)
     process.send_signal(signal.SIGINT)
     rest = await asyncio.wait_for(stderr.read(), 20)
     await process.wait()
@@ -68,3 +71,17 @@ async def watch(process: asyncio.subprocess.Process, stderr: asyncio.StreamReade
     assert process.returncode == 0
     at = seen.find("Traceback")
     assert at < 0, seen[max(0, at - 500) : at + 3000]
+    # The page the demo printed, with its token, shows the demo's incidents.
+    assert "安全事件 #" in page and "传输未加密或加密薄弱" in page, page[-3000:]
+
+
+async def status_page(seen: str) -> str:
+    """The status page the demo printed the address and token of, as its holder sees it."""
+    found = re.search(
+        r"status page: (http://\S+/) \(sign in with the demo on-call token (\S+);", seen
+    )
+    assert found, f"the demo printed no page address and token:\n{seen[-3000:]}"
+    headers = {"Authorization": f"Bearer {found.group(2)}"}
+    async with aiohttp.ClientSession() as http, http.get(found.group(1), headers=headers) as answer:
+        assert answer.status == 200
+        return await answer.text()

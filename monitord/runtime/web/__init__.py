@@ -17,11 +17,11 @@ from loguru import logger
 
 from monitord.config import ApiRole
 from monitord.runtime.app import App
-from monitord.runtime.web import api, health
-from monitord.runtime.web.auth import CALLER, allows, bearer, identify
+from monitord.runtime.web import api, health, page
+from monitord.runtime.web.auth import CALLER, SIGN_INS, SignIns, allows, bearer, identify, signed_in
 from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Handler, Route
 
-ROUTE_SETS: tuple[tuple[Route, ...], ...] = (health.ROUTES, api.ROUTES)
+ROUTE_SETS: tuple[tuple[Route, ...], ...] = (health.ROUTES, api.ROUTES, page.ROUTES)
 """Every module's routes; a new module adds its ROUTES here."""
 
 SECURITY_HEADERS = {
@@ -38,13 +38,18 @@ def error_response(status: int, message: str) -> web.Response:
 
 
 def _guarded(handler: Handler, role: ApiRole | None) -> Handler:
-    """The handler behind the token check: 401 without a valid token, 403 below `role`."""
+    """The handler behind the token check: 401 without a valid token (a Bearer header, or a
+    signed-in browser's session cookie), 403 below `role`. A browser asking for a page without
+    either is sent to the sign-in form."""
     if role is None:
         return handler
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         token = bearer(request)
-        caller = identify(request.app[APP].settings.api, token) if token else None
+        settings = request.app[APP].settings.api
+        caller = identify(settings, token) if token else await signed_in(request, settings)
+        if caller is None and not token and page.wants_page(request):
+            return page.to_sign_in(request)
         if caller is None:
             response = error_response(401, "a valid token is needed: Authorization: Bearer …")
             response.headers["WWW-Authenticate"] = 'Bearer realm="monitord"'
@@ -86,6 +91,7 @@ def build_web_app(
     web_app = web.Application(middlewares=[_guards], client_max_size=1 << 20)
     web_app[APP] = app
     web_app[DAEMON] = daemon
+    web_app[SIGN_INS] = SignIns()
     for routes in route_sets:
         for route in routes:
             web_app.router.add_route(

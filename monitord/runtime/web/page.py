@@ -1,0 +1,471 @@
+"""The status page for on-call staff: `/`, `/services/{id}`, `/incidents/{id}`, sign-in.
+
+Server-rendered HTML (monitord.runtime.web.pageviews) from the same reading of the store as
+`monitord status` (monitord.runtime.status). A browser signs in once with its token at /login
+and then carries a session cookie (monitord.runtime.web.auth.SignIns); a Bearer header is
+served directly. The buttons call the same functions as `monitord incidents ack|notify|resolve`,
+which write the audit trail under the token's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+from collections import defaultdict
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from loguru import logger
+from sqlalchemy import select
+
+from monitord.errors import UsageError
+from monitord.incidents import (
+    acknowledge,
+    get_incident,
+    incident_dict,
+    notify_management,
+    resolve,
+    timeline,
+)
+from monitord.redact import mask_urls, one_line
+from monitord.runtime.app import App
+from monitord.runtime.status import Status, read_status
+from monitord.runtime.web import pageviews
+from monitord.runtime.web.auth import (
+    CALLER,
+    CSRF_FIELD,
+    LOGIN_COOKIE,
+    SESSION,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    SIGN_INS,
+    allows,
+    identify,
+    signed_in,
+)
+from monitord.runtime.web.charts import Bucket, latency_line, percentile, uptime, uptime_strip
+from monitord.runtime.web.routes import APP, Route
+from monitord.store import audit
+from monitord.store.models import Finding, ProbeResultRow, ProbeRollup, Service, ServiceState
+
+KIND = "availability"
+"""The probe kind the charts show: the one that runs every round."""
+DAY_BUCKET = dt.timedelta(minutes=30)
+WEEK_BUCKET = dt.timedelta(hours=1)
+
+
+def wants_page(request: web.Request) -> bool:
+    """Whether a request is a browser asking for a page (sent to sign in, not answered 401)."""
+    return (
+        request.method in ("GET", "HEAD")
+        and "text/html" in request.headers.get("Accept", "")
+        and not request.path.startswith("/api/")
+    )
+
+
+def local_path(value: str | None, default: str = "/") -> str:
+    """`value` when it is a path of this site (never another site: no open redirect)."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return default
+    return value
+
+
+def to_sign_in(request: web.Request) -> web.Response:
+    """Send a browser to the sign-in form, which brings it back here afterwards."""
+    target = "/login?next=" + quote(request.path_qs, safe="")
+    return web.Response(status=303, headers={"Location": target})
+
+
+def _html(body: str, status: int = 200) -> web.Response:
+    response = web.Response(text=body, content_type="text/html", status=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _page(request: web.Request, title: str, body: str, status: int = 200) -> web.Response:
+    caller = request.get(CALLER)
+    session = request.get(SESSION)
+    who = f"{caller.name}（{caller.role}）" if caller else None
+    csrf = session.csrf if session else ""
+    return _html(pageviews.layout(title, body, who=who, csrf=csrf), status)
+
+
+def _csrf(request: web.Request) -> str:
+    session = request.get(SESSION)
+    return session.csrf if session else ""
+
+
+def _can_act(request: web.Request) -> bool:
+    return allows(request[CALLER].role, "oncall")
+
+
+def _secure(request: web.Request, app: App) -> bool:
+    return request.secure or (app.settings.api.public_url or "").startswith("https://")
+
+
+async def stylesheet(request: web.Request) -> web.Response:
+    """The page's CSS (served, not inline: the CSP allows 'self' only)."""
+    response = web.Response(text=pageviews.CSS, content_type="text/css")
+    response.headers["Cache-Control"] = "max-age=3600"
+    return response
+
+
+async def script(request: web.Request) -> web.Response:
+    """The page's refresh script."""
+    response = web.Response(text=pageviews.SCRIPT, content_type="text/javascript")
+    response.headers["Cache-Control"] = "max-age=3600"
+    return response
+
+
+# --- signing in and out ---------------------------------------------------------------------
+
+
+def _sign_in_form(
+    request: web.Request, next_path: str, error: str | None, status: int = 200
+) -> web.Response:
+    """The sign-in form with a fresh CSRF value, also set as the form's own cookie."""
+    csrf = secrets.token_urlsafe(24)
+    body = pageviews.layout(
+        "登录", pageviews.sign_in_page(csrf, next_path, error), who=None, csrf=""
+    )
+    response = _html(body, status)
+    response.set_cookie(
+        LOGIN_COOKIE,
+        csrf,
+        path="/login",
+        httponly=True,
+        samesite="Strict",
+        secure=_secure(request, request.app[APP]),
+    )
+    return response
+
+
+async def sign_in_form(request: web.Request) -> web.Response:
+    """GET /login: the form (or straight on, for a browser already signed in)."""
+    next_path = local_path(request.query.get("next"))
+    if await signed_in(request, request.app[APP].settings.api) is not None:
+        return web.Response(status=303, headers={"Location": next_path})
+    return _sign_in_form(request, next_path, None)
+
+
+async def sign_in(request: web.Request) -> web.Response:
+    """POST /login: a valid token starts a session; failures are limited per address."""
+    app = request.app[APP]
+    sign_ins = request.app[SIGN_INS]
+    address = request.remote or "unknown"
+    form = await request.post()
+    next_path = local_path(str(form.get("next") or "/"))
+    wait = sign_ins.wait_seconds(address)
+    if wait:
+        response = _sign_in_form(request, next_path, f"登录失败次数过多，请 {wait} 秒后再试。", 429)
+        response.headers["Retry-After"] = str(wait)
+        return response
+    cookie = request.cookies.get(LOGIN_COOKIE, "")
+    sent = form.get(CSRF_FIELD)
+    if not cookie or not isinstance(sent, str) or sent != cookie:
+        return _sign_in_form(request, next_path, "表单已过期，请重新输入令牌。", 403)
+    token = str(form.get("token") or "").strip()
+    caller = identify(app.settings.api, token) if token else None
+    if caller is None:
+        sign_ins.failed(address)
+        logger.warning("status page: a failed sign-in from {}", one_line(address))
+        return _sign_in_form(request, next_path, "令牌无效。", 401)
+    ident, _session = sign_ins.start(caller)
+    await asyncio.to_thread(_audit, app, caller.name, "page.sign_in", address)
+    response = web.Response(status=303, headers={"Location": next_path})
+    response.set_cookie(
+        SESSION_COOKIE,
+        ident,
+        path="/",
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="Strict",
+        secure=_secure(request, app),
+    )
+    response.del_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+def _audit(app: App, actor: str, action: str, subject: str) -> None:
+    with app.store.session() as session:
+        audit(session, app.clock(), actor, action, subject)
+
+
+async def sign_out(request: web.Request) -> web.Response:
+    """POST /logout: end this browser's session."""
+    ident = request.cookies.get(SESSION_COOKIE)
+    if ident:
+        request.app[SIGN_INS].end(ident)
+    response = web.Response(status=303, headers={"Location": "/login"})
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# --- the pages ------------------------------------------------------------------------------
+
+
+def _read_status(app: App) -> Status:
+    with app.store.session() as session:
+        return read_status(session, app.clock())
+
+
+async def front(request: web.Request) -> web.Response:
+    """GET /: what is wrong now."""
+    status = await asyncio.to_thread(_read_status, request.app[APP])
+    notice = pageviews.NOTICES.get(request.query.get("done", ""))
+    body = pageviews.front_page(
+        status, can_act=_can_act(request), csrf=_csrf(request), notice=notice
+    )
+    return _page(request, "值班台", body)
+
+
+def _finding_rows(findings: list[Finding]) -> list[dict[str, Any]]:
+    return [
+        {
+            "rule": f.rule,
+            "clause": f.clause,
+            "severity": f.severity,
+            "summary": f.summary,
+            "first_seen": f.first_seen.isoformat(),
+        }
+        for f in findings
+    ]
+
+
+def _read_incident(
+    app: App, incident_id: int
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]] | None:
+    with app.store.session() as session:
+        try:
+            incident = get_incident(session, incident_id)
+        except UsageError:
+            return None
+        findings = session.scalars(
+            select(Finding).where(Finding.incident_id == incident_id).order_by(Finding.id).limit(50)
+        ).all()
+        return (
+            incident_dict(incident, app.clock()),
+            timeline(session, incident_id),
+            _finding_rows(list(findings)),
+        )
+
+
+async def _incident_response(
+    request: web.Request,
+    incident_id: int,
+    *,
+    error: str | None = None,
+    values: dict[str, str] | None = None,
+    status: int = 200,
+) -> web.Response:
+    read = await asyncio.to_thread(_read_incident, request.app[APP], incident_id)
+    if read is None:
+        return _page(request, "未找到", pageviews.message_page(f"没有事件 #{incident_id}。"), 404)
+    incident, events, findings = read
+    body = pageviews.incident_page(
+        incident,
+        events,
+        findings,
+        can_act=_can_act(request),
+        csrf=_csrf(request),
+        notice=pageviews.NOTICES.get(request.query.get("done", "")),
+        error=error,
+        values=values or {},
+    )
+    return _page(request, f"事件 #{incident_id}", body, status)
+
+
+async def incident(request: web.Request) -> web.Response:
+    """GET /incidents/{id}: the incident, its findings and timeline, its buttons and form."""
+    return await _incident_response(request, int(request.match_info["id"]))
+
+
+def _buckets(
+    rows: list[tuple[dt.datetime, bool, float]], start: dt.datetime, size: dt.timedelta, n: int
+) -> list[Bucket]:
+    """Raw results (at, success, duration) into n buckets of `size` from `start`."""
+    groups: dict[int, list[tuple[bool, float]]] = defaultdict(list)
+    for at, success, duration in rows:
+        index = int((at - start) / size)
+        if 0 <= index < n:
+            groups[index].append((success, duration))
+    buckets = []
+    for index in range(n):
+        values = groups.get(index, [])
+        latencies = sorted(d for ok, d in values if ok)
+        buckets.append(
+            Bucket(
+                start=start + index * size,
+                total=len(values),
+                failures=sum(1 for ok, _ in values if not ok),
+                p95_ms=percentile(latencies, 0.95) if latencies else None,
+            )
+        )
+    return buckets
+
+
+def _raw(
+    session: Any, service_id: str, since: dt.datetime
+) -> list[tuple[dt.datetime, bool, float]]:
+    rows = session.execute(
+        select(ProbeResultRow.at, ProbeResultRow.success, ProbeResultRow.duration_ms).where(
+            ProbeResultRow.service_id == service_id,
+            ProbeResultRow.kind == KIND,
+            ProbeResultRow.at >= since,
+            ProbeResultRow.blind.is_(False),  # a blind round is no evidence about the service
+        )
+    ).all()
+    return [(at, bool(ok), float(ms)) for at, ok, ms in rows]
+
+
+def _week(session: Any, service_id: str, now: dt.datetime) -> list[Bucket]:
+    """168 hours: the roll-ups, and raw results for the hours not rolled up yet."""
+    this_hour = now.replace(minute=0, second=0, microsecond=0)
+    start = this_hour - 167 * WEEK_BUCKET
+    rolled = {
+        r.hour: Bucket(r.hour, r.count, r.failures, r.p95_ms)
+        for r in session.scalars(
+            select(ProbeRollup).where(
+                ProbeRollup.service_id == service_id,
+                ProbeRollup.kind == KIND,
+                ProbeRollup.hour >= start,
+            )
+        )
+    }
+    since = max(rolled, default=start - WEEK_BUCKET) + WEEK_BUCKET
+    raw = _buckets(_raw(session, service_id, since), start, WEEK_BUCKET, 168)
+    return [rolled.get(b.start, b) for b in raw]
+
+
+def _read_service(
+    app: App, service_id: str
+) -> tuple[dict[str, Any], list[tuple[str, float | None, str, str]], list[dict[str, Any]]] | None:
+    now = app.clock()
+    with app.store.session() as session:
+        service = session.get(Service, service_id)
+        if service is None:
+            return None
+        state = session.get(ServiceState, service_id)
+        day_start = now - 48 * DAY_BUCKET
+        day = _buckets(_raw(session, service_id, day_start), day_start, DAY_BUCKET, 48)
+        week = _week(session, service_id, now)
+        findings = session.scalars(
+            select(Finding)
+            .where(Finding.service_id == service_id, Finding.state == "open")
+            .order_by(Finding.id)
+            .limit(50)
+        ).all()
+        view = {
+            "id": service.id,
+            "name": service.name,
+            "status": "gone" if service.gone else service.status,
+            "state": state.state if state else "unknown",
+            "since": state.since.isoformat() if state else None,
+            "last_error": one_line(mask_urls(state.last_error))
+            if state and state.last_error
+            else None,
+        }
+        charts = [
+            (
+                title,
+                uptime(buckets),
+                uptime_strip(buckets, f"{title}可用性"),
+                latency_line(buckets, f"{title} p95 延迟"),
+            )
+            for title, buckets in (("最近 24 小时", day), ("最近 7 天", week))
+        ]
+        return view, charts, _finding_rows(list(findings))
+
+
+async def service(request: web.Request) -> web.Response:
+    """GET /services/{id}: a service's state, uptime and latency charts, open findings."""
+    service_id = request.match_info["id"]
+    read = await asyncio.to_thread(_read_service, request.app[APP], service_id)
+    if read is None:
+        body = pageviews.message_page(f"目录中没有服务 {service_id}。")
+        return _page(request, "未找到", body, 404)
+    view, charts, findings = read
+    return _page(
+        request, f"{view['id']} {view['name']}", pageviews.service_page(view, charts, findings)
+    )
+
+
+# --- the buttons ----------------------------------------------------------------------------
+
+
+async def _act(request: web.Request, done: str, change: Any, **extra: Any) -> web.Response:
+    """Apply one incident action as the signed-in caller; back where the button was."""
+    app = request.app[APP]
+    incident_id = int(request.match_info["id"])
+    form = await request.post()
+    back = local_path(str(form.get("back") or "/"))
+    who = request[CALLER].name
+
+    def apply() -> None:
+        with app.store.session() as session:
+            change(session, incident_id, who, app.clock(), **extra)
+
+    try:
+        await asyncio.to_thread(apply)
+    except UsageError as exc:
+        return await _incident_response(request, incident_id, error=str(exc), status=409)
+    separator = "&" if "?" in back else "?"
+    return web.Response(status=303, headers={"Location": f"{back}{separator}done={done}"})
+
+
+async def ack(request: web.Request) -> web.Response:
+    """POST /incidents/{id}/ack: somebody is on it (as `monitord incidents ack`)."""
+    return await _act(request, "ack", acknowledge)
+
+
+async def resolve_incident(request: web.Request) -> web.Response:
+    """POST /incidents/{id}/resolve: as `monitord incidents resolve`."""
+    return await _act(request, "resolve", resolve)
+
+
+async def notify(request: web.Request) -> web.Response:
+    """POST /incidents/{id}/notify: the 7.3.3 notification's four parts (as `monitord incidents
+    notify`), queued for the management unit's channels, or recorded as made by phone."""
+    app = request.app[APP]
+    incident_id = int(request.match_info["id"])
+    form = await request.post()
+    values = {name: str(form.get(name) or "") for name in (*pageviews.PART_LABELS, "out_of_band")}
+    out_of_band = values["out_of_band"].strip() or None
+    who = request[CALLER].name
+
+    def apply() -> None:
+        with app.store.session() as session:
+            notify_management(
+                session,
+                app.settings,
+                incident_id,
+                {name: values[name] for name in pageviews.PART_LABELS},
+                who,
+                app.clock(),
+                out_of_band=out_of_band,
+            )
+
+    try:
+        await asyncio.to_thread(apply)
+    except UsageError as exc:
+        return await _incident_response(
+            request, incident_id, error=str(exc), values=values, status=422
+        )
+    return web.Response(status=303, headers={"Location": f"/incidents/{incident_id}?done=notify"})
+
+
+ROUTES = (
+    Route("GET", "/static/page.css", stylesheet, role=None),
+    Route("GET", "/static/page.js", script, role=None),
+    Route("GET", "/login", sign_in_form, role=None),
+    Route("POST", "/login", sign_in, role=None),
+    Route("POST", "/logout", sign_out, role="viewer"),
+    Route("GET", "/", front, role="viewer"),
+    Route("GET", "/services/{id}", service, role="viewer"),
+    Route("GET", r"/incidents/{id:\d+}", incident, role="viewer"),
+    Route("POST", r"/incidents/{id:\d+}/ack", ack, role="oncall"),
+    Route("POST", r"/incidents/{id:\d+}/notify", notify, role="oncall"),
+    Route("POST", r"/incidents/{id:\d+}/resolve", resolve_incident, role="oncall"),
+)

@@ -1,0 +1,445 @@
+"""The status page's HTML, in Chinese, for a phone first.
+
+Every value from the store goes through `esc` (catalogue and log text is untrusted). No inline
+script or style: the stylesheet and the refresh script are served at /static/ (the CSP allows
+'self' only). Each form carries the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from alerts.templates import CLASS_NAMES, KIND_NAMES, SEVERITY_NAMES
+from monitord.redact import one_line
+from monitord.runtime.status import Status
+from monitord.timeutil import local_text, parse_time
+
+STATE_NAMES = {"up": "正常", "degraded": "降级", "down": "中断", "unknown": "未知"}
+INCIDENT_STATES = {
+    "open": "待确认",
+    "acknowledged": "已确认",
+    "notified": "已通报",
+    "resolved": "已解决",
+    "closed": "已关闭",
+}
+EVENT_NAMES = {
+    "opened": "开启",
+    "acknowledged": "确认",
+    "notified": "提交通报",
+    "delivered": "通报送达",
+    "late": "逾期",
+    "resolved": "解决",
+    "closed": "关闭",
+    "reminder": "提醒",
+    "escalated": "升级",
+    "finding_added": "新增发现",
+    "quiet": "静默（不告警）",
+    "undelivered": "通报未送达",
+    "clock_step": "时钟校正",
+}
+PART_LABELS = {
+    "scope": "一、初步判定的影响范围",
+    "harm": "二、初步判定的危害",
+    "measures": "三、已采取的应急处置措施",
+    "rectification": "四、整改措施",
+}
+ALERT_KINDS = {
+    "opened": "事件开启",
+    "reminder": "提醒",
+    "escalation": "升级",
+    "late": "逾期",
+    "notification": "通报",
+    "update": "续报",
+    "undelivered": "通报未送达",
+    "resolved": "恢复",
+    "storm": "大面积故障",
+}
+NOTICES = {
+    "ack": "已确认。",
+    "notify": "通报已提交，等待管理单位渠道确认送达。",
+    "resolve": "已标记为解决。",
+}
+
+LISTED = 200
+"""Services and incidents listed on the page at most (a gateway down makes hundreds at once)."""
+
+CSS = """
+:root{--red:#c62828;--amber:#ef6c00;--green:#2e7d32;--grey:#666}
+*{box-sizing:border-box}
+body{margin:0;font:16px/1.5 system-ui,"PingFang SC","Noto Sans CJK SC","WenQuanYi Zen Hei",
+sans-serif;color:#222;background:#f4f5f7}
+header{background:#1f2937;color:#fff;padding:.6rem 1rem;display:flex;flex-wrap:wrap;
+align-items:center;gap:.5rem 1rem}
+header a{color:#fff;text-decoration:none;font-weight:600}
+header .who{margin-left:auto;font-size:.85rem;opacity:.85}
+header form{display:inline}
+header button{background:none;border:1px solid #fff8;color:#fff;border-radius:4px;
+padding:.1rem .5rem;font-size:.85rem}
+main{max-width:960px;margin:0 auto;padding:.75rem}
+h1{font-size:1.25rem;margin:.5rem 0}
+h2{font-size:1.05rem;margin:1.25rem 0 .5rem}
+.summary{display:flex;gap:.5rem;flex-wrap:wrap}
+.count{background:#fff;border-radius:6px;padding:.4rem .8rem;font-weight:600}
+.card{background:#fff;border-radius:6px;padding:.6rem .8rem;margin:.5rem 0;
+border-left:5px solid var(--grey)}
+.card.degraded,.card.security{border-left-color:var(--amber)}
+.card.down,.card.late{border-left-color:var(--red)}
+.card .meta{font-size:.85rem;color:var(--grey)}
+.badge{display:inline-block;border-radius:4px;padding:0 .4rem;font-size:.85rem;color:#fff;
+background:var(--grey)}
+.badge.down,.badge.late{background:var(--red)}
+.badge.degraded,.badge.running{background:var(--amber)}
+.badge.up,.badge.ok{background:var(--green)}
+.clock{font-weight:700}
+.clock.late{color:var(--red)}
+.clock.running{color:var(--amber)}
+.actions{display:flex;flex-wrap:wrap;gap:.5rem;margin-top:.4rem}
+.actions form{margin:0}
+button,.button{font:inherit;border:0;border-radius:6px;padding:.45rem .9rem;background:#1565c0;
+color:#fff;text-decoration:none;display:inline-block;cursor:pointer}
+button.secondary{background:#555}
+label{display:block;margin:.6rem 0 .2rem;font-weight:600}
+textarea,input[type=text],input[type=password]{width:100%;font:inherit;padding:.4rem;
+border:1px solid #bbb;border-radius:4px}
+textarea{min-height:3.5rem}
+.notice{background:#e8f5e9;border-radius:6px;padding:.5rem .8rem}
+.error{background:#ffebee;color:var(--red);border-radius:6px;padding:.5rem .8rem}
+.chart{width:100%;height:auto;display:block;background:#fafafa;margin:.2rem 0 .6rem}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}
+td,th{padding:.3rem .4rem;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+.empty{color:var(--grey)}
+footer{color:var(--grey);font-size:.8rem;text-align:center;padding:1rem}
+"""
+
+SCRIPT = """// Reload every 30 s to stay current; not while someone is typing in a form of the page.
+(function () {
+  var typed = false;
+  document.addEventListener("input", function () { typed = true; });
+  setInterval(function () {
+    if (!typed) { location.replace(location.pathname); }
+  }, 30000);
+})();
+"""
+
+
+def esc(value: object) -> str:
+    """Text for HTML: escaped, on one line, control characters shown (untrusted text)."""
+    return escape(one_line(str(value)), quote=True)
+
+
+def when(iso: str | None) -> str:
+    """A stored ISO time as people read it (Asia/Shanghai, to the minute), or —."""
+    return local_text(parse_time(iso)) if iso else "—"
+
+
+def _hidden(csrf: str, back: str | None = None) -> str:
+    fields = f'<input type="hidden" name="csrf" value="{esc(csrf)}">' if csrf else ""
+    if back:
+        fields += f'<input type="hidden" name="back" value="{esc(back)}">'
+    return fields
+
+
+def layout(title: str, body: str, *, who: str | None, csrf: str) -> str:
+    """A whole page: header (who is signed in, sign out), the body, the refresh script."""
+    sign_out = (
+        f'<form method="post" action="/logout">{_hidden(csrf)}<button>退出</button></form>'
+        if csrf
+        else ""
+    )
+    person = f'<span class="who">{esc(who)} {sign_out}</span>' if who else ""
+    return (
+        '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{esc(title)} · monitord</title>"
+        '<link rel="stylesheet" href="/static/page.css">'
+        '<script src="/static/page.js" defer></script></head><body>'
+        f'<header><a href="/">monitord 值班台</a>{person}</header>'
+        f"<main>{body}</main><footer>苏商通 法人服务总入口 · 服务监测</footer></body></html>"
+    )
+
+
+def clock(incident: dict[str, Any]) -> str:
+    """The 7.3.3 clock of an incident as a phrase: minutes left, late, sent, received."""
+    if incident["class"] != "security" or not incident["notify_by"]:
+        return '<span class="clock">无通报时限</span>'
+    late = " late" if incident["late"] else ""
+    if incident["notified_at"]:
+        state = "逾期送达" if incident["late"] else "已按时通报"
+        return f'<span class="clock{late}">{state}（{when(incident["notified_at"])}）</span>'
+    if incident["notification_sent_at"]:
+        return (
+            f'<span class="clock late">通报已提交但未送达，须于 {when(incident["notify_by"])} '
+            "前送达：请电话通报</span>"
+        )
+    minutes = incident["minutes_left"]
+    if minutes is not None and minutes < 0:
+        deadline = when(incident["notify_by"])
+        return f'<span class="clock late">已逾期 {-minutes} 分钟（时限 {deadline}）</span>'
+    return (
+        f'<span class="clock running">剩余 {minutes} 分钟</span>'
+        f'<span class="meta">（须于 {when(incident["notify_by"])} 前通报管理单位）</span>'
+    )
+
+
+def _incident_title(incident: dict[str, Any]) -> str:
+    label = CLASS_NAMES.get(incident["class"], "事件")
+    kind = KIND_NAMES.get(incident["kind"], incident["kind"])
+    return f"{label} #{incident['id']} {kind}"
+
+
+def _incident_actions(incident: dict[str, Any], csrf: str, back: str) -> str:
+    actions = []
+    if incident["state"] == "open":
+        actions.append(
+            f'<form method="post" action="/incidents/{incident["id"]}/ack">'
+            f"{_hidden(csrf, back)}<button>确认（我来处理）</button></form>"
+        )
+    if incident["class"] == "security" and incident["state"] != "closed":
+        actions.append(
+            f'<a class="button" href="/incidents/{incident["id"]}#notify">填写并发送通报</a>'
+        )
+    return f'<div class="actions">{"".join(actions)}</div>' if actions else ""
+
+
+def incident_card(incident: dict[str, Any], *, can_act: bool, csrf: str, back: str) -> str:
+    """One incident: what, where, its clock and, for on-call, its buttons."""
+    classes = ["card", incident["class"]]
+    if incident["late"] or (incident["minutes_left"] is not None and incident["minutes_left"] < 0):
+        classes.append("late")
+    services = "、".join(f'<a href="/services/{esc(s)}">{esc(s)}</a>' for s in incident["services"])
+    severity = SEVERITY_NAMES.get(incident["severity"], incident["severity"])
+    state = INCIDENT_STATES.get(incident["state"], incident["state"])
+    return (
+        f'<div class="{" ".join(classes)}" id="incident-{incident["id"]}">'
+        f'<a href="/incidents/{incident["id"]}">'
+        f"<strong>{esc(_incident_title(incident))}</strong></a> "
+        f'<span class="badge">{esc(state)}</span><div>{esc(incident["summary"])}</div>'
+        f'<div class="meta">级别 {esc(severity)} · 发现于 {when(incident["detected_at"])}'
+        f"{' · 服务 ' + services if services else ''}</div>"
+        f"<div>{clock(incident)}</div>"
+        f"{_incident_actions(incident, csrf, back) if can_act else ''}</div>"
+    )
+
+
+def _service_card(service: dict[str, Any]) -> str:
+    state = service["state"]
+    error = f'<div class="meta">{esc(service["last_error"])}</div>' if service["last_error"] else ""
+    return (
+        f'<div class="card {esc(state)}"><a href="/services/{esc(service["id"])}">'
+        f"<strong>{esc(service['id'])} {esc(service['name'])}</strong></a> "
+        f'<span class="badge {esc(state)}">{esc(STATE_NAMES.get(state, state))}</span>'
+        f'<div class="meta">自 {when(service["since"])}</div>{error}</div>'
+    )
+
+
+def _silence_row(silence: dict[str, Any]) -> str:
+    scope = "；".join(
+        f"{label}：{'、'.join(map(str, values))}"
+        for label, values in (
+            ("服务", silence["services"]),
+            ("类型", silence["kinds"]),
+            ("规则", silence["rules"]),
+        )
+        if values
+    )
+    return (
+        f"<tr><td>#{silence['id']}</td><td>{esc(scope or '全部')}</td>"
+        f"<td>{esc(silence['reason'])}</td><td>{esc(silence['created_by'])}</td>"
+        f"<td>{when(silence['ends_at'])}</td></tr>"
+    )
+
+
+def _stuck_row(alert: dict[str, Any]) -> str:
+    incident = f'<a href="/incidents/{alert["incident_id"]}">#{alert["incident_id"]}</a>'
+    return (
+        f"<tr><td>{esc(alert['channel'])}</td>"
+        f"<td>{esc(ALERT_KINDS.get(alert['kind'], alert['kind']))}</td>"
+        f"<td>{incident if alert['incident_id'] else '—'}</td><td>{when(alert['created_at'])}</td>"
+        f"<td>{alert['attempts']}</td><td>{esc(alert['last_error'] or '')}</td></tr>"
+    )
+
+
+def _more(total: int, what: str) -> str:
+    """The line saying how many were left off a list cut at LISTED."""
+    return f'<p class="meta">另有 {total - LISTED} {what}</p>' if total > LISTED else ""
+
+
+def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) -> str:
+    """The body of `/`: counts, troubled services, incidents, silences, stuck alerts."""
+    counts = status.counts
+    parts = [f'<p class="notice">{esc(notice)}</p>' if notice else ""]
+    parts.append(
+        '<div class="summary">'
+        + "".join(
+            f'<span class="count badge {name}">{STATE_NAMES[name]} {counts.get(name, 0)}</span>'
+            for name in ("down", "degraded", "up", "unknown")
+        )
+        + f'<span class="count">截至 {local_text(status.now)}</span></div>'
+    )
+    parts.append("<h2>中断与降级的服务</h2>")
+    parts.append(
+        "".join(_service_card(s) for s in status.troubled[:LISTED])
+        or '<p class="empty">所有服务正常。</p>'
+    )
+    parts.append(_more(len(status.troubled), "个服务，见 monitord status"))
+    parts.append(f"<h2>未结事件（{len(status.incidents)}）</h2>")
+    parts.append(
+        "".join(
+            incident_card(i, can_act=can_act, csrf=csrf, back="/")
+            for i in status.incidents[:LISTED]
+        )
+        or '<p class="empty">没有未结事件。</p>'
+    )
+    parts.append(_more(len(status.incidents), "个事件，见 monitord incidents list"))
+    parts.append(f"<h2>生效中的静默（{len(status.silences)}）</h2>")
+    if status.silences:
+        parts.append(
+            "<table><tr><th>编号</th><th>范围</th><th>原因</th><th>设置人</th><th>结束</th></tr>"
+            + "".join(_silence_row(s) for s in status.silences)
+            + "</table>"
+        )
+    else:
+        parts.append('<p class="empty">没有静默。</p>')
+    if status.stuck_total:
+        parts.append(f'<h2 class="clock late">待发告警积压（{status.stuck_total}）</h2>')
+        parts.append(
+            "<table><tr><th>渠道</th><th>类型</th><th>事件</th><th>生成</th><th>尝试</th>"
+            "<th>错误</th></tr>" + "".join(_stuck_row(a) for a in status.stuck) + "</table>"
+        )
+    return "".join(parts)
+
+
+def notify_form(incident_id: int, csrf: str, values: dict[str, str]) -> str:
+    """The clause 7.3.3 notification: its four parts, and how it was made if by phone."""
+    fields = "".join(
+        f'<label for="{name}">{label}</label>'
+        f'<textarea id="{name}" name="{name}" required>'
+        # What the person typed, escaped but with its lines kept.
+        f"{escape(values.get(name, ''))}</textarea>"
+        for name, label in PART_LABELS.items()
+    )
+    return (
+        f'<form method="post" action="/incidents/{incident_id}/notify" id="notify">'
+        f"{_hidden(csrf, f'/incidents/{incident_id}')}{fields}"
+        '<label for="out_of_band">已电话或当面通报？写明方式和对象'
+        "（否则留空，经管理单位渠道发送）</label>"
+        f'<input type="text" id="out_of_band" name="out_of_band" '
+        f'value="{esc(values.get("out_of_band", ""))}" placeholder="电话：市数据局 王科长">'
+        '<div class="actions"><button>发送通报</button></div></form>'
+    )
+
+
+def incident_page(
+    incident: dict[str, Any],
+    events: list[dict[str, Any]],
+    findings: list[dict[str, Any]],
+    *,
+    can_act: bool,
+    csrf: str,
+    notice: str | None,
+    error: str | None,
+    values: dict[str, str],
+) -> str:
+    """The body of `/incidents/{id}`: the incident, its buttons and form, findings, timeline."""
+    back = f"/incidents/{incident['id']}"
+    parts = [f"<h1>{esc(_incident_title(incident))}</h1>"]
+    if notice:
+        parts.append(f'<p class="notice">{esc(notice)}</p>')
+    if error:
+        parts.append(f'<p class="error">未能完成：{esc(error)}</p>')
+    parts.append(incident_card(incident, can_act=False, csrf=csrf, back=back))
+    if can_act:
+        buttons = []
+        if incident["state"] == "open":
+            buttons.append(
+                f'<form method="post" action="{back}/ack">{_hidden(csrf, back)}'
+                "<button>确认（我来处理）</button></form>"
+            )
+        if incident["state"] in ("open", "acknowledged", "notified"):
+            buttons.append(
+                f'<form method="post" action="{back}/resolve">{_hidden(csrf, back)}'
+                '<button class="secondary">标记为已解决</button></form>'
+            )
+        parts.append(f'<div class="actions">{"".join(buttons)}</div>')
+        if incident["class"] == "security" and incident["state"] != "closed":
+            title = "续报" if incident["notification_sent_at"] else "通报管理单位（第 7.3.3 条）"
+            parts.append(f"<h2>{title}</h2>{notify_form(incident['id'], csrf, values)}")
+    parts.append("<h2>发现</h2>")
+    if findings:
+        parts.append(
+            "<table><tr><th>规则</th><th>条款</th><th>级别</th><th>摘要</th></tr>"
+            + "".join(
+                f"<tr><td>{esc(f['rule'])}</td><td>{esc(f['clause'])}</td>"
+                f"<td>{esc(SEVERITY_NAMES.get(f['severity'], f['severity']))}</td>"
+                f"<td>{esc(f['summary'])}</td></tr>"
+                for f in findings
+            )
+            + "</table>"
+        )
+    else:
+        parts.append('<p class="empty">没有关联的发现（人工登记的事件）。</p>')
+    parts.append("<h2>时间线</h2><table><tr><th>时间</th><th>事项</th><th>操作人</th></tr>")
+    parts.append(
+        "".join(
+            f"<tr><td>{when(e['at'])}</td><td>{esc(EVENT_NAMES.get(e['kind'], e['kind']))}</td>"
+            f"<td>{esc(e['actor'])}</td></tr>"
+            for e in events
+        )
+        + "</table>"
+    )
+    return "".join(parts)
+
+
+def service_page(
+    service: dict[str, Any],
+    charts: list[tuple[str, float | None, str, str]],
+    findings: list[dict[str, Any]],
+) -> str:
+    """The body of `/services/{id}`: state, uptime and latency charts, open findings."""
+    state = service["state"]
+    parts = [
+        f"<h1>{esc(service['id'])} {esc(service['name'])}</h1>",
+        f'<p><span class="badge {esc(state)}">{esc(STATE_NAMES.get(state, state))}</span> '
+        f'<span class="meta">目录状态 {esc(service["status"])} · '
+        f"自 {when(service['since'])}</span></p>",
+    ]
+    if service["last_error"]:
+        parts.append(f'<p class="meta">最近错误：{esc(service["last_error"])}</p>')
+    for title, rate, strip, line in charts:
+        shown = f"{rate:.2f}%" if rate is not None else "无数据"
+        parts.append(f"<h2>{esc(title)}：可用率 {shown}</h2>{strip}{line}")
+    parts.append("<h2>未解决的发现</h2>")
+    if findings:
+        parts.append(
+            "<table><tr><th>规则</th><th>级别</th><th>摘要</th><th>首次发现</th></tr>"
+            + "".join(
+                f"<tr><td>{esc(f['rule'])}</td>"
+                f"<td>{esc(SEVERITY_NAMES.get(f['severity'], f['severity']))}</td>"
+                f"<td>{esc(f['summary'])}</td><td>{when(f['first_seen'])}</td></tr>"
+                for f in findings
+            )
+            + "</table>"
+        )
+    else:
+        parts.append('<p class="empty">没有。</p>')
+    return "".join(parts)
+
+
+def sign_in_page(csrf: str, next_path: str, error: str | None) -> str:
+    """The body of `/login`: one field for the token."""
+    message = f'<p class="error">{esc(error)}</p>' if error else ""
+    return (
+        f"<h1>登录值班台</h1>{message}"
+        '<form method="post" action="/login">'
+        f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
+        f'<input type="hidden" name="next" value="{esc(next_path)}">'
+        '<label for="token">访问令牌（monitord token new 生成）</label>'
+        '<input type="password" id="token" name="token" autocomplete="current-password" required>'
+        '<div class="actions"><button>登录</button></div></form>'
+    )
+
+
+def message_page(text: str) -> str:
+    """The body of a page that only says something (not found, refused)."""
+    return f'<p class="error">{esc(text)}</p><p><a href="/">返回值班台</a></p>'

@@ -1,0 +1,347 @@
+"""The status page over real HTTP on loopback: sign-in, CSRF, rate limit, roles, what it shows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from alerts.delivery import expand
+from monitord.runtime.app import App
+from monitord.store.models import AuditEntry, Incident, OutboxAlert, Silence
+from tests.conftest import FakeClock
+from tests.runtime.web.pagesite import (
+    HTML,
+    ONCALL,
+    VIEWER,
+    Site,
+    add_results,
+    add_service,
+    field,
+    page_app,
+    seed,
+    serve_page,
+)
+
+
+@pytest.fixture
+def app(tmp_path: Path, clock: FakeClock) -> Iterator[App]:
+    with page_app(tmp_path, clock) as built:
+        yield built
+
+
+@pytest.fixture
+async def site(app: App) -> AsyncIterator[Site]:
+    async with serve_page(app) as served:
+        yield served
+
+
+def _incident(app: App, incident_id: int) -> Incident:
+    with app.store.session() as session:
+        found = session.get(Incident, incident_id)
+        assert found is not None
+        session.expunge(found)
+        return found
+
+
+async def test_a_browser_signs_in_with_its_token_and_sees_what_is_down(
+    app: App, site: Site
+) -> None:
+    incident_id = seed(app)
+    async with site.http.get(f"{site.url}/", headers=HTML, allow_redirects=False) as first:
+        assert first.status == 303
+        assert first.headers["Location"] == "/login?next=%2F"
+    status, headers, _ = await site.sign_in(ONCALL)
+    assert (status, headers["Location"]) == (303, "/")
+    cookie = next(c for c in headers.getall("Set-Cookie") if c.startswith("monitord_session="))
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Max-Age=43200" in cookie
+    assert "Secure" not in cookie  # served over plain http on loopback
+    status, html = await site.page("/")
+    assert status == 200
+    # Down first, then degraded; the healthy one is not listed.
+    assert html.index("svc-0001 企业开办一件事") < html.index("svc-0002 税务登记")
+    assert "社保缴纳" not in html
+    assert "中断 1" in html and "降级 1" in html and "正常 1" in html
+    assert f"安全事件 #{incident_id} 数据泄露" in html
+    assert "剩余 120 分钟" in html
+    assert "u:pw" not in html  # the probe's error has its URL's password masked
+    assert f'action="/incidents/{incident_id}/ack"' in html
+    with app.store.session() as session:
+        entry = session.scalars(select(AuditEntry).where(AuditEntry.action == "page.sign_in")).one()
+        assert entry.actor == "zhang.san"
+
+
+async def test_an_acknowledgement_needs_the_forms_csrf_token_and_is_audited_by_name(
+    app: App, site: Site
+) -> None:
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page("/")
+    ack = f"{site.url}/incidents/{incident_id}/ack"
+    for data in ({"back": "/"}, {"back": "/", "csrf": "forged"}):
+        async with site.http.post(ack, data=data, allow_redirects=False) as refused:
+            assert refused.status == 403
+            assert "CSRF" in (await refused.json())["error"]
+    assert _incident(app, incident_id).state == "open"
+    data = {"csrf": field(html, "csrf"), "back": "/"}
+    async with site.http.post(ack, data=data, allow_redirects=False) as done:
+        assert (done.status, done.headers["Location"]) == (303, "/?done=ack")
+    incident = _incident(app, incident_id)
+    assert (incident.state, incident.acknowledged_by) == ("acknowledged", "zhang.san")
+    with app.store.session() as session:
+        entry = session.scalars(select(AuditEntry).where(AuditEntry.action == "incident.ack")).one()
+        assert entry.actor == "zhang.san"
+    _, html = await site.page("/?done=ack")
+    assert "已确认。" in html
+    assert f'action="/incidents/{incident_id}/ack"' not in html  # nothing left to acknowledge
+
+
+async def test_failed_sign_ins_are_limited_per_address_for_a_minute(site: Site) -> None:
+    for _ in range(5):
+        status, _, html = await site.sign_in("wrong-token")
+        assert status == 401
+        assert "令牌无效" in html
+    status, headers, html = await site.sign_in(ONCALL)  # even the right token waits now
+    assert status == 429
+    assert int(headers["Retry-After"]) == 60
+    assert "登录失败次数过多" in html
+    site.ticker.seconds += 61
+    status, _, _ = await site.sign_in(ONCALL)
+    assert status == 303
+
+
+async def test_a_viewer_sees_no_buttons_and_may_not_post(app: App, site: Site) -> None:
+    incident_id = seed(app)
+    await site.sign_in(VIEWER)
+    _, html = await site.page("/")
+    assert "剩余 120 分钟" in html
+    assert "/ack" not in html and "填写并发送通报" not in html
+    _, detail = await site.page(f"/incidents/{incident_id}")
+    assert 'id="notify"' not in detail
+    data = {"csrf": field(html, "csrf"), "back": "/"}
+    async with site.http.post(
+        f"{site.url}/incidents/{incident_id}/ack", data=data, allow_redirects=False
+    ) as refused:
+        assert refused.status == 403
+        assert (await refused.json())["error"] == "this needs the oncall role; li.si is viewer"
+    assert _incident(app, incident_id).state == "open"
+
+
+async def test_a_bearer_header_is_served_directly_and_no_csrf_is_asked_of_it(
+    app: App, site: Site
+) -> None:
+    incident_id = seed(app)
+    bearer = {"Authorization": f"Bearer {ONCALL}", **HTML}
+    async with site.http.get(f"{site.url}/", headers=bearer) as response:
+        assert response.status == 200
+        assert "svc-0001" in await response.text()
+        assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    async with site.http.post(
+        f"{site.url}/incidents/{incident_id}/ack", headers=bearer, allow_redirects=False
+    ) as done:
+        assert done.status == 303
+    assert _incident(app, incident_id).acknowledged_by == "zhang.san"
+    async with site.http.get(f"{site.url}/", headers={"Authorization": "Bearer nope"}) as bad:
+        assert bad.status == 401
+
+
+async def test_a_session_ends_after_twelve_hours_and_at_sign_out(app: App, site: Site) -> None:
+    await site.sign_in(ONCALL)
+    site.ticker.seconds += 12 * 3600 - 1
+    assert (await site.page("/"))[0] == 200
+    site.ticker.seconds += 2
+    async with site.http.get(f"{site.url}/", headers=HTML, allow_redirects=False) as expired:
+        assert expired.status == 303
+    await site.sign_in(ONCALL)
+    _, html = await site.page("/")
+    async with site.http.post(
+        f"{site.url}/logout", data={"csrf": field(html, "csrf")}, allow_redirects=False
+    ) as out:
+        assert (out.status, out.headers["Location"]) == (303, "/login")
+    async with site.http.get(f"{site.url}/", headers=HTML, allow_redirects=False) as after:
+        assert after.status == 303
+
+
+async def test_the_session_cookie_is_secure_when_the_page_is_reached_over_https(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    with page_app(tmp_path, clock, public_url="https://monitor.example.gov.cn") as app:
+        async with serve_page(app) as site:
+            # The test talks plain http to a page people reach over https (a TLS proxy in
+            # front), so it hands back the Secure form cookie itself.
+            async with site.http.get(f"{site.url}/login", headers=HTML) as form:
+                csrf = field(await form.text(), "csrf")
+                assert "Secure" in form.headers["Set-Cookie"]
+            async with site.http.post(
+                f"{site.url}/login",
+                data={"csrf": csrf, "token": ONCALL},
+                headers={"Cookie": f"monitord_login={csrf}"},
+                allow_redirects=False,
+            ) as signed:
+                assert signed.status == 303
+                cookie = next(
+                    c for c in signed.headers.getall("Set-Cookie") if "monitord_session=" in c
+                )
+                assert "Secure" in cookie and "HttpOnly" in cookie
+
+
+async def test_the_notification_form_names_a_missing_part_and_sends_a_complete_one(
+    app: App, site: Site
+) -> None:
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    assert 'id="notify"' in html and "一、初步判定的影响范围" in html
+    parts = {
+        "csrf": field(html, "csrf"),
+        "scope": "企业开办服务，覆盖全市",
+        "harm": "约 300 家企业信息可能外泄\n含法人身份证号",
+        "measures": "",
+        "rectification": "修复越权漏洞并复测",
+    }
+    url = f"{site.url}/incidents/{incident_id}/notify"
+    async with site.http.post(url, data=parts, allow_redirects=False) as refused:
+        assert refused.status == 422
+        text = await refused.text()
+        assert "已采取的应急处置措施" in text
+        assert "约 300 家企业信息可能外泄\n含法人身份证号</textarea>" in text  # kept as typed
+    parts["measures"] = "已下线导出接口"
+    async with site.http.post(url, data=parts, allow_redirects=False) as sent:
+        assert (sent.status, sent.headers["Location"]) == (
+            303,
+            f"/incidents/{incident_id}?done=notify",
+        )
+    incident = _incident(app, incident_id)
+    assert incident.state == "notified" and incident.notification_sent_at == app.clock()
+    with app.store.session() as session:
+        queued = session.scalars(
+            select(OutboxAlert).where(OutboxAlert.channel == "management")
+        ).one()
+        assert queued.payload["measures"] == "已下线导出接口"
+        entry = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "incident.notify")
+        ).one()
+        assert entry.actor == "zhang.san"
+    _, html = await site.page(f"/incidents/{incident_id}")
+    assert "提交通报" in html and "zhang.san" in html  # on the timeline, by name
+
+
+async def test_a_late_clock_silences_and_stuck_alerts_show_on_the_page(
+    app: App, site: Site, clock: FakeClock
+) -> None:
+    incident_id = seed(app)
+    clock.advance(minutes=125)
+    with app.store.session() as session:
+        session.add(
+            Silence(
+                services=["svc-0002"],
+                reason="供应商计划维护",
+                created_by="zhang.san",
+                created_at=clock(),
+                starts_at=clock() - dt.timedelta(minutes=1),
+                ends_at=clock() + dt.timedelta(hours=2),
+            )
+        )
+        session.add(
+            Silence(
+                services=["svc-0003"],
+                reason="已结束的静默",
+                created_by="zhang.san",
+                created_at=clock(),
+                starts_at=clock() - dt.timedelta(hours=3),
+                ends_at=clock() - dt.timedelta(hours=1),
+            )
+        )
+    expand(app.store, app.settings, clock())  # the alert worker's pass: no on-call channel
+    await site.sign_in(VIEWER)
+    _, html = await site.page("/")
+    assert '<span class="clock late">已逾期 5 分钟' in html
+    assert f'class="card security late" id="incident-{incident_id}"' in html
+    assert "供应商计划维护" in html and "已结束的静默" not in html
+    # The opened alert has no on-call channel, and has waited over five minutes.
+    assert "待发告警积压（1）" in html
+    assert "no channel for oncall" in html
+
+
+async def test_a_service_page_charts_its_uptime_and_latency(app: App, site: Site) -> None:
+    seed(app)
+    add_results(
+        app,
+        "svc-0001",
+        [(10, True, 120.0), (20, True, 180.0), (30, False, 5000.0), (40, True, 150.0)],
+    )
+    add_results(app, "svc-0001", [(3 * 24 * 60, False, 5000.0)])  # in the week, not the day
+    await site.sign_in(VIEWER)
+    status, html = await site.page("/services/svc-0001")
+    assert status == 200
+    assert "最近 24 小时：可用率 75.00%" in html
+    assert "最近 7 天：可用率 60.00%" in html
+    assert html.count("<svg") == 4
+    assert "<script" not in html.split("</head>")[1]  # nothing inline: the CSP allows none
+    assert " style=" not in html
+    status, html = await site.page("/services/svc-9999")
+    assert status == 404 and "没有服务 svc-9999" in html
+
+
+async def test_catalogue_text_is_escaped_on_the_page(app: App, site: Site) -> None:
+    add_service(app, "svc-0666", '<script>alert("x")</script>', "down")
+    await site.sign_in(VIEWER)
+    _, html = await site.page("/")
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+
+
+async def test_a_gateway_outage_lists_two_hundred_services_and_counts_the_rest(
+    app: App, site: Site
+) -> None:
+    for n in range(205):
+        add_service(app, f"svc-{n:04d}", f"服务{n}", "down")
+    await site.sign_in(VIEWER)
+    _, html = await site.page("/")
+    assert "中断 205" in html
+    assert html.count('<div class="card down">') == 200
+    assert "另有 5 个服务" in html
+
+
+async def test_a_token_taken_out_of_the_config_ends_its_sessions(app: App, site: Site) -> None:
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page("/")
+    # A script in the signed-in browser may send the CSRF token as a header instead.
+    async with site.http.post(
+        f"{site.url}/incidents/{incident_id}/ack",
+        headers={"X-CSRF-Token": field(html, "csrf")},
+        allow_redirects=False,
+    ) as done:
+        assert done.status == 303
+    kept = [t for t in app.settings.api.tokens if t.name != "zhang.san"]
+    app.settings = app.settings.model_copy(
+        update={"api": app.settings.api.model_copy(update={"tokens": kept})}
+    )  # what a reload does
+    async with site.http.get(f"{site.url}/", headers=HTML, allow_redirects=False) as gone:
+        assert (gone.status, gone.headers["Location"]) == (303, "/login?next=%2F")
+
+
+@pytest.mark.parametrize(
+    ("given", "goes_to"),
+    [
+        ("/incidents/7", "/incidents/7"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+    ],
+)
+async def test_signing_in_leads_back_to_a_page_of_this_site_only(
+    site: Site, given: str, goes_to: str
+) -> None:
+    async with site.http.get(f"{site.url}/login", headers=HTML) as form:
+        csrf = field(await form.text(), "csrf")
+    async with site.http.post(
+        f"{site.url}/login",
+        data={"csrf": csrf, "token": ONCALL, "next": given},
+        allow_redirects=False,
+    ) as signed:
+        assert (signed.status, signed.headers["Location"]) == (303, goes_to)
