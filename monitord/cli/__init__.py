@@ -28,6 +28,7 @@ from monitord.cli.incidents import add_incident_commands
 from monitord.cli.logs import add_log_commands
 from monitord.cli.probe import add_probe_command
 from monitord.cli.scan import add_scan_commands
+from monitord.cli.silence import add_silence_commands
 from monitord.cli.token import add_token_command
 from monitord.config import LoggingSettings, check_daemon_secrets
 from monitord.errors import ConfigError, MonitordError, UsageError
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_log_commands(sub)
     add_token_command(sub)
     add_evidence_commands(sub)
+    add_silence_commands(sub)
     p = add("demo", cmd_demo, "run a demo portal on loopback and the daemon against it")
     p.add_argument(
         "--interval", type=int, default=20, help="seconds between catalogue syncs (default 20)"
