@@ -17,11 +17,15 @@ from loguru import logger
 
 from monitord.config import ApiRole
 from monitord.runtime.app import App
-from monitord.runtime.web import api, health
+from monitord.runtime.web import api, health, silences
 from monitord.runtime.web.auth import CALLER, allows, bearer, identify
 from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Handler, Route
 
-ROUTE_SETS: tuple[tuple[Route, ...], ...] = (health.ROUTES, api.ROUTES)
+ROUTE_SETS: tuple[tuple[Route, ...], ...] = (
+    health.ROUTES,
+    api.ROUTES,
+    silences.ROUTES,
+)
 """Every module's routes; a new module adds its ROUTES here."""
 
 SECURITY_HEADERS = {
