@@ -17,7 +17,7 @@ from loguru import logger
 
 from monitord.config import ApiRole
 from monitord.runtime.app import App
-from monitord.runtime.web import api, health, silences
+from monitord.runtime.web import api, health, metrics, silences
 from monitord.runtime.web.auth import CALLER, allows, bearer, identify
 from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Handler, Route
 
@@ -25,6 +25,7 @@ ROUTE_SETS: tuple[tuple[Route, ...], ...] = (
     health.ROUTES,
     api.ROUTES,
     silences.ROUTES,
+    metrics.ROUTES,
 )
 """Every module's routes; a new module adds its ROUTES here."""
 
