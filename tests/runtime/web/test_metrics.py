@@ -16,6 +16,7 @@ from monitord.config import parse_config
 from monitord.runtime.app import App, build_app
 from monitord.runtime.web import build_web_app
 from monitord.runtime.web.auth import new_token, token_hash
+from monitord.runtime.web.metrics import Family, render
 from monitord.store import Store
 from monitord.store.models import (
     Finding,
@@ -313,3 +314,13 @@ async def test_an_empty_store_answers_with_zeros_and_no_made_up_values(base: str
 async def test_metrics_need_a_token(base: str) -> None:
     assert (await scrape(base, token=None))[0] == 401
     assert (await scrape(base, token="wrong"))[0] == 401
+
+
+def test_label_values_and_help_are_escaped_as_prometheus_reads_them() -> None:
+    odd = 'svc-"0001"\\\nx 品'
+    family = Family("monitord_test", "gauge", 'help with \\ and "quotes"\nand a line', ("v",))
+    family.add(0.25, odd)
+    family.add(3, "plain")
+    [parsed] = text_string_to_metric_families(render([family]).decode())
+    assert [(s.labels["v"], s.value) for s in parsed.samples] == [(odd, 0.25), ("plain", 3.0)]
+    assert parsed.documentation == 'help with \\ and "quotes"\nand a line'
