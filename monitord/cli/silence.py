@@ -57,7 +57,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     with app_for(args) as app:
         now = app.clock()
         with app.store.session() as session:
-            rows = [silence_dict(s, now) for s in list_silences(session, now, ended=args.all)]
+            silences = list_silences(session, now, include_ended=args.all)
+            rows = [silence_dict(s, now) for s in silences]
     if args.json:
         print_json(rows)
         return 0

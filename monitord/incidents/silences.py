@@ -62,6 +62,11 @@ def _rule_is_declared(pattern: str, declared: Sequence[str]) -> bool:
     )
 
 
+def _once(values: Sequence[str]) -> list[str]:
+    """Each value once, stripped, in the order given: `--service a --service a` is one."""
+    return list(dict.fromkeys(value.strip() for value in values))
+
+
 def _check(
     session: Session,
     settings: IncidentSettings,
@@ -114,14 +119,12 @@ def add_silence(
     Raises UsageError naming what is wrong: nothing to match, a service not in the store, an
     unknown kind or rule, no reason, an end not in the future.
     """
-    # Listed once each, in the order given: `--service a --service a` is one service.
-    wanted = [list(dict.fromkeys(v.strip() for v in values)) for values in (services, kinds)]
-    patterns = list(dict.fromkeys(r.strip() for r in rule_names))
+    service_ids, kind_names, patterns = _once(services), _once(kinds), _once(rule_names)
     reason = printable(reason.strip())
-    _check(session, settings, wanted[0], wanted[1], patterns, reason, ends_at, now)
+    _check(session, settings, service_ids, kind_names, patterns, reason, ends_at, now)
     silence = Silence(
-        services=wanted[0],
-        kinds=wanted[1],
+        services=service_ids,
+        kinds=kind_names,
         rules=patterns,
         reason=reason,
         created_by=actor,
@@ -179,9 +182,12 @@ def active_silences(session: Session, now: dt.datetime) -> list[Silence]:
     )
 
 
-def list_silences(session: Session, now: dt.datetime, *, ended: bool = False) -> list[Silence]:
-    """The silences in force at `now`; with `ended`, every silence ever added, newest first."""
-    if not ended:
+def list_silences(
+    session: Session, now: dt.datetime, *, include_ended: bool = False
+) -> list[Silence]:
+    """The silences in force at `now`; with `include_ended`, every one ever added, newest
+    first."""
+    if not include_ended:
         return active_silences(session, now)
     return list(session.scalars(select(Silence).order_by(Silence.id.desc())))
 

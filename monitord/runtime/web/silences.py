@@ -100,7 +100,7 @@ async def post_silence(request: web.Request) -> web.Response:
 def _list(app: App, ended: bool) -> list[dict[str, Any]]:
     now = app.clock()
     with app.store.session() as session:
-        return [silence_dict(s, now) for s in list_silences(session, now, ended=ended)]
+        return [silence_dict(s, now) for s in list_silences(session, now, include_ended=ended)]
 
 
 async def get_silences(request: web.Request) -> web.Response:
