@@ -3,7 +3,8 @@
 States: open → acknowledged → notified → resolved → closed. A security incident must be notified
 to the management unit by `notify_by` (detected + 2 h by default); reminders go to on-call at the
 configured minutes, an unacknowledged incident climbs the escalation chain, and at the deadline an
-unnotified one is marked late (for ever) and sent to the top of the chain.
+unnotified one is marked late (for ever) and sent to the top of the chain. A silence
+(monitord.incidents.silences) keeps an incident's news out of chat, never what that clock sends.
 """
 
 from __future__ import annotations
