@@ -3,7 +3,8 @@
 States: open → acknowledged → notified → resolved → closed. A security incident must be notified
 to the management unit by `notify_by` (detected + 2 h by default); reminders go to on-call at the
 configured minutes, an unacknowledged incident climbs the escalation chain, and at the deadline an
-unnotified one is marked late (for ever) and sent to the top of the chain.
+unnotified one is marked late (for ever) and sent to the top of the chain. A silence
+(monitord.incidents.silences) keeps an incident's news out of chat, never what that clock sends.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 import rules
 from monitord.config import IncidentSettings, Settings
 from monitord.errors import UsageError
+from monitord.incidents.silences import active_silences, may_silence, silenced
 from monitord.store import audit
 from monitord.store.models import (
     Finding,
@@ -29,6 +31,7 @@ from monitord.store.models import (
     OutboxAlert,
     QuietWindow,
     Service,
+    Silence,
 )
 from monitord.store.outbox import enqueue
 from monitord.timeutil import local_text
@@ -155,6 +158,56 @@ def record_maintenance(session: Session, settings: Settings, now: dt.datetime) -
     return added
 
 
+def _held_back(
+    session: Session,
+    incident: Incident,
+    key: str,
+    alert_kind: str,
+    now: dt.datetime,
+    in_force: list[Silence] | None = None,
+) -> bool:
+    """True when a silence holds back this alert about this incident; the first time, the
+    timeline says so ("silenced by #id"). Never for what the 7.3.3 clock sends (may_silence)."""
+    if not may_silence(incident, alert_kind):
+        return False
+    silence = silenced(session, incident, now, in_force)
+    if silence is None:
+        return False
+    said = session.scalars(
+        select(IncidentEvent.detail).where(
+            IncidentEvent.incident_id == incident.id, IncidentEvent.kind == "silenced"
+        )
+    )
+    if not any(detail.get("alert") == key for detail in said):
+        _event(
+            session,
+            incident,
+            now,
+            "silenced",
+            alert=key,
+            silence=silence.id,
+            note=f"silenced by #{silence.id}",
+            reason=silence.reason,
+        )
+    return True
+
+
+def _tell(
+    session: Session,
+    incident: Incident,
+    key: str,
+    audience: str,
+    alert_kind: str,
+    now: dt.datetime,
+    payload: dict[str, Any] | None = None,
+    in_force: list[Silence] | None = None,
+) -> bool:
+    """Queue an alert about an incident unless a silence holds it back; True when written."""
+    if _held_back(session, incident, key, alert_kind, now, in_force):
+        return False
+    return enqueue(session, key, audience, alert_kind, now, incident.id, payload)
+
+
 @dataclass
 class IntakeReport:
     """What one intake pass did."""
@@ -277,13 +330,25 @@ def intake(session: Session, settings: Settings, now: dt.datetime) -> IntakeRepo
         active[(kind, subject)] = incident
         finding.incident_id = incident.id
 
-    availability = [i for i in new_incidents if i.klass == "availability"]
-    report.storm = len(availability) >= settings.alerts.storm_threshold
+    in_force = active_silences(session, now)
+    quiet: dict[int, str] = {}
+    loud: list[Incident] = []
     for incident in new_incidents:
-        quiet = _quiet_reason(session, settings, incident, now)
-        if quiet:
-            _event(session, incident, now, "quiet", reason=quiet)
-        elif not (report.storm and incident.klass == "availability"):
+        reason = _quiet_reason(session, settings, incident, now)
+        if reason:
+            quiet[incident.id] = reason
+            _event(session, incident, now, "quiet", reason=reason)
+        elif not _held_back(
+            session, incident, f"incident:{incident.id}:opened", "opened", now, in_force
+        ):
+            loud.append(incident)
+    # A silenced incident is no part of a storm: fifty silenced services down page nobody.
+    availability = [
+        i for i in new_incidents if i.klass == "availability" and (i in loud or i.id in quiet)
+    ]
+    report.storm = len(availability) >= settings.alerts.storm_threshold
+    for incident in loud:
+        if not (report.storm and incident.klass == "availability"):
             enqueue(session, f"incident:{incident.id}:opened", "oncall", "opened", now, incident.id)
     if report.storm:
         ids = [i.id for i in availability]
@@ -318,9 +383,7 @@ def _resolve_finished(session: Session, now: dt.datetime) -> list[int]:
             incident.state = "resolved"
             incident.resolved_at = now
             _event(session, incident, now, "resolved", reason="所有相关发现已消除")
-            enqueue(
-                session, f"incident:{incident.id}:resolved", "oncall", "resolved", now, incident.id
-            )
+            _tell(session, incident, f"incident:{incident.id}:resolved", "oncall", "resolved", now)
             resolved.append(incident.id)
     return resolved
 
@@ -354,6 +417,8 @@ def work_clocks(session: Session, settings: Settings, now: dt.datetime) -> int:
         select(Incident).where(Incident.state.in_(("open", "acknowledged", "notified", "resolved")))
     ).all()
     undelivered_after = dt.timedelta(minutes=settings.alerts.undelivered_minutes)
+    in_force = active_silences(session, now)
+    written += _release_silenced(session, now, in_force)
     for incident in incidents:
         elapsed = now - incident.detected_at
         on_the_clock = incident.klass == "security" and incident.notified_at is None
@@ -390,14 +455,15 @@ def work_clocks(session: Session, settings: Settings, now: dt.datetime) -> int:
         if incident.state == "open" and incident.acknowledged_at is None:
             levels = len(settings.alerts.escalation)
             level = min(levels, int(elapsed / dt.timedelta(minutes=rules.escalate_after_minutes)))
-            if level >= 1 and enqueue(
+            if level >= 1 and _tell(
                 session,
+                incident,
                 f"incident:{incident.id}:escalation:{level}",
                 f"escalation:{level}",
                 "escalation",
                 now,
-                incident.id,
                 {"level": level, "name": settings.alerts.escalation[level - 1].name},
+                in_force,
             ):
                 _event(
                     session,
@@ -408,6 +474,26 @@ def work_clocks(session: Session, settings: Settings, now: dt.datetime) -> int:
                     to=settings.alerts.escalation[level - 1].name,
                 )
                 written += 1
+    return written
+
+
+def _release_silenced(session: Session, now: dt.datetime, in_force: list[Silence]) -> int:
+    """Send the held-back "opened" alert of an incident still active when its silence ended
+    (as Alertmanager notifies of an alert still firing): a service down for longer than its
+    silence is news. Returns the alerts written."""
+    held = session.execute(
+        select(Incident, IncidentEvent.detail)
+        .join(IncidentEvent, IncidentEvent.incident_id == Incident.id)
+        .where(IncidentEvent.kind == "silenced", Incident.state.in_(ACTIVE_STATES))
+    ).all()
+    written = 0
+    for incident, detail in held:
+        key = f"incident:{incident.id}:opened"
+        if detail.get("alert") != key or silenced(session, incident, now, in_force) is not None:
+            continue
+        if enqueue(session, key, "oncall", "opened", now, incident.id):
+            _event(session, incident, now, "silence_ended", silence=detail.get("silence"))
+            written += 1
     return written
 
 
@@ -649,7 +735,7 @@ def resolve(
     incident.resolved_at = now
     _event(session, incident, now, "resolved", actor=actor, note=note)
     audit(session, now, actor, "incident.resolve", f"incident {incident_id}", {"note": note})
-    enqueue(session, f"incident:{incident_id}:resolved", "oncall", "resolved", now, incident_id)
+    _tell(session, incident, f"incident:{incident_id}:resolved", "oncall", "resolved", now)
     return incident
 
 

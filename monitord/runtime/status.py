@@ -15,8 +15,9 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from monitord.incidents import ACTIVE_STATES, incident_dict
+from monitord.incidents.silences import active_silences, silence_dict
 from monitord.redact import mask_urls, one_line
-from monitord.store.models import Incident, OutboxAlert, Service, ServiceState, Silence
+from monitord.store.models import Incident, OutboxAlert, Service, ServiceState
 
 STUCK_AFTER = dt.timedelta(minutes=5)
 """An alert still undelivered this long after it was queued is shown as stuck."""
@@ -115,25 +116,9 @@ def _incidents(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
 
 
 def _silences(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
-    # The silences in force at `now` (begun, not ended, not expired by hand), ending first.
-    rows = session.scalars(
-        select(Silence)
-        .where(Silence.starts_at <= now, Silence.ends_at > now, Silence.expired_at.is_(None))
-        .order_by(Silence.ends_at)
-    )
-    return [
-        {
-            "id": s.id,
-            "services": list(s.services),
-            "kinds": list(s.kinds),
-            "rules": list(s.rules),
-            "reason": s.reason,
-            "created_by": s.created_by,
-            "starts_at": s.starts_at.isoformat(),
-            "ends_at": s.ends_at.isoformat(),
-        }
-        for s in rows
-    ]
+    # The silences in force at `now`, ending first.
+    in_force = sorted(active_silences(session, now), key=lambda silence: silence.ends_at)
+    return [silence_dict(silence, now) for silence in in_force]
 
 
 def _stuck(session: Session, now: dt.datetime) -> tuple[list[dict[str, Any]], int]:

@@ -17,11 +17,17 @@ from loguru import logger
 
 from monitord.config import ApiRole
 from monitord.runtime.app import App
-from monitord.runtime.web import api, health, page
+from monitord.runtime.web import api, health, metrics, page, silences
 from monitord.runtime.web.auth import CALLER, SIGN_INS, SignIns, allows, bearer, identify, signed_in
 from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Handler, Route
 
-ROUTE_SETS: tuple[tuple[Route, ...], ...] = (health.ROUTES, api.ROUTES, page.ROUTES)
+ROUTE_SETS: tuple[tuple[Route, ...], ...] = (
+    health.ROUTES,
+    api.ROUTES,
+    silences.ROUTES,
+    metrics.ROUTES,
+    page.ROUTES,
+)
 """Every module's routes; a new module adds its ROUTES here."""
 
 SECURITY_HEADERS = {

@@ -1,0 +1,144 @@
+"""Silences through the API: list them (viewer), add and expire them (oncall), audited under
+the token's name. The logic is monitord.incidents.silences, as the CLI's."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+from aiohttp import web
+
+from monitord.errors import UsageError
+from monitord.incidents.silences import (
+    add_silence,
+    expire_silence,
+    get_silence,
+    list_silences,
+    parse_duration,
+    silence_dict,
+)
+from monitord.runtime.app import App
+from monitord.runtime.web.auth import CALLER
+from monitord.runtime.web.routes import APP, Route
+from monitord.timeutil import parse_time
+
+FIELDS = ("services", "kinds", "rules", "reason", "ends_at", "for")
+
+
+class Invalid(Exception):
+    """A request body that does not validate; answered 422 with its message."""
+
+
+def _strings(body: dict[str, Any], name: str) -> list[str]:
+    value = body.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Invalid(f"{name}: expected a list of strings")
+    return value
+
+
+def _ends_at(body: dict[str, Any], now: dt.datetime) -> dt.datetime:
+    """The end a body asks for: `ends_at` (ISO 8601, Asia/Shanghai without an offset) or
+    `for` (90m, 2h, 1d), exactly one."""
+    ends, duration = body.get("ends_at"), body.get("for")
+    if (ends is None) == (duration is None):
+        raise Invalid("ends_at or for: give exactly one (an ISO 8601 time, or a duration: 2h)")
+    if duration is not None:
+        if not isinstance(duration, str):
+            raise Invalid("for: expected a duration such as 90m, 2h or 1d")
+        try:
+            return now + parse_duration(duration)
+        except UsageError as exc:
+            raise Invalid(f"for: {exc}") from None
+    try:
+        if not isinstance(ends, str):
+            raise ValueError
+        return parse_time(ends)
+    except ValueError:
+        raise Invalid("ends_at: expected an ISO 8601 time such as 2026-12-01T08:00") from None
+
+
+def _add(app: App, body: dict[str, Any], actor: str) -> dict[str, Any]:
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise Invalid(f"{unknown[0]}: not a field of a silence (expected {', '.join(FIELDS)})")
+    reason = body.get("reason")
+    if not isinstance(reason, str):
+        raise Invalid("reason: expected a string saying why")
+    now = app.clock()
+    ends_at = _ends_at(body, now)
+    with app.store.session() as session:
+        try:
+            made = add_silence(
+                session,
+                app.settings.incidents,
+                services=_strings(body, "services"),
+                kinds=_strings(body, "kinds"),
+                rule_names=_strings(body, "rules"),
+                reason=reason,
+                ends_at=ends_at,
+                actor=actor,
+                now=now,
+            )
+        except UsageError as exc:
+            raise Invalid(str(exc)) from None
+        return silence_dict(made, now)
+
+
+async def post_silence(request: web.Request) -> web.Response:
+    """Add a silence: {"services"|"kinds"|"rules": [...], "reason": ..., "ends_at"|"for": ...}."""
+    body = await request.json()
+    if not isinstance(body, dict):
+        return web.json_response({"error": "the body: expected a JSON object"}, status=422)
+    try:
+        made = await asyncio.to_thread(_add, request.app[APP], body, request[CALLER].name)
+    except Invalid as exc:
+        return web.json_response({"error": str(exc)}, status=422)
+    return web.json_response(made, status=201)
+
+
+def _list(app: App, ended: bool) -> list[dict[str, Any]]:
+    now = app.clock()
+    with app.store.session() as session:
+        return [silence_dict(s, now) for s in list_silences(session, now, include_ended=ended)]
+
+
+async def get_silences(request: web.Request) -> web.Response:
+    """The silences in force; ?all=true: every one ever added, newest first."""
+    ended = request.query.get("all", "false").lower()
+    if ended not in ("true", "false", "1", "0"):
+        return web.json_response({"error": "all: expected true or false"}, status=422)
+    rows = await asyncio.to_thread(_list, request.app[APP], ended in ("true", "1"))
+    return web.json_response(rows)
+
+
+def _expire(app: App, silence_id: int, actor: str) -> dict[str, Any] | None:
+    now = app.clock()
+    with app.store.session() as session:
+        try:
+            get_silence(session, silence_id)
+        except UsageError:
+            return None
+        return silence_dict(expire_silence(session, silence_id, actor, now), now)
+
+
+async def post_expire(request: web.Request) -> web.Response:
+    """End a silence now."""
+    try:
+        silence_id = int(request.match_info["id"])
+    except ValueError:
+        return web.json_response({"error": "id: expected a silence's number"}, status=404)
+    try:
+        ended = await asyncio.to_thread(_expire, request.app[APP], silence_id, request[CALLER].name)
+    except UsageError as exc:
+        return web.json_response({"error": str(exc)}, status=409)
+    if ended is None:
+        return web.json_response({"error": f"no silence {silence_id}"}, status=404)
+    return web.json_response(ended)
+
+
+ROUTES = (
+    Route("GET", "/api/v1/silences", get_silences, role="viewer"),
+    Route("POST", "/api/v1/silences", post_silence, role="oncall"),
+    Route("POST", "/api/v1/silences/{id}/expire", post_expire, role="oncall"),
+)
