@@ -19,7 +19,15 @@ from monitord.config import ApiRole
 from monitord.runtime.app import App
 from monitord.runtime.web import api, health
 from monitord.runtime.web.auth import CALLER, allows, bearer, identify
-from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Handler, Route
+from monitord.runtime.web.routes import (
+    APP,
+    DAEMON,
+    ROUTES,
+    DaemonView,
+    Handler,
+    Route,
+    error_response,
+)
 
 ROUTE_SETS: tuple[tuple[Route, ...], ...] = (health.ROUTES, api.ROUTES)
 """Every module's routes; a new module adds its ROUTES here."""
@@ -30,11 +38,6 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-
-
-def error_response(status: int, message: str) -> web.Response:
-    """An error as clients read it: {"error": message} with `status`."""
-    return web.json_response({"error": message}, status=status)
 
 
 def _guarded(handler: Handler, role: ApiRole | None) -> Handler:
@@ -86,11 +89,11 @@ def build_web_app(
     web_app = web.Application(middlewares=[_guards], client_max_size=1 << 20)
     web_app[APP] = app
     web_app[DAEMON] = daemon
-    for routes in route_sets:
-        for route in routes:
-            web_app.router.add_route(
-                route.method, route.path, _guarded(route.handler, route.role), name=route.name
-            )
+    web_app[ROUTES] = tuple(route for routes in route_sets for route in routes)
+    for route in web_app[ROUTES]:
+        web_app.router.add_route(
+            route.method, route.path, _guarded(route.handler, route.role), name=route.name
+        )
     return web_app
 
 
