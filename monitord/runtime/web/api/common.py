@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
 from loguru import logger
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError
 from sqlalchemy.exc import OperationalError
 
 from monitord.config import ApiRole
@@ -24,11 +25,15 @@ from monitord.runtime.web.routes import APP, Route, error_response
 PREFIX = "/api/v1"
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
-MAX_ID = 2**63 - 1
-"""The largest id a store holds (a 64-bit integer); a larger one names nothing."""
+MAX_ID = 2**31 - 1
+"""The largest id a store holds (ids are PostgreSQL's 32-bit INTEGER); a larger one names
+nothing, and asking for it must not reach the database."""
 MAX_TEXT = 200
 """The longest text a query parameter may hold (service ids are at most 200 characters)."""
 
+CONTROLS = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f"
+"""Control characters no text of a body may hold (tabs and newlines may: a notification has
+paragraphs). PostgreSQL refuses NUL in text, and the rest is never meant."""
 Model = TypeVar("Model", bound=BaseModel)
 Result = TypeVar("Result")
 
@@ -40,6 +45,31 @@ class Refusal(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def _no_controls(text: str) -> str:
+    if re.search(f"[{CONTROLS}]", text):
+        raise ValueError("must not contain control characters")
+    return text
+
+
+_NO_CONTROLS = (
+    AfterValidator(_no_controls),
+    Field(json_schema_extra={"pattern": f"^[^{CONTROLS}]*$"}),
+)
+ShortText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT), *_NO_CONTROLS
+]
+"""A body's short text (a name, an id): stripped, 1 to 200 characters, no control characters."""
+LongText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000), *_NO_CONTROLS
+]
+"""A body's text (a reason, a part of a notification): stripped, 1 to 4,000 characters, no
+control characters but tabs and newlines."""
+OptionalText = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=4000), *_NO_CONTROLS
+]
+"""A body's text that may be left empty (a note)."""
 
 
 def not_found(what: str) -> Refusal:

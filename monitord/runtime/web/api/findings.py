@@ -3,14 +3,15 @@ tolerated risk (admin)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 from sqlalchemy import select
 
 from monitord.runtime.app import App
 from monitord.runtime.web.api.common import (
+    LongText,
     Param,
     api_route,
     in_store,
@@ -92,7 +93,7 @@ class Acceptance(BaseModel):
     """Why a finding is accepted, and until when (it comes back open then)."""
 
     model_config = ConfigDict(extra="forbid")
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    reason: LongText
     until: AwareDatetime
 
 

@@ -5,10 +5,10 @@ notification made by phone, resolve) through monitord.incidents, as the CLI does
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,10 @@ from monitord.incidents import (
 )
 from monitord.runtime.app import App
 from monitord.runtime.web.api.common import (
+    LongText,
+    OptionalText,
     Param,
+    ShortText,
     api_route,
     in_store,
     not_found,
@@ -104,27 +107,25 @@ STATE = Param(
 CLASS = Param("class", "only security or only availability incidents", choices=CLASSES)
 LIST_PARAMS = (*page_params(AFTER), STATE, CLASS)
 
-Part = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
-
 
 class Note(BaseModel):
     """An optional note for the timeline."""
 
     model_config = ConfigDict(extra="forbid")
-    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] = ""
+    note: OptionalText = ""
 
 
 class Notification(BaseModel):
     """The four parts clause 7.3.3 requires of a notification to the management unit."""
 
     model_config = ConfigDict(extra="forbid")
-    scope: Part
+    scope: LongText
     """初步判定的影响范围"""
-    harm: Part
+    harm: LongText
     """初步判定的危害"""
-    measures: Part
+    measures: LongText
     """已采取的应急处置措施"""
-    rectification: Part
+    rectification: LongText
     """整改措施"""
 
     def parts(self) -> dict[str, str | None]:
@@ -140,7 +141,7 @@ class Notification(BaseModel):
 class OutOfBand(Notification):
     """A notification made by phone or in person: how and to whom, and when (default: now)."""
 
-    how: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    how: ShortText
     at: AwareDatetime | None = None
 
 

@@ -3,19 +3,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
 from monitord.errors import ZapError
 from monitord.redact import one_line
 from monitord.runtime.app import App
 from monitord.runtime.web.api.common import (
-    MAX_TEXT,
     Param,
     Refusal,
+    ShortText,
     api_route,
     in_store,
     not_found,
@@ -92,9 +92,7 @@ class ScanRequest(BaseModel):
     """The service to scan now."""
 
     model_config = ConfigDict(extra="forbid")
-    service_id: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT)
-    ]
+    service_id: ShortText
 
 
 async def trigger(request: web.Request) -> web.Response:
