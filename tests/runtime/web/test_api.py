@@ -757,3 +757,20 @@ def test_the_seed_has_what_the_tests_name(app: App, world: World) -> None:
     with app.store.session() as session:
         assert session.get(Incident, world.security_incident).klass == "security"  # type: ignore[union-attr]
         assert session.scalars(select(OutboxAlert)).first() is not None
+
+
+async def test_a_store_that_does_not_answer_is_a_503_not_a_traceback(
+    api: Api, app: App, tmp_path: Path
+) -> None:
+    # The database file replaced by a folder: no connection can be opened to it any more.
+    database = tmp_path / "m.db"
+    for path in tmp_path.glob("m.db*"):
+        path.unlink()
+    database.mkdir()
+    app.store.engine.dispose()
+    headers = {"Authorization": f"Bearer {TOKENS['viewer']}"}
+    async with api.session.get(f"{api.base}/api/v1/incidents", headers=headers) as response:
+        assert response.status == 503
+        assert await response.json() == {
+            "error": "the store does not answer now; try again shortly"
+        }
