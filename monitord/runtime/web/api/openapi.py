@@ -38,6 +38,7 @@ ERROR_REASONS = {
     404: "no such item",
     409: "the item's state does not allow this now (the error says why)",
     422: "a parameter or the body does not validate (the error names the field)",
+    503: "the store does not answer now",
 }
 
 
@@ -135,7 +136,7 @@ def _full_operation(route: Route) -> dict[str, Any]:
     path_params = _path_parameters(route.path)
     if path_params:
         doc["parameters"] = path_params + list(route.doc.get("parameters", []))
-    errors = [401]
+    errors = [401, 503]
     if route.role != API_ROLES[0]:
         errors.append(403)
     if path_params:
