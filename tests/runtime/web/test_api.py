@@ -229,7 +229,10 @@ class Api:
                 assert str(status) in responses, f"{method} {path}: {status} is not documented"
                 content = responses[str(status)]["content"]
                 assert media in content, f"{method} {path} {status}: {media} is not documented"
-                return content[media]["schema"] if media == "application/json" else None
+                if media != "application/json":
+                    return None
+                # Named schemas are referred to as #/components/schemas/…: carried along.
+                return {**content[media]["schema"], "components": self.doc["components"]}
         raise AssertionError(f"{method} {path} is not in the OpenAPI document")
 
     async def call(
@@ -320,7 +323,8 @@ def test_every_api_route_carries_its_operation_and_the_document_lists_it() -> No
         for op in ops.values():
             for answer in op["responses"].values():
                 for content in answer["content"].values():
-                    jsonschema_rs.Draft202012Validator(content["schema"])
+                    schema = {**content["schema"], "components": doc["components"]}
+                    jsonschema_rs.Draft202012Validator(schema)
 
 
 def test_a_route_without_its_operation_is_refused_by_the_document() -> None:
@@ -343,6 +347,13 @@ async def test_the_document_is_served_and_names_each_operations_role(
     assert {"401", "403", "404", "409", "422"} <= set(ack["responses"])
     assert doc["paths"]["/api/v1/scans"]["post"]["x-role"] == "admin"
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    # Each kind of thing is one named schema, referred to wherever it appears.
+    assert {"Incident", "IncidentDetail", "Finding", "Service", "Scan", "Error"} <= set(
+        doc["components"]["schemas"]
+    )
+    assert ack["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/IncidentDetail"
+    }
 
 
 # --- roles --------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from monitord.runtime.web.api.openapi import (
     INT,
     TEXT,
     TIME,
+    named,
     nullable,
     operation,
     page_of,
@@ -40,24 +41,27 @@ from monitord.store.models import Finding
 from monitord.types import SEVERITIES
 
 FINDING_STATES = ("open", "accepted", "resolved")
-FINDING = record(
-    id=INT,
-    rule=TEXT,
-    clause=TEXT,
-    severity={"type": "string", "enum": list(SEVERITIES)},
-    state={"type": "string", "enum": list(FINDING_STATES)},
-    service_id=nullable(TEXT),
-    subject=TEXT,
-    summary=TEXT,
-    first_seen=TIME,
-    last_seen=TIME,
-    count=INT,
-    evidence=ANY_OBJECT,
-    incident_id=nullable(INT),
-    accepted_reason=nullable(TEXT),
-    accepted_by=nullable(TEXT),
-    accepted_until=nullable(TIME),
-    resolved_at=nullable(TIME),
+FINDING = named(
+    "Finding",
+    record(
+        id=INT,
+        rule=TEXT,
+        clause=TEXT,
+        severity={"type": "string", "enum": list(SEVERITIES)},
+        state={"type": "string", "enum": list(FINDING_STATES)},
+        service_id=nullable(TEXT),
+        subject=TEXT,
+        summary=TEXT,
+        first_seen=TIME,
+        last_seen=TIME,
+        count=INT,
+        evidence=ANY_OBJECT,
+        incident_id=nullable(INT),
+        accepted_reason=nullable(TEXT),
+        accepted_by=nullable(TEXT),
+        accepted_until=nullable(TIME),
+        resolved_at=nullable(TIME),
+    ),
 )
 """A finding as the API shows it (monitord.store.findings.finding_dict)."""
 

@@ -44,6 +44,8 @@ from monitord.runtime.web.api.openapi import (
     TEXT,
     TIME,
     array,
+    extended,
+    named,
     nullable,
     operation,
     page_of,
@@ -57,44 +59,44 @@ from monitord.types import SEVERITIES
 INCIDENT_STATES = ("open", "acknowledged", "notified", "resolved", "closed")
 ACTIVE_STATES = ("open", "acknowledged", "notified")
 CLASSES = ("security", "availability")
-INCIDENT = record(
-    id=INT,
-    kind=TEXT,
-    **{"class": {"type": "string", "enum": list(CLASSES)}},
-    severity={"type": "string", "enum": list(SEVERITIES)},
-    state={"type": "string", "enum": list(INCIDENT_STATES)},
-    summary=TEXT,
-    services=array(TEXT),
-    subjects=array(TEXT),
-    detected_at=TIME,
-    occurred_at=nullable(TIME),
-    notify_by=nullable(TIME),
-    minutes_left=nullable(INT),
-    notification_sent_at=nullable(TIME),
-    notified_at=nullable(TIME),
-    notified_via=nullable(TEXT),
-    late=BOOL,
-    acknowledged_at=nullable(TIME),
-    acknowledged_by=nullable(TEXT),
-    resolved_at=nullable(TIME),
-    closed_at=nullable(TIME),
+INCIDENT = named(
+    "Incident",
+    record(
+        id=INT,
+        kind=TEXT,
+        **{"class": {"type": "string", "enum": list(CLASSES)}},
+        severity={"type": "string", "enum": list(SEVERITIES)},
+        state={"type": "string", "enum": list(INCIDENT_STATES)},
+        summary=TEXT,
+        services=array(TEXT),
+        subjects=array(TEXT),
+        detected_at=TIME,
+        occurred_at=nullable(TIME),
+        notify_by=nullable(TIME),
+        minutes_left=nullable(INT),
+        notification_sent_at=nullable(TIME),
+        notified_at=nullable(TIME),
+        notified_via=nullable(TEXT),
+        late=BOOL,
+        acknowledged_at=nullable(TIME),
+        acknowledged_by=nullable(TEXT),
+        resolved_at=nullable(TIME),
+        closed_at=nullable(TIME),
+    ),
 )
 """An incident as the API shows it (monitord.incidents.incident_dict): `notify_by` is its 7.3.3
 deadline and `minutes_left` the minutes to it while the management unit has not received it."""
-EVENT = record(at=TIME, kind=TEXT, actor=TEXT, detail=ANY_OBJECT)
-DRAFT = record(
-    detected_at=TIME, occurred_at=TIME, services=array(ANY_OBJECT), findings=array(ANY_OBJECT)
+EVENT = named("IncidentEvent", record(at=TIME, kind=TEXT, actor=TEXT, detail=ANY_OBJECT))
+DRAFT = named(
+    "NotificationDraft",
+    record(
+        detected_at=TIME, occurred_at=TIME, services=array(ANY_OBJECT), findings=array(ANY_OBJECT)
+    ),
 )
-INCIDENT_DETAIL = {
-    **INCIDENT,
-    "properties": {
-        **INCIDENT["properties"],
-        "findings": array(FINDING),
-        "timeline": array(EVENT),
-        "draft": DRAFT,
-    },
-    "required": [*INCIDENT["required"], "findings", "timeline", "draft"],
-}
+INCIDENT_DETAIL = named(
+    "IncidentDetail",
+    extended(INCIDENT, findings=array(FINDING), timeline=array(EVENT), draft=DRAFT),
+)
 """One incident with its findings, its timeline (oldest first) and what monitord drafts for
 the notification (times, services and their coverage, findings)."""
 

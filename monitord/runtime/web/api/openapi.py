@@ -22,6 +22,7 @@ ERROR: dict[str, Any] = {
     "properties": {"error": {"type": "string", "description": "what was wrong, in one line"}},
     "required": ["error"],
     "additionalProperties": False,
+    "x-name": "Error",
 }
 TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 """A moment, ISO 8601 with its offset (UTC in the API)."""
@@ -62,6 +63,21 @@ def record(**properties: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def extended(base: dict[str, Any], **properties: dict[str, Any]) -> dict[str, Any]:
+    """`base` (a record) with more properties (or others in place of its own), all present."""
+    return record(**{**base["properties"], **properties})
+
+
+NAME = "x-name"
+"""Marks a schema the document lists once under components/schemas, by this name."""
+
+
+def named(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` listed by `name` in the document's components, referred to where it is used
+    (clients generate one type per name: Incident, Finding...)."""
+    return {**schema, NAME: name}
+
+
 def page_of(item: dict[str, Any], cursor: dict[str, Any]) -> dict[str, Any]:
     """A page of a list: its items, and `next`, the `after` that reads the next page (null at
     the end)."""
@@ -92,7 +108,7 @@ def operation(
     if query:
         doc["parameters"] = [param.doc() for param in query]
     if body is not None:
-        schema = body.model_json_schema()
+        schema = named(body.__name__, body.model_json_schema())
         doc["requestBody"] = {
             # A body whose every field has a default may be left out.
             "required": bool(schema.get("required")),
@@ -150,14 +166,31 @@ def _full_operation(route: Route) -> dict[str, Any]:
     return doc
 
 
+def _hoisted(schema: Any, components: dict[str, Any]) -> Any:
+    """`schema` with each named schema in it moved to `components` and referred to instead."""
+    if isinstance(schema, list):
+        return [_hoisted(item, components) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    inner = {key: _hoisted(value, components) for key, value in schema.items() if key != NAME}
+    name = schema.get(NAME)
+    if name is None:
+        return inner
+    if components.setdefault(name, inner) != inner:
+        raise ValueError(f"two different schemas are named {name}")
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 def document(routes: Iterable[Route]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the API routes among `routes` (those under /api/)."""
     paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {}
     for route in routes:
         if not route.path.startswith("/api/"):
             continue
         path = _PATH_PARAM.sub(lambda m: "{" + m.group(1) + "}", route.path)
-        paths.setdefault(path, {})[route.method.lower()] = _full_operation(route)
+        operation = _hoisted(_full_operation(route), schemas)
+        paths.setdefault(path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {
@@ -173,6 +206,9 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": dict(sorted(schemas.items())),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
         "paths": dict(sorted(paths.items())),
     }

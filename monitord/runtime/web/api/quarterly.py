@@ -32,6 +32,7 @@ from monitord.runtime.web.api.openapi import (
     TEXT,
     TIME,
     array,
+    named,
     nullable,
     operation,
     page_of,
@@ -40,27 +41,33 @@ from monitord.runtime.web.api.openapi import (
 from monitord.store.models import ComplianceResult, QuarterlyReport
 from monitord.timeutil import quarter_bounds, quarter_start
 
-RESULT = record(
-    id=INT,
-    quarter=TEXT,
-    rule=TEXT,
-    clause=TEXT,
-    subject=TEXT,
-    passed=BOOL,
-    evidence=ANY_OBJECT,
-    evaluated_at=TIME,
+RESULT = named(
+    "ComplianceResult",
+    record(
+        id=INT,
+        quarter=TEXT,
+        rule=TEXT,
+        clause=TEXT,
+        subject=TEXT,
+        passed=BOOL,
+        evidence=ANY_OBJECT,
+        evaluated_at=TIME,
+    ),
 )
 """One compliance rule's verdict on one service (subject: its id) or on the platform (subject
 "") for a quarter."""
-REPORT = record(
-    id=INT,
-    quarter=TEXT,
-    generated_at=TIME,
-    sha256=TEXT,
-    pages=INT,
-    sent_to=array(TEXT),
-    delivered_at=nullable(TIME),
-    pdf=TEXT,
+REPORT = named(
+    "QuarterlyReport",
+    record(
+        id=INT,
+        quarter=TEXT,
+        generated_at=TIME,
+        sha256=TEXT,
+        pages=INT,
+        sent_to=array(TEXT),
+        delivered_at=nullable(TIME),
+        pdf=TEXT,
+    ),
 )
 """A quarterly report as written: its PDF's SHA-256, where it was sent, and the API path of
 the PDF."""

@@ -29,6 +29,7 @@ from monitord.runtime.web.api.openapi import (
     INT,
     TEXT,
     TIME,
+    named,
     nullable,
     operation,
     page_of,
@@ -41,24 +42,27 @@ from monitord.scans.target import check_target
 from monitord.store.models import Scan, Service
 
 SCAN_STATES = ("queued", "running", "finished", "timed_out", "failed", "interrupted")
-SCAN = record(
-    id=INT,
-    service_id=TEXT,
-    trigger=TEXT,
-    state={"type": "string", "enum": list(SCAN_STATES)},
-    step=nullable(TEXT),
-    percent=nullable(INT),
-    queued_at=TIME,
-    started_at=nullable(TIME),
-    finished_at=nullable(TIME),
-    attempts=INT,
-    alerts_read=INT,
-    high=INT,
-    medium=INT,
-    new=INT,
-    still_open=INT,
-    fixed=INT,
-    error=nullable(TEXT),
+SCAN = named(
+    "Scan",
+    record(
+        id=INT,
+        service_id=TEXT,
+        trigger=TEXT,
+        state={"type": "string", "enum": list(SCAN_STATES)},
+        step=nullable(TEXT),
+        percent=nullable(INT),
+        queued_at=TIME,
+        started_at=nullable(TIME),
+        finished_at=nullable(TIME),
+        attempts=INT,
+        alerts_read=INT,
+        high=INT,
+        medium=INT,
+        new=INT,
+        still_open=INT,
+        fixed=INT,
+        error=nullable(TEXT),
+    ),
 )
 """A scan as the API shows it (monitord.scans.scan_dict): its trigger, state, ZAP's step and
 percentage while it runs, and its High and Medium findings."""

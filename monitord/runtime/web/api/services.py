@@ -31,6 +31,8 @@ from monitord.runtime.web.api.openapi import (
     TEXT,
     TIME,
     array,
+    extended,
+    named,
     nullable,
     operation,
     page_of,
@@ -40,41 +42,46 @@ from monitord.store.findings import finding_dict
 from monitord.store.models import Finding, ProbeResultRow, Service, ServiceState
 
 PROBE_STATES = ("unknown", "up", "degraded", "down")
-SERVICE = record(
-    id=TEXT,
-    name=TEXT,
-    status=TEXT,
-    gone=BOOL,
-    url=nullable(TEXT),
-    provider=nullable(TEXT),
-    state={"type": "string", "enum": list(PROBE_STATES)},
-    state_since=nullable(TIME),
-    last_probe_at=nullable(TIME),
-    failures=INT,
-    last_error=nullable(TEXT),
-    filing_problems=INT,
-    open_findings=INT,
+SERVICE = named(
+    "Service",
+    record(
+        id=TEXT,
+        name=TEXT,
+        status=TEXT,
+        gone=BOOL,
+        url=nullable(TEXT),
+        provider=nullable(TEXT),
+        state={"type": "string", "enum": list(PROBE_STATES)},
+        state_since=nullable(TIME),
+        last_probe_at=nullable(TIME),
+        failures=INT,
+        last_error=nullable(TEXT),
+        filing_problems=INT,
+        open_findings=INT,
+    ),
 )
 """A service in a list: its catalogue status, its probe state, how many problems it has."""
-RESULT = record(
-    kind=TEXT,
-    at=TIME,
-    success=BOOL,
-    duration_ms=NUMBER,
-    error=nullable(TEXT),
-    blind=BOOL,
-    facts=ANY_OBJECT,
+RESULT = named(
+    "ProbeResult",
+    record(
+        kind=TEXT,
+        at=TIME,
+        success=BOOL,
+        duration_ms=NUMBER,
+        error=nullable(TEXT),
+        blind=BOOL,
+        facts=ANY_OBJECT,
+    ),
 )
-SERVICE_DETAIL = {
-    **SERVICE,
-    "properties": {
-        **SERVICE["properties"],
-        "filing_problems": array(TEXT),
-        "last_results": array(RESULT),
-        "findings": array(FINDING),
-    },
-    "required": [*SERVICE["required"], "last_results", "findings"],
-}
+SERVICE_DETAIL = named(
+    "ServiceDetail",
+    extended(
+        SERVICE,
+        filing_problems=array(TEXT),
+        last_results=array(RESULT),
+        findings=array(FINDING),
+    ),
+)
 """One service: its filing problems listed, its last result of each probe kind, and its open
 findings."""
 
