@@ -38,6 +38,7 @@ from monitord.store.models import (
     Service,
     ServiceState,
 )
+from monitord.timeutil import SHANGHAI
 from monitord.types import FindingDraft
 from tests.conftest import FakeClock
 from tests.receivers import Webhook, serve_webhook
@@ -578,10 +579,11 @@ async def test_a_notification_made_by_phone_counts_at_its_time(
         "POST",
         path,
         "oncall",
-        json={**PARTS, "how": "电话：市数据局 王科长", "at": made.isoformat()},
+        json={**PARTS, "how": "电话：市数据局 王科长", "at": made.astimezone(SHANGHAI).isoformat()},
     )
     assert status == 200
-    assert incident["notified_at"] == made.isoformat()
+    # Given in Beijing time, answered in UTC: the same moment.
+    assert incident["notified_at"] == made.isoformat() and made.isoformat().endswith("+00:00")
     assert incident["notified_via"] == "out of band: 电话：市数据局 王科长"
     assert incident["late"] is False
     status, body = await api.call(
