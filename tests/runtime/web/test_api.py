@@ -30,8 +30,6 @@ from monitord.store.models import (
     AuditEntry,
     ComplianceResult,
     Finding,
-    Incident,
-    OutboxAlert,
     ProbeResultRow,
     QuarterlyReport,
     Scan,
@@ -764,12 +762,6 @@ async def test_every_time_the_api_gives_is_utc_with_its_offset(api: Api, world: 
         {"type": "string", "format": "date-time"}, validate_formats=True
     )
     assert not naive.is_valid("2026-11-02T01:00:00")
-
-
-def test_the_seed_has_what_the_tests_name(app: App, world: World) -> None:
-    with app.store.session() as session:
-        assert session.get(Incident, world.security_incident).klass == "security"  # type: ignore[union-attr]
-        assert session.scalars(select(OutboxAlert)).first() is not None
 
 
 async def test_a_store_that_does_not_answer_is_a_503_not_a_traceback(
