@@ -326,14 +326,15 @@ def test_every_api_route_carries_its_operation_and_the_document_lists_it() -> No
                     jsonschema_rs.Draft202012Validator(schema)
 
 
-def test_a_route_without_its_operation_is_refused_by_the_document() -> None:
+def test_a_route_without_its_operation_is_left_out_of_the_document() -> None:
     from monitord.runtime.web.routes import Route
 
     async def handler(request: Any) -> Any:
         raise AssertionError
 
-    with pytest.raises(ValueError, match="GET /api/v1/undocumented: an API route needs"):
-        document([Route("GET", "/api/v1/undocumented", handler)])
+    # The test above fails for it; the served document still answers, without it.
+    doc = document([Route("GET", "/api/v1/undocumented", handler)])
+    assert doc["paths"] == {}
 
 
 async def test_the_document_is_served_and_names_each_operations_role(
