@@ -71,6 +71,9 @@ async def _guards(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = error_response(exc.status, exc.reason)
     except json.JSONDecodeError as exc:
         response = error_response(400, f"the body is not JSON: {exc.msg} at {exc.pos}")
+    except UnicodeDecodeError:
+        # request.json() and .text() decode the body in its charset (UTF-8 unless it says).
+        response = error_response(400, "the body is not text in its charset (UTF-8 unless said)")
     except Exception:
         logger.exception("{} {} failed", request.method, request.path)
         response = error_response(500, "internal error; the daemon's log has the details")

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import jsonschema_rs
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
@@ -776,3 +777,33 @@ async def test_a_store_that_does_not_answer_is_a_503_not_a_traceback(
     app.store.engine.dispose()
     status, body = await api.call("GET", "/api/v1/incidents")
     assert (status, body) == (503, {"error": "the store does not answer now; try again shortly"})
+
+
+async def test_a_body_that_is_not_utf_8_is_a_400_for_a_handler_reading_it_itself(
+    app: App,
+) -> None:
+    from monitord.runtime.web.routes import Route
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response(await request.json())
+
+    server = TestServer(
+        build_web_app(app, route_sets=[[Route("POST", "/echo", echo, role="viewer")]]),
+        host="127.0.0.1",
+    )
+    await server.start_server()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                server.make_url("/echo"),
+                data=b'{"note": "\x99"}',
+                headers={"Authorization": f"Bearer {TOKENS['viewer']}"},
+            ) as response,
+        ):
+            assert response.status == 400
+            assert await response.json() == {
+                "error": "the body is not text in its charset (UTF-8 unless said)"
+            }
+    finally:
+        await server.close()
