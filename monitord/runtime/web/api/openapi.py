@@ -17,13 +17,25 @@ from monitord.runtime.web.api.common import MAX_ID, Param
 from monitord.runtime.web.routes import Route
 
 JSON = "application/json"
-ERROR: dict[str, Any] = {
-    "type": "object",
-    "properties": {"error": {"type": "string", "description": "what was wrong, in one line"}},
-    "required": ["error"],
-    "additionalProperties": False,
-    "x-name": "Error",
-}
+NAME = "x-name"
+"""Marks a schema the document lists once under components/schemas, by this name."""
+
+
+def named(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` listed by `name` in the document's components, referred to where it is used
+    (clients generate one type per name: Incident, Finding...)."""
+    return {**schema, NAME: name}
+
+
+ERROR = named(
+    "Error",
+    {
+        "type": "object",
+        "properties": {"error": {"type": "string", "description": "what was wrong, in one line"}},
+        "required": ["error"],
+        "additionalProperties": False,
+    },
+)
 TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 """A moment, ISO 8601 with its offset (UTC in the API)."""
 TEXT: dict[str, Any] = {"type": "string"}
@@ -66,16 +78,6 @@ def record(**properties: dict[str, Any]) -> dict[str, Any]:
 def extended(base: dict[str, Any], **properties: dict[str, Any]) -> dict[str, Any]:
     """`base` (a record) with more properties (or others in place of its own), all present."""
     return record(**{**base["properties"], **properties})
-
-
-NAME = "x-name"
-"""Marks a schema the document lists once under components/schemas, by this name."""
-
-
-def named(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """`schema` listed by `name` in the document's components, referred to where it is used
-    (clients generate one type per name: Incident, Finding...)."""
-    return {**schema, NAME: name}
 
 
 def page_of(item: dict[str, Any], cursor: dict[str, Any]) -> dict[str, Any]:
