@@ -155,6 +155,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from monitord.scans import accept_finding
+    from monitord.store.findings import finding_dict
     from monitord.store.models import Finding
 
     with app_for(args) as app:
@@ -181,24 +182,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
                 query = query.where(Finding.severity.in_(args.risk))
             if not args.all:
                 query = query.where(Finding.state.in_(("open", "accepted")))
-            rows: list[dict[str, Any]] = [
-                {
-                    "id": f.id,
-                    "rule": f.rule,
-                    "clause": f.clause,
-                    "severity": f.severity,
-                    "state": f.state,
-                    "service_id": f.service_id,
-                    "subject": f.subject,
-                    "summary": f.summary,
-                    "first_seen": f.first_seen.isoformat(),
-                    "last_seen": f.last_seen.isoformat(),
-                    "count": f.count,
-                    "evidence": f.evidence,
-                    "accepted_until": f.accepted_until.isoformat() if f.accepted_until else None,
-                }
-                for f in session.scalars(query)
-            ]
+            rows: list[dict[str, Any]] = [finding_dict(f) for f in session.scalars(query)]
     if args.json:
         print_json(rows)
         return 0

@@ -469,32 +469,34 @@ async def scan_pass(
     return report
 
 
+def scan_dict(scan: Scan) -> dict[str, Any]:
+    """A scan as plain JSON-ready values (the CLI's and the API's shape)."""
+    return {
+        "id": scan.id,
+        "service_id": scan.service_id,
+        "trigger": scan.trigger,
+        "state": scan.state,
+        "step": scan.progress.get("step"),
+        "percent": scan.progress.get("percent"),
+        "queued_at": scan.queued_at.isoformat(),
+        "started_at": scan.started_at.isoformat() if scan.started_at else None,
+        "finished_at": scan.finished_at.isoformat() if scan.finished_at else None,
+        "attempts": scan.attempts,
+        "alerts_read": scan.alerts_read,
+        "high": scan.high,
+        "medium": scan.medium,
+        "new": scan.findings_new,
+        "still_open": scan.findings_open,
+        "fixed": scan.findings_fixed,
+        "error": scan.error,
+    }
+
+
 def scan_rows(store: Store, limit: int = 50) -> list[dict[str, Any]]:
     """Recent scans, newest first, as plain dicts."""
     with store.session() as session:
         rows = session.scalars(select(Scan).order_by(Scan.id.desc()).limit(limit)).all()
-        return [
-            {
-                "id": r.id,
-                "service_id": r.service_id,
-                "trigger": r.trigger,
-                "state": r.state,
-                "step": r.progress.get("step"),
-                "percent": r.progress.get("percent"),
-                "queued_at": r.queued_at.isoformat(),
-                "started_at": r.started_at.isoformat() if r.started_at else None,
-                "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-                "attempts": r.attempts,
-                "alerts_read": r.alerts_read,
-                "high": r.high,
-                "medium": r.medium,
-                "new": r.findings_new,
-                "still_open": r.findings_open,
-                "fixed": r.findings_fixed,
-                "error": r.error,
-            }
-            for r in rows
-        ]
+        return [scan_dict(r) for r in rows]
 
 
 def finished_scan_count(store: Store) -> int:

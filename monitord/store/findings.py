@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -171,3 +172,30 @@ def resolve_findings(
         _close_episode(session, row, now, "resolved")
         resolved += 1
     return resolved
+
+
+def finding_dict(finding: Finding) -> dict[str, Any]:
+    """A finding as plain JSON-ready values (the CLI's and the API's shape)."""
+
+    def iso(value: dt.datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": finding.id,
+        "rule": finding.rule,
+        "clause": finding.clause,
+        "severity": finding.severity,
+        "state": finding.state,
+        "service_id": finding.service_id,
+        "subject": finding.subject,
+        "summary": finding.summary,
+        "first_seen": finding.first_seen.isoformat(),
+        "last_seen": finding.last_seen.isoformat(),
+        "count": finding.count,
+        "evidence": finding.evidence,
+        "incident_id": finding.incident_id,
+        "accepted_reason": finding.accepted_reason,
+        "accepted_by": finding.accepted_by,
+        "accepted_until": iso(finding.accepted_until),
+        "resolved_at": iso(finding.resolved_at),
+    }

@@ -19,7 +19,15 @@ from monitord.config import ApiRole
 from monitord.runtime.app import App
 from monitord.runtime.web import api, health, metrics, page, silences
 from monitord.runtime.web.auth import CALLER, SIGN_INS, SignIns, allows, bearer, identify, signed_in
-from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Handler, Route
+from monitord.runtime.web.routes import (
+    APP,
+    DAEMON,
+    ROUTES,
+    DaemonView,
+    Handler,
+    Route,
+    error_response,
+)
 
 ROUTE_SETS: tuple[tuple[Route, ...], ...] = (
     health.ROUTES,
@@ -36,11 +44,6 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-
-
-def error_response(status: int, message: str) -> web.Response:
-    """An error as clients read it: {"error": message} with `status`."""
-    return web.json_response({"error": message}, status=status)
 
 
 def _guarded(handler: Handler, role: ApiRole | None) -> Handler:
@@ -79,6 +82,9 @@ async def _guards(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = error_response(exc.status, exc.reason)
     except json.JSONDecodeError as exc:
         response = error_response(400, f"the body is not JSON: {exc.msg} at {exc.pos}")
+    except UnicodeDecodeError:
+        # request.json() and .text() decode the body in its charset (UTF-8 unless it says).
+        response = error_response(400, "the body is not text in its charset (UTF-8 unless said)")
     except Exception:
         logger.exception("{} {} failed", request.method, request.path)
         response = error_response(500, "internal error; the daemon's log has the details")
@@ -98,11 +104,11 @@ def build_web_app(
     web_app[APP] = app
     web_app[DAEMON] = daemon
     web_app[SIGN_INS] = SignIns()
-    for routes in route_sets:
-        for route in routes:
-            web_app.router.add_route(
-                route.method, route.path, _guarded(route.handler, route.role), name=route.name
-            )
+    web_app[ROUTES] = tuple(route for routes in route_sets for route in routes)
+    for route in web_app[ROUTES]:
+        web_app.router.add_route(
+            route.method, route.path, _guarded(route.handler, route.role), name=route.name
+        )
     return web_app
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
@@ -29,6 +29,11 @@ DAEMON = web.AppKey("monitord_daemon", object)
 """The DaemonView serving this app, or None."""
 
 
+def error_response(status: int, message: str) -> web.Response:
+    """An error as clients read it: {"error": message} with `status`."""
+    return web.json_response({"error": message}, status=status)
+
+
 @dataclass(frozen=True)
 class Route:
     """One endpoint. `role` None: no token needed (health checks only)."""
@@ -38,3 +43,9 @@ class Route:
     handler: Handler
     role: ApiRole | None = "viewer"
     name: str | None = None
+    doc: Mapping[str, Any] | None = field(default=None, compare=False)
+    """Its OpenAPI operation (monitord.runtime.web.api.openapi): every /api/ route has one."""
+
+
+ROUTES = web.AppKey("monitord_routes", tuple[Route, ...])
+"""Every Route the app serves, as registered (the OpenAPI document is built from them)."""

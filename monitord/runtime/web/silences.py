@@ -19,6 +19,18 @@ from monitord.incidents.silences import (
     silence_dict,
 )
 from monitord.runtime.app import App
+from monitord.runtime.web.api.common import MAX_ID, Param
+from monitord.runtime.web.api.openapi import (
+    BOOL,
+    INT,
+    TEXT,
+    TIME,
+    array,
+    named,
+    nullable,
+    operation,
+    record,
+)
 from monitord.runtime.web.auth import CALLER
 from monitord.runtime.web.routes import APP, Route
 from monitord.timeutil import parse_time
@@ -126,6 +138,8 @@ async def post_expire(request: web.Request) -> web.Response:
     """End a silence now."""
     try:
         silence_id = int(request.match_info["id"])
+        if silence_id > MAX_ID:
+            raise ValueError
     except ValueError:
         return web.json_response({"error": "id: expected a silence's number"}, status=404)
     try:
@@ -137,8 +151,61 @@ async def post_expire(request: web.Request) -> web.Response:
     return web.json_response(ended)
 
 
+SILENCE = named(
+    "Silence",
+    record(
+        id=INT,
+        services=array(TEXT),
+        kinds=array(TEXT),
+        rules=array(TEXT),
+        reason=TEXT,
+        created_by=TEXT,
+        created_at=TIME,
+        starts_at=TIME,
+        ends_at=TIME,
+        expired_at=nullable(TIME),
+        expired_by=nullable(TEXT),
+        active=BOOL,
+    ),
+)
+NEW_SILENCE = named(
+    "NewSilence",
+    {
+        "type": "object",
+        "properties": {
+            "services": array(TEXT),
+            "kinds": array(TEXT),
+            "rules": array(TEXT),
+            "reason": TEXT,
+            "ends_at": {"type": "string", "description": "ISO 8601; Asia/Shanghai without offset"},
+            "for": {"type": "string", "description": "a duration: 90m, 2h, 1d"},
+        },
+        "required": ["reason"],
+        "additionalProperties": False,
+    },
+)
+ALL = Param("all", "every silence ever added, newest first (default: those in force)", kind="bool")
+
 ROUTES = (
-    Route("GET", "/api/v1/silences", get_silences, role="viewer"),
-    Route("POST", "/api/v1/silences", post_silence, role="oncall"),
-    Route("POST", "/api/v1/silences/{id}/expire", post_expire, role="oncall"),
+    Route(
+        "GET",
+        "/api/v1/silences",
+        get_silences,
+        role="viewer",
+        doc=operation("the silences in force", answer=array(SILENCE), query=(ALL,)),
+    ),
+    Route(
+        "POST",
+        "/api/v1/silences",
+        post_silence,
+        role="oncall",
+        doc=operation("add a silence", answer=SILENCE, status=201, body=NEW_SILENCE),
+    ),
+    Route(
+        "POST",
+        r"/api/v1/silences/{id:\d+}/expire",
+        post_expire,
+        role="oncall",
+        doc=operation("end a silence now", answer=SILENCE, refusals=(409,)),
+    ),
 )

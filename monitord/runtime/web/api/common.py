@@ -1,0 +1,244 @@
+"""What every API handler shares: its Route with its OpenAPI operation, query parameters that
+read and document themselves, pagination, bodies validated by pydantic, and refusals as one
+JSON line (404 unknown id, 409 not now, 422 bad input naming the field)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
+
+from aiohttp import web
+from loguru import logger
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError
+from sqlalchemy.exc import OperationalError
+
+from monitord.config import ApiRole
+from monitord.errors import UsageError
+from monitord.redact import one_line
+from monitord.runtime.app import App
+from monitord.runtime.web.routes import APP, Route, error_response
+
+PREFIX = "/api/v1"
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 100
+MAX_ID = 2**31 - 1
+"""The largest id a store holds (ids are PostgreSQL's 32-bit INTEGER); a larger one names
+nothing, and asking for it must not reach the database."""
+MAX_TEXT = 200
+"""The longest text a query parameter may hold (service ids are at most 200 characters)."""
+
+CONTROLS = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f"
+"""Control characters no text of a body may hold (tabs and newlines may: a notification has
+paragraphs). PostgreSQL refuses NUL in text, and the rest is never meant."""
+Model = TypeVar("Model", bound=BaseModel)
+Result = TypeVar("Result")
+
+
+class Refusal(Exception):
+    """A request the API answers with `status` and a one-line `message`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _no_controls(text: str) -> str:
+    if re.search(f"[{CONTROLS}]", text):
+        raise ValueError("must not contain control characters")
+    return text
+
+
+_NO_CONTROLS = (
+    AfterValidator(_no_controls),
+    Field(json_schema_extra={"pattern": f"^[^{CONTROLS}]*$"}),
+)
+ShortText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT), *_NO_CONTROLS
+]
+"""A body's short text (a name, an id): stripped, 1 to 200 characters, no control characters."""
+LongText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000), *_NO_CONTROLS
+]
+"""A body's text (a reason, a part of a notification): stripped, 1 to 4,000 characters, no
+control characters but tabs and newlines."""
+OptionalText = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=4000), *_NO_CONTROLS
+]
+"""A body's text that may be left empty (a note)."""
+
+
+def not_found(what: str) -> Refusal:
+    """A 404 naming what was asked for: "no incident 12"."""
+    return Refusal(404, f"no {what}")
+
+
+def api_route(
+    method: str,
+    path: str,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    role: ApiRole,
+    doc: Mapping[str, Any],
+) -> Route:
+    """A Route under /api/v1 whose refusals become their status and whose domain errors (an
+    incident already acknowledged, a finding's expiry in the past) become 409 with their text."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Refusal as exc:
+            return error_response(exc.status, exc.message)
+        except UsageError as exc:
+            return error_response(409, one_line(str(exc)))
+        except OperationalError:
+            logger.warning("{} {}: the store does not answer", request.method, request.path)
+            return error_response(503, "the store does not answer now; try again shortly")
+
+    return Route(method, PREFIX + path, answer, role=role, doc=doc)
+
+
+async def in_store(request: web.Request, work: Callable[[App], Result]) -> Result:
+    """Run `work(app)` (store reads and writes, which block) off the event loop."""
+    return await asyncio.to_thread(work, request.app[APP])
+
+
+def reply(body: Any, status: int = 200) -> web.Response:
+    """A JSON answer."""
+    return web.json_response(body, status=status)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query parameter: how it is read from a request and how the document describes it."""
+
+    name: str
+    description: str
+    kind: Literal["text", "int", "bool"] = "text"
+    choices: tuple[str, ...] = ()
+    minimum: int = 0
+    maximum: int = MAX_ID
+
+    def schema(self) -> dict[str, Any]:
+        """Its JSON Schema."""
+        if self.choices:
+            return {"type": "string", "enum": list(self.choices)}
+        if self.kind == "int":
+            return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+        if self.kind == "bool":
+            return {"type": "boolean"}
+        return {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
+
+    def doc(self) -> dict[str, Any]:
+        """Its OpenAPI parameter object."""
+        return {
+            "name": self.name,
+            "in": "query",
+            "required": False,
+            "description": self.description,
+            "schema": self.schema(),
+        }
+
+    def read(self, request: web.Request) -> Any:
+        """Its value in `request` (None when absent), or a 422 naming it."""
+        values = request.query.getall(self.name, [])
+        if not values:
+            return None
+        if len(values) > 1:
+            raise Refusal(422, f"{self.name}: give it once")
+        text = values[0]
+        if self.choices:
+            if text not in self.choices:
+                raise Refusal(422, f"{self.name}: expected one of {', '.join(self.choices)}")
+            return text
+        if self.kind == "int":
+            if (
+                not text.isascii()
+                or not text.isdigit()
+                or not (self.minimum <= int(text) <= self.maximum)
+            ):
+                raise Refusal(
+                    422,
+                    f"{self.name}: expected a whole number from {self.minimum} to {self.maximum}",
+                )
+            return int(text)
+        if self.kind == "bool":
+            if text not in ("true", "false"):
+                raise Refusal(422, f"{self.name}: expected true or false")
+            return text == "true"
+        if not text or len(text) > MAX_TEXT or not text.isprintable():
+            raise Refusal(
+                422, f"{self.name}: expected printable text of 1 to {MAX_TEXT} characters"
+            )
+        return text
+
+
+LIMIT = Param(
+    "limit",
+    f"how many items at most (default {DEFAULT_LIMIT}, at most {MAX_LIMIT})",
+    kind="int",
+    minimum=1,
+    maximum=MAX_LIMIT,
+)
+
+
+@dataclass(frozen=True)
+class Page:
+    """The page a list request asks for: at most `limit` items after the cursor `after`."""
+
+    limit: int
+    after: Any
+
+
+def page_params(after: Param) -> tuple[Param, Param]:
+    """The two parameters of a paginated list, `after` being the list's cursor."""
+    return (LIMIT, after)
+
+
+def read_page(request: web.Request, after: Param) -> Page:
+    """The page asked for, or a 422 naming the parameter."""
+    return Page(limit=LIMIT.read(request) or DEFAULT_LIMIT, after=after.read(request))
+
+
+def paged(items: list[dict[str, Any]], page: Page, cursor: str = "id") -> dict[str, Any]:
+    """A list answer: the items (read one past the limit) and the cursor of the next page."""
+    more = len(items) > page.limit
+    items = items[: page.limit]
+    return {"items": items, "next": items[-1][cursor] if more else None}
+
+
+def path_id(request: web.Request, what: str) -> int:
+    """The numeric `{id}` of the path, or a 404 naming `what` (the router lets only digits in)."""
+    text = request.match_info["id"]
+    number = int(text)
+    if number > MAX_ID:
+        raise not_found(f"{what} {text}")
+    return number
+
+
+async def read_body(request: web.Request, model: type[Model]) -> Model:
+    """The request's JSON body as `model` (an empty body is {}), or 400 when it is not JSON and
+    422 naming each field that does not validate."""
+    raw = await request.read()
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except (ValueError, RecursionError):
+        raise Refusal(400, "the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise Refusal(422, "body: expected a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise Refusal(422, _problems(exc)) from None
+
+
+def _problems(exc: ValidationError) -> str:
+    """What pydantic found, one "field: problem" per error: "scope: Field required"."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        problems.append(f"{where}: {error['msg']}")
+    return one_line("; ".join(problems))

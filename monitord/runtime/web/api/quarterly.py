@@ -1,0 +1,233 @@
+"""/api/v1/compliance and /api/v1/reports: a quarter's compliance verdicts, the quarterly
+reports written, and each report's PDF (read from the path its row recorded, never from the
+request, and served only while it still has the SHA-256 recorded when it was written)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+
+from monitord.runtime.app import App
+from monitord.runtime.web.api.common import (
+    PREFIX,
+    Param,
+    Refusal,
+    api_route,
+    in_store,
+    not_found,
+    page_params,
+    paged,
+    path_id,
+    read_page,
+    reply,
+)
+from monitord.runtime.web.api.openapi import (
+    ANY_OBJECT,
+    BOOL,
+    INT,
+    TEXT,
+    TIME,
+    array,
+    named,
+    nullable,
+    operation,
+    page_of,
+    record,
+)
+from monitord.store.models import ComplianceResult, QuarterlyReport
+from monitord.timeutil import quarter_bounds, quarter_start
+
+RESULT = named(
+    "ComplianceResult",
+    record(
+        id=INT,
+        quarter=TEXT,
+        rule=TEXT,
+        clause=TEXT,
+        subject=TEXT,
+        passed=BOOL,
+        evidence=ANY_OBJECT,
+        evaluated_at=TIME,
+    ),
+)
+"""One compliance rule's verdict on one service (subject: its id) or on the platform (subject
+"") for a quarter."""
+REPORT = named(
+    "QuarterlyReport",
+    record(
+        id=INT,
+        quarter=TEXT,
+        generated_at=TIME,
+        sha256=TEXT,
+        pages=INT,
+        sent_to=array(TEXT),
+        delivered_at=nullable(TIME),
+        pdf=TEXT,
+    ),
+)
+"""A quarterly report as written: its PDF's SHA-256, where it was sent, and the API path of
+the PDF."""
+
+QUARTER = Param("quarter", "a quarter such as 2026q3 (default: the current one)")
+RESULT_AFTER = Param(
+    "after", "the `next` of the previous page: results with a larger id", kind="int"
+)
+PASSED = Param("passed", "only the verdicts that passed (true) or failed (false)", kind="bool")
+REPORT_AFTER = Param(
+    "after", "the `next` of the previous page: reports with a smaller id", kind="int"
+)
+REPORT_QUARTER = Param("quarter", "only the reports of this quarter, such as 2026q3")
+
+
+def _quarter(request: web.Request, param: Param) -> str | None:
+    """The quarter a parameter names, or a 422 naming the parameter."""
+    label: str | None = param.read(request)
+    if label is not None:
+        try:
+            quarter_bounds(label)
+        except ValueError:
+            raise Refusal(422, f"{param.name}: {label!r} is not a quarter such as 2026q3") from None
+    return label
+
+
+async def list_results(request: web.Request) -> web.Response:
+    """A quarter's compliance verdicts, by id."""
+    page = read_page(request, RESULT_AFTER)
+    quarter, passed = _quarter(request, QUARTER), PASSED.read(request)
+
+    def work(app: App) -> dict[str, Any]:
+        label = quarter or quarter_start(app.clock())[0]
+        query = (
+            select(ComplianceResult)
+            .where(ComplianceResult.quarter == label)
+            .order_by(ComplianceResult.id)
+            .limit(page.limit + 1)
+        )
+        if page.after is not None:
+            query = query.where(ComplianceResult.id > page.after)
+        if passed is not None:
+            query = query.where(ComplianceResult.passed.is_(passed))
+        with app.store.session() as session:
+            items = [
+                {
+                    "id": r.id,
+                    "quarter": r.quarter,
+                    "rule": r.rule,
+                    "clause": r.clause,
+                    "subject": r.subject,
+                    "passed": r.passed,
+                    "evidence": r.evidence or {},
+                    "evaluated_at": r.evaluated_at.isoformat(),
+                }
+                for r in session.scalars(query)
+            ]
+        return paged(items, page)
+
+    return reply(await in_store(request, work))
+
+
+def _report(row: QuarterlyReport) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "quarter": row.quarter,
+        "generated_at": row.generated_at.isoformat(),
+        "sha256": row.sha256,
+        "pages": row.pages,
+        "sent_to": list(row.sent_to or []),
+        "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None,
+        "pdf": f"{PREFIX}/reports/{row.id}/pdf",
+    }
+
+
+async def list_reports(request: web.Request) -> web.Response:
+    """The quarterly reports written, newest first."""
+    page = read_page(request, REPORT_AFTER)
+    quarter = _quarter(request, REPORT_QUARTER)
+
+    def work(app: App) -> dict[str, Any]:
+        query = select(QuarterlyReport).order_by(QuarterlyReport.id.desc()).limit(page.limit + 1)
+        if page.after is not None:
+            query = query.where(QuarterlyReport.id < page.after)
+        if quarter is not None:
+            query = query.where(QuarterlyReport.quarter == quarter)
+        with app.store.session() as session:
+            return paged([_report(r) for r in session.scalars(query)], page)
+
+    return reply(await in_store(request, work))
+
+
+async def report_pdf(request: web.Request) -> web.Response:
+    """A report's PDF, as it was written: refused when the file is gone or was changed since."""
+    report_id = path_id(request, "report")
+
+    def work(app: App) -> tuple[str, bytes]:
+        with app.store.session() as session:
+            row = session.get(QuarterlyReport, report_id)
+            if row is None:
+                raise not_found(f"report {report_id}")
+            quarter, path, recorded = row.quarter, Path(row.path), row.sha256
+        try:
+            pdf = path.read_bytes()
+        except OSError:
+            raise Refusal(
+                409, f"report {report_id}: its PDF is no longer where it was written"
+            ) from None
+        if hashlib.sha256(pdf).hexdigest() != recorded:
+            raise Refusal(
+                409,
+                f"report {report_id}: its PDF was changed after it was written "
+                "(its SHA-256 differs from the one recorded); not served",
+            )
+        return quarter, pdf
+
+    quarter, pdf = await in_store(request, work)
+    name = "".join(c for c in quarter if c.isascii() and c.isalnum())
+    return web.Response(
+        body=pdf,
+        content_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="monitord-{name}.pdf"'},
+    )
+
+
+ROUTES = (
+    api_route(
+        "GET",
+        "/compliance",
+        list_results,
+        "viewer",
+        operation(
+            "a quarter's compliance verdicts",
+            answer=page_of(RESULT, INT),
+            query=(*page_params(RESULT_AFTER), QUARTER, PASSED),
+        ),
+    ),
+    api_route(
+        "GET",
+        "/reports",
+        list_reports,
+        "viewer",
+        operation(
+            "the quarterly reports written, newest first",
+            answer=page_of(REPORT, INT),
+            query=(*page_params(REPORT_AFTER), REPORT_QUARTER),
+        ),
+    ),
+    api_route(
+        "GET",
+        r"/reports/{id:\d+}/pdf",
+        report_pdf,
+        "viewer",
+        operation(
+            "a quarterly report's PDF",
+            answer={"type": "string", "format": "binary"},
+            media="application/pdf",
+            refusals=(409,),
+            description="409: the file is gone, or differs from the SHA-256 recorded when it "
+            "was written.",
+        ),
+    ),
+)
