@@ -104,14 +104,15 @@ MAINTENANCE_REASON = "计划维护"
 
 
 def record_maintenance(session: Session, settings: Settings, now: dt.datetime) -> int:
-    """Keep the configured maintenance windows that have begun as quiet windows (one per service
-    they cover, "*" for all), so that a past quarter is judged against the windows in force
-    then, whatever the config says later. Idempotent: a window is stored once (its unique key);
+    """Keep the configured maintenance windows in force now as quiet windows (one per service
+    they cover, "*" for all), so that a past quarter is judged against the windows that applied
+    then, whatever the config says later. A window written into the config after it was over
+    quieted nothing, and is not recorded. Idempotent: a window is stored once (its unique key);
     while it lasts, a changed end or reason is followed, and a window taken out of the config
     ends now. Returns how many were stored anew."""
     configured: dict[tuple[str, dt.datetime], tuple[dt.datetime, str]] = {}
     for window in settings.alerts.maintenance:
-        if window.start <= now:
+        if window.start <= now < window.end:
             for service_id in window.services or ["*"]:
                 configured[(service_id, window.start)] = (
                     window.end,

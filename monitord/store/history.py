@@ -13,8 +13,6 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from itertools import groupby
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Text, cast, func, select
@@ -192,6 +190,10 @@ def rolled_up_until(session: Session) -> dt.datetime | None:
     return None if last is None else last + dt.timedelta(hours=1)
 
 
+SERVICES_PER_QUERY = 100
+"""A quarter of a hundred services' hourly histograms is about 20 MB of text."""
+
+
 def probe_quarter(
     session: Session, start: dt.datetime, end: dt.datetime, kind: str = AVAILABILITY
 ) -> dict[str, ProbeStats]:
@@ -200,31 +202,31 @@ def probe_quarter(
     report on the running quarter counts every probe."""
     tallies: dict[str, _Tally] = defaultdict(_Tally)
     in_period = (ProbeRollup.kind == kind, ProbeRollup.hour >= start, ProbeRollup.hour < end)
-    sums = session.execute(
-        select(
-            ProbeRollup.service_id,
-            func.sum(ProbeRollup.count),
-            func.sum(ProbeRollup.failures),
-            func.sum(ProbeRollup.blind),
-            func.count().filter(ProbeRollup.count > 0),  # one roll-up per service and hour
-        )
-        .where(*in_period)
-        .group_by(ProbeRollup.service_id)
-    )
-    for service_id, count, failures, blind, hours in sums:
-        tally = tallies[service_id]
-        tally.count, tally.failures, tally.blind = int(count), int(failures), int(blind or 0)
-        tally.rolled_hours = int(hours)
-    # A quarter of 2,000 services is millions of hours: read as plain rows (not through the
-    # ORM), in batches, their histograms as text (see histogram.sum_stored).
-    texts = session.connection().execute(
-        select(ProbeRollup.service_id, cast(ProbeRollup.latency_buckets, Text))
-        .where(*in_period)
-        .order_by(ProbeRollup.service_id)
-        .execution_options(yield_per=10_000)
-    )
-    for service_id, rows in groupby(texts, key=itemgetter(0)):
-        tallies[service_id].buckets = histogram.sum_stored([text for _, text in rows])
+    # A quarter of 2,000 services is millions of hours: summed by the database, the histograms
+    # joined as text and summed by histogram.sum_stored. Asked for a hundred services at a time,
+    # the database walks each one's hours along the roll-ups' key; asked for all at once,
+    # SQLite sorted the whole quarter first (14 s against 2 s).
+    services = list(session.scalars(select(ProbeRollup.service_id).distinct()))
+    for batch in range(0, len(services), SERVICES_PER_QUERY):
+        for service_id, count, failures, blind, hours, texts in session.connection().execute(
+            select(
+                ProbeRollup.service_id,
+                func.sum(ProbeRollup.count),
+                func.sum(ProbeRollup.failures),
+                func.sum(ProbeRollup.blind),
+                func.count().filter(ProbeRollup.count > 0),  # one roll-up per service and hour
+                func.aggregate_strings(cast(ProbeRollup.latency_buckets, Text), " "),
+            )
+            .where(
+                ProbeRollup.service_id.in_(services[batch : batch + SERVICES_PER_QUERY]),
+                *in_period,
+            )
+            .group_by(ProbeRollup.service_id)
+        ):
+            tally = tallies[service_id]
+            tally.count, tally.failures, tally.blind = int(count), int(failures), int(blind or 0)
+            tally.rolled_hours = int(hours)
+            tally.buckets = histogram.sum_stored(texts or "")
     raw_from = max(start, rolled_up_until(session) or start)
     if raw_from < end:
         raw = session.execute(

@@ -57,10 +57,14 @@ def at(app: App, clock: FakeClock, moment: str) -> None:
 def test_a_window_is_stored_once_it_begins_and_follows_the_config_while_it_lasts(
     sqlite_store: Store, clock: FakeClock
 ) -> None:
-    app = App(settings=settings_with(sqlite_store, UPGRADE, NIGHTLY), store=sqlite_store)
+    # Written into the config after it was over: it quieted nothing, and is no record.
+    after_the_fact = {"start": "2026-11-01T10:00:00+08:00", "end": "2026-11-01T12:00:00+08:00"}
+    app = App(
+        settings=settings_with(sqlite_store, UPGRADE, NIGHTLY, after_the_fact), store=sqlite_store
+    )
     app.clock = clock
     at(app, clock, "2026-11-02T09:00:00+08:00")
-    assert stored(app) == []  # nothing has begun
+    assert stored(app) == []  # nothing in force
     at(app, clock, "2026-11-02T10:01:00+08:00")
     at(app, clock, "2026-11-02T10:02:00+08:00")  # again: stored once
     assert stored(app) == [

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from monitord.config import Settings, parse_config
 from monitord.probing import ServiceTarget, probe_round, run_probes, trust_context
 from monitord.store import Store
+from monitord.store.histogram import bucket_of, percentile
 from monitord.store.history import probe_quarter
 from monitord.store.models import (
     Finding,
@@ -293,6 +294,9 @@ async def test_hourly_roll_ups_keep_percentiles_and_raw_results_are_purged(
         assert first is not None
         assert (first.count, first.failures) == (120, 12)
         assert (first.p50_ms, first.p95_ms) == (61.0, 114.0)  # of the 108 successes
+        # and the histogram a quarter's percentiles are merged from, read back the same
+        assert sum(first.latency_buckets.values()) == 108 and first.blind == 0
+        assert bucket_of(percentile(first.latency_buckets, 0.95) or 0) == bucket_of(114.0)
     deleted = purge(sqlite_store, parse_config({}, "test", env={}), clock())
     assert deleted["probe_results"] == 135  # the 15 failures are kept store.retention_days
     with sqlite_store.session() as session:
