@@ -296,7 +296,7 @@ def open_quarter(session: Session, settings: Settings, label: str, now: dt.datet
         if present:
             moments[present[-1] - TICK].append(service_id)
     for moment, ids in moments.items():
-        catalogue = catalogue_as_of(session, moment)
+        catalogue = catalogue_as_of(session, moment, services=ids)
         for service_id in ids:
             if service_id in catalogue:
                 quarter.records[service_id] = catalogue[service_id]
@@ -795,7 +795,9 @@ def offline_notice(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
             }
         )
     for event in q.events("went_offline", "gone"):
-        before = catalogue_as_of(q.session, event.at - TICK).get(event.service_id, {})
+        before = catalogue_as_of(q.session, event.at - TICK, services=[event.service_id]).get(
+            event.service_id, {}
+        )
         if event.kind == "gone" and before.get("status") == "offline":
             continue  # taken down before, then dropped from the catalogue: judged then
         notice = before.get("offline_notice")

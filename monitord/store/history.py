@@ -71,6 +71,9 @@ def service_record(service: Service) -> dict[str, Any]:
     for name in RECORD_FIELDS:
         value = getattr(service, name)
         record[name] = value.isoformat() if isinstance(value, dt.datetime) else value
+    # The targets the service files for itself (clause 6.4 a/b) live only in its raw record.
+    slo = (service.raw or {}).get("slo")
+    record["slo"] = slo if isinstance(slo, dict) else None
     return record
 
 

@@ -251,12 +251,15 @@ async def test_the_catalogue_as_of_last_quarter_is_the_one_of_last_quarter(
     # A report on 2026Q3 written in November must name the services, and give the lifecycle
     # states, they had then, not what the catalogue says today.
     clock.now = dt.datetime(2026, 8, 1, 1, 0, tzinfo=UTC)
+    portal.services[0]["slo"] = {"uptime_percent": 99.5, "p95_ms": 800}
     await sync(store, portal, clock)
     clock.advance(days=20)
     await sync(store, portal, clock)  # nothing changed: no new revision
     clock.now = dt.datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
     suspension = {"filed_at": "2026-11-01T09:00:00+08:00", "planned_resume": "2026-11-09"}
-    portal.services[0].update(name="企业开办（新版）", status="suspended", suspension=suspension)
+    portal.services[0].update(
+        name="企业开办（新版）", status="suspended", suspension=suspension, slo={"p95_ms": 5000}
+    )
     gone = portal.services.pop(2)["id"]
     await sync(store, portal, clock)
     clock.advance(hours=1)
@@ -273,6 +276,9 @@ async def test_the_catalogue_as_of_last_quarter_is_the_one_of_last_quarter(
     assert (then["svc-0001"]["name"], then["svc-0001"]["status"]) == ("测试服务1", "online")
     assert then["svc-0001"]["suspension"] is None
     assert then["svc-0001"]["url"] == "https://svc1.example.test/"
+    # The targets a service filed then judge it for then (clause 6.4 a/b), not today's.
+    assert then["svc-0001"]["slo"] == {"uptime_percent": 99.5, "p95_ms": 800}
+    assert now["svc-0001"]["slo"] == {"p95_ms": 5000}
     assert (now["svc-0001"]["name"], now["svc-0001"]["status"]) == ("企业开办（新版）", "suspended")
     assert now["svc-0001"]["suspension"] == suspension
     with store.session() as session:
