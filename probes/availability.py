@@ -27,6 +27,7 @@ from probes.http import (
     HttpSpec,
     default_port,
     error_text,
+    failure,
     fetch_stream,
     probe_url,
     result,
@@ -121,20 +122,10 @@ async def probe(target: Target, spec: AvailabilitySpec, ctx: ProbeContext) -> Pr
     except ssl.SSLCertVerificationError as exc:
         if spec.cert_facts:
             facts.update(await _unverified_facts(url, spec, exc, started_at))
-        return result(
-            KIND, target, started_at, start, success=False, facts=facts, error=error_text(exc, 0)
-        )
+        return failure(KIND, target, started_at, start, facts, error_text(exc, 0))
     except PROBE_ERRORS as exc:
         facts["refused"] = isinstance(exc, netguard.DeniedTargetError)
-        return result(
-            KIND,
-            target,
-            started_at,
-            start,
-            success=False,
-            facts=facts,
-            error=error_text(exc, spec.timeout_s),
-        )
+        return failure(KIND, target, started_at, start, facts, error_text(exc, spec.timeout_s))
     facts.update(
         {
             "status": fetched.status,

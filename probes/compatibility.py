@@ -16,7 +16,7 @@ from typing import Any
 
 from monitord import netguard
 from monitord.types import ProbeContext, ProbeResult, Target
-from probes.http import PROBE_ERRORS, HttpSpec, error_text, fetch, probe_url, result
+from probes.http import PROBE_ERRORS, HttpSpec, error_text, failure, fetch, probe_url, result
 
 KIND = "compatibility"
 
@@ -119,14 +119,13 @@ async def probe(target: Target, spec: CompatibilitySpec, ctx: ProbeContext) -> P
         async with asyncio.timeout(spec.timeout_s):
             answers = await asyncio.gather(*(_one(ctx, spec, target, c) for c in clients))
     except (netguard.DeniedTargetError, TimeoutError) as exc:
-        return result(
+        return failure(
             KIND,
             target,
             started_at,
             start,
-            success=False,
-            facts={"clients": {}, "incompatible_clients": []},
-            error=error_text(exc, spec.timeout_s),
+            {"clients": {}, "incompatible_clients": []},
+            error_text(exc, spec.timeout_s),
         )
     per_client = dict(zip(clients, answers, strict=True))
     reference = per_client.get(REFERENCE_CLIENT, {}).get("status_class")

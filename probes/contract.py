@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitord.types import ProbeContext, ProbeResult, Target
-from probes.http import PROBE_ERRORS, HttpSpec, error_text, fetch, probe_url, result
+from probes.http import PROBE_ERRORS, HttpSpec, error_text, failure, fetch, probe_url, result
 
 KIND = "contract"
 _MISSING = object()
@@ -59,15 +59,7 @@ async def probe(target: Target, spec: ContractSpec, ctx: ProbeContext) -> ProbeR
         async with asyncio.timeout(spec.timeout_s):
             fetched = await fetch(ctx, spec, probe_url(target, spec))
     except PROBE_ERRORS as exc:
-        return result(
-            KIND,
-            target,
-            started_at,
-            start,
-            success=False,
-            facts={},
-            error=error_text(exc, spec.timeout_s),
-        )
+        return failure(KIND, target, started_at, start, {}, error_text(exc, spec.timeout_s))
     meanings = dict(spec.return_codes)
     documented = set(spec.ok_codes) | set(meanings)
     facts: dict[str, Any] = {

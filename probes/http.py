@@ -372,6 +372,18 @@ def result(
     )
 
 
+def failure(
+    kind: str,
+    target: Target,
+    started_at: dt.datetime,
+    start: float,
+    facts: dict[str, Any],
+    error: str,
+) -> ProbeResult:
+    """A failed probe's result: `result` with success False and why."""
+    return result(kind, target, started_at, start, success=False, facts=facts, error=error)
+
+
 def header_charset(content_type_header: str | None) -> str | None:
     """The charset parameter of a Content-Type header, lower-cased, or None."""
     if not content_type_header:

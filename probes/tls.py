@@ -25,6 +25,7 @@ from probes.http import (
     HttpSpec,
     default_port,
     error_text,
+    failure,
     probe_url,
     result,
     ssl_context_for,
@@ -81,14 +82,13 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
     facts: dict[str, Any] = dict.fromkeys(TLS_FACT_KEYS)
     url = probe_url(target, spec)
     if url.scheme != "https":
-        return result(
+        return failure(
             KIND,
             target,
             started_at,
             start,
-            success=False,
-            facts=facts,
-            error=f"not an HTTPS URL ({url.scheme}://): plain HTTP, see clause 6.3.2 b",
+            facts,
+            f"not an HTTPS URL ({url.scheme}://): plain HTTP, see clause 6.3.2 b",
         )
     host = url.raw_host or ""
     port = default_port(url)
@@ -98,15 +98,7 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
                 host, port, spec.denied_networks, spec.timeout_s
             )
     except PROBE_ERRORS as exc:
-        return result(
-            KIND,
-            target,
-            started_at,
-            start,
-            success=False,
-            facts=facts,
-            error=error_text(exc, spec.timeout_s),
-        )
+        return failure(KIND, target, started_at, start, facts, error_text(exc, spec.timeout_s))
     # A name may resolve to an address that does not answer (an AAAA record with no IPv6
     # route); use the first one that takes a connection for everything else.
     insecure = tlsinfo.insecure_context()
@@ -117,15 +109,7 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
         if shake.connected:
             break
     if not shake.connected:
-        return result(
-            KIND,
-            target,
-            started_at,
-            start,
-            success=False,
-            facts=facts,
-            error=f"connection failed: {shake.error}",
-        )
+        return failure(KIND, target, started_at, start, facts, f"connection failed: {shake.error}")
     gate = asyncio.Semaphore(max(1, spec.max_parallel))
 
     async def limited(work: Awaitable[T]) -> T:
@@ -156,9 +140,7 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
                 verified, raw, limited(protocols), weak, hsts
             )
     except TimeoutError:
-        return result(
-            KIND, target, started_at, start, success=False, facts=facts, error="timed out"
-        )
+        return failure(KIND, target, started_at, start, facts, "timed out")
     facts.update(
         _facts(shake, check, sent, started_at, host),
         protocols=accepted,
