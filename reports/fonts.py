@@ -20,6 +20,9 @@ from reportlab.pdfbase.ttfonts import TTFError, TTFont
 
 from monitord.errors import ReportError
 
+STAND_INS = {"\u2212": "-", "\u2011": "-", "\u2010": "-", "\u00a0": " ", "\u2009": " "}
+"""Signs a font may lack, and the plain form that means the same (minus, hyphens, spaces)."""
+
 SYSTEM_FONTS: tuple[str, ...] = (
     "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
     "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
@@ -66,7 +69,15 @@ class CjkFont:
         so a name in any script shows as something a reader can look up, never as boxes."""
         if all(self.can_draw(c) for c in text):
             return text
-        return "".join(c if self.can_draw(c) else f"[U+{ord(c):04X}]" for c in text)
+        return "".join(self._stand_in(c) for c in text)
+
+    def _stand_in(self, char: str) -> str:
+        if self.can_draw(char):
+            return char
+        near = STAND_INS.get(char)
+        if near is not None and all(self.can_draw(c) for c in near):
+            return near  # the same sign in a form the font has (a formula's minus)
+        return f"[U+{ord(char):04X}]"
 
     def first_drawable(self, *choices: str) -> str:
         """The first of `choices` the font draws whole (e.g. ✓ or else √); the last otherwise."""

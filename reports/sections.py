@@ -564,7 +564,24 @@ def ranking(
     if not scores:
         out.append(w.para("本季度没有服务评价结果。", s.body))
         return out
-    ordered = sorted(scores, key=lambda sc: (-sc.score, sc.service_id))
+    # A service whose availability was not measured is not ranked: on its other parts alone
+    # it would come first.
+    unmeasured = sorted(sc.service_id for sc in scores if "availability" not in sc.parts)
+    ordered = sorted(
+        (sc for sc in scores if "availability" in sc.parts),
+        key=lambda sc: (-sc.score, sc.service_id),
+    )
+    if unmeasured:
+        names = "、".join(unmeasured[:20]) + (" 等" if len(unmeasured) > 20 else "")
+        out.append(
+            w.para(
+                f"本季度无可用率数据、未纳入排名的服务 {len(unmeasured)} 个：{names}。",
+                s.note,
+            )
+        )
+    if not ordered:
+        out.append(w.para("本季度没有可排名的服务（均无可用率数据）。", s.body))
+        return out
     header = ["名次", "服务编号", "名称", "层级", "得分", *PARTS.values()]
     widths = [0.06, 0.13, 0.2, 0.11, 0.08, *(0.07,) * len(PARTS)]
     out.append(w.heading(f"总体前 {count} 名", 1))

@@ -84,11 +84,11 @@ def score_table(scores: list[ServiceScore]) -> str:
 
     rows = [
         [
-            str(s.rank),
+            str(s.rank or "-"),  # 0: not ranked (availability not measured)
             s.service_id,
             shortened(s.name, 24),
             s.tier,
-            str(s.tier_rank),
+            str(s.tier_rank or "-"),
             f"{s.score:.1f}",
             *(f"{s.parts[p]:.0f}" if p in s.parts else "-" for p in EVALUATION_PARTS),
         ]

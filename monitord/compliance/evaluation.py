@@ -188,12 +188,22 @@ def score_services(
     return rank(scored)
 
 
+def measured(score: ServiceScore) -> bool:
+    """Whether the service's availability was measured in the quarter: only then is it ranked
+    (a service no probe reached would otherwise rank on its other parts alone, at the top)."""
+    return "availability" in score.parts
+
+
 def rank(scores: Iterable[ServiceScore]) -> list[ServiceScore]:
-    """The scores best first (ties by service id), with their overall and tier ranks."""
-    ordered = sorted(scores, key=lambda s: (-s.score, s.service_id))
+    """The scores best first (ties by service id), with their overall and tier ranks; the
+    services whose availability was not measured follow, unranked (rank 0)."""
+    ordered = sorted(scores, key=lambda s: (not measured(s), -s.score, s.service_id))
     in_tier: dict[str, int] = defaultdict(int)
     ranked = []
     for position, score in enumerate(ordered, start=1):
+        if not measured(score):
+            ranked.append(replace(score, rank=0, tier_rank=0))
+            continue
         in_tier[score.tier] += 1
         ranked.append(replace(score, rank=position, tier_rank=in_tier[score.tier]))
     return ranked

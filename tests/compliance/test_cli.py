@@ -85,7 +85,10 @@ def test_the_evaluation_ranks_the_services(
 ) -> None:
     assert main(["--config", str(seeded), "evaluation", "--quarter", Q3, "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
-    assert [s["rank"] for s in scores] == list(range(1, len(scores) + 1))
+    ranked = [s["rank"] for s in scores if "availability" in s["parts"]]
+    assert ranked == list(range(1, len(ranked) + 1))
+    # A service no probe measured follows, unranked.
+    assert {s["rank"] for s in scores if "availability" not in s["parts"]} <= {0}
     assert scores[0]["service_id"] == "good" and scores[-1]["score"] <= scores[0]["score"]
     assert main(["--config", str(seeded), "compliance", "--quarter", Q3, "--scores"]) == 0
     out = capsys.readouterr().out

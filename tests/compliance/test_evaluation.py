@@ -80,10 +80,12 @@ def test_services_are_scored_from_their_parts_and_ranked(sqlite_store: Store) ->
     assert 0 < poor.parts["latency"] < 60
     assert poor.parts["compliance"] < 100
     assert poor.score < fine.score and poor.tier_rank == 2
-    # Never probed: no availability nor latency part; the rest is weighed up to 1.
+    # Never probed: no availability nor latency part; the rest is weighed up to 1, and it is
+    # listed unranked after the ranked ones (on its other parts alone it came first).
     assert "availability" not in silent.parts and "latency" not in silent.parts
-    assert (silent.tier, silent.tier_rank) == ("district", 1)
-    assert sorted(s.rank for s in scores.values()) == [1, 2, 3]
+    assert silent.score > fine.score * 0.5
+    assert (silent.tier, silent.rank, silent.tier_rank) == ("district", 0, 0)
+    assert sorted(s.rank for s in scores.values()) == [0, 1, 2]
 
 
 def test_the_weights_of_the_config_decide_the_score(sqlite_store: Store) -> None:
