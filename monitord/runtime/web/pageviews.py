@@ -113,6 +113,8 @@ label.choice{display:inline-block;font-weight:400;margin:.2rem 1rem .2rem 0}
 .chart{width:100%;height:auto;display:block;background:#fafafa;margin:.2rem 0 .6rem}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}
 td,th{padding:.3rem .4rem;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+th,td button{white-space:nowrap}
+td button{padding:.3rem .6rem}
 .empty{color:var(--grey)}
 footer{color:var(--grey);font-size:.8rem;text-align:center;padding:1rem}
 """
