@@ -35,6 +35,7 @@ EVENT_NAMES = {
     "escalated": "升级",
     "finding_added": "新增发现",
     "quiet": "静默（不告警）",
+    "silenced": "告警被静默（未发群聊）",
     "undelivered": "通报未送达",
     "clock_step": "时钟校正",
 }
@@ -367,6 +368,15 @@ def notify_form(incident_id: int, csrf: str, values: dict[str, str]) -> str:
     )
 
 
+def _event_text(event: dict[str, Any]) -> str:
+    """A timeline line's what: its name, and for an alert held back, the silence that did."""
+    text = esc(EVENT_NAMES.get(event["kind"], event["kind"]))
+    silence = event.get("detail", {}).get("silence") if event["kind"] == "silenced" else None
+    if isinstance(silence, int):
+        text += f' <a href="/silences#silence-{silence}">静默 #{silence}</a>'
+    return text
+
+
 def incident_page(
     incident: dict[str, Any],
     events: list[dict[str, Any]],
@@ -419,8 +429,7 @@ def incident_page(
     parts.append("<h2>时间线</h2><table><tr><th>时间</th><th>事项</th><th>操作人</th></tr>")
     parts.append(
         "".join(
-            f"<tr><td>{when(e['at'])}</td><td>{esc(EVENT_NAMES.get(e['kind'], e['kind']))}</td>"
-            f"<td>{esc(e['actor'])}</td></tr>"
+            f"<tr><td>{when(e['at'])}</td><td>{_event_text(e)}</td><td>{esc(e['actor'])}</td></tr>"
             for e in events
         )
         + "</table>"

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from alerts.delivery import expand
+from monitord.incidents import open_manual, resolve
 from monitord.runtime.app import App
 from monitord.store.models import AuditEntry, Incident, OutboxAlert, Silence
 from monitord.timeutil import SHANGHAI, local_text
@@ -483,3 +484,28 @@ async def test_on_call_ends_a_silence_with_its_button_and_a_viewer_may_not(
     async with site.http.post(f"{site.url}/silences/99999999999/expire", data=data) as missing:
         assert missing.status == 409
         assert "no silence 99999999999" in await missing.text()
+
+
+async def test_an_incidents_timeline_names_the_silence_that_held_its_alert_back(
+    app: App, site: Site, clock: FakeClock
+) -> None:
+    seed(app)
+    with app.store.session() as session:
+        outage = open_manual(
+            session, app.settings, "outage", ["svc-0002"], "连续 3 次探测失败", "monitord", clock()
+        )
+        outage_id = outage.id
+    await site.sign_in(ONCALL)
+    _, html = await site.page("/silences")
+    form = {"csrf": field(html, "csrf"), "kinds": "outage", "reason": "割接", "for": "1h"}
+    async with site.http.post(f"{site.url}/silences", data=form, allow_redirects=False) as done:
+        assert done.status == 303
+    [silence] = _silences(app)
+    clock.advance(minutes=1)
+    with app.store.session() as session:
+        resolve(session, outage_id, "monitord", clock())  # its "resolved" news is held back
+    _, html = await site.page(f"/incidents/{outage_id}")
+    assert (
+        f'告警被静默（未发群聊） <a href="/silences#silence-{silence.id}">静默 #{silence.id}</a>'
+        in html
+    )
