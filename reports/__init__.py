@@ -70,6 +70,7 @@ def _figures(
         "incidents": len(incidents),
         "security_incidents": len(security),
         "late_incidents": [int(i) for i in security.loc[security["late"].astype(bool), "id"]],
+        "silences": len(quarter.silences),
         "scans": len(quarter.scans),
         "scans_finished": int((quarter.scans["state"] == "finished").sum()),
         "unscanned_online": list(quarter.unscanned_online),

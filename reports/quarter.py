@@ -30,6 +30,7 @@ from monitord.store.models import (
     Finding,
     FindingEpisode,
     Incident,
+    IncidentEvent,
     LogAudit,
     LogHourStat,
     OutboxAlert,
@@ -39,6 +40,7 @@ from monitord.store.models import (
     ServiceEvent,
     ServiceRevision,
     ServiceStateChange,
+    Silence,
 )
 from monitord.timeutil import SHANGHAI, quarter_bounds
 from monitord.workcalendar import UnknownYearWarning, WorkCalendar
@@ -84,6 +86,9 @@ class Quarter:
     """Per tier: services, probed, count, failures, uptime, p95_ms (from merged histograms)."""
     overall: dict[str, Any]
     incidents: pd.DataFrame
+    silences: pd.DataFrame
+    """The silences in force at some time in the quarter: id, services, kinds, rules, reason,
+    created_by, starts_at, ended_at, expired_by (None: ran to its end), held_back (alerts)."""
     scans: pd.DataFrame
     open_findings: pd.DataFrame
     log_audit: dict[str, Any] | None
@@ -213,6 +218,41 @@ def _incidents(session: Session, start: dt.datetime, end: dt.datetime) -> pd.Dat
         )
     columns = ["id", "kind", "klass", "severity", "services", "summary", "detected_at"]
     return _frame(rows, [*columns, "notify_by", "notified_at", "late", "late_minutes"])
+
+
+def _silences(session: Session, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
+    """The silences in force at some time in [start, end), with the alerts each held back
+    then (the incidents' timelines say "silenced by #id" once per alert)."""
+    held_back: Counter[int] = Counter(
+        detail.get("silence")
+        for detail in session.scalars(
+            select(IncidentEvent.detail).where(
+                IncidentEvent.kind == "silenced", IncidentEvent.at >= start, IncidentEvent.at < end
+            )
+        )
+    )
+    ended = func.coalesce(Silence.expired_at, Silence.ends_at)
+    rows = [
+        {
+            "id": silence.id,
+            "services": [str(s) for s in silence.services],
+            "kinds": [str(k) for k in silence.kinds],
+            "rules": [str(r) for r in silence.rules],
+            "reason": silence.reason,
+            "created_by": silence.created_by,
+            "starts_at": silence.starts_at,
+            "ended_at": silence.expired_at or silence.ends_at,
+            "expired_by": silence.expired_by,
+            "held_back": held_back[silence.id],
+        }
+        for silence in session.scalars(
+            select(Silence)
+            .where(Silence.starts_at < end, ended > start, ended > Silence.starts_at)
+            .order_by(Silence.starts_at, Silence.id)
+        )
+    ]
+    columns = ["id", "services", "kinds", "rules", "reason", "created_by", "starts_at"]
+    return _frame(rows, [*columns, "ended_at", "expired_by", "held_back"])
 
 
 def _scans(session: Session, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
@@ -412,6 +452,7 @@ def read_quarter(session: Session, settings: Settings, label: str, now: dt.datet
         tiers=tiers,
         overall=overall,
         incidents=_incidents(session, start, end),
+        silences=_silences(session, start, end),
         scans=scans,
         open_findings=_open_findings(session, end),
         log_audit=_log_audit(session, label),

@@ -363,6 +363,48 @@ def incidents(w: Writer, quarter: Quarter, per_week: list[tuple[str, int]]) -> l
         out.append(
             w.para(f"未通报的事件，超时计至数据截止时间 {local_text(quarter.end)}。", s.note)
         )
+    out.extend(silences(w, quarter))
+    return out
+
+
+def silence_scope(row: Any) -> str:
+    """What a silence covered: 服务 svc-1、svc-2；类型 outage；规则 zap:*."""
+    return "；".join(
+        f"{label} {'、'.join(values)}"
+        for label, values in (("服务", row.services), ("类型", row.kinds), ("规则", row.rules))
+        if values
+    )
+
+
+def silences(w: Writer, quarter: Quarter) -> list[Flowable]:
+    """Section 3's silences: each one in force in the quarter, who set it, why, how long, and
+    how many alerts it held back from chat (never the 7.3.3 duty, which no silence quiets)."""
+    s = w.styles
+    frame = quarter.silences
+    out: list[Flowable] = [w.heading("告警静默记录", 1)]
+    out.append(
+        w.para(
+            f"本季度生效过的静默 {len(frame)} 条，共压下群聊告警 {int(frame['held_back'].sum())} "
+            "条。静默只压下群聊告警，不暂停安全事件两小时通报（7.3.3）的提醒、升级与通报。",
+            s.body,
+        )
+    )
+    rows = [
+        [
+            f"#{r.id}",
+            silence_scope(r),
+            r.reason,
+            r.created_by,
+            when(r.starts_at),
+            when(r.ended_at),
+            "—" if pd.isna(r.expired_by) else r.expired_by,
+            int(r.held_back),
+        ]
+        for r in frame.itertuples()
+    ]
+    header = ["静默", "范围", "原因", "设置人", "开始", "结束", "提前结束", "压下告警"]
+    widths = [0.06, 0.15, 0.17, 0.1, 0.16, 0.16, 0.1, 0.1]
+    out.append(w.table(header, rows, widths, empty="本季度没有静默。"))
     return out
 
 

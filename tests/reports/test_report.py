@@ -9,13 +9,17 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.orm import Session
 
 import reports
 from monitord.config import Settings
 from monitord.errors import ReportError
+from monitord.incidents import open_manual
 from monitord.store import Store, histogram, open_store
+from monitord.store.models import IncidentEvent, Silence
 from monitord.timeutil import UTC
 from reports.fonts import find_font
 from reports.sections import CLAUSE_DUTIES, SECTIONS, pct
@@ -198,6 +202,7 @@ def test_an_empty_quarter_says_there_is_nothing_rather_than_failing(
         assert one_line(heading) in text
     assert "本季度没有探测记录。" in text
     assert "本季度没有事件。" in text
+    assert "本季度没有静默。" in text
     assert "2026年第3季度尚无日志审计记录" in text
     assert "本季度没有服务评价结果。" in text
     assert report.figures["uptime"] is None and report.figures["services"] == 0
@@ -252,3 +257,83 @@ def test_the_report_reads_its_figures_alike_on_sqlite_and_postgresql(store: Stor
     assert report.figures["tiers"]["bureau"]["uptime"] == pytest.approx(
         seeded.tier_uptime("bureau")
     )
+
+
+def _silence(
+    session: Session, reason: str, starts: dt.datetime, ends: dt.datetime, **scope: Any
+) -> Silence:
+    silence = Silence(
+        reason=reason,
+        created_by="zhang.san",
+        created_at=starts,
+        starts_at=starts,
+        ends_at=ends,
+        **{"services": [], "kinds": [], "rules": [], **scope},
+    )
+    session.add(silence)
+    session.flush()
+    return silence
+
+
+def test_the_silences_of_the_quarter_are_listed_with_the_alerts_they_held_back(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    aug_1 = dt.datetime(2026, 8, 1, 2, 0, tzinfo=UTC)
+    sep_30 = dt.datetime(2026, 9, 30, 15, 0, tzinfo=UTC)  # 23:00 in Beijing
+    with sqlite_store.session() as session:
+        drill = _silence(
+            session,
+            "机房断电演练（已报备）",
+            aug_1,
+            aug_1 + dt.timedelta(hours=4),
+            services=["svc-0001"],
+        )
+        window = _silence(
+            session,
+            "季度扫描窗口",
+            sep_30,
+            sep_30 + dt.timedelta(days=2),
+            kinds=["outage"],
+            rules=["zap:*"],
+        )
+        window.expired_at, window.expired_by = OCT_2, "li.si"
+        _silence(
+            session, "上季度的静默", aug_1 - dt.timedelta(days=60), aug_1 - dt.timedelta(days=59)
+        )
+        _silence(session, "下季度的静默", OCT_2, OCT_2 + dt.timedelta(hours=1), kinds=["outage"])
+        incident = open_manual(session, Settings(), "outage", [], "演练中断", "monitord", aug_1)
+        for minute, alert in ((1, "opened"), (30, "escalation")):
+            session.add(
+                IncidentEvent(
+                    incident_id=incident.id,
+                    at=aug_1 + dt.timedelta(minutes=minute),
+                    kind="silenced",
+                    detail={
+                        "alert": alert,
+                        "silence": drill.id,
+                        "note": f"silenced by #{drill.id}",
+                    },
+                )
+            )
+        drill_id, window_id = drill.id, window.id
+    report = render(sqlite_store, None, "2026q3", OCT_2)
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert "告警静默记录" in text
+    assert "本季度生效过的静默 2 条，共压下群聊告警 2 条。" in text
+    # Each row: what it covered, why, who set it, from when to when, who ended it early, and
+    # the alerts it held back from chat.
+    # (pdftotext reads a wrapped cell's further lines apart from its row: match each row's
+    # one-line cells, and the reasons on their own.)
+    assert re.search(
+        rf"#{drill_id} 服务 svc-0001 .*zhang\.san 2026-08-01 10:00 2026-08-01 14:00 — 2\n", text
+    )
+    assert re.search(
+        rf"#{window_id} .*季度扫描窗口 zhang\.san 2026-09-30 23:00 2026-10-02 09:00 li\.si 0\n",
+        text,
+    )
+    assert "类型 outage；规" in text and "机房断电演练（已报" in text
+    assert "上季度的静默" not in text and "下季度的静默" not in text
+    assert report.figures["silences"] == 2
+    before = render(sqlite_store, None, "2026q2", OCT_2)
+    text = one_line("\n".join(pdf_pages(before.pdf)))
+    assert "本季度生效过的静默 1 条，共压下群聊告警 0 条。" in text and "上季度的静默" in text

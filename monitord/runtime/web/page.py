@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import secrets
 from collections import defaultdict
 from typing import Any
@@ -20,6 +21,7 @@ from aiohttp import web
 from loguru import logger
 from sqlalchemy import select
 
+from alerts.templates import KIND_NAMES
 from monitord.errors import UsageError
 from monitord.incidents import (
     acknowledge,
@@ -29,10 +31,12 @@ from monitord.incidents import (
     resolve,
     timeline,
 )
+from monitord.incidents.silences import active_silences, expire_silence, is_active, silence_dict
 from monitord.redact import mask_urls, one_line
 from monitord.runtime.app import App
 from monitord.runtime.status import Status, read_status
 from monitord.runtime.web import pageviews
+from monitord.runtime.web.api.common import MAX_ID
 from monitord.runtime.web.auth import (
     CALLER,
     CSRF_FIELD,
@@ -47,13 +51,24 @@ from monitord.runtime.web.auth import (
 )
 from monitord.runtime.web.charts import Bucket, latency_line, percentile, uptime, uptime_strip
 from monitord.runtime.web.routes import APP, Route
+from monitord.runtime.web.silences import Invalid, add_from_body
 from monitord.store import audit
-from monitord.store.models import Finding, ProbeResultRow, ProbeRollup, Service, ServiceState
+from monitord.store.models import (
+    Finding,
+    ProbeResultRow,
+    ProbeRollup,
+    Service,
+    ServiceState,
+    Silence,
+)
 
 KIND = "availability"
 """The probe kind the charts show: the one that runs every round."""
 DAY_BUCKET = dt.timedelta(minutes=30)
 WEEK_BUCKET = dt.timedelta(hours=1)
+ENDED_SHOWN = 20
+"""Ended silences listed on /silences at most (the CLI's `silence list --all` has them all)."""
+_LIST_SEPARATORS = re.compile(r"[\s,，、;；]+")
 
 
 def wants_page(request: web.Request) -> bool:
@@ -456,6 +471,108 @@ async def notify(request: web.Request) -> web.Response:
     return web.Response(status=303, headers={"Location": f"/incidents/{incident_id}?done=notify"})
 
 
+# --- silences ------------------------------------------------------------------------------
+
+
+def _read_silences(app: App) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+    """The silences in force, the latest ended ones, and the incident kinds a silence may name
+    (code: Chinese name)."""
+    now = app.clock()
+    with app.store.session() as session:
+        active = [silence_dict(s, now) for s in active_silences(session, now)]
+        latest = session.scalars(
+            select(Silence).order_by(Silence.id.desc()).limit(len(active) + ENDED_SHOWN)
+        )
+        ended = [silence_dict(s, now) for s in latest if not is_active(s, now)]
+    incidents = app.settings.incidents
+    kinds = [*incidents.availability_kinds, *incidents.security_kinds]
+    return active, ended[:ENDED_SHOWN], {kind: KIND_NAMES.get(kind, kind) for kind in kinds}
+
+
+async def _silences_response(
+    request: web.Request,
+    *,
+    error: str | None = None,
+    values: dict[str, Any] | None = None,
+    status: int = 200,
+) -> web.Response:
+    active, ended, kinds = await asyncio.to_thread(_read_silences, request.app[APP])
+    body = pageviews.silences_page(
+        active,
+        ended,
+        kinds,
+        can_act=_can_act(request),
+        csrf=_csrf(request),
+        notice=pageviews.NOTICES.get(request.query.get("done", "")),
+        error=error,
+        values=values or {},
+    )
+    return _page(request, "静默", body, status)
+
+
+async def silences(request: web.Request) -> web.Response:
+    """GET /silences: the silences in force and lately ended; for on-call, the form to add one
+    and a button to end each."""
+    return await _silences_response(request)
+
+
+def _listed(text: str) -> list[str]:
+    """A form field holding several values, separated by commas, spaces or 、."""
+    return [part for part in _LIST_SEPARATORS.split(text) if part]
+
+
+def silence_body(form: Any) -> dict[str, Any]:
+    """The page's form as the fields of the API's body (an empty end field is left out)."""
+    body: dict[str, Any] = {
+        "services": _listed(str(form.get("services") or "")),
+        "kinds": [str(kind) for kind in form.getall("kinds", [])],
+        "rules": _listed(str(form.get("rules") or "")),
+        "reason": str(form.get("reason") or ""),
+    }
+    for name in ("for", "ends_at"):
+        value = str(form.get(name) or "").strip()
+        if value:
+            body[name] = value
+    return body
+
+
+async def add_silence(request: web.Request) -> web.Response:
+    """POST /silences: add a silence as the signed-in caller (the checks are the API's and the
+    CLI's: a refused one shows its one-line reason above the form, what was typed kept)."""
+    form = await request.post()
+    body = silence_body(form)
+    try:
+        await asyncio.to_thread(add_from_body, request.app[APP], body, request[CALLER].name)
+    except Invalid as exc:
+        values = {name: str(form.get(name) or "") for name in ("services", "rules", "reason")}
+        values.update({"for": body.get("for", ""), "ends_at": body.get("ends_at", "")})
+        values["kinds"] = body["kinds"]
+        return await _silences_response(request, error=str(exc), values=values, status=422)
+    return web.Response(status=303, headers={"Location": "/silences?done=silence"})
+
+
+async def end_silence(request: web.Request) -> web.Response:
+    """POST /silences/{id}/expire: end a silence now (as `monitord silence expire`)."""
+    app = request.app[APP]
+    silence_id = int(request.match_info["id"])
+    form = await request.post()
+    back = local_path(str(form.get("back") or "/silences"))
+    who = request[CALLER].name
+
+    def apply() -> None:
+        if silence_id > MAX_ID:
+            raise UsageError(f"no silence {silence_id}")
+        with app.store.session() as session:
+            expire_silence(session, silence_id, who, app.clock())
+
+    try:
+        await asyncio.to_thread(apply)
+    except UsageError as exc:
+        return await _silences_response(request, error=str(exc), status=409)
+    separator = "&" if "?" in back else "?"
+    return web.Response(status=303, headers={"Location": f"{back}{separator}done=expire"})
+
+
 ROUTES = (
     Route("GET", "/static/page.css", stylesheet, role=None),
     Route("GET", "/static/page.js", script, role=None),
@@ -468,4 +585,7 @@ ROUTES = (
     Route("POST", r"/incidents/{id:\d+}/ack", ack, role="oncall"),
     Route("POST", r"/incidents/{id:\d+}/notify", notify, role="oncall"),
     Route("POST", r"/incidents/{id:\d+}/resolve", resolve_incident, role="oncall"),
+    Route("GET", "/silences", silences, role="viewer"),
+    Route("POST", "/silences", add_silence, role="oncall"),
+    Route("POST", r"/silences/{id:\d+}/expire", end_silence, role="oncall"),
 )

@@ -35,6 +35,7 @@ EVENT_NAMES = {
     "escalated": "升级",
     "finding_added": "新增发现",
     "quiet": "静默（不告警）",
+    "silenced": "告警被静默（未发群聊）",
     "undelivered": "通报未送达",
     "clock_step": "时钟校正",
 }
@@ -59,6 +60,8 @@ NOTICES = {
     "ack": "已确认。",
     "notify": "通报已提交，等待管理单位渠道确认送达。",
     "resolve": "已标记为解决。",
+    "silence": "静默已添加。",
+    "expire": "静默已结束。",
 }
 
 LISTED = 200
@@ -100,14 +103,19 @@ button,.button{font:inherit;border:0;border-radius:6px;padding:.45rem .9rem;back
 color:#fff;text-decoration:none;display:inline-block;cursor:pointer}
 button.secondary{background:#555}
 label{display:block;margin:.6rem 0 .2rem;font-weight:600}
-textarea,input[type=text],input[type=password]{width:100%;font:inherit;padding:.4rem;
+textarea,input[type=text],input[type=password],input[type=datetime-local]{width:100%;font:inherit;padding:.4rem;
 border:1px solid #bbb;border-radius:4px}
 textarea{min-height:3.5rem}
+fieldset{border:1px solid #bbb;border-radius:4px;margin:.6rem 0;padding:.2rem .6rem}
+legend{font-weight:600}
+label.choice{display:inline-block;font-weight:400;margin:.2rem 1rem .2rem 0}
 .notice{background:#e8f5e9;border-radius:6px;padding:.5rem .8rem}
 .error{background:#ffebee;color:var(--red);border-radius:6px;padding:.5rem .8rem}
 .chart{width:100%;height:auto;display:block;background:#fafafa;margin:.2rem 0 .6rem}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}
 td,th{padding:.3rem .4rem;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+th,td button{white-space:nowrap}
+td button{padding:.3rem .6rem}
 .empty{color:var(--grey)}
 footer{color:var(--grey);font-size:.8rem;text-align:center;padding:1rem}
 """
@@ -233,20 +241,52 @@ def _service_card(service: dict[str, Any]) -> str:
     )
 
 
-def _silence_row(silence: dict[str, Any]) -> str:
-    scope = "；".join(
+def silence_scope(silence: dict[str, Any]) -> str:
+    """What a silence covers, as people read it: 服务：svc-1；类型：服务中断."""
+    return "；".join(
         f"{label}：{'、'.join(map(str, values))}"
         for label, values in (
             ("服务", silence["services"]),
-            ("类型", silence["kinds"]),
+            ("类型", [KIND_NAMES.get(k, k) for k in silence["kinds"]]),
             ("规则", silence["rules"]),
         )
         if values
     )
+
+
+def _expire_button(silence: dict[str, Any], csrf: str, back: str) -> str:
     return (
-        f"<tr><td>#{silence['id']}</td><td>{esc(scope or '全部')}</td>"
-        f"<td>{esc(silence['reason'])}</td><td>{esc(silence['created_by'])}</td>"
-        f"<td>{when(silence['ends_at'])}</td></tr>"
+        f'<form method="post" action="/silences/{silence["id"]}/expire">{_hidden(csrf, back)}'
+        '<button class="secondary">结束</button></form>'
+    )
+
+
+def silence_table(
+    silences: list[dict[str, Any]], *, can_act: bool, csrf: str, back: str, ended: bool = False
+) -> str:
+    """Silences as a table; for on-call, a button to end each one still in force."""
+    last = "<th>结束于</th><th>结束人</th>" if ended else "<th>结束</th>"
+    action = "<th></th>" if can_act and not ended else ""
+    rows = []
+    for silence in silences:
+        if ended:
+            end = (
+                f"<td>{when(silence['expired_at'] or silence['ends_at'])}</td>"
+                f"<td>{esc(silence['expired_by'] or '到期')}</td>"
+            )
+        else:
+            end = f"<td>{when(silence['ends_at'])}</td>"
+        button = f"<td>{_expire_button(silence, csrf, back)}</td>" if action else ""
+        rows.append(
+            f'<tr id="silence-{silence["id"]}"><td>#{silence["id"]}</td>'
+            f"<td>{esc(silence_scope(silence) or '全部')}</td>"
+            f"<td>{esc(silence['reason'])}</td><td>{esc(silence['created_by'])}</td>"
+            f"{end}{button}</tr>"
+        )
+    return (
+        f"<table><tr><th>编号</th><th>范围</th><th>原因</th><th>设置人</th>{last}{action}</tr>"
+        + "".join(rows)
+        + "</table>"
     )
 
 
@@ -294,13 +334,11 @@ def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) 
     parts.append(_more(len(status.incidents), "个事件，见 monitord incidents list"))
     parts.append(f"<h2>生效中的静默（{len(status.silences)}）</h2>")
     if status.silences:
-        parts.append(
-            "<table><tr><th>编号</th><th>范围</th><th>原因</th><th>设置人</th><th>结束</th></tr>"
-            + "".join(_silence_row(s) for s in status.silences)
-            + "</table>"
-        )
+        parts.append(silence_table(status.silences, can_act=can_act, csrf=csrf, back="/"))
     else:
         parts.append('<p class="empty">没有静默。</p>')
+    link = "添加或查看静默" if can_act else "查看静默"
+    parts.append(f'<p><a href="/silences">{link}</a></p>')
     if status.stuck_total:
         parts.append(f'<h2 class="clock late">待发告警积压（{status.stuck_total}）</h2>')
         parts.append(
@@ -328,6 +366,15 @@ def notify_form(incident_id: int, csrf: str, values: dict[str, str]) -> str:
         f'value="{esc(values.get("out_of_band", ""))}" placeholder="电话：市数据局 王科长">'
         '<div class="actions"><button>发送通报</button></div></form>'
     )
+
+
+def _event_text(event: dict[str, Any]) -> str:
+    """A timeline line's what: its name, and for an alert held back, the silence that did."""
+    text = esc(EVENT_NAMES.get(event["kind"], event["kind"]))
+    silence = event.get("detail", {}).get("silence") if event["kind"] == "silenced" else None
+    if isinstance(silence, int):
+        text += f' <a href="/silences#silence-{silence}">静默 #{silence}</a>'
+    return text
 
 
 def incident_page(
@@ -382,8 +429,7 @@ def incident_page(
     parts.append("<h2>时间线</h2><table><tr><th>时间</th><th>事项</th><th>操作人</th></tr>")
     parts.append(
         "".join(
-            f"<tr><td>{when(e['at'])}</td><td>{esc(EVENT_NAMES.get(e['kind'], e['kind']))}</td>"
-            f"<td>{esc(e['actor'])}</td></tr>"
+            f"<tr><td>{when(e['at'])}</td><td>{_event_text(e)}</td><td>{esc(e['actor'])}</td></tr>"
             for e in events
         )
         + "</table>"
@@ -423,6 +469,68 @@ def service_page(
         )
     else:
         parts.append('<p class="empty">没有。</p>')
+    return "".join(parts)
+
+
+def silence_form(kinds: dict[str, str], csrf: str, values: dict[str, Any]) -> str:
+    """The form adding a silence: what it covers (service, kind or rule), why, until when."""
+    chosen = set(values.get("kinds", []))
+    boxes = "".join(
+        f'<label class="choice"><input type="checkbox" name="kinds" value="{esc(kind)}"'
+        f"{' checked' if kind in chosen else ''}> {esc(name)}（{esc(kind)}）</label>"
+        for kind, name in kinds.items()
+    )
+
+    def text(name: str, label: str, placeholder: str, kind: str = "text") -> str:
+        return (
+            f'<label for="{name}">{label}</label><input type="{kind}" id="{name}" name="{name}" '
+            f'value="{esc(values.get(name, ""))}" placeholder="{esc(placeholder)}">'
+        )
+
+    return (
+        '<form method="post" action="/silences" id="add-silence">'
+        f'{_hidden(csrf)}<p class="meta">按服务、事件类型或规则静默（至少填一项；多项须同时匹配）。'
+        "静默只压下群聊告警，不会暂停安全事件第 7.3.3 条的两小时通报时限。</p>"
+        f"{text('services', '服务编号（多个用逗号或空格分隔）', 'svc-0001, svc-0002')}"
+        f"<fieldset><legend>事件类型</legend>{boxes}</fieldset>"
+        f"{text('rules', '规则（可用通配符）', 'zap:*')}"
+        '<label for="reason">原因（写入季度报告）</label>'
+        f'<textarea id="reason" name="reason" required>{escape(values.get("reason", ""))}'
+        "</textarea>"
+        f"{text('for', '持续时间（如 90m、2h、1d）', '2h')}"
+        f"{text('ends_at', '或结束时间（北京时间）', '', 'datetime-local')}"
+        '<div class="actions"><button>添加静默</button></div></form>'
+    )
+
+
+def silences_page(
+    active: list[dict[str, Any]],
+    ended: list[dict[str, Any]],
+    kinds: dict[str, str],
+    *,
+    can_act: bool,
+    csrf: str,
+    notice: str | None,
+    error: str | None,
+    values: dict[str, Any],
+) -> str:
+    """The body of `/silences`: those in force (with their end buttons), the form, ended ones."""
+    parts = ["<h1>静默</h1>"]
+    if notice:
+        parts.append(f'<p class="notice">{esc(notice)}</p>')
+    if error:
+        parts.append(f'<p class="error">未能完成：{esc(error)}</p>')
+    parts.append(f"<h2>生效中（{len(active)}）</h2>")
+    parts.append(
+        silence_table(active, can_act=can_act, csrf=csrf, back="/silences")
+        if active
+        else '<p class="empty">没有静默。</p>'
+    )
+    if can_act:
+        parts.append(f"<h2>添加静默</h2>{silence_form(kinds, csrf, values)}")
+    if ended:
+        parts.append("<h2>最近结束的静默</h2>")
+        parts.append(silence_table(ended, can_act=False, csrf=csrf, back="", ended=True))
     return "".join(parts)
 
 

@@ -70,7 +70,9 @@ def _ends_at(body: dict[str, Any], now: dt.datetime) -> dt.datetime:
         raise Invalid("ends_at: expected an ISO 8601 time such as 2026-12-01T08:00") from None
 
 
-def _add(app: App, body: dict[str, Any], actor: str) -> dict[str, Any]:
+def add_from_body(app: App, body: dict[str, Any], actor: str) -> dict[str, Any]:
+    """Add the silence a body (the API's JSON, or the page's form as the same fields) asks
+    for, as `actor`; raises Invalid with the one-line reason it was refused."""
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise Invalid(f"{unknown[0]}: not a field of a silence (expected {', '.join(FIELDS)})")
@@ -103,7 +105,7 @@ async def post_silence(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         return web.json_response({"error": "the body: expected a JSON object"}, status=422)
     try:
-        made = await asyncio.to_thread(_add, request.app[APP], body, request[CALLER].name)
+        made = await asyncio.to_thread(add_from_body, request.app[APP], body, request[CALLER].name)
     except Invalid as exc:
         return web.json_response({"error": str(exc)}, status=422)
     return web.json_response(made, status=201)

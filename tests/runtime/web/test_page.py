@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from alerts.delivery import expand
+from monitord.incidents import open_manual, resolve
 from monitord.runtime.app import App
 from monitord.store.models import AuditEntry, Incident, OutboxAlert, Silence
+from monitord.timeutil import SHANGHAI, local_text
 from tests.conftest import FakeClock
 from tests.runtime.web.pagesite import (
     HTML,
@@ -345,3 +347,165 @@ async def test_signing_in_leads_back_to_a_page_of_this_site_only(
         allow_redirects=False,
     ) as signed:
         assert (signed.status, signed.headers["Location"]) == (303, goes_to)
+
+
+def _silences(app: App) -> list[Silence]:
+    with app.store.session() as session:
+        found = list(session.scalars(select(Silence).order_by(Silence.id)))
+        session.expunge_all()
+        return found
+
+
+async def test_on_call_adds_a_silence_with_the_form_and_sees_it_listed(
+    app: App, site: Site, clock: FakeClock
+) -> None:
+    seed(app)
+    await site.sign_in(ONCALL)
+    _, front = await site.page("/")
+    assert 'href="/silences"' in front
+    _, html = await site.page("/silences")
+    assert 'id="add-silence"' in html and "服务中断（outage）" in html
+    form = {
+        "csrf": field(html, "csrf"),
+        "services": "svc-0001, svc-0002",
+        "kinds": "outage",
+        "rules": "",
+        "reason": "供应商计划维护（已报备）",
+        "for": "2h",
+        "ends_at": "",
+    }
+    async with site.http.post(f"{site.url}/silences", data=form, allow_redirects=False) as done:
+        assert (done.status, done.headers["Location"]) == (303, "/silences?done=silence")
+    [silence] = _silences(app)
+    assert (silence.services, silence.kinds, silence.created_by) == (
+        ["svc-0001", "svc-0002"],
+        ["outage"],
+        "zhang.san",
+    )
+    assert silence.ends_at == clock() + dt.timedelta(hours=2)
+    with app.store.session() as session:
+        entry = session.scalars(select(AuditEntry).where(AuditEntry.action == "silence.add")).one()
+        assert entry.actor == "zhang.san"
+    _, html = await site.page("/silences?done=silence")
+    assert "静默已添加。" in html
+    assert f'id="silence-{silence.id}"' in html
+    assert "服务：svc-0001、svc-0002；类型：服务中断" in html
+    _, front = await site.page("/")
+    assert "生效中的静默（1）" in front and "供应商计划维护（已报备）" in front
+
+
+async def test_an_end_time_from_the_form_is_read_as_beijing_time(
+    app: App, site: Site, clock: FakeClock
+) -> None:
+    seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page("/silences")
+    end = (clock() + dt.timedelta(hours=3)).astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M")
+    form = {"csrf": field(html, "csrf"), "rules": "zap:*", "reason": "扫描窗口", "ends_at": end}
+    async with site.http.post(f"{site.url}/silences", data=form, allow_redirects=False) as done:
+        assert done.status == 303
+    [silence] = _silences(app)
+    assert silence.rules == ["zap:*"]
+    assert local_text(silence.ends_at) == end.replace("T", " ")
+
+
+async def test_a_refused_silence_shows_its_one_line_reason_and_keeps_what_was_typed(
+    app: App, site: Site
+) -> None:
+    seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page("/silences")
+    csrf = field(html, "csrf")
+    refusals = [
+        ({"services": "svc-9999", "reason": "维护", "for": "2h"}, "svc-9999"),
+        ({"services": "svc-0001", "reason": "维护"}, "ends_at or for: give exactly one"),
+        ({"services": "svc-0001", "reason": "维护", "for": "soon"}, "duration"),
+        ({"reason": "全部静默", "for": "2h"}, "at least one service, kind or rule"),
+        ({"services": "svc-0001", "reason": "  ", "for": "2h"}, "reason: say why"),
+    ]
+    for form, said in refusals:
+        data = {"csrf": csrf, **form}
+        async with site.http.post(f"{site.url}/silences", data=data) as refused:
+            assert refused.status == 422
+            page = await refused.text()
+        error = page.split('<p class="error">', 1)[1].split("</p>", 1)[0]
+        assert error.startswith("未能完成：") and said in error, error
+        assert "Traceback" not in page
+        assert f'value="{form.get("services", "")}"' in page  # what was typed is kept
+    assert _silences(app) == []
+    async with site.http.post(
+        f"{site.url}/silences", data={"services": "svc-0001", "reason": "x", "for": "2h"}
+    ) as forged:
+        assert forged.status == 403  # no CSRF token
+    assert _silences(app) == []
+
+
+async def test_on_call_ends_a_silence_with_its_button_and_a_viewer_may_not(
+    app: App, site: Site, clock: FakeClock
+) -> None:
+    seed(app)
+    with app.store.session() as session:
+        silence = Silence(
+            services=["svc-0002"],
+            reason="供应商计划维护",
+            created_by="zhang.san",
+            created_at=clock(),
+            starts_at=clock(),
+            ends_at=clock() + dt.timedelta(hours=2),
+        )
+        session.add(silence)
+        session.flush()
+        silence_id = silence.id
+    expire = f"{site.url}/silences/{silence_id}/expire"
+    await site.sign_in(VIEWER)
+    _, html = await site.page("/silences")
+    assert "供应商计划维护" in html
+    assert 'id="add-silence"' not in html and "/expire" not in html
+    data = {"csrf": field(html, "csrf"), "back": "/"}
+    async with site.http.post(expire, data=data, allow_redirects=False) as refused:
+        assert refused.status == 403
+    site.http.cookie_jar.clear()
+    await site.sign_in(ONCALL)
+    _, html = await site.page("/")
+    assert f'action="/silences/{silence_id}/expire"' in html
+    clock.advance(minutes=10)
+    data = {"csrf": field(html, "csrf"), "back": "/"}
+    async with site.http.post(expire, data=data, allow_redirects=False) as done:
+        assert (done.status, done.headers["Location"]) == (303, "/?done=expire")
+    [ended] = _silences(app)
+    assert (ended.expired_at, ended.expired_by) == (clock(), "zhang.san")
+    _, html = await site.page("/?done=expire")
+    assert "静默已结束。" in html and "生效中的静默（0）" in html
+    _, html = await site.page("/silences")
+    assert "最近结束的静默" in html and "供应商计划维护" in html
+    async with site.http.post(expire, data=data) as again:
+        assert again.status == 409
+        assert f"silence {silence_id} already ended" in await again.text()
+    async with site.http.post(f"{site.url}/silences/99999999999/expire", data=data) as missing:
+        assert missing.status == 409
+        assert "no silence 99999999999" in await missing.text()
+
+
+async def test_an_incidents_timeline_names_the_silence_that_held_its_alert_back(
+    app: App, site: Site, clock: FakeClock
+) -> None:
+    seed(app)
+    with app.store.session() as session:
+        outage = open_manual(
+            session, app.settings, "outage", ["svc-0002"], "连续 3 次探测失败", "monitord", clock()
+        )
+        outage_id = outage.id
+    await site.sign_in(ONCALL)
+    _, html = await site.page("/silences")
+    form = {"csrf": field(html, "csrf"), "kinds": "outage", "reason": "割接", "for": "1h"}
+    async with site.http.post(f"{site.url}/silences", data=form, allow_redirects=False) as done:
+        assert done.status == 303
+    [silence] = _silences(app)
+    clock.advance(minutes=1)
+    with app.store.session() as session:
+        resolve(session, outage_id, "monitord", clock())  # its "resolved" news is held back
+    _, html = await site.page(f"/incidents/{outage_id}")
+    assert (
+        f'告警被静默（未发群聊） <a href="/silences#silence-{silence.id}">静默 #{silence.id}</a>'
+        in html
+    )

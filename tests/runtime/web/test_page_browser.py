@@ -1,5 +1,6 @@
 """The status page in real headless Chromium: sign in, see a down service and an incident's
-clock, acknowledge with a click, see the state change. Skipped where Chromium is absent.
+clock, acknowledge with a click, see the state change, add a silence with the form and see it
+listed. Skipped where Chromium is absent.
 
 With MONITORD_SCREENSHOT=docs/status-page.png it also writes the README's screenshot there.
 """
@@ -13,12 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from monitord.incidents import open_manual
 from monitord.runtime.app import App
 from monitord.store.models import Incident, Silence
 from tests.conftest import FakeClock
-from tests.runtime.web.chromium import chromium_path, open_tab
+from tests.runtime.web.chromium import Tab, chromium_path, open_tab
 from tests.runtime.web.pagesite import (
     ONCALL,
     add_results,
@@ -123,7 +125,34 @@ async def test_on_call_signs_in_sees_the_clock_and_acknowledges_with_a_click(
         shot = tmp_path / "page.png"
         await tab.screenshot(shot, 412, 900)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        await add_a_silence(tab)
     with app.store.session() as session:
         incident = session.get(Incident, incident_id)
         assert incident is not None
         assert (incident.state, incident.acknowledged_by) == ("acknowledged", "zhang.san")
+        added = session.scalars(select(Silence).order_by(Silence.id.desc())).first()
+        assert added is not None
+        assert (added.services, added.kinds, added.created_by) == (
+            ["svc-0003"],
+            ["outage"],
+            "zhang.san",
+        )
+
+
+async def add_a_silence(tab: Tab) -> None:
+    """From the front page, follow the link to the silences, fill the form as a person does
+    and send it; the new silence is listed there and on the front page."""
+    await tab.evaluate("document.querySelector('a[href=\"/silences\"]').click()")
+    await tab.wait_for("location.pathname === '/silences' && document.getElementById('reason')")
+    await tab.evaluate(
+        "document.getElementById('services').value = 'svc-0003';"
+        "document.querySelector('input[name=kinds][value=outage]').click();"
+        "document.getElementById('reason').value = '社保系统割接（已报备）';"
+        "document.getElementById('for').value = '2h';"
+        "document.querySelector('#add-silence button').click()"
+    )
+    await tab.wait_for("document.body.innerText.includes('静默已添加。')")
+    text = await tab.text()
+    assert "服务：svc-0003；类型：服务中断" in text and "社保系统割接（已报备）" in text
+    await tab.send("Page.navigate", url=str(await tab.evaluate("location.origin")) + "/")
+    await tab.wait_for("document.body.innerText.includes('生效中的静默（2）')")
