@@ -625,7 +625,7 @@ def ranking(
         out.append(w.para("本季度没有可排名的服务（均无可用率数据）。", s.body))
         return out
     header = ["名次", "服务编号", "名称", "层级", "得分", *PARTS.values()]
-    widths = [0.06, 0.13, 0.2, 0.11, 0.08, *(0.07,) * len(PARTS)]
+    widths = [0.08, 0.12, 0.19, 0.11, 0.08, *(0.07,) * len(PARTS)]  # ranks of 4 digits fit
     out.append(w.heading(f"总体前 {count} 名", 1))
     places = {sc.service_id: place for place, sc in enumerate(ordered, start=1)}
     out.append(w.table(header, _ranking_rows(ordered[:count], places), widths))
