@@ -32,6 +32,15 @@ class CalendarSettings(Protocol):
     def work_day_end(self) -> str: ...
 
 
+def statutory_year_known(year: int) -> bool:
+    """Whether the installed `chinesecalendar` knows the State Council's schedule of year."""
+    try:
+        chinese_calendar.is_holiday(dt.date(year, 6, 1))
+    except NotImplementedError:
+        return False
+    return True
+
+
 class UnknownYearWarning(UserWarning):
     """The statutory calendar of a year is unknown; Monday-Friday is assumed."""
 
@@ -107,6 +116,16 @@ class WorkCalendar:
         self._cache[day] = result
         return result
 
+    def overrides_year(self, year: int) -> bool:
+        """Whether the config's overrides list any date of year (its calendar brought in)."""
+        return any(day.year == year for day in self.holidays | self.workdays)
+
+    def years_to_bring_in(self, today: dt.date) -> list[int]:
+        """The years whose statutory calendar is missing as of today: this year, and in
+        December the next, when neither `chinesecalendar` nor the overrides know them."""
+        years = [today.year, today.year + 1] if today.month == 12 else [today.year]
+        return [y for y in years if not statutory_year_known(y) and not self.overrides_year(y)]
+
     def working_days_between(self, first: dt.date, last: dt.date) -> int:
         """The working days after `first` and before `last` (none when `last` is not later)."""
         days = (last - first).days - 1
@@ -129,3 +148,35 @@ class WorkCalendar:
                 memo[minute] = value
             out.append(value)
         return out
+
+
+def bring_in_advice(years: list[int]) -> str:
+    """What to tell the operator when the statutory calendar of years is missing."""
+    listed = " and ".join(str(year) for year in years)
+    version = getattr(chinese_calendar, "__version__", "")
+    return (
+        f"the Chinese statutory calendar of {listed} is unknown to chinesecalendar {version}: "
+        f"working days of {listed} fall back to Monday-Friday (holidays and make-up working "
+        "days missed). Bring it in: upgrade chinesecalendar once it knows the year (the State "
+        "Council publishes the schedule each November; `pip install --upgrade chinesecalendar` "
+        "in monitord's venv, then restart), or list the year's holidays and make-up working "
+        "days in [logs] holidays and workdays of the config, then reload"
+    )
+
+
+@dataclass
+class CalendarWatch:
+    """Says at most once a day (in China) that a statutory calendar is missing."""
+
+    _said_on: dt.date | None = field(default=None, repr=False)
+
+    def check(self, calendar: WorkCalendar, now: dt.datetime) -> str | None:
+        """The advice to log now, or None (nothing missing, or already said today)."""
+        today = now.astimezone(SHANGHAI).date()
+        if today == self._said_on:
+            return None
+        years = calendar.years_to_bring_in(today)
+        if not years:
+            return None
+        self._said_on = today
+        return bring_in_advice(years)

@@ -32,6 +32,7 @@ from monitord.cli.report import add_report_commands
 from monitord.cli.scan import add_scan_commands
 from monitord.cli.silence import add_silence_commands
 from monitord.cli.status import add_status_command
+from monitord.cli.store import add_store_commands
 from monitord.cli.token import add_token_command
 from monitord.config import LoggingSettings, check_daemon_secrets
 from monitord.errors import ConfigError, MonitordError, UsageError
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compliance_commands(sub)
     add_report_commands(sub)
     add_silence_commands(sub)
+    add_store_commands(sub)
     p = add("demo", cmd_demo, "run a demo portal on loopback and the daemon against it")
     p.add_argument(
         "--interval", type=int, default=20, help="seconds between catalogue syncs (default 20)"

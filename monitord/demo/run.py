@@ -3,8 +3,8 @@
 Everything runs in one process on 127.0.0.1: a demo portal serving the bundled catalogue (about
 30 services of every type, tier and state, a few with broken filings), an HTTPS server for the
 services behind it (certificates made at start by a demo CA), and the daemon itself on a SQLite
-store in a temporary folder. The portal changes its catalogue a little at each sync so that the
-lifecycle events show.
+store in ./var/demo, which outlasts the demo so that a newcomer can try the commands on what they
+just saw. The portal changes its catalogue a little at each sync so that the lifecycle events show.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import ipaddress
 import json
 import socket
 import ssl
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,12 +39,14 @@ from monitord.demo.fakezap import FakeAlert, FakeZapServer, Scenario
 from monitord.runtime.app import App
 from monitord.runtime.logsetup import setup_logging
 from monitord.runtime.web.auth import new_token, token_hash
-from monitord.store import open_store
+from monitord.store import Store, open_store
 from monitord.timeutil import UTC, ScaledClock, quarter_start
 
 DEMO_SPEED = 120.0  # the demo's clock: two hours pass in a minute
 DEMO_TOKEN = "demo-token"  # the demo portal's own bearer token; not a secret of any real system
 PAGE_PORT = 8321  # the status page's usual port; another free one when it is taken
+KEPT = Path("var/demo")
+"""Where the demo keeps its store, its log and a config to read them with (working folder)."""
 
 
 def _page_address() -> str:
@@ -450,7 +453,49 @@ def _demo_logs(folder: Path) -> tuple[Path, Path]:
     return edge, audit
 
 
-async def _demo(folder: Path, interval: int) -> int:
+def _fresh_store(kept: Path) -> str:
+    """The URL of an empty demo store in kept, the previous demo's removed.
+
+    The previous store's times ran on the demo's fast clock, hours ahead of this run's: a new
+    demo on it would find incidents from its future. Raises StoreError when a demo still runs.
+    """
+    kept.mkdir(parents=True, exist_ok=True)
+    database = kept.absolute() / "monitord.db"
+    url = f"sqlite:///{database}"
+    if database.exists():
+        previous = Store(url)
+        try:
+            previous.take_for_daemon()  # refused while another demo runs on it
+        finally:
+            previous.dispose()
+    for name in ("monitord.db", "monitord.db-wal", "monitord.db-shm", "monitord.log.jsonl"):
+        (kept / name).unlink(missing_ok=True)
+    return url
+
+
+def _write_kept_config(kept: Path, store_url: str) -> Path:
+    """A config for the CLI on the demo's store: `monitord --config … incidents list`."""
+    config = kept / "monitord.toml"
+    reports = Path("var/reports").absolute()
+    config.write_text(
+        "# Written by `monitord demo`: the commands read the demo's store with it.\n"
+        f"[store]\nurl = {json.dumps(store_url)}\n\n[report]\ndir = {json.dumps(str(reports))}\n",
+        encoding="utf-8",
+    )
+    return config
+
+
+def _say_where_kept(config: Path) -> None:
+    """After Ctrl-C: where the demo's store is, and a command ready to paste."""
+    print(
+        f"\nThe demo's store is kept in {config.parent}/ (replaced by the next demo). Try:\n"
+        f"  monitord --config {config.absolute()} incidents list\n"
+        f"  monitord --config {config.absolute()} services",
+        file=sys.stderr,
+    )
+
+
+async def _demo(folder: Path, interval: int, store_url: str) -> int:
     from monitord.runtime.daemon import Daemon
     from monitord.runtime.jobs import JOBS
 
@@ -462,9 +507,9 @@ async def _demo(folder: Path, interval: int) -> int:
     page_token = new_token()  # made for this run; printed below for the newcomer to sign in
     settings = parse_config(
         {
-            "store": {"url": f"sqlite:///{folder / 'monitord.db'}"},
+            "store": {"url": store_url},
             "portal": {"url": site.portal_url, "sync_interval_seconds": interval, "page_size": 10},
-            "logging": {"file": str(folder / "monitord.log.jsonl")},
+            "logging": {"file": str(KEPT.absolute() / "monitord.log.jsonl")},
             "daemon": {"grace_seconds": 5.0},
             "alerts": {
                 "oncall": [f"{chat}/oncall"],
@@ -518,7 +563,7 @@ async def _demo(folder: Path, interval: int) -> int:
         }
     )
     setup_logging(settings.logging)
-    logger.info("demo portal at {}; store and logs in {}", site.portal_url, folder)
+    logger.info("demo portal at {}; store and log kept in {}/", site.portal_url, KEPT)
     logger.info(
         "the demo clock runs {}× fast: the two-hour notification clock passes in {:.0f} s",
         DEMO_SPEED,
@@ -556,5 +601,10 @@ async def _demo(folder: Path, interval: int) -> int:
 
 def run_demo(interval: int = 20) -> int:
     """Run the demo until Ctrl-C (SIGINT) or SIGTERM; returns the exit status."""
-    with tempfile.TemporaryDirectory(prefix="monitord-demo-") as folder:
-        return aio.run(_demo(Path(folder), interval))
+    store_url = _fresh_store(KEPT)
+    config = _write_kept_config(KEPT, store_url)
+    try:
+        with tempfile.TemporaryDirectory(prefix="monitord-demo-") as folder:
+            return aio.run(_demo(Path(folder), interval, store_url))
+    finally:
+        _say_where_kept(config)

@@ -27,6 +27,7 @@ from monitord.runtime.jobs import JOBS, Job
 from monitord.runtime.settings import load_settings
 from monitord.runtime.web import WebServer, serve
 from monitord.timeutil import SteadyClock
+from monitord.workcalendar import CalendarWatch, WorkCalendar
 
 STATUS_SECONDS = 30.0
 """How often the line `systemctl status` shows is brought up to date."""
@@ -35,6 +36,8 @@ CLAIM_CHECK_SECONDS = 5.0
 TICK_SECONDS = 1.0
 """The longest a job loop sleeps at once: a reload's new interval applies within it, and the
 clock is compared with the system clock as often."""
+CALENDAR_CHECK_SECONDS = 3600.0
+"""How often the daemon looks whether a statutory calendar is missing (it says so once a day)."""
 STORE_RETRY_SECONDS = (1.0, 60.0)
 """While the store does not answer, the cheap check is retried after 1 s, doubling to 60 s."""
 
@@ -196,6 +199,19 @@ class Daemon:
                 self.request_stop("store taken by another daemon")
                 return
 
+    async def _watch_calendar(self) -> None:
+        """At start and then once a day: warn when this year's statutory calendar, or in
+        December next year's, is missing (working days would fall back to Monday-Friday)."""
+        watch = CalendarWatch()
+        while True:
+            # Built afresh each time: a reload may have brought the year in by overrides.
+            calendar = WorkCalendar.from_settings(self.app.settings.logs)
+            advice = watch.check(calendar, self.app.clock())
+            if advice is not None:
+                logger.warning(advice)
+            if await self._stopping_within(CALENDAR_CHECK_SECONDS):
+                return
+
     async def _watch_clock(self, clock: SteadyClock) -> None:
         """Compare the daemon's clock with the system clock every tick; log what changed."""
         while not await self._stopping_within(TICK_SECONDS):
@@ -271,7 +287,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.app.start()
         self._beat = self._now()
-        helpers = [asyncio.create_task(self._keep_claim())]
+        helpers = [
+            asyncio.create_task(self._keep_claim()),
+            asyncio.create_task(self._watch_calendar()),
+        ]
         if isinstance(self.app.clock, SteadyClock):
             helpers.append(asyncio.create_task(self._watch_clock(self.app.clock)))
         if sdnotify.notify("STATUS=starting"):

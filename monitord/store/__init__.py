@@ -6,14 +6,21 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
+import sqlite3
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -85,6 +92,36 @@ def _reason(exc: SQLAlchemyError) -> str:
     return f"{exc.__class__.__name__}: {mask_urls(said[0] if said else '')}"
 
 
+@dataclass(frozen=True)
+class Migration:
+    """One schema migration: its Alembic revision id and the first paragraph of its docstring."""
+
+    revision: str
+    title: str
+
+
+def _alembic_config() -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def _pending(connection: Connection) -> list[Migration]:
+    """The migrations not yet applied to the store behind connection, oldest first.
+
+    Raises RevisionError when the store is at a revision these migrations do not know.
+    """
+    scripts = ScriptDirectory.from_config(_alembic_config())
+    current = MigrationContext.configure(connection).get_current_heads()
+    lower = current[0] if current else "base"
+    newest_first = scripts.iterate_revisions("heads", lower)
+    return [
+        Migration(script.revision, " ".join(script.doc.split()))
+        for script in reversed(list(newest_first))
+        if script.revision not in current
+    ]
+
+
 class Store:
     """The database monitord writes everything to, and the sessions to reach it."""
 
@@ -103,18 +140,55 @@ class Store:
         """The URL with its password and secret-looking parts masked, for logs and messages."""
         return mask_url(self.url.render_as_string(hide_password=False))
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest version, keeping every row. Safe to run every start."""
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
+    def migrate(self) -> list[Migration]:
+        """Bring the schema to the newest version, keeping every row. Safe to run every start.
+
+        Returns the migrations it applied, oldest first (none when the store was up to date).
+        """
+        cfg = _alembic_config()
         try:
             with self.engine.begin() as connection:
-                cfg.attributes["connection"] = connection
-                command.upgrade(cfg, "head")
+                applied = _pending(connection)
+                if applied:
+                    cfg.attributes["connection"] = connection
+                    command.upgrade(cfg, "head")
         except SQLAlchemyError as exc:
             raise StoreError(
                 f"cannot open or migrate the store at {self.display_url}: {_reason(exc)}"
             ) from None
+        except (CommandError, RevisionError):
+            raise self._too_new() from None
+        return applied
+
+    def pending_migrations(self) -> list[Migration]:
+        """The migrations `migrate` would apply, oldest first, changing nothing in the store.
+
+        Raises StoreError when the store cannot be read or is newer than this version.
+        """
+        try:
+            with self.engine.connect() as connection:
+                return _pending(connection)
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"cannot read the store at {self.display_url}: {_reason(exc)}"
+            ) from None
+        except (CommandError, RevisionError):
+            raise self._too_new() from None
+
+    def revision(self) -> str | None:
+        """The schema revision the store is at; None for a store never migrated."""
+        with self.engine.connect() as connection:
+            heads = MigrationContext.configure(connection).get_current_heads()
+        return heads[0] if heads else None
+
+    def _too_new(self) -> StoreError:
+        # A newer monitord migrated this store and the code was then rolled back: Alembic
+        # only said "Can't locate revision", with a traceback.
+        return StoreError(
+            f"the store at {self.display_url} is at schema revision {self.revision()!r}, which "
+            "this version of monitord does not know: a newer version migrated it. Run "
+            "that version, or restore the backup taken before the upgrade"
+        )
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -286,6 +360,61 @@ def open_store(url: str, *, for_daemon: bool = False) -> Store:
         store.dispose()
         raise
     return store
+
+
+def backup_sqlite(file: Path, target: Path) -> int:
+    """Copy the SQLite store `file` to `target`, consistent even while the daemon writes.
+
+    SQLite's online backup API copies a snapshot; the copy is written beside `target` (mode
+    0600: the store holds webhook tokens), checked, and renamed over it, so that `target` is
+    never half written. Returns the size of the copy in bytes.
+    Raises StoreError naming what could not be read or written.
+    """
+    if target.exists() and target.resolve() == file.resolve():
+        raise StoreError(f"{target} is the store itself: give the backup another name")
+    try:
+        handle, part_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".part", dir=target.parent
+        )
+    except OSError as exc:
+        raise StoreError(f"cannot write the backup in {target.parent}: {exc.strerror}") from None
+    os.close(handle)
+    part = Path(part_name)
+    try:
+        _copy_sqlite(file, part)
+        with open(part, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(part, target)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot back up the store {file} to {target}: {exc}") from None
+    except OSError as exc:
+        raise StoreError(f"cannot write the backup {target}: {exc.strerror}") from None
+    finally:
+        part.unlink(missing_ok=True)
+    _sync_folder(target.parent)
+    return target.stat().st_size
+
+
+def _copy_sqlite(file: Path, part: Path) -> None:
+    # mode=rw: the store must exist; a missing one is never created by a backup.
+    source = sqlite3.connect(f"file:{quote(str(file))}?mode=rw", uri=True)
+    with closing(source), closing(sqlite3.connect(part)) as copy:
+        source.execute("PRAGMA busy_timeout=10000")
+        source.backup(copy)
+        # One self-contained file (the store's WAL mode would come with -wal and -shm files).
+        copy.execute("PRAGMA journal_mode=DELETE")
+        checked = copy.execute("PRAGMA quick_check").fetchone()[0]
+        if checked != "ok":
+            raise sqlite3.DatabaseError(f"the copy fails SQLite's quick_check: {checked}")
+
+
+def _sync_folder(folder: Path) -> None:
+    # The rename is durable once the folder is: a crash right after must not lose it.
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def audit(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import sys
@@ -11,6 +12,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
+from monitord.demo.run import _fresh_store
+from monitord.errors import StoreError
+from monitord.store import open_store
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -42,17 +47,28 @@ async def test_the_demo_syncs_probes_and_alerts_then_stops_cleanly(tmp_path: Pat
     )
     assert process.stderr is not None
     try:
-        await watch(process, process.stderr)
+        seen = await watch(process, process.stderr)
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+    # The store outlasts the demo, with a command ready to read it.
+    found = re.search(r"The demo's store is kept in var/demo/.*\n  monitord --config (\S+) ", seen)
+    assert found, seen[-2000:]
+    assert found.group(1) == str(tmp_path / "var" / "demo" / "monitord.toml")
+    listed = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitord.cli", "--config", found.group(1), "incidents", "list",
+        "--json", stdout=asyncio.subprocess.PIPE, cwd="/",
+    )  # fmt: skip
+    out, _ = await listed.communicate()
+    assert listed.returncode == 0
+    assert any(i["kind"] == "insecure_transport" for i in json.loads(out))
     # The report outlasts the demo's temporary store, in var/reports of the working folder.
     [report] = (tmp_path / "var" / "reports").glob("monitord-*.pdf")
     assert report.read_bytes().startswith(b"%PDF")
 
 
-async def watch(process: asyncio.subprocess.Process, stderr: asyncio.StreamReader) -> None:
+async def watch(process: asyncio.subprocess.Process, stderr: asyncio.StreamReader) -> str:
     seen = ""
     deadline = time.monotonic() + 60
     while not all(text in seen for text in EXPECTED) and time.monotonic() < deadline:
@@ -71,8 +87,10 @@ async def watch(process: asyncio.subprocess.Process, stderr: asyncio.StreamReade
     assert process.returncode == 0
     at = seen.find("Traceback")
     assert at < 0, seen[max(0, at - 500) : at + 3000]
+    assert "maximum number of running instances" not in seen  # no raw scheduler warning
     # The page the demo printed, with its token, shows the demo's incidents.
     assert "安全事件 #" in page and "传输未加密或加密薄弱" in page, page[-3000:]
+    return seen
 
 
 async def status_page(seen: str) -> str:
@@ -85,3 +103,17 @@ async def status_page(seen: str) -> str:
     async with aiohttp.ClientSession() as http, http.get(found.group(1), headers=headers) as answer:
         assert answer.status == 200
         return await answer.text()
+
+
+def test_a_new_demo_starts_on_a_fresh_store_unless_one_still_runs(tmp_path: Path) -> None:
+    kept = tmp_path / "var" / "demo"
+    url = _fresh_store(kept)
+    running = open_store(url, for_daemon=True)  # a demo still running on it
+    try:
+        with pytest.raises(StoreError, match="another monitord daemon is running"):
+            _fresh_store(kept)
+        assert (kept / "monitord.db").exists()
+    finally:
+        running.dispose()
+    assert _fresh_store(kept) == url
+    assert not (kept / "monitord.db").exists()  # the previous demo's data, hours ahead, is gone

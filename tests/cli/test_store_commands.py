@@ -1,0 +1,173 @@
+"""`monitord migrate [--check]` and `monitord backup`: the store's side of an upgrade."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import select, text
+
+from monitord.cli import main
+from monitord.errors import StoreError
+from monitord.store import MIGRATIONS, Store, audit, open_store
+from monitord.store.models import AuditEntry
+from monitord.timeutil import UTC
+
+NOW = dt.datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
+
+
+def write_config(folder: Path, url: str) -> Path:
+    path = folder / "monitord.toml"
+    path.write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
+    return path
+
+
+def store_at(url: str, revision: str) -> None:
+    """A store as an older monitord left it: migrated up to revision only."""
+    store = Store(url)
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+    store.dispose()
+
+
+def revision_of(url: str) -> str | None:
+    store = Store(url)
+    try:
+        return store.revision()
+    finally:
+        store.dispose()
+
+
+def test_migrate_check_lists_what_would_change_then_migrate_applies_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    config = str(write_config(tmp_path, url))
+    store_at(url, "0006")
+
+    assert main(["--config", config, "migrate", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "is at schema 0006" in out and "would apply 2 migration(s)" in out
+    assert "  0007  alert outbox: claims" in out
+    assert "  0008  evidence that lasts: catalogue revisions" in out
+    assert revision_of(url) == "0006"  # the check changed nothing
+
+    assert main(["--config", config, "migrate"]) == 0
+    out = capsys.readouterr().out
+    assert "applied 2 migration(s)" in out and "  0008  evidence that lasts" in out
+    assert revision_of(url) == "0008"
+
+    assert main(["--config", config, "migrate", "--check"]) == 0
+    assert "is up to date (schema 0008)" in capsys.readouterr().out
+    assert main(["--config", config, "migrate"]) == 0
+    assert "was up to date" in capsys.readouterr().out
+
+
+def test_migrate_is_refused_while_a_daemon_holds_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    config = str(write_config(tmp_path, url))
+    store_at(url, "0007")
+    daemon = open_store(url, for_daemon=True)  # an old daemon still running: it migrated
+    try:
+        assert main(["--config", config, "migrate"]) == 1
+    finally:
+        daemon.dispose()
+    assert "another monitord daemon is running" in capsys.readouterr().err
+
+
+def test_migrate_never_creates_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(write_config(tmp_path, f"sqlite:///{tmp_path / 'none.db'}"))
+    assert main(["--config", config, "migrate", "--check"]) == 2
+    assert f"no store at {tmp_path / 'none.db'}" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_a_store_migrated_by_a_newer_version_is_named_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    config = str(write_config(tmp_path, url))
+    open_store(url).dispose()
+    store = Store(url)
+    with store.engine.begin() as connection:
+        connection.execute(text("update alembic_version set version_num = '0099'"))
+    store.dispose()
+
+    assert main(["--config", config, "migrate", "--check"]) == 1
+    said = capsys.readouterr().err
+    assert "is at schema revision '0099', which this version of monitord does not know" in said
+    with pytest.raises(StoreError, match="restore the backup taken before the upgrade"):
+        open_store(url)
+
+
+def test_a_backup_taken_while_the_daemon_writes_restores_every_committed_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    config = str(write_config(tmp_path, url))
+    daemon = open_store(url, for_daemon=True)
+    try:
+        with daemon.session() as session:
+            for n in range(50):
+                audit(session, NOW, "daemon", "probe", f"svc-{n}")
+        # A write in progress (not committed) while the backup runs: WAL lets both go on.
+        writer = sqlite3.connect(tmp_path / "m.db")
+        writer.execute("begin immediate")
+        writer.execute(
+            "insert into audit_trail (at, actor, action, subject, detail) "
+            "values ('2026-12-04 02:00:00', 'daemon', 'half-done', '', '{}')"
+        )
+        backup = tmp_path / "backups" / "monitord.db"
+        backup.parent.mkdir()
+        assert main(["--config", config, "backup", str(backup)]) == 0
+        writer.rollback()
+        writer.close()
+    finally:
+        daemon.dispose()
+    assert f"backed up the store {tmp_path / 'm.db'} to {backup}" in capsys.readouterr().out
+    assert backup.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in backup.parent.iterdir()] == ["monitord.db"]  # no part left behind
+
+    # Restore: the backup is a store of its own that monitord opens as it is.
+    restored = open_store(f"sqlite:///{backup}")
+    try:
+        with restored.session() as session:
+            actions = session.scalars(select(AuditEntry.action)).all()
+    finally:
+        restored.dispose()
+    assert actions == ["probe"] * 50
+
+
+def test_a_backup_replaces_an_older_one_but_never_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    config = str(write_config(tmp_path, url))
+    open_store(url).dispose()
+    older = tmp_path / "b.db"
+    older.write_bytes(b"yesterday's backup")
+    assert main(["--config", config, "backup", str(older)]) == 0
+    assert older.read_bytes().startswith(b"SQLite format 3\0")
+    assert main(["--config", config, "backup", str(tmp_path / "m.db")]) == 1
+    assert "is the store itself" in capsys.readouterr().err
+
+
+def test_a_postgresql_store_is_pointed_at_pg_dump(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, "postgresql://monitord:secret@db.internal:5433/monitord_prod")
+    assert main(["--config", str(config), "backup", str(tmp_path / "b.dump")]) == 2
+    said = capsys.readouterr().err
+    assert "back it up with pg_dump" in said
+    assert "--host db.internal --port 5433 --username monitord monitord_prod" in said
+    assert "secret" not in said
+    assert not (tmp_path / "b.dump").exists()

@@ -1,0 +1,45 @@
+"""What `monitord migrate --check` rests on, on SQLite and PostgreSQL: the pending migrations
+listed without changing the store, then applied and said."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import inspect
+
+from monitord.store import MIGRATIONS, Migration, Store
+
+
+def test_pending_migrations_are_listed_unchanged_then_applied(store_url: str) -> None:
+    store = Store(store_url)
+    try:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with store.engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "0007")
+
+        pending = store.pending_migrations()
+        assert [m.revision for m in pending] == ["0008"]
+        assert pending[0].title.startswith("evidence that lasts: catalogue revisions, quiet")
+        assert "\n" not in pending[0].title
+        assert store.revision() == "0007"
+        assert "quarterly_reports" not in inspect(store.engine).get_table_names()
+
+        assert store.migrate() == pending
+        assert store.revision() == "0008"
+        assert store.pending_migrations() == []
+        assert store.migrate() == []
+    finally:
+        store.dispose()
+
+
+def test_a_new_store_would_get_every_migration_in_order(store_url: str) -> None:
+    store = Store(store_url)
+    try:
+        pending = store.pending_migrations()
+        assert [m.revision for m in pending] == [f"{n:04d}" for n in range(1, 9)]
+        assert pending[0] == Migration("0001", "initial schema")
+        assert store.revision() is None
+    finally:
+        store.dispose()
