@@ -10,7 +10,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from alerts.templates import CLASS_NAMES, KIND_NAMES, SEVERITY_NAMES
+from monitord.names import CLASS_NAMES, KIND_NAMES, SEVERITY_NAMES
 from monitord.redact import one_line
 from monitord.runtime.status import Status
 from monitord.timeutil import local_text, parse_time
