@@ -154,6 +154,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(interval=args.interval)
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Print the shell completion script for bash or zsh (made by shtab from this parser)."""
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -194,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_compliance_commands(sub)
     add_report_commands(sub)
     add_silence_commands(sub)
+    p = add("completion", cmd_completion, "print the shell completion script for bash or zsh")
+    p.add_argument(
+        "shell",
+        choices=["bash", "zsh"],
+        help="%(choices)s; deploy/install.sh installs both, else e.g. "
+        "`monitord completion bash > /usr/share/bash-completion/completions/monitord`",
+    )
+    p.set_defaults(logs=False)
     p = add("demo", cmd_demo, "run a demo portal on loopback and the daemon against it")
     p.add_argument(
         "--interval", type=int, default=20, help="seconds between catalogue syncs (default 20)"

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli.common import open_app, settings_for
+from monitord.cli.common import add_wide, open_app, settings_for
 from monitord.config import Settings, ca_bundle_problem, http_url
 from monitord.errors import UsageError
 from monitord.textable import format_table
@@ -129,4 +129,5 @@ def add_probe_command(sub: Any) -> None:
     p.add_argument("--kind", choices=list(PROBE_KINDS), help="only this probe kind")
     p.add_argument("--ca-file", metavar="PEM", help="also trust this CA bundle")
     p.add_argument("--json", action="store_true", help="one JSON object per probe")
+    add_wide(p)
     p.set_defaults(handler=cmd_probe)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from monitord.cli.common import app_for, print_json
+from monitord.cli.common import add_wide, app_for, print_json
 from monitord.cli.incidents import incident_table
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
@@ -87,4 +87,5 @@ def add_status_command(sub: Any) -> None:
         "down, 0 otherwise",
     )
     p.add_argument("--json", action="store_true", help="print a JSON document")
+    add_wide(p)
     p.set_defaults(handler=cmd_status)
