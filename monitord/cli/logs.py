@@ -11,6 +11,7 @@ from typing import Any
 from monitord.cli.common import add_json, add_wide, app_for, config_path, time_arg
 from monitord.config import load_config
 from monitord.errors import UsageError
+from monitord.names import SEVERITY_NAMES, named
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time, quarter_bounds, quarter_start
 
@@ -115,7 +116,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
                     [
                         f["rule"],
                         f["clause"],
-                        f["severity"],
+                        named(f["severity"], SEVERITY_NAMES),
                         ",".join(f"{k}={v}" for k, v in f["subject"].items()),
                         str(f["count"]),
                         local_text(parse_time(f["first_seen"])),
@@ -158,8 +159,18 @@ def cmd_usage(args: argparse.Namespace) -> int:
     else:
         shown = dict(data, since=local_text(since) + " CST", until=local_text(until) + " CST")
         for key, value in shown.items():
-            print(f"{key:<22} {value}")
+            print(f"{key:<22} {_usage_text(value)}")
     return 0
+
+
+def _usage_text(value: Any) -> str:
+    """A value of `usage` as a person reads it: counts by key as `200=31, 404=2`, "-" for
+    nothing known."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={count:,}" for key, count in value.items()) or "-"
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def cmd_log_audit(args: argparse.Namespace) -> int:

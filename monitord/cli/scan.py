@@ -8,6 +8,7 @@ from typing import Any
 
 from monitord.cli.common import actor, add_by, add_json, add_wide, app_for, print_json
 from monitord.errors import UsageError
+from monitord.names import SEVERITY_NAMES, named
 from monitord.textable import format_table
 from monitord.timeutil import SHANGHAI, local_text, parse_time
 from monitord.types import SEVERITIES
@@ -192,7 +193,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
             [
                 [
                     str(r["id"]),
-                    r["severity"],
+                    named(r["severity"], SEVERITY_NAMES),
                     r["state"],
                     r["clause"],
                     r["service_id"] or "-",
