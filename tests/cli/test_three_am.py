@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import pty
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +34,8 @@ AT = dt.datetime(2026, 11, 30, 7, 5, 42, 639686, tzinfo=UTC)
 AT_CST = "2026-11-30 15:05"
 LATER = dt.datetime(2099, 1, 1, 0, 30, tzinfo=UTC)
 """When the silence ends: 08:30 in Asia/Shanghai."""
+LONG_REASON = "计划维护：核心数据库主备切换与存储扩容，预计影响企业开办与税务登记两项服务"
+"""Wider than the 40 columns a listing is cut to on a terminal."""
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d|\+00:00|\bNone\b")
 """What a person must not be shown: ISO times, UTC offsets, Python's None."""
 
@@ -84,7 +90,7 @@ def config(tmp_path: Path) -> Path:
                     ),
                     Silence(
                         kinds=["outage"],
-                        reason="计划维护",
+                        reason=LONG_REASON,
                         created_by="王值班",
                         created_at=AT,
                         starts_at=AT,
@@ -232,9 +238,38 @@ def test_columns_are_whole_when_piped_and_cut_on_a_terminal_unless_wide() -> Non
 def test_a_listing_piped_to_a_script_keeps_every_character(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # capsys is not a terminal: the summary of 50+ characters comes whole.
+    # capsys is not a terminal: the reason, 76 columns wide, comes whole, as a script needs it.
     status, out = run(config, capsys, "silence", "list")
     assert status == 0
-    assert "计划维护" in out
-    status, out = run(config, capsys, "evidence", "list")
-    assert "0" * 12 in out
+    assert LONG_REASON in out and "…" not in out
+
+
+def on_a_terminal(config: Path, *args: str) -> str:
+    """What `monitord args` prints to a terminal (a pseudo-terminal as its stdout)."""
+    main_fd, terminal = pty.openpty()
+    with os.fdopen(main_fd, "rb", buffering=0) as screen:
+        done = subprocess.run(
+            [sys.executable, "-m", "monitord.cli", "--config", str(config), *args],
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+        os.close(terminal)
+        assert done.returncode == 0, done.stderr
+        shown = b""
+        while True:
+            try:
+                chunk = screen.read(65536)
+            except OSError:  # EIO: the terminal's other end is closed, all is read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    return shown.decode()
+
+
+def test_on_a_terminal_columns_are_cut_and_wide_shows_them_whole(config: Path) -> None:
+    cut = on_a_terminal(config, "silence", "list")
+    assert LONG_REASON not in cut and "…" in cut
+    assert LONG_REASON in on_a_terminal(config, "silence", "list", "--wide")
