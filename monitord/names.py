@@ -24,6 +24,9 @@ INCIDENT_STATE_NAMES = {
     "resolved": "已解决",
     "closed": "已关闭",
 }
+SERVICE_STATE_NAMES = {"up": "正常", "degraded": "降级", "down": "中断", "unknown": "未知"}
+"""A service's probe state (the status page's badges)."""
+FINDING_STATE_NAMES = {"open": "未处理", "resolved": "已修复", "accepted": "已接受风险"}
 
 
 def named(code: str, names: dict[str, str]) -> str:

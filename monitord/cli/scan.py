@@ -8,7 +8,7 @@ from typing import Any
 
 from monitord.cli.common import actor, add_by, add_json, add_wide, app_for, print_json
 from monitord.errors import UsageError
-from monitord.names import SEVERITY_NAMES, named
+from monitord.names import FINDING_STATE_NAMES, SEVERITY_NAMES, named
 from monitord.textable import format_table
 from monitord.timeutil import SHANGHAI, local_text, parse_time
 from monitord.types import SEVERITIES
@@ -194,7 +194,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
                 [
                     str(r["id"]),
                     named(r["severity"], SEVERITY_NAMES),
-                    r["state"],
+                    named(r["state"], FINDING_STATE_NAMES),
                     r["clause"],
                     r["service_id"] or "-",
                     r["rule"],

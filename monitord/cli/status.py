@@ -12,6 +12,7 @@ from typing import Any
 
 from monitord.cli.common import add_wide, app_for, print_json
 from monitord.cli.incidents import incident_table
+from monitord.names import SERVICE_STATE_NAMES, named
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
 
@@ -46,7 +47,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if status.troubled:
         print()
         rows = [
-            [s["id"], s["name"], s["state"].upper(), _local(s["since"]), s["last_error"] or "-"]
+            [
+                s["id"],
+                s["name"],
+                named(s["state"], SERVICE_STATE_NAMES).upper(),
+                _local(s["since"]),
+                s["last_error"] or "-",
+            ]
             for s in status.troubled
         ]
         print(format_table(["ID", "NAME", "STATE", "SINCE (CST)", "LAST ERROR"], rows, 60))

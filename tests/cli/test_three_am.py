@@ -180,7 +180,13 @@ def test_findings_show_severities_with_their_names(
 ) -> None:
     status, out = run(config, capsys, "findings")
     assert status == 0
-    assert "high 高" in out.splitlines()[1]
+    assert "high 高" in out.splitlines()[1] and "open 未处理" in out.splitlines()[1]
+
+
+def test_status_names_the_service_states(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = run(config, capsys, "status")
+    assert status == 1  # a service is down
+    assert "DOWN 中断" in out and "DEGRADED 降级" in out
 
 
 def test_usage_reads_its_range_and_hours_in_shanghai_time(
