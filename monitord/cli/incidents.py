@@ -21,7 +21,7 @@ from monitord.names import CLASS_NAMES, INCIDENT_STATE_NAMES, KIND_NAMES, SEVERI
 from monitord.redact import one_line
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
-from monitord.types import INCIDENT_KINDS, SEVERITIES
+from monitord.types import AVAILABILITY_KINDS, SECURITY_KINDS, SEVERITIES
 
 # The store, the models and the incident logic are imported by each handler: registering these
 # commands must not load sqlalchemy into every `monitord` process (see monitord.cli).
@@ -379,9 +379,11 @@ def add_incident_commands(sub: Any) -> None:
     p.add_argument(
         "--kind",
         required=True,
-        choices=INCIDENT_KINDS,
         metavar="KIND",
-        help="what happened: " + ", ".join(named(k, KIND_NAMES) for k in INCIDENT_KINDS),
+        # Not argparse choices: [incidents] security_kinds may add kinds of the operator's own.
+        help="what happened: "
+        + ", ".join(named(k, KIND_NAMES) for k in (*SECURITY_KINDS, *AVAILABILITY_KINDS))
+        + ", or a kind [incidents] adds",
     )
     p.add_argument(
         "--service", action="append", required=True, metavar="ID", help="a service (repeatable)"

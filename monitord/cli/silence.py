@@ -108,9 +108,9 @@ def add_silence_commands(sub: Any) -> None:
     p.add_argument(
         "--kind",
         action="append",
-        choices=INCIDENT_KINDS,
         metavar="KIND",
-        help="an incident kind (repeatable): " + ", ".join(INCIDENT_KINDS),
+        help="an incident kind (repeatable): " + ", ".join(INCIDENT_KINDS) + ", or one the "
+        "config adds",
     )
     p.add_argument(
         "--rule", action="append", metavar="R", help="a rule name or glob, zap:* (repeatable)"

@@ -279,3 +279,14 @@ def test_on_a_terminal_columns_are_cut_and_wide_shows_them_whole(config: Path) -
     cut = on_a_terminal(config, "silence", "list")
     assert LONG_REASON not in cut and "…" in cut
     assert LONG_REASON in on_a_terminal(config, "silence", "list", "--wide")
+
+
+def test_incidents_open_refuses_an_unknown_kind_in_one_line_naming_the_known_ones(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    words = ["incidents", "open", "--kind", "outgae", "--service", "svc-0001", "--summary", "x"]
+    status = main(["--config", str(config), *words])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("monitord: --kind 'outgae': expected one of ") and "outage" in err
+    assert err.count("\n") == 1
