@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -75,4 +78,39 @@ def test_completion_prints_a_script_the_shell_accepts(shell: str) -> None:
     checked = subprocess.run(
         [shell, "-n"], input=done.stdout, capture_output=True, text=True, check=False
     )
+    assert checked.returncode == 0, checked.stderr
+
+
+INSTALL = Path(__file__).resolve().parents[2] / "deploy" / "install.sh"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh makes a user and chowns: needs root")
+@pytest.mark.skipif(shutil.which("useradd") is None, reason="needs useradd (Debian's passwd)")
+def test_the_install_script_installs_completion_for_bash_and_zsh(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    # The venv stands in for the one install.sh makes: pip is a no-op, monitord is this one.
+    venv = root / "opt" / "monitord" / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    for name, body in (
+        ("python", f'exec {sys.executable} "$@"'),
+        ("pip", "exit 0"),
+        ("monitord", f'exec {sys.executable} -m monitord.cli "$@"'),
+    ):
+        (venv / name).write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+        (venv / name).chmod(0o755)
+    done = subprocess.run(
+        ["sh", str(INSTALL), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(INSTALL.parents[1])},
+    )
+    assert done.returncode == 0, done.stderr
+    bash_script = root / "usr/share/bash-completion/completions/monitord"
+    zsh_script = root / "usr/share/zsh/site-functions/_monitord"
+    for script in (bash_script, zsh_script):
+        assert stat.S_IMODE(script.stat().st_mode) == 0o644
+        assert "--occurred-at" in script.read_text(encoding="utf-8")
+    checked = subprocess.run(["bash", "-n", str(bash_script)], capture_output=True, check=False)
     assert checked.returncode == 0, checked.stderr
