@@ -82,13 +82,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_expire(args: argparse.Namespace) -> int:
-    """End a silence now."""
-    from monitord.incidents.silences import expire_silence
+    """End a silence now; one that already ended is said so, with exit status 0."""
+    from monitord.incidents.silences import ended_at, expire_silence, get_silence
 
     with app_for(args) as app:
         who = actor(args)
+        now = app.clock()
         with app.store.session() as session:
-            expire_silence(session, args.id, who, app.clock())
+            ended = ended_at(get_silence(session, args.id))
+            if ended <= now:
+                # A repeat (or a second person) got what it asked for: a note, exit status 0.
+                print(
+                    f"silence {args.id} already ended at {local_text(ended)} (CST): nothing changed"
+                )
+                return 0
+            expire_silence(session, args.id, who, now)
     print(f"silence {args.id} ended by {who}")
     return 0
 
