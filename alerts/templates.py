@@ -16,23 +16,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from monitord.names import CLASS_NAMES, KIND_NAMES, SEVERITY_NAMES
 from monitord.redact import one_line
 from monitord.store.models import Incident, Service
 from monitord.timeutil import local_text
 
-CLASS_NAMES = {"security": "安全事件", "availability": "可用性事件"}
-KIND_NAMES = {
-    "vulnerability": "安全漏洞",
-    "abnormal_behaviour": "用户异常行为",
-    "insecure_transport": "传输未加密或加密薄弱",
-    "certificate_compromise": "证书泄露",
-    "data_exposure": "数据泄露",
-    "certificate_expiry": "证书即将过期",
-    "outage": "服务中断",
-    "degraded": "服务降级",
-    "other": "其他安全问题",
-}
-SEVERITY_NAMES = {"critical": "严重", "high": "高", "medium": "中", "low": "低", "info": "提示"}
 COVERAGE_ALL = "全市"
 
 

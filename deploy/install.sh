@@ -80,6 +80,12 @@ if [ "$VENV" = yes ]; then
     [ -x "$R/opt/monitord/.venv/bin/python" ] || python3 -m venv "$R/opt/monitord/.venv"
     "$R/opt/monitord/.venv/bin/pip" install --quiet --disable-pip-version-check "$R/opt/monitord"
     say "installed monitord into /opt/monitord/.venv"
+    # Tab completion for the operator's shell, made from the installed command's own parser.
+    install -d -m 0755 "$R/usr/share/bash-completion/completions" "$R/usr/share/zsh/site-functions"
+    "$R/opt/monitord/.venv/bin/monitord" completion bash >"$R/usr/share/bash-completion/completions/monitord"
+    "$R/opt/monitord/.venv/bin/monitord" completion zsh >"$R/usr/share/zsh/site-functions/_monitord"
+    chmod 0644 "$R/usr/share/bash-completion/completions/monitord" "$R/usr/share/zsh/site-functions/_monitord"
+    say "installed shell completion for bash and zsh"
 fi
 
 install -m 0644 "$SRC/deploy/monitord.service" "$R/etc/systemd/system/monitord.service"

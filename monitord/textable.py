@@ -41,15 +41,27 @@ def _fit(text: str, width: int) -> str:
     return out + "…" + " " * (width - display_width(out) - 1)
 
 
+_whole_cells = [False]
+
+
+def show_whole_cells(whole: bool) -> None:
+    """Whether format_table shows every cell whole (no cap on a column's width): the command
+    line sets it when stdout is not a terminal (a script or a file gets every character) or
+    when `--wide` asks for it."""
+    _whole_cells[0] = whole
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], max_width: int = 40) -> str:
-    """Render rows under headers, each column as wide as its widest cell (capped).
+    """Render rows under headers, each column as wide as its widest cell, capped at max_width
+    (unless show_whole_cells said otherwise).
 
     Each cell is shown on one line, its control characters escaped (redact.one_line): a cell
     holds what a service provider wrote, and a newline in it would forge a row.
     """
     rows = [[one_line(cell) for cell in row] for row in rows]
+    cap = 1 << 30 if _whole_cells[0] else max_width
     widths = [
-        min(max_width, max([display_width(h)] + [display_width(r[i]) for r in rows]))
+        min(cap, max([display_width(h)] + [display_width(r[i]) for r in rows]))
         for i, h in enumerate(headers)
     ]
     lines = ["  ".join(_fit(h, w) for h, w in zip(headers, widths, strict=True)).rstrip()]

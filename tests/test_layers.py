@@ -14,6 +14,7 @@ PLUGINS = ("probes", "rules", "alerts", "reports")
 HELPERS = {
     "monitord",
     *(f"monitord.{name}" for name in ("types", "errors", "aio", "redact", "regex", "textable")),
+    "monitord.names",
     *(f"monitord.{name}" for name in ("timeutil", "workcalendar", "netguard")),
 }
 STAGES = ("catalogue", "probing", "accesslog", "scans", "incidents", "evidence", "compliance")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 # load what other commands need. tests/cli/test_imports.py keeps it so.
 from monitord import __version__
 from monitord.cli.common import (
+    add_wide,
     app_for,
     config_path,
     escaped_stdout,
@@ -37,7 +38,7 @@ from monitord.cli.token import add_token_command
 from monitord.config import LoggingSettings, check_daemon_secrets
 from monitord.errors import ConfigError, MonitordError, UsageError
 from monitord.redact import one_line, printable
-from monitord.textable import format_table
+from monitord.textable import format_table, show_whole_cells
 from monitord.timeutil import local_text, parse_time
 
 Handler = Callable[[argparse.Namespace], int]
@@ -154,6 +155,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(interval=args.interval)
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Print the shell completion script for bash or zsh (made by shtab from this parser)."""
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -179,9 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", metavar="JSON", help="read the catalogue from a file instead")
     p = add("services", cmd_services, "list the services in the store")
     p.add_argument("--json", action="store_true", help="print a JSON list")
+    add_wide(p)
     p = add("syncs", cmd_syncs, "list recent catalogue sync runs")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.add_argument("--limit", type=positive_int, default=20, help="how many runs (default 20)")
+    add_wide(p)
     add_incident_commands(sub)
     add_probe_command(sub)
     add_scan_commands(sub)
@@ -193,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_commands(sub)
     add_silence_commands(sub)
     add_store_commands(sub)
+    p = add("completion", cmd_completion, "print the shell completion script for bash or zsh")
+    p.add_argument(
+        "shell",
+        choices=["bash", "zsh"],
+        help="%(choices)s; deploy/install.sh installs both, else e.g. "
+        "`monitord completion bash > /usr/share/bash-completion/completions/monitord`",
+    )
+    p.set_defaults(logs=False)
     p = add("demo", cmd_demo, "run a demo portal on loopback and the daemon against it")
     p.add_argument(
         "--interval", type=int, default=20, help="seconds between catalogue syncs (default 20)"
@@ -216,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from monitord.runtime.logsetup import setup_logging
 
         setup_logging(LoggingSettings(), to_file=False)
+    # A column is cut to fit a terminal only: a script or a file reading it gets every character.
+    show_whole_cells(getattr(args, "wide", False) or not sys.stdout.isatty())
     try:
         with private_files(), escaped_stdout():
             status = handler(args)

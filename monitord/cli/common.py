@@ -88,6 +88,27 @@ def app_for(args: argparse.Namespace) -> App:
     return open_app(settings)
 
 
+def add_by(parser: argparse.ArgumentParser) -> None:
+    """Give a command that changes something the `--by NAME` option (see actor)."""
+    parser.add_argument(
+        "--by", metavar="NAME", help="who is doing this, for the audit trail (default: your login)"
+    )
+
+
+def add_json(parser: argparse.ArgumentParser, what: str = "print JSON instead of text") -> None:
+    """Give a command the `--json` option; `what` says what it prints."""
+    parser.add_argument("--json", action="store_true", help=what)
+
+
+def add_wide(parser: argparse.ArgumentParser) -> None:
+    """Give a command that prints a table the `--wide` option (see monitord.cli.main)."""
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="on a terminal, show every column whole (piped or redirected, they always are)",
+    )
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1 (a --limit of 0 or -1 shows all or none)."""
     try:

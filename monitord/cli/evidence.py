@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from monitord.cli.common import actor, app_for, print_json
+from monitord.cli.common import actor, add_wide, app_for, print_json
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time, quarter_start
@@ -167,16 +167,17 @@ def add_evidence_commands(sub: Any) -> None:
     p = esub.add_parser("add", help="file a document (copied into store.files_dir)")
     p.add_argument("--clause", required=True, help="the clause it serves, e.g. 7.3.2 or 8.2")
     p.add_argument("--kind", required=True, help=kinds)
-    p.add_argument("--file", required=True, metavar="PATH")
+    p.add_argument("--file", required=True, metavar="PATH", help="the document to file")
     p.add_argument("--date", required=True, help="the date the document bears (YYYY-MM-DD)")
     p.add_argument("--by", metavar="NAME", help="who files it (default: your login)")
     p.add_argument("--service", metavar="ID", help="the service it is about (default: the portal)")
-    p.add_argument("--note")
+    p.add_argument("--note", help="a note kept with it")
     p.set_defaults(handler=cmd_evidence_add)
     p = esub.add_parser("list", help="the register, oldest document first")
-    p.add_argument("--clause")
+    p.add_argument("--clause", help="only the documents for this clause, e.g. 7.3.2")
     p.add_argument("--kind", help=kinds)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    add_wide(p)
     p.set_defaults(handler=cmd_evidence_list)
     p = esub.add_parser("verify", help="re-hash the stored files: which are missing or changed")
     p.set_defaults(handler=cmd_evidence_verify)
@@ -196,6 +197,7 @@ def add_evidence_commands(sub: Any) -> None:
     )
     p.add_argument("--quarter", metavar="YYYYqN", help="default: the current quarter")
     p.add_argument("--by", metavar="NAME", help="who reviewed (default: your login)")
+    add_wide(p)
     p.set_defaults(handler=cmd_review_admins)
 
     complaints = sub.add_parser(
@@ -205,6 +207,6 @@ def add_evidence_commands(sub: Any) -> None:
     )
     csub = complaints.add_subparsers(dest="complaints_command", required=True, metavar="ACTION")
     p = csub.add_parser("import", help="import the export (CSV or JSON lines); twice adds nothing")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the portal's complaint export")
     p.add_argument("--by", metavar="NAME", help="who imports it (default: your login)")
     p.set_defaults(handler=cmd_complaints_import)

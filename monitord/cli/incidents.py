@@ -7,10 +7,21 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli.common import actor, app_for, positive_int, print_json, time_arg
+from monitord.cli.common import (
+    actor,
+    add_by,
+    add_json,
+    add_wide,
+    app_for,
+    positive_int,
+    print_json,
+    time_arg,
+)
+from monitord.names import CLASS_NAMES, INCIDENT_STATE_NAMES, KIND_NAMES, SEVERITY_NAMES, named
 from monitord.redact import one_line
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
+from monitord.types import AVAILABILITY_KINDS, SECURITY_KINDS, SEVERITIES
 
 # The store, the models and the incident logic are imported by each handler: registering these
 # commands must not load sqlalchemy into every `monitord` process (see monitord.cli).
@@ -62,8 +73,14 @@ def clock_text(r: dict[str, Any]) -> str:
         clock += f" (by {_local(r['notify_by'])})" if r["notify_by"] else ""
     elif r["notify_by"]:
         clock = ("LATE " if r["late"] else "") + f"by {_local(r['notify_by'])}"
-        clock += f" ({r['minutes_left']} min)"
+        clock += f" ({minutes_text(r['minutes_left'])})"
     return clock
+
+
+def minutes_text(minutes_left: int) -> str:
+    """The minutes left to notify the management unit, as on-call staff read them:
+    "剩余 35 分钟", or "已逾期 20 分钟" once the deadline has passed."""
+    return f"剩余 {minutes_left} 分钟" if minutes_left >= 0 else f"已逾期 {-minutes_left} 分钟"
 
 
 def incident_table(rows: list[dict[str, Any]]) -> str:
@@ -71,10 +88,10 @@ def incident_table(rows: list[dict[str, Any]]) -> str:
     table = [
         [
             str(r["id"]),
-            r["class"],
-            r["kind"],
-            r["severity"],
-            r["state"],
+            named(r["class"], CLASS_NAMES),
+            named(r["kind"], KIND_NAMES),
+            named(r["severity"], SEVERITY_NAMES),
+            named(r["state"], INCIDENT_STATE_NAMES),
             ",".join(r["services"]) or "-",
             clock_text(r),
             r["summary"],
@@ -86,8 +103,28 @@ def incident_table(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def _incident_findings(session: Session, incident_id: int) -> list[dict[str, Any]]:
+    """The findings that opened or joined an incident (in any of their episodes), by id."""
+    from sqlalchemy import or_, select
+
+    from monitord.store.findings import finding_dict
+    from monitord.store.models import Finding, FindingEpisode
+
+    joined = select(FindingEpisode.finding_id).where(FindingEpisode.incident_id == incident_id)
+    query = select(Finding).where(or_(Finding.incident_id == incident_id, Finding.id.in_(joined)))
+    return [finding_dict(f) for f in session.scalars(query.order_by(Finding.id))]
+
+
+def _clock_line(data: dict[str, Any]) -> str | None:
+    """The 7.3.3 clock of a security incident not yet notified, in words; else None."""
+    if data["notified_at"] or data["minutes_left"] is None:
+        return None
+    sent = " (sent, NOT DELIVERED)" if data["notification_sent_at"] else ""
+    return f"notify by {_local(data['notify_by'])}: {minutes_text(data['minutes_left'])}{sent}"
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    """Show one incident: its facts, timeline, notification draft and alerts."""
+    """Show one incident: its facts, 7.3.3 clock, findings, timeline and alerts."""
     from sqlalchemy import select
 
     from monitord.incidents import draft_facts, get_incident, incident_dict, timeline
@@ -98,6 +135,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         with app.store.session() as session:
             incident = get_incident(session, args.id)
             data = incident_dict(incident, now)
+            data["findings"] = _incident_findings(session, incident.id)
             data["timeline"] = timeline(session, incident.id)
             data["draft"] = draft_facts(session, incident)
             data["alerts"] = [
@@ -120,14 +158,24 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
         return 0
+    print_incident(data)
+    return 0
+
+
+def print_incident(data: dict[str, Any]) -> None:
+    """The text of `incidents show`: times in Asia/Shanghai to the minute, codes with their
+    Chinese names, the clock in minutes left or overdue."""
     # Summaries and subjects quote catalogue and log text: one line each, whatever they hold.
     print(f"incident {data['id']}: {one_line(data['summary'])}")
+    names = {
+        "class": CLASS_NAMES,
+        "kind": KIND_NAMES,
+        "severity": SEVERITY_NAMES,
+        "state": INCIDENT_STATE_NAMES,
+    }
     times = ("occurred_at", "detected_at", "notify_by", "notification_sent_at", "notified_at")
     for key in (
-        "class",
-        "kind",
-        "severity",
-        "state",
+        *names,
         "services",
         "subjects",
         *times,
@@ -136,21 +184,35 @@ def cmd_show(args: argparse.Namespace) -> int:
         "acknowledged_by",
     ):
         value = data[key]
-        if key in times:
-            value = _local(value) if value else "-"
+        if key in names:
+            value = named(value, names[key])
+        elif key in times:
+            value = f"{_local(value)} CST" if value else "-"
         elif isinstance(value, list):
             value = ", ".join(value) or "-"
+        elif value is None:
+            value = "-"
         print(f"  {key:<20} {one_line(str(value))}")
+    clock = _clock_line(data)
+    if clock:
+        print(f"  {'7.3.3 clock':<20} {clock}")
+    print(f"findings ({len(data['findings'])}):")
+    for f in data["findings"]:
+        print(
+            f"  #{f['id']}  {named(f['severity'], SEVERITY_NAMES)}  {f['rule']} ({f['clause']})  "
+            f"{f['subject']}  x{f['count']}  last {_local(f['last_seen'])}  "
+            f"{one_line(f['summary'])}"
+        )
     print("timeline (CST):")
     for event in data["timeline"]:
         print(f"  {_local(event['at'])}  {event['kind']:<14} {event['actor']}")
     print("alerts:")
     for alert in data["alerts"]:
         print(
-            f"  {alert['kind']:<12} {alert['state']:<10} attempts {alert['attempts']}"
-            + (f"  {alert['last_error']}" if alert["last_error"] else "")
+            f"  {alert['kind']:<12} {alert['state']:<10} attempts {alert['attempts']}  "
+            f"{_local(alert['created_at'])}"
+            + (f"  {one_line(alert['last_error'])}" if alert["last_error"] else "")
         )
-    return 0
 
 
 def cmd_open(args: argparse.Namespace) -> int:
@@ -180,11 +242,27 @@ def cmd_open(args: argparse.Namespace) -> int:
     return 0
 
 
-def _transition(args: argparse.Namespace, change: Transition, done: str) -> int:
-    """Apply one state change to the incident named on the command line, as the caller."""
+def _transition(
+    args: argparse.Namespace, change: Transition, done: str, already: tuple[str, ...]
+) -> int:
+    """Apply one state change to the incident named on the command line, as the caller.
+
+    An incident already in one of the `already` states is left as it is and said so, with exit
+    status 0: a script (or a second person at 3 a.m.) repeating the command got what it asked.
+    """
+    from monitord.incidents import get_incident
+
     with app_for(args) as app:
         who = actor(args)
         with app.store.session() as session:
+            incident = get_incident(session, args.id)
+            if incident.state in already and (done != "acknowledged" or incident.acknowledged_by):
+                by = f" by {incident.acknowledged_by}" if done == "acknowledged" else ""
+                print(
+                    f"incident {incident.id} is already {done}{by} "
+                    f"({named(incident.state, INCIDENT_STATE_NAMES)}): nothing changed"
+                )
+                return 0
             incident = change(session, args.id, who, app.clock(), args.note or "")
             print(f"incident {incident.id} {done} by {who}")
     return 0
@@ -194,21 +272,21 @@ def cmd_ack(args: argparse.Namespace) -> int:
     """Acknowledge an incident."""
     from monitord.incidents import acknowledge
 
-    return _transition(args, acknowledge, "acknowledged")
+    return _transition(args, acknowledge, "acknowledged", ("acknowledged", "notified"))
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     """Resolve an incident."""
     from monitord.incidents import resolve
 
-    return _transition(args, resolve, "resolved")
+    return _transition(args, resolve, "resolved", ("resolved", "closed"))
 
 
 def cmd_close(args: argparse.Namespace) -> int:
     """Close a resolved incident."""
     from monitord.incidents import close
 
-    return _transition(args, close, "closed")
+    return _transition(args, close, "closed", ("closed",))
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
@@ -284,36 +362,56 @@ def add_incident_commands(sub: Any) -> None:
     isub = incidents.add_subparsers(dest="incident_command", required=True, metavar="ACTION")
 
     p = isub.add_parser("list", help="active incidents (--all: every one)")
-    p.add_argument("--all", action="store_true")
-    p.add_argument("--limit", type=positive_int, default=100)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--all", action="store_true", help="resolved and closed incidents too")
+    p.add_argument(
+        "--limit", type=positive_int, default=100, help="how many, newest first (default 100)"
+    )
+    add_json(p, "print a JSON list")
+    add_wide(p)
     p.set_defaults(handler=cmd_list)
 
-    p = isub.add_parser("show", help="one incident with its timeline and alerts")
-    p.add_argument("id", type=int)
-    p.add_argument("--json", action="store_true")
+    p = isub.add_parser("show", help="one incident with its clock, findings, timeline and alerts")
+    p.add_argument("id", type=int, help="the incident's number")
+    add_json(p, "print a JSON document")
     p.set_defaults(handler=cmd_show)
 
     p = isub.add_parser("open", help="register an incident monitord did not see")
-    p.add_argument("--kind", required=True)
-    p.add_argument("--service", action="append", required=True, metavar="ID")
-    p.add_argument("--summary", required=True)
-    p.add_argument("--occurred-at", metavar="TIME")
     p.add_argument(
-        "--severity", default="high", choices=["info", "low", "medium", "high", "critical"]
+        "--kind",
+        required=True,
+        metavar="KIND",
+        # Not argparse choices: [incidents] security_kinds may add kinds of the operator's own.
+        help="what happened: "
+        + ", ".join(named(k, KIND_NAMES) for k in (*SECURITY_KINDS, *AVAILABILITY_KINDS))
+        + ", or a kind [incidents] adds",
     )
-    p.add_argument("--by", metavar="NAME", help="who is doing this (default: your login)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--service", action="append", required=True, metavar="ID", help="a service (repeatable)"
+    )
+    p.add_argument("--summary", required=True, help="what happened, in a line")
+    p.add_argument(
+        "--occurred-at",
+        metavar="TIME",
+        help="when it began (read as Asia/Shanghai; default: now); the 7.3.3 clock starts there",
+    )
+    p.add_argument(
+        "--severity",
+        default="high",
+        choices=SEVERITIES,
+        help="one of %(choices)s (default %(default)s)",
+    )
+    add_by(p)
+    add_json(p, "print the incident as JSON instead of its number")
     p.set_defaults(handler=cmd_open)
 
-    p = isub.add_parser("ack", help="acknowledge: somebody is on it")
-    p.add_argument("id", type=int)
-    p.add_argument("--note")
-    p.add_argument("--by", metavar="NAME")
+    p = isub.add_parser("ack", help="acknowledge: somebody is on it (again: a note, exit 0)")
+    p.add_argument("id", type=int, help="the incident's number")
+    p.add_argument("--note", help="a note for the timeline")
+    add_by(p)
     p.set_defaults(handler=cmd_ack)
 
     p = isub.add_parser("notify", help="send the 7.3.3 notification to the management unit")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=int, help="the incident's number")
     p.add_argument("--scope", help="初步判定的影响范围")
     p.add_argument("--harm", help="初步判定的危害")
     p.add_argument("--measures", help="已采取的应急处置措施")
@@ -326,17 +424,17 @@ def add_incident_commands(sub: Any) -> None:
     p.add_argument(
         "--at", metavar="TIME", help="when the out-of-band notification was made (default: now)"
     )
-    p.add_argument("--by", metavar="NAME")
+    add_by(p)
     p.set_defaults(handler=cmd_notify)
 
     p = isub.add_parser("close", help="close a resolved incident")
-    p.add_argument("id", type=int)
-    p.add_argument("--note")
-    p.add_argument("--by", metavar="NAME")
+    p.add_argument("id", type=int, help="the incident's number")
+    p.add_argument("--note", help="a note for the timeline")
+    add_by(p)
     p.set_defaults(handler=cmd_close)
 
     p = isub.add_parser("resolve", help="mark resolved")
-    p.add_argument("id", type=int)
-    p.add_argument("--note")
-    p.add_argument("--by", metavar="NAME")
+    p.add_argument("id", type=int, help="the incident's number")
+    p.add_argument("--note", help="a note for the timeline")
+    add_by(p)
     p.set_defaults(handler=cmd_resolve)

@@ -8,9 +8,10 @@ import json
 import sys
 from typing import Any
 
-from monitord.cli.common import app_for, config_path, time_arg
+from monitord.cli.common import add_json, add_wide, app_for, config_path, time_arg
 from monitord.config import load_config
 from monitord.errors import UsageError
+from monitord.names import SEVERITY_NAMES, named
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time, quarter_bounds, quarter_start
 
@@ -115,7 +116,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
                     [
                         f["rule"],
                         f["clause"],
-                        f["severity"],
+                        named(f["severity"], SEVERITY_NAMES),
                         ",".join(f"{k}={v}" for k, v in f["subject"].items()),
                         str(f["count"]),
                         local_text(parse_time(f["first_seen"])),
@@ -158,8 +159,18 @@ def cmd_usage(args: argparse.Namespace) -> int:
     else:
         shown = dict(data, since=local_text(since) + " CST", until=local_text(until) + " CST")
         for key, value in shown.items():
-            print(f"{key:<22} {value}")
+            print(f"{key:<22} {_usage_text(value)}")
     return 0
+
+
+def _usage_text(value: Any) -> str:
+    """A value of `usage` as a person reads it: counts by key as `200=31, 404=2`, "-" for
+    nothing known."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={count:,}" for key, count in value.items()) or "-"
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def cmd_log_audit(args: argparse.Namespace) -> int:
@@ -193,22 +204,36 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_range(parser: argparse.ArgumentParser) -> None:
+    """The --since and --until options."""
+    parser.add_argument(
+        "--since", metavar="TIME", help="from this time (ISO 8601, read as Asia/Shanghai)"
+    )
+    parser.add_argument(
+        "--until", metavar="TIME", help="up to this time (ISO 8601, read as Asia/Shanghai)"
+    )
+
+
 def add_log_commands(sub: Any) -> None:
     """Register `analyse`, `usage` and `log-audit`."""
     p = sub.add_parser("analyse", help="analyse access logs (nginx combined or the JSON audit log)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files (.gz too), folders, or -")
-    p.add_argument("--format", choices=["auto", "nginx", "json"], default="auto")
-    p.add_argument("--since", metavar="TIME")
-    p.add_argument("--until", metavar="TIME")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--format",
+        choices=["auto", "nginx", "json"],
+        default="auto",
+        help="the log format: %(choices)s (default %(default)s: told from the first lines)",
+    )
+    _add_range(p)
+    add_json(p, "print one JSON object")
+    add_wide(p)
     p.set_defaults(handler=cmd_analyse, logs=False)  # it reports on stdout; nothing to log
     p = sub.add_parser("usage", help="how a service was used (default: the last quarter)")
-    p.add_argument("service", metavar="SERVICE_ID")
-    p.add_argument("--since", metavar="TIME")
-    p.add_argument("--until", metavar="TIME")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("service", metavar="SERVICE_ID", help="the catalogue service")
+    _add_range(p)
+    add_json(p, "print a JSON document")
     p.set_defaults(handler=cmd_usage)
     p = sub.add_parser("log-audit", help="write and show the quarterly log audit (7.3.1)")
     p.add_argument("--quarter", metavar="YYYYqN", help="default: the previous quarter")
-    p.add_argument("--json", action="store_true")
+    add_json(p, "print a JSON document")
     p.set_defaults(handler=cmd_log_audit)

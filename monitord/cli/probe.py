@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli.common import open_app, settings_for
+from monitord.cli.common import add_wide, open_app, settings_for
 from monitord.config import Settings, ca_bundle_problem, http_url
 from monitord.errors import UsageError
 from monitord.textable import format_table
@@ -97,31 +97,45 @@ def cmd_probe(args: argparse.Namespace) -> int:
     else:
         raise UsageError("give a URL, --service ID or --all")
     objects = _result_objects(report)
+    # A script can tell: 1 when a probe failed (a refused port, a bad status, an expired
+    # certificate), 0 when every one succeeded.
+    status = 0 if all(o["success"] for o in objects) else 1
     if args.json:
         for obj in objects:
             print(json.dumps(obj, ensure_ascii=False))
-        return 0
+        return status
     rows = [
         [
             o["kind"],
             o["service_id"] or o["target"],
             "ok" if o["success"] else "FAIL",
+            *_fact_cells(o["facts"]),
             f"{o['duration_ms']:.0f}",
             o["error"] or "",
             "; ".join(f"{f['rule']}({f['severity']})" for f in o["findings"]),
         ]
         for o in objects
     ]
-    print(format_table(["KIND", "TARGET", "RESULT", "MS", "ERROR", "FINDINGS"], rows, 60))
-    return 0
+    headers = ["KIND", "TARGET", "RESULT", "HTTP", "TLS", "CERT DAYS", "MS", "ERROR", "FINDINGS"]
+    print(format_table(headers, rows, 60))
+    return status
+
+
+def _fact_cells(facts: dict[str, Any]) -> list[str]:
+    """The facts that matter at a glance: HTTP status, TLS version, days the certificate has
+    left ("-" where the probe did not learn them)."""
+    days = facts.get("days_to_expiry")
+    values = (facts.get("status"), facts.get("tls_version"), None if days is None else int(days))
+    return ["-" if value is None else str(value) for value in values]
 
 
 def add_probe_command(sub: Any) -> None:
     """Register `probe` on the main parser's subparsers."""
     p = sub.add_parser(
         "probe",
-        help="run probes now against a URL, a service, or all services",
-        description="run probes now against a URL, a service, or all services",
+        help="run probes now against a URL, a service, or all services (exit 1: one failed)",
+        description="run probes now against a URL, a service, or all services; exits 1 when "
+        "a probe failed, 0 when every one succeeded",
     )
     p.add_argument("url", nargs="?", help="any http(s) URL")
     p.add_argument("--service", metavar="ID", help="a catalogue service's whole probe set")
@@ -129,4 +143,5 @@ def add_probe_command(sub: Any) -> None:
     p.add_argument("--kind", choices=list(PROBE_KINDS), help="only this probe kind")
     p.add_argument("--ca-file", metavar="PEM", help="also trust this CA bundle")
     p.add_argument("--json", action="store_true", help="one JSON object per probe")
+    add_wide(p)
     p.set_defaults(handler=cmd_probe)

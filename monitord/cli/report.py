@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from monitord.cli.common import app_for, print_json
+from monitord.cli.common import add_wide, app_for, print_json
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time, quarter_start
 
@@ -97,4 +97,5 @@ def add_report_commands(sub: Any) -> None:
         "pages, the channels it was sent to and when its e-mail was delivered.",
     )
     p.add_argument("--json", action="store_true", help="print a JSON list")
+    add_wide(p)
     p.set_defaults(handler=cmd_reports)

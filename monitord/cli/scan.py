@@ -6,8 +6,9 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from monitord.cli.common import actor, app_for, print_json
+from monitord.cli.common import actor, add_by, add_json, add_wide, app_for, print_json
 from monitord.errors import UsageError
+from monitord.names import FINDING_STATE_NAMES, SEVERITY_NAMES, named
 from monitord.textable import format_table
 from monitord.timeutil import SHANGHAI, local_text, parse_time
 from monitord.types import SEVERITIES
@@ -192,8 +193,8 @@ def cmd_findings(args: argparse.Namespace) -> int:
             [
                 [
                     str(r["id"]),
-                    r["severity"],
-                    r["state"],
+                    named(r["severity"], SEVERITY_NAMES),
+                    named(r["state"], FINDING_STATE_NAMES),
                     r["clause"],
                     r["service_id"] or "-",
                     r["rule"],
@@ -227,24 +228,33 @@ def add_scan_commands(sub: Any) -> None:
         description="monitord scan SERVICE_ID [--wait]  |  monitord scan status [--json]  |  "
         "monitord scan import FILE --service ID",
     )
-    p.add_argument("words", nargs="*", metavar="SERVICE_ID|status|import FILE")
+    p.add_argument(
+        "words",
+        nargs="*",
+        metavar="SERVICE_ID|status|import FILE",
+        help="a service to scan, `status` (the scans and their progress), or `import FILE`",
+    )
     p.add_argument("--wait", action="store_true", help="run the scan now and wait for it")
-    p.add_argument("--json", action="store_true")
+    add_json(p, "with status: print a JSON list")
+    add_wide(p)
     p.add_argument("--service", metavar="ID", help="with import: the service the report is for")
-    p.add_argument("--by", metavar="NAME")
+    add_by(p)
     p.set_defaults(handler=cmd_scan)
     p = sub.add_parser("findings", help="findings: list, or --accept ID with a reason and expiry")
-    p.add_argument("--service", metavar="ID")
+    p.add_argument("--service", metavar="ID", help="only this service's findings")
     p.add_argument("--risk", metavar="LIST", type=severities, help="severities, e.g. high,medium")
     p.add_argument("--all", action="store_true", help="include resolved findings")
-    p.add_argument("--json", action="store_true")
+    add_json(p, "print a JSON list")
+    add_wide(p)
     p.add_argument(
         "--accept",
         type=int,
         metavar="ID",
         help="accept a finding as a false positive or tolerated risk",
     )
-    p.add_argument("--reason")
-    p.add_argument("--until", metavar="DATE")
-    p.add_argument("--by", metavar="NAME")
+    p.add_argument("--reason", help="with --accept: why it is accepted (the report shows it)")
+    p.add_argument(
+        "--until", metavar="DATE", help="with --accept: when it comes back (e.g. 2027-03-31)"
+    )
+    add_by(p)
     p.set_defaults(handler=cmd_findings)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from monitord.cli.common import actor, app_for, print_json, time_arg
+from monitord.cli.common import actor, add_by, add_json, add_wide, app_for, print_json, time_arg
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
+from monitord.types import INCIDENT_KINDS
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -81,13 +82,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_expire(args: argparse.Namespace) -> int:
-    """End a silence now."""
-    from monitord.incidents.silences import expire_silence
+    """End a silence now; one that already ended is said so, with exit status 0."""
+    from monitord.incidents.silences import ended_at, expire_silence, get_silence
 
     with app_for(args) as app:
         who = actor(args)
+        now = app.clock()
         with app.store.session() as session:
-            expire_silence(session, args.id, who, app.clock())
+            ended = ended_at(get_silence(session, args.id))
+            if ended <= now:
+                # A repeat (or a second person) got what it asked for: a note, exit status 0.
+                print(
+                    f"silence {args.id} already ended at {local_text(ended)} (CST): nothing changed"
+                )
+                return 0
+            expire_silence(session, args.id, who, now)
     print(f"silence {args.id} ended by {who}")
     return 0
 
@@ -104,23 +113,30 @@ def add_silence_commands(sub: Any) -> None:
 
     p = ssub.add_parser("add", help="add a silence (at least one --service, --kind or --rule)")
     p.add_argument("--service", action="append", metavar="ID", help="a service id (repeatable)")
-    p.add_argument("--kind", action="append", metavar="K", help="an incident kind (repeatable)")
+    p.add_argument(
+        "--kind",
+        action="append",
+        metavar="KIND",
+        help="an incident kind (repeatable): " + ", ".join(INCIDENT_KINDS) + ", or one the "
+        "config adds",
+    )
     p.add_argument(
         "--rule", action="append", metavar="R", help="a rule name or glob, zap:* (repeatable)"
     )
     p.add_argument("--reason", required=True, help="why (the quarterly report shows it)")
     p.add_argument("--until", metavar="TIME", help="when it ends (read as Asia/Shanghai)")
     p.add_argument("--for", dest="duration", metavar="DURATION", help="how long: 90m, 2h, 1d")
-    p.add_argument("--by", metavar="NAME", help="who is doing this (default: your login)")
-    p.add_argument("--json", action="store_true")
+    add_by(p)
+    add_json(p, "print the silence as JSON")
     p.set_defaults(handler=cmd_add)
 
     p = ssub.add_parser("list", help="silences in force (--all: every one)")
-    p.add_argument("--all", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--all", action="store_true", help="ended silences too")
+    add_json(p, "print a JSON list")
+    add_wide(p)
     p.set_defaults(handler=cmd_list)
 
     p = ssub.add_parser("expire", help="end a silence now")
-    p.add_argument("id", type=int)
-    p.add_argument("--by", metavar="NAME")
+    p.add_argument("id", type=int, help="the silence's number")
+    add_by(p)
     p.set_defaults(handler=cmd_expire)

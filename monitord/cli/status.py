@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from monitord.cli.common import app_for, print_json
+from monitord.cli.common import add_wide, app_for, print_json
 from monitord.cli.incidents import incident_table
+from monitord.names import SERVICE_STATE_NAMES, named
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
 
@@ -46,7 +47,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if status.troubled:
         print()
         rows = [
-            [s["id"], s["name"], s["state"].upper(), _local(s["since"]), s["last_error"] or "-"]
+            [
+                s["id"],
+                s["name"],
+                named(s["state"], SERVICE_STATE_NAMES).upper(),
+                _local(s["since"]),
+                s["last_error"] or "-",
+            ]
             for s in status.troubled
         ]
         print(format_table(["ID", "NAME", "STATE", "SINCE (CST)", "LAST ERROR"], rows, 60))
@@ -87,4 +94,5 @@ def add_status_command(sub: Any) -> None:
         "down, 0 otherwise",
     )
     p.add_argument("--json", action="store_true", help="print a JSON document")
+    add_wide(p)
     p.set_defaults(handler=cmd_status)

@@ -298,7 +298,8 @@ def test_catalogue_text_cannot_forge_a_row_or_drive_the_terminal(
     assert not {"\x1b", "\x9b", "\u202e"} & set(out)
     lines = out.splitlines()
     assert len(lines) == 2
-    assert "企业开办\\x1b[2J\\x9b\\u202e\\n2026-12-04 s…  online" in lines[1]
+    # Piped, the cell comes whole (nothing cut), its control characters escaped on one line.
+    assert "企业开办\\x1b[2J\\x9b\\u202e\\n2026-12-04 svc-9999  伪造  online  online" in lines[1]
     assert main(["--config", str(config), "services", "--json"]) == 0
     out = capsys.readouterr().out
     assert not {"\x1b", "\x9b", "\u202e"} & set(out)

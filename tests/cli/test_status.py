@@ -46,7 +46,7 @@ def test_status_lists_what_is_down_the_clocks_and_silences_and_exits_1(
     assert "DOWN" in out and "DEGRADED" in out and "u:pw" not in out
     assert "open incidents: 1" in out
     [row] = [line for line in out.splitlines() if line.startswith(str(incident_id))]
-    assert "data_exposure" in row and " min)" in row and ("(119 min)" in row or "(120 min)" in row)
+    assert "data_exposure 数据泄露" in row and ("剩余 119 分钟" in row or "剩余 120 分钟" in row)
     assert "service svc-0002" in out and "供应商计划维护" in out
     assert main(["--config", str(config), "status", "--json"]) == 1
     data = json.loads(capsys.readouterr().out)

@@ -321,7 +321,7 @@ def test_probe_cli_prints_one_json_object_per_probe(
             "availability",
         ]
     )
-    assert status == 0
+    assert status == 1  # the probe failed: a script can tell
     [line] = capsys.readouterr().out.splitlines()
     obj = json.loads(line)
     assert set(obj) >= {"kind", "target", "success", "duration_ms", "facts", "findings"}

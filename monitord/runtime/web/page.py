@@ -21,7 +21,6 @@ from aiohttp import web
 from loguru import logger
 from sqlalchemy import select
 
-from alerts.templates import KIND_NAMES
 from monitord.errors import UsageError
 from monitord.incidents import (
     acknowledge,
@@ -32,6 +31,7 @@ from monitord.incidents import (
     timeline,
 )
 from monitord.incidents.silences import active_silences, expire_silence, is_active, silence_dict
+from monitord.names import KIND_NAMES
 from monitord.redact import mask_urls, one_line
 from monitord.runtime.app import App
 from monitord.runtime.status import Status, read_status

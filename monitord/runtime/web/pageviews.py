@@ -10,12 +10,12 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from alerts.templates import CLASS_NAMES, KIND_NAMES, SEVERITY_NAMES
+from monitord.names import CLASS_NAMES, KIND_NAMES, SERVICE_STATE_NAMES, SEVERITY_NAMES
 from monitord.redact import one_line
 from monitord.runtime.status import Status
 from monitord.timeutil import local_text, parse_time
 
-STATE_NAMES = {"up": "正常", "degraded": "降级", "down": "中断", "unknown": "未知"}
+STATE_NAMES = SERVICE_STATE_NAMES
 INCIDENT_STATES = {
     "open": "待确认",
     "acknowledged": "已确认",

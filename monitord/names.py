@@ -1,0 +1,36 @@
+"""The Chinese names of monitord's codes (incident classes, kinds, states, severities): one
+table for the alerts, the status page and the command line, so all three say the same."""
+
+from __future__ import annotations
+
+CLASS_NAMES = {"security": "安全事件", "availability": "可用性事件"}
+KIND_NAMES = {
+    "vulnerability": "安全漏洞",
+    "abnormal_behaviour": "用户异常行为",
+    "insecure_transport": "传输未加密或加密薄弱",
+    "certificate_compromise": "证书泄露",
+    "data_exposure": "数据泄露",
+    "certificate_expiry": "证书即将过期",
+    "outage": "服务中断",
+    "degraded": "服务降级",
+    "other": "其他安全问题",
+    "compliance": "合规问题",
+}
+SEVERITY_NAMES = {"critical": "严重", "high": "高", "medium": "中", "low": "低", "info": "提示"}
+INCIDENT_STATE_NAMES = {
+    "open": "待处理",
+    "acknowledged": "已确认",
+    "notified": "已通报",
+    "resolved": "已解决",
+    "closed": "已关闭",
+}
+SERVICE_STATE_NAMES = {"up": "正常", "degraded": "降级", "down": "中断", "unknown": "未知"}
+"""A service's probe state (the status page's badges)."""
+FINDING_STATE_NAMES = {"open": "未处理", "resolved": "已修复", "accepted": "已接受风险"}
+
+
+def named(code: str, names: dict[str, str]) -> str:
+    """A code with its Chinese name beside it, as the command line shows it
+    ("abnormal_behaviour 用户异常行为"); the code alone when it has no name."""
+    name = names.get(code)
+    return f"{code} {name}" if name else code

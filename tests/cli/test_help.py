@@ -1,0 +1,116 @@
+"""`--help` on every option of every command, and shell completion scripts that shells accept."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from monitord.cli import build_parser
+from monitord.types import AVAILABILITY_KINDS, SECURITY_KINDS
+
+
+def commands(
+    parser: argparse.ArgumentParser, path: str = "monitord"
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every parser under parser, with the words that reach it."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from commands(child, f"{path} {name}")
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    missing = [
+        f"{path} {'/'.join(action.option_strings) or action.dest}"
+        for path, parser in commands(build_parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction)
+        and not (action.help and action.help.strip())
+    ]
+    assert missing == []
+
+
+def test_every_command_has_a_description_in_its_parents_list() -> None:
+    missing = [
+        f"{path} {choice.dest}"
+        for path, parser in commands(build_parser())
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for choice in action._choices_actions
+        if not choice.help
+    ]
+    assert missing == []
+
+
+def test_options_taking_an_incident_kind_list_the_kinds() -> None:
+    parsers = dict(commands(build_parser()))
+    for path in ("monitord incidents open", "monitord silence add"):
+        text = " ".join(parsers[path].format_help().split())
+        for kind in (*SECURITY_KINDS, *AVAILABILITY_KINDS):
+            assert kind in text, (path, kind)
+    assert "abnormal_behaviour 用户异常行为" in " ".join(
+        parsers["monitord incidents open"].format_help().split()
+    )
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_prints_a_script_the_shell_accepts(shell: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "monitord.cli", "completion", shell],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "incidents" in done.stdout and "--occurred-at" in done.stdout
+    if shutil.which(shell) is None:
+        pytest.skip(f"no {shell} here to check the syntax")
+    checked = subprocess.run(
+        [shell, "-n"], input=done.stdout, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
+INSTALL = Path(__file__).resolve().parents[2] / "deploy" / "install.sh"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh makes a user and chowns: needs root")
+@pytest.mark.skipif(shutil.which("useradd") is None, reason="needs useradd (Debian's passwd)")
+def test_the_install_script_installs_completion_for_bash_and_zsh(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    # The venv stands in for the one install.sh makes: pip is a no-op, monitord is this one.
+    venv = root / "opt" / "monitord" / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    for name, body in (
+        ("python", f'exec {sys.executable} "$@"'),
+        ("pip", "exit 0"),
+        ("monitord", f'exec {sys.executable} -m monitord.cli "$@"'),
+    ):
+        (venv / name).write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+        (venv / name).chmod(0o755)
+    done = subprocess.run(
+        ["sh", str(INSTALL), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(INSTALL.parents[1])},
+    )
+    assert done.returncode == 0, done.stderr
+    bash_script = root / "usr/share/bash-completion/completions/monitord"
+    zsh_script = root / "usr/share/zsh/site-functions/_monitord"
+    for script in (bash_script, zsh_script):
+        assert stat.S_IMODE(script.stat().st_mode) == 0o644
+        assert "--occurred-at" in script.read_text(encoding="utf-8")
+    checked = subprocess.run(["bash", "-n", str(bash_script)], capture_output=True, check=False)
+    assert checked.returncode == 0, checked.stderr
