@@ -62,9 +62,11 @@ def _close_episode(session: Session, row: Finding, closed_at: dt.datetime, reaso
 
 
 def _ended_by(
-    session: Session, row: Finding, draft: FindingDraft, observed: dt.datetime
+    row: Finding, draft: FindingDraft, observed: dt.datetime, incident_state: str | None
 ) -> str | None:
-    """Why the finding's current episode is over, so that `draft` starts the next one."""
+    """Why the finding's current episode is over, so that `draft` starts the next one.
+
+    incident_state: the state of the finding's incident, if it has one."""
     if row.state == "resolved":
         return "resolved"
     if row.state == "accepted":
@@ -74,50 +76,43 @@ def _ended_by(
         minutes=draft.quiet_minutes
     ):
         return "quiet"
-    if row.incident_id is not None:
-        state = session.scalar(select(Incident.state).where(Incident.id == row.incident_id))
-        if state in ENDED_INCIDENT_STATES:
-            return "incident_ended"
+    if incident_state in ENDED_INCIDENT_STATES:
+        return "incident_ended"
     return None
 
 
-def upsert_finding(session: Session, draft: FindingDraft, now: dt.datetime) -> Finding:
-    """Open a finding, update its current episode, or start its next episode.
+def _new_finding(draft: FindingDraft, now: dt.datetime) -> Finding:
+    """A finding's first episode, not yet added to any session."""
+    return Finding(
+        rule=draft.rule,
+        clause=draft.clause,
+        severity=draft.severity,
+        subject_kind=draft.subject_kind,
+        subject=draft.subject,
+        service_id=draft.service_id,
+        summary=draft.summary,
+        evidence=draft.evidence,
+        first_seen=now,
+        last_seen=now,
+        count=1,
+        state="open",
+        episode=1,
+        occurred_at=draft.occurred_at or now,
+        observed_at=draft.observed_at or now,
+    )
 
-    An accepted finding stays accepted; its evidence and last_seen still move on.
-    """
-    row = session.scalars(
-        select(Finding).where(
-            Finding.rule == draft.rule,
-            Finding.subject_kind == draft.subject_kind,
-            Finding.subject == draft.subject,
-        )
-    ).one_or_none()
+
+def _update_finding(
+    session: Session,
+    row: Finding,
+    draft: FindingDraft,
+    now: dt.datetime,
+    incident_state: str | None,
+) -> Finding:
+    """Update a stored finding's current episode, or start its next one."""
     occurred = draft.occurred_at or now
     observed = draft.observed_at or now
-    if row is None:
-        row = Finding(
-            rule=draft.rule,
-            clause=draft.clause,
-            severity=draft.severity,
-            subject_kind=draft.subject_kind,
-            subject=draft.subject,
-            service_id=draft.service_id,
-            summary=draft.summary,
-            evidence=draft.evidence,
-            first_seen=now,
-            last_seen=now,
-            count=1,
-            state="open",
-            episode=1,
-            occurred_at=occurred,
-            observed_at=observed,
-        )
-        session.add(row)
-        session.flush()
-        _open_episode(session, row, now)
-        return row
-    ended = _ended_by(session, row, draft, observed)
+    ended = _ended_by(row, draft, observed, incident_state)
     if ended is not None:
         _close_episode(session, row, row.resolved_at or row.last_seen, ended)
         row.episode += 1
@@ -140,6 +135,32 @@ def upsert_finding(session: Session, draft: FindingDraft, now: dt.datetime) -> F
     row.observed_at = max(row.observed_at or observed, observed)
     row.count += 1
     return row
+
+
+def upsert_finding(session: Session, draft: FindingDraft, now: dt.datetime) -> Finding:
+    """Open a finding, update its current episode, or start its next episode.
+
+    An accepted finding stays accepted; its evidence and last_seen still move on.
+    """
+    row = session.scalars(
+        select(Finding).where(
+            Finding.rule == draft.rule,
+            Finding.subject_kind == draft.subject_kind,
+            Finding.subject == draft.subject,
+        )
+    ).one_or_none()
+    if row is None:
+        row = _new_finding(draft, now)
+        session.add(row)
+        session.flush()
+        _open_episode(session, row, now)
+        return row
+    incident_state = None
+    if row.incident_id is not None:
+        incident_state = session.scalar(
+            select(Incident.state).where(Incident.id == row.incident_id)
+        )
+    return _update_finding(session, row, draft, now, incident_state)
 
 
 def resolve_findings(
@@ -167,11 +188,104 @@ def resolve_findings(
     for row in session.scalars(query):
         if row.subject in still_present:
             continue
-        row.state = "resolved"
-        row.resolved_at = now
-        _close_episode(session, row, now, "resolved")
+        _resolve(session, row, now)
         resolved += 1
     return resolved
+
+
+def _resolve(session: Session, row: Finding, now: dt.datetime) -> None:
+    row.state = "resolved"
+    row.resolved_at = now
+    _close_episode(session, row, now, "resolved")
+
+
+class FindingBook:
+    """The findings of some rules on some subjects, read in one query, so that a probe round
+    upserts and resolves them for thousands of services without a query per service.
+
+    Behaves as `upsert_finding` and `resolve_findings` do; call `finish` once at the end, which
+    flushes once and opens the first episode of every finding the book created.
+    """
+
+    def __init__(
+        self, session: Session, rules: Iterable[str], subject_kind: str, subjects: Iterable[str]
+    ) -> None:
+        self._session = session
+        self._subject_kind = subject_kind
+        self._rules = set(rules)
+        self._subjects = set(subjects)
+        wanted = sorted(self._subjects)
+        rows = (
+            session.scalars(
+                select(Finding).where(
+                    Finding.rule.in_(sorted(self._rules)),
+                    Finding.subject_kind == subject_kind,
+                    Finding.subject.in_(wanted),
+                )
+            ).all()
+            if wanted
+            else []
+        )
+        self._rows = {(row.rule, row.subject): row for row in rows}
+        incident_ids = sorted({row.incident_id for row in rows if row.incident_id is not None})
+        self._incident_states: dict[int, str] = (
+            {
+                incident_id: state
+                for incident_id, state in session.execute(
+                    select(Incident.id, Incident.state).where(Incident.id.in_(incident_ids))
+                )
+            }
+            if incident_ids
+            else {}
+        )
+        self._created: list[Finding] = []
+
+    def upsert(self, draft: FindingDraft, now: dt.datetime) -> Finding:
+        """`upsert_finding`, without a query when the book was opened for the draft's rule and
+        subject."""
+        if not self._covers(draft.rule, draft.subject_kind, draft.subject):
+            return upsert_finding(self._session, draft, now)
+        row = self._rows.get((draft.rule, draft.subject))
+        if row is None:
+            row = _new_finding(draft, now)
+            self._session.add(row)
+            self._rows[(draft.rule, draft.subject)] = row
+            self._created.append(row)
+            return row
+        state = self._incident_states.get(row.incident_id) if row.incident_id else None
+        return _update_finding(self._session, row, draft, now, state)
+
+    def resolve(self, rules: Iterable[str], subject: str, now: dt.datetime) -> int:
+        """Resolve the open findings of these rules on `subject`; returns how many."""
+        resolved = 0
+        for rule in rules:
+            if not self._covers(rule, self._subject_kind, subject):
+                raise ValueError(f"finding book: {rule} on {subject} was not read")
+            row = self._rows.get((rule, subject))
+            if row is None or row.state != "open":
+                continue
+            if row.id is None:  # created by this book: its episode is opened and closed in finish
+                row.state, row.resolved_at = "resolved", now
+            else:
+                _resolve(self._session, row, now)
+            resolved += 1
+        return resolved
+
+    def _covers(self, rule: str, subject_kind: str, subject: str) -> bool:
+        return (
+            rule in self._rules and subject_kind == self._subject_kind and subject in self._subjects
+        )
+
+    def finish(self) -> None:
+        """Write the findings the book created, each with its first episode."""
+        if not self._created:
+            return
+        self._session.flush()
+        for row in self._created:
+            _open_episode(self._session, row, row.first_seen)
+            if row.resolved_at is not None:
+                _close_episode(self._session, row, row.resolved_at, "resolved")
+        self._created = []
 
 
 def finding_dict(finding: Finding) -> dict[str, Any]:
