@@ -22,7 +22,7 @@ from monitord.probing.state import (
 )
 from monitord.probing.targets import CHEAP_KIND, ServiceTarget
 from monitord.store import Store
-from monitord.store.findings import FindingBook
+from monitord.store.findings import FindingBook, NewRows
 from monitord.store.models import ProbeResultRow, ProbeRound
 from monitord.types import FindingDraft, ProbeResult
 
@@ -105,6 +105,7 @@ def record_results(
         report.failures = probe_round.failures
         states = round_states(session, probed)
         book = FindingBook(session, touched, "service", probed)
+        written = NewRows()
         for index, result in enumerate(results):
             target = targets.get(result.service_id or "")
             drafts = [d for d in rules.probe_findings(result) if d.rule not in STATE_RULES]
@@ -123,7 +124,7 @@ def record_results(
                     state = states[target.id] = unknown_state(target.id, now)
                     session.add(state)
                 new_state, deep_due = advance_state(
-                    session, state, target, result, settings, now, blind=blind
+                    written, state, target, result, settings, now, blind=blind
                 )
                 if new_state is not None:
                     state_findings(book, state, target, new_state, result, now)
@@ -135,6 +136,7 @@ def record_results(
             for state in states.values():
                 state.last_deep_at = now
         book.finish()
+        written.write(session)
         session.flush()
         report.round_id = probe_round.id
     return report

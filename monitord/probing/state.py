@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from monitord.config import ProbeSettings
 from monitord.probing.targets import ServiceTarget
-from monitord.store.findings import FindingBook
+from monitord.store.findings import FindingBook, NewRows
 from monitord.store.models import ServiceEvent, ServiceState, ServiceStateChange
 from monitord.timeutil import parse_time
 from monitord.types import FindingDraft, ProbeResult
@@ -69,7 +69,7 @@ def _judge(result: ProbeResult, settings: ProbeSettings) -> str:
 
 
 def advance_state(
-    session: Session,
+    written: NewRows,
     state: ServiceState,
     target: ServiceTarget,
     result: ProbeResult,
@@ -79,7 +79,8 @@ def advance_state(
     blind: bool,
 ) -> tuple[str | None, bool]:
     """Move one service's state machine (`state`, read with the round's others by
-    `round_states`); returns (the new state if it changed, deep probe due)."""
+    `round_states`); returns (the new state if it changed, deep probe due). The event and
+    state change it records go to `written`."""
     verdict = _judge(result, settings)
     state.last_probe_at = now
     state.last_error = result.error
@@ -114,25 +115,27 @@ def advance_state(
         state.cert_fingerprint = fingerprint
     if new == state.state:
         return None, deep_due
-    session.add(
-        ServiceEvent(
-            service_id=target.id,
-            kind=new,
-            at=now,
-            from_status=state.state,
-            to_status=new,
-            detail={"error": result.error, "duration_ms": round(result.duration_ms, 1)},
-        )
+    written.add(
+        ServiceEvent,
+        {
+            "service_id": target.id,
+            "kind": new,
+            "at": now,
+            "from_status": state.state,
+            "to_status": new,
+            "detail": {"error": result.error, "duration_ms": round(result.duration_ms, 1)},
+        },
     )
     # Kept at least store.retention_days (7.3.1), whatever becomes of the service events.
-    session.add(
-        ServiceStateChange(
-            service_id=target.id,
-            at=now,
-            from_state=state.state,
-            to_state=new,
-            reason=result.error,
-        )
+    written.add(
+        ServiceStateChange,
+        {
+            "service_id": target.id,
+            "at": now,
+            "from_state": state.state,
+            "to_state": new,
+            "reason": result.error,
+        },
     )
     state.state = new
     state.since = now

@@ -13,26 +13,49 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, tuple_
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from monitord.store.models import Finding, FindingEpisode, Incident
+from monitord.store.models import Base, Finding, FindingEpisode, Incident
 from monitord.types import SEVERITY_RANK, FindingDraft
 
 ENDED_INCIDENT_STATES = ("resolved", "closed")
 
 
+def _episode_values(row: Finding, now: dt.datetime) -> dict[str, Any]:
+    """The record of the episode a finding opens now."""
+    return {
+        "finding_id": row.id,
+        "number": row.episode,
+        "severity": row.severity,
+        "summary": row.summary,
+        "opened_at": now,
+        "occurred_at": row.occurred_at or now,
+    }
+
+
 def _open_episode(session: Session, row: Finding, now: dt.datetime) -> None:
-    session.add(
-        FindingEpisode(
-            finding_id=row.id,
-            number=row.episode,
-            severity=row.severity,
-            summary=row.summary,
-            opened_at=now,
-            occurred_at=row.occurred_at or now,
-        )
-    )
+    session.add(FindingEpisode(**_episode_values(row, now)))
+
+
+class NewRows:
+    """Rows that are only added, never read back: written at the end in one insert per table,
+    whatever their number (the ORM would insert each row that has an autoincrement key on its
+    own to read that key back)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[type[Base], list[dict[str, Any]]] = {}
+
+    def add(self, model: type[Base], values: dict[str, Any]) -> None:
+        """A row of `model` to insert."""
+        self._rows.setdefault(model, []).append(values)
+
+    def write(self, session: Session) -> None:
+        """Insert the rows, one statement per table."""
+        for model, rows in self._rows.items():
+            session.execute(insert(model), rows)
+        self._rows = {}
 
 
 def _close_episode(session: Session, row: Finding, closed_at: dt.datetime, reason: str) -> None:
@@ -42,6 +65,17 @@ def _close_episode(session: Session, row: Finding, closed_at: dt.datetime, reaso
             FindingEpisode.finding_id == row.id, FindingEpisode.number == row.episode
         )
     ).one_or_none()
+    _complete_episode(session, episode, row, closed_at, reason)
+
+
+def _complete_episode(
+    session: Session,
+    episode: FindingEpisode | None,
+    row: Finding,
+    closed_at: dt.datetime,
+    reason: str,
+) -> None:
+    """Complete `episode`, the finding's current one (None: it has no record yet)."""
     if episode is None:  # a finding stored before episodes were kept and never migrated
         episode = FindingEpisode(
             finding_id=row.id,
@@ -99,6 +133,8 @@ def _new_finding(draft: FindingDraft, now: dt.datetime) -> Finding:
         episode=1,
         occurred_at=draft.occurred_at or now,
         observed_at=draft.observed_at or now,
+        resolved_at=None,
+        incident_id=None,
     )
 
 
@@ -239,6 +275,7 @@ class FindingBook:
             else {}
         )
         self._created: list[Finding] = []
+        self._resolved: list[Finding] = []
 
     def upsert(self, draft: FindingDraft, now: dt.datetime) -> Finding:
         """`upsert_finding`, without a query when the book was opened for the draft's rule and
@@ -246,9 +283,8 @@ class FindingBook:
         if not self._covers(draft.rule, draft.subject_kind, draft.subject):
             return upsert_finding(self._session, draft, now)
         row = self._rows.get((draft.rule, draft.subject))
-        if row is None:
+        if row is None:  # written by `finish`, with every other new one
             row = _new_finding(draft, now)
-            self._session.add(row)
             self._rows[(draft.rule, draft.subject)] = row
             self._created.append(row)
             return row
@@ -264,10 +300,10 @@ class FindingBook:
             row = self._rows.get((rule, subject))
             if row is None or row.state != "open":
                 continue
-            if row.id is None:  # created by this book: its episode is opened and closed in finish
-                row.state, row.resolved_at = "resolved", now
-            else:
-                _resolve(self._session, row, now)
+            # The episode is closed by `finish`, with every other one the round ends.
+            row.state, row.resolved_at = "resolved", now
+            if row not in self._created:
+                self._resolved.append(row)
             resolved += 1
         return resolved
 
@@ -277,14 +313,57 @@ class FindingBook:
         )
 
     def finish(self) -> None:
-        """Write the findings the book created, each with its first episode."""
+        """Close the episodes of the findings the book resolved, and write the findings it
+        created with their first episodes: a few statements, whatever their number."""
+        self._close_resolved()
+        self._write_created()
+
+    def _close_resolved(self) -> None:
+        # A finding resolved and then seen again in the round had its episode closed then.
+        rows = [row for row in self._resolved if row.state == "resolved"]
+        self._resolved = []
+        if not rows:
+            return
+        keys = [(row.id, row.episode) for row in rows]
+        query = select(FindingEpisode).where(
+            tuple_(FindingEpisode.finding_id, FindingEpisode.number).in_(keys)
+        )
+        episodes = {(e.finding_id, e.number): e for e in self._session.scalars(query)}
+        for row in rows:
+            episode = episodes.get((row.id, row.episode))
+            _complete_episode(
+                self._session, episode, row, row.resolved_at or row.last_seen, "resolved"
+            )
+
+    def _write_created(self) -> None:
         if not self._created:
             return
-        self._session.flush()
+        values = [{key: getattr(row, key) for key in sa_inspect(row).dict} for row in self._created]
+        self._session.execute(insert(Finding), values)
+        ids = {
+            (rule, subject): finding_id
+            for finding_id, rule, subject in self._session.execute(
+                select(Finding.id, Finding.rule, Finding.subject).where(
+                    Finding.rule.in_(sorted({row.rule for row in self._created})),
+                    Finding.subject_kind == self._subject_kind,
+                    Finding.subject.in_(sorted({row.subject for row in self._created})),
+                )
+            )
+        }
+        episodes = NewRows()
         for row in self._created:
-            _open_episode(self._session, row, row.first_seen)
-            if row.resolved_at is not None:
-                _close_episode(self._session, row, row.resolved_at, "resolved")
+            row.id = ids[(row.rule, row.subject)]
+            episode = _episode_values(row, row.first_seen)
+            resolved = row.resolved_at is not None  # in the very round that opened it
+            episode.update(
+                closed_at=row.resolved_at,
+                observed_at=(row.observed_at or row.last_seen) if resolved else None,
+                count=row.count if resolved else None,
+                incident_id=None,
+                close_reason="resolved" if resolved else None,
+            )
+            episodes.add(FindingEpisode, episode)
+        episodes.write(self._session)
         self._created = []
 
 
