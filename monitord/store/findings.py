@@ -239,8 +239,9 @@ class FindingBook:
     """The findings of some rules on some subjects, read in one query, so that a probe round
     upserts and resolves them for thousands of services without a query per service.
 
-    Behaves as `upsert_finding` and `resolve_findings` do; call `finish` once at the end, which
-    flushes once and opens the first episode of every finding the book created.
+    Behaves as `upsert_finding` and `resolve_findings` do; call `finish` once at the end: it
+    closes the episodes of the findings resolved and writes the findings created, each with its
+    first episode, in a few statements whatever their number.
     """
 
     def __init__(
@@ -302,7 +303,7 @@ class FindingBook:
                 continue
             # The episode is closed by `finish`, with every other one the round ends.
             row.state, row.resolved_at = "resolved", now
-            if row not in self._created:
+            if row.id is not None:  # one the book created is written by `finish` as resolved
                 self._resolved.append(row)
             resolved += 1
         return resolved
