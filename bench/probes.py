@@ -1,22 +1,30 @@
-"""Benchmark: one availability round (with certificate facts) over 2,000 HTTPS targets on loopback.
+"""Benchmark: the whole availability round as the daemon runs it, over 2,000 HTTPS targets on
+loopback, side by side with Prometheus blackbox_exporter on the same targets in the same run.
 
 What is measured, honestly:
 
-* The targets are 2,000 distinct URLs (`https://localhost:PORT/svc/<i>`) on one aiohttp TLS
-  listener running in a separate process, so the server's CPU is not charged to the prober.
-  Every probe opens a fresh TCP connection and does a full TLS 1.3 handshake (the probing session
-  never reuses connections), exactly as in production; only the server process is shared.
+* The targets are 2,000 distinct URLs (`https://localhost:PORT/svc/<i>`) served by nginx
+  (Debian: `apt-get install nginx-light`), started by the bench with a generated TLS config on
+  loopback; when nginx is absent, by the bench's own aiohttp TLS server in a separate process.
+  Either way the server's CPU is not charged to the prober. Every probe opens a fresh TCP
+  connection and does a full TLS 1.3 handshake (the probing session never reuses connections),
+  exactly as in production.
+* "monitord, whole round" is `probe_round` as `monitord probe --all --kind availability` and
+  the daemon run it: targets read from the store, probe, judge, record (results, state machines,
+  findings); on SQLite, and on a throw-away PostgreSQL (fsync off, as the tests run it) when
+  `pg_ctl` is found. A first round brings the 2,000 services from unknown to up; the rounds
+  measured are the steady state the daemon lives in.
+* "monitord, probe alone" is the availability probe over the same targets, nothing stored.
 * probes/s is wall-clock throughput of a round at the given concurrency; CPU ms per probe is the
-  prober process's user+system CPU time for the round divided by the number of probes. Each
-  figure is the median of several rounds.
+  process's user+system CPU for the round, from /proc, divided by the number of probes (only
+  the round is timed: process start-up is left out). Each figure is the median of the rounds.
+* Prometheus blackbox_exporter (Debian: `apt-get install prometheus-blackbox-exporter`) is
+  driven over the same targets in the same run, with the same concurrency and an `http_2xx`
+  module trusting the same CA. Its CPU is read from /proc for its process, so the HTTP calls
+  that drive it are not charged to it.
 * Loopback has no network latency, so probes/s here is bounded by CPU (the prober's and the
   server's on the same cores), not by the network; in production the round is latency-bound and
-  the CPU per probe is what matters for "a 2,000-service round every minute under a quarter core".
-
-When Prometheus blackbox_exporter is installed (Debian: `apt-get install
-prometheus-blackbox-exporter`), it is driven over the same targets in the same run, with the
-same concurrency and an `http_2xx` module trusting the same CA, and the ratios are printed. Its CPU
-is read from /proc for its process, so the HTTP calls that drive it are not charged to it.
+  the CPU per probe is what matters.
 
 Run: `.venv/bin/python bench/probes.py [--targets 2000] [--rounds 3] [--concurrency 100]`.
 """
@@ -35,12 +43,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import trustme
 from aiohttp import web
+from loguru import logger
 
 # Run as a script, this file's folder comes first on sys.path and this very file would shadow
 # the `probes` package it measures: put the project root there instead.
@@ -50,10 +61,17 @@ sys.path.insert(0, str(_HERE.parent))
 
 import probes  # noqa: E402
 from monitord import aio  # noqa: E402
+from monitord.config import Settings, parse_config  # noqa: E402
+from monitord.probing import probe_round  # noqa: E402
+from monitord.store import Store, open_store  # noqa: E402
+from monitord.store.models import Service  # noqa: E402
+from monitord.timeutil import system_clock  # noqa: E402
 from monitord.types import ProbeContext, Target  # noqa: E402
 from probes.availability import AvailabilitySpec, probe  # noqa: E402
+from tests.conftest import PostgresServer, postgres_bin  # noqa: E402
 
 BLACKBOX_NAMES = ("prometheus-blackbox-exporter", "blackbox_exporter")
+NGINX_NAMES = ("nginx", "/usr/sbin/nginx")
 
 
 def _serve(cert: str, key: str, port_out: multiprocessing.connection.Connection) -> None:
@@ -165,14 +183,8 @@ def start_blackbox(binary: str, ca_file: str, workdir: Path) -> tuple[subprocess
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return process, port
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("blackbox_exporter did not start listening within 10 s")
+    _wait_listening(process, port, "blackbox_exporter")
+    return process, port
 
 
 def report(name: str, rounds: list[Round]) -> tuple[float, float]:
@@ -182,11 +194,212 @@ def report(name: str, rounds: list[Round]) -> tuple[float, float]:
     ok = min(r.ok for r in rounds)
     n = rounds[0].n
     print(
-        f"{name:<22} {rate:8.0f} probes/s   {cpu_ms:6.2f} CPU ms/probe   "
+        f"{name:<34} {rate:5.0f} probes/s   {cpu_ms:6.2f} CPU ms/probe   "
         f"ok {ok}/{n} (worst round)   rounds: "
         + ", ".join(f"{r.rate:.0f}/s {r.cpu_ms:.2f}ms" for r in rounds)
     )
     return rate, cpu_ms
+
+
+Row = tuple[str, list[Round]]
+"""A bench row: what was measured, and its rounds."""
+
+
+def _wait_listening(process: subprocess.Popen[bytes], port: int, name: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{name} did not start listening within 10 s")
+
+
+def _nginx_config(port: int, cert: str, key: str, prefix: Path) -> str:
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    temp = "".join(
+        f"  {kind}_temp_path {prefix}/{kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        f"{user}worker_processes 1;\npid {prefix}/nginx.pid;\n"
+        f"error_log {prefix}/error.log error;\n"
+        "events { worker_connections 4096; }\n"
+        f"http {{\n  access_log off;\n{temp}"
+        "  server {\n"
+        f"    listen 127.0.0.1:{port} ssl backlog=4096;\n"
+        f"    ssl_certificate {cert};\n    ssl_certificate_key {key};\n"
+        "    ssl_protocols TLSv1.2 TLSv1.3;\n"
+        "    location /svc/ {\n"
+        '      add_header Strict-Transport-Security "max-age=600" always;\n'
+        "      default_type text/plain;\n      return 200 ok;\n"
+        "    }\n  }\n}\n"
+    )
+
+
+def start_nginx(
+    binary: str, cert: str, key: str, workdir: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start nginx (one worker) on a loopback TLS port answering every /svc/<i> path."""
+    port = _free_port()
+    prefix = workdir / "nginx"
+    prefix.mkdir()
+    config = prefix / "nginx.conf"
+    config.write_text(_nginx_config(port, cert, key, prefix))
+    process = subprocess.Popen(
+        [binary, "-p", str(prefix), "-c", str(config), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_listening(process, port, "nginx")
+    return process, port
+
+
+def start_targets(cert: Path, key: Path, workdir: Path) -> tuple[str, int, Callable[[], None]]:
+    """nginx when installed, else the bench's own aiohttp server: (what serves, port, stop)."""
+    nginx = next((b for b in map(shutil.which, NGINX_NAMES) if b), None)
+    if nginx is not None:
+        process, port = start_nginx(nginx, str(cert), str(key), workdir)
+
+        def stop_nginx() -> None:
+            process.terminate()
+            process.wait(timeout=10)
+
+        return "nginx (one worker)", port, stop_nginx
+    print(
+        "nginx is not installed: the targets are the bench's own aiohttp server. For nginx:\n"
+        "  apt-get install nginx-light"
+    )
+    receive, send = multiprocessing.Pipe(duplex=False)
+    server = multiprocessing.Process(target=_serve, args=(str(cert), str(key), send), daemon=True)
+    server.start()
+    port = receive.recv()
+
+    def stop_server() -> None:
+        server.terminate()
+        server.join(timeout=5)
+
+    return "the bench's aiohttp server (own process)", port, stop_server
+
+
+def seeded_store(url: str, urls: list[str]) -> Store:
+    """A store whose catalogue has one online service per URL."""
+    store = open_store(url)
+    now = system_clock()
+    with store.session() as session:
+        session.add_all(
+            Service(
+                id=f"svc-{i:05d}",
+                name=f"bench {i}",
+                status="online",
+                url=target,
+                first_seen=now,
+                last_seen=now,
+            )
+            for i, target in enumerate(urls)
+        )
+    return store
+
+
+def round_settings(ca_file: str, concurrency: int) -> Settings:
+    """The probes config of the whole round: availability only, loopback allowed."""
+    probes_config = {
+        "ca_file": ca_file,
+        "concurrency": concurrency,
+        "deep_kinds": [],
+        "denied_networks": [],
+    }
+    return parse_config({"probes": probes_config}, "bench", env={})
+
+
+def whole_round(store: Store, settings: Settings) -> Round:
+    """One `monitord probe --all --kind availability` round: probe, judge, record."""
+    cpu0, wall0 = _proc_cpu_s(os.getpid()), time.perf_counter()
+    done = aio.run(probe_round(store, settings, system_clock, kinds=["availability"], spread=False))
+    wall, cpu = time.perf_counter() - wall0, _proc_cpu_s(os.getpid()) - cpu0
+    return Round(wall, cpu, done.probes - done.failures, done.probes)
+
+
+def measure_store(name: str, url: str, urls: list[str], ca_file: str, args: Any) -> Row:
+    """The whole round on one store: a first round (unknown to up), then the measured ones."""
+    store = seeded_store(url, urls)
+    try:
+        settings = round_settings(ca_file, args.concurrency)
+        whole_round(store, settings)
+        return name, [whole_round(store, settings) for _ in range(args.rounds)]
+    finally:
+        store.dispose()
+
+
+def measure_blackbox(urls: list[str], ca_file: str, workdir: Path, args: Any) -> Row | None:
+    """blackbox_exporter's rounds over the same targets, or None when it is not installed."""
+    binary = next((b for b in map(shutil.which, BLACKBOX_NAMES) if b), None)
+    if binary is None:
+        print(
+            "blackbox_exporter not installed: comparison skipped. Install it with\n"
+            "  apt-get install prometheus-blackbox-exporter\n"
+            "and run again to print the ratios."
+        )
+        return None
+    process, port = start_blackbox(binary, ca_file, workdir)
+    try:
+        asyncio.run(blackbox_round(urls[:50], port, process.pid, args.concurrency))  # warm-up
+        rounds = [
+            asyncio.run(blackbox_round(urls, port, process.pid, args.concurrency))
+            for _ in range(args.rounds)
+        ]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    return "blackbox_exporter", rounds
+
+
+def measure_postgres(urls: list[str], ca_file: str, workdir: Path, args: Any) -> Row | None:
+    """The whole round on a throw-away PostgreSQL, or None when pg_ctl is not found."""
+    bindir = None if args.no_postgres else postgres_bin()
+    if bindir is None:
+        print("PostgreSQL (pg_ctl) not found or --no-postgres: the whole round on SQLite only")
+        return None
+    folder = workdir / "pg"
+    folder.mkdir()
+    server = PostgresServer(folder, bindir)
+    server.start()
+    try:
+        name = "monitord, whole round, PostgreSQL"
+        return measure_store(name, server.new_database(), urls, ca_file, args)
+    finally:
+        server.stop()
+
+
+def measure(urls: list[str], ca_file: str, workdir: Path, args: Any) -> list[Row]:
+    """Every row of the bench, in one run over the same targets."""
+    aio.run(monitord_round(urls[:50], ca_file, args.concurrency))  # warm-up
+    sqlite = f"sqlite:///{workdir}/monitord.db"
+    rows = [measure_store("monitord, whole round, SQLite", sqlite, urls, ca_file, args)]
+    rows += [row for row in [measure_postgres(urls, ca_file, workdir, args)] if row]
+    alone = [aio.run(monitord_round(urls, ca_file, args.concurrency)) for _ in range(args.rounds)]
+    rows.append(("monitord, probe alone", alone))
+    rows += [row for row in [measure_blackbox(urls, ca_file, workdir, args)] if row]
+    return rows
+
+
+def print_figures(rows: list[Row], targets: int) -> None:
+    """Each row's medians, and each monitord row's ratios against blackbox_exporter's."""
+    figures = {name: report(name, rounds) for name, rounds in rows}
+    for name, (_rate, cpu_ms) in figures.items():
+        if name.startswith("monitord, whole"):
+            share = cpu_ms * targets / 1000 / 60
+            print(f"  {name}: a {targets}-service round a minute is {share:.1%} of one core")
+    if "blackbox_exporter" not in figures:
+        return
+    bb_rate, bb_cpu = figures["blackbox_exporter"]
+    for name, (rate, cpu_ms) in figures.items():
+        if name.startswith("monitord"):
+            print(
+                f"{name} / blackbox_exporter: {rate / bb_rate:.2f}x its probes/s, "
+                f"{cpu_ms / bb_cpu:.2f}x its CPU per probe (goal: >= 1x, <= 0.5x)"
+            )
 
 
 def main() -> None:
@@ -195,10 +408,13 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--no-postgres", action="store_true", help="the whole round on SQLite only")
     args = parser.parse_args()
+    logger.remove()  # a round logs each state change; the bench prints its own figures
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
+        workdir.chmod(0o755)  # PostgreSQL's cluster below runs as its own user
         ca = trustme.CA()
         leaf = ca.issue_cert("localhost")
         ca_file, cert, key = workdir / "ca.pem", workdir / "cert.pem", workdir / "key.pem"
@@ -206,57 +422,18 @@ def main() -> None:
         leaf.private_key_pem.write_to_path(str(key))
         for blob in leaf.cert_chain_pems:
             blob.write_to_path(str(cert), append=True)
-
-        receive, send = multiprocessing.Pipe(duplex=False)
-        server = multiprocessing.Process(
-            target=_serve, args=(str(cert), str(key), send), daemon=True
-        )
-        server.start()
-        port = receive.recv()
+        served_by, port, stop_targets = start_targets(cert, key, workdir)
         urls = [f"https://localhost:{port}/svc/{i}" for i in range(args.targets)]
         print(
-            f"{args.targets} HTTPS targets (paths on one TLS listener in its own process), "
-            f"concurrency {args.concurrency}, {args.rounds} rounds, median; "
-            f"{os.cpu_count()} CPUs, {ssl.OPENSSL_VERSION}"
+            f"{args.targets} HTTPS targets served by {served_by} on loopback, concurrency "
+            f"{args.concurrency}, {args.rounds} rounds, median; {os.cpu_count()} CPUs, "
+            f"{ssl.OPENSSL_VERSION}"
         )
         try:
-            aio.run(monitord_round(urls[:50], str(ca_file), args.concurrency))  # warm-up
-            ours = [
-                aio.run(monitord_round(urls, str(ca_file), args.concurrency))
-                for _ in range(args.rounds)
-            ]
-            rate, cpu_ms = report("monitord availability", ours)
-            share = cpu_ms * args.targets / 1000 / 60
-            print(
-                f"  a {args.targets}-service round every 60 s costs {share:.1%} of one core "
-                f"(goal: under 25%)"
-            )
-            binary = next((b for b in map(shutil.which, BLACKBOX_NAMES) if b), None)
-            if binary is None:
-                print(
-                    "blackbox_exporter not installed: comparison skipped. Install it with\n"
-                    "  apt-get install prometheus-blackbox-exporter\n"
-                    "and run again to print the ratios."
-                )
-                return
-            process, bb_port = start_blackbox(binary, str(ca_file), workdir)
-            try:
-                asyncio.run(blackbox_round(urls[:50], bb_port, process.pid, args.concurrency))
-                theirs = [
-                    asyncio.run(blackbox_round(urls, bb_port, process.pid, args.concurrency))
-                    for _ in range(args.rounds)
-                ]
-            finally:
-                process.terminate()
-                process.wait(timeout=10)
-            bb_rate, bb_cpu = report("blackbox_exporter", theirs)
-            print(
-                f"ratio monitord/blackbox: throughput {rate / bb_rate:.2f}x, "
-                f"CPU per probe {cpu_ms / bb_cpu:.2f}x (goal: >= 1x throughput, <= 1x CPU)"
-            )
+            rows = measure(urls, str(ca_file), workdir, args)
         finally:
-            server.terminate()
-            server.join(timeout=5)
+            stop_targets()
+    print_figures(rows, args.targets)
 
 
 if __name__ == "__main__":

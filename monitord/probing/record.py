@@ -5,19 +5,25 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert
 
 import rules
 from monitord.config import ProbeSettings
 from monitord.probing.state import (
+    OWNED_RULES,
     STATE_RULES,
     advance_state,
+    round_states,
     state_findings,
     suspension_overdue,
+    unknown_state,
 )
 from monitord.probing.targets import CHEAP_KIND, ServiceTarget
 from monitord.store import Store
-from monitord.store.findings import resolve_findings, upsert_finding
-from monitord.store.models import ProbeResultRow, ProbeRound, ServiceState
+from monitord.store.findings import FindingBook, NewRows
+from monitord.store.models import ProbeResultRow, ProbeRound
 from monitord.types import FindingDraft, ProbeResult
 
 
@@ -37,8 +43,29 @@ class RoundReport:
     """Findings per index into `results`, for the CLI."""
 
 
-def _rule_names_for(kind: str) -> list[str]:
-    return rules.probe_rule_names(kind)
+def _round_rules(results: Sequence[ProbeResult]) -> tuple[dict[str, list[str]], list[str]]:
+    """The probe rules a round's results resolve, per kind (less those the state machine owns),
+    and every rule whose findings the round may touch."""
+    per_kind = {
+        kind: [n for n in rules.probe_rule_names(kind) if n not in STATE_RULES]
+        for kind in {r.kind for r in results}
+    }
+    touched = {name for names in per_kind.values() for name in names} | set(OWNED_RULES)
+    return per_kind, sorted(touched)
+
+
+def _result_row(result: ProbeResult, blind: bool) -> dict[str, Any]:
+    return {
+        "service_id": result.service_id,
+        "kind": result.kind,
+        "target": result.target,
+        "at": result.started_at,
+        "success": result.success,
+        "duration_ms": round(result.duration_ms, 2),
+        "facts": result.facts,
+        "error": result.error,
+        "blind": blind,
+    }
 
 
 def record_results(
@@ -51,11 +78,18 @@ def record_results(
     blind: bool = False,
     deep: bool = False,
 ) -> RoundReport:
-    """Store a round's results, judge them, and move the state machines, in one transaction."""
+    """Store a round's results, judge them, and move the state machines, in one transaction.
+
+    Whatever the number of services, this is a handful of statements: the results in one
+    insert; the services' states and the open findings of the round's rules each read in one
+    query; their changes written in one flush. Only a finding whose episode ends reads more.
+    """
     report = RoundReport(
         services=len(targets), probes=len(results), blind=blind, results=list(results)
     )
-    with store.session() as session:
+    rule_names, touched = _round_rules(results)
+    probed = sorted({r.service_id for r in results if r.service_id in targets})
+    with store.session() as session, session.no_autoflush:
         probe_round = ProbeRound(
             started_at=min((r.started_at for r in results), default=now),
             finished_at=now,
@@ -63,23 +97,16 @@ def record_results(
             services=len(targets),
             probes=len(results),
             blind=blind,
+            failures=sum(1 for r in results if not r.success),
         )
         session.add(probe_round)
+        if results:
+            session.execute(insert(ProbeResultRow), [_result_row(r, blind) for r in results])
+        report.failures = probe_round.failures
+        states = round_states(session, probed)
+        book = FindingBook(session, touched, "service", probed)
+        written = NewRows()
         for index, result in enumerate(results):
-            report.failures += 0 if result.success else 1
-            session.add(
-                ProbeResultRow(
-                    service_id=result.service_id,
-                    kind=result.kind,
-                    target=result.target,
-                    at=result.started_at,
-                    success=result.success,
-                    duration_ms=round(result.duration_ms, 2),
-                    facts=result.facts,
-                    error=result.error,
-                    blind=blind,
-                )
-            )
             target = targets.get(result.service_id or "")
             drafts = [d for d in rules.probe_findings(result) if d.rule not in STATE_RULES]
             report.findings[index] = drafts
@@ -88,27 +115,28 @@ def record_results(
             if blind and not result.success:
                 continue  # what a blind round saw of a service is no evidence against it
             for draft in drafts:
-                upsert_finding(session, draft, now)
-            names = [n for n in _rule_names_for(result.kind) if n not in STATE_RULES]
-            resolve_findings(
-                session, names, "service", {d.subject for d in drafts}, now, subjects={target.id}
-            )
+                book.upsert(draft, now)
+            if target.id not in {d.subject for d in drafts}:
+                book.resolve(rule_names[result.kind], target.id, now)
             if result.kind == CHEAP_KIND:
+                state = states.get(target.id)
+                if state is None:
+                    state = states[target.id] = unknown_state(target.id, now)
+                    session.add(state)
                 new_state, deep_due = advance_state(
-                    session, target, result, settings, now, blind=blind
+                    written, state, target, result, settings, now, blind=blind
                 )
                 if new_state is not None:
-                    state_findings(session, target, new_state, result, now)
+                    state_findings(book, state, target, new_state, result, now)
                     report.changes.append(f"{target.id} {target.name}: {new_state}")
                 if deep_due and not deep:
                     report.deep_due.append(target.id)
-                suspension_overdue(session, target, now)
+                suspension_overdue(book, target, now)
         if deep:
-            for service_id in {r.service_id for r in results if r.service_id}:
-                state = session.get(ServiceState, service_id)
-                if state is not None:
-                    state.last_deep_at = now
-        probe_round.failures = report.failures
+            for state in states.values():
+                state.last_deep_at = now
+        book.finish()
+        written.write(session)
         session.flush()
         report.round_id = probe_round.id
     return report

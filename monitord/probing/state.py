@@ -7,11 +7,12 @@ import datetime as dt
 import hashlib
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitord.config import ProbeSettings
 from monitord.probing.targets import ServiceTarget
-from monitord.store.findings import resolve_findings, upsert_finding
+from monitord.store.findings import FindingBook, NewRows
 from monitord.store.models import ServiceEvent, ServiceState, ServiceStateChange
 from monitord.timeutil import parse_time
 from monitord.types import FindingDraft, ProbeResult
@@ -24,6 +25,8 @@ STATE_RULES = (RULE_DOWN, RULE_SLOW)
 """Declared in rules/probes.toml, where they judge one result; a round leaves them to the state
 machine, which needs probes.down_after failures in a row."""
 RULE_OVERDUE = "suspension_overdue"
+OWNED_RULES = (RULE_DOWN, RULE_UNANNOUNCED, RULE_SLOW, RULE_OVERDUE)
+"""The rules whose findings the state machine opens and resolves."""
 
 
 def _cert_fingerprint(facts: dict[str, Any]) -> str | None:
@@ -66,7 +69,8 @@ def _judge(result: ProbeResult, settings: ProbeSettings) -> str:
 
 
 def advance_state(
-    session: Session,
+    written: NewRows,
+    state: ServiceState,
     target: ServiceTarget,
     result: ProbeResult,
     settings: ProbeSettings,
@@ -74,13 +78,9 @@ def advance_state(
     *,
     blind: bool,
 ) -> tuple[str | None, bool]:
-    """Move one service's state machine; returns (the new state if it changed, deep probe due)."""
-    state = session.get(ServiceState, target.id)
-    if state is None:
-        state = ServiceState(
-            service_id=target.id, state="unknown", since=now, failures=0, successes=0
-        )
-        session.add(state)
+    """Move one service's state machine (`state`, read with the round's others by
+    `round_states`); returns (the new state if it changed, deep probe due). The event and
+    state change it records go to `written`."""
     verdict = _judge(result, settings)
     state.last_probe_at = now
     state.last_error = result.error
@@ -115,33 +115,51 @@ def advance_state(
         state.cert_fingerprint = fingerprint
     if new == state.state:
         return None, deep_due
-    session.add(
-        ServiceEvent(
-            service_id=target.id,
-            kind=new,
-            at=now,
-            from_status=state.state,
-            to_status=new,
-            detail={"error": result.error, "duration_ms": round(result.duration_ms, 1)},
-        )
+    written.add(
+        ServiceEvent,
+        {
+            "service_id": target.id,
+            "kind": new,
+            "at": now,
+            "from_status": state.state,
+            "to_status": new,
+            "detail": {"error": result.error, "duration_ms": round(result.duration_ms, 1)},
+        },
     )
     # Kept at least store.retention_days (7.3.1), whatever becomes of the service events.
-    session.add(
-        ServiceStateChange(
-            service_id=target.id,
-            at=now,
-            from_state=state.state,
-            to_state=new,
-            reason=result.error,
-        )
+    written.add(
+        ServiceStateChange,
+        {
+            "service_id": target.id,
+            "at": now,
+            "from_state": state.state,
+            "to_state": new,
+            "reason": result.error,
+        },
     )
     state.state = new
     state.since = now
     return new, deep_due
 
 
+def round_states(session: Session, service_ids: list[str]) -> dict[str, ServiceState]:
+    """The state machines these services have, read in one query."""
+    query = select(ServiceState).where(ServiceState.service_id.in_(sorted(set(service_ids))))
+    return {state.service_id: state for state in session.scalars(query)}
+
+
+def unknown_state(service_id: str, now: dt.datetime) -> ServiceState:
+    """The state machine of a service never probed before."""
+    return ServiceState(service_id=service_id, state="unknown", since=now, failures=0, successes=0)
+
+
 def state_findings(
-    session: Session, target: ServiceTarget, new_state: str, result: ProbeResult, now: dt.datetime
+    book: FindingBook,
+    state: ServiceState,
+    target: ServiceTarget,
+    new_state: str,
+    result: ProbeResult,
+    now: dt.datetime,
 ) -> None:
     """Findings the state machine owns: down, unannounced outage, slow."""
     suspended = target.status == "suspended" and bool(target.suspension)
@@ -151,11 +169,9 @@ def state_findings(
         "url": result.target,
     }
     present: set[str] = set()
-    state = session.get(ServiceState, target.id)  # in the session already: no query
-    began = state.failing_since if state is not None else None
+    began = state.failing_since
     if new_state == "down" and not suspended:
-        upsert_finding(
-            session,
+        book.upsert(
             _draft(
                 RULE_DOWN,
                 "6.4 a",
@@ -167,8 +183,7 @@ def state_findings(
             ),
             now,
         )
-        upsert_finding(
-            session,
+        book.upsert(
             _draft(
                 RULE_UNANNOUNCED,
                 "7.2.2",
@@ -182,8 +197,7 @@ def state_findings(
         )
         present = {RULE_DOWN, RULE_UNANNOUNCED}
     if new_state == "degraded":
-        upsert_finding(
-            session,
+        book.upsert(
             _draft(
                 RULE_SLOW,
                 "6.4 b",
@@ -195,12 +209,12 @@ def state_findings(
             now,
         )
         present = {RULE_SLOW}
-    for rule in (RULE_DOWN, RULE_UNANNOUNCED, RULE_SLOW):
-        if rule not in present:
-            resolve_findings(session, [rule], "service", set(), now, subjects={target.id})
+    gone = [rule for rule in (RULE_DOWN, RULE_UNANNOUNCED, RULE_SLOW) if rule not in present]
+    book.resolve(gone, target.id, now)
 
 
-def suspension_overdue(session: Session, target: ServiceTarget, now: dt.datetime) -> None:
+def suspension_overdue(book: FindingBook, target: ServiceTarget, now: dt.datetime) -> None:
+    """A suspended service past its planned resume has a finding; any other has none."""
     planned = (target.suspension or {}).get("planned_resume")
     overdue = False
     if target.status == "suspended" and isinstance(planned, str):
@@ -209,8 +223,7 @@ def suspension_overdue(session: Session, target: ServiceTarget, now: dt.datetime
         except ValueError:
             overdue = False
     if overdue:
-        upsert_finding(
-            session,
+        book.upsert(
             _draft(
                 RULE_OVERDUE,
                 "7.2.2",
@@ -222,4 +235,4 @@ def suspension_overdue(session: Session, target: ServiceTarget, now: dt.datetime
             now,
         )
     else:
-        resolve_findings(session, [RULE_OVERDUE], "service", set(), now, subjects={target.id})
+        book.resolve([RULE_OVERDUE], target.id, now)

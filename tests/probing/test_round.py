@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trustme
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from monitord.config import Settings, parse_config
 from monitord.probing import ServiceTarget, probe_round, run_probes, trust_context
@@ -327,3 +327,47 @@ def test_probe_cli_prints_one_json_object_per_probe(
     assert set(obj) >= {"kind", "target", "success", "duration_ms", "facts", "findings"}
     assert obj["success"] is False
     assert [f["rule"] for f in obj["findings"]] == ["service_down"]
+
+
+async def statements_per_round(
+    store: Store, cfg: Settings, clock: FakeClock, backend: Backend, ids: list[str]
+) -> list[int]:
+    """SQL statements each of four rounds over these services sends: first seen (all up),
+    steady, all down, back up."""
+    counts: list[int] = []
+
+    def count(*_args: Any) -> None:
+        counts[-1] += 1
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        for healthy in [True, True, False, True]:
+            backend.healthy = healthy
+            clock.advance(minutes=1)
+            counts.append(0)
+            await probe_round(store, cfg, clock, service_ids=ids, spread=False)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    return counts
+
+
+async def test_a_round_is_recorded_in_as_many_statements_for_forty_services_as_for_two(
+    store: Store, clock: FakeClock, backend: Backend, tls_ca: tuple[trustme.CA, Path]
+) -> None:
+    """Recording a round reads and writes sets of rows, never a query per service: on
+    PostgreSQL each query is a network round trip, and per-service queries made a whole round
+    cost twice blackbox_exporter's CPU per probe."""
+    cfg = settings_for(tls_ca[1], deep_kinds=[], down_after=1, up_after=1)
+    few = [f"svc-a{i:03d}" for i in range(2)]
+    many = [f"svc-b{i:03d}" for i in range(40)]
+    for service_id in few + many:
+        add_service(store, clock, backend.url, id=service_id)
+    counts = {
+        len(ids): await statements_per_round(store, cfg, clock, backend, ids) for ids in (few, many)
+    }
+    assert counts[40] == counts[2]
+    with store.session() as session:
+        changes = session.scalars(select(ServiceStateChange.to_state)).all()
+        down = session.scalars(select(Finding.state).where(Finding.rule == "service_down"))
+        assert sorted(down) == ["resolved"] * 42
+    assert sorted(changes) == sorted(["up", "down", "up"] * 42)
