@@ -122,16 +122,16 @@ def _native(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], Arra
     ranges = np.empty((len(_SCANNED), 2, n), np.int32)
     counts = np.empty(len(_SCANNED), np.int32)
     assert _scan is not None
-    m = _scan(buf, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts)
+    m, decoded = _scan(buf, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts)
     taken = ok.view(bool)
     slow = np.flatnonzero(~taken)
     if m == 0:
         return {}, slow
-    text = {
-        name: Text(strings(buf, ranges[f, 0, : counts[f]], ranges[f, 1, : counts[f]]),
-                   codes[f, :m], distinct=True)
-        for f, name in enumerate(_SCANNED)
-    }  # fmt: skip
+    size = int(offsets[n])
+    text: dict[str, Text] = {}
+    for f, name in enumerate(_SCANNED):
+        start, end = ranges[f, 0, : counts[f]], ranges[f, 1, : counts[f]]
+        text[name] = Text(_values(buf, decoded, size, start, end), codes[f, :m], distinct=True)
     path = text["path"]
     service = text["service"]
     if service_pattern != DEFAULT_SERVICE_PATTERN:
@@ -153,6 +153,27 @@ def _native(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], Arra
         "line": lines if m == n else lines.take(pa.array(np.flatnonzero(taken))),
     }
     return columns, slow
+
+
+def _values(buf: pa.Buffer, decoded: bytes, size: int, start: Array, end: Array) -> pa.Array:
+    """The distinct values the C scan numbered, as strings: ranges of `buf` below `size`, the
+    rest ranges of `decoded` (unescaped request targets) at start - size."""
+    inside = start < size
+    if not decoded or inside.all():
+        return strings(buf, start, end)
+    outside = ~inside
+    extra = pa.py_buffer(decoded)
+    values = pa.concat_arrays(
+        [strings(buf, start[inside], end[inside]),
+         strings(extra, start[outside] - size, end[outside] - size)]
+    )  # fmt: skip
+    # Back to the scan's order: each value's place in the two lists put end to end.
+    place = np.empty(len(start), np.int32)
+    place[inside] = np.arange(int(inside.sum()), dtype=np.int32)
+    place[outside] = (
+        len(values) - int(outside.sum()) + np.arange(int(outside.sum()), dtype=np.int32)
+    )
+    return values.take(pa.array(place))
 
 
 # -- the fast path in numpy, where the C scan is not built ---------------------------------------
