@@ -55,7 +55,7 @@ from monitord.accesslog.schema import (
 )
 
 
-def _load_scan() -> Callable[..., int] | None:
+def _load_scan() -> Callable[..., tuple[int, bytes]] | None:
     try:
         from monitord.accesslog._nginxscan import scan
     except ImportError:  # not built (no C compiler when monitord was installed): numpy reads
