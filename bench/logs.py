@@ -13,6 +13,9 @@ What is measured, honestly:
   script would include this script's memory at the fork. Without GNU time, the process reads
   its own high-water mark (VmHWM) instead. Figures are medians of --runs runs.
 * Three inputs: the nginx log alone (what GoAccess reads), the JSON log alone, and both.
+* Logs of every shape: the nginx log is also written with --escaped shares of its lines (0 %,
+  25 % and 100 % by default) carrying what nginx escapes as `\\xXX` (a quoted word in the user
+  agent, `\\x22`; UTF-8 in the request target, `\\xE5\\x8A…`), and each is paired with GoAccess.
 * Flat memory: a log --repeat times as long (10 M lines by default), made of the nginx log with
   each copy moved on by a month, so time runs forward as in a real log, must peak where the
   1 M-line log does.
@@ -20,7 +23,8 @@ What is measured, honestly:
   (`--log-format=COMBINED`, JSON output) right after each monitord run on it, timed and measured
   the same way; the machine's speed drifts, so the ratios printed are medians of these pairs.
 
-Run: `.venv/bin/python bench/logs.py [--lines 1000000] [--runs 5] [--repeat 10] [--dir DIR]`.
+Run: `.venv/bin/python bench/logs.py [--lines 1000000] [--runs 5] [--repeat 10] [--escaped 0,25,100]
+[--dir DIR]`.
 """
 
 from __future__ import annotations
