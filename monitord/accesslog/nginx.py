@@ -19,8 +19,8 @@ reads those ranges, not one string per line:
 Both give the text columns as dictionary arrays (`schema.TEXT`) and are thread-safe. Lines of
 another shape (a leading `host:port `, a request cut short, `escape=json` quotes, bytes that are
 not UTF-8, too few fields, a bad time, ...) take the exact path (`nginx_exact`), the reference
-both are tested against. Both undo nginx's `\\xXX` escapes in request targets themselves (nginx
-writes them for '"', '\\' and bytes outside printable ASCII: UTF-8 paths, quoted words in user
+both are tested against. Both undo nginx's `\xXX` escapes in request targets themselves (nginx
+writes them for '"', '\' and bytes outside printable ASCII: UTF-8 paths, quoted words in user
 agents); the C scan leaves the exact path only targets that unescape to bytes that are not
 UTF-8 or to a newline.
 """
