@@ -68,6 +68,7 @@ ESCAPED_TARGETS: list[str] = [
     f'1.2.3.4 - - {T} "GET /svc/n\\x HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # \x at the target's end
     f'1.2.3.4 - - {T} "GET /svc/o\\ HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /svc/w\\x" 200 1 "-" "-" 0.001 "-"',  # \x at the request's end
+    f'1.2.3.4 - - {T} "GET \\x3Fq HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # an empty path
     f'1.2.3.4 - - {T} "GET /svc/p\\x00\\x09\\x0D\\x7F HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /svc/\\x61 HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # the same as /svc/a
     f'1.2.3.4 - - {T} "GET /svc/a HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
