@@ -13,6 +13,9 @@ What is measured, honestly:
   script would include this script's memory at the fork. Without GNU time, the process reads
   its own high-water mark (VmHWM) instead. Figures are medians of --runs runs.
 * Three inputs: the nginx log alone (what GoAccess reads), the JSON log alone, and both.
+* Logs of every shape: the nginx log is also written with --escaped shares of its lines (0 %,
+  25 % and 100 % by default) carrying what nginx escapes as `\\xXX` (a quoted word in the user
+  agent, `\\x22`; UTF-8 in the request target, `\\xE5\\x8A…`), and each is paired with GoAccess.
 * Flat memory: a log --repeat times as long (10 M lines by default), made of the nginx log with
   each copy moved on by a month, so time runs forward as in a real log, must peak where the
   1 M-line log does.
@@ -20,7 +23,8 @@ What is measured, honestly:
   (`--log-format=COMBINED`, JSON output) right after each monitord run on it, timed and measured
   the same way; the machine's speed drifts, so the ratios printed are medians of these pairs.
 
-Run: `.venv/bin/python bench/logs.py [--lines 1000000] [--runs 5] [--repeat 10] [--dir DIR]`.
+Run: `.venv/bin/python bench/logs.py [--lines 1000000] [--runs 5] [--repeat 10] [--escaped 0,25,100]
+[--dir DIR]`.
 """
 
 from __future__ import annotations
@@ -48,14 +52,18 @@ from monitord.demo import synth  # noqa: E402
 GOACCESS_RATE_NOTE = "GoAccess 1.7 was measured at ~23,000 lines/s and ~240 MiB on the issue's log"
 
 
-def generate(folder: Path, lines: int) -> tuple[Path, Path]:
-    """Write (or reuse) the nginx log and the matching JSON audit log."""
-    nginx, audit = folder / f"access-{lines}.log", folder / f"audit-{lines}.jsonl"
+def generate(folder: Path, lines: int, escaped: int = 0) -> tuple[Path, Path]:
+    """Write (or reuse) the nginx log and the matching JSON audit log; `escaped` % of the nginx
+    lines carry what nginx escapes (`synth.with_escapes`: `\\x22` in the user agent, UTF-8
+    in the request target)."""
+    tag = f"-e{escaped}" if escaped else ""
+    nginx, audit = folder / f"access-{lines}{tag}.log", folder / f"audit-{lines}{tag}.jsonl"
     if nginx.exists() and audit.exists():
         return nginx, audit
     rng = random.Random(5)
     world = synth.make_world(rng, services=60, companies=2000)
-    events = synth.stream(world, rng, int(lines * 1.3), synth.local(2026, 6, 1), 7)
+    start = synth.local(2026, 6, 1)
+    events = synth.stream(world, rng, int(lines * 1.3), start, 7, escaped=escaped / 100)
     written = 0
     with nginx.open("w", encoding="utf-8") as ng, audit.open("w", encoding="utf-8") as js:
         for e in events:
@@ -162,6 +170,11 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=10, help="copies in the long log (flatness)")
+    parser.add_argument(
+        "--escaped",
+        default="0,25,100",
+        help="shares (%%) of nginx lines with escapes, each compared with GoAccess",
+    )
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "monitord-bench")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--output", default=os.devnull, help=argparse.SUPPRESS)
@@ -171,19 +184,28 @@ def main() -> None:
         return
 
     args.dir.mkdir(parents=True, exist_ok=True)
+    shares = [int(x) for x in args.escaped.split(",")]
     t = time.perf_counter()
-    nginx, audit = generate(args.dir, args.lines)
+    logs = {share: generate(args.dir, args.lines, share) for share in shares}
+    nginx, audit = logs[shares[0]]
     sizes = f"{nginx.stat().st_size >> 20} MiB, {audit.stat().st_size >> 20} MiB"
     print(f"logs: {nginx}, {audit} ({sizes}), ready in {time.perf_counter() - t:.0f} s")
 
-    # The machine's speed drifts (shared hosts): each monitord run on the nginx log is paired
+    # The machine's speed drifts (shared hosts): each monitord run on an nginx log is paired
     # with a GoAccess run right after it, and the ratio is the median of the pairs' ratios.
-    pairs: list[tuple[dict[str, float], dict[str, float] | None]] = [
-        (run_child([nginx]), run_goaccess(nginx, args.lines)) for _ in range(args.runs)
+    paired: dict[int, list[tuple[dict[str, float], dict[str, float] | None]]] = {
+        share: [
+            (run_child([logs[share][0]]), run_goaccess(logs[share][0], args.lines))
+            for _ in range(args.runs)
+        ]
+        for share in shares
+    }
+    pairs = paired[shares[0]]
+    rows: list[tuple[str, dict[str, float]]] = [
+        (f"nginx {share}% esc", median_of([m for m, _ in paired[share]])) for share in shares
     ]
-    rows: list[tuple[str, dict[str, float]]] = [("nginx", median_of([m for m, _ in pairs]))]
-    for name, paths in (("json", [audit]), ("nginx+json", [nginx, audit])):
-        rows.append((name, median_of([run_child(paths) for _ in range(args.runs)])))
+    for k, (name, paths) in enumerate((("json", [audit]), ("nginx+json", [nginx, audit])), 1):
+        rows.insert(k, (name, median_of([run_child(paths) for _ in range(args.runs)])))
     long_log = longer(args.dir, nginx, args.repeat)
     grown = median_of([run_child([long_log]) for _ in range(args.runs)])
     rows.append((f"nginx x{args.repeat}", grown))
@@ -199,17 +221,19 @@ def main() -> None:
     if goaccess:
         g = median_of(goaccess)
         print(f"GoAccess      {g['lines']:>12,.0f}{g['rate']:>12,.0f}{g['peak_mib']:>10.0f}")
-        mine = rows[0][1]
-        speed = statistics.median(
-            (m["lines"] / m["seconds"]) / (g_["lines"] / g_["seconds"]) for m, g_ in pairs if g_
-        )
-        memory = statistics.median(m["peak_mib"] / g_["peak_mib"] for m, g_ in pairs if g_)
-        print(f"ratio (nginx, all rules on, median of {len(goaccess)} paired runs): {speed:.2f}x "
-              f"GoAccess's lines/s, {memory:.2f}x its peak memory")  # fmt: skip
+        for share in shares:
+            done = [(m, g_) for m, g_ in paired[share] if g_]
+            speed = statistics.median(g_["seconds"] / m["seconds"] for m, g_ in done)  # same lines
+            memory = statistics.median(m["peak_mib"] / g_["peak_mib"] for m, g_ in done)
+            print(
+                f"ratio (nginx, {share}% of lines escaped, all rules on, median of {len(done)} "
+                f"pairs): {speed:.2f}x GoAccess's lines/s, {memory:.2f}x its peak memory"
+            )
         both = rows[2][1]
         print(
             f"ratio (both logs, all rules on): {both['rate'] / g['rate']:.2f}x GoAccess's lines/s"
         )
+        mine = rows[0][1]
         print(f"against the issue's figure: {mine['rate'] / 23_000:.1f}x ({GOACCESS_RATE_NOTE})")
     else:
         print(

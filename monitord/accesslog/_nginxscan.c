@@ -11,8 +11,9 @@
  *   head     ^(\S+) - ([^\[]*)\[TIME\] "   (the user right-trimmed of spaces; "-" or "" is null)
  *   status   ^ (\d{3}) (\d+|-)            (after the request's closing quote; a size of 19 digits
  *                                          or more goes to the exact path, which rejects it)
- *   request  ^([A-Z]{3,12}) (\S+)         (path: the target before '?' or '#'; a target with a
- *                                          backslash escape goes to the exact path)
+ *   request  ^([A-Z]{3,12}) (\S+)         (path: the target before '?' or '#', once the
+ *                                          target's escapes are undone as schema.unescape
+ *                                          does: see `unescape`)
  *   service  ^/svc/([^/?#]+)               (the default service pattern, on the path)
  *   rt       ^ (\d+(?:\.\d+)?)             (after the user agent's closing quote)
  *   xff      ^\s*([0-9A-Fa-f.:]+)          (the 8th quoted piece: the client's address)
@@ -29,6 +30,20 @@
 #include <string.h>
 
 enum { IP, USER, METHOD, PATH, SERVICE, AGENT, NTEXT };
+
+/* Where text values are: a position below `size` is in the block's data, one from `size` on
+ * in `decoded` (request targets whose nginx escapes were undone), at position - size. */
+typedef struct {
+    const uint8_t *data;
+    int32_t size;
+    uint8_t *decoded; /* allocated on the first escaped target; holds up to size bytes */
+    int32_t used;
+    int failed; /* out of memory */
+} source_t;
+
+static inline const uint8_t *at(const source_t *src, int32_t pos) {
+    return pos < src->size ? src->data + pos : src->decoded + (pos - src->size);
+}
 
 /* -- interning byte ranges ------------------------------------------------------------------ */
 
@@ -103,11 +118,12 @@ static int grow(table_t *t) {
     return 1;
 }
 
-/* The code of the range [start, end) of `base`; -2 when out of memory. */
-static int32_t intern(table_t *t, const uint8_t *base, int32_t start, int32_t end) {
+/* The code of the range [start, end) of `src`; -2 when out of memory. */
+static int32_t intern(table_t *t, const source_t *src, int32_t start, int32_t end) {
     if ((uint32_t)t->count >= (t->mask + 1) / 2 && !grow(t)) return -2;
     int32_t len = end - start;
-    uint32_t h = hash_bytes(base + start, (size_t)len);
+    const uint8_t *p = at(src, start);
+    uint32_t h = hash_bytes(p, (size_t)len);
     for (uint32_t i = h & t->mask;; i = (i + 1) & t->mask) {
         slot_t *s = &t->slots[i];
         if (s->code < 0) {
@@ -116,7 +132,7 @@ static int32_t intern(table_t *t, const uint8_t *base, int32_t start, int32_t en
             t->ends[t->count] = end;
             return t->count++;
         }
-        if (s->hash == h && s->len == len && same_bytes(base + s->start, base + start, len))
+        if (s->hash == h && s->len == len && same_bytes(at(src, s->start), p, len))
             return s->code;
     }
 }
@@ -183,6 +199,40 @@ static int has_high_byte(const uint8_t *p, const uint8_t *end) {
     for (; p < end; p++)
         if (*p & 0x80) return 1;
     return 0;
+}
+
+/* -- nginx escapes -------------------------------------------------------------------------- */
+
+static inline int hex_value(uint8_t c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Undo the escapes of [p, end) into `out` as schema.unescape does, left to right: `\xXX` (hex
+ * of either case) is that byte, `\"` and `\\` are the character after the backslash, and any
+ * other backslash stays. Returns the length written (never more than end - p). */
+static int32_t unescape(const uint8_t *p, const uint8_t *end, uint8_t *out) {
+    uint8_t *o = out;
+    while (p < end) {
+        if (*p != '\\' || end - p < 2) {
+            *o++ = *p++;
+            continue;
+        }
+        int hi, lo;
+        if (p[1] == 'x' && end - p >= 4 && (hi = hex_value(p[2])) >= 0 &&
+            (lo = hex_value(p[3])) >= 0) {
+            *o++ = (uint8_t)(hi << 4 | lo);
+            p += 4;
+        } else if (p[1] == '"' || p[1] == '\\') {
+            *o++ = p[1];
+            p += 2;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    return (int32_t)(o - out);
 }
 
 /* -- $time_local ---------------------------------------------------------------------------- */
@@ -280,10 +330,41 @@ static inline void set(line_t *out, int field, int32_t start, int32_t end) {
     out->text[field][1] = end;
 }
 
+/* The path (and service) of the request target [t, te) of `b`, which holds a backslash: the
+ * target unescaped into src->decoded. 0 when the exact path must read it: the unescaped bytes
+ * are not UTF-8 (it tries GB18030), or hold a newline (its query strip, `[?#].*$`, stops at
+ * one), or there is no room. */
+static int escaped_path(source_t *src, const uint8_t *b, int32_t t, int32_t te, line_t *out) {
+    if (!src->decoded) {
+        src->decoded = malloc((size_t)src->size + 1);
+        if (!src->decoded) {
+            src->failed = 1;
+            return 0;
+        }
+    }
+    if (te - t > src->size - src->used || (int64_t)src->size + src->used + (te - t) > INT32_MAX)
+        return 0;
+    uint8_t *d = src->decoded + src->used;
+    int32_t len = unescape(b + t, b + te, d);
+    if (memchr(d, '\n', len) != NULL || (has_high_byte(d, d + len) && !valid_utf8(d, d + len)))
+        return 0;
+    int32_t pe = 0;
+    while (pe < len && d[pe] != '?' && d[pe] != '#') pe++;
+    int32_t base = src->size + src->used;
+    src->used += len;
+    set(out, PATH, base, base + pe);
+    if (pe > 5 && memcmp(d, "/svc/", 5) == 0) {
+        int32_t ve = 5;
+        while (ve < pe && d[ve] != '/') ve++;
+        if (ve > 5) set(out, SERVICE, base + 5, base + ve);
+    }
+    return 1;
+}
+
 /* Read one line [s, e) of `b`; 0 when it is not of the usual shape. `last_time` is the time
  * field of the line read before (NULL for none): consecutive lines mostly share their second. */
 static int scan_line(const uint8_t *b, int32_t s, int32_t e, line_t *out,
-                     const uint8_t **last_time) {
+                     const uint8_t **last_time, source_t *src) {
     int32_t q[8];
     int nq = 0;
     for (const uint8_t *p = b + s, *end = b + e; (p = memchr(p, '"', end - p)) != NULL; p++) {
@@ -343,17 +424,24 @@ static int scan_line(const uint8_t *b, int32_t s, int32_t e, line_t *out,
     if (m - r >= 3 && m - r <= 12 && m < q[1] && b[m] == ' ' && m + 1 < q[1] &&
         !is_space(b[m + 1])) {
         int32_t t = m + 1, te = t, pe = -1;
+        int escaped = 0;
         for (;; te++) {
             uint8_t kind = te < q[1] ? TARGET[b[te]] : TARGET_END;
             if (kind == 0) continue;
             if (kind == TARGET_END) break;
-            if (kind == ESCAPE) return 0; /* an escaped target: the exact path unescapes it */
-            if (pe < 0) pe = te;
+            if (kind == ESCAPE)
+                escaped = 1; /* an escaped '?' is a path's '?' too: it ends it once unescaped */
+            else if (pe < 0)
+                pe = te;
         }
         if (pe < 0) pe = te;
         set(out, METHOD, r, m);
-        set(out, PATH, t, pe);
-        if (pe - t > 5 && b[t] == '/' && b[t + 1] == 's' && b[t + 2] == 'v' && b[t + 3] == 'c' &&
+        if (escaped) {
+            if (!escaped_path(src, b, t, te, out)) return 0;
+        } else {
+            set(out, PATH, t, pe);
+        }
+        if (!escaped && pe - t > 5 && b[t] == '/' && b[t + 1] == 's' && b[t + 2] == 'v' && b[t + 3] == 'c' &&
             b[t + 4] == '/') {
             int32_t v = t + 5, ve = v;
             while (ve < pe && b[ve] != '/') ve++;
@@ -387,12 +475,15 @@ static int writable(Py_buffer *view, Py_ssize_t items, Py_ssize_t size, const ch
 }
 
 PyDoc_STRVAR(scan_doc,
-             "scan(data, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts) -> int\n\n"
+             "scan(data, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts)\n"
+             "    -> (taken, decoded)\n\n"
              "Read the n lines of `data` (int32 `offsets`, n + 1 of them) and return how many\n"
              "are of the usual shape. ok[i] is 1 for those; their values fill the first rows of\n"
              "ts, status, nbytes (-1 for '-') and ms (NaN for none); codes[f][i] is the code of\n"
              "text field f (ip, user, method, path, service, agent; -1 for null), ranges[f][0]\n"
-             "and ranges[f][1] the starts and ends of its counts[f] distinct values in data.");
+             "and ranges[f][1] the starts and ends of its counts[f] distinct values: in data\n"
+             "below offsets[n], else in `decoded` (bytes) at start - offsets[n], where the\n"
+             "request targets holding nginx escapes are written unescaped.");
 
 static PyObject *scan(PyObject *self, PyObject *args) {
     Py_buffer data, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts;
@@ -403,6 +494,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                           &counts};
     PyObject *result = NULL;
     table_t tables[NTEXT] = {{0}};
+    source_t src = {0};
     Py_ssize_t n = offsets.len / 4 - 1;
     if (n < 0 || !writable(&ok, n, 1, "ok") || !writable(&ts, n, 8, "ts") ||
         !writable(&status, n, 4, "status") || !writable(&nbytes, n, 8, "nbytes") ||
@@ -420,6 +512,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     }
 
     const uint8_t *b = data.buf;
+    src.data = b;
+    src.size = n > 0 ? off[n] : 0;
     uint8_t *ok_out = ok.buf;
     int64_t *ts_out = ts.buf, *bytes_out = nbytes.buf;
     int32_t *status_out = status.buf, *codes_out = codes.buf;
@@ -431,7 +525,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     const uint8_t *last_time = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         int32_t s = off[i], e = off[i + 1];
-        ok_out[i] = s <= e && off[0] <= s && e <= off[n] && scan_line(b, s, e, &line, &last_time);
+        ok_out[i] = s <= e && off[0] <= s && e <= off[n] &&
+                    scan_line(b, s, e, &line, &last_time, &src);
         if (!ok_out[i]) continue;
         ts_out[taken] = line.ts;
         status_out[taken] = line.status;
@@ -439,20 +534,22 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         ms_out[taken] = line.ms;
         for (int f = 0; f < NTEXT; f++) {
             int32_t start = line.text[f][0];
-            int32_t code = start < 0 ? -1 : intern(&tables[f], b, start, line.text[f][1]);
+            int32_t code = start < 0 ? -1 : intern(&tables[f], &src, start, line.text[f][1]);
             out_of_memory |= code == -2;
             codes_out[f * n + taken] = code;
         }
         taken++;
     }
     Py_END_ALLOW_THREADS;
-    if (out_of_memory) {
+    if (out_of_memory || src.failed) {
         PyErr_NoMemory();
         goto done;
     }
     for (int f = 0; f < NTEXT; f++) ((int32_t *)counts.buf)[f] = tables[f].count;
-    result = PyLong_FromSsize_t(taken);
+    result = Py_BuildValue("ny#", taken, src.decoded ? (const char *)src.decoded : "",
+                           (Py_ssize_t)src.used);
 done:
+    free(src.decoded);
     for (int f = 0; f < NTEXT; f++) free(tables[f].slots);
     for (size_t k = 0; k < sizeof views / sizeof views[0]; k++) PyBuffer_Release(views[k]);
     return result;

@@ -19,8 +19,10 @@ reads those ranges, not one string per line:
 Both give the text columns as dictionary arrays (`schema.TEXT`) and are thread-safe. Lines of
 another shape (a leading `host:port `, a request cut short, `escape=json` quotes, bytes that are
 not UTF-8, too few fields, a bad time, ...) take the exact path (`nginx_exact`), the reference
-both are tested against; the C scan also leaves it request targets holding an escape, which
-nginx writes only for bytes outside printable ASCII.
+both are tested against. Both undo nginx's `\xXX` escapes in request targets themselves (nginx
+writes them for '"', '\' and bytes outside printable ASCII: UTF-8 paths, quoted words in user
+agents); the C scan leaves the exact path only targets that unescape to bytes that are not
+UTF-8 or to a newline.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from monitord.accesslog.schema import (
 )
 
 
-def _load_scan() -> Callable[..., int] | None:
+def _load_scan() -> Callable[..., tuple[int, bytes]] | None:
     try:
         from monitord.accesslog._nginxscan import scan
     except ImportError:  # not built (no C compiler when monitord was installed): numpy reads
@@ -122,16 +124,16 @@ def _native(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], Arra
     ranges = np.empty((len(_SCANNED), 2, n), np.int32)
     counts = np.empty(len(_SCANNED), np.int32)
     assert _scan is not None
-    m = _scan(buf, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts)
+    m, decoded = _scan(buf, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts)
     taken = ok.view(bool)
     slow = np.flatnonzero(~taken)
     if m == 0:
         return {}, slow
-    text = {
-        name: Text(strings(buf, ranges[f, 0, : counts[f]], ranges[f, 1, : counts[f]]),
-                   codes[f, :m], distinct=True)
-        for f, name in enumerate(_SCANNED)
-    }  # fmt: skip
+    size = int(offsets[n])
+    text: dict[str, Text] = {}
+    for f, name in enumerate(_SCANNED):
+        start, end = ranges[f, 0, : counts[f]], ranges[f, 1, : counts[f]]
+        text[name] = Text(_values(buf, decoded, size, start, end), codes[f, :m], distinct=True)
     path = text["path"]
     service = text["service"]
     if service_pattern != DEFAULT_SERVICE_PATTERN:
@@ -153,6 +155,27 @@ def _native(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], Arra
         "line": lines if m == n else lines.take(pa.array(np.flatnonzero(taken))),
     }
     return columns, slow
+
+
+def _values(buf: pa.Buffer, decoded: bytes, size: int, start: Array, end: Array) -> pa.Array:
+    """The distinct values the C scan numbered, as strings: ranges of `buf` below `size`, the
+    rest ranges of `decoded` (unescaped request targets) at start - size."""
+    inside = start < size
+    if not decoded or inside.all():
+        return strings(buf, start, end)
+    outside = ~inside
+    extra = pa.py_buffer(decoded)
+    values = pa.concat_arrays(
+        [strings(buf, start[inside], end[inside]),
+         strings(extra, start[outside] - size, end[outside] - size)]
+    )  # fmt: skip
+    # Back to the scan's order: each value's place in the two lists put end to end.
+    place = np.empty(len(start), np.int32)
+    place[inside] = np.arange(int(inside.sum()), dtype=np.int32)
+    place[outside] = (
+        len(values) - int(outside.sum()) + np.arange(int(outside.sum()), dtype=np.int32)
+    )
+    return values.take(pa.array(place))
 
 
 # -- the fast path in numpy, where the C scan is not built ---------------------------------------

@@ -14,7 +14,7 @@ import gzip
 import json
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -486,6 +486,27 @@ def _escape_nginx(text: str) -> str:
     return "".join(out)
 
 
+ESCAPED_WORD = "办事指南"
+"""The Chinese word `with_escapes` puts in a request target (nginx writes it as `\\xE5\\x8A…`)."""
+
+
+def with_escapes(e: Event) -> Event:
+    """The event as it would be with what nginx escapes: a user agent holding a quoted word
+    (written `\\x22`) and raw UTF-8 in the request target (written `\\xE5\\x8A…`).
+
+    A GET under /svc/ gets the word as a path segment after the service's (the service stays
+    the same); other requests get it as a query parameter, so that their paths (and the rules
+    that read them, such as failed logins at /auth/login) stay the same.
+    """
+    path, query = e.path.partition("?")[::2]
+    if e.method == "GET" and path.startswith("/svc/"):
+        path = path + ("" if path.endswith("/") else "/") + ESCAPED_WORD
+    else:
+        query = f"{query}&kw={ESCAPED_WORD}" if query else f"kw={ESCAPED_WORD}"
+    target = f"{path}?{query}" if query else path
+    return replace(e, path=target, ua=f'{e.ua} Channel/"portal"')
+
+
 def nginx_time(ts: dt.datetime) -> str:
     """Format a time the way nginx writes $time_local (here in Asia/Shanghai)."""
     t = ts.astimezone(SHANGHAI)
@@ -495,7 +516,7 @@ def nginx_time(ts: dt.datetime) -> str:
 
 def nginx_line(e: Event) -> str:
     """One nginx `combined` line with request time and X-Forwarded-For."""
-    ua = e.ua if e.ua.isascii() else _escape_nginx(e.ua)
+    ua = e.ua if e.ua.isascii() and '"' not in e.ua else _escape_nginx(e.ua)
     path = e.path if e.path.isascii() else _escape_nginx(e.path)
     return (
         f'{e.ip} - - [{nginx_time(e.ts)}] "{e.method} {path} HTTP/1.1" {e.status} {e.bytes} '
@@ -565,11 +586,24 @@ def merged(*parts: Sequence[Event]) -> list[Event]:
 
 
 def stream(
-    world: World, rng: random.Random, n: int, start: dt.datetime, days: int
+    world: World,
+    rng: random.Random,
+    n: int,
+    start: dt.datetime,
+    days: int,
+    escaped: float = 0.0,
 ) -> Iterator[Event]:
-    """Normal traffic in day-sized slices, so a million events never sit in memory at once."""
+    """Normal traffic in day-sized slices, so a million events never sit in memory at once.
+
+    `escaped` is the share of events (0 to 1) given what nginx escapes (`with_escapes`).
+    """
     per_day = max(1, n // days)
     for i in range(days):
         day = start + dt.timedelta(days=i)
         # Weekends are quieter; normal_traffic keeps company staff to working days.
-        yield from normal_traffic(world, rng, per_day if day.weekday() < 5 else per_day // 3, day)
+        events = normal_traffic(world, rng, per_day if day.weekday() < 5 else per_day // 3, day)
+        if escaped <= 0:  # no draws: the plain stream stays the same for a seed
+            yield from events
+            continue
+        for e in events:
+            yield with_escapes(e) if rng.random() < escaped else e

@@ -54,17 +54,41 @@ USUAL: list[str] = [
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "http://a/?b" "{UA}" 0.001 "-" x "y" z',
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "-" "{UA}" 0.001 "-"\r',
 ]
-# Request targets holding an nginx escape (bytes outside printable ASCII): the numpy path
-# unescapes them itself, the C scan leaves them to the exact path.
+# Request targets holding an nginx escape (bytes outside printable ASCII, '"' and '\\'), which
+# both fast paths unescape themselves, as schema.unescape does.
 ESCAPED_TARGETS: list[str] = [
     f'1.2.3.4 - - {T} "GET /svc/f\\x3Fnot-a-query?q HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /svc/g/\\xE4\\xB8\\xAD\\xE6\\x96\\x87 HTTP/1.1" 200 1 "-" "-" - "-"',
+    f'1.2.3.4 - - {T} "GET /svc/\\xe4\\xb8\\xad?a=\\xE6\\x96\\x87 HTTP/1.1" 200 1 "-" "-" 0.1 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/a\\x2Fb/c HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # an escaped '/'
+    f'1.2.3.4 - - {T} "GET /svc/j\\x23frag?q HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/k\\\\x22 HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # \\ then x22
+    f'1.2.3.4 - - {T} "GET /svc/l\\\\\\x22 HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # \\ then \x22
+    f'1.2.3.4 - - {T} "GET /svc/m\\xZZ\\x4\\y HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # not escapes
+    f'1.2.3.4 - - {T} "GET /svc/n\\x HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # \x at the target's end
+    f'1.2.3.4 - - {T} "GET /svc/o\\ HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/w\\x" 200 1 "-" "-" 0.001 "-"',  # \x at the request's end
+    f'1.2.3.4 - - {T} "GET \\x3Fq HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # an empty path
+    f'1.2.3.4 - - {T} "GET /svc/p\\x00\\x09\\x0D\\x7F HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/\\x61 HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # the same as /svc/a
+    f'1.2.3.4 - - {T} "GET /svc/a HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/q HTTP/1.1" 200 1 "-" "x Channel/\\x22portal\\x22" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/r/\\xE5\\x8A\\x9E HTTP/1.1" 200 1 "-" "a \\x22b\\x22" 0.001 "-"',
+]
+# Escaped targets the C scan leaves to the exact path: unescaped they are not UTF-8 (the exact
+# path then tries GB18030, else replaces), or hold a newline (where its query strip stops).
+ESCAPED_FOR_EXACT: list[str] = [
     f'1.2.3.4 - - {T} "GET /svc/h/a\\x0Ab?c HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /svc/i\\x3Fj\\x0Ak HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/s/\\xD6\\xD0\\xCE\\xC4 HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # GBK
+    f'1.2.3.4 - - {T} "GET /svc/t/\\xFF\\xE4\\xB8 HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/u/ok?q=\\xC0\\xAF HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # overlong
+    f'1.2.3.4 - - {T} "GET /svc/v/\\xED\\xA0\\x80 HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # surrogate
 ]
 _ODD: list[str | bytes] = [
     *USUAL,
     *ESCAPED_TARGETS,
+    *ESCAPED_FOR_EXACT,
     # $body_bytes_sent and $request_time of every width.
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1234567 "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 12345678 "-" "-" 0.001 "-"',
@@ -114,6 +138,7 @@ _ODD: list[str | bytes] = [
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "-" "Mozilla \\"Mobile\\" x" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "http://a/\\"b\\"" "iPhone" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /cut-off-here',
+    f'1.2.3.4 - - {T} "GET /svc/w\\x',  # \x at the line's end
     f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-"',
     f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-',
     f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "61.1.2.3',
@@ -190,7 +215,9 @@ def test_fast_path_takes_the_usual_lines(
     nginx.parse(split_lines("\n".join(USUAL).encode() + b"\n"))
     assert left == []
     nginx.parse(split_lines("\n".join(ESCAPED_TARGETS).encode() + b"\n"))
-    assert left == ([len(ESCAPED_TARGETS)] if fast_path == "c" else [])
+    assert left == []
+    nginx.parse(split_lines("\n".join(ESCAPED_FOR_EXACT).encode() + b"\n"))
+    assert left == ([len(ESCAPED_FOR_EXACT)] if fast_path == "c" else [])
 
 
 def test_generated_traffic_matches_the_exact_path(traffic: list[bytes]) -> None:
@@ -208,6 +235,33 @@ def test_mixed_blocks_match_the_exact_path(traffic: list[bytes], seed: int) -> N
     parsed = _assert_same(block)
     assert parsed.rejected  # the garbage lines are there
     _assert_same(block, r"^/(?P<service>[a-z]+)/")  # a configured pattern (RE2 on the paths)
+
+
+def test_escaped_targets_match_the_exact_path() -> None:
+    # Byte for byte: paths, services, lines; with plain lines around them, and alone.
+    escaped = ESCAPED_TARGETS + ESCAPED_FOR_EXACT
+    _assert_same(_block(random.Random(4), [x.encode() for x in escaped + USUAL]))
+    _assert_same(_block(random.Random(4), [x.encode() for x in escaped]), r"^/svc/(?P<service>.+)$")
+    for line in escaped:
+        _assert_same(line.encode() + b"\n")
+
+
+@pytest.mark.parametrize("share", [0.25, 1.0])
+def test_logs_with_escapes_match_the_exact_path_and_take_the_fast_path(
+    share: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(6)
+    world = synth.make_world(rng, services=12, companies=30)
+    events = synth.stream(world, rng, 1500, synth.local(2026, 6, 1), 2, escaped=share)
+    lines = [synth.nginx_line(e).rstrip("\n").encode() for e in events]
+    assert sum(b"\\x" in line for line in lines) > share * len(lines) * 0.8
+    block = b"\n".join(lines) + b"\n"
+    _assert_same(block)
+    left: list[int] = []
+    exact = nginx_exact.exact
+    monkeypatch.setattr(nginx_exact, "exact", lambda *a: left.append(len(a[0])) or exact(*a))
+    assert nginx.parse(split_lines(block)).table.num_rows == len(lines)
+    assert left == []
 
 
 def test_each_odd_line_alone() -> None:

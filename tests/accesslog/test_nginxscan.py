@@ -29,7 +29,7 @@ def test_scan_reads_into_buffers_of_the_right_size() -> None:
     lines = split_lines(LINE * 2)
     _, offsets, data = lines.buffers()
     out = _outputs(2)
-    assert scan(data, offsets, *out) == 2
+    assert scan(data, offsets, *out) == (2, b"")
     assert out[0].tolist() == [1, 1] and out[2].tolist() == [200, 200]
 
 
