@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from loguru import logger
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from monitord.config import ApiRole
@@ -201,6 +202,19 @@ def page_params(after: Param) -> tuple[Param, Param]:
 def read_page(request: web.Request, after: Param) -> Page:
     """The page asked for, or a 422 naming the parameter."""
     return Page(limit=LIMIT.read(request) or DEFAULT_LIMIT, after=after.read(request))
+
+
+def page_query(model: Any, page: Page, *, newest_first: bool = False, **equal: object) -> Any:
+    """The query for one page of `model`'s rows by id (oldest first, or newest first), read one
+    past the limit, where each named column equals its value (a None value filters nothing)."""
+    key = model.id
+    query = select(model).order_by(key.desc() if newest_first else key).limit(page.limit + 1)
+    if page.after is not None:
+        query = query.where(key < page.after if newest_first else key > page.after)
+    for column, value in equal.items():
+        if value is not None:
+            query = query.where(getattr(model, column) == value)
+    return query
 
 
 def paged(items: list[dict[str, Any]], page: Page, cursor: str = "id") -> dict[str, Any]:

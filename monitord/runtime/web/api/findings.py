@@ -7,7 +7,6 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict
-from sqlalchemy import select
 
 from monitord.runtime.app import App
 from monitord.runtime.web.api.common import (
@@ -17,6 +16,7 @@ from monitord.runtime.web.api.common import (
     in_store,
     not_found,
     page_params,
+    page_query,
     paged,
     path_id,
     read_body,
@@ -78,15 +78,7 @@ async def list_findings(request: web.Request) -> web.Response:
     service, severity, state = (p.read(request) for p in (SERVICE, SEVERITY, STATE))
 
     def work(app: App) -> dict[str, Any]:
-        query = select(Finding).order_by(Finding.id).limit(page.limit + 1)
-        if page.after is not None:
-            query = query.where(Finding.id > page.after)
-        if service is not None:
-            query = query.where(Finding.service_id == service)
-        if severity is not None:
-            query = query.where(Finding.severity == severity)
-        if state is not None:
-            query = query.where(Finding.state == state)
+        query = page_query(Finding, page, service_id=service, severity=severity, state=state)
         with app.store.session() as session:
             return paged([finding_dict(f) for f in session.scalars(query)], page)
 

@@ -30,6 +30,7 @@ from monitord.runtime.web.api.common import (
     in_store,
     not_found,
     page_params,
+    page_query,
     paged,
     path_id,
     read_body,
@@ -153,15 +154,10 @@ async def list_incidents(request: web.Request) -> web.Response:
     state, klass = STATE.read(request), CLASS.read(request)
 
     def work(app: App) -> dict[str, Any]:
-        query = select(Incident).order_by(Incident.id.desc()).limit(page.limit + 1)
-        if page.after is not None:
-            query = query.where(Incident.id < page.after)
+        exact = None if state == "active" else state
+        query = page_query(Incident, page, newest_first=True, state=exact, klass=klass)
         if state == "active":
             query = query.where(Incident.state.in_(ACTIVE_STATES))
-        elif state is not None:
-            query = query.where(Incident.state == state)
-        if klass is not None:
-            query = query.where(Incident.klass == klass)
         now = app.clock()
         with app.store.session() as session:
             return paged([incident_dict(i, now) for i in session.scalars(query)], page)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
 
 from monitord.runtime.app import App
 from monitord.runtime.web.api.common import (
@@ -20,6 +19,7 @@ from monitord.runtime.web.api.common import (
     in_store,
     not_found,
     page_params,
+    page_query,
     paged,
     path_id,
     read_page,
@@ -101,14 +101,7 @@ async def list_results(request: web.Request) -> web.Response:
 
     def work(app: App) -> dict[str, Any]:
         label = quarter or quarter_start(app.clock())[0]
-        query = (
-            select(ComplianceResult)
-            .where(ComplianceResult.quarter == label)
-            .order_by(ComplianceResult.id)
-            .limit(page.limit + 1)
-        )
-        if page.after is not None:
-            query = query.where(ComplianceResult.id > page.after)
+        query = page_query(ComplianceResult, page, quarter=label)
         if passed is not None:
             query = query.where(ComplianceResult.passed.is_(passed))
         with app.store.session() as session:
@@ -149,11 +142,7 @@ async def list_reports(request: web.Request) -> web.Response:
     quarter = _quarter(request, REPORT_QUARTER)
 
     def work(app: App) -> dict[str, Any]:
-        query = select(QuarterlyReport).order_by(QuarterlyReport.id.desc()).limit(page.limit + 1)
-        if page.after is not None:
-            query = query.where(QuarterlyReport.id < page.after)
-        if quarter is not None:
-            query = query.where(QuarterlyReport.quarter == quarter)
+        query = page_query(QuarterlyReport, page, newest_first=True, quarter=quarter)
         with app.store.session() as session:
             return paged([_report(r) for r in session.scalars(query)], page)
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
 
 from monitord.errors import ZapError
 from monitord.redact import one_line
@@ -20,6 +19,7 @@ from monitord.runtime.web.api.common import (
     in_store,
     not_found,
     page_params,
+    page_query,
     paged,
     read_body,
     read_page,
@@ -79,13 +79,7 @@ async def list_scans(request: web.Request) -> web.Response:
     service, state = SERVICE.read(request), STATE.read(request)
 
     def work(app: App) -> dict[str, Any]:
-        query = select(Scan).order_by(Scan.id.desc()).limit(page.limit + 1)
-        if page.after is not None:
-            query = query.where(Scan.id < page.after)
-        if service is not None:
-            query = query.where(Scan.service_id == service)
-        if state is not None:
-            query = query.where(Scan.state == state)
+        query = page_query(Scan, page, newest_first=True, service_id=service, state=state)
         with app.store.session() as session:
             return paged([scan_dict(s) for s in session.scalars(query)], page)
 
