@@ -17,7 +17,16 @@ HELPERS = {
     "monitord.names",
     *(f"monitord.{name}" for name in ("timeutil", "workcalendar", "netguard")),
 }
-STAGES = ("catalogue", "probing", "accesslog", "scans", "incidents", "evidence", "compliance")
+STAGES = (
+    "catalogue",
+    "probing",
+    "accesslog",
+    "scans",
+    "incidents",
+    "evidence",
+    "compliance",
+    "cluster",
+)
 # What each layer may import of monitord (its own package always).
 MAY_IMPORT = {
     "helpers": {"helpers"},

@@ -20,7 +20,7 @@ from monitord.accesslog.stats import merge_rows
 from monitord.config import FollowedLog, Settings
 from monitord.store import Store
 from monitord.store.findings import upsert_finding
-from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource
+from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource, writer_name
 from monitord.timeutil import SHANGHAI, UTC, Clock, parse_time, quarter_bounds, quarter_start
 from monitord.types import FindingDraft
 
@@ -40,6 +40,7 @@ def store_stats(session: Session, rows: list[dict[str, Any]], log: str) -> int:
         hour = parse_time(row["hour"])
         stored = session.scalars(
             select(LogHourStat).where(
+                LogHourStat.daemon == writer_name(),
                 LogHourStat.source == log,
                 LogHourStat.service == row["service"],
                 LogHourStat.hour == hour,
@@ -118,7 +119,7 @@ def _follow_one(
     store: Store, settings: Settings, clock: Clock, log: FollowedLog, report: FollowReport
 ) -> None:
     with store.session() as session:
-        row = session.get(LogSource, log.path)
+        row = session.get(LogSource, (writer_name(), log.path))
         cursor = (
             Cursor(
                 path=log.path,
@@ -151,7 +152,7 @@ def _follow_one(
         live = {f"{f.rule}|{f.subject_kind}|{f.subject}" for f in analyzer.findings()}
         reported = {key: value for key, value in reported.items() if key in live}
         if row is None:
-            row = LogSource(path=log.path)
+            row = LogSource(daemon=writer_name(), path=log.path)
             session.add(row)
         row.device, row.inode, row.offset, row.head = (
             last.device,

@@ -13,6 +13,7 @@ import fnmatch
 import json
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -228,6 +229,9 @@ class ProbeSettings(_Section):
     raw_retention_days: int = Field(default=30, gt=0, le=MAX_RETENTION_DAYS)
     rollup_retention_days: int = Field(default=400, ge=400, le=MAX_RETENTION_DAYS)
     """Hourly roll-ups (count, failures, latency percentiles) kept for the yearly trend."""
+    zones: int = Field(default=1, ge=1, le=2)
+    """With 2, every service is probed from two `[cluster] zone`s each round, and is down only
+    when both see it down."""
 
     @field_validator("canaries")
     @classmethod
@@ -754,6 +758,41 @@ class Secrets(BaseModel):
     smtp_password: SecretStr | None = None
 
 
+class ClusterSettings(_Section):
+    """This daemon among several on one PostgreSQL store (see README, "Running several
+    daemons"). On SQLite there is one daemon, and these only name it."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")] | None = (
+        None
+    )
+    """The daemon's name in the cluster; every row it writes names it. Default: the host name."""
+    zone: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")] = (
+        "default"
+    )
+    """Where the daemon probes from (a machine room, a network); see probes.zones."""
+    heartbeat_seconds: float = Field(default=2.0, ge=0.5, le=60.0)
+    """How often the daemon says it is alive and renews the leases of the jobs it runs."""
+    lease_seconds: float = Field(default=7.0, ge=2.0, le=600.0)
+    """How long a daemon that stopped answering keeps its jobs and its share of the probes:
+    the others take them over after this."""
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> ClusterSettings:
+        if self.lease_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                "lease_seconds must be at least twice heartbeat_seconds (a lease must survive "
+                "one lost heartbeat)"
+            )
+        return self
+
+    def member_name(self) -> str:
+        """The configured name, else the host name (shortened to what a name may hold)."""
+        if self.name is not None:
+            return self.name
+        host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()) or "monitord"
+        return host[:63]
+
+
 class Settings(_Section):
     """The whole configuration tree."""
 
@@ -771,6 +810,7 @@ class Settings(_Section):
     report: ReportSettings = ReportSettings()
     compliance: ComplianceSettings = ComplianceSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    cluster: ClusterSettings = ClusterSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
     source: str = Field(default="(built-in defaults)", exclude=True)
 

@@ -10,21 +10,25 @@ the round is blind: monitord lost the network, so it declares no service down.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 from loguru import logger
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 import probes
 from monitord.config import ProbeSettings, Settings
+from monitord.probing.backlog import ProbeBacklog, UnrecordedRound
 from monitord.probing.record import RoundReport, record_results
 from monitord.store import Store
 from monitord.timeutil import Clock
 from monitord.types import ProbeContext, ProbeResult, Target
 
 __all__ = [
+    "ProbeBacklog",
     "RoundReport",
     "ServiceTarget",
     "load_targets",
@@ -140,12 +144,22 @@ async def probe_round(
     service_ids: Iterable[str] | None = None,
     kinds: Sequence[str] | None = None,
     spread: bool = True,
+    targets: Sequence[ServiceTarget] | None = None,
+    backlog: ProbeBacklog | None = None,
+    once_within: dt.timedelta | None = None,
 ) -> RoundReport:
     """One inspection round: availability for every service (spread over the interval), then the
-    deep kinds for services that are due; everything recorded. `kinds` forces which kinds run."""
+    deep kinds for services that are due; everything recorded. `kinds` forces which kinds run.
+
+    The daemon hands `targets` (its share, read by it) and a `backlog`: when the round cannot
+    be recorded because the store does not answer, its availability results are kept there
+    (monitord.probing.backlog) and the store's error is raised.
+    """
     config = settings.probes
-    targets = await asyncio.to_thread(load_targets, store, service_ids)
+    if targets is None:
+        targets = await asyncio.to_thread(load_targets, store, service_ids)
     by_id = {t.id: t for t in targets}
+    zone = settings.cluster.zone
     async with probe_context(config, clock) as ctx:
         blind = await blind_round(ctx, config)
         if blind:
@@ -156,9 +170,29 @@ async def probe_round(
             jobs = [(t, CHEAP_KIND, t.url) for t in targets]
             spread_seconds = config.interval_seconds * 0.8 if spread else 0.0
             results = await run_probes(ctx, config, jobs, spread_seconds)
-            report = await asyncio.to_thread(
-                record_results, store, by_id, results, config, clock(), blind=blind
-            )
+            try:
+                report = await asyncio.to_thread(
+                    record_results,
+                    store,
+                    by_id,
+                    results,
+                    config,
+                    clock(),
+                    blind=blind,
+                    zone=zone,
+                    once_within=once_within,
+                )
+            except (OperationalError, InterfaceError):  # the store does not answer
+                if backlog is None:
+                    raise
+                backlog.keep(UnrecordedRound(clock(), results, blind, zone))
+                logger.warning(
+                    "the store does not answer: the round's {} results are kept in memory "
+                    "({} round(s) waiting) and written once it answers",
+                    len(results),
+                    len(backlog),
+                )
+                raise
             for change in report.changes:
                 logger.info("service state: {}", change)
         deep_kinds = [k for k in (kinds or config.deep_kinds) if k != CHEAP_KIND]
@@ -167,7 +201,15 @@ async def probe_round(
             jobs = [(by_id[i], k, by_id[i].url) for i in deep_ids for k in deep_kinds]
             results = await run_probes(ctx, config, jobs)
             deep_report = await asyncio.to_thread(
-                record_results, store, by_id, results, config, clock(), blind=blind, deep=True
+                record_results,
+                store,
+                by_id,
+                results,
+                config,
+                clock(),
+                blind=blind,
+                deep=True,
+                zone=zone,
             )
             offset = len(report.results)
             report.results += deep_report.results

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
 import rules
 from monitord.config import ProbeSettings
@@ -23,7 +24,7 @@ from monitord.probing.state import (
 from monitord.probing.targets import CHEAP_KIND, ServiceTarget
 from monitord.store import Store
 from monitord.store.findings import FindingBook, NewRows
-from monitord.store.models import ProbeResultRow, ProbeRound
+from monitord.store.models import ProbeResultRow, ProbeRound, ServiceState
 from monitord.types import FindingDraft, ProbeResult
 
 
@@ -54,7 +55,10 @@ def _round_rules(results: Sequence[ProbeResult]) -> tuple[dict[str, list[str]], 
     return per_kind, sorted(touched)
 
 
-def _result_row(result: ProbeResult, blind: bool) -> dict[str, Any]:
+def result_row(
+    result: ProbeResult, blind: bool, zone: str | None = None, *, late: bool = False
+) -> dict[str, Any]:
+    """The probe_results row of one result."""
     return {
         "service_id": result.service_id,
         "kind": result.kind,
@@ -65,7 +69,35 @@ def _result_row(result: ProbeResult, blind: bool) -> dict[str, Any]:
         "facts": result.facts,
         "error": result.error,
         "blind": blind,
+        "zone": zone,
+        "late": late,
     }
+
+
+def _seen_up_elsewhere(
+    session: Session, zone: str, probed: Sequence[str], since: dt.datetime
+) -> set[str]:
+    """The services whose latest availability result from another zone since `since` passed."""
+    latest: dict[str, bool] = {}
+    rows = session.execute(
+        select(ProbeResultRow.service_id, ProbeResultRow.success)
+        .where(
+            ProbeResultRow.kind == CHEAP_KIND,
+            ProbeResultRow.zone != zone,
+            ProbeResultRow.at >= since,
+            ProbeResultRow.service_id.in_(probed),
+        )
+        .order_by(ProbeResultRow.at)
+    )
+    for service_id, success in rows:
+        if service_id is not None:
+            latest[service_id] = success
+    return {service_id for service_id, success in latest.items() if success}
+
+
+def _judged_lately(state: ServiceState, once_within: dt.timedelta | None, now: dt.datetime) -> bool:
+    last = state.last_probe_at
+    return once_within is not None and last is not None and now - last < once_within
 
 
 def record_results(
@@ -77,12 +109,19 @@ def record_results(
     *,
     blind: bool = False,
     deep: bool = False,
+    zone: str | None = None,
+    once_within: dt.timedelta | None = None,
 ) -> RoundReport:
     """Store a round's results, judge them, and move the state machines, in one transaction.
 
     Whatever the number of services, this is a handful of statements: the results in one
     insert; the services' states and the open findings of the round's rules each read in one
     query; their changes written in one flush. Only a finding whose episode ends reads more.
+
+    In a cluster, `zone` is the probing daemon's zone; with `probes.zones = 2` a failure moves
+    a state machine only when the other zone's latest result failed too. `once_within`: a
+    state machine another daemon moved this recently is not moved again (a service probed
+    twice while the members rebalance is judged once).
     """
     report = RoundReport(
         services=len(targets), probes=len(results), blind=blind, results=list(results)
@@ -101,9 +140,13 @@ def record_results(
         )
         session.add(probe_round)
         if results:
-            session.execute(insert(ProbeResultRow), [_result_row(r, blind) for r in results])
+            session.execute(insert(ProbeResultRow), [result_row(r, blind, zone) for r in results])
         report.failures = probe_round.failures
         states = round_states(session, probed)
+        up_elsewhere: set[str] = set()
+        if settings.zones > 1 and zone is not None and probed:
+            since = now - dt.timedelta(seconds=1.5 * settings.interval_seconds)
+            up_elsewhere = _seen_up_elsewhere(session, zone, probed, since)
         book = FindingBook(session, touched, "service", probed)
         written = NewRows()
         for index, result in enumerate(results):
@@ -123,6 +166,10 @@ def record_results(
                 if state is None:
                     state = states[target.id] = unknown_state(target.id, now)
                     session.add(state)
+                elif _judged_lately(state, once_within, now) or (
+                    not result.success and target.id in up_elsewhere
+                ):
+                    continue
                 new_state, deep_due = advance_state(
                     written, state, target, result, settings, now, blind=blind
                 )

@@ -6,8 +6,11 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from monitord.cluster import Coordinator
 from monitord.config import Settings
+from monitord.probing import ProbeBacklog
 from monitord.store import Store, open_store
+from monitord.store.models import set_writer
 from monitord.timeutil import Clock, SteadyClock, system_clock
 
 
@@ -23,6 +26,10 @@ class App:
     store: Store
     clock: Clock = system_clock
     http: aiohttp.ClientSession | None = field(default=None)
+    cluster: Coordinator | None = None
+    """The daemon's place among the daemons on the store (None outside `monitord run`)."""
+    probe_backlog: ProbeBacklog = field(default_factory=ProbeBacklog)
+    """What the probe job keeps while the store does not answer."""
 
     async def start(self) -> None:
         """Open what needs an event loop: the shared HTTP client."""
@@ -56,6 +63,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None, for_daemon: boo
     for_daemon: the store is opened for `monitord run` (see open_store), and the clock, unless
     given, is a SteadyClock (see monitord.timeutil); otherwise the system clock.
     """
+    set_writer(settings.cluster.member_name())
     store = open_store(settings.store.url, for_daemon=for_daemon)
     if clock is None:
         clock = SteadyClock() if for_daemon else system_clock

@@ -18,6 +18,7 @@ from pathlib import Path
 from loguru import logger
 
 from monitord.accesslog.work import reader_warning
+from monitord.cluster import BeatReport, Coordinator, SharedCoordinator, make_coordinator
 from monitord.config import alert_warnings, check_daemon_secrets
 from monitord.errors import ConfigError
 from monitord.incidents import follow_clock_step
@@ -31,8 +32,6 @@ from monitord.workcalendar import CalendarWatch, WorkCalendar
 
 STATUS_SECONDS = 30.0
 """How often the line `systemctl status` shows is brought up to date."""
-CLAIM_CHECK_SECONDS = 5.0
-"""How often the daemon checks that it still holds the store (see store.DaemonClaim)."""
 TICK_SECONDS = 1.0
 """The longest a job loop sleeps at once: a reload's new interval applies within it, and the
 clock is compared with the system clock as often."""
@@ -85,6 +84,13 @@ class Daemon:
                 continue
             if self._stop.is_set():
                 return
+            if job.once and not self._cluster().holds(job.name):
+                # Another daemon holds it; look again each tick, to take over at once when
+                # its lease lapses. The loop is alive: the watchdog may count it.
+                self._beat = self._now()
+                if await self._stopping_within(TICK_SECONDS):
+                    return
+                continue
             last_start = self._now()
             task = asyncio.create_task(self._run(job), name=job.name)
             self._running.add(task)
@@ -95,7 +101,7 @@ class Daemon:
         """One run of job; a failure is logged and never ends the loop."""
         self._beat = self._now()
         try:
-            if not await self._store_answers():
+            if not await self._store_answers() and not job.without_store:
                 return  # the store is down: wait quietly, the warning was given
             with logger.contextualize(job=job.name):
                 await job.run(self.app)
@@ -120,7 +126,8 @@ class Daemon:
             if reason is None:
                 return False
             logger.warning(
-                "the store at {} does not answer ({}): jobs wait until it does",
+                "the store at {} does not answer ({}): the probes go on and keep their "
+                "results, the other jobs wait until it does",
                 self.app.store.display_url,
                 reason,
             )
@@ -140,13 +147,23 @@ class Daemon:
                 self._store_retry_after = min(2 * self._store_retry_after, STORE_RETRY_SECONDS[1])
                 self._store_retry_at = self._now() + self._store_retry_after
                 return False
-            logger.info(
-                "the store at {} answers again, after {:.0f} s",
-                self.app.store.display_url,
-                self._now() - self._store_down_since,
-            )
-            self._store_down_since = None
+            self._say_store_back()
             return True
+
+    async def _store_back(self) -> None:
+        """After a heartbeat went through: the store answers (say so if it did not)."""
+        async with self._store_check:
+            if self._store_down_since is not None:
+                self._say_store_back()
+
+    def _say_store_back(self) -> None:
+        assert self._store_down_since is not None
+        logger.info(
+            "the store at {} answers again, after {:.0f} s",
+            self.app.store.display_url,
+            self._now() - self._store_down_since,
+        )
+        self._store_down_since = None
 
     def request_stop(self, why: str) -> None:
         """Ask the daemon to stop after the current work (or the grace period)."""
@@ -176,27 +193,30 @@ class Daemon:
         self.app.settings = new
         logger.info("config reloaded from {}", new.source)
 
-    async def _keep_claim(self) -> None:
-        """Check every few seconds that this daemon still holds the store; stop when it lost it.
+    def _cluster(self) -> Coordinator:
+        assert self.app.cluster is not None, "the daemon joined its cluster"
+        return self.app.cluster
 
-        PostgreSQL drops an advisory lock with its connection (a restart, a network cut): the
-        claim is taken again once the store answers, unless another daemon took it meanwhile.
+    async def _heartbeat(self) -> None:
+        """Say this daemon is alive, and renew or take the leases of the once-only jobs.
+
+        When the store does not answer, the leases are not renewed: this daemon stops running
+        those jobs as they lapse, and the others take them over.
         """
-        claim = self.app.store.claim
-        if claim is None:
-            return
-        while not await self._stopping_within(CLAIM_CHECK_SECONDS):
-            state = await asyncio.to_thread(claim.keep)
-            if state == "taken again":
-                logger.warning("the store's daemon lock was lost with its connection; taken again")
-            elif state == "lost":
-                logger.error(
-                    "another monitord daemon took the store at {} while its connection was "
-                    "down: stopping",
-                    self.app.store.display_url,
-                )
-                self.status = 1
-                self.request_stop("store taken by another daemon")
+        cluster = self._cluster()
+        shared = isinstance(cluster, SharedCoordinator)
+        every = cluster.settings.heartbeat_seconds if shared else STATUS_SECONDS
+        once = tuple(job.name for job in self.jobs if job.once)
+        while True:
+            try:
+                report = await asyncio.to_thread(cluster.beat, once)
+            except Exception:
+                if not await self._store_lost():  # the store down is said once, with why
+                    logger.exception("cluster: the heartbeat failed")
+            else:
+                await self._store_back()
+                _log_beat(cluster.name, report)
+            if await self._stopping_within(every):
                 return
 
     async def _watch_calendar(self) -> None:
@@ -287,8 +307,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.app.start()
         self._beat = self._now()
+        await self._join()
         helpers = [
-            asyncio.create_task(self._keep_claim()),
+            asyncio.create_task(self._heartbeat()),
             asyncio.create_task(self._watch_calendar()),
         ]
         if isinstance(self.app.clock, SteadyClock):
@@ -317,11 +338,42 @@ class Daemon:
             await web_server.stop()
         await self._shutdown(loops)
         await asyncio.gather(*helpers)  # each ends at the stop, after what it was doing
+        await self._leave()
         await self.app.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         logger.info("monitord stopped")
         return self.status
+
+    async def _join(self) -> None:
+        """Take this daemon's place among the daemons on the store (raises StoreError when its
+        name is taken by a live one)."""
+        settings = self.app.settings
+        cluster = make_coordinator(self.app.store, settings.cluster, self.app.clock)
+        try:
+            await asyncio.to_thread(cluster.join)
+        except BaseException:
+            await self.app.close()
+            raise
+        self.app.cluster = cluster
+        if isinstance(cluster, SharedCoordinator):
+            alive = cluster.live_names()
+            logger.info(
+                "cluster: joined as {} (zone {}); {} member(s) alive: {}",
+                cluster.name,
+                cluster.zone,
+                len(alive),
+                ", ".join(sorted(alive)),
+            )
+
+    async def _leave(self) -> None:
+        """Give the once-only jobs back at a clean stop, so the others take them at once."""
+        try:
+            await asyncio.to_thread(self._cluster().leave)
+        except Exception as exc:  # the store is down: the leases lapse by themselves
+            logger.warning(
+                "cluster: could not say this daemon stopped ({})", exc.__class__.__name__
+            )
 
     async def _serve_web(self) -> WebServer | None:
         """Start the page, the API and /metrics; monitoring goes on if they cannot listen."""
@@ -365,3 +417,15 @@ class Daemon:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await asyncio.wait(loops, timeout=5)
+
+
+def _log_beat(name: str, report: BeatReport) -> None:
+    """Say what a heartbeat changed: jobs taken or lost, members come or gone."""
+    if report.taken:
+        logger.info("cluster: {} now runs {}", name, ", ".join(report.taken))
+    if report.lost:
+        logger.warning("cluster: {} no longer runs {}", name, ", ".join(report.lost))
+    for member in report.joined:
+        logger.info("cluster: member {} joined; the probes are split again", member)
+    for member in report.gone:
+        logger.warning("cluster: member {} is gone; its share of the probes is split again", member)

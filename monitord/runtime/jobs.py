@@ -6,18 +6,21 @@ This module is wiring: it is where the core meets the plug-ins (alerts, probes, 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from loguru import logger
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from monitord.accesslog.work import audit_due, follow_logs
 from monitord.catalogue import SyncOutcome, sync_catalogue
+from monitord.cluster import SharedCoordinator
 from monitord.compliance import evaluate_quarter, quarters_due, store_verdicts
 from monitord.config import Settings
 from monitord.errors import MonitordError
 from monitord.incidents import confirm_deliveries, intake, work_clocks
-from monitord.probing import probe_round
+from monitord.probing import load_targets, probe_round
 from monitord.redact import one_line
 from monitord.runtime.app import App
 from monitord.runtime.delivery import deliver_alerts
@@ -35,6 +38,11 @@ class Job:
     run: Callable[[App], Awaitable[object]]
     interval_seconds: Callable[[Settings], float]
     run_at_start: bool = True
+    once: bool = True
+    """Runs on one daemon of the cluster at a time (the holder of its lease); otherwise on
+    every daemon, on its own part of the work."""
+    without_store: bool = False
+    """Runs while the store does not answer (it keeps what it cannot write)."""
 
 
 async def catalogue_sync(app: App, file: str | None = None) -> SyncOutcome:
@@ -58,8 +66,42 @@ async def sync_once(app: App, file: str | None = None) -> SyncOutcome:
 
 
 async def probe_services(app: App) -> None:
-    """One inspection round over every online and suspended service."""
-    await probe_round(app.store, app.settings, app.clock)
+    """One inspection round over this daemon's share of the online and suspended services.
+
+    While the store does not answer, the round probes the services it last listed and keeps
+    the results in memory; they are written, late, once it answers (monitord.probing.backlog).
+    """
+    backlog = app.probe_backlog
+    try:
+        targets = await asyncio.to_thread(load_targets, app.store)
+    except (OperationalError, InterfaceError):
+        if not backlog.targets:
+            raise
+        targets = backlog.targets
+    else:
+        backlog.remember(targets)
+        if len(backlog):
+            written = await asyncio.to_thread(backlog.write, app.store)
+            logger.info(
+                "{} probe results measured while the store did not answer are written (late)",
+                written,
+            )
+    once_within = None
+    if app.cluster is not None:
+        mine = set(app.cluster.share([t.id for t in targets]))
+        targets = [t for t in targets if t.id in mine]
+        if isinstance(app.cluster, SharedCoordinator):
+            once_within = dt.timedelta(seconds=app.settings.probes.interval_seconds / 2)
+    await probe_round(
+        app.store,
+        app.settings,
+        app.clock,
+        targets=targets,
+        backlog=backlog,
+        once_within=once_within,
+    )
+    if app.cluster is not None:
+        await asyncio.to_thread(app.cluster.record_round, len(targets))
 
 
 def _housekeeping(app: App) -> int:
@@ -81,7 +123,11 @@ async def security_scans(app: App) -> None:
     if not app.settings.zap.enabled:
         return
     scanner = zap.ZapScanner(driver_settings(app.settings), clock=app.clock)
-    report = await scan_pass(app.store, app.settings, app.clock, scanner=scanner)
+    # A scan another live daemon is running is its own (it held this job before): not resumed.
+    others = app.cluster.live_names() - {app.cluster.name} if app.cluster else set()
+    report = await scan_pass(
+        app.store, app.settings, app.clock, scanner=scanner, others_running=frozenset(others)
+    )
     if report.ran:
         done = await asyncio.to_thread(finished_scan_count, app.store)
         every = app.settings.zap.restart_advice_after_scans
@@ -196,9 +242,17 @@ async def quarterly_report(app: App) -> None:
 JOBS: tuple[Job, ...] = (
     Job("catalogue-sync", catalogue_sync, lambda s: s.portal.sync_interval_seconds),
     # The first round waits one interval, so that the first catalogue sync has landed.
-    Job("probes", probe_services, lambda s: s.probes.interval_seconds, run_at_start=False),
+    Job(
+        "probes",
+        probe_services,
+        lambda s: s.probes.interval_seconds,
+        run_at_start=False,
+        once=False,
+        without_store=True,
+    ),
     Job("security-scans", security_scans, lambda s: s.zap.check_interval_seconds),
-    Job("access-logs", follow_access_logs, lambda s: s.logs.follow_interval_seconds),
+    # A log belongs to the machine it is on: every daemon follows its own.
+    Job("access-logs", follow_access_logs, lambda s: s.logs.follow_interval_seconds, once=False),
     Job("log-audit", quarterly_log_audit, lambda s: 6 * 3600.0),
     Job("quarterly-report", quarterly_report, lambda s: 3600.0),
     Job("housekeeping", housekeeping, lambda s: 3600.0),

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from monitord.config import Settings
@@ -405,9 +405,18 @@ async def _attempt_failed(
 
 
 async def scan_pass(
-    store: Store, settings: Settings, clock: Clock, *, scanner: zap.ZapScanner
+    store: Store,
+    settings: Settings,
+    clock: Clock,
+    *,
+    scanner: zap.ZapScanner,
+    others_running: frozenset[str] = frozenset(),
 ) -> ScanReport:
-    """One pass of the scan job: queue what is due, reconcile stale runs, run what is queued."""
+    """One pass of the scan job: queue what is due, reconcile stale runs, run what is queued.
+
+    others_running: the other live daemons of the cluster; a scan one of them runs is not
+    stale (it held the scan job until just now and is finishing it).
+    """
     report = ScanReport()
 
     def bookkeeping() -> list[str]:
@@ -428,7 +437,12 @@ async def scan_pass(
         with store.session() as session:
             stale = [
                 (s.id, s.progress)
-                for s in session.scalars(select(Scan).where(Scan.state == "running"))
+                for s in session.scalars(
+                    select(Scan).where(
+                        Scan.state == "running",
+                        or_(Scan.daemon.is_(None), Scan.daemon.not_in(others_running)),
+                    )
+                )
             ]
             due = list(
                 session.scalars(

@@ -9,10 +9,10 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from contextlib import closing, contextmanager, suppress
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from alembic import command
@@ -25,7 +25,6 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from monitord.errors import StoreError
 from monitord.redact import mask_url, mask_urls
@@ -35,8 +34,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 CLAIM_KEY = int.from_bytes(b"monitord", "big")
-"""The PostgreSQL advisory lock that `monitord run` holds (advisory locks are per database)."""
-ClaimState = Literal["held", "taken again", "lost", "unreachable"]
+"""The PostgreSQL advisory lock taken while the store is migrated (advisory locks are per
+database)."""
 
 
 def sqlite_file(url: URL | str) -> Path | None:
@@ -148,6 +147,12 @@ class Store:
         cfg = _alembic_config()
         try:
             with self.engine.begin() as connection:
+                if self.url.get_backend_name() == "postgresql":
+                    # Daemons of a cluster start together: one migrates, the others wait for
+                    # it and then find nothing pending.
+                    connection.execute(
+                        text("select pg_advisory_xact_lock(:key)"), {"key": CLAIM_KEY}
+                    )
                 applied = _pending(connection)
                 if applied:
                     cfg.attributes["connection"] = connection
@@ -243,41 +248,31 @@ class Store:
 
 
 class DaemonClaim:
-    """A store taken by one `monitord run`, which a second daemon is refused.
+    """A SQLite store taken by one `monitord run`, which a second daemon is refused.
 
-    Two daemons on one store sent every alert twice, probed every service twice and drove the
-    same ZAP scan twice. On SQLite the claim is an flock on the database file: SQLite's own
-    locks are POSIX locks, which flock does not touch, so the CLI reads and writes as before.
-    On PostgreSQL it is a session advisory lock held on a connection of its own; when that
-    connection drops, the lock goes with it, and `keep` takes it again (or finds it lost).
+    Two daemons on one SQLite file would send every alert twice and probe every service twice:
+    several daemons need PostgreSQL, where monitord.cluster shares the work. The claim is an
+    flock on the database file: SQLite's own locks are POSIX locks, which flock does not
+    touch, so the CLI reads and writes as before. On PostgreSQL there is no claim: the daemons
+    of a cluster register in it (monitord.cluster).
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._file: int | None = None
-        self._engine: Engine | None = None
-        self._connection: Connection | None = None
 
     def _busy(self) -> StoreError:
         return StoreError(
             f"another monitord daemon is running on the store at {self.store.display_url}: "
-            "stop it first (two daemons on one store would send every alert twice)"
+            "stop it first (two daemons on one SQLite store would send every alert twice; "
+            "several daemons share the work on a PostgreSQL store)"
         )
 
     def take(self) -> None:
-        """Take the store; raises StoreError when another daemon has it or it cannot be reached."""
+        """Take a SQLite store; raises StoreError when another daemon has it."""
         file = sqlite_file(self.store.url)
         if file is not None:
             self._take_file(file)
-            return
-        try:
-            taken = self._take_lock()
-        except SQLAlchemyError as exc:
-            raise StoreError(
-                f"cannot open or migrate the store at {self.store.display_url}: {_reason(exc)}"
-            ) from None
-        if not taken:
-            raise self._busy()
 
     def _take_file(self, file: Path) -> None:
         try:
@@ -294,49 +289,8 @@ class DaemonClaim:
             self.release()
             raise self._busy() from None
 
-    def _take_lock(self) -> bool:
-        """Connect and try the advisory lock; True when this daemon now holds it."""
-        self._close_connection()
-        self._engine = create_engine(
-            self.store.url, poolclass=NullPool, connect_args=_connect_args(self.store.url)
-        )
-        connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        self._connection = connection
-        taken = connection.execute(
-            text("select pg_try_advisory_lock(:key)"), {"key": CLAIM_KEY}
-        ).scalar()
-        return bool(taken)
-
-    def keep(self) -> ClaimState:
-        """Check the claim still holds; after a lost connection, take it again if it can.
-
-        "lost" means another daemon took the store meanwhile: this one must stop.
-        """
-        if self._connection is None:
-            return "held"  # SQLite: an flock lasts as long as the process keeps the file open
-        try:
-            self._connection.execute(text("select 1"))
-            return "held"
-        except SQLAlchemyError:
-            pass
-        try:
-            return "taken again" if self._take_lock() else "lost"
-        except SQLAlchemyError:
-            self._close_connection()
-            return "unreachable"
-
-    def _close_connection(self) -> None:
-        if self._connection is not None:
-            with suppress(SQLAlchemyError):  # already broken: nothing to give back
-                self._connection.close()
-            self._connection = None
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
-
     def release(self) -> None:
-        """Give the store up (closing the file or the lock's connection)."""
-        self._close_connection()
+        """Give the store up (closing the locked file)."""
         if self._file is not None:
             os.close(self._file)
             self._file = None

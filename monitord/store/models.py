@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from typing import Any
 
 from sqlalchemy import (
@@ -24,6 +25,19 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from monitord.timeutil import UTC
+
+_writer = socket.gethostname()
+
+
+def set_writer(name: str) -> None:
+    """Name the daemon (its `[cluster] name`) that this process's rows are written by."""
+    global _writer
+    _writer = name
+
+
+def writer_name() -> str:
+    """The daemon this process writes as: its `[cluster] name`, else the host name."""
+    return _writer
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -50,6 +64,14 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 class Base(DeclarativeBase):
     """Base of every table."""
+
+
+class Written:
+    """A row that names the daemon that wrote it (set on insert, and on each update)."""
+
+    daemon: Mapped[str | None] = mapped_column(
+        String(100), default=writer_name, onupdate=writer_name
+    )
 
 
 class Service(Base):
@@ -94,7 +116,7 @@ class Service(Base):
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
-class ServiceEvent(Base):
+class ServiceEvent(Written, Base):
     """One lifecycle change of a service: online, suspended, resumed, notice filed, gone..."""
 
     __tablename__ = "service_events"
@@ -110,7 +132,7 @@ class ServiceEvent(Base):
     sync_run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
 
 
-class SyncRun(Base):
+class SyncRun(Written, Base):
     """One attempt to sync the catalogue, whatever its outcome."""
 
     __tablename__ = "sync_runs"
@@ -130,7 +152,7 @@ class SyncRun(Base):
     warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
-class ProbeResultRow(Base):
+class ProbeResultRow(Written, Base):
     """One probe's outcome and its measured facts."""
 
     __tablename__ = "probe_results"
@@ -148,9 +170,15 @@ class ProbeResultRow(Base):
     blind: Mapped[bool] = mapped_column(Boolean, default=False)
     """Measured in a round monitord was blind for (every canary failed): no evidence about the
     service, left out of its uptime."""
+    zone: Mapped[str | None] = mapped_column(String(100))
+    """The `[cluster] zone` of the daemon that probed (with `probes.zones = 2`, a service is
+    down only when both zones see it down)."""
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Measured while the store did not answer and written once it did: kept as evidence,
+    but it moved no state machine and opened no finding."""
 
 
-class Finding(Base):
+class Finding(Written, Base):
     """Something a check found wrong, kept open while it lasts; one row per rule and subject."""
 
     __tablename__ = "findings"
@@ -186,7 +214,7 @@ class Finding(Base):
     """When the current episode was last seen happening (the latest log line)."""
 
 
-class FindingEpisode(Base):
+class FindingEpisode(Written, Base):
     """One episode of a finding: it happened, stopped (resolved, or quiet for the rule's quiet
     period, or its incident ended), and may happen again as the next episode. Written when an
     episode opens and completed when it closes; the current one's live values are on its
@@ -213,7 +241,7 @@ class FindingEpisode(Base):
     """resolved, quiet (no occurrence for the rule's quiet period) or incident_ended."""
 
 
-class Incident(Base):
+class Incident(Written, Base):
     """An incident: findings grouped by service and kind, with the clause 7.3.3 clock."""
 
     __tablename__ = "incidents"
@@ -246,7 +274,7 @@ class Incident(Base):
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
-class IncidentEvent(Base):
+class IncidentEvent(Written, Base):
     """One line of an incident's timeline."""
 
     __tablename__ = "incident_events"
@@ -259,7 +287,7 @@ class IncidentEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-class OutboxAlert(Base):
+class OutboxAlert(Written, Base):
     """An alert waiting to go out (or gone out): written first, delivered by a worker.
 
     The core writes one row per audience ("oncall", "escalation:1", "top", "management",
@@ -299,7 +327,7 @@ class OutboxAlert(Base):
     """The key of the digest message that carried this copy to a paced chat channel."""
 
 
-class AuditEntry(Base):
+class AuditEntry(Written, Base):
     """Who did what, and when (clause 8.1.2)."""
 
     __tablename__ = "audit_trail"
@@ -312,7 +340,7 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-class ServiceState(Base):
+class ServiceState(Written, Base):
     """A service's health as the probes judge it, with the counters behind the judgement.
 
     Kept in the store (never on config objects) so that a restart or reload loses nothing.
@@ -334,7 +362,7 @@ class ServiceState(Base):
     """When the first failed probe of the current streak started (an outage's event time)."""
 
 
-class ProbeRound(Base):
+class ProbeRound(Written, Base):
     """One inspection round over the services (clause 6.4: a scheduled inspection with a record)."""
 
     __tablename__ = "probe_rounds"
@@ -373,7 +401,7 @@ class ProbeRollup(Base):
     service come from the sum of its hours' buckets."""
 
 
-class Scan(Base):
+class Scan(Written, Base):
     """One security scan of one service with ZAP: why it ran, where it got, what it found."""
 
     __tablename__ = "scans"
@@ -407,6 +435,9 @@ class LogSource(Base):
 
     __tablename__ = "log_sources"
 
+    daemon: Mapped[str] = mapped_column(String(100), primary_key=True, default=writer_name)
+    """The daemon that follows this log: a log belongs to the machine it is on, and each
+    daemon keeps its own cursors."""
     path: Mapped[str] = mapped_column(String(1000), primary_key=True)
     device: Mapped[int] = mapped_column(Integer, default=0)
     inode: Mapped[int] = mapped_column(Integer, default=0)
@@ -417,11 +448,11 @@ class LogSource(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
-class LogHourStat(Base):
+class LogHourStat(Written, Base):
     """Access statistics of one service in one hour, from one log source (clause 6.4 c)."""
 
     __tablename__ = "log_hour_stats"
-    __table_args__ = (UniqueConstraint("source", "service", "hour", name="uq_log_hour"),)
+    __table_args__ = (UniqueConstraint("daemon", "source", "service", "hour", name="uq_log_hour"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(1000))
@@ -432,7 +463,7 @@ class LogHourStat(Base):
     """users, ips, status classes, latency p50/p95/p99, client kinds, top paths."""
 
 
-class LogAudit(Base):
+class LogAudit(Written, Base):
     """The quarterly log audit of clause 7.3.1, as the quarterly report reads it."""
 
     __tablename__ = "log_audits"
@@ -448,7 +479,7 @@ class LogAudit(Base):
     vendor_operations: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
-class ServiceRevision(Base):
+class ServiceRevision(Written, Base):
     """A service as the catalogue described it from `valid_from` until `valid_to` (None: still).
 
     Written by the catalogue sync whenever a service's record changes, so that the catalogue as
@@ -469,7 +500,7 @@ class ServiceRevision(Base):
     gone: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class QuietWindow(Base):
+class QuietWindow(Written, Base):
     """A maintenance window or a suspension, recorded when it applied, so that a past quarter's
     uptime and alert record can be judged against the windows in force then (the config and the
     catalogue only hold today's)."""
@@ -491,7 +522,7 @@ class QuietWindow(Base):
     """When it actually ended (a suspension resumed), if it did."""
 
 
-class ServiceStateChange(Base):
+class ServiceStateChange(Written, Base):
     """A service's probe state moving (up, degraded, down...), kept at least 180 days (7.3.1)."""
 
     __tablename__ = "service_state_changes"
@@ -567,7 +598,7 @@ class Complaint(Base):
     source_file: Mapped[str] = mapped_column(Text, default="")
 
 
-class ComplianceResult(Base):
+class ComplianceResult(Written, Base):
     """One compliance rule's verdict on one service (or the platform) for one quarter.
 
     A re-evaluation of a quarter replaces its rows; they are derived from stored evidence, so
@@ -587,7 +618,7 @@ class ComplianceResult(Base):
     evaluated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
-class QuarterlyReport(Base):
+class QuarterlyReport(Written, Base):
     """A quarterly report as written and sent: the PDF's hash proves what was handed over."""
 
     __tablename__ = "quarterly_reports"
@@ -627,3 +658,43 @@ class Silence(Base):
     expired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     """When it was ended early, by hand; None when it ran to ends_at."""
     expired_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class ClusterMember(Base):
+    """A daemon of the cluster (`monitord run`), as it last said it was alive.
+
+    Heartbeats are stamped with the database's clock, so members need not agree on the time.
+    """
+
+    __tablename__ = "cluster_members"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    zone: Mapped[str] = mapped_column(String(100), default="default")
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    run: Mapped[str] = mapped_column(String(40))
+    """A random token per start: tells this run of a daemon from an earlier one."""
+    version: Mapped[str] = mapped_column(String(40), default="")
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """Set when the daemon stopped cleanly; a member whose heartbeat lapsed without it died."""
+    probe_share: Mapped[int] = mapped_column(Integer, default=0)
+    """Services this member probed in its last round."""
+    last_round_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class JobLease(Base):
+    """Which daemon runs a job that must run once across the cluster, and until when.
+
+    A lease is taken when free or lapsed and renewed by its holder's heartbeat; it is judged
+    by the database's clock. `fence` grows with each new holder.
+    """
+
+    __tablename__ = "job_leases"
+
+    job: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    acquired_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    fence: Mapped[int] = mapped_column(Integer, default=1)

@@ -17,7 +17,7 @@ from monitord.accesslog.work import follow_logs, log_audit, usage
 from monitord.config import Settings, parse_config
 from monitord.demo.synth import nginx_time
 from monitord.store import Store, open_store
-from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource
+from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource, writer_name
 from tests.conftest import FakeClock
 
 START = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
@@ -275,7 +275,7 @@ def test_findings_quiet_for_a_week_leave_the_follow_state_but_stay_stored(
         handle.write(audit_line(clock.now, action="view") + "\n")
     follow_logs(sqlite_store, cfg, clock)
     with sqlite_store.session() as session:
-        source = session.get(LogSource, str(log))
+        source = session.get(LogSource, (writer_name(), str(log)))
         assert source is not None
         assert source.state["analyzer"]["rules"]["findings"] == []
         assert source.state["reported"] == {}
@@ -356,7 +356,7 @@ def test_a_line_nested_100000_deep_is_rejected_and_following_goes_past_it(
     report = follow_logs(sqlite_store, cfg, clock)
     assert report.lines == 10
     with sqlite_store.session() as session:
-        source = session.get(LogSource, str(log))
+        source = session.get(LogSource, (writer_name(), str(log)))
         assert source is not None
         assert source.offset == log.stat().st_size
         analyzer = source.state["analyzer"]

@@ -1,0 +1,356 @@
+"""Several daemons on one store: who is alive, who runs each once-only job, who probes what.
+
+The engine is PostgreSQL itself (README, "Running several daemons", and docs/cluster-engines.md
+say why): every daemon writes a heartbeat row stamped with the database's clock; a job that must
+run once across the cluster is held by a lease row (`job_leases`) that its holder renews with
+each heartbeat and any daemon takes once it lapsed; the probes are split by rendezvous hashing
+of the services over the live members of a zone, so a member that joins or dies moves only its
+own share. A daemon that cannot reach the store renews nothing: its leases lapse (it stops
+running those jobs a second before the others may take them) and its share goes to the others.
+
+On SQLite there is one daemon (the store's flock refuses a second): `SoloCoordinator` holds
+every job and the whole share, and writes its member row so that `monitord cluster` shows it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+import monitord
+from monitord.config import ClusterSettings
+from monitord.errors import StoreError
+from monitord.store import Store
+from monitord.store.models import ClusterMember, JobLease, LogHourStat, LogSource, set_writer
+from monitord.timeutil import UTC, Clock
+
+__all__ = [
+    "Coordinator",
+    "Member",
+    "SharedCoordinator",
+    "SoloCoordinator",
+    "make_coordinator",
+    "members",
+    "owner_of",
+]
+
+MARGIN_SECONDS = 1.0
+"""A holder stops running a leased job this long before the others may take it."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """A daemon as `monitord cluster` shows it."""
+
+    name: str
+    zone: str
+    host: str
+    pid: int
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime
+    stopped_at: dt.datetime | None
+    alive: bool
+    jobs: tuple[str, ...]
+    probe_share: int
+    last_round_at: dt.datetime | None
+
+
+@dataclass
+class BeatReport:
+    """What changed at a heartbeat, for the log."""
+
+    taken: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    joined: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+
+
+def _weight(member: str, service_id: str) -> bytes:
+    return hashlib.blake2b(f"{member}\0{service_id}".encode(), digest_size=8).digest()
+
+
+def owner_of(service_id: str, names: Iterable[str]) -> str:
+    """The member that probes service_id: the highest rendezvous weight among names."""
+    return max(names, key=lambda name: _weight(name, service_id))
+
+
+class Coordinator:
+    """What the daemon asks of the cluster; the base is the one-daemon answer."""
+
+    def __init__(self, store: Store, settings: ClusterSettings, clock: Clock) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.name = settings.member_name()
+        self.zone = settings.zone
+        self.run = secrets.token_hex(4)
+        self._members: dict[str, str] = {self.name: self.zone}
+        """Live members (name → zone) at the last heartbeat."""
+        set_writer(self.name)
+
+    def join(self) -> None:
+        """Register this daemon (at start); raises StoreError when its name is taken."""
+        with self.store.session() as session:
+            self._register(session)
+            _adopt_log_cursors(session, self.name, self.clock())
+
+    def _register(self, session: Session) -> None:
+        now = self.clock()
+        row = session.get(ClusterMember, self.name)
+        if row is None:
+            row = ClusterMember(name=self.name, started_at=now, heartbeat_at=now)
+            session.add(row)
+        row.zone, row.run = self.zone, self.run
+        row.host, row.pid = socket.gethostname(), os.getpid()
+        row.version = monitord.__version__
+        row.started_at = row.heartbeat_at = now
+        row.stopped_at = None
+
+    def beat(self, jobs: Sequence[str]) -> BeatReport:
+        """Say this daemon is alive (and, in a cluster, renew or take the jobs' leases)."""
+        with self.store.session() as session:
+            session.execute(
+                update(ClusterMember)
+                .where(ClusterMember.name == self.name)
+                .values(heartbeat_at=self.clock())
+            )
+        return BeatReport()
+
+    def holds(self, job: str) -> bool:
+        """Whether this daemon runs `job` now."""
+        return True
+
+    def share(self, service_ids: Sequence[str]) -> list[str]:
+        """The services this daemon probes this round (of service_ids, in their order)."""
+        return list(service_ids)
+
+    def live_names(self) -> set[str]:
+        """The members alive at the last heartbeat, this one included."""
+        return set(self._members)
+
+    def record_round(self, probed: int) -> None:
+        """Note how many services this daemon probed in the round that just ended."""
+        with self.store.session() as session:
+            session.execute(
+                update(ClusterMember)
+                .where(ClusterMember.name == self.name)
+                .values(probe_share=probed, last_round_at=self.clock())
+            )
+
+    def leave(self) -> None:
+        """At a clean stop: say so, and give the jobs back at once."""
+        with self.store.session() as session:
+            session.execute(
+                update(ClusterMember)
+                .where(ClusterMember.name == self.name, ClusterMember.run == self.run)
+                .values(stopped_at=self.clock())
+            )
+            session.execute(delete(JobLease).where(JobLease.holder == self.name))
+
+
+SoloCoordinator = Coordinator
+"""One daemon on a SQLite store: every job and every service is its own."""
+
+
+def _db_now() -> ColumnElement[Any]:
+    # timestamp without time zone in UTC, as UTCDateTime stores it, whatever the session's zone.
+    return func.timezone("UTC", func.now())
+
+
+class SharedCoordinator(Coordinator):
+    """Daemons on one PostgreSQL store, coordinated by heartbeats and leases in it."""
+
+    def __init__(self, store: Store, settings: ClusterSettings, clock: Clock) -> None:
+        super().__init__(store, settings, clock)
+        self._held: dict[str, float] = {}
+        """Job → the monotonic time until which this daemon may run it."""
+        self._zones: dict[str, str] = {self.name: self.zone}
+
+    def _lapse(self) -> ColumnElement[Any]:
+        return _db_now() - dt.timedelta(seconds=self.settings.lease_seconds)
+
+    def join(self) -> None:
+        """Register this daemon; refuse a name that a live daemon already has."""
+        with self.store.session() as session:
+            row = session.execute(
+                select(ClusterMember, ClusterMember.heartbeat_at > self._lapse())
+                .where(ClusterMember.name == self.name)
+                .with_for_update()
+            ).first()
+            if row is not None:
+                member, fresh = row
+                if fresh and member.stopped_at is None and member.run != self.run:
+                    raise StoreError(
+                        f"a monitord daemon named {self.name!r} is already running on "
+                        f"{member.host} (pid {member.pid}) with the store at "
+                        f"{self.store.display_url}: give this one another [cluster] name"
+                    )
+            self._register(session)
+            session.flush()
+            session.execute(
+                update(ClusterMember)
+                .where(ClusterMember.name == self.name)
+                .values(started_at=_db_now(), heartbeat_at=_db_now())
+            )
+            _adopt_log_cursors(session, self.name, self.clock())
+        self.beat(())
+
+    def beat(self, jobs: Sequence[str]) -> BeatReport:
+        """Heartbeat, renew or take every lease of `jobs` that is free, and read who is alive.
+
+        One short transaction; the local deadline of each lease is counted from before it
+        was sent, so this daemon always stops before the database lets another take over.
+        """
+        sent = time.monotonic()
+        report = BeatReport()
+        with self.store.session() as session:
+            session.execute(
+                update(ClusterMember)
+                .where(ClusterMember.name == self.name)
+                .values(heartbeat_at=_db_now(), stopped_at=None)
+            )
+            held = self._take_leases(session, jobs) if jobs else set()
+            alive = dict(
+                session.execute(
+                    select(ClusterMember.name, ClusterMember.zone).where(
+                        ClusterMember.heartbeat_at > self._lapse(),
+                        ClusterMember.stopped_at.is_(None),
+                    )
+                ).all()
+            )
+        alive[self.name] = self.zone
+        deadline = sent + self.settings.lease_seconds - MARGIN_SECONDS
+        previously = {job for job, until in self._held.items() if until > sent}
+        report.taken = sorted(held - previously)
+        report.lost = sorted(previously - held)
+        self._held = {job: deadline for job in held}
+        report.joined = sorted(set(alive) - set(self._members))
+        report.gone = sorted(set(self._members) - set(alive))
+        self._members = alive
+        return report
+
+    def _take_leases(self, session: Session, jobs: Sequence[str]) -> set[str]:
+        now = _db_now()
+        until = now + dt.timedelta(seconds=self.settings.lease_seconds)
+        statement = pg_insert(JobLease).values(
+            [
+                {
+                    "job": job,
+                    "holder": self.name,
+                    "fence": 1,
+                    "acquired_at": now,
+                    "expires_at": until,
+                }
+                for job in jobs
+            ]
+        )
+        excluded = statement.excluded
+        mine = JobLease.holder == self.name
+        upsert = statement.on_conflict_do_update(
+            index_elements=[JobLease.job],
+            set_={
+                "holder": excluded.holder,
+                "expires_at": excluded.expires_at,
+                # Kept while the same daemon renews; a new holder starts a new term.
+                "acquired_at": case((mine, JobLease.acquired_at), else_=excluded.acquired_at),
+                "fence": case((mine, JobLease.fence), else_=JobLease.fence + 1),
+            },
+            where=mine | (JobLease.expires_at < now),
+        ).returning(JobLease.job)
+        return set(session.scalars(upsert))
+
+    def holds(self, job: str) -> bool:
+        """Whether this daemon holds `job`'s lease, with a second to spare."""
+        return time.monotonic() < self._held.get(job, 0.0)
+
+    def share(self, service_ids: Sequence[str]) -> list[str]:
+        """This daemon's part of service_ids: those whose rendezvous owner among the live
+        members of its zone is this daemon."""
+        names = [name for name, zone in self._members.items() if zone == self.zone]
+        if len(names) <= 1:
+            return list(service_ids)
+        return [sid for sid in service_ids if owner_of(sid, names) == self.name]
+
+    def record_round(self, probed: int) -> None:
+        """Note how many services this daemon probed in its last round."""
+        with self.store.session() as session:
+            session.execute(
+                update(ClusterMember)
+                .where(ClusterMember.name == self.name)
+                .values(probe_share=probed, last_round_at=_db_now())
+            )
+
+    def leave(self) -> None:
+        """At a clean stop: say so and give the leases back, so the others take over now."""
+        self._held = {}
+        with self.store.session() as session:
+            session.execute(
+                update(ClusterMember)
+                .where(ClusterMember.name == self.name, ClusterMember.run == self.run)
+                .values(stopped_at=_db_now())
+            )
+            session.execute(delete(JobLease).where(JobLease.holder == self.name))
+
+
+def _adopt_log_cursors(session: Session, name: str, now: dt.datetime) -> None:
+    """Take the log cursors and this hour's statistics written before logs belonged to a
+    daemon (migration 0009): they were the one daemon's, now named `name`."""
+    if session.scalar(select(func.count()).select_from(LogSource).where(LogSource.daemon == "")):
+        mine = set(session.scalars(select(LogSource.path).where(LogSource.daemon == name)))
+        for source in session.scalars(select(LogSource).where(LogSource.daemon == "")):
+            if source.path not in mine:
+                source.daemon = name
+    session.execute(
+        update(LogHourStat)
+        .where(LogHourStat.daemon.is_(None), LogHourStat.hour >= now - dt.timedelta(hours=2))
+        .values(daemon=name)
+    )
+
+
+def make_coordinator(store: Store, settings: ClusterSettings, clock: Clock) -> Coordinator:
+    """The coordinator for this store: shared on PostgreSQL, solo on SQLite."""
+    if store.url.get_backend_name() == "postgresql":
+        return SharedCoordinator(store, settings, clock)
+    return SoloCoordinator(store, settings, clock)
+
+
+def members(store: Store, lease_seconds: float, now: dt.datetime) -> list[Member]:
+    """Every member the store knows, alive ones first, with the jobs each holds."""
+    with store.session() as session:
+        if store.url.get_backend_name() == "postgresql":
+            db_now = session.scalar(select(_db_now()))
+            now = db_now.replace(tzinfo=UTC) if db_now is not None else now
+        leases: dict[str, list[str]] = {}
+        for lease in session.scalars(select(JobLease).order_by(JobLease.job)):
+            if lease.expires_at > now:
+                leases.setdefault(lease.holder, []).append(lease.job)
+        rows = list(session.scalars(select(ClusterMember)))
+    lapse = now - dt.timedelta(seconds=lease_seconds)
+    listed = [
+        Member(
+            name=row.name,
+            zone=row.zone,
+            host=row.host,
+            pid=row.pid,
+            started_at=row.started_at,
+            heartbeat_at=row.heartbeat_at,
+            stopped_at=row.stopped_at,
+            alive=row.stopped_at is None and row.heartbeat_at > lapse,
+            jobs=tuple(leases.get(row.name, ())),
+            probe_share=row.probe_share,
+            last_round_at=row.last_round_at,
+        )
+        for row in rows
+    ]
+    return sorted(listed, key=lambda m: (not m.alive, m.name))
