@@ -290,3 +290,14 @@ def test_incidents_open_refuses_an_unknown_kind_in_one_line_naming_the_known_one
     assert status == 2
     assert err.startswith("monitord: --kind 'outgae': expected one of ") and "outage" in err
     assert err.count("\n") == 1
+
+
+def test_incidents_open_refuses_a_future_time_in_the_time_the_person_typed(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Typed as Asia/Shanghai: the refusal must read 08:30 too, not 2099-01-01T00:30:00+00:00.
+    words = ["incidents", "open", "--kind", "outage", "--service", "svc-0001", "--summary", "x"]
+    status = main(["--config", str(config), *words, "--occurred-at", "2099-01-01T08:30"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err == "monitord: --occurred-at 2099-01-01 08:30 (CST): is in the future\n"
