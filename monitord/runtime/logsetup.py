@@ -98,7 +98,7 @@ def _tail(record: Any) -> str:
 
 def _format(record: Any) -> str:
     # loguru stamps the process's local time: UTC on many servers, where people read Shanghai's.
-    local = record["time"].astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+    local: str = record["time"].astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
     return local + " {level: <7}" + _context(record) + " {message}" + _tail(record) + "\n"
 
 
