@@ -85,6 +85,16 @@ def test_completion_prints_a_script_the_shell_accepts(shell: str) -> None:
     assert checked.returncode == 0, checked.stderr
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_every_command_is_in_the_readmes_command_table() -> None:
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("## Command line") : text.index("| exit status |")]
+    top = [path.split()[1] for path, _ in commands(build_parser()) if path.count(" ") == 1]
+    assert [name for name in top if f"`monitord {name}" not in table] == []
+
+
 def completion_script(shell: str) -> str:
     """What `monitord completion SHELL` prints."""
     done = subprocess.run(
