@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import ssl
 import time
+import zlib
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -435,7 +436,7 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, CIMultiDict[str
     parts = status_line.decode("latin-1").split(None, 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
         raise BadResponseError(f"not an HTTP/1.x status line: {status_line[:60]!r}")
-    headers: CIMultiDict[str] = CIMultiDict()
+    fields: list[list[str]] = []
     size = 0
     while True:
         line = await reader.readline()
@@ -444,10 +445,18 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, CIMultiDict[str
             raise BadResponseError("headers too large")
         if line in (b"\r\n", b"\n", b""):
             break
-        name, sep, value = line.decode("latin-1").partition(":")
+        text = line.decode("latin-1")
+        if text[0] in " \t":
+            # obs-fold: the line continues the field above, and a client unfolds it with a
+            # space (RFC 9112 5.2); read as a field of its own it could be a forged Location.
+            # Before any field it is whitespace after the status line: consumed (2.2).
+            if fields:
+                fields[-1][1] = f"{fields[-1][1]} {text.strip()}".strip()
+            continue
+        name, sep, value = text.partition(":")
         if sep:
-            headers.add(name.strip(), value.strip())
-    return int(parts[1]), headers
+            fields.append([name.strip(), value.strip()])
+    return int(parts[1]), CIMultiDict((name, value) for name, value in fields)
 
 
 def body_framing(method: str, status: int, headers: CIMultiDict[str]) -> str:
@@ -468,6 +477,49 @@ def body_framing(method: str, status: int, headers: CIMultiDict[str]) -> str:
     if len(lengths) > 1 or not next(iter(lengths)).isdigit():
         raise BadResponseError(f"Content-Length {', '.join(sorted(lengths))} is not one length")
     return "length"
+
+
+# The transfer codings monitord undoes (RFC 9112 7), as zlib's window bits: gzip's header, or
+# zlib's for "deflate", which some servers send raw (no header) instead.
+_CODINGS = {"gzip": (31,), "x-gzip": (31,), "deflate": (15, -15)}
+
+
+def transfer_codings(headers: CIMultiDict[str]) -> list[str]:
+    """The transfer codings to undo, last applied first, without the framing "chunked".
+
+    Raises BadResponseError naming a coding monitord cannot undo (the body's bytes would not be
+    the page, and a keyword would never be found in them).
+    """
+    codings = [
+        c.strip().lower() for c in headers.get("Transfer-Encoding", "").split(",") if c.strip()
+    ]
+    if codings and codings[-1] == "chunked":
+        codings.pop()
+    for coding in codings:
+        if coding not in _CODINGS:
+            raise BadResponseError(f"Transfer-Encoding {coding}: not a coding monitord can undo")
+    return codings[::-1]
+
+
+def _undo(data: bytes, coding: str, limit: int) -> bytes:
+    """data with one transfer coding undone, at most limit bytes of it (a small body can
+    inflate to gigabytes)."""
+    error: zlib.error | None = None
+    for wbits in _CODINGS[coding]:
+        try:
+            return zlib.decompressobj(wbits).decompress(data, limit)
+        except zlib.error as exc:
+            error = exc
+    raise BadResponseError(f"Transfer-Encoding {coding}: the body does not decode ({error})")
+
+
+def decoded_body(
+    data: bytes, truncated: bool, codings: list[str], limit: int
+) -> tuple[bytes, bool]:
+    """The body with its transfer codings undone, up to limit bytes, and whether there was more."""
+    for coding in codings:
+        data = _undo(data, coding, limit + 1)
+    return data[:limit], truncated or len(data) > limit
 
 
 async def _read_body(
@@ -597,7 +649,9 @@ async def fetch_stream(
             body, truncated = b"", False
             if read_body:
                 framing = body_framing(method, status, headers)
+                codings = transfer_codings(headers) if framing != "none" else []
                 body, truncated = await _read_body(reader, headers, framing, spec.max_body_bytes)
+                body, truncated = decoded_body(body, truncated, codings, spec.max_body_bytes)
             end = time.perf_counter()
         finally:
             writer.close()

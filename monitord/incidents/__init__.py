@@ -552,7 +552,7 @@ def open_manual(
     if not summary.strip():
         raise UsageError("--summary: describe what happened")
     if occurred_at is not None and occurred_at > now:
-        raise UsageError(f"--occurred-at {occurred_at.isoformat()}: is in the future")
+        raise UsageError(f"--occurred-at {local_text(occurred_at)} (CST): is in the future")
     klass = class_of_kind(kind, rules)
     incident = Incident(
         kind=kind,

@@ -29,6 +29,7 @@ from loguru import logger
 
 from monitord.config import LoggingSettings
 from monitord.redact import mask_urls, one_line, printable
+from monitord.timeutil import SHANGHAI
 
 CONTEXT_KEYS = ("job", "service")
 """The context fields shown in brackets on each line."""
@@ -96,13 +97,9 @@ def _tail(record: Any) -> str:
 
 
 def _format(record: Any) -> str:
-    return (
-        "{time:YYYY-MM-DD HH:mm:ss} {level: <7}"
-        + _context(record)
-        + " {message}"
-        + _tail(record)
-        + "\n"
-    )
+    # loguru stamps the process's local time: UTC on many servers, where people read Shanghai's.
+    local: str = record["time"].astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+    return local + " {level: <7}" + _context(record) + " {message}" + _tail(record) + "\n"
 
 
 def _journal_format(record: Any) -> str:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import pty
+import select
+import shlex
 import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +83,109 @@ def test_completion_prints_a_script_the_shell_accepts(shell: str) -> None:
         [shell, "-n"], input=done.stdout, capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stderr
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_every_command_is_in_the_readmes_command_table() -> None:
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("## Command line") : text.index("| exit status |")]
+    top = [path.split()[1] for path, _ in commands(build_parser()) if path.count(" ") == 1]
+    assert [name for name in top if f"`monitord {name}" not in table] == []
+
+
+def completion_script(shell: str) -> str:
+    """What `monitord completion SHELL` prints."""
+    done = subprocess.run(
+        [sys.executable, "-m", "monitord.cli", "completion", shell],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["inc"], ["incidents"]),
+        (["incidents", ""], ["ack", "close", "list", "notify", "open", "resolve", "show"]),
+        (["incidents", "open", "--occ"], ["--occurred-at"]),
+    ],
+)
+def test_bash_completes_commands_and_options(
+    tmp_path: Path, words: list[str], expected: list[str]
+) -> None:
+    script = tmp_path / "monitord.bash"
+    script.write_text(completion_script("bash"), encoding="utf-8")
+    # What bash sets before calling the completion function when the user presses Tab.
+    line = " ".join(["monitord", *words])
+    program = (
+        f"source {shlex.quote(str(script))}\n"
+        f"COMP_WORDS=(monitord {' '.join(shlex.quote(w) for w in words)})\n"
+        f"COMP_CWORD={len(words)}\n"
+        f"COMP_LINE={shlex.quote(line)}\n"
+        "COMP_POINT=${#COMP_LINE}\n"
+        "_shtab_monitord\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    done = subprocess.run(
+        ["bash", "-c", program], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.split()) == expected
+
+
+def zsh_completion(fpath: Path, line: str, wanted: str) -> str:
+    """What an interactive zsh shows after `line` and Tab, read until `wanted` or 20 seconds."""
+    leader, follower = pty.openpty()
+    shell = subprocess.Popen(
+        ["zsh", "-f", "-i"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env={"TERM": "dumb", "PATH": os.environ["PATH"], "HOME": str(fpath.parent)},
+        start_new_session=True,
+    )
+    os.close(follower)
+
+    def read_until(text: bytes) -> bytes:
+        seen = b""
+        deadline = time.monotonic() + 20
+        while text not in seen and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(leader, 4096)
+                except OSError:  # the shell has gone
+                    break
+        return seen
+
+    try:
+        # The quotes keep the echoed command from matching: only the output says READY.
+        setup = f"fpath=({fpath} $fpath); autoload -U compinit; compinit -u -D; echo RE''ADY\n"
+        os.write(leader, setup.encode())
+        read_until(b"READY\r")
+        os.write(leader, f"{line}\t".encode())
+        return read_until(wanted.encode()).decode(errors="replace")
+    finally:
+        shell.kill()
+        shell.wait()
+        os.close(leader)
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="no zsh here (.ci/run installs it)")
+def test_zsh_completes_commands_and_options(tmp_path: Path) -> None:
+    fpath = tmp_path / "site-functions"
+    fpath.mkdir()
+    (fpath / "_monitord").write_text(completion_script("zsh"), encoding="utf-8")
+    shown = zsh_completion(fpath, "monitord incidents ", "show")
+    for command in ("ack", "close", "list", "notify", "open", "resolve", "show"):
+        assert command in shown
+    assert "mark resolved" in shown  # with the description from --help
+    shown = zsh_completion(fpath, "monitord incidents open --occ", "--occurred-at")
+    assert "--occurred-at" in shown
 
 
 INSTALL = Path(__file__).resolve().parents[2] / "deploy" / "install.sh"

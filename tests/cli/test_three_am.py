@@ -24,7 +24,7 @@ from monitord.store.models import (
     Silence,
 )
 from monitord.textable import format_table, show_whole_cells
-from monitord.timeutil import UTC
+from monitord.timeutil import SHANGHAI, UTC
 from monitord.types import FindingDraft
 from tests.conftest import FakeClock
 from tests.runtime.web.pagesite import page_app, seed
@@ -290,3 +290,38 @@ def test_incidents_open_refuses_an_unknown_kind_in_one_line_naming_the_known_one
     assert status == 2
     assert err.startswith("monitord: --kind 'outgae': expected one of ") and "outage" in err
     assert err.count("\n") == 1
+
+
+def test_incidents_open_refuses_a_future_time_in_the_time_the_person_typed(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Typed as Asia/Shanghai: the refusal must read 08:30 too, not 2099-01-01T00:30:00+00:00.
+    words = ["incidents", "open", "--kind", "outage", "--service", "svc-0001", "--summary", "x"]
+    status = main(["--config", str(config), *words, "--occurred-at", "2099-01-01T08:30"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err == "monitord: --occurred-at 2099-01-01 08:30 (CST): is in the future\n"
+
+
+def test_sync_logs_its_lines_in_shanghai_time_on_a_server_kept_in_utc(tmp_path: Path) -> None:
+    # Servers often run with TZ=UTC: a log line stamped 17:57 when it is 01:57 in Shanghai sends
+    # on-call staff looking at the wrong hour.
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n', encoding="utf-8")
+    catalogue = tmp_path / "catalogue.json"
+    catalogue.write_text("[]", encoding="utf-8")
+    before = dt.datetime.now(SHANGHAI).replace(second=0, microsecond=0, tzinfo=None)
+    command = ["--config", str(config), "sync", "--file", str(catalogue)]
+    done = subprocess.run(
+        [sys.executable, "-m", "monitord.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "TZ": "UTC"},
+    )
+    after = dt.datetime.now(SHANGHAI).replace(tzinfo=None)
+    assert done.returncode == 1
+    [logged] = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    stamp = dt.datetime.strptime(logged[:19], "%Y-%m-%d %H:%M:%S")
+    assert before <= stamp <= after, logged
