@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 # inside its handler, so `monitord analyse` (benchmarked for peak memory) and `--help` never
 # load what other commands need. tests/cli/test_imports.py keeps it so.
 from monitord import __version__
+from monitord.cli.cluster import add_cluster_command
 from monitord.cli.common import (
     add_wide,
     app_for,
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_log_commands(sub)
     add_token_command(sub)
     add_status_command(sub)
+    add_cluster_command(sub)
     add_evidence_commands(sub)
     add_compliance_commands(sub)
     add_report_commands(sub)

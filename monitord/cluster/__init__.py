@@ -14,13 +14,14 @@ every job and the whole share, and writes its member row so that `monitord clust
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session
 import monitord
 from monitord.config import ClusterSettings
 from monitord.errors import StoreError
-from monitord.store import Store
+from monitord.store import DaemonClaim, Store
 from monitord.store.models import ClusterMember, JobLease, LogHourStat, LogSource, set_writer
 from monitord.timeutil import UTC, Clock
 
@@ -171,8 +172,15 @@ def _db_now() -> ColumnElement[Any]:
 class SharedCoordinator(Coordinator):
     """Daemons on one PostgreSQL store, coordinated by heartbeats and leases in it."""
 
-    def __init__(self, store: Store, settings: ClusterSettings, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: ClusterSettings,
+        clock: Clock,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(store, settings, clock)
+        self._monotonic = monotonic
         self._held: dict[str, float] = {}
         """Job → the monotonic time until which this daemon may run it."""
         self._zones: dict[str, str] = {self.name: self.zone}
@@ -212,7 +220,7 @@ class SharedCoordinator(Coordinator):
         One short transaction; the local deadline of each lease is counted from before it
         was sent, so this daemon always stops before the database lets another take over.
         """
-        sent = time.monotonic()
+        sent = self._monotonic()
         report = BeatReport()
         with self.store.session() as session:
             session.execute(
@@ -272,7 +280,7 @@ class SharedCoordinator(Coordinator):
 
     def holds(self, job: str) -> bool:
         """Whether this daemon holds `job`'s lease, with a second to spare."""
-        return time.monotonic() < self._held.get(job, 0.0)
+        return self._monotonic() < self._held.get(job, 0.0)
 
     def share(self, service_ids: Sequence[str]) -> list[str]:
         """This daemon's part of service_ids: those whose rendezvous owner among the live
@@ -325,32 +333,50 @@ def make_coordinator(store: Store, settings: ClusterSettings, clock: Clock) -> C
     return SoloCoordinator(store, settings, clock)
 
 
-def members(store: Store, lease_seconds: float, now: dt.datetime) -> list[Member]:
-    """Every member the store knows, alive ones first, with the jobs each holds."""
+def _member(row: ClusterMember, alive: bool, jobs: Sequence[str]) -> Member:
+    return Member(
+        name=row.name,
+        zone=row.zone,
+        host=row.host,
+        pid=row.pid,
+        started_at=row.started_at,
+        heartbeat_at=row.heartbeat_at,
+        stopped_at=row.stopped_at,
+        alive=alive,
+        jobs=tuple(jobs),
+        probe_share=row.probe_share,
+        last_round_at=row.last_round_at,
+    )
+
+
+def members(
+    store: Store, lease_seconds: float, now: dt.datetime, once_jobs: Sequence[str] = ()
+) -> list[Member]:
+    """Every member the store knows, alive ones first, with the jobs each holds.
+
+    On SQLite there is one daemon: it is alive while it holds the store's flock (it writes
+    its heartbeat only every half minute), and then it runs every job of once_jobs.
+    """
     with store.session() as session:
-        if store.url.get_backend_name() == "postgresql":
-            db_now = session.scalar(select(_db_now()))
-            now = db_now.replace(tzinfo=UTC) if db_now is not None else now
+        if store.url.get_backend_name() != "postgresql":
+            running = DaemonClaim(store).held_elsewhere()
+            rows = session.scalars(select(ClusterMember).order_by(ClusterMember.heartbeat_at))
+            # The newest row is the daemon holding the flock; older ones ran before it.
+            listed = [_member(row, False, ()) for row in rows]
+            if running and listed and listed[-1].stopped_at is None:
+                listed[-1] = dataclasses.replace(listed[-1], alive=True, jobs=tuple(once_jobs))
+            return listed[::-1]
+        db_now = session.scalar(select(_db_now()))
+        now = db_now.replace(tzinfo=UTC) if db_now is not None else now
         leases: dict[str, list[str]] = {}
         for lease in session.scalars(select(JobLease).order_by(JobLease.job)):
             if lease.expires_at > now:
                 leases.setdefault(lease.holder, []).append(lease.job)
-        rows = list(session.scalars(select(ClusterMember)))
-    lapse = now - dt.timedelta(seconds=lease_seconds)
-    listed = [
-        Member(
-            name=row.name,
-            zone=row.zone,
-            host=row.host,
-            pid=row.pid,
-            started_at=row.started_at,
-            heartbeat_at=row.heartbeat_at,
-            stopped_at=row.stopped_at,
-            alive=row.stopped_at is None and row.heartbeat_at > lapse,
-            jobs=tuple(leases.get(row.name, ())),
-            probe_share=row.probe_share,
-            last_round_at=row.last_round_at,
-        )
-        for row in rows
-    ]
+        lapse = now - dt.timedelta(seconds=lease_seconds)
+        listed = [
+            _member(
+                row, row.stopped_at is None and row.heartbeat_at > lapse, leases.get(row.name, ())
+            )
+            for row in session.scalars(select(ClusterMember))
+        ]
     return sorted(listed, key=lambda m: (not m.alive, m.name))

@@ -46,15 +46,17 @@ class ProbeBacklog:
     rounds: deque[UnrecordedRound] = field(default_factory=deque)
     dropped: list[tuple[dt.datetime, int]] = field(default_factory=list)
     """(finished_at, results) of the rounds dropped for room: written as gaps."""
+    limit: int = MAX_RESULTS
+    """Results kept at most."""
 
     def remember(self, targets: Sequence[ServiceTarget]) -> None:
         """Keep the services as the store listed them, to probe through an outage."""
         self.targets = list(targets)
 
     def keep(self, round_: UnrecordedRound) -> None:
-        """Keep a round that could not be written; the oldest go when over MAX_RESULTS."""
+        """Keep a round that could not be written; the oldest go when over the limit."""
         self.rounds.append(round_)
-        while sum(len(r.results) for r in self.rounds) > MAX_RESULTS and len(self.rounds) > 1:
+        while sum(len(r.results) for r in self.rounds) > self.limit and len(self.rounds) > 1:
             oldest = self.rounds.popleft()
             self.dropped.append((oldest.finished_at, len(oldest.results)))
             logger.warning(

@@ -289,6 +289,20 @@ class DaemonClaim:
             self.release()
             raise self._busy() from None
 
+    def held_elsewhere(self) -> bool:
+        """Whether a daemon holds this SQLite store now (its flock is taken)."""
+        file = sqlite_file(self.store.url)
+        if file is None or not file.exists():
+            return False
+        handle = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(handle)  # closing gives back a lock this check took
+        return False
+
     def release(self) -> None:
         """Give the store up (closing the locked file)."""
         if self._file is not None:

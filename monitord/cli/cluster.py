@@ -1,0 +1,95 @@
+"""`monitord cluster`: the daemons on the store, whether each is alive, what each runs."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from dataclasses import asdict
+from typing import Any
+
+from monitord.cli.common import add_wide, app_for, print_json
+from monitord.textable import format_table
+from monitord.timeutil import local_text
+
+
+def _ago(moment: dt.datetime, now: dt.datetime) -> str:
+    seconds = max(0, int((now - moment).total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    return f"{local_text(moment)} CST"
+
+
+def _state(alive: bool, stopped: dt.datetime | None) -> str:
+    if alive:
+        return "alive"
+    return "stopped" if stopped is not None else "gone"
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """List the daemons on the store; exit 1 when none is alive."""
+    from monitord.cluster import members
+    from monitord.runtime.jobs import JOBS
+
+    once = [job.name for job in JOBS if job.once]
+    with app_for(args) as app:
+        now = app.clock()
+        listed = members(app.store, app.settings.cluster.lease_seconds, now, once)
+    if args.json:
+        print_json(
+            [
+                {
+                    **asdict(m),
+                    "state": _state(m.alive, m.stopped_at),
+                    **{
+                        key: getattr(m, key).isoformat() if getattr(m, key) else None
+                        for key in ("started_at", "heartbeat_at", "stopped_at", "last_round_at")
+                    },
+                    "jobs": list(m.jobs),
+                }
+                for m in listed
+            ]
+        )
+        return 0 if any(m.alive for m in listed) else 1
+    if not listed:
+        print("no daemon has run on this store yet (start one with `monitord run`)")
+        return 1
+    rows: list[list[Any]] = [
+        [
+            m.name,
+            m.zone,
+            f"{m.host}:{m.pid}",
+            _state(m.alive, m.stopped_at),
+            _ago(m.heartbeat_at, now),
+            f"{m.probe_share:,}",
+            ", ".join(m.jobs) or "-",
+        ]
+        for m in listed
+    ]
+    print(
+        format_table(["NAME", "ZONE", "HOST:PID", "STATE", "HEARTBEAT", "PROBES", "JOBS"], rows, 80)
+    )
+    alive = [m for m in listed if m.alive]
+    unheld = sorted(set(once) - {job for m in alive for job in m.jobs})
+    print()
+    print(
+        f"{len(alive)} of {len(listed)} daemon(s) alive; "
+        f"{sum(m.probe_share for m in alive):,} services probed in their last rounds"
+        + (f"; not running now: {', '.join(unheld)}" if unheld and alive else "")
+    )
+    return 0 if alive else 1
+
+
+def add_cluster_command(sub: Any) -> None:
+    """Register `cluster` on the main parser's subparsers."""
+    p = sub.add_parser(
+        "cluster",
+        help="the daemons on the store: alive or not, last heartbeat, jobs held, probe share",
+        description="the daemons on the store (several share a PostgreSQL store): whether each "
+        "is alive, its last heartbeat, the once-only jobs it runs and how many services it "
+        "probed in its last round; exits 1 when no daemon is alive",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    add_wide(p)
+    p.set_defaults(handler=cmd_cluster)

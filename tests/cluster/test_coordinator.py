@@ -1,0 +1,208 @@
+"""The cluster's parts in one process: leases judged by PostgreSQL's clock, the probe split,
+names, `monitord cluster`, and the one-daemon path on SQLite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from monitord.cli import main
+from monitord.cluster import SharedCoordinator, SoloCoordinator, make_coordinator, owner_of
+from monitord.config import ClusterSettings
+from monitord.errors import StoreError
+from monitord.store import Store, open_store
+from monitord.store.models import JobLease, ProbeRound, writer_name
+from tests.conftest import FakeClock, PostgresServer
+
+JOBS = ("catalogue-sync", "incidents", "alert-delivery")
+
+
+class Monotonic:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def pg_store(postgres: PostgresServer | None) -> Iterator[Store]:
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    store = open_store(postgres.new_database())
+    yield store
+    store.dispose()
+
+
+def member(
+    store: Store, name: str, zone: str = "default", monotonic: Monotonic | None = None
+) -> SharedCoordinator:
+    settings = ClusterSettings(name=name, zone=zone, heartbeat_seconds=1.0, lease_seconds=5.0)
+    return SharedCoordinator(store, settings, FakeClock(), monotonic or Monotonic())
+
+
+def as_if_gone(store: Store, name: str) -> None:
+    """As if daemon `name` died or was cut off an hour ago: its heartbeat and leases lapsed."""
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "update job_leases set expires_at = expires_at - interval '1 hour' "
+            f"where holder = '{name}'"
+        )
+        connection.exec_driver_sql(
+            "update cluster_members set heartbeat_at = heartbeat_at - interval '1 hour' "
+            f"where name = '{name}'"
+        )
+
+
+def test_each_once_only_job_is_held_by_one_daemon_and_taken_over_when_its_lease_lapses(
+    pg_store: Store,
+) -> None:
+    ticks = Monotonic()
+    a, b = member(pg_store, "a", monotonic=ticks), member(pg_store, "b", monotonic=ticks)
+    a.join()
+    b.join()
+    assert a.beat(JOBS).taken == sorted(JOBS)
+    assert b.beat(JOBS).taken == []
+    assert [j for j in JOBS if a.holds(j)] == list(JOBS)
+    assert not any(b.holds(j) for j in JOBS)
+    # a renews: b still gets nothing, and a's term (its fence) is the same.
+    a.beat(JOBS)
+    assert b.beat(JOBS).taken == []
+    with pg_store.session() as session:
+        assert {lease.fence for lease in session.query(JobLease)} == {1}
+
+    as_if_gone(pg_store, "a")  # a stopped answering
+    ticks.now += 5.0  # and its own deadline passed (lease minus a second of margin) first
+    assert not a.holds("incidents")
+    report = b.beat(JOBS)
+    assert report.taken == sorted(JOBS) and report.gone == ["a"]
+    assert all(b.holds(j) for j in JOBS)
+    with pg_store.session() as session:
+        leases = list(session.query(JobLease))
+        assert {(lease.holder, lease.fence) for lease in leases} == {("b", 2)}
+    # a comes back: b holds the leases, a takes nothing and says it lost them.
+    back = a.beat(JOBS)
+    assert back.taken == [] and not any(a.holds(j) for j in JOBS)
+
+
+def test_a_clean_stop_gives_the_jobs_back_at_once(pg_store: Store) -> None:
+    a, b = member(pg_store, "a"), member(pg_store, "b")
+    a.join()
+    b.join()
+    a.beat(JOBS)
+    a.leave()
+    assert b.beat(JOBS).taken == sorted(JOBS)  # no lease to wait out
+
+
+def test_a_live_daemons_name_is_refused_and_free_again_once_it_stopped(pg_store: Store) -> None:
+    first = member(pg_store, "a")
+    first.join()
+    second = member(pg_store, "a")
+    with pytest.raises(StoreError, match="a monitord daemon named 'a' is already running on"):
+        second.join()
+    first.leave()
+    second.join()
+
+
+def test_the_probes_are_split_without_overlap_and_a_death_moves_only_the_dead_ones_share(
+    pg_store: Store,
+) -> None:
+    services = [f"svc-{n:05d}" for n in range(3000)]
+    daemons = [member(pg_store, name) for name in ("a", "b", "c")]
+    for daemon in daemons:
+        daemon.join()
+    for daemon in daemons:
+        daemon.beat(())
+    shares = {d.name: set(d.share(services)) for d in daemons}
+    assert sum(len(s) for s in shares.values()) == len(services)  # each exactly once
+    assert set().union(*shares.values()) == set(services)
+    assert all(800 < len(s) < 1200 for s in shares.values()), {k: len(v) for k, v in shares.items()}
+
+    as_if_gone(pg_store, "c")
+    a, b = daemons[0], daemons[1]
+    assert a.beat(()).gone == ["c"]
+    b.beat(())
+    after = {"a": set(a.share(services)), "b": set(b.share(services))}
+    assert after["a"] | after["b"] == set(services) and not after["a"] & after["b"]
+    assert shares["a"] <= after["a"] and shares["b"] <= after["b"]  # nothing else moved
+
+
+def test_zones_split_their_own_members_so_each_zone_probes_every_service(
+    pg_store: Store,
+) -> None:
+    services = [f"svc-{n:04d}" for n in range(500)]
+    east = [member(pg_store, "e1", "east"), member(pg_store, "e2", "east")]
+    west = [member(pg_store, "w1", "west")]
+    for daemon in east + west:
+        daemon.join()
+    for daemon in east + west:
+        daemon.beat(())
+    assert set(west[0].share(services)) == set(services)
+    e1, e2 = (set(d.share(services)) for d in east)
+    assert e1 | e2 == set(services) and not e1 & e2
+
+
+def test_rendezvous_owner_is_stable_and_spread() -> None:
+    owners = [owner_of(f"svc-{n}", ["a", "b"]) for n in range(1000)]
+    assert owners == [owner_of(f"svc-{n}", ["b", "a"]) for n in range(1000)]
+    assert 400 < owners.count("a") < 600
+
+
+def test_monitord_cluster_lists_the_members_their_jobs_and_shares(
+    pg_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = member(pg_store, "a"), member(pg_store, "b")
+    a.join()
+    b.join()
+    a.beat(JOBS)
+    b.beat(JOBS)
+    a.record_round(1480)
+    b.record_round(1520)
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "{pg_store.url.render_as_string(False)}"\n')
+    assert main(["--config", str(config), "cluster"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "ZONE", "HOST:PID", "STATE", "HEARTBEAT", "PROBES", "JOBS"]
+    row_a = next(line for line in lines if line.startswith("a "))
+    assert "alive" in row_a and "1,480" in row_a and "alert-delivery, catalogue-sync" in row_a
+    assert "2 of 2 daemon(s) alive; 3,000 services probed in their last rounds" in out
+
+    b.leave()
+    assert main(["--config", str(config), "cluster", "--json"]) == 0
+    listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert listed["b"]["state"] == "stopped" and listed["b"]["jobs"] == []
+    assert listed["a"]["jobs"] == sorted(JOBS) and listed["a"]["probe_share"] == 1480
+
+
+def test_on_sqlite_the_one_daemon_holds_everything_and_cluster_shows_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    store = open_store(url, for_daemon=True)  # as `monitord run` opens it: with its flock
+    try:
+        solo = make_coordinator(store, ClusterSettings(name="solo"), FakeClock())
+        assert type(solo) is SoloCoordinator
+        solo.join()
+        services = [f"svc-{n}" for n in range(10)]
+        assert solo.share(services) == services and solo.holds("incidents")
+        with store.session() as session:  # rows name the daemon that wrote them
+            session.add(ProbeRound(started_at=FakeClock()(), services=1))
+        with store.session() as session:
+            assert session.query(ProbeRound).one().daemon == "solo" == writer_name()
+        config = tmp_path / "monitord.toml"
+        config.write_text(f'[store]\nurl = "{url}"\n')
+        assert main(["--config", str(config), "cluster"]) == 0
+        out = capsys.readouterr().out
+        assert "solo" in out and "alive" in out and "alert-delivery" in out
+        solo.leave()
+        store.dispose()  # the daemon's process ended
+        assert main(["--config", str(config), "cluster"]) == 1
+        assert "0 of 1 daemon(s) alive" in capsys.readouterr().out
+    finally:
+        store.dispose()

@@ -1,0 +1,139 @@
+"""Recording rounds in a cluster: a state machine moved once per round whoever probed, two zones
+that must both see a service down, and rounds probed while the store was away written late."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from monitord.config import parse_config
+from monitord.probing import ProbeBacklog, ServiceTarget, record_results
+from monitord.probing.backlog import UnrecordedRound
+from monitord.store import Store
+from monitord.store.models import ProbeResultRow, ProbeRound, Service, ServiceState
+from monitord.types import ProbeResult
+from tests.conftest import FakeClock
+
+TARGET = ServiceTarget(
+    id="svc-0001",
+    name="企业开办",
+    url="https://svc.example/",
+    status="online",
+    probe=None,
+    return_codes=None,
+    max_concurrency=None,
+    suspension=None,
+)
+
+
+@pytest.fixture(autouse=True)
+def catalogued(store: Store, clock: FakeClock) -> None:
+    """The service in the catalogue, online."""
+    with store.session() as session:
+        session.add(
+            Service(
+                id=TARGET.id,
+                name=TARGET.name,
+                status="online",
+                first_seen=clock(),
+                last_seen=clock(),
+            )
+        )
+
+
+def result(at: dt.datetime, success: bool) -> ProbeResult:
+    return ProbeResult(
+        kind="availability",
+        target=TARGET.url,
+        success=success,
+        duration_ms=12.0,
+        started_at=at,
+        error=None if success else "connection refused",
+        service_id=TARGET.id,
+    )
+
+
+def state(store: Store) -> ServiceState:
+    with store.session() as session:
+        found = session.get(ServiceState, TARGET.id)
+        assert found is not None
+        return found
+
+
+def test_a_service_probed_twice_in_one_round_while_members_rebalance_is_judged_once(
+    store: Store, clock: FakeClock
+) -> None:
+    probes = parse_config({}, "test", env={}).probes  # interval 60 s, down after 3
+    once = dt.timedelta(seconds=30)
+    targets = {TARGET.id: TARGET}
+    for _ in range(2):  # two rounds, each probed by two daemons 5 s apart
+        for _daemon in range(2):
+            now = clock.advance(seconds=5)
+            record_results(
+                store, targets, [result(now, False)], probes, now, zone="a", once_within=once
+            )
+        clock.advance(seconds=50)
+    assert state(store).failures == 2  # one per round, not four
+    assert state(store).state != "down"
+    with store.session() as session:  # yet every result is kept as evidence
+        assert len(session.scalars(select(ProbeResultRow)).all()) == 4
+
+
+def test_with_two_zones_a_service_is_down_only_when_both_zones_see_it_down(
+    store: Store, clock: FakeClock
+) -> None:
+    probes = parse_config({"probes": {"zones": 2}}, "test", env={}).probes
+    targets = {TARGET.id: TARGET}
+    # The east zone cannot reach the service (its own network); the west zone can.
+    for _ in range(5):
+        now = clock.advance(seconds=30)
+        record_results(store, targets, [result(now, True)], probes, now, zone="west")
+        now = clock.advance(seconds=30)
+        record_results(store, targets, [result(now, False)], probes, now, zone="east")
+    assert state(store).state == "up" and state(store).failures == 0
+    # The service really goes: both zones fail, and it is declared down.
+    for _ in range(3):
+        now = clock.advance(seconds=30)
+        record_results(store, targets, [result(now, False)], probes, now, zone="west")
+        now = clock.advance(seconds=30)
+        record_results(store, targets, [result(now, False)], probes, now, zone="east")
+    assert state(store).state == "down"
+
+
+def test_rounds_probed_while_the_store_was_away_are_written_late_and_move_nothing(
+    store: Store, clock: FakeClock
+) -> None:
+    probes = parse_config({}, "test", env={}).probes
+    now = clock()
+    record_results(store, {TARGET.id: TARGET}, [result(now, True)], probes, now)
+    backlog = ProbeBacklog()
+    for _ in range(4):
+        now = clock.advance(seconds=60)
+        backlog.keep(UnrecordedRound(now, [result(now, False)], False, "default"))
+    assert backlog.write(store) == 4 and len(backlog) == 0
+    with store.session() as session:
+        late = session.scalars(select(ProbeResultRow).where(ProbeResultRow.late)).all()
+        assert [r.at for r in late] == [
+            clock.now - dt.timedelta(seconds=60 * i) for i in (3, 2, 1, 0)
+        ]
+        assert not any(r.success for r in late)
+    assert state(store).state == "up"  # four failures measured blind to the others: no verdict
+
+
+def test_a_backlog_over_its_bound_drops_its_oldest_rounds_and_writes_them_as_gaps(
+    store: Store, clock: FakeClock
+) -> None:
+    backlog = ProbeBacklog(limit=10)
+    per_round = 5
+    rounds = []
+    for _ in range(3):
+        now = clock.advance(seconds=60)
+        rounds.append(now)
+        backlog.keep(UnrecordedRound(now, [result(now, True)] * per_round, False, None))
+    assert len(backlog) == 2
+    assert backlog.write(store) == 2 * per_round
+    with store.session() as session:
+        gaps = [r for r in session.scalars(select(ProbeRound)) if r.kinds == ["gap"]]
+        assert [(g.finished_at, g.services, g.probes) for g in gaps] == [(rounds[0], per_round, 0)]
