@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitord.cli.common import LOOKED_FOR, settings_for
-from monitord.errors import UsageError
+from monitord.errors import StoreError, UsageError
 
 if TYPE_CHECKING:
     from monitord.config import Settings
@@ -43,7 +43,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     _existing_sqlite(settings)
     store = Store(settings.store.url)
     try:
-        return _check(store) if args.check else _migrate(store)
+        return _check(store) if args.check else _migrate(store, settings.cluster.lease_seconds)
     finally:
         store.dispose()
 
@@ -61,10 +61,31 @@ def _check(store: Store) -> int:
     return 1
 
 
-def _migrate(store: Store) -> int:
+def _live_daemons(store: Store, lease_seconds: float) -> list[str]:
+    """The daemons alive on a PostgreSQL store (none before the store knew of clusters)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from monitord.cluster import members
+    from monitord.timeutil import system_clock
+
+    try:
+        return [m.name for m in members(store, lease_seconds, system_clock()) if m.alive]
+    except SQLAlchemyError:  # no cluster_members table yet: migration 0009 is pending
+        return []
+
+
+def _migrate(store: Store, lease_seconds: float) -> int:
     # As the daemon does: refused while a daemon runs on the store, which would write to
     # tables as they change under it.
     store.take_for_daemon()
+    if store.url.get_backend_name() == "postgresql":
+        alive = _live_daemons(store, lease_seconds)
+        if alive:
+            raise StoreError(
+                f"monitord daemons are running on the store at {store.display_url}: "
+                f"{', '.join(alive)}; stop every one of them first (`monitord cluster` lists "
+                "them), then migrate"
+            )
     applied = store.migrate()
     if not applied:
         print(f"the store at {store.display_url} was up to date (schema {store.revision()})")

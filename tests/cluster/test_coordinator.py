@@ -206,3 +206,20 @@ def test_on_sqlite_the_one_daemon_holds_everything_and_cluster_shows_it(
         assert "0 of 1 daemon(s) alive" in capsys.readouterr().out
     finally:
         store.dispose()
+
+
+def test_migrate_is_refused_while_daemons_run_on_a_postgresql_store(
+    pg_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = member(pg_store, "a")
+    a.join()
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "{pg_store.url.render_as_string(False)}"\n')
+    assert main(["--config", str(config), "migrate"]) == 1
+    err = capsys.readouterr().err
+    assert "monitord daemons are running on the store at" in err
+    assert err.rstrip().endswith(
+        ": a; stop every one of them first (`monitord cluster` lists them), then migrate"
+    )
+    a.leave()
+    assert main(["--config", str(config), "migrate"]) == 0
