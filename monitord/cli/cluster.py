@@ -30,9 +30,9 @@ def _state(alive: bool, stopped: dt.datetime | None) -> str:
 def cmd_cluster(args: argparse.Namespace) -> int:
     """List the daemons on the store; exit 1 when none is alive."""
     from monitord.cluster import members
-    from monitord.runtime.jobs import JOBS
+    from monitord.runtime.jobs import ONCE_JOBS
 
-    once = [job.name for job in JOBS if job.once]
+    once = list(ONCE_JOBS)
     with app_for(args) as app:
         now = app.clock()
         listed = members(app.store, app.settings.cluster.lease_seconds, now, once)

@@ -260,3 +260,6 @@ JOBS: tuple[Job, ...] = (
     Job("incidents", incident_clock, lambda s: s.incidents.check_interval_seconds),
     Job("alert-delivery", alert_delivery, lambda s: s.alerts.delivery_interval_seconds),
 )
+
+ONCE_JOBS: tuple[str, ...] = tuple(job.name for job in JOBS if job.once)
+"""The jobs that run on one daemon of the cluster at a time."""

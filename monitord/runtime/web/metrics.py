@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from monitord.incidents import ACTIVE_STATES
 from monitord.runtime.app import App
+from monitord.runtime.jobs import ONCE_JOBS
 from monitord.runtime.web.routes import APP, Route
 from monitord.store.models import (
     Finding,
@@ -38,6 +39,7 @@ from monitord.store.models import (
     Service,
     ServiceState,
     SyncRun,
+    writer_name,
 )
 from monitord.timeutil import parse_time
 
@@ -255,7 +257,10 @@ def _other_families(session: Session, now: dt.datetime) -> list[Family]:
         "Access-log lines read, by followed log.",
         ("log",),
     )
-    for path, count in session.execute(select(LogSource.path, LogSource.lines)):
+    # The logs this daemon follows: another daemon's are on its own machine and its /metrics.
+    for path, count in session.execute(
+        select(LogSource.path, LogSource.lines).where(LogSource.daemon == writer_name())
+    ):
         lines.add(count, path)
     risks = dict.fromkeys(RISKS, 0)
     for severity, count in session.execute(
@@ -275,6 +280,28 @@ def _other_families(session: Session, now: dt.datetime) -> list[Family]:
     return [age, lines, findings]
 
 
+def _cluster_families(app: App) -> list[Family]:
+    """This daemon in its cluster: the members alive, the once-only jobs it runs."""
+    cluster = app.cluster
+    if cluster is None:
+        return []
+    alive = Family(
+        "monitord_cluster_members_alive",
+        "gauge",
+        "Daemons alive on the store, as this daemon saw at its last heartbeat.",
+    )
+    alive.add(len(cluster.live_names()))
+    held = Family(
+        "monitord_job_held",
+        "gauge",
+        "1 when this daemon runs the once-only job now (holds its lease), else 0.",
+        ("job",),
+    )
+    for job in ONCE_JOBS:
+        held.add(1 if cluster.holds(job) else 0, job)
+    return [alive, held]
+
+
 def collect(app: App) -> Iterator[Family]:
     """Every family, read from the store now in one session."""
     now = app.clock()
@@ -283,6 +310,7 @@ def collect(app: App) -> Iterator[Family]:
         yield from _incident_families(session, now)
         yield _outbox_family(session)
         yield from _other_families(session, now)
+    yield from _cluster_families(app)
 
 
 def exposition(app: App) -> bytes:

@@ -324,3 +324,33 @@ def test_label_values_and_help_are_escaped_as_prometheus_reads_them() -> None:
     [parsed] = text_string_to_metric_families(render([family]).decode())
     assert [(s.labels["v"], s.value) for s in parsed.samples] == [(odd, 0.25), ("plain", 3.0)]
     assert parsed.documentation == 'help with \\ and "quotes"\nand a line'
+
+
+async def test_each_daemon_exports_its_own_logs_and_the_jobs_it_runs(
+    app: App, base: str, clock: FakeClock
+) -> None:
+    from monitord.cluster import make_coordinator
+    from monitord.runtime.jobs import ONCE_JOBS
+
+    app.cluster = make_coordinator(app.store, app.settings.cluster, clock)
+    app.cluster.join()
+    app.cluster.beat(ONCE_JOBS)  # takes the leases on PostgreSQL
+    with app.store.session() as s:
+        s.add_all(
+            [
+                LogSource(path="/var/log/nginx/access.log", lines=10, updated_at=clock()),
+                # The same path on another machine, followed by the daemon there.
+                LogSource(
+                    daemon="other", path="/var/log/nginx/access.log", lines=99, updated_at=clock()
+                ),
+            ]
+        )
+    status, text = await scrape(base)
+    assert status == 200
+    found = samples(text)
+    assert pick(found, "monitord_log_lines_read_total") == {
+        (("log", "/var/log/nginx/access.log"),): 10
+    }
+    assert found[("monitord_cluster_members_alive", ())] == 1
+    assert found[("monitord_job_held", (("job", "incidents"),))] == 1
+    assert found[("monitord_job_held", (("job", "alert-delivery"),))] == 1
