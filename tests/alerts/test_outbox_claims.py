@@ -14,7 +14,7 @@ from sqlalchemy import select
 from alerts.delivery import deliver_due, expand, make_apprise_sender
 from monitord.incidents import open_manual
 from monitord.store import Store, open_store
-from monitord.store.models import OutboxAlert
+from monitord.store.models import ClusterMember, OutboxAlert
 from tests.alerts.test_delivery import add_service, config
 from tests.conftest import FakeClock
 from tests.receivers import Webhook
@@ -88,3 +88,50 @@ async def test_a_copy_claimed_by_a_process_of_this_host_that_died_goes_out_at_on
     claim(sqlite_store, dead, clock() + dt.timedelta(minutes=5))
     await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
     assert len(hook.received) == 1
+
+
+async def test_a_copy_claimed_by_a_cluster_daemon_whose_heartbeat_lapsed_goes_out_at_once(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    cfg = config(hook)  # lease_seconds 7 by default
+    sid = add_service(sqlite_store, clock)
+    with sqlite_store.session() as session:
+        open_manual(session, cfg, "outage", [sid], "故障", "值班员", clock())
+        # A daemon on another machine, whose last heartbeat was a minute ago: it died.
+        session.add(
+            ClusterMember(
+                name="mon2",
+                host="portal-mon2",
+                pid=4242,
+                run="r",
+                started_at=clock() - dt.timedelta(hours=1),
+                heartbeat_at=clock() - dt.timedelta(minutes=1),
+            )
+        )
+    expand(sqlite_store, cfg, clock())
+    claim(sqlite_store, "portal-mon2:4242:ab12", clock() + dt.timedelta(minutes=5))
+    await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    assert len(hook.received) == 1  # not five minutes later
+
+
+async def test_a_copy_claimed_by_a_live_cluster_daemon_is_left_to_it(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    cfg = config(hook)
+    sid = add_service(sqlite_store, clock)
+    with sqlite_store.session() as session:
+        open_manual(session, cfg, "outage", [sid], "故障", "值班员", clock())
+        session.add(
+            ClusterMember(
+                name="mon2",
+                host="portal-mon2",
+                pid=4242,
+                run="r",
+                started_at=clock() - dt.timedelta(hours=1),
+                heartbeat_at=clock() - dt.timedelta(seconds=2),
+            )
+        )
+    expand(sqlite_store, cfg, clock())
+    claim(sqlite_store, "portal-mon2:4242:ab12", clock() + dt.timedelta(minutes=5))
+    await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    assert hook.received == []  # it may be sending it right now
