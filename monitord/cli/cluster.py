@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from dataclasses import asdict
 from typing import Any
 
 from monitord.cli.common import add_wide, app_for, print_json
@@ -37,20 +36,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         now = app.clock()
         listed = members(app.store, app.settings.cluster.lease_seconds, now, once)
     if args.json:
-        print_json(
-            [
-                {
-                    **asdict(m),
-                    "state": _state(m.alive, m.stopped_at),
-                    **{
-                        key: getattr(m, key).isoformat() if getattr(m, key) else None
-                        for key in ("started_at", "heartbeat_at", "stopped_at", "last_round_at")
-                    },
-                    "jobs": list(m.jobs),
-                }
-                for m in listed
-            ]
-        )
+        print_json([{**m.as_json(), "state": _state(m.alive, m.stopped_at)} for m in listed])
         return 0 if any(m.alive for m in listed) else 1
     if not listed:
         print("no daemon has run on this store yet (start one with `monitord run`)")

@@ -66,6 +66,15 @@ class Member:
     probe_share: int
     last_round_at: dt.datetime | None
 
+    def as_json(self) -> dict[str, Any]:
+        """The member for `monitord cluster --json` and the API (times ISO 8601, UTC)."""
+        values = dataclasses.asdict(self)
+        for key, value in values.items():
+            if isinstance(value, dt.datetime):
+                values[key] = value.isoformat()
+        values["jobs"] = list(self.jobs)
+        return values
+
 
 @dataclass
 class BeatReport:

@@ -807,3 +807,25 @@ async def test_a_body_that_is_not_utf_8_is_a_400_for_a_handler_reading_it_itself
             }
     finally:
         await server.close()
+
+
+# --- cluster ------------------------------------------------------------------------------
+
+
+async def test_the_cluster_lists_the_daemon_on_the_store_and_the_jobs_it_runs(
+    api: Api, app: App, clock: FakeClock
+) -> None:
+    from monitord.cluster import make_coordinator
+
+    status, members = await api.call("GET", "/api/v1/cluster")
+    assert (status, members) == (200, [])  # no daemon ever ran on this store
+    cluster = make_coordinator(app.store, app.settings.cluster, clock)
+    cluster.join()
+    cluster.record_round(3)
+    status, members = await api.call("GET", "/api/v1/cluster")
+    assert status == 200
+    [member] = members
+    assert member["name"] == app.settings.cluster.member_name()
+    assert member["probe_share"] == 3 and member["stopped_at"] is None
+    # On SQLite the daemon is alive while it holds the store's lock: this test holds none.
+    assert member["alive"] is False and member["jobs"] == []

@@ -8,7 +8,7 @@ trail under the token's name.
 
 from __future__ import annotations
 
-from monitord.runtime.web.api import findings, incidents, meta, quarterly, scans, services
+from monitord.runtime.web.api import cluster, findings, incidents, meta, quarterly, scans, services
 
 ROUTES = (
     *meta.ROUTES,
@@ -17,4 +17,5 @@ ROUTES = (
     *findings.ROUTES,
     *scans.ROUTES,
     *quarterly.ROUTES,
+    *cluster.ROUTES,
 )
