@@ -141,7 +141,7 @@ class Coordinator:
         """Whether this daemon runs `job` now."""
         return True
 
-    def share(self, service_ids: Sequence[str]) -> list[str]:
+    def share(self, service_ids: Sequence[str], settle_seconds: float = 0.0) -> list[str]:
         """The services this daemon probes this round (of service_ids, in their order)."""
         return list(service_ids)
 
@@ -192,7 +192,9 @@ class SharedCoordinator(Coordinator):
         self._monotonic = monotonic
         self._held: dict[str, float] = {}
         """Job → the monotonic time until which this daemon may run it."""
-        self._zones: dict[str, str] = {self.name: self.zone}
+        self._ages: dict[str, float] = {}
+        """Member → seconds since it started, at the last heartbeat (self._beat_at)."""
+        self._beat_at = monotonic()
 
     def _lapse(self) -> ColumnElement[Any]:
         return _db_now() - dt.timedelta(seconds=self.settings.lease_seconds)
@@ -238,15 +240,20 @@ class SharedCoordinator(Coordinator):
                 .values(heartbeat_at=_db_now(), stopped_at=None)
             )
             held = self._take_leases(session, jobs) if jobs else set()
-            alive = dict(
-                session.execute(
-                    select(ClusterMember.name, ClusterMember.zone).where(
-                        ClusterMember.heartbeat_at > self._lapse(),
-                        ClusterMember.stopped_at.is_(None),
-                    )
-                ).all()
-            )
+            rows = session.execute(
+                select(
+                    ClusterMember.name,
+                    ClusterMember.zone,
+                    func.extract("epoch", _db_now() - ClusterMember.started_at),
+                ).where(
+                    ClusterMember.heartbeat_at > self._lapse(),
+                    ClusterMember.stopped_at.is_(None),
+                )
+            ).all()
+        alive = {name: zone for name, zone, _age in rows}
         alive[self.name] = self.zone
+        self._ages = {name: float(age) for name, _zone, age in rows}
+        self._beat_at = sent
         deadline = sent + self.settings.lease_seconds - MARGIN_SECONDS
         previously = {job for job, until in self._held.items() if until > sent}
         report.taken = sorted(held - previously)
@@ -291,10 +298,21 @@ class SharedCoordinator(Coordinator):
         """Whether this daemon holds `job`'s lease, with a second to spare."""
         return self._monotonic() < self._held.get(job, 0.0)
 
-    def share(self, service_ids: Sequence[str]) -> list[str]:
+    def share(self, service_ids: Sequence[str], settle_seconds: float = 0.0) -> list[str]:
         """This daemon's part of service_ids: those whose rendezvous owner among the live
-        members of its zone is this daemon."""
-        names = [name for name, zone in self._members.items() if zone == self.zone]
+        members of its zone is this daemon.
+
+        settle_seconds: a member counts once it has run this long (the probe interval: its
+        first round comes one interval after its start, and until then the others keep
+        probing its share, so that no service goes a round unprobed when a daemon joins).
+        """
+        since_beat = self._monotonic() - self._beat_at
+        names = [
+            name
+            for name, zone in self._members.items()
+            if zone == self.zone
+            and (name == self.name or self._ages.get(name, 0.0) + since_beat >= settle_seconds)
+        ]
         if len(names) <= 1:
             return list(service_ids)
         return [sid for sid in service_ids if owner_of(sid, names) == self.name]

@@ -88,7 +88,8 @@ async def probe_services(app: App) -> None:
             )
     once_within = None
     if app.cluster is not None:
-        mine = set(app.cluster.share([t.id for t in targets]))
+        interval = app.settings.probes.interval_seconds
+        mine = set(app.cluster.share([t.id for t in targets], settle_seconds=interval))
         targets = [t for t in targets if t.id in mine]
         if isinstance(app.cluster, SharedCoordinator):
             once_within = dt.timedelta(seconds=app.settings.probes.interval_seconds / 2)

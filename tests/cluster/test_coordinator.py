@@ -223,3 +223,21 @@ def test_migrate_is_refused_while_daemons_run_on_a_postgresql_store(
     )
     a.leave()
     assert main(["--config", str(config), "migrate"]) == 0
+
+
+def test_a_daemon_that_just_joined_is_left_its_share_only_once_its_first_round_is_due(
+    pg_store: Store,
+) -> None:
+    services = [f"svc-{n:04d}" for n in range(400)]
+    ticks = Monotonic()
+    a = member(pg_store, "a", monotonic=ticks)
+    a.join()
+    b = member(pg_store, "b", monotonic=ticks)
+    b.join()  # just started: its first round comes one interval from now
+    a.beat(())
+    # Until then a keeps probing every service, b's share included: none goes a round unprobed.
+    assert a.share(services, settle_seconds=60) == services
+    ticks.now += 61  # b's first round is due
+    assert len(a.share(services, settle_seconds=60)) < 300
+    b.beat(())
+    assert set(a.share(services, settle_seconds=60)) | set(b.share(services, 60)) == set(services)
