@@ -190,6 +190,8 @@ def print_incident(data: dict[str, Any]) -> None:
             value = f"{_local(value)} CST" if value else "-"
         elif isinstance(value, list):
             value = ", ".join(value) or "-"
+        elif isinstance(value, bool):
+            value = "yes 是" if value else "no 否"
         elif value is None:
             value = "-"
         print(f"  {key:<20} {one_line(str(value))}")

@@ -117,6 +117,7 @@ def test_incidents_show_reads_in_shanghai_time_with_names_findings_and_the_clock
     assert "data_exposure 数据泄露" in out and "security 安全事件" in out
     assert "open 待处理" in out and "high 高" in out
     assert re.search(r"已逾期 (20|21) 分钟", out), out
+    assert re.search(r"^  late +no 否$", out, re.M), out  # not Python's False
     # The findings that made the incident, with when they were last seen.
     assert f"brute_force_login (7.3.3)  203.0.113.9  x1  last {AT_CST}" in out
     # JSON keeps ISO 8601 with the offset.
