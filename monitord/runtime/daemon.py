@@ -268,10 +268,15 @@ class Daemon:
                 .select_from(Incident)
                 .where(Incident.state.in_(("open", "acknowledged", "notified")))
             )
-        return (
+        text = (
             f"{online:,} services online, {states.get('down', 0)} down, "
             f"{states.get('degraded', 0)} degraded, {incidents} incident(s) open"
         )
+        cluster = self.app.cluster
+        if isinstance(cluster, SharedCoordinator):
+            held = sum(cluster.holds(job.name) for job in self.jobs if job.once)
+            text += f"; {len(cluster.live_names())} daemon(s) alive, {held} job(s) run here"
+        return text
 
     async def _report_status(self) -> None:
         """Keep systemd's STATUS= line current (what `systemctl status monitord` shows)."""
