@@ -1,21 +1,28 @@
-"""Shared fixtures: an injectable clock, stores on SQLite and (when installed) PostgreSQL."""
+"""Shared fixtures: an injectable clock, stores on SQLite and (when installed) PostgreSQL, and
+`monitord run` as a process (tests/runtime, tests/cluster)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from monitord.store import Store, open_store
 from monitord.timeutil import UTC
+from tests.fakeportal import TOKEN
 
 
 class FakeClock:
@@ -100,6 +107,96 @@ class PostgresServer:
         name = f"t{self.counter}_{int(time.time() * 1000) % 100000}"
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "monitord", name)
         return f"postgresql://monitord@127.0.0.1:{self.port}/{name}"
+
+
+class DaemonProcess:
+    """A running `monitord run` and the lines it wrote to stderr."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.stderr = ""
+
+    async def stop(self, sig: int = signal.SIGTERM, within: float = 15.0) -> float:
+        """Send sig, wait for the exit, and return how long it took."""
+        started = time.monotonic()
+        self.process.send_signal(sig)
+        _, err = await asyncio.wait_for(self.process.communicate(), within)
+        self.stderr = err.decode()
+        return time.monotonic() - started
+
+
+STARTED: list[asyncio.subprocess.Process] = []
+
+
+async def start_daemon(
+    config: Path, env_extra: dict[str, str] | None = None, umask: int = 0o022
+) -> DaemonProcess:
+    """`monitord run` as a process, started as a shell would (umask 022 unless told)."""
+    env = dict(os.environ, MONITORD_PORTAL_TOKEN=TOKEN, **(env_extra or {}))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "monitord.cli",
+        "--config",
+        str(config),
+        "run",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        preexec_fn=lambda: os.umask(umask),
+    )
+    STARTED.append(process)
+    return DaemonProcess(process)
+
+
+async def wait_for(condition: Any, what: str, timeout: float = 30.0) -> None:
+    def check() -> bool:
+        try:
+            return bool(condition())
+        except OperationalError:  # the daemon has not created the tables yet
+            return False
+
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def wait_for_line(daemon: DaemonProcess, text: str, timeout: float = 30.0) -> str:
+    """Read the daemon's stderr until a line holding text; that line."""
+    assert daemon.process.stderr is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"timed out waiting for {text!r} on the daemon's stderr")
+        line = (await asyncio.wait_for(daemon.process.stderr.readline(), left)).decode()
+        if not line:
+            pytest.fail(f"the daemon exited before saying {text!r}")
+        if text in line:
+            return line
+
+
+def restart_postgres(server: PostgresServer) -> None:
+    """Start a stopped cluster again, on the same port."""
+    subprocess.run(
+        [
+            *server.prefix,
+            str(server.bindir / "pg_ctl"),
+            "-D",
+            str(server.data),
+            "-l",
+            str(server.folder / "log"),
+            "-w",
+            "-o",
+            f"-p {server.port} -k {server.folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -186,9 +186,11 @@ async def probe_round(
                 if backlog is None:
                     raise
                 backlog.keep(UnrecordedRound(clock(), results, blind, zone))
-                logger.warning(
-                    "the store does not answer: the round's {} results are kept in memory "
-                    "({} round(s) waiting) and written once it answers",
+                # The daemon says once that the store is away and that the probes keep their
+                # results: a warning each round would repeat it every interval of the outage.
+                logger.debug(
+                    "the round's {} results are kept in memory ({} round(s) waiting) and "
+                    "written once the store answers",
                     len(results),
                     len(backlog),
                 )

@@ -14,15 +14,22 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy.exc import OperationalError
 
 from monitord.catalogue import service_rows, sync_rows
 from monitord.store import Store, open_store
-from tests.conftest import PostgresServer, free_port, postgres_bin
+from tests.conftest import (
+    STARTED,
+    PostgresServer,
+    free_port,
+    postgres_bin,
+    restart_postgres,
+    start_daemon,
+    wait_for,
+    wait_for_line,
+)
 from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
 
 pytestmark = pytest.mark.timeout(120)
@@ -58,25 +65,6 @@ listen = "{api_listen}"
     )
 
 
-class DaemonProcess:
-    """A running `monitord run` and the lines it wrote to stderr."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.stderr = ""
-
-    async def stop(self, sig: int = signal.SIGTERM, within: float = 15.0) -> float:
-        """Send sig, wait for the exit, and return how long it took."""
-        started = time.monotonic()
-        self.process.send_signal(sig)
-        _, err = await asyncio.wait_for(self.process.communicate(), within)
-        self.stderr = err.decode()
-        return time.monotonic() - started
-
-
-STARTED: list[asyncio.subprocess.Process] = []
-
-
 @pytest.fixture(autouse=True)
 async def no_daemon_left_behind() -> AsyncIterator[None]:
     """Kill any daemon a failing test left running, so it cannot outlive the test session."""
@@ -86,41 +74,6 @@ async def no_daemon_left_behind() -> AsyncIterator[None]:
         if process.returncode is None:
             process.kill()
             await process.wait()
-
-
-async def start_daemon(
-    config: Path, env_extra: dict[str, str] | None = None, umask: int = 0o022
-) -> DaemonProcess:
-    """`monitord run` as a process, started as a shell would (umask 022 unless told)."""
-    env = dict(os.environ, MONITORD_PORTAL_TOKEN=TOKEN, **(env_extra or {}))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "monitord.cli",
-        "--config",
-        str(config),
-        "run",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        preexec_fn=lambda: os.umask(umask),
-    )
-    STARTED.append(process)
-    return DaemonProcess(process)
-
-
-async def wait_for(condition: Any, what: str, timeout: float = 30.0) -> None:
-    def check() -> bool:
-        try:
-            return bool(condition())
-        except OperationalError:  # the daemon has not created the tables yet
-            return False
-
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -501,21 +454,6 @@ def test_a_read_only_postgresql_database_is_refused_at_start(
     )
 
 
-async def wait_for_line(daemon: DaemonProcess, text: str, timeout: float = 30.0) -> str:
-    """Read the daemon's stderr until a line holding text; that line."""
-    assert daemon.process.stderr is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            pytest.fail(f"timed out waiting for {text!r} on the daemon's stderr")
-        line = (await asyncio.wait_for(daemon.process.stderr.readline(), left)).decode()
-        if not line:
-            pytest.fail(f"the daemon exited before saying {text!r}")
-        if text in line:
-            return line
-
-
 async def test_a_second_daemon_on_the_same_sqlite_store_is_refused(
     tmp_path: Path, portal: FakePortal
 ) -> None:
@@ -625,24 +563,3 @@ async def test_a_store_outage_is_two_lines_not_a_traceback_per_job(
         in (lines[gone])
     )
     assert back - gone <= 2, "\n".join(lines[gone : back + 1])
-
-
-def restart_postgres(server: PostgresServer) -> None:
-    """Start a stopped cluster again, on the same port."""
-    subprocess.run(
-        [
-            *server.prefix,
-            str(server.bindir / "pg_ctl"),
-            "-D",
-            str(server.data),
-            "-l",
-            str(server.folder / "log"),
-            "-w",
-            "-o",
-            f"-p {server.port} -k {server.folder} -c listen_addresses=127.0.0.1 -c fsync=off",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
