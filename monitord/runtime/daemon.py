@@ -117,12 +117,16 @@ class Daemon:
         finally:
             self._beat = self._now()
 
-    async def _store_lost(self) -> bool:
-        """After a job failed: whether the store does not answer (then say so, once)."""
+    async def _store_lost(self, hung: bool = False) -> bool:
+        """After a job failed (or a heartbeat `hung`): whether the store does not answer
+        (then say so, once)."""
         async with self._store_check:
             if self._store_down_since is not None:
                 return True
-            reason = await asyncio.to_thread(self.app.store.unreachable_reason)
+            if hung:
+                reason: str | None = "a heartbeat got no answer within the lease"
+            else:
+                reason = await asyncio.to_thread(self.app.store.unreachable_reason)
             if reason is None:
                 return False
             logger.warning(
@@ -207,13 +211,25 @@ class Daemon:
         shared = isinstance(cluster, SharedCoordinator)
         every = cluster.settings.heartbeat_seconds if shared else STATUS_SECONDS
         once = tuple(job.name for job in self.jobs if job.once)
+        beating: asyncio.Task[BeatReport] | None = None
         while True:
-            try:
-                report = await asyncio.to_thread(cluster.beat, once)
-            except Exception:
+            if beating is None:
+                beating = asyncio.create_task(asyncio.to_thread(cluster.beat, once))
+            # A beat that does not come back within a lease is a store that does not answer
+            # (a cut network holds a query for minutes): said so, and no second beat is
+            # started beside the one that hangs.
+            done, _ = await asyncio.wait({beating}, timeout=cluster.settings.lease_seconds)
+            if not done:
+                await self._store_lost(hung=True)
+            elif beating.exception() is not None:
+                beating = None
                 if not await self._store_lost():  # the store down is said once, with why
-                    logger.exception("cluster: the heartbeat failed")
+                    logger.opt(exception=done.pop().exception()).error(
+                        "cluster: the heartbeat failed"
+                    )
             else:
+                report = beating.result()
+                beating = None
                 await self._store_back()
                 _log_beat(cluster.name, report)
             if await self._stopping_within(every):

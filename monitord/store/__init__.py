@@ -64,13 +64,19 @@ def _connect_args(url: URL) -> dict[str, Any]:
     if url.get_backend_name() != "postgresql":
         return {}
     # An unreachable server fails a connection in seconds, and a dead one is noticed within a
-    # minute (TCP keepalives), rather than after the kernel's two hours.
+    # minute (TCP keepalives), rather than after the kernel's two hours. A query sent into a cut
+    # network fails once its data has gone unacknowledged for 20 s (tcp_user_timeout), not after
+    # the kernel's fifteen minutes of retransmissions. The server, for its part, ends a
+    # transaction whose daemon stopped talking mid-way after five minutes, so its row locks do
+    # not hold the other daemons of a cluster up for ever.
     return {
         "connect_timeout": 10,
         "keepalives": 1,
         "keepalives_idle": 30,
         "keepalives_interval": 10,
         "keepalives_count": 3,
+        "tcp_user_timeout": 20_000,
+        "options": "-c idle_in_transaction_session_timeout=300000",
     }
 
 
