@@ -31,7 +31,8 @@ Per engine, on a throw-away PostgreSQL 15 (fsync off, pg_stat_statements loaded)
 Run: `.venv/bin/python bench/engines.py [--engines direct,pgqueuer,...] [--idle 60] [--kills 2]`
 (an engine that the interpreter cannot import is skipped; to measure them all, use a scratch venv:
 `python3 -m venv /tmp/engines-venv && /tmp/engines-venv/bin/pip install procrastinate pgqueuer
-asyncpg "apscheduler==4.0.0a6" "psycopg[binary]"`, then run this file with its python).
+asyncpg "apscheduler==4.0.0a6" sniffio greenlet "psycopg[binary]"`, then run this file with
+its python).
 As root, PostgreSQL is run as the postgres user (runuser), as the test suite does.
 """
 
@@ -62,14 +63,17 @@ LEASE_S = 15
 RENEW_S = 5
 TAKEOVER_LIMIT_S = 120
 
+# 4.0.0a6 imports sniffio without depending on it; its SQLAlchemy store needs greenlet
+APS = "pip install 'apscheduler==4.0.0a6' sniffio greenlet 'psycopg[binary]'"
+
 # engine name -> modules it needs, and how to get them
 NEEDS: dict[str, tuple[list[str], str]] = {
     "direct": (["psycopg"], "pip install 'psycopg[binary]'"),
     "procrastinate": (["procrastinate"], "pip install procrastinate"),
     "procrastinate-qlock": (["procrastinate"], "pip install procrastinate"),
     "pgqueuer": (["pgqueuer", "asyncpg"], "pip install pgqueuer asyncpg"),
-    "apscheduler": (["apscheduler", "sqlalchemy"], "pip install 'apscheduler==4.0.0a6'"),
-    "apscheduler-tuned": (["apscheduler", "sqlalchemy"], "pip install 'apscheduler==4.0.0a6'"),
+    "apscheduler": (["apscheduler", "greenlet", "sniffio"], APS),
+    "apscheduler-tuned": (["apscheduler", "greenlet", "sniffio"], APS),
 }
 
 
@@ -245,7 +249,20 @@ def install_schema(engine: str, dsn: str) -> None:
                 await conn.close()
 
         asyncio.run(install())
-    # APScheduler 4 creates its tables when a scheduler starts.
+    elif engine.startswith("apscheduler"):
+        # A scheduler creates the tables when it starts; two starting at once on an empty
+        # database race on CREATE TYPE and one dies (UniqueViolation), so one goes first.
+        from apscheduler import AsyncScheduler
+        from apscheduler.datastores.sqlalchemy import SQLAlchemyDataStore
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        async def install_aps() -> None:
+            engine_ = create_async_engine(dsn.replace("postgresql://", "postgresql+psycopg://"))
+            async with AsyncScheduler(SQLAlchemyDataStore(engine_)):
+                pass
+            await engine_.dispose()
+
+        asyncio.run(install_aps())
 
 
 # ---------------------------------------------------------------- the PostgreSQL server
