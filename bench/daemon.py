@@ -18,9 +18,10 @@ What is measured, honestly:
 * Every 10 s the bench reads the daemon's /proc/PID/stat (user+system CPU, its threads and any
   child it waited for) and /proc/PID/status (VmRSS, VmHWM). It prints the CPU of each minute as a
   share of one core, and the median after the first two minutes (the start, the first sync and
-  the first round with its deep probes); RSS at the end of each minute, the least-squares slope
-  of RSS after those two minutes in MiB per hour, and the peak (VmHWM). Then SIGTERM: the daemon
-  must exit 0.
+  the first round); RSS at the end of each minute, the least-squares slope of RSS in MiB per
+  hour after those two minutes and over the second half of the run (the second round, which
+  brings the services up and runs their deep probes, is past by then), and the peak (VmHWM).
+  Then SIGTERM: the daemon must exit 0.
 * The machine may be shared: the load average at the start and at the end is printed beside the
   figures. The goal (issue 17) is under 5 % of one core a minute, and RSS flat after warm-up.
 
@@ -283,13 +284,18 @@ def print_figures(samples: list[Sample], minutes: int) -> None:
         f"(max {max(cpu[warm:]):.2%}; goal < 5 %)"
     )
     print("RSS per minute (MiB): " + ", ".join(f"{s.rss_kib / 1024:.1f}" for s in ends))
-    after = samples[warm * per_minute :]
-    print(
-        f"RSS after the first {warm} minute(s): {after[0].rss_kib / 1024:.1f} → "
-        f"{after[-1].rss_kib / 1024:.1f} MiB, slope {slope_mib_per_hour(after):+.1f} MiB/hour "
-        f"(least squares over {len(after)} samples); peak (VmHWM) "
-        f"{samples[-1].hwm_kib / 1024:.1f} MiB"
-    )
+    # The second round brings the services up and runs their deep probes (minute 3 or 4): the
+    # slope over the second half of the run says whether memory is flat once that is past.
+    for label, after in (
+        (f"after the first {warm} minute(s)", samples[warm * per_minute :]),
+        ("over the second half", samples[len(samples) // 2 :]),
+    ):
+        print(
+            f"RSS {label}: {after[0].rss_kib / 1024:.1f} → {after[-1].rss_kib / 1024:.1f} MiB, "
+            f"slope {slope_mib_per_hour(after):+.1f} MiB/hour (least squares, {len(after)} "
+            "samples)"
+        )
+    print(f"RSS peak (VmHWM): {samples[-1].hwm_kib / 1024:.1f} MiB")
 
 
 def print_store(db: Path, stand_ins: StandIns) -> None:
