@@ -65,10 +65,17 @@ def _enqueue(
     trigger: str,
     now: dt.datetime,
     settings: Settings,
+    known: set[str] | None = None,
 ) -> bool:
     """Queue a scan under `key` unless one exists; a target ZAP must not scan is recorded as a
-    failed scan with the reason instead, and never reaches the queue."""
-    if session.scalar(select(Scan.id).where(Scan.scan_key == key)) is not None:
+    failed scan with the reason instead, and never reaches the queue.
+
+    known: the keys already queued, read once by the caller (else looked up)."""
+    if known is not None:
+        if key in known:
+            return False
+        known.add(key)
+    elif session.scalar(select(Scan.id).where(Scan.scan_key == key)) is not None:
         return False
     refused = target_problem(service.url or "", settings.probes.denied_networks)
     if refused is not None:
@@ -90,38 +97,55 @@ def _enqueue(
 
 
 def enqueue_due(session: Session, settings: Settings, now: dt.datetime) -> list[str]:
-    """Queue the scans that are due: quarterly ones and those triggered by lifecycle events."""
+    """Queue the scans that are due: quarterly ones and those triggered by lifecycle events.
+
+    A handful of queries whatever the number of services (it runs every minute): the keys
+    already queued this quarter and the last scan of each service are each read once.
+    """
     queued: list[str] = []
     label, start = quarter_start(now)
+    week_ago = now - dt.timedelta(days=7)
     online = session.scalars(
         select(Service).where(
             Service.status == "online", Service.gone.is_(False), Service.url.is_not(None)
         )
     ).all()
     by_id = {s.id: s for s in online}
+    # A quarterly key is queued within its quarter, an event's within a week of the event.
+    known = set(
+        session.scalars(select(Scan.scan_key).where(Scan.queued_at >= min(start, week_ago)))
+    )
     for service in online:
         if now >= start + spread_offset(service.id, settings.zap.quarterly_spread_days):
             key = f"{service.id}-{label}"
-            if _enqueue(session, service, key, "quarterly", now, settings):
+            if _enqueue(session, service, key, "quarterly", now, settings, known):
                 queued.append(key)
+    session.flush()
     recent = session.scalars(
         select(ServiceEvent).where(
-            ServiceEvent.kind.in_(list(SCAN_TRIGGERS)),
-            ServiceEvent.at >= now - dt.timedelta(days=7),
+            ServiceEvent.kind.in_(list(SCAN_TRIGGERS)), ServiceEvent.at >= week_ago
         )
     ).all()
+    if not recent:
+        return queued
+    last_queued = dict(
+        session.execute(
+            select(Scan.service_id, func.max(Scan.queued_at))
+            .where(Scan.queued_at >= week_ago)
+            .group_by(Scan.service_id)
+        ).all()
+    )
     for event in recent:
         target = by_id.get(event.service_id)
         if target is None:
             continue
-        covered = session.scalar(
-            select(Scan.id).where(Scan.service_id == event.service_id, Scan.queued_at > event.at)
-        )
-        if covered is not None:
+        last = last_queued.get(event.service_id)
+        if last is not None and last > event.at:
             continue  # a scan queued since (the first sync's quarterly one) covers this event
         key = f"{event.service_id}-event-{event.id}"
-        if _enqueue(session, target, key, SCAN_TRIGGERS[event.kind], now, settings):
+        if _enqueue(session, target, key, SCAN_TRIGGERS[event.kind], now, settings, known):
             queued.append(key)
+            last_queued[event.service_id] = now
     return queued
 
 
