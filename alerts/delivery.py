@@ -51,7 +51,7 @@ from monitord.config import Settings
 from monitord.netguard import DeniedTargetError, resolve_checked
 from monitord.redact import mask_url, mask_urls, one_line
 from monitord.store import Store, audit
-from monitord.store.models import AuditEntry, ClusterMember, Incident, OutboxAlert, Service
+from monitord.store.models import AuditEntry, Incident, OutboxAlert, Service
 from monitord.timeutil import Clock
 
 Sender = Callable[[Channel, Message, str], Awaitable[str | None]]
@@ -385,31 +385,14 @@ def _gone(holder: str) -> bool:
     return False
 
 
-def _lapsed_daemons(session: Session, settings: Settings, now: dt.datetime) -> set[str]:
-    """host:pid of the cluster's daemons that stopped or whose heartbeat lapsed long ago."""
-    # Judged on this daemon's clock with three leases of margin: the heartbeats are stamped by
-    # the database's, and a claim released too early would be sent twice.
-    lapse = now - dt.timedelta(seconds=3 * settings.cluster.lease_seconds)
-    return {
-        f"{member.host}:{member.pid}"
-        for member in session.scalars(select(ClusterMember))
-        if member.stopped_at is not None or member.heartbeat_at < lapse
-    }
-
-
-def _release_dead_claims(store: Store, settings: Settings, now: dt.datetime) -> None:
-    """Put back the copies whose sender died (on this host, or a daemon of the cluster whose
-    heartbeat lapsed), so they need not wait for the claim's lease."""
+def _release_dead_claims(store: Store) -> None:
+    """Put back the copies whose sender died on this host, so they need not wait for the lease."""
     with store.session() as session:
         claims = session.execute(
             select(OutboxAlert.id, OutboxAlert.claimed_by).where(OutboxAlert.state == "sending")
         ).all()
-        lapsed = _lapsed_daemons(session, settings, now) if claims else set()
     for alert_id, holder in claims:
-        if holder is None:
-            continue
-        host_pid = holder.rsplit(":", 1)[0]
-        if not _gone(holder) and host_pid not in lapsed:
+        if holder is None or not _gone(holder):
             continue
         with store.session() as session:
             session.execute(
@@ -604,7 +587,7 @@ async def deliver_due(
     `kinds` narrow the pass, e.g. to one notification sent from the CLI.
     """
     await asyncio.to_thread(expand, store, settings, clock())
-    await asyncio.to_thread(_release_dead_claims, store, settings, clock())
+    await asyncio.to_thread(_release_dead_claims, store)
     delivered = failed = 0
     for _ in range(limit):
         alert = await asyncio.to_thread(_claim_next, store, clock(), incident_id, kinds)

@@ -90,14 +90,16 @@ async def test_a_copy_claimed_by_a_process_of_this_host_that_died_goes_out_at_on
     assert len(hook.received) == 1
 
 
-async def test_a_copy_claimed_by_a_cluster_daemon_whose_heartbeat_lapsed_goes_out_at_once(
+async def test_a_copy_claimed_by_a_cluster_daemon_whose_heartbeat_lapsed_waits_for_its_claim(
     sqlite_store: Store, clock: FakeClock, hook: Webhook
 ) -> None:
-    cfg = config(hook)  # lease_seconds 7 by default
+    # A daemon on another machine went silent mid-send: it may have died, or it may have sent
+    # the copy and been cut off before recording it. Sending it again at once sent alerts
+    # twice in the cluster's cut-off test; it goes out when its claim lapses instead.
+    cfg = config(hook)
     sid = add_service(sqlite_store, clock)
     with sqlite_store.session() as session:
         open_manual(session, cfg, "outage", [sid], "故障", "值班员", clock())
-        # A daemon on another machine, whose last heartbeat was a minute ago: it died.
         session.add(
             ClusterMember(
                 name="mon2",
@@ -110,28 +112,9 @@ async def test_a_copy_claimed_by_a_cluster_daemon_whose_heartbeat_lapsed_goes_ou
         )
     expand(sqlite_store, cfg, clock())
     claim(sqlite_store, "portal-mon2:4242:ab12", clock() + dt.timedelta(minutes=5))
-    await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
-    assert len(hook.received) == 1  # not five minutes later
-
-
-async def test_a_copy_claimed_by_a_live_cluster_daemon_is_left_to_it(
-    sqlite_store: Store, clock: FakeClock, hook: Webhook
-) -> None:
-    cfg = config(hook)
-    sid = add_service(sqlite_store, clock)
-    with sqlite_store.session() as session:
-        open_manual(session, cfg, "outage", [sid], "故障", "值班员", clock())
-        session.add(
-            ClusterMember(
-                name="mon2",
-                host="portal-mon2",
-                pid=4242,
-                run="r",
-                started_at=clock() - dt.timedelta(hours=1),
-                heartbeat_at=clock() - dt.timedelta(seconds=2),
-            )
-        )
-    expand(sqlite_store, cfg, clock())
-    claim(sqlite_store, "portal-mon2:4242:ab12", clock() + dt.timedelta(minutes=5))
-    await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
-    assert hook.received == []  # it may be sending it right now
+    send = make_apprise_sender(None)
+    await deliver_due(sqlite_store, cfg, clock, send)
+    assert hook.received == []
+    clock.advance(minutes=5, seconds=1)
+    await deliver_due(sqlite_store, cfg, clock, send)
+    assert len(hook.received) == 1
