@@ -108,13 +108,21 @@ class SteadyClock:
         self._base = (wall(), monotonic())
         self._step_since: float | None = None  # monotonic time the current step was first seen
         self._step = dt.timedelta(0)
+        self._follow_due = False  # a "followed" event was returned and follow() not called yet
 
     def __call__(self) -> dt.datetime:
         wall, since = self._base  # one tuple: read whole even while check() replaces it
         return wall + dt.timedelta(seconds=self._monotonic() - since)
 
     def check(self) -> ClockEvent | None:
-        """Compare with the system clock (the daemon calls this every second); what changed."""
+        """Compare with the system clock (the daemon calls this every second); what changed.
+
+        A "followed" event does not move this clock yet: the caller first moves what counts
+        on it (the incidents' deadlines), then calls follow(), so that nothing reads the new
+        time against an old deadline in between.
+        """
+        if self._follow_due:
+            return None
         now = self._monotonic()
         departure = self._wall() - self()
         if abs(departure) <= STEP_TOLERANCE:
@@ -127,10 +135,20 @@ class SteadyClock:
             self._step_since, self._step = now, departure
             return ClockEvent("stepped", departure)
         if now - self._step_since >= STEP_PERSISTS.total_seconds():
-            self._base = (self._wall(), self._monotonic())
-            self._step_since = None
+            self._follow_due = True
             return ClockEvent("followed", departure)
         return None
+
+    def follow(self) -> None:
+        """Take the system clock's time, after a "followed" event (see check)."""
+        self._base = (self._wall(), self._monotonic())
+        self._step_since = None
+        self._follow_due = False
+
+    def defer_follow(self) -> None:
+        """Not now (what counts on the clock could not be moved): the next check says
+        "followed" again."""
+        self._follow_due = False
 
 
 def quarter_start(moment: dt.datetime) -> tuple[str, dt.datetime]:

@@ -256,13 +256,20 @@ class Daemon:
                 log = logger.warning if event.kind == "stepped" else logger.info
                 log(event.describe())
             if event is not None and event.kind == "followed":
-                moved = await asyncio.to_thread(self._follow_step, event.step)
+                # The deadlines move first, then the clock: an incident pass in between reads
+                # the old time against the moved deadline, never the new time against the old.
+                try:
+                    moved = await asyncio.to_thread(self._follow_step, event.step)
+                except Exception:
+                    clock.defer_follow()  # the store does not answer: the jobs say so
+                    continue
+                clock.follow()
                 if moved:
                     logger.info("{} incident clock(s) moved by the step", moved)
 
     def _follow_step(self, step: dt.timedelta) -> int:
         with self.app.store.session() as session:
-            return follow_clock_step(session, step, self.app.clock())
+            return follow_clock_step(session, step, self.app.clock() + step)
 
     def _status_text(self) -> str:
         """One line for `systemctl status`: services, how many are down, incidents open."""
