@@ -13,15 +13,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from loguru import logger
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from monitord.accesslog.work import reader_warning
 from monitord.cluster import BeatReport, Coordinator, SharedCoordinator, make_coordinator
 from monitord.config import alert_warnings, check_daemon_secrets
 from monitord.errors import ConfigError
 from monitord.incidents import follow_clock_step
+from monitord.redact import mask_urls
 from monitord.runtime import sdnotify
 from monitord.runtime.app import App
 from monitord.runtime.jobs import JOBS, Job
@@ -109,11 +112,11 @@ class Daemon:
             # Cancelled by our own shutdown: end quietly, the store is consistent (every job
             # writes in transactions) and the next start picks up from it.
             logger.warning("job {} cancelled at shutdown", job.name)
-        except Exception:
+        except Exception as exc:
             # A failing job must never take the daemon down; the next run tries again. When
             # the store stopped answering, that is said once, without a traceback per job.
             if not await self._store_lost():
-                logger.exception("job {} failed", job.name)
+                _log_failure(f"job {job.name}", exc)
         finally:
             self._beat = self._now()
 
@@ -211,22 +214,39 @@ class Daemon:
         shared = isinstance(cluster, SharedCoordinator)
         every = cluster.settings.heartbeat_seconds if shared else STATUS_SECONDS
         once = tuple(job.name for job in self.jobs if job.once)
-        beating: asyncio.Task[BeatReport] | None = None
+        beats = ThreadPoolExecutor(1, thread_name_prefix="heartbeat")
+        try:
+            await self._beat_until_stopped(cluster, once, every, beats)
+        finally:
+            beats.shutdown(wait=False)
+
+    async def _beat_until_stopped(
+        self,
+        cluster: Coordinator,
+        once: tuple[str, ...],
+        every: float,
+        beats: ThreadPoolExecutor,
+    ) -> None:
+        """Beat every `every` seconds (on the `beats` thread) until the daemon stops."""
+        beating: asyncio.Future[BeatReport] | None = None
         while True:
             if beating is None:
-                beating = asyncio.create_task(asyncio.to_thread(cluster.beat, once))
+                # A thread of its own: on a busy machine the shared pool's threads are all
+                # taken by the jobs' store work, and a beat queued behind them let the lease
+                # lapse with nothing wrong.
+                beating = asyncio.ensure_future(
+                    asyncio.get_running_loop().run_in_executor(beats, cluster.beat, once)
+                )
             # A beat that does not come back within a lease is a store that does not answer
             # (a cut network holds a query for minutes): said so, and no second beat is
             # started beside the one that hangs.
             done, _ = await asyncio.wait({beating}, timeout=cluster.settings.lease_seconds)
             if not done:
                 await self._store_lost(hung=True)
-            elif beating.exception() is not None:
+            elif (failure := beating.exception()) is not None:
                 beating = None
                 if not await self._store_lost():  # the store down is said once, with why
-                    logger.opt(exception=done.pop().exception()).error(
-                        "cluster: the heartbeat failed"
-                    )
+                    _log_failure("cluster: the heartbeat", failure)
             else:
                 report = beating.result()
                 beating = None
@@ -445,6 +465,18 @@ class Daemon:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await asyncio.wait(loops, timeout=5)
+
+
+def _log_failure(what: str, exc: BaseException) -> None:
+    """A job or heartbeat that failed: the store's error in one line (it came back before it
+    could be said lost, e.g. PostgreSQL still starting), anything else with its traceback."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        logger.warning(
+            "{} failed: the store did not answer ({})", what, mask_urls(said[0] if said else "")
+        )
+    else:
+        logger.opt(exception=exc).error("{} failed", what)
 
 
 def _log_beat(name: str, report: BeatReport) -> None:

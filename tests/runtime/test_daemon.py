@@ -282,3 +282,46 @@ async def test_a_step_that_lasts_moves_the_incident_clocks_so_only_real_time_cou
     with app.store.session() as session:
         found = session.get(Incident, incident_id)
         assert found is not None and found.late is True
+
+
+async def test_a_store_error_gone_before_it_could_be_said_is_one_line_not_a_traceback(
+    app: App,
+) -> None:
+    # PostgreSQL still starting after a restart failed a job, and answered again by the time
+    # the daemon asked: the soak's log got a whole traceback for it.
+    from sqlalchemy.exc import OperationalError
+
+    records: list[tuple[str, str, bool]] = []
+    handler = logger.add(
+        lambda m: records.append(
+            (m.record["level"].name, m.record["message"], m.record["exception"] is not None)
+        ),
+        level="INFO",
+    )
+
+    async def starting_up(app: App) -> None:
+        raise OperationalError("select 1", {}, Exception("the database system is starting up"))
+
+    async def broken(app: App) -> None:
+        raise KeyError("a bug")
+
+    daemon = Daemon(
+        app,
+        None,
+        jobs=(Job("sync", starting_up, lambda s: 60.0), Job("bug", broken, lambda s: 60.0)),
+    )
+    running = asyncio.create_task(daemon.run())
+    try:
+        async with asyncio.timeout(20):
+            while not any("job bug failed" in message for _, message, _ in records):
+                await asyncio.sleep(0.05)
+    finally:
+        daemon.request_stop("test")
+        await running
+        logger.remove(handler)
+    assert (
+        "WARNING",
+        "job sync failed: the store did not answer (the database system is starting up)",
+        False,
+    ) in records
+    assert ("ERROR", "job bug failed", True) in records  # a bug keeps its traceback
