@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench soak clean
 
 # Create .venv when it is missing and (re)install when pyproject.toml or the C source changed
 # (an editable install builds monitord/accesslog/_nginxscan.c in place).
@@ -27,9 +27,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy monitord
 
-## bench: the benchmarks under bench/, each printing its figures
+## bench: the benchmarks under bench/, each printing its figures (bench/_*.py are their helpers)
 bench: $(STAMP)
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in bench/[!_]*.py; do \
+	  test $$script = bench/soak.py && continue; \
+	  echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	done
+
+## soak: three daemons, 2,000 services, a fault every few minutes, for an hour (bench/soak.py)
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info var build monitord/accesslog/*.so

@@ -60,6 +60,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
 import probes  # noqa: E402
+from bench._postgres import PostgresServer, postgres_bin  # noqa: E402
 from monitord import aio  # noqa: E402
 from monitord.config import Settings, parse_config  # noqa: E402
 from monitord.probing import probe_round  # noqa: E402
@@ -68,7 +69,6 @@ from monitord.store.models import Service  # noqa: E402
 from monitord.timeutil import system_clock  # noqa: E402
 from monitord.types import ProbeContext, Target  # noqa: E402
 from probes.availability import AvailabilitySpec, probe  # noqa: E402
-from tests.conftest import PostgresServer, postgres_bin  # noqa: E402
 
 BLACKBOX_NAMES = ("prometheus-blackbox-exporter", "blackbox_exporter")
 NGINX_NAMES = ("nginx", "/usr/sbin/nginx")
