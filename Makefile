@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml monitord/accesslog/_nginxscan.c
 run: $(STAMP)
 	$(BIN)/monitord demo
 
-## test: the whole test suite
+## test: the whole test suite, on two workers (most of its time is daemons and servers waiting)
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses 2 --dist loadfile
 
 ## lint: ruff and mypy, as CI's reviewers expect them
 lint: $(STAMP)

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from loguru import logger
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import rules
@@ -112,7 +114,46 @@ def record_results(
     zone: str | None = None,
     once_within: dt.timedelta | None = None,
 ) -> RoundReport:
-    """Store a round's results, judge them, and move the state machines, in one transaction.
+    """Store a round's results, judge them, and move the state machines, in one transaction
+    (see _record_once).
+
+    In a cluster two daemons may record the same service at once while the probe split
+    changes hands, and both insert its new state or finding: one transaction then fails on the
+    unique key. It is run again, once, and finds the other's row to update.
+    """
+    for attempt in range(2):
+        try:
+            return _record_once(
+                store,
+                targets,
+                results,
+                settings,
+                now,
+                blind=blind,
+                deep=deep,
+                zone=zone,
+                once_within=once_within,
+            )
+        except IntegrityError:
+            if attempt:
+                raise
+            logger.debug("a round's record met another daemon's rows: recorded again")
+    raise AssertionError("unreachable")
+
+
+def _record_once(
+    store: Store,
+    targets: dict[str, ServiceTarget],
+    results: Sequence[ProbeResult],
+    settings: ProbeSettings,
+    now: dt.datetime,
+    *,
+    blind: bool = False,
+    deep: bool = False,
+    zone: str | None = None,
+    once_within: dt.timedelta | None = None,
+) -> RoundReport:
+    """One attempt at recording a round.
 
     Whatever the number of services, this is a handful of statements: the results in one
     insert; the services' states and the open findings of the round's rules each read in one
