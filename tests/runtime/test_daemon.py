@@ -294,7 +294,12 @@ async def test_a_store_error_gone_before_it_could_be_said_is_one_line_not_a_trac
     records: list[tuple[str, str, bool]] = []
     handler = logger.add(
         lambda m: records.append(
-            (m.record["level"].name, m.record["message"], m.record["exception"] is not None)
+            (
+                m.record["level"].name,
+                m.record["message"],
+                # where the daemon's logging is set up, its patcher keeps the traceback in extra
+                m.record["exception"] is not None or "traceback" in m.record["extra"],
+            )
         ),
         level="INFO",
     )
