@@ -283,12 +283,14 @@ def report(run: Run) -> None:
 def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--services", type=int, default=20000)
-    parser.add_argument("--daemons", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--services", type=int, default=20000, help="services, over all daemons")
+    parser.add_argument("--daemons", type=int, default=3, help="daemons on the store")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds measured")
     parser.add_argument("--warmup", type=int, default=2, help="rounds left out (unknown → up)")
-    parser.add_argument("--interval", type=float, default=120.0)
-    parser.add_argument("--solo-services", type=int, default=2000)
+    parser.add_argument("--interval", type=float, default=120.0, help="probes.interval_seconds")
+    parser.add_argument(
+        "--solo-services", type=int, default=2000, help="services of the one-daemon comparison"
+    )
     parser.add_argument(
         "--solo-interval",
         type=float,

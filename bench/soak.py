@@ -449,15 +449,21 @@ async def soak_run(args: argparse.Namespace, workdir: Path, bindir: Path) -> Non
 def main() -> None:
     """Run the soak and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=60.0)
-    parser.add_argument("--services", type=int, default=2000)
-    parser.add_argument("--daemons", type=int, default=3)
+    parser.add_argument("--minutes", type=float, default=60.0, help="how long (default 60)")
+    parser.add_argument(
+        "--services", type=int, default=2000, help="services probed (default 2,000)"
+    )
+    parser.add_argument("--daemons", type=int, default=3, help="daemons on the store (default 3)")
     parser.add_argument("--interval", type=float, default=60.0, help="probes.interval_seconds")
     parser.add_argument("--slo-ms", type=float, default=10000.0, help="probes.slo_ms")
     parser.add_argument("--fault-every", type=float, default=4.0, help="minutes between faults")
     parser.add_argument("--flapping", type=int, default=8, help="services that fail and recover")
-    parser.add_argument("--flap-minutes", type=float, default=6.0)
-    parser.add_argument("--warmup-minutes", type=float, default=5.0)
+    parser.add_argument(
+        "--flap-minutes", type=float, default=6.0, help="minutes between flapping turns"
+    )
+    parser.add_argument(
+        "--warmup-minutes", type=float, default=5.0, help="left out of the memory slope"
+    )
     args = parser.parse_args()
     logger.remove()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))  # clean up first
