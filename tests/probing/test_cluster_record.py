@@ -4,7 +4,6 @@ that must both see a service down, and rounds probed while the store was away wr
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -27,14 +26,6 @@ TARGET = ServiceTarget(
     max_concurrency=None,
     suspension=None,
 )
-
-
-@pytest.fixture
-def pg_only_store(store: Store, store_url: str) -> Store:
-    """The store, on PostgreSQL only (SQLite serialises its writers)."""
-    if not store_url.startswith("postgresql"):
-        pytest.skip("two writers at once need PostgreSQL")
-    return store
 
 
 @pytest.fixture(autouse=True)
@@ -146,46 +137,3 @@ def test_a_backlog_over_its_bound_drops_its_oldest_rounds_and_writes_them_as_gap
     with store.session() as session:
         gaps = [r for r in session.scalars(select(ProbeRound)) if r.kinds == ["gap"]]
         assert [(g.finished_at, g.services, g.probes) for g in gaps] == [(rounds[0], per_round, 0)]
-
-
-def test_two_daemons_recording_a_new_service_at_once_both_land(
-    pg_only_store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # While the split changes hands two daemons probe the same service; both found no state
-    # row and inserted one, and the second's whole round failed on the key.
-    import threading
-
-    from monitord.probing import record
-
-    both_read = threading.Barrier(2)
-    calls = []
-    original = record.round_states
-
-    def round_states_then_wait(session: Any, probed: Any) -> Any:
-        states = original(session, probed)
-        calls.append(1)
-        if len(calls) <= 2:  # each daemon's first attempt: both have read, neither written
-            both_read.wait(timeout=10)
-        return states
-
-    monkeypatch.setattr(record, "round_states", round_states_then_wait)
-    probes = parse_config({}, "test", env={}).probes
-    now = clock()
-    errors: list[BaseException] = []
-
-    def daemon() -> None:
-        try:
-            record_results(pg_only_store, {TARGET.id: TARGET}, [result(now, True)], probes, now)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=daemon) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert errors == []
-    assert len(calls) == 3  # one of them recorded again
-    with pg_only_store.session() as session:
-        assert len(session.scalars(select(ProbeResultRow)).all()) == 2
-    assert state(pg_only_store).successes == 2
