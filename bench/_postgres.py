@@ -1,6 +1,6 @@
-"""A throw-away PostgreSQL server for the benches (not a bench itself: `make bench` skips files
-whose name starts with an underscore). The same steps as the test suite's fixture, kept here so
-that no bench imports tests/; it can also be restarted and report its load."""
+"""A throw-away PostgreSQL server for the benches and the test suite (not a bench itself: `make
+bench` skips files whose name starts with an underscore; tests/conftest.py imports it, so that
+no bench imports tests/). It can also be restarted, and load pg_stat_statements."""
 
 from __future__ import annotations
 
@@ -88,6 +88,6 @@ class PostgresServer:
     def new_database(self) -> str:
         """Create an empty database and return its SQLAlchemy URL."""
         self.counter += 1
-        name = f"bench{self.counter}_{int(time.time() * 1000) % 100000}"
+        name = f"db{self.counter}_{int(time.time() * 1000) % 100000}"
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "monitord", name)
         return f"postgresql://monitord@127.0.0.1:{self.port}/{name}"

@@ -8,7 +8,6 @@ import datetime as dt
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
+# One throw-away PostgreSQL for the suite and the benches (bench/_postgres.py has no pytest).
+from bench._postgres import PostgresServer, postgres_bin
 from monitord.store import Store, open_store
 from monitord.timeutil import UTC
 from tests.fakeportal import TOKEN
@@ -43,70 +44,6 @@ class FakeClock:
 def clock() -> FakeClock:
     """A fake clock starting on Monday 2026-11-02 09:00 Asia/Shanghai."""
     return FakeClock()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def postgres_bin() -> Path | None:
-    """Where PostgreSQL's server programs are: on PATH, or under /usr/lib/postgresql."""
-    found = shutil.which("pg_ctl")
-    if found and shutil.which("initdb"):
-        return Path(found).resolve().parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    return candidates[-1].parent if candidates else None
-
-
-class PostgresServer:
-    """A throw-away PostgreSQL cluster in a temporary folder, started and stopped by the tests."""
-
-    def __init__(self, folder: Path, bindir: Path) -> None:
-        self.bindir = bindir
-        self.folder = folder
-        self.data = folder / "data"
-        self.port = free_port()
-        self.counter = 0
-        # PostgreSQL refuses to run as root; CI runs as root, so drop to the postgres user.
-        self.prefix: list[str] = []
-        if os.geteuid() == 0:
-            self.prefix = ["runuser", "-u", "postgres", "--"]
-            shutil.chown(folder, "postgres")
-            folder.chmod(0o755)
-            for parent in folder.parents:
-                if parent.stat().st_mode & 0o001 == 0:
-                    parent.chmod(parent.stat().st_mode | 0o001)
-
-    def _run(self, program: str, *args: str) -> None:
-        command = [*self.prefix, str(self.bindir / program), *args]
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", "monitord", "-A", "trust", "-E", "UTF8")
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.folder / "log"),
-            "-w",
-            "-o",
-            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off",
-            "start",
-        )
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-
-    def new_database(self) -> str:
-        """Create an empty database and return its SQLAlchemy URL."""
-        self.counter += 1
-        name = f"t{self.counter}_{int(time.time() * 1000) % 100000}"
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "monitord", name)
-        return f"postgresql://monitord@127.0.0.1:{self.port}/{name}"
 
 
 class DaemonProcess:
