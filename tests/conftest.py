@@ -20,7 +20,9 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 # One throw-away PostgreSQL for the suite and the benches (bench/_postgres.py has no pytest).
-from bench._postgres import PostgresServer, postgres_bin
+from bench._postgres import PostgresServer as PostgresServer
+from bench._postgres import free_port as free_port
+from bench._postgres import postgres_bin as postgres_bin
 from monitord.store import Store, open_store
 from monitord.timeutil import UTC
 from tests.fakeportal import TOKEN
