@@ -41,6 +41,7 @@ __all__ = [
     "Member",
     "SharedCoordinator",
     "SoloCoordinator",
+    "Split",
     "make_coordinator",
     "members",
     "owner_of",
@@ -95,6 +96,19 @@ def owner_of(service_id: str, names: Iterable[str]) -> str:
     return max(names, key=lambda name: _weight(name, service_id))
 
 
+@dataclass(frozen=True)
+class Split:
+    """Who probes what, as this daemon sees it now: the members its zone's services are
+    shared among (rendezvous hashing), itself included."""
+
+    me: str
+    names: frozenset[str]
+
+    def mine(self, service_id: str) -> bool:
+        """Whether this daemon probes service_id."""
+        return len(self.names) <= 1 or owner_of(service_id, self.names) == self.me
+
+
 class Coordinator:
     """What the daemon asks of the cluster; the base is the one-daemon answer."""
 
@@ -141,13 +155,22 @@ class Coordinator:
         """Whether this daemon runs `job` now."""
         return True
 
+    def split(self, settle_seconds: float = 0.0) -> Split:
+        """Who probes what now (one daemon: this one, everything)."""
+        return Split(self.name, frozenset({self.name}))
+
     def share(self, service_ids: Sequence[str], settle_seconds: float = 0.0) -> list[str]:
-        """The services this daemon probes this round (of service_ids, in their order)."""
-        return list(service_ids)
+        """The services this daemon probes now (of service_ids, in their order)."""
+        split = self.split(settle_seconds)
+        return [sid for sid in service_ids if split.mine(sid)]
 
     def live_names(self) -> set[str]:
         """The members alive at the last heartbeat, this one included."""
         return set(self._members)
+
+    def counted(self) -> bool:
+        """Whether the others count this daemon alive now (one daemon: always)."""
+        return True
 
     def record_round(self, probed: int) -> None:
         """Note how many services this daemon probed in the round that just ended."""
@@ -195,6 +218,9 @@ class SharedCoordinator(Coordinator):
         self._ages: dict[str, float] = {}
         """Member → seconds since it started, at the last heartbeat (self._beat_at)."""
         self._beat_at = monotonic()
+        self._counted_until = 0.0
+        """The monotonic time until which the others count this daemon alive, with a second
+        to spare (a heartbeat's lease, from when it was sent)."""
 
     def _lapse(self) -> ColumnElement[Any]:
         return _db_now() - dt.timedelta(seconds=self.settings.lease_seconds)
@@ -255,6 +281,7 @@ class SharedCoordinator(Coordinator):
         self._ages = {name: float(age) for name, _zone, age in rows}
         self._beat_at = sent
         deadline = sent + self.settings.lease_seconds - MARGIN_SECONDS
+        self._counted_until = deadline
         previously = {job for job, until in self._held.items() if until > sent}
         report.taken = sorted(held - previously)
         report.lost = sorted(previously - held)
@@ -298,24 +325,27 @@ class SharedCoordinator(Coordinator):
         """Whether this daemon holds `job`'s lease, with a second to spare."""
         return self._monotonic() < self._held.get(job, 0.0)
 
-    def share(self, service_ids: Sequence[str], settle_seconds: float = 0.0) -> list[str]:
-        """This daemon's part of service_ids: those whose rendezvous owner among the live
-        members of its zone is this daemon.
+    def counted(self) -> bool:
+        """Whether the others count this daemon alive now: its last heartbeat's lease holds.
+        What it measures when they do not (it is cut off from the store) is written late."""
+        return self._monotonic() < self._counted_until
 
-        settle_seconds: a member counts once it has run this long (the probe interval: its
-        first round comes one interval after its start, and until then the others keep
-        probing its share, so that no service goes a round unprobed when a daemon joins).
+    def split(self, settle_seconds: float = 0.0) -> Split:
+        """Who probes what now: the live members of this daemon's zone, a member counted once
+        it has run `settle_seconds` (the others go on probing its share until it probes it
+        itself, so that no service goes unprobed when a daemon joins). This daemon counts
+        itself at once: for a few seconds a joining daemon's share is probed twice, never
+        not at all.
         """
         since_beat = self._monotonic() - self._beat_at
-        names = [
+        members, ages = self._members, self._ages  # replaced whole by the heartbeat thread
+        names = frozenset(
             name
-            for name, zone in self._members.items()
+            for name, zone in members.items()
             if zone == self.zone
-            and (name == self.name or self._ages.get(name, 0.0) + since_beat >= settle_seconds)
-        ]
-        if len(names) <= 1:
-            return list(service_ids)
-        return [sid for sid in service_ids if owner_of(sid, names) == self.name]
+            and (name == self.name or ages.get(name, 0.0) + since_beat >= settle_seconds)
+        )
+        return Split(self.name, names)
 
     def record_round(self, probed: int) -> None:
         """Note how many services this daemon probed in its last round."""

@@ -30,6 +30,8 @@ class App:
     """The daemon's place among the daemons on the store (None outside `monitord run`)."""
     probe_backlog: ProbeBacklog = field(default_factory=ProbeBacklog)
     """What the probe job keeps while the store does not answer."""
+    probe_window: float | None = None
+    """The start (epoch seconds) of the probe job's last round window."""
 
     async def start(self) -> None:
         """Open what needs an event loop: the shared HTTP client."""

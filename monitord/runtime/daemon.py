@@ -24,6 +24,7 @@ from monitord.cluster import BeatReport, Coordinator, SharedCoordinator, make_co
 from monitord.config import alert_warnings, check_daemon_secrets
 from monitord.errors import ConfigError
 from monitord.incidents import follow_clock_step
+from monitord.probing.schedule import window_start
 from monitord.redact import mask_urls
 from monitord.runtime import sdnotify
 from monitord.runtime.app import App
@@ -77,10 +78,14 @@ class Daemon:
         A run that overruns its interval is followed at once by the next, never by a backlog.
         """
         last_start = self._now()
+        last_wall: float | None = None  # the wall clock at last_start, for an aligned job
         if job.run_at_start:
             last_start -= job.interval_seconds(self.app.settings)
         while True:
-            due = last_start + job.interval_seconds(self.app.settings)
+            interval = job.interval_seconds(self.app.settings)
+            due = last_start + interval
+            if job.aligned and last_wall is not None:
+                due = last_start + window_start(last_wall, interval) + interval - last_wall
             if self._now() < due:
                 if await self._stopping_within(min(TICK_SECONDS, due - self._now())):
                     return
@@ -94,7 +99,7 @@ class Daemon:
                 if await self._stopping_within(TICK_SECONDS):
                     return
                 continue
-            last_start = self._now()
+            last_start, last_wall = self._now(), self.app.clock().timestamp()
             task = asyncio.create_task(self._run(job), name=job.name)
             self._running.add(task)
             await asyncio.wait({task})  # never raises: _run ends quietly, even when cancelled

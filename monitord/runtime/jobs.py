@@ -6,6 +6,7 @@ This module is wiring: it is where the core meets the plug-ins (alerts, probes, 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from monitord.compliance import evaluate_quarter, quarters_due, store_verdicts
 from monitord.config import Settings
 from monitord.errors import MonitordError
 from monitord.incidents import confirm_deliveries, intake, work_clocks
-from monitord.probing import load_targets, probe_round
+from monitord.probing import Schedule, load_targets, next_window, probe_round
 from monitord.redact import one_line
 from monitord.runtime.app import App
 from monitord.runtime.delivery import deliver_alerts
@@ -43,6 +44,9 @@ class Job:
     every daemon, on its own part of the work."""
     without_store: bool = False
     """Runs while the store does not answer (it keeps what it cannot write)."""
+    aligned: bool = False
+    """Runs at whole multiples of its interval on the wall clock (the probe rounds' windows,
+    the same on every daemon), not an interval after its last start."""
 
 
 async def catalogue_sync(app: App, file: str | None = None) -> SyncOutcome:
@@ -66,10 +70,13 @@ async def sync_once(app: App, file: str | None = None) -> SyncOutcome:
 
 
 async def probe_services(app: App) -> None:
-    """One inspection round over this daemon's share of the online and suspended services.
+    """One inspection round, in the window of the round clock that comes next: every online and
+    suspended service this daemon probes, each at its slot (monitord.probing.schedule).
 
-    While the store does not answer, the round probes the services it last listed and keeps
-    the results in memory; they are written, late, once it answers (monitord.probing.backlog).
+    In a cluster the round covers every service and asks the split, slot by slot, which are
+    this daemon's, so that a service whose daemon joined or went away keeps its slot. While the
+    store does not answer, the round probes the services it last listed and keeps the results
+    in memory; they are written, late, once it answers (monitord.probing.backlog).
     """
     backlog = app.probe_backlog
     try:
@@ -86,23 +93,34 @@ async def probe_services(app: App) -> None:
                 "{} probe results measured while the store did not answer are written (late)",
                 written,
             )
+    interval = app.settings.probes.interval_seconds
+    start, skip_passed = next_window(app.probe_window, app.clock().timestamp(), interval)
+    app.probe_window = start
+    schedule = Schedule(start, interval, skip_passed)
     once_within = None
-    if app.cluster is not None:
-        interval = app.settings.probes.interval_seconds
-        mine = set(app.cluster.share([t.id for t in targets], settle_seconds=interval))
-        targets = [t for t in targets if t.id in mine]
-        if isinstance(app.cluster, SharedCoordinator):
-            once_within = dt.timedelta(seconds=app.settings.probes.interval_seconds / 2)
-    await probe_round(
+    cluster = app.cluster
+    if isinstance(cluster, SharedCoordinator):
+        # A joining member counts once its own rounds surely run; a member gone is seen
+        # within a lease and a heartbeat, and its passed slots are then taken over.
+        lease, beat = cluster.settings.lease_seconds, cluster.settings.heartbeat_seconds
+        schedule = dataclasses.replace(
+            schedule,
+            split=lambda: cluster.split(settle_seconds=lease),
+            watch_seconds=lease + beat,
+            counted=cluster.counted,
+        )
+        once_within = dt.timedelta(seconds=interval / 2)
+    report = await probe_round(
         app.store,
         app.settings,
         app.clock,
         targets=targets,
         backlog=backlog,
         once_within=once_within,
+        schedule=schedule,
     )
-    if app.cluster is not None:
-        await asyncio.to_thread(app.cluster.record_round, len(targets))
+    if cluster is not None:
+        await asyncio.to_thread(cluster.record_round, report.services)
 
 
 def _housekeeping(app: App) -> int:
@@ -242,14 +260,15 @@ async def quarterly_report(app: App) -> None:
 
 JOBS: tuple[Job, ...] = (
     Job("catalogue-sync", catalogue_sync, lambda s: s.portal.sync_interval_seconds),
-    # The first round waits one interval, so that the first catalogue sync has landed.
+    # The first round starts at once, in the window under way (a new store has no services
+    # until the first catalogue sync has landed: the next round has them).
     Job(
         "probes",
         probe_services,
         lambda s: s.probes.interval_seconds,
-        run_at_start=False,
         once=False,
         without_store=True,
+        aligned=True,
     ),
     Job("security-scans", security_scans, lambda s: s.zap.check_interval_seconds),
     # A log belongs to the machine it is on: every daemon follows its own.

@@ -272,35 +272,6 @@ async def test_probes_never_load_a_provider_beyond_its_share(
     assert backend.most_active == 2  # a tenth of the filed max_concurrency of 20
 
 
-async def test_a_spread_round_starts_its_probes_a_second_s_worth_at_a_time(
-    clock: FakeClock, backend: Backend, tls_ca: tuple[trustme.CA, Path]
-) -> None:
-    """Spread over the interval, the probes start in batches a second apart, never one by one
-    every few milliseconds (which more than doubled the CPU of a 2,000-service round)."""
-    cfg = settings_for(tls_ca[1], per_service_concurrency=4).probes
-    target = ServiceTarget(
-        id="svc-0001",
-        name="x",
-        url=backend.url,
-        status="online",
-        probe=None,
-        return_codes=None,
-        max_concurrency=None,
-        suspension=None,
-    )
-    context = trust_context(cfg.ca_file)
-    import probes
-
-    async with probes.make_session(ssl_context=context) as session:
-        ctx = ProbeContext(session=session, clock=clock, ssl_context=context)
-        jobs = [(target, "availability", backend.url)] * 4
-        results = await run_probes(ctx, cfg, jobs, spread_seconds=2.0)
-    assert all(r.success for r in results)
-    first, second, third, fourth = sorted(backend.arrivals)
-    assert second - first < 0.3 and fourth - third < 0.3  # two batches of two
-    assert third - first > 0.9  # a second apart: still spread over the interval
-
-
 async def test_hourly_roll_ups_keep_percentiles_and_raw_results_are_purged(
     sqlite_store: Store, clock: FakeClock
 ) -> None:
