@@ -563,3 +563,47 @@ async def test_a_store_outage_is_two_lines_not_a_traceback_per_job(
         in (lines[gone])
     )
     assert back - gone <= 2, "\n".join(lines[gone : back + 1])
+
+
+async def test_the_daemon_probes_each_service_at_its_slot_of_rounds_aligned_to_the_clock(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    """Rounds start at whole multiples of the interval, and each service is probed at the slot
+    its id gives it, in every round and across a restart: wherever a service is probed from,
+    it is probed at the same moment of the round."""
+    from sqlalchemy import select
+
+    from monitord.probing.schedule import SPREAD_SHARE, TICK_SECONDS, slot
+    from monitord.store.models import ProbeResultRow
+
+    interval = 3.0
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url, extra=f"[probes]\ninterval_seconds = {interval}\n")
+    store = store_of(config)
+
+    def phases() -> dict[str, list[float]]:
+        with store.session() as session:
+            rows = session.execute(
+                select(ProbeResultRow.service_id, ProbeResultRow.at).where(
+                    ProbeResultRow.kind == "availability"
+                )
+            ).all()
+        found: dict[str, list[float]] = {}
+        for service, at in rows:
+            found.setdefault(service, []).append(at.timestamp() % interval)
+        return found
+
+    for _run in range(2):
+        daemon = await start_daemon(config)
+        before = sum(map(len, phases().values())) if _run else 0
+        await wait_for(lambda b=before: sum(map(len, phases().values())) >= b + 15, "three rounds")
+        await daemon.stop()
+        assert daemon.process.returncode == 0, daemon.stderr
+    found = phases()
+    assert set(found) == {f"svc-{n:04d}" for n in range(1, 6)}
+    for service, seen in found.items():
+        due = slot(service) * interval * SPREAD_SHARE
+        late = [(phase - due) % interval for phase in seen]
+        # Started at the first tick after the slot (a loaded machine adds a little).
+        assert all(lag < TICK_SECONDS + 0.8 for lag in late), (service, due, seen)
+    store.dispose()
