@@ -11,6 +11,7 @@ jobs wait for it quietly (one warning when it goes, one line when it is back).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -36,8 +37,7 @@ from monitord.workcalendar import CalendarWatch, WorkCalendar
 STATUS_SECONDS = 30.0
 """How often the line `systemctl status` shows is brought up to date."""
 TICK_SECONDS = 1.0
-"""The longest a job loop sleeps at once: a reload's new interval applies within it, and the
-clock is compared with the system clock as often."""
+"""How often the daemon's clock is compared with the system clock."""
 CALENDAR_CHECK_SECONDS = 3600.0
 """How often the daemon looks whether a statutory calendar is missing (it says so once a day)."""
 STORE_RETRY_SECONDS = (1.0, 60.0)
@@ -53,6 +53,9 @@ class Daemon:
         self.jobs = jobs
         self.status = 0
         self._stop = asyncio.Event()
+        # Set (and replaced by a fresh one) to wake every sleeping job loop: at the stop, at a
+        # reload (new intervals) and when a heartbeat took a lease (a job to run here now).
+        self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._beat = 0.0  # the event loop's time when a job last started or ended
         self._store_down_since: float | None = None
@@ -71,28 +74,36 @@ class Daemon:
             return False
         return True
 
+    def _wake_loops(self) -> None:
+        """Wake every job loop now (each looks again at its due time and its lease)."""
+        woken, self._wake = self._wake, asyncio.Event()
+        woken.set()
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep up to `seconds`, less when the job loops are woken (see _wake_loops)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
+
     async def _job_loop(self, job: Job) -> None:
         """Run job every interval (of the current settings), on the monotonic clock.
 
         A run that overruns its interval is followed at once by the next, never by a backlog.
+        Between runs the loop sleeps until the job is due: an idle daemon wakes only for work
+        (a reload, the stop and a lease taken wake it sooner).
         """
         last_start = self._now()
         if job.run_at_start:
             last_start -= job.interval_seconds(self.app.settings)
-        while True:
+        while not self._stop.is_set():
             due = last_start + job.interval_seconds(self.app.settings)
             if self._now() < due:
-                if await self._stopping_within(min(TICK_SECONDS, due - self._now())):
-                    return
+                await self._nap(due - self._now())
                 continue
-            if self._stop.is_set():
-                return
             if job.once and not self._cluster().holds(job.name):
-                # Another daemon holds it; look again each tick, to take over at once when
-                # its lease lapses. The loop is alive: the watchdog may count it.
+                # Another daemon holds it; look again at each heartbeat (one that takes the
+                # lease wakes the loop at once). The loop is alive: the watchdog may count it.
                 self._beat = self._now()
-                if await self._stopping_within(TICK_SECONDS):
-                    return
+                await self._nap(self._cluster().settings.heartbeat_seconds)
                 continue
             last_start = self._now()
             task = asyncio.create_task(self._run(job), name=job.name)
@@ -177,12 +188,13 @@ class Daemon:
         if not self._stop.is_set():
             logger.info("stopping ({})", why)
             self._stop.set()
+            self._wake_loops()
 
     def reload(self) -> None:
         """Re-read the config file; a bad one is refused and the running config kept.
 
         The new config passes the same checks as at start (check_daemon_secrets included).
-        Each job's new interval applies from its next tick.
+        Each job's new interval applies at once (the job loops are woken to read it).
         """
         try:
             new = load_settings(self.config_path)
@@ -198,6 +210,7 @@ class Daemon:
             logger.warning("store.url changed; it takes effect at the next restart")
             new = new.model_copy(update={"store": self.app.settings.store})
         self.app.settings = new
+        self._wake_loops()
         logger.info("config reloaded from {}", new.source)
 
     def _cluster(self) -> Coordinator:
@@ -252,6 +265,8 @@ class Daemon:
                 beating = None
                 await self._store_back()
                 _log_beat(cluster.name, report)
+                if report.taken:
+                    self._wake_loops()  # the jobs just taken run here now
             if await self._stopping_within(every):
                 return
 
