@@ -58,7 +58,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
     from monitord import aio
-    from monitord.runtime.daemon import Daemon
+    from monitord.runtime.daemon import Daemon, tune_collector
     from monitord.runtime.logsetup import setup_logging
 
     settings = settings_for(args)
@@ -75,7 +75,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Migrating a large store can outlast systemd's start timeout: ask for ten minutes more.
     sdnotify.notify("EXTEND_TIMEOUT_USEC=600000000\nSTATUS=opening and migrating the store")
     app = open_app(settings, for_daemon=True)
-    return aio.run(Daemon(app, config_path(args)).run())
+    daemon = Daemon(app, config_path(args))
+    tune_collector()  # the process is the daemon's from here on
+    return aio.run(daemon.run())
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

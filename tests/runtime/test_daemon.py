@@ -332,3 +332,34 @@ async def test_a_store_error_gone_before_it_could_be_said_is_one_line_not_a_trac
         "job sync failed: the store did not answer (the database system is starting up)"
     ) == [("WARNING", False)]
     assert said("job bug failed") == [("ERROR", True)]  # a bug keeps its traceback
+
+
+async def test_a_reload_applies_a_shorter_interval_at_once(app: App, tmp_path: Path) -> None:
+    # Between runs a job loop sleeps until the job is due: a reload must wake it, or a job
+    # whose interval went from an hour to a second would wait out the hour.
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "{app.settings.store.url}"\n[api]\nenabled = false\n'
+        "[incidents]\ncheck_interval_seconds = 3600\n"
+    )
+    runs: list[float] = []
+
+    async def tick(app: App) -> None:
+        runs.append(asyncio.get_running_loop().time())
+
+    job = Job("tick", tick, lambda s: s.incidents.check_interval_seconds, run_at_start=False)
+    daemon = Daemon(app, config, jobs=(job,))
+    running = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.sleep(1.2)
+        assert runs == []  # an hour away
+        config.write_text(config.read_text().replace("3600", "1"))
+        reloaded = asyncio.get_running_loop().time()
+        daemon.reload()
+        async with asyncio.timeout(10):
+            while not runs:
+                await asyncio.sleep(0.02)
+        assert runs[0] - reloaded < 0.5  # a second since the start is past: due now
+    finally:
+        daemon.request_stop("test")
+        assert await running == 0
