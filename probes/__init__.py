@@ -25,6 +25,7 @@ from monitord.netguard import DEFAULT_DENIED_NETWORKS, DeniedTargetError, denied
 from monitord.types import PROBE_METHODS, ProbeContext, ProbeResult, Spec, Target, is_http_status
 from probes import availability, compatibility, contract, tls
 from probes.http import make_session, timing_trace_config
+from probes.tlsinfo import trust_context
 
 ProbeFunction = Callable[[Target, Any, ProbeContext], Awaitable[ProbeResult]]
 
@@ -120,4 +121,5 @@ __all__ = [
     "make_session",
     "spec_for",
     "timing_trace_config",
+    "trust_context",
 ]

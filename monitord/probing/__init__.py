@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 
@@ -42,16 +41,7 @@ __all__ = [
     "record_results",
     "run_probes",
     "spec_for_target",
-    "trust_context",
 ]
-
-
-def trust_context(ca_file: str | None) -> ssl.SSLContext:
-    """The system's CAs plus the configured bundle (services under the government's own CA)."""
-    context = ssl.create_default_context()
-    if ca_file:
-        context.load_verify_locations(ca_file)
-    return context
 
 
 async def blind_round(ctx: ProbeContext, settings: ProbeSettings) -> bool:
@@ -67,7 +57,7 @@ async def blind_round(ctx: ProbeContext, settings: ProbeSettings) -> bool:
 @asynccontextmanager
 async def probe_context(config: ProbeSettings, clock: Clock) -> AsyncIterator[ProbeContext]:
     """A probe context as rounds use it: the trusted CAs, the deny-listed probing session."""
-    context = trust_context(config.ca_file)
+    context = probes.trust_context(config.ca_file)
     session = probes.make_session(
         limit=config.concurrency,
         denied_networks=tuple(config.denied_networks),

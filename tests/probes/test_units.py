@@ -282,3 +282,29 @@ def test_a_certificate_expiry_is_shown_in_whole_days_and_a_local_date() -> None:
     expired = {"days_to_expiry": -0.4, "cert_not_after": "2026-12-03T20:00:00+00:00"}
     (gone,) = [f for f in evaluate(_result("tls", expired)) if f.rule == "cert_expired"]
     assert gone.summary.endswith("的证书已于 2026-12-04 过期")
+
+
+def test_the_trust_store_is_built_once_per_bundle_and_again_when_the_bundle_changes(
+    tmp_path: Any,
+) -> None:
+    """Each round asks for the trust store (24 ms to build from the system's CAs): it is kept,
+    but a government CA bundle replaced in place is read again."""
+    import os
+
+    import trustme
+
+    bundle = tmp_path / "gov-ca.pem"
+    first_ca, second_ca = trustme.CA(), trustme.CA()
+    first_ca.cert_pem.write_to_path(str(bundle))
+    context = tlsinfo.trust_context(str(bundle))
+    assert tlsinfo.trust_context(str(bundle)) is context
+
+    def subjects(ctx: Any) -> set[str]:
+        return {str(cert["subject"]) for cert in ctx.get_ca_certs()}
+
+    second_ca.cert_pem.write_to_path(str(bundle))
+    stat = bundle.stat()
+    os.utime(bundle, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    renewed = tlsinfo.trust_context(str(bundle))
+    assert renewed is not context
+    assert subjects(renewed) - subjects(context)  # the new CA is trusted

@@ -18,7 +18,7 @@ from aiohttp import web
 from sqlalchemy import event, select
 
 from monitord.config import Settings, parse_config
-from monitord.probing import ServiceTarget, probe_round, run_probes, trust_context
+from monitord.probing import ServiceTarget, probe_round, run_probes
 from monitord.store import Store
 from monitord.store.histogram import bucket_of, percentile
 from monitord.store.history import probe_quarter
@@ -33,6 +33,7 @@ from monitord.store.models import (
 from monitord.store.retention import purge, roll_up
 from monitord.timeutil import quarter_bounds
 from monitord.types import ProbeContext
+from probes import trust_context
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.timeout(60)
