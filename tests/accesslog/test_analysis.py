@@ -6,6 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from collections import Counter
 from typing import Any
 
@@ -195,3 +199,31 @@ def test_both_logs_do_not_count_a_request_twice(planted_logs: Logs) -> None:
     assert {rule for rule, _ in shared} >= {"request_flood", "error_burst"}
     for key in shared:
         assert both[key] == max(edge[key], audit[key]), key
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS starts no thread on one core")
+def test_analyse_starts_no_threads_or_allocator_it_does_not_use(normal_logs: Logs) -> None:
+    # numpy's OpenBLAS would start a thread per further core at import, only to spin (analysis
+    # does no linear algebra), and pyarrow its default mimalloc pool, whose reserved pages cost
+    # peak memory though analysis allocates through the C library's malloc. After the command
+    # only the interpreter's own thread is left (jemalloc's, which pyarrow starts whatever the
+    # pool, has a name of its own), and mimalloc never held a byte.
+    script = textwrap.dedent(
+        f"""
+        import io, os, sys
+        from monitord.cli import main
+        sys.stdout = io.StringIO()
+        status = main(["analyse", "--json", {str(normal_logs.nginx)!r}])
+        sys.stdout = sys.__stdout__
+        import pyarrow as pa
+        me = open("/proc/self/comm").read()
+        tasks = [open(f"/proc/self/task/{{t}}/comm").read() for t in os.listdir("/proc/self/task")]
+        print(status, tasks.count(me), pa.mimalloc_memory_pool().max_memory())
+        """
+    )
+    unset = ("OPENBLAS_NUM_THREADS", "ARROW_DEFAULT_MEMORY_POOL")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.split() == ["0", "1", "0"]
