@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections import Counter
 from typing import Any
 
@@ -227,3 +228,25 @@ def test_analyse_starts_no_threads_or_allocator_it_does_not_use(normal_logs: Log
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
     )
     assert done.stdout.split() == ["0", "1", "0"]
+
+
+class _Recorded(io.BytesIO):
+    """A log stream that notes which threads read it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.readers: set[str] = set()
+
+    def readinto(self, buffer: Any) -> int:
+        self.readers.add(threading.current_thread().name)
+        return super().readinto(buffer)
+
+
+def test_the_file_is_read_off_the_thread_that_adds_up(normal_logs: Logs) -> None:
+    # The main thread (statistics and rules) is the one the analysis waits for: the next block
+    # is read from the file on another thread meanwhile, and the result is the same.
+    data = normal_logs.nginx.read_bytes()
+    stream = _Recorded(data)
+    got = analyse([stream], block_size=1 << 16).to_json()
+    assert stream.readers and threading.main_thread().name not in stream.readers
+    assert got == analyse([io.BytesIO(data)], block_size=1 << 16).to_json()
