@@ -208,7 +208,8 @@ def test_analyse_starts_no_threads_or_allocator_it_does_not_use(normal_logs: Log
     # does no linear algebra), and pyarrow its default mimalloc pool, whose reserved pages cost
     # peak memory though analysis allocates through the C library's malloc. After the command
     # only the interpreter's own thread is left (jemalloc's, which pyarrow starts whatever the
-    # pool, has a name of its own), and mimalloc never held a byte.
+    # pool, names itself once it runs: it is given a few seconds to), and mimalloc never held a
+    # byte.
     script = textwrap.dedent(
         f"""
         import io, os, sys
@@ -216,9 +217,16 @@ def test_analyse_starts_no_threads_or_allocator_it_does_not_use(normal_logs: Log
         sys.stdout = io.StringIO()
         status = main(["analyse", "--json", {str(normal_logs.nginx)!r}])
         sys.stdout = sys.__stdout__
+        import time
         import pyarrow as pa
         me = open("/proc/self/comm").read()
-        tasks = [open(f"/proc/self/task/{{t}}/comm").read() for t in os.listdir("/proc/self/task")]
+        TASKS = "/proc/self/task"
+        deadline = time.monotonic() + 5
+        while True:
+            tasks = [open(f"/proc/self/task/{{t}}/comm").read() for t in os.listdir(TASKS)]
+            if tasks.count(me) == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         print(status, tasks.count(me), pa.mimalloc_memory_pool().max_memory())
         """
     )
