@@ -11,7 +11,10 @@ What is measured, honestly:
   that process's own peak RSS, read by GNU time (`/usr/bin/time -f %M`, Debian package `time`),
   whose small process is the one that starts it: a child's ru_maxrss read by this (large)
   script would include this script's memory at the fork. Without GNU time, the process reads
-  its own high-water mark (VmHWM) instead. Figures are medians of --runs runs.
+  its own high-water mark (VmHWM) instead, and CPU time is user + system time of every thread
+  (GNU time's %U + %S): on a machine shared with other work, wall time swings with the load,
+  CPU time much less, so both are printed, with the load average at the start and at the end.
+  Figures are medians of --runs runs.
 * Three inputs: the nginx log alone (what GoAccess reads), the JSON log alone, and both.
 * Logs of every shape: the nginx log is also written with --escaped shares of its lines (0 %,
   25 % and 100 % by default) carrying what nginx escapes as `\\xXX` (a quoted word in the user
@@ -102,17 +105,20 @@ def own_peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(cmd: list[str], output: Path) -> tuple[float, float | None]:
-    """Run cmd with stdout to `output`: wall-clock seconds, and its peak MiB by GNU time."""
-    full = [GNU_TIME, "-f", "%M", *cmd] if GNU_TIME else cmd
+def timed(cmd: list[str], output: Path) -> tuple[float, float | None, float | None]:
+    """Run cmd with stdout to `output`: wall-clock seconds, and its peak MiB and CPU seconds
+    (user + system, every thread) by GNU time."""
+    full = [GNU_TIME, "-f", "%M %U %S", *cmd] if GNU_TIME else cmd
     start = time.perf_counter()
     with output.open("w") as out:
         done = subprocess.run(full, stdout=out, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
-    peak = int(done.stderr.strip().splitlines()[-1]) / 1024 if GNU_TIME else None
-    return seconds, peak
+    if not GNU_TIME:
+        return seconds, None, None
+    kib, user, system = done.stderr.strip().splitlines()[-1].split()
+    return seconds, int(kib) / 1024, float(user) + float(system)
 
 
 def child(paths: list[str], output: str) -> None:
@@ -125,7 +131,9 @@ def child(paths: list[str], output: str) -> None:
     with open(output, "w", encoding="utf-8") as out:
         result = analyse_to_json(paths, out, engine=rules.log_rule_engine())
     seconds = time.perf_counter() - start
+    cpu = os.times().user + os.times().system
     print(json.dumps({"lines": result.lines, "seconds": seconds, "peak_mib": own_peak_mib(),
+                      "cpu": cpu,
                       "findings": len(result.findings), "rejected": result.rejected}))  # fmt: skip
 
 
@@ -137,10 +145,11 @@ def run_child(paths: list[Path]) -> dict[str, float]:
             cmd = [sys.executable, __file__, "--output", str(out), "--child", *map(str, paths)]
             done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-        seconds, peak = timed([MONITORD, "analyse", "--json", *map(str, paths)], out)
+        seconds, peak, cpu = timed([MONITORD, "analyse", "--json", *map(str, paths)], out)
         result = json.loads(out.read_text(encoding="utf-8"))
     return {"lines": result["lines"], "seconds": seconds, "peak_mib": peak or 0.0,
-            "findings": len(result["findings"]), "rejected": result["rejected"]}  # fmt: skip
+            "cpu": cpu or 0.0, "findings": len(result["findings"]),
+            "rejected": result["rejected"]}  # fmt: skip
 
 
 def run_goaccess(path: Path, lines: int) -> dict[str, float] | None:
@@ -150,8 +159,13 @@ def run_goaccess(path: Path, lines: int) -> dict[str, float] | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [exe, str(path), "--log-format=COMBINED", "--no-progress", "-o", f"{tmp}/out.json"]
-        seconds, peak = timed(cmd, Path(tmp) / "stdout")
-    return {"lines": lines, "seconds": seconds, "peak_mib": peak or 0.0}
+        seconds, peak, cpu = timed(cmd, Path(tmp) / "stdout")
+    return {"lines": lines, "seconds": seconds, "peak_mib": peak or 0.0, "cpu": cpu or 0.0}
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: the machine's other work, beside every figure."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -160,6 +174,7 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
         "lines": runs[0]["lines"],
         "rate": statistics.median(r["lines"] / r["seconds"] for r in runs),
         "peak_mib": statistics.median(r["peak_mib"] for r in runs),
+        "cpu": statistics.median(r.get("cpu", 0.0) for r in runs),
         "findings": runs[0].get("findings", 0),
     }
 
@@ -190,6 +205,7 @@ def main() -> None:
     nginx, audit = logs[shares[0]]
     sizes = f"{nginx.stat().st_size >> 20} MiB, {audit.stat().st_size >> 20} MiB"
     print(f"logs: {nginx}, {audit} ({sizes}), ready in {time.perf_counter() - t:.0f} s")
+    print(f"cores: {os.cpu_count()}; load average at the start: {load_average()}")
 
     # The machine's speed drifts (shared hosts): each monitord run on an nginx log is paired
     # with a GoAccess run right after it, and the ratio is the median of the pairs' ratios.
@@ -211,23 +227,27 @@ def main() -> None:
     rows.append((f"nginx x{args.repeat}", grown))
     goaccess = [g for _, g in pairs if g]
 
-    print(f"\n{'input':<14}{'lines':>12}{'lines/s':>12}{'peak MiB':>10}{'findings':>10}")
+    print(f"\n{'input':<14}{'lines':>12}{'lines/s':>12}{'peak MiB':>10}{'CPU s':>8}"
+          f"{'findings':>10}")  # fmt: skip
     for name, m in rows:
         print(f"{name:<14}{m['lines']:>12,.0f}{m['rate']:>12,.0f}{m['peak_mib']:>10.0f}"
-              f"{m['findings']:>10.0f}")  # fmt: skip
+              f"{m['cpu']:>8.2f}{m['findings']:>10.0f}")  # fmt: skip
     one, many = rows[0][1]["peak_mib"], grown["peak_mib"]
     print(f"\nmemory as the log grows: {one:.0f} MiB for {args.lines:,} lines, {many:.0f} MiB "
           f"for {args.repeat * args.lines:,} lines")  # fmt: skip
     if goaccess:
         g = median_of(goaccess)
-        print(f"GoAccess      {g['lines']:>12,.0f}{g['rate']:>12,.0f}{g['peak_mib']:>10.0f}")
+        print(f"GoAccess      {g['lines']:>12,.0f}{g['rate']:>12,.0f}{g['peak_mib']:>10.0f}"
+              f"{g['cpu']:>8.2f}")  # fmt: skip
         for share in shares:
             done = [(m, g_) for m, g_ in paired[share] if g_]
             speed = statistics.median(g_["seconds"] / m["seconds"] for m, g_ in done)  # same lines
             memory = statistics.median(m["peak_mib"] / g_["peak_mib"] for m, g_ in done)
+            cpu = statistics.median(g_["cpu"] / m["cpu"] for m, g_ in done if m["cpu"])
             print(
                 f"ratio (nginx, {share}% of lines escaped, all rules on, median of {len(done)} "
-                f"pairs): {speed:.2f}x GoAccess's lines/s, {memory:.2f}x its peak memory"
+                f"pairs): {speed:.2f}x GoAccess's lines/s ({cpu:.2f}x by CPU time), "
+                f"{memory:.2f}x its peak memory"
             )
         both = rows[2][1]
         print(
@@ -235,7 +255,8 @@ def main() -> None:
         )
         mine = rows[0][1]
         print(f"against the issue's figure: {mine['rate'] / 23_000:.1f}x ({GOACCESS_RATE_NOTE})")
-    else:
+    print(f"load average at the end: {load_average()}")
+    if not goaccess:
         print(
             "GoAccess (or GNU time, to read its peak) is not installed: `apt-get install "
             "goaccess time` (Debian) to compare; skipped. " + GOACCESS_RATE_NOTE

@@ -10,7 +10,8 @@ Two entry points:
 
 Blocks are parsed on a worker thread while the main thread adds the previous block to the
 statistics and the rules: Arrow's JSON reader and the nginx reader's C scan hold no interpreter
-lock while they read a block (`PARSE_AHEAD`). Nothing but aggregates outlives a block, so memory
+lock while they read a block (`PARSE_AHEAD`). The next block is read from the file on another
+(`_read_ahead`), so the main thread only adds up. Nothing but aggregates outlives a block, so memory
 stays flat however long the log.
 """
 
@@ -277,6 +278,15 @@ def _blocks(item: InputItem, size: int) -> Iterator[Block]:
                 stream.close()
 
 
+def _read_ahead(chain: Iterator[Block], reader: ThreadPoolExecutor) -> Iterator[Block]:
+    """The blocks of `chain`, the next one read on `reader` while this one is worked on: the
+    read (a copy out of the page cache) holds no interpreter lock, so it overlaps the work."""
+    ahead = reader.submit(next, chain, None)
+    while (block := ahead.result()) is not None:
+        ahead = reader.submit(next, chain, None)
+        yield block
+
+
 _PREPARED = False
 
 
@@ -356,7 +366,9 @@ def analyse(
     # time, so that an edge log and the audit log of the same days (or two edge servers) meet
     # the statistics hour by hour: read one after the other, the second's hours would come
     # after the first's had closed. A directory is one input: its files follow each other.
-    chains = [_blocks(item, block_size) for item in items]
+    # Each input's next block is read on `reader` while this thread works (`_read_ahead`).
+    reader = ThreadPoolExecutor(max_workers=1)
+    chains = [_read_ahead(_blocks(item, block_size), reader) for item in items]
     reached = [-math.inf] * len(chains)
     active = list(range(len(chains)))
 
@@ -385,7 +397,7 @@ def analyse(
     # and adds up the one before; others are parsed here. Blocks are added up in the order they
     # were read, so at most one block waits parsed, and memory holds a few blocks.
     pending: deque[tuple[int, Future[_Parsed]]] = deque()
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with reader, ThreadPoolExecutor(max_workers=1) as pool:
         while (got := next_block()) is not None:
             i, block = got
             kind: Format = fmt
@@ -400,17 +412,21 @@ def analyse(
                 future.set_result(an.parse_block(block, kind))
             pending.append((i, future))
             while len(pending) > (1 if ahead else 0):
-                j, done = pending.popleft()
-                absorb(j, done.result())
+                absorb(*_result(pending.popleft()))
+            del got, block, future  # held on, they would keep a block alive one read longer
         while pending:
-            j, done = pending.popleft()
-            absorb(j, done.result())
+            absorb(*_result(pending.popleft()))
     result = an.result()
     if on_stats is not None:
         if result.stats:
             on_stats(result.stats)
         result.stats = []
     return result
+
+
+def _result(entry: tuple[int, Future[_Parsed]]) -> tuple[int, _Parsed]:
+    # The parsed block out of its future, which is then dropped with nothing else holding it.
+    return entry[0], entry[1].result()
 
 
 def analyse_to_json(

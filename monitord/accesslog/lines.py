@@ -1,13 +1,17 @@
 """Splitting a block of bytes into an Arrow array of lines without a Python object per line.
 
-The newline positions found by numpy become the offsets of a binary array over the block's own
-buffer (zero copy): about 0.2 µs a line, against ~0.8 µs for Arrow's CSV tokenizer and ~3 µs for
+The newline positions (found with memchr by the C scan's `line_ends`, or by numpy where it is
+not built) become the offsets of a binary array over the block's own buffer (zero copy): about
+0.2 µs a line, against ~0.8 µs for Arrow's CSV tokenizer and ~3 µs for
 `bytes.split` plus `pa.array`. Each value keeps its line ending (that is what makes it zero
 copy); the readers ignore trailing bytes anyway, and `clean` strips it where text is shown.
 Blank lines are dropped: they are no log lines.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -46,13 +50,20 @@ def split_lines(block: bytes | bytearray) -> pa.Array:
     if not block:
         return _EMPTY
     raw = np.frombuffer(block, dtype=np.uint8)
-    newlines = np.flatnonzero(raw == 0x0A)
-    tail = len(newlines) == 0 or newlines[-1] != len(block) - 1
-    n = len(newlines) + tail
-    offsets = np.empty(n + 1, dtype=np.int32)
+    tail = block[-1] != 0x0A
+    if _line_ends is not None:
+        count = block.count(b"\n")
+        n = count + tail
+        offsets = np.empty(n + 1, dtype=np.int32)
+        _line_ends(block, offsets[1 : count + 1])
+    else:  # numpy needs a mask the size of the block to find them
+        newlines = np.flatnonzero(raw == 0x0A)
+        count = len(newlines)
+        n = count + tail
+        offsets = np.empty(n + 1, dtype=np.int32)
+        offsets[1 : count + 1] = newlines
+        offsets[1 : count + 1] += 1
     offsets[0] = 0
-    offsets[1 : len(newlines) + 1] = newlines
-    offsets[1 : len(newlines) + 1] += 1
     if tail:
         offsets[n] = len(block)
     lines = pa.Array.from_buffers(
@@ -75,6 +86,15 @@ def split_lines(block: bytes | bytearray) -> pa.Array:
     return lines
 
 
+def _load_line_ends() -> Callable[[Any, Any], int] | None:
+    try:
+        from monitord.accesslog._nginxscan import line_ends
+    except ImportError:  # not built (no C compiler when monitord was installed): numpy finds them
+        return None
+    return line_ends
+
+
+_line_ends = _load_line_ends()
 _EMPTY = pa.nulls(0, pa.binary())  # not pa.array: that would import pandas (see prepare_process)
 
 

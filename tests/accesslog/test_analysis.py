@@ -6,6 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
 from collections import Counter
 from typing import Any
 
@@ -195,3 +200,61 @@ def test_both_logs_do_not_count_a_request_twice(planted_logs: Logs) -> None:
     assert {rule for rule, _ in shared} >= {"request_flood", "error_burst"}
     for key in shared:
         assert both[key] == max(edge[key], audit[key]), key
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS starts no thread on one core")
+def test_analyse_starts_no_threads_or_allocator_it_does_not_use(normal_logs: Logs) -> None:
+    # numpy's OpenBLAS would start a thread per further core at import, only to spin (analysis
+    # does no linear algebra), and pyarrow its default mimalloc pool, whose reserved pages cost
+    # peak memory though analysis allocates through the C library's malloc. After the command
+    # only the interpreter's own thread is left (jemalloc's, which pyarrow starts whatever the
+    # pool, names itself once it runs: it is given a few seconds to), and mimalloc never held a
+    # byte.
+    script = textwrap.dedent(
+        f"""
+        import io, os, sys
+        from monitord.cli import main
+        sys.stdout = io.StringIO()
+        status = main(["analyse", "--json", {str(normal_logs.nginx)!r}])
+        sys.stdout = sys.__stdout__
+        import time
+        import pyarrow as pa
+        me = open("/proc/self/comm").read()
+        TASKS = "/proc/self/task"
+        deadline = time.monotonic() + 5
+        while True:
+            tasks = [open(f"/proc/self/task/{{t}}/comm").read() for t in os.listdir(TASKS)]
+            if tasks.count(me) == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        print(status, tasks.count(me), pa.mimalloc_memory_pool().max_memory())
+        """
+    )
+    unset = ("OPENBLAS_NUM_THREADS", "ARROW_DEFAULT_MEMORY_POOL")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.split() == ["0", "1", "0"]
+
+
+class _Recorded(io.BytesIO):
+    """A log stream that notes which threads read it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.readers: set[str] = set()
+
+    def readinto(self, buffer: Any) -> int:
+        self.readers.add(threading.current_thread().name)
+        return super().readinto(buffer)
+
+
+def test_the_file_is_read_off_the_thread_that_adds_up(normal_logs: Logs) -> None:
+    # The main thread (statistics and rules) is the one the analysis waits for: the next block
+    # is read from the file on another thread meanwhile, and the result is the same.
+    data = normal_logs.nginx.read_bytes()
+    stream = _Recorded(data)
+    got = analyse([stream], block_size=1 << 16).to_json()
+    assert stream.readers and threading.main_thread().name not in stream.readers
+    assert got == analyse([io.BytesIO(data)], block_size=1 << 16).to_json()

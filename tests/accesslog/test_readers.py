@@ -6,12 +6,13 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import tracemalloc
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from monitord.accesslog import jsonlog, nginx
+from monitord.accesslog import jsonlog, lines, nginx
 from monitord.accesslog.lines import MAX_LINE, split_lines
 from monitord.accesslog.sources import detect
 from tests.logrules import analyse
@@ -268,7 +269,17 @@ def test_forced_format_rejects_the_other(tmp_path: Path) -> None:
     assert analyse([path], fmt="nginx").rejected == 0
 
 
-def test_split_lines_keeps_zero_copy_and_drops_blanks() -> None:
+@pytest.fixture(params=["C", "numpy"])
+def line_finder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Lines split by the C scan's `line_ends` (when built), and by numpy."""
+    if request.param == "numpy":
+        monkeypatch.setattr(lines, "_line_ends", None)
+    elif not nginx.NATIVE:
+        pytest.skip("the C scan is not built")
+    return str(request.param)
+
+
+def test_split_lines_keeps_zero_copy_and_drops_blanks(line_finder: str) -> None:
     arr = split_lines(b"a\r\n\r\n\nb\nc")
     assert arr.to_pylist() == [b"a\r\n", b"b\n", b"c"]
     assert split_lines(b"") == pa.array([], pa.binary())
@@ -277,3 +288,18 @@ def test_split_lines_keeps_zero_copy_and_drops_blanks() -> None:
     assert split_lines(b"\r\n").to_pylist() == []
     assert split_lines(bytearray(b"abc\ndef\n")).to_pylist() == [b"abc\n", b"def\n"]
     assert split_lines(b"x").to_pylist() == [b"x"]
+
+
+def test_splitting_a_block_holds_no_copy_of_it(line_finder: str) -> None:
+    # A block is 2 MiB: finding its newlines must not cost a mask of its size on top (the C
+    # scan's memchr needs none), only the offsets, 4 bytes a line.
+    block = (b"x" * 199 + b"\n") * 10_000  # 2 MB, 10,000 lines
+    tracemalloc.start()
+    try:
+        got = split_lines(block)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(got) == 10_000 and got[9_999].as_py() == b"x" * 199 + b"\n"
+    if line_finder == "C":
+        assert peak < 200_000
