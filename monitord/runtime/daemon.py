@@ -27,6 +27,7 @@ from monitord.incidents import follow_clock_step
 from monitord.redact import mask_urls
 from monitord.runtime import sdnotify
 from monitord.runtime.app import App
+from monitord.runtime.heap import release_free_memory
 from monitord.runtime.jobs import JOBS, Job
 from monitord.runtime.settings import load_settings
 from monitord.runtime.web import WebServer, serve
@@ -118,6 +119,8 @@ class Daemon:
             if not await self._store_lost():
                 _log_failure(f"job {job.name}", exc)
         finally:
+            if job.release_memory:
+                release_free_memory()  # milliseconds, once the run's garbage is freed
             self._beat = self._now()
 
     async def _store_lost(self, hung: bool = False) -> bool:

@@ -43,6 +43,9 @@ class Job:
     every daemon, on its own part of the work."""
     without_store: bool = False
     """Runs while the store does not answer (it keeps what it cannot write)."""
+    release_memory: bool = False
+    """After each run, the C heap's free pages go back to the system (monitord.runtime.heap):
+    a run that allocates and frees much at once would otherwise leave them resident."""
 
 
 async def catalogue_sync(app: App, file: str | None = None) -> SyncOutcome:
@@ -250,6 +253,7 @@ JOBS: tuple[Job, ...] = (
         run_at_start=False,
         once=False,
         without_store=True,
+        release_memory=True,
     ),
     Job("security-scans", security_scans, lambda s: s.zap.check_interval_seconds),
     # A log belongs to the machine it is on: every daemon follows its own.
