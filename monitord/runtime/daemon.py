@@ -30,6 +30,7 @@ from monitord.probing.schedule import window_start
 from monitord.redact import mask_urls
 from monitord.runtime import sdnotify
 from monitord.runtime.app import App
+from monitord.runtime.heap import release_free_memory
 from monitord.runtime.jobs import JOBS, Job
 from monitord.runtime.settings import load_settings
 from monitord.runtime.web import WebServer, serve
@@ -139,6 +140,8 @@ class Daemon:
             if not await self._store_lost():
                 _log_failure(f"job {job.name}", exc)
         finally:
+            if job.release_memory:
+                release_free_memory()  # milliseconds, once the run's garbage is freed
             self._beat = self._now()
 
     async def _store_lost(self, hung: bool = False) -> bool:

@@ -47,6 +47,9 @@ class Job:
     aligned: bool = False
     """Runs at whole multiples of its interval on the wall clock (the probe rounds' windows,
     the same on every daemon), not an interval after its last start."""
+    release_memory: bool = False
+    """After each run, the C heap's free pages go back to the system (monitord.runtime.heap):
+    a run that allocates and frees much at once would otherwise leave them resident."""
 
 
 async def catalogue_sync(app: App, file: str | None = None) -> SyncOutcome:
@@ -269,6 +272,7 @@ JOBS: tuple[Job, ...] = (
         once=False,
         without_store=True,
         aligned=True,
+        release_memory=True,
     ),
     Job("security-scans", security_scans, lambda s: s.zap.check_interval_seconds),
     # A log belongs to the machine it is on: every daemon follows its own.
