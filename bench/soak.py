@@ -93,6 +93,14 @@ LEFT JOIN probe_results AS p
   ON p.service_id = s.id AND p.kind = 'availability' AND p.at >= %(since)s AND p.at <= %(until)s
 GROUP BY s.id
 """
+LONGEST = """
+WITH r AS (
+  SELECT at - lag(at) OVER (PARTITION BY service_id ORDER BY at) AS gap
+  FROM probe_results
+  WHERE kind = 'availability' AND at >= %(since)s AND at <= %(until)s
+)
+SELECT extract(epoch FROM max(gap)), count(*) FILTER (WHERE gap > %(late)s) FROM r
+"""
 TWICE = """
 WITH r AS (
   SELECT at - lag(at) OVER (PARTITION BY service_id ORDER BY at) AS gap
@@ -313,7 +321,12 @@ def report_alerts(soak: Soak, waiting: int) -> None:
 def report_rounds(soak: Soak, since: float, until: float, interval: float, services: int) -> None:
     """Rounds missed per service (no result within 2 intervals) and services probed twice."""
     bounds = _db_times(soak, since, until)
-    params = {**bounds, "window": f"{2 * interval} seconds", "half": f"{interval / 2} seconds"}
+    params = {
+        **bounds,
+        "window": f"{2 * interval} seconds",
+        "half": f"{interval / 2} seconds",
+        "late": f"{1.5 * interval} seconds",
+    }
     gaps = [(str(s), float(str(g))) for s, g, _ in soak.query(GAPS, params)]
     edge_missed = 0
     span = (until - since) / 60
@@ -326,11 +339,13 @@ def report_rounds(soak: Soak, since: float, until: float, interval: float, servi
         )
     missed = Counter(s for s, _ in gaps)
     twice = int(str(soak.query(TWICE, params)[0][0]))
-    worst = max((g for _, g in gaps), default=0.0)
+    longest, over_one_and_half = soak.query(LONGEST, params)[0]
+    worst = float(str(longest or 0))
     print(
         f"probe rounds over {span:.0f} min after warm-up: {len(missed)} of {services} services "
-        f"had a gap over 2 intervals ({len(gaps)} gaps, the longest {worst:.0f} s = "
-        f"{worst / interval:.1f} intervals; {edge_missed} at the window's edges); "
+        f"had a gap over 2 intervals ({len(gaps)} gaps; {edge_missed} at the window's edges); "
+        f"the longest gap between two results of a service {worst:.0f} s = "
+        f"{worst / interval:.2f} intervals, {over_one_and_half} gaps over 1.5 intervals; "
         f"{twice} results came within half an interval of the previous one (probed twice)"
     )
 
