@@ -29,6 +29,9 @@ from monitord.store.findings import FindingBook, NewRows
 from monitord.store.models import ProbeResultRow, ProbeRound, ServiceState
 from monitord.types import FindingDraft, ProbeResult
 
+RECORD_ATTEMPTS = 5
+"""Tries at recording a batch that meets rows other daemons inserted meanwhile."""
+
 
 @dataclass
 class RoundReport:
@@ -117,11 +120,13 @@ def record_results(
     """Store a round's results, judge them, and move the state machines, in one transaction
     (see _record_once).
 
-    In a cluster two daemons may record the same service at once while the probe split
-    changes hands, and both insert its new state or finding: one transaction then fails on the
-    unique key. It is run again, once, and finds the other's row to update.
+    In a cluster several daemons may record the same service at once while the probe split
+    changes hands (at a cold start every daemon probes every service for a few seconds), and
+    each inserts its new state or finding: a transaction then fails on the unique key. It is
+    run again, and finds the others' rows to update; each try meets at most the rows of
+    daemons that committed since the last, so a few tries always land.
     """
-    for attempt in range(2):
+    for attempt in range(RECORD_ATTEMPTS):
         try:
             return _record_once(
                 store,
@@ -135,7 +140,7 @@ def record_results(
                 once_within=once_within,
             )
         except IntegrityError:
-            if attempt:
+            if attempt == RECORD_ATTEMPTS - 1:
                 raise
             logger.debug("a round's record met another daemon's rows: recorded again")
     raise AssertionError("unreachable")

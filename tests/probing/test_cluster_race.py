@@ -3,6 +3,7 @@ writers, so the race cannot happen there)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -75,3 +76,67 @@ def test_two_daemons_recording_a_new_service_at_once_both_land(
     with pg_store.session() as session:
         assert len(session.scalars(select(ProbeResultRow)).all()) == 2
     assert state(pg_store).successes == 2
+
+
+def test_three_daemons_whose_rounds_overlap_differently_all_land(
+    pg_store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a cold start every daemon probes every service for a few seconds (none counts the
+    others yet). Daemon a records services 1 and 2, b service 1, c service 2: a's first try
+    meets b's new rows, its second c's, committed in between; its third lands."""
+    other = dataclasses.replace(TARGET, id="svc-0002", url="https://svc2.example/")
+    with pg_store.session() as session:
+        session.add(
+            Service(
+                id=other.id, name=other.name, status="online", first_seen=clock(), last_seen=clock()
+            )
+        )
+    ab_read = threading.Barrier(2)
+    b_done, c_may_read, c_done = threading.Event(), threading.Event(), threading.Event()
+    reads: dict[str, int] = {}
+    original = record.round_states
+
+    def choreographed(session: Any, probed: Any) -> Any:
+        states = original(session, probed)
+        name = threading.current_thread().name
+        reads[name] = reads.get(name, 0) + 1
+        if name in "ab" and reads[name] == 1:
+            ab_read.wait(timeout=10)  # a and b have both read: neither sees the other's rows
+        if name == "a" and reads[name] == 1:
+            b_done.wait(timeout=10)  # b's rows are committed before a writes its own
+        if name == "a" and reads[name] == 2:
+            c_may_read.set()  # c reads now: it cannot see a's rows, a has not seen c's
+            c_done.wait(timeout=10)
+        return states
+
+    monkeypatch.setattr(record, "round_states", choreographed)
+    probes = parse_config({}, "test", env={}).probes
+    now = clock()
+    errors: list[BaseException] = []
+    targets = {TARGET.id: TARGET, other.id: other}
+    batches = {
+        "a": [result(now, True), dataclasses.replace(result(now, True), service_id=other.id)],
+        "b": [result(now, True)],
+        "c": [dataclasses.replace(result(now, True), service_id=other.id)],
+    }
+
+    def daemon() -> None:
+        name = threading.current_thread().name
+        if name == "c":
+            c_may_read.wait(timeout=10)
+        try:
+            record_results(pg_store, targets, batches[name], probes, now)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            (c_done if name == "c" else b_done if name == "b" else threading.Event()).set()
+
+    threads = [threading.Thread(target=daemon, name=name) for name in "abc"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert reads["a"] == 3  # met b's rows, then c's
+    with pg_store.session() as session:
+        assert len(session.scalars(select(ProbeResultRow)).all()) == 4
