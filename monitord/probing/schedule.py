@@ -105,6 +105,18 @@ Record = Callable[[list[ProbeResult], bool], Coroutine[Any, Any, None]]
 round)."""
 
 
+_STRAYS: set[asyncio.Task[None]] = set()
+"""Recordings that outlived their round (see spread_round); kept until they end."""
+
+
+def _let_run(task: asyncio.Task[None]) -> None:
+    """Keep a task that outlived its round until it ends; what it raises is the round's
+    recording error, already handled by `record` (kept in memory, said by the daemon)."""
+    _STRAYS.add(task)
+    task.add_done_callback(_STRAYS.discard)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
 async def _flush(record: Record, live: list[ProbeResult], late: list[ProbeResult]) -> None:
     if late:
         await record(late, True)
@@ -192,7 +204,13 @@ async def spread_round(
                 (math.floor(max(now, then) / TICK_SECONDS) + 1) * TICK_SECONDS - now
             )
         if flushing is not None:
-            await flushing
+            # A recording that hangs (a cut network holds a query until the kernel gives up)
+            # is waited for until the window ends, not longer: the next round probes on.
+            left = max(schedule.interval - position(), TICK_SECONDS)
+            if (await asyncio.wait({flushing}, timeout=left))[0]:
+                flushing.result()
+            else:
+                _let_run(flushing)
         await _flush(record, finished, finished_late)
     except asyncio.CancelledError:
         collect(task for task in running if task.done() and not task.cancelled())

@@ -240,3 +240,29 @@ async def test_what_a_daemon_measures_while_the_others_do_not_count_it_is_record
     assert late and live and not late & live and late | live == {t.id for t in targets}
     for result in record.late:
         assert 1.0 <= portal.arrivals[result.service_id or ""][0] - began < 2.1
+
+
+async def test_a_recording_that_hangs_does_not_hold_up_the_next_round(portal: Portal) -> None:
+    """A cut network holds a query until the kernel gives up: the round waits for it until its
+    window ends, not longer, and what it measured since is handed on to be recorded."""
+    targets = services(portal, 30)
+    never = asyncio.Event()
+    handed: list[ProbeResult] = []
+
+    async def record(results: list[ProbeResult], late: bool) -> None:
+        if not handed:
+            handed.extend(results)
+            await never.wait()  # the first recording hangs
+        else:
+            handed.extend(results)
+
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    settings = parse_config({"probes": {"timeout_seconds": 2.0}}, "test", env={}).probes
+    async with probe_context(settings, system_clock) as ctx:
+        schedule = Schedule(start=system_clock().timestamp(), interval=4.0, flush_seconds=0.5)
+        await spread_round(Prober(ctx, settings), targets, schedule, record)
+    assert loop.time() - began < 4.0 + 1.5
+    assert sorted(r.service_id or "" for r in handed) == [t.id for t in targets]
+    never.set()
+    await asyncio.sleep(0)
