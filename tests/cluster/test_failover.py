@@ -219,6 +219,15 @@ async def test_postgresql_restarted_then_stopped_for_a_minute_loses_nothing(
             lambda: {r.daemon for r in cluster.results(restarted) if not r.late} == set("abc"),
             "every daemon's probes after the restart",
         )
+        # A daemon that saw the restart has said so, and says the store is back at its next
+        # check (the probes may be recorded before it): the stop below is a new outage.
+        await cluster.wait(
+            lambda: all(
+                len(d.said("does not answer")) == len(d.said("answers again"))
+                for d in daemons.values()
+            ),
+            "every daemon seeing the store back after the restart",
+        )
 
         # Stopped for a minute: the daemons keep probing and write it all afterwards.
         marks = {name: len(d.lines) for name, d in daemons.items()}
