@@ -153,7 +153,7 @@ def run_child(paths: list[Path], config: Path | None = None) -> dict[str, float]
             cmd = [sys.executable, __file__, "--output", str(out), "--child", *map(str, paths)]
             done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-        given = ["--config", str(config)] if config is not None else []
+        given = ["--config", str(config.resolve())] if config is not None else []
         cmd = [MONITORD, "analyse", *given, "--json", *map(str, paths)]
         seconds, peak, cpu = timed(cmd, out, cwd=Path(tmp))
         result = json.loads(out.read_text(encoding="utf-8"))
