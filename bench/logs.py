@@ -154,7 +154,7 @@ def run_child(paths: list[Path], config: Path | None = None) -> dict[str, float]
             done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             return dict(json.loads(done.stdout.strip().splitlines()[-1]))
         given = ["--config", str(config.resolve())] if config is not None else []
-        cmd = [MONITORD, "analyse", *given, "--json", *map(str, paths)]
+        cmd = [MONITORD, *given, "analyse", "--json", *map(str, paths)]
         seconds, peak, cpu = timed(cmd, out, cwd=Path(tmp))
         result = json.loads(out.read_text(encoding="utf-8"))
     return {"lines": result["lines"], "seconds": seconds, "peak_mib": peak or 0.0,
