@@ -26,8 +26,11 @@ What is measured, honestly:
   (`--log-format=COMBINED`, JSON output) right after each monitord run on it, timed and measured
   the same way; the machine's speed drifts, so the ratios printed are medians of these pairs.
 
+* Each monitord process runs in an empty folder without $MONITORD_CONFIG: it reads no config
+  file (the built-in `[logs]`, and pydantic is never imported), or the one --config names.
+
 Run: `.venv/bin/python bench/logs.py [--lines 1000000] [--runs 5] [--repeat 10] [--escaped 0,25,100]
-[--dir DIR]`.
+[--dir DIR] [--config monitord.toml]`.
 """
 
 from __future__ import annotations
@@ -105,13 +108,16 @@ def own_peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(cmd: list[str], output: Path) -> tuple[float, float | None, float | None]:
-    """Run cmd with stdout to `output`: wall-clock seconds, and its peak MiB and CPU seconds
-    (user + system, every thread) by GNU time."""
+def timed(
+    cmd: list[str], output: Path, cwd: Path | None = None
+) -> tuple[float, float | None, float | None]:
+    """Run cmd (in `cwd`, without $MONITORD_CONFIG) with stdout to `output`: wall-clock seconds,
+    and its peak MiB and CPU seconds (user + system, every thread) by GNU time."""
     full = [GNU_TIME, "-f", "%M %U %S", *cmd] if GNU_TIME else cmd
+    env = {k: v for k, v in os.environ.items() if k != "MONITORD_CONFIG"}
     start = time.perf_counter()
     with output.open("w") as out:
-        done = subprocess.run(full, stdout=out, stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(full, stdout=out, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
@@ -137,15 +143,19 @@ def child(paths: list[str], output: str) -> None:
                       "findings": len(result.findings), "rejected": result.rejected}))  # fmt: skip
 
 
-def run_child(paths: list[Path]) -> dict[str, float]:
-    """`monitord analyse --json PATHS` as typed, in a process of its own: its figures."""
+def run_child(paths: list[Path], config: Path | None = None) -> dict[str, float]:
+    """`monitord analyse --json PATHS` as typed, in a process of its own: its figures. It runs in
+    an empty folder: with `config`, it reads that file (`--config`), else no config at all (a
+    monitord.toml in the bench's folder would be read otherwise, and pydantic with it)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         if GNU_TIME is None:
             cmd = [sys.executable, __file__, "--output", str(out), "--child", *map(str, paths)]
             done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-        seconds, peak, cpu = timed([MONITORD, "analyse", "--json", *map(str, paths)], out)
+        given = ["--config", str(config.resolve())] if config is not None else []
+        cmd = [MONITORD, *given, "analyse", "--json", *map(str, paths)]
+        seconds, peak, cpu = timed(cmd, out, cwd=Path(tmp))
         result = json.loads(out.read_text(encoding="utf-8"))
     return {"lines": result["lines"], "seconds": seconds, "peak_mib": peak or 0.0,
             "cpu": cpu or 0.0, "findings": len(result["findings"]),
@@ -191,6 +201,11 @@ def main() -> None:
         help="shares (%%) of nginx lines with escapes, each compared with GoAccess",
     )
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "monitord-bench")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="a config file monitord reads (e.g. monitord.toml); default none, the built-in one",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--output", default=os.devnull, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -206,12 +221,13 @@ def main() -> None:
     sizes = f"{nginx.stat().st_size >> 20} MiB, {audit.stat().st_size >> 20} MiB"
     print(f"logs: {nginx}, {audit} ({sizes}), ready in {time.perf_counter() - t:.0f} s")
     print(f"cores: {os.cpu_count()}; load average at the start: {load_average()}")
+    print(f"config read by monitord: {args.config or 'none (the built-in [logs])'}")
 
     # The machine's speed drifts (shared hosts): each monitord run on an nginx log is paired
     # with a GoAccess run right after it, and the ratio is the median of the pairs' ratios.
     paired: dict[int, list[tuple[dict[str, float], dict[str, float] | None]]] = {
         share: [
-            (run_child([logs[share][0]]), run_goaccess(logs[share][0], args.lines))
+            (run_child([logs[share][0]], args.config), run_goaccess(logs[share][0], args.lines))
             for _ in range(args.runs)
         ]
         for share in shares
@@ -221,9 +237,9 @@ def main() -> None:
         (f"nginx {share}% esc", median_of([m for m, _ in paired[share]])) for share in shares
     ]
     for k, (name, paths) in enumerate((("json", [audit]), ("nginx+json", [nginx, audit])), 1):
-        rows.insert(k, (name, median_of([run_child(paths) for _ in range(args.runs)])))
+        rows.insert(k, (name, median_of([run_child(paths, args.config) for _ in range(args.runs)])))
     long_log = longer(args.dir, nginx, args.repeat)
-    grown = median_of([run_child([long_log]) for _ in range(args.runs)])
+    grown = median_of([run_child([long_log], args.config) for _ in range(args.runs)])
     rows.append((f"nginx x{args.repeat}", grown))
     goaccess = [g for _, g in pairs if g]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from monitord.timeutil import Clock, system_clock
 
@@ -37,6 +37,11 @@ QUIET_KINDS = ("compliance",)
 """Findings of these kinds open no incident; the quarterly report counts them."""
 INCIDENT_KINDS = (*SECURITY_KINDS, *AVAILABILITY_KINDS, *QUIET_KINDS)
 """Every incident kind a rule may name (`incident = …` in rules/*.toml)."""
+
+ApiRole = Literal["viewer", "oncall", "admin"]
+API_ROLES: tuple[ApiRole, ...] = get_args(ApiRole)
+"""In rising order: a viewer reads; on-call also acknowledges, notifies, resolves and silences;
+an admin also accepts risks and triggers scans."""
 
 PROBE_KINDS = ("availability", "tls", "compatibility", "contract")
 PROBE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST"})

@@ -6,18 +6,21 @@ analyse` loads no more than analysis needs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rules
 from monitord.accesslog.analysis import Analyzer
-from monitord.config import LogSettings
+
+if TYPE_CHECKING:
+    from monitord.config import LogSettings
 
 
-def make_analyzer(settings: LogSettings, state: dict[str, Any] | None = None) -> Analyzer:
-    """An analyzer with the configured calendar and service pattern, resumed from state."""
+def make_analyzer(settings: LogSettings | None, state: dict[str, Any] | None = None) -> Analyzer:
+    """An analyzer with the configured calendar and service pattern (None: the built-in
+    `[logs]`), resumed from state."""
     engine = rules.log_rule_engine(settings)
     options: dict[str, Any] = {}
-    if settings.service_pattern:
+    if settings is not None and settings.service_pattern:
         options["service_pattern"] = settings.service_pattern
     if state:
         return Analyzer.from_state(state, engine, **options)

@@ -36,7 +36,6 @@ from monitord.cli.silence import add_silence_commands
 from monitord.cli.status import add_status_command
 from monitord.cli.store import add_store_commands
 from monitord.cli.token import add_token_command
-from monitord.config import LoggingSettings, check_daemon_secrets
 from monitord.errors import ConfigError, MonitordError, UsageError
 from monitord.redact import one_line, printable
 from monitord.textable import format_table, show_whole_cells
@@ -58,6 +57,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
     from monitord import aio
+    from monitord.config import check_daemon_secrets
     from monitord.runtime.daemon import Daemon, tune_collector
     from monitord.runtime.logsetup import setup_logging
 
@@ -236,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Readable lines on stderr for every command that logs; `run` and `demo` add the JSON log
     # file. `analyse` logs nothing, and spares its memory budget the logging library.
     if getattr(args, "logs", True):
+        from monitord.config import LoggingSettings
         from monitord.runtime.logsetup import setup_logging
 
         setup_logging(LoggingSettings(), to_file=False)

@@ -10,7 +10,6 @@ import sys
 from typing import Any
 
 from monitord.cli.common import add_json, add_wide, app_for, config_path, time_arg
-from monitord.config import load_config
 from monitord.errors import UsageError
 from monitord.names import SEVERITY_NAMES, named
 from monitord.textable import format_table
@@ -76,11 +75,16 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     prepare_process()
     from monitord.accesslog.configured import make_analyzer
 
-    settings = load_config(config_path(args))
-    engine = make_analyzer(settings.logs).engine
-    options: dict[str, Any] = {}
-    if settings.logs.service_pattern:
-        options["service_pattern"] = settings.logs.service_pattern
+    # Without a config file the built-in [logs] is used as is, and the config's models (pydantic:
+    # 0.2 s of CPU and 20 MiB before the first line) are never imported.
+    logs = None
+    config = config_path(args)
+    if config is not None:
+        from monitord.config import load_config
+
+        logs = load_config(config).logs
+    analyzer = make_analyzer(logs)
+    options: dict[str, Any] = {"service_pattern": analyzer.service_pattern}
     for path in args.paths:
         if path != "-":
             _check_input(path)
@@ -90,7 +94,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         since=since,
         until=until,
         progress=_progress(),
-        engine=engine,
+        engine=analyzer.engine,
     )
     if args.json:
         analyse_to_json(args.paths, sys.stdout, **options)

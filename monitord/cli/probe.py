@@ -7,7 +7,6 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from monitord.cli.common import add_wide, open_app, settings_for
-from monitord.config import Settings, ca_bundle_problem, http_url
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import system_clock
@@ -16,6 +15,7 @@ from monitord.types import PROBE_KINDS
 # The probes, aiohttp and the store are imported by the handler: registering `probe` must not
 # load them into every `monitord` process (see monitord.cli).
 if TYPE_CHECKING:
+    from monitord.config import Settings
     from monitord.probing import RoundReport
 
 
@@ -40,6 +40,8 @@ def _result_objects(report: RoundReport) -> list[dict[str, Any]]:
 
 def _settings(args: argparse.Namespace) -> Settings:
     """The config's settings, with --ca-file trusted besides the configured bundle."""
+    from monitord.config import ca_bundle_problem
+
     settings = settings_for(args)
     if not args.ca_file:
         return settings
@@ -65,6 +67,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     """Run probes and print their facts and findings."""
     import probes
     from monitord import aio
+    from monitord.config import http_url
     from monitord.probing import probe_round
 
     chosen = [args.kind] if args.kind else None

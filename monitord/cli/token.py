@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 from monitord.cli.common import settings_for
-from monitord.config import API_ROLES
 from monitord.errors import UsageError
 from monitord.redact import printable
+from monitord.types import API_ROLES
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:

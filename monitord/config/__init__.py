@@ -37,6 +37,7 @@ from pydantic_core import ErrorDetails
 from monitord.errors import ConfigError
 from monitord.redact import mask_url, mask_urls, one_line
 from monitord.timeutil import SHANGHAI
+from monitord.types import API_ROLES as API_ROLES
 from monitord.types import (
     AVAILABILITY_KINDS,
     PROBE_KINDS,
@@ -45,6 +46,7 @@ from monitord.types import (
     SEVERITIES,
     Severity,
 )
+from monitord.types import ApiRole as ApiRole
 
 # Keys whose values must never be echoed back, even inside an error message.
 SECRET_WORDS = ("token", "password", "secret", "api_key", "apikey")
@@ -636,12 +638,6 @@ def remapped_security_rule(incidents: IncidentSettings, declared: Mapping[str, s
                     f"{rule!r} ({declared_kind}) off the two-hour clock ({CLOCK})"
                 )
     return None
-
-
-ApiRole = Literal["viewer", "oncall", "admin"]
-API_ROLES: tuple[ApiRole, ...] = get_args(ApiRole)
-"""In rising order: a viewer reads; on-call also acknowledges, notifies, resolves and silences;
-an admin also accepts risks and triggers scans."""
 
 
 def _sha256_hex(value: str) -> str:
