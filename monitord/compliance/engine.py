@@ -128,6 +128,9 @@ class Quarter:
     periods: dict[str, list[Period]]
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each service's record when it was last in the catalogue during the quarter."""
+    _stats: dict[str, ProbeStats | None] = field(default_factory=dict, repr=False)
+    """The services' availability figures, each computed once (the uptime and the latency
+    checks both read them)."""
 
     def online_services(self) -> list[str]:
         """The services online at some moment of the quarter, by id."""
@@ -156,10 +159,20 @@ class Quarter:
         """The service's availability figures over the hours it was online in the quarter: a
         suspension's outage is not counted against its uptime (the service is probed while
         suspended). None when it had no probe then."""
-        spans = self.spans(service_id, "online")
-        if spans == [(self.start, self.until)]:
-            return self.probes.get(service_id)
-        return _span_stats(self.session, service_id, spans)
+        if service_id not in self._stats:
+            spans = self.spans(service_id, "online")
+            if spans == [(self.start, self.until)]:
+                self._stats[service_id] = self.probes.get(service_id)
+            else:
+                self._stats[service_id] = _span_stats(
+                    self.session, service_id, spans, self.rolled_until
+                )
+        return self._stats[service_id]
+
+    @cached_property
+    def rolled_until(self) -> dt.datetime | None:
+        """Raw results before this moment are in the roll-ups (read once)."""
+        return rolled_up_until(self.session)
 
     @cached_property
     def calendar(self) -> WorkCalendar:
@@ -214,13 +227,17 @@ class Quarter:
 
 
 def _span_stats(
-    session: Session, service_id: str, spans: list[tuple[dt.datetime, dt.datetime]]
+    session: Session,
+    service_id: str,
+    spans: list[tuple[dt.datetime, dt.datetime]],
+    rolled: dt.datetime | None,
 ) -> ProbeStats | None:
     """A service's availability figures over the whole hours of `spans` (a roll-up is an
-    hour's), blind results left out, as probe_quarter counts them for a whole quarter."""
+    hour's), blind results left out, as probe_quarter counts them for a whole quarter.
+
+    rolled: raw results before this moment are in the roll-ups."""
     count = failures = blind = hours = 0
     buckets: dict[str, int] = {}
-    rolled = rolled_up_until(session)
     for a, b in spans:
         for row in session.scalars(
             select(ProbeRollup).where(
@@ -479,7 +496,7 @@ def no_findings_of_clause(q: Quarter, rule: ComplianceRule) -> list[ComplianceVe
 def _raw_hours(q: Quarter) -> dict[str, set[dt.datetime]]:
     """The hours not rolled up yet in which each service had an availability probe."""
     hours: dict[str, set[dt.datetime]] = defaultdict(set)
-    raw_from = max(q.start, rolled_up_until(q.session) or q.start)
+    raw_from = max(q.start, q.rolled_until or q.start)
     for service_id, at in q.session.execute(
         select(ProbeResultRow.service_id, ProbeResultRow.at).where(
             ProbeResultRow.kind == AVAILABILITY,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ def driver_settings(settings: Settings) -> ZapDriverSettings:
     )
 
 
+@functools.lru_cache(maxsize=100_000)  # asked for every online service at every pass
 def spread_offset(service_id: str, days: int) -> dt.timedelta:
     """A stable offset within the first `days` of a quarter, so scans do not all start at once."""
     digest = int(hashlib.sha256(service_id.encode()).hexdigest()[:8], 16)
@@ -60,15 +62,16 @@ def spread_offset(service_id: str, days: int) -> dt.timedelta:
 
 def _enqueue(
     session: Session,
-    service: Service,
+    service_id: str,
+    url: str,
     key: str,
     trigger: str,
     now: dt.datetime,
     settings: Settings,
     known: set[str] | None = None,
 ) -> bool:
-    """Queue a scan under `key` unless one exists; a target ZAP must not scan is recorded as a
-    failed scan with the reason instead, and never reaches the queue.
+    """Queue a scan of the service at `url` under `key` unless one exists; a target ZAP must not
+    scan is recorded as a failed scan with the reason instead, and never reaches the queue.
 
     known: the keys already queued, read once by the caller (else looked up)."""
     if known is not None:
@@ -77,12 +80,12 @@ def _enqueue(
         known.add(key)
     elif session.scalar(select(Scan.id).where(Scan.scan_key == key)) is not None:
         return False
-    refused = target_problem(service.url or "", settings.probes.denied_networks)
+    refused = target_problem(url, settings.probes.denied_networks)
     if refused is not None:
-        logger.warning("scan {} of {} not queued: {}", key, service.id, refused)
+        logger.warning("scan {} of {} not queued: {}", key, service_id, refused)
     session.add(
         Scan(
-            service_id=service.id,
+            service_id=service_id,
             scan_key=key,
             trigger=trigger,
             state="queued" if refused is None else "failed",
@@ -100,31 +103,34 @@ def enqueue_due(session: Session, settings: Settings, now: dt.datetime) -> list[
     """Queue the scans that are due: quarterly ones and those triggered by lifecycle events.
 
     A handful of queries whatever the number of services (it runs every minute): the keys
-    already queued this quarter and the last scan of each service are each read once.
+    already queued this quarter and the last scan of each service are each read once, and only
+    the columns used (a whole service row holds a dozen JSON documents to decode).
     """
     queued: list[str] = []
     label, start = quarter_start(now)
     week_ago = now - dt.timedelta(days=7)
-    online = session.scalars(
-        select(Service).where(
-            Service.status == "online", Service.gone.is_(False), Service.url.is_not(None)
+    online: dict[str, str] = {
+        service_id: url or ""  # never empty: the query asks for a URL
+        for service_id, url in session.execute(
+            select(Service.id, Service.url).where(
+                Service.status == "online", Service.gone.is_(False), Service.url.is_not(None)
+            )
         )
-    ).all()
-    by_id = {s.id: s for s in online}
+    }
     # A quarterly key is queued within its quarter, an event's within a week of the event.
     known = set(
         session.scalars(select(Scan.scan_key).where(Scan.queued_at >= min(start, week_ago)))
     )
-    for service in online:
-        if now >= start + spread_offset(service.id, settings.zap.quarterly_spread_days):
-            key = f"{service.id}-{label}"
-            if _enqueue(session, service, key, "quarterly", now, settings, known):
+    for service_id, url in online.items():
+        if now >= start + spread_offset(service_id, settings.zap.quarterly_spread_days):
+            key = f"{service_id}-{label}"
+            if _enqueue(session, service_id, url, key, "quarterly", now, settings, known):
                 queued.append(key)
     session.flush()
-    recent = session.scalars(
-        select(ServiceEvent).where(
-            ServiceEvent.kind.in_(list(SCAN_TRIGGERS)), ServiceEvent.at >= week_ago
-        )
+    recent = session.execute(
+        select(ServiceEvent.id, ServiceEvent.service_id, ServiceEvent.kind, ServiceEvent.at)
+        .where(ServiceEvent.kind.in_(list(SCAN_TRIGGERS)), ServiceEvent.at >= week_ago)
+        .order_by(ServiceEvent.id)
     ).all()
     if not recent:
         return queued
@@ -135,17 +141,17 @@ def enqueue_due(session: Session, settings: Settings, now: dt.datetime) -> list[
             .group_by(Scan.service_id)
         ).all()
     )
-    for event in recent:
-        target = by_id.get(event.service_id)
-        if target is None:
+    for event_id, service_id, kind, at in recent:
+        if service_id not in online:
             continue
-        last = last_queued.get(event.service_id)
-        if last is not None and last > event.at:
+        last = last_queued.get(service_id)
+        if last is not None and last > at:
             continue  # a scan queued since (the first sync's quarterly one) covers this event
-        key = f"{event.service_id}-event-{event.id}"
-        if _enqueue(session, target, key, SCAN_TRIGGERS[event.kind], now, settings, known):
+        key = f"{service_id}-event-{event_id}"
+        trigger = SCAN_TRIGGERS[kind]
+        if _enqueue(session, service_id, online[service_id], key, trigger, now, settings, known):
             queued.append(key)
-            last_queued[event.service_id] = now
+            last_queued[service_id] = now
     return queued
 
 
@@ -166,7 +172,7 @@ def enqueue_manual(
     if refused is not None:
         raise ZapTargetRefused(f"not scanned: {refused}")
     key = f"{service_id}-manual-{now.strftime('%Y%m%dT%H%M%S')}"
-    _enqueue(session, service, key, "manual", now, settings)
+    _enqueue(session, service.id, service.url or "", key, "manual", now, settings)
     audit(session, now, actor, "scan.request", service_id, {"scan_key": key})
     session.flush()
     return session.scalars(select(Scan).where(Scan.scan_key == key)).one()
