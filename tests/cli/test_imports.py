@@ -59,13 +59,17 @@ HELP_ARGVS = [
 ]
 
 
-def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+def _run_python(
+    code: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -172,14 +176,6 @@ def test_monitord_analyse_without_a_config_file_loads_no_config_models(tmp_path:
         print(json.dumps([m for m in ("pydantic", "monitord.config") if m in sys.modules]))
         """
     env = {k: v for k, v in os.environ.items() if k != "MONITORD_CONFIG"}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-        env=env,
-    )
+    done = _run_python(textwrap.dedent(code), cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == []
