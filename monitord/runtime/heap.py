@@ -8,6 +8,13 @@ round freed below a block still in use stays resident. Each round's peak lands a
 differently, so the daemon's resident memory crept up round after round with no Python object
 growing (bench/memory.py measures it). `malloc_trim(0)` returns every free page of every arena
 to the system; called once the round's garbage is gone, it keeps the daemon's memory flat.
+
+What is freed but still inside a page in use cannot be given back, and glibc makes an arena for
+each thread that finds the others busy, up to eight per core. As jobs ran side by side and the
+worker pool grew, each daemon of bench/soak.py came to hold 11 or 12 arenas, and the one holding
+the once-only jobs kept rising for half an hour. The daemon therefore caps malloc at two arenas
+before its threads start (what `MALLOC_ARENA_MAX=2` does), so that its memory levels off within
+its first rounds whatever the number of cores.
 """
 
 from __future__ import annotations
@@ -17,20 +24,43 @@ import ctypes.util
 from collections.abc import Callable
 from functools import cache
 
+DAEMON_ARENAS = 2
+"""malloc arenas the daemon may use: the main thread's and one shared by its worker threads."""
+_M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, or None where ctypes cannot find it."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"))
+    except (OSError, TypeError):
+        return None
+
 
 @cache
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError, TypeError):
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
     function: Callable[[int], int] = trim
     return function
+
+
+def limit_arenas(count: int = DAEMON_ARENAS) -> bool:
+    """Let malloc make at most `count` arenas from now on; False where that cannot be done.
+
+    Called before the daemon starts its threads: an arena made already stays.
+    """
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None or _malloc_trim() is None:  # mallopt's numbers are glibc's own
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_ARENA_MAX, count))
 
 
 def release_free_memory() -> bool:

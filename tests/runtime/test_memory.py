@@ -5,15 +5,19 @@ system, instead of staying in malloc's arenas round after round (issue 19's soak
 from __future__ import annotations
 
 import asyncio
+import inspect
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from monitord import cli
 from monitord.config import parse_config
 from monitord.runtime.app import App
 from monitord.runtime.daemon import Daemon
-from monitord.runtime.heap import _malloc_trim
+from monitord.runtime.heap import DAEMON_ARENAS, _malloc_trim
 from monitord.runtime.jobs import JOBS, Job
 from monitord.store import open_store
 from monitord.timeutil import system_clock
@@ -83,3 +87,49 @@ async def test_without_the_release_malloc_keeps_what_was_freed(app: App) -> None
 def test_the_probe_job_releases_memory_after_each_round() -> None:
     released = {job.name for job in JOBS if job.release_memory}
     assert released == {"probes"}
+
+
+ARENAS_CHILD = """
+import ctypes, ctypes.util, sys, threading
+from monitord.runtime.heap import limit_arenas
+
+if sys.argv[1] == "capped":
+    assert limit_arenas()
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+together = threading.Barrier(8)
+
+
+def allocate() -> None:
+    libc.malloc(4096)
+    together.wait()  # all alive at once, as the daemon's workers are: no arena handed on
+
+
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+libc.malloc_stats()  # one "Arena N:" paragraph per arena, on stderr
+"""
+
+
+def arenas_after_eight_threads(mode: str) -> int:
+    """How many malloc arenas a fresh process has once eight live threads have each allocated."""
+    done = subprocess.run(
+        [sys.executable, "-c", ARENAS_CHILD, mode], capture_output=True, text=True, check=True
+    )
+    return done.stderr.count("Arena ")
+
+
+def test_the_daemon_caps_malloc_at_two_arenas_however_many_threads_it_runs() -> None:
+    # Uncapped, glibc gives each new thread an arena of its own (the control): the daemon's
+    # memory then rose with each worker thread its jobs started.
+    assert arenas_after_eight_threads("uncapped") >= 8
+    assert arenas_after_eight_threads("capped") == DAEMON_ARENAS
+
+
+def test_monitord_run_caps_the_arenas_before_anything_else() -> None:
+    source = inspect.getsource(cli.cmd_run)
+    assert source.index("limit_arenas()") < source.index("import aio")
