@@ -19,7 +19,7 @@ What it does, honestly:
   sends (lost: queued and never received; duplicated: received more than once); each
   service's availability results after warm-up, a round counted missed where no result came
   within 2 intervals; every daemon's resident memory, sampled every 15 s, and its least-squares
-  slope (MiB/hour) per process after `--warmup-minutes`.
+  slope (MiB/hour) per process after `--warmup-minutes` and over the second half of that.
 
 Run: `.venv/bin/python bench/soak.py [--minutes 60] [--services 2000] [--daemons 3]`.
 """
@@ -385,6 +385,11 @@ def report_memory(soak: Soak, warmup_min: float) -> None:
                 f"; after warm-up {slope_mib_per_hour(later):+.1f} MiB/hour "
                 f"(least squares, {len(later)} samples over {span:.0f} min)"
             )
+            # A process restarted late in the soak is still warming up: the second half of its
+            # life after warm-up tells growth from a level being reached.
+            half = [(t, m) for t, m in later if t >= (later[0][0] + later[-1][0]) / 2]
+            if len(half) >= 4:
+                line += f", its second half {slope_mib_per_hour(half):+.1f} MiB/hour"
         print(line)
 
 
