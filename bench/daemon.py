@@ -23,7 +23,9 @@ What is measured, honestly:
   brings the services up and runs their deep probes, is past by then), and the peak (VmHWM).
   Then SIGTERM: the daemon must exit 0.
 * The machine may be shared: the load average at the start and at the end is printed beside the
-  figures. The goal (issue 17) is under 5 % of one core a minute, and RSS flat after warm-up.
+  figures, and so is a gauge of the machine's speed (bench/_gauge.py: the CPU ms of a full TLS
+  handshake, at the start and the end), since a share of a core is only as fast as the core.
+  The goal (issue 17) is under 5 % of one core a minute, and RSS flat after warm-up.
 
 Run: `.venv/bin/python bench/daemon.py [--minutes 10] [--services 2000]` (`--minutes 2` for a
 quick try).
@@ -55,6 +57,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 from sqlalchemy import func, select  # noqa: E402
 
+from bench._gauge import describe, handshake_ms  # noqa: E402
 from monitord.demo.fakezap import FakeZapServer, Scenario  # noqa: E402
 from monitord.store import open_store  # noqa: E402
 from monitord.store.models import Finding, Incident, ProbeRound, Scan, Service  # noqa: E402
@@ -345,6 +348,7 @@ def log_problems(workdir: Path) -> list[str]:
 async def run(args: argparse.Namespace, workdir: Path) -> int:
     """Serve the targets and stand-ins, run the daemon, sample it, stop it; the exit status."""
     ca_file, cert, key = bench_probes.write_certs(workdir)
+    gauge_before = handshake_ms(ca_file, cert, key)
     served_by, port, stop_targets = bench_probes.start_targets(cert, key, workdir)
     stand_ins = StandIns(catalogue(args.services, port))
     await stand_ins.start()
@@ -355,7 +359,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
             f"monitord run: {args.services} HTTPS services served by {served_by} on loopback, "
             f"probes every 60 s, every other job at its default, SQLite; {args.minutes} minutes, "
             f"a sample every {SAMPLE_SECONDS} s; {os.cpu_count()} CPUs, load average "
-            + " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            + " ".join(f"{x:.2f}" for x in os.getloadavg())
+            + f"; {describe(gauge_before)}",
             flush=True,
         )
         process = start_daemon(config, workdir, zap.zap.scenario.api_key)
@@ -368,6 +373,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
         await stand_ins.stop()
         stop_targets()
     print("load average at the end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"at the end, {describe(handshake_ms(ca_file, cert, key))}")
     print_figures(samples, args.minutes)
     print_store(workdir / "monitord.db", stand_ins)
     problems = log_problems(workdir)
