@@ -135,10 +135,15 @@ def test_probe_kind_choices_match_the_registry() -> None:
     assert tuple(probes.PROBES) == PROBE_KINDS
 
 
-def test_monitord_analyse_loads_no_pandas_store_http_tls_or_logger(tmp_path: Path) -> None:
-    # pandas alone would cost `monitord analyse` 36 MiB of its memory budget: pyarrow pulls it
-    # in on its first conversion of a Python value unless prepare_process() ran first, so an
-    # import-time pa.array() anywhere in the analysis path brings it back. ssl costs 4 MiB more.
+def _modules_after_analyse(
+    tmp_path: Path,
+    check: str,
+    modules: tuple[str, ...],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> list[str]:
+    """Run `monitord analyse --json` on a one-line log in a fresh process; `check` asserts on
+    its parsed output (`result`); which of `modules` the process had imported by its end."""
     log = tmp_path / "access.log"
     log.write_text(
         '1.2.3.4 - - [02/Nov/2026:09:00:00 +0800] "GET /svc/svc-0042/ HTTP/1.1" 200 5 "-" "-"\n'
@@ -149,33 +154,29 @@ def test_monitord_analyse_loads_no_pandas_store_http_tls_or_logger(tmp_path: Pat
 
         with contextlib.redirect_stdout(io.StringIO()) as out:
             assert monitord.cli.main(["analyse", "--json", {str(log)!r}]) == 0
-        assert json.loads(out.getvalue())["lines"] == 1
-        heavy = ("pandas", "sqlalchemy", "aiohttp", "loguru", "ssl")
-        print(json.dumps([m for m in heavy if m in sys.modules]))
+        result = json.loads(out.getvalue())
+        {check}
+        print(json.dumps([m for m in {modules!r} if m in sys.modules]))
         """
-    done = _run_python(textwrap.dedent(code))
+    done = _run_python(textwrap.dedent(code), cwd=cwd, env=env)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1]) == []
+    loaded: list[str] = json.loads(done.stdout.splitlines()[-1])
+    return loaded
+
+
+def test_monitord_analyse_loads_no_pandas_store_http_tls_or_logger(tmp_path: Path) -> None:
+    # pandas alone would cost `monitord analyse` 36 MiB of its memory budget: pyarrow pulls it
+    # in on its first conversion of a Python value unless prepare_process() ran first, so an
+    # import-time pa.array() anywhere in the analysis path brings it back. ssl costs 4 MiB more.
+    heavy = ("pandas", "sqlalchemy", "aiohttp", "loguru", "ssl")
+    assert _modules_after_analyse(tmp_path, 'assert result["lines"] == 1', heavy) == []
 
 
 def test_monitord_analyse_without_a_config_file_loads_no_config_models(tmp_path: Path) -> None:
     # Without a config file `[logs]` is the built-in one, and pydantic with the config's models
     # would cost `monitord analyse` 0.15 s of CPU and 15 MiB before the first line. The process
     # runs in a folder without monitord.toml and no $MONITORD_CONFIG, as a new user's would.
-    log = tmp_path / "access.log"
-    log.write_text(
-        '1.2.3.4 - - [02/Nov/2026:09:00:00 +0800] "GET /svc/svc-0042/ HTTP/1.1" 200 5 "-" "-"\n'
-    )
-    code = f"""
-        import contextlib, io, json, sys
-        import monitord.cli
-
-        with contextlib.redirect_stdout(io.StringIO()) as out:
-            assert monitord.cli.main(["analyse", "--json", {str(log)!r}]) == 0
-        assert [r["service"] for r in json.loads(out.getvalue())["stats"]] == ["svc-0042"]
-        print(json.dumps([m for m in ("pydantic", "monitord.config") if m in sys.modules]))
-        """
     env = {k: v for k, v in os.environ.items() if k != "MONITORD_CONFIG"}
-    done = _run_python(textwrap.dedent(code), cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1]) == []
+    check = 'assert [r["service"] for r in result["stats"]] == ["svc-0042"]'
+    models = ("pydantic", "monitord.config")
+    assert _modules_after_analyse(tmp_path, check, models, cwd=tmp_path, env=env) == []
