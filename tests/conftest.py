@@ -8,15 +8,17 @@ import datetime as dt
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from sqlalchemy.exc import OperationalError
 
 # One throw-away PostgreSQL for the suite and the benches (bench/_postgres.py has no pytest).
@@ -26,6 +28,7 @@ from bench._postgres import postgres_bin as postgres_bin
 from monitord.store import Store, open_store
 from monitord.timeutil import UTC
 from tests.fakeportal import TOKEN
+from tests.probes.helpers import Serve
 
 
 class FakeClock:
@@ -187,3 +190,21 @@ def sqlite_store(tmp_path: Path) -> Iterator[Store]:
         yield opened
     finally:
         opened.dispose()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start aiohttp apps on 127.0.0.1 (optionally over TLS); returns the port."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application, context: ssl.SSLContext | None = None) -> int:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        runners.append(runner)
+        return int(runner.addresses[0][1])
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()

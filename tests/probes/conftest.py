@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import trustme
-from aiohttp import web
 
 import probes
 from monitord.types import ProbeContext
-from tests.probes.helpers import Serve, fixed_clock
+from tests.probes.helpers import fixed_clock
 
 
 @pytest.fixture(scope="session")
@@ -27,24 +26,6 @@ def certdir() -> Iterator[Path]:
     """A folder for key and certificate files the server contexts load."""
     with tempfile.TemporaryDirectory() as path:
         yield Path(path)
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """Start aiohttp apps on 127.0.0.1 (optionally over TLS); returns the port."""
-    runners: list[web.AppRunner] = []
-
-    async def start(app: web.Application, context: ssl.SSLContext | None = None) -> int:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        runners.append(runner)
-        return int(runner.addresses[0][1])
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,7 @@ from monitord.probing.schedule import (
 )
 from monitord.timeutil import system_clock
 from monitord.types import ProbeResult
+from tests.probes.helpers import Serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,17 +45,12 @@ class Portal:
 
 
 @pytest.fixture
-async def portal() -> AsyncIterator[Portal]:
+async def portal(serve: Serve) -> Portal:
     portal = Portal()
     app = web.Application()
     app.router.add_get("/{service}", portal.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    portal.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield portal
-    await runner.cleanup()
+    portal.url = f"http://127.0.0.1:{await serve(app, None)}"
+    return portal
 
 
 def services(portal: Portal, count: int) -> list[ServiceTarget]:
