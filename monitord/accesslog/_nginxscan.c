@@ -34,6 +34,21 @@
 
 enum { IP, USER, METHOD, PATH, SERVICE, AGENT, NTEXT };
 
+/* What an escaped request target came to: its path and service as ranges (start -1: none), or
+ * `exact` when the exact path must read the line. The first line holding a target reads it;
+ * every later one with the same bytes takes this. */
+typedef struct {
+    uint32_t hash;
+    int32_t start, len; /* the target's bytes in the block's data; len -1: an empty slot */
+    int32_t path[2], service[2];
+    int exact;
+} target_t;
+
+typedef struct {
+    target_t *slots;
+    uint32_t mask, count;
+} targets_t;
+
 /* Where text values are: a position below `size` is in the block's data, one from `size` on
  * in `decoded` (request targets whose nginx escapes were undone), at position - size. */
 typedef struct {
@@ -42,6 +57,7 @@ typedef struct {
     uint8_t *decoded; /* allocated on the first escaped target; holds up to size bytes */
     int32_t used;
     int failed; /* out of memory */
+    targets_t targets; /* the escaped targets read so far */
 } source_t;
 
 static inline const uint8_t *at(const source_t *src, int32_t pos) {
@@ -333,11 +349,65 @@ static inline void set(line_t *out, int field, int32_t start, int32_t end) {
     out->text[field][1] = end;
 }
 
+static int unescape_path(source_t *src, const uint8_t *b, int32_t t, int32_t te, line_t *out);
+
+/* The slot of the escaped target [t, te) of `b`: the one read before with the same bytes, or a
+ * new one (len set, path unset) to fill; NULL when out of memory (then it is read unremembered). */
+static target_t *remember(targets_t *ts, const uint8_t *b, int32_t t, int32_t te) {
+    if (ts->count >= (ts->mask + 1) / 2) {
+        uint32_t capacity = ts->slots ? 2 * (ts->mask + 1) : 256;
+        target_t *slots = malloc(sizeof(target_t) * capacity);
+        if (!slots) return NULL;
+        for (uint32_t i = 0; i < capacity; i++) slots[i].len = -1;
+        for (uint32_t i = 0; ts->slots && i <= ts->mask; i++) {
+            if (ts->slots[i].len < 0) continue;
+            uint32_t j = ts->slots[i].hash & (capacity - 1);
+            while (slots[j].len >= 0) j = (j + 1) & (capacity - 1);
+            slots[j] = ts->slots[i];
+        }
+        free(ts->slots);
+        ts->slots = slots;
+        ts->mask = capacity - 1;
+    }
+    int32_t len = te - t;
+    uint32_t h = hash_bytes(b + t, (size_t)len);
+    for (uint32_t i = h & ts->mask;; i = (i + 1) & ts->mask) {
+        target_t *slot = &ts->slots[i];
+        if (slot->len < 0) {
+            *slot = (target_t){h, t, len, {-1, -1}, {-1, -1}, 0};
+            ts->count++;
+            return slot;
+        }
+        if (slot->hash == h && slot->len == len && same_bytes(b + slot->start, b + t, len))
+            return slot;
+    }
+}
+
 /* The path (and service) of the request target [t, te) of `b`, which holds a backslash: the
  * target unescaped into src->decoded. 0 when the exact path must read it: the unescaped bytes
  * are not UTF-8 (it tries GB18030), or hold a newline (its query strip, `[?#].*$`, stops at
  * one), or there is no room. */
 static int escaped_path(source_t *src, const uint8_t *b, int32_t t, int32_t te, line_t *out) {
+    target_t *seen = remember(&src->targets, b, t, te);
+    if (seen && seen->path[0] >= 0) {
+        set(out, PATH, seen->path[0], seen->path[1]);
+        set(out, SERVICE, seen->service[0], seen->service[1]);
+        return 1;
+    }
+    if (seen && seen->exact) return 0;
+    if (!unescape_path(src, b, t, te, out)) {
+        if (seen) seen->exact = 1;
+        return 0;
+    }
+    if (seen) {
+        memcpy(seen->path, out->text[PATH], sizeof seen->path);
+        memcpy(seen->service, out->text[SERVICE], sizeof seen->service);
+    }
+    return 1;
+}
+
+/* `escaped_path`'s reading of a target not seen before in the block. */
+static int unescape_path(source_t *src, const uint8_t *b, int32_t t, int32_t te, line_t *out) {
     if (!src->decoded) {
         src->decoded = malloc((size_t)src->size + 1);
         if (!src->decoded) {
@@ -361,6 +431,18 @@ static int escaped_path(source_t *src, const uint8_t *b, int32_t t, int32_t te, 
         while (ve < pe && d[ve] != '/') ve++;
         if (ve > 5) set(out, SERVICE, base + 5, base + ve);
     }
+    return 1;
+}
+
+/* Whether the escapes of the request target [t, te) of `b` (the first at `esc`) leave its path
+ * as it is written, so that it need not be unescaped: they all follow the raw '?' or '#' that
+ * ends the path (`pe`), the path is ASCII (the exact path decodes the whole unescaped target:
+ * UTF-8, else GB18030, which read ASCII alike), and none may be a newline (`\x0a`, which would
+ * stop the exact path's query strip, `[?#].*$`). */
+static int query_escapes_only(const uint8_t *b, int32_t t, int32_t pe, int32_t esc, int32_t te) {
+    if (pe < 0 || esc < pe || has_high_byte(b + t, b + pe)) return 0;
+    for (const uint8_t *p = b + esc, *end = b + te; (p = memchr(p, '\\', end - p)) != NULL; p++)
+        if (end - p >= 4 && p[1] == 'x' && p[2] == '0' && (p[3] == 'a' || p[3] == 'A')) return 0;
     return 1;
 }
 
@@ -426,17 +508,19 @@ static int scan_line(const uint8_t *b, int32_t s, int32_t e, line_t *out,
     while (m < q[1] && m - r < 13 && b[m] >= 'A' && b[m] <= 'Z') m++;
     if (m - r >= 3 && m - r <= 12 && m < q[1] && b[m] == ' ' && m + 1 < q[1] &&
         !is_space(b[m + 1])) {
-        int32_t t = m + 1, te = t, pe = -1;
-        int escaped = 0;
+        int32_t t = m + 1, te = t, pe = -1, esc = -1;
         for (;; te++) {
             uint8_t kind = te < q[1] ? TARGET[b[te]] : TARGET_END;
             if (kind == 0) continue;
             if (kind == TARGET_END) break;
-            if (kind == ESCAPE)
-                escaped = 1; /* an escaped '?' is a path's '?' too: it ends it once unescaped */
-            else if (pe < 0)
+            if (kind == ESCAPE) {
+                /* An escaped '?' is a path's '?' too: it ends the path once unescaped. */
+                if (esc < 0) esc = te;
+            } else if (pe < 0) {
                 pe = te;
+            }
         }
+        int escaped = esc >= 0 && !query_escapes_only(b, t, pe, esc, te);
         if (pe < 0) pe = te;
         set(out, METHOD, r, m);
         if (escaped) {
@@ -553,6 +637,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                            (Py_ssize_t)src.used);
 done:
     free(src.decoded);
+    free(src.targets.slots);
     for (int f = 0; f < NTEXT; f++) free(tables[f].slots);
     for (size_t k = 0; k < sizeof views / sizeof views[0]; k++) PyBuffer_Release(views[k]);
     return result;

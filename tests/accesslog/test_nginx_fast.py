@@ -74,6 +74,11 @@ ESCAPED_TARGETS: list[str] = [
     f'1.2.3.4 - - {T} "GET /svc/a HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /svc/q HTTP/1.1" 200 1 "-" "x Channel/\\x22portal\\x22" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /svc/r/\\xE5\\x8A\\x9E HTTP/1.1" 200 1 "-" "a \\x22b\\x22" 0.001 "-"',
+    # Escapes only in the query: the path reads as written, whatever the query decodes to.
+    f'1.2.3.4 - - {T} "GET /svc/u/ok?q=\\xC0\\xAF HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # overlong
+    f'1.2.3.4 - - {T} "GET /svc/x/ok?q=\\xFF\\xFE&r=\\x0 HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/y#f\\x3F\\x23 HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/z/?q=\\\\x0A HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # \\ then x0A
 ]
 # Escaped targets the C scan leaves to the exact path: unescaped they are not UTF-8 (the exact
 # path then tries GB18030, else replaces), or hold a newline (where its query strip stops).
@@ -82,8 +87,10 @@ ESCAPED_FOR_EXACT: list[str] = [
     f'1.2.3.4 - - {T} "GET /svc/i\\x3Fj\\x0Ak HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /svc/s/\\xD6\\xD0\\xCE\\xC4 HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # GBK
     f'1.2.3.4 - - {T} "GET /svc/t/\\xFF\\xE4\\xB8 HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
-    f'1.2.3.4 - - {T} "GET /svc/u/ok?q=\\xC0\\xAF HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # overlong
     f'1.2.3.4 - - {T} "GET /svc/v/\\xED\\xA0\\x80 HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # surrogate
+    # A newline in the query, and a path of raw UTF-8 that a query not UTF-8 makes GB18030.
+    f'1.2.3.4 - - {T} "GET /svc/h2/ok?q=a\\x0ab HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - - {T} "GET /svc/中/p?q=\\xFF HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
 ]
 _ODD: list[str | bytes] = [
     *USUAL,
@@ -244,6 +251,22 @@ def test_escaped_targets_match_the_exact_path() -> None:
     _assert_same(_block(random.Random(4), [x.encode() for x in escaped]), r"^/svc/(?P<service>.+)$")
     for line in escaped:
         _assert_same(line.encode() + b"\n")
+
+
+def test_escaped_targets_repeated_in_a_block_read_as_the_first(
+    monkeypatch: pytest.MonkeyPatch, fast_path: str
+) -> None:
+    # The C scan reads an escaped target once a block and gives its repeats the same values:
+    # the first one's path and service, or the exact path, for every copy.
+    block = _block(
+        random.Random(8), [x.encode() for x in (ESCAPED_TARGETS + ESCAPED_FOR_EXACT) * 3]
+    )
+    _assert_same(block)
+    left: list[int] = []
+    exact = nginx_exact.exact
+    monkeypatch.setattr(nginx_exact, "exact", lambda *a: left.append(len(a[0])) or exact(*a))
+    nginx.parse(split_lines(block))
+    assert left == ([3 * len(ESCAPED_FOR_EXACT)] if fast_path == "c" else [])
 
 
 @pytest.mark.parametrize("share", [0.25, 1.0])
