@@ -52,7 +52,7 @@ def split_lines(block: bytes | bytearray) -> pa.Array:
     raw = np.frombuffer(block, dtype=np.uint8)
     tail = block[-1] != 0x0A
     if _line_ends is not None:
-        count = block.count(b"\n")
+        count = _line_ends(block, _NO_ROOM)  # memchr: ~8x faster than bytes.count
         n = count + tail
         offsets = np.empty(n + 1, dtype=np.int32)
         _line_ends(block, offsets[1 : count + 1])
@@ -95,6 +95,7 @@ def _load_line_ends() -> Callable[[Any, Any], int] | None:
 
 
 _line_ends = _load_line_ends()
+_NO_ROOM = bytearray()  # `line_ends` with no room only counts
 _EMPTY = pa.nulls(0, pa.binary())  # not pa.array: that would import pandas (see prepare_process)
 
 
