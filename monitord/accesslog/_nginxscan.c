@@ -20,7 +20,7 @@
  *
  * \s is RE2's: tab, newline, form feed, carriage return and space.
  *
- * `line_ends` finds the newlines of a block (lines.split_lines) with memchr, without the
+ * `line_offsets` finds the newlines of a block (lines.split_lines) with memchr, without the
  * block-sized mask that numpy needs to find them.
  */
 #define PY_SSIZE_T_CLEAN
@@ -643,38 +643,50 @@ done:
     return result;
 }
 
-PyDoc_STRVAR(line_ends_doc,
-             "line_ends(data, out) -> count\n\n"
-             "Write to int32 `out` the position after each newline of `data`, in order, and\n"
-             "return how many newlines there are (only the first len(out) are written).");
+PyDoc_STRVAR(line_offsets_doc,
+             "line_offsets(data) -> bytes\n\n"
+             "The int32 offsets of the lines of `data`: 0, the position after each newline, and\n"
+             "len(data) when the last line lacks its newline. One pass of memchr.");
 
-static PyObject *line_ends(PyObject *self, PyObject *args) {
-    Py_buffer data, out;
-    if (!PyArg_ParseTuple(args, "y*w*", &data, &out)) return NULL;
+static PyObject *line_offsets(PyObject *self, PyObject *args) {
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "y*", &data)) return NULL;
     if (data.len >= INT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "data must be smaller than 2 GiB");
         PyBuffer_Release(&data);
-        PyBuffer_Release(&out);
         return NULL;
     }
     const uint8_t *b = data.buf, *p = b, *end = b + data.len;
-    int32_t *o = out.buf;
-    Py_ssize_t room = out.len / 4, n = 0;
+    Py_ssize_t room = data.len / 128 + 16, n = 1; /* log lines are longer: rarely grown */
+    int32_t *o = PyMem_RawMalloc(room * sizeof(int32_t));
+    int failed = o == NULL;
     Py_BEGIN_ALLOW_THREADS;
-    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
-        p++;
-        if (n < room) o[n] = (int32_t)(p - b);
-        n++;
+    if (!failed) o[0] = 0;
+    while (!failed && p < end) {
+        const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
+        p = nl ? nl + 1 : end; /* the last line without its newline ends at the end */
+        if (n == room) {
+            int32_t *grown = PyMem_RawRealloc(o, 2 * room * sizeof(int32_t));
+            if (!grown) {
+                failed = 1;
+                break;
+            }
+            o = grown;
+            room *= 2;
+        }
+        o[n++] = (int32_t)(p - b);
     }
     Py_END_ALLOW_THREADS;
+    PyObject *result =
+        failed ? PyErr_NoMemory() : PyBytes_FromStringAndSize((const char *)o, n * sizeof(int32_t));
+    PyMem_RawFree(o);
     PyBuffer_Release(&data);
-    PyBuffer_Release(&out);
-    return PyLong_FromSsize_t(n);
+    return result;
 }
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, scan_doc},
-    {"line_ends", line_ends, METH_VARARGS, line_ends_doc},
+    {"line_offsets", line_offsets, METH_VARARGS, line_offsets_doc},
     {NULL, NULL, 0, NULL},
 };
 

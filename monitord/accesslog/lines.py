@@ -1,6 +1,6 @@
 """Splitting a block of bytes into an Arrow array of lines without a Python object per line.
 
-The newline positions (found with memchr by the C scan's `line_ends`, or by numpy where it is
+The newline positions (found with memchr by the C scan's `line_offsets`, or by numpy where it is
 not built) become the offsets of a binary array over the block's own buffer (zero copy): about
 0.2 µs a line, against ~0.8 µs for Arrow's CSV tokenizer and ~3 µs for
 `bytes.split` plus `pa.array`. Each value keeps its line ending (that is what makes it zero
@@ -50,22 +50,20 @@ def split_lines(block: bytes | bytearray) -> pa.Array:
     if not block:
         return _EMPTY
     raw = np.frombuffer(block, dtype=np.uint8)
-    tail = block[-1] != 0x0A
-    if _line_ends is not None:
-        count = _line_ends(block, _NO_ROOM)  # memchr: ~8x faster than bytes.count
-        n = count + tail
-        offsets = np.empty(n + 1, dtype=np.int32)
-        _line_ends(block, offsets[1 : count + 1])
+    if _line_offsets is not None:
+        offsets = np.frombuffer(_line_offsets(block), dtype=np.int32)
+        n = len(offsets) - 1
     else:  # numpy needs a mask the size of the block to find them
+        tail = block[-1] != 0x0A
         newlines = np.flatnonzero(raw == 0x0A)
         count = len(newlines)
         n = count + tail
         offsets = np.empty(n + 1, dtype=np.int32)
         offsets[1 : count + 1] = newlines
         offsets[1 : count + 1] += 1
-    offsets[0] = 0
-    if tail:
-        offsets[n] = len(block)
+        offsets[0] = 0
+        if tail:
+            offsets[n] = len(block)
     lines = pa.Array.from_buffers(
         pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(block)]
     )
@@ -86,16 +84,15 @@ def split_lines(block: bytes | bytearray) -> pa.Array:
     return lines
 
 
-def _load_line_ends() -> Callable[[Any, Any], int] | None:
+def _load_line_offsets() -> Callable[[Any], bytes] | None:
     try:
-        from monitord.accesslog._nginxscan import line_ends
+        from monitord.accesslog._nginxscan import line_offsets
     except ImportError:  # not built (no C compiler when monitord was installed): numpy finds them
         return None
-    return line_ends
+    return line_offsets
 
 
-_line_ends = _load_line_ends()
-_NO_ROOM = bytearray()  # `line_ends` with no room only counts
+_line_offsets = _load_line_offsets()
 _EMPTY = pa.nulls(0, pa.binary())  # not pa.array: that would import pandas (see prepare_process)
 
 

@@ -56,12 +56,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
-    from monitord.runtime.heap import limit_arenas
+    from monitord.runtime.heap import limit_arenas, tune_collector
 
     limit_arenas()  # before any thread of the daemon's starts
     from monitord import aio
     from monitord.config import check_daemon_secrets
-    from monitord.runtime.daemon import Daemon, tune_collector
+    from monitord.runtime.daemon import Daemon
     from monitord.runtime.logsetup import setup_logging
 
     settings = settings_for(args)

@@ -83,6 +83,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         report = aio.run(_probe_url(_settings(args), args.url, chosen or list(probes.PROBES)))
     elif args.service or args.all:
         settings = _settings(args)
+        if args.all:
+            from monitord.runtime.heap import tune_collector
+
+            tune_collector()  # a round over every service: collected as the daemon's are
         ids = [args.service] if args.service else None
         every_kind = list(probes.PROBES) if args.service else ["availability"]
         kinds = chosen or every_kind

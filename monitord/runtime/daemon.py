@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import gc
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,10 +42,6 @@ TICK_SECONDS = 1.0
 """How often the daemon's clock is compared with the system clock."""
 CALENDAR_CHECK_SECONDS = 3600.0
 """How often the daemon looks whether a statutory calendar is missing (it says so once a day)."""
-GC_YOUNG_THRESHOLD = 20_000
-"""Allocations between collections of the youngest generation (Python's default: 700). A
-probe round allocates millions of short-lived objects; at 700 the collector ran ten times a
-second, mostly over objects about to be freed anyway."""
 STORE_RETRY_SECONDS = (1.0, 60.0)
 """While the store does not answer, the cheap check is retried after 1 s, doubling to 60 s."""
 
@@ -493,20 +488,6 @@ class Daemon:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await asyncio.wait(loops, timeout=5)
-
-
-def tune_collector() -> None:
-    """For the daemon's process, once started: keep what start-up built (modules, classes, the
-    config, the store's engine) out of every later garbage collection, and collect the young
-    generation less often.
-
-    In a daemon probing 2,000 services the collector took a fifth of its CPU: full collections
-    walked the whole start-up heap, which lives as long as the process, and young ones ran ten
-    times a second. Collected first, so that no garbage of the start is kept for ever.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD)
 
 
 def _log_failure(what: str, exc: BaseException) -> None:

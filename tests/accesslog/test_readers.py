@@ -271,9 +271,9 @@ def test_forced_format_rejects_the_other(tmp_path: Path) -> None:
 
 @pytest.fixture(params=["C", "numpy"])
 def line_finder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Lines split by the C scan's `line_ends` (when built), and by numpy."""
+    """Lines split by the C scan's `line_offsets` (when built), and by numpy."""
     if request.param == "numpy":
-        monkeypatch.setattr(lines, "_line_ends", None)
+        monkeypatch.setattr(lines, "_line_offsets", None)
     elif not nginx.NATIVE:
         pytest.skip("the C scan is not built")
     return str(request.param)
