@@ -35,6 +35,8 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import re
+import resource
 import shutil
 import socket
 import ssl
@@ -64,6 +66,7 @@ from bench._postgres import PostgresServer, postgres_bin  # noqa: E402
 from monitord import aio  # noqa: E402
 from monitord.config import Settings, parse_config  # noqa: E402
 from monitord.probing import probe_round  # noqa: E402
+from monitord.runtime.heap import tune_collector  # noqa: E402
 from monitord.store import Store, open_store  # noqa: E402
 from monitord.store.models import Service  # noqa: E402
 from monitord.timeutil import system_clock  # noqa: E402
@@ -329,7 +332,8 @@ def round_settings(ca_file: str, concurrency: int) -> Settings:
 
 
 def whole_round(store: Store, settings: Settings) -> Round:
-    """One `monitord probe --all --kind availability` round: probe, judge, record."""
+    """One `monitord probe --all --kind availability` round: probe, judge, record (with the
+    collector tuned as the daemon and that command tune it, `tune_collector`)."""
     cpu0, wall0 = _proc_cpu_s(os.getpid()), time.perf_counter()
     done = aio.run(probe_round(store, settings, system_clock, kinds=["availability"], spread=False))
     wall, cpu = time.perf_counter() - wall0, _proc_cpu_s(os.getpid()) - cpu0
@@ -389,6 +393,7 @@ def measure_postgres(urls: list[str], ca_file: str, workdir: Path, args: Any) ->
 
 def measure(urls: list[str], ca_file: str, workdir: Path, args: Any) -> list[Row]:
     """Every row of the bench, in one run over the same targets."""
+    tune_collector()  # as `monitord run` and `monitord probe --all` do at their start
     aio.run(monitord_round(urls[:50], ca_file, args.concurrency))  # warm-up
     sqlite = f"sqlite:///{workdir}/monitord.db"
     rows = [measure_store("monitord, whole round, SQLite", sqlite, urls, ca_file, args)]
@@ -399,8 +404,34 @@ def measure(urls: list[str], ca_file: str, workdir: Path, args: Any) -> list[Row
     return rows
 
 
-def print_figures(rows: list[Row], targets: int) -> None:
-    """Each row's medians, and each monitord row's ratios against blackbox_exporter's."""
+def openssl_floor(port: int, ca_file: str, seconds: int = 5) -> float | None:
+    """CPU ms per connection of OpenSSL's own C client over the same targets, or None when the
+    `openssl` command is not installed.
+
+    `openssl s_time -new` opens connection after connection, each a full handshake (verified
+    against the bench CA) and one GET, one at a time: no interpreter, no event loop, no
+    recording. What it spends is what the TLS library itself and the kernel cost a client,
+    so no client of this OpenSSL, monitord included, can spend less per probe.
+    """
+    binary = shutil.which("openssl")
+    if binary is None:
+        print("openssl not installed: the TLS library's floor is skipped (apt-get install openssl)")
+        return None
+    command = [binary, "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-www", "/svc/0"]
+    command += ["-CAfile", ca_file, "-verify", "2", "-time", str(seconds)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)  # no other child ends meanwhile
+    out = subprocess.run(command, capture_output=True, check=False).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    found = re.search(rb"(\d+) connections in", out)
+    if found is None or int(found[1]) == 0:
+        return None
+    cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return cpu_s * 1000 / int(found[1])
+
+
+def print_figures(rows: list[Row], targets: int, floor: float | None = None) -> None:
+    """Each row's medians, each monitord row's ratios against blackbox_exporter's, and the TLS
+    library's floor (`openssl_floor`) when measured."""
     figures = {name: report(name, rounds) for name, rounds in rows}
     for name, (_rate, cpu_ms) in figures.items():
         if name.startswith("monitord, whole"):
@@ -415,6 +446,12 @@ def print_figures(rows: list[Row], targets: int) -> None:
                 f"{name} / blackbox_exporter: {rate / bb_rate:.2f}x its probes/s, "
                 f"{cpu_ms / bb_cpu:.2f}x its CPU per probe (goal: >= 1x, <= 0.5x)"
             )
+    if floor is not None:
+        print(
+            f"floor: OpenSSL's own C client (openssl s_time -new: full handshake and GET, one at "
+            f"a time) {floor:.2f} CPU ms a connection, {floor / bb_cpu:.2f}x blackbox_exporter's "
+            "CPU per probe; no client of this OpenSSL spends less"
+        )
 
 
 def main() -> None:
@@ -440,9 +477,10 @@ def main() -> None:
         )
         try:
             rows = measure(urls, str(ca_file), workdir, args)
+            floor = openssl_floor(port, str(ca_file))
         finally:
             stop_targets()
-    print_figures(rows, args.targets)
+    print_figures(rows, args.targets, floor)
 
 
 if __name__ == "__main__":
