@@ -23,7 +23,7 @@ from monitord.config import ProbeSettings, Settings
 from monitord.probing.backlog import ProbeBacklog, UnrecordedRound, record_late
 from monitord.probing.prober import Prober, run_probes
 from monitord.probing.record import RoundReport, record_results
-from monitord.probing.schedule import Schedule, next_window, spread_round
+from monitord.probing.schedule import Schedule, next_window, probe_at_once, spread_round
 from monitord.probing.targets import CHEAP_KIND, ServiceTarget, load_targets, spec_for_target
 from monitord.store import Store
 from monitord.timeutil import Clock
@@ -81,6 +81,20 @@ def merge_reports(into: RoundReport, part: RoundReport) -> None:
     into.changes += part.changes
     into.deep_due += part.deep_due
     into.round_id = part.round_id or into.round_id
+
+
+def in_target_order(report: RoundReport, targets: Sequence[ServiceTarget]) -> None:
+    """Put a report's results (recorded as they came) in the order of `targets`, each with its
+    findings, as the CLI prints them."""
+    position = {t.id: i for i, t in enumerate(targets)}
+    order = sorted(
+        range(len(report.results)),
+        key=lambda i: position.get(report.results[i].service_id or "", len(position)),
+    )
+    report.results = [report.results[i] for i in order]
+    report.findings = {
+        new: report.findings[old] for new, old in enumerate(order) if old in report.findings
+    }
 
 
 async def probe_round(
@@ -163,9 +177,8 @@ async def probe_round(
                     schedule = Schedule(start=start, interval=config.interval_seconds)
                 await spread_round(Prober(ctx, config), targets, schedule, record)
             else:
-                await record(
-                    await run_probes(ctx, config, [(t, CHEAP_KIND, t.url) for t in targets])
-                )
+                await probe_at_once(Prober(ctx, config), targets, record)
+                in_target_order(report, targets)
         if lost:
             raise lost[0]
         deep_kinds = [k for k in (kinds or config.deep_kinds) if k != CHEAP_KIND]

@@ -36,6 +36,8 @@ every 24 ms cost more than twice the CPU of the same probes started a second's w
 (each lone start wakes the loop, and finds the caches cold, on its own)."""
 FLUSH_SECONDS = 10.0
 """How often a round records what it measured so far."""
+AT_ONCE_FLUSH_SECONDS = 0.5
+"""How often a round probing every service at once (`probe_at_once`) records what has come."""
 EARLY_SECONDS = TICK_SECONDS
 """A round started this close before a window's start belongs to that window (timers fire a
 little early or late)."""
@@ -122,6 +124,30 @@ async def _flush(record: Record, live: list[ProbeResult], late: list[ProbeResult
         await record(late, True)
     if live:
         await record(live, False)
+
+
+async def probe_at_once(prober: Prober, targets: Sequence[ServiceTarget], record: Record) -> None:
+    """Probe every target's availability at once (`monitord probe --all`), recording what has
+    come in every AT_ONCE_FLUSH_SECONDS while the rest are measured: the store's work runs
+    beside the probes, and a round cut short keeps what it measured. Batches are recorded one
+    at a time, in the order their results came."""
+    running = {asyncio.create_task(prober.probe(t, CHEAP_KIND, t.url)) for t in targets}
+    recording: asyncio.Task[None] | None = None
+    try:
+        while running:
+            done, running = await asyncio.wait(running, timeout=AT_ONCE_FLUSH_SECONDS)
+            if done:
+                if recording is not None:
+                    await recording
+                recording = asyncio.create_task(record([task.result() for task in done], False))
+        if recording is not None:
+            await recording
+    except BaseException:
+        for task in running:
+            task.cancel()
+        if recording is not None and not recording.done():
+            await asyncio.wait({recording})  # a batch being written is written whole
+        raise
 
 
 async def spread_round(

@@ -34,7 +34,7 @@ from monitord.store.retention import purge, roll_up
 from monitord.timeutil import quarter_bounds
 from monitord.types import ProbeContext
 from probes import trust_context
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -375,3 +375,49 @@ async def test_a_round_is_recorded_in_as_many_statements_for_forty_services_as_f
         down = session.scalars(select(Finding.state).where(Finding.rule == "service_down"))
         assert sorted(down) == ["resolved"] * 42
     assert sorted(changes) == sorted(["up", "down", "up"] * 42)
+
+
+async def test_probing_every_service_at_once_records_each_result_as_it_comes(
+    sqlite_store: Store, clock: FakeClock, tls_ca: tuple[trustme.CA, Path]
+) -> None:
+    # `monitord probe --all`: a service that is slow to answer does not hold back the record of
+    # the others (a round cut short keeps them), and the report lists services in their order.
+    ca, pem = tls_ca
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    release = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            await release.wait()
+        return web.json_response({"code": "0"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    base = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        for number, path in [(1, "/slow"), (2, "/fast"), (3, "/fast")]:
+            add_service(
+                sqlite_store, clock, base + path, id=f"svc-000{number}", probe={"path": path}
+            )
+        cfg = settings_for(pem, deep_kinds=[], timeout_seconds=20.0)
+        round_ = asyncio.create_task(probe_round(sqlite_store, cfg, clock, spread=False))
+
+        def recorded() -> list[str]:
+            with sqlite_store.session() as session:
+                return sorted(session.scalars(select(ProbeResultRow.service_id)))
+
+        await wait_for(lambda: recorded() == ["svc-0002", "svc-0003"], "the fast ones recorded")
+        assert not round_.done()
+        release.set()
+        report = await round_
+    finally:
+        release.set()
+        await runner.cleanup()
+    assert recorded() == ["svc-0001", "svc-0002", "svc-0003"]
+    assert [r.service_id for r in report.results] == ["svc-0001", "svc-0002", "svc-0003"]
+    assert all(r.success for r in report.results)
