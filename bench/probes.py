@@ -18,6 +18,13 @@ What is measured, honestly:
 * probes/s is wall-clock throughput of a round at the given concurrency; CPU ms per probe is the
   process's user+system CPU for the round, from /proc, divided by the number of probes (only
   the round is timed: process start-up is left out). Each figure is the median of the rounds.
+  The rows take turns, a round of each and then again, and each ratio is the median of the
+  ratios of rounds measured side by side: the machine's speed drifts within a run.
+* The collector is tuned first (`tune_collector`), as `monitord run` and `monitord probe --all`
+  tune it.
+* The floor: `openssl s_time -new` (OpenSSL's own C client, Debian package `openssl`) over the
+  same targets, one connection at a time, each a full handshake and a GET. No client of this
+  OpenSSL can spend less CPU per probe than it does.
 * Prometheus blackbox_exporter (Debian: `apt-get install prometheus-blackbox-exporter`) is
   driven over the same targets in the same run, with the same concurrency and an `http_2xx`
   module trusting the same CA. Its CPU is read from /proc for its process, so the HTTP calls
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import re
@@ -45,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -340,19 +348,36 @@ def whole_round(store: Store, settings: Settings) -> Round:
     return Round(wall, cpu, done.probes - done.failures, done.probes)
 
 
-def measure_store(name: str, url: str, urls: list[str], ca_file: str, args: Any) -> Row:
-    """The whole round on one store: a first round (unknown to up), then the measured ones."""
+@contextlib.contextmanager
+def warm_store(url: str, urls: list[str], settings: Settings) -> Iterator[Store]:
+    """A seeded store after a first round (its services from unknown to up), disposed after."""
     store = seeded_store(url, urls)
     try:
-        settings = round_settings(ca_file, args.concurrency)
         whole_round(store, settings)
-        return name, [whole_round(store, settings) for _ in range(args.rounds)]
+        yield store
     finally:
         store.dispose()
 
 
-def measure_blackbox(urls: list[str], ca_file: str, workdir: Path, args: Any) -> Row | None:
-    """blackbox_exporter's rounds over the same targets, or None when it is not installed."""
+def postgres_url(stack: contextlib.ExitStack, workdir: Path, args: Any) -> str | None:
+    """A database on a throw-away PostgreSQL stopped with `stack`, or None without pg_ctl."""
+    bindir = None if args.no_postgres else postgres_bin()
+    if bindir is None:
+        print("PostgreSQL (pg_ctl) not found or --no-postgres: the whole round on SQLite only")
+        return None
+    folder = workdir / "pg"
+    folder.mkdir()
+    server = PostgresServer(folder, bindir)
+    server.start()
+    stack.callback(server.stop)
+    return server.new_database()
+
+
+def blackbox_turn(
+    stack: contextlib.ExitStack, urls: list[str], ca_file: str, workdir: Path, args: Any
+) -> Callable[[], Round] | None:
+    """A round of blackbox_exporter over the targets (it is stopped with `stack`), or None
+    when it is not installed."""
     binary = next((b for b in map(shutil.which, BLACKBOX_NAMES) if b), None)
     if binary is None:
         print(
@@ -362,46 +387,43 @@ def measure_blackbox(urls: list[str], ca_file: str, workdir: Path, args: Any) ->
         )
         return None
     process, port = start_blackbox(binary, ca_file, workdir)
-    try:
-        asyncio.run(blackbox_round(urls[:50], port, process.pid, args.concurrency))  # warm-up
-        rounds = [
-            asyncio.run(blackbox_round(urls, port, process.pid, args.concurrency))
-            for _ in range(args.rounds)
-        ]
-    finally:
+
+    def stop() -> None:
         process.terminate()
         process.wait(timeout=10)
-    return "blackbox_exporter", rounds
 
-
-def measure_postgres(urls: list[str], ca_file: str, workdir: Path, args: Any) -> Row | None:
-    """The whole round on a throw-away PostgreSQL, or None when pg_ctl is not found."""
-    bindir = None if args.no_postgres else postgres_bin()
-    if bindir is None:
-        print("PostgreSQL (pg_ctl) not found or --no-postgres: the whole round on SQLite only")
-        return None
-    folder = workdir / "pg"
-    folder.mkdir()
-    server = PostgresServer(folder, bindir)
-    server.start()
-    try:
-        name = "monitord, whole round, PostgreSQL"
-        return measure_store(name, server.new_database(), urls, ca_file, args)
-    finally:
-        server.stop()
+    stack.callback(stop)
+    asyncio.run(blackbox_round(urls[:50], port, process.pid, args.concurrency))  # warm-up
+    return lambda: asyncio.run(blackbox_round(urls, port, process.pid, args.concurrency))
 
 
 def measure(urls: list[str], ca_file: str, workdir: Path, args: Any) -> list[Row]:
-    """Every row of the bench, in one run over the same targets."""
+    """Every row of the bench, in one run over the same targets, taking turns: a round of
+    each, then again. The machine's speed drifts within a run, so each ratio is taken between
+    rounds measured side by side (see `print_figures`)."""
     tune_collector()  # as `monitord run` and `monitord probe --all` do at their start
     aio.run(monitord_round(urls[:50], ca_file, args.concurrency))  # warm-up
-    sqlite = f"sqlite:///{workdir}/monitord.db"
-    rows = [measure_store("monitord, whole round, SQLite", sqlite, urls, ca_file, args)]
-    rows += [row for row in [measure_postgres(urls, ca_file, workdir, args)] if row]
-    alone = [aio.run(monitord_round(urls, ca_file, args.concurrency)) for _ in range(args.rounds)]
-    rows.append(("monitord, probe alone", alone))
-    rows += [row for row in [measure_blackbox(urls, ca_file, workdir, args)] if row]
-    return rows
+    settings = round_settings(ca_file, args.concurrency)
+    with contextlib.ExitStack() as stack:
+        sqlite = stack.enter_context(warm_store(f"sqlite:///{workdir}/monitord.db", urls, settings))
+        turns: dict[str, Callable[[], Round]] = {
+            "monitord, whole round, SQLite": lambda: whole_round(sqlite, settings)
+        }
+        pg_url = postgres_url(stack, workdir, args)
+        if pg_url is not None:
+            pg = stack.enter_context(warm_store(pg_url, urls, settings))
+            turns["monitord, whole round, PostgreSQL"] = lambda: whole_round(pg, settings)
+        turns["monitord, probe alone"] = lambda: aio.run(
+            monitord_round(urls, ca_file, args.concurrency)
+        )
+        blackbox = blackbox_turn(stack, urls, ca_file, workdir, args)
+        if blackbox is not None:
+            turns["blackbox_exporter"] = blackbox
+        rounds: dict[str, list[Round]] = {name: [] for name in turns}
+        for _ in range(args.rounds):
+            for name, turn in turns.items():
+                rounds[name].append(turn())
+    return list(rounds.items())
 
 
 def openssl_floor(port: int, ca_file: str, seconds: int = 5) -> float | None:
@@ -439,12 +461,17 @@ def print_figures(rows: list[Row], targets: int, floor: float | None = None) -> 
             print(f"  {name}: a {targets}-service round a minute is {share:.1%} of one core")
     if "blackbox_exporter" not in figures:
         return
-    bb_rate, bb_cpu = figures["blackbox_exporter"]
-    for name, (rate, cpu_ms) in figures.items():
+    _bb_rate, bb_cpu = figures["blackbox_exporter"]
+    theirs = dict(rows)["blackbox_exporter"]
+    for name, ours in rows:
         if name.startswith("monitord"):
+            # Medians of the ratios of rounds measured one after the other.
+            rate = statistics.median(o.rate / t.rate for o, t in zip(ours, theirs, strict=True))
+            cpu = statistics.median(o.cpu_ms / t.cpu_ms for o, t in zip(ours, theirs, strict=True))
             print(
-                f"{name} / blackbox_exporter: {rate / bb_rate:.2f}x its probes/s, "
-                f"{cpu_ms / bb_cpu:.2f}x its CPU per probe (goal: >= 1x, <= 0.5x)"
+                f"{name} / blackbox_exporter: {rate:.2f}x its probes/s, "
+                f"{cpu:.2f}x its CPU per probe (goal: >= 1x, <= 0.5x; medians of "
+                f"{len(ours)} side-by-side rounds)"
             )
     if floor is not None:
         print(
