@@ -35,6 +35,7 @@ from monitord.timeutil import quarter_bounds
 from monitord.types import ProbeContext
 from probes import trust_context
 from tests.conftest import FakeClock, wait_for
+from tests.probes.helpers import Serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -378,7 +379,7 @@ async def test_a_round_is_recorded_in_as_many_statements_for_forty_services_as_f
 
 
 async def test_probing_every_service_at_once_records_each_result_as_it_comes(
-    sqlite_store: Store, clock: FakeClock, tls_ca: tuple[trustme.CA, Path]
+    sqlite_store: Store, clock: FakeClock, tls_ca: tuple[trustme.CA, Path], serve: Serve
 ) -> None:
     # `monitord probe --all`: a service that is slow to answer does not hold back the record of
     # the others (a round cut short keeps them), and the report lists services in their order.
@@ -394,11 +395,7 @@ async def test_probing_every_service_at_once_records_each_result_as_it_comes(
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    base = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    base = f"https://127.0.0.1:{await serve(app, context)}"
     try:
         for number, path in [(1, "/slow"), (2, "/fast"), (3, "/fast")]:
             add_service(
@@ -417,7 +414,6 @@ async def test_probing_every_service_at_once_records_each_result_as_it_comes(
         report = await round_
     finally:
         release.set()
-        await runner.cleanup()
     assert recorded() == ["svc-0001", "svc-0002", "svc-0003"]
     assert [r.service_id for r in report.results] == ["svc-0001", "svc-0002", "svc-0003"]
     assert all(r.success for r in report.results)
