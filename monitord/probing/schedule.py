@@ -129,8 +129,9 @@ async def _flush(record: Record, live: list[ProbeResult], late: list[ProbeResult
 async def probe_at_once(prober: Prober, targets: Sequence[ServiceTarget], record: Record) -> None:
     """Probe every target's availability at once (`monitord probe --all`), recording what has
     come in every AT_ONCE_FLUSH_SECONDS while the rest are measured: the store's work runs
-    beside the probes, and a round cut short keeps what it measured. Batches are recorded one
-    at a time, in the order their results came."""
+    beside the probes, and a round cancelled (Ctrl-C, the daemon stopping) records what it
+    measured before it ends. Batches are recorded one at a time, in the order their results
+    came."""
     running = {asyncio.create_task(prober.probe(t, CHEAP_KIND, t.url)) for t in targets}
     recording: asyncio.Task[None] | None = None
     try:
@@ -142,11 +143,18 @@ async def probe_at_once(prober: Prober, targets: Sequence[ServiceTarget], record
                 recording = asyncio.create_task(record([task.result() for task in done], False))
         if recording is not None:
             await recording
-    except BaseException:
+    except asyncio.CancelledError:
+        finished = [task.result() for task in running if task.done() and not task.cancelled()]
         for task in running:
             task.cancel()
-        if recording is not None and not recording.done():
+        if recording is not None:
             await asyncio.wait({recording})  # a batch being written is written whole
+        if finished:
+            await asyncio.shield(record(finished, False))
+        raise
+    except BaseException:
+        for task in running:  # the recording failed: no probe outlives the round
+            task.cancel()
         raise
 
 

@@ -18,7 +18,8 @@ from aiohttp import web
 from sqlalchemy import event, select
 
 from monitord.config import Settings, parse_config
-from monitord.probing import ServiceTarget, probe_round, run_probes
+from monitord.probing import ServiceTarget, probe_round, run_probes, schedule
+from monitord.probing.prober import Prober
 from monitord.store import Store
 from monitord.store.histogram import bucket_of, percentile
 from monitord.store.history import probe_quarter
@@ -32,7 +33,7 @@ from monitord.store.models import (
 )
 from monitord.store.retention import purge, roll_up
 from monitord.timeutil import quarter_bounds
-from monitord.types import ProbeContext
+from monitord.types import ProbeContext, ProbeResult
 from probes import trust_context
 from tests.conftest import FakeClock, wait_for
 from tests.probes.helpers import Serve
@@ -378,11 +379,23 @@ async def test_a_round_is_recorded_in_as_many_statements_for_forty_services_as_f
     assert sorted(changes) == sorted(["up", "down", "up"] * 42)
 
 
-async def test_probing_every_service_at_once_records_each_result_as_it_comes(
+@dataclass
+class HeldBack:
+    """Three services on loopback, the first of which answers only once `release` is set."""
+
+    settings: Settings
+    release: asyncio.Event
+    store: Store
+
+    def recorded(self) -> list[str]:
+        with self.store.session() as session:
+            return sorted(session.scalars(select(ProbeResultRow.service_id)))
+
+
+@pytest.fixture
+async def held_back(
     sqlite_store: Store, clock: FakeClock, tls_ca: tuple[trustme.CA, Path], serve: Serve
-) -> None:
-    # `monitord probe --all`: a service that is slow to answer does not hold back the record of
-    # the others (a round cut short keeps them), and the report lists services in their order.
+) -> AsyncIterator[HeldBack]:
     ca, pem = tls_ca
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
@@ -396,24 +409,49 @@ async def test_probing_every_service_at_once_records_each_result_as_it_comes(
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
     base = f"https://127.0.0.1:{await serve(app, context)}"
-    try:
-        for number, path in [(1, "/slow"), (2, "/fast"), (3, "/fast")]:
-            add_service(
-                sqlite_store, clock, base + path, id=f"svc-000{number}", probe={"path": path}
-            )
-        cfg = settings_for(pem, deep_kinds=[], timeout_seconds=20.0)
-        round_ = asyncio.create_task(probe_round(sqlite_store, cfg, clock, spread=False))
+    for number, path in [(1, "/slow"), (2, "/fast"), (3, "/fast")]:
+        add_service(sqlite_store, clock, base + path, id=f"svc-000{number}", probe={"path": path})
+    yield HeldBack(settings_for(pem, deep_kinds=[], timeout_seconds=20.0), release, sqlite_store)
+    release.set()
 
-        def recorded() -> list[str]:
-            with sqlite_store.session() as session:
-                return sorted(session.scalars(select(ProbeResultRow.service_id)))
 
-        await wait_for(lambda: recorded() == ["svc-0002", "svc-0003"], "the fast ones recorded")
-        assert not round_.done()
-        release.set()
-        report = await round_
-    finally:
-        release.set()
-    assert recorded() == ["svc-0001", "svc-0002", "svc-0003"]
+async def test_probing_every_service_at_once_records_each_result_as_it_comes(
+    held_back: HeldBack, clock: FakeClock
+) -> None:
+    # `monitord probe --all`: a service slow to answer does not hold back the record of the
+    # others, and the report lists the services in their order.
+    round_ = asyncio.create_task(
+        probe_round(held_back.store, held_back.settings, clock, spread=False)
+    )
+    await wait_for(lambda: held_back.recorded() == ["svc-0002", "svc-0003"], "the fast ones")
+    assert not round_.done()
+    held_back.release.set()
+    report = await round_
+    assert held_back.recorded() == ["svc-0001", "svc-0002", "svc-0003"]
     assert [r.service_id for r in report.results] == ["svc-0001", "svc-0002", "svc-0003"]
     assert all(r.success for r in report.results)
+
+
+async def test_a_round_at_once_cancelled_records_what_it_measured(
+    held_back: HeldBack, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C before the next batch was due: the results that came are recorded all the same.
+    monkeypatch.setattr(schedule, "AT_ONCE_FLUSH_SECONDS", 60.0)
+    came: list[str | None] = []
+    probe = Prober.probe
+
+    async def counted(self: Prober, *args: Any) -> ProbeResult:
+        result = await probe(self, *args)
+        came.append(result.service_id)
+        return result
+
+    monkeypatch.setattr(Prober, "probe", counted)
+    round_ = asyncio.create_task(
+        probe_round(held_back.store, held_back.settings, clock, spread=False)
+    )
+    await wait_for(lambda: len(came) == 2, "the fast ones measured")
+    assert held_back.recorded() == []
+    round_.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await round_
+    assert held_back.recorded() == ["svc-0002", "svc-0003"]
