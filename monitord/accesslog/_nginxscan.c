@@ -34,21 +34,6 @@
 
 enum { IP, USER, METHOD, PATH, SERVICE, AGENT, NTEXT };
 
-/* What an escaped request target came to: its path and service as ranges (start -1: none), or
- * `exact` when the exact path must read the line. The first line holding a target reads it;
- * every later one with the same bytes takes this. */
-typedef struct {
-    uint32_t hash;
-    int32_t start, len; /* the target's bytes in the block's data; len -1: an empty slot */
-    int32_t path[2], service[2];
-    int exact;
-} target_t;
-
-typedef struct {
-    target_t *slots;
-    uint32_t mask, count;
-} targets_t;
-
 /* Where text values are: a position below `size` is in the block's data, one from `size` on
  * in `decoded` (request targets whose nginx escapes were undone), at position - size. */
 typedef struct {
@@ -57,7 +42,8 @@ typedef struct {
     uint8_t *decoded; /* allocated on the first escaped target; holds up to size bytes */
     int32_t used;
     int failed; /* out of memory */
-    targets_t targets; /* the escaped targets read so far */
+    int32_t lines;
+    struct targets *targets; /* the escaped request targets read so far (allocated on the first) */
 } source_t;
 
 static inline const uint8_t *at(const source_t *src, int32_t pos) {
@@ -155,6 +141,19 @@ static int32_t intern(table_t *t, const source_t *src, int32_t start, int32_t en
             return s->code;
     }
 }
+
+/* What an escaped request target came to: its path and service as ranges (start -1: none), or
+ * `exact` when the exact path must read the line. The first line holding a target reads it;
+ * every later one with the same bytes takes this. */
+typedef struct {
+    int32_t path[2], service[2];
+    int exact;
+} reading_t;
+
+struct targets {
+    table_t table; /* the distinct escaped targets, as ranges of the block's data */
+    reading_t *read; /* per target code */
+};
 
 /* -- bytes ---------------------------------------------------------------------------------- */
 
@@ -351,36 +350,32 @@ static inline void set(line_t *out, int field, int32_t start, int32_t end) {
 
 static int unescape_path(source_t *src, const uint8_t *b, int32_t t, int32_t te, line_t *out);
 
-/* The slot of the escaped target [t, te) of `b`: the one read before with the same bytes, or a
- * new one (len set, path unset) to fill; NULL when out of memory (then it is read unremembered). */
-static target_t *remember(targets_t *ts, const uint8_t *b, int32_t t, int32_t te) {
-    if (ts->count >= (ts->mask + 1) / 2) {
-        uint32_t capacity = ts->slots ? 2 * (ts->mask + 1) : 256;
-        target_t *slots = malloc(sizeof(target_t) * capacity);
-        if (!slots) return NULL;
-        for (uint32_t i = 0; i < capacity; i++) slots[i].len = -1;
-        for (uint32_t i = 0; ts->slots && i <= ts->mask; i++) {
-            if (ts->slots[i].len < 0) continue;
-            uint32_t j = ts->slots[i].hash & (capacity - 1);
-            while (slots[j].len >= 0) j = (j + 1) & (capacity - 1);
-            slots[j] = ts->slots[i];
-        }
-        free(ts->slots);
-        ts->slots = slots;
-        ts->mask = capacity - 1;
+/* How the escaped target [t, te) was read before in this block (path[0] -2: not yet, to fill),
+ * or NULL when out of memory (then it is read unremembered). */
+static reading_t *remember(source_t *src, int32_t t, int32_t te) {
+    struct targets *ts = src->targets;
+    if (!ts) {
+        ts = src->targets = calloc(1, sizeof *ts);
+        if (!ts) return NULL;
+        ts->table.starts = malloc(sizeof(int32_t) * src->lines);
+        ts->table.ends = malloc(sizeof(int32_t) * src->lines);
+        ts->read = malloc(sizeof(reading_t) * src->lines);
     }
-    int32_t len = te - t;
-    uint32_t h = hash_bytes(b + t, (size_t)len);
-    for (uint32_t i = h & ts->mask;; i = (i + 1) & ts->mask) {
-        target_t *slot = &ts->slots[i];
-        if (slot->len < 0) {
-            *slot = (target_t){h, t, len, {-1, -1}, {-1, -1}, 0};
-            ts->count++;
-            return slot;
-        }
-        if (slot->hash == h && slot->len == len && same_bytes(b + slot->start, b + t, len))
-            return slot;
-    }
+    if (!ts->table.starts || !ts->table.ends || !ts->read) return NULL;
+    int32_t before = ts->table.count;
+    int32_t code = intern(&ts->table, src, t, te);
+    if (code < 0) return NULL;
+    if (ts->table.count > before) ts->read[code] = (reading_t){{-2, -2}, {-1, -1}, 0};
+    return &ts->read[code];
+}
+
+static void forget_targets(source_t *src) {
+    if (!src->targets) return;
+    free(src->targets->table.slots);
+    free(src->targets->table.starts);
+    free(src->targets->table.ends);
+    free(src->targets->read);
+    free(src->targets);
 }
 
 /* The path (and service) of the request target [t, te) of `b`, which holds a backslash: the
@@ -388,8 +383,8 @@ static target_t *remember(targets_t *ts, const uint8_t *b, int32_t t, int32_t te
  * are not UTF-8 (it tries GB18030), or hold a newline (its query strip, `[?#].*$`, stops at
  * one), or there is no room. */
 static int escaped_path(source_t *src, const uint8_t *b, int32_t t, int32_t te, line_t *out) {
-    target_t *seen = remember(&src->targets, b, t, te);
-    if (seen && seen->path[0] >= 0) {
+    reading_t *seen = remember(src, t, te);
+    if (seen && seen->path[0] != -2) {
         set(out, PATH, seen->path[0], seen->path[1]);
         set(out, SERVICE, seen->service[0], seen->service[1]);
         return 1;
@@ -615,6 +610,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     const uint8_t *b = data.buf;
     src.data = b;
     src.size = n > 0 ? off[n] : 0;
+    src.lines = (int32_t)n;
     uint8_t *ok_out = ok.buf;
     int64_t *ts_out = ts.buf, *bytes_out = nbytes.buf;
     int32_t *status_out = status.buf, *codes_out = codes.buf;
@@ -651,7 +647,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                            (Py_ssize_t)src.used);
 done:
     free(src.decoded);
-    free(src.targets.slots);
+    forget_targets(&src);
     for (int f = 0; f < NTEXT; f++) free(tables[f].slots);
     for (size_t k = 0; k < sizeof views / sizeof views[0]; k++) PyBuffer_Release(views[k]);
     return result;
