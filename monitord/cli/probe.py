@@ -101,6 +101,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
                 f"--service {args.service!r}: no such service with a URL in the "
                 "store (run `monitord sync` first)"
             )
+        if args.all and not report.results:
+            # An empty table and exit 0 read as "every service is fine".
+            raise UsageError(
+                "--all: the store holds no online service with a URL (run `monitord sync` first)"
+            )
     else:
         raise UsageError("give a URL, --service ID or --all")
     objects = _result_objects(report)

@@ -91,6 +91,14 @@ def test_services_on_an_empty_store_says_what_to_do(
     assert "run `monitord sync` first" in capsys.readouterr().out
 
 
+def test_probe_all_on_an_empty_store_says_what_to_do(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Not an empty table and exit 0, which reads as "every service is fine".
+    assert main(["--config", str(config), "probe", "--all"]) == 2
+    assert "no online service with a URL (run `monitord sync` first)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "command",
     [["services"], ["incidents", "list"], ["findings"], ["syncs"], ["incidents", "show", "1"]],
