@@ -572,14 +572,16 @@ static int writable(Py_buffer *view, Py_ssize_t items, Py_ssize_t size, const ch
 
 PyDoc_STRVAR(scan_doc,
              "scan(data, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts)\n"
-             "    -> (taken, decoded)\n\n"
+             "    -> (taken, values, value_offsets)\n\n"
              "Read the n lines of `data` (int32 `offsets`, n + 1 of them) and return how many\n"
              "are of the usual shape. ok[i] is 1 for those; their values fill the first rows of\n"
              "ts, status, nbytes (-1 for '-') and ms (NaN for none); codes[f][i] is the code of\n"
-             "text field f (ip, user, method, path, service, agent; -1 for null), ranges[f][0]\n"
-             "and ranges[f][1] the starts and ends of its counts[f] distinct values: in data\n"
-             "below offsets[n], else in `decoded` (bytes) at start - offsets[n], where the\n"
-             "request targets holding nginx escapes are written unescaped.");
+             "text field f (ip, user, method, path, service, agent; -1 for null), and counts[f]\n"
+             "how many distinct values it has. The distinct values are in `values`, field after\n"
+             "field, each field's in the order of their codes (request targets holding nginx\n"
+             "escapes unescaped); `value_offsets` holds the int32 offsets of all of them, an\n"
+             "Arrow string array's: field f's are the counts[f] + 1 from the sum of the counts\n"
+             "before it. `ranges` (2 * n * 6 int32) is the scan's scratch space.");
 
 static PyObject *scan(PyObject *self, PyObject *args) {
     Py_buffer data, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts;
@@ -588,7 +590,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         return NULL;
     Py_buffer *views[] = {&data, &offsets, &ok, &ts, &status, &nbytes, &ms, &codes, &ranges,
                           &counts};
-    PyObject *result = NULL;
+    PyObject *result = NULL, *values = NULL, *value_offsets = NULL;
     table_t tables[NTEXT] = {{0}};
     source_t src = {0};
     Py_ssize_t n = offsets.len / 4 - 1;
@@ -642,10 +644,40 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    for (int f = 0; f < NTEXT; f++) ((int32_t *)counts.buf)[f] = tables[f].count;
-    result = Py_BuildValue("ny#", taken, src.decoded ? (const char *)src.decoded : "",
-                           (Py_ssize_t)src.used);
+    Py_ssize_t distinct = 0, value_bytes = 0;
+    for (int f = 0; f < NTEXT; f++) {
+        ((int32_t *)counts.buf)[f] = tables[f].count;
+        distinct += tables[f].count;
+        for (int32_t k = 0; k < tables[f].count; k++)
+            value_bytes += tables[f].ends[k] - tables[f].starts[k];
+    }
+    if (value_bytes > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "the block's distinct values exceed 2 GiB");
+        goto done;
+    }
+    values = PyBytes_FromStringAndSize(NULL, value_bytes);
+    value_offsets = PyBytes_FromStringAndSize(NULL, (distinct + 1) * (Py_ssize_t)sizeof(int32_t));
+    if (!values || !value_offsets) goto done;
+    /* The copy of each distinct value into one buffer, as an Arrow string array lays it out:
+     * what the interpreter would otherwise do, a field at a time, with the lock held. */
+    uint8_t *into = (uint8_t *)PyBytes_AS_STRING(values);
+    int32_t *value_at = (int32_t *)PyBytes_AS_STRING(value_offsets);
+    Py_BEGIN_ALLOW_THREADS;
+    int32_t filled = 0;
+    *value_at++ = 0;
+    for (int f = 0; f < NTEXT; f++) {
+        for (int32_t k = 0; k < tables[f].count; k++) {
+            int32_t len = tables[f].ends[k] - tables[f].starts[k];
+            memcpy(into + filled, at(&src, tables[f].starts[k]), (size_t)len);
+            filled += len;
+            *value_at++ = filled;
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    result = Py_BuildValue("nOO", taken, values, value_offsets);
 done:
+    Py_XDECREF(values);
+    Py_XDECREF(value_offsets);
     free(src.decoded);
     forget_targets(&src);
     for (int f = 0; f < NTEXT; f++) free(tables[f].slots);

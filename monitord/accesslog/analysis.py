@@ -8,11 +8,11 @@ Two entry points:
   since the last run (`feed`), takes the statistics of hours that closed (`take_closed_stats`) and
   the findings (`findings`), and keeps `to_state()` in the store until the next run.
 
-Blocks are parsed on a worker thread while the main thread adds the previous block to the
-statistics and the rules: Arrow's JSON reader and the nginx reader's C scan hold no interpreter
-lock while they read a block (`PARSE_AHEAD`). The next block is read from the file on another
-(`_read_ahead`), so the main thread only adds up. Nothing but aggregates outlives a block, so memory
-stays flat however long the log.
+A worker thread reads the next block from the file and parses it as far as it can without the
+interpreter lock (`Analyzer.read`: Arrow's JSON reader, the nginx reader's C scan) while the main
+thread makes the columns of the block before and adds them to the statistics and the rules
+(`PARSE_AHEAD`). Nothing but aggregates outlives a block, so memory stays flat however long the
+log.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import io
 import math
 import os
 import sys
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,13 +46,18 @@ FORMATS: tuple[Format, ...] = ("auto", "nginx", "json")
 MAX_SAMPLES = 10
 SAMPLE_CHARS = 400
 PARSE_AHEAD: frozenset[str] = frozenset({"json", "nginx"} if nginx.NATIVE else {"json"})
-"""Formats whose next block is parsed on a worker thread while this one adds up the block before.
+"""Formats whose next block is read and parsed (`Analyzer.read`) on a worker thread while this one
+adds up the block before.
 
 Arrow's JSON reader holds no interpreter lock while it reads a block, nor does the nginx reader's
 C scan, so the two threads overlap: the 1 M-line audit log ran in 4.1-4.5 s instead of 5.9 s at
 10 MiB more, the nginx log in 1.2 s instead of 1.6 s at 8 MiB more. The nginx reader's numpy path
 (where the C scan is not built) is many short kernels that each need the lock: on a worker it ran
-no faster than inline, at ~45 % more CPU (2 cores, medians of 3-8 runs)."""
+no faster than inline, at ~45 % more CPU (2 cores, medians of 3-8 runs).
+
+The worker also reads the block from the file. A third thread reading ahead (as before) made the
+1 M-line nginx log slower, 0.84 against 0.75 s, and held one block more (4.5 MiB); the audit log
+ran in 2.97 against 3.09 s, within the runs' spread (medians of 3, interleaved)."""
 Progress = Callable[[int, int], None]
 """Called after each block with (lines read so far, bytes read so far)."""
 
@@ -91,6 +95,27 @@ class _Parsed:
     nbytes: int = 0
     newest: float = -math.inf
     """The latest time in the block (epoch seconds)."""
+
+
+@dataclass
+class _Scanned:
+    """An nginx block after the C scan, before its columns are made (`Analyzer.finish`)."""
+
+    scanned: nginx.Scanned
+    lines: int
+    samples: list[str]
+    source: str
+    nbytes: int
+
+
+def _parsed(
+    table: pa.Table, rejected: list[str], lines: int, samples: list[str], source: str, nbytes: int
+) -> _Parsed:
+    samples = samples + [f"{source}: {clean(r)[:SAMPLE_CHARS]}" for r in rejected]
+    newest = pc.max(table.column("ts")).as_py() if table.num_rows else None
+    return _Parsed(
+        table, lines, samples, nbytes=nbytes, newest=newest if newest is not None else -math.inf
+    )
 
 
 class LogRules(Protocol):
@@ -153,32 +178,42 @@ class Analyzer:
         self, data: bytes | bytearray, fmt: Format = "auto", source: str = "<input>"
     ) -> _Parsed:
         """Parse complete lines into the common columns; pure, so it may run on a worker."""
+        return self.finish(self.read(data, fmt, source))
+
+    def read(
+        self, data: bytes | bytearray, fmt: Format = "auto", source: str = "<input>"
+    ) -> _Parsed | _Scanned:
+        """The part of `parse` that holds no interpreter lock for long, for a worker thread:
+        JSON lines are parsed whole by Arrow's reader; nginx lines go through the C scan only,
+        and `finish` makes their columns on the thread that adds them up. (Done on the worker,
+        those steps' many short holds of the lock stalled the main thread's work for longer
+        than they took.)"""
         kind = fmt if fmt != "auto" else self._formats.get(source) or detect(data)
         lines = split_lines(data)
         read = len(lines)
         lines, samples = drop_overlong(lines, source)
-        if kind == "json":
-            # The block as a whole holds the dropped lines: then only the lines are read.
-            parsed = jsonlog.parse(lines, None if samples else data)
-            table, rejected = parsed.table, parsed.rejected
-        else:
-            p = nginx.parse(lines, self.service_pattern)
-            table, rejected = p.table, p.rejected
-        samples += [f"{source}: {clean(r)[:SAMPLE_CHARS]}" for r in rejected]
-        newest = pc.max(table.column("ts")).as_py() if table.num_rows else None
-        return _Parsed(
-            table,
-            read,
-            samples,
-            nbytes=len(data),
-            newest=newest if newest is not None else -math.inf,
-        )
+        if kind != "json":
+            return _Scanned(nginx.scan(lines), read, samples, source, len(data))
+        # The block as a whole holds the dropped lines: then only the lines are read.
+        parsed = jsonlog.parse(lines, None if samples else data)
+        return _parsed(parsed.table, parsed.rejected, read, samples, source, len(data))
+
+    def finish(self, got: _Parsed | _Scanned) -> _Parsed:
+        """A block `read` gave, parsed (the nginx reader's columns are made here)."""
+        if isinstance(got, _Parsed):
+            return got
+        p = nginx.finish(got.scanned, self.service_pattern)
+        return _parsed(p.table, p.rejected, got.lines, got.samples, got.source, got.nbytes)
 
     def parse_block(self, block: Block, fmt: Format = "auto") -> _Parsed:
         """`parse` a block of a source; a damaged end or an over-long line is counted as such."""
+        return self.finish(self.read_block(block, fmt))
+
+    def read_block(self, block: Block, fmt: Format = "auto") -> _Parsed | _Scanned:
+        """`read` a block of a source (see `parse_block`)."""
         if block.damage:
             return _Parsed(conform({}, 0), block.lost_lines, [block.damage])
-        return self.parse(block.data, fmt, block.source)
+        return self.read(block.data, fmt, block.source)
 
     # -- absorbing (main thread) ------------------------------------------------------------------
 
@@ -278,15 +313,6 @@ def _blocks(item: InputItem, size: int) -> Iterator[Block]:
                 stream.close()
 
 
-def _read_ahead(chain: Iterator[Block], reader: ThreadPoolExecutor) -> Iterator[Block]:
-    """The blocks of `chain`, the next one read on `reader` while this one is worked on: the
-    read (a copy out of the page cache) holds no interpreter lock, so it overlaps the work."""
-    ahead = reader.submit(next, chain, None)
-    while (block := ahead.result()) is not None:
-        ahead = reader.submit(next, chain, None)
-        yield block
-
-
 _PREPARED = False
 
 
@@ -366,20 +392,20 @@ def analyse(
     # time, so that an edge log and the audit log of the same days (or two edge servers) meet
     # the statistics hour by hour: read one after the other, the second's hours would come
     # after the first's had closed. A directory is one input: its files follow each other.
-    # Each input's next block is read on `reader` while this thread works (`_read_ahead`).
-    reader = ThreadPoolExecutor(max_workers=1)
-    chains = [_read_ahead(_blocks(item, block_size), reader) for item in items]
+    chains = [_blocks(item, block_size) for item in items]
     reached = [-math.inf] * len(chains)
     active = list(range(len(chains)))
 
-    def next_block() -> tuple[int, Block] | None:
-        while active:
-            i = min(active, key=lambda k: reached[k])
-            block = next(chains[i], None)
-            if block is not None:
-                return i, block
-            active.remove(i)
-        return None
+    def read_next(i: int) -> tuple[Format, Block | _Parsed | _Scanned] | None:
+        # On the worker: the next block of input i, read and, for a PARSE_AHEAD format, scanned.
+        block = next(chains[i], None)
+        if block is None:
+            return None
+        kind: Format = fmt
+        if fmt == "auto" and block.data:
+            # Detect once per source, on its first block, so later blocks agree.
+            kind = an._formats.setdefault(block.source, detect(block.data))  # type: ignore[assignment]
+        return kind, (an.read_block(block, kind) if kind in PARSE_AHEAD else block)
 
     def absorb(i: int, parsed: _Parsed) -> None:
         nonlocal read_bytes
@@ -393,40 +419,34 @@ def analyse(
         if progress:
             progress(an.lines, read_bytes)
 
-    # A block of a PARSE_AHEAD format is parsed on the worker while this thread reads the next
-    # and adds up the one before; others are parsed here. Blocks are added up in the order they
-    # were read, so at most one block waits parsed, and memory holds a few blocks.
-    pending: deque[tuple[int, Future[_Parsed]]] = deque()
-    with reader, ThreadPoolExecutor(max_workers=1) as pool:
-        while (got := next_block()) is not None:
-            i, block = got
-            kind: Format = fmt
-            if fmt == "auto" and block.data:
-                # Detect once per source, on its first block, so later blocks agree.
-                kind = an._formats.setdefault(block.source, detect(block.data))  # type: ignore[assignment]
-            ahead = kind in PARSE_AHEAD
-            if ahead:
-                future = pool.submit(an.parse_block, block, kind)
-            else:
-                future = Future()
-                future.set_result(an.parse_block(block, kind))
-            pending.append((i, future))
-            while len(pending) > (1 if ahead else 0):
-                absorb(*_result(pending.popleft()))
-            del got, block, future  # held on, they would keep a block alive one read longer
-        while pending:
-            absorb(*_result(pending.popleft()))
+    # The worker reads the next block (and scans it) while this thread adds up the one before.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead: tuple[int, Future[tuple[Format, Block | _Parsed | _Scanned] | None]] | None = None
+        while active or ahead:
+            if ahead is None:
+                i = min(active, key=lambda k: reached[k])
+                ahead = (i, pool.submit(read_next, i))
+            i, future = ahead
+            got = future.result()
+            ahead = None
+            if got is None:
+                active.remove(i)
+                continue
+            kind, item = got
+            del got, future
+            if active:
+                j = min(active, key=lambda k: reached[k])
+                ahead = (j, pool.submit(read_next, j))
+            if isinstance(item, Block):
+                item = an.parse_block(item, kind)
+            absorb(i, an.finish(item))
+            del item  # held on, it would keep a block alive one read longer
     result = an.result()
     if on_stats is not None:
         if result.stats:
             on_stats(result.stats)
         result.stats = []
     return result
-
-
-def _result(entry: tuple[int, Future[_Parsed]]) -> tuple[int, _Parsed]:
-    # The parsed block out of its future, which is then dropped with nothing else holding it.
-    return entry[0], entry[1].result()
 
 
 def analyse_to_json(

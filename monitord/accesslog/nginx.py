@@ -5,9 +5,11 @@ known place relative to the quotes, and each field is a byte range of the block.
 reads those ranges, not one string per line:
 
 * in C (`_nginxscan.c`, built when monitord is installed): one pass over the block without the
-  interpreter lock, which numbers each distinct text value as it goes, so that here each becomes
-  a string once. Analysis parses the next block on a worker while it adds up this one
-  (`analysis.PARSE_AHEAD`). About 0.25 µs a line.
+  interpreter lock, which numbers each distinct text value as it goes and copies the distinct
+  values into one buffer, laid out as an Arrow string array, so that here each field's values
+  are an array at once. Analysis runs the scan (`scan`) on a worker while it makes the columns
+  of the block before (`finish`) and adds them up (`analysis.PARSE_AHEAD`). About 0.25 µs a
+  line.
 * in numpy (`_fast`), where the C scan is not built (no C compiler at install): one pass finds
   all quotes of the block; the small fields are read as words at known offsets (`nginx_words`);
   the text fields are dictionary-encoded straight from their ranges, and everything costly per
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from monitord.accesslog import nginx_exact
-from monitord.accesslog.nginx_codes import Text, concat, encode, lookup, strings
+from monitord.accesslog.nginx_codes import Text, concat, encode, lookup
 from monitord.accesslog.nginx_words import (
     TIME_WIDTH,
     ZEROS,
@@ -57,7 +60,7 @@ from monitord.accesslog.schema import (
 )
 
 
-def _load_scan() -> Callable[..., tuple[int, bytes]] | None:
+def _load_scan() -> Callable[..., tuple[int, bytes, bytes]] | None:
     try:
         from monitord.accesslog._nginxscan import scan
     except ImportError:  # not built (no C compiler when monitord was installed): numpy reads
@@ -78,10 +81,55 @@ def parse(lines: pa.Array, service_pattern: str = DEFAULT_SERVICE_PATTERN) -> ng
     path; text columns are dictionary arrays. The result equals `nginx_exact.parse_exact`'s up
     to row order.
     """
+    return finish(scan(lines), service_pattern)
+
+
+@dataclass
+class Native:
+    """What the C scan wrote for a block's lines (see `_nginxscan.scan`): `taken` lines of the
+    usual shape, `ok` per line, the numbers of the taken lines, each text field's codes, and the
+    distinct values of every field, one after the other, as an Arrow string array's bytes
+    (`values`) and offsets (`value_offsets`), `counts` per field."""
+
+    taken: int
+    ok: Array
+    ts: Array
+    status: Array
+    nbytes: Array
+    ms: Array
+    codes: Array
+    counts: Array
+    values: bytes
+    value_offsets: bytes
+
+
+@dataclass
+class Scanned:
+    """A block's lines after the C scan (`scan`), before `finish` makes them columns; `native`
+    is None where the scan is not built (`finish` then reads the lines with numpy)."""
+
+    lines: pa.Array
+    native: Native | None = None
+
+
+def scan(lines: pa.Array) -> Scanned:
+    """The C scan of the lines, where it is built: the part of `parse` that holds no interpreter
+    lock, so a worker thread can run it beside the main thread's work."""
     lines = nginx_exact.binary(lines)
+    if _scan is None or len(lines) == 0:
+        return Scanned(lines)
+    return Scanned(lines, _scan_native(lines))
+
+
+def finish(scanned: Scanned, service_pattern: str = DEFAULT_SERVICE_PATTERN) -> nginx_exact.Parsed:
+    """The columns of scanned lines (the rest of `parse`)."""
+    lines = scanned.lines
     if len(lines) == 0:
         return nginx_exact.Parsed(conform({}, 0), [])
-    columns, slow = (_native if _scan is not None else _fast)(lines, service_pattern)
+    if scanned.native is not None:
+        columns, slow = _native_columns(lines, scanned.native, service_pattern)
+    else:
+        columns, slow = _fast(lines, service_pattern)
     rejected: list[str] = []
     if len(slow):
         exact, rejected = nginx_exact.exact(lines.take(pa.array(slow)), service_pattern)
@@ -108,14 +156,13 @@ def _as_text_columns(columns: dict[str, pa.Array]) -> dict[str, Any]:
 _SCANNED = ("ip", "user", "method", "path", "service", "agent")
 
 
-def _native(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], Array]:
-    """Columns of the lines of the usual shape, and the indices of the other lines: the C scan
-    (`_nginxscan.c`) reads the lines in one pass without the interpreter lock; here each
-    distinct text value becomes a string once."""
+def _scan_native(lines: pa.Array) -> Native | None:
+    """The C scan (`_nginxscan.c`) of the lines: one pass without the interpreter lock that
+    numbers each distinct text value as it goes (None for lines without a byte)."""
     n = len(lines)
     _, offsets_buf, buf = lines.buffers()
     if buf is None:
-        return {}, np.arange(n)
+        return None
     offsets = np.frombuffer(offsets_buf, np.int32, n + 1, lines.offset * 4)
     ok = np.empty(n, np.uint8)
     ts, nbytes, ms = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float64)
@@ -124,58 +171,53 @@ def _native(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], Arra
     ranges = np.empty((len(_SCANNED), 2, n), np.int32)
     counts = np.empty(len(_SCANNED), np.int32)
     assert _scan is not None
-    m, decoded = _scan(buf, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts)
-    taken = ok.view(bool)
+    taken, values, value_offsets = _scan(
+        buf, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts
+    )
+    return Native(taken, ok, ts, status, nbytes, ms, codes, counts, values, value_offsets)
+
+
+def _native_columns(
+    lines: pa.Array, native: Native, service_pattern: str
+) -> tuple[dict[str, Any], Array]:
+    """Columns of the lines of the usual shape, and the indices of the other lines, from the C
+    scan's outputs: each field's distinct values are an Arrow array over the scan's buffer."""
+    n, m = len(lines), native.taken
+    ts, nbytes, ms = native.ts[:m], native.nbytes[:m], native.ms[:m]
+    taken = native.ok.view(bool)
     slow = np.flatnonzero(~taken)
     if m == 0:
         return {}, slow
-    size = int(offsets[n])
+    data, offsets = pa.py_buffer(native.values), pa.py_buffer(native.value_offsets)
     text: dict[str, Text] = {}
+    first = 0
     for f, name in enumerate(_SCANNED):
-        start, end = ranges[f, 0, : counts[f]], ranges[f, 1, : counts[f]]
-        text[name] = Text(_values(buf, decoded, size, start, end), codes[f, :m], distinct=True)
+        count = int(native.counts[f])
+        field_offsets = offsets.slice(4 * first, 4 * (count + 1))
+        distinct = pa.Array.from_buffers(pa.string(), count, [None, field_offsets, data])
+        text[name] = Text(distinct, native.codes[f, :m], distinct=True)
+        first += count
     path = text["path"]
     service = text["service"]
     if service_pattern != DEFAULT_SERVICE_PATTERN:
         service = Text(service_from_path(path.values, service_pattern), path.codes)
     agent = text["agent"]
-    missing_bytes, missing_ms = nbytes[:m] < 0, np.isnan(ms[:m])
+    missing_bytes, missing_ms = nbytes < 0, np.isnan(ms)
     columns: dict[str, Any] = {
-        "ts": pa.array(ts[:m]),
+        "ts": pa.array(ts),
         "source": Text(pa.array(["nginx"]), np.zeros(m, np.int32), distinct=True),
         "ip": text["ip"],
         "user": text["user"],
         "service": service,
         "method": text["method"],
         "path": path,
-        "status": pa.array(status[:m]),
-        "bytes": pa.array(nbytes[:m], mask=missing_bytes if missing_bytes.any() else None),
-        "duration_ms": pa.array(ms[:m], mask=missing_ms if missing_ms.any() else None),
+        "status": pa.array(native.status[:m]),
+        "bytes": pa.array(nbytes, mask=missing_bytes if missing_bytes.any() else None),
+        "duration_ms": pa.array(ms, mask=missing_ms if missing_ms.any() else None),
         "client": Text(client_kinds(unescape_column(agent.values)), agent.codes),
         "line": lines if m == n else lines.take(pa.array(np.flatnonzero(taken))),
     }
     return columns, slow
-
-
-def _values(buf: pa.Buffer, decoded: bytes, size: int, start: Array, end: Array) -> pa.Array:
-    """The distinct values the C scan numbered, as strings: ranges of `buf` below `size`, the
-    rest ranges of `decoded` (unescaped request targets) at start - size."""
-    inside = start < size
-    if not decoded or inside.all():
-        return strings(buf, start, end)
-    outside = ~inside
-    extra = pa.py_buffer(decoded)
-    values = pa.concat_arrays(
-        [strings(buf, start[inside], end[inside]),
-         strings(extra, start[outside] - size, end[outside] - size)]
-    )  # fmt: skip
-    # Back to the scan's order: each value's place in the two lists put end to end.
-    place = np.empty(len(start), np.int32)
-    place[inside] = np.arange(int(inside.sum()), dtype=np.int32)
-    place[outside] = (
-        len(values) - int(outside.sum()) + np.arange(int(outside.sum()), dtype=np.int32)
-    )
-    return values.take(pa.array(place))
 
 
 # -- the fast path in numpy, where the C scan is not built ---------------------------------------

@@ -29,8 +29,14 @@ def test_scan_reads_into_buffers_of_the_right_size() -> None:
     lines = split_lines(LINE * 2)
     _, offsets, data = lines.buffers()
     out = _outputs(2)
-    assert scan(data, offsets, *out) == (2, b"")
+    taken, values, value_offsets = scan(data, offsets, *out)
+    assert taken == 2
     assert out[0].tolist() == [1, 1] and out[2].tolist() == [200, 200]
+    # The distinct values of ip, user (none: "-"), method, path, service and agent, one after
+    # the other, as an Arrow string array's bytes and offsets.
+    assert out[-1].tolist() == [1, 0, 1, 1, 1, 1]
+    assert values == b"1.2.3.4GET/svc/aa-"
+    assert np.frombuffer(value_offsets, np.int32).tolist() == [0, 7, 10, 16, 17, 18]
 
 
 def test_scan_refuses_buffers_too_small() -> None:
