@@ -1,9 +1,8 @@
 """Text columns as codes into values: the nginx fast path's working form of a text column.
 
 `encode` dictionary-encodes byte ranges of the block without copying them, so a result computed
-once per distinct value reaches the rows by codes (`Text.map`); `strings` copies the distinct
-ranges the C scan numbered. Codes are composed freely and tidied once, by `Text.array`, into the
-dictionary arrays of the schema (`schema.TEXT`).
+once per distinct value reaches the rows by codes (`Text.map`). Codes are composed freely and
+tidied once, by `Text.array`, into the dictionary arrays of the schema (`schema.TEXT`).
 """
 
 from __future__ import annotations
@@ -124,35 +123,23 @@ def encode(
         codes = np.full(len(start), -1, np.int32)
         codes[rows] = some.codes
         return Text(some.values, codes, distinct=True)
-    spread = _spread(buf, start, end, odd_null=True)
+    spread = _spread(buf, start, end)
     enc = pc.dictionary_encode(spread)
     codes = np.frombuffer(enc.indices.buffers()[1], np.int32, 2 * len(start))[0::2]
     return Text(enc.dictionary, np.ascontiguousarray(codes), distinct=True)
 
 
-def strings(buf: pa.Buffer, start: Array, end: Array) -> pa.Array:
-    """The byte ranges [start, end) of `buf` as a string array of their own (a copy). Ranges
-    must be in order and not overlap, and cut valid UTF-8 at ASCII bytes, as for `encode`."""
-    n = len(start)
-    if n == 0:
-        return pa.nulls(0, pa.string())
-    return _spread(buf, start, end).take(pa.array(np.arange(0, 2 * n, 2, dtype=np.int32)))
-
-
-def _spread(buf: pa.Buffer, start: Array, end: Array, odd_null: bool = False) -> pa.Array:
+def _spread(buf: pa.Buffer, start: Array, end: Array) -> pa.Array:
     # A string array over `buf` (no copy) whose offsets are start0, end0, start1, end1, ...: the
-    # ranges are its even slots, the bytes between two ranges its odd slots (null if asked).
+    # ranges are its even slots, the bytes between two ranges its odd slots, which are null.
     global _EVEN_BITS
     n = len(start)
     offsets = np.empty(2 * n + 1, np.int32)
     offsets[0 : 2 * n : 2] = start
     offsets[1 : 2 * n : 2] = end
     offsets[2 * n] = end[-1] if n else 0
-    bits = None
-    if odd_null:
-        size = (2 * n + 7) // 8
-        if len(_EVEN_BITS) < size:
-            _EVEN_BITS = b"\x55" * size
-        bits = pa.py_buffer(_EVEN_BITS)
-    nulls = n if odd_null else 0
-    return pa.Array.from_buffers(pa.string(), 2 * n, [bits, pa.py_buffer(offsets), buf], nulls)
+    size = (2 * n + 7) // 8
+    if len(_EVEN_BITS) < size:
+        _EVEN_BITS = b"\x55" * size
+    bits = pa.py_buffer(_EVEN_BITS)
+    return pa.Array.from_buffers(pa.string(), 2 * n, [bits, pa.py_buffer(offsets), buf], n)
