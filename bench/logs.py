@@ -28,6 +28,9 @@ What is measured, honestly:
 
 * Each monitord process runs in an empty folder without $MONITORD_CONFIG: it reads no config
   file (the built-in `[logs]`, and pydantic is never imported), or the one --config names.
+* monitord's modules are compiled to bytecode first (`compile_bytecode`), as a regular install
+  leaves them: where PYTHONDONTWRITEBYTECODE is set, an editable install would otherwise compile
+  every module at every start (~60 ms a run).
 
 Run: `.venv/bin/python bench/logs.py [--lines 1000000] [--runs 5] [--repeat 10] [--escaped 0,25,100]
 [--dir DIR] [--config monitord.toml]`.
@@ -36,6 +39,7 @@ Run: `.venv/bin/python bench/logs.py [--lines 1000000] [--runs 5] [--repeat 10] 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import random
@@ -143,6 +147,17 @@ def child(paths: list[str], output: str) -> None:
                       "findings": len(result.findings), "rejected": result.rejected}))  # fmt: skip
 
 
+def compile_bytecode() -> None:
+    """Compile monitord's modules to bytecode first, as pip does when it installs a package.
+
+    The editable install `make` does leaves that to the first run, and with
+    PYTHONDONTWRITEBYTECODE set (as in some CI and container images) every start compiles every
+    module again: ~60 ms of a 0.9 s run, measured. Compiled, each run starts as an installed
+    monitord does."""
+    for package in ("monitord", "rules"):
+        compileall.compile_dir(_HERE.parent / package, quiet=1)
+
+
 def run_child(paths: list[Path], config: Path | None = None) -> dict[str, float]:
     """`monitord analyse --json PATHS` as typed, in a process of its own: its figures. It runs in
     an empty folder: with `config`, it reads that file (`--config`), else no config at all (a
@@ -214,6 +229,7 @@ def main() -> None:
         return
 
     args.dir.mkdir(parents=True, exist_ok=True)
+    compile_bytecode()
     shares = [int(x) for x in args.escaped.split(",")]
     t = time.perf_counter()
     logs = {share: generate(args.dir, args.lines, share) for share in shares}
