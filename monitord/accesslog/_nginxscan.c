@@ -31,6 +31,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 enum { IP, USER, METHOD, PATH, SERVICE, AGENT, NTEXT };
 
@@ -460,9 +463,65 @@ static __attribute__((noinline)) int32_t target_end(const uint8_t *b, int32_t t,
  * stop the exact path's query strip, `[?#].*$`). */
 static int query_escapes_only(const uint8_t *b, int32_t t, int32_t pe, int32_t esc, int32_t te) {
     if (pe < 0 || esc < pe || has_high_byte(b + t, b + pe)) return 0;
-    for (const uint8_t *p = b + esc, *end = b + te; (p = memchr(p, '\\', end - p)) != NULL; p++)
-        if (end - p >= 4 && p[1] == 'x' && p[2] == '0' && (p[3] == 'a' || p[3] == 'A')) return 0;
+    /* memmem: escapes below \x10 are rare, and a memchr per backslash cost more than the rest
+     * of the check in a query of escaped UTF-8. */
+    for (const uint8_t *p = b + esc, *end = b + te; (p = memmem(p, end - p, "\\x0", 3)) != NULL;
+         p++)
+        if (end - p >= 4 && (p[3] == 'a' || p[3] == 'A')) return 0;
     return 1;
+}
+
+/* The first of RE2's \s in [a, end) of `b`, or `end`: 16 bytes at a time where SSE2 is there
+ * (an address is mostly within the first 16), else a byte at a time. */
+static inline int32_t space_at(const uint8_t *b, int32_t a, int32_t end) {
+#ifdef __SSE2__
+    for (; end - a >= 16; a += 16) {
+        __m128i c = _mm_loadu_si128((const __m128i *)(b + a));
+        __m128i space = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(c, _mm_set1_epi8(' ')), _mm_cmpeq_epi8(c, _mm_set1_epi8('\t'))),
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(c, _mm_set1_epi8('\n')),
+                                      _mm_cmpeq_epi8(c, _mm_set1_epi8('\f'))),
+                         _mm_cmpeq_epi8(c, _mm_set1_epi8('\r'))));
+        unsigned found = (unsigned)_mm_movemask_epi8(space);
+        if (found) return a + __builtin_ctz(found);
+    }
+#endif
+    while (a < end && !is_space(b[a])) a++;
+    return a;
+}
+
+/* Note the quote at `at` of the line starting at `s`: 0 when a backslash escapes it (nginx's
+ * escape=json, for the exact path's full pattern). */
+static inline int note_quote(const uint8_t *b, int32_t s, int32_t at, int32_t q[8], int *nq) {
+    if (at > s && b[at - 1] == '\\') return 0;
+    if (*nq < 8) q[*nq] = at;
+    (*nq)++;
+    return 1;
+}
+
+/* The quotes of the line [s, e) of `b`: how many (-1 when one is escaped), the first 8 in `q`,
+ * and in `high` whether a byte is above 127. One pass, 16 bytes at a time where SSE2 is there
+ * (every x86-64): a memchr call per quote and a second pass for the high bytes took a third of
+ * the scan's time. */
+static int find_quotes(const uint8_t *b, int32_t s, int32_t e, int32_t q[8], int *high) {
+    int nq = 0, any_high = 0;
+    int32_t i = s;
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"');
+    for (; e - i >= 16; i += 16) {
+        __m128i chunk = _mm_loadu_si128((const __m128i *)(b + i));
+        any_high |= _mm_movemask_epi8(chunk);
+        unsigned quotes = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(chunk, quote));
+        for (; quotes; quotes &= quotes - 1)
+            if (!note_quote(b, s, i + __builtin_ctz(quotes), q, &nq)) return -1;
+    }
+#endif
+    for (; i < e; i++) {
+        any_high |= b[i] & 0x80;
+        if (b[i] == '"' && !note_quote(b, s, i, q, &nq)) return -1;
+    }
+    *high = any_high != 0;
+    return nq;
 }
 
 /* Read one line [s, e) of `b`; 0 when it is not of the usual shape. `last_time` is the time
@@ -470,14 +529,10 @@ static int query_escapes_only(const uint8_t *b, int32_t t, int32_t pe, int32_t e
 static int scan_line(const uint8_t *b, int32_t s, int32_t e, line_t *out,
                      const uint8_t **last_time, source_t *src) {
     int32_t q[8];
-    int nq = 0;
-    for (const uint8_t *p = b + s, *end = b + e; (p = memchr(p, '"', end - p)) != NULL; p++) {
-        if (p > b + s && p[-1] == '\\') return 0; /* escape=json: the exact path's full pattern */
-        if (nq < 8) q[nq] = (int32_t)(p - b);
-        nq++;
-    }
-    if (nq < 6) return 0;
-    if (has_high_byte(b + s, b + e) && !valid_utf8(b + s, b + e)) return 0;
+    int high;
+    int nq = find_quotes(b, s, e, q, &high);
+    if (nq < 6) return 0; /* also an escaped quote (-1) */
+    if (high && !valid_utf8(b + s, b + e)) return 0;
 
     /* The head: "addr - user [time] " before the first quote. */
     int32_t bracket = q[0] - 29;
@@ -487,8 +542,7 @@ static int scan_line(const uint8_t *b, int32_t s, int32_t e, line_t *out,
         if (!parse_time(time, &out->ts)) return 0;
         *last_time = time;
     }
-    int32_t a = s;
-    while (a < bracket && !is_space(b[a])) a++;
+    int32_t a = space_at(b, s, bracket);
     if (a == s || a + 3 > bracket || b[a] != ' ' || b[a + 1] != '-' || b[a + 2] != ' ') return 0;
     if (memchr(b + a + 3, '[', bracket - (a + 3)) != NULL) return 0;
     set(out, IP, s, a);

@@ -135,6 +135,10 @@ _ODD: list[str | bytes] = [
     '1.2.3.4 - - [3/Jul/2026:9:15:02 +0800]   "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     '1.2.3.4 - - [03/Jul/2026:09:15:02+0800] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     '1.2.3.4 - - [03/Jul]2026:09:15:02 +0800] "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    # Addresses longer than the C scan's 16-byte steps, ended by a space, a tab or nothing.
+    f'2001:db8:85a3:0:0:8a2e:370:7334 - - {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'2001:db8:85a3:0:0:8a2e:370:7334\t- - {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'2001:db8:85a3:0:0:8a2e:370:7334-{T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     # Lines for the exact path: prefixes, escape=json, too few fields, bad bytes.
     f'portal.example:443 1.2.3.4 - - {T} "GET / HTTP/2.0" 304 0 "-" "{UA}" 0.001 "-" x y',
     f'- - - {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
