@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from monitord.accesslog.lines import MAX_LINE, overlong
 
-BLOCK_SIZE = int(float(__import__("os").environ.get("BS", "4")) * (1 << 20))  # ~17,000 nginx lines: large enough to amortise, small enough for RSS
+BLOCK_SIZE = 4 << 20  # ~17,000 nginx lines: large enough to amortise, small enough for RSS
 GZIP_MAGIC = b"\x1f\x8b"
 
 InputItem = str | Path | BinaryIO | io.TextIOBase
