@@ -106,7 +106,8 @@ class Native:
 @dataclass
 class Scanned:
     """A block's lines after the C scan (`scan`), before `finish` makes them columns; `native`
-    is None where the scan is not built (`finish` then reads the lines with numpy)."""
+    is None where the scan is not built or the lines hold no byte (`finish` then reads them
+    with numpy)."""
 
     lines: pa.Array
     native: Native | None = None
