@@ -23,7 +23,6 @@ made it run ten times a second over the whole start-up heap.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 from collections.abc import Callable
 from functools import cache
@@ -40,6 +39,8 @@ _M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 @cache
 def _libc() -> ctypes.CDLL | None:
     """The C library, or None where ctypes cannot find it."""
+    import ctypes.util  # 5 ms of imports (subprocess, shutil): only where the library is wanted
+
     try:
         return ctypes.CDLL(ctypes.util.find_library("c"))
     except (OSError, TypeError):
@@ -81,7 +82,8 @@ def release_free_memory() -> bool:
 
 
 def tune_collector() -> None:
-    """For a process that runs probe rounds (the daemon, `monitord probe --all`), once started:
+    """For a process that runs probe rounds (the daemon, `monitord probe --all`) or analyses
+    logs (`monitord analyse`), once started:
     keep what start-up built (modules, classes, the config, the store's engine) out of every
     later garbage collection, and collect the young generation less often.
 
