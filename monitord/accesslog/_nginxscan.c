@@ -625,7 +625,7 @@ static int writable(Py_buffer *view, Py_ssize_t items, Py_ssize_t size, const ch
 }
 
 PyDoc_STRVAR(scan_doc,
-             "scan(data, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts)\n"
+             "scan(data, offsets, ok, ts, status, nbytes, ms, codes, counts)\n"
              "    -> (taken, values, value_offsets)\n\n"
              "Read the n lines of `data` (int32 `offsets`, n + 1 of them) and return how many\n"
              "are of the usual shape. ok[i] is 1 for those; their values fill the first rows of\n"
@@ -635,32 +635,37 @@ PyDoc_STRVAR(scan_doc,
              "field, each field's in the order of their codes (request targets holding nginx\n"
              "escapes unescaped); `value_offsets` holds the int32 offsets of all of them, an\n"
              "Arrow string array's: field f's are the counts[f] + 1 from the sum of the counts\n"
-             "before it. `ranges` (2 * n * 6 int32) is the scan's scratch space.");
+             "before it.");
 
 static PyObject *scan(PyObject *self, PyObject *args) {
-    Py_buffer data, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts;
-    if (!PyArg_ParseTuple(args, "y*y*w*w*w*w*w*w*w*w*", &data, &offsets, &ok, &ts, &status,
-                          &nbytes, &ms, &codes, &ranges, &counts))
+    Py_buffer data, offsets, ok, ts, status, nbytes, ms, codes, counts;
+    if (!PyArg_ParseTuple(args, "y*y*w*w*w*w*w*w*w*", &data, &offsets, &ok, &ts, &status,
+                          &nbytes, &ms, &codes, &counts))
         return NULL;
-    Py_buffer *views[] = {&data, &offsets, &ok, &ts, &status, &nbytes, &ms, &codes, &ranges,
-                          &counts};
+    Py_buffer *views[] = {&data, &offsets, &ok, &ts, &status, &nbytes, &ms, &codes, &counts};
     PyObject *result = NULL, *values = NULL, *value_offsets = NULL;
+    int32_t *ranges = NULL; /* each field's distinct values' starts and ends */
     table_t tables[NTEXT] = {{0}};
     source_t src = {0};
     Py_ssize_t n = offsets.len / 4 - 1;
     if (n < 0 || !writable(&ok, n, 1, "ok") || !writable(&ts, n, 8, "ts") ||
         !writable(&status, n, 4, "status") || !writable(&nbytes, n, 8, "nbytes") ||
         !writable(&ms, n, 8, "ms") || !writable(&codes, n * NTEXT, 4, "codes") ||
-        !writable(&ranges, 2 * n * NTEXT, 4, "ranges") || !writable(&counts, NTEXT, 4, "counts"))
+        !writable(&counts, NTEXT, 4, "counts"))
         goto done;
     const int32_t *off = offsets.buf;
     if (n > 0 && (off[0] < 0 || off[n] > data.len || off[n] < off[0])) {
         PyErr_SetString(PyExc_ValueError, "offsets reach outside data");
         goto done;
     }
+    ranges = malloc(sizeof(int32_t) * (size_t)(2 * NTEXT * n + 1));
+    if (!ranges) {
+        PyErr_NoMemory();
+        goto done;
+    }
     for (int f = 0; f < NTEXT; f++) {
-        tables[f].starts = (int32_t *)ranges.buf + (2 * f) * n;
-        tables[f].ends = (int32_t *)ranges.buf + (2 * f + 1) * n;
+        tables[f].starts = ranges + (2 * f) * n;
+        tables[f].ends = ranges + (2 * f + 1) * n;
     }
 
     const uint8_t *b = data.buf;
@@ -732,6 +737,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
 done:
     Py_XDECREF(values);
     Py_XDECREF(value_offsets);
+    free(ranges);
     free(src.decoded);
     forget_targets(&src);
     for (int f = 0; f < NTEXT; f++) free(tables[f].slots);

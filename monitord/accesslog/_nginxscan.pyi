@@ -13,7 +13,6 @@ def scan(
     nbytes: Buffer,
     ms: Buffer,
     codes: Buffer,
-    ranges: Buffer,
     counts: Buffer,
     /,
 ) -> tuple[int, bytes, bytes]: ...

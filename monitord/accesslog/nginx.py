@@ -169,12 +169,9 @@ def _scan_native(lines: pa.Array) -> Native | None:
     ts, nbytes, ms = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float64)
     status = np.empty(n, np.int32)
     codes = np.empty((len(_SCANNED), n), np.int32)
-    ranges = np.empty((len(_SCANNED), 2, n), np.int32)
     counts = np.empty(len(_SCANNED), np.int32)
     assert _scan is not None
-    taken, values, value_offsets = _scan(
-        buf, offsets, ok, ts, status, nbytes, ms, codes, ranges, counts
-    )
+    taken, values, value_offsets = _scan(buf, offsets, ok, ts, status, nbytes, ms, codes, counts)
     return Native(taken, ok, ts, status, nbytes, ms, codes, counts, values, value_offsets)
 
 

@@ -18,11 +18,7 @@ LINE = b'1.2.3.4 - - [03/Jul/2026:09:15:02 +0800] "GET /svc/a HTTP/1.1" 200 1 "-
 
 def _outputs(n: int) -> list[np.ndarray]:
     kinds = (np.uint8, np.int64, np.int32, np.int64, np.float64)
-    return [np.empty(n, t) for t in kinds] + [
-        np.empty(6 * n, np.int32),
-        np.empty(12 * n, np.int32),
-        np.empty(6, np.int32),
-    ]
+    return [np.empty(n, t) for t in kinds] + [np.empty(6 * n, np.int32), np.empty(6, np.int32)]
 
 
 def test_scan_reads_into_buffers_of_the_right_size() -> None:
