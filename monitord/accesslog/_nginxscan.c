@@ -477,11 +477,11 @@ static inline int32_t space_at(const uint8_t *b, int32_t a, int32_t end) {
 #ifdef __SSE2__
     for (; end - a >= 16; a += 16) {
         __m128i c = _mm_loadu_si128((const __m128i *)(b + a));
-        __m128i space = _mm_or_si128(
-            _mm_or_si128(_mm_cmpeq_epi8(c, _mm_set1_epi8(' ')), _mm_cmpeq_epi8(c, _mm_set1_epi8('\t'))),
-            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(c, _mm_set1_epi8('\n')),
-                                      _mm_cmpeq_epi8(c, _mm_set1_epi8('\f'))),
-                         _mm_cmpeq_epi8(c, _mm_set1_epi8('\r'))));
+        __m128i space = _mm_cmpeq_epi8(c, _mm_set1_epi8(' '));
+        space = _mm_or_si128(space, _mm_cmpeq_epi8(c, _mm_set1_epi8('\t')));
+        space = _mm_or_si128(space, _mm_cmpeq_epi8(c, _mm_set1_epi8('\n')));
+        space = _mm_or_si128(space, _mm_cmpeq_epi8(c, _mm_set1_epi8('\f')));
+        space = _mm_or_si128(space, _mm_cmpeq_epi8(c, _mm_set1_epi8('\r')));
         unsigned found = (unsigned)_mm_movemask_epi8(space);
         if (found) return a + __builtin_ctz(found);
     }
@@ -591,8 +591,8 @@ static int scan_line(const uint8_t *b, int32_t s, int32_t e, line_t *out,
         } else {
             set(out, PATH, t, pe);
         }
-        if (!escaped && pe - t > 5 && b[t] == '/' && b[t + 1] == 's' && b[t + 2] == 'v' && b[t + 3] == 'c' &&
-            b[t + 4] == '/') {
+        if (!escaped && pe - t > 5 && b[t] == '/' && b[t + 1] == 's' && b[t + 2] == 'v' &&
+            b[t + 3] == 'c' && b[t + 4] == '/') {
             int32_t v = t + 5, ve = v;
             while (ve < pe && b[ve] != '/') ve++;
             if (ve > v) set(out, SERVICE, v, ve);
