@@ -135,11 +135,14 @@ def child(paths: list[str], output: str) -> None:
     """Without GNU time: what `monitord analyse --json` does, measuring its own peak."""
     import rules
     from monitord.accesslog.analysis import analyse_to_json, prepare_process
+    from monitord.runtime.heap import tune_collector
 
     prepare_process()  # as `monitord analyse` does
+    engine = rules.log_rule_engine()
+    tune_collector()
     start = time.perf_counter()
     with open(output, "w", encoding="utf-8") as out:
-        result = analyse_to_json(paths, out, engine=rules.log_rule_engine())
+        result = analyse_to_json(paths, out, engine=engine)
     seconds = time.perf_counter() - start
     cpu = os.times().user + os.times().system
     print(json.dumps({"lines": result.lines, "seconds": seconds, "peak_mib": own_peak_mib(),

@@ -38,7 +38,6 @@ from monitord.accesslog.lines import clean, drop_overlong, split_lines
 from monitord.accesslog.schema import DEFAULT_SERVICE_PATTERN, conform
 from monitord.accesslog.sources import BLOCK_SIZE, Block, InputItem, blocks, detect, expand
 from monitord.accesslog.stats import StatsAccumulator
-from monitord.runtime.heap import tune_collector
 from monitord.types import FindingDraft
 
 Format = Literal["auto", "nginx", "json"]
@@ -331,20 +330,17 @@ def prepare_process() -> None:
     * Arrow uses the C library's allocator unless ARROW_DEFAULT_MEMORY_POOL says otherwise:
       measured on the 1 M-line benchmark, the default mimalloc pool peaked ~100 MiB higher,
       because it keeps the pages of each block's short-lived arrays.
-    * The cyclic garbage collector is tuned as for a probe round (`heap.tune_collector`): the
-      imports' objects kept out of its scans, the young generation collected less often
-      (~5 % of the time, measured).
     * pyarrow looks for pandas the first time it converts a Python value and, when installed,
       imports it (36 MiB) to recognise pandas objects. Analysis hands it none, so pyarrow is
       told once that pandas is absent; an explicit `import pandas` later still works.
 
-    Call it before anything else uses pyarrow; the daemon, which may use pandas, does not.
+    Call it before anything else uses pyarrow; the daemon, which may use pandas, does not. The
+    process's garbage collector is the caller's to tune (`runtime.heap.tune_collector`).
     """
     global _PREPARED
     if _PREPARED:
         return
     _PREPARED = True
-    tune_collector()  # analysis, too, makes many short-lived containers and few cycles
     if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         pa.set_memory_pool(pa.system_memory_pool())
     if "pandas" not in sys.modules:
