@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from loguru import logger
-from sqlalchemy import insert
 
-from monitord.probing.record import result_row
+from monitord.probing.record import write_results
 from monitord.probing.targets import ServiceTarget
 from monitord.store import Store
-from monitord.store.models import ProbeResultRow, ProbeRound
+from monitord.store.models import ProbeRound
 from monitord.types import ProbeResult
 
 MAX_RESULTS = 200_000
@@ -109,8 +108,4 @@ def record_late(store: Store, round_: UnrecordedRound) -> None:
                 failures=sum(1 for r in results if not r.success),
             )
         )
-        if results:
-            session.execute(
-                insert(ProbeResultRow),
-                [result_row(r, round_.blind, round_.zone, late=True) for r in results],
-            )
+        write_results(session, results, round_.blind, round_.zone, late=True)

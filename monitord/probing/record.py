@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from loguru import logger
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,16 +17,19 @@ from monitord.config import ProbeSettings
 from monitord.probing.state import (
     OWNED_RULES,
     STATE_RULES,
+    MachineState,
     advance_state,
+    mark_deep,
     round_states,
     state_findings,
     suspension_overdue,
     unknown_state,
+    write_states,
 )
 from monitord.probing.targets import CHEAP_KIND, ServiceTarget
 from monitord.store import Store
 from monitord.store.findings import FindingBook, NewRows
-from monitord.store.models import ProbeResultRow, ProbeRound, ServiceState
+from monitord.store.models import ProbeResultRow, ProbeRound
 from monitord.types import FindingDraft, ProbeResult
 
 RECORD_ATTEMPTS = 5
@@ -42,10 +45,13 @@ class RoundReport:
     probes: int = 0
     failures: int = 0
     blind: bool = False
-    changes: list[str] = field(default_factory=list)
-    deep_due: list[str] = field(default_factory=list)
-    results: list[ProbeResult] = field(default_factory=list)
-    findings: dict[int, list[FindingDraft]] = field(default_factory=dict)
+    # Left out of the repr: a round's thousands of results and findings, which asyncio writes
+    # out whole whenever it shows the task that returned the report (asyncio.run does, at
+    # its end, for the task its Ctrl-C handler names: 50 ms for 2,000 results).
+    changes: list[str] = field(default_factory=list, repr=False)
+    deep_due: list[str] = field(default_factory=list, repr=False)
+    results: list[ProbeResult] = field(default_factory=list, repr=False)
+    findings: dict[int, list[FindingDraft]] = field(default_factory=dict, repr=False)
     """Findings per index into `results`, for the CLI."""
 
 
@@ -79,6 +85,21 @@ def result_row(
     }
 
 
+def write_results(
+    session: Session,
+    results: Sequence[ProbeResult],
+    blind: bool,
+    zone: str | None = None,
+    *,
+    late: bool = False,
+) -> None:
+    """Insert the results' probe_results rows in one statement."""
+    if results:
+        # Core, not the ORM's bulk insert, which goes over each row in Python first.
+        table = cast(Table, ProbeResultRow.__table__)
+        session.execute(insert(table), [result_row(r, blind, zone, late=late) for r in results])
+
+
 def _seen_up_elsewhere(
     session: Session, zone: str, probed: Sequence[str], since: dt.datetime
 ) -> set[str]:
@@ -100,7 +121,7 @@ def _seen_up_elsewhere(
     return {service_id for service_id, success in latest.items() if success}
 
 
-def _judged_lately(state: ServiceState, once_within: dt.timedelta | None, now: dt.datetime) -> bool:
+def _judged_lately(state: MachineState, once_within: dt.timedelta | None, now: dt.datetime) -> bool:
     last = state.last_probe_at
     return once_within is not None and last is not None and now - last < once_within
 
@@ -162,7 +183,8 @@ def _record_once(
 
     Whatever the number of services, this is a handful of statements: the results in one
     insert; the services' states and the open findings of the round's rules each read in one
-    query; their changes written in one flush. Only a finding whose episode ends reads more.
+    query; the states the round moved written in one insert (the new) and one update by key,
+    the findings in one flush. Only a finding whose episode ends reads more.
 
     In a cluster, `zone` is the probing daemon's zone; with `probes.zones = 2` a failure moves
     a state machine only when the other zone's latest result failed too. `once_within`: a
@@ -185,8 +207,7 @@ def _record_once(
             failures=sum(1 for r in results if not r.success),
         )
         session.add(probe_round)
-        if results:
-            session.execute(insert(ProbeResultRow), [result_row(r, blind, zone) for r in results])
+        write_results(session, results, blind, zone)
         report.failures = probe_round.failures
         states = round_states(session, probed)
         up_elsewhere: set[str] = set()
@@ -195,6 +216,7 @@ def _record_once(
             up_elsewhere = _seen_up_elsewhere(session, zone, probed, since)
         book = FindingBook(session, touched, "service", probed)
         written = NewRows()
+        moved: dict[str, MachineState] = {}
         for index, result in enumerate(results):
             target = targets.get(result.service_id or "")
             drafts = [d for d in rules.probe_findings(result) if d.rule not in STATE_RULES]
@@ -211,7 +233,6 @@ def _record_once(
                 state = states.get(target.id)
                 if state is None:
                     state = states[target.id] = unknown_state(target.id, now)
-                    session.add(state)
                 elif _judged_lately(state, once_within, now) or (
                     not result.success and target.id in up_elsewhere
                 ):
@@ -219,6 +240,7 @@ def _record_once(
                 new_state, deep_due = advance_state(
                     written, state, target, result, settings, now, blind=blind
                 )
+                moved[target.id] = state
                 if new_state is not None:
                     state_findings(book, state, target, new_state, result, now)
                     report.changes.append(f"{target.id} {target.name}: {new_state}")
@@ -226,9 +248,9 @@ def _record_once(
                     report.deep_due.append(target.id)
                 suspension_overdue(book, target, now)
         if deep:
-            for state in states.values():
-                state.last_deep_at = now
+            mark_deep(session, states, now)
         book.finish()
+        write_states(session, moved.values())
         written.write(session)
         session.flush()
         report.round_id = probe_round.id

@@ -3,11 +3,14 @@ findings it owns: down, unannounced outage, slow, a suspension past its planned 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from monitord.config import ProbeSettings
@@ -27,6 +30,43 @@ machine, which needs probes.down_after failures in a row."""
 RULE_OVERDUE = "suspension_overdue"
 OWNED_RULES = (RULE_DOWN, RULE_UNANNOUNCED, RULE_SLOW, RULE_OVERDUE)
 """The rules whose findings the state machine opens and resolves."""
+
+
+@dataclass(slots=True)
+class MachineState:
+    """A service's state machine as a round reads and moves it: its `service_states` row as
+    plain values. A round moves thousands of them; as ORM objects, loading and flushing them
+    cost more than judging them."""
+
+    service_id: str
+    state: str
+    since: dt.datetime
+    failures: int = 0
+    successes: int = 0
+    last_probe_at: dt.datetime | None = None
+    last_error: str | None = None
+    cert_fingerprint: str | None = None
+    last_deep_at: dt.datetime | None = None
+    failing_since: dt.datetime | None = None
+    stored: bool = True
+    """False for a service never probed before: its row is inserted, not updated."""
+    read: tuple[Any, ...] = ()
+    """The moved columns' values as read, to write only what changed (`write_states`)."""
+
+
+_STATE_COLUMNS = [
+    f.name for f in dataclasses.fields(MachineState) if f.name not in ("stored", "read")
+]
+_MOVED_COLUMNS = [c for c in _STATE_COLUMNS if c != "last_deep_at"]
+"""What a probe moves: everything but when the deep probes last ran, which their own
+rounds write (`mark_deep`), so neither overwrites the other's."""
+_TABLE = cast(Table, ServiceState.__table__)
+_UPDATE_BY_KEY = update(_TABLE).where(_TABLE.c.service_id == bindparam("key"))
+"""Core, not the ORM's update by key: the ORM handles each row in Python first."""
+
+
+def _moved_values(state: MachineState) -> tuple[Any, ...]:
+    return tuple(getattr(state, name) for name in _MOVED_COLUMNS)
 
 
 def _cert_fingerprint(facts: dict[str, Any]) -> str | None:
@@ -70,7 +110,7 @@ def _judge(result: ProbeResult, settings: ProbeSettings) -> str:
 
 def advance_state(
     written: NewRows,
-    state: ServiceState,
+    state: MachineState,
     target: ServiceTarget,
     result: ProbeResult,
     settings: ProbeSettings,
@@ -142,20 +182,59 @@ def advance_state(
     return new, deep_due
 
 
-def round_states(session: Session, service_ids: list[str]) -> dict[str, ServiceState]:
+def round_states(session: Session, service_ids: list[str]) -> dict[str, MachineState]:
     """The state machines these services have, read in one query."""
-    query = select(ServiceState).where(ServiceState.service_id.in_(sorted(set(service_ids))))
-    return {state.service_id: state for state in session.scalars(query)}
+    query = select(*(_TABLE.c[name] for name in _STATE_COLUMNS)).where(
+        _TABLE.c.service_id.in_(sorted(set(service_ids)))
+    )
+    states = {row.service_id: MachineState(*row) for row in session.execute(query).all()}
+    for state in states.values():
+        state.read = _moved_values(state)
+    return states
 
 
-def unknown_state(service_id: str, now: dt.datetime) -> ServiceState:
+def unknown_state(service_id: str, now: dt.datetime) -> MachineState:
     """The state machine of a service never probed before."""
-    return ServiceState(service_id=service_id, state="unknown", since=now, failures=0, successes=0)
+    return MachineState(service_id=service_id, state="unknown", since=now, stored=False)
+
+
+def write_states(session: Session, moved: Iterable[MachineState]) -> None:
+    """Write the state machines a round moved: one insert for the new, and one update by key
+    for each set of columns that changed (a round of healthy services changes the same two
+    in every row: one statement), whatever their number."""
+    new: list[dict[str, Any]] = []
+    changes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for state in moved:
+        values = _moved_values(state)
+        if not state.stored:
+            new.append(dict(zip(_MOVED_COLUMNS, values, strict=True)))
+        else:
+            changed = {
+                name: value
+                for name, before, value in zip(_MOVED_COLUMNS, state.read, values, strict=True)
+                if value != before
+            }
+            if changed:
+                changes.setdefault(tuple(changed), []).append({"key": state.service_id, **changed})
+        state.stored, state.read = True, values
+    if new:
+        session.execute(insert(_TABLE), new)
+    for rows in changes.values():
+        session.execute(_UPDATE_BY_KEY, rows)
+
+
+def mark_deep(session: Session, service_ids: Iterable[str], now: dt.datetime) -> None:
+    """Note that the deep probes of these services ran at `now`."""
+    ids = sorted(set(service_ids))
+    if ids:
+        session.execute(
+            update(ServiceState).where(ServiceState.service_id.in_(ids)).values(last_deep_at=now)
+        )
 
 
 def state_findings(
     book: FindingBook,
-    state: ServiceState,
+    state: MachineState,
     target: ServiceTarget,
     new_state: str,
     result: ProbeResult,

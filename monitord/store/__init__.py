@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import json
 import os
 import sqlite3
 import tempfile
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import orjson
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
@@ -127,13 +129,31 @@ def _pending(connection: Connection) -> list[Migration]:
     ]
 
 
+_ORJSON_OPTIONS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def json_text(value: Any) -> str:
+    """The text of a value in a JSON column. orjson writes a probe result's facts in a tenth of
+    json.dumps's time (a round's results are 2,000 of them); what it refuses (an integer over
+    64 bits; a datetime or dataclass, which json refuses too) goes to json."""
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 class Store:
     """The database monitord writes everything to, and the sessions to reach it."""
 
     def __init__(self, url: str) -> None:
         self.url = _normalise_url(url)
         self.engine: Engine = create_engine(
-            self.url, pool_pre_ping=True, connect_args=_connect_args(self.url)
+            self.url,
+            pool_pre_ping=True,
+            connect_args=_connect_args(self.url),
+            json_serializer=json_text,
         )
         if self.url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
