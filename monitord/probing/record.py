@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from loguru import logger
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from monitord.probing.state import (
 )
 from monitord.probing.targets import CHEAP_KIND, ServiceTarget
 from monitord.store import Store
+from monitord.store.bulk import insert_rows
 from monitord.store.findings import FindingBook, NewRows
 from monitord.store.models import ProbeResultRow, ProbeRound
 from monitord.types import FindingDraft, ProbeResult
@@ -94,10 +95,8 @@ def write_results(
     late: bool = False,
 ) -> None:
     """Insert the results' probe_results rows in one statement."""
-    if results:
-        # Core, not the ORM's bulk insert, which goes over each row in Python first.
-        table = cast(Table, ProbeResultRow.__table__)
-        session.execute(insert(table), [result_row(r, blind, zone, late=late) for r in results])
+    table = cast(Table, ProbeResultRow.__table__)
+    insert_rows(session, table, [result_row(r, blind, zone, late=late) for r in results])
 
 
 def _seen_up_elsewhere(

@@ -10,11 +10,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from monitord.config import ProbeSettings
 from monitord.probing.targets import ServiceTarget
+from monitord.store.bulk import among, insert_rows, update_rows
 from monitord.store.findings import FindingBook, NewRows
 from monitord.store.models import ServiceEvent, ServiceState, ServiceStateChange
 from monitord.timeutil import parse_time
@@ -61,8 +62,6 @@ _MOVED_COLUMNS = [c for c in _STATE_COLUMNS if c != "last_deep_at"]
 """What a probe moves: everything but when the deep probes last ran, which their own
 rounds write (`mark_deep`), so neither overwrites the other's."""
 _TABLE = cast(Table, ServiceState.__table__)
-_UPDATE_BY_KEY = update(_TABLE).where(_TABLE.c.service_id == bindparam("key"))
-"""Core, not the ORM's update by key: the ORM handles each row in Python first."""
 
 
 def _moved_values(state: MachineState) -> tuple[Any, ...]:
@@ -185,7 +184,7 @@ def advance_state(
 def round_states(session: Session, service_ids: list[str]) -> dict[str, MachineState]:
     """The state machines these services have, read in one query."""
     query = select(*(_TABLE.c[name] for name in _STATE_COLUMNS)).where(
-        _TABLE.c.service_id.in_(sorted(set(service_ids)))
+        among(session, _TABLE.c.service_id, sorted(set(service_ids)))
     )
     states = {row.service_id: MachineState(*row) for row in session.execute(query).all()}
     for state in states.values():
@@ -215,12 +214,12 @@ def write_states(session: Session, moved: Iterable[MachineState]) -> None:
                 if value != before
             }
             if changed:
-                changes.setdefault(tuple(changed), []).append({"key": state.service_id, **changed})
+                changed["service_id"] = state.service_id
+                changes.setdefault(tuple(changed), []).append(changed)
         state.stored, state.read = True, values
-    if new:
-        session.execute(insert(_TABLE), new)
+    insert_rows(session, _TABLE, new)
     for rows in changes.values():
-        session.execute(_UPDATE_BY_KEY, rows)
+        update_rows(session, _TABLE, "service_id", rows)
 
 
 def mark_deep(session: Session, service_ids: Iterable[str], now: dt.datetime) -> None:
@@ -228,7 +227,7 @@ def mark_deep(session: Session, service_ids: Iterable[str], now: dt.datetime) ->
     ids = sorted(set(service_ids))
     if ids:
         session.execute(
-            update(ServiceState).where(ServiceState.service_id.in_(ids)).values(last_deep_at=now)
+            update(_TABLE).where(among(session, _TABLE.c.service_id, ids)).values(last_deep_at=now)
         )
 
 

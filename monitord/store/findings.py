@@ -17,6 +17,7 @@ from sqlalchemy import insert, select, tuple_
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
+from monitord.store.bulk import among
 from monitord.store.models import Base, Finding, FindingEpisode, Incident
 from monitord.types import SEVERITY_RANK, FindingDraft
 
@@ -257,7 +258,7 @@ class FindingBook:
                 select(Finding).where(
                     Finding.rule.in_(sorted(self._rules)),
                     Finding.subject_kind == subject_kind,
-                    Finding.subject.in_(wanted),
+                    among(session, Finding.subject, wanted),
                 )
             ).all()
             if wanted
