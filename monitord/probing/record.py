@@ -247,7 +247,7 @@ def _record_once(
                     report.deep_due.append(target.id)
                 suspension_overdue(book, target, now)
         if deep:
-            mark_deep(session, states, now)
+            mark_deep(session, states.keys(), now)
         book.finish()
         write_states(session, moved.values())
         written.write(session)
