@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from loguru import logger
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,7 +28,7 @@ from monitord.probing.state import (
 )
 from monitord.probing.targets import CHEAP_KIND, ServiceTarget
 from monitord.store import Store
-from monitord.store.bulk import insert_rows
+from monitord.store.bulk import among, insert_rows
 from monitord.store.findings import FindingBook, NewRows
 from monitord.store.models import ProbeResultRow, ProbeRound
 from monitord.types import FindingDraft, ProbeResult
@@ -95,8 +95,7 @@ def write_results(
     late: bool = False,
 ) -> None:
     """Insert the results' probe_results rows in one statement."""
-    table = cast(Table, ProbeResultRow.__table__)
-    insert_rows(session, table, [result_row(r, blind, zone, late=late) for r in results])
+    insert_rows(session, ProbeResultRow, [result_row(r, blind, zone, late=late) for r in results])
 
 
 def _seen_up_elsewhere(
@@ -110,7 +109,7 @@ def _seen_up_elsewhere(
             ProbeResultRow.kind == CHEAP_KIND,
             ProbeResultRow.zone != zone,
             ProbeResultRow.at >= since,
-            ProbeResultRow.service_id.in_(probed),
+            among(session, ProbeResultRow.service_id, probed),
         )
         .order_by(ProbeResultRow.at)
     )

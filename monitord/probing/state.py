@@ -8,9 +8,9 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from monitord.config import ProbeSettings
@@ -49,19 +49,15 @@ class MachineState:
     cert_fingerprint: str | None = None
     last_deep_at: dt.datetime | None = None
     failing_since: dt.datetime | None = None
-    stored: bool = True
-    """False for a service never probed before: its row is inserted, not updated."""
     read: tuple[Any, ...] = ()
-    """The moved columns' values as read, to write only what changed (`write_states`)."""
+    """The moved columns' values as read, to write only what changed (`write_states`); empty
+    for a service never probed before, whose row is inserted."""
 
 
-_STATE_COLUMNS = [
-    f.name for f in dataclasses.fields(MachineState) if f.name not in ("stored", "read")
-]
+_STATE_COLUMNS = [f.name for f in dataclasses.fields(MachineState) if f.name != "read"]
 _MOVED_COLUMNS = [c for c in _STATE_COLUMNS if c != "last_deep_at"]
 """What a probe moves: everything but when the deep probes last ran, which their own
 rounds write (`mark_deep`), so neither overwrites the other's."""
-_TABLE = cast(Table, ServiceState.__table__)
 
 
 def _moved_values(state: MachineState) -> tuple[Any, ...]:
@@ -183,8 +179,8 @@ def advance_state(
 
 def round_states(session: Session, service_ids: list[str]) -> dict[str, MachineState]:
     """The state machines these services have, read in one query."""
-    query = select(*(_TABLE.c[name] for name in _STATE_COLUMNS)).where(
-        among(session, _TABLE.c.service_id, sorted(set(service_ids)))
+    query = select(*(getattr(ServiceState, name) for name in _STATE_COLUMNS)).where(
+        among(session, ServiceState.service_id, sorted(set(service_ids)))
     )
     states = {row.service_id: MachineState(*row) for row in session.execute(query).all()}
     for state in states.values():
@@ -194,7 +190,7 @@ def round_states(session: Session, service_ids: list[str]) -> dict[str, MachineS
 
 def unknown_state(service_id: str, now: dt.datetime) -> MachineState:
     """The state machine of a service never probed before."""
-    return MachineState(service_id=service_id, state="unknown", since=now, stored=False)
+    return MachineState(service_id=service_id, state="unknown", since=now)
 
 
 def write_states(session: Session, moved: Iterable[MachineState]) -> None:
@@ -205,7 +201,7 @@ def write_states(session: Session, moved: Iterable[MachineState]) -> None:
     changes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for state in moved:
         values = _moved_values(state)
-        if not state.stored:
+        if not state.read:
             new.append(dict(zip(_MOVED_COLUMNS, values, strict=True)))
         else:
             changed = {
@@ -216,10 +212,10 @@ def write_states(session: Session, moved: Iterable[MachineState]) -> None:
             if changed:
                 changed["service_id"] = state.service_id
                 changes.setdefault(tuple(changed), []).append(changed)
-        state.stored, state.read = True, values
-    insert_rows(session, _TABLE, new)
+        state.read = values
+    insert_rows(session, ServiceState, new)
     for rows in changes.values():
-        update_rows(session, _TABLE, "service_id", rows)
+        update_rows(session, ServiceState, "service_id", rows)
 
 
 def mark_deep(session: Session, service_ids: Iterable[str], now: dt.datetime) -> None:
@@ -227,7 +223,9 @@ def mark_deep(session: Session, service_ids: Iterable[str], now: dt.datetime) ->
     ids = sorted(set(service_ids))
     if ids:
         session.execute(
-            update(_TABLE).where(among(session, _TABLE.c.service_id, ids)).values(last_deep_at=now)
+            update(ServiceState)
+            .where(among(session, ServiceState.service_id, ids))
+            .values(last_deep_at=now)
         )
 
 

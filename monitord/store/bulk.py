@@ -10,6 +10,7 @@ type (an aware datetime becomes naive UTC, a dict JSON) exactly as in a one-row 
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,10 +31,16 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from monitord.store import json_text
+from monitord.store.models import Base
 
 
 def _on_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def _table(model: type[Base]) -> Table:
+    # Core's statements on the table: the ORM's would go over each row in Python first.
+    return typing.cast(Table, model.__table__)
 
 
 def _unnested(table: Table, name: str, rows: Sequence[dict[str, Any]]) -> ColumnElement[Any]:
@@ -63,10 +70,11 @@ def among(
     return element == any_(cast(array, ARRAY(element.type)))
 
 
-def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert `rows` (each with the same columns) into `table` in one statement."""
+def insert_rows(session: Session, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
+    """Insert `rows` (each with the same columns) into `model`'s table in one statement."""
     if not rows:
         return
+    table = _table(model)
     if not _on_postgresql(session):
         session.execute(insert(table), list(rows))
         return
@@ -75,11 +83,14 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
     session.execute(insert(table).from_select(names, source))
 
 
-def update_rows(session: Session, table: Table, key: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Update the rows of `table` whose column `key` has each row's value there, setting the
-    row's other columns (every row names the same ones), in one statement."""
+def update_rows(
+    session: Session, model: type[Base], key: str, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Update the rows of `model`'s table whose column `key` has each row's value there, setting
+    the row's other columns (every row names the same ones), in one statement."""
     if not rows:
         return
+    table = _table(model)
     names = [name for name in rows[0] if name != key]
     if not _on_postgresql(session):
         by_key = update(table).where(table.c[key] == bindparam("key_value"))

@@ -17,7 +17,7 @@ from sqlalchemy import insert, select, tuple_
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from monitord.store.bulk import among
+from monitord.store.bulk import among, insert_rows
 from monitord.store.models import Base, Finding, FindingEpisode, Incident
 from monitord.types import SEVERITY_RANK, FindingDraft
 
@@ -41,9 +41,9 @@ def _open_episode(session: Session, row: Finding, now: dt.datetime) -> None:
 
 
 class NewRows:
-    """Rows that are only added, never read back: written at the end in one insert per table,
-    whatever their number (the ORM would insert each row that has an autoincrement key on its
-    own to read that key back)."""
+    """Rows that are only added, never read back: written at the end in one insert per table
+    (`bulk.insert_rows`), whatever their number (the ORM would insert each row that has an
+    autoincrement key on its own to read that key back)."""
 
     def __init__(self) -> None:
         self._rows: dict[type[Base], list[dict[str, Any]]] = {}
@@ -55,7 +55,7 @@ class NewRows:
     def write(self, session: Session) -> None:
         """Insert the rows, one statement per table."""
         for model, rows in self._rows.items():
-            session.execute(insert(model), rows)
+            insert_rows(session, model, rows)
         self._rows = {}
 
 
@@ -220,7 +220,7 @@ def resolve_findings(
         Finding.state == "open",
     )
     if subjects is not None:
-        query = query.where(Finding.subject.in_(sorted(subjects)))
+        query = query.where(among(session, Finding.subject, sorted(subjects)))
     resolved = 0
     for row in session.scalars(query):
         if row.subject in still_present:

@@ -4,16 +4,14 @@ would have written it, whatever the values hold."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, event, select
+from sqlalchemy import event, select
 
 from monitord.store import Store
 from monitord.store.bulk import among, insert_rows, update_rows
 from monitord.store.models import ProbeResultRow, Service, ServiceState
 
-RESULTS = cast(Table, ProbeResultRow.__table__)
-STATES = cast(Table, ServiceState.__table__)
 CST = dt.timezone(dt.timedelta(hours=8))
 
 
@@ -49,7 +47,7 @@ def test_inserted_rows_read_back_exactly_in_one_statement(store: Store) -> None:
     rows = result_rows(300, at)
     sent = statements(store)
     with store.session() as session:
-        insert_rows(session, RESULTS, rows)
+        insert_rows(session, ProbeResultRow, rows)
     assert len([s for s in sent if s.lstrip().upper().startswith("INSERT")]) == 1
     with store.session() as session:
         stored = session.scalars(select(ProbeResultRow).order_by(ProbeResultRow.service_id)).all()
@@ -75,7 +73,7 @@ def test_updated_rows_change_only_the_columns_given_in_one_statement(store: Stor
     with store.session() as session:
         update_rows(
             session,
-            STATES,
+            ServiceState,
             "service_id",
             [
                 {"service_id": "svc-0", "successes": 5, "last_probe_at": later},
@@ -95,15 +93,15 @@ def test_updated_rows_change_only_the_columns_given_in_one_statement(store: Stor
 def test_nothing_to_write_sends_nothing(store: Store) -> None:
     sent = statements(store)
     with store.session() as session:
-        insert_rows(session, RESULTS, [])
-        update_rows(session, STATES, "service_id", [])
+        insert_rows(session, ProbeResultRow, [])
+        update_rows(session, ServiceState, "service_id", [])
     assert not [s for s in sent if s.lstrip().upper().startswith(("INSERT", "UPDATE"))]
 
 
 def test_among_thousands_of_keys_finds_exactly_those(store: Store) -> None:
     at = dt.datetime(2026, 12, 5, tzinfo=dt.UTC)
     with store.session() as session:
-        insert_rows(session, RESULTS, result_rows(50, at))
+        insert_rows(session, ProbeResultRow, result_rows(50, at))
         wanted = [f"svc-{i:04d}" for i in range(0, 5000, 7)]  # 715 keys, 8 of them stored
         found = session.scalars(
             select(ProbeResultRow.service_id).where(
