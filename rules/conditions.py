@@ -219,25 +219,72 @@ SCALAR_OPS: Final[dict[str, Callable[[Any, Any], bool | None]]] = {
 a TypeError means the value is not of a kind the op tests, and the condition does not hold."""
 
 
+Test = Callable[[Callable[[str], Any]], bool]
+"""A condition made ready to run: given how to look a field's value up, whether it holds."""
+
+
+def compile_condition(condition: Condition) -> Test:
+    """The test of a condition, its decisions (group or field, which op, against what) taken
+    once: a rule's conditions are read once and run on every probe result of every round.
+    A missing value (MISSING or None) satisfies only `null`."""
+    if condition.any_of:
+        return _any(tuple(compile_condition(c) for c in condition.any_of))
+    if condition.all_of:
+        return compile_all(condition.all_of)
+    name, value, other = condition.field, condition.value, condition.value_field
+    if condition.op in ("null", "not_null"):
+        wanted = condition.op == "null"
+
+        def presence(value_of: Callable[[str], Any]) -> bool:
+            found = value_of(name)
+            return (found is MISSING or found is None) == wanted
+
+        return presence
+    op = SCALAR_OPS[condition.op]
+
+    def test(value_of: Callable[[str], Any]) -> bool:
+        found = value_of(name)
+        if found is MISSING or found is None:
+            return False
+        against = value
+        if other is not None:
+            against = value_of(other)
+            if against is MISSING or against is None:
+                return False
+        try:
+            return bool(op(found, against))
+        except TypeError:  # comparing a number with text: the field is not what the rule expects
+            return False
+
+    return test
+
+
+def compile_all(conditions: Iterable[Condition]) -> Test:
+    """One test that holds when every condition holds (a rule's `when`)."""
+    members = tuple(compile_condition(c) for c in conditions)
+
+    # Loops, not all()/any() over a generator: making the generator cost more than the few
+    # tests it runs, on every result of every round.
+    def every(value_of: Callable[[str], Any]) -> bool:
+        for member in members:  # noqa: SIM110
+            if not member(value_of):
+                return False
+        return True
+
+    return every
+
+
+def _any(members: tuple[Test, ...]) -> Test:
+    def one(value_of: Callable[[str], Any]) -> bool:
+        for member in members:  # noqa: SIM110 (see compile_all)
+            if member(value_of):
+                return True
+        return False
+
+    return one
+
+
 def holds(condition: Condition, value_of: Callable[[str], Any]) -> bool:
     """Whether a condition holds, `value_of` giving each field's value (MISSING or None when
-    there is none). A missing value satisfies only `null`."""
-    if condition.any_of:
-        return any(holds(c, value_of) for c in condition.any_of)
-    if condition.all_of:
-        return all(holds(c, value_of) for c in condition.all_of)
-    found = value_of(condition.field)
-    missing = found is MISSING or found is None
-    if condition.op in ("null", "not_null"):
-        return missing == (condition.op == "null")
-    if missing:
-        return False
-    value = condition.value
-    if condition.value_field is not None:
-        value = value_of(condition.value_field)
-        if value is MISSING or value is None:
-            return False
-    try:
-        return bool(SCALAR_OPS[condition.op](found, value))
-    except TypeError:  # comparing a number with text: the field is not what the rule expects
-        return False
+    there is none); `compile_condition` once for a condition tested many times."""
+    return compile_condition(condition)(value_of)

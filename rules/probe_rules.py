@@ -1,10 +1,10 @@
 """The probe rule engine: a probe result's facts in, findings out.
 
 The rules are data (`rules/probes.toml`, format described at its top), their conditions in the
-language of `rules.conditions`. This engine only looks facts up, has `rules.conditions.holds`
-compare them, and fills in a `FindingDraft`; adding a rule is adding a table. Where a
-rule needs a fact no probe reports directly, a function in `DERIVED` computes it from the result
-(the one place behaviour needs code).
+language of `rules.conditions`, compiled once when the file is read. This engine only looks
+facts up, has the conditions compare them, and fills in a `FindingDraft`; adding a rule is
+adding a table. Where a rule needs a fact no probe reports directly, a function in `DERIVED`
+computes it from the result (the one place behaviour needs code).
 
 A finding's subject is the service when the result names one, else the probed URL, so the same
 rule firing on the availability and the tls result of one service updates one finding.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,15 @@ from typing import Any
 from monitord.errors import RuleError
 from monitord.timeutil import SHANGHAI, parse_time
 from monitord.types import FindingDraft, ProbeResult, Severity
-from rules.conditions import MISSING, Condition, Vocabulary, fields, holds, parse_conditions
+from rules.conditions import (
+    MISSING,
+    Condition,
+    Test,
+    Vocabulary,
+    compile_all,
+    fields,
+    parse_conditions,
+)
 from rules.declared import UNDECLARED, Declaration, RuleTable, read_rule_file, rule_tables
 
 RULES_FILE = Path(__file__).with_name("probes.toml")
@@ -83,6 +91,23 @@ class Rule:
     when: tuple[Condition, ...] = ()
     declaration: Declaration = UNDECLARED
     """The incident kind and quiet period (rules/declared.py); parse_rules requires it."""
+    fires: Test = field(init=False, repr=False, compare=False)
+    """Whether all of `when` holds, compiled once (`rules.conditions.compile_all`)."""
+    evidence: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+    """The facts `when` reads, which a finding's evidence holds."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fires", compile_all(self.when))
+        object.__setattr__(self, "evidence", tuple(fields(self.when)))
+
+
+_RESULT_FIELDS: dict[str, Callable[[ProbeResult], Any]] = {
+    "success": lambda result: result.success,
+    "error": lambda result: result.error,
+    "target": lambda result: result.target,
+    **DERIVED,
+}
+"""The names `lookup` answers from the result itself, not from its facts."""
 
 
 def lookup(result: ProbeResult, name: str) -> Any:
@@ -91,15 +116,13 @@ def lookup(result: ProbeResult, name: str) -> Any:
     `success`, `error` and `target` are the result's own fields; a `DERIVED` name is computed;
     anything else is looked up in the facts, dotted names walking into nested objects.
     """
-    if name == "success":
-        return result.success
-    if name == "error":
-        return result.error
-    if name == "target":
-        return result.target
-    if name in DERIVED:
-        return DERIVED[name](result)
-    value: Any = result.facts
+    own = _RESULT_FIELDS.get(name)
+    if own is not None:
+        return own(result)
+    if "." not in name:
+        value = result.facts.get(name)
+        return MISSING if value is None else value
+    value = result.facts
     for part in name.split("."):
         if not isinstance(value, Mapping) or part not in value:
             return MISSING
@@ -137,6 +160,16 @@ def _load(path: Path) -> tuple[Rule, ...]:
     return parse_rules(read_rule_file(path), path.name)
 
 
+@lru_cache(maxsize=8)
+def _by_kind(path: Path) -> dict[str, tuple[Rule, ...]]:
+    """A rule file's rules per probe kind, in file order."""
+    by_kind: dict[str, list[Rule]] = {}
+    for rule in _load(path):
+        for kind in rule.kinds:
+            by_kind.setdefault(kind, []).append(rule)
+    return {kind: tuple(kind_rules) for kind, kind_rules in by_kind.items()}
+
+
 def load_rules(path: str | Path | None = None) -> tuple[Rule, ...]:
     """Read and validate a probe rule file (default: rules/probes.toml), cached per path."""
     return _load(Path(path) if path is not None else RULES_FILE)
@@ -168,18 +201,19 @@ def evaluate(result: ProbeResult, rules: Sequence[Rule] | None = None) -> list[F
     Pure: facts in, findings out. A rule applies to the result's kind only; it fires when all of
     its `when` conditions hold. The finding's evidence holds the facts its conditions read.
     """
-    active = load_rules() if rules is None else rules
+    if rules is None:
+        active: Sequence[Rule] = _by_kind(RULES_FILE).get(result.kind, ())
+    else:
+        active = [rule for rule in rules if result.kind in rule.kinds]
     subject_kind, subject = (
         ("service", result.service_id) if result.service_id else ("target", result.target)
     )
     findings: list[FindingDraft] = []
     value_of = partial(lookup, result)
     for rule in active:
-        if result.kind not in rule.kinds:
+        if not rule.fires(value_of):
             continue
-        if not all(holds(c, value_of) for c in rule.when):
-            continue
-        evidence = {n: lookup(result, n) for n in fields(rule.when)}
+        evidence = {n: lookup(result, n) for n in rule.evidence}
         evidence = {n: v for n, v in evidence.items() if v is not MISSING}
         evidence["kind"] = result.kind
         summary = _Summary(
