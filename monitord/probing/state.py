@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-from collections.abc import Iterable
+import operator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +61,8 @@ _MOVED_COLUMNS = [c for c in _STATE_COLUMNS if c != "last_deep_at"]
 rounds write (`mark_deep`), so neither overwrites the other's."""
 
 
-def _moved_values(state: MachineState) -> tuple[Any, ...]:
-    return tuple(getattr(state, name) for name in _MOVED_COLUMNS)
+_moved_values: Callable[[MachineState], tuple[Any, ...]] = operator.attrgetter(*_MOVED_COLUMNS)
+"""A state's moved columns' values, in `_MOVED_COLUMNS` order."""
 
 
 def _cert_fingerprint(facts: dict[str, Any]) -> str | None:

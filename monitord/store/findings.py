@@ -297,7 +297,7 @@ class FindingBook:
         """Resolve the open findings of these rules on `subject`; returns how many."""
         resolved = 0
         for rule in rules:
-            if not self._covers(rule, self._subject_kind, subject):
+            if rule not in self._rules or subject not in self._subjects:
                 raise ValueError(f"finding book: {rule} on {subject} was not read")
             row = self._rows.get((rule, subject))
             if row is None or row.state != "open":
