@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trustme
 
-from bench.probes import _proc_cpu_s
+from bench._proc import cpu_seconds, status_kib
 
 TOKEN = "bench-portal-token"
 """The portal token the daemons are given (no portal answers: the catalogue sync fails)."""
@@ -127,14 +127,11 @@ class Daemon:
 
     def cpu_s(self) -> float:
         """User+system CPU seconds of the running process."""
-        return _proc_cpu_s(self.pid)
+        return cpu_seconds(self.pid)
 
     def rss_mib(self) -> float:
         """Resident memory of the running process, in MiB."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return status_kib(self.pid, "VmRSS") / 1024
 
 
 def stderr_tail(daemon: Daemon, lines: int = 5) -> str:

@@ -81,6 +81,10 @@ class PostgresServer:
         self._pg_ctl("restart", "-m", "fast")
         return time.monotonic() - started
 
+    def pid(self) -> int:
+        """The server's main process (postmaster), whose children are its backends."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
     def stop(self) -> None:
         """Stop at once (the data is thrown away)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")

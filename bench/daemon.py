@@ -58,6 +58,7 @@ sys.path.insert(0, str(_HERE.parent))
 from sqlalchemy import func, select  # noqa: E402
 
 from bench._gauge import describe, handshake_ms  # noqa: E402
+from bench._proc import cpu_seconds, status_kib  # noqa: E402
 from monitord.demo.fakezap import FakeZapServer, Scenario  # noqa: E402
 from monitord.store import open_store  # noqa: E402
 from monitord.store.models import Finding, Incident, ProbeRound, Scan, Service  # noqa: E402
@@ -93,16 +94,11 @@ class Sample:
 
 def read_sample(pid: int, started: float) -> Sample:
     """The daemon's CPU seconds (itself and its waited-for children) and memory, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-    status = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
     return Sample(
         at_s=time.monotonic() - started,
-        cpu_s=ticks / os.sysconf("SC_CLK_TCK"),
-        rss_kib=int(status["VmRSS"].split()[0]),
-        hwm_kib=int(status["VmHWM"].split()[0]),
+        cpu_s=cpu_seconds(pid, waited_children=True),
+        rss_kib=status_kib(pid, "VmRSS"),
+        hwm_kib=status_kib(pid, "VmHWM"),
     )
 
 

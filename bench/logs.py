@@ -43,7 +43,6 @@ import compileall
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -57,6 +56,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
+from bench._proc import peak_mib  # noqa: E402
 from monitord.demo import synth  # noqa: E402
 
 GOACCESS_RATE_NOTE = "GoAccess 1.7 was measured at ~23,000 lines/s and ~240 MiB on the issue's log"
@@ -104,14 +104,6 @@ GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 MONITORD = str(Path(sys.executable).parent / "monitord")
 
 
-def own_peak_mib() -> float:
-    """This process's own peak RSS (VmHWM), which an exec resets, unlike ru_maxrss."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def timed(
     cmd: list[str], output: Path, cwd: Path | None = None
 ) -> tuple[float, float | None, float | None]:
@@ -145,7 +137,7 @@ def child(paths: list[str], output: str) -> None:
         result = analyse_to_json(paths, out, engine=engine)
     seconds = time.perf_counter() - start
     cpu = os.times().user + os.times().system
-    print(json.dumps({"lines": result.lines, "seconds": seconds, "peak_mib": own_peak_mib(),
+    print(json.dumps({"lines": result.lines, "seconds": seconds, "peak_mib": peak_mib(),
                       "cpu": cpu,
                       "findings": len(result.findings), "rejected": result.rejected}))  # fmt: skip
 

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import datetime as dt
 import multiprocessing
-import os
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
+from bench._proc import cpu_seconds  # noqa: E402
 from monitord.config import Settings, parse_config  # noqa: E402
 from monitord.runtime.app import build_app  # noqa: E402
 from monitord.runtime.web import serve  # noqa: E402
@@ -240,12 +240,6 @@ def _serve(url: str, token: str, address_out: Connection) -> None:
     asyncio.run(main())
 
 
-def proc_cpu_s(pid: int) -> float:
-    """User+system CPU seconds of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def scrape_runs(
     address: str, pid: int, runs: int, scrapes: int
 ) -> tuple[list[float], list[float], str]:
@@ -260,12 +254,12 @@ async def scrape_runs(
                 text = await response.text()
                 assert response.status == 200, text
         for _ in range(runs):
-            cpu0, wall0 = proc_cpu_s(pid), time.perf_counter()
+            cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
             for _ in range(scrapes):
                 async with session.get(f"{address}/metrics", headers=headers) as response:
                     text = await response.text()
             wall_ms.append((time.perf_counter() - wall0) * 1000 / scrapes)
-            cpu_ms.append((proc_cpu_s(pid) - cpu0) * 1000 / scrapes)
+            cpu_ms.append((cpu_seconds(pid) - cpu0) * 1000 / scrapes)
     return cpu_ms, wall_ms, text
 
 

@@ -15,9 +15,16 @@ What is measured, honestly:
   `pg_ctl` is found. A first round brings the 2,000 services from unknown to up; the rounds
   measured are the steady state the daemon lives in.
 * "monitord, probe alone" is the availability probe over the same targets, nothing stored.
+* Each monitord row runs in a fresh process of its own (spawned, not forked), so its CPU and
+  its peak memory are its own, not the bench's nor another row's.
 * probes/s is wall-clock throughput of a round at the given concurrency; CPU ms per probe is the
-  process's user+system CPU for the round, from /proc, divided by the number of probes (only
-  the round is timed: process start-up is left out). Each figure is the median of the rounds.
+  row's process's user+system CPU for the round, from /proc, divided by the number of probes
+  (only the round is timed: process start-up is left out). Each figure is the median of the
+  rounds. Peak memory is each process's own high-water mark (VmHWM) at the end of the run.
+* On PostgreSQL, the server's own processes (its backends, WAL writer …) work for the round
+  too: their CPU is read from /proc and printed beside the row, and in a second ratio. It is not
+  in the row's figure, as a store usually has its own host (and blackbox_exporter stores
+  nothing).
   The rows take turns, a round of each and then again, and each ratio is the median of the
   ratios of rounds measured side by side: the machine's speed drifts within a run.
 * The collector is tuned first (`tune_collector`), as `monitord run` and `monitord probe --all`
@@ -41,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import re
@@ -55,6 +63,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +80,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 import probes  # noqa: E402
 from bench._postgres import PostgresServer, postgres_bin  # noqa: E402
+from bench._proc import cpu_seconds, peak_mib, tree_cpu_seconds  # noqa: E402
 from monitord import aio  # noqa: E402
 from monitord.config import Settings, parse_config  # noqa: E402
 from monitord.probing import probe_round  # noqa: E402
@@ -115,6 +125,8 @@ class Round:
     cpu_s: float
     ok: int
     n: int
+    store_cpu_s: float = 0.0
+    """The store server's own CPU for the round (PostgreSQL's processes), not in `cpu_s`."""
 
     @property
     def rate(self) -> float:
@@ -125,6 +137,11 @@ class Round:
     def cpu_ms(self) -> float:
         """CPU milliseconds per probe."""
         return self.cpu_s * 1000 / self.n
+
+    @property
+    def store_cpu_ms(self) -> float:
+        """The store server's CPU milliseconds per probe."""
+        return self.store_cpu_s * 1000 / self.n
 
 
 async def monitord_round(urls: list[str], ca_file: str, concurrency: int) -> Round:
@@ -146,12 +163,6 @@ async def monitord_round(urls: list[str], ca_file: str, concurrency: int) -> Rou
     return Round(wall, cpu, sum(results), len(urls))
 
 
-def _proc_cpu_s(pid: int) -> float:
-    """User+system CPU seconds of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -170,9 +181,9 @@ async def blackbox_round(urls: list[str], port: int, pid: int, concurrency: int)
                 async with session.get(f"http://127.0.0.1:{port}/probe", params=params) as resp:
                     return "probe_success 1" in await resp.text()
 
-        cpu0, wall0 = _proc_cpu_s(pid), time.perf_counter()
+        cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
         results = await asyncio.gather(*(one(u) for u in urls))
-        wall, cpu = time.perf_counter() - wall0, _proc_cpu_s(pid) - cpu0
+        wall, cpu = time.perf_counter() - wall0, cpu_seconds(pid) - cpu0
     return Round(wall, cpu, sum(results), len(urls))
 
 
@@ -199,22 +210,13 @@ def start_blackbox(binary: str, ca_file: str, workdir: Path) -> tuple[subprocess
     return process, port
 
 
-def report(name: str, rounds: list[Round]) -> tuple[float, float]:
-    """Print the median figures of `rounds`; returns (probes/s, CPU ms per probe)."""
-    rate = statistics.median(r.rate for r in rounds)
-    cpu_ms = statistics.median(r.cpu_ms for r in rounds)
-    ok = min(r.ok for r in rounds)
-    n = rounds[0].n
-    print(
-        f"{name:<34} {rate:5.0f} probes/s   {cpu_ms:6.2f} CPU ms/probe   "
-        f"ok {ok}/{n} (worst round)   rounds: "
-        + ", ".join(f"{r.rate:.0f}/s {r.cpu_ms:.2f}ms" for r in rounds)
-    )
-    return rate, cpu_ms
+@dataclass(frozen=True)
+class Row:
+    """A bench row: what was measured, its rounds, and its process's own peak memory."""
 
-
-Row = tuple[str, list[Round]]
-"""A bench row: what was measured, and its rounds."""
+    name: str
+    rounds: list[Round]
+    peak_mib: float
 
 
 def _wait_listening(process: subprocess.Popen[bytes], port: int, name: str) -> None:
@@ -339,13 +341,19 @@ def round_settings(ca_file: str, concurrency: int) -> Settings:
     return parse_config({"probes": probes_config}, "bench", env={})
 
 
-def whole_round(store: Store, settings: Settings) -> Round:
+def whole_round(store: Store, settings: Settings, server_pid: int | None = None) -> Round:
     """One `monitord probe --all --kind availability` round: probe, judge, record (with the
-    collector tuned as the daemon and that command tune it, `tune_collector`)."""
-    cpu0, wall0 = _proc_cpu_s(os.getpid()), time.perf_counter()
+    collector tuned as the daemon and that command tune it, `tune_collector`). With the store
+    server's pid, that server's own CPU for the round is measured too."""
+
+    def server_cpu() -> float:
+        return tree_cpu_seconds(server_pid) if server_pid else 0.0
+
+    store0, cpu0, wall0 = server_cpu(), cpu_seconds(), time.perf_counter()
     done = aio.run(probe_round(store, settings, system_clock, kinds=["availability"], spread=False))
-    wall, cpu = time.perf_counter() - wall0, _proc_cpu_s(os.getpid()) - cpu0
-    return Round(wall, cpu, done.probes - done.failures, done.probes)
+    wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+    ok = done.probes - done.failures
+    return Round(wall, cpu, ok, done.probes, store_cpu_s=server_cpu() - store0)
 
 
 @contextlib.contextmanager
@@ -359,8 +367,11 @@ def warm_store(url: str, urls: list[str], settings: Settings) -> Iterator[Store]
         store.dispose()
 
 
-def postgres_url(stack: contextlib.ExitStack, workdir: Path, args: Any) -> str | None:
-    """A database on a throw-away PostgreSQL stopped with `stack`, or None without pg_ctl."""
+def postgres_database(
+    stack: contextlib.ExitStack, workdir: Path, args: Any
+) -> tuple[str, int] | None:
+    """A database on a throw-away PostgreSQL stopped with `stack`, and the server's pid; None
+    without pg_ctl."""
     bindir = None if args.no_postgres else postgres_bin()
     if bindir is None:
         print("PostgreSQL (pg_ctl) not found or --no-postgres: the whole round on SQLite only")
@@ -370,14 +381,115 @@ def postgres_url(stack: contextlib.ExitStack, workdir: Path, args: Any) -> str |
     server = PostgresServer(folder, bindir)
     server.start()
     stack.callback(server.stop)
-    return server.new_database()
+    return server.new_database(), server.pid()
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """What one monitord row measures, handed to its own process."""
+
+    urls: list[str]
+    ca_file: str
+    concurrency: int
+    store_url: str | None = None
+    """The store of a whole round; None: the probe alone, nothing stored."""
+    server_pid: int | None = None
+    """The store server's main process, whose CPU is measured beside the round's."""
+
+    def with_store(self, url: str, server_pid: int | None = None) -> RowSpec:
+        """The same row as a whole round recorded in the store at `url`."""
+        return dataclasses.replace(self, store_url=url, server_pid=server_pid)
+
+
+def _row_process(spec: RowSpec, conn: Connection) -> None:
+    """A monitord row's own process: warm up, then a round each time the bench asks for one,
+    and at the end the process's own peak memory."""
+    logger.remove()  # a round logs each state change; the bench prints its own figures
+    tune_collector()  # as `monitord run` and `monitord probe --all` do at their start
+    with contextlib.ExitStack() as stack:
+        if spec.store_url is None:
+            aio.run(monitord_round(spec.urls[:50], spec.ca_file, spec.concurrency))  # warm-up
+
+            def turn() -> Round:
+                return aio.run(monitord_round(spec.urls, spec.ca_file, spec.concurrency))
+
+        else:
+            settings = round_settings(spec.ca_file, spec.concurrency)
+            store = stack.enter_context(warm_store(spec.store_url, spec.urls, settings))
+
+            def turn() -> Round:
+                return whole_round(store, settings, spec.server_pid)
+
+        conn.send("ready")
+        while conn.recv() == "round":
+            conn.send(dataclasses.astuple(turn()))
+        conn.send(peak_mib())
+
+
+class RowProcess:
+    """A monitord row run in a fresh process of its own (spawned, not forked), so that its CPU
+    and its peak memory are its own and not the bench's."""
+
+    def __init__(self, name: str, spec: RowSpec) -> None:
+        self.name = name
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_row_process, args=(spec, child), daemon=True)
+        self.process.start()
+        child.close()
+
+    def _receive(self) -> Any:
+        try:
+            return self.conn.recv()
+        except EOFError:
+            self.process.join(timeout=5)
+            code = self.process.exitcode
+            raise RuntimeError(f"{self.name}: its process ended (exit code {code})") from None
+
+    def ready(self) -> None:
+        """Wait until the row has warmed up."""
+        self._receive()
+
+    def round(self) -> Round:
+        """One round, measured in the row's process."""
+        self.conn.send("round")
+        return Round(*self._receive())
+
+    def peak_mib(self) -> float:
+        """End the row's process; its own peak resident memory."""
+        self.conn.send("stop")
+        peak = float(self._receive())
+        self.process.join(timeout=30)
+        return peak
+
+
+class BlackboxTurn:
+    """blackbox_exporter's row: rounds driven over HTTP, its CPU and memory read from /proc."""
+
+    def __init__(self, binary: str, urls: list[str], ca_file: str, workdir: Path, args: Any):
+        self.urls, self.concurrency = urls, args.concurrency
+        self.process, self.port = start_blackbox(binary, ca_file, workdir)
+        asyncio.run(blackbox_round(urls[:50], self.port, self.process.pid, self.concurrency))
+
+    def round(self) -> Round:
+        """One round over every target."""
+        return asyncio.run(blackbox_round(self.urls, self.port, self.process.pid, self.concurrency))
+
+    def peak_mib(self) -> float:
+        """Its own peak resident memory."""
+        return peak_mib(self.process.pid)
+
+    def stop(self) -> None:
+        """Stop the exporter."""
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
 
 def blackbox_turn(
     stack: contextlib.ExitStack, urls: list[str], ca_file: str, workdir: Path, args: Any
-) -> Callable[[], Round] | None:
-    """A round of blackbox_exporter over the targets (it is stopped with `stack`), or None
-    when it is not installed."""
+) -> BlackboxTurn | None:
+    """blackbox_exporter over the targets (stopped with `stack`), or None when it is not
+    installed."""
     binary = next((b for b in map(shutil.which, BLACKBOX_NAMES) if b), None)
     if binary is None:
         print(
@@ -386,44 +498,37 @@ def blackbox_turn(
             "and run again to print the ratios."
         )
         return None
-    process, port = start_blackbox(binary, ca_file, workdir)
-
-    def stop() -> None:
-        process.terminate()
-        process.wait(timeout=10)
-
-    stack.callback(stop)
-    asyncio.run(blackbox_round(urls[:50], port, process.pid, args.concurrency))  # warm-up
-    return lambda: asyncio.run(blackbox_round(urls, port, process.pid, args.concurrency))
+    turn = BlackboxTurn(binary, urls, ca_file, workdir, args)
+    stack.callback(turn.stop)
+    return turn
 
 
 def measure(urls: list[str], ca_file: str, workdir: Path, args: Any) -> list[Row]:
     """Every row of the bench, in one run over the same targets, taking turns: a round of
     each, then again. The machine's speed drifts within a run, so each ratio is taken between
-    rounds measured side by side (see `print_figures`)."""
-    tune_collector()  # as `monitord run` and `monitord probe --all` do at their start
-    aio.run(monitord_round(urls[:50], ca_file, args.concurrency))  # warm-up
-    settings = round_settings(ca_file, args.concurrency)
+    rounds measured side by side (see `print_figures`). Each monitord row runs in its own
+    process (`RowProcess`)."""
     with contextlib.ExitStack() as stack:
-        sqlite = stack.enter_context(warm_store(f"sqlite:///{workdir}/monitord.db", urls, settings))
-        turns: dict[str, Callable[[], Round]] = {
-            "monitord, whole round, SQLite": lambda: whole_round(sqlite, settings)
-        }
-        pg_url = postgres_url(stack, workdir, args)
-        if pg_url is not None:
-            pg = stack.enter_context(warm_store(pg_url, urls, settings))
-            turns["monitord, whole round, PostgreSQL"] = lambda: whole_round(pg, settings)
-        turns["monitord, probe alone"] = lambda: aio.run(
-            monitord_round(urls, ca_file, args.concurrency)
-        )
+        base = RowSpec(urls, ca_file, args.concurrency)
+        specs = {"monitord, whole round, SQLite": base.with_store(f"sqlite:///{workdir}/m.db")}
+        database = postgres_database(stack, workdir, args)
+        if database is not None:
+            specs["monitord, whole round, PostgreSQL"] = base.with_store(*database)
+        specs["monitord, probe alone"] = base
+        rows = {name: RowProcess(name, spec) for name, spec in specs.items()}
+        for row in rows.values():
+            stack.callback(row.process.kill)  # when the bench fails half-way
+        for row in rows.values():
+            row.ready()
+        turns: dict[str, RowProcess | BlackboxTurn] = dict(rows)
         blackbox = blackbox_turn(stack, urls, ca_file, workdir, args)
         if blackbox is not None:
             turns["blackbox_exporter"] = blackbox
         rounds: dict[str, list[Round]] = {name: [] for name in turns}
         for _ in range(args.rounds):
             for name, turn in turns.items():
-                rounds[name].append(turn())
-    return list(rounds.items())
+                rounds[name].append(turn.round())
+        return [Row(name, rounds[name], turn.peak_mib()) for name, turn in turns.items()]
 
 
 def openssl_floor(port: int, ca_file: str, seconds: int = 5) -> float | None:
@@ -451,27 +556,58 @@ def openssl_floor(port: int, ca_file: str, seconds: int = 5) -> float | None:
     return cpu_s * 1000 / int(found[1])
 
 
+def report(row: Row) -> tuple[float, float]:
+    """Print a row's median figures and its peak memory; returns (probes/s, CPU ms per probe)."""
+    rate = statistics.median(r.rate for r in row.rounds)
+    cpu_ms = statistics.median(r.cpu_ms for r in row.rounds)
+    ok = min(r.ok for r in row.rounds)
+    print(
+        f"{row.name:<34} {rate:5.0f} probes/s   {cpu_ms:6.2f} CPU ms/probe   "
+        f"peak {row.peak_mib:5.1f} MiB   ok {ok}/{row.rounds[0].n} (worst round)   rounds: "
+        + ", ".join(f"{r.rate:.0f}/s {r.cpu_ms:.2f}ms" for r in row.rounds)
+    )
+    return rate, cpu_ms
+
+
+def _median_ratio(
+    ours: list[Round], theirs: list[Round], figure: Callable[[Round], float]
+) -> float:
+    """The median of the ratios of rounds measured one after the other."""
+    return statistics.median(figure(o) / figure(t) for o, t in zip(ours, theirs, strict=True))
+
+
 def print_figures(rows: list[Row], targets: int, floor: float | None = None) -> None:
-    """Each row's medians, each monitord row's ratios against blackbox_exporter's, and the TLS
-    library's floor (`openssl_floor`) when measured."""
-    figures = {name: report(name, rounds) for name, rounds in rows}
-    for name, (_rate, cpu_ms) in figures.items():
-        if name.startswith("monitord, whole"):
-            share = cpu_ms * targets / 1000 / 60
-            print(f"  {name}: a {targets}-service round a minute is {share:.1%} of one core")
-    if "blackbox_exporter" not in figures:
-        return
-    _bb_rate, bb_cpu = figures["blackbox_exporter"]
-    theirs = dict(rows)["blackbox_exporter"]
-    for name, ours in rows:
-        if name.startswith("monitord"):
-            # Medians of the ratios of rounds measured one after the other.
-            rate = statistics.median(o.rate / t.rate for o, t in zip(ours, theirs, strict=True))
-            cpu = statistics.median(o.cpu_ms / t.cpu_ms for o, t in zip(ours, theirs, strict=True))
+    """Each row's medians and peak memory, each monitord row's ratios against
+    blackbox_exporter's, the store server's own CPU where there is one, and the TLS library's
+    floor (`openssl_floor`) when measured."""
+    figures = {row.name: report(row) for row in rows}
+    for row in rows:
+        if row.name.startswith("monitord, whole"):
+            share = figures[row.name][1] * targets / 1000 / 60
+            print(f"  {row.name}: a {targets}-service round a minute is {share:.1%} of one core")
+        store_ms = statistics.median(r.store_cpu_ms for r in row.rounds)
+        if store_ms:
             print(
-                f"{name} / blackbox_exporter: {rate:.2f}x its probes/s, "
-                f"{cpu:.2f}x its CPU per probe (goal: >= 1x, <= 0.5x; medians of "
-                f"{len(ours)} side-by-side rounds)"
+                f"  {row.name}: the PostgreSQL server's own processes spent {store_ms:.2f} CPU "
+                "ms a probe besides (not in the row's figure: a store usually has its own host)"
+            )
+    by_name = {row.name: row for row in rows}
+    if "blackbox_exporter" not in by_name:
+        return
+    bb_cpu = figures["blackbox_exporter"][1]
+    theirs = by_name["blackbox_exporter"].rounds
+    for row in rows:
+        if row.name.startswith("monitord"):
+            rate = _median_ratio(row.rounds, theirs, lambda r: r.rate)
+            cpu = _median_ratio(row.rounds, theirs, lambda r: r.cpu_ms)
+            with_store = ""
+            if any(r.store_cpu_s for r in row.rounds):
+                both = _median_ratio(row.rounds, theirs, lambda r: r.cpu_ms + r.store_cpu_ms)
+                with_store = f" ({both:.2f}x with the PostgreSQL server's)"
+            print(
+                f"{row.name} / blackbox_exporter: {rate:.2f}x its probes/s, "
+                f"{cpu:.2f}x its CPU per probe{with_store} (goal: >= 1x, <= 0.5x; medians of "
+                f"{len(row.rounds)} side-by-side rounds)"
             )
     if floor is not None:
         print(

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import resource
 import shutil
 import statistics
 import subprocess
@@ -41,6 +40,8 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
+
+from bench._proc import peak_mib  # noqa: E402
 
 QUARTER = "2026q3"
 TARGET_SECONDS, TARGET_MIB = 30.0, 500.0
@@ -92,17 +93,9 @@ def child(database: str, judged: str, output: str) -> None:
         )
     seconds = time.perf_counter() - start
     Path(output).write_bytes(report.pdf)
-    peak = own_peak_mib()
+    peak = peak_mib()
     print(json.dumps({"seconds": seconds, "peak_mib": peak, "pages": report.pages,
                       "bytes": len(report.pdf), "probes": report.figures["probes"]}))  # fmt: skip
-
-
-def own_peak_mib() -> float:
-    """This process's own peak RSS (VmHWM), which an exec resets, unlike ru_maxrss."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_command(database: Path, folder: Path) -> dict[str, float] | None:
