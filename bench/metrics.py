@@ -190,7 +190,9 @@ def seed(url: str, services: int, results: int) -> None:
             [
                 {
                     "idempotency_key": f"bench:{k}",
-                    "channel": f"alerts.oncall[{k % 2}]" if k % 4 else f"contact:{ids[k]}:x",
+                    "channel": (
+                        f"alerts.oncall[{k % 2}]" if k % 4 else f"contact:{ids[k % services]}:x"
+                    ),
                     "parent_id": 1,
                     "title": "",
                     "body": "",
