@@ -72,7 +72,13 @@ def open_app(settings: Settings, *, for_daemon: bool = False) -> App:
 
 
 def app_for(args: argparse.Namespace) -> App:
-    """The App (store opened and migrated) for the settings the command line points at.
+    """The App (store opened and migrated) for the settings the command line points at; see
+    existing_app."""
+    return existing_app(settings_for(args))
+
+
+def existing_app(settings: Settings) -> App:
+    """The App for settings whose store already exists, opened and migrated.
 
     Only `run`, `sync` and `demo` create a store: any other command run against a SQLite file
     that does not exist is pointed at the wrong config (a folder without monitord.toml at
@@ -80,7 +86,6 @@ def app_for(args: argparse.Namespace) -> App:
     """
     from monitord.store import sqlite_file
 
-    settings = settings_for(args)
     path = sqlite_file(settings.store.url)
     if path is not None and not path.exists():
         raise UsageError(

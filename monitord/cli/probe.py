@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli.common import add_wide, open_app, settings_for
+from monitord.cli.common import add_wide, existing_app, settings_for
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import system_clock
@@ -90,7 +90,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         ids = [args.service] if args.service else None
         every_kind = list(probes.PROBES) if args.service else ["availability"]
         kinds = chosen or every_kind
-        with open_app(settings) as app:
+        with existing_app(settings) as app:
             report = aio.run(
                 probe_round(
                     app.store, settings, app.clock, service_ids=ids, kinds=kinds, spread=False

@@ -101,7 +101,15 @@ def test_probe_all_on_an_empty_store_says_what_to_do(
 
 @pytest.mark.parametrize(
     "command",
-    [["services"], ["incidents", "list"], ["findings"], ["syncs"], ["incidents", "show", "1"]],
+    [
+        ["services"],
+        ["incidents", "list"],
+        ["findings"],
+        ["syncs"],
+        ["incidents", "show", "1"],
+        ["probe", "--all"],
+        ["probe", "--service", "svc-1"],
+    ],
 )
 def test_a_command_run_from_a_folder_without_config_creates_no_store(
     tmp_path: Path,
