@@ -170,3 +170,16 @@ def quarter_bounds(label: str) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime(year, 3 * quarter - 2, 1, tzinfo=SHANGHAI)
     end = dt.datetime(year + (quarter == 4), (3 * quarter) % 12 + 1, 1, tzinfo=SHANGHAI)
     return start, end
+
+
+def begun_quarter_bounds(label: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """`quarter_bounds` of a quarter that has begun at `now`: nothing can be judged, audited or
+    reported of one that has not.
+
+    Raises ValueError naming the label when it is not YYYYqN, or when the quarter has not begun
+    (saying when it starts).
+    """
+    start, end = quarter_bounds(label)
+    if start > now:
+        raise ValueError(f"{label!r} has not begun: it starts {local_text(start)} Asia/Shanghai")
+    return start, end

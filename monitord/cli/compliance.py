@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from monitord.cli.common import add_wide, app_for, print_json
 from monitord.errors import UsageError
 from monitord.textable import format_table, shortened
-from monitord.timeutil import quarter_bounds, quarter_start
+from monitord.timeutil import begun_quarter_bounds, quarter_start
 
 if TYPE_CHECKING:
     from monitord.types import ComplianceVerdict, ServiceScore
@@ -24,11 +24,9 @@ def _quarter(args: argparse.Namespace, now: Any) -> str:
     if args.quarter is None:
         return quarter_start(now)[0]
     try:
-        start, _end = quarter_bounds(args.quarter)
+        begun_quarter_bounds(args.quarter, now)
     except ValueError as exc:
         raise UsageError(f"--quarter: {exc}") from None
-    if start > now:
-        raise UsageError(f"--quarter: {args.quarter!r} has not begun yet")
     return str(args.quarter)
 
 

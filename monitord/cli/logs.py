@@ -13,7 +13,13 @@ from monitord.cli.common import add_json, add_wide, app_for, config_path, time_a
 from monitord.errors import UsageError
 from monitord.names import SEVERITY_NAMES, named
 from monitord.textable import format_table
-from monitord.timeutil import local_text, parse_time, quarter_bounds, quarter_start
+from monitord.timeutil import (
+    begun_quarter_bounds,
+    local_text,
+    parse_time,
+    quarter_bounds,
+    quarter_start,
+)
 
 
 def _time_range(args: argparse.Namespace) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -195,11 +201,17 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
 
     if args.quarter:
         try:
-            quarter_bounds(args.quarter)
+            quarter_bounds(args.quarter)  # a malformed label is refused before the store opens
         except ValueError as exc:
             raise UsageError(f"--quarter: {exc}") from None
     with app_for(args) as app, app.store.session() as session:
-        audit = log_audit(session, app.clock(), args.quarter)
+        now = app.clock()
+        if args.quarter:
+            try:
+                begun_quarter_bounds(args.quarter, now)
+            except ValueError as exc:
+                raise UsageError(f"--quarter: {exc}") from None
+        audit = log_audit(session, now, args.quarter)
         data: dict[str, Any] = {
             "quarter": audit.quarter,
             "lines": audit.lines,

@@ -52,7 +52,7 @@ from monitord.store.models import (
     ServiceStateChange,
     SyncRun,
 )
-from monitord.timeutil import SHANGHAI, parse_time, quarter_bounds, quarter_start
+from monitord.timeutil import SHANGHAI, begun_quarter_bounds, parse_time, quarter_start
 from monitord.types import ComplianceVerdict
 from monitord.workcalendar import WorkCalendar
 
@@ -299,9 +299,7 @@ def open_quarter(session: Session, settings: Settings, label: str, now: dt.datet
     Raises ValueError naming the label when it is not a quarter such as 2026q3, or when the
     quarter has not begun yet.
     """
-    start, end = quarter_bounds(label)
-    if start > now:
-        raise ValueError(f"{label!r} has not begun yet")
+    start, end = begun_quarter_bounds(label, now)
     until = min(end, now)
     periods = service_periods(session, start, until)
     quarter = Quarter(session, settings, label, start, end, until, periods)

@@ -43,7 +43,7 @@ from monitord.store import audit
 from monitord.store.findings import resolve_findings, upsert_finding
 from monitord.store.models import AdminReview
 from monitord.textable import shortened, storable
-from monitord.timeutil import SHANGHAI, parse_time, quarter_bounds
+from monitord.timeutil import SHANGHAI, begun_quarter_bounds, parse_time, quarter_bounds
 from monitord.types import FindingDraft
 
 COLUMNS = ("account", "role", "vendor", "last_login", "granted_by", "end_date")
@@ -275,11 +275,9 @@ def review_admins(
     begun.
     """
     try:
-        start, _end = quarter_bounds(quarter)
+        begun_quarter_bounds(quarter, now)
     except ValueError as exc:
         raise UsageError(f"--quarter: {exc}") from None
-    if start > now:
-        raise UsageError(f"--quarter {quarter}: has not begun yet")
     try:
         data = path.read_bytes()
     except OSError as exc:

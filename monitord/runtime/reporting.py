@@ -32,7 +32,14 @@ from monitord.errors import UsageError
 from monitord.store import Store
 from monitord.store.models import LogAudit, OutboxAlert, QuarterlyReport, SyncRun
 from monitord.store.outbox import enqueue
-from monitord.timeutil import SHANGHAI, UTC, local_text, quarter_bounds, quarter_start
+from monitord.timeutil import (
+    SHANGHAI,
+    UTC,
+    begun_quarter_bounds,
+    local_text,
+    quarter_bounds,
+    quarter_start,
+)
 from monitord.workcalendar import WorkCalendar
 
 if TYPE_CHECKING:
@@ -80,16 +87,9 @@ def report_period(quarter: str, now: dt.datetime) -> tuple[dt.datetime, dt.datet
     quarter that has not begun.
     """
     try:
-        start, end = quarter_bounds(quarter)
-    except ValueError:
-        raise UsageError(
-            f"--quarter {quarter!r}: expected a quarter such as 2026q3 (year, q, 1 to 4)"
-        ) from None
-    if start > now:
-        raise UsageError(
-            f"--quarter {quarter}: the quarter has not begun (it starts {local_text(start)} "
-            "Asia/Shanghai): there is nothing to report yet"
-        )
+        start, end = begun_quarter_bounds(quarter, now)
+    except ValueError as exc:
+        raise UsageError(f"--quarter: {exc}") from None
     return start, min(end, now)
 
 

@@ -306,6 +306,31 @@ def test_usage_cli_refuses_a_range_it_cannot_show_and_says_when_nothing_is_store
     )
 
 
+def test_the_log_audit_of_a_quarter_not_begun_is_refused_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitord.cli import main
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
+    open_store(url).dispose()
+    # A mistyped year wrote an audit of 2099q1, and with it an open 7.3.1 finding of days
+    # without logs that had not happened yet.
+    assert main(["--config", str(config), "log-audit", "--quarter", "2099q1"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "monitord: --quarter: '2099q1' has not begun: it starts 2099-01-01 00:00 Asia/Shanghai\n"
+    )
+    store = open_store(url)
+    try:
+        with store.session() as session:
+            assert session.scalars(select(LogAudit)).all() == []
+            assert session.scalars(select(Finding)).all() == []
+    finally:
+        store.dispose()
+
+
 @pytest.mark.parametrize("command", [["usage", "svc-0042"], ["log-audit"]])
 def test_log_commands_name_the_store_they_did_not_find(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]

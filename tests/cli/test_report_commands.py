@@ -74,9 +74,9 @@ def test_report_to_a_chosen_file_and_never_over_a_recorded_one(
 @pytest.mark.parametrize(
     ("quarter", "message"),
     [
-        ("2026q5", "monitord: --quarter '2026q5': expected a quarter such as 2026q3"),
-        ("Q3", "monitord: --quarter 'q3': expected a quarter such as 2026q3"),
-        ("2099q1", "monitord: --quarter 2099q1: the quarter has not begun (it starts 2099-01-01"),
+        ("2026q5", "monitord: --quarter: '2026q5' is not a quarter such as 2026q3"),
+        ("Q3", "monitord: --quarter: 'q3' is not a quarter such as 2026q3"),
+        ("2099q1", "monitord: --quarter: '2099q1' has not begun: it starts 2099-01-01 00:00"),
     ],
 )
 def test_a_bad_or_future_quarter_is_refused_in_one_line(

@@ -108,7 +108,7 @@ def test_the_current_quarter_is_the_default(
     ("label", "message"),
     [
         ("2026Q3", "--quarter: '2026Q3' is not a quarter such as 2026q3"),
-        ("2099q1", "--quarter: '2099q1' has not begun yet"),
+        ("2099q1", "--quarter: '2099q1' has not begun: it starts 2099-01-01 00:00 Asia/Shanghai"),
     ],
 )
 @pytest.mark.parametrize("command", ["compliance", "evaluation"])

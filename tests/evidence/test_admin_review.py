@@ -224,7 +224,7 @@ def test_a_bad_file_is_named_by_line_and_column_and_no_review_is_recorded(
     ("quarter", "message"),
     [
         ("2026Q5", "--quarter: '2026Q5' is not a quarter such as 2026q3"),
-        ("2026q4", "--quarter 2026q4: has not begun yet"),
+        ("2026q4", "--quarter: '2026q4' has not begun: it starts 2026-10-01 00:00 Asia/Shanghai"),
     ],
 )
 def test_a_quarter_that_is_not_one_or_has_not_begun_is_refused(
