@@ -14,6 +14,7 @@ either neither (the job writes the report again) or both (the alert worker sends
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import os
 import tempfile
@@ -126,6 +127,22 @@ def free_path(session: Session, path: Path, *, chosen: bool) -> Path:
         number += 1
 
 
+def check_writable(path: Path) -> None:
+    """Make sure a report can be written at `path` before the minutes its render takes.
+
+    Raises UsageError naming the path when its folder cannot be made or written, or when the
+    path is a folder.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write the report ({exc.strerror})") from None
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Write a file whole or not at all: a temporary file beside it, synced, then renamed over.
 
@@ -195,6 +212,7 @@ def write_report(
     report_period(quarter, now)  # a bad or future quarter is refused before any work
     with store.session() as session:
         path = free_path(session, out or default_path(settings, quarter), chosen=out is not None)
+    check_writable(path)
     rendered = render(store, settings, quarter, now, progress)
     digest = hashlib.sha256(rendered.pdf).hexdigest()
     progress(f"{quarter}: writing {path}")

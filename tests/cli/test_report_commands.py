@@ -99,7 +99,11 @@ def test_a_folder_that_cannot_be_written_is_one_line(
     blocker.write_text("not a folder", encoding="utf-8")
     assert report(config, "--quarter", "2026q3", "--out", str(blocker / "q3.pdf")) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[-1] == f"monitord: {blocker / 'q3.pdf'}: cannot write the report (File exists)"
+    # Said before the render (minutes for a city's services), not after it.
+    assert err == [f"monitord: {blocker / 'q3.pdf'}: cannot write the report (File exists)"]
+    assert report(config, "--quarter", "2026q3", "--out", str(tmp_path)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"monitord: {tmp_path}: cannot write the report (Is a directory)"]
 
 
 def test_reports_with_none_recorded_says_how_to_write_one(
