@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import ipaddress
 import json
 import os
 import re
@@ -652,6 +653,14 @@ def _listen_address(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError("a host and port such as 127.0.0.1:8321 or [::1]:8321")
+    # A name made of digits and dots is an IPv4 address, and one in brackets an IPv6 one: a
+    # typo there (999.1.1.1) would pass as a host name and fail only when the daemon binds.
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed or host.replace(".", "").isdigit():
+        try:
+            ipaddress.ip_address(host[1:-1] if bracketed else host)
+        except ValueError:
+            raise ValueError("a host and port such as 127.0.0.1:8321 or [::1]:8321") from None
     return value
 
 
