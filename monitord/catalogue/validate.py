@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monitord.config import http_url
 from monitord.errors import SyncError
 from monitord.textable import UNSTORABLE, shortened, storable
 from monitord.timeutil import parse_time
@@ -204,6 +205,19 @@ def _without_oversized(
     return kept, dropped
 
 
+def _probe_url(url: str, problems: list[str]) -> str | None:
+    """The service's production address as monitord probes it, or None (with its problem) when
+    it is not an http(s) URL: "{base}/svc" or a bare host would be probed into a name error and
+    page the on-call staff for an outage that is a filing mistake."""
+    address = url.strip()
+    try:
+        http_url(address)
+    except ValueError as exc:
+        problems.append(f"url: expected {exc}, got {show_value(url)}; not probed until it is one")
+        return None
+    return address
+
+
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
 
@@ -239,6 +253,8 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
             problems.append(f"{name}: expected a date, got {show_value(value)}")
             value = None
         columns[name] = value
+    if not _blank(columns["url"]):
+        columns["url"] = _probe_url(columns["url"], problems)
     for name in OBJECT_FIELDS:
         value = raw.get(name)
         if value is not None and not isinstance(value, dict):

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from monitord.catalogue import service_rows, sync_catalogue, sync_rows
 from monitord.config import PortalSettings
+from monitord.probing import load_targets
 from monitord.store import Store
 from monitord.store.history import catalogue_as_of, quiet_windows, service_periods
 from monitord.store.models import (
@@ -447,6 +448,31 @@ async def test_a_malformed_probe_filing_is_a_filing_problem_not_a_silent_default
         said("mobile", "true or false", "'yes'"),
     ]
     assert rows["svc-0003"]["filing_problems"] == []
+
+
+async def test_a_service_url_that_is_not_an_http_url_is_a_filing_problem_and_not_probed(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # A placeholder left in the filing was probed into a name error: "down", on-call paged.
+    portal.services[0]["url"] = "{base}/svc/healthy/svc-0001/"
+    portal.services[1]["url"] = "ftp://files.example.cn/svc-0002"
+    portal.services[2]["url"] = "  https://svc-0003.example.cn/entry \n"
+    await sync(store, portal, clock)
+    rows = {r["id"]: r for r in service_rows(store)}
+
+    def said(got: str) -> str:
+        return (
+            f"url: expected an http:// or https:// URL with a host, got {got}; "
+            "not probed until it is one"
+        )
+
+    assert rows["svc-0001"]["filing_problems"] == [said("'{base}/svc/healthy/svc-0001/'")]
+    assert rows["svc-0002"]["filing_problems"] == [said("'ftp://files.example.cn/svc-0002'")]
+    assert rows["svc-0001"]["url"] is None and rows["svc-0002"]["url"] is None
+    assert rows["svc-0003"]["filing_problems"] == []
+    assert rows["svc-0003"]["url"] == "https://svc-0003.example.cn/entry"
+    probed = {t.id for t in load_targets(store)}
+    assert {"svc-0001", "svc-0002"}.isdisjoint(probed) and "svc-0003" in probed
 
 
 def page_body(portal: FakePortal, page: int, size: int, **fields: str) -> bytes:
