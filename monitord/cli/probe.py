@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from monitord.cli.common import add_wide, existing_app, settings_for
@@ -17,6 +19,24 @@ from monitord.types import PROBE_KINDS
 if TYPE_CHECKING:
     from monitord.config import Settings
     from monitord.probing import RoundReport
+
+
+PROGRESS_SECONDS = 5.0
+"""How often `probe --all` says how far it got: a round over thousands of services, some of
+them timing out, takes a minute."""
+
+
+class _Progress:
+    """Says on stderr how many services a round has probed, at most every PROGRESS_SECONDS and
+    never for a round quicker than that: stdout keeps the table alone."""
+
+    def __init__(self) -> None:
+        self.said_at = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if done < total and time.monotonic() - self.said_at >= PROGRESS_SECONDS:
+            print(f"monitord: probed {done:,} of {total:,} services…", file=sys.stderr, flush=True)
+            self.said_at = time.monotonic()
 
 
 def _result_objects(report: RoundReport) -> list[dict[str, Any]]:
@@ -93,7 +113,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
         with existing_app(settings) as app:
             report = aio.run(
                 probe_round(
-                    app.store, settings, app.clock, service_ids=ids, kinds=kinds, spread=False
+                    app.store,
+                    settings,
+                    app.clock,
+                    service_ids=ids,
+                    kinds=kinds,
+                    spread=False,
+                    progress=_Progress() if args.all else None,
                 )
             )
         if args.service and not report.results:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 from loguru import logger
@@ -109,6 +109,7 @@ async def probe_round(
     backlog: ProbeBacklog | None = None,
     once_within: dt.timedelta | None = None,
     schedule: Schedule | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RoundReport:
     """One inspection round: availability for every service (each at its slot of the round,
     or all at once when not `spread`), then the deep kinds for services that are due;
@@ -117,7 +118,8 @@ async def probe_round(
     The daemon hands `targets` (every service, read by it), the `schedule` (the round's window
     and who probes what) and a `backlog`: what cannot be recorded because the store does not
     answer is kept there (monitord.probing.backlog), the round goes on, and the store's error
-    is raised at its end.
+    is raised at its end. `progress`, when given, is told (availability results recorded so
+    far, services to probe) each time a batch of them is recorded.
     """
     config = settings.probes
     if targets is None:
@@ -169,6 +171,8 @@ async def probe_round(
             merge_reports(report, part)
             for change in part.changes:
                 logger.info("service state: {}", change)
+            if progress is not None:
+                progress(report.probes, len(targets))
 
         if kinds is None or CHEAP_KIND in kinds:
             if spread:

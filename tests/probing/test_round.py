@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import http.server
 import json
 import ssl
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -455,3 +458,75 @@ async def test_a_round_at_once_cancelled_records_what_it_measured(
     with pytest.raises(asyncio.CancelledError):
         await round_
     assert held_back.recorded() == ["svc-0002", "svc-0003"]
+
+
+async def test_a_round_at_once_tells_how_far_it_got_as_it_records(
+    held_back: HeldBack, clock: FakeClock
+) -> None:
+    told: list[tuple[int, int]] = []
+    round_ = asyncio.create_task(
+        probe_round(
+            held_back.store,
+            held_back.settings,
+            clock,
+            spread=False,
+            progress=lambda done, total: told.append((done, total)),
+        )
+    )
+    await wait_for(lambda: bool(told) and told[-1] == (2, 3), "the fast ones told")
+    held_back.release.set()
+    await round_
+    assert told[-1] == (3, 3)
+    assert [done for done, _ in told] == sorted(done for done, _ in told)
+
+
+def test_probe_all_says_how_far_it_got_while_a_slow_service_holds_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from monitord.cli import main
+    from monitord.cli import probe as probe_cli
+    from monitord.store import open_store
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/slow"):
+                time.sleep(1.5)  # past the first batch the round records (every 0.5 s)
+            body = b'{"code": "0"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    store = open_store(url)
+    try:
+        for number, path in [(1, "/slow"), (2, "/fast"), (3, "/fast")]:
+            add_service(store, clock, base + path, id=f"svc-000{number}", probe={"path": path})
+    finally:
+        store.dispose()
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "{url}"\n[probes]\ndenied_networks = []\ndeep_kinds = []\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(probe_cli, "PROGRESS_SECONDS", 0.0)
+    try:
+        assert main(["--config", str(config), "probe", "--all", "--json"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    captured = capsys.readouterr()
+    told = [line for line in captured.err.splitlines() if line.startswith("monitord: probed")]
+    # The two fast ones come in the first batch or two; the slow one ends the round unsaid.
+    assert told and told[-1] == "monitord: probed 2 of 3 services…"
+    assert len(captured.out.splitlines()) == 3  # stdout keeps the results alone
