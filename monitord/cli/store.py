@@ -112,6 +112,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
             f"--host {url.host or 'localhost'} --port {url.port or 5432} "
             f"--username {url.username or 'monitord'} {url.database}"
         )
+    if args.file == "-":
+        # Not standard output: a file named "-" was written in the working folder.
+        raise UsageError(
+            "FILE '-': the backup is a SQLite file, written whole and then renamed into place; "
+            "give its path, e.g. /var/backups/monitord.db"
+        )
     if target.is_dir():
         raise UsageError(f"{target} is a folder: give the backup's file name")
     size = backup_sqlite(file, target)
