@@ -19,6 +19,7 @@ from monitord.cli.common import (
     app_for,
     config_path,
     escaped_stdout,
+    file_path,
     open_app,
     positive_int,
     print_json,
@@ -191,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", cmd_run, "run the daemon until SIGTERM or SIGINT")
     add("check-config", cmd_check_config, "validate the config file and exit")
     p = add("sync", cmd_sync, "sync the service catalogue once")
-    p.add_argument("--file", metavar="JSON", help="read the catalogue from a file instead")
+    p.add_argument(
+        "--file", metavar="JSON", type=file_path, help="read the catalogue from a file instead"
+    )
     p = add("services", cmd_services, "list the services in the store")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     add_wide(p)

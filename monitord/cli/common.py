@@ -116,6 +116,17 @@ def add_wide(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def file_path(text: str) -> str:
+    """An argparse type for a file named on the command line that monitord reads or writes as a
+    file: '-' is refused (only `analyse` reads standard input) rather than taken as a file
+    called '-' in the working folder."""
+    if text == "-":
+        raise argparse.ArgumentTypeError(
+            "'-' (standard input or output) is not taken here: give a file's path"
+        )
+    return text
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1 (a --limit of 0 or -1 shows all or none)."""
     try:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from monitord.cli.common import actor, add_wide, app_for, print_json
+from monitord.cli.common import actor, add_wide, app_for, file_path, print_json
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time, quarter_start
@@ -167,7 +167,9 @@ def add_evidence_commands(sub: Any) -> None:
     p = esub.add_parser("add", help="file a document (copied into store.files_dir)")
     p.add_argument("--clause", required=True, help="the clause it serves, e.g. 7.3.2 or 8.2")
     p.add_argument("--kind", required=True, help=kinds)
-    p.add_argument("--file", required=True, metavar="PATH", help="the document to file")
+    p.add_argument(
+        "--file", required=True, metavar="PATH", type=file_path, help="the document to file"
+    )
     p.add_argument("--date", required=True, help="the date the document bears (YYYY-MM-DD)")
     p.add_argument("--by", metavar="NAME", help="who files it (default: your login)")
     p.add_argument("--service", metavar="ID", help="the service it is about (default: the portal)")
@@ -193,6 +195,7 @@ def add_evidence_commands(sub: Any) -> None:
         "--file",
         required=True,
         metavar="CSV",
+        type=file_path,
         help="columns account, role, vendor, last_login, granted_by, end_date",
     )
     p.add_argument("--quarter", metavar="YYYYqN", help="default: the current quarter")
@@ -207,6 +210,6 @@ def add_evidence_commands(sub: Any) -> None:
     )
     csub = complaints.add_subparsers(dest="complaints_command", required=True, metavar="ACTION")
     p = csub.add_parser("import", help="import the export (CSV or JSON lines); twice adds nothing")
-    p.add_argument("file", metavar="FILE", help="the portal's complaint export")
+    p.add_argument("file", metavar="FILE", type=file_path, help="the portal's complaint export")
     p.add_argument("--by", metavar="NAME", help="who imports it (default: your login)")
     p.set_defaults(handler=cmd_complaints_import)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from monitord.cli.common import add_wide, app_for, print_json
+from monitord.cli.common import add_wide, app_for, file_path, print_json
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time, quarter_start
 
@@ -87,6 +87,7 @@ def add_report_commands(sub: Any) -> None:
     p.add_argument(
         "--out",
         metavar="FILE.pdf",
+        type=file_path,
         help="where to write it (default: [report] dir/monitord-YYYYqN.pdf)",
     )
     p.set_defaults(handler=cmd_report)

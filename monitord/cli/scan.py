@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from monitord.cli.common import actor, add_by, add_json, add_wide, app_for, print_json
+from monitord.cli.common import actor, add_by, add_json, add_wide, app_for, file_path, print_json
 from monitord.errors import UsageError
 from monitord.names import FINDING_STATE_NAMES, SEVERITY_NAMES, named
 from monitord.textable import format_table
@@ -27,7 +27,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if words[0] == "import":
         if len(words) != 2 or not args.service:
             raise UsageError("usage: monitord scan import FILE --service ID")
-        return _import(args, words[1])
+        try:
+            return _import(args, file_path(words[1]))
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"import FILE: {exc}") from None
     if len(words) != 1:
         raise UsageError("give one service id")
     from monitord import aio

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli.common import LOOKED_FOR, settings_for
+from monitord.cli.common import LOOKED_FOR, file_path, settings_for
 from monitord.errors import StoreError, UsageError
 
 if TYPE_CHECKING:
@@ -112,12 +112,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
             f"--host {url.host or 'localhost'} --port {url.port or 5432} "
             f"--username {url.username or 'monitord'} {url.database}"
         )
-    if args.file == "-":
-        # Not standard output: a file named "-" was written in the working folder.
-        raise UsageError(
-            "FILE '-': the backup is a SQLite file, written whole and then renamed into place; "
-            "give its path, e.g. /var/backups/monitord.db"
-        )
     if target.is_dir():
         raise UsageError(f"{target} is a folder: give the backup's file name")
     size = backup_sqlite(file, target)
@@ -138,5 +132,7 @@ def add_store_commands(sub: Any) -> None:
     p.set_defaults(handler=cmd_migrate)
     text = "copy the SQLite store to FILE, consistently, while the daemon runs"
     p = sub.add_parser("backup", help=text, description=text)
-    p.add_argument("file", metavar="FILE", help="the backup to write (replaced atomically)")
+    p.add_argument(
+        "file", metavar="FILE", type=file_path, help="the backup to write (replaced atomically)"
+    )
     p.set_defaults(handler=cmd_backup)

@@ -320,3 +320,35 @@ def test_catalogue_text_cannot_forge_a_row_or_drive_the_terminal(
     out = capsys.readouterr().out
     assert not {"\x1b", "\x9b", "\u202e"} & set(out)
     assert json.loads(out)[0]["name"] == FORGED_NAME  # escaped, and still the same JSON value
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["backup", "-"],
+        ["report", "--quarter", "2026q3", "--out", "-"],
+        ["sync", "--file", "-"],
+        ["evidence", "add", "--clause", "7.3.1", "--kind", "pentest", "--file", "-"],
+        ["complaints", "import", "-"],
+        ["review", "admins", "--file", "-"],
+        ["scan", "import", "-", "--service", "svc-0001"],
+    ],
+)
+def test_a_file_named_dash_is_refused_where_standard_input_is_not_read(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    # `report --out -` wrote the PDF to a file called "-" and recorded that path; `backup -`
+    # did the same with the store; the imports then read that file as their input.
+    monkeypatch.chdir(tmp_path)
+    if command[:2] == ["evidence", "add"]:
+        command = [*command, "--date", "2026-01-01"]
+    try:
+        status = main(command)
+    except SystemExit as refused:  # argparse refuses an argument's value this way
+        status = int(refused.code or 0)
+    assert status == 2
+    assert "'-' (standard input or output) is not taken here" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()

@@ -162,18 +162,6 @@ def test_a_backup_replaces_an_older_one_but_never_the_store(
     assert "is the store itself" in capsys.readouterr().err
 
 
-def test_a_backup_to_dash_is_refused_not_written_as_a_file_named_dash(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    url = f"sqlite:///{tmp_path / 'm.db'}"
-    config = str(write_config(tmp_path, url))
-    open_store(url).dispose()
-    monkeypatch.chdir(tmp_path)
-    assert main(["--config", config, "backup", "-"]) == 2
-    assert "FILE '-': the backup is a SQLite file" in capsys.readouterr().err
-    assert not (tmp_path / "-").exists()
-
-
 def test_a_postgresql_store_is_pointed_at_pg_dump(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
