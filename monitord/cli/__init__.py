@@ -50,8 +50,12 @@ _OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate the config and say which file was read."""
+    from monitord.config import secret_file_warnings
+
     settings = settings_for(args)
     print(f"config OK: {settings.source}")
+    for exposed in secret_file_warnings(settings):
+        print(f"warning: {exposed}", file=sys.stderr)
     return 0
 
 

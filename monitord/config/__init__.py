@@ -15,6 +15,7 @@ import json
 import os
 import re
 import socket
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -1044,6 +1045,33 @@ def alert_warnings(settings: Settings) -> list[str]:
             "alerts.smtp_url is not set: the e-mail contacts the catalogue lists for each "
             "service are not alerted"
         )
+    return lines
+
+
+def secret_file_warnings(settings: Settings) -> list[str]:
+    """The secret files the config names that every user of the machine can read, one line
+    each, for `check-config` and the daemon's start to say (a group the daemon shares may
+    read them: 0640 is fine)."""
+    files = [
+        ("portal.token_file", settings.portal.token_file),
+        ("zap.api_key_file", settings.zap.api_key_file),
+        ("alerts.smtp_password_file", settings.alerts.smtp_password_file),
+        *(
+            (f"zap.auth_token_files.{service}", file)
+            for service, file in settings.zap.auth_token_files.items()
+        ),
+    ]
+    lines = []
+    for key, file in files:
+        try:
+            mode = os.stat(file).st_mode if file else 0
+        except OSError:
+            continue  # reading it says what is wrong with it
+        if mode & stat.S_IROTH:
+            lines.append(
+                f"{key} {file} can be read by every user of this machine (mode "
+                f"{stat.S_IMODE(mode):04o}): chmod o-rwx it (600, or 640 for monitord's group)"
+            )
     return lines
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from monitord.accesslog.work import reader_warning
 from monitord.cluster import BeatReport, Coordinator, SharedCoordinator, make_coordinator
-from monitord.config import alert_warnings, check_daemon_secrets
+from monitord.config import alert_warnings, check_daemon_secrets, secret_file_warnings
 from monitord.errors import ConfigError
 from monitord.incidents import follow_clock_step
 from monitord.probing.schedule import window_start
@@ -403,6 +403,8 @@ class Daemon:
             logger.warning(slower)
         for missing in alert_warnings(self.app.settings):
             logger.warning(missing)
+        for exposed in secret_file_warnings(self.app.settings):
+            logger.warning(exposed)
         await self._stop.wait()
         sdnotify.notify("STOPPING=1\nSTATUS=stopping: finishing the running jobs")
         if web_server is not None:

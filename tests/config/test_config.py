@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitord.cli import main
-from monitord.config import Settings, load_config, parse_config
+from monitord.config import Settings, load_config, parse_config, secret_file_warnings
 from monitord.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -82,6 +82,32 @@ def test_secrets_come_from_the_environment_or_a_file(tmp_path: Path) -> None:
     assert settings.secrets.zap_api_key.get_secret_value() == "zap-key-from-env"
     assert "zap-key-from-env" not in repr(settings)
     assert "from-a-file" not in str(settings)
+
+
+def test_secret_files_every_user_can_read_are_warned_of_not_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token, api_key, service_token = (tmp_path / n for n in ("token", "zap-key", "svc-0042"))
+    for file, mode in ((token, 0o644), (api_key, 0o640), (service_token, 0o604)):
+        file.write_text("secret\n")
+        file.chmod(mode)
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[portal]\ntoken_file = "{token}"\n[zap]\napi_key_file = "{api_key}"\n'
+        f'[zap.auth_token_files]\n"svc-0042" = "{service_token}"\n'
+    )
+    assert main(["--config", str(config), "check-config"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"config OK: {config}\n"
+    assert captured.err.splitlines() == [
+        f"warning: portal.token_file {token} can be read by every user of this machine (mode "
+        "0644): chmod o-rwx it (600, or 640 for monitord's group)",
+        f"warning: zap.auth_token_files.svc-0042 {service_token} can be read by every user of "
+        "this machine (mode 0604): chmod o-rwx it (600, or 640 for monitord's group)",
+    ]
+    assert secret_file_warnings(load_config(config)) == [
+        line.removeprefix("warning: ") for line in captured.err.splitlines()
+    ]
 
 
 def test_check_config_reads_the_file_named_by_monitord_config(
