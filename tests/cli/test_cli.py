@@ -328,7 +328,18 @@ def test_catalogue_text_cannot_forge_a_row_or_drive_the_terminal(
         ["backup", "-"],
         ["report", "--quarter", "2026q3", "--out", "-"],
         ["sync", "--file", "-"],
-        ["evidence", "add", "--clause", "7.3.1", "--kind", "pentest", "--file", "-"],
+        [
+            "evidence",
+            "add",
+            "--clause",
+            "7.3.1",
+            "--kind",
+            "x",
+            "--file",
+            "-",
+            "--date",
+            "2026-01-01",
+        ],
         ["complaints", "import", "-"],
         ["review", "admins", "--file", "-"],
         ["scan", "import", "-", "--service", "svc-0001"],
@@ -343,8 +354,6 @@ def test_a_file_named_dash_is_refused_where_standard_input_is_not_read(
     # `report --out -` wrote the PDF to a file called "-" and recorded that path; `backup -`
     # did the same with the store; the imports then read that file as their input.
     monkeypatch.chdir(tmp_path)
-    if command[:2] == ["evidence", "add"]:
-        command = [*command, "--date", "2026-01-01"]
     try:
         status = main(command)
     except SystemExit as refused:  # argparse refuses an argument's value this way
