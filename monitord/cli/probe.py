@@ -27,7 +27,7 @@ them timing out, takes a minute."""
 
 
 class _Progress:
-    """Says on stderr how many services a round has probed, at most every PROGRESS_SECONDS and
+    """Says on stderr how many probes of a round are done, at most every PROGRESS_SECONDS and
     never for a round quicker than that: stdout keeps the table alone."""
 
     def __init__(self) -> None:
@@ -35,7 +35,7 @@ class _Progress:
 
     def __call__(self, done: int, total: int) -> None:
         if done < total and time.monotonic() - self.said_at >= PROGRESS_SECONDS:
-            print(f"monitord: probed {done:,} of {total:,} services…", file=sys.stderr, flush=True)
+            print(f"monitord: {done:,} of {total:,} probes done…", file=sys.stderr, flush=True)
             self.said_at = time.monotonic()
 
 

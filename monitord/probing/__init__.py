@@ -118,8 +118,9 @@ async def probe_round(
     The daemon hands `targets` (every service, read by it), the `schedule` (the round's window
     and who probes what) and a `backlog`: what cannot be recorded because the store does not
     answer is kept there (monitord.probing.backlog), the round goes on, and the store's error
-    is raised at its end. `progress`, when given, is told (availability results recorded so
-    far, services to probe) each time a batch of them is recorded.
+    is raised at its end. `progress`, when given, is told (probes done, probes in all) of each
+    phase: the availability results as each batch of them is recorded, then the deep probes as
+    each ends.
     """
     config = settings.probes
     if targets is None:
@@ -189,7 +190,7 @@ async def probe_round(
         deep_ids = list(by_id) if kinds is not None else report.deep_due
         if deep_kinds and deep_ids and not blind:
             jobs = [(by_id[i], k, by_id[i].url) for i in deep_ids for k in deep_kinds]
-            results = await run_probes(ctx, config, jobs)
+            results = await run_probes(ctx, config, jobs, progress)
             deep_report = await asyncio.to_thread(
                 record_results,
                 store,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from loguru import logger
 
@@ -67,7 +67,22 @@ async def run_probes(
     ctx: ProbeContext,
     settings: ProbeSettings,
     jobs: Sequence[tuple[ServiceTarget | None, str, str]],
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[ProbeResult]:
-    """Run (target, kind, url) probes at once, within the limits; results in the jobs' order."""
+    """Run (target, kind, url) probes at once, within the limits; results in the jobs' order.
+
+    `progress`, when given, is told (probes done, probes in all) as each one ends.
+    """
     prober = Prober(ctx, settings)
-    return list(await asyncio.gather(*(prober.probe(t, k, u) for t, k, u in jobs)))
+    if progress is None:
+        return list(await asyncio.gather(*(prober.probe(t, k, u) for t, k, u in jobs)))
+    done = 0
+
+    async def counted(target: ServiceTarget | None, kind: str, url: str) -> ProbeResult:
+        nonlocal done
+        result = await prober.probe(target, kind, url)
+        done += 1
+        progress(done, len(jobs))
+        return result
+
+    return list(await asyncio.gather(*(counted(t, k, u) for t, k, u in jobs)))

@@ -480,11 +480,13 @@ async def test_a_round_at_once_tells_how_far_it_got_as_it_records(
     assert [done for done, _ in told] == sorted(done for done, _ in told)
 
 
+@pytest.mark.parametrize("kind", [[], ["--kind", "contract"]], ids=["availability", "deep"])
 def test_probe_all_says_how_far_it_got_while_a_slow_service_holds_it(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
+    kind: list[str],
 ) -> None:
     from monitord.cli import main
     from monitord.cli import probe as probe_cli
@@ -521,12 +523,12 @@ def test_probe_all_says_how_far_it_got_while_a_slow_service_holds_it(
     )
     monkeypatch.setattr(probe_cli, "PROGRESS_SECONDS", 0.0)
     try:
-        assert main(["--config", str(config), "probe", "--all", "--json"]) == 0
+        assert main(["--config", str(config), "probe", "--all", "--json", *kind]) == 0
     finally:
         server.shutdown()
         server.server_close()
     captured = capsys.readouterr()
-    told = [line for line in captured.err.splitlines() if line.startswith("monitord: probed")]
+    told = [line for line in captured.err.splitlines() if line.endswith("probes done…")]
     # The two fast ones come in the first batch or two; the slow one ends the round unsaid.
-    assert told and told[-1] == "monitord: probed 2 of 3 services…"
+    assert told and told[-1] == "monitord: 2 of 3 probes done…"
     assert len(captured.out.splitlines()) == 3  # stdout keeps the results alone
