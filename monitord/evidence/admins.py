@@ -1,7 +1,8 @@
 """The quarterly review of the platform's admin accounts and their rights (clause 7.3.2).
 
 The operation unit exports the platform's accounts as CSV, UTF-8 with or without a byte order
-mark, a header line naming the columns (in any order; other columns are ignored):
+mark (or GB18030, as Excel saves a plain CSV on a Chinese Windows), a header line naming the
+columns (in any order; other columns are ignored):
 
     account     the account name (unique in the file)
     role        法人 or legal_representative, 管理员 or admin, 办事人 or handler
@@ -39,6 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitord.errors import UsageError
+from monitord.evidence.exported import exported_text
 from monitord.store import audit
 from monitord.store.findings import resolve_findings, upsert_finding
 from monitord.store.models import AdminReview
@@ -108,7 +110,7 @@ class Flag:
 
 def read_accounts(data: bytes, name: str) -> list[Account]:
     """The accounts of an export; UsageError naming the line and column of the first mistake."""
-    text = _decoded(data, name)
+    text = exported_text(data, name)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [column.strip() for column in reader.fieldnames or []]
     if not header:
@@ -135,14 +137,6 @@ def read_accounts(data: bytes, name: str) -> list[Account]:
     if not accounts:
         raise UsageError(f"{name}: no accounts after the header line")
     return accounts
-
-
-def _decoded(data: bytes, name: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise UsageError(f"{name}: line {line}: not UTF-8 text") from None
 
 
 def _account(row: dict[str | Any, Any], line: int, name: str) -> Account:

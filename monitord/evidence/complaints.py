@@ -1,7 +1,7 @@
 """User complaints from the portal's export (clause 9.1), for the service evaluation (9.2).
 
 `monitord complaints import FILE` reads either form of the export, UTF-8 (a byte order mark is
-allowed):
+allowed) or GB18030 (Excel's plain CSV on a Chinese Windows):
 
 - CSV with a header line (columns in any order, others ignored), when the file name ends in
   `.csv`, or its first character is not `{`;
@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitord.errors import UsageError
+from monitord.evidence.exported import exported_text
 from monitord.store import audit
 from monitord.store.models import Complaint
 from monitord.textable import shortened, storable
@@ -54,14 +55,10 @@ class ImportResult:
 def rows_of(data: bytes, name: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(line, fields) for each row of an export, or (line, reason) for one that cannot be read.
 
-    Raises UsageError when the file as a whole cannot be read: not UTF-8, a CSV header
-    without the required columns.
+    Raises UsageError when the file as a whole cannot be read: neither UTF-8 nor GB18030, a
+    CSV header without the required columns.
     """
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise UsageError(f"{name}: line {line}: not UTF-8 text") from None
+    text = exported_text(data, name)
     suffix = Path(name).suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json") or (
         suffix != ".csv" and text.lstrip().startswith("{")

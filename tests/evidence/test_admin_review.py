@@ -185,7 +185,7 @@ def test_the_dormant_threshold_is_the_config_s(
         ),
         (
             (HEADER + BOSS).encode() + "x,管理员,,,boss,\n".encode("gbk"),
-            "accounts.csv: line 3: not UTF-8 text",
+            "accounts.csv: line 3: not UTF-8 text, as the lines before it are",
         ),
     ],
     ids=[

@@ -81,6 +81,19 @@ def test_a_csv_export_imported_twice_adds_nothing_and_a_changed_status_updates_i
     store.dispose()
 
 
+def test_an_export_excel_saved_as_plain_csv_on_a_chinese_windows_is_read(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Excel's "CSV" (not "CSV UTF-8") on a Chinese Windows writes GB18030 without a mark.
+    export = tmp_path / "complaints.csv"
+    export.write_bytes(CSV.removeprefix("\ufeff").encode("gb18030"))
+    assert run_import(config, export) == 0
+    assert capsys.readouterr().out == "3 complaint(s): 3 added, 0 updated, 0 unchanged\n"
+    after = stored(config)
+    assert after["C-1"][2:] == ("处理中", "办理进度很慢")
+    assert after["C-2"][3] == "多行的\n摘要"
+
+
 def test_json_lines_are_read_too(
     tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -171,11 +184,16 @@ def test_bad_json_lines_are_named_and_skipped(
             "complaints.csv: line 1: the header lacks column(s) id; expected id,service_id,",
         ),
         (
-            b"id,received_at\nC-1,2026-09-01\nC-2," + "二〇二六".encode("gbk"),
-            "complaints.csv: line 3: not UTF-8 text",
+            b"id,received_at\nC-1,2026-09-01\nC-2,\xff\xfe",
+            "complaints.csv: line 3: neither UTF-8 nor GB18030 text (save it as CSV UTF-8)",
+        ),
+        (
+            "id,received_at,summary\nC-1,2026-09-01,页面打不开\nC-2,".encode()
+            + "二〇".encode("gbk"),
+            "complaints.csv: line 3: not UTF-8 text, as the lines before it are",
         ),
     ],
-    ids=["no-id-column", "not-utf8"],
+    ids=["no-id-column", "neither-utf8-nor-gb18030", "utf8-then-not"],
 )
 def test_a_file_that_cannot_be_read_at_all_imports_nothing(
     tmp_path: Path,
