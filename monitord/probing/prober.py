@@ -74,15 +74,14 @@ async def run_probes(
     `progress`, when given, is told (probes done, probes in all) as each one ends.
     """
     prober = Prober(ctx, settings)
-    if progress is None:
-        return list(await asyncio.gather(*(prober.probe(t, k, u) for t, k, u in jobs)))
     done = 0
 
-    async def counted(target: ServiceTarget | None, kind: str, url: str) -> ProbeResult:
+    async def one(target: ServiceTarget | None, kind: str, url: str) -> ProbeResult:
         nonlocal done
         result = await prober.probe(target, kind, url)
         done += 1
-        progress(done, len(jobs))
+        if progress is not None:
+            progress(done, len(jobs))
         return result
 
-    return list(await asyncio.gather(*(counted(t, k, u) for t, k, u in jobs)))
+    return list(await asyncio.gather(*(one(t, k, u) for t, k, u in jobs)))
