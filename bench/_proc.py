@@ -1,4 +1,5 @@
-"""What the benches read of a process from /proc: its CPU, its memory, its children.
+"""What the benches read of a process from /proc (its CPU, its memory, its children), and how
+they time a command as typed (`timed`, by GNU time).
 
 Every figure is the process's own: CPU is user+system time of all its threads, and the peak is
 its high-water mark (VmHWM), which an exec resets, unlike `ru_maxrss` (that one carries the
@@ -8,6 +9,9 @@ parent's memory at spawn into the child's figure).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
@@ -63,3 +67,27 @@ def tree_cpu_seconds(pid: int) -> float:
         except OSError:  # it ended while we looked
             continue
     return total
+
+
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+MONITORD = str(Path(sys.executable).parent / "monitord")
+
+
+def timed(
+    cmd: list[str], output: Path, cwd: Path | None = None, expect: tuple[int, ...] = (0,)
+) -> tuple[float, float | None, float | None]:
+    """Run cmd (in `cwd`, without $MONITORD_CONFIG) with stdout to `output`: wall-clock seconds,
+    and its peak MiB and CPU seconds (user + system, every thread) by GNU time. An exit code
+    not in `expect` ends the bench with the command's error."""
+    full = [GNU_TIME, "-f", "%M %U %S", *cmd] if GNU_TIME else cmd
+    env = {k: v for k, v in os.environ.items() if k != "MONITORD_CONFIG"}
+    start = time.perf_counter()
+    with output.open("w") as out:
+        done = subprocess.run(full, stdout=out, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
+    seconds = time.perf_counter() - start
+    if done.returncode not in expect:
+        raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
+    if not GNU_TIME:
+        return seconds, None, None
+    kib, user, system = done.stderr.strip().splitlines()[-1].split()
+    return seconds, int(kib) / 1024, float(user) + float(system)

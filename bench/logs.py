@@ -56,7 +56,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-from bench._proc import peak_mib  # noqa: E402
+from bench._proc import GNU_TIME, MONITORD, peak_mib, timed  # noqa: E402
 from monitord.demo import synth  # noqa: E402
 
 GOACCESS_RATE_NOTE = "GoAccess 1.7 was measured at ~23,000 lines/s and ~240 MiB on the issue's log"
@@ -98,29 +98,6 @@ def longer(folder: Path, nginx: Path, copies: int) -> Path:
             year = 2026 + (5 + k) // 12
             fh.write(data.replace(first, f"/{months[k % 12]}/{year}:".encode()))
     return out
-
-
-GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
-MONITORD = str(Path(sys.executable).parent / "monitord")
-
-
-def timed(
-    cmd: list[str], output: Path, cwd: Path | None = None
-) -> tuple[float, float | None, float | None]:
-    """Run cmd (in `cwd`, without $MONITORD_CONFIG) with stdout to `output`: wall-clock seconds,
-    and its peak MiB and CPU seconds (user + system, every thread) by GNU time."""
-    full = [GNU_TIME, "-f", "%M %U %S", *cmd] if GNU_TIME else cmd
-    env = {k: v for k, v in os.environ.items() if k != "MONITORD_CONFIG"}
-    start = time.perf_counter()
-    with output.open("w") as out:
-        done = subprocess.run(full, stdout=out, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
-    if not GNU_TIME:
-        return seconds, None, None
-    kib, user, system = done.stderr.strip().splitlines()[-1].split()
-    return seconds, int(kib) / 1024, float(user) + float(system)
 
 
 def child(paths: list[str], output: str) -> None:

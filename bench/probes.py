@@ -15,6 +15,11 @@ What is measured, honestly:
   `pg_ctl` is found. A first round brings the 2,000 services from unknown to up; the rounds
   measured are the steady state the daemon lives in.
 * "monitord, probe alone" is the availability probe over the same targets, nothing stored.
+* "monitord probe --all, as typed" is the command itself (`--kind availability --json`), a
+  fresh process each round on a SQLite store of its own, timed by GNU time (`apt-get install
+  time`) with its start-up: imports, config, store. The bench also prints that start-up alone
+  (the same command on an empty store, which stops before its first probe). The other rows
+  time the round alone, as the daemon runs it round after round.
 * Each monitord row runs in a fresh process of its own (spawned, not forked), so its CPU and
   its peak memory are its own, not the bench's nor another row's.
 * probes/s is wall-clock throughput of a round at the given concurrency; CPU ms per probe is the
@@ -49,6 +54,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import multiprocessing
 import os
 import re
@@ -80,7 +86,14 @@ sys.path.insert(0, str(_HERE.parent))
 
 import probes  # noqa: E402
 from bench._postgres import PostgresServer, postgres_bin  # noqa: E402
-from bench._proc import cpu_seconds, peak_mib, tree_cpu_seconds  # noqa: E402
+from bench._proc import (  # noqa: E402
+    GNU_TIME,
+    MONITORD,
+    cpu_seconds,
+    peak_mib,
+    timed,
+    tree_cpu_seconds,
+)
 from monitord import aio  # noqa: E402
 from monitord.config import Settings, parse_config  # noqa: E402
 from monitord.probing import probe_round  # noqa: E402
@@ -91,6 +104,8 @@ from monitord.timeutil import system_clock  # noqa: E402
 from monitord.types import ProbeContext, Target  # noqa: E402
 from probes.availability import AvailabilitySpec, probe  # noqa: E402
 
+TYPED = "monitord probe --all, as typed"
+"""The row of the command as a user types it, start-up included (`CommandTurn`)."""
 BLACKBOX_NAMES = ("prometheus-blackbox-exporter", "blackbox_exporter")
 NGINX_NAMES = ("nginx", "/usr/sbin/nginx")
 
@@ -485,6 +500,70 @@ class BlackboxTurn:
         self.process.wait(timeout=10)
 
 
+class CommandTurn:
+    """`monitord probe --all --kind availability --json` as a user types it, a fresh process
+    each round, on a SQLite store of its own (warmed by a first run): wall time, CPU and peak
+    memory by GNU time, start-up included. The same command on an empty store (it stops with
+    "run `monitord sync` first" once its imports are done and its store is open) measures
+    that start-up alone."""
+
+    def __init__(self, urls: list[str], ca_file: str, workdir: Path, concurrency: int) -> None:
+        folder = workdir / "typed"
+        folder.mkdir()
+        self.output = folder / "stdout.jsonl"
+        self.config = self._config(folder / "monitord.toml", folder / "m.db", ca_file, concurrency)
+        seeded_store(f"sqlite:///{folder / 'm.db'}", urls).dispose()
+        self.empty = self._config(folder / "empty.toml", folder / "e.db", ca_file, concurrency)
+        open_store(f"sqlite:///{folder / 'e.db'}").dispose()
+        self.peaks: list[float] = []
+        self.round()  # the services from unknown to up, as the other rows' first round
+        self.peaks.clear()
+
+    @staticmethod
+    def _config(path: Path, database: Path, ca_file: str, concurrency: int) -> Path:
+        path.write_text(
+            f'[store]\nurl = "sqlite:///{database}"\n[probes]\nca_file = "{ca_file}"\n'
+            f"concurrency = {concurrency}\ndeep_kinds = []\ndenied_networks = []\n",
+            encoding="utf-8",
+        )
+        return path
+
+    def _run(self, config: Path, expect: tuple[int, ...]) -> tuple[float, float, float]:
+        command = [MONITORD, "--config", str(config), "probe", "--all"]
+        seconds, peak, cpu = timed(
+            [*command, "--kind", "availability", "--json"], self.output, expect=expect
+        )
+        assert peak is not None and cpu is not None, "GNU time is installed (see command_turn)"
+        return seconds, cpu, peak
+
+    def round(self) -> Round:
+        """One run of the command over every target."""
+        seconds, cpu, peak = self._run(self.config, expect=(0, 1))
+        self.peaks.append(peak)
+        results = [json.loads(line) for line in self.output.read_text().splitlines()]
+        return Round(seconds, cpu, sum(r["success"] for r in results), len(results))
+
+    def startup(self) -> tuple[float, float]:
+        """Wall and CPU seconds of the command up to its first probe (on the empty store)."""
+        seconds, cpu, _peak = self._run(self.empty, expect=(2,))
+        return seconds, cpu
+
+    def peak_mib(self) -> float:
+        """The highest of its runs' own peaks."""
+        return max(self.peaks)
+
+
+def command_turn(urls: list[str], ca_file: str, workdir: Path, args: Any) -> CommandTurn | None:
+    """The command as typed (`CommandTurn`), or None without GNU time to measure it."""
+    if GNU_TIME is None:
+        print(
+            "GNU time not installed: `monitord probe --all` as typed is skipped. Install it "
+            "with\n  apt-get install time"
+        )
+        return None
+    return CommandTurn(urls, ca_file, workdir, args.concurrency)
+
+
 def blackbox_turn(
     stack: contextlib.ExitStack, urls: list[str], ca_file: str, workdir: Path, args: Any
 ) -> BlackboxTurn | None:
@@ -520,7 +599,10 @@ def measure(urls: list[str], ca_file: str, workdir: Path, args: Any) -> list[Row
             stack.callback(row.process.kill)  # when the bench fails half-way
         for row in rows.values():
             row.ready()
-        turns: dict[str, RowProcess | BlackboxTurn] = dict(rows)
+        turns: dict[str, RowProcess | CommandTurn | BlackboxTurn] = dict(rows)
+        typed = command_turn(urls, ca_file, workdir, args)
+        if typed is not None:
+            turns[TYPED] = typed
         blackbox = blackbox_turn(stack, urls, ca_file, workdir, args)
         if blackbox is not None:
             turns["blackbox_exporter"] = blackbox
@@ -528,6 +610,13 @@ def measure(urls: list[str], ca_file: str, workdir: Path, args: Any) -> list[Row
         for _ in range(args.rounds):
             for name, turn in turns.items():
                 rounds[name].append(turn.round())
+        if typed is not None:
+            starts = [typed.startup() for _ in range(args.rounds)]
+            wall, cpu = (statistics.median(figure) for figure in zip(*starts, strict=True))
+            print(
+                f"{TYPED}: its start-up alone (imports, config, store; the same command on an "
+                f"empty store) {wall:.2f} s, {cpu:.2f} s of CPU, median of {len(starts)}"
+            )
         return [Row(name, rounds[name], turn.peak_mib()) for name, turn in turns.items()]
 
 
