@@ -104,7 +104,8 @@ class DaemonSettings(_Section):
     """How the daemon process behaves."""
 
     grace_seconds: float = Field(default=20.0, gt=0, le=3600)
-    """On SIGTERM/SIGINT, how long running jobs may take to finish before they are cancelled."""
+    """On SIGTERM/SIGINT, how long running jobs may take to finish before they are cancelled
+    (the probe round and the catalogue sync stop at once: runtime.jobs.Job.stops_at_once)."""
     watchdog: bool = True
     """Feed the systemd watchdog when systemd asks for it (WATCHDOG_USEC)."""
 

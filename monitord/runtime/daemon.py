@@ -127,8 +127,10 @@ class Daemon:
                 await job.run(self.app)
         except asyncio.CancelledError:
             # Cancelled by our own shutdown: end quietly, the store is consistent (every job
-            # writes in transactions) and the next start picks up from it.
-            logger.warning("job {} cancelled at shutdown", job.name)
+            # writes in transactions) and the next start picks up from it. Only a job that
+            # overran its grace period is worth a warning.
+            level = "INFO" if job.stops_at_once else "WARNING"
+            logger.log(level, "job {} cancelled at shutdown", job.name)
         except Exception as exc:
             # A failing job must never take the daemon down; the next run tries again. When
             # the store stopped answering, that is said once, without a traceback per job.
@@ -479,9 +481,16 @@ class Daemon:
         }
 
     async def _shutdown(self, loops: list[asyncio.Task[None]]) -> None:
-        # The loops start no new run once the stop is set; running jobs get the grace period.
+        # The loops start no new run once the stop is set; running jobs get the grace period,
+        # but for those that stop at once (Job.stops_at_once).
         grace = self.app.settings.daemon.grace_seconds
-        running = set(self._running)
+        at_once = {job.name for job in self.jobs if job.stops_at_once}
+        cut = {task for task in self._running if task.get_name() in at_once}
+        for task in cut:
+            task.cancel()
+        if cut:
+            await asyncio.wait(cut, timeout=5)
+        running = set(self._running) - cut
         if running:
             logger.info("waiting up to {:g} s for {} running job(s)", grace, len(running))
             _done, pending = await asyncio.wait(running, timeout=grace)

@@ -50,6 +50,10 @@ class Job:
     release_memory: bool = False
     """After each run, the C heap's free pages go back to the system (monitord.runtime.heap):
     a run that allocates and frees much at once would otherwise leave them resident."""
+    stops_at_once: bool = False
+    """A stop cancels a run under way at once instead of granting it `daemon.grace_seconds`:
+    for all-or-nothing work, which loses nothing when cut short and could otherwise hold the
+    stop through its retries."""
 
 
 async def catalogue_sync(app: App, file: str | None = None) -> SyncOutcome:
@@ -262,9 +266,18 @@ async def quarterly_report(app: App) -> None:
 
 
 JOBS: tuple[Job, ...] = (
-    Job("catalogue-sync", catalogue_sync, lambda s: s.portal.sync_interval_seconds),
+    # All or nothing: nothing changes until the whole catalogue is read and applied in one
+    # transaction, so a stop cuts short its retries of a portal that does not answer.
+    Job(
+        "catalogue-sync",
+        catalogue_sync,
+        lambda s: s.portal.sync_interval_seconds,
+        stops_at_once=True,
+    ),
     # The first round starts at once, in the window under way (a new store has no services
     # until the first catalogue sync has landed: the next round has them).
+    # A round is paced by its slots over 80 % of the interval, not by work: it never ends within
+    # the grace period, so a stop cuts it at once (it records what it measured as it ends).
     Job(
         "probes",
         probe_services,
@@ -273,6 +286,7 @@ JOBS: tuple[Job, ...] = (
         without_store=True,
         aligned=True,
         release_memory=True,
+        stops_at_once=True,
     ),
     Job("security-scans", security_scans, lambda s: s.zap.check_interval_seconds),
     # A log belongs to the machine it is on: every daemon follows its own.

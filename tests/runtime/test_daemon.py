@@ -334,6 +334,39 @@ async def test_a_store_error_gone_before_it_could_be_said_is_one_line_not_a_trac
     assert said("job bug failed") == [("ERROR", True)]  # a bug keeps its traceback
 
 
+async def test_a_stop_cuts_short_a_job_that_stops_at_once_but_waits_for_the_others(
+    app: App, messages: list[str]
+) -> None:
+    # A catalogue sync retrying a portal that did not answer held `systemctl stop` through its
+    # backoff (2 + 4 + 8 s), then logged the sync failed.
+    started: list[str] = []
+    cancelled: list[str] = []
+
+    def job(name: str, seconds: float, **flags: bool) -> Job:
+        async def run(app: App) -> None:
+            started.append(name)
+            try:
+                await asyncio.sleep(seconds)
+            except asyncio.CancelledError:
+                cancelled.append(name)
+                raise
+
+        return Job(name, run, lambda s: 3600.0, **flags)
+
+    daemon = Daemon(app, None, jobs=(job("sync", 60.0, stops_at_once=True), job("round", 0.5)))
+    running = asyncio.create_task(daemon.run())
+    async with asyncio.timeout(10):
+        while len(started) < 2:
+            await asyncio.sleep(0.02)
+    stopped = asyncio.get_running_loop().time()
+    daemon.request_stop("test")
+    assert await running == 0
+    assert asyncio.get_running_loop().time() - stopped < 2.0  # not the sync's minute
+    assert cancelled == ["sync"]  # the round was let finish
+    assert "job sync cancelled at shutdown" in messages
+    assert "waiting up to 20 s for 1 running job(s)" in messages
+
+
 async def test_a_reload_applies_a_shorter_interval_at_once(app: App, tmp_path: Path) -> None:
     # Between runs a job loop sleeps until the job is due: a reload must wake it, or a job
     # whose interval went from an hour to a second would wait out the hour.
