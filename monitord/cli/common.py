@@ -116,6 +116,11 @@ def add_wide(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def progress_line(step: str) -> None:
+    """Say a long command's progress on stderr, a line each: stdout keeps the result alone."""
+    print(f"monitord: {step}…", file=sys.stderr, flush=True)
+
+
 def file_path(text: str) -> str:
     """An argparse type for a file named on the command line that monitord reads or writes as a
     file: '-' is refused (only `analyse` reads standard input) rather than taken as a file

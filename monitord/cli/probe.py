@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli.common import add_wide, existing_app, settings_for
+from monitord.cli.common import add_wide, existing_app, progress_line, settings_for
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import system_clock
@@ -35,7 +34,7 @@ class _Progress:
 
     def __call__(self, done: int, total: int) -> None:
         if done < total and time.monotonic() - self.said_at >= PROGRESS_SECONDS:
-            print(f"monitord: {done:,} of {total:,} probes done…", file=sys.stderr, flush=True)
+            progress_line(f"{done:,} of {total:,} probes done")
             self.said_at = time.monotonic()
 
 

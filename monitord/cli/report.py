@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from monitord.cli.common import add_wide, app_for, file_path, print_json
+from monitord.cli.common import add_wide, app_for, file_path, print_json, progress_line
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time, quarter_start
-
-
-def _progress(step: str) -> None:
-    """A long step's progress, on stderr: stdout keeps the result alone."""
-    print(f"monitord: {step}…", file=sys.stderr, flush=True)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -25,14 +19,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         now = app.clock()
         quarter = args.quarter.strip().lower()
         if quarter == quarter_start(now)[0]:
-            _progress(f"{quarter} is not over: the report covers it up to now")
+            progress_line(f"{quarter} is not over: the report covers it up to now")
         written = write_report(
             app.store,
             app.settings,
             quarter,
             now,
             out=Path(args.out) if args.out else None,
-            progress=_progress,
+            progress=progress_line,
         )
     print(f"report {written.quarter}: {written.path}")
     print(f"sha256 {written.sha256}")
