@@ -71,7 +71,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import trustme
@@ -399,6 +399,18 @@ def postgres_database(
     return server.new_database(), server.pid()
 
 
+class Turn(Protocol):
+    """A row of the bench: a round when asked, and its process's own peak memory at the end."""
+
+    def round(self) -> Round:
+        """One round over every target."""
+        ...
+
+    def peak_mib(self) -> float:
+        """Its own peak resident memory, in MiB."""
+        ...
+
+
 @dataclass(frozen=True)
 class RowSpec:
     """What one monitord row measures, handed to its own process."""
@@ -599,7 +611,7 @@ def measure(urls: list[str], ca_file: str, workdir: Path, args: Any) -> list[Row
             stack.callback(row.process.kill)  # when the bench fails half-way
         for row in rows.values():
             row.ready()
-        turns: dict[str, RowProcess | CommandTurn | BlackboxTurn] = dict(rows)
+        turns: dict[str, Turn] = dict(rows)
         typed = command_turn(urls, ca_file, workdir, args)
         if typed is not None:
             turns[TYPED] = typed
