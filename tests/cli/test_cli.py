@@ -25,6 +25,15 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def folder_without_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The working folder: empty, with no config there, in $MONITORD_CONFIG or in /etc."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MONITORD_CONFIG", raising=False)
+    monkeypatch.setattr(common, "SYSTEM_CONFIG", tmp_path / "etc" / "monitord.toml")
+    return tmp_path
+
+
 def write_catalogue(path: Path, services: list[dict[str, object]]) -> Path:
     path.write_text(json.dumps({"services": services}, ensure_ascii=False), encoding="utf-8")
     return path
@@ -112,22 +121,16 @@ def test_probe_all_on_an_empty_store_says_what_to_do(
     ],
 )
 def test_a_command_run_from_a_folder_without_config_creates_no_store(
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    command: list[str],
+    folder_without_config: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
     # At 3 a.m., from the home folder: it made ./var/monitord.db, said "no active incidents"
     # and exited 0.
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MONITORD_CONFIG", raising=False)
-    monkeypatch.setattr(common, "SYSTEM_CONFIG", tmp_path / "etc" / "monitord.toml")
     assert main(command) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"monitord: no store at {tmp_path / 'var' / 'monitord.db'}")
+    assert err.startswith(f"monitord: no store at {folder_without_config / 'var' / 'monitord.db'}")
     assert "(store.url of (built-in defaults))" in err
     assert "Looked for --config, $MONITORD_CONFIG, ./monitord.toml" in err
-    assert not (tmp_path / "var").exists()
+    assert not (folder_without_config / "var").exists()
 
 
 def test_the_system_config_is_found_from_any_folder(
@@ -346,18 +349,14 @@ def test_catalogue_text_cannot_forge_a_row_or_drive_the_terminal(
     ],
 )
 def test_a_file_named_dash_is_refused_where_standard_input_is_not_read(
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    command: list[str],
+    folder_without_config: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
     # `report --out -` wrote the PDF to a file called "-" and recorded that path; `backup -`
     # did the same with the store; the imports then read that file as their input.
-    monkeypatch.chdir(tmp_path)
     try:
         status = main(command)
     except SystemExit as refused:  # argparse refuses an argument's value this way
         status = int(refused.code or 0)
     assert status == 2
     assert "'-' (standard input or output) is not taken here" in capsys.readouterr().err
-    assert not (tmp_path / "-").exists()
+    assert not (folder_without_config / "-").exists()

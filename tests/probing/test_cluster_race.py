@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from monitord.config import parse_config
+from monitord.config import ProbeSettings
 from monitord.probing import record, record_results
 from monitord.store import Store, open_store
 from monitord.store.models import ProbeResultRow, Service
@@ -40,7 +40,7 @@ def pg_store(postgres: PostgresServer | None, clock: FakeClock) -> Iterator[Stor
 
 
 def test_two_daemons_recording_a_new_service_at_once_both_land(
-    pg_store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    pg_store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, probes: ProbeSettings
 ) -> None:
     # While the split changes hands two daemons probe the same service; both found no state
     # row and inserted one, and the second's whole round failed on the key.
@@ -56,7 +56,6 @@ def test_two_daemons_recording_a_new_service_at_once_both_land(
         return states
 
     monkeypatch.setattr(record, "round_states", round_states_then_wait)
-    probes = parse_config({}, "test", env={}).probes
     now = clock()
     errors: list[BaseException] = []
 
@@ -79,7 +78,7 @@ def test_two_daemons_recording_a_new_service_at_once_both_land(
 
 
 def test_three_daemons_whose_rounds_overlap_differently_all_land(
-    pg_store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    pg_store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, probes: ProbeSettings
 ) -> None:
     """At a cold start every daemon probes every service for a few seconds (none counts the
     others yet). Daemon a records services 1 and 2, b service 1, c service 2: a's first try
@@ -110,7 +109,6 @@ def test_three_daemons_whose_rounds_overlap_differently_all_land(
         return states
 
     monkeypatch.setattr(record, "round_states", choreographed)
-    probes = parse_config({}, "test", env={}).probes
     now = clock()
     errors: list[BaseException] = []
     targets = {TARGET.id: TARGET, other.id: other}

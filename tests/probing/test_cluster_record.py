@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from monitord.config import parse_config
+from monitord.config import ProbeSettings, parse_config
 from monitord.probing import ProbeBacklog, ServiceTarget, record_results
 from monitord.probing.backlog import UnrecordedRound
 from monitord.store import Store
@@ -63,9 +63,8 @@ def state(store: Store) -> ServiceState:
 
 
 def test_a_service_probed_twice_in_one_round_while_members_rebalance_is_judged_once(
-    store: Store, clock: FakeClock
+    store: Store, clock: FakeClock, probes: ProbeSettings
 ) -> None:
-    probes = parse_config({}, "test", env={}).probes  # interval 60 s, down after 3
     once = dt.timedelta(seconds=30)
     targets = {TARGET.id: TARGET}
     for _ in range(2):  # two rounds, each probed by two daemons 5 s apart
@@ -103,9 +102,8 @@ def test_with_two_zones_a_service_is_down_only_when_both_zones_see_it_down(
 
 
 def test_rounds_probed_while_the_store_was_away_are_written_late_and_move_nothing(
-    store: Store, clock: FakeClock
+    store: Store, clock: FakeClock, probes: ProbeSettings
 ) -> None:
-    probes = parse_config({}, "test", env={}).probes
     now = clock()
     record_results(store, {TARGET.id: TARGET}, [result(now, True)], probes, now)
     backlog = ProbeBacklog()

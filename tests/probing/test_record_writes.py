@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import select, update
 
-from monitord.config import parse_config
+from monitord.config import ProbeSettings
 from monitord.probing import record_results
 from monitord.probing.record import RoundReport
 from monitord.probing.state import advance_state, mark_deep, round_states, write_states
@@ -22,9 +22,8 @@ pytestmark = pytest.mark.usefixtures(catalogued.__name__)  # the service, in the
 
 
 def test_a_round_writes_only_what_it_moved_and_keeps_what_another_daemon_wrote_meanwhile(
-    store: Store, clock: FakeClock
+    store: Store, clock: FakeClock, probes: ProbeSettings
 ) -> None:
-    probes = parse_config({}, "test", env={}).probes
     first = clock()
     record_results(store, {TARGET.id: TARGET}, [result(first, True)], probes, first)
     later = first + dt.timedelta(minutes=1)
@@ -41,8 +40,9 @@ def test_a_round_writes_only_what_it_moved_and_keeps_what_another_daemon_wrote_m
     assert (written.successes, written.last_probe_at, written.state) == (2, later, "up")
 
 
-def test_a_state_machine_that_did_not_move_is_not_written(store: Store, clock: FakeClock) -> None:
-    probes = parse_config({}, "test", env={}).probes
+def test_a_state_machine_that_did_not_move_is_not_written(
+    store: Store, clock: FakeClock, probes: ProbeSettings
+) -> None:
     now = clock()
     record_results(store, {TARGET.id: TARGET}, [result(now, True)], probes, now)
     with store.session() as session:
@@ -54,9 +54,8 @@ def test_a_state_machine_that_did_not_move_is_not_written(store: Store, clock: F
 
 
 def test_result_facts_are_stored_as_json_and_read_back_whole(
-    store: Store, clock: FakeClock
+    store: Store, clock: FakeClock, probes: ProbeSettings
 ) -> None:
-    probes = parse_config({}, "test", env={}).probes
     now = clock()
     facts = {"status": 200, "cert_subject": "CN=苏商通", "hsts": {"max_age": 600}, "huge": 2**70}
     probed = result(now, True)
