@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from monitord.errors import RuleError
+from monitord.redact import mask_url, mask_urls
 from monitord.timeutil import SHANGHAI, parse_time
 from monitord.types import FindingDraft, ProbeResult, Severity
 from rules.conditions import (
@@ -70,7 +72,16 @@ def _days_left(result: ProbeResult) -> Any:
     return math.floor(days)
 
 
+def _scheme(result: ProbeResult) -> Any:
+    """The probed URL's scheme in lower case ("HTTP://…" is plain HTTP too)."""
+    try:
+        return urlsplit(result.target).scheme or MISSING
+    except ValueError:
+        return MISSING
+
+
 DERIVED: dict[str, Callable[[ProbeResult], Any]] = {
+    "scheme": _scheme,
     "chain_days_to_expiry": _chain_days_to_expiry,
     "days_left": _days_left,
     "expiry_date": _local_date("cert_not_after"),
@@ -104,10 +115,11 @@ class Rule:
 _RESULT_FIELDS: dict[str, Callable[[ProbeResult], Any]] = {
     "success": lambda result: result.success,
     "error": lambda result: result.error,
-    "target": lambda result: result.target,
+    "target": lambda result: mask_url(result.target),
     **DERIVED,
 }
-"""The names `lookup` answers from the result itself, not from its facts."""
+"""The names `lookup` answers from the result itself, not from its facts. The target is the URL
+as people may read it (in a summary, in evidence): its password and tokens masked."""
 
 
 def lookup(result: ProbeResult, name: str) -> Any:
@@ -205,8 +217,9 @@ def evaluate(result: ProbeResult, rules: Sequence[Rule] | None = None) -> list[F
         active: Sequence[Rule] = _by_kind(RULES_FILE).get(result.kind, ())
     else:
         active = [rule for rule in rules if result.kind in rule.kinds]
+    target = mask_url(result.target)
     subject_kind, subject = (
-        ("service", result.service_id) if result.service_id else ("target", result.target)
+        ("service", result.service_id) if result.service_id else ("target", target)
     )
     findings: list[FindingDraft] = []
     value_of = partial(lookup, result)
@@ -217,7 +230,7 @@ def evaluate(result: ProbeResult, rules: Sequence[Rule] | None = None) -> list[F
         evidence = {n: v for n, v in evidence.items() if v is not MISSING}
         evidence["kind"] = result.kind
         summary = _Summary(
-            result, {"target": result.target, "subject": subject, "error": result.error or ""}
+            result, {"target": target, "subject": subject, "error": mask_urls(result.error or "")}
         )
         findings.append(
             FindingDraft(

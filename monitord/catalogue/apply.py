@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from monitord.catalogue.validate import Catalogue, ServiceRecord, notice_time
 from monitord.errors import SyncError
+from monitord.redact import mask_url
 from monitord.store import Store
 from monitord.store.findings import resolve_findings, upsert_finding
 from monitord.store.history import service_record
@@ -109,7 +110,7 @@ def _record_findings(
             "high",
             "服务接口未使用 HTTPS",
             access_method=method,
-            url=url,
+            url=mask_url(url),
         )
     for draft in drafts:
         upsert_finding(session, draft, now)

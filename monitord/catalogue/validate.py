@@ -215,7 +215,10 @@ def _probe_url(url: str, problems: list[str]) -> str | None:
     except ValueError as exc:
         problems.append(f"url: expected {exc}, got {show_value(url)}; not probed until it is one")
         return None
-    return address
+    # "HTTP://…" is plain HTTP all the same: stored as "http://…" so every check of the scheme
+    # (the plain-HTTP finding, the rules, the status page) sees it.
+    scheme, rest = address.split(":", 1)
+    return scheme.lower() + ":" + rest
 
 
 def _blank(value: Any) -> bool:

@@ -6,12 +6,14 @@ from typing import Any
 
 from sqlalchemy import select
 
+from monitord.redact import mask_url
 from monitord.store import Store
 from monitord.store.models import Service, SyncRun
 
 
 def service_rows(store: Store, *, include_gone: bool = True) -> list[dict[str, Any]]:
-    """Every service the store holds, as plain dicts (for the CLI and the API)."""
+    """Every service the store holds, as plain dicts (for the CLI and the API), a password or
+    token in a URL masked."""
     with store.session() as session:
         services = session.scalars(select(Service).order_by(Service.id)).all()
         return [
@@ -19,7 +21,7 @@ def service_rows(store: Store, *, include_gone: bool = True) -> list[dict[str, A
                 "id": s.id,
                 "name": s.name,
                 "status": s.status,
-                "url": s.url,
+                "url": mask_url(s.url) if s.url else None,
                 "type": s.type,
                 "permission": s.permission,
                 "source": s.source,

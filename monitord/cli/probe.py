@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitord.cli.common import add_wide, existing_app, progress_line, settings_for
 from monitord.errors import UsageError
+from monitord.redact import mask_url, mask_urls
 from monitord.textable import format_table
 from monitord.timeutil import system_clock
 from monitord.types import PROBE_KINDS
@@ -42,11 +43,11 @@ def _result_objects(report: RoundReport) -> list[dict[str, Any]]:
     return [
         {
             "kind": r.kind,
-            "target": r.target,
+            "target": mask_url(r.target),
             "service_id": r.service_id,
             "success": r.success,
             "duration_ms": round(r.duration_ms, 1),
-            "error": r.error,
+            "error": mask_urls(r.error) if r.error else None,
             "facts": r.facts,
             "findings": [
                 {"rule": f.rule, "clause": f.clause, "severity": f.severity, "summary": f.summary}

@@ -475,6 +475,25 @@ async def test_a_service_url_that_is_not_an_http_url_is_a_filing_problem_and_not
     assert {"svc-0001", "svc-0002"}.isdisjoint(probed) and "svc-0003" in probed
 
 
+async def test_an_upper_case_http_url_is_plain_http_and_its_password_is_never_listed(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # "HTTP://" got past the plain-HTTP check (no high finding, no 7.3.3 clock), and `services`
+    # printed the URL's password and token.
+    portal.services[0]["url"] = (
+        "HTTP://admin:S3cretPass@svc-0001.example.cn/?access_token=abcdef1234567890abcd"
+    )
+    await sync(store, portal, clock)
+    (target,) = [t for t in load_targets(store) if t.id == "svc-0001"]
+    assert target.url.startswith("http://admin:S3cretPass@")  # probed as filed
+    listed = {r["id"]: r for r in service_rows(store)}["svc-0001"]["url"]
+    assert listed == "http://admin:***@svc-0001.example.cn/?access_token=***"
+    with store.session() as session:
+        finding = session.scalars(select(Finding).where(Finding.rule == "plain_http_access")).one()
+    assert finding.subject == "svc-0001" and finding.severity == "high"
+    assert finding.evidence["url"] == listed
+
+
 def page_body(portal: FakePortal, page: int, size: int, **fields: str) -> bytes:
     """Page `page` as the fake portal serves it, the n-th field written as raw JSON text into
     the n-th service of the page (for values json.dumps cannot write)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from monitord.netguard import (
     denied_network,
     refuse_denied,
 )
+from monitord.redact import mask_url
 from monitord.types import ProbeResult
 from probes import availability, compatibility, contract, tls, tlsinfo
 from rules.probe_rules import evaluate, load_rules, parse_rules
@@ -282,6 +284,20 @@ def test_a_certificate_expiry_is_shown_in_whole_days_and_a_local_date() -> None:
     expired = {"days_to_expiry": -0.4, "cert_not_after": "2026-12-03T20:00:00+00:00"}
     (gone,) = [f for f in evaluate(_result("tls", expired)) if f.rule == "cert_expired"]
     assert gone.summary.endswith("的证书已于 2026-12-04 过期")
+
+
+def test_an_upper_case_http_scheme_is_plain_http_and_a_password_in_the_url_is_masked() -> None:
+    # "HTTP://" passed for HTTPS: no plain-HTTP finding, no security incident, no 7.3.3 clock;
+    # and the summaries carried the URL's password and token to the chat groups.
+    url = "HTTP://admin:S3cretPass@svc.example/entry?access_token=abcdef1234567890abcd"
+    result = replace(_result("availability", {}), target=url)
+    (finding,) = [f for f in evaluate(result) if f.rule == "plain_http"]
+    assert "S3cretPass" not in finding.summary and "abcdef1234567890abcd" not in finding.summary
+    assert finding.summary.startswith("http://admin:***@svc.example/entry?access_token=***")
+    assert finding.evidence == {"scheme": "http", "kind": "availability"}
+    ad_hoc = replace(result, service_id=None)
+    assert {f.subject for f in evaluate(ad_hoc)} == {mask_url(url)}
+    assert not [f for f in evaluate(_result("availability", {})) if f.rule == "plain_http"]
 
 
 def test_the_trust_store_is_built_once_per_bundle_and_again_when_the_bundle_changes(
