@@ -319,7 +319,10 @@ def error_text(exc: BaseException, timeout_s: float) -> str:
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return f"timed out after {timeout_s:g} s"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"connection failed: {exc.os_error.strerror or exc.os_error}"
+        if isinstance(exc.os_error, ConnectionResetError):  # e.g. a server refusing our TLS
+            return "connection reset by peer"
+        said = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+        return f"connection failed: {said}"
     if isinstance(exc, ConnectionResetError) or (
         isinstance(exc, aiohttp.ClientOSError) and exc.errno == 104
     ):
@@ -346,6 +349,7 @@ PROBE_ERRORS: tuple[type[BaseException], ...] = (
     netguard.DeniedTargetError,
     RedirectLimitError,
     ValueError,  # a malformed URL or Location header
+    asyncio.IncompleteReadError,  # a body the server closed before its length or last chunk
 )
 """What a probe turns into a failed result instead of letting it escape."""
 

@@ -13,6 +13,7 @@ import pytest
 
 from monitord.types import ProbeContext, ProbeResult, Target
 from probes import availability
+from rules.probe_rules import evaluate
 
 Answer = Callable[[bytes], bytes]
 """Given the request's head, the bytes the server writes before it closes."""
@@ -140,6 +141,30 @@ async def test_contradictory_lengths_are_a_bad_response_not_a_guess(
     result = await probe(port, ctx)
     assert not result.success
     assert result.error == "bad response: Content-Length 4, 7 is not one length"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789", id="length"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n0123456789",
+            id="chunked",
+        ),
+    ],
+)
+async def test_a_body_cut_short_by_the_close_is_a_failure_that_says_so(
+    raw_server: Start, ctx: ProbeContext, raw: bytes
+) -> None:
+    # It was "probe crashed: IncompleteReadError" with a traceback in the log every round, and
+    # no service_down finding.
+    port, _ = await raw_server(canned(raw), "127.0.0.1")
+    result = await probe(port, ctx)
+    assert (result.success, result.error) == (
+        False,
+        "response body broken: the connection closed early",
+    )
+    assert "service_down" in {f.rule for f in evaluate(result)}
 
 
 async def test_an_ipv6_literal_gets_its_brackets_in_the_host_header(

@@ -14,6 +14,7 @@ import pytest
 import trustme
 from aiohttp import web
 
+import probes
 from monitord.types import ProbeContext, Target
 from probes import availability, tls, tlsinfo
 from rules.probe_rules import evaluate
@@ -298,3 +299,26 @@ async def test_plain_http_gets_no_tls_facts_but_a_finding(serve: Serve, ctx: Pro
     avail = await availability.probe(target, availability.AvailabilitySpec(), ctx)
     findings = evaluate(avail)
     assert [(f.rule, f.clause) for f in findings] == [("plain_http", "6.3.2 b")]
+
+
+@pytest.mark.parametrize("kind", ["availability", "contract", "compatibility"])
+async def test_a_server_that_speaks_only_tls_1_0_is_down_with_a_reason_people_can_read(
+    kind: str, ca: trustme.CA, certdir: Path, serve: Serve, ctx: ProbeContext
+) -> None:
+    # The contract and compatibility probes said "connection failed: " and nothing more.
+    if not tlsinfo.local_protocol_support()["TLSv1"]:
+        pytest.skip("this machine's OpenSSL cannot speak TLS 1.0 even at @SECLEVEL=0")
+    app = web.Application()
+    app.router.add_get("/", ok)
+    context = server_context(
+        issued("localhost")(ca, certdir),
+        minimum=LEGACY,
+        maximum=LEGACY,
+        ciphers="ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0",
+    )
+    port = await serve(app, context)
+    spec = probes.spec_for(kind, {}, timeout_s=5)
+    result = await probes.PROBES[kind].probe(Target(f"https://localhost:{port}/"), spec, ctx)
+    assert not result.success
+    said = result.error if kind != "compatibility" else result.facts["clients"]["desktop"]["error"]
+    assert said in ("connection reset by peer", "TLS handshake failed: connection reset by peer")
