@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from monitord.catalogue.validate import Catalogue, ServiceRecord, notice_time
+from monitord.catalogue.validate import ENUMS, Catalogue, ServiceRecord, notice_time
 from monitord.errors import SyncError
 from monitord.redact import mask_url
 from monitord.store import Store
@@ -293,10 +293,11 @@ def apply_catalogue(
     raised: dict[str, set[str]] = {}
     for record in catalogue.records:
         old = existing.get(record.id)
-        if record.columns["status"] is None:
-            # A record without a usable status says nothing about the lifecycle: the stored
-            # status stands (a glitch must not look like a suspension, then a go-live that
-            # triggers scans); a new service waits as pending.
+        if record.columns["status"] not in ENUMS["status"]:
+            # A record without a usable status (none, or one the standard does not know) says
+            # nothing about the lifecycle: the stored status stands (a glitch must not look like
+            # a suspension, then a go-live that triggers scans); a new service waits as pending.
+            # An unknown value is still flagged on the service (unknown_values).
             status = old.status if old is not None else "pending"
             record = replace(record, columns={**record.columns, "status": status})
         new_events = _lifecycle_events(old, record)

@@ -275,6 +275,8 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
             )
             columns[name] = None
             continue
+        if value not in allowed and value.strip().lower() in allowed:
+            value = value.strip().lower()  # "Online" is online: the values have one spelling
         if value not in allowed:
             unknown.append(f"{name}={value}")
         columns[name] = value

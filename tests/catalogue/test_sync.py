@@ -675,6 +675,27 @@ async def test_a_record_without_a_usable_status_keeps_the_stored_one(
     assert rows["svc-0008"]["filing_problems"][0].startswith("status: ")
 
 
+async def test_a_status_the_standard_does_not_know_keeps_the_stored_one_and_is_flagged(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # "Stopped" for one sync: probes stopped (status_changed), then the service "went online"
+    # again, which queued a ZAP scan and was judged as a go-live by 7.2.1.
+    await sync(store, portal, clock)
+    portal.services[1]["status"] = "Stopped"
+    portal.services[2]["status"] = "Online"  # the known value in another case is that value
+    clock.advance(minutes=15)
+    assert (await sync(store, portal, clock)).outcome == "ok"
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert rows["svc-0002"]["status"] == "online"
+    assert rows["svc-0002"]["unknown_values"] == ["status=Stopped"]
+    assert rows["svc-0003"]["status"] == "online" and rows["svc-0003"]["unknown_values"] == []
+    portal.services[1]["status"] = "online"
+    clock.advance(minutes=15)
+    assert (await sync(store, portal, clock)).outcome == "ok"
+    assert events_of(store, "svc-0002") == ["added", "went_online"]
+    assert events_of(store, "svc-0003") == ["added", "went_online"]
+
+
 @pytest.mark.parametrize(
     ("total", "shown"), [("null", "None"), ("true", "True"), ('"7"', "'7'"), ("-1", "-1")]
 )
