@@ -125,13 +125,20 @@ def _status_event(old: str | None, new: str) -> str:
     )
 
 
-def _lifecycle_events(old: Service | None, record: ServiceRecord) -> list[dict[str, Any]]:
-    """The service events that a record's arrival implies, compared with what the store held."""
+def _lifecycle_events(
+    old: Service | None, record: ServiceRecord, *, first_sync: bool
+) -> list[dict[str, Any]]:
+    """The service events that a record's arrival implies, compared with what the store held.
+
+    On the store's first sync a service is only added, in the status it has: it went online
+    (or was suspended) before monitord watched, so that is no go-live of this quarter to judge
+    under 7.2.1. A service new on a later sync did go online between the two.
+    """
     cols = record.columns
     events: list[dict[str, Any]] = []
     if old is None:
         events.append({"kind": "added", "to_status": cols["status"]})
-        if cols["status"] not in ("pending", "approved"):
+        if not first_sync and cols["status"] not in ("pending", "approved"):
             events.append(
                 {"kind": _status_event(None, cols["status"]), "to_status": cols["status"]}
             )
@@ -300,7 +307,7 @@ def apply_catalogue(
             # An unknown value is still flagged on the service (unknown_values).
             status = old.status if old is not None else "pending"
             record = replace(record, columns={**record.columns, "status": status})
-        new_events = _lifecycle_events(old, record)
+        new_events = _lifecycle_events(old, record, first_sync=not existing)
         if old is None:
             old = Service(id=record.id, first_seen=now)
             session.add(old)
