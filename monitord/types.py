@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
     import aiohttp
 
+MAX_ID = 2**31 - 1
+"""The largest id a store holds (ids are PostgreSQL's 32-bit INTEGER); a larger one names
+nothing, and asking for it must not reach the database (SQLite refuses it with an error)."""
+
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
 SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from monitord.errors import ConfigError, UsageError
 from monitord.redact import escaped
 from monitord.timeutil import parse_time
+from monitord.types import MAX_ID
 
 if TYPE_CHECKING:
     from monitord.config import Settings
@@ -140,6 +141,14 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def row_id(text: str) -> int:
+    """An argparse type: the number of an incident, a finding, a silence… (1 to `MAX_ID`)."""
+    value = positive_int(text)
+    if value > MAX_ID:
+        raise argparse.ArgumentTypeError(f"expected a number up to {MAX_ID}, got {value}")
     return value
 
 

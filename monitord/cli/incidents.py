@@ -15,6 +15,7 @@ from monitord.cli.common import (
     app_for,
     positive_int,
     print_json,
+    row_id,
     time_arg,
 )
 from monitord.names import CLASS_NAMES, INCIDENT_STATE_NAMES, KIND_NAMES, SEVERITY_NAMES, named
@@ -373,7 +374,7 @@ def add_incident_commands(sub: Any) -> None:
     p.set_defaults(handler=cmd_list)
 
     p = isub.add_parser("show", help="one incident with its clock, findings, timeline and alerts")
-    p.add_argument("id", type=int, help="the incident's number")
+    p.add_argument("id", type=row_id, help="the incident's number")
     add_json(p, "print a JSON document")
     p.set_defaults(handler=cmd_show)
 
@@ -407,13 +408,13 @@ def add_incident_commands(sub: Any) -> None:
     p.set_defaults(handler=cmd_open)
 
     p = isub.add_parser("ack", help="acknowledge: somebody is on it (again: a note, exit 0)")
-    p.add_argument("id", type=int, help="the incident's number")
+    p.add_argument("id", type=row_id, help="the incident's number")
     p.add_argument("--note", help="a note for the timeline")
     add_by(p)
     p.set_defaults(handler=cmd_ack)
 
     p = isub.add_parser("notify", help="send the 7.3.3 notification to the management unit")
-    p.add_argument("id", type=int, help="the incident's number")
+    p.add_argument("id", type=row_id, help="the incident's number")
     p.add_argument("--scope", help="初步判定的影响范围")
     p.add_argument("--harm", help="初步判定的危害")
     p.add_argument("--measures", help="已采取的应急处置措施")
@@ -430,13 +431,13 @@ def add_incident_commands(sub: Any) -> None:
     p.set_defaults(handler=cmd_notify)
 
     p = isub.add_parser("close", help="close a resolved incident")
-    p.add_argument("id", type=int, help="the incident's number")
+    p.add_argument("id", type=row_id, help="the incident's number")
     p.add_argument("--note", help="a note for the timeline")
     add_by(p)
     p.set_defaults(handler=cmd_close)
 
     p = isub.add_parser("resolve", help="mark resolved")
-    p.add_argument("id", type=int, help="the incident's number")
+    p.add_argument("id", type=row_id, help="the incident's number")
     p.add_argument("--note", help="a note for the timeline")
     add_by(p)
     p.set_defaults(handler=cmd_resolve)

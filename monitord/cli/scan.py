@@ -6,7 +6,16 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from monitord.cli.common import actor, add_by, add_json, add_wide, app_for, file_path, print_json
+from monitord.cli.common import (
+    actor,
+    add_by,
+    add_json,
+    add_wide,
+    app_for,
+    file_path,
+    print_json,
+    row_id,
+)
 from monitord.errors import UsageError
 from monitord.names import FINDING_STATE_NAMES, SEVERITY_NAMES, named
 from monitord.textable import format_table
@@ -251,7 +260,7 @@ def add_scan_commands(sub: Any) -> None:
     add_wide(p)
     p.add_argument(
         "--accept",
-        type=int,
+        type=row_id,
         metavar="ID",
         help="accept a finding as a false positive or tolerated risk",
     )

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from monitord.cli.common import actor, add_by, add_json, add_wide, app_for, print_json, time_arg
+from monitord.cli.common import (
+    actor,
+    add_by,
+    add_json,
+    add_wide,
+    app_for,
+    print_json,
+    row_id,
+    time_arg,
+)
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time
@@ -137,6 +146,6 @@ def add_silence_commands(sub: Any) -> None:
     p.set_defaults(handler=cmd_list)
 
     p = ssub.add_parser("expire", help="end a silence now")
-    p.add_argument("id", type=int, help="the silence's number")
+    p.add_argument("id", type=row_id, help="the silence's number")
     add_by(p)
     p.set_defaults(handler=cmd_expire)

@@ -35,7 +35,7 @@ from monitord.store.models import (
 )
 from monitord.store.outbox import enqueue
 from monitord.timeutil import local_text
-from monitord.types import SEVERITY_RANK
+from monitord.types import MAX_ID, SEVERITY_RANK
 
 ACTIVE_STATES = ("open", "acknowledged", "notified")
 NOTIFICATION_PARTS = {
@@ -524,7 +524,7 @@ def follow_clock_step(session: Session, step: dt.timedelta, now: dt.datetime) ->
 
 def get_incident(session: Session, incident_id: int) -> Incident:
     """The incident with this id, or a UsageError naming it."""
-    incident = session.get(Incident, incident_id)
+    incident = session.get(Incident, incident_id) if 0 < incident_id <= MAX_ID else None
     if incident is None:
         raise UsageError(f"no incident {incident_id}: see `monitord incidents list`")
     return incident

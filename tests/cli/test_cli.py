@@ -360,3 +360,22 @@ def test_a_file_named_dash_is_refused_where_standard_input_is_not_read(
     assert status == 2
     assert "'-' (standard input or output) is not taken here" in capsys.readouterr().err
     assert not (folder_without_config / "-").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["incidents", "show", "99999999999999999999"],
+        ["incidents", "ack", "2147483648"],
+        ["silence", "expire", "3000000000"],
+        ["findings", "--accept", "99999999999", "--reason", "r", "--until", "2027-01-01"],
+    ],
+)
+def test_a_number_beyond_any_id_is_refused_before_the_store_is_asked(
+    folder_without_config: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    # The store was asked, and SQLite's OverflowError came back as a traceback.
+    with pytest.raises(SystemExit) as refused:
+        main(command)
+    assert refused.value.code == 2
+    assert "expected a number up to 2147483647" in capsys.readouterr().err

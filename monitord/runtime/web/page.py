@@ -36,7 +36,6 @@ from monitord.redact import mask_urls, one_line
 from monitord.runtime.app import App
 from monitord.runtime.status import Status, read_status
 from monitord.runtime.web import pageviews
-from monitord.runtime.web.api.common import MAX_ID
 from monitord.runtime.web.auth import (
     CALLER,
     CSRF_FIELD,
@@ -61,6 +60,7 @@ from monitord.store.models import (
     ServiceState,
     Silence,
 )
+from monitord.types import MAX_ID
 
 KIND = "availability"
 """The probe kind the charts show: the one that runs every round."""
@@ -81,8 +81,18 @@ def wants_page(request: web.Request) -> bool:
 
 
 def local_path(value: str | None, default: str = "/") -> str:
-    """`value` when it is a path of this site (never another site: no open redirect)."""
-    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+    """`value` when it is a path of this site (never another site: no open redirect).
+
+    Browsers drop tabs and line breaks from a URL and read a backslash as a slash, so
+    "/<tab>/evil.example" is "//evil.example" to them: a path holding any of those is refused.
+    """
+    if (
+        not value
+        or not value.startswith("/")
+        or value.startswith("//")
+        or "\\" in value
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+    ):
         return default
     return value
 

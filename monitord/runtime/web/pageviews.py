@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from monitord.names import CLASS_NAMES, KIND_NAMES, SERVICE_STATE_NAMES, SEVERITY_NAMES
 from monitord.redact import one_line
@@ -210,12 +211,18 @@ def _incident_actions(incident: dict[str, Any], csrf: str, back: str) -> str:
     return f'<div class="actions">{"".join(actions)}</div>' if actions else ""
 
 
+def service_href(service_id: str) -> str:
+    """The status page's address of a service: its id is catalogue text, which may hold "/",
+    "?" or "..", so it is percent-encoded, not only HTML-escaped."""
+    return esc("/services/" + quote(service_id, safe=""))
+
+
 def incident_card(incident: dict[str, Any], *, can_act: bool, csrf: str, back: str) -> str:
     """One incident: what, where, its clock and, for on-call, its buttons."""
     classes = ["card", incident["class"]]
     if incident["late"] or (incident["minutes_left"] is not None and incident["minutes_left"] < 0):
         classes.append("late")
-    services = "、".join(f'<a href="/services/{esc(s)}">{esc(s)}</a>' for s in incident["services"])
+    services = "、".join(f'<a href="{service_href(s)}">{esc(s)}</a>' for s in incident["services"])
     severity = SEVERITY_NAMES.get(incident["severity"], incident["severity"])
     state = INCIDENT_STATES.get(incident["state"], incident["state"])
     return (
@@ -234,7 +241,7 @@ def _service_card(service: dict[str, Any]) -> str:
     state = service["state"]
     error = f'<div class="meta">{esc(service["last_error"])}</div>' if service["last_error"] else ""
     return (
-        f'<div class="card {esc(state)}"><a href="/services/{esc(service["id"])}">'
+        f'<div class="card {esc(state)}"><a href="{service_href(service["id"])}">'
         f"<strong>{esc(service['id'])} {esc(service['name'])}</strong></a> "
         f'<span class="badge {esc(state)}">{esc(STATE_NAMES.get(state, state))}</span>'
         f'<div class="meta">自 {when(service["since"])}</div>{error}</div>'

@@ -19,7 +19,7 @@ from monitord.incidents.silences import (
     silence_dict,
 )
 from monitord.runtime.app import App
-from monitord.runtime.web.api.common import MAX_ID, Param
+from monitord.runtime.web.api.common import Param
 from monitord.runtime.web.api.openapi import (
     BOOL,
     INT,
@@ -34,6 +34,7 @@ from monitord.runtime.web.api.openapi import (
 from monitord.runtime.web.auth import CALLER
 from monitord.runtime.web.routes import APP, Route
 from monitord.timeutil import parse_time
+from monitord.types import MAX_ID
 
 FIELDS = ("services", "kinds", "rules", "reason", "ends_at", "for")
 

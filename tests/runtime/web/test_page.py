@@ -288,6 +288,40 @@ async def test_a_service_page_charts_its_uptime_and_latency(app: App, site: Site
     assert status == 404 and "没有服务 svc-9999" in html
 
 
+async def test_a_service_whose_id_holds_a_slash_or_a_question_mark_is_linked_to_its_page(
+    app: App, site: Site
+) -> None:
+    # The links were /services/grp/slash (a 404) and /services/q?x=1 (no service "q").
+    add_service(app, "grp/slash", "分组服务", "down")
+    add_service(app, "q?x=1", "查询服务", "down")
+    await site.sign_in(VIEWER)
+    _, front = await site.page("/")
+    for service_id, link in (
+        ("grp/slash", "/services/grp%2Fslash"),
+        ("q?x=1", "/services/q%3Fx%3D1"),
+    ):
+        assert f'href="{link}"' in front
+        status, html = await site.page(link)
+        assert status == 200 and service_id in html
+
+
+@pytest.mark.parametrize("number", ["2147483648", "99999999999999999999"])
+async def test_an_incident_number_beyond_any_id_is_not_found_not_a_server_error(
+    app: App, site: Site, number: str
+) -> None:
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    status, html = await site.page(f"/incidents/{number}")
+    assert status == 404 and f"没有事件 #{number}" in html
+    _, page = await site.page(f"/incidents/{incident_id}")
+    async with site.http.post(
+        f"{site.url}/incidents/{number}/ack",
+        data={"csrf": field(page, "csrf"), "back": "/"},
+        allow_redirects=False,
+    ) as acked:
+        assert acked.status == 404
+
+
 async def test_catalogue_text_is_escaped_on_the_page(app: App, site: Site) -> None:
     add_service(app, "svc-0666", '<script>alert("x")</script>', "down")
     await site.sign_in(VIEWER)
@@ -334,6 +368,10 @@ async def test_a_token_taken_out_of_the_config_ends_its_sessions(app: App, site:
         ("//evil.example/", "/"),
         ("/\\evil.example", "/"),
         ("https://evil.example/", "/"),
+        # A browser drops the tab and the line breaks: "//evil.example/x", another site.
+        ("/\t/evil.example/x", "/"),
+        ("/\r\n/evil.example/x", "/"),
+        ("/incidents/7\\..\\..\\evil", "/"),
     ],
 )
 async def test_signing_in_leads_back_to_a_page_of_this_site_only(

@@ -22,13 +22,11 @@ from monitord.errors import UsageError
 from monitord.redact import one_line
 from monitord.runtime.app import App
 from monitord.runtime.web.routes import APP, Route, error_response
+from monitord.types import MAX_ID
 
 PREFIX = "/api/v1"
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
-MAX_ID = 2**31 - 1
-"""The largest id a store holds (ids are PostgreSQL's 32-bit INTEGER); a larger one names
-nothing, and asking for it must not reach the database."""
 MAX_TEXT = 200
 """The longest text a query parameter may hold (service ids are at most 200 characters)."""
 

@@ -13,8 +13,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from monitord.config import API_ROLES
-from monitord.runtime.web.api.common import MAX_ID, Param
+from monitord.runtime.web.api.common import Param
 from monitord.runtime.web.routes import Route
+from monitord.types import MAX_ID
 
 JSON = "application/json"
 NAME = "x-name"
