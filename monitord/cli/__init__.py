@@ -49,10 +49,15 @@ _OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate the config and say which file was read."""
-    from monitord.config import secret_file_warnings
+    """Validate the config and say which file was read.
+
+    The daemon's own start-up checks are made too: the unit's reload runs this first, and a
+    config it passes must not be refused by the daemon it is sent to.
+    """
+    from monitord.config import check_daemon_secrets, secret_file_warnings
 
     settings = settings_for(args)
+    check_daemon_secrets(settings)
     print(f"config OK: {settings.source}")
     for exposed in secret_file_warnings(settings):
         print(f"warning: {exposed}", file=sys.stderr)

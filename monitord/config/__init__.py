@@ -897,7 +897,8 @@ _URL_KEYS = frozenset({"url", "urls", "oncall", "management", "canaries"})
 
 def _shown_value(loc: tuple[int | str, ...], value: Any) -> str:
     """A value as an error message echoes it: JSON, secrets hidden, URLs' secrets masked."""
-    if loc and _is_secret_key(str(loc[-1])):
+    # A token's sha256 that is refused is most often the token itself, pasted in its place.
+    if loc and (_is_secret_key(str(loc[-1])) or loc[-1] == "sha256"):
         return "(hidden)"
     if isinstance(value, str) and _URL_KEYS.intersection(str(part) for part in loc):
         value = mask_url(value)
@@ -963,8 +964,23 @@ def _read_secret(
         if not text:
             # An empty file would send no secret at all; say so now, not as a 401 later.
             raise ConfigError(f"{where}: the file is empty, expected the secret in it")
+        _refuse_control_characters(where, text)
         return SecretStr(text)
+    value = (value or "").strip()  # as a file's: a line end kept would break every request
+    if value:
+        _refuse_control_characters(f"${SECRET_ENV[key]}", value)
     return SecretStr(value) if value else None
+
+
+def _refuse_control_characters(where: str, secret: str) -> None:
+    """A secret is one line: one holding a line break or another control character cannot go
+    into an HTTP header or a URL, and every request with it would fail (said without the
+    secret)."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in secret):
+        raise ConfigError(
+            f"{where}: expected the secret on one line, without control characters "
+            "(the file holds more than one line, or a tab)"
+        )
 
 
 def parse_config(data: dict[str, Any], source: str, env: dict[str, str] | None = None) -> Settings:

@@ -279,6 +279,12 @@ def test_the_store_urls_that_work_are_taken(tmp_path: Path) -> None:
     [
         (b"\xff\xfe\x00k", "expected UTF-8 text"),
         (b"\n", "the file is empty, expected the secret in it"),
+        # Passed the check, then every request failed: "Forbidden control character in headers".
+        (
+            b"key-line-1\nkey-line-2\n",
+            "expected the secret on one line, without control characters (the file holds more "
+            "than one line, or a tab)",
+        ),
     ],
 )
 def test_a_secret_file_that_holds_no_usable_secret_is_named(
