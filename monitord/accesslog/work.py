@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger
 from sqlalchemy import select
@@ -16,6 +17,7 @@ import rules
 from monitord.accesslog import nginx
 from monitord.accesslog.configured import make_analyzer
 from monitord.accesslog.follow import Cursor, read_new
+from monitord.accesslog.sources import detect
 from monitord.accesslog.stats import merge_rows
 from monitord.config import FollowedLog, Settings
 from monitord.store import Store
@@ -25,11 +27,14 @@ from monitord.timeutil import SHANGHAI, UTC, Clock, parse_time, quarter_bounds, 
 from monitord.types import FindingDraft
 
 RULE_LOG_GAP = "log_gap"
+EDGE = "nginx"
+"""The format of the edge log: it sees every request, the audit log only the portal's."""
 FORGET_AFTER = dt.timedelta(days=7)
 
 
-def store_stats(session: Session, rows: list[dict[str, Any]], log: str) -> int:
-    """Upsert hourly statistics rows of one followed log (one per service and hour).
+def store_stats(session: Session, rows: list[dict[str, Any]], log: str, fmt: str) -> int:
+    """Upsert hourly statistics rows of one followed log (one per service and hour), each
+    marked with the log's format (`nginx` or `json`) for `counted_rows`.
 
     Rows are keyed by the log's path, not its kind: two edge servers' logs of the same hour are
     two rows, where keyed by "nginx" the second would replace the first. A row for an hour
@@ -37,6 +42,7 @@ def store_stats(session: Session, rows: list[dict[str, Any]], log: str) -> int:
     stored one (`stats.merge_rows`), not written over it.
     """
     for row in rows:
+        row = dict(row, format=fmt)
         hour = parse_time(row["hour"])
         stored = session.scalars(
             select(LogHourStat).where(
@@ -135,14 +141,17 @@ def _follow_one(
         analyzer = make_analyzer(settings.logs, state.get("analyzer"))
         before = analyzer.lines
         last = cursor
+        fmt = log.format if log.format != "auto" else state.get("format")
         for chunk in read_new(log.path, cursor):
             if chunk.data:
+                fmt = fmt or detect(chunk.data)  # as the analyzer detects it, once per log
                 analyzer.feed(chunk.data, log.format, source=log.path)
             last = chunk.cursor
         if last is None or last == cursor:
             return
         now = clock()
-        report.stats += store_stats(session, analyzer.take_closed_stats(), log.path)
+        fmt = fmt or EDGE
+        report.stats += store_stats(session, analyzer.take_closed_stats(), log.path, fmt)
         reported: dict[str, str] = dict(state.get("reported", {}))
         report.findings += store_log_findings(
             session, [f.to_draft() for f in analyzer.findings()], now, reported
@@ -160,7 +169,7 @@ def _follow_one(
             last.offset,
             last.head,
         )
-        row.state = {"analyzer": analyzer.to_state(), "reported": reported}
+        row.state = {"analyzer": analyzer.to_state(), "reported": reported, "format": fmt}
         row.lines = analyzer.lines
         row.updated_at = now
         report.lines += analyzer.lines - before
@@ -190,11 +199,15 @@ def log_audit(session: Session, now: dt.datetime, quarter: str | None = None) ->
         start, end = quarter_bounds(quarter)
         label = quarter
     per_day: dict[str, int] = defaultdict(int)
-    for hour, requests in session.execute(
-        select(LogHourStat.hour, LogHourStat.requests).where(
-            LogHourStat.hour >= start, LogHourStat.hour < end
-        )
-    ):
+    stored = session.execute(
+        select(
+            LogHourStat.service,
+            LogHourStat.hour,
+            LogHourStat.stats["format"].as_string(),
+            LogHourStat.requests,
+        ).where(LogHourStat.hour >= start, LogHourStat.hour < end)
+    )
+    for _service, hour, _fmt, requests in counted_rows(stored, lambda r: (r[0], r[1], r[2])):
         per_day[_local_day(hour)] += requests
     first = start.astimezone(SHANGHAI).date()
     stop = min(end, now).astimezone(SHANGHAI).date()  # exclusive: only whole days so far
@@ -254,19 +267,49 @@ def audit_due(store: Store, clock: Clock) -> str | None:
     return label
 
 
+_Row = TypeVar("_Row")
+
+
+def counted_rows(
+    rows: Iterable[_Row], view: Callable[[_Row], tuple[str, dt.datetime, str | None]]
+) -> list[_Row]:
+    """The rows whose requests count, one view of each service's hour; `view` gives a row's
+    service, hour and log format.
+
+    The edge log (nginx) and the portal's audit log (json) see the same requests: counted in
+    both, every request would count twice. So per service and hour the edge logs' rows count
+    (several edge servers each serve different requests: they add up), and the audit logs'
+    rows only where no edge log has that hour. A row stored without its format predates this
+    rule and counts as an edge log's.
+    """
+    by_hour: dict[tuple[str, dt.datetime], list[tuple[str, _Row]]] = defaultdict(list)
+    for row in rows:
+        service, hour, fmt = view(row)
+        by_hour[(service, hour)].append((fmt or EDGE, row))
+    counted: list[_Row] = []
+    for group in by_hour.values():
+        edge = [row for fmt, row in group if fmt == EDGE]
+        counted += edge or [row for _fmt, row in group]
+    return counted
+
+
 def usage(store: Store, service: str, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
-    """How a service was used between two moments, from the stored hourly statistics."""
+    """How a service was used between two moments, from the stored hourly statistics (each
+    request once: `counted_rows`)."""
     with store.session() as session:
-        rows = session.scalars(
+        stored = session.scalars(
             select(LogHourStat)
             .where(
                 LogHourStat.service == service, LogHourStat.hour >= since, LogHourStat.hour < until
             )
             .order_by(LogHourStat.hour)
         ).all()
+    rows = counted_rows(stored, lambda r: (r.service, r.hour, r.stats.get("format")))
     status: dict[str, int] = defaultdict(int)
     clients: dict[str, int] = defaultdict(int)
+    per_hour: dict[dt.datetime, int] = defaultdict(int)
     for row in rows:
+        per_hour[row.hour] += row.requests
         for key, value in (row.stats.get("status") or {}).items():
             status[key] += int(value or 0)
         for key, value in (row.stats.get("clients") or {}).items():
@@ -277,9 +320,9 @@ def usage(store: Store, service: str, since: dt.datetime, until: dt.datetime) ->
         "service": service,
         "since": since.astimezone(UTC).isoformat(),
         "until": until.astimezone(UTC).isoformat(),
-        "hours": len(rows),
-        "requests": sum(r.requests for r in rows),
-        "busiest_hour_requests": max((r.requests for r in rows), default=0),
+        "hours": len(per_hour),
+        "requests": sum(per_hour.values()),
+        "busiest_hour_requests": max(per_hour.values(), default=0),
         "status": dict(status),
         "clients": dict(clients),
         "p95_ms_median_hour": known[len(known) // 2] if known else None,

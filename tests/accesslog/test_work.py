@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from loguru import logger
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from monitord.accesslog.work import follow_logs, log_audit, usage
 from monitord.config import Settings, parse_config
@@ -433,3 +433,28 @@ def test_an_address_failing_logins_in_both_followed_logs_opens_one_incident(
         assert [(i.kind, i.klass) for i in about_the_address] == [
             ("abnormal_behaviour", "security")
         ]
+
+
+def test_a_request_in_both_the_edge_log_and_the_audit_log_is_used_and_audited_once(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # The edge log and the audit log carry the same requests, one every 30 minutes: usage said
+    # 48 hours and 96 requests for one day, and the audit counted each day's lines twice.
+    edge, audit = tmp_path / "access.log", tmp_path / "audit.jsonl"
+    q3 = dt.datetime(2026, 7, 1, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    moments = [q3 + i * dt.timedelta(minutes=30) for i in range(3 * 48)]
+    edge.write_text("".join(nginx_line(m, i) + "\n" for i, m in enumerate(moments)))
+    audit.write_text("".join(audit_line(m) + "\n" for m in moments))
+    follow_logs(sqlite_store, config((edge, "nginx"), (audit, "auto")), clock)
+    day = usage(sqlite_store, "svc-0042", q3, q3 + dt.timedelta(days=1))
+    assert (day["hours"], day["requests"], day["busiest_hour_requests"]) == (24, 48, 2)
+    assert day["status"] == {"2xx": 48}
+    clock.now = dt.datetime(2026, 10, 2, 2, 0, tzinfo=dt.UTC)
+    with sqlite_store.session() as session:
+        audited = log_audit(session, clock(), "2026q3")
+    assert [audited.lines_per_day[d] for d in ("2026-07-01", "2026-07-02")] == [48, 48]
+    # Where the edge log has no row for an hour, the audit log's row counts.
+    edge.write_text("")
+    with sqlite_store.session() as session:
+        session.execute(delete(LogHourStat).where(LogHourStat.source == str(edge)))
+    assert usage(sqlite_store, "svc-0042", q3, q3 + dt.timedelta(days=1))["requests"] == 48
