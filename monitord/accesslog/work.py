@@ -88,6 +88,9 @@ class FollowReport:
     findings: int = 0
     sources: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    """Logs whose pass failed on something other than reading (a line the reader could not
+    handle): named in an error, their cursor kept, the other logs read all the same."""
 
 
 def reader_warning(settings: Settings) -> str | None:
@@ -106,8 +109,9 @@ def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
     """Read what is new in every configured log and record what it says, each log in one
     transaction with its cursor, so a crash replays rather than loses or doubles lines.
 
-    A log that cannot be read (no permission, a folder, ...) is named in an error and skipped
-    this pass, with its cursor kept: the other logs are read all the same."""
+    A log that cannot be read (no permission, a folder, ...), or whose pass fails in any other
+    way, is named in an error and skipped this pass, with its cursor kept: the other logs are
+    read all the same."""
     report = FollowReport()
     for log in settings.logs.follow:
         try:
@@ -118,6 +122,18 @@ def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
                 "access log {}: cannot read it ({}); the other logs are read", log.path, reason
             )
             report.unreadable.append(log.path)
+        except Exception as exc:
+            # A failure of one log's pass (a line its reader cannot handle) rolled back its
+            # transaction and, raised on, stopped every log after it on each pass for ever.
+            logger.error(
+                "access log {}: reading it failed ({}: {}); its cursor is kept and the other "
+                "logs are read",
+                log.path,
+                type(exc).__name__,
+                exc,
+            )
+            logger.opt(exception=exc).debug("access log {}: the failure", log.path)
+            report.failed.append(log.path)
     return report
 
 

@@ -458,3 +458,38 @@ def test_a_request_in_both_the_edge_log_and_the_audit_log_is_used_and_audited_on
     with sqlite_store.session() as session:
         session.execute(delete(LogHourStat).where(LogHourStat.source == str(edge)))
     assert usage(sqlite_store, "svc-0042", q3, q3 + dt.timedelta(days=1))["requests"] == 48
+
+
+def test_a_pass_that_fails_on_one_log_still_reads_the_others_and_keeps_its_cursor(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reader that raised on a line of one log rolled back the pass, and no log after it was
+    # ever read again.
+    from monitord.accesslog import jsonlog
+
+    audit, edge = tmp_path / "audit.jsonl", tmp_path / "access.log"
+    minute = dt.timedelta(minutes=1)
+    audit.write_text("".join(audit_line(START + i * minute) + "\n" for i in range(10)))
+    edge.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(150)))
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("a reader bug")
+
+    monkeypatch.setattr(jsonlog, "parse", broken)
+    errors: list[str] = []
+    sink = logger.add(errors.append, level="ERROR", format="{message}")
+    try:
+        report = follow_logs(sqlite_store, config((audit, "json"), (edge, "nginx")), clock)
+    finally:
+        logger.remove(sink)
+    assert report.failed == [str(audit)] and report.sources == [str(edge)]
+    assert errors == [
+        f"access log {audit}: reading it failed (ValueError: a reader bug); its cursor is "
+        "kept and the other logs are read\n"
+    ]
+    assert lines_seen(sqlite_store) == 150
+    with sqlite_store.session() as session:
+        assert session.get(LogSource, (writer_name(), str(audit))) is None
+    monkeypatch.undo()
+    report = follow_logs(sqlite_store, config((audit, "json"), (edge, "nginx")), clock)
+    assert report.sources == [str(audit)] and lines_seen(sqlite_store) == 160
