@@ -21,7 +21,7 @@ from monitord.accesslog.sources import detect
 from monitord.accesslog.stats import merge_rows
 from monitord.config import FollowedLog, Settings
 from monitord.store import Store
-from monitord.store.findings import upsert_finding
+from monitord.store.findings import resolve_findings, upsert_finding
 from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource, writer_name
 from monitord.timeutil import SHANGHAI, UTC, Clock, parse_time, quarter_bounds, quarter_start
 from monitord.types import FindingDraft
@@ -30,6 +30,9 @@ RULE_LOG_GAP = "log_gap"
 EDGE = "nginx"
 """The format of the edge log: it sees every request, the audit log only the portal's."""
 FORGET_AFTER = dt.timedelta(days=7)
+AUDIT_GRACE = dt.timedelta(hours=24)
+"""How long after a quarter's end its audit waits for followed logs that have not moved past
+the end (the quarterly report waits for the audit)."""
 
 
 def store_stats(session: Session, rows: list[dict[str, Any]], log: str, fmt: str) -> int:
@@ -260,6 +263,9 @@ def log_audit(session: Session, now: dt.datetime, quarter: str | None = None) ->
             ),
             now,
         )
+    else:
+        # An earlier audit that saw a gap (hours not yet stored when it ran) is corrected.
+        resolve_findings(session, [RULE_LOG_GAP], "quarter", set(), now, subjects={label})
     audit = session.get(LogAudit, label) or LogAudit(quarter=label)
     audit.created_at, audit.period_start, audit.period_end = now, start, end
     audit.lines = sum(per_day.values())
@@ -271,12 +277,48 @@ def log_audit(session: Session, now: dt.datetime, quarter: str | None = None) ->
     return audit
 
 
-def audit_due(store: Store, clock: Clock) -> str | None:
-    """Write the previous quarter's audit if it is missing; returns its label when written."""
+def logs_read_past(
+    session: Session, settings: Settings, start: dt.datetime, end: dt.datetime
+) -> bool:
+    """Whether every log followed in [start, end) has been read past `end`, so that the hourly
+    statistics up to `end` are stored: each has a stored hour at or after `end` (a log's hour is
+    stored once the log has moved past it).
+
+    The logs are those any daemon read in the period and those this daemon follows (which may
+    not have been read yet, at start-up)."""
+    followed = {
+        (daemon, path)
+        for daemon, path in session.execute(
+            select(LogSource.daemon, LogSource.path).where(LogSource.updated_at >= start)
+        )
+    }
+    followed |= {(writer_name(), log.path) for log in settings.logs.follow}
+    for daemon, path in followed:
+        reached = session.scalar(
+            select(LogHourStat.id)
+            .where(
+                LogHourStat.daemon == daemon, LogHourStat.source == path, LogHourStat.hour >= end
+            )
+            .limit(1)
+        )
+        if reached is None:
+            return False
+    return True
+
+
+def audit_due(store: Store, settings: Settings, clock: Clock) -> str | None:
+    """Write the previous quarter's audit if it is missing and its logs are read; returns its
+    label when written.
+
+    Written once every followed log has been read past the quarter's end (`logs_read_past`), or
+    AUDIT_GRACE after the end whatever the logs (a log that stopped, a quiet night): written
+    earlier, the last hours of the quarter, not yet stored, showed as days without logs."""
     now = clock()
-    label, _start, _end = previous_quarter(now)
+    label, start, end = previous_quarter(now)
     with store.session() as session:
         if session.get(LogAudit, label) is not None:
+            return None
+        if now < end + AUDIT_GRACE and not logs_read_past(session, settings, start, end):
             return None
         log_audit(session, now, label)
     logger.info("quarterly log audit for {} written", label)

@@ -493,3 +493,77 @@ def test_a_pass_that_fails_on_one_log_still_reads_the_others_and_keeps_its_curso
     monkeypatch.undo()
     report = follow_logs(sqlite_store, config((audit, "json"), (edge, "nginx")), clock)
     assert report.sources == [str(audit)] and lines_seen(sqlite_store) == 160
+
+
+def test_the_quarterly_audit_waits_for_the_logs_to_pass_the_quarters_end(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # Written at start-up before the logs were read, the audit of 2026q3 found no stored hour
+    # of 30 September (its only lines, at 23:xx, were not stored until the log moved past them)
+    # and flagged a day without logs that was never corrected.
+    from monitord.accesslog.work import audit_due
+
+    log = tmp_path / "access.log"
+    cfg = config((log, "nginx"))
+    q3 = dt.datetime(2026, 7, 1, 23, 10, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    days = [q3 + dt.timedelta(days=d, minutes=m) for d in range(92) for m in (0, 40)]
+    log.write_text("".join(nginx_line(m, i) + "\n" for i, m in enumerate(days)))
+    clock.now = dt.datetime(2026, 9, 30, 16, 30, tzinfo=dt.UTC)  # 00:30 on 1 October
+    assert audit_due(sqlite_store, cfg, clock) is None  # at start-up: nothing read yet
+    follow_logs(sqlite_store, cfg, clock)
+    assert audit_due(sqlite_store, cfg, clock) is None  # 30 September 23:00 is not stored
+    october = q3 + dt.timedelta(days=92)
+    with log.open("a") as handle:
+        handle.writelines(
+            nginx_line(october + i * dt.timedelta(hours=1), i) + "\n" for i in range(4)
+        )
+    clock.now += dt.timedelta(hours=3)
+    follow_logs(sqlite_store, cfg, clock)
+    assert audit_due(sqlite_store, cfg, clock) == "2026q3"
+    with sqlite_store.session() as session:
+        audit = session.get(LogAudit, "2026q3")
+        assert audit is not None and audit.empty_days == [] and audit.lines == 184
+        assert session.scalars(select(Finding).where(Finding.rule == "log_gap")).all() == []
+
+
+def test_the_quarterly_audit_is_written_a_day_after_the_end_whatever_the_logs(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    from monitord.accesslog.work import audit_due
+
+    cfg = config((tmp_path / "never-written.log", "nginx"))
+    clock.now = dt.datetime(2026, 10, 1, 15, 0, tzinfo=dt.UTC)  # 23:00 on 1 October
+    assert audit_due(sqlite_store, cfg, clock) is None
+    clock.now += dt.timedelta(hours=1)
+    assert audit_due(sqlite_store, cfg, clock) == "2026q3"
+
+
+def test_a_later_audit_without_the_gap_resolves_the_gap_finding(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    q3 = dt.datetime(2026, 7, 1, 10, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+
+    def stored(days: range) -> None:
+        with sqlite_store.session() as session:
+            for day in days:
+                session.add(
+                    LogHourStat(
+                        source="access.log",
+                        service="svc-0042",
+                        hour=q3 + dt.timedelta(days=day),
+                        requests=1,
+                        stats={"status": {"2xx": 1}},
+                    )
+                )
+
+    stored(range(91))  # 30 September's hour is not stored yet
+    clock.now = dt.datetime(2026, 10, 1, 2, 0, tzinfo=dt.UTC)
+    with sqlite_store.session() as session:
+        assert log_audit(session, clock(), "2026q3").empty_days == ["2026-09-30"]
+    stored(range(91, 92))
+    clock.now += dt.timedelta(hours=1)
+    with sqlite_store.session() as session:
+        assert log_audit(session, clock(), "2026q3").empty_days == []
+    with sqlite_store.session() as session:
+        gap = session.scalars(select(Finding).where(Finding.rule == "log_gap")).one()
+    assert (gap.state, gap.subject) == ("resolved", "2026q3")
