@@ -152,6 +152,7 @@ def _follow_one(
                 inode=row.inode,
                 offset=row.offset,
                 head=row.head,
+                mtime_ns=int(row.state.get("mtime_ns", 0)),
             )
             if row
             else None
@@ -188,7 +189,12 @@ def _follow_one(
             last.offset,
             last.head,
         )
-        row.state = {"analyzer": analyzer.to_state(), "reported": reported, "format": fmt}
+        row.state = {
+            "analyzer": analyzer.to_state(),
+            "reported": reported,
+            "format": fmt,
+            "mtime_ns": last.mtime_ns,  # the cursor's: the store has no column for it
+        }
         row.lines = analyzer.lines
         row.updated_at = now
         report.lines += analyzer.lines - before
