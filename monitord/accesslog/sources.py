@@ -19,6 +19,8 @@ from typing import BinaryIO
 
 from monitord.accesslog.lines import MAX_LINE, overlong
 
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark some Windows tools write at the start of a file."""
 BLOCK_SIZE = 4 << 20  # ~17,000 nginx lines: large enough to amortise, small enough for RSS
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -173,9 +175,10 @@ def _skip_line(stream: BinaryIO) -> tuple[bytes | None, str | None]:
 
 
 def detect(data: bytes | bytearray) -> str:
-    """Guess the format of a block: `json` when its first line is an object, else `nginx`."""
+    """Guess the format of a block: `json` when its first line is an object (after a byte order
+    mark, if any), else `nginx`."""
     for line in bytes(data[: 1 << 16]).split(b"\n", 20)[:20]:
-        stripped = line.strip()
+        stripped = line.strip().removeprefix(BOM)
         if stripped:
             return "json" if stripped.startswith(b"{") else "nginx"
     return "nginx"

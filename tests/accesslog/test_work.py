@@ -567,3 +567,12 @@ def test_a_later_audit_without_the_gap_resolves_the_gap_finding(
     with sqlite_store.session() as session:
         gap = session.scalars(select(Finding).where(Finding.rule == "log_gap")).one()
     assert (gap.state, gap.subject) == ("resolved", "2026q3")
+
+
+
+def test_a_json_log_with_a_byte_order_mark_is_told_as_json() -> None:
+    from monitord.accesslog.sources import detect
+
+    # Told as nginx, every line of the audit log was rejected.
+    assert detect(b"\xef\xbb\xbf" + audit_line(START).encode() + b"\n") == "json"
+    assert detect(b"\xef\xbb\xbf\n" + audit_line(START).encode() + b"\n") == "json"
