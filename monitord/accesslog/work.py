@@ -7,6 +7,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from loguru import logger
@@ -17,7 +18,7 @@ import rules
 from monitord.accesslog import nginx
 from monitord.accesslog.configured import make_analyzer
 from monitord.accesslog.follow import Cursor, read_new
-from monitord.accesslog.sources import detect
+from monitord.accesslog.sources import FileId, detect, file_id
 from monitord.accesslog.stats import merge_rows
 from monitord.config import FollowedLog, Settings
 from monitord.store import Store
@@ -91,6 +92,8 @@ class FollowReport:
     findings: int = 0
     sources: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    """Logs left out as the same file as a log followed before them."""
     failed: list[str] = field(default_factory=list)
     """Logs whose pass failed on something other than reading (a line the reader could not
     handle): named in an error, their cursor kept, the other logs read all the same."""
@@ -116,7 +119,19 @@ def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
     way, is named in an error and skipped this pass, with its cursor kept: the other logs are
     read all the same."""
     report = FollowReport()
+    first_named: dict[FileId, str] = {}
     for log in settings.logs.follow:
+        same = _read_under(log.path, first_named)
+        if same is not None:
+            # Read under both names, every request and finding would count twice.
+            logger.warning(
+                "access log {} is the same file as {}: it is read once, as {}",
+                log.path,
+                same,
+                same,
+            )
+            report.duplicates.append(log.path)
+            continue
         try:
             _follow_one(store, settings, clock, log, report)
         except OSError as exc:
@@ -138,6 +153,19 @@ def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
             logger.opt(exception=exc).debug("access log {}: the failure", log.path)
             report.failed.append(log.path)
     return report
+
+
+def _read_under(path: str, first_named: dict[FileId, str]) -> str | None:
+    """The path under which the file at `path` is already read this pass (a symlink or a hard
+    link to a log followed before it), or None; remembers it otherwise."""
+    try:
+        identity = file_id(Path(path))
+    except OSError:
+        return None  # not there yet, or unreadable: the pass says so
+    if identity in first_named:
+        return first_named[identity]
+    first_named[identity] = path
+    return None
 
 
 def _follow_one(

@@ -569,6 +569,81 @@ def test_a_later_audit_without_the_gap_resolves_the_gap_finding(
     assert (gap.state, gap.subject) == ("resolved", "2026q3")
 
 
+def test_a_followed_log_and_a_symlink_to_it_are_read_once(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # Followed under both names, the log's requests were stored twice and usage doubled.
+    log, link = tmp_path / "access.log", tmp_path / "current.log"
+    minute = dt.timedelta(minutes=1)
+    log.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(150)))
+    link.symlink_to(log)
+    warnings: list[str] = []
+    sink = logger.add(warnings.append, level="WARNING", format="{message}")
+    try:
+        report = follow_logs(sqlite_store, config((log, "nginx"), (link, "nginx")), clock)
+    finally:
+        logger.remove(sink)
+    assert report.duplicates == [str(link)] and report.sources == [str(log)]
+    assert warnings == [f"access log {link} is the same file as {log}: it is read once, as {log}\n"]
+    assert lines_seen(sqlite_store) == 150 and total_requests(sqlite_store) == 60
+
+
+def test_analyse_reads_a_file_given_twice_or_linked_in_its_folder_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitord.cli import main
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    log = folder / "access.log"
+    log.write_text("".join(nginx_line(START, i) + "\n" for i in range(45)))
+    (folder / "current").symlink_to(log)
+    assert main(["analyse", str(log), str(log), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["lines"] == 45
+    assert f"monitord: {log} is already read (as {log}): read once" in captured.err
+    assert main(["analyse", str(folder), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["lines"] == 45
+    assert f"monitord: {folder / 'current'} is the same file as {log}: read once" in captured.err
+    other = folder / "access.log.1"
+    other.write_text(nginx_line(START, 99) + "\n")
+    assert main(["analyse", str(log), str(folder)]) == 2
+    assert f"{log} in {folder} is also given as {log}: give each file once" in (
+        capsys.readouterr().err
+    )
+
+
+def test_analyse_names_a_file_of_a_folder_it_cannot_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file of the folder the user may not read (chmod 000: root reads it all the same, so the
+    # refusal is made here) ended `analyse` with a PermissionError traceback.
+    from monitord.cli import logs, main
+
+    folder = tmp_path / "ud"
+    folder.mkdir()
+    (folder / "a.log").write_text(nginx_line(START, 0) + "\n")
+    (folder / "b.log").write_text(nginx_line(START, 1) + "\n")
+    opened = Path.open
+
+    def refuse_b(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "b.log":
+            raise PermissionError(13, "Permission denied", str(self))
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse_b)
+    expected = f"monitord: {folder / 'b.log'}: cannot be read (Permission denied)"
+    assert main(["analyse", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and "Traceback" not in err
+    assert f"in {folder}: make it readable, or move it out of the folder" in err
+    # Made unreadable between the check and the reading: the same line.
+    monkeypatch.setattr(logs, "_check_input", lambda path: None)
+    assert main(["analyse", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and "Traceback" not in err
+
 
 def test_a_json_log_with_a_byte_order_mark_is_told_as_json() -> None:
     from monitord.accesslog.sources import detect
