@@ -9,7 +9,15 @@ a truncated-and-rewritten file from the one it read. Each call reads what is new
 - the file was renamed away (logrotate's default `create`): the rest of the old file, found by
   its inode among the path's rotated siblings, then the new file from the start;
 - the file was copied and truncated (`copytruncate`): the rest of the copy (the sibling whose
-  start matches), then the truncated file from the start.
+  start matches), then the truncated file from the start;
+- the rotated file was compressed (logrotate's `compress` without `delaycompress`): the rest
+  of the `.gz` sibling whose start matches, read through gzip;
+- the path is a symlink pointed at another file: the rest of the file it pointed at, found by
+  its inode in the folder.
+
+A file read while empty has no first bytes to recognise: a rotated copy written after the
+cursor was taken is its copy. When the file read before is not found, a warning says from
+which byte its lines are lost.
 
 The caller stores the returned cursor in the same transaction as what it made of the lines, so
 a crash replays the same lines rather than losing or doubling them.
@@ -18,11 +26,19 @@ a crash replays the same lines rather than losing or doubling them.
 from __future__ import annotations
 
 import errno
+import glob
+import gzip
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
+from typing import BinaryIO
+
+from loguru import logger
+
+from monitord.accesslog.sources import GZIP_MAGIC
 
 HEAD_BYTES = 128
 MAX_CHUNK = 8 * 1024 * 1024
@@ -38,6 +54,9 @@ class Cursor:
     offset: int = 0
     head: bytes = b""
     """The file's first bytes as last seen (up to HEAD_BYTES)."""
+    mtime_ns: int = 0
+    """The file's modification time as last seen: a rotated copy written after it holds lines
+    not read yet (0: not known)."""
 
 
 @dataclass(frozen=True)
@@ -69,9 +88,14 @@ def _read_from(path: Path, offset: int, limit: int = MAX_CHUNK) -> tuple[bytes, 
     return data[: end + 1], offset + end + 1
 
 
-def _siblings(path: Path) -> list[Path]:
-    """Rotated copies of path (path.1, path-20261129, …), newest first; compressed ones skipped."""
-    found = [p for p in path.parent.glob(path.name + "*") if p != path and p.suffix != ".gz"]
+def _siblings(path: Path, compressed: bool = False) -> list[Path]:
+    """Rotated copies of path (path.1, path-20261129, …), newest first: the plain ones, or with
+    `compressed` the gzipped ones (path.1.gz)."""
+    found = [
+        p
+        for p in path.parent.glob(glob.escape(path.name) + "*")
+        if p != path and (p.suffix == ".gz") == compressed and p.is_file()
+    ]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
@@ -79,9 +103,96 @@ def _same_start(head: bytes, path: Path) -> bool:
     return bool(head) and _head(path)[: len(head)] == head
 
 
+def _same_start_compressed(head: bytes, path: Path) -> bool:
+    try:
+        with gzip.open(path, "rb") as handle:
+            return bool(head) and handle.read(len(head)) == head
+    except (OSError, EOFError, zlib.error):
+        return False  # not gzip, or damaged: not the file we read
+
+
+def _written_after(path: Path, cursor: Cursor) -> bool:
+    """Whether path was written after the cursor's file was last seen (an empty file leaves
+    no first bytes to recognise its copy by; gzip keeps the time of the file it compressed)."""
+    return bool(cursor.mtime_ns) and path.stat().st_mtime_ns > cursor.mtime_ns
+
+
+def _is_the_file(path: Path, cursor: Cursor) -> bool:
+    found = path.stat()
+    return (found.st_dev, found.st_ino) == (cursor.device, cursor.inode)
+
+
+def _rotated_away(file: Path, stat: os.stat_result, cursor: Cursor) -> bool:
+    """Whether the file the cursor read is no longer the one at `file`."""
+    if (stat.st_dev, stat.st_ino) != (cursor.device, cursor.inode) or stat.st_size < cursor.offset:
+        return True
+    if cursor.offset:
+        return not _same_start(cursor.head, file)
+    # Nothing was read from it (it was empty): copied and truncated if a copy came since.
+    return any(_written_after(p, cursor) for p in [*_siblings(file), *_siblings(file, True)])
+
+
+def _find_rotated(file: Path, cursor: Cursor) -> Path | None:
+    """The file the cursor read, now under another name: a rotated sibling with its inode or
+    its first bytes (plain or gzipped), or a file with its inode in the folder of the path or
+    of the file the path links to (a symlink pointed elsewhere)."""
+    for old in _siblings(file):
+        if _is_the_file(old, cursor):
+            return old
+        if cursor.offset and _same_start(cursor.head, old):
+            return old  # copied, then truncated
+        if not cursor.offset and _written_after(old, cursor):
+            return old
+    # Not the path itself: a file created after the old one was removed may get its inode.
+    itself = {file, file.resolve()}
+    for folder in dict.fromkeys([file.parent, file.resolve().parent]):
+        for old in folder.iterdir():
+            if old not in itself and old.is_file() and _is_the_file(old, cursor):
+                return old
+    for old in _siblings(file, compressed=True):
+        if cursor.offset and _same_start_compressed(cursor.head, old):
+            return old
+        if not cursor.offset and _written_after(old, cursor):
+            return old
+    return None
+
+
+def _open_any(path: Path) -> BinaryIO:
+    with path.open("rb") as probe:
+        compressed = probe.read(2) == GZIP_MAGIC
+    return gzip.open(path, "rb") if compressed else path.open("rb")  # type: ignore[return-value]
+
+
+def _rest(old: Path, offset: int) -> Iterator[bytes]:
+    """The complete lines of `old` (plain or gzipped) after `offset`, in reads of MAX_CHUNK; its
+    last line is taken without its newline (the file is no longer written)."""
+    carry = b""
+    try:
+        with _open_any(old) as handle:
+            handle.seek(offset)
+            while block := handle.read(MAX_CHUNK - len(carry)):
+                data = carry + block
+                end = data.rfind(b"\n") + 1
+                if end:
+                    carry = data[end:]
+                    yield data[:end]
+                elif len(data) < MAX_CHUNK:
+                    carry = data  # a long line: read on
+                else:  # a whole read without a newline: on past it (see `_read_from`)
+                    carry = b""
+                    yield data + b"\n"
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        logger.warning("rotated access log {}: damaged ({}); the lines after it are lost", old, exc)
+    if carry:
+        yield carry + b"\n"
+
+
 def read_new(path: str | Path, cursor: Cursor | None) -> Iterator[Chunk]:
     """Yield what is new in path since cursor, oldest first; the last chunk's cursor is the one
-    to store. Yields nothing when the path does not exist or nothing complete was added."""
+    to store. Yields nothing when the path does not exist or nothing complete was added.
+
+    When the file read before was rotated away and is not found, a warning says from which byte
+    its lines are lost."""
     file = Path(path)
     try:
         stat = file.stat()
@@ -91,30 +202,22 @@ def read_new(path: str | Path, cursor: Cursor | None) -> Iterator[Chunk]:
         # A folder fails on open; a named pipe or a device would block the job on its read.
         raise OSError(errno.EINVAL, "not a regular file", str(file))
     current = cursor or Cursor(path=str(file))
-    same_file = (stat.st_dev, stat.st_ino) == (current.device, current.inode)
-    if cursor is not None and current.offset > 0:
-        if same_file and stat.st_size >= current.offset and _same_start(current.head, file):
-            pass  # the same file, grown (or not): read on from the offset below
+    # A cursor at offset 0 read an empty file: rotated, it holds lines all the same.
+    if cursor is not None and cursor.device and _rotated_away(file, stat, cursor):
+        # Finish the file we were reading before starting the new one. Each chunk keeps the
+        # old cursor, which is stored only after them all.
+        old = _find_rotated(file, cursor)
+        if old is None:
+            logger.warning(
+                "access log {}: the file read up to byte {} was rotated away and is not found "
+                "(not beside it, plain or .gz): any lines written to it after that byte are lost",
+                file,
+                cursor.offset,
+            )
         else:
-            # Rotated: finish the file we were reading before starting the new one.
-            for old in _siblings(file):
-                old_stat = old.stat()
-                renamed = (old_stat.st_dev, old_stat.st_ino) == (current.device, current.inode)
-                copied = not renamed and _same_start(current.head, old)
-                if (renamed or copied) and old_stat.st_size > current.offset:
-                    # In reads of MAX_CHUNK (a daemon back from a long stop may find a large
-                    # tail); each keeps the old cursor, which is stored only after them all.
-                    offset = current.offset
-                    while offset < old_stat.st_size:
-                        data, offset = _read_from(old, offset)
-                        if not data:  # its last line ended with the file
-                            with old.open("rb") as handle:
-                                handle.seek(offset)
-                                data = handle.read() + b"\n"
-                            offset = old_stat.st_size
-                        yield Chunk(str(old), data, current)
-                    break
-            current = Cursor(path=str(file))
+            for data in _rest(old, cursor.offset):
+                yield Chunk(str(old), data, cursor)
+        current = Cursor(path=str(file))
     offset = current.offset if current.device else 0
     while True:
         data, end = _read_from(file, offset)
@@ -130,5 +233,10 @@ def read_new(path: str | Path, cursor: Cursor | None) -> Iterator[Chunk]:
 
 def _cursor_for(file: Path, stat: os.stat_result, offset: int) -> Cursor:
     return Cursor(
-        path=str(file), device=stat.st_dev, inode=stat.st_ino, offset=offset, head=_head(file)
+        path=str(file),
+        device=stat.st_dev,
+        inode=stat.st_ino,
+        offset=offset,
+        head=_head(file),
+        mtime_ns=stat.st_mtime_ns,
     )

@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from monitord.accesslog.lines import MAX_LINE, overlong
+from monitord.errors import UsageError
 
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark some Windows tools write at the start of a file."""
 BLOCK_SIZE = 4 << 20  # ~17,000 nginx lines: large enough to amortise, small enough for RSS
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -53,17 +56,49 @@ def expand(items: Iterable[InputItem]) -> Iterator[tuple[str, BinaryIO]]:
         elif str(item) == "-":
             yield "<stdin>", sys.stdin.buffer
         elif Path(item).is_dir():
-            files = [p for p in Path(item).rglob("*") if p.is_file() and not p.name.startswith(".")]
-            for path in sorted(files, key=lambda p: (str(p.parent), *_rotation_key(p))):
+            for path in distinct_files(folder_files(Path(item)))[0]:
                 yield str(path), _open(path)
         else:
             yield str(item), _open(Path(item))
 
 
+def folder_files(folder: Path) -> list[Path]:
+    """The files of a folder and its subfolders, hidden ones left out, each subfolder's oldest
+    rotated file first."""
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: (str(p.parent), *_rotation_key(p)))
+
+
+FileId = tuple[int, int]
+"""A file's device and inode: the same for every name (link, symlink) it has."""
+
+
+def file_id(path: Path) -> FileId:
+    """The identity of the file at path (through a symlink)."""
+    found = path.stat()
+    return found.st_dev, found.st_ino
+
+
+def distinct_files(files: list[Path]) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """The files, each distinct file once (under a name that is not a symlink when it has
+    one), in their order; and the names left out, each with the one kept."""
+    kept: dict[FileId, Path] = {}
+    for path in sorted(files, key=lambda p: p.is_symlink()):  # stable: the order otherwise
+        kept.setdefault(file_id(path), path)
+    chosen = set(kept.values())
+    left_out = [(p, kept[file_id(p)]) for p in files if p not in chosen]
+    return [p for p in files if p in chosen], left_out
+
+
 def _open(path: Path) -> BinaryIO:
-    with path.open("rb") as probe:
-        compressed = probe.read(2) == GZIP_MAGIC
-    return gzip.open(path, "rb") if compressed else path.open("rb")  # type: ignore[return-value]
+    """The file as a binary stream, through gzip when it is compressed; a file that cannot be
+    opened (its mode, removed since it was listed) is a UsageError naming it."""
+    try:
+        with path.open("rb") as probe:
+            compressed = probe.read(2) == GZIP_MAGIC
+        return gzip.open(path, "rb") if compressed else path.open("rb")  # type: ignore[return-value]
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 _STEP = 1 << 20
@@ -173,9 +208,10 @@ def _skip_line(stream: BinaryIO) -> tuple[bytes | None, str | None]:
 
 
 def detect(data: bytes | bytearray) -> str:
-    """Guess the format of a block: `json` when its first line is an object, else `nginx`."""
+    """Guess the format of a block: `json` when its first line is an object (after a byte order
+    mark, if any), else `nginx`."""
     for line in bytes(data[: 1 << 16]).split(b"\n", 20)[:20]:
-        stripped = line.strip()
+        stripped = line.strip().removeprefix(BOM)
         if stripped:
             return "json" if stripped.startswith(b"{") else "nginx"
     return "nginx"

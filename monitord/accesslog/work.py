@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from loguru import logger
 from sqlalchemy import select
@@ -16,20 +18,27 @@ import rules
 from monitord.accesslog import nginx
 from monitord.accesslog.configured import make_analyzer
 from monitord.accesslog.follow import Cursor, read_new
+from monitord.accesslog.sources import FileId, detect, file_id
 from monitord.accesslog.stats import merge_rows
 from monitord.config import FollowedLog, Settings
 from monitord.store import Store
-from monitord.store.findings import upsert_finding
+from monitord.store.findings import resolve_findings, upsert_finding
 from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource, writer_name
 from monitord.timeutil import SHANGHAI, UTC, Clock, parse_time, quarter_bounds, quarter_start
 from monitord.types import FindingDraft
 
 RULE_LOG_GAP = "log_gap"
+EDGE = "nginx"
+"""The format of the edge log: it sees every request, the audit log only the portal's."""
 FORGET_AFTER = dt.timedelta(days=7)
+AUDIT_GRACE = dt.timedelta(hours=24)
+"""How long after a quarter's end its audit waits for followed logs that have not moved past
+the end (the quarterly report waits for the audit)."""
 
 
-def store_stats(session: Session, rows: list[dict[str, Any]], log: str) -> int:
-    """Upsert hourly statistics rows of one followed log (one per service and hour).
+def store_stats(session: Session, rows: list[dict[str, Any]], log: str, fmt: str) -> int:
+    """Upsert hourly statistics rows of one followed log (one per service and hour), each
+    marked with the log's format (`nginx` or `json`) for `counted_rows`.
 
     Rows are keyed by the log's path, not its kind: two edge servers' logs of the same hour are
     two rows, where keyed by "nginx" the second would replace the first. A row for an hour
@@ -37,6 +46,7 @@ def store_stats(session: Session, rows: list[dict[str, Any]], log: str) -> int:
     stored one (`stats.merge_rows`), not written over it.
     """
     for row in rows:
+        row = dict(row, format=fmt)
         hour = parse_time(row["hour"])
         stored = session.scalars(
             select(LogHourStat).where(
@@ -82,6 +92,11 @@ class FollowReport:
     findings: int = 0
     sources: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    """Logs left out as the same file as a log followed before them."""
+    failed: list[str] = field(default_factory=list)
+    """Logs whose pass failed on something other than reading (a line the reader could not
+    handle): named in an error, their cursor kept, the other logs read all the same."""
 
 
 def reader_warning(settings: Settings) -> str | None:
@@ -100,10 +115,23 @@ def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
     """Read what is new in every configured log and record what it says, each log in one
     transaction with its cursor, so a crash replays rather than loses or doubles lines.
 
-    A log that cannot be read (no permission, a folder, ...) is named in an error and skipped
-    this pass, with its cursor kept: the other logs are read all the same."""
+    A log that cannot be read (no permission, a folder, ...), or whose pass fails in any other
+    way, is named in an error and skipped this pass, with its cursor kept: the other logs are
+    read all the same."""
     report = FollowReport()
+    first_named: dict[FileId, str] = {}
     for log in settings.logs.follow:
+        same = _read_under(log.path, first_named)
+        if same is not None:
+            # Read under both names, every request and finding would count twice.
+            logger.warning(
+                "access log {} is the same file as {}: it is read once, as {}",
+                log.path,
+                same,
+                same,
+            )
+            report.duplicates.append(log.path)
+            continue
         try:
             _follow_one(store, settings, clock, log, report)
         except OSError as exc:
@@ -112,7 +140,32 @@ def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
                 "access log {}: cannot read it ({}); the other logs are read", log.path, reason
             )
             report.unreadable.append(log.path)
+        except Exception as exc:
+            # A failure of one log's pass (a line its reader cannot handle) rolled back its
+            # transaction and, raised on, stopped every log after it on each pass for ever.
+            logger.error(
+                "access log {}: reading it failed ({}: {}); its cursor is kept and the other "
+                "logs are read",
+                log.path,
+                type(exc).__name__,
+                exc,
+            )
+            logger.opt(exception=exc).debug("access log {}: the failure", log.path)
+            report.failed.append(log.path)
     return report
+
+
+def _read_under(path: str, first_named: dict[FileId, str]) -> str | None:
+    """The path under which the file at `path` is already read this pass (a symlink or a hard
+    link to a log followed before it), or None; remembers it otherwise."""
+    try:
+        identity = file_id(Path(path))
+    except OSError:
+        return None  # not there yet, or unreadable: the pass says so
+    if identity in first_named:
+        return first_named[identity]
+    first_named[identity] = path
+    return None
 
 
 def _follow_one(
@@ -127,6 +180,7 @@ def _follow_one(
                 inode=row.inode,
                 offset=row.offset,
                 head=row.head,
+                mtime_ns=int(row.state.get("mtime_ns", 0)),
             )
             if row
             else None
@@ -135,14 +189,17 @@ def _follow_one(
         analyzer = make_analyzer(settings.logs, state.get("analyzer"))
         before = analyzer.lines
         last = cursor
+        fmt = log.format if log.format != "auto" else state.get("format")
         for chunk in read_new(log.path, cursor):
             if chunk.data:
+                fmt = fmt or detect(chunk.data)  # as the analyzer detects it, once per log
                 analyzer.feed(chunk.data, log.format, source=log.path)
             last = chunk.cursor
         if last is None or last == cursor:
             return
         now = clock()
-        report.stats += store_stats(session, analyzer.take_closed_stats(), log.path)
+        fmt = fmt or EDGE
+        report.stats += store_stats(session, analyzer.take_closed_stats(), log.path, fmt)
         reported: dict[str, str] = dict(state.get("reported", {}))
         report.findings += store_log_findings(
             session, [f.to_draft() for f in analyzer.findings()], now, reported
@@ -160,7 +217,12 @@ def _follow_one(
             last.offset,
             last.head,
         )
-        row.state = {"analyzer": analyzer.to_state(), "reported": reported}
+        row.state = {
+            "analyzer": analyzer.to_state(),
+            "reported": reported,
+            "format": fmt,
+            "mtime_ns": last.mtime_ns,  # the cursor's: the store has no column for it
+        }
         row.lines = analyzer.lines
         row.updated_at = now
         report.lines += analyzer.lines - before
@@ -190,11 +252,15 @@ def log_audit(session: Session, now: dt.datetime, quarter: str | None = None) ->
         start, end = quarter_bounds(quarter)
         label = quarter
     per_day: dict[str, int] = defaultdict(int)
-    for hour, requests in session.execute(
-        select(LogHourStat.hour, LogHourStat.requests).where(
-            LogHourStat.hour >= start, LogHourStat.hour < end
-        )
-    ):
+    stored = session.execute(
+        select(
+            LogHourStat.service,
+            LogHourStat.hour,
+            LogHourStat.stats["format"].as_string(),
+            LogHourStat.requests,
+        ).where(LogHourStat.hour >= start, LogHourStat.hour < end)
+    )
+    for _service, hour, _fmt, requests in counted_rows(stored, lambda r: (r[0], r[1], r[2])):
         per_day[_local_day(hour)] += requests
     first = start.astimezone(SHANGHAI).date()
     stop = min(end, now).astimezone(SHANGHAI).date()  # exclusive: only whole days so far
@@ -231,6 +297,9 @@ def log_audit(session: Session, now: dt.datetime, quarter: str | None = None) ->
             ),
             now,
         )
+    else:
+        # An earlier audit that saw a gap (hours not yet stored when it ran) is corrected.
+        resolve_findings(session, [RULE_LOG_GAP], "quarter", set(), now, subjects={label})
     audit = session.get(LogAudit, label) or LogAudit(quarter=label)
     audit.created_at, audit.period_start, audit.period_end = now, start, end
     audit.lines = sum(per_day.values())
@@ -242,31 +311,97 @@ def log_audit(session: Session, now: dt.datetime, quarter: str | None = None) ->
     return audit
 
 
-def audit_due(store: Store, clock: Clock) -> str | None:
-    """Write the previous quarter's audit if it is missing; returns its label when written."""
+def logs_read_past(
+    session: Session, settings: Settings, start: dt.datetime, end: dt.datetime
+) -> bool:
+    """Whether every log followed in [start, end) has been read past `end`, so that the hourly
+    statistics up to `end` are stored: each has a stored hour at or after `end` (a log's hour is
+    stored once the log has moved past it).
+
+    The logs are those any daemon read in the period and those this daemon follows (which may
+    not have been read yet, at start-up)."""
+    followed = {
+        (daemon, path)
+        for daemon, path in session.execute(
+            select(LogSource.daemon, LogSource.path).where(LogSource.updated_at >= start)
+        )
+    }
+    followed |= {(writer_name(), log.path) for log in settings.logs.follow}
+    for daemon, path in followed:
+        reached = session.scalar(
+            select(LogHourStat.id)
+            .where(
+                LogHourStat.daemon == daemon, LogHourStat.source == path, LogHourStat.hour >= end
+            )
+            .limit(1)
+        )
+        if reached is None:
+            return False
+    return True
+
+
+def audit_due(store: Store, settings: Settings, clock: Clock) -> str | None:
+    """Write the previous quarter's audit if it is missing and its logs are read; returns its
+    label when written.
+
+    Written once every followed log has been read past the quarter's end (`logs_read_past`), or
+    AUDIT_GRACE after the end whatever the logs (a log that stopped, a quiet night): written
+    earlier, the last hours of the quarter, not yet stored, showed as days without logs."""
     now = clock()
-    label, _start, _end = previous_quarter(now)
+    label, start, end = previous_quarter(now)
     with store.session() as session:
         if session.get(LogAudit, label) is not None:
+            return None
+        if now < end + AUDIT_GRACE and not logs_read_past(session, settings, start, end):
             return None
         log_audit(session, now, label)
     logger.info("quarterly log audit for {} written", label)
     return label
 
 
+_Row = TypeVar("_Row")
+
+
+def counted_rows(
+    rows: Iterable[_Row], view: Callable[[_Row], tuple[str, dt.datetime, str | None]]
+) -> list[_Row]:
+    """The rows whose requests count, one view of each service's hour; `view` gives a row's
+    service, hour and log format.
+
+    The edge log (nginx) and the portal's audit log (json) see the same requests: counted in
+    both, every request would count twice. So per service and hour the edge logs' rows count
+    (several edge servers each serve different requests: they add up), and the audit logs'
+    rows only where no edge log has that hour. A row stored without its format predates this
+    rule and counts as an edge log's.
+    """
+    by_hour: dict[tuple[str, dt.datetime], list[tuple[str, _Row]]] = defaultdict(list)
+    for row in rows:
+        service, hour, fmt = view(row)
+        by_hour[(service, hour)].append((fmt or EDGE, row))
+    counted: list[_Row] = []
+    for group in by_hour.values():
+        edge = [row for fmt, row in group if fmt == EDGE]
+        counted += edge or [row for _fmt, row in group]
+    return counted
+
+
 def usage(store: Store, service: str, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
-    """How a service was used between two moments, from the stored hourly statistics."""
+    """How a service was used between two moments, from the stored hourly statistics (each
+    request once: `counted_rows`)."""
     with store.session() as session:
-        rows = session.scalars(
+        stored = session.scalars(
             select(LogHourStat)
             .where(
                 LogHourStat.service == service, LogHourStat.hour >= since, LogHourStat.hour < until
             )
             .order_by(LogHourStat.hour)
         ).all()
+    rows = counted_rows(stored, lambda r: (r.service, r.hour, r.stats.get("format")))
     status: dict[str, int] = defaultdict(int)
     clients: dict[str, int] = defaultdict(int)
+    per_hour: dict[dt.datetime, int] = defaultdict(int)
     for row in rows:
+        per_hour[row.hour] += row.requests
         for key, value in (row.stats.get("status") or {}).items():
             status[key] += int(value or 0)
         for key, value in (row.stats.get("clients") or {}).items():
@@ -277,9 +412,9 @@ def usage(store: Store, service: str, since: dt.datetime, until: dt.datetime) ->
         "service": service,
         "since": since.astimezone(UTC).isoformat(),
         "until": until.astimezone(UTC).isoformat(),
-        "hours": len(rows),
-        "requests": sum(r.requests for r in rows),
-        "busiest_hour_requests": max((r.requests for r in rows), default=0),
+        "hours": len(per_hour),
+        "requests": sum(per_hour.values()),
+        "busiest_hour_requests": max(per_hour.values(), default=0),
         "status": dict(status),
         "clients": dict(clients),
         "p95_ms_median_hour": known[len(known) // 2] if known else None,

@@ -176,8 +176,8 @@ async def follow_access_logs(app: App) -> None:
 
 
 async def quarterly_log_audit(app: App) -> None:
-    """Write the previous quarter's log audit (7.3.1) once it is over."""
-    await asyncio.to_thread(audit_due, app.store, app.clock)
+    """Write the previous quarter's log audit (7.3.1) once it is over and its logs are read."""
+    await asyncio.to_thread(audit_due, app.store, app.settings, app.clock)
 
 
 def _evaluate_compliance(app: App) -> dict[str, int]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from monitord.accesslog.follow import Cursor, read_new
 
@@ -134,3 +136,80 @@ def test_a_line_longer_than_a_read_does_not_stop_reading(log: Path) -> None:
     assert cursor is not None and cursor.offset == log.stat().st_size
     assert seen[0] == b"a" and seen[-2:] == [b"b", b"c"]
     assert sum(len(line) for line in seen[1:-2]) == MAX_CHUNK + 10
+
+
+def test_rename_rotation_of_a_file_read_while_empty_reads_the_old_file(log: Path) -> None:
+    # A cursor at offset 0 skipped the rotation check: the 5 lines of the old file were lost.
+    follower = Follower(log)
+    log.write_text("")
+    follower.poll()
+    write(log, "1", "2", "3", "4", "5")
+    log.rename(log.with_name("access.log.1"))
+    write(log, "6", "7", "8")
+    follower.poll()
+    assert follower.lines == ["1", "2", "3", "4", "5", "6", "7", "8"]
+
+
+def test_copytruncate_of_a_file_read_while_empty_reads_the_copy(log: Path) -> None:
+    follower = Follower(log)
+    log.write_text("")
+    an_hour_ago = log.stat().st_mtime_ns - 3600 * 10**9
+    os.utime(log, ns=(an_hour_ago, an_hour_ago))  # created empty at the last rotation
+    follower.poll()
+    write(log, "1", "2", "3", "4", "5")
+    shutil.copyfile(log, log.with_name("access.log.1"))
+    os.truncate(log, 0)
+    write(log, "6", "7", "8")
+    follower.poll()
+    follower.poll()
+    assert follower.lines == ["1", "2", "3", "4", "5", "6", "7", "8"]
+
+
+def test_a_rotated_file_compressed_at_once_is_read_through_gzip(log: Path) -> None:
+    # logrotate's `compress` without `delaycompress`: the old file is only there as .1.gz.
+    follower = Follower(log)
+    write(log, "1", "2", "3", "4", "5")
+    follower.poll()
+    write(log, "6", "7", "8", "9")
+    with gzip.open(log.with_name("access.log.1.gz"), "wb") as packed:
+        packed.write(log.read_bytes())
+    log.unlink()
+    write(log, "10")
+    follower.poll()
+    assert follower.lines == [str(n) for n in range(1, 11)]
+
+
+def test_a_symlink_pointed_at_the_next_file_finishes_the_one_it_pointed_at(
+    tmp_path: Path,
+) -> None:
+    current, day1, day2 = tmp_path / "current.log", tmp_path / "day1.log", tmp_path / "day2.log"
+    write(day1, "1", "2")
+    current.symlink_to(day1)
+    follower = Follower(current)
+    follower.poll()
+    write(day1, "3", "4")
+    write(day2, "5")
+    current.unlink()
+    current.symlink_to(day2)
+    follower.poll()
+    assert follower.lines == ["1", "2", "3", "4", "5"]
+
+
+def test_a_rotated_file_that_is_gone_is_a_warning_naming_the_lost_bytes(log: Path) -> None:
+    follower = Follower(log)
+    write(log, "1", "2")
+    follower.poll()
+    write(log, "3")
+    log.unlink()  # rotated and removed before the next read
+    write(log, "4")
+    warnings: list[str] = []
+    sink = logger.add(warnings.append, level="WARNING", format="{message}")
+    try:
+        follower.poll()
+    finally:
+        logger.remove(sink)
+    assert follower.lines == ["1", "2", "4"]
+    assert warnings == [
+        f"access log {log}: the file read up to byte 4 was rotated away and is not found (not "
+        "beside it, plain or .gz): any lines written to it after that byte are lost\n"
+    ]

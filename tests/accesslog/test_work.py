@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from loguru import logger
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from monitord.accesslog.work import follow_logs, log_audit, usage
 from monitord.config import Settings, parse_config
@@ -433,3 +433,221 @@ def test_an_address_failing_logins_in_both_followed_logs_opens_one_incident(
         assert [(i.kind, i.klass) for i in about_the_address] == [
             ("abnormal_behaviour", "security")
         ]
+
+
+def test_a_request_in_both_the_edge_log_and_the_audit_log_is_used_and_audited_once(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # The edge log and the audit log carry the same requests, one every 30 minutes: usage said
+    # 48 hours and 96 requests for one day, and the audit counted each day's lines twice.
+    edge, audit = tmp_path / "access.log", tmp_path / "audit.jsonl"
+    q3 = dt.datetime(2026, 7, 1, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    moments = [q3 + i * dt.timedelta(minutes=30) for i in range(3 * 48)]
+    edge.write_text("".join(nginx_line(m, i) + "\n" for i, m in enumerate(moments)))
+    audit.write_text("".join(audit_line(m) + "\n" for m in moments))
+    follow_logs(sqlite_store, config((edge, "nginx"), (audit, "auto")), clock)
+    day = usage(sqlite_store, "svc-0042", q3, q3 + dt.timedelta(days=1))
+    assert (day["hours"], day["requests"], day["busiest_hour_requests"]) == (24, 48, 2)
+    assert day["status"] == {"2xx": 48}
+    clock.now = dt.datetime(2026, 10, 2, 2, 0, tzinfo=dt.UTC)
+    with sqlite_store.session() as session:
+        audited = log_audit(session, clock(), "2026q3")
+    assert [audited.lines_per_day[d] for d in ("2026-07-01", "2026-07-02")] == [48, 48]
+    # Where the edge log has no row for an hour, the audit log's row counts.
+    edge.write_text("")
+    with sqlite_store.session() as session:
+        session.execute(delete(LogHourStat).where(LogHourStat.source == str(edge)))
+    assert usage(sqlite_store, "svc-0042", q3, q3 + dt.timedelta(days=1))["requests"] == 48
+
+
+def test_a_pass_that_fails_on_one_log_still_reads_the_others_and_keeps_its_cursor(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reader that raised on a line of one log rolled back the pass, and no log after it was
+    # ever read again.
+    from monitord.accesslog import jsonlog
+
+    audit, edge = tmp_path / "audit.jsonl", tmp_path / "access.log"
+    minute = dt.timedelta(minutes=1)
+    audit.write_text("".join(audit_line(START + i * minute) + "\n" for i in range(10)))
+    edge.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(150)))
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("a reader bug")
+
+    monkeypatch.setattr(jsonlog, "parse", broken)
+    errors: list[str] = []
+    sink = logger.add(errors.append, level="ERROR", format="{message}")
+    try:
+        report = follow_logs(sqlite_store, config((audit, "json"), (edge, "nginx")), clock)
+    finally:
+        logger.remove(sink)
+    assert report.failed == [str(audit)] and report.sources == [str(edge)]
+    assert errors == [
+        f"access log {audit}: reading it failed (ValueError: a reader bug); its cursor is "
+        "kept and the other logs are read\n"
+    ]
+    assert lines_seen(sqlite_store) == 150
+    with sqlite_store.session() as session:
+        assert session.get(LogSource, (writer_name(), str(audit))) is None
+    monkeypatch.undo()
+    report = follow_logs(sqlite_store, config((audit, "json"), (edge, "nginx")), clock)
+    assert report.sources == [str(audit)] and lines_seen(sqlite_store) == 160
+
+
+def test_the_quarterly_audit_waits_for_the_logs_to_pass_the_quarters_end(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # Written at start-up before the logs were read, the audit of 2026q3 found no stored hour
+    # of 30 September (its only lines, at 23:xx, were not stored until the log moved past them)
+    # and flagged a day without logs that was never corrected.
+    from monitord.accesslog.work import audit_due
+
+    log = tmp_path / "access.log"
+    cfg = config((log, "nginx"))
+    q3 = dt.datetime(2026, 7, 1, 23, 10, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    days = [q3 + dt.timedelta(days=d, minutes=m) for d in range(92) for m in (0, 40)]
+    log.write_text("".join(nginx_line(m, i) + "\n" for i, m in enumerate(days)))
+    clock.now = dt.datetime(2026, 9, 30, 16, 30, tzinfo=dt.UTC)  # 00:30 on 1 October
+    assert audit_due(sqlite_store, cfg, clock) is None  # at start-up: nothing read yet
+    follow_logs(sqlite_store, cfg, clock)
+    assert audit_due(sqlite_store, cfg, clock) is None  # 30 September 23:00 is not stored
+    october = q3 + dt.timedelta(days=92)
+    with log.open("a") as handle:
+        handle.writelines(
+            nginx_line(october + i * dt.timedelta(hours=1), i) + "\n" for i in range(4)
+        )
+    clock.now += dt.timedelta(hours=3)
+    follow_logs(sqlite_store, cfg, clock)
+    assert audit_due(sqlite_store, cfg, clock) == "2026q3"
+    with sqlite_store.session() as session:
+        audit = session.get(LogAudit, "2026q3")
+        assert audit is not None and audit.empty_days == [] and audit.lines == 184
+        assert session.scalars(select(Finding).where(Finding.rule == "log_gap")).all() == []
+
+
+def test_the_quarterly_audit_is_written_a_day_after_the_end_whatever_the_logs(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    from monitord.accesslog.work import audit_due
+
+    cfg = config((tmp_path / "never-written.log", "nginx"))
+    clock.now = dt.datetime(2026, 10, 1, 15, 0, tzinfo=dt.UTC)  # 23:00 on 1 October
+    assert audit_due(sqlite_store, cfg, clock) is None
+    clock.now += dt.timedelta(hours=1)
+    assert audit_due(sqlite_store, cfg, clock) == "2026q3"
+
+
+def test_a_later_audit_without_the_gap_resolves_the_gap_finding(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    q3 = dt.datetime(2026, 7, 1, 10, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+
+    def stored(days: range) -> None:
+        with sqlite_store.session() as session:
+            for day in days:
+                session.add(
+                    LogHourStat(
+                        source="access.log",
+                        service="svc-0042",
+                        hour=q3 + dt.timedelta(days=day),
+                        requests=1,
+                        stats={"status": {"2xx": 1}},
+                    )
+                )
+
+    stored(range(91))  # 30 September's hour is not stored yet
+    clock.now = dt.datetime(2026, 10, 1, 2, 0, tzinfo=dt.UTC)
+    with sqlite_store.session() as session:
+        assert log_audit(session, clock(), "2026q3").empty_days == ["2026-09-30"]
+    stored(range(91, 92))
+    clock.now += dt.timedelta(hours=1)
+    with sqlite_store.session() as session:
+        assert log_audit(session, clock(), "2026q3").empty_days == []
+    with sqlite_store.session() as session:
+        gap = session.scalars(select(Finding).where(Finding.rule == "log_gap")).one()
+    assert (gap.state, gap.subject) == ("resolved", "2026q3")
+
+
+def test_a_followed_log_and_a_symlink_to_it_are_read_once(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # Followed under both names, the log's requests were stored twice and usage doubled.
+    log, link = tmp_path / "access.log", tmp_path / "current.log"
+    minute = dt.timedelta(minutes=1)
+    log.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(150)))
+    link.symlink_to(log)
+    warnings: list[str] = []
+    sink = logger.add(warnings.append, level="WARNING", format="{message}")
+    try:
+        report = follow_logs(sqlite_store, config((log, "nginx"), (link, "nginx")), clock)
+    finally:
+        logger.remove(sink)
+    assert report.duplicates == [str(link)] and report.sources == [str(log)]
+    assert warnings == [f"access log {link} is the same file as {log}: it is read once, as {log}\n"]
+    assert lines_seen(sqlite_store) == 150 and total_requests(sqlite_store) == 60
+
+
+def test_analyse_reads_a_file_given_twice_or_linked_in_its_folder_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitord.cli import main
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    log = folder / "access.log"
+    log.write_text("".join(nginx_line(START, i) + "\n" for i in range(45)))
+    (folder / "current").symlink_to(log)
+    assert main(["analyse", str(log), str(log), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["lines"] == 45
+    assert f"monitord: {log} is already read (as {log}): read once" in captured.err
+    assert main(["analyse", str(folder), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["lines"] == 45
+    assert f"monitord: {folder / 'current'} is the same file as {log}: read once" in captured.err
+    other = folder / "access.log.1"
+    other.write_text(nginx_line(START, 99) + "\n")
+    assert main(["analyse", str(log), str(folder)]) == 2
+    assert f"{log} in {folder} is also given as {log}: give each file once" in (
+        capsys.readouterr().err
+    )
+
+
+def test_analyse_names_a_file_of_a_folder_it_cannot_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file of the folder the user may not read (chmod 000: root reads it all the same, so the
+    # refusal is made here) ended `analyse` with a PermissionError traceback.
+    from monitord.cli import logs, main
+
+    folder = tmp_path / "ud"
+    folder.mkdir()
+    (folder / "a.log").write_text(nginx_line(START, 0) + "\n")
+    (folder / "b.log").write_text(nginx_line(START, 1) + "\n")
+    opened = Path.open
+
+    def refuse_b(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "b.log":
+            raise PermissionError(13, "Permission denied", str(self))
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse_b)
+    expected = f"monitord: {folder / 'b.log'}: cannot be read (Permission denied)"
+    assert main(["analyse", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and "Traceback" not in err
+    assert f"in {folder}: make it readable, or move it out of the folder" in err
+    # Made unreadable between the check and the reading: the same line.
+    monkeypatch.setattr(logs, "_check_input", lambda path: None)
+    assert main(["analyse", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and "Traceback" not in err
+
+
+def test_a_json_log_with_a_byte_order_mark_is_told_as_json() -> None:
+    from monitord.accesslog.sources import detect
+
+    # Told as nginx, every line of the audit log was rejected.
+    assert detect(b"\xef\xbb\xbf" + audit_line(START).encode() + b"\n") == "json"
+    assert detect(b"\xef\xbb\xbf\n" + audit_line(START).encode() + b"\n") == "json"

@@ -220,7 +220,7 @@ async def test_the_job_never_overwrites_a_report_written_from_the_command_line(
     watched_since(sqlite_store, dt.datetime(2026, 7, 1, 8, tzinfo=SHANGHAI))
     by_hand = write_report(sqlite_store, cfg, "2026q3", now)
     kept = by_hand.path.read_bytes()
-    audit_due(sqlite_store, lambda: now)
+    audit_due(sqlite_store, cfg, lambda: now)
     written = send_due_report(sqlite_store, cfg, now)
     assert written is not None
     assert written.path == tmp_path / "reports" / "monitord-2026q3-2.pdf"
@@ -290,7 +290,7 @@ def test_no_report_goes_out_for_a_quarter_monitord_was_not_at_work_in(
     cfg = settings(tmp_path, [])
     now = FIRST_WORKING_MORNING.astimezone(UTC)
     watched_since(sqlite_store, first_sync)
-    audit_due(sqlite_store, lambda: now)
+    audit_due(sqlite_store, cfg, lambda: now)
     written = send_due_report(sqlite_store, cfg, now)
     assert (written is not None) == sent
     assert len(reports(sqlite_store)) == int(sent)
