@@ -16,12 +16,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from monitord.config import ReportSettings
 from monitord.names import CLASS_NAMES, KIND_NAMES, SEVERITY_NAMES
 from monitord.redact import one_line
 from monitord.store.models import Incident, Service
 from monitord.timeutil import local_text
 
 COVERAGE_ALL = "全市"
+COVERAGE_NOT_FILED = "未备案"
+UNITS = ReportSettings()
+"""The units' names a payload queued before it carried them is written with (the defaults of
+[report] management_unit and operation_unit)."""
 
 
 # The opening of a mention tag: Feishu's <at user_id="all">, WeCom's <@userid>, Slack's <!here>.
@@ -167,7 +172,12 @@ def render_notification(
     service_lines = []
     for item in draft.get("services", []):
         coverage = item.get("coverage") or []
-        area = COVERAGE_ALL if coverage in (["all"], []) else "、".join(map(str, coverage))
+        if not coverage:
+            area = COVERAGE_NOT_FILED  # never "the whole city" for what the filing left out
+        elif coverage == ["all"]:
+            area = COVERAGE_ALL
+        else:
+            area = "、".join(map(str, coverage))
         users = item.get("users")
         users_text = f"；用户数 {users}" if users else ""
         service_lines.append(
@@ -179,7 +189,7 @@ def render_notification(
         )
     occurred = draft.get("occurred_at") or incident.detected_at.isoformat()
     lines = [
-        "苏州市数据局：",
+        f"{payload.get('management_unit', UNITS.management_unit)}：",
         f"事件发生时间：{local_text(dt.datetime.fromisoformat(occurred))}",
         f"发现时间：{local_text(incident.detected_at)}",
         "涉及服务：",
@@ -188,7 +198,7 @@ def render_notification(
         f"二、初步判定的危害：{payload['harm']}",
         f"三、已采取的应急处置措施：{payload['measures']}",
         f"四、整改措施：{payload['rectification']}",
-        "报告单位：法人服务总入口运营单位",
+        f"报告单位：{payload.get('operation_unit', UNITS.operation_unit)}",
         f"编号 {key}",
     ]
     return Message(title=title, body="\n".join(lines))
@@ -240,13 +250,13 @@ def render_report(payload: dict[str, Any], key: str, *, attached: bool) -> Messa
     end = dt.datetime.fromisoformat(payload["period_end"])
     where = "报告 PDF 见本邮件附件。" if attached else "报告 PDF 已通过电子邮件发送管理单位。"
     lines = [
-        f"{payload.get('management_unit', '苏州市数据局')}：",
+        f"{payload.get('management_unit', UNITS.management_unit)}：",
         f"法人服务总入口{quarter}服务监测与安全合规报告已生成。",
         f"数据时段：{local_text(start)} 至 {local_text(end)}（北京时间）",
         f"页数：{payload.get('pages')}",
         f"SHA-256：{payload.get('sha256')}",
         where,
-        f"报告单位：{payload.get('operation_unit', '法人服务总入口运营单位')}",
+        f"报告单位：{payload.get('operation_unit', UNITS.operation_unit)}",
         f"编号 {key}",
     ]
     return Message(title=f"【季度合规报告】{quarter}", body="\n".join(lines))

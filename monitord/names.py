@@ -10,7 +10,7 @@ KIND_NAMES = {
     "insecure_transport": "传输未加密或加密薄弱",
     "certificate_compromise": "证书泄露",
     "data_exposure": "数据泄露",
-    "certificate_expiry": "证书即将过期",
+    "certificate_expiry": "证书过期或即将过期",
     "outage": "服务中断",
     "degraded": "服务降级",
     "other": "其他安全问题",

@@ -650,6 +650,8 @@ def notify_management(
     payload: dict[str, Any] = {name: (parts[name] or "").strip() for name in NOTIFICATION_PARTS}
     payload["number"] = number
     payload["draft"] = draft_facts(session, incident)
+    payload["management_unit"] = settings.report.management_unit
+    payload["operation_unit"] = settings.report.operation_unit
     row = None
     if out_of_band is None:
         key = f"incident:{incident_id}:notification:{number}"

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from alerts.delivery import deliver_due, make_apprise_sender
-from monitord.config import Settings, parse_config
+from monitord.config import ReportSettings, Settings, parse_config
 from monitord.incidents import intake, notify_management, open_manual
 from monitord.store import Store
 from monitord.store.models import OutboxAlert, Service
@@ -164,6 +164,28 @@ async def test_the_notification_to_the_management_unit_has_its_four_parts(
         "四、整改措施：修复越权漏洞并复测",
     ]:
         assert line in body
+
+
+async def test_the_notification_names_the_configured_units_and_no_coverage_never_reads_as_all(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # It always began "苏州市数据局：" and was signed "法人服务总入口运营单位" whatever
+    # [report] said, and a service that filed no coverage was said to cover the whole city.
+    units = {"management_unit": "苏州市数据局（测试）", "operation_unit": "苏商通运营单位（测试）"}
+    cfg = config(hook).model_copy(update={"report": ReportSettings(**units)})
+    service_id = add_service(sqlite_store, clock, coverage=[])
+    with sqlite_store.session() as session:
+        incident_id = open_manual(
+            session, cfg, "data_exposure", [service_id], "泄露", "值班员", clock()
+        ).id
+        parts = {"scope": "s", "harm": "h", "measures": "m", "rectification": "r"}
+        notify_management(session, cfg, incident_id, parts, "张三", clock())
+    await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    (management,) = [m for m in hook.received if m["path"] == "/management"]
+    lines = management["message"].splitlines()
+    assert lines[0] == "苏州市数据局（测试）："
+    assert "  svc-0042 企业开办一件事（行政审批局；覆盖：未备案）" in lines
+    assert lines[-2] == "报告单位：苏商通运营单位（测试）"
 
 
 @pytest.fixture
