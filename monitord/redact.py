@@ -10,6 +10,7 @@ cursor.
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 MASK = "***"
@@ -89,6 +90,18 @@ def mask_url(url: str) -> str:
 def mask_urls(text: str) -> str:
     """text with every URL in it masked as `mask_url` does."""
     return _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)
+
+
+def mask_urls_within(value: Any) -> Any:
+    """value (JSON-like: a probe's facts) with the URLs in each of its texts masked, at any
+    depth: a result stores the URL it probed as given, a person is shown it masked."""
+    if isinstance(value, str):
+        return mask_urls(value)
+    if isinstance(value, dict):
+        return {key: mask_urls_within(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mask_urls_within(item) for item in value]
+    return value
 
 
 def printable(text: str) -> str:

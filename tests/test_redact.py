@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitord.redact import mask_url, mask_urls, one_line, printable
+from monitord.redact import mask_url, mask_urls, mask_urls_within, one_line, printable
 
 
 @pytest.mark.parametrize(
@@ -63,6 +63,19 @@ def test_urls_inside_a_message_are_masked() -> None:
     assert (
         mask_urls(text) == "cannot reach postgresql://monitord:***@db/monitord (connection refused)"
     )
+
+
+def test_urls_at_any_depth_of_a_probes_facts_are_masked() -> None:
+    facts = {
+        "status": 302,
+        "url": "https://u:pw@svc.test/entry",
+        "redirects": [{"url": "https://svc.test/a?access_key=AKSECRET", "status": 302}],
+    }
+    assert mask_urls_within(facts) == {
+        "status": 302,
+        "url": "https://u:***@svc.test/entry",
+        "redirects": [{"url": "https://svc.test/a?access_key=***", "status": 302}],
+    }
 
 
 def test_control_characters_become_visible_escapes() -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitord.cli.common import add_wide, existing_app, progress_line, settings_for
 from monitord.errors import UsageError
-from monitord.redact import mask_url, mask_urls
+from monitord.redact import mask_url, mask_urls, mask_urls_within
 from monitord.textable import format_table
 from monitord.timeutil import system_clock
 from monitord.types import PROBE_KINDS
@@ -48,7 +48,7 @@ def _result_objects(report: RoundReport) -> list[dict[str, Any]]:
             "success": r.success,
             "duration_ms": round(r.duration_ms, 1),
             "error": mask_urls(r.error) if r.error else None,
-            "facts": r.facts,
+            "facts": mask_urls_within(r.facts),
             "findings": [
                 {"rule": f.rule, "clause": f.clause, "severity": f.severity, "summary": f.summary}
                 for f in report.findings.get(i, [])

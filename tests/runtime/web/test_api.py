@@ -131,7 +131,10 @@ def seed(store: Store, settings: Settings, clock: FakeClock, folder: Path) -> Wo
                     at=now + dt.timedelta(minutes=minutes),
                     success=success,
                     duration_ms=120.5,
-                    facts={"status": 200 if success else None},
+                    facts={
+                        "status": 200 if success else None,
+                        "final_url": "https://u:s3cret@svc2.test/api?token=abcdef1234567890abcd",
+                    },
                     error=None if success else "connect: refused",
                 )
             )
@@ -427,6 +430,8 @@ async def test_a_service_in_detail_has_its_last_result_per_kind_and_its_findings
     )
     assert last["at"] == (clock() - dt.timedelta(minutes=5)).isoformat()
     assert last["at"].endswith("+00:00")
+    # Stored as probed; shown with the URL's password and token masked.
+    assert last["facts"]["final_url"] == "https://u:***@svc2.test/api?token=***"
     assert [f["rule"] for f in service["findings"]] == ["tls_weak_protocol"]
     status, body = await api.call("GET", "/api/v1/services/svc-9999")
     assert (status, body) == (404, {"error": "no service 'svc-9999'"})

@@ -9,7 +9,7 @@ from aiohttp import web
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from monitord.redact import mask_url
+from monitord.redact import mask_url, mask_urls_within
 from monitord.runtime.app import App
 from monitord.runtime.web.api.common import (
     MAX_TEXT,
@@ -172,7 +172,7 @@ def _last_results(session: Session, service_id: str) -> list[dict[str, Any]]:
             "duration_ms": r.duration_ms,
             "error": r.error,
             "blind": r.blind,
-            "facts": r.facts or {},
+            "facts": mask_urls_within(r.facts or {}),
         }
         for r in rows
     ]
