@@ -21,6 +21,14 @@ MAX_ID = 2**31 - 1
 """The largest id a store holds (ids are PostgreSQL's 32-bit INTEGER); a larger one names
 nothing, and asking for it must not reach the database (SQLite refuses it with an error)."""
 
+MAX_LONG_TEXT = 4000
+"""The most characters of a text people write for monitord to keep: a part of a notification, a
+reason, a note."""
+TEXT_CONTROLS = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f"
+"""Control characters (a regex class's content) no text people write may hold: tabs and line
+ends may (a notification has paragraphs). PostgreSQL refuses NUL in text, and the rest is never
+meant (an escape sequence rewriting a terminal)."""
+
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
 SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}

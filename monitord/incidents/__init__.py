@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from monitord.store.models import (
 )
 from monitord.store.outbox import enqueue
 from monitord.timeutil import local_text
-from monitord.types import MAX_ID, SEVERITY_RANK
+from monitord.types import MAX_ID, MAX_LONG_TEXT, SEVERITY_RANK, TEXT_CONTROLS
 
 ACTIVE_STATES = ("open", "acknowledged", "notified")
 NOTIFICATION_PARTS = {
@@ -617,6 +618,13 @@ def notify_management(
     ]
     if missing:
         raise UsageError("the notification is missing: " + "; ".join(missing))
+    for name, label in NOTIFICATION_PARTS.items():
+        text = (parts.get(name) or "").strip()
+        if len(text) > MAX_LONG_TEXT:
+            raise UsageError(f"{label}: {len(text):,} characters, at most {MAX_LONG_TEXT:,}")
+        if re.search(f"[{TEXT_CONTROLS}]", text):
+            # An escape sequence would rewrite the terminal of whoever reads it back.
+            raise UsageError(f"{label}: holds a control character; write plain text")
     if out_of_band is not None and not out_of_band.strip():
         raise UsageError('--out-of-band: say how and to whom, e.g. "电话：市数据局 王科长"')
     if at is not None and out_of_band is None:

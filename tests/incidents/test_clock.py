@@ -270,6 +270,15 @@ def test_a_suspended_service_outage_alerts_nobody(sqlite_store: Store, clock: Fa
             "the notification is missing: 初步判定的影响范围 (--scope); "
             "已采取的应急处置措施 (--measures)",
         ),
+        # The status page's form and the command took what the API refuses.
+        (
+            {"scope": "全市\x1b[2J", "harm": "x", "measures": "封禁", "rectification": "补丁"},
+            "初步判定的影响范围 (--scope): holds a control character; write plain text",
+        ),
+        (
+            {"scope": "全市", "harm": "危" * 4001, "measures": "封禁", "rectification": "补丁"},
+            "初步判定的危害 (--harm): 4,001 characters, at most 4,000",
+        ),
     ],
 )
 def test_a_notification_missing_a_part_is_refused_naming_it(

@@ -22,7 +22,7 @@ from monitord.errors import UsageError
 from monitord.redact import one_line
 from monitord.runtime.app import App
 from monitord.runtime.web.routes import APP, Route, error_response
-from monitord.types import MAX_ID
+from monitord.types import MAX_ID, MAX_LONG_TEXT, TEXT_CONTROLS
 
 PREFIX = "/api/v1"
 MAX_LIMIT = 500
@@ -30,9 +30,6 @@ DEFAULT_LIMIT = 100
 MAX_TEXT = 200
 """The longest text a query parameter may hold (service ids are at most 200 characters)."""
 
-CONTROLS = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f"
-"""Control characters no text of a body may hold (tabs and newlines may: a notification has
-paragraphs). PostgreSQL refuses NUL in text, and the rest is never meant."""
 Model = TypeVar("Model", bound=BaseModel)
 Result = TypeVar("Result")
 
@@ -47,26 +44,28 @@ class Refusal(Exception):
 
 
 def _no_controls(text: str) -> str:
-    if re.search(f"[{CONTROLS}]", text):
+    if re.search(f"[{TEXT_CONTROLS}]", text):
         raise ValueError("must not contain control characters")
     return text
 
 
 _NO_CONTROLS = (
     AfterValidator(_no_controls),
-    Field(json_schema_extra={"pattern": f"^[^{CONTROLS}]*$"}),
+    Field(json_schema_extra={"pattern": f"^[^{TEXT_CONTROLS}]*$"}),
 )
 ShortText = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT), *_NO_CONTROLS
 ]
 """A body's short text (a name, an id): stripped, 1 to 200 characters, no control characters."""
 LongText = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000), *_NO_CONTROLS
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_LONG_TEXT),
+    *_NO_CONTROLS,
 ]
 """A body's text (a reason, a part of a notification): stripped, 1 to 4,000 characters, no
 control characters but tabs and newlines."""
 OptionalText = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=4000), *_NO_CONTROLS
+    str, StringConstraints(strip_whitespace=True, max_length=MAX_LONG_TEXT), *_NO_CONTROLS
 ]
 """A body's text that may be left empty (a note)."""
 
