@@ -593,17 +593,19 @@ def uptime_target(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
             service_id, "uptime_percent", q.settings.compliance.uptime_percent
         )
         stats = q.stats(service_id)
-        uptime = None if stats is None or stats.uptime is None else 100 * stats.uptime
+        if stats is None or stats.uptime is None:
+            continue  # nothing measured: neither passed nor failed
+        uptime = 100 * stats.uptime
         out.append(
             q.verdict(
                 rule,
                 service_id,
-                uptime is not None and uptime >= target,
-                uptime_percent=None if uptime is None else round(uptime, 3),
+                uptime >= target,
+                uptime_percent=round(uptime, 3),
                 target_percent=target,
                 target_from=source,
-                probes=0 if stats is None else stats.count,
-                failures=0 if stats is None else stats.failures,
+                probes=stats.count,
+                failures=stats.failures,
             )
         )
     return out
@@ -618,11 +620,13 @@ def latency_target(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
         target, source = q.target(service_id, "p95_ms", q.settings.compliance.p95_ms)
         stats = q.stats(service_id)
         p95 = None if stats is None else stats.p95_ms
+        if p95 is None:
+            continue  # no successful probe: no latency measured, neither passed nor failed
         out.append(
             q.verdict(
                 rule,
                 service_id,
-                p95 is not None and p95 <= target,
+                p95 <= target,
                 p95_ms=p95,
                 target_ms=target,
                 target_from=source,

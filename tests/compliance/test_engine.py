@@ -267,3 +267,21 @@ def test_a_gap_is_found_in_a_running_quarter_whose_current_hour_was_probed(
     coverage = next(v for v in verdicts if v.rule == "probed_throughout")
     assert not coverage.passed
     assert coverage.evidence["gaps"] == [["2026-10-15T03:00:00+08:00", "2026-10-15T04:00:00+08:00"]]
+
+
+def test_uptime_and_latency_are_not_judged_when_nothing_was_measured(sqlite_store: Store) -> None:
+    with sqlite_store.session() as s:
+        online_all_quarter(s, "never-probed")
+        online_all_quarter(s, "always-failing")
+        rollups(s, "always-failing", failures=60)
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    assert ("uptime_target", "never-probed") not in verdicts
+    assert ("latency_target", "never-probed") not in verdicts
+    # Failing probes measure an uptime (0 %), but no latency: only successes have one.
+    assert not passed(verdicts, "uptime_target", "always-failing")
+    assert verdicts["uptime_target", "always-failing"].evidence["uptime_percent"] == 0.0
+    assert ("latency_target", "always-failing") not in verdicts
+    assert not passed(verdicts, "probed_throughout", "never-probed")  # 6.4 still asks a probe
