@@ -158,14 +158,15 @@ class Quarter:
     def stats(self, service_id: str) -> ProbeStats | None:
         """The service's availability figures over the hours it was online in the quarter: a
         suspension's outage is not counted against its uptime (the service is probed while
-        suspended). None when it had no probe then."""
+        suspended); an hour online only in part counts whole (_span_stats). None when it had
+        no probe then."""
         if service_id not in self._stats:
             spans = self.spans(service_id, "online")
             if spans == [(self.start, self.until)]:
                 self._stats[service_id] = self.probes.get(service_id)
             else:
                 self._stats[service_id] = _span_stats(
-                    self.session, service_id, spans, self.rolled_until
+                    self.session, service_id, spans, self.rolled_until, self.until
                 )
         return self._stats[service_id]
 
@@ -226,19 +227,42 @@ class Quarter:
         )
 
 
+def _clock_hours(
+    spans: list[tuple[dt.datetime, dt.datetime]], until: dt.datetime
+) -> list[tuple[dt.datetime, dt.datetime]]:
+    """The spans widened to the clock hours they touch (not past `until`), overlapping or
+    touching ones joined: an hour online only in part counts whole."""
+    joined: list[tuple[dt.datetime, dt.datetime]] = []
+    for a, b in sorted(spans):
+        first = a.replace(minute=0, second=0, microsecond=0)
+        last = b.replace(minute=0, second=0, microsecond=0)
+        stop = min(last if last == b else last + HOUR, until)
+        if joined and first <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], stop))
+        else:
+            joined.append((first, stop))
+    return joined
+
+
 def _span_stats(
     session: Session,
     service_id: str,
     spans: list[tuple[dt.datetime, dt.datetime]],
     rolled: dt.datetime | None,
+    until: dt.datetime,
 ) -> ProbeStats | None:
-    """A service's availability figures over the whole hours of `spans` (a roll-up is an
-    hour's), blind results left out, as probe_quarter counts them for a whole quarter.
+    """A service's availability figures over the clock hours of `spans`, blind results left
+    out, as probe_quarter counts them for a whole quarter.
+
+    An hour the service was online only in part (it went online, was suspended or resumed in
+    it) counts whole: a roll-up cannot tell which minutes its probes fell in, and the raw
+    results of the hours not rolled up yet are counted the same way, so the figures are the
+    same before and after the roll-up and the purge of raw results.
 
     rolled: raw results before this moment are in the roll-ups."""
     count = failures = blind = hours = 0
     buckets: dict[str, int] = {}
-    for a, b in spans:
+    for a, b in _clock_hours(spans, until):
         for row in session.scalars(
             select(ProbeRollup).where(
                 ProbeRollup.service_id == service_id,
@@ -247,8 +271,6 @@ def _span_stats(
                 ProbeRollup.hour < b,
             )
         ):
-            if row.hour + HOUR > b:
-                continue  # an hour only partly online
             count, failures, blind = count + row.count, failures + row.failures, blind + row.blind
             hours += row.count > 0
             histogram.merge(buckets, row.latency_buckets or {})
