@@ -945,8 +945,12 @@ def quarterly_scan(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     return out
 
 
-def _documents(q: Quarter, kind: str, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
-    """The evidence documents of `kind` dated from `first` to `last`, as evidence lists them."""
+def _documents(
+    q: Quarter, rule: ComplianceRule, first: dt.date, last: dt.date
+) -> list[dict[str, Any]]:
+    """The platform's evidence documents of the rule's kind (`params.kind`), filed for the
+    clause the rule serves and dated from `first` to `last`, as evidence lists them. A document
+    about one service (a go-live's pen test under 8.3 b) is not the platform's."""
     return [
         {
             "id": d.id,
@@ -958,7 +962,9 @@ def _documents(q: Quarter, kind: str, first: dt.date, last: dt.date) -> list[dic
         for d in q.session.scalars(
             select(EvidenceDocument)
             .where(
-                EvidenceDocument.kind == kind,
+                EvidenceDocument.kind == str(rule.params["kind"]),
+                EvidenceDocument.clause == rule.clause,
+                EvidenceDocument.service_id.is_(None),
                 EvidenceDocument.document_date >= first,
                 EvidenceDocument.document_date <= last,
             )
@@ -974,19 +980,19 @@ def _local_dates(q: Quarter) -> tuple[dt.date, dt.date]:
 
 @check("evidence_in_quarter")
 def evidence_in_quarter(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
-    """7.3.2: a document of `params.kind` (the penetration test) dated in the quarter is in the
-    evidence register."""
+    """7.3.2: a platform document of `params.kind` (the penetration test), filed for the rule's
+    clause and dated in the quarter, is in the evidence register."""
     first, last = _local_dates(q)
-    found = _documents(q, str(rule.params["kind"]), first, last)
+    found = _documents(q, rule, first, last)
     return [q.verdict(rule, None, bool(found), documents=found[:LISTED])]
 
 
 @check("evidence_in_year")
 def evidence_in_year(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
-    """7.3.2: a document of `params.kind` (the risk assessment) dated this calendar year, by the
-    quarter's end, is in the evidence register."""
+    """7.3.2: a platform document of `params.kind` (the risk assessment), filed for the rule's
+    clause and dated this calendar year by the quarter's end, is in the evidence register."""
     first, last = _local_dates(q)
-    found = _documents(q, str(rule.params["kind"]), first.replace(month=1, day=1), last)
+    found = _documents(q, rule, first.replace(month=1, day=1), last)
     return [q.verdict(rule, None, bool(found), documents=found[:LISTED])]
 
 

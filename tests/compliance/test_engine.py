@@ -13,7 +13,12 @@ from sqlalchemy.orm import Session
 from monitord.compliance import evaluate_quarter, score_services, store_verdicts
 from monitord.config import Settings
 from monitord.store import Store, open_store
-from monitord.store.models import ComplianceResult, ProbeResultRow, ProbeRollup
+from monitord.store.models import (
+    ComplianceResult,
+    EvidenceDocument,
+    ProbeResultRow,
+    ProbeRollup,
+)
 from monitord.store.retention import purge, roll_up
 from monitord.types import ComplianceVerdict
 from tests.compliance.seed import (
@@ -358,3 +363,40 @@ def test_the_figures_are_the_same_before_and_after_the_roll_up(sqlite_store: Sto
             select(ProbeResultRow).where(ProbeResultRow.success.is_(True))
         ).all()
     assert figures() == before
+
+
+@pytest.mark.parametrize(
+    ("clause", "service_id", "counts"),
+    [
+        ("7.3.2", None, True),
+        ("8.3 b", "svc-0001", False),  # one service's go-live pen test
+        ("7.3.2", "svc-0001", False),
+        ("8.3 b", None, False),
+    ],
+)
+def test_only_the_platform_s_pen_test_filed_for_7_3_2_counts(
+    sqlite_store: Store, clause: str, service_id: str | None, counts: bool
+) -> None:
+    with sqlite_store.session() as s:
+        online_all_quarter(s, "svc-0001")
+        s.add(
+            EvidenceDocument(
+                clause=clause,
+                kind="pentest",
+                service_id=service_id,
+                document_date=dt.date(2026, 9, 20),
+                filed_by="张三",
+                filed_at=t("2026-09-21 10:00"),
+                file_name="pentest.pdf",
+                stored_as="pentest.pdf",
+                sha256="0" * 64,
+                size=10,
+            )
+        )
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    pentest = verdicts["quarterly_pentest", None]
+    assert pentest.passed is counts
+    assert len(pentest.evidence["documents"]) == counts
