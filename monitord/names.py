@@ -27,6 +27,13 @@ INCIDENT_STATE_NAMES = {
 SERVICE_STATE_NAMES = {"up": "正常", "degraded": "降级", "down": "中断", "unknown": "未知"}
 """A service's probe state (the status page's badges)."""
 FINDING_STATE_NAMES = {"open": "未处理", "resolved": "已修复", "accepted": "已接受风险"}
+ADMIN_PROBLEM_NAMES = {
+    "dormant_admin": "长期未登录的管理员账号",
+    "vendor_without_end_date": "第三方人员账号未设置到期日",
+    "expired_account": "已过到期日仍保留的账号",
+    "grant_outside_chain": "授权不符合 7.1.2 授权链",
+}
+"""What the admin-rights review flags (monitord.evidence.admins), as the report names it."""
 
 
 def named(code: str, names: dict[str, str]) -> str:

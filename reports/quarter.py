@@ -54,6 +54,18 @@ TIERS: dict[str, str] = {
 }
 """The source tiers of clause 6.1 (the catalogue's `source`), in the report's order."""
 
+
+def tier_words(tier: str) -> str:
+    """A source tier's Chinese name; one clause 6.1 does not name, as it was filed:
+    未知层级（township）."""
+    return TIERS.get(tier) or f"未知层级（{tier}）"
+
+
+def tiers_in(tiers: Iterable[str]) -> list[str]:
+    """The tiers of TIERS, then the others found in `tiers` (filed, unknown), sorted."""
+    return [*TIERS, *sorted(set(tiers) - set(TIERS))]
+
+
 NAMED_SEVERITIES = ("critical", "high", "medium")
 """Open findings of these severities are named one by one (clause 8.3 b: high and medium)."""
 
@@ -115,7 +127,7 @@ def _services(session: Session, start: dt.datetime, end: dt.datetime) -> pd.Data
         {
             "service_id": service_id,
             "name": str(record.get("name") or ""),
-            "tier": record.get("source") if record.get("source") in TIERS else "unknown",
+            "tier": str(record.get("source") or "unknown"),
             "status": str(record.get("status") or ""),
         }
         for service_id, record in sorted(catalogue.items())
@@ -148,7 +160,7 @@ def _probes(
     columns = ["service_id", "name", "tier", "count", "failures", "blind", "hours", "uptime"]
     probes = _frame(rows, [*columns, "p50_ms", "p95_ms", "p99_ms"])
     tier_rows = []
-    for tier in TIERS:
+    for tier in tiers_in([*probes["tier"], *services["tier"]]):
         in_tier = probes[probes["tier"] == tier]
         merged: dict[str, int] = {}
         for service_id in in_tier["service_id"]:

@@ -18,12 +18,13 @@ from typing import Any
 import pandas as pd
 from reportlab.platypus import Flowable, PageBreak
 
+from monitord.names import ADMIN_PROBLEM_NAMES
 from monitord.textable import shortened
 from monitord.timeutil import SHANGHAI, local_text
 from monitord.types import ComplianceVerdict, ServiceScore
 from reports import charts
 from reports.pdf import Writer
-from reports.quarter import TIERS, Quarter, incidents_per_week, least_available
+from reports.quarter import Quarter, incidents_per_week, least_available, tier_words, tiers_in
 
 SECTIONS = (
     "一、概要与各条款符合情况",
@@ -267,7 +268,7 @@ def availability(w: Writer, quarter: Quarter, worst: int, slo_ms: float) -> list
     tiers = quarter.tiers
     rows: list[list[object]] = [
         [
-            TIERS[t.tier],
+            tier_words(t.tier),
             t.services,
             t.probed,
             f"{t.count:,}",
@@ -296,7 +297,9 @@ def availability(w: Writer, quarter: Quarter, worst: int, slo_ms: float) -> list
     out.append(w.gap())
     out.append(
         w.image(
-            charts.uptime_by_tier([TIERS[t] for t in tiers["tier"]], list(tiers["uptime"]), w.font),
+            charts.uptime_by_tier(
+                [tier_words(t) for t in tiers["tier"]], list(tiers["uptime"]), w.font
+            ),
             0.44,
         )
     )
@@ -307,7 +310,7 @@ def availability(w: Writer, quarter: Quarter, worst: int, slo_ms: float) -> list
         [
             r.service_id,
             r.name,
-            TIERS[r.tier],
+            tier_words(r.tier),
             f"{r.count:,}",
             f"{r.failures:,}",
             pct(r.uptime),
@@ -342,11 +345,13 @@ def incidents(w: Writer, quarter: Quarter, per_week: list[tuple[str, int]]) -> l
     is_late = security["late"].astype(bool)
     late = security[is_late]
     on_time = security[~is_late & security["notified_at"].notna()]
+    pending = len(security) - len(late) - len(on_time)  # not notified, its deadline ahead
+    still = f"，尚在两小时时限内 {pending} 起" if pending else ""
     out.append(w.heading("两小时通报记录（7.3.3）", 1))
     out.append(
         w.para(
             f"本季度安全事件 {len(security)} 起：按时通报 {len(on_time)} 起，"
-            f"迟报或未通报 {len(late)} 起。",
+            f"迟报或未通报 {len(late)} 起{still}。",
             s.body,
         )
     )
@@ -501,6 +506,11 @@ def log_audit(w: Writer, quarter: Quarter) -> list[Flowable]:
     return out
 
 
+def problem_words(problem: object) -> str:
+    """An admin review's flag in Chinese; a code monitord does not know, as it was stored."""
+    return ADMIN_PROBLEM_NAMES.get(str(problem), str(problem or ""))
+
+
 def registers(w: Writer, quarter: Quarter) -> list[Flowable]:
     """Section 6: the admin-rights review (7.3.2) and the evidence register."""
     s = w.styles
@@ -527,7 +537,7 @@ def registers(w: Writer, quarter: Quarter) -> list[Flowable]:
         )
     )
     flags = [
-        [str(f.get("account", "")), str(f.get("problem", "")), str(f.get("detail", ""))]
+        [str(f.get("account", "")), problem_words(f.get("problem")), str(f.get("detail", ""))]
         for r in reviews
         for f in r["flags"]
     ]
@@ -587,7 +597,7 @@ def _ranking_rows(
             (sc.tier_rank if in_tier else sc.rank) or places[sc.service_id],
             sc.service_id,
             sc.name,
-            TIERS.get(sc.tier, sc.tier),
+            tier_words(sc.tier),
             f"{sc.score:.1f}",
             *("—" if sc.parts.get(p) is None else f"{sc.parts[p]:.0f}" for p in PARTS),
         ]
@@ -626,15 +636,20 @@ def ranking(
         return out
     header = ["名次", "服务编号", "名称", "层级", "得分", *PARTS.values()]
     widths = [0.08, 0.12, 0.19, 0.11, 0.08, *(0.07,) * len(PARTS)]  # ranks of 4 digits fit
-    out.append(w.heading(f"总体前 {count} 名", 1))
     places = {sc.service_id: place for place, sc in enumerate(ordered, start=1)}
-    out.append(w.table(header, _ranking_rows(ordered[:count], places), widths))
-    out.append(w.heading(f"总体后 {count} 名", 1))
-    out.append(w.table(header, _ranking_rows(ordered[-count:], places), widths))
+    if len(ordered) <= 2 * count:  # the top and the bottom would share services: all, once
+        out.append(w.heading(f"总体排名（{len(ordered)} 个服务）", 1))
+        out.append(w.table(header, _ranking_rows(ordered, places), widths))
+    else:
+        out.append(w.heading(f"总体前 {count} 名", 1))
+        out.append(w.table(header, _ranking_rows(ordered[:count], places), widths))
+        out.append(w.heading(f"总体后 {count} 名", 1))
+        out.append(w.table(header, _ranking_rows(ordered[-count:], places), widths))
     by_tier: dict[str, list[ServiceScore]] = defaultdict(list)
     for sc in ordered:
-        by_tier[sc.tier if sc.tier in TIERS else "unknown"].append(sc)
-    for tier, label in TIERS.items():
+        by_tier[sc.tier].append(sc)
+    for tier in tiers_in(by_tier):
+        label = tier_words(tier)
         mine = by_tier.get(tier)
         if not mine:
             continue
@@ -690,9 +705,8 @@ def appendix(w: Writer, quarter: Quarter, verdicts: Sequence[ComplianceVerdict])
     for first in range(0, len(rules), RULES_PER_TABLE):
         chunk = rules[first : first + RULES_PER_TABLE]
         header = ["服务编号", "名称", *(f"R{first + i + 1}" for i in range(len(chunk)))]
-        rule_width = 0.045
-        widths = [0.2, 0.8 - rule_width * len(chunk) - 0.0, *(rule_width,) * len(chunk)]
-        widths[1] = 1 - widths[0] - rule_width * len(chunk)
+        rule_width = 0.045  # "R16" fits on one line in a plain table's narrow padding
+        widths = [0.2, 1 - 0.2 - rule_width * len(chunk), *(rule_width,) * len(chunk)]
         name_limit = max(4, int(widths[1] * 90))
         for top in range(0, len(services), ROWS_PER_TABLE):
             rows = []

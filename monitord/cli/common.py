@@ -133,6 +133,12 @@ def file_path(text: str) -> str:
     return text
 
 
+def quarter_arg(text: str) -> str:
+    """An argparse type for every --quarter: the label as monitord spells it, whatever case a
+    person typed (2026Q3 is 2026q3). The command checks it (bad, or not begun) in its words."""
+    return text.strip().lower()
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1 (a --limit of 0 or -1 shows all or none)."""
     try:

@@ -7,7 +7,7 @@ import argparse
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli.common import add_wide, app_for, print_json
+from monitord.cli.common import add_wide, app_for, print_json, quarter_arg
 from monitord.errors import UsageError
 from monitord.textable import format_table, shortened
 from monitord.timeutil import begun_quarter_bounds, quarter_start
@@ -140,13 +140,17 @@ def add_compliance_commands(sub: Any) -> None:
         "compliance",
         help="evaluate the quarter's compliance rules, store and show the verdicts",
     )
-    p.add_argument("--quarter", metavar="YYYYqN", help="default: the current quarter")
+    p.add_argument(
+        "--quarter", type=quarter_arg, metavar="YYYYqN", help="default: the current quarter"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list of verdicts")
     p.add_argument("--scores", action="store_true", help="show the clause 9.2 ranking instead")
     add_wide(p)
     p.set_defaults(handler=cmd_compliance)
     p = sub.add_parser("evaluation", help="the clause 9.2 score and ranking of every service")
-    p.add_argument("--quarter", metavar="YYYYqN", help="default: the current quarter")
+    p.add_argument(
+        "--quarter", type=quarter_arg, metavar="YYYYqN", help="default: the current quarter"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list of scores")
     add_wide(p)
     p.set_defaults(handler=cmd_evaluation)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from monitord.cli.common import actor, add_wide, app_for, file_path, print_json
+from monitord.cli.common import actor, add_wide, app_for, file_path, print_json, quarter_arg
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time, quarter_start
@@ -198,7 +198,9 @@ def add_evidence_commands(sub: Any) -> None:
         type=file_path,
         help="columns account, role, vendor, last_login, granted_by, end_date",
     )
-    p.add_argument("--quarter", metavar="YYYYqN", help="default: the current quarter")
+    p.add_argument(
+        "--quarter", type=quarter_arg, metavar="YYYYqN", help="default: the current quarter"
+    )
     p.add_argument("--by", metavar="NAME", help="who reviewed (default: your login)")
     add_wide(p)
     p.set_defaults(handler=cmd_review_admins)

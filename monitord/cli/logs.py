@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from monitord.cli.common import add_json, add_wide, app_for, config_path, time_arg
+from monitord.cli.common import add_json, add_wide, app_for, config_path, quarter_arg, time_arg
 from monitord.errors import UsageError
 from monitord.names import SEVERITY_NAMES, named
 from monitord.textable import format_table
@@ -312,6 +312,8 @@ def add_log_commands(sub: Any) -> None:
     add_json(p, "print a JSON document")
     p.set_defaults(handler=cmd_usage)
     p = sub.add_parser("log-audit", help="write and show the quarterly log audit (7.3.1)")
-    p.add_argument("--quarter", metavar="YYYYqN", help="default: the previous quarter")
+    p.add_argument(
+        "--quarter", type=quarter_arg, metavar="YYYYqN", help="default: the previous quarter"
+    )
     add_json(p, "print a JSON document")
     p.set_defaults(handler=cmd_log_audit)

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from monitord.cli.common import add_wide, app_for, file_path, print_json, progress_line
+from monitord.cli.common import (
+    add_wide,
+    app_for,
+    file_path,
+    print_json,
+    progress_line,
+    quarter_arg,
+)
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time, quarter_start
 
@@ -17,7 +24,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     with app_for(args) as app:
         now = app.clock()
-        quarter = args.quarter.strip().lower()
+        quarter = args.quarter
         if quarter == quarter_start(now)[0]:
             progress_line(f"{quarter} is not over: the report covers it up to now")
         written = write_report(
@@ -77,7 +84,9 @@ def add_report_commands(sub: Any) -> None:
         description="Write a quarter's compliance report for the management unit (a PDF in "
         "Chinese), record it, and print its path, SHA-256 and number of pages.",
     )
-    p.add_argument("--quarter", required=True, metavar="YYYYqN", help="the quarter, such as 2026q3")
+    p.add_argument(
+        "--quarter", required=True, type=quarter_arg, metavar="YYYYqN", help="such as 2026q3"
+    )
     p.add_argument(
         "--out",
         metavar="FILE.pdf",

@@ -158,14 +158,15 @@ class Quarter:
     def stats(self, service_id: str) -> ProbeStats | None:
         """The service's availability figures over the hours it was online in the quarter: a
         suspension's outage is not counted against its uptime (the service is probed while
-        suspended). None when it had no probe then."""
+        suspended); an hour online only in part counts whole (_span_stats). None when it had
+        no probe then."""
         if service_id not in self._stats:
             spans = self.spans(service_id, "online")
             if spans == [(self.start, self.until)]:
                 self._stats[service_id] = self.probes.get(service_id)
             else:
                 self._stats[service_id] = _span_stats(
-                    self.session, service_id, spans, self.rolled_until
+                    self.session, service_id, spans, self.rolled_until, self.until
                 )
         return self._stats[service_id]
 
@@ -226,19 +227,42 @@ class Quarter:
         )
 
 
+def _clock_hours(
+    spans: list[tuple[dt.datetime, dt.datetime]], until: dt.datetime
+) -> list[tuple[dt.datetime, dt.datetime]]:
+    """The spans widened to the clock hours they touch (not past `until`), overlapping or
+    touching ones joined: an hour online only in part counts whole."""
+    joined: list[tuple[dt.datetime, dt.datetime]] = []
+    for a, b in sorted(spans):
+        first = a.replace(minute=0, second=0, microsecond=0)
+        last = b.replace(minute=0, second=0, microsecond=0)
+        stop = min(last if last == b else last + HOUR, until)
+        if joined and first <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], stop))
+        else:
+            joined.append((first, stop))
+    return joined
+
+
 def _span_stats(
     session: Session,
     service_id: str,
     spans: list[tuple[dt.datetime, dt.datetime]],
     rolled: dt.datetime | None,
+    until: dt.datetime,
 ) -> ProbeStats | None:
-    """A service's availability figures over the whole hours of `spans` (a roll-up is an
-    hour's), blind results left out, as probe_quarter counts them for a whole quarter.
+    """A service's availability figures over the clock hours of `spans`, blind results left
+    out, as probe_quarter counts them for a whole quarter.
+
+    An hour the service was online only in part (it went online, was suspended or resumed in
+    it) counts whole: a roll-up cannot tell which minutes its probes fell in, and the raw
+    results of the hours not rolled up yet are counted the same way, so the figures are the
+    same before and after the roll-up and the purge of raw results.
 
     rolled: raw results before this moment are in the roll-ups."""
     count = failures = blind = hours = 0
     buckets: dict[str, int] = {}
-    for a, b in spans:
+    for a, b in _clock_hours(spans, until):
         for row in session.scalars(
             select(ProbeRollup).where(
                 ProbeRollup.service_id == service_id,
@@ -247,8 +271,6 @@ def _span_stats(
                 ProbeRollup.hour < b,
             )
         ):
-            if row.hour + HOUR > b:
-                continue  # an hour only partly online
             count, failures, blind = count + row.count, failures + row.failures, blind + row.blind
             hours += row.count > 0
             histogram.merge(buckets, row.latency_buckets or {})
@@ -593,17 +615,19 @@ def uptime_target(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
             service_id, "uptime_percent", q.settings.compliance.uptime_percent
         )
         stats = q.stats(service_id)
-        uptime = None if stats is None or stats.uptime is None else 100 * stats.uptime
+        if stats is None or stats.uptime is None:
+            continue  # nothing measured: neither passed nor failed
+        uptime = 100 * stats.uptime
         out.append(
             q.verdict(
                 rule,
                 service_id,
-                uptime is not None and uptime >= target,
-                uptime_percent=None if uptime is None else round(uptime, 3),
+                uptime >= target,
+                uptime_percent=round(uptime, 3),
                 target_percent=target,
                 target_from=source,
-                probes=0 if stats is None else stats.count,
-                failures=0 if stats is None else stats.failures,
+                probes=stats.count,
+                failures=stats.failures,
             )
         )
     return out
@@ -618,11 +642,13 @@ def latency_target(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
         target, source = q.target(service_id, "p95_ms", q.settings.compliance.p95_ms)
         stats = q.stats(service_id)
         p95 = None if stats is None else stats.p95_ms
+        if p95 is None:
+            continue  # no successful probe: no latency measured, neither passed nor failed
         out.append(
             q.verdict(
                 rule,
                 service_id,
-                p95 is not None and p95 <= target,
+                p95 <= target,
                 p95_ms=p95,
                 target_ms=target,
                 target_from=source,
@@ -919,8 +945,12 @@ def quarterly_scan(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     return out
 
 
-def _documents(q: Quarter, kind: str, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
-    """The evidence documents of `kind` dated from `first` to `last`, as evidence lists them."""
+def _documents(
+    q: Quarter, rule: ComplianceRule, first: dt.date, last: dt.date
+) -> list[dict[str, Any]]:
+    """The platform's evidence documents of the rule's kind (`params.kind`), filed for the
+    clause the rule serves and dated from `first` to `last`, as evidence lists them. A document
+    about one service (a go-live's pen test under 8.3 b) is not the platform's."""
     return [
         {
             "id": d.id,
@@ -932,7 +962,9 @@ def _documents(q: Quarter, kind: str, first: dt.date, last: dt.date) -> list[dic
         for d in q.session.scalars(
             select(EvidenceDocument)
             .where(
-                EvidenceDocument.kind == kind,
+                EvidenceDocument.kind == str(rule.params["kind"]),
+                EvidenceDocument.clause == rule.clause,
+                EvidenceDocument.service_id.is_(None),
                 EvidenceDocument.document_date >= first,
                 EvidenceDocument.document_date <= last,
             )
@@ -948,19 +980,19 @@ def _local_dates(q: Quarter) -> tuple[dt.date, dt.date]:
 
 @check("evidence_in_quarter")
 def evidence_in_quarter(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
-    """7.3.2: a document of `params.kind` (the penetration test) dated in the quarter is in the
-    evidence register."""
+    """7.3.2: a platform document of `params.kind` (the penetration test), filed for the rule's
+    clause and dated in the quarter, is in the evidence register."""
     first, last = _local_dates(q)
-    found = _documents(q, str(rule.params["kind"]), first, last)
+    found = _documents(q, rule, first, last)
     return [q.verdict(rule, None, bool(found), documents=found[:LISTED])]
 
 
 @check("evidence_in_year")
 def evidence_in_year(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
-    """7.3.2: a document of `params.kind` (the risk assessment) dated this calendar year, by the
-    quarter's end, is in the evidence register."""
+    """7.3.2: a platform document of `params.kind` (the risk assessment), filed for the rule's
+    clause and dated this calendar year by the quarter's end, is in the evidence register."""
     first, last = _local_dates(q)
-    found = _documents(q, str(rule.params["kind"]), first.replace(month=1, day=1), last)
+    found = _documents(q, rule, first.replace(month=1, day=1), last)
     return [q.verdict(rule, None, bool(found), documents=found[:LISTED])]
 
 

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from monitord.errors import UsageError
 from monitord.evidence.exported import exported_text
+from monitord.names import ADMIN_PROBLEM_NAMES
 from monitord.store import audit
 from monitord.store.findings import resolve_findings, upsert_finding
 from monitord.store.models import AdminReview
@@ -67,13 +68,8 @@ MAY_GRANT = {
 }
 """Which roles each role may grant (clause 7.1.2)."""
 
-PROBLEMS = {
-    "dormant_admin": "长期未登录的管理员账号",
-    "vendor_without_end_date": "第三方人员账号未设置到期日",
-    "expired_account": "已过到期日仍保留的账号",
-    "grant_outside_chain": "授权不符合 7.1.2 授权链",
-}
-"""What a review flags, with the Chinese names the report uses."""
+PROBLEMS = ADMIN_PROBLEM_NAMES
+"""What a review flags, with the Chinese names the report uses (one table, in monitord.names)."""
 
 _NOT_VENDOR = {"", "no", "false", "0", "否", "n"}
 _ROLE_NAMES = {

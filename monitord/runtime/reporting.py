@@ -3,7 +3,8 @@
 The one place that, for a quarter, evaluates the compliance rules, scores the services, renders
 the PDF, writes it, records it (a QuarterlyReport row: quarter, time, path, SHA-256, pages) and
 queues the e-mail to the management unit through the outbox. The record is the evidence of what
-was handed over, so a recorded report's file is never overwritten.
+was handed over, so a report never replaces a file: not a recorded report's, nor one restored
+from a backup or written by another store or another run at the same time.
 
 The report job runs from the first working day of a quarter, 09:00 Asia/Shanghai, and writes
 the last quarter's report once: the record with its outbox key says it was done, across
@@ -106,14 +107,20 @@ def _recorded(session: Session, path: Path) -> QuarterlyReport | None:
 
 
 def free_path(session: Session, path: Path, *, chosen: bool) -> Path:
-    """The absolute path to write a report to, never the file of a recorded report (the record's
-    SHA-256 must keep naming it): the default path gets a number (monitord-2026q3-2.pdf); a
-    path the user `chosen` is refused with a UsageError."""
+    """The absolute path to write a report to: never a file already there (a recorded report's,
+    whose SHA-256 must keep naming it, a restored backup's, another store's), nor a recorded
+    report's path. The default path gets a number (monitord-2026q3-2.pdf); a path the user
+    `chosen` is refused with a UsageError."""
     path = path.resolve()
-    row = _recorded(session, path)
-    if row is None:
+    if not _taken(session, path):
         return path
     if chosen:
+        row = _recorded(session, path)
+        if row is None:
+            raise UsageError(
+                f"--out {path}: a file is already there, and monitord never replaces one; "
+                "choose another file"
+            )
         raise UsageError(
             f"--out {path}: this file is the {row.quarter} report recorded "
             f"{local_text(row.generated_at)} (SHA-256 {row.sha256[:12]}…), kept as written; "
@@ -122,9 +129,14 @@ def free_path(session: Session, path: Path, *, chosen: bool) -> Path:
     number = 2
     while True:
         candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
-        if _recorded(session, candidate) is None:
+        if not _taken(session, candidate):
             return candidate
         number += 1
+
+
+def _taken(session: Session, path: Path) -> bool:
+    """Whether a file is at `path` (a dangling link too) or a report is recorded there."""
+    return os.path.lexists(path) or _recorded(session, path) is not None
 
 
 def check_writable(path: Path) -> None:
@@ -143,10 +155,12 @@ def check_writable(path: Path) -> None:
         raise UsageError(f"{path}: cannot write the report ({exc.strerror})") from None
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all: a temporary file beside it, synced, then renamed over.
+def write_new(path: Path, data: bytes) -> None:
+    """Write a new file whole or not at all, never over one already there: a temporary file
+    beside it, synced, then linked to `path` (which fails when `path` exists) and unlinked.
 
-    Raises UsageError naming the path when its folder cannot be made or written.
+    Raises FileExistsError when a file took `path` meanwhile (another run), and UsageError
+    naming the path when its folder cannot be made or written.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,11 +174,14 @@ def write_atomically(path: Path, data: bytes) -> None:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        os.link(temporary, path)  # unlike a rename, a link never replaces what is there
+    except FileExistsError:
+        raise
     except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
         raise UsageError(f"{path}: cannot write the report ({exc.strerror})") from None
-    # The rename itself lasts only once the folder is synced.
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    # The new name itself lasts only once the folder is synced.
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)
@@ -210,13 +227,22 @@ def write_report(
     Raises UsageError for a bad or future quarter, and for a file that cannot be written.
     """
     report_period(quarter, now)  # a bad or future quarter is refused before any work
+    wanted = (out or default_path(settings, quarter)).resolve()
+    check_writable(wanted)
     with store.session() as session:
-        path = free_path(session, out or default_path(settings, quarter), chosen=out is not None)
-    check_writable(path)
+        free_path(session, wanted, chosen=out is not None)  # a taken --out: refused now
     rendered = render(store, settings, quarter, now, progress)
     digest = hashlib.sha256(rendered.pdf).hexdigest()
-    progress(f"{quarter}: writing {path}")
-    write_atomically(path, rendered.pdf)
+    while True:
+        # Chosen again after the render: another run may have written meanwhile.
+        with store.session() as session:
+            path = free_path(session, wanted, chosen=out is not None)
+        progress(f"{quarter}: writing {path}")
+        try:
+            write_new(path, rendered.pdf)
+            break
+        except FileExistsError:
+            continue  # taken since: the next free name (a chosen --out is refused)
     key = outbox_key(quarter) if send else None
     with store.session() as session:
         row = QuarterlyReport(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from monitord.cli import main
+from monitord.runtime.reporting import WrittenReport
 from monitord.store import open_store
 
 
@@ -69,6 +71,59 @@ def test_report_to_a_chosen_file_and_never_over_a_recorded_one(
         "monitord-2026q3-2.pdf",
         "monitord-2026q3.pdf",
     ]
+
+
+def test_report_never_replaces_a_file_it_did_not_record(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A restored backup, or another store's report in the same folder.
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "monitord-2026q3.pdf").write_bytes(b"a report from a backup")
+    assert report(config, "--quarter", "2026q3") == 0
+    assert capsys.readouterr().out.startswith(f"report 2026q3: {folder / 'monitord-2026q3-2.pdf'}")
+    assert (folder / "monitord-2026q3.pdf").read_bytes() == b"a report from a backup"
+    mine = tmp_path / "mine.pdf"
+    mine.write_bytes(b"my notes")
+    assert report(config, "--quarter", "2026q3", "--out", str(mine)) == 2
+    assert capsys.readouterr().err == (
+        f"monitord: --out {mine}: a file is already there, and monitord never replaces one; "
+        "choose another file\n"
+    )
+    assert mine.read_bytes() == b"my notes"
+
+
+def test_two_reports_written_at_once_each_keep_their_own_file(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitord.config import load_config
+    from monitord.runtime.reporting import write_report
+
+    settings = load_config(config)
+    store = open_store(settings.store.url)
+    now = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
+    inner: list[WrittenReport] = []
+
+    def another_run_meanwhile(step: str) -> None:
+        # While this run renders, a second one is written whole to the same default path.
+        if "rendering" in step and not inner:
+            inner.append(write_report(store, settings, "2026q3", now))
+
+    try:
+        outer = write_report(store, settings, "2026q3", now, progress=another_run_meanwhile)
+    finally:
+        store.dispose()
+    assert inner[0].path.name == "monitord-2026q3.pdf"
+    assert outer.path.name == "monitord-2026q3-2.pdf"
+    assert main(["--config", str(config), "reports", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len({row["path"] for row in rows}) == 2
+    for row in rows:
+        assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == row["sha256"]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [
+        "monitord-2026q3-2.pdf",
+        "monitord-2026q3.pdf",
+    ]  # no temporary file left
 
 
 @pytest.mark.parametrize(

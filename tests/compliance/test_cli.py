@@ -107,7 +107,7 @@ def test_the_current_quarter_is_the_default(
 @pytest.mark.parametrize(
     ("label", "message"),
     [
-        ("2026Q3", "--quarter: '2026Q3' is not a quarter such as 2026q3"),
+        ("2026q5", "--quarter: '2026q5' is not a quarter such as 2026q3"),
         ("2099q1", "--quarter: '2099q1' has not begun: it starts 2099-01-01 00:00 Asia/Shanghai"),
     ],
 )
@@ -152,3 +152,27 @@ def test_the_job_evaluates_the_current_quarter_and_the_last_one_once_audited(
         clock.advance(hours=6)
         asyncio.run(compliance_evaluation(app))
         assert evaluated() == {Q3: [clock.now], "2026q4": [clock.now]}  # once more, audited
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["compliance", "--json"],
+        ["evaluation", "--json"],
+        ["log-audit"],
+        ["review", "admins", "--file", "accounts.csv"],
+        ["report"],
+    ],
+)
+def test_every_quarter_argument_takes_either_case(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_text(
+        "account,role,vendor,last_login,granted_by,end_date\nboss,法人,,2026-09-01,,\n",
+        encoding="utf-8",
+    )
+    config.write_text(config.read_text() + f'[report]\ndir = "{tmp_path / "reports"}"\n')
+    command = [str(accounts) if part == "accounts.csv" else part for part in command]
+    assert main(["--config", str(config), *command, "--quarter", "2026Q3"]) == 0
+    assert "2026Q3" not in capsys.readouterr().out  # recorded and shown as 2026q3

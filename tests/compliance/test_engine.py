@@ -3,15 +3,23 @@ platform) that passes and one that fails, and the verdicts stored for the report
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from monitord.compliance import evaluate_quarter, store_verdicts
+from monitord.compliance import evaluate_quarter, score_services, store_verdicts
 from monitord.config import Settings
 from monitord.store import Store, open_store
-from monitord.store.models import ComplianceResult, ProbeResultRow
+from monitord.store.models import (
+    ComplianceResult,
+    EvidenceDocument,
+    ProbeResultRow,
+    ProbeRollup,
+)
+from monitord.store.retention import purge, roll_up
 from monitord.types import ComplianceVerdict
 from tests.compliance.seed import (
     END,
@@ -23,6 +31,7 @@ from tests.compliance.seed import (
     rollups,
     seed_platform,
     seed_services,
+    service,
     t,
 )
 
@@ -267,3 +276,127 @@ def test_a_gap_is_found_in_a_running_quarter_whose_current_hour_was_probed(
     coverage = next(v for v in verdicts if v.rule == "probed_throughout")
     assert not coverage.passed
     assert coverage.evidence["gaps"] == [["2026-10-15T03:00:00+08:00", "2026-10-15T04:00:00+08:00"]]
+
+
+def test_uptime_and_latency_are_not_judged_when_nothing_was_measured(sqlite_store: Store) -> None:
+    with sqlite_store.session() as s:
+        online_all_quarter(s, "never-probed")
+        online_all_quarter(s, "always-failing")
+        rollups(s, "always-failing", failures=60)
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    assert ("uptime_target", "never-probed") not in verdicts
+    assert ("latency_target", "never-probed") not in verdicts
+    # Failing probes measure an uptime (0 %), but no latency: only successes have one.
+    assert not passed(verdicts, "uptime_target", "always-failing")
+    assert verdicts["uptime_target", "always-failing"].evidence["uptime_percent"] == 0.0
+    assert ("latency_target", "always-failing") not in verdicts
+    assert not passed(verdicts, "probed_throughout", "never-probed")  # 6.4 still asks a probe
+
+
+def probed(session: Session, service_id: str, at: dt.datetime, *, success: bool) -> None:
+    """A raw availability result of the service."""
+    session.add(
+        ProbeResultRow(
+            service_id=service_id,
+            kind="availability",
+            target="x",
+            at=at,
+            success=success,
+            duration_ms=150.0 if success else 10_000.0,
+        )
+    )
+
+
+def test_the_figures_are_the_same_before_and_after_the_roll_up(sqlite_store: Store) -> None:
+    minutes = dt.timedelta(minutes=10)
+    with sqlite_store.session() as s:
+        # Fine for two hours, then three failures and suspended at 10:20, within the hour.
+        service(
+            s,
+            "suspended-in-the-hour",
+            [
+                (START - 30 * 24 * HOUR, t("2026-08-10 10:20"), "online"),
+                (t("2026-08-10 10:20"), None, "suspended"),
+            ],
+        )
+        for n in range(12):
+            probed(s, "suspended-in-the-hour", t("2026-08-10 08:00") + n * minutes, success=True)
+        for n in range(3):
+            at = t("2026-08-10 10:00") + n * minutes / 2
+            probed(s, "suspended-in-the-hour", at, success=False)
+        # Online at 10:30: its first probe fails at 10:40, the next hours are fine.
+        service(
+            s,
+            "online-mid-hour",
+            [
+                (t("2026-06-01 00:00"), t("2026-08-01 10:30"), "pending"),
+                (t("2026-08-01 10:30"), None, "online"),
+            ],
+        )
+        probed(s, "online-mid-hour", t("2026-08-01 10:40"), success=False)
+        for n in range(12):
+            probed(s, "online-mid-hour", t("2026-08-01 11:00") + n * minutes, success=True)
+
+    def figures() -> dict[tuple[str, str], object]:
+        with sqlite_store.session() as session:
+            verdicts = evaluate_quarter(session, Settings(), Q3, NOW)
+            scores = score_services(session, Settings(), Q3, verdicts, NOW)
+        shown: dict[tuple[str, str], object] = {
+            (v.rule, str(v.service_id)): v.evidence
+            for v in verdicts
+            if v.rule in ("uptime_target", "latency_target")
+        }
+        shown.update({("score", sc.service_id): (sc.score, sc.parts) for sc in scores})
+        return shown
+
+    before = figures()
+    assert before["uptime_target", "suspended-in-the-hour"]["failures"] == 3  # type: ignore[index]
+    assert before["uptime_target", "online-mid-hour"]["failures"] == 1  # type: ignore[index]
+    assert roll_up(sqlite_store, NOW) > 0
+    purge(sqlite_store, Settings(), NOW)  # the successful raw results are past 30 days
+    with sqlite_store.session() as session:
+        assert session.scalar(select(ProbeRollup.id).limit(1)) is not None
+        assert not session.scalars(
+            select(ProbeResultRow).where(ProbeResultRow.success.is_(True))
+        ).all()
+    assert figures() == before
+
+
+@pytest.mark.parametrize(
+    ("clause", "service_id", "counts"),
+    [
+        ("7.3.2", None, True),
+        ("8.3 b", "svc-0001", False),  # one service's go-live pen test
+        ("7.3.2", "svc-0001", False),
+        ("8.3 b", None, False),
+    ],
+)
+def test_only_the_platform_s_pen_test_filed_for_7_3_2_counts(
+    sqlite_store: Store, clause: str, service_id: str | None, counts: bool
+) -> None:
+    with sqlite_store.session() as s:
+        online_all_quarter(s, "svc-0001")
+        s.add(
+            EvidenceDocument(
+                clause=clause,
+                kind="pentest",
+                service_id=service_id,
+                document_date=dt.date(2026, 9, 20),
+                filed_by="张三",
+                filed_at=t("2026-09-21 10:00"),
+                file_name="pentest.pdf",
+                stored_as="pentest.pdf",
+                sha256="0" * 64,
+                size=10,
+            )
+        )
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    pentest = verdicts["quarterly_pentest", None]
+    assert pentest.passed is counts
+    assert len(pentest.evidence["documents"]) == counts

@@ -138,3 +138,15 @@ def test_weights_that_do_not_sum_to_one_are_refused(table: dict[str, float], mes
 
 def test_the_formula_is_printed_in_chinese() -> None:
     assert "综合得分" in FORMULA and "[evaluation]" in FORMULA
+
+
+def test_a_service_never_probed_loses_no_compliance_for_uptime_or_latency(
+    sqlite_store: Store,
+) -> None:
+    seed(sqlite_store)
+    with sqlite_store.session() as session:
+        verdicts = evaluate_quarter(session, Settings(), Q3, NOW)
+    mine = [v for v in verdicts if v.service_id == "silent"]
+    assert {"uptime_target", "latency_target"}.isdisjoint(v.rule for v in mine)
+    expected = 100.0 * sum(v.passed for v in mine) / len(mine)
+    assert scores_of(sqlite_store, Settings())["silent"].parts["compliance"] == round(expected, 1)

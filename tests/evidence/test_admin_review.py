@@ -185,7 +185,7 @@ def test_the_dormant_threshold_is_the_config_s(
         ),
         (
             (HEADER + BOSS).encode() + "x,管理员,,,boss,\n".encode("gbk"),
-            "accounts.csv: line 3: not UTF-8 text, as the lines before it are",
+            "accounts.csv: line 3: not UTF-8 text, though the text before it is UTF-8 Chinese",
         ),
     ],
     ids=[
@@ -298,3 +298,19 @@ def test_each_flag_is_a_compliance_finding_until_a_review_no_longer_flags_it(
         ("admin_review:dormant_admin", "a2", "open"),
         ("admin_review:vendor_without_end_date", "v1", "resolved"),
     ]
+
+
+def test_a_gb18030_file_whose_first_chinese_reads_as_utf8_is_read(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GB18030's 某某 (C4 B3 C4 B3) is valid two-byte UTF-8: the vendor comes before 法人.
+    accounts = tmp_path / "accounts.csv"
+    vendor = "v1,admin,某某科技,2026-11-01,boss,2026-12-31\n"
+    accounts.write_bytes((HEADER + vendor + BOSS).encode("gb18030"))
+    assert main(["--config", str(config), "review", "admins", "--file", str(accounts)]) == 0
+    assert "2 account(s)" in capsys.readouterr().out
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    with store.session() as session:
+        [review] = session.scalars(select(AdminReview)).all()
+        assert [a["vendor"] for a in review.accounts] == ["某某科技", ""]
+    store.dispose()

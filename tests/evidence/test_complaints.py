@@ -190,7 +190,7 @@ def test_bad_json_lines_are_named_and_skipped(
         (
             "id,received_at,summary\nC-1,2026-09-01,页面打不开\nC-2,".encode()
             + "二〇".encode("gbk"),
-            "complaints.csv: line 3: not UTF-8 text, as the lines before it are",
+            "complaints.csv: line 3: not UTF-8 text, though the text before it is UTF-8 Chinese",
         ),
     ],
     ids=["no-id-column", "neither-utf8-nor-gb18030", "utf8-then-not"],
@@ -227,3 +227,38 @@ def test_complaints_in_takes_those_received_in_the_quarter(
     with store.session() as session:
         q3 = complaints_in(session, *quarter_bounds("2026q3"))
         assert [c.external_id for c in q3] == ["q3-first", "q3-last"]
+
+
+def test_a_gb18030_export_is_read_whichever_chinese_comes_first(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GB18030's 投诉 (CD B6 CB DF) begins with bytes that read as valid two-byte UTF-8.
+    export = tmp_path / "complaints.csv"
+    export.write_bytes(
+        (
+            "id,received_at,service_id,category,status,summary\n"
+            "C-1001,2026-11-02T10:30,svc-0001,投诉,已处理,页面打不开\n"
+            "C-1002,2026-11-03 09:00,svc-0002,咨询,处理中,无法登录\n"
+        ).encode("gb18030")
+    )
+    assert run_import(config, export) == 0
+    assert capsys.readouterr().out == "2 complaint(s): 2 added, 0 updated, 0 unchanged\n"
+    after = stored(config)
+    assert after["C-1001"][2:] == ("已处理", "页面打不开")
+    assert after["C-1002"][2:] == ("处理中", "无法登录")
+
+
+def test_a_utf8_file_with_a_byte_order_mark_and_a_broken_line_names_that_line(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "complaints.csv"
+    export.write_bytes(
+        "\ufeffid,received_at,summary\nC-1,2026-09-01,页面打不开\nC-2,".encode()
+        + "二〇".encode("gbk")
+    )
+    assert run_import(config, export) == 2
+    assert capsys.readouterr().err == (
+        "monitord: complaints.csv: line 3: not UTF-8 text, though the text before it is UTF-8 "
+        "Chinese (save it as CSV UTF-8)\n"
+    )
+    assert stored(config) == {}

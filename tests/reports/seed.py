@@ -291,10 +291,10 @@ def _registers(session: Session, seeded: Seeded) -> None:
             sha256="ab" * 32,
             accounts=[{"account": f"admin-{i}"} for i in range(12)],
             flags=[
-                {"account": "admin-3", "problem": "dormant", "detail": "120 天未登录"},
+                {"account": "admin-3", "problem": "dormant_admin", "detail": "120 天未登录"},
                 {
                     "account": "vendor-li",
-                    "problem": "no_end_date",
+                    "problem": "vendor_without_end_date",
                     "detail": "第三方账号无截止日期",
                 },
             ],

@@ -7,7 +7,7 @@ import datetime as dt
 import re
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ from monitord.config import Settings
 from monitord.errors import ReportError
 from monitord.incidents import open_manual
 from monitord.store import Store, histogram, open_store
-from monitord.store.models import IncidentEvent, Silence
+from monitord.store.models import Incident, IncidentEvent, ServiceRevision, Silence
 from monitord.timeutil import UTC
+from monitord.types import ComplianceVerdict
 from reports.fonts import find_font
 from reports.sections import CLAUSE_DUTIES, SECTIONS, pct
 from tests.reports.seed import Seeded, seed_quarter
@@ -116,6 +117,7 @@ def test_the_report_shows_every_section_and_clause_and_the_figures_the_store_hol
     assert f"分析日志 {seeded.log_lines:,} 行" in text
     assert "vendor-zhang 夜间登录运维后台 3 次" in text
     assert "王审查" in text and "120 天未登录" in text
+    assert "长期未登录的管理员账号" in text and "dormant_admin" not in text  # the flags in Chinese
     assert "pentest-2026q3.pdf" in text and "risk-2026q3.pdf" in text  # this year's
     assert "drill-before-2026q3.pdf" not in text  # dated last quarter
     assert "最近一次清理：2026-08-20 00:00" in text
@@ -337,3 +339,56 @@ def test_the_silences_of_the_quarter_are_listed_with_the_alerts_they_held_back(
     before = render(sqlite_store, None, "2026q2", OCT_2)
     text = one_line("\n".join(pdf_pages(before.pdf)))
     assert "本季度生效过的静默 1 条，共压下群聊告警 0 条。" in text and "上季度的静默" in text
+
+
+def test_a_small_running_quarter_names_what_is_pending_and_what_is_unknown(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    now = dt.datetime(2026, 8, 10, 4, 0, tzinfo=UTC)
+    with sqlite_store.session() as session:
+        seeded = seed_quarter(session, services=15)
+        # A security incident detected half an hour ago: its two-hour clock still runs.
+        session.add(
+            Incident(
+                kind="vulnerability",
+                klass="security",
+                severity="high",
+                state="open",
+                group_key="pending",
+                summary="仍在时限内",
+                services=["svc-0001"],
+                detected_at=now - dt.timedelta(minutes=30),
+                occurred_at=now - dt.timedelta(minutes=30),
+                notify_by=now + dt.timedelta(minutes=90),
+            )
+        )
+        # A tier the standard does not name, as the catalogue filed it.
+        for revision in session.query(ServiceRevision).filter_by(service_id="svc-0000"):
+            revision.record = {**revision.record, "source": "township"}
+    scores = [replace(sc, tier="township") if sc.service_id == "svc-0000" else sc
+              for sc in seeded.scores]  # fmt: skip
+    # Fourteen rules per service, as monitord judges them: the appendix's R10 to R14.
+    extra = [
+        ComplianceVerdict(f"rule_{n}", "6.4", service_id, "2026q3", True, {})
+        for service_id in seeded.service_ids
+        for n in range(9)
+    ]
+    with sqlite_store.session() as session:
+        report = reports.render_quarterly(
+            session,
+            Settings(),
+            "2026q3",
+            verdicts=[*seeded.verdicts, *extra],
+            scores=scores,
+            now=now,
+            formula=FORMULA,
+        )
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert "本季度安全事件 5 起：按时通报 2 起，迟报或未通报 2 起，尚在两小时时限内 1 起。" in text
+    # 15 ranked services: listed once, not as a top 10 and a bottom 10 sharing five.
+    assert "总体排名（15 个服务）" in text
+    assert "总体前 10 名" not in text and "总体后 10 名" not in text
+    assert re.search(r"未知层级（township） 1 1 ", text)  # the availability table's tier row
+    assert "未知层级（township）（1 个服务）" in text
+    # Each column header on one line: a wrapped one reads "R1" then "0" on the next line.
+    assert " ".join(["服务编号 名称", *(f"R{n}" for n in range(1, 15))]) in text
