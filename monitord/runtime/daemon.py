@@ -31,6 +31,7 @@ from monitord.runtime import sdnotify
 from monitord.runtime.app import App
 from monitord.runtime.heap import release_free_memory
 from monitord.runtime.jobs import JOBS, Job
+from monitord.runtime.logsetup import setup_logging
 from monitord.runtime.settings import load_settings
 from monitord.runtime.web import WebServer, serve
 from monitord.timeutil import SteadyClock
@@ -204,7 +205,8 @@ class Daemon:
         """Re-read the config file; a bad one is refused and the running config kept.
 
         The new config passes the same checks as at start (check_daemon_secrets included).
-        Each job's new interval applies at once (the job loops are woken to read it).
+        Each job's new interval applies at once (the job loops are woken to read it), and
+        [logging] at once; store.url, [api]'s address and [cluster] at the next restart.
         """
         try:
             new = load_settings(self.config_path)
@@ -219,6 +221,13 @@ class Daemon:
         if new.store.url != self.app.settings.store.url:
             logger.warning("store.url changed; it takes effect at the next restart")
             new = new.model_copy(update={"store": self.app.settings.store})
+        if new.cluster != self.app.settings.cluster:
+            # The daemon is known to the others by its name and beats at its interval from
+            # its start; the running ones stay what the cluster sees, for both to agree.
+            logger.warning("[cluster] changed; it takes effect at the next restart")
+            new = new.model_copy(update={"cluster": self.app.settings.cluster})
+        if new.logging != self.app.settings.logging:
+            setup_logging(new.logging)
         self.app.settings = new
         self._wake_loops()
         logger.info("config reloaded from {}", new.source)

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from monitord.config import parse_config
+from monitord.config import LoggingSettings, parse_config
 from monitord.incidents import open_manual
+from monitord.runtime import daemon as daemon_module
 from monitord.runtime.app import App
 from monitord.runtime.daemon import Daemon
 from monitord.runtime.jobs import Job, incident_clock
@@ -396,3 +397,24 @@ async def test_a_reload_applies_a_shorter_interval_at_once(app: App, tmp_path: P
     finally:
         daemon.request_stop("test")
         assert await running == 0
+
+
+async def test_a_reload_applies_logging_at_once_and_keeps_the_cluster_until_a_restart(
+    app: App, tmp_path: Path, messages: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "config reloaded" was logged while [logging] and [cluster] silently kept their old values.
+    set_up: list[LoggingSettings] = []
+    monkeypatch.setattr(daemon_module, "setup_logging", set_up.append)
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "{app.settings.store.url}"\n[api]\nenabled = false\n'
+        f'[logging]\nlevel = "WARNING"\nfile = "{tmp_path / "m.log.jsonl"}"\n'
+        '[cluster]\nname = "renamed"\n'
+    )
+    daemon = Daemon(app, config, jobs=())
+    before = app.settings.cluster
+    daemon.reload()
+    assert [s.level for s in set_up] == ["WARNING"]
+    assert app.settings.logging.level == "WARNING"
+    assert app.settings.cluster == before
+    assert "[cluster] changed; it takes effect at the next restart" in messages
