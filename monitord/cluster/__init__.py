@@ -201,6 +201,20 @@ def _db_now() -> ColumnElement[Any]:
     return func.timezone("UTC", func.now())
 
 
+def _gone_from_this_host(host: str | None, pid: int | None) -> bool:
+    """Whether a daemon that last said it ran as `pid` on `host` is this machine's and gone: a
+    daemon killed (kill -9, a crash) and restarted at once left its heartbeat fresh."""
+    if host != socket.gethostname() or not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # a process of another user has that pid now: not provably gone
+    return False
+
+
 class SharedCoordinator(Coordinator):
     """Daemons on one PostgreSQL store, coordinated by heartbeats and leases in it."""
 
@@ -235,11 +249,14 @@ class SharedCoordinator(Coordinator):
             ).first()
             if row is not None:
                 member, fresh = row
-                if fresh and member.stopped_at is None and member.run != self.run:
+                alive = fresh and member.stopped_at is None and member.run != self.run
+                if alive and not _gone_from_this_host(member.host, member.pid):
                     raise StoreError(
                         f"a monitord daemon named {self.name!r} is already running on "
                         f"{member.host} (pid {member.pid}) with the store at "
-                        f"{self.store.display_url}: give this one another [cluster] name"
+                        f"{self.store.display_url}: give this one another [cluster] name, or, "
+                        f"if that daemon was killed, start this one again in "
+                        f"{self.settings.lease_seconds:g} s, when its lease has lapsed"
                     )
             self._register(session)
             session.flush()

@@ -4,17 +4,20 @@ names, `monitord cluster`, and the one-daemon path on SQLite."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from monitord.cli import main
 from monitord.cluster import SharedCoordinator, SoloCoordinator, make_coordinator, owner_of
 from monitord.config import ClusterSettings
 from monitord.errors import StoreError
 from monitord.store import Store, open_store
-from monitord.store.models import JobLease, ProbeRound, writer_name
+from monitord.store.models import ClusterMember, JobLease, ProbeRound, writer_name
 from tests.conftest import FakeClock, PostgresServer
 
 JOBS = ("catalogue-sync", "incidents", "alert-delivery")
@@ -107,6 +110,24 @@ def test_a_live_daemons_name_is_refused_and_free_again_once_it_stopped(pg_store:
         second.join()
     first.leave()
     second.join()
+
+
+def test_a_daemon_killed_on_this_machine_and_restarted_at_once_takes_its_name_back(
+    pg_store: Store,
+) -> None:
+    # Its heartbeat was still fresh: the restart was refused, naming the dead pid, with the
+    # advice to rename the daemon.
+    killed = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    first = member(pg_store, "a")
+    first.join()
+    with pg_store.session() as session:
+        session.execute(update(ClusterMember).values(pid=int(killed.stdout)))
+    member(pg_store, "a").join()  # the pid is gone from this host: no daemon holds the name
 
 
 def test_the_probes_are_split_without_overlap_and_a_death_moves_only_the_dead_ones_share(
