@@ -77,7 +77,13 @@ def _live_daemons(store: Store, lease_seconds: float) -> list[str]:
 def _migrate(store: Store, lease_seconds: float) -> int:
     # As the daemon does: refused while a daemon runs on the store, which would write to
     # tables as they change under it.
-    store.take_for_daemon()
+    try:
+        store.take_for_daemon()
+    except StoreError:
+        raise StoreError(
+            f"a monitord daemon is running on the store at {store.display_url}: stop it first "
+            "(it would write to the tables as they change under it), then migrate"
+        ) from None
     if store.url.get_backend_name() == "postgresql":
         alive = _live_daemons(store, lease_seconds)
         if alive:
