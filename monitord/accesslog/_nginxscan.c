@@ -274,8 +274,13 @@ static int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
     return era * 146097 + doe - 719468;
 }
 
-/* Epoch seconds of "dd/Mon/yyyy:HH:MM:SS +zzzz" of the canonical form with a real date; 0 if
- * it is not (strptime in the exact path then decides). */
+/* schema.EARLIEST and schema.LATEST: 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z. */
+#define EARLIEST 0
+#define LATEST 253402300799LL
+
+/* Epoch seconds of "dd/Mon/yyyy:HH:MM:SS +zzzz" of the canonical form with a real date within
+ * [EARLIEST, LATEST]; 0 if it is not (the exact path then decides, and rejects a time out of
+ * that range). */
 static int parse_time(const uint8_t *t, int64_t *out) {
     static const int digits[] = {0, 1, 7, 8, 9, 10, 12, 13, 15, 16, 18, 19, 22, 23, 24, 25};
     for (size_t k = 0; k < sizeof digits / sizeof digits[0]; k++)
@@ -295,7 +300,10 @@ static int parse_time(const uint8_t *t, int64_t *out) {
         tz_hours > 23 || tz_minutes > 59)
         return 0;
     int64_t offset = (t[21] == '+' ? 1 : -1) * (int64_t)(tz_hours * 3600 + tz_minutes * 60);
-    *out = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset;
+    int64_t ts = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
+    ts -= offset;
+    if (ts < EARLIEST || ts > LATEST) return 0;
+    *out = ts;
     return 1;
 }
 

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from monitord.accesslog.lines import as_text
-from monitord.accesslog.schema import classify_clients, conform
+from monitord.accesslog.schema import classify_clients, conform, in_range
 from monitord.timeutil import parse_time
 
 FIELDS = pa.schema(
@@ -132,7 +132,8 @@ def _read(lines: pa.Array, start: int, rejected: list[int]) -> list[pa.Table]:
 
 
 def _times(ts: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """ISO 8601 to UTC epoch seconds; each distinct second and offset is parsed once."""
+    """ISO 8601 to UTC epoch seconds, null where not read or out of range (`schema.in_range`);
+    each distinct second and offset is parsed once."""
     if isinstance(ts, pa.ChunkedArray):
         ts = ts.combine_chunks()
     ts = pc.fill_null(ts, "")
@@ -158,10 +159,10 @@ def _times(ts: pa.ChunkedArray | pa.Array) -> pa.Array:
             if v is None and raw:
                 try:
                     values[i] = int(parse_time(raw).timestamp())
-                except ValueError:
+                except (ValueError, OverflowError):  # year 0 or 10000 once in UTC: overflow
                     values[i] = None
         out = pa.array(values, pa.int64())
-    return out
+    return pc.if_else(pc.fill_null(in_range(out), False), out, pa.scalar(None, pa.int64()))
 
 
 def _offset_seconds(zone: str | None) -> int | None:

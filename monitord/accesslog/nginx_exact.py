@@ -24,6 +24,7 @@ from monitord.accesslog.schema import (
     DEFAULT_SERVICE_PATTERN,
     classify_clients,
     conform,
+    in_range,
     service_from_path,
     unescape_column,
 )
@@ -149,7 +150,7 @@ def exact(lines: pa.Array, service_pattern: str) -> tuple[dict[str, pa.Array], l
     times = pc.dictionary_encode(fields["time"])
     parsed_times = pc.strptime(times.dictionary, format=TIME_FORMAT, unit="s", error_is_null=True)
     ts = pc.take(parsed_times.cast(pa.int64()), times.indices)
-    good = pc.and_(pc.is_valid(ts), pc.is_valid(fields["status"]))
+    good = pc.and_(pc.fill_null(in_range(ts), False), pc.is_valid(fields["status"]))
     # A size of more than 18 digits is beyond a 64-bit integer: garbage, not a line.
     huge = pc.fill_null(pc.greater(pc.utf8_length(fields["bytes"]), MAX_SIZE_DIGITS), False)
     good = pc.and_(good, pc.invert(huge))

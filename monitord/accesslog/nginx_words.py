@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from monitord.accesslog.nginx_exact import TIME_FORMAT
+from monitord.accesslog.schema import EARLIEST, LATEST
 
 Array = np.ndarray[Any, Any]
 """A numpy array: numpy's element types add little here, every value is an int."""
@@ -143,6 +144,7 @@ def times(
         parsed_ok = pc.and_(pc.is_valid(parsed), pc.invert(pc.match_substring(text, "]")))
         ts[other] = pc.fill_null(parsed.cast(pa.int64()), 0).to_numpy()
         ok[other] = parsed_ok.to_numpy(zero_copy_only=False)
+    ok &= (ts >= EARLIEST) & (ts <= LATEST)  # the exact path rejects the others
     if len(firsts) == n:
         return ts, ok
     run = np.cumsum(changed, dtype=np.int32) - 1

@@ -212,6 +212,43 @@ def test_nginx_size_beyond_64_bits_is_a_rejected_line() -> None:
     assert "9" * 19 in result.rejected_samples[0]
 
 
+OUT_OF_RANGE_TIMES = [
+    ("[01/Jan/0001:00:00:00 +0800]", "0001-01-01T00:00:00+08:00"),  # year 0 in UTC
+    ("[31/Dec/9999:23:59:59 -0800]", "9999-12-31T23:59:59-08:00"),  # year 10000 in UTC
+    ("[31/Dec/1969:23:59:59 +0000]", "1969-12-31T23:59:59Z"),  # before 1970
+]
+IN_RANGE_TIMES = [
+    ("[01/Jan/1970:08:00:00 +0800]", "1970-01-01T08:00:00+08:00"),  # schema.EARLIEST
+    ("[31/Dec/9999:23:59:59 +0000]", "9999-12-31T23:59:59Z"),  # schema.LATEST
+]
+
+
+@pytest.mark.parametrize("fmt", ["nginx", "json"])
+def test_times_out_of_range_are_rejected_lines_not_fatal(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Such a line once stopped `analyse` with "year 0 is out of range" when its hour closed.
+    def line(times: tuple[str, str], n: int) -> str:
+        if fmt == "nginx":
+            return f'1.2.3.{n} - - {times[0]} "GET /svc/s/a HTTP/1.1" 200 5 "-" "M"'
+        return json.dumps({"ts": times[1], "ip": f"1.2.3.{n}", "service_id": "s", "status": 200})
+
+    good = [line(t, n) for n, t in enumerate(IN_RANGE_TIMES)]
+    bad = [line(t, n) for n, t in enumerate(OUT_OF_RANGE_TIMES)]
+    path = tmp_path / "access.log"
+    path.write_text("\n".join(good + bad) + "\n")
+    for fast_path in ("c", "numpy"):  # the fast path in C, and in numpy where it is not built
+        if fast_path == "numpy":
+            monkeypatch.setattr(nginx, "_scan", None)
+        result = analyse([path], fmt=fmt)
+        assert (result.lines, result.rejected) == (5, 3)
+        assert [s.split(": ", 1)[1] for s in result.rejected_samples] == bad
+        assert sorted(s["hour"] for s in result.stats) == [
+            "1970-01-01T00:00:00+00:00",
+            "9999-12-31T23:00:00+00:00",
+        ]
+
+
 def test_truncated_gzip_is_reported_not_fatal(tmp_path: Path) -> None:
     line = f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "-"\n'.encode()
     whole = gzip.compress(line * 5000)
