@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from monitord.accesslog.forwarded import client_column
 from monitord.accesslog.lines import as_text
 from monitord.accesslog.schema import (
     DEFAULT_SERVICE_PATTERN,
@@ -47,8 +48,6 @@ STATUS_PATTERN = r"^ (?P<status>\d{3}) (?P<bytes>\d+|-)"
 RT_PATTERN = r"^ (?P<rt>\d+(?:\.\d+)?)"
 """`$request_time` at the start of the piece after the user agent's closing quote."""
 REQUEST_PATTERN = r"^(?P<method>[A-Z]{3,12}) (?P<target>\S+)"
-XFF_PATTERN = r"^\s*(?P<ip>[0-9A-Fa-f.:]+)"
-"""The first address of an X-Forwarded-For value: the client behind a load balancer."""
 MAX_SIZE_DIGITS = 18
 """The longest `$body_bytes_sent` read: every number of 18 digits fits a 64-bit integer."""
 TIME_FORMAT = "%d/%b/%Y:%H:%M:%S %z"
@@ -64,12 +63,18 @@ class Parsed:
     rejected: list[str] = field(default_factory=list)
 
 
-def parse_exact(lines: pa.Array, service_pattern: str = DEFAULT_SERVICE_PATTERN) -> Parsed:
-    """Parse every line with the exact path: the reference `nginx.parse` must agree with."""
+def parse_exact(
+    lines: pa.Array,
+    service_pattern: str = DEFAULT_SERVICE_PATTERN,
+    trusted_proxies: tuple[str, ...] = (),
+) -> Parsed:
+    """Parse every line with the exact path: the reference `nginx.parse` must agree with.
+    `trusted_proxies`: the CIDRs whose X-Forwarded-For names the client (`forwarded`)."""
     lines = binary(lines)
     if len(lines) == 0:
         return Parsed(conform({}, 0), [])
     columns, rejected = exact(lines, service_pattern)
+    columns["ip"] = client_column(columns["ip"], columns.pop("xff"), trusted_proxies)
     return Parsed(conform(columns, len(columns["ts"])), rejected)
 
 
@@ -131,8 +136,9 @@ def _regex_fields(text: pa.Array) -> dict[str, pa.Array]:
 
 
 def exact(lines: pa.Array, service_pattern: str) -> tuple[dict[str, pa.Array], list[str]]:
-    """The exact path: plain columns of the lines that parse ("line" as text), and the text of
-    those that do not."""
+    """The exact path: plain columns of the lines that parse ("line" as text, "ip" the line's
+    $remote_addr and "xff" its X-Forwarded-For, for `forwarded`), and the text of those that
+    do not."""
     text = as_text(lines)
     fields, ok = _split_fields(text)
     if not pc.all(ok).as_py():
@@ -161,9 +167,6 @@ def exact(lines: pa.Array, service_pattern: str) -> tuple[dict[str, pa.Array], l
         ts, text = pc.filter(ts, good), pc.filter(text, good)
     n = len(text)
 
-    # Behind a load balancer the client is the first X-Forwarded-For address.
-    first_xff = pc.struct_field(pc.extract_regex(fields["xff"], XFF_PATTERN), [0])
-    ip = pc.coalesce(first_xff, fields["addr"])
     request = pc.extract_regex(fields["request"], REQUEST_PATTERN)
     target = unescape_column(pc.struct_field(request, "target"))
     has_query = _contains(target, b"?") or _contains(target, b"#")
@@ -174,7 +177,8 @@ def exact(lines: pa.Array, service_pattern: str) -> tuple[dict[str, pa.Array], l
     columns = {
         "ts": ts,
         "source": pc.fill_null(pa.nulls(n, pa.string()), "nginx"),
-        "ip": ip,
+        "ip": fields["addr"],  # $remote_addr: `forwarded.clients` decides the client
+        "xff": fields["xff"],
         "user": user,
         "service": service_from_path(path, service_pattern),
         "method": pc.struct_field(request, "method"),

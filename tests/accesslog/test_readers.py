@@ -13,8 +13,10 @@ import pyarrow as pa
 import pytest
 
 from monitord.accesslog import jsonlog, lines, nginx
+from monitord.accesslog.configured import make_analyzer
 from monitord.accesslog.lines import MAX_LINE, split_lines
 from monitord.accesslog.sources import detect
+from monitord.config import parse_config
 from tests.logrules import analyse
 
 T = "[03/Jul/2026:09:15:02 +0800]"
@@ -38,10 +40,10 @@ def _one(line: str | bytes) -> dict[str, object]:
             {"ip": "58.210.1.9", "method": "GET", "path": "/svc/svc-0042/guide",
              "service": "svc-0042", "status": 200, "bytes": 512, "client": "desktop"},
         ),
-        (  # request time and X-Forwarded-For: the client is the first forwarded address
+        (  # request time and X-Forwarded-For, which the client wrote: the client is $remote_addr
             f'10.0.0.5 - - {T} "POST /auth/login HTTP/1.1" 401 0 "-" "x iPhone Mobile" '
             '0.125 "61.1.2.3, 10.0.0.1"',
-            {"ip": "61.1.2.3", "method": "POST", "path": "/auth/login", "status": 401,
+            {"ip": "10.0.0.5", "method": "POST", "path": "/auth/login", "status": 401,
              "bytes": 0, "duration_ms": 125.0, "client": "phone"},
         ),
         (  # IPv6, a user with a space, "-" bytes, an empty request
@@ -340,3 +342,11 @@ def test_splitting_a_block_holds_no_copy_of_it(line_finder: str) -> None:
     assert len(got) == 10_000 and got[9_999].as_py() == b"x" * 199 + b"\n"
     if line_finder == "C":
         assert peak < 200_000
+
+
+def test_the_configured_trusted_proxies_decide_who_the_client_is() -> None:
+    line = f'10.0.0.5 - - {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "198.51.100.9, 61.1.2.3"\n'
+    behind = parse_config({"logs": {"trusted_proxies": ["10.0.0.0/8"]}}, "test", env={}).logs
+    for settings, client in ((behind, "61.1.2.3"), (None, "10.0.0.5")):
+        parsed = make_analyzer(settings).parse(line.encode(), "nginx")
+        assert parsed.table.column("ip").to_pylist() == [client]
