@@ -3,6 +3,7 @@ lines that do not parse."""
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import io
 import json
@@ -249,6 +250,56 @@ def test_times_out_of_range_are_rejected_lines_not_fatal(
             "1970-01-01T00:00:00+00:00",
             "9999-12-31T23:00:00+00:00",
         ]
+
+
+@pytest.mark.parametrize("fmt", ["nginx", "json"])
+def test_days_a_month_lacks_are_rejected_lines(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # strptime rolled 29/Feb/2026 over into 1 March, and 31/Apr into 1 May.
+    def line(day: str, month: str, n: int) -> str:
+        if fmt == "nginx":
+            stamp = f"[{day}/{month}:09:15:02 +0800]"
+            return f'1.2.3.{n} - - {stamp} "GET /svc/s/a HTTP/1.1" 200 5 "-" "M"'
+        iso = dt.datetime.strptime(f"01/{month}", "%d/%b/%Y").strftime(f"%Y-%m-{day}")
+        return json.dumps({"ts": f"{iso}T09:15:02+08:00", "ip": f"1.2.3.{n}", "status": 200})
+
+    good = [line("29", "Feb/2024", 1), line("30", "Apr/2026", 2), line("31", "Dec/2026", 3)]
+    bad = [line("29", "Feb/2026", 4), line("31", "Apr/2026", 5), line("30", "Feb/2024", 6)]
+    path = tmp_path / "access.log"
+    path.write_text("\n".join(good + bad) + "\n")
+    for fast_path in ("c", "numpy"):  # the fast path in C, and in numpy where it is not built
+        if fast_path == "numpy":
+            monkeypatch.setattr(nginx, "_scan", None)
+        result = analyse([path], fmt=fmt)
+        assert (result.lines, result.rejected) == (6, 3)
+        assert [s.split(": ", 1)[1] for s in result.rejected_samples] == bad
+        days = sorted(s["hour"][:10] for s in result.stats)
+        assert days == ["2024-02-29", "2026-04-30", "2026-12-31"]
+
+
+@pytest.mark.parametrize(
+    ("ts", "epoch"),
+    [
+        ("2026-07-03T09:15:02.113+08:00", EPOCH),
+        ("2026-07-03T01:15:02Z", EPOCH),
+        ("2026-07-03T01:15:02+0000", EPOCH),
+        ("2026-07-03T01:15:02+00", EPOCH),  # an offset of hours alone, as ISO 8601 allows
+        ("2026-07-03T02:15:02.5+01", EPOCH),
+        ("2026-07-03 09:15:02+08:00", EPOCH),
+        ("2026-07-03T09:15:02", EPOCH),  # no zone: Asia/Shanghai, as the portal means
+        ("2026-07-03T01:15:02Z[UTC]", None),  # not ISO 8601: rejected, never taken as +08:00
+        ("2026-07-03T01:15:02 UTC", None),
+        ("2026-07-03T01:15:02+08:00junk", None),
+    ],
+)
+def test_json_times_are_read_with_the_zone_they_name_or_rejected(
+    ts: str, epoch: int | None
+) -> None:
+    raw = (json.dumps({"ts": ts, "ip": "1.1.1.1", "status": 200}) + "\n").encode()
+    parsed = jsonlog.parse(split_lines(raw), raw)
+    assert parsed.table.column("ts").to_pylist() == ([] if epoch is None else [epoch])
+    assert len(parsed.rejected) == (epoch is None)
 
 
 def test_truncated_gzip_is_reported_not_fatal(tmp_path: Path) -> None:
