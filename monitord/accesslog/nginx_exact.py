@@ -52,6 +52,7 @@ MAX_SIZE_DIGITS = 18
 """The longest `$body_bytes_sent` read: every number of 18 digits fits a 64-bit integer."""
 TIME_FORMAT = "%d/%b/%Y:%H:%M:%S %z"
 """`$time_local` as `strptime` reads it."""
+_DATE = r"^(?P<date>\s*(?P<day>\d{1,9})/[^:]*):"
 _FIELDS = ("addr", "user", "time", "request", "status", "bytes", "ua", "rt", "xff")
 
 
@@ -88,6 +89,20 @@ def null_if(col: pa.Array, *values: str) -> pa.Array:
     """The string column with each of `values` (nginx's "-" for none, say) made null."""
     hit = pc.is_in(col, value_set=pa.array(values, pa.string()))
     return pc.if_else(pc.fill_null(hit, False), pa.scalar(None, pa.string()), col)
+
+
+def strptime_times(text: pa.Array) -> pa.Array:
+    """`$time_local` texts to epoch seconds as `strptime` reads them (null where it cannot),
+    without its roll-over of a day the month lacks: 29/Feb/2026 and 31/Apr are no dates, not
+    1 March and 1 May."""
+    seconds = pc.strptime(text, format=TIME_FORMAT, unit="s", error_is_null=True)
+    parts = pc.extract_regex(text, _DATE)
+    date = pc.strptime(
+        pc.struct_field(parts, "date"), format="%d/%b/%Y", unit="s", error_is_null=True
+    )
+    written = pc.cast(pc.struct_field(parts, "day"), pa.int64())
+    real_day = pc.fill_null(pc.equal(pc.day(date), written), True)
+    return pc.if_else(real_day, seconds, pa.scalar(None, seconds.type)).cast(pa.int64())
 
 
 def _split_fields(text: pa.Array) -> tuple[dict[str, pa.Array], pa.Array]:
@@ -154,8 +169,7 @@ def exact(lines: pa.Array, service_pattern: str) -> tuple[dict[str, pa.Array], l
         }
     # $time_local: each distinct second once.
     times = pc.dictionary_encode(fields["time"])
-    parsed_times = pc.strptime(times.dictionary, format=TIME_FORMAT, unit="s", error_is_null=True)
-    ts = pc.take(parsed_times.cast(pa.int64()), times.indices)
+    ts = pc.take(strptime_times(times.dictionary), times.indices)
     good = pc.and_(pc.fill_null(in_range(ts), False), pc.is_valid(fields["status"]))
     # A size of more than 18 digits is beyond a 64-bit integer: garbage, not a line.
     huge = pc.fill_null(pc.greater(pc.utf8_length(fields["bytes"]), MAX_SIZE_DIGITS), False)
