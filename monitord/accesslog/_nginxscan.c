@@ -532,6 +532,9 @@ static int find_quotes(const uint8_t *b, int32_t s, int32_t e, int32_t q[8], int
  * field of the line read before (NULL for none): consecutive lines mostly share their second. */
 static int scan_line(const uint8_t *b, int32_t s, int32_t e, line_t *out,
                      const uint8_t **last_time, source_t *src) {
+    /* A byte order mark (a file's first line, from an editor or a log shipper) is no part of
+     * the address; the exact path's patterns skip it alike. */
+    if (e - s >= 3 && b[s] == 0xEF && b[s + 1] == 0xBB && b[s + 2] == 0xBF) s += 3;
     int32_t q[8];
     int high;
     int nq = find_quotes(b, s, e, q, &high);

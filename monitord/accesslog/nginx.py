@@ -328,7 +328,11 @@ def _fast(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], Array]
     has_xff = nq > 6
     xff_start = np.where(has_xff, q[6] + 1, ends)
     xff = encode(buf, xff_start, np.where(has_xff & (nq > 7), q[7], ends), valid=has_xff)
-    head = encode(buf, starts, q[0] - (TIME_WIDTH + 3))
+    # A byte order mark (a file's first line may start with one) is no part of the address.
+    bom = ends - starts >= 3
+    for i, c in enumerate(b"\xef\xbb\xbf"):
+        bom &= raw.take(starts + i, mode="clip") == c
+    head = encode(buf, starts + 3 * bom, q[0] - (TIME_WIDTH + 3))
     request = encode(buf, q[0] + 1, q[1])
     ua = encode(buf, q[4] + 1, q[5])
 

@@ -483,3 +483,19 @@ def test_mutated_lines_match_the_exact_path(traffic: list[bytes], seed: int) -> 
             )
         lines.append(line.replace(b"\n", b" "))
     _assert_same(b"\n".join(lines) + b"\n")
+
+
+BOM = "\ufeff"
+
+
+def test_a_byte_order_mark_before_a_file_s_first_line_is_no_part_of_the_address() -> None:
+    # An editor or a log shipper may write one: the address was "\ufeff1.2.3.4", another one.
+    for line in (
+        f'1.2.3.4 - - {T} "GET /svc/a HTTP/1.1" 200 1 "-" "{UA}" 0.001 "-"',
+        f'1.2.3.4 - li lei {T} "GET /svc/a HTTP/1.1" 200 1 "-" "{UA}" 0.001 "-"',
+        f'portal.example:443 1.2.3.4 - - {T} "GET / HTTP/2.0" 304 0 "-" "{UA}"',
+        f'1.2.3.4 - - {T} "GET /a\\"b HTTP/1.1" 200 1 "-" "{UA}"',  # escape=json: full pattern
+    ):
+        parsed = _assert_same(f"{BOM}{line}\n{line}\n".encode())
+        assert parsed.table.column("ip").to_pylist() == ["1.2.3.4", "1.2.3.4"], line
+        assert parsed.rejected == []

@@ -401,3 +401,11 @@ def test_the_configured_trusted_proxies_decide_who_the_client_is() -> None:
     for settings, client in ((behind, "61.1.2.3"), (None, "10.0.0.5")):
         parsed = make_analyzer(settings).parse(line.encode(), "nginx")
         assert parsed.table.column("ip").to_pylist() == [client]
+
+
+def test_a_byte_order_mark_before_a_json_file_s_first_line_is_read_past() -> None:
+    line = json.dumps({"ts": "2026-07-03T09:15:02+08:00", "ip": "1.2.3.4", "status": 200})
+    raw = f"\ufeff{line}\n{line}\n".encode()
+    parsed = jsonlog.parse(split_lines(raw), raw)
+    assert parsed.rejected == []
+    assert parsed.table.column("ip").to_pylist() == ["1.2.3.4", "1.2.3.4"]
