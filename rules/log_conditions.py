@@ -150,8 +150,11 @@ def _grant(blk: Block, within: Mask) -> Coded:
 def _network(blk: Block, _within: Mask) -> Coded:
     # Without a GeoIP database, "places far apart" is approximated by networks: an IPv4 /16 or
     # the first three groups of an IPv6 address. A person moves between two or three at most.
+    # An IPv4-mapped address (::ffff:1.2.3.4, how a dual-stack listener logs IPv4 clients) is
+    # its IPv4 address, or every IPv4 client would share one network.
     codes, ips = blk.coded("ip")
-    network = pc.struct_field(pc.extract_regex(ips, r"^(?P<n>\d+\.\d+)\."), [0])
+    ipv4 = r"^(?i:::ffff:)?(?P<n>\d+\.\d+)\."
+    network = pc.struct_field(pc.extract_regex(ips, ipv4), [0])
     if network.null_count:  # not IPv4: rare enough to be matched on their own
         v6 = pc.struct_field(
             pc.extract_regex(ips, r"^(?P<n>[0-9A-Fa-f]*:[0-9A-Fa-f]*:[0-9A-Fa-f]*)"), [0]

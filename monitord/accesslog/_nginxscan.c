@@ -3,7 +3,7 @@
  *
  * `scan` reads a block of lines of the usual shape in one pass, without the interpreter lock:
  * the time, status, size and request time as numbers, and the text fields (address, user,
- * method, path, service, user agent) as codes into the distinct byte ranges of the block, so
+ * method, path, service, user agent, X-Forwarded-For) as codes into the distinct byte ranges of the block, so
  * that Python builds each distinct string once. Every line it takes must read exactly as the
  * exact path (nginx_exact.py) reads it; a line of any other shape is marked for the exact path,
  * which stays the reference. The rules mirror nginx_exact's patterns:
@@ -16,7 +16,8 @@
  *                                          does: see `unescape`)
  *   service  ^/svc/([^/?#]+)               (the default service pattern, on the path)
  *   rt       ^ (\d+(?:\.\d+)?)             (after the user agent's closing quote)
- *   xff      ^\s*([0-9A-Fa-f.:]+)          (the 8th quoted piece: the client's address)
+ *   xff      the 8th quoted piece, whole   (to the end of the line when unclosed; which address
+ *                                          is the client's is decided after, see forwarded.py)
  *
  * \s is RE2's: tab, newline, form feed, carriage return and space.
  *
@@ -35,7 +36,7 @@
 #include <emmintrin.h>
 #endif
 
-enum { IP, USER, METHOD, PATH, SERVICE, AGENT, NTEXT };
+enum { IP, USER, METHOD, PATH, SERVICE, AGENT, XFF, NTEXT };
 
 /* Where text values are: a position below `size` is in the block's data, one from `size` on
  * in `decoded` (request targets whose nginx escapes were undone), at position - size. */
@@ -174,11 +175,6 @@ static const uint8_t TARGET[256] = {
 
 static inline int is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
 
-static inline int is_xff(uint8_t c) { /* [0-9A-Fa-f.:] */
-    return is_digit(c) || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f') || c == '.' ||
-           c == ':';
-}
-
 /* Strict UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF), as Arrow checks. */
 static int valid_utf8(const uint8_t *p, const uint8_t *end) {
     while (p < end) {
@@ -274,8 +270,13 @@ static int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
     return era * 146097 + doe - 719468;
 }
 
-/* Epoch seconds of "dd/Mon/yyyy:HH:MM:SS +zzzz" of the canonical form with a real date; 0 if
- * it is not (strptime in the exact path then decides). */
+/* schema.EARLIEST and schema.LATEST: 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z. */
+#define EARLIEST 0
+#define LATEST 253402300799LL
+
+/* Epoch seconds of "dd/Mon/yyyy:HH:MM:SS +zzzz" of the canonical form with a real date within
+ * [EARLIEST, LATEST]; 0 if it is not (the exact path then decides, and rejects a time out of
+ * that range). */
 static int parse_time(const uint8_t *t, int64_t *out) {
     static const int digits[] = {0, 1, 7, 8, 9, 10, 12, 13, 15, 16, 18, 19, 22, 23, 24, 25};
     for (size_t k = 0; k < sizeof digits / sizeof digits[0]; k++)
@@ -295,7 +296,10 @@ static int parse_time(const uint8_t *t, int64_t *out) {
         tz_hours > 23 || tz_minutes > 59)
         return 0;
     int64_t offset = (t[21] == '+' ? 1 : -1) * (int64_t)(tz_hours * 3600 + tz_minutes * 60);
-    *out = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset;
+    int64_t ts = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
+    ts -= offset;
+    if (ts < EARLIEST || ts > LATEST) return 0;
+    *out = ts;
     return 1;
 }
 
@@ -528,6 +532,9 @@ static int find_quotes(const uint8_t *b, int32_t s, int32_t e, int32_t q[8], int
  * field of the line read before (NULL for none): consecutive lines mostly share their second. */
 static int scan_line(const uint8_t *b, int32_t s, int32_t e, line_t *out,
                      const uint8_t **last_time, source_t *src) {
+    /* A byte order mark (a file's first line, from an editor or a log shipper) is no part of
+     * the address; the exact path's patterns skip it alike. */
+    if (e - s >= 3 && b[s] == 0xEF && b[s + 1] == 0xBB && b[s + 2] == 0xBF) s += 3;
     int32_t q[8];
     int high;
     int nq = find_quotes(b, s, e, q, &high);
@@ -602,14 +609,12 @@ static int scan_line(const uint8_t *b, int32_t s, int32_t e, line_t *out,
     set(out, AGENT, q[4] + 1, q[5]);
     if (!request_time(b + q[5] + 1, b + (nq > 6 ? q[6] : e), &out->ms)) return 0;
 
-    /* Behind a load balancer the client is the first X-Forwarded-For address. */
-    if (nq > 6) {
-        int32_t x = q[6] + 1, xe = nq > 7 ? q[7] : e;
-        while (x < xe && is_space(b[x])) x++;
-        int32_t y = x;
-        while (y < xe && is_xff(b[y])) y++;
-        if (y > x) set(out, IP, x, y);
-    }
+    /* X-Forwarded-For as written: whether it names the client depends on who sent the line
+     * (`forwarded.clients`). */
+    if (nq > 6)
+        set(out, XFF, q[6] + 1, nq > 7 ? q[7] : e);
+    else
+        set(out, XFF, -1, -1);
     return 1;
 }
 
@@ -630,7 +635,7 @@ PyDoc_STRVAR(scan_doc,
              "Read the n lines of `data` (int32 `offsets`, n + 1 of them) and return how many\n"
              "are of the usual shape. ok[i] is 1 for those; their values fill the first rows of\n"
              "ts, status, nbytes (-1 for '-') and ms (NaN for none); codes[f][i] is the code of\n"
-             "text field f (ip, user, method, path, service, agent; -1 for null), and counts[f]\n"
+             "text field f (ip, user, method, path, service, agent, xff; -1 for null), counts[f]\n"
              "how many distinct values it has. The distinct values are in `values`, field after\n"
              "field, each field's in the order of their codes (request targets holding nginx\n"
              "escapes unescaped); `value_offsets` holds the int32 offsets of all of them, an\n"

@@ -157,12 +157,15 @@ class Analyzer:
         engine: LogRules,
         *,
         service_pattern: str = DEFAULT_SERVICE_PATTERN,
+        trusted_proxies: tuple[str, ...] = (),
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         lateness_hours: int = 1,
     ) -> None:
         self.engine = engine
         self.service_pattern = service_pattern
+        self.trusted_proxies = trusted_proxies
+        """`[logs] trusted_proxies`: whose X-Forwarded-For names the client (`forwarded`)."""
         self.since = _epoch(since)
         self.until = _epoch(until)
         self.stats = StatsAccumulator(lateness_hours)
@@ -201,7 +204,7 @@ class Analyzer:
         """A block `read` gave, parsed (the nginx reader's columns are made here)."""
         if isinstance(got, _Parsed):
             return got
-        p = nginx.finish(got.scanned, self.service_pattern)
+        p = nginx.finish(got.scanned, self.service_pattern, self.trusted_proxies)
         return _parsed(p.table, p.rejected, got.lines, got.samples, got.source, got.nbytes)
 
     def parse_block(self, block: Block, fmt: Format = "auto") -> _Parsed:
@@ -365,6 +368,7 @@ def analyse(
     *,
     engine: LogRules,
     service_pattern: str = DEFAULT_SERVICE_PATTERN,
+    trusted_proxies: tuple[str, ...] = (),
     block_size: int = BLOCK_SIZE,
     on_stats: StatsSink | None = None,
 ) -> AnalysisResult:
@@ -373,14 +377,21 @@ def analyse(
     `paths_or_streams` are files (plain or .gz), directories, `-` for standard input, or open
     streams; `fmt` forces a format instead of detecting it per source. With `on_stats`, the
     statistics rows go there as their hours close and the result's `stats` stays empty, so
-    memory does not grow with the hours a long log spans.
+    memory does not grow with the hours a long log spans. `trusted_proxies`: the CIDRs whose
+    X-Forwarded-For names the client of an edge log line (none: $remote_addr is the client).
     """
     items: list[InputItem]
     if isinstance(paths_or_streams, str | Path | io.IOBase):
         items = [cast(InputItem, paths_or_streams)]
     else:
         items = list(cast(Iterable[InputItem], paths_or_streams))
-    an = Analyzer(engine, service_pattern=service_pattern, since=since, until=until)
+    an = Analyzer(
+        engine,
+        service_pattern=service_pattern,
+        trusted_proxies=trusted_proxies,
+        since=since,
+        until=until,
+    )
     read_bytes = 0
 
     # Inputs are read side by side, the next block always from the one furthest behind in

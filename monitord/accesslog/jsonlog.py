@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from monitord.accesslog.lines import as_text
-from monitord.accesslog.schema import classify_clients, conform
+from monitord.accesslog.schema import classify_clients, conform, in_range
 from monitord.timeutil import parse_time
 
 FIELDS = pa.schema(
@@ -131,8 +131,15 @@ def _read(lines: pa.Array, start: int, rejected: list[int]) -> list[pa.Table]:
         return first + _read(lines.slice(half), start + half, rejected)
 
 
+_CANONICAL = r"^\d{4}-\d\d-(?P<day>\d\d)T\d\d:\d\d:\d\d(?:\.\d+)?(?P<zone>Z|[+-]\d\d:?\d\d|)$"
+"""The usual form of `ts`, read in Arrow: a date, a time, an optional fraction, and a zone or none
+(Asia/Shanghai). Any other form (`+00`, `Z[UTC]`, ` UTC`, a space for the T) is read by
+`monitord.timeutil.parse_time` or rejected, never given a zone it did not name."""
+
+
 def _times(ts: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """ISO 8601 to UTC epoch seconds; each distinct second and offset is parsed once."""
+    """ISO 8601 to UTC epoch seconds, null where not read or out of range (`schema.in_range`);
+    each distinct second and offset is parsed once."""
     if isinstance(ts, pa.ChunkedArray):
         ts = ts.combine_chunks()
     ts = pc.fill_null(ts, "")
@@ -142,15 +149,19 @@ def _times(ts: pa.ChunkedArray | pa.Array) -> pa.Array:
     seconds = pc.strptime(
         local.dictionary, format="%Y-%m-%dT%H:%M:%S", unit="s", error_is_null=True
     )
+    # strptime rolls a day the month lacks over (2026-02-29 becomes 03-01): such a date is
+    # left to parse_time, which rejects it.
+    day = pc.struct_field(pc.extract_regex(local.dictionary, r"^.{8}(?P<d>\d\d)T"), [0])
+    real_day = pc.fill_null(pc.equal(pc.day(seconds), pc.cast(day, pa.int64())), False)
+    seconds = pc.if_else(real_day, seconds, pa.scalar(None, seconds.type))
     naive = pc.take(seconds.cast(pa.int64()), local.indices)
-    zone = pc.dictionary_encode(
-        pc.struct_field(pc.extract_regex(ts, r"(?P<z>Z|[+-]\d\d:?\d\d)$"), [0])
-    )
+    zone = pc.dictionary_encode(pc.struct_field(pc.extract_regex(ts, _CANONICAL), ["zone"]))
     if isinstance(zone, pa.ChunkedArray):
         zone = zone.combine_chunks()
+    # No zone: the portal means Asia/Shanghai (monitord.timeutil.parse_time agrees). A time not
+    # of the usual form has no offset here (null), and goes to parse_time below.
     offsets = [_offset_seconds(z) for z in zone.dictionary.to_pylist()]
-    # Without an offset the portal means Asia/Shanghai (monitord.timeutil.parse_time agrees).
-    off = pc.fill_null(pc.take(pa.array(offsets, pa.int64()), zone.indices), 8 * 3600)
+    off = pc.take(pa.array(offsets, pa.int64()), zone.indices)
     out = pc.subtract(naive, off)
     if out.null_count:
         values = out.to_pylist()
@@ -158,15 +169,18 @@ def _times(ts: pa.ChunkedArray | pa.Array) -> pa.Array:
             if v is None and raw:
                 try:
                     values[i] = int(parse_time(raw).timestamp())
-                except ValueError:
+                except (ValueError, OverflowError):  # year 0 or 10000 once in UTC: overflow
                     values[i] = None
         out = pa.array(values, pa.int64())
-    return out
+    return pc.if_else(pc.fill_null(in_range(out), False), out, pa.scalar(None, pa.int64()))
 
 
 def _offset_seconds(zone: str | None) -> int | None:
+    # A zone of _CANONICAL in seconds east of UTC; "" (none) is Asia/Shanghai.
     if zone is None:
         return None
+    if zone == "":
+        return 8 * 3600
     if zone == "Z":
         return 0
     sign = -1 if zone[0] == "-" else 1

@@ -38,8 +38,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from monitord.accesslog import nginx_exact
-from monitord.accesslog.nginx_codes import Text, concat, encode, lookup
+from monitord.accesslog import forwarded, nginx_exact
+from monitord.accesslog.nginx_codes import Text, concat, encode
 from monitord.accesslog.nginx_words import (
     TIME_WIDTH,
     ZEROS,
@@ -71,17 +71,22 @@ def _load_scan() -> Callable[..., tuple[int, bytes, bytes]] | None:
 _scan = _load_scan()
 NATIVE = _scan is not None
 """Whether the C scan was built (and so whether nginx blocks are worth parsing ahead)."""
-_TEXT_COLUMNS = ("source", "ip", "user", "service", "method", "path", "client")
+_TEXT_COLUMNS = ("source", "ip", "user", "service", "method", "path", "client", "xff")
 
 
-def parse(lines: pa.Array, service_pattern: str = DEFAULT_SERVICE_PATTERN) -> nginx_exact.Parsed:
+def parse(
+    lines: pa.Array,
+    service_pattern: str = DEFAULT_SERVICE_PATTERN,
+    trusted_proxies: tuple[str, ...] = (),
+) -> nginx_exact.Parsed:
     """Parse binary lines of nginx `combined` into the common schema.
 
     Rows of the lines the fast path takes come first (in input order), then those of the exact
     path; text columns are dictionary arrays. The result equals `nginx_exact.parse_exact`'s up
-    to row order.
+    to row order. `trusted_proxies`: the CIDRs whose X-Forwarded-For names the client
+    (`forwarded`; none by default: the client is $remote_addr).
     """
-    return finish(scan(lines), service_pattern)
+    return finish(scan(lines), service_pattern, trusted_proxies)
 
 
 @dataclass
@@ -122,7 +127,11 @@ def scan(lines: pa.Array) -> Scanned:
     return Scanned(lines, _scan_native(lines))
 
 
-def finish(scanned: Scanned, service_pattern: str = DEFAULT_SERVICE_PATTERN) -> nginx_exact.Parsed:
+def finish(
+    scanned: Scanned,
+    service_pattern: str = DEFAULT_SERVICE_PATTERN,
+    trusted_proxies: tuple[str, ...] = (),
+) -> nginx_exact.Parsed:
     """The columns of scanned lines (the rest of `parse`)."""
     lines = scanned.lines
     if len(lines) == 0:
@@ -138,8 +147,20 @@ def finish(scanned: Scanned, service_pattern: str = DEFAULT_SERVICE_PATTERN) -> 
     n = len(columns["ts"]) if columns else 0
     if n == 0:
         return nginx_exact.Parsed(conform({}, 0), rejected)
+    columns["ip"] = _clients(columns["ip"], columns.pop("xff"), trusted_proxies)
     out = {k: v.array() if isinstance(v, Text) else v for k, v in columns.items()}
     return nginx_exact.Parsed(conform(out, n), rejected)
+
+
+def _clients(addr: Text, xff: Text, trusted_proxies: tuple[str, ...]) -> Text:
+    """The client of each row (`forwarded.clients`): $remote_addr, or behind a trusted proxy
+    the address its X-Forwarded-For vouches for."""
+    if not trusted_proxies:
+        return addr
+    codes, values = forwarded.clients(
+        (addr.codes, addr.values), (xff.codes, xff.values), trusted_proxies
+    )
+    return Text(values, codes, used=False)
 
 
 def _as_text_columns(columns: dict[str, pa.Array]) -> dict[str, Any]:
@@ -154,7 +175,7 @@ def _as_text_columns(columns: dict[str, pa.Array]) -> dict[str, Any]:
 # -- the fast path in C ---------------------------------------------------------------------------
 
 # The text fields the C scan numbers, in its order.
-_SCANNED = ("ip", "user", "method", "path", "service", "agent")
+_SCANNED = ("ip", "user", "method", "path", "service", "agent", "xff")
 
 
 def _scan_native(lines: pa.Array) -> Native | None:
@@ -214,6 +235,7 @@ def _native_columns(
         "duration_ms": pa.array(ms, mask=missing_ms if missing_ms.any() else None),
         "client": Text(client_kinds(unescape_column(agent.values)), agent.codes),
         "line": lines if m == n else lines.take(pa.array(np.flatnonzero(taken))),
+        "xff": text["xff"],
     }
     return columns, slow
 
@@ -302,12 +324,15 @@ def _fast(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], Array]
     rw = window(raw, np.where(has_rt, q[6] - 8, 0), 8)
     millis, plain_rt = request_time(rw[:, 0], q[6] - q[5] - 7, has_rt)
     odd_rt = encode(buf, q[5] + 1, np.where(has_rt, q[6], ends), valid=~plain_rt)
-    # X-Forwarded-For, unless it is "-".
-    dash_xff = (nq > 7) & (q[7] - q[6] == 2) & (raw.take(q[6] + 1, mode="clip") == ord("-"))
-    has_xff = has_rt & ~dash_xff
+    # X-Forwarded-For as written (to the end of the line when unclosed), for `_clients`.
+    has_xff = nq > 6
     xff_start = np.where(has_xff, q[6] + 1, ends)
     xff = encode(buf, xff_start, np.where(has_xff & (nq > 7), q[7], ends), valid=has_xff)
-    head = encode(buf, starts, q[0] - (TIME_WIDTH + 3))
+    # A byte order mark (a file's first line may start with one) is no part of the address.
+    bom = ends - starts >= 3
+    for i, c in enumerate(b"\xef\xbb\xbf"):
+        bom &= raw.take(starts + i, mode="clip") == c
+    head = encode(buf, starts + 3 * bom, q[0] - (TIME_WIDTH + 3))
     request = encode(buf, q[0] + 1, q[1])
     ua = encode(buf, q[4] + 1, q[5])
 
@@ -337,13 +362,7 @@ def _fast(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], Array]
         odd = _durations(odd_rt.values).to_numpy(zero_copy_only=False)  # NaN where null
         duration = np.where(plain_rt, duration, np.append(odd, np.nan)[odd_rt.codes])
         missing = np.isnan(duration)
-    # Behind a load balancer the client is the first X-Forwarded-For address.
     ip = Text(addr_of, head.codes, distinct=simple_heads, used=head.used)
-    if len(xff.values):
-        first = pc.struct_field(pc.extract_regex(xff.values, nginx_exact.XFF_PATTERN), [0])
-        use = lookup(first.is_valid().to_numpy(zero_copy_only=False), xff.codes) > 0
-        codes = np.where(use, xff.codes + len(addr_of), head.codes)
-        ip = Text(pa.concat_arrays([addr_of, first]), codes, used=False)
     user = Text(user_of, head.codes, used=head.used)
     if simple_heads:
         user = Text(pa.nulls(0, pa.string()), np.full(len(keep), -1, np.int32), distinct=True)
@@ -363,6 +382,7 @@ def _fast(lines: pa.Array, service_pattern: str) -> tuple[dict[str, Any], Array]
         "duration_ms": pa.array(duration, mask=missing),
         "client": Text(clients, ua.codes, used=ua.used),
         "line": lines if m == n else lines.take(pa.array(keep)),
+        "xff": xff,
     }
     return columns, slow
 

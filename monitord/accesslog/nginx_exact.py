@@ -19,18 +19,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from monitord.accesslog.forwarded import client_column
 from monitord.accesslog.lines import as_text
 from monitord.accesslog.schema import (
     DEFAULT_SERVICE_PATTERN,
     classify_clients,
     conform,
+    in_range,
     service_from_path,
     unescape_column,
 )
 
-# The part before the request: optional "host:port ", the address (never "-"), "-", the user
-# (which may hold spaces) and the time.
-_PREFIX = r"^(?:\S+:\d+ )?(?P<addr>[^\s\-]\S*) \S+ (?P<user>[^\[]*)\[(?P<time>[^\]]+)\] "
+# The part before the request: a byte order mark (a file's first line may start with one),
+# optional "host:port ", the address (never "-"), "-", the user (which may hold spaces) and the
+# time.
+_BOM = r"\x{FEFF}?"
+_PREFIX = (
+    r"^" + _BOM + r"(?:\S+:\d+ )?(?P<addr>[^\s\-]\S*) \S+ (?P<user>[^\[]*)\[(?P<time>[^\]]+)\] "
+)
 _Q = r'(?:[^"\\]|\\.)*'  # a quoted field with backslash escapes allowed
 PATTERN = (
     _PREFIX + r'"(?P<request>' + _Q + r')" (?P<status>\d{3}) (?P<bytes>\d+|-)'
@@ -39,19 +45,18 @@ PATTERN = (
 )
 # The split's prefix: no optional "host:port " (an optional group at the start makes RE2 four
 # times slower); such lines fail here and take the full pattern.
-PREFIX_PATTERN = r"^(?P<addr>\S+) - (?P<user>[^\[]*)\[(?P<time>[^\]]+)\] $"
+PREFIX_PATTERN = r"^" + _BOM + r"(?P<addr>\S+) - (?P<user>[^\[]*)\[(?P<time>[^\]]+)\] $"
 HEAD_PATTERN = r"^(?P<addr>\S+) - (?P<user>[^\[]*)$"
 """PREFIX_PATTERN without the time: the address and user of a line's head ("addr - user ")."""
 STATUS_PATTERN = r"^ (?P<status>\d{3}) (?P<bytes>\d+|-)"
 RT_PATTERN = r"^ (?P<rt>\d+(?:\.\d+)?)"
 """`$request_time` at the start of the piece after the user agent's closing quote."""
 REQUEST_PATTERN = r"^(?P<method>[A-Z]{3,12}) (?P<target>\S+)"
-XFF_PATTERN = r"^\s*(?P<ip>[0-9A-Fa-f.:]+)"
-"""The first address of an X-Forwarded-For value: the client behind a load balancer."""
 MAX_SIZE_DIGITS = 18
 """The longest `$body_bytes_sent` read: every number of 18 digits fits a 64-bit integer."""
 TIME_FORMAT = "%d/%b/%Y:%H:%M:%S %z"
 """`$time_local` as `strptime` reads it."""
+_DATE = r"^(?P<date>\s*(?P<day>\d{1,9})/[^:]*):"
 _FIELDS = ("addr", "user", "time", "request", "status", "bytes", "ua", "rt", "xff")
 
 
@@ -63,12 +68,18 @@ class Parsed:
     rejected: list[str] = field(default_factory=list)
 
 
-def parse_exact(lines: pa.Array, service_pattern: str = DEFAULT_SERVICE_PATTERN) -> Parsed:
-    """Parse every line with the exact path: the reference `nginx.parse` must agree with."""
+def parse_exact(
+    lines: pa.Array,
+    service_pattern: str = DEFAULT_SERVICE_PATTERN,
+    trusted_proxies: tuple[str, ...] = (),
+) -> Parsed:
+    """Parse every line with the exact path: the reference `nginx.parse` must agree with.
+    `trusted_proxies`: the CIDRs whose X-Forwarded-For names the client (`forwarded`)."""
     lines = binary(lines)
     if len(lines) == 0:
         return Parsed(conform({}, 0), [])
     columns, rejected = exact(lines, service_pattern)
+    columns["ip"] = client_column(columns["ip"], columns.pop("xff"), trusted_proxies)
     return Parsed(conform(columns, len(columns["ts"])), rejected)
 
 
@@ -82,6 +93,20 @@ def null_if(col: pa.Array, *values: str) -> pa.Array:
     """The string column with each of `values` (nginx's "-" for none, say) made null."""
     hit = pc.is_in(col, value_set=pa.array(values, pa.string()))
     return pc.if_else(pc.fill_null(hit, False), pa.scalar(None, pa.string()), col)
+
+
+def strptime_times(text: pa.Array) -> pa.Array:
+    """`$time_local` texts to epoch seconds as `strptime` reads them (null where it cannot),
+    without its roll-over of a day the month lacks: 29/Feb/2026 and 31/Apr are no dates, not
+    1 March and 1 May."""
+    seconds = pc.strptime(text, format=TIME_FORMAT, unit="s", error_is_null=True)
+    parts = pc.extract_regex(text, _DATE)
+    date = pc.strptime(
+        pc.struct_field(parts, "date"), format="%d/%b/%Y", unit="s", error_is_null=True
+    )
+    written = pc.cast(pc.struct_field(parts, "day"), pa.int64())
+    real_day = pc.fill_null(pc.equal(pc.day(date), written), True)
+    return pc.if_else(real_day, seconds, pa.scalar(None, seconds.type)).cast(pa.int64())
 
 
 def _split_fields(text: pa.Array) -> tuple[dict[str, pa.Array], pa.Array]:
@@ -130,8 +155,9 @@ def _regex_fields(text: pa.Array) -> dict[str, pa.Array]:
 
 
 def exact(lines: pa.Array, service_pattern: str) -> tuple[dict[str, pa.Array], list[str]]:
-    """The exact path: plain columns of the lines that parse ("line" as text), and the text of
-    those that do not."""
+    """The exact path: plain columns of the lines that parse ("line" as text, "ip" the line's
+    $remote_addr and "xff" its X-Forwarded-For, for `forwarded`), and the text of those that
+    do not."""
     text = as_text(lines)
     fields, ok = _split_fields(text)
     if not pc.all(ok).as_py():
@@ -147,9 +173,8 @@ def exact(lines: pa.Array, service_pattern: str) -> tuple[dict[str, pa.Array], l
         }
     # $time_local: each distinct second once.
     times = pc.dictionary_encode(fields["time"])
-    parsed_times = pc.strptime(times.dictionary, format=TIME_FORMAT, unit="s", error_is_null=True)
-    ts = pc.take(parsed_times.cast(pa.int64()), times.indices)
-    good = pc.and_(pc.is_valid(ts), pc.is_valid(fields["status"]))
+    ts = pc.take(strptime_times(times.dictionary), times.indices)
+    good = pc.and_(pc.fill_null(in_range(ts), False), pc.is_valid(fields["status"]))
     # A size of more than 18 digits is beyond a 64-bit integer: garbage, not a line.
     huge = pc.fill_null(pc.greater(pc.utf8_length(fields["bytes"]), MAX_SIZE_DIGITS), False)
     good = pc.and_(good, pc.invert(huge))
@@ -160,9 +185,6 @@ def exact(lines: pa.Array, service_pattern: str) -> tuple[dict[str, pa.Array], l
         ts, text = pc.filter(ts, good), pc.filter(text, good)
     n = len(text)
 
-    # Behind a load balancer the client is the first X-Forwarded-For address.
-    first_xff = pc.struct_field(pc.extract_regex(fields["xff"], XFF_PATTERN), [0])
-    ip = pc.coalesce(first_xff, fields["addr"])
     request = pc.extract_regex(fields["request"], REQUEST_PATTERN)
     target = unescape_column(pc.struct_field(request, "target"))
     has_query = _contains(target, b"?") or _contains(target, b"#")
@@ -173,7 +195,8 @@ def exact(lines: pa.Array, service_pattern: str) -> tuple[dict[str, pa.Array], l
     columns = {
         "ts": ts,
         "source": pc.fill_null(pa.nulls(n, pa.string()), "nginx"),
-        "ip": ip,
+        "ip": fields["addr"],  # $remote_addr: `forwarded.clients` decides the client
+        "xff": fields["xff"],
         "user": user,
         "service": service_from_path(path, service_pattern),
         "method": pc.struct_field(request, "method"),

@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from monitord.accesslog.nginx_exact import TIME_FORMAT
+from monitord.accesslog.nginx_exact import strptime_times
+from monitord.accesslog.schema import EARLIEST, LATEST
 
 Array = np.ndarray[Any, Any]
 """A numpy array: numpy's element types add little here, every value is an int."""
@@ -99,7 +100,7 @@ def times(
     times is parsed once.
 
     Times of the canonical form with a real date are computed in numpy; the rest (31/Feb,
-    lower-case months, odd offsets, ...) go to `strptime`, as in the exact path, so both agree.
+    lower-case months, odd offsets, ...) go to the exact path's `strptime_times`, so both agree.
     """
     n = len(windows)
     changed = np.empty(n, dtype=bool)
@@ -138,11 +139,12 @@ def times(
         ok = canonical.copy()
         other = np.flatnonzero(~canonical)
         text = pa.array([m[i].tobytes().decode("utf-8", "replace") for i in other], pa.string())
-        parsed = pc.strptime(text, format=TIME_FORMAT, unit="s", error_is_null=True)
+        parsed = strptime_times(text)
         # The exact path's pattern takes no ']' in the time.
         parsed_ok = pc.and_(pc.is_valid(parsed), pc.invert(pc.match_substring(text, "]")))
-        ts[other] = pc.fill_null(parsed.cast(pa.int64()), 0).to_numpy()
+        ts[other] = pc.fill_null(parsed, 0).to_numpy()
         ok[other] = parsed_ok.to_numpy(zero_copy_only=False)
+    ok &= (ts >= EARLIEST) & (ts <= LATEST)  # the exact path rejects the others
     if len(firsts) == n:
         return ts, ok
     run = np.cumsum(changed, dtype=np.int32) - 1

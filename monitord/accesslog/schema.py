@@ -40,6 +40,18 @@ alipay; `line` is the raw bytes of the line (evidence is decoded from it)."""
 
 Codes = np.ndarray[Any, np.dtype[np.int32]]
 
+EARLIEST = 0
+"""The earliest time a log line may carry: 1970-01-01T00:00:00Z (epoch seconds)."""
+LATEST = 253_402_300_799
+"""The latest: 9999-12-31T23:59:59Z. A line whose time, converted to UTC, falls outside
+[EARLIEST, LATEST] is a rejected line: no access log reaches back before 1970, and a time past
+year 9999 (31/Dec/9999 at -0800 is in year 10000 in UTC) cannot be shown or stored as a date."""
+
+
+def in_range(ts: pa.Array) -> pa.Array:
+    """Whether each time (UTC epoch seconds) is within [EARLIEST, LATEST]; null stays null."""
+    return pc.and_(pc.greater_equal(ts, EARLIEST), pc.less_equal(ts, LATEST))
+
 
 def codes(col: pa.Array | pa.ChunkedArray) -> tuple[Codes, pa.Array]:
     """A column as (codes, values): int32 codes into `values`, -1 where the value is null (a

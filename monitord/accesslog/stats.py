@@ -124,8 +124,9 @@ class StatsAccumulator:
             self._add_rows(used, slots, hist)
         lo, hi = int(hours.min()), int(hours.max())
         row_slot = slots.astype(np.int32)[gid]
-        # The rows of each hour of the block (a block mostly spans one or two).
-        in_hour = [(lo, None)] if lo == hi else [(h, hours == h) for h in range(lo, hi + 1)]
+        # The rows of each hour of the block (a block mostly spans one or two). Only the hours
+        # present: one line of year 9999 among those of today spans 70 million hours.
+        in_hour = [(lo, None)] if lo == hi else [(int(h), hours == h) for h in np.unique(hours)]
         for name in TEXT_COLUMNS:
             col = table.column(name)
             if name != "path" and col.null_count == len(col):

@@ -330,6 +330,12 @@ class LogSettings(_Section):
     )
     """The portal's login paths (exact, without the query): a 401 there is a failed login, in
     either log. Unset uses the built-in ["/auth/login"]."""
+    trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = Field(default_factory=list)
+    """Addresses or networks (CIDR) of the proxies in front of nginx. Only a line whose
+    $remote_addr is one of them has its X-Forwarded-For read, from the right, and the client is
+    the first address that is not a trusted proxy (nginx's set_real_ip_from with
+    real_ip_recursive). Empty (the default): nginx is the edge and the client is $remote_addr,
+    since X-Forwarded-For is whatever the client sent."""
     holidays: list[DateText] = Field(default_factory=list)
     """Extra statutory holidays, for years the Chinese calendar package does not know yet."""
     workdays: list[DateText] = Field(default_factory=list)

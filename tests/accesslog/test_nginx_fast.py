@@ -8,6 +8,7 @@ hand-written odd lines) and compare, once for each way of the fast path.
 
 from __future__ import annotations
 
+import io
 import random
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from monitord.accesslog import nginx, nginx_exact, schema
 from monitord.accesslog.lines import split_lines
 from monitord.demo import synth
+from tests.logrules import analyse
 
 T = "[03/Jul/2026:09:15:02 +0800]"
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64)"
@@ -177,10 +179,12 @@ def _rows(table: pa.Table) -> list[str]:
     return sorted(repr(sorted(row.items())) for row in table.to_pylist())
 
 
-def _assert_same(block: bytes, pattern: str = schema.DEFAULT_SERVICE_PATTERN) -> nginx_exact.Parsed:
+def _assert_same(
+    block: bytes, pattern: str = schema.DEFAULT_SERVICE_PATTERN, trusted: tuple[str, ...] = ()
+) -> nginx_exact.Parsed:
     lines = split_lines(block)
-    fast = nginx.parse(lines, pattern)
-    exact = nginx_exact.parse_exact(lines, pattern)
+    fast = nginx.parse(lines, pattern, trusted)
+    exact = nginx_exact.parse_exact(lines, pattern, trusted)
     assert fast.table.schema == exact.table.schema
     assert _rows(fast.table) == _rows(exact.table)
     assert sorted(fast.rejected) == sorted(exact.rejected)
@@ -246,6 +250,59 @@ def test_mixed_blocks_match_the_exact_path(traffic: list[bytes], seed: int) -> N
     parsed = _assert_same(block)
     assert parsed.rejected  # the garbage lines are there
     _assert_same(block, r"^/(?P<service>[a-z]+)/")  # a configured pattern (RE2 on the paths)
+    _assert_same(block, trusted=TRUSTED)  # behind proxies: X-Forwarded-For read
+
+
+TRUSTED = ("10.0.0.0/8", "2001:db8:ff::/48")
+
+
+def _xff(remote: str, xff: str | None) -> bytes:
+    rest = "" if xff is None else f' "{xff}"'
+    return f'{remote} - - {T} "GET /svc/a HTTP/1.1" 200 1 "-" "{UA}" 0.001{rest}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("remote", "xff", "client"),
+    [
+        # At the edge, X-Forwarded-For is what the client sent: never read from an address
+        # that is not a trusted proxy.
+        ("203.0.113.7", "198.51.100.1", "203.0.113.7"),
+        ("203.0.113.7", "10.0.0.1", "203.0.113.7"),
+        # From a trusted proxy: from the right, the first address that is not a trusted proxy.
+        ("10.0.0.5", "61.1.2.3", "61.1.2.3"),
+        ("10.0.0.5", "61.1.2.3, 10.0.0.1", "61.1.2.3"),
+        ("10.0.0.5", "198.51.100.9,61.1.2.3 , 10.0.0.1", "61.1.2.3"),  # a forged left part
+        ("10.0.0.5", "10.0.0.2, 10.0.0.1", "10.0.0.2"),  # all trusted: the furthest
+        ("10.0.0.5", "unknown, 10.0.0.1", "10.0.0.1"),  # not an address: the proxy before it
+        ("10.0.0.5", "-", "10.0.0.5"),
+        ("10.0.0.5", "", "10.0.0.5"),
+        ("10.0.0.5", None, "10.0.0.5"),  # no X-Forwarded-For field
+        ("::ffff:10.0.0.5", "2001:db8::1", "2001:db8::1"),  # IPv4-mapped: its IPv4 address
+        ("2001:db8:ff::1", "61.1.2.3", "61.1.2.3"),
+    ],
+)
+def test_the_client_is_the_remote_address_unless_a_trusted_proxy_forwarded_it(
+    remote: str, xff: str | None, client: str
+) -> None:
+    block = _xff(remote, xff) + b"\n"
+    for trusted, expect in (((), remote), (TRUSTED, client)):
+        parsed = _assert_same(block, trusted=trusted)
+        assert parsed.table.column("ip").to_pylist() == [expect]
+
+
+def test_forged_forwarded_addresses_do_not_dodge_the_per_ip_rules() -> None:
+    # One scanner probing sensitive paths, each line with another made-up X-Forwarded-For.
+    lines = [
+        f'203.0.113.7 - - [03/Jul/2026:09:15:{n:02d} +0800] "GET /{path} HTTP/1.1" 404 10 "-" '
+        f'"curl/8" 0.001 "198.51.100.{n}"'
+        for n, path in enumerate(
+            (".env", ".git/config", "wp-admin", "wp-login.php", ".aws/credentials", "phpmyadmin",
+             "config.php", ".htpasswd", "server-status", "actuator/env", ".DS_Store", "backup.zip")
+        )
+    ]  # fmt: skip
+    result = analyse([io.BytesIO("\n".join(lines).encode() + b"\n")], fmt="nginx")
+    found = {(f.rule, f.subject) for f in result.findings}
+    assert ("scanner_probing", "203.0.113.7") in found
 
 
 def test_escaped_targets_match_the_exact_path() -> None:
@@ -309,7 +366,7 @@ def test_times_of_every_kind_match_strptime() -> None:
     lines = []
     for _ in range(400):
         day, month = rng.randint(0, 32), rng.choice((*synth.MONTHS, "Foo", "jan"))
-        year, hour = rng.choice((1970, 1999, 2000, 2024, 2026, 2100)), rng.randint(0, 24)
+        year, hour = rng.choice((1, 1970, 1999, 2026, 2100, 9999)), rng.randint(0, 24)
         tz = f"{rng.choice('+-')}{rng.randint(0, 14):02d}{rng.choice((0, 30, 45)):02d}"
         clock = f"{hour:02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 60):02d}"
         stamp = f"[{day:02d}/{month}/{year}:{clock} {tz}]"
@@ -426,3 +483,19 @@ def test_mutated_lines_match_the_exact_path(traffic: list[bytes], seed: int) -> 
             )
         lines.append(line.replace(b"\n", b" "))
     _assert_same(b"\n".join(lines) + b"\n")
+
+
+BOM = "\ufeff"
+
+
+def test_a_byte_order_mark_before_a_file_s_first_line_is_no_part_of_the_address() -> None:
+    # An editor or a log shipper may write one: the address was "\ufeff1.2.3.4", another one.
+    for line in (
+        f'1.2.3.4 - - {T} "GET /svc/a HTTP/1.1" 200 1 "-" "{UA}" 0.001 "-"',
+        f'1.2.3.4 - li lei {T} "GET /svc/a HTTP/1.1" 200 1 "-" "{UA}" 0.001 "-"',
+        f'portal.example:443 1.2.3.4 - - {T} "GET / HTTP/2.0" 304 0 "-" "{UA}"',
+        f'1.2.3.4 - - {T} "GET /a\\"b HTTP/1.1" 200 1 "-" "{UA}"',  # escape=json: full pattern
+    ):
+        parsed = _assert_same(f"{BOM}{line}\n{line}\n".encode())
+        assert parsed.table.column("ip").to_pylist() == ["1.2.3.4", "1.2.3.4"], line
+        assert parsed.rejected == []

@@ -18,7 +18,7 @@ LINE = b'1.2.3.4 - - [03/Jul/2026:09:15:02 +0800] "GET /svc/a HTTP/1.1" 200 1 "-
 
 def _outputs(n: int) -> list[np.ndarray]:
     kinds = (np.uint8, np.int64, np.int32, np.int64, np.float64)
-    return [np.empty(n, t) for t in kinds] + [np.empty(6 * n, np.int32), np.empty(6, np.int32)]
+    return [np.empty(n, t) for t in kinds] + [np.empty(7 * n, np.int32), np.empty(7, np.int32)]
 
 
 def test_scan_reads_into_buffers_of_the_right_size() -> None:
@@ -28,11 +28,11 @@ def test_scan_reads_into_buffers_of_the_right_size() -> None:
     taken, values, value_offsets = scan(data, offsets, *out)
     assert taken == 2
     assert out[0].tolist() == [1, 1] and out[2].tolist() == [200, 200]
-    # The distinct values of ip, user (none: "-"), method, path, service and agent, one after
-    # the other, as an Arrow string array's bytes and offsets.
-    assert out[-1].tolist() == [1, 0, 1, 1, 1, 1]
-    assert values == b"1.2.3.4GET/svc/aa-"
-    assert np.frombuffer(value_offsets, np.int32).tolist() == [0, 7, 10, 16, 17, 18]
+    # The distinct values of ip, user (none: "-"), method, path, service, agent and
+    # X-Forwarded-For, one after the other, as an Arrow string array's bytes and offsets.
+    assert out[-1].tolist() == [1, 0, 1, 1, 1, 1, 1]
+    assert values == b"1.2.3.4GET/svc/aa--"
+    assert np.frombuffer(value_offsets, np.int32).tolist() == [0, 7, 10, 16, 17, 18, 19]
 
 
 def test_scan_refuses_buffers_too_small() -> None:

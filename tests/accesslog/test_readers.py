@@ -3,6 +3,7 @@ lines that do not parse."""
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import io
 import json
@@ -13,8 +14,10 @@ import pyarrow as pa
 import pytest
 
 from monitord.accesslog import jsonlog, lines, nginx
+from monitord.accesslog.configured import make_analyzer
 from monitord.accesslog.lines import MAX_LINE, split_lines
 from monitord.accesslog.sources import detect
+from monitord.config import parse_config
 from tests.logrules import analyse
 
 T = "[03/Jul/2026:09:15:02 +0800]"
@@ -38,10 +41,10 @@ def _one(line: str | bytes) -> dict[str, object]:
             {"ip": "58.210.1.9", "method": "GET", "path": "/svc/svc-0042/guide",
              "service": "svc-0042", "status": 200, "bytes": 512, "client": "desktop"},
         ),
-        (  # request time and X-Forwarded-For: the client is the first forwarded address
+        (  # request time and X-Forwarded-For, which the client wrote: the client is $remote_addr
             f'10.0.0.5 - - {T} "POST /auth/login HTTP/1.1" 401 0 "-" "x iPhone Mobile" '
             '0.125 "61.1.2.3, 10.0.0.1"',
-            {"ip": "61.1.2.3", "method": "POST", "path": "/auth/login", "status": 401,
+            {"ip": "10.0.0.5", "method": "POST", "path": "/auth/login", "status": 401,
              "bytes": 0, "duration_ms": 125.0, "client": "phone"},
         ),
         (  # IPv6, a user with a space, "-" bytes, an empty request
@@ -212,6 +215,93 @@ def test_nginx_size_beyond_64_bits_is_a_rejected_line() -> None:
     assert "9" * 19 in result.rejected_samples[0]
 
 
+OUT_OF_RANGE_TIMES = [
+    ("[01/Jan/0001:00:00:00 +0800]", "0001-01-01T00:00:00+08:00"),  # year 0 in UTC
+    ("[31/Dec/9999:23:59:59 -0800]", "9999-12-31T23:59:59-08:00"),  # year 10000 in UTC
+    ("[31/Dec/1969:23:59:59 +0000]", "1969-12-31T23:59:59Z"),  # before 1970
+]
+IN_RANGE_TIMES = [
+    ("[01/Jan/1970:08:00:00 +0800]", "1970-01-01T08:00:00+08:00"),  # schema.EARLIEST
+    ("[31/Dec/9999:23:59:59 +0000]", "9999-12-31T23:59:59Z"),  # schema.LATEST
+]
+
+
+@pytest.mark.parametrize("fmt", ["nginx", "json"])
+def test_times_out_of_range_are_rejected_lines_not_fatal(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Such a line once stopped `analyse` with "year 0 is out of range" when its hour closed.
+    def line(times: tuple[str, str], n: int) -> str:
+        if fmt == "nginx":
+            return f'1.2.3.{n} - - {times[0]} "GET /svc/s/a HTTP/1.1" 200 5 "-" "M"'
+        return json.dumps({"ts": times[1], "ip": f"1.2.3.{n}", "service_id": "s", "status": 200})
+
+    good = [line(t, n) for n, t in enumerate(IN_RANGE_TIMES)]
+    bad = [line(t, n) for n, t in enumerate(OUT_OF_RANGE_TIMES)]
+    path = tmp_path / "access.log"
+    path.write_text("\n".join(good + bad) + "\n")
+    for fast_path in ("c", "numpy"):  # the fast path in C, and in numpy where it is not built
+        if fast_path == "numpy":
+            monkeypatch.setattr(nginx, "_scan", None)
+        result = analyse([path], fmt=fmt)
+        assert (result.lines, result.rejected) == (5, 3)
+        assert [s.split(": ", 1)[1] for s in result.rejected_samples] == bad
+        assert sorted(s["hour"] for s in result.stats) == [
+            "1970-01-01T00:00:00+00:00",
+            "9999-12-31T23:00:00+00:00",
+        ]
+
+
+@pytest.mark.parametrize("fmt", ["nginx", "json"])
+def test_days_a_month_lacks_are_rejected_lines(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # strptime rolled 29/Feb/2026 over into 1 March, and 31/Apr into 1 May.
+    def line(day: str, month: str, n: int) -> str:
+        if fmt == "nginx":
+            stamp = f"[{day}/{month}:09:15:02 +0800]"
+            return f'1.2.3.{n} - - {stamp} "GET /svc/s/a HTTP/1.1" 200 5 "-" "M"'
+        iso = dt.datetime.strptime(f"01/{month}", "%d/%b/%Y").strftime(f"%Y-%m-{day}")
+        return json.dumps({"ts": f"{iso}T09:15:02+08:00", "ip": f"1.2.3.{n}", "status": 200})
+
+    good = [line("29", "Feb/2024", 1), line("30", "Apr/2026", 2), line("31", "Dec/2026", 3)]
+    bad = [line("29", "Feb/2026", 4), line("31", "Apr/2026", 5), line("30", "Feb/2024", 6)]
+    path = tmp_path / "access.log"
+    path.write_text("\n".join(good + bad) + "\n")
+    for fast_path in ("c", "numpy"):  # the fast path in C, and in numpy where it is not built
+        if fast_path == "numpy":
+            monkeypatch.setattr(nginx, "_scan", None)
+        result = analyse([path], fmt=fmt)
+        assert (result.lines, result.rejected) == (6, 3)
+        assert [s.split(": ", 1)[1] for s in result.rejected_samples] == bad
+        days = sorted(s["hour"][:10] for s in result.stats)
+        assert days == ["2024-02-29", "2026-04-30", "2026-12-31"]
+
+
+@pytest.mark.parametrize(
+    ("ts", "epoch"),
+    [
+        ("2026-07-03T09:15:02.113+08:00", EPOCH),
+        ("2026-07-03T01:15:02Z", EPOCH),
+        ("2026-07-03T01:15:02+0000", EPOCH),
+        ("2026-07-03T01:15:02+00", EPOCH),  # an offset of hours alone, as ISO 8601 allows
+        ("2026-07-03T02:15:02.5+01", EPOCH),
+        ("2026-07-03 09:15:02+08:00", EPOCH),
+        ("2026-07-03T09:15:02", EPOCH),  # no zone: Asia/Shanghai, as the portal means
+        ("2026-07-03T01:15:02Z[UTC]", None),  # not ISO 8601: rejected, never taken as +08:00
+        ("2026-07-03T01:15:02 UTC", None),
+        ("2026-07-03T01:15:02+08:00junk", None),
+    ],
+)
+def test_json_times_are_read_with_the_zone_they_name_or_rejected(
+    ts: str, epoch: int | None
+) -> None:
+    raw = (json.dumps({"ts": ts, "ip": "1.1.1.1", "status": 200}) + "\n").encode()
+    parsed = jsonlog.parse(split_lines(raw), raw)
+    assert parsed.table.column("ts").to_pylist() == ([] if epoch is None else [epoch])
+    assert len(parsed.rejected) == (epoch is None)
+
+
 def test_truncated_gzip_is_reported_not_fatal(tmp_path: Path) -> None:
     line = f'1.2.3.4 - - {T} "GET / HTTP/1.1" 200 1 "-" "-"\n'.encode()
     whole = gzip.compress(line * 5000)
@@ -303,3 +393,19 @@ def test_splitting_a_block_holds_no_copy_of_it(line_finder: str) -> None:
     assert len(got) == 10_000 and got[9_999].as_py() == b"x" * 199 + b"\n"
     if line_finder == "C":
         assert peak < 200_000
+
+
+def test_the_configured_trusted_proxies_decide_who_the_client_is() -> None:
+    line = f'10.0.0.5 - - {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "198.51.100.9, 61.1.2.3"\n'
+    behind = parse_config({"logs": {"trusted_proxies": ["10.0.0.0/8"]}}, "test", env={}).logs
+    for settings, client in ((behind, "61.1.2.3"), (None, "10.0.0.5")):
+        parsed = make_analyzer(settings).parse(line.encode(), "nginx")
+        assert parsed.table.column("ip").to_pylist() == [client]
+
+
+def test_a_byte_order_mark_before_a_json_file_s_first_line_is_read_past() -> None:
+    line = json.dumps({"ts": "2026-07-03T09:15:02+08:00", "ip": "1.2.3.4", "status": 200})
+    raw = f"\ufeff{line}\n{line}\n".encode()
+    parsed = jsonlog.parse(split_lines(raw), raw)
+    assert parsed.rejected == []
+    assert parsed.table.column("ip").to_pylist() == ["1.2.3.4", "1.2.3.4"]
