@@ -134,7 +134,10 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     # Analysis makes many short-lived containers and few cycles, as a probe round does: what
     # start-up built is kept out of the collector's scans, which run less often (~5 % of the time).
     tune_collector()
-    options: dict[str, Any] = {"service_pattern": analyzer.service_pattern}
+    options: dict[str, Any] = {
+        "service_pattern": analyzer.service_pattern,
+        "trusted_proxies": analyzer.trusted_proxies,
+    }
     for path in args.paths:
         if path != "-":
             _check_input(path)

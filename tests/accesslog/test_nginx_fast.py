@@ -9,7 +9,9 @@ hand-written odd lines) and compare, once for each way of the fast path.
 from __future__ import annotations
 
 import io
+import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -17,6 +19,7 @@ import pytest
 
 from monitord.accesslog import nginx, nginx_exact, schema
 from monitord.accesslog.lines import split_lines
+from monitord.cli import main
 from monitord.demo import synth
 from tests.logrules import analyse
 
@@ -499,3 +502,26 @@ def test_a_byte_order_mark_before_a_file_s_first_line_is_no_part_of_the_address(
         parsed = _assert_same(f"{BOM}{line}\n{line}\n".encode())
         assert parsed.table.column("ip").to_pylist() == ["1.2.3.4", "1.2.3.4"], line
         assert parsed.rejected == []
+
+
+def test_analyse_names_the_client_a_configured_trusted_proxy_forwarded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The daemon read [logs] trusted_proxies; `monitord analyse` ignored it and named the proxy.
+    lines = [
+        f'10.0.0.5 - - [03/Jul/2026:09:15:{n:02d} +0800] "GET /{path} HTTP/1.1" 404 10 "-" '
+        f'"curl/8" 0.001 "203.0.113.7"'
+        for n, path in enumerate(
+            (".env", ".git/config", "wp-admin", "wp-login.php", ".aws/credentials", "phpmyadmin",
+             "config.php", ".htpasswd", "server-status", "actuator/env", ".DS_Store", "backup.zip")
+        )
+    ]  # fmt: skip
+    log = tmp_path / "access.log"
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = tmp_path / "monitord.toml"
+    config.write_text('[logs]\ntrusted_proxies = ["10.0.0.0/8"]\n', encoding="utf-8")
+    assert main(["--config", str(config), "analyse", "--json", str(log)]) == 0
+    found = json.loads(capsys.readouterr().out)["findings"]
+    assert [(f["rule"], f["subject"]) for f in found] == [
+        ("scanner_probing", {"ip": "203.0.113.7"})
+    ]
