@@ -504,7 +504,7 @@ async def test_a_second_daemon_of_the_same_name_on_postgresql_is_refused(
     assert done.stderr.startswith(
         f"monitord: a monitord daemon named '{host}' is already running on {host} (pid "
         f"{first.process.pid}) with the store at {Store(url).display_url}: give this one "
-        "another [cluster] name\n"
+        "another [cluster] name, or, if that daemon was killed, start this one again in "
     ), done.stderr
     await first.stop()
     assert first.process.returncode == 0, first.stderr
