@@ -174,7 +174,7 @@ def write_new(path: Path, data: bytes) -> None:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.link(temporary, path)  # unlike a rename, a link never replaces what is there
+        _place(temporary, path)
     except FileExistsError:
         raise
     except OSError as exc:
@@ -187,6 +187,20 @@ def write_new(path: Path, data: bytes) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def _place(temporary: str, path: Path) -> None:
+    """Give the written file its name: a link, which unlike a rename never replaces what is
+    there (FileExistsError); on a file system without links (vfat, some network shares), a
+    rename once the name is seen to be free."""
+    try:
+        os.link(temporary, path)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.rename(temporary, path)
 
 
 def render(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from monitord.cli import main
+from monitord.runtime import reporting
 from monitord.runtime.reporting import WrittenReport
 from monitord.store import open_store
 
@@ -91,6 +94,30 @@ def test_report_never_replaces_a_file_it_did_not_record(
         "choose another file\n"
     )
     assert mine.read_bytes() == b"my notes"
+
+
+def test_a_report_is_written_where_the_file_system_has_no_links(
+    tmp_path: Path,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # vfat and some network shares refuse a hard link: the report is named by a rename, still
+    # never over a file already there.
+    def no_links(source: str, target: Path) -> None:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), str(target))
+
+    monkeypatch.setattr(reporting.os, "link", no_links)
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "monitord-2026q3.pdf").write_bytes(b"a report from a backup")
+    assert report(config, "--quarter", "2026q3") == 0
+    assert (folder / "monitord-2026q3.pdf").read_bytes() == b"a report from a backup"
+    assert (folder / "monitord-2026q3-2.pdf").read_bytes().startswith(b"%PDF")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "monitord-2026q3-2.pdf",
+        "monitord-2026q3.pdf",
+    ]
 
 
 def test_two_reports_written_at_once_each_keep_their_own_file(
