@@ -689,6 +689,11 @@ class ApiSettings(_Section):
     from elsewhere."""
     public_url: Annotated[str, AfterValidator(http_url)] | None = None
     """The page's address as people reach it, for the links in alerts."""
+    trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = Field(default_factory=list)
+    """Addresses or networks (CIDR) of the TLS proxy in front: a request from one of them has
+    its X-Forwarded-For read (from the right, as for [logs]) for the client's address, which
+    the sign-in limit counts failures against. Empty: the address is the connection's, so
+    behind a proxy every browser shares the proxy's."""
     tokens: list[ApiToken] = Field(default_factory=list)
 
     @model_validator(mode="after")

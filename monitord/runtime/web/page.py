@@ -21,6 +21,7 @@ from aiohttp import web
 from loguru import logger
 from sqlalchemy import select
 
+from monitord.accesslog import forwarded
 from monitord.errors import UsageError
 from monitord.incidents import (
     acknowledge,
@@ -179,7 +180,11 @@ async def sign_in(request: web.Request) -> web.Response:
     """POST /login: a valid token starts a session; failures are limited per address."""
     app = request.app[APP]
     sign_ins = request.app[SIGN_INS]
-    address = request.remote or "unknown"
+    address = forwarded.client(
+        request.remote or "unknown",
+        request.headers.get("X-Forwarded-For"),
+        tuple(app.settings.api.trusted_proxies),
+    )
     form = await request.post()
     next_path = local_path(str(form.get("next") or "/"))
     wait = sign_ins.wait_seconds(address)

@@ -115,6 +115,40 @@ async def test_failed_sign_ins_are_limited_per_address_for_a_minute(site: Site) 
     assert status == 303
 
 
+async def _sign_in_from(site: Site, token: str, forwarded_for: str) -> int:
+    """Sign in through a proxy that says the browser is `forwarded_for`: the answer's status."""
+    async with site.http.get(f"{site.url}/login", headers=HTML) as form:
+        csrf = field(await form.text(), "csrf")
+    async with site.http.post(
+        f"{site.url}/login",
+        data={"csrf": csrf, "token": token, "next": "/"},
+        headers={"X-Forwarded-For": forwarded_for},
+        allow_redirects=False,
+    ) as response:
+        return response.status
+
+
+async def test_behind_a_trusted_proxy_failed_sign_ins_are_limited_per_browser(
+    app: App, site: Site
+) -> None:
+    # Every browser came from the proxy's address: five wrong tokens from anyone locked
+    # everyone out for a minute.
+    api = app.settings.api.model_copy(update={"trusted_proxies": ["127.0.0.1"]})
+    app.settings = app.settings.model_copy(update={"api": api})
+    for _ in range(5):
+        assert await _sign_in_from(site, "wrong-token", "203.0.113.7") == 401
+    assert await _sign_in_from(site, ONCALL, "203.0.113.7") == 429
+    assert await _sign_in_from(site, ONCALL, "198.51.100.20") == 303
+
+
+async def test_a_forwarded_address_from_an_untrusted_client_does_not_escape_the_limit(
+    site: Site,
+) -> None:
+    for number in range(5):
+        assert await _sign_in_from(site, "wrong-token", f"198.51.100.{number}") == 401
+    assert await _sign_in_from(site, ONCALL, "198.51.100.99") == 429
+
+
 async def test_a_viewer_sees_no_buttons_and_may_not_post(app: App, site: Site) -> None:
     incident_id = seed(app)
     await site.sign_in(VIEWER)
