@@ -6,7 +6,9 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 # Only light modules at the top: each command imports the store, aiohttp, pyarrow and the rest
@@ -85,10 +87,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         ) from None
     from monitord.runtime import sdnotify
 
+    # SIGHUP's default is to end the process: one sent while the store is opened and migrated
+    # (minutes, for a large store) is kept for the daemon, which reloads once it runs.
+    reload_requested = threading.Event()
+    signal.signal(signal.SIGHUP, lambda _signal, _frame: reload_requested.set())
     # Migrating a large store can outlast systemd's start timeout: ask for ten minutes more.
     sdnotify.notify("EXTEND_TIMEOUT_USEC=600000000\nSTATUS=opening and migrating the store")
     app = open_app(settings, for_daemon=True)
-    daemon = Daemon(app, config_path(args))
+    daemon = Daemon(app, config_path(args), reload_requested=reload_requested)
     tune_collector()  # the process is the daemon's from here on
     return aio.run(daemon.run())
 

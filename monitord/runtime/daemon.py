@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,10 +51,19 @@ STORE_RETRY_SECONDS = (1.0, 60.0)
 class Daemon:
     """Runs the jobs of monitord.runtime.jobs.JOBS until told to stop."""
 
-    def __init__(self, app: App, config_path: Path | None, jobs: tuple[Job, ...] = JOBS) -> None:
+    def __init__(
+        self,
+        app: App,
+        config_path: Path | None,
+        jobs: tuple[Job, ...] = JOBS,
+        reload_requested: threading.Event | None = None,
+    ) -> None:
+        """`reload_requested`: set by a SIGHUP that came while the store was opened, before
+        the daemon's own handler: the config is re-read once it runs."""
         self.app = app
         self.config_path = config_path
         self.jobs = jobs
+        self._reload_requested = reload_requested
         self.status = 0
         self._stop = asyncio.Event()
         # Set (and replaced by a fresh one) to wake every sleeping job loop: at the stop, at a
@@ -387,6 +397,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if self._reload_requested is not None and self._reload_requested.is_set():
+            logger.info("SIGHUP came while starting: reloading the config now")
+            self.reload()
         await self.app.start()
         self._beat = self._now()
         await self._join()

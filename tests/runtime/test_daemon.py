@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import itertools
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -418,3 +419,31 @@ async def test_a_reload_applies_logging_at_once_and_keeps_the_cluster_until_a_re
     assert app.settings.logging.level == "WARNING"
     assert app.settings.cluster == before
     assert "[cluster] changed; it takes effect at the next restart" in messages
+
+
+async def test_a_sighup_that_came_while_starting_is_a_reload_once_running(
+    app: App, tmp_path: Path, messages: list[str]
+) -> None:
+    # Sent while the store was migrated, SIGHUP's default action ended the daemon without a word.
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "{app.settings.store.url}"\n[api]\nenabled = false\n'
+        "[incidents]\ncheck_interval_seconds = 7\n"
+    )
+    requested = threading.Event()
+    requested.set()
+
+    async def idle(app: App) -> None:
+        return None
+
+    job = Job("idle", idle, lambda s: 3600.0, run_at_start=False)
+    daemon = Daemon(app, config, jobs=(job,), reload_requested=requested)
+    running = asyncio.create_task(daemon.run())
+    try:
+        async with asyncio.timeout(10):
+            while app.settings.incidents.check_interval_seconds != 7:
+                await asyncio.sleep(0.02)
+    finally:
+        daemon.request_stop("test")
+        assert await running == 0
+    assert "SIGHUP came while starting: reloading the config now" in messages
