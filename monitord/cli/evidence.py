@@ -32,13 +32,15 @@ def cmd_evidence_add(args: argparse.Namespace) -> int:
     )
     with app_for(args) as app, app.store.session() as session:
         files_dir = Path(app.settings.store.files_dir)
-        document, added = add_document(session, files_dir, new, app.clock())
+        document, filed = add_document(session, files_dir, new, app.clock())
         text = (
             f"evidence {document.id}: {document.kind} for clause {document.clause}, dated "
             f"{document.document_date.isoformat()}, sha256 {document.sha256}"
         )
-    if added:
+    if filed == "added":
         print(f"filed {text}, stored in {files_dir / document.stored_as}")
+    elif filed == "corrected":
+        print(f"already in the register as {text}: its kind and date corrected (audited)")
     else:
         print(f"already in the register as {text}: nothing added")
     return 0

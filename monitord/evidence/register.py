@@ -17,6 +17,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -193,13 +194,19 @@ def _fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
+Filed = Literal["added", "corrected", "unchanged"]
+"""What filing a document did: a new row; a row already there (the same file for the same
+clause and service) given the new filing's kind and date; or nothing."""
+
+
 def add_document(
     session: Session, files_dir: Path, new: NewDocument, now: dt.datetime
-) -> tuple[EvidenceDocument, bool]:
+) -> tuple[EvidenceDocument, Filed]:
     """File a document: check it, copy it into the folder, record it and audit it.
 
-    Returns the row and whether it is new: the same file filed again for the same clause and
-    service is the row already there (nothing added). Raises UsageError (see checked_document)
+    Returns the row and what was done: the same file filed again for the same clause and
+    service is the row already there, corrected when the new filing gives it another kind or
+    date (the audit trail keeps what it said before). Raises UsageError (see checked_document)
     before anything is written.
     """
     new = checked_document(session, new, now)
@@ -220,7 +227,7 @@ def add_document(
         )
     ).first()
     if same is not None:
-        return same, False
+        return same, "corrected" if _correct(session, same, new, now) else "unchanged"
     document = EvidenceDocument(
         clause=new.clause,
         kind=new.kind,
@@ -244,7 +251,28 @@ def add_document(
         f"evidence {document.id}",
         {"clause": new.clause, "kind": new.kind, "sha256": sha, "file": document.file_name},
     )
-    return document, True
+    return document, "added"
+
+
+def _correct(
+    session: Session, document: EvidenceDocument, new: NewDocument, now: dt.datetime
+) -> bool:
+    """Give a document filed again the kind and date of the new filing, audited with both (a
+    mistyped --kind or --date is corrected by filing the file again); whether they differed."""
+    before = {"kind": document.kind, "document_date": document.document_date.isoformat()}
+    after = {"kind": new.kind, "document_date": new.document_date.isoformat()}
+    if before == after:
+        return False
+    document.kind, document.document_date = new.kind, new.document_date
+    audit(
+        session,
+        now,
+        new.filed_by,
+        "evidence.correct",
+        f"evidence {document.id}",
+        {"before": before, "after": after},
+    )
+    return True
 
 
 def documents(

@@ -91,6 +91,38 @@ def test_a_document_is_stored_once_by_its_hash_private_and_audited(
     store.dispose()
 
 
+def test_filing_the_same_file_again_with_another_kind_or_date_corrects_it_audited(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said "nothing added", exit 0, and a mistyped --kind or --date could not be corrected.
+    report = tmp_path / "风险评估.pdf"
+    report.write_bytes(b"%PDF-1.4 risk assessment\n")
+    assert add(config, file=report) == 0  # filed as a pen test dated 2026-09-20: a mistake
+    capsys.readouterr()
+    again = ("--kind", "risk_assessment", "--date", "2026-09-21")
+    assert add(config, *again, file=report) == 0
+    assert capsys.readouterr().out.startswith(
+        "already in the register as evidence 1: risk_assessment for clause 7.3.2, dated 2026-09-21"
+    )
+    assert main(["--config", str(config), "evidence", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["id"], r["kind"], r["document_date"]) for r in rows] == [
+        (1, "risk_assessment", "2026-09-21")
+    ]
+    store = db_of(config)
+    with store.session() as session:
+        (corrected,) = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "evidence.correct")
+        )
+        assert corrected.detail == {
+            "before": {"kind": "pentest", "document_date": "2026-09-20"},
+            "after": {"kind": "risk_assessment", "document_date": "2026-09-21"},
+        }
+    store.dispose()
+    assert add(config, *again, file=report) == 0
+    assert "nothing added" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
