@@ -217,15 +217,16 @@ def evaluate(result: ProbeResult, rules: Sequence[Rule] | None = None) -> list[F
         active: Sequence[Rule] = _by_kind(RULES_FILE).get(result.kind, ())
     else:
         active = [rule for rule in rules if result.kind in rule.kinds]
-    target = mask_url(result.target)
-    subject_kind, subject = (
-        ("service", result.service_id) if result.service_id else ("target", target)
-    )
     findings: list[FindingDraft] = []
     value_of = partial(lookup, result)
     for rule in active:
         if not rule.fires(value_of):
             continue
+        # Masked once a rule fires: most results fire none, and a round judges thousands.
+        target = mask_url(result.target)
+        subject_kind, subject = (
+            ("service", result.service_id) if result.service_id else ("target", target)
+        )
         evidence = {n: lookup(result, n) for n in rule.evidence}
         evidence = {n: v for n, v in evidence.items() if v is not MISSING}
         evidence["kind"] = result.kind
