@@ -94,9 +94,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Migrating a large store can outlast systemd's start timeout: ask for ten minutes more.
     sdnotify.notify("EXTEND_TIMEOUT_USEC=600000000\nSTATUS=opening and migrating the store")
     app = open_app(settings, for_daemon=True)
-    daemon = Daemon(app, config_path(args), reload_requested=reload_requested)
+    daemon = Daemon(app, config_path(args), reload_requested=reload_requested, hard_exit=os._exit)
     tune_collector()  # the process is the daemon's from here on
-    return aio.run(daemon.run())
+    try:
+        return aio.run(daemon.run())
+    finally:
+        daemon.disarm_stop_deadline()
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

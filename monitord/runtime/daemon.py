@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import signal
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,6 +49,12 @@ STORE_RETRY_SECONDS = (1.0, 60.0)
 """While the store does not answer, the cheap check is retried after 1 s, doubling to 60 s."""
 
 
+STOP_MARGIN_SECONDS = 10.0
+"""How long past its grace period a stop may wait on the store (a job's query, the last
+heartbeat, giving the leases back) before the process exits without it; with the default grace
+(20 s) that is within systemd's TimeoutStopSec (45 s)."""
+
+
 class Daemon:
     """Runs the jobs of monitord.runtime.jobs.JOBS until told to stop."""
 
@@ -57,13 +64,19 @@ class Daemon:
         config_path: Path | None,
         jobs: tuple[Job, ...] = JOBS,
         reload_requested: threading.Event | None = None,
+        hard_exit: Callable[[int], None] | None = None,
     ) -> None:
         """`reload_requested`: set by a SIGHUP that came while the store was opened, before
-        the daemon's own handler: the config is re-read once it runs."""
+        the daemon's own handler: the config is re-read once it runs. `hard_exit` (the
+        process's os._exit): called when a stop is still waiting on the store STOP_MARGIN_SECONDS
+        after its grace period (see `disarm_stop_deadline`); None: a stop waits as long as it
+        takes."""
         self.app = app
         self.config_path = config_path
         self.jobs = jobs
         self._reload_requested = reload_requested
+        self._hard_exit = hard_exit
+        self._stop_deadline: threading.Timer | None = None
         self.status = 0
         self._stop = asyncio.Event()
         # Set (and replaced by a fresh one) to wake every sleeping job loop: at the stop, at a
@@ -430,6 +443,7 @@ class Daemon:
         for exposed in secret_file_warnings(self.app.settings):
             logger.warning(exposed)
         await self._stop.wait()
+        self._arm_stop_deadline()
         sdnotify.notify("STOPPING=1\nSTATUS=stopping: finishing the running jobs")
         if web_server is not None:
             await web_server.stop()
@@ -441,6 +455,34 @@ class Daemon:
             loop.remove_signal_handler(sig)
         logger.info("monitord stopped")
         return self.status
+
+    def _arm_stop_deadline(self) -> None:
+        """Exit without the store if the stop still waits on it STOP_MARGIN_SECONDS after the
+        grace period: a query held by a lock, or a server stopped, would otherwise hold the
+        process until systemd kills it, with nothing said."""
+        if self._hard_exit is None:
+            return
+        hard_exit = self._hard_exit
+        seconds = self.app.settings.daemon.grace_seconds + STOP_MARGIN_SECONDS
+
+        def give_up() -> None:
+            logger.error(
+                "stopping took over {:g} s: the store did not answer (a lock held, or its "
+                "server stopped); exiting without it (what was not committed is not written)",
+                seconds,
+            )
+            logger.remove()  # flushes and closes the log file before the process ends
+            hard_exit(1)
+
+        self._stop_deadline = threading.Timer(seconds, give_up)
+        self._stop_deadline.daemon = True
+        self._stop_deadline.start()
+
+    def disarm_stop_deadline(self) -> None:
+        """The process is ending on its own: no hard exit. Called once the event loop has
+        closed, since closing it waits for the worker threads and their queries too."""
+        if self._stop_deadline is not None:
+            self._stop_deadline.cancel()
 
     async def _join(self) -> None:
         """Take this daemon's place among the daemons on the store (raises StoreError when its

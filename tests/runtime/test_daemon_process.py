@@ -17,8 +17,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from monitord.catalogue import service_rows, sync_rows
+from monitord.runtime.daemon import STOP_MARGIN_SECONDS
 from monitord.store import Store, open_store
 from tests.conftest import (
     STARTED,
@@ -608,3 +611,35 @@ async def test_the_daemon_probes_each_service_at_its_slot_of_rounds_aligned_to_t
         # Started at the first tick after the slot (a loaded machine adds a little).
         assert all(lag < TICK_SECONDS + 0.8 for lag in late), (service, due, seen)
     store.dispose()
+
+
+async def test_a_stop_that_waits_on_a_locked_store_ends_after_the_grace_and_its_margin(
+    tmp_path: Path, portal: FakePortal, postgres: PostgresServer | None
+) -> None:
+    # A lock held on the store (or its server stopped) held SIGTERM until the lock went:
+    # systemd's TimeoutStopSec killed the daemon, with nothing said.
+    config, url = await pg_daemon_config(tmp_path, portal, postgres)
+    write_config(
+        config,
+        portal.url,
+        grace=1,
+        store_url=url,
+        extra="[cluster]\nheartbeat_seconds = 0.5\nlease_seconds = 2\n",
+    )
+    daemon = await start_daemon(config)
+    await wait_for_line(daemon, "monitord running")
+    engine = create_engine(url, poolclass=NullPool)
+    locker = engine.connect()
+    try:
+        locker.execute(text("lock table cluster_members in access exclusive mode"))
+        await asyncio.sleep(1.5)  # a heartbeat now waits on the lock
+        took = await daemon.stop(within=1 + STOP_MARGIN_SECONDS + 10)
+    finally:
+        locker.rollback()
+        locker.close()
+        engine.dispose()
+    assert took < 1 + STOP_MARGIN_SECONDS + 5
+    assert daemon.process.returncode == 1
+    assert "the store did not answer (a lock held, or its server stopped); exiting" in (
+        daemon.stderr
+    )
