@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loguru import logger
@@ -30,7 +30,7 @@ from monitord.probing.targets import CHEAP_KIND, ServiceTarget
 from monitord.store import Store
 from monitord.store.bulk import among, insert_rows
 from monitord.store.findings import FindingBook, NewRows
-from monitord.store.models import ProbeResultRow, ProbeRound
+from monitord.store.models import ProbeResultRow, ProbeRound, Service
 from monitord.types import FindingDraft, ProbeResult
 
 RECORD_ATTEMPTS = 5
@@ -65,6 +65,27 @@ def _round_rules(results: Sequence[ProbeResult]) -> tuple[dict[str, list[str]], 
     }
     touched = {name for names in per_kind.values() for name in names} | set(OWNED_RULES)
     return per_kind, sorted(touched)
+
+
+def _as_catalogued(session: Session, targets: Sequence[ServiceTarget]) -> dict[str, ServiceTarget]:
+    """The targets going down, with their status and suspension as the catalogue holds them
+    now (one query): a round lasts most of an interval, and a suspension filed while it ran
+    must count for the outage it sees."""
+    if not targets:
+        return {}
+    ids = [t.id for t in targets]
+    now = {
+        row.id: (row.status, row.suspension)
+        for row in session.execute(
+            select(Service.id, Service.status, Service.suspension).where(
+                among(session, Service.id, ids)
+            )
+        )
+    }
+    return {
+        t.id: replace(t, status=now[t.id][0], suspension=now[t.id][1]) if t.id in now else t
+        for t in targets
+    }
 
 
 def result_row(
@@ -215,6 +236,7 @@ def _record_once(
         book = FindingBook(session, touched, "service", probed)
         written = NewRows()
         moved: dict[str, MachineState] = {}
+        changed: list[tuple[MachineState, ServiceTarget, str, ProbeResult]] = []
         for index, result in enumerate(results):
             target = targets.get(result.service_id or "")
             drafts = [d for d in rules.probe_findings(result) if d.rule not in STATE_RULES]
@@ -240,11 +262,15 @@ def _record_once(
                 )
                 moved[target.id] = state
                 if new_state is not None:
-                    state_findings(book, state, target, new_state, result, now)
+                    changed.append((state, target, new_state, result))
                     report.changes.append(f"{target.id} {target.name}: {new_state}")
                 if deep_due and not deep:
                     report.deep_due.append(target.id)
                 suspension_overdue(book, target, now)
+        catalogued = _as_catalogued(session, [c[1] for c in changed if c[2] == "down"])
+        for state, target, new_state, result in changed:
+            target = catalogued.get(target.id, target)
+            state_findings(book, state, target, new_state, result, now)
         if deep:
             mark_deep(session, states.keys(), now)
         book.finish()

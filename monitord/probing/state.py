@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from monitord.config import ProbeSettings
 from monitord.probing.targets import ServiceTarget
+from monitord.redact import mask_url
 from monitord.store.bulk import among, insert_rows, update_rows
 from monitord.store.findings import FindingBook, NewRows
 from monitord.store.models import ServiceEvent, ServiceState, ServiceStateChange
@@ -243,7 +244,7 @@ def state_findings(
     evidence = {
         "error": result.error,
         "duration_ms": round(result.duration_ms, 1),
-        "url": result.target,
+        "url": mask_url(result.target),
     }
     present: set[str] = set()
     began = state.failing_since

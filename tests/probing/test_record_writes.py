@@ -14,7 +14,7 @@ from monitord.probing.record import RoundReport
 from monitord.probing.state import advance_state, mark_deep, round_states, write_states
 from monitord.store import Store, json_text
 from monitord.store.findings import NewRows
-from monitord.store.models import ProbeResultRow, ServiceState
+from monitord.store.models import Finding, ProbeResultRow, Service, ServiceState
 from tests.conftest import FakeClock
 from tests.probing.test_cluster_record import TARGET, catalogued, result, state
 
@@ -78,3 +78,29 @@ def test_a_round_report_shows_its_counts_not_its_thousands_of_results(clock: Fak
     shown = repr(report)
     assert "probes=2000" in shown
     assert len(shown) < 200
+
+
+def test_a_suspension_filed_while_a_round_ran_counts_for_the_outage_it_sees(
+    store: Store, clock: FakeClock, probes: ProbeSettings
+) -> None:
+    # The round judged by the catalogue as it stood when it began: a provider who filed the
+    # suspension, then stopped the service, got service_down and "服务中断且未报备暂停申请",
+    # never resolved while the service stayed down.
+    targets = {TARGET.id: TARGET}  # the round's view: online, no suspension
+    for _ in range(2):
+        now = clock.advance(seconds=60)
+        record_results(store, targets, [result(now, False)], probes, now)
+    with store.session() as session:
+        service = session.get(Service, TARGET.id)
+        assert service is not None
+        service.status = "suspended"
+        service.suspension = {
+            "filed_at": "2026-11-02T09:01:30+08:00",
+            "planned_resume": "2026-11-09",
+        }
+    now = clock.advance(seconds=60)
+    record_results(store, targets, [result(now, False)], probes, now)
+    assert state(store).state == "down"
+    with store.session() as session:
+        opened = session.scalars(select(Finding.rule).where(Finding.state == "open")).all()
+    assert not {"service_down", "unannounced_outage"} & set(opened)
