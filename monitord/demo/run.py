@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
+import shutil
 import socket
 import ssl
 import sys
@@ -36,11 +37,12 @@ from sqlalchemy import select
 from monitord import aio
 from monitord.config import Secrets, parse_config
 from monitord.demo.fakezap import FakeAlert, FakeZapServer, Scenario
+from monitord.errors import StoreError, UsageError
 from monitord.runtime.app import App
 from monitord.runtime.logsetup import setup_logging
 from monitord.runtime.web.auth import new_token, token_hash
 from monitord.store import Store, open_store
-from monitord.timeutil import UTC, ScaledClock, quarter_start
+from monitord.timeutil import UTC, ScaledClock, local_text, quarter_start
 
 DEMO_SPEED = 120.0  # the demo's clock: two hours pass in a minute
 DEMO_TOKEN = "demo-token"  # the demo portal's own bearer token; not a secret of any real system
@@ -459,17 +461,28 @@ def _fresh_store(kept: Path) -> str:
     The previous store's times ran on the demo's fast clock, hours ahead of this run's: a new
     demo on it would find incidents from its future. Raises StoreError when a demo still runs.
     """
-    kept.mkdir(parents=True, exist_ok=True)
     database = kept.absolute() / "monitord.db"
     url = f"sqlite:///{database}"
     if database.exists():
         previous = Store(url)
         try:
-            previous.take_for_daemon()  # refused while another demo runs on it
+            previous.take_for_daemon()
+        except StoreError:
+            raise StoreError(
+                f"a demo is running on {kept}/ already: stop it (Ctrl-C), or start this one "
+                "from another folder"
+            ) from None
         finally:
             previous.dispose()
-    for name in ("monitord.db", "monitord.db-wal", "monitord.db-shm", "monitord.log.jsonl"):
-        (kept / name).unlink(missing_ok=True)
+    try:
+        kept.mkdir(parents=True, exist_ok=True)
+        for name in ("monitord.db", "monitord.db-wal", "monitord.db-shm", "monitord.log.jsonl"):
+            (kept / name).unlink(missing_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"{kept}: cannot write the demo's store there ({exc.strerror}): run the demo from a "
+            "folder you can write"
+        ) from None
     return url
 
 
@@ -485,17 +498,33 @@ def _write_kept_config(kept: Path, store_url: str) -> Path:
     return config
 
 
-def _say_where_kept(config: Path) -> None:
-    """After Ctrl-C: where the demo's store is, and a command ready to paste."""
+def _say_where_kept(config: Path, clock: ScaledClock) -> None:
+    """After Ctrl-C: where the demo's store is, how its times read now, and a command ready
+    to paste."""
+    program = _program()
     print(
-        f"\nThe demo's store is kept in {config.parent}/ (replaced by the next demo). Try:\n"
-        f"  monitord --config {config.absolute()} incidents list\n"
-        f"  monitord --config {config.absolute()} services",
+        f"\nThe demo's store is kept in {config.parent}/ (replaced by the next demo). Its clock "
+        f"ran {clock.factor:g}x fast, to {local_text(clock())}: read now, minutes left and "
+        "lateness are counted from the real time. Try:\n"
+        f"  {program} --config {config.absolute()} incidents list\n"
+        f"  {program} --config {config.absolute()} services",
         file=sys.stderr,
     )
 
 
-async def _demo(folder: Path, interval: int, store_url: str) -> int:
+def _program() -> str:
+    """How to type monitord here: its name when the shell finds this one (make run's
+    .venv/bin is rarely on the PATH), else the path it was started by."""
+    started = Path(sys.argv[0])
+    if started.name != "monitord":
+        return "monitord"
+    found = shutil.which("monitord")
+    if found is not None and Path(found).resolve() == started.resolve():
+        return "monitord"
+    return str(started)
+
+
+async def _demo(folder: Path, interval: int, store_url: str, clock: ScaledClock) -> int:
     from monitord.runtime.daemon import Daemon
     from monitord.runtime.jobs import JOBS
 
@@ -583,8 +612,10 @@ async def _demo(folder: Path, interval: int, store_url: str) -> int:
     logger.info("press Ctrl-C to stop")
     app = App(
         settings=settings,
-        store=await asyncio.to_thread(open_store, settings.store.url),
-        clock=ScaledClock(DEMO_SPEED),
+        # Taken as a daemon takes its store: a second demo in this folder is refused, not
+        # let delete this one's store under it.
+        store=await asyncio.to_thread(open_store, settings.store.url, for_daemon=True),
+        clock=clock,
     )
     operator = asyncio.create_task(_demo_operator(app))
     report = asyncio.create_task(_demo_report(app))
@@ -603,8 +634,9 @@ def run_demo(interval: int = 20) -> int:
     """Run the demo until Ctrl-C (SIGINT) or SIGTERM; returns the exit status."""
     store_url = _fresh_store(KEPT)
     config = _write_kept_config(KEPT, store_url)
+    clock = ScaledClock(DEMO_SPEED)
     try:
         with tempfile.TemporaryDirectory(prefix="monitord-demo-") as folder:
-            return aio.run(_demo(Path(folder), interval, store_url))
+            return aio.run(_demo(Path(folder), interval, store_url, clock))
     finally:
-        _say_where_kept(config)
+        _say_where_kept(config, clock)

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from monitord.demo.run import _fresh_store
-from monitord.errors import StoreError
+from monitord.errors import StoreError, UsageError
 from monitord.store import open_store
 
 pytestmark = pytest.mark.timeout(90)
@@ -110,10 +110,17 @@ def test_a_new_demo_starts_on_a_fresh_store_unless_one_still_runs(tmp_path: Path
     url = _fresh_store(kept)
     running = open_store(url, for_daemon=True)  # a demo still running on it
     try:
-        with pytest.raises(StoreError, match="another monitord daemon is running"):
+        with pytest.raises(StoreError, match=r"a demo is running on .*/var/demo/ already: stop it"):
             _fresh_store(kept)
         assert (kept / "monitord.db").exists()
     finally:
         running.dispose()
     assert _fresh_store(kept) == url
     assert not (kept / "monitord.db").exists()  # the previous demo's data, hours ahead, is gone
+
+
+def test_a_demo_where_nothing_can_be_written_says_so_in_one_line(tmp_path: Path) -> None:
+    # A traceback: OSError from var/demo's mkdir.
+    (tmp_path / "var").write_text("a file where the demo's folder goes", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"var/demo: cannot write the demo's store there \("):
+        _fresh_store(tmp_path / "var" / "demo")
