@@ -85,22 +85,22 @@ def uptime_by_tier(tiers: list[str], uptimes: list[float | None], font: CjkFont)
     return _png(figure)
 
 
-def p95_distribution(p95s: list[float], slo_ms: float, font: CjkFont) -> bytes:
+def p95_distribution(p95s: list[float], target_ms: float, font: CjkFont) -> bytes:
     """How many services had each quarter p95 latency (log-spaced bins), the target marked."""
     figure, axes = _figure()
     finite = [p for p in p95s if math.isfinite(p) and p > 0]
     if not finite:
         _empty(axes, font, "本季度无成功探测的时延数据")
     else:
-        low, high = min([*finite, slo_ms]) / 1.2, max([*finite, slo_ms]) * 1.2
+        low, high = min([*finite, target_ms]) / 1.2, max([*finite, target_ms]) * 1.2
         bins = [low * (high / low) ** (k / 30) for k in range(31)]
         axes.hist(finite, bins=bins, color=COLOUR)
         axes.set_xscale("log")
-        axes.axvline(slo_ms, color=WARN, linestyle="--", linewidth=1)
+        axes.axvline(target_ms, color=WARN, linestyle="--", linewidth=1)
         props = font_manager.FontProperties(fname=str(font.path))
         axes.annotate(
-            f"目标 {slo_ms:g} ms",
-            (slo_ms, 1),
+            f"默认目标 {target_ms:g} ms",
+            (target_ms, 1),
             xycoords=("data", "axes fraction"),
             xytext=(3, -12),
             textcoords="offset points",

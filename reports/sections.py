@@ -254,7 +254,7 @@ def summary(w: Writer, quarter: Quarter, lights: list[ClauseLight]) -> list[Flow
     return out
 
 
-def availability(w: Writer, quarter: Quarter, worst: int, slo_ms: float) -> list[Flowable]:
+def availability(w: Writer, quarter: Quarter, worst: int, p95_target_ms: float) -> list[Flowable]:
     """Section 2: availability and latency by source tier, charts, the least available."""
     s = w.styles
     out: list[Flowable] = [w.heading(SECTIONS[1])]
@@ -304,7 +304,7 @@ def availability(w: Writer, quarter: Quarter, worst: int, slo_ms: float) -> list
         )
     )
     p95s = [float(p) for p in quarter.probes["p95_ms"].dropna()]
-    out.append(w.image(charts.p95_distribution(p95s, slo_ms, w.font), 0.44))
+    out.append(w.image(charts.p95_distribution(p95s, p95_target_ms, w.font), 0.44))
     out.append(w.heading(f"可用率最低的 {worst} 个服务", 1))
     worst_rows = [
         [

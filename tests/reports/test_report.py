@@ -22,6 +22,7 @@ from monitord.store import Store, histogram, open_store
 from monitord.store.models import Incident, IncidentEvent, ServiceRevision, Silence
 from monitord.timeutil import UTC
 from monitord.types import ComplianceVerdict
+from reports import charts
 from reports.fonts import find_font
 from reports.sections import CLAUSE_DUTIES, SECTIONS, pct
 from tests.reports.seed import Seeded, seed_quarter
@@ -392,3 +393,27 @@ def test_a_small_running_quarter_names_what_is_pending_and_what_is_unknown(
     assert "未知层级（township）（1 个服务）" in text
     # Each column header on one line: a wrapped one reads "R1" then "0" on the next line.
     assert " ".join(["服务编号 名称", *(f"R{n}" for n in range(1, 15))]) in text
+
+
+def test_the_latency_chart_marks_the_target_the_verdicts_use(
+    q3: Q3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It marked probes.slo_ms (a single probe's "slow") as 目标: with slo_ms 2000 and the 6.4 b
+    # target 3000, a service at 2,566 ms sat beyond the line and passed its verdict.
+    marked: list[float] = []
+    real = charts.p95_distribution
+
+    def spy(p95s: list[float], target_ms: float, font: Any) -> bytes:
+        marked.append(target_ms)
+        return real(p95s, target_ms, font)
+
+    monkeypatch.setattr(charts, "p95_distribution", spy)
+    settings = Settings.model_validate(
+        {"probes": {"slo_ms": 2000.0}, "compliance": {"p95_ms": 3000.0}}
+    )
+    with q3.store.session() as session:
+        reports.render_quarterly(
+            session, settings, "2026q3", verdicts=q3.seeded.verdicts, scores=q3.seeded.scores,
+            now=OCT_2, formula=FORMULA,
+        )  # fmt: skip
+    assert marked == [3000.0]
