@@ -558,8 +558,16 @@ def registers(w: Writer, quarter: Quarter) -> list[Flowable]:
     ]
     header = ["文件日期", "条款", "类别", "服务", "登记人", "文件名", "SHA-256（前 16 位）"]
     widths = [0.12, 0.08, 0.14, 0.12, 0.12, 0.22, 0.2]
-    out.append(w.table(header, rows, widths, empty="本季度没有登记证据文件。"))
-    out.append(w.para("含本年度截至季度末的风险评估报告。", s.note))
+    out.append(
+        w.table(
+            header,
+            rows,
+            widths,
+            empty="本季度没有登记证据文件，本年度截至季度末也没有风险评估报告。",
+        )
+    )
+    if rows:
+        out.append(w.para("含本年度截至季度末的风险评估报告。", s.note))
     return out
 
 

@@ -208,6 +208,9 @@ def test_an_empty_quarter_says_there_is_nothing_rather_than_failing(
     assert "本季度没有静默。" in text
     assert "2026年第3季度尚无日志审计记录" in text
     assert "本季度没有服务评价结果。" in text
+    # Not "none filed" followed by "the year's risk assessments included".
+    assert "本季度没有登记证据文件，本年度截至季度末也没有风险评估报告。" in text
+    assert "含本年度截至季度末的风险评估报告" not in text
     assert report.figures["uptime"] is None and report.figures["services"] == 0
 
 
