@@ -237,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
         "shell",
         choices=["bash", "zsh"],
         help="%(choices)s; deploy/install.sh installs both, else e.g. "
-        "`monitord completion bash > /usr/share/bash-completion/completions/monitord`",
+        "`monitord completion bash > /usr/share/bash-completion/completions/monitord`, or in "
+        'this shell `source <(monitord completion bash)` or `eval "$(monitord completion zsh)"` '
+        "(zsh does not take it through source)",
     )
     p.set_defaults(logs=False)
     p = add("demo", cmd_demo, "run a demo portal on loopback and the daemon against it")
