@@ -25,6 +25,7 @@ from monitord.probing.prober import Prober, run_probes
 from monitord.probing.record import RoundReport, record_results
 from monitord.probing.schedule import Schedule, next_window, probe_at_once, spread_round
 from monitord.probing.targets import CHEAP_KIND, ServiceTarget, load_targets, spec_for_target
+from monitord.probing.withdrawn import release_withdrawn
 from monitord.store import Store
 from monitord.timeutil import Clock
 from monitord.types import ProbeContext, ProbeResult
@@ -39,6 +40,7 @@ __all__ = [
     "probe_context",
     "probe_round",
     "record_results",
+    "release_withdrawn",
     "run_probes",
     "spec_for_target",
 ]

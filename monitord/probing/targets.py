@@ -31,6 +31,11 @@ class ServiceTarget:
     suspension: dict[str, Any] | None
 
 
+PROBED_STATUSES = ("online", "suspended")
+"""The catalogue statuses of the services the probes watch (7.2.2: a suspended service is
+still probed)."""
+
+
 def load_targets(store: Store, service_ids: Iterable[str] | None = None) -> list[ServiceTarget]:
     """Online and suspended services with a URL (7.2.2: a suspended service is still probed)."""
     # Only the columns a round needs: a service's whole row (its raw filing, contacts …) is
@@ -48,7 +53,7 @@ def load_targets(store: Store, service_ids: Iterable[str] | None = None) -> list
     with store.session() as session:
         query = select(*columns).where(
             Service.gone.is_(False),
-            Service.status.in_(("online", "suspended")),
+            Service.status.in_(PROBED_STATUSES),
             Service.url.is_not(None),
         )
         if service_ids is not None:

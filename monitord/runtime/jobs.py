@@ -21,7 +21,7 @@ from monitord.compliance import evaluate_quarter, quarters_due, store_verdicts
 from monitord.config import Settings
 from monitord.errors import MonitordError
 from monitord.incidents import confirm_deliveries, intake, work_clocks
-from monitord.probing import Schedule, load_targets, next_window, probe_round
+from monitord.probing import Schedule, load_targets, next_window, probe_round, release_withdrawn
 from monitord.redact import one_line
 from monitord.runtime.app import App
 from monitord.runtime.delivery import deliver_alerts
@@ -59,7 +59,7 @@ class Job:
 async def catalogue_sync(app: App, file: str | None = None) -> SyncOutcome:
     """Sync the service catalogue from the portal (or from a file of the same shape)."""
     assert app.http is not None, "the App is started"
-    return await sync_catalogue(
+    outcome = await sync_catalogue(
         app.store,
         app.settings.portal,
         app.settings.secrets.portal_token,
@@ -68,6 +68,12 @@ async def catalogue_sync(app: App, file: str | None = None) -> SyncOutcome:
         file=file,
         calendar=WorkCalendar.from_settings(app.settings.logs),
     )
+    withdrawn = await asyncio.to_thread(release_withdrawn, app.store, app.clock())
+    if withdrawn:
+        logger.info(
+            "no longer probed, their probe findings resolved: {}", ", ".join(withdrawn[:20])
+        )
+    return outcome
 
 
 async def sync_once(app: App, file: str | None = None) -> SyncOutcome:

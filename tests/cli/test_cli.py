@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from monitord.cli import common, main
 from monitord.store import open_store
@@ -379,3 +380,44 @@ def test_a_number_beyond_any_id_is_refused_before_the_store_is_asked(
         main(command)
     assert refused.value.code == 2
     assert "expected a number up to 2147483647" in capsys.readouterr().err
+
+
+def test_a_sync_that_takes_a_down_service_offline_resolves_its_outage(
+    tmp_path: Path, config: Path
+) -> None:
+    from monitord.config import parse_config
+    from monitord.probing import load_targets, record_results
+    from monitord.store.models import Finding
+    from monitord.timeutil import system_clock
+    from monitord.types import ProbeResult
+
+    catalogue = tmp_path / "catalogue.json"
+    assert (
+        main(
+            [
+                "--config",
+                str(config),
+                "sync",
+                "--file",
+                str(write_catalogue(catalogue, [make_service(1)])),
+            ]
+        )
+        == 0
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    probes = parse_config({}, "test", env={}).probes
+    try:
+        (target,) = load_targets(store)
+        for _ in range(3):
+            now = system_clock()
+            failed = ProbeResult(
+                "availability", target.url, False, 5.0, now, error="refused", service_id=target.id
+            )
+            record_results(store, {target.id: target}, [failed], probes, now)
+        write_catalogue(catalogue, [make_service(1, status="offline")])
+        assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+        with store.session() as session:
+            found = {(f.rule, f.state) for f in session.scalars(select(Finding))}
+    finally:
+        store.dispose()
+    assert ("service_down", "resolved") in found and ("service_down", "open") not in found
