@@ -23,6 +23,7 @@ from monitord.accesslog.stats import merge_rows
 from monitord.config import FollowedLog, Settings
 from monitord.store import Store
 from monitord.store.findings import resolve_findings, upsert_finding
+from monitord.store.history import at_work_before
 from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource, writer_name
 from monitord.timeutil import SHANGHAI, UTC, Clock, parse_time, quarter_bounds, quarter_start
 from monitord.types import FindingDraft
@@ -350,13 +351,24 @@ def audit_due(store: Store, settings: Settings, clock: Clock) -> str | None:
     now = clock()
     label, start, end = previous_quarter(now)
     with store.session() as session:
-        if session.get(LogAudit, label) is not None:
-            return None
+        written = session.get(LogAudit, label)
+        if written is not None and written.created_at >= end:
+            return None  # a `log-audit` run while the quarter ran covered it up to then only
+        if not at_work_before(session, end) and not _has_logs(session, start, end):
+            return None  # installed later: no logs of the quarter is no 7.3.1 gap of monitord's
         if now < end + AUDIT_GRACE and not logs_read_past(session, settings, start, end):
             return None
         log_audit(session, now, label)
     logger.info("quarterly log audit for {} written", label)
     return label
+
+
+def _has_logs(session: Session, start: dt.datetime, end: dt.datetime) -> bool:
+    """Whether any log statistics of [start, end) are stored (logs read from their start)."""
+    found = session.scalar(
+        select(LogHourStat.id).where(LogHourStat.hour >= start, LogHourStat.hour < end).limit(1)
+    )
+    return found is not None
 
 
 _Row = TypeVar("_Row")

@@ -257,6 +257,7 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
         audit = log_audit(session, now, args.quarter)
         start, end = audit.period_start, audit.period_end
         unread = end <= now and not logs_read_past(session, app.settings, start, end)
+        running = end > now
         data: dict[str, Any] = {
             "quarter": audit.quarter,
             "lines": audit.lines,
@@ -265,6 +266,12 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
             "vendor_operations": audit.vendor_operations,
             "lines_per_day": audit.lines_per_day,
         }
+    if running:
+        print(
+            f"monitord: {audit.quarter} has not ended: this audit covers it up to now; the "
+            "daemon writes the whole quarter's once it has ended",
+            file=sys.stderr,
+        )
     if unread:
         # The last hours of a log are stored once the log moves past them: not yet, they are
         # missing, and the days they fall on may show as without logs.

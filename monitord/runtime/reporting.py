@@ -32,7 +32,8 @@ from alerts.routing import MAIL_SCHEMES
 from monitord.config import Settings
 from monitord.errors import UsageError
 from monitord.store import Store
-from monitord.store.models import LogAudit, OutboxAlert, QuarterlyReport, SyncRun
+from monitord.store.history import at_work_before
+from monitord.store.models import LogAudit, OutboxAlert, QuarterlyReport
 from monitord.store.outbox import enqueue
 from monitord.timeutil import (
     SHANGHAI,
@@ -321,11 +322,10 @@ def due_quarter(now: dt.datetime, calendar: WorkCalendar) -> str | None:
 
 
 def _watched(session: Session, quarter: str) -> bool:
-    """Whether monitord was at work in the quarter (a catalogue sync began before it ended):
-    a store installed later holds nothing of it, and the management unit gets no empty report."""
+    """Whether monitord was at work in the quarter: a store installed later holds nothing of
+    it, and the management unit gets no empty report."""
     _start, end = quarter_bounds(quarter)
-    first = session.scalar(select(SyncRun.id).where(SyncRun.started_at < end).limit(1))
-    return first is not None
+    return at_work_before(session, end)
 
 
 def send_due_report(

@@ -26,6 +26,7 @@ from monitord.store.models import (
     Service,
     ServiceRevision,
     ServiceStateChange,
+    SyncRun,
 )
 
 AVAILABILITY = "availability"
@@ -185,6 +186,12 @@ class _Tally:
 
 def _hour(moment: dt.datetime) -> dt.datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def at_work_before(session: Session, end: dt.datetime) -> bool:
+    """Whether monitord was at work before `end` (a catalogue sync began before it): a store
+    installed later holds nothing of the time before, which is no gap to report."""
+    return session.scalar(select(SyncRun.id).where(SyncRun.started_at < end).limit(1)) is not None
 
 
 def rolled_up_until(session: Session) -> dt.datetime | None:

@@ -17,7 +17,7 @@ from monitord.accesslog.work import follow_logs, log_audit, usage
 from monitord.config import Settings, parse_config
 from monitord.demo.synth import nginx_time
 from monitord.store import Store, open_store
-from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource, writer_name
+from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource, SyncRun, writer_name
 from tests.conftest import FakeClock
 
 START = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
@@ -532,10 +532,52 @@ def test_the_quarterly_audit_is_written_a_day_after_the_end_whatever_the_logs(
     from monitord.accesslog.work import audit_due
 
     cfg = config((tmp_path / "never-written.log", "nginx"))
+    at_work_since(sqlite_store, dt.datetime(2026, 8, 1, tzinfo=dt.UTC))
     clock.now = dt.datetime(2026, 10, 1, 15, 0, tzinfo=dt.UTC)  # 23:00 on 1 October
     assert audit_due(sqlite_store, cfg, clock) is None
     clock.now += dt.timedelta(hours=1)
     assert audit_due(sqlite_store, cfg, clock) == "2026q3"
+
+
+def at_work_since(store: Store, moment: dt.datetime) -> None:
+    """The store's first catalogue sync, at moment."""
+    with store.session() as session:
+        session.add(SyncRun(started_at=moment, finished_at=moment, source="test", outcome="ok"))
+
+
+def test_no_audit_of_a_quarter_before_monitord_was_installed(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # A new site's first start wrote 2026q3's audit: 92 days without logs, a 7.3.1 finding.
+    from monitord.accesslog.work import audit_due
+
+    cfg = config((tmp_path / "access.log", "nginx"))
+    clock.now = dt.datetime(2026, 12, 5, 3, 0, tzinfo=dt.UTC)
+    at_work_since(sqlite_store, clock.now)
+    assert audit_due(sqlite_store, cfg, clock) is None
+    with sqlite_store.session() as session:
+        assert session.scalars(select(LogAudit)).all() == []
+        assert session.scalars(select(Finding)).all() == []
+
+
+def test_an_audit_run_by_hand_while_the_quarter_ran_is_written_again_once_it_ended(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # `log-audit --quarter 2026q4` on 5 December wrote 65 days; the daemon then never wrote the
+    # whole quarter's, and the report went out with the partial one.
+    from monitord.accesslog.work import audit_due
+
+    cfg = config((tmp_path / "never-written.log", "nginx"))
+    at_work_since(sqlite_store, dt.datetime(2026, 8, 1, tzinfo=dt.UTC))
+    clock.now = dt.datetime(2026, 12, 5, 3, 0, tzinfo=dt.UTC)
+    with sqlite_store.session() as session:
+        log_audit(session, clock(), "2026q4")
+    clock.now = dt.datetime(2027, 1, 3, 3, 0, tzinfo=dt.UTC)
+    assert audit_due(sqlite_store, cfg, clock) == "2026q4"
+    with sqlite_store.session() as session:
+        audit = session.get(LogAudit, "2026q4")
+        assert audit is not None and len(audit.lines_per_day) == 92
+    assert audit_due(sqlite_store, cfg, clock) is None  # written after the end: kept
 
 
 def test_a_later_audit_without_the_gap_resolves_the_gap_finding(
