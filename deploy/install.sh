@@ -59,6 +59,7 @@ if [ ! -e "$R/etc/monitord/monitord.toml" ]; then
     sed -e 's|^url = "sqlite:///var/monitord.db"|url = "sqlite:////var/lib/monitord/monitord.db"|' \
         -e 's|^files_dir = "var/evidence"|files_dir = "/var/lib/monitord/evidence"|' \
         -e 's|^file = "var/monitord.log.jsonl"|file = "/var/log/monitord/monitord.log.jsonl"|' \
+        -e 's|^dir = "var/reports"|dir = "/var/lib/monitord/reports"|' \
         "$SRC/monitord.toml" > "$R/etc/monitord/monitord.toml"
     chown "0:$ID_G" "$R/etc/monitord/monitord.toml"
     chmod 0640 "$R/etc/monitord/monitord.toml"

@@ -115,6 +115,7 @@ def test_the_install_script_lays_out_a_scratch_root_and_runs_again_harmlessly(
     assert config.store.url == "sqlite:////var/lib/monitord/monitord.db"
     assert config.logging.file == "/var/log/monitord/monitord.log.jsonl"
     assert str(config.store.files_dir) == "/var/lib/monitord/evidence"
+    assert config.report.dir == "/var/lib/monitord/reports"  # not var/reports of any folder
     # A config the operator edited is kept.
     (root / "etc/monitord/monitord.toml").write_text("# mine\n", encoding="utf-8")
     subprocess.run(["sh", str(INSTALL), "--root", str(root), "--no-venv"], check=True, timeout=120)

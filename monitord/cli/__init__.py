@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         metavar="PATH",
-        help="config file (default: $MONITORD_CONFIG, else ./monitord.toml, else built-in)",
+        help="config file (default: $MONITORD_CONFIG, else ./monitord.toml, else "
+        "/etc/monitord/monitord.toml, else built-in)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -40,7 +40,9 @@ def cmd_evidence_add(args: argparse.Namespace) -> int:
     if filed == "added":
         print(f"filed {text}, stored in {files_dir / document.stored_as}")
     elif filed == "corrected":
-        print(f"already in the register as {text}: its kind and date corrected (audited)")
+        print(
+            f"already in the register as {text}: corrected to this filing's kind and date (audited)"
+        )
     else:
         print(f"already in the register as {text}: nothing added")
     return 0

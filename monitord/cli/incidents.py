@@ -395,7 +395,8 @@ def add_incident_commands(sub: Any) -> None:
     p.add_argument(
         "--occurred-at",
         metavar="TIME",
-        help="when it began (read as Asia/Shanghai; default: now); the 7.3.3 clock starts there",
+        help="when it began (read as Asia/Shanghai; default: now); the 7.3.3 clock runs from "
+        "now, when it is reported, as it does from a finding's detection",
     )
     p.add_argument(
         "--severity",

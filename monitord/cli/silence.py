@@ -25,7 +25,9 @@ def cmd_add(args: argparse.Namespace) -> int:
     """Add a silence and print its id."""
     from monitord.incidents.silences import add_silence, parse_duration, silence_dict
 
-    if (args.until is None) == (args.duration is None):
+    if args.until is not None and args.duration is not None:
+        raise UsageError("--until and --for both say when the silence ends: give one of them")
+    if args.until is None and args.duration is None:
         raise UsageError("say when the silence ends: --until TIME or --for DURATION (e.g. 2h)")
     with app_for(args) as app:
         now = app.clock()

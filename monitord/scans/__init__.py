@@ -158,15 +158,27 @@ def enqueue_due(session: Session, settings: Settings, now: dt.datetime) -> list[
 def scanned_service(session: Session, service_id: str) -> Service:
     """The service a person asked to scan; UsageError when there is none with a URL."""
     service = session.get(Service, service_id)
-    if service is None or not service.url:
-        raise UsageError(f"{service_id!r}: no such service with a URL in the store")
+    if service is None or service.gone:
+        raise UsageError(f"{service_id!r}: no such service in the store (see `monitord services`)")
+    if not service.url:
+        raise UsageError(
+            f"{service_id!r} has no URL to scan: its filing gives none that is http(s) "
+            "(`monitord services` shows its filing problems)"
+        )
     return service
 
 
 def enqueue_manual(
     session: Session, service_id: str, actor: str, now: dt.datetime, settings: Settings
 ) -> Scan:
-    """Queue a scan a person asked for; `ZapTargetRefused` when ZAP must not scan it."""
+    """Queue a scan a person asked for; `ZapTargetRefused` when ZAP must not scan it, or when
+    scans are switched off (the daemon would never start it)."""
+    if not settings.zap.enabled:
+        raise ZapTargetRefused(
+            "not scanned: [zap] enabled = false, so no scan runs; set it to true (with zap.url "
+            "and its API key) to scan",
+            retryable=False,
+        )
     service = scanned_service(session, service_id)
     refused = target_problem(service.url or "", settings.probes.denied_networks)
     if refused is not None:

@@ -83,7 +83,7 @@ def test_add_list_and_expire_a_silence_each_audited(
         (["--service", "svc-0001", "--reason", "x"], "--until TIME or --for DURATION"),
         (
             ["--service", "svc-0001", "--reason", "x", "--for", "2h", "--until", "2030-01-01"],
-            "--until TIME or --for DURATION",
+            "--until and --for both say when the silence ends: give one of them",
         ),
         (["--service", "svc-0001", "--reason", "x", "--for", "soon"], "duration 'soon'"),
         (["--service", "svc-0001", "--reason", "x", "--until", "tomorrow"], "--until 'tomorrow'"),

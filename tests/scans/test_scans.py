@@ -789,3 +789,29 @@ def test_the_scan_and_findings_tables_show_times_in_asia_shanghai(
     now = local_text(dt.datetime.now(dt.UTC))[:13]  # to the hour, in case a minute turns
     assert "LAST SEEN (CST)" in table and now in table
     assert "SINCE (CST)" in scans and now in scans
+
+
+def test_asking_to_scan_with_scans_switched_off_is_refused_not_queued_for_ever(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "scan 1 of svc-0042 queued; the running daemon starts it", and it stayed queued: the
+    # daemon's scan job does nothing while [zap] enabled = false.
+    from monitord.cli import main
+    from tests.fakeportal import make_service
+
+    catalogue = tmp_path / "c.json"
+    catalogue.write_text(json.dumps({"services": [make_service(42, url="http://127.0.0.1:9/")]}))
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n'
+        "[probes]\ndenied_networks = []\n[zap]\nenabled = false\n"
+    )
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "scan", "svc-0042"]) == 1
+    assert capsys.readouterr().err == (
+        "monitord: not scanned: [zap] enabled = false, so no scan runs; set it to true (with "
+        "zap.url and its API key) to scan\n"
+    )
+    assert main(["--config", str(config), "scan", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
