@@ -21,6 +21,7 @@ from monitord.probing.state import (
     advance_state,
     mark_deep,
     round_states,
+    seen_again,
     state_findings,
     suspension_overdue,
     unknown_state,
@@ -264,6 +265,8 @@ def _record_once(
                 if new_state is not None:
                     changed.append((state, target, new_state, result))
                     report.changes.append(f"{target.id} {target.name}: {new_state}")
+                elif seen_again(state, result, settings):
+                    changed.append((state, target, state.state, result))
                 if deep_due and not deep:
                     report.deep_due.append(target.id)
                 suspension_overdue(book, target, now)

@@ -105,6 +105,14 @@ def _judge(result: ProbeResult, settings: ProbeSettings) -> str:
     return "ok"
 
 
+def seen_again(state: MachineState, result: ProbeResult, settings: ProbeSettings) -> bool:
+    """Whether a result that moved nothing shows the service as its state says (down and
+    failing, degraded and slow): the state's finding was seen again, and its last seen and
+    count move on (they stood at the moment the state changed)."""
+    verdict = _judge(result, settings)
+    return (state.state, verdict) in (("down", "fail"), ("degraded", "slow"))
+
+
 def advance_state(
     written: NewRows,
     state: MachineState,

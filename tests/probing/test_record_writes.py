@@ -104,3 +104,17 @@ def test_a_suspension_filed_while_a_round_ran_counts_for_the_outage_it_sees(
     with store.session() as session:
         opened = session.scalars(select(Finding.rule).where(Finding.state == "open")).all()
     assert not {"service_down", "unannounced_outage"} & set(opened)
+
+
+def test_a_service_still_down_moves_its_findings_last_seen_and_count_on(
+    store: Store, clock: FakeClock, probes: ProbeSettings
+) -> None:
+    # They stood at the round the state changed: "last seen 19:20, x1" for a service that had
+    # failed 17 times since, read as "it stopped at 19:20".
+    targets = {TARGET.id: TARGET}
+    for _ in range(6):
+        now = clock.advance(seconds=60)
+        record_results(store, targets, [result(now, False)], probes, now)
+    with store.session() as session:
+        down = session.scalars(select(Finding).where(Finding.rule == "service_down")).one()
+        assert (down.count, down.last_seen) == (4, now)  # down at the third failure, then 3 more
