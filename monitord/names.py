@@ -24,8 +24,15 @@ INCIDENT_STATE_NAMES = {
     "resolved": "已解决",
     "closed": "已关闭",
 }
-SERVICE_STATE_NAMES = {"up": "正常", "degraded": "降级", "down": "中断", "unknown": "未知"}
-"""A service's probe state (the status page's badges)."""
+SERVICE_STATE_NAMES = {
+    "up": "正常",
+    "degraded": "降级",
+    "down": "中断",
+    "unknown": "未知",
+    "suspended": "暂停",
+}
+"""A service's probe state (the status page's badges), and 暂停 for a suspended service, whose
+outage is filed."""
 FINDING_STATE_NAMES = {"open": "未处理", "resolved": "已修复", "accepted": "已接受风险"}
 ADMIN_PROBLEM_NAMES = {
     "dormant_admin": "长期未登录的管理员账号",

@@ -42,7 +42,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts = status.counts
     print(
         f"services: {counts['down']} down, {counts['degraded']} degraded, {counts['up']} up, "
-        f"{counts['unknown']} not probed yet  (at {local_text(status.now)} CST)"
+        f"{counts['unknown']} not judged yet, {counts['suspended']} suspended  "
+        f"(at {local_text(status.now)} CST)"
     )
     if status.troubled:
         print()

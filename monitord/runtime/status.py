@@ -31,9 +31,10 @@ class Status:
 
     now: dt.datetime
     counts: dict[str, int]
-    """Services per probe state (up, degraded, down, unknown), gone ones left out."""
+    """Online services per probe state (up, degraded, down, unknown), and the suspended ones
+    (whose outage is filed: expected, not counted down); gone ones left out."""
     troubled: list[dict[str, Any]]
-    """Services down, then degraded: id, name, state, since, last_error."""
+    """Online services down, then degraded: id, name, state, since, last_error."""
     incidents: list[dict[str, Any]]
     """Active incidents (incident_dict), the nearest two-hour deadline first."""
     silences: list[dict[str, Any]]
@@ -65,7 +66,10 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 def _counts(session: Session) -> dict[str, int]:
-    state = func.coalesce(ServiceState.state, "unknown")
+    state = case(
+        (Service.status == "suspended", "suspended"),
+        else_=func.coalesce(ServiceState.state, "unknown"),
+    )
     rows = session.execute(
         select(state, func.count())
         .select_from(Service)
@@ -73,7 +77,7 @@ def _counts(session: Session) -> dict[str, int]:
         .where(Service.gone.is_(False), Service.status.in_(("online", "suspended")))
         .group_by(state)
     ).all()
-    counts = {"up": 0, "degraded": 0, "down": 0, "unknown": 0}
+    counts = {"up": 0, "degraded": 0, "down": 0, "unknown": 0, "suspended": 0}
     for name, count in rows:
         counts[str(name)] = counts.get(str(name), 0) + int(count)
     return counts
@@ -87,7 +91,7 @@ def _troubled(session: Session) -> list[dict[str, Any]]:
         .where(
             ServiceState.state.in_(("down", "degraded")),
             Service.gone.is_(False),
-            Service.status.in_(("online", "suspended")),
+            Service.status == "online",  # a suspended service's outage is filed: expected
         )
         .order_by(order, ServiceState.since)
     ).all()

@@ -320,7 +320,7 @@ def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) 
         '<div class="summary">'
         + "".join(
             f'<span class="count badge {name}">{STATE_NAMES[name]} {counts.get(name, 0)}</span>'
-            for name in ("down", "degraded", "up", "unknown")
+            for name in ("down", "degraded", "up", "unknown", "suspended")
         )
         + f'<span class="count">截至 {local_text(status.now)}</span></div>'
     )

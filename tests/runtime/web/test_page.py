@@ -12,7 +12,8 @@ from sqlalchemy import select
 from alerts.delivery import expand
 from monitord.incidents import open_manual, resolve
 from monitord.runtime.app import App
-from monitord.store.models import AuditEntry, Incident, OutboxAlert, Silence
+from monitord.runtime.status import read_status
+from monitord.store.models import AuditEntry, Incident, OutboxAlert, Service, Silence
 from monitord.timeutil import SHANGHAI, local_text
 from tests.conftest import FakeClock
 from tests.runtime.web.pagesite import (
@@ -354,6 +355,23 @@ async def test_an_incident_number_beyond_any_id_is_not_found_not_a_server_error(
         allow_redirects=False,
     ) as acked:
         assert acked.status == 404
+
+
+async def test_a_suspended_service_is_counted_suspended_not_down(app: App, site: Site) -> None:
+    # Its outage is filed: the page showed a red 中断 card, counted it down, and `monitord
+    # status` exited 1 for it.
+    add_service(app, "svc-0007", "暂停中的服务", "down", "connection refused")
+    with app.store.session() as session:
+        service = session.get(Service, "svc-0007")
+        assert service is not None
+        service.status = "suspended"
+    await site.sign_in(VIEWER)
+    _, front = await site.page("/")
+    assert "中断 0" in front and "暂停 1" in front
+    assert "暂停中的服务" not in front  # no card among the services down
+    with app.store.session() as session:
+        status = read_status(session, app.clock())
+    assert not status.anything_down and status.counts["suspended"] == 1
 
 
 async def test_catalogue_text_is_escaped_on_the_page(app: App, site: Site) -> None:
