@@ -18,7 +18,8 @@ import hashlib
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -407,6 +408,11 @@ def _release_dead_claims(store: Store) -> None:
             )
 
 
+EXPAND_EVERY_SECONDS = 5.0
+"""How often a delivery pass that lasts (channels slow to answer) takes in the alerts queued
+since it began."""
+
+
 def _due(
     table: type[OutboxAlert],
     now: dt.datetime,
@@ -429,9 +435,14 @@ def _due(
 
 
 def _claim_next(
-    store: Store, now: dt.datetime, incident_id: int | None, kinds: tuple[str, ...] | None
+    store: Store,
+    now: dt.datetime,
+    incident_id: int | None,
+    kinds: tuple[str, ...] | None,
+    skipped: Collection[str] = (),
 ) -> OutboxAlert | None:
-    """Claim the oldest due copy for this process, or None when none is due.
+    """Claim the oldest due copy for this process, or None when none is due; copies to the
+    channels `skipped` (their idents) are left for a later pass.
 
     One statement: UPDATE … WHERE id = (the oldest due copy, FOR UPDATE SKIP LOCKED on
     PostgreSQL) AND it is still due. SQLite runs it holding its write lock, PostgreSQL skips
@@ -439,9 +450,10 @@ def _claim_next(
     (its sender died) is due again.
     """
     candidate = aliased(OutboxAlert)
+    elsewhere = [~candidate.idempotency_key.endswith(f"#{ident}") for ident in sorted(skipped)]
     oldest = (
         select(candidate.id)
-        .where(*_due(candidate, now, incident_id, kinds))
+        .where(*_due(candidate, now, incident_id, kinds), *elsewhere)
         .order_by(candidate.id)
         .limit(1)
         .with_for_update(skip_locked=True)
@@ -549,7 +561,11 @@ def _record(
     now: dt.datetime,
     settings: Settings,
     sent_in: str | None = None,
+    channel: Channel | None = None,
 ) -> None:
+    """Record a copy's delivery or failure. A failure defers the channel's other due copies to
+    its retry: they go together once the channel answers, in the order they were queued (tried
+    one by one, each with a backoff of its own, they arrived out of order)."""
     with store.session() as session:
         row = session.get(OutboxAlert, alert_id)
         assert row is not None
@@ -569,6 +585,19 @@ def _record(
             settings.alerts.retry_max_seconds,
         )
         row.next_attempt_at = now + dt.timedelta(seconds=wait)
+        if channel is not None:
+            session.execute(
+                update(OutboxAlert)
+                .where(
+                    _same_channel(channel),
+                    OutboxAlert.parent_id.is_not(None),
+                    OutboxAlert.state == "pending",
+                    OutboxAlert.next_attempt_at < row.next_attempt_at,
+                    OutboxAlert.id != row.id,
+                )
+                .values(next_attempt_at=row.next_attempt_at)
+                .execution_options(synchronize_session=False)
+            )
 
 
 async def deliver_due(
@@ -587,10 +616,19 @@ async def deliver_due(
     `kinds` narrow the pass, e.g. to one notification sent from the CLI.
     """
     await asyncio.to_thread(expand, store, settings, clock())
+    expanded_at = time.monotonic()
     await asyncio.to_thread(_release_dead_claims, store)
     delivered = failed = 0
+    # A channel that failed in this pass is not tried again in it: its retries, due again within
+    # the pass, came back ahead of every newer copy, and a channel that hangs held the others
+    # (the management unit's 7.3.3 notification among them) for minutes.
+    failing: set[str] = set()
     for _ in range(limit):
-        alert = await asyncio.to_thread(_claim_next, store, clock(), incident_id, kinds)
+        if time.monotonic() - expanded_at >= EXPAND_EVERY_SECONDS:
+            # Alerts queued while a long pass runs (a notification submitted now) join it.
+            await asyncio.to_thread(expand, store, settings, clock())
+            expanded_at = time.monotonic()
+        alert = await asyncio.to_thread(_claim_next, store, clock(), incident_id, kinds, failing)
         if alert is None:
             break
         channel = await asyncio.to_thread(_channel_of, store, settings, alert.id)
@@ -618,12 +656,15 @@ async def deliver_due(
             error = await send(channel, message, key)
         sent_in = key if len(batch) > 1 else None
         for copy in batch:
-            await asyncio.to_thread(_record, store, copy.id, error, clock(), settings, sent_in)
+            await asyncio.to_thread(
+                _record, store, copy.id, error, clock(), settings, sent_in, channel
+            )
         if error is None:
             delivered += len(batch)
             logger.info("alert {} delivered to {}", key, channel_label(channel))
         else:
             failed += len(batch)
+            failing.add(channel.ident)
             logger.warning(
                 "alert {} to {} failed (attempt {}): {}",
                 key,

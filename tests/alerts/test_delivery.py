@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from alerts import delivery
 from alerts.delivery import deliver_due, make_apprise_sender
 from monitord.config import ReportSettings, Settings, parse_config
 from monitord.incidents import intake, notify_management, open_manual
@@ -118,7 +119,9 @@ async def test_a_channel_down_for_ten_minutes_delays_but_loses_nothing(
         clock.now = start + dt.timedelta(seconds=second)
         await deliver_due(sqlite_store, cfg, clock, send)
     assert hook.received == []
-    assert hook.refused >= 9  # retried with backoff (30 s doubling to 120 s), not dropped
+    # Retried with backoff (30 s doubling to 120 s), not dropped: one try a retry, the other
+    # copies waiting with the first rather than each knocking on their own.
+    assert 5 <= hook.refused <= 9
     hook.failing = False
     for second in range(10 * 60, 13 * 60, 15):
         clock.now = start + dt.timedelta(seconds=second)
@@ -127,7 +130,7 @@ async def test_a_channel_down_for_ten_minutes_delays_but_loses_nothing(
     with sqlite_store.session() as session:
         rows = session.scalars(select(OutboxAlert).where(OutboxAlert.parent_id.is_not(None))).all()
         assert {r.state for r in rows} == {"delivered"}
-        assert all(r.attempts > 1 for r in rows)
+        assert min(r.attempts for r in rows) >= 1 and max(r.attempts for r in rows) > 1
 
 
 async def test_the_notification_to_the_management_unit_has_its_four_parts(
@@ -273,3 +276,39 @@ def test_the_daemon_is_told_at_start_which_alert_channels_are_missing() -> None:
         "smtp_url": "mailtos://monitord:{smtp_password}@smtp.example.cn",
     }
     assert alert_warnings(parse_config({"alerts": configured}, "test", env={})) == []
+
+
+async def test_a_channel_that_fails_holds_no_other_channel_back_in_a_pass(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The on-call group's webhook hung (apprise gives up after seconds): its copies, due again
+    # while the pass went on, were retried ahead of every newer copy, and the management unit's
+    # notification, queued meanwhile, waited until the incident was marked late.
+    async with serve_webhook() as down:
+        down.failing = True
+        cfg = config(hook, oncall=[down.apprise_url("oncall")])
+        monkeypatch.setattr(delivery, "EXPAND_EVERY_SECONDS", 0.0)
+        incident_id = open_incident(sqlite_store, cfg, clock)
+        with sqlite_store.session() as session:
+            for number in range(3):
+                open_manual(
+                    session, cfg, "outage", ["svc-0042"], f"中断 {number}", "值班员", clock()
+                )
+        send = make_apprise_sender(None)
+        notified: list[int] = []
+
+        async def hanging(channel: Any, message: Any, key: str) -> str | None:
+            if not notified:  # submitted while the pass runs
+                with sqlite_store.session() as session:
+                    parts = {"scope": "s", "harm": "h", "measures": "m", "rectification": "r"}
+                    notify_management(session, cfg, incident_id, parts, "张三", clock())
+                notified.append(incident_id)
+            said = await send(channel, message, key)
+            if said is not None:
+                clock.advance(minutes=2)  # a channel that hangs until it times out
+            return said
+
+        report = await deliver_due(sqlite_store, cfg, clock, hanging)
+    assert [m["path"] for m in hook.received] == ["/management"]
+    assert down.refused == 1  # tried once in the pass, again in the next
+    assert report.failed == 1
