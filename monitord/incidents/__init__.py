@@ -732,6 +732,12 @@ def notification_delivered(session: Session, incident_id: int, at: dt.datetime, 
     _event(session, incident, at, "delivered", via=via)
     if incident.klass == "security" and incident.notify_by and at > incident.notify_by:
         _mark_late(session, incident, at)
+    elif incident.late:
+        # Received in time (a phone call made before the deadline, recorded after the clock
+        # marked it late): the outcome is the call's time, not when the daemon's pass ran. Who
+        # recorded it, and when, stays in the audit trail and the timeline.
+        incident.late = False
+        _event(session, incident, at, "late_withdrawn", via=via)
     return True
 
 

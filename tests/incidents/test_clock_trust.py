@@ -31,6 +31,7 @@ from monitord.store.models import (
     Finding,
     FindingEpisode,
     Incident,
+    IncidentEvent,
     OutboxAlert,
     Service,
 )
@@ -413,3 +414,38 @@ async def test_fifty_findings_of_one_kind_in_one_pass_make_one_incident(
         with sqlite_store.session() as session:
             later = intake(session, cfg, clock())
         assert later.joined == 0 and len(later.opened) == 1
+
+
+def test_a_phone_call_made_in_time_counts_in_time_though_the_clock_marked_it_late_first(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    # Recorded after the daemon's pass at the deadline, the same call stayed LATE; recorded
+    # before it, it was on time: the outcome depended on when the pass ran.
+    cfg = settings()
+    finding(sqlite_store, clock, "brute_force_login", "u-1", kind="user")
+    incident_id = open_incident(sqlite_store, cfg, clock)
+    phoned = clock() + dt.timedelta(minutes=119)
+    clock.advance(minutes=121)
+    clocks(sqlite_store, cfg, clock)
+    assert incident(sqlite_store, incident_id).late is True  # nothing recorded by the deadline
+    with sqlite_store.session() as session:
+        notify_management(
+            session,
+            cfg,
+            incident_id,
+            PARTS,
+            "alice",
+            clock(),
+            out_of_band="电话：王科长",
+            at=phoned,
+        )
+    stored = incident(sqlite_store, incident_id)
+    assert stored.notified_at == phoned and stored.late is False
+    with sqlite_store.session() as session:
+        kinds = [
+            e.kind
+            for e in session.scalars(
+                select(IncidentEvent).where(IncidentEvent.incident_id == incident_id)
+            )
+        ]
+    assert kinds[-2:] == ["delivered", "late_withdrawn"]

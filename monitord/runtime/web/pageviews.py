@@ -30,6 +30,7 @@ EVENT_NAMES = {
     "notified": "提交通报",
     "delivered": "通报送达",
     "late": "逾期",
+    "late_withdrawn": "撤销逾期（通报按时送达）",
     "resolved": "解决",
     "closed": "关闭",
     "reminder": "提醒",
