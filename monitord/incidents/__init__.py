@@ -25,6 +25,7 @@ from monitord.config import IncidentSettings, Settings
 from monitord.errors import UsageError
 from monitord.incidents.silences import active_silences, may_silence, silenced
 from monitord.store import audit
+from monitord.store.bulk import among
 from monitord.store.models import (
     Finding,
     Incident,
@@ -344,11 +345,15 @@ def intake(session: Session, settings: Settings, now: dt.datetime) -> IntakeRepo
             session, incident, f"incident:{incident.id}:opened", "opened", now, in_force
         ):
             loud.append(incident)
-    # A silenced incident is no part of a storm: fifty silenced services down page nobody.
+    # A silenced incident is no part of a storm: fifty silenced services down page nobody. A
+    # quiet one (maintenance, a filed suspension) is, beside loud ones: a gateway down is news
+    # however many of its services are in a window; quiet ones alone page nobody either.
     availability = [
         i for i in new_incidents if i.klass == "availability" and (i in loud or i.id in quiet)
     ]
-    report.storm = len(availability) >= settings.alerts.storm_threshold
+    report.storm = len(availability) >= settings.alerts.storm_threshold and any(
+        i in loud for i in availability
+    )
     for incident in loud:
         if not (report.storm and incident.klass == "availability"):
             enqueue(session, f"incident:{incident.id}:opened", "oncall", "opened", now, incident.id)
@@ -385,7 +390,9 @@ def _resolve_finished(session: Session, now: dt.datetime) -> list[int]:
             incident.state = "resolved"
             incident.resolved_at = now
             _event(session, incident, now, "resolved", reason="所有相关发现已消除")
-            _tell(session, incident, f"incident:{incident.id}:resolved", "oncall", "resolved", now)
+            if not _nobody_told(session, incident):  # nobody hears it ended of what was quiet
+                key = f"incident:{incident.id}:resolved"
+                _tell(session, incident, key, "oncall", "resolved", now)
             resolved.append(incident.id)
     return resolved
 
@@ -421,6 +428,8 @@ def work_clocks(session: Session, settings: Settings, now: dt.datetime) -> int:
     undelivered_after = dt.timedelta(minutes=settings.alerts.undelivered_minutes)
     in_force = active_silences(session, now)
     written += _release_silenced(session, now, in_force)
+    written += _release_quiet(session, settings, now, in_force)
+    kept_quiet, loud_since = _quiet_history(session, [i.id for i in incidents])
     for incident in incidents:
         elapsed = now - incident.detected_at
         on_the_clock = incident.klass == "security" and incident.notified_at is None
@@ -454,9 +463,16 @@ def work_clocks(session: Session, settings: Settings, now: dt.datetime) -> int:
             assert incident.notify_by is not None
             if now >= incident.notify_by and _mark_late(session, incident, now):
                 written += 1
-        if incident.state == "open" and incident.acknowledged_at is None:
+        quiet_now = incident.id in kept_quiet and (
+            _quiet_reason(session, settings, incident, now) is not None
+        )
+        if incident.state == "open" and incident.acknowledged_at is None and not quiet_now:
             levels = len(settings.alerts.escalation)
-            level = min(levels, int(elapsed / dt.timedelta(minutes=rules.escalate_after_minutes)))
+            # Counted from when on-call was first told: an outage that outlasts its maintenance
+            # window goes to on-call first, not straight to the director.
+            unanswered = now - loud_since.get(incident.id, incident.detected_at)
+            step = dt.timedelta(minutes=rules.escalate_after_minutes)
+            level = min(levels, int(unanswered / step))
             if level >= 1 and _tell(
                 session,
                 incident,
@@ -497,6 +513,63 @@ def _release_silenced(session: Session, now: dt.datetime, in_force: list[Silence
             _event(session, incident, now, "silence_ended", silence=detail.get("silence"))
             written += 1
     return written
+
+
+def _release_quiet(
+    session: Session, settings: Settings, now: dt.datetime, in_force: list[Silence]
+) -> int:
+    """Send the "opened" alert of an availability incident kept quiet (a maintenance window,
+    a filed suspension) that is still active once the reason ended: a service down past its
+    window is news. Returns the alerts written."""
+    kept = session.scalars(
+        select(Incident)
+        .join(IncidentEvent, IncidentEvent.incident_id == Incident.id)
+        .where(IncidentEvent.kind == "quiet", Incident.state.in_(ACTIVE_STATES))
+    ).all()
+    written = 0
+    for incident in kept:
+        key = f"incident:{incident.id}:opened"
+        if _quiet_reason(session, settings, incident, now) is not None:
+            continue
+        if _held_back(session, incident, key, "opened", now, in_force):
+            continue
+        if enqueue(session, key, "oncall", "opened", now, incident.id):
+            _event(session, incident, now, "quiet_ended")
+            written += 1
+    return written
+
+
+def _quiet_history(
+    session: Session, incident_ids: list[int]
+) -> tuple[set[int], dict[int, dt.datetime]]:
+    """Of these incidents, those kept quiet when they opened, and when each that is no longer
+    was first told to on-call (one query for all)."""
+    if not incident_ids:
+        return set(), {}
+    events = session.execute(
+        select(IncidentEvent.incident_id, IncidentEvent.kind, func.min(IncidentEvent.at))
+        .where(
+            among(session, IncidentEvent.incident_id, incident_ids),
+            IncidentEvent.kind.in_(("quiet", "quiet_ended")),
+        )
+        .group_by(IncidentEvent.incident_id, IncidentEvent.kind)
+    ).all()
+    kept = {incident_id for incident_id, kind, _at in events if kind == "quiet"}
+    told = {incident_id: at for incident_id, kind, at in events if kind == "quiet_ended"}
+    return kept, told
+
+
+def _nobody_told(session: Session, incident: Incident) -> bool:
+    """Whether an incident was kept quiet and no alert of it was ever queued."""
+    quiet = session.scalar(
+        select(IncidentEvent.id)
+        .where(IncidentEvent.incident_id == incident.id, IncidentEvent.kind == "quiet")
+        .limit(1)
+    )
+    told = session.scalar(
+        select(OutboxAlert.id).where(OutboxAlert.incident_id == incident.id).limit(1)
+    )
+    return quiet is not None and told is None
 
 
 def follow_clock_step(session: Session, step: dt.timedelta, now: dt.datetime) -> int:

@@ -21,7 +21,7 @@ from monitord.incidents import (
 )
 from monitord.store import Store
 from monitord.store.findings import upsert_finding
-from monitord.store.models import Incident, OutboxAlert, Service
+from monitord.store.models import Finding, Incident, OutboxAlert, Service
 from monitord.types import FindingDraft
 from tests.conftest import FakeClock
 
@@ -309,3 +309,43 @@ def test_a_manual_incident_starts_the_same_clock(sqlite_store: Store, clock: Fak
         open_manual(session, cfg, "fire", [sid], "x", "bob", clock())
     with pytest.raises(UsageError, match="--service 'svc-9999'"), sqlite_store.session() as s:
         open_manual(s, cfg, "outage", ["svc-9999"], "x", "bob", clock())
+
+
+def test_outages_in_a_maintenance_window_stay_quiet_to_the_end_and_are_news_after_it(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    # Quiet when opened, they still made a storm alert, were escalated to the team lead and
+    # the director, and each sent 已恢复 at the end.
+    window = {
+        "start": clock() - dt.timedelta(minutes=1),
+        "end": clock() + dt.timedelta(hours=1),
+        "services": [f"svc-{n:04d}" for n in range(1, 8)],
+        "reason": "机房割接",
+    }
+    cfg = settings(storm_threshold=5, maintenance=[window])
+    for n in range(1, 8):
+        find(sqlite_store, clock, "service_down", add_service(sqlite_store, clock, n))
+    report = run_intake(sqlite_store, cfg, clock)
+    assert len(report.opened) == 7 and not report.storm
+    for minutes in (20, 20):  # past the first escalation (30 min), inside the window
+        clock.advance(minutes=minutes)
+        with sqlite_store.session() as session:
+            work_clocks(session, cfg, clock())
+    assert keys(sqlite_store) == []
+    # Six come back inside the window: nobody heard they went, nobody hears they are back.
+    with sqlite_store.session() as session:
+        for finding in session.scalars(select(Finding).where(Finding.subject != "svc-0007")):
+            finding.state = "resolved"
+    run_intake(sqlite_store, cfg, clock)
+    assert keys(sqlite_store) == []
+    # svc-0007 is still down when the window ends: that is news.
+    clock.advance(minutes=30)
+    with sqlite_store.session() as session:
+        work_clocks(session, cfg, clock())
+    with sqlite_store.session() as session:
+        (seven,) = session.scalars(select(Incident).where(Incident.state == "open")).all()
+    assert keys(sqlite_store) == [f"incident:{seven.id}:opened"]  # to on-call, not the director
+    clock.advance(minutes=31)  # escalate_after_minutes (30) from when on-call was told
+    with sqlite_store.session() as session:
+        work_clocks(session, cfg, clock())
+    assert keys(sqlite_store)[1:] == [f"incident:{seven.id}:escalation:1"]

@@ -37,6 +37,7 @@ EVENT_NAMES = {
     "escalated": "升级",
     "finding_added": "新增发现",
     "quiet": "静默（不告警）",
+    "quiet_ended": "静默结束（事件仍在，补发告警）",
     "silenced": "告警被静默（未发群聊）",
     "undelivered": "通报未送达",
     "clock_step": "时钟校正",
