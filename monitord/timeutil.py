@@ -20,10 +20,17 @@ def system_clock() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=UTC)
+"""The earliest time a person may give monitord (a command's or a request's): before it
+monitord has nothing, and a year-1 time is a typo (and, at some offsets, no time a clock can
+show)."""
+
+
 def parse_time(value: str) -> dt.datetime:
     """Parse an ISO 8601 time; a time without an offset is read as Asia/Shanghai.
 
-    Raises ValueError with the offending text when it is not ISO 8601.
+    Raises ValueError with the offending text when it is not ISO 8601, or not a time of years
+    1-9999 once in UTC.
     """
     text = value.strip()
     if text.endswith("Z"):
@@ -31,7 +38,14 @@ def parse_time(value: str) -> dt.datetime:
     parsed = dt.datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=SHANGHAI)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+09:00 is in year 0 in UTC
+        raise TimeOutOfRange(f"{value!r} is outside years 1-9999 in UTC") from None
+
+
+class TimeOutOfRange(ValueError):
+    """An ISO 8601 time that is no time once in UTC (year 0 or 10000)."""
 
 
 def local_text(moment: dt.datetime) -> str:

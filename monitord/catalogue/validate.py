@@ -14,7 +14,7 @@ from typing import Any
 from monitord.config import http_url
 from monitord.errors import SyncError
 from monitord.textable import UNSTORABLE, shortened, storable
-from monitord.timeutil import parse_time
+from monitord.timeutil import TimeOutOfRange, parse_time
 from monitord.types import PROBE_METHODS, is_http_status
 
 ENUMS: dict[str, tuple[str, ...]] = {
@@ -314,10 +314,10 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
     if isinstance(updated_at, str):
         try:
             columns["updated_at"] = parse_time(updated_at)
+        except TimeOutOfRange:
+            problems.append(f"updated_at: {show_value(updated_at)} is outside years 1-9999 in UTC")
         except ValueError:
             problems.append(f"updated_at: expected an ISO 8601 time, got {show_value(updated_at)}")
-        except OverflowError:
-            problems.append(f"updated_at: {show_value(updated_at)} is outside years 1-9999 in UTC")
     elif updated_at is not None:
         problems.append(f"updated_at: expected an ISO 8601 time, got {show_value(updated_at)}")
     if raw.get("status") is None and "status" not in oversized:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from monitord.errors import ConfigError, UsageError
 from monitord.redact import escaped
-from monitord.timeutil import parse_time
+from monitord.timeutil import EARLIEST, parse_time
 from monitord.types import MAX_ID
 
 if TYPE_CHECKING:
@@ -166,12 +166,15 @@ def time_arg(flag: str, value: str | None) -> dt.datetime | None:
     if value is None:
         return None
     try:
-        return parse_time(value)
+        moment = parse_time(value)
     except ValueError:
+        moment = None
+    if moment is None or moment < EARLIEST:
         raise UsageError(
-            f"{flag} {value!r}: expected an ISO 8601 time such as 2026-10-01 or "
+            f"{flag} {value!r}: expected an ISO 8601 time from 1970 on, such as 2026-10-01 or "
             "2026-10-01T08:00 (read as Asia/Shanghai)"
         ) from None
+    return moment
 
 
 def actor(args: argparse.Namespace) -> str:

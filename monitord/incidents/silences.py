@@ -42,6 +42,10 @@ def may_silence(incident: Incident, alert_kind: str) -> bool:
     return alert_kind in AVAILABILITY_ONLY and incident.klass != "security"
 
 
+LONGEST = dt.timedelta(days=3650)
+"""The longest silence: ten years (a longer one ran past the dates a clock can show)."""
+
+
 def parse_duration(text: str) -> dt.timedelta:
     """A duration such as 90m, 2h, 1d or 1h30m; raises UsageError naming it otherwise."""
     found = _DURATION.fullmatch(text.strip().lower())
@@ -51,6 +55,8 @@ def parse_duration(text: str) -> dt.timedelta:
     duration = dt.timedelta(days=days, hours=hours, minutes=minutes)
     if duration <= dt.timedelta(0):
         raise UsageError(f"duration {text!r}: must be longer than nothing")
+    if duration > LONGEST:
+        raise UsageError(f"duration {text!r}: at most {LONGEST.days} days")
     return duration
 
 

@@ -421,3 +421,31 @@ def test_a_sync_that_takes_a_down_service_offline_resolves_its_outage(
     finally:
         store.dispose()
     assert ("service_down", "resolved") in found and ("service_down", "open") not in found
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (
+            ["incidents", "open", "--kind", "outage", "--service", "svc-0001", "--summary", "x",
+             "--occurred-at", "0001-01-01T00:00"],
+            "--occurred-at '0001-01-01T00:00': expected an ISO 8601 time from 1970 on",
+        ),
+        (
+            ["silence", "add", "--service", "svc-0001", "--reason", "x", "--until",
+             "9999-12-31T23:59:59-05:00"],
+            "--until '9999-12-31T23:59:59-05:00': expected an ISO 8601 time from 1970 on",
+        ),
+        (
+            ["silence", "add", "--service", "svc-0001", "--reason", "x", "--for", "99999999d"],
+            "duration '99999999d': at most 3650 days",
+        ),
+    ],
+)  # fmt: skip
+def test_a_time_no_clock_shows_is_refused_in_one_line(
+    config: Path, capsys: pytest.CaptureFixture[str], command: list[str], said: str
+) -> None:
+    # OverflowError: date value out of range, as a traceback.
+    assert main(["--config", str(config), *command]) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.splitlines()) == 1

@@ -580,6 +580,12 @@ async def test_a_notification_made_by_phone_counts_at_its_time(
     )
     assert status == 422
     assert body["error"].startswith("at: Input should have timezone info")
+    for beyond in ("0001-01-01T00:00:00+09:00", "9999-12-31T23:59:59-05:00"):  # it was a 500
+        status, body = await api.call(
+            "POST", path, "oncall", json={**PARTS, "how": "电话", "at": beyond}
+        )
+        assert status == 422 and body["error"].startswith("at: ")
+        assert "expected a time from 1970 on" in body["error"]
     status, incident = await api.call(
         "POST",
         path,

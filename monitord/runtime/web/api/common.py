@@ -5,6 +5,7 @@ JSON line (404 unknown id, 409 not now, 422 bad input naming the field)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -13,7 +14,14 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
 from loguru import logger
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -22,6 +30,7 @@ from monitord.errors import UsageError
 from monitord.redact import one_line
 from monitord.runtime.app import App
 from monitord.runtime.web.routes import APP, Route, error_response
+from monitord.timeutil import EARLIEST
 from monitord.types import MAX_ID, MAX_LONG_TEXT, TEXT_CONTROLS
 
 PREFIX = "/api/v1"
@@ -64,6 +73,20 @@ LongText = Annotated[
 ]
 """A body's text (a reason, a part of a notification): stripped, 1 to 4,000 characters, no
 control characters but tabs and newlines."""
+
+
+def _in_range(moment: dt.datetime) -> dt.datetime:
+    try:
+        utc = moment.astimezone(dt.UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or utc < EARLIEST:
+        raise ValueError("expected a time from 1970 on")
+    return utc
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_in_range)]
+"""A body's time: with its offset, from 1970 on (year 1 at +09:00 is no time a clock shows)."""
 OptionalText = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=MAX_LONG_TEXT), *_NO_CONTROLS
 ]

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from monitord.runtime.app import App
 from monitord.runtime.web.api.common import (
     LongText,
+    Moment,
     Param,
     api_route,
     in_store,
@@ -90,7 +91,7 @@ class Acceptance(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     reason: LongText
-    until: AwareDatetime
+    until: Moment
 
 
 async def accept(request: web.Request) -> web.Response:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from monitord.incidents import (
 from monitord.runtime.app import App
 from monitord.runtime.web.api.common import (
     LongText,
+    Moment,
     OptionalText,
     Param,
     ShortText,
@@ -145,7 +146,7 @@ class OutOfBand(Notification):
     """A notification made by phone or in person: how and to whom, and when (default: now)."""
 
     how: ShortText
-    at: AwareDatetime | None = None
+    at: Moment | None = None
 
 
 async def list_incidents(request: web.Request) -> web.Response:
