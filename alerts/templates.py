@@ -145,7 +145,8 @@ def render_incident(
     if deadline and kind != "resolved":
         lines.append(deadline)
     lines += _plan_lines(incident, services)
-    if kind != "resolved" and incident.acknowledged_at is None:
+    if kind != "resolved" and incident.acknowledged_at is None and incident.state == "open":
+        # A resolved incident has nothing to acknowledge: `ack` refuses it.
         lines.append(f"确认：monitord incidents ack {incident.id}")
     if incident.klass == "security" and incident.notified_at is None and kind != "resolved":
         lines.append(

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from alerts import delivery
 from alerts.delivery import deliver_due, make_apprise_sender
 from monitord.config import ReportSettings, Settings, parse_config
-from monitord.incidents import intake, notify_management, open_manual
+from monitord.incidents import intake, notify_management, open_manual, resolve, work_clocks
 from monitord.store import Store
 from monitord.store.models import OutboxAlert, Service
 from tests.conftest import FakeClock
@@ -312,3 +312,20 @@ async def test_a_channel_that_fails_holds_no_other_channel_back_in_a_pass(
     assert [m["path"] for m in hook.received] == ["/management"]
     assert down.refused == 1  # tried once in the pass, again in the next
     assert report.failed == 1
+
+
+async def test_a_reminder_of_a_resolved_incident_offers_no_acknowledgement(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # It said 确认：monitord incidents ack 18, which refuses a resolved incident (exit 2).
+    cfg = config(hook)
+    incident_id = open_incident(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        resolve(session, incident_id, "值班员", clock())
+    clock.advance(minutes=31)
+    with sqlite_store.session() as session:
+        work_clocks(session, cfg, clock())
+    await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    reminders = [m["message"] for m in hook.received if ":reminder:" in m["key"]]
+    assert reminders and "incidents ack" not in reminders[-1]
+    assert f"通报：monitord incidents notify {incident_id}" in reminders[-1]  # still owed
