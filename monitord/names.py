@@ -34,6 +34,14 @@ SERVICE_STATE_NAMES = {
 """A service's probe state (the status page's badges), and 暂停 for a suspended service, whose
 outage is filed."""
 FINDING_STATE_NAMES = {"open": "未处理", "resolved": "已修复", "accepted": "已接受风险"}
+CATALOGUE_STATUS_NAMES = {
+    "pending": "待审核",
+    "approved": "已审核",
+    "online": "已上线",
+    "suspended": "暂停服务",
+    "offline": "已下线",
+}
+"""A service's status as the portal's catalogue gives it (Appendix A's lifecycle)."""
 ADMIN_PROBLEM_NAMES = {
     "dormant_admin": "长期未登录的管理员账号",
     "vendor_without_end_date": "第三方人员账号未设置到期日",

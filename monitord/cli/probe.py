@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -163,7 +164,9 @@ def _fact_cells(facts: dict[str, Any]) -> list[str]:
     """The facts that matter at a glance: HTTP status, TLS version, days the certificate has
     left ("-" where the probe did not learn them)."""
     days = facts.get("days_to_expiry")
-    values = (facts.get("status"), facts.get("tls_version"), None if days is None else int(days))
+    # Whole days left, as the rules count them: -0.5 (expired twelve hours ago) is -1, not 0.
+    whole = None if days is None else math.floor(days)
+    values = (facts.get("status"), facts.get("tls_version"), whole)
     return ["-" if value is None else str(value) for value in values]
 
 

@@ -81,3 +81,11 @@ def test_a_probe_of_a_refused_port_exits_1(capsys: pytest.CaptureFixture[str]) -
     assert "FAIL" in row and "Connection refused" in row
     assert main(["probe", url, "--kind", "availability", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["success"] is False
+
+
+def test_a_certificate_expired_hours_ago_shows_minus_one_day_not_zero() -> None:
+    # int() cut -0.5 to 0: "0 days left" for a certificate that had expired.
+    from monitord.cli.probe import _fact_cells
+
+    assert _fact_cells({"status": 200, "days_to_expiry": -0.5})[2] == "-1"
+    assert _fact_cells({"days_to_expiry": 5.9})[2] == "5"

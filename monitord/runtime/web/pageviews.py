@@ -11,19 +11,20 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from monitord.names import CLASS_NAMES, KIND_NAMES, SERVICE_STATE_NAMES, SEVERITY_NAMES
+from monitord.names import (
+    CATALOGUE_STATUS_NAMES,
+    CLASS_NAMES,
+    INCIDENT_STATE_NAMES,
+    KIND_NAMES,
+    SERVICE_STATE_NAMES,
+    SEVERITY_NAMES,
+)
 from monitord.redact import one_line
 from monitord.runtime.status import Status
 from monitord.timeutil import local_text, parse_time
 
 STATE_NAMES = SERVICE_STATE_NAMES
-INCIDENT_STATES = {
-    "open": "待确认",
-    "acknowledged": "已确认",
-    "notified": "已通报",
-    "resolved": "已解决",
-    "closed": "已关闭",
-}
+INCIDENT_STATES = INCIDENT_STATE_NAMES  # one name per state, as the command line's
 EVENT_NAMES = {
     "opened": "开启",
     "acknowledged": "确认",
@@ -211,6 +212,14 @@ def _incident_actions(incident: dict[str, Any], csrf: str, back: str) -> str:
             f'<a class="button" href="/incidents/{incident["id"]}#notify">填写并发送通报</a>'
         )
     return f'<div class="actions">{"".join(actions)}</div>' if actions else ""
+
+
+def _catalogue_status(service: dict[str, Any]) -> str:
+    """The service's catalogue status in Chinese (已下线, 暂停服务…), 已移出目录 once gone."""
+    if service.get("gone"):
+        return "已移出目录"
+    status = str(service.get("status") or "")
+    return CATALOGUE_STATUS_NAMES.get(status, status or "—")
 
 
 def service_href(service_id: str) -> str:
@@ -456,7 +465,7 @@ def service_page(
     parts = [
         f"<h1>{esc(service['id'])} {esc(service['name'])}</h1>",
         f'<p><span class="badge {esc(state)}">{esc(STATE_NAMES.get(state, state))}</span> '
-        f'<span class="meta">目录状态 {esc(service["status"])} · '
+        f'<span class="meta">目录状态 {esc(_catalogue_status(service))} · '
         f"自 {when(service['since'])}</span></p>",
     ]
     if service["last_error"]:

@@ -372,6 +372,8 @@ async def test_a_suspended_service_is_counted_suspended_not_down(app: App, site:
     with app.store.session() as session:
         status = read_status(session, app.clock())
     assert not status.anything_down and status.counts["suspended"] == 1
+    _, page = await site.page("/services/svc-0007")
+    assert "目录状态 暂停服务" in page  # not the catalogue's English "suspended"
 
 
 async def test_catalogue_text_is_escaped_on_the_page(app: App, site: Site) -> None:
