@@ -705,7 +705,8 @@ def notify_management(
     if out_of_band is None and not settings.alerts.management:
         raise UsageError(
             "alerts.management lists no channel: configure the management unit's apprise URLs, "
-            "or record a notification made by phone with --out-of-band"
+            "or record a notification made by phone (`--out-of-band`; in the API, "
+            "POST /api/v1/incidents/{id}/out-of-band)"
         )
     incident = get_incident(session, incident_id)
     if incident.state == "closed":
