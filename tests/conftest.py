@@ -14,11 +14,13 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from loguru import logger
 from sqlalchemy.exc import OperationalError
 
 # One throw-away PostgreSQL for the suite and the benches (bench/_postgres.py has no pytest).
@@ -208,3 +210,15 @@ async def serve() -> AsyncIterator[Serve]:
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+@contextmanager
+def logged(level: str) -> Iterator[list[str]]:
+    """The messages loguru writes at `level` and above while the block runs (each ends with a
+    newline)."""
+    said: list[str] = []
+    sink = logger.add(said.append, level=level, format="{message}")
+    try:
+        yield said
+    finally:
+        logger.remove(sink)

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from loguru import logger
 
 from monitord.accesslog.follow import Cursor, read_new
+from tests.conftest import logged
 
 
 class Follower:
@@ -202,12 +202,8 @@ def test_a_rotated_file_that_is_gone_is_a_warning_naming_the_lost_bytes(log: Pat
     write(log, "3")
     log.unlink()  # rotated and removed before the next read
     write(log, "4")
-    warnings: list[str] = []
-    sink = logger.add(warnings.append, level="WARNING", format="{message}")
-    try:
+    with logged("WARNING") as warnings:
         follower.poll()
-    finally:
-        logger.remove(sink)
     assert follower.lines == ["1", "2", "4"]
     assert warnings == [
         f"access log {log}: the file read up to byte 4 was rotated away and is not found (not "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -293,16 +294,25 @@ def test_the_client_is_the_remote_address_unless_a_trusted_proxy_forwarded_it(
         assert parsed.table.column("ip").to_pylist() == [expect]
 
 
+SCANNED = (
+    *(".env", ".git/config", "wp-admin", "wp-login.php", ".aws/credentials", "phpmyadmin"),
+    *("config.php", ".htpasswd", "server-status", "actuator/env", ".DS_Store", "backup.zip"),
+)
+"""Sensitive paths, one a line: a scanner's probing, as scanner_probing counts it."""
+
+
+def scanner_lines(remote: str, forwarded: Callable[[int], str]) -> list[str]:
+    """A scanner's lines from `remote`, the n-th with X-Forwarded-For `forwarded(n)`."""
+    return [
+        f'{remote} - - [03/Jul/2026:09:15:{n:02d} +0800] "GET /{path} HTTP/1.1" 404 10 "-" '
+        f'"curl/8" 0.001 "{forwarded(n)}"'
+        for n, path in enumerate(SCANNED)
+    ]
+
+
 def test_forged_forwarded_addresses_do_not_dodge_the_per_ip_rules() -> None:
     # One scanner probing sensitive paths, each line with another made-up X-Forwarded-For.
-    lines = [
-        f'203.0.113.7 - - [03/Jul/2026:09:15:{n:02d} +0800] "GET /{path} HTTP/1.1" 404 10 "-" '
-        f'"curl/8" 0.001 "198.51.100.{n}"'
-        for n, path in enumerate(
-            (".env", ".git/config", "wp-admin", "wp-login.php", ".aws/credentials", "phpmyadmin",
-             "config.php", ".htpasswd", "server-status", "actuator/env", ".DS_Store", "backup.zip")
-        )
-    ]  # fmt: skip
+    lines = scanner_lines("203.0.113.7", lambda n: f"198.51.100.{n}")
     result = analyse([io.BytesIO("\n".join(lines).encode() + b"\n")], fmt="nginx")
     found = {(f.rule, f.subject) for f in result.findings}
     assert ("scanner_probing", "203.0.113.7") in found
@@ -508,14 +518,7 @@ def test_analyse_names_the_client_a_configured_trusted_proxy_forwarded(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The daemon read [logs] trusted_proxies; `monitord analyse` ignored it and named the proxy.
-    lines = [
-        f'10.0.0.5 - - [03/Jul/2026:09:15:{n:02d} +0800] "GET /{path} HTTP/1.1" 404 10 "-" '
-        f'"curl/8" 0.001 "203.0.113.7"'
-        for n, path in enumerate(
-            (".env", ".git/config", "wp-admin", "wp-login.php", ".aws/credentials", "phpmyadmin",
-             "config.php", ".htpasswd", "server-status", "actuator/env", ".DS_Store", "backup.zip")
-        )
-    ]  # fmt: skip
+    lines = scanner_lines("10.0.0.5", lambda n: "203.0.113.7")
     log = tmp_path / "access.log"
     log.write_text("\n".join(lines) + "\n", encoding="utf-8")
     config = tmp_path / "monitord.toml"

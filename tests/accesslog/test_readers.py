@@ -8,12 +8,14 @@ import gzip
 import io
 import json
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from monitord.accesslog import jsonlog, lines, nginx
+from monitord.accesslog.analysis import AnalysisResult
 from monitord.accesslog.configured import make_analyzer
 from monitord.accesslog.lines import MAX_LINE, split_lines
 from monitord.accesslog.sources import detect
@@ -226,6 +228,15 @@ IN_RANGE_TIMES = [
 ]
 
 
+def each_fast_path(
+    path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AnalysisResult]:
+    """`path` analysed by the fast path in C, then in numpy (where the C one is not built)."""
+    yield analyse([path], fmt=fmt)
+    monkeypatch.setattr(nginx, "_scan", None)
+    yield analyse([path], fmt=fmt)
+
+
 @pytest.mark.parametrize("fmt", ["nginx", "json"])
 def test_times_out_of_range_are_rejected_lines_not_fatal(
     tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
@@ -240,10 +251,7 @@ def test_times_out_of_range_are_rejected_lines_not_fatal(
     bad = [line(t, n) for n, t in enumerate(OUT_OF_RANGE_TIMES)]
     path = tmp_path / "access.log"
     path.write_text("\n".join(good + bad) + "\n")
-    for fast_path in ("c", "numpy"):  # the fast path in C, and in numpy where it is not built
-        if fast_path == "numpy":
-            monkeypatch.setattr(nginx, "_scan", None)
-        result = analyse([path], fmt=fmt)
+    for result in each_fast_path(path, fmt, monkeypatch):
         assert (result.lines, result.rejected) == (5, 3)
         assert [s.split(": ", 1)[1] for s in result.rejected_samples] == bad
         assert sorted(s["hour"] for s in result.stats) == [
@@ -268,10 +276,7 @@ def test_days_a_month_lacks_are_rejected_lines(
     bad = [line("29", "Feb/2026", 4), line("31", "Apr/2026", 5), line("30", "Feb/2024", 6)]
     path = tmp_path / "access.log"
     path.write_text("\n".join(good + bad) + "\n")
-    for fast_path in ("c", "numpy"):  # the fast path in C, and in numpy where it is not built
-        if fast_path == "numpy":
-            monkeypatch.setattr(nginx, "_scan", None)
-        result = analyse([path], fmt=fmt)
+    for result in each_fast_path(path, fmt, monkeypatch):
         assert (result.lines, result.rejected) == (6, 3)
         assert [s.split(": ", 1)[1] for s in result.rejected_samples] == bad
         days = sorted(s["hour"][:10] for s in result.stats)

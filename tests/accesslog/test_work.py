@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loguru import logger
 from sqlalchemy import delete, func, select
 
 from monitord.accesslog.work import follow_logs, log_audit, usage
@@ -18,7 +17,7 @@ from monitord.config import Settings, parse_config
 from monitord.demo.synth import nginx_time
 from monitord.store import Store, open_store
 from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource, SyncRun, writer_name
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, logged
 
 START = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 
@@ -113,13 +112,9 @@ def test_a_log_that_cannot_be_read_is_named_and_the_others_are_read(
     os.mkfifo(pipe)
     minute = dt.timedelta(minutes=1)
     edge.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(150)))
-    errors: list[str] = []
-    sink = logger.add(errors.append, level="ERROR", format="{message}")
-    try:
+    with logged("ERROR") as errors:
         logs = config((folder, "nginx"), (pipe, "nginx"), (edge, "nginx"))
         report = follow_logs(sqlite_store, logs, clock)
-    finally:
-        logger.remove(sink)
     assert report.unreadable == [str(folder), str(pipe)] and report.sources == [str(edge)]
     assert lines_seen(sqlite_store) == 150
     assert errors == [
@@ -476,12 +471,8 @@ def test_a_pass_that_fails_on_one_log_still_reads_the_others_and_keeps_its_curso
         raise ValueError("a reader bug")
 
     monkeypatch.setattr(jsonlog, "parse", broken)
-    errors: list[str] = []
-    sink = logger.add(errors.append, level="ERROR", format="{message}")
-    try:
+    with logged("ERROR") as errors:
         report = follow_logs(sqlite_store, config((audit, "json"), (edge, "nginx")), clock)
-    finally:
-        logger.remove(sink)
     assert report.failed == [str(audit)] and report.sources == [str(edge)]
     assert errors == [
         f"access log {audit}: reading it failed (ValueError: a reader bug); its cursor is "
@@ -619,12 +610,8 @@ def test_a_followed_log_and_a_symlink_to_it_are_read_once(
     minute = dt.timedelta(minutes=1)
     log.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(150)))
     link.symlink_to(log)
-    warnings: list[str] = []
-    sink = logger.add(warnings.append, level="WARNING", format="{message}")
-    try:
+    with logged("WARNING") as warnings:
         report = follow_logs(sqlite_store, config((log, "nginx"), (link, "nginx")), clock)
-    finally:
-        logger.remove(sink)
     assert report.duplicates == [str(link)] and report.sources == [str(log)]
     assert warnings == [f"access log {link} is the same file as {log}: it is read once, as {log}\n"]
     assert lines_seen(sqlite_store) == 150 and total_requests(sqlite_store) == 60
