@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from aiohttp import web
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from monitord.incidents import ACTIVE_STATES
+from monitord.probing.targets import PROBED_STATUSES
 from monitord.runtime.app import App
 from monitord.runtime.jobs import ONCE_JOBS
 from monitord.runtime.web.routes import APP, Route
@@ -85,7 +86,7 @@ def render(families: Iterable[Family]) -> bytes:
     return "".join(lines).encode("utf-8", "replace")
 
 
-STATES = ("up", "degraded", "down", "unknown")
+STATES = ("up", "degraded", "down", "unknown", "suspended")
 PHASES = ("dns", "connect", "tls", "first_byte", "transfer", "total")
 CLASSES = ("security", "availability")
 RISKS = ("critical", "high", "medium", "low", "info")
@@ -98,33 +99,44 @@ def _service_families(session: Session, now: dt.datetime) -> list[Family]:
     latest = (
         select(ProbeResultRow.id)
         .where(
-            ProbeResultRow.service_id == ServiceState.service_id,
+            ProbeResultRow.service_id == Service.id,
             ProbeResultRow.kind == "availability",
         )
         .order_by(ProbeResultRow.at.desc())
         .limit(1)
-        .correlate(ServiceState)
+        .correlate(Service)
         .scalar_subquery()
+    )
+    # As the status page counts them: a suspended service's outage is filed (state
+    # "suspended", never "down"), and one not judged yet is "unknown", not absent.
+    current = case(
+        (Service.status == "suspended", "suspended"),
+        else_=func.coalesce(ServiceState.state, "unknown"),
     )
     facts = ProbeResultRow.facts
     rows = session.execute(
         select(
-            ServiceState.service_id,
-            ServiceState.state,
+            Service.id,
+            current,
             ProbeResultRow.success,
             ProbeResultRow.at,
             *(facts[f"{phase}_ms"].as_float() for phase in PHASES),
             facts["cert_not_after"].as_string(),
         )
-        .join(Service, Service.id == ServiceState.service_id)
+        .outerjoin(ServiceState, ServiceState.service_id == Service.id)
         .outerjoin(ProbeResultRow, ProbeResultRow.id == latest)
-        .where(Service.gone.is_(False), Service.status.in_(("online", "suspended")))
-        .order_by(ServiceState.service_id)
+        .where(
+            Service.gone.is_(False),
+            Service.status.in_(PROBED_STATUSES),
+            Service.url.is_not(None),
+        )
+        .order_by(Service.id)
     ).all()
     state = Family(
         "monitord_service_state",
         "gauge",
-        "1 for the state the probes judge the service in (up, degraded, down, unknown), else 0.",
+        "1 for the state the probes judge the service in (up, degraded, down, unknown), or "
+        "suspended for a service whose suspension is filed (its outage expected), else 0.",
         ("service", "state"),
     )
     success = Family(

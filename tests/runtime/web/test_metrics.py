@@ -112,6 +112,7 @@ def seed(store: Store, now: dt.datetime) -> None:
         service(s, now, "svc-0002", status="suspended")
         service(s, now, "svc-0003", gone=True)  # gone: no longer reported
         service(s, now, "svc-0004")  # probed, but no availability result kept
+        service(s, now, "svc-0005")  # online, not judged yet: no state row
         for sid, state in (
             ("svc-0001", "up"),
             ("svc-0002", "down"),
@@ -245,10 +246,12 @@ async def test_every_family_says_what_the_store_holds(
     states = pick(found, "monitord_service_state")
     assert {labels: v for labels, v in states.items() if v == 1} == {
         (("service", "svc-0001"), ("state", "up")): 1,
-        (("service", "svc-0002"), ("state", "down")): 1,
+        # Its suspension is filed: a rule on state="down" pages nobody for it.
+        (("service", "svc-0002"), ("state", "suspended")): 1,
         (("service", "svc-0004"), ("state", "unknown")): 1,
+        (("service", "svc-0005"), ("state", "unknown")): 1,  # it had no series at all
     }
-    assert len(states) == 3 * 4  # every state of every reported service; svc-0003 is gone
+    assert len(states) == 4 * 5  # every state of every reported service; svc-0003 is gone
     assert pick(found, "monitord_probe_success") == {
         (("service", "svc-0001"),): 1.0,
         (("service", "svc-0002"),): 0.0,
