@@ -20,7 +20,7 @@ SEVERITY_NAMES = {"critical": "严重", "high": "高", "medium": "中", "low": "
 INCIDENT_STATE_NAMES = {
     "open": "待处理",
     "acknowledged": "已确认",
-    "notified": "已通报",
+    "notified": "已提交通报",  # submitted: delivered or not, its clock says
     "resolved": "已解决",
     "closed": "已关闭",
 }
