@@ -168,6 +168,9 @@ async def test_notify_with_the_channel_down_still_succeeds_and_says_it_waits(
     )
     assert status == 0
     assert "waits in the outbox and the running daemon will deliver it" in out
+    # Its state said 已通报 (notified) beside "sent, NOT DELIVERED": submitted is what it is.
+    _, listed, _ = await run(config, capsys, "incidents", "list")
+    assert "notified 已提交通报" in listed and "sent, NOT DELIVERED" in listed
 
 
 async def test_a_security_incident_cannot_be_closed_unnotified(
