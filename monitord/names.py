@@ -3,6 +3,8 @@ table for the alerts, the status page and the command line, so all three say the
 
 from __future__ import annotations
 
+import re
+
 CLASS_NAMES = {"security": "安全事件", "availability": "可用性事件"}
 KIND_NAMES = {
     "vulnerability": "安全漏洞",
@@ -56,3 +58,38 @@ def named(code: str, names: dict[str, str]) -> str:
     ("abnormal_behaviour 用户异常行为"); the code alone when it has no name."""
     name = names.get(code)
     return f"{code} {name}" if name else code
+
+
+_PROBE_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), chinese)
+    for pattern, chinese in (
+        (r"status (\d+) not in the expected statuses", r"返回状态码 \1，不在预期范围内"),
+        (r"keyword (.+) not found in the page", r"页面中未找到关键字 \1"),
+        (r"timed out after ([\d.]+) s", r"\1 秒内无响应（超时）"),
+        (r"connection reset by peer", "连接被对方重置"),
+        (r"server disconnected without a response", "服务器未作响应即断开连接"),
+        (r"connection failed: (.+)", r"无法建立连接：\1"),
+        (r"certificate verify failed: (.+)", r"证书校验失败：\1"),
+        (r"TLS handshake failed: (.+)", r"TLS 握手失败：\1"),
+        (r"response body broken: the connection closed early", "响应未传输完整：连接提前关闭"),
+        (r"response body broken: (.+)", r"响应未传输完整：\1"),
+        (r"bad response: (.+)", r"响应格式错误：\1"),
+    )
+)
+"""The probes' errors (English, as the command line and the log show them), as an alert or
+a report in Chinese says them; the system's own words (an errno's text, a certificate's
+verify message) stay as they are."""
+
+
+def probe_error_text(error: str) -> str:
+    """A probe's error in Chinese, each of its "; "-joined problems; one no pattern knows is
+    kept as it is."""
+    parts = []
+    for part in error.split("; "):
+        for pattern, chinese in _PROBE_ERRORS:
+            found = pattern.fullmatch(part)
+            if found is not None:
+                part = found.expand(chinese)
+                break
+        parts.append(part)
+    return "；".join(parts)

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from monitord.errors import RuleError
+from monitord.names import probe_error_text
 from monitord.redact import mask_url, mask_urls
 from monitord.timeutil import SHANGHAI, parse_time
 from monitord.types import FindingDraft, ProbeResult, Severity
@@ -231,7 +232,12 @@ def evaluate(result: ProbeResult, rules: Sequence[Rule] | None = None) -> list[F
         evidence = {n: v for n, v in evidence.items() if v is not MISSING}
         evidence["kind"] = result.kind
         summary = _Summary(
-            result, {"target": target, "subject": subject, "error": mask_urls(result.error or "")}
+            result,
+            {
+                "target": target,
+                "subject": subject,
+                "error": probe_error_text(mask_urls(result.error or "")),
+            },
         )
         findings.append(
             FindingDraft(

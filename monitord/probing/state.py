@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from monitord.config import ProbeSettings
+from monitord.names import probe_error_text
 from monitord.probing.targets import ServiceTarget
 from monitord.redact import mask_url
 from monitord.store.bulk import among, insert_rows, update_rows
@@ -263,7 +264,7 @@ def state_findings(
                 "6.4 a",
                 "high",
                 target,
-                f"服务不可用：{result.error or '探测失败'}",
+                f"服务不可用：{probe_error_text(result.error or '探测失败')}",
                 evidence,
                 occurred_at=began,
             ),

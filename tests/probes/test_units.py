@@ -10,6 +10,7 @@ import pytest
 
 import probes
 from monitord.errors import RuleError
+from monitord.names import probe_error_text
 from monitord.netguard import (
     DEFAULT_DENIED_NETWORKS,
     DeniedTargetError,
@@ -324,3 +325,17 @@ def test_the_trust_store_is_built_once_per_bundle_and_again_when_the_bundle_chan
     renewed = tlsinfo.trust_context(str(bundle))
     assert renewed is not context
     assert subjects(renewed) - subjects(context)  # the new CA is trusted
+
+
+def test_a_probe_error_reads_in_chinese_in_the_findings_people_are_alerted_with() -> None:
+    # 服务不可用：status 503 not in the expected statuses, in every alert and the report.
+    failed = replace(
+        _result("availability", {"refused": False}, success=False),
+        error="status 503 not in the expected statuses; keyword '在线办理' not found in the page",
+    )
+    (finding,) = [f for f in evaluate(failed) if f.rule == "service_down"]
+    assert finding.summary.endswith(
+        "未按预期响应：返回状态码 503，不在预期范围内；页面中未找到关键字 '在线办理'"
+    )
+    assert probe_error_text("timed out after 5 s") == "5 秒内无响应（超时）"
+    assert probe_error_text("something new") == "something new"  # unknown: kept as it is

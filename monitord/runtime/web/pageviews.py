@@ -18,6 +18,7 @@ from monitord.names import (
     KIND_NAMES,
     SERVICE_STATE_NAMES,
     SEVERITY_NAMES,
+    probe_error_text,
 )
 from monitord.redact import one_line
 from monitord.runtime.status import Status
@@ -250,7 +251,8 @@ def incident_card(incident: dict[str, Any], *, can_act: bool, csrf: str, back: s
 
 def _service_card(service: dict[str, Any]) -> str:
     state = service["state"]
-    error = f'<div class="meta">{esc(service["last_error"])}</div>' if service["last_error"] else ""
+    last_error = service["last_error"]
+    error = f'<div class="meta">{esc(probe_error_text(last_error))}</div>' if last_error else ""
     return (
         f'<div class="card {esc(state)}"><a href="{service_href(service["id"])}">'
         f"<strong>{esc(service['id'])} {esc(service['name'])}</strong></a> "
@@ -469,7 +471,9 @@ def service_page(
         f"自 {when(service['since'])}</span></p>",
     ]
     if service["last_error"]:
-        parts.append(f'<p class="meta">最近错误：{esc(service["last_error"])}</p>')
+        parts.append(
+            f'<p class="meta">最近错误：{esc(probe_error_text(service["last_error"]))}</p>'
+        )
     for title, rate, strip, line in charts:
         shown = f"{rate:.2f}%" if rate is not None else "无数据"
         parts.append(f"<h2>{esc(title)}：可用率 {shown}</h2>{strip}{line}")
