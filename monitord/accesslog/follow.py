@@ -66,6 +66,9 @@ class Chunk:
     source: str
     data: bytes
     cursor: Cursor
+    lost_from: int | None = None
+    """Set on a chunk without data when the file read before was rotated away and is not
+    found: the byte of it from which lines are lost."""
 
 
 def _head(path: Path) -> bytes:
@@ -214,6 +217,7 @@ def read_new(path: str | Path, cursor: Cursor | None) -> Iterator[Chunk]:
                 file,
                 cursor.offset,
             )
+            yield Chunk(str(file), b"", cursor, lost_from=cursor.offset)
         else:
             for data in _rest(old, cursor.offset):
                 yield Chunk(str(old), data, cursor)

@@ -29,6 +29,7 @@ from monitord.timeutil import SHANGHAI, UTC, Clock, parse_time, quarter_bounds, 
 from monitord.types import FindingDraft
 
 RULE_LOG_GAP = "log_gap"
+RULE_LOG_LOST = "log_lost"
 EDGE = "nginx"
 """The format of the edge log: it sees every request, the audit log only the portal's."""
 FORGET_AFTER = dt.timedelta(days=7)
@@ -192,6 +193,8 @@ def _follow_one(
         last = cursor
         fmt = log.format if log.format != "auto" else state.get("format")
         for chunk in read_new(log.path, cursor):
+            if chunk.lost_from is not None:
+                _record_loss(session, log.path, chunk.lost_from, clock())
             if chunk.data:
                 fmt = fmt or detect(chunk.data)  # as the analyzer detects it, once per log
                 analyzer.feed(chunk.data, log.format, source=log.path)
@@ -361,6 +364,27 @@ def audit_due(store: Store, settings: Settings, clock: Clock) -> str | None:
         log_audit(session, now, label)
     logger.info("quarterly log audit for {} written", label)
     return label
+
+
+def _record_loss(session: Session, path: str, from_byte: int, now: dt.datetime) -> None:
+    """A 7.3.1 finding on a followed log whose rotated file was gone before its rest was read:
+    the evidence of the quarter's logs has a hole, which a warning in the daemon's log alone
+    would leave unrecorded."""
+    upsert_finding(
+        session,
+        FindingDraft(
+            rule=RULE_LOG_LOST,
+            clause="7.3.1",
+            severity="medium",
+            subject_kind="log",
+            subject=path,
+            summary=(
+                f"访问日志 {path} 轮转后原文件未找到：自第 {from_byte:,} 字节起未读取的日志行已丢失"
+            ),
+            evidence={"from_byte": from_byte},
+        ),
+        now,
+    )
 
 
 def _has_logs(session: Session, start: dt.datetime, end: dt.datetime) -> bool:

@@ -680,3 +680,24 @@ def test_a_json_log_with_a_byte_order_mark_is_told_as_json() -> None:
     # Told as nginx, every line of the audit log was rejected.
     assert detect(b"\xef\xbb\xbf" + audit_line(START).encode() + b"\n") == "json"
     assert detect(b"\xef\xbb\xbf\n" + audit_line(START).encode() + b"\n") == "json"
+
+
+def test_lines_lost_at_a_rotation_are_a_7_3_1_finding_not_only_a_warning(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # The warning went to the daemon's log alone: the quarter's evidence had a hole nobody saw.
+    log = tmp_path / "access.log"
+    minute = dt.timedelta(minutes=1)
+    log.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(3)))
+    follow_logs(sqlite_store, config((log, "nginx")), clock)
+    read = log.stat().st_size
+    with log.open("a") as handle:
+        handle.write(nginx_line(START + 3 * minute, 3) + "\n")  # written, never read
+    log.unlink()  # rotated and removed before the next pass
+    log.write_text(nginx_line(START + 4 * minute, 4) + "\n")
+    with logged("WARNING"):
+        follow_logs(sqlite_store, config((log, "nginx")), clock)
+    with sqlite_store.session() as session:
+        (lost,) = session.scalars(select(Finding).where(Finding.rule == "log_lost")).all()
+    assert (lost.clause, lost.subject, lost.evidence) == ("7.3.1", str(log), {"from_byte": read})
+    assert lost.summary.startswith(f"访问日志 {log} 轮转后原文件未找到")
