@@ -21,12 +21,14 @@ import datetime as dt
 import io
 import math
 import os
+import queue
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TextIO, cast
+from typing import Any, Literal, Protocol, TextIO, TypeVar, cast
 
 import orjson
 import pyarrow as pa
@@ -425,13 +427,15 @@ def analyse(
         if progress:
             progress(an.lines, read_bytes)
 
-    # The worker reads the next block (and scans it) while this thread adds up the one before.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # A worker thread reads the next block (and scans it) while this thread adds up the one
+    # before.
+    reader = Reader()
+    try:
         ahead: tuple[int, Future[tuple[Format, Block | _Parsed | _Scanned] | None]] | None = None
         while active or ahead:
             if ahead is None:
                 i = min(active, key=lambda k: reached[k])
-                ahead = (i, pool.submit(read_next, i))
+                ahead = (i, reader.submit(read_next, i))
             i, future = ahead
             got = future.result()
             ahead = None
@@ -442,17 +446,54 @@ def analyse(
             del got, future
             if active:
                 j = min(active, key=lambda k: reached[k])
-                ahead = (j, pool.submit(read_next, j))
+                ahead = (j, reader.submit(read_next, j))
             if isinstance(item, Block):
                 item = an.parse_block(item, kind)
             absorb(i, an.finish(item))
             del item  # held on, it would keep a block alive one read longer
+    finally:
+        reader.close()
     result = an.result()
     if on_stats is not None:
         if result.stats:
             on_stats(result.stats)
         result.stats = []
     return result
+
+
+Read = TypeVar("Read")
+
+
+class Reader:
+    """One thread that reads ahead: `submit(work, index)` runs `work(index)` there, its result
+    a Future. A daemon thread: a read blocked on standard input (`analyse -` waiting for lines)
+    must not hold the process when Ctrl-C ends it, as a pool's worker, joined at exit, did."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[int], Any], int] | None] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._run, name="log-reader", daemon=True).start()
+
+    def submit(self, work: Callable[[int], Read], index: int) -> Future[Read]:
+        """Queue `work(index)` for the reader thread."""
+        future: Future[Read] = Future()
+        self._jobs.put((future, work, index))
+        return future
+
+    def close(self) -> None:
+        """Let the thread end once the work queued before is done."""
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, work, index = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(work(index))
+            except BaseException as exc:  # handed to the thread that waits for it
+                future.set_exception(exc)
 
 
 def analyse_to_json(

@@ -54,7 +54,10 @@ def expand(items: Iterable[InputItem]) -> Iterator[tuple[str, BinaryIO]]:
         elif not isinstance(item, str | Path):
             yield getattr(item, "name", "<stream>"), item
         elif str(item) == "-":
-            yield "<stdin>", sys.stdin.buffer
+            # Unbuffered, not sys.stdin.buffer: the read runs on a daemon thread (so that
+            # Ctrl-C ends a wait for input), and one holding the buffer's lock at exit made the
+            # interpreter abort.
+            yield "<stdin>", open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
         elif Path(item).is_dir():
             for path in distinct_files(folder_files(Path(item)))[0]:
                 yield str(path), _open(path)

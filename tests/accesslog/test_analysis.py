@@ -7,10 +7,12 @@ import datetime as dt
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -258,3 +260,43 @@ def test_the_file_is_read_off_the_thread_that_adds_up(normal_logs: Logs) -> None
     got = analyse([stream], block_size=1 << 16).to_json()
     assert stream.readers and threading.main_thread().name not in stream.readers
     assert got == analyse([io.BytesIO(data)], block_size=1 << 16).to_json()
+
+
+def reading_stdin(pid: int) -> bool:
+    """Whether a thread of the process is blocked in read(2) on its standard input (x86-64:
+    syscall 0, first argument 0), from /proc/PID/task/*/syscall."""
+    tasks = f"/proc/{pid}/task"
+    for tid in os.listdir(tasks):
+        try:
+            with open(f"{tasks}/{tid}/syscall", encoding="ascii") as handle:
+                said = handle.read().split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        if said[:2] == ["0", "0x0"]:
+            return True
+    return False
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="reads x86-64 syscall numbers")
+def test_ctrl_c_ends_analyse_while_it_waits_for_standard_input() -> None:
+    # The read blocked on stdin ran on a pool's worker, which the process joined at exit: after
+    # Ctrl-C it waited until the pipe was closed.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitord.cli", "analyse", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not reading_stdin(process.pid):
+            assert time.monotonic() < deadline, "analyse never started reading"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+        assert process.stdin is not None
+        process.stdin.close()
+        process.wait()
