@@ -176,11 +176,13 @@ def quarter_start(moment: dt.datetime) -> tuple[str, dt.datetime]:
 def quarter_bounds(label: str) -> tuple[dt.datetime, dt.datetime]:
     """The first moment of quarter `label` ("2026q3") and of the next one.
 
-    Raises ValueError naming the label when it is not YYYYqN.
+    Raises ValueError naming the label when it is not YYYYqN, or before 1970.
     """
     if len(label) != 6 or label[4] != "q" or not label[:4].isdigit() or label[5] not in "1234":
         raise ValueError(f"{label!r} is not a quarter such as 2026q3")
     year, quarter = int(label[:4]), int(label[5])
+    if year < EARLIEST.year:
+        raise ValueError(f"{label!r} is not a quarter monitord can hold (from 1970q1 on)")
     start = dt.datetime(year, 3 * quarter - 2, 1, tzinfo=SHANGHAI)
     end = dt.datetime(year + (quarter == 4), (3 * quarter) % 12 + 1, 1, tzinfo=SHANGHAI)
     return start, end

@@ -357,7 +357,7 @@ def audit_due(store: Store, settings: Settings, clock: Clock) -> str | None:
         written = session.get(LogAudit, label)
         if written is not None and written.created_at >= end:
             return None  # a `log-audit` run while the quarter ran covered it up to then only
-        if not at_work_before(session, end) and not _has_logs(session, start, end):
+        if not auditable(session, start, end):
             return None  # installed later: no logs of the quarter is no 7.3.1 gap of monitord's
         if now < end + AUDIT_GRACE and not logs_read_past(session, settings, start, end):
             return None
@@ -387,8 +387,12 @@ def _record_loss(session: Session, path: str, from_byte: int, now: dt.datetime) 
     )
 
 
-def _has_logs(session: Session, start: dt.datetime, end: dt.datetime) -> bool:
-    """Whether any log statistics of [start, end) are stored (logs read from their start)."""
+def auditable(session: Session, start: dt.datetime, end: dt.datetime) -> bool:
+    """Whether the quarter [start, end) has an audit to write: monitord was at work before its
+    end, or it holds statistics of its logs (logs read from their start). A store installed
+    later has neither, and its days without logs are no 7.3.1 gap."""
+    if at_work_before(session, end):
+        return True
     found = session.scalar(
         select(LogHourStat.id).where(LogHourStat.hour >= start, LogHourStat.hour < end).limit(1)
     )

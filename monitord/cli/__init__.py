@@ -57,17 +57,32 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config it passes must not be refused by the daemon it is sent to.
     """
     from monitord.config import check_daemon_secrets, secret_file_warnings
+    from monitord.runtime.logsetup import log_file_problem
 
     settings = settings_for(args)
     check_daemon_secrets(settings)
     print(f"config OK: {settings.source}")
     for exposed in secret_file_warnings(settings):
         print(f"warning: {exposed}", file=sys.stderr)
+    # A warning, not a refusal: the user running this may not be the daemon's (whose reload
+    # refuses a log file it cannot write, and keeps its own).
+    unwritable = log_file_problem(settings.logging.file)
+    if unwritable is not None:
+        print(
+            f"warning: logging.file = {json.dumps(settings.logging.file)}: {unwritable} "
+            "as this user; the daemon refuses to start or reload with a log it cannot write",
+            file=sys.stderr,
+        )
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
+    # SIGHUP's default is to end the process: one sent while the daemon starts (its imports,
+    # then the store opened and migrated: minutes, for a large store) is kept for the daemon,
+    # which reloads once it runs.
+    reload_requested = threading.Event()
+    signal.signal(signal.SIGHUP, lambda _signal, _frame: reload_requested.set())
     from monitord.runtime.heap import limit_arenas, tune_collector
 
     limit_arenas()  # before any thread of the daemon's starts
@@ -87,10 +102,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         ) from None
     from monitord.runtime import sdnotify
 
-    # SIGHUP's default is to end the process: one sent while the store is opened and migrated
-    # (minutes, for a large store) is kept for the daemon, which reloads once it runs.
-    reload_requested = threading.Event()
-    signal.signal(signal.SIGHUP, lambda _signal, _frame: reload_requested.set())
     # Migrating a large store can outlast systemd's start timeout: ask for ten minutes more.
     sdnotify.notify("EXTEND_TIMEOUT_USEC=600000000\nSTATUS=opening and migrating the store")
     app = open_app(settings, for_daemon=True)

@@ -240,7 +240,7 @@ def _usage_text(value: Any) -> str:
 
 def cmd_log_audit(args: argparse.Namespace) -> int:
     """Write and show the quarterly log audit (default: the previous quarter)."""
-    from monitord.accesslog.work import log_audit, logs_read_past
+    from monitord.accesslog.work import auditable, log_audit, logs_read_past, previous_quarter
 
     if args.quarter:
         try:
@@ -254,6 +254,14 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
                 begun_quarter_bounds(args.quarter, now)
             except ValueError as exc:
                 raise UsageError(f"--quarter: {exc}") from None
+        label, start, end = (
+            (args.quarter, *quarter_bounds(args.quarter)) if args.quarter else previous_quarter(now)
+        )
+        if not auditable(session, start, end):
+            raise UsageError(
+                f"{label}: monitord was not at work then (no catalogue sync before its end) and "
+                "holds no log of it: there is nothing to audit"
+            )
         audit = log_audit(session, now, args.quarter)
         start, end = audit.period_start, audit.period_end
         unread = end <= now and not logs_read_past(session, app.settings, start, end)

@@ -975,22 +975,23 @@ def _read_secret(
         if not text:
             # An empty file would send no secret at all; say so now, not as a 401 later.
             raise ConfigError(f"{where}: the file is empty, expected the secret in it")
-        _refuse_control_characters(where, text)
+        _refuse_control_characters(where, text, "the file holds more than one line, or a tab")
         return SecretStr(text)
     value = (value or "").strip()  # as a file's: a line end kept would break every request
     if value:
-        _refuse_control_characters(f"${SECRET_ENV[key]}", value)
+        _refuse_control_characters(
+            f"${SECRET_ENV[key]}", value, "it holds a line break, a tab or another"
+        )
     return SecretStr(value) if value else None
 
 
-def _refuse_control_characters(where: str, secret: str) -> None:
+def _refuse_control_characters(where: str, secret: str, found: str) -> None:
     """A secret is one line: one holding a line break or another control character cannot go
     into an HTTP header or a URL, and every request with it would fail (said without the
-    secret)."""
+    secret; `found` says what was seen, in the words of where it came from)."""
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in secret):
         raise ConfigError(
-            f"{where}: expected the secret on one line, without control characters "
-            "(the file holds more than one line, or a tab)"
+            f"{where}: expected the secret on one line, without control characters ({found})"
         )
 
 

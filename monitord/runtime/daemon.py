@@ -250,7 +250,17 @@ class Daemon:
             logger.warning("[cluster] changed; it takes effect at the next restart")
             new = new.model_copy(update={"cluster": self.app.settings.cluster})
         if new.logging != self.app.settings.logging:
-            setup_logging(new.logging)
+            try:
+                setup_logging(new.logging)
+            except OSError as exc:
+                logger.error(
+                    "reload refused, keeping the running config: logging.file = {}: cannot "
+                    "write {} ({})",
+                    new.logging.file,
+                    exc.filename,
+                    exc.strerror,
+                )
+                return
         self.app.settings = new
         self._wake_loops()
         logger.info("config reloaded from {}", new.source)

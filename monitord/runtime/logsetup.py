@@ -149,8 +149,36 @@ class _ToLoguru(logging.Handler):
         logger.opt(exception=record.exc_info).log(level, record.getMessage())
 
 
+def log_file_problem(file: str | None) -> str | None:
+    """Why the daemon could not write its JSON log at `file`, or None (nothing made: what
+    `check-config` says before a reload that would otherwise be refused)."""
+    if file is None:
+        return None
+    path = Path(file)
+    if path.is_dir():
+        return "cannot write it (it is a folder)"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "cannot write it (permission denied)"
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"cannot make its folder ({folder} is a file)"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write in {folder} (permission denied)"
+    return None
+
+
 def setup_logging(settings: LoggingSettings, *, to_file: bool = True) -> None:
-    """Replace loguru's handlers with monitord's: stderr always, the JSON file when asked."""
+    """Replace loguru's handlers with monitord's: stderr always, the JSON file when asked.
+
+    Raises OSError, with the handlers in place untouched, when the file cannot be written.
+    """
+    if to_file and settings.file:
+        # Made and opened before the handlers go: a file that cannot be written leaves the
+        # running ones (a reload refused keeps logging where it did).
+        Path(settings.file).parent.mkdir(parents=True, exist_ok=True)
+        Path(settings.file).open("a", encoding="utf-8").close()
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
     logger.remove()
     logger.configure(patcher=_clean)
@@ -163,7 +191,6 @@ def setup_logging(settings: LoggingSettings, *, to_file: bool = True) -> None:
         diagnose=False,
     )
     if to_file and settings.file:
-        Path(settings.file).parent.mkdir(parents=True, exist_ok=True)
         logger.add(
             settings.file,
             level=settings.level,

@@ -701,3 +701,23 @@ def test_lines_lost_at_a_rotation_are_a_7_3_1_finding_not_only_a_warning(
         (lost,) = session.scalars(select(Finding).where(Finding.rule == "log_lost")).all()
     assert (lost.clause, lost.subject, lost.evidence) == ("7.3.1", str(log), {"from_byte": read})
     assert lost.summary.startswith(f"访问日志 {log} 轮转后原文件未找到")
+
+
+def test_log_audit_by_hand_of_a_quarter_before_monitord_was_at_work_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Run right after installing, it wrote 2026q3's audit: 92 days without logs, a 7.3.1 finding.
+    from monitord.cli import main
+
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n', encoding="utf-8")
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    at_work_since(store, dt.datetime(2026, 10, 20, tzinfo=dt.UTC))
+    store.dispose()
+    assert main(["--config", str(config), "log-audit", "--quarter", "2026q3"]) == 2
+    assert capsys.readouterr().err == (
+        "monitord: 2026q3: monitord was not at work then (no catalogue sync before its end) and "
+        "holds no log of it: there is nothing to audit\n"
+    )
+    assert main(["--config", str(config), "log-audit", "--quarter", "0001q1"]) == 2
+    assert "is not a quarter monitord can hold (from 1970q1 on)" in capsys.readouterr().err

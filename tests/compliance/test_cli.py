@@ -14,7 +14,7 @@ from monitord.config import Settings
 from monitord.runtime.app import App
 from monitord.runtime.jobs import compliance_evaluation
 from monitord.store import Store, open_store
-from monitord.store.models import ComplianceResult, LogAudit
+from monitord.store.models import ComplianceResult, LogAudit, SyncRun
 from monitord.timeutil import quarter_start, system_clock
 from tests.compliance.seed import END, Q3, START, seed_platform, seed_services, t
 from tests.conftest import FakeClock
@@ -167,6 +167,10 @@ def test_the_job_evaluates_the_current_quarter_and_the_last_one_once_audited(
 def test_every_quarter_argument_takes_either_case(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    with store.session() as session:  # at work in 2026q3: its log audit has a quarter to audit
+        session.add(SyncRun(started_at=START, finished_at=START, source="test", outcome="ok"))
+    store.dispose()
     accounts = tmp_path / "accounts.csv"
     accounts.write_text(
         "account,role,vendor,last_login,granted_by,end_date\nboss,法人,,2026-09-01,,\n",

@@ -441,3 +441,14 @@ def test_secrets_come_from_systemd_credentials_when_nothing_else_gives_them(
     assert str(refused.value) == (
         "t: the systemd credential smtp-password: the file is empty, expected the secret in it"
     )
+
+
+def test_a_secret_from_the_environment_on_two_lines_is_refused_without_naming_a_file() -> None:
+    # It said "the file holds more than one line" of a variable.
+    with pytest.raises(ConfigError) as refused:
+        parse_config({}, "site.toml", env={"MONITORD_PORTAL_TOKEN": "s3cr3t\nrest"})
+    assert str(refused.value).endswith(
+        "$MONITORD_PORTAL_TOKEN: expected the secret on one line, without control characters "
+        "(it holds a line break, a tab or another)"
+    )
+    assert "s3cr3t" not in str(refused.value)

@@ -447,3 +447,23 @@ async def test_a_sighup_that_came_while_starting_is_a_reload_once_running(
         daemon.request_stop("test")
         assert await running == 0
     assert "SIGHUP came while starting: reloading the config now" in messages
+
+
+def test_a_reload_to_a_log_file_it_cannot_write_is_refused_and_logging_goes_on(
+    app: App, tmp_path: Path, messages: list[str]
+) -> None:
+    # A traceback, no "reload refused" line, and the JSON log file no longer written to.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("where the log's folder would go", encoding="utf-8")
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "{app.settings.store.url}"\n[api]\nenabled = false\n'
+        f'[logging]\nfile = "{blocker / "m.log.jsonl"}"\n[incidents]\ncheck_interval_seconds = 7\n'
+    )
+    before = app.settings
+    Daemon(app, config, jobs=()).reload()
+    assert app.settings is before  # nothing of the new file applied
+    refused = [m for m in messages if m.startswith("reload refused, keeping the running config")]
+    assert refused and f"logging.file = {blocker / 'm.log.jsonl'}: cannot write" in refused[0]
+    logger.info("still logged")
+    assert messages[-1] == "still logged"

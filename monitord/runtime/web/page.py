@@ -180,9 +180,12 @@ async def sign_in(request: web.Request) -> web.Response:
     """POST /login: a valid token starts a session; failures are limited per address."""
     app = request.app[APP]
     sign_ins = request.app[SIGN_INS]
+    # Every X-Forwarded-For line, in order, is one list (RFC 9110): a proxy that adds a line
+    # of its own leaves the client's first, and reading that one alone let the client choose.
+    hops = request.headers.getall("X-Forwarded-For", [])
     address = forwarded.client(
         request.remote or "unknown",
-        request.headers.get("X-Forwarded-For"),
+        ", ".join(hops) if hops else None,
         tuple(app.settings.api.trusted_proxies),
     )
     form = await request.post()

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from multidict import CIMultiDict
 from sqlalchemy import select
 
 from alerts.delivery import expand
@@ -116,14 +117,14 @@ async def test_failed_sign_ins_are_limited_per_address_for_a_minute(site: Site) 
     assert status == 303
 
 
-async def _sign_in_from(site: Site, token: str, forwarded_for: str) -> int:
-    """Sign in through a proxy that says the browser is `forwarded_for`: the answer's status."""
+async def _sign_in_from(site: Site, token: str, *forwarded_for: str) -> int:
+    """Sign in through a proxy whose X-Forwarded-For lines are `forwarded_for`: the status."""
     async with site.http.get(f"{site.url}/login", headers=HTML) as form:
         csrf = field(await form.text(), "csrf")
     async with site.http.post(
         f"{site.url}/login",
         data={"csrf": csrf, "token": token, "next": "/"},
-        headers={"X-Forwarded-For": forwarded_for},
+        headers=CIMultiDict(("X-Forwarded-For", hop) for hop in forwarded_for),
         allow_redirects=False,
     ) as response:
         return response.status
@@ -136,6 +137,10 @@ async def test_behind_a_trusted_proxy_failed_sign_ins_are_limited_per_browser(
     # everyone out for a minute.
     api = app.settings.api.model_copy(update={"trusted_proxies": ["127.0.0.1"]})
     app.settings = app.settings.model_copy(update={"api": api})
+    # A proxy that adds a line of its own after the client's: the client's line chose nothing.
+    for number in range(5):
+        assert await _sign_in_from(site, "x", f"192.0.2.{number}", "198.51.100.30") == 401
+    assert await _sign_in_from(site, ONCALL, "192.0.2.99", "198.51.100.30") == 429
     for _ in range(5):
         assert await _sign_in_from(site, "wrong-token", "203.0.113.7") == 401
     assert await _sign_in_from(site, ONCALL, "203.0.113.7") == 429
