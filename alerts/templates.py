@@ -131,7 +131,9 @@ def render_incident(
         "reminder": f"【提醒 {payload.get('minute')} 分钟】{label} #{incident.id} 尚未通报",
         "escalation": f"【升级至{payload.get('name', '')}】{label} #{incident.id} 无人确认",
         "late": f"【已逾期】{label} #{incident.id} 未在时限内通报管理单位",
-        "resolved": f"【已恢复】{label} #{incident.id} {what}",
+        "resolved": f"【已结束】{label} #{incident.id} {what}"
+        if payload.get("ended")
+        else f"【已恢复】{label} #{incident.id} {what}",
         "undelivered": f"【通报未送达】{label} #{incident.id} 通报未送达，请电话通报",
     }
     lines = [
@@ -141,6 +143,8 @@ def render_incident(
         f"发现于 {local_text(incident.detected_at)}",
         catalogue_text(incident.summary),  # findings' summaries quote catalogue text
     ]
+    if kind == "resolved" and payload.get("ended"):
+        lines.append(f"结束原因：{payload['ended']}（服务并未恢复）")
     deadline = _deadline_line(incident, now)
     if deadline and kind != "resolved":
         lines.append(deadline)

@@ -389,10 +389,12 @@ def _resolve_finished(session: Session, now: dt.datetime) -> list[int]:
         if mine and all(state != "open" for state in mine):
             incident.state = "resolved"
             incident.resolved_at = now
-            _event(session, incident, now, "resolved", reason="所有相关发现已消除")
+            ended = _ended_unrecovered(session, incident)
+            _event(session, incident, now, "resolved", reason=ended or "所有相关发现已消除")
             if not _nobody_told(session, incident):  # nobody hears it ended of what was quiet
                 key = f"incident:{incident.id}:resolved"
-                _tell(session, incident, key, "oncall", "resolved", now)
+                payload = {"ended": ended} if ended else None
+                _tell(session, incident, key, "oncall", "resolved", now, payload)
             resolved.append(incident.id)
     return resolved
 
@@ -557,6 +559,22 @@ def _quiet_history(
     kept = {incident_id for incident_id, kind, _at in events if kind == "quiet"}
     told = {incident_id: at for incident_id, kind, at in events if kind == "quiet_ended"}
     return kept, told
+
+
+def _ended_unrecovered(session: Session, incident: Incident) -> str | None:
+    """Why an availability incident ended though its services did not come back (a suspension
+    filed, the services taken offline or out of the catalogue), or None: they recovered. On-call
+    must not read 已恢复 of a service still down."""
+    if incident.klass != "availability":
+        return None
+    services = [session.get(Service, service_id) for service_id in incident.services]
+    if not services or any(
+        s is None or (s.status == "online" and not s.gone and s.url) for s in services
+    ):
+        return None
+    if all(s is not None and s.status == "suspended" and not s.gone for s in services):
+        return "服务已报备暂停（7.2.2），中断按计划进行，不再作为事件跟踪"
+    return "服务已下线或移出目录，不再探测"
 
 
 def _nobody_told(session: Session, incident: Incident) -> bool:

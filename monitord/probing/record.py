@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from monitord.probing.state import (
     unknown_state,
     write_states,
 )
-from monitord.probing.targets import CHEAP_KIND, ServiceTarget
+from monitord.probing.targets import CHEAP_KIND, PROBED_STATUSES, ServiceTarget
 from monitord.store import Store
 from monitord.store.bulk import among, insert_rows
 from monitord.store.findings import FindingBook, NewRows
@@ -66,6 +66,26 @@ def _round_rules(results: Sequence[ProbeResult]) -> tuple[dict[str, list[str]], 
     }
     touched = {name for names in per_kind.values() for name in names} | set(OWNED_RULES)
     return per_kind, sorted(touched)
+
+
+def _withdrawn(session: Session, service_ids: Sequence[str]) -> set[str]:
+    """Of the services a round probed, those taken out of the probes since it began (gone,
+    offline, without a URL): the catalogue sync has let their findings go, and a result from
+    the round's start must not bring them back (one query a batch)."""
+    if not service_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(Service.id).where(
+                among(session, Service.id, service_ids),
+                or_(
+                    Service.gone.is_(True),
+                    Service.status.not_in(PROBED_STATUSES),
+                    Service.url.is_(None),
+                ),
+            )
+        )
+    )
 
 
 def _as_catalogued(session: Session, targets: Sequence[ServiceTarget]) -> dict[str, ServiceTarget]:
@@ -229,6 +249,7 @@ def _record_once(
         session.add(probe_round)
         write_results(session, results, blind, zone)
         report.failures = probe_round.failures
+        withdrawn = _withdrawn(session, probed)
         states = round_states(session, probed)
         up_elsewhere: set[str] = set()
         if settings.zones > 1 and zone is not None and probed:
@@ -242,8 +263,8 @@ def _record_once(
             target = targets.get(result.service_id or "")
             drafts = [d for d in rules.probe_findings(result) if d.rule not in STATE_RULES]
             report.findings[index] = drafts
-            if target is None:
-                continue
+            if target is None or target.id in withdrawn:
+                continue  # withdrawn while the round ran: nothing of it is judged any more
             if blind and not result.success:
                 continue  # what a blind round saw of a service is no evidence against it
             for draft in drafts:

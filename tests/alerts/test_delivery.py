@@ -14,7 +14,9 @@ from alerts.delivery import deliver_due, make_apprise_sender
 from monitord.config import ReportSettings, Settings, parse_config
 from monitord.incidents import intake, notify_management, open_manual, resolve, work_clocks
 from monitord.store import Store
-from monitord.store.models import OutboxAlert, Service
+from monitord.store.findings import upsert_finding
+from monitord.store.models import Finding, OutboxAlert, Service
+from monitord.types import FindingDraft
 from tests.conftest import FakeClock
 from tests.receivers import Mailbox, Webhook, serve_smtp, serve_webhook
 
@@ -329,3 +331,39 @@ async def test_a_reminder_of_a_resolved_incident_offers_no_acknowledgement(
     reminders = [m["message"] for m in hook.received if ":reminder:" in m["key"]]
     assert reminders and "incidents ack" not in reminders[-1]
     assert f"通报：monitord incidents notify {incident_id}" in reminders[-1]  # still owed
+
+
+async def test_an_outage_ended_by_a_filed_suspension_is_not_said_to_have_recovered(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # A suspension filed during a loud outage resolved its findings, and on-call read 【已恢复】
+    # of a service still answering 503.
+    cfg = config(hook)
+    service_id = add_service(sqlite_store, clock)
+    with sqlite_store.session() as session:
+        upsert_finding(
+            session,
+            FindingDraft(
+                rule="service_down",
+                clause="6.4 a",
+                severity="high",
+                subject_kind="service",
+                subject=service_id,
+                summary="服务不可用：返回状态码 503，不在预期范围内",
+                service_id=service_id,
+            ),
+            clock(),
+        )
+        intake(session, cfg, clock())
+    with sqlite_store.session() as session:
+        service = session.get(Service, service_id)
+        assert service is not None
+        service.status, service.suspension = "suspended", {"planned_resume": "2026-11-09"}
+        for finding in session.scalars(select(Finding)):
+            finding.state = "resolved"
+        intake(session, cfg, clock())
+    await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    ended = [m for m in hook.received if m["key"].split("#")[0].endswith(":resolved")]
+    assert ended and ended[0]["title"].startswith("【已结束】可用性事件")
+    assert "结束原因：服务已报备暂停（7.2.2）" in ended[0]["message"]
+    assert "服务并未恢复" in ended[0]["message"]

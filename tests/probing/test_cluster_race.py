@@ -31,6 +31,7 @@ def pg_store(postgres: PostgresServer | None, clock: FakeClock) -> Iterator[Stor
                 id=TARGET.id,
                 name=TARGET.name,
                 status="online",
+                url=TARGET.url,
                 first_seen=clock(),
                 last_seen=clock(),
             )
@@ -87,7 +88,12 @@ def test_three_daemons_whose_rounds_overlap_differently_all_land(
     with pg_store.session() as session:
         session.add(
             Service(
-                id=other.id, name=other.name, status="online", first_seen=clock(), last_seen=clock()
+                id=other.id,
+                name=other.name,
+                status="online",
+                url=other.url,
+                first_seen=clock(),
+                last_seen=clock(),
             )
         )
     ab_read = threading.Barrier(2)

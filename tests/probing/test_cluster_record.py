@@ -37,6 +37,7 @@ def catalogued(store: Store, clock: FakeClock) -> None:
                 id=TARGET.id,
                 name=TARGET.name,
                 status="online",
+                url=TARGET.url,
                 first_seen=clock(),
                 last_seen=clock(),
             )

@@ -16,15 +16,6 @@ from tests.probing.test_cluster_record import TARGET, catalogued, result, state
 pytestmark = pytest.mark.usefixtures(catalogued.__name__)  # the service, in the catalogue
 
 
-@pytest.fixture(autouse=True)
-def probed(store: Store, catalogued: None) -> None:
-    """The service as the probes find it: online, with its URL."""
-    with store.session() as session:
-        service = session.get(Service, TARGET.id)
-        assert service is not None
-        service.url = TARGET.url
-
-
 def open_rules(store: Store) -> set[str]:
     with store.session() as session:
         return set(session.scalars(select(Finding.rule).where(Finding.state == "open")))
@@ -71,3 +62,22 @@ def test_a_service_still_probed_keeps_its_findings(
     assert release_withdrawn(store, clock()) == []
     assert state(store).state == "down"
     assert "service_down" in open_rules(store)
+
+
+def test_a_round_that_began_before_the_service_was_withdrawn_does_not_bring_it_back(
+    store: Store, clock: FakeClock, probes: ProbeSettings
+) -> None:
+    # The round's targets were read at its start: a result recorded after the sync marked the
+    # service up again and reopened its findings, until the next sync.
+    for _ in range(3):
+        now = clock.advance(seconds=60)
+        record_results(store, {TARGET.id: TARGET}, [result(now, False)], probes, now)
+    with store.session() as session:
+        service = session.get(Service, TARGET.id)
+        assert service is not None
+        service.gone = True
+    release_withdrawn(store, clock.advance(seconds=10))
+    now = clock.advance(seconds=20)
+    record_results(store, {TARGET.id: TARGET}, [result(now, True)], probes, now)
+    assert open_rules(store) == set()
+    assert state(store).state == "unknown"  # not "up": it is no longer watched
