@@ -348,10 +348,10 @@ def cmd_notify(args: argparse.Namespace) -> int:
     if delivered is not None:
         print(
             f"the management unit received it at {local_text(delivered)} (CST): "
-            + ("LATE, after the two-hour deadline (7.3.3)" if late else "within the deadline")
+            + ("LATE, after its 7.3.3 deadline" if late else "within the deadline")
         )
     elif late:
-        print("the two-hour deadline (7.3.3) has passed: the incident is marked late")
+        print("its 7.3.3 deadline has passed: the incident is marked late")
     return 0
 
 

@@ -777,7 +777,9 @@ def notify_management(
         {"number": number, "out_of_band": payload.get("out_of_band"), "at": when.isoformat()},
     )
     if out_of_band is not None:
-        notification_delivered(session, incident_id, when, f"out of band: {out_of_band.strip()}")
+        notification_delivered(
+            session, incident_id, when, f"out of band: {out_of_band.strip()}", (actor, now)
+        )
     elif incident.klass == "security" and incident.notify_by and now >= incident.notify_by:
         # It cannot be delivered before it was submitted: late at once, not at the next pass.
         _mark_late(session, incident, now)
@@ -812,10 +814,17 @@ def confirm_deliveries(session: Session) -> list[int]:
     return notified
 
 
-def notification_delivered(session: Session, incident_id: int, at: dt.datetime, via: str) -> bool:
+def notification_delivered(
+    session: Session,
+    incident_id: int,
+    at: dt.datetime,
+    via: str,
+    recorded: tuple[str, dt.datetime] | None = None,
+) -> bool:
     """Record that the management unit received an incident's notification at `at` (a
-    management channel confirmed delivery, or it was made out of band); on time or late is
-    decided here. Returns True when this was the incident's first delivered notification."""
+    management channel confirmed delivery, or it was made out of band, `recorded` by whom and
+    when); on time or late is decided here. Returns True when this was the incident's first
+    delivered notification."""
     incident = session.get(Incident, incident_id)
     if incident is None or incident.notified_at is not None:
         return False
@@ -826,10 +835,13 @@ def notification_delivered(session: Session, incident_id: int, at: dt.datetime, 
         _mark_late(session, incident, at)
     elif incident.late:
         # Received in time (a phone call made before the deadline, recorded after the clock
-        # marked it late): the outcome is the call's time, not when the daemon's pass ran. Who
-        # recorded it, and when, stays in the audit trail and the timeline.
+        # marked it late): the outcome is the call's time, not when the daemon's pass ran. The
+        # timeline says who withdrew the mark, and when, with the call's time.
         incident.late = False
-        _event(session, incident, at, "late_withdrawn", via=via)
+        actor, when = recorded or ("monitord", at)
+        _event(
+            session, incident, when, "late_withdrawn", actor, via=via, received_at=at.isoformat()
+        )
     return True
 
 

@@ -244,10 +244,15 @@ def test_a_notification_made_by_phone_counts_at_its_time_and_is_audited(
         ).one()
         assert entry.actor == "alice" and entry.detail["out_of_band"] == "电话：市数据局 王科长"
         assert entry.detail["at"] == phoned.isoformat()
-        events = session.scalars(
-            select(IncidentEvent.kind).where(IncidentEvent.incident_id == incident_id)
+        withdrawn = session.scalars(
+            select(IncidentEvent).where(
+                IncidentEvent.incident_id == incident_id, IncidentEvent.kind == "late_withdrawn"
+            )
         ).all()
-    assert ("late_withdrawn" in events) is marked_late_first  # the timeline says it was
+        # The timeline says who withdrew the mark and when (as recorded), with the call's time.
+        assert [(e.actor, e.at, e.detail["received_at"]) for e in withdrawn] == (
+            [("alice", clock(), phoned.isoformat())] if marked_late_first else []
+        )
 
 
 def brute_force(path: Path, start: dt.datetime, tries: int = 12) -> None:

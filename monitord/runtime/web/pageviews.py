@@ -217,7 +217,7 @@ def _incident_actions(incident: dict[str, Any], csrf: str, back: str) -> str:
 
 def _catalogue_status(service: dict[str, Any]) -> str:
     """The service's catalogue status in Chinese (已下线, 暂停服务…), 已移出目录 once gone."""
-    if service.get("gone"):
+    if service.get("gone") or service.get("status") == "gone":
         return "已移出目录"
     status = str(service.get("status") or "")
     return CATALOGUE_STATUS_NAMES.get(status, status or "—")
@@ -463,7 +463,8 @@ def service_page(
     findings: list[dict[str, Any]],
 ) -> str:
     """The body of `/services/{id}`: state, uptime and latency charts, open findings."""
-    state = service["state"]
+    # A filed suspension's outage is expected: 暂停, as the front page counts it, not 中断.
+    state = "suspended" if service["status"] == "suspended" else service["state"]
     parts = [
         f"<h1>{esc(service['id'])} {esc(service['name'])}</h1>",
         f'<p><span class="badge {esc(state)}">{esc(STATE_NAMES.get(state, state))}</span> '

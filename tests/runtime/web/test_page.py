@@ -379,6 +379,13 @@ async def test_a_suspended_service_is_counted_suspended_not_down(app: App, site:
     assert not status.anything_down and status.counts["suspended"] == 1
     _, page = await site.page("/services/svc-0007")
     assert "目录状态 暂停服务" in page  # not the catalogue's English "suspended"
+    assert '<span class="badge suspended">暂停</span>' in page  # not a red 中断
+    with app.store.session() as session:
+        service = session.get(Service, "svc-0007")
+        assert service is not None
+        service.gone = True
+    _, page = await site.page("/services/svc-0007")
+    assert "目录状态 已移出目录" in page  # not "gone"
 
 
 async def test_catalogue_text_is_escaped_on_the_page(app: App, site: Site) -> None:
