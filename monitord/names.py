@@ -74,6 +74,17 @@ _PROBE_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"response body broken: the connection closed early", "响应未传输完整：连接提前关闭"),
         (r"response body broken: (.+)", r"响应未传输完整：\1"),
         (r"bad response: (.+)", r"响应格式错误：\1"),
+        (r"HTTP status (\d+) is not documented", r"HTTP 状态码 \1 未在备案中列明"),
+        (r"business code (.+) is not documented", r"业务返回码 \1 未在备案中列明"),
+        (r"no business code: (.+)", r"没有业务返回码：\1"),
+        (r"no field (.+)", r"响应中没有字段 \1"),
+        (r"body is not JSON \((.+)\)", r"响应不是 JSON（\1）"),
+        (r"JSON served as (.+)", r"JSON 以 \1 类型返回"),
+        (r"no content type declared", "未声明内容类型"),
+        (r"no charset declared", "未声明字符集"),
+        (r"no response", "无响应"),
+        (r"status class (\dxx), desktop got (\dxx)", r"状态码类别 \1，桌面端为 \2"),
+        (r"status (\d+)", r"状态码 \1"),
     )
 )
 """The probes' errors (English, as the command line and the log show them), as an alert or
@@ -81,15 +92,32 @@ a report in Chinese says them; the system's own words (an errno's text, a certif
 verify message) stay as they are."""
 
 
+CLIENT_NAMES = {
+    "desktop": "桌面浏览器",
+    "phone": "手机浏览器",
+    "wechat": "微信",
+    "alipay": "支付宝",
+}
+"""The clients the compatibility probe fetches a service as."""
+
+
 def probe_error_text(error: str) -> str:
-    """A probe's error in Chinese, each of its "; "-joined problems; one no pattern knows is
-    kept as it is."""
+    """A probe's error in Chinese, each of its "; "-joined problems (a compatibility client's
+    "desktop: a, b" with its client named); one no pattern knows is kept as it is."""
     parts = []
     for part in error.split("; "):
-        for pattern, chinese in _PROBE_ERRORS:
-            found = pattern.fullmatch(part)
-            if found is not None:
-                part = found.expand(chinese)
-                break
-        parts.append(part)
+        client, colon, problems = part.partition(": ")
+        if colon and client in CLIENT_NAMES:
+            said = "、".join(_problem_text(p) for p in problems.split(", "))
+            parts.append(f"{CLIENT_NAMES[client]}：{said}")
+        else:
+            parts.append(_problem_text(part))
     return "；".join(parts)
+
+
+def _problem_text(problem: str) -> str:
+    for pattern, chinese in _PROBE_ERRORS:
+        found = pattern.fullmatch(problem)
+        if found is not None:
+            return found.expand(chinese)
+    return problem

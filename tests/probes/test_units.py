@@ -338,4 +338,10 @@ def test_a_probe_error_reads_in_chinese_in_the_findings_people_are_alerted_with(
         "未按预期响应：返回状态码 503，不在预期范围内；页面中未找到关键字 '在线办理'"
     )
     assert probe_error_text("timed out after 5 s") == "5 秒内无响应（超时）"
+    assert probe_error_text("business code '9999' is not documented") == (
+        "业务返回码 '9999' 未在备案中列明"
+    )
+    assert probe_error_text("desktop: body is not JSON (text/html); phone: status 503") == (
+        "桌面浏览器：响应不是 JSON（text/html）；手机浏览器：状态码 503"
+    )
     assert probe_error_text("something new") == "something new"  # unknown: kept as it is
