@@ -16,6 +16,22 @@ from tests.probing.test_cluster_record import TARGET, catalogued, result, state
 pytestmark = pytest.mark.usefixtures(catalogued.__name__)  # the service, in the catalogue
 
 
+def down(store: Store, clock: FakeClock, probes: ProbeSettings) -> None:
+    """The service declared down: three failed rounds."""
+    for _ in range(3):
+        now = clock.advance(seconds=60)
+        record_results(store, {TARGET.id: TARGET}, [result(now, False)], probes, now)
+
+
+def catalogued_as(store: Store, **changes: object) -> None:
+    """The service as a later catalogue sync left it."""
+    with store.session() as session:
+        service = session.get(Service, TARGET.id)
+        assert service is not None
+        for name, value in changes.items():
+            setattr(service, name, value)
+
+
 def open_rules(store: Store) -> set[str]:
     with store.session() as session:
         return set(session.scalars(select(Finding.rule).where(Finding.state == "open")))
@@ -28,17 +44,11 @@ def test_a_service_taken_offline_while_down_ends_its_outage(
     # Its service_down and unannounced_outage stayed open for ever (nothing probes it to see it
     # come back), and with them its outage incident, counted down on every surface.
     settings = parse_config({}, "test", env={})
-    for _ in range(3):
-        now = clock.advance(seconds=60)
-        record_results(store, {TARGET.id: TARGET}, [result(now, False)], probes, now)
+    down(store, clock, probes)
     with store.session() as session:
         intake(session, settings, clock())
     assert {"service_down", "unannounced_outage"} <= open_rules(store)
-    with store.session() as session:
-        service = session.get(Service, TARGET.id)
-        assert service is not None
-        for name, value in withdrawn.items():
-            setattr(service, name, value)
+    catalogued_as(store, **withdrawn)
     assert release_withdrawn(store, clock.advance(minutes=15)) == [TARGET.id]
     assert open_rules(store) == set()
     assert state(store).state == "unknown"
@@ -52,13 +62,8 @@ def test_a_service_taken_offline_while_down_ends_its_outage(
 def test_a_service_still_probed_keeps_its_findings(
     store: Store, clock: FakeClock, probes: ProbeSettings
 ) -> None:
-    for _ in range(3):
-        now = clock.advance(seconds=60)
-        record_results(store, {TARGET.id: TARGET}, [result(now, False)], probes, now)
-    with store.session() as session:
-        service = session.get(Service, TARGET.id)
-        assert service is not None
-        service.status = "suspended"  # a suspended service is still probed (7.2.2)
+    down(store, clock, probes)
+    catalogued_as(store, status="suspended")  # a suspended service is still probed (7.2.2)
     assert release_withdrawn(store, clock()) == []
     assert state(store).state == "down"
     assert "service_down" in open_rules(store)
@@ -69,13 +74,8 @@ def test_a_round_that_began_before_the_service_was_withdrawn_does_not_bring_it_b
 ) -> None:
     # The round's targets were read at its start: a result recorded after the sync marked the
     # service up again and reopened its findings, until the next sync.
-    for _ in range(3):
-        now = clock.advance(seconds=60)
-        record_results(store, {TARGET.id: TARGET}, [result(now, False)], probes, now)
-    with store.session() as session:
-        service = session.get(Service, TARGET.id)
-        assert service is not None
-        service.gone = True
+    down(store, clock, probes)
+    catalogued_as(store, gone=True)
     release_withdrawn(store, clock.advance(seconds=10))
     now = clock.advance(seconds=20)
     record_results(store, {TARGET.id: TARGET}, [result(now, True)], probes, now)
