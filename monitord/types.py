@@ -7,6 +7,7 @@ values back; the core decides what to store and whom to tell.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -28,6 +29,10 @@ TEXT_CONTROLS = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f"
 """Control characters (a regex class's content) no text people write may hold: tabs and line
 ends may (a notification has paragraphs). PostgreSQL refuses NUL in text, and the rest is never
 meant (an escape sequence rewriting a terminal)."""
+
+ONE_LINE_BREAKERS = re.compile("[\x00-\x1f\x7f]")
+"""Every control character, tabs and line breaks included: none may stand in a value that must
+be one line (a secret sent in a header, a path a browser is sent to)."""
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")

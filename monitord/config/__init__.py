@@ -42,6 +42,7 @@ from monitord.timeutil import SHANGHAI
 from monitord.types import API_ROLES as API_ROLES
 from monitord.types import (
     AVAILABILITY_KINDS,
+    ONE_LINE_BREAKERS,
     PROBE_KINDS,
     QUIET_KINDS,
     SECURITY_KINDS,
@@ -989,7 +990,7 @@ def _refuse_control_characters(where: str, secret: str, found: str) -> None:
     """A secret is one line: one holding a line break or another control character cannot go
     into an HTTP header or a URL, and every request with it would fail (said without the
     secret; `found` says what was seen, in the words of where it came from)."""
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in secret):
+    if ONE_LINE_BREAKERS.search(secret):
         raise ConfigError(
             f"{where}: expected the secret on one line, without control characters ({found})"
         )

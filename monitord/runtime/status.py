@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from monitord.incidents import ACTIVE_STATES, incident_dict
 from monitord.incidents.silences import active_silences, silence_dict
+from monitord.probing.targets import PROBED_STATUSES
 from monitord.redact import mask_urls, one_line
 from monitord.store.models import Incident, OutboxAlert, Service, ServiceState
 
@@ -74,7 +75,7 @@ def _counts(session: Session) -> dict[str, int]:
         select(state, func.count())
         .select_from(Service)
         .outerjoin(ServiceState, ServiceState.service_id == Service.id)
-        .where(Service.gone.is_(False), Service.status.in_(("online", "suspended")))
+        .where(Service.gone.is_(False), Service.status.in_(PROBED_STATUSES))
         .group_by(state)
     ).all()
     counts = {"up": 0, "degraded": 0, "down": 0, "unknown": 0, "suspended": 0}

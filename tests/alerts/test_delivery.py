@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from alerts import delivery
 from alerts.delivery import deliver_due, make_apprise_sender
@@ -57,6 +58,25 @@ def add_service(store: Store, clock: FakeClock, **changes: Any) -> str:
     with store.session() as session:
         session.add(Service(**values))
     return str(values["id"])
+
+
+def found(
+    session: Session, clock: FakeClock, rule: str, clause: str, service_id: str, summary: str
+) -> None:
+    """A high finding of `rule` on the service, as a probe or the catalogue raises it."""
+    upsert_finding(
+        session,
+        FindingDraft(
+            rule=rule,
+            clause=clause,
+            severity="high",
+            subject_kind="service",
+            subject=service_id,
+            summary=summary,
+            service_id=service_id,
+        ),
+        clock(),
+    )
 
 
 def open_incident(
@@ -222,25 +242,10 @@ async def test_email_alerts_reach_an_smtp_server_with_the_password_from_the_envi
 async def test_findings_flow_into_incidents_and_out_to_on_call(
     sqlite_store: Store, clock: FakeClock, hook: Webhook
 ) -> None:
-    from monitord.store.findings import upsert_finding
-    from monitord.types import FindingDraft
-
     cfg = config(hook)
     sid = add_service(sqlite_store, clock)
     with sqlite_store.session() as session:
-        upsert_finding(
-            session,
-            FindingDraft(
-                rule="plain_http_access",
-                clause="6.3.2 b",
-                severity="high",
-                subject_kind="service",
-                subject=sid,
-                summary="服务接口未使用 HTTPS",
-                service_id=sid,
-            ),
-            clock(),
-        )
+        found(session, clock, "plain_http_access", "6.3.2 b", sid, "服务接口未使用 HTTPS")
         intake(session, cfg, clock())
     await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
     assert hook.received[0]["title"].endswith("传输未加密或加密薄弱")
@@ -341,19 +346,8 @@ async def test_an_outage_ended_by_a_filed_suspension_is_not_said_to_have_recover
     cfg = config(hook)
     service_id = add_service(sqlite_store, clock)
     with sqlite_store.session() as session:
-        upsert_finding(
-            session,
-            FindingDraft(
-                rule="service_down",
-                clause="6.4 a",
-                severity="high",
-                subject_kind="service",
-                subject=service_id,
-                summary="服务不可用：返回状态码 503，不在预期范围内",
-                service_id=service_id,
-            ),
-            clock(),
-        )
+        summary = "服务不可用：返回状态码 503，不在预期范围内"
+        found(session, clock, "service_down", "6.4 a", service_id, summary)
         intake(session, cfg, clock())
     with sqlite_store.session() as session:
         service = session.get(Service, service_id)

@@ -61,7 +61,7 @@ from monitord.store.models import (
     ServiceState,
     Silence,
 )
-from monitord.types import MAX_ID
+from monitord.types import MAX_ID, ONE_LINE_BREAKERS
 
 KIND = "availability"
 """The probe kind the charts show: the one that runs every round."""
@@ -92,7 +92,7 @@ def local_path(value: str | None, default: str = "/") -> str:
         or not value.startswith("/")
         or value.startswith("//")
         or "\\" in value
-        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+        or ONE_LINE_BREAKERS.search(value) is not None
     ):
         return default
     return value
