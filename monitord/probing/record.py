@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from monitord.probing.state import (
     unknown_state,
     write_states,
 )
-from monitord.probing.targets import CHEAP_KIND, PROBED_STATUSES, ServiceTarget
+from monitord.probing.targets import CHEAP_KIND, ServiceTarget, not_probed
 from monitord.store import Store
 from monitord.store.bulk import among, insert_rows
 from monitord.store.findings import FindingBook, NewRows
@@ -76,14 +76,7 @@ def _withdrawn(session: Session, service_ids: Sequence[str]) -> set[str]:
         return set()
     return set(
         session.scalars(
-            select(Service.id).where(
-                among(session, Service.id, service_ids),
-                or_(
-                    Service.gone.is_(True),
-                    Service.status.not_in(PROBED_STATUSES),
-                    Service.url.is_(None),
-                ),
-            )
+            select(Service.id).where(among(session, Service.id, service_ids), not_probed())
         )
     )
 

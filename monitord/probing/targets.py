@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 
 import probes
 from monitord.config import ProbeSettings
@@ -34,6 +34,14 @@ class ServiceTarget:
 PROBED_STATUSES = ("online", "suspended")
 """The catalogue statuses of the services the probes watch (7.2.2: a suspended service is
 still probed)."""
+
+
+def not_probed() -> ColumnElement[bool]:
+    """The services the probes no longer watch: gone, in a status they do not probe, or
+    without a URL (the opposite of what `load_targets` reads)."""
+    return or_(
+        Service.gone.is_(True), Service.status.not_in(PROBED_STATUSES), Service.url.is_(None)
+    )
 
 
 def load_targets(store: Store, service_ids: Iterable[str] | None = None) -> list[ServiceTarget]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
 import rules
 from monitord.probing.state import OWNED_RULES
-from monitord.probing.targets import PROBED_STATUSES
+from monitord.probing.targets import not_probed
 from monitord.store import Store
 from monitord.store.findings import resolve_findings
 from monitord.store.models import Finding, Service, ServiceState
@@ -36,13 +36,7 @@ def release_withdrawn(store: Store, now: dt.datetime) -> list[str]:
     unknown; the ids of those services, sorted."""
     names = probe_rules()
     with store.session() as session:
-        unprobed = select(Service.id).where(
-            or_(
-                Service.gone.is_(True),
-                Service.status.not_in(PROBED_STATUSES),
-                Service.url.is_(None),
-            )
-        )
+        unprobed = select(Service.id).where(not_probed())
         judged = session.scalars(
             select(ServiceState.service_id).where(
                 ServiceState.state != "unknown", ServiceState.service_id.in_(unprobed)
