@@ -83,7 +83,7 @@ _PROBE_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"no content type declared", "未声明内容类型"),
         (r"no charset declared", "未声明字符集"),
         (r"no response", "无响应"),
-        (r"status class (\dxx), desktop got (\dxx)", r"状态码类别 \1，桌面端为 \2"),
+        (r"status class (\dxx) \(desktop got (\dxx)\)", r"状态码类别 \1，桌面端为 \2"),
         (r"status (\d+)", r"状态码 \1"),
     )
 )

@@ -132,7 +132,7 @@ async def probe(target: Target, spec: CompatibilitySpec, ctx: ProbeContext) -> P
     for facts in per_client.values():
         status_class = facts.get("status_class")
         if reference and status_class and status_class != reference:
-            facts["problems"].append(f"status class {status_class}, desktop got {reference}")
+            facts["problems"].append(f"status class {status_class} (desktop got {reference})")
     incompatible = [name for name, facts in per_client.items() if facts["problems"]]
     return result(
         KIND,

@@ -186,6 +186,22 @@ async def test_slow_service_timing(serve: Serve, ctx: ProbeContext) -> None:
     assert finding.evidence["slo_ms"] == 100 and finding.clause == "6.4 b"
 
 
+async def test_a_client_blocked_is_named_in_chinese_in_the_finding(
+    serve: Serve, ctx: ProbeContext
+) -> None:
+    """The on-call engineer reads which client a service turns away, and why, in Chinese."""
+    port = await serve(app(**ROUTES), None)
+    spec = probes.spec_for("compatibility", {"path": "/nowechat"}, timeout_s=5)
+    result = await probes.PROBES["compatibility"].probe(
+        Target(f"http://127.0.0.1:{port}/"), spec, ctx
+    )
+    (finding,) = evaluate(result)
+    assert finding.summary == (
+        f"http://127.0.0.1:{port}/ 在部分客户端中不可用："
+        "微信：状态码 403、状态码类别 4xx，桌面端为 2xx"
+    )
+
+
 async def test_timeout_is_a_failure_not_an_exception(serve: Serve, ctx: ProbeContext) -> None:
     """A service slower than the probe's timeout is down, with the reason said."""
     port = await serve(app(**ROUTES), None)
