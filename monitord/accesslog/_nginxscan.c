@@ -8,7 +8,9 @@
  * exact path (nginx_exact.py) reads it; a line of any other shape is marked for the exact path,
  * which stays the reference. The rules mirror nginx_exact's patterns:
  *
- *   head     ^(\S+) - ([^\[]*)\[TIME\] "   (the user right-trimmed of spaces; "-" or "" is null)
+ *   head     ^(\S+) - (.*)\[TIME\] "       (TIME the 26 bytes before '] "', not after the first
+ *                                          '[': the user, right-trimmed of spaces, may hold '['
+ *                                          and spaces; "-" or "" is null)
  *   status   ^ (\d{3}) (\d+|-)            (after the request's closing quote; a size of 19 digits
  *                                          or more goes to the exact path, which rejects it)
  *   request  ^([A-Z]{3,12}) (\S+)         (path: the target before '?' or '#', once the
@@ -551,7 +553,6 @@ static int scan_line(const uint8_t *b, int32_t s, int32_t e, line_t *out,
     }
     int32_t a = space_at(b, s, bracket);
     if (a == s || a + 3 > bracket || b[a] != ' ' || b[a + 1] != '-' || b[a + 2] != ' ') return 0;
-    if (memchr(b + a + 3, '[', bracket - (a + 3)) != NULL) return 0;
     set(out, IP, s, a);
     int32_t u = a + 3, ue = bracket;
     while (ue > u && b[ue - 1] == ' ') ue--;

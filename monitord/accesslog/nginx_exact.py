@@ -31,12 +31,11 @@ from monitord.accesslog.schema import (
 )
 
 # The part before the request: a byte order mark (a file's first line may start with one),
-# optional "host:port ", the address (never "-"), "-", the user (which may hold spaces) and the
-# time.
+# optional "host:port ", the address (never "-"), "-", the user and the time. The user is
+# whatever the client sent as Basic credentials, spaces and "[" included (nginx escapes neither),
+# so the time is the bracketed field right before the request's quote, not the first "[".
 _BOM = r"\x{FEFF}?"
-_PREFIX = (
-    r"^" + _BOM + r"(?:\S+:\d+ )?(?P<addr>[^\s\-]\S*) \S+ (?P<user>[^\[]*)\[(?P<time>[^\]]+)\] "
-)
+_PREFIX = r"^" + _BOM + r"(?:\S+:\d+ )?(?P<addr>[^\s\-]\S*) \S+ (?P<user>.*?)\[(?P<time>[^\]]+)\] "
 _Q = r'(?:[^"\\]|\\.)*'  # a quoted field with backslash escapes allowed
 PATTERN = (
     _PREFIX + r'"(?P<request>' + _Q + r')" (?P<status>\d{3}) (?P<bytes>\d+|-)'
@@ -45,8 +44,8 @@ PATTERN = (
 )
 # The split's prefix: no optional "host:port " (an optional group at the start makes RE2 four
 # times slower); such lines fail here and take the full pattern.
-PREFIX_PATTERN = r"^" + _BOM + r"(?P<addr>\S+) - (?P<user>[^\[]*)\[(?P<time>[^\]]+)\] $"
-HEAD_PATTERN = r"^(?P<addr>\S+) - (?P<user>[^\[]*)$"
+PREFIX_PATTERN = r"^" + _BOM + r"(?P<addr>\S+) - (?P<user>.*)\[(?P<time>[^\]]+)\] $"
+HEAD_PATTERN = r"^(?P<addr>\S+) - (?P<user>.*)$"
 """PREFIX_PATTERN without the time: the address and user of a line's head ("addr - user ")."""
 STATUS_PATTERN = r"^ (?P<status>\d{3}) (?P<bytes>\d+|-)"
 RT_PATTERN = r"^ (?P<rt>\d+(?:\.\d+)?)"

@@ -34,6 +34,10 @@ USUAL: list[str] = [
     f'2001:db8::7 - - {T} "GET /svc/a HTTP/1.1" 200 1 "-" "{UA}" 0.019 "-"',
     f'1.2.3.4 - li lei {T} "POST /svc/b/x HTTP/1.1" 201 12 "-" "{UA}" 1.500 "-"',
     f'1.2.3.4 - bob  {T} "GET / HTTP/1.1" 200 1 "-" "{UA}" 0.000 "-"',
+    # $remote_user is what the client sent as Basic credentials: nginx escapes no "[" or "]".
+    f'1.2.3.4 - u[x {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
+    f'1.2.3.4 - [admin] {T} "POST /auth/login HTTP/1.1" 401 10 "-" "curl" 0.001 "-"',
+    f'1.2.3.4 - a {T} {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',  # a time in the user
     f'1.2.3.4 - -  {T} "GET / HTTP/1.1" 200 1 "-" "{UA}" 0.000 "-"',  # "-" then two spaces
     f'1.2.3.4 - - {T} "GET /svc/c HTTP/1.1" 200 1 "-" "{UA}"',  # combined, no rt
     f'1.2.3.4 - - {T} "GET /svc/c HTTP/1.1" 200 1 "-" "{UA}" 0.250',  # rt, no xff
@@ -148,7 +152,6 @@ _ODD: list[str | bytes] = [
     # Lines for the exact path: prefixes, escape=json, too few fields, bad bytes.
     f'portal.example:443 1.2.3.4 - - {T} "GET / HTTP/2.0" 304 0 "-" "{UA}" 0.001 "-" x y',
     f'- - - {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
-    f'1.2.3.4 - u[x {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     f'1.2.3.4 x - {T} "GET / HTTP/1.1" 200 1 "-" "-" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /a\\"b HTTP/1.1" 200 1 "-" "AlipayClient \\"x\\"" 0.001 "-"',
     f'1.2.3.4 - - {T} "GET /x HTTP/1.1" 200 1 "-" "-" 0.001 "a\\"b"',
@@ -484,7 +487,7 @@ def test_mutated_lines_match_the_exact_path(traffic: list[bytes], seed: int) -> 
     lines = []
     for line in rng.sample(traffic + ODD_LINES[: len(USUAL)], 400):
         for _ in range(rng.randint(1, 3)):
-            at = rng.randrange(len(line))
+            at = rng.randrange(len(line)) if line else 0  # a line cut to nothing stays empty
             byte = bytes([rng.choice(_MUTATIONS)])
             line = rng.choice(
                 (
@@ -528,3 +531,21 @@ def test_analyse_names_the_client_a_configured_trusted_proxy_forwarded(
     assert [(f["rule"], f["subject"]) for f in found] == [
         ("scanner_probing", {"ip": "203.0.113.7"})
     ]
+
+
+def test_a_user_holding_brackets_does_not_hide_an_address_from_the_per_ip_rules() -> None:
+    # A client sending "Authorization: Basic" of "[admin]:x" made every line unreadable, and a
+    # brute force from its address went unseen.
+    lines = [
+        f'45.95.147.9 - [admin] [03/Jul/2026:09:00:{n:02d} +0800] "POST /auth/login HTTP/1.1" '
+        f'401 10 "-" "curl"'
+        for n in range(50)
+    ]
+    for block in ("\n".join(lines) + "\n", lines[0] + "\n"):
+        parsed = _assert_same(block.encode())
+        assert parsed.rejected == []
+        assert set(parsed.table.column("user").to_pylist()) == {"[admin]"}
+    result = analyse([io.BytesIO("\n".join(lines).encode() + b"\n")], fmt="nginx")
+    assert result.rejected == 0
+    found = {(f.rule, f.subject, f.count) for f in result.findings}
+    assert ("brute_force_ip", "45.95.147.9", 50) in found
