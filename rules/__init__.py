@@ -36,6 +36,17 @@ def log_rule_names() -> list[str]:
     return [r.name for r in load_rules()]
 
 
+def log_rule_summary(name: str) -> str:
+    """The summary template of a shipped log rule (`{subject}`, `{count}`, `{measure}`,
+    `{window_min}`); RuleError when no log rule has that name."""
+    from rules.log_rule_file import load_rules
+
+    for rule in load_rules():
+        if rule.name == name:
+            return rule.summary
+    raise RuleError(f"rules/logs.toml: no log rule named {name!r}")
+
+
 @cache
 def declared_rules() -> dict[str, DeclaredRule]:
     """Every rule of the three rule files by name, with its clause, severity and incident kind;

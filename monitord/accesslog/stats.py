@@ -1,5 +1,5 @@
 """Statistics per log source, service and hour: requests, distinct users and IPs, status classes,
-latency percentiles, client kinds and top paths.
+latency percentiles, client kinds, top paths, and the operations of vendor staff accounts.
 
 Everything per row is done with numpy on integers; strings are touched only per distinct value,
 by Arrow, and only a closing row's top paths become Python strings.
@@ -16,7 +16,9 @@ by Arrow, and only a closing row's top paths become Python strings.
 An hour closes once the log has moved `lateness_hours` past it: its rows are made together and
 its slots and parts dropped, so memory holds only the open hours however long the log is.
 Latency percentiles come from a histogram with 5 % wide bins (exact to within 2.5 %), which
-merges across blocks and runs.
+merges across blocks and runs. Vendor operations (lines with a `vendor`, 8.3 c) are few: they are
+counted in dicts per open group, by vendor and "account action", so that the quarterly audit
+lists a quarter's operations by the hour they happened.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ STATE_VERSION = 2
 """Layout of `to_state`; a state of another version restores nothing (the hours start empty)."""
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "other")
+VENDOR_COLUMNS = ("vendor", "user", "action")
+"""What a vendor operation is counted by: the vendor, the account and the action."""
 TEXT_COLUMNS = ("ip", "user", "path")
 """Text columns kept as parts; a null path is a path, a null IP or user is not counted."""
 # The columns of a slot's counts: requests, the status classes, the client kinds.
@@ -58,6 +62,8 @@ _TABLE_PER_ROW = 16
 _LEVELS = 32  # levels of path counts in `_top_paths`: 0..15, then 16.. by powers of two
 _MAX_PARTS = 16  # an hour's parts of one column are merged into one beyond this many
 
+VendorOps = dict[str, dict[str, int]]
+"""Per vendor, operations per "account action" (as the vendor_activity rule's breakdown)."""
 Key = tuple[str | None, str, int]
 """(source, service, hour as epoch seconds) of a statistics row."""
 Ints = np.ndarray[Any, np.dtype[np.intp]]
@@ -98,6 +104,7 @@ class StatsAccumulator:
         self._max_hour: int | None = None
         self._min_open: int | None = None
         self._closed: list[dict[str, Any]] = []
+        self._vendors: dict[int, VendorOps] = {}  # open slot → its vendor operations
 
     def add(self, table: pa.Table, watermark: float | None = None) -> None:
         """Add a parsed block (text columns as `schema.TEXT` dictionaries or plain strings,
@@ -124,6 +131,7 @@ class StatsAccumulator:
             self._add_rows(used, slots, hist)
         lo, hi = int(hours.min()), int(hours.max())
         row_slot = slots.astype(np.int32)[gid]
+        self._add_vendor_operations(table, row_slot)
         # The rows of each hour of the block (a block mostly spans one or two). Only the hours
         # present: one line of year 9999 among those of today spans 70 million hours.
         in_hour = [(lo, None)] if lo == hi else [(int(h), hours == h) for h in np.unique(hours)]
@@ -161,6 +169,24 @@ class StatsAccumulator:
         cutoff = newest - 3600 * self.lateness_hours
         if self._min_open < cutoff:
             self._close_before(cutoff)
+
+    def _add_vendor_operations(self, table: pa.Table, row_slot: Small) -> None:
+        """Count the block's vendor staff operations per open group, vendor, account and
+        action."""
+        vendor = table.column("vendor")
+        if vendor.null_count == len(vendor):
+            return
+        picked = np.flatnonzero(pc.is_valid(vendor).to_numpy())
+        rows = table.take(pa.array(picked))
+        texts = {name: pc.cast(rows.column(name), pa.string()) for name in VENDOR_COLUMNS}
+        grouped = pa.table({"slot": row_slot[picked], **texts}).group_by(
+            ["slot", *VENDOR_COLUMNS], use_threads=False
+        )
+        counted = grouped.aggregate([([], "count_all")]).to_pylist()
+        for row in counted:
+            ops = self._vendors.setdefault(row["slot"], {}).setdefault(row["vendor"], {})
+            key = f"{row['user']} {row['action']}"
+            ops[key] = ops.get(key, 0) + row["count_all"]
 
     def _slot(self, key: Key) -> int:
         slot = self._slots.get(key)
@@ -222,7 +248,7 @@ class StatsAccumulator:
         ]
         clients = [dict(zip(CLIENT_KINDS, c, strict=True)) for c in counts[:, _CLIENT:].tolist()]
         none: list[list[Any]] = []
-        self._closed += [
+        closing = [
             {
                 "source": source,
                 "service": service,
@@ -247,6 +273,12 @@ class StatsAccumulator:
                 strict=True,
             )
         ]
+        # Only a row with vendor operations has "vendors" (most rows have none).
+        for row, slot in zip(closing, slot_list, strict=True):
+            ops = self._vendors.pop(slot, None)
+            if ops:
+                row["vendors"] = ops
+        self._closed += closing
 
     def take_closed(self) -> list[dict[str, Any]]:
         """The rows of hours that will not change any more (follow mode stores and drops them)."""
@@ -290,6 +322,7 @@ class StatsAccumulator:
                     "ips": texts["ip"].get(slot, ([], []))[0],
                     "users": texts["user"].get(slot, ([], []))[0],
                     "paths": [list(paths[0]), list(paths[1])],
+                    "vendors": self._vendors.get(slot, {}),
                 }
             )
         return {
@@ -336,6 +369,11 @@ class StatsAccumulator:
             self._counts[slot] = raw["counts"]
             bins, counts = raw["latency"]
             self._latency[slot, bins] = counts
+            if raw.get("vendors"):  # a state saved before vendors were counted has none
+                self._vendors[slot] = {
+                    str(v): {str(k): int(n) for k, n in ops.items()}
+                    for v, ops in raw["vendors"].items()
+                }
             columns = {
                 "ip": (raw["ips"], [1] * len(raw["ips"])),
                 "user": (raw["users"], [1] * len(raw["users"])),
@@ -608,4 +646,18 @@ def merge_rows(stored: dict[str, Any], late: dict[str, Any]) -> dict[str, Any]:
     # Most requested first, ties by path with a missing path last, as the closing rows order.
     ranked = sorted(paths.items(), key=lambda pn: (-pn[1], pn[0] is None, pn[0] or ""))
     merged["top_paths"] = [[p, n] for p, n in ranked[:TOP_PATHS]]
+    if stored.get("vendors") or late.get("vendors"):
+        merged["vendors"] = add_vendor_operations(
+            stored.get("vendors") or {}, late.get("vendors") or {}
+        )
     return merged
+
+
+def add_vendor_operations(total: VendorOps, more: VendorOps) -> VendorOps:
+    """The vendor operations of two rows (or hours) added up."""
+    out = {vendor: dict(ops) for vendor, ops in total.items()}
+    for vendor, ops in more.items():
+        mine = out.setdefault(vendor, {})
+        for key, n in ops.items():
+            mine[key] = mine.get(key, 0) + int(n)
+    return out

@@ -721,3 +721,44 @@ def test_log_audit_by_hand_of_a_quarter_before_monitord_was_at_work_is_refused(
     )
     assert main(["--config", str(config), "log-audit", "--quarter", "0001q1"]) == 2
     assert "is not a quarter monitord can hold (from 1970q1 on)" in capsys.readouterr().err
+
+
+def test_each_quarter_s_audit_lists_the_vendor_operations_that_happened_in_it(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # A vendor working on 30 September and again in October and December: its one running
+    # finding gave the fourth quarter all 25 operations, and the third quarter none.
+    log = tmp_path / "audit.jsonl"
+    cst = dt.timezone(dt.timedelta(hours=8))
+    second = dt.timedelta(seconds=1)
+    vendor = {"vendor": "acme-it", "user_id": "v-1", "role": "admin"}
+    september = dt.datetime(2026, 9, 30, 10, 0, tzinfo=cst)
+    october = dt.datetime(2026, 10, 9, 10, 0, tzinfo=cst)
+    december = dt.datetime(2026, 12, 1, 10, 0, tzinfo=cst)
+    lines = [audit_line(september + i * second, action="admin", **vendor) for i in range(20)]
+    lines += [audit_line(october + i * second, **vendor) for i in range(3)]
+    lines += [audit_line(december + i * second, **vendor) for i in range(2)]
+    lines.append(audit_line(dt.datetime(2027, 1, 2, 10, 0, tzinfo=cst)))  # past the quarter
+    cfg = config((log, "json"))
+    for part in (lines[:20], lines[20:23], lines[23:]):  # passes days apart, as the daemon reads
+        with log.open("a") as handle:
+            handle.writelines(line + "\n" for line in part)
+        follow_logs(sqlite_store, cfg, clock)
+    clock.now = dt.datetime(2027, 1, 3, 2, 0, tzinfo=dt.UTC)
+    with sqlite_store.session() as session:
+        q3 = log_audit(session, clock(), "2026q3").vendor_operations
+        q4 = log_audit(session, clock(), "2026q4").vendor_operations
+    assert q3 == [
+        {
+            "subject": "acme-it",
+            "summary": "第三方 acme-it 的人员账号操作 20 次（供审计）",
+            "evidence": {"count": 20, "breakdown": {"v-1 admin": 20}},
+        }
+    ]
+    assert q4 == [
+        {
+            "subject": "acme-it",
+            "summary": "第三方 acme-it 的人员账号操作 5 次（供审计）",
+            "evidence": {"count": 5, "breakdown": {"v-1 view": 5}},
+        }
+    ]
