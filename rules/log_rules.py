@@ -13,6 +13,7 @@ rules, each subject's long-run totals; `to_state`/`restore` carry them across fo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from monitord.config import LogSettings
 
 LATE_BUCKETS = 2  # half-windows kept open behind the newest line, for slightly unordered logs
+# (behind the watermark, when several logs are read side by side: see `feed`)
 PEERS_MIN = 20  # fewer subjects than this are no crowd to compare with
 STATE_VERSION = 2  # layout of the windows in `to_state`; another version restores no windows
 
@@ -99,10 +101,14 @@ class LogRuleEngine:
             login_paths=settings.login_paths or schema.DEFAULT_LOGIN_PATHS,
         )
 
-    def feed(self, block: pa.Table) -> None:
+    def feed(self, block: pa.Table, watermark: float | None = None) -> None:
         """Evaluate every rule on a parsed block (columns of monitord.accesslog.schema).
 
         Text columns may be dictionary-encoded or plain strings; `line` string or binary.
+        Window buckets close once the newest line is `LATE_BUCKETS` past them. When several
+        logs are read side by side, `watermark` is the time all of them have reached (-inf
+        while one has not been read yet): no bucket closes after it, or the lines of the log
+        that is behind would find their windows already closed.
         """
         if block.num_rows == 0:
             return
@@ -119,9 +125,11 @@ class LogRuleEngine:
             blk = Block(part, self.calendar, self.login_paths)
             for rule in self.rules:
                 if source in rule.sources:
-                    self._feed_rule(rule, source, blk)
+                    self._feed_rule(rule, source, blk, watermark)
 
-    def _feed_rule(self, rule: LogRule, source: str, blk: Block) -> None:
+    def _feed_rule(
+        self, rule: LogRule, source: str, blk: Block, watermark: float | None = None
+    ) -> None:
         chosen = select(rule.when, blk, blk.rows)
         # A window state without new lines would evaluate to what it did last time: skip it.
         if not chosen.any():
@@ -130,7 +138,7 @@ class LogRuleEngine:
             if rule.kind == "row":
                 self._feed_rows(rule, subject, source, blk, chosen)
             else:
-                self._feed_window(rule, subject, source, blk, chosen)
+                self._feed_window(rule, subject, source, blk, chosen, watermark)
 
     def _finding(
         self, rule: LogRule, subject_kind: str, subject: str, first: int, last: int
@@ -212,7 +220,13 @@ class LogRuleEngine:
     # -- window rules -----------------------------------------------------------------------------
 
     def _feed_window(
-        self, rule: LogRule, subject: str, source: str, blk: Block, chosen: Mask
+        self,
+        rule: LogRule,
+        subject: str,
+        source: str,
+        blk: Block,
+        chosen: Mask,
+        watermark: float | None = None,
     ) -> None:
         codes, subjects = keyed(blk, subject, chosen)
         rows = np.flatnonzero(chosen & (codes >= 0))
@@ -226,7 +240,7 @@ class LogRuleEngine:
         batch = build_batch(rule, blk, chosen, rows, (codes, subjects), st)
         if may_fire(rule, batch):
             self._evaluate(rule, subject, source, st, blk, batch)
-        self._close(rule, subject, source, st, batch)
+        self._close(rule, subject, source, st, batch, watermark)
 
     def _evaluate(
         self, rule: LogRule, subject: str, source: str, st: Window, blk: Block, b: Batch
@@ -304,12 +318,25 @@ class LogRuleEngine:
                 f.add_evidence(blk.lines(b.rows[np.flatnonzero(pick)[:MAX_EVIDENCE]]))
             self._summarise(rule, f, value)
 
-    def _close(self, rule: LogRule, subject: str, source: str, st: Window, b: Batch) -> None:
+    def _close(
+        self,
+        rule: LogRule,
+        subject: str,
+        source: str,
+        st: Window,
+        b: Batch,
+        watermark: float | None = None,
+    ) -> None:
         """Keep the entries of buckets still open; fold the closed ones into the baselines and
         settle the findings' counts of closed buckets."""
         e = b.entries
         bucket = b.bucket_of[e.bucket]
-        keep_from = int(bucket.max()) - 1 - LATE_BUCKETS
+        newest = int(bucket.max())
+        if watermark is not None:
+            # -inf: a log read side by side has no line yet, so every bucket stays open.
+            reached = int(watermark) // st.half if math.isfinite(watermark) else -(2**62)
+            newest = min(newest, reached)
+        keep_from = newest - 1 - LATE_BUCKETS
         keep = np.ones(len(bucket), np.bool_)
         if int(bucket.min()) < keep_from:
             gone = bucket < keep_from

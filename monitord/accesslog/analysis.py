@@ -123,8 +123,9 @@ class LogRules(Protocol):
     """What analysis needs of a log rule engine (the rules registry's `rules.log_rule_engine` gives
     one; the caller builds it and hands it in)."""
 
-    def feed(self, block: pa.Table) -> None:
-        """Evaluate every rule on a parsed block."""
+    def feed(self, block: pa.Table, watermark: float | None = None) -> None:
+        """Evaluate every rule on a parsed block; no window closes after `watermark`, the
+        time every log read side by side has reached."""
 
     def findings(self) -> list[LogFinding]:
         """Every finding so far."""
@@ -225,7 +226,7 @@ class Analyzer:
         """Add a parsed block to the counters, statistics and rules.
 
         `watermark`: the time every input read side by side has reached (see
-        `StatsAccumulator.add`)."""
+        `StatsAccumulator.add` and `LogRules.feed`)."""
         self.lines += parsed.lines
         self._reject(parsed.rejected)
         table = parsed.table
@@ -237,7 +238,7 @@ class Analyzer:
             table = table.filter(keep)
         if table.num_rows:
             self.stats.add(table, watermark)
-            self.engine.feed(table)
+            self.engine.feed(table, watermark)
 
     def _reject(self, samples: list[str]) -> None:
         self.rejected += len(samples)

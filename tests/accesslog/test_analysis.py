@@ -300,3 +300,23 @@ def test_ctrl_c_ends_analyse_while_it_waits_for_standard_input() -> None:
         assert process.stdin is not None
         process.stdin.close()
         process.wait()
+
+
+def test_a_brute_force_split_between_two_edge_logs_read_side_by_side_is_found(
+    tmp_path: Any,
+) -> None:
+    # 50 failed logins from one address, 5 s apart, alternating between two edge servers; the
+    # first server also saw another address fail once an hour later. The first log's later
+    # line closed the 15:00 windows before the second log's half of the attack was read.
+    def line(moment: dt.datetime, ip: str) -> str:
+        stamp = moment.strftime("%d/%b/%Y:%H:%M:%S +0800")
+        return f'{ip} - - [{stamp}] "POST /auth/login HTTP/1.1" 401 10 "-" "curl"\n'
+
+    start = dt.datetime(2026, 7, 3, 15, 0)
+    attack = [line(start + dt.timedelta(seconds=5 * i), "45.95.147.9") for i in range(50)]
+    edge_a, edge_b = tmp_path / "a.log", tmp_path / "b.log"
+    edge_a.write_text("".join(attack[0::2]) + line(start + dt.timedelta(hours=1), "58.1.1.1"))
+    edge_b.write_text("".join(attack[1::2]))
+    result = analyse([str(edge_a), str(edge_b)])
+    found = {(f.rule, f.subject): f.count for f in result.findings}
+    assert found.get(("brute_force_ip", "45.95.147.9")) == 50
