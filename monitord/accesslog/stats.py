@@ -24,8 +24,10 @@ lists a quarter's operations by the hour they happened.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +44,8 @@ TOP_PATHS = 10
 STATE_VERSION = 2
 """Layout of `to_state`; a state of another version restores nothing (the hours start empty)."""
 
+EDGE = "nginx"
+"""The format of the edge log: it sees every request, the audit log only the portal's."""
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "other")
 VENDOR_COLUMNS = ("vendor", "user", "action")
 """What a vendor operation is counted by: the vendor, the account and the action."""
@@ -661,3 +665,29 @@ def add_vendor_operations(total: VendorOps, more: VendorOps) -> VendorOps:
         for key, n in ops.items():
             mine[key] = mine.get(key, 0) + int(n)
     return out
+
+
+_Row = TypeVar("_Row")
+
+
+def counted_rows(
+    rows: Iterable[_Row], view: Callable[[_Row], tuple[str, Hashable, str | None]]
+) -> list[_Row]:
+    """The rows whose requests count, one view of each service's hour; `view` gives a row's
+    service, hour and log format.
+
+    The edge log (nginx) and the portal's audit log (json) see the same requests: counted in
+    both, every request would count twice. So per service and hour the edge logs' rows count
+    (several edge servers each serve different requests: they add up), and the audit logs'
+    rows only where no edge log has that hour. A row stored without its format predates this
+    rule and counts as an edge log's.
+    """
+    by_hour: dict[tuple[str, Hashable], list[tuple[str, _Row]]] = defaultdict(list)
+    for row in rows:
+        service, hour, fmt = view(row)
+        by_hour[(service, hour)].append((fmt or EDGE, row))
+    counted: list[_Row] = []
+    for group in by_hour.values():
+        edge = [row for fmt, row in group if fmt == EDGE]
+        counted += edge or [row for _fmt, row in group]
+    return counted

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from loguru import logger
 from sqlalchemy import select
@@ -19,7 +19,13 @@ from monitord.accesslog import nginx
 from monitord.accesslog.configured import make_analyzer
 from monitord.accesslog.follow import Cursor, read_new
 from monitord.accesslog.sources import FileId, detect, file_id
-from monitord.accesslog.stats import VendorOps, add_vendor_operations, merge_rows
+from monitord.accesslog.stats import (
+    EDGE,
+    VendorOps,
+    add_vendor_operations,
+    counted_rows,
+    merge_rows,
+)
 from monitord.config import FollowedLog, Settings
 from monitord.store import Store
 from monitord.store.findings import resolve_findings, upsert_finding
@@ -32,8 +38,6 @@ RULE_LOG_GAP = "log_gap"
 RULE_LOG_LOST = "log_lost"
 VENDOR_RULE = "vendor_activity"
 """The log rule whose summary words each vendor's operations in the audit."""
-EDGE = "nginx"
-"""The format of the edge log: it sees every request, the audit log only the portal's."""
 FORGET_AFTER = dt.timedelta(days=7)
 AUDIT_GRACE = dt.timedelta(hours=24)
 """How long after a quarter's end its audit waits for followed logs that have not moved past
@@ -411,32 +415,6 @@ def auditable(session: Session, start: dt.datetime, end: dt.datetime) -> bool:
         select(LogHourStat.id).where(LogHourStat.hour >= start, LogHourStat.hour < end).limit(1)
     )
     return found is not None
-
-
-_Row = TypeVar("_Row")
-
-
-def counted_rows(
-    rows: Iterable[_Row], view: Callable[[_Row], tuple[str, dt.datetime, str | None]]
-) -> list[_Row]:
-    """The rows whose requests count, one view of each service's hour; `view` gives a row's
-    service, hour and log format.
-
-    The edge log (nginx) and the portal's audit log (json) see the same requests: counted in
-    both, every request would count twice. So per service and hour the edge logs' rows count
-    (several edge servers each serve different requests: they add up), and the audit logs'
-    rows only where no edge log has that hour. A row stored without its format predates this
-    rule and counts as an edge log's.
-    """
-    by_hour: dict[tuple[str, dt.datetime], list[tuple[str, _Row]]] = defaultdict(list)
-    for row in rows:
-        service, hour, fmt = view(row)
-        by_hour[(service, hour)].append((fmt or EDGE, row))
-    counted: list[_Row] = []
-    for group in by_hour.values():
-        edge = [row for fmt, row in group if fmt == EDGE]
-        counted += edge or [row for _fmt, row in group]
-    return counted
 
 
 def usage(store: Store, service: str, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:

@@ -155,13 +155,21 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         if sys.stderr.isatty():
             print(file=sys.stderr)
         return 0
-    services: dict[str, int] = {}
+    from monitord.accesslog.stats import counted_rows
+
+    # Requests per service, hour and log format: the edge log and the audit log see the same
+    # requests, counted once as `usage` and `log-audit` count them.
+    per_hour: dict[tuple[str, str, str], int] = {}
 
     def count(rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            services[row["service"]] = services.get(row["service"], 0) + int(row["requests"] or 0)
+            key = (row["service"], row["hour"], row["source"])
+            per_hour[key] = per_hour.get(key, 0) + int(row["requests"] or 0)
 
     result = analyse(paths, on_stats=count, **options)
+    services: dict[str, int] = {}
+    for (service, _hour, _fmt), requests in counted_rows(per_hour.items(), lambda kv: kv[0]):
+        services[service] = services.get(service, 0) + requests
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(

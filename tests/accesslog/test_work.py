@@ -762,3 +762,22 @@ def test_each_quarter_s_audit_lists_the_vendor_operations_that_happened_in_it(
             "evidence": {"count": 5, "breakdown": {"v-1 view": 5}},
         }
     ]
+
+
+def test_analyse_cli_counts_a_request_in_both_the_edge_and_the_audit_log_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitord.cli import main
+
+    # The same 10 requests in both logs read as 20; an hour only the audit log has counts.
+    edge, audit = tmp_path / "access.log", tmp_path / "audit.jsonl"
+    minute = dt.timedelta(minutes=1)
+    edge.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(10)))
+    later = START + dt.timedelta(hours=3)
+    audit.write_text(
+        "".join(audit_line(START + i * minute) + "\n" for i in range(10))
+        + "".join(audit_line(later + i * minute) + "\n" for i in range(4))
+    )
+    assert main(["analyse", str(edge), str(audit)]) == 0
+    out = capsys.readouterr().out
+    assert "svc-0042  14" in out, out
