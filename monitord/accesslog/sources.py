@@ -210,11 +210,22 @@ def _skip_line(stream: BinaryIO) -> tuple[bytes | None, str | None]:
             return part[at + 1 :], None
 
 
+DETECT_LINES = 20
+"""How many lines of a block `detect` looks at."""
+
+
 def detect(data: bytes | bytearray) -> str:
-    """Guess the format of a block: `json` when its first line is an object (after a byte order
-    mark, if any), else `nginx`."""
-    for line in bytes(data[: 1 << 16]).split(b"\n", 20)[:20]:
-        stripped = line.strip().removeprefix(BOM)
-        if stripped:
-            return "json" if stripped.startswith(b"{") else "nginx"
-    return "nginx"
+    """Guess the format of a block from its first `DETECT_LINES` lines that are neither empty
+    nor `#` comments: `json` when at least half are objects (after a byte order mark, if any),
+    else `nginx`. Not the first line alone: a log cut mid-line starts with the end of an object,
+    and a sample file with comment lines."""
+    objects = counted = 0
+    for line in bytes(data[: 1 << 16]).split(b"\n"):
+        stripped = line.strip().removeprefix(BOM).strip()
+        if not stripped or stripped.startswith(b"#"):
+            continue
+        objects += stripped.startswith(b"{")
+        counted += 1
+        if counted == DETECT_LINES:
+            break
+    return "json" if counted and 2 * objects >= counted else "nginx"

@@ -326,7 +326,8 @@ def add_log_commands(sub: Any) -> None:
         "--format",
         choices=["auto", "nginx", "json"],
         default="auto",
-        help="the log format: %(choices)s (default %(default)s: told from the first lines)",
+        help="the log format: %(choices)s (default %(default)s: told from the first 20 lines "
+        "that are not comments, by majority)",
     )
     _add_range(p)
     add_json(p, "print one JSON object")

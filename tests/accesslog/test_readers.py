@@ -109,6 +109,21 @@ def test_detect() -> None:
     assert detect(b"1.2.3.4 - - [x]") == "nginx"
 
 
+def test_a_json_log_cut_mid_line_or_opened_by_comments_is_read_as_json() -> None:
+    # Told from the first line alone, every line was read as nginx and rejected.
+    record = b'{"ts": "2026-07-03T09:00:00+08:00", "ip": "1.1.1.1", "action": "view"}\n'
+    cut = record[40:] + record * 5
+    assert detect(cut) == "json"
+    sample = Path(__file__).parents[2] / "rules" / "samples" / "brute_force_login.jsonl"
+    assert sample.read_bytes().startswith(b"#")
+    assert detect(sample.read_bytes()) == "json"
+    result = analyse([io.BytesIO(cut)])
+    assert (result.lines, result.rejected) == (6, 1)
+    # An edge log with a stray line is still an edge log.
+    edge = b'1.2.3.4 - - [03/Jul/2026:09:15:02 +0800] "GET / HTTP/1.1" 200 1 "-" "-"\n'
+    assert detect(b"{junk\n" + edge * 3) == "nginx"
+
+
 GARBAGE = [
     b"\x00\x01\x02\xff\xfe binary noise",
     b"just some words",
