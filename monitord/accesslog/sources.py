@@ -40,10 +40,22 @@ class Block:
     """Lines `damage` stands for, counted as read (and rejected): 1 for a line over MAX_LINE."""
 
 
-def _rotation_key(path: Path) -> tuple[int, float, str]:
-    # access.log.3.gz is older than access.log.1, which is older than access.log.
-    match = re.search(r"\.(\d+)(?:\.gz)?$", path.name)
-    return (-int(match[1]) if match else 0, path.stat().st_mtime, path.name)
+# logrotate's dateext suffixes: YYYYMMDD, YYYY-MM-DD or YYYYMMDDHH after "." or "-".
+_DATED = re.compile(r"[.-]((?:19|20)\d{6}(?:\d{2})?|(?:19|20)\d{2}-\d{2}-\d{2})(?:\.gz)?$")
+_NUMBERED = re.compile(r"\.(\d+)(?:\.gz)?$")
+
+
+def _rotation_key(path: Path) -> tuple[int, int, float, str]:
+    # Oldest first: dated rotations by date (access.log-20260703 before access.log.2026-07-04),
+    # then numbered ones by number (access.log.3.gz before access.log.1), then access.log.
+    dated = _DATED.search(path.name)
+    numbered = _NUMBERED.search(path.name)
+    mtime = path.stat().st_mtime
+    if dated:
+        return (0, int(dated[1].replace("-", "").ljust(10, "0")), mtime, path.name)
+    if numbered:
+        return (1, -int(numbered[1]), mtime, path.name)
+    return (2, 0, mtime, path.name)
 
 
 def expand(items: Iterable[InputItem]) -> Iterator[tuple[str, BinaryIO]]:

@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import io
 import json
+import os
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from monitord.accesslog import jsonlog, lines, nginx
 from monitord.accesslog.analysis import AnalysisResult
 from monitord.accesslog.configured import make_analyzer
 from monitord.accesslog.lines import MAX_LINE, split_lines
-from monitord.accesslog.sources import detect
+from monitord.accesslog.sources import detect, folder_files
 from monitord.config import parse_config
 from tests.logrules import analyse
 
@@ -370,6 +371,33 @@ def test_directory_of_rotated_files_and_streams(tmp_path: Path) -> None:
     text_stream = io.TextIOWrapper(io.BytesIO(line(4)), encoding="utf-8")
     result = analyse([folder, text_stream, io.BytesIO(line(5) + line(6).rstrip(b"\n"))])
     assert (result.lines, result.rejected) == (9, 0)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["access.log.20260703", "access.log.20260704.gz", "access.log"],
+        ["access.log-2026-07-03", "access.log-2026-07-04", "access.log"],
+        ["access.log-2026070323.gz", "access.log-2026070400", "access.log"],
+    ],
+)
+def test_a_folder_of_dated_rotations_is_read_oldest_first(tmp_path: Path, names: list[str]) -> None:
+    # logrotate's dateext: read newest first, a brute force across midnight was missed.
+    def line(moment: dt.datetime) -> bytes:
+        stamp = moment.strftime("%d/%b/%Y:%H:%M:%S +0800")
+        return f'45.95.147.9 - - [{stamp}] "POST /auth/login HTTP/1.1" 401 1 "-" "-"\n'.encode()
+
+    start = dt.datetime(2026, 7, 3, 23, 58)
+    lines = [line(start + dt.timedelta(seconds=5 * i)) for i in range(48)]
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    for k, name in enumerate(names):  # the file written last is the oldest
+        data = b"".join(lines[k * 16 : (k + 1) * 16])
+        (folder / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+        os.utime(folder / name, (1e9 - k, 1e9 - k))
+    assert [p.name for p in folder_files(folder)] == names
+    found = {(f.rule, f.subject): f.count for f in analyse([folder]).findings}
+    assert found.get(("brute_force_ip", "45.95.147.9")) == 48
 
 
 def test_forced_format_rejects_the_other(tmp_path: Path) -> None:
