@@ -10,6 +10,7 @@ carries, a function in `DERIVED` computes it (the one place behaviour needs code
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
@@ -149,20 +150,32 @@ def _grant(blk: Block, within: Mask) -> Coded:
 
 def _network(blk: Block, _within: Mask) -> Coded:
     # Without a GeoIP database, "places far apart" is approximated by networks: an IPv4 /16 or
-    # the first three groups of an IPv6 address. A person moves between two or three at most.
+    # an IPv6 /48. A person moves between two or three at most.
     # An IPv4-mapped address (::ffff:1.2.3.4, how a dual-stack listener logs IPv4 clients) is
     # its IPv4 address, or every IPv4 client would share one network.
     codes, ips = blk.coded("ip")
     ipv4 = r"^(?i:::ffff:)?(?P<n>\d+\.\d+)\."
     network = pc.struct_field(pc.extract_regex(ips, ipv4), [0])
-    if network.null_count:  # not IPv4: rare enough to be matched on their own
-        v6 = pc.struct_field(
-            pc.extract_regex(ips, r"^(?P<n>[0-9A-Fa-f]*:[0-9A-Fa-f]*:[0-9A-Fa-f]*)"), [0]
-        )
-        network = pc.coalesce(network, v6, ips)
+    if network.null_count:  # not IPv4: few distinct addresses, parsed one by one
+        v6 = [
+            _ipv6_network(ip) if net is None else net
+            for ip, net in zip(ips.to_pylist(), network.to_pylist(), strict=True)
+        ]
+        network = pa.array(v6, pa.string())
     networks = pc.dictionary_encode(network)
     of_ip = np.append(filled(networks.indices, -1), -1).astype(np.int32)
     return of_ip[codes], networks.dictionary
+
+
+def _ipv6_network(ip: str | None) -> str | None:
+    # The /48 from the parsed address: "2001:db8::1" and "2001:db8:0:1::2" are one network,
+    # however nginx compressed their zeros.
+    if ip is None:
+        return None
+    try:
+        return str(ipaddress.IPv6Network((ip, 48), strict=False))
+    except ValueError:
+        return ip
 
 
 def _paths_where(blk: Block, within: Mask, test: Callable[[pa.Array], pa.Array]) -> Mask:
