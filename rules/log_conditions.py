@@ -11,8 +11,10 @@ carries, a function in `DERIVED` computes it (the one place behaviour needs code
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
+from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
@@ -186,8 +188,44 @@ def _paths_where(blk: Block, within: Mask, test: Callable[[pa.Array], pa.Array])
     which = np.flatnonzero(used[:-1])
     asked = paths if len(which) == len(paths) else paths.take(pa.array(which))
     hit = np.zeros(len(paths) + 1, np.bool_)  # the last entry answers for code -1
-    hit[which] = filled(test(asked), False)
+    hit[which] = filled(test(_as_served(asked)), False)
     return hit[codes]
+
+
+_UNUSUAL_PATH = r"%|//|/\.\.?(?:/|$)"
+
+
+def _as_served(paths: pa.Array) -> pa.Array:
+    # The path as nginx and the application read it: /auth/%6Cogin, //auth/login and
+    # /auth/./login all reach /auth/login, so a client may not choose one to pass unseen. Few
+    # paths are written so; those are rewritten one by one.
+    unusual = filled(pc.match_substring_regex(paths, _UNUSUAL_PATH), False)
+    if not unusual.any():
+        return paths
+    served = paths.to_pylist()
+    for i in np.flatnonzero(unusual):
+        served[i] = served_path(served[i])
+    return pa.array(served, pa.string())
+
+
+def served_path(path: str) -> str:
+    """`path` with its percent escapes decoded, its slashes merged and its "." and ".."
+    segments resolved (RFC 3986 5.2.4), as nginx normalises a URI before matching it."""
+    segments: list[str] = []
+    parts = re.sub(r"/+", "/", unquote(path, errors="replace")).split("/")
+    for k, segment in enumerate(parts):
+        last = k == len(parts) - 1
+        if segment == "..":
+            if len(segments) > 1:
+                segments.pop()
+            if last:
+                segments.append("")
+        elif segment == ".":
+            if last:
+                segments.append("")
+        else:
+            segments.append(segment)
+    return "/".join(segments)
 
 
 def _sensitive(blk: Block, within: Mask) -> Mask:

@@ -330,7 +330,8 @@ class LogSettings(_Section):
         default=None, min_length=1
     )
     """The portal's login paths (exact, without the query): a 401 there is a failed login, in
-    either log. Unset uses the built-in ["/auth/login"]."""
+    either log. Unset uses the built-in ["/auth/login"]. A request's path is compared as nginx
+    serves it: percent escapes decoded, slashes merged, "." and ".." resolved."""
     trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = Field(default_factory=list)
     """Addresses or networks (CIDR) of the proxies in front of nginx. Only a line whose
     $remote_addr is one of them has its X-Forwarded-For read, from the right, and the client is
