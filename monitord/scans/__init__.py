@@ -32,7 +32,7 @@ from monitord.scans import zap
 from monitord.scans.state import ScanState, ZapDriverSettings
 from monitord.scans.target import target_problem
 from monitord.store import Store, audit
-from monitord.store.findings import resolve_findings, upsert_finding
+from monitord.store.findings import resolve_finding, resolve_findings, upsert_finding
 from monitord.store.models import Finding, Scan, Service, ServiceEvent
 from monitord.textable import shortened
 from monitord.timeutil import Clock, quarter_start
@@ -282,7 +282,11 @@ def scoped(draft: FindingDraft, service_id: str) -> FindingDraft:
 def store_findings(
     session: Session, service_id: str, drafts: list[FindingDraft], now: dt.datetime, complete: bool
 ) -> tuple[int, int, int]:
-    """Store a scan's findings; returns (new, still open, fixed). Fixed only for a complete scan."""
+    """Store a scan's findings; returns (new, still open, fixed). Fixed only for a complete scan.
+
+    A finding the complete scan no longer sees is fixed, accepted or not: an accepted risk that
+    is gone needs no acceptance any more, and must not come back when the acceptance expires.
+    """
     previous = {
         f.subject: f
         for f in session.scalars(
@@ -301,9 +305,8 @@ def store_findings(
     if complete:
         present = {d.subject for d in current}
         for subject, finding in previous.items():
-            if subject not in present and finding.state == "open":
-                finding.state = "resolved"
-                finding.resolved_at = now
+            if subject not in present:
+                resolve_finding(session, finding, now)
                 fixed += 1
     return new, len(current) - new, fixed
 

@@ -34,7 +34,14 @@ from monitord.scans import (
 )
 from monitord.scans.state import ScanState, Step, ZapDriverSettings
 from monitord.store import Store
-from monitord.store.models import Finding, Incident, Scan, Service, ServiceEvent
+from monitord.store.models import (
+    Finding,
+    FindingEpisode,
+    Incident,
+    Scan,
+    Service,
+    ServiceEvent,
+)
 from monitord.timeutil import Clock
 from tests.conftest import FakeClock
 
@@ -157,6 +164,24 @@ async def test_a_rescan_marks_what_was_fixed(
     with sqlite_store.session() as session:
         states = set(session.scalars(select(Finding.state).where(Finding.rule.like("zap:%"))))
     assert states == {"resolved"}
+
+
+async def test_a_clean_rescan_closes_the_episodes_the_compliance_verdicts_count(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    first = fake_zap(servers, alert_storm(BASE, total=60))
+    add_service(sqlite_store, clock)
+    await run_pass(sqlite_store, settings_for(first), clock)
+    clock.advance(hours=1)
+    with sqlite_store.session() as session:
+        session.add(ServiceEvent(service_id="svc-0001", kind="updated", at=clock()))
+    await run_pass(sqlite_store, settings_for(fake_zap(servers, clean_site(BASE))), clock)
+    with sqlite_store.session() as session:
+        episodes = session.scalars(
+            select(FindingEpisode).join(Finding).where(Finding.rule.like("zap:%"))
+        ).all()
+    assert episodes
+    assert {(e.closed_at, e.close_reason) for e in episodes} == {(clock(), "resolved")}
 
 
 async def test_zap_down_leaves_scans_queued_with_a_clear_error(
