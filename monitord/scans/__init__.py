@@ -228,7 +228,10 @@ def check_quarter(session: Session, settings: Settings, now: dt.datetime) -> int
 
 
 def expire_acceptances(session: Session, now: dt.datetime) -> int:
-    """Accepted risks and false positives whose expiry passed come back as open findings."""
+    """Accepted risks and false positives whose expiry passed come back as open findings.
+
+    Only findings still accepted: one a clean rescan fixed is resolved, and stays so.
+    """
     expired = session.scalars(
         select(Finding).where(Finding.state == "accepted", Finding.accepted_until < now)
     ).all()
@@ -249,10 +252,14 @@ def expire_acceptances(session: Session, now: dt.datetime) -> int:
 def accept_finding(
     session: Session, finding_id: int, reason: str, until: dt.datetime, actor: str, now: dt.datetime
 ) -> Finding:
-    """Accept a finding as a false positive or tolerated risk, with a reason and an expiry."""
+    """Accept an open finding as a false positive or tolerated risk, with a reason and an
+    expiry; a resolved one is refused (UsageError)."""
     finding = session.get(Finding, finding_id)
     if finding is None:
         raise UsageError(f"no finding {finding_id}: see `monitord findings`")
+    if finding.state == "resolved":
+        # An acceptance of what is already fixed would bring it back, open, when it expires.
+        raise UsageError(f"finding {finding_id} is resolved: there is no risk left to accept")
     if not reason.strip():
         raise UsageError("--reason: say why this finding is accepted")
     if until <= now:

@@ -21,6 +21,7 @@ from monitord.demo.fakezap import (
     alert_storm,
     clean_site,
 )
+from monitord.errors import UsageError
 from monitord.incidents import intake
 from monitord.scans import (
     ScanReport,
@@ -274,6 +275,34 @@ def test_an_accepted_risk_opens_no_incident_until_it_expires(
     with sqlite_store.session() as session:
         assert expire_acceptances(session, clock()) == 1
         assert len(intake(session, cfg, clock()).opened) == 1
+
+
+async def test_an_accepted_risk_a_clean_rescan_fixed_does_not_come_back_at_expiry(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    add_service(sqlite_store, clock)
+    cfg = settings_for(fake_zap(servers, alert_storm(BASE, total=60)))
+    await run_pass(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        intake(session, cfg, clock())
+        accepted = session.scalars(select(Finding.id).where(Finding.rule.like("zap:%"))).first()
+        assert accepted is not None
+        accept_finding(session, accepted, "WAF 拦截", clock() + dt.timedelta(days=30), "a", clock())
+    clock.advance(hours=1)
+    with sqlite_store.session() as session:
+        session.add(ServiceEvent(service_id="svc-0001", kind="updated", at=clock()))
+    await run_pass(sqlite_store, settings_for(fake_zap(servers, clean_site(BASE))), clock)
+    first, rescan = scans(sqlite_store)
+    assert rescan.findings_fixed == first.findings_new  # the accepted one too
+    clock.advance(days=31)
+    with sqlite_store.session() as session:
+        assert session.get(Finding, accepted).state == "resolved"  # type: ignore[union-attr]
+        assert expire_acceptances(session, clock()) == 0
+        assert intake(session, cfg, clock()).opened == []
+        with pytest.raises(UsageError, match=f"finding {accepted} is resolved"):
+            accept_finding(
+                session, accepted, "仍想接受", clock() + dt.timedelta(days=9), "a", clock()
+            )
 
 
 def test_driver_settings_carry_the_key_from_the_environment() -> None:
