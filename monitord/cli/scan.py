@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitord.cli.common import (
     actor,
@@ -16,11 +16,15 @@ from monitord.cli.common import (
     print_json,
     row_id,
 )
-from monitord.errors import UsageError
+from monitord.errors import UsageError, ZapOccupied
 from monitord.names import FINDING_STATE_NAMES, SEVERITY_NAMES, named
 from monitord.textable import format_table
 from monitord.timeutil import SHANGHAI, local_text, parse_time
 from monitord.types import SEVERITIES
+
+if TYPE_CHECKING:
+    from monitord.config import Settings
+    from monitord.store import Store
 
 # sqlalchemy, the models, the scan logic and the ZAP client are imported by each handler:
 # registering these commands must not load them into every `monitord` process (see monitord.cli).
@@ -70,7 +74,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
             )
             return 0
         scanner = zap.ZapScanner(driver, clock=app.clock)
-        state = aio.run(run_scan(app.store, app.settings, scanner, scan_id, app.clock))
+        live = live_daemons(app.store, app.settings, app.clock())
+        try:
+            state = aio.run(
+                run_scan(app.store, app.settings, scanner, scan_id, app.clock, live_daemons=live)
+            )
+        except ZapOccupied as exc:
+            print(f"scan {scan_id} of {words[0]} queued, not run now: {exc}; the daemon runs it")
+            return 1
         [row] = [r for r in scan_rows(app.store) if r["id"] == scan_id]
     print(
         f"scan {scan_id} of {words[0]}: {state}; {row['alerts_read']} alerts, "
@@ -78,6 +89,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
         f"({row['new']} new, {row['fixed']} fixed)" + (f"; {row['error']}" if row["error"] else "")
     )
     return 0 if state in ("finished", "timed_out") else 1
+
+
+def live_daemons(store: Store, settings: Settings, now: dt.datetime) -> frozenset[str]:
+    """The daemons alive on the store: a scan one of them runs is its own."""
+    from monitord.cluster import members
+
+    alive = members(store, settings.cluster.lease_seconds, now)
+    return frozenset(m.name for m in alive if m.alive)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,7 @@ from monitord.demo.fakezap import (
     alert_storm,
     clean_site,
 )
-from monitord.errors import UsageError
+from monitord.errors import ConfigError, UsageError, ZapOccupied
 from monitord.incidents import intake
 from monitord.scans import (
     ScanReport,
@@ -30,6 +34,7 @@ from monitord.scans import (
     driver_settings,
     enqueue_due,
     expire_acceptances,
+    run_scan,
     scan_pass,
     zap,
 )
@@ -230,6 +235,77 @@ async def test_a_scan_left_running_by_a_dead_daemon_is_reconciled_and_run_again(
     manual = next(s for s in scans(sqlite_store) if s.trigger == "manual")
     assert manual.state == "finished"
     assert manual.attempts == 1
+
+
+def _running_scan(store: Store, clock: FakeClock, pid: int) -> int:
+    """A scan this machine's process `pid` is running (a `monitord scan ID --wait`)."""
+    with store.session() as session:
+        scan = Scan(
+            service_id="svc-0002",
+            scan_key="svc-0002-manual-x",
+            trigger="manual",
+            state="running",
+            queued_at=clock(),
+            next_attempt_at=clock(),
+            started_at=clock(),
+            attempts=1,
+            progress=ScanState(
+                scan_key="svc-0002-1",
+                target_url=BASE,
+                status="running",
+                step=Step.ACTIVE,
+                session_name="monitord-svc-0002-1",
+                active_scan_id=0,
+            ).to_dict(),
+            runner_host=socket.gethostname(),
+            runner_pid=pid,
+        )
+        session.add(scan)
+        session.flush()
+        return scan.id
+
+
+async def test_a_scan_a_live_process_runs_owns_zap_and_no_other_starts(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    server = fake_zap(servers, clean_site(BASE))
+    cfg = settings_for(server)
+    add_service(sqlite_store, clock)
+    running = _running_scan(sqlite_store, clock, os.getppid())  # alive, and not this process
+    report = await run_pass(sqlite_store, cfg, clock)
+    assert report.ran == [] and server.calls("core/action/newSession") == []
+    by_id = {s.id: s for s in scans(sqlite_store)}
+    assert (by_id[running].state, by_id[running].attempts) == ("running", 1)
+    [queued] = [s for s in by_id.values() if s.id != running]
+    assert queued.state == "queued" and queued.attempts == 0
+    # What `monitord scan ID --wait` does meanwhile: refused, its scan left queued.
+    scanner = zap.ZapScanner(driver_settings(cfg), clock=clock)
+    with pytest.raises(ZapOccupied, match=f"ZAP is running scan {running} of svc-0002 \\(pid"):
+        await run_scan(sqlite_store, cfg, scanner, queued.id, clock)
+    assert [s.state for s in scans(sqlite_store)] == ["running", "queued"]
+
+
+async def test_a_scan_whose_process_is_gone_is_reconciled_then_the_queue_runs(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    server = fake_zap(servers, clean_site(BASE))
+    add_service(sqlite_store, clock, "svc-0002")
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    running = _running_scan(sqlite_store, clock, int(gone.stdout))
+    report = await run_pass(sqlite_store, settings_for(server), clock)
+    assert report.ran == [str(running)]
+    scan = next(s for s in scans(sqlite_store) if s.id == running)
+    assert (scan.state, scan.attempts, scan.runner_pid) == ("finished", 2, os.getpid())
+
+
+def test_more_than_one_scan_at_a_time_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="max_concurrent_scans.*one ZAP runs one scan at a time"):
+        parse_config({"zap": {"max_concurrent_scans": 2}}, "monitord.toml", env={})
 
 
 def test_a_service_not_scanned_by_the_quarter_deadline_is_a_7_3_2_finding(

@@ -38,7 +38,7 @@ def test_a_new_store_would_get_every_migration_in_order(store_url: str) -> None:
     store = Store(store_url)
     try:
         pending = store.pending_migrations()
-        assert [m.revision for m in pending] == [f"{n:04d}" for n in range(1, 11)]
+        assert [m.revision for m in pending] == [f"{n:04d}" for n in range(1, 12)]
         assert pending[0] == Migration("0001", "initial schema")
         assert store.revision() is None
     finally:

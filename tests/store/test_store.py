@@ -149,11 +149,10 @@ def test_upgrading_closes_the_episodes_of_findings_already_resolved(store_url: s
     with store.engine.begin() as connection:
         config.attributes["connection"] = connection
         command.stamp(config, "0009")
-    store.dispose()
-    upgraded = open_store(store_url)
-    with upgraded.session() as session:
+        command.upgrade(config, "0010")
+    with store.session() as session:
         episode = session.scalars(select(FindingEpisode)).one()
-    upgraded.dispose()
+    store.dispose()
     assert (episode.closed_at, episode.close_reason, episode.count) == (
         resolved_at,
         "resolved",
