@@ -39,7 +39,7 @@ from monitord.scans import (
     zap,
 )
 from monitord.scans.state import ScanState, Step, ZapDriverSettings
-from monitord.store import Store
+from monitord.store import Store, open_store
 from monitord.store.models import (
     Finding,
     FindingEpisode,
@@ -48,7 +48,7 @@ from monitord.store.models import (
     Service,
     ServiceEvent,
 )
-from monitord.timeutil import Clock
+from monitord.timeutil import Clock, quarter_start
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.timeout(60)
@@ -304,7 +304,7 @@ async def test_a_scan_whose_process_is_gone_is_reconciled_then_the_queue_runs(
 
 
 def test_more_than_one_scan_at_a_time_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="max_concurrent_scans.*one ZAP runs one scan at a time"):
+    with pytest.raises(ConfigError, match=r"max_concurrent_scans.*one ZAP runs one scan at a time"):
         parse_config({"zap": {"max_concurrent_scans": 2}}, "monitord.toml", env={})
 
 
@@ -401,7 +401,13 @@ def test_scan_import_and_findings_cli(tmp_path: Path, capsys: pytest.CaptureFixt
     report = Path(__file__).parent / "data" / "zap-traditional-report.json"
     assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
     assert (
-        main(["--config", str(config), "scan", "import", str(report), "--service", "svc-0042"]) == 0
+        main(
+            [
+                *("--config", str(config), "scan", "import", str(report)),
+                *("--service", "svc-0042", "--any-site"),
+            ]
+        )
+        == 0
     )
     assert "imported" in capsys.readouterr().out
     assert main(["--config", str(config), "findings", "--risk", "high,medium", "--json"]) == 0
@@ -618,7 +624,7 @@ async def test_alert_texts_with_lone_surrogates_and_nuls_are_stored(
         assert finding.subject == "svc-0001 40018 /app/q [id\ufffd]"
 
 
-def _import_cli(tmp_path: Path, report: Path) -> int:
+def _import_cli(tmp_path: Path, report: Path, *options: str) -> int:
     from monitord.cli import main
     from tests.fakeportal import make_service
 
@@ -627,7 +633,9 @@ def _import_cli(tmp_path: Path, report: Path) -> int:
     config = tmp_path / "monitord.toml"
     config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n')
     assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
-    return main(["--config", str(config), "scan", "import", str(report), "--service", "svc-0042"])
+    return main(
+        ["--config", str(config), "scan", "import", str(report), "--service", "svc-0042", *options]
+    )
 
 
 def _site_report(alerts: Any) -> bytes:
@@ -664,11 +672,60 @@ def test_an_imported_report_with_odd_characters_is_stored_and_shown(
 ) -> None:
     instance = {"uri": "https://a/x", "param": "p\x00", "evidence": "\udfff"}
     alert = {"pluginid": "1", "riskcode": "3", "name": "SQLi \ud800", "instances": [instance]}
-    data = {"@programName": "ZAP \udc80", "site": [{"@name": "https://a", "alerts": [alert]}]}
+    data = {
+        "@programName": "ZAP \udc80",
+        "@generated": "Wed, 12 Jun 2024 08:31:05",
+        "site": [{"@name": "https://a", "alerts": [alert]}],
+    }
     report = tmp_path / "report.json"
     report.write_text(json.dumps(data))
-    assert _import_cli(tmp_path, report) == 0
+    assert _import_cli(tmp_path, report, "--any-site") == 0
     assert "imported 1 findings for svc-0042 from ZAP \ufffd" in capsys.readouterr().out
+
+
+def test_a_report_of_another_site_is_refused_and_imports_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = Path(__file__).parent / "data" / "zap-traditional-report.json"
+    assert _import_cli(tmp_path, report) == 2
+    err = capsys.readouterr().err
+    assert (
+        "the report is of https://zwfw.example.gov.cn, https://cdn.example.com, not of the "
+        "service's site "
+        "https://svc42.example.test/; not imported (--any-site imports" in err
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        with store.session() as session:
+            assert session.scalar(select(func.count()).select_from(Scan)) == 0
+            assert session.scalar(select(func.count()).select_from(Finding)) == 0
+    finally:
+        store.dispose()
+
+
+def test_an_old_report_is_a_scan_of_its_own_time_not_of_this_quarter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = Path(__file__).parent / "data" / "zap-traditional-report.json"
+    assert _import_cli(tmp_path, report, "--any-site") == 0
+    assert "of 2024-06-12 08:31 CST" in capsys.readouterr().out
+    cfg = settings_for("http://127.0.0.1:9")
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        with store.session() as session:
+            [scan] = session.scalars(select(Scan)).all()
+            generated = dt.datetime(2024, 6, 12, 0, 31, 5, tzinfo=dt.UTC)
+            assert (scan.queued_at, scan.started_at, scan.finished_at) == (generated,) * 3
+            now = dt.datetime.now(dt.UTC)
+            # Not this quarter's scan, nor one after the service's latest update.
+            _label, start = quarter_start(now)
+            assert check_quarter(session, cfg, start + dt.timedelta(days=80)) == 1
+            session.add(ServiceEvent(service_id="svc-0042", kind="updated", at=now))
+            session.flush()
+            queued = enqueue_due(session, cfg, now)
+            assert any(key.startswith("svc-0042-event-") for key in queued)
+    finally:
+        store.dispose()
 
 
 def test_reports_imported_within_one_second_are_all_kept(
@@ -682,12 +739,15 @@ def test_reports_imported_within_one_second_are_all_kept(
         monitord.runtime.app, "build_app", lambda settings: build(settings, clock=moment)
     )
     report = Path(__file__).parent / "data" / "zap-traditional-report.json"
-    assert _import_cli(tmp_path, report) == 0
+    assert _import_cli(tmp_path, report, "--any-site") == 0
     config = ["--config", str(tmp_path / "monitord.toml")]
     from monitord.cli import main
 
     for _ in range(2):
-        assert main([*config, "scan", "import", str(report), "--service", "svc-0042"]) == 0
+        assert (
+            main([*config, "scan", "import", str(report), "--service", "svc-0042", "--any-site"])
+            == 0
+        )
     capsys.readouterr()
     assert main([*config, "scan", "status", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
