@@ -970,7 +970,12 @@ def test_the_scan_and_findings_tables_show_times_in_asia_shanghai(
     config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n')
     report = Path(__file__).parent / "data" / "zap-traditional-report.json"
     main(["--config", str(config), "sync", "--file", str(catalogue)])
-    main(["--config", str(config), "scan", "import", str(report), "--service", "svc-0042"])
+    main(
+        [
+            *("--config", str(config), "scan", "import", str(report)),
+            *("--service", "svc-0042", "--any-site"),
+        ]
+    )
     capsys.readouterr()
     main(["--config", str(config), "findings"])
     table = capsys.readouterr().out
@@ -978,7 +983,7 @@ def test_the_scan_and_findings_tables_show_times_in_asia_shanghai(
     scans = capsys.readouterr().out
     now = local_text(dt.datetime.now(dt.UTC))[:13]  # to the hour, in case a minute turns
     assert "LAST SEEN (CST)" in table and now in table
-    assert "SINCE (CST)" in scans and now in scans
+    assert "SINCE (CST)" in scans and "2024-06-12 08:31" in scans  # the report's @generated
 
 
 def test_asking_to_scan_with_scans_switched_off_is_refused_not_queued_for_ever(
