@@ -11,7 +11,7 @@ MonitordError            anything monitord reports to a user as one line, never 
 └── ZapError             ZAP failed; `.retryable` says whether to try later (each below, with
     │                    when it is retried: monitord.scans.zap's docstring)
     ├── ZapUnavailable, ZapAuthRejected, ZapTimeout, ZapDeadline, ZapScanStuck,
-    │   ZapTargetRefused (a URL ZAP must not be pointed at)
+    │   ZapTargetRefused (a URL ZAP must not be pointed at), ZapOccupied (another scan runs)
     ├── ZapBadAnswer     an answer of the wrong shape
     │   └── ZapAnswerTooLarge
     └── ZapApiError      ZAP answered with an error code
@@ -119,6 +119,11 @@ class ZapAnswerTooLarge(ZapBadAnswer):
     again reads the same answer, so it is not retried."""
 
     retryable = False
+
+
+class ZapOccupied(ZapError):
+    """A live process (the daemon, or `monitord scan ID --wait`) is running a scan: it owns
+    ZAP's one session, so no other scan starts until it ends."""
 
 
 class ZapTargetRefused(ZapError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitord.cli.common import (
     actor,
@@ -16,11 +16,15 @@ from monitord.cli.common import (
     print_json,
     row_id,
 )
-from monitord.errors import UsageError
+from monitord.errors import UsageError, ZapOccupied
 from monitord.names import FINDING_STATE_NAMES, SEVERITY_NAMES, named
 from monitord.textable import format_table
 from monitord.timeutil import SHANGHAI, local_text, parse_time
 from monitord.types import SEVERITIES
+
+if TYPE_CHECKING:
+    from monitord.config import Settings
+    from monitord.store import Store
 
 # sqlalchemy, the models, the scan logic and the ZAP client are imported by each handler:
 # registering these commands must not load them into every `monitord` process (see monitord.cli).
@@ -35,7 +39,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return _status(args)
     if words[0] == "import":
         if len(words) != 2 or not args.service:
-            raise UsageError("usage: monitord scan import FILE --service ID")
+            raise UsageError("usage: monitord scan import FILE --service ID [--any-site]")
         try:
             return _import(args, file_path(words[1]))
         except argparse.ArgumentTypeError as exc:
@@ -70,7 +74,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
             )
             return 0
         scanner = zap.ZapScanner(driver, clock=app.clock)
-        state = aio.run(run_scan(app.store, app.settings, scanner, scan_id, app.clock))
+        live = live_daemons(app.store, app.settings, app.clock())
+        try:
+            state = aio.run(
+                run_scan(app.store, app.settings, scanner, scan_id, app.clock, live_daemons=live)
+            )
+        except ZapOccupied as exc:
+            print(f"scan {scan_id} of {words[0]} queued, not run now: {exc}; the daemon runs it")
+            return 1
         [row] = [r for r in scan_rows(app.store) if r["id"] == scan_id]
     print(
         f"scan {scan_id} of {words[0]}: {state}; {row['alerts_read']} alerts, "
@@ -78,6 +89,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
         f"({row['new']} new, {row['fixed']} fixed)" + (f"; {row['error']}" if row["error"] else "")
     )
     return 0 if state in ("finished", "timed_out") else 1
+
+
+def live_daemons(store: Store, settings: Settings, now: dt.datetime) -> frozenset[str]:
+    """The daemons alive on the store: a scan one of them runs is its own."""
+    from monitord.cluster import members
+
+    alive = members(store, settings.cluster.lease_seconds, now)
+    return frozenset(m.name for m in alive if m.alive)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -110,7 +129,7 @@ def _import(args: argparse.Namespace, path: str) -> int:
     from sqlalchemy import select
 
     from monitord.scans import store_findings
-    from monitord.scans.report_import import read_report
+    from monitord.scans.report_import import generated_at, read_report, site_problem
     from monitord.store.models import Scan, Service
 
     with app_for(args) as app:
@@ -119,13 +138,25 @@ def _import(args: argparse.Namespace, path: str) -> int:
             service = session.get(Service, args.service)
             if service is None:
                 raise UsageError(f"--service {args.service!r}: no such service in the store")
+            # The report's findings under the service's URL only, unless --any-site says that
+            # another site (a staging copy) stands for the service.
+            base_url = None if args.any_site else service.url
             report = read_report(
                 path,
                 service_id=service.id,
-                base_url=None,
+                base_url=base_url,
                 max_bytes=app.settings.zap.max_answer_mb << 20,
                 max_field_bytes=app.settings.zap.max_field_kb << 10,
             )
+            problem = None if base_url is None else site_problem(report, base_url)
+            if problem is not None:
+                raise UsageError(
+                    f"{path}: {problem}; not imported (--any-site imports a report of another "
+                    "site that stands for the service, such as a staging copy)"
+                )
+            # The scan is as old as the report: an old report neither counts as this
+            # quarter's scan nor stands for a scan after a later update.
+            scanned_at = generated_at(report, now)
             # Keys are unique: a script importing several reports runs more than one a second.
             key = base = f"{service.id}-import-{now:%Y%m%dT%H%M%S}"
             taken = set(
@@ -144,11 +175,11 @@ def _import(args: argparse.Namespace, path: str) -> int:
                     scan_key=key,
                     trigger="import",
                     state="finished",
-                    queued_at=now,
-                    next_attempt_at=now,
-                    started_at=now,
-                    finished_at=now,
-                    progress={"file": path},
+                    queued_at=scanned_at,
+                    next_attempt_at=scanned_at,
+                    started_at=scanned_at,
+                    finished_at=scanned_at,
+                    progress={"file": path, "sites": list(report.sites)},
                     alerts_read=report.instances,
                     findings_new=new,
                     findings_open=still,
@@ -158,7 +189,7 @@ def _import(args: argparse.Namespace, path: str) -> int:
             )
     print(
         f"imported {len(report.findings)} findings for {args.service} from {report.program} "
-        f"{report.version} ({new} new)"
+        f"{report.version} of {local_text(scanned_at)} CST ({new} new)"
     )
     return 0
 
@@ -238,7 +269,7 @@ def add_scan_commands(sub: Any) -> None:
         "scan",
         help="security scans with ZAP: SERVICE_ID [--wait] | status | import FILE",
         description="monitord scan SERVICE_ID [--wait]  |  monitord scan status [--json]  |  "
-        "monitord scan import FILE --service ID",
+        "monitord scan import FILE --service ID [--any-site]",
     )
     p.add_argument(
         "words",
@@ -250,6 +281,12 @@ def add_scan_commands(sub: Any) -> None:
     add_json(p, "with status: print a JSON list")
     add_wide(p)
     p.add_argument("--service", metavar="ID", help="with import: the service the report is for")
+    p.add_argument(
+        "--any-site",
+        action="store_true",
+        help="with import: the report is of another site that stands for the service (a "
+        "staging copy): import its findings of every site",
+    )
     add_by(p)
     p.set_defaults(handler=cmd_scan)
     p = sub.add_parser("findings", help="findings: list, or --accept ID with a reason and expiry")

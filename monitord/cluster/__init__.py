@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 import monitord
 from monitord.config import ClusterSettings
 from monitord.errors import StoreError
-from monitord.store import DaemonClaim, Store
+from monitord.store import DaemonClaim, Store, gone_from_this_host
 from monitord.store.models import ClusterMember, JobLease, LogHourStat, LogSource, set_writer
 from monitord.timeutil import UTC, Clock
 
@@ -201,20 +201,6 @@ def _db_now() -> ColumnElement[Any]:
     return func.timezone("UTC", func.now())
 
 
-def _gone_from_this_host(host: str | None, pid: int | None) -> bool:
-    """Whether a daemon that last said it ran as `pid` on `host` is this machine's and gone: a
-    daemon killed (kill -9, a crash) and restarted at once left its heartbeat fresh."""
-    if host != socket.gethostname() or not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # a process of another user has that pid now: not provably gone
-    return False
-
-
 class SharedCoordinator(Coordinator):
     """Daemons on one PostgreSQL store, coordinated by heartbeats and leases in it."""
 
@@ -250,7 +236,7 @@ class SharedCoordinator(Coordinator):
             if row is not None:
                 member, fresh = row
                 alive = fresh and member.stopped_at is None and member.run != self.run
-                if alive and not _gone_from_this_host(member.host, member.pid):
+                if alive and not gone_from_this_host(member.host, member.pid):
                     raise StoreError(
                         f"a monitord daemon named {self.name!r} is already running on "
                         f"{member.host} (pid {member.pid}) with the store at "

@@ -395,7 +395,8 @@ class ZapSettings(_Section):
         default_factory=dict
     )
     """Service id → a file holding the bearer token of that service's test account."""
-    max_concurrent_scans: int = Field(default=1, ge=1, le=4)
+    max_concurrent_scans: int = 1
+    """Kept so that older configs still load: one ZAP runs one scan at a time."""
     check_interval_seconds: float = Field(default=60.0, gt=0, le=DAY)
     quarterly_spread_days: int = Field(default=21, ge=1, le=60)
     """Quarterly scans are spread over the quarter's first this-many days."""
@@ -425,6 +426,16 @@ class ZapSettings(_Section):
     @classmethod
     def _check_url(cls, value: str) -> str:
         return http_url(value)
+
+    @field_validator("max_concurrent_scans")
+    @classmethod
+    def _one_scan_at_a_time(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(
+                "1: one ZAP runs one scan at a time (each scan starts a new ZAP session, which "
+                "would end any other scan), so remove this key"
+            )
+        return value
 
 
 def _apprise_url(value: str) -> str:

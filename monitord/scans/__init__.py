@@ -17,22 +17,24 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from monitord.config import Settings
-from monitord.errors import UsageError, ZapError, ZapTargetRefused
+from monitord.errors import UsageError, ZapError, ZapOccupied, ZapTargetRefused
 from monitord.redact import one_line
 from monitord.scans import zap
 from monitord.scans.state import ScanState, ZapDriverSettings
 from monitord.scans.target import target_problem
-from monitord.store import Store, audit
-from monitord.store.findings import resolve_findings, upsert_finding
+from monitord.store import Store, audit, gone_from_this_host
+from monitord.store.findings import resolve_finding, resolve_findings, upsert_finding
 from monitord.store.models import Finding, Scan, Service, ServiceEvent
 from monitord.textable import shortened
 from monitord.timeutil import Clock, quarter_start
@@ -228,7 +230,10 @@ def check_quarter(session: Session, settings: Settings, now: dt.datetime) -> int
 
 
 def expire_acceptances(session: Session, now: dt.datetime) -> int:
-    """Accepted risks and false positives whose expiry passed come back as open findings."""
+    """Accepted risks and false positives whose expiry passed come back as open findings.
+
+    Only findings still accepted: one a clean rescan fixed is resolved, and stays so.
+    """
     expired = session.scalars(
         select(Finding).where(Finding.state == "accepted", Finding.accepted_until < now)
     ).all()
@@ -249,10 +254,14 @@ def expire_acceptances(session: Session, now: dt.datetime) -> int:
 def accept_finding(
     session: Session, finding_id: int, reason: str, until: dt.datetime, actor: str, now: dt.datetime
 ) -> Finding:
-    """Accept a finding as a false positive or tolerated risk, with a reason and an expiry."""
+    """Accept an open finding as a false positive or tolerated risk, with a reason and an
+    expiry; a resolved one is refused (UsageError)."""
     finding = session.get(Finding, finding_id)
     if finding is None:
         raise UsageError(f"no finding {finding_id}: see `monitord findings`")
+    if finding.state == "resolved":
+        # An acceptance of what is already fixed would bring it back, open, when it expires.
+        raise UsageError(f"finding {finding_id} is resolved: there is no risk left to accept")
     if not reason.strip():
         raise UsageError("--reason: say why this finding is accepted")
     if until <= now:
@@ -282,7 +291,11 @@ def scoped(draft: FindingDraft, service_id: str) -> FindingDraft:
 def store_findings(
     session: Session, service_id: str, drafts: list[FindingDraft], now: dt.datetime, complete: bool
 ) -> tuple[int, int, int]:
-    """Store a scan's findings; returns (new, still open, fixed). Fixed only for a complete scan."""
+    """Store a scan's findings; returns (new, still open, fixed). Fixed only for a complete scan.
+
+    A finding the complete scan no longer sees is fixed, accepted or not: an accepted risk that
+    is gone needs no acceptance any more, and must not come back when the acceptance expires.
+    """
     previous = {
         f.subject: f
         for f in session.scalars(
@@ -301,9 +314,8 @@ def store_findings(
     if complete:
         present = {d.subject for d in current}
         for subject, finding in previous.items():
-            if subject not in present and finding.state == "open":
-                finding.state = "resolved"
-                finding.resolved_at = now
+            if subject not in present:
+                resolve_finding(session, finding, now)
                 fixed += 1
     return new, len(current) - new, fixed
 
@@ -343,6 +355,38 @@ def _token(settings: Settings, service_id: str) -> str | None:
         return None
 
 
+def runner_alive(scan: Scan, live_daemons: frozenset[str]) -> bool:
+    """Whether the process that runs `scan` still runs it.
+
+    A process of this machine is asked directly (not this one: it runs its scans to the end
+    before it looks again); another machine's counts while its daemon is one of
+    `live_daemons`, the cluster's other live members.
+    """
+    if scan.runner_host == socket.gethostname() and scan.runner_pid:
+        if scan.runner_pid == os.getpid():
+            return False
+        return not gone_from_this_host(scan.runner_host, scan.runner_pid)
+    return scan.daemon is not None and scan.daemon in live_daemons
+
+
+def occupying_scan(session: Session, live_daemons: frozenset[str]) -> Scan | None:
+    """The running scan a live process owns, if any: it holds ZAP's one session."""
+    running = session.scalars(select(Scan).where(Scan.state == "running").order_by(Scan.id))
+    return next((scan for scan in running if runner_alive(scan, live_daemons)), None)
+
+
+def _occupied(scan: Scan) -> ZapOccupied:
+    who = (
+        f"pid {scan.runner_pid} on {scan.runner_host}"
+        if scan.runner_pid
+        else f"daemon {scan.daemon or '?'}"
+    )
+    return ZapOccupied(
+        f"ZAP is running scan {scan.id} of {scan.service_id} ({who}); one ZAP runs one scan "
+        "at a time (a scan owns ZAP's session)"
+    )
+
+
 async def run_scan(
     store: Store,
     settings: Settings,
@@ -350,15 +394,28 @@ async def run_scan(
     scan_id: int,
     clock: Clock,
     resume: ScanState | None = None,
+    live_daemons: frozenset[str] = frozenset(),
 ) -> str:
-    """Run one queued (or resumable) scan to its end and record everything; returns its state."""
+    """Run one queued (or resumable) scan to its end and record everything; returns its state.
+
+    Raises `ZapOccupied`, the scan left as it was, while a live process runs a scan (this one
+    or another): ZAP has one session, and a scan starts by making a new one. live_daemons: the
+    cluster's other live members (`runner_alive`).
+    """
 
     def load() -> tuple[str, str, int]:
         with store.session() as session:
+            # A write first takes SQLite's write lock, so that two processes starting a scan
+            # at once see each other's claim rather than both passing the check below.
+            session.execute(update(Scan).where(Scan.id == scan_id).values(attempts=Scan.attempts))
+            busy = occupying_scan(session, live_daemons)
+            if busy is not None:
+                raise _occupied(busy)
             row = session.get(Scan, scan_id)
             assert row is not None
             service = session.get(Service, row.service_id)
             row.state = "running"
+            row.runner_host, row.runner_pid = socket.gethostname(), os.getpid()
             row.started_at = row.started_at or clock()
             row.attempts += 1
             return row.service_id, (service.url if service else "") or "", row.attempts
@@ -454,10 +511,11 @@ async def scan_pass(
     scanner: zap.ZapScanner,
     others_running: frozenset[str] = frozenset(),
 ) -> ScanReport:
-    """One pass of the scan job: queue what is due, reconcile stale runs, run what is queued.
+    """One pass of the scan job: queue what is due, reconcile stale runs, run one scan.
 
-    others_running: the other live daemons of the cluster; a scan one of them runs is not
-    stale (it held the scan job until just now and is finishing it).
+    One ZAP runs one scan at a time (a scan owns ZAP's session): while a live process runs one
+    (another daemon finishing it, or `monitord scan ID --wait`), the pass only queues.
+    others_running: the other live daemons of the cluster (`runner_alive`).
     """
     report = ScanReport()
 
@@ -474,17 +532,15 @@ async def scan_pass(
         shown = ", ".join(report.queued[:5]) + (" …" if len(report.queued) > 5 else "")
         logger.info("{} scan(s) queued: {}", len(report.queued), shown)
 
-    def stale_and_due() -> tuple[list[tuple[int, dict[str, Any]]], list[int]]:
+    def stale_and_due() -> tuple[str | None, list[tuple[int, dict[str, Any]]], list[int]]:
         now = clock()
         with store.session() as session:
+            busy = occupying_scan(session, others_running)
+            if busy is not None:
+                return str(_occupied(busy)), [], []
             stale = [
                 (s.id, s.progress)
-                for s in session.scalars(
-                    select(Scan).where(
-                        Scan.state == "running",
-                        or_(Scan.daemon.is_(None), Scan.daemon.not_in(others_running)),
-                    )
-                )
+                for s in session.scalars(select(Scan).where(Scan.state == "running"))
             ]
             due = list(
                 session.scalars(
@@ -493,9 +549,12 @@ async def scan_pass(
                     .order_by(Scan.id)
                 )
             )
-        return stale, due
+        return None, stale, due
 
-    stale, due = await asyncio.to_thread(stale_and_due)
+    busy, stale, due = await asyncio.to_thread(stale_and_due)
+    if busy is not None:
+        logger.info("scans wait: {}", busy)
+        return report
     if not stale and not due:
         return report
     try:
@@ -506,8 +565,7 @@ async def scan_pass(
         return report
     resumes: list[tuple[int, ScanState]] = []
     for scan_id, progress in stale:
-        # This process runs its scans to the end within a pass, so a "running" row now was left
-        # by a previous process: ask ZAP whether it still has that scan.
+        # Its process is gone (runner_alive): ask ZAP whether it still has that scan.
         verdict = await scanner.reconcile(ScanState.from_dict(progress)) if progress else None
         if verdict is not None and verdict.verdict == "resumable":
             resumes.append((scan_id, ScanState.from_dict(progress)))
@@ -515,13 +573,18 @@ async def scan_pass(
             reason = verdict.reason if verdict else "no progress was recorded"
             await asyncio.to_thread(_requeue, store, scan_id, clock(), f"interrupted: {reason}")
             due.insert(0, scan_id)
-    slots = settings.zap.max_concurrent_scans
-    work = [run_scan(store, settings, scanner, sid, clock, state) for sid, state in resumes]
-    work += [
-        run_scan(store, settings, scanner, sid, clock) for sid in due[: max(0, slots - len(work))]
-    ]
-    await asyncio.gather(*work)
-    report.ran = [str(s) for s, _ in resumes] + [str(s) for s in due[:slots]]
+    # One at a time, each to its end: a resumed scan first (it holds ZAP's session), else the
+    # first one due.
+    work: list[tuple[int, ScanState | None]] = [*resumes] or [(sid, None) for sid in due[:1]]
+    for scan_id, resume in work:
+        try:
+            await run_scan(
+                store, settings, scanner, scan_id, clock, resume, live_daemons=others_running
+            )
+        except ZapOccupied as exc:  # a `monitord scan ID --wait` started just now
+            logger.info("scan {} waits: {}", scan_id, exc)
+            break
+        report.ran.append(str(scan_id))
     return report
 
 

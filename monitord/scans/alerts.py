@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from monitord.names import SEVERITY_NAMES
 from monitord.textable import shortened, storable
 from monitord.types import FindingDraft, Severity
 
@@ -184,14 +185,17 @@ def _finding(
     )
     sample = next((a for a in members if _text(a.get("evidence"))), worst)
     urls = sorted({_text(a.get("url")) for a in members})
-    where = shortened(path + (f" (parameter {param})" if param else ""), 200)
+    # The summary is an incident's title for people: ZAP's alert name stays as ZAP wrote it,
+    # monitord's words around it are Chinese.
+    where = shortened(path + (f"（参数 {param}）" if param else ""), 200)
+    severity = _RISK_TO_SEVERITY.get(risk.lower(), "high")
     return FindingDraft(
         rule=f"zap:{plugin}",
         clause=ZAP_CLAUSE,
-        severity=_RISK_TO_SEVERITY.get(risk.lower(), "high"),
+        severity=severity,
         subject_kind="web_path",
         subject=_subject(ref, path, param),
-        summary=f"{name} ({shortened(risk, 40)}) at {where}, {len(members)} instance(s)",
+        summary=f"{name}（风险：{SEVERITY_NAMES[severity]}）位于 {where}，共 {len(members)} 处",
         service_id=service_id,
         evidence={
             "name": name,

@@ -23,6 +23,7 @@ into plain text. Each instance becomes an alert in ZAP API form and goes through
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 import re
@@ -30,15 +31,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from monitord.config import ZapSettings
 from monitord.errors import UsageError
 from monitord.scans.alerts import clean_text, group_alerts
 from monitord.scans.client import json_nesting_problem
 from monitord.scans.target import scope_regex
+from monitord.timeutil import SHANGHAI, UTC
 from monitord.types import FindingDraft
 
-__all__ = ["ZapReport", "ZapReportError", "parse_report", "read_report"]
+__all__ = [
+    "ZapReport",
+    "ZapReportError",
+    "generated_at",
+    "parse_report",
+    "read_report",
+    "site_problem",
+]
 
 _RISKS = {"0": "Informational", "1": "Low", "2": "Medium", "3": "High"}
 _CONFIDENCES = {"0": "False Positive", "1": "Low", "2": "Medium", "3": "High", "4": "Confirmed"}
@@ -223,3 +233,48 @@ def read_report(
     return parse_report(
         parsed, service_id=service_id, base_url=base_url, max_field_bytes=max_field_bytes
     )
+
+
+_GENERATED = "%a, %d %b %Y %H:%M:%S"
+"""How ZAP writes `@generated` ("Wed, 12 Jun 2024 08:31:05"), in the time zone of its host."""
+
+
+def generated_at(report: ZapReport, now: dt.datetime) -> dt.datetime:
+    """When ZAP wrote the report (Asia/Shanghai when it names no zone): the time of the scan it
+    records. Raises `ZapReportError` when it gives none, or one after `now`."""
+    text = report.generated.strip()
+    if not text:
+        raise ZapReportError("the report has no '@generated' time: when was the scan?")
+    try:
+        moment = dt.datetime.strptime(text, _GENERATED)
+    except ValueError:
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ZapReportError(
+                f"the report's '@generated' {text!r} is not a time such as "
+                "'Wed, 12 Jun 2024 08:31:05'"
+            ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=SHANGHAI)
+    if moment > now:
+        raise ZapReportError(f"the report's '@generated' {text!r} is in the future")
+    return moment.astimezone(UTC)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def site_problem(report: ZapReport, service_url: str) -> str | None:
+    """Why the report is not of the service's site (scheme, host and port), or None."""
+    if _origin(service_url) in {_origin(site) for site in report.sites}:
+        return None
+    sites = ", ".join(report.sites[:3]) + (" …" if len(report.sites) > 3 else "")
+    return f"the report is of {sites or 'no site'}, not of the service's site {service_url}"

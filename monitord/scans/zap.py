@@ -129,6 +129,12 @@ class Reconciliation:
     error: ZapError | None = None
 
 
+def session_file_name(location: str) -> str:
+    """The session's name in the path `core/view/sessionLocation` gives: its file's name
+    without ".session" (ZAP appends it), on a POSIX or a Windows host."""
+    return re.split(r"[\\/]", location)[-1].removesuffix(".session")
+
+
 class ZapScanner:
     """Runs scans of services in one ZAP instance; every dependency is passed in.
 
@@ -321,7 +327,7 @@ class ZapScanner:
             )
             if not state.session_name or not isinstance(location, str):
                 return Reconciliation("interrupted", "the scan had no ZAP session yet")
-            if state.session_name not in location:
+            if session_file_name(location) != state.session_name:
                 return Reconciliation(
                     "interrupted",
                     f"ZAP's session is {location!r}, not {state.session_name!r}: "

@@ -7,6 +7,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import socket
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -271,6 +272,20 @@ class Store:
         if self.claim is not None:
             self.claim.release()
             self.claim = None
+
+
+def gone_from_this_host(host: str | None, pid: int | None) -> bool:
+    """Whether a process that last said it ran as `pid` on `host` is this machine's and gone
+    (killed, crashed): what a row it left behind can be taken over on."""
+    if host != socket.gethostname() or not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # a process of another user has that pid now: not provably gone
+    return False
 
 
 class DaemonClaim:

@@ -225,12 +225,13 @@ def resolve_findings(
     for row in session.scalars(query):
         if row.subject in still_present:
             continue
-        _resolve(session, row, now)
+        resolve_finding(session, row, now)
         resolved += 1
     return resolved
 
 
-def _resolve(session: Session, row: Finding, now: dt.datetime) -> None:
+def resolve_finding(session: Session, row: Finding, now: dt.datetime) -> None:
+    """Resolve one finding now and close its current episode (an acceptance ends with it)."""
     row.state = "resolved"
     row.resolved_at = now
     _close_episode(session, row, now, "resolved")

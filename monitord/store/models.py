@@ -428,6 +428,10 @@ class Scan(Written, Base):
     high: Mapped[int] = mapped_column(Integer, default=0)
     medium: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    runner_host: Mapped[str | None] = mapped_column(String(200))
+    runner_pid: Mapped[int | None] = mapped_column(Integer)
+    """The machine and process running the scan (the daemon, or `monitord scan ID --wait`):
+    while that process lives, the scan is its own and ZAP is busy with it."""
 
 
 class LogSource(Base):

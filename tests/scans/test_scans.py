@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from monitord.demo.fakezap import (
     alert_storm,
     clean_site,
 )
+from monitord.errors import ConfigError, UsageError, ZapOccupied
 from monitord.incidents import intake
 from monitord.scans import (
     ScanReport,
@@ -29,13 +34,21 @@ from monitord.scans import (
     driver_settings,
     enqueue_due,
     expire_acceptances,
+    run_scan,
     scan_pass,
     zap,
 )
 from monitord.scans.state import ScanState, Step, ZapDriverSettings
-from monitord.store import Store
-from monitord.store.models import Finding, Incident, Scan, Service, ServiceEvent
-from monitord.timeutil import Clock
+from monitord.store import Store, open_store
+from monitord.store.models import (
+    Finding,
+    FindingEpisode,
+    Incident,
+    Scan,
+    Service,
+    ServiceEvent,
+)
+from monitord.timeutil import Clock, quarter_start
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.timeout(60)
@@ -159,6 +172,24 @@ async def test_a_rescan_marks_what_was_fixed(
     assert states == {"resolved"}
 
 
+async def test_a_clean_rescan_closes_the_episodes_the_compliance_verdicts_count(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    first = fake_zap(servers, alert_storm(BASE, total=60))
+    add_service(sqlite_store, clock)
+    await run_pass(sqlite_store, settings_for(first), clock)
+    clock.advance(hours=1)
+    with sqlite_store.session() as session:
+        session.add(ServiceEvent(service_id="svc-0001", kind="updated", at=clock()))
+    await run_pass(sqlite_store, settings_for(fake_zap(servers, clean_site(BASE))), clock)
+    with sqlite_store.session() as session:
+        episodes = session.scalars(
+            select(FindingEpisode).join(Finding).where(Finding.rule.like("zap:%"))
+        ).all()
+    assert episodes
+    assert {(e.closed_at, e.close_reason) for e in episodes} == {(clock(), "resolved")}
+
+
 async def test_zap_down_leaves_scans_queued_with_a_clear_error(
     sqlite_store: Store, clock: FakeClock
 ) -> None:
@@ -206,6 +237,77 @@ async def test_a_scan_left_running_by_a_dead_daemon_is_reconciled_and_run_again(
     assert manual.attempts == 1
 
 
+def _running_scan(store: Store, clock: FakeClock, pid: int) -> int:
+    """A scan this machine's process `pid` is running (a `monitord scan ID --wait`)."""
+    with store.session() as session:
+        scan = Scan(
+            service_id="svc-0002",
+            scan_key="svc-0002-manual-x",
+            trigger="manual",
+            state="running",
+            queued_at=clock(),
+            next_attempt_at=clock(),
+            started_at=clock(),
+            attempts=1,
+            progress=ScanState(
+                scan_key="svc-0002-1",
+                target_url=BASE,
+                status="running",
+                step=Step.ACTIVE,
+                session_name="monitord-svc-0002-1",
+                active_scan_id=0,
+            ).to_dict(),
+            runner_host=socket.gethostname(),
+            runner_pid=pid,
+        )
+        session.add(scan)
+        session.flush()
+        return scan.id
+
+
+async def test_a_scan_a_live_process_runs_owns_zap_and_no_other_starts(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    server = fake_zap(servers, clean_site(BASE))
+    cfg = settings_for(server)
+    add_service(sqlite_store, clock)
+    running = _running_scan(sqlite_store, clock, os.getppid())  # alive, and not this process
+    report = await run_pass(sqlite_store, cfg, clock)
+    assert report.ran == [] and server.calls("core/action/newSession") == []
+    by_id = {s.id: s for s in scans(sqlite_store)}
+    assert (by_id[running].state, by_id[running].attempts) == ("running", 1)
+    [queued] = [s for s in by_id.values() if s.id != running]
+    assert queued.state == "queued" and queued.attempts == 0
+    # What `monitord scan ID --wait` does meanwhile: refused, its scan left queued.
+    scanner = zap.ZapScanner(driver_settings(cfg), clock=clock)
+    with pytest.raises(ZapOccupied, match=f"ZAP is running scan {running} of svc-0002 \\(pid"):
+        await run_scan(sqlite_store, cfg, scanner, queued.id, clock)
+    assert [s.state for s in scans(sqlite_store)] == ["running", "queued"]
+
+
+async def test_a_scan_whose_process_is_gone_is_reconciled_then_the_queue_runs(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    server = fake_zap(servers, clean_site(BASE))
+    add_service(sqlite_store, clock, "svc-0002")
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    running = _running_scan(sqlite_store, clock, int(gone.stdout))
+    report = await run_pass(sqlite_store, settings_for(server), clock)
+    assert report.ran == [str(running)]
+    scan = next(s for s in scans(sqlite_store) if s.id == running)
+    assert (scan.state, scan.attempts, scan.runner_pid) == ("finished", 2, os.getpid())
+
+
+def test_more_than_one_scan_at_a_time_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"max_concurrent_scans.*one ZAP runs one scan at a time"):
+        parse_config({"zap": {"max_concurrent_scans": 2}}, "monitord.toml", env={})
+
+
 def test_a_service_not_scanned_by_the_quarter_deadline_is_a_7_3_2_finding(
     sqlite_store: Store, clock: FakeClock
 ) -> None:
@@ -251,6 +353,34 @@ def test_an_accepted_risk_opens_no_incident_until_it_expires(
         assert len(intake(session, cfg, clock()).opened) == 1
 
 
+async def test_an_accepted_risk_a_clean_rescan_fixed_does_not_come_back_at_expiry(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    add_service(sqlite_store, clock)
+    cfg = settings_for(fake_zap(servers, alert_storm(BASE, total=60)))
+    await run_pass(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        intake(session, cfg, clock())
+        accepted = session.scalars(select(Finding.id).where(Finding.rule.like("zap:%"))).first()
+        assert accepted is not None
+        accept_finding(session, accepted, "WAF 拦截", clock() + dt.timedelta(days=30), "a", clock())
+    clock.advance(hours=1)
+    with sqlite_store.session() as session:
+        session.add(ServiceEvent(service_id="svc-0001", kind="updated", at=clock()))
+    await run_pass(sqlite_store, settings_for(fake_zap(servers, clean_site(BASE))), clock)
+    first, rescan = scans(sqlite_store)
+    assert rescan.findings_fixed == first.findings_new  # the accepted one too
+    clock.advance(days=31)
+    with sqlite_store.session() as session:
+        assert session.get(Finding, accepted).state == "resolved"  # type: ignore[union-attr]
+        assert expire_acceptances(session, clock()) == 0
+        assert intake(session, cfg, clock()).opened == []
+        with pytest.raises(UsageError, match=f"finding {accepted} is resolved"):
+            accept_finding(
+                session, accepted, "仍想接受", clock() + dt.timedelta(days=9), "a", clock()
+            )
+
+
 def test_driver_settings_carry_the_key_from_the_environment() -> None:
     cfg = parse_config(
         {"zap": {"scan_deadline_minutes": 30}}, "t", env={"MONITORD_ZAP_API_KEY": "k3y"}
@@ -271,7 +401,13 @@ def test_scan_import_and_findings_cli(tmp_path: Path, capsys: pytest.CaptureFixt
     report = Path(__file__).parent / "data" / "zap-traditional-report.json"
     assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
     assert (
-        main(["--config", str(config), "scan", "import", str(report), "--service", "svc-0042"]) == 0
+        main(
+            [
+                *("--config", str(config), "scan", "import", str(report)),
+                *("--service", "svc-0042", "--any-site"),
+            ]
+        )
+        == 0
     )
     assert "imported" in capsys.readouterr().out
     assert main(["--config", str(config), "findings", "--risk", "high,medium", "--json"]) == 0
@@ -488,7 +624,7 @@ async def test_alert_texts_with_lone_surrogates_and_nuls_are_stored(
         assert finding.subject == "svc-0001 40018 /app/q [id\ufffd]"
 
 
-def _import_cli(tmp_path: Path, report: Path) -> int:
+def _import_cli(tmp_path: Path, report: Path, *options: str) -> int:
     from monitord.cli import main
     from tests.fakeportal import make_service
 
@@ -497,7 +633,9 @@ def _import_cli(tmp_path: Path, report: Path) -> int:
     config = tmp_path / "monitord.toml"
     config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n')
     assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
-    return main(["--config", str(config), "scan", "import", str(report), "--service", "svc-0042"])
+    return main(
+        ["--config", str(config), "scan", "import", str(report), "--service", "svc-0042", *options]
+    )
 
 
 def _site_report(alerts: Any) -> bytes:
@@ -534,11 +672,60 @@ def test_an_imported_report_with_odd_characters_is_stored_and_shown(
 ) -> None:
     instance = {"uri": "https://a/x", "param": "p\x00", "evidence": "\udfff"}
     alert = {"pluginid": "1", "riskcode": "3", "name": "SQLi \ud800", "instances": [instance]}
-    data = {"@programName": "ZAP \udc80", "site": [{"@name": "https://a", "alerts": [alert]}]}
+    data = {
+        "@programName": "ZAP \udc80",
+        "@generated": "Wed, 12 Jun 2024 08:31:05",
+        "site": [{"@name": "https://a", "alerts": [alert]}],
+    }
     report = tmp_path / "report.json"
     report.write_text(json.dumps(data))
-    assert _import_cli(tmp_path, report) == 0
+    assert _import_cli(tmp_path, report, "--any-site") == 0
     assert "imported 1 findings for svc-0042 from ZAP \ufffd" in capsys.readouterr().out
+
+
+def test_a_report_of_another_site_is_refused_and_imports_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = Path(__file__).parent / "data" / "zap-traditional-report.json"
+    assert _import_cli(tmp_path, report) == 2
+    err = capsys.readouterr().err
+    assert (
+        "the report is of https://zwfw.example.gov.cn, https://cdn.example.com, not of the "
+        "service's site "
+        "https://svc42.example.test/; not imported (--any-site imports" in err
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        with store.session() as session:
+            assert session.scalar(select(func.count()).select_from(Scan)) == 0
+            assert session.scalar(select(func.count()).select_from(Finding)) == 0
+    finally:
+        store.dispose()
+
+
+def test_an_old_report_is_a_scan_of_its_own_time_not_of_this_quarter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = Path(__file__).parent / "data" / "zap-traditional-report.json"
+    assert _import_cli(tmp_path, report, "--any-site") == 0
+    assert "of 2024-06-12 08:31 CST" in capsys.readouterr().out
+    cfg = settings_for("http://127.0.0.1:9")
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        with store.session() as session:
+            [scan] = session.scalars(select(Scan)).all()
+            generated = dt.datetime(2024, 6, 12, 0, 31, 5, tzinfo=dt.UTC)
+            assert (scan.queued_at, scan.started_at, scan.finished_at) == (generated,) * 3
+            now = dt.datetime.now(dt.UTC)
+            # Not this quarter's scan, nor one after the service's latest update.
+            _label, start = quarter_start(now)
+            assert check_quarter(session, cfg, start + dt.timedelta(days=80)) == 1
+            session.add(ServiceEvent(service_id="svc-0042", kind="updated", at=now))
+            session.flush()
+            queued = enqueue_due(session, cfg, now)
+            assert any(key.startswith("svc-0042-event-") for key in queued)
+    finally:
+        store.dispose()
 
 
 def test_reports_imported_within_one_second_are_all_kept(
@@ -552,12 +739,15 @@ def test_reports_imported_within_one_second_are_all_kept(
         monitord.runtime.app, "build_app", lambda settings: build(settings, clock=moment)
     )
     report = Path(__file__).parent / "data" / "zap-traditional-report.json"
-    assert _import_cli(tmp_path, report) == 0
+    assert _import_cli(tmp_path, report, "--any-site") == 0
     config = ["--config", str(tmp_path / "monitord.toml")]
     from monitord.cli import main
 
     for _ in range(2):
-        assert main([*config, "scan", "import", str(report), "--service", "svc-0042"]) == 0
+        assert (
+            main([*config, "scan", "import", str(report), "--service", "svc-0042", "--any-site"])
+            == 0
+        )
     capsys.readouterr()
     assert main([*config, "scan", "status", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -780,7 +970,12 @@ def test_the_scan_and_findings_tables_show_times_in_asia_shanghai(
     config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n')
     report = Path(__file__).parent / "data" / "zap-traditional-report.json"
     main(["--config", str(config), "sync", "--file", str(catalogue)])
-    main(["--config", str(config), "scan", "import", str(report), "--service", "svc-0042"])
+    main(
+        [
+            *("--config", str(config), "scan", "import", str(report)),
+            *("--service", "svc-0042", "--any-site"),
+        ]
+    )
     capsys.readouterr()
     main(["--config", str(config), "findings"])
     table = capsys.readouterr().out
@@ -788,7 +983,7 @@ def test_the_scan_and_findings_tables_show_times_in_asia_shanghai(
     scans = capsys.readouterr().out
     now = local_text(dt.datetime.now(dt.UTC))[:13]  # to the hour, in case a minute turns
     assert "LAST SEEN (CST)" in table and now in table
-    assert "SINCE (CST)" in scans and now in scans
+    assert "SINCE (CST)" in scans and "2024-06-12 08:31" in scans  # the report's @generated
 
 
 def test_asking_to_scan_with_scans_switched_off_is_refused_not_queued_for_ever(

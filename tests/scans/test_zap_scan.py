@@ -668,3 +668,22 @@ async def test_an_unexpected_error_stops_the_scan_in_zap(
     with pytest.raises(RuntimeError):
         await make_scanner(server).scan(SERVICE, scan_key="e", on_progress=store_fails)
     assert server.calls("ascan/action/stop") == [{"scanId": "0"}]
+
+
+async def test_reconcile_tells_a_session_from_one_whose_name_starts_alike(
+    fake_zap: Start, make_scanner: Make
+) -> None:
+    server = fake_zap(clean_site(SERVICE))
+    server.zap.handle("core", "action", "newSession", {"name": "monitord-svc-0001-12"})
+    scanner = make_scanner(server)
+    state = ScanState(
+        scan_key="svc-0001-1",
+        target_url=SERVICE,
+        status="running",
+        step=Step.ACTIVE,
+        session_name="monitord-svc-0001-1",
+        active_scan_id=0,
+    )
+    verdict = await scanner.reconcile(state)
+    assert verdict.verdict == "interrupted"
+    assert "not 'monitord-svc-0001-1'" in verdict.reason

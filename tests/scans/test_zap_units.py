@@ -126,3 +126,11 @@ def test_state_round_trip() -> None:
     )
     assert ScanState.from_dict(state.to_dict()) == state
     assert state.to_dict()["steps_done"] == ["session", "context"]
+
+
+def test_a_finding_summary_reads_in_chinese_around_zap_s_alert_name() -> None:
+    alerts = [
+        _alert(name="SQL Injection", risk="High", url="https://svc/app/page0.html", param="id")
+    ]
+    [finding] = group_alerts(alerts).findings
+    assert finding.summary == "SQL Injection（风险：高）位于 /app/page0.html（参数 id），共 1 处"

@@ -14,7 +14,14 @@ from sqlalchemy.exc import StatementError
 from monitord.errors import StoreError
 from monitord.store import MIGRATIONS, Store, audit, open_store
 from monitord.store.history import catalogue_as_of
-from monitord.store.models import AuditEntry, OutboxAlert, Service, ServiceEvent
+from monitord.store.models import (
+    AuditEntry,
+    Finding,
+    FindingEpisode,
+    OutboxAlert,
+    Service,
+    ServiceEvent,
+)
 from monitord.timeutil import SHANGHAI, UTC
 
 
@@ -102,6 +109,54 @@ def test_upgrading_from_the_first_schema_keeps_every_row(store_url: str) -> None
         "正文",
         "message",
         {},
+    )
+
+
+def test_upgrading_closes_the_episodes_of_findings_already_resolved(store_url: str) -> None:
+    store = open_store(store_url)
+    resolved_at = dt.datetime(2026, 11, 3, 2, 0, tzinfo=UTC)
+    with store.session() as session:
+        # As a rescan left a fixed ZAP finding before 0010: resolved, its episode still open.
+        finding = Finding(
+            rule="zap:40018",
+            clause="8.3 b",
+            severity="high",
+            subject_kind="web_path",
+            subject="svc-0001 40018 /app/ [id]",
+            service_id="svc-0001",
+            summary="SQL Injection",
+            evidence={},
+            first_seen=resolved_at - dt.timedelta(days=1),
+            last_seen=resolved_at - dt.timedelta(days=1),
+            count=1,
+            state="resolved",
+            resolved_at=resolved_at,
+        )
+        session.add(finding)
+        session.flush()
+        session.add(
+            FindingEpisode(
+                finding_id=finding.id,
+                number=1,
+                severity="high",
+                summary="SQL Injection",
+                opened_at=finding.first_seen,
+                occurred_at=finding.first_seen,
+            )
+        )
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.stamp(config, "0009")
+        command.upgrade(config, "0010")
+    with store.session() as session:
+        episode = session.scalars(select(FindingEpisode)).one()
+    store.dispose()
+    assert (episode.closed_at, episode.close_reason, episode.count) == (
+        resolved_at,
+        "resolved",
+        1,
     )
 
 
