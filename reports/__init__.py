@@ -22,7 +22,7 @@ from monitord.types import ComplianceVerdict, ServiceScore
 from reports import sections
 from reports.fonts import find_font
 from reports.pdf import Writer, build
-from reports.quarter import Quarter, least_available, read_quarter
+from reports.quarter import Quarter, least_available, read_quarter, scanned
 
 __all__ = ["RenderedReport", "ReportError", "render_quarterly"]
 
@@ -72,7 +72,7 @@ def _figures(
         "late_incidents": [int(i) for i in security.loc[security["late"].astype(bool), "id"]],
         "silences": len(quarter.silences),
         "scans": len(quarter.scans),
-        "scans_finished": int((quarter.scans["state"] == "finished").sum()),
+        "scans_scanned": len(scanned(quarter)),
         "unscanned_online": list(quarter.unscanned_online),
         "open_findings": {
             severity: int((findings["severity"] == severity).sum())

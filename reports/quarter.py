@@ -23,6 +23,7 @@ from monitord.config import Settings
 from monitord.store import histogram
 from monitord.store.history import ProbeStats, catalogue_as_of, probe_quarter
 from monitord.store.models import (
+    SCANNED,
     AdminReview,
     AuditEntry,
     Complaint,
@@ -111,6 +112,7 @@ class Quarter:
     last_purge: dict[str, Any] | None
     calendar_known: bool
     unscanned_online: list[str] = field(default_factory=list)
+    """The services online in the quarter without a scan that ran to its end (SCANNED)."""
 
 
 def _frame(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> pd.DataFrame:
@@ -268,7 +270,7 @@ def _silences(session: Session, start: dt.datetime, end: dt.datetime) -> pd.Data
 
 
 def _scans(session: Session, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
-    """The scans of the quarter: queued, or finished, within it."""
+    """The scans of the quarter: queued, or ended, within it."""
     rows = [
         {
             "id": scan.id,
@@ -451,7 +453,7 @@ def read_quarter(session: Session, settings: Settings, label: str, now: dt.datet
     services = _services(session, start, max(end, start + dt.timedelta(microseconds=1)))
     probes, tiers, overall = _probes(probe_quarter(session, start, end), services)
     scans = _scans(session, start, end)
-    finished = set(scans.loc[scans["state"] == "finished", "service_id"])
+    scanned = set(scans.loc[scans["state"].isin(SCANNED), "service_id"])
     online = services.index[services["status"] == "online"]
     return Quarter(
         label=label,
@@ -474,8 +476,14 @@ def read_quarter(session: Session, settings: Settings, label: str, now: dt.datet
         retention=_retention(session, settings),
         last_purge=_last_purge(session),
         calendar_known=calendar_known(settings, start.astimezone(SHANGHAI).year),
-        unscanned_online=sorted(s for s in online if s not in finished),
+        unscanned_online=sorted(s for s in online if s not in scanned),
     )
+
+
+def scanned(quarter: Quarter) -> pd.DataFrame:
+    """The quarter's scans that ran to its end (SCANNED), timed-out ones with what they found:
+    what clause 7.3.2's verdicts count as a scan."""
+    return quarter.scans[quarter.scans["state"].isin(SCANNED)]
 
 
 def least_available(quarter: Quarter, count: int) -> pd.DataFrame:

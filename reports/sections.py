@@ -24,7 +24,14 @@ from monitord.timeutil import SHANGHAI, local_text
 from monitord.types import ComplianceVerdict, ServiceScore
 from reports import charts
 from reports.pdf import Writer
-from reports.quarter import Quarter, incidents_per_week, least_available, tier_words, tiers_in
+from reports.quarter import (
+    Quarter,
+    incidents_per_week,
+    least_available,
+    scanned,
+    tier_words,
+    tiers_in,
+)
 
 SECTIONS = (
     "一、概要与各条款符合情况",
@@ -229,7 +236,7 @@ def summary(w: Writer, quarter: Quarter, lights: list[ClauseLight]) -> list[Flow
         ("总体 P95 响应时间", ms(quarter.overall["p95_ms"])),
         ("事件总数（其中安全事件）", f"{len(incidents)}（{len(security)}）"),
         ("安全事件迟报", str(int(security["late"].sum()))),
-        ("完成的安全扫描", str(int((quarter.scans["state"] == "finished").sum()))),
+        ("完成的安全扫描（含超时停止）", str(len(scanned(quarter)))),
         (
             "季度末未关闭的中高危问题",
             str(int(findings["severity"].isin(("critical", "high", "medium")).sum())),
@@ -418,12 +425,14 @@ def scans(w: Writer, quarter: Quarter) -> list[Flowable]:
     s = w.styles
     frame = quarter.scans
     out: list[Flowable] = [w.heading(SECTIONS[3])]
-    finished = frame[frame["state"] == "finished"]
+    done = scanned(quarter)
+    timed_out = int((done["state"] == "timed_out").sum())
+    of_which = f"（其中超时停止 {timed_out} 次，保留已发现的结果）" if timed_out else ""
     online = int((quarter.services["status"] == "online").sum())
     out.append(
         w.para(
-            f"本季度扫描 {len(frame)} 次，完成 {len(finished)} 次，覆盖 "
-            f"{finished['service_id'].nunique()} 个服务；上线服务 {online} 个，其中"
+            f"本季度扫描 {len(frame)} 次，完成 {len(done)} 次{of_which}，覆盖 "
+            f"{done['service_id'].nunique()} 个服务；上线服务 {online} 个，其中"
             f" {len(quarter.unscanned_online)} 个本季度没有完成的扫描。",
             s.body,
         )
@@ -436,9 +445,15 @@ def scans(w: Writer, quarter: Quarter) -> list[Flowable]:
         more = len(quarter.unscanned_online) - 60
         tail = f" 等 {len(quarter.unscanned_online)} 个" if more > 0 else ""
         out.append(w.para(f"本季度未完成扫描的上线服务：{names}{tail}。", s.note))
-    found = finished[(finished["high"] > 0) | (finished["medium"] > 0)]
+    found = done[(done["high"] > 0) | (done["medium"] > 0)]
     rows = [
-        [f"#{r.id}", r.service_id, when(r.finished_at), int(r.high), int(r.medium)]
+        [
+            f"#{r.id}" + ("（超时）" if r.state == "timed_out" else ""),
+            r.service_id,
+            when(r.finished_at),
+            int(r.high),
+            int(r.medium),
+        ]
         for r in found.itertuples()
     ]
     out.append(w.heading("发现中高危风险的扫描", 1))

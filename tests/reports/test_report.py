@@ -19,7 +19,7 @@ from monitord.config import Settings
 from monitord.errors import ReportError
 from monitord.incidents import open_manual
 from monitord.store import Store, histogram, open_store
-from monitord.store.models import Incident, IncidentEvent, ServiceRevision, Silence
+from monitord.store.models import Incident, IncidentEvent, Scan, ServiceRevision, Silence
 from monitord.timeutil import UTC
 from monitord.types import ComplianceVerdict
 from reports import charts
@@ -420,3 +420,36 @@ def test_the_latency_chart_marks_the_target_the_verdicts_use(
             now=OCT_2, formula=FORMULA,
         )  # fmt: skip
     assert marked == [3000.0]
+
+
+def test_a_timed_out_scan_counts_as_the_quarters_scan_and_shows_what_it_found(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # A scan stopped at scan_deadline_minutes is the quarter's scan for clause 7.3.2 (its
+    # verdict passes): the report said no scan was done and hid its high finding.
+    with sqlite_store.session() as session:
+        seeded = seed_quarter(session, services=30)
+        at = seeded.start + dt.timedelta(days=20)
+        session.add(
+            Scan(
+                service_id="svc-0024",  # the seed's one service without a scan
+                scan_key="svc-0024-2026q3",
+                trigger="quarterly",
+                state="timed_out",
+                queued_at=at,
+                next_attempt_at=at,
+                started_at=at,
+                finished_at=at + dt.timedelta(hours=2),
+                high=1,
+                medium=0,
+            )
+        )
+        scan_id = session.query(Scan).filter_by(service_id="svc-0024").one().id
+    report = render(sqlite_store, seeded, "2026q3", OCT_2)
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert report.figures["unscanned_online"] == ["svc-0013"]  # its scan failed
+    assert "本季度未完成扫描的上线服务：svc-0013。" in text
+    assert report.figures["scans_scanned"] == 30 - 1  # svc-0013 failed
+    assert "完成的安全扫描（含超时停止） 29" in text
+    assert "完成 29 次（其中超时停止 1 次，保留已发现的结果）" in text
+    assert re.search(rf"#{scan_id}（超时） svc-0024 2026-07-21 02:00 1 0", text)
