@@ -43,7 +43,7 @@ from monitord.store.models import (
     ServiceStateChange,
     Silence,
 )
-from monitord.timeutil import SHANGHAI, quarter_bounds
+from monitord.timeutil import SHANGHAI, local_days, quarter_bounds
 from monitord.workcalendar import UnknownYearWarning, WorkCalendar
 
 TIERS: dict[str, str] = {
@@ -353,13 +353,15 @@ def _admin_reviews(session: Session, label: str) -> list[dict[str, Any]]:
 
 
 def _evidence(session: Session, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
-    """Documents dated in the quarter, and the year's risk assessments dated before its end."""
-    first, stop = start.astimezone(SHANGHAI).date(), end.astimezone(SHANGHAI).date()
-    in_quarter = (EvidenceDocument.document_date >= first) & (EvidenceDocument.document_date < stop)
+    """Documents dated in the quarter (so far: today's included), and the year's risk
+    assessments dated by then."""
+    first, last = local_days(start, end)
+    dated = EvidenceDocument.document_date
+    in_quarter = (dated >= first) & (dated <= last)
     this_year = (
         (EvidenceDocument.kind == "risk_assessment")
-        & (EvidenceDocument.document_date >= dt.date(first.year, 1, 1))
-        & (EvidenceDocument.document_date < stop)
+        & (dated >= dt.date(first.year, 1, 1))
+        & (dated <= last)
     )
     rows = [
         {

@@ -19,7 +19,14 @@ from monitord.config import Settings
 from monitord.errors import ReportError
 from monitord.incidents import open_manual
 from monitord.store import Store, histogram, open_store
-from monitord.store.models import Incident, IncidentEvent, Scan, ServiceRevision, Silence
+from monitord.store.models import (
+    EvidenceDocument,
+    Incident,
+    IncidentEvent,
+    Scan,
+    ServiceRevision,
+    Silence,
+)
 from monitord.timeutil import UTC
 from monitord.types import ComplianceVerdict
 from reports import charts
@@ -453,3 +460,31 @@ def test_a_timed_out_scan_counts_as_the_quarters_scan_and_shows_what_it_found(
     assert "完成的安全扫描（含超时停止） 29" in text
     assert "完成 29 次（其中超时停止 1 次，保留已发现的结果）" in text
     assert re.search(rf"#{scan_id}（超时） svc-0024 2026-07-21 02:00 1 0", text)
+
+
+def test_a_document_dated_today_is_in_a_running_quarters_evidence_register(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # The verdicts counted today's pen test and risk assessment; the register left them out
+    # ("本季度没有登记证据文件…").
+    now = dt.datetime(2026, 8, 10, 4, 0, tzinfo=UTC)  # 12:00 on 2026-08-10 in Suzhou
+    with sqlite_store.session() as session:
+        for kind, name in (("pentest", "pentest-today.pdf"), ("risk_assessment", "risk.pdf")):
+            session.add(
+                EvidenceDocument(
+                    clause="7.3.2",
+                    kind=kind,
+                    document_date=dt.date(2026, 8, 10),
+                    filed_by="李登记",
+                    filed_at=now,
+                    file_name=name,
+                    stored_as=f"evidence/{name}",
+                    sha256="cd" * 32,
+                    size=1000,
+                )
+            )
+    report = render(sqlite_store, None, "2026q3", now)
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert report.figures["evidence_documents"] == 2
+    assert "pentest-today.pdf" in text and "risk.pdf" in text
+    assert "本季度没有登记证据文件" not in text
