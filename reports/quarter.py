@@ -21,7 +21,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from monitord.config import Settings
 from monitord.store import histogram
-from monitord.store.history import ProbeStats, catalogue_as_of, probe_quarter
+from monitord.store.history import ProbeStats, catalogue_as_of
 from monitord.store.models import (
     SCANNED,
     AdminReview,
@@ -94,7 +94,8 @@ class Quarter:
     services: pd.DataFrame
     """Index service_id; name, tier, status (as the catalogue described them in the quarter)."""
     probes: pd.DataFrame
-    """Per probed service: tier, name, count, failures, blind, hours, uptime, p50/p95/p99_ms."""
+    """Per probed service: tier, name, count, failures, blind, hours, uptime, p50/p95/p99_ms,
+    over the hours it was online (a filed suspension's are not counted against it)."""
     tiers: pd.DataFrame
     """Per tier: services, probed, count, failures, uptime, p95_ms (from merged histograms)."""
     overall: dict[str, Any]
@@ -444,8 +445,15 @@ def calendar_known(settings: Settings, year: int) -> bool:
     return not any(issubclass(w.category, UnknownYearWarning) for w in caught)
 
 
-def read_quarter(session: Session, settings: Settings, label: str, now: dt.datetime) -> Quarter:
-    """The quarter `label` (2026q3) as the store holds it at `now`.
+def read_quarter(
+    session: Session,
+    settings: Settings,
+    label: str,
+    now: dt.datetime,
+    availability: Mapping[str, ProbeStats],
+) -> Quarter:
+    """The quarter `label` (2026q3) as the store holds it at `now`; `availability` is each
+    service's probe figures over its hours online, as the compliance verdicts judge them.
 
     Raises ValueError naming the label when it is not one.
     """
@@ -453,7 +461,7 @@ def read_quarter(session: Session, settings: Settings, label: str, now: dt.datet
     start, quarter_end = start.astimezone(dt.UTC), quarter_end.astimezone(dt.UTC)
     end = max(start, min(quarter_end, now))
     services = _services(session, start, max(end, start + dt.timedelta(microseconds=1)))
-    probes, tiers, overall = _probes(probe_quarter(session, start, end), services)
+    probes, tiers, overall = _probes(availability, services)
     scans = _scans(session, start, end)
     scanned = set(scans.loc[scans["state"].isin(SCANNED), "service_id"])
     online = services.index[services["status"] == "online"]

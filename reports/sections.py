@@ -267,7 +267,8 @@ def availability(w: Writer, quarter: Quarter, worst: int, p95_target_ms: float) 
     out: list[Flowable] = [w.heading(SECTIONS[1])]
     out.append(
         w.para(
-            "可用率 =（探测次数 - 失败次数）÷ 探测次数；监测自身网络中断期间（盲区）的结果不计入。"
+            "可用率 =（探测次数 - 失败次数）÷ 探测次数，只计各服务上线期间的探测（已报备暂停、"
+            "下线期间不计，与 6.4 a 的判定一致）；监测自身网络中断期间（盲区）的结果不计入。"
             "响应时间取成功探测的时延直方图，误差不超过一个分桶（8%）。",
             s.note,
         )

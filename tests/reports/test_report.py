@@ -18,11 +18,14 @@ import reports
 from monitord.config import Settings
 from monitord.errors import ReportError
 from monitord.incidents import open_manual
+from monitord.runtime.reporting import online_availability
 from monitord.store import Store, histogram, open_store
+from monitord.store.history import ProbeStats
 from monitord.store.models import (
     EvidenceDocument,
     Incident,
     IncidentEvent,
+    ProbeRollup,
     Scan,
     ServiceRevision,
     Silence,
@@ -41,6 +44,12 @@ FORMULA = "得分 = 0.5×可用率 + 0.5×合规"
 Pages = Callable[[bytes], list[str]]
 
 
+def availability(store: Store, quarter: str, now: dt.datetime) -> dict[str, ProbeStats]:
+    """The services' availability figures the runtime hands the report: the engine's."""
+    with store.session() as session:
+        return online_availability(session, Settings(), quarter, now)
+
+
 def render(
     store: Store, seeded: Seeded | None, quarter: str, now: dt.datetime
 ) -> reports.RenderedReport:
@@ -51,6 +60,7 @@ def render(
             quarter,
             verdicts=seeded.verdicts if seeded else [],
             scores=seeded.scores if seeded else [],
+            availability=availability(store, quarter, now) if seeded else {},
             now=now,
             formula=FORMULA,
         )
@@ -230,7 +240,8 @@ def test_a_year_the_calendar_does_not_know_is_said_so(
     text = one_line("\n".join(pdf_pages(report.pdf)))
     assert "2031 年的法定节假日安排 monitord 尚不知道，工作日按周一至周五计算" in text
     assert report.figures["calendar_known"] is False
-    assert report.figures["probed_services"] == 20 - 1  # svc-0009 is never probed
+    # svc-0009 is never probed; svc-0007, suspended all quarter, had no hour online.
+    assert report.figures["probed_services"] == 20 - 2
 
 
 def test_a_running_quarter_reports_up_to_now_and_says_so(q3: Q3, pdf_pages: Pages) -> None:
@@ -391,6 +402,7 @@ def test_a_small_running_quarter_names_what_is_pending_and_what_is_unknown(
             "2026q3",
             verdicts=[*seeded.verdicts, *extra],
             scores=scores,
+            availability=availability(sqlite_store, "2026q3", now),
             now=now,
             formula=FORMULA,
         )
@@ -424,7 +436,7 @@ def test_the_latency_chart_marks_the_target_the_verdicts_use(
     with q3.store.session() as session:
         reports.render_quarterly(
             session, settings, "2026q3", verdicts=q3.seeded.verdicts, scores=q3.seeded.scores,
-            now=OCT_2, formula=FORMULA,
+            availability=availability(q3.store, "2026q3", OCT_2), now=OCT_2, formula=FORMULA,
         )  # fmt: skip
     assert marked == [3000.0]
 
@@ -488,3 +500,22 @@ def test_a_document_dated_today_is_in_a_running_quarters_evidence_register(
     assert report.figures["evidence_documents"] == 2
     assert "pentest-today.pdf" in text and "risk.pdf" in text
     assert "本季度没有登记证据文件" not in text
+
+
+def test_a_suspended_service_is_not_the_least_available_nor_lowers_its_tier(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # Suspended all quarter (filed) and down meanwhile: 6.4 a gives it no verdict, yet the
+    # report named it 可用率最低 at 0.00 % and counted its failures against its tier.
+    with sqlite_store.session() as session:
+        seeded = seed_quarter(session, services=30)
+        session.query(ProbeRollup).filter_by(service_id="svc-0007").update(
+            {"failures": ProbeRollup.count, "latency_buckets": {}}
+        )
+    report = render(sqlite_store, seeded, "2026q3", OCT_2)
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert "svc-0007" not in report.figures["worst_services"]
+    assert "0.00%" not in text
+    province = report.figures["tiers"]["province"]["uptime"]
+    assert province == pytest.approx(seeded.tier_uptime("province"))
+    assert report.figures["probes"] == sum(seeded.count.values())
