@@ -124,7 +124,7 @@ def render_quarterly(
         )
     report = settings.report
     writer = Writer(font)
-    lights = sections.clause_lights(verdicts)
+    lights = sections.clause_lights(verdicts, data.open_findings)
     worst_ids = list(least_available(data, report.worst_services)["service_id"])
     story = [
         *sections.cover(writer, data, report.operation_unit, report.management_unit),

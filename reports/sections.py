@@ -103,10 +103,15 @@ ROWS_PER_TABLE = 60
 """The appendix's rows per table: short tables lay out much faster than one long one."""
 
 
+RED_SEVERITIES = ("critical", "high")
+"""A finding of these severities open at the data's end makes its clause's light red."""
+
+
 @dataclass(frozen=True)
 class ClauseLight:
-    """A clause's traffic light: green all its verdicts passed, amber some failed, red none
-    passed or a failed one is critical, none (grey) nothing judged it this quarter."""
+    """A clause's traffic light: red when none of its verdicts passed or a high (or critical)
+    finding of the clause is open at the data's end; else green all its verdicts passed, amber
+    some failed, none (grey) nothing judged it this quarter."""
 
     clause: str
     passed: int
@@ -155,24 +160,27 @@ def _clause_key(clause: str) -> tuple[tuple[int, ...], str]:
     return numbers, clause
 
 
-def clause_lights(verdicts: Sequence[ComplianceVerdict]) -> list[ClauseLight]:
+def clause_lights(
+    verdicts: Sequence[ComplianceVerdict], open_findings: pd.DataFrame
+) -> list[ClauseLight]:
     """Every clause of CLAUSE_DUTIES and of the verdicts, in the standard's order, with its
-    light."""
+    light; `open_findings` are the findings open at the data's end (Quarter.open_findings)."""
     by_clause: dict[str, list[ComplianceVerdict]] = defaultdict(list)
     for verdict in verdicts:
         by_clause[verdict.clause].append(verdict)
+    serious = open_findings["severity"].isin(RED_SEVERITIES)
+    severe_clauses = set(open_findings.loc[serious, "clause"])
     lights = []
     for clause in sorted(set(CLAUSE_DUTIES) | set(by_clause), key=_clause_key):
         mine = by_clause.get(clause, [])
         passed = sum(v.passed for v in mine)
         failed = len(mine) - passed
-        critical = any(not v.passed and v.evidence.get("critical") for v in mine)
-        if not mine:
+        if clause in severe_clauses or (mine and passed == 0):
+            light = "red"
+        elif not mine:
             light = "none"
         elif failed == 0:
             light = "green"
-        elif passed == 0 or critical:
-            light = "red"
         else:
             light = "amber"
         lights.append(ClauseLight(clause, passed, failed, light))
@@ -246,8 +254,8 @@ def summary(w: Writer, quarter: Quarter, lights: list[ClauseLight]) -> list[Flow
     out.append(w.heading("各条款符合情况", 1))
     out.append(
         w.para(
-            "绿：该条款各项检查全部通过；黄：部分未通过；红：全部未通过或存在严重问题；"
-            "灰：本季度未评估。",
+            "绿：该条款各项检查全部通过；黄：部分未通过；红：全部未通过，或截至数据截止时间"
+            "仍有该条款的高危（含严重）问题未关闭；灰：本季度未评估。",
             s.note,
         )
     )

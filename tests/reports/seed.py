@@ -367,7 +367,7 @@ def _judgements(seeded: Seeded) -> None:
     for clause, rule, passed, evidence in (
         ("7.3.1", "log_audit", True, {}),
         ("7.3.2", "quarterly_pentest", True, {}),
-        ("7.3.3", "incidents_notified", False, {"critical": True, "late": seeded.late_incidents}),
+        ("7.3.3", "incidents_notified", False, {"late": seeded.late_incidents}),
     ):
         seeded.verdicts.append(
             ComplianceVerdict(rule, clause, None, seeded.quarter, passed, evidence)

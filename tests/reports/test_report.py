@@ -142,8 +142,11 @@ def test_the_report_shows_every_section_and_clause_and_the_figures_the_store_hol
     assert FORMULA in text
     best = max(seeded.scores, key=lambda s: s.score)
     assert best.service_id in text
-    # The summary's lights: 7.3.3 red (a critical failure), 6.3.2 a green, 6.2.2 amber.
+    # The summary's lights: 7.3.3 red (its one verdict failed), 6.3.2 a green, 6.2.2 amber;
+    # 8.3 b red, most of its verdicts passed but a high finding (zap_sql_injection) is open.
     assert report.figures["clauses"]["7.3.3"]["light"] == "red"
+    assert report.figures["clauses"]["8.3 b"] == {"light": "red", "passed": 198, "failed": 2}
+    assert re.search(r"\n8\.3 b .* 198 2 ●红", text)
     assert report.figures["clauses"]["6.3.2 a"]["light"] == "green"
     assert report.figures["clauses"]["6.2.2"]["light"] == "amber"
     assert re.search(r"\n7\.3\.3 .* 0 1 ●红", text)
