@@ -33,6 +33,9 @@ from reports.quarter import (
     tiers_in,
 )
 
+STANDARD = "DB3205/T 1129-2024《法人服务总入口运行管理规范》"
+"""The standard the report answers to: its number and its title, as the standard gives them."""
+
 SECTIONS = (
     "一、概要与各条款符合情况",
     "二、可用性与响应时间（按来源层级）",
@@ -202,8 +205,7 @@ def cover(w: Writer, quarter: Quarter, operation_unit: str, management_unit: str
         w.para(f"生成时间：{local_text(quarter.now)}（北京时间）", s.subtitle),
         w.gap(25),
         w.para(
-            "依据 DB3205/T 1129-2024《法人服务总入口建设运营规范》，本报告各项数据均来自 monitord "
-            "存储的监测记录，可逐条追溯。",
+            f"依据 {STANDARD}，本报告各项数据均来自 monitord 存储的监测记录，可逐条追溯。",
             s.note,
         ),
         PageBreak(),
