@@ -199,8 +199,10 @@ def cover(w: Writer, quarter: Quarter, operation_unit: str, management_unit: str
         w.para("服务监测与安全合规季度报告", s.title),
         w.para(quarter_words(quarter.label), s.title),
         w.gap(20),
-        w.para(f"运营单位：{operation_unit}", s.subtitle),
-        w.para(f"报送单位：{management_unit}", s.subtitle),
+        # 报送单位 is the one that submits the report (the operation unit, 3.4); the one it is
+        # submitted to is the 主送单位 (the management unit, 3.3).
+        w.para(f"报送单位（运营单位）：{operation_unit}", s.subtitle),
+        w.para(f"主送单位（管理单位）：{management_unit}", s.subtitle),
         w.para(f"数据时段：{period_text(quarter)}", s.subtitle),
         w.para(f"生成时间：{local_text(quarter.now)}（北京时间）", s.subtitle),
         w.gap(25),

@@ -717,9 +717,9 @@ class ReportSettings(_Section):
     the first usable system font (fonts-wqy-zenhei, ...). A font that cannot be embedded is an
     error, never a silent fallback."""
     operation_unit: NonEmpty = "苏商通运营单位"
-    """The operation unit (运营单位) that writes the report, named on its cover."""
+    """The operation unit (运营单位) that writes and submits the report: its cover's 报送单位."""
     management_unit: NonEmpty = "苏州市数据局"
-    """The management unit (管理单位) the report is for, named on its cover."""
+    """The management unit (管理单位) the report is submitted to: its cover's 主送单位."""
     worst_services: int = Field(default=10, ge=1, le=200)
     """How many of the least available services the report names, and of the ranking's top
     and bottom."""

@@ -104,6 +104,9 @@ def test_the_report_shows_every_section_and_clause_and_the_figures_the_store_hol
         assert one_line(heading) in text
     # The cover names the standard by its own title (it said 《法人服务总入口建设运营规范》).
     assert "依据 DB3205/T 1129-2024《法人服务总入口运行管理规范》" in one_line(pages[0])
+    # The operation unit submits the report (报送); the management unit receives it (主送).
+    assert "报送单位（运营单位）：苏商通运营单位" in one_line(pages[0])
+    assert "主送单位（管理单位）：苏州市数据局" in one_line(pages[0])
     for clause in CLAUSE_DUTIES:
         assert f"\n{clause} " in text, clause
     # Availability: each tier's figure is (count - failures) / count over the store's roll-ups.
