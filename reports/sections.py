@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 from reportlab.platypus import Flowable, PageBreak
 
+from monitord.config import MIN_RETENTION_DAYS
 from monitord.names import ADMIN_PROBLEM_NAMES
 from monitord.textable import shortened
 from monitord.timeutil import SHANGHAI, local_text
@@ -603,10 +604,11 @@ def retention(w: Writer, quarter: Quarter, retention_days: int) -> list[Flowable
     """Section 7: the oldest record of each kind, how long each is kept, the last purge."""
     s = w.styles
     out: list[Flowable] = [w.heading(SECTIONS[6])]
+    verdict = "符合" if retention_days >= MIN_RETENTION_DAYS else "不符合"
     out.append(
         w.para(
-            f"记录保存期限 {retention_days} 天（7.3.1 要求不少于 180 天："
-            f"{'符合' if retention_days >= 180 else '不符合'}）。以下为生成报告时存储中的情况。",
+            f"记录保存期限 {retention_days} 天（7.3.1 要求留存六个月以上，按最长的六个月计不少于 "
+            f"{MIN_RETENTION_DAYS} 天：{verdict}）。以下为生成报告时存储中的情况。",
             s.body,
         )
     )

@@ -528,7 +528,8 @@ class QuietWindow(Written, Base):
 
 
 class ServiceStateChange(Written, Base):
-    """A service's probe state moving (up, degraded, down...), kept at least 180 days (7.3.1)."""
+    """A service's probe state moving (up, degraded, down...), kept at least
+    store.retention_days (7.3.1)."""
 
     __tablename__ = "service_state_changes"
     __table_args__ = (Index("ix_state_changes_service_at", "service_id", "at"),)
