@@ -9,7 +9,6 @@ them in Asia/Shanghai.
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from monitord.store.models import (
     Silence,
 )
 from monitord.timeutil import SHANGHAI, local_days, quarter_bounds
-from monitord.workcalendar import UnknownYearWarning, WorkCalendar
+from monitord.workcalendar import WorkCalendar
 
 TIERS: dict[str, str] = {
     "province": "省级平台",
@@ -436,13 +435,9 @@ def _last_purge(session: Session) -> dict[str, Any] | None:
 
 
 def calendar_known(settings: Settings, year: int) -> bool:
-    """Whether the Chinese statutory calendar of `year` is known (else Monday-Friday is
-    assumed for working days, and the report says so)."""
-    calendar = WorkCalendar.from_settings(settings.logs)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UnknownYearWarning)
-        calendar.is_workday(dt.date(year, 6, 1))
-    return not any(issubclass(w.category, UnknownYearWarning) for w in caught)
+    """Whether the working days of `year` are known, from the statutory calendar or the
+    config's overrides (else Monday-Friday is assumed, and the report says so)."""
+    return WorkCalendar.from_settings(settings.logs).knows_year(year)
 
 
 def read_quarter(
