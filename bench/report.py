@@ -75,12 +75,14 @@ def child(database: str, judged: str, output: str) -> None:
 
     import reports
     from monitord.config import Settings
+    from monitord.runtime.reporting import online_availability
     from monitord.store import open_store
     from monitord.timeutil import UTC
 
     verdicts, scores = pickle.loads(Path(judged).read_bytes())
     store = open_store(f"sqlite:///{database}")
     start = time.perf_counter()
+    now = dt.datetime(2026, 10, 2, 1, tzinfo=UTC)
     with store.session() as session:
         report = reports.render_quarterly(
             session,
@@ -88,7 +90,8 @@ def child(database: str, judged: str, output: str) -> None:
             QUARTER,
             verdicts=verdicts,
             scores=scores,
-            now=dt.datetime(2026, 10, 2, 1, tzinfo=UTC),
+            availability=online_availability(session, Settings(), QUARTER, now),
+            now=now,
             formula="得分 = 各项加权和",
         )
     seconds = time.perf_counter() - start

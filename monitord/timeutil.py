@@ -199,3 +199,10 @@ def begun_quarter_bounds(label: str, now: dt.datetime) -> tuple[dt.datetime, dt.
     if start > now:
         raise ValueError(f"{label!r} has not begun: it starts {local_text(start)} Asia/Shanghai")
     return start, end
+
+
+def local_days(start: dt.datetime, until: dt.datetime) -> tuple[dt.date, dt.date]:
+    """The first and the last local day (Asia/Shanghai) of [start, until): a quarter's days, or
+    those so far while it runs (today included). A document dated one of them is in it."""
+    last = (until - dt.timedelta(microseconds=1)).astimezone(SHANGHAI).date()
+    return start.astimezone(SHANGHAI).date(), last

@@ -3,18 +3,19 @@
 `chinesecalendar` knows the State Council's schedule up to the year it was released for; the
 schedule for the next year is published each November, so a running daemon can meet a year the
 package does not know. Config then supplies that year's dates (`holidays`, `workdays` overrides);
-without them monitord falls back to Monday-Friday and warns once per year instead of failing.
+without them monitord falls back to Monday-Friday and logs one line per year (once a process)
+instead of failing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import chinese_calendar
+from loguru import logger
 
 from monitord.timeutil import SHANGHAI
 
@@ -41,8 +42,23 @@ def statutory_year_known(year: int) -> bool:
     return True
 
 
-class UnknownYearWarning(UserWarning):
-    """The statutory calendar of a year is unknown; Monday-Friday is assumed."""
+_SAID_UNKNOWN: set[int] = set()
+"""The years whose unknown calendar this process has logged: one line each, however many
+calendars meet them (a command builds several: the sync's, each judged quarter's)."""
+
+
+def _say_unknown_year(year: int) -> None:
+    """Log, once a process, that `year`'s working days are not published and how they count."""
+    if year in _SAID_UNKNOWN:
+        return
+    _SAID_UNKNOWN.add(year)
+    logger.warning(
+        "working days of {year} are not yet published in the Chinese statutory calendar "
+        "(chinesecalendar {version}): they are counted Monday to Friday, without holidays or "
+        "make-up working days, until the config's [logs] holidays and workdays list them",
+        year=year,
+        version=getattr(chinese_calendar, "__version__", ""),
+    )
 
 
 @dataclass
@@ -57,7 +73,6 @@ class WorkCalendar:
     day_end: dt.time = dt.time(18, 0)
     holidays: frozenset[dt.date] = frozenset()
     workdays: frozenset[dt.date] = frozenset()
-    _warned: set[int] = field(default_factory=set, repr=False)
     _cache: dict[dt.date, bool] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -103,18 +118,15 @@ class WorkCalendar:
             try:
                 result = bool(chinese_calendar.is_workday(day))
             except NotImplementedError:
-                if day.year not in self._warned:
-                    self._warned.add(day.year)
-                    warnings.warn(
-                        f"the statutory calendar of {day.year} is unknown to chinesecalendar "
-                        f"{getattr(chinese_calendar, '__version__', '')}: assuming Monday-Friday; "
-                        "set its holidays and make-up workdays in the config",
-                        UnknownYearWarning,
-                        stacklevel=2,
-                    )
+                _say_unknown_year(day.year)
                 result = day.weekday() < 5
         self._cache[day] = result
         return result
+
+    def knows_year(self, year: int) -> bool:
+        """Whether the working days of `year` are known: from `chinesecalendar`, or brought in
+        by the config's overrides (else Monday-Friday is assumed)."""
+        return statutory_year_known(year) or self.overrides_year(year)
 
     def overrides_year(self, year: int) -> bool:
         """Whether the config's overrides list any date of year (its calendar brought in)."""

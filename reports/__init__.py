@@ -1,15 +1,16 @@
 """The quarterly report for the management unit: the store's quarter → tables (pandas) and
 charts (matplotlib) → a PDF in Chinese (reportlab), with an embedded CJK font.
 
-One public entry, `render_quarterly`: the runtime hands it the quarter's compliance verdicts and
-service scores (this package reads the store, never the stages), and gets back the PDF's bytes,
+One public entry, `render_quarterly`: the runtime hands it the quarter's compliance verdicts,
+service scores and the services' availability figures over their hours online (this package
+reads the store, never the stages), and gets back the PDF's bytes,
 its number of pages, the data's time range and the headline figures it shows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +18,13 @@ from sqlalchemy.orm import Session
 
 from monitord.config import Settings
 from monitord.errors import ReportError
+from monitord.store.history import ProbeStats
 from monitord.timeutil import local_text
 from monitord.types import ComplianceVerdict, ServiceScore
 from reports import sections
 from reports.fonts import find_font
 from reports.pdf import Writer, build
-from reports.quarter import Quarter, least_available, read_quarter
+from reports.quarter import Quarter, least_available, read_quarter, scanned
 
 __all__ = ["RenderedReport", "ReportError", "render_quarterly"]
 
@@ -72,7 +74,7 @@ def _figures(
         "late_incidents": [int(i) for i in security.loc[security["late"].astype(bool), "id"]],
         "silences": len(quarter.silences),
         "scans": len(quarter.scans),
-        "scans_finished": int((quarter.scans["state"] == "finished").sum()),
+        "scans_scanned": len(scanned(quarter)),
         "unscanned_online": list(quarter.unscanned_online),
         "open_findings": {
             severity: int((findings["severity"] == severity).sum())
@@ -99,18 +101,21 @@ def render_quarterly(
     *,
     verdicts: Sequence[ComplianceVerdict],
     scores: Sequence[ServiceScore],
+    availability: Mapping[str, ProbeStats],
     now: dt.datetime,
     formula: str = "",
 ) -> RenderedReport:
     """Draw the report of `quarter` (2026q3) from the store as it is at `now`.
 
-    `verdicts` and `scores` are the quarter's compliance verdicts and 9.2 scores, `formula` the
-    evaluation's formula as the report prints it. Raises ReportError when no CJK font can be
+    `verdicts` and `scores` are the quarter's compliance verdicts and 9.2 scores,
+    `availability` each service's probe figures over the hours it was online (those the
+    verdicts judge: a filed suspension's hours left out), `formula` the evaluation's formula as
+    the report prints it. Raises ReportError when no CJK font can be
     embedded, or when `quarter` is not a quarter label or has not begun at `now`.
     """
     font = find_font(settings.report.font)
     try:
-        data = read_quarter(session, settings, quarter, now)
+        data = read_quarter(session, settings, quarter, now, availability)
     except ValueError as exc:
         raise ReportError(str(exc)) from None
     if now <= data.start:
@@ -119,7 +124,7 @@ def render_quarterly(
         )
     report = settings.report
     writer = Writer(font)
-    lights = sections.clause_lights(verdicts)
+    lights = sections.clause_lights(verdicts, data.open_findings)
     worst_ids = list(least_available(data, report.worst_services)["service_id"])
     story = [
         *sections.cover(writer, data, report.operation_unit, report.management_unit),

@@ -9,7 +9,6 @@ them in Asia/Shanghai.
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,8 +20,9 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from monitord.config import Settings
 from monitord.store import histogram
-from monitord.store.history import ProbeStats, catalogue_as_of, probe_quarter
+from monitord.store.history import ProbeStats, catalogue_as_of
 from monitord.store.models import (
+    SCANNED,
     AdminReview,
     AuditEntry,
     Complaint,
@@ -42,8 +42,8 @@ from monitord.store.models import (
     ServiceStateChange,
     Silence,
 )
-from monitord.timeutil import SHANGHAI, quarter_bounds
-from monitord.workcalendar import UnknownYearWarning, WorkCalendar
+from monitord.timeutil import SHANGHAI, local_days, quarter_bounds
+from monitord.workcalendar import WorkCalendar
 
 TIERS: dict[str, str] = {
     "province": "省级平台",
@@ -93,7 +93,8 @@ class Quarter:
     services: pd.DataFrame
     """Index service_id; name, tier, status (as the catalogue described them in the quarter)."""
     probes: pd.DataFrame
-    """Per probed service: tier, name, count, failures, blind, hours, uptime, p50/p95/p99_ms."""
+    """Per probed service: tier, name, count, failures, blind, hours, uptime, p50/p95/p99_ms,
+    over the hours it was online (a filed suspension's are not counted against it)."""
     tiers: pd.DataFrame
     """Per tier: services, probed, count, failures, uptime, p95_ms (from merged histograms)."""
     overall: dict[str, Any]
@@ -111,6 +112,7 @@ class Quarter:
     last_purge: dict[str, Any] | None
     calendar_known: bool
     unscanned_online: list[str] = field(default_factory=list)
+    """The services online in the quarter without a scan that ran to its end (SCANNED)."""
 
 
 def _frame(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> pd.DataFrame:
@@ -268,7 +270,7 @@ def _silences(session: Session, start: dt.datetime, end: dt.datetime) -> pd.Data
 
 
 def _scans(session: Session, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
-    """The scans of the quarter: queued, or finished, within it."""
+    """The scans of the quarter: queued, or ended, within it."""
     rows = [
         {
             "id": scan.id,
@@ -351,13 +353,15 @@ def _admin_reviews(session: Session, label: str) -> list[dict[str, Any]]:
 
 
 def _evidence(session: Session, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
-    """Documents dated in the quarter, and the year's risk assessments dated before its end."""
-    first, stop = start.astimezone(SHANGHAI).date(), end.astimezone(SHANGHAI).date()
-    in_quarter = (EvidenceDocument.document_date >= first) & (EvidenceDocument.document_date < stop)
+    """Documents dated in the quarter (so far: today's included), and the year's risk
+    assessments dated by then."""
+    first, last = local_days(start, end)
+    dated = EvidenceDocument.document_date
+    in_quarter = (dated >= first) & (dated <= last)
     this_year = (
         (EvidenceDocument.kind == "risk_assessment")
-        & (EvidenceDocument.document_date >= dt.date(first.year, 1, 1))
-        & (EvidenceDocument.document_date < stop)
+        & (dated >= dt.date(first.year, 1, 1))
+        & (dated <= last)
     )
     rows = [
         {
@@ -431,17 +435,20 @@ def _last_purge(session: Session) -> dict[str, Any] | None:
 
 
 def calendar_known(settings: Settings, year: int) -> bool:
-    """Whether the Chinese statutory calendar of `year` is known (else Monday-Friday is
-    assumed for working days, and the report says so)."""
-    calendar = WorkCalendar.from_settings(settings.logs)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UnknownYearWarning)
-        calendar.is_workday(dt.date(year, 6, 1))
-    return not any(issubclass(w.category, UnknownYearWarning) for w in caught)
+    """Whether the working days of `year` are known, from the statutory calendar or the
+    config's overrides (else Monday-Friday is assumed, and the report says so)."""
+    return WorkCalendar.from_settings(settings.logs).knows_year(year)
 
 
-def read_quarter(session: Session, settings: Settings, label: str, now: dt.datetime) -> Quarter:
-    """The quarter `label` (2026q3) as the store holds it at `now`.
+def read_quarter(
+    session: Session,
+    settings: Settings,
+    label: str,
+    now: dt.datetime,
+    availability: Mapping[str, ProbeStats],
+) -> Quarter:
+    """The quarter `label` (2026q3) as the store holds it at `now`; `availability` is each
+    service's probe figures over its hours online, as the compliance verdicts judge them.
 
     Raises ValueError naming the label when it is not one.
     """
@@ -449,9 +456,9 @@ def read_quarter(session: Session, settings: Settings, label: str, now: dt.datet
     start, quarter_end = start.astimezone(dt.UTC), quarter_end.astimezone(dt.UTC)
     end = max(start, min(quarter_end, now))
     services = _services(session, start, max(end, start + dt.timedelta(microseconds=1)))
-    probes, tiers, overall = _probes(probe_quarter(session, start, end), services)
+    probes, tiers, overall = _probes(availability, services)
     scans = _scans(session, start, end)
-    finished = set(scans.loc[scans["state"] == "finished", "service_id"])
+    scanned = set(scans.loc[scans["state"].isin(SCANNED), "service_id"])
     online = services.index[services["status"] == "online"]
     return Quarter(
         label=label,
@@ -474,8 +481,14 @@ def read_quarter(session: Session, settings: Settings, label: str, now: dt.datet
         retention=_retention(session, settings),
         last_purge=_last_purge(session),
         calendar_known=calendar_known(settings, start.astimezone(SHANGHAI).year),
-        unscanned_online=sorted(s for s in online if s not in finished),
+        unscanned_online=sorted(s for s in online if s not in scanned),
     )
+
+
+def scanned(quarter: Quarter) -> pd.DataFrame:
+    """The quarter's scans that ran to its end (SCANNED), timed-out ones with what they found:
+    what clause 7.3.2's verdicts count as a scan."""
+    return quarter.scans[quarter.scans["state"].isin(SCANNED)]
 
 
 def least_available(quarter: Quarter, count: int) -> pd.DataFrame:

@@ -18,13 +18,24 @@ from typing import Any
 import pandas as pd
 from reportlab.platypus import Flowable, PageBreak
 
+from monitord.config import MIN_RETENTION_DAYS
 from monitord.names import ADMIN_PROBLEM_NAMES
 from monitord.textable import shortened
 from monitord.timeutil import SHANGHAI, local_text
 from monitord.types import ComplianceVerdict, ServiceScore
 from reports import charts
 from reports.pdf import Writer
-from reports.quarter import Quarter, incidents_per_week, least_available, tier_words, tiers_in
+from reports.quarter import (
+    Quarter,
+    incidents_per_week,
+    least_available,
+    scanned,
+    tier_words,
+    tiers_in,
+)
+
+STANDARD = "DB3205/T 1129-2024《法人服务总入口运行管理规范》"
+"""The standard the report answers to: its number and its title, as the standard gives them."""
 
 SECTIONS = (
     "一、概要与各条款符合情况",
@@ -96,10 +107,15 @@ ROWS_PER_TABLE = 60
 """The appendix's rows per table: short tables lay out much faster than one long one."""
 
 
+RED_SEVERITIES = ("critical", "high")
+"""A finding of these severities open at the data's end makes its clause's light red."""
+
+
 @dataclass(frozen=True)
 class ClauseLight:
-    """A clause's traffic light: green all its verdicts passed, amber some failed, red none
-    passed or a failed one is critical, none (grey) nothing judged it this quarter."""
+    """A clause's traffic light: red when none of its verdicts passed or a high (or critical)
+    finding of the clause is open at the data's end; else green all its verdicts passed, amber
+    some failed, none (grey) nothing judged it this quarter."""
 
     clause: str
     passed: int
@@ -148,24 +164,27 @@ def _clause_key(clause: str) -> tuple[tuple[int, ...], str]:
     return numbers, clause
 
 
-def clause_lights(verdicts: Sequence[ComplianceVerdict]) -> list[ClauseLight]:
+def clause_lights(
+    verdicts: Sequence[ComplianceVerdict], open_findings: pd.DataFrame
+) -> list[ClauseLight]:
     """Every clause of CLAUSE_DUTIES and of the verdicts, in the standard's order, with its
-    light."""
+    light; `open_findings` are the findings open at the data's end (Quarter.open_findings)."""
     by_clause: dict[str, list[ComplianceVerdict]] = defaultdict(list)
     for verdict in verdicts:
         by_clause[verdict.clause].append(verdict)
+    serious = open_findings["severity"].isin(RED_SEVERITIES)
+    severe_clauses = set(open_findings.loc[serious, "clause"])
     lights = []
     for clause in sorted(set(CLAUSE_DUTIES) | set(by_clause), key=_clause_key):
         mine = by_clause.get(clause, [])
         passed = sum(v.passed for v in mine)
         failed = len(mine) - passed
-        critical = any(not v.passed and v.evidence.get("critical") for v in mine)
-        if not mine:
+        if clause in severe_clauses or (mine and passed == 0):
+            light = "red"
+        elif not mine:
             light = "none"
         elif failed == 0:
             light = "green"
-        elif passed == 0 or critical:
-            light = "red"
         else:
             light = "amber"
         lights.append(ClauseLight(clause, passed, failed, light))
@@ -181,14 +200,15 @@ def cover(w: Writer, quarter: Quarter, operation_unit: str, management_unit: str
         w.para("服务监测与安全合规季度报告", s.title),
         w.para(quarter_words(quarter.label), s.title),
         w.gap(20),
-        w.para(f"运营单位：{operation_unit}", s.subtitle),
-        w.para(f"报送单位：{management_unit}", s.subtitle),
+        # 报送单位 is the one that submits the report (the operation unit, 3.4); the one it is
+        # submitted to is the 主送单位 (the management unit, 3.3).
+        w.para(f"报送单位（运营单位）：{operation_unit}", s.subtitle),
+        w.para(f"主送单位（管理单位）：{management_unit}", s.subtitle),
         w.para(f"数据时段：{period_text(quarter)}", s.subtitle),
         w.para(f"生成时间：{local_text(quarter.now)}（北京时间）", s.subtitle),
         w.gap(25),
         w.para(
-            "依据 DB3205/T 1129-2024《法人服务总入口建设运营规范》，本报告各项数据均来自 monitord "
-            "存储的监测记录，可逐条追溯。",
+            f"依据 {STANDARD}，本报告各项数据均来自 monitord 存储的监测记录，可逐条追溯。",
             s.note,
         ),
         PageBreak(),
@@ -229,7 +249,7 @@ def summary(w: Writer, quarter: Quarter, lights: list[ClauseLight]) -> list[Flow
         ("总体 P95 响应时间", ms(quarter.overall["p95_ms"])),
         ("事件总数（其中安全事件）", f"{len(incidents)}（{len(security)}）"),
         ("安全事件迟报", str(int(security["late"].sum()))),
-        ("完成的安全扫描", str(int((quarter.scans["state"] == "finished").sum()))),
+        ("完成的安全扫描（含超时停止）", str(len(scanned(quarter)))),
         (
             "季度末未关闭的中高危问题",
             str(int(findings["severity"].isin(("critical", "high", "medium")).sum())),
@@ -239,8 +259,8 @@ def summary(w: Writer, quarter: Quarter, lights: list[ClauseLight]) -> list[Flow
     out.append(w.heading("各条款符合情况", 1))
     out.append(
         w.para(
-            "绿：该条款各项检查全部通过；黄：部分未通过；红：全部未通过或存在严重问题；"
-            "灰：本季度未评估。",
+            "绿：该条款各项检查全部通过；黄：部分未通过；红：全部未通过，或截至数据截止时间"
+            "仍有该条款的高危（含严重）问题未关闭；灰：本季度未评估。",
             s.note,
         )
     )
@@ -260,7 +280,8 @@ def availability(w: Writer, quarter: Quarter, worst: int, p95_target_ms: float) 
     out: list[Flowable] = [w.heading(SECTIONS[1])]
     out.append(
         w.para(
-            "可用率 =（探测次数 - 失败次数）÷ 探测次数；监测自身网络中断期间（盲区）的结果不计入。"
+            "可用率 =（探测次数 - 失败次数）÷ 探测次数，只计各服务上线期间的探测（已报备暂停、"
+            "下线期间不计，与 6.4 a 的判定一致）；监测自身网络中断期间（盲区）的结果不计入。"
             "响应时间取成功探测的时延直方图，误差不超过一个分桶（8%）。",
             s.note,
         )
@@ -418,12 +439,14 @@ def scans(w: Writer, quarter: Quarter) -> list[Flowable]:
     s = w.styles
     frame = quarter.scans
     out: list[Flowable] = [w.heading(SECTIONS[3])]
-    finished = frame[frame["state"] == "finished"]
+    done = scanned(quarter)
+    timed_out = int((done["state"] == "timed_out").sum())
+    of_which = f"（其中超时停止 {timed_out} 次，保留已发现的结果）" if timed_out else ""
     online = int((quarter.services["status"] == "online").sum())
     out.append(
         w.para(
-            f"本季度扫描 {len(frame)} 次，完成 {len(finished)} 次，覆盖 "
-            f"{finished['service_id'].nunique()} 个服务；上线服务 {online} 个，其中"
+            f"本季度扫描 {len(frame)} 次，完成 {len(done)} 次{of_which}，覆盖 "
+            f"{done['service_id'].nunique()} 个服务；上线服务 {online} 个，其中"
             f" {len(quarter.unscanned_online)} 个本季度没有完成的扫描。",
             s.body,
         )
@@ -436,9 +459,15 @@ def scans(w: Writer, quarter: Quarter) -> list[Flowable]:
         more = len(quarter.unscanned_online) - 60
         tail = f" 等 {len(quarter.unscanned_online)} 个" if more > 0 else ""
         out.append(w.para(f"本季度未完成扫描的上线服务：{names}{tail}。", s.note))
-    found = finished[(finished["high"] > 0) | (finished["medium"] > 0)]
+    found = done[(done["high"] > 0) | (done["medium"] > 0)]
     rows = [
-        [f"#{r.id}", r.service_id, when(r.finished_at), int(r.high), int(r.medium)]
+        [
+            f"#{r.id}" + ("（超时）" if r.state == "timed_out" else ""),
+            r.service_id,
+            when(r.finished_at),
+            int(r.high),
+            int(r.medium),
+        ]
         for r in found.itertuples()
     ]
     out.append(w.heading("发现中高危风险的扫描", 1))
@@ -575,10 +604,11 @@ def retention(w: Writer, quarter: Quarter, retention_days: int) -> list[Flowable
     """Section 7: the oldest record of each kind, how long each is kept, the last purge."""
     s = w.styles
     out: list[Flowable] = [w.heading(SECTIONS[6])]
+    verdict = "符合" if retention_days >= MIN_RETENTION_DAYS else "不符合"
     out.append(
         w.para(
-            f"记录保存期限 {retention_days} 天（7.3.1 要求不少于 180 天："
-            f"{'符合' if retention_days >= 180 else '不符合'}）。以下为生成报告时存储中的情况。",
+            f"记录保存期限 {retention_days} 天（7.3.1 要求留存六个月以上，按最长的六个月计不少于 "
+            f"{MIN_RETENTION_DAYS} 天：{verdict}）。以下为生成报告时存储中的情况。",
             s.body,
         )
     )

@@ -68,7 +68,9 @@ SECRET_CREDENTIAL = {
 }
 STORE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
 """The store URL schemes whose drivers monitord installs (psycopg 3 for PostgreSQL)."""
-MIN_RETENTION_DAYS = 180  # clause 7.3.1: keep logs at least six months
+MIN_RETENTION_DAYS = 184
+"""Clause 7.3.1 keeps logs at least six months: six calendar months are 181 to 184 days, so
+the shortest retention that always covers them is the longest, 184 (July to December)."""
 # Upper bounds on durations. Past them a value is a slip (milliseconds for seconds, an extra
 # zero), and far past them (1e12, inf) the scheduler and date arithmetic overflow at run time.
 DAY = 86_400  # seconds
@@ -729,9 +731,9 @@ class ReportSettings(_Section):
     the first usable system font (fonts-wqy-zenhei, ...). A font that cannot be embedded is an
     error, never a silent fallback."""
     operation_unit: NonEmpty = "苏商通运营单位"
-    """The operation unit (运营单位) that writes the report, named on its cover."""
+    """The operation unit (运营单位) that writes and submits the report: its cover's 报送单位."""
     management_unit: NonEmpty = "苏州市数据局"
-    """The management unit (管理单位) the report is for, named on its cover."""
+    """The management unit (管理单位) the report is submitted to: its cover's 主送单位."""
     worst_services: int = Field(default=10, ge=1, le=200)
     """How many of the least available services the report names, and of the ranking's top
     and bottom."""
@@ -901,7 +903,7 @@ def _expected(error: ErrorDetails) -> str:
     if kind == "greater_than_equal":
         limit = ctx["ge"]
         if error["loc"][-1] == "retention_days":
-            return f"at least {limit} days (clause 7.3.1: logs are kept six months)"
+            return f"at least {limit} days (clause 7.3.1: logs are kept six months, up to 184 days)"
         return f"at least {limit}"
     if kind == "less_than_equal":
         if error["loc"][-1] == "notify_within_minutes":

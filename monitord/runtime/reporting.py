@@ -32,7 +32,7 @@ from alerts.routing import MAIL_SCHEMES
 from monitord.config import Settings
 from monitord.errors import UsageError
 from monitord.store import Store
-from monitord.store.history import at_work_before
+from monitord.store.history import ProbeStats, at_work_before
 from monitord.store.models import LogAudit, OutboxAlert, QuarterlyReport
 from monitord.store.outbox import enqueue
 from monitord.timeutil import (
@@ -204,6 +204,18 @@ def _place(temporary: str, path: Path) -> None:
         os.rename(temporary, path)
 
 
+def online_availability(
+    session: Session, settings: Settings, quarter: str, now: dt.datetime
+) -> dict[str, ProbeStats]:
+    """Each service's availability figures over the hours it was online in `quarter` (up to
+    `now`), as the compliance engine judges clauses 6.4 a and b and scores 9.2: the hours of a
+    filed suspension are not counted. A service without a probe then is absent."""
+    from monitord.compliance.engine import open_quarter
+
+    q = open_quarter(session, settings, quarter, now)
+    return {sid: stats for sid in q.online_services() if (stats := q.stats(sid)) is not None}
+
+
 def render(
     store: Store, settings: Settings, quarter: str, now: dt.datetime, progress: Progress
 ) -> RenderedReport:
@@ -217,12 +229,20 @@ def render(
         verdicts = evaluate_quarter(session, settings, quarter, now)
         progress(f"{quarter}: scoring the services (clause 9.2)")
         scores = score_services(session, settings, quarter, verdicts, now)
+        availability = online_availability(session, settings, quarter, now)
         store_verdicts(session, quarter, verdicts, now)
     # Committed before the render: its seconds hold no write lock that probes and alerts wait on.
     with store.session() as session:
         progress(f"{quarter}: rendering the PDF")
         return render_quarterly(
-            session, settings, quarter, verdicts=verdicts, scores=scores, now=now, formula=FORMULA
+            session,
+            settings,
+            quarter,
+            verdicts=verdicts,
+            scores=scores,
+            availability=availability,
+            now=now,
+            formula=FORMULA,
         )
 
 

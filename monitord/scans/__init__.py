@@ -35,7 +35,7 @@ from monitord.scans.state import ScanState, ZapDriverSettings
 from monitord.scans.target import target_problem
 from monitord.store import Store, audit, gone_from_this_host
 from monitord.store.findings import resolve_finding, resolve_findings, upsert_finding
-from monitord.store.models import Finding, Scan, Service, ServiceEvent
+from monitord.store.models import SCANNED, Finding, Scan, Service, ServiceEvent
 from monitord.textable import shortened
 from monitord.timeutil import Clock, quarter_start
 from monitord.types import FindingDraft
@@ -200,9 +200,7 @@ def check_quarter(session: Session, settings: Settings, now: dt.datetime) -> int
     if now >= deadline:
         scanned = set(
             session.scalars(
-                select(Scan.service_id).where(
-                    Scan.state.in_(("finished", "timed_out")), Scan.finished_at >= start
-                )
+                select(Scan.service_id).where(Scan.state.in_(SCANNED), Scan.finished_at >= start)
             )
         )
         for service in session.scalars(
@@ -622,10 +620,6 @@ def finished_scan_count(store: Store) -> int:
     """How many scans ZAP has run (for the restart advice)."""
     with store.session() as session:
         return (
-            session.scalar(
-                select(func.count())
-                .select_from(Scan)
-                .where(Scan.state.in_(("finished", "timed_out")))
-            )
+            session.scalar(select(func.count()).select_from(Scan).where(Scan.state.in_(SCANNED)))
             or 0
         )

@@ -401,6 +401,11 @@ class ProbeRollup(Base):
     service come from the sum of its hours' buckets."""
 
 
+SCANNED = ("finished", "timed_out")
+"""The states of a scan that ran to its end: a timed-out one (stopped at the deadline) is kept
+with what it found, and counts as the quarter's scan as a finished one does."""
+
+
 class Scan(Written, Base):
     """One security scan of one service with ZAP: why it ran, where it got, what it found."""
 
@@ -413,7 +418,7 @@ class Scan(Written, Base):
     trigger: Mapped[str] = mapped_column(String(40))
     """quarterly, went_online, resumed, updated, manual."""
     state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
-    """queued, running, finished, timed_out, failed, interrupted."""
+    """queued, running, finished, timed_out, failed, interrupted (SCANNED: ran to its end)."""
     queued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -527,7 +532,8 @@ class QuietWindow(Written, Base):
 
 
 class ServiceStateChange(Written, Base):
-    """A service's probe state moving (up, degraded, down...), kept at least 180 days (7.3.1)."""
+    """A service's probe state moving (up, degraded, down...), kept at least
+    store.retention_days (7.3.1)."""
 
     __tablename__ = "service_state_changes"
     __table_args__ = (Index("ix_state_changes_service_at", "service_id", "at"),)

@@ -4,7 +4,7 @@ Successful raw probe results are kept `probes.raw_retention_days`; their hourly 
 (count, failures, blind results, a latency histogram and p50/p95/p99)
 `probes.rollup_retention_days` (at least 400), so a quarter's report and a year's trend read
 roll-ups only. Nothing monitord records for clause 7.3.1 is purged before
-`store.retention_days` (at least 180): failed probe results, state changes, sync runs and probe
+`store.retention_days` (at least 184): failed probe results, state changes, sync runs and probe
 rounds go then, the service events a sync run recorded stay (without their reference to it).
 Each table is purged in its own transactions, so that one that cannot be purged keeps no other
 from it.

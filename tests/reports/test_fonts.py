@@ -68,6 +68,7 @@ def test_a_configured_font_that_cannot_be_used_is_an_error_never_a_fallback(
             "2026q3",
             verdicts=[],
             scores=[],
+            availability={},
             now=dt.datetime(2026, 10, 2, tzinfo=UTC),
         )
     assert str(raised.value) == message

@@ -18,8 +18,18 @@ import reports
 from monitord.config import Settings
 from monitord.errors import ReportError
 from monitord.incidents import open_manual
+from monitord.runtime.reporting import online_availability
 from monitord.store import Store, histogram, open_store
-from monitord.store.models import Incident, IncidentEvent, ServiceRevision, Silence
+from monitord.store.history import ProbeStats
+from monitord.store.models import (
+    EvidenceDocument,
+    Incident,
+    IncidentEvent,
+    ProbeRollup,
+    Scan,
+    ServiceRevision,
+    Silence,
+)
 from monitord.timeutil import UTC
 from monitord.types import ComplianceVerdict
 from reports import charts
@@ -34,6 +44,12 @@ FORMULA = "得分 = 0.5×可用率 + 0.5×合规"
 Pages = Callable[[bytes], list[str]]
 
 
+def availability(store: Store, quarter: str, now: dt.datetime) -> dict[str, ProbeStats]:
+    """The services' availability figures the runtime hands the report: the engine's."""
+    with store.session() as session:
+        return online_availability(session, Settings(), quarter, now)
+
+
 def render(
     store: Store, seeded: Seeded | None, quarter: str, now: dt.datetime
 ) -> reports.RenderedReport:
@@ -44,6 +60,7 @@ def render(
             quarter,
             verdicts=seeded.verdicts if seeded else [],
             scores=seeded.scores if seeded else [],
+            availability=availability(store, quarter, now) if seeded else {},
             now=now,
             formula=FORMULA,
         )
@@ -85,6 +102,11 @@ def test_the_report_shows_every_section_and_clause_and_the_figures_the_store_hol
     assert len(pages) == report.pages > 5
     for heading in SECTIONS:
         assert one_line(heading) in text
+    # The cover names the standard by its own title (it said 《法人服务总入口建设运营规范》).
+    assert "依据 DB3205/T 1129-2024《法人服务总入口运行管理规范》" in one_line(pages[0])
+    # The operation unit submits the report (报送); the management unit receives it (主送).
+    assert "报送单位（运营单位）：苏商通运营单位" in one_line(pages[0])
+    assert "主送单位（管理单位）：苏州市数据局" in one_line(pages[0])
     for clause in CLAUSE_DUTIES:
         assert f"\n{clause} " in text, clause
     # Availability: each tier's figure is (count - failures) / count over the store's roll-ups.
@@ -125,8 +147,11 @@ def test_the_report_shows_every_section_and_clause_and_the_figures_the_store_hol
     assert FORMULA in text
     best = max(seeded.scores, key=lambda s: s.score)
     assert best.service_id in text
-    # The summary's lights: 7.3.3 red (a critical failure), 6.3.2 a green, 6.2.2 amber.
+    # The summary's lights: 7.3.3 red (its one verdict failed), 6.3.2 a green, 6.2.2 amber;
+    # 8.3 b red, most of its verdicts passed but a high finding (zap_sql_injection) is open.
     assert report.figures["clauses"]["7.3.3"]["light"] == "red"
+    assert report.figures["clauses"]["8.3 b"] == {"light": "red", "passed": 198, "failed": 2}
+    assert re.search(r"\n8\.3 b .* 198 2 ●红", text)
     assert report.figures["clauses"]["6.3.2 a"]["light"] == "green"
     assert report.figures["clauses"]["6.2.2"]["light"] == "amber"
     assert re.search(r"\n7\.3\.3 .* 0 1 ●红", text)
@@ -223,7 +248,8 @@ def test_a_year_the_calendar_does_not_know_is_said_so(
     text = one_line("\n".join(pdf_pages(report.pdf)))
     assert "2031 年的法定节假日安排 monitord 尚不知道，工作日按周一至周五计算" in text
     assert report.figures["calendar_known"] is False
-    assert report.figures["probed_services"] == 20 - 1  # svc-0009 is never probed
+    # svc-0009 is never probed; svc-0007, suspended all quarter, had no hour online.
+    assert report.figures["probed_services"] == 20 - 2
 
 
 def test_a_running_quarter_reports_up_to_now_and_says_so(q3: Q3, pdf_pages: Pages) -> None:
@@ -384,6 +410,7 @@ def test_a_small_running_quarter_names_what_is_pending_and_what_is_unknown(
             "2026q3",
             verdicts=[*seeded.verdicts, *extra],
             scores=scores,
+            availability=availability(sqlite_store, "2026q3", now),
             now=now,
             formula=FORMULA,
         )
@@ -417,6 +444,86 @@ def test_the_latency_chart_marks_the_target_the_verdicts_use(
     with q3.store.session() as session:
         reports.render_quarterly(
             session, settings, "2026q3", verdicts=q3.seeded.verdicts, scores=q3.seeded.scores,
-            now=OCT_2, formula=FORMULA,
+            availability=availability(q3.store, "2026q3", OCT_2), now=OCT_2, formula=FORMULA,
         )  # fmt: skip
     assert marked == [3000.0]
+
+
+def test_a_timed_out_scan_counts_as_the_quarters_scan_and_shows_what_it_found(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # A scan stopped at scan_deadline_minutes is the quarter's scan for clause 7.3.2 (its
+    # verdict passes): the report said no scan was done and hid its high finding.
+    with sqlite_store.session() as session:
+        seeded = seed_quarter(session, services=30)
+        at = seeded.start + dt.timedelta(days=20)
+        session.add(
+            Scan(
+                service_id="svc-0024",  # the seed's one service without a scan
+                scan_key="svc-0024-2026q3",
+                trigger="quarterly",
+                state="timed_out",
+                queued_at=at,
+                next_attempt_at=at,
+                started_at=at,
+                finished_at=at + dt.timedelta(hours=2),
+                high=1,
+                medium=0,
+            )
+        )
+        scan_id = session.query(Scan).filter_by(service_id="svc-0024").one().id
+    report = render(sqlite_store, seeded, "2026q3", OCT_2)
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert report.figures["unscanned_online"] == ["svc-0013"]  # its scan failed
+    assert "本季度未完成扫描的上线服务：svc-0013。" in text
+    assert report.figures["scans_scanned"] == 30 - 1  # svc-0013 failed
+    assert "完成的安全扫描（含超时停止） 29" in text
+    assert "完成 29 次（其中超时停止 1 次，保留已发现的结果）" in text
+    assert re.search(rf"#{scan_id}（超时） svc-0024 2026-07-21 02:00 1 0", text)
+
+
+def test_a_document_dated_today_is_in_a_running_quarters_evidence_register(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # The verdicts counted today's pen test and risk assessment; the register left them out
+    # ("本季度没有登记证据文件…").
+    now = dt.datetime(2026, 8, 10, 4, 0, tzinfo=UTC)  # 12:00 on 2026-08-10 in Suzhou
+    with sqlite_store.session() as session:
+        for kind, name in (("pentest", "pentest-today.pdf"), ("risk_assessment", "risk.pdf")):
+            session.add(
+                EvidenceDocument(
+                    clause="7.3.2",
+                    kind=kind,
+                    document_date=dt.date(2026, 8, 10),
+                    filed_by="李登记",
+                    filed_at=now,
+                    file_name=name,
+                    stored_as=f"evidence/{name}",
+                    sha256="cd" * 32,
+                    size=1000,
+                )
+            )
+    report = render(sqlite_store, None, "2026q3", now)
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert report.figures["evidence_documents"] == 2
+    assert "pentest-today.pdf" in text and "risk.pdf" in text
+    assert "本季度没有登记证据文件" not in text
+
+
+def test_a_suspended_service_is_not_the_least_available_nor_lowers_its_tier(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # Suspended all quarter (filed) and down meanwhile: 6.4 a gives it no verdict, yet the
+    # report named it 可用率最低 at 0.00 % and counted its failures against its tier.
+    with sqlite_store.session() as session:
+        seeded = seed_quarter(session, services=30)
+        session.query(ProbeRollup).filter_by(service_id="svc-0007").update(
+            {"failures": ProbeRollup.count, "latency_buckets": {}}
+        )
+    report = render(sqlite_store, seeded, "2026q3", OCT_2)
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert "svc-0007" not in report.figures["worst_services"]
+    assert "0.00%" not in text
+    province = report.figures["tiers"]["province"]["uptime"]
+    assert province == pytest.approx(seeded.tier_uptime("province"))
+    assert report.figures["probes"] == sum(seeded.count.values())

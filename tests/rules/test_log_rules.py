@@ -9,13 +9,16 @@ import json
 import warnings
 from pathlib import Path
 
+import chinese_calendar
 import pytest
+from loguru import logger
 
+from monitord import workcalendar
 from monitord.config import parse_config
 from monitord.demo import synth
 from monitord.errors import RuleError
 from monitord.timeutil import SHANGHAI
-from monitord.workcalendar import UnknownYearWarning, WorkCalendar
+from monitord.workcalendar import WorkCalendar
 from rules.log_conditions import DERIVED
 from rules.log_rule_file import DERIVED_NEEDS, RULES_FILE, load_rules, parse_rules
 from rules.log_rules import LogRuleEngine
@@ -186,15 +189,29 @@ def test_working_time_follows_the_statutory_calendar(moment: dt.datetime, workin
     assert WorkCalendar().is_working_time(moment) is working
 
 
-def test_unknown_year_warns_once_and_assumes_weekdays() -> None:
-    cal = WorkCalendar()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert cal.is_workday(dt.date(2031, 1, 6)) is True  # a Monday
-        assert cal.is_workday(dt.date(2031, 1, 7)) is True
-        assert cal.is_workday(dt.date(2031, 1, 5)) is False  # a Sunday
-    assert [w.category for w in caught] == [UnknownYearWarning]
-    assert "2031" in str(caught[0].message)
+def test_unknown_year_is_logged_in_one_line_once_and_assumes_weekdays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It was a Python warning with a source line on stderr, once per calendar built (sync,
+    # report and compliance each build several).
+    monkeypatch.setattr(workcalendar, "_SAID_UNKNOWN", set(), raising=False)
+    logged: list[str] = []
+    handler = logger.add(lambda m: logged.append(m.record["message"]), level="WARNING")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no Python warning at all
+            for cal in (WorkCalendar(), WorkCalendar()):
+                assert cal.is_workday(dt.date(2031, 1, 6)) is True  # a Monday
+                assert cal.is_workday(dt.date(2031, 1, 7)) is True
+                assert cal.is_workday(dt.date(2031, 1, 5)) is False  # a Sunday
+    finally:
+        logger.remove(handler)
+    assert logged == [
+        "working days of 2031 are not yet published in the Chinese statutory calendar "
+        f"(chinesecalendar {chinese_calendar.__version__}): they are counted Monday to Friday, "
+        "without holidays or make-up working days, until the config's [logs] holidays and "
+        "workdays list them"
+    ]
 
 
 def test_config_overrides_win_over_the_package() -> None:

@@ -10,7 +10,7 @@ from loguru import logger
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import InstrumentedAttribute
 
-from monitord.config import Settings, parse_config
+from monitord.config import MIN_RETENTION_DAYS, Settings, parse_config
 from monitord.store import Store, retention
 from monitord.store.models import (
     AuditEntry,
@@ -32,7 +32,7 @@ DAYS = 400
 
 def settings() -> Settings:
     # The shortest record retention the config allows, so that much of the store is past it.
-    return parse_config({"store": {"retention_days": 180}}, "test", env={})
+    return parse_config({"store": {"retention_days": MIN_RETENTION_DAYS}}, "test", env={})
 
 
 def fill(store: Store, now: dt.datetime) -> None:
@@ -99,11 +99,11 @@ def test_a_store_400_days_old_is_purged_and_keeps_its_events(
     assert roll_up(store, now) > 0
     deleted = purge(store, settings(), now)
 
-    record_cutoff = now - dt.timedelta(days=180)
-    assert deleted["sync_runs"] == DAYS - 180
+    record_cutoff = now - dt.timedelta(days=MIN_RETENTION_DAYS)
+    assert deleted["sync_runs"] == DAYS - MIN_RETENTION_DAYS
     assert count(store, SyncRun.started_at, record_cutoff) == 0
-    assert total(store, SyncRun) == 180
-    assert deleted["probe_rounds"] == DAYS - 180
+    assert total(store, SyncRun) == MIN_RETENTION_DAYS
+    assert deleted["probe_rounds"] == DAYS - MIN_RETENTION_DAYS
     assert count(store, ProbeRound.started_at, record_cutoff) == 0
     assert deleted["probe_results"] == 4 * (DAYS - 30)
     assert count(store, ProbeResultRow.at, now - dt.timedelta(days=30)) == 0
@@ -113,7 +113,7 @@ def test_a_store_400_days_old_is_purged_and_keeps_its_events(
     with store.session() as session:
         events = session.execute(select(ServiceEvent.at, ServiceEvent.sync_run_id)).all()
     assert len(events) == DAYS
-    assert sum(1 for at, run in events if run is None) == DAYS - 180
+    assert sum(1 for at, run in events if run is None) == DAYS - MIN_RETENTION_DAYS
     assert all(run is not None for at, run in events if at >= record_cutoff)
     assert total(store, Finding) == DAYS
 
@@ -147,7 +147,7 @@ def test_a_purge_that_fails_is_logged_and_stops_no_other(
         "probe_results": 4 * (DAYS - 30),
         "probe_rollups": 0,
         "probe_rounds": 0,
-        "sync_runs": DAYS - 180,
+        "sync_runs": DAYS - MIN_RETENTION_DAYS,
         "service_state_changes": 0,
     }
     assert total(sqlite_store, ProbeRound) == DAYS
