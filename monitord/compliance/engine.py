@@ -492,24 +492,62 @@ def _while_online(q: Quarter, found: Iterable[Episode]) -> dict[str, list[Episod
     return by_service
 
 
+def _probes_passed(q: Quarter, kind: str) -> dict[str, int]:
+    """How many probes of `kind` each service passed in the quarter (blind ones left out): the
+    roll-ups of the hours rolled up, the raw results of the hours after."""
+    passed: dict[str, int] = defaultdict(int)
+    raw_from = max(q.start, q.rolled_until or q.start)
+    for service_id, count in q.session.execute(
+        select(ProbeRollup.service_id, func.sum(ProbeRollup.count - ProbeRollup.failures))
+        .where(
+            ProbeRollup.kind == kind,
+            ProbeRollup.hour >= q.start,
+            ProbeRollup.hour < raw_from,
+        )
+        .group_by(ProbeRollup.service_id)
+    ):
+        passed[str(service_id)] += int(count or 0)
+    for raw_service_id, count in q.session.execute(
+        select(ProbeResultRow.service_id, func.count())
+        .where(
+            ProbeResultRow.kind == kind,
+            ProbeResultRow.service_id.is_not(None),
+            ProbeResultRow.success.is_(True),
+            ProbeResultRow.blind.is_(False),
+            ProbeResultRow.at >= raw_from,
+            ProbeResultRow.at < q.until,
+        )
+        .group_by(ProbeResultRow.service_id)
+    ):
+        passed[str(raw_service_id)] += int(count)
+    return {service_id: n for service_id, n in passed.items() if n}
+
+
 @check("no_findings_of_clause")
 def no_findings_of_clause(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
-    """6.3.2 a-c: no finding of a rule declared under the clause (`params.clause`) was open
-    while the service was online."""
-    clause = str(rule.params.get("clause", rule.clause))
-    found = _while_online(q, episodes(q, _rule_filter(clause, rules.declared_rules())))
+    """6.3.2 a-c: no finding of a rule declared under the clauses `params.clauses` was open
+    while the service was online.
+
+    With `params.measured_by` (a probe kind), no finding is a pass only when that probe passed
+    in the quarter: a service it never measured (never probed, or never answered it) gets no
+    verdict, as uptime gets none without a probe."""
+    clauses = [str(c) for c in rule.params.get("clauses", [rule.clause])]
+    declared = rules.declared_rules()
+    found = _while_online(q, episodes(q, or_(*(_rule_filter(c, declared) for c in clauses))))
+    kind = rule.params.get("measured_by")
+    measured = None if kind is None else _probes_passed(q, str(kind))
     out = []
     for service_id in q.online_services():
         mine = found.get(service_id, [])
-        out.append(
-            q.verdict(
-                rule,
-                service_id,
-                not mine,
-                findings=len(mine),
-                episodes=[e.shown() for e in mine[:LISTED]],
-            )
-        )
+        evidence: dict[str, Any] = {
+            "findings": len(mine),
+            "episodes": [e.shown() for e in mine[:LISTED]],
+        }
+        if measured is not None:
+            if not mine and service_id not in measured:
+                continue  # nothing measured: neither passed nor failed
+            evidence["probes_passed"] = measured.get(service_id, 0)
+        out.append(q.verdict(rule, service_id, not mine, **evidence))
     return out
 
 

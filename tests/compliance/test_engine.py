@@ -27,6 +27,7 @@ from tests.compliance.seed import (
     NOW,
     Q3,
     START,
+    finding,
     online_all_quarter,
     rollups,
     seed_platform,
@@ -72,17 +73,60 @@ def test_a_service_goes_online_only_after_approval_and_a_clean_scan(judged: Verd
 
 
 @pytest.mark.parametrize(
-    ("rule", "finding_rule"),
-    [("tls_policy", "legacy_protocol"), ("https_only", "plain_http_access")],
+    ("rule", "finding_rules"),
+    [
+        # Plain HTTP is no encryption: it fails 6.3.2 a as well as b.
+        ("tls_policy", ["plain_http_access", "legacy_protocol"]),
+        ("https_only", ["plain_http_access"]),
+    ],
 )
 def test_transport_findings_open_while_online_fail_their_clause(
-    judged: Verdicts, rule: str, finding_rule: str
+    judged: Verdicts, rule: str, finding_rules: list[str]
 ) -> None:
     assert passed(judged, rule, "good")
     bad = judged[rule, "bad"]
     assert not bad.passed
-    assert [e["rule"] for e in bad.evidence["episodes"]] == [finding_rule]
+    assert [e["rule"] for e in bad.evidence["episodes"]] == finding_rules
     assert passed(judged, "documented_return_codes", "bad")
+
+
+def test_encryption_and_return_codes_are_not_judged_unmeasured(sqlite_store: Store) -> None:
+    with sqlite_store.session() as s:
+        online_all_quarter(s, "never-probed")
+        online_all_quarter(s, "tls-unreachable")
+        rollups(s, "tls-unreachable", START, START + HOUR, count=1, failures=1, kind="tls")
+        online_all_quarter(s, "plain-http")
+        finding(s, "plain-http", "plain_http", "6.3.2 b", "high", START, None)
+        online_all_quarter(s, "measured")
+        for kind in ("tls", "contract"):
+            rollups(s, "measured", START, START + 2 * HOUR, count=1, kind=kind)
+        online_all_quarter(s, "measured-not-rolled-up")
+        s.add(
+            ProbeResultRow(
+                service_id="measured-not-rolled-up",
+                kind="tls",
+                target="x",
+                at=t("2026-08-01 10:00"),
+                success=True,
+                duration_ms=100.0,
+            )
+        )
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    for service_id in ("never-probed", "tls-unreachable"):
+        assert ("tls_policy", service_id) not in verdicts
+        assert ("documented_return_codes", service_id) not in verdicts
+        assert passed(verdicts, "https_only", service_id)
+    plain = verdicts["tls_policy", "plain-http"]
+    assert not plain.passed
+    assert [e["rule"] for e in plain.evidence["episodes"]] == ["plain_http"]
+    assert plain.evidence["probes_passed"] == 0
+    for rule in ("tls_policy", "documented_return_codes"):
+        assert passed(verdicts, rule, "measured")
+        assert verdicts[rule, "measured"].evidence["probes_passed"] == 2
+    assert passed(verdicts, "tls_policy", "measured-not-rolled-up")
 
 
 def test_hours_online_without_a_probe_are_gaps(judged: Verdicts) -> None:
