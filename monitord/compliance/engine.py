@@ -840,37 +840,43 @@ def _notice_time(notice: Mapping[str, Any], key: str) -> dt.datetime | None:
 
 
 def notice_working_days(
-    notice: Mapping[str, Any], calendar: WorkCalendar
+    notice: Mapping[str, Any], calendar: WorkCalendar, taken_down: dt.datetime | None = None
 ) -> tuple[int | None, str | None]:
     """The working days a take-down notice gave (after the filing day, before the take-down
-    day; up to 60 days' worth) and what is wrong with it when it cannot be counted."""
-    filed, planned = _notice_time(notice, "filed_at"), _notice_time(notice, "planned_offline")
-    if filed is None or planned is None:
+    day: `taken_down` when the service was taken down, else the planned one; up to 60 days'
+    worth) and what is wrong with it when it cannot be counted."""
+    filed = _notice_time(notice, "filed_at")
+    offline = taken_down or _notice_time(notice, "planned_offline")
+    if filed is None or offline is None:
         return None, "filed_at or planned_offline missing or not a time"
-    first, last = filed.astimezone(SHANGHAI).date(), planned.astimezone(SHANGHAI).date()
+    first, last = filed.astimezone(SHANGHAI).date(), offline.astimezone(SHANGHAI).date()
     # Ten working days always fit in 60 days: a notice for the year 9999 is not walked through.
     return calendar.working_days_between(first, min(last, first + dt.timedelta(days=60))), None
+
+
+def _too_short(days: int | None, needed: int) -> str | None:
+    """What is wrong with a notice period of `days` working days when `needed` are asked."""
+    return None if days is None or days >= needed else f"{days} working days, {needed} required"
 
 
 @check("offline_notice")
 def offline_notice(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """7.2.4: each take-down notice filed in the quarter gave the working days asked
     (`params.working_days`, by the Chinese statutory calendar), and each service that went
-    offline or vanished from the catalogue in the quarter had filed a notice."""
+    offline or vanished from the catalogue in the quarter had filed a notice that many working
+    days before it really did (a notice for a later date does not cover an earlier take-down)."""
     needed = int(rule.params.get("working_days", 10))
     judged: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
         lambda: {"notices": [], "left": []}
     )
     for event in q.events("offline_notice_filed"):
         days, problem = notice_working_days(event.detail, q.calendar)
-        if problem is None and days is not None and days < needed:
-            problem = f"{days} working days, {needed} required"
         judged[event.service_id]["notices"].append(
             {
                 "filed_at": event.detail.get("filed_at"),
                 "planned_offline": event.detail.get("planned_offline"),
                 "working_days": days,
-                "problem": problem,
+                "problem": problem or _too_short(days, needed),
             }
         )
     for event in q.events("went_offline", "gone"):
@@ -880,11 +886,15 @@ def offline_notice(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
         if event.kind == "gone" and before.get("status") == "offline":
             continue  # taken down before, then dropped from the catalogue: judged then
         notice = before.get("offline_notice")
+        days, problem = None, "no take-down notice"
+        if isinstance(notice, dict) and notice:
+            days, problem = notice_working_days(notice, q.calendar, event.at)
         judged[event.service_id]["left"].append(
             {
                 "kind": event.kind,
                 "at": iso(event.at),
-                "problem": None if isinstance(notice, dict) and notice else "no take-down notice",
+                "working_days": days,
+                "problem": problem or _too_short(days, needed),
             }
         )
     out = []

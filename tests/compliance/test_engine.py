@@ -27,6 +27,7 @@ from tests.compliance.seed import (
     NOW,
     Q3,
     START,
+    event,
     finding,
     online_all_quarter,
     rollups,
@@ -198,7 +199,47 @@ def test_take_down_notices_count_chinese_working_days(judged: Verdicts) -> None:
     vanished = judged["offline_notice", "vanished"]
     assert not vanished.passed
     assert vanished.evidence["left"] == [
-        {"kind": "gone", "at": "2026-09-15T00:00:00+08:00", "problem": "no take-down notice"}
+        {
+            "kind": "gone",
+            "at": "2026-09-15T00:00:00+08:00",
+            "working_days": None,
+            "problem": "no take-down notice",
+        }
+    ]
+
+
+def test_a_take_down_counts_the_working_days_until_it_really_happened(
+    sqlite_store: Store,
+) -> None:
+    # Filed for 2026-09-28 (11 working days ahead), but taken offline twelve hours later.
+    filed, offline = t("2026-09-10 10:00"), t("2026-09-10 22:00")
+    notice = {
+        "filed_at": "2026-09-10T10:00:00+08:00",
+        "planned_offline": "2026-09-28T00:00:00+08:00",
+    }
+    with sqlite_store.session() as s:
+        service(
+            s,
+            "early",
+            [(START - 30 * 24 * HOUR, offline, "online"), (offline, None, "offline")],
+            offline_notice=notice,
+        )
+        event(s, "early", "offline_notice_filed", filed, **notice)
+        event(s, "early", "went_offline", offline, "online", "offline")
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    early = verdicts["offline_notice", "early"]
+    assert not early.passed
+    assert early.evidence["notices"][0]["working_days"] == 11  # as filed, the notice was fine
+    assert early.evidence["left"] == [
+        {
+            "kind": "went_offline",
+            "at": "2026-09-10T22:00:00+08:00",
+            "working_days": 0,
+            "problem": "0 working days, 10 required",
+        }
     ]
 
 
