@@ -367,11 +367,22 @@ def filing_complete(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]
     return out
 
 
+REJECTIONS = ("不同意", "不予", "驳回", "退回", "不通过")
+"""Words by which a review opinion refuses (不同意上线, 不予通过, 驳回, 退回修改, 审核不通过)."""
+
+
+def approves(opinion: object) -> bool:
+    """Whether a filing's review opinion approves the service: it says something, and none of
+    REJECTIONS."""
+    text = str(opinion or "").strip()
+    return bool(text) and not any(word in text for word in REJECTIONS)
+
+
 @check("online_after_approval_and_scan")
 def online_after_approval_and_scan(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """6.2.6, 7.2.1, 8.3 b: each go-live of the quarter came after approval (the service was
-    approved first, or its filing carries the review opinion) and after a scan that found no
-    high or medium risk."""
+    approved first, or its filing carries a review opinion that approves: `approves`) and
+    after a scan that found no high or medium risk."""
     went_online: dict[str, list[ServiceEvent]] = defaultdict(list)
     for event in q.events("went_online"):
         went_online[event.service_id].append(event)
@@ -385,7 +396,7 @@ def online_after_approval_and_scan(q: Quarter, rule: ComplianceRule) -> list[Com
     out = []
     for service_id, events in sorted(went_online.items()):
         review = q.record(service_id).get("review")
-        reviewed = isinstance(review, dict) and bool(str(review.get("opinion") or "").strip())
+        reviewed = isinstance(review, dict) and approves(review.get("opinion"))
         shown, passed = [], True
         for event in events:
             approved = (

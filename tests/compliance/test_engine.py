@@ -31,6 +31,7 @@ from tests.compliance.seed import (
     finding,
     online_all_quarter,
     rollups,
+    scan,
     seed_platform,
     seed_services,
     service,
@@ -71,6 +72,40 @@ def test_a_service_goes_online_only_after_approval_and_a_clean_scan(judged: Verd
     assert bad.evidence["went_online"][0]["scan"]["high"] == 1
     # A service that went online before the quarter is not judged for it again.
     assert ("online_after_approval_and_scan", "good") not in judged
+
+
+@pytest.mark.parametrize(
+    ("opinion", "approved"),
+    [
+        ("同意上线", True),
+        ("不同意上线", False),
+        ("不予通过", False),
+        ("驳回，材料不全", False),
+        ("退回修改", False),
+        ("审核不通过", False),
+        (" ", False),
+    ],
+)
+def test_a_go_live_is_approved_only_by_an_opinion_that_approves(
+    sqlite_store: Store, opinion: str, approved: bool
+) -> None:
+    online_at = t("2026-08-01 10:00")
+    with sqlite_store.session() as s:
+        service(
+            s,
+            "svc",
+            [(t("2026-06-01 00:00"), online_at, "pending"), (online_at, None, "online")],
+            review={"opinion": opinion, "signed_by": "审核人"},
+        )
+        scan(s, "svc", t("2026-07-30 10:00"))
+        event(s, "svc", "went_online", online_at, "pending", "online")
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    verdict = verdicts["online_after_approval_and_scan", "svc"]
+    assert verdict.passed is approved
+    assert verdict.evidence["went_online"][0]["approved"] is approved
 
 
 @pytest.mark.parametrize(
