@@ -206,7 +206,8 @@ class Quarter:
 
     def target(self, service_id: str, key: str, default: float) -> tuple[float, str]:
         """The service's own target `key` of its filing ("slo": {key: ...}, in its record then,
-        else in its raw record now) and "filing"; else `default` and "config"."""
+        else in its raw record now) and "filing"; else `default` and "config". The sync keeps
+        no uptime target outside a sane range (catalogue validation flags it instead)."""
         slo = self.record(service_id).get("slo") or self.filed_targets.get(service_id)
         value = slo.get(key) if isinstance(slo, dict) else None
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:

@@ -4,14 +4,18 @@ platform) that passes and one that fails, and the verdicts stored for the report
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
+import aiohttp
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from monitord.catalogue import service_rows, sync_catalogue
 from monitord.compliance import evaluate_quarter, score_services, store_verdicts
-from monitord.config import Settings
+from monitord.config import PortalSettings, Settings
 from monitord.store import Store, open_store
 from monitord.store.models import (
     ComplianceResult,
@@ -37,6 +41,8 @@ from tests.compliance.seed import (
     service,
     t,
 )
+from tests.conftest import FakeClock
+from tests.fakeportal import make_service
 
 Verdicts = dict[tuple[str, str | None], ComplianceVerdict]
 
@@ -520,3 +526,42 @@ def test_only_the_platform_s_pen_test_filed_for_7_3_2_counts(
     pentest = verdicts["quarterly_pentest", None]
     assert pentest.passed is counts
     assert len(pentest.evidence["documents"]) == counts
+
+
+@pytest.mark.parametrize("filed", [0.999, 100.5, "99.9"])
+async def test_a_filed_uptime_target_that_is_no_percentage_is_a_filing_problem(
+    sqlite_store: Store, tmp_path: Path, filed: object
+) -> None:
+    # 0.999 is a fraction where 99.9 was meant: taken as 0.999 %, 50 % uptime passed it.
+    file = tmp_path / "catalogue.json"
+    file.write_text(
+        json.dumps({"services": [make_service(1, slo={"uptime_percent": filed, "p95_ms": 800})]}),
+        encoding="utf-8",
+    )
+    async with aiohttp.ClientSession() as session:
+        outcome = await sync_catalogue(
+            sqlite_store,
+            PortalSettings(),
+            None,
+            FakeClock(START - 30 * 24 * HOUR),
+            session=session,
+            file=file,
+        )
+    assert outcome.outcome == "ok"
+    problem = (
+        f"slo.uptime_percent: expected a percentage from 90 to 100, got {filed!r}; "
+        "the [compliance] uptime_percent is used instead"
+    )
+    assert service_rows(sqlite_store)[0]["filing_problems"] == [problem]
+    with sqlite_store.session() as s:
+        rollups(s, "svc-0001", failures=30, latency_ms=300.0)  # half the probes fail
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    uptime = verdicts["uptime_target", "svc-0001"]
+    assert not uptime.passed
+    assert (uptime.evidence["target_percent"], uptime.evidence["target_from"]) == (99.9, "config")
+    latency = verdicts["latency_target", "svc-0001"]
+    assert (latency.evidence["target_ms"], latency.evidence["target_from"]) == (800.0, "filing")
+    assert verdicts["filing_complete", "svc-0001"].evidence["problems"] == [problem]
