@@ -360,10 +360,13 @@ def check(name: str) -> Callable[[Check], Check]:
 @check("filing_complete")
 def filing_complete(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """6.2.2, App. A: every service online in the quarter has a complete filing, as it stood at
-    the quarter's end or when the service left."""
+    the quarter's end or when the service left. A value the standard does not know (type=xyz
+    where Appendix A has checkboxes) fills no field: it is a problem of the filing too."""
     out = []
     for service_id in q.online_services():
-        problems = list(q.record(service_id).get("filing_problems") or [])
+        record = q.record(service_id)
+        problems = list(record.get("filing_problems") or [])
+        problems += [f"{value}: unknown value" for value in record.get("unknown_values") or []]
         out.append(q.verdict(rule, service_id, not problems, problems=problems[:LISTED]))
     return out
 

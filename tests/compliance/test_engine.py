@@ -80,6 +80,21 @@ def test_a_service_goes_online_only_after_approval_and_a_clean_scan(judged: Verd
     assert ("online_after_approval_and_scan", "good") not in judged
 
 
+def test_a_value_appendix_a_does_not_know_is_an_incomplete_filing(sqlite_store: Store) -> None:
+    with sqlite_store.session() as s:
+        online_all_quarter(s, "svc", unknown_values=["type=xyz", "permission=superuser"])
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    filing = verdicts["filing_complete", "svc"]
+    assert not filing.passed
+    assert filing.evidence["problems"] == [
+        "type=xyz: unknown value",
+        "permission=superuser: unknown value",
+    ]
+
+
 @pytest.mark.parametrize(
     ("opinion", "approved"),
     [
