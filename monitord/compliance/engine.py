@@ -132,6 +132,12 @@ class Quarter:
     """The services' availability figures, each computed once (the uptime and the latency
     checks both read them)."""
 
+    @property
+    def running(self) -> bool:
+        """Whether the quarter is still running (judged up to now): a duty due after its end
+        is pending, not failed."""
+        return self.until < self.end
+
     def online_services(self) -> list[str]:
         """The services online at some moment of the quarter, by id."""
         return sorted(sid for sid in self.periods if self.spans(sid, "online"))
@@ -960,19 +966,23 @@ def log_retention(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
 @check("log_audit")
 def log_audit(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """7.3.1: the quarter's log audit was written after the quarter ended, and found a log on
-    every day."""
+    every day. While the quarter runs the audit is pending (not due yet): an audit written by
+    hand so far fails only on the days it found without logs."""
     audit = q.session.get(LogAudit, q.label)
     if audit is None:
-        return [q.verdict(rule, None, False, written=False, due_after=iso(q.end))]
+        return [
+            q.verdict(rule, None, q.running, written=False, due_after=iso(q.end), pending=q.running)
+        ]
     whole = audit.created_at >= q.end
     return [
         q.verdict(
             rule,
             None,
-            whole and not audit.empty_days,
+            (whole or q.running) and not audit.empty_days,
             written=True,
             written_at=iso(audit.created_at),
             covers_whole_quarter=whole,
+            pending=q.running and not whole,
             lines=audit.lines,
             days_without_logs=len(audit.empty_days),
             empty_days=list(audit.empty_days)[:LISTED],
@@ -1166,18 +1176,22 @@ def no_high_medium_vulnerability(q: Quarter, rule: ComplianceRule) -> list[Compl
 @check("vendor_operations_audited")
 def vendor_operations_audited(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """8.3 c: the vendor staff's operations of the quarter were listed by its log audit,
-    written after the quarter ended."""
+    written after the quarter ended; pending (not due yet) while the quarter runs."""
     audit = q.session.get(LogAudit, q.label)
     if audit is None:
-        return [q.verdict(rule, None, False, audited=False, due_after=iso(q.end))]
+        return [
+            q.verdict(rule, None, q.running, audited=False, due_after=iso(q.end), pending=q.running)
+        ]
+    whole = audit.created_at >= q.end
     subjects = sorted({str(op.get("subject", "")) for op in audit.vendor_operations})
     return [
         q.verdict(
             rule,
             None,
-            audit.created_at >= q.end,
+            whole or q.running,
             audited=True,
             written_at=iso(audit.created_at),
+            pending=q.running and not whole,
             vendor_accounts=len(subjects),
             accounts=subjects[:LISTED],
         )

@@ -20,6 +20,7 @@ from monitord.store import Store, open_store
 from monitord.store.models import (
     ComplianceResult,
     EvidenceDocument,
+    LogAudit,
     ProbeResultRow,
     ProbeRollup,
 )
@@ -364,11 +365,39 @@ def test_an_empty_store_fails_the_platform_duties_and_judges_no_service(
     assert {v.rule for v in verdicts if v.passed} == {"incidents_notified"}
 
 
-def test_the_log_audit_of_a_running_quarter_is_not_written_yet(sqlite_store: Store) -> None:
+def test_the_log_audit_of_a_running_quarter_is_pending_not_failed(sqlite_store: Store) -> None:
     with sqlite_store.session() as session:
-        verdicts = evaluate_quarter(session, Settings(), "2026q4", NOW)
-    audit = next(v for v in verdicts if v.rule == "log_audit")
-    assert audit.evidence == {"written": False, "due_after": "2027-01-01T00:00:00+08:00"}
+        verdicts = {v.rule: v for v in evaluate_quarter(session, Settings(), "2026q4", NOW)}
+    due = "2027-01-01T00:00:00+08:00"
+    audit, vendors = verdicts["log_audit"], verdicts["vendor_operations_audited"]
+    assert audit.passed and audit.evidence == {"written": False, "due_after": due, "pending": True}
+    assert vendors.passed
+    assert vendors.evidence == {"audited": False, "due_after": due, "pending": True}
+
+
+@pytest.mark.parametrize("empty_days", [[], ["2026-10-10"]])
+def test_a_log_audit_written_while_the_quarter_runs_fails_only_on_days_without_logs(
+    sqlite_store: Store, empty_days: list[str]
+) -> None:
+    with sqlite_store.session() as s:
+        s.add(
+            LogAudit(
+                quarter="2026q4",
+                created_at=t("2026-11-01 06:00"),
+                period_start=END,
+                period_end=t("2026-11-01 00:00"),
+                lines=1000,
+                empty_days=empty_days,
+                vendor_operations=[],
+            )
+        )
+    with sqlite_store.session() as session:
+        verdicts = {v.rule: v for v in evaluate_quarter(session, Settings(), "2026q4", NOW)}
+    audit = verdicts["log_audit"]
+    assert audit.passed is not empty_days
+    assert audit.evidence["pending"] and not audit.evidence["covers_whole_quarter"]
+    assert verdicts["vendor_operations_audited"].passed
+    assert verdicts["vendor_operations_audited"].evidence["pending"]
 
 
 @pytest.mark.parametrize("label", ["2026Q3", "2026q5", "q3", "2027q1"])
