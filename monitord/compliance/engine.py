@@ -1063,10 +1063,15 @@ def evidence_in_quarter(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerd
 @check("evidence_in_year")
 def evidence_in_year(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """7.3.2: a platform document of `params.kind` (the risk assessment), filed for the rule's
-    clause and dated this calendar year by the quarter's end, is in the evidence register."""
+    clause and dated this calendar year by the quarter's end, is in the evidence register. The
+    duty is yearly: without one it is pending, not failed, until the year's last quarter ends."""
     first, last = _local_dates(q)
     found = _documents(q, rule, first.replace(month=1, day=1), last)
-    return [q.verdict(rule, None, bool(found), documents=found[:LISTED])]
+    year_over = not q.running and q.end.astimezone(SHANGHAI).year > first.year
+    pending = not found and not year_over
+    return [
+        q.verdict(rule, None, bool(found) or pending, documents=found[:LISTED], pending=pending)
+    ]
 
 
 @check("admin_review")

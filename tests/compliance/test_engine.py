@@ -329,7 +329,6 @@ PLATFORM_RULES = (
     "log_audit",
     "quarterly_pentest",
     "admin_review",
-    "risk_assessment",
     "incidents_notified",
 )
 
@@ -345,6 +344,9 @@ def test_platform_duties(sqlite_store: Store, good: bool) -> None:
         assert passed(verdicts, rule, None) is good, rule
     assert passed(verdicts, "vendor_operations_audited", None)
     assert verdicts["vendor_operations_audited", None].evidence["accounts"] == ["user:vendor-7"]
+    # Last year's risk assessment is not this year's, which is due by the year's end.
+    assert passed(verdicts, "risk_assessment", None)
+    assert verdicts["risk_assessment", None].evidence["pending"] is not good
     notified = verdicts["incidents_notified", None].evidence
     assert notified["incidents"] == 2  # the availability incident has no two-hour clock
     if not good:
@@ -361,8 +363,46 @@ def test_an_empty_store_fails_the_platform_duties_and_judges_no_service(
     assert {v.service_id for v in verdicts} == {None}
     failed = set(PLATFORM_RULES) - {"incidents_notified"} | {"vendor_operations_audited"}
     assert {v.rule for v in verdicts if not v.passed} == failed
-    # No security incident: nothing was late.
-    assert {v.rule for v in verdicts if v.passed} == {"incidents_notified"}
+    # No security incident: nothing was late; the year's risk assessment is not due yet.
+    assert {v.rule for v in verdicts if v.passed} == {"incidents_notified", "risk_assessment"}
+
+
+@pytest.mark.parametrize(
+    ("quarter", "now", "filed", "judged"),
+    [
+        ("2026q1", NOW, None, "pending"),
+        ("2026q3", NOW, None, "pending"),
+        ("2026q4", NOW, None, "pending"),  # still running
+        ("2026q4", t("2027-01-05 09:00"), None, "failed"),
+        ("2026q4", t("2027-01-05 09:00"), dt.date(2026, 12, 20), "passed"),
+        ("2026q4", t("2027-01-05 09:00"), dt.date(2025, 12, 20), "failed"),  # last year's
+        ("2026q3", NOW, dt.date(2026, 3, 20), "passed"),
+    ],
+)
+def test_the_yearly_risk_assessment_is_pending_until_the_year_s_last_quarter_ends(
+    sqlite_store: Store, quarter: str, now: dt.datetime, filed: dt.date | None, judged: str
+) -> None:
+    if filed is not None:
+        with sqlite_store.session() as s:
+            s.add(
+                EvidenceDocument(
+                    clause="7.3.2",
+                    kind="risk_assessment",
+                    document_date=filed,
+                    filed_by="张三",
+                    filed_at=now - HOUR,
+                    file_name="risk.pdf",
+                    stored_as="risk.pdf",
+                    sha256="0" * 64,
+                    size=10,
+                )
+            )
+    with sqlite_store.session() as session:
+        verdicts = {v.rule: v for v in evaluate_quarter(session, Settings(), quarter, now)}
+    risk = verdicts["risk_assessment"]
+    shown = "pending" if risk.evidence["pending"] else "passed" if risk.passed else "failed"
+    assert shown == judged
+    assert risk.passed is (judged != "failed")
 
 
 def test_the_log_audit_of_a_running_quarter_is_pending_not_failed(sqlite_store: Store) -> None:
