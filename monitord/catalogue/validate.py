@@ -131,6 +131,9 @@ SHORT_LENGTH = 40
 """The longest enum value or planned_release the store holds (their columns are String(40))."""
 MAX_CONCURRENCY = 2**31 - 1
 """The largest max_concurrency the store holds (a 32-bit INTEGER column on PostgreSQL)."""
+UPTIME_TARGET_PERCENT = (90.0, 100.0)
+"""The uptime targets (slo.uptime_percent) a filing may set: a percentage, and a sane one (0.999
+is a fraction written where 99.9 was meant, and would let a service pass at any uptime)."""
 
 
 MIB = 1024 * 1024
@@ -325,6 +328,7 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
     probe = raw.get("probe")
     if isinstance(probe, dict):
         problems += _probe_problems(probe)
+    raw = _without_bad_uptime_target(raw, problems)
     for notice, keys in NOTICE_TIMES.items():
         filed = raw.get(notice)
         for key in keys if isinstance(filed, dict) else ():
@@ -427,6 +431,25 @@ def _probe_problems(probe: dict[str, Any]) -> list[str]:
         f"probe.{key}: expected {what}, got {show_value(probe[key])}; the default is probed instead"
         for key, what in expected
     ]
+
+
+def _without_bad_uptime_target(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """The record without its filed uptime target (slo.uptime_percent) when that is not a
+    number within UPTIME_TARGET_PERCENT, which is then a filing problem naming it: the service
+    is judged against the [compliance] default instead."""
+    slo = raw.get("slo")
+    if not isinstance(slo, dict) or slo.get("uptime_percent") is None:
+        return raw
+    target = slo["uptime_percent"]
+    low, high = UPTIME_TARGET_PERCENT
+    if isinstance(target, int | float) and not isinstance(target, bool) and low <= target <= high:
+        return raw
+    problems.append(
+        f"slo.uptime_percent: expected a percentage from {low:g} to {high:g}, got "
+        f"{show_value(target)}; the [compliance] uptime_percent is used instead"
+    )
+    kept = {key: value for key, value in slo.items() if key != "uptime_percent"}
+    return {**raw, "slo": kept}
 
 
 def notice_time(notice: dict[str, Any], key: str) -> dt.datetime | None:

@@ -132,6 +132,12 @@ class Quarter:
     """The services' availability figures, each computed once (the uptime and the latency
     checks both read them)."""
 
+    @property
+    def running(self) -> bool:
+        """Whether the quarter is still running (judged up to now): a duty due after its end
+        is pending, not failed."""
+        return self.until < self.end
+
     def online_services(self) -> list[str]:
         """The services online at some moment of the quarter, by id."""
         return sorted(sid for sid in self.periods if self.spans(sid, "online"))
@@ -206,7 +212,8 @@ class Quarter:
 
     def target(self, service_id: str, key: str, default: float) -> tuple[float, str]:
         """The service's own target `key` of its filing ("slo": {key: ...}, in its record then,
-        else in its raw record now) and "filing"; else `default` and "config"."""
+        else in its raw record now) and "filing"; else `default` and "config". The sync keeps
+        no uptime target outside a sane range (catalogue validation flags it instead)."""
         slo = self.record(service_id).get("slo") or self.filed_targets.get(service_id)
         value = slo.get(key) if isinstance(slo, dict) else None
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
@@ -359,19 +366,33 @@ def check(name: str) -> Callable[[Check], Check]:
 @check("filing_complete")
 def filing_complete(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """6.2.2, App. A: every service online in the quarter has a complete filing, as it stood at
-    the quarter's end or when the service left."""
+    the quarter's end or when the service left. A value the standard does not know (type=xyz
+    where Appendix A has checkboxes) fills no field: it is a problem of the filing too."""
     out = []
     for service_id in q.online_services():
-        problems = list(q.record(service_id).get("filing_problems") or [])
+        record = q.record(service_id)
+        problems = list(record.get("filing_problems") or [])
+        problems += [f"{value}: unknown value" for value in record.get("unknown_values") or []]
         out.append(q.verdict(rule, service_id, not problems, problems=problems[:LISTED]))
     return out
+
+
+REJECTIONS = ("不同意", "不予", "驳回", "退回", "不通过")
+"""Words by which a review opinion refuses (不同意上线, 不予通过, 驳回, 退回修改, 审核不通过)."""
+
+
+def approves(opinion: object) -> bool:
+    """Whether a filing's review opinion approves the service: it says something, and none of
+    REJECTIONS."""
+    text = str(opinion or "").strip()
+    return bool(text) and not any(word in text for word in REJECTIONS)
 
 
 @check("online_after_approval_and_scan")
 def online_after_approval_and_scan(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """6.2.6, 7.2.1, 8.3 b: each go-live of the quarter came after approval (the service was
-    approved first, or its filing carries the review opinion) and after a scan that found no
-    high or medium risk."""
+    approved first, or its filing carries a review opinion that approves: `approves`) and
+    after a scan that found no high or medium risk."""
     went_online: dict[str, list[ServiceEvent]] = defaultdict(list)
     for event in q.events("went_online"):
         went_online[event.service_id].append(event)
@@ -385,7 +406,7 @@ def online_after_approval_and_scan(q: Quarter, rule: ComplianceRule) -> list[Com
     out = []
     for service_id, events in sorted(went_online.items()):
         review = q.record(service_id).get("review")
-        reviewed = isinstance(review, dict) and bool(str(review.get("opinion") or "").strip())
+        reviewed = isinstance(review, dict) and approves(review.get("opinion"))
         shown, passed = [], True
         for event in events:
             approved = (
@@ -492,24 +513,62 @@ def _while_online(q: Quarter, found: Iterable[Episode]) -> dict[str, list[Episod
     return by_service
 
 
+def _probes_passed(q: Quarter, kind: str) -> dict[str, int]:
+    """How many probes of `kind` each service passed in the quarter (blind ones left out): the
+    roll-ups of the hours rolled up, the raw results of the hours after."""
+    passed: dict[str, int] = defaultdict(int)
+    raw_from = max(q.start, q.rolled_until or q.start)
+    for service_id, count in q.session.execute(
+        select(ProbeRollup.service_id, func.sum(ProbeRollup.count - ProbeRollup.failures))
+        .where(
+            ProbeRollup.kind == kind,
+            ProbeRollup.hour >= q.start,
+            ProbeRollup.hour < raw_from,
+        )
+        .group_by(ProbeRollup.service_id)
+    ):
+        passed[str(service_id)] += int(count or 0)
+    for raw_service_id, count in q.session.execute(
+        select(ProbeResultRow.service_id, func.count())
+        .where(
+            ProbeResultRow.kind == kind,
+            ProbeResultRow.service_id.is_not(None),
+            ProbeResultRow.success.is_(True),
+            ProbeResultRow.blind.is_(False),
+            ProbeResultRow.at >= raw_from,
+            ProbeResultRow.at < q.until,
+        )
+        .group_by(ProbeResultRow.service_id)
+    ):
+        passed[str(raw_service_id)] += int(count)
+    return {service_id: n for service_id, n in passed.items() if n}
+
+
 @check("no_findings_of_clause")
 def no_findings_of_clause(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
-    """6.3.2 a-c: no finding of a rule declared under the clause (`params.clause`) was open
-    while the service was online."""
-    clause = str(rule.params.get("clause", rule.clause))
-    found = _while_online(q, episodes(q, _rule_filter(clause, rules.declared_rules())))
+    """6.3.2 a-c: no finding of a rule declared under the clauses `params.clauses` was open
+    while the service was online.
+
+    With `params.measured_by` (a probe kind), no finding is a pass only when that probe passed
+    in the quarter: a service it never measured (never probed, or never answered it) gets no
+    verdict, as uptime gets none without a probe."""
+    clauses = [str(c) for c in rule.params.get("clauses", [rule.clause])]
+    declared = rules.declared_rules()
+    found = _while_online(q, episodes(q, or_(*(_rule_filter(c, declared) for c in clauses))))
+    kind = rule.params.get("measured_by")
+    measured = None if kind is None else _probes_passed(q, str(kind))
     out = []
     for service_id in q.online_services():
         mine = found.get(service_id, [])
-        out.append(
-            q.verdict(
-                rule,
-                service_id,
-                not mine,
-                findings=len(mine),
-                episodes=[e.shown() for e in mine[:LISTED]],
-            )
-        )
+        evidence: dict[str, Any] = {
+            "findings": len(mine),
+            "episodes": [e.shown() for e in mine[:LISTED]],
+        }
+        if measured is not None:
+            if not mine and service_id not in measured:
+                continue  # nothing measured: neither passed nor failed
+            evidence["probes_passed"] = measured.get(service_id, 0)
+        out.append(q.verdict(rule, service_id, not mine, **evidence))
     return out
 
 
@@ -802,37 +861,43 @@ def _notice_time(notice: Mapping[str, Any], key: str) -> dt.datetime | None:
 
 
 def notice_working_days(
-    notice: Mapping[str, Any], calendar: WorkCalendar
+    notice: Mapping[str, Any], calendar: WorkCalendar, taken_down: dt.datetime | None = None
 ) -> tuple[int | None, str | None]:
     """The working days a take-down notice gave (after the filing day, before the take-down
-    day; up to 60 days' worth) and what is wrong with it when it cannot be counted."""
-    filed, planned = _notice_time(notice, "filed_at"), _notice_time(notice, "planned_offline")
-    if filed is None or planned is None:
+    day: `taken_down` when the service was taken down, else the planned one; up to 60 days'
+    worth) and what is wrong with it when it cannot be counted."""
+    filed = _notice_time(notice, "filed_at")
+    offline = taken_down or _notice_time(notice, "planned_offline")
+    if filed is None or offline is None:
         return None, "filed_at or planned_offline missing or not a time"
-    first, last = filed.astimezone(SHANGHAI).date(), planned.astimezone(SHANGHAI).date()
+    first, last = filed.astimezone(SHANGHAI).date(), offline.astimezone(SHANGHAI).date()
     # Ten working days always fit in 60 days: a notice for the year 9999 is not walked through.
     return calendar.working_days_between(first, min(last, first + dt.timedelta(days=60))), None
+
+
+def _too_short(days: int | None, needed: int) -> str | None:
+    """What is wrong with a notice period of `days` working days when `needed` are asked."""
+    return None if days is None or days >= needed else f"{days} working days, {needed} required"
 
 
 @check("offline_notice")
 def offline_notice(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """7.2.4: each take-down notice filed in the quarter gave the working days asked
     (`params.working_days`, by the Chinese statutory calendar), and each service that went
-    offline or vanished from the catalogue in the quarter had filed a notice."""
+    offline or vanished from the catalogue in the quarter had filed a notice that many working
+    days before it really did (a notice for a later date does not cover an earlier take-down)."""
     needed = int(rule.params.get("working_days", 10))
     judged: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
         lambda: {"notices": [], "left": []}
     )
     for event in q.events("offline_notice_filed"):
         days, problem = notice_working_days(event.detail, q.calendar)
-        if problem is None and days is not None and days < needed:
-            problem = f"{days} working days, {needed} required"
         judged[event.service_id]["notices"].append(
             {
                 "filed_at": event.detail.get("filed_at"),
                 "planned_offline": event.detail.get("planned_offline"),
                 "working_days": days,
-                "problem": problem,
+                "problem": problem or _too_short(days, needed),
             }
         )
     for event in q.events("went_offline", "gone"):
@@ -842,11 +907,15 @@ def offline_notice(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
         if event.kind == "gone" and before.get("status") == "offline":
             continue  # taken down before, then dropped from the catalogue: judged then
         notice = before.get("offline_notice")
+        days, problem = None, "no take-down notice"
+        if isinstance(notice, dict) and notice:
+            days, problem = notice_working_days(notice, q.calendar, event.at)
         judged[event.service_id]["left"].append(
             {
                 "kind": event.kind,
                 "at": iso(event.at),
-                "problem": None if isinstance(notice, dict) and notice else "no take-down notice",
+                "working_days": days,
+                "problem": problem or _too_short(days, needed),
             }
         )
     out = []
@@ -897,19 +966,23 @@ def log_retention(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
 @check("log_audit")
 def log_audit(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """7.3.1: the quarter's log audit was written after the quarter ended, and found a log on
-    every day."""
+    every day. While the quarter runs the audit is pending (not due yet): an audit written by
+    hand so far fails only on the days it found without logs."""
     audit = q.session.get(LogAudit, q.label)
     if audit is None:
-        return [q.verdict(rule, None, False, written=False, due_after=iso(q.end))]
+        return [
+            q.verdict(rule, None, q.running, written=False, due_after=iso(q.end), pending=q.running)
+        ]
     whole = audit.created_at >= q.end
     return [
         q.verdict(
             rule,
             None,
-            whole and not audit.empty_days,
+            (whole or q.running) and not audit.empty_days,
             written=True,
             written_at=iso(audit.created_at),
             covers_whole_quarter=whole,
+            pending=q.running and not whole,
             lines=audit.lines,
             days_without_logs=len(audit.empty_days),
             empty_days=list(audit.empty_days)[:LISTED],
@@ -990,10 +1063,15 @@ def evidence_in_quarter(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerd
 @check("evidence_in_year")
 def evidence_in_year(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """7.3.2: a platform document of `params.kind` (the risk assessment), filed for the rule's
-    clause and dated this calendar year by the quarter's end, is in the evidence register."""
+    clause and dated this calendar year by the quarter's end, is in the evidence register. The
+    duty is yearly: without one it is pending, not failed, until the year's last quarter ends."""
     first, last = _local_dates(q)
     found = _documents(q, rule, first.replace(month=1, day=1), last)
-    return [q.verdict(rule, None, bool(found), documents=found[:LISTED])]
+    year_over = not q.running and q.end.astimezone(SHANGHAI).year > first.year
+    pending = not found and not year_over
+    return [
+        q.verdict(rule, None, bool(found) or pending, documents=found[:LISTED], pending=pending)
+    ]
 
 
 @check("admin_review")
@@ -1103,18 +1181,22 @@ def no_high_medium_vulnerability(q: Quarter, rule: ComplianceRule) -> list[Compl
 @check("vendor_operations_audited")
 def vendor_operations_audited(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """8.3 c: the vendor staff's operations of the quarter were listed by its log audit,
-    written after the quarter ended."""
+    written after the quarter ended; pending (not due yet) while the quarter runs."""
     audit = q.session.get(LogAudit, q.label)
     if audit is None:
-        return [q.verdict(rule, None, False, audited=False, due_after=iso(q.end))]
+        return [
+            q.verdict(rule, None, q.running, audited=False, due_after=iso(q.end), pending=q.running)
+        ]
+    whole = audit.created_at >= q.end
     subjects = sorted({str(op.get("subject", "")) for op in audit.vendor_operations})
     return [
         q.verdict(
             rule,
             None,
-            audit.created_at >= q.end,
+            whole or q.running,
             audited=True,
             written_at=iso(audit.created_at),
+            pending=q.running and not whole,
             vendor_accounts=len(subjects),
             accounts=subjects[:LISTED],
         )

@@ -4,7 +4,8 @@ Six parts, each 0-100, weighted by `[evaluation]` of the config:
 
 - availability: the allowed downtime over the real one, against the uptime target of 6.4 a;
 - latency: the p95 target over the quarter's p95 (6.4 b);
-- incidents: 100 less a penalty per incident of the service detected in the quarter, by severity;
+- incidents: 100 less a penalty per incident of the service detected in the quarter, by severity,
+  availability incidents (an outage) as well as security ones (CLAUSES.md 9.2: incidents);
 - findings: 100 less the same penalty per finding of the service still open at the quarter's end;
 - compliance: the share of the service's compliance verdicts that passed;
 - complaints: 100 less 10 per complaint received in the quarter (9.1).
@@ -36,7 +37,7 @@ FORMULA = (
     "综合得分 = Σ 权重 × 分项得分（各分项 0–100 分，权重见配置 [evaluation]，合计为 1）。"
     "可用性 = 100 × min(1, 允许不可用率 ÷ 实际不可用率)，允许不可用率 = 100% − 可用率目标；"
     "响应时间 = 100 × min(1, P95 目标 ÷ 本季度 P95)；"
-    "安全事件 = max(0, 100 − Σ 每起事件扣分)；"
+    "事件 = max(0, 100 − Σ 本季度每起事件扣分)，可用性事件与安全事件均计入；"
     "未关闭问题 = max(0, 100 − Σ 季度末每项未关闭问题扣分)；"
     "扣分按严重程度：严重 40、高 25、中 10、低 2、提示 0；"
     "合规 = 100 × 通过的合规规则数 ÷ 适用的合规规则数；"

@@ -118,8 +118,9 @@ def rollups(
     failures: int = 0,
     latency_ms: float = 200.0,
     skip: tuple[dt.datetime, ...] = (),
+    kind: str = "availability",
 ) -> None:
-    """An availability roll-up for every hour of [start, end) but those in `skip`."""
+    """A roll-up of `kind` (availability) for every hour of [start, end) but those in `skip`."""
     buckets: dict[str, int] = {}
     for _ in range(count - failures):
         histogram.add(buckets, latency_ms)
@@ -130,7 +131,7 @@ def rollups(
             rows.append(
                 {
                     "service_id": service_id,
-                    "kind": "availability",
+                    "kind": kind,
                     "hour": hour,
                     "count": count,
                     "failures": failures,
@@ -212,6 +213,8 @@ def seed_services(store: Store) -> None:
         # good: everything in order all quarter.
         online_all_quarter(s, "good")
         rollups(s, "good")
+        for kind in ("tls", "contract"):  # the daily probes: once measures 6.3.2 a and c
+            rollups(s, "good", START, START + HOUR, count=1, kind=kind)
         scan(s, "good", t("2026-08-05 10:00"))
         # own-target: 96 % up and p95 of 4 s, within the targets its catalogue record files.
         online_all_quarter(s, "own-target")
@@ -225,6 +228,8 @@ def seed_services(store: Store) -> None:
         online_all_quarter(s, "bad", filing_problems=["faq_url: missing (常见问题)"])
         gap = (t("2026-08-10 10:00"), t("2026-08-10 11:00"), t("2026-08-10 12:00"))
         rollups(s, "bad", failures=6, latency_ms=5000.0, skip=gap)
+        for kind in ("tls", "contract"):
+            rollups(s, "bad", START, START + HOUR, count=1, kind=kind)
         finding(
             s,
             "bad",

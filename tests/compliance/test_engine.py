@@ -4,18 +4,23 @@ platform) that passes and one that fails, and the verdicts stored for the report
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
+import aiohttp
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from monitord.catalogue import service_rows, sync_catalogue
 from monitord.compliance import evaluate_quarter, score_services, store_verdicts
-from monitord.config import Settings
+from monitord.config import PortalSettings, Settings
 from monitord.store import Store, open_store
 from monitord.store.models import (
     ComplianceResult,
     EvidenceDocument,
+    LogAudit,
     ProbeResultRow,
     ProbeRollup,
 )
@@ -27,13 +32,18 @@ from tests.compliance.seed import (
     NOW,
     Q3,
     START,
+    event,
+    finding,
     online_all_quarter,
     rollups,
+    scan,
     seed_platform,
     seed_services,
     service,
     t,
 )
+from tests.conftest import FakeClock
+from tests.fakeportal import make_service
 
 Verdicts = dict[tuple[str, str | None], ComplianceVerdict]
 
@@ -71,18 +81,110 @@ def test_a_service_goes_online_only_after_approval_and_a_clean_scan(judged: Verd
     assert ("online_after_approval_and_scan", "good") not in judged
 
 
+def test_a_value_appendix_a_does_not_know_is_an_incomplete_filing(sqlite_store: Store) -> None:
+    with sqlite_store.session() as s:
+        online_all_quarter(s, "svc", unknown_values=["type=xyz", "permission=superuser"])
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    filing = verdicts["filing_complete", "svc"]
+    assert not filing.passed
+    assert filing.evidence["problems"] == [
+        "type=xyz: unknown value",
+        "permission=superuser: unknown value",
+    ]
+
+
 @pytest.mark.parametrize(
-    ("rule", "finding_rule"),
-    [("tls_policy", "legacy_protocol"), ("https_only", "plain_http_access")],
+    ("opinion", "approved"),
+    [
+        ("同意上线", True),
+        ("不同意上线", False),
+        ("不予通过", False),
+        ("驳回，材料不全", False),
+        ("退回修改", False),
+        ("审核不通过", False),
+        (" ", False),
+    ],
+)
+def test_a_go_live_is_approved_only_by_an_opinion_that_approves(
+    sqlite_store: Store, opinion: str, approved: bool
+) -> None:
+    online_at = t("2026-08-01 10:00")
+    with sqlite_store.session() as s:
+        service(
+            s,
+            "svc",
+            [(t("2026-06-01 00:00"), online_at, "pending"), (online_at, None, "online")],
+            review={"opinion": opinion, "signed_by": "审核人"},
+        )
+        scan(s, "svc", t("2026-07-30 10:00"))
+        event(s, "svc", "went_online", online_at, "pending", "online")
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    verdict = verdicts["online_after_approval_and_scan", "svc"]
+    assert verdict.passed is approved
+    assert verdict.evidence["went_online"][0]["approved"] is approved
+
+
+@pytest.mark.parametrize(
+    ("rule", "finding_rules"),
+    [
+        # Plain HTTP is no encryption: it fails 6.3.2 a as well as b.
+        ("tls_policy", ["plain_http_access", "legacy_protocol"]),
+        ("https_only", ["plain_http_access"]),
+    ],
 )
 def test_transport_findings_open_while_online_fail_their_clause(
-    judged: Verdicts, rule: str, finding_rule: str
+    judged: Verdicts, rule: str, finding_rules: list[str]
 ) -> None:
     assert passed(judged, rule, "good")
     bad = judged[rule, "bad"]
     assert not bad.passed
-    assert [e["rule"] for e in bad.evidence["episodes"]] == [finding_rule]
+    assert [e["rule"] for e in bad.evidence["episodes"]] == finding_rules
     assert passed(judged, "documented_return_codes", "bad")
+
+
+def test_encryption_and_return_codes_are_not_judged_unmeasured(sqlite_store: Store) -> None:
+    with sqlite_store.session() as s:
+        online_all_quarter(s, "never-probed")
+        online_all_quarter(s, "tls-unreachable")
+        rollups(s, "tls-unreachable", START, START + HOUR, count=1, failures=1, kind="tls")
+        online_all_quarter(s, "plain-http")
+        finding(s, "plain-http", "plain_http", "6.3.2 b", "high", START, None)
+        online_all_quarter(s, "measured")
+        for kind in ("tls", "contract"):
+            rollups(s, "measured", START, START + 2 * HOUR, count=1, kind=kind)
+        online_all_quarter(s, "measured-not-rolled-up")
+        s.add(
+            ProbeResultRow(
+                service_id="measured-not-rolled-up",
+                kind="tls",
+                target="x",
+                at=t("2026-08-01 10:00"),
+                success=True,
+                duration_ms=100.0,
+            )
+        )
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    for service_id in ("never-probed", "tls-unreachable"):
+        assert ("tls_policy", service_id) not in verdicts
+        assert ("documented_return_codes", service_id) not in verdicts
+        assert passed(verdicts, "https_only", service_id)
+    plain = verdicts["tls_policy", "plain-http"]
+    assert not plain.passed
+    assert [e["rule"] for e in plain.evidence["episodes"]] == ["plain_http"]
+    assert plain.evidence["probes_passed"] == 0
+    for rule in ("tls_policy", "documented_return_codes"):
+        assert passed(verdicts, rule, "measured")
+        assert verdicts[rule, "measured"].evidence["probes_passed"] == 2
+    assert passed(verdicts, "tls_policy", "measured-not-rolled-up")
 
 
 def test_hours_online_without_a_probe_are_gaps(judged: Verdicts) -> None:
@@ -154,7 +256,47 @@ def test_take_down_notices_count_chinese_working_days(judged: Verdicts) -> None:
     vanished = judged["offline_notice", "vanished"]
     assert not vanished.passed
     assert vanished.evidence["left"] == [
-        {"kind": "gone", "at": "2026-09-15T00:00:00+08:00", "problem": "no take-down notice"}
+        {
+            "kind": "gone",
+            "at": "2026-09-15T00:00:00+08:00",
+            "working_days": None,
+            "problem": "no take-down notice",
+        }
+    ]
+
+
+def test_a_take_down_counts_the_working_days_until_it_really_happened(
+    sqlite_store: Store,
+) -> None:
+    # Filed for 2026-09-28 (11 working days ahead), but taken offline twelve hours later.
+    filed, offline = t("2026-09-10 10:00"), t("2026-09-10 22:00")
+    notice = {
+        "filed_at": "2026-09-10T10:00:00+08:00",
+        "planned_offline": "2026-09-28T00:00:00+08:00",
+    }
+    with sqlite_store.session() as s:
+        service(
+            s,
+            "early",
+            [(START - 30 * 24 * HOUR, offline, "online"), (offline, None, "offline")],
+            offline_notice=notice,
+        )
+        event(s, "early", "offline_notice_filed", filed, **notice)
+        event(s, "early", "went_offline", offline, "online", "offline")
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    early = verdicts["offline_notice", "early"]
+    assert not early.passed
+    assert early.evidence["notices"][0]["working_days"] == 11  # as filed, the notice was fine
+    assert early.evidence["left"] == [
+        {
+            "kind": "went_offline",
+            "at": "2026-09-10T22:00:00+08:00",
+            "working_days": 0,
+            "problem": "0 working days, 10 required",
+        }
     ]
 
 
@@ -187,7 +329,6 @@ PLATFORM_RULES = (
     "log_audit",
     "quarterly_pentest",
     "admin_review",
-    "risk_assessment",
     "incidents_notified",
 )
 
@@ -203,6 +344,9 @@ def test_platform_duties(sqlite_store: Store, good: bool) -> None:
         assert passed(verdicts, rule, None) is good, rule
     assert passed(verdicts, "vendor_operations_audited", None)
     assert verdicts["vendor_operations_audited", None].evidence["accounts"] == ["user:vendor-7"]
+    # Last year's risk assessment is not this year's, which is due by the year's end.
+    assert passed(verdicts, "risk_assessment", None)
+    assert verdicts["risk_assessment", None].evidence["pending"] is not good
     notified = verdicts["incidents_notified", None].evidence
     assert notified["incidents"] == 2  # the availability incident has no two-hour clock
     if not good:
@@ -219,15 +363,81 @@ def test_an_empty_store_fails_the_platform_duties_and_judges_no_service(
     assert {v.service_id for v in verdicts} == {None}
     failed = set(PLATFORM_RULES) - {"incidents_notified"} | {"vendor_operations_audited"}
     assert {v.rule for v in verdicts if not v.passed} == failed
-    # No security incident: nothing was late.
-    assert {v.rule for v in verdicts if v.passed} == {"incidents_notified"}
+    # No security incident: nothing was late; the year's risk assessment is not due yet.
+    assert {v.rule for v in verdicts if v.passed} == {"incidents_notified", "risk_assessment"}
 
 
-def test_the_log_audit_of_a_running_quarter_is_not_written_yet(sqlite_store: Store) -> None:
+@pytest.mark.parametrize(
+    ("quarter", "now", "filed", "judged"),
+    [
+        ("2026q1", NOW, None, "pending"),
+        ("2026q3", NOW, None, "pending"),
+        ("2026q4", NOW, None, "pending"),  # still running
+        ("2026q4", t("2027-01-05 09:00"), None, "failed"),
+        ("2026q4", t("2027-01-05 09:00"), dt.date(2026, 12, 20), "passed"),
+        ("2026q4", t("2027-01-05 09:00"), dt.date(2025, 12, 20), "failed"),  # last year's
+        ("2026q3", NOW, dt.date(2026, 3, 20), "passed"),
+    ],
+)
+def test_the_yearly_risk_assessment_is_pending_until_the_year_s_last_quarter_ends(
+    sqlite_store: Store, quarter: str, now: dt.datetime, filed: dt.date | None, judged: str
+) -> None:
+    if filed is not None:
+        with sqlite_store.session() as s:
+            s.add(
+                EvidenceDocument(
+                    clause="7.3.2",
+                    kind="risk_assessment",
+                    document_date=filed,
+                    filed_by="张三",
+                    filed_at=now - HOUR,
+                    file_name="risk.pdf",
+                    stored_as="risk.pdf",
+                    sha256="0" * 64,
+                    size=10,
+                )
+            )
     with sqlite_store.session() as session:
-        verdicts = evaluate_quarter(session, Settings(), "2026q4", NOW)
-    audit = next(v for v in verdicts if v.rule == "log_audit")
-    assert audit.evidence == {"written": False, "due_after": "2027-01-01T00:00:00+08:00"}
+        verdicts = {v.rule: v for v in evaluate_quarter(session, Settings(), quarter, now)}
+    risk = verdicts["risk_assessment"]
+    shown = "pending" if risk.evidence["pending"] else "passed" if risk.passed else "failed"
+    assert shown == judged
+    assert risk.passed is (judged != "failed")
+
+
+def test_the_log_audit_of_a_running_quarter_is_pending_not_failed(sqlite_store: Store) -> None:
+    with sqlite_store.session() as session:
+        verdicts = {v.rule: v for v in evaluate_quarter(session, Settings(), "2026q4", NOW)}
+    due = "2027-01-01T00:00:00+08:00"
+    audit, vendors = verdicts["log_audit"], verdicts["vendor_operations_audited"]
+    assert audit.passed and audit.evidence == {"written": False, "due_after": due, "pending": True}
+    assert vendors.passed
+    assert vendors.evidence == {"audited": False, "due_after": due, "pending": True}
+
+
+@pytest.mark.parametrize("empty_days", [[], ["2026-10-10"]])
+def test_a_log_audit_written_while_the_quarter_runs_fails_only_on_days_without_logs(
+    sqlite_store: Store, empty_days: list[str]
+) -> None:
+    with sqlite_store.session() as s:
+        s.add(
+            LogAudit(
+                quarter="2026q4",
+                created_at=t("2026-11-01 06:00"),
+                period_start=END,
+                period_end=t("2026-11-01 00:00"),
+                lines=1000,
+                empty_days=empty_days,
+                vendor_operations=[],
+            )
+        )
+    with sqlite_store.session() as session:
+        verdicts = {v.rule: v for v in evaluate_quarter(session, Settings(), "2026q4", NOW)}
+    audit = verdicts["log_audit"]
+    assert audit.passed is not empty_days
+    assert audit.evidence["pending"] and not audit.evidence["covers_whole_quarter"]
+    assert verdicts["vendor_operations_audited"].passed
+    assert verdicts["vendor_operations_audited"].evidence["pending"]
 
 
 @pytest.mark.parametrize("label", ["2026Q3", "2026q5", "q3", "2027q1"])
@@ -400,3 +610,42 @@ def test_only_the_platform_s_pen_test_filed_for_7_3_2_counts(
     pentest = verdicts["quarterly_pentest", None]
     assert pentest.passed is counts
     assert len(pentest.evidence["documents"]) == counts
+
+
+@pytest.mark.parametrize("filed", [0.999, 100.5, "99.9"])
+async def test_a_filed_uptime_target_that_is_no_percentage_is_a_filing_problem(
+    sqlite_store: Store, tmp_path: Path, filed: object
+) -> None:
+    # 0.999 is a fraction where 99.9 was meant: taken as 0.999 %, 50 % uptime passed it.
+    file = tmp_path / "catalogue.json"
+    file.write_text(
+        json.dumps({"services": [make_service(1, slo={"uptime_percent": filed, "p95_ms": 800})]}),
+        encoding="utf-8",
+    )
+    async with aiohttp.ClientSession() as session:
+        outcome = await sync_catalogue(
+            sqlite_store,
+            PortalSettings(),
+            None,
+            FakeClock(START - 30 * 24 * HOUR),
+            session=session,
+            file=file,
+        )
+    assert outcome.outcome == "ok"
+    problem = (
+        f"slo.uptime_percent: expected a percentage from 90 to 100, got {filed!r}; "
+        "the [compliance] uptime_percent is used instead"
+    )
+    assert service_rows(sqlite_store)[0]["filing_problems"] == [problem]
+    with sqlite_store.session() as s:
+        rollups(s, "svc-0001", failures=30, latency_ms=300.0)  # half the probes fail
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v for v in evaluate_quarter(session, Settings(), Q3, NOW)
+        }
+    uptime = verdicts["uptime_target", "svc-0001"]
+    assert not uptime.passed
+    assert (uptime.evidence["target_percent"], uptime.evidence["target_from"]) == (99.9, "config")
+    latency = verdicts["latency_target", "svc-0001"]
+    assert (latency.evidence["target_ms"], latency.evidence["target_from"]) == (800.0, "filing")
+    assert verdicts["filing_complete", "svc-0001"].evidence["problems"] == [problem]

@@ -140,6 +140,14 @@ def test_the_formula_is_printed_in_chinese() -> None:
     assert "综合得分" in FORMULA and "[evaluation]" in FORMULA
 
 
+def test_the_formula_says_every_incident_counts_as_the_score_does(sqlite_store: Store) -> None:
+    seed(sqlite_store)
+    # poor's one incident is an outage (availability), and it costs 25 points.
+    assert scores_of(sqlite_store, Settings())["poor"].parts["incidents"] == 75.0
+    assert "安全事件 =" not in FORMULA
+    assert "事件 = max(0, 100 − Σ 本季度每起事件扣分)，可用性事件与安全事件均计入" in FORMULA
+
+
 def test_a_service_never_probed_loses_no_compliance_for_uptime_or_latency(
     sqlite_store: Store,
 ) -> None:
