@@ -46,6 +46,7 @@ LIGHTS = {
     "green": ("#1e8449", "绿"),
     "amber": ("#d68910", "黄"),
     "red": ("#c0392b", "红"),
+    "pending": ("#2e86c1", "蓝"),
     "none": ("#7f8c8d", "灰"),
 }
 """A traffic light's colour and its word, so that a page printed in grey still says it."""

@@ -113,14 +113,16 @@ RED_SEVERITIES = ("critical", "high")
 
 @dataclass(frozen=True)
 class ClauseLight:
-    """A clause's traffic light: red when none of its verdicts passed or a high (or critical)
-    finding of the clause is open at the data's end; else green all its verdicts passed, amber
-    some failed, none (grey) nothing judged it this quarter."""
+    """A clause's traffic light: red when none of its judged verdicts passed or a high (or
+    critical) finding of the clause is open at the data's end; else green all its judged
+    verdicts passed, amber some failed, pending (blue) its duties are not due yet (the quarter's
+    log audit while the quarter runs), none (grey) nothing judged it this quarter."""
 
     clause: str
     passed: int
     failed: int
     light: str
+    pending: int = 0
 
 
 def quarter_words(label: str) -> str:
@@ -177,17 +179,20 @@ def clause_lights(
     lights = []
     for clause in sorted(set(CLAUSE_DUTIES) | set(by_clause), key=_clause_key):
         mine = by_clause.get(clause, [])
-        passed = sum(v.passed for v in mine)
-        failed = len(mine) - passed
-        if clause in severe_clauses or (mine and passed == 0):
+        judged = [v for v in mine if v.evidence.get("pending") is not True]
+        passed = sum(v.passed for v in judged)
+        failed = len(judged) - passed
+        if clause in severe_clauses or (judged and passed == 0):
             light = "red"
         elif not mine:
             light = "none"
+        elif not judged:
+            light = "pending"
         elif failed == 0:
             light = "green"
         else:
             light = "amber"
-        lights.append(ClauseLight(clause, passed, failed, light))
+        lights.append(ClauseLight(clause, passed, failed, light, len(mine) - len(judged)))
     return lights
 
 
@@ -260,7 +265,8 @@ def summary(w: Writer, quarter: Quarter, lights: list[ClauseLight]) -> list[Flow
     out.append(
         w.para(
             "绿：该条款各项检查全部通过；黄：部分未通过；红：全部未通过，或截至数据截止时间"
-            "仍有该条款的高危（含严重）问题未关闭；灰：本季度未评估。",
+            "仍有该条款的高危（含严重）问题未关闭；蓝：尚未到期（如季度内的日志审计），"
+            "不计入通过或未通过；灰：本季度未评估。",
             s.note,
         )
     )
@@ -763,7 +769,10 @@ def appendix(w: Writer, quarter: Quarter, verdicts: Sequence[ComplianceVerdict])
 
 def figures_of_lights(lights: list[ClauseLight]) -> dict[str, Any]:
     """The lights as the report's figures record them."""
-    return {c.clause: {"light": c.light, "passed": c.passed, "failed": c.failed} for c in lights}
+    return {
+        c.clause: {"light": c.light, "passed": c.passed, "failed": c.failed, "pending": c.pending}
+        for c in lights
+    }
 
 
 def weeks(quarter: Quarter) -> list[tuple[str, int]]:

@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 import rules
-from monitord.config import Settings
+from monitord.config import MIN_RETENTION_DAYS, Settings
 from monitord.errors import RuleError
 from monitord.store import histogram
 from monitord.store.history import (
@@ -36,6 +36,7 @@ from monitord.store.history import (
     window_end,
 )
 from monitord.store.models import (
+    SCANNED,
     AdminReview,
     ComplianceResult,
     EvidenceDocument,
@@ -58,9 +59,6 @@ from monitord.workcalendar import WorkCalendar
 
 HOUR = dt.timedelta(hours=1)
 TICK = dt.timedelta(microseconds=1)
-SCANNED = ("finished", "timed_out")
-"""A scan that ran to its end (a timed-out one is kept with what it found), as the scans
-stage counts them."""
 NOTIFICATION_PARTS = ("scope", "harm", "measures", "rectification")
 """The four parts clause 7.3.3 asks of a notification, as monitord.incidents stores them in its
 "notified" timeline event."""
@@ -930,7 +928,7 @@ def log_retention(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """7.3.1: the retention setting keeps records at least `params.days`, and the store holds
     probe evidence back to the earlier of the quarter's start and that many days ago (or to
     when monitord began, when that is later)."""
-    days = int(rule.params.get("days", 180))
+    days = int(rule.params.get("days", MIN_RETENTION_DAYS))
     setting = q.settings.store.retention_days
     began = q.session.scalar(select(func.min(SyncRun.started_at)))
     oldest = min(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from sqlalchemy.orm import Session
 
@@ -34,7 +35,7 @@ from monitord.timeutil import UTC
 from monitord.types import ComplianceVerdict
 from reports import charts
 from reports.fonts import find_font
-from reports.sections import CLAUSE_DUTIES, SECTIONS, pct
+from reports.sections import CLAUSE_DUTIES, SECTIONS, clause_lights, pct
 from tests.reports.seed import Seeded, seed_quarter
 
 OCT_2 = dt.datetime(2026, 10, 2, 1, 0, tzinfo=UTC)
@@ -150,7 +151,12 @@ def test_the_report_shows_every_section_and_clause_and_the_figures_the_store_hol
     # The summary's lights: 7.3.3 red (its one verdict failed), 6.3.2 a green, 6.2.2 amber;
     # 8.3 b red, most of its verdicts passed but a high finding (zap_sql_injection) is open.
     assert report.figures["clauses"]["7.3.3"]["light"] == "red"
-    assert report.figures["clauses"]["8.3 b"] == {"light": "red", "passed": 198, "failed": 2}
+    assert report.figures["clauses"]["8.3 b"] == {
+        "light": "red",
+        "passed": 198,
+        "failed": 2,
+        "pending": 0,
+    }
     assert re.search(r"\n8\.3 b .* 198 2 ●红", text)
     assert report.figures["clauses"]["6.3.2 a"]["light"] == "green"
     assert report.figures["clauses"]["6.2.2"]["light"] == "amber"
@@ -527,3 +533,22 @@ def test_a_suspended_service_is_not_the_least_available_nor_lowers_its_tier(
     province = report.figures["tiers"]["province"]["uptime"]
     assert province == pytest.approx(seeded.tier_uptime("province"))
     assert report.figures["probes"] == sum(seeded.count.values())
+
+
+def test_a_duty_not_due_yet_is_blue_and_counted_neither_passed_nor_failed() -> None:
+    # While the quarter runs, its log audit (7.3.1) and vendor audit (8.3 c) are pending: the
+    # management unit must not read a green "done" nor a red "failed" for them.
+    pending = {"pending": True, "due_after": "2026-12-31T16:00:00+00:00"}
+    verdicts = [
+        ComplianceVerdict("log_audit", "7.3.1", None, "2026q4", True, pending),
+        ComplianceVerdict("vendor_audit", "8.3 c", None, "2026q4", False, pending),
+        ComplianceVerdict("vendor_audit", "8.3 c", "svc-1", "2026q4", True, {}),
+    ]
+    no_findings = pd.DataFrame({"clause": [], "severity": []})
+    lights = {c.clause: c for c in clause_lights(verdicts, no_findings)}
+    assert (lights["7.3.1"].light, lights["7.3.1"].passed, lights["7.3.1"].pending) == (
+        "pending",
+        0,
+        1,
+    )
+    assert (lights["8.3 c"].light, lights["8.3 c"].failed) == ("green", 0)
