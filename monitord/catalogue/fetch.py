@@ -15,6 +15,7 @@ from monitord.catalogue.validate import (
     MIB,
     Catalogue,
     ServiceRecord,
+    announced_total,
     collect_records,
     load_json,
     show_value,
@@ -116,7 +117,7 @@ async def fetch_catalogue(
     records: dict[str, ServiceRecord] = {}
     warnings: list[str] = []
     first_etag: str | None = None
-    announced_total: int | None = None
+    total: int | None = None
     page = 1
     pages_read = 0
     while True:
@@ -141,15 +142,8 @@ async def fetch_catalogue(
         assert document is not None
         if page == 1:
             first_etag = page_etag
-            total = document.get("total")
-            if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
-                announced_total = total
-            else:
-                # Without a count, a portal whose 'next' stops early would pass as whole.
-                warnings.append(
-                    f"page 1: 'total' is {show_value(total)}, not a count of services: whether the "
-                    "whole catalogue was read is not checked"
-                )
+            total, said = announced_total(document.get("total"), "page 1")
+            warnings += said
         answered = document.get("page")
         if isinstance(answered, int) and answered != page:
             # A portal that ignores the page asked for serves the same records under ever later
@@ -169,9 +163,9 @@ async def fetch_catalogue(
         if pages_read > 10_000:
             raise SyncError("more than 10,000 pages: the portal's paging does not end")
         page = next_page
-    if announced_total is not None and announced_total != len(records):
+    if total is not None and total != len(records):
         raise SyncError(
-            f"read {len(records)} services but the portal announced {announced_total}; "
+            f"read {len(records)} services but the portal announced {total}; "
             "the catalogue was not read whole"
         )
     return Catalogue(records=list(records.values()), etag=first_etag, warnings=warnings)

@@ -392,9 +392,37 @@ def read_catalogue_file(path: str | Path, max_field_kb: int) -> Catalogue:
         raise SyncError(f"{file}: not valid JSON ({exc})") from None
     if not isinstance(document, dict) or not isinstance(document.get("services"), list):
         raise SyncError(f"{file}: expected a JSON object with a 'services' list")
+    # A page saved from the portal looks like a catalogue file: taken for the whole, it would
+    # mark every service of the other pages gone.
+    following = document.get("next")
+    if following is not None:
+        raise SyncError(
+            f"{file}: 'next' is {show_value(following)}: the file is one page of the catalogue, "
+            "not the whole of it; put every page's services in one file's 'services' list"
+        )
     records: dict[str, ServiceRecord] = {}
     warnings = collect_records(document["services"], str(file), records, max_field_kb)
+    if "total" in document:
+        total, said = announced_total(document["total"], str(file))
+        warnings += said
+        if total is not None and total != len(records):
+            raise SyncError(
+                f"{file}: holds {len(records)} services but its 'total' is {total}: the "
+                "catalogue in it is not whole"
+            )
     return Catalogue(records=list(records.values()), warnings=warnings)
+
+
+def announced_total(total: Any, where: str) -> tuple[int | None, list[str]]:
+    """The count of services a catalogue's 'total' announces, or None and a warning saying so
+    when it is not a count (then whether the whole catalogue was read cannot be checked)."""
+    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+        return total, []
+    # Without a count, a portal whose 'next' stops early would pass as whole.
+    return None, [
+        f"{where}: 'total' is {show_value(total)}, not a count of services: whether the whole "
+        "catalogue was read is not checked"
+    ]
 
 
 def _probe_problems(probe: dict[str, Any]) -> list[str]:

@@ -94,6 +94,38 @@ def test_syncs_json_records_ok_and_failed_runs_with_reasons(
     assert runs[1]["reason"] is None
 
 
+@pytest.mark.parametrize(
+    ("paging", "reason"),
+    [
+        (
+            {"total": 5, "next": 2},
+            "'next' is 2: the file is one page of the catalogue, not the whole of it",
+        ),
+        ({"total": 5, "next": None}, "holds 2 services but its 'total' is 5"),
+    ],
+)
+def test_a_file_that_says_it_is_part_of_the_catalogue_is_refused(
+    tmp_path: Path,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    paging: dict[str, object],
+    reason: str,
+) -> None:
+    # A page saved from the portal was taken for the whole catalogue: the services of its other
+    # pages were marked gone, each a take-down without notice.
+    whole = write_catalogue(tmp_path / "whole.json", [make_service(n) for n in range(1, 6)])
+    assert main(["--config", str(config), "sync", "--file", str(whole)]) == 0
+    page = tmp_path / "page1.json"
+    document = {"page": 1, **paging, "services": [make_service(1), make_service(2)]}
+    page.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["--config", str(config), "sync", "--file", str(page)]) == 1
+    assert f"sync failed: {page}: {reason}" in capsys.readouterr().err
+    assert main(["--config", str(config), "services", "--json"]) == 0
+    services = json.loads(capsys.readouterr().out)
+    assert [s["gone"] for s in services] == [False] * 5
+
+
 def test_services_on_an_empty_store_says_what_to_do(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
