@@ -222,7 +222,18 @@ def _probe_url(url: str, problems: list[str]) -> str | None:
 
 
 def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
+    """Whether a filed value says nothing: none, only whitespace (U+3000 too), or an empty list
+    or object, or a list of such values ([""] for a coverage is no district)."""
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):
+        return all(_blank(item) for item in value)
+    return value is None or (isinstance(value, dict) and not value)
+
+
+def _missing(name: str, label: str, value: Any) -> str:
+    """The filing problem of a blank Appendix A field."""
+    return f"{name}: {'missing' if value is None else 'blank'} ({label})"
 
 
 def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
@@ -256,8 +267,8 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
             problems.append(f"{name}: expected a date, got {show_value(value)}")
             value = None
         columns[name] = value
-    if not _blank(columns["url"]):
-        columns["url"] = _probe_url(columns["url"], problems)
+    # A blank address is no address: reported as missing below, never probed.
+    columns["url"] = None if _blank(columns["url"]) else _probe_url(columns["url"], problems)
     for name in OBJECT_FIELDS:
         value = raw.get(name)
         if value is not None and not isinstance(value, dict):
@@ -339,9 +350,9 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
         if name == "review":
             opinion = value.get("opinion") if isinstance(value, dict) else None
             if _blank(opinion):
-                problems.append(f"review: missing ({label})")
+                problems.append(_missing("review", label, opinion))
         elif _blank(value):
-            problems.append(f"{name}: missing ({label})")
+            problems.append(_missing(name, label, value))
     if columns["status"] == "suspended" and not raw.get("suspension"):
         problems.append("suspension: status is suspended but no suspension was filed (7.2.2)")
 

@@ -383,6 +383,40 @@ async def test_filing_problems_become_findings_not_rejections(
     assert states["svc-0001"] == "resolved"
 
 
+async def test_a_field_of_only_whitespace_is_a_blank_filing(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # Spaces, an ideographic space, a newline or [""] passed as a filed value: no 6.2.2 finding.
+    portal.services[0].update(
+        name="   ",
+        provider="\u3000",
+        description="\n",
+        coverage=[""],
+        manual_url=" ",
+        planned_release="  ",
+        review={"opinion": " \u3000", "signed_by": "数据局", "signed_at": "2026-02-01T10:00:00"},
+    )
+    portal.services[1]["url"] = " \t"
+    await sync(store, portal, clock)
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert rows["svc-0001"]["filing_problems"] == [
+        "coverage: blank (覆盖区域)",
+        "description: blank (功能描述)",
+        "manual_url: blank (操作手册)",
+        "name: blank (服务名称)",
+        "planned_release: blank (计划发布时间)",
+        "provider: blank (服务提供单位)",
+        "review: blank (审核意见)",
+    ]
+    assert rows["svc-0002"]["filing_problems"] == ["url: blank (正式地址)"]
+    assert "svc-0002" not in {t.id for t in load_targets(store)}
+    with store.session() as session:
+        filing = session.scalars(
+            select(Finding.subject).where(Finding.rule == "appendix_a_incomplete")
+        ).all()
+    assert sorted(filing) == ["svc-0001", "svc-0002"]
+
+
 async def test_a_take_down_notice_short_of_ten_working_days_is_a_7_2_4_finding(
     store: Store, portal: FakePortal, clock: FakeClock
 ) -> None:
