@@ -117,9 +117,18 @@ def _record_findings(
     return {draft.rule for draft in drafts}
 
 
+LIVE_STATUSES = ("online", "suspended")
+"""The statuses of a service in service: only such a service can be taken down (7.2.4)."""
+NOT_YET_LIVE = ("pending", "approved")
+"""The statuses of a service that has not gone online yet."""
+
+
 def _status_event(old: str | None, new: str) -> str:
     if new == "online":
         return "resumed" if old == "suspended" else "went_online"
+    if new == "offline" and old not in LIVE_STATUSES:
+        # Withdrawn before monitord saw it in service: no take-down to give notice of.
+        return "status_changed"
     return {"suspended": "suspended", "offline": "went_offline", "approved": "approved"}.get(
         new, "status_changed"
     )
@@ -132,13 +141,14 @@ def _lifecycle_events(
 
     On the store's first sync a service is only added, in the status it has: it went online
     (or was suspended) before monitord watched, so that is no go-live of this quarter to judge
-    under 7.2.1. A service new on a later sync did go online between the two.
+    under 7.2.1. A service new on a later sync in service did go online between the two; one
+    new as offline was never seen in service, and is only added.
     """
     cols = record.columns
     events: list[dict[str, Any]] = []
     if old is None:
         events.append({"kind": "added", "to_status": cols["status"]})
-        if not first_sync and cols["status"] not in ("pending", "approved"):
+        if not first_sync and cols["status"] in LIVE_STATUSES:
             events.append(
                 {"kind": _status_event(None, cols["status"]), "to_status": cols["status"]}
             )
@@ -348,6 +358,12 @@ def apply_catalogue(
         service.gone_at = now
         _revise(session, in_force.get(service.id), service, now, gone=True)
         _record_suspension(session, suspensions.get(service.id, []), service, now)
+        if service.status in NOT_YET_LIVE:
+            # Withdrawn before it went online: its gone revision records it, and a "gone"
+            # event would be judged a take-down without notice (7.2.4).
+            withdrawn = {"kind": "gone, withdrawn before going online"}
+            lines.append(_event_line(service.id, service.name, withdrawn))
+            continue
         session.add(
             ServiceEvent(
                 service_id=service.id,

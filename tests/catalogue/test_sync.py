@@ -17,7 +17,8 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from monitord.catalogue import service_rows, sync_catalogue, sync_rows
-from monitord.config import PortalSettings
+from monitord.compliance import evaluate_quarter
+from monitord.config import PortalSettings, Settings
 from monitord.probing import load_targets
 from monitord.store import Store
 from monitord.store.history import catalogue_as_of, quiet_windows, service_periods
@@ -242,6 +243,34 @@ async def test_a_service_missing_from_a_whole_catalogue_is_marked_gone_with_its_
     assert row["gone"] is True
     assert row["name"] == gone["name"]
     assert events_of(store, gone["id"]) == ["added", "gone"]
+
+
+async def test_a_service_never_seen_in_service_is_no_take_down(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # Each was recorded as went_offline or gone, which 7.2.4 failed as "no take-down notice".
+    portal.services[0]["status"] = "pending"
+    portal.services[1]["status"] = "approved"
+    portal.services[2]["status"] = "pending"
+    await sync(store, portal, clock)
+    del portal.services[0:2]  # withdrawn before going online
+    portal.services[0]["status"] = "offline"  # svc-0003, pending until now
+    portal.services.append(make_service(9, status="offline"))  # new, and already offline
+    portal.services[1]["offline_notice"] = None
+    del portal.services[2]  # svc-0005 was online: a take-down without notice
+    clock.advance(hours=1)
+    outcome = await sync(store, portal, clock)
+    assert outcome.gone == 3
+    assert events_of(store, "svc-0001") == events_of(store, "svc-0002") == ["added"]
+    assert events_of(store, "svc-0003") == ["added", "status_changed"]
+    assert events_of(store, "svc-0009") == ["added"]
+    assert events_of(store, "svc-0005") == ["added", "gone"]
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert rows["svc-0001"]["gone"] and rows["svc-0002"]["gone"]
+    with store.session() as session:
+        verdicts = evaluate_quarter(session, Settings(), "2026q4", clock.advance(minutes=1))
+    failed = {v.service_id for v in verdicts if v.rule == "offline_notice" and not v.passed}
+    assert failed == {"svc-0005"}
 
 
 async def test_the_catalogue_as_of_last_quarter_is_the_one_of_last_quarter(
