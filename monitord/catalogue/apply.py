@@ -8,7 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from monitord.catalogue.validate import ENUMS, Catalogue, ServiceRecord, notice_time
@@ -439,6 +440,34 @@ def record_run(
         )
 
 
+SYNC_LOCK_KEY = int.from_bytes(b"mon-sync", "big")
+"""The PostgreSQL advisory lock a sync holds while it applies its catalogue."""
+
+
+def _take_the_catalogue(session: Session) -> None:
+    """Begin the session's transaction holding the store's catalogue for this sync alone.
+
+    Two syncs at once (`monitord sync` while the daemon syncs) each read the services and then
+    wrote them: every change and event was recorded twice, and a new service made one of them
+    fail on its duplicate id. Held from before the read, the second applies its catalogue to
+    what the first wrote. SQLite: the write lock, taken at once (BEGIN IMMEDIATE), waits as
+    the store's busy timeout says; PostgreSQL: a lock held until the transaction ends.
+
+    Raises SyncError when the other sync holds the store longer than SQLite waits.
+    """
+    backend = session.get_bind().dialect.name
+    try:
+        if backend == "sqlite":
+            session.execute(text("BEGIN IMMEDIATE"))
+        elif backend == "postgresql":
+            session.execute(text("select pg_advisory_xact_lock(:key)"), {"key": SYNC_LOCK_KEY})
+    except OperationalError as exc:
+        raise SyncError(
+            f"the store stayed busy with other work (another sync?) and was not free to apply "
+            f"the catalogue: {str(exc.orig).splitlines()[0]}"
+        ) from None
+
+
 def apply_sync(
     store: Store,
     catalogue: Catalogue,
@@ -448,7 +477,11 @@ def apply_sync(
     max_gone_fraction: float,
     calendar: WorkCalendar | None,
 ) -> SyncOutcome:
+    """Apply `catalogue` in one transaction of its own, one sync at a time on the store
+    (see _take_the_catalogue), and record its sync run; `clock` is read once the store is
+    held."""
     with store.session() as session:
+        _take_the_catalogue(session)
         return apply_catalogue(
             session, catalogue, source, started_at, clock(), max_gone_fraction, calendar
         )

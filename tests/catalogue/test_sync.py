@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import datetime as dt
 import json
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,14 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from monitord.catalogue import service_rows, sync_catalogue, sync_rows
+from monitord.catalogue import (
+    SyncOutcome,
+    read_catalogue_file,
+    service_rows,
+    sync_catalogue,
+    sync_rows,
+)
+from monitord.catalogue.apply import apply_sync
 from monitord.compliance import evaluate_quarter
 from monitord.config import PortalSettings, Settings
 from monitord.probing import load_targets
@@ -229,6 +239,36 @@ async def test_lifecycle_changes_become_service_events(
     assert events_of(store, "svc-0009") == ["added", "went_online"]
     row = next(r for r in service_rows(store) if r["id"] == "svc-0005")
     assert row["gone"] is False
+
+
+async def test_two_syncs_at_once_apply_one_after_the_other(
+    store: Store, portal: FakePortal, clock: FakeClock, tmp_path: Path
+) -> None:
+    # `monitord sync` while the daemon synced: both read the services, then both wrote them:
+    # every change recorded twice, and a new service failed one with a duplicate id traceback.
+    await sync(store, portal, clock)
+    services = [make_service(n, description="新版") for n in range(1, 8)]
+    services += [make_service(n) for n in range(8, 11)]
+    file = tmp_path / "catalogue.json"
+    file.write_text(json.dumps({"services": services}, ensure_ascii=False), encoding="utf-8")
+    catalogue = read_catalogue_file(file, 64)
+    both_read = threading.Barrier(2)
+
+    def meet() -> dt.datetime:
+        # Each sync reads the clock once it may apply: unserialised, both get here together.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_read.wait(timeout=3)
+        return clock()
+
+    def apply() -> SyncOutcome:
+        return apply_sync(store, catalogue, str(file), clock(), meet, 0.5, None)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda _: apply(), range(2)))
+    assert sorted((o.added, o.changed) for o in outcomes) == [(0, 0), (3, 7)]
+    with store.session() as session:
+        kinds = session.scalars(select(ServiceEvent.kind).where(ServiceEvent.id > 7)).all()
+    assert sorted(kinds) == ["added"] * 3 + ["went_online"] * 3
 
 
 async def test_a_service_missing_from_a_whole_catalogue_is_marked_gone_with_its_history(
