@@ -22,6 +22,7 @@ from monitord.catalogue.validate import (
 )
 from monitord.config import PortalSettings
 from monitord.errors import SyncError
+from monitord.redact import mask_url
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -66,9 +67,20 @@ async def _get_page(
     timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
     where = f"page {page}"
     try:
-        async with session.get(url, params=params, headers=headers, timeout=timeout) as response:
+        # No redirect is followed: monitord contacts portal.url alone (README), and a redirect
+        # could lead it, with or without the token, into probes.denied_networks.
+        async with session.get(
+            url, params=params, headers=headers, timeout=timeout, allow_redirects=False
+        ) as response:
             if response.status == 304:
                 return 304, None, response.headers.get("ETag")
+            if 300 <= response.status < 400:
+                location = mask_url(response.headers.get("Location", ""))
+                raise SyncError(
+                    f"{where}: the portal answered HTTP {response.status}, a redirect to "
+                    f"{show_value(location)}; monitord follows no redirect: set portal.url to "
+                    "the address that serves the catalogue"
+                )
             if response.status in (401, 403):
                 raise SyncError(f"{where}: the portal refused the token (HTTP {response.status})")
             if response.status == 429 or response.status >= 500:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
@@ -40,7 +41,7 @@ from monitord.store.models import (
     ServiceRevision,
 )
 from monitord.timeutil import SHANGHAI, UTC, parse_time, quarter_bounds
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, Serve
 from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
 
 pytestmark = pytest.mark.timeout(60)
@@ -152,6 +153,35 @@ async def test_a_failed_read_changes_nothing_and_records_why(
     last = sync_rows(store)[0]
     assert last["outcome"] == "failed"
     assert reason in last["reason"]
+
+
+async def test_a_redirect_is_a_failed_sync_and_is_not_followed(
+    store: Store, portal: FakePortal, clock: FakeClock, serve: Serve
+) -> None:
+    # The portal's 302 was followed anywhere, into probes.denied_networks too, and the
+    # catalogue served there was applied.
+    elsewhere: list[str] = []
+
+    async def catalogue(request: web.Request) -> web.Response:
+        elsewhere.append(request.path_qs)
+        return web.json_response({"total": 1, "next": None, "services": [make_service(1)]})
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"http://127.0.0.1:{other}/api/v1/services?sign=abcdef1234567890")
+
+    other_app, redirecting = web.Application(), web.Application()
+    other_app.router.add_get("/api/v1/services", catalogue)
+    redirecting.router.add_get("/api/v1/services", redirect)
+    other = await serve(other_app)
+    portal.url = f"http://127.0.0.1:{await serve(redirecting)}"
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "failed"
+    assert outcome.reason == (
+        f"page 1: the portal answered HTTP 302, a redirect to 'http://127.0.0.1:{other}/api/v1/"
+        "services?sign=***'; monitord follows no redirect: set portal.url to the address that "
+        "serves the catalogue"
+    )
+    assert elsewhere == [] and service_rows(store) == []
 
 
 async def test_a_fault_that_passes_is_retried_with_backoff(
