@@ -168,15 +168,12 @@ def _lifecycle_events(
         events.append({"kind": "suspension_filed", "detail": cols["suspension"]})
     if cols["offline_notice"] and cols["offline_notice"] != old.offline_notice:
         events.append({"kind": "offline_notice_filed", "detail": cols["offline_notice"]})
-    if cols["updated_at"] and old.updated_at and cols["updated_at"] != old.updated_at:
+    # The first valid time after a missing or invalid one is an update too: the service may
+    # have changed unseen meanwhile, and an update is scanned (8.3 b).
+    if cols["updated_at"] and cols["updated_at"] != old.updated_at:
+        before = old.updated_at.isoformat() if old.updated_at else None
         events.append(
-            {
-                "kind": "updated",
-                "detail": {
-                    "from": old.updated_at.isoformat(),
-                    "to": cols["updated_at"].isoformat(),
-                },
-            }
+            {"kind": "updated", "detail": {"from": before, "to": cols["updated_at"].isoformat()}}
         )
     return events
 

@@ -331,6 +331,9 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
             problems.append(f"updated_at: expected an ISO 8601 time, got {show_value(updated_at)}")
     elif updated_at is not None:
         problems.append(f"updated_at: expected an ISO 8601 time, got {show_value(updated_at)}")
+    elif "updated_at" not in oversized:
+        # Without it an update of the service is not seen, nor scanned (8.3 b).
+        problems.append("updated_at: missing (the time of the record's last change)")
     if raw.get("status") is None and "status" not in oversized:
         problems.append("status: missing (lifecycle state)")
     probe = raw.get("probe")

@@ -780,6 +780,32 @@ async def test_a_time_beyond_the_calendar_in_utc_is_a_filing_problem(
     assert rows["svc-0002"]["updated_at"] is None
 
 
+async def test_a_missing_updated_at_is_a_filing_problem_and_its_first_time_an_update(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # Missing, it was no filing problem; missing or invalid, its first valid time was no update,
+    # so the service was not scanned (8.3 b).
+    portal.services[0]["updated_at"] = None
+    portal.services[1]["updated_at"] = "garbage"
+    await sync(store, portal, clock)
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert rows["svc-0001"]["filing_problems"] == [
+        "updated_at: missing (the time of the record's last change)"
+    ]
+    assert rows["svc-0002"]["filing_problems"] == [
+        "updated_at: expected an ISO 8601 time, got 'garbage'"
+    ]
+    portal.services[0]["updated_at"] = portal.services[1]["updated_at"] = "2026-11-02T08:00+08:00"
+    clock.advance(hours=1)
+    await sync(store, portal, clock)
+    assert events_of(store, "svc-0001") == events_of(store, "svc-0002") == ["added", "updated"]
+    with store.session() as session:
+        updated = session.scalars(select(ServiceEvent).where(ServiceEvent.kind == "updated"))
+        assert [e.detail for e in updated] == [
+            {"from": None, "to": "2026-11-02T00:00:00+00:00"}
+        ] * 2
+
+
 @pytest.mark.parametrize("status", [None, 3, "y" * 60])
 async def test_a_record_without_a_usable_status_keeps_the_stored_one(
     store: Store, portal: FakePortal, clock: FakeClock, status: Any
