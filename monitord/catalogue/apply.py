@@ -37,6 +37,9 @@ class SyncOutcome:
     events: int = 0
     event_lines: tuple[str, ...] = ()
     """Readable lines for the lifecycle events other than "added", for the log."""
+    warnings: tuple[str, ...] = ()
+    """What the sync could not check or let pass (a 'total' that is no count, an id listed
+    twice), as recorded in its sync run."""
 
 
 RULE_FILING = "appendix_a_incomplete"
@@ -393,6 +396,7 @@ def apply_catalogue(
         gone=len(vanishing),
         events=events,
         event_lines=tuple(lines),
+        warnings=tuple(catalogue.warnings),
     )
 
 

@@ -126,6 +126,33 @@ def test_a_file_that_says_it_is_part_of_the_catalogue_is_refused(
     assert [s["gone"] for s in services] == [False] * 5
 
 
+def test_a_sync_shows_its_warnings(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Recorded with the sync run, they were shown by `syncs --json` alone: not logged, not
+    # printed by `sync`, no column in `syncs`.
+    catalogue = tmp_path / "c.json"
+    services = [make_service(1), make_service(2), make_service(1)]
+    catalogue.write_text(json.dumps({"total": "2", "services": services}), encoding="utf-8")
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    out, err = capsys.readouterr()
+    said = [
+        f"{catalogue}: service svc-0001 listed twice",
+        f"{catalogue}: 'total' is '2', not a count of services: whether the whole catalogue "
+        "was read is not checked",
+    ]
+    assert out.splitlines() == [
+        "synced 2 services: 2 added, 0 changed, 0 gone, 2 events, 2 warnings",
+        *(f"  warning: {line}" for line in said),
+    ]
+    warned = [line for line in err.splitlines() if " WARNING " in line]
+    assert [line.split("catalogue sync: ", 1)[1] for line in warned] == said
+    assert main(["--config", str(config), "syncs"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[4:6] == ["CHANGES", "WARNINGS"]
+    assert row.split()[4:] == ["+2", "~0", "-0", "2"]
+
+
 def test_services_on_an_empty_store_says_what_to_do(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
