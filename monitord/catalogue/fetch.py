@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 from loguru import logger
 from pydantic import SecretStr
 
@@ -56,6 +57,21 @@ async def _bounded_body(response: aiohttp.ClientResponse, max_mb: float, where: 
     return bytes(body)
 
 
+def _client_error(exc: aiohttp.ClientError, where: str) -> str:
+    """Why a page could not be read, as a person can act on it."""
+    cause = exc.__cause__
+    if isinstance(cause, HttpProcessingError) and "content-encoding" in cause.message.lower():
+        # A body that is not in the encoding its Content-Encoding names, or in one monitord
+        # cannot decode (br, zstd): the connection itself was fine.
+        return (
+            f"{where}: the page cannot be decoded from the Content-Encoding the portal names "
+            f"({cause.message}); the portal should send it plain, or as gzip or deflate"
+        )
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"{where}: the connection closed before the whole page was read"
+    return f"{where}: cannot reach the portal ({exc.__class__.__name__})"
+
+
 async def _get_page(
     session: aiohttp.ClientSession,
     settings: PortalSettings,
@@ -81,6 +97,11 @@ async def _get_page(
                     f"{show_value(location)}; monitord follows no redirect: set portal.url to "
                     "the address that serves the catalogue"
                 )
+            if response.status in (401, 403) and "Authorization" not in headers:
+                raise SyncError(
+                    f"{where}: the portal asks for a token (HTTP {response.status}) and none is "
+                    "set: put it in $MONITORD_PORTAL_TOKEN or in the file portal.token_file names"
+                )
             if response.status in (401, 403):
                 raise SyncError(f"{where}: the portal refused the token (HTTP {response.status})")
             if response.status == 429 or response.status >= 500:
@@ -94,10 +115,8 @@ async def _get_page(
         raise _Retryable(
             f"{where}: no answer within {settings.timeout_seconds:g} s (timeout)"
         ) from None
-    except aiohttp.ClientPayloadError:
-        raise _Retryable(f"{where}: the connection closed before the whole page was read") from None
     except aiohttp.ClientError as exc:
-        raise _Retryable(f"{where}: cannot reach the portal ({exc.__class__.__name__})") from None
+        raise _Retryable(_client_error(exc, where)) from None
     try:
         document = load_json(body)
     except ValueError as exc:

@@ -371,13 +371,24 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
 
 
 def collect_records(
-    services: list[Any], where: str, into: dict[str, ServiceRecord], max_field_kb: int
+    services: list[Any],
+    where: str,
+    into: dict[str, ServiceRecord],
+    max_field_kb: int,
+    *,
+    from_file: bool = False,
 ) -> list[str]:
     """Validate a page of records into `into`, keyed by id; returns warnings.
 
     An id seen twice with the same content is a harmless repeat (a page boundary that moved).
-    With different content the catalogue changed while it was read, and the sync fails.
+    With different content the catalogue changed while it was read (or a file lists two
+    services under one id), and the sync fails.
     """
+    why = (
+        "the file lists two services under one id"
+        if from_file
+        else "the catalogue changed while it was read"
+    )
     warnings: list[str] = []
     for index, raw in enumerate(services):
         record = validate_record(raw, f"{where}, services[{index}]", max_field_kb)
@@ -385,8 +396,7 @@ def collect_records(
         if seen is not None:
             if seen.fingerprint != record.fingerprint:
                 raise SyncError(
-                    f"{where}: service {record.id} appears twice with different content; the "
-                    "catalogue changed while it was read"
+                    f"{where}: service {record.id} appears twice with different content; {why}"
                 )
             warnings.append(f"{where}: service {record.id} listed twice")
             continue
@@ -415,7 +425,9 @@ def read_catalogue_file(path: str | Path, max_field_kb: int) -> Catalogue:
             "not the whole of it; put every page's services in one file's 'services' list"
         )
     records: dict[str, ServiceRecord] = {}
-    warnings = collect_records(document["services"], str(file), records, max_field_kb)
+    warnings = collect_records(
+        document["services"], str(file), records, max_field_kb, from_file=True
+    )
     if "total" in document:
         total, said = announced_total(document["total"], str(file))
         warnings += said

@@ -184,6 +184,59 @@ async def test_a_redirect_is_a_failed_sync_and_is_not_followed(
     assert elsewhere == [] and service_rows(store) == []
 
 
+async def test_no_token_set_is_said_so_not_a_refused_token(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        outcome = await sync_catalogue(
+            store, settings_for(portal), None, clock, session=session, sleep=no_sleep
+        )
+    assert outcome.reason == (
+        "page 1: the portal asks for a token (HTTP 401) and none is set: put it in "
+        "$MONITORD_PORTAL_TOKEN or in the file portal.token_file names"
+    )
+
+
+@pytest.mark.parametrize(
+    ("encoding", "said"),
+    [
+        ("gzip", "Can not decode content-encoding: gzip"),
+        ("br", "Can not decode content-encoding: brotli (br)"),
+    ],
+)
+async def test_a_page_not_in_its_content_encoding_is_said_so(
+    store: Store, portal: FakePortal, clock: FakeClock, encoding: str, said: str
+) -> None:
+    # It read "the connection closed before the whole page was read" (gzip) and "cannot reach
+    # the portal (ClientResponseError)" (br).
+    portal.bodies[1] = page_body(portal, 1, 3)
+    portal.headers = {"Content-Encoding": encoding}
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "failed"
+    assert (outcome.reason or "").startswith(
+        f"page 1: the page cannot be decoded from the Content-Encoding the portal names ({said}"
+    )
+    assert (outcome.reason or "").endswith(
+        "; the portal should send it plain, or as gzip or deflate (after 3 tries)"
+    )
+
+
+async def test_a_file_listing_two_services_under_one_id_says_so(
+    store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    file = tmp_path / "catalogue.json"
+    services = [make_service(1), make_service(1, name="另一项服务")]
+    file.write_text(json.dumps({"services": services}), encoding="utf-8")
+    async with aiohttp.ClientSession() as session:
+        outcome = await sync_catalogue(
+            store, PortalSettings(), None, clock, session=session, file=file
+        )
+    assert outcome.reason == (
+        f"{file}: service svc-0001 appears twice with different content; the file lists two "
+        "services under one id"
+    )
+
+
 async def test_a_fault_that_passes_is_retried_with_backoff(
     store: Store, portal: FakePortal, clock: FakeClock
 ) -> None:
