@@ -25,7 +25,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "status": ("pending", "approved", "online", "suspended", "offline"),
 }
 
-# Appendix A (备案表) fields a filing must have, with the names people know them by.
+# Appendix A (备案表) fields a filing must have, labelled as Table A.1 names them.
 APPENDIX_A: dict[str, str] = {
     "name": "服务名称",
     "type": "服务类型",
@@ -38,12 +38,31 @@ APPENDIX_A: dict[str, str] = {
     "manual_url": "操作手册",
     "planned_release": "计划发布时间",
     "flowchart_url": "业务流程图",
-    "security_plan_url": "安全保障方案",
+    "security_plan_url": "网络安全保障方案",
     "developer": "开发单位",
-    "description": "功能描述",
-    "faq_url": "常见问题",
+    "description": "功能描述和特色亮点",
+    "faq_url": "常见问答知识库",
     "review": "审核意见",
 }
+
+REVIEW_FIELDS: dict[str, str] = {"signed_by": "签字", "signed_at": "签字时间"}
+"""What a review (审核意见) must carry besides its opinion: who signed it, and when."""
+
+COVERAGE_AREAS = (
+    "张家港市",
+    "常熟市",
+    "太仓市",
+    "昆山市",
+    "吴江区",
+    "吴中区",
+    "相城区",
+    "姑苏区",
+    "苏州工业园区",
+    "虎丘区",
+)
+"""Suzhou's 10 county-level cities and districts, the coverage a filing names (Table A.1, 覆盖区域;
+spec/catalogue-api.md); "all" is every one of them. 虎丘区 is also known as 苏州高新区."""
+COVERS_ALL = "all"
 
 TEXT_FIELDS = (
     "name",
@@ -236,6 +255,46 @@ def _missing(name: str, label: str, value: Any) -> str:
     return f"{name}: {'missing' if value is None else 'blank'} ({label})"
 
 
+def _is_date(value: str | None) -> bool:
+    """Whether a planned release is a date (2026-03-01), or a time (its date)."""
+    if value is None or len(value) > SHORT_LENGTH:
+        return False
+    try:
+        dt.date.fromisoformat(value.strip())
+    except ValueError:
+        try:
+            parse_time(value.strip())
+        except (ValueError, OverflowError):
+            return False
+    return True
+
+
+def _coverage_problems(coverage: list[str]) -> list[str]:
+    """The coverage entries that name none of Suzhou's county-level cities and districts."""
+    return [
+        f"coverage: {show_value(area)} is not one of {', '.join(COVERAGE_AREAS)} "
+        f"(or {COVERS_ALL!r} for all of them)"
+        for area in coverage
+        if area not in (*COVERAGE_AREAS, COVERS_ALL)
+    ]
+
+
+def _review_problems(review: Any, label: str) -> list[str]:
+    """What a review (审核意见) lacks: its opinion, who signed it and when (a time)."""
+    if not isinstance(review, dict):
+        return [_missing("review", label, None)]
+    problems = []
+    if _blank(review.get("opinion")):
+        problems.append(_missing("review", label, review.get("opinion")))
+    for key, what in REVIEW_FIELDS.items():
+        if _blank(review.get(key)):
+            problems.append(_missing(f"review.{key}", f"{label}{what}", review.get(key)))
+    signed_at = review.get("signed_at")
+    if not _blank(signed_at) and notice_time(review, "signed_at") is None:
+        problems.append(f"review.signed_at: expected an ISO 8601 time, got {show_value(signed_at)}")
+    return problems
+
+
 def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
     """Validate one SERVICE object; problems of the filing are collected, never fatal. A field
     larger than max_field_kb KiB is one of them, and is not kept.
@@ -263,8 +322,8 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
         if value is not None and not isinstance(value, str):
             problems.append(f"{name}: expected text, got {show_value(value)}")
             value = None
-        if name == "planned_release" and value is not None and len(value) > SHORT_LENGTH:
-            problems.append(f"{name}: expected a date, got {show_value(value)}")
+        if name == "planned_release" and not _blank(value) and not _is_date(value):
+            problems.append(f"{name}: expected a date such as 2026-03-01, got {show_value(value)}")
             value = None
         columns[name] = value
     # A blank address is no address: reported as missing below, never probed.
@@ -297,6 +356,8 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
     ):
         problems.append(f"coverage: expected a list of district names, got {show_value(coverage)}")
         coverage = None
+    elif coverage is not None and not _blank(coverage):
+        problems += _coverage_problems(coverage)
     columns["coverage"] = coverage or []
     contacts = raw.get("contacts")
     if contacts is not None and not (
@@ -351,9 +412,7 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
         if name in oversized:
             continue  # reported as too large: "missing" would be wrong
         if name == "review":
-            opinion = value.get("opinion") if isinstance(value, dict) else None
-            if _blank(opinion):
-                problems.append(_missing("review", label, opinion))
+            problems += _review_problems(value, label)
         elif _blank(value):
             problems.append(_missing(name, label, value))
     if columns["status"] == "suspended" and not raw.get("suspension"):

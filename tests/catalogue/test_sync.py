@@ -553,7 +553,7 @@ async def test_a_field_of_only_whitespace_is_a_blank_filing(
     rows = {r["id"]: r for r in service_rows(store)}
     assert rows["svc-0001"]["filing_problems"] == [
         "coverage: blank (覆盖区域)",
-        "description: blank (功能描述)",
+        "description: blank (功能描述和特色亮点)",
         "manual_url: blank (操作手册)",
         "name: blank (服务名称)",
         "planned_release: blank (计划发布时间)",
@@ -567,6 +567,38 @@ async def test_a_field_of_only_whitespace_is_a_blank_filing(
             select(Finding.subject).where(Finding.rule == "appendix_a_incomplete")
         ).all()
     assert sorted(filing) == ["svc-0001", "svc-0002"]
+
+
+async def test_the_filing_is_checked_as_table_a_1_and_the_spec_ask(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # An unsigned review, a release date of "soon" and a coverage of "Mars" passed, and the
+    # problems named the fields otherwise than the standard's form does.
+    portal.services[0].update(review={"opinion": "同意"}, planned_release="soon")
+    portal.services[1].update(
+        review={"opinion": "同意", "signed_by": "数据局", "signed_at": "yesterday"},
+        coverage=["姑苏区", "Mars"],
+    )
+    portal.services[2].update(security_plan_url=None, faq_url="", description=None)
+    portal.services[3].update(coverage=["张家港市", "虎丘区"], planned_release="2026-03-01T09:00")
+    await sync(store, portal, clock)
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert rows["svc-0001"]["filing_problems"] == [
+        "planned_release: expected a date such as 2026-03-01, got 'soon'",
+        "review.signed_at: missing (审核意见签字时间)",
+        "review.signed_by: missing (审核意见签字)",
+    ]
+    assert rows["svc-0002"]["filing_problems"] == [
+        "coverage: 'Mars' is not one of 张家港市, 常熟市, 太仓市, 昆山市, 吴江区, 吴中区, 相城区, "
+        "姑苏区, 苏州工业园区, 虎丘区 (or 'all' for all of them)",
+        "review.signed_at: expected an ISO 8601 time, got 'yesterday'",
+    ]
+    assert rows["svc-0003"]["filing_problems"] == [
+        "description: missing (功能描述和特色亮点)",
+        "faq_url: blank (常见问答知识库)",
+        "security_plan_url: missing (网络安全保障方案)",
+    ]
+    assert rows["svc-0004"]["filing_problems"] == []
 
 
 async def test_a_take_down_notice_short_of_ten_working_days_is_a_7_2_4_finding(
@@ -796,7 +828,7 @@ async def test_values_beyond_their_columns_are_reported_and_kept_in_the_record(
     rows = {r["id"]: r for r in service_rows(store)}
     assert len(rows) == 7
     assert rows["svc-0001"]["filing_problems"] == [
-        f"planned_release: expected a date, got {release!r}"
+        f"planned_release: expected a date such as 2026-03-01, got {release!r}"
     ]
     assert rows["svc-0002"]["filing_problems"] == [
         "source: expected one of province, district, bureau, association, got "

@@ -58,7 +58,7 @@ def test_sync_from_a_file_then_list_services_as_json(
     assert services[0]["url"] == "https://svc1.example.test/"
     assert services[0]["name"] == "测试服务1"
     assert services[1]["filing_problems"] == [
-        "faq_url: missing (常见问题)",
+        "faq_url: missing (常见问答知识库)",
         "suspension: status is suspended but no suspension was filed (7.2.2)",
     ]
 
