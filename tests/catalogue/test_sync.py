@@ -710,6 +710,20 @@ async def test_an_upper_case_http_url_is_plain_http_and_its_password_is_never_li
     assert finding.evidence["url"] == listed
 
 
+async def test_a_url_without_a_secret_is_listed_as_it_is_probed(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # `services` showed https://h?x as https://h?x= and https://H/ as https://h/: not the URL
+    # monitord probes.
+    portal.services[0]["url"] = "https://Svc-0001.Example.cn/entry?x#main"
+    portal.services[1]["url"] = "https://svc-0002.example.cn?x&sign=abc"
+    await sync(store, portal, clock)
+    listed = {r["id"]: r["url"] for r in service_rows(store)}
+    probed = {t.id: t.url for t in load_targets(store)}
+    assert listed["svc-0001"] == probed["svc-0001"] == "https://Svc-0001.Example.cn/entry?x#main"
+    assert listed["svc-0002"] == "https://svc-0002.example.cn?x&sign=***"
+
+
 def page_body(portal: FakePortal, page: int, size: int, **fields: str) -> bytes:
     """Page `page` as the fake portal serves it, the n-th field written as raw JSON text into
     the n-th service of the page (for values json.dumps cannot write)."""
