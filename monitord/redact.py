@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 MASK = "***"
 SECRET_PARAMS = re.compile(
@@ -30,61 +30,77 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u20
 and the bidirectional overrides that make text read differently from what it is."""
 
 
+_URL_PARTS = re.compile(
+    r"(?P<head>[^:/?#]+://)(?P<netloc>[^/?#]*)(?P<path>[^?#]*)"
+    r"(?:\?(?P<query>[^#]*))?(?:#(?P<fragment>.*))?",
+    re.DOTALL,
+)
+"""A URL's parts as written, so that what is shown is the URL itself, only its secrets
+replaced (urlsplit and a rebuild turned https://H/?x into https://h/?x=)."""
+
+
 def _mask_query(query: str) -> str:
-    if not query:
-        return query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if not pairs:
-        return MASK
-    out = []
-    for name, value in pairs:
-        masked = MASK if SECRET_PARAMS.search(name) and value else value
-        if masked != MASK and _TOKEN_SEGMENT.fullmatch(value):
-            masked = MASK
-        out.append(f"{name}={masked}")
-    return "&".join(out)
+    """query (or a fragment) with the values of secret-looking names, and token-like values
+    or bare words, masked; every other character as written."""
+    pieces = []
+    for piece in query.split("&"):
+        name, equals, value = piece.partition("=")
+        plain_name, plain_value = unquote_plus(name), unquote_plus(value)
+        secret_value = SECRET_PARAMS.search(plain_name) or _TOKEN_SEGMENT.fullmatch(plain_value)
+        if equals and plain_value and secret_value:
+            piece = f"{name}={MASK}"
+        elif not equals and _TOKEN_SEGMENT.fullmatch(plain_name):
+            piece = MASK
+        pieces.append(piece)
+    return "&".join(pieces)
+
+
+def _mask_netloc(netloc: str) -> str:
+    """A URL's user:password@host:port with its password, or a token in place of the user or
+    the host, masked."""
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not at:
+        # Apprise puts tokens where a host would be: dingtalk://TOKEN, wecombot://KEY.
+        return MASK if _TOKEN_SEGMENT.fullmatch(hostport) else netloc
+    user, colon, password = userinfo.partition(":")
+    if colon:
+        # A placeholder monitord fills at send time ({smtp_password}) holds no secret.
+        shown = password if _PLACEHOLDER.fullmatch(password) else MASK
+        return f"{user}:{shown}@{hostport}"
+    if _TOKEN_SEGMENT.fullmatch(user) or not hostport:
+        return f"{MASK}@{hostport}"
+    return netloc
 
 
 def mask_url(url: str) -> str:
     """url with its password, secret-looking query values and token-like path parts masked.
 
-    The scheme, host, port and the shape of the path stay, so a person can still tell which
-    channel or server it is: `dingtalk://***@…`, `postgresql://monitord:***@db:5432/monitord`.
-    Text that is not a URL is returned with its secret-looking words masked all the same.
+    Everything else stays as written (the host's case, a query word without a value, the
+    fragment; only the scheme is shown in lower case, as monitord reads it), so a person sees
+    the URL monitord uses and can still tell which channel or server it is: `dingtalk://***@…`,
+    `postgresql://monitord:***@db:5432/monitord`. Text that is not a URL is returned with its
+    secret-looking words masked all the same.
     """
     try:
         parts = urlsplit(url)
-        port = parts.port
+        parts.port  # noqa: B018 - reading it checks the port
     except ValueError:
         # A URL with a bad port is still a URL with a password (a config error echoes it).
         return _TOKEN_SEGMENT.sub(MASK, _PASSWORD.sub(rf"\1:{MASK}@", url))
-    if not parts.scheme or "://" not in url:
+    written = _URL_PARTS.fullmatch(url)
+    if not parts.scheme or written is None:
         return _TOKEN_SEGMENT.sub(MASK, url)
-    netloc = parts.hostname or ""
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
-    if port is not None:
-        netloc += f":{port}"
-    if parts.username is not None:
-        user = parts.username
-        if parts.password is not None:
-            # A placeholder monitord fills at send time ({smtp_password}) holds no secret.
-            shown = parts.password if _PLACEHOLDER.fullmatch(parts.password) else MASK
-            netloc = f"{user}:{shown}@{netloc}"
-        elif _TOKEN_SEGMENT.fullmatch(user) or not parts.hostname:
-            netloc = f"{MASK}@{netloc}"
-        else:
-            netloc = f"{user}@{netloc}"
-    elif _TOKEN_SEGMENT.fullmatch(netloc):
-        # Apprise puts tokens where a host would be: dingtalk://TOKEN, wecombot://KEY.
-        netloc = MASK
-    path = parts.path
+    path = written["path"]
     if not parts.scheme.startswith(("sqlite", "file")):
         # A file's path names folders and a file (pytest-67/test_store0), never a secret.
         path = "/".join(MASK if _TOKEN_SEGMENT.fullmatch(seg) else seg for seg in path.split("/"))
-    query = _mask_query(parts.query)
-    # Built by hand: urlunsplit drops the empty host of sqlite:////var/monitord.db.
-    return f"{parts.scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+    # The scheme in lower case, as every check of it reads it ("HTTP://" is plain HTTP).
+    shown = written["head"].lower() + _mask_netloc(written["netloc"]) + path
+    if written["query"] is not None:
+        shown += "?" + _mask_query(written["query"])
+    if written["fragment"] is not None:
+        shown += "#" + _mask_query(written["fragment"])
+    return shown
 
 
 def mask_urls(text: str) -> str:

@@ -48,6 +48,17 @@ from monitord.redact import mask_url, mask_urls, mask_urls_within, one_line, pri
             "s3cret-pw",
         ),
         ("http://127.0.0.1:8300", "http://127.0.0.1:8300", None),
+        # A URL with no secret is shown exactly as written: urlsplit and a rebuild showed
+        # https://h?x as https://h?x= and https://H/ as https://h/, and dropped a fragment.
+        ("https://h?x", "https://h?x", None),
+        ("https://H/", "https://H/", None),
+        ("https://S.Example/a%20b/?x&y=&z=1#top", "https://S.Example/a%20b/?x&y=&z=1#top", None),
+        (
+            "https://Svc.Example/?x&token=tok3n;v=2#access_token=abc123",
+            "https://Svc.Example/?x&token=***#access_token=***",
+            "tok3n",
+        ),
+        ("https://svc.example/?abcdef1234567890abcd", "https://svc.example/?***", "abcdef1234"),
     ],
 )
 def test_a_shown_url_keeps_where_it_goes_and_hides_its_secrets(

@@ -93,6 +93,8 @@ async def sync_catalogue(
         return SyncOutcome(outcome="failed", reason=reason)
     for line in outcome.event_lines[:50]:
         logger.info("service event: {}", line)
+    for warning in outcome.warnings[:50]:
+        logger.warning("catalogue sync: {}", warning)
     logger.info(
         "catalogue synced: {} services, {} added, {} changed, {} gone, {} events",
         outcome.services_seen,

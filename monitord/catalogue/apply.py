@@ -8,7 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from monitord.catalogue.validate import ENUMS, Catalogue, ServiceRecord, notice_time
@@ -36,6 +37,9 @@ class SyncOutcome:
     events: int = 0
     event_lines: tuple[str, ...] = ()
     """Readable lines for the lifecycle events other than "added", for the log."""
+    warnings: tuple[str, ...] = ()
+    """What the sync could not check or let pass (a 'total' that is no count, an id listed
+    twice), as recorded in its sync run."""
 
 
 RULE_FILING = "appendix_a_incomplete"
@@ -117,9 +121,18 @@ def _record_findings(
     return {draft.rule for draft in drafts}
 
 
+LIVE_STATUSES = ("online", "suspended")
+"""The statuses of a service in service: only such a service can be taken down (7.2.4)."""
+NOT_YET_LIVE = ("pending", "approved")
+"""The statuses of a service that has not gone online yet."""
+
+
 def _status_event(old: str | None, new: str) -> str:
     if new == "online":
         return "resumed" if old == "suspended" else "went_online"
+    if new == "offline" and old not in LIVE_STATUSES:
+        # Withdrawn before monitord saw it in service: no take-down to give notice of.
+        return "status_changed"
     return {"suspended": "suspended", "offline": "went_offline", "approved": "approved"}.get(
         new, "status_changed"
     )
@@ -132,13 +145,14 @@ def _lifecycle_events(
 
     On the store's first sync a service is only added, in the status it has: it went online
     (or was suspended) before monitord watched, so that is no go-live of this quarter to judge
-    under 7.2.1. A service new on a later sync did go online between the two.
+    under 7.2.1. A service new on a later sync in service did go online between the two; one
+    new as offline was never seen in service, and is only added.
     """
     cols = record.columns
     events: list[dict[str, Any]] = []
     if old is None:
         events.append({"kind": "added", "to_status": cols["status"]})
-        if not first_sync and cols["status"] not in ("pending", "approved"):
+        if not first_sync and cols["status"] in LIVE_STATUSES:
             events.append(
                 {"kind": _status_event(None, cols["status"]), "to_status": cols["status"]}
             )
@@ -157,15 +171,12 @@ def _lifecycle_events(
         events.append({"kind": "suspension_filed", "detail": cols["suspension"]})
     if cols["offline_notice"] and cols["offline_notice"] != old.offline_notice:
         events.append({"kind": "offline_notice_filed", "detail": cols["offline_notice"]})
-    if cols["updated_at"] and old.updated_at and cols["updated_at"] != old.updated_at:
+    # The first valid time after a missing or invalid one is an update too: the service may
+    # have changed unseen meanwhile, and an update is scanned (8.3 b).
+    if cols["updated_at"] and cols["updated_at"] != old.updated_at:
+        before = old.updated_at.isoformat() if old.updated_at else None
         events.append(
-            {
-                "kind": "updated",
-                "detail": {
-                    "from": old.updated_at.isoformat(),
-                    "to": cols["updated_at"].isoformat(),
-                },
-            }
+            {"kind": "updated", "detail": {"from": before, "to": cols["updated_at"].isoformat()}}
         )
     return events
 
@@ -348,6 +359,12 @@ def apply_catalogue(
         service.gone_at = now
         _revise(session, in_force.get(service.id), service, now, gone=True)
         _record_suspension(session, suspensions.get(service.id, []), service, now)
+        if service.status in NOT_YET_LIVE:
+            # Withdrawn before it went online: its gone revision records it, and a "gone"
+            # event would be judged a take-down without notice (7.2.4).
+            withdrawn = {"kind": "gone, withdrawn before going online"}
+            lines.append(_event_line(service.id, service.name, withdrawn))
+            continue
         session.add(
             ServiceEvent(
                 service_id=service.id,
@@ -379,6 +396,7 @@ def apply_catalogue(
         gone=len(vanishing),
         events=events,
         event_lines=tuple(lines),
+        warnings=tuple(catalogue.warnings),
     )
 
 
@@ -423,6 +441,34 @@ def record_run(
         )
 
 
+SYNC_LOCK_KEY = int.from_bytes(b"mon-sync", "big")
+"""The PostgreSQL advisory lock a sync holds while it applies its catalogue."""
+
+
+def _take_the_catalogue(session: Session) -> None:
+    """Begin the session's transaction holding the store's catalogue for this sync alone.
+
+    Two syncs at once (`monitord sync` while the daemon syncs) each read the services and then
+    wrote them: every change and event was recorded twice, and a new service made one of them
+    fail on its duplicate id. Held from before the read, the second applies its catalogue to
+    what the first wrote. SQLite: the write lock, taken at once (BEGIN IMMEDIATE), waits as
+    the store's busy timeout says; PostgreSQL: a lock held until the transaction ends.
+
+    Raises SyncError when the other sync holds the store longer than SQLite waits.
+    """
+    backend = session.get_bind().dialect.name
+    try:
+        if backend == "sqlite":
+            session.execute(text("BEGIN IMMEDIATE"))
+        elif backend == "postgresql":
+            session.execute(text("select pg_advisory_xact_lock(:key)"), {"key": SYNC_LOCK_KEY})
+    except OperationalError as exc:
+        raise SyncError(
+            f"the store stayed busy with other work (another sync?) and was not free to apply "
+            f"the catalogue: {str(exc.orig).splitlines()[0]}"
+        ) from None
+
+
 def apply_sync(
     store: Store,
     catalogue: Catalogue,
@@ -432,7 +478,11 @@ def apply_sync(
     max_gone_fraction: float,
     calendar: WorkCalendar | None,
 ) -> SyncOutcome:
+    """Apply `catalogue` in one transaction of its own, one sync at a time on the store
+    (see _take_the_catalogue), and record its sync run; `clock` is read once the store is
+    held."""
     with store.session() as session:
+        _take_the_catalogue(session)
         return apply_catalogue(
             session, catalogue, source, started_at, clock(), max_gone_fraction, calendar
         )

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 from loguru import logger
 from pydantic import SecretStr
 
@@ -15,12 +16,14 @@ from monitord.catalogue.validate import (
     MIB,
     Catalogue,
     ServiceRecord,
+    announced_total,
     collect_records,
     load_json,
     show_value,
 )
 from monitord.config import PortalSettings
 from monitord.errors import SyncError
+from monitord.redact import mask_url
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -54,6 +57,21 @@ async def _bounded_body(response: aiohttp.ClientResponse, max_mb: float, where: 
     return bytes(body)
 
 
+def _client_error(exc: aiohttp.ClientError, where: str) -> str:
+    """Why a page could not be read, as a person can act on it."""
+    cause = exc.__cause__
+    if isinstance(cause, HttpProcessingError) and "content-encoding" in cause.message.lower():
+        # A body that is not in the encoding its Content-Encoding names, or in one monitord
+        # cannot decode (br, zstd): the connection itself was fine.
+        return (
+            f"{where}: the page cannot be decoded from the Content-Encoding the portal names "
+            f"({cause.message}); the portal should send it plain, or as gzip or deflate"
+        )
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"{where}: the connection closed before the whole page was read"
+    return f"{where}: cannot reach the portal ({exc.__class__.__name__})"
+
+
 async def _get_page(
     session: aiohttp.ClientSession,
     settings: PortalSettings,
@@ -65,9 +83,25 @@ async def _get_page(
     timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
     where = f"page {page}"
     try:
-        async with session.get(url, params=params, headers=headers, timeout=timeout) as response:
+        # No redirect is followed: monitord contacts portal.url alone (README), and a redirect
+        # could lead it, with or without the token, into probes.denied_networks.
+        async with session.get(
+            url, params=params, headers=headers, timeout=timeout, allow_redirects=False
+        ) as response:
             if response.status == 304:
                 return 304, None, response.headers.get("ETag")
+            if 300 <= response.status < 400:
+                location = mask_url(response.headers.get("Location", ""))
+                raise SyncError(
+                    f"{where}: the portal answered HTTP {response.status}, a redirect to "
+                    f"{show_value(location)}; monitord follows no redirect: set portal.url to "
+                    "the address that serves the catalogue"
+                )
+            if response.status in (401, 403) and "Authorization" not in headers:
+                raise SyncError(
+                    f"{where}: the portal asks for a token (HTTP {response.status}) and none is "
+                    "set: put it in $MONITORD_PORTAL_TOKEN or in the file portal.token_file names"
+                )
             if response.status in (401, 403):
                 raise SyncError(f"{where}: the portal refused the token (HTTP {response.status})")
             if response.status == 429 or response.status >= 500:
@@ -81,10 +115,8 @@ async def _get_page(
         raise _Retryable(
             f"{where}: no answer within {settings.timeout_seconds:g} s (timeout)"
         ) from None
-    except aiohttp.ClientPayloadError:
-        raise _Retryable(f"{where}: the connection closed before the whole page was read") from None
     except aiohttp.ClientError as exc:
-        raise _Retryable(f"{where}: cannot reach the portal ({exc.__class__.__name__})") from None
+        raise _Retryable(_client_error(exc, where)) from None
     try:
         document = load_json(body)
     except ValueError as exc:
@@ -116,7 +148,7 @@ async def fetch_catalogue(
     records: dict[str, ServiceRecord] = {}
     warnings: list[str] = []
     first_etag: str | None = None
-    announced_total: int | None = None
+    total: int | None = None
     page = 1
     pages_read = 0
     while True:
@@ -141,15 +173,8 @@ async def fetch_catalogue(
         assert document is not None
         if page == 1:
             first_etag = page_etag
-            total = document.get("total")
-            if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
-                announced_total = total
-            else:
-                # Without a count, a portal whose 'next' stops early would pass as whole.
-                warnings.append(
-                    f"page 1: 'total' is {show_value(total)}, not a count of services: whether the "
-                    "whole catalogue was read is not checked"
-                )
+            total, said = announced_total(document.get("total"), "page 1")
+            warnings += said
         answered = document.get("page")
         if isinstance(answered, int) and answered != page:
             # A portal that ignores the page asked for serves the same records under ever later
@@ -169,9 +194,9 @@ async def fetch_catalogue(
         if pages_read > 10_000:
             raise SyncError("more than 10,000 pages: the portal's paging does not end")
         page = next_page
-    if announced_total is not None and announced_total != len(records):
+    if total is not None and total != len(records):
         raise SyncError(
-            f"read {len(records)} services but the portal announced {announced_total}; "
+            f"read {len(records)} services but the portal announced {total}; "
             "the catalogue was not read whole"
         )
     return Catalogue(records=list(records.values()), etag=first_etag, warnings=warnings)

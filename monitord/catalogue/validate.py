@@ -25,7 +25,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "status": ("pending", "approved", "online", "suspended", "offline"),
 }
 
-# Appendix A (备案表) fields a filing must have, with the names people know them by.
+# Appendix A (备案表) fields a filing must have, labelled as Table A.1 names them.
 APPENDIX_A: dict[str, str] = {
     "name": "服务名称",
     "type": "服务类型",
@@ -38,12 +38,31 @@ APPENDIX_A: dict[str, str] = {
     "manual_url": "操作手册",
     "planned_release": "计划发布时间",
     "flowchart_url": "业务流程图",
-    "security_plan_url": "安全保障方案",
+    "security_plan_url": "网络安全保障方案",
     "developer": "开发单位",
-    "description": "功能描述",
-    "faq_url": "常见问题",
+    "description": "功能描述和特色亮点",
+    "faq_url": "常见问答知识库",
     "review": "审核意见",
 }
+
+REVIEW_FIELDS: dict[str, str] = {"signed_by": "签字", "signed_at": "签字时间"}
+"""What a review (审核意见) must carry besides its opinion: who signed it, and when."""
+
+COVERAGE_AREAS = (
+    "张家港市",
+    "常熟市",
+    "太仓市",
+    "昆山市",
+    "吴江区",
+    "吴中区",
+    "相城区",
+    "姑苏区",
+    "苏州工业园区",
+    "虎丘区",
+)
+"""Suzhou's 10 county-level cities and districts, the coverage a filing names (Table A.1, 覆盖区域;
+spec/catalogue-api.md); "all" is every one of them. 虎丘区 is also known as 苏州高新区."""
+COVERS_ALL = "all"
 
 TEXT_FIELDS = (
     "name",
@@ -225,7 +244,58 @@ def _probe_url(url: str, problems: list[str]) -> str | None:
 
 
 def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
+    """Whether a filed value says nothing: none, only whitespace (U+3000 too), or an empty list
+    or object, or a list of such values ([""] for a coverage is no district)."""
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):
+        return all(_blank(item) for item in value)
+    return value is None or (isinstance(value, dict) and not value)
+
+
+def _missing(name: str, label: str, value: Any) -> str:
+    """The filing problem of a blank Appendix A field."""
+    return f"{name}: {'missing' if value is None else 'blank'} ({label})"
+
+
+def _is_date(value: str | None) -> bool:
+    """Whether a planned release is a date (2026-03-01), or a time (its date)."""
+    if value is None or len(value) > SHORT_LENGTH:
+        return False
+    try:
+        dt.date.fromisoformat(value.strip())
+    except ValueError:
+        try:
+            parse_time(value.strip())
+        except (ValueError, OverflowError):
+            return False
+    return True
+
+
+def _coverage_problems(coverage: list[str]) -> list[str]:
+    """The coverage entries that name none of Suzhou's county-level cities and districts."""
+    return [
+        f"coverage: {show_value(area)} is not one of {', '.join(COVERAGE_AREAS)} "
+        f"(or {COVERS_ALL!r} for all of them)"
+        for area in coverage
+        if area not in (*COVERAGE_AREAS, COVERS_ALL)
+    ]
+
+
+def _review_problems(review: Any, label: str) -> list[str]:
+    """What a review (审核意见) lacks: its opinion, who signed it and when (a time)."""
+    if not isinstance(review, dict):
+        return [_missing("review", label, None)]
+    problems = []
+    if _blank(review.get("opinion")):
+        problems.append(_missing("review", label, review.get("opinion")))
+    for key, what in REVIEW_FIELDS.items():
+        if _blank(review.get(key)):
+            problems.append(_missing(f"review.{key}", f"{label}{what}", review.get(key)))
+    signed_at = review.get("signed_at")
+    if not _blank(signed_at) and notice_time(review, "signed_at") is None:
+        problems.append(f"review.signed_at: expected an ISO 8601 time, got {show_value(signed_at)}")
+    return problems
 
 
 def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
@@ -255,12 +325,12 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
         if value is not None and not isinstance(value, str):
             problems.append(f"{name}: expected text, got {show_value(value)}")
             value = None
-        if name == "planned_release" and value is not None and len(value) > SHORT_LENGTH:
-            problems.append(f"{name}: expected a date, got {show_value(value)}")
+        if name == "planned_release" and not _blank(value) and not _is_date(value):
+            problems.append(f"{name}: expected a date such as 2026-03-01, got {show_value(value)}")
             value = None
         columns[name] = value
-    if not _blank(columns["url"]):
-        columns["url"] = _probe_url(columns["url"], problems)
+    # A blank address is no address: reported as missing below, never probed.
+    columns["url"] = None if _blank(columns["url"]) else _probe_url(columns["url"], problems)
     for name in OBJECT_FIELDS:
         value = raw.get(name)
         if value is not None and not isinstance(value, dict):
@@ -289,6 +359,8 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
     ):
         problems.append(f"coverage: expected a list of district names, got {show_value(coverage)}")
         coverage = None
+    elif coverage is not None and not _blank(coverage):
+        problems += _coverage_problems(coverage)
     columns["coverage"] = coverage or []
     contacts = raw.get("contacts")
     if contacts is not None and not (
@@ -323,6 +395,9 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
             problems.append(f"updated_at: expected an ISO 8601 time, got {show_value(updated_at)}")
     elif updated_at is not None:
         problems.append(f"updated_at: expected an ISO 8601 time, got {show_value(updated_at)}")
+    elif "updated_at" not in oversized:
+        # Without it an update of the service is not seen, nor scanned (8.3 b).
+        problems.append("updated_at: missing (the time of the record's last change)")
     if raw.get("status") is None and "status" not in oversized:
         problems.append("status: missing (lifecycle state)")
     probe = raw.get("probe")
@@ -341,11 +416,9 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
         if name in oversized:
             continue  # reported as too large: "missing" would be wrong
         if name == "review":
-            opinion = value.get("opinion") if isinstance(value, dict) else None
-            if _blank(opinion):
-                problems.append(f"review: missing ({label})")
+            problems += _review_problems(value, label)
         elif _blank(value):
-            problems.append(f"{name}: missing ({label})")
+            problems.append(_missing(name, label, value))
     if columns["status"] == "suspended" and not raw.get("suspension"):
         problems.append("suspension: status is suspended but no suspension was filed (7.2.2)")
 
@@ -361,13 +434,24 @@ def validate_record(raw: Any, where: str, max_field_kb: int) -> ServiceRecord:
 
 
 def collect_records(
-    services: list[Any], where: str, into: dict[str, ServiceRecord], max_field_kb: int
+    services: list[Any],
+    where: str,
+    into: dict[str, ServiceRecord],
+    max_field_kb: int,
+    *,
+    from_file: bool = False,
 ) -> list[str]:
     """Validate a page of records into `into`, keyed by id; returns warnings.
 
     An id seen twice with the same content is a harmless repeat (a page boundary that moved).
-    With different content the catalogue changed while it was read, and the sync fails.
+    With different content the catalogue changed while it was read (or a file lists two
+    services under one id), and the sync fails.
     """
+    why = (
+        "the file lists two services under one id"
+        if from_file
+        else "the catalogue changed while it was read"
+    )
     warnings: list[str] = []
     for index, raw in enumerate(services):
         record = validate_record(raw, f"{where}, services[{index}]", max_field_kb)
@@ -375,8 +459,7 @@ def collect_records(
         if seen is not None:
             if seen.fingerprint != record.fingerprint:
                 raise SyncError(
-                    f"{where}: service {record.id} appears twice with different content; the "
-                    "catalogue changed while it was read"
+                    f"{where}: service {record.id} appears twice with different content; {why}"
                 )
             warnings.append(f"{where}: service {record.id} listed twice")
             continue
@@ -396,9 +479,39 @@ def read_catalogue_file(path: str | Path, max_field_kb: int) -> Catalogue:
         raise SyncError(f"{file}: not valid JSON ({exc})") from None
     if not isinstance(document, dict) or not isinstance(document.get("services"), list):
         raise SyncError(f"{file}: expected a JSON object with a 'services' list")
+    # A page saved from the portal looks like a catalogue file: taken for the whole, it would
+    # mark every service of the other pages gone.
+    following = document.get("next")
+    if following is not None:
+        raise SyncError(
+            f"{file}: 'next' is {show_value(following)}: the file is one page of the catalogue, "
+            "not the whole of it; put every page's services in one file's 'services' list"
+        )
     records: dict[str, ServiceRecord] = {}
-    warnings = collect_records(document["services"], str(file), records, max_field_kb)
+    warnings = collect_records(
+        document["services"], str(file), records, max_field_kb, from_file=True
+    )
+    if "total" in document:
+        total, said = announced_total(document["total"], str(file))
+        warnings += said
+        if total is not None and total != len(records):
+            raise SyncError(
+                f"{file}: holds {len(records)} services but its 'total' is {total}: the "
+                "catalogue in it is not whole"
+            )
     return Catalogue(records=list(records.values()), warnings=warnings)
+
+
+def announced_total(total: Any, where: str) -> tuple[int | None, list[str]]:
+    """The count of services a catalogue's 'total' announces, or None and a warning saying so
+    when it is not a count (then whether the whole catalogue was read cannot be checked)."""
+    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+        return total, []
+    # Without a count, a portal whose 'next' stops early would pass as whole.
+    return None, [
+        f"{where}: 'total' is {show_value(total)}, not a count of services: whether the whole "
+        "catalogue was read is not checked"
+    ]
 
 
 def _probe_problems(probe: dict[str, Any]) -> list[str]:

@@ -128,10 +128,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if outcome.outcome == "unchanged":
         print("catalogue unchanged")
     else:
+        warned = len(outcome.warnings)
         print(
             f"synced {outcome.services_seen} services: {outcome.added} added, "
             f"{outcome.changed} changed, {outcome.gone} gone, {outcome.events} events"
+            + (f", {warned} warning{'s' if warned > 1 else ''}" if warned else "")
         )
+        for warning in outcome.warnings:
+            print(f"  warning: {one_line(warning)}")
     return 0
 
 
@@ -176,11 +180,14 @@ def cmd_syncs(args: argparse.Namespace) -> int:
             r["outcome"],
             str(r["services_seen"]),
             f"+{r['added']} ~{r['changed']} -{r['gone']}",
+            str(len(r["warnings"] or [])),
             r["reason"] or "",
         ]
         for r in rows
     ]
-    print(format_table(["STARTED (CST)", "OUTCOME", "SERVICES", "CHANGES", "REASON"], table, 90))
+    # The warnings themselves are long: `syncs --json` gives them.
+    headers = ["STARTED (CST)", "OUTCOME", "SERVICES", "CHANGES", "WARNINGS", "REASON"]
+    print(format_table(headers, table, 90))
     return 0
 
 

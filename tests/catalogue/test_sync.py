@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import datetime as dt
 import json
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from monitord.catalogue import service_rows, sync_catalogue, sync_rows
-from monitord.config import PortalSettings
+from monitord.catalogue import (
+    SyncOutcome,
+    read_catalogue_file,
+    service_rows,
+    sync_catalogue,
+    sync_rows,
+)
+from monitord.catalogue.apply import apply_sync
+from monitord.compliance import evaluate_quarter
+from monitord.config import PortalSettings, Settings
 from monitord.probing import load_targets
 from monitord.store import Store
 from monitord.store.history import catalogue_as_of, quiet_windows, service_periods
@@ -29,7 +41,7 @@ from monitord.store.models import (
     ServiceRevision,
 )
 from monitord.timeutil import SHANGHAI, UTC, parse_time, quarter_bounds
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, Serve
 from tests.fakeportal import TOKEN, FakePortal, make_service, serve_portal
 
 pytestmark = pytest.mark.timeout(60)
@@ -143,6 +155,88 @@ async def test_a_failed_read_changes_nothing_and_records_why(
     assert reason in last["reason"]
 
 
+async def test_a_redirect_is_a_failed_sync_and_is_not_followed(
+    store: Store, portal: FakePortal, clock: FakeClock, serve: Serve
+) -> None:
+    # The portal's 302 was followed anywhere, into probes.denied_networks too, and the
+    # catalogue served there was applied.
+    elsewhere: list[str] = []
+
+    async def catalogue(request: web.Request) -> web.Response:
+        elsewhere.append(request.path_qs)
+        return web.json_response({"total": 1, "next": None, "services": [make_service(1)]})
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"http://127.0.0.1:{other}/api/v1/services?sign=abcdef1234567890")
+
+    other_app, redirecting = web.Application(), web.Application()
+    other_app.router.add_get("/api/v1/services", catalogue)
+    redirecting.router.add_get("/api/v1/services", redirect)
+    other = await serve(other_app)
+    portal.url = f"http://127.0.0.1:{await serve(redirecting)}"
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "failed"
+    assert outcome.reason == (
+        f"page 1: the portal answered HTTP 302, a redirect to 'http://127.0.0.1:{other}/api/v1/"
+        "services?sign=***'; monitord follows no redirect: set portal.url to the address that "
+        "serves the catalogue"
+    )
+    assert elsewhere == [] and service_rows(store) == []
+
+
+async def test_no_token_set_is_said_so_not_a_refused_token(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        outcome = await sync_catalogue(
+            store, settings_for(portal), None, clock, session=session, sleep=no_sleep
+        )
+    assert outcome.reason == (
+        "page 1: the portal asks for a token (HTTP 401) and none is set: put it in "
+        "$MONITORD_PORTAL_TOKEN or in the file portal.token_file names"
+    )
+
+
+@pytest.mark.parametrize(
+    ("encoding", "said"),
+    [
+        ("gzip", "Can not decode content-encoding: gzip"),
+        ("br", "Can not decode content-encoding: brotli (br)"),
+    ],
+)
+async def test_a_page_not_in_its_content_encoding_is_said_so(
+    store: Store, portal: FakePortal, clock: FakeClock, encoding: str, said: str
+) -> None:
+    # It read "the connection closed before the whole page was read" (gzip) and "cannot reach
+    # the portal (ClientResponseError)" (br).
+    portal.bodies[1] = page_body(portal, 1, 3)
+    portal.headers = {"Content-Encoding": encoding}
+    outcome = await sync(store, portal, clock)
+    assert outcome.outcome == "failed"
+    assert (outcome.reason or "").startswith(
+        f"page 1: the page cannot be decoded from the Content-Encoding the portal names ({said}"
+    )
+    assert (outcome.reason or "").endswith(
+        "; the portal should send it plain, or as gzip or deflate (after 3 tries)"
+    )
+
+
+async def test_a_file_listing_two_services_under_one_id_says_so(
+    store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    file = tmp_path / "catalogue.json"
+    services = [make_service(1), make_service(1, name="另一项服务")]
+    file.write_text(json.dumps({"services": services}), encoding="utf-8")
+    async with aiohttp.ClientSession() as session:
+        outcome = await sync_catalogue(
+            store, PortalSettings(), None, clock, session=session, file=file
+        )
+    assert outcome.reason == (
+        f"{file}: service svc-0001 appears twice with different content; the file lists two "
+        "services under one id"
+    )
+
+
 async def test_a_fault_that_passes_is_retried_with_backoff(
     store: Store, portal: FakePortal, clock: FakeClock
 ) -> None:
@@ -230,6 +324,36 @@ async def test_lifecycle_changes_become_service_events(
     assert row["gone"] is False
 
 
+async def test_two_syncs_at_once_apply_one_after_the_other(
+    store: Store, portal: FakePortal, clock: FakeClock, tmp_path: Path
+) -> None:
+    # `monitord sync` while the daemon synced: both read the services, then both wrote them:
+    # every change recorded twice, and a new service failed one with a duplicate id traceback.
+    await sync(store, portal, clock)
+    services = [make_service(n, description="新版") for n in range(1, 8)]
+    services += [make_service(n) for n in range(8, 11)]
+    file = tmp_path / "catalogue.json"
+    file.write_text(json.dumps({"services": services}, ensure_ascii=False), encoding="utf-8")
+    catalogue = read_catalogue_file(file, 64)
+    both_read = threading.Barrier(2)
+
+    def meet() -> dt.datetime:
+        # Each sync reads the clock once it may apply: unserialised, both get here together.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_read.wait(timeout=3)
+        return clock()
+
+    def apply() -> SyncOutcome:
+        return apply_sync(store, catalogue, str(file), clock(), meet, 0.5, None)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda _: apply(), range(2)))
+    assert sorted((o.added, o.changed) for o in outcomes) == [(0, 0), (3, 7)]
+    with store.session() as session:
+        kinds = session.scalars(select(ServiceEvent.kind).where(ServiceEvent.id > 7)).all()
+    assert sorted(kinds) == ["added"] * 3 + ["went_online"] * 3
+
+
 async def test_a_service_missing_from_a_whole_catalogue_is_marked_gone_with_its_history(
     store: Store, portal: FakePortal, clock: FakeClock
 ) -> None:
@@ -242,6 +366,34 @@ async def test_a_service_missing_from_a_whole_catalogue_is_marked_gone_with_its_
     assert row["gone"] is True
     assert row["name"] == gone["name"]
     assert events_of(store, gone["id"]) == ["added", "gone"]
+
+
+async def test_a_service_never_seen_in_service_is_no_take_down(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # Each was recorded as went_offline or gone, which 7.2.4 failed as "no take-down notice".
+    portal.services[0]["status"] = "pending"
+    portal.services[1]["status"] = "approved"
+    portal.services[2]["status"] = "pending"
+    await sync(store, portal, clock)
+    del portal.services[0:2]  # withdrawn before going online
+    portal.services[0]["status"] = "offline"  # svc-0003, pending until now
+    portal.services.append(make_service(9, status="offline"))  # new, and already offline
+    portal.services[1]["offline_notice"] = None
+    del portal.services[2]  # svc-0005 was online: a take-down without notice
+    clock.advance(hours=1)
+    outcome = await sync(store, portal, clock)
+    assert outcome.gone == 3
+    assert events_of(store, "svc-0001") == events_of(store, "svc-0002") == ["added"]
+    assert events_of(store, "svc-0003") == ["added", "status_changed"]
+    assert events_of(store, "svc-0009") == ["added"]
+    assert events_of(store, "svc-0005") == ["added", "gone"]
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert rows["svc-0001"]["gone"] and rows["svc-0002"]["gone"]
+    with store.session() as session:
+        verdicts = evaluate_quarter(session, Settings(), "2026q4", clock.advance(minutes=1))
+    failed = {v.service_id for v in verdicts if v.rule == "offline_notice" and not v.passed}
+    assert failed == {"svc-0005"}
 
 
 async def test_the_catalogue_as_of_last_quarter_is_the_one_of_last_quarter(
@@ -383,6 +535,72 @@ async def test_filing_problems_become_findings_not_rejections(
     assert states["svc-0001"] == "resolved"
 
 
+async def test_a_field_of_only_whitespace_is_a_blank_filing(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # Spaces, an ideographic space, a newline or [""] passed as a filed value: no 6.2.2 finding.
+    portal.services[0].update(
+        name="   ",
+        provider="\u3000",
+        description="\n",
+        coverage=[""],
+        manual_url=" ",
+        planned_release="  ",
+        review={"opinion": " \u3000", "signed_by": "数据局", "signed_at": "2026-02-01T10:00:00"},
+    )
+    portal.services[1]["url"] = " \t"
+    await sync(store, portal, clock)
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert rows["svc-0001"]["filing_problems"] == [
+        "coverage: blank (覆盖区域)",
+        "description: blank (功能描述和特色亮点)",
+        "manual_url: blank (操作手册)",
+        "name: blank (服务名称)",
+        "planned_release: blank (计划发布时间)",
+        "provider: blank (服务提供单位)",
+        "review: blank (审核意见)",
+    ]
+    assert rows["svc-0002"]["filing_problems"] == ["url: blank (正式地址)"]
+    assert "svc-0002" not in {t.id for t in load_targets(store)}
+    with store.session() as session:
+        filing = session.scalars(
+            select(Finding.subject).where(Finding.rule == "appendix_a_incomplete")
+        ).all()
+    assert sorted(filing) == ["svc-0001", "svc-0002"]
+
+
+async def test_the_filing_is_checked_as_table_a_1_and_the_spec_ask(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # An unsigned review, a release date of "soon" and a coverage of "Mars" passed, and the
+    # problems named the fields otherwise than the standard's form does.
+    portal.services[0].update(review={"opinion": "同意"}, planned_release="soon")
+    portal.services[1].update(
+        review={"opinion": "同意", "signed_by": "数据局", "signed_at": "yesterday"},
+        coverage=["姑苏区", "Mars"],
+    )
+    portal.services[2].update(security_plan_url=None, faq_url="", description=None)
+    portal.services[3].update(coverage=["张家港市", "虎丘区"], planned_release="2026-03-01T09:00")
+    await sync(store, portal, clock)
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert rows["svc-0001"]["filing_problems"] == [
+        "planned_release: expected a date such as 2026-03-01, got 'soon'",
+        "review.signed_at: missing (审核意见签字时间)",
+        "review.signed_by: missing (审核意见签字)",
+    ]
+    assert rows["svc-0002"]["filing_problems"] == [
+        "coverage: 'Mars' is not one of 张家港市, 常熟市, 太仓市, 昆山市, 吴江区, 吴中区, 相城区, "
+        "姑苏区, 苏州工业园区, 虎丘区 (or 'all' for all of them)",
+        "review.signed_at: expected an ISO 8601 time, got 'yesterday'",
+    ]
+    assert rows["svc-0003"]["filing_problems"] == [
+        "description: missing (功能描述和特色亮点)",
+        "faq_url: blank (常见问答知识库)",
+        "security_plan_url: missing (网络安全保障方案)",
+    ]
+    assert rows["svc-0004"]["filing_problems"] == []
+
+
 async def test_a_take_down_notice_short_of_ten_working_days_is_a_7_2_4_finding(
     store: Store, portal: FakePortal, clock: FakeClock
 ) -> None:
@@ -490,6 +708,20 @@ async def test_an_upper_case_http_url_is_plain_http_and_its_password_is_never_li
         finding = session.scalars(select(Finding).where(Finding.rule == "plain_http_access")).one()
     assert finding.subject == "svc-0001" and finding.severity == "high"
     assert finding.evidence["url"] == listed
+
+
+async def test_a_url_without_a_secret_is_listed_as_it_is_probed(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # `services` showed https://h?x as https://h?x= and https://H/ as https://h/: not the URL
+    # monitord probes.
+    portal.services[0]["url"] = "https://Svc-0001.Example.cn/entry?x#main"
+    portal.services[1]["url"] = "https://svc-0002.example.cn?x&sign=abc"
+    await sync(store, portal, clock)
+    listed = {r["id"]: r["url"] for r in service_rows(store)}
+    probed = {t.id: t.url for t in load_targets(store)}
+    assert listed["svc-0001"] == probed["svc-0001"] == "https://Svc-0001.Example.cn/entry?x#main"
+    assert listed["svc-0002"] == "https://svc-0002.example.cn?x&sign=***"
 
 
 def page_body(portal: FakePortal, page: int, size: int, **fields: str) -> bytes:
@@ -610,7 +842,7 @@ async def test_values_beyond_their_columns_are_reported_and_kept_in_the_record(
     rows = {r["id"]: r for r in service_rows(store)}
     assert len(rows) == 7
     assert rows["svc-0001"]["filing_problems"] == [
-        f"planned_release: expected a date, got {release!r}"
+        f"planned_release: expected a date such as 2026-03-01, got {release!r}"
     ]
     assert rows["svc-0002"]["filing_problems"] == [
         "source: expected one of province, district, bureau, association, got "
@@ -645,6 +877,32 @@ async def test_a_time_beyond_the_calendar_in_utc_is_a_filing_problem(
         f"updated_at: {updated_at!r} is outside years 1-9999 in UTC"
     ]
     assert rows["svc-0002"]["updated_at"] is None
+
+
+async def test_a_missing_updated_at_is_a_filing_problem_and_its_first_time_an_update(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # Missing, it was no filing problem; missing or invalid, its first valid time was no update,
+    # so the service was not scanned (8.3 b).
+    portal.services[0]["updated_at"] = None
+    portal.services[1]["updated_at"] = "garbage"
+    await sync(store, portal, clock)
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert rows["svc-0001"]["filing_problems"] == [
+        "updated_at: missing (the time of the record's last change)"
+    ]
+    assert rows["svc-0002"]["filing_problems"] == [
+        "updated_at: expected an ISO 8601 time, got 'garbage'"
+    ]
+    portal.services[0]["updated_at"] = portal.services[1]["updated_at"] = "2026-11-02T08:00+08:00"
+    clock.advance(hours=1)
+    await sync(store, portal, clock)
+    assert events_of(store, "svc-0001") == events_of(store, "svc-0002") == ["added", "updated"]
+    with store.session() as session:
+        updated = session.scalars(select(ServiceEvent).where(ServiceEvent.kind == "updated"))
+        assert [e.detail for e in updated] == [
+            {"from": None, "to": "2026-11-02T00:00:00+00:00"}
+        ] * 2
 
 
 @pytest.mark.parametrize("status", [None, 3, "y" * 60])

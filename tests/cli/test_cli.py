@@ -58,7 +58,7 @@ def test_sync_from_a_file_then_list_services_as_json(
     assert services[0]["url"] == "https://svc1.example.test/"
     assert services[0]["name"] == "测试服务1"
     assert services[1]["filing_problems"] == [
-        "faq_url: missing (常见问题)",
+        "faq_url: missing (常见问答知识库)",
         "suspension: status is suspended but no suspension was filed (7.2.2)",
     ]
 
@@ -92,6 +92,65 @@ def test_syncs_json_records_ok_and_failed_runs_with_reasons(
     assert runs[0]["reason"] == f"{bad}: not valid JSON (Expecting value at line 1)"
     assert runs[0]["started_at"].endswith("+00:00")
     assert runs[1]["reason"] is None
+
+
+@pytest.mark.parametrize(
+    ("paging", "reason"),
+    [
+        (
+            {"total": 5, "next": 2},
+            "'next' is 2: the file is one page of the catalogue, not the whole of it",
+        ),
+        ({"total": 5, "next": None}, "holds 2 services but its 'total' is 5"),
+    ],
+)
+def test_a_file_that_says_it_is_part_of_the_catalogue_is_refused(
+    tmp_path: Path,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    paging: dict[str, object],
+    reason: str,
+) -> None:
+    # A page saved from the portal was taken for the whole catalogue: the services of its other
+    # pages were marked gone, each a take-down without notice.
+    whole = write_catalogue(tmp_path / "whole.json", [make_service(n) for n in range(1, 6)])
+    assert main(["--config", str(config), "sync", "--file", str(whole)]) == 0
+    page = tmp_path / "page1.json"
+    document = {"page": 1, **paging, "services": [make_service(1), make_service(2)]}
+    page.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["--config", str(config), "sync", "--file", str(page)]) == 1
+    assert f"sync failed: {page}: {reason}" in capsys.readouterr().err
+    assert main(["--config", str(config), "services", "--json"]) == 0
+    services = json.loads(capsys.readouterr().out)
+    assert [s["gone"] for s in services] == [False] * 5
+
+
+def test_a_sync_shows_its_warnings(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Recorded with the sync run, they were shown by `syncs --json` alone: not logged, not
+    # printed by `sync`, no column in `syncs`.
+    catalogue = tmp_path / "c.json"
+    services = [make_service(1), make_service(2), make_service(1)]
+    catalogue.write_text(json.dumps({"total": "2", "services": services}), encoding="utf-8")
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    out, err = capsys.readouterr()
+    said = [
+        f"{catalogue}: service svc-0001 listed twice",
+        f"{catalogue}: 'total' is '2', not a count of services: whether the whole catalogue "
+        "was read is not checked",
+    ]
+    assert out.splitlines() == [
+        "synced 2 services: 2 added, 0 changed, 0 gone, 2 events, 2 warnings",
+        *(f"  warning: {line}" for line in said),
+    ]
+    warned = [line for line in err.splitlines() if " WARNING " in line]
+    assert [line.split("catalogue sync: ", 1)[1] for line in warned] == said
+    assert main(["--config", str(config), "syncs"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[4:6] == ["CHANGES", "WARNINGS"]
+    assert row.split()[4:] == ["+2", "~0", "-0", "2"]
 
 
 def test_services_on_an_empty_store_says_what_to_do(
