@@ -90,6 +90,30 @@ def test_migrate_is_refused_while_a_daemon_holds_the_store(
     )
 
 
+def test_a_read_command_does_not_migrate_the_store_under_a_running_daemon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `monitord status` between installing a new version and restarting the old daemon moved
+    # the store to the new schema under that daemon, which then wrote rows without new columns.
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    config = str(write_config(tmp_path, url))
+    store_at(url, "0007")
+    old_daemon = Store(url)
+    old_daemon.take_for_daemon()
+    try:
+        assert main(["--config", config, "status"]) == 1
+    finally:
+        old_daemon.dispose()
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1
+    assert "is at schema 0007, older than this version of monitord" in said
+    assert "stop the daemon and run `monitord migrate`" in said
+    assert revision_of(url) == "0007"
+    # With the daemon stopped, the command migrates the store as it opens it, as before.
+    assert main(["--config", config, "status"]) == 0
+    assert revision_of(url) == "0009"
+
+
 def test_migrate_never_creates_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = str(write_config(tmp_path, f"sqlite:///{tmp_path / 'none.db'}"))
     assert main(["--config", config, "migrate", "--check"]) == 2
