@@ -33,7 +33,8 @@ LOOKED_FOR = f"--config, $MONITORD_CONFIG, ./monitord.toml, {SYSTEM_CONFIG}"
 
 def config_path(args: argparse.Namespace) -> Path | None:
     """The config file to read: --config, $MONITORD_CONFIG, ./monitord.toml, the system's
-    (/etc/monitord/monitord.toml), or none (the built-in defaults)."""
+    (/etc/monitord/monitord.toml), or none (the built-in defaults). A ./monitord.toml or system
+    file this user cannot read is passed over."""
     if args.config is not None:
         if not args.config:
             # `--config "$UNSET"`: reading ./monitord.toml instead would be a silent surprise.
@@ -42,7 +43,9 @@ def config_path(args: argparse.Namespace) -> Path | None:
     if os.environ.get("MONITORD_CONFIG"):
         return Path(os.environ["MONITORD_CONFIG"])
     for candidate in (Path("monitord.toml"), SYSTEM_CONFIG):
-        if candidate.exists():
+        # os.access, not exists(): run from a folder this user cannot read (`sudo -u monitord`
+        # from one's home), exists() raises; a file that cannot be read is not the one meant.
+        if os.access(candidate, os.R_OK):
             return candidate
     return None
 
