@@ -75,11 +75,21 @@ for name in portal-token; do
     fi
 done
 
-# The code: the checkout copied to /opt/monitord and installed into its own venv.
+# The code: exactly the checkout, installed into /opt/monitord's own venv. It is built from a
+# fresh copy (no build/ left by an earlier install, where setuptools re-copies only newer files,
+# so an older checkout or a deleted file would leave the previous code installed), and the copy
+# then replaces /opt/monitord's tree whole (the venv kept).
 if [ "$VENV" = yes ]; then
-    tar -C "$SRC" --exclude=.venv --exclude=.git --exclude=var -cf - . | tar -C "$R/opt/monitord" -xf -
+    STAGE=$(mktemp -d)
+    trap 'rm -rf "$STAGE"' EXIT
+    tar -C "$SRC" --exclude=./.venv --exclude=./.git --exclude=./var --exclude=./build \
+        --exclude=./dist --exclude='*.egg-info' --exclude=__pycache__ --exclude='*.so' \
+        -cf - . | tar -C "$STAGE" -xf -
     [ -x "$R/opt/monitord/.venv/bin/python" ] || python3 -m venv "$R/opt/monitord/.venv"
-    "$R/opt/monitord/.venv/bin/pip" install --quiet --disable-pip-version-check "$R/opt/monitord"
+    "$R/opt/monitord/.venv/bin/pip" install --quiet --disable-pip-version-check "$STAGE"
+    find "$R/opt/monitord" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
+    rm -rf "$STAGE/build" "$STAGE"/*.egg-info
+    tar -C "$STAGE" -cf - . | tar -C "$R/opt/monitord" -xf -
     say "installed monitord into /opt/monitord/.venv"
     # Tab completion for the operator's shell, made from the installed command's own parser.
     install -d -m 0755 "$R/usr/share/bash-completion/completions" "$R/usr/share/zsh/site-functions"

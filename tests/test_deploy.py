@@ -120,3 +120,40 @@ def test_the_install_script_lays_out_a_scratch_root_and_runs_again_harmlessly(
     (root / "etc/monitord/monitord.toml").write_text("# mine\n", encoding="utf-8")
     subprocess.run(["sh", str(INSTALL), "--root", str(root), "--no-venv"], check=True, timeout=120)
     assert (root / "etc/monitord/monitord.toml").read_text() == "# mine\n"
+
+
+def copy_checkout(target: Path) -> Path:
+    """A copy of this checkout at target, as a fresh clone would be (no venv, build or store)."""
+    ignore = shutil.ignore_patterns(
+        ".git", ".venv", "var", "build", "*.egg-info", "__pycache__", "*.so", ".*_cache"
+    )
+    shutil.copytree(UNIT.parent.parent, target, ignore=ignore)
+    return target
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh makes a user and chowns: needs root")
+@pytest.mark.skipif(shutil.which("useradd") is None, reason="needs useradd (Debian's passwd)")
+def test_installing_a_checkout_over_another_installs_exactly_that_checkout(tmp_path: Path) -> None:
+    # An upgrade kept a module the new checkout no longer has, and a file older than the one
+    # installed (a roll-back) was not installed at all: setuptools reused the last build/.
+    root = tmp_path / "root"
+    first = copy_checkout(tmp_path / "first")
+    (first / "monitord" / "gone_since.py").write_text("GONE = True\n", encoding="utf-8")
+    second = copy_checkout(tmp_path / "second")
+    rules = second / "rules" / "logs.toml"
+    rules.write_text(rules.read_text(encoding="utf-8") + "# the second checkout's\n", "utf-8")
+    os.utime(rules, (0, 0))
+    for checkout in (first, second):
+        done = subprocess.run(
+            ["sh", str(checkout / "deploy" / "install.sh"), "--root", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=800,
+        )
+        assert done.returncode == 0, done.stderr
+    [site] = (root / "opt/monitord/.venv/lib").glob("python3*/site-packages")
+    assert not (site / "monitord" / "gone_since.py").exists()
+    assert (site / "rules" / "logs.toml").read_text(encoding="utf-8").endswith("checkout's\n")
+    assert not (root / "opt/monitord/monitord/gone_since.py").exists()
+    assert not (root / "opt/monitord/build").exists()

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from monitord.errors import ConfigError, UsageError
+from monitord.errors import ConfigError, StoreError, UsageError
 from monitord.redact import escaped
 from monitord.timeutil import EARLIEST, parse_time
 from monitord.types import MAX_ID
@@ -23,6 +23,7 @@ from monitord.types import MAX_ID
 if TYPE_CHECKING:
     from monitord.config import Settings
     from monitord.runtime.app import App
+    from monitord.store import Store
 
 
 SYSTEM_CONFIG = Path("/etc/monitord/monitord.toml")
@@ -32,7 +33,8 @@ LOOKED_FOR = f"--config, $MONITORD_CONFIG, ./monitord.toml, {SYSTEM_CONFIG}"
 
 def config_path(args: argparse.Namespace) -> Path | None:
     """The config file to read: --config, $MONITORD_CONFIG, ./monitord.toml, the system's
-    (/etc/monitord/monitord.toml), or none (the built-in defaults)."""
+    (/etc/monitord/monitord.toml), or none (the built-in defaults). A ./monitord.toml or system
+    file this user cannot read is passed over."""
     if args.config is not None:
         if not args.config:
             # `--config "$UNSET"`: reading ./monitord.toml instead would be a silent surprise.
@@ -41,7 +43,9 @@ def config_path(args: argparse.Namespace) -> Path | None:
     if os.environ.get("MONITORD_CONFIG"):
         return Path(os.environ["MONITORD_CONFIG"])
     for candidate in (Path("monitord.toml"), SYSTEM_CONFIG):
-        if candidate.exists():
+        # os.access, not exists(): run from a folder this user cannot read (`sudo -u monitord`
+        # from one's home), exists() raises; a file that cannot be read is not the one meant.
+        if os.access(candidate, os.R_OK):
             return candidate
     return None
 
@@ -62,6 +66,8 @@ def open_app(settings: Settings, *, for_daemon: bool = False) -> App:
     # Imported here: the App brings sqlalchemy, alembic and aiohttp, which only store commands need.
     from monitord.runtime.app import build_app
 
+    if not for_daemon:
+        refuse_to_migrate_under_a_daemon(settings)
     try:
         return build_app(settings, for_daemon=True) if for_daemon else build_app(settings)
     except OSError as exc:
@@ -70,6 +76,55 @@ def open_app(settings: Settings, *, for_daemon: bool = False) -> App:
         raise ConfigError(
             f"{settings.source}: store.url: cannot create {exc.filename} ({exc.strerror})"
         ) from None
+
+
+def live_cluster_members(store: Store, lease_seconds: float) -> list[str]:
+    """The daemons alive on a PostgreSQL store (none before the store knew of clusters)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from monitord.cluster import members
+    from monitord.timeutil import system_clock
+
+    try:
+        return [m.name for m in members(store, lease_seconds, system_clock()) if m.alive]
+    except SQLAlchemyError:  # no cluster_members table yet: migration 0009 is pending
+        return []
+
+
+def refuse_to_migrate_under_a_daemon(settings: Settings) -> None:
+    """Raise StoreError when the store's schema is older than this version and a daemon runs on
+    it.
+
+    Every command migrates the store it opens. Between installing a new version and restarting
+    the daemon, the old daemon still runs: migrated under it, the store would get rows written
+    without the new columns. Only `monitord migrate`, once the daemon is stopped, or the new
+    daemon's start migrate such a store.
+    """
+    from monitord.store import DaemonClaim, Store, sqlite_file
+
+    file = sqlite_file(settings.store.url)
+    if file is not None and not file.exists():
+        return  # a new store: `run`, `sync` or `demo` makes it, with no daemon on it
+    store = Store(settings.store.url)
+    try:
+        pending = store.pending_migrations()
+        if not pending or store.revision() is None:
+            return
+        running = (
+            DaemonClaim(store).held_elsewhere()
+            if file is not None
+            else bool(live_cluster_members(store, settings.cluster.lease_seconds))
+        )
+        revision = store.revision()
+    finally:
+        store.dispose()
+    if running:
+        raise StoreError(
+            f"the store at {store.display_url} is at schema {revision}, older than this version "
+            f"of monitord ({len(pending)} migration(s) pending), and a monitord daemon is "
+            "running on it: stop the daemon and run `monitord migrate` (or restart the daemon, "
+            "which migrates at start), then run this command again"
+        )
 
 
 def app_for(args: argparse.Namespace) -> App:

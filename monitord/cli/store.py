@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli.common import LOOKED_FOR, file_path, settings_for
+from monitord.cli.common import LOOKED_FOR, file_path, live_cluster_members, settings_for
 from monitord.errors import StoreError, UsageError
 
 if TYPE_CHECKING:
@@ -61,19 +61,6 @@ def _check(store: Store) -> int:
     return 1
 
 
-def _live_daemons(store: Store, lease_seconds: float) -> list[str]:
-    """The daemons alive on a PostgreSQL store (none before the store knew of clusters)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from monitord.cluster import members
-    from monitord.timeutil import system_clock
-
-    try:
-        return [m.name for m in members(store, lease_seconds, system_clock()) if m.alive]
-    except SQLAlchemyError:  # no cluster_members table yet: migration 0009 is pending
-        return []
-
-
 def _migrate(store: Store, lease_seconds: float) -> int:
     # As the daemon does: refused while a daemon runs on the store, which would write to
     # tables as they change under it.
@@ -85,7 +72,7 @@ def _migrate(store: Store, lease_seconds: float) -> int:
             "(it would write to the tables as they change under it), then migrate"
         ) from None
     if store.url.get_backend_name() == "postgresql":
-        alive = _live_daemons(store, lease_seconds)
+        alive = live_cluster_members(store, lease_seconds)
         if alive:
             raise StoreError(
                 f"monitord daemons are running on the store at {store.display_url}: "

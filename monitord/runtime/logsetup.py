@@ -154,7 +154,13 @@ def log_file_problem(file: str | None) -> str | None:
     `check-config` says before a reload that would otherwise be refused)."""
     if file is None:
         return None
-    path = Path(file)
+    try:
+        return _write_problem(Path(file))
+    except OSError as exc:  # a folder on the way this user cannot search
+        return f"cannot reach it ({exc.strerror})"
+
+
+def _write_problem(path: Path) -> str | None:
     if path.is_dir():
         return "cannot write it (it is a folder)"
     if path.exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -207,6 +208,51 @@ def test_the_system_config_is_found_from_any_folder(
     (tmp_path / "monitord.toml").write_text("", encoding="utf-8")  # ./monitord.toml first
     assert main(["check-config"]) == 0
     assert capsys.readouterr().out == "config OK: monitord.toml\n"
+
+
+UNPRIVILEGED_ROOT = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+def as_unprivileged_root(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`monitord ARGS` in cwd as root without the power to bypass file permissions, as the
+    service's user meets them (`sudo -u monitord` from a folder it cannot read)."""
+    env = {k: v for k, v in os.environ.items() if k != "MONITORD_CONFIG"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    return subprocess.run(
+        [*UNPRIVILEGED_ROOT, sys.executable, "-m", "monitord.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops root's file-permission override: needs root")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_a_folder_or_config_the_user_cannot_read_is_one_line_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    # From a folder this user cannot read, ./monitord.toml's check raised PermissionError.
+    locked = tmp_path / "home"
+    locked.mkdir(mode=0o700)
+    (locked / "monitord.toml").write_text("[store]\n", encoding="utf-8")
+    os.chown(locked, 65534, 65534)
+    done = as_unprivileged_root(["check-config"], locked)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout.startswith("config OK: ")
+    assert "monitord.toml" not in done.stdout or str(common.SYSTEM_CONFIG) in done.stdout
+    # A config named by --config that cannot be read: one line, a usage error.
+    unreadable = tmp_path / "theirs.toml"
+    unreadable.write_text("[store]\n", encoding="utf-8")
+    os.chown(unreadable, 65534, 65534)
+    unreadable.chmod(0o600)
+    done = as_unprivileged_root(["--config", str(unreadable), "check-config"], tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"monitord: {unreadable}: cannot read the config file (Permission denied)\n",
+    )
 
 
 def test_an_empty_config_path_is_refused_not_replaced(

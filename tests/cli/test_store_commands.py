@@ -54,20 +54,21 @@ def test_migrate_check_lists_what_would_change_then_migrate_applies_it(
 
     assert main(["--config", config, "migrate", "--check"]) == 1
     out = capsys.readouterr().out
-    assert "is at schema 0006" in out and "would apply 5 migration(s)" in out
+    assert "is at schema 0006" in out and "would apply 6 migration(s)" in out
     assert "  0007  alert outbox: claims" in out
     assert "  0008  evidence that lasts: catalogue revisions" in out
     assert "  0009  several daemons on one store: cluster members" in out
     assert "  0011  who runs a scan: its machine and process" in out
+    assert "  0012  the store's first sync: no went_online events" in out
     assert revision_of(url) == "0006"  # the check changed nothing
 
     assert main(["--config", config, "migrate"]) == 0
     out = capsys.readouterr().out
-    assert "applied 5 migration(s)" in out and "  0008  evidence that lasts" in out
-    assert revision_of(url) == "0011"
+    assert "applied 6 migration(s)" in out and "  0008  evidence that lasts" in out
+    assert revision_of(url) == "0012"
 
     assert main(["--config", config, "migrate", "--check"]) == 0
-    assert "is up to date (schema 0011)" in capsys.readouterr().out
+    assert "is up to date (schema 0012)" in capsys.readouterr().out
     assert main(["--config", config, "migrate"]) == 0
     assert "was up to date" in capsys.readouterr().out
 
@@ -89,6 +90,30 @@ def test_migrate_is_refused_while_a_daemon_holds_the_store(
         f"monitord: a monitord daemon is running on the store at {url}: stop it "
         "first (it would write to the tables as they change under it), then migrate\n"
     )
+
+
+def test_a_read_command_does_not_migrate_the_store_under_a_running_daemon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `monitord status` between installing a new version and restarting the old daemon moved
+    # the store to the new schema under that daemon, which then wrote rows without new columns.
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    config = str(write_config(tmp_path, url))
+    store_at(url, "0007")
+    old_daemon = Store(url)
+    old_daemon.take_for_daemon()
+    try:
+        assert main(["--config", config, "status"]) == 1
+    finally:
+        old_daemon.dispose()
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1
+    assert "is at schema 0007, older than this version of monitord" in said
+    assert "stop the daemon and run `monitord migrate`" in said
+    assert revision_of(url) == "0007"
+    # With the daemon stopped, the command migrates the store as it opens it, as before.
+    assert main(["--config", config, "status"]) == 0
+    assert revision_of(url) == "0012"
 
 
 def test_migrate_never_creates_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
