@@ -878,6 +878,10 @@ def _too_short(days: int | None, needed: int) -> str | None:
     return None if days is None or days >= needed else f"{days} working days, {needed} required"
 
 
+IN_SERVICE = ("online", "suspended")
+"""The statuses of a service in service: only such a service is taken down (7.2.4)."""
+
+
 @check("offline_notice")
 def offline_notice(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """7.2.4: each take-down notice filed in the quarter gave the working days asked
@@ -898,12 +902,19 @@ def offline_notice(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
                 "problem": problem or _too_short(days, needed),
             }
         )
+    returned: dict[str, list[dt.datetime]] = defaultdict(list)
+    for event in q.events("returned"):
+        returned[event.service_id].append(event.at)
     for event in q.events("went_offline", "gone"):
         before = catalogue_as_of(q.session, event.at - TICK, services=[event.service_id]).get(
             event.service_id, {}
         )
-        if event.kind == "gone" and before.get("status") == "offline":
-            continue  # taken down before, then dropped from the catalogue: judged then
+        if before.get("status") not in IN_SERVICE:
+            # Never in service (pending, approved: an application withdrawn), or taken down
+            # before and then dropped from the catalogue (judged then): no take-down here.
+            continue
+        if event.kind == "gone" and any(at > event.at for at in returned[event.service_id]):
+            continue  # missing from one sync's answer and back later: not a take-down
         notice = before.get("offline_notice")
         days, problem = None, "no take-down notice"
         if isinstance(notice, dict) and notice:

@@ -300,6 +300,38 @@ def test_a_take_down_counts_the_working_days_until_it_really_happened(
     ]
 
 
+def test_no_take_down_is_judged_of_a_service_never_in_service_or_missing_from_one_sync(
+    sqlite_store: Store,
+) -> None:
+    # A store made by an older version holds a `gone` of an application never approved, and a
+    # portal that left a service out of one answer recorded `gone` then `returned`.
+    left, back = t("2026-08-10 10:00"), t("2026-08-10 11:00")
+    with sqlite_store.session() as s:
+        service(s, "withdrawn", [(START, left, "pending"), (left, None, "gone")])
+        event(s, "withdrawn", "gone", left, "pending", None)
+        service(
+            s,
+            "glitch",
+            [
+                (START - 30 * 24 * HOUR, left, "online"),
+                (left, back, "gone"),
+                (back, None, "online"),
+            ],
+        )
+        event(s, "glitch", "gone", left, "online", None)
+        event(s, "glitch", "returned", back, None, "online")
+        service(s, "dropped", [(START - 30 * 24 * HOUR, left, "online"), (left, None, "gone")])
+        event(s, "dropped", "gone", left, "online", None)
+    with sqlite_store.session() as session:
+        verdicts = {
+            (v.rule, v.service_id): v
+            for v in evaluate_quarter(session, Settings(), Q3, NOW)
+            if v.rule == "offline_notice"
+        }
+    assert set(verdicts) == {("offline_notice", "dropped")}
+    assert not verdicts["offline_notice", "dropped"].passed
+
+
 def test_a_service_that_left_is_judged_until_it_left(judged: Verdicts) -> None:
     assert passed(judged, "filing_complete", "vanished")
     assert (
