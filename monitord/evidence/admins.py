@@ -5,21 +5,27 @@ mark (or GB18030, as Excel saves a plain CSV on a Chinese Windows), a header lin
 columns (in any order; other columns are ignored):
 
     account     the account name (unique in the file)
-    role        法人 or legal_representative, 管理员 or admin, 办事人 or handler
+    role        法人 or legal_representative, 管理员 or admin, 办事人 or handler (clause
+                7.1.2's roles, when the file lists the portal's company accounts); any other
+                name is a platform role as the platform names it (超级管理员, 系统管理员,
+                安全审计员…), kept as written
     vendor      empty, no, false, 0 or 否 for the operation unit's own staff; otherwise the
                 account is a third-party vendor's (yes, true, 1, 是, or the vendor's name)
     last_login  date or ISO 8601 time (Asia/Shanghai when it has no offset); empty: never
     granted_by  the account that granted its role; empty only for a legal representative
+                or a platform role (the platform's first account has no grantor)
     end_date    the date the account's rights end; empty: none
 
 The review flags, as findings of the review (not errors):
 
-- dormant_admin: an admin with no login in `review.dormant_days` before the review;
+- dormant_admin: an admin, or an account of a platform role, with no login in
+  `review.dormant_days` before the review;
 - vendor_without_end_date: a vendor account with no end date (clause 8.3 c);
 - expired_account: an account whose end date has passed, still listed;
 - grant_outside_chain: a grant outside clause 7.1.2's chain, where the legal representative
   grants admins and handlers, an admin grants only handlers and a handler grants nothing; the
-  grantor must be an account of the file.
+  grantor must be an account of the file. For a platform role only the last holds: rights
+  granted by an account no longer listed are flagged.
 
 Each flag is also a compliance finding (rule `admin_review:<problem>` of rules/core.toml, clause
 7.3.2, no incident) about the account, resolved by the first later review that no longer flags it.
@@ -149,9 +155,9 @@ def _account(row: dict[str | Any, Any], line: int, name: str) -> Account:
 
     if not cell("account"):
         raise bad("account", "an account name")
-    role = ROLES.get(cell("role")) or ROLES.get(cell("role").lower())
-    if role is None:
-        raise bad("role", "法人/legal_representative, 管理员/admin or 办事人/handler")
+    role = ROLES.get(cell("role")) or ROLES.get(cell("role").lower()) or cell("role")
+    if not role:
+        raise bad("role", "a role: 法人, 管理员, 办事人 or the platform's name for it")
     last_login = cell("last_login") or None
     if last_login is not None:
         try:
@@ -193,8 +199,12 @@ def flags_of(accounts: list[Account], reviewed_at: dt.datetime, dormant_days: in
     return flags
 
 
+def _is_platform_role(role: str) -> bool:
+    return role not in MAY_GRANT
+
+
 def _dormant(account: Account, reviewed_at: dt.datetime, dormant_days: int) -> Iterator[Flag]:
-    if account.role != "admin":
+    if account.role != "admin" and not _is_platform_role(account.role):
         return
     if account.last_login is None:
         yield Flag(account.account, "dormant_admin", "管理员账号从未登录")
@@ -229,6 +239,14 @@ def _ending(account: Account, today: dt.date) -> Iterator[Flag]:
 def _grant(account: Account, by_name: dict[str, Account]) -> Iterator[Flag]:
     if account.role == "legal_representative":
         return  # the identity system makes a legal representative, not another account
+    if _is_platform_role(account.role):
+        if account.granted_by and account.granted_by not in by_name:
+            yield Flag(
+                account.account,
+                "grant_outside_chain",
+                f"{account.role}由 {account.granted_by} 授权，但该账号不在清单中",
+            )
+        return
     role = _ROLE_NAMES[account.role]
     if not account.granted_by:
         yield Flag(account.account, "grant_outside_chain", f"{role}账号没有授权人")
@@ -240,12 +258,12 @@ def _grant(account: Account, by_name: dict[str, Account]) -> Iterator[Flag]:
             "grant_outside_chain",
             f"{role}由 {account.granted_by} 授权，但该账号不在清单中",
         )
-    elif account.role not in MAY_GRANT[grantor.role]:
+    elif account.role not in MAY_GRANT.get(grantor.role, ()):
+        by = _ROLE_NAMES.get(grantor.role, grantor.role)
         yield Flag(
             account.account,
             "grant_outside_chain",
-            f"{role}由{_ROLE_NAMES[grantor.role]} {grantor.account} 授权，"
-            f"{_ROLE_NAMES[grantor.role]}无权授予{role}",
+            f"{role}由{by} {grantor.account} 授权，{by}无权授予{role}",
         )
 
 

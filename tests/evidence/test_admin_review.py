@@ -61,6 +61,23 @@ def flags_of(store: Store, tmp_path: Path, clock: FakeClock, lines: str) -> set[
         ),
         ("h1,handler,,2026-11-01,former-admin,\n", {("h1", "grant_outside_chain")}),
         ("h1,handler,,2026-11-01,,\n", {("h1", "grant_outside_chain")}),
+        # The platform's own admin accounts, under the platform's role names: no 7.1.2 chain
+        # (its first account has no grantor), but dormant accounts and grants by an account
+        # no longer listed are flagged.
+        (
+            "root,超级管理员,,2026-11-01,,\nops,系统管理员,,2026-11-01,root,\n"
+            "aud,安全审计员,,2026-11-01,root,\n",
+            set(),
+        ),
+        (
+            "ops,系统管理员,,2026-08-04,root,\nroot,超级管理员,,2026-11-01,,\n",
+            {("ops", "dormant_admin")},
+        ),
+        ("ops,系统管理员,,2026-11-01,former-root,\n", {("ops", "grant_outside_chain")}),
+        (
+            "h1,handler,,2026-11-01,root,\nroot,超级管理员,,2026-11-01,,\n",
+            {("h1", "grant_outside_chain")},
+        ),
     ],
     ids=[
         "dormant-90-days",
@@ -76,6 +93,10 @@ def flags_of(store: Store, tmp_path: Path, clock: FakeClock, lines: str) -> set[
         "handler-grants",
         "grantor-not-listed",
         "no-grantor",
+        "platform-roles",
+        "platform-dormant",
+        "platform-grantor-not-listed",
+        "platform-role-grants-a-7.1.2-role",
     ],
 )
 def test_the_review_flags_what_clauses_7_1_2_and_7_3_2_ask_about(
@@ -158,9 +179,9 @@ def test_the_dormant_threshold_is_the_config_s(
             "accounts.csv: line 1: the header lacks column(s) end_date; expected account,role,",
         ),
         (
-            (HEADER + BOSS + "x,超级管理员,,,boss,\n").encode(),
-            "accounts.csv: line 3, column role: '超级管理员': expected 法人/legal_representative, "
-            "管理员/admin or 办事人/handler",
+            (HEADER + BOSS + "x, ,,,boss,\n").encode(),
+            "accounts.csv: line 3, column role: '': expected a role: 法人, 管理员, 办事人 or "
+            "the platform's name for it",
         ),
         (
             (HEADER + BOSS + "x,admin,,last week,boss,\n").encode(),
