@@ -225,7 +225,7 @@ def seed_services(store: Store) -> None:
         rollups(s, "own-target", failures=2, latency_ms=4000.0)
         scan(s, "own-target", t("2026-08-05 10:00"))
         # bad: every duty missed.
-        online_all_quarter(s, "bad", filing_problems=["faq_url: missing (常见问题)"])
+        online_all_quarter(s, "bad", filing_problems=["faq_url: missing (常见问答知识库)"])
         gap = (t("2026-08-10 10:00"), t("2026-08-10 11:00"), t("2026-08-10 12:00"))
         rollups(s, "bad", failures=6, latency_ms=5000.0, skip=gap)
         for kind in ("tls", "contract"):

@@ -68,7 +68,9 @@ def passed(verdicts: Verdicts, rule: str, service_id: str | None) -> bool:
 def test_filing_is_judged_as_it_stood(judged: Verdicts) -> None:
     assert passed(judged, "filing_complete", "good")
     assert not passed(judged, "filing_complete", "bad")
-    assert judged["filing_complete", "bad"].evidence["problems"] == ["faq_url: missing (常见问题)"]
+    assert judged["filing_complete", "bad"].evidence["problems"] == [
+        "faq_url: missing (常见问答知识库)"
+    ]
 
 
 def test_a_service_goes_online_only_after_approval_and_a_clean_scan(judged: Verdicts) -> None:
