@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import chinese_calendar
-from loguru import logger
 
 from monitord.timeutil import SHANGHAI
 
@@ -52,6 +51,10 @@ def _say_unknown_year(year: int) -> None:
     if year in _SAID_UNKNOWN:
         return
     _SAID_UNKNOWN.add(year)
+    # Imported here: loguru brings asyncio and ssl with it, which `monitord analyse` (whose
+    # rules read this calendar) keeps out of its memory.
+    from loguru import logger
+
     logger.warning(
         "working days of {year} are not yet published in the Chinese statutory calendar "
         "(chinesecalendar {version}): they are counted Monday to Friday, without holidays or "
