@@ -28,7 +28,7 @@ from monitord.config import alert_warnings, check_daemon_secrets, secret_file_wa
 from monitord.errors import ConfigError
 from monitord.incidents import follow_clock_step
 from monitord.probing.schedule import window_start
-from monitord.redact import mask_urls
+from monitord.redact import error_line
 from monitord.runtime import sdnotify
 from monitord.runtime.app import App
 from monitord.runtime.heap import release_free_memory
@@ -203,9 +203,12 @@ class Daemon:
             return True
 
     async def _store_back(self) -> None:
-        """After a heartbeat went through: the store answers (say so if it did not)."""
+        """After a heartbeat went through: the store answers (say so if it did not, and takes
+        a write now: a heartbeat's small one may fit on a disk too full for the jobs')."""
         async with self._store_check:
-            if self._store_down_since is not None:
+            if self._store_down_since is None:
+                return
+            if await asyncio.to_thread(self.app.store.unreachable_reason) is None:
                 self._say_store_back()
 
     def _say_store_back(self) -> None:
@@ -579,10 +582,7 @@ def _log_failure(what: str, exc: BaseException) -> None:
     """A job or heartbeat that failed: the store's error in one line (it came back before it
     could be said lost, e.g. PostgreSQL still starting), anything else with its traceback."""
     if isinstance(exc, (OperationalError, InterfaceError)):
-        said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        logger.warning(
-            "{} failed: the store did not answer ({})", what, mask_urls(said[0] if said else "")
-        )
+        logger.warning("{} failed: the store did not answer ({})", what, error_line(exc))
     else:
         logger.opt(exception=exc).error("{} failed", what)
 
