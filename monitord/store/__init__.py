@@ -334,6 +334,24 @@ class DaemonClaim:
             self.release()
             raise self._busy() from None
 
+    def lost_reason(self) -> str | None:
+        """None while the store's path still names the file this claim holds (or there is no
+        file); otherwise what became of it, in one line. A file removed under the daemon is
+        still written, and lost at its stop, while a second daemon may start at the path."""
+        file = sqlite_file(self.store.url)
+        if file is None or self._file is None:
+            return None
+        held = os.fstat(self._file)
+        try:
+            named = os.stat(file)
+        except FileNotFoundError:
+            return f"the store file {file} was removed"
+        except OSError as exc:
+            return f"the store file {file} cannot be looked at: {exc.strerror}"
+        if (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+            return f"the store file {file} was replaced by another file"
+        return None
+
     def held_elsewhere(self) -> bool:
         """Whether a daemon holds this SQLite store now (its flock is taken)."""
         file = sqlite_file(self.store.url)

@@ -585,6 +585,34 @@ async def test_a_second_daemon_on_the_same_sqlite_store_is_refused(
     assert first.process.returncode == 0, first.stderr
 
 
+async def test_a_daemon_whose_store_file_is_removed_says_so_and_exits_for_a_restart(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    # The store's folder removed under the daemon: it went on writing into the removed file
+    # (all lost at its stop), said nothing, and a second daemon on the same config started
+    # beside it, so that every alert was delivered twice.
+    folder = tmp_path / "store"
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url, store_url=f"sqlite:///{folder / 'monitord.db'}")
+    first = await start_daemon(config)
+    await wait_for_line(first, "monitord running")
+    shutil.rmtree(folder)
+    _, err = await asyncio.wait_for(first.process.communicate(), 30)
+    assert first.process.returncode == 1
+    [said] = [line for line in err.decode().splitlines() if "ERROR" in line]
+    assert said.endswith(
+        f"the store file {folder / 'monitord.db'} was removed: stopping, since what the daemon "
+        "writes now would be lost; a restart opens the store at its path (a new, empty one if "
+        "nothing is there)"
+    )
+    # The restart opens the store at its path, and holds it.
+    again = await start_daemon(config)
+    await wait_for_line(again, "monitord running")
+    assert (await asyncio.to_thread(run_once, config)).returncode == 1  # a second one refused
+    await again.stop()
+    assert again.process.returncode == 0, again.stderr
+
+
 async def pg_daemon_config(
     tmp_path: Path, portal: FakePortal, postgres: PostgresServer | None
 ) -> tuple[Path, str]:
