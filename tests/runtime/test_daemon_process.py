@@ -529,6 +529,7 @@ async def test_a_full_disk_is_an_outage_said_once_and_the_probes_keep_their_resu
             ],
             stderr=stderr,
             env=dict(os.environ, MONITORD_PORTAL_TOKEN=TOKEN),
+            start_new_session=True,  # the script and the daemon, killed together on a failure
         )
     try:
         await wait_for(lambda: "probe round: 5 services" in said.read_text(), "a round")
@@ -541,9 +542,9 @@ async def test_a_full_disk_is_an_outage_said_once_and_the_probes_keep_their_resu
         (marks / "stop").touch()
         assert await asyncio.to_thread(process.wait, 30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     lines = said.read_text().splitlines()
     gone = [line for line in lines if "does not answer" in line]
     back = [line for line in lines if "answers again" in line]
