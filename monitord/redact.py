@@ -138,6 +138,14 @@ def escaped(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
 
 
+def error_line(exc: BaseException) -> str:
+    """The first line of what an exception says, URLs masked: a database error's own message
+    ("database or disk is full"), without the SQL and the link SQLAlchemy adds on lines of their
+    own."""
+    said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return mask_urls(said[0] if said else "")
+
+
 def one_line(text: str) -> str:
     """text as one printable line: controls escaped as `printable` does, newlines and tabs too."""
     return printable(text).replace("\n", "\\n").replace("\t", "\\t")

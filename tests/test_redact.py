@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from monitord.redact import mask_url, mask_urls, mask_urls_within, one_line, printable
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
+
+from monitord.redact import error_line, mask_url, mask_urls, mask_urls_within, one_line, printable
 
 
 @pytest.mark.parametrize(
@@ -93,3 +97,18 @@ def test_control_characters_become_visible_escapes() -> None:
     forged = "企业开办\x1b[2J\r2026-12-04 ERROR forged\u202e"
     assert printable(forged) == "企业开办\\x1b[2J\\r2026-12-04 ERROR forged\\u202e"
     assert one_line("a\nb\tc") == "a\\nb\\tc"
+
+
+def test_a_database_error_is_its_own_first_line_without_the_sql_or_the_link(
+    tmp_path: Path,
+) -> None:
+    # The access-log job's error carried SQLAlchemy's "[SQL: …]" and "\n(Background on this
+    # error at: https://sqlalche.me/…)" into one log line.
+    engine = create_engine(f"sqlite:///{tmp_path / 'full.db'}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("create table t (b blob)")
+    with pytest.raises(OperationalError) as raised, engine.begin() as connection:
+        connection.exec_driver_sql("pragma max_page_count = 2")  # a full disk, as SQLite sees it
+        connection.exec_driver_sql("insert into t values (zeroblob(100000))")
+    engine.dispose()
+    assert error_line(raised.value) == "database or disk is full"

@@ -27,6 +27,7 @@ from monitord.accesslog.stats import (
     merge_rows,
 )
 from monitord.config import FollowedLog, Settings
+from monitord.redact import error_line
 from monitord.store import Store
 from monitord.store.findings import resolve_findings, upsert_finding
 from monitord.store.history import at_work_before
@@ -156,7 +157,7 @@ def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
                 "logs are read",
                 log.path,
                 type(exc).__name__,
-                exc,
+                error_line(exc),
             )
             logger.opt(exception=exc).debug("access log {}: the failure", log.path)
             report.failed.append(log.path)

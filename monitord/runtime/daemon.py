@@ -28,7 +28,7 @@ from monitord.config import alert_warnings, check_daemon_secrets, secret_file_wa
 from monitord.errors import ConfigError
 from monitord.incidents import follow_clock_step
 from monitord.probing.schedule import window_start
-from monitord.redact import mask_urls
+from monitord.redact import error_line
 from monitord.runtime import sdnotify
 from monitord.runtime.app import App
 from monitord.runtime.heap import release_free_memory
@@ -36,6 +36,7 @@ from monitord.runtime.jobs import JOBS, Job
 from monitord.runtime.logsetup import setup_logging
 from monitord.runtime.settings import load_settings
 from monitord.runtime.web import WebServer, serve
+from monitord.store import DaemonClaim
 from monitord.timeutil import SteadyClock
 from monitord.workcalendar import CalendarWatch, WorkCalendar
 
@@ -45,6 +46,8 @@ TICK_SECONDS = 1.0
 """How often the daemon's clock is compared with the system clock."""
 CALENDAR_CHECK_SECONDS = 3600.0
 """How often the daemon looks whether a statutory calendar is missing (it says so once a day)."""
+STORE_FILE_CHECK_SECONDS = 5.0
+"""How often the daemon looks that its SQLite store's path still names the file it holds."""
 STORE_RETRY_SECONDS = (1.0, 60.0)
 """While the store does not answer, the cheap check is retried after 1 s, doubling to 60 s."""
 
@@ -203,9 +206,12 @@ class Daemon:
             return True
 
     async def _store_back(self) -> None:
-        """After a heartbeat went through: the store answers (say so if it did not)."""
+        """After a heartbeat went through: the store answers (say so if it did not, and takes
+        a write now: a heartbeat's small one may fit on a disk too full for the jobs')."""
         async with self._store_check:
-            if self._store_down_since is not None:
+            if self._store_down_since is None:
+                return
+            if await asyncio.to_thread(self.app.store.unreachable_reason) is None:
                 self._say_store_back()
 
     def _say_store_back(self) -> None:
@@ -354,6 +360,23 @@ class Daemon:
                 if moved:
                     logger.info("{} incident clock(s) moved by the step", moved)
 
+    async def _watch_store_file(self, claim: DaemonClaim) -> None:
+        """Stop, with status 1, once the SQLite file the daemon holds is no longer the one at
+        the store's path (removed, or replaced): it would go on writing into a file nobody can
+        open, lose it all at its stop, and let a second daemon start on the path. The restart
+        (systemd's Restart=on-failure) opens the store at its path again."""
+        while not await self._stopping_within(STORE_FILE_CHECK_SECONDS):
+            lost = claim.lost_reason()
+            if lost is not None:
+                logger.error(
+                    "{}: stopping, since what the daemon writes now would be lost; a restart "
+                    "opens the store at its path (a new, empty one if nothing is there)",
+                    lost,
+                )
+                self.status = 1
+                self.request_stop("the store file is gone")
+                return
+
     def _follow_step(self, step: dt.timedelta) -> int:
         with self.app.store.session() as session:
             return follow_clock_step(session, step, self.app.clock() + step)
@@ -432,6 +455,8 @@ class Daemon:
         ]
         if isinstance(self.app.clock, SteadyClock):
             helpers.append(asyncio.create_task(self._watch_clock(self.app.clock)))
+        if self.app.store.claim is not None:
+            helpers.append(asyncio.create_task(self._watch_store_file(self.app.store.claim)))
         if sdnotify.notify("STATUS=starting"):
             helpers.append(asyncio.create_task(self._report_status()))
         interval = sdnotify.watchdog_seconds()
@@ -579,10 +604,7 @@ def _log_failure(what: str, exc: BaseException) -> None:
     """A job or heartbeat that failed: the store's error in one line (it came back before it
     could be said lost, e.g. PostgreSQL still starting), anything else with its traceback."""
     if isinstance(exc, (OperationalError, InterfaceError)):
-        said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        logger.warning(
-            "{} failed: the store did not answer ({})", what, mask_urls(said[0] if said else "")
-        )
+        logger.warning("{} failed: the store did not answer ({})", what, error_line(exc))
     else:
         logger.opt(exception=exc).error("{} failed", what)
 

@@ -22,7 +22,7 @@ from monitord.config import Settings
 from monitord.errors import MonitordError
 from monitord.incidents import confirm_deliveries, intake, work_clocks
 from monitord.probing import Schedule, load_targets, next_window, probe_round, release_withdrawn
-from monitord.redact import one_line
+from monitord.redact import error_line, one_line
 from monitord.runtime.app import App
 from monitord.runtime.delivery import deliver_alerts
 from monitord.runtime.reporting import confirm_report_deliveries, send_due_report
@@ -100,12 +100,7 @@ async def probe_services(app: App) -> None:
         targets = backlog.targets
     else:
         backlog.remember(targets)
-        if len(backlog):
-            written = await asyncio.to_thread(backlog.write, app.store)
-            logger.info(
-                "{} probe results measured while the store did not answer are written (late)",
-                written,
-            )
+        await _write_backlog(app)
     interval = app.settings.probes.interval_seconds
     start, skip_passed = next_window(app.probe_window, app.clock().timestamp(), interval)
     app.probe_window = start
@@ -134,6 +129,22 @@ async def probe_services(app: App) -> None:
     )
     if cluster is not None:
         await asyncio.to_thread(cluster.record_round, report.services)
+
+
+async def _write_backlog(app: App) -> None:
+    """Write the results kept through an outage, if the store takes them now. A store that
+    reads but cannot be written (a full disk) keeps them waiting: the round goes on all the
+    same, and keeps its own results beside them."""
+    if not len(app.probe_backlog):
+        return
+    try:
+        written = await asyncio.to_thread(app.probe_backlog.write, app.store)
+    except (OperationalError, InterfaceError) as exc:
+        logger.debug("the kept probe results cannot be written yet ({})", error_line(exc))
+        return
+    logger.info(
+        "{} probe results measured while the store did not answer are written (late)", written
+    )
 
 
 def _housekeeping(app: App) -> int:

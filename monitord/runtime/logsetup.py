@@ -1,4 +1,4 @@
-"""Logging with loguru: readable lines on stderr, JSON lines in a rotated file.
+"""Logging with loguru: readable lines on stderr, JSON lines in a rotated file (JsonLogFile).
 
 Every line can carry two context fields, `job` and `service`, set with `logger.contextualize`.
 
@@ -17,11 +17,15 @@ values printed a store URL's password once per failed job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import logging.handlers
 import os
 import sys
+import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +153,65 @@ class _ToLoguru(logging.Handler):
         logger.opt(exception=record.exc_info).log(level, record.getMessage())
 
 
+FILE_TROUBLE_EVERY_SECONDS = 300.0
+"""While the JSON log cannot be written, stderr is told so at most this often."""
+
+
+class JsonLogFile(logging.handlers.RotatingFileHandler):
+    """The JSON log file, rotated by size, that tells stderr in one line when it cannot be
+    written (a full disk) and in one line when it can again; records meanwhile go to stderr
+    only. loguru's own file sink printed a traceback and the whole record for every line, and
+    another traceback at exit."""
+
+    terminator = ""  # each record comes formatted with its newline
+
+    def __init__(
+        self,
+        file: str,
+        max_bytes: int,
+        keep_files: int,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(file, maxBytes=max_bytes, backupCount=keep_files, encoding="utf-8")
+        self._monotonic = monotonic
+        self._failing = False
+        self._said_at: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record; said on stderr when that fails, and when it works again."""
+        failed_before = self._failing
+        self._failing = False
+        super().emit(record)  # a failure goes to handleError, which sets _failing
+        if failed_before and not self._failing:
+            self._tell(f"the JSON log {self.baseFilename} is written again")
+            self._said_at = None
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """One line on stderr, at most every FILE_TROUBLE_EVERY_SECONDS, instead of a trace."""
+        self._failing = True
+        error = sys.exc_info()[1]
+        now = self._monotonic()
+        if self._said_at is not None and now - self._said_at < FILE_TROUBLE_EVERY_SECONDS:
+            return
+        self._said_at = now
+        why = error.strerror if isinstance(error, OSError) and error.strerror else repr(error)
+        self._tell(
+            f"the JSON log {self.baseFilename} cannot be written ({why}): its lines go to "
+            "stderr only until it can"
+        )
+
+    def close(self) -> None:
+        """Close the file; what could not be flushed to a full disk is let go quietly."""
+        with contextlib.suppress(OSError):
+            super().close()
+
+    @staticmethod
+    def _tell(text: str) -> None:
+        priority = f"<{SYSLOG_PRIORITY['WARNING']}>" if stderr_is_journal() else ""
+        sys.stderr.write(f"{priority}monitord: {text}\n")
+        sys.stderr.flush()
+
+
 def log_file_problem(file: str | None) -> str | None:
     """Why the daemon could not write its JSON log at `file`, or None (nothing made: what
     `check-config` says before a reload that would otherwise be refused)."""
@@ -197,13 +260,9 @@ def setup_logging(settings: LoggingSettings, *, to_file: bool = True) -> None:
         diagnose=False,
     )
     if to_file and settings.file:
+        json_file = JsonLogFile(
+            settings.file, settings.rotation_mb * 1024 * 1024, settings.keep_files
+        )
         logger.add(
-            settings.file,
-            level=settings.level,
-            format=_json_format,
-            rotation=settings.rotation_mb * 1024 * 1024,
-            retention=settings.keep_files,
-            encoding="utf-8",
-            backtrace=False,
-            diagnose=False,
+            json_file, level=settings.level, format=_json_format, backtrace=False, diagnose=False
         )

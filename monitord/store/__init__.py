@@ -7,6 +7,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import tempfile
@@ -39,6 +40,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 CLAIM_KEY = int.from_bytes(b"monitord", "big")
 """The PostgreSQL advisory lock taken while the store is migrated (advisory locks are per
 database)."""
+
+MIN_FREE_BYTES = 1 << 20
+"""Free space below which the disk of a SQLite store counts as full (see unreachable_reason)."""
 
 
 def sqlite_file(url: URL | str) -> Path | None:
@@ -249,12 +253,27 @@ class Store:
             ) from None
 
     def unreachable_reason(self) -> str | None:
-        """None when the store answers a trivial query now; otherwise why not, in one line."""
+        """None when the store answers and takes a write now; otherwise why not, in one line.
+
+        A store that reads but cannot be written (a full disk, a read-only file or database)
+        counts as unreachable too: nothing the daemon learns could be kept. A SQLite store's
+        disk counts as full below MIN_FREE_BYTES free, since a small write may still fit in the
+        space a failed large one left in its WAL file.
+        """
         try:
-            with self.engine.connect() as connection:
-                connection.execute(text("select 1"))
+            with self.engine.begin() as connection:
+                connection.execute(text("update alembic_version set version_num = version_num"))
         except SQLAlchemyError as exc:
             return _reason(exc)
+        file = sqlite_file(self.url)
+        if file is None:
+            return None
+        try:
+            free = shutil.disk_usage(file.parent).free
+        except OSError as exc:
+            return f"its folder {file.parent} cannot be read: {exc.strerror}"
+        if free < MIN_FREE_BYTES:
+            return f"its disk is full: {free // 1024} KiB free in {file.parent}"
         return None
 
     def take_for_daemon(self) -> None:
@@ -329,6 +348,24 @@ class DaemonClaim:
         except BlockingIOError:
             self.release()
             raise self._busy() from None
+
+    def lost_reason(self) -> str | None:
+        """None while the store's path still names the file this claim holds (or there is no
+        file); otherwise what became of it, in one line. A file removed under the daemon is
+        still written, and lost at its stop, while a second daemon may start at the path."""
+        file = sqlite_file(self.store.url)
+        if file is None or self._file is None:
+            return None
+        held = os.fstat(self._file)
+        try:
+            named = os.stat(file)
+        except FileNotFoundError:
+            return f"the store file {file} was removed"
+        except OSError as exc:
+            return f"the store file {file} cannot be looked at: {exc.strerror}"
+        if (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+            return f"the store file {file} was replaced by another file"
+        return None
 
     def held_elsewhere(self) -> bool:
         """Whether a daemon holds this SQLite store now (its flock is taken)."""

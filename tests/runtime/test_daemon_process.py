@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -458,6 +459,109 @@ def test_a_read_only_postgresql_database_is_refused_at_start(
     )
 
 
+FULL_DISK_SCRIPT = """
+mount -t tmpfs -o size=4m tmpfs "$1" || exit 9
+store=$1 marks=$2
+shift 2
+"$@" &
+daemon=$!
+until [ -e "$marks/fill" ]; do sleep 0.1; done
+dd if=/dev/zero of="$store/filler" bs=64k 2>/dev/null
+touch "$marks/full"
+until [ -e "$marks/free" ]; do sleep 0.1; done
+rm "$store/filler"
+until [ -e "$marks/stop" ]; do sleep 0.1; done
+kill -TERM $daemon
+wait $daemon
+status=$?
+cp "$store"/monitord.db* "$marks/"
+exit $status
+"""
+"""A shell script for `unshare -rm sh -c`: mount a 4 MiB tmpfs on folder $1, run the rest of
+its arguments but $2 (the daemon) on it; fill the disk when $2/fill appears, free it when
+$2/free does, stop the daemon at $2/stop and copy the store to $2 (the mount ends with it)."""
+
+
+LATE_WRITTEN = re.compile(r"(\d+) probe results measured while the store did not answer")
+
+
+def can_mount_tmpfs() -> bool:
+    """Whether this machine lets a process mount a tmpfs in a user namespace of its own."""
+    if shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        script = 'mount -t tmpfs -o size=1m tmpfs "$1"'
+        done = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", script, "sh", folder], capture_output=True, timeout=30
+        )
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(
+    not can_mount_tmpfs(), reason="needs unshare and a user namespace to mount a tmpfs"
+)
+async def test_a_full_disk_is_an_outage_said_once_and_the_probes_keep_their_results(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    # The store's disk full: the probes stopped after one round (writing the results kept
+    # from before failed the job each time), every job said "the store did not answer" at
+    # every run, and the daemon never saw an outage, since the store still answered a read.
+    from sqlalchemy import func, select
+
+    from monitord.store.models import ProbeResultRow
+
+    store_folder, marks = tmp_path / "store", tmp_path / "marks"
+    store_folder.mkdir()
+    marks.mkdir()
+    config = tmp_path / "monitord.toml"
+    write_config(
+        config,
+        portal.url,
+        store_url=f"sqlite:///{store_folder / 'monitord.db'}",
+        extra="[probes]\ninterval_seconds = 1.0\n[incidents]\ncheck_interval_seconds = 0.2\n",
+    )
+    said = tmp_path / "stderr.txt"
+    with said.open("w") as stderr:
+        process = subprocess.Popen(
+            [
+                *("unshare", "-rm", "sh", "-c", FULL_DISK_SCRIPT, "sh", str(store_folder)),
+                *(str(marks), sys.executable, "-m", "monitord.cli", "--config", str(config), "run"),
+            ],
+            stderr=stderr,
+            env=dict(os.environ, MONITORD_PORTAL_TOKEN=TOKEN),
+            start_new_session=True,  # the script and the daemon, killed together on a failure
+        )
+    try:
+        await wait_for(lambda: "probe round: 5 services" in said.read_text(), "a round")
+        (marks / "fill").touch()
+        await wait_for(lambda: "does not answer" in said.read_text(), "the outage said")
+        await asyncio.sleep(6)  # probe rounds on a full disk
+        (marks / "free").touch()
+        await wait_for(lambda: "written (late)" in said.read_text(), "the kept results written")
+        await wait_for(lambda: "answers again" in said.read_text(), "the store's return")
+        (marks / "stop").touch()
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    lines = said.read_text().splitlines()
+    gone = [line for line in lines if "does not answer" in line]
+    back = [line for line in lines if "answers again" in line]
+    assert len(gone) == 1 and len(back) == 1, "\n".join(lines)
+    assert "full" in gone[0]
+    assert not [line for line in lines if "WARNING job" in line or "Traceback" in line]
+    [late] = [int(found[1]) for line in lines if (found := LATE_WRITTEN.search(line))]
+    assert late >= 2 * 5  # more than one round of the 5 services
+    copy = Store(f"sqlite:///{marks / 'monitord.db'}")
+    with copy.session() as session:
+        kept = session.scalar(
+            select(func.count()).select_from(ProbeResultRow).where(ProbeResultRow.late)
+        )
+    copy.dispose()
+    assert kept == late
+
+
 async def test_a_second_daemon_on_the_same_sqlite_store_is_refused(
     tmp_path: Path, portal: FakePortal
 ) -> None:
@@ -480,6 +584,34 @@ async def test_a_second_daemon_on_the_same_sqlite_store_is_refused(
     assert await asyncio.to_thread(main, ["--config", str(config), "services"]) == 0
     await first.stop()
     assert first.process.returncode == 0, first.stderr
+
+
+async def test_a_daemon_whose_store_file_is_removed_says_so_and_exits_for_a_restart(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    # The store's folder removed under the daemon: it went on writing into the removed file
+    # (all lost at its stop), said nothing, and a second daemon on the same config started
+    # beside it, so that every alert was delivered twice.
+    folder = tmp_path / "store"
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url, store_url=f"sqlite:///{folder / 'monitord.db'}")
+    first = await start_daemon(config)
+    await wait_for_line(first, "monitord running")
+    shutil.rmtree(folder)
+    _, err = await asyncio.wait_for(first.process.communicate(), 30)
+    assert first.process.returncode == 1
+    [said] = [line for line in err.decode().splitlines() if "ERROR" in line]
+    assert said.endswith(
+        f"the store file {folder / 'monitord.db'} was removed: stopping, since what the daemon "
+        "writes now would be lost; a restart opens the store at its path (a new, empty one if "
+        "nothing is there)"
+    )
+    # The restart opens the store at its path, and holds it.
+    again = await start_daemon(config)
+    await wait_for_line(again, "monitord running")
+    assert (await asyncio.to_thread(run_once, config)).returncode == 1  # a second one refused
+    await again.stop()
+    assert again.process.returncode == 0, again.stderr
 
 
 async def pg_daemon_config(

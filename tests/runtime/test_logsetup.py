@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -12,7 +13,7 @@ import pytest
 from loguru import logger
 
 from monitord.config import LoggingSettings
-from monitord.runtime.logsetup import setup_logging
+from monitord.runtime.logsetup import JsonLogFile, setup_logging
 
 PASSWORD = "hunter2-pw"
 STORE_URL = f"postgresql://monitord:{PASSWORD}@db.example:5432/monitord"
@@ -142,3 +143,51 @@ def test_under_journald_a_line_has_its_priority_and_no_second_timestamp(
     assert lines[1] == "<3>ERROR   job failed"
     assert all(line.startswith("<3>") for line in lines[1:])
     assert lines[-1] == "<3>ValueError: bad answer"
+
+
+def test_a_json_log_on_a_full_disk_is_one_line_on_stderr_and_stderr_logging_goes_on(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # Each record printed loguru's "--- Logging error in Loguru Handler ---", a traceback and
+    # the whole record, and the exit one more traceback.
+    setup_logging(LoggingSettings(file="/dev/full", level="INFO"))  # every write: ENOSPC
+    for n in range(3):
+        logger.info("record {}", n)
+    logger.remove()  # as at exit: the file closed
+    err = capfd.readouterr().err
+    assert [line for line in err.splitlines() if "JSON log" in line] == [
+        "monitord: the JSON log /dev/full cannot be written (No space left on device): its "
+        "lines go to stderr only until it can"
+    ]
+    assert [line.split(" INFO    ")[1] for line in err.splitlines() if " INFO " in line] == [
+        "record 0",
+        "record 1",
+        "record 2",
+    ]
+    assert "Traceback" not in err and "Loguru" not in err
+
+
+def test_a_json_log_that_fails_for_long_says_so_every_few_minutes_and_once_when_it_works(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    clock = [0.0]
+    file = tmp_path / "monitord.log.jsonl"
+    json_log = JsonLogFile(str(file), 1 << 20, 2, monotonic=lambda: clock[0])
+    handler = logger.add(json_log, format="{message}\n")
+    working = json_log.stream
+    json_log.stream = open("/dev/full", "a", encoding="utf-8")  # noqa: SIM115 (closed below)
+    for seconds in (0, 60, 299, 300, 301):
+        clock[0] = seconds
+        logger.info("at {}", seconds)
+    with contextlib.suppress(OSError):  # what it holds cannot be flushed either
+        json_log.stream.close()
+    json_log.stream = working  # room again
+    logger.info("room again")
+    logger.info("and after")
+    logger.remove(handler)
+    said = capfd.readouterr().err.splitlines()
+    assert said == [
+        f"monitord: the JSON log {file} cannot be written (No space left on device): its "
+        "lines go to stderr only until it can",
+    ] * 2 + [f"monitord: the JSON log {file} is written again"]
+    assert file.read_text(encoding="utf-8").splitlines() == ["room again", "and after"]
