@@ -25,13 +25,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, delete, func, select, update
+from sqlalchemy import ColumnElement, case, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 import monitord
 from monitord.config import ClusterSettings
-from monitord.errors import StoreError
+from monitord.errors import Replaced, StoreError
 from monitord.store import DaemonClaim, Store
 from monitord.store.models import ClusterMember, JobLease, LogHourStat, LogSource, set_writer
 from monitord.timeutil import UTC, Clock
@@ -229,6 +229,9 @@ class SharedCoordinator(Coordinator):
         self._monotonic = monotonic
         self._held: dict[str, float] = {}
         """Job → the monotonic time until which this daemon may run it."""
+        self._fences: dict[str, int] = {}
+        """Job → the fence of the lease this run of the daemon holds (its term): a lease is
+        this run's only while its row has this daemon's name and this fence."""
         self._ages: dict[str, float] = {}
         """Member → seconds since it started, at the last heartbeat (self._beat_at)."""
         self._beat_at = monotonic()
@@ -277,12 +280,15 @@ class SharedCoordinator(Coordinator):
         sent = self._monotonic()
         report = BeatReport()
         with self.store.session() as session:
-            session.execute(
+            beaten = session.execute(
                 update(ClusterMember)
-                .where(ClusterMember.name == self.name)
-                .values(heartbeat_at=_db_now(), stopped_at=None)
+                .where(ClusterMember.name == self.name, ClusterMember.run == self.run)
+                .values(heartbeat_at=_db_now())
             )
-            held = self._take_leases(session, jobs) if jobs else set()
+            if beaten.rowcount == 0:  # type: ignore[attr-defined]
+                self._step_down()
+                raise self._replaced(session)
+            held = self._take_leases(session, jobs) if jobs else {}
             rows = session.execute(
                 select(
                     ClusterMember.name,
@@ -300,15 +306,34 @@ class SharedCoordinator(Coordinator):
         deadline = sent + self.settings.lease_seconds - MARGIN_SECONDS
         self._counted_until = deadline
         previously = {job for job, until in self._held.items() if until > sent}
-        report.taken = sorted(held - previously)
-        report.lost = sorted(previously - held)
+        report.taken = sorted(set(held) - previously)
+        report.lost = sorted(previously - set(held))
         self._held = {job: deadline for job in held}
+        self._fences = held
         report.joined = sorted(set(alive) - set(self._members))
         report.gone = sorted(set(self._members) - set(alive))
         self._members = alive
         return report
 
-    def _take_leases(self, session: Session, jobs: Sequence[str]) -> set[str]:
+    def _step_down(self) -> None:
+        """Hold nothing from now on (another run of this daemon's name took its place)."""
+        self._held, self._fences, self._counted_until = {}, {}, 0.0
+
+    def _replaced(self, session: Session) -> Replaced:
+        row = session.get(ClusterMember, self.name)
+        where = f"on {row.host} (pid {row.pid})" if row is not None else "elsewhere"
+        return Replaced(
+            f"another monitord daemon named {self.name!r} joined the cluster {where} while "
+            f"this one (pid {os.getpid()}) did not answer for over a lease: it runs this "
+            "daemon's jobs now, so this one stops; give each daemon its own [cluster] name"
+        )
+
+    def _take_leases(self, session: Session, jobs: Sequence[str]) -> dict[str, int]:
+        """Renew the leases this run holds and take the lapsed ones; job → fence of each held.
+
+        A lease is renewed only by the run that took it (its name and its fence): another
+        process started under the same name takes it as a new term, with the next fence.
+        """
         now = _db_now()
         until = now + dt.timedelta(seconds=self.settings.lease_seconds)
         statement = pg_insert(JobLease).values(
@@ -324,7 +349,8 @@ class SharedCoordinator(Coordinator):
             ]
         )
         excluded = statement.excluded
-        mine = JobLease.holder == self.name
+        terms = [(job, fence) for job, fence in self._fences.items()]
+        mine = (JobLease.holder == self.name) & tuple_(JobLease.job, JobLease.fence).in_(terms)
         upsert = statement.on_conflict_do_update(
             index_elements=[JobLease.job],
             set_={
@@ -335,8 +361,8 @@ class SharedCoordinator(Coordinator):
                 "fence": case((mine, JobLease.fence), else_=JobLease.fence + 1),
             },
             where=mine | (JobLease.expires_at < now),
-        ).returning(JobLease.job)
-        return set(session.scalars(upsert))
+        ).returning(JobLease.job, JobLease.fence)
+        return {job: fence for job, fence in session.execute(upsert).all()}
 
     def holds(self, job: str) -> bool:
         """Whether this daemon holds `job`'s lease, with a second to spare."""
@@ -369,20 +395,30 @@ class SharedCoordinator(Coordinator):
         with self.store.session() as session:
             session.execute(
                 update(ClusterMember)
-                .where(ClusterMember.name == self.name)
+                .where(ClusterMember.name == self.name, ClusterMember.run == self.run)
                 .values(probe_share=probed, last_round_at=_db_now())
             )
 
     def leave(self) -> None:
-        """At a clean stop: say so and give the leases back, so the others take over now."""
-        self._held = {}
+        """At a clean stop: say so and give this run's leases back (lapsed at once, their
+        fences kept growing), so the others take over now."""
+        terms = [(job, fence) for job, fence in self._fences.items()]
+        self._step_down()
         with self.store.session() as session:
             session.execute(
                 update(ClusterMember)
                 .where(ClusterMember.name == self.name, ClusterMember.run == self.run)
                 .values(stopped_at=_db_now())
             )
-            session.execute(delete(JobLease).where(JobLease.holder == self.name))
+            if terms:
+                session.execute(
+                    update(JobLease)
+                    .where(
+                        JobLease.holder == self.name,
+                        tuple_(JobLease.job, JobLease.fence).in_(terms),
+                    )
+                    .values(expires_at=_db_now() - dt.timedelta(seconds=1))
+                )
 
 
 def _adopt_log_cursors(session: Session, name: str, now: dt.datetime) -> None:

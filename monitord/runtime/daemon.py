@@ -25,7 +25,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from monitord.accesslog.work import reader_warning
 from monitord.cluster import BeatReport, Coordinator, SharedCoordinator, make_coordinator
 from monitord.config import alert_warnings, check_daemon_secrets, secret_file_warnings
-from monitord.errors import ConfigError
+from monitord.errors import ConfigError, Replaced
 from monitord.incidents import follow_clock_step
 from monitord.probing.schedule import window_start
 from monitord.redact import mask_urls
@@ -308,7 +308,13 @@ class Daemon:
             done, _ = await asyncio.wait({beating}, timeout=cluster.settings.lease_seconds)
             if not done:
                 await self._store_lost(hung=True)
-            elif (failure := beating.exception()) is not None:
+            elif isinstance(failure := beating.exception(), Replaced):
+                # Another process runs under this daemon's name: it holds nothing any more.
+                logger.error("cluster: {}", failure)
+                self.status = 1
+                self.request_stop("replaced by another daemon of the same name")
+                return
+            elif failure is not None:
                 beating = None
                 if not await self._store_lost():  # the store down is said once, with why
                     _log_failure("cluster: the heartbeat", failure)

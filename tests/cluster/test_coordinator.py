@@ -13,9 +13,15 @@ import pytest
 from sqlalchemy import update
 
 from monitord.cli import main
-from monitord.cluster import SharedCoordinator, SoloCoordinator, make_coordinator, owner_of
+from monitord.cluster import (
+    SharedCoordinator,
+    SoloCoordinator,
+    make_coordinator,
+    members,
+    owner_of,
+)
 from monitord.config import ClusterSettings
-from monitord.errors import StoreError
+from monitord.errors import Replaced, StoreError
 from monitord.store import Store, open_store
 from monitord.store.models import ClusterMember, JobLease, ProbeRound, writer_name
 from tests.conftest import FakeClock, PostgresServer
@@ -262,3 +268,31 @@ def test_a_daemon_that_just_joined_is_left_its_share_only_once_its_first_round_i
     assert len(a.share(services, settle_seconds=60)) < 300
     b.beat(())
     assert set(a.share(services, settle_seconds=60)) | set(b.share(services, 60)) == set(services)
+
+
+def test_a_daemon_whose_name_another_process_took_while_it_was_paused_stops_holding_anything(
+    pg_store: Store,
+) -> None:
+    ticks = Monotonic()
+    paused = member(pg_store, "b", monotonic=ticks)
+    paused.join()
+    assert paused.beat(JOBS).taken == sorted(JOBS)
+    as_if_gone(pg_store, "b")  # kill -STOP: its heartbeat and leases lapsed
+    ticks.now += 5.0
+    started = member(pg_store, "b", monotonic=ticks)
+    started.join()  # accepted: the first's heartbeat lapsed
+    assert started.beat(JOBS).taken == sorted(JOBS)
+
+    # kill -CONT: the paused one's next heartbeat finds its place taken, and renews nothing.
+    with pytest.raises(Replaced, match="another monitord daemon named 'b' joined the cluster"):
+        paused.beat(JOBS)
+    assert not any(paused.holds(j) for j in JOBS)
+    paused.leave()  # its clean stop gives back nothing of the other's
+    assert started.beat(JOBS).lost == []
+    with pg_store.session() as session:
+        leases = list(session.query(JobLease))
+        assert {(lease.holder, lease.fence) for lease in leases} == {("b", 2)}
+        row = session.get(ClusterMember, "b")
+        assert row is not None and row.run == started.run and row.stopped_at is None
+    config_members = {m.name: m for m in members(pg_store, 5.0, FakeClock()(), JOBS)}
+    assert config_members["b"].alive and config_members["b"].jobs == tuple(sorted(JOBS))
