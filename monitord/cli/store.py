@@ -14,6 +14,7 @@ from monitord.cli.common import LOOKED_FOR, file_path, settings_for
 from monitord.errors import StoreError, UsageError
 
 if TYPE_CHECKING:
+    from monitord.cluster import Member
     from monitord.config import Settings
     from monitord.store import Migration, Store
 
@@ -61,7 +62,7 @@ def _check(store: Store) -> int:
     return 1
 
 
-def _live_daemons(store: Store, lease_seconds: float) -> list[str]:
+def _live_daemons(store: Store, lease_seconds: float) -> list[Member]:
     """The daemons alive on a PostgreSQL store (none before the store knew of clusters)."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -69,9 +70,33 @@ def _live_daemons(store: Store, lease_seconds: float) -> list[str]:
     from monitord.timeutil import system_clock
 
     try:
-        return [m.name for m in members(store, lease_seconds, system_clock()) if m.alive]
+        return [m for m in members(store, lease_seconds, system_clock()) if m.alive]
     except SQLAlchemyError:  # no cluster_members table yet: migration 0009 is pending
         return []
+
+
+def refuse_to_migrate_under_daemons(settings: Settings) -> None:
+    """Before `monitord run` opens (and migrates) a PostgreSQL store: raise StoreError when this
+    version would migrate it while daemons run on it, which would then write to tables that
+    changed under them (`monitord migrate` is refused for the same reason)."""
+    from monitord.cluster import UPGRADE_STEPS
+    from monitord.store import Store
+
+    store = Store(settings.store.url)
+    try:
+        if store.url.get_backend_name() != "postgresql":
+            return  # SQLite: the store's flock keeps a second daemon out
+        pending = store.pending_migrations()
+        alive = _live_daemons(store, settings.cluster.lease_seconds) if pending else []
+    finally:
+        store.dispose()
+    if alive:
+        listed = ", ".join(f"{m.name} ({m.version or 'unknown'})" for m in alive)
+        raise StoreError(
+            f"this version of monitord needs {len(pending)} migration(s) of the store at "
+            f"{store.display_url}, and monitord daemons of the version before are running on "
+            f"it: {listed}. {UPGRADE_STEPS}"
+        )
 
 
 def _migrate(store: Store, lease_seconds: float) -> int:
@@ -89,8 +114,8 @@ def _migrate(store: Store, lease_seconds: float) -> int:
         if alive:
             raise StoreError(
                 f"monitord daemons are running on the store at {store.display_url}: "
-                f"{', '.join(alive)}; stop every one of them first (`monitord cluster` lists "
-                "them), then migrate"
+                f"{', '.join(m.name for m in alive)}; stop every one of them first "
+                "(`monitord cluster` lists them), then migrate"
             )
     applied = store.migrate()
     if not applied:

@@ -37,6 +37,7 @@ from monitord.store.models import ClusterMember, JobLease, LogHourStat, LogSourc
 from monitord.timeutil import UTC, Clock
 
 __all__ = [
+    "UPGRADE_STEPS",
     "Coordinator",
     "Member",
     "SharedCoordinator",
@@ -49,6 +50,12 @@ __all__ = [
 
 MARGIN_SECONDS = 1.0
 """A holder stops running a leased job this long before the others may take it."""
+UPGRADE_STEPS = (
+    "To upgrade a cluster: stop every daemon (`monitord cluster` lists them), back up the "
+    "store (pg_dump), install the new version on every machine, `monitord migrate`, then "
+    "start the daemons again"
+)
+"""What to do when daemons of two versions meet on one store (README, "Upgrading a cluster")."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class Member:
     jobs: tuple[str, ...]
     probe_share: int
     last_round_at: dt.datetime | None
+    version: str
 
     def as_json(self) -> dict[str, Any]:
         """The member for `monitord cluster --json` and the API (times ISO 8601, UTC)."""
@@ -261,6 +269,7 @@ class SharedCoordinator(Coordinator):
                         f"if that daemon was killed, start this one again in "
                         f"{self.settings.lease_seconds:g} s, when its lease has lapsed"
                     )
+            self._refuse_other_versions(session)
             self._register(session)
             session.flush()
             session.execute(
@@ -270,6 +279,26 @@ class SharedCoordinator(Coordinator):
             )
             _adopt_log_cursors(session, self.name, self.clock())
         self.beat(())
+
+    def _refuse_other_versions(self, session: Session) -> None:
+        """Raise StoreError when live members of another monitord version run on the store."""
+        others = session.execute(
+            select(ClusterMember.name, ClusterMember.version)
+            .where(
+                ClusterMember.name != self.name,
+                ClusterMember.heartbeat_at > self._lapse(),
+                ClusterMember.stopped_at.is_(None),
+                ClusterMember.version != monitord.__version__,
+            )
+            .order_by(ClusterMember.name)
+        ).all()
+        if others:
+            listed = ", ".join(f"{name} ({version or 'unknown'})" for name, version in others)
+            raise StoreError(
+                f"monitord daemons of another version are running on the store at "
+                f"{self.store.display_url}: {listed}; this one is {monitord.__version__}, and "
+                f"daemons of two versions never run on one store. {UPGRADE_STEPS}"
+            )
 
     def beat(self, jobs: Sequence[str]) -> BeatReport:
         """Heartbeat, renew or take every lease of `jobs` that is free, and read who is alive.
@@ -456,6 +485,7 @@ def _member(row: ClusterMember, alive: bool, jobs: Sequence[str]) -> Member:
         jobs=tuple(jobs),
         probe_share=row.probe_share,
         last_round_at=row.last_round_at,
+        version=row.version,
     )
 
 
