@@ -27,6 +27,7 @@ from monitord.cluster import BeatReport, Coordinator, SharedCoordinator, make_co
 from monitord.config import alert_warnings, check_daemon_secrets, secret_file_warnings
 from monitord.errors import ConfigError, Replaced
 from monitord.incidents import follow_clock_step
+from monitord.probing.record import met_another_transaction
 from monitord.probing.schedule import window_start
 from monitord.redact import mask_urls
 from monitord.runtime import sdnotify
@@ -586,9 +587,12 @@ def _log_failure(what: str, exc: BaseException) -> None:
     could be said lost, e.g. PostgreSQL still starting), anything else with its traceback."""
     if isinstance(exc, (OperationalError, InterfaceError)):
         said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        logger.warning(
-            "{} failed: the store did not answer ({})", what, mask_urls(said[0] if said else "")
+        why = (
+            "it met another daemon's transaction"
+            if met_another_transaction(exc)
+            else "the store did not answer"
         )
+        logger.warning("{} failed: {} ({})", what, why, mask_urls(said[0] if said else ""))
     else:
         logger.opt(exception=exc).error("{} failed", what)
 
