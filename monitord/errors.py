@@ -3,6 +3,7 @@
 MonitordError            anything monitord reports to a user as one line, never a traceback
 ├── ConfigError          the configuration file is missing, unreadable or invalid (exit 2)
 ├── StoreError           the store cannot be opened or migrated
+│   └── Replaced         (monitord.cluster) another process took this daemon's place in the cluster
 ├── SyncError            a catalogue sync could not read a whole, valid catalogue
 ├── UsageError           a command was given something it cannot work with (exit 2)
 │   └── ZapReportError   (monitord.scans.report_import) a file is not a ZAP report monitord can read
@@ -31,6 +32,11 @@ class ConfigError(MonitordError):
 
 class StoreError(MonitordError):
     """The store could not be opened, migrated or written."""
+
+
+class Replaced(StoreError):
+    """Another process joined the cluster under this daemon's name while this one was silent
+    (paused, or cut off longer than a lease): this one must stop, it no longer holds anything."""
 
 
 class SyncError(MonitordError):

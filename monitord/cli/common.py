@@ -21,6 +21,7 @@ from monitord.timeutil import EARLIEST, parse_time
 from monitord.types import MAX_ID
 
 if TYPE_CHECKING:
+    from monitord.cluster import Member
     from monitord.config import Settings
     from monitord.runtime.app import App
     from monitord.store import Store
@@ -78,7 +79,7 @@ def open_app(settings: Settings, *, for_daemon: bool = False) -> App:
         ) from None
 
 
-def live_cluster_members(store: Store, lease_seconds: float) -> list[str]:
+def live_cluster_members(store: Store, lease_seconds: float) -> list[Member]:
     """The daemons alive on a PostgreSQL store (none before the store knew of clusters)."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -86,7 +87,7 @@ def live_cluster_members(store: Store, lease_seconds: float) -> list[str]:
     from monitord.timeutil import system_clock
 
     try:
-        return [m.name for m in members(store, lease_seconds, system_clock()) if m.alive]
+        return [m for m in members(store, lease_seconds, system_clock()) if m.alive]
     except SQLAlchemyError:  # no cluster_members table yet: migration 0009 is pending
         return []
 

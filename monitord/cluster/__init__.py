@@ -25,18 +25,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, delete, func, select, update
+from sqlalchemy import ColumnElement, case, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 import monitord
 from monitord.config import ClusterSettings
-from monitord.errors import StoreError
+from monitord.errors import Replaced, StoreError
 from monitord.store import DaemonClaim, Store, gone_from_this_host
 from monitord.store.models import ClusterMember, JobLease, LogHourStat, LogSource, set_writer
 from monitord.timeutil import UTC, Clock
 
 __all__ = [
+    "UPGRADE_STEPS",
     "Coordinator",
     "Member",
     "SharedCoordinator",
@@ -49,6 +50,12 @@ __all__ = [
 
 MARGIN_SECONDS = 1.0
 """A holder stops running a leased job this long before the others may take it."""
+UPGRADE_STEPS = (
+    "To upgrade a cluster: stop every daemon (`monitord cluster` lists them), back up the "
+    "store (pg_dump), install the new version on every machine, `monitord migrate`, then "
+    "start the daemons again"
+)
+"""What to do when daemons of two versions meet on one store (README, "Upgrading a cluster")."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class Member:
     jobs: tuple[str, ...]
     probe_share: int
     last_round_at: dt.datetime | None
+    version: str
 
     def as_json(self) -> dict[str, Any]:
         """The member for `monitord cluster --json` and the API (times ISO 8601, UTC)."""
@@ -215,6 +223,9 @@ class SharedCoordinator(Coordinator):
         self._monotonic = monotonic
         self._held: dict[str, float] = {}
         """Job → the monotonic time until which this daemon may run it."""
+        self._fences: dict[str, int] = {}
+        """Job → the fence of the lease this run of the daemon holds (its term): a lease is
+        this run's only while its row has this daemon's name and this fence."""
         self._ages: dict[str, float] = {}
         """Member → seconds since it started, at the last heartbeat (self._beat_at)."""
         self._beat_at = monotonic()
@@ -244,6 +255,7 @@ class SharedCoordinator(Coordinator):
                         f"if that daemon was killed, start this one again in "
                         f"{self.settings.lease_seconds:g} s, when its lease has lapsed"
                     )
+            self._refuse_other_versions(session)
             self._register(session)
             session.flush()
             session.execute(
@@ -254,6 +266,26 @@ class SharedCoordinator(Coordinator):
             _adopt_log_cursors(session, self.name, self.clock())
         self.beat(())
 
+    def _refuse_other_versions(self, session: Session) -> None:
+        """Raise StoreError when live members of another monitord version run on the store."""
+        others = session.execute(
+            select(ClusterMember.name, ClusterMember.version)
+            .where(
+                ClusterMember.name != self.name,
+                ClusterMember.heartbeat_at > self._lapse(),
+                ClusterMember.stopped_at.is_(None),
+                ClusterMember.version != monitord.__version__,
+            )
+            .order_by(ClusterMember.name)
+        ).all()
+        if others:
+            listed = ", ".join(f"{name} ({version or 'unknown'})" for name, version in others)
+            raise StoreError(
+                f"monitord daemons of another version are running on the store at "
+                f"{self.store.display_url}: {listed}; this one is {monitord.__version__}, and "
+                f"daemons of two versions never run on one store. {UPGRADE_STEPS}"
+            )
+
     def beat(self, jobs: Sequence[str]) -> BeatReport:
         """Heartbeat, renew or take every lease of `jobs` that is free, and read who is alive.
 
@@ -263,12 +295,15 @@ class SharedCoordinator(Coordinator):
         sent = self._monotonic()
         report = BeatReport()
         with self.store.session() as session:
-            session.execute(
+            beaten = session.execute(
                 update(ClusterMember)
-                .where(ClusterMember.name == self.name)
-                .values(heartbeat_at=_db_now(), stopped_at=None)
+                .where(ClusterMember.name == self.name, ClusterMember.run == self.run)
+                .values(heartbeat_at=_db_now())
             )
-            held = self._take_leases(session, jobs) if jobs else set()
+            if beaten.rowcount == 0:  # type: ignore[attr-defined]
+                self._step_down()
+                raise self._replaced(session)
+            held = self._take_leases(session, jobs) if jobs else {}
             rows = session.execute(
                 select(
                     ClusterMember.name,
@@ -286,15 +321,34 @@ class SharedCoordinator(Coordinator):
         deadline = sent + self.settings.lease_seconds - MARGIN_SECONDS
         self._counted_until = deadline
         previously = {job for job, until in self._held.items() if until > sent}
-        report.taken = sorted(held - previously)
-        report.lost = sorted(previously - held)
+        report.taken = sorted(set(held) - previously)
+        report.lost = sorted(previously - set(held))
         self._held = {job: deadline for job in held}
+        self._fences = held
         report.joined = sorted(set(alive) - set(self._members))
         report.gone = sorted(set(self._members) - set(alive))
         self._members = alive
         return report
 
-    def _take_leases(self, session: Session, jobs: Sequence[str]) -> set[str]:
+    def _step_down(self) -> None:
+        """Hold nothing from now on (another run of this daemon's name took its place)."""
+        self._held, self._fences, self._counted_until = {}, {}, 0.0
+
+    def _replaced(self, session: Session) -> Replaced:
+        row = session.get(ClusterMember, self.name)
+        where = f"on {row.host} (pid {row.pid})" if row is not None else "elsewhere"
+        return Replaced(
+            f"another monitord daemon named {self.name!r} joined the cluster {where} while "
+            f"this one (pid {os.getpid()}) did not answer for over a lease: it runs this "
+            "daemon's jobs now, so this one stops; give each daemon its own [cluster] name"
+        )
+
+    def _take_leases(self, session: Session, jobs: Sequence[str]) -> dict[str, int]:
+        """Renew the leases this run holds and take the lapsed ones; job → fence of each held.
+
+        A lease is renewed only by the run that took it (its name and its fence): another
+        process started under the same name takes it as a new term, with the next fence.
+        """
         now = _db_now()
         until = now + dt.timedelta(seconds=self.settings.lease_seconds)
         statement = pg_insert(JobLease).values(
@@ -310,7 +364,8 @@ class SharedCoordinator(Coordinator):
             ]
         )
         excluded = statement.excluded
-        mine = JobLease.holder == self.name
+        terms = [(job, fence) for job, fence in self._fences.items()]
+        mine = (JobLease.holder == self.name) & tuple_(JobLease.job, JobLease.fence).in_(terms)
         upsert = statement.on_conflict_do_update(
             index_elements=[JobLease.job],
             set_={
@@ -321,8 +376,8 @@ class SharedCoordinator(Coordinator):
                 "fence": case((mine, JobLease.fence), else_=JobLease.fence + 1),
             },
             where=mine | (JobLease.expires_at < now),
-        ).returning(JobLease.job)
-        return set(session.scalars(upsert))
+        ).returning(JobLease.job, JobLease.fence)
+        return {job: fence for job, fence in session.execute(upsert).all()}
 
     def holds(self, job: str) -> bool:
         """Whether this daemon holds `job`'s lease, with a second to spare."""
@@ -355,20 +410,30 @@ class SharedCoordinator(Coordinator):
         with self.store.session() as session:
             session.execute(
                 update(ClusterMember)
-                .where(ClusterMember.name == self.name)
+                .where(ClusterMember.name == self.name, ClusterMember.run == self.run)
                 .values(probe_share=probed, last_round_at=_db_now())
             )
 
     def leave(self) -> None:
-        """At a clean stop: say so and give the leases back, so the others take over now."""
-        self._held = {}
+        """At a clean stop: say so and give this run's leases back (lapsed at once, their
+        fences kept growing), so the others take over now."""
+        terms = [(job, fence) for job, fence in self._fences.items()]
+        self._step_down()
         with self.store.session() as session:
             session.execute(
                 update(ClusterMember)
                 .where(ClusterMember.name == self.name, ClusterMember.run == self.run)
                 .values(stopped_at=_db_now())
             )
-            session.execute(delete(JobLease).where(JobLease.holder == self.name))
+            if terms:
+                session.execute(
+                    update(JobLease)
+                    .where(
+                        JobLease.holder == self.name,
+                        tuple_(JobLease.job, JobLease.fence).in_(terms),
+                    )
+                    .values(expires_at=_db_now() - dt.timedelta(seconds=1))
+                )
 
 
 def _adopt_log_cursors(session: Session, name: str, now: dt.datetime) -> None:
@@ -406,6 +471,7 @@ def _member(row: ClusterMember, alive: bool, jobs: Sequence[str]) -> Member:
         jobs=tuple(jobs),
         probe_share=row.probe_share,
         last_round_at=row.last_round_at,
+        version=row.version,
     )
 
 

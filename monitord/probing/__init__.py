@@ -22,7 +22,7 @@ import probes
 from monitord.config import ProbeSettings, Settings
 from monitord.probing.backlog import ProbeBacklog, UnrecordedRound, record_late
 from monitord.probing.prober import Prober, run_probes
-from monitord.probing.record import RoundReport, record_results
+from monitord.probing.record import RoundReport, met_another_transaction, record_results
 from monitord.probing.schedule import Schedule, next_window, probe_at_once, spread_round
 from monitord.probing.targets import CHEAP_KIND, ServiceTarget, load_targets, spec_for_target
 from monitord.probing.withdrawn import release_withdrawn
@@ -158,8 +158,8 @@ async def probe_round(
                     once_within=once_within,
                 )
             except (OperationalError, InterfaceError) as exc:  # the store does not answer
-                if backlog is None:
-                    raise
+                if backlog is None or met_another_transaction(exc):
+                    raise  # a conflict that outlasted the tries is a failure, not an outage
                 lost.append(exc)
                 backlog.keep(UnrecordedRound(clock(), results, blind, zone))
                 # The daemon says once that the store is away and that the probes keep their

@@ -9,7 +9,7 @@ from typing import Any
 
 from loguru import logger
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 import rules
@@ -35,6 +35,17 @@ from monitord.store.models import ProbeResultRow, ProbeRound, Service
 from monitord.types import FindingDraft, ProbeResult
 
 RECORD_ATTEMPTS = 5
+CONFLICT_STATES = frozenset({"40P01", "40001"})
+"""PostgreSQL's deadlock_detected and serialization_failure: the transaction met another's and
+was given up, with nothing written; run again, it lands."""
+
+
+def met_another_transaction(exc: DBAPIError) -> bool:
+    """Whether the store gave up a transaction because it met another one (a deadlock): the
+    store answers, and the work is safe to run again."""
+    return getattr(exc.orig, "sqlstate", None) in CONFLICT_STATES
+
+
 """Tries at recording a batch that meets rows other daemons inserted meanwhile."""
 
 
@@ -178,7 +189,8 @@ def record_results(
     changes hands (at a cold start every daemon probes every service for a few seconds), and
     each inserts its new state or finding: a transaction then fails on the unique key. It is
     run again, and finds the others' rows to update; each try meets at most the rows of
-    daemons that committed since the last, so a few tries always land.
+    daemons that committed since the last, so a few tries always land. A transaction that
+    PostgreSQL gave up for a deadlock with another daemon's is run again too.
     """
     for attempt in range(RECORD_ATTEMPTS):
         try:
@@ -193,8 +205,9 @@ def record_results(
                 zone=zone,
                 once_within=once_within,
             )
-        except IntegrityError:
-            if attempt == RECORD_ATTEMPTS - 1:
+        except (IntegrityError, OperationalError) as exc:
+            conflict = isinstance(exc, IntegrityError) or met_another_transaction(exc)
+            if not conflict or attempt == RECORD_ATTEMPTS - 1:
                 raise
             logger.debug("a round's record met another daemon's rows: recorded again")
     raise AssertionError("unreachable")

@@ -188,11 +188,20 @@ def advance_state(
     return new, deep_due
 
 
-def round_states(session: Session, service_ids: list[str]) -> dict[str, MachineState]:
-    """The state machines these services have, read in one query."""
-    query = select(*(getattr(ServiceState, name) for name in _STATE_COLUMNS)).where(
-        among(session, ServiceState.service_id, sorted(set(service_ids)))
+def round_states(
+    session: Session, service_ids: list[str], *, lock: bool = True
+) -> dict[str, MachineState]:
+    """The state machines these services have, read in one query and locked until the round's
+    transaction ends (on PostgreSQL), in the order of their ids: two daemons recording the same
+    services take the rows in the same order, so one waits for the other instead of both
+    deadlocking halfway through their updates. `lock=False` reads without locking."""
+    query = (
+        select(*(getattr(ServiceState, name) for name in _STATE_COLUMNS))
+        .where(among(session, ServiceState.service_id, sorted(set(service_ids))))
+        .order_by(ServiceState.service_id)
     )
+    if lock:
+        query = query.with_for_update()
     states = {row.service_id: MachineState(*row) for row in session.execute(query).all()}
     for state in states.values():
         state.read = _moved_values(state)

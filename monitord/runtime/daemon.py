@@ -25,8 +25,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from monitord.accesslog.work import reader_warning
 from monitord.cluster import BeatReport, Coordinator, SharedCoordinator, make_coordinator
 from monitord.config import alert_warnings, check_daemon_secrets, secret_file_warnings
-from monitord.errors import ConfigError
+from monitord.errors import ConfigError, Replaced
 from monitord.incidents import follow_clock_step
+from monitord.probing.record import met_another_transaction
 from monitord.probing.schedule import window_start
 from monitord.redact import error_line
 from monitord.runtime import sdnotify
@@ -314,7 +315,13 @@ class Daemon:
             done, _ = await asyncio.wait({beating}, timeout=cluster.settings.lease_seconds)
             if not done:
                 await self._store_lost(hung=True)
-            elif (failure := beating.exception()) is not None:
+            elif isinstance(failure := beating.exception(), Replaced):
+                # Another process runs under this daemon's name: it holds nothing any more.
+                logger.error("cluster: {}", failure)
+                self.status = 1
+                self.request_stop("replaced by another daemon of the same name")
+                return
+            elif failure is not None:
                 beating = None
                 if not await self._store_lost():  # the store down is said once, with why
                     _log_failure("cluster: the heartbeat", failure)
@@ -604,7 +611,12 @@ def _log_failure(what: str, exc: BaseException) -> None:
     """A job or heartbeat that failed: the store's error in one line (it came back before it
     could be said lost, e.g. PostgreSQL still starting), anything else with its traceback."""
     if isinstance(exc, (OperationalError, InterfaceError)):
-        logger.warning("{} failed: the store did not answer ({})", what, error_line(exc))
+        why = (
+            "it met another daemon's transaction"
+            if met_another_transaction(exc)
+            else "the store did not answer"
+        )
+        logger.warning("{} failed: {} ({})", what, why, error_line(exc))
     else:
         logger.opt(exception=exc).error("{} failed", what)
 

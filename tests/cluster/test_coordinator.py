@@ -13,9 +13,15 @@ import pytest
 from sqlalchemy import update
 
 from monitord.cli import main
-from monitord.cluster import SharedCoordinator, SoloCoordinator, make_coordinator, owner_of
+from monitord.cluster import (
+    SharedCoordinator,
+    SoloCoordinator,
+    make_coordinator,
+    members,
+    owner_of,
+)
 from monitord.config import ClusterSettings
-from monitord.errors import StoreError
+from monitord.errors import Replaced, StoreError
 from monitord.store import Store, open_store
 from monitord.store.models import ClusterMember, JobLease, ProbeRound, writer_name
 from tests.conftest import FakeClock, PostgresServer
@@ -262,3 +268,71 @@ def test_a_daemon_that_just_joined_is_left_its_share_only_once_its_first_round_i
     assert len(a.share(services, settle_seconds=60)) < 300
     b.beat(())
     assert set(a.share(services, settle_seconds=60)) | set(b.share(services, 60)) == set(services)
+
+
+def test_a_daemon_whose_name_another_process_took_while_it_was_paused_stops_holding_anything(
+    pg_store: Store,
+) -> None:
+    ticks = Monotonic()
+    paused = member(pg_store, "b", monotonic=ticks)
+    paused.join()
+    assert paused.beat(JOBS).taken == sorted(JOBS)
+    as_if_gone(pg_store, "b")  # kill -STOP: its heartbeat and leases lapsed
+    ticks.now += 5.0
+    started = member(pg_store, "b", monotonic=ticks)
+    started.join()  # accepted: the first's heartbeat lapsed
+    assert started.beat(JOBS).taken == sorted(JOBS)
+
+    # kill -CONT: the paused one's next heartbeat finds its place taken, and renews nothing.
+    with pytest.raises(Replaced, match="another monitord daemon named 'b' joined the cluster"):
+        paused.beat(JOBS)
+    assert not any(paused.holds(j) for j in JOBS)
+    paused.leave()  # its clean stop gives back nothing of the other's
+    assert started.beat(JOBS).lost == []
+    with pg_store.session() as session:
+        leases = list(session.query(JobLease))
+        assert {(lease.holder, lease.fence) for lease in leases} == {("b", 2)}
+        row = session.get(ClusterMember, "b")
+        assert row is not None and row.run == started.run and row.stopped_at is None
+    config_members = {m.name: m for m in members(pg_store, 5.0, FakeClock()(), JOBS)}
+    assert config_members["b"].alive and config_members["b"].jobs == tuple(sorted(JOBS))
+
+
+def as_if_of_version(store: Store, name: str, version: str) -> None:
+    """As if daemon `name` ran another version of monitord."""
+    with store.session() as session:
+        session.execute(
+            update(ClusterMember).where(ClusterMember.name == name).values(version=version)
+        )
+
+
+def test_run_that_would_migrate_the_store_under_running_daemons_is_refused(
+    pg_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    older = member(pg_store, "a")
+    older.join()
+    as_if_of_version(pg_store, "a", "0.0.9")
+    with pg_store.engine.begin() as connection:  # as the older version left the schema
+        connection.exec_driver_sql("update alembic_version set version_num = '0008'")
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "{pg_store.url.render_as_string(False)}"\n'
+        f'[logging]\nfile = "{tmp_path / "log.jsonl"}"\n'
+    )
+    assert main(["--config", str(config), "run"]) == 1
+    err = capsys.readouterr().err
+    assert "this version of monitord needs 1 migration(s) of the store at" in err
+    assert "daemons of the version before are running on it: a (0.0.9)" in err
+    assert "To upgrade a cluster: stop every daemon" in err and len(err.splitlines()) == 1
+    assert pg_store.revision() == "0008"  # nothing migrated under the running daemon
+
+
+def test_a_daemon_does_not_join_daemons_of_another_version(pg_store: Store) -> None:
+    older = member(pg_store, "a")
+    older.join()
+    as_if_of_version(pg_store, "a", "0.0.9")
+    newer = member(pg_store, "b")
+    with pytest.raises(StoreError, match=r"another version are running on the store at .*: a "):
+        newer.join()
+    older.leave()
+    newer.join()  # the older one stopped: the store is this version's

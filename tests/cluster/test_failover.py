@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import signal
 import time
 from pathlib import Path
 
@@ -376,3 +377,31 @@ async def test_a_daemon_cut_off_from_the_database_declares_nothing_and_the_other
                 assert_no_traceback(daemon.stderr)
         finally:
             await proxy.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_paused_daemon_whose_name_was_taken_meanwhile_stops_when_it_resumes(
+    tmp_path: Path,
+) -> None:
+    async with running_cluster(tmp_path) as cluster:
+        paused = await cluster.start("b")
+        await cluster.wait(lambda: set(cluster.holders()) == set(ONCE_JOBS), "every job held")
+        paused.process.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(LEASE + 2 * HEARTBEAT + 1)  # its heartbeat lapsed
+        first = cluster.daemons.pop("b")
+        second = await cluster.start("b")  # accepted: the first is not alive any more
+        cluster.daemons["b-paused"] = first
+        await cluster.wait(lambda: set(cluster.holders()) == set(ONCE_JOBS), "the jobs taken")
+        resumed_at = len(first.lines)
+        first.process.send_signal(signal.SIGCONT)
+
+        assert await asyncio.wait_for(first.process.wait(), 30) == 1
+        said = first.said("ERROR", resumed_at)
+        assert len(said) == 1 and "another monitord daemon named 'b' joined the cluster" in said[0]
+        assert not first.said("cluster: b now runs", resumed_at)
+        # The one running goes on holding every job, and `monitord cluster` shows it.
+        await asyncio.sleep(LEASE)
+        members = cluster.members()
+        assert members["b"].pid == second.process.pid and members["b"].alive
+        assert set(cluster.holders()) == set(ONCE_JOBS)
+        assert second.process.returncode is None

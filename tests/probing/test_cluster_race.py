@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy import select
 from monitord.config import ProbeSettings
 from monitord.probing import record, record_results
 from monitord.store import Store, open_store
-from monitord.store.models import ProbeResultRow, Service
+from monitord.store.models import ProbeResultRow, Service, ServiceState
 from tests.conftest import FakeClock, PostgresServer
 from tests.probing.test_cluster_record import TARGET, result, state
 
@@ -144,3 +145,60 @@ def test_three_daemons_whose_rounds_overlap_differently_all_land(
     assert reads["a"] == 3  # met b's rows, then c's
     with pg_store.session() as session:
         assert len(session.scalars(select(ProbeResultRow)).all()) == 4
+
+
+def test_a_round_that_deadlocks_with_another_daemons_transaction_is_recorded_again(
+    pg_store: Store, clock: FakeClock, probes: ProbeSettings
+) -> None:
+    """Another daemon holds service 2's state and then wants service 1's, while this one's
+    round records both: PostgreSQL gives one of the two up. This round was written late, as if
+    the store were down; it is recorded again, and moves both state machines."""
+    other = dataclasses.replace(TARGET, id="svc-0002", url="https://svc2.example/")
+    with pg_store.session() as session:
+        session.add(
+            Service(
+                id=other.id,
+                name=other.name,
+                status="online",
+                url=other.url,
+                first_seen=clock(),
+                last_seen=clock(),
+            )
+        )
+    targets = {TARGET.id: TARGET, other.id: other}
+    first = clock()
+    both = [result(first, True), dataclasses.replace(result(first, True), service_id=other.id)]
+    record_results(pg_store, targets, both, probes, first)  # the states exist
+    now = clock.advance(seconds=60)
+    both = [result(now, True), dataclasses.replace(result(now, True), service_id=other.id)]
+    errors: list[BaseException] = []
+
+    def daemon() -> None:
+        try:
+            record_results(pg_store, targets, both, probes, now)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with pg_store.engine.connect() as watcher, pg_store.engine.connect() as another:
+        another.exec_driver_sql("set deadlock_timeout = '5s'")  # this round is the one given up
+        another.exec_driver_sql(
+            "select 1 from service_states where service_id = 'svc-0002' for update"
+        )
+        thread = threading.Thread(target=daemon)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not watcher.exec_driver_sql(  # the round waits for service 2's row
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+        ).scalar():
+            assert time.monotonic() < deadline, "the round never waited for the row"
+            watcher.rollback()  # the activity is read once per transaction
+            time.sleep(0.05)
+        another.exec_driver_sql(
+            "update service_states set failures = failures where service_id = 'svc-0001'"
+        )
+        another.commit()
+        thread.join(30)
+    assert errors == []
+    assert state(pg_store).successes == 2
+    with pg_store.session() as session:
+        assert session.get(ServiceState, other.id).successes == 2  # type: ignore[union-attr]

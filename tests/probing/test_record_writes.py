@@ -29,7 +29,7 @@ def test_a_round_writes_only_what_it_moved_and_keeps_what_another_daemon_wrote_m
     later = first + dt.timedelta(minutes=1)
     deep_at = first + dt.timedelta(seconds=30)
     with store.session() as session:
-        states = round_states(session, [TARGET.id])
+        states = round_states(session, [TARGET.id], lock=False)  # as read unlocked
         with store.session() as other:  # another daemon's deep round lands after the read
             mark_deep(other, [TARGET.id], deep_at)
         machine = states[TARGET.id]
@@ -46,7 +46,7 @@ def test_a_state_machine_that_did_not_move_is_not_written(
     now = clock()
     record_results(store, {TARGET.id: TARGET}, [result(now, True)], probes, now)
     with store.session() as session:
-        states = round_states(session, [TARGET.id])
+        states = round_states(session, [TARGET.id], lock=False)  # as read unlocked
         with store.session() as other:  # another daemon judged it meanwhile
             other.execute(update(ServiceState).values(failures=1, last_error="connection refused"))
         write_states(session, states.values())  # read, not moved: nothing to write

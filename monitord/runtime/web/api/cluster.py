@@ -36,6 +36,7 @@ MEMBER = named(
         jobs=array(TEXT),
         probe_share=INT,
         last_round_at=nullable(TIME),
+        version=TEXT,
     ),
 )
 
