@@ -37,7 +37,7 @@ from monitord.cli.report import add_report_commands
 from monitord.cli.scan import add_scan_commands
 from monitord.cli.silence import add_silence_commands
 from monitord.cli.status import add_status_command
-from monitord.cli.store import add_store_commands, refuse_to_migrate_under_daemons
+from monitord.cli.store import add_store_commands
 from monitord.cli.token import add_token_command
 from monitord.errors import ConfigError, MonitordError, UsageError
 from monitord.redact import one_line, printable
@@ -104,7 +104,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Migrating a large store can outlast systemd's start timeout: ask for ten minutes more.
     sdnotify.notify("EXTEND_TIMEOUT_USEC=600000000\nSTATUS=opening and migrating the store")
-    refuse_to_migrate_under_daemons(settings)
     app = open_app(settings, for_daemon=True)
     daemon = Daemon(app, config_path(args), reload_requested=reload_requested, hard_exit=os._exit)
     tune_collector()  # the process is the daemon's from here on

@@ -67,8 +67,7 @@ def open_app(settings: Settings, *, for_daemon: bool = False) -> App:
     # Imported here: the App brings sqlalchemy, alembic and aiohttp, which only store commands need.
     from monitord.runtime.app import build_app
 
-    if not for_daemon:
-        refuse_to_migrate_under_a_daemon(settings)
+    refuse_to_migrate_under_a_daemon(settings)
     try:
         return build_app(settings, for_daemon=True) if for_daemon else build_app(settings)
     except OSError as exc:
@@ -96,10 +95,10 @@ def refuse_to_migrate_under_a_daemon(settings: Settings) -> None:
     """Raise StoreError when the store's schema is older than this version and a daemon runs on
     it.
 
-    Every command migrates the store it opens. Between installing a new version and restarting
-    the daemon, the old daemon still runs: migrated under it, the store would get rows written
-    without the new columns. Only `monitord migrate`, once the daemon is stopped, or the new
-    daemon's start migrate such a store.
+    Every command migrates the store it opens, and so does `monitord run`. Between installing a
+    new version and restarting the daemons, the old ones still run: migrated under them, the
+    store would get rows written without the new columns. Only `monitord migrate`, once the
+    daemons are stopped, or a new daemon's start with none running migrate such a store.
     """
     from monitord.store import DaemonClaim, Store, sqlite_file
 
@@ -111,21 +110,32 @@ def refuse_to_migrate_under_a_daemon(settings: Settings) -> None:
         pending = store.pending_migrations()
         if not pending or store.revision() is None:
             return
-        running = (
-            DaemonClaim(store).held_elsewhere()
-            if file is not None
-            else bool(live_cluster_members(store, settings.cluster.lease_seconds))
-        )
+        if file is not None:
+            running = ["a daemon on this machine"] if DaemonClaim(store).held_elsewhere() else []
+        else:
+            alive = live_cluster_members(store, settings.cluster.lease_seconds)
+            running = [f"{m.name} ({m.version or 'version unknown'})" for m in alive]
         revision = store.revision()
     finally:
         store.dispose()
-    if running:
+    if not running:
+        return
+    older = (
+        f"the store at {store.display_url} is at schema {revision}, older than this version "
+        f"of monitord ({len(pending)} migration(s) pending)"
+    )
+    if file is not None:
         raise StoreError(
-            f"the store at {store.display_url} is at schema {revision}, older than this version "
-            f"of monitord ({len(pending)} migration(s) pending), and a monitord daemon is "
-            "running on it: stop the daemon and run `monitord migrate` (or restart the daemon, "
-            "which migrates at start), then run this command again"
+            f"{older}, and a monitord daemon is running on it: stop the daemon and run "
+            "`monitord migrate` (or restart the daemon, which migrates at start), then run "
+            "this command again"
         )
+    from monitord.cluster import UPGRADE_STEPS
+
+    raise StoreError(
+        f"{older}, and monitord daemons of the version before are running on it: "
+        f"{', '.join(running)}. {UPGRADE_STEPS}"
+    )
 
 
 def app_for(args: argparse.Namespace) -> App:

@@ -61,30 +61,6 @@ def _check(store: Store) -> int:
     return 1
 
 
-def refuse_to_migrate_under_daemons(settings: Settings) -> None:
-    """Before `monitord run` opens (and migrates) a PostgreSQL store: raise StoreError when this
-    version would migrate it while daemons run on it, which would then write to tables that
-    changed under them (`monitord migrate` is refused for the same reason)."""
-    from monitord.cluster import UPGRADE_STEPS
-    from monitord.store import Store
-
-    store = Store(settings.store.url)
-    try:
-        if store.url.get_backend_name() != "postgresql":
-            return  # SQLite: the store's flock keeps a second daemon out
-        pending = store.pending_migrations()
-        alive = live_cluster_members(store, settings.cluster.lease_seconds) if pending else []
-    finally:
-        store.dispose()
-    if alive:
-        listed = ", ".join(f"{m.name} ({m.version or 'unknown'})" for m in alive)
-        raise StoreError(
-            f"this version of monitord needs {len(pending)} migration(s) of the store at "
-            f"{store.display_url}, and monitord daemons of the version before are running on "
-            f"it: {listed}. {UPGRADE_STEPS}"
-        )
-
-
 def _migrate(store: Store, lease_seconds: float) -> int:
     # As the daemon does: refused while a daemon runs on the store, which would write to
     # tables as they change under it.
