@@ -122,7 +122,8 @@ class ZapScanStuck(ZapError):
 
 class ZapAnswerTooLarge(ZapBadAnswer):
     """A ZAP answer over the size cap (`zap.max_answer_mb`), refused unread past it; trying
-    again reads the same answer, so it is not retried."""
+    again reads the same answer, so it is not retried. An alerts page over the cap is read
+    again in smaller pages (`ZapScanner.read_alerts`): only a single alert over it gets here."""
 
     retryable = False
 

@@ -108,8 +108,22 @@ class Block:
 
     def lines(self, rows: Ints) -> list[str]:
         """The raw lines of some rows, as text for evidence."""
+        return [text for text in self.line_texts(rows) if text is not None]
+
+    def line_texts(self, rows: Ints) -> list[str | None]:
+        """The raw line of each of some rows, as text for evidence (None: the row has none)."""
         values = self.table.column("line").take(pa.array(rows)).to_pylist()
-        return [v.rstrip("\r\n") for v in schema.texts(v for v in values if v is not None)]
+        texts = iter(schema.texts(v for v in values if v is not None))
+        return [None if v is None else next(texts).rstrip("\r\n") for v in values]
+
+    def timed_lines(self, rows: Ints) -> list[tuple[int, str]]:
+        """The raw lines of some rows, as text for evidence, each with its row's time."""
+        times = self.ts[rows].tolist()
+        return [
+            (ts, text)
+            for ts, text in zip(times, self.line_texts(rows), strict=True)
+            if text is not None
+        ]
 
 
 def _array(col: pa.Array | pa.ChunkedArray) -> pa.Array:

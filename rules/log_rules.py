@@ -7,8 +7,10 @@ line; `window` rules count in sliding windows (`rules.log_windows`). Strings are
 for the few subjects that fire and for the entries that stay open at the end of the block.
 
 Across blocks the engine keeps, per rule, subject column and log source, the window buckets
-still open (one entry per subject, distinct value and bucket), plus the findings and, for rate
-rules, each subject's long-run totals; `to_state`/`restore` carry them across follow-mode runs.
+still open (one entry per subject, distinct value and bucket) with the first few lines of the
+subjects near the rule's floors (so that a window's evidence starts with the lines that began
+it), plus the findings and, for rate rules, each subject's long-run totals; `to_state`/`restore`
+carry them across follow-mode runs.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ from rules.log_windows import (
     above_baseline,
     build_batch,
     distinct_per_window,
+    earliest,
     floors,
     may_fire,
+    near_floors,
 )
 
 if TYPE_CHECKING:
@@ -53,7 +57,8 @@ if TYPE_CHECKING:
 LATE_BUCKETS = 2  # half-windows kept open behind the newest line, for slightly unordered logs
 # (behind the watermark, when several logs are read side by side: see `feed`)
 PEERS_MIN = 20  # fewer subjects than this are no crowd to compare with
-STATE_VERSION = 2  # layout of the windows in `to_state`; another version restores no windows
+STATE_VERSION = 3  # layout of the windows in `to_state`; another version restores no windows,
+SAMPLELESS_VERSION = 2  # but this one's, without samples: their first lines are not quoted
 
 
 class LogRuleEngine:
@@ -240,7 +245,8 @@ class LogRuleEngine:
         batch = build_batch(rule, blk, chosen, rows, (codes, subjects), st)
         if may_fire(rule, batch):
             self._evaluate(rule, subject, source, st, blk, batch)
-        self._close(rule, subject, source, st, batch, watermark)
+        keep_from = self._close(rule, subject, source, st, batch, watermark)
+        self._sample(rule, subject, st, blk, batch, keep_from)
 
     def _evaluate(
         self, rule: LogRule, subject: str, source: str, st: Window, blk: Block, b: Batch
@@ -315,7 +321,10 @@ class LogRuleEngine:
                 pick = (b.row_subject == code) & (ts >= w * st.half) & (ts < (w + 2) * st.half)
                 if rule.measure == "ratio":
                     pick &= b.row_hit
-                f.add_evidence(blk.lines(b.rows[np.flatnonzero(pick)[:MAX_EVIDENCE]]))
+                read_now = blk.timed_lines(b.rows[np.flatnonzero(pick)[:MAX_EVIDENCE]])
+                # The window's lines read in earlier blocks come first: they began it.
+                window = earliest(st.sampled(str(name), w) + read_now, MAX_EVIDENCE)
+                f.add_evidence([line for _, line in window])
             self._summarise(rule, f, value)
 
     def _close(
@@ -326,9 +335,9 @@ class LogRuleEngine:
         st: Window,
         b: Batch,
         watermark: float | None = None,
-    ) -> None:
+    ) -> int:
         """Keep the entries of buckets still open; fold the closed ones into the baselines and
-        settle the findings' counts of closed buckets."""
+        settle the findings' counts of closed buckets. Returns the first bucket still open."""
         e = b.entries
         bucket = b.bucket_of[e.bucket]
         newest = int(bucket.max())
@@ -354,12 +363,67 @@ class LogRuleEngine:
                     acc[0] += a
                     acc[1] += h
             self._settle((rule.name, subject, source), source, keep_from)
+            st.forget_samples(keep_from)
         st.subject, st.subjects = compact(e.subject[keep], b.subjects)
         st.value, st.values = np.zeros(0, np.int64), pa.array([], pa.string())
         if rule.measure == "distinct":
             st.value, st.values = compact(b.entry_value[keep], b.values)
         st.bucket, st.n, st.num = bucket[keep], e.n[keep], e.num[keep]
         st.first, st.last = e.first[keep], e.last[keep]
+        return keep_from
+
+    def _sample(
+        self, rule: LogRule, subject: str, st: Window, blk: Block, b: Batch, keep_from: int
+    ) -> None:
+        """Keep the block's first lines of each subject near the floors in each bucket still
+        open (`keep_from` on), so that a window firing in a later block quotes the lines that
+        began it."""
+        c = b.cells
+        near = near_floors(rule, b) & (b.bucket_of[c.bucket] >= keep_from)
+        if not near.any():
+            return
+        take = near[b.row_cell]
+        if rule.measure == "ratio":
+            take &= b.row_hit
+        which = np.flatnonzero(take)
+        if len(which) == 0:
+            return
+        # The first MAX_EVIDENCE rows of each cell, by time.
+        which = which[np.lexsort((b.row_ts[which], b.row_cell[which]))]
+        cell = b.row_cell[which]
+        starts = np.flatnonzero(np.diff(cell, prepend=-1))
+        rank = np.arange(len(cell)) - np.repeat(starts, np.diff(starts, append=len(cell)))
+        which, cell = which[rank < MAX_EVIDENCE], cell[rank < MAX_EVIDENCE]
+        cells, at = np.unique(cell, return_inverse=True)
+        names = [str(n) for n in strings_at(b.subjects, c.subject[cells]).to_pylist()]
+        buckets = b.bucket_of[c.bucket[cells]].tolist()
+        wanted = np.array(
+            [
+                self._wants_sample(rule, subject, st, n, k)
+                for n, k in zip(names, buckets, strict=True)
+            ],
+            np.bool_,
+        )[at]
+        if not wanted.any():
+            return
+        which, at = which[wanted], at[wanted]
+        found: dict[int, list[tuple[int, str]]] = {}
+        texts = blk.line_texts(b.rows[which])
+        for i, ts, text in zip(at.tolist(), b.row_ts[which].tolist(), texts, strict=True):
+            if text is not None:
+                found.setdefault(i, []).append((ts, text))
+        for i, lines in found.items():
+            st.keep_sample(names[i], buckets[i], lines, MAX_EVIDENCE)
+
+    def _wants_sample(
+        self, rule: LogRule, subject: str, st: Window, name: str, bucket: int
+    ) -> bool:
+        """Whether lines of `name` in `bucket` may still become evidence: its sample is not
+        full, nor the evidence of its finding."""
+        if len(st.samples.get((name, bucket), ())) >= MAX_EVIDENCE:
+            return False
+        f = self._findings.get((rule.name, subject, name))
+        return f is None or len(f.evidence) < MAX_EVIDENCE
 
     def _settle(self, key: tuple[str, str, str], source: str, keep_from: int) -> None:
         prefix = f"{source}:"
@@ -408,7 +472,8 @@ class LogRuleEngine:
         """Take back what `to_state` gave (rules and calendar come from the constructor).
 
         Windows saved in another layout (`STATE_VERSION`) are not read: they start empty, and
-        the findings are kept.
+        the findings are kept. Those saved before samples were kept (`SAMPLELESS_VERSION`) are
+        read, without samples.
         """
         self._findings = {}
         self._open = {}
@@ -419,7 +484,7 @@ class LogRuleEngine:
                 source = bucket.rpartition(":")[0]
                 self._open.setdefault((f.rule, f.subject_kind, source), set()).add(f.key)
         self._windows = {}
-        if state.get("version") != STATE_VERSION:
+        if state.get("version") not in (STATE_VERSION, SAMPLELESS_VERSION):
             return
         by_name = {r.name: r for r in self.rules}
         for key, raw in state.get("windows", {}).items():

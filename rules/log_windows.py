@@ -39,6 +39,10 @@ class Window:
 
     Entries name subjects and values by codes into `subjects` and `values` (-1: no value), so
     each string is kept, and merged with the next block's, once.
+
+    `samples` keeps, by (subject, bucket), the first few lines (with their times) of the open
+    buckets of subjects near the rule's floors (`near_floors`): a window that fires in a later
+    block or follow-mode pass quotes its first lines though they were read before.
     """
 
     half: int
@@ -52,6 +56,22 @@ class Window:
     first: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
     last: Ints = field(default_factory=lambda: np.zeros(0, np.int64))
     baseline: dict[str, list[int]] = field(default_factory=dict)
+    samples: dict[tuple[str, int], list[tuple[int, str]]] = field(default_factory=dict)
+
+    def sampled(self, subject: str, bucket: int) -> list[tuple[int, str]]:
+        """The lines kept of `subject` in the window that starts at `bucket` (it and the next)."""
+        return self.samples.get((subject, bucket), []) + self.samples.get((subject, bucket + 1), [])
+
+    def keep_sample(
+        self, subject: str, bucket: int, lines: list[tuple[int, str]], most: int
+    ) -> None:
+        """Add `lines` to the sample of `subject` in `bucket`, keeping its `most` earliest."""
+        kept = self.samples.get((subject, bucket), [])
+        self.samples[(subject, bucket)] = earliest(kept + lines, most)
+
+    def forget_samples(self, before: int) -> None:
+        """Drop the samples of the buckets before `before`: they closed."""
+        self.samples = {key: lines for key, lines in self.samples.items() if key[1] >= before}
 
     def to_state(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -61,18 +81,29 @@ class Window:
             "values": self.values.to_pylist(),
             **{k: getattr(self, k).tolist() for k in _ENTRY_FIELDS},
             "baseline": self.baseline,
+            "samples": [[s, b, lines] for (s, b), lines in self.samples.items()],
         }
 
     @classmethod
     def from_state(cls, raw: Mapping[str, Any]) -> Window:
-        """Back from `to_state`."""
+        """Back from `to_state` (a state saved before samples were kept has none)."""
         return cls(
             half=int(raw["half"]),
             subjects=pa.array(raw["subjects"], pa.string()),
             values=pa.array(raw["values"], pa.string()),
             **{k: np.array(raw[k], np.int64).reshape(-1) for k in _ENTRY_FIELDS},
             baseline={k: [int(x) for x in v] for k, v in raw.get("baseline", {}).items()},
+            samples={
+                (str(s), int(b)): [(int(t), str(line)) for t, line in lines]
+                for s, b, lines in raw.get("samples", [])
+            },
         )
+
+
+def earliest(lines: list[tuple[int, str]], most: int) -> list[tuple[int, str]]:
+    """The `most` earliest of some lines with their times, earliest first (lines of the same
+    second in the order given)."""
+    return sorted(lines, key=lambda line: line[0])[:most]
 
 
 _ENTRY_FIELDS = ("subject", "value", "bucket", "n", "num", "first", "last")
@@ -111,7 +142,8 @@ class Batch:
 
     Subjects and values are codes into `subjects` and `values`; buckets are numbered densely,
     `bucket_of` giving each number's bucket and `prev` the number of the bucket before it.
-    `rows`, `row_subject`, `row_ts` and `row_hit` (numerator) describe the block's rows.
+    `rows`, `row_subject`, `row_ts`, `row_hit` (numerator) and `row_cell` (the cell it falls
+    in) describe the block's rows.
     """
 
     subjects: pa.Array
@@ -126,6 +158,7 @@ class Batch:
     row_subject: Ints
     row_ts: Ints
     row_hit: Mask
+    row_cell: Ints
 
 
 def build_batch(
@@ -227,6 +260,7 @@ def build_batch(
         row_subject=sub,
         row_ts=ts,
         row_hit=hit,
+        row_cell=group[: len(rows)],
     )
 
 
@@ -242,6 +276,31 @@ def may_fire(rule: LogRule, b: Batch) -> bool:
         return True
     most = b.cell_distinct.max() if rule.measure == "distinct" else cells.n.max()
     return 2 * int(most) >= th.min_distinct
+
+
+NEAR = 4
+"""A cell holding 1/NEAR of what a window needs to reach a fixed floor is near it."""
+
+
+def near_floors(rule: LogRule, b: Batch) -> Mask:
+    """Which cells (a subject's lines in one bucket, half a window) are near the rule's fixed
+    floors: those whose lines may well begin a window that fires, kept for its evidence.
+
+    A cell is near with a quarter of each floor, and never with a single line or value: that
+    is what every subject of a busy log shows, and keeping the lines of them all would cost
+    time and memory for windows that almost never fire.
+    """
+    th, cells = rule.threshold, b.cells
+    events = cells.num if rule.measure == "ratio" else cells.n
+    near: Mask = events >= _near(th.min_count)
+    if th.min_distinct and rule.measure != "ratio":
+        most = b.cell_distinct if rule.measure == "distinct" else cells.n
+        near &= most >= _near(th.min_distinct)
+    return near
+
+
+def _near(floor: int) -> int:
+    return max(2, -(-floor // NEAR))
 
 
 def floors(th: Threshold, events: Ints, measure: np.ndarray[Any, Any]) -> Mask:

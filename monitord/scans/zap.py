@@ -18,7 +18,9 @@ one-line message and a `retryable` flag:
     ├── ZapTimeout            one API call took longer than the per-call timeout      retry
     ├── ZapBadAnswer          an answer of the wrong shape (not JSON, not a number,   retry
     │   │                     nested deeper than MAX_JSON_DEPTH)
-    │   └── ZapAnswerTooLarge an answer over `max_answer_bytes` (zap.max_answer_mb)   no retry
+    │   └── ZapAnswerTooLarge an answer over `max_answer_bytes` (zap.max_answer_mb);  no retry
+    │                         an alerts page over it is read again in halves, so
+    │                         only a single alert over it fails the scan
     ├── ZapApiError           ZAP refused a call with an error code (`.code`)         by code
     │   ├── ZapScanForgotten  a scan id or session ZAP no longer knows (restarted)    retry
     │   ├── ZapUrlNotFound    `url_not_found`: the URL is not in ZAP's sites tree     retry
@@ -61,6 +63,7 @@ import requests
 from loguru import logger as _logger
 
 from monitord.errors import (
+    ZapAnswerTooLarge,
     ZapApiError,
     ZapAuthRejected,
     ZapBadAnswer,
@@ -223,7 +226,9 @@ class ZapScanner:
         Returns the distinct alerts and the count `numberOfAlerts` gave beforehand. ZAP pages
         from 1: `start=0` and `start=1` both begin at the first alert (AlertAPI's
         PaginationConstraintsChecker), so pages start at 1, 1+N, 1+2N — never 0, N, 2N, which
-        would read the N-th alert twice.
+        would read the N-th alert twice. A page over `zap.max_answer_mb` is read again from
+        the same start at half the size, and the rest in pages of that size, so that a list
+        of large alerts is still read whole; only one alert over the cap fails the scan.
         """
         expected = read_count(
             await self._call(
@@ -237,20 +242,13 @@ class ZapScanner:
         seen: set[str] = set()
         alerts: list[dict[str, Any]] = []
         while True:
-            page = await self._call(
-                "core/view/alerts",
-                functools.partial(
-                    self._client.core.alerts, baseurl=base_url, start=start, count=size
-                ),
-            )
-            if isinstance(page, str):
-                raise coded_error(page, "core/view/alerts")
-            if not isinstance(page, list):
-                raise ZapBadAnswer(f"ZAP answered core/view/alerts with {type(page).__name__}")
+            try:
+                page = await self._alerts_page(base_url, start, size)
+            except ZapAnswerTooLarge:
+                size = self._smaller_page(base_url, start, size)
+                continue
             fresh = 0
             for item in page:
-                if not isinstance(item, dict):
-                    raise ZapBadAnswer("ZAP answered core/view/alerts with a non-object alert")
                 ident = str(item.get("id", len(alerts)))
                 if ident not in seen:
                     seen.add(ident)
@@ -269,6 +267,42 @@ class ZapScanner:
                 expected,
             )
         return alerts, expected
+
+    async def _alerts_page(self, base_url: str, start: int, size: int) -> list[dict[str, Any]]:
+        """One page of ZAP's alerts under `base_url`: `size` alerts from the `start`-th."""
+        page = await self._call(
+            "core/view/alerts",
+            functools.partial(self._client.core.alerts, baseurl=base_url, start=start, count=size),
+        )
+        if isinstance(page, str):
+            raise coded_error(page, "core/view/alerts")
+        if not isinstance(page, list):
+            raise ZapBadAnswer(f"ZAP answered core/view/alerts with {type(page).__name__}")
+        if not all(isinstance(item, dict) for item in page):
+            raise ZapBadAnswer("ZAP answered core/view/alerts with a non-object alert")
+        return page
+
+    def _smaller_page(self, base_url: str, start: int, size: int) -> int:
+        """The page size to read alert `start` on with, after a page of `size` was over the
+        answer cap; `ZapAnswerTooLarge` when that one alert alone is over it."""
+        limit = f"zap.max_answer_mb ({self.settings.zap.max_answer_mb} MiB)"
+        if size == 1:
+            # Retrying reads the same alert: only a larger cap reads it.
+            raise ZapAnswerTooLarge(
+                f"ZAP's alert number {start} under {base_url} alone is larger than {limit}; "
+                "raise zap.max_answer_mb to read it"
+            )
+        smaller = size // 2
+        self._log.warning(
+            "ZAP's page of {} alerts from number {} under {} is larger than {}; "
+            "reading pages of {}",
+            size,
+            start,
+            base_url,
+            limit,
+            smaller,
+        )
+        return smaller
 
     # ---- the scan -------------------------------------------------------------------------
 

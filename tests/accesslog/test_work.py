@@ -171,6 +171,27 @@ def test_brute_force_in_the_audit_log_becomes_one_finding_that_keeps_updating(
     assert "u-1" in findings[0].subject
 
 
+def test_a_window_found_in_a_later_pass_quotes_the_lines_of_earlier_passes_first(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # Four failed logins, then four more in the next pass: the evidence began at the fifth.
+    log = tmp_path / "audit.jsonl"
+    cfg = config((log, "json"))
+    ten, ten_past_one = START + dt.timedelta(hours=1), START + dt.timedelta(hours=1, minutes=1)
+    failed = [audit_line(ten + dt.timedelta(seconds=i), action="login_failed") for i in range(4)]
+    later = [
+        audit_line(ten_past_one + dt.timedelta(seconds=i), action="login_failed") for i in range(4)
+    ]
+    log.write_text("".join(line + "\n" for line in failed))
+    follow_logs(sqlite_store, cfg, clock)
+    with log.open("a") as handle:
+        handle.writelines(line + "\n" for line in later)
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        [finding] = session.scalars(select(Finding).where(Finding.rule == "brute_force_login"))
+        assert finding.evidence["lines"] == [*failed, later[0]]
+
+
 def test_the_quarterly_audit_counts_days_and_flags_days_without_logs(
     sqlite_store: Store, clock: FakeClock
 ) -> None:

@@ -140,6 +140,44 @@ def test_state_of_another_version_starts_the_windows_afresh(
         again.feed(block)
 
 
+def test_a_state_saved_before_samples_were_kept_restores_its_windows(
+    logs: dict[str, list[pa.Table]],
+) -> None:
+    def counts(engine: LogRuleEngine) -> dict[tuple[str, str, str], Any]:
+        return {f.key: (f.count, f.first_seen, f.last_seen) for f in engine.findings()}
+
+    engine = LogRuleEngine.load()
+    for block in logs["json"][:5]:
+        engine.feed(block)
+    state = json.loads(json.dumps(engine.to_state()))
+    state["version"] = 2
+    for window in state["windows"].values():
+        del window["samples"]
+    again = LogRuleEngine.load()
+    again.restore(state)
+    assert again.to_state()["windows"].keys() == state["windows"].keys()
+    for block in logs["json"][5:]:
+        engine.feed(block)
+        again.feed(block)
+    assert counts(again) == counts(engine)
+
+
+def test_lines_are_kept_only_for_subjects_near_a_floor() -> None:
+    # Two requests from each of 500 addresses, and 70 from one (a quarter of request_flood's
+    # 240 in two minutes is 60): only that one's first lines wait for a window to quote them.
+    lines = [
+        f'{ip} - - [02/Jun/2026:10:00:{n % 60:02d} +0800] "GET /x HTTP/1.1" 200 5 "-" "ua"\n'
+        for ip, times in [*((f"10.0.{i // 250}.{i % 250}", 2) for i in range(500)), ("9.9.9.9", 70)]
+        for n in range(times)
+    ]
+    block = Analyzer(engine=LogRuleEngine([])).parse("".join(lines).encode()).table
+    engine = LogRuleEngine.load()
+    engine.feed(block)
+    windows = engine.to_state()["windows"]
+    kept = {(s, len(texts)) for s, _, texts in windows["request_flood|ip|nginx"]["samples"]}
+    assert kept == {("9.9.9.9", 5)}
+
+
 def test_a_finding_saved_with_one_count_keeps_it_and_counts_on_per_source() -> None:
     # Follow-mode state from before counts were per source holds one settled number.
     raw = {"rule": "request_flood", "clause": "6.4 c", "severity": "medium",

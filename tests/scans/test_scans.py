@@ -881,20 +881,46 @@ async def test_an_answer_nested_too_deeply_leaves_no_scan_running(
     assert scan.error == "ZAP's answer to spider/view/status nests more than 32 levels deep"
 
 
-async def test_an_alerts_page_over_the_answer_cap_fails_the_scan_saying_what_to_change(
+async def test_a_long_list_of_large_alerts_is_read_whole_in_smaller_pages(
+    sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    # A page of 100 alerts of 100 KiB evidence each is over a 1 MiB cap: the scan failed for
+    # good, and so did every rescan, though each alert alone fits.
+    scenario = alert_storm(BASE, total=60)
+    for alert in scenario.alerts:
+        alert.evidence = "E" * (100 << 10)
+    server = fake_zap(servers, scenario)
+    add_service(sqlite_store, clock)
+    await run_pass(sqlite_store, settings_for(server, max_answer_mb=1, page_size=100), clock)
+    [scan] = scans(sqlite_store)
+    assert (scan.state, scan.error) == ("finished", None)
+    assert scan.alerts_read == 60 - 2  # every alert but the False Positives
+    assert scan.high > 0 and scan.medium > 0
+    pages = [
+        (int(params["start"]), int(params["count"]))
+        for endpoint, params in server.zap.calls
+        if endpoint == "core/view/alerts"
+    ]
+    # The same start again at half the size until a page fits, then on at that size.
+    assert pages == [(1, 100), (1, 50), (1, 25), (1, 12), (1, 6)] + [
+        (start, 6) for start in range(7, 60, 6)
+    ]
+
+
+async def test_a_single_alert_over_the_answer_cap_fails_the_scan_saying_what_to_change(
     sqlite_store: Store, clock: FakeClock, servers: list[FakeZapServer]
 ) -> None:
     scenario = alert_storm(BASE, total=60)
-    huge = RawAnswer(body=b'{"alerts": []}', padding=3 << 20)
-    scenario.raw_answers = {"core/view/alerts": [huge]}
+    scenario.alerts[10].evidence = "E" * (2 << 20)
     server = fake_zap(servers, scenario)
     add_service(sqlite_store, clock)
     await run_pass(sqlite_store, settings_for(server, max_answer_mb=1), clock)
     [scan] = scans(sqlite_store)
+    # Not retried: the next attempt would read the same alert.
     assert (scan.state, scan.finished_at) == ("failed", clock())
     assert scan.error == (
-        "ZAP's answer to core/view/alerts is larger than zap.max_answer_mb (1 MiB); "
-        "the rest was not read"
+        f"ZAP's alert number 10 under {BASE} alone is larger than zap.max_answer_mb (1 MiB); "
+        "raise zap.max_answer_mb to read it"
     )
 
 
