@@ -65,9 +65,10 @@ def test_systemd_knows_every_key_of_the_unit(tmp_path: Path) -> None:
 
 def test_a_reload_checks_the_config_before_signalling_and_secrets_are_credentials() -> None:
     keys = service_section()
-    # `kill -HUP` alone reported success when the daemon refused the new config.
+    # `kill -HUP` alone reported success when the daemon refused the new config; a plain
+    # check-config only warned of a log file the daemon's user cannot write, which it refuses.
     reload = keys["ExecReload"]
-    assert reload[0].endswith("--config /etc/monitord/monitord.toml check-config")
+    assert reload[0].endswith("--config /etc/monitord/monitord.toml check-config --for-reload")
     assert reload[-1] == "/bin/kill -HUP $MAINPID"
     assert "adm" in keys["SupplementaryGroups"]
     assert keys["SystemCallErrorNumber"] == ["EPERM"]
