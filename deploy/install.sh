@@ -6,9 +6,10 @@
 #   sudo deploy/install.sh --root /tmp/r   # the same into a scratch root (no systemctl there)
 #   deploy/install.sh --no-venv ...        # leave the Python install to you (CI, packaging)
 #
-# Then: put the portal's token in /etc/monitord/credentials/portal-token, check the config with
-# `monitord --config /etc/monitord/monitord.toml check-config`, and `systemctl enable --now
-# monitord`. Upgrades: see the README ("Upgrading"): back up the store first.
+# Then: put the portal's token in /etc/monitord/credentials/portal-token, check the config as
+# the service will read it with `monitord --config /etc/monitord/monitord.toml check-config
+# --credentials /etc/monitord/credentials`, and `systemctl enable --now monitord`. Upgrades:
+# see the README ("Upgrading"): back up the store first.
 set -eu
 
 ROOT=/
@@ -17,7 +18,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --root) ROOT=$2; shift 2 ;;
         --no-venv) VENV=no; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done

@@ -27,6 +27,7 @@ from monitord.cli.common import (
     print_json,
     private_files,
     settings_for,
+    settings_with_credentials,
 )
 from monitord.cli.compliance import add_compliance_commands
 from monitord.cli.evidence import add_evidence_commands
@@ -59,7 +60,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from monitord.config import check_daemon_secrets, secret_file_warnings
     from monitord.runtime.logsetup import log_file_problem
 
-    settings = settings_for(args)
+    if args.credentials is None:
+        settings = settings_for(args)
+    else:
+        settings = settings_with_credentials(args, args.credentials)
     check_daemon_secrets(settings)
     unwritable = log_file_problem(settings.logging.file)
     where = f"{settings.source}: logging.file = {json.dumps(settings.logging.file)}"
@@ -239,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run as the daemon's user before a reload (the unit's ExecReload): what would make "
         "the daemon refuse the config, such as a log file it cannot write, is an error (exit 2), "
         "not a warning",
+    )
+    p.add_argument(
+        "--credentials",
+        metavar="DIR",
+        help="read the secrets as the systemd service will: from the credentials in DIR (its "
+        "LoadCredential= files, /etc/monitord/credentials), not from this shell's environment",
     )
     p = add("sync", cmd_sync, "sync the service catalogue once")
     p.add_argument(
