@@ -100,6 +100,16 @@ if [ "$VENV" = yes ]; then
     say "installed shell completion for bash and zsh"
 fi
 
+# `monitord` on PATH, as the README's examples type it; a file there that is not our link (a
+# monitord installed some other way) is left alone.
+install -d -m 0755 "$R/usr/local/bin"
+if [ -L "$R/usr/local/bin/monitord" ] || [ ! -e "$R/usr/local/bin/monitord" ]; then
+    ln -sfn /opt/monitord/.venv/bin/monitord "$R/usr/local/bin/monitord"
+    say "linked /usr/local/bin/monitord to /opt/monitord/.venv/bin/monitord"
+else
+    say "kept /usr/local/bin/monitord (not a link; the service's is /opt/monitord/.venv/bin/monitord)"
+fi
+
 install -m 0644 "$SRC/deploy/monitord.service" "$R/etc/systemd/system/monitord.service"
 if [ "$R" = "" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     systemctl daemon-reload

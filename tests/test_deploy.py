@@ -111,6 +111,8 @@ def test_the_install_script_lays_out_a_scratch_root_and_runs_again_harmlessly(
     assert mode("var/lib/monitord") == (0o750, int(uid), int(gid))
     assert mode("var/log/monitord") == (0o750, int(uid), int(gid))
     assert (root / "etc/systemd/system/monitord.service").read_text() == UNIT.read_text()
+    # `monitord` on PATH, as the README's examples type it (only the venv's was there).
+    assert os.readlink(root / "usr/local/bin/monitord") == "/opt/monitord/.venv/bin/monitord"
     # The config it writes is valid as it stands, with the service's absolute paths.
     config = load_config(root / "etc" / "monitord" / "monitord.toml")
     assert config.store.url == "sqlite:////var/lib/monitord/monitord.db"
