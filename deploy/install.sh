@@ -6,9 +6,10 @@
 #   sudo deploy/install.sh --root /tmp/r   # the same into a scratch root (no systemctl there)
 #   deploy/install.sh --no-venv ...        # leave the Python install to you (CI, packaging)
 #
-# Then: put the portal's token in /etc/monitord/credentials/portal-token, check the config with
-# `monitord --config /etc/monitord/monitord.toml check-config`, and `systemctl enable --now
-# monitord`. Upgrades: see the README ("Upgrading"): back up the store first.
+# Then: put the portal's token in /etc/monitord/credentials/portal-token, check the config as
+# the service will read it with `monitord --config /etc/monitord/monitord.toml check-config
+# --credentials /etc/monitord/credentials`, and `systemctl enable --now monitord`. Upgrades:
+# see the README ("Upgrading"): back up the store first.
 set -eu
 
 ROOT=/
@@ -17,7 +18,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --root) ROOT=$2; shift 2 ;;
         --no-venv) VENV=no; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -97,6 +98,16 @@ if [ "$VENV" = yes ]; then
     "$R/opt/monitord/.venv/bin/monitord" completion zsh >"$R/usr/share/zsh/site-functions/_monitord"
     chmod 0644 "$R/usr/share/bash-completion/completions/monitord" "$R/usr/share/zsh/site-functions/_monitord"
     say "installed shell completion for bash and zsh"
+fi
+
+# `monitord` on PATH, as the README's examples type it; a file there that is not our link (a
+# monitord installed some other way) is left alone.
+install -d -m 0755 "$R/usr/local/bin"
+if [ -L "$R/usr/local/bin/monitord" ] || [ ! -e "$R/usr/local/bin/monitord" ]; then
+    ln -sfn /opt/monitord/.venv/bin/monitord "$R/usr/local/bin/monitord"
+    say "linked /usr/local/bin/monitord to /opt/monitord/.venv/bin/monitord"
+else
+    say "kept /usr/local/bin/monitord (not a link; the service's is /opt/monitord/.venv/bin/monitord)"
 fi
 
 install -m 0644 "$SRC/deploy/monitord.service" "$R/etc/systemd/system/monitord.service"

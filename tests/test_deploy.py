@@ -65,9 +65,10 @@ def test_systemd_knows_every_key_of_the_unit(tmp_path: Path) -> None:
 
 def test_a_reload_checks_the_config_before_signalling_and_secrets_are_credentials() -> None:
     keys = service_section()
-    # `kill -HUP` alone reported success when the daemon refused the new config.
+    # `kill -HUP` alone reported success when the daemon refused the new config; a plain
+    # check-config only warned of a log file the daemon's user cannot write, which it refuses.
     reload = keys["ExecReload"]
-    assert reload[0].endswith("--config /etc/monitord/monitord.toml check-config")
+    assert reload[0].endswith("--config /etc/monitord/monitord.toml check-config --for-reload")
     assert reload[-1] == "/bin/kill -HUP $MAINPID"
     assert "adm" in keys["SupplementaryGroups"]
     assert keys["SystemCallErrorNumber"] == ["EPERM"]
@@ -110,6 +111,8 @@ def test_the_install_script_lays_out_a_scratch_root_and_runs_again_harmlessly(
     assert mode("var/lib/monitord") == (0o750, int(uid), int(gid))
     assert mode("var/log/monitord") == (0o750, int(uid), int(gid))
     assert (root / "etc/systemd/system/monitord.service").read_text() == UNIT.read_text()
+    # `monitord` on PATH, as the README's examples type it (only the venv's was there).
+    assert os.readlink(root / "usr/local/bin/monitord") == "/opt/monitord/.venv/bin/monitord"
     # The config it writes is valid as it stands, with the service's absolute paths.
     config = load_config(root / "etc" / "monitord" / "monitord.toml")
     assert config.store.url == "sqlite:////var/lib/monitord/monitord.db"

@@ -27,6 +27,7 @@ from monitord.cli.common import (
     print_json,
     private_files,
     settings_for,
+    settings_with_credentials,
 )
 from monitord.cli.compliance import add_compliance_commands
 from monitord.cli.evidence import add_evidence_commands
@@ -53,24 +54,32 @@ _OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate the config and say which file was read.
 
-    The daemon's own start-up checks are made too: the unit's reload runs this first, and a
-    config it passes must not be refused by the daemon it is sent to.
+    The daemon's own start-up checks are made too: the unit's reload runs this first (with
+    --for-reload), and a config it passes must not be refused by the daemon it is sent to.
     """
     from monitord.config import check_daemon_secrets, secret_file_warnings
     from monitord.runtime.logsetup import log_file_problem
 
-    settings = settings_for(args)
+    if args.credentials is None:
+        settings = settings_for(args)
+    else:
+        settings = settings_with_credentials(args, args.credentials)
     check_daemon_secrets(settings)
+    unwritable = log_file_problem(settings.logging.file)
+    where = f"{settings.source}: logging.file = {json.dumps(settings.logging.file)}"
+    if unwritable is not None and args.for_reload:
+        # Run by the unit's ExecReload as the daemon's user: the daemon would refuse this file.
+        raise ConfigError(
+            f"{where}: {unwritable} as this user; the daemon would refuse to reload with it"
+        )
     print(f"config OK: {settings.source}")
     for exposed in secret_file_warnings(settings):
         print(f"warning: {exposed}", file=sys.stderr)
-    # A warning, not a refusal: the user running this may not be the daemon's (whose reload
-    # refuses a log file it cannot write, and keeps its own).
-    unwritable = log_file_problem(settings.logging.file)
     if unwritable is not None:
+        # A warning, not a refusal: the user running this may not be the daemon's.
         print(
-            f"warning: logging.file = {json.dumps(settings.logging.file)}: {unwritable} "
-            "as this user; the daemon refuses to start or reload with a log it cannot write",
+            f"warning: {where}: {unwritable} as this user; the daemon refuses to start or "
+            "reload with a log it cannot write",
             file=sys.stderr,
         )
     return 0
@@ -227,7 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("run", cmd_run, "run the daemon until SIGTERM or SIGINT")
-    add("check-config", cmd_check_config, "validate the config file and exit")
+    p = add("check-config", cmd_check_config, "validate the config file and exit")
+    p.add_argument(
+        "--for-reload",
+        action="store_true",
+        help="run as the daemon's user before a reload (the unit's ExecReload): what would make "
+        "the daemon refuse the config, such as a log file it cannot write, is an error (exit 2), "
+        "not a warning",
+    )
+    p.add_argument(
+        "--credentials",
+        metavar="DIR",
+        help="read the secrets as the systemd service will: from the credentials in DIR (its "
+        "LoadCredential= files, /etc/monitord/credentials), not from this shell's environment",
+    )
     p = add("sync", cmd_sync, "sync the service catalogue once")
     p.add_argument(
         "--file", metavar="JSON", type=file_path, help="read the catalogue from a file instead"

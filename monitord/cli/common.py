@@ -59,6 +59,27 @@ def settings_for(args: argparse.Namespace) -> Settings:
     return load_settings(config_path(args))
 
 
+def settings_with_credentials(args: argparse.Namespace, folder: str) -> Settings:
+    """The settings as the systemd service reads them: its secrets from the config's *_file
+    keys, else from the credentials in folder (its $CREDENTIALS_DIRECTORY), never from this
+    shell's MONITORD_* variables, which the service does not have.
+
+    Raises UsageError when the folder cannot be read, ConfigError as settings_for does.
+    """
+    # Imported here, as in settings_for.
+    from monitord.config import SECRET_ENV
+    from monitord.runtime.settings import load_settings
+
+    if not os.path.isdir(folder) or not os.access(folder, os.R_OK | os.X_OK):
+        raise UsageError(
+            f"--credentials {folder}: expected a folder this user can read (the credentials "
+            "folder is root's: run check-config as root)"
+        )
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV.values()}
+    env["CREDENTIALS_DIRECTORY"] = folder
+    return load_settings(config_path(args), env)
+
+
 def open_app(settings: Settings, *, for_daemon: bool = False) -> App:
     """The App for settings, the store opened and migrated (for the daemon: see open_store).
 

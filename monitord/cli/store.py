@@ -7,6 +7,7 @@ nothing, and a backup is taken before the new version's migrations run.
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,26 +92,51 @@ def _migrate(store: Store, lease_seconds: float) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    """Copy a SQLite store to FILE while the daemon runs; say how for PostgreSQL."""
-    from monitord.store import Store, backup_sqlite
+    """Copy a SQLite store to FILE while the daemon runs; print the pg_dump line for PostgreSQL."""
+    from monitord.store import backup_sqlite
 
     settings = settings_for(args)
     file = _existing_sqlite(settings)
     target = Path(args.file)
     if file is None:
-        url = Store(settings.store.url).url
-        raise UsageError(
-            f"the store is PostgreSQL (database {url.database!r} on {url.host or 'localhost'}): "
-            f"back it up with pg_dump, e.g. pg_dump --format=custom --file {target} "
-            f"--host {url.host or 'localhost'} --port {url.port or 5432} "
-            f"--username {url.username or 'monitord'} {url.database}"
-        )
+        # monitord copies only a SQLite file; a PostgreSQL store is PostgreSQL's to dump.
+        print("# the store is PostgreSQL: back it up with pg_dump, as a user it lets in")
+        print(pg_dump_line(settings.store.url, target))
+        return 0
     if target.is_dir():
         raise UsageError(f"{target} is a folder: give the backup's file name")
     size = backup_sqlite(file, target)
     print(f"backed up the store {file} to {target} ({size:,} bytes, mode 0600)")
     print(f"to restore: stop the daemon, copy {target} to {file}, remove {file}-wal and {file}-shm")
     return 0
+
+
+def pg_dump_line(store_url: str, target: Path) -> str:
+    """The pg_dump command that backs up the PostgreSQL store at store_url into target, reaching
+    the server as the daemon does (a socket folder given as host= stays a socket, the port and
+    the user only when the URL names them) and never holding the URL's password."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(store_url)
+    params = {key: _one_value(value) for key, value in url.query.items()}
+    options = {
+        "--host": url.host or params.pop("host", None),
+        "--port": str(url.port) if url.port else params.pop("port", None),
+        "--username": url.username or params.pop("user", None),
+    }
+    database = url.database or params.pop("dbname", None) or ""
+    if params:  # sslmode and the like: pg_dump takes them in a connection string
+        database = " ".join(f"{k}={v}" for k, v in {"dbname": database, **params}.items())
+    words = ["pg_dump", "--format=custom", "--file", str(target)]
+    for option, value in options.items():
+        if value:
+            words += [option, value]
+    return shlex.join([*words, database] if database else words)
+
+
+def _one_value(value: str | tuple[str, ...]) -> str:
+    # A key given twice in the URL (host=a&host=b): libpq takes the list comma-separated.
+    return value if isinstance(value, str) else ",".join(value)
 
 
 def add_store_commands(sub: Any) -> None:

@@ -30,7 +30,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from monitord.errors import StoreError
+from monitord.errors import StoreError, UsageError
 from monitord.redact import mask_url, mask_urls
 from monitord.store.models import AuditEntry
 
@@ -414,10 +414,10 @@ def backup_sqlite(file: Path, target: Path) -> int:
     SQLite's online backup API copies a snapshot; the copy is written beside `target` (mode
     0600: the store holds webhook tokens), checked, and renamed over it, so that `target` is
     never half written. Returns the size of the copy in bytes.
-    Raises StoreError naming what could not be read or written.
+    Raises UsageError when target is the store or one of its own files, StoreError naming
+    what could not be read or written.
     """
-    if target.exists() and target.resolve() == file.resolve():
-        raise StoreError(f"{target} is the store itself: give the backup another name")
+    _refuse_the_stores_own_files(file, target)
     try:
         handle, part_name = tempfile.mkstemp(
             prefix=f".{target.name}.", suffix=".part", dir=target.parent
@@ -439,6 +439,22 @@ def backup_sqlite(file: Path, target: Path) -> int:
         part.unlink(missing_ok=True)
     _sync_folder(target.parent)
     return target.stat().st_size
+
+
+# The files SQLite keeps beside a store: replacing one under a running daemon corrupts it.
+_SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _refuse_the_stores_own_files(file: Path, target: Path) -> None:
+    store = file.resolve()
+    if target.resolve() == store or (target.exists() and target.samefile(store)):
+        raise UsageError(f"{target} is the store itself: give the backup another name")
+    for suffix in _SQLITE_COMPANIONS:
+        if target.resolve() == store.with_name(store.name + suffix):
+            raise UsageError(
+                f"{target} is the store's own {suffix} file, which SQLite writes beside it: "
+                "give the backup another name"
+            )
 
 
 def _copy_sqlite(file: Path, part: Path) -> None:

@@ -255,6 +255,28 @@ def test_a_folder_or_config_the_user_cannot_read_is_one_line_not_a_traceback(
     )
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops root's file-permission override: needs root")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_a_log_file_the_daemon_cannot_write_fails_the_reload_check(tmp_path: Path) -> None:
+    # The unit's reload check said "config OK" with a warning, exit 0, and the daemon, sent
+    # SIGHUP, refused the config: `systemctl reload` succeeded without the new config.
+    locked = tmp_path / "logs"
+    locked.mkdir(mode=0o555)
+    config = tmp_path / "site.toml"
+    config.write_text(f'[logging]\nfile = "{locked / "m.log.jsonl"}"\n', encoding="utf-8")
+    problem = (
+        f'{config}: logging.file = "{locked / "m.log.jsonl"}": cannot write in {locked} '
+        "(permission denied) as this user"
+    )
+    done = as_unprivileged_root(["--config", str(config), "check-config", "--for-reload"], tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"monitord: {problem}; the daemon would refuse to reload with it\n"
+    # Run by an operator, who may not be the daemon's user, it stays a warning.
+    done = as_unprivileged_root(["--config", str(config), "check-config"], tmp_path)
+    assert (done.returncode, done.stdout) == (0, f"config OK: {config}\n")
+    assert done.stderr.startswith(f"warning: {problem}; the daemon refuses to start or reload")
+
+
 def test_an_empty_config_path_is_refused_not_replaced(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
+import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
 
 from monitord.cli import main
 from monitord.errors import StoreError
 from monitord.store import MIGRATIONS, Store, audit, open_store
 from monitord.store.models import AuditEntry
 from monitord.timeutil import UTC
+from tests.conftest import PostgresServer
 
 NOW = dt.datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
 
@@ -54,21 +59,22 @@ def test_migrate_check_lists_what_would_change_then_migrate_applies_it(
 
     assert main(["--config", config, "migrate", "--check"]) == 1
     out = capsys.readouterr().out
-    assert "is at schema 0006" in out and "would apply 6 migration(s)" in out
+    assert "is at schema 0006" in out and "would apply 7 migration(s)" in out
     assert "  0007  alert outbox: claims" in out
     assert "  0008  evidence that lasts: catalogue revisions" in out
     assert "  0009  several daemons on one store: cluster members" in out
     assert "  0011  who runs a scan: its machine and process" in out
     assert "  0012  the store's first sync: no went_online events" in out
+    assert "  0013  what an early 0008 left out: the silences table" in out
     assert revision_of(url) == "0006"  # the check changed nothing
 
     assert main(["--config", config, "migrate"]) == 0
     out = capsys.readouterr().out
-    assert "applied 6 migration(s)" in out and "  0008  evidence that lasts" in out
-    assert revision_of(url) == "0012"
+    assert "applied 7 migration(s)" in out and "  0008  evidence that lasts" in out
+    assert revision_of(url) == "0013"
 
     assert main(["--config", config, "migrate", "--check"]) == 0
-    assert "is up to date (schema 0012)" in capsys.readouterr().out
+    assert "is up to date (schema 0013)" in capsys.readouterr().out
     assert main(["--config", config, "migrate"]) == 0
     assert "was up to date" in capsys.readouterr().out
 
@@ -113,7 +119,7 @@ def test_a_read_command_does_not_migrate_the_store_under_a_running_daemon(
     assert revision_of(url) == "0007"
     # With the daemon stopped, the command migrates the store as it opens it, as before.
     assert main(["--config", config, "status"]) == 0
-    assert revision_of(url) == "0012"
+    assert revision_of(url) == "0013"
 
 
 def test_migrate_never_creates_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -189,17 +195,56 @@ def test_a_backup_replaces_an_older_one_but_never_the_store(
     older.write_bytes(b"yesterday's backup")
     assert main(["--config", config, "backup", str(older)]) == 0
     assert older.read_bytes().startswith(b"SQLite format 3\0")
-    assert main(["--config", config, "backup", str(tmp_path / "m.db")]) == 1
-    assert "is the store itself" in capsys.readouterr().err
+    capsys.readouterr()
+    # The store itself was a failure (exit 1), and its -wal was taken and replaced under the
+    # daemon: each is a backup name that cannot be used, nothing written.
+    assert main(["--config", config, "backup", str(tmp_path / "m.db")]) == 2
+    assert capsys.readouterr().err == (
+        f"monitord: {tmp_path / 'm.db'} is the store itself: give the backup another name\n"
+    )
+    store_bytes = (tmp_path / "m.db").read_bytes()
+    for suffix in ("-wal", "-shm", "-journal"):
+        own = tmp_path / f"m.db{suffix}"
+        before = own.read_bytes() if own.exists() else None
+        assert main(["--config", config, "backup", str(own)]) == 2
+        assert capsys.readouterr().err == (
+            f"monitord: {own} is the store's own {suffix} file, which SQLite writes beside it: "
+            "give the backup another name\n"
+        )
+        assert (own.read_bytes() if own.exists() else None) == before
+    assert (tmp_path / "m.db").read_bytes() == store_bytes
 
 
 def test_a_postgresql_store_is_pointed_at_pg_dump(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_config(tmp_path, "postgresql://monitord:secret@db.internal:5433/monitord_prod")
-    assert main(["--config", str(config), "backup", str(tmp_path / "b.dump")]) == 2
-    said = capsys.readouterr().err
-    assert "back it up with pg_dump" in said
-    assert "--host db.internal --port 5433 --username monitord monitord_prod" in said
-    assert "secret" not in said
+    assert main(["--config", str(config), "backup", str(tmp_path / "b.dump")]) == 0
+    said = capsys.readouterr()
+    assert said.out == (
+        "# the store is PostgreSQL: back it up with pg_dump, as a user it lets in\n"
+        f"pg_dump --format=custom --file {tmp_path / 'b.dump'} --host db.internal --port 5433 "
+        "--username monitord monitord_prod\n"
+    )
+    assert said.err == ""
     assert not (tmp_path / "b.dump").exists()
+
+
+@pytest.mark.skipif(shutil.which("pg_dump") is None, reason="needs pg_dump (postgresql-client)")
+def test_the_pg_dump_line_of_a_socket_store_backs_it_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], postgres: PostgresServer | None
+) -> None:
+    # For a store reached through PostgreSQL's socket, the line said --host localhost --port
+    # 5432 (TCP, which peer authentication refuses), on stderr with exit 2.
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    tcp = make_url(postgres.new_database())
+    url = f"postgresql:///{tcp.database}?host={postgres.folder}&port={tcp.port}&user=monitord"
+    open_store(url).dispose()
+    config = write_config(tmp_path, url)
+    dump = tmp_path / "store.dump"
+    assert main(["--config", str(config), "backup", str(dump)]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert f"--host {postgres.folder} --port {tcp.port} --username monitord" in line
+    subprocess.run(shlex.split(line), check=True, capture_output=True, timeout=120)
+    assert dump.read_bytes().startswith(b"PGDMP")  # pg_dump's custom format

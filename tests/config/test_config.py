@@ -452,3 +452,35 @@ def test_a_secret_from_the_environment_on_two_lines_is_refused_without_naming_a_
         "(it holds a line break, a tab or another)"
     )
     assert "s3cr3t" not in str(refused.value)
+
+
+def test_check_config_with_credentials_reads_the_secrets_as_the_service_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The install's check said "config OK" while the service, handed the empty portal-token
+    # install.sh creates, refused to start: the check never read the credentials.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    token = credentials / "portal-token"
+    token.write_text("", encoding="utf-8")
+    config = tmp_path / "monitord.toml"
+    config.write_text('[portal]\nurl = "https://portal.example.gov.cn"\n', encoding="utf-8")
+    # A token in this shell is not one the service has.
+    monkeypatch.setenv("MONITORD_PORTAL_TOKEN", "only-in-this-shell")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    check = ["--config", str(config), "check-config", "--credentials", str(credentials)]
+
+    assert main(check) == 2
+    assert capsys.readouterr().err == (
+        f"monitord: {config}: the systemd credential portal-token: the file is empty, expected "
+        "the secret in it\n"
+    )
+    token.write_text("the-portal-token\n", encoding="utf-8")
+    assert main(check) == 0
+    assert capsys.readouterr().out == f"config OK: {config}\n"
+
+    assert main(["--config", str(config), "check-config", "--credentials", "/nonexistent"]) == 2
+    assert capsys.readouterr().err == (
+        "monitord: --credentials /nonexistent: expected a folder this user can read (the "
+        "credentials folder is root's: run check-config as root)\n"
+    )

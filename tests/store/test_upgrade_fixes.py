@@ -6,10 +6,10 @@ import datetime as dt
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import select
+from sqlalchemy import func, inspect, select, text
 
 from monitord.store import MIGRATIONS, Store
-from monitord.store.models import Service, ServiceEvent, SyncRun
+from monitord.store.models import Service, ServiceEvent, ServiceRevision, Silence, SyncRun
 from monitord.timeutil import UTC
 
 FIRST_SYNC = dt.datetime(2026, 10, 8, 1, 0, tzinfo=UTC)
@@ -76,5 +76,81 @@ def test_the_first_syncs_went_online_events_are_removed_and_later_go_lives_kept(
             ("s3", "went_online", LATER_SYNC.date()),
             ("s1", "went_online", LATER_SYNC.date()),
         ]
+    finally:
+        store.dispose()
+
+
+def early_0008_store(store: Store) -> None:
+    """A store as monitord between 49fe0d6 and 949c538 left it: services stored before 0008,
+    then the first 0008 applied, which made no silences table and backfilled no revision."""
+    migrated_to(store, "0007")
+    with store.session() as session:
+        session.add(Service(id="s1", status="online", first_seen=FIRST_SYNC, last_seen=LATER_SYNC))
+        session.add(
+            Service(
+                id="s2",
+                status="online",
+                first_seen=FIRST_SYNC,
+                last_seen=LATER_SYNC,
+                gone=True,
+                gone_at=LATER_SYNC,
+            )
+        )
+        session.add(Service(id="s3", status="online", first_seen=FIRST_SYNC, last_seen=LATER_SYNC))
+    migrated_to(store, "0008")
+    with store.engine.begin() as connection:
+        connection.execute(text("drop table silences"))
+        # s3 has the revision a sync since recorded; s1 and s2 none.
+        connection.execute(text("delete from service_revisions where service_id <> 's3'"))
+
+
+def test_a_store_migrated_by_the_first_0008_gets_its_silences_and_revisions(
+    store_url: str,
+) -> None:
+    # Every command of the upgraded version failed with "no such table: silences", and the
+    # services stored before had no revision: the catalogue of a past quarter was empty.
+    store = Store(store_url)
+    try:
+        early_0008_store(store)
+
+        store.migrate()
+        store.migrate()  # nothing pending: nothing added twice
+
+        assert "silences" in inspect(store.engine).get_table_names()
+        with store.session() as session:
+            assert session.scalars(select(Silence)).all() == []
+            rows = session.execute(
+                select(
+                    ServiceRevision.service_id,
+                    ServiceRevision.valid_from,
+                    ServiceRevision.valid_to,
+                    ServiceRevision.gone,
+                ).order_by(ServiceRevision.service_id, ServiceRevision.valid_from)
+            ).all()
+        assert rows == [
+            ("s1", FIRST_SYNC, None, False),
+            ("s2", FIRST_SYNC, LATER_SYNC, False),
+            ("s2", LATER_SYNC, None, True),
+            ("s3", FIRST_SYNC, None, False),
+        ]
+    finally:
+        store.dispose()
+
+
+def test_a_store_migrated_by_the_0008_of_today_gets_nothing_twice(store_url: str) -> None:
+    store = Store(store_url)
+    try:
+        migrated_to(store, "0007")
+        with store.session() as session:
+            session.add(
+                Service(id="s1", status="online", first_seen=FIRST_SYNC, last_seen=LATER_SYNC)
+            )
+        migrated_to(store, "0012")
+        with store.session() as session:
+            before = session.scalar(select(func.count()).select_from(ServiceRevision))
+        store.migrate()
+        with store.session() as session:
+            after = session.scalar(select(func.count()).select_from(ServiceRevision))
+        assert before == after == 1
     finally:
         store.dispose()
