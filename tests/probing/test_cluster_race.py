@@ -16,6 +16,7 @@ from monitord.config import ProbeSettings
 from monitord.probing import record, record_results
 from monitord.store import Store, open_store
 from monitord.store.models import ProbeResultRow, Service, ServiceState
+from monitord.types import Target
 from tests.conftest import FakeClock, PostgresServer
 from tests.probing.test_cluster_record import TARGET, result, state
 
@@ -79,14 +80,10 @@ def test_two_daemons_recording_a_new_service_at_once_both_land(
     assert state(pg_store).successes == 2
 
 
-def test_three_daemons_whose_rounds_overlap_differently_all_land(
-    pg_store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, probes: ProbeSettings
-) -> None:
-    """At a cold start every daemon probes every service for a few seconds (none counts the
-    others yet). Daemon a records services 1 and 2, b service 1, c service 2: a's first try
-    meets b's new rows, its second c's, committed in between; its third lands."""
+def second_service(store: Store, clock: FakeClock) -> Target:
+    """A second online service beside TARGET, in the store, as its target."""
     other = dataclasses.replace(TARGET, id="svc-0002", url="https://svc2.example/")
-    with pg_store.session() as session:
+    with store.session() as session:
         session.add(
             Service(
                 id=other.id,
@@ -97,6 +94,16 @@ def test_three_daemons_whose_rounds_overlap_differently_all_land(
                 last_seen=clock(),
             )
         )
+    return other
+
+
+def test_three_daemons_whose_rounds_overlap_differently_all_land(
+    pg_store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, probes: ProbeSettings
+) -> None:
+    """At a cold start every daemon probes every service for a few seconds (none counts the
+    others yet). Daemon a records services 1 and 2, b service 1, c service 2: a's first try
+    meets b's new rows, its second c's, committed in between; its third lands."""
+    other = second_service(pg_store, clock)
     ab_read = threading.Barrier(2)
     b_done, c_may_read, c_done = threading.Event(), threading.Event(), threading.Event()
     reads: dict[str, int] = {}
@@ -153,18 +160,7 @@ def test_a_round_that_deadlocks_with_another_daemons_transaction_is_recorded_aga
     """Another daemon holds service 2's state and then wants service 1's, while this one's
     round records both: PostgreSQL gives one of the two up. This round was written late, as if
     the store were down; it is recorded again, and moves both state machines."""
-    other = dataclasses.replace(TARGET, id="svc-0002", url="https://svc2.example/")
-    with pg_store.session() as session:
-        session.add(
-            Service(
-                id=other.id,
-                name=other.name,
-                status="online",
-                url=other.url,
-                first_seen=clock(),
-                last_seen=clock(),
-            )
-        )
+    other = second_service(pg_store, clock)
     targets = {TARGET.id: TARGET, other.id: other}
     first = clock()
     both = [result(first, True), dataclasses.replace(result(first, True), service_id=other.id)]
