@@ -35,6 +35,7 @@ from monitord.store.models import ProbeResultRow, ProbeRound, Service
 from monitord.types import FindingDraft, ProbeResult
 
 RECORD_ATTEMPTS = 5
+"""Tries at recording a batch that meets rows other daemons inserted meanwhile."""
 CONFLICT_STATES = frozenset({"40P01", "40001"})
 """PostgreSQL's deadlock_detected and serialization_failure: the transaction met another's and
 was given up, with nothing written; run again, it lands."""
@@ -44,9 +45,6 @@ def met_another_transaction(exc: DBAPIError) -> bool:
     """Whether the store gave up a transaction because it met another one (a deadlock): the
     store answers, and the work is safe to run again."""
     return getattr(exc.orig, "sqlstate", None) in CONFLICT_STATES
-
-
-"""Tries at recording a batch that meets rows other daemons inserted meanwhile."""
 
 
 @dataclass
