@@ -60,6 +60,10 @@ API_ROLES: tuple[ApiRole, ...] = get_args(ApiRole)
 """In rising order: a viewer reads; on-call also acknowledges, notifies, resolves and silences;
 an admin also accepts risks and triggers scans."""
 
+IN_SERVICE = ("online", "suspended")
+"""The catalogue statuses of a service in service: the probes watch it (7.2.2: a suspended
+service is still probed), and only such a service is taken down (7.2.4)."""
+
 PROBE_KINDS = ("availability", "tls", "compatibility", "contract")
 PROBE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST"})
 """The HTTP methods a catalogue `probe` may ask for."""

@@ -20,7 +20,7 @@ from monitord.store.findings import resolve_findings, upsert_finding
 from monitord.store.history import service_record
 from monitord.store.models import QuietWindow, Service, ServiceEvent, ServiceRevision, SyncRun
 from monitord.timeutil import SHANGHAI, Clock
-from monitord.types import FindingDraft, Severity
+from monitord.types import IN_SERVICE, FindingDraft, Severity
 from monitord.workcalendar import WorkCalendar
 
 
@@ -121,8 +121,6 @@ def _record_findings(
     return {draft.rule for draft in drafts}
 
 
-LIVE_STATUSES = ("online", "suspended")
-"""The statuses of a service in service: only such a service can be taken down (7.2.4)."""
 NOT_YET_LIVE = ("pending", "approved")
 """The statuses of a service that has not gone online yet."""
 
@@ -130,7 +128,7 @@ NOT_YET_LIVE = ("pending", "approved")
 def _status_event(old: str | None, new: str) -> str:
     if new == "online":
         return "resumed" if old == "suspended" else "went_online"
-    if new == "offline" and old not in LIVE_STATUSES:
+    if new == "offline" and old not in IN_SERVICE:
         # Withdrawn before monitord saw it in service: no take-down to give notice of.
         return "status_changed"
     return {"suspended": "suspended", "offline": "went_offline", "approved": "approved"}.get(
@@ -152,7 +150,7 @@ def _lifecycle_events(
     events: list[dict[str, Any]] = []
     if old is None:
         events.append({"kind": "added", "to_status": cols["status"]})
-        if not first_sync and cols["status"] in LIVE_STATUSES:
+        if not first_sync and cols["status"] in IN_SERVICE:
             events.append(
                 {"kind": _status_event(None, cols["status"]), "to_status": cols["status"]}
             )

@@ -54,7 +54,7 @@ from monitord.store.models import (
     SyncRun,
 )
 from monitord.timeutil import SHANGHAI, begun_quarter_bounds, parse_time, quarter_start
-from monitord.types import ComplianceVerdict
+from monitord.types import IN_SERVICE, ComplianceVerdict
 from monitord.workcalendar import WorkCalendar
 
 HOUR = dt.timedelta(hours=1)
@@ -876,10 +876,6 @@ def notice_working_days(
 def _too_short(days: int | None, needed: int) -> str | None:
     """What is wrong with a notice period of `days` working days when `needed` are asked."""
     return None if days is None or days >= needed else f"{days} working days, {needed} required"
-
-
-IN_SERVICE = ("online", "suspended")
-"""The statuses of a service in service: only such a service is taken down (7.2.4)."""
 
 
 @check("offline_notice")

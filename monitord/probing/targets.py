@@ -13,6 +13,7 @@ import probes
 from monitord.config import ProbeSettings
 from monitord.store import Store
 from monitord.store.models import Service
+from monitord.types import IN_SERVICE
 
 CHEAP_KIND = "availability"
 
@@ -31,17 +32,10 @@ class ServiceTarget:
     suspension: dict[str, Any] | None
 
 
-PROBED_STATUSES = ("online", "suspended")
-"""The catalogue statuses of the services the probes watch (7.2.2: a suspended service is
-still probed)."""
-
-
 def not_probed() -> ColumnElement[bool]:
     """The services the probes no longer watch: gone, in a status they do not probe, or
     without a URL (the opposite of what `load_targets` reads)."""
-    return or_(
-        Service.gone.is_(True), Service.status.not_in(PROBED_STATUSES), Service.url.is_(None)
-    )
+    return or_(Service.gone.is_(True), Service.status.not_in(IN_SERVICE), Service.url.is_(None))
 
 
 def load_targets(store: Store, service_ids: Iterable[str] | None = None) -> list[ServiceTarget]:
@@ -61,7 +55,7 @@ def load_targets(store: Store, service_ids: Iterable[str] | None = None) -> list
     with store.session() as session:
         query = select(*columns).where(
             Service.gone.is_(False),
-            Service.status.in_(PROBED_STATUSES),
+            Service.status.in_(IN_SERVICE),
             Service.url.is_not(None),
         )
         if service_ids is not None:

@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from monitord.incidents import ACTIVE_STATES, incident_dict
 from monitord.incidents.silences import active_silences, silence_dict
-from monitord.probing.targets import PROBED_STATUSES
 from monitord.redact import mask_urls, one_line
 from monitord.store.models import Incident, OutboxAlert, Service, ServiceState
+from monitord.types import IN_SERVICE
 
 STUCK_AFTER = dt.timedelta(minutes=5)
 """An alert still undelivered this long after it was queued is shown as stuck."""
@@ -75,7 +75,7 @@ def _counts(session: Session) -> dict[str, int]:
         select(state, func.count())
         .select_from(Service)
         .outerjoin(ServiceState, ServiceState.service_id == Service.id)
-        .where(Service.gone.is_(False), Service.status.in_(PROBED_STATUSES))
+        .where(Service.gone.is_(False), Service.status.in_(IN_SERVICE))
         .group_by(state)
     ).all()
     counts = {"up": 0, "degraded": 0, "down": 0, "unknown": 0, "suspended": 0}

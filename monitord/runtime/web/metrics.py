@@ -27,7 +27,6 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from monitord.incidents import ACTIVE_STATES
-from monitord.probing.targets import PROBED_STATUSES
 from monitord.runtime.app import App
 from monitord.runtime.jobs import ONCE_JOBS
 from monitord.runtime.web.routes import APP, Route
@@ -43,6 +42,7 @@ from monitord.store.models import (
     writer_name,
 )
 from monitord.timeutil import parse_time
+from monitord.types import IN_SERVICE
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LABEL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
@@ -127,7 +127,7 @@ def _service_families(session: Session, now: dt.datetime) -> list[Family]:
         .outerjoin(ProbeResultRow, ProbeResultRow.id == latest)
         .where(
             Service.gone.is_(False),
-            Service.status.in_(PROBED_STATUSES),
+            Service.status.in_(IN_SERVICE),
             Service.url.is_not(None),
         )
         .order_by(Service.id)
