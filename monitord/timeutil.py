@@ -153,6 +153,12 @@ class SteadyClock:
             return ClockEvent("followed", departure)
         return None
 
+    @property
+    def stepped(self) -> bool:
+        """Whether a step of the system clock was seen and is neither followed nor undone yet:
+        meanwhile this clock and the system clock disagree by it."""
+        return self._step_since is not None
+
     def follow(self) -> None:
         """Take the system clock's time, after a "followed" event (see check)."""
         self._base = (self._wall(), self._monotonic())

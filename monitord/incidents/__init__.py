@@ -40,6 +40,8 @@ from monitord.timeutil import local_text
 from monitord.types import MAX_ID, MAX_LONG_TEXT, SEVERITY_RANK, TEXT_CONTROLS
 
 ACTIVE_STATES = ("open", "acknowledged", "notified")
+MANUAL_KEY = "manual:"
+"""How the group key of an incident opened by hand (open_manual) begins."""
 NOTIFICATION_PARTS = {
     "scope": "初步判定的影响范围 (--scope)",
     "harm": "初步判定的危害 (--harm)",
@@ -590,13 +592,28 @@ def _nobody_told(session: Session, incident: Incident) -> bool:
     return quiet is not None and told is None
 
 
-def follow_clock_step(session: Session, step: dt.timedelta, now: dt.datetime) -> int:
+def last_incident_id(session: Session) -> int:
+    """The id of the last incident opened so far (0 before the first). The daemon takes it when
+    it first sees a step of the system clock: the incidents opened after it, by hand, have the
+    system clock's time (see follow_clock_step)."""
+    return session.scalar(select(func.max(Incident.id))) or 0
+
+
+def follow_clock_step(
+    session: Session, step: dt.timedelta, now: dt.datetime, opened_before: int | None
+) -> int:
     """Move the clocks of the incidents still on them by a step of the system clock that the
     daemon followed (it lasted: the clock was wrong before and is right now).
 
-    Their times were read from the clock before the step; moved by it, the two hours are
-    counted in time that really passed, so a clock put right by three hours does not make every
-    open incident late. Returns the incidents moved; each timeline says by how much.
+    Only times read from a clock that had not followed the step are moved, so that the two hours
+    are counted in time that really passed and a clock put right by three hours does not make
+    every open incident late: those of the incidents opened before the daemon saw the step
+    (`opened_before`, their last id; whoever opened them, the system clock agreed then), and
+    those the daemon opened since, on its own clock. An incident opened by hand since
+    (`monitord incidents open`) has the system clock's time, right already, and keeps it.
+    `opened_before` None (the daemon could not ask the store while the step lasted, nor could
+    anybody open an incident in it): all are moved. Returns the incidents moved; each timeline
+    says by how much.
     """
     moved = 0
     for incident in session.scalars(
@@ -606,6 +623,12 @@ def follow_clock_step(session: Session, step: dt.timedelta, now: dt.datetime) ->
     ):
         if incident.late:
             continue  # late is for ever
+        if (
+            opened_before is not None
+            and incident.id > opened_before
+            and incident.group_key.startswith(MANUAL_KEY)
+        ):
+            continue  # opened by hand on the system clock, after the step
         incident.detected_at += step
         if incident.notify_by is not None:
             incident.notify_by += step
@@ -651,7 +674,7 @@ def open_manual(
         klass=klass,
         severity=severity,
         state="open",
-        group_key=f"manual:{kind}:{','.join(service_ids)}:{now.isoformat()}",
+        group_key=f"{MANUAL_KEY}{kind}:{','.join(service_ids)}:{now.isoformat()}",
         summary=summary.strip(),
         services=service_ids,
         detected_at=now,

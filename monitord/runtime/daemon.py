@@ -26,7 +26,7 @@ from monitord.accesslog.work import reader_warning
 from monitord.cluster import BeatReport, Coordinator, SharedCoordinator, make_coordinator
 from monitord.config import alert_warnings, check_daemon_secrets, secret_file_warnings
 from monitord.errors import ConfigError, Replaced
-from monitord.incidents import follow_clock_step
+from monitord.incidents import follow_clock_step, last_incident_id
 from monitord.probing.record import met_another_transaction
 from monitord.probing.schedule import window_start
 from monitord.redact import error_line
@@ -350,16 +350,21 @@ class Daemon:
 
     async def _watch_clock(self, clock: SteadyClock) -> None:
         """Compare the daemon's clock with the system clock every tick; log what changed."""
+        opened_before: int | None = None  # the last incident opened before the step was seen
         while not await self._stopping_within(TICK_SECONDS):
             event = clock.check()
             if event is not None:
                 log = logger.warning if event.kind == "stepped" else logger.info
                 log(event.describe())
+            if event is not None and event.kind == "stepped":
+                opened_before = None
+            if clock.stepped and opened_before is None:  # at once, retried while the store fails
+                opened_before = await asyncio.to_thread(self._last_incident)
             if event is not None and event.kind == "followed":
                 # The deadlines move first, then the clock: an incident pass in between reads
                 # the old time against the moved deadline, never the new time against the old.
                 try:
-                    moved = await asyncio.to_thread(self._follow_step, event.step)
+                    moved = await asyncio.to_thread(self._follow_step, event.step, opened_before)
                 except Exception:
                     clock.defer_follow()  # the store does not answer: the jobs say so
                     continue
@@ -384,9 +389,16 @@ class Daemon:
                 self.request_stop("the store file is gone")
                 return
 
-    def _follow_step(self, step: dt.timedelta) -> int:
+    def _last_incident(self) -> int | None:
+        try:
+            with self.app.store.session() as session:
+                return last_incident_id(session)
+        except Exception:
+            return None  # the store does not answer: the jobs say so
+
+    def _follow_step(self, step: dt.timedelta, opened_before: int | None) -> int:
         with self.app.store.session() as session:
-            return follow_clock_step(session, step, self.app.clock() + step)
+            return follow_clock_step(session, step, self.app.clock() + step, opened_before)
 
     def _status_text(self) -> str:
         """One line for `systemctl status`: services, how many are down, incidents open."""

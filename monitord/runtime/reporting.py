@@ -10,16 +10,23 @@ The report job runs from the first working day of a quarter, 09:00 Asia/Shanghai
 the last quarter's report once: the record with its outbox key says it was done, across
 restarts. The record and the outbox row are written in one transaction, so a crash leaves
 either neither (the job writes the report again) or both (the alert worker sends it once).
+The file's temporary twin lasts, locked, until that transaction is over: what a run killed
+before it left (the temporary file, and the report it had named but not recorded) the next run
+removes, so the report it writes takes the quarter's own name.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import errno
+import fcntl
 import hashlib
 import os
+import re
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,12 +163,17 @@ def check_writable(path: Path) -> None:
         raise UsageError(f"{path}: cannot write the report ({exc.strerror})") from None
 
 
-def write_new(path: Path, data: bytes) -> None:
-    """Write a new file whole or not at all, never over one already there: a temporary file
-    beside it, synced, then linked to `path` (which fails when `path` exists) and unlinked.
+@contextmanager
+def write_new(path: Path, data: bytes) -> Iterator[None]:
+    """Write a new file whole or not at all, never over one already there, and keep it only once
+    the body (its record) is done: a temporary file beside it, locked and synced, is linked to
+    `path` (which fails when `path` exists); the body runs; then the temporary name goes.
 
-    Raises FileExistsError when a file took `path` meanwhile (another run), and UsageError
-    naming the path when its folder cannot be made or written.
+    A body that raises takes the file away again. A run killed meanwhile leaves the temporary
+    file, its lock gone with the run: the next run's `settle_leftovers` removes it, with the
+    file linked to it when nothing recorded that. Raises FileExistsError when a file took
+    `path` meanwhile (another run), and UsageError naming the path when its folder cannot be
+    made or written.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,30 +182,109 @@ def write_new(path: Path, data: bytes) -> None:
         )
     except OSError as exc:
         raise UsageError(f"{path}: cannot write the report ({exc.strerror})") from None
-    try:
-        with os.fdopen(handle, "wb") as file:
+    with os.fdopen(handle, "wb") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX)  # held to the end: this writer is alive
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        _place(temporary, path)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write the report ({exc.strerror})") from None
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-    # The new name itself lasts only once the folder is synced.
-    folder = os.open(path.parent, os.O_RDONLY)
+            _place(temporary, path)
+            _sync_folder(path.parent)  # the new name itself lasts only once the folder is synced
+        except BaseException as exc:
+            Path(temporary).unlink(missing_ok=True)
+            if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+                raise UsageError(f"{path}: cannot write the report ({exc.strerror})") from None
+            raise
+        try:
+            yield
+        except BaseException:
+            if _same_file(file.fileno(), path):
+                path.unlink()  # not recorded: never left under the report's name
+            raise
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    handle = os.open(folder, os.O_RDONLY)
     try:
-        os.fsync(folder)
+        os.fsync(handle)
     finally:
-        os.close(folder)
+        os.close(handle)
+
+
+def _same_file(handle: int, path: Path) -> bool:
+    """Whether `path` names the file open as `handle`."""
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    opened = os.fstat(handle)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def settle_leftovers(store: Store, wanted: Path, started: float) -> None:
+    """Remove what a run killed while writing a report to `wanted` (or to one of its numbered
+    names) left in the folder: its temporary file (write_new's), and the report linked to it
+    when nothing recorded that (nobody was handed it). A temporary file still locked (its writer
+    is at work) or written since `started` (time.time() when this run began) is left alone.
+    A file that cannot be removed is logged, never an error: the report then takes the next
+    free name."""
+    pattern = re.compile(
+        rf"\.(?P<name>{re.escape(wanted.stem)}(?:-\d+)?{re.escape(wanted.suffix)})"
+        r"\.[a-z0-9_]+\.tmp"
+    )
+    try:
+        names = os.listdir(wanted.parent)
+    except OSError:
+        return  # no folder yet: nothing was left in it
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None:
+            continue
+        temporary = wanted.parent / name
+        try:
+            _settle(store, temporary, wanted.parent / match["name"], started)
+        except OSError as exc:
+            logger.warning(
+                "{}, left by a report run that stopped: cannot clear it ({})",
+                temporary,
+                exc.strerror,
+            )
+
+
+def _settle(store: Store, temporary: Path, path: Path, started: float) -> None:
+    try:
+        handle = os.open(temporary, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # its writer finished meanwhile
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its writer is at work
+        if os.fstat(handle).st_mtime >= started:
+            return  # made by a run that began after this one: it locks it in a moment
+        if _same_file(handle, path):
+            with store.session() as session:
+                recorded = _recorded(session, path) is not None
+            if not recorded:
+                path.unlink()
+                logger.warning(
+                    "{}: removed, a report written but never recorded (the run writing it "
+                    "stopped before it could record it; nobody was handed it)",
+                    path,
+                )
+        temporary.unlink(missing_ok=True)
+    finally:
+        os.close(handle)
 
 
 def _place(temporary: str, path: Path) -> None:
     """Give the written file its name: a link, which unlike a rename never replaces what is
     there (FileExistsError); on a file system without links (vfat, some network shares), a
-    rename once the name is seen to be free."""
+    rename once the name is seen to be free (there no temporary twin tells a killed run's report
+    from another's: it is kept, and the next run takes the next free name)."""
     try:
         os.link(temporary, path)
     except OSError as exc:
@@ -262,22 +353,36 @@ def write_report(
     Raises UsageError for a bad or future quarter, and for a file that cannot be written.
     """
     report_period(quarter, now)  # a bad or future quarter is refused before any work
+    started = time.time()
     wanted = (out or default_path(settings, quarter)).resolve()
     check_writable(wanted)
+    settle_leftovers(store, wanted, started)
     with store.session() as session:
         free_path(session, wanted, chosen=out is not None)  # a taken --out: refused now
     rendered = render(store, settings, quarter, now, progress)
-    digest = hashlib.sha256(rendered.pdf).hexdigest()
     while True:
         # Chosen again after the render: another run may have written meanwhile.
         with store.session() as session:
             path = free_path(session, wanted, chosen=out is not None)
         progress(f"{quarter}: writing {path}")
         try:
-            write_new(path, rendered.pdf)
-            break
+            with write_new(path, rendered.pdf):
+                return _record(store, settings, quarter, now, path, rendered, send)
         except FileExistsError:
             continue  # taken since: the next free name (a chosen --out is refused)
+
+
+def _record(
+    store: Store,
+    settings: Settings,
+    quarter: str,
+    now: dt.datetime,
+    path: Path,
+    rendered: RenderedReport,
+    send: bool,
+) -> WrittenReport:
+    """Record a report written to `path`; with `send`, queue it in the same transaction."""
+    digest = hashlib.sha256(rendered.pdf).hexdigest()
     key = outbox_key(quarter) if send else None
     with store.session() as session:
         row = QuarterlyReport(
@@ -357,6 +462,8 @@ def send_due_report(
     quarter = due_quarter(now, WorkCalendar.from_settings(settings.logs))
     if quarter is None:
         return None
+    # Also once the report is done: a run killed after recording it left its temporary file.
+    settle_leftovers(store, default_path(settings, quarter).resolve(), time.time())
     with store.session() as session:
         done = session.scalar(
             select(QuarterlyReport.id).where(QuarterlyReport.outbox_key == outbox_key(quarter))

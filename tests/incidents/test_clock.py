@@ -13,7 +13,9 @@ from monitord.config import Settings, parse_config
 from monitord.errors import UsageError
 from monitord.incidents import (
     acknowledge,
+    follow_clock_step,
     intake,
+    last_incident_id,
     notification_delivered,
     notify_management,
     open_manual,
@@ -309,6 +311,35 @@ def test_a_manual_incident_starts_the_same_clock(sqlite_store: Store, clock: Fak
         open_manual(session, cfg, "fire", [sid], "x", "bob", clock())
     with pytest.raises(UsageError, match="--service 'svc-9999'"), sqlite_store.session() as s:
         open_manual(s, cfg, "outage", ["svc-9999"], "x", "bob", clock())
+
+
+def test_a_followed_step_moves_what_the_daemon_clock_wrote_and_not_what_a_person_did_after_it(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    # The daemon counts on its own clock until it follows a step of the system clock;
+    # `monitord incidents open` reads the system clock, right already once the step is made.
+    cfg = settings()
+    sid = add_service(sqlite_store, clock, 1)
+    step = dt.timedelta(hours=1)
+    system = FakeClock(clock() + step)  # the system clock, put right; the daemon's is `clock`
+    with sqlite_store.session() as session:
+        before = open_manual(session, cfg, "data_exposure", [sid], "电话报告", "bob", clock())
+        opened_before = last_incident_id(session)
+        by_hand = open_manual(session, cfg, "data_exposure", [sid], "电话报告", "bob", system())
+    find(sqlite_store, clock, "zap:40012", sid)
+    by_daemon = run_intake(sqlite_store, cfg, clock).opened[0]
+    with sqlite_store.session() as session:
+        assert follow_clock_step(session, step, system(), opened_before) == 2
+    with sqlite_store.session() as session:
+        deadlines = {
+            incident_id: session.get(Incident, incident_id).notify_by  # type: ignore[union-attr]
+            for incident_id in (before.id, by_hand.id, by_daemon)
+        }
+    assert deadlines == {
+        before.id: system() + dt.timedelta(hours=2),
+        by_hand.id: system() + dt.timedelta(hours=2),
+        by_daemon: system() + dt.timedelta(hours=2),
+    }
 
 
 def test_outages_in_a_maintenance_window_stay_quiet_to_the_end_and_are_news_after_it(

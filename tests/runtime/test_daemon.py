@@ -16,7 +16,7 @@ import pytest
 from loguru import logger
 
 from monitord.config import LoggingSettings, parse_config
-from monitord.incidents import open_manual
+from monitord.incidents import open_manual, timeline
 from monitord.runtime import daemon as daemon_module
 from monitord.runtime.app import App
 from monitord.runtime.daemon import Daemon
@@ -284,6 +284,53 @@ async def test_a_step_that_lasts_moves_the_incident_clocks_so_only_real_time_cou
     with app.store.session() as session:
         found = session.get(Incident, incident_id)
         assert found is not None and found.late is True
+
+
+@pytest.mark.parametrize("step", [HOUR, -HOUR])
+async def test_a_followed_step_leaves_an_incident_opened_by_hand_meanwhile_as_it_was(
+    app: App, messages: list[str], step: dt.timedelta
+) -> None:
+    # `monitord incidents open` reads the system clock: an incident phoned in while the daemon
+    # had not followed the step yet already had the right time, and following the step moved its
+    # deadline too (three hours to notify after +1 h; one hour after -1 h, then late for ever).
+    wall, monotonic = FakeClock(), FakeMonotonic()
+    clock = SteadyClock(wall, monotonic)
+    app.clock = clock
+
+    def open_by_hand(now: dt.datetime) -> tuple[int, dt.datetime]:
+        with app.store.session() as session:
+            incident = open_manual(
+                session, app.settings, "data_exposure", [], "电话报告数据泄露", "值班员", now
+            )
+            assert incident.notify_by is not None
+            return incident.id, incident.notify_by
+
+    async def logged(words: str) -> None:
+        async with asyncio.timeout(30):
+            while not any(words in m for m in messages):
+                await asyncio.sleep(0.05)
+
+    before, before_deadline = open_by_hand(clock())
+    daemon = Daemon(app, None, jobs=(Job("idle", lambda app: asyncio.sleep(0), lambda s: 60),))
+    running = asyncio.create_task(daemon.run())
+    wall.advance(seconds=1 + step.total_seconds())  # a second passes; the clock steps in it
+    monotonic.now += 1
+    await logged("the system clock stepped by")
+    meanwhile, meanwhile_deadline = open_by_hand(wall())  # the CLI's clock: the system clock
+    wall.advance(seconds=STEP_PERSISTS.total_seconds())
+    monotonic.now += STEP_PERSISTS.total_seconds()
+    await logged("incident clock(s) moved by the step")
+    daemon.request_stop("test")
+    assert await running == 0
+
+    with app.store.session() as session:
+        moved = session.get(Incident, before)
+        kept = session.get(Incident, meanwhile)
+        assert moved is not None and kept is not None
+        assert moved.notify_by == before_deadline + step  # opened on the clock before the step
+        assert kept.notify_by == meanwhile_deadline
+        assert [e["kind"] for e in timeline(session, meanwhile)] == ["opened"]
+    assert "1 incident clock(s) moved by the step" in messages
 
 
 async def test_a_store_error_gone_before_it_could_be_said_is_one_line_not_a_traceback(

@@ -4,7 +4,11 @@ management unit through the outbox, by e-mail with the PDF attached (real appris
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from email.header import decode_header, make_header
 from email.message import Message
@@ -294,3 +298,83 @@ def test_no_report_goes_out_for_a_quarter_monitord_was_not_at_work_in(
     written = send_due_report(sqlite_store, cfg, now)
     assert (written is not None) == sent
     assert len(reports(sqlite_store)) == int(sent)
+
+
+STOPPED_RUN = """
+import datetime as dt, os, signal, sys
+from monitord.config import parse_config
+from monitord.runtime import reporting
+from monitord.store import open_store
+
+url, folder, point, now = sys.argv[1:]
+record = reporting._record
+
+def killed(*args):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def store_fails(*args):
+    raise OSError("the store does not answer")
+
+if point == "writing":  # the file written, not yet named
+    reporting._place = killed
+elif point == "named":  # named, not yet recorded
+    reporting._record = killed
+elif point == "recorded":  # recorded and queued, its temporary file not yet removed
+    reporting._record = lambda *args: (record(*args), killed())
+else:  # the record's transaction fails
+    reporting._record = store_fails
+settings = parse_config({"report": {"dir": folder}}, "test", env={})
+reporting.send_due_report(open_store(url), settings, dt.datetime.fromisoformat(now))
+"""
+
+
+@pytest.mark.parametrize(
+    ("point", "status"),
+    [("writing", -9), ("named", -9), ("recorded", -9), ("record fails", 1)],
+)
+def test_a_run_stopped_at_any_step_leaves_the_quarters_report_under_its_own_name(
+    sqlite_store: Store, tmp_path: Path, point: str, status: int
+) -> None:
+    # Killed between naming the file and recording it, the job left an unrecorded
+    # monitord-2026q3.pdf; the next run wrote and sent monitord-2026q3-2.pdf, so the file with
+    # the quarter's name was not the one handed over. A kill while writing left a .tmp for good.
+    cfg = settings(tmp_path, [])
+    now = FIRST_WORKING_MORNING.astimezone(UTC)
+    watched_since(sqlite_store, dt.datetime(2026, 7, 1, 8, tzinfo=SHANGHAI))
+    audit_due(sqlite_store, cfg, lambda: now)
+    folder = tmp_path / "reports"
+    url = f"sqlite:///{tmp_path / 'monitord.db'}"
+    stopped = subprocess.run(
+        [sys.executable, "-c", STOPPED_RUN, url, str(folder), point, now.isoformat()],
+        capture_output=True,
+        timeout=60,
+    )
+    assert stopped.returncode == status, stopped.stderr.decode()
+
+    send_due_report(sqlite_store, cfg, now)  # the next run
+    [record] = reports(sqlite_store)
+    assert Path(record.path) == folder / "monitord-2026q3.pdf"
+    assert hashlib.sha256(Path(record.path).read_bytes()).hexdigest() == record.sha256
+    assert [p.name for p in folder.iterdir()] == ["monitord-2026q3.pdf"]  # nothing else left
+
+
+def test_a_report_being_written_by_a_live_run_is_left_to_it(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    # Another run has named its report and is recording it: its temporary file is locked.
+    cfg = settings(tmp_path, [])
+    now = FIRST_WORKING_MORNING.astimezone(UTC)
+    watched_since(sqlite_store, dt.datetime(2026, 7, 1, 8, tzinfo=SHANGHAI))
+    audit_due(sqlite_store, cfg, lambda: now)
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    theirs = folder / "monitord-2026q3.pdf"
+    temporary = folder / ".monitord-2026q3.pdf.abc123_x.tmp"
+    temporary.write_bytes(b"%PDF another run's report")
+    os.link(temporary, theirs)
+    with temporary.open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        written = send_due_report(sqlite_store, cfg, now)
+    assert written is not None and written.path == folder / "monitord-2026q3-2.pdf"
+    assert theirs.read_bytes() == b"%PDF another run's report"
+    assert temporary.exists()
