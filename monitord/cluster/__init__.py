@@ -48,6 +48,7 @@ __all__ = [
     "SharedCoordinator",
     "SoloCoordinator",
     "Split",
+    "database_now",
     "make_coordinator",
     "members",
     "owner_of",
@@ -540,6 +541,23 @@ def make_coordinator(store: Store, settings: ClusterSettings, clock: Clock) -> C
     return SoloCoordinator(store, settings, clock)
 
 
+def _session_now(session: Session) -> dt.datetime:
+    """Now by PostgreSQL's clock, in UTC."""
+    db_now: dt.datetime | None = session.scalar(select(_db_now()))
+    assert db_now is not None, "now() is never null"
+    return db_now.replace(tzinfo=UTC)
+
+
+def database_now(store: Store, clock: Clock) -> dt.datetime:
+    """Now by the clock that stamps the heartbeats: PostgreSQL's (so that a machine whose own
+    clock is off still tells how long ago each beat was), or on SQLite, whose rows this
+    machine stamps, `clock`'s."""
+    if store.url.get_backend_name() != "postgresql":
+        return clock()
+    with store.session() as session:
+        return _session_now(session)
+
+
 def _member(row: ClusterMember, alive: bool, jobs: Sequence[str]) -> Member:
     return Member(
         name=row.name,
@@ -574,8 +592,7 @@ def members(
             if running and listed and listed[-1].stopped_at is None:
                 listed[-1] = dataclasses.replace(listed[-1], alive=True, jobs=tuple(once_jobs))
             return listed[::-1]
-        db_now = session.scalar(select(_db_now()))
-        now = db_now.replace(tzinfo=UTC) if db_now is not None else now
+        now = _session_now(session)
         leases: dict[str, list[str]] = {}
         for lease in session.scalars(select(JobLease).order_by(JobLease.job)):
             if lease.expires_at > now:
