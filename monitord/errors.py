@@ -17,6 +17,10 @@ MonitordError            anything monitord reports to a user as one line, never 
     │   └── ZapAnswerTooLarge
     └── ZapApiError      ZAP answered with an error code
         └── ZapScanForgotten, ZapUrlNotFound, ZapBusy
+
+LeaseLost                (monitord.cluster) a once-only job's lease passed to another daemon
+                         while the job ran: its commit is refused. Not a MonitordError: no job
+                         may take it for its own failure; the daemon ends the run with a warning.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ class StoreError(MonitordError):
 class Replaced(StoreError):
     """Another process joined the cluster under this daemon's name while this one was silent
     (paused, or cut off longer than a lease): this one must stop, it no longer holds anything."""
+
+
+class LeaseLost(Exception):
+    """Another daemon took the lease of the once-only job that was about to commit: the
+    commit is refused, so that two daemons never both write one job's work."""
 
 
 class SyncError(MonitordError):

@@ -28,12 +28,12 @@ def _state(alive: bool, stopped: dt.datetime | None) -> str:
 
 def cmd_cluster(args: argparse.Namespace) -> int:
     """List the daemons on the store; exit 1 when none is alive."""
-    from monitord.cluster import members
+    from monitord.cluster import database_now, members
     from monitord.runtime.jobs import ONCE_JOBS
 
     once = list(ONCE_JOBS)
     with app_for(args) as app:
-        now = app.clock()
+        now = database_now(app.store, app.clock)  # the heartbeats' clock, not this machine's
         listed = members(app.store, app.settings.cluster.lease_seconds, now, once)
     if args.json:
         print_json([{**m.as_json(), "state": _state(m.alive, m.stopped_at)} for m in listed])

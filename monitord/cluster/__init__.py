@@ -7,6 +7,8 @@ each heartbeat and any daemon takes once it lapsed; the probes are split by rend
 of the services over the live members of a zone, so a member that joins or dies moves only its
 own share. A daemon that cannot reach the store renews nothing: its leases lapse (it stops
 running those jobs a second before the others may take them) and its share goes to the others.
+A job run under a lease (`running_under`) commits only while its lease still has the fence it
+ran under: a run that outlived its lease (the daemon paused, or cut off mid-run) writes nothing.
 
 On SQLite there is one daemon (the store's flock refuses a second): `SoloCoordinator` holds
 every job and the whole share, and writes its member row so that `monitord cluster` shows it.
@@ -14,6 +16,7 @@ every job and the whole share, and writes its member row so that `monitord clust
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import datetime as dt
 import hashlib
@@ -21,7 +24,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +35,7 @@ from sqlalchemy.orm import Session
 
 import monitord
 from monitord.config import ClusterSettings
-from monitord.errors import Replaced, StoreError
+from monitord.errors import LeaseLost, Replaced, StoreError
 from monitord.store import DaemonClaim, Store, gone_from_this_host
 from monitord.store.models import ClusterMember, JobLease, LogHourStat, LogSource, set_writer
 from monitord.timeutil import UTC, Clock
@@ -39,13 +43,16 @@ from monitord.timeutil import UTC, Clock
 __all__ = [
     "UPGRADE_STEPS",
     "Coordinator",
+    "LeaseTerm",
     "Member",
     "SharedCoordinator",
     "SoloCoordinator",
     "Split",
+    "database_now",
     "make_coordinator",
     "members",
     "owner_of",
+    "running_under",
 ]
 
 MARGIN_SECONDS = 1.0
@@ -56,6 +63,10 @@ UPGRADE_STEPS = (
     "start the daemons again"
 )
 """What to do when daemons of two versions meet on one store (README, "Upgrading a cluster")."""
+FENCED_COMMIT_IDLE_SECONDS = 1.0
+"""How long a leased job's commit may wait on its daemon (paused, or cut off) while it holds its
+lease row, which a daemon taking the lease over waits for: PostgreSQL then ends that session,
+and the commit with it."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,66 @@ class Member:
                 values[key] = value.isoformat()
         values["jobs"] = list(self.jobs)
         return values
+
+
+@dataclass(frozen=True)
+class LeaseTerm:
+    """A once-only job as one daemon holds it: the lease row it runs under while that row
+    names `holder` with `fence`."""
+
+    job: str
+    holder: str
+    fence: int
+
+
+_running_term: contextvars.ContextVar[LeaseTerm | None] = contextvars.ContextVar(
+    "monitord_lease_term", default=None
+)
+"""The lease the job running in this context holds (asyncio.to_thread carries it into the
+job's store work)."""
+
+
+@contextmanager
+def running_under(term: LeaseTerm | None) -> Iterator[None]:
+    """Run a job under `term`: each commit of its store sessions checks the lease first
+    (None: a job that needs no lease, or the one daemon on SQLite, commits freely)."""
+    token = _running_term.set(term)
+    try:
+        yield
+    finally:
+        _running_term.reset(token)
+
+
+def _idle_limit() -> str:
+    return f"{round(FENCED_COMMIT_IDLE_SECONDS * 1000)}ms"
+
+
+def _refuse_commit_without_lease(session: Session) -> None:
+    """Before a commit of a leased job: raise LeaseLost unless its lease row still has the
+    job's holder and fence. FOR SHARE: a daemon taking the lease over waits for this commit
+    to end, so the job's writes land before the new holder's run, or not at all; and never
+    long, since PostgreSQL ends the commit of a daemon that stops answering in the middle of
+    it (FENCED_COMMIT_IDLE_SECONDS)."""
+    term = _running_term.get()
+    if term is None:
+        return
+    session.execute(
+        select(func.set_config("idle_in_transaction_session_timeout", _idle_limit(), True))
+    )
+    held = session.execute(
+        select(JobLease.job)
+        .where(
+            JobLease.job == term.job,
+            JobLease.holder == term.holder,
+            JobLease.fence == term.fence,
+        )
+        .with_for_update(read=True)
+    ).first()
+    if held is None:
+        raise LeaseLost(
+            f"the lease of {term.job} passed to another daemon while {term.holder} ran it "
+            f"(term {term.fence}): what this run had not committed is not written"
+        )
 
 
 @dataclass
@@ -163,6 +234,11 @@ class Coordinator:
         """Whether this daemon runs `job` now."""
         return True
 
+    def term(self, job: str) -> LeaseTerm | None:
+        """The lease a run of `job` starting now runs under (`running_under`); None when
+        its writes need no fence (one daemon: nobody else runs it)."""
+        return None
+
     def split(self, settle_seconds: float = 0.0) -> Split:
         """Who probes what now (one daemon: this one, everything)."""
         return Split(self.name, frozenset({self.name}))
@@ -228,6 +304,7 @@ class SharedCoordinator(Coordinator):
         this run's only while its row has this daemon's name and this fence."""
         self._ages: dict[str, float] = {}
         """Member → seconds since it started, at the last heartbeat (self._beat_at)."""
+        store.before_commit(_refuse_commit_without_lease)
         self._beat_at = monotonic()
         self._counted_until = 0.0
         """The monotonic time until which the others count this daemon alive, with a second
@@ -320,9 +397,10 @@ class SharedCoordinator(Coordinator):
         self._beat_at = sent
         deadline = sent + self.settings.lease_seconds - MARGIN_SECONDS
         self._counted_until = deadline
-        previously = {job for job, until in self._held.items() if until > sent}
-        report.taken = sorted(set(held) - previously)
-        report.lost = sorted(previously - set(held))
+        # By term, not by local deadline: a job held at the last beat and renewed by nobody
+        # but another daemon is lost, however long this one was paused in between.
+        report.taken = sorted(job for job, fence in held.items() if self._fences.get(job) != fence)
+        report.lost = sorted(set(self._fences) - set(held))
         self._held = {job: deadline for job in held}
         self._fences = held
         report.joined = sorted(set(alive) - set(self._members))
@@ -382,6 +460,11 @@ class SharedCoordinator(Coordinator):
     def holds(self, job: str) -> bool:
         """Whether this daemon holds `job`'s lease, with a second to spare."""
         return self._monotonic() < self._held.get(job, 0.0)
+
+    def term(self, job: str) -> LeaseTerm | None:
+        """The lease a run of `job` starting now runs under: this daemon's term of it (a
+        term it no longer holds refuses every commit)."""
+        return LeaseTerm(job, self.name, self._fences.get(job, 0))
 
     def counted(self) -> bool:
         """Whether the others count this daemon alive now: its last heartbeat's lease holds.
@@ -458,6 +541,23 @@ def make_coordinator(store: Store, settings: ClusterSettings, clock: Clock) -> C
     return SoloCoordinator(store, settings, clock)
 
 
+def _session_now(session: Session) -> dt.datetime:
+    """Now by PostgreSQL's clock, in UTC."""
+    db_now: dt.datetime | None = session.scalar(select(_db_now()))
+    assert db_now is not None, "now() is never null"
+    return db_now.replace(tzinfo=UTC)
+
+
+def database_now(store: Store, clock: Clock) -> dt.datetime:
+    """Now by the clock that stamps the heartbeats: PostgreSQL's (so that a machine whose own
+    clock is off still tells how long ago each beat was), or on SQLite, whose rows this
+    machine stamps, `clock`'s."""
+    if store.url.get_backend_name() != "postgresql":
+        return clock()
+    with store.session() as session:
+        return _session_now(session)
+
+
 def _member(row: ClusterMember, alive: bool, jobs: Sequence[str]) -> Member:
     return Member(
         name=row.name,
@@ -492,8 +592,7 @@ def members(
             if running and listed and listed[-1].stopped_at is None:
                 listed[-1] = dataclasses.replace(listed[-1], alive=True, jobs=tuple(once_jobs))
             return listed[::-1]
-        db_now = session.scalar(select(_db_now()))
-        now = db_now.replace(tzinfo=UTC) if db_now is not None else now
+        now = _session_now(session)
         leases: dict[str, list[str]] = {}
         for lease in session.scalars(select(JobLease).order_by(JobLease.job)):
             if lease.expires_at > now:

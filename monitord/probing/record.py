@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 import rules
 from monitord.config import ProbeSettings
+from monitord.probing.schedule import FLUSH_SECONDS
 from monitord.probing.state import (
     OWNED_RULES,
     STATE_RULES,
@@ -163,9 +164,23 @@ def _seen_up_elsewhere(
     return {service_id for service_id, success in latest.items() if success}
 
 
+def _other_zone_since(settings: ProbeSettings, now: dt.datetime) -> dt.datetime:
+    """How far back the other zone's latest result is looked for: its last round and a half,
+    and the FLUSH_SECONDS its daemon may hold a result before writing it (the other zone's
+    result of this very slot is often not written yet)."""
+    return now - dt.timedelta(seconds=1.5 * settings.interval_seconds + FLUSH_SECONDS)
+
+
 def _judged_lately(state: MachineState, once_within: dt.timedelta | None, now: dt.datetime) -> bool:
     last = state.last_probe_at
     return once_within is not None and last is not None and now - last < once_within
+
+
+def _clear_failures(state: MachineState) -> None:
+    """A success judged too soon after another result to count as a round of its own still
+    ends the run of failures: a service is down only when every zone keeps failing."""
+    state.failures = 0
+    state.failing_since = None
 
 
 def record_results(
@@ -233,7 +248,8 @@ def _record_once(
     In a cluster, `zone` is the probing daemon's zone; with `probes.zones = 2` a failure moves
     a state machine only when the other zone's latest result failed too. `once_within`: a
     state machine another daemon moved this recently is not moved again (a service probed
-    twice while the members rebalance is judged once).
+    twice while the members rebalance, or by both zones, is judged once), except that a
+    success still ends a run of failures.
     """
     report = RoundReport(
         services=len(targets), probes=len(results), blind=blind, results=list(results)
@@ -257,7 +273,7 @@ def _record_once(
         states = round_states(session, probed)
         up_elsewhere: set[str] = set()
         if settings.zones > 1 and zone is not None and probed:
-            since = now - dt.timedelta(seconds=1.5 * settings.interval_seconds)
+            since = _other_zone_since(settings, now)
             up_elsewhere = _seen_up_elsewhere(session, zone, probed, since)
         book = FindingBook(session, touched, "service", probed)
         written = NewRows()
@@ -279,9 +295,12 @@ def _record_once(
                 state = states.get(target.id)
                 if state is None:
                     state = states[target.id] = unknown_state(target.id, now)
-                elif _judged_lately(state, once_within, now) or (
-                    not result.success and target.id in up_elsewhere
-                ):
+                elif _judged_lately(state, once_within, now):
+                    if result.success and state.failures:
+                        _clear_failures(state)
+                        moved[target.id] = state
+                    continue
+                elif not result.success and target.id in up_elsewhere:
                     continue
                 new_state, deep_due = advance_state(
                     written, state, target, result, settings, now, blind=blind

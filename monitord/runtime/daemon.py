@@ -20,12 +20,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from loguru import logger
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 
 from monitord.accesslog.work import reader_warning
-from monitord.cluster import BeatReport, Coordinator, SharedCoordinator, make_coordinator
+from monitord.cluster import (
+    BeatReport,
+    Coordinator,
+    LeaseTerm,
+    SharedCoordinator,
+    make_coordinator,
+    running_under,
+)
 from monitord.config import alert_warnings, check_daemon_secrets, secret_file_warnings
-from monitord.errors import ConfigError, Replaced
+from monitord.errors import ConfigError, LeaseLost, Replaced
 from monitord.incidents import follow_clock_step, last_incident_id
 from monitord.probing.record import met_another_transaction
 from monitord.probing.schedule import window_start
@@ -140,19 +147,23 @@ class Daemon:
                 await self._nap(self._cluster().settings.heartbeat_seconds)
                 continue
             last_start, last_wall = self._now(), self.app.clock().timestamp()
-            task = asyncio.create_task(self._run(job), name=job.name)
+            term = self._cluster().term(job.name) if job.once else None
+            task = asyncio.create_task(self._run(job, term), name=job.name)
             self._running.add(task)
             await asyncio.wait({task})  # never raises: _run ends quietly, even when cancelled
             self._running.discard(task)
 
-    async def _run(self, job: Job) -> None:
-        """One run of job; a failure is logged and never ends the loop."""
+    async def _run(self, job: Job, term: LeaseTerm | None = None) -> None:
+        """One run of job; a failure is logged and never ends the loop. `term`: the lease a
+        once-only job runs under; each of its commits is refused once another daemon took it."""
         self._beat = self._now()
         try:
             if not await self._store_answers() and not job.without_store:
                 return  # the store is down: wait quietly, the warning was given
-            with logger.contextualize(job=job.name):
+            with logger.contextualize(job=job.name), running_under(term):
                 await job.run(self.app)
+        except LeaseLost as exc:
+            logger.warning("cluster: job {} stopped: {}", job.name, exc)
         except asyncio.CancelledError:
             # Cancelled by our own shutdown: end quietly, the store is consistent (every job
             # writes in transactions) and the next start picks up from it. Only a job that
@@ -622,7 +633,9 @@ class Daemon:
 def _log_failure(what: str, exc: BaseException) -> None:
     """A job or heartbeat that failed: the store's error in one line (it came back before it
     could be said lost, e.g. PostgreSQL still starting), anything else with its traceback."""
-    if isinstance(exc, (OperationalError, InterfaceError)):
+    # InternalError: PostgreSQL ended a session this daemon left waiting (it was paused in the
+    # middle of a leased job's commit, see monitord.cluster.FENCED_COMMIT_IDLE_SECONDS).
+    if isinstance(exc, (OperationalError, InterfaceError, InternalError)):
         why = (
             "it met another daemon's transaction"
             if met_another_transaction(exc)

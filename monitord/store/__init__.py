@@ -11,7 +11,7 @@ import shutil
 import socket
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,6 +225,12 @@ class Store:
             "this version of monitord does not know: a newer version migrated it. Run "
             "that version, or restore the backup taken before the upgrade"
         )
+
+    def before_commit(self, check: Callable[[Session], None]) -> None:
+        """Call `check` with every session of this store as it commits (once, however often
+        asked); an exception it raises refuses the commit, and the session rolls back."""
+        if not event.contains(self._sessions, "before_commit", check):
+            event.listen(self._sessions, "before_commit", check)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -3,6 +3,7 @@ names, `monitord cluster`, and the one-daemon path on SQLite."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from monitord.config import ClusterSettings
 from monitord.errors import Replaced, StoreError
 from monitord.store import Store, open_store
 from monitord.store.models import ClusterMember, JobLease, ProbeRound, writer_name
+from monitord.timeutil import system_clock
 from tests.conftest import FakeClock, PostgresServer
 
 JOBS = ("catalogue-sync", "incidents", "alert-delivery")
@@ -205,6 +207,26 @@ def test_monitord_cluster_lists_the_members_their_jobs_and_shares(
     listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
     assert listed["b"]["state"] == "stopped" and listed["b"]["jobs"] == []
     assert listed["a"]["jobs"] == sorted(JOBS) and listed["a"]["probe_share"] == 1480
+
+
+def test_monitord_cluster_tells_heartbeats_by_the_databases_clock_on_a_skewed_machine(
+    pg_store: Store,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = member(pg_store, "a")
+    a.join()
+    a.beat(JOBS)
+    # This machine's clock runs ten minutes ahead of the database's.
+    monkeypatch.setattr(
+        "monitord.runtime.app.system_clock", lambda: system_clock() + dt.timedelta(minutes=10)
+    )
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "{pg_store.url.render_as_string(False)}"\n')
+    assert main(["--config", str(config), "cluster"]) == 0
+    row_a = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("a "))
+    assert " 0 s ago " in row_a or " 1 s ago " in row_a  # not "10 min ago"
 
 
 def test_on_sqlite_the_one_daemon_holds_everything_and_cluster_shows_it(

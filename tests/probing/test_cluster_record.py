@@ -12,7 +12,13 @@ from monitord.config import ProbeSettings, parse_config
 from monitord.probing import ProbeBacklog, ServiceTarget, record_results
 from monitord.probing.backlog import UnrecordedRound
 from monitord.store import Store
-from monitord.store.models import ProbeResultRow, ProbeRound, Service, ServiceState
+from monitord.store.models import (
+    ProbeResultRow,
+    ProbeRound,
+    Service,
+    ServiceEvent,
+    ServiceState,
+)
 from monitord.types import ProbeResult
 from tests.conftest import FakeClock
 
@@ -100,6 +106,85 @@ def test_with_two_zones_a_service_is_down_only_when_both_zones_see_it_down(
         now = clock.advance(seconds=30)
         record_results(store, targets, [result(now, False)], probes, now, zone="east")
     assert state(store).state == "down"
+
+
+def zone_probes(interval: float) -> ProbeSettings:
+    return parse_config(
+        {"probes": {"zones": 2, "interval_seconds": interval}}, "test", env={}
+    ).probes
+
+
+def down_events(store: Store) -> int:
+    with store.session() as session:
+        return len(session.scalars(select(ServiceEvent).where(ServiceEvent.kind == "down")).all())
+
+
+@pytest.mark.parametrize(
+    ("interval", "west_writes_after", "east_writes_after"), [(6.0, 0.0, 8.0), (15.0, 9.0, 9.5)]
+)
+def test_with_two_zones_a_service_one_zone_cannot_reach_stays_up_whenever_each_zone_writes(
+    store: Store,
+    clock: FakeClock,
+    interval: float,
+    west_writes_after: float,
+    east_writes_after: float,
+) -> None:
+    probes = zone_probes(interval)
+    once = dt.timedelta(seconds=interval / 2)
+    targets = {TARGET.id: TARGET}
+    # Both zones probe the service in the same slot of each round and write their results in
+    # batches of up to 10 s: west cannot reach it, east can, and east's result of a slot is
+    # not written yet when west writes its own.
+    start = clock()
+    writes = []
+    for number in range(30):
+        slot = start + dt.timedelta(seconds=interval * number)
+        writes.append((slot + dt.timedelta(seconds=west_writes_after), "west", slot, False))
+        writes.append((slot + dt.timedelta(seconds=east_writes_after), "east", slot, True))
+    for written_at, zone, probed_at, success in sorted(writes):
+        record_results(
+            store,
+            targets,
+            [result(probed_at, success)],
+            probes,
+            written_at,
+            zone=zone,
+            once_within=once,
+        )
+    assert down_events(store) == 0
+    assert state(store).state == "up"
+
+
+def test_with_two_zones_the_other_zones_success_written_after_a_failure_ends_the_failures(
+    store: Store, clock: FakeClock
+) -> None:
+    probes = zone_probes(60.0)
+    once = dt.timedelta(seconds=30)
+    targets = {TARGET.id: TARGET}
+    now = clock()
+    record_results(store, targets, [result(now, True)], probes, now, zone="east")
+    # Then west no longer reaches the service, and east misses it every other round. West
+    # writes first and east a second later: a failure both zones saw, then one only west saw.
+    for number in range(8):
+        slot = clock.advance(seconds=60)
+        record_results(
+            store, targets, [result(slot, False)], probes, slot, zone="west", once_within=once
+        )
+        east_success = number % 2 == 1
+        written = slot + dt.timedelta(seconds=1)
+        record_results(
+            store,
+            targets,
+            [result(slot, east_success)],
+            probes,
+            written,
+            zone="east",
+            once_within=once,
+        )
+        if east_success:
+            assert state(store).failures == 0  # east saw it up: the run of failures ends
+    assert down_events(store) == 0
+    assert state(store).state == "up"
 
 
 def test_rounds_probed_while_the_store_was_away_are_written_late_and_move_nothing(
