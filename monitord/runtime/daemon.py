@@ -364,13 +364,13 @@ class Daemon:
         opened_before: int | None = None  # the last incident opened before the step was seen
         while not await self._stopping_within(TICK_SECONDS):
             event = clock.check()
-            if event is not None:
-                log = logger.warning if event.kind == "stepped" else logger.info
-                log(event.describe())
             if event is not None and event.kind == "stepped":
                 opened_before = None
             if clock.stepped and opened_before is None:  # at once, retried while the store fails
                 opened_before = await asyncio.to_thread(self._last_incident)
+            if event is not None:  # said once the incidents it will move are known
+                log = logger.warning if event.kind == "stepped" else logger.info
+                log(event.describe())
             if event is not None and event.kind == "followed":
                 # The deadlines move first, then the clock: an incident pass in between reads
                 # the old time against the moved deadline, never the new time against the old.
