@@ -55,13 +55,7 @@ def _say_unknown_year(year: int) -> None:
     # rules read this calendar) keeps out of its memory.
     from loguru import logger
 
-    logger.warning(
-        "working days of {year} are not yet published in the Chinese statutory calendar "
-        "(chinesecalendar {version}): they are counted Monday to Friday, without holidays or "
-        "make-up working days, until the config's [logs] holidays and workdays list them",
-        year=year,
-        version=getattr(chinese_calendar, "__version__", ""),
-    )
+    logger.warning(bring_in_advice([year]))
 
 
 @dataclass

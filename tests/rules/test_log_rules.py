@@ -18,7 +18,7 @@ from monitord.config import parse_config
 from monitord.demo import synth
 from monitord.errors import RuleError
 from monitord.timeutil import SHANGHAI
-from monitord.workcalendar import WorkCalendar
+from monitord.workcalendar import WorkCalendar, bring_in_advice
 from rules.log_conditions import DERIVED
 from rules.log_rule_file import DERIVED_NEEDS, RULES_FILE, load_rules, parse_rules
 from rules.log_rules import LogRuleEngine
@@ -206,12 +206,11 @@ def test_unknown_year_is_logged_in_one_line_once_and_assumes_weekdays(
                 assert cal.is_workday(dt.date(2031, 1, 5)) is False  # a Sunday
     finally:
         logger.remove(handler)
-    assert logged == [
-        "working days of 2031 are not yet published in the Chinese statutory calendar "
-        f"(chinesecalendar {chinese_calendar.__version__}): they are counted Monday to Friday, "
-        "without holidays or make-up working days, until the config's [logs] holidays and "
-        "workdays list them"
-    ]
+    assert logged == [bring_in_advice([2031])]
+    assert logged[0].startswith(
+        f"the Chinese statutory calendar of 2031 is unknown to chinesecalendar "
+        f"{chinese_calendar.__version__}: working days of 2031 fall back to Monday-Friday"
+    )
 
 
 def test_config_overrides_win_over_the_package() -> None:
