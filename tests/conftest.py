@@ -195,6 +195,18 @@ def sqlite_store(tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
+def pg_store(postgres: PostgresServer | None) -> Iterator[Store]:
+    """An opened, migrated PostgreSQL store (skipped when PostgreSQL is not installed)."""
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    opened = open_store(postgres.new_database())
+    try:
+        yield opened
+    finally:
+        opened.dispose()
+
+
+@pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
     """Start aiohttp apps on 127.0.0.1 (optionally over TLS); returns the port."""
     runners: list[web.AppRunner] = []

@@ -8,14 +8,14 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from monitord.catalogue.validate import ENUMS, Catalogue, ServiceRecord, notice_time
 from monitord.errors import SyncError
 from monitord.redact import mask_url
-from monitord.store import Store
+from monitord.store import Store, hold_alone
 from monitord.store.findings import resolve_findings, upsert_finding
 from monitord.store.history import service_record
 from monitord.store.models import QuietWindow, Service, ServiceEvent, ServiceRevision, SyncRun
@@ -454,12 +454,8 @@ def _take_the_catalogue(session: Session) -> None:
 
     Raises SyncError when the other sync holds the store longer than SQLite waits.
     """
-    backend = session.get_bind().dialect.name
     try:
-        if backend == "sqlite":
-            session.execute(text("BEGIN IMMEDIATE"))
-        elif backend == "postgresql":
-            session.execute(text("select pg_advisory_xact_lock(:key)"), {"key": SYNC_LOCK_KEY})
+        hold_alone(session, SYNC_LOCK_KEY)
     except OperationalError as exc:
         raise SyncError(
             f"the store stayed busy with other work (another sync?) and was not free to apply "

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from monitord.config import Settings
@@ -33,13 +33,15 @@ from monitord.redact import one_line
 from monitord.scans import zap
 from monitord.scans.state import ScanState, ZapDriverSettings
 from monitord.scans.target import target_problem
-from monitord.store import Store, audit, gone_from_this_host
+from monitord.store import Store, audit, gone_from_this_host, hold_alone
 from monitord.store.findings import resolve_finding, resolve_findings, upsert_finding
 from monitord.store.models import SCANNED, Finding, Scan, Service, ServiceEvent
 from monitord.textable import shortened
 from monitord.timeutil import Clock, quarter_start
 from monitord.types import FindingDraft
 
+SCAN_START_LOCK_KEY = int.from_bytes(b"mon-scan", "big")
+"""The PostgreSQL advisory lock a scan's start holds while it checks that ZAP is free."""
 SCAN_TRIGGERS = {"went_online": "went_online", "resumed": "resumed", "updated": "updated"}
 RULE_QUARTER_MISSING = "quarterly_scan_missing"
 ACTIVE = ("queued", "running")
@@ -403,9 +405,9 @@ async def run_scan(
 
     def load() -> tuple[str, str, int]:
         with store.session() as session:
-            # A write first takes SQLite's write lock, so that two processes starting a scan
-            # at once see each other's claim rather than both passing the check below.
-            session.execute(update(Scan).where(Scan.id == scan_id).values(attempts=Scan.attempts))
+            # Two processes starting a scan at once see each other's claim rather than both
+            # passing the check below.
+            hold_alone(session, SCAN_START_LOCK_KEY)
             busy = occupying_scan(session, live_daemons)
             if busy is not None:
                 raise _occupied(busy)

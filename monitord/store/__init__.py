@@ -485,6 +485,19 @@ def _sync_folder(folder: Path) -> None:
         os.close(handle)
 
 
+def hold_alone(session: Session, key: int) -> None:
+    """Begin the session's transaction holding the store against every other transaction that
+    holds `key`, until it ends: two processes doing the same read-then-write (a sync, a scan's
+    start) then do it one after the other. SQLite: its write lock, taken at once (BEGIN
+    IMMEDIATE), waiting as the store's busy timeout says; PostgreSQL: the transaction-level
+    advisory lock `key`. Raises OperationalError when SQLite stays busy past its timeout."""
+    backend = session.get_bind().dialect.name
+    if backend == "sqlite":
+        session.execute(text("BEGIN IMMEDIATE"))
+    elif backend == "postgresql":
+        session.execute(text("select pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def audit(
     session: Session,
     at: dt.datetime,

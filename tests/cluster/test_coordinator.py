@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from monitord.errors import Replaced, StoreError
 from monitord.store import Store, open_store
 from monitord.store.models import ClusterMember, JobLease, ProbeRound, writer_name
 from monitord.timeutil import system_clock
-from tests.conftest import FakeClock, PostgresServer
+from tests.conftest import FakeClock
 
 JOBS = ("catalogue-sync", "incidents", "alert-delivery")
 
@@ -39,15 +38,6 @@ class Monotonic:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def pg_store(postgres: PostgresServer | None) -> Iterator[Store]:
-    if postgres is None:
-        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
-    store = open_store(postgres.new_database())
-    yield store
-    store.dispose()
 
 
 def member(

@@ -3,6 +3,7 @@ findings and the 8.3 b gate, reconciliation, the quarterly duty and accepted ris
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -28,6 +29,7 @@ from monitord.demo.fakezap import (
 from monitord.errors import ConfigError, UsageError, ZapOccupied
 from monitord.incidents import intake
 from monitord.scans import (
+    SCAN_START_LOCK_KEY,
     ScanReport,
     accept_finding,
     check_quarter,
@@ -39,7 +41,7 @@ from monitord.scans import (
     zap,
 )
 from monitord.scans.state import ScanState, Step, ZapDriverSettings
-from monitord.store import Store, open_store
+from monitord.store import Store, hold_alone, open_store
 from monitord.store.models import (
     Finding,
     FindingEpisode,
@@ -237,28 +239,49 @@ async def test_a_scan_left_running_by_a_dead_daemon_is_reconciled_and_run_again(
     assert manual.attempts == 1
 
 
+def _running_scan_row(clock: FakeClock, pid: int) -> Scan:
+    """A scan of svc-0002 that this machine's process `pid` runs (a `monitord scan ID --wait`)."""
+    return Scan(
+        service_id="svc-0002",
+        scan_key="svc-0002-manual-x",
+        trigger="manual",
+        state="running",
+        queued_at=clock(),
+        next_attempt_at=clock(),
+        started_at=clock(),
+        attempts=1,
+        progress=ScanState(
+            scan_key="svc-0002-1",
+            target_url=BASE,
+            status="running",
+            step=Step.ACTIVE,
+            session_name="monitord-svc-0002-1",
+            active_scan_id=0,
+        ).to_dict(),
+        runner_host=socket.gethostname(),
+        runner_pid=pid,
+    )
+
+
 def _running_scan(store: Store, clock: FakeClock, pid: int) -> int:
-    """A scan this machine's process `pid` is running (a `monitord scan ID --wait`)."""
+    """A scan this machine's process `pid` is running, in the store: its id."""
+    with store.session() as session:
+        scan = _running_scan_row(clock, pid)
+        session.add(scan)
+        session.flush()
+        return scan.id
+
+
+def _queued_scan(store: Store, clock: FakeClock) -> int:
+    """A scan of svc-0001 asked for by hand, waiting: its id."""
     with store.session() as session:
         scan = Scan(
-            service_id="svc-0002",
-            scan_key="svc-0002-manual-x",
+            service_id="svc-0001",
+            scan_key="svc-0001-manual-y",
             trigger="manual",
-            state="running",
+            state="queued",
             queued_at=clock(),
             next_attempt_at=clock(),
-            started_at=clock(),
-            attempts=1,
-            progress=ScanState(
-                scan_key="svc-0002-1",
-                target_url=BASE,
-                status="running",
-                step=Step.ACTIVE,
-                session_name="monitord-svc-0002-1",
-                active_scan_id=0,
-            ).to_dict(),
-            runner_host=socket.gethostname(),
-            runner_pid=pid,
         )
         session.add(scan)
         session.flush()
@@ -283,6 +306,41 @@ async def test_a_scan_a_live_process_runs_owns_zap_and_no_other_starts(
     with pytest.raises(ZapOccupied, match=f"ZAP is running scan {running} of svc-0002 \\(pid"):
         await run_scan(sqlite_store, cfg, scanner, queued.id, clock)
     assert [s.state for s in scans(sqlite_store)] == ["running", "queued"]
+
+
+async def test_two_scans_starting_at_once_on_postgresql_take_zap_one_after_the_other(
+    pg_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    # Another process is starting a scan (it holds the start and has marked its scan running,
+    # not committed yet): this one's start waits, then sees that scan and leaves ZAP alone
+    # rather than making a new session under it.
+    server = fake_zap(servers, clean_site(BASE))
+    cfg = settings_for(server)
+    add_service(pg_store, clock)
+    add_service(pg_store, clock, "svc-0002")
+    queued = _queued_scan(pg_store, clock)
+    other = pg_store.session()
+    session = other.__enter__()
+    hold_alone(session, SCAN_START_LOCK_KEY)
+    session.add(_running_scan_row(clock, os.getppid()))
+    session.flush()
+    scanner = zap.ZapScanner(driver_settings(cfg), clock=clock)
+    starting = asyncio.create_task(run_scan(pg_store, cfg, scanner, queued, clock))
+    async with asyncio.timeout(30):
+        while not _waiting_on_an_advisory_lock(pg_store):
+            await asyncio.sleep(0.05)
+    other.__exit__(None, None, None)  # the other start commits
+    with pytest.raises(ZapOccupied, match="ZAP is running scan"):
+        await starting
+    assert server.calls("core/action/newSession") == []
+
+
+def _waiting_on_an_advisory_lock(store: Store) -> bool:
+    with store.engine.connect() as connection:
+        waiting = connection.exec_driver_sql(
+            "select count(*) from pg_locks where locktype = 'advisory' and not granted"
+        ).scalar()
+    return bool(waiting)
 
 
 async def test_a_scan_whose_process_is_gone_is_reconciled_then_the_queue_runs(
