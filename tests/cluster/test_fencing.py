@@ -24,10 +24,8 @@ from monitord.runtime.jobs import Job
 from monitord.store import Store
 from monitord.store.models import JobLease, SyncRun
 from monitord.timeutil import system_clock
-from tests.cluster.test_coordinator import JOBS, Monotonic, as_if_gone, member, pg_store
+from tests.cluster.test_coordinator import JOBS, Monotonic, as_if_gone, member
 from tests.conftest import FakeClock
-
-__all__ = ["pg_store"]  # the fixture, shared with the coordinator's tests
 
 SYNC = "catalogue-sync"
 
