@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from loguru import logger
-from sqlalchemy.exc import InterfaceError, InternalError, OperationalError
 
 from monitord.accesslog.work import reader_warning
 from monitord.cluster import (
@@ -44,7 +43,7 @@ from monitord.runtime.jobs import JOBS, Job
 from monitord.runtime.logsetup import setup_logging
 from monitord.runtime.settings import load_settings
 from monitord.runtime.web import WebServer, serve
-from monitord.store import DaemonClaim
+from monitord.store import STORE_GONE_ERRORS, DaemonClaim
 from monitord.timeutil import SteadyClock
 from monitord.workcalendar import CalendarWatch, WorkCalendar
 
@@ -633,9 +632,7 @@ class Daemon:
 def _log_failure(what: str, exc: BaseException) -> None:
     """A job or heartbeat that failed: the store's error in one line (it came back before it
     could be said lost, e.g. PostgreSQL still starting), anything else with its traceback."""
-    # InternalError: PostgreSQL ended a session this daemon left waiting (it was paused in the
-    # middle of a leased job's commit, see monitord.cluster.FENCED_COMMIT_IDLE_SECONDS).
-    if isinstance(exc, (OperationalError, InterfaceError, InternalError)):
+    if isinstance(exc, STORE_GONE_ERRORS):
         why = (
             "it met another daemon's transaction"
             if met_another_transaction(exc)

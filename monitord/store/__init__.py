@@ -27,7 +27,7 @@ from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from monitord.errors import StoreError, UsageError
@@ -43,6 +43,12 @@ database)."""
 
 MIN_FREE_BYTES = 1 << 20
 """Free space below which the disk of a SQLite store counts as full (see unreachable_reason)."""
+
+
+STORE_GONE_ERRORS = (OperationalError, InterfaceError, InternalError)
+"""What the store raises when it did not answer, or ended the session (PostgreSQL ends one a
+paused daemon left waiting in a leased job's commit): nothing wrong with the work itself, which
+runs again later."""
 
 
 def sqlite_file(url: URL | str) -> Path | None:

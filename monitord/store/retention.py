@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from monitord.config import Settings
-from monitord.store import Store, audit, histogram
+from monitord.store import STORE_GONE_ERRORS, Store, audit, histogram
 from monitord.store.history import rolled_up_until
 from monitord.store.models import (
     ProbeResultRow,
@@ -144,7 +144,9 @@ def _delete_batch(session: Session, model: Purged, older: ColumnElement[bool]) -
 
 def _failed(what: str, exc: SQLAlchemyError) -> None:
     reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-    logger.error(
+    # The store gone for a moment (or a paused daemon's session ended) is no fault to page for.
+    log = logger.warning if isinstance(exc, STORE_GONE_ERRORS) else logger.error
+    log(
         "housekeeping: {} failed ({}: {}); the other tables are purged, this one at the next run",
         what,
         exc.__class__.__name__,

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 from loguru import logger
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import InstrumentedAttribute
 
 from monitord.config import MIN_RETENTION_DAYS, Settings, parse_config
@@ -154,6 +154,29 @@ def test_a_purge_that_fails_is_logged_and_stops_no_other(
     [error] = errors
     assert error.startswith("housekeeping: purging probe_rounds after 0 rows failed")
     assert "rounds are under legal hold" in error
+
+
+def test_a_purge_the_store_could_not_take_is_a_warning_not_an_error(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    # A store that stopped answering for a moment (or a paused daemon's session PostgreSQL
+    # ended) is tried again at the next run: no ERROR line to page anybody for.
+    now = clock()
+    fill(sqlite_store, now)
+    roll_up(sqlite_store, now)
+    event.listen(
+        sqlite_store.engine, "connect", lambda dbapi, _record: dbapi.execute("pragma query_only=1")
+    )
+    sqlite_store.engine.dispose()  # new connections: every write refused
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING", format="{level} {message}")
+    try:
+        deleted = purge(sqlite_store, settings(), now)
+    finally:
+        logger.remove(sink)
+    assert set(deleted.values()) == {0}
+    assert lines and all(line.startswith("WARNING housekeeping: ") for line in lines)
+    assert "attempt to write a readonly database" in lines[0]
 
 
 def test_failed_results_and_state_changes_are_kept_for_the_record_retention(
