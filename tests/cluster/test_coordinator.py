@@ -47,6 +47,15 @@ def member(
     return SharedCoordinator(store, settings, FakeClock(), monotonic or Monotonic())
 
 
+def two_members(store: Store) -> tuple[SharedCoordinator, SharedCoordinator, Monotonic]:
+    """Daemons a and b joined on the store, on one monotonic clock the test moves."""
+    ticks = Monotonic()
+    a, b = member(store, "a", monotonic=ticks), member(store, "b", monotonic=ticks)
+    a.join()
+    b.join()
+    return a, b, ticks
+
+
 def as_if_gone(store: Store, name: str) -> None:
     """As if daemon `name` died or was cut off an hour ago: its heartbeat and leases lapsed."""
     with store.engine.begin() as connection:
@@ -63,10 +72,7 @@ def as_if_gone(store: Store, name: str) -> None:
 def test_each_once_only_job_is_held_by_one_daemon_and_taken_over_when_its_lease_lapses(
     pg_store: Store,
 ) -> None:
-    ticks = Monotonic()
-    a, b = member(pg_store, "a", monotonic=ticks), member(pg_store, "b", monotonic=ticks)
-    a.join()
-    b.join()
+    a, b, ticks = two_members(pg_store)
     assert a.beat(JOBS).taken == sorted(JOBS)
     assert b.beat(JOBS).taken == []
     assert [j for j in JOBS if a.holds(j)] == list(JOBS)

@@ -24,7 +24,7 @@ from monitord.runtime.jobs import Job
 from monitord.store import Store
 from monitord.store.models import JobLease, SyncRun
 from monitord.timeutil import system_clock
-from tests.cluster.test_coordinator import JOBS, Monotonic, as_if_gone, member
+from tests.cluster.test_coordinator import JOBS, as_if_gone, two_members
 from tests.conftest import FakeClock
 
 SYNC = "catalogue-sync"
@@ -36,10 +36,7 @@ def sync_runs(store: Store) -> int:
 
 
 def test_a_jobs_commit_is_refused_once_another_daemon_took_its_lease(pg_store: Store) -> None:
-    ticks = Monotonic()
-    a, b = member(pg_store, "a", monotonic=ticks), member(pg_store, "b", monotonic=ticks)
-    a.join()
-    b.join()
+    a, b, ticks = two_members(pg_store)
     a.beat(JOBS)
     now = FakeClock()()
     term = a.term(SYNC)
@@ -63,10 +60,7 @@ def test_a_jobs_commit_is_refused_once_another_daemon_took_its_lease(pg_store: S
 def test_a_holder_paused_in_the_middle_of_a_commit_holds_up_a_takeover_for_a_second_only(
     pg_store: Store,
 ) -> None:
-    ticks = Monotonic()
-    a, b = member(pg_store, "a", monotonic=ticks), member(pg_store, "b", monotonic=ticks)
-    a.join()
-    b.join()
+    a, b, ticks = two_members(pg_store)
     a.beat(JOBS)
     term = a.term(SYNC)
     paused, resumed = threading.Event(), threading.Event()
@@ -109,10 +103,7 @@ def test_a_holder_paused_in_the_middle_of_a_commit_holds_up_a_takeover_for_a_sec
 def test_a_paused_holder_says_once_that_it_lost_the_jobs_another_daemon_took(
     pg_store: Store,
 ) -> None:
-    ticks = Monotonic()
-    a, b = member(pg_store, "a", monotonic=ticks), member(pg_store, "b", monotonic=ticks)
-    a.join()
-    b.join()
+    a, b, ticks = two_members(pg_store)
     a.beat(JOBS)
     as_if_gone(pg_store, "a")  # paused for a minute: its local deadlines passed long ago
     ticks.now += 60
