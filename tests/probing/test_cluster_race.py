@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,32 +13,33 @@ from sqlalchemy import select
 
 from monitord.config import ProbeSettings
 from monitord.probing import record, record_results
-from monitord.store import Store, open_store
+from monitord.probing.targets import ServiceTarget
+from monitord.store import Store
 from monitord.store.models import ProbeResultRow, Service, ServiceState
-from monitord.types import Target
-from tests.conftest import FakeClock, PostgresServer
+from tests.conftest import FakeClock
 from tests.probing.test_cluster_record import TARGET, result, state
 
 
 @pytest.fixture
-def pg_store(postgres: PostgresServer | None, clock: FakeClock) -> Iterator[Store]:
+def pg_store(pg_store: Store, clock: FakeClock) -> Store:
     """A PostgreSQL store holding the service, online."""
-    if postgres is None:
-        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
-    store = open_store(postgres.new_database())
+    add_target(pg_store, clock, TARGET)
+    return pg_store
+
+
+def add_target(store: Store, clock: FakeClock, target: ServiceTarget) -> None:
+    """The target's service, online, in the store."""
     with store.session() as session:
         session.add(
             Service(
-                id=TARGET.id,
-                name=TARGET.name,
+                id=target.id,
+                name=target.name,
                 status="online",
-                url=TARGET.url,
+                url=target.url,
                 first_seen=clock(),
                 last_seen=clock(),
             )
         )
-    yield store
-    store.dispose()
 
 
 def test_two_daemons_recording_a_new_service_at_once_both_land(
@@ -80,20 +80,10 @@ def test_two_daemons_recording_a_new_service_at_once_both_land(
     assert state(pg_store).successes == 2
 
 
-def second_service(store: Store, clock: FakeClock) -> Target:
+def second_service(store: Store, clock: FakeClock) -> ServiceTarget:
     """A second online service beside TARGET, in the store, as its target."""
     other = dataclasses.replace(TARGET, id="svc-0002", url="https://svc2.example/")
-    with store.session() as session:
-        session.add(
-            Service(
-                id=other.id,
-                name=other.name,
-                status="online",
-                url=other.url,
-                first_seen=clock(),
-                last_seen=clock(),
-            )
-        )
+    add_target(store, clock, other)
     return other
 
 
