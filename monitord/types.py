@@ -10,6 +10,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from monitord.timeutil import Clock, system_clock
 
@@ -65,6 +66,10 @@ IN_SERVICE = ("online", "suspended")
 service is still probed), and only such a service is taken down (7.2.4)."""
 
 PROBE_KINDS = ("availability", "tls", "compatibility", "contract")
+"""The probe kinds, in the order they are shown. `probes.PROBES` registers one function for each
+(a test holds the two together); config and the CLI check names against this tuple, which costs
+no import of the probes and aiohttp."""
+
 PROBE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST"})
 """The HTTP methods a catalogue `probe` may ask for."""
 
@@ -74,9 +79,16 @@ def is_http_status(value: Any) -> bool:
     return type(value) is int and 100 <= value <= 599
 
 
-"""The probe kinds, in the order they are shown. `probes.PROBES` registers one function for each
-(a test holds the two together); config and the CLI check names against this tuple, which costs
-no import of the probes and aiohttp."""
+def is_probe_path(value: Any) -> bool:
+    """Whether a catalogue `probe.path` is a path on the service's own host: a non-blank text
+    with no scheme or host of its own. A filing must not point the probes at another host
+    (`http://other/…`, `//other/…`): they would vouch for a service they never reached."""
+    if not isinstance(value, str) or not value.strip():
+        return False
+    # Clients read a backslash as a slash: `\\other\\x` is `//other/x` to them.
+    path = value.strip().replace("\\", "/")
+    parts = urlsplit(path)
+    return not parts.scheme and not parts.netloc and not path.startswith("//")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
 from monitord.netguard import DEFAULT_DENIED_NETWORKS, DeniedTargetError, denied_network
-from monitord.types import PROBE_METHODS, ProbeContext, ProbeResult, Spec, Target, is_http_status
+from monitord.types import (
+    PROBE_METHODS,
+    ProbeContext,
+    ProbeResult,
+    Spec,
+    Target,
+    is_http_status,
+    is_probe_path,
+)
 from probes import availability, compatibility, contract, tls
 from probes.http import make_session, timing_trace_config
 from probes.tlsinfo import trust_context
@@ -58,7 +66,7 @@ def _catalogue_fields(
     """Every spec field the catalogue can set, read leniently; the caller keeps what applies."""
     fields: dict[str, Any] = {}
     path = probe.get("path")
-    if isinstance(path, str) and path.strip():
+    if is_probe_path(path):
         fields["path"] = path.strip()
     method = probe.get("method")
     if isinstance(method, str) and method.upper() in PROBE_METHODS:

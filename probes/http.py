@@ -28,7 +28,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from monitord import netguard
-from monitord.types import ProbeContext, ProbeResult, Spec, Target
+from monitord.types import ProbeContext, ProbeResult, Spec, Target, is_probe_path
 from probes import tlsinfo
 
 DEFAULT_EXPECT_STATUS: tuple[int, ...] = tuple(range(200, 400))
@@ -125,13 +125,13 @@ def make_session(
 
 
 def probe_url(target: Target, spec: HttpSpec) -> URL:
-    """The URL a spec probes: the target URL, or the spec's path on the target's host."""
+    """The URL a spec probes: the target URL, or the spec's path on the target's host. A path
+    naming a host of its own is not followed there (the catalogue reports it as a filing
+    problem); the target URL itself is probed."""
     base = URL(target.url)
-    if not spec.path:
+    if not spec.path or not is_probe_path(spec.path):
         return base
     path = URL(spec.path)
-    if path.is_absolute():
-        return path
     return base.join(path) if spec.path.startswith("/") else base.join(URL("./" + spec.path))
 
 

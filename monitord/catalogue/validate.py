@@ -15,7 +15,7 @@ from monitord.config import http_url
 from monitord.errors import SyncError
 from monitord.textable import UNSTORABLE, shortened, storable
 from monitord.timeutil import TimeOutOfRange, parse_time
-from monitord.types import PROBE_METHODS, is_http_status
+from monitord.types import PROBE_METHODS, is_http_status, is_probe_path
 
 ENUMS: dict[str, tuple[str, ...]] = {
     "type": ("government", "public", "market", "other"),
@@ -519,8 +519,8 @@ def _probe_problems(probe: dict[str, Any]) -> list[str]:
     leniently and probe the default instead; this makes the filing mistake visible."""
     expected: list[tuple[str, str]] = []
     path, method, keyword = probe.get("path"), probe.get("method"), probe.get("keyword")
-    if path is not None and not (isinstance(path, str) and path.strip()):
-        expected.append(("path", "a path such as /health"))
+    if path is not None and not is_probe_path(path):
+        expected.append(("path", "a path on the service's own host, such as /health"))
     if method is not None and not (isinstance(method, str) and method.upper() in PROBE_METHODS):
         expected.append(("method", "one of " + ", ".join(sorted(PROBE_METHODS))))
     statuses = probe.get("expect_status")

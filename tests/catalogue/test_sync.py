@@ -666,6 +666,26 @@ async def test_a_malformed_probe_filing_is_a_filing_problem_not_a_silent_default
     assert rows["svc-0003"]["filing_problems"] == []
 
 
+async def test_a_probe_path_naming_another_host_is_a_filing_problem(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # Probing another host's page would vouch for a service monitord never reached.
+    portal.services[0]["probe"] = {"path": "http://other.example.cn/health"}
+    portal.services[1]["probe"] = {"path": "//other.example.cn/health"}
+    portal.services[2]["probe"] = {"path": "\\\\other.example.cn\\health"}
+    await sync(store, portal, clock)
+    rows = {r["id"]: r for r in service_rows(store)}
+    expected = "a path on the service's own host, such as /health"
+    for service, got in (
+        ("svc-0001", "'http://other.example.cn/health'"),
+        ("svc-0002", "'//other.example.cn/health'"),
+        ("svc-0003", "'\\\\\\\\other.example.cn\\\\health'"),
+    ):
+        assert rows[service]["filing_problems"] == [
+            f"probe.path: expected {expected}, got {got}; the default is probed instead"
+        ]
+
+
 async def test_a_service_url_that_is_not_an_http_url_is_a_filing_problem_and_not_probed(
     store: Store, portal: FakePortal, clock: FakeClock
 ) -> None:

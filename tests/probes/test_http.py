@@ -315,3 +315,26 @@ async def test_contract_dotted_code_field(serve: Serve, ctx: ProbeContext) -> No
     spec = contract.ContractSpec(code_field="data.state", ok_codes=("ok",))
     result = await contract.probe(Target(f"http://127.0.0.1:{port}/api"), spec, ctx)
     assert result.success and result.facts["business_code"] == "ok"
+
+
+@pytest.mark.parametrize("path", ["http://127.0.0.1:{live}/page", "//127.0.0.1:{live}/page"])
+async def test_a_probe_path_naming_another_host_does_not_probe_that_host(
+    path: str, serve: Serve, ctx: ProbeContext
+) -> None:
+    """A filing whose `probe.path` names a live host of its own must not make a dead service
+    read up: every kind probes the filed URL, and the other host sees no request."""
+    hits: list[str] = []
+
+    async def counted(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return await page(request)
+
+    live = await serve(app(page=counted), None)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    for kind, registered in probes.PROBES.items():
+        spec = probes.spec_for(kind, {"path": path.format(live=live)}, timeout_s=5)
+        result = await registered.probe(Target(f"http://127.0.0.1:{dead}/app/"), spec, ctx)
+        assert not result.success, kind
+    assert hits == []
