@@ -49,7 +49,7 @@ from alerts.templates import (
     render_storm,
 )
 from monitord.config import Settings
-from monitord.netguard import DeniedTargetError, resolve_checked
+from monitord.netguard import DeniedTargetError, lookups_checked, resolve_checked
 from monitord.redact import mask_url, mask_urls, one_line
 from monitord.store import Store, audit
 from monitord.store.models import AuditEntry, Incident, OutboxAlert, Service
@@ -72,7 +72,8 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
     """A Sender that delivers through apprise, filling in {smtp_password} at the last moment.
 
     Only into a URL from the config: a URL a service provider wrote in the catalogue is sent as
-    written, so it can never ask for the password.
+    written, so it can never ask for the password. apprise runs in a worker thread that carries
+    the caller's context, so `deliver_due`'s `lookups_checked` applies to its name lookups.
     """
 
     async def send(channel: Channel, message: Message, key: str) -> str | None:
@@ -85,23 +86,29 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
             # Webhook receivers can drop a repeat by this header.
             real += ("&" if "?" in real else "?") + "+X-Monitord-Key=" + quote(key, safe="")
         with apprise.LogCapture(level=apprise.logging.WARNING) as captured:  # type: ignore[no-untyped-call]
-            notifier = apprise.Apprise()
+            # Not async_mode: the plugin then runs on the thread below (asyncio.to_thread carries
+            # the context, and with it `lookups_checked`), not on one of apprise's own.
+            notifier = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
             if not notifier.add(real):
                 return "apprise cannot use this URL (check its scheme and parameters)"
             for service in notifier:
                 # A redirect would lead past the deny list checked before sending.
                 service.redirects = False
-            # Told that the message is text, apprise escapes it for each channel's format:
-            # HTML for e-mail, Markdown where the plugin sends Markdown (DingTalk and Feishu
-            # with ?format=markdown), nothing for text (WeCom, webhooks).
-            ok = bool(
-                await notifier.async_notify(
-                    body=message.body,
-                    title=message.title,
-                    body_format=apprise.NotifyFormat.TEXT,
-                    attach=list(message.attachments) or None,
+
+            def notify() -> bool:
+                # Told that the message is text, apprise escapes it for each channel's format:
+                # HTML for e-mail, Markdown where the plugin sends Markdown (DingTalk and Feishu
+                # with ?format=markdown), nothing for text (WeCom, webhooks).
+                return bool(
+                    notifier.notify(
+                        body=message.body,
+                        title=message.title,
+                        body_format=apprise.NotifyFormat.TEXT,
+                        attach=list(message.attachments) or None,
+                    )
                 )
-            )
+
+            ok = await asyncio.to_thread(notify)
         if ok:
             return None
         text = captured.getvalue().strip().splitlines()
@@ -335,7 +342,8 @@ async def refused_target(channel: Channel, networks: list[str]) -> str | None:
     """Why monitord must not contact this channel (its host is in a denied network), or None.
 
     Applied to every channel, from the config or the catalogue alike. A name that does not
-    resolve is left to apprise, which reports it as the delivery's error.
+    resolve is left to apprise, which reports it as the delivery's error; apprise's own lookups
+    are checked again as it connects (`lookups_checked`).
     """
     host = connect_host(channel.url)
     if host is None:
@@ -653,7 +661,9 @@ async def deliver_due(
         if error is None:
             error = await asyncio.to_thread(attachment_error, alert.payload)
         if error is None:
-            error = await send(channel, message, key)
+            # The check above is a lookup of its own: the sender's lookups are checked too.
+            with lookups_checked(settings.probes.denied_networks):
+                error = await send(channel, message, key)
         sent_in = key if len(batch) > 1 else None
         for copy in batch:
             await asyncio.to_thread(

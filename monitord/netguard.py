@@ -9,16 +9,19 @@ that IPv4 address is, since that is where its packets end up.
 
 The resolution here and the one aiohttp does when it connects are separate lookups. Sessions built
 with `probes.make_session` also use `GuardedResolver`, which applies the same check inside aiohttp's
-own lookup and so closes that gap.
+own lookup and so closes that gap. Blocking clients that resolve names themselves (apprise, through
+requests and smtplib) are run inside `lookups_checked`, which applies it to their own lookups.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import ipaddress
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 
 import aiohttp
@@ -133,6 +136,51 @@ async def resolve_checked(
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     refuse_denied(host, addresses, networks)
     return addresses, elapsed
+
+
+_lookup_check: contextvars.ContextVar[tuple[tuple[str, ...], list[str]] | None] = (
+    contextvars.ContextVar("lookup_check", default=None)
+)
+_wrapped_getaddrinfo = socket.getaddrinfo
+
+
+def _getaddrinfo_checked(host: object, port: object, *args: object, **kwargs: object) -> object:
+    """socket.getaddrinfo, refusing denied addresses inside `lookups_checked`."""
+    infos = _wrapped_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
+    check = _lookup_check.get()
+    if check is not None and host is not None:
+        networks, refusals = check
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        try:
+            refuse_denied(name, (str(info[4][0]) for info in infos), networks)
+        except DeniedTargetError as exc:
+            refusals.append(str(exc))
+            raise DeniedResolution(str(exc)) from None
+    return infos
+
+
+@contextlib.contextmanager
+def lookups_checked(networks: Sequence[str]) -> Iterator[list[str]]:
+    """Within the block, a blocking name lookup (socket.getaddrinfo) landing in a denied network
+    fails with DeniedResolution, an OSError, which blocking clients report as a failed
+    connection; the list yielded gathers what was refused, for the caller to say it. It holds on
+    this thread and in `asyncio.to_thread` calls made from it, which carry the context along;
+    other threads and the event loop's own lookups are not affected.
+
+    For clients that resolve names themselves, such as apprise through requests and smtplib: a
+    check made before them is a separate lookup, and a name whose DNS its owner controls can
+    answer the check with an allowed address and the client's own lookup with a denied one.
+    """
+    global _wrapped_getaddrinfo
+    if socket.getaddrinfo is not _getaddrinfo_checked:
+        _wrapped_getaddrinfo = socket.getaddrinfo
+        socket.getaddrinfo = _getaddrinfo_checked  # type: ignore[assignment]
+    refusals: list[str] = []
+    token = _lookup_check.set((tuple(networks), refusals))
+    try:
+        yield refusals
+    finally:
+        _lookup_check.reset(token)
 
 
 class GuardedResolver(AbstractResolver):

@@ -66,7 +66,7 @@ def _catalogue_fields(
     """Every spec field the catalogue can set, read leniently; the caller keeps what applies."""
     fields: dict[str, Any] = {}
     path = probe.get("path")
-    if is_probe_path(path):
+    if isinstance(path, str) and is_probe_path(path):
         fields["path"] = path.strip()
     method = probe.get("method")
     if isinstance(method, str) and method.upper() in PROBE_METHODS:

@@ -3,6 +3,7 @@ config's own URLs, catalogue contacts only as the config allows, never into a de
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -164,3 +165,33 @@ async def test_a_webhook_cannot_redirect_an_alert_into_a_denied_network(
         open_incident(sqlite_store, cfg, clock)
         await deliver_all(sqlite_store, clock, cfg)
     assert inside.received == []
+
+
+async def test_a_name_that_resolves_elsewhere_when_apprise_connects_gets_no_alert(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: a channel's name answers the deny-list check with an allowed address and
+    apprise's own lookup, a moment later, with a denied one. The alert must not go there."""
+    resolver = socket._socket  # type: ignore[attr-defined]  # the name service under socket.getaddrinfo
+    system_lookup = resolver.getaddrinfo
+    lookups: list[str] = []
+
+    def rebinding(host: Any, port: Any, *args: Any) -> Any:
+        if host != "rebind.test":
+            return system_lookup(host, port, *args)
+        lookups.append(host)
+        address = "127.0.0.2" if len(lookups) == 1 else "127.0.0.1"
+        return system_lookup(address, port, *args)
+
+    monkeypatch.setattr(resolver, "getaddrinfo", rebinding)
+    port = hook.url.rsplit(":", 1)[1]
+    cfg = denying(config(hook, oncall=[f"json://rebind.test:{port}/oncall"]), "127.0.0.1/32")
+    open_incident(sqlite_store, cfg, clock)
+    await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    assert len(lookups) >= 2  # the check's, then apprise's own
+    assert hook.received == []
+    [copy] = [r for r in outbox(sqlite_store) if r.parent_id is not None]
+    assert copy.state == "pending" and copy.last_error is not None
+    assert "rebind.test resolves to 127.0.0.1, inside denied network 127.0.0.1/32" in (
+        copy.last_error
+    )
