@@ -384,13 +384,12 @@ class DaemonClaim:
         file = sqlite_file(self.store.url)
         if file is None or not file.exists():
             return False
-        handle = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+        handle = _checking_handle(file)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
-        finally:
-            os.close(handle)  # closing gives back a lock this check took
+        fcntl.flock(handle, fcntl.LOCK_UN)
         return False
 
     def release(self) -> None:
@@ -398,6 +397,25 @@ class DaemonClaim:
         if self._file is not None:
             os.close(self._file)
             self._file = None
+
+
+_checking_handles: dict[tuple[int, int], int] = {}
+
+
+def _checking_handle(file: Path) -> int:
+    """A read-only descriptor of the store file for `held_elsewhere`'s flock test, opened once
+    per file and process and never closed.
+
+    Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+    own among them: SQLite in another process then takes its closing connection for the last
+    one and deletes the write-ahead log under this process's connections (a daemon's, when its
+    API lists the cluster), and the store is corrupted.
+    """
+    named = os.stat(file)
+    key = (named.st_dev, named.st_ino)
+    if key not in _checking_handles:
+        _checking_handles[key] = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+    return _checking_handles[key]
 
 
 def open_store(url: str, *, for_daemon: bool = False) -> Store:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -12,7 +15,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import StatementError
 
 from monitord.errors import StoreError
-from monitord.store import MIGRATIONS, Store, audit, open_store
+from monitord.store import MIGRATIONS, DaemonClaim, Store, audit, open_store, sqlite_file
 from monitord.store.history import catalogue_as_of
 from monitord.store.models import (
     AuditEntry,
@@ -226,3 +229,25 @@ def test_the_migrations_build_exactly_the_tables_the_models_describe(store: Stor
     with store.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_asking_whether_a_daemon_holds_the_store_keeps_its_write_ahead_log(
+    sqlite_store: Store,
+) -> None:
+    """A daemon's API listing the cluster asks whether a daemon holds the store. The check must
+    not give up this process's SQLite locks: another process closing its connection would then
+    take itself for the last one and delete the write-ahead log under this one's connections."""
+    file = sqlite_file(sqlite_store.url)
+    assert file is not None
+    with sqlite_store.session() as session:
+        session.add(AuditEntry(at=dt.datetime.now(UTC), actor="t", action="x"))
+    reader = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        "c.execute('select count(*) from audit_trail').fetchall(); c.close()"
+    )
+    with sqlite_store.engine.connect() as connection:
+        connection.execute(text("select count(*) from audit_trail")).all()
+        for _ in range(2):
+            assert DaemonClaim(sqlite_store).held_elsewhere() is False
+        subprocess.run([sys.executable, "-c", reader, str(file)], check=True)
+        assert Path(f"{file}-wal").exists()
