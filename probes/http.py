@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import ssl
 import time
 import zlib
@@ -526,6 +527,44 @@ def decoded_body(
     return data[:limit], truncated or len(data) > limit
 
 
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
+
+
+async def _chunk_size(reader: asyncio.StreamReader) -> int:
+    """The size a chunk-size line announces, its extensions ignored (RFC 9112 7.1).
+
+    Raises BadResponseError unless it is a hexadecimal number: int() would also take "-5",
+    "0x5" or "5_0", and a negative size is no length to read.
+    """
+    try:
+        line = await reader.readline()
+    except ValueError:
+        raise BadResponseError("chunk-size line too long") from None
+    digits = line.split(b";", 1)[0].strip()
+    if not _CHUNK_SIZE.fullmatch(digits):
+        shown = digits[:20].decode("latin-1")
+        raise BadResponseError(f"chunk size {shown!r} is not a hexadecimal number")
+    return int(digits, 16)
+
+
+async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """A chunked body up to limit bytes, and whether there was more.
+
+    A chunk is read only as far as the limit leaves room for: its size comes from the server,
+    and one announcing 7fffffffff would otherwise be held in memory whole.
+    """
+    body = bytearray()
+    while True:
+        size = await _chunk_size(reader)
+        if size == 0:
+            return bytes(body), False
+        room = limit + 1 - len(body)  # one byte past the limit tells that there was more
+        body += await reader.readexactly(min(size, room))
+        if len(body) > limit:
+            return bytes(body[:limit]), True
+        await reader.readline()
+
+
 async def _read_body(
     reader: asyncio.StreamReader, headers: CIMultiDict[str], framing: str, limit: int
 ) -> tuple[bytes, bool]:
@@ -533,18 +572,7 @@ async def _read_body(
     if framing == "none":
         return b"", False
     if framing == "chunked":
-        body = bytearray()
-        while len(body) <= limit:
-            size_line = await reader.readline()
-            try:
-                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-            except ValueError:
-                raise BadResponseError(f"bad chunk size {size_line[:20]!r}") from None
-            if size == 0:
-                return bytes(body), False
-            body += await reader.readexactly(size)
-            await reader.readline()
-        return bytes(body[:limit]), True
+        return await _read_chunked(reader, limit)
     if framing == "length":
         wanted = int(headers["Content-Length"].split(",")[0])
         data = await reader.readexactly(min(wanted, limit + 1))

@@ -272,3 +272,37 @@ async def test_folded_header_lines_are_unfolded_as_rfc_9112_asks_of_a_client(
     assert result.facts["content_type"] == "text/html"
     assert result.facts["body_bytes"] == 2  # the folded "Content-Length: 5" is X-Upstream's
     assert len(heads) == 2
+
+
+async def test_a_chunk_announced_huge_is_read_only_up_to_the_limit(ctx: ProbeContext) -> None:
+    # A chunk of 7fffffffff bytes (512 GiB) was read whole into memory: the daemon was
+    # OOM-killed. The server sends 4 MiB of it and keeps the connection open; the probe must
+    # stop at the limit and close, not wait for the rest.
+    async def endless_chunk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffff\r\n")
+        writer.write(b"x" * (4 << 20))
+        await writer.drain()
+        await reader.read()  # until the probe closes
+        writer.close()
+
+    server = await asyncio.start_server(endless_chunk, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        result = await probe(port, ctx, max_body_bytes=1 << 20, timeout_s=3)
+    assert (result.success, result.error) == (True, None)
+    assert result.facts["body_bytes"] == 1 << 20
+
+
+@pytest.mark.parametrize("size", [b"-5", b"0x5", b"+5", b"5_0", b"zz"])
+async def test_a_chunk_size_that_is_not_hexadecimal_is_a_bad_response(
+    raw_server: Start, ctx: ProbeContext, size: bytes
+) -> None:
+    # "-5" leaked "ValueError: readexactly size can not be less than zero" into the finding.
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s\r\nhello\r\n0\r\n\r\n"
+    port, _ = await raw_server(canned(raw % size), "127.0.0.1")
+    result = await probe(port, ctx)
+    assert (result.success, result.error) == (
+        False,
+        f"bad response: chunk size {size.decode()!r} is not a hexadecimal number",
+    )
