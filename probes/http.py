@@ -22,7 +22,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -177,6 +177,29 @@ class Fetched:
     content_type: str | None
 
 
+class _Readable(Protocol):
+    """A body stream: asyncio's StreamReader, or aiohttp's response.content."""
+
+    async def read(self, n: int = -1, /) -> bytes:
+        """Up to n bytes, as many as have arrived; b"" at the end."""
+        ...
+
+
+async def _read_up_to(stream: _Readable, limit: int) -> tuple[bytes, bool]:
+    """What stream holds until its end, up to limit bytes, and whether there was more.
+
+    One read(n) returns what has arrived so far, which for a body split over TCP segments is
+    only its first piece: read until the end or past the limit.
+    """
+    data = bytearray()
+    while len(data) <= limit:
+        piece = await stream.read(limit + 1 - len(data))
+        if not piece:
+            break
+        data += piece
+    return bytes(data[:limit]), len(data) > limit
+
+
 class RedirectLimitError(Exception):
     """More redirects than the spec allows."""
 
@@ -274,9 +297,7 @@ async def fetch(
             body = b""
             truncated = False
             if read_body and method != "HEAD":
-                body = await response.content.read(spec.max_body_bytes + 1)
-                truncated = len(body) > spec.max_body_bytes
-                body = body[: spec.max_body_bytes]
+                body, truncated = await _read_up_to(response.content, spec.max_body_bytes)
             end = time.perf_counter()
             hops.append(Hop(str(url), response.status))
             phases: dict[str, float | None] = {
@@ -577,13 +598,7 @@ async def _read_body(
         wanted = int(headers["Content-Length"].split(",")[0])
         data = await reader.readexactly(min(wanted, limit + 1))
         return data[:limit], wanted > limit
-    data = await reader.read(limit + 1)
-    while len(data) <= limit:
-        more = await reader.read(limit + 1 - len(data))
-        if not more:
-            break
-        data += more
-    return data[:limit], len(data) > limit
+    return await _read_up_to(reader, limit)
 
 
 def host_header(url: URL) -> str:
