@@ -326,7 +326,7 @@ async def fetch(
 
 def error_text(exc: BaseException, timeout_s: float) -> str:
     """A one-line, human-readable description of why a probe request failed."""
-    if isinstance(exc, netguard.DeniedTargetError | RedirectLimitError):
+    if isinstance(exc, netguard.DeniedTargetError | RedirectLimitError | HeadCutShortError):
         return str(exc)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         err = exc.certificate_error
@@ -437,6 +437,14 @@ class BadResponseError(ValueError):
     """The server's answer is not HTTP/1.x as monitord reads it."""
 
 
+class HeadCutShortError(BadResponseError):
+    """The server closed the connection before the end of the response's head: what came is
+    not an answer, whatever its status line said."""
+
+    def __init__(self) -> None:
+        super().__init__("server disconnected before the headers ended")
+
+
 async def _connect(
     addresses: list[str], port: int, timeout_s: float
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -459,6 +467,8 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, CIMultiDict[str
         raise BadResponseError("status line too long") from None
     if not status_line:
         raise aiohttp.ServerDisconnectedError()
+    if not status_line.endswith(b"\n"):
+        raise HeadCutShortError()
     parts = status_line.decode("latin-1").split(None, 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
         raise BadResponseError(f"not an HTTP/1.x status line: {status_line[:60]!r}")
@@ -469,8 +479,10 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, CIMultiDict[str
         size += len(line)
         if size > MAX_HEADER_BYTES:
             raise BadResponseError("headers too large")
-        if line in (b"\r\n", b"\n", b""):
+        if line in (b"\r\n", b"\n"):
             break
+        if not line.endswith(b"\n"):
+            raise HeadCutShortError()
         text = line.decode("latin-1")
         if text[0] in " \t":
             # obs-fold: the line continues the field above, and a client unfolds it with a
@@ -555,12 +567,17 @@ async def _chunk_size(reader: asyncio.StreamReader) -> int:
     """The size a chunk-size line announces, its extensions ignored (RFC 9112 7.1).
 
     Raises BadResponseError unless it is a hexadecimal number: int() would also take "-5",
-    "0x5" or "5_0", and a negative size is no length to read.
+    "0x5" or "5_0", and a negative size is no length to read. Raises IncompleteReadError when
+    the connection closed before the line ended.
     """
     try:
         line = await reader.readline()
     except ValueError:
         raise BadResponseError("chunk-size line too long") from None
+    if not line.endswith(b"\n"):
+        # The close came before the last chunk: the body is cut short, as a Content-Length
+        # body the close cuts is.
+        raise asyncio.IncompleteReadError(line, None)
     digits = line.split(b";", 1)[0].strip()
     if not _CHUNK_SIZE.fullmatch(digits):
         shown = digits[:20].decode("latin-1")

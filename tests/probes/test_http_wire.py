@@ -151,6 +151,11 @@ async def test_contradictory_lengths_are_a_bad_response_not_a_guess(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n0123456789",
             id="chunked",
         ),
+        pytest.param(
+            # Read as "ok, 5 bytes": the empty line at the close was taken for the last chunk.
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            id="chunked, closed after a whole chunk",
+        ),
     ],
 )
 async def test_a_body_cut_short_by_the_close_is_a_failure_that_says_so(
@@ -163,6 +168,27 @@ async def test_a_body_cut_short_by_the_close_is_a_failure_that_says_so(
     assert (result.success, result.error) == (
         False,
         "response body broken: the connection closed early",
+    )
+    assert "service_down" in {f.rule for f in evaluate(result)}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Ty", id="in a header"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n", id="before the end"),
+        pytest.param(b"HTTP/1.1 200 O", id="in the status line"),
+    ],
+)
+async def test_headers_cut_short_by_the_close_are_a_failure_that_says_so(
+    raw_server: Start, ctx: ProbeContext, raw: bytes
+) -> None:
+    # It was "ok 200": the close was taken for the end of the headers.
+    port, _ = await raw_server(canned(raw), "127.0.0.1")
+    result = await probe(port, ctx)
+    assert (result.success, result.error) == (
+        False,
+        "server disconnected before the headers ended",
     )
     assert "service_down" in {f.rule for f in evaluate(result)}
 
