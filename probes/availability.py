@@ -18,6 +18,7 @@ from typing import Any
 from yarl import URL
 
 from monitord import netguard
+from monitord.redact import mask_url
 from monitord.types import ProbeContext, ProbeResult, Target
 from probes import tlsinfo
 from probes.http import (
@@ -111,7 +112,7 @@ async def probe(target: Target, spec: AvailabilitySpec, ctx: ProbeContext) -> Pr
     start = time.perf_counter()
     url = probe_url(target, spec)
     facts: dict[str, Any] = {
-        "url": str(url),
+        "url": mask_url(str(url)),
         "scheme": url.scheme,
         "slo_ms": spec.slo_ms,
         "refused": False,
@@ -129,9 +130,9 @@ async def probe(target: Target, spec: AvailabilitySpec, ctx: ProbeContext) -> Pr
     facts.update(
         {
             "status": fetched.status,
-            "final_url": str(fetched.url),
+            "final_url": mask_url(str(fetched.url)),
             "redirects": [
-                {"url": hop.url, "status": hop.status, "location": hop.location}
+                {"url": mask_url(hop.url), "status": hop.status, "location": hop.location}
                 for hop in fetched.hops[:-1]
             ],
             **fetched.phases,

@@ -15,6 +15,7 @@ total, TLS and first-byte times; DNS then falls back to the probe's own deny-lis
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import re
 import ssl
@@ -629,6 +630,18 @@ def host_header(url: URL) -> str:
     return f"{host}:{port}"
 
 
+def basic_auth(url: URL) -> dict[str, str]:
+    """The Authorization header for url's user:password@, percent-decoded and in latin-1 as
+    aiohttp sends it for the slower kinds; empty when the URL names no user.
+
+    Raises ValueError (a probe error) for a user or password latin-1 cannot spell.
+    """
+    if not (url.raw_user or url.raw_password):
+        return {}
+    credentials = f"{url.user or ''}:{url.password or ''}".encode("latin-1")
+    return {"Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")}
+
+
 def _content_type(headers: CIMultiDict[str]) -> tuple[str | None, str | None]:
     raw = headers.get("Content-Type")
     if raw is None:
@@ -692,6 +705,7 @@ async def fetch_stream(
                 "Host": host_header(url),
                 "User-Agent": USER_AGENT,
                 "Accept": "*/*",
+                **basic_auth(url),
                 **dict(spec.headers),
                 **(extra_headers or {}),
                 "Connection": "close",

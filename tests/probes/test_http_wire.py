@@ -332,3 +332,21 @@ async def test_a_chunk_size_that_is_not_hexadecimal_is_a_bad_response(
         False,
         f"bad response: chunk size {size.decode()!r} is not a hexadecimal number",
     )
+
+
+async def test_the_urls_user_and_password_are_sent_as_basic_auth_and_never_shown(
+    raw_server: Start, ctx: ProbeContext
+) -> None:
+    # The contract and compatibility probes sent them (aiohttp does); this probe did not, and
+    # a service that needs them read down.
+    def needs_auth(head: bytes) -> bytes:
+        if b"\r\nAuthorization: Basic dXNlcjpwQHNz\r\n" in head:  # user:p@ss
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        return b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n"
+
+    port, _ = await raw_server(needs_auth, "127.0.0.1")
+    url = f"http://user:p%40ss@127.0.0.1:{port}/"
+    result = await availability.probe(Target(url), availability.AvailabilitySpec(timeout_s=5), ctx)
+    assert (result.success, result.facts["status"]) == (True, 200), result.error
+    assert result.facts["url"] == f"http://user:***@127.0.0.1:{port}/"
+    assert "p%40ss" not in repr(result.facts) and "p@ss" not in repr(result.facts)
