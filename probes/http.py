@@ -461,6 +461,16 @@ async def _connect(
     raise error
 
 
+def _field_text(line: bytes) -> str:
+    """A header line as text: UTF-8 when it is valid UTF-8, as browsers and aiohttp read it
+    (nginx's `return 302 /办事;` sends that Location raw), else latin-1, which takes any
+    byte."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
+
+
 async def _read_head(reader: asyncio.StreamReader) -> tuple[int, CIMultiDict[str]]:
     try:
         status_line = await reader.readline()
@@ -484,7 +494,7 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, CIMultiDict[str
             break
         if not line.endswith(b"\n"):
             raise HeadCutShortError()
-        text = line.decode("latin-1")
+        text = _field_text(line)
         if text[0] in " \t":
             # obs-fold: the line continues the field above, and a client unfolds it with a
             # space (RFC 9112 5.2); read as a field of its own it could be a forged Location.

@@ -350,3 +350,22 @@ async def test_the_urls_user_and_password_are_sent_as_basic_auth_and_never_shown
     assert (result.success, result.facts["status"]) == (True, 200), result.error
     assert result.facts["url"] == f"http://user:***@127.0.0.1:{port}/"
     assert "p%40ss" not in repr(result.facts) and "p@ss" not in repr(result.facts)
+
+
+async def test_a_raw_utf8_location_is_followed_to_the_page_it_names(
+    raw_server: Start, ctx: ProbeContext
+) -> None:
+    # nginx's `return 302 /办事;` sends the path as raw UTF-8; read as latin-1 it was followed
+    # to /%C3%A5%C2%8A... and a 404.
+    def answer(head: bytes) -> bytes:
+        if head.startswith(b"GET / "):
+            return "HTTP/1.1 302 Found\r\nLocation: /办事\r\nContent-Length: 0\r\n\r\n".encode()
+        if head.startswith(b"GET /%E5%8A%9E%E4%BA%8B "):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+
+    port, heads = await raw_server(answer, "127.0.0.1")
+    result = await probe(port, ctx)
+    assert (result.success, result.facts["status"]) == (True, 200), heads
+    assert result.facts["final_url"] == f"http://127.0.0.1:{port}/%E5%8A%9E%E4%BA%8B"
+    assert result.facts["redirects"][0]["location"] == "/办事"
