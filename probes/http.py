@@ -45,6 +45,9 @@ class HttpSpec(Spec):
     """Joined onto the service URL (catalogue `probe.path`); None probes the URL itself."""
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
+    expect_status: tuple[int, ...] | None = None
+    """The statuses the filing expects (catalogue `probe.expect_status`); a redirect status
+    among them is the answer and is not followed. None: the kind's own default."""
     max_redirects: int = 5
     max_body_bytes: int = 1 << 20
     """Bodies are read up to this size: enough for a keyword or a JSON code, bounded for memory."""
@@ -201,6 +204,15 @@ async def _read_up_to(stream: _Readable, limit: int) -> tuple[bytes, bool]:
     return bytes(data[:limit]), len(data) > limit
 
 
+def is_redirect_to_follow(
+    status: int, headers: CIMultiDict[str] | CIMultiDictProxy[str], spec: HttpSpec
+) -> bool:
+    """Whether an answer is a redirect the probe follows: a redirect status with a Location,
+    unless the filing expects that very status (a login page answering 302 is up)."""
+    expected = spec.expect_status or ()
+    return status in REDIRECT_STATUSES and "Location" in headers and status not in expected
+
+
 class RedirectLimitError(Exception):
     """More redirects than the spec allows."""
 
@@ -288,7 +300,7 @@ async def fetch(
         if first_capture is None:
             first_capture = cap
         try:
-            if response.status in REDIRECT_STATUSES and "Location" in response.headers:
+            if is_redirect_to_follow(response.status, response.headers, spec):
                 url, method = follow_redirect(
                     url, response.status, response.headers["Location"], method, hops, spec
                 )
@@ -731,7 +743,7 @@ async def fetch_stream(
                 # An interim answer (100 Continue, 103 Early Hints): the final one follows.
                 status, headers = await _read_head(reader)
             got_headers = time.perf_counter()
-            if status in REDIRECT_STATUSES and "Location" in headers:
+            if is_redirect_to_follow(status, headers, spec):
                 url, method = follow_redirect(url, status, headers["Location"], method, hops, spec)
                 continue
             body, truncated = b"", False
