@@ -540,8 +540,8 @@ def body_framing(method: str, status: int, headers: CIMultiDict[str]) -> str:
     return "length"
 
 
-# The transfer codings monitord undoes (RFC 9112 7), as zlib's window bits: gzip's header, or
-# zlib's for "deflate", which some servers send raw (no header) instead.
+# The transfer and content codings monitord undoes (RFC 9112 7, RFC 9110 8.4.1), as zlib's
+# window bits: gzip's header, or zlib's for "deflate", which some servers send raw (no header).
 _CODINGS = {"gzip": (31,), "x-gzip": (31,), "deflate": (15, -15)}
 
 
@@ -562,24 +562,47 @@ def transfer_codings(headers: CIMultiDict[str]) -> list[str]:
     return codings[::-1]
 
 
-def _undo(data: bytes, coding: str, limit: int) -> bytes:
-    """data with one transfer coding undone, at most limit bytes of it (a small body can
-    inflate to gigabytes)."""
+def content_codings(headers: CIMultiDict[str]) -> list[str]:
+    """The content codings to undo, last applied first.
+
+    The probe asks for none (no Accept-Encoding), yet servers send gzip anyway, and aiohttp's
+    path undoes it. A coding monitord cannot undo (br) leaves the body as sent: the status
+    still says whether the service is up.
+    """
+    named = ",".join(headers.getall("Content-Encoding", [])).split(",")
+    codings = [c.strip().lower() for c in named if c.strip().lower() not in ("", "identity")]
+    if any(coding not in _CODINGS for coding in codings):
+        return []
+    return codings[::-1]
+
+
+def codings_to_undo(headers: CIMultiDict[str]) -> list[tuple[str, str]]:
+    """Every coding to undo, in order, each with the header that names it: the transfer
+    codings, then the content codings. Raises what `transfer_codings` raises."""
+    return [("Transfer-Encoding", c) for c in transfer_codings(headers)] + [
+        ("Content-Encoding", c) for c in content_codings(headers)
+    ]
+
+
+def _undo(data: bytes, header: str, coding: str, limit: int) -> bytes:
+    """data with one coding undone, at most limit bytes of it (a small body can inflate to
+    gigabytes)."""
     error: zlib.error | None = None
     for wbits in _CODINGS[coding]:
         try:
             return zlib.decompressobj(wbits).decompress(data, limit)
         except zlib.error as exc:
             error = exc
-    raise BadResponseError(f"Transfer-Encoding {coding}: the body does not decode ({error})")
+    raise BadResponseError(f"{header} {coding}: the body does not decode ({error})")
 
 
 def decoded_body(
-    data: bytes, truncated: bool, codings: list[str], limit: int
+    data: bytes, truncated: bool, codings: list[tuple[str, str]], limit: int
 ) -> tuple[bytes, bool]:
-    """The body with its transfer codings undone, up to limit bytes, and whether there was more."""
-    for coding in codings:
-        data = _undo(data, coding, limit + 1)
+    """The body with its codings (`codings_to_undo`) undone, up to limit bytes, and whether
+    there was more."""
+    for header, coding in codings:
+        data = _undo(data, header, coding, limit + 1)
     return data[:limit], truncated or len(data) > limit
 
 
@@ -749,7 +772,7 @@ async def fetch_stream(
             body, truncated = b"", False
             if read_body:
                 framing = body_framing(method, status, headers)
-                codings = transfer_codings(headers) if framing != "none" else []
+                codings = codings_to_undo(headers) if framing != "none" else []
                 body, truncated = await _read_body(reader, headers, framing, spec.max_body_bytes)
                 body, truncated = decoded_body(body, truncated, codings, spec.max_body_bytes)
             end = time.perf_counter()

@@ -243,6 +243,57 @@ async def test_transfer_codings_are_undone_before_the_keyword_is_looked_for(
     assert result.facts["body_bytes"] == len(PAGE)
 
 
+def raw_deflate(data: bytes) -> bytes:
+    """data as "deflate" without zlib's header, as some servers send it."""
+    squeezer = zlib.compressobj(wbits=-15)
+    return squeezer.compress(data) + squeezer.flush()
+
+
+@pytest.mark.parametrize(
+    ("framing", "coding", "body"),
+    [
+        pytest.param(b"Content-Length", b"gzip", gzip.compress(PAGE), id="gzip"),
+        pytest.param(b"Content-Length", b"x-gzip", gzip.compress(PAGE), id="x-gzip"),
+        pytest.param(b"Content-Length", b"deflate", zlib.compress(PAGE), id="deflate"),
+        pytest.param(b"Content-Length", b"deflate", raw_deflate(PAGE), id="raw deflate"),
+        pytest.param(b"Transfer-Encoding", b"gzip", gzip.compress(PAGE), id="gzip, chunked"),
+    ],
+)
+async def test_an_unrequested_content_encoding_is_undone_before_the_keyword_is_looked_for(
+    raw_server: Start, ctx: ProbeContext, framing: bytes, coding: bytes, body: bytes
+) -> None:
+    # The probe asks for no coding, yet servers gzip anyway: the keyword read "not found" and
+    # the service down, while the contract and compatibility probes (aiohttp) decoded it.
+    if framing == b"Transfer-Encoding":
+        framed = b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body) + b"\r\n"
+    else:
+        framed = b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: %s\r\n" % coding
+    port, _ = await raw_server(canned(raw + framed), "127.0.0.1")
+    result = await probe(port, ctx, keyword="在线办理")
+    assert (result.success, result.error) == (True, None)
+    assert result.facts["body_bytes"] == len(PAGE)
+
+
+async def test_a_content_encoded_bomb_is_cut_at_the_limit(
+    raw_server: Start, ctx: ProbeContext
+) -> None:
+    bomb = gzip.compress(bytes(64 << 20))
+    raw = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+    port, _ = await raw_server(canned(raw % len(bomb) + bomb), "127.0.0.1")
+    result = await probe(port, ctx, max_body_bytes=1 << 20)
+    assert (result.success, result.facts["body_bytes"]) == (True, 1 << 20)
+
+
+async def test_a_content_encoding_monitord_cannot_undo_leaves_the_body_as_sent(
+    raw_server: Start, ctx: ProbeContext
+) -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\n\x0b\x02"
+    port, _ = await raw_server(canned(raw), "127.0.0.1")
+    result = await probe(port, ctx)
+    assert (result.success, result.facts["body_bytes"]) == (True, 2)
+
+
 async def test_a_transfer_coding_monitord_cannot_undo_is_named(
     raw_server: Start, ctx: ProbeContext
 ) -> None:
