@@ -18,6 +18,7 @@ from typing import Any
 from yarl import URL
 
 from monitord import netguard
+from monitord.redact import mask_url
 from monitord.types import ProbeContext, ProbeResult, Target
 from probes import tlsinfo
 from probes.http import (
@@ -41,7 +42,6 @@ HOSTNAME_MISMATCH = 62  # OpenSSL X509_V_ERR_HOSTNAME_MISMATCH: the chain itself
 class AvailabilitySpec(HttpSpec):
     """What the availability probe checks (catalogue `probe`: path, method, expect_status …)."""
 
-    expect_status: tuple[int, ...] = DEFAULT_EXPECT_STATUS
     keyword: str | None = None
     slo_ms: float = 3000.0
     """The service's latency objective; reported as a fact so the `slow` rule can compare."""
@@ -104,14 +104,15 @@ async def _unverified_facts(
 async def probe(target: Target, spec: AvailabilitySpec, ctx: ProbeContext) -> ProbeResult:
     """Request the service's probe URL once and report status, timings and certificate facts.
 
-    Success means a final status in `spec.expect_status` and, when a keyword is set, the keyword
-    in the body. A failed TLS verification is a failure, as it is for the browser of a user.
+    Success means a final status in `spec.expect_status` (when none is filed, any 2xx or 3xx)
+    and, when a keyword is set, the keyword in the body. A failed TLS verification is a
+    failure, as it is for the browser of a user.
     """
     started_at = ctx.clock()
     start = time.perf_counter()
     url = probe_url(target, spec)
     facts: dict[str, Any] = {
-        "url": str(url),
+        "url": mask_url(str(url)),
         "scheme": url.scheme,
         "slo_ms": spec.slo_ms,
         "refused": False,
@@ -129,9 +130,9 @@ async def probe(target: Target, spec: AvailabilitySpec, ctx: ProbeContext) -> Pr
     facts.update(
         {
             "status": fetched.status,
-            "final_url": str(fetched.url),
+            "final_url": mask_url(str(fetched.url)),
             "redirects": [
-                {"url": hop.url, "status": hop.status, "location": hop.location}
+                {"url": mask_url(hop.url), "status": hop.status, "location": hop.location}
                 for hop in fetched.hops[:-1]
             ],
             **fetched.phases,
@@ -149,7 +150,7 @@ async def probe(target: Target, spec: AvailabilitySpec, ctx: ProbeContext) -> Pr
             _handshake_facts(fetched.capture, url.raw_host or "", started_at, spec.verify_tls)
         )
     problems: list[str] = []
-    if fetched.status not in spec.expect_status:
+    if fetched.status not in (spec.expect_status or DEFAULT_EXPECT_STATUS):
         problems.append(f"status {fetched.status} not in the expected statuses")
     if spec.keyword is not None:
         found = _keyword_found(fetched, spec.keyword)

@@ -15,13 +15,15 @@ total, TLS and first-byte times; DNS then falls back to the probe's own deny-lis
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
+import re
 import ssl
 import time
 import zlib
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -43,6 +45,9 @@ class HttpSpec(Spec):
     """Joined onto the service URL (catalogue `probe.path`); None probes the URL itself."""
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
+    expect_status: tuple[int, ...] | None = None
+    """The statuses the filing expects (catalogue `probe.expect_status`); a redirect status
+    among them is the answer and is not followed. None: the kind's own default."""
     max_redirects: int = 5
     max_body_bytes: int = 1 << 20
     """Bodies are read up to this size: enough for a keyword or a JSON code, bounded for memory."""
@@ -176,6 +181,38 @@ class Fetched:
     content_type: str | None
 
 
+class _Readable(Protocol):
+    """A body stream: asyncio's StreamReader, or aiohttp's response.content."""
+
+    async def read(self, n: int = -1, /) -> bytes:
+        """Up to n bytes, as many as have arrived; b"" at the end."""
+        ...
+
+
+async def _read_up_to(stream: _Readable, limit: int) -> tuple[bytes, bool]:
+    """What stream holds until its end, up to limit bytes, and whether there was more.
+
+    One read(n) returns what has arrived so far, which for a body split over TCP segments is
+    only its first piece: read until the end or past the limit.
+    """
+    data = bytearray()
+    while len(data) <= limit:
+        piece = await stream.read(limit + 1 - len(data))
+        if not piece:
+            break
+        data += piece
+    return bytes(data[:limit]), len(data) > limit
+
+
+def is_redirect_to_follow(
+    status: int, headers: CIMultiDict[str] | CIMultiDictProxy[str], spec: HttpSpec
+) -> bool:
+    """Whether an answer is a redirect the probe follows: a redirect status with a Location,
+    unless the filing expects that very status (a login page answering 302 is up)."""
+    expected = spec.expect_status or ()
+    return status in REDIRECT_STATUSES and "Location" in headers and status not in expected
+
+
 class RedirectLimitError(Exception):
     """More redirects than the spec allows."""
 
@@ -263,7 +300,7 @@ async def fetch(
         if first_capture is None:
             first_capture = cap
         try:
-            if response.status in REDIRECT_STATUSES and "Location" in response.headers:
+            if is_redirect_to_follow(response.status, response.headers, spec):
                 url, method = follow_redirect(
                     url, response.status, response.headers["Location"], method, hops, spec
                 )
@@ -273,9 +310,7 @@ async def fetch(
             body = b""
             truncated = False
             if read_body and method != "HEAD":
-                body = await response.content.read(spec.max_body_bytes + 1)
-                truncated = len(body) > spec.max_body_bytes
-                body = body[: spec.max_body_bytes]
+                body, truncated = await _read_up_to(response.content, spec.max_body_bytes)
             end = time.perf_counter()
             hops.append(Hop(str(url), response.status))
             phases: dict[str, float | None] = {
@@ -304,7 +339,7 @@ async def fetch(
 
 def error_text(exc: BaseException, timeout_s: float) -> str:
     """A one-line, human-readable description of why a probe request failed."""
-    if isinstance(exc, netguard.DeniedTargetError | RedirectLimitError):
+    if isinstance(exc, netguard.DeniedTargetError | RedirectLimitError | HeadCutShortError):
         return str(exc)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         err = exc.certificate_error
@@ -415,6 +450,14 @@ class BadResponseError(ValueError):
     """The server's answer is not HTTP/1.x as monitord reads it."""
 
 
+class HeadCutShortError(BadResponseError):
+    """The server closed the connection before the end of the response's head: what came is
+    not an answer, whatever its status line said."""
+
+    def __init__(self) -> None:
+        super().__init__("server disconnected before the headers ended")
+
+
 async def _connect(
     addresses: list[str], port: int, timeout_s: float
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -430,6 +473,16 @@ async def _connect(
     raise error
 
 
+def _field_text(line: bytes) -> str:
+    """A header line as text: UTF-8 when it is valid UTF-8, as browsers and aiohttp read it
+    (nginx's `return 302 /办事;` sends that Location raw), else latin-1, which takes any
+    byte."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
+
+
 async def _read_head(reader: asyncio.StreamReader) -> tuple[int, CIMultiDict[str]]:
     try:
         status_line = await reader.readline()
@@ -437,6 +490,8 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, CIMultiDict[str
         raise BadResponseError("status line too long") from None
     if not status_line:
         raise aiohttp.ServerDisconnectedError()
+    if not status_line.endswith(b"\n"):
+        raise HeadCutShortError()
     parts = status_line.decode("latin-1").split(None, 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
         raise BadResponseError(f"not an HTTP/1.x status line: {status_line[:60]!r}")
@@ -447,9 +502,11 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, CIMultiDict[str
         size += len(line)
         if size > MAX_HEADER_BYTES:
             raise BadResponseError("headers too large")
-        if line in (b"\r\n", b"\n", b""):
+        if line in (b"\r\n", b"\n"):
             break
-        text = line.decode("latin-1")
+        if not line.endswith(b"\n"):
+            raise HeadCutShortError()
+        text = _field_text(line)
         if text[0] in " \t":
             # obs-fold: the line continues the field above, and a client unfolds it with a
             # space (RFC 9112 5.2); read as a field of its own it could be a forged Location.
@@ -483,8 +540,8 @@ def body_framing(method: str, status: int, headers: CIMultiDict[str]) -> str:
     return "length"
 
 
-# The transfer codings monitord undoes (RFC 9112 7), as zlib's window bits: gzip's header, or
-# zlib's for "deflate", which some servers send raw (no header) instead.
+# The transfer and content codings monitord undoes (RFC 9112 7, RFC 9110 8.4.1), as zlib's
+# window bits: gzip's header, or zlib's for "deflate", which some servers send raw (no header).
 _CODINGS = {"gzip": (31,), "x-gzip": (31,), "deflate": (15, -15)}
 
 
@@ -505,25 +562,91 @@ def transfer_codings(headers: CIMultiDict[str]) -> list[str]:
     return codings[::-1]
 
 
-def _undo(data: bytes, coding: str, limit: int) -> bytes:
-    """data with one transfer coding undone, at most limit bytes of it (a small body can
-    inflate to gigabytes)."""
+def content_codings(headers: CIMultiDict[str]) -> list[str]:
+    """The content codings to undo, last applied first.
+
+    The probe asks for none (no Accept-Encoding), yet servers send gzip anyway, and aiohttp's
+    path undoes it. A coding monitord cannot undo (br) leaves the body as sent: the status
+    still says whether the service is up.
+    """
+    named = ",".join(headers.getall("Content-Encoding", [])).split(",")
+    codings = [c.strip().lower() for c in named if c.strip().lower() not in ("", "identity")]
+    if any(coding not in _CODINGS for coding in codings):
+        return []
+    return codings[::-1]
+
+
+def codings_to_undo(headers: CIMultiDict[str]) -> list[tuple[str, str]]:
+    """Every coding to undo, in order, each with the header that names it: the transfer
+    codings, then the content codings. Raises what `transfer_codings` raises."""
+    return [("Transfer-Encoding", c) for c in transfer_codings(headers)] + [
+        ("Content-Encoding", c) for c in content_codings(headers)
+    ]
+
+
+def _undo(data: bytes, header: str, coding: str, limit: int) -> bytes:
+    """data with one coding undone, at most limit bytes of it (a small body can inflate to
+    gigabytes)."""
     error: zlib.error | None = None
     for wbits in _CODINGS[coding]:
         try:
             return zlib.decompressobj(wbits).decompress(data, limit)
         except zlib.error as exc:
             error = exc
-    raise BadResponseError(f"Transfer-Encoding {coding}: the body does not decode ({error})")
+    raise BadResponseError(f"{header} {coding}: the body does not decode ({error})")
 
 
 def decoded_body(
-    data: bytes, truncated: bool, codings: list[str], limit: int
+    data: bytes, truncated: bool, codings: list[tuple[str, str]], limit: int
 ) -> tuple[bytes, bool]:
-    """The body with its transfer codings undone, up to limit bytes, and whether there was more."""
-    for coding in codings:
-        data = _undo(data, coding, limit + 1)
+    """The body with its codings (`codings_to_undo`) undone, up to limit bytes, and whether
+    there was more."""
+    for header, coding in codings:
+        data = _undo(data, header, coding, limit + 1)
     return data[:limit], truncated or len(data) > limit
+
+
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
+
+
+async def _chunk_size(reader: asyncio.StreamReader) -> int:
+    """The size a chunk-size line announces, its extensions ignored (RFC 9112 7.1).
+
+    Raises BadResponseError unless it is a hexadecimal number: int() would also take "-5",
+    "0x5" or "5_0", and a negative size is no length to read. Raises IncompleteReadError when
+    the connection closed before the line ended.
+    """
+    try:
+        line = await reader.readline()
+    except ValueError:
+        raise BadResponseError("chunk-size line too long") from None
+    if not line.endswith(b"\n"):
+        # The close came before the last chunk: the body is cut short, as a Content-Length
+        # body the close cuts is.
+        raise asyncio.IncompleteReadError(line, None)
+    digits = line.split(b";", 1)[0].strip()
+    if not _CHUNK_SIZE.fullmatch(digits):
+        shown = digits[:20].decode("latin-1")
+        raise BadResponseError(f"chunk size {shown!r} is not a hexadecimal number")
+    return int(digits, 16)
+
+
+async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """A chunked body up to limit bytes, and whether there was more.
+
+    A chunk is read only as far as the limit leaves room for: its size comes from the server,
+    and one announcing 7fffffffff would otherwise be held in memory whole.
+    """
+    body = bytearray()
+    while True:
+        size = await _chunk_size(reader)
+        if size == 0:
+            return bytes(body), False
+        room = limit + 1 - len(body)  # one byte past the limit tells that there was more
+        body += await reader.readexactly(min(size, room))
+        if len(body) > limit:
+            return bytes(body[:limit]), True
+        await reader.readline()
 
 
 async def _read_body(
@@ -533,29 +656,12 @@ async def _read_body(
     if framing == "none":
         return b"", False
     if framing == "chunked":
-        body = bytearray()
-        while len(body) <= limit:
-            size_line = await reader.readline()
-            try:
-                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-            except ValueError:
-                raise BadResponseError(f"bad chunk size {size_line[:20]!r}") from None
-            if size == 0:
-                return bytes(body), False
-            body += await reader.readexactly(size)
-            await reader.readline()
-        return bytes(body[:limit]), True
+        return await _read_chunked(reader, limit)
     if framing == "length":
         wanted = int(headers["Content-Length"].split(",")[0])
         data = await reader.readexactly(min(wanted, limit + 1))
         return data[:limit], wanted > limit
-    data = await reader.read(limit + 1)
-    while len(data) <= limit:
-        more = await reader.read(limit + 1 - len(data))
-        if not more:
-            break
-        data += more
-    return data[:limit], len(data) > limit
+    return await _read_up_to(reader, limit)
 
 
 def host_header(url: URL) -> str:
@@ -567,6 +673,18 @@ def host_header(url: URL) -> str:
     if (url.scheme, port) in (("https", 443), ("http", 80)):
         return host
     return f"{host}:{port}"
+
+
+def basic_auth(url: URL) -> dict[str, str]:
+    """The Authorization header for url's user:password@, percent-decoded and in latin-1 as
+    aiohttp sends it for the slower kinds; empty when the URL names no user.
+
+    Raises ValueError (a probe error) for a user or password latin-1 cannot spell.
+    """
+    if not (url.raw_user or url.raw_password):
+        return {}
+    credentials = f"{url.user or ''}:{url.password or ''}".encode("latin-1")
+    return {"Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")}
 
 
 def _content_type(headers: CIMultiDict[str]) -> tuple[str | None, str | None]:
@@ -632,6 +750,7 @@ async def fetch_stream(
                 "Host": host_header(url),
                 "User-Agent": USER_AGENT,
                 "Accept": "*/*",
+                **basic_auth(url),
                 **dict(spec.headers),
                 **(extra_headers or {}),
                 "Connection": "close",
@@ -647,13 +766,13 @@ async def fetch_stream(
                 # An interim answer (100 Continue, 103 Early Hints): the final one follows.
                 status, headers = await _read_head(reader)
             got_headers = time.perf_counter()
-            if status in REDIRECT_STATUSES and "Location" in headers:
+            if is_redirect_to_follow(status, headers, spec):
                 url, method = follow_redirect(url, status, headers["Location"], method, hops, spec)
                 continue
             body, truncated = b"", False
             if read_body:
                 framing = body_framing(method, status, headers)
-                codings = transfer_codings(headers) if framing != "none" else []
+                codings = codings_to_undo(headers) if framing != "none" else []
                 body, truncated = await _read_body(reader, headers, framing, spec.max_body_bytes)
                 body, truncated = decoded_body(body, truncated, codings, spec.max_body_bytes)
             end = time.perf_counter()

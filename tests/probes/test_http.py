@@ -111,6 +111,11 @@ CASES: list[Case] = [
      ]}, {"plain_http"}),
     ("too many redirects", "availability", "/a", {}, {"max_redirects": 1}, False,
      {}, {"service_down", "plain_http"}),
+    ("a filed redirect status is the answer", "availability", "/a", {"expect_status": [302]},
+     {}, True, {"status": 302, "redirects": []}, {"plain_http"}),
+    ("a filed redirect status is the answer (contract)", "contract", "/a",
+     {"path": "/a", "expect_status": [302]}, {}, True,
+     {"http_status": 302, "http_status_documented": True}, set()),
     ("documented code", "contract", "/api", CATALOGUE_API, {}, True,
      {"http_status": 200, "business_code": "0", "business_code_documented": True,
       "business_code_meaning": "成功"}, set()),
@@ -338,3 +343,35 @@ async def test_a_probe_path_naming_another_host_does_not_probe_that_host(
         result = await registered.probe(Target(f"http://127.0.0.1:{dead}/app/"), spec, ctx)
         assert not result.success, kind
     assert hits == []
+
+
+async def _split_json_server() -> tuple[asyncio.Server, int]:
+    """A JSON API whose body arrives in two TCP segments, the second a moment later."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"code": "0", "msg": "ok"}'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:10])
+        )
+        await writer.drain()
+        # Real time, not a clock: the two writes must reach the probe as two reads.
+        await asyncio.sleep(0.2)
+        writer.write(body[10:])
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", ["contract", "compatibility"])
+async def test_a_body_split_over_tcp_segments_is_read_whole(kind: str, ctx: ProbeContext) -> None:
+    """Only the first segment was read: "body is not JSON", and a false finding."""
+    server, port = await _split_json_server()
+    async with server:
+        spec = probes.spec_for(kind, CATALOGUE_API, return_codes=RETURN_CODES, timeout_s=5)
+        result = await probes.PROBES[kind].probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert (result.success, result.error) == (True, None), result.facts
+    assert evaluate(result) == []

@@ -151,6 +151,11 @@ async def test_contradictory_lengths_are_a_bad_response_not_a_guess(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n0123456789",
             id="chunked",
         ),
+        pytest.param(
+            # Read as "ok, 5 bytes": the empty line at the close was taken for the last chunk.
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            id="chunked, closed after a whole chunk",
+        ),
     ],
 )
 async def test_a_body_cut_short_by_the_close_is_a_failure_that_says_so(
@@ -163,6 +168,27 @@ async def test_a_body_cut_short_by_the_close_is_a_failure_that_says_so(
     assert (result.success, result.error) == (
         False,
         "response body broken: the connection closed early",
+    )
+    assert "service_down" in {f.rule for f in evaluate(result)}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Ty", id="in a header"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n", id="before the end"),
+        pytest.param(b"HTTP/1.1 200 O", id="in the status line"),
+    ],
+)
+async def test_headers_cut_short_by_the_close_are_a_failure_that_says_so(
+    raw_server: Start, ctx: ProbeContext, raw: bytes
+) -> None:
+    # It was "ok 200": the close was taken for the end of the headers.
+    port, _ = await raw_server(canned(raw), "127.0.0.1")
+    result = await probe(port, ctx)
+    assert (result.success, result.error) == (
+        False,
+        "server disconnected before the headers ended",
     )
     assert "service_down" in {f.rule for f in evaluate(result)}
 
@@ -215,6 +241,57 @@ async def test_transfer_codings_are_undone_before_the_keyword_is_looked_for(
     result = await probe(port, ctx, keyword="在线办理")
     assert (result.success, result.error) == (True, None)
     assert result.facts["body_bytes"] == len(PAGE)
+
+
+def raw_deflate(data: bytes) -> bytes:
+    """data as "deflate" without zlib's header, as some servers send it."""
+    squeezer = zlib.compressobj(wbits=-15)
+    return squeezer.compress(data) + squeezer.flush()
+
+
+@pytest.mark.parametrize(
+    ("framing", "coding", "body"),
+    [
+        pytest.param(b"Content-Length", b"gzip", gzip.compress(PAGE), id="gzip"),
+        pytest.param(b"Content-Length", b"x-gzip", gzip.compress(PAGE), id="x-gzip"),
+        pytest.param(b"Content-Length", b"deflate", zlib.compress(PAGE), id="deflate"),
+        pytest.param(b"Content-Length", b"deflate", raw_deflate(PAGE), id="raw deflate"),
+        pytest.param(b"Transfer-Encoding", b"gzip", gzip.compress(PAGE), id="gzip, chunked"),
+    ],
+)
+async def test_an_unrequested_content_encoding_is_undone_before_the_keyword_is_looked_for(
+    raw_server: Start, ctx: ProbeContext, framing: bytes, coding: bytes, body: bytes
+) -> None:
+    # The probe asks for no coding, yet servers gzip anyway: the keyword read "not found" and
+    # the service down, while the contract and compatibility probes (aiohttp) decoded it.
+    if framing == b"Transfer-Encoding":
+        framed = b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body) + b"\r\n"
+    else:
+        framed = b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: %s\r\n" % coding
+    port, _ = await raw_server(canned(raw + framed), "127.0.0.1")
+    result = await probe(port, ctx, keyword="在线办理")
+    assert (result.success, result.error) == (True, None)
+    assert result.facts["body_bytes"] == len(PAGE)
+
+
+async def test_a_content_encoded_bomb_is_cut_at_the_limit(
+    raw_server: Start, ctx: ProbeContext
+) -> None:
+    bomb = gzip.compress(bytes(64 << 20))
+    raw = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+    port, _ = await raw_server(canned(raw % len(bomb) + bomb), "127.0.0.1")
+    result = await probe(port, ctx, max_body_bytes=1 << 20)
+    assert (result.success, result.facts["body_bytes"]) == (True, 1 << 20)
+
+
+async def test_a_content_encoding_monitord_cannot_undo_leaves_the_body_as_sent(
+    raw_server: Start, ctx: ProbeContext
+) -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\n\x0b\x02"
+    port, _ = await raw_server(canned(raw), "127.0.0.1")
+    result = await probe(port, ctx)
+    assert (result.success, result.facts["body_bytes"]) == (True, 2)
 
 
 async def test_a_transfer_coding_monitord_cannot_undo_is_named(
@@ -272,3 +349,74 @@ async def test_folded_header_lines_are_unfolded_as_rfc_9112_asks_of_a_client(
     assert result.facts["content_type"] == "text/html"
     assert result.facts["body_bytes"] == 2  # the folded "Content-Length: 5" is X-Upstream's
     assert len(heads) == 2
+
+
+async def test_a_chunk_announced_huge_is_read_only_up_to_the_limit(ctx: ProbeContext) -> None:
+    # A chunk of 7fffffffff bytes (512 GiB) was read whole into memory: the daemon was
+    # OOM-killed. The server sends 4 MiB of it and keeps the connection open; the probe must
+    # stop at the limit and close, not wait for the rest.
+    async def endless_chunk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffff\r\n")
+        writer.write(b"x" * (4 << 20))
+        await writer.drain()
+        await reader.read()  # until the probe closes
+        writer.close()
+
+    server = await asyncio.start_server(endless_chunk, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        result = await probe(port, ctx, max_body_bytes=1 << 20, timeout_s=3)
+    assert (result.success, result.error) == (True, None)
+    assert result.facts["body_bytes"] == 1 << 20
+
+
+@pytest.mark.parametrize("size", [b"-5", b"0x5", b"+5", b"5_0", b"zz"])
+async def test_a_chunk_size_that_is_not_hexadecimal_is_a_bad_response(
+    raw_server: Start, ctx: ProbeContext, size: bytes
+) -> None:
+    # "-5" leaked "ValueError: readexactly size can not be less than zero" into the finding.
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s\r\nhello\r\n0\r\n\r\n"
+    port, _ = await raw_server(canned(raw % size), "127.0.0.1")
+    result = await probe(port, ctx)
+    assert (result.success, result.error) == (
+        False,
+        f"bad response: chunk size {size.decode()!r} is not a hexadecimal number",
+    )
+
+
+async def test_the_urls_user_and_password_are_sent_as_basic_auth_and_never_shown(
+    raw_server: Start, ctx: ProbeContext
+) -> None:
+    # The contract and compatibility probes sent them (aiohttp does); this probe did not, and
+    # a service that needs them read down.
+    def needs_auth(head: bytes) -> bytes:
+        if b"\r\nAuthorization: Basic dXNlcjpwQHNz\r\n" in head:  # user:p@ss
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        return b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n"
+
+    port, _ = await raw_server(needs_auth, "127.0.0.1")
+    url = f"http://user:p%40ss@127.0.0.1:{port}/"
+    result = await availability.probe(Target(url), availability.AvailabilitySpec(timeout_s=5), ctx)
+    assert (result.success, result.facts["status"]) == (True, 200), result.error
+    assert result.facts["url"] == f"http://user:***@127.0.0.1:{port}/"
+    assert "p%40ss" not in repr(result.facts) and "p@ss" not in repr(result.facts)
+
+
+async def test_a_raw_utf8_location_is_followed_to_the_page_it_names(
+    raw_server: Start, ctx: ProbeContext
+) -> None:
+    # nginx's `return 302 /办事;` sends the path as raw UTF-8; read as latin-1 it was followed
+    # to /%C3%A5%C2%8A... and a 404.
+    def answer(head: bytes) -> bytes:
+        if head.startswith(b"GET / "):
+            return "HTTP/1.1 302 Found\r\nLocation: /办事\r\nContent-Length: 0\r\n\r\n".encode()
+        if head.startswith(b"GET /%E5%8A%9E%E4%BA%8B "):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+
+    port, heads = await raw_server(answer, "127.0.0.1")
+    result = await probe(port, ctx)
+    assert (result.success, result.facts["status"]) == (True, 200), heads
+    assert result.facts["final_url"] == f"http://127.0.0.1:{port}/%E5%8A%9E%E4%BA%8B"
+    assert result.facts["redirects"][0]["location"] == "/办事"
