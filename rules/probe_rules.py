@@ -73,6 +73,18 @@ def _days_left(result: ProbeResult) -> Any:
     return math.floor(days)
 
 
+def _not_yet_valid(result: ProbeResult) -> Any:
+    """Whether the certificate's validity starts after the probe's start: every client refuses
+    it, whatever the verify code said first (a host-name mismatch is checked before the dates)."""
+    text = result.facts.get("cert_not_before")
+    if not isinstance(text, str):
+        return MISSING
+    try:
+        return parse_time(text) > result.started_at
+    except ValueError:
+        return MISSING
+
+
 def _scheme(result: ProbeResult) -> Any:
     """The probed URL's scheme in lower case ("HTTP://…" is plain HTTP too)."""
     try:
@@ -85,7 +97,9 @@ DERIVED: dict[str, Callable[[ProbeResult], Any]] = {
     "scheme": _scheme,
     "chain_days_to_expiry": _chain_days_to_expiry,
     "days_left": _days_left,
+    "not_yet_valid": _not_yet_valid,
     "expiry_date": _local_date("cert_not_after"),
+    "valid_from_date": _local_date("cert_not_before"),
     "chain_expiry_date": _local_date("chain_earliest_expiry"),
 }
 """Facts computed from a result for rules that need them; a rule names them like any fact."""

@@ -13,6 +13,10 @@ from typing import Any
 import pytest
 import trustme
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 import probes
 from monitord.types import ProbeContext, Target
@@ -50,6 +54,36 @@ def via_intermediate(*, send_intermediate: bool) -> Callable[[trustme.CA, Path],
         chain = pems if send_intermediate else pems[:1]
         name = f"inter-{send_intermediate}"
         return write_cert(certdir, name, leaf.private_key_pem.bytes(), chain)
+
+    return make
+
+
+def rsa_leaf(key_bits: int) -> Callable[[trustme.CA, Path], ServerCert]:
+    """An RSA leaf for localhost from the test CA with a key of `key_bits` (OpenSSL refuses
+    fewer than 2048 on a trusted chain)."""
+
+    def make(ca: trustme.CA, certdir: Path) -> ServerCert:
+        ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+        ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+        key = rsa.generate_private_key(public_exponent=65537, key_size=key_bits)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+            .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        return write_cert(certdir, f"rsa-{key_bits}", key_pem, [pem])
 
     return make
 
@@ -93,13 +127,32 @@ CASES: dict[str, Case] = {
         set(),
         set(),
     ),
+    # A certificate refused on a trusted chain is not an untrusted chain: its finding names
+    # the reason (it said 证书链不受信任 and opened an insecure_transport incident).
     "expired": Case(
         issued("localhost", not_before=dt.timedelta(days=-90), days=-2),
         False,
-        {"days_to_expiry": -2.0, "chain_trusted": False},
-        {"days_to_expiry": -2.0, "chain_trusted": False, "hostname_match": True},
-        {"service_down", "cert_expired", "untrusted_chain"},
-        {"cert_expired", "untrusted_chain"},
+        {"days_to_expiry": -2.0, "chain_trusted": True, "cert_problem": "expired"},
+        {"days_to_expiry": -2.0, "chain_trusted": True, "cert_problem": "expired"},
+        {"service_down", "cert_expired"},
+        {"cert_expired"},
+    ),
+    "not_yet_valid": Case(
+        issued("localhost", not_before=dt.timedelta(days=2), days=300),
+        False,
+        {"chain_trusted": True, "cert_problem": "not_yet_valid"},
+        {"chain_trusted": True, "cert_problem": "not_yet_valid", "hostname_match": True},
+        {"service_down", "cert_not_yet_valid"},
+        {"cert_not_yet_valid"},
+    ),
+    "rsa_1024_key": Case(
+        rsa_leaf(1024),
+        False,
+        {"chain_trusted": True, "cert_problem": "weak_key", "key_bits": 1024},
+        {"chain_trusted": True, "cert_problem": "weak_key", "key_bits": 1024},
+        {"service_down", "cert_weak_key"},
+        {"cert_weak_key"},
+        server={"ciphers": "ECDHE+AESGCM:@SECLEVEL=0"},
     ),
     "expiring_in_5_days": Case(
         issued("localhost", days=5),
@@ -120,7 +173,7 @@ CASES: dict[str, Case] = {
     "self_signed": Case(
         own_signature,
         False,
-        {"self_signed": True, "chain_trusted": False},
+        {"self_signed": True, "chain_trusted": False, "cert_problem": "untrusted"},
         {"self_signed": True, "chain_trusted": False, "hostname_match": True},
         {"service_down", "untrusted_chain"},
         {"untrusted_chain"},

@@ -182,6 +182,9 @@ def test_rules_file_loads_and_names_are_unique() -> None:
         "cert_expiring_30d",
         "cert_expiring_7d",
         "cert_expired",
+        "cert_not_yet_valid",
+        "cert_weak_key",
+        "cert_weak_signature",
         "untrusted_chain",
         "hostname_mismatch",
         "legacy_protocol",
@@ -285,6 +288,64 @@ def test_a_certificate_expiry_is_shown_in_whole_days_and_a_local_date() -> None:
     expired = {"days_to_expiry": -0.4, "cert_not_after": "2026-12-03T20:00:00+00:00"}
     (gone,) = [f for f in evaluate(_result("tls", expired)) if f.rule == "cert_expired"]
     assert gone.summary.endswith("的证书已于 2026-12-04 过期")
+
+
+@pytest.mark.parametrize(
+    ("verified", "code", "trusted", "problem"),
+    [
+        (True, None, True, None),
+        (False, None, None, None),  # reset or no common protocol: nothing learnt
+        (False, 10, True, "expired"),
+        (False, 9, True, "not_yet_valid"),
+        (False, 62, True, "hostname_mismatch"),
+        (False, 64, True, "hostname_mismatch"),  # an IP-address target's mismatch
+        (False, 66, True, "weak_key"),
+        (False, 67, True, "weak_key"),
+        (False, 68, True, "weak_signature"),
+        (False, 20, False, "untrusted"),  # unable to get local issuer certificate
+        (False, 18, False, "untrusted"),  # self-signed
+        (False, 7, False, "untrusted"),  # certificate signature failure
+    ],
+)
+def test_a_verify_code_says_whether_the_chain_is_trusted_and_what_else_is_wrong(
+    verified: bool, code: int | None, trusted: bool | None, problem: str | None
+) -> None:
+    # Every refusal counted as an untrusted chain: an expired certificate from a trusted CA
+    # read 证书链不受信任 and opened an insecure_transport security incident.
+    assert tlsinfo.trust_verdict(verified, code) == {
+        "chain_trusted": trusted,
+        "cert_problem": problem,
+    }
+
+
+@pytest.mark.parametrize(
+    ("facts", "rule", "summary"),
+    [
+        (
+            {"cert_not_before": "2025-01-02T20:00:00+00:00", "chain_trusted": True},
+            "cert_not_yet_valid",
+            "的证书尚未生效（生效日期 2025-01-03）",
+        ),
+        (
+            {"cert_problem": "weak_key", "key_type": "RSA", "key_bits": 1024},
+            "cert_weak_key",
+            "的证书链中有密钥过短，客户端拒绝连接（证书密钥 RSA 1024 位）",
+        ),
+        (
+            {"cert_problem": "weak_signature", "signature_algorithm": "sha1WithRSAEncryption"},
+            "cert_weak_signature",
+            "的证书链使用过弱的签名算法，客户端拒绝连接（证书签名算法 sha1WithRSAEncryption）",
+        ),
+    ],
+)
+def test_a_certificate_refused_on_a_trusted_chain_is_named_for_its_reason(
+    facts: dict[str, Any], rule: str, summary: str
+) -> None:
+    findings = evaluate(_result("tls", facts))
+    assert [f.rule for f in findings] == [rule]
+    assert findings[0].summary.endswith(summary)
+    started = {"cert_not_before": "2024-12-31T00:00:00+00:00"}
+    assert not evaluate(_result("tls", started))  # valid since before the probe: no finding
 
 
 def test_an_upper_case_http_scheme_is_plain_http_and_a_password_in_the_url_is_masked() -> None:
