@@ -692,9 +692,19 @@ def ocsp_facts(response: bytes | None, checked: bool) -> dict[str, Any]:
 
 
 def parse_hsts(value: str | None) -> dict[str, Any]:
-    """The `hsts` fact from a Strict-Transport-Security header value (or its absence)."""
+    """The `hsts` fact from a Strict-Transport-Security header value (or its absence).
+
+    `enabled` is whether a browser keeps the host HTTPS-only (RFC 6797 §6.1.1): a header
+    without a valid max-age is ignored, and max-age=0 switches HSTS off.
+    """
     if value is None:
-        return {"present": False, "max_age": None, "include_subdomains": False, "preload": False}
+        return {
+            "present": False,
+            "enabled": False,
+            "max_age": None,
+            "include_subdomains": False,
+            "preload": False,
+        }
     max_age: int | None = None
     flags: set[str] = set()
     for part in value.split(";"):
@@ -707,6 +717,7 @@ def parse_hsts(value: str | None) -> dict[str, Any]:
             flags.add(key)
     return {
         "present": True,
+        "enabled": max_age is not None and max_age > 0,
         "max_age": max_age,
         "include_subdomains": "includesubdomains" in flags,
         "preload": "preload" in flags,

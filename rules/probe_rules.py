@@ -85,6 +85,18 @@ def _not_yet_valid(result: ProbeResult) -> Any:
         return MISSING
 
 
+def _hsts_off_reason(result: ProbeResult) -> Any:
+    """Why HSTS is not in force, for people (no header, max-age=0, no valid max-age)."""
+    hsts = result.facts.get("hsts")
+    if not isinstance(hsts, Mapping) or hsts.get("enabled") is not False:
+        return MISSING
+    if not hsts.get("present"):
+        return "未返回 Strict-Transport-Security 头"
+    if hsts.get("max_age") == 0:
+        return "max-age=0，即关闭 HSTS"
+    return "头中没有有效的 max-age，浏览器忽略该头"
+
+
 def _scheme(result: ProbeResult) -> Any:
     """The probed URL's scheme in lower case ("HTTP://…" is plain HTTP too)."""
     try:
@@ -100,6 +112,7 @@ DERIVED: dict[str, Callable[[ProbeResult], Any]] = {
     "not_yet_valid": _not_yet_valid,
     "expiry_date": _local_date("cert_not_after"),
     "valid_from_date": _local_date("cert_not_before"),
+    "hsts_off_reason": _hsts_off_reason,
     "chain_expiry_date": _local_date("chain_earliest_expiry"),
 }
 """Facts computed from a result for rules that need them; a rule names them like any fact."""

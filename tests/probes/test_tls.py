@@ -26,7 +26,13 @@ from tests.probes.helpers import NOW, Serve, ServerCert, self_signed, server_con
 
 HSTS = "max-age=31536000; includeSubDomains"
 STRONG = "ECDHE+AESGCM"
-NO_HSTS = {"present": False, "max_age": None, "include_subdomains": False, "preload": False}
+NO_HSTS = {
+    "present": False,
+    "enabled": False,
+    "max_age": None,
+    "include_subdomains": False,
+    "preload": False,
+}
 
 
 def issued(
@@ -118,7 +124,12 @@ CASES: dict[str, Case] = {
             "hostname_match": True,
             "self_signed": False,
             "weak_ciphers": [],
-            "hsts": {"present": True, "max_age": 31536000, "include_subdomains": True},
+            "hsts": {
+                "present": True,
+                "enabled": True,
+                "max_age": 31536000,
+                "include_subdomains": True,
+            },
             "key_type": "EC (secp256r1)",
             "key_bits": 256,
             "signature_algorithm": "ecdsa-with-SHA256",
@@ -238,6 +249,25 @@ CASES: dict[str, Case] = {
         set(),
         {"no_hsts"},
         hsts=None,
+    ),
+    # RFC 6797 §6.1.1: max-age=0 switches HSTS off, and a header without max-age is ignored.
+    "hsts_switched_off": Case(
+        issued("localhost"),
+        True,
+        {},
+        {"hsts": {"present": True, "enabled": False, "max_age": 0}},
+        set(),
+        {"no_hsts"},
+        hsts="max-age=0",
+    ),
+    "hsts_without_max_age": Case(
+        issued("localhost"),
+        True,
+        {},
+        {"hsts": {"present": True, "enabled": False, "include_subdomains": True}},
+        set(),
+        {"no_hsts"},
+        hsts="includeSubDomains",
     ),
 }
 

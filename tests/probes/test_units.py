@@ -137,13 +137,16 @@ def test_spec_overrides_from_config() -> None:
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
-        (None, {"present": False, "max_age": None, "include_subdomains": False, "preload": False}),
+        (None, {"present": False, "enabled": False, "max_age": None, "preload": False}),
         (
             "max-age=31536000; includeSubDomains; preload",
-            {"present": True, "max_age": 31536000, "include_subdomains": True, "preload": True},
+            {"present": True, "enabled": True, "max_age": 31536000, "include_subdomains": True},
         ),
-        ('max-age="600"', {"present": True, "max_age": 600, "include_subdomains": False}),
-        ("max-age=oops", {"present": True, "max_age": None}),
+        ('max-age="600"', {"present": True, "enabled": True, "max_age": 600}),
+        # RFC 6797 §6.1.1: no valid max-age, the header is ignored; max-age=0 switches HSTS off.
+        ("max-age=oops", {"present": True, "enabled": False, "max_age": None}),
+        ("includeSubDomains", {"present": True, "enabled": False, "include_subdomains": True}),
+        ("max-age=0; includeSubDomains", {"present": True, "enabled": False, "max_age": 0}),
     ],
 )
 def test_parse_hsts(header: str | None, expected: dict[str, Any]) -> None:
@@ -346,6 +349,25 @@ def test_a_certificate_refused_on_a_trusted_chain_is_named_for_its_reason(
     assert findings[0].summary.endswith(summary)
     started = {"cert_not_before": "2024-12-31T00:00:00+00:00"}
     assert not evaluate(_result("tls", started))  # valid since before the probe: no finding
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (None, "未返回 Strict-Transport-Security 头"),
+        ("max-age=0", "max-age=0，即关闭 HSTS"),
+        ("includeSubDomains", "头中没有有效的 max-age，浏览器忽略该头"),
+    ],
+)
+def test_hsts_switched_off_or_ignored_is_no_hsts_and_says_which(
+    header: str | None, reason: str
+) -> None:
+    # max-age=0 and a header without max-age gave no finding: only the header's absence did.
+    facts = {"hsts": tlsinfo.parse_hsts(header)}
+    (finding,) = evaluate(_result("tls", facts))
+    assert finding.rule == "no_hsts"
+    assert finding.summary == f"https://svc.example/ 未启用 HSTS（{reason}）"
+    assert not evaluate(_result("tls", {"hsts": tlsinfo.parse_hsts("max-age=600")}))
 
 
 def test_an_upper_case_http_scheme_is_plain_http_and_a_password_in_the_url_is_masked() -> None:
