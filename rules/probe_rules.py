@@ -97,16 +97,36 @@ def _hsts_off_reason(result: ProbeResult) -> Any:
     return "头中没有有效的 max-age，浏览器忽略该头"
 
 
-def _scheme(result: ProbeResult) -> Any:
-    """The probed URL's scheme in lower case ("HTTP://…" is plain HTTP too)."""
+def _scheme_of(url: Any) -> Any:
+    """A URL's scheme in lower case ("HTTP://…" is plain HTTP too)."""
+    if not isinstance(url, str):
+        return MISSING
     try:
-        return urlsplit(result.target).scheme or MISSING
+        return urlsplit(url).scheme or MISSING
     except ValueError:
         return MISSING
 
 
+def _scheme(result: ProbeResult) -> Any:
+    """The probed URL's scheme."""
+    return _scheme_of(result.target)
+
+
+def _final_scheme(result: ProbeResult) -> Any:
+    """The scheme of the URL the redirects end on (availability's `final_url`)."""
+    return _scheme_of(result.facts.get("final_url"))
+
+
+def _landing_url(result: ProbeResult) -> Any:
+    """The URL the redirects end on, as people may read it: its password and tokens masked."""
+    url = result.facts.get("final_url")
+    return mask_url(url) if isinstance(url, str) else MISSING
+
+
 DERIVED: dict[str, Callable[[ProbeResult], Any]] = {
     "scheme": _scheme,
+    "final_scheme": _final_scheme,
+    "landing_url": _landing_url,
     "chain_days_to_expiry": _chain_days_to_expiry,
     "days_left": _days_left,
     "not_yet_valid": _not_yet_valid,

@@ -405,3 +405,29 @@ async def test_a_server_that_speaks_only_tls_1_0_is_down_with_a_reason_people_ca
     assert not result.success
     said = result.error if kind != "compatibility" else result.facts["clients"]["desktop"]["error"]
     assert said in ("connection reset by peer", "TLS handshake failed: connection reset by peer")
+
+
+async def test_an_https_service_that_sends_users_to_plain_http_is_a_6_3_2_b_finding(
+    ca: trustme.CA, certdir: Path, serve: Serve, ctx: ProbeContext
+) -> None:
+    # https://x/ → 302 http://x/ passed as HTTPS: the rule read the target's scheme only.
+    plain = web.Application()
+    plain.router.add_get("/home", ok)
+    plain_port = await serve(plain, None)
+    landing = f"http://127.0.0.1:{plain_port}/home?access_token=abcdef1234567890abcd"
+
+    async def to_plain(_request: web.Request) -> web.Response:
+        raise web.HTTPFound(landing)
+
+    app = web.Application()
+    app.router.add_get("/", to_plain)
+    port = await serve(app, server_context(issued("localhost")(ca, certdir), ciphers=STRONG))
+    target = Target(f"https://localhost:{port}/", service_id="svc-downgrade")
+    result = await availability.probe(target, availability.AvailabilitySpec(timeout_s=5), ctx)
+    assert result.success and result.facts["final_url"] == landing
+    (finding,) = [f for f in evaluate(result) if f.clause == "6.3.2 b"]
+    assert (finding.rule, finding.severity) == ("plain_http_redirect", "high")
+    assert finding.summary == (
+        f"https://localhost:{port}/ 将用户重定向到明文 HTTP 地址 "
+        f"http://127.0.0.1:{plain_port}/home?access_token=***，未全程使用 HTTPS"
+    )
