@@ -111,6 +111,18 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
             break
     if not shake.connected:
         return failure(KIND, target, started_at, start, facts, f"connection failed: {shake.error}")
+    if not shake.ok:
+        # A server that speaks only TLS 1.0 or 1.1 refuses the default context (TLS 1.2 at
+        # least): read its certificate over what it speaks, so an expiry there is still seen.
+        legacy = await tlsinfo.handshake(
+            address,
+            port,
+            tlsinfo.any_protocol_context(),
+            server_hostname=host,
+            timeout_s=spec.timeout_s,
+        )
+        if legacy.ok:
+            shake = legacy
     gate = asyncio.Semaphore(max(1, spec.max_parallel))
 
     async def limited(work: Awaitable[T]) -> T:

@@ -320,6 +320,19 @@ def insecure_context(
     return observe(context)
 
 
+def any_protocol_context() -> ssl.SSLContext:
+    """`insecure_context` that also speaks TLSv1 and TLSv1.1 (at ``@SECLEVEL=0``).
+
+    For reading the certificate of a server that speaks nothing newer, which the default
+    minimum of TLS 1.2 cannot even reach.
+    """
+    context = insecure_context(ciphers="ALL:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+    return context
+
+
 # ---------------------------------------------------------------------------------------------
 # Stdlib handshakes
 

@@ -431,3 +431,33 @@ async def test_an_https_service_that_sends_users_to_plain_http_is_a_6_3_2_b_find
         f"https://localhost:{port}/ 将用户重定向到明文 HTTP 地址 "
         f"http://127.0.0.1:{plain_port}/home?access_token=***，未全程使用 HTTPS"
     )
+
+
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1], ids=["TLSv1", "TLSv1.1"]
+)
+async def test_a_server_that_speaks_only_tls_1_0_or_1_1_still_shows_its_certificate(
+    version: ssl.TLSVersion, ca: trustme.CA, certdir: Path, serve: Serve, ctx: ProbeContext
+) -> None:
+    # Its certificate facts were all None (the first handshake asked for TLS 1.2 at least), so
+    # an expired certificate there was never reported.
+    if not tlsinfo.local_protocol_support()["TLSv1"]:
+        pytest.skip("this machine's OpenSSL cannot speak TLS 1.0 even at @SECLEVEL=0")
+    app = web.Application()
+    app.router.add_get("/", ok)
+    expired = issued("localhost", not_before=dt.timedelta(days=-90), days=-2)(ca, certdir)
+    context = server_context(
+        expired, minimum=version, maximum=version, ciphers="ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0"
+    )
+    port = await serve(app, context)
+    spec = tls.TlsSpec(timeout_s=5, check_hsts=False)
+    result = await tls.probe(Target(f"https://localhost:{port}/"), spec, ctx)
+    assert result.success, result.error
+    name = "TLSv1" if version == ssl.TLSVersion.TLSv1 else "TLSv1.1"
+    assert result.facts["tls_version"] == name and result.facts["protocols"] == [name]
+    assert result.facts["days_to_expiry"] == -2.0
+    assert result.facts["cert_subject"] is not None and result.facts["hostname_match"] is True
+    # The verifying handshake (TLS 1.2 at least) cannot reach it: trust is unknown, not "no".
+    assert result.facts["chain_trusted"] is None
+    assert {"cert_expired", "legacy_protocol"} <= {f.rule for f in evaluate(result)}
+    assert "untrusted_chain" not in {f.rule for f in evaluate(result)}
