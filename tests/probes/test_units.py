@@ -427,4 +427,59 @@ def test_a_probe_error_reads_in_chinese_in_the_findings_people_are_alerted_with(
     assert probe_error_text("desktop: body is not JSON (text/html); phone: status 503") == (
         "桌面浏览器：响应不是 JSON（text/html）；手机浏览器：状态码 503"
     )
-    assert probe_error_text("something new") == "something new"  # unknown: kept as it is
+    assert probe_error_text("KeyError: boom") == (
+        "探测失败（未归类的错误，原文见探测结果的 error 字段）"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        ("more than 5 redirects", "重定向超过 5 次"),
+        ("no business code: no field 'code'", "没有业务返回码：响应中没有字段 'code'"),
+        (
+            "no business code: body is not JSON (application/json)",
+            "没有业务返回码：响应不是 JSON（application/json）",
+        ),
+        (
+            "refused: 169.254.169.254 resolves to 169.254.169.254, "
+            "inside denied network 169.254.0.0/16",
+            "169.254.169.254 解析到 169.254.169.254，位于禁止探测的网段 169.254.0.0/16 内",
+        ),
+        (
+            "refused: meta.example resolves to 64:ff9b::a9fe:a9fe (which carries "
+            "169.254.169.254), inside denied network 169.254.0.0/16",
+            "meta.example 解析到 64:ff9b::a9fe:a9fe（即 169.254.169.254），"
+            "位于禁止探测的网段 169.254.0.0/16 内",
+        ),
+        ("connection failed: Connect call failed ('127.0.0.1', 1)", "无法建立连接：对方未接受连接"),
+        ("gaierror: [Errno -2] Name or service not known", "域名无法解析"),
+        ("certificate verify failed: certificate has expired", "证书校验失败：证书已过期"),
+        (
+            "certificate verify failed: Hostname mismatch, certificate is not valid for 'a.cn'.",
+            "证书校验失败：证书与域名 a.cn 不匹配",
+        ),
+        (
+            "TLS handshake failed: [SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)",
+            "TLS 握手失败：OpenSSL 错误 WRONG_VERSION_NUMBER",
+        ),
+        # A system's own words no pattern knows stay inside a known frame.
+        ("connection failed: Too many open files", "无法建立连接：Too many open files"),
+    ],
+)
+def test_every_known_probe_error_reads_in_chinese(error: str, said: str) -> None:
+    # "未按预期响应：more than 5 redirects" and "没有业务返回码：no field 'code'" reached people.
+    assert probe_error_text(error) == said
+
+
+def test_a_refused_target_finding_says_why_in_chinese() -> None:
+    refused = replace(
+        _result("availability", {"refused": True}, success=False),
+        error="refused: meta.example resolves to 169.254.169.254, inside denied network "
+        "169.254.0.0/16",
+    )
+    (finding,) = evaluate(refused)
+    assert finding.summary == (
+        "https://svc.example/ 未被探测（地址在禁止探测的网段内）："
+        "meta.example 解析到 169.254.169.254，位于禁止探测的网段 169.254.0.0/16 内"
+    )
