@@ -90,6 +90,7 @@ _PROBE_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"business code (.+) is not documented", r"业务返回码 \1 未在备案中列明"),
         (r"no business code: (?P<detail>.+)", r"没有业务返回码：\g<detail>"),
         (r"no field (.+)", r"响应中没有字段 \1"),
+        (r"field (.+) is null", r"响应中字段 \1 为 null"),
         (r"body is not JSON \((.+)\)", r"响应不是 JSON（\1）"),
         (r"JSON served as (.+)", r"JSON 以 \1 类型返回"),
         (r"no content type declared", "未声明内容类型"),
