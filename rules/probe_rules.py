@@ -73,6 +73,15 @@ def _days_left(result: ProbeResult) -> Any:
     return math.floor(days)
 
 
+def _expires_in(result: ProbeResult) -> Any:
+    """When the certificate expires, as people read it: "5 天后", or "24 小时内" on its last day
+    (where whole days would say "0 天后")."""
+    days = _days_left(result)
+    if days is MISSING:
+        return MISSING
+    return "24 小时内" if days < 1 else f"{days} 天后"
+
+
 def _not_yet_valid(result: ProbeResult) -> Any:
     """Whether the certificate's validity starts after the probe's start: every client refuses
     it, whatever the verify code said first (a host-name mismatch is checked before the dates)."""
@@ -129,6 +138,7 @@ DERIVED: dict[str, Callable[[ProbeResult], Any]] = {
     "landing_url": _landing_url,
     "chain_days_to_expiry": _chain_days_to_expiry,
     "days_left": _days_left,
+    "expires_in": _expires_in,
     "not_yet_valid": _not_yet_valid,
     "expiry_date": _local_date("cert_not_after"),
     "valid_from_date": _local_date("cert_not_before"),

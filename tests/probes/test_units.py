@@ -288,6 +288,10 @@ def test_a_certificate_expiry_is_shown_in_whole_days_and_a_local_date() -> None:
     facts = {"days_to_expiry": 5.93, "cert_not_after": "2026-12-09T16:30:00+00:00"}
     (finding,) = [f for f in evaluate(_result("tls", facts)) if f.rule == "cert_expiring_7d"]
     assert finding.summary.endswith("的证书将在 5 天后过期（2026-12-10）")
+    # Seven hours left read "将在 0 天后过期".
+    last_day = {"days_to_expiry": 0.29, "cert_not_after": "2026-12-09T16:30:00+00:00"}
+    (soon,) = [f for f in evaluate(_result("tls", last_day)) if f.rule == "cert_expiring_7d"]
+    assert soon.summary.endswith("的证书将在 24 小时内过期（2026-12-10）")
     expired = {"days_to_expiry": -0.4, "cert_not_after": "2026-12-03T20:00:00+00:00"}
     (gone,) = [f for f in evaluate(_result("tls", expired)) if f.rule == "cert_expired"]
     assert gone.summary.endswith("的证书已于 2026-12-04 过期")
