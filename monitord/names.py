@@ -66,18 +66,31 @@ _PROBE_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"status (\d+) not in the expected statuses", r"返回状态码 \1，不在预期范围内"),
         (r"keyword (.+) not found in the page", r"页面中未找到关键字 \1"),
         (r"timed out after ([\d.]+) s", r"\1 秒内无响应（超时）"),
+        (r"timed out", "超时"),
+        (r"more than (\d+) redirects", r"重定向超过 \1 次"),
+        (
+            r"refused: (\S+) resolves to (\S+) \(which carries (\S+)\), "
+            r"inside denied network (\S+)",
+            r"\1 解析到 \2（即 \3），位于禁止探测的网段 \4 内",
+        ),
+        (
+            r"refused: (\S+) resolves to (\S+), inside denied network (\S+)",
+            r"\1 解析到 \2，位于禁止探测的网段 \3 内",
+        ),
         (r"connection reset by peer", "连接被对方重置"),
+        (r"connection closed mid-handshake", "握手中途连接被关闭"),
         (r"server disconnected without a response", "服务器未作响应即断开连接"),
-        (r"connection failed: (.+)", r"无法建立连接：\1"),
-        (r"certificate verify failed: (.+)", r"证书校验失败：\1"),
-        (r"TLS handshake failed: (.+)", r"TLS 握手失败：\1"),
+        (r"connection failed: (?P<detail>.+)", r"无法建立连接：\g<detail>"),
+        (r"certificate verify failed: (?P<detail>.+)", r"证书校验失败：\g<detail>"),
+        (r"TLS handshake failed: (?P<detail>.+)", r"TLS 握手失败：\g<detail>"),
         (r"response body broken: the connection closed early", "响应未传输完整：连接提前关闭"),
-        (r"response body broken: (.+)", r"响应未传输完整：\1"),
-        (r"bad response: (.+)", r"响应格式错误：\1"),
+        (r"response body broken: (?P<detail>.+)", r"响应未传输完整：\g<detail>"),
+        (r"bad response: (?P<detail>.+)", r"响应格式错误：\g<detail>"),
         (r"HTTP status (\d+) is not documented", r"HTTP 状态码 \1 未在备案中列明"),
         (r"business code (.+) is not documented", r"业务返回码 \1 未在备案中列明"),
-        (r"no business code: (.+)", r"没有业务返回码：\1"),
+        (r"no business code: (?P<detail>.+)", r"没有业务返回码：\g<detail>"),
         (r"no field (.+)", r"响应中没有字段 \1"),
+        (r"field (.+) is null", r"响应中字段 \1 为 null"),
         (r"body is not JSON \((.+)\)", r"响应不是 JSON（\1）"),
         (r"JSON served as (.+)", r"JSON 以 \1 类型返回"),
         (r"no content type declared", "未声明内容类型"),
@@ -85,11 +98,39 @@ _PROBE_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"no response", "无响应"),
         (r"status class (\dxx) \(desktop got (\dxx)\)", r"状态码类别 \1，桌面端为 \2"),
         (r"status (\d+)", r"状态码 \1"),
+        # The system's words inside those above (an errno's text, a certificate's verify
+        # message, OpenSSL's reason): the common ones said in Chinese, the rest kept.
+        (r"Connect call failed .*", "对方未接受连接"),
+        (r"Connection refused", "连接被拒绝"),
+        (r"No route to host", "无法路由到主机"),
+        (r"Network is unreachable", "网络不可达"),
+        (
+            r"(?:gaierror: )?(?:\[Errno -?\d+\] )?(?:Name or service not known|"
+            r"Temporary failure in name resolution|No address associated with hostname)",
+            "域名无法解析",
+        ),
+        (r"certificate has expired", "证书已过期"),
+        (r"certificate is not yet valid", "证书尚未生效"),
+        (r"self[- ]signed certificate", "自签名证书"),
+        (r"self[- ]signed certificate in certificate chain", "证书链中有自签名证书"),
+        (r"unable to get local issuer certificate", "找不到受信任的签发者证书"),
+        (r"Hostname mismatch, certificate is not valid for '(.+)'\.", r"证书与域名 \1 不匹配"),
+        (
+            r"IP address mismatch, certificate is not valid for '(.+)'\.",
+            r"证书与 IP 地址 \1 不匹配",
+        ),
+        (r"EE certificate key too weak", "证书密钥强度不足"),
+        (r"CA certificate key too weak", "CA 证书密钥强度不足"),
+        (r"CA signature digest algorithm too weak", "签名摘要算法强度不足"),
+        (r"\[SSL: (\w+)\] .*", r"OpenSSL 错误 \1"),
     )
 )
-"""The probes' errors (English, as the command line and the log show them), as an alert or
-a report in Chinese says them; the system's own words (an errno's text, a certificate's
-verify message) stay as they are."""
+"""The probes' errors (English, as the command line, the log and the API show them), as an
+alert or a report in Chinese says them. A `detail` part is said in Chinese too when a pattern
+knows it, else kept as the system wrote it."""
+
+UNKNOWN_PROBE_ERROR = "探测失败（未归类的错误，原文见探测结果的 error 字段）"
+"""What an alert says for an error no pattern knows; the result keeps the original."""
 
 
 CLIENT_NAMES = {
@@ -103,21 +144,28 @@ CLIENT_NAMES = {
 
 def probe_error_text(error: str) -> str:
     """A probe's error in Chinese, each of its "; "-joined problems (a compatibility client's
-    "desktop: a, b" with its client named); one no pattern knows is kept as it is."""
+    "desktop: a, b" with its client named); one no pattern knows is `UNKNOWN_PROBE_ERROR`."""
     parts = []
     for part in error.split("; "):
         client, colon, problems = part.partition(": ")
         if colon and client in CLIENT_NAMES:
-            said = "、".join(_problem_text(p) for p in problems.split(", "))
+            said = "、".join(_problem_text(p, UNKNOWN_PROBE_ERROR) for p in problems.split(", "))
             parts.append(f"{CLIENT_NAMES[client]}：{said}")
         else:
-            parts.append(_problem_text(part))
+            parts.append(_problem_text(part, UNKNOWN_PROBE_ERROR))
     return "；".join(parts)
 
 
-def _problem_text(problem: str) -> str:
+def _problem_text(problem: str, unknown: str) -> str:
+    """`problem` in Chinese by the first pattern that matches it whole, else `unknown`."""
     for pattern, chinese in _PROBE_ERRORS:
         found = pattern.fullmatch(problem)
-        if found is not None:
+        if found is None:
+            continue
+        detail = found.groupdict().get("detail")
+        if detail is None:
             return found.expand(chinese)
-    return problem
+        # The detail is translated on its own; a placeholder keeps its text out of expand().
+        said = found.expand(chinese.replace(r"\g<detail>", "\x00"))
+        return said.replace("\x00", _problem_text(detail, detail))
+    return unknown

@@ -82,7 +82,9 @@ def _catalogue_fields(
         fields["code_field"] = codes["field"]
         ok = codes.get("ok")
         if isinstance(ok, list | tuple):
-            fields["ok_codes"] = tuple(str(c) for c in ok)
+            fields["ok_codes"] = tuple(
+                text for text in (contract.code_text(c) for c in ok) if text is not None
+            )
     if isinstance(return_codes, Mapping) and return_codes:
         fields["return_codes"] = tuple((str(k), str(v)) for k, v in return_codes.items())
     # A service that documents business codes is a JSON API; every client must get JSON.

@@ -35,7 +35,6 @@ from probes.http import (
 )
 
 KIND = "availability"
-HOSTNAME_MISMATCH = 62  # OpenSSL X509_V_ERR_HOSTNAME_MISMATCH: the chain itself was fine
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ async def _unverified_facts(
         "tls_version": shake.version,
         "cipher": shake.cipher,
         "alpn": shake.alpn,
-        "chain_trusted": verify_code == HOSTNAME_MISMATCH,
+        **tlsinfo.trust_verdict(False, verify_code),
         "tls_verify_error": error.verify_message or str(error),
     }
     if shake.peer_der:

@@ -4,7 +4,7 @@ Two codes are checked: the HTTP status against the filing's expected statuses, a
 filing names a business-code field (`probe.expect_codes.field`), that field of the JSON body
 against the documented codes (`expect_codes.ok` and the keys of `return_codes`). An answer that
 is not JSON when a business code is expected has no documented code, so it counts as
-undocumented.
+undocumented. Filed codes and answered codes become text the same way (`code_text`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,22 @@ class ContractSpec(HttpSpec):
     """Codes that mean success (`expect_codes.ok`)."""
     return_codes: tuple[tuple[str, str], ...] = ()
     """Every documented code with its meaning (`return_codes`), as (code, meaning) pairs."""
+
+
+def code_text(value: Any) -> str | None:
+    """A business code as text, spelt as JSON spells it, for a filing and an answer alike.
+
+    null is no code (None); true and false are "true" and "false"; a whole number is the same
+    code however written (1, 1.0); a string is itself. Anything else (an object, a list) is no
+    code either.
+    """
+    if value is None or isinstance(value, dict | list):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _field(document: Any, path: str) -> Any:
@@ -80,12 +96,15 @@ async def probe(target: Target, spec: ContractSpec, ctx: ProbeContext) -> ProbeR
             document = _MISSING
             facts["body_error"] = f"body is not JSON ({fetched.content_type})"
         code = _field(document, spec.code_field) if document is not _MISSING else _MISSING
-        if code is _MISSING or isinstance(code, dict | list):
-            facts["body_error"] = facts["body_error"] or f"no field {spec.code_field!r}"
+        # Codes are compared as text: filings write "0" where services send 0.
+        text = None if code is _MISSING else code_text(code)
+        if text is None:
+            missing = f"no field {spec.code_field!r}"
+            if code is None:
+                missing = f"field {spec.code_field!r} is null"
+            facts["body_error"] = facts["body_error"] or missing
             facts["business_code_documented"] = False
         else:
-            # Codes are compared as text: filings write "0" where services send 0.
-            text = str(code).lower() if isinstance(code, bool) else str(code)
             facts["business_code"] = text
             facts["business_code_documented"] = text in documented
             facts["business_code_ok"] = text in spec.ok_codes

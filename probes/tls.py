@@ -32,7 +32,6 @@ from probes.http import (
 )
 
 KIND = "tls"
-HOSTNAME_MISMATCH = 62  # OpenSSL X509_V_ERR_HOSTNAME_MISMATCH: the chain itself was fine
 
 TLS_FACT_KEYS: tuple[str, ...] = (
     "tls_version",
@@ -45,6 +44,8 @@ TLS_FACT_KEYS: tuple[str, ...] = (
     "cert_not_after",
     "days_to_expiry",
     "chain_trusted",
+    "cert_problem",
+    "tls_verify_error",
     "hostname_match",
     "self_signed",
     "key_type",
@@ -110,6 +111,18 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
             break
     if not shake.connected:
         return failure(KIND, target, started_at, start, facts, f"connection failed: {shake.error}")
+    if not shake.ok:
+        # A server that speaks only TLS 1.0 or 1.1 refuses the default context (TLS 1.2 at
+        # least): read its certificate over what it speaks, so an expiry there is still seen.
+        legacy = await tlsinfo.handshake(
+            address,
+            port,
+            tlsinfo.any_protocol_context(),
+            server_hostname=host,
+            timeout_s=spec.timeout_s,
+        )
+        if legacy.ok:
+            shake = legacy
     gate = asyncio.Semaphore(max(1, spec.max_parallel))
 
     async def limited(work: Awaitable[T]) -> T:
@@ -173,7 +186,8 @@ def _facts(
     if not shake.ok or not shake.peer_der:
         return facts
     facts.update(tlsinfo.cert_facts(shake.peer_der, host, now))
-    facts["chain_trusted"] = check.ok or check.verify_code == HOSTNAME_MISMATCH
+    facts.update(tlsinfo.trust_verdict(check.ok, check.verify_code))
+    facts["tls_verify_error"] = None if check.ok else check.error
     # Certificates the server sends over TLS 1.2 include the intermediates; over TLS 1.3 only
     # the leaf is visible to us, so the earliest expiry falls back to the leaf's.
     chain = sent.certificates or [shake.peer_der]

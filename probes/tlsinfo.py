@@ -169,6 +169,38 @@ def cert_facts(der: bytes, host: str, now: dt.datetime) -> dict[str, Any]:
     }
 
 
+# OpenSSL checks a certificate in a fixed order (crypto/x509/x509_vfy.c, verify_chain): it first
+# builds the chain up to a trusted root, and only then checks key sizes and digests, the host
+# name and the validity dates. So a handshake refused for one of these codes had a trusted chain
+# and a certificate with the problem named; every other code (no issuer found locally,
+# self-signed, a bad signature, an invalid CA…) is a chain that is not trusted.
+CERT_PROBLEMS: dict[int, str] = {
+    9: "not_yet_valid",  # X509_V_ERR_CERT_NOT_YET_VALID
+    10: "expired",  # X509_V_ERR_CERT_HAS_EXPIRED
+    62: "hostname_mismatch",  # X509_V_ERR_HOSTNAME_MISMATCH
+    64: "hostname_mismatch",  # X509_V_ERR_IP_ADDRESS_MISMATCH
+    66: "weak_key",  # X509_V_ERR_EE_KEY_TOO_SMALL
+    67: "weak_key",  # X509_V_ERR_CA_KEY_TOO_SMALL
+    68: "weak_signature",  # X509_V_ERR_CA_MD_TOO_WEAK
+}
+UNTRUSTED = "untrusted"
+
+
+def trust_verdict(verified: bool, verify_code: int | None) -> dict[str, Any]:
+    """The `chain_trusted` and `cert_problem` facts of a verifying handshake's outcome.
+
+    Verified: a trusted chain and no problem. Refused with a verify code: `CERT_PROBLEMS` names
+    the certificate's problem on a trusted chain, any other code is an untrusted chain. Failed
+    without a verify code (reset, no common protocol): nothing is known, both None.
+    """
+    if verified:
+        return {"chain_trusted": True, "cert_problem": None}
+    if verify_code is None:
+        return {"chain_trusted": None, "cert_problem": None}
+    problem = CERT_PROBLEMS.get(verify_code)
+    return {"chain_trusted": problem is not None, "cert_problem": problem or UNTRUSTED}
+
+
 # ---------------------------------------------------------------------------------------------
 # Observed handshakes (availability): timing and facts of the handshake aiohttp itself does
 
@@ -286,6 +318,19 @@ def insecure_context(
     with contextlib.suppress(NotImplementedError):
         context.set_alpn_protocols(["h2", "http/1.1"])
     return observe(context)
+
+
+def any_protocol_context() -> ssl.SSLContext:
+    """`insecure_context` that also speaks TLSv1 and TLSv1.1 (at ``@SECLEVEL=0``).
+
+    For reading the certificate of a server that speaks nothing newer, which the default
+    minimum of TLS 1.2 cannot even reach.
+    """
+    context = insecure_context(ciphers="ALL:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+    return context
 
 
 # ---------------------------------------------------------------------------------------------
@@ -660,9 +705,19 @@ def ocsp_facts(response: bytes | None, checked: bool) -> dict[str, Any]:
 
 
 def parse_hsts(value: str | None) -> dict[str, Any]:
-    """The `hsts` fact from a Strict-Transport-Security header value (or its absence)."""
+    """The `hsts` fact from a Strict-Transport-Security header value (or its absence).
+
+    `enabled` is whether a browser keeps the host HTTPS-only (RFC 6797 §6.1.1): a header
+    without a valid max-age is ignored, and max-age=0 switches HSTS off.
+    """
     if value is None:
-        return {"present": False, "max_age": None, "include_subdomains": False, "preload": False}
+        return {
+            "present": False,
+            "enabled": False,
+            "max_age": None,
+            "include_subdomains": False,
+            "preload": False,
+        }
     max_age: int | None = None
     flags: set[str] = set()
     for part in value.split(";"):
@@ -675,6 +730,7 @@ def parse_hsts(value: str | None) -> dict[str, Any]:
             flags.add(key)
     return {
         "present": True,
+        "enabled": max_age is not None and max_age > 0,
         "max_age": max_age,
         "include_subdomains": "includesubdomains" in flags,
         "preload": "preload" in flags,

@@ -73,19 +73,76 @@ def _days_left(result: ProbeResult) -> Any:
     return math.floor(days)
 
 
-def _scheme(result: ProbeResult) -> Any:
-    """The probed URL's scheme in lower case ("HTTP://…" is plain HTTP too)."""
+def _expires_in(result: ProbeResult) -> Any:
+    """When the certificate expires, as people read it: "5 天后", or "24 小时内" on its last day
+    (where whole days would say "0 天后")."""
+    days = _days_left(result)
+    if days is MISSING:
+        return MISSING
+    return "24 小时内" if days < 1 else f"{days} 天后"
+
+
+def _not_yet_valid(result: ProbeResult) -> Any:
+    """Whether the certificate's validity starts after the probe's start: every client refuses
+    it, whatever the verify code said first (a host-name mismatch is checked before the dates)."""
+    text = result.facts.get("cert_not_before")
+    if not isinstance(text, str):
+        return MISSING
     try:
-        return urlsplit(result.target).scheme or MISSING
+        return parse_time(text) > result.started_at
     except ValueError:
         return MISSING
 
 
+def _hsts_off_reason(result: ProbeResult) -> Any:
+    """Why HSTS is not in force, for people (no header, max-age=0, no valid max-age)."""
+    hsts = result.facts.get("hsts")
+    if not isinstance(hsts, Mapping) or hsts.get("enabled") is not False:
+        return MISSING
+    if not hsts.get("present"):
+        return "未返回 Strict-Transport-Security 头"
+    if hsts.get("max_age") == 0:
+        return "max-age=0，即关闭 HSTS"
+    return "头中没有有效的 max-age，浏览器忽略该头"
+
+
+def _scheme_of(url: Any) -> Any:
+    """A URL's scheme in lower case ("HTTP://…" is plain HTTP too)."""
+    if not isinstance(url, str):
+        return MISSING
+    try:
+        return urlsplit(url).scheme or MISSING
+    except ValueError:
+        return MISSING
+
+
+def _scheme(result: ProbeResult) -> Any:
+    """The probed URL's scheme."""
+    return _scheme_of(result.target)
+
+
+def _final_scheme(result: ProbeResult) -> Any:
+    """The scheme of the URL the redirects end on (availability's `final_url`)."""
+    return _scheme_of(result.facts.get("final_url"))
+
+
+def _landing_url(result: ProbeResult) -> Any:
+    """The URL the redirects end on, as people may read it: its password and tokens masked."""
+    url = result.facts.get("final_url")
+    return mask_url(url) if isinstance(url, str) else MISSING
+
+
 DERIVED: dict[str, Callable[[ProbeResult], Any]] = {
     "scheme": _scheme,
+    "final_scheme": _final_scheme,
+    "landing_url": _landing_url,
     "chain_days_to_expiry": _chain_days_to_expiry,
     "days_left": _days_left,
+    "expires_in": _expires_in,
+    "not_yet_valid": _not_yet_valid,
     "expiry_date": _local_date("cert_not_after"),
+    "valid_from_date": _local_date("cert_not_before"),
+    "hsts_off_reason": _hsts_off_reason,
     "chain_expiry_date": _local_date("chain_earliest_expiry"),
 }
 """Facts computed from a result for rules that need them; a rule names them like any fact."""

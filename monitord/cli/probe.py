@@ -166,8 +166,19 @@ def _fact_cells(facts: dict[str, Any]) -> list[str]:
     days = facts.get("days_to_expiry")
     # Whole days left, as the rules count them: -0.5 (expired twelve hours ago) is -1, not 0.
     whole = None if days is None else math.floor(days)
-    values = (facts.get("status"), facts.get("tls_version"), whole)
+    values = (_http_status(facts), facts.get("tls_version"), whole)
     return ["-" if value is None else str(value) for value in values]
+
+
+def _http_status(facts: dict[str, Any]) -> Any:
+    """The HTTP status a probe got: availability's `status`, contract's `http_status`, the
+    desktop client's for compatibility (the one the others are compared with)."""
+    for name in ("status", "http_status"):
+        if facts.get(name) is not None:
+            return facts[name]
+    clients = facts.get("clients")
+    desktop = clients.get("desktop") if isinstance(clients, dict) else None
+    return desktop.get("status") if isinstance(desktop, dict) else None
 
 
 def add_probe_command(sub: Any) -> None:

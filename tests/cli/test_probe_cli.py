@@ -89,3 +89,15 @@ def test_a_certificate_expired_hours_ago_shows_minus_one_day_not_zero() -> None:
 
     assert _fact_cells({"status": 200, "days_to_expiry": -0.5})[2] == "-1"
     assert _fact_cells({"days_to_expiry": 5.9})[2] == "5"
+
+
+@pytest.mark.parametrize("kind", ["contract", "compatibility"])
+def test_the_http_column_shows_the_status_contract_and_compatibility_got(
+    kind: str, https_site: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Their HTTP column was "-": contract names its fact http_status, compatibility has one per
+    # client (the desktop's is shown, the one the others are compared with).
+    url, bundle = https_site
+    main(["probe", url, "--kind", kind, "--ca-file", str(bundle)])
+    cells = capsys.readouterr().out.splitlines()[1].split()
+    assert cells[:2] == [kind, url] and cells[3] == "200"

@@ -73,6 +73,9 @@ def server_context(
 ) -> ssl.SSLContext:
     """A server context; TLSv1/1.1 need SECLEVEL=0 on OpenSSL 3, and Python warns on naming them."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if ciphers is not None:
+        # Before the certificate: "@SECLEVEL=0" is what lets a server load a weak key.
+        context.set_ciphers(ciphers)
     context.load_cert_chain(cert.chain, cert.key)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -80,8 +83,6 @@ def server_context(
             context.minimum_version = minimum
         if maximum is not None:
             context.maximum_version = maximum
-    if ciphers is not None:
-        context.set_ciphers(ciphers)
     return context
 
 

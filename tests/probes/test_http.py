@@ -322,6 +322,49 @@ async def test_contract_dotted_code_field(serve: Serve, ctx: ProbeContext) -> No
     assert result.success and result.facts["business_code"] == "ok"
 
 
+@pytest.mark.parametrize(
+    ("body", "filed_ok", "code", "documented", "error"),
+    [
+        # A filing's [1] and a service's 1.0 are one JSON number.
+        ({"data": {"code": 1.0}}, [1], "1", True, None),
+        # A filing's [true] and a service's true are one JSON literal (it read "True" vs "true").
+        ({"data": {"code": True}}, [True], "true", True, None),
+        ({"data": {"code": 0}}, ["0"], "0", True, None),
+        # null is no code at all, not the undocumented code 'None'.
+        ({"data": {"code": None}}, [0], None, False, "no business code: field 'data.code' is null"),
+    ],
+)
+async def test_business_codes_are_compared_as_json_spells_them(
+    body: Any,
+    filed_ok: list[Any],
+    code: str | None,
+    documented: bool,
+    error: str | None,
+    serve: Serve,
+    ctx: ProbeContext,
+) -> None:
+    async def api(_request: web.Request) -> web.Response:
+        return web.json_response(body)
+
+    port = await serve(app(api=api), None)
+    spec = probes.spec_for(
+        "contract", {"path": "/api", "expect_codes": {"field": "data.code", "ok": filed_ok}}
+    )
+    result = await contract.probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert result.facts["business_code"] == code
+    assert result.facts["business_code_documented"] is documented
+    assert result.error == error
+    said = {f.summary for f in evaluate(result)}
+    assert said == (
+        set()
+        if documented
+        else {
+            f"http://127.0.0.1:{port}/ 返回了备案未列明的返回码："
+            "没有业务返回码：响应中字段 'data.code' 为 null"
+        }
+    )
+
+
 @pytest.mark.parametrize("path", ["http://127.0.0.1:{live}/page", "//127.0.0.1:{live}/page"])
 async def test_a_probe_path_naming_another_host_does_not_probe_that_host(
     path: str, serve: Serve, ctx: ProbeContext

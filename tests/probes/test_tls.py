@@ -13,6 +13,10 @@ from typing import Any
 import pytest
 import trustme
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 import probes
 from monitord.types import ProbeContext, Target
@@ -22,7 +26,13 @@ from tests.probes.helpers import NOW, Serve, ServerCert, self_signed, server_con
 
 HSTS = "max-age=31536000; includeSubDomains"
 STRONG = "ECDHE+AESGCM"
-NO_HSTS = {"present": False, "max_age": None, "include_subdomains": False, "preload": False}
+NO_HSTS = {
+    "present": False,
+    "enabled": False,
+    "max_age": None,
+    "include_subdomains": False,
+    "preload": False,
+}
 
 
 def issued(
@@ -50,6 +60,36 @@ def via_intermediate(*, send_intermediate: bool) -> Callable[[trustme.CA, Path],
         chain = pems if send_intermediate else pems[:1]
         name = f"inter-{send_intermediate}"
         return write_cert(certdir, name, leaf.private_key_pem.bytes(), chain)
+
+    return make
+
+
+def rsa_leaf(key_bits: int) -> Callable[[trustme.CA, Path], ServerCert]:
+    """An RSA leaf for localhost from the test CA with a key of `key_bits` (OpenSSL refuses
+    fewer than 2048 on a trusted chain)."""
+
+    def make(ca: trustme.CA, certdir: Path) -> ServerCert:
+        ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+        ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+        key = rsa.generate_private_key(public_exponent=65537, key_size=key_bits)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+            .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        return write_cert(certdir, f"rsa-{key_bits}", key_pem, [pem])
 
     return make
 
@@ -84,7 +124,12 @@ CASES: dict[str, Case] = {
             "hostname_match": True,
             "self_signed": False,
             "weak_ciphers": [],
-            "hsts": {"present": True, "max_age": 31536000, "include_subdomains": True},
+            "hsts": {
+                "present": True,
+                "enabled": True,
+                "max_age": 31536000,
+                "include_subdomains": True,
+            },
             "key_type": "EC (secp256r1)",
             "key_bits": 256,
             "signature_algorithm": "ecdsa-with-SHA256",
@@ -93,13 +138,32 @@ CASES: dict[str, Case] = {
         set(),
         set(),
     ),
+    # A certificate refused on a trusted chain is not an untrusted chain: its finding names
+    # the reason (it said 证书链不受信任 and opened an insecure_transport incident).
     "expired": Case(
         issued("localhost", not_before=dt.timedelta(days=-90), days=-2),
         False,
-        {"days_to_expiry": -2.0, "chain_trusted": False},
-        {"days_to_expiry": -2.0, "chain_trusted": False, "hostname_match": True},
-        {"service_down", "cert_expired", "untrusted_chain"},
-        {"cert_expired", "untrusted_chain"},
+        {"days_to_expiry": -2.0, "chain_trusted": True, "cert_problem": "expired"},
+        {"days_to_expiry": -2.0, "chain_trusted": True, "cert_problem": "expired"},
+        {"service_down", "cert_expired"},
+        {"cert_expired"},
+    ),
+    "not_yet_valid": Case(
+        issued("localhost", not_before=dt.timedelta(days=2), days=300),
+        False,
+        {"chain_trusted": True, "cert_problem": "not_yet_valid"},
+        {"chain_trusted": True, "cert_problem": "not_yet_valid", "hostname_match": True},
+        {"service_down", "cert_not_yet_valid"},
+        {"cert_not_yet_valid"},
+    ),
+    "rsa_1024_key": Case(
+        rsa_leaf(1024),
+        False,
+        {"chain_trusted": True, "cert_problem": "weak_key", "key_bits": 1024},
+        {"chain_trusted": True, "cert_problem": "weak_key", "key_bits": 1024},
+        {"service_down", "cert_weak_key"},
+        {"cert_weak_key"},
+        server={"ciphers": "ECDHE+AESGCM:@SECLEVEL=0"},
     ),
     "expiring_in_5_days": Case(
         issued("localhost", days=5),
@@ -120,7 +184,7 @@ CASES: dict[str, Case] = {
     "self_signed": Case(
         own_signature,
         False,
-        {"self_signed": True, "chain_trusted": False},
+        {"self_signed": True, "chain_trusted": False, "cert_problem": "untrusted"},
         {"self_signed": True, "chain_trusted": False, "hostname_match": True},
         {"service_down", "untrusted_chain"},
         {"untrusted_chain"},
@@ -185,6 +249,25 @@ CASES: dict[str, Case] = {
         set(),
         {"no_hsts"},
         hsts=None,
+    ),
+    # RFC 6797 §6.1.1: max-age=0 switches HSTS off, and a header without max-age is ignored.
+    "hsts_switched_off": Case(
+        issued("localhost"),
+        True,
+        {},
+        {"hsts": {"present": True, "enabled": False, "max_age": 0}},
+        set(),
+        {"no_hsts"},
+        hsts="max-age=0",
+    ),
+    "hsts_without_max_age": Case(
+        issued("localhost"),
+        True,
+        {},
+        {"hsts": {"present": True, "enabled": False, "include_subdomains": True}},
+        set(),
+        {"no_hsts"},
+        hsts="includeSubDomains",
     ),
 }
 
@@ -322,3 +405,59 @@ async def test_a_server_that_speaks_only_tls_1_0_is_down_with_a_reason_people_ca
     assert not result.success
     said = result.error if kind != "compatibility" else result.facts["clients"]["desktop"]["error"]
     assert said in ("connection reset by peer", "TLS handshake failed: connection reset by peer")
+
+
+async def test_an_https_service_that_sends_users_to_plain_http_is_a_6_3_2_b_finding(
+    ca: trustme.CA, certdir: Path, serve: Serve, ctx: ProbeContext
+) -> None:
+    # https://x/ → 302 http://x/ passed as HTTPS: the rule read the target's scheme only.
+    plain = web.Application()
+    plain.router.add_get("/home", ok)
+    plain_port = await serve(plain, None)
+    landing = f"http://127.0.0.1:{plain_port}/home?access_token=abcdef1234567890abcd"
+
+    async def to_plain(_request: web.Request) -> web.Response:
+        raise web.HTTPFound(landing)
+
+    app = web.Application()
+    app.router.add_get("/", to_plain)
+    port = await serve(app, server_context(issued("localhost")(ca, certdir), ciphers=STRONG))
+    target = Target(f"https://localhost:{port}/", service_id="svc-downgrade")
+    result = await availability.probe(target, availability.AvailabilitySpec(timeout_s=5), ctx)
+    assert result.success and result.facts["final_url"] == landing
+    (finding,) = [f for f in evaluate(result) if f.clause == "6.3.2 b"]
+    assert (finding.rule, finding.severity) == ("plain_http_redirect", "high")
+    assert finding.summary == (
+        f"https://localhost:{port}/ 将用户重定向到明文 HTTP 地址 "
+        f"http://127.0.0.1:{plain_port}/home?access_token=***，未全程使用 HTTPS"
+    )
+
+
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1], ids=["TLSv1", "TLSv1.1"]
+)
+async def test_a_server_that_speaks_only_tls_1_0_or_1_1_still_shows_its_certificate(
+    version: ssl.TLSVersion, ca: trustme.CA, certdir: Path, serve: Serve, ctx: ProbeContext
+) -> None:
+    # Its certificate facts were all None (the first handshake asked for TLS 1.2 at least), so
+    # an expired certificate there was never reported.
+    if not tlsinfo.local_protocol_support()["TLSv1"]:
+        pytest.skip("this machine's OpenSSL cannot speak TLS 1.0 even at @SECLEVEL=0")
+    app = web.Application()
+    app.router.add_get("/", ok)
+    expired = issued("localhost", not_before=dt.timedelta(days=-90), days=-2)(ca, certdir)
+    context = server_context(
+        expired, minimum=version, maximum=version, ciphers="ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0"
+    )
+    port = await serve(app, context)
+    spec = tls.TlsSpec(timeout_s=5, check_hsts=False)
+    result = await tls.probe(Target(f"https://localhost:{port}/"), spec, ctx)
+    assert result.success, result.error
+    name = "TLSv1" if version == ssl.TLSVersion.TLSv1 else "TLSv1.1"
+    assert result.facts["tls_version"] == name and result.facts["protocols"] == [name]
+    assert result.facts["days_to_expiry"] == -2.0
+    assert result.facts["cert_subject"] is not None and result.facts["hostname_match"] is True
+    # The verifying handshake (TLS 1.2 at least) cannot reach it: trust is unknown, not "no".
+    assert result.facts["chain_trusted"] is None
+    assert {"cert_expired", "legacy_protocol"} <= {f.rule for f in evaluate(result)}
+    assert "untrusted_chain" not in {f.rule for f in evaluate(result)}

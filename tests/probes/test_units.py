@@ -137,13 +137,16 @@ def test_spec_overrides_from_config() -> None:
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
-        (None, {"present": False, "max_age": None, "include_subdomains": False, "preload": False}),
+        (None, {"present": False, "enabled": False, "max_age": None, "preload": False}),
         (
             "max-age=31536000; includeSubDomains; preload",
-            {"present": True, "max_age": 31536000, "include_subdomains": True, "preload": True},
+            {"present": True, "enabled": True, "max_age": 31536000, "include_subdomains": True},
         ),
-        ('max-age="600"', {"present": True, "max_age": 600, "include_subdomains": False}),
-        ("max-age=oops", {"present": True, "max_age": None}),
+        ('max-age="600"', {"present": True, "enabled": True, "max_age": 600}),
+        # RFC 6797 §6.1.1: no valid max-age, the header is ignored; max-age=0 switches HSTS off.
+        ("max-age=oops", {"present": True, "enabled": False, "max_age": None}),
+        ("includeSubDomains", {"present": True, "enabled": False, "include_subdomains": True}),
+        ("max-age=0; includeSubDomains", {"present": True, "enabled": False, "max_age": 0}),
     ],
 )
 def test_parse_hsts(header: str | None, expected: dict[str, Any]) -> None:
@@ -182,6 +185,9 @@ def test_rules_file_loads_and_names_are_unique() -> None:
         "cert_expiring_30d",
         "cert_expiring_7d",
         "cert_expired",
+        "cert_not_yet_valid",
+        "cert_weak_key",
+        "cert_weak_signature",
         "untrusted_chain",
         "hostname_mismatch",
         "legacy_protocol",
@@ -282,9 +288,90 @@ def test_a_certificate_expiry_is_shown_in_whole_days_and_a_local_date() -> None:
     facts = {"days_to_expiry": 5.93, "cert_not_after": "2026-12-09T16:30:00+00:00"}
     (finding,) = [f for f in evaluate(_result("tls", facts)) if f.rule == "cert_expiring_7d"]
     assert finding.summary.endswith("的证书将在 5 天后过期（2026-12-10）")
+    # Seven hours left read "将在 0 天后过期".
+    last_day = {"days_to_expiry": 0.29, "cert_not_after": "2026-12-09T16:30:00+00:00"}
+    (soon,) = [f for f in evaluate(_result("tls", last_day)) if f.rule == "cert_expiring_7d"]
+    assert soon.summary.endswith("的证书将在 24 小时内过期（2026-12-10）")
     expired = {"days_to_expiry": -0.4, "cert_not_after": "2026-12-03T20:00:00+00:00"}
     (gone,) = [f for f in evaluate(_result("tls", expired)) if f.rule == "cert_expired"]
     assert gone.summary.endswith("的证书已于 2026-12-04 过期")
+
+
+@pytest.mark.parametrize(
+    ("verified", "code", "trusted", "problem"),
+    [
+        (True, None, True, None),
+        (False, None, None, None),  # reset or no common protocol: nothing learnt
+        (False, 10, True, "expired"),
+        (False, 9, True, "not_yet_valid"),
+        (False, 62, True, "hostname_mismatch"),
+        (False, 64, True, "hostname_mismatch"),  # an IP-address target's mismatch
+        (False, 66, True, "weak_key"),
+        (False, 67, True, "weak_key"),
+        (False, 68, True, "weak_signature"),
+        (False, 20, False, "untrusted"),  # unable to get local issuer certificate
+        (False, 18, False, "untrusted"),  # self-signed
+        (False, 7, False, "untrusted"),  # certificate signature failure
+    ],
+)
+def test_a_verify_code_says_whether_the_chain_is_trusted_and_what_else_is_wrong(
+    verified: bool, code: int | None, trusted: bool | None, problem: str | None
+) -> None:
+    # Every refusal counted as an untrusted chain: an expired certificate from a trusted CA
+    # read 证书链不受信任 and opened an insecure_transport security incident.
+    assert tlsinfo.trust_verdict(verified, code) == {
+        "chain_trusted": trusted,
+        "cert_problem": problem,
+    }
+
+
+@pytest.mark.parametrize(
+    ("facts", "rule", "summary"),
+    [
+        (
+            {"cert_not_before": "2025-01-02T20:00:00+00:00", "chain_trusted": True},
+            "cert_not_yet_valid",
+            "的证书尚未生效（生效日期 2025-01-03）",
+        ),
+        (
+            {"cert_problem": "weak_key", "key_type": "RSA", "key_bits": 1024},
+            "cert_weak_key",
+            "的证书链中有密钥过短，客户端拒绝连接（证书密钥 RSA 1024 位）",
+        ),
+        (
+            {"cert_problem": "weak_signature", "signature_algorithm": "sha1WithRSAEncryption"},
+            "cert_weak_signature",
+            "的证书链使用过弱的签名算法，客户端拒绝连接（证书签名算法 sha1WithRSAEncryption）",
+        ),
+    ],
+)
+def test_a_certificate_refused_on_a_trusted_chain_is_named_for_its_reason(
+    facts: dict[str, Any], rule: str, summary: str
+) -> None:
+    findings = evaluate(_result("tls", facts))
+    assert [f.rule for f in findings] == [rule]
+    assert findings[0].summary.endswith(summary)
+    started = {"cert_not_before": "2024-12-31T00:00:00+00:00"}
+    assert not evaluate(_result("tls", started))  # valid since before the probe: no finding
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (None, "未返回 Strict-Transport-Security 头"),
+        ("max-age=0", "max-age=0，即关闭 HSTS"),
+        ("includeSubDomains", "头中没有有效的 max-age，浏览器忽略该头"),
+    ],
+)
+def test_hsts_switched_off_or_ignored_is_no_hsts_and_says_which(
+    header: str | None, reason: str
+) -> None:
+    # max-age=0 and a header without max-age gave no finding: only the header's absence did.
+    facts = {"hsts": tlsinfo.parse_hsts(header)}
+    (finding,) = evaluate(_result("tls", facts))
+    assert finding.rule == "no_hsts"
+    assert finding.summary == f"https://svc.example/ 未启用 HSTS（{reason}）"
+    assert not evaluate(_result("tls", {"hsts": tlsinfo.parse_hsts("max-age=600")}))
 
 
 def test_an_upper_case_http_scheme_is_plain_http_and_a_password_in_the_url_is_masked() -> None:
@@ -344,4 +431,59 @@ def test_a_probe_error_reads_in_chinese_in_the_findings_people_are_alerted_with(
     assert probe_error_text("desktop: body is not JSON (text/html); phone: status 503") == (
         "桌面浏览器：响应不是 JSON（text/html）；手机浏览器：状态码 503"
     )
-    assert probe_error_text("something new") == "something new"  # unknown: kept as it is
+    assert probe_error_text("KeyError: boom") == (
+        "探测失败（未归类的错误，原文见探测结果的 error 字段）"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        ("more than 5 redirects", "重定向超过 5 次"),
+        ("no business code: no field 'code'", "没有业务返回码：响应中没有字段 'code'"),
+        (
+            "no business code: body is not JSON (application/json)",
+            "没有业务返回码：响应不是 JSON（application/json）",
+        ),
+        (
+            "refused: 169.254.169.254 resolves to 169.254.169.254, "
+            "inside denied network 169.254.0.0/16",
+            "169.254.169.254 解析到 169.254.169.254，位于禁止探测的网段 169.254.0.0/16 内",
+        ),
+        (
+            "refused: meta.example resolves to 64:ff9b::a9fe:a9fe (which carries "
+            "169.254.169.254), inside denied network 169.254.0.0/16",
+            "meta.example 解析到 64:ff9b::a9fe:a9fe（即 169.254.169.254），"
+            "位于禁止探测的网段 169.254.0.0/16 内",
+        ),
+        ("connection failed: Connect call failed ('127.0.0.1', 1)", "无法建立连接：对方未接受连接"),
+        ("gaierror: [Errno -2] Name or service not known", "域名无法解析"),
+        ("certificate verify failed: certificate has expired", "证书校验失败：证书已过期"),
+        (
+            "certificate verify failed: Hostname mismatch, certificate is not valid for 'a.cn'.",
+            "证书校验失败：证书与域名 a.cn 不匹配",
+        ),
+        (
+            "TLS handshake failed: [SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)",
+            "TLS 握手失败：OpenSSL 错误 WRONG_VERSION_NUMBER",
+        ),
+        # A system's own words no pattern knows stay inside a known frame.
+        ("connection failed: Too many open files", "无法建立连接：Too many open files"),
+    ],
+)
+def test_every_known_probe_error_reads_in_chinese(error: str, said: str) -> None:
+    # "未按预期响应：more than 5 redirects" and "没有业务返回码：no field 'code'" reached people.
+    assert probe_error_text(error) == said
+
+
+def test_a_refused_target_finding_says_why_in_chinese() -> None:
+    refused = replace(
+        _result("availability", {"refused": True}, success=False),
+        error="refused: meta.example resolves to 169.254.169.254, inside denied network "
+        "169.254.0.0/16",
+    )
+    (finding,) = evaluate(refused)
+    assert finding.summary == (
+        "https://svc.example/ 未被探测（地址在禁止探测的网段内）："
+        "meta.example 解析到 169.254.169.254，位于禁止探测的网段 169.254.0.0/16 内"
+    )
