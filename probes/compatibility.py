@@ -67,9 +67,10 @@ async def _one(
 ) -> dict[str, Any]:
     """What one client got: status, content type, charset, JSON verdict, TLS and problems."""
     try:
-        # Each client has its own timeout: one the server stalls (a WAF tarpitting WeChat) is
-        # that client's failure, and the others keep what they got.
-        async with asyncio.timeout(spec.timeout_s):
+        # Each client has its own timeout, counted once it has its connection slot: one the
+        # server stalls (a WAF tarpitting WeChat) is that client's failure, and the others
+        # keep what they got.
+        async with ctx.connection(), asyncio.timeout(spec.timeout_s):
             fetched = await fetch(
                 ctx, spec, probe_url(target, spec), extra_headers={"User-Agent": CLIENTS[client]}
             )
@@ -111,7 +112,8 @@ async def _one(
 
 
 async def probe(target: Target, spec: CompatibilitySpec, ctx: ProbeContext) -> ProbeResult:
-    """Fetch the page once per client, concurrently, and compare what each one got.
+    """Fetch the page once per client, as many at once as the service's connection slots
+    allow, and compare what each one got.
 
     Success means no client has a problem: each gets the desktop browser's status class, a
     declared content type (and charset for text), and JSON that parses when JSON is expected.
