@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -115,6 +117,15 @@ def _loguru_logger() -> Any:
     return logger
 
 
+ConnectionSlot = Callable[[], AbstractAsyncContextManager[None]]
+"""Gives one slot of the probed service's connection limit, held while one connection is open."""
+
+
+def no_connection_limit() -> AbstractAsyncContextManager[None]:
+    """A connection slot that is always free: for a probe run on its own, outside a round."""
+    return nullcontext()
+
+
 @dataclass(frozen=True)
 class ProbeContext:
     """Everything a probe may use. Probes create no clients of their own."""
@@ -125,6 +136,11 @@ class ProbeContext:
     ssl_context: ssl.SSLContext | None = None
     """Trust store: the system's CAs plus the configured government CA bundle."""
     ca_file: str | None = None
+    connection: ConnectionSlot = no_connection_limit
+    """A probe holds one slot (`async with ctx.connection():`) for each connection it has open
+    to the service, and starts that connection's timeout inside it, so that waiting for a slot
+    never counts against a request. A round's `Prober` shares one service's slots among all of
+    its probes: never more connections at once than the service's limit."""
 
 
 @dataclass(frozen=True)

@@ -117,11 +117,12 @@ async def probe(target: Target, spec: AvailabilitySpec, ctx: ProbeContext) -> Pr
         "refused": False,
     }
     try:
-        async with asyncio.timeout(spec.timeout_s):
+        async with ctx.connection(), asyncio.timeout(spec.timeout_s):
             fetched = await fetch_stream(ctx, spec, url)
     except ssl.SSLCertVerificationError as exc:
         if spec.cert_facts:
-            facts.update(await _unverified_facts(url, spec, exc, started_at))
+            async with ctx.connection():
+                facts.update(await _unverified_facts(url, spec, exc, started_at))
         return failure(KIND, target, started_at, start, facts, error_text(exc, 0))
     except PROBE_ERRORS as exc:
         facts["refused"] = isinstance(exc, netguard.DeniedTargetError)

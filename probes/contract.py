@@ -72,7 +72,7 @@ async def probe(target: Target, spec: ContractSpec, ctx: ProbeContext) -> ProbeR
     started_at = ctx.clock()
     start = time.perf_counter()
     try:
-        async with asyncio.timeout(spec.timeout_s):
+        async with ctx.connection(), asyncio.timeout(spec.timeout_s):
             fetched = await fetch(ctx, spec, probe_url(target, spec))
     except PROBE_ERRORS as exc:
         return failure(KIND, target, started_at, start, {}, error_text(exc, spec.timeout_s))

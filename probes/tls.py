@@ -67,8 +67,6 @@ class TlsSpec(HttpSpec):
     enumerate_protocols: bool = True
     enumerate_weak_ciphers: bool = True
     check_hsts: bool = True
-    max_parallel: int = 4
-    """Connections open to the service at once: well under any filed max_concurrency."""
 
 
 async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult:
@@ -104,9 +102,10 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
     # route); use the first one that takes a connection for everything else.
     insecure = tlsinfo.insecure_context()
     for address in addresses:
-        shake = await tlsinfo.handshake(
-            address, port, insecure, server_hostname=host, timeout_s=spec.timeout_s
-        )
+        async with ctx.connection():
+            shake = await tlsinfo.handshake(
+                address, port, insecure, server_hostname=host, timeout_s=spec.timeout_s
+            )
         if shake.connected:
             break
     if not shake.connected:
@@ -114,19 +113,21 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
     if not shake.ok:
         # A server that speaks only TLS 1.0 or 1.1 refuses the default context (TLS 1.2 at
         # least): read its certificate over what it speaks, so an expiry there is still seen.
-        legacy = await tlsinfo.handshake(
-            address,
-            port,
-            tlsinfo.any_protocol_context(),
-            server_hostname=host,
-            timeout_s=spec.timeout_s,
-        )
+        async with ctx.connection():
+            legacy = await tlsinfo.handshake(
+                address,
+                port,
+                tlsinfo.any_protocol_context(),
+                server_hostname=host,
+                timeout_s=spec.timeout_s,
+            )
         if legacy.ok:
             shake = legacy
-    gate = asyncio.Semaphore(max(1, spec.max_parallel))
 
     async def limited(work: Awaitable[T]) -> T:
-        async with gate:
+        # One of the service's connection slots (ProbeContext.connection) per part: each opens
+        # one connection at a time (the weak-suite enumeration one after another).
+        async with ctx.connection():
             return await work
 
     timeout = spec.timeout_s
@@ -137,7 +138,9 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
     )
     raw = limited(tlsinfo.sent_chain_and_staple(address, port, server_name=host, timeout_s=timeout))
     protocols = (
-        tlsinfo.accepted_protocols(address, port, server_hostname=host, timeout_s=timeout)
+        tlsinfo.accepted_protocols(
+            address, port, server_hostname=host, timeout_s=timeout, connection=ctx.connection
+        )
         if spec.enumerate_protocols
         else _none()
     )
@@ -146,11 +149,11 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
         if spec.enumerate_weak_ciphers
         else _none()
     )
-    hsts = _hsts(ctx, spec, target) if spec.check_hsts else _none()
+    hsts = limited(_hsts(ctx, spec, target)) if spec.check_hsts else _none()
     try:
         async with asyncio.timeout(spec.timeout_s * 3):
             check, sent, accepted, weak_found, hsts_fact = await asyncio.gather(
-                verified, raw, limited(protocols), weak, hsts
+                verified, raw, protocols, weak, hsts
             )
     except TimeoutError:
         return failure(KIND, target, started_at, start, facts, "timed out")

@@ -44,6 +44,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import ocsp
 
+from monitord.types import ConnectionSlot, no_connection_limit
+
 # ---------------------------------------------------------------------------------------------
 # Certificates
 
@@ -352,6 +354,23 @@ class Handshake:
     """False when not even TCP connected (refused, unreachable, timed out before TLS)."""
 
 
+async def close_connection(writer: asyncio.StreamWriter) -> None:
+    """Close a connection to the service and return once it is closed.
+
+    The connection slot it held (`ProbeContext.connection`) is handed on only then. A server
+    that never answers TLS close_notify gets the connection cut after a second rather than
+    held open, and the probe with it, until asyncio gives up on the shutdown.
+    """
+    writer.close()
+    try:
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+    except TimeoutError:
+        writer.transport.abort()
+    except Exception:  # a close that fails has closed the connection all the same
+        pass
+
+
 async def handshake(
     host: str,
     port: int,
@@ -392,11 +411,7 @@ async def handshake(
         return Handshake(ok=False, error=describe_error(exc), connected=False)
     finally:
         if writer is not None:
-            writer.close()
-            # A server that never answers close_notify must not hold the probe.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
+            await close_connection(writer)
 
 
 PROTOCOLS: dict[str, ssl.TLSVersion] = {
@@ -420,12 +435,18 @@ def local_protocol_support() -> dict[str, bool]:
 
 
 async def accepted_protocols(
-    host: str, port: int, *, server_hostname: str | None, timeout_s: float
+    host: str,
+    port: int,
+    *,
+    server_hostname: str | None,
+    timeout_s: float,
+    connection: ConnectionSlot = no_connection_limit,
 ) -> list[str]:
     """The versions among TLSv1, TLSv1.1, TLSv1.2 and TLSv1.3 the server accepts, each alone.
 
-    The four handshakes run concurrently. A version this machine's OpenSSL cannot offer is
-    missing from the answer rather than reported as refused by the server; see
+    The four handshakes run as many at once as `connection` gives slots (`ProbeContext.
+    connection`), each timed from when it has one. A version this machine's OpenSSL cannot
+    offer is missing from the answer rather than reported as refused by the server; see
     `local_protocol_support`.
     """
 
@@ -434,9 +455,10 @@ async def accepted_protocols(
             context = insecure_context(version)
         except (ssl.SSLError, ValueError):
             return None
-        result = await handshake(
-            host, port, context, server_hostname=server_hostname, timeout_s=timeout_s
-        )
+        async with connection():
+            result = await handshake(
+                host, port, context, server_hostname=server_hostname, timeout_s=timeout_s
+            )
         return name if result.ok and result.version == name else None
 
     found = await asyncio.gather(*(attempt(n, v) for n, v in PROTOCOLS.items()))
@@ -643,7 +665,7 @@ async def raw_hello(
         return out
     finally:
         if writer is not None:
-            writer.close()
+            await close_connection(writer)
 
 
 async def accepted_weak_ciphers(

@@ -207,8 +207,8 @@ class ProbeSettings(_Section):
     concurrency: int = Field(default=100, gt=0)
     """Probes in flight at once, over all services."""
     per_service_concurrency: int = Field(default=2, gt=0)
-    """Probes in flight at once against one service; never more than a tenth of its filed
-    max_concurrency."""
+    """Connections open at once to one service, by all its probes together; never more than a
+    tenth of its filed max_concurrency (one if it filed fewer than 10)."""
     down_after: int = Field(default=3, gt=0)
     """Consecutive failures before a service is down."""
     up_after: int = Field(default=2, gt=0)

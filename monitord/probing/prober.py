@@ -3,15 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 
 from loguru import logger
 
 import probes
 from monitord.config import ProbeSettings
 from monitord.probing.targets import ServiceTarget, per_service_limit, spec_for_target
-from monitord.types import ProbeContext, ProbeResult, Target
+from monitord.types import ConnectionSlot, ProbeContext, ProbeResult, Target
+
+
+class _ServiceLimit:
+    """One service's share of a round: how many connections may be open to it at once, and
+    how many of its probes may run at once (as many: a probe starts, and its deadline runs,
+    only when the service has room for it)."""
+
+    def __init__(self, limit: int) -> None:
+        self.probes = asyncio.Semaphore(limit)
+        self.connections = asyncio.Semaphore(limit)
+
+
+def _connection_slot(
+    connections: asyncio.Semaphore, deadline: asyncio.Timeout, grace_s: float
+) -> ConnectionSlot:
+    """`ProbeContext.connection` for one probe: a slot of its service's connections.
+
+    Taking a slot moves the probe's deadline to `grace_s` from then (never earlier): a probe
+    whose connections go one after another, each within its own timeout, is not abandoned for
+    the time it waited for slots; one stuck past a connection's timeout still is.
+    """
+
+    @asynccontextmanager
+    async def slot() -> AsyncIterator[None]:
+        async with connections:
+            if not deadline.expired():
+                later = asyncio.get_running_loop().time() + grace_s
+                deadline.reschedule(max(deadline.when() or later, later))
+            yield
+
+    return slot
 
 
 class Prober:
@@ -21,34 +54,43 @@ class Prober:
         self.ctx = ctx
         self.settings = settings
         self._overall = asyncio.Semaphore(settings.concurrency)
-        self._per_service: dict[str, asyncio.Semaphore] = {}
+        self._per_service: dict[str, _ServiceLimit] = {}
 
     async def probe(self, target: ServiceTarget | None, kind: str, url: str) -> ProbeResult:
         """Probe url (of target, if any) with the kind's probe; never raises.
 
-        The deadline is enforced here, not in the probe: a probe that overruns its timeout by
-        more than five seconds is abandoned and recorded as failed.
+        The per-service limit counts connections: every connection any probe of the service
+        opens takes one of its slots (`ProbeContext.connection`). The deadline is enforced
+        here, not in the probe: a probe that overruns its timeout by more than five seconds,
+        counted from its start or from the last connection slot it got, is abandoned and
+        recorded as failed.
         """
         settings = self.settings
         key = target.id if target else url
         if key not in self._per_service:
             limit = per_service_limit(target, settings) if target else 1
-            self._per_service[key] = asyncio.Semaphore(limit)
+            self._per_service[key] = _ServiceLimit(limit)
+        service = self._per_service[key]
         spec = spec_for_target(kind, target, settings)
         started = self.ctx.clock()
         began = time.perf_counter()
-        async with self._overall, self._per_service[key]:
+        grace_s = settings.timeout_seconds + 5
+        async with self._overall, service.probes:
             try:
                 # The probe runs in this task (asyncio.timeout, not wait_for): cancelling the
                 # round cancels the probe itself, so no probe outlives the session it uses.
-                async with asyncio.timeout(settings.timeout_seconds + 5):
+                async with asyncio.timeout(grace_s) as deadline:
+                    ctx = dataclasses.replace(
+                        self.ctx,
+                        connection=_connection_slot(service.connections, deadline, grace_s),
+                    )
                     return await probes.PROBES[kind].probe(
                         Target(url, target.id if target else None, target.name if target else None),
                         spec,
-                        self.ctx,
+                        ctx,
                     )
             except TimeoutError:
-                error = f"no result within {settings.timeout_seconds + 5:g} s (deadline)"
+                error = f"no result within {grace_s:g} s (deadline)"
             except Exception as exc:  # a probe bug must not end the round
                 logger.opt(exception=exc).error("probe {} of {} crashed", kind, url)
                 error = f"probe crashed: {exc.__class__.__name__}: {exc}"

@@ -60,6 +60,13 @@ async def no_wechat(request: web.Request) -> web.Response:
     return await page(request)
 
 
+async def tarpit_wechat(request: web.Request) -> web.Response:
+    """A WAF that holds the WeChat in-app browser's connection open without ever answering."""
+    if "MicroMessenger" in request.headers.get("User-Agent", ""):
+        await asyncio.sleep(30)
+    return await page(request)
+
+
 async def redirect_a(_request: web.Request) -> web.Response:
     """The first of two redirects."""
     raise web.HTTPFound("/b")
@@ -86,6 +93,7 @@ ROUTES = {
     "bad": api_undocumented,
     "html": api_html,
     "nowechat": no_wechat,
+    "tarpit": tarpit_wechat,
     "a": redirect_a,
     "b": redirect_b,
 }
@@ -204,6 +212,26 @@ async def test_a_client_blocked_is_named_in_chinese_in_the_finding(
     assert finding.summary == (
         f"http://127.0.0.1:{port}/ 在部分客户端中不可用："
         "微信：状态码 403、状态码类别 4xx，桌面端为 2xx"
+    )
+
+
+async def test_a_client_left_hanging_is_that_clients_failure(
+    serve: Serve, ctx: ProbeContext
+) -> None:
+    """A server that never answers WeChat: WeChat is the incompatible client, no answer within
+    the timeout its problem, and the three clients that got the page keep what they got."""
+    port = await serve(app(**ROUTES), None)
+    spec = probes.spec_for("compatibility", {"path": "/tarpit"}, timeout_s=SLOW_S)
+    result = await probes.PROBES["compatibility"].probe(
+        Target(f"http://127.0.0.1:{port}/"), spec, ctx
+    )
+    assert result.facts["incompatible_clients"] == ["wechat"]
+    clients = result.facts["clients"]
+    assert clients["wechat"]["problems"] == [f"timed out after {SLOW_S:g} s"]
+    assert all(clients[c]["status"] == 200 for c in ("desktop", "phone", "alipay"))
+    (finding,) = evaluate(result)
+    assert finding.summary == (
+        f"http://127.0.0.1:{port}/ 在部分客户端中不可用：微信：{SLOW_S:g} 秒内无响应（超时）"
     )
 
 

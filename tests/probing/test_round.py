@@ -10,7 +10,8 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ class Backend:
     url: str = ""
     arrivals: list[float] = field(default_factory=list)
     """The event loop's time at each request."""
+    never_answers: str | None = None
+    """A User-Agent substring whose requests are held open and never answered (a tarpit)."""
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -63,6 +66,8 @@ class Backend:
         self.active += 1
         self.most_active = max(self.most_active, self.active)
         try:
+            if self.never_answers and self.never_answers in request.headers.get("User-Agent", ""):
+                await asyncio.sleep(30)
             if self.delay:
                 await asyncio.sleep(self.delay)
             if not self.healthy:
@@ -276,6 +281,142 @@ async def test_probes_never_load_a_provider_beyond_its_share(
         results = await run_probes(ctx, cfg, [(target, "availability", backend.url)] * 6)
     assert all(r.success for r in results)
     assert backend.most_active == 2  # a tenth of the filed max_concurrency of 20
+
+
+@dataclass
+class ConnectionCount:
+    """The TCP connections open through a counting proxy, now and at most."""
+
+    port: int = 0
+    open: int = 0
+    most_open: int = 0
+
+
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ended: Callable[[], None]
+) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        ended()
+        writer.close()
+
+
+@asynccontextmanager
+async def counting_proxy(upstream_url: str) -> AsyncIterator[ConnectionCount]:
+    """A TCP proxy on loopback in front of a service, counting the connections through it: a
+    connection is open from its accept until either side closes it."""
+    count = ConnectionCount()
+    upstream_port = int(upstream_url.split(":")[2].split("/")[0])
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        count.open += 1
+        count.most_open = max(count.most_open, count.open)
+        closed = False
+
+        def ended() -> None:
+            # Counted the moment either side's end is read, not a loop iteration later, when
+            # the client may already have opened its next connection.
+            nonlocal closed
+            if not closed:
+                closed = True
+                count.open -= 1
+
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+        await asyncio.gather(_pipe(reader, up_writer, ended), _pipe(up_reader, writer, ended))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    count.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield count
+
+
+def _service_at(url: str, max_concurrency: int) -> ServiceTarget:
+    return ServiceTarget(
+        id="svc-0001",
+        name="x",
+        url=url,
+        status="online",
+        probe=None,
+        return_codes=None,
+        max_concurrency=max_concurrency,
+        suspension=None,
+    )
+
+
+@pytest.mark.parametrize(("max_concurrency", "limit"), [(10, 1), (20, 2)])
+async def test_every_probe_kind_together_keeps_to_the_services_connection_limit(
+    max_concurrency: int,
+    limit: int,
+    backend: Backend,
+    tls_ca: tuple[trustme.CA, Path],
+    clock: FakeClock,
+) -> None:
+    """Every kind probing one service at once (the tls probe's protocol handshakes and HSTS
+    request, the four compatibility clients) never has more connections open to it than a
+    tenth of the max_concurrency it filed, and every probe still gets its result."""
+    cfg = settings_for(tls_ca[1]).probes
+    context = trust_context(cfg.ca_file)
+    import probes
+
+    async with (
+        counting_proxy(backend.url) as count,
+        probes.make_session(ssl_context=context) as session,
+    ):
+        url = f"https://127.0.0.1:{count.port}/svc"
+        target = _service_at(url, max_concurrency)
+        ctx = ProbeContext(session=session, clock=clock, ssl_context=context)
+        results = await run_probes(ctx, cfg, [(target, kind, url) for kind in probes.PROBES])
+    assert {r.kind: r.error for r in results} == dict.fromkeys(probes.PROBES)
+    tls = next(r for r in results if r.kind == "tls")
+    assert "TLSv1.2" in tls.facts["protocols"] and tls.facts["hsts"]["present"]
+    assert count.most_open == limit
+
+
+async def test_a_client_left_hanging_counts_its_own_time_not_its_wait_for_a_connection(
+    backend: Backend, tls_ca: tuple[trustme.CA, Path], clock: FakeClock
+) -> None:
+    """With a limit of one connection the compatibility clients go one after another: WeChat,
+    never answered, fails after its own timeout, and Alipay, which waited for WeChat's
+    connection longer than that, still gets the page."""
+    cfg = settings_for(tls_ca[1], timeout_seconds=0.5).probes
+    backend.never_answers = "MicroMessenger"
+    context = trust_context(cfg.ca_file)
+    import probes
+
+    async with probes.make_session(ssl_context=context) as session:
+        ctx = ProbeContext(session=session, clock=clock, ssl_context=context)
+        (result,) = await run_probes(
+            ctx, cfg, [(_service_at(backend.url, 10), "compatibility", backend.url)]
+        )
+    assert result.facts["incompatible_clients"] == ["wechat"]
+    assert result.facts["clients"]["wechat"]["problems"] == ["timed out after 0.5 s"]
+    assert result.facts["clients"]["alipay"]["status"] == 200
+
+
+async def test_a_probe_whose_connections_wait_their_turn_is_not_cut_by_the_deadline(
+    backend: Backend, tls_ca: tuple[trustme.CA, Path], clock: FakeClock
+) -> None:
+    """Four compatibility clients the service never answers, one connection at a time, take
+    four timeouts (8 s), longer than a probe's deadline (timeout + 5 s = 7 s): the probe still
+    reports each client's own failure rather than losing them all to the deadline."""
+    cfg = settings_for(tls_ca[1], timeout_seconds=2.0).probes
+    backend.never_answers = "Mozilla"
+    context = trust_context(cfg.ca_file)
+    import probes
+
+    async with probes.make_session(ssl_context=context) as session:
+        ctx = ProbeContext(session=session, clock=clock, ssl_context=context)
+        (result,) = await run_probes(
+            ctx, cfg, [(_service_at(backend.url, 10), "compatibility", backend.url)]
+        )
+    clients = result.facts["clients"]
+    assert result.facts["incompatible_clients"] == ["desktop", "phone", "wechat", "alipay"]
+    assert all(clients[c]["problems"] == ["timed out after 2 s"] for c in clients)
 
 
 async def test_hourly_roll_ups_keep_percentiles_and_raw_results_are_purged(
