@@ -3,8 +3,8 @@
 `chinesecalendar` knows the State Council's schedule up to the year it was released for; the
 schedule for the next year is published each November, so a running daemon can meet a year the
 package does not know. Config then supplies that year's dates (`holidays`, `workdays` overrides);
-without them monitord falls back to Monday-Friday and logs one line per year (once a process)
-instead of failing.
+without them monitord falls back to Monday-Friday and logs one line per year (once a process;
+the daemon's CalendarWatch repeats it once a day) instead of failing.
 """
 
 from __future__ import annotations
@@ -43,14 +43,21 @@ def statutory_year_known(year: int) -> bool:
 
 _SAID_UNKNOWN: set[int] = set()
 """The years whose unknown calendar this process has logged: one line each, however many
-calendars meet them (a command builds several: the sync's, each judged quarter's)."""
+calendars meet them (a command builds several: the sync's, each judged quarter's), and none
+beside the daemon's CalendarWatch saying it."""
+
+
+def _newly_said(years: Iterable[int]) -> list[int]:
+    """The `years` this process has not said unknown yet, now recorded as said."""
+    fresh = [year for year in years if year not in _SAID_UNKNOWN]
+    _SAID_UNKNOWN.update(fresh)
+    return fresh
 
 
 def _say_unknown_year(year: int) -> None:
     """Log, once a process, that `year`'s working days are not published and how they count."""
-    if year in _SAID_UNKNOWN:
+    if not _newly_said([year]):
         return
-    _SAID_UNKNOWN.add(year)
     # Imported here: loguru brings asyncio and ssl with it, which `monitord analyse` (whose
     # rules read this calendar) keeps out of its memory.
     from loguru import logger
@@ -175,7 +182,8 @@ def bring_in_advice(years: list[int]) -> str:
 
 @dataclass
 class CalendarWatch:
-    """Says at most once a day (in China) that a statutory calendar is missing."""
+    """Says at most once a day (in China) that a statutory calendar is missing, and never a
+    second time what a calendar of this process has just said (one line per year)."""
 
     _said_on: dt.date | None = field(default=None, repr=False)
 
@@ -187,5 +195,10 @@ class CalendarWatch:
         years = calendar.years_to_bring_in(today)
         if not years:
             return None
+        first = self._said_on is None
         self._said_on = today
+        fresh = _newly_said(years)  # a calendar meeting these years now stays quiet
+        if first:
+            # At start a job's calendar may have met a year before this first look: said once.
+            return bring_in_advice(fresh) if fresh else None
         return bring_in_advice(years)

@@ -10,6 +10,7 @@ its number of pages, the data's time range and the headline figures it shows.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,11 @@ class RenderedReport:
     """The headline numbers the report shows, for tests and for the record."""
 
 
+def _known(value: float | None) -> float | None:
+    """A figure of a frame, None when there was nothing to count (pandas holds that as NaN)."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
 def _figures(
     quarter: Quarter,
     lights: list[sections.ClauseLight],
@@ -65,7 +71,11 @@ def _figures(
         "uptime": quarter.overall["uptime"],
         "p95_ms": quarter.overall["p95_ms"],
         "tiers": {
-            t.tier: {"services": int(t.services), "uptime": t.uptime, "p95_ms": t.p95_ms}
+            t.tier: {
+                "services": int(t.services),
+                "uptime": _known(t.uptime),
+                "p95_ms": _known(t.p95_ms),
+            }
             for t in quarter.tiers.itertuples()
         },
         "worst_services": worst,

@@ -56,9 +56,14 @@ def _empty(axes: Axes, font: CjkFont, text: str) -> None:
 
 
 def uptime_by_tier(tiers: list[str], uptimes: list[float | None], font: CjkFont) -> bytes:
-    """A bar per tier: its availability in percent, the value written on the bar."""
+    """A bar per tier: its availability in percent, the value written on the bar; a tier not
+    probed in the quarter (None, or NaN as pandas holds it) has no bar."""
     figure, axes = _figure()
-    known = [(t, u * 100) for t, u in zip(tiers, uptimes, strict=True) if u is not None]
+    known = [
+        (t, u * 100)
+        for t, u in zip(tiers, uptimes, strict=True)
+        if u is not None and not math.isnan(u)
+    ]
     if not known:
         _empty(axes, font, "本季度无探测数据")
     else:

@@ -96,7 +96,8 @@ class Quarter:
     """Per probed service: tier, name, count, failures, blind, hours, uptime, p50/p95/p99_ms,
     over the hours it was online (a filed suspension's are not counted against it)."""
     tiers: pd.DataFrame
-    """Per tier: services, probed, count, failures, uptime, p95_ms (from merged histograms)."""
+    """Per tier: services, probed, count, failures, uptime, p95_ms (from merged histograms);
+    uptime and p95_ms are NaN for a tier with no probe in the quarter."""
     overall: dict[str, Any]
     incidents: pd.DataFrame
     silences: pd.DataFrame

@@ -251,13 +251,16 @@ def previous_quarter(now: dt.datetime) -> tuple[str, dt.datetime, dt.datetime]:
     return label, previous_start, start
 
 
-def log_audit(session: Session, now: dt.datetime, quarter: str | None = None) -> LogAudit:
+def log_audit(
+    session: Session, settings: Settings, now: dt.datetime, quarter: str | None = None
+) -> LogAudit:
     """Write (or rewrite) the log audit of a quarter (default: the previous one) and return it.
 
     Lines analysed per day, the days without any log line (each a 7.3.1 finding), the findings
     of the log rules in the quarter by rule, and every operation of vendor staff (8.3 c) that
     happened in the quarter, per vendor, account and action, from the hourly statistics (the
-    vendor_activity finding runs on while the vendor works: its count spans quarters).
+    vendor_activity finding runs on while the vendor works: its count spans quarters). The audit
+    records whether it covers the whole quarter (`covers_whole_quarter`).
     """
     if quarter is None:
         label, start, end = previous_quarter(now)
@@ -313,6 +316,7 @@ def log_audit(session: Session, now: dt.datetime, quarter: str | None = None) ->
     audit.empty_days = empty
     audit.findings_by_rule = dict(by_rule)
     audit.vendor_operations = vendors
+    audit.complete = covers_whole_quarter(session, settings, start, end, now)
     session.merge(audit)
     return audit
 
@@ -363,24 +367,35 @@ def logs_read_past(
     return True
 
 
-def audit_due(store: Store, settings: Settings, clock: Clock) -> str | None:
-    """Write the previous quarter's audit if it is missing and its logs are read; returns its
-    label when written.
+def covers_whole_quarter(
+    session: Session, settings: Settings, start: dt.datetime, end: dt.datetime, now: dt.datetime
+) -> bool:
+    """Whether an audit of [start, end) written at `now` covers the whole quarter: the quarter
+    is over and every followed log has been read past its end (`logs_read_past`), or AUDIT_GRACE
+    has passed since the end whatever the logs (a log that stopped, a quiet night)."""
+    if now < end:
+        return False
+    return now >= end + AUDIT_GRACE or logs_read_past(session, settings, start, end)
 
-    Written once every followed log has been read past the quarter's end (`logs_read_past`), or
-    AUDIT_GRACE after the end whatever the logs (a log that stopped, a quiet night): written
-    earlier, the last hours of the quarter, not yet stored, showed as days without logs."""
+
+def audit_due(store: Store, settings: Settings, clock: Clock) -> str | None:
+    """Write the previous quarter's audit if it has none covering the whole quarter and one can
+    be written now; returns its label when written.
+
+    Written once it covers the whole quarter (`covers_whole_quarter`): written earlier, the last
+    hours of the quarter, not yet stored, showed as days without logs. An audit written before
+    that (`log-audit` by hand while the quarter ran, or just after its end) is written again."""
     now = clock()
     label, start, end = previous_quarter(now)
     with store.session() as session:
         written = session.get(LogAudit, label)
-        if written is not None and written.created_at >= end:
-            return None  # a `log-audit` run while the quarter ran covered it up to then only
+        if written is not None and written.complete:
+            return None
         if not auditable(session, start, end):
             return None  # installed later: no logs of the quarter is no 7.3.1 gap of monitord's
-        if now < end + AUDIT_GRACE and not logs_read_past(session, settings, start, end):
+        if not covers_whole_quarter(session, settings, start, end, now):
             return None
-        log_audit(session, now, label)
+        log_audit(session, settings, now, label)
     logger.info("quarterly log audit for {} written", label)
     return label
 

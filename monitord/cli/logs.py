@@ -270,7 +270,7 @@ def cmd_log_audit(args: argparse.Namespace) -> int:
                 f"{label}: monitord was not at work then (no catalogue sync before its end) and "
                 "holds no log of it: there is nothing to audit"
             )
-        audit = log_audit(session, now, args.quarter)
+        audit = log_audit(session, app.settings, now, args.quarter)
         start, end = audit.period_start, audit.period_end
         unread = end <= now and not logs_read_past(session, app.settings, start, end)
         running = end > now

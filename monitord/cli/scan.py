@@ -15,6 +15,7 @@ from monitord.cli.common import (
     file_path,
     print_json,
     row_id,
+    time_arg,
 )
 from monitord.errors import UsageError, ZapOccupied
 from monitord.names import FINDING_STATE_NAMES, SEVERITY_NAMES, named
@@ -206,17 +207,15 @@ def cmd_findings(args: argparse.Namespace) -> int:
         if args.accept is not None:
             if not args.until:
                 raise UsageError("--until DATE: an accepted finding needs an expiry date")
-            try:
-                until = dt.datetime.fromisoformat(args.until).replace(tzinfo=SHANGHAI)
-            except ValueError:
-                raise UsageError(
-                    f"--until {args.until!r}: expected a date such as 2027-03-31"
-                ) from None
+            expiry = time_arg("--until", args.until)
+            assert expiry is not None  # given: checked above
+            # In Asia/Shanghai, so that the dates said back are the ones people read.
+            until = expiry.astimezone(SHANGHAI)
             with app.store.session() as session:
                 accept_finding(
                     session, args.accept, args.reason or "", until, actor(args), app.clock()
                 )
-            print(f"finding {args.accept} accepted until {until.date()}")
+            print(f"finding {args.accept} accepted until {local_text(until)} CST")
             return 0
         with app.store.session() as session:
             query = select(Finding).order_by(Finding.id)
@@ -303,7 +302,9 @@ def add_scan_commands(sub: Any) -> None:
     )
     p.add_argument("--reason", help="with --accept: why it is accepted (the report shows it)")
     p.add_argument(
-        "--until", metavar="DATE", help="with --accept: when it comes back (e.g. 2027-03-31)"
+        "--until",
+        metavar="DATE",
+        help="with --accept: when it comes back (ISO 8601, read as Asia/Shanghai: 2027-03-31)",
     )
     add_by(p)
     p.set_defaults(handler=cmd_findings)

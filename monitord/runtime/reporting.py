@@ -458,7 +458,7 @@ def send_due_report(
 ) -> WrittenReport | None:
     """The report job: write the last quarter's report and queue it for the management unit,
     once per quarter (its record says so); None when it is not due, waits for the quarter's log
-    audit, is done, or monitord was not at work in that quarter."""
+    audit covering the whole quarter, is done, or monitord was not at work in that quarter."""
     quarter = due_quarter(now, WorkCalendar.from_settings(settings.logs))
     if quarter is None:
         return None
@@ -469,8 +469,10 @@ def send_due_report(
             select(QuarterlyReport.id).where(QuarterlyReport.outbox_key == outbox_key(quarter))
         )
         # The report's 7.3.1 section reads the quarter's log audit, which the log-audit job
-        # writes once the quarter is over: the report waits for it (an hour at most).
-        audited = session.get(LogAudit, quarter) is not None
+        # writes once the quarter is over and its logs are read past the end: the report waits
+        # for that one, not one run by hand before (while the quarter ran, or just after it).
+        audit = session.get(LogAudit, quarter)
+        audited = audit is not None and audit.complete
         watched = _watched(session, quarter)
     if done is not None or not audited or not watched:
         return None

@@ -486,6 +486,10 @@ class LogAudit(Written, Base):
     empty_days: Mapped[list[Any]] = mapped_column(JSON, default=list)
     findings_by_rule: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     vendor_operations: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Whether it covers the whole quarter: written after the quarter's end once every followed
+    log was read past that end (or a grace after it, whatever the logs). The daemon writes an
+    audit that does not again, and the quarterly report waits for one that does."""
 
 
 class ServiceRevision(Written, Base):

@@ -211,7 +211,7 @@ def test_the_quarterly_audit_counts_days_and_flags_days_without_logs(
             )
     clock.now = dt.datetime(2026, 10, 1, 2, 0, tzinfo=dt.UTC)
     with sqlite_store.session() as session:
-        audit = log_audit(session, clock())
+        audit = log_audit(session, Settings(), clock())
     assert audit.quarter == "2026q3"
     assert audit.lines == 9000
     assert audit.empty_days == ["2026-07-11", "2026-07-12"]
@@ -467,7 +467,7 @@ def test_a_request_in_both_the_edge_log_and_the_audit_log_is_used_and_audited_on
     assert day["status"] == {"2xx": 48}
     clock.now = dt.datetime(2026, 10, 2, 2, 0, tzinfo=dt.UTC)
     with sqlite_store.session() as session:
-        audited = log_audit(session, clock(), "2026q3")
+        audited = log_audit(session, config((edge, "nginx"), (audit, "auto")), clock(), "2026q3")
     assert [audited.lines_per_day[d] for d in ("2026-07-01", "2026-07-02")] == [48, 48]
     # Where the edge log has no row for an hour, the audit log's row counts.
     edge.write_text("")
@@ -538,6 +538,39 @@ def test_the_quarterly_audit_waits_for_the_logs_to_pass_the_quarters_end(
         assert session.scalars(select(Finding).where(Finding.rule == "log_gap")).all() == []
 
 
+def test_an_audit_run_by_hand_before_the_logs_passed_the_end_is_written_again_by_the_daemon(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # `log-audit` at 00:31 on 1 October, before the log had moved past 30 September 23:00,
+    # found that day without logs; the daemon kept it as the quarter's audit, the report said
+    # 无日志的日期：2026-09-30 and the log_gap finding stayed open.
+    from monitord.accesslog.work import audit_due
+
+    log = tmp_path / "access.log"
+    cfg = config((log, "nginx"))
+    q3 = dt.datetime(2026, 7, 1, 23, 10, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    days = [q3 + dt.timedelta(days=d, minutes=m) for d in range(92) for m in (0, 40)]
+    log.write_text("".join(nginx_line(m, i) + "\n" for i, m in enumerate(days)))
+    clock.now = dt.datetime(2026, 9, 30, 16, 31, tzinfo=dt.UTC)  # 00:31 on 1 October
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        by_hand = log_audit(session, cfg, clock(), "2026q3")
+        assert by_hand.empty_days == ["2026-09-30"] and not by_hand.complete
+    with log.open("a") as handle:
+        october = q3 + dt.timedelta(days=92)
+        handle.writelines(nginx_line(october + dt.timedelta(hours=i), i) + "\n" for i in range(4))
+    clock.now += dt.timedelta(hours=3)
+    follow_logs(sqlite_store, cfg, clock)
+    assert audit_due(sqlite_store, cfg, clock) == "2026q3"
+    with sqlite_store.session() as session:
+        audit = session.get(LogAudit, "2026q3")
+        assert audit is not None and audit.complete
+        assert audit.empty_days == [] and audit.lines == 184
+        gap = session.scalars(select(Finding).where(Finding.rule == "log_gap")).one()
+        assert gap.state == "resolved"
+    assert audit_due(sqlite_store, cfg, clock) is None  # the whole quarter's: kept
+
+
 def test_the_quarterly_audit_is_written_a_day_after_the_end_whatever_the_logs(
     tmp_path: Path, sqlite_store: Store, clock: FakeClock
 ) -> None:
@@ -583,7 +616,7 @@ def test_an_audit_run_by_hand_while_the_quarter_ran_is_written_again_once_it_end
     at_work_since(sqlite_store, dt.datetime(2026, 8, 1, tzinfo=dt.UTC))
     clock.now = dt.datetime(2026, 12, 5, 3, 0, tzinfo=dt.UTC)
     with sqlite_store.session() as session:
-        log_audit(session, clock(), "2026q4")
+        log_audit(session, cfg, clock(), "2026q4")
     clock.now = dt.datetime(2027, 1, 3, 3, 0, tzinfo=dt.UTC)
     assert audit_due(sqlite_store, cfg, clock) == "2026q4"
     with sqlite_store.session() as session:
@@ -613,11 +646,11 @@ def test_a_later_audit_without_the_gap_resolves_the_gap_finding(
     stored(range(91))  # 30 September's hour is not stored yet
     clock.now = dt.datetime(2026, 10, 1, 2, 0, tzinfo=dt.UTC)
     with sqlite_store.session() as session:
-        assert log_audit(session, clock(), "2026q3").empty_days == ["2026-09-30"]
+        assert log_audit(session, Settings(), clock(), "2026q3").empty_days == ["2026-09-30"]
     stored(range(91, 92))
     clock.now += dt.timedelta(hours=1)
     with sqlite_store.session() as session:
-        assert log_audit(session, clock(), "2026q3").empty_days == []
+        assert log_audit(session, Settings(), clock(), "2026q3").empty_days == []
     with sqlite_store.session() as session:
         gap = session.scalars(select(Finding).where(Finding.rule == "log_gap")).one()
     assert (gap.state, gap.subject) == ("resolved", "2026q3")
@@ -767,8 +800,8 @@ def test_each_quarter_s_audit_lists_the_vendor_operations_that_happened_in_it(
         follow_logs(sqlite_store, cfg, clock)
     clock.now = dt.datetime(2027, 1, 3, 2, 0, tzinfo=dt.UTC)
     with sqlite_store.session() as session:
-        q3 = log_audit(session, clock(), "2026q3").vendor_operations
-        q4 = log_audit(session, clock(), "2026q4").vendor_operations
+        q3 = log_audit(session, cfg, clock(), "2026q3").vendor_operations
+        q4 = log_audit(session, cfg, clock(), "2026q4").vendor_operations
     assert q3 == [
         {
             "subject": "acme-it",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -14,7 +15,11 @@ from sqlalchemy import select
 
 from monitord.cli import common, main
 from monitord.store import open_store
+from monitord.store.findings import upsert_finding
+from monitord.store.models import Finding
 from monitord.textable import display_width
+from monitord.timeutil import SHANGHAI
+from monitord.types import FindingDraft
 from tests.fakeportal import make_service
 
 
@@ -576,3 +581,44 @@ def test_a_time_no_clock_shows_is_refused_in_one_line(
     assert main(["--config", str(config), *command]) == 2
     err = capsys.readouterr().err
     assert said in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("2099-03-31T12:00:00Z", dt.datetime(2099, 3, 31, 12, 0, tzinfo=dt.UTC)),
+        ("2099-03-31T12:00:00+02:00", dt.datetime(2099, 3, 31, 10, 0, tzinfo=dt.UTC)),
+        ("2099-03-31", dt.datetime(2099, 3, 30, 16, 0, tzinfo=dt.UTC)),  # 00:00 Beijing time
+    ],
+)
+def test_an_acceptance_lasts_until_the_moment_given_in_its_own_offset(
+    config: Path, capsys: pytest.CaptureFixture[str], given: str, stored: dt.datetime
+) -> None:
+    # --until 2027-03-31T12:00:00Z was stored as 04:00 UTC: its offset was replaced by +08:00.
+    store = open_store(f"sqlite:///{config.parent / 'm.db'}")
+    try:
+        with store.session() as session:
+            finding = upsert_finding(
+                session,
+                FindingDraft(
+                    rule="zap:40012",
+                    clause="8.3 b",
+                    severity="high",
+                    subject_kind="service",
+                    subject="svc-0001 /search?q",
+                    summary="跨站脚本",
+                    service_id="svc-0001",
+                ),
+                dt.datetime.now(dt.UTC),
+            )
+            session.flush()
+            finding_id = finding.id
+        command = ["findings", "--accept", str(finding_id), "--reason", "误报", "--until", given]
+        assert main(["--config", str(config), *command]) == 0
+        local = stored.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+        assert f"finding {finding_id} accepted until {local} CST" in capsys.readouterr().out
+        with store.session() as session:
+            accepted = session.get(Finding, finding_id)
+            assert accepted is not None and accepted.accepted_until == stored
+    finally:
+        store.dispose()

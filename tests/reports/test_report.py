@@ -552,3 +552,30 @@ def test_a_duty_not_due_yet_is_blue_and_counted_neither_passed_nor_failed() -> N
         1,
     )
     assert (lights["8.3 c"].light, lights["8.3 c"].failed) == ("green", 0)
+
+
+def test_a_tier_with_no_probe_in_the_quarter_shows_a_dash_and_is_left_out_of_the_chart(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # The province services were pending all quarter: never probed. The tier's uptime is
+    # unknown, which the chart's axis took as NaN and the report crashed on.
+    with sqlite_store.session() as session:
+        seeded = seed_quarter(session, services=30)
+        province = [s for s in seeded.service_ids if seeded.tiers[s] == "province"]
+        session.query(ProbeRollup).filter(ProbeRollup.service_id.in_(province)).delete()
+    report = render(sqlite_store, seeded, "2026q3", OCT_2)
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert re.search(r"省级平台 \d+ 0 0 0 — —", text)
+    assert report.figures["tiers"]["province"]["uptime"] is None
+    assert report.figures["tiers"]["province"]["p95_ms"] is None
+    district = report.figures["tiers"]["district"]["uptime"]
+    assert district == pytest.approx(seeded.tier_uptime("district"))
+
+
+def test_the_tier_chart_draws_the_known_tiers_and_says_when_there_are_none() -> None:
+    font = find_font(None)
+    nan = float("nan")
+    drawn = charts.uptime_by_tier(["省级平台", "市级部门"], [nan, 0.995], font)
+    assert drawn.startswith(b"\x89PNG")
+    empty = charts.uptime_by_tier(["省级平台", "市级部门"], [nan, None], font)
+    assert empty.startswith(b"\x89PNG")

@@ -12,13 +12,19 @@ import chinese_calendar
 import pytest
 from loguru import logger
 
+from monitord import workcalendar
 from monitord.config import parse_config
 from monitord.runtime.app import App
 from monitord.runtime.daemon import Daemon
 from monitord.runtime.jobs import Job
 from monitord.store import open_store
 from monitord.timeutil import SHANGHAI
-from monitord.workcalendar import CalendarWatch, WorkCalendar, statutory_year_known
+from monitord.workcalendar import (
+    CalendarWatch,
+    WorkCalendar,
+    bring_in_advice,
+    statutory_year_known,
+)
 from tests.conftest import FakeClock
 
 # chinesecalendar knows up to the year it was released for; 2031 is far beyond any release.
@@ -30,6 +36,12 @@ needs_2027_unknown = pytest.mark.skipif(
 
 def shanghai(*args: int) -> dt.datetime:
     return dt.datetime(*args, tzinfo=SHANGHAI)  # type: ignore[misc]
+
+
+@pytest.fixture(autouse=True)
+def nothing_said_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test as a fresh process: no unknown year said by an earlier test."""
+    monkeypatch.setattr(workcalendar, "_SAID_UNKNOWN", set())
 
 
 @needs_2027_unknown
@@ -68,8 +80,11 @@ def messages() -> Iterator[list[str]]:
     logger.remove(handler)
 
 
-async def warnings_of_a_daemon(tmp_path: Path, logs: dict[str, object], now: dt.datetime) -> None:
-    """Start a daemon whose clock says now, and stop it once it has started."""
+async def warnings_of_a_daemon(
+    tmp_path: Path, logs: dict[str, object], now: dt.datetime, meets: dt.date | None = None
+) -> None:
+    """Start a daemon whose clock says now, and stop it once it has started; its one job asks
+    a calendar of the config whether the day `meets` is a working day, as the report job does."""
     settings = parse_config(
         {
             "store": {"url": f"sqlite:///{tmp_path / 'm.db'}"},
@@ -83,6 +98,8 @@ async def warnings_of_a_daemon(tmp_path: Path, logs: dict[str, object], now: dt.
     started = asyncio.Event()
 
     async def job(app: App) -> None:
+        if meets is not None:
+            WorkCalendar.from_settings(app.settings.logs).is_workday(meets)
         started.set()
 
     daemon = Daemon(app, None, jobs=(Job("tick", job, lambda s: 0.05),))
@@ -114,3 +131,32 @@ async def test_the_daemon_is_quiet_once_the_overrides_bring_the_years_in(
     logs = {"holidays": [f"{FAR - 1}-01-01", f"{FAR}-01-01"], "workdays": []}
     await warnings_of_a_daemon(tmp_path, logs, shanghai(FAR - 1, 12, 3, 10, 0))
     assert not [m for m in messages if "statutory calendar" in m]
+
+
+async def test_a_job_meeting_the_missing_year_at_start_adds_no_second_line(
+    tmp_path: Path, messages: list[str]
+) -> None:
+    # `monitord run` in December said 2027 was unknown twice in the same second: the watch,
+    # then the quarterly report job's calendar, which asks whether 2027-01-04 is a working day.
+    await warnings_of_a_daemon(tmp_path, {}, shanghai(FAR, 12, 3, 10, 0), dt.date(FAR + 1, 1, 4))
+    said = [m for m in messages if "statutory calendar" in m]
+    assert said == [bring_in_advice([FAR, FAR + 1])]
+
+
+def test_the_watch_and_a_calendar_say_a_missing_year_once_whichever_meets_it_first(
+    messages: list[str],
+) -> None:
+    monday = dt.date(FAR + 1, 1, 5)
+    watch = CalendarWatch()
+    assert watch.check(WorkCalendar(), shanghai(FAR, 12, 3, 10, 0)) is not None
+    WorkCalendar().is_workday(monday)  # the watch has said it: quiet
+    assert [m for m in messages if "statutory calendar" in m] == []
+
+    workcalendar._SAID_UNKNOWN.clear()  # another process: a job's calendar meets it first
+    WorkCalendar().is_workday(monday)
+    WorkCalendar().is_workday(dt.date(FAR, 12, 4))
+    watch = CalendarWatch()
+    assert watch.check(WorkCalendar(), shanghai(FAR, 12, 3, 10, 0)) is None
+    assert len([m for m in messages if "statutory calendar" in m]) == 2  # FAR + 1, then FAR
+    # The next day in China the watch says it again, as it does every day.
+    assert watch.check(WorkCalendar(), shanghai(FAR, 12, 4, 10, 0)) is not None

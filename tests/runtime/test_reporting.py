@@ -19,13 +19,13 @@ import pytest
 from loguru import logger
 from sqlalchemy import select
 
-from monitord.accesslog.work import audit_due
+from monitord.accesslog.work import audit_due, log_audit
 from monitord.config import Settings, parse_config
 from monitord.runtime.app import App
 from monitord.runtime.jobs import alert_delivery, quarterly_log_audit, quarterly_report
 from monitord.runtime.reporting import due_quarter, send_due_report
 from monitord.store import Store
-from monitord.store.models import OutboxAlert, QuarterlyReport, SyncRun
+from monitord.store.models import LogAudit, OutboxAlert, QuarterlyReport, SyncRun
 from monitord.store.outbox import enqueue
 from monitord.timeutil import SHANGHAI, UTC
 from monitord.workcalendar import WorkCalendar
@@ -378,3 +378,24 @@ def test_a_report_being_written_by_a_live_run_is_left_to_it(
     assert written is not None and written.path == folder / "monitord-2026q3-2.pdf"
     assert theirs.read_bytes() == b"%PDF another run's report"
     assert temporary.exists()
+
+
+def test_the_report_waits_for_the_whole_quarters_audit_not_one_run_by_hand_before(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    # `log-audit --quarter 2026q3` run on 15 September left its audit of 76 days: on the next
+    # quarter's first working day the report went out with it at once (7.3.1 and 8.3 c red).
+    cfg = settings(tmp_path, [])
+    watched_since(sqlite_store, dt.datetime(2026, 7, 1, 8, tzinfo=SHANGHAI))
+    by_hand = dt.datetime(2026, 9, 15, 12, 5, tzinfo=SHANGHAI)
+    with sqlite_store.session() as session:
+        log_audit(session, cfg, by_hand, "2026q3")
+    now = FIRST_WORKING_MORNING.astimezone(UTC)
+    assert send_due_report(sqlite_store, cfg, now) is None
+    assert reports(sqlite_store) == []
+    assert audit_due(sqlite_store, cfg, lambda: now) == "2026q3"
+    assert send_due_report(sqlite_store, cfg, now) is not None
+    with sqlite_store.session() as session:
+        audit = session.get(LogAudit, "2026q3")
+        assert audit is not None and audit.created_at == now
+        assert len(audit.lines_per_day) == 92

@@ -9,7 +9,14 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import func, inspect, select, text
 
 from monitord.store import MIGRATIONS, Store
-from monitord.store.models import Service, ServiceEvent, ServiceRevision, Silence, SyncRun
+from monitord.store.models import (
+    LogAudit,
+    Service,
+    ServiceEvent,
+    ServiceRevision,
+    Silence,
+    SyncRun,
+)
 from monitord.timeutil import UTC
 
 FIRST_SYNC = dt.datetime(2026, 10, 8, 1, 0, tzinfo=UTC)
@@ -152,5 +159,39 @@ def test_a_store_migrated_by_the_0008_of_today_gets_nothing_twice(store_url: str
         with store.session() as session:
             after = session.scalar(select(func.count()).select_from(ServiceRevision))
         assert before == after == 1
+    finally:
+        store.dispose()
+
+
+def test_only_an_audit_written_a_day_after_its_quarter_is_known_to_cover_all_of_it(
+    store_url: str,
+) -> None:
+    # Before 0014 an audit did not say whether the logs had been read past the quarter's end
+    # when it was written: one written in the first day after the end may lack the last hours.
+    store = Store(store_url)
+    try:
+        migrated_to(store, "0013")
+        end = dt.datetime(2026, 9, 30, 16, 0)  # naive UTC, as the store keeps it
+        written = {
+            "2026q2": end + dt.timedelta(days=2),
+            "2026q3": end + dt.timedelta(minutes=31),
+            "2026q4": end - dt.timedelta(days=20),
+        }
+        with store.engine.begin() as connection:
+            for quarter, created_at in written.items():
+                connection.execute(
+                    text(
+                        "insert into log_audits (quarter, created_at, period_start, period_end, "
+                        "lines, lines_per_day, empty_days, findings_by_rule, vendor_operations) "
+                        "values (:q, :c, :s, :e, 0, '{}', '[]', '{}', '[]')"
+                    ),
+                    {"q": quarter, "c": created_at, "s": end - dt.timedelta(days=92), "e": end},
+                )
+
+        store.migrate()
+
+        with store.session() as session:
+            complete = dict(session.execute(select(LogAudit.quarter, LogAudit.complete)).all())
+        assert complete == {"2026q2": True, "2026q3": False, "2026q4": False}
     finally:
         store.dispose()
