@@ -970,7 +970,7 @@ def log_retention(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
 
 @check("log_audit")
 def log_audit(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
-    """7.3.1: the quarter's log audit was written after the quarter ended, and found a log on
+    """7.3.1: the quarter's log audit covers the whole quarter (see LogAudit.complete), and found a log on
     every day. While the quarter runs the audit is pending (not due yet): an audit written by
     hand so far fails only on the days it found without logs."""
     audit = q.session.get(LogAudit, q.label)
@@ -978,7 +978,7 @@ def log_audit(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
         return [
             q.verdict(rule, None, q.running, written=False, due_after=iso(q.end), pending=q.running)
         ]
-    whole = audit.created_at >= q.end
+    whole = audit.complete  # written after the end, once the logs were read past it
     return [
         q.verdict(
             rule,
@@ -1192,7 +1192,7 @@ def vendor_operations_audited(q: Quarter, rule: ComplianceRule) -> list[Complian
         return [
             q.verdict(rule, None, q.running, audited=False, due_after=iso(q.end), pending=q.running)
         ]
-    whole = audit.created_at >= q.end
+    whole = audit.complete  # written after the end, once the logs were read past it
     subjects = sorted({str(op.get("subject", "")) for op in audit.vendor_operations})
     return [
         q.verdict(

@@ -402,6 +402,7 @@ def seed_platform(store: Store, *, good: bool) -> None:
                 lines=1000,
                 empty_days=[] if good else ["2026-08-10"],
                 vendor_operations=[{"subject": "user:vendor-7", "summary": "", "evidence": {}}],
+                complete=True,
             )
         )
         date = dt.date(2026, 9, 20) if good else dt.date(2026, 6, 20)
