@@ -970,9 +970,9 @@ def log_retention(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
 
 @check("log_audit")
 def log_audit(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
-    """7.3.1: the quarter's log audit covers the whole quarter (see LogAudit.complete), and found a log on
-    every day. While the quarter runs the audit is pending (not due yet): an audit written by
-    hand so far fails only on the days it found without logs."""
+    """7.3.1: the quarter's log audit covers the whole quarter (LogAudit.complete), and found a
+    log on every day. While the quarter runs the audit is pending (not due yet): an audit
+    written by hand so far fails only on the days it found without logs."""
     audit = q.session.get(LogAudit, q.label)
     if audit is None:
         return [
