@@ -440,6 +440,11 @@ def test_a_probe_error_reads_in_chinese_in_the_findings_people_are_alerted_with(
     ("error", "said"),
     [
         ("more than 5 redirects", "重定向超过 5 次"),
+        ("server disconnected before the headers ended", "服务器在响应头结束前断开连接"),
+        (
+            "bad response: chunk size 'zz' is not a hexadecimal number",
+            "响应格式错误：分块长度 'zz' 不是十六进制数",
+        ),
         ("no business code: no field 'code'", "没有业务返回码：响应中没有字段 'code'"),
         (
             "no business code: body is not JSON (application/json)",
