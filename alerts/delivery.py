@@ -662,8 +662,10 @@ async def deliver_due(
             error = await asyncio.to_thread(attachment_error, alert.payload)
         if error is None:
             # The check above is a lookup of its own: the sender's lookups are checked too.
-            with lookups_checked(settings.probes.denied_networks):
+            with lookups_checked(settings.probes.denied_networks) as refusals:
                 error = await send(channel, message, key)
+            if error is not None and refusals:
+                error = refusals[-1]  # apprise says only that it could not connect
         sent_in = key if len(batch) > 1 else None
         for copy in batch:
             await asyncio.to_thread(
