@@ -751,7 +751,6 @@ def appendix(w: Writer, quarter: Quarter, verdicts: Sequence[ComplianceVerdict])
         header = ["服务编号", "名称", *(f"R{first + i + 1}" for i in range(len(chunk)))]
         rule_width = 0.045  # "R16" fits on one line in a plain table's narrow padding
         widths = [0.2, 1 - 0.2 - rule_width * len(chunk), *(rule_width,) * len(chunk)]
-        name_limit = max(4, int(widths[1] * 90))
         for top in range(0, len(services), ROWS_PER_TABLE):
             rows = []
             for service_id in services[top : top + ROWS_PER_TABLE]:
@@ -760,8 +759,8 @@ def appendix(w: Writer, quarter: Quarter, verdicts: Sequence[ComplianceVerdict])
                     "—" if rule not in mine else (w.yes if mine[rule] else w.no)
                     for _clause, rule in chunk
                 ]
-                name = shortened(w.font.drawable(names.get(service_id, "")), name_limit)
-                rows.append([shortened(service_id, 24), name, *cells])
+                name = w.fitted(names.get(service_id, ""), widths[1])
+                rows.append([w.fitted(service_id, widths[0]), name, *cells])
             out.append(w.table(header, rows, widths, plain=True, red=w.no))
             out.append(w.gap(2))
     return out

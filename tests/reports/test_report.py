@@ -36,6 +36,7 @@ from monitord.types import ComplianceVerdict
 from reports import charts
 from reports.fonts import find_font
 from reports.sections import CLAUSE_DUTIES, SECTIONS, clause_lights, pct
+from tests.reports.conftest import Word
 from tests.reports.seed import Seeded, seed_quarter
 
 OCT_2 = dt.datetime(2026, 10, 2, 1, 0, tzinfo=UTC)
@@ -429,6 +430,31 @@ def test_a_small_running_quarter_names_what_is_pending_and_what_is_unknown(
     assert "未知层级（township）（1 个服务）" in text
     # Each column header on one line: a wrapped one reads "R1" then "0" on the next line.
     assert " ".join(["服务编号 名称", *(f"R{n}" for n in range(1, 15))]) in text
+
+
+def test_a_long_chinese_name_is_cut_where_its_appendix_column_ends(
+    sqlite_store: Store, pdf_words: Callable[[bytes], list[Word]]
+) -> None:
+    # The name was cut by its number of characters, as if each were as wide as a Latin
+    # letter: a name of 40 Chinese characters ran across the R1 to R3 results.
+    long_name = "苏州市生态环境局关于企业开办全流程网上办理一件事集成服务平台（第九期）建设项目"
+    with sqlite_store.session() as session:
+        seeded = seed_quarter(session, services=15)
+        for revision in session.query(ServiceRevision).filter_by(service_id="svc-0005"):
+            revision.record = {**revision.record, "name": long_name}
+    words = pdf_words(render(sqlite_store, seeded, "2026q3", OCT_2).pdf)
+    # The per-service table's header: R1 and R2 side by side (the legend has them one above
+    # the other).
+    r1 = next(
+        w
+        for w in words
+        if w.text == "R1"
+        and any(o.text == "R2" and (o.page, o.y_min) == (w.page, w.y_min) for o in words)
+    )
+    name = next(w for w in words if w.page == r1.page and w.text.startswith(long_name[:8]))
+    assert name.x_max < r1.x_min  # never into the R1 column
+    assert name.x_max > r1.x_min - 20  # and cut no shorter than the column needs
+    assert name.text.endswith("…") and long_name.startswith(name.text[:-1])
 
 
 def test_the_latency_chart_marks_the_target_the_verdicts_use(
