@@ -187,6 +187,17 @@ class ComplianceVerdict:
     passed: bool
     evidence: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def pending(self) -> bool:
+        """Whether the duty is not due yet (the quarter's log audit while the quarter runs):
+        then the verdict is shown as pending, neither passed nor failed."""
+        return is_pending(self.evidence)
+
+
+def is_pending(evidence: dict[str, Any] | None) -> bool:
+    """Whether a verdict's evidence (as judged or as stored) says its duty is not due yet."""
+    return evidence is not None and evidence.get("pending") is True
+
 
 @dataclass(frozen=True)
 class ServiceScore:

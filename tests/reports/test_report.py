@@ -457,6 +457,29 @@ def test_a_long_chinese_name_is_cut_where_its_appendix_column_ends(
     assert name.text.endswith("…") and long_name.startswith(name.text[:-1])
 
 
+def test_a_platform_duty_not_due_yet_is_blue_in_the_appendix_not_passed(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # The summary showed the running quarter's log audit blue, the appendix's platform checks
+    # a tick, as if the audit were done.
+    now = dt.datetime(2026, 8, 10, 4, 0, tzinfo=UTC)
+    with sqlite_store.session() as session:
+        seeded = seed_quarter(session, services=15)
+    pending = {"pending": True, "due_after": "2026-09-30T16:00:00+00:00"}
+    verdicts = [
+        *(v for v in seeded.verdicts if v.rule != "log_audit"),
+        ComplianceVerdict("log_audit", "7.3.1", None, "2026q3", True, pending),
+    ]
+    with sqlite_store.session() as session:
+        report = reports.render_quarterly(
+            session, Settings(), "2026q3", verdicts=verdicts, scores=seeded.scores,
+            availability=availability(sqlite_store, "2026q3", now), now=now, formula=FORMULA,
+        )  # fmt: skip
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert "\n7.3.1 log_audit ●蓝\n" in text
+    assert "蓝：尚未到期，不计入通过或未通过" in text
+
+
 def test_the_latency_chart_marks_the_target_the_verdicts_use(
     q3: Q3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
