@@ -61,11 +61,6 @@ def verdict_dict(verdict: ComplianceVerdict) -> dict[str, Any]:
     }
 
 
-def failed_count(verdicts: list[ComplianceVerdict]) -> int:
-    """How many verdicts failed; a pending one (its duty not due yet) did not."""
-    return sum(not v.passed and not v.pending for v in verdicts)
-
-
 def verdict_table(verdicts: list[ComplianceVerdict]) -> str:
     """One line per rule: its clause, how many passed, failed and are pending (their duty not
     due yet, counted neither passed nor failed), and who failed."""
@@ -117,7 +112,7 @@ def cmd_compliance(args: argparse.Namespace) -> int:
         return 0
     if args.scores:
         return _print_scores(label, scores)
-    failed, pending = failed_count(verdicts), sum(v.pending for v in verdicts)
+    failed, pending = sum(not v.passed for v in verdicts), sum(v.pending for v in verdicts)
     print(f"compliance {label}: {len(verdicts)} verdicts, {failed} failed, {pending} pending")
     print(verdict_table(verdicts))
     return 0

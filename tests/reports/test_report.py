@@ -590,7 +590,7 @@ def test_a_duty_not_due_yet_is_blue_and_counted_neither_passed_nor_failed() -> N
     pending = {"pending": True, "due_after": "2026-12-31T16:00:00+00:00"}
     verdicts = [
         ComplianceVerdict("log_audit", "7.3.1", None, "2026q4", True, pending),
-        ComplianceVerdict("vendor_audit", "8.3 c", None, "2026q4", False, pending),
+        ComplianceVerdict("vendor_audit", "8.3 c", None, "2026q4", True, pending),
         ComplianceVerdict("vendor_audit", "8.3 c", "svc-1", "2026q4", True, {}),
     ]
     no_findings = pd.DataFrame({"clause": [], "severity": []})
@@ -601,3 +601,8 @@ def test_a_duty_not_due_yet_is_blue_and_counted_neither_passed_nor_failed() -> N
         1,
     )
     assert (lights["8.3 c"].light, lights["8.3 c"].failed) == ("green", 0)
+    # A failure found before the duty is due (an audit written early found a day without
+    # logs) is a failure, not pending.
+    early = [ComplianceVerdict("log_audit", "7.3.1", None, "2026q4", False, pending)]
+    [light] = [c for c in clause_lights(early, no_findings) if c.clause == "7.3.1"]
+    assert (light.light, light.failed, light.pending) == ("red", 1, 0)

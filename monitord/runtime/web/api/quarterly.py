@@ -116,7 +116,7 @@ async def list_results(request: web.Request) -> web.Response:
                     "clause": r.clause,
                     "subject": r.subject,
                     "passed": r.passed,
-                    "pending": is_pending(r.evidence),
+                    "pending": is_pending(r.passed, r.evidence),
                     "evidence": r.evidence or {},
                     "evaluated_at": r.evaluated_at.isoformat(),
                 }
