@@ -336,7 +336,7 @@ def _more(total: int, what: str, full_list: str | None = None) -> str:
     if total <= LISTED:
         return ""
     link = f'：<a href="{esc(full_list)}">完整列表（JSON）</a>' if full_list else ""
-    return f'<p class="meta">另有 {total - LISTED} {what}未显示{link}</p>'
+    return f'<p class="meta">另有 {total - LISTED} {what}{link}</p>'
 
 
 def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) -> str:
@@ -356,7 +356,7 @@ def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) 
         "".join(_service_card(s) for s in status.troubled[:LISTED])
         or '<p class="empty">所有服务正常。</p>'
     )
-    parts.append(_more(len(status.troubled), "个服务（见 monitord status）"))
+    parts.append(_more(len(status.troubled), "个服务未显示，见 monitord status"))
     parts.append(f"<h2>未结事件（{len(status.incidents)}）</h2>")
     parts.append(
         "".join(
@@ -365,7 +365,7 @@ def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) 
         )
         or '<p class="empty">没有未结事件。</p>'
     )
-    parts.append(_more(len(status.incidents), "个事件（见 monitord incidents list）"))
+    parts.append(_more(len(status.incidents), "个事件未显示，见 monitord incidents list"))
     parts.append(f"<h2>生效中的静默（{len(status.silences)}）</h2>")
     if status.silences:
         parts.append(silence_table(status.silences, can_act=can_act, csrf=csrf, back="/"))
@@ -491,7 +491,7 @@ def incident_page(
     parts.append(f"<h2>发现（{finding_count}）</h2>")
     if findings:
         parts.append(_findings_table(findings, services=True))
-        parts.append(_more(finding_count, "条发现", api))
+        parts.append(_more(finding_count, "条发现未显示", api))
     else:
         parts.append('<p class="empty">没有关联的发现（人工登记的事件）。</p>')
     parts.append(f"<h2>时间线（{len(events)}）</h2>")
@@ -503,7 +503,7 @@ def incident_page(
     if len(services) > CARD_SERVICES:  # the card named only the first ones
         parts.append(f"<h2>涉及服务（{len(services)}）</h2>")
         parts.append(f"<p>{_service_links(services[:LISTED])}</p>")
-        parts.append(_more(len(services), "个服务", api))
+        parts.append(_more(len(services), "个服务未显示", api))
     return "".join(parts)
 
 
@@ -534,7 +534,7 @@ def service_page(
     if findings:
         parts.append(_findings_table(findings, services=False))
         query = urlencode({"service": service["id"], "state": "open"})
-        parts.append(_more(finding_count, "条未解决的发现", f"/api/v1/findings?{query}"))
+        parts.append(_more(finding_count, "条未解决的发现未显示", f"/api/v1/findings?{query}"))
     else:
         parts.append('<p class="empty">没有。</p>')
     return "".join(parts)
