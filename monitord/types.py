@@ -203,6 +203,19 @@ class ComplianceVerdict:
     passed: bool
     evidence: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def pending(self) -> bool:
+        """Whether the duty is not due yet (the quarter's log audit while the quarter runs):
+        then the verdict is shown as pending, neither passed nor failed."""
+        return is_pending(self.passed, self.evidence)
+
+
+def is_pending(passed: bool, evidence: dict[str, Any] | None) -> bool:
+    """Whether a verdict (as judged or as stored) is pending: its evidence says its duty is not
+    due yet, and nothing failed so far. A failure already found (a day without logs in an
+    audit written while the quarter runs) is a failure, due or not."""
+    return passed and evidence is not None and evidence.get("pending") is True
+
 
 @dataclass(frozen=True)
 class ServiceScore:

@@ -19,6 +19,7 @@ from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
     BaseDocTemplate,
@@ -50,6 +51,10 @@ LIGHTS = {
     "none": ("#7f8c8d", "灰"),
 }
 """A traffic light's colour and its word, so that a page printed in grey still says it."""
+CELL_SIZE = 7.5
+"""The font size of every table cell."""
+PLAIN_PADDING = 3
+"""A plain table's padding on each side of a cell, in points (half the usual)."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,8 @@ def make_styles(font: CjkFont) -> Styles:
             spaceBefore=1.5 * mm,
             spaceAfter=1.5 * mm,
         ),
-        cell=style("cell", 7.5),
-        head=style("head", 7.5),
+        cell=style("cell", CELL_SIZE),
+        head=style("head", CELL_SIZE),
         toc=[style("toc1", 11, leftIndent=0), style("toc2", 9.5, leftIndent=8 * mm)],
     )
 
@@ -119,10 +124,34 @@ class Writer:
         self._headings = 0
         self.yes = font.first_drawable("✓", "√")
         self.no = font.first_drawable("✗", "×")
+        self.ellipsis = font.first_drawable("…", "...")
 
     def text(self, value: object) -> str:
         """`value` as text the font draws, escaped for paragraph markup."""
         return escape(self.font.drawable(one_line(str(value))))
+
+    def fitted(self, value: object, width: float) -> str:
+        """`value` as one line the font draws, cut to end in … where it would cross the edge of
+        a plain table's cell `width` wide (a fraction of the body's width).
+
+        The cut is by the width the text takes on the page, not by its characters: a Chinese
+        character is about twice as wide as a Latin one.
+        """
+        text = self.font.drawable(one_line(str(value)))
+        room = width * BODY_WIDTH - 2 * PLAIN_PADDING
+        if self._width(text) <= room:
+            return text
+        room -= self._width(self.ellipsis)
+        kept = 0.0
+        for end, char in enumerate(text):
+            kept += self._width(char)
+            if kept > room:
+                return text[:end] + self.ellipsis
+        return text  # not reached: the whole text was wider than the room
+
+    def _width(self, text: str) -> float:
+        """How wide `text` is drawn in a table cell, in points."""
+        return float(stringWidth(text, self.font.name, CELL_SIZE))
 
     def para(self, value: object, style: ParagraphStyle | None = None) -> Paragraph:
         """A paragraph of plain text (no markup of its own)."""
@@ -180,13 +209,16 @@ class Writer:
             for x, cell in enumerate(row)
             if red is not None and cell == red
         ]
-        narrow = [("LEFTPADDING", (0, 0), (-1, -1), 3), ("RIGHTPADDING", (0, 0), (-1, -1), 3)]
+        narrow = [
+            ("LEFTPADDING", (0, 0), (-1, -1), PLAIN_PADDING),
+            ("RIGHTPADDING", (0, 0), (-1, -1), PLAIN_PADDING),
+        ]
         table.setStyle(
             TableStyle(
                 [
                     *marked,
                     ("FONTNAME", (0, 0), (-1, -1), self.font.name),
-                    ("FONTSIZE", (0, 0), (-1, -1), 7.5),
+                    ("FONTSIZE", (0, 0), (-1, -1), CELL_SIZE),
                     ("LEADING", (0, 0), (-1, -1), 9.5),
                     ("GRID", (0, 0), (-1, -1), 0.4, GRID),
                     ("BACKGROUND", (0, 0), (-1, 0), HEAD),

@@ -179,7 +179,7 @@ def clause_lights(
     lights = []
     for clause in sorted(set(CLAUSE_DUTIES) | set(by_clause), key=_clause_key):
         mine = by_clause.get(clause, [])
-        judged = [v for v in mine if v.evidence.get("pending") is not True]
+        judged = [v for v in mine if not v.pending]
         passed = sum(v.passed for v in judged)
         failed = len(judged) - passed
         if clause in severe_clauses or (judged and passed == 0):
@@ -706,6 +706,14 @@ def ranking(
     return out
 
 
+def platform_result(w: Writer, verdict: ComplianceVerdict) -> object:
+    """A platform check's result: the blue light while its duty is not due yet (the quarter's
+    log audit while the quarter runs), else passed or failed."""
+    if verdict.pending:
+        return w.light("pending")
+    return w.yes if verdict.passed else w.no
+
+
 def appendix(w: Writer, quarter: Quarter, verdicts: Sequence[ComplianceVerdict]) -> list[Flowable]:
     """The appendix: every service's row of compliance rules, passed or not."""
     s = w.styles
@@ -739,8 +747,11 @@ def appendix(w: Writer, quarter: Quarter, verdicts: Sequence[ComplianceVerdict])
         )
     )
     if platform:
-        rows = [[v.clause, v.rule, w.yes if v.passed else w.no] for v in platform]
+        rows = [[v.clause, v.rule, platform_result(w, v)] for v in platform]
         out.append(w.heading("平台级检查", 1))
+        out.append(
+            w.para(f"{w.yes} 通过，{w.no} 未通过，蓝：尚未到期，不计入通过或未通过。", s.note)
+        )
         out.append(w.table(["条款", "规则", "结果"], rows, [0.2, 0.6, 0.2]))
     names = quarter.services["name"].to_dict()
     services = sorted(set(names) | set(marks))
@@ -751,7 +762,6 @@ def appendix(w: Writer, quarter: Quarter, verdicts: Sequence[ComplianceVerdict])
         header = ["服务编号", "名称", *(f"R{first + i + 1}" for i in range(len(chunk)))]
         rule_width = 0.045  # "R16" fits on one line in a plain table's narrow padding
         widths = [0.2, 1 - 0.2 - rule_width * len(chunk), *(rule_width,) * len(chunk)]
-        name_limit = max(4, int(widths[1] * 90))
         for top in range(0, len(services), ROWS_PER_TABLE):
             rows = []
             for service_id in services[top : top + ROWS_PER_TABLE]:
@@ -760,8 +770,8 @@ def appendix(w: Writer, quarter: Quarter, verdicts: Sequence[ComplianceVerdict])
                     "—" if rule not in mine else (w.yes if mine[rule] else w.no)
                     for _clause, rule in chunk
                 ]
-                name = shortened(w.font.drawable(names.get(service_id, "")), name_limit)
-                rows.append([shortened(service_id, 24), name, *cells])
+                name = w.fitted(names.get(service_id, ""), widths[1])
+                rows.append([w.fitted(service_id, widths[0]), name, *cells])
             out.append(w.table(header, rows, widths, plain=True, red=w.no))
             out.append(w.gap(2))
     return out

@@ -56,24 +56,29 @@ def verdict_dict(verdict: ComplianceVerdict) -> dict[str, Any]:
         "service_id": verdict.service_id,
         "quarter": verdict.quarter,
         "passed": verdict.passed,
+        "pending": verdict.pending,
         "evidence": verdict.evidence,
     }
 
 
 def verdict_table(verdicts: list[ComplianceVerdict]) -> str:
-    """One line per rule: its clause, how many passed and failed, and who failed."""
+    """One line per rule: its clause, how many passed, failed and are pending (their duty not
+    due yet, counted neither passed nor failed), and who failed."""
     by_rule: dict[tuple[str, str], list[ComplianceVerdict]] = {}
     for verdict in verdicts:
         by_rule.setdefault((verdict.rule, verdict.clause), []).append(verdict)
     rows = []
-    for (rule, clause), judged in by_rule.items():
+    for (rule, clause), mine in by_rule.items():
+        judged = [v for v in mine if not v.pending]
         failing = [v.service_id or "(platform)" for v in judged if not v.passed]
         named = ", ".join(failing[:FAILING_SHOWN])
         if len(failing) > FAILING_SHOWN:
             named += f" and {len(failing) - FAILING_SHOWN} more"
         passed = sum(v.passed for v in judged)
-        rows.append([rule, clause, str(passed), str(len(judged) - passed), named or "-"])
-    return format_table(["RULE", "CLAUSE", "PASSED", "FAILED", "FAILING"], rows, 60)
+        pending = len(mine) - len(judged)
+        counts = [str(passed), str(len(failing)), str(pending)]
+        rows.append([rule, clause, *counts, named or "-"])
+    return format_table(["RULE", "CLAUSE", "PASSED", "FAILED", "PENDING", "FAILING"], rows, 60)
 
 
 def score_table(scores: list[ServiceScore]) -> str:
@@ -107,8 +112,8 @@ def cmd_compliance(args: argparse.Namespace) -> int:
         return 0
     if args.scores:
         return _print_scores(label, scores)
-    failed = sum(not v.passed for v in verdicts)
-    print(f"compliance {label}: {len(verdicts)} verdicts, {failed} failed")
+    failed, pending = sum(not v.passed for v in verdicts), sum(v.pending for v in verdicts)
+    print(f"compliance {label}: {len(verdicts)} verdicts, {failed} failed, {pending} pending")
     print(verdict_table(verdicts))
     return 0
 

@@ -1113,7 +1113,8 @@ def _first_notifications(q: Quarter, ids: list[int]) -> dict[int, dict[str, Any]
 def incidents_notified(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """7.3.3: every security incident detected in the quarter (its two-hour clock starts then)
     reached the management unit by its deadline, with the four parts of the clause. One whose
-    deadline is still ahead is pending, not failed."""
+    deadline is still ahead is neither (`pending_incidents`); while every incident is such, the
+    verdict is pending (blue), as nothing was due yet."""
     incidents = list(
         q.session.scalars(
             select(Incident)
@@ -1129,12 +1130,12 @@ def incidents_notified(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdi
     notes = _first_notifications(q, [i.id for i in incidents])
     on_time: list[int] = []
     late: list[int] = []
-    pending: list[int] = []
+    still_running: list[int] = []
     missing_parts: dict[str, list[str]] = {}
     for incident in incidents:
         deadline = incident.notify_by or incident.detected_at + window
         if incident.notified_at is None and not incident.late and deadline > q.until:
-            pending.append(incident.id)
+            still_running.append(incident.id)
             continue
         if incident.late or incident.notified_at is None or incident.notified_at > deadline:
             late.append(incident.id)
@@ -1153,7 +1154,8 @@ def incidents_notified(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdi
             on_time=len(on_time),
             late=late,
             missing_parts=missing_parts,
-            pending=pending,
+            pending_incidents=still_running,
+            pending=bool(still_running) and not on_time and not late,
         )
     ]
 

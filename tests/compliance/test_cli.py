@@ -43,7 +43,9 @@ def test_json_lists_every_verdict_with_null_for_the_platform(
 ) -> None:
     assert main(["--config", str(seeded), "compliance", "--quarter", Q3, "--json"]) == 0
     verdicts = json.loads(capsys.readouterr().out)
-    assert set(verdicts[0]) == {"rule", "clause", "service_id", "quarter", "passed", "evidence"}
+    assert set(verdicts[0]) == {
+        "rule", "clause", "service_id", "quarter", "passed", "pending", "evidence"
+    }  # fmt: skip
     audit = next(v for v in verdicts if v["rule"] == "log_audit")
     assert audit["service_id"] is None and audit["passed"] is False and audit["quarter"] == Q3
     gaps = next(
@@ -58,9 +60,9 @@ def test_the_table_counts_each_rule_and_names_who_failed(
     assert main(["--config", str(seeded), "compliance", "--quarter", Q3]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"compliance {Q3}: ")
-    assert lines[1].split() == ["RULE", "CLAUSE", "PASSED", "FAILED", "FAILING"]
+    assert lines[1].split() == ["RULE", "CLAUSE", "PASSED", "FAILED", "PENDING", "FAILING"]
     filing = next(line for line in lines if line.startswith("filing_complete "))
-    assert filing.split()[1:4] == ["6.2.2", "10", "1"] and filing.split()[-1] == "bad"
+    assert filing.split()[1:5] == ["6.2.2", "10", "1", "0"] and filing.split()[-1] == "bad"
     pentest = next(line for line in lines if line.startswith("quarterly_pentest "))
     assert pentest.split()[-1] == "(platform)"
 
@@ -102,6 +104,23 @@ def test_the_current_quarter_is_the_default(
     assert main(["--config", str(config), "compliance", "--json"]) == 0
     verdicts = json.loads(capsys.readouterr().out)
     assert {v["quarter"] for v in verdicts} == {quarter_start(system_clock())[0]}
+
+
+def test_a_duty_not_due_yet_is_pending_not_passed(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # While the quarter runs, its log audit and vendor audit are not due: they were counted
+    # PASSED, as if done.
+    assert main(["--config", str(config), "compliance"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for rule in ("log_audit", "vendor_operations_audited"):
+        line = next(line for line in lines if line.startswith(f"{rule} "))
+        assert line.split()[-4:] == ["0", "0", "1", "-"], line
+    assert lines[0].endswith(" pending")
+    assert main(["--config", str(config), "compliance", "--json"]) == 0
+    verdicts = json.loads(capsys.readouterr().out)
+    audit = next(v for v in verdicts if v["rule"] == "log_audit")
+    assert audit["pending"] is True
 
 
 @pytest.mark.parametrize(

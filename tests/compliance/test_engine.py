@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import pandas as pd
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,12 +21,15 @@ from monitord.store import Store, open_store
 from monitord.store.models import (
     ComplianceResult,
     EvidenceDocument,
+    Incident,
+    IncidentEvent,
     LogAudit,
     ProbeResultRow,
     ProbeRollup,
 )
 from monitord.store.retention import purge, roll_up
 from monitord.types import ComplianceVerdict
+from reports.sections import clause_lights
 from tests.compliance.seed import (
     END,
     HOUR,
@@ -447,6 +451,55 @@ def test_the_log_audit_of_a_running_quarter_is_pending_not_failed(sqlite_store: 
     assert audit.passed and audit.evidence == {"written": False, "due_after": due, "pending": True}
     assert vendors.passed
     assert vendors.evidence == {"audited": False, "due_after": due, "pending": True}
+
+
+def _security_incident(
+    s: Session, key: str, detected: dt.datetime, notified: dt.datetime | None
+) -> int:
+    """A security incident with its two-hour deadline; notified (with the four parts) or not."""
+    incident = Incident(
+        kind="vulnerability",
+        klass="security",
+        severity="high",
+        group_key=key,
+        detected_at=detected,
+        notify_by=detected + 2 * HOUR,
+        notified_at=notified,
+    )
+    s.add(incident)
+    s.flush()
+    if notified is not None:
+        parts = {"scope": "全市", "harm": "低", "measures": "下线", "rectification": "修复"}
+        s.add(IncidentEvent(incident_id=incident.id, at=notified, kind="notified", detail=parts))
+    return incident.id
+
+
+def test_the_two_hour_record_is_pending_while_every_incident_is_within_its_clock(
+    sqlite_store: Store,
+) -> None:
+    # One incident half an hour old, not notified yet: nothing was due, yet 7.3.3 read as
+    # passed, green "通过 1" in the report.
+    no_findings = pd.DataFrame({"clause": [], "severity": []})
+    with sqlite_store.session() as s:
+        waiting = _security_incident(s, "waiting", NOW - HOUR / 2, None)
+
+    def judged() -> ComplianceVerdict:
+        with sqlite_store.session() as session:
+            verdicts = evaluate_quarter(session, Settings(), "2026q4", NOW)
+        light = next(c for c in clause_lights(verdicts, no_findings) if c.clause == "7.3.3")
+        verdict = next(v for v in verdicts if v.rule == "incidents_notified")
+        assert light.light == ("pending" if verdict.pending else "green")
+        return verdict
+
+    verdict = judged()
+    assert verdict.pending and verdict.evidence["pending"] is True
+    assert verdict.evidence["pending_incidents"] == [waiting]
+    # One notified in time besides: that is judged, passed; the other is still counted apart.
+    with sqlite_store.session() as s:
+        _security_incident(s, "done", NOW - 3 * HOUR, NOW - 2 * HOUR)
+    verdict = judged()
+    assert verdict.passed and not verdict.pending
+    assert (verdict.evidence["on_time"], verdict.evidence["pending_incidents"]) == (1, [waiting])
 
 
 @pytest.mark.parametrize("empty_days", [[], ["2026-10-10"]])

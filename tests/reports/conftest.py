@@ -1,10 +1,14 @@
-"""Reading a rendered report back: its text (pdftotext), its fonts (pdffonts), its pages as PNG."""
+"""Reading a rendered report back: its text (pdftotext), its words and where they are drawn
+(pdftotext -bbox), its fonts (pdffonts)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -45,5 +49,39 @@ def pdf_fonts(tmp_path: Path) -> Callable[[bytes], list[list[str]]]:
             [program, str(path)], check=True, capture_output=True, timeout=60
         ).stdout.decode("utf-8")
         return [line.split() for line in out.splitlines()[2:]]
+
+    return read
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word pdftotext found on a page and its box, in points from the page's top left."""
+
+    page: int
+    text: str
+    x_min: float
+    x_max: float
+    y_min: float
+
+
+@pytest.fixture
+def pdf_words(tmp_path: Path) -> Callable[[bytes], list[Word]]:
+    """Every word of a PDF with its box, as pdftotext -bbox reads it."""
+    program = _poppler("pdftotext")
+
+    def read(pdf: bytes) -> list[Word]:
+        path = tmp_path / "words.pdf"
+        path.write_bytes(pdf)
+        html = subprocess.run(
+            [program, "-bbox", str(path), "-"], check=True, capture_output=True, timeout=60
+        ).stdout.decode("utf-8")
+        words = []
+        for number, page in enumerate(html.split("<page ")[1:], start=1):
+            for x_min, y_min, x_max, text in re.findall(
+                r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="[\d.]+">(.*?)</word>',
+                page,
+            ):
+                words.append(Word(number, unescape(text), float(x_min), float(x_max), float(y_min)))
+        return words
 
     return read

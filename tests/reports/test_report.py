@@ -36,6 +36,7 @@ from monitord.types import ComplianceVerdict
 from reports import charts
 from reports.fonts import find_font
 from reports.sections import CLAUSE_DUTIES, SECTIONS, clause_lights, pct
+from tests.reports.conftest import Word
 from tests.reports.seed import Seeded, seed_quarter
 
 OCT_2 = dt.datetime(2026, 10, 2, 1, 0, tzinfo=UTC)
@@ -431,6 +432,54 @@ def test_a_small_running_quarter_names_what_is_pending_and_what_is_unknown(
     assert " ".join(["服务编号 名称", *(f"R{n}" for n in range(1, 15))]) in text
 
 
+def test_a_long_chinese_name_is_cut_where_its_appendix_column_ends(
+    sqlite_store: Store, pdf_words: Callable[[bytes], list[Word]]
+) -> None:
+    # The name was cut by its number of characters, as if each were as wide as a Latin
+    # letter: a name of 40 Chinese characters ran across the R1 to R3 results.
+    long_name = "苏州市生态环境局关于企业开办全流程网上办理一件事集成服务平台（第九期）建设项目"
+    with sqlite_store.session() as session:
+        seeded = seed_quarter(session, services=15)
+        for revision in session.query(ServiceRevision).filter_by(service_id="svc-0005"):
+            revision.record = {**revision.record, "name": long_name}
+    words = pdf_words(render(sqlite_store, seeded, "2026q3", OCT_2).pdf)
+    # The per-service table's header: R1 and R2 side by side (the legend has them one above
+    # the other).
+    r1 = next(
+        w
+        for w in words
+        if w.text == "R1"
+        and any(o.text == "R2" and (o.page, o.y_min) == (w.page, w.y_min) for o in words)
+    )
+    name = next(w for w in words if w.page == r1.page and w.text.startswith(long_name[:8]))
+    assert name.x_max < r1.x_min  # never into the R1 column
+    assert name.x_max > r1.x_min - 20  # and cut no shorter than the column needs
+    assert name.text.endswith("…") and long_name.startswith(name.text[:-1])
+
+
+def test_a_platform_duty_not_due_yet_is_blue_in_the_appendix_not_passed(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # The summary showed the running quarter's log audit blue, the appendix's platform checks
+    # a tick, as if the audit were done.
+    now = dt.datetime(2026, 8, 10, 4, 0, tzinfo=UTC)
+    with sqlite_store.session() as session:
+        seeded = seed_quarter(session, services=15)
+    pending = {"pending": True, "due_after": "2026-09-30T16:00:00+00:00"}
+    verdicts = [
+        *(v for v in seeded.verdicts if v.rule != "log_audit"),
+        ComplianceVerdict("log_audit", "7.3.1", None, "2026q3", True, pending),
+    ]
+    with sqlite_store.session() as session:
+        report = reports.render_quarterly(
+            session, Settings(), "2026q3", verdicts=verdicts, scores=seeded.scores,
+            availability=availability(sqlite_store, "2026q3", now), now=now, formula=FORMULA,
+        )  # fmt: skip
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert "\n7.3.1 log_audit ●蓝\n" in text
+    assert "蓝：尚未到期，不计入通过或未通过" in text
+
+
 def test_the_latency_chart_marks_the_target_the_verdicts_use(
     q3: Q3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -541,7 +590,7 @@ def test_a_duty_not_due_yet_is_blue_and_counted_neither_passed_nor_failed() -> N
     pending = {"pending": True, "due_after": "2026-12-31T16:00:00+00:00"}
     verdicts = [
         ComplianceVerdict("log_audit", "7.3.1", None, "2026q4", True, pending),
-        ComplianceVerdict("vendor_audit", "8.3 c", None, "2026q4", False, pending),
+        ComplianceVerdict("vendor_audit", "8.3 c", None, "2026q4", True, pending),
         ComplianceVerdict("vendor_audit", "8.3 c", "svc-1", "2026q4", True, {}),
     ]
     no_findings = pd.DataFrame({"clause": [], "severity": []})
@@ -552,6 +601,11 @@ def test_a_duty_not_due_yet_is_blue_and_counted_neither_passed_nor_failed() -> N
         1,
     )
     assert (lights["8.3 c"].light, lights["8.3 c"].failed) == ("green", 0)
+    # A failure found before the duty is due (an audit written early found a day without
+    # logs) is a failure, not pending.
+    early = [ComplianceVerdict("log_audit", "7.3.1", None, "2026q4", False, pending)]
+    [light] = [c for c in clause_lights(early, no_findings) if c.clause == "7.3.1"]
+    assert (light.light, light.failed, light.pending) == ("red", 1, 0)
 
 
 def test_a_tier_with_no_probe_in_the_quarter_shows_a_dash_and_is_left_out_of_the_chart(

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 from loguru import logger
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from monitord.accesslog import forwarded
 from monitord.errors import UsageError
@@ -257,6 +257,7 @@ async def front(request: web.Request) -> web.Response:
 def _finding_rows(findings: list[Finding]) -> list[dict[str, Any]]:
     return [
         {
+            "service_id": f.service_id,
             "rule": f.rule,
             "clause": f.clause,
             "severity": f.severity,
@@ -267,21 +268,30 @@ def _finding_rows(findings: list[Finding]) -> list[dict[str, Any]]:
     ]
 
 
+def _listed_findings(session: Any, *where: Any) -> tuple[list[dict[str, Any]], int]:
+    """The first LISTED findings matching `where` (by id) as the pages show them, and how many
+    match in all."""
+    findings = session.scalars(
+        select(Finding).where(*where).order_by(Finding.id).limit(pageviews.LISTED)
+    ).all()
+    total = session.scalar(select(func.count()).select_from(Finding).where(*where))
+    return _finding_rows(list(findings)), int(total or 0)
+
+
 def _read_incident(
     app: App, incident_id: int
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]] | None:
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], int] | None:
     with app.store.session() as session:
         try:
             incident = get_incident(session, incident_id)
         except UsageError:
             return None
-        findings = session.scalars(
-            select(Finding).where(Finding.incident_id == incident_id).order_by(Finding.id).limit(50)
-        ).all()
+        findings, total = _listed_findings(session, Finding.incident_id == incident_id)
         return (
             incident_dict(incident, app.clock()),
             timeline(session, incident_id),
-            _finding_rows(list(findings)),
+            findings,
+            total,
         )
 
 
@@ -296,11 +306,12 @@ async def _incident_response(
     read = await asyncio.to_thread(_read_incident, request.app[APP], incident_id)
     if read is None:
         return _page(request, "未找到", pageviews.message_page(f"没有事件 #{incident_id}。"), 404)
-    incident, events, findings = read
+    incident, events, findings, finding_count = read
     body = pageviews.incident_page(
         incident,
         events,
         findings,
+        finding_count,
         can_act=_can_act(request),
         csrf=_csrf(request),
         notice=pageviews.NOTICES.get(request.query.get("done", "")),
@@ -372,9 +383,13 @@ def _week(session: Any, service_id: str, now: dt.datetime) -> list[Bucket]:
     return [rolled.get(b.start, b) for b in raw]
 
 
-def _read_service(
-    app: App, service_id: str
-) -> tuple[dict[str, Any], list[tuple[str, float | None, str, str]], list[dict[str, Any]]] | None:
+ServiceRead = tuple[
+    dict[str, Any], list[tuple[str, float | None, str, str]], list[dict[str, Any]], int
+]
+"""A service's page as read: the service, its charts, its first open findings and their count."""
+
+
+def _read_service(app: App, service_id: str) -> ServiceRead | None:
     now = app.clock()
     with app.store.session() as session:
         service = session.get(Service, service_id)
@@ -384,12 +399,9 @@ def _read_service(
         day_start = now - 48 * DAY_BUCKET
         day = _buckets(_raw(session, service_id, day_start), day_start, DAY_BUCKET, 48)
         week = _week(session, service_id, now)
-        findings = session.scalars(
-            select(Finding)
-            .where(Finding.service_id == service_id, Finding.state == "open")
-            .order_by(Finding.id)
-            .limit(50)
-        ).all()
+        findings, finding_count = _listed_findings(
+            session, Finding.service_id == service_id, Finding.state == "open"
+        )
         view = {
             "id": service.id,
             "name": service.name,
@@ -409,7 +421,7 @@ def _read_service(
             )
             for title, buckets in (("最近 24 小时", day), ("最近 7 天", week))
         ]
-        return view, charts, _finding_rows(list(findings))
+        return view, charts, findings, finding_count
 
 
 async def service(request: web.Request) -> web.Response:
@@ -419,10 +431,9 @@ async def service(request: web.Request) -> web.Response:
     if read is None:
         body = pageviews.message_page(f"目录中没有服务 {service_id}。")
         return _page(request, "未找到", body, 404)
-    view, charts, findings = read
-    return _page(
-        request, f"{view['id']} {view['name']}", pageviews.service_page(view, charts, findings)
-    )
+    view, charts, findings, finding_count = read
+    body = pageviews.service_page(view, charts, findings, finding_count)
+    return _page(request, f"{view['id']} {view['name']}", body)
 
 
 # --- the buttons ----------------------------------------------------------------------------

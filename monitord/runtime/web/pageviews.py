@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from html import escape
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from monitord.names import (
     CATALOGUE_STATUS_NAMES,
@@ -70,7 +70,10 @@ NOTICES = {
 }
 
 LISTED = 200
-"""Services and incidents listed on the page at most (a gateway down makes hundreds at once)."""
+"""Services, incidents, findings and timeline entries listed on a page at most (a gateway down
+makes hundreds at once, an incident grouping them thousands of findings)."""
+CARD_SERVICES = 10
+"""Services named on an incident's card at most: the clock and the buttons stay in sight."""
 
 CSS = """
 :root{--red:#c62828;--amber:#ef6c00;--green:#2e7d32;--grey:#666}
@@ -234,7 +237,9 @@ def incident_card(incident: dict[str, Any], *, can_act: bool, csrf: str, back: s
     classes = ["card", incident["class"]]
     if incident["late"] or (incident["minutes_left"] is not None and incident["minutes_left"] < 0):
         classes.append("late")
-    services = "、".join(f'<a href="{service_href(s)}">{esc(s)}</a>' for s in incident["services"])
+    services = _service_links(incident["services"][:CARD_SERVICES])
+    if len(incident["services"]) > CARD_SERVICES:
+        services += f" 等 {len(incident['services'])} 个服务"
     severity = SEVERITY_NAMES.get(incident["severity"], incident["severity"])
     state = INCIDENT_STATES.get(incident["state"], incident["state"])
     return (
@@ -247,6 +252,11 @@ def incident_card(incident: dict[str, Any], *, can_act: bool, csrf: str, back: s
         f"<div>{clock(incident)}</div>"
         f"{_incident_actions(incident, csrf, back) if can_act else ''}</div>"
     )
+
+
+def _service_links(service_ids: list[str]) -> str:
+    """Links to the services' pages, separated by 、."""
+    return "、".join(f'<a href="{service_href(s)}">{esc(s)}</a>' for s in service_ids)
 
 
 def _service_card(service: dict[str, Any]) -> str:
@@ -320,9 +330,13 @@ def _stuck_row(alert: dict[str, Any]) -> str:
     )
 
 
-def _more(total: int, what: str) -> str:
-    """The line saying how many were left off a list cut at LISTED."""
-    return f'<p class="meta">另有 {total - LISTED} {what}</p>' if total > LISTED else ""
+def _more(total: int, what: str, full_list: str | None = None) -> str:
+    """The line saying how many were left off a list cut at LISTED, and where `full_list` (an
+    address) gives them all."""
+    if total <= LISTED:
+        return ""
+    link = f'：<a href="{esc(full_list)}">完整列表（JSON）</a>' if full_list else ""
+    return f'<p class="meta">另有 {total - LISTED} {what}{link}</p>'
 
 
 def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) -> str:
@@ -342,7 +356,7 @@ def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) 
         "".join(_service_card(s) for s in status.troubled[:LISTED])
         or '<p class="empty">所有服务正常。</p>'
     )
-    parts.append(_more(len(status.troubled), "个服务，见 monitord status"))
+    parts.append(_more(len(status.troubled), "个服务未显示，见 monitord status"))
     parts.append(f"<h2>未结事件（{len(status.incidents)}）</h2>")
     parts.append(
         "".join(
@@ -351,7 +365,7 @@ def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) 
         )
         or '<p class="empty">没有未结事件。</p>'
     )
-    parts.append(_more(len(status.incidents), "个事件，见 monitord incidents list"))
+    parts.append(_more(len(status.incidents), "个事件未显示，见 monitord incidents list"))
     parts.append(f"<h2>生效中的静默（{len(status.silences)}）</h2>")
     if status.silences:
         parts.append(silence_table(status.silences, can_act=can_act, csrf=csrf, back="/"))
@@ -397,10 +411,49 @@ def _event_text(event: dict[str, Any]) -> str:
     return text
 
 
+def _service_cell(service_id: str | None) -> str:
+    """A table cell linking to a service's page; — for a finding on no service."""
+    if not service_id:
+        return "<td>—</td>"
+    return f'<td><a href="{service_href(service_id)}">{esc(service_id)}</a></td>'
+
+
+def _findings_table(findings: list[dict[str, Any]], *, services: bool) -> str:
+    """Findings as a table: the service of each (on an incident's page), rule, clause, level,
+    summary, when first seen."""
+    head = "<th>服务</th>" if services else ""
+    rows = "".join(
+        f"<tr>{_service_cell(f['service_id']) if services else ''}"
+        f"<td>{esc(f['rule'])}</td><td>{esc(f['clause'])}</td>"
+        f"<td>{esc(SEVERITY_NAMES.get(f['severity'], f['severity']))}</td>"
+        f"<td>{esc(f['summary'])}</td><td>{when(f['first_seen'])}</td></tr>"
+        for f in findings
+    )
+    return (
+        f"<table><tr>{head}<th>规则</th><th>条款</th><th>级别</th><th>摘要</th><th>首次发现</th>"
+        f"</tr>{rows}</table>"
+    )
+
+
+def _timeline_rows(events: list[dict[str, Any]], api: str) -> str:
+    """The timeline's rows: all of them, or the first and the last LISTED / 2 around a row
+    saying how many are not shown (the start and the latest actions are what on-call reads)."""
+    half = LISTED // 2
+    shown = events if len(events) <= LISTED else [*events[:half], None, *events[-half:]]
+    return "".join(
+        f'<tr><td colspan="3" class="meta">…… 中间另有 {len(events) - 2 * half} 条未显示：'
+        f'<a href="{esc(api)}">完整时间线（JSON）</a></td></tr>'
+        if e is None
+        else f"<tr><td>{when(e['at'])}</td><td>{_event_text(e)}</td><td>{esc(e['actor'])}</td></tr>"
+        for e in shown
+    )
+
+
 def incident_page(
     incident: dict[str, Any],
     events: list[dict[str, Any]],
     findings: list[dict[str, Any]],
+    finding_count: int,
     *,
     can_act: bool,
     csrf: str,
@@ -408,8 +461,11 @@ def incident_page(
     error: str | None,
     values: dict[str, str],
 ) -> str:
-    """The body of `/incidents/{id}`: the incident, its buttons and form, findings, timeline."""
+    """The body of `/incidents/{id}`: the incident, its buttons and form, then the long lists
+    (findings, of which the first LISTED of `finding_count`; timeline; services), each cut at
+    LISTED with how many are not shown and a link to the whole incident as JSON."""
     back = f"/incidents/{incident['id']}"
+    api = f"/api/v1/incidents/{incident['id']}"
     parts = [f"<h1>{esc(_incident_title(incident))}</h1>"]
     if notice:
         parts.append(f'<p class="notice">{esc(notice)}</p>')
@@ -432,28 +488,22 @@ def incident_page(
         if incident["class"] == "security" and incident["state"] != "closed":
             title = "续报" if incident["notification_sent_at"] else "通报管理单位（第 7.3.3 条）"
             parts.append(f"<h2>{title}</h2>{notify_form(incident['id'], csrf, values)}")
-    parts.append("<h2>发现</h2>")
+    parts.append(f"<h2>发现（{finding_count}）</h2>")
     if findings:
-        parts.append(
-            "<table><tr><th>规则</th><th>条款</th><th>级别</th><th>摘要</th></tr>"
-            + "".join(
-                f"<tr><td>{esc(f['rule'])}</td><td>{esc(f['clause'])}</td>"
-                f"<td>{esc(SEVERITY_NAMES.get(f['severity'], f['severity']))}</td>"
-                f"<td>{esc(f['summary'])}</td></tr>"
-                for f in findings
-            )
-            + "</table>"
-        )
+        parts.append(_findings_table(findings, services=True))
+        parts.append(_more(finding_count, "条发现未显示", api))
     else:
         parts.append('<p class="empty">没有关联的发现（人工登记的事件）。</p>')
-    parts.append("<h2>时间线</h2><table><tr><th>时间</th><th>事项</th><th>操作人</th></tr>")
+    parts.append(f"<h2>时间线（{len(events)}）</h2>")
     parts.append(
-        "".join(
-            f"<tr><td>{when(e['at'])}</td><td>{_event_text(e)}</td><td>{esc(e['actor'])}</td></tr>"
-            for e in events
-        )
-        + "</table>"
+        "<table><tr><th>时间</th><th>事项</th><th>操作人</th></tr>"
+        f"{_timeline_rows(events, api)}</table>"
     )
+    services = incident["services"]
+    if len(services) > CARD_SERVICES:  # the card named only the first ones
+        parts.append(f"<h2>涉及服务（{len(services)}）</h2>")
+        parts.append(f"<p>{_service_links(services[:LISTED])}</p>")
+        parts.append(_more(len(services), "个服务未显示", api))
     return "".join(parts)
 
 
@@ -461,8 +511,10 @@ def service_page(
     service: dict[str, Any],
     charts: list[tuple[str, float | None, str, str]],
     findings: list[dict[str, Any]],
+    finding_count: int,
 ) -> str:
-    """The body of `/services/{id}`: state, uptime and latency charts, open findings."""
+    """The body of `/services/{id}`: state, uptime and latency charts, open findings (the first
+    LISTED of `finding_count`, and how many more)."""
     # A filed suspension's outage is expected: 暂停, as the front page counts it, not 中断.
     state = "suspended" if service["status"] == "suspended" else service["state"]
     parts = [
@@ -478,18 +530,11 @@ def service_page(
     for title, rate, strip, line in charts:
         shown = f"{rate:.2f}%" if rate is not None else "无数据"
         parts.append(f"<h2>{esc(title)}：可用率 {shown}</h2>{strip}{line}")
-    parts.append("<h2>未解决的发现</h2>")
+    parts.append(f"<h2>未解决的发现（{finding_count}）</h2>")
     if findings:
-        parts.append(
-            "<table><tr><th>规则</th><th>级别</th><th>摘要</th><th>首次发现</th></tr>"
-            + "".join(
-                f"<tr><td>{esc(f['rule'])}</td>"
-                f"<td>{esc(SEVERITY_NAMES.get(f['severity'], f['severity']))}</td>"
-                f"<td>{esc(f['summary'])}</td><td>{when(f['first_seen'])}</td></tr>"
-                for f in findings
-            )
-            + "</table>"
-        )
+        parts.append(_findings_table(findings, services=False))
+        query = urlencode({"service": service["id"], "state": "open"})
+        parts.append(_more(finding_count, "条未解决的发现未显示", f"/api/v1/findings?{query}"))
     else:
         parts.append('<p class="empty">没有。</p>')
     return "".join(parts)

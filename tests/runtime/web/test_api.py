@@ -737,6 +737,31 @@ async def test_compliance_verdicts_are_read_by_quarter(
     assert page["items"] == []
 
 
+async def test_a_verdict_whose_duty_is_not_due_yet_reads_pending(
+    api: Api, world: World, app: App, clock: FakeClock
+) -> None:
+    # The running quarter's log audit is stored passed (not failed) and pending: a reader of
+    # `passed` alone took it for done.
+    with app.store.session() as session:
+        session.add(
+            ComplianceResult(
+                quarter="2026q4",
+                rule="log_audit",
+                clause="7.3.1",
+                subject="",
+                passed=True,
+                evidence={"written": False, "pending": True},
+                evaluated_at=clock.now,
+            )
+        )
+    _, page = await api.call("GET", "/api/v1/compliance")
+    assert [(r["rule"], r["passed"], r["pending"]) for r in page["items"]] == [
+        ("availability", True, False),
+        ("scan_done", False, False),
+        ("log_audit", True, True),
+    ]
+
+
 async def test_a_report_s_pdf_is_served_from_its_row_only_while_it_is_unchanged(
     api: Api, world: World
 ) -> None:

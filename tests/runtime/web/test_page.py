@@ -14,7 +14,15 @@ from alerts.delivery import expand
 from monitord.incidents import open_manual, resolve
 from monitord.runtime.app import App
 from monitord.runtime.status import read_status
-from monitord.store.models import AuditEntry, Incident, OutboxAlert, Service, Silence
+from monitord.store.models import (
+    AuditEntry,
+    Finding,
+    Incident,
+    IncidentEvent,
+    OutboxAlert,
+    Service,
+    Silence,
+)
 from monitord.timeutil import SHANGHAI, local_text
 from tests.conftest import FakeClock
 from tests.runtime.web.pagesite import (
@@ -406,6 +414,75 @@ async def test_a_gateway_outage_lists_two_hundred_services_and_counts_the_rest(
     assert "中断 205" in html
     assert html.count('<div class="card down">') == 200
     assert "另有 5 个服务" in html
+
+
+def _findings(app: App, incident_id: int, service_ids: list[str]) -> None:
+    """Two open findings of the incident on each service, each on its timeline."""
+    now = app.clock()
+    with app.store.session() as session:
+        for service_id in service_ids:
+            for rule in ("tls_policy", "https_only"):
+                session.add(
+                    Finding(
+                        rule=rule, clause="6.3.2 a", severity="high", subject_kind="service",
+                        subject=service_id, service_id=service_id, summary="TLS 1.0 仍可用",
+                        first_seen=now, last_seen=now, incident_id=incident_id,
+                    )
+                )  # fmt: skip
+                session.add(
+                    IncidentEvent(
+                        incident_id=incident_id, at=now, kind="finding_added",
+                        actor="monitord", detail={"rule": rule, "service_id": service_id},
+                    )
+                )  # fmt: skip
+
+
+async def test_an_incident_of_hundreds_of_services_shows_its_clock_and_form_before_the_lists(
+    app: App, site: Site
+) -> None:
+    # An incident grouping 3,000 services listed them all on its card, burying the 7.3.3 clock
+    # and the notification form; its findings table showed 50 rows without a service column
+    # nor a word about the rest; the timeline listed every row.
+    incident_id = seed(app)
+    services = [f"svc-{n:04d}" for n in range(300)]
+    with app.store.session() as session:
+        incident = session.get(Incident, incident_id)
+        assert incident is not None
+        incident.services = services
+    _findings(app, incident_id, services)
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    clock_at, form_at = html.index('class="clock'), html.index('id="notify"')
+    first_finding = html.index("TLS 1.0 仍可用")
+    assert clock_at < form_at < first_finding
+    assert html[:form_at].count('href="/services/') == 10  # the card names the first ten
+    assert "等 300 个服务" in html[:form_at]
+    assert "发现（600）" in html and html.count("TLS 1.0 仍可用") == 200
+    assert "另有 400 条发现未显示" in html
+    assert f'href="/api/v1/incidents/{incident_id}"' in html
+    assert '<td><a href="/services/svc-0000">svc-0000</a></td><td>tls_policy</td>' in html
+    assert "时间线（" in html and "中间另有" in html
+    assert "涉及服务（300）" in html and "另有 100 个服务未显示" in html
+
+
+async def test_a_service_page_counts_the_open_findings_it_does_not_show(
+    app: App, site: Site
+) -> None:
+    add_service(app, "svc-0001", "企业开办一件事", "up")
+    with app.store.session() as session:
+        for n in range(260):
+            session.add(
+                Finding(
+                    rule=f"zap:{n}", clause="8.3 b", severity="medium", subject_kind="service",
+                    subject="svc-0001", service_id="svc-0001", summary="中危漏洞",
+                    first_seen=app.clock(), last_seen=app.clock(),
+                )
+            )  # fmt: skip
+    await site.sign_in(VIEWER)
+    _, html = await site.page("/services/svc-0001")
+    assert "未解决的发现（260）" in html
+    assert "另有 60 条未解决的发现未显示" in html
+    assert 'href="/api/v1/findings?service=svc-0001&amp;state=open"' in html
 
 
 async def test_a_token_taken_out_of_the_config_ends_its_sessions(app: App, site: Site) -> None:

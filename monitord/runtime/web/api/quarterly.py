@@ -40,6 +40,7 @@ from monitord.runtime.web.api.openapi import (
 )
 from monitord.store.models import ComplianceResult, QuarterlyReport
 from monitord.timeutil import quarter_bounds, quarter_start
+from monitord.types import is_pending
 
 RESULT = named(
     "ComplianceResult",
@@ -50,12 +51,14 @@ RESULT = named(
         clause=TEXT,
         subject=TEXT,
         passed=BOOL,
+        pending=BOOL,
         evidence=ANY_OBJECT,
         evaluated_at=TIME,
     ),
 )
 """One compliance rule's verdict on one service (subject: its id) or on the platform (subject
-"") for a quarter."""
+"") for a quarter; pending when its duty is not due yet (neither passed nor failed, whatever
+`passed` says)."""
 REPORT = named(
     "QuarterlyReport",
     record(
@@ -113,6 +116,7 @@ async def list_results(request: web.Request) -> web.Response:
                     "clause": r.clause,
                     "subject": r.subject,
                     "passed": r.passed,
+                    "pending": is_pending(r.passed, r.evidence),
                     "evidence": r.evidence or {},
                     "evaluated_at": r.evaluated_at.isoformat(),
                 }
