@@ -846,14 +846,30 @@ def notification_delivered(
 ) -> bool:
     """Record that the management unit received an incident's notification at `at` (a
     management channel confirmed delivery, or it was made out of band, `recorded` by whom and
-    when); on time or late is decided here. Returns True when this was the incident's first
-    delivered notification."""
+    when); on time or late is decided here. The earliest receipt counts: a phone call made
+    before a stuck notification was delivered, recorded after it, moves the receipt back to the
+    call. Returns True when this receipt is now the incident's (the first, or an earlier one)."""
     incident = session.get(Incident, incident_id)
-    if incident is None or incident.notified_at is not None:
+    if incident is None or (incident.notified_at is not None and incident.notified_at <= at):
         return False
+    earlier_than = incident.notified_at
     incident.notified_at = at
     incident.notified_via = via
-    _event(session, incident, at, "delivered", via=via)
+    if earlier_than is None:
+        _event(session, incident, at, "delivered", via=via)
+    else:
+        # The timeline keeps the later receipt it replaces, and who recorded the earlier one.
+        actor, when = recorded or ("monitord", at)
+        _event(
+            session,
+            incident,
+            when,
+            "delivered",
+            actor,
+            via=via,
+            received_at=at.isoformat(),
+            replaces=earlier_than.isoformat(),
+        )
     if incident.klass == "security" and incident.notify_by and at > incident.notify_by:
         _mark_late(session, incident, at)
     elif incident.late:

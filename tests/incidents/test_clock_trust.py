@@ -208,6 +208,52 @@ async def test_a_notification_delivered_after_the_deadline_is_late(
         assert received.notified_at == clock() and received.late is True
 
 
+async def test_a_phone_call_before_the_deadline_counts_though_a_stuck_notification_came_first(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    # The call was made while the channel was down; the channel came back and delivered the
+    # queued notification after the deadline, before the call was recorded: it stayed LATE.
+    async with serve_webhook() as hook:
+        cfg = settings(hook)
+        finding(sqlite_store, clock, "brute_force_login", "u-1", kind="user")
+        incident_id = open_incident(sqlite_store, cfg, clock)
+        clock.advance(minutes=100)
+        hook.failing = True
+        with sqlite_store.session() as session:
+            notify_management(session, cfg, incident_id, PARTS, "alice", clock())
+        await deliver(sqlite_store, cfg, clock)
+        phoned = clock() + dt.timedelta(minutes=19)  # a minute before the deadline
+        clock.advance(minutes=21)  # delivered a minute after it
+        hook.failing = False
+        await deliver(sqlite_store, cfg, clock)
+        assert incident(sqlite_store, incident_id).late is True
+        clock.advance(minutes=5)
+        with sqlite_store.session() as session:
+            notify_management(
+                session,
+                cfg,
+                incident_id,
+                PARTS,
+                "alice",
+                clock(),
+                out_of_band="电话：市数据局 王科长",
+                at=phoned,
+            )
+        clocks(sqlite_store, cfg, clock)
+        stored = incident(sqlite_store, incident_id)
+        assert (stored.notified_at, stored.late) == (phoned, False)
+        assert stored.notified_via == "out of band: 电话：市数据局 王科长"
+        with sqlite_store.session() as session:
+            events = session.scalars(
+                select(IncidentEvent)
+                .where(IncidentEvent.incident_id == incident_id)
+                .order_by(IncidentEvent.id)
+            ).all()
+        delivered = [e for e in events if e.kind == "delivered"]
+        assert delivered[-1].detail["replaces"] == (phoned + dt.timedelta(minutes=2)).isoformat()
+        assert [e.actor for e in events if e.kind == "late_withdrawn"] == ["alice"]
+
+
 @pytest.mark.parametrize("marked_late_first", [False, True])
 def test_a_notification_made_by_phone_counts_at_its_time_and_is_audited(
     sqlite_store: Store, clock: FakeClock, marked_late_first: bool
