@@ -40,10 +40,11 @@ def _local(iso: str) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """List incidents, active ones first."""
+    """List incidents: the active ones, and those resolved with their 7.3.3 notification still
+    due (--all: every one)."""
     from sqlalchemy import select
 
-    from monitord.incidents import incident_dict
+    from monitord.incidents import incident_dict, still_due
     from monitord.store.models import Incident
 
     with app_for(args) as app:
@@ -51,7 +52,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         with app.store.session() as session:
             query = select(Incident).order_by(Incident.id.desc()).limit(args.limit)
             if not args.all:
-                query = query.where(Incident.state.in_(("open", "acknowledged", "notified")))
+                query = query.where(still_due())
             rows = [incident_dict(i, now) for i in session.scalars(query)]
     if args.json:
         print_json(rows)
@@ -84,6 +85,15 @@ def minutes_text(minutes_left: int) -> str:
     return f"剩余 {minutes_left} 分钟" if minutes_left >= 0 else f"已逾期 {-minutes_left} 分钟"
 
 
+def state_text(r: dict[str, Any]) -> str:
+    """An incident's state (an incident_dict) with its Chinese name; a security incident
+    resolved before the management unit received its notification says that it is still due."""
+    text = named(r["state"], INCIDENT_STATE_NAMES)
+    if r["state"] == "resolved" and r["class"] == "security" and not r["notified_at"]:
+        text += ", NOT NOTIFIED 未通报"
+    return text
+
+
 def incident_table(rows: list[dict[str, Any]]) -> str:
     """Incidents (incident_dicts) as the table `incidents list` and `status` print."""
     table = [
@@ -92,7 +102,7 @@ def incident_table(rows: list[dict[str, Any]]) -> str:
             named(r["class"], CLASS_NAMES),
             named(r["kind"], KIND_NAMES),
             named(r["severity"], SEVERITY_NAMES),
-            named(r["state"], INCIDENT_STATE_NAMES),
+            state_text(r),
             ",".join(r["services"]) or "-",
             clock_text(r),
             r["summary"],
@@ -364,7 +374,9 @@ def add_incident_commands(sub: Any) -> None:
     )
     isub = incidents.add_subparsers(dest="incident_command", required=True, metavar="ACTION")
 
-    p = isub.add_parser("list", help="active incidents (--all: every one)")
+    p = isub.add_parser(
+        "list", help="active incidents and those still to notify (--all: every one)"
+    )
     p.add_argument("--all", action="store_true", help="resolved and closed incidents too")
     p.add_argument(
         "--limit", type=positive_int, default=100, help="how many, newest first (default 100)"

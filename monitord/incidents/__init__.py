@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 import rules
@@ -40,6 +40,24 @@ from monitord.timeutil import local_text
 from monitord.types import MAX_ID, MAX_LONG_TEXT, SEVERITY_RANK, TEXT_CONTROLS
 
 ACTIVE_STATES = ("open", "acknowledged", "notified")
+
+
+def still_due() -> ColumnElement[bool]:
+    """Which incidents on-call still has to act on: the active ones, and the security incidents
+    resolved before the management unit received their notification (the 7.3.3 duty stays until
+    notified, and so do its reminders and the late mark)."""
+    return or_(Incident.state.in_(ACTIVE_STATES), awaiting_notification())
+
+
+def awaiting_notification() -> ColumnElement[bool]:
+    """A resolved security incident whose notification the management unit has not received."""
+    return and_(
+        Incident.state == "resolved",
+        Incident.klass == "security",
+        Incident.notified_at.is_(None),
+    )
+
+
 MANUAL_KEY = "manual:"
 """How the group key of an incident opened by hand (open_manual) begins."""
 NOTIFICATION_PARTS = {

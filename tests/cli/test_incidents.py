@@ -194,6 +194,31 @@ async def test_a_security_incident_cannot_be_closed_unnotified(
     assert "never notified to the management unit (7.3.3)" in err
 
 
+async def test_a_security_incident_resolved_before_it_is_notified_stays_listed(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It dropped out of the list and the status while its reminders and the late mark went on.
+    await run(
+        config,
+        capsys,
+        "incidents",
+        "open",
+        "--kind",
+        "data_exposure",
+        "--service",
+        "svc-0001",
+        "--summary",
+        "疑似泄露",
+    )
+    await run(config, capsys, "incidents", "resolve", "1")
+    _, listed, _ = await run(config, capsys, "incidents", "list")
+    assert "resolved 已解决, NOT NOTIFIED 未通报" in listed and "剩余 1" in listed
+    _, out, _ = await run(config, capsys, "status")
+    assert "open incidents: 1" in out and "NOT NOTIFIED" in out
+    _, out, _ = await run(config, capsys, "status", "--json")
+    assert [i["id"] for i in json.loads(out)["incidents"]] == [1]
+
+
 async def test_bad_incident_commands_are_one_line_errors(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,6 +18,7 @@ from monitord.incidents import (
     incident_dict,
     notify_management,
     resolve,
+    still_due,
     timeline,
 )
 from monitord.runtime.app import App
@@ -59,7 +60,6 @@ from monitord.store.models import Finding, Incident
 from monitord.types import SEVERITIES
 
 INCIDENT_STATES = ("open", "acknowledged", "notified", "resolved", "closed")
-ACTIVE_STATES = ("open", "acknowledged", "notified")
 CLASSES = ("security", "availability")
 INCIDENT = named(
     "Incident",
@@ -105,7 +105,8 @@ the notification (times, services and their coverage, findings)."""
 AFTER = Param("after", "the `next` of the previous page: incidents with a smaller id", kind="int")
 STATE = Param(
     "state",
-    "only incidents in this state; active: open, acknowledged or notified",
+    "only incidents in this state; active: open, acknowledged or notified, or resolved with "
+    "the 7.3.3 notification still due",
     choices=(*INCIDENT_STATES, "active"),
 )
 CLASS = Param("class", "only security or only availability incidents", choices=CLASSES)
@@ -158,7 +159,7 @@ async def list_incidents(request: web.Request) -> web.Response:
         exact = None if state == "active" else state
         query = page_query(Incident, page, newest_first=True, state=exact, klass=klass)
         if state == "active":
-            query = query.where(Incident.state.in_(ACTIVE_STATES))
+            query = query.where(still_due())
         now = app.clock()
         with app.store.session() as session:
             return paged([incident_dict(i, now) for i in session.scalars(query)], page)
