@@ -33,6 +33,7 @@ from monitord.store.models import (
     OutboxAlert,
     QuietWindow,
     Service,
+    ServiceState,
     Silence,
 )
 from monitord.store.outbox import enqueue
@@ -905,7 +906,10 @@ def notification_delivered(
 def resolve(
     session: Session, incident_id: int, actor: str, now: dt.datetime, note: str = ""
 ) -> Incident:
-    """Mark an incident resolved; a security incident's notification duty stays until notified."""
+    """Mark an incident resolved; a security incident's notification duty stays until notified.
+
+    On-call hears 已恢复 only of an availability incident whose services are all up now; else
+    已结束, resolved by hand, with the note (a service still down is no recovery)."""
     incident = get_incident(session, incident_id)
     if incident.state in ("resolved", "closed"):
         raise UsageError(f"incident {incident_id} is already {incident.state}")
@@ -913,8 +917,23 @@ def resolve(
     incident.resolved_at = now
     _event(session, incident, now, "resolved", actor=actor, note=note)
     audit(session, now, actor, "incident.resolve", f"incident {incident_id}", {"note": note})
-    _tell(session, incident, f"incident:{incident_id}:resolved", "oncall", "resolved", now)
+    payload = None
+    if not (incident.klass == "availability" and _services_up(session, incident)):
+        ended = f"值班员 {actor} 处理" + (f"：{note.strip()}" if note.strip() else "")
+        payload = {"ended": ended, "unrecovered": incident.klass == "availability"}
+    key = f"incident:{incident_id}:resolved"
+    _tell(session, incident, key, "oncall", "resolved", now, payload)
     return incident
+
+
+def _services_up(session: Session, incident: Incident) -> bool:
+    """Whether an incident names services and the probes find every one of them up now."""
+    if not incident.services:
+        return False
+    states = session.scalars(
+        select(ServiceState.state).where(ServiceState.service_id.in_(incident.services))
+    ).all()
+    return len(states) == len(incident.services) and all(state == "up" for state in states)
 
 
 def close(
