@@ -304,7 +304,8 @@ def _join(incident: Incident, finding: Finding) -> None:
 def intake(session: Session, settings: Settings, now: dt.datetime) -> IntakeReport:
     """Turn new findings at or above the configured severity into incidents; resolve finished ones.
 
-    An availability incident is one service's: a flapping service makes one incident. Security
+    An availability incident is one service's, and a service has one at a time: a finding of
+    another availability kind (a burst of 5xx in its logs while it is down) joins it. Security
     findings of one kind found in the same pass join one incident that lists their subjects (one
     batch of log analysis, one scan), with one two-hour clock and one notification; a finding
     whose subject already has an active incident of its kind joins that one. The worst finding
@@ -339,6 +340,13 @@ def intake(session: Session, settings: Settings, now: dt.datetime) -> IntakeRepo
             continue
         subject = finding.service_id or _subject_label(finding)
         incident = active.get((kind, subject)) or active.get((kind, _subject_label(finding)))
+        if incident is None and class_of_kind(kind, rules) == "availability":
+            # One incident per outage: a burst of 5xx in the logs of a service already down
+            # (or down while the logs already show it degraded) joins the incident it has.
+            incident = next(
+                (active[(k, subject)] for k in rules.availability_kinds if (k, subject) in active),
+                None,
+            )
         if incident is None and class_of_kind(kind, rules) == "security":
             incident = this_pass.get(kind)
         if incident is None:
