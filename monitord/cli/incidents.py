@@ -116,14 +116,10 @@ def incident_table(rows: list[dict[str, Any]]) -> str:
 
 def _incident_findings(session: Session, incident_id: int) -> list[dict[str, Any]]:
     """The findings that opened or joined an incident (in any of their episodes), by id."""
-    from sqlalchemy import or_, select
-
+    from monitord.incidents import incident_findings
     from monitord.store.findings import finding_dict
-    from monitord.store.models import Finding, FindingEpisode
 
-    joined = select(FindingEpisode.finding_id).where(FindingEpisode.incident_id == incident_id)
-    query = select(Finding).where(or_(Finding.incident_id == incident_id, Finding.id.in_(joined)))
-    return [finding_dict(f) for f in session.scalars(query.order_by(Finding.id))]
+    return [finding_dict(f) for f in incident_findings(session, incident_id)]
 
 
 def _clock_line(data: dict[str, Any]) -> str | None:

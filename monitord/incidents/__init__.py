@@ -28,6 +28,7 @@ from monitord.store import audit
 from monitord.store.bulk import among
 from monitord.store.models import (
     Finding,
+    FindingEpisode,
     Incident,
     IncidentEvent,
     OutboxAlert,
@@ -969,6 +970,21 @@ def close(
     return incident
 
 
+def incident_findings(
+    session: Session, incident_id: int, limit: int | None = None
+) -> list[Finding]:
+    """The findings that opened or joined an incident, in any of their episodes (a finding
+    whose later episode belongs to a newer incident still belongs to this one), by id."""
+    joined = select(FindingEpisode.finding_id).where(FindingEpisode.incident_id == incident_id)
+    query = (
+        select(Finding)
+        .where(or_(Finding.incident_id == incident_id, Finding.id.in_(joined)))
+        .order_by(Finding.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
 def draft_facts(session: Session, incident: Incident) -> dict[str, Any]:
     """What monitord knows for the notification: times, services and coverage, findings."""
     services = []
@@ -987,9 +1003,7 @@ def draft_facts(session: Session, incident: Incident) -> dict[str, Any]:
                 "users": (service.raw or {}).get("users"),
             }
         )
-    findings = session.scalars(
-        select(Finding).where(Finding.incident_id == incident.id).order_by(Finding.id).limit(20)
-    ).all()
+    findings = incident_findings(session, incident.id, limit=20)
     return {
         "detected_at": incident.detected_at.isoformat(),
         "occurred_at": (incident.occurred_at or incident.detected_at).isoformat(),

@@ -27,6 +27,7 @@ from monitord.incidents import (
     acknowledge,
     get_incident,
     incident_dict,
+    incident_findings,
     notify_management,
     resolve,
     timeline,
@@ -275,9 +276,7 @@ def _read_incident(
             incident = get_incident(session, incident_id)
         except UsageError:
             return None
-        findings = session.scalars(
-            select(Finding).where(Finding.incident_id == incident_id).order_by(Finding.id).limit(50)
-        ).all()
+        findings = incident_findings(session, incident_id, limit=50)
         return (
             incident_dict(incident, app.clock()),
             timeline(session, incident_id),

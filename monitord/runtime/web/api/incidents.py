@@ -9,13 +9,13 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitord.incidents import (
     acknowledge,
     draft_facts,
     incident_dict,
+    incident_findings,
     notify_management,
     resolve,
     still_due,
@@ -56,7 +56,7 @@ from monitord.runtime.web.api.openapi import (
 )
 from monitord.runtime.web.auth import CALLER
 from monitord.store.findings import finding_dict
-from monitord.store.models import Finding, Incident
+from monitord.store.models import Incident
 from monitord.types import SEVERITIES
 
 INCIDENT_STATES = ("open", "acknowledged", "notified", "resolved", "closed")
@@ -169,10 +169,7 @@ async def list_incidents(request: web.Request) -> web.Response:
 
 def _detail(session: Session, incident: Incident, app: App) -> dict[str, Any]:
     data = incident_dict(incident, app.clock())
-    findings = session.scalars(
-        select(Finding).where(Finding.incident_id == incident.id).order_by(Finding.id)
-    )
-    data["findings"] = [finding_dict(f) for f in findings]
+    data["findings"] = [finding_dict(f) for f in incident_findings(session, incident.id)]
     data["timeline"] = timeline(session, incident.id)
     data["draft"] = draft_facts(session, incident)
     return data
