@@ -306,7 +306,8 @@ def intake(session: Session, settings: Settings, now: dt.datetime) -> IntakeRepo
     """Turn new findings at or above the configured severity into incidents; resolve finished ones.
 
     An availability incident is one service's, and a service has one at a time: a finding of
-    another availability kind (a burst of 5xx in its logs while it is down) joins it. Security
+    another availability kind (a burst of 5xx in its logs while it is down) joins it; a service
+    that comes back and goes down again gets a new one (the first resolved). Security
     findings of one kind found in the same pass join one incident that lists their subjects (one
     batch of log analysis, one scan), with one two-hour clock and one notification; a finding
     whose subject already has an active incident of its kind joins that one. The worst finding
