@@ -333,7 +333,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
                 session
             )  # what the channel took counts now, not at the daemon's pass
             incident = get_incident(session, args.id)
-            delivered, late = incident.notified_at, incident.late
+            delivered, late, klass = incident.notified_at, incident.late, incident.klass
     if args.out_of_band is not None:
         made = local_text(at or app.clock())
         print(
@@ -354,7 +354,13 @@ def cmd_notify(args: argparse.Namespace) -> int:
     if delivered is not None:
         print(
             f"the management unit received it at {local_text(delivered)} (CST): "
-            + ("LATE, after its 7.3.3 deadline" if late else "within the deadline")
+            + (
+                "an availability incident has no 7.3.3 deadline"
+                if klass != "security"
+                else "LATE, after its 7.3.3 deadline"
+                if late
+                else "within the deadline"
+            )
         )
     elif late:
         print("its 7.3.3 deadline has passed: the incident is marked late")

@@ -263,3 +263,39 @@ async def test_a_service_named_twice_is_listed_once(
     )
     assert status == 0
     assert json.loads(out)["services"] == ["svc-0001"]
+
+
+async def test_notifying_of_an_availability_incident_claims_no_deadline(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said "within the deadline" of an incident that has none.
+    await run(
+        config,
+        capsys,
+        "incidents",
+        "open",
+        "--kind",
+        "outage",
+        "--service",
+        "svc-0001",
+        "--summary",
+        "电话报告无法访问",
+    )
+    status, out, _ = await run(
+        config,
+        capsys,
+        "incidents",
+        "notify",
+        "1",
+        "--scope",
+        "a",
+        "--harm",
+        "b",
+        "--measures",
+        "c",
+        "--rectification",
+        "d",
+    )
+    assert status == 0
+    assert "an availability incident has no 7.3.3 deadline" in out
+    assert "within the deadline" not in out
