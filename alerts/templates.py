@@ -144,7 +144,11 @@ def render_incident(
         catalogue_text(incident.summary),  # findings' summaries quote catalogue text
     ]
     if kind == "resolved" and payload.get("ended"):
-        lines.append(f"结束原因：{payload['ended']}（服务并未恢复）")
+        # Resolved by hand, a security incident or a service still down: no recovery claimed.
+        unrecovered = "（服务并未恢复）" if payload.get("unrecovered", True) else ""
+        lines.append(f"结束原因：{payload['ended']}{unrecovered}")
+    if kind == "resolved" and incident.klass == "security" and incident.notified_at is None:
+        lines.append("尚未通报管理单位：事件已结束，通报义务仍在（7.3.3），请尽快通报")
     deadline = _deadline_line(incident, now)
     if deadline and kind != "resolved":
         lines.append(deadline)
@@ -152,7 +156,7 @@ def render_incident(
     if kind != "resolved" and incident.acknowledged_at is None and incident.state == "open":
         # A resolved incident has nothing to acknowledge: `ack` refuses it.
         lines.append(f"确认：monitord incidents ack {incident.id}")
-    if incident.klass == "security" and incident.notified_at is None and kind != "resolved":
+    if incident.klass == "security" and incident.notified_at is None:
         lines.append(
             f"通报：monitord incidents notify {incident.id} --scope … --harm … "
             "--measures … --rectification …"

@@ -29,6 +29,13 @@ def log_rule_engine(settings: LogSettings | None = None) -> LogRules:
     return LogRuleEngine.from_settings(settings)
 
 
+def log_window_rules() -> dict[str, int]:
+    """The shipped log rules that judge a window of lines (error_burst…), with its seconds."""
+    from rules.log_rule_file import load_rules
+
+    return {r.name: r.window for r in load_rules() if r.kind == "window"}
+
+
 def log_rule_names() -> list[str]:
     """The names of the shipped log rules (what their findings are filed under)."""
     from rules.log_rule_file import load_rules

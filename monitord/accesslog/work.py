@@ -29,9 +29,16 @@ from monitord.accesslog.stats import (
 from monitord.config import FollowedLog, Settings
 from monitord.redact import error_line
 from monitord.store import Store
-from monitord.store.findings import resolve_findings, upsert_finding
+from monitord.store.findings import resolve_finding, resolve_findings, upsert_finding
 from monitord.store.history import at_work_before
-from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource, writer_name
+from monitord.store.models import (
+    Finding,
+    Incident,
+    LogAudit,
+    LogHourStat,
+    LogSource,
+    writer_name,
+)
 from monitord.timeutil import SHANGHAI, UTC, Clock, parse_time, quarter_bounds, quarter_start
 from monitord.types import FindingDraft
 
@@ -106,6 +113,8 @@ class FollowReport:
     failed: list[str] = field(default_factory=list)
     """Logs whose pass failed on something other than reading (a line the reader could not
     handle): named in an error, their cursor kept, the other logs read all the same."""
+    ended: int = 0
+    """Findings of conditions that ended (end_conditions) resolved in this pass."""
 
 
 def reader_warning(settings: Settings) -> str | None:
@@ -161,7 +170,34 @@ def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
             )
             logger.opt(exception=exc).debug("access log {}: the failure", log.path)
             report.failed.append(log.path)
+    with store.session() as session:
+        report.ended = end_conditions(session, clock())
     return report
+
+
+def end_conditions(session: Session, now: dt.datetime) -> int:
+    """Resolve the findings of window rules that describe a condition that ends, those in an
+    availability incident (error_burst's): once no window of its subject has met the rule for
+    two windows (of store time since the finding last moved on), the condition is over and its
+    incident may resolve. A finding in a security incident never ends by itself: the incident
+    waits for a person and the 7.3.3 notification. Returns how many were resolved."""
+    ending = {
+        name: dt.timedelta(seconds=2 * window) for name, window in rules.log_window_rules().items()
+    }
+    resolved = 0
+    for row in session.scalars(
+        select(Finding)
+        .join(Incident, Incident.id == Finding.incident_id)
+        .where(
+            Finding.rule.in_(sorted(ending)),
+            Finding.state == "open",
+            Incident.klass == "availability",
+        )
+    ):
+        if now - row.last_seen >= ending[row.rule]:
+            resolve_finding(session, row, now)
+            resolved += 1
+    return resolved
 
 
 def _read_under(path: str, first_named: dict[FileId, str]) -> str | None:

@@ -40,10 +40,11 @@ def _local(iso: str) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """List incidents, active ones first."""
+    """List incidents: the active ones, and those resolved with their 7.3.3 notification still
+    due (--all: every one)."""
     from sqlalchemy import select
 
-    from monitord.incidents import incident_dict
+    from monitord.incidents import incident_dict, still_due
     from monitord.store.models import Incident
 
     with app_for(args) as app:
@@ -51,7 +52,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         with app.store.session() as session:
             query = select(Incident).order_by(Incident.id.desc()).limit(args.limit)
             if not args.all:
-                query = query.where(Incident.state.in_(("open", "acknowledged", "notified")))
+                query = query.where(still_due())
             rows = [incident_dict(i, now) for i in session.scalars(query)]
     if args.json:
         print_json(rows)
@@ -84,6 +85,15 @@ def minutes_text(minutes_left: int) -> str:
     return f"剩余 {minutes_left} 分钟" if minutes_left >= 0 else f"已逾期 {-minutes_left} 分钟"
 
 
+def state_text(r: dict[str, Any]) -> str:
+    """An incident's state (an incident_dict) with its Chinese name; a security incident
+    resolved before the management unit received its notification says that it is still due."""
+    text = named(r["state"], INCIDENT_STATE_NAMES)
+    if r["state"] == "resolved" and r["class"] == "security" and not r["notified_at"]:
+        text += ", NOT NOTIFIED 未通报"
+    return text
+
+
 def incident_table(rows: list[dict[str, Any]]) -> str:
     """Incidents (incident_dicts) as the table `incidents list` and `status` print."""
     table = [
@@ -92,7 +102,7 @@ def incident_table(rows: list[dict[str, Any]]) -> str:
             named(r["class"], CLASS_NAMES),
             named(r["kind"], KIND_NAMES),
             named(r["severity"], SEVERITY_NAMES),
-            named(r["state"], INCIDENT_STATE_NAMES),
+            state_text(r),
             ",".join(r["services"]) or "-",
             clock_text(r),
             r["summary"],
@@ -106,14 +116,10 @@ def incident_table(rows: list[dict[str, Any]]) -> str:
 
 def _incident_findings(session: Session, incident_id: int) -> list[dict[str, Any]]:
     """The findings that opened or joined an incident (in any of their episodes), by id."""
-    from sqlalchemy import or_, select
-
+    from monitord.incidents import incident_findings
     from monitord.store.findings import finding_dict
-    from monitord.store.models import Finding, FindingEpisode
 
-    joined = select(FindingEpisode.finding_id).where(FindingEpisode.incident_id == incident_id)
-    query = select(Finding).where(or_(Finding.incident_id == incident_id, Finding.id.in_(joined)))
-    return [finding_dict(f) for f in session.scalars(query.order_by(Finding.id))]
+    return [finding_dict(f) for f in incident_findings(session, incident_id)]
 
 
 def _clock_line(data: dict[str, Any]) -> str | None:
@@ -327,7 +333,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
                 session
             )  # what the channel took counts now, not at the daemon's pass
             incident = get_incident(session, args.id)
-            delivered, late = incident.notified_at, incident.late
+            delivered, late, klass = incident.notified_at, incident.late, incident.klass
     if args.out_of_band is not None:
         made = local_text(at or app.clock())
         print(
@@ -348,7 +354,13 @@ def cmd_notify(args: argparse.Namespace) -> int:
     if delivered is not None:
         print(
             f"the management unit received it at {local_text(delivered)} (CST): "
-            + ("LATE, after its 7.3.3 deadline" if late else "within the deadline")
+            + (
+                "an availability incident has no 7.3.3 deadline"
+                if klass != "security"
+                else "LATE, after its 7.3.3 deadline"
+                if late
+                else "within the deadline"
+            )
         )
     elif late:
         print("its 7.3.3 deadline has passed: the incident is marked late")
@@ -364,7 +376,9 @@ def add_incident_commands(sub: Any) -> None:
     )
     isub = incidents.add_subparsers(dest="incident_command", required=True, metavar="ACTION")
 
-    p = isub.add_parser("list", help="active incidents (--all: every one)")
+    p = isub.add_parser(
+        "list", help="active incidents and those still to notify (--all: every one)"
+    )
     p.add_argument("--all", action="store_true", help="resolved and closed incidents too")
     p.add_argument(
         "--limit", type=positive_int, default=100, help="how many, newest first (default 100)"

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 import rules
@@ -28,11 +28,13 @@ from monitord.store import audit
 from monitord.store.bulk import among
 from monitord.store.models import (
     Finding,
+    FindingEpisode,
     Incident,
     IncidentEvent,
     OutboxAlert,
     QuietWindow,
     Service,
+    ServiceState,
     Silence,
 )
 from monitord.store.outbox import enqueue
@@ -40,6 +42,24 @@ from monitord.timeutil import local_text
 from monitord.types import MAX_ID, MAX_LONG_TEXT, SEVERITY_RANK, TEXT_CONTROLS
 
 ACTIVE_STATES = ("open", "acknowledged", "notified")
+
+
+def still_due() -> ColumnElement[bool]:
+    """Which incidents on-call still has to act on: the active ones, and the security incidents
+    resolved before the management unit received their notification (the 7.3.3 duty stays until
+    notified, and so do its reminders and the late mark)."""
+    return or_(Incident.state.in_(ACTIVE_STATES), awaiting_notification())
+
+
+def awaiting_notification() -> ColumnElement[bool]:
+    """A resolved security incident whose notification the management unit has not received."""
+    return and_(
+        Incident.state == "resolved",
+        Incident.klass == "security",
+        Incident.notified_at.is_(None),
+    )
+
+
 MANUAL_KEY = "manual:"
 """How the group key of an incident opened by hand (open_manual) begins."""
 NOTIFICATION_PARTS = {
@@ -285,7 +305,9 @@ def _join(incident: Incident, finding: Finding) -> None:
 def intake(session: Session, settings: Settings, now: dt.datetime) -> IntakeReport:
     """Turn new findings at or above the configured severity into incidents; resolve finished ones.
 
-    An availability incident is one service's: a flapping service makes one incident. Security
+    An availability incident is one service's, and a service has one at a time: a finding of
+    another availability kind (a burst of 5xx in its logs while it is down) joins it; a service
+    that comes back and goes down again gets a new one (the first resolved). Security
     findings of one kind found in the same pass join one incident that lists their subjects (one
     batch of log analysis, one scan), with one two-hour clock and one notification; a finding
     whose subject already has an active incident of its kind joins that one. The worst finding
@@ -320,6 +342,13 @@ def intake(session: Session, settings: Settings, now: dt.datetime) -> IntakeRepo
             continue
         subject = finding.service_id or _subject_label(finding)
         incident = active.get((kind, subject)) or active.get((kind, _subject_label(finding)))
+        if incident is None and class_of_kind(kind, rules) == "availability":
+            # One incident per outage: a burst of 5xx in the logs of a service already down
+            # (or down while the logs already show it degraded) joins the incident it has.
+            incident = next(
+                (active[(k, subject)] for k in rules.availability_kinds if (k, subject) in active),
+                None,
+            )
         if incident is None and class_of_kind(kind, rules) == "security":
             incident = this_pass.get(kind)
         if incident is None:
@@ -846,14 +875,30 @@ def notification_delivered(
 ) -> bool:
     """Record that the management unit received an incident's notification at `at` (a
     management channel confirmed delivery, or it was made out of band, `recorded` by whom and
-    when); on time or late is decided here. Returns True when this was the incident's first
-    delivered notification."""
+    when); on time or late is decided here. The earliest receipt counts: a phone call made
+    before a stuck notification was delivered, recorded after it, moves the receipt back to the
+    call. Returns True when this receipt is now the incident's (the first, or an earlier one)."""
     incident = session.get(Incident, incident_id)
-    if incident is None or incident.notified_at is not None:
+    if incident is None or (incident.notified_at is not None and incident.notified_at <= at):
         return False
+    earlier_than = incident.notified_at
     incident.notified_at = at
     incident.notified_via = via
-    _event(session, incident, at, "delivered", via=via)
+    if earlier_than is None:
+        _event(session, incident, at, "delivered", via=via)
+    else:
+        # The timeline keeps the later receipt it replaces, and who recorded the earlier one.
+        actor, when = recorded or ("monitord", at)
+        _event(
+            session,
+            incident,
+            when,
+            "delivered",
+            actor,
+            via=via,
+            received_at=at.isoformat(),
+            replaces=earlier_than.isoformat(),
+        )
     if incident.klass == "security" and incident.notify_by and at > incident.notify_by:
         _mark_late(session, incident, at)
     elif incident.late:
@@ -871,7 +916,10 @@ def notification_delivered(
 def resolve(
     session: Session, incident_id: int, actor: str, now: dt.datetime, note: str = ""
 ) -> Incident:
-    """Mark an incident resolved; a security incident's notification duty stays until notified."""
+    """Mark an incident resolved; a security incident's notification duty stays until notified.
+
+    On-call hears 已恢复 only of an availability incident whose services are all up now; else
+    已结束, resolved by hand, with the note (a service still down is no recovery)."""
     incident = get_incident(session, incident_id)
     if incident.state in ("resolved", "closed"):
         raise UsageError(f"incident {incident_id} is already {incident.state}")
@@ -879,8 +927,23 @@ def resolve(
     incident.resolved_at = now
     _event(session, incident, now, "resolved", actor=actor, note=note)
     audit(session, now, actor, "incident.resolve", f"incident {incident_id}", {"note": note})
-    _tell(session, incident, f"incident:{incident_id}:resolved", "oncall", "resolved", now)
+    payload = None
+    if not (incident.klass == "availability" and _services_up(session, incident)):
+        ended = f"值班员 {actor} 处理" + (f"：{note.strip()}" if note.strip() else "")
+        payload = {"ended": ended, "unrecovered": incident.klass == "availability"}
+    key = f"incident:{incident_id}:resolved"
+    _tell(session, incident, key, "oncall", "resolved", now, payload)
     return incident
+
+
+def _services_up(session: Session, incident: Incident) -> bool:
+    """Whether an incident names services and the probes find every one of them up now."""
+    if not incident.services:
+        return False
+    states = session.scalars(
+        select(ServiceState.state).where(ServiceState.service_id.in_(incident.services))
+    ).all()
+    return len(states) == len(incident.services) and all(state == "up" for state in states)
 
 
 def close(
@@ -908,6 +971,22 @@ def close(
     return incident
 
 
+def of_incident(incident_id: int) -> ColumnElement[bool]:
+    """The condition on Finding for the findings that opened or joined an incident, in any of
+    their episodes (a finding whose later episode belongs to a newer incident still belongs to
+    this one)."""
+    joined = select(FindingEpisode.finding_id).where(FindingEpisode.incident_id == incident_id)
+    return or_(Finding.incident_id == incident_id, Finding.id.in_(joined))
+
+
+def incident_findings(
+    session: Session, incident_id: int, limit: int | None = None
+) -> list[Finding]:
+    """The findings of an incident (see of_incident), by id."""
+    query = select(Finding).where(of_incident(incident_id)).order_by(Finding.id).limit(limit)
+    return list(session.scalars(query))
+
+
 def draft_facts(session: Session, incident: Incident) -> dict[str, Any]:
     """What monitord knows for the notification: times, services and coverage, findings."""
     services = []
@@ -926,9 +1005,7 @@ def draft_facts(session: Session, incident: Incident) -> dict[str, Any]:
                 "users": (service.raw or {}).get("users"),
             }
         )
-    findings = session.scalars(
-        select(Finding).where(Finding.incident_id == incident.id).order_by(Finding.id).limit(20)
-    ).all()
+    findings = incident_findings(session, incident.id, limit=20)
     return {
         "detected_at": incident.detected_at.isoformat(),
         "occurred_at": (incident.occurred_at or incident.detected_at).isoformat(),

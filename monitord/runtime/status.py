@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from monitord.incidents import ACTIVE_STATES, incident_dict
+from monitord.incidents import incident_dict, still_due
 from monitord.incidents.silences import active_silences, silence_dict
 from monitord.redact import mask_urls, one_line
 from monitord.store.models import Incident, OutboxAlert, Service, ServiceState
@@ -37,7 +37,8 @@ class Status:
     troubled: list[dict[str, Any]]
     """Online services down, then degraded: id, name, state, since, last_error."""
     incidents: list[dict[str, Any]]
-    """Active incidents (incident_dict), the nearest two-hour deadline first."""
+    """Active incidents, and those resolved with their 7.3.3 notification still due
+    (incident_dict), the nearest two-hour deadline first."""
     silences: list[dict[str, Any]]
     """Silences in force: id, services, kinds, rules, reason, created_by, ends_at."""
     stuck: list[dict[str, Any]]
@@ -114,7 +115,7 @@ def _incidents(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
     running = case((Incident.notify_by.is_not(None) & Incident.notified_at.is_(None), 0), else_=1)
     rows = session.scalars(
         select(Incident)
-        .where(Incident.state.in_(ACTIVE_STATES))
+        .where(still_due())
         .order_by(running, Incident.notify_by, Incident.id.desc())
     )
     return [incident_dict(incident, now) for incident in rows]

@@ -194,6 +194,31 @@ async def test_a_security_incident_cannot_be_closed_unnotified(
     assert "never notified to the management unit (7.3.3)" in err
 
 
+async def test_a_security_incident_resolved_before_it_is_notified_stays_listed(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It dropped out of the list and the status while its reminders and the late mark went on.
+    await run(
+        config,
+        capsys,
+        "incidents",
+        "open",
+        "--kind",
+        "data_exposure",
+        "--service",
+        "svc-0001",
+        "--summary",
+        "疑似泄露",
+    )
+    await run(config, capsys, "incidents", "resolve", "1")
+    _, listed, _ = await run(config, capsys, "incidents", "list")
+    assert "resolved 已解决, NOT NOTIFIED 未通报" in listed and "剩余 1" in listed
+    _, out, _ = await run(config, capsys, "status")
+    assert "open incidents: 1" in out and "NOT NOTIFIED" in out
+    _, out, _ = await run(config, capsys, "status", "--json")
+    assert [i["id"] for i in json.loads(out)["incidents"]] == [1]
+
+
 async def test_bad_incident_commands_are_one_line_errors(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -238,3 +263,39 @@ async def test_a_service_named_twice_is_listed_once(
     )
     assert status == 0
     assert json.loads(out)["services"] == ["svc-0001"]
+
+
+async def test_notifying_of_an_availability_incident_claims_no_deadline(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said "within the deadline" of an incident that has none.
+    await run(
+        config,
+        capsys,
+        "incidents",
+        "open",
+        "--kind",
+        "outage",
+        "--service",
+        "svc-0001",
+        "--summary",
+        "电话报告无法访问",
+    )
+    status, out, _ = await run(
+        config,
+        capsys,
+        "incidents",
+        "notify",
+        "1",
+        "--scope",
+        "a",
+        "--harm",
+        "b",
+        "--measures",
+        "c",
+        "--rectification",
+        "d",
+    )
+    assert status == 0
+    assert "an availability incident has no 7.3.3 deadline" in out
+    assert "within the deadline" not in out

@@ -208,6 +208,52 @@ async def test_a_notification_delivered_after_the_deadline_is_late(
         assert received.notified_at == clock() and received.late is True
 
 
+async def test_a_phone_call_before_the_deadline_counts_though_a_stuck_notification_came_first(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    # The call was made while the channel was down; the channel came back and delivered the
+    # queued notification after the deadline, before the call was recorded: it stayed LATE.
+    async with serve_webhook() as hook:
+        cfg = settings(hook)
+        finding(sqlite_store, clock, "brute_force_login", "u-1", kind="user")
+        incident_id = open_incident(sqlite_store, cfg, clock)
+        clock.advance(minutes=100)
+        hook.failing = True
+        with sqlite_store.session() as session:
+            notify_management(session, cfg, incident_id, PARTS, "alice", clock())
+        await deliver(sqlite_store, cfg, clock)
+        phoned = clock() + dt.timedelta(minutes=19)  # a minute before the deadline
+        clock.advance(minutes=21)  # delivered a minute after it
+        hook.failing = False
+        await deliver(sqlite_store, cfg, clock)
+        assert incident(sqlite_store, incident_id).late is True
+        clock.advance(minutes=5)
+        with sqlite_store.session() as session:
+            notify_management(
+                session,
+                cfg,
+                incident_id,
+                PARTS,
+                "alice",
+                clock(),
+                out_of_band="电话：市数据局 王科长",
+                at=phoned,
+            )
+        clocks(sqlite_store, cfg, clock)
+        stored = incident(sqlite_store, incident_id)
+        assert (stored.notified_at, stored.late) == (phoned, False)
+        assert stored.notified_via == "out of band: 电话：市数据局 王科长"
+        with sqlite_store.session() as session:
+            events = session.scalars(
+                select(IncidentEvent)
+                .where(IncidentEvent.incident_id == incident_id)
+                .order_by(IncidentEvent.id)
+            ).all()
+        delivered = [e for e in events if e.kind == "delivered"]
+        assert delivered[-1].detail["replaces"] == (phoned + dt.timedelta(minutes=2)).isoformat()
+        assert [e.actor for e in events if e.kind == "late_withdrawn"] == ["alice"]
+
+
 @pytest.mark.parametrize("marked_late_first", [False, True])
 def test_a_notification_made_by_phone_counts_at_its_time_and_is_audited(
     sqlite_store: Store, clock: FakeClock, marked_late_first: bool
@@ -430,3 +476,67 @@ async def test_fifty_findings_of_one_kind_in_one_pass_make_one_incident(
         with sqlite_store.session() as session:
             later = intake(session, cfg, clock())
         assert later.joined == 0 and len(later.opened) == 1
+
+
+def requests(path: Path, start: dt.datetime, count: int, status: int) -> None:
+    """`count` requests to svc-0042, one every five seconds from `start`, all with `status`."""
+    with path.open("a", encoding="utf-8") as handle:
+        for n in range(count):
+            record = {
+                "ts": (start + dt.timedelta(seconds=5 * n)).astimezone(SHANGHAI).isoformat(),
+                "ip": f"10.0.0.{n % 200}",
+                "user_id": f"u-{n}",
+                "service_id": "svc-0042",
+                "action": "query",
+                "method": "GET",
+                "path": "/api/query",
+                "status": status,
+                "bytes": 512,
+                "duration_ms": 30.0,
+                "ua": "Mozilla/5.0",
+            }
+            handle.write(json.dumps(record) + "\n")
+
+
+def test_an_outage_with_a_burst_of_errors_in_the_logs_is_one_incident_that_ends_with_it(
+    sqlite_store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    # The burst opened a second, degraded incident that never resolved and kept escalating.
+    audit = tmp_path / "audit.jsonl"
+    cfg = settings(logs={"follow": [{"path": str(audit), "format": "json"}]})
+    sid = add_service(sqlite_store, clock)
+    finding(sqlite_store, clock, "service_down", sid, kind="service", service=sid)
+    outage = open_incident(sqlite_store, cfg, clock)
+    requests(audit, clock() - dt.timedelta(minutes=40), 60, 503)
+    requests(audit, clock() - dt.timedelta(minutes=5), 30, 200)  # closes the burst's windows
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        burst = session.scalars(select(Finding).where(Finding.rule == "error_burst")).one()
+        assert burst.state == "open"
+        report = intake(session, cfg, clock())
+        assert (report.opened, report.joined) == ([], 1)
+    with sqlite_store.session() as session:  # the probes find it up again
+        service_down = session.scalars(select(Finding).where(Finding.rule == "service_down"))
+        service_down.one().state = "resolved"
+    with sqlite_store.session() as session:
+        assert intake(session, cfg, clock()).resolved == []  # the errors of the logs go on
+    clock.advance(minutes=21)  # two windows without a burst
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        assert intake(session, cfg, clock()).resolved == [outage]
+    assert incident(sqlite_store, outage).state == "resolved"
+
+
+def test_a_security_finding_of_the_logs_does_not_end_by_itself(
+    sqlite_store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    cfg = settings(logs={"follow": [{"path": str(audit), "format": "json"}]})
+    brute_force(audit, clock() - dt.timedelta(minutes=7))
+    follow_logs(sqlite_store, cfg, clock)
+    attack = open_incident(sqlite_store, cfg, clock)
+    clock.advance(hours=3)
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        assert intake(session, cfg, clock()).resolved == []
+    assert incident(sqlite_store, attack).state == "open"

@@ -28,6 +28,7 @@ from monitord.incidents import (
     get_incident,
     incident_dict,
     notify_management,
+    of_incident,
     resolve,
     timeline,
 )
@@ -286,7 +287,7 @@ def _read_incident(
             incident = get_incident(session, incident_id)
         except UsageError:
             return None
-        findings, total = _listed_findings(session, Finding.incident_id == incident_id)
+        findings, total = _listed_findings(session, of_incident(incident_id))
         return (
             incident_dict(incident, app.clock()),
             timeline(session, incident_id),

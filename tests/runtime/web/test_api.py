@@ -519,6 +519,36 @@ async def test_an_incident_in_detail_has_its_findings_timeline_and_draft(
         assert status == 404 and body["error"].startswith("no incident")
 
 
+async def test_an_incident_keeps_its_findings_when_they_move_on_to_a_newer_incident(
+    api: Api, app: App, clock: FakeClock
+) -> None:
+    # A service down twice: the finding's second episode belongs to the second incident, and
+    # the first showed no findings (没有关联的发现) though `incidents show` listed them.
+    down = FindingDraft(
+        rule="service_down",
+        clause="6.4 c",
+        severity="high",
+        subject_kind="service",
+        subject="svc-0002",
+        summary="服务2 无法访问",
+        service_id="svc-0002",
+    )
+    incidents = []
+    for _ in range(2):
+        with app.store.session() as session:
+            finding = upsert_finding(session, down, clock())
+            incidents += intake(session, app.settings, clock()).opened
+        clock.advance(minutes=10)
+        with app.store.session() as session:
+            session.get(Finding, finding.id).state = "resolved"  # type: ignore[union-attr]
+            intake(session, app.settings, clock())
+    first, second = incidents
+    for incident_id in (first, second):
+        _, detail = await api.call("GET", f"/api/v1/incidents/{incident_id}")
+        assert [f["id"] for f in detail["findings"]] == [finding.id]
+        assert [f["summary"] for f in detail["draft"]["findings"]] == ["服务2 无法访问"]
+
+
 async def test_acknowledging_through_the_api_is_the_cli_s_ack_under_the_token_s_name(
     api: Api, world: World, app: App
 ) -> None:

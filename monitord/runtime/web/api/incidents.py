@@ -9,15 +9,16 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitord.incidents import (
     acknowledge,
     draft_facts,
     incident_dict,
+    incident_findings,
     notify_management,
     resolve,
+    still_due,
     timeline,
 )
 from monitord.runtime.app import App
@@ -55,11 +56,10 @@ from monitord.runtime.web.api.openapi import (
 )
 from monitord.runtime.web.auth import CALLER
 from monitord.store.findings import finding_dict
-from monitord.store.models import Finding, Incident
+from monitord.store.models import Incident
 from monitord.types import SEVERITIES
 
 INCIDENT_STATES = ("open", "acknowledged", "notified", "resolved", "closed")
-ACTIVE_STATES = ("open", "acknowledged", "notified")
 CLASSES = ("security", "availability")
 INCIDENT = named(
     "Incident",
@@ -105,7 +105,8 @@ the notification (times, services and their coverage, findings)."""
 AFTER = Param("after", "the `next` of the previous page: incidents with a smaller id", kind="int")
 STATE = Param(
     "state",
-    "only incidents in this state; active: open, acknowledged or notified",
+    "only incidents in this state; active: open, acknowledged or notified, or resolved with "
+    "the 7.3.3 notification still due",
     choices=(*INCIDENT_STATES, "active"),
 )
 CLASS = Param("class", "only security or only availability incidents", choices=CLASSES)
@@ -158,7 +159,7 @@ async def list_incidents(request: web.Request) -> web.Response:
         exact = None if state == "active" else state
         query = page_query(Incident, page, newest_first=True, state=exact, klass=klass)
         if state == "active":
-            query = query.where(Incident.state.in_(ACTIVE_STATES))
+            query = query.where(still_due())
         now = app.clock()
         with app.store.session() as session:
             return paged([incident_dict(i, now) for i in session.scalars(query)], page)
@@ -168,10 +169,7 @@ async def list_incidents(request: web.Request) -> web.Response:
 
 def _detail(session: Session, incident: Incident, app: App) -> dict[str, Any]:
     data = incident_dict(incident, app.clock())
-    findings = session.scalars(
-        select(Finding).where(Finding.incident_id == incident.id).order_by(Finding.id)
-    )
-    data["findings"] = [finding_dict(f) for f in findings]
+    data["findings"] = [finding_dict(f) for f in incident_findings(session, incident.id)]
     data["timeline"] = timeline(session, incident.id)
     data["draft"] = draft_facts(session, incident)
     return data
