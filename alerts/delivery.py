@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from alerts import pacing
+from alerts.robots import answers_recorded, robot_refusal
 from alerts.routing import (
     MAIL_SCHEMES,
     Channel,
@@ -108,9 +109,10 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
                     )
                 )
 
-            ok = await asyncio.to_thread(notify)
+            with answers_recorded() as answers:
+                ok = await asyncio.to_thread(notify)
         if ok:
-            return None
+            return robot_refusal(urlsplit(real).scheme.lower(), answers)
         text = captured.getvalue().strip().splitlines()
         return text[-1].split(" - ", 2)[-1] if text else "delivery failed"
 
