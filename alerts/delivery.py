@@ -29,7 +29,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from alerts import pacing
-from alerts.robots import answers_recorded, robot_refusal
+from alerts.robots import answers_recorded, fits, in_parts, robot_refusal, text_budget
 from alerts.routing import (
     MAIL_SCHEMES,
     Channel,
@@ -48,6 +48,7 @@ from alerts.templates import (
     render_notification,
     render_report,
     render_storm,
+    short_name,
 )
 from monitord.config import Settings
 from monitord.netguard import DeniedTargetError, lookups_checked, resolve_checked
@@ -96,23 +97,30 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
                 # A redirect would lead past the deny list checked before sending.
                 service.redirects = False
 
-            def notify() -> bool:
+            scheme = urlsplit(real).scheme.lower()
+            parts = in_parts(message, text_budget(scheme))
+
+            def notify(part: Message) -> bool:
                 # Told that the message is text, apprise escapes it for each channel's format:
                 # HTML for e-mail, Markdown where the plugin sends Markdown (DingTalk and Feishu
                 # with ?format=markdown), nothing for text (WeCom, webhooks).
                 return bool(
                     notifier.notify(
-                        body=message.body,
-                        title=message.title,
+                        body=part.body,
+                        title=part.title,
                         body_format=apprise.NotifyFormat.TEXT,
-                        attach=list(message.attachments) or None,
+                        attach=list(part.attachments) or None,
                     )
                 )
 
-            with answers_recorded() as answers:
-                ok = await asyncio.to_thread(notify)
+            for part in parts:  # a message past the channel's size goes in numbered parts
+                with answers_recorded() as answers:
+                    ok = await asyncio.to_thread(notify, part)
+                refused = robot_refusal(scheme, answers) if ok else None
+                if not ok or refused is not None:
+                    break
         if ok:
-            return robot_refusal(urlsplit(real).scheme.lower(), answers)
+            return refused
         text = captured.getvalue().strip().splitlines()
         return text[-1].split(" - ", 2)[-1] if text else "delivery failed"
 
@@ -141,8 +149,10 @@ def _render(
             grouped = session.get(Incident, incident_id)
             if grouped is not None:
                 names = [s.name for s in _services(session, grouped)]
-                label = " ".join([*grouped.services[:1], *names[:1]])
-                labels[str(incident_id)] = catalogue_text(label)
+                label = " ".join(
+                    [*map(catalogue_text, grouped.services[:1]), *map(short_name, names[:1])]
+                )
+                labels[str(incident_id)] = label
         return render_storm(parent.payload, labels, key, page_link(public_url))
     if incident is not None:
         link = page_link(public_url, incident.id)
@@ -564,6 +574,33 @@ def _paced_batch(
         return [alert, *others]
 
 
+def digest_size(messages: list[Message], key: str, budget: int | None) -> int:
+    """How many of the messages, from the first, one digest within the budget carries: at least
+    one (a message alone that does not fit goes in parts), all when there is no budget."""
+    size = len(messages)
+    while size > 1 and not fits(render_digest(messages[:size], key), budget):
+        size -= 1
+    return size
+
+
+def _within_budget(store: Store, batch: list[OutboxAlert], channel: Channel) -> list[OutboxAlert]:
+    """The copies of a paced batch whose digest fits the channel's message size; the others are
+    put back, due, for the next digest (never dropped)."""
+    budget = text_budget(urlsplit(channel.url).scheme)
+    key = f"digest:{batch[0].idempotency_key}"
+    size = digest_size([Message(a.title, a.body) for a in batch], key, budget)
+    left = [copy.id for copy in batch[size:]]
+    if left:
+        with store.session() as session:
+            session.execute(
+                update(OutboxAlert)
+                .where(OutboxAlert.id.in_(left), OutboxAlert.state == "sending")
+                .values(state="pending", claimed_by=None, claimed_until=None)
+                .execution_options(synchronize_session=False)
+            )
+    return batch[:size]
+
+
 def _record(
     store: Store,
     alert_id: int,
@@ -652,6 +689,7 @@ async def deliver_due(
             )
             if not batch:
                 continue  # the channel's minute is full: it goes when there is room
+            batch = await asyncio.to_thread(_within_budget, store, batch, channel)
         key = alert.idempotency_key if len(batch) == 1 else f"digest:{alert.idempotency_key}"
         attach = alert.payload.get("attach")
         message = (

@@ -1,4 +1,11 @@
-"""What the chat robots answer: DingTalk's and WeCom's refusals come in the body of an HTTP 200.
+"""What the chat robots take and answer: a byte budget for a message, and the refusals DingTalk's
+and WeCom's robots put in the body of an HTTP 200.
+
+A robot refuses a message past its size (WeCom: content of 2,048 bytes of UTF-8; DingTalk: 20,000
+bytes; Feishu and Lark: a request of 20 KB), and apprise sends what it is given as it is
+(overflow `upstream`). So monitord sizes its messages itself: a digest takes the alerts that fit
+(`fits`), and a message that does not fit goes in numbered parts (`in_parts`), each whole lines
+where it can, never a UTF-8 character cut in two: a 7.3.3 notification arrives whole.
 
 DingTalk's custom robot and WeCom's group robot answer every request with HTTP 200 and say in
 the JSON body whether they took the message: `{"errcode": 0, "errmsg": "ok"}`, or a refusal
@@ -22,6 +29,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import requests
+
+from alerts.templates import Message
+
+TEXT_BUDGETS = {"wecombot": 2048, "dingtalk": 9000, "feishu": 9000, "lark": 9000}
+"""The UTF-8 bytes of one message (title, line break and body, as apprise joins them), by scheme.
+WeCom counts the content: 2,048. DingTalk's limit is 20,000 bytes and Feishu's and Lark's a
+20 KB request; apprise writes DingTalk's JSON with every Chinese character as a \\uXXXX escape
+(6 bytes for UTF-8's 3), so 9,000 bytes of text stay under the limit however it is counted."""
+_PART_MARK_BYTES = len("（999/999）".encode())
+"""Room kept in a part's title for its number."""
 
 ERRCODE_SCHEMES = frozenset({"dingtalk", "wecombot"})
 """Robots that answer HTTP 200 and put their refusal in the body's errcode."""
@@ -74,3 +91,60 @@ def robot_refusal(scheme: str, answers: list[requests.Response]) -> str | None:
         if code not in (0, "0"):
             return f"{scheme} refused the message: errcode {code} ({said.get('errmsg', '')})"
     return None
+
+
+def text_budget(scheme: str) -> int | None:
+    """The bytes one message to a channel of this scheme may take, None when unbounded."""
+    return TEXT_BUDGETS.get(scheme.lower())
+
+
+def text_bytes(message: Message) -> int:
+    """The UTF-8 bytes of a message as a robot counts it: title, line break, body."""
+    return len(f"{message.title}\r\n{message.body}".encode())
+
+
+def fits(message: Message, budget: int | None) -> bool:
+    """Whether a message fits a channel's budget (any message fits no budget)."""
+    return budget is None or text_bytes(message) <= budget
+
+
+def cut_utf8(text: str, size: int) -> str:
+    """The longest start of text that takes at most `size` UTF-8 bytes, no character cut."""
+    return text.encode()[:size].decode("utf-8", errors="ignore")
+
+
+def _chunks(body: str, room: int) -> list[str]:
+    """body in pieces of at most `room` bytes, cut between lines where a line fits."""
+    chunks: list[str] = []
+    current = ""
+    for line in body.split("\n"):
+        while len(line.encode()) > room:  # a line longer than a whole part: cut it
+            if current:
+                chunks.append(current)
+                current = ""
+            head = cut_utf8(line, room)
+            chunks.append(head)
+            line = line[len(head) :]
+        joined = f"{current}\n{line}" if current else line
+        if current and len(joined.encode()) > room:
+            chunks.append(current)
+            joined = line
+        current = joined
+    if current or not chunks:
+        chunks.append(current)
+    return chunks
+
+
+def in_parts(message: Message, budget: int | None) -> list[Message]:
+    """The message as it goes to a channel with this budget: itself when it fits, else numbered
+    parts (title （1/3）, （2/3）...), each within the budget, that together carry all of it."""
+    if fits(message, budget) or budget is None:
+        return [message]
+    title = cut_utf8(message.title, budget // 4)  # a title never leaves no room for the text
+    room = budget - len(f"{title}\r\n".encode()) - _PART_MARK_BYTES
+    chunks = _chunks(message.body, room)
+    total = len(chunks)
+    return [
+        Message(f"{title}（{n}/{total}）", chunk, message.attachments)
+        for n, chunk in enumerate(chunks, 1)
+    ]

@@ -142,11 +142,21 @@ ROBOT_HOSTS = ("oapi.dingtalk.com", "qyapi.weixin.qq.com", "open.feishu.cn")
 class Robots:
     """What the chat robots' APIs received (host and JSON body, in order); `answers` are the
     bodies they answer next with HTTP 200 (then {"errcode": 0, "errmsg": "ok"}), as DingTalk and
-    WeCom say a refusal. Reached by a CONNECT proxy: `env` is what points requests at it."""
+    WeCom say a refusal; a WeCom message past 2,048 bytes is refused (40058) as WeCom does.
+    Reached by a CONNECT proxy: `env` is what points requests at it."""
 
     received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     answers: list[dict[str, Any]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def content(said: dict[str, Any]) -> str:
+        """The text of a DingTalk or WeCom robot's message (title and body, as apprise joins)."""
+        return str(said.get("text", {}).get("content", ""))
+
+    def contents(self) -> list[str]:
+        """The text of each message received, in order."""
+        return [self.content(said) for _, said in self.received]
 
     async def _exchange(self, host: str, reader: asyncio.StreamReader) -> bytes | None:
         """Read one HTTP request through the tunnel and the answer it gets; None at the end."""
@@ -157,8 +167,11 @@ class Robots:
             name, _, value = line.decode().partition(":")
             headers[name.strip().lower()] = value.strip()
         body = await reader.readexactly(int(headers.get("content-length", "0")))
-        self.received.append((host, json.loads(body)))
+        said = json.loads(body)
+        self.received.append((host, said))
         answer = self.answers.pop(0) if self.answers else {"errcode": 0, "errmsg": "ok"}
+        if host == "qyapi.weixin.qq.com" and len(self.content(said).encode()) > 2048:
+            answer = {"errcode": 40058, "errmsg": "content exceed max length 2048"}
         out = json.dumps(answer).encode()
         head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(out)}"
         return head.encode() + b"\r\n\r\n" + out
