@@ -298,6 +298,7 @@ def _add_copies(
         if key in existing:
             continue
         copy, payload = _copy_of(parent, channel, message)
+        due = _queue_end(session, channel, now)
         session.add(
             OutboxAlert(
                 idempotency_key=key,
@@ -309,12 +310,26 @@ def _add_copies(
                 incident_id=parent.incident_id,
                 parent_id=parent.id,
                 created_at=now,
-                next_attempt_at=now,
+                next_attempt_at=due,
                 state="pending",
             )
         )
         made += 1
     return made
+
+
+def _queue_end(session: Session, channel: Channel, now: dt.datetime) -> dt.datetime:
+    """When a copy queued now to a channel is first due: now, or when the channel's older copies
+    are retried if it failed, so that it never overtakes them (an 已恢复 before its opening, a
+    续报 before its 通报)."""
+    waiting = session.scalar(
+        select(func.max(OutboxAlert.next_attempt_at)).where(
+            _same_channel(channel),
+            OutboxAlert.parent_id.is_not(None),
+            OutboxAlert.state == "pending",
+        )
+    )
+    return max(now, waiting) if waiting is not None else now
 
 
 def _channel_of(store: Store, settings: Settings, alert_id: int) -> Channel | None:

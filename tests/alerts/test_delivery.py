@@ -361,3 +361,29 @@ async def test_an_outage_ended_by_a_filed_suspension_is_not_said_to_have_recover
     assert ended and ended[0]["title"].startswith("【已结束】可用性事件")
     assert "结束原因：服务已报备暂停（7.2.2）" in ended[0]["message"]
     assert "服务并未恢复" in ended[0]["message"]
+
+
+async def test_an_alert_queued_after_a_failure_does_not_overtake_the_one_waiting_to_retry(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # Incident B's opening arrived 22 s before A's, which waited for its retry; a 续报 could
+    # reach the management unit before its 通报 the same way.
+    cfg = config(hook)
+    send = make_apprise_sender(None)
+    add_service(sqlite_store, clock)
+    hook.failing = True
+    with sqlite_store.session() as session:
+        first = open_manual(session, cfg, "outage", ["svc-0042"], "故障A", "x", clock()).id
+    await deliver_due(sqlite_store, cfg, clock, send)
+    hook.failing = False
+    clock.advance(seconds=8)
+    with sqlite_store.session() as session:
+        second = open_manual(session, cfg, "outage", ["svc-0042"], "故障B", "x", clock()).id
+    await deliver_due(sqlite_store, cfg, clock, send)
+    assert hook.received == []  # B waits behind A
+    clock.advance(seconds=22)
+    await deliver_due(sqlite_store, cfg, clock, send)
+    assert [m["key"].split("#")[0] for m in hook.received] == [
+        f"incident:{first}:opened",
+        f"incident:{second}:opened",
+    ]
