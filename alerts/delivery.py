@@ -160,6 +160,9 @@ def _render(
     return Message(title=parent.title or "monitord", body=f"{parent.body}\n编号 {key}")
 
 
+INCIDENT_EVENTS = ("opened", "reminder", "escalation", "late", "resolved", "undelivered")
+"""Alerts about an incident whose text tells its state now: rendered again when sent."""
+
 ATTACHING_KINDS = ("report",)
 """Alerts whose e-mail copies carry a file (payload "path", checked against "sha256")."""
 
@@ -316,6 +319,24 @@ def _add_copies(
         )
         made += 1
     return made
+
+
+def _as_sent(
+    store: Store, copies: list[OutboxAlert], now: dt.datetime, public_url: str | None
+) -> list[Message]:
+    """The copies' texts as they go now: an incident's alert is rendered again at send time, so
+    what depends on the time or the incident's state (minutes left to notify, whether the
+    notification was received) is true when it arrives, not when it was queued. The key, and
+    every other copy's text (a notification, a report's e-mail), are as recorded."""
+    texts = []
+    with store.session() as session:
+        for copy in copies:
+            parent = session.get(OutboxAlert, copy.parent_id) if copy.parent_id else None
+            if parent is None or parent.kind not in INCIDENT_EVENTS or parent.incident_id is None:
+                texts.append(Message(copy.title, copy.body))
+                continue
+            texts.append(_render(session, parent, now, parent.idempotency_key, public_url))
+    return texts
 
 
 def _queue_end(session: Session, channel: Channel, now: dt.datetime) -> dt.datetime:
@@ -706,11 +727,13 @@ async def deliver_due(
                 continue  # the channel's minute is full: it goes when there is room
             batch = await asyncio.to_thread(_within_budget, store, batch, channel)
         key = alert.idempotency_key if len(batch) == 1 else f"digest:{alert.idempotency_key}"
+        now = clock()
+        texts = await asyncio.to_thread(_as_sent, store, batch, now, settings.api.public_url)
         attach = alert.payload.get("attach")
         message = (
-            Message(alert.title, alert.body, (attach,) if attach else ())
+            Message(texts[0].title, texts[0].body, (attach,) if attach else ())
             if len(batch) == 1
-            else render_digest([Message(a.title, a.body) for a in batch], key)
+            else render_digest(texts, key)
         )
         error = await refused_target(channel, settings.probes.denied_networks)
         if error is None:

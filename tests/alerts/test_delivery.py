@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session
 from alerts import delivery
 from alerts.delivery import deliver_due, make_apprise_sender
 from monitord.config import ReportSettings, Settings, parse_config
-from monitord.incidents import intake, notify_management, open_manual, resolve, work_clocks
+from monitord.incidents import (
+    intake,
+    notification_delivered,
+    notify_management,
+    open_manual,
+    resolve,
+    work_clocks,
+)
 from monitord.store import Store
 from monitord.store.findings import upsert_finding
 from monitord.store.models import Finding, OutboxAlert, Service
@@ -387,3 +394,33 @@ async def test_an_alert_queued_after_a_failure_does_not_overtake_the_one_waiting
         f"incident:{first}:opened",
         f"incident:{second}:opened",
     ]
+
+
+async def test_an_alert_delivered_late_tells_the_time_left_and_the_notification_as_they_are_then(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # An alert delivered after two minutes of retries still said 剩余 120 分钟, and one delivered
+    # after the notification was received still asked for a phone call.
+    cfg = config(hook, management=[])
+    send = make_apprise_sender(None)
+    first = open_incident(sqlite_store, cfg, clock)
+    hook.failing = True
+    await deliver_due(sqlite_store, cfg, clock, send)
+    clock.advance(minutes=2)
+    hook.failing = False
+    await deliver_due(sqlite_store, cfg, clock, send)
+    [opened] = hook.received
+    assert opened["key"].startswith(f"incident:{first}:opened#")
+    assert "须于 2026-11-02 11:00 前通报管理单位（剩余 118 分钟）" in opened["message"]
+    assert opened["message"].endswith(f"编号 incident:{first}:opened")
+    with sqlite_store.session() as session:
+        second = open_manual(session, cfg, "data_exposure", ["svc-0042"], "又一起", "x", clock()).id
+    hook.failing = True
+    await deliver_due(sqlite_store, cfg, clock, send)
+    clock.advance(minutes=1)
+    with sqlite_store.session() as session:
+        notification_delivered(session, second, clock(), "电话：市数据局")
+    hook.failing = False
+    clock.advance(minutes=1)
+    await deliver_due(sqlite_store, cfg, clock, send)
+    assert "已于 2026-11-02 09:03 通报管理单位" in hook.received[-1]["message"]
