@@ -402,6 +402,8 @@ async def refused_target(channel: Channel, networks: list[str]) -> str | None:
         return str(exc)
     except (OSError, TimeoutError):
         return None
+    except ValueError as exc:  # UnicodeError: a label longer than 63 characters, an empty one
+        return f"the host of {channel_label(channel)} is not a valid name ({exc})"
     return None
 
 
