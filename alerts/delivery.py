@@ -60,6 +60,10 @@ from monitord.timeutil import Clock
 Sender = Callable[[Channel, Message, str], Awaitable[str | None]]
 """Send one message to one channel with its key; None on success, else the error."""
 
+CONNECT_TIMEOUT_SECONDS = 10.0
+READ_TIMEOUT_SECONDS = 30.0
+"""How long a send waits to connect, and then for each answer, before it counts as failed."""
+
 HEADER_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
 
 
@@ -96,6 +100,11 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
             for service in notifier:
                 # A redirect would lead past the deny list checked before sending.
                 service.redirects = False
+                # apprise waits 4 s for an answer: a webhook slower than that got the alert and
+                # was sent it again at every retry. Each wait is still bounded, so a channel
+                # that hangs fails rather than holding the pass.
+                service.socket_connect_timeout = CONNECT_TIMEOUT_SECONDS
+                service.socket_read_timeout = READ_TIMEOUT_SECONDS
 
             scheme = urlsplit(real).scheme.lower()
             parts = in_parts(message, text_budget(scheme))

@@ -33,6 +33,8 @@ class Webhook:
     refused: int = 0
     url: str = ""
     redirect_to: str = ""
+    delay: float = 0.0
+    """Seconds it takes to answer (after it has the message), as a slow receiver does."""
 
     def apprise_url(self, path: str = "hook") -> str:
         """The json:// URL that points apprise at this endpoint."""
@@ -53,6 +55,7 @@ class Webhook:
                 "key": request.headers.get("X-Monitord-Key"),
             }
         )
+        await asyncio.sleep(self.delay)
         return web.json_response({"errcode": 0})
 
 

@@ -424,3 +424,16 @@ async def test_an_alert_delivered_late_tells_the_time_left_and_the_notification_
     clock.advance(minutes=1)
     await deliver_due(sqlite_store, cfg, clock, send)
     assert "已于 2026-11-02 09:03 通报管理单位" in hook.received[-1]["message"]
+
+
+@pytest.mark.timeout(30)
+async def test_a_webhook_that_answers_after_five_seconds_gets_the_alert_once(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # apprise gave up after 4 s: the slow receiver had the alert and got it again at each retry.
+    cfg = config(hook, management=[])
+    hook.delay = 5.0
+    open_incident(sqlite_store, cfg, clock)
+    report = await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    assert (report.delivered, report.failed) == (1, 0)
+    assert len(hook.received) == 1
