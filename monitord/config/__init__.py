@@ -443,14 +443,14 @@ class ZapSettings(_Section):
 
 def _apprise_url(value: str) -> str:
     if "://" not in value:
-        raise ValueError("apprise URLs such as dingtalk://token/ or mailto://user@host")
+        raise ValueError("apprise URLs such as dingtalk://<token>/ or mailto://user@host")
     # Refused here rather than at every delivery: a scheme apprise has no plug-in for
     # (dingtlak://), a plug-in's missing token (wecombot://). The password monitord fills in
     # at send time is not known here: any stands in for it.
     if apprise.Apprise.instantiate(value.replace("{smtp_password}", "x")) is None:
         raise ValueError(
             "an apprise URL it can use: a known scheme (dingtalk, wecombot, feishu, mailtos, "
-            "json…) with the token or host it needs, such as dingtalk://token/"
+            "json…) with the token or host it needs, such as dingtalk://<token>/"
         )
     return value
 

@@ -77,7 +77,7 @@ def test_a_catalogue_contact_is_alerted_only_by_an_allowed_scheme_and_host(
 
 USABLE = (
     "expected an apprise URL it can use: a known scheme (dingtalk, wecombot, feishu, mailtos, "
-    "json…) with the token or host it needs, such as dingtalk://token/"
+    "json…) with the token or host it needs, such as dingtalk://<token>/"
 )
 
 
