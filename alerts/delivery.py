@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from alerts import pacing
+from alerts.robots import answers_recorded, fits, in_parts, robot_refusal, text_budget
 from alerts.routing import (
     MAIL_SCHEMES,
     Channel,
@@ -47,6 +48,7 @@ from alerts.templates import (
     render_notification,
     render_report,
     render_storm,
+    short_name,
 )
 from monitord.config import Settings
 from monitord.netguard import DeniedTargetError, lookups_checked, resolve_checked
@@ -57,6 +59,10 @@ from monitord.timeutil import Clock
 
 Sender = Callable[[Channel, Message, str], Awaitable[str | None]]
 """Send one message to one channel with its key; None on success, else the error."""
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+READ_TIMEOUT_SECONDS = 30.0
+"""How long a send waits to connect, and then for each answer, before it counts as failed."""
 
 HEADER_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
 
@@ -94,23 +100,36 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
             for service in notifier:
                 # A redirect would lead past the deny list checked before sending.
                 service.redirects = False
+                # apprise waits 4 s for an answer: a webhook slower than that got the alert and
+                # was sent it again at every retry. Each wait is still bounded, so a channel
+                # that hangs fails rather than holding the pass.
+                service.socket_connect_timeout = CONNECT_TIMEOUT_SECONDS
+                service.socket_read_timeout = READ_TIMEOUT_SECONDS
 
-            def notify() -> bool:
+            scheme = urlsplit(real).scheme.lower()
+            parts = in_parts(message, text_budget(scheme))
+
+            def notify(part: Message) -> bool:
                 # Told that the message is text, apprise escapes it for each channel's format:
                 # HTML for e-mail, Markdown where the plugin sends Markdown (DingTalk and Feishu
                 # with ?format=markdown), nothing for text (WeCom, webhooks).
                 return bool(
                     notifier.notify(
-                        body=message.body,
-                        title=message.title,
+                        body=part.body,
+                        title=part.title,
                         body_format=apprise.NotifyFormat.TEXT,
-                        attach=list(message.attachments) or None,
+                        attach=list(part.attachments) or None,
                     )
                 )
 
-            ok = await asyncio.to_thread(notify)
+            for part in parts:  # a message past the channel's size goes in numbered parts
+                with answers_recorded() as answers:
+                    ok = await asyncio.to_thread(notify, part)
+                refused = robot_refusal(scheme, answers) if ok else None
+                if not ok or refused is not None:
+                    break
         if ok:
-            return None
+            return refused
         text = captured.getvalue().strip().splitlines()
         return text[-1].split(" - ", 2)[-1] if text else "delivery failed"
 
@@ -139,14 +158,19 @@ def _render(
             grouped = session.get(Incident, incident_id)
             if grouped is not None:
                 names = [s.name for s in _services(session, grouped)]
-                label = " ".join([*grouped.services[:1], *names[:1]])
-                labels[str(incident_id)] = catalogue_text(label)
+                label = " ".join(
+                    [*map(catalogue_text, grouped.services[:1]), *map(short_name, names[:1])]
+                )
+                labels[str(incident_id)] = label
         return render_storm(parent.payload, labels, key, page_link(public_url))
     if incident is not None:
         link = page_link(public_url, incident.id)
         return render_incident(parent.kind, parent.payload, incident, services, now, key, link)
     return Message(title=parent.title or "monitord", body=f"{parent.body}\n编号 {key}")
 
+
+INCIDENT_EVENTS = ("opened", "reminder", "escalation", "late", "resolved", "undelivered")
+"""Alerts about an incident whose text tells its state now: rendered again when sent."""
 
 ATTACHING_KINDS = ("report",)
 """Alerts whose e-mail copies carry a file (payload "path", checked against "sha256")."""
@@ -286,6 +310,7 @@ def _add_copies(
         if key in existing:
             continue
         copy, payload = _copy_of(parent, channel, message)
+        due = _queue_end(session, channel, now)
         session.add(
             OutboxAlert(
                 idempotency_key=key,
@@ -297,12 +322,44 @@ def _add_copies(
                 incident_id=parent.incident_id,
                 parent_id=parent.id,
                 created_at=now,
-                next_attempt_at=now,
+                next_attempt_at=due,
                 state="pending",
             )
         )
         made += 1
     return made
+
+
+def _as_sent(
+    store: Store, copies: list[OutboxAlert], now: dt.datetime, public_url: str | None
+) -> list[Message]:
+    """The copies' texts as they go now: an incident's alert is rendered again at send time, so
+    what depends on the time or the incident's state (minutes left to notify, whether the
+    notification was received) is true when it arrives, not when it was queued. The key, and
+    every other copy's text (a notification, a report's e-mail), are as recorded."""
+    texts = []
+    with store.session() as session:
+        for copy in copies:
+            parent = session.get(OutboxAlert, copy.parent_id) if copy.parent_id else None
+            if parent is None or parent.kind not in INCIDENT_EVENTS or parent.incident_id is None:
+                texts.append(Message(copy.title, copy.body))
+                continue
+            texts.append(_render(session, parent, now, parent.idempotency_key, public_url))
+    return texts
+
+
+def _queue_end(session: Session, channel: Channel, now: dt.datetime) -> dt.datetime:
+    """When a copy queued now to a channel is first due: now, or when the channel's older copies
+    are retried if it failed, so that it never overtakes them (an 已恢复 before its opening, a
+    续报 before its 通报)."""
+    waiting = session.scalar(
+        select(func.max(OutboxAlert.next_attempt_at)).where(
+            _same_channel(channel),
+            OutboxAlert.parent_id.is_not(None),
+            OutboxAlert.state == "pending",
+        )
+    )
+    return max(now, waiting) if waiting is not None else now
 
 
 def _channel_of(store: Store, settings: Settings, alert_id: int) -> Channel | None:
@@ -354,6 +411,8 @@ async def refused_target(channel: Channel, networks: list[str]) -> str | None:
         return str(exc)
     except (OSError, TimeoutError):
         return None
+    except ValueError as exc:  # UnicodeError: a label longer than 63 characters, an empty one
+        return f"the host of {channel_label(channel)} is not a valid name ({exc})"
     return None
 
 
@@ -562,6 +621,33 @@ def _paced_batch(
         return [alert, *others]
 
 
+def digest_size(messages: list[Message], key: str, budget: int | None) -> int:
+    """How many of the messages, from the first, one digest within the budget carries: at least
+    one (a message alone that does not fit goes in parts), all when there is no budget."""
+    size = len(messages)
+    while size > 1 and not fits(render_digest(messages[:size], key), budget):
+        size -= 1
+    return size
+
+
+def _within_budget(store: Store, batch: list[OutboxAlert], channel: Channel) -> list[OutboxAlert]:
+    """The copies of a paced batch whose digest fits the channel's message size; the others are
+    put back, due, for the next digest (never dropped)."""
+    budget = text_budget(urlsplit(channel.url).scheme)
+    key = f"digest:{batch[0].idempotency_key}"
+    size = digest_size([Message(a.title, a.body) for a in batch], key, budget)
+    left = [copy.id for copy in batch[size:]]
+    if left:
+        with store.session() as session:
+            session.execute(
+                update(OutboxAlert)
+                .where(OutboxAlert.id.in_(left), OutboxAlert.state == "sending")
+                .values(state="pending", claimed_by=None, claimed_until=None)
+                .execution_options(synchronize_session=False)
+            )
+    return batch[:size]
+
+
 def _record(
     store: Store,
     alert_id: int,
@@ -650,12 +736,15 @@ async def deliver_due(
             )
             if not batch:
                 continue  # the channel's minute is full: it goes when there is room
+            batch = await asyncio.to_thread(_within_budget, store, batch, channel)
         key = alert.idempotency_key if len(batch) == 1 else f"digest:{alert.idempotency_key}"
+        now = clock()
+        texts = await asyncio.to_thread(_as_sent, store, batch, now, settings.api.public_url)
         attach = alert.payload.get("attach")
         message = (
-            Message(alert.title, alert.body, (attach,) if attach else ())
+            Message(texts[0].title, texts[0].body, (attach,) if attach else ())
             if len(batch) == 1
-            else render_digest([Message(a.title, a.body) for a in batch], key)
+            else render_digest(texts, key)
         )
         error = await refused_target(channel, settings.probes.denied_networks)
         if error is None:

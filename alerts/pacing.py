@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 WINDOW = dt.timedelta(minutes=1)
 DIGEST_MAX = 8
-"""Alerts one digest carries at most: DingTalk takes 20,000 bytes a message."""
+"""Alerts one digest carries at most; fewer when they do not fit the channel's message size
+(alerts.robots.TEXT_BUDGETS: WeCom's robot takes 2,048 bytes): the rest go in the next one."""
 
 
 def room(sent: Sequence[dt.datetime], per_minute: int, now: dt.datetime) -> int:

@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from monitord.config import AlertSettings, Route, Settings
-from monitord.redact import mask_url, one_line
+from monitord.redact import TOKEN_HOST_SCHEMES, mask_url, one_line
 from monitord.store.models import Incident, Service
 
 MAIL_SCHEMES = ("mailto", "mailtos")
-HOSTED_SCHEMES = frozenset(
-    {"dingtalk", "wecombot", "feishu", "lark", "wechat", "wxpusher", "pushplus", "schan", "qq"}
-)
+HOSTED_SCHEMES = TOKEN_HOST_SCHEMES
 """Services whose API host is fixed inside apprise: the host part of their URL is a token."""
 # An e-mail address and nothing else: no braces ({smtp_password}), commas (a second
 # recipient), blanks or line breaks (a forged header) can get through into the SMTP URL.

@@ -41,6 +41,18 @@ def catalogue_text(value: object) -> str:
     return _MENTION_TAG.sub("＜", text).replace("@", "＠")
 
 
+NAME_CHARS = 60
+"""The characters of a catalogue name an alert shows; a longer one ends in …: the catalogue lets
+a name be as long as max_field_kb, and a chat robot's message holds 2,048 bytes."""
+
+
+def short_name(value: object) -> str:
+    """A catalogue name (a service's, a provider's) as alert text: `catalogue_text`, cut to
+    NAME_CHARS characters with … when longer; the service's id next to it says which it is."""
+    text = catalogue_text(value)
+    return text if len(text) <= NAME_CHARS else text[: NAME_CHARS - 1] + "…"
+
+
 @dataclass(frozen=True)
 class Message:
     """A rendered alert."""
@@ -55,7 +67,7 @@ def _services_line(services: list[Service], ids: list[str]) -> str:
     if not ids:
         return "涉及服务：—"
     names = {s.id: s.name for s in services}
-    shown = [catalogue_text(f"{sid} {names.get(sid, '')}".strip()) for sid in ids[:3]]
+    shown = [f"{catalogue_text(sid)} {short_name(names.get(sid, ''))}".strip() for sid in ids[:3]]
     more = f" 等 {len(ids)} 个" if len(ids) > 3 else ""
     return "涉及服务：" + "、".join(shown) + more
 
@@ -192,8 +204,8 @@ def render_notification(
         service_lines.append(
             "  "
             + catalogue_text(
-                f"{item.get('id')} {item.get('name', '')}（{item.get('provider') or '—'}；"
-                f"覆盖：{area}{users_text}）"
+                f"{item.get('id')} {short_name(item.get('name', ''))}"
+                f"（{short_name(item.get('provider') or '—')}；覆盖：{area}{users_text}）"
             )
         )
     occurred = draft.get("occurred_at") or incident.detected_at.isoformat()

@@ -55,9 +55,29 @@ def _mask_query(query: str) -> str:
     return "&".join(pieces)
 
 
-def _mask_netloc(netloc: str) -> str:
+TOKEN_HOST_SCHEMES = frozenset(
+    {
+        "dingtalk",
+        "wecombot",
+        "feishu",
+        "lark",
+        "wxteams",
+        "wechat",
+        "wxpusher",
+        "pushplus",
+        "schan",
+        "qq",
+    }
+)
+"""apprise's services whose API host is fixed: the host part of their URL is a token (and the
+user part, dingtalk://secret@token, a secret), masked whatever it looks like."""
+
+
+def _mask_netloc(netloc: str, scheme: str = "") -> str:
     """A URL's user:password@host:port with its password, or a token in place of the user or
     the host, masked."""
+    if scheme in TOKEN_HOST_SCHEMES and netloc:
+        return MASK
     userinfo, at, hostport = netloc.rpartition("@")
     if not at:
         # Apprise puts tokens where a host would be: dingtalk://TOKEN, wecombot://KEY.
@@ -95,7 +115,7 @@ def mask_url(url: str) -> str:
         # A file's path names folders and a file (pytest-67/test_store0), never a secret.
         path = "/".join(MASK if _TOKEN_SEGMENT.fullmatch(seg) else seg for seg in path.split("/"))
     # The scheme in lower case, as every check of it reads it ("HTTP://" is plain HTTP).
-    shown = written["head"].lower() + _mask_netloc(written["netloc"]) + path
+    shown = written["head"].lower() + _mask_netloc(written["netloc"], parts.scheme.lower()) + path
     if written["query"] is not None:
         shown += "?" + _mask_query(written["query"])
     if written["fragment"] is not None:
@@ -103,9 +123,19 @@ def mask_url(url: str) -> str:
     return shown
 
 
+def _mask_found_url(found: re.Match[str]) -> str:
+    """A URL found in text, masked; a closing parenthesis after it, as in `name (url)`, is the
+    text's, not the URL's (taken for a query value, it was masked away)."""
+    url = found.group(0)
+    tail = ""
+    while url.endswith(")") and url.count("(") < url.count(")"):
+        url, tail = url[:-1], ")" + tail
+    return mask_url(url) + tail
+
+
 def mask_urls(text: str) -> str:
     """text with every URL in it masked as `mask_url` does."""
-    return _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)
+    return _URL_IN_TEXT.sub(_mask_found_url, text)
 
 
 def mask_urls_within(value: Any) -> Any:

@@ -1,8 +1,12 @@
-"""Real alert receivers on loopback: a webhook for apprise's json://, and an SMTP server."""
+"""Real alert receivers on loopback: a webhook for apprise's json://, an SMTP server, and the
+chat robots' APIs (DingTalk, WeCom, Feishu) behind a CONNECT proxy, for apprise's dingtalk://,
+wecombot:// and feishu://, which post to fixed https hosts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -14,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from trustme import CA
 
 from tests.conftest import free_port
 
@@ -28,6 +33,8 @@ class Webhook:
     refused: int = 0
     url: str = ""
     redirect_to: str = ""
+    delay: float = 0.0
+    """Seconds it takes to answer (after it has the message), as a slow receiver does."""
 
     def apprise_url(self, path: str = "hook") -> str:
         """The json:// URL that points apprise at this endpoint."""
@@ -48,6 +55,7 @@ class Webhook:
                 "key": request.headers.get("X-Monitord-Key"),
             }
         )
+        await asyncio.sleep(self.delay)
         return web.json_response({"errcode": 0})
 
 
@@ -128,3 +136,83 @@ def serve_smtp(port: int | None = None) -> Iterator[tuple[Mailbox, int]]:
         yield mailbox, port
     finally:
         controller.stop()
+
+
+ROBOT_HOSTS = ("oapi.dingtalk.com", "qyapi.weixin.qq.com", "open.feishu.cn")
+
+
+@dataclass
+class Robots:
+    """What the chat robots' APIs received (host and JSON body, in order); `answers` are the
+    bodies they answer next with HTTP 200 (then {"errcode": 0, "errmsg": "ok"}), as DingTalk and
+    WeCom say a refusal; a WeCom message past 2,048 bytes is refused (40058) as WeCom does.
+    Reached by a CONNECT proxy: `env` is what points requests at it."""
+
+    received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def content(said: dict[str, Any]) -> str:
+        """The text of a DingTalk or WeCom robot's message (title and body, as apprise joins)."""
+        return str(said.get("text", {}).get("content", ""))
+
+    def contents(self) -> list[str]:
+        """The text of each message received, in order."""
+        return [self.content(said) for _, said in self.received]
+
+    async def _exchange(self, host: str, reader: asyncio.StreamReader) -> bytes | None:
+        """Read one HTTP request through the tunnel and the answer it gets; None at the end."""
+        if not await reader.readline():
+            return None
+        headers: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        said = json.loads(body)
+        self.received.append((host, said))
+        answer = self.answers.pop(0) if self.answers else {"errcode": 0, "errmsg": "ok"}
+        if host == "qyapi.weixin.qq.com" and len(self.content(said).encode()) > 2048:
+            answer = {"errcode": 40058, "errmsg": "content exceed max length 2048"}
+        out = json.dumps(answer).encode()
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(out)}"
+        return head.encode() + b"\r\n\r\n" + out
+
+    async def handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: ssl.SSLContext
+    ) -> None:
+        """Open the CONNECT tunnel, play the robot's host in TLS, answer each request."""
+        request = await reader.readline()
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        host = request.decode().split(" ")[1].partition(":")[0]
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await writer.start_tls(tls)
+        while (out := await self._exchange(host, reader)) is not None:
+            writer.write(out)
+            await writer.drain()
+        writer.close()
+
+
+@asynccontextmanager
+async def serve_robots(folder: str) -> AsyncIterator[Robots]:
+    """The chat robots' APIs behind a CONNECT proxy on loopback, their CA written in `folder`."""
+    ca = CA()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*ROBOT_HOSTS).configure_cert(tls)
+    bundle = f"{folder}/robots-ca.pem"
+    ca.cert_pem.write_to_path(bundle)
+    robots = Robots()
+    server = await asyncio.start_server(lambda r, w: robots.handle(r, w, tls), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    robots.env = {
+        "HTTPS_PROXY": f"http://127.0.0.1:{port}",
+        "REQUESTS_CA_BUNDLE": bundle,
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    try:
+        yield robots
+    finally:
+        server.close()

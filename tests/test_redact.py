@@ -25,6 +25,11 @@ from monitord.redact import error_line, mask_url, mask_urls, mask_urls_within, o
             "a1b2c3d4e5f6",
         ),
         ("wecombot://0123456789abcdef0123", "wecombot://***", "0123456789abcdef"),
+        # A robot's key is its URL's host whatever it looks like: short, without digits.
+        ("wecombot://ONCALLKEY", "wecombot://***", "ONCALLKEY"),
+        ("dingtalk://MGMTTOKEN123", "dingtalk://***", "MGMTTOKEN123"),
+        ("dingtalk://SECRET@MGMTTOKEN123/", "dingtalk://***/", "SECRET"),
+        ("feishu://HOOKID/", "feishu://***/", "HOOKID"),
         (
             "json://hooks.example/x/abcdefghij123456?token=zzz&mode=1",
             "json://hooks.example/x/***?token=***&mode=1",
@@ -78,6 +83,14 @@ def test_urls_inside_a_message_are_masked() -> None:
     assert (
         mask_urls(text) == "cannot reach postgresql://monitord:***@db/monitord (connection refused)"
     )
+
+
+def test_a_masked_url_in_parentheses_keeps_its_closing_parenthesis_when_masked_again() -> None:
+    # The log patcher masks a message already masked: "(json://…?token=***)" lost its ")".
+    text = "alert x delivered to alerts.oncall[0] (json://127.0.0.1:18801/oncall?token=abc)"
+    shown = "alert x delivered to alerts.oncall[0] (json://127.0.0.1:18801/oncall?token=***)"
+    assert mask_urls(text) == shown
+    assert mask_urls(mask_urls(text)) == shown
 
 
 def test_urls_at_any_depth_of_a_probes_facts_are_masked() -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
+import apprise
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -37,7 +38,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from monitord.errors import ConfigError
-from monitord.redact import mask_url, mask_urls, one_line
+from monitord.redact import MASK, mask_url, mask_urls, one_line
 from monitord.timeutil import SHANGHAI
 from monitord.types import API_ROLES as API_ROLES
 from monitord.types import (
@@ -442,7 +443,15 @@ class ZapSettings(_Section):
 
 def _apprise_url(value: str) -> str:
     if "://" not in value:
-        raise ValueError("apprise URLs such as dingtalk://token/ or mailto://user@host")
+        raise ValueError("apprise URLs such as dingtalk://<token>/ or mailto://user@host")
+    # Refused here rather than at every delivery: a scheme apprise has no plug-in for
+    # (dingtlak://), a plug-in's missing token (wecombot://). The password monitord fills in
+    # at send time is not known here: any stands in for it.
+    if apprise.Apprise.instantiate(value.replace("{smtp_password}", "x")) is None:
+        raise ValueError(
+            "an apprise URL it can use: a known scheme (dingtalk, wecombot, feishu, mailtos, "
+            "json…) with the token or host it needs, such as dingtalk://<token>/"
+        )
     return value
 
 
@@ -918,6 +927,8 @@ def _expected(error: ErrorDetails) -> str:
 
 # Keys whose values are URLs or lists of them: a value there that is not a URL may be a bare
 # token (an apprise URL pasted without its scheme), so it is masked as a token would be.
+_URL_USER = re.compile(r"(?<=://)[^/@:]+(?=@)")
+_ALERT_URL_KEYS = frozenset({"oncall", "management", "urls"})
 _URL_KEYS = frozenset({"url", "urls", "oncall", "management", "canaries"})
 
 
@@ -928,6 +939,9 @@ def _shown_value(loc: tuple[int | str, ...], value: Any) -> str:
         return "(hidden)"
     if isinstance(value, str) and _URL_KEYS.intersection(str(part) for part in loc):
         value = mask_url(value)
+        if _ALERT_URL_KEYS.intersection(str(part) for part in loc):
+            # An apprise URL's user part is often a key (bogus://KEY@host): hidden as well.
+            value = _URL_USER.sub(MASK, value)
     return json.dumps(value, ensure_ascii=False, default=str)
 
 

@@ -14,7 +14,7 @@ from alerts.delivery import deliver_due, expand, make_apprise_sender
 from monitord.config import Settings
 from monitord.incidents import open_manual
 from monitord.store import Store
-from monitord.store.models import OutboxAlert
+from monitord.store.models import OutboxAlert, Service
 from tests.alerts.test_delivery import add_service, config, open_incident
 from tests.conftest import FakeClock
 from tests.receivers import Mailbox, Webhook, serve_webhook
@@ -195,3 +195,27 @@ async def test_a_name_that_resolves_elsewhere_when_apprise_connects_gets_no_aler
     assert "rebind.test resolves to 127.0.0.1, inside denied network 127.0.0.1/32" in (
         copy.last_error
     )
+
+
+async def test_a_contact_whose_host_label_is_too_long_fails_with_a_clear_error(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # A label over 63 characters ended delivery in UnicodeError ('idna' codec failed) with a
+    # traceback, at every pass, holding the other alerts back.
+    cfg = config(hook, service_contacts=True, contact_allow=["json://*"])
+    label = "0123456789abcdef" * 4
+    contacts = [{"name": "x", "role": "owner", "apprise": f"json://{label}.example.cn/hook"}]
+    open_incident(sqlite_store, cfg, clock, kind="outage")
+    with sqlite_store.session() as session:
+        service = session.get(Service, "svc-0042")
+        assert service is not None
+        service.contacts = contacts
+    report = await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    assert (report.delivered, report.failed) == (1, 1)
+    assert [m["path"] for m in hook.received] == ["/oncall"]
+    [failed] = [
+        r for r in outbox(sqlite_store) if r.parent_id is not None and r.state != "delivered"
+    ]
+    assert failed.last_error is not None
+    assert failed.last_error.startswith("the host of contact:svc-0042:")
+    assert "is not a valid name" in failed.last_error

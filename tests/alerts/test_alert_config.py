@@ -73,3 +73,31 @@ def test_a_catalogue_contact_is_alerted_only_by_an_allowed_scheme_and_host(
     service = Service(id="svc-0042", contacts=[{"name": "x", "role": "owner", "apprise": url}])
     channels, refused = contact_channels(alerts, service)
     assert (len(channels), len(refused)) == ((1, 0) if alerted else (0, 1))
+
+
+USABLE = (
+    "expected an apprise URL it can use: a known scheme (dingtalk, wecombot, feishu, mailtos, "
+    "json…) with the token or host it needs, such as dingtalk://<token>/"
+)
+
+
+@pytest.mark.parametrize(
+    ("key", "url", "shown"),
+    [
+        ("oncall", "bogus://SECRETKEY999@host", "bogus://***@host"),
+        ("oncall", "wecombot://", "wecombot://"),
+        ("management", "dingtlak://" + "0123456789abcdef" * 4, "dingtlak://***"),
+    ],
+)
+def test_an_alert_url_apprise_cannot_use_is_refused_at_load_without_its_secret(
+    key: str, url: str, shown: str
+) -> None:
+    # check-config said OK; the typo surfaced as a failure (or a traceback) at every delivery.
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"alerts": {key: [url]}}, "site.toml", env={})
+    assert str(refused.value) == f'site.toml: alerts.{key}[0] = "{shown}": {USABLE}'
+
+
+def test_an_smtp_url_with_its_password_placeholder_is_a_usable_alert_url() -> None:
+    url = "mailtos://monitord:{smtp_password}@smtp.example.cn?from=monitord@example.cn"
+    assert parse_config({"alerts": {"management": [url]}}, "site.toml", env={}).alerts.management

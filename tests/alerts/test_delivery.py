@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session
 from alerts import delivery
 from alerts.delivery import deliver_due, make_apprise_sender
 from monitord.config import ReportSettings, Settings, parse_config
-from monitord.incidents import intake, notify_management, open_manual, resolve, work_clocks
+from monitord.incidents import (
+    intake,
+    notification_delivered,
+    notify_management,
+    open_manual,
+    resolve,
+    work_clocks,
+)
 from monitord.store import Store
 from monitord.store.findings import upsert_finding
 from monitord.store.models import Finding, OutboxAlert, Service
@@ -361,3 +368,72 @@ async def test_an_outage_ended_by_a_filed_suspension_is_not_said_to_have_recover
     assert ended and ended[0]["title"].startswith("【已结束】可用性事件")
     assert "结束原因：服务已报备暂停（7.2.2）" in ended[0]["message"]
     assert "服务并未恢复" in ended[0]["message"]
+
+
+async def test_an_alert_queued_after_a_failure_does_not_overtake_the_one_waiting_to_retry(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # Incident B's opening arrived 22 s before A's, which waited for its retry; a 续报 could
+    # reach the management unit before its 通报 the same way.
+    cfg = config(hook)
+    send = make_apprise_sender(None)
+    add_service(sqlite_store, clock)
+    hook.failing = True
+    with sqlite_store.session() as session:
+        first = open_manual(session, cfg, "outage", ["svc-0042"], "故障A", "x", clock()).id
+    await deliver_due(sqlite_store, cfg, clock, send)
+    hook.failing = False
+    clock.advance(seconds=8)
+    with sqlite_store.session() as session:
+        second = open_manual(session, cfg, "outage", ["svc-0042"], "故障B", "x", clock()).id
+    await deliver_due(sqlite_store, cfg, clock, send)
+    assert hook.received == []  # B waits behind A
+    clock.advance(seconds=22)
+    await deliver_due(sqlite_store, cfg, clock, send)
+    assert [m["key"].split("#")[0] for m in hook.received] == [
+        f"incident:{first}:opened",
+        f"incident:{second}:opened",
+    ]
+
+
+async def test_an_alert_delivered_late_tells_the_time_left_and_the_notification_as_they_are_then(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # An alert delivered after two minutes of retries still said 剩余 120 分钟, and one delivered
+    # after the notification was received still asked for a phone call.
+    cfg = config(hook, management=[])
+    send = make_apprise_sender(None)
+    first = open_incident(sqlite_store, cfg, clock)
+    hook.failing = True
+    await deliver_due(sqlite_store, cfg, clock, send)
+    clock.advance(minutes=2)
+    hook.failing = False
+    await deliver_due(sqlite_store, cfg, clock, send)
+    [opened] = hook.received
+    assert opened["key"].startswith(f"incident:{first}:opened#")
+    assert "须于 2026-11-02 11:00 前通报管理单位（剩余 118 分钟）" in opened["message"]
+    assert opened["message"].endswith(f"编号 incident:{first}:opened")
+    with sqlite_store.session() as session:
+        second = open_manual(session, cfg, "data_exposure", ["svc-0042"], "又一起", "x", clock()).id
+    hook.failing = True
+    await deliver_due(sqlite_store, cfg, clock, send)
+    clock.advance(minutes=1)
+    with sqlite_store.session() as session:
+        notification_delivered(session, second, clock(), "电话：市数据局")
+    hook.failing = False
+    clock.advance(minutes=1)
+    await deliver_due(sqlite_store, cfg, clock, send)
+    assert "已于 2026-11-02 09:03 通报管理单位" in hook.received[-1]["message"]
+
+
+@pytest.mark.timeout(30)
+async def test_a_webhook_that_answers_after_five_seconds_gets_the_alert_once(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # apprise gave up after 4 s: the slow receiver had the alert and got it again at each retry.
+    cfg = config(hook, management=[])
+    hook.delay = 5.0
+    open_incident(sqlite_store, cfg, clock)
+    report = await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    assert (report.delivered, report.failed) == (1, 0)
+    assert len(hook.received) == 1

@@ -389,7 +389,7 @@ def test_a_ca_file_that_holds_no_certificate_is_refused_at_load(
         (
             '[alerts]\noncall = ["dingtalk://a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6/",'
             ' "0123456789abcdef0123456789abcdef"]\n',
-            'alerts.oncall[1] = "***": expected apprise URLs such as dingtalk://token/ or '
+            'alerts.oncall[1] = "***": expected apprise URLs such as dingtalk://<token>/ or '
             "mailto://user@host",
             "0123456789abcdef",
         ),
