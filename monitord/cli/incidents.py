@@ -214,7 +214,11 @@ def print_incident(data: dict[str, Any]) -> None:
         )
     print("timeline (CST):")
     for event in data["timeline"]:
-        print(f"  {_local(event['at'])}  {event['kind']:<14} {event['actor']}")
+        note = (event["detail"] or {}).get("note")
+        print(
+            f"  {_local(event['at'])}  {event['kind']:<14} {event['actor']}"
+            + (f"  {one_line(note)}" if note else "")
+        )
     print("alerts:")
     for alert in data["alerts"]:
         print(

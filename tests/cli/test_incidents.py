@@ -299,3 +299,36 @@ async def test_notifying_of_an_availability_incident_claims_no_deadline(
     assert status == 0
     assert "an availability incident has no 7.3.3 deadline" in out
     assert "within the deadline" not in out
+
+
+async def test_notes_and_summaries_are_checked_as_the_api_checks_them_and_shown(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The API refuses a note over 4,000 characters or with an escape sequence; the command
+    # line stored both, and the escape rewrote the terminal of whoever ran `incidents show`.
+    opening = ["incidents", "open", "--kind", "outage", "--service", "svc-0001"]
+    status, _, err = await run(config, capsys, *opening, "--summary", "注" * 4001)
+    assert (status, err) == (2, "monitord: --summary: 4,001 characters, at most 4,000\n")
+    status, _, err = await run(config, capsys, *opening, "--summary", "服务中断\x1b[2J")
+    assert (status, err) == (
+        2,
+        "monitord: --summary: holds a control character; write plain text\n",
+    )
+    status, out, _ = await run(config, capsys, *opening, "--summary", "  服务中断  ")
+    incident = out.strip()
+    for command in ("ack", "resolve"):
+        status, _, err = await run(
+            config, capsys, "incidents", command, incident, "--note", "已处理\x1b[31m"
+        )
+        assert (status, err) == (
+            2,
+            "monitord: --note: holds a control character; write plain text\n",
+        )
+    await run(config, capsys, "incidents", "ack", incident, "--note", "正在排查网关", "--by", "bob")
+    await run(config, capsys, "incidents", "resolve", incident, "--note", "  已重启网关 ")
+    status, out, _ = await run(config, capsys, "incidents", "show", incident)
+    assert status == 0
+    assert "服务中断" in out and "  服务中断  " not in out
+    timeline = out.split("timeline (CST):")[1]
+    assert "acknowledged   bob  正在排查网关" in timeline
+    assert "resolved" in timeline and timeline.rstrip().count("已重启网关") == 1
