@@ -8,8 +8,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from monitord.cli import main
+from monitord.store import Store
+from monitord.store.models import OutboxAlert
 from tests.fakeportal import make_service
 from tests.receivers import Webhook, serve_webhook
 
@@ -332,3 +335,40 @@ async def test_notes_and_summaries_are_checked_as_the_api_checks_them_and_shown(
     timeline = out.split("timeline (CST):")[1]
     assert "acknowledged   bob  正在排查网关" in timeline
     assert "resolved" in timeline and timeline.rstrip().count("已重启网关") == 1
+
+
+async def test_a_shell_without_the_smtp_password_leaves_the_notification_to_the_daemon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's shell need not hold the daemon's secrets. Sending from it failed, said "the
+    # channel could not be reached", and counted an attempt the daemon then waited out.
+    monkeypatch.delenv("MONITORD_SMTP_PASSWORD", raising=False)
+    catalogue = tmp_path / "catalogue.json"
+    catalogue.write_text(json.dumps({"services": [make_service(1)]}), encoding="utf-8")
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n[alerts]\nservice_contacts = false\n'
+        'management = ["mailto://monitord:{smtp_password}@localhost:1?to=duty@example.cn"]\n',
+        encoding="utf-8",
+    )
+    assert (await run(config, capsys, "sync", "--file", str(catalogue)))[0] == 0
+    opening = ["incidents", "open", "--kind", "data_exposure", "--service", "svc-0001"]
+    _, out, _ = await run(config, capsys, *opening, "--summary", "数据泄露")
+    incident = out.strip()
+    parts = ["--scope", "全市", "--harm", "泄露", "--measures", "下线", "--rectification", "修复"]
+    status, out, _ = await run(config, capsys, "incidents", "notify", incident, *parts)
+    assert status == 0
+    assert (
+        "queued: the running daemon delivers it (alerts.management[0] needs the SMTP password, "
+        "and this shell has no MONITORD_SMTP_PASSWORD)"
+    ) in out
+    assert "could not be reached" not in out
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        with store.session() as session:
+            queued = session.scalars(select(OutboxAlert)).all()
+            assert [(a.attempts, a.last_error) for a in queued if a.kind == "notification"] == [
+                (0, None)
+            ]
+    finally:
+        store.dispose()
