@@ -214,7 +214,11 @@ def print_incident(data: dict[str, Any]) -> None:
         )
     print("timeline (CST):")
     for event in data["timeline"]:
-        print(f"  {_local(event['at'])}  {event['kind']:<14} {event['actor']}")
+        note = (event["detail"] or {}).get("note")
+        print(
+            f"  {_local(event['at'])}  {event['kind']:<14} {event['actor']}"
+            + (f"  {one_line(note)}" if note else "")
+        )
     print("alerts:")
     for alert in data["alerts"]:
         print(
@@ -302,6 +306,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
     """Send the clause 7.3.3 notification (or a follow-up) to the management unit, or record
     one made by phone or in person."""
     from monitord import aio
+    from monitord.config import SECRET_ENV, urls_needing_smtp_password
     from monitord.incidents import confirm_deliveries, get_incident, notify_management
     from monitord.runtime.delivery import deliver_alerts
 
@@ -313,6 +318,17 @@ def cmd_notify(args: argparse.Namespace) -> int:
             "rectification": args.rectification,
         }
         at = time_arg("--at", args.at)
+        # A shell without the daemon's SMTP password would only fail (and count an attempt the
+        # daemon then waits out) on a channel that needs it: the daemon delivers it all.
+        needing_password = (
+            [
+                key
+                for key in urls_needing_smtp_password(app.settings.alerts)
+                if key.startswith("alerts.management[")
+            ]
+            if app.settings.secrets.smtp_password is None
+            else []
+        )
         with app.store.session() as session:
             notify_management(
                 session,
@@ -324,7 +340,8 @@ def cmd_notify(args: argparse.Namespace) -> int:
                 out_of_band=args.out_of_band,
                 at=at,
             )
-        if args.out_of_band is None:
+        report = None
+        if args.out_of_band is None and not needing_password:
             report = aio.run(
                 deliver_alerts(app, incident_id=args.id, kinds=("notification", "update"))
             )
@@ -342,7 +359,12 @@ def cmd_notify(args: argparse.Namespace) -> int:
         )
     else:
         print(f"notification for incident {args.id} submitted at {local_text(app.clock())} (CST)")
-        if report.failed or delivered is None:
+        if report is None:
+            print(
+                f"queued: the running daemon delivers it ({needing_password[0]} needs the SMTP "
+                f"password, and this shell has no {SECRET_ENV['alerts', 'smtp_password']})"
+            )
+        elif report.failed or delivered is None:
             print(
                 "not delivered yet: the management channel could not be reached now; it waits in "
                 "the outbox and the running daemon will deliver it. Until a channel takes it, the "

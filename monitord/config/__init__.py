@@ -1069,7 +1069,7 @@ def check_daemon_secrets(settings: Settings) -> None:
     """
     if settings.secrets.smtp_password is not None:
         return
-    needing = _urls_needing_smtp_password(settings.alerts)
+    needing = urls_needing_smtp_password(settings.alerts)
     if needing:
         # Otherwise every alert to these URLs failed at delivery and was retried for ever.
         raise ConfigError(
@@ -1133,7 +1133,7 @@ def secret_file_warnings(settings: Settings) -> list[str]:
     return lines
 
 
-def _urls_needing_smtp_password(alerts: AlertSettings) -> list[str]:
+def urls_needing_smtp_password(alerts: AlertSettings) -> list[str]:
     """The keys (alerts.oncall[0], alerts.smtp_url...) of the alert URLs that hold
     {smtp_password}."""
     lists: list[tuple[str, list[str]]] = [

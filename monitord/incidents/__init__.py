@@ -674,6 +674,18 @@ def get_incident(session: Session, incident_id: int) -> Incident:
     return incident
 
 
+def plain_text(label: str, text: str) -> str:
+    """`text` stripped, or UsageError naming `label` when it is over MAX_LONG_TEXT characters or
+    holds a control character: the checks the API makes of the same text, for the CLI too."""
+    text = text.strip()
+    if len(text) > MAX_LONG_TEXT:
+        raise UsageError(f"{label}: {len(text):,} characters, at most {MAX_LONG_TEXT:,}")
+    if re.search(f"[{TEXT_CONTROLS}]", text):
+        # An escape sequence would rewrite the terminal of whoever reads it back.
+        raise UsageError(f"{label}: holds a control character; write plain text")
+    return text
+
+
 def open_manual(
     session: Session,
     settings: Settings,
@@ -693,7 +705,8 @@ def open_manual(
     for service_id in service_ids:
         if session.get(Service, service_id) is None:
             raise UsageError(f"--service {service_id!r}: no such service in the store")
-    if not summary.strip():
+    summary = plain_text("--summary", summary)
+    if not summary:
         raise UsageError("--summary: describe what happened")
     if occurred_at is not None and occurred_at > now:
         raise UsageError(f"--occurred-at {local_text(occurred_at)} (CST): is in the future")
@@ -704,7 +717,7 @@ def open_manual(
         severity=severity,
         state="open",
         group_key=f"{MANUAL_KEY}{kind}:{','.join(service_ids)}:{now.isoformat()}",
-        summary=summary.strip(),
+        summary=summary,
         services=service_ids,
         detected_at=now,
         occurred_at=occurred_at or now,
@@ -724,6 +737,7 @@ def acknowledge(
     session: Session, incident_id: int, actor: str, now: dt.datetime, note: str = ""
 ) -> Incident:
     """Acknowledge an open incident: somebody is on it; escalation stops."""
+    note = plain_text("--note", note)
     incident = get_incident(session, incident_id)
     if incident.acknowledged_at is not None:
         raise UsageError(
@@ -762,12 +776,7 @@ def notify_management(
     if missing:
         raise UsageError("the notification is missing: " + "; ".join(missing))
     for name, label in NOTIFICATION_PARTS.items():
-        text = (parts.get(name) or "").strip()
-        if len(text) > MAX_LONG_TEXT:
-            raise UsageError(f"{label}: {len(text):,} characters, at most {MAX_LONG_TEXT:,}")
-        if re.search(f"[{TEXT_CONTROLS}]", text):
-            # An escape sequence would rewrite the terminal of whoever reads it back.
-            raise UsageError(f"{label}: holds a control character; write plain text")
+        plain_text(label, parts.get(name) or "")
     if out_of_band is not None and not out_of_band.strip():
         raise UsageError('--out-of-band: say how and to whom, e.g. "电话：市数据局 王科长"')
     if at is not None and out_of_band is None:
@@ -920,6 +929,7 @@ def resolve(
 
     On-call hears 已恢复 only of an availability incident whose services are all up now; else
     已结束, resolved by hand, with the note (a service still down is no recovery)."""
+    note = plain_text("--note", note)
     incident = get_incident(session, incident_id)
     if incident.state in ("resolved", "closed"):
         raise UsageError(f"incident {incident_id} is already {incident.state}")
@@ -929,7 +939,7 @@ def resolve(
     audit(session, now, actor, "incident.resolve", f"incident {incident_id}", {"note": note})
     payload = None
     if not (incident.klass == "availability" and _services_up(session, incident)):
-        ended = f"值班员 {actor} 处理" + (f"：{note.strip()}" if note.strip() else "")
+        ended = f"值班员 {actor} 处理" + (f"：{note}" if note else "")
         payload = {"ended": ended, "unrecovered": incident.klass == "availability"}
     key = f"incident:{incident_id}:resolved"
     _tell(session, incident, key, "oncall", "resolved", now, payload)
@@ -950,6 +960,7 @@ def close(
     session: Session, incident_id: int, actor: str, now: dt.datetime, note: str = ""
 ) -> Incident:
     """Close a resolved incident. A security incident must have been notified first (7.3.3)."""
+    note = plain_text("--note", note)
     incident = get_incident(session, incident_id)
     if incident.state != "resolved":
         raise UsageError(f"incident {incident_id} is {incident.state}: resolve it before closing")

@@ -8,8 +8,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from monitord.cli import main
+from monitord.store import Store
+from monitord.store.models import OutboxAlert
 from tests.fakeportal import make_service
 from tests.receivers import Webhook, serve_webhook
 
@@ -299,3 +302,73 @@ async def test_notifying_of_an_availability_incident_claims_no_deadline(
     assert status == 0
     assert "an availability incident has no 7.3.3 deadline" in out
     assert "within the deadline" not in out
+
+
+async def test_notes_and_summaries_are_checked_as_the_api_checks_them_and_shown(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The API refuses a note over 4,000 characters or with an escape sequence; the command
+    # line stored both, and the escape rewrote the terminal of whoever ran `incidents show`.
+    opening = ["incidents", "open", "--kind", "outage", "--service", "svc-0001"]
+    status, _, err = await run(config, capsys, *opening, "--summary", "注" * 4001)
+    assert (status, err) == (2, "monitord: --summary: 4,001 characters, at most 4,000\n")
+    status, _, err = await run(config, capsys, *opening, "--summary", "服务中断\x1b[2J")
+    assert (status, err) == (
+        2,
+        "monitord: --summary: holds a control character; write plain text\n",
+    )
+    status, out, _ = await run(config, capsys, *opening, "--summary", "  服务中断  ")
+    incident = out.strip()
+    for command in ("ack", "resolve"):
+        status, _, err = await run(
+            config, capsys, "incidents", command, incident, "--note", "已处理\x1b[31m"
+        )
+        assert (status, err) == (
+            2,
+            "monitord: --note: holds a control character; write plain text\n",
+        )
+    await run(config, capsys, "incidents", "ack", incident, "--note", "正在排查网关", "--by", "bob")
+    await run(config, capsys, "incidents", "resolve", incident, "--note", "  已重启网关 ")
+    status, out, _ = await run(config, capsys, "incidents", "show", incident)
+    assert status == 0
+    assert "服务中断" in out and "  服务中断  " not in out
+    timeline = out.split("timeline (CST):")[1]
+    assert "acknowledged   bob  正在排查网关" in timeline
+    assert "resolved" in timeline and timeline.rstrip().count("已重启网关") == 1
+
+
+async def test_a_shell_without_the_smtp_password_leaves_the_notification_to_the_daemon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's shell need not hold the daemon's secrets. Sending from it failed, said "the
+    # channel could not be reached", and counted an attempt the daemon then waited out.
+    monkeypatch.delenv("MONITORD_SMTP_PASSWORD", raising=False)
+    catalogue = tmp_path / "catalogue.json"
+    catalogue.write_text(json.dumps({"services": [make_service(1)]}), encoding="utf-8")
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n[alerts]\nservice_contacts = false\n'
+        'management = ["mailto://monitord:{smtp_password}@localhost:1?to=duty@example.cn"]\n',
+        encoding="utf-8",
+    )
+    assert (await run(config, capsys, "sync", "--file", str(catalogue)))[0] == 0
+    opening = ["incidents", "open", "--kind", "data_exposure", "--service", "svc-0001"]
+    _, out, _ = await run(config, capsys, *opening, "--summary", "数据泄露")
+    incident = out.strip()
+    parts = ["--scope", "全市", "--harm", "泄露", "--measures", "下线", "--rectification", "修复"]
+    status, out, _ = await run(config, capsys, "incidents", "notify", incident, *parts)
+    assert status == 0
+    assert (
+        "queued: the running daemon delivers it (alerts.management[0] needs the SMTP password, "
+        "and this shell has no MONITORD_SMTP_PASSWORD)"
+    ) in out
+    assert "could not be reached" not in out
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        with store.session() as session:
+            queued = session.scalars(select(OutboxAlert)).all()
+            assert [(a.attempts, a.last_error) for a in queued if a.kind == "notification"] == [
+                (0, None)
+            ]
+    finally:
+        store.dispose()
