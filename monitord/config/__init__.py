@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
-import apprise
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -447,6 +446,8 @@ def _apprise_url(value: str) -> str:
     # Refused here rather than at every delivery: a scheme apprise has no plug-in for
     # (dingtlak://), a plug-in's missing token (wecombot://). The password monitord fills in
     # at send time is not known here: any stands in for it.
+    import apprise  # here: `monitord analyse` loads the config, and apprise brings in ssl
+
     if apprise.Apprise.instantiate(value.replace("{smtp_password}", "x")) is None:
         raise ValueError(
             "an apprise URL it can use: a known scheme (dingtalk, wecombot, feishu, mailtos, "
