@@ -44,6 +44,7 @@ from alerts.templates import (
     catalogue_text,
     page_link,
     render_digest,
+    render_for_provider,
     render_incident,
     render_notification,
     render_report,
@@ -54,7 +55,7 @@ from monitord.config import Settings
 from monitord.netguard import DeniedTargetError, lookups_checked, resolve_checked
 from monitord.redact import mask_url, mask_urls, one_line
 from monitord.store import Store, audit
-from monitord.store.models import AuditEntry, Incident, OutboxAlert, Service
+from monitord.store.models import AuditEntry, Finding, Incident, OutboxAlert, Service
 from monitord.timeutil import Clock
 
 Sender = Callable[[Channel, Message, str], Awaitable[str | None]]
@@ -144,8 +145,15 @@ def _services(session: Session, incident: Incident | None) -> list[Service]:
 
 
 def _render(
-    session: Session, parent: OutboxAlert, now: dt.datetime, key: str, public_url: str | None
+    session: Session,
+    parent: OutboxAlert,
+    now: dt.datetime,
+    key: str,
+    public_url: str | None,
+    channel: Channel | None = None,
 ) -> Message:
+    """An alert's text; for an incident's alert to a service provider's own contact
+    (`channel`'s services), the provider's copy (render_for_provider)."""
     incident = session.get(Incident, parent.incident_id) if parent.incident_id else None
     services = _services(session, incident)
     if parent.kind in ("notification", "update") and incident is not None:
@@ -163,10 +171,34 @@ def _render(
                 )
                 labels[str(incident_id)] = label
         return render_storm(parent.payload, labels, key, page_link(public_url))
+    if incident is not None and channel is not None and channel.services:
+        own = [s for s in services if s.id in channel.services]
+        findings = _findings_on(session, incident, channel.services)
+        return render_for_provider(parent.kind, parent.payload, incident, own, findings, key)
     if incident is not None:
         link = page_link(public_url, incident.id)
         return render_incident(parent.kind, parent.payload, incident, services, now, key, link)
     return Message(title=parent.title or "monitord", body=f"{parent.body}\n编号 {key}")
+
+
+PROVIDER_SUBJECTS = ("service", "web_path")
+"""The findings a provider's copy shows: what a probe, the catalogue or a scan found on the
+service itself. A log finding names a visitor (an address, an account): on-call's alone."""
+
+
+def _findings_on(session: Session, incident: Incident, service_ids: Collection[str]) -> list[str]:
+    """The summaries of an incident's findings about these services themselves, oldest first."""
+    return list(
+        session.scalars(
+            select(Finding.summary)
+            .where(
+                Finding.incident_id == incident.id,
+                Finding.service_id.in_(list(service_ids)),
+                Finding.subject_kind.in_(PROVIDER_SUBJECTS),
+            )
+            .order_by(Finding.id)
+        )
+    )
 
 
 INCIDENT_EVENTS = ("opened", "reminder", "escalation", "late", "resolved", "undelivered")
@@ -252,7 +284,7 @@ def _expand_one(store: Store, settings: Settings, parent_id: int, now: dt.dateti
         assert parent is not None
         incident = _incident(session, parent)
         services = _services(session, incident)
-        channels = audience_channels(settings, parent.channel, incident, services)
+        channels = audience_channels(settings, parent.channel, incident, services, parent.kind)
         if parent.channel == "oncall":
             _note_refusals(session, refused_contacts(settings, services), now)
         if not channels:
@@ -309,7 +341,10 @@ def _add_copies(
         key = f"{parent.idempotency_key}#{channel.ident}"
         if key in existing:
             continue
-        copy, payload = _copy_of(parent, channel, message)
+        own = message
+        if channel.services:  # a provider's contact: a copy of its own (render_for_provider)
+            own = _render(session, parent, now, parent.idempotency_key, public_url, channel)
+        copy, payload = _copy_of(parent, channel, own)
         due = _queue_end(session, channel, now)
         session.add(
             OutboxAlert(
@@ -331,12 +366,13 @@ def _add_copies(
 
 
 def _as_sent(
-    store: Store, copies: list[OutboxAlert], now: dt.datetime, public_url: str | None
+    store: Store, copies: list[OutboxAlert], now: dt.datetime, settings: Settings
 ) -> list[Message]:
     """The copies' texts as they go now: an incident's alert is rendered again at send time, so
     what depends on the time or the incident's state (minutes left to notify, whether the
-    notification was received) is true when it arrives, not when it was queued. The key, and
-    every other copy's text (a notification, a report's e-mail), are as recorded."""
+    notification was received) is true when it arrives, not when it was queued; a provider's
+    contact again gets its own copy. The key, and every other copy's text (a notification, a
+    report's e-mail, a copy whose channel is no longer its alert's), are as recorded."""
     texts = []
     with store.session() as session:
         for copy in copies:
@@ -344,8 +380,26 @@ def _as_sent(
             if parent is None or parent.kind not in INCIDENT_EVENTS or parent.incident_id is None:
                 texts.append(Message(copy.title, copy.body))
                 continue
-            texts.append(_render(session, parent, now, parent.idempotency_key, public_url))
+            channel = _copy_channel(session, settings, parent, copy)
+            if channel is None:
+                texts.append(Message(copy.title, copy.body))
+                continue
+            key = parent.idempotency_key
+            texts.append(_render(session, parent, now, key, settings.api.public_url, channel))
     return texts
+
+
+def _copy_channel(
+    session: Session, settings: Settings, parent: OutboxAlert, copy: OutboxAlert
+) -> Channel | None:
+    """The channel of a copy (its key ends in the channel's ident) among its alert's audience
+    as the settings and catalogue are now, or None when it is no longer one of them."""
+    incident = _incident(session, parent)
+    ident = copy.idempotency_key.rpartition("#")[2]
+    channels = audience_channels(
+        settings, parent.channel, incident, _services(session, incident), parent.kind
+    )
+    return next((channel for channel in channels if channel.ident == ident), None)
 
 
 def _queue_end(session: Session, channel: Channel, now: dt.datetime) -> dt.datetime:
@@ -373,14 +427,10 @@ def _channel_of(store: Store, settings: Settings, alert_id: int) -> Channel | No
         assert row is not None
         parent = session.get(OutboxAlert, row.parent_id) if row.parent_id else None
         if parent is not None:
-            incident = _incident(session, parent)
-            ident = row.idempotency_key.rpartition("#")[2]
-            for channel in audience_channels(
-                settings, parent.channel, incident, _services(session, incident)
-            ):
-                if channel.ident == ident:
-                    row.channel = channel.name  # a reload may have moved it (oncall[1] → [0])
-                    return channel
+            channel = _copy_channel(session, settings, parent, row)
+            if channel is not None:
+                row.channel = channel.name  # a reload may have moved it (oncall[1] → [0])
+                return channel
             parent.state = "pending"
         row.state = "withdrawn"
         row.claimed_by = row.claimed_until = None
@@ -739,7 +789,7 @@ async def deliver_due(
             batch = await asyncio.to_thread(_within_budget, store, batch, channel)
         key = alert.idempotency_key if len(batch) == 1 else f"digest:{alert.idempotency_key}"
         now = clock()
-        texts = await asyncio.to_thread(_as_sent, store, batch, now, settings.api.public_url)
+        texts = await asyncio.to_thread(_as_sent, store, batch, now, settings)
         attach = alert.payload.get("attach")
         message = (
             Message(texts[0].title, texts[0].body, (attach,) if attach else ())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from monitord.config import AlertSettings, Route, Settings
@@ -39,6 +39,9 @@ class Channel:
     """The URL comes from the config: only then is {smtp_password} filled in."""
     ident: str
     """A short hash of the destination: the same channel across reloads and restarts."""
+    services: tuple[str, ...] = ()
+    """For a catalogue contact, the services (of the incident's) whose filings list it: its
+    alerts tell of these alone. Empty for a channel of the config."""
 
 
 def identity(destination: str) -> str:
@@ -120,6 +123,7 @@ def _contact_channel(alerts: AlertSettings, service_id: str, url: str) -> Channe
             url=_mail_url(alerts.smtp_url, address),
             trusted=True,  # the config's SMTP URL; the address cannot hold a placeholder
             ident=identity(f"mailto://{address}"),
+            services=(service_id,),
         )
     try:
         host = (urlsplit(url).hostname or "").lower()
@@ -128,7 +132,11 @@ def _contact_channel(alerts: AlertSettings, service_id: str, url: str) -> Channe
     if not _allowed(alerts.contact_allow, scheme, host):
         return Refusal(service_id, shown, "its scheme and host are not in alerts.contact_allow")
     return Channel(
-        name=f"contact:{service_id}:{shown}", url=url, trusted=False, ident=identity(url)
+        name=f"contact:{service_id}:{shown}",
+        url=url,
+        trusted=False,
+        ident=identity(url),
+        services=(service_id,),
     )
 
 
@@ -187,25 +195,41 @@ def _config_channels(
     return []
 
 
+CONTACT_EVENTS = ("opened", "resolved")
+"""The alerts of an incident its services' own contacts get: that it began and that it ended.
+Reminders and undelivered warnings are on-call's duties (7.3.3), not the providers'."""
+
+
 def audience_channels(
     settings: Settings,
     audience: str,
     incident: Incident | None,
     services: list[Service],
+    kind: str,
 ) -> list[Channel]:
-    """The channels of an audience, each destination once, in a stable order.
+    """The channels of an audience for an alert of this kind, each destination once, in a
+    stable order.
 
-    oncall: the on-call channels, matching routes, and the services' own on-call and owner
-    contacts from the catalogue; escalation:N: level N of the chain; top: the last level (or
-    on-call when there is no chain); management: the management unit; storm: on-call.
+    oncall: the on-call channels, matching routes, and, for an incident's CONTACT_EVENTS, the
+    services' own on-call and owner contacts from the catalogue; escalation:N: level N of the
+    chain; top: the last level (or on-call when there is no chain); management: the management
+    unit; storm: on-call.
     """
     channels = _config_channels(settings.alerts, audience, incident)
-    if audience == "oncall" and incident is not None and settings.alerts.service_contacts:
+    if (
+        audience == "oncall"
+        and kind in CONTACT_EVENTS
+        and incident is not None
+        and settings.alerts.service_contacts
+    ):
         for service in services:
             channels += contact_channels(settings.alerts, service)[0]
     unique: dict[str, Channel] = {}
     for channel in channels:
-        unique.setdefault(channel.ident, channel)
+        known = unique.setdefault(channel.ident, channel)
+        if known is not channel and known.services and channel.services:
+            # One address filed for several of the incident's services: it hears of each.
+            unique[channel.ident] = replace(known, services=known.services + channel.services)
     return list(unique.values())
 
 

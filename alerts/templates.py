@@ -136,18 +136,6 @@ def render_incident(
     """The on-call message for one incident event: opened, reminder, escalation, late, resolved.
     `link`: the incident on the status page (page_link), shown as 详情, as Alertmanager's
     generatorURL."""
-    label = CLASS_NAMES.get(incident.klass, "事件")
-    what = KIND_NAMES.get(incident.kind, incident.kind)
-    heads = {
-        "opened": f"【{label}】#{incident.id} {what}",
-        "reminder": f"【提醒 {payload.get('minute')} 分钟】{label} #{incident.id} 尚未通报",
-        "escalation": f"【升级至{payload.get('name', '')}】{label} #{incident.id} 无人确认",
-        "late": f"【已逾期】{label} #{incident.id} 未在时限内通报管理单位",
-        "resolved": f"【已结束】{label} #{incident.id} {what}"
-        if payload.get("ended")
-        else f"【已恢复】{label} #{incident.id} {what}",
-        "undelivered": f"【通报未送达】{label} #{incident.id} 通报未送达，请电话通报",
-    }
     lines = [
         _services_line(services, incident.services),
         _subjects_line(incident.subjects or []),
@@ -176,8 +164,54 @@ def render_incident(
     if link:
         lines.append(f"详情：{link}")
     lines.append(f"编号 {key}")
-    title = heads.get(kind, f"【{label}】#{incident.id}")
-    return Message(title=title, body="\n".join(line for line in lines if line))
+    return Message(
+        title=_head(kind, payload, incident), body="\n".join(line for line in lines if line)
+    )
+
+
+def render_for_provider(
+    kind: str,
+    payload: dict[str, Any],
+    incident: Incident,
+    services: list[Service],
+    findings: list[str],
+    key: str,
+) -> Message:
+    """The copy of an incident's opened or resolved alert to one service provider's own contact.
+
+    `services`: the incident's services whose filings list that contact; `findings`: the
+    summaries of what was found on them. An incident can group several providers' services,
+    so the copy tells only of these: not the other services, the incident's summary (another
+    provider's finding may head it) or its log subjects (addresses, accounts); and none of
+    on-call's duties (the commands, the 7.3.3 clock, the status page, which the provider
+    cannot use). Its services' emergency plans stay (6.4 d).
+    """
+    lines = [
+        _services_line(services, [s.id for s in services]),
+        f"事件类型：{KIND_NAMES.get(incident.kind, incident.kind)}；"
+        f"发现于 {local_text(incident.detected_at)}",
+        *(f"发现：{catalogue_text(summary)}" for summary in findings[:3]),
+        *_plan_lines(incident, services),
+        f"编号 {key}",
+    ]
+    return Message(title=_head(kind, payload, incident), body="\n".join(lines))
+
+
+def _head(kind: str, payload: dict[str, Any], incident: Incident) -> str:
+    """An incident alert's title: what happened to which incident."""
+    label = CLASS_NAMES.get(incident.klass, "事件")
+    what = KIND_NAMES.get(incident.kind, incident.kind)
+    heads = {
+        "opened": f"【{label}】#{incident.id} {what}",
+        "reminder": f"【提醒 {payload.get('minute')} 分钟】{label} #{incident.id} 尚未通报",
+        "escalation": f"【升级至{payload.get('name', '')}】{label} #{incident.id} 无人确认",
+        "late": f"【已逾期】{label} #{incident.id} 未在时限内通报管理单位",
+        "resolved": f"【已结束】{label} #{incident.id} {what}"
+        if payload.get("ended")
+        else f"【已恢复】{label} #{incident.id} {what}",
+        "undelivered": f"【通报未送达】{label} #{incident.id} 通报未送达，请电话通报",
+    }
+    return heads.get(kind, f"【{label}】#{incident.id}")
 
 
 def render_notification(

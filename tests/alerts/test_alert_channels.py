@@ -12,10 +12,12 @@ from sqlalchemy import select
 
 from alerts.delivery import deliver_due, expand, make_apprise_sender
 from monitord.config import Settings
-from monitord.incidents import open_manual
+from monitord.incidents import intake, open_manual, resolve, work_clocks
 from monitord.store import Store
-from monitord.store.models import OutboxAlert, Service
-from tests.alerts.test_delivery import add_service, config, open_incident
+from monitord.store.findings import upsert_finding
+from monitord.store.models import Incident, OutboxAlert, Service
+from monitord.types import FindingDraft
+from tests.alerts.test_delivery import add_service, config, found, open_incident
 from tests.conftest import FakeClock
 from tests.receivers import Mailbox, Webhook, serve_webhook
 
@@ -118,6 +120,105 @@ async def test_catalogue_contacts_are_alerted_only_as_the_config_allows(
     assert len(refused) == 2, refused  # each refused contact logged once, not at every alert
     assert f"json://127.0.0.1:{hook.url.rsplit(':', 1)[1]}/provider" in refused[0]
     assert "u:***@localhost" in refused[1]
+
+
+def providers(store: Store, clock: FakeClock, hook: Webhook) -> Settings:
+    """Three services of three providers, each with a webhook contact of its own
+    (/provider1 …), and a config that alerts them and links the status page."""
+    for n in (1, 2, 3):
+        contact = {
+            "name": f"联系人{n}",
+            "role": "owner",
+            "apprise": hook.apprise_url(f"provider{n}"),
+        }
+        add_service(
+            store,
+            clock,
+            id=f"svc-000{n}",
+            name=f"服务{n}",
+            provider=f"服务商{n}",
+            emergency_plan_url=f"https://plan.test/svc-000{n}.pdf",
+            contacts=[contact],
+        )
+    cfg = config(hook, service_contacts=True, contact_allow=["json://127.0.0.1"])
+    api = cfg.api.model_copy(update={"public_url": "https://monitor.test"})
+    return cfg.model_copy(update={"api": api})
+
+
+def received(hook: Webhook, path: str) -> list[dict[str, Any]]:
+    return [m for m in hook.received if m["path"] == path]
+
+
+async def test_a_providers_contact_hears_only_of_its_own_services_in_a_grouped_incident(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # One provider's contact got the on-call text of an incident grouping three providers'
+    # services: all three, another provider's finding, the commands, the 7.3.3 clock and the
+    # status page; and then every reminder of it.
+    cfg = providers(sqlite_store, clock, hook)
+    with sqlite_store.session() as session:
+        for n in (1, 2, 3):
+            summary = f"接口 http://svc{n}.example.cn/ 未使用 HTTPS"
+            found(session, clock, "plain_http_access", "6.3.2 b", f"svc-000{n}", summary)
+        [incident_id] = intake(session, cfg, clock()).opened
+    await deliver_all(sqlite_store, clock, cfg)
+    [oncall] = received(hook, "/oncall")
+    assert "svc-0002 服务2" in oncall["message"]
+    assert f"确认：monitord incidents ack {incident_id}" in oncall["message"]
+    assert f"详情：https://monitor.test/incidents/{incident_id}" in oncall["message"]
+    [opened] = received(hook, "/provider1")
+    assert opened["title"] == f"【安全事件】#{incident_id} 传输未加密或加密薄弱"
+    assert opened["key"].startswith(f"incident:{incident_id}:opened#")  # its key as before
+    body = opened["message"].splitlines()
+    assert body[0] == "涉及服务：svc-0001 服务1"
+    assert "发现：接口 http://svc1.example.cn/ 未使用 HTTPS" in body
+    assert body[-1] == f"编号 incident:{incident_id}:opened"
+    for internal in ("svc-0002", "svc2", "svc-0003", "monitord incidents", "通报", "详情"):
+        assert internal not in opened["message"], internal
+    stored = [r.body for r in outbox(sqlite_store) if r.channel.startswith("contact:svc-0001")]
+    assert stored == [opened["message"]]  # as rendered when queued
+    clock.advance(minutes=31)
+    with sqlite_store.session() as session:
+        work_clocks(session, cfg, clock())
+    await deliver_all(sqlite_store, clock, cfg)
+    assert [m["title"][:4] for m in received(hook, "/oncall")] == ["【安全事", "【提醒 "]
+    assert len(received(hook, "/provider1")) == 1  # on-call's reminder is not the provider's
+    with sqlite_store.session() as session:
+        resolve(session, incident_id, "值班员", clock(), "已切换 HTTPS")
+    await deliver_all(sqlite_store, clock, cfg)
+    ended = received(hook, "/provider2")[-1]
+    assert ended["title"] == f"【已结束】安全事件 #{incident_id} 传输未加密或加密薄弱"
+    assert "svc-0002 服务2" in ended["message"] and "svc-0001" not in ended["message"]
+    assert "7.3.3" not in ended["message"] and "已切换" not in ended["message"]
+
+
+async def test_a_providers_contact_is_not_told_the_log_subjects_of_an_incident(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    cfg = providers(sqlite_store, clock, hook)
+    with sqlite_store.session() as session:
+        for n in (1, 2):
+            draft = FindingDraft(
+                rule="brute_force_ip",
+                clause="7.3.1",
+                severity="high",
+                subject_kind="ip",
+                subject=f"203.0.113.{n}",
+                summary=f"地址 203.0.113.{n} 在 10 分钟内登录失败 60 次（暴力破解）",
+                service_id=f"svc-000{n}",
+            )
+            upsert_finding(session, draft, clock())
+        [incident_id] = intake(session, cfg, clock()).opened
+        incident = session.get(Incident, incident_id)
+        assert incident is not None and incident.subjects == ["ip:203.0.113.1", "ip:203.0.113.2"]
+    await deliver_all(sqlite_store, clock, cfg)
+    assert "涉及对象：ip:203.0.113.1、ip:203.0.113.2" in received(hook, "/oncall")[0]["message"]
+    [copy] = received(hook, "/provider2")
+    assert copy["message"].splitlines()[:2] == [
+        "涉及服务：svc-0002 服务2",
+        "事件类型：用户异常行为；发现于 2026-11-02 09:00",
+    ]
+    assert "203.0.113" not in copy["message"] and "涉及对象" not in copy["message"]
 
 
 def denying(cfg: Settings, *networks: str) -> Settings:
