@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from loguru import logger
+from sqlalchemy.exc import OperationalError
 
 from monitord.config import ApiRole
 from monitord.runtime.app import App
@@ -75,7 +76,8 @@ def _guarded(handler: Handler, role: ApiRole | None) -> Handler:
 
 @web.middleware
 async def _guards(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Security headers on every answer; an unexpected error logged, answered as a 500 line."""
+    """Security headers on every answer; a store that does not answer a 503 and one warning;
+    an unexpected error logged, answered as a 500 line."""
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -85,6 +87,11 @@ async def _guards(request: web.Request, handler: Handler) -> web.StreamResponse:
     except UnicodeDecodeError:
         # request.json() and .text() decode the body in its charset (UTF-8 unless it says).
         response = error_response(400, "the body is not text in its charset (UTF-8 unless said)")
+    except OperationalError:
+        # A store down answers every request the same way: a Prometheus scrape every 15 s must
+        # not write a traceback each time.
+        logger.warning("{} {}: the store does not answer", request.method, request.path)
+        response = error_response(503, "the store does not answer now; try again shortly")
     except Exception:
         logger.exception("{} {} failed", request.method, request.path)
         response = error_response(500, "internal error; the daemon's log has the details")

@@ -39,7 +39,7 @@ from monitord.store.models import (
 )
 from monitord.timeutil import SHANGHAI
 from monitord.types import FindingDraft
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, logged
 from tests.receivers import Webhook, serve_webhook
 
 TOKENS = {"viewer": new_token(), "oncall": new_token(), "admin": new_token()}
@@ -843,6 +843,39 @@ async def test_a_store_that_does_not_answer_is_a_503_not_a_traceback(
     app.store.engine.dispose()
     status, body = await api.call("GET", "/api/v1/incidents")
     assert (status, body) == (503, {"error": "the store does not answer now; try again shortly"})
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "role"),
+    [
+        ("GET", "/api/v1/services", "viewer"),
+        ("GET", "/api/v1/silences", "viewer"),
+        ("POST", "/api/v1/silences", "oncall"),
+        ("POST", "/api/v1/silences/1/expire", "oncall"),
+        ("GET", "/metrics", "viewer"),
+    ],
+)
+async def test_a_store_that_does_not_answer_is_a_503_and_one_warning_on_every_route(
+    api: Api, app: App, tmp_path: Path, method: str, path: str, role: str
+) -> None:
+    # /metrics and the silences were a 500 with a traceback in the log for every request: a
+    # Prometheus scrape every 15 s filled it.
+    database = tmp_path / "m.db"
+    for file in tmp_path.glob("m.db*"):
+        file.unlink()
+    database.mkdir()
+    app.store.engine.dispose()
+    headers = {"Authorization": f"Bearer {TOKENS[role]}"}
+    body = {"services": ["svc-0001"], "reason": "维护", "for": "1h"}
+    with logged("WARNING") as said:
+        async with api.session.request(
+            method, api.base + path, headers=headers, json=body if method == "POST" else None
+        ) as response:
+            assert response.status == 503
+            assert await response.json() == {
+                "error": "the store does not answer now; try again shortly"
+            }
+    assert said == [f"{method} {path}: the store does not answer\n"]
 
 
 async def test_a_body_that_is_not_utf_8_is_a_400_for_a_handler_reading_it_itself(

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
-from loguru import logger
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -23,7 +22,6 @@ from pydantic import (
     ValidationError,
 )
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 
 from monitord.config import ApiRole
 from monitord.errors import UsageError
@@ -106,7 +104,8 @@ def api_route(
     doc: Mapping[str, Any],
 ) -> Route:
     """A Route under /api/v1 whose refusals become their status and whose domain errors (an
-    incident already acknowledged, a finding's expiry in the past) become 409 with their text."""
+    incident already acknowledged, a finding's expiry in the past) become 409 with their text.
+    A store that does not answer is a 503 for every route (monitord.runtime.web's guards)."""
 
     async def answer(request: web.Request) -> web.StreamResponse:
         try:
@@ -115,9 +114,6 @@ def api_route(
             return error_response(exc.status, exc.message)
         except UsageError as exc:
             return error_response(409, one_line(str(exc)))
-        except OperationalError:
-            logger.warning("{} {}: the store does not answer", request.method, request.path)
-            return error_response(503, "the store does not answer now; try again shortly")
 
     return Route(method, PREFIX + path, answer, role=role, doc=doc)
 
