@@ -82,6 +82,11 @@ async def _guards(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except web.HTTPException as exc:
         response = error_response(exc.status, exc.reason)
+        # What the exception says besides its text stays: a 405's Allow, a 401's
+        # WWW-Authenticate, a redirect's Location.
+        for name, value in exc.headers.items():
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers.add(name, value)
     except json.JSONDecodeError as exc:
         response = error_response(400, f"the body is not JSON: {exc.msg} at {exc.pos}")
     except UnicodeDecodeError:
@@ -113,9 +118,12 @@ def build_web_app(
     web_app[SIGN_INS] = SignIns()
     web_app[ROUTES] = tuple(route for routes in route_sets for route in routes)
     for route in web_app[ROUTES]:
-        web_app.router.add_route(
-            route.method, route.path, _guarded(route.handler, route.role), name=route.name
-        )
+        handler = _guarded(route.handler, route.role)
+        if route.method == "GET":
+            # HEAD wherever GET is (a monitoring check asking /healthz with HEAD), without body.
+            web_app.router.add_get(route.path, handler, name=route.name)
+        else:
+            web_app.router.add_route(route.method, route.path, handler, name=route.name)
     return web_app
 
 
