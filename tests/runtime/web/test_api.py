@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import jsonschema_rs
@@ -460,6 +461,35 @@ async def test_lists_are_pages_read_with_limit_and_after(api: Api, world: World)
 
 
 @pytest.mark.parametrize(
+    "odd", ["\u00a0", "\u2028", "\t", "/"], ids=["no-break-space", "line-separator", "tab", "slash"]
+)
+async def test_every_service_the_catalogue_keeps_is_reached_by_its_id_and_its_pages(
+    api: Api, world: World, app: App, clock: FakeClock, odd: str
+) -> None:
+    # A no-break space in an id the catalogue took: its `next` was refused back as `after`
+    # ("expected printable text") and the service could not be fetched nor filtered on.
+    odd_id = f"svc-0001{odd}A"
+    with app.store.session() as session:
+        session.add(
+            Service(id=odd_id, name="怪名", status="online", first_seen=clock(), last_seen=clock())
+        )
+    status, page = await api.call("GET", "/api/v1/services", params={"limit": "1"})
+    assert status == 200
+    status, page = await api.call(
+        "GET", "/api/v1/services", params={"limit": "1", "after": page["next"]}
+    )
+    assert (status, [s["id"] for s in page["items"]]) == (200, [odd_id])
+    status, page = await api.call(
+        "GET", "/api/v1/services", params={"limit": "1", "after": page["next"]}
+    )
+    assert (status, [s["id"] for s in page["items"]]) == (200, ["svc-0002"])
+    status, service = await api.call("GET", f"/api/v1/services/{quote(odd_id, safe='')}")
+    assert (status, service["id"]) == (200, odd_id)
+    status, page = await api.call("GET", "/api/v1/findings", params={"service": odd_id})
+    assert (status, page["items"]) == (200, [])
+
+
+@pytest.mark.parametrize(
     ("path", "params", "error"),
     [
         ("/api/v1/services", {"limit": "501"}, "limit: expected a whole number from 1 to 500"),
@@ -474,7 +504,7 @@ async def test_lists_are_pages_read_with_limit_and_after(api: Api, world: World)
         ("/api/v1/services", {"gone": "yes"}, "gone: expected true or false"),
         ("/api/v1/findings", {"severity": "urgent"}, "severity: expected one of info, "),
         ("/api/v1/compliance", {"quarter": "2026Q5"}, "quarter: '2026Q5' is not a quarter"),
-        ("/api/v1/scans", {"service": "a\x00b"}, "service: expected printable text"),
+        ("/api/v1/scans", {"service": "a\x00b"}, "service: expected text of 1 to 200 characters"),
     ],
 )
 async def test_a_bad_query_parameter_is_a_422_naming_it(

@@ -23,19 +23,21 @@ from pydantic import (
 )
 from sqlalchemy import select
 
+from monitord.catalogue.validate import ID_LENGTH
 from monitord.config import ApiRole
 from monitord.errors import UsageError
 from monitord.redact import one_line
 from monitord.runtime.app import App
 from monitord.runtime.web.routes import APP, Route, error_response
+from monitord.textable import UNSTORABLE
 from monitord.timeutil import EARLIEST
 from monitord.types import MAX_ID, MAX_LONG_TEXT, TEXT_CONTROLS
 
 PREFIX = "/api/v1"
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
-MAX_TEXT = 200
-"""The longest text a query parameter may hold (service ids are at most 200 characters)."""
+MAX_TEXT = ID_LENGTH
+"""The longest text a query parameter may hold: the longest service id the catalogue stores."""
 
 Model = TypeVar("Model", bound=BaseModel)
 Result = TypeVar("Result")
@@ -186,11 +188,19 @@ class Param:
             if text not in ("true", "false"):
                 raise Refusal(422, f"{self.name}: expected true or false")
             return text == "true"
-        if not text or len(text) > MAX_TEXT or not text.isprintable():
+        if not storable_text(text):
             raise Refusal(
-                422, f"{self.name}: expected printable text of 1 to {MAX_TEXT} characters"
+                422, f"{self.name}: expected text of 1 to {MAX_TEXT} characters, without NUL"
             )
         return text
+
+
+def storable_text(text: str) -> bool:
+    """Whether a query's or a path's text can be a value the store holds: 1 to MAX_TEXT
+    characters, none UNSTORABLE. Any service id the catalogue keeps is one (a no-break space, a
+    tab or U+2028 in it too): a `next` handed out is always taken back, and every service can
+    be asked for by its id."""
+    return 0 < len(text) <= MAX_TEXT and UNSTORABLE.search(text) is None
 
 
 LIMIT = Param(
