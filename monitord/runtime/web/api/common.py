@@ -259,9 +259,9 @@ def path_id(request: web.Request, what: str) -> int:
     return number
 
 
-async def read_body(request: web.Request, model: type[Model]) -> Model:
-    """The request's JSON body as `model` (an empty body is {}), or 400 when it is not JSON and
-    422 naming each field that does not validate."""
+async def read_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON body, an object (an empty body is {}), or 400 when it is not JSON
+    (nested too deeply included) and 422 when it is no object. Every body is read here."""
     raw = await request.read()
     try:
         data = json.loads(raw) if raw.strip() else {}
@@ -269,6 +269,13 @@ async def read_body(request: web.Request, model: type[Model]) -> Model:
         raise Refusal(400, "the body is not JSON") from None
     if not isinstance(data, dict):
         raise Refusal(422, "body: expected a JSON object")
+    return data
+
+
+async def read_body(request: web.Request, model: type[Model]) -> Model:
+    """The request's JSON body as `model` (an empty body is {}), or 400 when it is not JSON and
+    422 naming each field that does not validate."""
+    data = await read_object(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
