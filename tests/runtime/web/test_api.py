@@ -820,6 +820,13 @@ async def test_a_verdict_whose_duty_is_not_due_yet_reads_pending(
         ("scan_done", False, False),
         ("log_audit", True, True),
     ]
+    # As `monitord compliance` counts them: a pending verdict is not among the passed.
+    _, page = await api.call("GET", "/api/v1/compliance", params={"passed": "true"})
+    assert [r["rule"] for r in page["items"]] == ["availability"]
+    _, page = await api.call("GET", "/api/v1/compliance", params={"pending": "true"})
+    assert [r["rule"] for r in page["items"]] == ["log_audit"]
+    _, page = await api.call("GET", "/api/v1/compliance", params={"pending": "false"})
+    assert [r["rule"] for r in page["items"]] == ["availability", "scan_done"]
 
 
 async def test_a_report_s_pdf_is_served_from_its_row_only_while_it_is_unchanged(
