@@ -49,8 +49,13 @@ class TimeOutOfRange(ValueError):
 
 
 def local_text(moment: dt.datetime) -> str:
-    """Format a time for people: Asia/Shanghai, minutes precision."""
-    return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+    """Format a time for people: Asia/Shanghai, minutes precision. A time whose Beijing time
+    no datetime holds (the last hours of year 9999 UTC, a mistyped year in a request) keeps its
+    own offset: a message saying it is in the future must not fail instead."""
+    try:
+        return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+    except OverflowError:
+        return moment.isoformat(sep=" ", timespec="minutes")
 
 
 class ScaledClock:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 import rules
@@ -670,7 +670,31 @@ def get_incident(session: Session, incident_id: int) -> Incident:
     """The incident with this id, or a UsageError naming it."""
     incident = session.get(Incident, incident_id) if 0 < incident_id <= MAX_ID else None
     if incident is None:
-        raise UsageError(f"no incident {incident_id}: see `monitord incidents list`")
+        raise _no_incident(incident_id)
+    return incident
+
+
+def _no_incident(incident_id: int) -> UsageError:
+    return UsageError(f"no incident {incident_id}: see `monitord incidents list`")
+
+
+def held_incident(session: Session, incident_id: int) -> Incident:
+    """The incident with this id read afresh and held until the session's transaction ends, or
+    a UsageError naming it. Two people acting on it at once (the same ack sent twice) then act
+    one after the other, and the second sees what the first did: without it, both read "open"
+    and both acknowledged it. PostgreSQL: its row, SELECT … FOR UPDATE. SQLite ignores FOR
+    UPDATE and reads outside a transaction until the first write: a write to the row takes the
+    store's write lock first, waiting as its busy timeout says."""
+    if not 0 < incident_id <= MAX_ID:
+        raise _no_incident(incident_id)
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(
+            update(Incident).where(Incident.id == incident_id).values(id=Incident.id),
+            execution_options={"synchronize_session": False},
+        )
+    incident = session.get(Incident, incident_id, with_for_update=True, populate_existing=True)
+    if incident is None:
+        raise _no_incident(incident_id)
     return incident
 
 
@@ -738,7 +762,7 @@ def acknowledge(
 ) -> Incident:
     """Acknowledge an open incident: somebody is on it; escalation stops."""
     note = plain_text("--note", note)
-    incident = get_incident(session, incident_id)
+    incident = held_incident(session, incident_id)
     if incident.acknowledged_at is not None:
         raise UsageError(
             f"incident {incident_id} was already acknowledged by {incident.acknowledged_by}"
@@ -787,7 +811,7 @@ def notify_management(
             "or record a notification made by phone (`--out-of-band`; in the API, "
             "POST /api/v1/incidents/{id}/out-of-band)"
         )
-    incident = get_incident(session, incident_id)
+    incident = held_incident(session, incident_id)
     if incident.state == "closed":
         raise UsageError(f"incident {incident_id} is closed")
     when = at or now
@@ -930,7 +954,7 @@ def resolve(
     On-call hears 已恢复 only of an availability incident whose services are all up now; else
     已结束, resolved by hand, with the note (a service still down is no recovery)."""
     note = plain_text("--note", note)
-    incident = get_incident(session, incident_id)
+    incident = held_incident(session, incident_id)
     if incident.state in ("resolved", "closed"):
         raise UsageError(f"incident {incident_id} is already {incident.state}")
     incident.state = "resolved"
@@ -961,7 +985,7 @@ def close(
 ) -> Incident:
     """Close a resolved incident. A security incident must have been notified first (7.3.3)."""
     note = plain_text("--note", note)
-    incident = get_incident(session, incident_id)
+    incident = held_incident(session, incident_id)
     if incident.state != "resolved":
         raise UsageError(f"incident {incident_id} is {incident.state}: resolve it before closing")
     if incident.klass == "security" and incident.notified_at is None:

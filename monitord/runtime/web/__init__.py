@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from loguru import logger
+from sqlalchemy.exc import OperationalError
 
 from monitord.config import ApiRole
 from monitord.runtime.app import App
@@ -75,16 +76,27 @@ def _guarded(handler: Handler, role: ApiRole | None) -> Handler:
 
 @web.middleware
 async def _guards(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Security headers on every answer; an unexpected error logged, answered as a 500 line."""
+    """Security headers on every answer; a store that does not answer a 503 and one warning;
+    an unexpected error logged, answered as a 500 line."""
     try:
         response = await handler(request)
     except web.HTTPException as exc:
         response = error_response(exc.status, exc.reason)
+        # What the exception says besides its text stays: a 405's Allow, a 401's
+        # WWW-Authenticate, a redirect's Location.
+        for name, value in exc.headers.items():
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers.add(name, value)
     except json.JSONDecodeError as exc:
         response = error_response(400, f"the body is not JSON: {exc.msg} at {exc.pos}")
     except UnicodeDecodeError:
         # request.json() and .text() decode the body in its charset (UTF-8 unless it says).
         response = error_response(400, "the body is not text in its charset (UTF-8 unless said)")
+    except OperationalError:
+        # A store down answers every request the same way: a Prometheus scrape every 15 s must
+        # not write a traceback each time.
+        logger.warning("{} {}: the store does not answer", request.method, request.path)
+        response = error_response(503, "the store does not answer now; try again shortly")
     except Exception:
         logger.exception("{} {} failed", request.method, request.path)
         response = error_response(500, "internal error; the daemon's log has the details")
@@ -106,9 +118,12 @@ def build_web_app(
     web_app[SIGN_INS] = SignIns()
     web_app[ROUTES] = tuple(route for routes in route_sets for route in routes)
     for route in web_app[ROUTES]:
-        web_app.router.add_route(
-            route.method, route.path, _guarded(route.handler, route.role), name=route.name
-        )
+        handler = _guarded(route.handler, route.role)
+        if route.method == "GET":
+            # HEAD wherever GET is (a monitoring check asking /healthz with HEAD), without body.
+            web_app.router.add_get(route.path, handler, name=route.name)
+        else:
+            web_app.router.add_route(route.method, route.path, handler, name=route.name)
     return web_app
 
 

@@ -251,8 +251,9 @@ def _outbox_family(session: Session) -> Family:
     return backlog
 
 
-def _other_families(session: Session, now: dt.datetime) -> list[Family]:
-    """The last good catalogue sync's age, log lines read, and open scan findings by risk."""
+def _other_families(session: Session, now: dt.datetime, followed: list[str]) -> list[Family]:
+    """The last good catalogue sync's age, lines read of the logs `followed`, and open scan
+    findings by risk."""
     last_sync = session.scalar(
         select(func.max(SyncRun.finished_at)).where(SyncRun.outcome.in_(("ok", "unchanged")))
     )
@@ -269,9 +270,13 @@ def _other_families(session: Session, now: dt.datetime) -> list[Family]:
         "Access-log lines read, by followed log.",
         ("log",),
     )
-    # The logs this daemon follows: another daemon's are on its own machine and its /metrics.
+    # The logs this daemon follows now: another daemon's are on its own machine and its
+    # /metrics; one it stopped following at a reload keeps its row (its cursor, should it be
+    # followed again) but is no series of this daemon any more.
     for path, count in session.execute(
-        select(LogSource.path, LogSource.lines).where(LogSource.daemon == writer_name())
+        select(LogSource.path, LogSource.lines).where(
+            LogSource.daemon == writer_name(), LogSource.path.in_(followed)
+        )
     ):
         lines.add(count, path)
     risks = dict.fromkeys(RISKS, 0)
@@ -321,7 +326,7 @@ def collect(app: App) -> Iterator[Family]:
         yield from _service_families(session, now)
         yield from _incident_families(session, now)
         yield _outbox_family(session)
-        yield from _other_families(session, now)
+        yield from _other_families(session, now, [log.path for log in app.settings.logs.follow])
     yield from _cluster_families(app)
 
 

@@ -19,7 +19,7 @@ from monitord.incidents.silences import (
     silence_dict,
 )
 from monitord.runtime.app import App
-from monitord.runtime.web.api.common import Param
+from monitord.runtime.web.api.common import Param, api_route, read_object
 from monitord.runtime.web.api.openapi import (
     BOOL,
     INT,
@@ -32,7 +32,7 @@ from monitord.runtime.web.api.openapi import (
     record,
 )
 from monitord.runtime.web.auth import CALLER
-from monitord.runtime.web.routes import APP, Route
+from monitord.runtime.web.routes import APP
 from monitord.timeutil import parse_time
 from monitord.types import MAX_ID
 
@@ -102,9 +102,7 @@ def add_from_body(app: App, body: dict[str, Any], actor: str) -> dict[str, Any]:
 
 async def post_silence(request: web.Request) -> web.Response:
     """Add a silence: {"services"|"kinds"|"rules": [...], "reason": ..., "ends_at"|"for": ...}."""
-    body = await request.json()
-    if not isinstance(body, dict):
-        return web.json_response({"error": "the body: expected a JSON object"}, status=422)
+    body = await read_object(request)
     try:
         made = await asyncio.to_thread(add_from_body, request.app[APP], body, request[CALLER].name)
     except Invalid as exc:
@@ -190,25 +188,25 @@ NEW_SILENCE = named(
 ALL = Param("all", "every silence ever added, newest first (default: those in force)", kind="bool")
 
 ROUTES = (
-    Route(
+    api_route(
         "GET",
-        "/api/v1/silences",
+        "/silences",
         get_silences,
-        role="viewer",
-        doc=operation("the silences in force", answer=array(SILENCE), query=(ALL,)),
+        "viewer",
+        operation("the silences in force", answer=array(SILENCE), query=(ALL,)),
     ),
-    Route(
+    api_route(
         "POST",
-        "/api/v1/silences",
+        "/silences",
         post_silence,
-        role="oncall",
-        doc=operation("add a silence", answer=SILENCE, status=201, body=NEW_SILENCE),
+        "oncall",
+        operation("add a silence", answer=SILENCE, status=201, body=NEW_SILENCE),
     ),
-    Route(
+    api_route(
         "POST",
-        r"/api/v1/silences/{id:\d+}/expire",
+        r"/silences/{id:\d+}/expire",
         post_expire,
-        role="oncall",
-        doc=operation("end a silence now", answer=SILENCE, refusals=(409,)),
+        "oncall",
+        operation("end a silence now", answer=SILENCE, refusals=(409,)),
     ),
 )

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import jsonschema_rs
@@ -39,7 +40,7 @@ from monitord.store.models import (
 )
 from monitord.timeutil import SHANGHAI
 from monitord.types import FindingDraft
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, logged
 from tests.receivers import Webhook, serve_webhook
 
 TOKENS = {"viewer": new_token(), "oncall": new_token(), "admin": new_token()}
@@ -460,6 +461,35 @@ async def test_lists_are_pages_read_with_limit_and_after(api: Api, world: World)
 
 
 @pytest.mark.parametrize(
+    "odd", ["\u00a0", "\u2028", "\t", "/"], ids=["no-break-space", "line-separator", "tab", "slash"]
+)
+async def test_every_service_the_catalogue_keeps_is_reached_by_its_id_and_its_pages(
+    api: Api, world: World, app: App, clock: FakeClock, odd: str
+) -> None:
+    # A no-break space in an id the catalogue took: its `next` was refused back as `after`
+    # ("expected printable text") and the service could not be fetched nor filtered on.
+    odd_id = f"svc-0001{odd}A"
+    with app.store.session() as session:
+        session.add(
+            Service(id=odd_id, name="怪名", status="online", first_seen=clock(), last_seen=clock())
+        )
+    status, page = await api.call("GET", "/api/v1/services", params={"limit": "1"})
+    assert status == 200
+    status, page = await api.call(
+        "GET", "/api/v1/services", params={"limit": "1", "after": page["next"]}
+    )
+    assert (status, [s["id"] for s in page["items"]]) == (200, [odd_id])
+    status, page = await api.call(
+        "GET", "/api/v1/services", params={"limit": "1", "after": page["next"]}
+    )
+    assert (status, [s["id"] for s in page["items"]]) == (200, ["svc-0002"])
+    status, service = await api.call("GET", f"/api/v1/services/{quote(odd_id, safe='')}")
+    assert (status, service["id"]) == (200, odd_id)
+    status, page = await api.call("GET", "/api/v1/findings", params={"service": odd_id})
+    assert (status, page["items"]) == (200, [])
+
+
+@pytest.mark.parametrize(
     ("path", "params", "error"),
     [
         ("/api/v1/services", {"limit": "501"}, "limit: expected a whole number from 1 to 500"),
@@ -474,7 +504,7 @@ async def test_lists_are_pages_read_with_limit_and_after(api: Api, world: World)
         ("/api/v1/services", {"gone": "yes"}, "gone: expected true or false"),
         ("/api/v1/findings", {"severity": "urgent"}, "severity: expected one of info, "),
         ("/api/v1/compliance", {"quarter": "2026Q5"}, "quarter: '2026Q5' is not a quarter"),
-        ("/api/v1/scans", {"service": "a\x00b"}, "service: expected printable text"),
+        ("/api/v1/scans", {"service": "a\x00b"}, "service: expected text of 1 to 200 characters"),
     ],
 )
 async def test_a_bad_query_parameter_is_a_422_naming_it(
@@ -627,13 +657,13 @@ async def test_a_notification_made_by_phone_counts_at_its_time(
     assert incident["notified_at"] == made.isoformat() and made.isoformat().endswith("+00:00")
     assert incident["notified_via"] == "out of band: 电话：市数据局 王科长"
     assert incident["late"] is False
-    status, body = await api.call(
-        "POST",
-        path,
-        "oncall",
-        json={**PARTS, "how": "电话", "at": (clock() + dt.timedelta(hours=1)).isoformat()},
-    )
-    assert status == 409 and "is in the future" in body["error"]
+    for future in ((clock() + dt.timedelta(hours=1)).isoformat(), "9999-12-31T23:59+00:00"):
+        # The last: past year 9999 in Beijing time, it was a 500 (OverflowError).
+        status, body = await api.call(
+            "POST", path, "oncall", json={**PARTS, "how": "电话", "at": future}
+        )
+        assert status == 409 and body["error"].startswith("at: ")  # not the CLI's "--at"
+        assert body["error"].endswith(": is in the future")
 
 
 async def test_resolving_marks_the_incident_resolved_once(api: Api, world: World) -> None:
@@ -790,6 +820,13 @@ async def test_a_verdict_whose_duty_is_not_due_yet_reads_pending(
         ("scan_done", False, False),
         ("log_audit", True, True),
     ]
+    # As `monitord compliance` counts them: a pending verdict is not among the passed.
+    _, page = await api.call("GET", "/api/v1/compliance", params={"passed": "true"})
+    assert [r["rule"] for r in page["items"]] == ["availability"]
+    _, page = await api.call("GET", "/api/v1/compliance", params={"pending": "true"})
+    assert [r["rule"] for r in page["items"]] == ["log_audit"]
+    _, page = await api.call("GET", "/api/v1/compliance", params={"pending": "false"})
+    assert [r["rule"] for r in page["items"]] == ["availability", "scan_done"]
 
 
 async def test_a_report_s_pdf_is_served_from_its_row_only_while_it_is_unchanged(
@@ -843,6 +880,39 @@ async def test_a_store_that_does_not_answer_is_a_503_not_a_traceback(
     app.store.engine.dispose()
     status, body = await api.call("GET", "/api/v1/incidents")
     assert (status, body) == (503, {"error": "the store does not answer now; try again shortly"})
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "role"),
+    [
+        ("GET", "/api/v1/services", "viewer"),
+        ("GET", "/api/v1/silences", "viewer"),
+        ("POST", "/api/v1/silences", "oncall"),
+        ("POST", "/api/v1/silences/1/expire", "oncall"),
+        ("GET", "/metrics", "viewer"),
+    ],
+)
+async def test_a_store_that_does_not_answer_is_a_503_and_one_warning_on_every_route(
+    api: Api, app: App, tmp_path: Path, method: str, path: str, role: str
+) -> None:
+    # /metrics and the silences were a 500 with a traceback in the log for every request: a
+    # Prometheus scrape every 15 s filled it.
+    database = tmp_path / "m.db"
+    for file in tmp_path.glob("m.db*"):
+        file.unlink()
+    database.mkdir()
+    app.store.engine.dispose()
+    headers = {"Authorization": f"Bearer {TOKENS[role]}"}
+    body = {"services": ["svc-0001"], "reason": "维护", "for": "1h"}
+    with logged("WARNING") as said:
+        async with api.session.request(
+            method, api.base + path, headers=headers, json=body if method == "POST" else None
+        ) as response:
+            assert response.status == 503
+            assert await response.json() == {
+                "error": "the store does not answer now; try again shortly"
+            }
+    assert said == [f"{method} {path}: the store does not answer\n"]
 
 
 async def test_a_body_that_is_not_utf_8_is_a_400_for_a_handler_reading_it_itself(

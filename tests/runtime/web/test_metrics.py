@@ -44,6 +44,7 @@ def app(store_url: str, clock: FakeClock) -> Iterator[App]:
                 "listen": "127.0.0.1:0",
                 "tokens": [{"name": "grafana", "role": "viewer", "sha256": token_hash(VIEWER)}],
             },
+            "logs": {"follow": [{"path": "/var/log/nginx/access.log"}]},
         },
         "test",
         {},
@@ -342,6 +343,8 @@ async def test_each_daemon_exports_its_own_logs_and_the_jobs_it_runs(
         s.add_all(
             [
                 LogSource(path="/var/log/nginx/access.log", lines=10, updated_at=clock()),
+                # Followed until a reload took it out of [logs] follow: a stale series.
+                LogSource(path="/var/log/nginx/old.log", lines=7, updated_at=clock()),
                 # The same path on another machine, followed by the daemon there.
                 LogSource(
                     daemon="other", path="/var/log/nginx/access.log", lines=99, updated_at=clock()

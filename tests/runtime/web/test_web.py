@@ -96,6 +96,36 @@ async def test_every_answer_carries_the_security_headers(
         assert (await response.json()) == {"error": "Not Found"}
 
 
+@pytest.mark.parametrize(
+    ("path", "token"),
+    [("/healthz", None), ("/readyz", None), ("/metrics", VIEWER)],
+    ids=["healthz", "readyz", "metrics"],
+)
+async def test_head_is_answered_wherever_get_is_without_a_body(
+    client: tuple[aiohttp.ClientSession, str], path: str, token: str | None
+) -> None:
+    session, base = client
+    headers = _auth(token) if token else {}
+    async with session.get(f"{base}{path}", headers=headers) as got:
+        expected = got.status
+    async with session.head(f"{base}{path}", headers=headers) as response:
+        assert response.status == expected  # it was a 405
+        assert await response.read() == b""
+
+
+async def test_a_method_the_path_does_not_take_is_a_405_saying_which_it_takes(
+    client: tuple[aiohttp.ClientSession, str],
+) -> None:
+    session, base = client
+    async with session.delete(f"{base}/healthz") as response:
+        assert response.status == 405
+        assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD"}
+        assert await response.json() == {"error": "Method Not Allowed"}
+    async with session.put(f"{base}/api/v1/silences", headers=_auth(ONCALL)) as response:
+        assert response.status == 405
+        assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}
+
+
 async def test_readyz_says_why_it_is_not_ready_and_healthz_answers_anyway(
     app: App, client: tuple[aiohttp.ClientSession, str]
 ) -> None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
-from loguru import logger
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -23,21 +22,22 @@ from pydantic import (
     ValidationError,
 )
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 
+from monitord.catalogue.validate import ID_LENGTH
 from monitord.config import ApiRole
 from monitord.errors import UsageError
 from monitord.redact import one_line
 from monitord.runtime.app import App
 from monitord.runtime.web.routes import APP, Route, error_response
+from monitord.textable import UNSTORABLE
 from monitord.timeutil import EARLIEST
 from monitord.types import MAX_ID, MAX_LONG_TEXT, TEXT_CONTROLS
 
 PREFIX = "/api/v1"
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
-MAX_TEXT = 200
-"""The longest text a query parameter may hold (service ids are at most 200 characters)."""
+MAX_TEXT = ID_LENGTH
+"""The longest text a query parameter may hold: the longest service id the catalogue stores."""
 
 Model = TypeVar("Model", bound=BaseModel)
 Result = TypeVar("Result")
@@ -106,7 +106,8 @@ def api_route(
     doc: Mapping[str, Any],
 ) -> Route:
     """A Route under /api/v1 whose refusals become their status and whose domain errors (an
-    incident already acknowledged, a finding's expiry in the past) become 409 with their text."""
+    incident already acknowledged, a finding's expiry in the past) become 409 with their text.
+    A store that does not answer is a 503 for every route (monitord.runtime.web's guards)."""
 
     async def answer(request: web.Request) -> web.StreamResponse:
         try:
@@ -115,9 +116,6 @@ def api_route(
             return error_response(exc.status, exc.message)
         except UsageError as exc:
             return error_response(409, one_line(str(exc)))
-        except OperationalError:
-            logger.warning("{} {}: the store does not answer", request.method, request.path)
-            return error_response(503, "the store does not answer now; try again shortly")
 
     return Route(method, PREFIX + path, answer, role=role, doc=doc)
 
@@ -190,11 +188,19 @@ class Param:
             if text not in ("true", "false"):
                 raise Refusal(422, f"{self.name}: expected true or false")
             return text == "true"
-        if not text or len(text) > MAX_TEXT or not text.isprintable():
+        if not storable_text(text):
             raise Refusal(
-                422, f"{self.name}: expected printable text of 1 to {MAX_TEXT} characters"
+                422, f"{self.name}: expected text of 1 to {MAX_TEXT} characters, without NUL"
             )
         return text
+
+
+def storable_text(text: str) -> bool:
+    """Whether a query's or a path's text can be a value the store holds: 1 to MAX_TEXT
+    characters, none UNSTORABLE. Any service id the catalogue keeps is one (a no-break space, a
+    tab or U+2028 in it too): a `next` handed out is always taken back, and every service can
+    be asked for by its id."""
+    return 0 < len(text) <= MAX_TEXT and UNSTORABLE.search(text) is None
 
 
 LIMIT = Param(
@@ -253,9 +259,9 @@ def path_id(request: web.Request, what: str) -> int:
     return number
 
 
-async def read_body(request: web.Request, model: type[Model]) -> Model:
-    """The request's JSON body as `model` (an empty body is {}), or 400 when it is not JSON and
-    422 naming each field that does not validate."""
+async def read_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON body, an object (an empty body is {}), or 400 when it is not JSON
+    (nested too deeply included) and 422 when it is no object. Every body is read here."""
     raw = await request.read()
     try:
         data = json.loads(raw) if raw.strip() else {}
@@ -263,6 +269,13 @@ async def read_body(request: web.Request, model: type[Model]) -> Model:
         raise Refusal(400, "the body is not JSON") from None
     if not isinstance(data, dict):
         raise Refusal(422, "body: expected a JSON object")
+    return data
+
+
+async def read_body(request: web.Request, model: type[Model]) -> Model:
+    """The request's JSON body as `model` (an empty body is {}), or 400 when it is not JSON and
+    422 naming each field that does not validate."""
+    data = await read_object(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

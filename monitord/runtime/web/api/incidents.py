@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
+from monitord.errors import UsageError
 from monitord.incidents import (
     acknowledge,
     draft_facts,
@@ -193,6 +194,22 @@ async def get_incident(request: web.Request) -> web.Response:
     return reply(await in_store(request, work))
 
 
+FIELDS_OF_FLAGS = {"--note": "note", "--at": "at", "--out-of-band": "how"}
+"""The command line's flags that monitord.incidents' refusals begin with, and the body fields
+an API client gave them as."""
+
+
+def _in_fields(refusal: UsageError) -> UsageError:
+    """The refusal naming the body's field where it names the command line's flag:
+    "at: 2030-12-06 00:20: is in the future", not "--at 2030-12-06 00:20: …"."""
+    message = str(refusal)
+    for flag, field in FIELDS_OF_FLAGS.items():
+        for after in (" ", ": "):
+            if message.startswith(flag + after):
+                return UsageError(f"{field}: {message.removeprefix(flag + after)}")
+    return refusal
+
+
 def _acting(
     request: web.Request, incident_id: int, act: Callable[[Session, App, str], object]
 ) -> Callable[[App], dict[str, Any]]:
@@ -202,7 +219,10 @@ def _acting(
     def work(app: App) -> dict[str, Any]:
         with app.store.session() as session:
             _existing(session, incident_id)
-            act(session, app, actor)
+            try:
+                act(session, app, actor)
+            except UsageError as exc:
+                raise _in_fields(exc) from None
             session.flush()
             return _detail(session, _existing(session, incident_id), app)
 

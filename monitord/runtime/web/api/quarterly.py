@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import and_, not_
 
 from monitord.runtime.app import App
 from monitord.runtime.web.api.common import (
@@ -79,11 +80,27 @@ QUARTER = Param("quarter", "a quarter such as 2026q3 (default: the current one)"
 RESULT_AFTER = Param(
     "after", "the `next` of the previous page: results with a larger id", kind="int"
 )
-PASSED = Param("passed", "only the verdicts that passed (true) or failed (false)", kind="bool")
+PASSED = Param(
+    "passed",
+    "only the verdicts that passed (true) or failed (false); a pending one (a duty not due yet) "
+    "is neither: ask for those with `pending=true`",
+    kind="bool",
+)
+PENDING = Param(
+    "pending", "only the verdicts pending (true: a duty not due yet) or not (false)", kind="bool"
+)
 REPORT_AFTER = Param(
     "after", "the `next` of the previous page: reports with a smaller id", kind="int"
 )
 REPORT_QUARTER = Param("quarter", "only the reports of this quarter, such as 2026q3")
+
+
+_PENDING = and_(
+    ComplianceResult.passed.is_(True),
+    ComplianceResult.evidence["pending"].as_boolean().is_(True),
+)
+"""monitord.types.is_pending in SQL: a verdict stored passed whose duty is not due yet, which
+`monitord compliance` counts as PENDING, not PASSED."""
 
 
 def _quarter(request: web.Request, param: Param) -> str | None:
@@ -100,13 +117,19 @@ def _quarter(request: web.Request, param: Param) -> str | None:
 async def list_results(request: web.Request) -> web.Response:
     """A quarter's compliance verdicts, by id."""
     page = read_page(request, RESULT_AFTER)
-    quarter, passed = _quarter(request, QUARTER), PASSED.read(request)
+    quarter, passed, pending = (
+        _quarter(request, QUARTER),
+        PASSED.read(request),
+        PENDING.read(request),
+    )
 
     def work(app: App) -> dict[str, Any]:
         label = quarter or quarter_start(app.clock())[0]
         query = page_query(ComplianceResult, page, quarter=label)
         if passed is not None:
-            query = query.where(ComplianceResult.passed.is_(passed))
+            query = query.where(ComplianceResult.passed.is_(passed), not_(_PENDING))
+        if pending is not None:
+            query = query.where(_PENDING if pending else not_(_PENDING))
         with app.store.session() as session:
             items = [
                 {
@@ -195,7 +218,7 @@ ROUTES = (
         operation(
             "a quarter's compliance verdicts",
             answer=page_of(RESULT, INT),
-            query=(*page_params(RESULT_AFTER), QUARTER, PASSED),
+            query=(*page_params(RESULT_AFTER), QUARTER, PASSED, PENDING),
         ),
     ),
     api_route(

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from monitord.redact import mask_url, mask_urls_within
 from monitord.runtime.app import App
 from monitord.runtime.web.api.common import (
-    MAX_TEXT,
     Param,
     api_route,
     in_store,
@@ -21,6 +20,7 @@ from monitord.runtime.web.api.common import (
     paged,
     read_page,
     reply,
+    storable_text,
 )
 from monitord.runtime.web.api.findings import FINDING
 from monitord.runtime.web.api.openapi import (
@@ -184,11 +184,7 @@ async def get_service(request: web.Request) -> web.Response:
 
     def work(app: App) -> dict[str, Any]:
         with app.store.session() as session:
-            service = (
-                session.get(Service, service_id)
-                if len(service_id) <= MAX_TEXT and service_id.isprintable()
-                else None
-            )
+            service = session.get(Service, service_id) if storable_text(service_id) else None
             if service is None:
                 raise not_found(f"service {service_id!r}")
             findings = session.scalars(
