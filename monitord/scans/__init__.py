@@ -524,7 +524,6 @@ async def scan_pass(
         with store.session() as session:
             queued = enqueue_due(session, settings, now)
             check_quarter(session, settings, now)
-            expire_acceptances(session, now)
         return queued
 
     report.queued = await asyncio.to_thread(bookkeeping)
