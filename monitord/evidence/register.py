@@ -11,9 +11,11 @@ never leaves half a document under a real name.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,7 +314,7 @@ class StoredProblem:
 
     document_id: int
     stored_as: str
-    problem: str  # "missing", "changed", or "unreadable (reason)"
+    problem: str  # "missing", "changed", "not a regular file (…)", or "unreadable (reason)"
 
 
 def verify_documents(session: Session, files_dir: Path) -> tuple[int, list[StoredProblem]]:
@@ -326,6 +328,9 @@ def verify_documents(session: Session, files_dir: Path) -> tuple[int, list[Store
         except FileNotFoundError:
             problems.append(StoredProblem(row.id, row.stored_as, "missing"))
             continue
+        except _NotRegularFile as exc:
+            problems.append(StoredProblem(row.id, row.stored_as, f"not a regular file ({exc})"))
+            continue
         except OSError as exc:
             problems.append(StoredProblem(row.id, row.stored_as, f"unreadable ({exc.strerror})"))
             continue
@@ -334,9 +339,36 @@ def verify_documents(session: Session, files_dir: Path) -> tuple[int, list[Store
     return len(rows), problems
 
 
+class _NotRegularFile(Exception):
+    """A stored document's path is a symlink, FIFO, device or folder: never read (a FIFO or
+    /dev/zero would hang verify, a symlink to a copy elsewhere would pass it)."""
+
+
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
+    """The SHA-256 of a regular file at path; _NotRegularFile when it is anything else."""
+    try:
+        # O_NOFOLLOW: a symlink is refused, not followed; O_NONBLOCK: opening a FIFO returns.
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotRegularFile("a symbolic link") from None
+        raise
+    with os.fdopen(handle, "rb") as stream:
+        mode = os.fstat(stream.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise _NotRegularFile(_file_type(mode))
+        digest = hashlib.sha256()
+        while chunk := stream.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _file_type(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket or other special file"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -298,6 +299,35 @@ def test_verify_names_the_files_that_are_missing_or_changed(
         f"evidence 1: {folder / sha_a[:2] / sha_a}: missing",
         f"evidence 2: {folder / sha_b[:2] / sha_b}: changed",
         "2 of 2 document(s) are not as they were filed",
+    ]
+
+
+def test_verify_reports_a_stored_file_that_is_not_a_regular_file_and_never_reads_it(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A FIFO or a symlink to /dev/zero hung verify; a symlink to a copy outside the folder
+    # passed as "as it was filed".
+    contents = [b"first report", b"second report", b"third report"]
+    for n, content in enumerate(contents):
+        source = tmp_path / f"{n}.pdf"
+        source.write_bytes(content)
+        assert add(config, file=source) == 0
+    folder = tmp_path / "evidence"
+    stored = [folder / h[:2] / h for h in (hashlib.sha256(c).hexdigest() for c in contents)]
+    outside = tmp_path / "outside-copy.pdf"
+    outside.write_bytes(contents[0])
+    for path in stored:
+        path.unlink()
+    stored[0].symlink_to(outside)
+    stored[1].symlink_to("/dev/zero")
+    os.mkfifo(stored[2])
+    capsys.readouterr()
+    assert main(["--config", str(config), "evidence", "verify"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"evidence 1: {stored[0]}: not a regular file (a symbolic link)",
+        f"evidence 2: {stored[1]}: not a regular file (a symbolic link)",
+        f"evidence 3: {stored[2]}: not a regular file (a FIFO)",
+        "3 of 3 document(s) are not as they were filed",
     ]
 
 
