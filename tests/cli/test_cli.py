@@ -622,3 +622,42 @@ def test_an_acceptance_lasts_until_the_moment_given_in_its_own_offset(
             assert accepted is not None and accepted.accepted_until == stored
     finally:
         store.dispose()
+
+
+def test_an_acceptance_given_non_utf8_text_is_stored_with_replacement_characters(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A GBK-encoded --reason or --by on a UTF-8 terminal arrives as lone surrogates
+    # (surrogateescape): UnicodeEncodeError as a traceback, nothing accepted.
+    store = open_store(f"sqlite:///{config.parent / 'm.db'}")
+    try:
+        with store.session() as session:
+            finding = upsert_finding(
+                session,
+                FindingDraft(
+                    rule="zap:40012",
+                    clause="8.3 b",
+                    severity="high",
+                    subject_kind="service",
+                    subject="svc-0001 /search?q",
+                    summary="跨站脚本",
+                    service_id="svc-0001",
+                ),
+                dt.datetime.now(dt.UTC),
+            )
+            session.flush()
+            finding_id = finding.id
+        reason = os.fsdecode("误报".encode("gbk") + " 误报".encode())  # GBK, then UTF-8
+        by = os.fsdecode("王".encode("gbk"))
+        command = ["findings", "--accept", str(finding_id), "--until", "2099-03-31"]
+        command += ["--reason", reason, "--by", by]
+        assert main(["--config", str(config), *command]) == 0
+        assert f"finding {finding_id} accepted until" in capsys.readouterr().out
+        with store.session() as session:
+            accepted = session.get(Finding, finding_id)
+            assert accepted is not None
+            assert accepted.state == "accepted"
+            assert accepted.accepted_reason == "\ufffd" * 4 + " 误报"
+            assert accepted.accepted_by == "\ufffd\ufffd"
+    finally:
+        store.dispose()
