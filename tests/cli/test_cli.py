@@ -661,3 +661,35 @@ def test_an_acceptance_given_non_utf8_text_is_stored_with_replacement_characters
             assert accepted.accepted_by == "\ufffd\ufffd"
     finally:
         store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("by", "said"),
+    [
+        ("李" * 201, "--by: 201 characters, at most 200"),
+        ("李四\x1b[31m", "--by: holds a control character; write a plain name"),
+        ("李四\n管理员", "--by: holds a control character; write a plain name"),
+    ],
+)
+def test_a_by_no_store_column_holds_is_refused_in_one_line_by_every_command(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str], by: str, said: str
+) -> None:
+    # Over 200 characters, PostgreSQL refused it (StringDataRightTruncation) as a traceback.
+    document = tmp_path / "pentest.pdf"
+    document.write_bytes(b"%PDF-1.4 report")
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_text(
+        "account,role,vendor,last_login,granted_by,end_date\nboss,法人,,2026-11-01,,\n",
+        encoding="utf-8",
+    )
+    commands = [
+        ["evidence", "add", "--clause", "7.3.2", "--kind", "pentest", "--file", str(document),
+         "--date", "2026-09-20"],
+        ["review", "admins", "--file", str(accounts)],
+        ["silence", "add", "--service", "svc-0001", "--reason", "演练", "--for", "2h"],
+        ["findings", "--accept", "1", "--reason", "误报", "--until", "2099-03-31"],
+    ]  # fmt: skip
+    for command in commands:
+        assert main(["--config", str(config), *command, "--by", by]) == 2, command
+        err = capsys.readouterr().err
+        assert err == f"monitord: {said}\n", command
