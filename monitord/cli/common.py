@@ -269,12 +269,15 @@ def time_arg(flag: str, value: str | None) -> dt.datetime | None:
 def actor(args: argparse.Namespace) -> str:
     """Who is acting, for the audit trail: --by, else the sudo user, else the login.
 
-    Raises UsageError naming --by when it is over MAX_NAME characters or holds a control
+    Raises UsageError naming --by when it is blank, over MAX_NAME characters or holds a control
     character; characters no store holds (a non-UTF-8 argument's) are kept as U+FFFD.
     """
-    name = str(getattr(args, "by", None) or "").strip()
-    if not name:
+    given = getattr(args, "by", None)
+    if given is None:
         return storable(os.environ.get("SUDO_USER") or getpass.getuser())
+    name = str(given).strip()
+    if not name:
+        raise UsageError("--by: empty; say who is doing this")
     if len(name) > MAX_NAME:
         raise UsageError(f"--by: {len(name):,} characters, at most {MAX_NAME}")
     if any(unicodedata.category(ch) == "Cc" for ch in name):

@@ -141,7 +141,7 @@ def test_filing_the_same_file_again_with_another_kind_or_date_corrects_it_audite
         ({"--file": "docs"}, "--file '{tmp}/docs': is a folder, not a file"),
         ({"--file": "empty.pdf"}, "--file '{tmp}/empty.pdf': the file is empty"),
         ({"--service": "svc-9999"}, "--service 'svc-9999': no such service in the store"),
-        ({"--by": " "}, "--by: say who files the document"),
+        ({"--by": " "}, "--by: empty; say who is doing this"),
     ],
     ids=["clause", "kind", "future", "bad-date", "missing", "folder", "empty", "service", "by"],
 )
