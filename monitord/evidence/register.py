@@ -209,7 +209,8 @@ def add_document(
     Returns the row and what was done: the same file filed again for the same clause and
     service is the row already there, corrected when the new filing gives it another kind or
     date (the audit trail keeps what it said before). Raises UsageError (see checked_document)
-    before anything is written.
+    before anything is written; when the row cannot be inserted, the copy this filing made is
+    removed before the error goes on.
     """
     new = checked_document(session, new, now)
     try:
@@ -230,6 +231,21 @@ def add_document(
     ).first()
     if same is not None:
         return same, "corrected" if _correct(session, same, new, now) else "unchanged"
+    shared = session.scalar(
+        select(EvidenceDocument.id).where(EvidenceDocument.stored_as == stored_as).limit(1)
+    )
+    try:
+        return _record(session, new, stored_as, sha, size, now), "added"
+    except BaseException:
+        if shared is None:  # the copy is this filing's alone: no row names it
+            (files_dir / stored_as).unlink(missing_ok=True)
+        raise
+
+
+def _record(
+    session: Session, new: NewDocument, stored_as: str, sha: str, size: int, now: dt.datetime
+) -> EvidenceDocument:
+    """Insert a filed document's row and its audit entry (flushed: a refusal raises here)."""
     document = EvidenceDocument(
         clause=new.clause,
         kind=new.kind,
@@ -253,7 +269,8 @@ def add_document(
         f"evidence {document.id}",
         {"clause": new.clause, "kind": new.kind, "sha256": sha, "file": document.file_name},
     )
-    return document, "added"
+    session.flush()
+    return document
 
 
 def _correct(

@@ -11,7 +11,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 
 from monitord.cli import main
 from monitord.errors import UsageError
@@ -339,3 +340,43 @@ def test_a_copy_that_fails_midway_leaves_nothing_in_the_folder(tmp_path: Path) -
         store_file(Path("/proc/self/mem"), folder)
     assert folder.is_dir()
     assert list(folder.rglob("*")) == []
+
+
+def test_a_document_over_2_gib_is_filed_on_postgresql(
+    pg_store: Store, tmp_path: Path, clock: FakeClock
+) -> None:
+    # integer out of range, and a 2 GB copy left behind in the evidence folder.
+    capture = tmp_path / "pentest-capture.pcap"
+    with capture.open("wb") as out:  # sparse: costs no disk
+        out.write(b"pcap")
+        out.truncate(2**31 + 4)
+    files = tmp_path / "evidence"
+    with pg_store.session() as session:
+        new = NewDocument("7.3.2", "pentest", capture, dt.date(2026, 10, 30), "张三")
+        document, filed = add_document(session, files, new, clock())
+        assert filed == "added"
+        stored = files / document.stored_as
+    with pg_store.session() as session:
+        [row] = session.scalars(select(EvidenceDocument)).all()
+        assert row.size == 2**31 + 4
+    assert stored.stat().st_size == 2**31 + 4
+    stored.unlink()
+
+
+def test_a_document_the_store_refuses_leaves_no_copy_in_the_folder(
+    sqlite_store: Store, tmp_path: Path, clock: FakeClock
+) -> None:
+    source = tmp_path / "pentest.pdf"
+    source.write_bytes(b"%PDF-1.4 report")
+    files = tmp_path / "evidence"
+    with sqlite_store.session() as session:
+        session.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON evidence_documents "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        )
+    with pytest.raises(IntegrityError, match="refused"), sqlite_store.session() as session:
+        new = NewDocument("7.3.2", "pentest", source, dt.date(2026, 10, 30), "张三")
+        add_document(session, files, new, clock())
+    assert [p for p in files.rglob("*") if p.is_file()] == []
