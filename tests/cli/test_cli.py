@@ -693,3 +693,14 @@ def test_a_by_no_store_column_holds_is_refused_in_one_line_by_every_command(
         assert main(["--config", str(config), *command, "--by", by]) == 2, command
         err = capsys.readouterr().err
         assert err == f"monitord: {said}\n", command
+
+
+def test_reason_or_until_without_accept_is_refused_in_one_line(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # They were ignored, and the findings listed as if nothing had been asked.
+    for flag, value in (("--reason", "误报"), ("--until", "2099-03-31")):
+        assert main(["--config", str(config), "findings", flag, value]) == 2
+        assert capsys.readouterr().err == (
+            f"monitord: {flag}: only with --accept ID (to accept a finding)\n"
+        )
