@@ -25,6 +25,10 @@ MAX_ID = 2**31 - 1
 """The largest id a store holds (ids are PostgreSQL's 32-bit INTEGER); a larger one names
 nothing, and asking for it must not reach the database (SQLite refuses it with an error)."""
 
+MAX_NAME = 200
+"""The most characters of a person's name monitord keeps (who filed, accepted, silenced…: the
+store's String(200) columns)."""
+
 MAX_LONG_TEXT = 4000
 """The most characters of a text people write for monitord to keep: a part of a notification, a
 reason, a note."""

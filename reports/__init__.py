@@ -90,6 +90,7 @@ def _figures(
             severity: int((findings["severity"] == severity).sum())
             for severity in ("critical", "high", "medium")
         },
+        "accepted_findings": len(quarter.accepted_findings),
         "log_lines": None if audit is None else audit["lines"],
         "empty_log_days": None if audit is None else len(audit["empty_days"]),
         "vendor_operations": None if audit is None else len(audit["vendor_operations"]),

@@ -105,6 +105,10 @@ class Quarter:
     created_by, starts_at, ended_at, expired_by (None: ran to its end), held_back (alerts)."""
     scans: pd.DataFrame
     open_findings: pd.DataFrame
+    """The medium and worse finding episodes open at the data's end and not accepted."""
+    accepted_findings: pd.DataFrame
+    """Those under an acceptance in force at the data's end: open_findings' columns, and at,
+    reason, by and until (the acceptance's)."""
     log_audit: dict[str, Any] | None
     admin_reviews: list[dict[str, Any]]
     evidence: pd.DataFrame
@@ -294,10 +298,25 @@ def _scans(session: Session, start: dt.datetime, end: dt.datetime) -> pd.DataFra
     return _frame(rows, ["id", "service_id", "trigger", "state", "finished_at", "high", "medium"])
 
 
-def _open_findings(session: Session, end: dt.datetime) -> pd.DataFrame:
-    """The critical, high and medium finding episodes still open at the data's end."""
-    rows = [
-        {
+def _findings_at_end(session: Session, end: dt.datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The critical, high and medium finding episodes still open at the data's end: those not
+    accepted, and those under an acceptance in force then (with its reason, who accepted it
+    and until when), as the audit trail recorded it, so that a later expiry or acceptance does
+    not change a past quarter's report."""
+    acceptances = _acceptances_before(session, end)
+    open_rows: list[dict[str, Any]] = []
+    accepted_rows: list[dict[str, Any]] = []
+    for episode, finding in session.execute(
+        select(FindingEpisode, Finding)
+        .join(Finding, Finding.id == FindingEpisode.finding_id)
+        .where(
+            FindingEpisode.opened_at < end,
+            FindingEpisode.closed_at.is_(None) | (FindingEpisode.closed_at >= end),
+            FindingEpisode.severity.in_(NAMED_SEVERITIES),
+        )
+        .order_by(FindingEpisode.opened_at, FindingEpisode.id)
+    ):
+        row = {
             "finding_id": finding.id,
             "episode": episode.number,
             "rule": finding.rule,
@@ -308,19 +327,40 @@ def _open_findings(session: Session, end: dt.datetime) -> pd.DataFrame:
             "summary": episode.summary or finding.summary,
             "opened_at": episode.opened_at,
         }
-        for episode, finding in session.execute(
-            select(FindingEpisode, Finding)
-            .join(Finding, Finding.id == FindingEpisode.finding_id)
-            .where(
-                FindingEpisode.opened_at < end,
-                FindingEpisode.closed_at.is_(None) | (FindingEpisode.closed_at >= end),
-                FindingEpisode.severity.in_(NAMED_SEVERITIES),
-            )
-            .order_by(FindingEpisode.opened_at, FindingEpisode.id)
-        )
-    ]
+        acceptance = acceptances.get(finding.id)
+        # An acceptance of an earlier episode ended with it (the finding was resolved since).
+        in_force = acceptance is not None and acceptance["at"] >= episode.opened_at
+        if in_force and acceptance is not None and acceptance["until"] > end:
+            accepted_rows.append({**row, **acceptance})
+        else:
+            open_rows.append(row)
     columns = ["finding_id", "episode", "rule", "clause", "severity", "service_id", "subject"]
-    return _frame(rows, [*columns, "summary", "opened_at"])
+    columns += ["summary", "opened_at"]
+    accepted_columns = [*columns, "at", "reason", "by", "until"]
+    return _frame(open_rows, columns), _frame(accepted_rows, accepted_columns)
+
+
+def _acceptances_before(session: Session, end: dt.datetime) -> dict[int, dict[str, Any]]:
+    """The latest acceptance of each finding made before `end`: when (at), its reason, who
+    accepted it (by) and until when, from the audit trail (`finding.accept`)."""
+    latest: dict[int, dict[str, Any]] = {}
+    for entry in session.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.action == "finding.accept", AuditEntry.at < end)
+        .order_by(AuditEntry.at, AuditEntry.id)
+    ):
+        try:
+            finding_id = int(entry.subject.removeprefix("finding "))
+            until = dt.datetime.fromisoformat(str(entry.detail["until"]))
+        except (KeyError, ValueError):
+            continue  # not an entry accept_finding wrote
+        latest[finding_id] = {
+            "at": entry.at,
+            "reason": str(entry.detail.get("reason", "")),
+            "by": entry.actor,
+            "until": until,
+        }
+    return latest
 
 
 def _log_audit(session: Session, label: str) -> dict[str, Any] | None:
@@ -461,6 +501,7 @@ def read_quarter(
     scans = _scans(session, start, end)
     scanned = set(scans.loc[scans["state"].isin(SCANNED), "service_id"])
     online = services.index[services["status"] == "online"]
+    open_findings, accepted_findings = _findings_at_end(session, end)
     return Quarter(
         label=label,
         start=start,
@@ -474,7 +515,8 @@ def read_quarter(
         incidents=_incidents(session, start, end),
         silences=_silences(session, start, end),
         scans=scans,
-        open_findings=_open_findings(session, end),
+        open_findings=open_findings,
+        accepted_findings=accepted_findings,
         log_audit=_log_audit(session, label),
         admin_reviews=_admin_reviews(session, label),
         evidence=_evidence(session, start, end),

@@ -259,13 +259,14 @@ def summary(w: Writer, quarter: Quarter, lights: list[ClauseLight]) -> list[Flow
             "季度末未关闭的中高危问题",
             str(int(findings["severity"].isin(("critical", "high", "medium")).sum())),
         ),
+        ("季度末已接受风险的中高危问题", str(len(quarter.accepted_findings))),
     ]
     out += [w.table(["项目", "数值"], rows, [0.5, 0.5]), w.gap()]
     out.append(w.heading("各条款符合情况", 1))
     out.append(
         w.para(
             "绿：该条款各项检查全部通过；黄：部分未通过；红：全部未通过，或截至数据截止时间"
-            "仍有该条款的高危（含严重）问题未关闭；蓝：尚未到期（如季度内的日志审计），"
+            "仍有该条款的高危（含严重）问题未关闭（已接受风险的不计）；蓝：尚未到期（如季度内的日志审计），"
             "不计入通过或未通过；灰：本季度未评估。",
             s.note,
         )
@@ -501,6 +502,37 @@ def scans(w: Writer, quarter: Quarter) -> list[Flowable]:
     header = ["严重程度", "条款", "规则", "服务 / 对象", "摘要", "发现时间"]
     widths = [0.09, 0.08, 0.17, 0.17, 0.33, 0.16]
     out.append(w.table(header, rows, widths, empty="没有未关闭的中高危问题。"))
+    out.extend(_accepted_findings(w, quarter))
+    return out
+
+
+def _accepted_findings(w: Writer, quarter: Quarter) -> list[Flowable]:
+    """The medium and worse findings under an acceptance at the data's end, with its reason,
+    who accepted it and until when."""
+    accepted = quarter.accepted_findings
+    out: list[Flowable] = [w.heading(f"截至 {local_text(quarter.end)} 已接受风险的中高危问题", 1)]
+    out.append(
+        w.para(
+            "已接受风险：经负责人确认的误报或可容忍风险，理由与有效期记录在审计日志中，"
+            "有效期内不开启安全事件，不计入未关闭问题和条款状态；到期后重新开启。",
+            w.styles.note,
+        )
+    )
+    rows = [
+        [
+            SEVERITY_WORDS.get(r.severity, r.severity),
+            r.clause,
+            r.service_id or r.subject,
+            r.summary,
+            r.reason,
+            r.by,
+            when(r.until),
+        ]
+        for r in accepted.itertuples()
+    ]
+    header = ["严重程度", "条款", "服务 / 对象", "摘要", "接受理由", "接受人", "有效期至"]
+    widths = [0.09, 0.07, 0.14, 0.2, 0.26, 0.1, 0.14]
+    out.append(w.table(header, rows, widths, empty="没有已接受风险的中高危问题。"))
     return out
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import sys
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from monitord.errors import ConfigError, StoreError, UsageError
 from monitord.redact import escaped
+from monitord.textable import storable
 from monitord.timeutil import EARLIEST, parse_time
-from monitord.types import MAX_ID
+from monitord.types import MAX_ID, MAX_NAME
 
 if TYPE_CHECKING:
     from monitord.cluster import Member
@@ -265,8 +267,22 @@ def time_arg(flag: str, value: str | None) -> dt.datetime | None:
 
 
 def actor(args: argparse.Namespace) -> str:
-    """Who is acting, for the audit trail: --by, else the sudo user, else the login."""
-    return str(getattr(args, "by", None) or os.environ.get("SUDO_USER") or getpass.getuser())
+    """Who is acting, for the audit trail: --by, else the sudo user, else the login.
+
+    Raises UsageError naming --by when it is blank, over MAX_NAME characters or holds a control
+    character; characters no store holds (a non-UTF-8 argument's) are kept as U+FFFD.
+    """
+    given = getattr(args, "by", None)
+    if given is None:
+        return storable(os.environ.get("SUDO_USER") or getpass.getuser())
+    name = str(given).strip()
+    if not name:
+        raise UsageError("--by: empty; say who is doing this")
+    if len(name) > MAX_NAME:
+        raise UsageError(f"--by: {len(name):,} characters, at most {MAX_NAME}")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise UsageError("--by: holds a control character; write a plain name")
+    return storable(name)
 
 
 def print_json(value: Any) -> None:

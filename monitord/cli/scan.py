@@ -203,6 +203,10 @@ def cmd_findings(args: argparse.Namespace) -> int:
     from monitord.store.findings import finding_dict
     from monitord.store.models import Finding
 
+    if args.accept is None:
+        for flag, value in (("--reason", args.reason), ("--until", args.until)):
+            if value is not None:
+                raise UsageError(f"{flag}: only with --accept ID (to accept a finding)")
     with app_for(args) as app:
         if args.accept is not None:
             if not args.until:

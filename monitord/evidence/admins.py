@@ -28,7 +28,11 @@ The review flags, as findings of the review (not errors):
   granted by an account no longer listed are flagged.
 
 Each flag is also a compliance finding (rule `admin_review:<problem>` of rules/core.toml, clause
-7.3.2, no incident) about the account, resolved by the first later review that no longer flags it.
+7.3.2, no incident) about the account, resolved by the first later review that lists the account
+and no longer flags it. A review speaks only for the accounts it lists, of the same population
+(the platform's own roles, or the portal's company accounts of clause 7.1.2), and never over a
+review of a later quarter: a company-accounts file, or a back-filled older quarter, leaves the
+platform admins' findings as they are.
 """
 
 from __future__ import annotations
@@ -49,8 +53,9 @@ from monitord.errors import UsageError
 from monitord.evidence.exported import exported_text
 from monitord.names import ADMIN_PROBLEM_NAMES
 from monitord.store import audit
-from monitord.store.findings import resolve_findings, upsert_finding
-from monitord.store.models import AdminReview
+from monitord.store.bulk import among
+from monitord.store.findings import resolve_finding, upsert_finding
+from monitord.store.models import AdminReview, Finding
 from monitord.textable import shortened, storable
 from monitord.timeutil import SHANGHAI, begun_quarter_bounds, parse_time, quarter_bounds
 from monitord.types import FindingDraft
@@ -303,7 +308,7 @@ def review_admins(
     )
     session.add(review)
     session.flush()
-    _findings(session, review.id, quarter, flags, now)
+    _findings(session, review.id, quarter, accounts, flags, now)
     audit(
         session,
         now,
@@ -316,10 +321,25 @@ def review_admins(
 
 
 def _findings(
-    session: Session, review_id: int, quarter: str, flags: list[Flag], now: dt.datetime
+    session: Session,
+    review_id: int,
+    quarter: str,
+    accounts: list[Account],
+    flags: list[Flag],
+    now: dt.datetime,
 ) -> None:
-    """A compliance finding per flag; an account no longer flagged has its finding resolved."""
+    """A compliance finding per flag; an account this review lists and no longer flags has its
+    finding of that problem resolved.
+
+    A review speaks only for the accounts it lists, of their population (the platform's own
+    accounts or the portal's company accounts), and not over a later quarter's review: a
+    company-accounts file or a back-filled old quarter leaves the platform's findings alone.
+    """
+    population = {a.account: _population(a.role) for a in accounts}
     for flag in flags:
+        existing = _finding_of(session, f"admin_review:{flag.problem}", flag.account)
+        if existing is not None and _later_quarter(existing, quarter):
+            continue  # a later quarter's review already speaks for this account
         upsert_finding(
             session,
             FindingDraft(
@@ -329,13 +349,77 @@ def _findings(
                 subject_kind="account",
                 subject=flag.account,
                 summary=f"管理员权限审查（{quarter}）：账号 {flag.account} {flag.detail}",
-                evidence={"review_id": review_id, "quarter": quarter, "problem": flag.problem},
+                evidence={
+                    "review_id": review_id,
+                    "quarter": quarter,
+                    "problem": flag.problem,
+                    "population": population[flag.account],
+                },
             ),
             now,
         )
-    for problem in PROBLEMS:
-        flagged = {f.account for f in flags if f.problem == problem}
-        resolve_findings(session, [f"admin_review:{problem}"], "account", flagged, now)
+    flagged = {(f.account, f"admin_review:{f.problem}") for f in flags}
+    for row in _unresolved_findings(session, set(population)):
+        if (row.subject, row.rule) in flagged or _later_quarter(row, quarter):
+            continue
+        if _population_of_finding(session, row) == population[row.subject]:
+            resolve_finding(session, row, now)
+
+
+def _population(role: str) -> str:
+    """Whose accounts a role is: the platform's own ("platform") or the portal's company
+    accounts of clause 7.1.2 ("company")."""
+    return "platform" if _is_platform_role(role) else "company"
+
+
+def _finding_of(session: Session, rule: str, account: str) -> Finding | None:
+    return session.scalars(
+        select(Finding).where(
+            Finding.rule == rule, Finding.subject_kind == "account", Finding.subject == account
+        )
+    ).one_or_none()
+
+
+def _unresolved_findings(session: Session, accounts: set[str]) -> list[Finding]:
+    """The review findings, open or accepted, about these accounts."""
+    if not accounts:
+        return []
+    return list(
+        session.scalars(
+            select(Finding).where(
+                Finding.rule.in_([f"admin_review:{problem}" for problem in PROBLEMS]),
+                Finding.subject_kind == "account",
+                Finding.state != "resolved",
+                among(session, Finding.subject, sorted(accounts)),
+            )
+        )
+    )
+
+
+def _later_quarter(row: Finding, quarter: str) -> bool:
+    """Whether a review finding was raised by a review of a quarter after `quarter`."""
+    raised_in = row.evidence.get("quarter")
+    if not isinstance(raised_in, str):
+        return False
+    try:
+        return quarter_bounds(raised_in)[0] > quarter_bounds(quarter)[0]
+    except ValueError:
+        return False
+
+
+def _population_of_finding(session: Session, row: Finding) -> str | None:
+    """The population of the account a review finding is about: as recorded, or (a finding
+    stored before it was recorded) by the account's role in the review that raised it."""
+    recorded = row.evidence.get("population")
+    if isinstance(recorded, str):
+        return recorded
+    review = session.get(AdminReview, row.evidence.get("review_id"))
+    if review is None:
+        return None
+    for account in review.accounts:
+        if account.get("account") == row.subject:
+            return _population(str(account.get("role", "")))
+    return None
 
 
 def reviews_in(session: Session, start: dt.datetime, end: dt.datetime) -> list[AdminReview]:

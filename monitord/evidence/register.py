@@ -11,9 +11,11 @@ never leaves half a document under a real name.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +209,8 @@ def add_document(
     Returns the row and what was done: the same file filed again for the same clause and
     service is the row already there, corrected when the new filing gives it another kind or
     date (the audit trail keeps what it said before). Raises UsageError (see checked_document)
-    before anything is written.
+    before anything is written; when the row cannot be inserted, the copy this filing made is
+    removed before the error goes on.
     """
     new = checked_document(session, new, now)
     try:
@@ -228,6 +231,21 @@ def add_document(
     ).first()
     if same is not None:
         return same, "corrected" if _correct(session, same, new, now) else "unchanged"
+    shared = session.scalar(
+        select(EvidenceDocument.id).where(EvidenceDocument.stored_as == stored_as).limit(1)
+    )
+    try:
+        return _record(session, new, stored_as, sha, size, now), "added"
+    except BaseException:
+        if shared is None:  # the copy is this filing's alone: no row names it
+            (files_dir / stored_as).unlink(missing_ok=True)
+        raise
+
+
+def _record(
+    session: Session, new: NewDocument, stored_as: str, sha: str, size: int, now: dt.datetime
+) -> EvidenceDocument:
+    """Insert a filed document's row and its audit entry (flushed: a refusal raises here)."""
     document = EvidenceDocument(
         clause=new.clause,
         kind=new.kind,
@@ -251,7 +269,8 @@ def add_document(
         f"evidence {document.id}",
         {"clause": new.clause, "kind": new.kind, "sha256": sha, "file": document.file_name},
     )
-    return document, "added"
+    session.flush()
+    return document
 
 
 def _correct(
@@ -312,7 +331,7 @@ class StoredProblem:
 
     document_id: int
     stored_as: str
-    problem: str  # "missing", "changed", or "unreadable (reason)"
+    problem: str  # "missing", "changed", "not a regular file (…)", or "unreadable (reason)"
 
 
 def verify_documents(session: Session, files_dir: Path) -> tuple[int, list[StoredProblem]]:
@@ -326,6 +345,9 @@ def verify_documents(session: Session, files_dir: Path) -> tuple[int, list[Store
         except FileNotFoundError:
             problems.append(StoredProblem(row.id, row.stored_as, "missing"))
             continue
+        except _NotRegularFile as exc:
+            problems.append(StoredProblem(row.id, row.stored_as, f"not a regular file ({exc})"))
+            continue
         except OSError as exc:
             problems.append(StoredProblem(row.id, row.stored_as, f"unreadable ({exc.strerror})"))
             continue
@@ -334,9 +356,36 @@ def verify_documents(session: Session, files_dir: Path) -> tuple[int, list[Store
     return len(rows), problems
 
 
+class _NotRegularFile(Exception):
+    """A stored document's path is a symlink, FIFO, device or folder: never read (a FIFO or
+    /dev/zero would hang verify, a symlink to a copy elsewhere would pass it)."""
+
+
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
+    """The SHA-256 of a regular file at path; _NotRegularFile when it is anything else."""
+    try:
+        # O_NOFOLLOW: a symlink is refused, not followed; O_NONBLOCK: opening a FIFO returns.
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotRegularFile("a symbolic link") from None
+        raise
+    with os.fdopen(handle, "rb") as stream:
+        mode = os.fstat(stream.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise _NotRegularFile(_file_type(mode))
+        digest = hashlib.sha256()
+        while chunk := stream.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _file_type(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket or other special file"

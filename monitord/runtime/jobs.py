@@ -26,7 +26,13 @@ from monitord.redact import error_line, one_line
 from monitord.runtime.app import App
 from monitord.runtime.delivery import deliver_alerts
 from monitord.runtime.reporting import confirm_report_deliveries, send_due_report
-from monitord.scans import driver_settings, finished_scan_count, scan_pass, zap
+from monitord.scans import (
+    driver_settings,
+    expire_acceptances,
+    finished_scan_count,
+    scan_pass,
+    zap,
+)
 from monitord.store.retention import purge, roll_up
 from monitord.workcalendar import WorkCalendar
 
@@ -222,13 +228,17 @@ async def compliance_evaluation(app: App) -> None:
 def _incident_pass(app: App) -> tuple[list[int], list[int], int]:
     with app.store.session() as session:
         now = app.clock()
+        # Here, not in the scan job: an acceptance expires whether ZAP is enabled or not, and
+        # the finding it reopens gets its incident (and two-hour clock) in this same pass.
+        expire_acceptances(session, now)
         report = intake(session, app.settings, now)
         reminders = work_clocks(session, app.settings, now)
     return report.opened, report.resolved, reminders
 
 
 async def incident_clock(app: App) -> None:
-    """Open incidents from new findings, and work every incident's clock."""
+    """Reopen findings whose acceptance expired, open incidents from new findings, and work
+    every incident's clock."""
     opened, resolved, alerts = await asyncio.to_thread(_incident_pass, app)
     for incident_id in opened:
         logger.info("incident {} opened", incident_id)

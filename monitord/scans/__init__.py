@@ -36,7 +36,7 @@ from monitord.scans.target import target_problem
 from monitord.store import Store, audit, gone_from_this_host, hold_alone
 from monitord.store.findings import resolve_finding, resolve_findings, upsert_finding
 from monitord.store.models import SCANNED, Finding, Scan, Service, ServiceEvent
-from monitord.textable import shortened
+from monitord.textable import shortened, storable
 from monitord.timeutil import Clock, quarter_start
 from monitord.types import FindingDraft
 
@@ -255,7 +255,8 @@ def accept_finding(
     session: Session, finding_id: int, reason: str, until: dt.datetime, actor: str, now: dt.datetime
 ) -> Finding:
     """Accept an open finding as a false positive or tolerated risk, with a reason and an
-    expiry; a resolved one is refused (UsageError)."""
+    expiry; a resolved one is refused (UsageError). Characters no store holds (a lone surrogate
+    of a non-UTF-8 argument, NUL) are kept as U+FFFD, as the evidence register keeps them."""
     finding = session.get(Finding, finding_id)
     if finding is None:
         raise UsageError(f"no finding {finding_id}: see `monitord findings`")
@@ -266,8 +267,9 @@ def accept_finding(
         raise UsageError("--reason: say why this finding is accepted")
     if until <= now:
         raise UsageError(f"--until {until.date()}: must be in the future")
+    reason, actor = storable(reason.strip()), storable(actor)
     finding.state = "accepted"
-    finding.accepted_reason = reason.strip()
+    finding.accepted_reason = reason
     finding.accepted_by = actor
     finding.accepted_until = until
     audit(
@@ -276,7 +278,7 @@ def accept_finding(
         actor,
         "finding.accept",
         f"finding {finding_id}",
-        {"reason": reason.strip(), "until": until.isoformat(), "rule": finding.rule},
+        {"reason": reason, "until": until.isoformat(), "rule": finding.rule},
     )
     return finding
 
@@ -524,7 +526,6 @@ async def scan_pass(
         with store.session() as session:
             queued = enqueue_due(session, settings, now)
             check_quarter(session, settings, now)
-            expire_acceptances(session, now)
         return queued
 
     report.queued = await asyncio.to_thread(bookkeeping)

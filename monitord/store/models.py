@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -572,7 +573,8 @@ class EvidenceDocument(Base):
     stored_as: Mapped[str] = mapped_column(Text)
     """Its path inside the evidence folder."""
     sha256: Mapped[str] = mapped_column(String(64), index=True)
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    """In bytes: a 64-bit integer, as a document may be over 2 GiB."""
     note: Mapped[str] = mapped_column(Text, default="")
 
 

@@ -622,3 +622,85 @@ def test_an_acceptance_lasts_until_the_moment_given_in_its_own_offset(
             assert accepted is not None and accepted.accepted_until == stored
     finally:
         store.dispose()
+
+
+def test_an_acceptance_given_non_utf8_text_is_stored_with_replacement_characters(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A GBK-encoded --reason or --by on a UTF-8 terminal arrives as lone surrogates
+    # (surrogateescape): UnicodeEncodeError as a traceback, nothing accepted.
+    store = open_store(f"sqlite:///{config.parent / 'm.db'}")
+    try:
+        with store.session() as session:
+            finding = upsert_finding(
+                session,
+                FindingDraft(
+                    rule="zap:40012",
+                    clause="8.3 b",
+                    severity="high",
+                    subject_kind="service",
+                    subject="svc-0001 /search?q",
+                    summary="跨站脚本",
+                    service_id="svc-0001",
+                ),
+                dt.datetime.now(dt.UTC),
+            )
+            session.flush()
+            finding_id = finding.id
+        reason = os.fsdecode("误报".encode("gbk") + " 误报".encode())  # GBK, then UTF-8
+        by = os.fsdecode("王".encode("gbk"))
+        command = ["findings", "--accept", str(finding_id), "--until", "2099-03-31"]
+        command += ["--reason", reason, "--by", by]
+        assert main(["--config", str(config), *command]) == 0
+        assert f"finding {finding_id} accepted until" in capsys.readouterr().out
+        with store.session() as session:
+            accepted = session.get(Finding, finding_id)
+            assert accepted is not None
+            assert accepted.state == "accepted"
+            assert accepted.accepted_reason == "\ufffd" * 4 + " 误报"
+            assert accepted.accepted_by == "\ufffd\ufffd"
+    finally:
+        store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("by", "said"),
+    [
+        ("李" * 201, "--by: 201 characters, at most 200"),
+        ("李四\x1b[31m", "--by: holds a control character; write a plain name"),
+        ("李四\n管理员", "--by: holds a control character; write a plain name"),
+    ],
+)
+def test_a_by_no_store_column_holds_is_refused_in_one_line_by_every_command(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str], by: str, said: str
+) -> None:
+    # Over 200 characters, PostgreSQL refused it (StringDataRightTruncation) as a traceback.
+    document = tmp_path / "pentest.pdf"
+    document.write_bytes(b"%PDF-1.4 report")
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_text(
+        "account,role,vendor,last_login,granted_by,end_date\nboss,法人,,2026-11-01,,\n",
+        encoding="utf-8",
+    )
+    commands = [
+        ["evidence", "add", "--clause", "7.3.2", "--kind", "pentest", "--file", str(document),
+         "--date", "2026-09-20"],
+        ["review", "admins", "--file", str(accounts)],
+        ["silence", "add", "--service", "svc-0001", "--reason", "演练", "--for", "2h"],
+        ["findings", "--accept", "1", "--reason", "误报", "--until", "2099-03-31"],
+    ]  # fmt: skip
+    for command in commands:
+        assert main(["--config", str(config), *command, "--by", by]) == 2, command
+        err = capsys.readouterr().err
+        assert err == f"monitord: {said}\n", command
+
+
+def test_reason_or_until_without_accept_is_refused_in_one_line(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # They were ignored, and the findings listed as if nothing had been asked.
+    for flag, value in (("--reason", "误报"), ("--until", "2099-03-31")):
+        assert main(["--config", str(config), "findings", flag, value]) == 2
+        assert capsys.readouterr().err == (
+            f"monitord: {flag}: only with --accept ID (to accept a finding)\n"
+        )

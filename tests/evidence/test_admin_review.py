@@ -335,3 +335,41 @@ def test_a_gb18030_file_whose_first_chinese_reads_as_utf8_is_read(
         [review] = session.scalars(select(AdminReview)).all()
         assert [a["vendor"] for a in review.accounts] == ["某某科技", ""]
     store.dispose()
+
+
+def test_a_review_resolves_only_its_own_accounts_population_and_quarters(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    platform = tmp_path / "platform.csv"
+    platform.write_text(
+        HEADER
+        + "root,超级管理员,,2026-11-01,,\nops1,系统管理员,,2020-01-01,root,\n"
+        + "ops2,系统管理员,,2020-01-01,root,\n",
+        encoding="utf-8",
+    )
+    company = tmp_path / "company.csv"
+    company.write_text(HEADER + BOSS + "li,管理员,,2026-11-01,boss,\n", encoding="utf-8")
+    base = ["--config", str(config), "review", "admins"]
+
+    def open_findings() -> set[str]:
+        capsys.readouterr()
+        assert main(["--config", str(config), "findings", "--json"]) == 0
+        return {f["subject"] for f in json.loads(capsys.readouterr().out)}
+
+    assert main([*base, "--file", str(platform), "--quarter", "2026q4"]) == 0
+    assert open_findings() == {"ops1", "ops2"}
+    # Another population's file, and a back-filled older quarter: nothing the platform's
+    # review found is fixed by them.
+    assert main([*base, "--file", str(company), "--quarter", "2026q4"]) == 0
+    assert open_findings() == {"ops1", "ops2"}
+    platform.write_text(HEADER + "root,超级管理员,,2026-11-01,,\n", encoding="utf-8")
+    assert main([*base, "--file", str(platform), "--quarter", "2026q1"]) == 0
+    assert open_findings() == {"ops1", "ops2"}
+    # The same population's next review: an account it does not list is not "fixed"; one it
+    # lists without the flag is.
+    platform.write_text(
+        HEADER + "root,超级管理员,,2026-11-01,,\nops1,系统管理员,,2026-11-01,root,\n",
+        encoding="utf-8",
+    )
+    assert main([*base, "--file", str(platform), "--quarter", "2026q4"]) == 0
+    assert open_findings() == {"ops2"}

@@ -6,11 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import stat
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 
 from monitord.cli import main
 from monitord.errors import UsageError
@@ -140,7 +142,7 @@ def test_filing_the_same_file_again_with_another_kind_or_date_corrects_it_audite
         ({"--file": "docs"}, "--file '{tmp}/docs': is a folder, not a file"),
         ({"--file": "empty.pdf"}, "--file '{tmp}/empty.pdf': the file is empty"),
         ({"--service": "svc-9999"}, "--service 'svc-9999': no such service in the store"),
-        ({"--by": " "}, "--by: say who files the document"),
+        ({"--by": " "}, "--by: empty; say who is doing this"),
     ],
     ids=["clause", "kind", "future", "bad-date", "missing", "folder", "empty", "service", "by"],
 )
@@ -301,6 +303,35 @@ def test_verify_names_the_files_that_are_missing_or_changed(
     ]
 
 
+def test_verify_reports_a_stored_file_that_is_not_a_regular_file_and_never_reads_it(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A FIFO or a symlink to /dev/zero hung verify; a symlink to a copy outside the folder
+    # passed as "as it was filed".
+    contents = [b"first report", b"second report", b"third report"]
+    for n, content in enumerate(contents):
+        source = tmp_path / f"{n}.pdf"
+        source.write_bytes(content)
+        assert add(config, file=source) == 0
+    folder = tmp_path / "evidence"
+    stored = [folder / h[:2] / h for h in (hashlib.sha256(c).hexdigest() for c in contents)]
+    outside = tmp_path / "outside-copy.pdf"
+    outside.write_bytes(contents[0])
+    for path in stored:
+        path.unlink()
+    stored[0].symlink_to(outside)
+    stored[1].symlink_to("/dev/zero")
+    os.mkfifo(stored[2])
+    capsys.readouterr()
+    assert main(["--config", str(config), "evidence", "verify"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"evidence 1: {stored[0]}: not a regular file (a symbolic link)",
+        f"evidence 2: {stored[1]}: not a regular file (a symbolic link)",
+        f"evidence 3: {stored[2]}: not a regular file (a FIFO)",
+        "3 of 3 document(s) are not as they were filed",
+    ]
+
+
 @pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux's /proc")
 def test_a_copy_that_fails_midway_leaves_nothing_in_the_folder(tmp_path: Path) -> None:
     # /proc/self/mem opens, then fails at its first read (EIO): a source that breaks mid-copy.
@@ -309,3 +340,43 @@ def test_a_copy_that_fails_midway_leaves_nothing_in_the_folder(tmp_path: Path) -
         store_file(Path("/proc/self/mem"), folder)
     assert folder.is_dir()
     assert list(folder.rglob("*")) == []
+
+
+def test_a_document_over_2_gib_is_filed_on_postgresql(
+    pg_store: Store, tmp_path: Path, clock: FakeClock
+) -> None:
+    # integer out of range, and a 2 GB copy left behind in the evidence folder.
+    capture = tmp_path / "pentest-capture.pcap"
+    with capture.open("wb") as out:  # sparse: costs no disk
+        out.write(b"pcap")
+        out.truncate(2**31 + 4)
+    files = tmp_path / "evidence"
+    with pg_store.session() as session:
+        new = NewDocument("7.3.2", "pentest", capture, dt.date(2026, 10, 30), "张三")
+        document, filed = add_document(session, files, new, clock())
+        assert filed == "added"
+        stored = files / document.stored_as
+    with pg_store.session() as session:
+        [row] = session.scalars(select(EvidenceDocument)).all()
+        assert row.size == 2**31 + 4
+    assert stored.stat().st_size == 2**31 + 4
+    stored.unlink()
+
+
+def test_a_document_the_store_refuses_leaves_no_copy_in_the_folder(
+    sqlite_store: Store, tmp_path: Path, clock: FakeClock
+) -> None:
+    source = tmp_path / "pentest.pdf"
+    source.write_bytes(b"%PDF-1.4 report")
+    files = tmp_path / "evidence"
+    with sqlite_store.session() as session:
+        session.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON evidence_documents "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        )
+    with pytest.raises(IntegrityError, match="refused"), sqlite_store.session() as session:
+        new = NewDocument("7.3.2", "pentest", source, dt.date(2026, 10, 30), "张三")
+        add_document(session, files, new, clock())
+    assert [p for p in files.rglob("*") if p.is_file()] == []

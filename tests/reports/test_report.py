@@ -20,7 +20,9 @@ from monitord.config import Settings
 from monitord.errors import ReportError
 from monitord.incidents import open_manual
 from monitord.runtime.reporting import online_availability
+from monitord.scans import accept_finding
 from monitord.store import Store, histogram, open_store
+from monitord.store.findings import upsert_finding
 from monitord.store.history import ProbeStats
 from monitord.store.models import (
     EvidenceDocument,
@@ -32,9 +34,10 @@ from monitord.store.models import (
     Silence,
 )
 from monitord.timeutil import UTC
-from monitord.types import ComplianceVerdict
+from monitord.types import ComplianceVerdict, FindingDraft
 from reports import charts
 from reports.fonts import find_font
+from reports.quarter import read_quarter
 from reports.sections import CLAUSE_DUTIES, SECTIONS, clause_lights, pct
 from tests.reports.conftest import Word
 from tests.reports.seed import Seeded, seed_quarter
@@ -633,3 +636,47 @@ def test_the_tier_chart_draws_the_known_tiers_and_says_when_there_are_none() -> 
     assert drawn.startswith(b"\x89PNG")
     empty = charts.uptime_by_tier(["省级平台", "市级部门"], [nan, None], font)
     assert empty.startswith(b"\x89PNG")
+
+
+def test_an_accepted_finding_is_shown_as_an_accepted_risk_and_does_not_turn_its_clause_red(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # An accepted finding was listed among the open ones, without its reason, and turned 8.3 b
+    # red; one whose acceptance expired within the quarter is open again.
+    found = dt.datetime(2026, 8, 3, 2, 0, tzinfo=UTC)
+    with sqlite_store.session() as session:
+        ids = []
+        for n, subject in enumerate(("svc-0001 40018-1 /a/ [id]", "svc-0002 40018-1 /b/ [id]")):
+            finding = upsert_finding(
+                session,
+                FindingDraft(
+                    rule="zap:40018",
+                    clause="8.3 b",
+                    severity="high",
+                    subject_kind="web_path",
+                    subject=subject,
+                    summary="SQL 注入",
+                    service_id=f"svc-000{n + 1}",
+                ),
+                found,
+            )
+            session.flush()
+            ids.append(finding.id)
+        until = dt.datetime(2026, 12, 31, 16, 0, tzinfo=UTC)
+        accept_finding(session, ids[0], "参数经网关白名单过滤，误报", until, "王安全", found)
+        expired = dt.datetime(2026, 9, 1, tzinfo=UTC)
+        accept_finding(session, ids[1], "整改中", expired, "王安全", found)
+    report = render(sqlite_store, None, "2026q3", OCT_2)
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert report.figures["open_findings"]["high"] == 1  # the expired acceptance's
+    assert report.figures["accepted_findings"] == 1
+    accepted = text[text.rindex("已接受风险的中高危问题") :]
+    assert re.search(r"高危 8\.3 b svc-0001 SQL 注入 .*参数经网关白名单过滤", accepted)
+    assert "王安全" in accepted
+    assert "2027-01-01" in accepted  # until, in Asia/Shanghai
+    assert "svc-0002" not in accepted
+    with sqlite_store.session() as session:
+        quarter = read_quarter(session, Settings(), "2026q3", OCT_2, {})
+    only_accepted = quarter.open_findings[quarter.open_findings["service_id"] != "svc-0002"]
+    lights = {c.clause: c.light for c in clause_lights([], only_accepted)}
+    assert lights["8.3 b"] != "red"

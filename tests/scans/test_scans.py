@@ -28,6 +28,8 @@ from monitord.demo.fakezap import (
 )
 from monitord.errors import ConfigError, UsageError, ZapOccupied
 from monitord.incidents import intake
+from monitord.runtime.app import App
+from monitord.runtime.jobs import incident_clock, security_scans
 from monitord.scans import (
     SCAN_START_LOCK_KEY,
     ScanReport,
@@ -409,6 +411,45 @@ def test_an_accepted_risk_opens_no_incident_until_it_expires(
     with sqlite_store.session() as session:
         assert expire_acceptances(session, clock()) == 1
         assert len(intake(session, cfg, clock()).opened) == 1
+
+
+async def test_an_expired_acceptance_reopens_with_its_incident_while_zap_is_disabled(
+    sqlite_store: Store, clock: FakeClock
+) -> None:
+    from monitord.store.findings import upsert_finding
+    from monitord.types import FindingDraft
+
+    cfg = settings_for("http://127.0.0.1:9", enabled=False)
+    app = App(settings=cfg, store=sqlite_store, clock=clock)
+    add_service(sqlite_store, clock)
+    with sqlite_store.session() as session:
+        finding = upsert_finding(
+            session,
+            FindingDraft(
+                rule="zap:40018",
+                clause="8.3 b",
+                severity="high",
+                subject_kind="web_path",
+                subject="svc-0001 40018-1 /app/ [id]",
+                summary="SQL 注入",
+                service_id="svc-0001",
+            ),
+            clock(),
+        )
+        session.flush()
+        finding_id = finding.id
+        accept_finding(
+            session, finding_id, "输入已在网关过滤", clock() + dt.timedelta(days=7), "a", clock()
+        )
+    clock.advance(days=8)
+    await security_scans(app)  # ZAP disabled: the scan job does nothing
+    await incident_clock(app)
+    with sqlite_store.session() as session:
+        reopened = session.get(Finding, finding_id)
+        assert reopened is not None
+        assert reopened.state == "open"
+        assert reopened.incident_id is not None
+        assert session.scalar(select(func.count()).select_from(Incident)) == 1
 
 
 async def test_an_accepted_risk_a_clean_rescan_fixed_does_not_come_back_at_expiry(

@@ -20,7 +20,15 @@ def test_pending_migrations_are_listed_unchanged_then_applied(store_url: str) ->
             command.upgrade(cfg, "0008")
 
         pending = store.pending_migrations()
-        assert [m.revision for m in pending] == ["0009", "0010", "0011", "0012", "0013", "0014"]
+        assert [m.revision for m in pending] == [
+            "0009",
+            "0010",
+            "0011",
+            "0012",
+            "0013",
+            "0014",
+            "0015",
+        ]
         assert pending[0].title.startswith("several daemons on one store: cluster members, job")
         assert "\n" not in pending[0].title
         assert store.revision() == "0008"
@@ -38,7 +46,7 @@ def test_a_new_store_would_get_every_migration_in_order(store_url: str) -> None:
     store = Store(store_url)
     try:
         pending = store.pending_migrations()
-        assert [m.revision for m in pending] == [f"{n:04d}" for n in range(1, 15)]
+        assert [m.revision for m in pending] == [f"{n:04d}" for n in range(1, 16)]
         assert pending[0] == Migration("0001", "initial schema")
         assert store.revision() is None
     finally:
