@@ -114,6 +114,23 @@ def live_cluster_members(store: Store, lease_seconds: float) -> list[Member]:
         return []
 
 
+def sqlite_store_exists(path: Path, settings: Settings) -> bool:
+    """Whether the SQLite store file at path (settings' store.url) exists.
+
+    Raises UsageError naming the store when this user cannot reach it: the folder it is in, or
+    one above, is closed to them (a store under a 0700 folder, the command run by someone other
+    than the daemon's user), where Path.exists() would raise PermissionError.
+    """
+    try:
+        return path.exists()
+    except PermissionError:
+        raise UsageError(
+            f"cannot reach the store at {path.absolute()} (store.url of {settings.source}): "
+            f"this user may not enter {path.absolute().parent} or a folder above it (permission "
+            "denied): run this as the store's owner, or change the folder's permissions"
+        ) from None
+
+
 def refuse_to_migrate_under_a_daemon(settings: Settings) -> None:
     """Raise StoreError when the store's schema is older than this version and a daemon runs on
     it.
@@ -126,7 +143,7 @@ def refuse_to_migrate_under_a_daemon(settings: Settings) -> None:
     from monitord.store import DaemonClaim, Store, sqlite_file
 
     file = sqlite_file(settings.store.url)
-    if file is not None and not file.exists():
+    if file is not None and not sqlite_store_exists(file, settings):
         return  # a new store: `run`, `sync` or `demo` makes it, with no daemon on it
     store = Store(settings.store.url)
     try:
@@ -177,7 +194,7 @@ def existing_app(settings: Settings) -> App:
     from monitord.store import sqlite_file
 
     path = sqlite_file(settings.store.url)
-    if path is not None and not path.exists():
+    if path is not None and not sqlite_store_exists(path, settings):
         raise UsageError(
             f"no store at {path.absolute()} (store.url of {settings.source}): nothing was "
             f"ever recorded there. Is this the daemon's config? Looked for {LOOKED_FOR}"

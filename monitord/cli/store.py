@@ -11,7 +11,13 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli.common import LOOKED_FOR, file_path, live_cluster_members, settings_for
+from monitord.cli.common import (
+    LOOKED_FOR,
+    file_path,
+    live_cluster_members,
+    settings_for,
+    sqlite_store_exists,
+)
 from monitord.errors import StoreError, UsageError
 
 if TYPE_CHECKING:
@@ -20,11 +26,12 @@ if TYPE_CHECKING:
 
 
 def _existing_sqlite(settings: Settings) -> Path | None:
-    """The store's SQLite file (None for PostgreSQL); UsageError when it does not exist."""
+    """The store's SQLite file (None for PostgreSQL); UsageError when it does not exist or this
+    user cannot reach it."""
     from monitord.store import sqlite_file
 
     path = sqlite_file(settings.store.url)
-    if path is not None and not path.exists():
+    if path is not None and not sqlite_store_exists(path, settings):
         raise UsageError(
             f"no store at {path.absolute()} (store.url of {settings.source}). Is this the "
             f"daemon's config? Looked for {LOOKED_FOR}"

@@ -262,6 +262,50 @@ def test_a_folder_or_config_the_user_cannot_read_is_one_line_not_a_traceback(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="drops root's file-permission override: needs root")
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["backup", "copy.db"], ["migrate", "--check"], ["sync", "--file", "c.json"]],
+)
+def test_a_store_in_a_folder_the_user_cannot_enter_is_one_line_not_a_traceback(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # Every store command ended in a PermissionError traceback on the store's path.
+    locked = tmp_path / "p"
+    locked.mkdir(mode=0o700)
+    open_store(f"sqlite:///{locked / 'monitord.db'}").dispose()
+    os.chown(locked, 65534, 65534)
+    config = tmp_path / "site.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{locked / "monitord.db"}"\n', encoding="utf-8")
+    write_catalogue(tmp_path / "c.json", [make_service(1)])
+    done = as_unprivileged_root(["--config", str(config), *command], tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"monitord: cannot reach the store at {locked / 'monitord.db'} (store.url of {config}): "
+        f"this user may not enter {locked} or a folder above it (permission denied): run this "
+        "as the store's owner, or change the folder's permissions\n",
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops root's file-permission override: needs root")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_a_relative_store_path_from_a_folder_the_user_cannot_read_is_named(
+    tmp_path: Path,
+) -> None:
+    locked = tmp_path / "home"
+    locked.mkdir(mode=0o700)
+    os.chown(locked, 65534, 65534)
+    config = tmp_path / "site.toml"
+    config.write_text('[store]\nurl = "sqlite:///var/monitord.db"\n', encoding="utf-8")
+    done = as_unprivileged_root(["--config", str(config), "status"], locked)
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        f"monitord: cannot reach the store at {locked / 'var' / 'monitord.db'} "
+    )
+    assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops root's file-permission override: needs root")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
 def test_a_log_file_the_daemon_cannot_write_fails_the_reload_check(tmp_path: Path) -> None:
     # The unit's reload check said "config OK" with a warning, exit 0, and the daemon, sent
     # SIGHUP, refused the config: `systemctl reload` succeeded without the new config.
