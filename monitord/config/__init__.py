@@ -379,8 +379,9 @@ class LogSettings(_Section):
 
 
 def _readable_file(value: str) -> str:
-    # zap.auth_token_files are read at each scan (a token may be renewed), but a missing file
-    # is known now: it made that service's scans run without logging in, which finds far less.
+    # Files read later (zap.auth_token_files at each scan, report.font at the quarter's end)
+    # are checked now: a missing one made scans run without logging in, or the quarterly
+    # report fail months after `check-config` said OK.
     if not Path(value).is_file() or not os.access(value, os.R_OK):
         raise ValueError("a readable file")
     return value
@@ -736,10 +737,11 @@ class ApiSettings(_Section):
 class ReportSettings(_Section):
     """The quarterly report for the management unit (the PDF of reports/)."""
 
-    font: NonEmpty | None = None
+    font: Annotated[NonEmpty, AfterValidator(_readable_file)] | None = None
     """A TrueType font with Chinese glyphs (.ttf, or .ttc whose first face is used); when unset,
-    the first usable system font (fonts-wqy-zenhei, ...). A font that cannot be embedded is an
-    error, never a silent fallback."""
+    the first usable system font (fonts-wqy-zenhei, ...). A file that does not exist or cannot be
+    read is refused at load; one that cannot be embedded is an error of the report, never a
+    silent fallback."""
     operation_unit: NonEmpty = "苏商通运营单位"
     """The operation unit (运营单位) that writes and submits the report: its cover's 报送单位."""
     management_unit: NonEmpty = "苏州市数据局"
