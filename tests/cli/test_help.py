@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from monitord.cli import build_parser
+from monitord.cli import build_parser, common
 from monitord.types import AVAILABILITY_KINDS, SECURITY_KINDS
 
 
@@ -93,6 +93,25 @@ def test_every_command_is_in_the_readmes_command_table() -> None:
     table = text[text.index("## Command line") : text.index("| exit status |")]
     top = [path.split()[1] for path, _ in commands(build_parser()) if path.count(" ") == 1]
     assert [name for name in top if f"`monitord {name}" not in table] == []
+
+
+def test_the_upgrading_steps_read_the_installed_config_from_the_checkout_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Typed in the checkout after `sudo deploy/install.sh`, $M read the checkout's own
+    # monitord.toml and said "no store at …/var/monitord.db".
+    text = README.read_text(encoding="utf-8")
+    upgrading = text[text.index("## Upgrading") :]
+    line = next(x for x in upgrading.splitlines() if x.startswith('M="'))
+    (value,) = shlex.split(line.removeprefix("M="))
+    words = shlex.split(value)
+    assert words[:3] == ["sudo", "-u", "monitord"]
+    options = words[4:]  # after the monitord executable
+    (tmp_path / "monitord.toml").write_text("", encoding="utf-8")  # the checkout's
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MONITORD_CONFIG", raising=False)
+    args = build_parser().parse_args([*options, "migrate", "--check"])
+    assert common.config_path(args) == common.SYSTEM_CONFIG
 
 
 def completion_script(shell: str) -> str:
