@@ -636,10 +636,13 @@ async def test_a_notification_made_by_phone_counts_at_its_time(
         "POST",
         path,
         "oncall",
-        json={**PARTS, "how": "电话：市数据局 王科长", "at": "2026-11-02T10:00"},
+        json={**PARTS, "how": "电话：市数据局 王科长", "at": "yesterday at ten"},
     )
-    assert status == 422
-    assert body["error"].startswith("at: Input should have timezone info")
+    assert (status, body["error"]) == (
+        422,
+        "at: Value error, 'yesterday at ten': expected an ISO 8601 time, such as 2026-10-01 or "
+        "2026-10-01T08:00 (read as Asia/Shanghai) or 2026-10-01T08:00+08:00",
+    )
     for beyond in ("0001-01-01T00:00:00+09:00", "9999-12-31T23:59:59-05:00"):  # it was a 500
         status, body = await api.call(
             "POST", path, "oncall", json={**PARTS, "how": "电话", "at": beyond}
@@ -650,7 +653,12 @@ async def test_a_notification_made_by_phone_counts_at_its_time(
         "POST",
         path,
         "oncall",
-        json={**PARTS, "how": "电话：市数据局 王科长", "at": made.astimezone(SHANGHAI).isoformat()},
+        json={
+            **PARTS,
+            "how": "电话：市数据局 王科长",
+            # Without an offset, as the command line's --at: Beijing time (it was a 422).
+            "at": made.astimezone(SHANGHAI).replace(tzinfo=None).isoformat(),
+        },
     )
     assert status == 200
     # Given in Beijing time, answered in UTC: the same moment.
@@ -740,6 +748,19 @@ async def test_an_admin_accepts_a_finding_until_a_time_and_it_is_audited(
         "POST", "/api/v1/findings/777/accept", "admin", json={"reason": "误报", "until": until}
     )
     assert (status, body) == (404, {"error": "no finding 777"})
+
+
+async def test_a_date_alone_is_read_as_beijing_time_as_on_the_command_line(
+    api: Api, world: World
+) -> None:
+    # `monitord findings --accept ID --until 2027-01-01` took it; the API answered 422 "Input should
+    # have timezone info".
+    path = f"/api/v1/findings/{world.finding}/accept"
+    status, finding = await api.call(
+        "POST", path, "admin", json={"reason": "误报", "until": "2027-01-01"}
+    )
+    assert status == 200
+    assert finding["accepted_until"] == "2026-12-31T16:00:00+00:00"
 
 
 # --- scans --------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     Field,
     StringConstraints,
     ValidationError,
@@ -30,7 +30,7 @@ from monitord.redact import one_line
 from monitord.runtime.app import App
 from monitord.runtime.web.routes import APP, Route, error_response
 from monitord.textable import UNSTORABLE
-from monitord.timeutil import EARLIEST
+from monitord.timeutil import EARLIEST, SHANGHAI, TimeOutOfRange, parse_time
 from monitord.types import MAX_ID, MAX_LONG_TEXT, TEXT_CONTROLS
 
 PREFIX = "/api/v1"
@@ -75,7 +75,25 @@ LongText = Annotated[
 control characters but tabs and newlines."""
 
 
+def _beijing_time(value: object) -> object:
+    # Read as the command line reads a time (cli.common.time_arg): without an offset, or a date
+    # alone, it is Beijing time. Other JSON values are pydantic's to refuse, naming the field.
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse_time(value)
+    except TimeOutOfRange:
+        raise ValueError("expected a time from 1970 on") from None
+    except ValueError:
+        raise ValueError(
+            f"{value!r}: expected an ISO 8601 time, such as 2026-10-01 or 2026-10-01T08:00 "
+            "(read as Asia/Shanghai) or 2026-10-01T08:00+08:00"
+        ) from None
+
+
 def _in_range(moment: dt.datetime) -> dt.datetime:
+    if moment.tzinfo is None:  # a datetime given in Python, not through JSON: as above
+        moment = moment.replace(tzinfo=SHANGHAI)
     try:
         utc = moment.astimezone(dt.UTC)
     except OverflowError:
@@ -85,8 +103,9 @@ def _in_range(moment: dt.datetime) -> dt.datetime:
     return utc
 
 
-Moment = Annotated[AwareDatetime, AfterValidator(_in_range)]
-"""A body's time: with its offset, from 1970 on (year 1 at +09:00 is no time a clock shows)."""
+Moment = Annotated[dt.datetime, BeforeValidator(_beijing_time), AfterValidator(_in_range)]
+"""A body's time, from 1970 on (year 1 at +09:00 is no time a clock shows): ISO 8601, read as
+Asia/Shanghai without an offset, as the command line reads it."""
 OptionalText = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=MAX_LONG_TEXT), *_NO_CONTROLS
 ]
