@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,23 @@ def test_a_missing_config_file_is_a_clear_error(capsys: pytest.CaptureFixture[st
 def test_the_shipped_monitord_toml_is_valid_and_equals_the_built_in_defaults() -> None:
     shipped = load_config(ROOT / "monitord.toml", env={})
     assert shipped.model_dump() == Settings().model_dump()
+
+
+def test_every_key_of_every_section_is_in_the_shipped_monitord_toml() -> None:
+    # The README says every key is there with a comment; zap.max_concurrent_scans was not.
+    text = (ROOT / "monitord.toml").read_text(encoding="utf-8")
+    missing = []
+    for name, field in Settings.model_fields.items():
+        if name in ("secrets", "source"):  # resolved at load, not keys of the file
+            continue
+        section = re.search(rf"^\[{name}\]\n(.*?)(?=^\[[a-z_]+\]\n|\Z)", text, re.M | re.S)
+        assert section is not None, f"[{name}] is not in monitord.toml"
+        for key in field.annotation.model_fields:  # type: ignore[union-attr]
+            # `key = …`, `# key = …` (an optional key), or its own table ([zap.auth_token_files]).
+            shown = rf"^(# ?)?({key} =|\[+{name}\.{key}\]+$)"
+            if not re.search(shown, section.group(1), re.M):
+                missing.append(f"{name}.{key}")
+    assert missing == []
 
 
 def test_secrets_come_from_the_environment_or_a_file(tmp_path: Path) -> None:
