@@ -53,7 +53,8 @@ def show_whole_cells(whole: bool) -> None:
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], max_width: int = 40) -> str:
     """Render rows under headers, each column as wide as its widest cell, capped at max_width
-    (unless show_whole_cells said otherwise).
+    display cells (unless show_whole_cells said otherwise). The cap is per column: the table is
+    not fitted to the terminal's width.
 
     Each cell is shown on one line, its control characters escaped (redact.one_line): a cell
     holds what a service provider wrote, and a newline in it would forge a row.

@@ -202,7 +202,8 @@ class ProbeSettings(_Section):
     """Probing every online service (clauses 6.3.2 and 6.4)."""
 
     interval_seconds: float = Field(default=60.0, gt=0, le=DAY)
-    """Every online and suspended service is probed once per interval, spread evenly over it."""
+    """Every online and suspended service is probed once per interval, at a moment of the
+    interval's first 80 % fixed by a hash of its id (probing.schedule.slot)."""
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     concurrency: int = Field(default=100, gt=0)
     """Probes in flight at once, over all services."""
