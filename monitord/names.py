@@ -51,6 +51,15 @@ ADMIN_PROBLEM_NAMES = {
     "grant_outside_chain": "授权不符合 7.1.2 授权链",
 }
 """What the admin-rights review flags (monitord.evidence.admins), as the report names it."""
+EVIDENCE_KIND_NAMES = {
+    "pentest": "渗透测试报告",
+    "risk_assessment": "风险评估报告",
+    "security_plan": "网络安全保障方案",
+    "drill": "应急演练记录",
+    "other": "其他材料",
+}
+"""The kinds of document the evidence register takes (monitord.evidence.register.KINDS), as
+the report names them."""
 
 
 def named(code: str, names: dict[str, str]) -> str:

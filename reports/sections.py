@@ -19,7 +19,7 @@ import pandas as pd
 from reportlab.platypus import Flowable, PageBreak
 
 from monitord.config import MIN_RETENTION_DAYS
-from monitord.names import ADMIN_PROBLEM_NAMES
+from monitord.names import ADMIN_PROBLEM_NAMES, EVIDENCE_KIND_NAMES
 from monitord.textable import shortened
 from monitord.timeutil import SHANGHAI, local_text
 from monitord.types import ComplianceVerdict, ServiceScore
@@ -86,12 +86,6 @@ SCAN_STATES = {
     "timed_out": "超时",
     "failed": "失败",
     "interrupted": "中断",
-}
-EVIDENCE_KINDS = {
-    "pentest": "渗透测试报告",
-    "risk_assessment": "风险评估报告",
-    "security_plan": "安全保障方案",
-    "drill": "应急演练记录",
 }
 PARTS = {
     "availability": "可用率",
@@ -615,7 +609,7 @@ def registers(w: Writer, quarter: Quarter) -> list[Flowable]:
         [
             str(r.document_date),
             r.clause,
-            EVIDENCE_KINDS.get(r.kind, r.kind),
+            EVIDENCE_KIND_NAMES.get(r.kind, r.kind),
             r.service_id or "平台",
             r.filed_by,
             r.file_name,
@@ -624,7 +618,7 @@ def registers(w: Writer, quarter: Quarter) -> list[Flowable]:
         for r in quarter.evidence.itertuples()
     ]
     header = ["文件日期", "条款", "类别", "服务", "登记人", "文件名", "SHA-256（前 16 位）"]
-    widths = [0.12, 0.08, 0.14, 0.12, 0.12, 0.22, 0.2]
+    widths = [0.12, 0.08, 0.18, 0.11, 0.1, 0.21, 0.2]  # 类别 holds 网络安全保障方案 on one line
     out.append(
         w.table(
             header,

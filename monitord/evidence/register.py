@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitord.errors import UsageError
+from monitord.names import EVIDENCE_KIND_NAMES
 from monitord.store import audit
 from monitord.store.models import EvidenceDocument, Service
 from monitord.textable import shortened, storable
@@ -60,13 +61,7 @@ CLAUSES = (
 )
 """The clauses of DB3205/T 1129-2024 monitord serves (spec/CLAUSES.md): evidence names one."""
 
-KINDS = {
-    "pentest": "渗透测试报告",
-    "risk_assessment": "风险评估报告",
-    "security_plan": "网络安全保障方案",
-    "drill": "应急演练记录",
-    "other": "其他材料",
-}
+KINDS = EVIDENCE_KIND_NAMES
 """The kinds of document the register takes, with their Chinese names for the report."""
 
 _CHUNK = 1 << 20

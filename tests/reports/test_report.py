@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 import reports
 from monitord.config import Settings
 from monitord.errors import ReportError
+from monitord.evidence import KINDS
 from monitord.incidents import open_manual
 from monitord.runtime.reporting import online_availability
 from monitord.scans import accept_finding
@@ -566,6 +567,33 @@ def test_a_document_dated_today_is_in_a_running_quarters_evidence_register(
     assert report.figures["evidence_documents"] == 2
     assert "pentest-today.pdf" in text and "risk.pdf" in text
     assert "本季度没有登记证据文件" not in text
+
+
+def test_every_kind_of_evidence_is_named_in_chinese_as_the_register_names_it(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # The report printed `other` in English and called security_plan 安全保障方案, where the
+    # register (`monitord evidence add --kind`) says 网络安全保障方案.
+    now = dt.datetime(2026, 8, 10, 4, 0, tzinfo=UTC)
+    with sqlite_store.session() as session:
+        for kind in KINDS:
+            session.add(
+                EvidenceDocument(
+                    clause="7.3.2",
+                    kind=kind,
+                    document_date=dt.date(2026, 8, 10),
+                    filed_by="李登记",
+                    filed_at=now,
+                    file_name=f"{kind}.pdf",
+                    stored_as=f"evidence/{kind}.pdf",
+                    sha256="cd" * 32,
+                    size=1000,
+                )
+            )
+    report = render(sqlite_store, None, "2026q3", now)
+    text = "".join(one_line("\n".join(pdf_pages(report.pdf))).split())
+    for kind, name in KINDS.items():
+        assert f"7.3.2{name}平台" in text, kind
 
 
 def test_a_suspended_service_is_not_the_least_available_nor_lowers_its_tier(
