@@ -597,13 +597,21 @@ def registers(w: Writer, quarter: Quarter) -> list[Flowable]:
             empty="本季度没有管理员权限审查记录。",
         )
     )
+    # Each flag names its review: several reviews in a quarter often flag the same account.
     flags = [
-        [str(f.get("account", "")), problem_words(f.get("problem")), str(f.get("detail", ""))]
+        [
+            f"{when(r['reviewed_at'])} {r['file_name']}",
+            str(f.get("account", "")),
+            problem_words(f.get("problem")),
+            str(f.get("detail", "")),
+        ]
         for r in reviews
         for f in r["flags"]
     ]
     if flags:
-        out.append(w.table(["账号", "问题", "说明"], flags, [0.25, 0.25, 0.5]))
+        out.append(
+            w.table(["所属审查（时间、文件）", "账号", "问题", "说明"], flags, [0.3, 0.2, 0.2, 0.3])
+        )
     out.append(w.heading("证据登记", 1))
     rows = [
         [

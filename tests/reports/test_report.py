@@ -26,6 +26,7 @@ from monitord.store import Store, histogram, open_store
 from monitord.store.findings import upsert_finding
 from monitord.store.history import ProbeStats
 from monitord.store.models import (
+    AdminReview,
     EvidenceDocument,
     Incident,
     IncidentEvent,
@@ -594,6 +595,32 @@ def test_every_kind_of_evidence_is_named_in_chinese_as_the_register_names_it(
     text = "".join(one_line("\n".join(pdf_pages(report.pdf))).split())
     for kind, name in KINDS.items():
         assert f"7.3.2{name}平台" in text, kind
+
+
+def test_each_admin_review_flag_says_which_review_it_comes_from(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # Two reviews in a quarter flagging the same account gave two identical rows.
+    now = dt.datetime(2026, 9, 20, 4, 0, tzinfo=UTC)
+    with sqlite_store.session() as session:
+        for day, name in ((3, "accounts-aug.csv"), (19, "accounts-sep.csv")):
+            session.add(
+                AdminReview(
+                    quarter="2026q3",
+                    reviewed_at=dt.datetime(2026, 8 if day == 3 else 9, day, 2, 0, tzinfo=UTC),
+                    reviewed_by="王审查",
+                    file_name=name,
+                    sha256="ab" * 32,
+                    accounts=[{"account": "admin-3"}],
+                    flags=[
+                        {"account": "admin-3", "problem": "dormant_admin", "detail": "120 天未登录"}
+                    ],
+                )
+            )
+    report = render(sqlite_store, None, "2026q3", now)
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    for review in ("2026-08-03 10:00 accounts-aug.csv", "2026-09-19 10:00 accounts-sep.csv"):
+        assert f"{review} admin-3 长期未登录的管理员账号 120 天未登录" in text, review
 
 
 def test_a_suspended_service_is_not_the_least_available_nor_lowers_its_tier(
