@@ -82,7 +82,11 @@ MAY_GRANT = {
 PROBLEMS = ADMIN_PROBLEM_NAMES
 """What a review flags, with the Chinese names the report uses (one table, in monitord.names)."""
 
-_NOT_VENDOR = {"", "no", "false", "0", "否", "n"}
+_NOT_VENDOR = {"", "无", "否", "none", "no", "n", "false", "0"}
+"""The vendor column's values for the operation unit's own staff (无 is a Chinese export's
+"none")."""
+_VENDOR_UNNAMED = {"是", "yes", "y", "true", "1"}
+"""The vendor column's values for a vendor's account whose vendor is not named."""
 _ROLE_NAMES = {
     "legal_representative": "法人",
     "admin": "管理员",
@@ -104,6 +108,14 @@ class Account:
     def is_vendor(self) -> bool:
         """Whether the account belongs to a third-party vendor's staff."""
         return self.vendor.strip().lower() not in _NOT_VENDOR
+
+    def vendor_name(self) -> str | None:
+        """The vendor's name as written; None when the column only says it is a vendor's
+        account (yes, 是) or is not one."""
+        value = self.vendor.strip()
+        if not self.is_vendor() or value.lower() in _VENDOR_UNNAMED:
+            return None
+        return value
 
 
 @dataclass(frozen=True)
@@ -227,11 +239,9 @@ def _dormant(account: Account, reviewed_at: dt.datetime, dormant_days: int) -> I
 def _ending(account: Account, today: dt.date) -> Iterator[Flag]:
     if account.end_date is None:
         if account.is_vendor():
-            yield Flag(
-                account.account,
-                "vendor_without_end_date",
-                f"第三方人员账号（{account.vendor}）未设置到期日",
-            )
+            name = account.vendor_name()
+            whose = f"第三方人员账号（{name}）" if name else "第三方人员账号"
+            yield Flag(account.account, "vendor_without_end_date", f"{whose}未设置到期日")
         return
     if dt.date.fromisoformat(account.end_date) < today:
         yield Flag(

@@ -36,6 +36,29 @@ def flags_of(store: Store, tmp_path: Path, clock: FakeClock, lines: str) -> set[
 
 
 @pytest.mark.parametrize(
+    ("vendor", "detail"),
+    [
+        # 无 (a Chinese export's "none") counted as a vendor named 无.
+        *((no, None) for no in ("", "无", "否", "none", "No", "false", "0")),
+        # yes/1/true were shown as the vendor's name: 第三方人员账号（yes）.
+        *((yes, "第三方人员账号未设置到期日") for yes in ("yes", "是", "TRUE", "1")),
+        ("某科技公司", "第三方人员账号（某科技公司）未设置到期日"),
+    ],
+)
+def test_the_vendor_column_says_whether_and_whose(
+    store: Store, tmp_path: Path, clock: FakeClock, vendor: str, detail: str | None
+) -> None:
+    path = tmp_path / "accounts.csv"
+    path.write_text(HEADER + BOSS + f"v1,handler,{vendor},2026-11-01,boss,\n", encoding="utf-8")
+    with store.session() as session:
+        review = review_admins(
+            session, path, quarter="2026q4", reviewed_by="李四", now=clock(), dormant_days=90
+        )
+        details = [f["detail"] for f in review.flags if f["account"] == "v1"]
+    assert details == ([] if detail is None else [detail])
+
+
+@pytest.mark.parametrize(
     ("lines", "flags"),
     [
         # Dormant: 90 days without a login before the review; 89 is still active.
