@@ -10,6 +10,7 @@ cursor.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
@@ -92,6 +93,7 @@ def _mask_netloc(netloc: str, scheme: str = "") -> str:
     return netloc
 
 
+@lru_cache(maxsize=8192)
 def mask_url(url: str) -> str:
     """url with its password, secret-looking query values and token-like path parts masked.
 
@@ -99,7 +101,8 @@ def mask_url(url: str) -> str:
     fragment; only the scheme is shown in lower case, as monitord reads it), so a person sees
     the URL monitord uses and can still tell which channel or server it is: `dingtalk://***@…`,
     `postgresql://monitord:***@db:5432/monitord`. Text that is not a URL is returned with its
-    secret-looking words masked all the same.
+    secret-looking words masked all the same. Cached: the probes show every service's URL each
+    round.
     """
     try:
         parts = urlsplit(url)

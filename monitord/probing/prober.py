@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 
 from loguru import logger
 
 import probes
 from monitord.config import ProbeSettings
 from monitord.probing.targets import ServiceTarget, per_service_limit, spec_for_target
-from monitord.types import ConnectionSlot, ProbeContext, ProbeResult, Target
+from monitord.types import ProbeContext, ProbeResult, Target
 
 
 class _ServiceLimit:
@@ -26,25 +25,36 @@ class _ServiceLimit:
         self.connections = asyncio.Semaphore(limit)
 
 
-def _connection_slot(
-    connections: asyncio.Semaphore, deadline: asyncio.Timeout, grace_s: float
-) -> ConnectionSlot:
-    """`ProbeContext.connection` for one probe: a slot of its service's connections.
+class _ConnectionSlot:
+    """One slot of a service's connections, for one probe (`ProbeContext.connection`).
 
     Taking a slot moves the probe's deadline to `grace_s` from then (never earlier): a probe
     whose connections go one after another, each within its own timeout, is not abandoned for
-    the time it waited for slots; one stuck past a connection's timeout still is.
+    the time it waited for slots; one stuck past a connection's timeout still is. A class, not
+    a generator: every probe of a round takes one, and a generator costs several times more.
     """
 
-    @asynccontextmanager
-    async def slot() -> AsyncIterator[None]:
-        async with connections:
-            if not deadline.expired():
-                later = asyncio.get_running_loop().time() + grace_s
-                deadline.reschedule(max(deadline.when() or later, later))
-            yield
+    def __init__(
+        self, connections: asyncio.Semaphore, deadline: asyncio.Timeout, grace_s: float
+    ) -> None:
+        self._connections = connections
+        self._deadline = deadline
+        self._grace_s = grace_s
 
-    return slot
+    def __call__(self) -> _ConnectionSlot:
+        return self
+
+    async def __aenter__(self) -> None:
+        await self._connections.acquire()
+        deadline = self._deadline
+        if not deadline.expired():
+            later = asyncio.get_running_loop().time() + self._grace_s
+            when = deadline.when()
+            if when is None or when < later:
+                deadline.reschedule(later)
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._connections.release()
 
 
 class Prober:
@@ -82,7 +92,7 @@ class Prober:
                 async with asyncio.timeout(grace_s) as deadline:
                     ctx = dataclasses.replace(
                         self.ctx,
-                        connection=_connection_slot(service.connections, deadline, grace_s),
+                        connection=_ConnectionSlot(service.connections, deadline, grace_s),
                     )
                     return await probes.PROBES[kind].probe(
                         Target(url, target.id if target else None, target.name if target else None),
