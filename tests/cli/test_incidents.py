@@ -45,6 +45,26 @@ async def run(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> t
     return status, out, err
 
 
+async def open_incident(
+    config: Path, capsys: pytest.CaptureFixture[str], kind: str, summary: str
+) -> str:
+    """Open an incident on svc-0001 by hand; its id."""
+    status, out, _ = await run(
+        config,
+        capsys,
+        "incidents",
+        "open",
+        "--kind",
+        kind,
+        "--service",
+        "svc-0001",
+        "--summary",
+        summary,
+    )
+    assert status == 0
+    return out.strip()
+
+
 async def test_open_ack_notify_resolve_round_trip(
     config: Path, capsys: pytest.CaptureFixture[str], hook: Webhook
 ) -> None:
@@ -141,18 +161,7 @@ async def test_open_ack_notify_resolve_round_trip(
 async def test_notify_with_the_channel_down_still_succeeds_and_says_it_waits(
     config: Path, capsys: pytest.CaptureFixture[str], hook: Webhook
 ) -> None:
-    await run(
-        config,
-        capsys,
-        "incidents",
-        "open",
-        "--kind",
-        "vulnerability",
-        "--service",
-        "svc-0001",
-        "--summary",
-        "渗透测试发现越权",
-    )
+    await open_incident(config, capsys, "vulnerability", "渗透测试发现越权")
     hook.failing = True
     status, out, _ = await run(
         config,
@@ -179,18 +188,7 @@ async def test_notify_with_the_channel_down_still_succeeds_and_says_it_waits(
 async def test_a_security_incident_cannot_be_closed_unnotified(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    await run(
-        config,
-        capsys,
-        "incidents",
-        "open",
-        "--kind",
-        "data_exposure",
-        "--service",
-        "svc-0001",
-        "--summary",
-        "疑似泄露",
-    )
+    await open_incident(config, capsys, "data_exposure", "疑似泄露")
     await run(config, capsys, "incidents", "resolve", "1")
     status, _, err = await run(config, capsys, "incidents", "close", "1")
     assert status == 2
@@ -201,18 +199,7 @@ async def test_a_security_incident_resolved_before_it_is_notified_stays_listed(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # It dropped out of the list and the status while its reminders and the late mark went on.
-    await run(
-        config,
-        capsys,
-        "incidents",
-        "open",
-        "--kind",
-        "data_exposure",
-        "--service",
-        "svc-0001",
-        "--summary",
-        "疑似泄露",
-    )
+    await open_incident(config, capsys, "data_exposure", "疑似泄露")
     await run(config, capsys, "incidents", "resolve", "1")
     _, listed, _ = await run(config, capsys, "incidents", "list")
     assert "resolved 已解决, NOT NOTIFIED 未通报" in listed and "剩余 1" in listed
@@ -272,18 +259,7 @@ async def test_notifying_of_an_availability_incident_claims_no_deadline(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # It said "within the deadline" of an incident that has none.
-    await run(
-        config,
-        capsys,
-        "incidents",
-        "open",
-        "--kind",
-        "outage",
-        "--service",
-        "svc-0001",
-        "--summary",
-        "电话报告无法访问",
-    )
+    await open_incident(config, capsys, "outage", "电话报告无法访问")
     status, out, _ = await run(
         config,
         capsys,
@@ -352,9 +328,7 @@ async def test_a_shell_without_the_smtp_password_leaves_the_notification_to_the_
         encoding="utf-8",
     )
     assert (await run(config, capsys, "sync", "--file", str(catalogue)))[0] == 0
-    opening = ["incidents", "open", "--kind", "data_exposure", "--service", "svc-0001"]
-    _, out, _ = await run(config, capsys, *opening, "--summary", "数据泄露")
-    incident = out.strip()
+    incident = await open_incident(config, capsys, "data_exposure", "数据泄露")
     parts = ["--scope", "全市", "--harm", "泄露", "--measures", "下线", "--rectification", "修复"]
     status, out, _ = await run(config, capsys, "incidents", "notify", incident, *parts)
     assert status == 0
