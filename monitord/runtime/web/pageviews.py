@@ -402,10 +402,19 @@ def notify_form(incident_id: int, csrf: str, values: dict[str, str]) -> str:
     )
 
 
+NOTED_ACTIONS = ("acknowledged", "resolved", "closed")
+"""The timeline entries whose note a person wrote (monitord's own notes are for the logs)."""
+
+
 def _event_text(event: dict[str, Any]) -> str:
-    """A timeline line's what: its name, and for an alert held back, the silence that did."""
+    """A timeline line's what: its name, the note its actor left (acknowledged, resolved,
+    closed), and for an alert held back, the silence that did."""
+    detail = event.get("detail") or {}
     text = esc(EVENT_NAMES.get(event["kind"], event["kind"]))
-    silence = event.get("detail", {}).get("silence") if event["kind"] == "silenced" else None
+    note = detail.get("note") if event["kind"] in NOTED_ACTIONS else None
+    if isinstance(note, str) and note.strip():
+        text += f"：{esc(note.strip())}"
+    silence = detail.get("silence") if event["kind"] == "silenced" else None
     if isinstance(silence, int):
         text += f' <a href="/silences#silence-{silence}">静默 #{silence}</a>'
     return text

@@ -111,6 +111,17 @@ async def test_an_acknowledgement_needs_the_forms_csrf_token_and_is_audited_by_n
     assert f'action="/incidents/{incident_id}/ack"' not in html  # nothing left to acknowledge
 
 
+async def test_the_timeline_shows_the_note_each_action_left(app: App, site: Site) -> None:
+    # The note on-call typed with an action was kept but shown nowhere on the page.
+    incident_id = seed(app)
+    with app.store.session() as session:
+        resolve(session, incident_id, "zhang.san", app.clock(), "已切换备用线路 <b>")
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    timeline = html.split("时间线")[1]
+    assert "解决：已切换备用线路 &lt;b&gt;" in timeline
+
+
 async def test_failed_sign_ins_are_limited_per_address_for_a_minute(site: Site) -> None:
     for _ in range(5):
         status, _, html = await site.sign_in("wrong-token")
