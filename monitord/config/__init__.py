@@ -12,6 +12,7 @@ import datetime as dt
 import fnmatch
 import ipaddress
 import json
+import logging
 import os
 import re
 import socket
@@ -450,7 +451,15 @@ def _apprise_url(value: str) -> str:
     # at send time is not known here: any stands in for it.
     import apprise  # here: `monitord analyse` loads the config, and apprise brings in ssl
 
-    if apprise.Apprise.instantiate(value.replace("{smtp_password}", "x")) is None:
+    # apprise logs its own ERROR line for a URL it cannot parse, with the URL in it; the
+    # refusal below says it once, masked.
+    apprise_log = logging.getLogger("apprise")
+    was_disabled, apprise_log.disabled = apprise_log.disabled, True
+    try:
+        usable = apprise.Apprise.instantiate(value.replace("{smtp_password}", "x")) is not None
+    finally:
+        apprise_log.disabled = was_disabled
+    if not usable:
         raise ValueError(
             "an apprise URL it can use: a known scheme (dingtalk, wecombot, feishu, mailtos, "
             "json…) with the token or host it needs, such as dingtalk://<token>/"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from alerts.routing import contact_channels
+from monitord.cli import main
 from monitord.config import check_daemon_secrets, parse_config
 from monitord.errors import ConfigError
 from monitord.store.models import Service
@@ -101,3 +104,17 @@ def test_an_alert_url_apprise_cannot_use_is_refused_at_load_without_its_secret(
 def test_an_smtp_url_with_its_password_placeholder_is_a_usable_alert_url() -> None:
     url = "mailtos://monitord:{smtp_password}@smtp.example.cn?from=monitord@example.cn"
     assert parse_config({"alerts": {"management": [url]}}, "site.toml", env={}).alerts.management
+
+
+def test_check_config_says_an_unusable_alert_url_once_and_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # apprise also logged "ERROR Unparseable URL dingtlak://…" before monitord's own line.
+    token = "0123456789abcdef" * 4
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[alerts]\noncall = ["dingtlak://{token}"]\n', encoding="utf-8")
+    assert main(["--config", str(config), "check-config"]) == 2
+    said = capsys.readouterr()
+    assert said.out == ""
+    assert said.err.count("\n") == 1 and token not in said.err
+    assert 'alerts.oncall[0] = "dingtlak://***"' in said.err
