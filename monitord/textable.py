@@ -7,7 +7,9 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
+from monitord.errors import UsageError
 from monitord.redact import one_line
+from monitord.types import MAX_LONG_TEXT, TEXT_CONTROLS
 
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 """Characters no store holds: NUL (not in a PostgreSQL text) and lone UTF-16 surrogates (JSON's
@@ -17,6 +19,26 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 def storable(text: str) -> str:
     """text with U+FFFD in place of each UNSTORABLE character."""
     return UNSTORABLE.sub("\ufffd", text)
+
+
+def written_text(
+    label: str, text: str, limit: int = MAX_LONG_TEXT, *, one_line_only: bool = False
+) -> str:
+    """What a person typed (a note, a notification's part, a name), stripped; UsageError naming
+    `label` when it is over `limit` characters or holds a control character (any, for a name
+    kept on one line; tabs and line ends may stand in a note). The API checks the same."""
+    text = text.strip()
+    if len(text) > limit:
+        raise UsageError(f"{label}: {len(text):,} characters, at most {limit:,}")
+    if one_line_only:
+        controlled = any(unicodedata.category(ch) == "Cc" for ch in text)
+    else:
+        controlled = re.search(f"[{TEXT_CONTROLS}]", text) is not None
+    if controlled:
+        # An escape sequence would rewrite the terminal of whoever reads it back.
+        plain = "a plain name" if one_line_only else "plain text"
+        raise UsageError(f"{label}: holds a control character; write {plain}")
+    return text
 
 
 def shortened(text: str, limit: int) -> str:

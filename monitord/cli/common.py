@@ -10,7 +10,6 @@ import io
 import json
 import os
 import sys
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from monitord.errors import ConfigError, StoreError, UsageError
 from monitord.redact import escaped
-from monitord.textable import storable
+from monitord.textable import storable, written_text
 from monitord.timeutil import EARLIEST, parse_time
 from monitord.types import MAX_ID, MAX_NAME
 
@@ -292,13 +291,9 @@ def actor(args: argparse.Namespace) -> str:
     given = getattr(args, "by", None)
     if given is None:
         return storable(os.environ.get("SUDO_USER") or getpass.getuser())
-    name = str(given).strip()
+    name = written_text("--by", str(given), MAX_NAME, one_line_only=True)
     if not name:
         raise UsageError("--by: empty; say who is doing this")
-    if len(name) > MAX_NAME:
-        raise UsageError(f"--by: {len(name):,} characters, at most {MAX_NAME}")
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
-        raise UsageError("--by: holds a control character; write a plain name")
     return storable(name)
 
 

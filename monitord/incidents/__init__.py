@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,8 +37,9 @@ from monitord.store.models import (
     Silence,
 )
 from monitord.store.outbox import enqueue
+from monitord.textable import written_text
 from monitord.timeutil import local_text
-from monitord.types import MAX_ID, MAX_LONG_TEXT, SEVERITY_RANK, TEXT_CONTROLS
+from monitord.types import MAX_ID, SEVERITY_RANK
 
 ACTIVE_STATES = ("open", "acknowledged", "notified")
 
@@ -698,18 +698,6 @@ def held_incident(session: Session, incident_id: int) -> Incident:
     return incident
 
 
-def plain_text(label: str, text: str) -> str:
-    """`text` stripped, or UsageError naming `label` when it is over MAX_LONG_TEXT characters or
-    holds a control character: the checks the API makes of the same text, for the CLI too."""
-    text = text.strip()
-    if len(text) > MAX_LONG_TEXT:
-        raise UsageError(f"{label}: {len(text):,} characters, at most {MAX_LONG_TEXT:,}")
-    if re.search(f"[{TEXT_CONTROLS}]", text):
-        # An escape sequence would rewrite the terminal of whoever reads it back.
-        raise UsageError(f"{label}: holds a control character; write plain text")
-    return text
-
-
 def open_manual(
     session: Session,
     settings: Settings,
@@ -729,7 +717,7 @@ def open_manual(
     for service_id in service_ids:
         if session.get(Service, service_id) is None:
             raise UsageError(f"--service {service_id!r}: no such service in the store")
-    summary = plain_text("--summary", summary)
+    summary = written_text("--summary", summary)
     if not summary:
         raise UsageError("--summary: describe what happened")
     if occurred_at is not None and occurred_at > now:
@@ -761,7 +749,7 @@ def acknowledge(
     session: Session, incident_id: int, actor: str, now: dt.datetime, note: str = ""
 ) -> Incident:
     """Acknowledge an open incident: somebody is on it; escalation stops."""
-    note = plain_text("--note", note)
+    note = written_text("--note", note)
     incident = held_incident(session, incident_id)
     if incident.acknowledged_at is not None:
         raise UsageError(
@@ -800,7 +788,7 @@ def notify_management(
     if missing:
         raise UsageError("the notification is missing: " + "; ".join(missing))
     for name, label in NOTIFICATION_PARTS.items():
-        plain_text(label, parts.get(name) or "")
+        written_text(label, parts.get(name) or "")
     if out_of_band is not None and not out_of_band.strip():
         raise UsageError('--out-of-band: say how and to whom, e.g. "电话：市数据局 王科长"')
     if at is not None and out_of_band is None:
@@ -953,7 +941,7 @@ def resolve(
 
     On-call hears 已恢复 only of an availability incident whose services are all up now; else
     已结束, resolved by hand, with the note (a service still down is no recovery)."""
-    note = plain_text("--note", note)
+    note = written_text("--note", note)
     incident = held_incident(session, incident_id)
     if incident.state in ("resolved", "closed"):
         raise UsageError(f"incident {incident_id} is already {incident.state}")
@@ -984,7 +972,7 @@ def close(
     session: Session, incident_id: int, actor: str, now: dt.datetime, note: str = ""
 ) -> Incident:
     """Close a resolved incident. A security incident must have been notified first (7.3.3)."""
-    note = plain_text("--note", note)
+    note = written_text("--note", note)
     incident = held_incident(session, incident_id)
     if incident.state != "resolved":
         raise UsageError(f"incident {incident_id} is {incident.state}: resolve it before closing")
