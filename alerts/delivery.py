@@ -612,14 +612,34 @@ def _sent_times(session: Session, channel: Channel, now: dt.datetime) -> list[dt
     return singles + list(digests.values())
 
 
-def _paced_batch(
-    store: Store, alert: OutboxAlert, channel: Channel, per_minute: int, now: dt.datetime
+def _delivered_lately(session: Session, channel: Channel, now: dt.datetime) -> int:
+    """How many alerts the channel was sent in the last pacing window (a digest's each)."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(OutboxAlert)
+        .where(
+            OutboxAlert.parent_id.is_not(None),
+            OutboxAlert.state == "delivered",
+            OutboxAlert.delivered_at > now - pacing.WINDOW,
+            _same_channel(channel),
+        )
+    )
+    return int(count or 0)
+
+
+def _batch(
+    store: Store,
+    alert: OutboxAlert,
+    channel: Channel,
+    per_minute: int | None,
+    flood: int,
+    now: dt.datetime,
 ) -> list[OutboxAlert]:
-    """The copies the next message to a paced channel carries: the claimed one alone, or with
-    more of the channel's due copies (claimed too) as a digest; none when the minute is full
-    (the claimed copy is then put back until the channel has room)."""
+    """The copies the next message to a channel carries: the claimed one alone, or with more of
+    the channel's due copies (claimed too) as a digest, when a paced channel's minute has no
+    room for each or a `flood` is due; none when the minute is full (the claimed copy is then
+    put back until the channel has room)."""
     with store.session() as session:
-        sent = _sent_times(session, channel, now)
         due = [*_due(OutboxAlert, now, None, None), _same_channel(channel)]
         backlog = 1 + int(
             session.scalar(
@@ -629,8 +649,12 @@ def _paced_batch(
             )
             or 0
         )
-        size = pacing.batch_size(backlog, pacing.room(sent, per_minute, now))
-        if size == 0:
+        sent = [] if per_minute is None else _sent_times(session, channel, now)
+        room_left = backlog if per_minute is None else pacing.room(sent, per_minute, now)
+        size = pacing.batch_size(
+            backlog, room_left, flood, _delivered_lately(session, channel, now)
+        )
+        if size == 0 and per_minute is not None:
             session.execute(
                 update(OutboxAlert)
                 .where(OutboxAlert.id == alert.id)
@@ -681,7 +705,7 @@ def digest_size(messages: list[Message], key: str, budget: int | None) -> int:
 
 
 def _within_budget(store: Store, batch: list[OutboxAlert], channel: Channel) -> list[OutboxAlert]:
-    """The copies of a paced batch whose digest fits the channel's message size; the others are
+    """The copies of a batch whose digest fits the channel's message size; the others are
     put back, due, for the next digest (never dropped)."""
     budget = text_budget(urlsplit(channel.url).scheme)
     key = f"digest:{batch[0].idempotency_key}"
@@ -778,14 +802,13 @@ async def deliver_due(
         channel = await asyncio.to_thread(_channel_of, store, settings, alert.id)
         if channel is None:
             continue
-        batch = [alert]
         per_minute = _per_minute(settings, channel)
-        if per_minute is not None:
-            batch = await asyncio.to_thread(
-                _paced_batch, store, alert, channel, per_minute, clock()
-            )
-            if not batch:
-                continue  # the channel's minute is full: it goes when there is room
+        batch = await asyncio.to_thread(
+            _batch, store, alert, channel, per_minute, settings.alerts.storm_threshold, clock()
+        )
+        if not batch:
+            continue  # the channel's minute is full: it goes when there is room
+        if len(batch) > 1:
             batch = await asyncio.to_thread(_within_budget, store, batch, channel)
         key = alert.idempotency_key if len(batch) == 1 else f"digest:{alert.idempotency_key}"
         now = clock()
@@ -794,7 +817,7 @@ async def deliver_due(
         message = (
             Message(texts[0].title, texts[0].body, (attach,) if attach else ())
             if len(batch) == 1
-            else render_digest(texts, key)
+            else render_digest(texts, key, paced=per_minute is not None)
         )
         error = await refused_target(channel, settings.probes.denied_networks)
         if error is None:

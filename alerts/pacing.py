@@ -6,6 +6,10 @@ one by one would silence the channel exactly when it matters. So while more aler
 channel than its minute has room for, each message carries several of them (a digest listing
 each in full); when the minute is full, the rest wait for room. Nothing is dropped, and nothing
 waits longer than the pacing window. The rates are `[alerts] rate_per_minute`, by URL scheme.
+
+A channel without a rate (a webhook, e-mail) is folded the same way when a flood is due for it
+at once (`[alerts] storm_threshold` alerts or more: the escalations and recoveries of fifty
+services behind one gateway), so it is not fifty pings in a row.
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ def room_again(sent: Sequence[dt.datetime], per_minute: int, now: dt.datetime) -
     return recent[-per_minute] + WINDOW if len(recent) >= per_minute else now
 
 
-def batch_size(backlog: int, room_left: int) -> int:
-    """How many due alerts the next message to a paced channel carries: one each while the
-    minute has room for all of them, else a digest of up to DIGEST_MAX (0: wait for room)."""
+def batch_size(backlog: int, room_left: int, flood: int | None = None, lately: int = 0) -> int:
+    """How many due alerts the next message to a channel carries: one each while the minute
+    has room for all of them and they, with the `lately` sent in the last minute, are fewer
+    than a `flood`; else a digest of up to DIGEST_MAX (0: wait for room)."""
     if room_left <= 0:
         return 0
-    if backlog <= room_left:
+    if backlog <= room_left and (flood is None or backlog + lately < flood):
         return 1
     return min(backlog, DIGEST_MAX)

@@ -278,12 +278,14 @@ def render_storm(
     )
 
 
-def render_digest(messages: list[Message], key: str) -> Message:
-    """Several alerts in one message, each in full with its own key, for a chat channel that
-    takes no more messages this minute (alerts.pacing)."""
+def render_digest(messages: list[Message], key: str, *, paced: bool = True) -> Message:
+    """Several alerts in one message, each in full with its own key (alerts.pacing): for a
+    chat channel that takes no more messages this minute (`paced`), or for a flood due at once
+    on a channel without a rate."""
     parts = [f"{n}. {m.title}\n{m.body}" for n, m in enumerate(messages, 1)]
+    why = "渠道限速" if paced else "同时到达"
     return Message(
-        title=f"【告警汇总】{len(messages)} 条告警（渠道限速，合并发送）",
+        title=f"【告警汇总】{len(messages)} 条告警（{why}，合并发送）",
         body="\n\n".join([*parts, f"编号 {key}"]),
     )
 

@@ -571,7 +571,8 @@ class AlertSettings(_Section):
     contact's address; {smtp_password} is filled in as in any URL of this section."""
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     storm_threshold: int = Field(default=10, ge=2)
-    """This many availability incidents opening together become one grouped alert."""
+    """This many availability incidents opening together become one grouped alert; this many
+    alerts due at once on one channel go several to a message (alerts.pacing)."""
     rate_per_minute: dict[str, Annotated[int, Field(gt=0, le=10_000)]] = Field(
         default_factory=lambda: {"dingtalk": 20, "wecombot": 20, "feishu": 100}
     )

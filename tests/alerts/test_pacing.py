@@ -83,3 +83,48 @@ async def test_sixty_alerts_in_a_minute_reach_a_paced_channel_within_its_rate_an
     assert any(m["title"].startswith("【告警汇总】") for m in hook.received)
     assert len(hook.received) < 60
     assert arrivals[-1] - arrivals[0] <= dt.timedelta(minutes=2)  # none waited past a window
+
+
+def test_a_flood_on_a_channel_without_a_rate_goes_in_digests() -> None:
+    assert batch_size(backlog=9, room_left=9, flood=10) == 1
+    assert batch_size(backlog=50, room_left=50, flood=10) == DIGEST_MAX
+
+
+async def _incidents_at_once(store: Store, clock: FakeClock, hook: Webhook, count: int) -> None:
+    cfg = parse_config(
+        {"alerts": {"oncall": [hook.url.replace("http://", "json://") + "/hook"]}},
+        "test",
+        env={},
+    )
+    with store.session() as session:
+        for n in range(count):
+            session.add(
+                Service(id=f"svc-{n:04d}", name=f"服务{n}", first_seen=clock(), last_seen=clock())
+            )
+        for n in range(count):
+            open_manual(
+                session, cfg, "data_exposure", [f"svc-{n:04d}"], f"第 {n} 号事件", "ops", clock()
+            )
+    await deliver_due(store, cfg, clock, make_apprise_sender(None))
+
+
+async def test_thirty_alerts_due_at_once_on_a_webhook_arrive_as_a_few_whole_digests(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    await _incidents_at_once(sqlite_store, clock, hook, 30)
+
+    assert len(hook.received) == 4  # 8 + 8 + 8 + 6, not thirty pings
+    assert all(m["title"].endswith("条告警（同时到达，合并发送）") for m in hook.received)
+    text = "\n".join(f"{m['title']}\n{m['message']}" for m in hook.received)
+    for n in range(1, 31):
+        assert f"编号 incident:{n}:opened" in text
+        assert f"第 {n - 1} 号事件" in text
+
+
+async def test_a_few_alerts_due_at_once_on_a_webhook_still_go_one_each(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    await _incidents_at_once(sqlite_store, clock, hook, 5)
+
+    assert len(hook.received) == 5
+    assert not any(m["title"].startswith("【告警汇总】") for m in hook.received)
