@@ -15,9 +15,15 @@ a truncated-and-rewritten file from the one it read. Each call reads what is new
 - the path is a symlink pointed at another file: the rest of the file it pointed at, found by
   its inode in the folder.
 
-A file read while empty has no first bytes to recognise: a rotated copy written after the
-cursor was taken is its copy. When the file read before is not found, a warning says from
-which byte its lines are lost.
+After the rest of the file read before come the rotated siblings written after it, oldest
+first: the files of rotations that happened between two reads (the daemon was stopped over
+two nights of logrotate), each read whole.
+
+A file read while empty has no first bytes to recognise: a rotated copy that was not beside it
+when the cursor was taken, written since, is its copy (a sibling that was there, written to
+late by a server that had not reopened its log, is not). Lines written to a file after the
+cursor left it for the next one are not read. When the file read before is not found, a
+warning says from which byte its lines are lost.
 
 The caller stores the returned cursor in the same transaction as what it made of the lines, so
 a crash replays the same lines rather than losing or doubling them.
@@ -57,6 +63,9 @@ class Cursor:
     mtime_ns: int = 0
     """The file's modification time as last seen: a rotated copy written after it holds lines
     not read yet (0: not known)."""
+    siblings: frozenset[tuple[int, int]] = frozenset()
+    """The (device, inode) of the rotated siblings beside the file when it was read while
+    empty (offset 0): none of them is its copy."""
 
 
 @dataclass(frozen=True)
@@ -120,9 +129,25 @@ def _written_after(path: Path, cursor: Cursor) -> bool:
     return bool(cursor.mtime_ns) and path.stat().st_mtime_ns > cursor.mtime_ns
 
 
-def _is_the_file(path: Path, cursor: Cursor) -> bool:
+def _identity(path: Path) -> tuple[int, int]:
     found = path.stat()
-    return (found.st_dev, found.st_ino) == (cursor.device, cursor.inode)
+    return found.st_dev, found.st_ino
+
+
+def _is_the_file(path: Path, cursor: Cursor) -> bool:
+    return _identity(path) == (cursor.device, cursor.inode)
+
+
+def _all_siblings(file: Path) -> list[Path]:
+    """Every rotated copy of file, plain and gzipped."""
+    return [*_siblings(file), *_siblings(file, compressed=True)]
+
+
+def _copied_since(path: Path, cursor: Cursor) -> bool:
+    """Whether path is the copy of a file read while empty: written after the cursor was taken,
+    and not one of the siblings already there (one of them written to late by a server that
+    had not reopened its log yet holds lines of an older file, not of this one)."""
+    return _written_after(path, cursor) and _identity(path) not in cursor.siblings
 
 
 def _rotated_away(file: Path, stat: os.stat_result, cursor: Cursor) -> bool:
@@ -132,7 +157,7 @@ def _rotated_away(file: Path, stat: os.stat_result, cursor: Cursor) -> bool:
     if cursor.offset:
         return not _same_start(cursor.head, file)
     # Nothing was read from it (it was empty): copied and truncated if a copy came since.
-    return any(_written_after(p, cursor) for p in [*_siblings(file), *_siblings(file, True)])
+    return any(_copied_since(p, cursor) for p in _all_siblings(file))
 
 
 def _find_rotated(file: Path, cursor: Cursor) -> Path | None:
@@ -142,9 +167,10 @@ def _find_rotated(file: Path, cursor: Cursor) -> Path | None:
     for old in _siblings(file):
         if _is_the_file(old, cursor):
             return old
+    for old in _siblings(file):
         if cursor.offset and _same_start(cursor.head, old):
             return old  # copied, then truncated
-        if not cursor.offset and _written_after(old, cursor):
+        if not cursor.offset and _copied_since(old, cursor):
             return old
     # Not the path itself: a file created after the old one was removed may get its inode.
     itself = {file, file.resolve()}
@@ -155,9 +181,21 @@ def _find_rotated(file: Path, cursor: Cursor) -> Path | None:
     for old in _siblings(file, compressed=True):
         if cursor.offset and _same_start_compressed(cursor.head, old):
             return old
-        if not cursor.offset and _written_after(old, cursor):
+        if not cursor.offset and _copied_since(old, cursor):
             return old
     return None
+
+
+def _rotated_after(file: Path, old: Path, stat: os.stat_result) -> list[Path]:
+    """The rotated siblings of file written after `old`, oldest first: the files of rotations
+    between two reads, which nobody read (not the file at the path itself, `stat`)."""
+    since = old.stat().st_mtime_ns
+    later = [
+        p
+        for p in _all_siblings(file)
+        if p != old and p.stat().st_mtime_ns > since and _identity(p) != (stat.st_dev, stat.st_ino)
+    ]
+    return sorted(later, key=lambda p: p.stat().st_mtime_ns)
 
 
 def _open_any(path: Path) -> BinaryIO:
@@ -221,6 +259,9 @@ def read_new(path: str | Path, cursor: Cursor | None) -> Iterator[Chunk]:
         else:
             for data in _rest(old, cursor.offset):
                 yield Chunk(str(old), data, cursor)
+            for between in _rotated_after(file, old, stat):
+                for data in _rest(between, 0):
+                    yield Chunk(str(between), data, cursor)
         current = Cursor(path=str(file))
     offset = current.offset if current.device else 0
     while True:
@@ -236,6 +277,8 @@ def read_new(path: str | Path, cursor: Cursor | None) -> Iterator[Chunk]:
 
 
 def _cursor_for(file: Path, stat: os.stat_result, offset: int) -> Cursor:
+    # Only a file read while empty needs its siblings known (see `_copied_since`).
+    siblings = frozenset(_identity(p) for p in _all_siblings(file)) if not offset else frozenset()
     return Cursor(
         path=str(file),
         device=stat.st_dev,
@@ -243,4 +286,5 @@ def _cursor_for(file: Path, stat: os.stat_result, offset: int) -> Cursor:
         offset=offset,
         head=_head(file),
         mtime_ns=stat.st_mtime_ns,
+        siblings=siblings,
     )

@@ -226,6 +226,7 @@ def _follow_one(
                 offset=row.offset,
                 head=row.head,
                 mtime_ns=int(row.state.get("mtime_ns", 0)),
+                siblings=frozenset((int(d), int(i)) for d, i in row.state.get("siblings", [])),
             )
             if row
             else None
@@ -268,7 +269,9 @@ def _follow_one(
             "analyzer": analyzer.to_state(),
             "reported": reported,
             "format": fmt,
-            "mtime_ns": last.mtime_ns,  # the cursor's: the store has no column for it
+            # The cursor's: the store has no column for them.
+            "mtime_ns": last.mtime_ns,
+            "siblings": sorted([device, inode] for device, inode in last.siblings),
         }
         row.lines = analyzer.lines
         row.updated_at = now

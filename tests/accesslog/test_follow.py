@@ -209,3 +209,66 @@ def test_a_rotated_file_that_is_gone_is_a_warning_naming_the_lost_bytes(log: Pat
         f"access log {log}: the file read up to byte 4 was rotated away and is not found (not "
         "beside it, plain or .gz): any lines written to it after that byte are lost\n"
     ]
+
+
+def _age(path: Path, seconds: int) -> None:
+    """Set path's modification time `seconds` back, as if written then."""
+    then = path.stat().st_mtime_ns - seconds * 10**9
+    os.utime(path, ns=(then, then))
+
+
+def test_two_daily_rotations_between_reads_read_the_day_in_between(log: Path) -> None:
+    # dateext, compress, delaycompress over two nights while the daemon was stopped: the file
+    # of the day in between, never at the path when a read happened, was skipped whole.
+    follower = Follower(log)
+    write(log, "1", "2")
+    follower.poll()
+    write(log, "3")
+    first, second = log.with_name("access.log-20261205"), log.with_name("access.log-20261206")
+    log.rename(first)
+    _age(first, 7200)
+    write(log, "4", "5")
+    log.rename(second)
+    _age(second, 3600)
+    with first.open("rb") as plain, gzip.open(f"{first}.gz", "wb") as packed:
+        shutil.copyfileobj(plain, packed)
+    os.utime(f"{first}.gz", ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns))
+    first.unlink()  # gzip keeps the time of the file it compressed
+    write(log, "6")
+    follower.poll()
+    assert follower.lines == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_two_copytruncates_between_reads_read_the_newer_copy_too(log: Path) -> None:
+    follower = Follower(log)
+    write(log, "first line of the day", "2")
+    follower.poll()
+    write(log, "3")
+    shutil.copyfile(log, log.with_name("access.log.1"))
+    os.truncate(log, 0)
+    write(log, "4")
+    log.with_name("access.log.1").rename(log.with_name("access.log.2"))
+    _age(log.with_name("access.log.2"), 3600)
+    shutil.copyfile(log, log.with_name("access.log.1"))
+    os.truncate(log, 0)
+    write(log, "5")
+    follower.poll()
+    assert follower.lines == ["first line of the day", "2", "3", "4", "5"]
+
+
+def test_late_lines_in_the_old_file_do_not_make_it_read_again(log: Path) -> None:
+    # logrotate `create`: a pass saw the new file empty; the server, not yet told to reopen its
+    # log, wrote on to the renamed one. That file was taken for a copy of the empty one and
+    # read again from its first byte: every line of it counted twice.
+    follower = Follower(log)
+    write(log, *(f"old-{n}" for n in range(100)))
+    follower.poll()
+    log.rename(log.with_name("access.log.1"))
+    log.write_text("")
+    _age(log, 60)
+    follower.poll()
+    write(log.with_name("access.log.1"), "late-1", "late-2")
+    write(log, "new-1", "new-2")
+    follower.poll()
+    follower.poll()
+    assert follower.lines == [*(f"old-{n}" for n in range(100)), "new-1", "new-2"]

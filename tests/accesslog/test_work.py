@@ -835,3 +835,30 @@ def test_analyse_cli_counts_a_request_in_both_the_edge_and_the_audit_log_once(
     assert main(["analyse", str(edge), str(audit)]) == 0
     out = capsys.readouterr().out
     assert "svc-0042  14" in out, out
+
+
+def test_late_lines_in_a_renamed_log_do_not_count_its_requests_twice(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # logrotate `create`, and the edge server writing on to the renamed file until told to
+    # reopen: a pass saw the new file empty, and the renamed one was then taken for its copy
+    # and read again from its first byte, its 100 requests stored twice.
+    log, renamed = tmp_path / "access.log", tmp_path / "access.log.1"
+    cfg = config((log, "nginx"))
+    minute = dt.timedelta(minutes=1)
+    log.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(100)))
+    follow_logs(sqlite_store, cfg, clock)
+    log.rename(renamed)
+    log.write_text("")
+    then = log.stat().st_mtime_ns - 60 * 10**9  # created at the rotation, a minute ago
+    os.utime(log, ns=(then, then))
+    follow_logs(sqlite_store, cfg, clock)
+    with renamed.open("a") as handle:
+        handle.writelines(nginx_line(START + i * minute, i) + "\n" for i in range(100, 105))
+    log.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(105, 200)))
+    follow_logs(sqlite_store, cfg, clock)
+    follow_logs(sqlite_store, cfg, clock)
+    # Hours 09:00 and 10:00 have closed: the 5 late lines were written after the old file
+    # was left, the rest once each.
+    assert total_requests(sqlite_store) == 115
+    assert lines_seen(sqlite_store) == 195
