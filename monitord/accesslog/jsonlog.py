@@ -19,6 +19,7 @@ import pyarrow.json as pj
 
 from monitord.accesslog.lines import as_text
 from monitord.accesslog.schema import classify_clients, conform, in_range
+from monitord.textable import storable
 from monitord.timeutil import parse_time
 
 FIELDS = pa.schema(
@@ -85,7 +86,8 @@ def _coerce(obj: dict[str, Any]) -> dict[str, Any] | None:
         elif pa.types.is_floating(f.type):
             row[f.name] = float(value)
         else:
-            row[f.name] = value if isinstance(value, str) else json.dumps(value)
+            # A lone surrogate ("\\ud800") is no UTF-8: Arrow refuses it, and the block with it.
+            row[f.name] = storable(value if isinstance(value, str) else json.dumps(value))
     return row
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from monitord.textable import storable
+
 TEXT = pa.dictionary(pa.int32(), pa.string())
 """The type of text columns (ip, user, path, ...): a block repeats each value many times, so
 codes into a small dictionary let statistics and rules group by integers and test a condition
@@ -164,7 +166,8 @@ def service_from_path(path: pa.Array, pattern: str) -> pa.Array:
 
 
 def conform(columns: dict[str, pa.Array], n: int) -> pa.Table:
-    """Build a table of `SCHEMA` from the columns given; missing ones are null."""
+    """Build a table of `SCHEMA` from the columns given; missing ones are null. Text holds no
+    NUL (`storable_column`): each reader's values reach the store as they are."""
     arrays = []
     for f in SCHEMA:
         arr = columns.get(f.name)
@@ -172,10 +175,29 @@ def conform(columns: dict[str, pa.Array], n: int) -> pa.Table:
             arr = pa.nulls(n, f.type)
         elif arr.type != f.type:
             arr = pc.cast(arr, f.type)
+        if f.type == TEXT:
+            arr = storable_column(arr)
         arrays.append(arr)
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
+def storable_column(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A TEXT column with U+FFFD for each NUL, as `monitord.textable.storable` keeps text: a
+    PostgreSQL text holds no NUL, and an account or service with one ("\\u0000" in the audit
+    log, an unescaped `\\x00` in the edge log) failed every pass of its log. Arrow's UTF-8 holds
+    no lone surrogate, storable's other case."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if not pc.any(pc.match_substring(col.dictionary, "\x00")).as_py():
+        return col
+    fixed = pc.replace_substring(col.dictionary, "\x00", "\ufffd")
+    # Encoded again: "a\x00" and "a\ufffd" are one value now, and must be one code.
+    return pc.dictionary_encode(pc.take(fixed, col.indices))
+
+
 def texts(values: Iterable[bytes | str]) -> list[str]:
-    """Raw lines as text for samples and evidence, never failing on bad bytes."""
-    return [v if isinstance(v, str) else v.decode("utf-8", errors="replace") for v in values]
+    """Raw lines as text for samples and evidence, never failing on bad bytes, and storable
+    (`monitord.textable.storable`: a NUL byte in a line reaches a finding's evidence)."""
+    return [
+        storable(v if isinstance(v, str) else v.decode("utf-8", errors="replace")) for v in values
+    ]

@@ -862,3 +862,35 @@ def test_late_lines_in_a_renamed_log_do_not_count_its_requests_twice(
     # was left, the rest once each.
     assert total_requests(sqlite_store) == 115
     assert lines_seen(sqlite_store) == 195
+
+
+def test_nul_and_lone_surrogates_in_audit_values_are_stored_not_a_log_switched_off(
+    tmp_path: Path, store: Store, clock: FakeClock
+) -> None:
+    # One audit line with "\u0000" in its account or service failed every pass on PostgreSQL
+    # (no NUL in a text), and one with "\ud800" on both stores: the cursor never moved again and
+    # nothing after it in that log was analysed, the brute-force finding never stored.
+    log = tmp_path / "audit.jsonl"
+    cfg = config((log, "json"))
+    second = dt.timedelta(seconds=20)
+    lines = [
+        audit_line(START + i * second, user_id=user, service_id=service, action="login_failed")
+        for i, (user, service) in enumerate(
+            [("admin\x00", "svc-\x004")] * 9 + [("admin-half-pair", "svc-0042")] * 9
+        )
+    ]
+    lines = [line.replace("admin-half-pair", "admin\\ud800") for line in lines]
+    lines.append(audit_line(START + dt.timedelta(hours=2)))  # closes the hours before
+    for part in (lines[:9], lines[9:18], lines[18:]):  # each kind in a block of its own
+        with log.open("a") as handle:
+            handle.writelines(f"{line}\n" for line in part)
+        assert follow_logs(store, cfg, clock).failed == []
+    assert lines_seen(store) == 19
+    assert total_requests(store) == 18
+    with store.session() as session:
+        subjects = session.scalars(
+            select(Finding.subject).where(Finding.rule == "brute_force_login")
+        ).all()
+        services = set(session.scalars(select(LogHourStat.service)).all())
+    assert len(subjects) == 1 and "admin\ufffd" in subjects[0]
+    assert "svc-\ufffd4" in services
