@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import re
 import sys
 import zlib
@@ -72,9 +73,15 @@ def expand(items: Iterable[InputItem]) -> Iterator[tuple[str, BinaryIO]]:
             yield "<stdin>", open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
         elif Path(item).is_dir():
             for path in distinct_files(folder_files(Path(item)))[0]:
-                yield str(path), _open(path)
+                yield shown_path(path), _open(path)
         else:
-            yield str(item), _open(Path(item))
+            yield shown_path(item), _open(Path(item))
+
+
+def shown_path(path: str | Path) -> str:
+    """path as reports name it: the bytes of a file name that are not UTF-8 written as `\\xff`,
+    not kept as the lone surrogates Python reads them into, which no JSON encoder takes."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
 def folder_files(folder: Path) -> list[Path]:

@@ -894,3 +894,21 @@ def test_nul_and_lone_surrogates_in_audit_values_are_stored_not_a_log_switched_o
         services = set(session.scalars(select(LogHourStat.service)).all())
     assert len(subjects) == 1 and "admin\ufffd" in subjects[0]
     assert "svc-\ufffd4" in services
+
+
+def test_analyse_names_a_file_whose_name_is_not_utf8_in_its_rejected_samples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A rejected line's sample names its file: with a name of bytes that are not UTF-8,
+    # `--json` wrote half its object, then a traceback (orjson takes no lone surrogate).
+    from monitord.cli import main
+
+    log = Path(os.fsdecode(bytes(tmp_path) + b"/acc\xff\xfe.log"))
+    log.write_bytes(nginx_line(START, 0).encode() + b"\n\x00\x00\x00\xff\xfe garbage\n")
+    assert main(["analyse", "--json", str(log)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["lines"], result["rejected"]) == (2, 1)
+    assert result["rejected_samples"][0].startswith(f"{tmp_path}/acc\\xff\\xfe.log: ")
+    assert main(["analyse", str(log)]) == 0
+    # The text form quotes the sample as Python does: its backslashes doubled.
+    assert f"{tmp_path}/acc\\\\xff\\\\xfe.log: " in capsys.readouterr().out
