@@ -110,6 +110,8 @@ class FollowReport:
     unreadable: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     """Logs left out as the same file as a log followed before them."""
+    missing: list[str] = field(default_factory=list)
+    """Logs that do not exist (yet)."""
     failed: list[str] = field(default_factory=list)
     """Logs whose pass failed on something other than reading (a line the reader could not
     handle): named in an error, their cursor kept, the other logs read all the same."""
@@ -139,8 +141,11 @@ def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
     report = FollowReport()
     first_named: dict[FileId, str] = {}
     for log in settings.logs.follow:
+        if not _there(store, log.path, clock()):
+            report.missing.append(log.path)
+            continue
         same = _read_under(log.path, first_named)
-        if same is not None:
+        if _noted(store, log.path, "same_as", same, clock()) and same is not None:
             # Read under both names, every request and finding would count twice.
             logger.warning(
                 "access log {} is the same file as {}: it is read once, as {}",
@@ -148,6 +153,7 @@ def follow_logs(store: Store, settings: Settings, clock: Clock) -> FollowReport:
                 same,
                 same,
             )
+        if same is not None:
             report.duplicates.append(log.path)
             continue
         try:
@@ -200,13 +206,46 @@ def end_conditions(session: Session, now: dt.datetime) -> int:
     return resolved
 
 
+def _there(store: Store, path: str, now: dt.datetime) -> bool:
+    """Whether the followed log at `path` exists; a warning says so when it stops existing (a
+    typo in the config, a folder not there yet), and a line when it is there again, each once:
+    read as missing on every pass, it was never said at all."""
+    missing = not Path(path).exists()
+    if _noted(store, path, "missing", True if missing else None, now):
+        if missing:
+            logger.warning(
+                "access log {}: no such file; it is read once it is there (check the path in "
+                "[logs] follow)",
+                path,
+            )
+        else:
+            logger.info("access log {} is there again: it is read", path)
+    return not missing
+
+
+def _noted(store: Store, path: str, key: str, value: Any, now: dt.datetime) -> bool:
+    """Record `value` under `key` in the stored state of the followed log at `path` (None:
+    remove it), storing a log without a cursor yet when it needs one; whether it changed, so
+    a condition of the log is said once when it starts, not on every pass."""
+    with store.session() as session:
+        row = session.get(LogSource, (writer_name(), path))
+        if (row.state.get(key) if row else None) == value:
+            return False
+        if row is None:
+            row = LogSource(daemon=writer_name(), path=path, state={}, updated_at=now)
+            session.add(row)
+        state = {name: known for name, known in row.state.items() if name != key}
+        row.state = state if value is None else {**state, key: value}
+        return True
+
+
 def _read_under(path: str, first_named: dict[FileId, str]) -> str | None:
     """The path under which the file at `path` is already read this pass (a symlink or a hard
     link to a log followed before it), or None; remembers it otherwise."""
     try:
         identity = file_id(Path(path))
     except OSError:
-        return None  # not there yet, or unreadable: the pass says so
+        return None  # unreadable: the pass says so
     if identity in first_named:
         return first_named[identity]
     first_named[identity] = path

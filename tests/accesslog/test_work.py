@@ -666,7 +666,9 @@ def test_a_followed_log_and_a_symlink_to_it_are_read_once(
     link.symlink_to(log)
     with logged("WARNING") as warnings:
         report = follow_logs(sqlite_store, config((log, "nginx"), (link, "nginx")), clock)
+        follow_logs(sqlite_store, config((log, "nginx"), (link, "nginx")), clock)
     assert report.duplicates == [str(link)] and report.sources == [str(log)]
+    # Said once, not on every pass (288 times a day at the default interval).
     assert warnings == [f"access log {link} is the same file as {log}: it is read once, as {log}\n"]
     assert lines_seen(sqlite_store) == 150 and total_requests(sqlite_store) == 60
 
@@ -912,3 +914,27 @@ def test_analyse_names_a_file_whose_name_is_not_utf8_in_its_rejected_samples(
     assert main(["analyse", str(log)]) == 0
     # The text form quotes the sample as Python does: its backslashes doubled.
     assert f"{tmp_path}/acc\\\\xff\\\\xfe.log: " in capsys.readouterr().out
+
+
+def test_a_followed_log_that_does_not_exist_is_said_once_and_read_once_it_is_there(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # A typo in [logs] follow, or a folder not there yet: nothing was ever said, and the only
+    # sign was days without logs in the next quarterly audit.
+    log = tmp_path / "nginx" / "access.log"
+    cfg = config((log, "nginx"))
+    with logged("INFO") as said:
+        for _ in range(3):
+            assert follow_logs(sqlite_store, cfg, clock).missing == [str(log)]
+        log.parent.mkdir()
+        log.write_text(
+            "".join(nginx_line(START + i * dt.timedelta(minutes=1), i) + "\n" for i in range(150))
+        )
+        follow_logs(sqlite_store, cfg, clock)
+        follow_logs(sqlite_store, cfg, clock)
+    assert said == [
+        f"access log {log}: no such file; it is read once it is there (check the path in "
+        "[logs] follow)\n",
+        f"access log {log} is there again: it is read\n",
+    ]
+    assert lines_seen(sqlite_store) == 150 and total_requests(sqlite_store) == 60
