@@ -112,11 +112,14 @@ def _html(body: str, status: int = 200) -> web.Response:
 
 
 def _page(request: web.Request, title: str, body: str, status: int = 200) -> web.Response:
+    """A whole page for the caller; it reloads itself only when it answers a GET (a page
+    answering a form is at the form's address, which a reload would ask with GET: a 405)."""
     caller = request.get(CALLER)
     session = request.get(SESSION)
     who = f"{caller.name}（{caller.role}）" if caller else None
     csrf = session.csrf if session else ""
-    return _html(pageviews.layout(title, body, who=who, csrf=csrf), status)
+    refresh = request.method in ("GET", "HEAD")
+    return _html(pageviews.layout(title, body, who=who, csrf=csrf, refresh=refresh), status)
 
 
 def _csrf(request: web.Request) -> str:
@@ -154,8 +157,9 @@ def _sign_in_form(
 ) -> web.Response:
     """The sign-in form with a fresh CSRF value, also set as the form's own cookie."""
     csrf = secrets.token_urlsafe(24)
+    # Never reloaded: there is nothing new to show, and the form is what a person fills in.
     body = pageviews.layout(
-        "登录", pageviews.sign_in_page(csrf, next_path, error), who=None, csrf=""
+        "登录", pageviews.sign_in_page(csrf, next_path, error), who=None, csrf="", refresh=False
     )
     response = _html(body, status)
     response.set_cookie(

@@ -129,11 +129,17 @@ footer{color:var(--grey);font-size:.8rem;text-align:center;padding:1rem}
 """
 
 SCRIPT = """// Reload every 30 s to stay current; not while someone is typing in a form of the page.
+// Only pages served for a GET carry this script: a page answering a form (a refusal with what
+// was typed) would be lost by a reload of the form's address.
 (function () {
   var typed = false;
   document.addEventListener("input", function () { typed = true; });
   setInterval(function () {
-    if (!typed) { location.replace(location.pathname); }
+    if (typed) { return; }
+    var query = new URLSearchParams(location.search);
+    query.delete("done");  // a notice ("已确认。") is said once, not at every reload
+    var rest = query.toString();
+    location.replace(location.pathname + (rest ? "?" + rest : ""));
   }, 30000);
 })();
 """
@@ -156,20 +162,22 @@ def _hidden(csrf: str, back: str | None = None) -> str:
     return fields
 
 
-def layout(title: str, body: str, *, who: str | None, csrf: str) -> str:
-    """A whole page: header (who is signed in, sign out), the body, the refresh script."""
+def layout(title: str, body: str, *, who: str | None, csrf: str, refresh: bool = True) -> str:
+    """A whole page: header (who is signed in, sign out), the body and, when `refresh`, the
+    script reloading it every 30 s (never on a page answering a form: see SCRIPT)."""
     sign_out = (
         f'<form method="post" action="/logout">{_hidden(csrf)}<button>退出</button></form>'
         if csrf
         else ""
     )
     person = f'<span class="who">{esc(who)} {sign_out}</span>' if who else ""
+    script = '<script src="/static/page.js" defer></script>' if refresh else ""
     return (
         '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{esc(title)} · monitord</title>"
         '<link rel="stylesheet" href="/static/page.css">'
-        '<script src="/static/page.js" defer></script></head><body>'
+        f"{script}</head><body>"
         f'<header><a href="/">monitord 值班台</a>{person}</header>'
         f"<main>{body}</main><footer>苏商通 法人服务总入口 · 服务监测</footer></body></html>"
     )

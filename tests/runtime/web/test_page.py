@@ -701,3 +701,22 @@ async def test_an_incidents_timeline_names_the_silence_that_held_its_alert_back(
         f'告警被静默（未发群聊） <a href="/silences#silence-{silence.id}">静默 #{silence.id}</a>'
         in html
     )
+
+
+async def test_only_pages_answering_a_get_reload_themselves(app: App, site: Site) -> None:
+    # The reload asked the page's address again with GET: a refused form's page became a 405
+    # line, and the sign-in page lost its ?next= (and replaced its form's CSRF cookie).
+    incident_id = seed(app)
+    script = '<script src="/static/page.js"'
+    async with site.http.get(f"{site.url}/login?next=%2Fincidents%2F1", headers=HTML) as form:
+        assert script not in await form.text()
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    assert script in html
+    data = {"csrf": field(html, "csrf"), "scope": "x", "harm": "", "measures": "x"}
+    async with site.http.post(f"{site.url}/incidents/{incident_id}/notify", data=data) as refused:
+        assert refused.status == 422
+        assert script not in await refused.text()
+    async with site.http.post(f"{site.url}/silences", data={"csrf": field(html, "csrf")}) as bad:
+        assert bad.status == 422
+        assert script not in await bad.text()

@@ -156,3 +156,39 @@ async def add_a_silence(tab: Tab) -> None:
     assert "服务：svc-0003；类型：服务中断" in text and "社保系统割接（已报备）" in text
     await tab.send("Page.navigate", url=str(await tab.evaluate("location.origin")) + "/")
     await tab.wait_for("document.body.innerText.includes('生效中的静默（2）')")
+
+
+async def _thirty_seconds_later(tab: Tab) -> None:
+    """Let the page's timers run 31 s of virtual time (no waiting), and any reload finish."""
+    await tab.send("Emulation.setVirtualTimePolicy", policy="advance", budget=31_000)
+    await tab.wait_for("true")
+
+
+async def test_a_refused_notification_stays_on_screen_past_the_pages_reload(
+    app: App, clock: FakeClock, tmp_path: Path
+) -> None:
+    # The page reloaded its address every 30 s: a refusal answering the form's POST turned
+    # into {"error": "Method Not Allowed"} and what was typed was gone.
+    assert CHROMIUM is not None
+    incident_id = seed(app)
+    async with serve_page(app) as site, open_tab(CHROMIUM, tmp_path / "profile") as tab:
+        await tab.send("Page.navigate", url=f"{site.url}/incidents/{incident_id}")
+        await tab.wait_for("location.pathname === '/login' && document.getElementById('token')")
+        await tab.evaluate(
+            f"document.getElementById('token').value = {json.dumps(ONCALL)};"
+            "document.querySelector('form[action=\"/login\"] button').click()"
+        )
+        await tab.wait_for(f"location.pathname === '/incidents/{incident_id}'")
+        await tab.evaluate(
+            "document.getElementById('scope').value = '企业开办服务';"
+            "document.getElementById('harm').value = '约 300 家企业信息可能外泄';"
+            "document.getElementById('measures').value = '措'.repeat(4001);"
+            "document.getElementById('rectification').value = '修复越权漏洞';"
+            "document.querySelector('#notify button').click()"
+        )
+        await tab.wait_for("document.querySelector('.error')")
+        await _thirty_seconds_later(tab)
+        assert await tab.evaluate("location.pathname") == f"/incidents/{incident_id}/notify"
+        assert await tab.evaluate("document.getElementById('harm').value") == (
+            "约 300 家企业信息可能外泄"
+        )
