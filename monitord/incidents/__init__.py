@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 import rules
 from monitord.config import IncidentSettings, Settings
-from monitord.errors import UsageError
+from monitord.errors import Outdated, UsageError
 from monitord.incidents.silences import active_silences, may_silence, silenced
 from monitord.store import audit
 from monitord.store.bulk import among
@@ -765,6 +765,17 @@ def acknowledge(
     return incident
 
 
+def notifications_made(session: Session, incident_id: int) -> int:
+    """How many notifications of an incident were submitted (queued or made by phone): the
+    next one is the follow-up (续报) number this + 1."""
+    made = session.scalar(
+        select(func.count())
+        .select_from(IncidentEvent)
+        .where(IncidentEvent.incident_id == incident_id, IncidentEvent.kind == "notified")
+    )
+    return int(made or 0)
+
+
 def notify_management(
     session: Session,
     settings: Settings,
@@ -774,13 +785,17 @@ def notify_management(
     now: dt.datetime,
     out_of_band: str | None = None,
     at: dt.datetime | None = None,
+    number: int | None = None,
 ) -> OutboxAlert | None:
     """Queue the clause 7.3.3 notification (or a follow-up) to the management unit, or record
     one made by phone or in person (`out_of_band` says how and to whom, `at` when).
 
     Refused, naming the part, when scope, harm, measures or rectification is missing; refused
-    when no management channel is configured (unless out of band). Notifying after the deadline
-    marks the incident late at once. Returns the outbox row written (None out of band).
+    when no management channel is configured (unless out of band). With `number` (1 for the
+    first notification, 2 for the first follow-up…, as the sender saw it), Outdated when that
+    is not the one this would be: a form sent twice, or after someone else's, must not go out
+    again as a follow-up. Notifying after the deadline marks the incident late at once.
+    Returns the outbox row written (None out of band).
     """
     missing = [
         label for name, label in NOTIFICATION_PARTS.items() if not (parts.get(name) or "").strip()
@@ -810,14 +825,12 @@ def notify_management(
             f"--at {local_text(when)}: is before the incident happened "
             f"({local_text(incident.occurred_at or incident.detected_at)})"
         )
-    previous = (
-        session.scalar(
-            select(func.count())
-            .select_from(IncidentEvent)
-            .where(IncidentEvent.incident_id == incident_id, IncidentEvent.kind == "notified")
+    previous = notifications_made(session, incident_id)
+    if number is not None and number != previous + 1:
+        raise Outdated(
+            f"incident {incident_id}: notification {number} was to be sent, but {previous} "
+            "already were: read the incident again before sending"
         )
-        or 0
-    )
     number = previous + 1
     kind = "notification" if number == 1 else "update"
     payload: dict[str, Any] = {name: (parts[name] or "").strip() for name in NOTIFICATION_PARTS}

@@ -22,11 +22,12 @@ from loguru import logger
 from sqlalchemy import func, select
 
 from monitord.accesslog import forwarded
-from monitord.errors import UsageError
+from monitord.errors import Outdated, UsageError
 from monitord.incidents import (
     acknowledge,
     get_incident,
     incident_dict,
+    notifications_made,
     notify_management,
     of_incident,
     resolve,
@@ -283,9 +284,12 @@ def _listed_findings(session: Any, *where: Any) -> tuple[list[dict[str, Any]], i
     return _finding_rows(list(findings)), int(total or 0)
 
 
-def _read_incident(
-    app: App, incident_id: int
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], int] | None:
+IncidentRead = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], int, int]
+"""An incident's page as read: the incident, its timeline, its first findings and their count,
+and how many notifications were submitted (the form's number is the next)."""
+
+
+def _read_incident(app: App, incident_id: int) -> IncidentRead | None:
     with app.store.session() as session:
         try:
             incident = get_incident(session, incident_id)
@@ -297,6 +301,7 @@ def _read_incident(
             timeline(session, incident_id),
             findings,
             total,
+            notifications_made(session, incident_id),
         )
 
 
@@ -311,12 +316,13 @@ async def _incident_response(
     read = await asyncio.to_thread(_read_incident, request.app[APP], incident_id)
     if read is None:
         return _page(request, "未找到", pageviews.message_page(f"没有事件 #{incident_id}。"), 404)
-    incident, events, findings, finding_count = read
+    incident, events, findings, finding_count, notifications = read
     body = pageviews.incident_page(
         incident,
         events,
         findings,
         finding_count,
+        notifications=notifications,
         can_act=_can_act(request),
         csrf=_csrf(request),
         notice=pageviews.NOTICES.get(request.query.get("done", "")),
@@ -474,6 +480,16 @@ async def resolve_incident(request: web.Request) -> web.Response:
     return await _act(request, "resolve", resolve)
 
 
+def _form_number(text: str) -> int | None:
+    """The notification form's `number` (which one it sends: 1, then follow-ups 2, 3…), or None
+    from a form without one."""
+    if not text:
+        return None
+    if not text.isdecimal() or len(text) > 9:
+        raise UsageError(f"number {text[:20]!r}: expected the notification's number, 1 or more")
+    return int(text)
+
+
 async def notify(request: web.Request) -> web.Response:
     """POST /incidents/{id}/notify: the 7.3.3 notification's four parts (as `monitord incidents
     notify`), queued for the management unit's channels, or recorded as made by phone."""
@@ -494,10 +510,17 @@ async def notify(request: web.Request) -> web.Response:
                 who,
                 app.clock(),
                 out_of_band=out_of_band,
+                number=_form_number(str(form.get("number") or "")),
             )
 
     try:
         await asyncio.to_thread(apply)
+    except Outdated:
+        # Sent twice, or after someone else's: nothing went out; the form shown now is the
+        # follow-up's, with what was typed, to send on purpose.
+        return await _incident_response(
+            request, incident_id, error=pageviews.OUTDATED_NOTIFICATION, values=values, status=409
+        )
     except UsageError as exc:
         return await _incident_response(
             request, incident_id, error=str(exc), values=values, status=422

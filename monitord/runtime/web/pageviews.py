@@ -68,6 +68,10 @@ NOTICES = {
     "silence": "静默已添加。",
     "expire": "静默已结束。",
 }
+OUTDATED_NOTIFICATION = (
+    "已有人提交了通报，本次未发送。下方表单现为续报，内容已保留：如需续报，请核对后再发送。"
+)
+"""The refusal of a notification form sent twice, or after someone else's (Outdated)."""
 
 LISTED = 200
 """Services, incidents, findings and timeline entries listed on a page at most (a gateway down
@@ -390,8 +394,10 @@ def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) 
     return "".join(parts)
 
 
-def notify_form(incident_id: int, csrf: str, values: dict[str, str]) -> str:
-    """The clause 7.3.3 notification: its four parts, and how it was made if by phone."""
+def notify_form(incident_id: int, number: int, csrf: str, values: dict[str, str]) -> str:
+    """The clause 7.3.3 notification (`number` 1) or a follow-up (2, 3…): its four parts, and
+    how it was made if by phone. The number goes with the form: sent twice, or after someone
+    else's, it is refused instead of going out again as a follow-up."""
     fields = "".join(
         f'<label for="{name}">{label}</label>'
         f'<textarea id="{name}" name="{name}" required>'
@@ -401,7 +407,8 @@ def notify_form(incident_id: int, csrf: str, values: dict[str, str]) -> str:
     )
     return (
         f'<form method="post" action="/incidents/{incident_id}/notify" id="notify">'
-        f"{_hidden(csrf, f'/incidents/{incident_id}')}{fields}"
+        f"{_hidden(csrf, f'/incidents/{incident_id}')}"
+        f'<input type="hidden" name="number" value="{number}">{fields}'
         '<label for="out_of_band">已电话或当面通报？写明方式和对象'
         "（否则留空，经管理单位渠道发送）</label>"
         f'<input type="text" id="out_of_band" name="out_of_band" '
@@ -472,15 +479,17 @@ def incident_page(
     findings: list[dict[str, Any]],
     finding_count: int,
     *,
+    notifications: int,
     can_act: bool,
     csrf: str,
     notice: str | None,
     error: str | None,
     values: dict[str, str],
 ) -> str:
-    """The body of `/incidents/{id}`: the incident, its buttons and form, then the long lists
-    (findings, of which the first LISTED of `finding_count`; timeline; services), each cut at
-    LISTED with how many are not shown and a link to the whole incident as JSON."""
+    """The body of `/incidents/{id}`: the incident, its buttons and form (for the notification
+    after the `notifications` already submitted), then the long lists (findings, of which the
+    first LISTED of `finding_count`; timeline; services), each cut at LISTED with how many are
+    not shown and a link to the whole incident as JSON."""
     back = f"/incidents/{incident['id']}"
     api = f"/api/v1/incidents/{incident['id']}"
     parts = [f"<h1>{esc(_incident_title(incident))}</h1>"]
@@ -503,8 +512,11 @@ def incident_page(
             )
         parts.append(f'<div class="actions">{"".join(buttons)}</div>')
         if incident["class"] == "security" and incident["state"] != "closed":
-            title = "续报" if incident["notification_sent_at"] else "通报管理单位（第 7.3.3 条）"
-            parts.append(f"<h2>{title}</h2>{notify_form(incident['id'], csrf, values)}")
+            title = "通报管理单位（第 7.3.3 条）"
+            if notifications:
+                title = f"续报（第 {notifications} 次）"
+            form = notify_form(incident["id"], notifications + 1, csrf, values)
+            parts.append(f"<h2>{title}</h2>{form}")
     parts.append(f"<h2>发现（{finding_count}）</h2>")
     if findings:
         parts.append(_findings_table(findings, services=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -720,3 +721,52 @@ async def test_only_pages_answering_a_get_reload_themselves(app: App, site: Site
     async with site.http.post(f"{site.url}/silences", data={"csrf": field(html, "csrf")}) as bad:
         assert bad.status == 422
         assert script not in await bad.text()
+
+
+PARTS = {
+    "scope": "企业开办服务，覆盖全市",
+    "harm": "约 300 家企业信息可能外泄",
+    "measures": "已下线导出接口",
+    "rectification": "修复越权漏洞并复测",
+}
+
+
+def _management_keys(app: App) -> list[str]:
+    with app.store.session() as session:
+        return list(
+            session.scalars(
+                select(OutboxAlert.idempotency_key)
+                .where(OutboxAlert.channel == "management")
+                .order_by(OutboxAlert.id)
+            )
+        )
+
+
+async def test_a_notification_form_sent_twice_goes_out_once(app: App, site: Site) -> None:
+    # A double tap (or a form opened before someone else sent theirs) sent the notification
+    # again as a follow-up (续报), and nobody was told.
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    assert "通报管理单位（第 7.3.3 条）" in html
+    data = {"csrf": field(html, "csrf"), "number": field(html, "number"), **PARTS}
+    url = f"{site.url}/incidents/{incident_id}/notify"
+
+    async def send() -> tuple[int, str]:
+        async with site.http.post(url, data=data, allow_redirects=False) as answer:
+            return answer.status, await answer.text()
+
+    answers = sorted(await asyncio.gather(send(), send()))
+    assert [status for status, _ in answers] == [303, 409]
+    refused = answers[1][1]
+    assert "已有人提交了通报，本次未发送" in refused
+    assert "续报（第 1 次）" in refused and "约 300 家企业信息可能外泄</textarea>" in refused
+    assert _management_keys(app) == [f"incident:{incident_id}:notification:1"]
+    # The form shown with the refusal is the follow-up's: sent on purpose, it goes out.
+    data["number"] = field(refused, "number")
+    status, _ = await send()
+    assert status == 303
+    assert _management_keys(app) == [
+        f"incident:{incident_id}:notification:1",
+        f"incident:{incident_id}:notification:2",
+    ]
