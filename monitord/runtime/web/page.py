@@ -83,6 +83,34 @@ def wants_page(request: web.Request) -> bool:
     )
 
 
+def posts_form(request: web.Request) -> bool:
+    """Whether a request is a browser sending a form of the page (answered with a page, not a
+    JSON line, when its session ended or its form is stale)."""
+    return (
+        request.method == "POST"
+        and "text/html" in request.headers.get("Accept", "")
+        and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
+        and not request.path.startswith("/api/")
+    )
+
+
+async def stale_form(request: web.Request, *, signed_out: bool) -> web.Response:
+    """The answer to a form sent when its session had ended (`signed_out`) or with a CSRF
+    token of an earlier sign-in: nothing was done; what was typed is shown to copy, with a link
+    to sign in and come back to the form's page."""
+    form = await request.post()
+    back = local_path(str(form.get("back") or ""))  # every form of the page names its page
+    typed = [
+        (name, str(value))
+        for name, value in form.items()
+        if name not in pageviews.FORM_PLUMBING and isinstance(value, str) and value.strip()
+    ]
+    body = pageviews.stale_form_page(signed_out, "/login?next=" + quote(back, safe=""), typed)
+    return _page(
+        request, "需要重新登录" if signed_out else "表单已过期", body, 401 if signed_out else 403
+    )
+
+
 def local_path(value: str | None, default: str = "/") -> str:
     """`value` when it is a path of this site (never another site: no open redirect).
 

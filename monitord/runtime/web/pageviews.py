@@ -72,6 +72,20 @@ OUTDATED_NOTIFICATION = (
     "已有人提交了通报，本次未发送。下方表单现为续报，内容已保留：如需续报，请核对后再发送。"
 )
 """The refusal of a notification form sent twice, or after someone else's (Outdated)."""
+FORM_PLUMBING = frozenset({"csrf", "back", "number", "next", "token"})
+"""A form's fields that nobody typed (or that must not be shown back: the token)."""
+FIELD_LABELS = {
+    **PART_LABELS,
+    "out_of_band": "电话或当面通报的方式和对象",
+    "at": "通报时间（北京时间）",
+    "services": "服务编号",
+    "kinds": "事件类型",
+    "rules": "规则",
+    "reason": "原因",
+    "for": "持续时间",
+    "ends_at": "结束时间（北京时间）",
+}
+"""The Chinese name of each field a person types in the page's forms."""
 
 LISTED = 200
 """Services, incidents, findings and timeline entries listed on a page at most (a gateway down
@@ -586,7 +600,8 @@ def silence_form(kinds: dict[str, str], csrf: str, values: dict[str, Any]) -> st
 
     return (
         '<form method="post" action="/silences" id="add-silence">'
-        f'{_hidden(csrf)}<p class="meta">按服务、事件类型或规则静默（至少填一项；多项须同时匹配）。'
+        f"{_hidden(csrf, '/silences')}"
+        '<p class="meta">按服务、事件类型或规则静默（至少填一项；多项须同时匹配）。'
         "静默只压下群聊告警，不会暂停安全事件第 7.3.3 条的两小时通报时限。</p>"
         f"{text('services', '服务编号（多个用逗号或空格分隔）', 'svc-0001, svc-0002')}"
         f"<fieldset><legend>事件类型</legend>{boxes}</fieldset>"
@@ -642,6 +657,26 @@ def sign_in_page(csrf: str, next_path: str, error: str | None) -> str:
         '<label for="token">访问令牌（monitord token new 生成）</label>'
         '<input type="password" id="token" name="token" autocomplete="current-password" required>'
         '<div class="actions"><button>登录</button></div></form>'
+    )
+
+
+def stale_form_page(signed_out: bool, sign_in: str, typed: list[tuple[str, str]]) -> str:
+    """The body answering a form sent after its session ended (`signed_out`) or from a page of
+    an earlier sign-in: nothing was done; a link to `sign_in` again; what was typed, to copy."""
+    if signed_out:
+        why = "登录已失效（已退出登录、服务重启或登录已满 12 小时），本次操作未执行。"
+    else:
+        why = "表单已过期（此后已重新登录），本次操作未执行。"
+    kept = "".join(
+        f'<label for="typed-{esc(name)}">{esc(FIELD_LABELS.get(name, name))}</label>'
+        f'<textarea id="typed-{esc(name)}" readonly>{escape(value)}</textarea>'
+        for name, value in typed
+    )
+    if kept:
+        kept = f"<h2>已填写的内容（请先复制保存）</h2>{kept}"
+    return (
+        f'<p class="error">{esc(why)}</p>'
+        f'<p><a class="button" href="{esc(sign_in)}">重新登录后返回</a></p>{kept}'
     )
 
 

@@ -770,3 +770,33 @@ async def test_a_notification_form_sent_twice_goes_out_once(app: App, site: Site
         f"incident:{incident_id}:notification:1",
         f"incident:{incident_id}:notification:2",
     ]
+
+
+async def test_a_form_sent_after_its_session_ended_says_so_and_shows_what_was_typed(
+    app: App, site: Site
+) -> None:
+    # It was answered {"error": "a valid token is needed: Authorization: Bearer …"} (or the
+    # CSRF line in English), with no way back and what was typed lost.
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    old_csrf = field(html, "csrf")
+    url = f"{site.url}/incidents/{incident_id}/notify"
+    data = {"csrf": old_csrf, "back": f"/incidents/{incident_id}", "number": "1", **PARTS}
+    site.http.cookie_jar.clear()  # signed out: a restart, 12 hours, or 退出 in another tab
+    async with site.http.post(url, data=data, headers=HTML, allow_redirects=False) as expired:
+        assert expired.status == 401
+        page = await expired.text()
+    assert "登录已失效" in page and "本次操作未执行" in page
+    assert f'href="/login?next=%2Fincidents%2F{incident_id}"' in page
+    assert "约 300 家企业信息可能外泄</textarea>" in page and "二、初步判定的危害" in page
+    assert old_csrf not in page
+    await site.sign_in(ONCALL)  # signed in again: the old page's form is stale
+    async with site.http.post(url, data=data, headers=HTML, allow_redirects=False) as stale:
+        assert stale.status == 403
+        page = await stale.text()
+    assert "表单已过期" in page and "修复越权漏洞并复测</textarea>" in page
+    assert _management_keys(app) == []
+    async with site.http.post(url, data=data, allow_redirects=False) as script:
+        assert script.status == 403  # a script, not a browser: still the JSON line
+        assert "CSRF" in (await script.json())["error"]
