@@ -63,6 +63,7 @@ from monitord.store.models import (
     ServiceState,
     Silence,
 )
+from monitord.timeutil import parse_time
 from monitord.types import MAX_ID, ONE_LINE_BREAKERS
 
 KIND = "availability"
@@ -508,6 +509,18 @@ async def resolve_incident(request: web.Request) -> web.Response:
     return await _act(request, "resolve", resolve)
 
 
+def _form_time(name: str, text: str) -> dt.datetime | None:
+    """A time field of a form (datetime-local: Beijing time), or None when left empty."""
+    if not text.strip():
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise UsageError(
+            f"{name} {text[:40]!r}: expected a time such as 2026-12-06T02:10"
+        ) from None
+
+
 def _form_number(text: str) -> int | None:
     """The notification form's `number` (which one it sends: 1, then follow-ups 2, 3…), or None
     from a form without one."""
@@ -524,7 +537,8 @@ async def notify(request: web.Request) -> web.Response:
     app = request.app[APP]
     incident_id = int(request.match_info["id"])
     form = await request.post()
-    values = {name: str(form.get(name) or "") for name in (*pageviews.PART_LABELS, "out_of_band")}
+    names = (*pageviews.PART_LABELS, "out_of_band", "at")
+    values = {name: str(form.get(name) or "") for name in names}
     out_of_band = values["out_of_band"].strip() or None
     who = request[CALLER].name
 
@@ -538,6 +552,7 @@ async def notify(request: web.Request) -> web.Response:
                 who,
                 app.clock(),
                 out_of_band=out_of_band,
+                at=_form_time("at", values["at"]),
                 number=_form_number(str(form.get("number") or "")),
             )
 
@@ -553,7 +568,8 @@ async def notify(request: web.Request) -> web.Response:
         return await _incident_response(
             request, incident_id, error=str(exc), values=values, status=422
         )
-    return web.Response(status=303, headers={"Location": f"/incidents/{incident_id}?done=notify"})
+    done = "notify" if out_of_band is None else "notify_by_phone"
+    return web.Response(status=303, headers={"Location": f"/incidents/{incident_id}?done={done}"})
 
 
 # --- silences ------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ ALERT_KINDS = {
 NOTICES = {
     "ack": "已确认。",
     "notify": "通报已提交，等待管理单位渠道确认送达。",
+    "notify_by_phone": "已记录电话或当面通报，按所填通报时间计时。",
     "resolve": "已标记为解决。",
     "silence": "静默已添加。",
     "expire": "静默已结束。",
@@ -427,6 +428,8 @@ def notify_form(incident_id: int, number: int, csrf: str, values: dict[str, str]
         "（否则留空，经管理单位渠道发送）</label>"
         f'<input type="text" id="out_of_band" name="out_of_band" '
         f'value="{esc(values.get("out_of_band", ""))}" placeholder="电话：市数据局 王科长">'
+        '<label for="at">电话或当面通报的时间（北京时间；留空为现在）</label>'
+        f'<input type="datetime-local" id="at" name="at" value="{esc(values.get("at", ""))}">'
         '<div class="actions"><button>发送通报</button></div></form>'
     )
 

@@ -800,3 +800,34 @@ async def test_a_form_sent_after_its_session_ended_says_so_and_shows_what_was_ty
     async with site.http.post(url, data=data, allow_redirects=False) as script:
         assert script.status == 403  # a script, not a browser: still the JSON line
         assert "CSRF" in (await script.json())["error"]
+
+
+async def test_a_phone_notification_recorded_late_counts_at_the_time_it_was_made(
+    app: App, site: Site, clock: FakeClock
+) -> None:
+    # The page had no time field: a call made before the deadline, recorded after it, counted
+    # at the recording (late), and the notice still said it waited for delivery.
+    incident_id = seed(app)
+    clock.advance(minutes=130)  # ten minutes past the two hours
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    assert 'type="datetime-local" id="at" name="at"' in html
+    made = (clock() - dt.timedelta(minutes=20)).astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M")
+    data = {
+        "csrf": field(html, "csrf"),
+        "number": field(html, "number"),
+        "out_of_band": "电话：市数据局 王科长",
+        "at": made,
+        **PARTS,
+    }
+    url = f"{site.url}/incidents/{incident_id}/notify"
+    async with site.http.post(url, data=data, allow_redirects=False) as done:
+        assert (done.status, done.headers["Location"]) == (
+            303,
+            f"/incidents/{incident_id}?done=notify_by_phone",
+        )
+    incident = _incident(app, incident_id)
+    assert local_text(incident.notified_at) == made.replace("T", " ") and not incident.late
+    _, html = await site.page(f"/incidents/{incident_id}?done=notify_by_phone")
+    assert "已记录电话或当面通报" in html and "等待管理单位渠道确认送达" not in html
+    assert "已按时通报" in html
