@@ -39,7 +39,7 @@ from monitord.store.models import (
 from monitord.store.outbox import enqueue
 from monitord.textable import written_text
 from monitord.timeutil import local_text
-from monitord.types import MAX_ID, SEVERITY_RANK
+from monitord.types import MAX_ID, MAX_NAME, SEVERITY_RANK
 
 ACTIVE_STATES = ("open", "acknowledged", "notified")
 
@@ -804,8 +804,10 @@ def notify_management(
         raise UsageError("the notification is missing: " + "; ".join(missing))
     for name, label in NOTIFICATION_PARTS.items():
         written_text(label, parts.get(name) or "")
-    if out_of_band is not None and not out_of_band.strip():
-        raise UsageError('--out-of-band: say how and to whom, e.g. "电话：市数据局 王科长"')
+    if out_of_band is not None:
+        out_of_band = written_text("--out-of-band", out_of_band, MAX_NAME, one_line_only=True)
+        if not out_of_band:
+            raise UsageError('--out-of-band: say how and to whom, e.g. "电话：市数据局 王科长"')
     if at is not None and out_of_band is None:
         raise UsageError("--at is the time of a notification made --out-of-band")
     if out_of_band is None and not settings.alerts.management:
@@ -844,7 +846,7 @@ def notify_management(
         enqueue(session, key, "management", kind, now, incident_id, payload)
         row = session.scalars(select(OutboxAlert).where(OutboxAlert.idempotency_key == key)).one()
     else:
-        payload["out_of_band"] = out_of_band.strip()
+        payload["out_of_band"] = out_of_band
         payload["made_at"] = when.isoformat()
     if incident.notification_sent_at is None:
         incident.notification_sent_at = when
@@ -864,7 +866,7 @@ def notify_management(
     )
     if out_of_band is not None:
         notification_delivered(
-            session, incident_id, when, f"out of band: {out_of_band.strip()}", (actor, now)
+            session, incident_id, when, f"out of band: {out_of_band}", (actor, now)
         )
     elif incident.klass == "security" and incident.notify_by and now >= incident.notify_by:
         # It cannot be delivered before it was submitted: late at once, not at the next pass.

@@ -831,3 +831,23 @@ async def test_a_phone_notification_recorded_late_counts_at_the_time_it_was_made
     _, html = await site.page(f"/incidents/{incident_id}?done=notify_by_phone")
     assert "已记录电话或当面通报" in html and "等待管理单位渠道确认送达" not in html
     assert "已按时通报" in html
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [("电" * 300, "300 characters, at most 200"), ("电话\x1b[2J王科长\x07", "control character")],
+)
+async def test_how_a_notification_was_made_is_a_short_plain_line(
+    app: App, site: Site, how: str, said: str
+) -> None:
+    # The page (and the command line) stored any length and any control character there,
+    # where the API refused both.
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    data = {"csrf": field(html, "csrf"), "out_of_band": how, **PARTS}
+    async with site.http.post(f"{site.url}/incidents/{incident_id}/notify", data=data) as refused:
+        assert refused.status == 422
+        assert said in await refused.text()
+    incident = _incident(app, incident_id)
+    assert (incident.notified_at, incident.notified_via) == (None, None)
