@@ -210,18 +210,20 @@ def clock(incident: dict[str, Any]) -> str:
     if incident["notified_at"]:
         state = "逾期送达" if incident["late"] else "已按时通报"
         return f'<span class="clock{late}">{state}（{when(incident["notified_at"])}）</span>'
-    if incident["notification_sent_at"]:
-        return (
-            f'<span class="clock late">通报已提交但未送达，须于 {when(incident["notify_by"])} '
-            "前送达：请电话通报</span>"
-        )
     minutes = incident["minutes_left"]
+    deadline = when(incident["notify_by"])
+    if incident["notification_sent_at"]:
+        # Sent is not received: the clock runs on until a channel confirms delivery.
+        if minutes is not None and minutes < 0:
+            left = f"已逾期 {-minutes} 分钟（时限 {deadline}）"
+        else:
+            left = f"剩余 {minutes} 分钟，须于 {deadline} 前送达"
+        return f'<span class="clock late">通报已提交但未送达，{left}：请电话通报</span>'
     if minutes is not None and minutes < 0:
-        deadline = when(incident["notify_by"])
         return f'<span class="clock late">已逾期 {-minutes} 分钟（时限 {deadline}）</span>'
     return (
         f'<span class="clock running">剩余 {minutes} 分钟</span>'
-        f'<span class="meta">（须于 {when(incident["notify_by"])} 前通报管理单位）</span>'
+        f'<span class="meta">（须于 {deadline} 前通报管理单位）</span>'
     )
 
 

@@ -851,3 +851,24 @@ async def test_how_a_notification_was_made_is_a_short_plain_line(
         assert said in await refused.text()
     incident = _incident(app, incident_id)
     assert (incident.notified_at, incident.notified_via) == (None, None)
+
+
+async def test_a_notification_sent_but_not_delivered_shows_minutes_left_then_how_late(
+    app: App, site: Site, clock: FakeClock
+) -> None:
+    # The clock said 须于 <deadline> 前送达 without the minutes left, and the same past the
+    # deadline, where `incidents show` said how late it was.
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    data = {"csrf": field(html, "csrf"), "number": "1", **PARTS}
+    async with site.http.post(
+        f"{site.url}/incidents/{incident_id}/notify", data=data, allow_redirects=False
+    ) as sent:
+        assert sent.status == 303
+    clock.advance(minutes=100)
+    _, html = await site.page("/")
+    assert "通报已提交但未送达，剩余 20 分钟" in html
+    clock.advance(minutes=34)
+    _, html = await site.page("/")
+    assert "通报已提交但未送达，已逾期 14 分钟" in html and "前送达" not in html
