@@ -139,8 +139,10 @@ label.choice{display:inline-block;font-weight:400;margin:.2rem 1rem .2rem 0}
 .notice{background:#e8f5e9;border-radius:6px;padding:.5rem .8rem}
 .error{background:#ffebee;color:var(--red);border-radius:6px;padding:.5rem .8rem}
 .chart{width:100%;height:auto;display:block;background:#fafafa;margin:.2rem 0 .6rem}
+.wide{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}
 td,th{padding:.3rem .4rem;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+td{overflow-wrap:anywhere;min-width:3.5em}
 th,td button{white-space:nowrap}
 td button{padding:.3rem .6rem}
 .empty{color:var(--grey)}
@@ -172,6 +174,11 @@ def esc(value: object) -> str:
 def when(iso: str | None) -> str:
     """A stored ISO time as people read it (Asia/Shanghai, to the minute), or —."""
     return local_text(parse_time(iso)) if iso else "—"
+
+
+def _table(rows: str) -> str:
+    """A table of `rows` that scrolls sideways by itself on a narrow phone, never the page."""
+    return f'<div class="wide"><table>{rows}</table></div>'
 
 
 def _hidden(csrf: str, back: str | None = None) -> str:
@@ -342,10 +349,9 @@ def silence_table(
             f"<td>{esc(silence['reason'])}</td><td>{esc(silence['created_by'])}</td>"
             f"{end}{button}</tr>"
         )
-    return (
-        f"<table><tr><th>编号</th><th>范围</th><th>原因</th><th>设置人</th>{last}{action}</tr>"
+    return _table(
+        f"<tr><th>编号</th><th>范围</th><th>原因</th><th>设置人</th>{last}{action}</tr>"
         + "".join(rows)
-        + "</table>"
     )
 
 
@@ -405,8 +411,10 @@ def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) 
     if status.stuck_total:
         parts.append(f'<h2 class="clock late">待发告警积压（{status.stuck_total}）</h2>')
         parts.append(
-            "<table><tr><th>渠道</th><th>类型</th><th>事件</th><th>生成</th><th>尝试</th>"
-            "<th>错误</th></tr>" + "".join(_stuck_row(a) for a in status.stuck) + "</table>"
+            _table(
+                "<tr><th>渠道</th><th>类型</th><th>事件</th><th>生成</th><th>尝试</th>"
+                "<th>错误</th></tr>" + "".join(_stuck_row(a) for a in status.stuck)
+            )
         )
     return "".join(parts)
 
@@ -472,9 +480,9 @@ def _findings_table(findings: list[dict[str, Any]], *, services: bool) -> str:
         f"<td>{esc(f['summary'])}</td><td>{when(f['first_seen'])}</td></tr>"
         for f in findings
     )
-    return (
-        f"<table><tr>{head}<th>规则</th><th>条款</th><th>级别</th><th>摘要</th><th>首次发现</th>"
-        f"</tr>{rows}</table>"
+    return _table(
+        f"<tr>{head}<th>规则</th><th>条款</th><th>级别</th><th>摘要</th><th>首次发现</th>"
+        f"</tr>{rows}"
     )
 
 
@@ -544,8 +552,7 @@ def incident_page(
         parts.append('<p class="empty">没有关联的发现（人工登记的事件）。</p>')
     parts.append(f"<h2>时间线（{len(events)}）</h2>")
     parts.append(
-        "<table><tr><th>时间</th><th>事项</th><th>操作人</th></tr>"
-        f"{_timeline_rows(events, api)}</table>"
+        _table(f"<tr><th>时间</th><th>事项</th><th>操作人</th></tr>{_timeline_rows(events, api)}")
     )
     services = incident["services"]
     if len(services) > CARD_SERVICES:  # the card named only the first ones

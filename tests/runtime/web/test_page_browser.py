@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from monitord.incidents import open_manual
 from monitord.runtime.app import App
-from monitord.store.models import Incident, Silence
+from monitord.store.models import Finding, Incident, Silence
 from tests.conftest import FakeClock
 from tests.runtime.web.chromium import Tab, chromium_path, open_tab
 from tests.runtime.web.pagesite import (
@@ -192,3 +192,43 @@ async def test_a_refused_notification_stays_on_screen_past_the_pages_reload(
         assert await tab.evaluate("document.getElementById('harm').value") == (
             "约 300 家企业信息可能外泄"
         )
+
+
+async def test_on_a_phone_an_incidents_findings_table_stays_within_the_screen(
+    app: App, tmp_path: Path
+) -> None:
+    # At 390 px the findings table ran off the screen (摘要 and 首次发现 out of sight), pushed
+    # by a rule name and a URL with nowhere to break.
+    assert CHROMIUM is not None
+    incident_id = seed(app)
+    now = app.clock()
+    with app.store.session() as session:
+        session.add(
+            Finding(
+                rule="plain_http_access_without_redirect_to_https", clause="6.3.2 a",
+                severity="high", subject_kind="service", subject="svc-0001",
+                service_id="svc-0001", summary="明文访问 http://svc-0001.test/" + "x" * 80,
+                first_seen=now, last_seen=now, incident_id=incident_id,
+            )
+        )  # fmt: skip
+    async with serve_page(app) as site, open_tab(CHROMIUM, tmp_path / "profile") as tab:
+        await tab.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=390,
+            height=900,
+            deviceScaleFactor=1,
+            mobile=True,
+        )
+        await tab.send("Page.navigate", url=f"{site.url}/incidents/{incident_id}")
+        await tab.wait_for("document.getElementById('token')")
+        await tab.evaluate(
+            f"document.getElementById('token').value = {json.dumps(ONCALL)};"
+            "document.querySelector('form[action=\"/login\"] button').click()"
+        )
+        await tab.wait_for("document.querySelector('table')")
+        assert await tab.evaluate("document.documentElement.scrollWidth") == 390
+        right = await tab.evaluate(
+            "Math.max(...[...document.querySelectorAll('th')].map(th => "
+            "th.getBoundingClientRect().right))"
+        )
+        assert right <= 390  # 首次发现 in sight
