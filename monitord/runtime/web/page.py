@@ -73,6 +73,8 @@ WEEK_BUCKET = dt.timedelta(hours=1)
 ENDED_SHOWN = 20
 """Ended silences listed on /silences at most (the CLI's `silence list --all` has them all)."""
 _LIST_SEPARATORS = re.compile(r"[\s,，、;；]+")
+_LOGIN_CSRF = re.compile(r"[A-Za-z0-9_-]{32}")
+"""The shape of the sign-in form's CSRF value (secrets.token_urlsafe(24))."""
 
 
 def wants_page(request: web.Request) -> bool:
@@ -185,8 +187,11 @@ async def script(request: web.Request) -> web.Response:
 def _sign_in_form(
     request: web.Request, next_path: str, error: str | None, status: int = 200
 ) -> web.Response:
-    """The sign-in form with a fresh CSRF value, also set as the form's own cookie."""
-    csrf = secrets.token_urlsafe(24)
+    """The sign-in form with its CSRF value, also set as the form's own cookie: the one the
+    browser holds already, if any, so that two sign-in tabs (two alert links followed while
+    signed out) both work, not only the last one opened."""
+    held = request.cookies.get(LOGIN_COOKIE, "")
+    csrf = held if _LOGIN_CSRF.fullmatch(held) else secrets.token_urlsafe(24)
     # Never reloaded: there is nothing new to show, and the form is what a person fills in.
     body = pageviews.layout(
         "登录", pageviews.sign_in_page(csrf, next_path, error), who=None, csrf="", refresh=False

@@ -264,8 +264,12 @@ def _catalogue_status(service: dict[str, Any]) -> str:
 
 def service_href(service_id: str) -> str:
     """The status page's address of a service: its id is catalogue text, which may hold "/",
-    "?" or "..", so it is percent-encoded, not only HTML-escaped."""
-    return esc("/services/" + quote(service_id, safe=""))
+    "?" or "..", so it is percent-encoded, not only HTML-escaped. An id of dots alone is
+    encoded too: a browser reads /services/.. as / (quote leaves dots)."""
+    encoded = quote(service_id, safe="")
+    if service_id in (".", ".."):
+        encoded = service_id.replace(".", "%2E")
+    return esc("/services/" + encoded)
 
 
 def incident_card(incident: dict[str, Any], *, can_act: bool, csrf: str, back: str) -> str:

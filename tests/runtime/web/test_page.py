@@ -354,11 +354,13 @@ async def test_a_service_whose_id_holds_a_slash_or_a_question_mark_is_linked_to_
     # The links were /services/grp/slash (a 404) and /services/q?x=1 (no service "q").
     add_service(app, "grp/slash", "分组服务", "down")
     add_service(app, "q?x=1", "查询服务", "down")
+    add_service(app, "..", "点点服务", "down")
     await site.sign_in(VIEWER)
     _, front = await site.page("/")
     for service_id, link in (
         ("grp/slash", "/services/grp%2Fslash"),
         ("q?x=1", "/services/q%3Fx%3D1"),
+        ("..", "/services/%2E%2E"),  # /services/.. is / to a browser
     ):
         assert f'href="{link}"' in front
         status, html = await site.page(link)
@@ -872,3 +874,20 @@ async def test_a_notification_sent_but_not_delivered_shows_minutes_left_then_how
     clock.advance(minutes=34)
     _, html = await site.page("/")
     assert "通报已提交但未送达，已逾期 14 分钟" in html and "前送达" not in html
+
+
+async def test_two_sign_in_tabs_opened_one_after_the_other_both_sign_in(site: Site) -> None:
+    # Each sign-in form replaced the one form cookie: the first tab's form was refused with
+    # 表单已过期 (403).
+    forms = []
+    for target in ("/incidents/3", "/incidents/5"):
+        async with site.http.get(
+            f"{site.url}/login", params={"next": target}, headers=HTML
+        ) as form:
+            forms.append(field(await form.text(), "csrf"))
+    async with site.http.post(
+        f"{site.url}/login",
+        data={"csrf": forms[0], "token": ONCALL, "next": "/incidents/3"},
+        allow_redirects=False,
+    ) as signed:
+        assert (signed.status, signed.headers["Location"]) == (303, "/incidents/3")
