@@ -6,7 +6,9 @@ MonitordError            anything monitord reports to a user as one line, never 
 │   └── Replaced         (monitord.cluster) another process took this daemon's place in the cluster
 ├── SyncError            a catalogue sync could not read a whole, valid catalogue
 ├── UsageError           a command was given something it cannot work with (exit 2)
-│   └── ZapReportError   (monitord.scans.report_import) a file is not a ZAP report monitord can read
+│   ├── ZapReportError   (monitord.scans.report_import) a file is not a ZAP report monitord can read
+│   └── Outdated         what a person saw changed before they acted on it (a notification sent
+│                        meanwhile by someone else, or the same form sent twice)
 ├── RuleError            a rule file (rules/*.toml) does not describe valid rules
 ├── ReportError          (reports/) the quarterly report cannot be drawn (no usable CJK font)
 └── ZapError             ZAP failed; `.retryable` says whether to try later (each below, with
@@ -54,6 +56,11 @@ class SyncError(MonitordError):
 
 class UsageError(MonitordError):
     """A command-line argument or input file cannot be used."""
+
+
+class Outdated(UsageError):
+    """The state a person acted on changed since they saw it: acting would do something other
+    than what they chose (their notification would go out as a follow-up)."""
 
 
 class RuleError(MonitordError):

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 import rules
 from monitord.config import IncidentSettings, Settings
-from monitord.errors import UsageError
+from monitord.errors import Outdated, UsageError
 from monitord.incidents.silences import active_silences, may_silence, silenced
 from monitord.store import audit
 from monitord.store.bulk import among
@@ -39,7 +39,7 @@ from monitord.store.models import (
 from monitord.store.outbox import enqueue
 from monitord.textable import written_text
 from monitord.timeutil import local_text
-from monitord.types import MAX_ID, SEVERITY_RANK
+from monitord.types import MAX_ID, MAX_NAME, SEVERITY_RANK
 
 ACTIVE_STATES = ("open", "acknowledged", "notified")
 
@@ -765,6 +765,17 @@ def acknowledge(
     return incident
 
 
+def notifications_made(session: Session, incident_id: int) -> int:
+    """How many notifications of an incident were submitted (queued or made by phone): the
+    next one is the follow-up (续报) number this + 1."""
+    made = session.scalar(
+        select(func.count())
+        .select_from(IncidentEvent)
+        .where(IncidentEvent.incident_id == incident_id, IncidentEvent.kind == "notified")
+    )
+    return int(made or 0)
+
+
 def notify_management(
     session: Session,
     settings: Settings,
@@ -774,13 +785,17 @@ def notify_management(
     now: dt.datetime,
     out_of_band: str | None = None,
     at: dt.datetime | None = None,
+    number: int | None = None,
 ) -> OutboxAlert | None:
     """Queue the clause 7.3.3 notification (or a follow-up) to the management unit, or record
     one made by phone or in person (`out_of_band` says how and to whom, `at` when).
 
     Refused, naming the part, when scope, harm, measures or rectification is missing; refused
-    when no management channel is configured (unless out of band). Notifying after the deadline
-    marks the incident late at once. Returns the outbox row written (None out of band).
+    when no management channel is configured (unless out of band). With `number` (1 for the
+    first notification, 2 for the first follow-up…, as the sender saw it), Outdated when that
+    is not the one this would be: a form sent twice, or after someone else's, must not go out
+    again as a follow-up. Notifying after the deadline marks the incident late at once.
+    Returns the outbox row written (None out of band).
     """
     missing = [
         label for name, label in NOTIFICATION_PARTS.items() if not (parts.get(name) or "").strip()
@@ -789,8 +804,10 @@ def notify_management(
         raise UsageError("the notification is missing: " + "; ".join(missing))
     for name, label in NOTIFICATION_PARTS.items():
         written_text(label, parts.get(name) or "")
-    if out_of_band is not None and not out_of_band.strip():
-        raise UsageError('--out-of-band: say how and to whom, e.g. "电话：市数据局 王科长"')
+    if out_of_band is not None:
+        out_of_band = written_text("--out-of-band", out_of_band, MAX_NAME, one_line_only=True)
+        if not out_of_band:
+            raise UsageError('--out-of-band: say how and to whom, e.g. "电话：市数据局 王科长"')
     if at is not None and out_of_band is None:
         raise UsageError("--at is the time of a notification made --out-of-band")
     if out_of_band is None and not settings.alerts.management:
@@ -810,14 +827,12 @@ def notify_management(
             f"--at {local_text(when)}: is before the incident happened "
             f"({local_text(incident.occurred_at or incident.detected_at)})"
         )
-    previous = (
-        session.scalar(
-            select(func.count())
-            .select_from(IncidentEvent)
-            .where(IncidentEvent.incident_id == incident_id, IncidentEvent.kind == "notified")
+    previous = notifications_made(session, incident_id)
+    if number is not None and number != previous + 1:
+        raise Outdated(
+            f"incident {incident_id}: notification {number} was to be sent, but {previous} "
+            "already were: read the incident again before sending"
         )
-        or 0
-    )
     number = previous + 1
     kind = "notification" if number == 1 else "update"
     payload: dict[str, Any] = {name: (parts[name] or "").strip() for name in NOTIFICATION_PARTS}
@@ -831,7 +846,7 @@ def notify_management(
         enqueue(session, key, "management", kind, now, incident_id, payload)
         row = session.scalars(select(OutboxAlert).where(OutboxAlert.idempotency_key == key)).one()
     else:
-        payload["out_of_band"] = out_of_band.strip()
+        payload["out_of_band"] = out_of_band
         payload["made_at"] = when.isoformat()
     if incident.notification_sent_at is None:
         incident.notification_sent_at = when
@@ -851,7 +866,7 @@ def notify_management(
     )
     if out_of_band is not None:
         notification_delivered(
-            session, incident_id, when, f"out of band: {out_of_band.strip()}", (actor, now)
+            session, incident_id, when, f"out of band: {out_of_band}", (actor, now)
         )
     elif incident.klass == "security" and incident.notify_by and now >= incident.notify_by:
         # It cannot be delivered before it was submitted: late at once, not at the next pass.

@@ -50,16 +50,24 @@ SECURITY_HEADERS = {
 def _guarded(handler: Handler, role: ApiRole | None) -> Handler:
     """The handler behind the token check: 401 without a valid token (a Bearer header, or a
     signed-in browser's session cookie), 403 below `role`. A browser asking for a page without
-    either is sent to the sign-in form."""
+    either is sent to the sign-in form; one sending a form of the page after its session ended
+    (or with an earlier sign-in's CSRF token) gets a page saying so, with what it typed."""
     if role is None:
         return handler
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         token = bearer(request)
         settings = request.app[APP].settings.api
-        caller = identify(settings, token) if token else await signed_in(request, settings)
+        try:
+            caller = identify(settings, token) if token else await signed_in(request, settings)
+        except web.HTTPForbidden:
+            if page.posts_form(request):  # a CSRF token of an earlier sign-in
+                return await page.stale_form(request, signed_out=False)
+            raise
         if caller is None and not token and page.wants_page(request):
             return page.to_sign_in(request)
+        if caller is None and not token and page.posts_form(request):
+            return await page.stale_form(request, signed_out=True)
         if caller is None:
             response = error_response(401, "a valid token is needed: Authorization: Bearer …")
             response.headers["WWW-Authenticate"] = 'Bearer realm="monitord"'

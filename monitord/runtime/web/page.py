@@ -22,11 +22,12 @@ from loguru import logger
 from sqlalchemy import func, select
 
 from monitord.accesslog import forwarded
-from monitord.errors import UsageError
+from monitord.errors import Outdated, UsageError
 from monitord.incidents import (
     acknowledge,
     get_incident,
     incident_dict,
+    notifications_made,
     notify_management,
     of_incident,
     resolve,
@@ -62,6 +63,7 @@ from monitord.store.models import (
     ServiceState,
     Silence,
 )
+from monitord.timeutil import parse_time
 from monitord.types import MAX_ID, ONE_LINE_BREAKERS
 
 KIND = "availability"
@@ -71,6 +73,8 @@ WEEK_BUCKET = dt.timedelta(hours=1)
 ENDED_SHOWN = 20
 """Ended silences listed on /silences at most (the CLI's `silence list --all` has them all)."""
 _LIST_SEPARATORS = re.compile(r"[\s,，、;；]+")
+_LOGIN_CSRF = re.compile(r"[A-Za-z0-9_-]{32}")
+"""The shape of the sign-in form's CSRF value (secrets.token_urlsafe(24))."""
 
 
 def wants_page(request: web.Request) -> bool:
@@ -79,6 +83,34 @@ def wants_page(request: web.Request) -> bool:
         request.method in ("GET", "HEAD")
         and "text/html" in request.headers.get("Accept", "")
         and not request.path.startswith("/api/")
+    )
+
+
+def posts_form(request: web.Request) -> bool:
+    """Whether a request is a browser sending a form of the page (answered with a page, not a
+    JSON line, when its session ended or its form is stale)."""
+    return (
+        request.method == "POST"
+        and "text/html" in request.headers.get("Accept", "")
+        and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
+        and not request.path.startswith("/api/")
+    )
+
+
+async def stale_form(request: web.Request, *, signed_out: bool) -> web.Response:
+    """The answer to a form sent when its session had ended (`signed_out`) or with a CSRF
+    token of an earlier sign-in: nothing was done; what was typed is shown to copy, with a link
+    to sign in and come back to the form's page."""
+    form = await request.post()
+    back = local_path(str(form.get("back") or ""))  # every form of the page names its page
+    typed = [
+        (name, str(value))
+        for name, value in form.items()
+        if name not in pageviews.FORM_PLUMBING and isinstance(value, str) and value.strip()
+    ]
+    body = pageviews.stale_form_page(signed_out, "/login?next=" + quote(back, safe=""), typed)
+    return _page(
+        request, "需要重新登录" if signed_out else "表单已过期", body, 401 if signed_out else 403
     )
 
 
@@ -112,11 +144,14 @@ def _html(body: str, status: int = 200) -> web.Response:
 
 
 def _page(request: web.Request, title: str, body: str, status: int = 200) -> web.Response:
+    """A whole page for the caller; it reloads itself only when it answers a GET (a page
+    answering a form is at the form's address, which a reload would ask with GET: a 405)."""
     caller = request.get(CALLER)
     session = request.get(SESSION)
     who = f"{caller.name}（{caller.role}）" if caller else None
     csrf = session.csrf if session else ""
-    return _html(pageviews.layout(title, body, who=who, csrf=csrf), status)
+    refresh = request.method in ("GET", "HEAD")
+    return _html(pageviews.layout(title, body, who=who, csrf=csrf, refresh=refresh), status)
 
 
 def _csrf(request: web.Request) -> str:
@@ -152,10 +187,14 @@ async def script(request: web.Request) -> web.Response:
 def _sign_in_form(
     request: web.Request, next_path: str, error: str | None, status: int = 200
 ) -> web.Response:
-    """The sign-in form with a fresh CSRF value, also set as the form's own cookie."""
-    csrf = secrets.token_urlsafe(24)
+    """The sign-in form with its CSRF value, also set as the form's own cookie: the one the
+    browser holds already, if any, so that two sign-in tabs (two alert links followed while
+    signed out) both work, not only the last one opened."""
+    held = request.cookies.get(LOGIN_COOKIE, "")
+    csrf = held if _LOGIN_CSRF.fullmatch(held) else secrets.token_urlsafe(24)
+    # Never reloaded: there is nothing new to show, and the form is what a person fills in.
     body = pageviews.layout(
-        "登录", pageviews.sign_in_page(csrf, next_path, error), who=None, csrf=""
+        "登录", pageviews.sign_in_page(csrf, next_path, error), who=None, csrf="", refresh=False
     )
     response = _html(body, status)
     response.set_cookie(
@@ -279,9 +318,12 @@ def _listed_findings(session: Any, *where: Any) -> tuple[list[dict[str, Any]], i
     return _finding_rows(list(findings)), int(total or 0)
 
 
-def _read_incident(
-    app: App, incident_id: int
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], int] | None:
+IncidentRead = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], int, int]
+"""An incident's page as read: the incident, its timeline, its first findings and their count,
+and how many notifications were submitted (the form's number is the next)."""
+
+
+def _read_incident(app: App, incident_id: int) -> IncidentRead | None:
     with app.store.session() as session:
         try:
             incident = get_incident(session, incident_id)
@@ -293,6 +335,7 @@ def _read_incident(
             timeline(session, incident_id),
             findings,
             total,
+            notifications_made(session, incident_id),
         )
 
 
@@ -307,12 +350,13 @@ async def _incident_response(
     read = await asyncio.to_thread(_read_incident, request.app[APP], incident_id)
     if read is None:
         return _page(request, "未找到", pageviews.message_page(f"没有事件 #{incident_id}。"), 404)
-    incident, events, findings, finding_count = read
+    incident, events, findings, finding_count, notifications = read
     body = pageviews.incident_page(
         incident,
         events,
         findings,
         finding_count,
+        notifications=notifications,
         can_act=_can_act(request),
         csrf=_csrf(request),
         notice=pageviews.NOTICES.get(request.query.get("done", "")),
@@ -470,13 +514,36 @@ async def resolve_incident(request: web.Request) -> web.Response:
     return await _act(request, "resolve", resolve)
 
 
+def _form_time(name: str, text: str) -> dt.datetime | None:
+    """A time field of a form (datetime-local: Beijing time), or None when left empty."""
+    if not text.strip():
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise UsageError(
+            f"{name} {text[:40]!r}: expected a time such as 2026-12-06T02:10"
+        ) from None
+
+
+def _form_number(text: str) -> int | None:
+    """The notification form's `number` (which one it sends: 1, then follow-ups 2, 3…), or None
+    from a form without one."""
+    if not text:
+        return None
+    if not text.isdecimal() or len(text) > 9:
+        raise UsageError(f"number {text[:20]!r}: expected the notification's number, 1 or more")
+    return int(text)
+
+
 async def notify(request: web.Request) -> web.Response:
     """POST /incidents/{id}/notify: the 7.3.3 notification's four parts (as `monitord incidents
     notify`), queued for the management unit's channels, or recorded as made by phone."""
     app = request.app[APP]
     incident_id = int(request.match_info["id"])
     form = await request.post()
-    values = {name: str(form.get(name) or "") for name in (*pageviews.PART_LABELS, "out_of_band")}
+    names = (*pageviews.PART_LABELS, "out_of_band", "at")
+    values = {name: str(form.get(name) or "") for name in names}
     out_of_band = values["out_of_band"].strip() or None
     who = request[CALLER].name
 
@@ -490,15 +557,24 @@ async def notify(request: web.Request) -> web.Response:
                 who,
                 app.clock(),
                 out_of_band=out_of_band,
+                at=_form_time("at", values["at"]),
+                number=_form_number(str(form.get("number") or "")),
             )
 
     try:
         await asyncio.to_thread(apply)
+    except Outdated:
+        # Sent twice, or after someone else's: nothing went out; the form shown now is the
+        # follow-up's, with what was typed, to send on purpose.
+        return await _incident_response(
+            request, incident_id, error=pageviews.OUTDATED_NOTIFICATION, values=values, status=409
+        )
     except UsageError as exc:
         return await _incident_response(
             request, incident_id, error=str(exc), values=values, status=422
         )
-    return web.Response(status=303, headers={"Location": f"/incidents/{incident_id}?done=notify"})
+    done = "notify" if out_of_band is None else "notify_by_phone"
+    return web.Response(status=303, headers={"Location": f"/incidents/{incident_id}?done={done}"})
 
 
 # --- silences ------------------------------------------------------------------------------

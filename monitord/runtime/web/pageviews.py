@@ -64,10 +64,29 @@ ALERT_KINDS = {
 NOTICES = {
     "ack": "已确认。",
     "notify": "通报已提交，等待管理单位渠道确认送达。",
+    "notify_by_phone": "已记录电话或当面通报，按所填通报时间计时。",
     "resolve": "已标记为解决。",
     "silence": "静默已添加。",
     "expire": "静默已结束。",
 }
+OUTDATED_NOTIFICATION = (
+    "已有人提交了通报，本次未发送。下方表单现为续报，内容已保留：如需续报，请核对后再发送。"
+)
+"""The refusal of a notification form sent twice, or after someone else's (Outdated)."""
+FORM_PLUMBING = frozenset({"csrf", "back", "number", "next", "token"})
+"""A form's fields that nobody typed (or that must not be shown back: the token)."""
+FIELD_LABELS = {
+    **PART_LABELS,
+    "out_of_band": "电话或当面通报的方式和对象",
+    "at": "通报时间（北京时间）",
+    "services": "服务编号",
+    "kinds": "事件类型",
+    "rules": "规则",
+    "reason": "原因",
+    "for": "持续时间",
+    "ends_at": "结束时间（北京时间）",
+}
+"""The Chinese name of each field a person types in the page's forms."""
 
 LISTED = 200
 """Services, incidents, findings and timeline entries listed on a page at most (a gateway down
@@ -120,8 +139,10 @@ label.choice{display:inline-block;font-weight:400;margin:.2rem 1rem .2rem 0}
 .notice{background:#e8f5e9;border-radius:6px;padding:.5rem .8rem}
 .error{background:#ffebee;color:var(--red);border-radius:6px;padding:.5rem .8rem}
 .chart{width:100%;height:auto;display:block;background:#fafafa;margin:.2rem 0 .6rem}
+.wide{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}
 td,th{padding:.3rem .4rem;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+td{overflow-wrap:anywhere;min-width:3.5em}
 th,td button{white-space:nowrap}
 td button{padding:.3rem .6rem}
 .empty{color:var(--grey)}
@@ -129,11 +150,17 @@ footer{color:var(--grey);font-size:.8rem;text-align:center;padding:1rem}
 """
 
 SCRIPT = """// Reload every 30 s to stay current; not while someone is typing in a form of the page.
+// Only pages served for a GET carry this script: a page answering a form (a refusal with what
+// was typed) would be lost by a reload of the form's address.
 (function () {
   var typed = false;
   document.addEventListener("input", function () { typed = true; });
   setInterval(function () {
-    if (!typed) { location.replace(location.pathname); }
+    if (typed) { return; }
+    var query = new URLSearchParams(location.search);
+    query.delete("done");  // a notice ("已确认。") is said once, not at every reload
+    var rest = query.toString();
+    location.replace(location.pathname + (rest ? "?" + rest : ""));
   }, 30000);
 })();
 """
@@ -149,6 +176,11 @@ def when(iso: str | None) -> str:
     return local_text(parse_time(iso)) if iso else "—"
 
 
+def _table(rows: str) -> str:
+    """A table of `rows` that scrolls sideways by itself on a narrow phone, never the page."""
+    return f'<div class="wide"><table>{rows}</table></div>'
+
+
 def _hidden(csrf: str, back: str | None = None) -> str:
     fields = f'<input type="hidden" name="csrf" value="{esc(csrf)}">' if csrf else ""
     if back:
@@ -156,20 +188,22 @@ def _hidden(csrf: str, back: str | None = None) -> str:
     return fields
 
 
-def layout(title: str, body: str, *, who: str | None, csrf: str) -> str:
-    """A whole page: header (who is signed in, sign out), the body, the refresh script."""
+def layout(title: str, body: str, *, who: str | None, csrf: str, refresh: bool = True) -> str:
+    """A whole page: header (who is signed in, sign out), the body and, when `refresh`, the
+    script reloading it every 30 s (never on a page answering a form: see SCRIPT)."""
     sign_out = (
         f'<form method="post" action="/logout">{_hidden(csrf)}<button>退出</button></form>'
         if csrf
         else ""
     )
     person = f'<span class="who">{esc(who)} {sign_out}</span>' if who else ""
+    script = '<script src="/static/page.js" defer></script>' if refresh else ""
     return (
         '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{esc(title)} · monitord</title>"
         '<link rel="stylesheet" href="/static/page.css">'
-        '<script src="/static/page.js" defer></script></head><body>'
+        f"{script}</head><body>"
         f'<header><a href="/">monitord 值班台</a>{person}</header>'
         f"<main>{body}</main><footer>苏商通 法人服务总入口 · 服务监测</footer></body></html>"
     )
@@ -183,18 +217,20 @@ def clock(incident: dict[str, Any]) -> str:
     if incident["notified_at"]:
         state = "逾期送达" if incident["late"] else "已按时通报"
         return f'<span class="clock{late}">{state}（{when(incident["notified_at"])}）</span>'
-    if incident["notification_sent_at"]:
-        return (
-            f'<span class="clock late">通报已提交但未送达，须于 {when(incident["notify_by"])} '
-            "前送达：请电话通报</span>"
-        )
     minutes = incident["minutes_left"]
+    deadline = when(incident["notify_by"])
+    if incident["notification_sent_at"]:
+        # Sent is not received: the clock runs on until a channel confirms delivery.
+        if minutes is not None and minutes < 0:
+            left = f"已逾期 {-minutes} 分钟（时限 {deadline}）"
+        else:
+            left = f"剩余 {minutes} 分钟，须于 {deadline} 前送达"
+        return f'<span class="clock late">通报已提交但未送达，{left}：请电话通报</span>'
     if minutes is not None and minutes < 0:
-        deadline = when(incident["notify_by"])
         return f'<span class="clock late">已逾期 {-minutes} 分钟（时限 {deadline}）</span>'
     return (
         f'<span class="clock running">剩余 {minutes} 分钟</span>'
-        f'<span class="meta">（须于 {when(incident["notify_by"])} 前通报管理单位）</span>'
+        f'<span class="meta">（须于 {deadline} 前通报管理单位）</span>'
     )
 
 
@@ -228,8 +264,12 @@ def _catalogue_status(service: dict[str, Any]) -> str:
 
 def service_href(service_id: str) -> str:
     """The status page's address of a service: its id is catalogue text, which may hold "/",
-    "?" or "..", so it is percent-encoded, not only HTML-escaped."""
-    return esc("/services/" + quote(service_id, safe=""))
+    "?" or "..", so it is percent-encoded, not only HTML-escaped. An id of dots alone is
+    encoded too: a browser reads /services/.. as / (quote leaves dots)."""
+    encoded = quote(service_id, safe="")
+    if service_id in (".", ".."):
+        encoded = service_id.replace(".", "%2E")
+    return esc("/services/" + encoded)
 
 
 def incident_card(incident: dict[str, Any], *, can_act: bool, csrf: str, back: str) -> str:
@@ -313,10 +353,9 @@ def silence_table(
             f"<td>{esc(silence['reason'])}</td><td>{esc(silence['created_by'])}</td>"
             f"{end}{button}</tr>"
         )
-    return (
-        f"<table><tr><th>编号</th><th>范围</th><th>原因</th><th>设置人</th>{last}{action}</tr>"
+    return _table(
+        f"<tr><th>编号</th><th>范围</th><th>原因</th><th>设置人</th>{last}{action}</tr>"
         + "".join(rows)
-        + "</table>"
     )
 
 
@@ -376,14 +415,18 @@ def front_page(status: Status, *, can_act: bool, csrf: str, notice: str | None) 
     if status.stuck_total:
         parts.append(f'<h2 class="clock late">待发告警积压（{status.stuck_total}）</h2>')
         parts.append(
-            "<table><tr><th>渠道</th><th>类型</th><th>事件</th><th>生成</th><th>尝试</th>"
-            "<th>错误</th></tr>" + "".join(_stuck_row(a) for a in status.stuck) + "</table>"
+            _table(
+                "<tr><th>渠道</th><th>类型</th><th>事件</th><th>生成</th><th>尝试</th>"
+                "<th>错误</th></tr>" + "".join(_stuck_row(a) for a in status.stuck)
+            )
         )
     return "".join(parts)
 
 
-def notify_form(incident_id: int, csrf: str, values: dict[str, str]) -> str:
-    """The clause 7.3.3 notification: its four parts, and how it was made if by phone."""
+def notify_form(incident_id: int, number: int, csrf: str, values: dict[str, str]) -> str:
+    """The clause 7.3.3 notification (`number` 1) or a follow-up (2, 3…): its four parts, and
+    how it was made if by phone. The number goes with the form: sent twice, or after someone
+    else's, it is refused instead of going out again as a follow-up."""
     fields = "".join(
         f'<label for="{name}">{label}</label>'
         f'<textarea id="{name}" name="{name}" required>'
@@ -393,11 +436,14 @@ def notify_form(incident_id: int, csrf: str, values: dict[str, str]) -> str:
     )
     return (
         f'<form method="post" action="/incidents/{incident_id}/notify" id="notify">'
-        f"{_hidden(csrf, f'/incidents/{incident_id}')}{fields}"
+        f"{_hidden(csrf, f'/incidents/{incident_id}')}"
+        f'<input type="hidden" name="number" value="{number}">{fields}'
         '<label for="out_of_band">已电话或当面通报？写明方式和对象'
         "（否则留空，经管理单位渠道发送）</label>"
         f'<input type="text" id="out_of_band" name="out_of_band" '
         f'value="{esc(values.get("out_of_band", ""))}" placeholder="电话：市数据局 王科长">'
+        '<label for="at">电话或当面通报的时间（北京时间；留空为现在）</label>'
+        f'<input type="datetime-local" id="at" name="at" value="{esc(values.get("at", ""))}">'
         '<div class="actions"><button>发送通报</button></div></form>'
     )
 
@@ -438,9 +484,9 @@ def _findings_table(findings: list[dict[str, Any]], *, services: bool) -> str:
         f"<td>{esc(f['summary'])}</td><td>{when(f['first_seen'])}</td></tr>"
         for f in findings
     )
-    return (
-        f"<table><tr>{head}<th>规则</th><th>条款</th><th>级别</th><th>摘要</th><th>首次发现</th>"
-        f"</tr>{rows}</table>"
+    return _table(
+        f"<tr>{head}<th>规则</th><th>条款</th><th>级别</th><th>摘要</th><th>首次发现</th>"
+        f"</tr>{rows}"
     )
 
 
@@ -464,15 +510,17 @@ def incident_page(
     findings: list[dict[str, Any]],
     finding_count: int,
     *,
+    notifications: int,
     can_act: bool,
     csrf: str,
     notice: str | None,
     error: str | None,
     values: dict[str, str],
 ) -> str:
-    """The body of `/incidents/{id}`: the incident, its buttons and form, then the long lists
-    (findings, of which the first LISTED of `finding_count`; timeline; services), each cut at
-    LISTED with how many are not shown and a link to the whole incident as JSON."""
+    """The body of `/incidents/{id}`: the incident, its buttons and form (for the notification
+    after the `notifications` already submitted), then the long lists (findings, of which the
+    first LISTED of `finding_count`; timeline; services), each cut at LISTED with how many are
+    not shown and a link to the whole incident as JSON."""
     back = f"/incidents/{incident['id']}"
     api = f"/api/v1/incidents/{incident['id']}"
     parts = [f"<h1>{esc(_incident_title(incident))}</h1>"]
@@ -495,8 +543,11 @@ def incident_page(
             )
         parts.append(f'<div class="actions">{"".join(buttons)}</div>')
         if incident["class"] == "security" and incident["state"] != "closed":
-            title = "续报" if incident["notification_sent_at"] else "通报管理单位（第 7.3.3 条）"
-            parts.append(f"<h2>{title}</h2>{notify_form(incident['id'], csrf, values)}")
+            title = "通报管理单位（第 7.3.3 条）"
+            if notifications:
+                title = f"续报（第 {notifications} 次）"
+            form = notify_form(incident["id"], notifications + 1, csrf, values)
+            parts.append(f"<h2>{title}</h2>{form}")
     parts.append(f"<h2>发现（{finding_count}）</h2>")
     if findings:
         parts.append(_findings_table(findings, services=True))
@@ -505,8 +556,7 @@ def incident_page(
         parts.append('<p class="empty">没有关联的发现（人工登记的事件）。</p>')
     parts.append(f"<h2>时间线（{len(events)}）</h2>")
     parts.append(
-        "<table><tr><th>时间</th><th>事项</th><th>操作人</th></tr>"
-        f"{_timeline_rows(events, api)}</table>"
+        _table(f"<tr><th>时间</th><th>事项</th><th>操作人</th></tr>{_timeline_rows(events, api)}")
     )
     services = incident["services"]
     if len(services) > CARD_SERVICES:  # the card named only the first ones
@@ -566,7 +616,8 @@ def silence_form(kinds: dict[str, str], csrf: str, values: dict[str, Any]) -> st
 
     return (
         '<form method="post" action="/silences" id="add-silence">'
-        f'{_hidden(csrf)}<p class="meta">按服务、事件类型或规则静默（至少填一项；多项须同时匹配）。'
+        f"{_hidden(csrf, '/silences')}"
+        '<p class="meta">按服务、事件类型或规则静默（至少填一项；多项须同时匹配）。'
         "静默只压下群聊告警，不会暂停安全事件第 7.3.3 条的两小时通报时限。</p>"
         f"{text('services', '服务编号（多个用逗号或空格分隔）', 'svc-0001, svc-0002')}"
         f"<fieldset><legend>事件类型</legend>{boxes}</fieldset>"
@@ -622,6 +673,26 @@ def sign_in_page(csrf: str, next_path: str, error: str | None) -> str:
         '<label for="token">访问令牌（monitord token new 生成）</label>'
         '<input type="password" id="token" name="token" autocomplete="current-password" required>'
         '<div class="actions"><button>登录</button></div></form>'
+    )
+
+
+def stale_form_page(signed_out: bool, sign_in: str, typed: list[tuple[str, str]]) -> str:
+    """The body answering a form sent after its session ended (`signed_out`) or from a page of
+    an earlier sign-in: nothing was done; a link to `sign_in` again; what was typed, to copy."""
+    if signed_out:
+        why = "登录已失效（已退出登录、服务重启或登录已满 12 小时），本次操作未执行。"
+    else:
+        why = "表单已过期（此后已重新登录），本次操作未执行。"
+    kept = "".join(
+        f'<label for="typed-{esc(name)}">{esc(FIELD_LABELS.get(name, name))}</label>'
+        f'<textarea id="typed-{esc(name)}" readonly>{escape(value)}</textarea>'
+        for name, value in typed
+    )
+    if kept:
+        kept = f"<h2>已填写的内容（请先复制保存）</h2>{kept}"
+    return (
+        f'<p class="error">{esc(why)}</p>'
+        f'<p><a class="button" href="{esc(sign_in)}">重新登录后返回</a></p>{kept}'
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -353,11 +354,13 @@ async def test_a_service_whose_id_holds_a_slash_or_a_question_mark_is_linked_to_
     # The links were /services/grp/slash (a 404) and /services/q?x=1 (no service "q").
     add_service(app, "grp/slash", "分组服务", "down")
     add_service(app, "q?x=1", "查询服务", "down")
+    add_service(app, "..", "点点服务", "down")
     await site.sign_in(VIEWER)
     _, front = await site.page("/")
     for service_id, link in (
         ("grp/slash", "/services/grp%2Fslash"),
         ("q?x=1", "/services/q%3Fx%3D1"),
+        ("..", "/services/%2E%2E"),  # /services/.. is / to a browser
     ):
         assert f'href="{link}"' in front
         status, html = await site.page(link)
@@ -701,3 +704,190 @@ async def test_an_incidents_timeline_names_the_silence_that_held_its_alert_back(
         f'告警被静默（未发群聊） <a href="/silences#silence-{silence.id}">静默 #{silence.id}</a>'
         in html
     )
+
+
+async def test_only_pages_answering_a_get_reload_themselves(app: App, site: Site) -> None:
+    # The reload asked the page's address again with GET: a refused form's page became a 405
+    # line, and the sign-in page lost its ?next= (and replaced its form's CSRF cookie).
+    incident_id = seed(app)
+    script = '<script src="/static/page.js"'
+    async with site.http.get(f"{site.url}/login?next=%2Fincidents%2F1", headers=HTML) as form:
+        assert script not in await form.text()
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    assert script in html
+    data = {"csrf": field(html, "csrf"), "scope": "x", "harm": "", "measures": "x"}
+    async with site.http.post(f"{site.url}/incidents/{incident_id}/notify", data=data) as refused:
+        assert refused.status == 422
+        assert script not in await refused.text()
+    async with site.http.post(f"{site.url}/silences", data={"csrf": field(html, "csrf")}) as bad:
+        assert bad.status == 422
+        assert script not in await bad.text()
+
+
+PARTS = {
+    "scope": "企业开办服务，覆盖全市",
+    "harm": "约 300 家企业信息可能外泄",
+    "measures": "已下线导出接口",
+    "rectification": "修复越权漏洞并复测",
+}
+
+
+def _management_keys(app: App) -> list[str]:
+    with app.store.session() as session:
+        return list(
+            session.scalars(
+                select(OutboxAlert.idempotency_key)
+                .where(OutboxAlert.channel == "management")
+                .order_by(OutboxAlert.id)
+            )
+        )
+
+
+async def test_a_notification_form_sent_twice_goes_out_once(app: App, site: Site) -> None:
+    # A double tap (or a form opened before someone else sent theirs) sent the notification
+    # again as a follow-up (续报), and nobody was told.
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    assert "通报管理单位（第 7.3.3 条）" in html
+    data = {"csrf": field(html, "csrf"), "number": field(html, "number"), **PARTS}
+    url = f"{site.url}/incidents/{incident_id}/notify"
+
+    async def send() -> tuple[int, str]:
+        async with site.http.post(url, data=data, allow_redirects=False) as answer:
+            return answer.status, await answer.text()
+
+    answers = sorted(await asyncio.gather(send(), send()))
+    assert [status for status, _ in answers] == [303, 409]
+    refused = answers[1][1]
+    assert "已有人提交了通报，本次未发送" in refused
+    assert "续报（第 1 次）" in refused and "约 300 家企业信息可能外泄</textarea>" in refused
+    assert _management_keys(app) == [f"incident:{incident_id}:notification:1"]
+    # The form shown with the refusal is the follow-up's: sent on purpose, it goes out.
+    data["number"] = field(refused, "number")
+    status, _ = await send()
+    assert status == 303
+    assert _management_keys(app) == [
+        f"incident:{incident_id}:notification:1",
+        f"incident:{incident_id}:notification:2",
+    ]
+
+
+async def test_a_form_sent_after_its_session_ended_says_so_and_shows_what_was_typed(
+    app: App, site: Site
+) -> None:
+    # It was answered {"error": "a valid token is needed: Authorization: Bearer …"} (or the
+    # CSRF line in English), with no way back and what was typed lost.
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    old_csrf = field(html, "csrf")
+    url = f"{site.url}/incidents/{incident_id}/notify"
+    data = {"csrf": old_csrf, "back": f"/incidents/{incident_id}", "number": "1", **PARTS}
+    site.http.cookie_jar.clear()  # signed out: a restart, 12 hours, or 退出 in another tab
+    async with site.http.post(url, data=data, headers=HTML, allow_redirects=False) as expired:
+        assert expired.status == 401
+        page = await expired.text()
+    assert "登录已失效" in page and "本次操作未执行" in page
+    assert f'href="/login?next=%2Fincidents%2F{incident_id}"' in page
+    assert "约 300 家企业信息可能外泄</textarea>" in page and "二、初步判定的危害" in page
+    assert old_csrf not in page
+    await site.sign_in(ONCALL)  # signed in again: the old page's form is stale
+    async with site.http.post(url, data=data, headers=HTML, allow_redirects=False) as stale:
+        assert stale.status == 403
+        page = await stale.text()
+    assert "表单已过期" in page and "修复越权漏洞并复测</textarea>" in page
+    assert _management_keys(app) == []
+    async with site.http.post(url, data=data, allow_redirects=False) as script:
+        assert script.status == 403  # a script, not a browser: still the JSON line
+        assert "CSRF" in (await script.json())["error"]
+
+
+async def test_a_phone_notification_recorded_late_counts_at_the_time_it_was_made(
+    app: App, site: Site, clock: FakeClock
+) -> None:
+    # The page had no time field: a call made before the deadline, recorded after it, counted
+    # at the recording (late), and the notice still said it waited for delivery.
+    incident_id = seed(app)
+    clock.advance(minutes=130)  # ten minutes past the two hours
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    assert 'type="datetime-local" id="at" name="at"' in html
+    made = (clock() - dt.timedelta(minutes=20)).astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M")
+    data = {
+        "csrf": field(html, "csrf"),
+        "number": field(html, "number"),
+        "out_of_band": "电话：市数据局 王科长",
+        "at": made,
+        **PARTS,
+    }
+    url = f"{site.url}/incidents/{incident_id}/notify"
+    async with site.http.post(url, data=data, allow_redirects=False) as done:
+        assert (done.status, done.headers["Location"]) == (
+            303,
+            f"/incidents/{incident_id}?done=notify_by_phone",
+        )
+    incident = _incident(app, incident_id)
+    assert local_text(incident.notified_at) == made.replace("T", " ") and not incident.late
+    _, html = await site.page(f"/incidents/{incident_id}?done=notify_by_phone")
+    assert "已记录电话或当面通报" in html and "等待管理单位渠道确认送达" not in html
+    assert "已按时通报" in html
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [("电" * 300, "300 characters, at most 200"), ("电话\x1b[2J王科长\x07", "control character")],
+)
+async def test_how_a_notification_was_made_is_a_short_plain_line(
+    app: App, site: Site, how: str, said: str
+) -> None:
+    # The page (and the command line) stored any length and any control character there,
+    # where the API refused both.
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    data = {"csrf": field(html, "csrf"), "out_of_band": how, **PARTS}
+    async with site.http.post(f"{site.url}/incidents/{incident_id}/notify", data=data) as refused:
+        assert refused.status == 422
+        assert said in await refused.text()
+    incident = _incident(app, incident_id)
+    assert (incident.notified_at, incident.notified_via) == (None, None)
+
+
+async def test_a_notification_sent_but_not_delivered_shows_minutes_left_then_how_late(
+    app: App, site: Site, clock: FakeClock
+) -> None:
+    # The clock said 须于 <deadline> 前送达 without the minutes left, and the same past the
+    # deadline, where `incidents show` said how late it was.
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    data = {"csrf": field(html, "csrf"), "number": "1", **PARTS}
+    async with site.http.post(
+        f"{site.url}/incidents/{incident_id}/notify", data=data, allow_redirects=False
+    ) as sent:
+        assert sent.status == 303
+    clock.advance(minutes=100)
+    _, html = await site.page("/")
+    assert "通报已提交但未送达，剩余 20 分钟" in html
+    clock.advance(minutes=34)
+    _, html = await site.page("/")
+    assert "通报已提交但未送达，已逾期 14 分钟" in html and "前送达" not in html
+
+
+async def test_two_sign_in_tabs_opened_one_after_the_other_both_sign_in(site: Site) -> None:
+    # Each sign-in form replaced the one form cookie: the first tab's form was refused with
+    # 表单已过期 (403).
+    forms = []
+    for target in ("/incidents/3", "/incidents/5"):
+        async with site.http.get(
+            f"{site.url}/login", params={"next": target}, headers=HTML
+        ) as form:
+            forms.append(field(await form.text(), "csrf"))
+    async with site.http.post(
+        f"{site.url}/login",
+        data={"csrf": forms[0], "token": ONCALL, "next": "/incidents/3"},
+        allow_redirects=False,
+    ) as signed:
+        assert (signed.status, signed.headers["Location"]) == (303, "/incidents/3")

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from monitord.incidents import open_manual
 from monitord.runtime.app import App
-from monitord.store.models import Incident, Silence
+from monitord.store.models import Finding, Incident, Silence
 from tests.conftest import FakeClock
 from tests.runtime.web.chromium import Tab, chromium_path, open_tab
 from tests.runtime.web.pagesite import (
@@ -156,3 +156,79 @@ async def add_a_silence(tab: Tab) -> None:
     assert "服务：svc-0003；类型：服务中断" in text and "社保系统割接（已报备）" in text
     await tab.send("Page.navigate", url=str(await tab.evaluate("location.origin")) + "/")
     await tab.wait_for("document.body.innerText.includes('生效中的静默（2）')")
+
+
+async def _thirty_seconds_later(tab: Tab) -> None:
+    """Let the page's timers run 31 s of virtual time (no waiting), and any reload finish."""
+    await tab.send("Emulation.setVirtualTimePolicy", policy="advance", budget=31_000)
+    await tab.wait_for("true")
+
+
+async def test_a_refused_notification_stays_on_screen_past_the_pages_reload(
+    app: App, clock: FakeClock, tmp_path: Path
+) -> None:
+    # The page reloaded its address every 30 s: a refusal answering the form's POST turned
+    # into {"error": "Method Not Allowed"} and what was typed was gone.
+    assert CHROMIUM is not None
+    incident_id = seed(app)
+    async with serve_page(app) as site, open_tab(CHROMIUM, tmp_path / "profile") as tab:
+        await tab.send("Page.navigate", url=f"{site.url}/incidents/{incident_id}")
+        await tab.wait_for("location.pathname === '/login' && document.getElementById('token')")
+        await tab.evaluate(
+            f"document.getElementById('token').value = {json.dumps(ONCALL)};"
+            "document.querySelector('form[action=\"/login\"] button').click()"
+        )
+        await tab.wait_for(f"location.pathname === '/incidents/{incident_id}'")
+        await tab.evaluate(
+            "document.getElementById('scope').value = '企业开办服务';"
+            "document.getElementById('harm').value = '约 300 家企业信息可能外泄';"
+            "document.getElementById('measures').value = '措'.repeat(4001);"
+            "document.getElementById('rectification').value = '修复越权漏洞';"
+            "document.querySelector('#notify button').click()"
+        )
+        await tab.wait_for("document.querySelector('.error')")
+        await _thirty_seconds_later(tab)
+        assert await tab.evaluate("location.pathname") == f"/incidents/{incident_id}/notify"
+        assert await tab.evaluate("document.getElementById('harm').value") == (
+            "约 300 家企业信息可能外泄"
+        )
+
+
+async def test_on_a_phone_an_incidents_findings_table_stays_within_the_screen(
+    app: App, tmp_path: Path
+) -> None:
+    # At 390 px the findings table ran off the screen (摘要 and 首次发现 out of sight), pushed
+    # by a rule name and a URL with nowhere to break.
+    assert CHROMIUM is not None
+    incident_id = seed(app)
+    now = app.clock()
+    with app.store.session() as session:
+        session.add(
+            Finding(
+                rule="plain_http_access_without_redirect_to_https", clause="6.3.2 a",
+                severity="high", subject_kind="service", subject="svc-0001",
+                service_id="svc-0001", summary="明文访问 http://svc-0001.test/" + "x" * 80,
+                first_seen=now, last_seen=now, incident_id=incident_id,
+            )
+        )  # fmt: skip
+    async with serve_page(app) as site, open_tab(CHROMIUM, tmp_path / "profile") as tab:
+        await tab.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=390,
+            height=900,
+            deviceScaleFactor=1,
+            mobile=True,
+        )
+        await tab.send("Page.navigate", url=f"{site.url}/incidents/{incident_id}")
+        await tab.wait_for("document.getElementById('token')")
+        await tab.evaluate(
+            f"document.getElementById('token').value = {json.dumps(ONCALL)};"
+            "document.querySelector('form[action=\"/login\"] button').click()"
+        )
+        await tab.wait_for("document.querySelector('table')")
+        assert await tab.evaluate("document.documentElement.scrollWidth") == 390
+        right = await tab.evaluate(
+            "Math.max(...[...document.querySelectorAll('th')].map(th => "
+            "th.getBoundingClientRect().right))"
+        )
+        assert right <= 390  # 首次发现 in sight
