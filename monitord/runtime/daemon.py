@@ -507,6 +507,9 @@ class Daemon:
         for exposed in secret_file_warnings(self.app.settings):
             logger.warning(exposed)
         await self._stop.wait()
+        # Until the process ends (closing the loop waits for the worker threads: seconds, a
+        # hung send), a SIGHUP must not end it with "Hangup", a status systemd does not restart.
+        loop.add_signal_handler(signal.SIGHUP, logger.info, "SIGHUP ignored: the daemon stops")
         self._arm_stop_deadline()
         sdnotify.notify("STOPPING=1\nSTATUS=stopping: finishing the running jobs")
         if web_server is not None:
@@ -515,7 +518,7 @@ class Daemon:
         await asyncio.gather(*helpers)  # each ends at the stop, after what it was doing
         await self._leave()
         await self.app.close()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         logger.info("monitord stopped")
         return self.status

@@ -26,6 +26,7 @@ from monitord.runtime.daemon import STOP_MARGIN_SECONDS
 from monitord.store import Store, open_store
 from tests.conftest import (
     STARTED,
+    DaemonProcess,
     PostgresServer,
     free_port,
     postgres_bin,
@@ -183,6 +184,49 @@ async def test_sighup_with_a_bad_config_keeps_the_running_one(
     assert "reload refused, keeping the running config" in daemon.stderr
     assert "portal.retries = -1: expected at least 0" in daemon.stderr
     store.dispose()
+
+
+HUP_AS_IT_STARTS = """
+import os, signal, sys
+import monitord.cli as cli
+
+build_parser = cli.build_parser
+
+
+def hup_then_build():
+    os.kill(os.getpid(), signal.SIGHUP)  # before the parser, the config and the logging load
+    return build_parser()
+
+
+cli.build_parser = hup_then_build
+sys.exit(cli.main())
+"""
+
+
+async def test_a_sighup_as_monitord_run_starts_is_kept_for_a_reload(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    # A SIGHUP in the first half second of `monitord run` ended the process ("Hangup", a
+    # status systemd's Restart=on-failure does not restart).
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url)
+    env = dict(os.environ, MONITORD_PORTAL_TOKEN=TOKEN)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HUP_AS_IT_STARTS,
+        "--config",
+        str(config),
+        "run",
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    STARTED.append(process)
+    daemon = DaemonProcess(process)
+    await wait_for_line(daemon, "SIGHUP came while starting: reloading the config now")
+    await wait_for_line(daemon, "monitord running")
+    await daemon.stop()
+    assert process.returncode == 0, daemon.stderr
 
 
 async def test_sighup_refuses_what_the_start_refuses_an_smtp_url_without_its_password(
