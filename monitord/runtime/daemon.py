@@ -87,6 +87,8 @@ class Daemon:
         self._reload_requested = reload_requested
         self._hard_exit = hard_exit
         self._stop_deadline: threading.Timer | None = None
+        self._cancelled: list[str] = []  # the jobs a stop cancelled: their threads may run on
+        self._store_closed = False  # the stop is past the store: nothing more to write
         self.status = 0
         self._stop = asyncio.Event()
         # Set (and replaced by a fresh one) to wake every sleeping job loop: at the stop, at a
@@ -518,6 +520,7 @@ class Daemon:
         await asyncio.gather(*helpers)  # each ends at the stop, after what it was doing
         await self._leave()
         await self.app.close()
+        self._store_closed = True
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         logger.info("monitord stopped")
@@ -533,13 +536,27 @@ class Daemon:
         seconds = self.app.settings.daemon.grace_seconds + STOP_MARGIN_SECONDS
 
         def give_up() -> None:
-            logger.error(
-                "stopping took over {:g} s: the store did not answer (a lock held, or its "
-                "server stopped); exiting without it (what was not committed is not written)",
-                seconds,
-            )
+            if self._store_closed:
+                # Only the worker thread of a cancelled job is left (a send, a request without
+                # an answer): the store is closed whole, and what the job did not finish (an
+                # alert stays claimed by this process) is taken up again after the restart.
+                logger.warning(
+                    "stopping took over {:g} s: {} still waiting in a worker thread (a send or "
+                    "a request that gets no answer); exiting without it, the restart takes it up "
+                    "again",
+                    seconds,
+                    _jobs_text(self._cancelled),
+                )
+                status = self.status
+            else:
+                logger.error(
+                    "stopping took over {:g} s: the store did not answer (a lock held, or its "
+                    "server stopped); exiting without it (what was not committed is not written)",
+                    seconds,
+                )
+                status = 1
             logger.remove()  # flushes and closes the log file before the process ends
-            hard_exit(1)
+            hard_exit(status)
 
         self._stop_deadline = threading.Timer(seconds, give_up)
         self._stop_deadline.daemon = True
@@ -611,6 +628,11 @@ class Daemon:
             "store_answering": self._store_down_since is None,
         }
 
+    def _cancel(self, task: asyncio.Task[None]) -> None:
+        """Cancel a job's run at the stop; a thread it started may still run on."""
+        self._cancelled.append(task.get_name())
+        task.cancel()
+
     async def _shutdown(self, loops: list[asyncio.Task[None]]) -> None:
         # The loops start no new run once the stop is set; running jobs get the grace period,
         # but for those that stop at once (Job.stops_at_once).
@@ -618,7 +640,7 @@ class Daemon:
         at_once = {job.name for job in self.jobs if job.stops_at_once}
         cut = {task for task in self._running if task.get_name() in at_once}
         for task in cut:
-            task.cancel()
+            self._cancel(task)
         if cut:
             await asyncio.wait(cut, timeout=5)
         running = set(self._running) - cut
@@ -626,10 +648,17 @@ class Daemon:
             logger.info("waiting up to {:g} s for {} running job(s)", grace, len(running))
             _done, pending = await asyncio.wait(running, timeout=grace)
             for task in pending:
-                task.cancel()
+                self._cancel(task)
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await asyncio.wait(loops, timeout=5)
+
+
+def _jobs_text(names: list[str]) -> str:
+    """`job a` or `jobs a, b` (cancelled at the stop), for the stop's last line."""
+    if not names:
+        return "a job's work"
+    return f"job{'s' if len(names) > 1 else ''} {', '.join(names)} (cancelled at the stop)"
 
 
 def _log_failure(what: str, exc: BaseException) -> None:
