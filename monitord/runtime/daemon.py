@@ -30,7 +30,12 @@ from monitord.cluster import (
     make_coordinator,
     running_under,
 )
-from monitord.config import alert_warnings, check_daemon_secrets, secret_file_warnings
+from monitord.config import (
+    Settings,
+    alert_warnings,
+    check_daemon_secrets,
+    secret_file_warnings,
+)
 from monitord.errors import ConfigError, LeaseLost, Replaced
 from monitord.incidents import follow_clock_step, last_incident_id
 from monitord.probing.record import met_another_transaction
@@ -248,7 +253,8 @@ class Daemon:
 
         The new config passes the same checks as at start (check_daemon_secrets included).
         Each job's new interval applies at once (the job loops are woken to read it), and
-        [logging] at once; store.url, [api]'s address and [cluster] at the next restart.
+        [logging] at once; store.url, [api]'s address and switch and [cluster] at the next restart
+        (the rest of [store] and [api] at once).
         """
         try:
             new = load_settings(self.config_path)
@@ -256,18 +262,7 @@ class Daemon:
         except ConfigError as exc:
             logger.error("reload refused, keeping the running config: {}", exc)
             return
-        if new.api.listen != self.app.settings.api.listen or (
-            new.api.enabled != self.app.settings.api.enabled
-        ):
-            logger.warning("api.listen or api.enabled changed; it takes effect at the next restart")
-        if new.store.url != self.app.settings.store.url:
-            logger.warning("store.url changed; it takes effect at the next restart")
-            new = new.model_copy(update={"store": self.app.settings.store})
-        if new.cluster != self.app.settings.cluster:
-            # The daemon is known to the others by its name and beats at its interval from
-            # its start; the running ones stay what the cluster sees, for both to agree.
-            logger.warning("[cluster] changed; it takes effect at the next restart")
-            new = new.model_copy(update={"cluster": self.app.settings.cluster})
+        new = self._restart_only_kept(new)
         if new.logging != self.app.settings.logging:
             try:
                 setup_logging(new.logging)
@@ -283,6 +278,27 @@ class Daemon:
         self.app.settings = new
         self._wake_loops()
         logger.info("config reloaded from {}", new.source)
+
+    def _restart_only_kept(self, new: Settings) -> Settings:
+        """`new` with the keys that take effect only at the next restart as they run:
+        store.url, api.listen and api.enabled, and [cluster]; each one changed is said once."""
+        running = self.app.settings
+        if (new.api.listen, new.api.enabled) != (running.api.listen, running.api.enabled):
+            logger.warning("api.listen or api.enabled changed; it takes effect at the next restart")
+            api = new.api.model_copy(
+                update={"listen": running.api.listen, "enabled": running.api.enabled}
+            )
+            new = new.model_copy(update={"api": api})
+        if new.store.url != running.store.url:
+            logger.warning("store.url changed; it takes effect at the next restart")
+            store = new.store.model_copy(update={"url": running.store.url})
+            new = new.model_copy(update={"store": store})
+        if new.cluster != running.cluster:
+            # The daemon is known to the others by its name and beats at its interval from
+            # its start; the running ones stay what the cluster sees, for both to agree.
+            logger.warning("[cluster] changed; it takes effect at the next restart")
+            new = new.model_copy(update={"cluster": running.cluster})
+        return new
 
     def _cluster(self) -> Coordinator:
         assert self.app.cluster is not None, "the daemon joined its cluster"

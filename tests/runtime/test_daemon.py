@@ -468,6 +468,43 @@ async def test_a_reload_applies_logging_at_once_and_keeps_the_cluster_until_a_re
     assert "[cluster] changed; it takes effect at the next restart" in messages
 
 
+def test_a_reload_that_changes_store_url_applies_the_rest_of_store(
+    app: App, tmp_path: Path, messages: list[str]
+) -> None:
+    # A changed store.url kept the whole running [store]: retention_days stayed 400 until a
+    # restart, with "config reloaded" said each time.
+    url = app.settings.store.url
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path / "m2.db"}"\nretention_days = 200\n'
+        f'files_dir = "{tmp_path / "files"}"\n[api]\nlisten = "127.0.0.1:0"\n'
+    )
+    Daemon(app, config, jobs=()).reload()
+    assert app.settings.store.url == url
+    assert app.settings.store.retention_days == 200
+    assert app.settings.store.files_dir == str(tmp_path / "files")
+    assert "store.url changed; it takes effect at the next restart" in messages
+
+
+def test_a_reload_back_to_the_listen_address_in_use_says_nothing_of_a_restart(
+    app: App, tmp_path: Path, messages: list[str]
+) -> None:
+    # listen changed, then restored to the address in use: the last reload warned that the
+    # address in use "takes effect at the next restart", and the second one said nothing.
+    config = tmp_path / "monitord.toml"
+    listening = f'[store]\nurl = "{app.settings.store.url}"\n[api]\nlisten = "127.0.0.1:0"\n'
+    daemon = Daemon(app, config, jobs=())
+    warning = "api.listen or api.enabled changed; it takes effect at the next restart"
+    config.write_text(listening.replace(":0", ":18422"))
+    daemon.reload()
+    daemon.reload()
+    assert messages.count(warning) == 2  # the address in use is still not the file's
+    config.write_text(listening)
+    daemon.reload()
+    assert messages.count(warning) == 2
+    assert app.settings.api.listen == "127.0.0.1:0"
+
+
 async def test_a_sighup_that_came_while_starting_is_a_reload_once_running(
     app: App, tmp_path: Path, messages: list[str]
 ) -> None:
