@@ -253,8 +253,8 @@ class Daemon:
 
         The new config passes the same checks as at start (check_daemon_secrets included).
         Each job's new interval applies at once (the job loops are woken to read it), and
-        [logging] at once; store.url, [api]'s address and switch and [cluster] at the next restart
-        (the rest of [store] and [api] at once).
+        [logging] and daemon.watchdog at once; store.url, [api]'s address and switch and
+        [cluster] at the next restart (the rest of [store] and [api] at once).
         """
         try:
             new = load_settings(self.config_path)
@@ -479,9 +479,10 @@ class Daemon:
 
     async def _watchdog(self, interval: float) -> None:
         # Fed only while the jobs are really running: a live event loop whose jobs have all
-        # stopped (or hung) is a daemon that systemd should restart.
+        # stopped (or hung) is a daemon that systemd should restart. daemon.watchdog is read
+        # each time: a reload turns the feeding on or off.
         while not await self._stopping_within(interval / 2):
-            if self._jobs_alive(interval):
+            if self.app.settings.daemon.watchdog and self._jobs_alive(interval):
                 sdnotify.notify("WATCHDOG=1")
 
     async def run(self) -> int:
@@ -507,7 +508,7 @@ class Daemon:
         if sdnotify.notify("STATUS=starting"):
             helpers.append(asyncio.create_task(self._report_status()))
         interval = sdnotify.watchdog_seconds()
-        if interval and self.app.settings.daemon.watchdog:
+        if interval:
             helpers.append(asyncio.create_task(self._watchdog(interval)))
         loops = [asyncio.create_task(self._job_loop(job)) for job in self.jobs]
         web_server = await self._serve_web()
