@@ -496,6 +496,25 @@ async def test_a_reload_applies_logging_at_once_and_keeps_the_cluster_until_a_re
     assert "[cluster] changed; it takes effect at the next restart" in messages
 
 
+def test_a_reload_to_a_log_folder_behind_a_dangling_symlink_says_so(
+    app: App, tmp_path: Path, messages: list[str]
+) -> None:
+    # Refused with "cannot write …/logdir (File exists)", which said nothing of the missing mount.
+    link = tmp_path / "logdir"
+    link.symlink_to(tmp_path / "not-mounted" / "logs")
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "{app.settings.store.url}"\n[api]\nlisten = "127.0.0.1:0"\n'
+        f'[logging]\nfile = "{link / "m.log.jsonl"}"\n'
+    )
+    Daemon(app, config, jobs=()).reload()
+    assert messages[-1] == (
+        f"reload refused, keeping the running config: logging.file = {link / 'm.log.jsonl'}: "
+        f"cannot write {link} (a symbolic link to a folder that does not exist "
+        f"({tmp_path / 'not-mounted' / 'logs'}))"
+    )
+
+
 def test_a_reload_that_changes_store_url_applies_the_rest_of_store(
     app: App, tmp_path: Path, messages: list[str]
 ) -> None:
