@@ -87,11 +87,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
-    # SIGHUP's default is to end the process: one sent while the daemon starts (its imports,
-    # then the store opened and migrated: minutes, for a large store) is kept for the daemon,
-    # which reloads once it runs.
-    reload_requested = threading.Event()
-    signal.signal(signal.SIGHUP, lambda _signal, _frame: reload_requested.set())
+    reload_requested: threading.Event = args.reload_requested  # set by main's SIGHUP handler
     from monitord.runtime.heap import limit_arenas, tune_collector
 
     limit_arenas()  # before any thread of the daemon's starts
@@ -296,9 +292,34 @@ def _drop_stdout() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand argv names, read before the parser is built: the first word that is not
+    an option or the value of --config (the one global option that takes a value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _keep_sighup() -> threading.Event:
+    """From now on a SIGHUP sets the returned event instead of ending the process."""
+    requested = threading.Event()
+    signal.signal(signal.SIGHUP, lambda _signal, _frame: requested.set())
+    return requested
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `monitord` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # SIGHUP's default is to end the process: one sent while the daemon starts (the imports,
+    # then the store opened and migrated: minutes, for a large store) is kept for the daemon,
+    # which reloads once it runs. So the handler comes first, before the imports of the
+    # parser's work and of the config.
+    reload_requested = _keep_sighup() if _command_of(argv) == "run" else None
+    args = build_parser().parse_args(argv, argparse.Namespace(reload_requested=reload_requested))
     handler: Handler = args.handler
     # Readable lines on stderr for every command that logs; `run` and `demo` add the JSON log
     # file. `analyse` logs nothing, and spares its memory budget the logging library.

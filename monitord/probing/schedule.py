@@ -73,11 +73,13 @@ def next_window(last: float | None, now: float, interval: float) -> tuple[float,
     The first round of a process starts in the middle of a window: it leaves the slots already
     past (the next round has them). A later round that starts late (the previous one overran)
     probes its passed slots at once; one that starts a little early waits for its window.
+    After `interval` changed (a reload), the next window is the first of the new interval's
+    whole multiples after `last`: the same on every daemon, reloaded whenever.
     """
     current = window_start(now, interval)
     if last is None:
         return current, True
-    return max(current, last + interval), False
+    return max(current, window_start(last, interval) + interval), False
 
 
 @dataclass(frozen=True)

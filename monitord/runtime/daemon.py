@@ -30,7 +30,12 @@ from monitord.cluster import (
     make_coordinator,
     running_under,
 )
-from monitord.config import alert_warnings, check_daemon_secrets, secret_file_warnings
+from monitord.config import (
+    Settings,
+    alert_warnings,
+    check_daemon_secrets,
+    secret_file_warnings,
+)
 from monitord.errors import ConfigError, LeaseLost, Replaced
 from monitord.incidents import follow_clock_step, last_incident_id
 from monitord.probing.record import met_another_transaction
@@ -87,6 +92,8 @@ class Daemon:
         self._reload_requested = reload_requested
         self._hard_exit = hard_exit
         self._stop_deadline: threading.Timer | None = None
+        self._cancelled: list[str] = []  # the jobs a stop cancelled: their threads may run on
+        self._store_closed = False  # the stop is past the store: nothing more to write
         self.status = 0
         self._stop = asyncio.Event()
         # Set (and replaced by a fresh one) to wake every sleeping job loop: at the stop, at a
@@ -246,7 +253,8 @@ class Daemon:
 
         The new config passes the same checks as at start (check_daemon_secrets included).
         Each job's new interval applies at once (the job loops are woken to read it), and
-        [logging] at once; store.url, [api]'s address and [cluster] at the next restart.
+        [logging] and daemon.watchdog at once; store.url, [api]'s address and switch and
+        [cluster] at the next restart (the rest of [store] and [api] at once).
         """
         try:
             new = load_settings(self.config_path)
@@ -254,18 +262,7 @@ class Daemon:
         except ConfigError as exc:
             logger.error("reload refused, keeping the running config: {}", exc)
             return
-        if new.api.listen != self.app.settings.api.listen or (
-            new.api.enabled != self.app.settings.api.enabled
-        ):
-            logger.warning("api.listen or api.enabled changed; it takes effect at the next restart")
-        if new.store.url != self.app.settings.store.url:
-            logger.warning("store.url changed; it takes effect at the next restart")
-            new = new.model_copy(update={"store": self.app.settings.store})
-        if new.cluster != self.app.settings.cluster:
-            # The daemon is known to the others by its name and beats at its interval from
-            # its start; the running ones stay what the cluster sees, for both to agree.
-            logger.warning("[cluster] changed; it takes effect at the next restart")
-            new = new.model_copy(update={"cluster": self.app.settings.cluster})
+        new = self._restart_only_kept(new)
         if new.logging != self.app.settings.logging:
             try:
                 setup_logging(new.logging)
@@ -281,6 +278,27 @@ class Daemon:
         self.app.settings = new
         self._wake_loops()
         logger.info("config reloaded from {}", new.source)
+
+    def _restart_only_kept(self, new: Settings) -> Settings:
+        """`new` with the keys that take effect only at the next restart as they run:
+        store.url, api.listen and api.enabled, and [cluster]; each one changed is said once."""
+        running = self.app.settings
+        if (new.api.listen, new.api.enabled) != (running.api.listen, running.api.enabled):
+            logger.warning("api.listen or api.enabled changed; it takes effect at the next restart")
+            api = new.api.model_copy(
+                update={"listen": running.api.listen, "enabled": running.api.enabled}
+            )
+            new = new.model_copy(update={"api": api})
+        if new.store.url != running.store.url:
+            logger.warning("store.url changed; it takes effect at the next restart")
+            store = new.store.model_copy(update={"url": running.store.url})
+            new = new.model_copy(update={"store": store})
+        if new.cluster != running.cluster:
+            # The daemon is known to the others by its name and beats at its interval from
+            # its start; the running ones stay what the cluster sees, for both to agree.
+            logger.warning("[cluster] changed; it takes effect at the next restart")
+            new = new.model_copy(update={"cluster": running.cluster})
+        return new
 
     def _cluster(self) -> Coordinator:
         assert self.app.cluster is not None, "the daemon joined its cluster"
@@ -461,9 +479,10 @@ class Daemon:
 
     async def _watchdog(self, interval: float) -> None:
         # Fed only while the jobs are really running: a live event loop whose jobs have all
-        # stopped (or hung) is a daemon that systemd should restart.
+        # stopped (or hung) is a daemon that systemd should restart. daemon.watchdog is read
+        # each time: a reload turns the feeding on or off.
         while not await self._stopping_within(interval / 2):
-            if self._jobs_alive(interval):
+            if self.app.settings.daemon.watchdog and self._jobs_alive(interval):
                 sdnotify.notify("WATCHDOG=1")
 
     async def run(self) -> int:
@@ -489,7 +508,7 @@ class Daemon:
         if sdnotify.notify("STATUS=starting"):
             helpers.append(asyncio.create_task(self._report_status()))
         interval = sdnotify.watchdog_seconds()
-        if interval and self.app.settings.daemon.watchdog:
+        if interval:
             helpers.append(asyncio.create_task(self._watchdog(interval)))
         loops = [asyncio.create_task(self._job_loop(job)) for job in self.jobs]
         web_server = await self._serve_web()
@@ -507,6 +526,9 @@ class Daemon:
         for exposed in secret_file_warnings(self.app.settings):
             logger.warning(exposed)
         await self._stop.wait()
+        # Until the process ends (closing the loop waits for the worker threads: seconds, a
+        # hung send), a SIGHUP must not end it with "Hangup", a status systemd does not restart.
+        loop.add_signal_handler(signal.SIGHUP, logger.info, "SIGHUP ignored: the daemon stops")
         self._arm_stop_deadline()
         sdnotify.notify("STOPPING=1\nSTATUS=stopping: finishing the running jobs")
         if web_server is not None:
@@ -515,7 +537,8 @@ class Daemon:
         await asyncio.gather(*helpers)  # each ends at the stop, after what it was doing
         await self._leave()
         await self.app.close()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        self._store_closed = True
+        for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         logger.info("monitord stopped")
         return self.status
@@ -530,13 +553,27 @@ class Daemon:
         seconds = self.app.settings.daemon.grace_seconds + STOP_MARGIN_SECONDS
 
         def give_up() -> None:
-            logger.error(
-                "stopping took over {:g} s: the store did not answer (a lock held, or its "
-                "server stopped); exiting without it (what was not committed is not written)",
-                seconds,
-            )
+            if self._store_closed:
+                # Only the worker thread of a cancelled job is left (a send, a request without
+                # an answer): the store is closed whole, and what the job did not finish (an
+                # alert stays claimed by this process) is taken up again after the restart.
+                logger.warning(
+                    "stopping took over {:g} s: {} still waiting in a worker thread (a send or "
+                    "a request that gets no answer); exiting without it, the restart takes it up "
+                    "again",
+                    seconds,
+                    _jobs_text(self._cancelled),
+                )
+                status = self.status
+            else:
+                logger.error(
+                    "stopping took over {:g} s: the store did not answer (a lock held, or its "
+                    "server stopped); exiting without it (what was not committed is not written)",
+                    seconds,
+                )
+                status = 1
             logger.remove()  # flushes and closes the log file before the process ends
-            hard_exit(1)
+            hard_exit(status)
 
         self._stop_deadline = threading.Timer(seconds, give_up)
         self._stop_deadline.daemon = True
@@ -608,6 +645,11 @@ class Daemon:
             "store_answering": self._store_down_since is None,
         }
 
+    def _cancel(self, task: asyncio.Task[None]) -> None:
+        """Cancel a job's run at the stop; a thread it started may still run on."""
+        self._cancelled.append(task.get_name())
+        task.cancel()
+
     async def _shutdown(self, loops: list[asyncio.Task[None]]) -> None:
         # The loops start no new run once the stop is set; running jobs get the grace period,
         # but for those that stop at once (Job.stops_at_once).
@@ -615,7 +657,7 @@ class Daemon:
         at_once = {job.name for job in self.jobs if job.stops_at_once}
         cut = {task for task in self._running if task.get_name() in at_once}
         for task in cut:
-            task.cancel()
+            self._cancel(task)
         if cut:
             await asyncio.wait(cut, timeout=5)
         running = set(self._running) - cut
@@ -623,10 +665,17 @@ class Daemon:
             logger.info("waiting up to {:g} s for {} running job(s)", grace, len(running))
             _done, pending = await asyncio.wait(running, timeout=grace)
             for task in pending:
-                task.cancel()
+                self._cancel(task)
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await asyncio.wait(loops, timeout=5)
+
+
+def _jobs_text(names: list[str]) -> str:
+    """`job a` or `jobs a, b` (cancelled at the stop), for the stop's last line."""
+    if not names:
+        return "a job's work"
+    return f"job{'s' if len(names) > 1 else ''} {', '.join(names)} (cancelled at the stop)"
 
 
 def _log_failure(what: str, exc: BaseException) -> None:

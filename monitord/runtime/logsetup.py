@@ -18,6 +18,7 @@ values printed a store URL's password once per failed job.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import logging.handlers
@@ -228,6 +229,9 @@ def _write_problem(path: Path) -> str | None:
         return "cannot write it (it is a folder)"
     if path.exists():
         return None if os.access(path, os.W_OK) else "cannot write it (permission denied)"
+    link = _missing_link(path.parent)
+    if link is not None:
+        return f"cannot make its folder ({link} is {_missing_target(link)})"
     folder = path.parent
     while not folder.exists():
         folder = folder.parent
@@ -238,6 +242,20 @@ def _write_problem(path: Path) -> str | None:
     return None
 
 
+def _missing_link(folder: Path) -> Path | None:
+    """The symbolic link on the way to `folder` whose target does not exist (a mount not there),
+    or None: no folder can be made through it."""
+    while not folder.exists():
+        if folder.is_symlink():
+            return folder
+        folder = folder.parent
+    return None
+
+
+def _missing_target(link: Path) -> str:
+    return f"a symbolic link to a folder that does not exist ({os.readlink(link)})"
+
+
 def setup_logging(settings: LoggingSettings, *, to_file: bool = True) -> None:
     """Replace loguru's handlers with monitord's: stderr always, the JSON file when asked.
 
@@ -246,6 +264,9 @@ def setup_logging(settings: LoggingSettings, *, to_file: bool = True) -> None:
     if to_file and settings.file:
         # Made and opened before the handlers go: a file that cannot be written leaves the
         # running ones (a reload refused keeps logging where it did).
+        link = _missing_link(Path(settings.file).parent)
+        if link is not None:  # mkdir would say only "File exists"
+            raise FileNotFoundError(errno.ENOENT, _missing_target(link), str(link))
         Path(settings.file).parent.mkdir(parents=True, exist_ok=True)
         Path(settings.file).open("a", encoding="utf-8").close()
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)

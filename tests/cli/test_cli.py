@@ -326,6 +326,23 @@ def test_a_log_file_the_daemon_cannot_write_fails_the_reload_check(tmp_path: Pat
     assert done.stderr.startswith(f"warning: {problem}; the daemon refuses to start or reload")
 
 
+def test_a_log_folder_behind_a_dangling_symlink_fails_the_reload_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The reload check said "config OK" and the daemon refused the reload ("File exists").
+    link = tmp_path / "logdir"
+    link.symlink_to(tmp_path / "not-mounted" / "logs")
+    config = tmp_path / "site.toml"
+    config.write_text(f'[logging]\nfile = "{link / "m.log.jsonl"}"\n', encoding="utf-8")
+    assert main(["--config", str(config), "check-config", "--for-reload"]) == 2
+    assert capsys.readouterr().err == (
+        f'monitord: {config}: logging.file = "{link / "m.log.jsonl"}": cannot make its folder '
+        f"({link} is a symbolic link to a folder that does not exist "
+        f"({tmp_path / 'not-mounted' / 'logs'})) as this user; the daemon would refuse to "
+        "reload with it\n"
+    )
+
+
 def test_an_empty_config_path_is_refused_not_replaced(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -124,6 +124,16 @@ def test_rounds_start_at_whole_intervals_and_a_late_round_keeps_its_window() -> 
     assert next_window(window + 60, window + 60 + 0.5, 60) == (window + 120, False)
 
 
+def test_after_a_new_interval_rounds_fall_on_its_whole_multiples() -> None:
+    # 10 s → 40 s at a reload: the rounds fell on the old window plus 40 s, 10 s off the
+    # windows of a daemon started with 40 s, until a restart.
+    last = window_start(1_000_000_000.0, 40.0) + 10  # a window of the old 10 s interval
+    start, skip_passed = next_window(last, last + 5, 40)
+    assert (start % 40, start - last, skip_passed) == (0, 30, False)
+    # A round late on the new grid still keeps its window.
+    assert next_window(last, start + 15, 40) == (start, False)
+
+
 async def test_each_service_is_probed_once_at_the_tick_of_its_slot(portal: Portal) -> None:
     targets = services(portal, 12)
     record = Recorder()

@@ -173,9 +173,15 @@ async def test_a_backward_step_of_an_hour_stops_no_job(
 
 
 async def watchdog_messages(
-    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job: Job, seconds: float
+    app: App,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    job: Job,
+    seconds: float,
+    reload_from: tuple[Path, float] | None = None,
 ) -> list[str]:
-    """What the daemon sends systemd's notify socket in `seconds`, with a 0.4 s watchdog."""
+    """What the daemon sends systemd's notify socket in `seconds`, with a 0.4 s watchdog;
+    `reload_from`: the config file it reloads, and after how many seconds."""
     path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
@@ -183,9 +189,11 @@ async def watchdog_messages(
     monkeypatch.setenv("NOTIFY_SOCKET", str(path))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    daemon = Daemon(app, None, jobs=(job,))
+    daemon = Daemon(app, None if reload_from is None else reload_from[0], jobs=(job,))
     running = asyncio.create_task(daemon.run())
     loop = asyncio.get_running_loop()
+    if reload_from is not None:
+        loop.call_later(reload_from[1], daemon.reload)
     received: list[str] = []
     end = loop.time() + seconds
     while (left := end - loop.time()) > 0:
@@ -226,6 +234,26 @@ async def test_the_watchdog_goes_hungry_when_every_job_hangs(
     )
     assert got[0] == "READY=1"
     assert got.count("WATCHDOG=1") <= 2  # the first 0.4 s at most
+
+
+async def test_a_reload_that_turns_daemon_watchdog_off_stops_the_feeding(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # daemon.watchdog was read at the start only: "config reloaded", and WATCHDOG=1 went on.
+    async def quick(app: App) -> None:
+        return None
+
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[daemon]\nwatchdog = false\n[store]\nurl = "{app.settings.store.url}"\n'
+        '[api]\nlisten = "127.0.0.1:0"\n'
+    )
+    got = await watchdog_messages(
+        app, tmp_path, monkeypatch, Job("quick", quick, lambda s: 0.05), 2.0, (config, 0.8)
+    )
+    fed = got.count("WATCHDOG=1")
+    assert 1 <= fed <= 5  # in the first 0.8 s only (one each 0.2 s)
+    assert app.settings.daemon.watchdog is False
 
 
 async def test_a_step_that_lasts_moves_the_incident_clocks_so_only_real_time_counts(
@@ -466,6 +494,62 @@ async def test_a_reload_applies_logging_at_once_and_keeps_the_cluster_until_a_re
     assert app.settings.logging.level == "WARNING"
     assert app.settings.cluster == before
     assert "[cluster] changed; it takes effect at the next restart" in messages
+
+
+def test_a_reload_to_a_log_folder_behind_a_dangling_symlink_says_so(
+    app: App, tmp_path: Path, messages: list[str]
+) -> None:
+    # Refused with "cannot write …/logdir (File exists)", which said nothing of the missing mount.
+    link = tmp_path / "logdir"
+    link.symlink_to(tmp_path / "not-mounted" / "logs")
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "{app.settings.store.url}"\n[api]\nlisten = "127.0.0.1:0"\n'
+        f'[logging]\nfile = "{link / "m.log.jsonl"}"\n'
+    )
+    Daemon(app, config, jobs=()).reload()
+    assert messages[-1] == (
+        f"reload refused, keeping the running config: logging.file = {link / 'm.log.jsonl'}: "
+        f"cannot write {link} (a symbolic link to a folder that does not exist "
+        f"({tmp_path / 'not-mounted' / 'logs'}))"
+    )
+
+
+def test_a_reload_that_changes_store_url_applies_the_rest_of_store(
+    app: App, tmp_path: Path, messages: list[str]
+) -> None:
+    # A changed store.url kept the whole running [store]: retention_days stayed 400 until a
+    # restart, with "config reloaded" said each time.
+    url = app.settings.store.url
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path / "m2.db"}"\nretention_days = 200\n'
+        f'files_dir = "{tmp_path / "files"}"\n[api]\nlisten = "127.0.0.1:0"\n'
+    )
+    Daemon(app, config, jobs=()).reload()
+    assert app.settings.store.url == url
+    assert app.settings.store.retention_days == 200
+    assert app.settings.store.files_dir == str(tmp_path / "files")
+    assert "store.url changed; it takes effect at the next restart" in messages
+
+
+def test_a_reload_back_to_the_listen_address_in_use_says_nothing_of_a_restart(
+    app: App, tmp_path: Path, messages: list[str]
+) -> None:
+    # listen changed, then restored to the address in use: the last reload warned that the
+    # address in use "takes effect at the next restart", and the second one said nothing.
+    config = tmp_path / "monitord.toml"
+    listening = f'[store]\nurl = "{app.settings.store.url}"\n[api]\nlisten = "127.0.0.1:0"\n'
+    daemon = Daemon(app, config, jobs=())
+    warning = "api.listen or api.enabled changed; it takes effect at the next restart"
+    config.write_text(listening.replace(":0", ":18422"))
+    daemon.reload()
+    daemon.reload()
+    assert messages.count(warning) == 2  # the address in use is still not the file's
+    config.write_text(listening)
+    daemon.reload()
+    assert messages.count(warning) == 2
+    assert app.settings.api.listen == "127.0.0.1:0"
 
 
 async def test_a_sighup_that_came_while_starting_is_a_reload_once_running(

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from sqlalchemy import create_engine, text
+from aiohttp import web
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
 from monitord.catalogue import service_rows, sync_rows
@@ -26,6 +27,7 @@ from monitord.runtime.daemon import STOP_MARGIN_SECONDS
 from monitord.store import Store, open_store
 from tests.conftest import (
     STARTED,
+    DaemonProcess,
     PostgresServer,
     free_port,
     postgres_bin,
@@ -183,6 +185,49 @@ async def test_sighup_with_a_bad_config_keeps_the_running_one(
     assert "reload refused, keeping the running config" in daemon.stderr
     assert "portal.retries = -1: expected at least 0" in daemon.stderr
     store.dispose()
+
+
+HUP_AS_IT_STARTS = """
+import os, signal, sys
+import monitord.cli as cli
+
+build_parser = cli.build_parser
+
+
+def hup_then_build():
+    os.kill(os.getpid(), signal.SIGHUP)  # before the parser, the config and the logging load
+    return build_parser()
+
+
+cli.build_parser = hup_then_build
+sys.exit(cli.main())
+"""
+
+
+async def test_a_sighup_as_monitord_run_starts_is_kept_for_a_reload(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    # A SIGHUP in the first half second of `monitord run` ended the process ("Hangup", a
+    # status systemd's Restart=on-failure does not restart).
+    config = tmp_path / "monitord.toml"
+    write_config(config, portal.url)
+    env = dict(os.environ, MONITORD_PORTAL_TOKEN=TOKEN)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HUP_AS_IT_STARTS,
+        "--config",
+        str(config),
+        "run",
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    STARTED.append(process)
+    daemon = DaemonProcess(process)
+    await wait_for_line(daemon, "SIGHUP came while starting: reloading the config now")
+    await wait_for_line(daemon, "monitord running")
+    await daemon.stop()
+    assert process.returncode == 0, daemon.stderr
 
 
 async def test_sighup_refuses_what_the_start_refuses_an_smtp_url_without_its_password(
@@ -775,3 +820,85 @@ async def test_a_stop_that_waits_on_a_locked_store_ends_after_the_grace_and_its_
     assert "the store did not answer (a lock held, or its server stopped); exiting" in (
         daemon.stderr
     )
+
+
+async def test_a_stop_held_by_a_hung_alert_send_exits_cleanly_and_the_alert_goes_once_after(
+    tmp_path: Path, portal: FakePortal
+) -> None:
+    # A send that got no answer held the stop past its margin: the daemon exited 1 blaming the
+    # store, which was fine; a SIGHUP while it waited ended it with "Hangup".
+    from monitord.cli import main
+    from tests.receivers import Webhook, serve_webhook
+
+    class HangingWebhook(Webhook):
+        """Takes a request and answers nothing, recording nothing, until `released`."""
+
+        released = asyncio.Event()
+
+        async def handle(self, request: web.Request) -> web.Response:
+            if not self.released.is_set():
+                await self.released.wait()
+                return web.Response(status=503)  # to a daemon long gone
+            return await super().handle(request)
+
+    async with serve_webhook(HangingWebhook()) as hook:
+        config = tmp_path / "monitord.toml"
+        write_config(
+            config,
+            portal.url,
+            grace=1,
+            extra=f"""
+[alerts]
+oncall = ["{hook.apprise_url("oncall")}"]
+service_contacts = false
+delivery_interval_seconds = 0.2
+[incidents]
+check_interval_seconds = 0.2
+""",
+        )
+        daemon = await start_daemon(config)
+        store = store_of(config)
+        await wait_for(lambda: len(service_rows(store)) == 5, "the first sync")
+        opened = [
+            "--config",
+            str(config),
+            "incidents",
+            "open",
+            "--kind",
+            "outage",
+            "--service",
+            "svc-0001",
+            "--summary",
+            "电话报告故障",
+        ]
+        assert await asyncio.to_thread(main, opened) == 0
+        await wait_for(lambda: outbox_states(store) == ["sending"], "the send under way")
+        started = time.monotonic()
+        daemon.process.send_signal(signal.SIGTERM)
+        await wait_for_line(daemon, "monitord stopped")
+        daemon.process.send_signal(signal.SIGHUP)  # the process waits for the send's thread
+        _, err = await asyncio.wait_for(daemon.process.communicate(), STOP_MARGIN_SECONDS + 15)
+        daemon.stderr = err.decode()
+        assert time.monotonic() - started < 1 + STOP_MARGIN_SECONDS + 5
+        assert daemon.process.returncode == 0, daemon.stderr
+        assert "the store did not answer" not in daemon.stderr
+        [last] = [line for line in daemon.stderr.splitlines() if "stopping took over" in line]
+        assert "alert-delivery" in last
+        assert "(cancelled at the stop) still waiting in a worker thread" in last
+
+        hook.released.set()
+        daemon = await start_daemon(config)
+        await wait_for(lambda: outbox_states(store) == ["delivered"], "the alert after the restart")
+        await daemon.stop()
+        assert daemon.process.returncode == 0
+        assert [m["key"].split("#")[0] for m in hook.received] == ["incident:1:opened"]
+        store.dispose()
+
+
+def outbox_states(store: Store) -> list[str]:
+    """The state of each channel's copy in the alerts outbox."""
+    from monitord.store.models import OutboxAlert
+
+    with store.session() as session:
+        copies = select(OutboxAlert.state).where(OutboxAlert.parent_id.is_not(None))
+        return list(session.scalars(copies.order_by(OutboxAlert.id)))
