@@ -266,6 +266,7 @@ def _follow_one(
                 head=row.head,
                 mtime_ns=int(row.state.get("mtime_ns", 0)),
                 siblings=frozenset((int(d), int(i)) for d, i in row.state.get("siblings", [])),
+                target=str(row.state.get("target", "")),
             )
             if row
             else None
@@ -311,6 +312,7 @@ def _follow_one(
             # The cursor's: the store has no column for them.
             "mtime_ns": last.mtime_ns,
             "siblings": sorted([device, inode] for device, inode in last.siblings),
+            "target": last.target,
         }
         row.lines = analyzer.lines
         row.updated_at = now

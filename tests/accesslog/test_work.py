@@ -673,6 +673,53 @@ def test_a_followed_log_and_a_symlink_to_it_are_read_once(
     assert lines_seen(sqlite_store) == 150 and total_requests(sqlite_store) == 60
 
 
+def test_a_symlink_repointed_to_another_folder_reads_the_rest_of_its_old_target(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # current.log -> d1/access.log, then -> d2/access.log (dated folders): the 10 lines still
+    # in d1/access.log were called lost, with a warning and a log_lost finding.
+    link, day1, day2 = tmp_path / "current.log", tmp_path / "d1", tmp_path / "d2"
+    day1.mkdir()
+    day2.mkdir()
+    minute = dt.timedelta(minutes=1)
+
+    def lines(numbers: range) -> str:
+        return "".join(nginx_line(START + i * minute, i) + "\n" for i in numbers)
+
+    (day1 / "access.log").write_text(lines(range(100)))
+    link.symlink_to("d1/access.log")
+    cfg = config((link, "nginx"))
+    follow_logs(sqlite_store, cfg, clock)
+    with (day1 / "access.log").open("a") as handle:
+        handle.write(lines(range(100, 110)))
+    (day2 / "access.log").write_text(lines(range(110, 130)))
+    link.unlink()
+    link.symlink_to("d2/access.log")
+    with logged("WARNING") as warnings:
+        assert follow_logs(sqlite_store, cfg, clock).lines == 30
+    assert warnings == [] and lines_seen(sqlite_store) == 130
+    with sqlite_store.session() as session:
+        assert session.scalars(select(Finding).where(Finding.rule == "log_lost")).all() == []
+
+
+def test_a_cursor_stored_before_it_kept_the_symlink_s_target_reads_on(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    log = tmp_path / "access.log"
+    cfg = config((log, "nginx"))
+    minute = dt.timedelta(minutes=1)
+    log.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(50)))
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        source = session.get(LogSource, (writer_name(), str(log)))
+        assert source is not None
+        source.state = {k: v for k, v in source.state.items() if k != "target"}
+    with log.open("a") as handle:
+        handle.writelines(nginx_line(START + i * minute, i) + "\n" for i in range(50, 80))
+    assert follow_logs(sqlite_store, cfg, clock).lines == 30
+    assert lines_seen(sqlite_store) == 80
+
+
 def test_analyse_reads_a_file_given_twice_or_linked_in_its_folder_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
