@@ -313,6 +313,8 @@ def _follow_one(
             "mtime_ns": last.mtime_ns,
             "siblings": sorted([device, inode] for device, inode in last.siblings),
             "target": last.target,
+            # Every hour of the log before it is stored (`logs_read_past`).
+            "open_from": analyzer.stats.first_open_hour(),
         }
         row.lines = analyzer.lines
         row.updated_at = now
@@ -422,8 +424,8 @@ def logs_read_past(
     session: Session, settings: Settings, start: dt.datetime, end: dt.datetime
 ) -> bool:
     """Whether every log followed in [start, end) has been read past `end`, so that the hourly
-    statistics up to `end` are stored: each has a stored hour at or after `end` (a log's hour is
-    stored once the log has moved past it).
+    statistics up to `end` are stored: each has read a line dated at or after `end` and holds
+    no hour before it still open (`_read_past`).
 
     The logs are those any daemon read in the period and those this daemon follows (which may
     not have been read yet, at start-up)."""
@@ -434,17 +436,24 @@ def logs_read_past(
         )
     }
     followed |= {(writer_name(), log.path) for log in settings.logs.follow}
-    for daemon, path in followed:
-        reached = session.scalar(
-            select(LogHourStat.id)
-            .where(
-                LogHourStat.daemon == daemon, LogHourStat.source == path, LogHourStat.hour >= end
-            )
-            .limit(1)
-        )
-        if reached is None:
-            return False
-    return True
+    return all(_read_past(session, daemon, path, end) for daemon, path in followed)
+
+
+def _read_past(session: Session, daemon: str, path: str, end: dt.datetime) -> bool:
+    """Whether the log `daemon` follows at `path` has been read past `end`: its first hour still
+    open is at or after `end` (the newest hour read stays open until a later one comes: a quiet
+    log's first hour after the quarter may be open for long), or an hour at or after `end` is
+    stored (a state written before the open hour was kept)."""
+    row = session.get(LogSource, (daemon, path))
+    open_from = row.state.get("open_from") if row else None
+    if open_from is not None and int(open_from) >= end.timestamp():
+        return True
+    reached = session.scalar(
+        select(LogHourStat.id)
+        .where(LogHourStat.daemon == daemon, LogHourStat.source == path, LogHourStat.hour >= end)
+        .limit(1)
+    )
+    return reached is not None
 
 
 def covers_whole_quarter(

@@ -538,6 +538,38 @@ def test_the_quarterly_audit_waits_for_the_logs_to_pass_the_quarters_end(
         assert session.scalars(select(Finding).where(Finding.rule == "log_gap")).all() == []
 
 
+def test_a_quiet_log_whose_first_hour_after_the_quarter_is_open_has_been_read_past_it(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # A JSON audit log with one line at 00:10 on 1 October: every hour of the quarter stored,
+    # but the audit waited for a stored hour after the end, which the open 00:00 hour was not,
+    # and was written a day late, first by hand as "not read past the end".
+    from monitord.accesslog.work import audit_due, logs_read_past
+    from monitord.timeutil import quarter_bounds
+
+    log = tmp_path / "audit.jsonl"
+    cfg = config((log, "json"))
+    q3 = dt.datetime(2026, 7, 1, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    log.write_text("".join(audit_line(q3 + dt.timedelta(days=d)) + "\n" for d in range(92)))
+    clock.now = dt.datetime(2026, 9, 30, 16, 30, tzinfo=dt.UTC)  # 00:30 on 1 October
+    follow_logs(sqlite_store, cfg, clock)
+    assert audit_due(sqlite_store, cfg, clock) is None  # no line after the end yet
+    with log.open("a") as handle:
+        handle.write(audit_line(dt.datetime(2026, 10, 1, 0, 10, tzinfo=q3.tzinfo)) + "\n")
+    follow_logs(sqlite_store, cfg, clock)
+    assert audit_due(sqlite_store, cfg, clock) == "2026q3"
+    with sqlite_store.session() as session:
+        audit = session.get(LogAudit, "2026q3")
+        assert audit is not None and audit.complete
+        assert audit.empty_days == [] and audit.lines == 92
+    # A late line of the quarter's last hour, that hour open again: not read past it any more.
+    with log.open("a") as handle:
+        handle.write(audit_line(dt.datetime(2026, 9, 30, 23, 50, tzinfo=q3.tzinfo)) + "\n")
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        assert not logs_read_past(session, cfg, *quarter_bounds("2026q3"))
+
+
 def test_an_audit_run_by_hand_before_the_logs_passed_the_end_is_written_again_by_the_daemon(
     tmp_path: Path, sqlite_store: Store, clock: FakeClock
 ) -> None:
