@@ -339,10 +339,11 @@ def log_audit(
     """Write (or rewrite) the log audit of a quarter (default: the previous one) and return it.
 
     Lines analysed per day, the days without any log line (each a 7.3.1 finding), the findings
-    of the log rules in the quarter by rule, and every operation of vendor staff (8.3 c) that
-    happened in the quarter, per vendor, account and action, from the hourly statistics (the
-    vendor_activity finding runs on while the vendor works: its count spans quarters). The audit
-    records whether it covers the whole quarter (`covers_whole_quarter`).
+    of the quarter by rule (the log rules', log_lost's of lines lost at a rotation, and the
+    audit's own log_gap when it found days without logs), and every operation of vendor staff
+    (8.3 c) that happened in the quarter, per vendor, account and action, from the hourly
+    statistics (the vendor_activity finding runs on while the vendor works: its count spans
+    quarters). The audit records whether it covers the whole quarter (`covers_whole_quarter`).
     """
     if quarter is None:
         label, start, end = previous_quarter(now)
@@ -366,7 +367,8 @@ def log_audit(
     stop = min(end, now).astimezone(SHANGHAI).date()  # exclusive: only whole days so far
     days = [(first + dt.timedelta(days=i)).isoformat() for i in range((stop - first).days)]
     empty = [d for d in days if per_day.get(d, 0) == 0]
-    rule_names = rules.log_rule_names()
+    # Lines lost at a rotation belong in the 7.3.1 record as much as what the lines showed.
+    rule_names = [*rules.log_rule_names(), RULE_LOG_LOST]
     by_rule: dict[str, int] = defaultdict(int)
     for finding in session.scalars(
         select(Finding).where(
@@ -388,6 +390,7 @@ def log_audit(
             ),
             now,
         )
+        by_rule[RULE_LOG_GAP] += 1
     else:
         # An earlier audit that saw a gap (hours not yet stored when it ran) is corrected.
         resolve_findings(session, [RULE_LOG_GAP], "quarter", set(), now, subjects={label})

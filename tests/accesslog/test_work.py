@@ -570,6 +570,27 @@ def test_a_quiet_log_whose_first_hour_after_the_quarter_is_open_has_been_read_pa
         assert not logs_read_past(session, cfg, *quarter_bounds("2026q3"))
 
 
+def test_the_quarterly_audit_counts_lines_lost_and_days_without_logs_among_its_findings(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # A quarter with a log_lost finding reported "findings by rule: none": the 7.3.1 record
+    # did not say that lines were lost.
+    log = tmp_path / "access.log"
+    cfg = config((log, "nginx"))
+    morning = dt.datetime(2026, 9, 10, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    minute = dt.timedelta(minutes=1)
+    log.write_text("".join(nginx_line(morning + i * minute, i) + "\n" for i in range(100)))
+    clock.now = morning + dt.timedelta(hours=3)
+    follow_logs(sqlite_store, cfg, clock)
+    log.unlink()  # rotated and removed before its rest was read
+    log.write_text("".join(nginx_line(morning + i * minute, i) + "\n" for i in range(100, 200)))
+    follow_logs(sqlite_store, cfg, clock)
+    clock.now = dt.datetime(2026, 10, 5, 3, 0, tzinfo=dt.UTC)
+    with sqlite_store.session() as session:
+        audit = log_audit(session, cfg, clock(), "2026q3")
+    assert audit.findings_by_rule == {"log_lost": 1, "log_gap": 1}
+
+
 def test_an_audit_run_by_hand_before_the_logs_passed_the_end_is_written_again_by_the_daemon(
     tmp_path: Path, sqlite_store: Store, clock: FakeClock
 ) -> None:
