@@ -13,7 +13,9 @@ a truncated-and-rewritten file from the one it read. Each call reads what is new
 - the rotated file was compressed (logrotate's `compress` without `delaycompress`): the rest
   of the `.gz` sibling whose start matches, read through gzip;
 - the path is a symlink pointed at another file: the rest of the file it pointed at, found by
-  its inode in the folder.
+  its inode in the folder of the link, of its new target or of its old one (the cursor keeps
+  the path the link resolved to: cronolog-style dated folders, `d1/access.log` then
+  `d2/access.log`).
 
 After the rest of the file read before come the rotated siblings written after it, oldest
 first: the files of rotations that happened between two reads (the daemon was stopped over
@@ -66,6 +68,9 @@ class Cursor:
     siblings: frozenset[tuple[int, int]] = frozenset()
     """The (device, inode) of the rotated siblings beside the file when it was read while
     empty (offset 0): none of them is its copy."""
+    target: str = ""
+    """The path resolved to the file (a symlink's target) when it was read: a link pointed at a
+    file in another folder leaves the rest of this one to read ("": not known)."""
 
 
 @dataclass(frozen=True)
@@ -162,8 +167,9 @@ def _rotated_away(file: Path, stat: os.stat_result, cursor: Cursor) -> bool:
 
 def _find_rotated(file: Path, cursor: Cursor) -> Path | None:
     """The file the cursor read, now under another name: a rotated sibling with its inode or
-    its first bytes (plain or gzipped), or a file with its inode in the folder of the path or
-    of the file the path links to (a symlink pointed elsewhere)."""
+    its first bytes (plain or gzipped), or a file with its inode in the folder of the path, of
+    the file the path links to, or of the file it linked to when read (a symlink pointed
+    elsewhere)."""
     for old in _siblings(file):
         if _is_the_file(old, cursor):
             return old
@@ -174,7 +180,12 @@ def _find_rotated(file: Path, cursor: Cursor) -> Path | None:
             return old
     # Not the path itself: a file created after the old one was removed may get its inode.
     itself = {file, file.resolve()}
-    for folder in dict.fromkeys([file.parent, file.resolve().parent]):
+    folders = [file.parent, file.resolve().parent]
+    if cursor.target:
+        folders.append(Path(cursor.target).parent)
+    for folder in dict.fromkeys(folders):
+        if not folder.is_dir():
+            continue  # the old target's folder was removed with it
         for old in folder.iterdir():
             if old not in itself and old.is_file() and _is_the_file(old, cursor):
                 return old
@@ -287,4 +298,5 @@ def _cursor_for(file: Path, stat: os.stat_result, offset: int) -> Cursor:
         head=_head(file),
         mtime_ns=stat.st_mtime_ns,
         siblings=siblings,
+        target=str(file.resolve()),
     )

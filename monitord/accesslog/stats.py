@@ -296,6 +296,11 @@ class StatsAccumulator:
         out.sort(key=lambda r: (r["hour"], r["source"] or "", r["service"]))
         return out
 
+    def first_open_hour(self) -> int | None:
+        """The first hour still open (epoch seconds), None when none is: every hour before it
+        is closed."""
+        return self._min_open
+
     def open_groups(self) -> int:
         """How many (source, service, hour) groups are open."""
         return len(self._slots)

@@ -266,6 +266,7 @@ def _follow_one(
                 head=row.head,
                 mtime_ns=int(row.state.get("mtime_ns", 0)),
                 siblings=frozenset((int(d), int(i)) for d, i in row.state.get("siblings", [])),
+                target=str(row.state.get("target", "")),
             )
             if row
             else None
@@ -311,6 +312,9 @@ def _follow_one(
             # The cursor's: the store has no column for them.
             "mtime_ns": last.mtime_ns,
             "siblings": sorted([device, inode] for device, inode in last.siblings),
+            "target": last.target,
+            # Every hour of the log before it is stored (`logs_read_past`).
+            "open_from": analyzer.stats.first_open_hour(),
         }
         row.lines = analyzer.lines
         row.updated_at = now
@@ -335,10 +339,11 @@ def log_audit(
     """Write (or rewrite) the log audit of a quarter (default: the previous one) and return it.
 
     Lines analysed per day, the days without any log line (each a 7.3.1 finding), the findings
-    of the log rules in the quarter by rule, and every operation of vendor staff (8.3 c) that
-    happened in the quarter, per vendor, account and action, from the hourly statistics (the
-    vendor_activity finding runs on while the vendor works: its count spans quarters). The audit
-    records whether it covers the whole quarter (`covers_whole_quarter`).
+    of the quarter by rule (the log rules', log_lost's of lines lost at a rotation, and the
+    audit's own log_gap when it found days without logs), and every operation of vendor staff
+    (8.3 c) that happened in the quarter, per vendor, account and action, from the hourly
+    statistics (the vendor_activity finding runs on while the vendor works: its count spans
+    quarters). The audit records whether it covers the whole quarter (`covers_whole_quarter`).
     """
     if quarter is None:
         label, start, end = previous_quarter(now)
@@ -362,7 +367,8 @@ def log_audit(
     stop = min(end, now).astimezone(SHANGHAI).date()  # exclusive: only whole days so far
     days = [(first + dt.timedelta(days=i)).isoformat() for i in range((stop - first).days)]
     empty = [d for d in days if per_day.get(d, 0) == 0]
-    rule_names = rules.log_rule_names()
+    # Lines lost at a rotation belong in the 7.3.1 record as much as what the lines showed.
+    rule_names = [*rules.log_rule_names(), RULE_LOG_LOST]
     by_rule: dict[str, int] = defaultdict(int)
     for finding in session.scalars(
         select(Finding).where(
@@ -384,6 +390,7 @@ def log_audit(
             ),
             now,
         )
+        by_rule[RULE_LOG_GAP] += 1
     else:
         # An earlier audit that saw a gap (hours not yet stored when it ran) is corrected.
         resolve_findings(session, [RULE_LOG_GAP], "quarter", set(), now, subjects={label})
@@ -420,8 +427,8 @@ def logs_read_past(
     session: Session, settings: Settings, start: dt.datetime, end: dt.datetime
 ) -> bool:
     """Whether every log followed in [start, end) has been read past `end`, so that the hourly
-    statistics up to `end` are stored: each has a stored hour at or after `end` (a log's hour is
-    stored once the log has moved past it).
+    statistics up to `end` are stored: each has read a line dated at or after `end` and holds
+    no hour before it still open (`_read_past`).
 
     The logs are those any daemon read in the period and those this daemon follows (which may
     not have been read yet, at start-up)."""
@@ -432,17 +439,24 @@ def logs_read_past(
         )
     }
     followed |= {(writer_name(), log.path) for log in settings.logs.follow}
-    for daemon, path in followed:
-        reached = session.scalar(
-            select(LogHourStat.id)
-            .where(
-                LogHourStat.daemon == daemon, LogHourStat.source == path, LogHourStat.hour >= end
-            )
-            .limit(1)
-        )
-        if reached is None:
-            return False
-    return True
+    return all(_read_past(session, daemon, path, end) for daemon, path in followed)
+
+
+def _read_past(session: Session, daemon: str, path: str, end: dt.datetime) -> bool:
+    """Whether the log `daemon` follows at `path` has been read past `end`: its first hour still
+    open is at or after `end` (the newest hour read stays open until a later one comes: a quiet
+    log's first hour after the quarter may be open for long), or an hour at or after `end` is
+    stored (a state written before the open hour was kept)."""
+    row = session.get(LogSource, (daemon, path))
+    open_from = row.state.get("open_from") if row else None
+    if open_from is not None and int(open_from) >= end.timestamp():
+        return True
+    reached = session.scalar(
+        select(LogHourStat.id)
+        .where(LogHourStat.daemon == daemon, LogHourStat.source == path, LogHourStat.hour >= end)
+        .limit(1)
+    )
+    return reached is not None
 
 
 def covers_whole_quarter(

@@ -195,6 +195,28 @@ def test_a_symlink_pointed_at_the_next_file_finishes_the_one_it_pointed_at(
     assert follower.lines == ["1", "2", "3", "4", "5"]
 
 
+def test_a_symlink_pointed_at_a_file_in_another_folder_finishes_the_one_it_pointed_at(
+    tmp_path: Path,
+) -> None:
+    # cronolog-style dated folders: the link moved from d1/access.log to d2/access.log. Only
+    # the link's folder and the new target's were searched: the rest of d1/access.log, still
+    # there, was called lost.
+    current, day1, day2 = tmp_path / "current.log", tmp_path / "d1", tmp_path / "d2"
+    day1.mkdir()
+    day2.mkdir()
+    write(day1 / "access.log", "1", "2")
+    current.symlink_to("d1/access.log")
+    follower = Follower(current)
+    follower.poll()
+    write(day1 / "access.log", "3", "4")
+    write(day2 / "access.log", "5")
+    current.unlink()
+    current.symlink_to("d2/access.log")
+    with logged("WARNING") as warnings:
+        follower.poll()
+    assert follower.lines == ["1", "2", "3", "4", "5"] and warnings == []
+
+
 def test_a_rotated_file_that_is_gone_is_a_warning_naming_the_lost_bytes(log: Path) -> None:
     follower = Follower(log)
     write(log, "1", "2")

@@ -538,6 +538,59 @@ def test_the_quarterly_audit_waits_for_the_logs_to_pass_the_quarters_end(
         assert session.scalars(select(Finding).where(Finding.rule == "log_gap")).all() == []
 
 
+def test_a_quiet_log_whose_first_hour_after_the_quarter_is_open_has_been_read_past_it(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # A JSON audit log with one line at 00:10 on 1 October: every hour of the quarter stored,
+    # but the audit waited for a stored hour after the end, which the open 00:00 hour was not,
+    # and was written a day late, first by hand as "not read past the end".
+    from monitord.accesslog.work import audit_due, logs_read_past
+    from monitord.timeutil import quarter_bounds
+
+    log = tmp_path / "audit.jsonl"
+    cfg = config((log, "json"))
+    q3 = dt.datetime(2026, 7, 1, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    log.write_text("".join(audit_line(q3 + dt.timedelta(days=d)) + "\n" for d in range(92)))
+    clock.now = dt.datetime(2026, 9, 30, 16, 30, tzinfo=dt.UTC)  # 00:30 on 1 October
+    follow_logs(sqlite_store, cfg, clock)
+    assert audit_due(sqlite_store, cfg, clock) is None  # no line after the end yet
+    with log.open("a") as handle:
+        handle.write(audit_line(dt.datetime(2026, 10, 1, 0, 10, tzinfo=q3.tzinfo)) + "\n")
+    follow_logs(sqlite_store, cfg, clock)
+    assert audit_due(sqlite_store, cfg, clock) == "2026q3"
+    with sqlite_store.session() as session:
+        audit = session.get(LogAudit, "2026q3")
+        assert audit is not None and audit.complete
+        assert audit.empty_days == [] and audit.lines == 92
+    # A late line of the quarter's last hour, that hour open again: not read past it any more.
+    with log.open("a") as handle:
+        handle.write(audit_line(dt.datetime(2026, 9, 30, 23, 50, tzinfo=q3.tzinfo)) + "\n")
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        assert not logs_read_past(session, cfg, *quarter_bounds("2026q3"))
+
+
+def test_the_quarterly_audit_counts_lines_lost_and_days_without_logs_among_its_findings(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # A quarter with a log_lost finding reported "findings by rule: none": the 7.3.1 record
+    # did not say that lines were lost.
+    log = tmp_path / "access.log"
+    cfg = config((log, "nginx"))
+    morning = dt.datetime(2026, 9, 10, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    minute = dt.timedelta(minutes=1)
+    log.write_text("".join(nginx_line(morning + i * minute, i) + "\n" for i in range(100)))
+    clock.now = morning + dt.timedelta(hours=3)
+    follow_logs(sqlite_store, cfg, clock)
+    log.unlink()  # rotated and removed before its rest was read
+    log.write_text("".join(nginx_line(morning + i * minute, i) + "\n" for i in range(100, 200)))
+    follow_logs(sqlite_store, cfg, clock)
+    clock.now = dt.datetime(2026, 10, 5, 3, 0, tzinfo=dt.UTC)
+    with sqlite_store.session() as session:
+        audit = log_audit(session, cfg, clock(), "2026q3")
+    assert audit.findings_by_rule == {"log_lost": 1, "log_gap": 1}
+
+
 def test_an_audit_run_by_hand_before_the_logs_passed_the_end_is_written_again_by_the_daemon(
     tmp_path: Path, sqlite_store: Store, clock: FakeClock
 ) -> None:
@@ -671,6 +724,53 @@ def test_a_followed_log_and_a_symlink_to_it_are_read_once(
     # Said once, not on every pass (288 times a day at the default interval).
     assert warnings == [f"access log {link} is the same file as {log}: it is read once, as {log}\n"]
     assert lines_seen(sqlite_store) == 150 and total_requests(sqlite_store) == 60
+
+
+def test_a_symlink_repointed_to_another_folder_reads_the_rest_of_its_old_target(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    # current.log -> d1/access.log, then -> d2/access.log (dated folders): the 10 lines still
+    # in d1/access.log were called lost, with a warning and a log_lost finding.
+    link, day1, day2 = tmp_path / "current.log", tmp_path / "d1", tmp_path / "d2"
+    day1.mkdir()
+    day2.mkdir()
+    minute = dt.timedelta(minutes=1)
+
+    def lines(numbers: range) -> str:
+        return "".join(nginx_line(START + i * minute, i) + "\n" for i in numbers)
+
+    (day1 / "access.log").write_text(lines(range(100)))
+    link.symlink_to("d1/access.log")
+    cfg = config((link, "nginx"))
+    follow_logs(sqlite_store, cfg, clock)
+    with (day1 / "access.log").open("a") as handle:
+        handle.write(lines(range(100, 110)))
+    (day2 / "access.log").write_text(lines(range(110, 130)))
+    link.unlink()
+    link.symlink_to("d2/access.log")
+    with logged("WARNING") as warnings:
+        assert follow_logs(sqlite_store, cfg, clock).lines == 30
+    assert warnings == [] and lines_seen(sqlite_store) == 130
+    with sqlite_store.session() as session:
+        assert session.scalars(select(Finding).where(Finding.rule == "log_lost")).all() == []
+
+
+def test_a_cursor_stored_before_it_kept_the_symlink_s_target_reads_on(
+    tmp_path: Path, sqlite_store: Store, clock: FakeClock
+) -> None:
+    log = tmp_path / "access.log"
+    cfg = config((log, "nginx"))
+    minute = dt.timedelta(minutes=1)
+    log.write_text("".join(nginx_line(START + i * minute, i) + "\n" for i in range(50)))
+    follow_logs(sqlite_store, cfg, clock)
+    with sqlite_store.session() as session:
+        source = session.get(LogSource, (writer_name(), str(log)))
+        assert source is not None
+        source.state = {k: v for k, v in source.state.items() if k != "target"}
+    with log.open("a") as handle:
+        handle.writelines(nginx_line(START + i * minute, i) + "\n" for i in range(50, 80))
+    assert follow_logs(sqlite_store, cfg, clock).lines == 30
+    assert lines_seen(sqlite_store) == 80
 
 
 def test_analyse_reads_a_file_given_twice_or_linked_in_its_folder_once(
