@@ -6,6 +6,8 @@ MonitordError            anything monitord reports to a user as one line, never 
 │   └── Replaced         (monitord.cluster) another process took this daemon's place in the cluster
 ├── SyncError            a catalogue sync could not read a whole, valid catalogue
 ├── UsageError           a command was given something it cannot work with (exit 2)
+│   ├── Refused          an incident action refused, with the reason and the field as codes
+│   │                    (the status page words them in Chinese; the message is the CLI's)
 │   ├── ZapReportError   (monitord.scans.report_import) a file is not a ZAP report monitord can read
 │   └── Outdated         what a person saw changed before they acted on it (a notification sent
 │                        meanwhile by someone else, or the same form sent twice)
@@ -26,6 +28,8 @@ LeaseLost                (monitord.cluster) a once-only job's lease passed to an
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class MonitordError(Exception):
@@ -61,6 +65,22 @@ class UsageError(MonitordError):
 class Outdated(UsageError):
     """The state a person acted on changed since they saw it: acting would do something other
     than what they chose (their notification would go out as a follow-up)."""
+
+
+class Refused(UsageError):
+    """An incident action refused for what a person gave or the incident's state. The message
+    is the command line's (English, naming its flags); `reason` (a code such as "too_long" or
+    "future"), `field` (the form's field at fault: "measures", "at"; None when no one field is)
+    and `facts` (what a wording needs: a length, a time) let the status page say it in its own
+    words instead."""
+
+    def __init__(
+        self, message: str, *, reason: str, field: str | None = None, **facts: Any
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
+        self.facts = facts
 
 
 class RuleError(MonitordError):

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 import rules
 from monitord.config import IncidentSettings, Settings
-from monitord.errors import Outdated, UsageError
+from monitord.errors import Outdated, Refused, UsageError
 from monitord.incidents.silences import active_silences, may_silence, silenced
 from monitord.store import audit
 from monitord.store.bulk import among
@@ -39,7 +39,7 @@ from monitord.store.models import (
 from monitord.store.outbox import enqueue
 from monitord.textable import written_text
 from monitord.timeutil import local_text
-from monitord.types import MAX_ID, MAX_NAME, SEVERITY_RANK
+from monitord.types import MAX_ID, MAX_LONG_TEXT, MAX_NAME, SEVERITY_RANK
 
 ACTIVE_STATES = ("open", "acknowledged", "notified")
 
@@ -752,11 +752,17 @@ def acknowledge(
     note = written_text("--note", note)
     incident = held_incident(session, incident_id)
     if incident.acknowledged_at is not None:
-        raise UsageError(
-            f"incident {incident_id} was already acknowledged by {incident.acknowledged_by}"
+        raise Refused(
+            f"incident {incident_id} was already acknowledged by {incident.acknowledged_by}",
+            reason="already_acknowledged",
+            by=incident.acknowledged_by,
         )
     if incident.state not in ("open",):
-        raise UsageError(f"incident {incident_id} is {incident.state}; nothing to acknowledge")
+        raise Refused(
+            f"incident {incident_id} is {incident.state}; nothing to acknowledge",
+            reason="not_open",
+            state=incident.state,
+        )
     incident.state = "acknowledged"
     incident.acknowledged_at = now
     incident.acknowledged_by = actor
@@ -776,6 +782,19 @@ def notifications_made(session: Session, incident_id: int) -> int:
     return int(made or 0)
 
 
+def _typed(
+    field: str, label: str, text: str, limit: int = MAX_LONG_TEXT, *, one_line_only: bool = False
+) -> str:
+    """written_text, its refusal a Refused naming the form's `field`: "too_long" (with the
+    `length` and the `limit`) or "control_character", the two things written_text refuses."""
+    try:
+        return written_text(label, text, limit, one_line_only=one_line_only)
+    except UsageError as exc:
+        length = len(text.strip())
+        reason = "too_long" if length > limit else "control_character"
+        raise Refused(str(exc), reason=reason, field=field, length=length, limit=limit) from None
+
+
 def notify_management(
     session: Session,
     settings: Settings,
@@ -790,42 +809,61 @@ def notify_management(
     """Queue the clause 7.3.3 notification (or a follow-up) to the management unit, or record
     one made by phone or in person (`out_of_band` says how and to whom, `at` when).
 
-    Refused, naming the part, when scope, harm, measures or rectification is missing; refused
-    when no management channel is configured (unless out of band). With `number` (1 for the
+    Refused (a Refused: its reason and the field at fault, for the status page to word),
+    naming the part, when scope, harm, measures or rectification is missing; refused when no
+    management channel is configured (unless out of band). With `number` (1 for the
     first notification, 2 for the first follow-up…, as the sender saw it), Outdated when that
     is not the one this would be: a form sent twice, or after someone else's, must not go out
     again as a follow-up. Notifying after the deadline marks the incident late at once.
     Returns the outbox row written (None out of band).
     """
-    missing = [
-        label for name, label in NOTIFICATION_PARTS.items() if not (parts.get(name) or "").strip()
-    ]
+    missing = [name for name in NOTIFICATION_PARTS if not (parts.get(name) or "").strip()]
     if missing:
-        raise UsageError("the notification is missing: " + "; ".join(missing))
+        labels = [NOTIFICATION_PARTS[name] for name in missing]
+        raise Refused(
+            "the notification is missing: " + "; ".join(labels), reason="missing", fields=missing
+        )
     for name, label in NOTIFICATION_PARTS.items():
-        written_text(label, parts.get(name) or "")
+        _typed(name, label, parts.get(name) or "")
     if out_of_band is not None:
-        out_of_band = written_text("--out-of-band", out_of_band, MAX_NAME, one_line_only=True)
+        out_of_band = _typed(
+            "out_of_band", "--out-of-band", out_of_band, MAX_NAME, one_line_only=True
+        )
         if not out_of_band:
-            raise UsageError('--out-of-band: say how and to whom, e.g. "电话：市数据局 王科长"')
+            raise Refused(
+                '--out-of-band: say how and to whom, e.g. "电话：市数据局 王科长"',
+                reason="empty",
+                field="out_of_band",
+            )
     if at is not None and out_of_band is None:
-        raise UsageError("--at is the time of a notification made --out-of-band")
+        raise Refused(
+            "--at is the time of a notification made --out-of-band",
+            reason="at_without_out_of_band",
+            field="at",
+        )
     if out_of_band is None and not settings.alerts.management:
-        raise UsageError(
+        raise Refused(
             "alerts.management lists no channel: configure the management unit's apprise URLs, "
             "or record a notification made by phone (`--out-of-band`; in the API, "
-            "POST /api/v1/incidents/{id}/out-of-band)"
+            "POST /api/v1/incidents/{id}/out-of-band)",
+            reason="no_management_channel",
         )
     incident = held_incident(session, incident_id)
     if incident.state == "closed":
-        raise UsageError(f"incident {incident_id} is closed")
+        raise Refused(f"incident {incident_id} is closed", reason="closed")
     when = at or now
     if when > now:
-        raise UsageError(f"--at {local_text(when)}: is in the future")
-    if when < (incident.occurred_at or incident.detected_at):
-        raise UsageError(
-            f"--at {local_text(when)}: is before the incident happened "
-            f"({local_text(incident.occurred_at or incident.detected_at)})"
+        raise Refused(
+            f"--at {local_text(when)}: is in the future", reason="future", field="at", at=when
+        )
+    happened = incident.occurred_at or incident.detected_at
+    if when < happened:
+        raise Refused(
+            f"--at {local_text(when)}: is before the incident happened ({local_text(happened)})",
+            reason="before_incident",
+            field="at",
+            at=when,
+            happened=happened,
         )
     previous = notifications_made(session, incident_id)
     if number is not None and number != previous + 1:
@@ -959,7 +997,11 @@ def resolve(
     note = written_text("--note", note)
     incident = held_incident(session, incident_id)
     if incident.state in ("resolved", "closed"):
-        raise UsageError(f"incident {incident_id} is already {incident.state}")
+        raise Refused(
+            f"incident {incident_id} is already {incident.state}",
+            reason="already_ended",
+            state=incident.state,
+        )
     incident.state = "resolved"
     incident.resolved_at = now
     _event(session, incident, now, "resolved", actor=actor, note=note)

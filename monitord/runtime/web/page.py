@@ -22,7 +22,7 @@ from loguru import logger
 from sqlalchemy import func, select
 
 from monitord.accesslog import forwarded
-from monitord.errors import Outdated, UsageError
+from monitord.errors import Outdated, Refused, UsageError
 from monitord.incidents import (
     acknowledge,
     get_incident,
@@ -485,7 +485,8 @@ async def service(request: web.Request) -> web.Response:
 
 
 async def _act(request: web.Request, done: str, change: Any, **extra: Any) -> web.Response:
-    """Apply one incident action as the signed-in caller; back where the button was."""
+    """Apply one incident action as the signed-in caller; back where the button was, or the
+    incident's page saying in Chinese why it was refused."""
     app = request.app[APP]
     incident_id = int(request.match_info["id"])
     form = await request.post()
@@ -499,7 +500,8 @@ async def _act(request: web.Request, done: str, change: Any, **extra: Any) -> we
     try:
         await asyncio.to_thread(apply)
     except UsageError as exc:
-        return await _incident_response(request, incident_id, error=str(exc), status=409)
+        error = pageviews.refusal_text(exc)
+        return await _incident_response(request, incident_id, error=error, status=409)
     separator = "&" if "?" in back else "?"
     return web.Response(status=303, headers={"Location": f"{back}{separator}done={done}"})
 
@@ -515,14 +517,17 @@ async def resolve_incident(request: web.Request) -> web.Response:
 
 
 def _form_time(name: str, text: str) -> dt.datetime | None:
-    """A time field of a form (datetime-local: Beijing time), or None when left empty."""
+    """A time field of a form (datetime-local: Beijing time), or None when left empty; a
+    Refused naming the field when it is no time."""
     if not text.strip():
         return None
     try:
         return parse_time(text)
     except ValueError:
-        raise UsageError(
-            f"{name} {text[:40]!r}: expected a time such as 2026-12-06T02:10"
+        raise Refused(
+            f"{name} {text[:40]!r}: expected a time such as 2026-12-06T02:10",
+            reason="not_a_time",
+            field=name,
         ) from None
 
 
@@ -532,7 +537,11 @@ def _form_number(text: str) -> int | None:
     if not text:
         return None
     if not text.isdecimal() or len(text) > 9:
-        raise UsageError(f"number {text[:20]!r}: expected the notification's number, 1 or more")
+        raise Refused(
+            f"number {text[:20]!r}: expected the notification's number, 1 or more",
+            reason="not_a_number",
+            field="number",
+        )
     return int(text)
 
 
@@ -571,7 +580,7 @@ async def notify(request: web.Request) -> web.Response:
         )
     except UsageError as exc:
         return await _incident_response(
-            request, incident_id, error=str(exc), values=values, status=422
+            request, incident_id, error=pageviews.refusal_text(exc), values=values, status=422
         )
     done = "notify" if out_of_band is None else "notify_by_phone"
     return web.Response(status=303, headers={"Location": f"/incidents/{incident_id}?done={done}"})

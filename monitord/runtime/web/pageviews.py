@@ -7,10 +7,12 @@ script or style: the stylesheet and the refresh script are served at /static/ (t
 
 from __future__ import annotations
 
+import datetime as dt
 from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from monitord.errors import Refused, UsageError
 from monitord.names import (
     CATALOGUE_STATUS_NAMES,
     CLASS_NAMES,
@@ -78,7 +80,7 @@ FORM_PLUMBING = frozenset({"csrf", "back", "number", "next", "token"})
 FIELD_LABELS = {
     **PART_LABELS,
     "out_of_band": "电话或当面通报的方式和对象",
-    "at": "通报时间（北京时间）",
+    "at": "电话或当面通报的时间（北京时间）",
     "services": "服务编号",
     "kinds": "事件类型",
     "rules": "规则",
@@ -87,6 +89,29 @@ FIELD_LABELS = {
     "ends_at": "结束时间（北京时间）",
 }
 """The Chinese name of each field a person types in the page's forms."""
+REFUSALS = {
+    "missing": "请填写{fields}。",
+    "too_long": "{field}：共 {length} 字，最多 {limit} 字。",
+    "control_character": "{field}：含有控制字符，请只填写普通文字。",
+    "empty": "{field}：请写明方式和对象，如“电话：市数据局 王科长”。",
+    "at_without_out_of_band": (
+        "{field}：只用于电话或当面通报，请同时写明通报的方式和对象，或清空此项。"
+    ),
+    "not_a_time": "{field}：无法识别的时间，请按 2026-12-06T02:10 的格式填写。",
+    "future": "{field}：{at} 晚于现在。",
+    "before_incident": "{field}：{at} 早于事件发生的时间（{happened}）。",
+    "no_management_channel": (
+        "未配置管理单位的通报渠道（配置项 alerts.management），通报无法发送。"
+        "如已电话或当面通报，请写明方式和对象后记录。"
+    ),
+    "closed": "事件已关闭，不能再通报。",
+    "already_acknowledged": "事件已由 {by} 确认。",
+    "not_open": "事件{state}，无需确认。",
+    "already_ended": "事件{state}，无需再标记为已解决。",
+    "not_a_number": "表单已损坏（通报序号无效），请刷新页面后重新填写。",
+}
+"""How the page says each reason an incident action is refused (monitord.errors.Refused):
+`{field}` is the field's name as the form labels it, the rest the refusal's facts."""
 
 LISTED = 200
 """Services, incidents, findings and timeline entries listed on a page at most (a gateway down
@@ -548,6 +573,10 @@ def incident_page(
                 title = f"续报（第 {notifications} 次）"
             form = notify_form(incident["id"], notifications + 1, csrf, values)
             parts.append(f"<h2>{title}</h2>{form}")
+        else:  # a notification refused as the incident closed: what was typed is not lost
+            parts.append(
+                typed_to_copy([(name, text) for name, text in values.items() if text.strip()])
+            )
     parts.append(f"<h2>发现（{finding_count}）</h2>")
     if findings:
         parts.append(_findings_table(findings, services=True))
@@ -683,17 +712,42 @@ def stale_form_page(signed_out: bool, sign_in: str, typed: list[tuple[str, str]]
         why = "登录已失效（已退出登录、服务重启或登录已满 12 小时），本次操作未执行。"
     else:
         why = "表单已过期（此后已重新登录），本次操作未执行。"
+    return (
+        f'<p class="error">{esc(why)}</p>'
+        f'<p><a class="button" href="{esc(sign_in)}">重新登录后返回</a></p>{typed_to_copy(typed)}'
+    )
+
+
+def typed_to_copy(typed: list[tuple[str, str]]) -> str:
+    """What was typed in a form that was not done and is not shown again, read-only under its
+    fields' names, to copy; nothing when nothing was typed."""
     kept = "".join(
         f'<label for="typed-{esc(name)}">{esc(FIELD_LABELS.get(name, name))}</label>'
         f'<textarea id="typed-{esc(name)}" readonly>{escape(value)}</textarea>'
         for name, value in typed
     )
-    if kept:
-        kept = f"<h2>已填写的内容（请先复制保存）</h2>{kept}"
-    return (
-        f'<p class="error">{esc(why)}</p>'
-        f'<p><a class="button" href="{esc(sign_in)}">重新登录后返回</a></p>{kept}'
-    )
+    return f"<h2>已填写的内容（请先复制保存）</h2>{kept}" if kept else ""
+
+
+def refusal_text(refusal: UsageError) -> str:
+    """Why an incident action was refused, in Chinese, naming the form's field as the form
+    labels it (the refusal's own message is the command line's, in English with its flags)."""
+    if not isinstance(refusal, Refused) or refusal.reason not in REFUSALS:
+        # Not one the page knows how to word: said as it is, under a Chinese heading.
+        return f"操作未执行（{refusal}）"
+    words: dict[str, str] = {"field": FIELD_LABELS.get(refusal.field or "", "")}
+    for name, fact in refusal.facts.items():
+        if isinstance(fact, dt.datetime):
+            words[name] = local_text(fact)
+        elif isinstance(fact, int):
+            words[name] = f"{fact:,}"
+        elif name == "fields":
+            words[name] = "、".join(f"“{FIELD_LABELS.get(field, field)}”" for field in fact)
+        elif name == "state":
+            words[name] = INCIDENT_STATES.get(fact, fact)
+        else:
+            words[name] = str(fact)
+    return REFUSALS[refusal.reason].format_map(words)
 
 
 def message_page(text: str) -> str:

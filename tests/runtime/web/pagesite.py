@@ -37,12 +37,18 @@ class Ticker:
         return self.seconds
 
 
-def page_app(tmp_path: Path, clock: FakeClock, **api: Any) -> App:
-    """An App on SQLite with a viewer (li.si) and an on-call (zhang.san) token."""
+def page_app(
+    tmp_path: Path,
+    clock: FakeClock,
+    management: tuple[str, ...] = ("json://127.0.0.1:9/management",),
+    **api: Any,
+) -> App:
+    """An App on SQLite with a viewer (li.si) and an on-call (zhang.san) token, notifying the
+    management unit through `management` (apprise URLs)."""
     settings = parse_config(
         {
             "store": {"url": f"sqlite:///{tmp_path / 'm.db'}"},
-            "alerts": {"management": ["json://127.0.0.1:9/management"]},
+            "alerts": {"management": list(management)},
             "api": {
                 "listen": "127.0.0.1:0",
                 "tokens": [

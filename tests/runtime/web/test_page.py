@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from multidict import CIMultiDict
 from sqlalchemy import select
 
 from alerts.delivery import expand
-from monitord.incidents import open_manual, resolve
+from monitord.incidents import acknowledge, close, notify_management, open_manual, resolve
 from monitord.runtime.app import App
 from monitord.runtime.status import read_status
 from monitord.store.models import (
@@ -837,7 +838,7 @@ async def test_a_phone_notification_recorded_late_counts_at_the_time_it_was_made
 
 @pytest.mark.parametrize(
     ("how", "said"),
-    [("电" * 300, "300 characters, at most 200"), ("电话\x1b[2J王科长\x07", "control character")],
+    [("电" * 300, "共 300 字，最多 200 字"), ("电话\x1b[2J王科长\x07", "含有控制字符")],
 )
 async def test_how_a_notification_was_made_is_a_short_plain_line(
     app: App, site: Site, how: str, said: str
@@ -891,3 +892,154 @@ async def test_two_sign_in_tabs_opened_one_after_the_other_both_sign_in(site: Si
         allow_redirects=False,
     ) as signed:
         assert (signed.status, signed.headers["Location"]) == (303, "/incidents/3")
+
+
+def _beijing(moment: dt.datetime) -> str:
+    """A time as a datetime-local field holds it (Beijing time, to the minute)."""
+    return moment.astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M")
+
+
+def _acknowledged_by_another(app: App, incident_id: int) -> None:
+    with app.store.session() as session:
+        acknowledge(session, incident_id, "li.zhiban", app.clock())
+
+
+def _resolved(app: App, incident_id: int) -> None:
+    with app.store.session() as session:
+        resolve(session, incident_id, "li.zhiban", app.clock())
+
+
+def _closed(app: App, incident_id: int) -> None:
+    with app.store.session() as session:
+        parts: dict[str, str | None] = dict(PARTS)
+        now = app.clock()
+        notify_management(session, app.settings, incident_id, parts, "li.zhiban", now, "电话")
+        resolve(session, incident_id, "li.zhiban", now)
+        close(session, incident_id, "li.zhiban", now)
+
+
+def _nothing(app: App, incident_id: int) -> None:
+    pass
+
+
+HOUR = dt.timedelta(hours=1)
+NOW = dt.datetime(2026, 11, 2, 1, 0, tzinfo=dt.UTC)  # the clock fixture's start
+
+
+@pytest.mark.parametrize(
+    ("before", "action", "form", "said"),
+    [
+        (
+            _nothing,
+            "notify",
+            {"scope": "", "measures": "  "},
+            "请填写“一、初步判定的影响范围”、“三、已采取的应急处置措施”。",
+        ),
+        (
+            _nothing,
+            "notify",
+            {"measures": "措" * 4800},
+            "三、已采取的应急处置措施：共 4,800 字，最多 4,000 字。",
+        ),
+        (
+            _nothing,
+            "notify",
+            {"harm": "外泄\x1b[2J"},
+            "二、初步判定的危害：含有控制字符，请只填写普通文字。",
+        ),
+        (
+            _nothing,
+            "notify",
+            {"at": _beijing(NOW - HOUR)},
+            "电话或当面通报的时间（北京时间）：只用于电话或当面通报",
+        ),
+        (
+            _nothing,
+            "notify",
+            {"out_of_band": "电话", "at": "明天上午"},
+            "电话或当面通报的时间（北京时间）：无法识别的时间",
+        ),
+        (
+            _nothing,
+            "notify",
+            {"out_of_band": "电话", "at": _beijing(NOW + HOUR)},
+            "电话或当面通报的时间（北京时间）：2026-11-02 10:00 晚于现在。",
+        ),
+        (
+            _nothing,
+            "notify",
+            {"out_of_band": "电话", "at": _beijing(NOW - HOUR)},
+            "电话或当面通报的时间（北京时间）：2026-11-02 08:00 早于事件发生的时间"
+            "（2026-11-02 09:00）。",
+        ),
+        (_nothing, "notify", {"number": "1; x"}, "表单已损坏（通报序号无效）"),
+        (_closed, "notify", {}, "事件已关闭，不能再通报。"),
+        (_acknowledged_by_another, "ack", {}, "事件已由 li.zhiban 确认。"),
+        (_resolved, "ack", {}, "事件已解决，无需确认。"),
+        (_resolved, "resolve", {}, "事件已解决，无需再标记为已解决。"),
+    ],
+    ids=[
+        "missing",
+        "too-long",
+        "control-character",
+        "at-without-phone",
+        "at-not-a-time",
+        "at-in-the-future",
+        "at-before-the-incident",
+        "number",
+        "closed",
+        "already-acknowledged",
+        "ack-resolved",
+        "resolve-resolved",
+    ],
+)
+async def test_a_refused_incident_action_says_why_in_chinese_naming_the_forms_field(
+    app: App,
+    site: Site,
+    before: Callable[[App, int], None],
+    action: str,
+    form: dict[str, str],
+    said: str,
+) -> None:
+    # The page said 未能完成：已采取的应急处置措施 (--measures): 4,800 characters, at most 4,000,
+    # in English and naming the command line's flags, which on-call cannot type on the page.
+    incident_id = seed(app)
+    before(app, incident_id)
+    await site.sign_in(ONCALL)
+    _, html = await site.page(f"/incidents/{incident_id}")
+    data = {"csrf": field(html, "csrf"), "back": f"/incidents/{incident_id}"}
+    if action == "notify":
+        data.update({"number": "1", **PARTS, **form})
+    async with site.http.post(f"{site.url}/incidents/{incident_id}/{action}", data=data) as answer:
+        assert answer.status in (409, 422)
+        page = await answer.text()
+    error = page.split('<p class="error">', 1)[1].split("</p>", 1)[0]
+    assert error.startswith("未能完成：") and said in error, error
+    assert re.search("[A-Za-z]{3,}", error.replace("li.zhiban", "")) is None, error
+    if action == "notify":  # what was typed is kept, in the form or (closed) to copy
+        typed = {**PARTS, **form}
+        assert f"{typed['rectification']}</textarea>" in page
+        if "out_of_band" in typed:
+            assert f'value="{typed["out_of_band"]}"' in page
+
+
+async def test_a_notification_with_no_management_channel_says_to_record_a_phone_call(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    with page_app(tmp_path, clock, management=()) as app:
+        incident_id = seed(app)
+        async with serve_page(app) as site:
+            await site.sign_in(ONCALL)
+            _, html = await site.page(f"/incidents/{incident_id}")
+            data = {"csrf": field(html, "csrf"), "number": "1", **PARTS}
+            url = f"{site.url}/incidents/{incident_id}/notify"
+            async with site.http.post(url, data=data) as refused:
+                assert refused.status == 422
+                page = await refused.text()
+            assert "未能完成：未配置管理单位的通报渠道（配置项 alerts.management）" in page
+            assert "如已电话或当面通报，请写明方式和对象后记录。" in page
+            assert "--out-of-band" not in page and "apprise" not in page
+            assert f"{PARTS['measures']}</textarea>" in page
+            data["out_of_band"] = "电话：市数据局 王科长"
+            async with site.http.post(url, data=data, allow_redirects=False) as recorded:
+                assert recorded.status == 303
