@@ -62,6 +62,26 @@ EVIDENCE_KIND_NAMES = {
 the report names them."""
 
 
+LOG_RULE_NAMES = {
+    "brute_force_login": "账号暴力破解",
+    "brute_force_ip": "地址暴力破解",
+    "credential_stuffing": "撞库",
+    "scanner_probing": "扫描探测",
+    "request_flood": "高频请求",
+    "scraping": "批量抓取企业信息",
+    "account_sharing": "疑似共用账号",
+    "off_hours_privileged": "非工作时间管理操作",
+    "role_grant_violation": "越权授予角色",
+    "level_violation": "低级别账号办理业务",
+    "vendor_activity": "第三方人员操作",
+    "error_burst": "5xx 错误激增",
+    "log_lost": "日志轮转时丢失的行",
+    "log_gap": "无日志的日期",
+}
+"""The rules of rules/logs.toml and the log audit's own findings, as the report names them; a
+rule a site adds is shown by its name alone."""
+
+
 def named(code: str, names: dict[str, str]) -> str:
     """A code with its Chinese name beside it, as the command line shows it
     ("abnormal_behaviour 用户异常行为"); the code alone when it has no name."""

@@ -19,7 +19,7 @@ import pandas as pd
 from reportlab.platypus import Flowable, PageBreak
 
 from monitord.config import MIN_RETENTION_DAYS
-from monitord.names import ADMIN_PROBLEM_NAMES, EVIDENCE_KIND_NAMES
+from monitord.names import ADMIN_PROBLEM_NAMES, EVIDENCE_KIND_NAMES, LOG_RULE_NAMES, named
 from monitord.textable import shortened
 from monitord.timeutil import SHANGHAI, local_text
 from monitord.types import ComplianceVerdict, ServiceScore
@@ -549,8 +549,13 @@ def log_audit(w: Writer, quarter: Quarter) -> list[Flowable]:
     )
     if empty_days:
         out.append(w.para("无日志的日期：" + "、".join(empty_days), s.note))
-    rows = sorted(audit["findings_by_rule"].items(), key=lambda kv: (-int(kv[1]), kv[0]))
-    out.append(w.heading("异常行为（按规则）", 1))
+    rows = [
+        [named(rule, LOG_RULE_NAMES), count]
+        for rule, count in sorted(
+            audit["findings_by_rule"].items(), key=lambda kv: (-int(kv[1]), kv[0])
+        )
+    ]
+    out.append(w.heading("异常行为与日志缺失（按规则）", 1))
     out.append(
         w.table(["规则", "发现数"], rows, [0.6, 0.4], empty="本季度日志中没有发现异常行为。")
     )

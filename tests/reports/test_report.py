@@ -735,3 +735,11 @@ def test_an_accepted_finding_is_shown_as_an_accepted_risk_and_does_not_turn_its_
     only_accepted = quarter.open_findings[quarter.open_findings["service_id"] != "svc-0002"]
     lights = {c.clause: c.light for c in clause_lights([], only_accepted)}
     assert lights["8.3 b"] != "red"
+
+
+def test_the_log_audit_names_each_rule_in_chinese_beside_its_id(q3: Q3, pdf_pages: Pages) -> None:
+    # The table listed bare rule ids (vendor_activity) in the management unit's Chinese report;
+    # a rule a site added (not in rules/logs.toml) keeps its id alone.
+    text = one_line("\n".join(pdf_pages(q3.report.pdf)))
+    assert "vendor_activity 第三方人员操作 2" in text
+    assert "brute_force_account 4" in text
