@@ -400,6 +400,10 @@ class ProbeRollup(Base):
     """The successful results' latencies as a histogram ({bucket index: count}, buckets of
     monitord.store.histogram), which merges exactly across hours: a quarter's percentiles per
     service come from the sum of its hours' buckets."""
+    through_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    """The newest probe result id the run that wrote (or last added to) this roll-up had
+    counted: a result of a rolled hour with a higher id was written late, and is added to its
+    hour's roll-up at the next run (monitord.store.retention.roll_up)."""
 
 
 SCANNED = ("finished", "timed_out")

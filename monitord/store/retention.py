@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from loguru import logger
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -41,7 +42,11 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 def _rollup(
-    service_id: str, kind: str, hour: dt.datetime, values: list[tuple[bool, float, bool]]
+    service_id: str,
+    kind: str,
+    hour: dt.datetime,
+    values: list[tuple[bool, float, bool]],
+    through_id: int,
 ) -> ProbeRollup:
     """One hour's roll-up of (success, duration, blind) results. A blind result is counted
     apart: what monitord measured while it could not see is no evidence about the service."""
@@ -61,55 +66,112 @@ def _rollup(
         p95_ms=_percentile(latencies, 0.95) if latencies else None,
         p99_ms=_percentile(latencies, 0.99) if latencies else None,
         latency_buckets=buckets,
+        through_id=through_id,
     )
 
 
-def roll_up(store: Store, now: dt.datetime) -> int:
-    """Roll every complete hour of raw results not yet rolled up; returns roll-ups written.
+def _add_late(rollup: ProbeRollup, late: ProbeRollup) -> None:
+    """Count the results of `late` (of the same service, kind and hour) into `rollup`. Their
+    raw neighbours may be purged already, so the percentiles come from the merged histogram."""
+    buckets = dict(rollup.latency_buckets or {})
+    histogram.merge(buckets, late.latency_buckets)
+    rollup.count += late.count
+    rollup.failures += late.failures
+    rollup.blind = (rollup.blind or 0) + late.blind
+    rollup.latency_buckets = buckets
+    rollup.p50_ms = histogram.percentile(buckets, 0.50)
+    rollup.p95_ms = histogram.percentile(buckets, 0.95)
+    rollup.p99_ms = histogram.percentile(buckets, 0.99)
+    rollup.through_id = late.through_id
 
-    Idempotent: an hour is rolled from whatever raw results it has and replaces its earlier
-    roll-up, so a crash in the middle leaves nothing half-counted.
-    """
-    this_hour = now.replace(minute=0, second=0, microsecond=0)
-    written = 0
-    with store.session() as session:
-        last = session.scalar(select(func.max(ProbeRollup.hour)))
-        start = (
-            last + dt.timedelta(hours=1)
-            if last
-            else session.scalar(select(func.min(ProbeResultRow.at)))
+
+SETTLE = dt.timedelta(minutes=10)
+"""How long after an hour ends it is rolled up: a result is recorded when its probe ends (at
+most 300 s after the `at` it is stamped with) and flushed 10 s later, so an hour is whole by
+then. What comes later still (a daemon cut off from the store writes what it measured once it
+is back) is added to its hour's roll-up at the next run."""
+
+_Key = tuple[str, str, dt.datetime]
+_Result = Row[str | None, str, dt.datetime, bool, float, bool]
+_RESULT_COLUMNS = (
+    ProbeResultRow.service_id,
+    ProbeResultRow.kind,
+    ProbeResultRow.at,
+    ProbeResultRow.success,
+    ProbeResultRow.duration_ms,
+    ProbeResultRow.blind,
+)
+
+
+def _by_hour(rows: Iterable[_Result]) -> dict[_Key, list[tuple[bool, float, bool]]]:
+    """Raw results (_RESULT_COLUMNS) grouped by service, kind and hour."""
+    groups: dict[_Key, list[tuple[bool, float, bool]]] = defaultdict(list)
+    for service_id, kind, at, success, duration, blind in rows:
+        hour = at.replace(minute=0, second=0, microsecond=0)
+        groups[(str(service_id), kind, hour)].append((success, duration, bool(blind)))
+    return groups
+
+
+def _count_late(session: Session, seen: int, newest: int, rolled: dt.datetime) -> int:
+    """Add the results written after their hour was rolled up (ids past `seen`, the newest
+    id the roll-ups had counted) to their hours' roll-ups; returns roll-ups changed."""
+    rows = session.execute(
+        select(*_RESULT_COLUMNS).where(
+            ProbeResultRow.id > seen,
+            ProbeResultRow.id <= newest,
+            ProbeResultRow.at < rolled,
+            ProbeResultRow.service_id.is_not(None),
         )
-        if start is None:
+    ).all()
+    groups = _by_hour(rows)
+    for (service_id, kind, hour), values in groups.items():
+        late = _rollup(service_id, kind, hour, values, newest)
+        rollup = session.scalar(
+            select(ProbeRollup).where(
+                ProbeRollup.service_id == service_id,
+                ProbeRollup.kind == kind,
+                ProbeRollup.hour == hour,
+            )
+        )
+        if rollup is None:
+            session.add(late)
+        else:
+            _add_late(rollup, late)
+    return len(groups)
+
+
+def roll_up(store: Store, now: dt.datetime) -> int:
+    """Roll every hour ended SETTLE ago and not rolled up yet, and add the results written
+    since to the hours already rolled; returns roll-ups written or changed.
+
+    Each roll-up notes the newest raw result id its run counted (`through_id`), in the same
+    transaction: a result is counted once, however late it is written, and a crash in the
+    middle leaves nothing half-counted.
+    """
+    done = (now - SETTLE).replace(minute=0, second=0, microsecond=0)
+    with store.session() as session:
+        newest = session.scalar(select(func.max(ProbeResultRow.id)))
+        if newest is None:
             return 0
+        rolled = rolled_up_until(session)
+        written = 0
+        if rolled is not None:
+            seen = session.scalar(select(func.max(ProbeRollup.through_id))) or 0
+            written += _count_late(session, seen, newest, rolled)
+        start = rolled or session.scalar(select(func.min(ProbeResultRow.at)))
+        if start is None:
+            return written
         start = start.replace(minute=0, second=0, microsecond=0)
         rows = session.execute(
-            select(
-                ProbeResultRow.service_id,
-                ProbeResultRow.kind,
-                ProbeResultRow.at,
-                ProbeResultRow.success,
-                ProbeResultRow.duration_ms,
-                ProbeResultRow.blind,
-            ).where(
+            select(*_RESULT_COLUMNS).where(
                 ProbeResultRow.at >= start,
-                ProbeResultRow.at < this_hour,
+                ProbeResultRow.at < done,
+                ProbeResultRow.id <= newest,  # the rest is counted at the next run
                 ProbeResultRow.service_id.is_not(None),
             )
         ).all()
-        groups: dict[tuple[str, str, dt.datetime], list[tuple[bool, float, bool]]]
-        groups = defaultdict(list)
-        for service_id, kind, at, success, duration, blind in rows:
-            hour = at.replace(minute=0, second=0, microsecond=0)
-            groups[(str(service_id), kind, hour)].append((success, duration, bool(blind)))
-        for (service_id, kind, hour), values in groups.items():
-            session.execute(
-                delete(ProbeRollup).where(
-                    ProbeRollup.service_id == service_id,
-                    ProbeRollup.kind == kind,
-                    ProbeRollup.hour == hour,
-                )
-            )
-            session.add(_rollup(service_id, kind, hour, values))
+        for (service_id, kind, hour), values in _by_hour(rows).items():
+            session.add(_rollup(service_id, kind, hour, values, newest))
             written += 1
     return written
 
