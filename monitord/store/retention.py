@@ -4,8 +4,10 @@ Successful raw probe results are kept `probes.raw_retention_days`; their hourly 
 (count, failures, blind results, a latency histogram and p50/p95/p99)
 `probes.rollup_retention_days` (at least 400), so a quarter's report and a year's trend read
 roll-ups only. Nothing monitord records for clause 7.3.1 is purged before
-`store.retention_days` (at least 184): failed probe results, state changes, sync runs and probe
-rounds go then, the service events a sync run recorded stay (without their reference to it).
+`store.retention_days` (at least 184): failed probe results and probe rounds go then. The
+state changes and sync runs a quarter is judged from (its outages, when monitoring began) go
+with the roll-ups, so that a quarter is judged alike as long as its roll-ups are kept. The
+service events a sync run recorded stay (without their reference to it).
 Each table is purged in its own transactions, so that one that cannot be purged keeps no other
 from it.
 """
@@ -26,6 +28,7 @@ from monitord.config import Settings
 from monitord.store import STORE_GONE_ERRORS, Store, audit, histogram
 from monitord.store.history import rolled_up_until
 from monitord.store.models import (
+    AuditEntry,
     ProbeResultRow,
     ProbeRollup,
     ProbeRound,
@@ -257,8 +260,10 @@ class Cutoffs:
     """Failed raw probe results (7.3.1 evidence of the running state): past both retentions,
     and rolled up."""
     rollups: dt.datetime
+    """Roll-ups, and the state changes and sync runs a quarter is judged from with them: the
+    longer of probes.rollup_retention_days and store.retention_days."""
     records: dt.datetime
-    """Probe rounds, sync runs and state changes: store.retention_days."""
+    """Probe rounds: store.retention_days."""
 
 
 def cutoffs(settings: Settings, now: dt.datetime, rolled_until: dt.datetime | None) -> Cutoffs:
@@ -277,8 +282,9 @@ def cutoffs(settings: Settings, now: dt.datetime, rolled_until: dt.datetime | No
 def purge(store: Store, settings: Settings, now: dt.datetime) -> dict[str, int]:
     """Delete what is past its retention; returns rows deleted per table.
 
-    Every failed probe result and every state change is kept at least store.retention_days
-    (7.3.1); successful raw results go after probes.raw_retention_days once rolled up. Findings
+    Every failed probe result is kept at least store.retention_days (7.3.1), every state
+    change and sync run as long as the roll-ups; successful raw results go after
+    probes.raw_retention_days once rolled up. Findings
     and their episodes, incidents and their events, service events, catalogue revisions, quiet
     windows, alerts and the audit trail are never purged: the quarterly reports of past years
     are built from them, and they grow slowly. Each table is purged on its own
@@ -304,8 +310,8 @@ def purge(store: Store, settings: Settings, now: dt.datetime) -> dict[str, int]:
     for model, column, cutoff in (
         (ProbeRollup, ProbeRollup.hour, cut.rollups),
         (ProbeRound, ProbeRound.started_at, cut.records),
-        (SyncRun, SyncRun.started_at, cut.records),
-        (ServiceStateChange, ServiceStateChange.at, cut.records),
+        (SyncRun, SyncRun.started_at, cut.rollups),
+        (ServiceStateChange, ServiceStateChange.at, cut.rollups),
     ):
         deleted[model.__tablename__] = _purge_table(store, model, column < cutoff)
         before[model.__tablename__] = {"all": cutoff.isoformat()}
@@ -332,3 +338,27 @@ def _say_what_went(
             audit(session, now, "monitord", "purge", ", ".join(gone), detail)
     except SQLAlchemyError as exc:
         _failed("recording the purge in the audit trail", exc)
+
+
+JUDGED_FROM = (ProbeRollup, SyncRun, ServiceStateChange)
+"""The purged tables a quarter's compliance verdicts are judged from."""
+
+
+def judged_records_purged_before(session: Session) -> dt.datetime | None:
+    """The latest moment before which a purge (as the audit trail records it) removed records
+    a quarter is judged from (JUDGED_FROM); None when none was ever purged."""
+    tables = [model.__tablename__ for model in JUDGED_FROM]
+    entries = session.scalars(
+        select(AuditEntry.detail).where(
+            AuditEntry.action == "purge",
+            or_(*(AuditEntry.subject.contains(table) for table in tables)),
+        )
+    )
+    cutoffs = [
+        dt.datetime.fromisoformat(before[table]["all"])
+        for detail in entries
+        if isinstance(before := detail.get("before"), dict)
+        for table in tables
+        if isinstance(before.get(table), dict) and "all" in before[table]
+    ]
+    return max(cutoffs, default=None)
