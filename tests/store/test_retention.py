@@ -276,3 +276,41 @@ def test_what_a_quarter_is_judged_from_is_kept_as_long_as_its_roll_ups(
     with store.session() as session:
         assert session.scalars(select(SyncRun.started_at)).all() == [kept]
         assert session.scalars(select(ServiceStateChange.at)).all() == [kept]
+
+
+def test_the_purge_reads_probe_results_and_roll_ups_along_an_index(
+    store: Store, clock: FakeClock
+) -> None:
+    # Each hourly purge ended with a batch that read the whole probe_results table on SQLite
+    # (SCAN probe_results: seconds on a few million rows, a read transaction that long).
+    now = clock()
+    fill(store, now)
+    roll_up(store, now)
+    batches: list[tuple[str, object]] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, params: object, *_: object) -> None:
+        if statement.startswith(("SELECT probe_results.id", "SELECT probe_rollups.id")):
+            batches.append((statement, params))
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        purge(store, settings(), now)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    assert {statement.split()[1] for statement, _ in batches} == {
+        "probe_results.id",
+        "probe_rollups.id",
+    }
+    with store.engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if not sqlite:  # a small table is read whole unless it must not be: can it be not?
+            connection.exec_driver_sql("SET enable_seqscan = off")
+        for statement, params in batches:
+            explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+            plan = " / ".join(
+                str(row[-1]) for row in connection.exec_driver_sql(explain + statement, params)
+            )
+            if sqlite:
+                assert plan.startswith("SEARCH") and "USING" in plan and "INDEX" in plan, plan
+            else:
+                assert "Seq Scan" not in plan and "Index" in plan, plan
