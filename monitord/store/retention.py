@@ -367,7 +367,7 @@ def judged_records_purged_before(session: Session) -> dt.datetime | None:
     cutoffs = [
         dt.datetime.fromisoformat(before[table]["all"])
         for detail in entries
-        if isinstance(before := detail.get("before"), dict)
+        if isinstance(detail, dict) and isinstance(before := detail.get("before"), dict)
         for table in tables
         if isinstance(before.get(table), dict) and "all" in before[table]
     ]
