@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 import rules
 from monitord.config import MIN_RETENTION_DAYS, Settings
-from monitord.errors import RuleError
+from monitord.errors import RuleError, UsageError
 from monitord.store import histogram
 from monitord.store.history import (
     AVAILABILITY,
@@ -53,7 +53,14 @@ from monitord.store.models import (
     ServiceStateChange,
     SyncRun,
 )
-from monitord.timeutil import SHANGHAI, begun_quarter_bounds, parse_time, quarter_start
+from monitord.store.retention import judged_records_purged_before
+from monitord.timeutil import (
+    SHANGHAI,
+    begun_quarter_bounds,
+    parse_time,
+    quarter_bounds,
+    quarter_start,
+)
 from monitord.types import IN_SERVICE, ComplianceVerdict
 from monitord.workcalendar import WorkCalendar
 
@@ -1263,7 +1270,21 @@ def store_verdicts(
     session: Session, quarter: str, verdicts: Iterable[ComplianceVerdict], now: dt.datetime
 ) -> None:
     """Replace the quarter's stored ComplianceResult rows with `verdicts` (subject "" for the
-    platform), inside the caller's transaction."""
+    platform), inside the caller's transaction.
+
+    Raises UsageError when records the quarter is judged from have been purged since: judged
+    again, it would lose what it was judged from (an outage gone with its state changes), so
+    the verdicts stored when they were all there stand.
+    """
+    purged = judged_records_purged_before(session)
+    start, _ = quarter_bounds(quarter)
+    if purged is not None and start < purged:
+        raise UsageError(
+            f"{quarter} is not judged again: records it is judged from (state changes, sync "
+            f"runs, roll-ups) before {purged.astimezone(SHANGHAI):%Y-%m-%d %H:%M} Asia/Shanghai "
+            "are purged (store.retention_days, probes.rollup_retention_days); its stored "
+            "verdicts stand"
+        )
     session.execute(delete(ComplianceResult).where(ComplianceResult.quarter == quarter))
     session.flush()
     session.add_all(

@@ -157,7 +157,11 @@ class ProbeResultRow(Written, Base):
     """One probe's outcome and its measured facts."""
 
     __tablename__ = "probe_results"
-    __table_args__ = (Index("ix_probe_results_service_kind_at", "service_id", "kind", "at"),)
+    __table_args__ = (
+        Index("ix_probe_results_service_kind_at", "service_id", "kind", "at"),
+        # The hourly purge: successful results go long before failed ones.
+        Index("ix_probe_results_success_at", "success", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     service_id: Mapped[str | None] = mapped_column(String(200))
@@ -400,6 +404,10 @@ class ProbeRollup(Base):
     """The successful results' latencies as a histogram ({bucket index: count}, buckets of
     monitord.store.histogram), which merges exactly across hours: a quarter's percentiles per
     service come from the sum of its hours' buckets."""
+    through_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    """The newest probe result id the run that wrote (or last added to) this roll-up had
+    counted: a result of a rolled hour with a higher id was written late, and is added to its
+    hour's roll-up at the next run (monitord.store.retention.roll_up)."""
 
 
 SCANNED = ("finished", "timed_out")

@@ -4,8 +4,10 @@ Successful raw probe results are kept `probes.raw_retention_days`; their hourly 
 (count, failures, blind results, a latency histogram and p50/p95/p99)
 `probes.rollup_retention_days` (at least 400), so a quarter's report and a year's trend read
 roll-ups only. Nothing monitord records for clause 7.3.1 is purged before
-`store.retention_days` (at least 184): failed probe results, state changes, sync runs and probe
-rounds go then, the service events a sync run recorded stay (without their reference to it).
+`store.retention_days` (at least 184): failed probe results and probe rounds go then. The
+state changes and sync runs a quarter is judged from (its outages, when monitoring began) go
+with the roll-ups, so that a quarter is judged alike as long as its roll-ups are kept. The
+service events a sync run recorded stay (without their reference to it).
 Each table is purged in its own transactions, so that one that cannot be purged keeps no other
 from it.
 """
@@ -14,17 +16,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from loguru import logger
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, delete, false, func, or_, select, true, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from monitord.config import Settings
 from monitord.store import STORE_GONE_ERRORS, Store, audit, histogram
 from monitord.store.history import rolled_up_until
 from monitord.store.models import (
+    AuditEntry,
     ProbeResultRow,
     ProbeRollup,
     ProbeRound,
@@ -41,7 +45,11 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 def _rollup(
-    service_id: str, kind: str, hour: dt.datetime, values: list[tuple[bool, float, bool]]
+    service_id: str,
+    kind: str,
+    hour: dt.datetime,
+    values: list[tuple[bool, float, bool]],
+    through_id: int,
 ) -> ProbeRollup:
     """One hour's roll-up of (success, duration, blind) results. A blind result is counted
     apart: what monitord measured while it could not see is no evidence about the service."""
@@ -61,55 +69,112 @@ def _rollup(
         p95_ms=_percentile(latencies, 0.95) if latencies else None,
         p99_ms=_percentile(latencies, 0.99) if latencies else None,
         latency_buckets=buckets,
+        through_id=through_id,
     )
 
 
-def roll_up(store: Store, now: dt.datetime) -> int:
-    """Roll every complete hour of raw results not yet rolled up; returns roll-ups written.
+def _add_late(rollup: ProbeRollup, late: ProbeRollup) -> None:
+    """Count the results of `late` (of the same service, kind and hour) into `rollup`. Their
+    raw neighbours may be purged already, so the percentiles come from the merged histogram."""
+    buckets = dict(rollup.latency_buckets or {})
+    histogram.merge(buckets, late.latency_buckets)
+    rollup.count += late.count
+    rollup.failures += late.failures
+    rollup.blind = (rollup.blind or 0) + late.blind
+    rollup.latency_buckets = buckets
+    rollup.p50_ms = histogram.percentile(buckets, 0.50)
+    rollup.p95_ms = histogram.percentile(buckets, 0.95)
+    rollup.p99_ms = histogram.percentile(buckets, 0.99)
+    rollup.through_id = late.through_id
 
-    Idempotent: an hour is rolled from whatever raw results it has and replaces its earlier
-    roll-up, so a crash in the middle leaves nothing half-counted.
-    """
-    this_hour = now.replace(minute=0, second=0, microsecond=0)
-    written = 0
-    with store.session() as session:
-        last = session.scalar(select(func.max(ProbeRollup.hour)))
-        start = (
-            last + dt.timedelta(hours=1)
-            if last
-            else session.scalar(select(func.min(ProbeResultRow.at)))
+
+SETTLE = dt.timedelta(minutes=10)
+"""How long after an hour ends it is rolled up: a result is recorded when its probe ends (at
+most 300 s after the `at` it is stamped with) and flushed 10 s later, so an hour is whole by
+then. What comes later still (a daemon cut off from the store writes what it measured once it
+is back) is added to its hour's roll-up at the next run."""
+
+_Key = tuple[str, str, dt.datetime]
+_Result = Row[str | None, str, dt.datetime, bool, float, bool]
+_RESULT_COLUMNS = (
+    ProbeResultRow.service_id,
+    ProbeResultRow.kind,
+    ProbeResultRow.at,
+    ProbeResultRow.success,
+    ProbeResultRow.duration_ms,
+    ProbeResultRow.blind,
+)
+
+
+def _by_hour(rows: Iterable[_Result]) -> dict[_Key, list[tuple[bool, float, bool]]]:
+    """Raw results (_RESULT_COLUMNS) grouped by service, kind and hour."""
+    groups: dict[_Key, list[tuple[bool, float, bool]]] = defaultdict(list)
+    for service_id, kind, at, success, duration, blind in rows:
+        hour = at.replace(minute=0, second=0, microsecond=0)
+        groups[(str(service_id), kind, hour)].append((success, duration, bool(blind)))
+    return groups
+
+
+def _count_late(session: Session, seen: int, newest: int, rolled: dt.datetime) -> int:
+    """Add the results written after their hour was rolled up (ids past `seen`, the newest
+    id the roll-ups had counted) to their hours' roll-ups; returns roll-ups changed."""
+    rows = session.execute(
+        select(*_RESULT_COLUMNS).where(
+            ProbeResultRow.id > seen,
+            ProbeResultRow.id <= newest,
+            ProbeResultRow.at < rolled,
+            ProbeResultRow.service_id.is_not(None),
         )
-        if start is None:
+    ).all()
+    groups = _by_hour(rows)
+    for (service_id, kind, hour), values in groups.items():
+        late = _rollup(service_id, kind, hour, values, newest)
+        rollup = session.scalar(
+            select(ProbeRollup).where(
+                ProbeRollup.service_id == service_id,
+                ProbeRollup.kind == kind,
+                ProbeRollup.hour == hour,
+            )
+        )
+        if rollup is None:
+            session.add(late)
+        else:
+            _add_late(rollup, late)
+    return len(groups)
+
+
+def roll_up(store: Store, now: dt.datetime) -> int:
+    """Roll every hour ended SETTLE ago and not rolled up yet, and add the results written
+    since to the hours already rolled; returns roll-ups written or changed.
+
+    Each roll-up notes the newest raw result id its run counted (`through_id`), in the same
+    transaction: a result is counted once, however late it is written, and a crash in the
+    middle leaves nothing half-counted.
+    """
+    done = (now - SETTLE).replace(minute=0, second=0, microsecond=0)
+    with store.session() as session:
+        newest = session.scalar(select(func.max(ProbeResultRow.id)))
+        if newest is None:
             return 0
+        rolled = rolled_up_until(session)
+        written = 0
+        if rolled is not None:
+            seen = session.scalar(select(func.max(ProbeRollup.through_id))) or 0
+            written += _count_late(session, seen, newest, rolled)
+        start = rolled or session.scalar(select(func.min(ProbeResultRow.at)))
+        if start is None:
+            return written
         start = start.replace(minute=0, second=0, microsecond=0)
         rows = session.execute(
-            select(
-                ProbeResultRow.service_id,
-                ProbeResultRow.kind,
-                ProbeResultRow.at,
-                ProbeResultRow.success,
-                ProbeResultRow.duration_ms,
-                ProbeResultRow.blind,
-            ).where(
+            select(*_RESULT_COLUMNS).where(
                 ProbeResultRow.at >= start,
-                ProbeResultRow.at < this_hour,
+                ProbeResultRow.at < done,
+                ProbeResultRow.id <= newest,  # the rest is counted at the next run
                 ProbeResultRow.service_id.is_not(None),
             )
         ).all()
-        groups: dict[tuple[str, str, dt.datetime], list[tuple[bool, float, bool]]]
-        groups = defaultdict(list)
-        for service_id, kind, at, success, duration, blind in rows:
-            hour = at.replace(minute=0, second=0, microsecond=0)
-            groups[(str(service_id), kind, hour)].append((success, duration, bool(blind)))
-        for (service_id, kind, hour), values in groups.items():
-            session.execute(
-                delete(ProbeRollup).where(
-                    ProbeRollup.service_id == service_id,
-                    ProbeRollup.kind == kind,
-                    ProbeRollup.hour == hour,
-                )
-            )
-            session.add(_rollup(service_id, kind, hour, values))
+        for (service_id, kind, hour), values in _by_hour(rows).items():
+            session.add(_rollup(service_id, kind, hour, values, newest))
             written += 1
     return written
 
@@ -117,6 +182,9 @@ def roll_up(store: Store, now: dt.datetime) -> int:
 BATCH = 5_000
 """Rows deleted per transaction. A backlog of months (after a purge that could not run) goes in
 steps, so that no transaction holds the store's write lock while the probes wait to record."""
+
+Moment = InstrumentedAttribute[dt.datetime]
+"""The time column a table is purged by, oldest first."""
 
 Purged = (
     type[ProbeResultRow]
@@ -127,9 +195,14 @@ Purged = (
 )
 
 
-def _delete_batch(session: Session, model: Purged, older: ColumnElement[bool]) -> int:
-    """Delete up to BATCH of the oldest rows of `model` matching `older`; returns how many."""
-    ids = list(session.scalars(select(model.id).where(older).order_by(model.id).limit(BATCH)))
+def _delete_batch(
+    session: Session, model: Purged, older: ColumnElement[bool], moment: Moment
+) -> int:
+    """Delete up to BATCH of the oldest rows of `model` matching `older`; returns how many.
+
+    Oldest by `moment`, the indexed time `older` bounds: ordered by id, SQLite read the whole
+    table for each batch (a store of months of probe results, every hour)."""
+    ids = list(session.scalars(select(model.id).where(older).order_by(moment).limit(BATCH)))
     if not ids:
         return 0
     if model is SyncRun:
@@ -154,7 +227,7 @@ def _failed(what: str, exc: SQLAlchemyError) -> None:
     )
 
 
-def _purge_table(store: Store, model: Purged, older: ColumnElement[bool]) -> int:
+def _purge_table(store: Store, model: Purged, older: ColumnElement[bool], moment: Moment) -> int:
     """Delete every row of `model` matching `older`, BATCH rows a transaction; returns how many.
 
     A failure is logged with the table and what was deleted before it, and that count returned:
@@ -164,7 +237,7 @@ def _purge_table(store: Store, model: Purged, older: ColumnElement[bool]) -> int
     try:
         while True:
             with store.session() as session:
-                done = _delete_batch(session, model, older)
+                done = _delete_batch(session, model, older, moment)
             deleted += done
             if done < BATCH:
                 return deleted
@@ -195,8 +268,10 @@ class Cutoffs:
     """Failed raw probe results (7.3.1 evidence of the running state): past both retentions,
     and rolled up."""
     rollups: dt.datetime
+    """Roll-ups, and the state changes and sync runs a quarter is judged from with them: the
+    longer of probes.rollup_retention_days and store.retention_days."""
     records: dt.datetime
-    """Probe rounds, sync runs and state changes: store.retention_days."""
+    """Probe rounds: store.retention_days."""
 
 
 def cutoffs(settings: Settings, now: dt.datetime, rolled_until: dt.datetime | None) -> Cutoffs:
@@ -215,8 +290,9 @@ def cutoffs(settings: Settings, now: dt.datetime, rolled_until: dt.datetime | No
 def purge(store: Store, settings: Settings, now: dt.datetime) -> dict[str, int]:
     """Delete what is past its retention; returns rows deleted per table.
 
-    Every failed probe result and every state change is kept at least store.retention_days
-    (7.3.1); successful raw results go after probes.raw_retention_days once rolled up. Findings
+    Every failed probe result is kept at least store.retention_days (7.3.1), every state
+    change and sync run as long as the roll-ups; successful raw results go after
+    probes.raw_retention_days once rolled up. Findings
     and their episodes, incidents and their events, service events, catalogue revisions, quiet
     windows, alerts and the audit trail are never purged: the quarterly reports of past years
     are built from them, and they grow slowly. Each table is purged on its own
@@ -227,13 +303,15 @@ def purge(store: Store, settings: Settings, now: dt.datetime) -> dict[str, int]:
     deleted: dict[str, int] = {}
     before: dict[str, dict[str, str]] = {}
     if cut.successful is not None and cut.failed is not None:
-        deleted["probe_results"] = _purge_table(
-            store,
-            ProbeResultRow,
-            or_(
-                and_(ProbeResultRow.success, ProbeResultRow.at < cut.successful),
-                and_(~ProbeResultRow.success, ProbeResultRow.at < cut.failed),
-            ),
+        # One purge each, along the index of (success, at): `= true`, as an index is read.
+        deleted["probe_results"] = sum(
+            _purge_table(
+                store,
+                ProbeResultRow,
+                and_(ProbeResultRow.success == success, ProbeResultRow.at < before),
+                ProbeResultRow.at,
+            )
+            for success, before in ((true(), cut.successful), (false(), cut.failed))
         )
         before["probe_results"] = {
             "successful": cut.successful.isoformat(),
@@ -242,10 +320,10 @@ def purge(store: Store, settings: Settings, now: dt.datetime) -> dict[str, int]:
     for model, column, cutoff in (
         (ProbeRollup, ProbeRollup.hour, cut.rollups),
         (ProbeRound, ProbeRound.started_at, cut.records),
-        (SyncRun, SyncRun.started_at, cut.records),
-        (ServiceStateChange, ServiceStateChange.at, cut.records),
+        (SyncRun, SyncRun.started_at, cut.rollups),
+        (ServiceStateChange, ServiceStateChange.at, cut.rollups),
     ):
-        deleted[model.__tablename__] = _purge_table(store, model, column < cutoff)
+        deleted[model.__tablename__] = _purge_table(store, model, column < cutoff, column)
         before[model.__tablename__] = {"all": cutoff.isoformat()}
     _say_what_went(store, now, deleted, before)
     return deleted
@@ -270,3 +348,27 @@ def _say_what_went(
             audit(session, now, "monitord", "purge", ", ".join(gone), detail)
     except SQLAlchemyError as exc:
         _failed("recording the purge in the audit trail", exc)
+
+
+JUDGED_FROM = (ProbeRollup, SyncRun, ServiceStateChange)
+"""The purged tables a quarter's compliance verdicts are judged from."""
+
+
+def judged_records_purged_before(session: Session) -> dt.datetime | None:
+    """The latest moment before which a purge (as the audit trail records it) removed records
+    a quarter is judged from (JUDGED_FROM); None when none was ever purged."""
+    tables = [model.__tablename__ for model in JUDGED_FROM]
+    entries = session.scalars(
+        select(AuditEntry.detail).where(
+            AuditEntry.action == "purge",
+            or_(*(AuditEntry.subject.contains(table) for table in tables)),
+        )
+    )
+    cutoffs = [
+        dt.datetime.fromisoformat(before[table]["all"])
+        for detail in entries
+        if isinstance(detail, dict) and isinstance(before := detail.get("before"), dict)
+        for table in tables
+        if isinstance(before.get(table), dict) and "all" in before[table]
+    ]
+    return max(cutoffs, default=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import pytest
 from sqlalchemy import func, select
 
 from monitord.cli import main
-from monitord.config import Settings
+from monitord.config import Settings, parse_config
 from monitord.runtime.app import App
 from monitord.runtime.jobs import compliance_evaluation
 from monitord.store import Store, open_store
 from monitord.store.models import ComplianceResult, LogAudit, SyncRun
+from monitord.store.retention import purge
 from monitord.timeutil import quarter_start, system_clock
 from tests.compliance.seed import END, Q3, START, seed_platform, seed_services, t
 from tests.conftest import FakeClock
@@ -80,6 +82,56 @@ def test_the_verdicts_shown_are_stored_for_the_report(seeded: Path, tmp_path: Pa
     finally:
         store.dispose()
     assert rows and rows > 20
+
+
+def stored_verdicts(url: str, quarter: str) -> list[tuple[object, ...]]:
+    store = open_store(url)
+    try:
+        with store.session() as session:
+            return [
+                tuple(row)
+                for row in session.execute(
+                    select(
+                        ComplianceResult.rule,
+                        ComplianceResult.subject,
+                        ComplianceResult.passed,
+                        ComplianceResult.evidence,
+                        ComplianceResult.evaluated_at,
+                    )
+                    .where(ComplianceResult.quarter == quarter)
+                    .order_by(ComplianceResult.id)
+                )
+            ]
+    finally:
+        store.dispose()
+
+
+@pytest.mark.parametrize("command", ["compliance", "evaluation"])
+def test_a_quarter_whose_records_are_purged_is_not_judged_again(
+    seeded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    # Judged again once a purge had removed the state changes of its outages and its first
+    # sync run, a quarter passed 7.2.2 and failed 7.3.1: its verdicts of the time were replaced.
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["--config", str(seeded), "compliance", "--quarter", Q3]) == 0
+    judged = stored_verdicts(url, Q3)
+    store = open_store(url)
+    try:
+        # Long after: the quarter's roll-ups are past probes.rollup_retention_days.
+        deleted = purge(store, parse_config({}, "t", env={}), END + dt.timedelta(days=430))
+    finally:
+        store.dispose()
+    assert deleted["probe_rollups"] > 0
+    capsys.readouterr()
+
+    assert main(["--config", str(seeded), command, "--quarter", Q3]) == 2
+    assert capsys.readouterr().err == (
+        f"monitord: {Q3} is not judged again: records it is judged from (state changes, sync "
+        f"runs, roll-ups) before {END + dt.timedelta(days=30):%Y-%m-%d %H:%M} Asia/Shanghai "
+        "are purged (store.retention_days, probes.rollup_retention_days); its stored "
+        "verdicts stand\n"
+    )
+    assert stored_verdicts(url, Q3) == judged
 
 
 def test_the_evaluation_ranks_the_services(

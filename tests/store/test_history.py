@@ -143,6 +143,44 @@ def test_a_quarters_figures_are_the_same_from_raw_results_roll_ups_or_both(store
     }
 
 
+def record_results(store: Store, *results: tuple[dt.datetime, bool]) -> None:
+    """svc-a's availability results (when its probe started, whether it passed), written now."""
+    with store.session() as session:
+        session.add_all(
+            ProbeResultRow(
+                service_id="svc-a",
+                kind="availability",
+                target="https://svc-a.example.test/",
+                at=moment,
+                success=ok,
+                duration_ms=50.0,
+                facts={},
+            )
+            for moment, ok in results
+        )
+
+
+def test_a_result_written_after_its_hour_was_rolled_up_is_counted_once(store: Store) -> None:
+    # The probe started at 10:59:48 timed out and was written at 11:00:08, after housekeeping
+    # at 11:00:03 had rolled 10:00 up: reports read rolled hours from the roll-ups only, so the
+    # failure was never counted (and its raw row purged later).
+    hour = at(9, 1, 10)
+    record_results(store, *((hour + dt.timedelta(minutes=m, seconds=48), True) for m in range(59)))
+    assert roll_up(store, at(9, 1, 11, 0) + dt.timedelta(seconds=3)) == 0  # not whole yet
+    record_results(store, (hour + dt.timedelta(minutes=59, seconds=48), False))
+    assert roll_up(store, at(9, 1, 11, 10)) == 1
+    # A daemon cut off from the store writes what it measured once it is back, hours later.
+    record_results(store, (hour + dt.timedelta(minutes=30), False))
+    roll_up(store, at(9, 1, 13, 10))
+    roll_up(store, at(9, 1, 14, 10))  # and it is not counted twice
+    a = quarter(store)["svc-a"]
+    assert (a.count, a.failures, a.hours_probed) == (61, 2, 1)
+    # The successful raw results of that hour go; the figures stay.
+    later = at(10, 1) + dt.timedelta(days=365)
+    assert purge(store, parse_config({}, "t", env={}), later)["probe_results"] == 59
+    assert figures(quarter(store)["svc-a"]) == figures(a)
+
+
 def test_a_quarter_without_probes_has_no_figures(store: Store) -> None:
     assert quarter(store) == {}
 
