@@ -28,6 +28,7 @@ from monitord.cli.common import (
     private_files,
     settings_for,
     settings_with_credentials,
+    tolerant_output,
 )
 from monitord.cli.compliance import add_compliance_commands
 from monitord.cli.evidence import add_evidence_commands
@@ -298,6 +299,7 @@ def _drop_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `monitord` console script; returns the exit status."""
+    tolerant_output()  # before parsing: --help and argparse's errors print Chinese too
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     # Readable lines on stderr for every command that logs; `run` and `demo` add the JSON log

@@ -327,6 +327,19 @@ class _EscapedOutput(io.TextIOBase):
         return self.inner.isatty()
 
 
+def tolerant_output() -> None:
+    """Make stdout and stderr write what their encoding cannot hold as backslash escapes
+    (\\u65e5) rather than fail.
+
+    A terminal or a pipe set to ASCII or Latin-1 (LC_ALL=C, PYTHONIOENCODING=ascii) cannot hold
+    the Chinese of a service's name or a help text: every command, its --help and its error
+    lines must still print, not end in a UnicodeEncodeError.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 @contextmanager
 def private_files() -> Iterator[None]:
     """Within it, the files monitord creates (the store, its -wal and -shm, the log and its

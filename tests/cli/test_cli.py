@@ -424,6 +424,35 @@ def test_output_to_a_full_disk_is_one_line_not_a_traceback(config: Path) -> None
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_output_in_an_encoding_without_chinese_is_escaped_not_a_traceback(
+    tmp_path: Path, config: Path, encoding: str
+) -> None:
+    catalogue = write_catalogue(tmp_path / "c.json", [make_service(1)])
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "monitord.cli", "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            encoding="ascii",
+            env=env,
+            timeout=60,
+        )
+
+    table = run("services")
+    assert (table.returncode, table.stderr) == (0, "")
+    assert "\\u6d4b\\u8bd5\\u670d\\u52a11" in table.stdout  # 测试服务1, escaped
+    listed = run("services", "--json")
+    assert listed.returncode == 0
+    assert json.loads(listed.stdout)[0]["name"] == "测试服务1"  # JSON reads the escapes back
+    helped = run("incidents", "notify", "--help")
+    assert (helped.returncode, helped.stderr) == (0, "")
+    assert "\\u521d\\u6b65\\u5224\\u5b9a" in helped.stdout  # 初步判定
+
+
 def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path: Path, config: Path) -> None:
     catalogue = write_catalogue(tmp_path / "c.json", [make_service(i) for i in range(1, 400)])
     assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
