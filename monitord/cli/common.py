@@ -238,6 +238,13 @@ def file_path(text: str) -> str:
     return text
 
 
+def catalogue_id(text: str) -> str:
+    """An argparse type for a service's id: what a non-UTF-8 terminal sent (GBK bytes) kept as
+    U+FFFD, as every stored text is, so that a lookup says "no such service" rather than fail
+    in the store."""
+    return storable(text)
+
+
 def quarter_arg(text: str) -> str:
     """An argparse type for every --quarter: the label as monitord spells it, whatever case a
     person typed (2026Q3 is 2026q3). The command checks it (bad, or not begun) in its words."""

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from monitord.cli import common, main
 from monitord.store import open_store
 from monitord.store.findings import upsert_finding
-from monitord.store.models import Finding
+from monitord.store.models import Finding, Incident, Silence
 from monitord.textable import display_width
 from monitord.timeutil import SHANGHAI
 from monitord.types import FindingDraft
@@ -734,6 +734,47 @@ def test_an_acceptance_given_non_utf8_text_is_stored_with_replacement_characters
             assert accepted.accepted_by == "\ufffd\ufffd"
     finally:
         store.dispose()
+
+
+def test_text_and_ids_typed_on_a_gbk_terminal_are_kept_with_replacement_characters(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GBK bytes on a UTF-8 terminal arrive as lone surrogates: a summary, a silence's reason or
+    # an id made of them failed in the store with a UnicodeEncodeError traceback.
+    catalogue = write_catalogue(tmp_path / "c.json", [make_service(1)])
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    gbk = os.fsdecode("服务商电话报告".encode("gbk"))
+    replaced = "".join("\ufffd" if "\udc80" <= ch <= "\udcff" else ch for ch in gbk)
+    assert replaced != gbk
+    opened = ["incidents", "open", "--kind", "data_exposure", "--service", "svc-0001"]
+    assert main(["--config", str(config), *opened, "--summary", gbk + " 已报告"]) == 0
+    assert main(["--config", str(config), "incidents", "ack", "1", "--note", gbk]) == 0
+    silenced = ["silence", "add", "--service", "svc-0001", "--for", "1h", "--reason", gbk]
+    assert main(["--config", str(config), *silenced]) == 0
+    capsys.readouterr()
+    store = open_store(f"sqlite:///{config.parent / 'm.db'}")
+    try:
+        with store.session() as session:
+            incident = session.get(Incident, 1)
+            assert incident is not None and incident.summary == replaced + " 已报告"
+            assert session.scalars(select(Silence.reason)).all() == [replaced]
+    finally:
+        store.dispose()
+
+    for command in (
+        ["usage", gbk],
+        ["findings", "--service", gbk],
+        ["scan", gbk],
+        ["probe", "--service", gbk],
+        ["silence", "add", "--service", gbk, "--for", "1h", "--reason", "演练"],
+        [*opened[:-1], gbk, "--summary", "泄露"],
+    ):
+        status = main(["--config", str(config), *command])
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "surrogates" not in err, command
+        if command[0] in ("scan", "probe", "silence", "incidents"):
+            assert status == 2, command
+            assert repr(replaced) in err, command
 
 
 @pytest.mark.parametrize(
