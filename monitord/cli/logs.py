@@ -67,8 +67,12 @@ def _check_input(path: str) -> None:
     from monitord.accesslog.sources import folder_files
 
     item = Path(path)
-    if not item.exists():
-        raise UsageError(f"{path}: no such file or directory")
+    try:
+        item.stat()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file or directory") from None
+    except OSError as exc:  # a name too long for the file system, a loop of links
+        raise UsageError(f"{path}: cannot be read ({exc.strerror})") from None
     files = folder_files(item) if item.is_dir() else [item]
     if item.is_dir() and not files:
         print(f"monitord: {path}: no log files in this folder", file=sys.stderr)

@@ -270,6 +270,19 @@ def test_a_backup_never_replaces_what_is_not_a_regular_file(
         assert (target.parent / "real.db").read_bytes() == b"kept"
 
 
+def test_a_backup_name_too_long_for_the_file_system_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    config = str(write_config(tmp_path, url))
+    open_store(url).dispose()
+    target = tmp_path / ("日" * 100 + ".db")  # 303 bytes: over the file system's 255
+    assert main(["--config", config, "backup", str(target)]) == 2
+    assert capsys.readouterr().err == (
+        f"monitord: {target}: cannot be used as the backup's name (File name too long)\n"
+    )
+
+
 def test_a_postgresql_store_is_pointed_at_pg_dump(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
