@@ -6,6 +6,7 @@ MonitordError            anything monitord reports to a user as one line, never 
 │   └── Replaced         (monitord.cluster) another process took this daemon's place in the cluster
 ├── SyncError            a catalogue sync could not read a whole, valid catalogue
 ├── UsageError           a command was given something it cannot work with (exit 2)
+│   ├── InputTooLarge    (monitord.files) a file to read is over its size limit
 │   └── ZapReportError   (monitord.scans.report_import) a file is not a ZAP report monitord can read
 ├── RuleError            a rule file (rules/*.toml) does not describe valid rules
 ├── ReportError          (reports/) the quarterly report cannot be drawn (no usable CJK font)
@@ -54,6 +55,11 @@ class SyncError(MonitordError):
 
 class UsageError(MonitordError):
     """A command-line argument or input file cannot be used."""
+
+
+class InputTooLarge(UsageError):
+    """A file given to read (a --file, the config) is larger than its limit; the message names
+    the file and the limit."""
 
 
 class RuleError(MonitordError):

@@ -453,6 +453,45 @@ def test_output_in_an_encoding_without_chinese_is_escaped_not_a_traceback(
     assert "\\u521d\\u6b65\\u5224\\u5b9a" in helped.stdout  # 初步判定
 
 
+@pytest.mark.parametrize(
+    ("command", "size_mb", "limit"),
+    [
+        (["sync", "--file"], 65, "the catalogue file's limit (64 MiB)"),
+        (["review", "admins", "--file"], 17, "an accounts export's limit (16 MiB)"),
+        (["complaints", "import"], 65, "a complaint export's limit (64 MiB)"),
+    ],
+)
+def test_a_file_too_large_to_read_is_refused_unread_in_one_line(
+    tmp_path: Path,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    size_mb: int,
+    limit: str,
+) -> None:
+    # Read whole, /dev/zero or a huge file ran the machine out of memory.
+    huge = tmp_path / "huge"
+    with huge.open("wb") as file:
+        file.truncate(size_mb << 20)  # sparse: never written, never read
+    assert main(["--config", str(config), *command, str(huge)]) == 2
+    assert capsys.readouterr().err.endswith(f"monitord: {huge}: larger than {limit}: not read\n")
+    assert main(["--config", str(config), "syncs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # nothing recorded
+
+
+def test_a_config_too_large_to_read_is_refused_unread_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--config /dev/zero` hung, reading without end.
+    huge = tmp_path / "monitord.toml"
+    with huge.open("wb") as file:
+        file.truncate(2 << 20)
+    assert main(["--config", str(huge), "check-config"]) == 2
+    assert capsys.readouterr().err == (
+        f"monitord: {huge}: larger than a config file's limit (1 MiB): not read\n"
+    )
+
+
 def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path: Path, config: Path) -> None:
     catalogue = write_catalogue(tmp_path / "c.json", [make_service(i) for i in range(1, 400)])
     assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
