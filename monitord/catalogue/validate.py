@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from monitord.config import http_url
-from monitord.errors import SyncError
+from monitord.errors import SyncError, UsageError
 from monitord.files import read_bounded
 from monitord.textable import UNSTORABLE, shortened, storable
 from monitord.timeutil import TimeOutOfRange, parse_time
@@ -474,14 +474,15 @@ def read_catalogue_file(path: str | Path, max_field_kb: int) -> Catalogue:
     """Read a catalogue file: a JSON object with a `services` list, as the portal serves it;
     a field larger than max_field_kb KiB is a filing problem and is not kept.
 
-    Raises InputTooLarge, unread, for a file over MAX_CATALOGUE_FILE_MB; SyncError for one that
-    is not a catalogue."""
+    Raises UsageError for a file that cannot be read (InputTooLarge, unread, for one over
+    MAX_CATALOGUE_FILE_MB); SyncError for one that is not a catalogue."""
     file = Path(path)
     limit = "the catalogue file's limit"
     try:
         document = load_json(read_bounded(file, MAX_CATALOGUE_FILE_MB * MIB, limit))
     except OSError as exc:
-        raise SyncError(f"{file}: cannot read ({exc.strerror})") from None
+        # A mistyped path is the command's mistake, not a failed sync: nothing is recorded.
+        raise UsageError(f"--file {file}: cannot be read ({exc.strerror})") from None
     except ValueError as exc:
         raise SyncError(f"{file}: not valid JSON ({exc})") from None
     if not isinstance(document, dict) or not isinstance(document.get("services"), list):

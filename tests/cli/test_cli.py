@@ -100,6 +100,18 @@ def test_syncs_json_records_ok_and_failed_runs_with_reasons(
     assert runs[1]["reason"] is None
 
 
+def test_a_mistyped_sync_file_is_a_usage_error_not_a_failed_sync(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "catalogue.jsn"
+    assert main(["--config", str(config), "sync", "--file", str(missing)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"monitord: --file {missing}: cannot be read (No such file or directory)\n"
+    )
+    assert main(["--config", str(config), "syncs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # no failed sync recorded
+
+
 @pytest.mark.parametrize(
     ("paging", "reason"),
     [
