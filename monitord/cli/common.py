@@ -252,22 +252,22 @@ def quarter_arg(text: str) -> str:
 
 
 def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (a --limit of 0 or -1 shows all or none)."""
+    """An argparse type: a whole number from 1 to `MAX_ID` (a --limit of 0 or -1 shows all or
+    none; one past what SQLite and PostgreSQL take in a query fails there)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    if value > MAX_ID:
+        raise argparse.ArgumentTypeError(f"expected a number up to {MAX_ID}, got {value}")
     return value
 
 
 def row_id(text: str) -> int:
     """An argparse type: the number of an incident, a finding, a silence… (1 to `MAX_ID`)."""
-    value = positive_int(text)
-    if value > MAX_ID:
-        raise argparse.ArgumentTypeError(f"expected a number up to {MAX_ID}, got {value}")
-    return value
+    return positive_int(text)
 
 
 def time_arg(flag: str, value: str | None) -> dt.datetime | None:

@@ -349,6 +349,20 @@ def test_an_empty_config_path_is_refused_not_replaced(
     )
 
 
+@pytest.mark.parametrize("command", [["syncs"], ["incidents", "list"]])
+def test_a_limit_past_what_the_store_takes_is_a_usage_error(
+    config: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    # SQLite's OverflowError came out as a traceback.
+    limit = "99999999999999999999"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", str(config), *command, "--limit", limit])
+    assert exit_.value.code == 2
+    assert f"argument --limit: expected a number up to 2147483647, got {limit}" in (
+        capsys.readouterr().err
+    )
+
+
 @pytest.mark.parametrize("limit", ["0", "-1"])
 def test_a_limit_below_one_is_a_usage_error(
     config: Path, capsys: pytest.CaptureFixture[str], limit: str
