@@ -8,6 +8,7 @@ MonitordError            anything monitord reports to a user as one line, never 
 ├── UsageError           a command was given something it cannot work with (exit 2)
 │   ├── Refused          an incident action refused, with the reason and the field as codes
 │   │                    (the status page words them in Chinese; the message is the CLI's)
+│   ├── InputTooLarge    (monitord.files) a file to read is over its size limit
 │   ├── ZapReportError   (monitord.scans.report_import) a file is not a ZAP report monitord can read
 │   └── Outdated         what a person saw changed before they acted on it (a notification sent
 │                        meanwhile by someone else, or the same form sent twice)
@@ -81,6 +82,11 @@ class Refused(UsageError):
         self.reason = reason
         self.field = field
         self.facts = facts
+
+
+class InputTooLarge(UsageError):
+    """A file given to read (a --file, the config) is larger than its limit; the message names
+    the file and the limit."""
 
 
 class RuleError(MonitordError):

@@ -24,9 +24,10 @@ def storable(text: str) -> str:
 def written_text(
     label: str, text: str, limit: int = MAX_LONG_TEXT, *, one_line_only: bool = False
 ) -> str:
-    """What a person typed (a note, a notification's part, a name), stripped; UsageError naming
-    `label` when it is over `limit` characters or holds a control character (any, for a name
-    kept on one line; tabs and line ends may stand in a note). The API checks the same."""
+    """What a person typed (a note, a notification's part, a name), stripped and storable (a
+    non-UTF-8 argument's undecodable bytes kept as U+FFFD); UsageError naming `label` when it
+    is over `limit` characters or holds a control character (any, for a name kept on one line;
+    tabs and line ends may stand in a note). The API checks the same."""
     text = text.strip()
     if len(text) > limit:
         raise UsageError(f"{label}: {len(text):,} characters, at most {limit:,}")
@@ -38,7 +39,7 @@ def written_text(
         # An escape sequence would rewrite the terminal of whoever reads it back.
         plain = "a plain name" if one_line_only else "plain text"
         raise UsageError(f"{label}: holds a control character; write {plain}")
-    return text
+    return storable(text)
 
 
 def shortened(text: str, limit: int) -> str:

@@ -13,7 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = ("probes", "rules", "alerts", "reports")
 HELPERS = {
     "monitord",
-    *(f"monitord.{name}" for name in ("types", "errors", "aio", "redact", "regex", "textable")),
+    *(
+        f"monitord.{name}"
+        for name in ("types", "errors", "aio", "files", "redact", "regex", "textable")
+    ),
     "monitord.names",
     *(f"monitord.{name}" for name in ("timeutil", "workcalendar", "netguard")),
 }

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from monitord.config import http_url
-from monitord.errors import SyncError
+from monitord.errors import SyncError, UsageError
+from monitord.files import read_bounded
 from monitord.textable import UNSTORABLE, shortened, storable
 from monitord.timeutil import TimeOutOfRange, parse_time
 from monitord.types import PROBE_METHODS, is_http_status, is_probe_path
@@ -156,6 +157,8 @@ is a fraction written where 99.9 was meant, and would let a service pass at any 
 
 
 MIB = 1024 * 1024
+MAX_CATALOGUE_FILE_MB = 64
+"""The largest catalogue file `sync --file` reads: a city's few thousand services take a few MiB."""
 
 RECORD_DEPTH = 20
 """How deeply a record's values may nest; the contract's deepest (probe.expect_codes.ok) is 3."""
@@ -469,12 +472,17 @@ def collect_records(
 
 def read_catalogue_file(path: str | Path, max_field_kb: int) -> Catalogue:
     """Read a catalogue file: a JSON object with a `services` list, as the portal serves it;
-    a field larger than max_field_kb KiB is a filing problem and is not kept."""
+    a field larger than max_field_kb KiB is a filing problem and is not kept.
+
+    Raises UsageError for a file that cannot be read (InputTooLarge, unread, for one over
+    MAX_CATALOGUE_FILE_MB); SyncError for one that is not a catalogue."""
     file = Path(path)
+    limit = "the catalogue file's limit"
     try:
-        document = load_json(file.read_bytes())
+        document = load_json(read_bounded(file, MAX_CATALOGUE_FILE_MB * MIB, limit))
     except OSError as exc:
-        raise SyncError(f"{file}: cannot read ({exc.strerror})") from None
+        # A mistyped path is the command's mistake, not a failed sync: nothing is recorded.
+        raise UsageError(f"--file {file}: cannot be read ({exc.strerror})") from None
     except ValueError as exc:
         raise SyncError(f"{file}: not valid JSON ({exc})") from None
     if not isinstance(document, dict) or not isinstance(document.get("services"), list):

@@ -28,6 +28,7 @@ from monitord.cli.common import (
     private_files,
     settings_for,
     settings_with_credentials,
+    tolerant_output,
 )
 from monitord.cli.compliance import add_compliance_commands
 from monitord.cli.evidence import add_evidence_commands
@@ -319,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # which reloads once it runs. So the handler comes first, before the imports of the
     # parser's work and of the config.
     reload_requested = _keep_sighup() if _command_of(argv) == "run" else None
+    tolerant_output()  # before parsing: --help and argparse's errors print Chinese too
     args = build_parser().parse_args(argv, argparse.Namespace(reload_requested=reload_requested))
     handler: Handler = args.handler
     # Readable lines on stderr for every command that logs; `run` and `demo` add the JSON log

@@ -238,6 +238,13 @@ def file_path(text: str) -> str:
     return text
 
 
+def catalogue_id(text: str) -> str:
+    """An argparse type for a service's id: what a non-UTF-8 terminal sent (GBK bytes) kept as
+    U+FFFD, as every stored text is, so that a lookup says "no such service" rather than fail
+    in the store."""
+    return storable(text)
+
+
 def quarter_arg(text: str) -> str:
     """An argparse type for every --quarter: the label as monitord spells it, whatever case a
     person typed (2026Q3 is 2026q3). The command checks it (bad, or not begun) in its words."""
@@ -245,22 +252,22 @@ def quarter_arg(text: str) -> str:
 
 
 def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (a --limit of 0 or -1 shows all or none)."""
+    """An argparse type: a whole number from 1 to `MAX_ID` (a --limit of 0 or -1 shows all or
+    none; one past what SQLite and PostgreSQL take in a query fails there)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    if value > MAX_ID:
+        raise argparse.ArgumentTypeError(f"expected a number up to {MAX_ID}, got {value}")
     return value
 
 
 def row_id(text: str) -> int:
     """An argparse type: the number of an incident, a finding, a silence… (1 to `MAX_ID`)."""
-    value = positive_int(text)
-    if value > MAX_ID:
-        raise argparse.ArgumentTypeError(f"expected a number up to {MAX_ID}, got {value}")
-    return value
+    return positive_int(text)
 
 
 def time_arg(flag: str, value: str | None) -> dt.datetime | None:
@@ -325,6 +332,19 @@ class _EscapedOutput(io.TextIOBase):
     def isatty(self) -> bool:
         """Whether the stream underneath is a terminal."""
         return self.inner.isatty()
+
+
+def tolerant_output() -> None:
+    """Make stdout and stderr write what their encoding cannot hold as backslash escapes
+    (\\u65e5) rather than fail.
+
+    A terminal or a pipe set to ASCII or Latin-1 (LC_ALL=C, PYTHONIOENCODING=ascii) cannot hold
+    the Chinese of a service's name or a help text: every command, its --help and its error
+    lines must still print, not end in a UnicodeEncodeError.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 @contextmanager

@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from monitord.cli.common import actor, add_wide, app_for, file_path, print_json, quarter_arg
+from monitord.cli.common import (
+    actor,
+    add_wide,
+    app_for,
+    catalogue_id,
+    file_path,
+    print_json,
+    quarter_arg,
+)
 from monitord.errors import UsageError
 from monitord.textable import format_table
 from monitord.timeutil import local_text, parse_time, quarter_start
@@ -176,7 +184,12 @@ def add_evidence_commands(sub: Any) -> None:
     )
     p.add_argument("--date", required=True, help="the date the document bears (YYYY-MM-DD)")
     p.add_argument("--by", metavar="NAME", help="who files it (default: your login)")
-    p.add_argument("--service", metavar="ID", help="the service it is about (default: the portal)")
+    p.add_argument(
+        "--service",
+        metavar="ID",
+        type=catalogue_id,
+        help="the service it is about (default: the portal)",
+    )
     p.add_argument("--note", help="a note kept with it")
     p.set_defaults(handler=cmd_evidence_add)
     p = esub.add_parser("list", help="the register, oldest document first")

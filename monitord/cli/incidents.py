@@ -13,6 +13,7 @@ from monitord.cli.common import (
     add_json,
     add_wide,
     app_for,
+    catalogue_id,
     positive_int,
     print_json,
     row_id,
@@ -425,7 +426,12 @@ def add_incident_commands(sub: Any) -> None:
         + ", or a kind [incidents] adds",
     )
     p.add_argument(
-        "--service", action="append", required=True, metavar="ID", help="a service (repeatable)"
+        "--service",
+        action="append",
+        required=True,
+        metavar="ID",
+        type=catalogue_id,
+        help="a service (repeatable)",
     )
     p.add_argument("--summary", required=True, help="what happened, in a line")
     p.add_argument(

@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from monitord.cli.common import add_json, add_wide, app_for, config_path, quarter_arg, time_arg
+from monitord.cli.common import (
+    add_json,
+    add_wide,
+    app_for,
+    catalogue_id,
+    config_path,
+    quarter_arg,
+    time_arg,
+)
 from monitord.errors import UsageError
 from monitord.names import SEVERITY_NAMES, named
 from monitord.textable import format_table
@@ -59,8 +67,12 @@ def _check_input(path: str) -> None:
     from monitord.accesslog.sources import folder_files
 
     item = Path(path)
-    if not item.exists():
-        raise UsageError(f"{path}: no such file or directory")
+    try:
+        item.stat()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file or directory") from None
+    except OSError as exc:  # a name too long for the file system, a loop of links
+        raise UsageError(f"{path}: cannot be read ({exc.strerror})") from None
     files = folder_files(item) if item.is_dir() else [item]
     if item.is_dir() and not files:
         print(f"monitord: {path}: no log files in this folder", file=sys.stderr)
@@ -334,7 +346,7 @@ def add_log_commands(sub: Any) -> None:
     add_wide(p)
     p.set_defaults(handler=cmd_analyse, logs=False)  # it reports on stdout; nothing to log
     p = sub.add_parser("usage", help="how a service was used (default: the last quarter)")
-    p.add_argument("service", metavar="SERVICE_ID", help="the catalogue service")
+    p.add_argument("service", metavar="SERVICE_ID", type=catalogue_id, help="the catalogue service")
     _add_range(p)
     add_json(p, "print a JSON document")
     p.set_defaults(handler=cmd_usage)

@@ -8,7 +8,13 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from monitord.cli.common import add_wide, existing_app, progress_line, settings_for
+from monitord.cli.common import (
+    add_wide,
+    catalogue_id,
+    existing_app,
+    progress_line,
+    settings_for,
+)
 from monitord.errors import UsageError
 from monitord.redact import mask_url, mask_urls, mask_urls_within
 from monitord.textable import format_table
@@ -190,7 +196,9 @@ def add_probe_command(sub: Any) -> None:
         "a probe failed, 0 when every one succeeded",
     )
     p.add_argument("url", nargs="?", help="any http(s) URL")
-    p.add_argument("--service", metavar="ID", help="a catalogue service's whole probe set")
+    p.add_argument(
+        "--service", metavar="ID", type=catalogue_id, help="a catalogue service's whole probe set"
+    )
     p.add_argument("--all", action="store_true", help="one round over every online service")
     p.add_argument("--kind", choices=list(PROBE_KINDS), help="only this probe kind")
     p.add_argument("--ca-file", metavar="PEM", help="also trust this CA bundle")

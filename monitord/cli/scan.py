@@ -12,6 +12,7 @@ from monitord.cli.common import (
     add_json,
     add_wide,
     app_for,
+    catalogue_id,
     file_path,
     print_json,
     row_id,
@@ -47,6 +48,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             raise UsageError(f"import FILE: {exc}") from None
     if len(words) != 1:
         raise UsageError("give one service id")
+    words = [catalogue_id(words[0])]
     from monitord import aio
     from monitord.scans import (
         driver_settings,
@@ -283,7 +285,12 @@ def add_scan_commands(sub: Any) -> None:
     p.add_argument("--wait", action="store_true", help="run the scan now and wait for it")
     add_json(p, "with status: print a JSON list")
     add_wide(p)
-    p.add_argument("--service", metavar="ID", help="with import: the service the report is for")
+    p.add_argument(
+        "--service",
+        metavar="ID",
+        type=catalogue_id,
+        help="with import: the service the report is for",
+    )
     p.add_argument(
         "--any-site",
         action="store_true",
@@ -293,7 +300,9 @@ def add_scan_commands(sub: Any) -> None:
     add_by(p)
     p.set_defaults(handler=cmd_scan)
     p = sub.add_parser("findings", help="findings: list, or --accept ID with a reason and expiry")
-    p.add_argument("--service", metavar="ID", help="only this service's findings")
+    p.add_argument(
+        "--service", metavar="ID", type=catalogue_id, help="only this service's findings"
+    )
     p.add_argument("--risk", metavar="LIST", type=severities, help="severities, e.g. high,medium")
     p.add_argument("--all", action="store_true", help="include resolved findings")
     add_json(p, "print a JSON list")

@@ -11,6 +11,7 @@ from monitord.cli.common import (
     add_json,
     add_wide,
     app_for,
+    catalogue_id,
     print_json,
     row_id,
     time_arg,
@@ -123,7 +124,13 @@ def add_silence_commands(sub: Any) -> None:
     ssub = silence.add_subparsers(dest="silence_command", required=True, metavar="ACTION")
 
     p = ssub.add_parser("add", help="add a silence (at least one --service, --kind or --rule)")
-    p.add_argument("--service", action="append", metavar="ID", help="a service id (repeatable)")
+    p.add_argument(
+        "--service",
+        action="append",
+        metavar="ID",
+        type=catalogue_id,
+        help="a service id (repeatable)",
+    )
     p.add_argument(
         "--kind",
         action="append",

@@ -110,8 +110,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print("# the store is PostgreSQL: back it up with pg_dump, as a user it lets in")
         print(pg_dump_line(settings.store.url, target))
         return 0
-    if target.is_dir():
-        raise UsageError(f"{target} is a folder: give the backup's file name")
     size = backup_sqlite(file, target)
     print(f"backed up the store {file} to {target} ({size:,} bytes, mode 0600)")
     print(f"to restore: stop the daemon, copy {target} to {file}, remove {file}-wal and {file}-shm")

@@ -37,7 +37,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from monitord.errors import ConfigError
+from monitord.errors import ConfigError, InputTooLarge
+from monitord.files import read_bounded
 from monitord.redact import MASK, mask_url, mask_urls, one_line
 from monitord.timeutil import SHANGHAI
 from monitord.types import API_ROLES as API_ROLES
@@ -1167,6 +1168,10 @@ def urls_needing_smtp_password(alerts: AlertSettings) -> list[str]:
     return keys
 
 
+MAX_CONFIG_FILE_MB = 1
+"""The largest config file read: a config takes a few KiB (a /dev/zero given never ends)."""
+
+
 def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> Settings:
     """Read and validate a config file; None means the built-in defaults.
 
@@ -1176,7 +1181,9 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> S
         return parse_config({}, "(built-in defaults)", env)
     file = Path(path)
     try:
-        raw = file.read_bytes()
+        raw = read_bounded(file, MAX_CONFIG_FILE_MB << 20, "a config file's limit")
+    except InputTooLarge as exc:
+        raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read the config file ({exc.strerror})") from None
     try:

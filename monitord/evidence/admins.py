@@ -51,6 +51,7 @@ from sqlalchemy.orm import Session
 
 from monitord.errors import UsageError
 from monitord.evidence.exported import exported_text
+from monitord.files import read_bounded
 from monitord.names import ADMIN_PROBLEM_NAMES
 from monitord.store import audit
 from monitord.store.bulk import among
@@ -59,6 +60,9 @@ from monitord.store.models import AdminReview, Finding
 from monitord.textable import shortened, storable
 from monitord.timeutil import SHANGHAI, begun_quarter_bounds, parse_time, quarter_bounds
 from monitord.types import FindingDraft
+
+MAX_ACCOUNTS_FILE_MB = 16
+"""The largest accounts export `review admins` reads: a portal's admin accounts take kilobytes."""
 
 COLUMNS = ("account", "role", "vendor", "last_login", "granted_by", "end_date")
 
@@ -293,7 +297,8 @@ def review_admins(
 ) -> AdminReview:
     """Read an accounts export, record the review with what it flags, and audit it.
 
-    Raises UsageError, before anything is written, when the file cannot be read, a line of it
+    Raises UsageError, before anything is written, when the file cannot be read or is over
+    MAX_ACCOUNTS_FILE_MB (InputTooLarge), a line of it
     is not an account (naming the line and column), or the quarter is not YYYYqN or has not
     begun.
     """
@@ -302,7 +307,7 @@ def review_admins(
     except ValueError as exc:
         raise UsageError(f"--quarter: {exc}") from None
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, MAX_ACCOUNTS_FILE_MB << 20, "an accounts export's limit")
     except OSError as exc:
         raise UsageError(f"--file {str(path)!r}: cannot be read ({exc.strerror})") from None
     accounts = read_accounts(data, path.name)

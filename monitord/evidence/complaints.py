@@ -31,10 +31,14 @@ from sqlalchemy.orm import Session
 
 from monitord.errors import UsageError
 from monitord.evidence.exported import exported_text
+from monitord.files import read_bounded
 from monitord.store import audit
 from monitord.store.models import Complaint
 from monitord.textable import shortened, storable
 from monitord.timeutil import parse_time
+
+MAX_COMPLAINTS_FILE_MB = 64
+"""The largest complaint export `complaints import` reads: a quarter's complaints take a few MiB."""
 
 FIELDS = ("id", "service_id", "received_at", "category", "status", "summary")
 REQUIRED = ("id", "received_at")
@@ -144,10 +148,11 @@ def complaint_fields(row: dict[str, Any]) -> dict[str, Any]:
 def import_complaints(session: Session, path: Path, now: dt.datetime, actor: str) -> ImportResult:
     """Import the portal's complaint export at path (see the module's docstring), and audit it.
 
-    Raises UsageError when the file cannot be read at all; bad rows are in the result.
+    Raises UsageError when the file cannot be read at all or is over MAX_COMPLAINTS_FILE_MB
+    (InputTooLarge); bad rows are in the result.
     """
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, MAX_COMPLAINTS_FILE_MB << 20, "a complaint export's limit")
     except OSError as exc:
         raise UsageError(f"{path}: cannot be read ({exc.strerror})") from None
     result = ImportResult()

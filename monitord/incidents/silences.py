@@ -24,6 +24,7 @@ from monitord.errors import UsageError
 from monitord.redact import printable
 from monitord.store import audit
 from monitord.store.models import Finding, Incident, Service, Silence
+from monitord.textable import storable
 from monitord.timeutil import local_text
 
 CHAT_NEWS = frozenset({"opened", "resolved"})
@@ -126,7 +127,7 @@ def add_silence(
     unknown kind or rule, no reason, an end not in the future.
     """
     service_ids, kind_names, patterns = _once(services), _once(kinds), _once(rule_names)
-    reason = printable(reason.strip())
+    reason = storable(printable(reason.strip()))  # a non-UTF-8 argument's bytes: U+FFFD
     _check(session, settings, service_ids, kind_names, patterns, reason, ends_at, now)
     silence = Silence(
         services=service_ids,

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -444,9 +445,11 @@ def backup_sqlite(file: Path, target: Path) -> int:
     SQLite's online backup API copies a snapshot; the copy is written beside `target` (mode
     0600: the store holds webhook tokens), checked, and renamed over it, so that `target` is
     never half written. Returns the size of the copy in bytes.
-    Raises UsageError when target is the store or one of its own files, StoreError naming
-    what could not be read or written.
+    Raises UsageError when target is something other than a regular file (a folder, a device,
+    a FIFO, a symbolic link: replaced, it would be lost), its name cannot be used, or it is
+    the store or one of its own files; StoreError naming what could not be read or written.
     """
+    _refuse_what_is_not_a_file(target)
     _refuse_the_stores_own_files(file, target)
     try:
         handle, part_name = tempfile.mkstemp(
@@ -469,6 +472,36 @@ def backup_sqlite(file: Path, target: Path) -> int:
         part.unlink(missing_ok=True)
     _sync_folder(target.parent)
     return target.stat().st_size
+
+
+# What a backup's target may already be besides a regular file, in the words a refusal uses.
+_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _refuse_what_is_not_a_file(target: Path) -> None:
+    # The copy is renamed over target: a device (/dev/null as root), a FIFO or a symbolic link
+    # there would be replaced by a regular file, and whatever it was lost.
+    try:
+        mode = target.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UsageError(
+            f"{target}: cannot be used as the backup's name ({exc.strerror})"
+        ) from None
+    if not stat.S_ISREG(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "of an unknown kind")
+        raise UsageError(
+            f"{target} is {kind}, not a regular file: give the backup's file name (a backup "
+            "replaces only a regular file)"
+        )
 
 
 # The files SQLite keeps beside a store: replacing one under a running daemon corrupts it.

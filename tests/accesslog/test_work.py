@@ -275,6 +275,16 @@ def test_analyse_cli_names_an_input_it_cannot_open(
     assert f"{path}: cannot be read (" in err and "Traceback" not in err
 
 
+def test_analyse_cli_names_a_file_name_too_long_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitord.cli import main
+
+    path = tmp_path / ("日" * 100 + ".log")  # 300 bytes: over the file system's 255
+    assert main(["analyse", str(path)]) == 2
+    assert capsys.readouterr().err == f"monitord: {path}: cannot be read (File name too long)\n"
+
+
 def test_findings_quiet_for_a_week_leave_the_follow_state_but_stay_stored(
     tmp_path: Path, sqlite_store: Store, clock: FakeClock
 ) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from monitord.cli import common, main
 from monitord.store import open_store
 from monitord.store.findings import upsert_finding
-from monitord.store.models import Finding
+from monitord.store.models import Finding, Incident, Silence
 from monitord.textable import display_width
 from monitord.timeutil import SHANGHAI
 from monitord.types import FindingDraft
@@ -98,6 +98,18 @@ def test_syncs_json_records_ok_and_failed_runs_with_reasons(
     assert runs[0]["reason"] == f"{bad}: not valid JSON (Expecting value at line 1)"
     assert runs[0]["started_at"].endswith("+00:00")
     assert runs[1]["reason"] is None
+
+
+def test_a_mistyped_sync_file_is_a_usage_error_not_a_failed_sync(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "catalogue.jsn"
+    assert main(["--config", str(config), "sync", "--file", str(missing)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"monitord: --file {missing}: cannot be read (No such file or directory)\n"
+    )
+    assert main(["--config", str(config), "syncs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # no failed sync recorded
 
 
 @pytest.mark.parametrize(
@@ -354,6 +366,20 @@ def test_an_empty_config_path_is_refused_not_replaced(
     )
 
 
+@pytest.mark.parametrize("command", [["syncs"], ["incidents", "list"]])
+def test_a_limit_past_what_the_store_takes_is_a_usage_error(
+    config: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    # SQLite's OverflowError came out as a traceback.
+    limit = "99999999999999999999"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", str(config), *command, "--limit", limit])
+    assert exit_.value.code == 2
+    assert f"argument --limit: expected a number up to 2147483647, got {limit}" in (
+        capsys.readouterr().err
+    )
+
+
 @pytest.mark.parametrize("limit", ["0", "-1"])
 def test_a_limit_below_one_is_a_usage_error(
     config: Path, capsys: pytest.CaptureFixture[str], limit: str
@@ -439,6 +465,74 @@ def test_output_to_a_full_disk_is_one_line_not_a_traceback(config: Path) -> None
     assert done.returncode == 1
     assert done.stderr.endswith("monitord: cannot write the output (No space left on device)\n")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_output_in_an_encoding_without_chinese_is_escaped_not_a_traceback(
+    tmp_path: Path, config: Path, encoding: str
+) -> None:
+    catalogue = write_catalogue(tmp_path / "c.json", [make_service(1)])
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "monitord.cli", "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            encoding="ascii",
+            env=env,
+            timeout=60,
+        )
+
+    table = run("services")
+    assert (table.returncode, table.stderr) == (0, "")
+    assert "\\u6d4b\\u8bd5\\u670d\\u52a11" in table.stdout  # 测试服务1, escaped
+    listed = run("services", "--json")
+    assert listed.returncode == 0
+    assert json.loads(listed.stdout)[0]["name"] == "测试服务1"  # JSON reads the escapes back
+    helped = run("incidents", "notify", "--help")
+    assert (helped.returncode, helped.stderr) == (0, "")
+    assert "\\u521d\\u6b65\\u5224\\u5b9a" in helped.stdout  # 初步判定
+
+
+@pytest.mark.parametrize(
+    ("command", "size_mb", "limit"),
+    [
+        (["sync", "--file"], 65, "the catalogue file's limit (64 MiB)"),
+        (["review", "admins", "--file"], 17, "an accounts export's limit (16 MiB)"),
+        (["complaints", "import"], 65, "a complaint export's limit (64 MiB)"),
+    ],
+)
+def test_a_file_too_large_to_read_is_refused_unread_in_one_line(
+    tmp_path: Path,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    size_mb: int,
+    limit: str,
+) -> None:
+    # Read whole, /dev/zero or a huge file ran the machine out of memory.
+    huge = tmp_path / "huge"
+    with huge.open("wb") as file:
+        file.truncate(size_mb << 20)  # sparse: never written, never read
+    assert main(["--config", str(config), *command, str(huge)]) == 2
+    assert capsys.readouterr().err.endswith(f"monitord: {huge}: larger than {limit}: not read\n")
+    assert main(["--config", str(config), "syncs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # nothing recorded
+
+
+def test_a_config_too_large_to_read_is_refused_unread_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--config /dev/zero` hung, reading without end.
+    huge = tmp_path / "monitord.toml"
+    with huge.open("wb") as file:
+        file.truncate(2 << 20)
+    assert main(["--config", str(huge), "check-config"]) == 2
+    assert capsys.readouterr().err == (
+        f"monitord: {huge}: larger than a config file's limit (1 MiB): not read\n"
+    )
 
 
 def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path: Path, config: Path) -> None:
@@ -722,6 +816,47 @@ def test_an_acceptance_given_non_utf8_text_is_stored_with_replacement_characters
             assert accepted.accepted_by == "\ufffd\ufffd"
     finally:
         store.dispose()
+
+
+def test_text_and_ids_typed_on_a_gbk_terminal_are_kept_with_replacement_characters(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GBK bytes on a UTF-8 terminal arrive as lone surrogates: a summary, a silence's reason or
+    # an id made of them failed in the store with a UnicodeEncodeError traceback.
+    catalogue = write_catalogue(tmp_path / "c.json", [make_service(1)])
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    gbk = os.fsdecode("服务商电话报告".encode("gbk"))
+    replaced = "".join("\ufffd" if "\udc80" <= ch <= "\udcff" else ch for ch in gbk)
+    assert replaced != gbk
+    opened = ["incidents", "open", "--kind", "data_exposure", "--service", "svc-0001"]
+    assert main(["--config", str(config), *opened, "--summary", gbk + " 已报告"]) == 0
+    assert main(["--config", str(config), "incidents", "ack", "1", "--note", gbk]) == 0
+    silenced = ["silence", "add", "--service", "svc-0001", "--for", "1h", "--reason", gbk]
+    assert main(["--config", str(config), *silenced]) == 0
+    capsys.readouterr()
+    store = open_store(f"sqlite:///{config.parent / 'm.db'}")
+    try:
+        with store.session() as session:
+            incident = session.get(Incident, 1)
+            assert incident is not None and incident.summary == replaced + " 已报告"
+            assert session.scalars(select(Silence.reason)).all() == [replaced]
+    finally:
+        store.dispose()
+
+    for command in (
+        ["usage", gbk],
+        ["findings", "--service", gbk],
+        ["scan", gbk],
+        ["probe", "--service", gbk],
+        ["silence", "add", "--service", gbk, "--for", "1h", "--reason", "演练"],
+        [*opened[:-1], gbk, "--summary", "泄露"],
+    ):
+        status = main(["--config", str(config), *command])
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "surrogates" not in err, command
+        if command[0] in ("scan", "probe", "silence", "incidents"):
+            assert status == 2, command
+            assert repr(replaced) in err, command
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shlex
 import shutil
 import sqlite3
+import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -217,6 +220,69 @@ def test_a_backup_replaces_an_older_one_but_never_the_store(
         )
         assert (own.read_bytes() if own.exists() else None) == before
     assert (tmp_path / "m.db").read_bytes() == store_bytes
+
+
+def _make_character_device(path: Path) -> None:
+    # A null device of its own (never the system's /dev/null): mknod needs root.
+    if os.geteuid() != 0:
+        pytest.skip("making a device node needs root")
+    os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+
+
+def _make_symbolic_link(path: Path) -> None:
+    (path.parent / "real.db").write_bytes(b"kept")
+    path.symlink_to("real.db")
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (_make_character_device, "a character device"),
+        (os.mkfifo, "a FIFO"),
+        (_make_symbolic_link, "a symbolic link"),
+        (Path.mkdir, "a folder"),
+    ],
+)
+def test_a_backup_never_replaces_what_is_not_a_regular_file(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make: Callable[[Path], object],
+    kind: str,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    config = str(write_config(tmp_path, url))
+    open_store(url).dispose()
+    target = tmp_path / "backups" / "monitord.db"
+    target.parent.mkdir()
+    make(target)
+    before = target.lstat()
+
+    assert main(["--config", config, "backup", str(target)]) == 2
+    assert capsys.readouterr().err == (
+        f"monitord: {target} is {kind}, not a regular file: give the backup's file name (a "
+        "backup replaces only a regular file)\n"
+    )
+    after = target.lstat()
+    assert (after.st_mode, after.st_ino, after.st_rdev) == (
+        before.st_mode,
+        before.st_ino,
+        before.st_rdev,
+    )
+    if kind == "a symbolic link":
+        assert (target.parent / "real.db").read_bytes() == b"kept"
+
+
+def test_a_backup_name_too_long_for_the_file_system_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    config = str(write_config(tmp_path, url))
+    open_store(url).dispose()
+    target = tmp_path / ("日" * 100 + ".db")  # 303 bytes: over the file system's 255
+    assert main(["--config", config, "backup", str(target)]) == 2
+    assert capsys.readouterr().err == (
+        f"monitord: {target}: cannot be used as the backup's name (File name too long)\n"
+    )
 
 
 def test_a_postgresql_store_is_pointed_at_pg_dump(
