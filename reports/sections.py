@@ -652,7 +652,10 @@ def retention(w: Writer, quarter: Quarter, retention_days: int) -> list[Flowable
             s.body,
         )
     )
-    rows = [[r.kind, when(r.oldest), r.rows, r.keep_days] for r in quarter.retention]
+    rows = [
+        [r.kind, when(r.oldest), r.rows, "永久保存" if r.keep_days is None else r.keep_days]
+        for r in quarter.retention
+    ]
     out.append(
         w.table(["记录类别", "最早记录", "现存条数", "保存期限（天）"], rows, [0.3, 0.3, 0.2, 0.2])
     )
