@@ -44,6 +44,16 @@ CATALOGUE_STATUS_NAMES = {
     "offline": "已下线",
 }
 """A service's status as the portal's catalogue gives it (Appendix A's lifecycle)."""
+PURGED_TABLE_NAMES = {
+    "probe_results": "探测结果",
+    "probe_rollups": "探测小时汇总",
+    "probe_rounds": "探测轮次",
+    "sync_runs": "目录同步记录",
+    "service_state_changes": "服务状态变化",
+}
+"""The tables the purge deletes from (monitord.store.retention), as its audit entry names them."""
+PURGED_KIND_NAMES = {"successful": "成功的", "failed": "失败的", "all": ""}
+"""Which rows of a table a purge cutoff applied to, as its audit entry names them."""
 ADMIN_PROBLEM_NAMES = {
     "dormant_admin": "长期未登录的管理员账号",
     "vendor_without_end_date": "第三方人员账号未设置到期日",

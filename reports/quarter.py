@@ -42,6 +42,7 @@ from monitord.store.models import (
     ServiceStateChange,
     Silence,
 )
+from monitord.store.retention import cutoffs
 from monitord.timeutil import SHANGHAI, local_days, quarter_bounds
 from monitord.workcalendar import WorkCalendar
 
@@ -77,7 +78,8 @@ class Retained:
     kind: str
     oldest: dt.datetime | None
     rows: int
-    keep_days: int
+    keep_days: int | None
+    """Days the purge keeps it; None: it is never purged."""
 
 
 @dataclass
@@ -437,31 +439,47 @@ def _complaints(session: Session, start: dt.datetime, end: dt.datetime) -> dict[
     }
 
 
-def _retention(session: Session, settings: Settings) -> list[Retained]:
-    """Per kind of record, the oldest one stored now and how many days it is kept."""
-    keep = settings.store.retention_days
-    kinds: list[tuple[str, InstrumentedAttribute[dt.datetime], ColumnElement[bool] | None, int]]
+def _kept_days(settings: Settings, now: dt.datetime) -> dict[str, int]:
+    """How many days the purge keeps each kind of record it purges, read from its own cutoffs
+    (monitord.store.retention.cutoffs) as if everything were rolled up."""
+    cut = cutoffs(settings, now, rolled_until=now)
+    assert cut.successful is not None and cut.failed is not None  # rolled up until now
+    return {
+        "successful": (now - cut.successful).days,
+        "failed": (now - cut.failed).days,
+        "rollups": (now - cut.rollups).days,
+    }
+
+
+def _retention(session: Session, settings: Settings, now: dt.datetime) -> list[Retained]:
+    """Per kind of record, the oldest one stored now and how many days the purge keeps it
+    (None: never purged; the quarterly reports of past years are built from those)."""
+    days = _kept_days(settings, now)
+    success = ProbeResultRow.success
+    kinds: list[
+        tuple[str, InstrumentedAttribute[dt.datetime], ColumnElement[bool] | None, int | None]
+    ]
     kinds = [
-        ("探测结果（成功）", ProbeResultRow.at, ProbeResultRow.success.is_(True),
-         settings.probes.raw_retention_days),
-        ("探测结果（失败）", ProbeResultRow.at, ProbeResultRow.success.is_(False), keep),
-        ("探测小时汇总", ProbeRollup.hour, None, settings.probes.rollup_retention_days),
-        ("服务状态变化", ServiceStateChange.at, None, keep),
-        ("问题发现（片段）", FindingEpisode.opened_at, None, keep),
-        ("事件", Incident.detected_at, None, keep),
-        ("服务生命周期事件", ServiceEvent.at, None, keep),
-        ("服务目录版本", ServiceRevision.valid_from, None, keep),
-        ("告警与通报", OutboxAlert.created_at, None, keep),
-        ("操作审计记录", AuditEntry.at, None, keep),
-        ("访问日志小时统计", LogHourStat.hour, None, keep),
+        ("探测结果（成功）", ProbeResultRow.at, success.is_(True), days["successful"]),
+        ("探测结果（失败）", ProbeResultRow.at, success.is_(False), days["failed"]),
+        ("探测小时汇总", ProbeRollup.hour, None, days["rollups"]),
+        # Kept as long as the roll-ups: the outages of the hours they sum.
+        ("服务状态变化", ServiceStateChange.at, None, days["rollups"]),
+        ("问题发现（片段）", FindingEpisode.opened_at, None, None),
+        ("事件", Incident.detected_at, None, None),
+        ("服务生命周期事件", ServiceEvent.at, None, None),
+        ("服务目录版本", ServiceRevision.valid_from, None, None),
+        ("告警与通报", OutboxAlert.created_at, None, None),
+        ("操作审计记录", AuditEntry.at, None, None),
+        ("访问日志小时统计", LogHourStat.hour, None, None),
     ]  # fmt: skip
     out = []
-    for kind, column, where, days in kinds:
+    for kind, column, where, keep_days in kinds:
         query = select(func.min(column), func.count())
         if where is not None:
             query = query.where(where)
         oldest, rows = session.execute(query).one()
-        out.append(Retained(kind=kind, oldest=oldest, rows=int(rows), keep_days=days))
+        out.append(Retained(kind=kind, oldest=oldest, rows=int(rows), keep_days=keep_days))
     return out
 
 
@@ -521,7 +539,7 @@ def read_quarter(
         admin_reviews=_admin_reviews(session, label),
         evidence=_evidence(session, start, end),
         complaints=_complaints(session, start, end),
-        retention=_retention(session, settings),
+        retention=_retention(session, settings, now),
         last_purge=_last_purge(session),
         calendar_known=calendar_known(settings, start.astimezone(SHANGHAI).year),
         unscanned_online=sorted(s for s in online if s not in scanned),

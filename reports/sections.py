@@ -19,7 +19,14 @@ import pandas as pd
 from reportlab.platypus import Flowable, PageBreak
 
 from monitord.config import MIN_RETENTION_DAYS
-from monitord.names import ADMIN_PROBLEM_NAMES, EVIDENCE_KIND_NAMES, LOG_RULE_NAMES, named
+from monitord.names import (
+    ADMIN_PROBLEM_NAMES,
+    EVIDENCE_KIND_NAMES,
+    LOG_RULE_NAMES,
+    PURGED_KIND_NAMES,
+    PURGED_TABLE_NAMES,
+    named,
+)
 from monitord.textable import shortened
 from monitord.timeutil import SHANGHAI, local_text
 from monitord.types import ComplianceVerdict, ServiceScore
@@ -657,7 +664,10 @@ def retention(w: Writer, quarter: Quarter, retention_days: int) -> list[Flowable
             s.body,
         )
     )
-    rows = [[r.kind, when(r.oldest), r.rows, r.keep_days] for r in quarter.retention]
+    rows = [
+        [r.kind, when(r.oldest), r.rows, "永久保存" if r.keep_days is None else r.keep_days]
+        for r in quarter.retention
+    ]
     out.append(
         w.table(["记录类别", "最早记录", "现存条数", "保存期限（天）"], rows, [0.3, 0.3, 0.2, 0.2])
     )
@@ -665,9 +675,46 @@ def retention(w: Writer, quarter: Quarter, retention_days: int) -> list[Flowable
     if purge is None:
         out.append(w.para("尚无清理记录。", s.body))
     else:
-        detail = "，".join(f"{k}: {v}" for k, v in purge["detail"].items())
-        out.append(w.para(f"最近一次清理：{when(purge['at'])}。{shortened(detail, 600)}", s.body))
+        detail = shortened(purge_text(purge["detail"]), 600)
+        out.append(w.para(f"最近一次清理：{when(purge['at'])}。{detail}", s.body))
     return out
+
+
+def purge_text(detail: dict[str, Any]) -> str:
+    """What a purge removed, as its audit entry records it ({"deleted": {table: rows},
+    "before": {table: {kind: ISO time}}}), in words: 删除探测结果 1,200 条（成功的 2026-07-21
+    08:00 之前）、…. A table or a value it does not know is shown as stored."""
+    deleted, before = detail.get("deleted"), detail.get("before")
+    if not isinstance(deleted, dict):
+        return "，".join(f"{key}: {value}" for key, value in detail.items())
+    cutoffs = before if isinstance(before, dict) else {}
+    parts = []
+    for table, rows in deleted.items():
+        name = PURGED_TABLE_NAMES.get(table, table)
+        count = f"{rows:,}" if isinstance(rows, int) else str(rows)
+        until = _cutoffs_text(cutoffs.get(table))
+        parts.append(f"{name} {count} 条" + (f"（{until}）" if until else ""))
+    return "删除" + "、".join(parts) + "。" if parts else "未删除任何记录。"
+
+
+def _cutoffs_text(cutoffs: object) -> str:
+    """A table's purge cutoffs ({kind: ISO time}) in words: 成功的 2026-07-21 08:00 之前."""
+    if not isinstance(cutoffs, dict):
+        return ""
+    return "，".join(
+        f"{PURGED_KIND_NAMES.get(kind, kind)}{_time_text(moment)} 之前"
+        for kind, moment in cutoffs.items()
+    )
+
+
+def _time_text(value: object) -> str:
+    """A stored ISO time for people (Asia/Shanghai; one without an offset is UTC, as the store
+    keeps times); anything else as stored."""
+    try:
+        moment = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    return when(moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC))
 
 
 def _ranking_rows(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, delete, func, or_, select
+from sqlalchemy import ColumnElement, Text, and_, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 import rules
@@ -25,8 +25,10 @@ from monitord.errors import RuleError, UsageError
 from monitord.store import histogram
 from monitord.store.history import (
     AVAILABILITY,
+    SERVICES_PER_QUERY,
     Period,
     ProbeStats,
+    _Tally,
     catalogue_as_of,
     probe_quarter,
     quiet_windows,
@@ -133,9 +135,6 @@ class Quarter:
     periods: dict[str, list[Period]]
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each service's record when it was last in the catalogue during the quarter."""
-    _stats: dict[str, ProbeStats | None] = field(default_factory=dict, repr=False)
-    """The services' availability figures, each computed once (the uptime and the latency
-    checks both read them)."""
 
     @property
     def running(self) -> bool:
@@ -169,17 +168,22 @@ class Quarter:
     def stats(self, service_id: str) -> ProbeStats | None:
         """The service's availability figures over the hours it was online in the quarter: a
         suspension's outage is not counted against its uptime (the service is probed while
-        suspended); an hour online only in part counts whole (_span_stats). None when it had
+        suspended); an hour online only in part counts whole (_spans_stats). None when it had
         no probe then."""
-        if service_id not in self._stats:
-            spans = self.spans(service_id, "online")
-            if spans == [(self.start, self.until)]:
-                self._stats[service_id] = self.probes.get(service_id)
-            else:
-                self._stats[service_id] = _span_stats(
-                    self.session, service_id, spans, self.rolled_until, self.until
-                )
-        return self._stats[service_id]
+        if self.spans(service_id, "online") == [(self.start, self.until)]:
+            return self.probes.get(service_id)
+        return self._part_time_stats.get(service_id)
+
+    @cached_property
+    def _part_time_stats(self) -> dict[str, ProbeStats]:
+        """The figures of every service online only part of the quarter, read at once (one
+        service at a time took minutes for a city's catalogue)."""
+        spans = {
+            service_id: online
+            for service_id in self.periods
+            if (online := self.spans(service_id, "online")) != [(self.start, self.until)]
+        }
+        return _spans_stats(self.session, spans, self.rolled_until, self.until)
 
     @cached_property
     def rolled_until(self) -> dt.datetime | None:
@@ -256,15 +260,40 @@ def _clock_hours(
     return joined
 
 
-def _span_stats(
+def _rollups_in(
+    spans: Mapping[str, list[tuple[dt.datetime, dt.datetime]]],
+) -> ColumnElement[bool]:
+    """The availability roll-ups of each service's hours in its `spans`."""
+    return or_(
+        *(
+            and_(ProbeRollup.service_id == service_id, ProbeRollup.hour >= a, ProbeRollup.hour < b)
+            for service_id, ranges in spans.items()
+            for a, b in ranges
+        )
+    )
+
+
+def _batches(
+    spans: Mapping[str, list[tuple[dt.datetime, dt.datetime]]],
+) -> Iterable[dict[str, list[tuple[dt.datetime, dt.datetime]]]]:
+    """`spans` in parts of SERVICES_PER_QUERY services, the services without a span left out:
+    one query per part, each walking its services' hours along the roll-ups' key."""
+    ids = sorted(service_id for service_id, ranges in spans.items() if ranges)
+    for first in range(0, len(ids), SERVICES_PER_QUERY):
+        yield {
+            service_id: spans[service_id] for service_id in ids[first : first + SERVICES_PER_QUERY]
+        }
+
+
+def _spans_stats(
     session: Session,
-    service_id: str,
-    spans: list[tuple[dt.datetime, dt.datetime]],
+    spans: Mapping[str, list[tuple[dt.datetime, dt.datetime]]],
     rolled: dt.datetime | None,
     until: dt.datetime,
-) -> ProbeStats | None:
-    """A service's availability figures over the clock hours of `spans`, blind results left
-    out, as probe_quarter counts them for a whole quarter.
+) -> dict[str, ProbeStats]:
+    """Each service's availability figures over the clock hours of its `spans`, blind results
+    left out, as probe_quarter counts them for a whole quarter; a service without a result
+    then is absent.
 
     An hour the service was online only in part (it went online, was suspended or resumed in
     it) counts whole: a roll-up cannot tell which minutes its probes fell in, and the raw
@@ -272,59 +301,61 @@ def _span_stats(
     same before and after the roll-up and the purge of raw results.
 
     rolled: raw results before this moment are in the roll-ups."""
-    count = failures = blind = hours = 0
-    buckets: dict[str, int] = {}
-    for a, b in _clock_hours(spans, until):
-        for row in session.scalars(
-            select(ProbeRollup).where(
-                ProbeRollup.service_id == service_id,
-                ProbeRollup.kind == AVAILABILITY,
-                ProbeRollup.hour >= a,
-                ProbeRollup.hour < b,
-            )
-        ):
-            count, failures, blind = count + row.count, failures + row.failures, blind + row.blind
-            hours += row.count > 0
-            histogram.merge(buckets, row.latency_buckets or {})
-        raw_from = max(a, rolled or a)
-        seen: set[dt.datetime] = set()
-        for at, success, duration_ms, was_blind in session.execute(
+    hours = {service_id: _clock_hours(ranges, until) for service_id, ranges in spans.items()}
+    tallies: dict[str, _Tally] = defaultdict(_Tally)
+    for batch in _batches(hours):
+        # Summed by the database, the histograms joined as text (as probe_quarter does).
+        for service_id, count, failures, blind, probed, texts in session.execute(
             select(
-                ProbeResultRow.at,
-                ProbeResultRow.success,
-                ProbeResultRow.duration_ms,
-                ProbeResultRow.blind,
-            ).where(
-                ProbeResultRow.service_id == service_id,
-                ProbeResultRow.kind == AVAILABILITY,
-                ProbeResultRow.at >= raw_from,
-                ProbeResultRow.at < b,
+                ProbeRollup.service_id,
+                func.sum(ProbeRollup.count),
+                func.sum(ProbeRollup.failures),
+                func.sum(ProbeRollup.blind),
+                func.count().filter(ProbeRollup.count > 0),  # one roll-up per service and hour
+                func.aggregate_strings(cast(ProbeRollup.latency_buckets, Text), " "),
             )
+            .where(ProbeRollup.kind == AVAILABILITY, _rollups_in(batch))
+            .group_by(ProbeRollup.service_id)
         ):
-            if was_blind:
-                blind += 1
-                continue
-            count += 1
-            seen.add(at.replace(minute=0, second=0, microsecond=0))
-            if success:
-                histogram.add(buckets, duration_ms)
-            else:
-                failures += 1
-        hours += len(seen)
-    if count == 0 and blind == 0:
-        return None
-    return ProbeStats(
-        service_id=service_id,
-        count=count,
-        failures=failures,
-        blind=blind,
-        hours_probed=hours,
-        uptime=(count - failures) / count if count else None,
-        p50_ms=histogram.percentile(buckets, 0.50),
-        p95_ms=histogram.percentile(buckets, 0.95),
-        p99_ms=histogram.percentile(buckets, 0.99),
-        buckets=buckets,
-    )
+            tally = tallies[str(service_id)]
+            tally.count, tally.failures, tally.blind = int(count), int(failures), int(blind or 0)
+            tally.rolled_hours = int(probed)
+            tally.buckets = histogram.sum_stored(texts or "")
+    raw_from = min((a for ranges in hours.values() for a, _b in ranges), default=until)
+    raw_from = max(raw_from, rolled or raw_from)
+    for raw_service, at, success, duration_ms, was_blind in session.execute(
+        select(
+            ProbeResultRow.service_id,
+            ProbeResultRow.at,
+            ProbeResultRow.success,
+            ProbeResultRow.duration_ms,
+            ProbeResultRow.blind,
+        )
+        .where(
+            ProbeResultRow.kind == AVAILABILITY,
+            ProbeResultRow.service_id.is_not(None),
+            ProbeResultRow.at >= raw_from,
+            ProbeResultRow.at < until,
+        )
+        .execution_options(yield_per=10_000)
+    ):
+        if not any(a <= at < b for a, b in hours.get(str(raw_service), [])):
+            continue
+        tally = tallies[str(raw_service)]
+        if was_blind:
+            tally.blind += 1
+            continue
+        tally.count += 1
+        tally.hours.add(at.replace(minute=0, second=0, microsecond=0))
+        if success:
+            histogram.add(tally.buckets, duration_ms)
+        else:
+            tally.failures += 1
+    return {
+        service_id: tally.stats(service_id)
+        for service_id, tally in sorted(tallies.items())
+        if tally.count or tally.blind
+    }
 
 
 def open_quarter(session: Session, settings: Settings, label: str, now: dt.datetime) -> Quarter:
@@ -593,19 +624,54 @@ def _raw_hours(q: Quarter) -> dict[str, set[dt.datetime]]:
     return hours
 
 
-def _rolled_hours(q: Quarter, service_id: str) -> set[dt.datetime]:
-    """The rolled-up hours of the quarter in which the service had an availability probe."""
-    return set(
-        q.session.scalars(
-            select(ProbeRollup.hour).where(
-                ProbeRollup.service_id == service_id,
-                ProbeRollup.kind == AVAILABILITY,
-                ProbeRollup.hour >= q.start,
-                ProbeRollup.hour < q.until,
-                ProbeRollup.count + ProbeRollup.blind > 0,
-            )
-        )
+def _probed_rollups(
+    hours: Mapping[str, list[range]],
+) -> Iterable[dict[str, list[tuple[dt.datetime, dt.datetime]]]]:
+    """`hours` (hour numbers) as spans of times, in batches (_batches), for reading the roll-ups
+    of those hours in which each service had an availability probe."""
+    spans = {
+        service_id: [(_hour_time(r.start), _hour_time(r.stop)) for r in ranges if r]
+        for service_id, ranges in hours.items()
+    }
+    return _batches(spans)
+
+
+def _probed_rollup_filter(
+    q: Quarter, batch: Mapping[str, list[tuple[dt.datetime, dt.datetime]]]
+) -> tuple[ColumnElement[bool], ...]:
+    """The roll-ups with an availability probe in `batch`'s hours, before the raw results begin
+    (so that a rolled hour and a raw one are never the same hour)."""
+    raw_from = max(q.start, q.rolled_until or q.start)
+    return (
+        ProbeRollup.kind == AVAILABILITY,
+        ProbeRollup.count + ProbeRollup.blind > 0,
+        ProbeRollup.hour < raw_from,
+        _rollups_in(batch),
     )
+
+
+def _rolled_hour_counts(q: Quarter, hours: Mapping[str, list[range]]) -> dict[str, int]:
+    """How many of each service's `hours` (hour numbers) are rolled up with a probe."""
+    counts: dict[str, int] = {}
+    for batch in _probed_rollups(hours):
+        for service_id, count in q.session.execute(
+            select(ProbeRollup.service_id, func.count())
+            .where(*_probed_rollup_filter(q, batch))
+            .group_by(ProbeRollup.service_id)
+        ):
+            counts[str(service_id)] = int(count)
+    return counts
+
+
+def _rolled_hours(q: Quarter, hours: Mapping[str, list[range]]) -> dict[str, set[int]]:
+    """Which of each service's `hours` (hour numbers) are rolled up with a probe."""
+    probed: dict[str, set[int]] = defaultdict(set)
+    for batch in _probed_rollups(hours):
+        for service_id, hour in q.session.execute(
+            select(ProbeRollup.service_id, ProbeRollup.hour).where(*_probed_rollup_filter(q, batch))
+        ):
+            probed[str(service_id)].add(_hour_number(hour))
+    return probed
 
 
 def _whole_hours(a: dt.datetime, b: dt.datetime) -> range:
@@ -638,35 +704,67 @@ def _hour_time(number: int) -> dt.datetime:
 @check("probed_throughout")
 def probed_throughout(q: Quarter, rule: ComplianceRule) -> list[ComplianceVerdict]:
     """6.4: every whole hour a service was online, it was probed; the hours without a probe
-    are gaps, listed."""
+    are gaps, listed.
+
+    The probed hours are counted by the database first, for every service at once; only the
+    services with fewer probed hours than hours online have their hours read, to list gaps."""
     tolerated = int(rule.params.get("tolerated_gap_hours", 0))
-    raw = _raw_hours(q)
-    last = q.until.replace(minute=0, second=0, microsecond=0)
+    raw = {
+        service_id: {_hour_number(h) for h in hours} for service_id, hours in _raw_hours(q).items()
+    }
+    online = {
+        service_id: [_whole_hours(a, b) for a, b in q.spans(service_id, "online")]
+        for service_id in q.online_services()
+    }
+    unsure = {
+        service_id: hours
+        for service_id, hours in online.items()
+        if not _probed_all_quarter(q, service_id, raw.get(service_id, set()))
+    }
+    counted = _rolled_hour_counts(q, unsure)
+    with_gaps = {
+        service_id: hours
+        for service_id, hours in unsure.items()
+        if counted.get(service_id, 0) + _count_in(raw.get(service_id, set()), hours)
+        < sum(len(r) for r in hours)
+    }
+    rolled = _rolled_hours(q, with_gaps)
     out = []
-    for service_id in q.online_services():
-        spans = q.spans(service_id, "online")
-        online = sum(len(_whole_hours(a, b)) for a, b in spans)
-        unrolled = raw.get(service_id, set())
-        stats = q.probes.get(service_id)
-        # The quarter's figures count the hour still running when it is probed; not a whole one.
-        whole = (stats.hours_probed if stats else 0) - (last < q.until and last in unrolled)
-        if spans == [(q.start, q.until)] and whole >= online:
-            gaps = []  # online throughout and probed every hour: counted, no need to look
-        else:
-            probed = {_hour_number(h) for h in _rolled_hours(q, service_id) | unrolled}
-            gaps = [h for a, b in spans for h in _whole_hours(a, b) if h not in probed]
+    for service_id, hours in online.items():
+        probed = rolled.get(service_id, set()) | raw.get(service_id, set())
+        gaps = [h for r in with_gaps.get(service_id, []) for h in r if h not in probed]
+        total = sum(len(r) for r in hours)
         out.append(
             q.verdict(
                 rule,
                 service_id,
                 len(gaps) <= tolerated,
-                hours_online=online,
-                hours_probed=online - len(gaps),
+                hours_online=total,
+                hours_probed=total - len(gaps),
                 gap_hours=len(gaps),
                 gaps=_ranges(gaps)[:LISTED],
             )
         )
     return out
+
+
+def _count_in(numbers: set[int], ranges: list[range]) -> int:
+    """How many of the hour `numbers` lie in one of `ranges` (which do not overlap)."""
+    return sum(any(n in r for r in ranges) for n in numbers)
+
+
+def _probed_all_quarter(q: Quarter, service_id: str, unrolled: set[int]) -> bool:
+    """Whether the service was online throughout the quarter and probed every whole hour of it,
+    as the quarter's figures (already read for the uptime) count them."""
+    if q.spans(service_id, "online") != [(q.start, q.until)]:
+        return False
+    stats = q.probes.get(service_id)
+    last = q.until.replace(minute=0, second=0, microsecond=0)
+    # The quarter's figures count the hour still running when it is probed; not a whole one.
+    whole = (stats.hours_probed if stats else 0) - (
+        last < q.until and _hour_number(last) in unrolled
+    )
+    return whole >= len(_whole_hours(q.start, q.until))
 
 
 @check("uptime_target")

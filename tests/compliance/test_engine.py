@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pandas as pd
 import pytest
+from sqlalchemy import event as sql_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -660,6 +661,65 @@ def test_the_figures_are_the_same_before_and_after_the_roll_up(sqlite_store: Sto
             select(ProbeResultRow).where(ProbeResultRow.success.is_(True))
         ).all()
     assert figures() == before
+
+
+def part_time_services(store: Store, ids: list[str]) -> None:
+    """Services online from 2026-08-01 10:30 but suspended for a day, probed every hour from
+    10:00 on but 2026-09-01 03:00, a failure in every tenth probe."""
+    with store.session() as s:
+        for service_id in ids:
+            service(
+                s,
+                service_id,
+                [
+                    (t("2026-06-01 00:00"), t("2026-08-01 10:30"), "pending"),
+                    (t("2026-08-01 10:30"), t("2026-08-20 00:00"), "online"),
+                    (t("2026-08-20 00:00"), t("2026-08-21 00:00"), "suspended"),
+                    (t("2026-08-21 00:00"), None, "online"),
+                ],
+            )
+            rollups(s, service_id, t("2026-08-01 10:00"), failures=6, skip=(t("2026-09-01 03:00"),))
+
+
+def probe_reads(store: Store, ids: list[str]) -> tuple[int, list[ComplianceVerdict]]:
+    """How many statements reading probe results or roll-ups judging the quarter sends, and
+    the verdicts."""
+    sent: list[str] = []
+
+    def count(*args: object) -> None:
+        if "probe_r" in str(args[2]):
+            sent.append(str(args[2]))
+
+    part_time_services(store, ids)
+    sql_event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        with store.session() as session:
+            verdicts = evaluate_quarter(session, Settings(), Q3, NOW)
+    finally:
+        sql_event.remove(store.engine, "before_cursor_execute", count)
+    return len(sent), verdicts
+
+
+def test_a_quarter_of_forty_part_time_services_is_read_in_as_many_queries_as_of_two(
+    store: Store,
+) -> None:
+    """The probes of services online only part of the quarter are read for all of them at once:
+    one query per service made a city's catalogue (3,000 services) take minutes to judge."""
+    few, _ = probe_reads(store, [f"svc-a{i:03d}" for i in range(2)])
+    many, verdicts = probe_reads(store, [f"svc-b{i:03d}" for i in range(40)])
+    assert many == few
+    judged = {(v.rule, v.service_id): v for v in verdicts}
+    hours_online = (END - t("2026-08-01 11:00")) / HOUR - 24
+    for i in range(40):
+        coverage = judged["probed_throughout", f"svc-b{i:03d}"]
+        assert coverage.evidence["hours_online"] == hours_online
+        assert coverage.evidence["gaps"] == [
+            ["2026-09-01T03:00:00+08:00", "2026-09-01T04:00:00+08:00"]
+        ]
+        uptime = judged["uptime_target", f"svc-b{i:03d}"]
+        # The hour it went online in counts whole, the gap has none, the suspended day is out.
+        assert uptime.evidence["probes"] == 60 * hours_online
+        assert uptime.evidence["uptime_percent"] == 90.0
 
 
 @pytest.mark.parametrize(

@@ -342,7 +342,16 @@ def _registers(session: Session, seeded: Seeded) -> None:
             actor="monitord",
             action="purge",
             subject="housekeeping",
-            detail={"probe_results": 1200, "sync_runs": 30},
+            detail={  # as monitord.store.retention.purge records it
+                "deleted": {"probe_results": 1200, "sync_runs": 30},
+                "before": {
+                    "probe_results": {
+                        "successful": "2026-07-21T00:00:00+00:00",
+                        "failed": "2025-07-16T00:00:00+00:00",
+                    },
+                    "sync_runs": {"all": "2025-07-16T00:00:00+00:00"},
+                },
+            },
         )
     )
 

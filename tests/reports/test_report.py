@@ -150,7 +150,11 @@ def test_the_report_shows_every_section_and_clause_and_the_figures_the_store_hol
     assert "长期未登录的管理员账号" in text and "dormant_admin" not in text  # the flags in Chinese
     assert "pentest-2026q3.pdf" in text and "risk-2026q3.pdf" in text  # this year's
     assert "drill-before-2026q3.pdf" not in text  # dated last quarter
-    assert "最近一次清理：2026-08-20 00:00" in text
+    # The last purge in words, its cutoffs in Beijing time (it showed a Python dict).
+    assert (
+        "最近一次清理：2026-08-2000:00。删除探测结果1,200条（成功的2026-07-2108:00之前，"
+        "失败的2025-07-1608:00之前）、目录同步记录30条（2025-07-1608:00之前）。"
+    ) in re.sub(r"\s+", "", text)  # the paragraph wraps
     assert FORMULA in text
     best = max(seeded.scores, key=lambda s: s.score)
     assert best.service_id in text
@@ -167,6 +171,45 @@ def test_the_report_shows_every_section_and_clause_and_the_figures_the_store_hol
     assert report.figures["clauses"]["6.3.2 a"]["light"] == "green"
     assert report.figures["clauses"]["6.2.2"]["light"] == "amber"
     assert re.search(r"\n7\.3\.3 .* 0 1 ●红", text)
+
+
+def test_the_retention_table_says_how_long_the_purge_keeps_each_kind_of_record(
+    q3: Q3, pdf_pages: Pages
+) -> None:
+    """Kept days as the purge keeps them (roll-ups and state changes the longer of the two
+    retentions), and 永久保存 for what it never purges (it said retention_days for all)."""
+    defaults = Settings()
+    store = defaults.store.model_copy(update={"retention_days": 500})
+    probes = defaults.probes.model_copy(
+        update={"raw_retention_days": 20, "rollup_retention_days": 450}
+    )
+    settings = defaults.model_copy(update={"store": store, "probes": probes})
+    with q3.store.session() as session:
+        report = reports.render_quarterly(
+            session,
+            settings,
+            "2026q3",
+            verdicts=q3.seeded.verdicts,
+            scores=q3.seeded.scores,
+            availability=availability(q3.store, "2026q3", OCT_2),
+            now=OCT_2,
+            formula=FORMULA,
+        )
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    kept = {
+        kind: days
+        for kind, days in re.findall(
+            r"\n ?(\S+) (?:\d{4}-\d\d-\d\d \d\d:\d\d|—) [\d,]+ (\S+)", text
+        )
+    }
+    assert kept["探测结果（成功）"] == "20"
+    assert kept["探测结果（失败）"] == "500"
+    assert kept["探测小时汇总"] == "500"
+    assert kept["服务状态变化"] == "500"
+    for never in ("问题发现（片段）", "事件", "服务生命周期事件", "服务目录版本", "告警与通报"):
+        assert kept[never] == "永久保存", never
+    assert kept["操作审计记录"] == "永久保存"
+    assert kept["访问日志小时统计"] == "永久保存"
 
 
 def test_every_page_carries_the_data_range_and_its_number_of_the_total(
