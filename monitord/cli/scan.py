@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 from typing import TYPE_CHECKING, Any
 
 from monitord.cli.common import (
@@ -66,11 +67,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
         driver = driver_settings(app.settings)
         aio.run(check_target(url, driver.denied_networks, driver.zap.call_timeout_seconds))
         with app.store.session() as session:
-            scan = enqueue_manual(session, words[0], actor(args), app.clock(), app.settings)
+            scan, queued_now = enqueue_manual(
+                session, words[0], actor(args), app.clock(), app.settings
+            )
             scan_id = scan.id
         if not args.wait:
+            said = "queued" if queued_now else "was already queued (no other is queued)"
             print(
-                f"scan {scan_id} of {words[0]} queued; the running daemon starts it "
+                f"scan {scan_id} of {words[0]} {said}; the running daemon starts it "
                 f"(`monitord scan status` shows it)"
             )
             return 0
@@ -83,6 +87,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
         except ZapOccupied as exc:
             print(f"scan {scan_id} of {words[0]} queued, not run now: {exc}; the daemon runs it")
             return 1
+        except KeyboardInterrupt:
+            # The scan was queued again (or, cut short, is reconciled once this process is gone).
+            print(
+                f"monitord: scan {scan_id} of {words[0]} interrupted; the running daemon runs it",
+                file=sys.stderr,
+            )
+            raise
         [row] = [r for r in scan_rows(app.store) if r["id"] == scan_id]
     print(
         f"scan {scan_id} of {words[0]}: {state}; {row['alerts_read']} alerts, "
