@@ -38,8 +38,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if not words:
         raise UsageError("give a service id, `status`, or `import FILE --service ID`")
     if words[0] == "status":
+        if len(words) != 1:
+            raise UsageError("usage: monitord scan status [--json]")
+        _refuse_options(args, "status", wait="--wait", service="--service", any_site="--any-site")
         return _status(args)
     if words[0] == "import":
+        _refuse_options(args, "import", wait="--wait", json="--json")
         if len(words) != 2 or not args.service:
             raise UsageError("usage: monitord scan import FILE --service ID [--any-site]")
         try:
@@ -48,6 +52,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             raise UsageError(f"import FILE: {exc}") from None
     if len(words) != 1:
         raise UsageError("give one service id")
+    _refuse_options(args, "a scan", json="--json", service="--service", any_site="--any-site")
     from monitord import aio
     from monitord.scans import (
         driver_settings,
@@ -101,6 +106,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
         f"({row['new']} new, {row['fixed']} fixed)" + (f"; {row['error']}" if row["error"] else "")
     )
     return 0 if state in ("finished", "timed_out") else 1
+
+
+def _refuse_options(args: argparse.Namespace, used: str, **flags: str) -> None:
+    """UsageError naming the first of `flags` (attribute: option) given, which `used` ignores."""
+    for attribute, option in flags.items():
+        if getattr(args, attribute):
+            raise UsageError(f"{option}: not with {used} (see `monitord scan --help`)")
 
 
 def live_daemons(store: Store, settings: Settings, now: dt.datetime) -> frozenset[str]:

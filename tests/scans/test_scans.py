@@ -1196,3 +1196,32 @@ def test_ctrl_c_during_scan_wait_on_a_silent_zap_stops_at_once_and_leaves_one_qu
     assert main([*config, "scan", "status", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert (row["id"], row["state"]) == (1, "queued")
+
+
+@pytest.mark.parametrize(
+    ("words", "said"),
+    [
+        (["scan", "svc-0042", "--json"], "--json: not with a scan"),
+        (["scan", "svc-0042", "--service", "svc-0042"], "--service: not with a scan"),
+        (["scan", "status", "--service", "svc-0042"], "--service: not with status"),
+        (["scan", "--wait", "status"], "--wait: not with status"),
+        (["scan", "status", "extra"], "usage: monitord scan status [--json]"),
+        (
+            ["scan", "import", "r.json", "--service", "svc-0042", "--wait"],
+            "--wait: not with import",
+        ),
+    ],
+)
+def test_a_scan_option_that_does_not_apply_is_refused_and_nothing_is_queued(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], words: list[str], said: str
+) -> None:
+    # `scan svc-0042 --json` printed text and queued a scan; `scan status --service ID` listed
+    # every service's scans.
+    from monitord.cli import main
+
+    config = _scan_config(tmp_path, "http://127.0.0.1:9")
+    capsys.readouterr()
+    assert main([*config, *words]) == 2
+    assert capsys.readouterr().err.startswith(f"monitord: {said}")
+    assert main([*config, "scan", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
