@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 from collections.abc import Coroutine
@@ -43,6 +42,8 @@ class _Progress:
 
     async def told_while(self, work: Coroutine[Any, Any, T]) -> T:
         """Await `work`, saying how far it got every PROGRESS_SECONDS until it ends."""
+        import asyncio  # here: asyncio loads ssl, which every other command must not pay for
+
         teller = asyncio.create_task(self._tell())
         try:
             return await work
@@ -50,6 +51,8 @@ class _Progress:
             teller.cancel()
 
     async def _tell(self) -> None:
+        import asyncio
+
         while True:
             await asyncio.sleep(PROGRESS_SECONDS)
             if self.done < self.total:
