@@ -224,7 +224,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
 
     from monitord.scans import accept_finding
     from monitord.store.findings import finding_dict
-    from monitord.store.models import Finding
+    from monitord.store.models import Finding, Service
 
     if args.accept is None:
         for flag, value in (("--reason", args.reason), ("--until", args.until)):
@@ -247,6 +247,9 @@ def cmd_findings(args: argparse.Namespace) -> int:
         with app.store.session() as session:
             query = select(Finding).order_by(Finding.id)
             if args.service:
+                # An empty table would read as "nothing found" for a mistyped id.
+                if session.get(Service, args.service) is None:
+                    raise UsageError(f"--service {args.service!r}: no such service in the store")
                 query = query.where(Finding.service_id == args.service)
             if args.risk:
                 query = query.where(Finding.severity.in_(args.risk))

@@ -1225,3 +1225,18 @@ def test_a_scan_option_that_does_not_apply_is_refused_and_nothing_is_queued(
     assert capsys.readouterr().err.startswith(f"monitord: {said}")
     assert main([*config, "scan", "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_findings_of_a_service_not_in_the_store_is_refused_not_an_empty_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `findings --service nosuch` printed an empty table and exited 0: "nothing found".
+    from monitord.cli import main
+
+    config = _scan_config(tmp_path, "http://127.0.0.1:9")
+    capsys.readouterr()
+    assert main([*config, "findings", "--service", "svc-0042"]) == 0
+    assert main([*config, "findings", "--service", "svc-0404"]) == 2
+    assert capsys.readouterr().err == (
+        "monitord: --service 'svc-0404': no such service in the store\n"
+    )
