@@ -197,6 +197,14 @@ def cmd_syncs(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_interval(text: str) -> int:
+    """An argparse type: the demo's seconds between catalogue syncs, 1 to a day (86,400)."""
+    value = positive_int(text)
+    if value > 86_400:  # portal.sync_interval_seconds' own bound
+        raise argparse.ArgumentTypeError(f"expected at most 86400 (a day), got {value}")
+    return value
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo portal and the daemon against it until Ctrl-C."""
     from monitord.demo.run import run_demo
@@ -282,7 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(logs=False)
     p = add("demo", cmd_demo, "run a demo portal on loopback and the daemon against it")
     p.add_argument(
-        "--interval", type=int, default=20, help="seconds between catalogue syncs (default 20)"
+        "--interval",
+        type=demo_interval,
+        default=20,
+        help="seconds between catalogue syncs, 1 to 86400 (default 20)",
     )
     return parser
 

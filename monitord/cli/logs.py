@@ -218,11 +218,16 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 def cmd_usage(args: argparse.Namespace) -> int:
     """How a service was used, from the stored hourly statistics."""
     from monitord.accesslog.work import usage
+    from monitord.store.models import Service
 
     since, until = _time_range(args)
     if since is None and until is not None:
         raise UsageError("--until needs --since (without either: the last full quarter)")
     with app_for(args) as app:
+        with app.store.session() as session:
+            # Zeros would read as a quiet service for a mistyped id.
+            if session.get(Service, args.service) is None:
+                raise UsageError(f"{args.service!r}: no such service in the store")
         now = app.clock()
         if since is None:  # default: the last full quarter
             _label, until = quarter_start(now)

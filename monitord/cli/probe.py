@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from monitord.cli.common import (
     add_wide,
@@ -28,22 +28,41 @@ if TYPE_CHECKING:
     from monitord.probing import RoundReport
 
 
+T = TypeVar("T")
 PROGRESS_SECONDS = 5.0
 """How often `probe --all` says how far it got: a round over thousands of services, some of
 them timing out, takes a minute."""
 
 
 class _Progress:
-    """Says on stderr how many probes of a round are done, at most every PROGRESS_SECONDS and
-    never for a round quicker than that: stdout keeps the table alone."""
+    """Counts a round's probes as they end and, while the round runs, says on stderr every
+    PROGRESS_SECONDS how many are done (never for a round quicker than that): stdout keeps the
+    table alone. A timer, not the ends: probes hanging until their timeout end nothing."""
 
     def __init__(self) -> None:
-        self.said_at = time.monotonic()
+        self.done = 0
+        self.total = 0
 
     def __call__(self, done: int, total: int) -> None:
-        if done < total and time.monotonic() - self.said_at >= PROGRESS_SECONDS:
-            progress_line(f"{done:,} of {total:,} probes done")
-            self.said_at = time.monotonic()
+        self.done, self.total = done, total
+
+    async def told_while(self, work: Coroutine[Any, Any, T]) -> T:
+        """Await `work`, saying how far it got every PROGRESS_SECONDS until it ends."""
+        import asyncio  # here: asyncio loads ssl, which every other command must not pay for
+
+        teller = asyncio.create_task(self._tell())
+        try:
+            return await work
+        finally:
+            teller.cancel()
+
+    async def _tell(self) -> None:
+        import asyncio
+
+        while True:
+            await asyncio.sleep(PROGRESS_SECONDS)
+            if self.done < self.total:
+                progress_line(f"{self.done:,} of {self.total:,} probes done")
 
 
 def _result_objects(report: RoundReport) -> list[dict[str, Any]]:
@@ -117,18 +136,18 @@ def cmd_probe(args: argparse.Namespace) -> int:
         ids = [args.service] if args.service else None
         every_kind = list(probes.PROBES) if args.service else ["availability"]
         kinds = chosen or every_kind
+        progress = _Progress() if args.all else None
         with existing_app(settings) as app:
-            report = aio.run(
-                probe_round(
-                    app.store,
-                    settings,
-                    app.clock,
-                    service_ids=ids,
-                    kinds=kinds,
-                    spread=False,
-                    progress=_Progress() if args.all else None,
-                )
+            round_ = probe_round(
+                app.store,
+                settings,
+                app.clock,
+                service_ids=ids,
+                kinds=kinds,
+                spread=False,
+                progress=progress,
             )
+            report = aio.run(progress.told_while(round_) if progress else round_)
         if args.service and not report.results:
             raise UsageError(
                 f"--service {args.service!r}: no such service with a URL in the "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 from typing import TYPE_CHECKING, Any
 
 from monitord.cli.common import (
@@ -38,8 +39,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if not words:
         raise UsageError("give a service id, `status`, or `import FILE --service ID`")
     if words[0] == "status":
+        if len(words) != 1:
+            raise UsageError("usage: monitord scan status [--json]")
+        _refuse_options(args, "status", wait="--wait", service="--service", any_site="--any-site")
         return _status(args)
     if words[0] == "import":
+        _refuse_options(args, "import", wait="--wait", json="--json")
         if len(words) != 2 or not args.service:
             raise UsageError("usage: monitord scan import FILE --service ID [--any-site]")
         try:
@@ -48,6 +53,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             raise UsageError(f"import FILE: {exc}") from None
     if len(words) != 1:
         raise UsageError("give one service id")
+    _refuse_options(args, "a scan", json="--json", service="--service", any_site="--any-site")
     words = [catalogue_id(words[0])]
     from monitord import aio
     from monitord.scans import (
@@ -68,11 +74,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
         driver = driver_settings(app.settings)
         aio.run(check_target(url, driver.denied_networks, driver.zap.call_timeout_seconds))
         with app.store.session() as session:
-            scan = enqueue_manual(session, words[0], actor(args), app.clock(), app.settings)
+            scan, queued_now = enqueue_manual(
+                session, words[0], actor(args), app.clock(), app.settings
+            )
             scan_id = scan.id
         if not args.wait:
+            said = "queued" if queued_now else "was already queued (no other is queued)"
             print(
-                f"scan {scan_id} of {words[0]} queued; the running daemon starts it "
+                f"scan {scan_id} of {words[0]} {said}; the running daemon starts it "
                 f"(`monitord scan status` shows it)"
             )
             return 0
@@ -85,6 +94,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
         except ZapOccupied as exc:
             print(f"scan {scan_id} of {words[0]} queued, not run now: {exc}; the daemon runs it")
             return 1
+        except KeyboardInterrupt:
+            # The scan was queued again (or, cut short, is reconciled once this process is gone).
+            print(
+                f"monitord: scan {scan_id} of {words[0]} interrupted; the running daemon runs it",
+                file=sys.stderr,
+            )
+            raise
         [row] = [r for r in scan_rows(app.store) if r["id"] == scan_id]
     print(
         f"scan {scan_id} of {words[0]}: {state}; {row['alerts_read']} alerts, "
@@ -92,6 +108,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
         f"({row['new']} new, {row['fixed']} fixed)" + (f"; {row['error']}" if row["error"] else "")
     )
     return 0 if state in ("finished", "timed_out") else 1
+
+
+def _refuse_options(args: argparse.Namespace, used: str, **flags: str) -> None:
+    """UsageError naming the first of `flags` (attribute: option) given, which `used` ignores."""
+    for attribute, option in flags.items():
+        if getattr(args, attribute):
+            raise UsageError(f"{option}: not with {used} (see `monitord scan --help`)")
 
 
 def live_daemons(store: Store, settings: Settings, now: dt.datetime) -> frozenset[str]:
@@ -203,7 +226,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
 
     from monitord.scans import accept_finding
     from monitord.store.findings import finding_dict
-    from monitord.store.models import Finding
+    from monitord.store.models import Finding, Service
 
     if args.accept is None:
         for flag, value in (("--reason", args.reason), ("--until", args.until)):
@@ -226,6 +249,9 @@ def cmd_findings(args: argparse.Namespace) -> int:
         with app.store.session() as session:
             query = select(Finding).order_by(Finding.id)
             if args.service:
+                # An empty table would read as "nothing found" for a mistyped id.
+                if session.get(Service, args.service) is None:
+                    raise UsageError(f"--service {args.service!r}: no such service in the store")
                 query = query.where(Finding.service_id == args.service)
             if args.risk:
                 query = query.where(Finding.severity.in_(args.risk))

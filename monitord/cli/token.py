@@ -9,14 +9,16 @@ from typing import Any
 from monitord.cli.common import settings_for
 from monitord.errors import UsageError
 from monitord.redact import printable
-from monitord.types import API_ROLES
+from monitord.textable import written_text
+from monitord.types import API_ROLES, MAX_NAME
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:
     """Print a fresh token once, and the [[api.tokens]] table that lets it in."""
     from monitord.runtime.web.auth import new_token, token_hash
 
-    name = args.name.strip()
+    # The name is the actor of the audit trail: checked as --by is, and as the config checks it.
+    name = written_text("token name", args.name, MAX_NAME, one_line_only=True)
     if not name or printable(name) != name:
         raise UsageError(f"token name {json.dumps(args.name)}: use visible characters only")
     settings = settings_for(args)

@@ -37,13 +37,15 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from monitord.errors import ConfigError, InputTooLarge
+from monitord.errors import ConfigError, InputTooLarge, UsageError
 from monitord.files import read_bounded
-from monitord.redact import MASK, mask_url, mask_urls, one_line
+from monitord.redact import MASK, mask_url, mask_urls, one_line, printable
+from monitord.textable import written_text
 from monitord.timeutil import SHANGHAI
 from monitord.types import API_ROLES as API_ROLES
 from monitord.types import (
     AVAILABILITY_KINDS,
+    MAX_NAME,
     ONE_LINE_BREAKERS,
     PROBE_KINDS,
     QUIET_KINDS,
@@ -710,10 +712,21 @@ def _listen_address(value: str) -> str:
     return value
 
 
+def _token_name(value: str) -> str:
+    """A token's name, the actor of the audit trail: as `monitord token new` makes it."""
+    try:
+        plain = written_text("name", value, MAX_NAME, one_line_only=True)
+    except UsageError:
+        plain = ""
+    if not plain or plain != value.strip() or printable(value) != value:
+        raise ValueError(f"a name of visible characters on one line, at most {MAX_NAME}")
+    return value
+
+
 class ApiToken(_Section):
     """A client of the API and the page: its name (in the audit trail), role and token's hash."""
 
-    name: NonEmpty
+    name: Annotated[NonEmpty, AfterValidator(_token_name)]
     role: ApiRole
     sha256: Annotated[str, AfterValidator(_sha256_hex)]
 

@@ -107,6 +107,12 @@ def _check(
         raise UsageError(f"reason: {len(reason)} characters, at most {MAX_REASON}")
     if ends_at <= now:
         raise UsageError(f"end {local_text(ends_at)} (CST): is not in the future")
+    if ends_at - now > LONGEST:
+        # As --for is capped: an --until or an API end date must not outrun the same cap.
+        raise UsageError(
+            f"end {local_text(ends_at)} (CST): more than {LONGEST.days} days away, "
+            "the longest silence"
+        )
 
 
 def add_silence(
@@ -124,7 +130,7 @@ def add_silence(
     """Add a silence from now until `ends_at`, audited under `actor`.
 
     Raises UsageError naming what is wrong: nothing to match, a service not in the store, an
-    unknown kind or rule, no reason, an end not in the future.
+    unknown kind or rule, no reason, an end not in the future or further than `LONGEST`.
     """
     service_ids, kind_names, patterns = _once(services), _once(kinds), _once(rule_names)
     reason = storable(printable(reason.strip()))  # a non-UTF-8 argument's bytes: U+FFFD

@@ -174,9 +174,13 @@ def scanned_service(session: Session, service_id: str) -> Service:
 
 def enqueue_manual(
     session: Session, service_id: str, actor: str, now: dt.datetime, settings: Settings
-) -> Scan:
-    """Queue a scan a person asked for; `ZapTargetRefused` when ZAP must not scan it, or when
-    scans are switched off (the daemon would never start it)."""
+) -> tuple[Scan, bool]:
+    """Queue a scan a person asked for; returns the scan and whether it was queued now.
+
+    A scan of the service already queued (not yet started, or queued again after an
+    interruption) is the one returned, due at once: a second one would scan the service twice.
+    `ZapTargetRefused` when ZAP must not scan it, or when scans are switched off (the daemon
+    would never start it)."""
     if not settings.zap.enabled:
         raise ZapTargetRefused(
             "not scanned: [zap] enabled = false, so no scan runs; set it to true (with zap.url "
@@ -187,11 +191,22 @@ def enqueue_manual(
     refused = target_problem(service.url or "", settings.probes.denied_networks)
     if refused is not None:
         raise ZapTargetRefused(f"not scanned: {refused}")
+    waiting = session.scalars(
+        select(Scan)
+        .where(Scan.service_id == service.id, Scan.state == "queued")
+        .order_by(Scan.id)
+        .limit(1)
+    ).first()
+    if waiting is not None:
+        # Asked for now: a retry waiting out its back-off is not left to wait.
+        waiting.next_attempt_at = min(waiting.next_attempt_at, now)
+        audit(session, now, actor, "scan.request", service_id, {"scan_key": waiting.scan_key})
+        return waiting, False
     key = f"{service_id}-manual-{now.strftime('%Y%m%dT%H%M%S')}"
     _enqueue(session, service.id, service.url or "", key, "manual", now, settings)
     audit(session, now, actor, "scan.request", service_id, {"scan_key": key})
     session.flush()
-    return session.scalars(select(Scan).where(Scan.scan_key == key)).one()
+    return session.scalars(select(Scan).where(Scan.scan_key == key)).one(), True
 
 
 def check_quarter(session: Session, settings: Settings, now: dt.datetime) -> int:

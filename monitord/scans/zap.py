@@ -62,6 +62,7 @@ from typing import Any, Literal
 import requests
 from loguru import logger as _logger
 
+from monitord import aio
 from monitord.errors import (
     ZapAnswerTooLarge,
     ZapApiError,
@@ -96,6 +97,11 @@ from monitord.scans.state import (
 from monitord.scans.target import check_target, scope_regex
 from monitord.timeutil import Clock, system_clock
 from monitord.types import FindingDraft
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+"""How long a scan cancelled by a shutdown or Ctrl-C waits for ZAP to stop it: an answering
+ZAP stops a scan in well under a second, and one that does not answer must not hold the exit
+for its whole call timeout."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,8 @@ class ZapScanner:
     """Runs scans of services in one ZAP instance; every dependency is passed in.
 
     `clock` and `sleep` are injectable so that tests move through a four-hour deadline in
-    milliseconds; `client_factory` builds the zaproxy client (tests may pass plain `ZAPv2`).
+    milliseconds; `client_factory` builds the zaproxy client (tests may pass plain `ZAPv2`);
+    `shutdown_grace_seconds` bounds the stop in ZAP when a scan is cancelled.
     """
 
     def __init__(
@@ -153,8 +160,10 @@ class ZapScanner:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         logger: Any = _logger,
         client_factory: ClientFactory = default_client,
+        shutdown_grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
     ) -> None:
         self.settings = settings
+        self.shutdown_grace_seconds = shutdown_grace_seconds
         self._clock = clock
         self._sleep = sleep
         self._log = logger
@@ -179,7 +188,7 @@ class ZapScanner:
             # The transport has its own socket timeout; this one (slightly longer) also covers
             # a call that makes several requests or a thread pool that is slow to start.
             value = await asyncio.wait_for(
-                asyncio.to_thread(no_stop_iteration, fn, endpoint),
+                aio.in_own_thread(no_stop_iteration, fn, endpoint),
                 timeout=self.settings.zap.call_timeout_seconds * 1.5 + 1.0,
             )
             self._key_accepted = True
@@ -492,8 +501,14 @@ class _Run:
             # Outside the inner try so that a failure while reading alerts is reported below.
             return await self.harvest(status, reason)
         except asyncio.CancelledError:
-            # Shutdown: ZAP must not go on attacking the service unsupervised.
-            await asyncio.shield(self.interrupt())
+            # Shutdown: ZAP must not go on attacking the service unsupervised; a ZAP that does
+            # not answer within the grace cannot be told, and must not hold the exit.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.shield(
+                    asyncio.wait_for(self.interrupt(), self.s.shutdown_grace_seconds)
+                )
+            # Removed, or left for the next run of this scan, whose auth step removes it first.
+            self.token = None
             raise
         except ZapError as exc:
             ended: ScanStatus = "interrupted" if isinstance(exc, ZapScanForgotten) else "failed"
@@ -515,6 +530,8 @@ class _Run:
 
     async def interrupt(self) -> None:
         await self.s.stop(self.state)
+        if self.token is not None:
+            await self.remove_auth_rule()
         with contextlib.suppress(Exception):
             await self.publish(
                 status="interrupted",

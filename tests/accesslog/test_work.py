@@ -16,7 +16,15 @@ from monitord.accesslog.work import follow_logs, log_audit, usage
 from monitord.config import Settings, parse_config
 from monitord.demo.synth import nginx_time
 from monitord.store import Store, open_store
-from monitord.store.models import Finding, LogAudit, LogHourStat, LogSource, SyncRun, writer_name
+from monitord.store.models import (
+    Finding,
+    LogAudit,
+    LogHourStat,
+    LogSource,
+    Service,
+    SyncRun,
+    writer_name,
+)
 from tests.conftest import FakeClock, logged
 
 START = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
@@ -315,7 +323,11 @@ def test_usage_cli_refuses_a_range_it_cannot_show_and_says_when_nothing_is_store
 
     config = tmp_path / "monitord.toml"
     config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n', encoding="utf-8")
-    open_store(f"sqlite:///{tmp_path / 'm.db'}").dispose()
+    store = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    with store.session() as session:
+        now = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
+        session.add(Service(id="svc-0042", name="企业开办", first_seen=now, last_seen=now))
+    store.dispose()
     usage_of = ["--config", str(config), "usage", "svc-0042"]
     # --until alone had been replaced, without a word, by the end of the last quarter.
     assert main([*usage_of, "--until", "2026-09-01"]) == 2
@@ -330,6 +342,9 @@ def test_usage_cli_refuses_a_range_it_cannot_show_and_says_when_nothing_is_store
         "no statistics of svc-0042 are stored from 2026-07-01 00:00 to 2026-10-01 00:00 (CST)"
         in (captured.err)
     )
+    # A mistyped id gave the same zeros and exit 0.
+    assert main(["--config", str(config), "usage", "svc-0404"]) == 2
+    assert capsys.readouterr().err == "monitord: 'svc-0404': no such service in the store\n"
 
 
 def test_the_log_audit_of_a_quarter_not_begun_is_refused_and_writes_nothing(

@@ -88,6 +88,11 @@ def test_add_list_and_expire_a_silence_each_audited(
         (["--service", "svc-0001", "--reason", "x", "--for", "soon"], "duration 'soon'"),
         (["--service", "svc-0001", "--reason", "x", "--until", "tomorrow"], "--until 'tomorrow'"),
         (["--service", "svc-0001", "--reason", "x", "--until", "2020-01-01"], "not in the future"),
+        (
+            # --for is capped at ten years; --until was not.
+            ["--service", "svc-0001", "--reason", "x", "--until", "9999-12-31"],
+            "end 9999-12-31 00:00 (CST): more than 3650 days away, the longest silence",
+        ),
         (["--service", "svc-0404", "--reason", "x", "--for", "1h"], "service 'svc-0404'"),
         (["--reason", "x", "--for", "1h"], "at least one service, kind or rule"),
         (["--rule", "nothing_like_it", "--reason", "x", "--for", "1h"], "rule 'nothing_like_it'"),

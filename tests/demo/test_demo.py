@@ -124,3 +124,25 @@ def test_a_demo_where_nothing_can_be_written_says_so_in_one_line(tmp_path: Path)
     (tmp_path / "var").write_text("a file where the demo's folder goes", encoding="utf-8")
     with pytest.raises(UsageError, match=r"var/demo: cannot write the demo's store there \("):
         _fresh_store(tmp_path / "var" / "demo")
+
+
+@pytest.mark.parametrize("interval", ["0", "-5", "86401"])
+def test_a_demo_interval_out_of_range_is_refused_naming_it_and_keeps_the_last_demo(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    interval: str,
+) -> None:
+    # The previous demo's store was deleted first, then the refusal named
+    # portal.sync_interval_seconds and said the (deleted) store was kept.
+    from monitord.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    open_store(_fresh_store(tmp_path / "var" / "demo")).dispose()
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--interval", interval])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --interval: expected" in err
+    assert "sync_interval_seconds" not in err
+    assert (tmp_path / "var" / "demo" / "monitord.db").exists()

@@ -7,9 +7,11 @@ import asyncio
 import datetime as dt
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1135,3 +1137,106 @@ def test_asking_to_scan_with_scans_switched_off_is_refused_not_queued_for_ever(
     )
     assert main(["--config", str(config), "scan", "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def _scan_config(tmp_path: Path, zap_url: str) -> list[str]:
+    """A store with svc-0042 synced, scans going to the ZAP at `zap_url`; the CLI's --config."""
+    from monitord.cli import main
+    from tests.fakeportal import make_service
+
+    catalogue = tmp_path / "c.json"
+    catalogue.write_text(json.dumps({"services": [make_service(42, url="http://127.0.0.1:9/")]}))
+    config = tmp_path / "monitord.toml"
+    config.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n'
+        f'[probes]\ndenied_networks = []\n[zap]\nurl = "{zap_url}"\ncall_timeout_seconds = 60.0\n'
+    )
+    assert main(["--config", str(config), "sync", "--file", str(catalogue)]) == 0
+    return ["--config", str(config)]
+
+
+def test_ctrl_c_during_scan_wait_on_a_silent_zap_stops_at_once_and_leaves_one_queued_scan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ctrl-C while ZAP took the connection and never answered: nothing for 26 s, until the
+    # call timed out; and each attempt, like each plain `scan svc-0042`, queued one more scan.
+    from monitord.cli import main
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    config = _scan_config(tmp_path, f"http://127.0.0.1:{silent.getsockname()[1]}")
+    command = [sys.executable, "-m", "monitord.cli", *config, "scan", "svc-0042", "--wait"]
+    env = {**os.environ, "MONITORD_ZAP_API_KEY": "k"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        # Its first call to ZAP (a new session) is under way once ZAP has its connection.
+        waiting, _ = silent.accept()
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=30)
+        waited = time.monotonic() - started
+        waiting.close()
+    finally:
+        process.kill()
+        process.communicate()
+        silent.close()
+    assert process.returncode == 130
+    assert waited < 5
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        "monitord: scan 1 of svc-0042 interrupted; the running daemon runs it"
+    )
+    capsys.readouterr()
+    assert main([*config, "scan", "svc-0042"]) == 0
+    assert capsys.readouterr().out == (
+        "scan 1 of svc-0042 was already queued (no other is queued); the running daemon starts "
+        "it (`monitord scan status` shows it)\n"
+    )
+    assert main([*config, "scan", "status", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["id"], row["state"]) == (1, "queued")
+
+
+@pytest.mark.parametrize(
+    ("words", "said"),
+    [
+        (["scan", "svc-0042", "--json"], "--json: not with a scan"),
+        (["scan", "svc-0042", "--service", "svc-0042"], "--service: not with a scan"),
+        (["scan", "status", "--service", "svc-0042"], "--service: not with status"),
+        (["scan", "--wait", "status"], "--wait: not with status"),
+        (["scan", "status", "extra"], "usage: monitord scan status [--json]"),
+        (
+            ["scan", "import", "r.json", "--service", "svc-0042", "--wait"],
+            "--wait: not with import",
+        ),
+    ],
+)
+def test_a_scan_option_that_does_not_apply_is_refused_and_nothing_is_queued(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], words: list[str], said: str
+) -> None:
+    # `scan svc-0042 --json` printed text and queued a scan; `scan status --service ID` listed
+    # every service's scans.
+    from monitord.cli import main
+
+    config = _scan_config(tmp_path, "http://127.0.0.1:9")
+    capsys.readouterr()
+    assert main([*config, *words]) == 2
+    assert capsys.readouterr().err.startswith(f"monitord: {said}")
+    assert main([*config, "scan", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_findings_of_a_service_not_in_the_store_is_refused_not_an_empty_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `findings --service nosuch` printed an empty table and exited 0: "nothing found".
+    from monitord.cli import main
+
+    config = _scan_config(tmp_path, "http://127.0.0.1:9")
+    capsys.readouterr()
+    assert main([*config, "findings", "--service", "svc-0042"]) == 0
+    assert main([*config, "findings", "--service", "svc-0404"]) == 2
+    assert capsys.readouterr().err == (
+        "monitord: --service 'svc-0404': no such service in the store\n"
+    )

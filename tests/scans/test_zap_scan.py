@@ -687,3 +687,29 @@ async def test_reconcile_tells_a_session_from_one_whose_name_starts_alike(
     verdict = await scanner.reconcile(state)
     assert verdict.verdict == "interrupted"
     assert "not 'monitord-svc-0001-1'" in verdict.reason
+
+
+async def test_a_cancelled_scan_waits_for_a_silent_zap_only_the_grace(
+    fake_zap: Start, make_scanner: Make
+) -> None:
+    # Ctrl-C during the active scan of a ZAP that no longer answered waited for each stop call's
+    # whole timeout before monitord exited.
+    scenario = clean_site(SERVICE)
+    scenario.ascan_stuck_at = 30
+    scenario.delay_s = {"ascan/action/stop": 30.0}
+    server = fake_zap(scenario)
+    scanner = make_scanner(server, call_timeout_seconds=20.0)
+    scanner.shutdown_grace_seconds = 0.2
+    started = asyncio.Event()
+
+    async def watch(state: ScanState) -> None:
+        if state.percent == 30:
+            started.set()
+
+    task = asyncio.create_task(
+        scanner.scan(SERVICE, scan_key="x", bearer_token="t0ken", on_progress=watch)
+    )
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(task), 5)

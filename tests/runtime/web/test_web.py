@@ -212,3 +212,25 @@ def test_a_new_token_works_once_its_printed_table_is_in_the_config(
     # The same name twice would make the audit trail ambiguous.
     assert main(["--config", str(config), "token", "new", "王五", "--role", "viewer"]) == 2
     assert "already has a token named" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("a\nb", "token name: holds a control character; write a plain name"),
+        ("a\tb", "token name: holds a control character; write a plain name"),
+        ("a" * 201, "token name: 201 characters, at most 200"),
+        ("a\u202eb", 'token name "a\\u202eb": use visible characters only'),
+    ],
+    ids=["newline", "tab", "too-long", "bidi"],
+)
+def test_a_token_name_the_audit_trail_cannot_show_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, said: str
+) -> None:
+    # "a\nb" was printed as the name of a token, and check-config took it: the actor of the
+    # audit trail that --by refuses.
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "m.db"}"\n', encoding="utf-8")
+    assert main(["--config", str(config), "token", "new", name, "--role", "oncall"]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", f"monitord: {said}\n")

@@ -110,7 +110,9 @@ async def trigger(request: web.Request) -> web.Response:
 
     def queue(app: App) -> dict[str, Any]:
         with app.store.session() as session:
-            scan = enqueue_manual(session, body.service_id, actor, app.clock(), app.settings)
+            scan, _queued_now = enqueue_manual(
+                session, body.service_id, actor, app.clock(), app.settings
+            )
             return scan_dict(scan)
 
     url = await in_store(request, url_of)
