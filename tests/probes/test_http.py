@@ -446,3 +446,28 @@ async def test_a_body_split_over_tcp_segments_is_read_whole(kind: str, ctx: Prob
         result = await probes.PROBES[kind].probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
     assert (result.success, result.error) == (True, None), result.facts
     assert evaluate(result) == []
+
+
+async def phones_to_metadata(request: web.Request) -> web.Response:
+    """A page that sends phones on to the cloud metadata address, and shows desktops the page."""
+    user_agent = request.headers.get("User-Agent", "")
+    if "Mobile" in user_agent or "iPhone" in user_agent:
+        raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
+    return await page(request)
+
+
+async def test_a_client_sent_to_a_denied_address_is_that_clients_problem(
+    serve: Serve, ctx: ProbeContext
+) -> None:
+    """Phones redirected into a denied network: the phone clients are incompatible, refused
+    their own problem, and the desktop keeps what it got (it was all thrown away, no finding)."""
+    port = await serve(app(mobdeny=phones_to_metadata), None)
+    spec = probes.spec_for("compatibility", {"path": "/mobdeny"}, timeout_s=5)
+    result = await compatibility.probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    clients = result.facts["clients"]
+    assert result.facts["incompatible_clients"] == ["phone", "wechat", "alipay"]
+    assert clients["desktop"]["status"] == 200 and clients["desktop"]["problems"] == []
+    for name in ("phone", "wechat", "alipay"):
+        (problem,) = clients[name]["problems"]
+        assert "inside denied network 169.254.0.0/16" in problem, name
+    assert {f.rule for f in evaluate(result)} == {"incompatible_client"}
