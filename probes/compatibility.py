@@ -9,11 +9,11 @@ browser, a declared content type (and a charset for text), and, for a JSON API, 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from monitord.textable import load_json
 from monitord.types import ProbeContext, ProbeResult, Target
 from probes.http import PROBE_ERRORS, HttpSpec, error_text, fetch, probe_url, result
 
@@ -100,7 +100,7 @@ async def _one(
         problems.append("no charset declared")
     if spec.expect_json or _is_json_type(content_type):
         try:
-            json.loads(fetched.body)
+            load_json(fetched.body, constants=False)
             facts["json_ok"] = _is_json_type(content_type)
             if not facts["json_ok"]:
                 problems.append(f"JSON served as {content_type}")

@@ -10,11 +10,11 @@ undocumented. Filed codes and answered codes become text the same way (`code_tex
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from monitord.textable import load_json
 from monitord.types import ProbeContext, ProbeResult, Target
 from probes.http import PROBE_ERRORS, HttpSpec, error_text, failure, fetch, probe_url, result
 
@@ -91,7 +91,7 @@ async def probe(target: Target, spec: ContractSpec, ctx: ProbeContext) -> ProbeR
     }
     if spec.code_field:
         try:
-            document = json.loads(fetched.body)
+            document = load_json(fetched.body, constants=False)
         except ValueError:
             document = _MISSING
             facts["body_error"] = f"body is not JSON ({fetched.content_type})"

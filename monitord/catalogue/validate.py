@@ -13,7 +13,7 @@ from typing import Any
 
 from monitord.config import http_url
 from monitord.errors import SyncError
-from monitord.textable import UNSTORABLE, shortened, storable
+from monitord.textable import UNSTORABLE, load_json, shortened, storable
 from monitord.timeutil import TimeOutOfRange, parse_time
 from monitord.types import PROBE_METHODS, is_http_status, is_probe_path
 
@@ -110,38 +110,6 @@ class Catalogue:
 def show_value(value: Any) -> str:
     """A value as it appears in a message: its repr, cut short so one field cannot flood a log."""
     return shortened(repr(value), 80)
-
-
-def _int_or_text(text: str) -> int | str:
-    # Python refuses to turn more than 4,300 digits into an int; such a number is kept as its
-    # text, so that the one field holding it is reported instead of the whole page failing.
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def _finite_or_text(text: str) -> float | str:
-    # NaN, Infinity and 1e400 cannot be stored as JSON by PostgreSQL; their text is kept instead.
-    number = float(text)
-    return number if math.isfinite(number) else text
-
-
-def load_json(data: str | bytes) -> Any:
-    """Parse a catalogue document; numbers no store can hold are kept as their text.
-
-    Raises ValueError with a short reason when the data is not JSON monitord can read.
-    """
-    try:
-        return json.loads(
-            data, parse_int=_int_or_text, parse_float=_finite_or_text, parse_constant=str
-        )
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{exc.msg} at line {exc.lineno}") from None
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text") from None
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
 
 
 ID_LENGTH = 200

@@ -471,3 +471,34 @@ async def test_a_client_sent_to_a_denied_address_is_that_clients_problem(
         (problem,) = clients[name]["problems"]
         assert "inside denied network 169.254.0.0/16" in problem, name
     assert {f.rule for f in evaluate(result)} == {"incompatible_client"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"code":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"code": NaN}',
+        b'{"code": -Infinity}',
+    ],
+    ids=["nested too deep", "NaN", "Infinity"],
+)
+@pytest.mark.parametrize("kind", ["contract", "compatibility"])
+async def test_json_a_browser_cannot_read_is_not_json(
+    kind: str, body: bytes, serve: Serve, ctx: ProbeContext
+) -> None:
+    """JSON nested too deep crashed both probes (RecursionError, no verdict), and NaN passed
+    compatibility, though browsers' JSON.parse refuses it: each is an answer that is not JSON."""
+
+    async def api(_request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    port = await serve(app(api=api), None)
+    spec = probes.spec_for(kind, CATALOGUE_API, return_codes=RETURN_CODES, timeout_s=5)
+    result = await probes.PROBES[kind].probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert not result.success
+    if kind == "contract":
+        assert result.error == "no business code: body is not JSON (application/json)"
+    else:
+        assert result.facts["incompatible_clients"] == list(compatibility.CLIENTS)
+        for facts in result.facts["clients"].values():
+            assert facts["problems"] == ["body is not JSON (application/json)"]
