@@ -137,6 +137,8 @@ async def probe(target: Target, spec: CompatibilitySpec, ctx: ProbeContext) -> P
         start,
         success=not incompatible,
         facts={"clients": per_client, "incompatible_clients": incompatible},
-        error="; ".join(f"{n}: {', '.join(per_client[n]['problems'])}" for n in incompatible)
+        # One part per problem: a problem may hold ", " itself (an address refused), and
+        # monitord.names says a client's parts in Chinese together.
+        error="; ".join(f"{n}: {p}" for n in incompatible for p in per_client[n]["problems"])
         or None,
     )

@@ -470,7 +470,12 @@ async def test_a_client_sent_to_a_denied_address_is_that_clients_problem(
     for name in ("phone", "wechat", "alipay"):
         (problem,) = clients[name]["problems"]
         assert "inside denied network 169.254.0.0/16" in problem, name
-    assert {f.rule for f in evaluate(result)} == {"incompatible_client"}
+    (finding,) = evaluate(result)
+    refused = "169.254.169.254 解析到 169.254.169.254，位于禁止探测的网段 169.254.0.0/16 内"
+    assert finding.summary == (
+        f"http://127.0.0.1:{port}/ 在部分客户端中不可用：手机浏览器：{refused}；"
+        f"微信：{refused}；支付宝：{refused}"
+    )
 
 
 @pytest.mark.parametrize(
