@@ -61,6 +61,20 @@ def _is_json_type(content_type: str | None) -> bool:
     )
 
 
+def _status_expected(status: int, spec: CompatibilitySpec) -> bool:
+    """Whether a status is what a working service answers: one the filing lists
+    (`expect_status`, the result for every kind), else any below 400."""
+    if spec.expect_status:
+        return status in spec.expect_status
+    return status < 400
+
+
+def _has_page(status: int) -> bool:
+    """Whether an answer carries a page for the client: not a 204 or 304, nor a redirect (one
+    reaching here is a filed status, the answer itself)."""
+    return status not in (204, 304) and not 300 <= status < 400
+
+
 async def _one(
     ctx: ProbeContext, spec: CompatibilitySpec, target: Target, client: str
 ) -> dict[str, Any]:
@@ -91,8 +105,10 @@ async def _one(
         "problems": [],
     }
     problems: list[str] = facts["problems"]
-    if fetched.status >= 400:
+    if not _status_expected(fetched.status, spec):
         problems.append(f"status {fetched.status}")
+    if not _has_page(fetched.status):
+        return facts  # nothing a client renders: no content type, charset or JSON to judge
     if content_type is None:
         problems.append("no content type declared")
     elif content_type.startswith("text/") and not fetched.charset:
@@ -114,8 +130,10 @@ async def probe(target: Target, spec: CompatibilitySpec, ctx: ProbeContext) -> P
     """Fetch the page once per client, as many at once as the service's connection slots
     allow, and compare what each one got.
 
-    Success means no client has a problem: each gets the desktop browser's status class, a
-    declared content type (and charset for text), and JSON that parses when JSON is expected.
+    Success means no client has a problem: each gets a status the filing expects (any below
+    400 when it lists none) and the desktop browser's status class, and, for an answer with a
+    page (not a 204, 304 or filed redirect), a declared content type (and charset for text),
+    and JSON that parses when JSON is expected.
     A client with no answer within `spec.timeout_s` has that as its problem
     ("timed out after 5 s"), as has one sent on to an address in the denied networks.
     """

@@ -507,3 +507,33 @@ async def test_json_a_browser_cannot_read_is_not_json(
         assert result.facts["incompatible_clients"] == list(compatibility.CLIENTS)
         for facts in result.facts["clients"].values():
             assert facts["problems"] == ["body is not JSON (application/json)"]
+
+
+async def login_redirect(_request: web.Request) -> web.Response:
+    """A login redirect with no body and no content type, as many gateways send it."""
+    return web.Response(status=302, headers={"Location": "/page"})
+
+
+async def no_content(_request: web.Request) -> web.Response:
+    """A 204 No Content."""
+    return web.Response(status=204)
+
+
+async def unauthorised(_request: web.Request) -> web.Response:
+    """An API that answers 401 with a JSON body to a caller without a token."""
+    return web.json_response({"code": 401, "msg": "auth"}, status=401)
+
+
+@pytest.mark.parametrize(("path", "status"), [("/login", 302), ("/nocontent", 204), ("/auth", 401)])
+async def test_compatibility_takes_the_filed_status_and_a_bodiless_answer(
+    path: str, status: int, serve: Serve, ctx: ProbeContext
+) -> None:
+    """A filed 401, 302 or 204 passed availability and contract, yet compatibility said
+    "status 401" or "no content type declared" on every client: a listed status is the result
+    for every kind, and an answer without a page needs no content type."""
+    port = await serve(app(login=login_redirect, nocontent=no_content, auth=unauthorised), None)
+    spec = probes.spec_for("compatibility", {"path": path, "expect_status": [status]})
+    result = await compatibility.probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert (result.success, result.error) == (True, None)
+    assert {c["status"] for c in result.facts["clients"].values()} == {status}
+    assert evaluate(result) == []
