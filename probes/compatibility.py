@@ -142,7 +142,9 @@ async def probe(target: Target, spec: CompatibilitySpec, ctx: ProbeContext) -> P
     clients = [c for c in spec.clients if c in CLIENTS]
     answers = await asyncio.gather(*(_one(ctx, spec, target, c) for c in clients))
     per_client = dict(zip(clients, answers, strict=True))
-    reference = per_client.get(REFERENCE_CLIENT, {}).get("status_class")
+    desktop = per_client.get(REFERENCE_CLIENT, {})
+    # A desktop that failed is no reference: the clients that worked are not to blame for it.
+    reference = None if desktop.get("problems") else desktop.get("status_class")
     for facts in per_client.values():
         status_class = facts.get("status_class")
         if reference and status_class and status_class != reference:

@@ -537,3 +537,20 @@ async def test_compatibility_takes_the_filed_status_and_a_bodiless_answer(
     assert (result.success, result.error) == (True, None)
     assert {c["status"] for c in result.facts["clients"].values()} == {status}
     assert evaluate(result) == []
+
+
+async def desktop_blocked(request: web.Request) -> web.Response:
+    """A WAF that answers 503 to Windows desktops and serves everyone else."""
+    if "Windows NT" in request.headers.get("User-Agent", ""):
+        return web.Response(status=503, text="busy", content_type="text/plain", charset="utf-8")
+    return await page(request)
+
+
+async def test_a_failing_desktop_is_the_one_client_named(serve: Serve, ctx: ProbeContext) -> None:
+    """The desktop got 503 and the others the page: every working client was blamed ("status
+    class 2xx (desktop got 5xx)"); only the desktop is incompatible."""
+    port = await serve(app(deskblock=desktop_blocked), None)
+    spec = probes.spec_for("compatibility", {"path": "/deskblock"}, timeout_s=5)
+    result = await compatibility.probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert result.facts["incompatible_clients"] == ["desktop"]
+    assert result.error == "desktop: status 503"
