@@ -102,6 +102,7 @@ async def _one(
         "tls_version": fetched.capture.version,
         "total_ms": fetched.phases["total_ms"],
         "json_ok": None,
+        "body_truncated": False,
         "problems": [],
     }
     problems: list[str] = facts["problems"]
@@ -114,7 +115,10 @@ async def _one(
     elif content_type.startswith("text/") and not fetched.charset:
         # JSON is UTF-8 by definition (RFC 8259); text must say its charset, or GBK pages break.
         problems.append("no charset declared")
-    if spec.expect_json or _is_json_type(content_type):
+    if fetched.truncated:
+        # Only the first max_body_bytes were read: whether the whole parses is not known.
+        facts["body_truncated"] = True
+    elif spec.expect_json or _is_json_type(content_type):
         try:
             load_json(fetched.body, constants=False)
             facts["json_ok"] = _is_json_type(content_type)

@@ -4,7 +4,8 @@ Two codes are checked: the HTTP status against the filing's expected statuses, a
 filing names a business-code field (`probe.expect_codes.field`), that field of the JSON body
 against the documented codes (`expect_codes.ok` and the keys of `return_codes`). An answer that
 is not JSON when a business code is expected has no documented code, so it counts as
-undocumented. Filed codes and answered codes become text the same way (`code_text`).
+undocumented; a body over `max_body_bytes` (1 MiB) is not read whole, and its code is not
+judged. Filed codes and answered codes become text the same way (`code_text`).
 """
 
 from __future__ import annotations
@@ -89,7 +90,12 @@ async def probe(target: Target, spec: ContractSpec, ctx: ProbeContext) -> ProbeR
         "business_code_meaning": None,
         "body_error": None,
     }
-    if spec.code_field:
+    if spec.code_field and fetched.truncated:
+        # The code may well be in the part not read: no verdict, rather than "not JSON".
+        facts["body_error"] = (
+            f"body over {spec.max_body_bytes} bytes, cut at that limit: business code not read"
+        )
+    elif spec.code_field:
         try:
             document = load_json(fetched.body, constants=False)
         except ValueError:

@@ -554,3 +554,27 @@ async def test_a_failing_desktop_is_the_one_client_named(serve: Serve, ctx: Prob
     result = await compatibility.probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
     assert result.facts["incompatible_clients"] == ["desktop"]
     assert result.error == "desktop: status 503"
+
+
+@pytest.mark.parametrize("kind", ["contract", "compatibility"])
+async def test_a_json_body_over_the_limit_is_not_called_not_json(
+    kind: str, serve: Serve, ctx: ProbeContext
+) -> None:
+    """A valid 2 MB JSON answer was "not JSON" (a 6.3.2 c finding, all four clients
+    incompatible): only its first MiB is read, so its code is not judged, and it says so."""
+
+    async def huge(_request: web.Request) -> web.Response:
+        return web.json_response({"code": 0, "data": ["x" * 100] * 20_000})
+
+    port = await serve(app(api=huge), None)
+    spec = probes.spec_for(kind, CATALOGUE_API, return_codes=RETURN_CODES, timeout_s=5)
+    result = await probes.PROBES[kind].probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert (result.success, result.error) == (True, None)
+    assert evaluate(result) == []
+    if kind == "contract":
+        assert result.facts["business_code_documented"] is None
+        assert result.facts["body_error"] == (
+            "body over 1048576 bytes, cut at that limit: business code not read"
+        )
+    else:
+        assert all(c["body_truncated"] for c in result.facts["clients"].values())
