@@ -52,7 +52,7 @@ class CompatibilitySpec(HttpSpec):
 
     clients: tuple[str, ...] = tuple(CLIENTS)
     expect_json: bool = False
-    """A JSON API (the catalogue documents business codes for it): every client must get JSON."""
+    """A JSON API (its probe reads a business code, `expect_codes`): every client must get JSON."""
 
 
 def _is_json_type(content_type: str | None) -> bool:

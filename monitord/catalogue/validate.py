@@ -491,6 +491,9 @@ def _probe_problems(probe: dict[str, Any]) -> list[str]:
         expected.append(("path", "a path on the service's own host, such as /health"))
     if method is not None and not (isinstance(method, str) and method.upper() in PROBE_METHODS):
         expected.append(("method", "one of " + ", ".join(sorted(PROBE_METHODS))))
+    elif isinstance(method, str) and method.upper() == "HEAD" and probe.get("expect_codes"):
+        # A HEAD answer has no body, so no business code: the probes would find none.
+        expected.append(("method", "a method whose answer has a body, with expect_codes"))
     statuses = probe.get("expect_status")
     if statuses is not None and not (
         isinstance(statuses, list) and statuses and all(is_http_status(c) for c in statuses)

@@ -578,3 +578,33 @@ async def test_a_json_body_over_the_limit_is_not_called_not_json(
         )
     else:
         assert all(c["body_truncated"] for c in result.facts["clients"].values())
+
+
+async def test_documented_return_codes_alone_do_not_make_a_page_an_api(
+    serve: Serve, ctx: ProbeContext
+) -> None:
+    """A login page whose filing lists return_codes but reads no code: contract passed it, and
+    compatibility failed every client ("body is not JSON (text/html)")."""
+    port = await serve(app(**ROUTES), None)
+    results = [
+        await probes.PROBES[kind].probe(
+            Target(f"http://127.0.0.1:{port}/"),
+            probes.spec_for(kind, {"path": "/page"}, return_codes=RETURN_CODES, timeout_s=5),
+            ctx,
+        )
+        for kind in ("contract", "compatibility")
+    ]
+    assert [(r.success, r.error) for r in results] == [(True, None), (True, None)]
+
+
+@pytest.mark.parametrize("kind", ["contract", "compatibility"])
+async def test_a_head_filing_with_business_codes_is_probed_with_get(
+    kind: str, serve: Serve, ctx: ProbeContext
+) -> None:
+    """HEAD with expect_codes (a filing problem): both probes read no body and failed; they
+    probe the default GET instead, and find the code."""
+    port = await serve(app(**ROUTES), None)
+    filing = {**CATALOGUE_API, "method": "HEAD"}
+    spec = probes.spec_for(kind, filing, return_codes=RETURN_CODES, timeout_s=5)
+    result = await probes.PROBES[kind].probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert (result.success, result.error) == (True, None)
