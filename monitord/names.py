@@ -125,6 +125,8 @@ _PROBE_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"no business code: (?P<detail>.+)", r"没有业务返回码：\g<detail>"),
         (r"no field (.+)", r"响应中没有字段 \1"),
         (r"field (.+) is null", r"响应中字段 \1 为 null"),
+        (r"field (.+) is an object, not a code", r"响应中字段 \1 是对象，不是返回码"),
+        (r"field (.+) is a list, not a code", r"响应中字段 \1 是数组，不是返回码"),
         (r"body is not JSON \((.+)\)", r"响应不是 JSON（\1）"),
         (r"JSON served as (.+)", r"JSON 以 \1 类型返回"),
         (r"no content type declared", "未声明内容类型"),

@@ -108,6 +108,9 @@ async def probe(target: Target, spec: ContractSpec, ctx: ProbeContext) -> ProbeR
             missing = f"no field {spec.code_field!r}"
             if code is None:
                 missing = f"field {spec.code_field!r} is null"
+            elif isinstance(code, dict | list):
+                shape = "an object" if isinstance(code, dict) else "a list"
+                missing = f"field {spec.code_field!r} is {shape}, not a code"
             facts["body_error"] = facts["body_error"] or missing
             facts["business_code_documented"] = False
         else:

@@ -608,3 +608,27 @@ async def test_a_head_filing_with_business_codes_is_probed_with_get(
     spec = probes.spec_for(kind, filing, return_codes=RETURN_CODES, timeout_s=5)
     result = await probes.PROBES[kind].probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
     assert (result.success, result.error) == (True, None)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"data": {"result": {"code": 1001}}}, "响应中字段 'data' 是对象，不是返回码"),
+        ({"data": [1001]}, "响应中字段 'data' 是数组，不是返回码"),
+    ],
+)
+async def test_a_code_field_holding_an_object_is_not_said_to_be_missing(
+    body: Any, said: str, serve: Serve, ctx: ProbeContext
+) -> None:
+    """The field is there, an object: the finding said 响应中没有字段 'data'."""
+
+    async def api(_request: web.Request) -> web.Response:
+        return web.json_response(body)
+
+    port = await serve(app(api=api), None)
+    spec = probes.spec_for("contract", {"path": "/api", "expect_codes": {"field": "data"}})
+    result = await contract.probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    (finding,) = evaluate(result)
+    assert finding.summary == (
+        f"http://127.0.0.1:{port}/ 返回了备案未列明的返回码：没有业务返回码：{said}"
+    )
