@@ -12,7 +12,7 @@ from aiohttp import web
 
 import probes
 from monitord.types import ProbeContext, ProbeResult, Target
-from probes import availability, compatibility, contract
+from probes import availability, compatibility, contract, http
 from rules.probe_rules import evaluate
 from tests.probes.helpers import Serve
 
@@ -632,3 +632,20 @@ async def test_a_code_field_holding_an_object_is_not_said_to_be_missing(
     assert finding.summary == (
         f"http://127.0.0.1:{port}/ 返回了备案未列明的返回码：没有业务返回码：{said}"
     )
+
+
+async def test_contract_identifies_as_monitord(serve: Serve, ctx: ProbeContext) -> None:
+    """The contract probe sent aiohttp's User-Agent, not monitord's as availability does: a
+    WAF allowing monitord answered it 403. Compatibility sends each client's own."""
+    seen: list[str] = []
+
+    async def api(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("User-Agent", ""))
+        return await api_ok(request)
+
+    port = await serve(app(api=api), None)
+    for kind in ("availability", "contract", "compatibility"):
+        spec = probes.spec_for(kind, CATALOGUE_API, return_codes=RETURN_CODES, timeout_s=5)
+        await probes.PROBES[kind].probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert seen[:2] == [http.USER_AGENT, http.USER_AGENT]
+    assert sorted(seen[2:]) == sorted(compatibility.CLIENTS.values())
