@@ -69,6 +69,12 @@ def _status_expected(status: int, spec: CompatibilitySpec) -> bool:
     return status < 400
 
 
+def _not_served(facts: dict[str, Any], spec: CompatibilitySpec) -> bool:
+    """Whether a client went without the page: no answer, or a status a working service does
+    not give."""
+    return "status" not in facts or not _status_expected(facts["status"], spec)
+
+
 def _has_page(status: int) -> bool:
     """Whether an answer carries a page for the client: not a 204 or 304, nor a redirect (one
     reaching here is a filed status, the answer itself)."""
@@ -78,7 +84,8 @@ def _has_page(status: int) -> bool:
 async def _one(
     ctx: ProbeContext, spec: CompatibilitySpec, target: Target, client: str
 ) -> dict[str, Any]:
-    """What one client got: status, content type, charset, JSON verdict, TLS and problems."""
+    """What one client got: status, content type, charset, JSON verdict, TLS version and
+    problems."""
     try:
         # Each client has its own timeout, counted once it has its connection slot: one the
         # server stalls (a WAF tarpitting WeChat) is that client's failure, and the others
@@ -98,7 +105,6 @@ async def _one(
         "status_class": f"{fetched.status // 100}xx",
         "content_type": content_type,
         "charset": fetched.charset,
-        "http_version": fetched.capture.alpn or "http/1.1",
         "tls_version": fetched.capture.version,
         "total_ms": fetched.phases["total_ms"],
         "json_ok": None,
@@ -139,7 +145,9 @@ async def probe(target: Target, spec: CompatibilitySpec, ctx: ProbeContext) -> P
     page (not a 204, 304 or filed redirect), a declared content type (and charset for text),
     and JSON that parses when JSON is expected.
     A client with no answer within `spec.timeout_s` has that as its problem
-    ("timed out after 5 s"), as has one sent on to an address in the denied networks.
+    ("timed out after 5 s"), as has one sent on to an address in the denied networks. When no
+    client gets the page (an outage, availability's to report), the result fails with no
+    client named incompatible.
     """
     started_at = ctx.clock()
     start = time.perf_counter()
@@ -154,6 +162,19 @@ async def probe(target: Target, spec: CompatibilitySpec, ctx: ProbeContext) -> P
         if reference and status_class and status_class != reference:
             facts["problems"].append(f"status class {status_class} (desktop got {reference})")
     incompatible = [name for name, facts in per_client.items() if facts["problems"]]
+    if per_client and all(_not_served(facts, spec) for facts in per_client.values()):
+        # No client got the page: an outage, which is availability's to report, not a
+        # difference between clients. The result fails, naming what they got, without blame.
+        said = dict.fromkeys(p for facts in per_client.values() for p in facts["problems"])
+        return result(
+            KIND,
+            target,
+            started_at,
+            start,
+            success=False,
+            facts={"clients": per_client, "incompatible_clients": []},
+            error="; ".join(said),
+        )
     return result(
         KIND,
         target,

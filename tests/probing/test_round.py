@@ -288,8 +288,10 @@ async def test_a_deep_probe_that_cannot_reach_the_service_leaves_its_findings_op
     nothing leaves it open."""
     cfg = settings_for(tls_ca[1], deep_kinds=[], timeout_seconds=0.5)
     add_service(sqlite_store, clock, backend.url)
-    backend.healthy = False  # 503 with an undocumented code, and no HSTS header
-    backend.never_answers = "MicroMessenger"  # WeChat left without an answer
+    if kind == "compatibility":
+        backend.never_answers = "MicroMessenger"  # WeChat left without an answer
+    else:
+        backend.healthy = False  # 503 with an undocumented code, and no HSTS header
     await probe_round(sqlite_store, cfg, clock, spread=False, kinds=[kind])
     assert rule in open_rules(sqlite_store)
     with sqlite_store.session() as session:
@@ -459,7 +461,7 @@ async def test_a_probe_whose_connections_wait_their_turn_is_not_cut_by_the_deadl
             ctx, cfg, [(_service_at(backend.url, 10), "compatibility", backend.url)]
         )
     clients = result.facts["clients"]
-    assert result.facts["incompatible_clients"] == ["desktop", "phone", "wechat", "alipay"]
+    assert set(clients) == {"desktop", "phone", "wechat", "alipay"}
     assert all(clients[c]["problems"] == ["timed out after 2 s"] for c in clients)
 
 
