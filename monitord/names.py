@@ -135,6 +135,8 @@ _PROBE_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"no business code: (?P<detail>.+)", r"没有业务返回码：\g<detail>"),
         (r"no field (.+)", r"响应中没有字段 \1"),
         (r"field (.+) is null", r"响应中字段 \1 为 null"),
+        (r"field (.+) is an object, not a code", r"响应中字段 \1 是对象，不是返回码"),
+        (r"field (.+) is a list, not a code", r"响应中字段 \1 是数组，不是返回码"),
         (r"body is not JSON \((.+)\)", r"响应不是 JSON（\1）"),
         (r"JSON served as (.+)", r"JSON 以 \1 类型返回"),
         (r"no content type declared", "未声明内容类型"),
@@ -187,17 +189,34 @@ CLIENT_NAMES = {
 
 
 def probe_error_text(error: str) -> str:
-    """A probe's error in Chinese, each of its "; "-joined problems (a compatibility client's
-    "desktop: a, b" with its client named); one no pattern knows is `UNKNOWN_PROBE_ERROR`."""
-    parts = []
+    """A probe's error in Chinese, each of its "; "-joined problems; a compatibility client's
+    ("desktop: a; desktop: b") said once with its client named ("桌面浏览器：a、b"). One no
+    pattern knows is `UNKNOWN_PROBE_ERROR`."""
+    parts: list[str] = []
+    said_of: dict[str, list[str]] = {}
     for part in error.split("; "):
-        client, colon, problems = part.partition(": ")
-        if colon and client in CLIENT_NAMES:
-            said = "、".join(_problem_text(p, UNKNOWN_PROBE_ERROR) for p in problems.split(", "))
-            parts.append(f"{CLIENT_NAMES[client]}：{said}")
-        else:
+        client, colon, problem = part.partition(": ")
+        if not (colon and client in CLIENT_NAMES):
             parts.append(_problem_text(part, UNKNOWN_PROBE_ERROR))
-    return "；".join(parts)
+            continue
+        if client not in said_of:
+            said_of[client] = []
+            parts.append(client)  # its place, filled in below once all its problems are read
+        said_of[client] += _client_problem_texts(problem)
+    return "；".join(
+        f"{CLIENT_NAMES[part]}：{'、'.join(said_of[part])}" if part in said_of else part
+        for part in parts
+    )
+
+
+def _client_problem_texts(problem: str) -> list[str]:
+    """One problem of a client in Chinese. Results stored before each problem stood on its own
+    joined a client's problems with ", " ("desktop: a, b"): one no pattern knows whole is read
+    that way."""
+    whole = _problem_text(problem, "")
+    if whole:
+        return [whole]
+    return [_problem_text(p, UNKNOWN_PROBE_ERROR) for p in problem.split(", ")]
 
 
 def _problem_text(problem: str, unknown: str) -> str:

@@ -3,9 +3,12 @@ values cut short for messages, and text every store holds."""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
 from monitord.errors import UsageError
 from monitord.redact import one_line
@@ -94,3 +97,45 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], max_widt
         for row in rows
     ]
     return "\n".join(lines)
+
+
+def _int_or_text(text: str) -> int | str:
+    # Python refuses to turn more than 4,300 digits into an int; such a number is kept as its
+    # text, so that the one field holding it is reported instead of the whole page failing.
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _finite_or_text(text: str) -> float | str:
+    # NaN, Infinity and 1e400 cannot be stored as JSON by PostgreSQL; their text is kept instead.
+    number = float(text)
+    return number if math.isfinite(number) else text
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_json(data: str | bytes, *, constants: bool = True) -> Any:
+    """Parse a JSON document (a catalogue page, a probed answer); numbers no store can hold are
+    kept as their text. NaN, Infinity and -Infinity are kept as their text too, or, with
+    `constants` false, refused as browsers' JSON.parse refuses them.
+
+    Raises ValueError with a short reason when the data is not JSON monitord can read (nested
+    too deeply among them: a reason, never a crash).
+    """
+    try:
+        return json.loads(
+            data,
+            parse_int=_int_or_text,
+            parse_float=_finite_or_text,
+            parse_constant=str if constants else _refuse_constant,
+        )
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{exc.msg} at line {exc.lineno}") from None
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None

@@ -87,8 +87,12 @@ def _catalogue_fields(
             )
     if isinstance(return_codes, Mapping) and return_codes:
         fields["return_codes"] = tuple((str(k), str(v)) for k, v in return_codes.items())
-    # A service that documents business codes is a JSON API; every client must get JSON.
-    fields["expect_json"] = "code_field" in fields or "return_codes" in fields
+    if fields.get("method") == "HEAD" and "code_field" in fields:
+        # A HEAD answer has no body to carry the code: GET, the default (a filing problem).
+        del fields["method"]
+    # A service whose probe reads a business code is a JSON API, as the contract probe reads
+    # it: every client must get JSON. Documented return_codes alone do not make its page one.
+    fields["expect_json"] = "code_field" in fields
     if probe.get("mobile") is False:
         fields["clients"] = ("desktop",)
     return fields

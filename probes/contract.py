@@ -4,17 +4,18 @@ Two codes are checked: the HTTP status against the filing's expected statuses, a
 filing names a business-code field (`probe.expect_codes.field`), that field of the JSON body
 against the documented codes (`expect_codes.ok` and the keys of `return_codes`). An answer that
 is not JSON when a business code is expected has no documented code, so it counts as
-undocumented. Filed codes and answered codes become text the same way (`code_text`).
+undocumented; a body over `max_body_bytes` (1 MiB) is not read whole, and its code is not
+judged. Filed codes and answered codes become text the same way (`code_text`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from monitord.textable import load_json
 from monitord.types import ProbeContext, ProbeResult, Target
 from probes.http import PROBE_ERRORS, HttpSpec, error_text, failure, fetch, probe_url, result
 
@@ -89,9 +90,14 @@ async def probe(target: Target, spec: ContractSpec, ctx: ProbeContext) -> ProbeR
         "business_code_meaning": None,
         "body_error": None,
     }
-    if spec.code_field:
+    if spec.code_field and fetched.truncated:
+        # The code may well be in the part not read: no verdict, rather than "not JSON".
+        facts["body_error"] = (
+            f"body over {spec.max_body_bytes} bytes, cut at that limit: business code not read"
+        )
+    elif spec.code_field:
         try:
-            document = json.loads(fetched.body)
+            document = load_json(fetched.body, constants=False)
         except ValueError:
             document = _MISSING
             facts["body_error"] = f"body is not JSON ({fetched.content_type})"
@@ -102,6 +108,9 @@ async def probe(target: Target, spec: ContractSpec, ctx: ProbeContext) -> ProbeR
             missing = f"no field {spec.code_field!r}"
             if code is None:
                 missing = f"field {spec.code_field!r} is null"
+            elif isinstance(code, dict | list):
+                shape = "an object" if isinstance(code, dict) else "a list"
+                missing = f"field {spec.code_field!r} is {shape}, not a code"
             facts["body_error"] = facts["body_error"] or missing
             facts["business_code_documented"] = False
         else:

@@ -258,9 +258,9 @@ async def fetch(
     timings are summed over the hops; certificate facts are those of the first hop, the
     service's own host.
     """
-    headers = dict(spec.headers)
-    if extra_headers:
-        headers.update(extra_headers)
+    # monitord's own User-Agent, as the availability probe sends it (a WAF may allow it),
+    # unless the spec or the caller (a compatibility client) names one.
+    headers = {"User-Agent": USER_AGENT, **dict(spec.headers), **(extra_headers or {})}
     method = spec.method.upper()
     sslctx = ssl_context_for(ctx, spec.verify_tls) if url.scheme == "https" else None
     hops: list[Hop] = []

@@ -18,12 +18,12 @@ from monitord.catalogue.validate import (
     ServiceRecord,
     announced_total,
     collect_records,
-    load_json,
     show_value,
 )
 from monitord.config import PortalSettings
 from monitord.errors import SyncError
 from monitord.redact import mask_url
+from monitord.textable import load_json
 
 Sleep = Callable[[float], Awaitable[None]]
 

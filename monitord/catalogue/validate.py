@@ -14,7 +14,7 @@ from typing import Any
 from monitord.config import http_url
 from monitord.errors import SyncError, UsageError
 from monitord.files import read_bounded
-from monitord.textable import UNSTORABLE, shortened, storable
+from monitord.textable import UNSTORABLE, load_json, shortened, storable
 from monitord.timeutil import TimeOutOfRange, parse_time
 from monitord.types import PROBE_METHODS, is_http_status, is_probe_path
 
@@ -111,38 +111,6 @@ class Catalogue:
 def show_value(value: Any) -> str:
     """A value as it appears in a message: its repr, cut short so one field cannot flood a log."""
     return shortened(repr(value), 80)
-
-
-def _int_or_text(text: str) -> int | str:
-    # Python refuses to turn more than 4,300 digits into an int; such a number is kept as its
-    # text, so that the one field holding it is reported instead of the whole page failing.
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def _finite_or_text(text: str) -> float | str:
-    # NaN, Infinity and 1e400 cannot be stored as JSON by PostgreSQL; their text is kept instead.
-    number = float(text)
-    return number if math.isfinite(number) else text
-
-
-def load_json(data: str | bytes) -> Any:
-    """Parse a catalogue document; numbers no store can hold are kept as their text.
-
-    Raises ValueError with a short reason when the data is not JSON monitord can read.
-    """
-    try:
-        return json.loads(
-            data, parse_int=_int_or_text, parse_float=_finite_or_text, parse_constant=str
-        )
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{exc.msg} at line {exc.lineno}") from None
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text") from None
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
 
 
 ID_LENGTH = 200
@@ -531,6 +499,9 @@ def _probe_problems(probe: dict[str, Any]) -> list[str]:
         expected.append(("path", "a path on the service's own host, such as /health"))
     if method is not None and not (isinstance(method, str) and method.upper() in PROBE_METHODS):
         expected.append(("method", "one of " + ", ".join(sorted(PROBE_METHODS))))
+    elif isinstance(method, str) and method.upper() == "HEAD" and probe.get("expect_codes"):
+        # A HEAD answer has no body, so no business code: the probes would find none.
+        expected.append(("method", "a method whose answer has a body, with expect_codes"))
     statuses = probe.get("expect_status")
     if statuses is not None and not (
         isinstance(statuses, list) and statuses and all(is_http_status(c) for c in statuses)

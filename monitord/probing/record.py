@@ -183,6 +183,14 @@ def _clear_failures(state: MachineState) -> None:
     state.failing_since = None
 
 
+def judged_anything(result: ProbeResult, drafts: Sequence[FindingDraft]) -> bool:
+    """Whether a result can end its kind's findings. A deep kind (tls, contract,
+    compatibility) that failed and drew no finding could not judge the service (it was not
+    reached, or refused): what its findings say still stands. Availability always judges: its
+    failures are the outage, which the state machine follows."""
+    return result.success or bool(drafts) or result.kind == CHEAP_KIND
+
+
 def record_results(
     store: Store,
     targets: dict[str, ServiceTarget],
@@ -289,7 +297,7 @@ def _record_once(
                 continue  # what a blind round saw of a service is no evidence against it
             for draft in drafts:
                 book.upsert(draft, now)
-            if target.id not in {d.subject for d in drafts}:
+            if target.id not in {d.subject for d in drafts} and judged_anything(result, drafts):
                 book.resolve(rule_names[result.kind], target.id, now)
             if result.kind == CHEAP_KIND:
                 state = states.get(target.id)

@@ -666,6 +666,21 @@ async def test_a_malformed_probe_filing_is_a_filing_problem_not_a_silent_default
     assert rows["svc-0003"]["filing_problems"] == []
 
 
+async def test_a_head_probe_with_business_codes_is_a_filing_problem(
+    store: Store, portal: FakePortal, clock: FakeClock
+) -> None:
+    # A HEAD answer has no body: the probes found no business code and failed, unremarked.
+    portal.services[0]["probe"] = {"method": "HEAD", "expect_codes": {"field": "code"}}
+    portal.services[1]["probe"] = {"method": "head"}
+    await sync(store, portal, clock)
+    rows = {r["id"]: r for r in service_rows(store)}
+    assert rows["svc-0001"]["filing_problems"] == [
+        "probe.method: expected a method whose answer has a body, with expect_codes, got "
+        "'HEAD'; the default is probed instead"
+    ]
+    assert rows["svc-0002"]["filing_problems"] == []
+
+
 async def test_a_probe_path_naming_another_host_is_a_filing_problem(
     store: Store, portal: FakePortal, clock: FakeClock
 ) -> None:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 import probes
 from monitord.types import ProbeContext, ProbeResult, Target
-from probes import availability, compatibility, contract
+from probes import availability, compatibility, contract, http
 from rules.probe_rules import evaluate
 from tests.probes.helpers import Serve
 
@@ -277,7 +277,11 @@ async def test_connection_reset(kind: str, ctx: ProbeContext) -> None:
         )
         assert "service_down" in {f.rule for f in evaluate(result)}
     if kind == "compatibility":
-        assert result.facts["incompatible_clients"] == ["desktop", "phone", "wechat", "alipay"]
+        # Every client failing alike is an outage, availability's to report: no client is
+        # named incompatible (it opened a degraded incident on top of the outage's).
+        assert result.facts["incompatible_clients"] == []
+        assert all(c["problems"] for c in result.facts["clients"].values())
+        assert evaluate(result) == []
 
 
 async def test_connection_refused(ctx: ProbeContext) -> None:
@@ -340,6 +344,8 @@ async def test_compatibility_reports_each_client(serve: Serve, ctx: ProbeContext
     for facts in result.facts["clients"].values():
         assert facts["status_class"] == "2xx"
         assert facts["content_type"] == "text/html" and facts["charset"] == "utf-8"
+        # It was always "http/1.1", whatever the server spoke: not measured, so not claimed.
+        assert "http_version" not in facts
 
 
 async def test_contract_dotted_code_field(serve: Serve, ctx: ProbeContext) -> None:
@@ -446,3 +452,206 @@ async def test_a_body_split_over_tcp_segments_is_read_whole(kind: str, ctx: Prob
         result = await probes.PROBES[kind].probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
     assert (result.success, result.error) == (True, None), result.facts
     assert evaluate(result) == []
+
+
+async def phones_to_metadata(request: web.Request) -> web.Response:
+    """A page that sends phones on to the cloud metadata address, and shows desktops the page."""
+    user_agent = request.headers.get("User-Agent", "")
+    if "Mobile" in user_agent or "iPhone" in user_agent:
+        raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
+    return await page(request)
+
+
+async def test_a_client_sent_to_a_denied_address_is_that_clients_problem(
+    serve: Serve, ctx: ProbeContext
+) -> None:
+    """Phones redirected into a denied network: the phone clients are incompatible, refused
+    their own problem, and the desktop keeps what it got (it was all thrown away, no finding)."""
+    port = await serve(app(mobdeny=phones_to_metadata), None)
+    spec = probes.spec_for("compatibility", {"path": "/mobdeny"}, timeout_s=5)
+    result = await compatibility.probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    clients = result.facts["clients"]
+    assert result.facts["incompatible_clients"] == ["phone", "wechat", "alipay"]
+    assert clients["desktop"]["status"] == 200 and clients["desktop"]["problems"] == []
+    for name in ("phone", "wechat", "alipay"):
+        (problem,) = clients[name]["problems"]
+        assert "inside denied network 169.254.0.0/16" in problem, name
+    (finding,) = evaluate(result)
+    refused = "169.254.169.254 解析到 169.254.169.254，位于禁止探测的网段 169.254.0.0/16 内"
+    assert finding.summary == (
+        f"http://127.0.0.1:{port}/ 在部分客户端中不可用：手机浏览器：{refused}；"
+        f"微信：{refused}；支付宝：{refused}"
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"code":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"code": NaN}',
+        b'{"code": -Infinity}',
+    ],
+    ids=["nested too deep", "NaN", "Infinity"],
+)
+@pytest.mark.parametrize("kind", ["contract", "compatibility"])
+async def test_json_a_browser_cannot_read_is_not_json(
+    kind: str, body: bytes, serve: Serve, ctx: ProbeContext
+) -> None:
+    """JSON nested too deep crashed both probes (RecursionError, no verdict), and NaN passed
+    compatibility, though browsers' JSON.parse refuses it: each is an answer that is not JSON."""
+
+    async def api(_request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    port = await serve(app(api=api), None)
+    spec = probes.spec_for(kind, CATALOGUE_API, return_codes=RETURN_CODES, timeout_s=5)
+    result = await probes.PROBES[kind].probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert not result.success
+    if kind == "contract":
+        assert result.error == "no business code: body is not JSON (application/json)"
+    else:
+        assert result.facts["incompatible_clients"] == list(compatibility.CLIENTS)
+        for facts in result.facts["clients"].values():
+            assert facts["problems"] == ["body is not JSON (application/json)"]
+
+
+async def login_redirect(_request: web.Request) -> web.Response:
+    """A login redirect with no body and no content type, as many gateways send it."""
+    return web.Response(status=302, headers={"Location": "/page"})
+
+
+async def no_content(_request: web.Request) -> web.Response:
+    """A 204 No Content."""
+    return web.Response(status=204)
+
+
+async def unauthorised(_request: web.Request) -> web.Response:
+    """An API that answers 401 with a JSON body to a caller without a token."""
+    return web.json_response({"code": 401, "msg": "auth"}, status=401)
+
+
+@pytest.mark.parametrize(("path", "status"), [("/login", 302), ("/nocontent", 204), ("/auth", 401)])
+async def test_compatibility_takes_the_filed_status_and_a_bodiless_answer(
+    path: str, status: int, serve: Serve, ctx: ProbeContext
+) -> None:
+    """A filed 401, 302 or 204 passed availability and contract, yet compatibility said
+    "status 401" or "no content type declared" on every client: a listed status is the result
+    for every kind, and an answer without a page needs no content type."""
+    port = await serve(app(login=login_redirect, nocontent=no_content, auth=unauthorised), None)
+    spec = probes.spec_for("compatibility", {"path": path, "expect_status": [status]})
+    result = await compatibility.probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert (result.success, result.error) == (True, None)
+    assert {c["status"] for c in result.facts["clients"].values()} == {status}
+    assert evaluate(result) == []
+
+
+async def desktop_blocked(request: web.Request) -> web.Response:
+    """A WAF that answers 503 to Windows desktops and serves everyone else."""
+    if "Windows NT" in request.headers.get("User-Agent", ""):
+        return web.Response(status=503, text="busy", content_type="text/plain", charset="utf-8")
+    return await page(request)
+
+
+async def test_a_failing_desktop_is_the_one_client_named(serve: Serve, ctx: ProbeContext) -> None:
+    """The desktop got 503 and the others the page: every working client was blamed ("status
+    class 2xx (desktop got 5xx)"); only the desktop is incompatible."""
+    port = await serve(app(deskblock=desktop_blocked), None)
+    spec = probes.spec_for("compatibility", {"path": "/deskblock"}, timeout_s=5)
+    result = await compatibility.probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert result.facts["incompatible_clients"] == ["desktop"]
+    assert result.error == "desktop: status 503"
+
+
+@pytest.mark.parametrize("kind", ["contract", "compatibility"])
+async def test_a_json_body_over_the_limit_is_not_called_not_json(
+    kind: str, serve: Serve, ctx: ProbeContext
+) -> None:
+    """A valid 2 MB JSON answer was "not JSON" (a 6.3.2 c finding, all four clients
+    incompatible): only its first MiB is read, so its code is not judged, and it says so."""
+
+    async def huge(_request: web.Request) -> web.Response:
+        return web.json_response({"code": 0, "data": ["x" * 100] * 20_000})
+
+    port = await serve(app(api=huge), None)
+    spec = probes.spec_for(kind, CATALOGUE_API, return_codes=RETURN_CODES, timeout_s=5)
+    result = await probes.PROBES[kind].probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert (result.success, result.error) == (True, None)
+    assert evaluate(result) == []
+    if kind == "contract":
+        assert result.facts["business_code_documented"] is None
+        assert result.facts["body_error"] == (
+            "body over 1048576 bytes, cut at that limit: business code not read"
+        )
+    else:
+        assert all(c["body_truncated"] for c in result.facts["clients"].values())
+
+
+async def test_documented_return_codes_alone_do_not_make_a_page_an_api(
+    serve: Serve, ctx: ProbeContext
+) -> None:
+    """A login page whose filing lists return_codes but reads no code: contract passed it, and
+    compatibility failed every client ("body is not JSON (text/html)")."""
+    port = await serve(app(**ROUTES), None)
+    results = [
+        await probes.PROBES[kind].probe(
+            Target(f"http://127.0.0.1:{port}/"),
+            probes.spec_for(kind, {"path": "/page"}, return_codes=RETURN_CODES, timeout_s=5),
+            ctx,
+        )
+        for kind in ("contract", "compatibility")
+    ]
+    assert [(r.success, r.error) for r in results] == [(True, None), (True, None)]
+
+
+@pytest.mark.parametrize("kind", ["contract", "compatibility"])
+async def test_a_head_filing_with_business_codes_is_probed_with_get(
+    kind: str, serve: Serve, ctx: ProbeContext
+) -> None:
+    """HEAD with expect_codes (a filing problem): both probes read no body and failed; they
+    probe the default GET instead, and find the code."""
+    port = await serve(app(**ROUTES), None)
+    filing = {**CATALOGUE_API, "method": "HEAD"}
+    spec = probes.spec_for(kind, filing, return_codes=RETURN_CODES, timeout_s=5)
+    result = await probes.PROBES[kind].probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert (result.success, result.error) == (True, None)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"data": {"result": {"code": 1001}}}, "响应中字段 'data' 是对象，不是返回码"),
+        ({"data": [1001]}, "响应中字段 'data' 是数组，不是返回码"),
+    ],
+)
+async def test_a_code_field_holding_an_object_is_not_said_to_be_missing(
+    body: Any, said: str, serve: Serve, ctx: ProbeContext
+) -> None:
+    """The field is there, an object: the finding said 响应中没有字段 'data'."""
+
+    async def api(_request: web.Request) -> web.Response:
+        return web.json_response(body)
+
+    port = await serve(app(api=api), None)
+    spec = probes.spec_for("contract", {"path": "/api", "expect_codes": {"field": "data"}})
+    result = await contract.probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    (finding,) = evaluate(result)
+    assert finding.summary == (
+        f"http://127.0.0.1:{port}/ 返回了备案未列明的返回码：没有业务返回码：{said}"
+    )
+
+
+async def test_contract_identifies_as_monitord(serve: Serve, ctx: ProbeContext) -> None:
+    """The contract probe sent aiohttp's User-Agent, not monitord's as availability does: a
+    WAF allowing monitord answered it 403. Compatibility sends each client's own."""
+    seen: list[str] = []
+
+    async def api(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("User-Agent", ""))
+        return await api_ok(request)
+
+    port = await serve(app(api=api), None)
+    for kind in ("availability", "contract", "compatibility"):
+        spec = probes.spec_for(kind, CATALOGUE_API, return_codes=RETURN_CODES, timeout_s=5)
+        await probes.PROBES[kind].probe(Target(f"http://127.0.0.1:{port}/"), spec, ctx)
+    assert seen[:2] == [http.USER_AGENT, http.USER_AGENT]
+    assert sorted(seen[2:]) == sorted(compatibility.CLIENTS.values())

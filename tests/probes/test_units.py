@@ -481,6 +481,32 @@ def test_every_known_probe_error_reads_in_chinese(error: str, said: str) -> None
     assert probe_error_text(error) == said
 
 
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (
+            "phone: connection failed: Connect call failed ('127.0.0.1', 1)",
+            "手机浏览器：无法建立连接：对方未接受连接",
+        ),
+        (
+            "wechat: status 403; wechat: status class 4xx (desktop got 2xx); alipay: "
+            "certificate verify failed: IP address mismatch, certificate is not valid for "
+            "'127.0.0.1'.",
+            "微信：状态码 403、状态码类别 4xx，桌面端为 2xx；"
+            "支付宝：证书校验失败：证书与 IP 地址 127.0.0.1 不匹配",
+        ),
+        # As results stored before each problem stood on its own say a client's problems.
+        (
+            "wechat: status 403, status class 4xx (desktop got 2xx)",
+            "微信：状态码 403、状态码类别 4xx，桌面端为 2xx",
+        ),
+    ],
+)
+def test_a_clients_problem_holding_a_comma_reads_in_chinese(error: str, said: str) -> None:
+    # A problem holding ", " was cut there, and half of it read "探测失败（未归类的错误…）".
+    assert probe_error_text(error) == said
+
+
 def test_a_refused_target_finding_says_why_in_chinese() -> None:
     refused = replace(
         _result("availability", {"refused": True}, success=False),

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import http.server
 import json
+import socket
 import ssl
 import threading
 import time
@@ -31,6 +32,7 @@ from monitord.store.models import (
     Finding,
     ProbeResultRow,
     ProbeRollup,
+    Service,
     ServiceEvent,
     ServiceState,
     ServiceStateChange,
@@ -115,8 +117,6 @@ def settings_for(ca_file: Path, **probes: Any) -> Settings:
 
 
 def add_service(store: Store, clock: FakeClock, url: str, **changes: Any) -> None:
-    from monitord.store.models import Service
-
     values: dict[str, Any] = {
         "id": "svc-0001",
         "name": "企业开办",
@@ -256,6 +256,52 @@ async def test_deep_probes_run_once_a_day_and_on_a_new_certificate(
         report = await probe_round(sqlite_store, cfg, clock, spread=False)
         kinds.append(sorted({r.kind for r in report.results}))
     assert kinds == [["availability", "contract"], ["availability"], ["availability", "contract"]]
+
+
+def dead_url() -> str:
+    """An HTTPS URL on a loopback port nothing listens on: a service that has stopped."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"https://127.0.0.1:{sock.getsockname()[1]}/svc"
+
+
+@pytest.mark.parametrize("gone", ["stopped", "denied"])
+@pytest.mark.parametrize(
+    ("kind", "rule"),
+    [
+        ("contract", "undocumented_return_code"),
+        ("tls", "no_hsts"),
+        ("compatibility", "incompatible_client"),
+    ],
+)
+async def test_a_deep_probe_that_cannot_reach_the_service_leaves_its_findings_open(
+    kind: str,
+    rule: str,
+    gone: str,
+    sqlite_store: Store,
+    clock: FakeClock,
+    backend: Backend,
+    tls_ca: tuple[trustme.CA, Path],
+) -> None:
+    """A finding of a deep kind was marked fixed (已修复) by a round whose probe could not reach
+    the service (stopped, or at an address in the denied networks): a result that measured
+    nothing leaves it open."""
+    cfg = settings_for(tls_ca[1], deep_kinds=[], timeout_seconds=0.5)
+    add_service(sqlite_store, clock, backend.url)
+    if kind == "compatibility":
+        backend.never_answers = "MicroMessenger"  # WeChat left without an answer
+    else:
+        backend.healthy = False  # 503 with an undocumented code, and no HSTS header
+    await probe_round(sqlite_store, cfg, clock, spread=False, kinds=[kind])
+    assert rule in open_rules(sqlite_store)
+    with sqlite_store.session() as session:
+        service = session.get(Service, "svc-0001")
+        assert service is not None
+        service.url = dead_url() if gone == "stopped" else "https://169.254.169.254/svc"
+    clock.advance(minutes=1)
+    report = await probe_round(sqlite_store, cfg, clock, spread=False, kinds=[kind])
+    assert [r.success for r in report.results if r.kind == kind] == [False]
+    assert rule in open_rules(sqlite_store)
 
 
 async def test_probes_never_load_a_provider_beyond_its_share(
@@ -415,7 +461,7 @@ async def test_a_probe_whose_connections_wait_their_turn_is_not_cut_by_the_deadl
             ctx, cfg, [(_service_at(backend.url, 10), "compatibility", backend.url)]
         )
     clients = result.facts["clients"]
-    assert result.facts["incompatible_clients"] == ["desktop", "phone", "wechat", "alipay"]
+    assert set(clients) == {"desktop", "phone", "wechat", "alipay"}
     assert all(clients[c]["problems"] == ["timed out after 2 s"] for c in clients)
 
 
