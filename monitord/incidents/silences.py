@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 import rules
 from monitord.config import IncidentSettings
-from monitord.errors import UsageError
+from monitord.errors import Refused
 from monitord.redact import printable
 from monitord.store import audit
 from monitord.store.models import Finding, Incident, Service, Silence
@@ -51,13 +51,24 @@ def parse_duration(text: str) -> dt.timedelta:
     """A duration such as 90m, 2h, 1d or 1h30m; raises UsageError naming it otherwise."""
     found = _DURATION.fullmatch(text.strip().lower())
     if not text.strip() or found is None or not any(found.groups()):
-        raise UsageError(f"duration {text!r}: expected minutes, hours or days such as 90m, 2h, 1d")
+        raise Refused(
+            f"duration {text!r}: expected minutes, hours or days such as 90m, 2h, 1d",
+            reason="not_a_duration",
+            field="for",
+        )
     days, hours, minutes = (int(g or 0) for g in found.groups())
     duration = dt.timedelta(days=days, hours=hours, minutes=minutes)
     if duration <= dt.timedelta(0):
-        raise UsageError(f"duration {text!r}: must be longer than nothing")
+        raise Refused(
+            f"duration {text!r}: must be longer than nothing", reason="no_duration", field="for"
+        )
     if duration > LONGEST:
-        raise UsageError(f"duration {text!r}: at most {LONGEST.days} days")
+        raise Refused(
+            f"duration {text!r}: at most {LONGEST.days} days",
+            reason="too_long_a_silence",
+            field="for",
+            days=LONGEST.days,
+        )
     return duration
 
 
@@ -86,32 +97,66 @@ def _check(
 ) -> None:
     """Raise UsageError naming the first thing wrong with a silence about to be added."""
     if not (services or kinds or rule_names):
-        raise UsageError(
+        raise Refused(
             "a silence needs at least one service, kind or rule: one that matched every alert "
-            "would hide the next outage"
+            "would hide the next outage",
+            reason="matches_everything",
         )
     for service_id in services:
         if not service_id.strip() or session.get(Service, service_id) is None:
-            raise UsageError(f"service {service_id!r}: not in the store (see `monitord services`)")
+            raise Refused(
+                f"service {service_id!r}: not in the store (see `monitord services`)",
+                reason="no_such_service",
+                field="services",
+                value=service_id,
+            )
     known = [*settings.availability_kinds, *settings.security_kinds]
     for kind in kinds:
         if kind not in known:
-            raise UsageError(f"kind {kind!r}: expected one of {', '.join(sorted(known))}")
+            raise Refused(
+                f"kind {kind!r}: expected one of {', '.join(sorted(known))}",
+                reason="no_such_kind",
+                field="kinds",
+                value=kind,
+            )
     declared = list(rules.declared_rule_kinds())
     for rule in rule_names:
         if not rule.strip() or not _rule_is_declared(rule, declared):
-            raise UsageError(f"rule {rule!r}: no rule of rules/*.toml has this name")
+            raise Refused(
+                f"rule {rule!r}: no rule of rules/*.toml has this name",
+                reason="no_such_rule",
+                field="rules",
+                value=rule,
+            )
     if not reason.strip():
-        raise UsageError("reason: say why alerts are silenced (the report shows it)")
+        raise Refused(
+            "reason: say why alerts are silenced (the report shows it)",
+            reason="missing",
+            fields=("reason",),
+        )
     if len(reason) > MAX_REASON:
-        raise UsageError(f"reason: {len(reason)} characters, at most {MAX_REASON}")
+        raise Refused(
+            f"reason: {len(reason)} characters, at most {MAX_REASON}",
+            reason="too_long",
+            field="reason",
+            length=len(reason),
+            limit=MAX_REASON,
+        )
     if ends_at <= now:
-        raise UsageError(f"end {local_text(ends_at)} (CST): is not in the future")
+        raise Refused(
+            f"end {local_text(ends_at)} (CST): is not in the future",
+            reason="not_in_the_future",
+            field="ends_at",
+            at=ends_at,
+        )
     if ends_at - now > LONGEST:
         # As --for is capped: an --until or an API end date must not outrun the same cap.
-        raise UsageError(
+        raise Refused(
             f"end {local_text(ends_at)} (CST): more than {LONGEST.days} days away, "
-            "the longest silence"
+            "the longest silence",
+            reason="too_long_a_silence",
+            field="ends_at",
+            days=LONGEST.days,
         )
 
 
@@ -155,7 +200,11 @@ def get_silence(session: Session, silence_id: int) -> Silence:
     """The silence with this id, or a UsageError naming it."""
     silence = session.get(Silence, silence_id)
     if silence is None:
-        raise UsageError(f"no silence {silence_id}: see `monitord silence list --all`")
+        raise Refused(
+            f"no silence {silence_id}: see `monitord silence list --all`",
+            reason="no_such_silence",
+            id=str(silence_id),
+        )
     return silence
 
 
@@ -163,7 +212,12 @@ def expire_silence(session: Session, silence_id: int, actor: str, now: dt.dateti
     """End a silence now, audited under `actor`; one that already ended is refused."""
     silence = get_silence(session, silence_id)
     if not is_active(silence, now):
-        raise UsageError(f"silence {silence_id} already ended at {local_text(ended_at(silence))}")
+        raise Refused(
+            f"silence {silence_id} already ended at {local_text(ended_at(silence))}",
+            reason="silence_ended",
+            id=str(silence_id),
+            at=ended_at(silence),
+        )
     silence.expired_at = now
     silence.expired_by = actor
     audit(session, now, actor, "silence.expire", f"silence {silence_id}", {})

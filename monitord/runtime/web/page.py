@@ -662,7 +662,8 @@ async def add_silence(request: web.Request) -> web.Response:
         values = {name: str(form.get(name) or "") for name in ("services", "rules", "reason")}
         values.update({"for": body.get("for", ""), "ends_at": body.get("ends_at", "")})
         values["kinds"] = body["kinds"]
-        return await _silences_response(request, error=str(exc), values=values, status=422)
+        error = pageviews.refusal_text(exc.refusal) if exc.refusal else f"操作未执行（{exc}）"
+        return await _silences_response(request, error=error, values=values, status=422)
     return web.Response(status=303, headers={"Location": "/silences?done=silence"})
 
 
@@ -676,14 +677,14 @@ async def end_silence(request: web.Request) -> web.Response:
 
     def apply() -> None:
         if silence_id > MAX_ID:
-            raise UsageError(f"no silence {silence_id}")
+            raise Refused(f"no silence {silence_id}", reason="no_such_silence", id=str(silence_id))
         with app.store.session() as session:
             expire_silence(session, silence_id, who, app.clock())
 
     try:
         await asyncio.to_thread(apply)
     except UsageError as exc:
-        return await _silences_response(request, error=str(exc), status=409)
+        return await _silences_response(request, error=pageviews.refusal_text(exc), status=409)
     separator = "&" if "?" in back else "?"
     return web.Response(status=303, headers={"Location": f"{back}{separator}done=expire"})
 

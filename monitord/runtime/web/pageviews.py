@@ -109,8 +109,22 @@ REFUSALS = {
     "not_open": "事件{state}，无需确认。",
     "already_ended": "事件{state}，无需再标记为已解决。",
     "not_a_number": "表单已损坏（通报序号无效），请刷新页面后重新填写。",
+    "matches_everything": (
+        "请至少填写服务编号、事件类型或规则中的一项：不限范围的静默会掩盖下一次故障。"
+    ),
+    "no_such_service": "{field}：{value} 不在服务目录中。",
+    "no_such_kind": "{field}：{value} 不是已知的事件类型。",
+    "no_such_rule": "{field}：{value} 不是规则文件中定义的规则。",
+    "not_a_duration": "{field}：无法识别，请填写如 90m、2h、1d 的时长。",
+    "no_duration": "{field}：时长须大于零。",
+    "too_long_a_silence": "{field}：静默最长 {days} 天。",
+    "not_in_the_future": "{field}：{at} 不晚于现在。",
+    "one_end": "请在“持续时间”和“结束时间（北京时间）”中填写且只填写一项。",
+    "no_such_silence": "静默 {id} 不存在。",
+    "silence_ended": "静默 {id} 已于 {at} 结束。",
 }
-"""How the page says each reason an incident action is refused (monitord.errors.Refused):
+"""How the page says each reason an incident action or a silence is refused
+(monitord.errors.Refused):
 `{field}` is the field's name as the form labels it, the rest the refusal's facts."""
 
 LISTED = 200

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from monitord.errors import UsageError
+from monitord.errors import Refused, UsageError
 from monitord.incidents.silences import (
     add_silence,
     expire_silence,
@@ -40,7 +40,12 @@ FIELDS = ("services", "kinds", "rules", "reason", "ends_at", "for")
 
 
 class Invalid(Exception):
-    """A request body that does not validate; answered 422 with its message."""
+    """A request body that does not validate; answered 422 with its message. `refusal` says
+    why as codes, for the status page to word it in Chinese."""
+
+    def __init__(self, message: str, refusal: Refused | None = None) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 def _strings(body: dict[str, Any], name: str) -> list[str]:
@@ -55,20 +60,22 @@ def _ends_at(body: dict[str, Any], now: dt.datetime) -> dt.datetime:
     `for` (90m, 2h, 1d), exactly one."""
     ends, duration = body.get("ends_at"), body.get("for")
     if (ends is None) == (duration is None):
-        raise Invalid("ends_at or for: give exactly one (an ISO 8601 time, or a duration: 2h)")
+        message = "ends_at or for: give exactly one (an ISO 8601 time, or a duration: 2h)"
+        raise Invalid(message, Refused(message, reason="one_end"))
     if duration is not None:
         if not isinstance(duration, str):
             raise Invalid("for: expected a duration such as 90m, 2h or 1d")
         try:
             return now + parse_duration(duration)
-        except UsageError as exc:
-            raise Invalid(f"for: {exc}") from None
+        except Refused as exc:
+            raise Invalid(f"for: {exc}", exc) from None
     try:
         if not isinstance(ends, str):
             raise ValueError
         return parse_time(ends)
     except ValueError:
-        raise Invalid("ends_at: expected an ISO 8601 time such as 2026-12-01T08:00") from None
+        message = "ends_at: expected an ISO 8601 time such as 2026-12-01T08:00"
+        raise Invalid(message, Refused(message, reason="not_a_time", field="ends_at")) from None
 
 
 def add_from_body(app: App, body: dict[str, Any], actor: str) -> dict[str, Any]:
@@ -96,7 +103,7 @@ def add_from_body(app: App, body: dict[str, Any], actor: str) -> dict[str, Any]:
                 now=now,
             )
         except UsageError as exc:
-            raise Invalid(str(exc)) from None
+            raise Invalid(str(exc), exc if isinstance(exc, Refused) else None) from None
         return silence_dict(made, now)
 
 

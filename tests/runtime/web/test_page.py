@@ -612,12 +612,35 @@ async def test_a_refused_silence_shows_its_one_line_reason_and_keeps_what_was_ty
     await site.sign_in(ONCALL)
     _, html = await site.page("/silences")
     csrf = field(html, "csrf")
+    # Said in Chinese, naming the form's fields as the form labels them (they were the CLI's
+    # English lines: "ends_at or for: give exactly one").
     refusals = [
-        ({"services": "svc-9999", "reason": "维护", "for": "2h"}, "svc-9999"),
-        ({"services": "svc-0001", "reason": "维护"}, "ends_at or for: give exactly one"),
-        ({"services": "svc-0001", "reason": "维护", "for": "soon"}, "duration"),
-        ({"reason": "全部静默", "for": "2h"}, "at least one service, kind or rule"),
-        ({"services": "svc-0001", "reason": "  ", "for": "2h"}, "reason: say why"),
+        (
+            {"services": "svc-9999", "reason": "维护", "for": "2h"},
+            "服务编号：svc-9999 不在服务目录中",
+        ),
+        (
+            {"services": "svc-0001", "reason": "维护"},
+            "在“持续时间”和“结束时间（北京时间）”中填写且只填写一项",
+        ),
+        ({"services": "svc-0001", "reason": "维护", "for": "soon"}, "持续时间：无法识别"),
+        ({"services": "svc-0001", "reason": "维护", "for": "0m"}, "持续时间：时长须大于零"),
+        ({"services": "svc-0001", "reason": "维护", "for": "4000d"}, "持续时间：静默最长 3,650 天"),
+        (
+            {"services": "svc-0001", "reason": "维护", "ends_at": "2020-01-01T08:00"},
+            "结束时间（北京时间）：2020-01-01 08:00 不晚于现在",
+        ),
+        (
+            {"services": "svc-0001", "reason": "维护", "ends_at": "明天"},
+            "结束时间（北京时间）：无法识别的时间",
+        ),
+        (
+            {"services": "svc-0001", "rules": "no_rule", "reason": "维护", "for": "2h"},
+            "规则：no_rule 不是",
+        ),
+        ({"reason": "全部静默", "for": "2h"}, "请至少填写服务编号、事件类型或规则中的一项"),
+        ({"services": "svc-0001", "reason": "  ", "for": "2h"}, "请填写“原因”"),
+        ({"services": "svc-0001", "reason": "长" * 2001, "for": "2h"}, "原因：共 2,001 字"),
     ]
     for form, said in refusals:
         data = {"csrf": csrf, **form}
@@ -626,6 +649,7 @@ async def test_a_refused_silence_shows_its_one_line_reason_and_keeps_what_was_ty
             page = await refused.text()
         error = page.split('<p class="error">', 1)[1].split("</p>", 1)[0]
         assert error.startswith("未能完成：") and said in error, error
+        assert not re.search(r"[A-Za-z]{4,}", error.replace(form.get("rules", ""), "")), error
         assert "Traceback" not in page
         assert f'value="{form.get("services", "")}"' in page  # what was typed is kept
     assert _silences(app) == []
@@ -676,10 +700,10 @@ async def test_on_call_ends_a_silence_with_its_button_and_a_viewer_may_not(
     assert "最近结束的静默" in html and "供应商计划维护" in html
     async with site.http.post(expire, data=data) as again:
         assert again.status == 409
-        assert f"silence {silence_id} already ended" in await again.text()
+        assert f"静默 {silence_id} 已于 {local_text(clock())} 结束。" in await again.text()
     async with site.http.post(f"{site.url}/silences/99999999999/expire", data=data) as missing:
         assert missing.status == 409
-        assert "no silence 99999999999" in await missing.text()
+        assert "静默 99999999999 不存在。" in await missing.text()
 
 
 async def test_an_incidents_timeline_names_the_silence_that_held_its_alert_back(
