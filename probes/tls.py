@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -124,19 +124,25 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
         if legacy.ok:
             shake = legacy
 
-    async def limited(work: Awaitable[T]) -> T:
+    async def limited(work: Callable[[], Awaitable[T]]) -> T:
         # One of the service's connection slots (ProbeContext.connection) per part: each opens
-        # one connection at a time (the weak-suite enumeration one after another).
-        async with ctx.connection():
-            return await work
+        # one connection at a time (the weak-suite enumeration one after another). The work is
+        # made once the part has its slot: a probe cancelled while it waits leaves none unrun.
+        # Its cap counts from then too: at a limit of one, the parts wait for each other, and
+        # that wait is no sign of a slow server.
+        async with ctx.connection(), asyncio.timeout(spec.timeout_s * 3):
+            return await work()
 
     timeout = spec.timeout_s
     verified = limited(
-        tlsinfo.handshake(
+        lambda: tlsinfo.handshake(
             address, port, ssl_context_for(ctx, True), server_hostname=host, timeout_s=timeout
         )
     )
-    raw = limited(tlsinfo.sent_chain_and_staple(address, port, server_name=host, timeout_s=timeout))
+    raw = limited(
+        lambda: tlsinfo.sent_chain_and_staple(address, port, server_name=host, timeout_s=timeout)
+    )
+    # Each of its handshakes takes a slot of its own, and is timed from then.
     protocols = (
         tlsinfo.accepted_protocols(
             address, port, server_hostname=host, timeout_s=timeout, connection=ctx.connection
@@ -145,16 +151,19 @@ async def probe(target: Target, spec: TlsSpec, ctx: ProbeContext) -> ProbeResult
         else _none()
     )
     weak = (
-        limited(tlsinfo.accepted_weak_ciphers(address, port, server_name=host, timeout_s=timeout))
+        limited(
+            lambda: tlsinfo.accepted_weak_ciphers(
+                address, port, server_name=host, timeout_s=timeout
+            )
+        )
         if spec.enumerate_weak_ciphers
         else _none()
     )
-    hsts = limited(_hsts(ctx, spec, target)) if spec.check_hsts else _none()
+    hsts = limited(lambda: _hsts(ctx, spec, target)) if spec.check_hsts else _none()
     try:
-        async with asyncio.timeout(spec.timeout_s * 3):
-            check, sent, accepted, weak_found, hsts_fact = await asyncio.gather(
-                verified, raw, protocols, weak, hsts
-            )
+        check, sent, accepted, weak_found, hsts_fact = await asyncio.gather(
+            verified, raw, protocols, weak, hsts
+        )
     except TimeoutError:
         return failure(KIND, target, started_at, start, facts, "timed out")
     facts.update(

@@ -21,7 +21,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 import probes
 from monitord.config import ProbeSettings, Settings
 from monitord.probing.backlog import ProbeBacklog, UnrecordedRound, record_late
-from monitord.probing.prober import Prober, run_probes
+from monitord.probing.deep import DeepQueue
+from monitord.probing.prober import ProbeLimits, Prober, run_probes
 from monitord.probing.record import RoundReport, met_another_transaction, record_results
 from monitord.probing.schedule import Schedule, next_window, probe_at_once, spread_round
 from monitord.probing.targets import CHEAP_KIND, ServiceTarget, load_targets, spec_for_target
@@ -31,10 +32,13 @@ from monitord.timeutil import Clock
 from monitord.types import ProbeContext, ProbeResult
 
 __all__ = [
+    "DeepQueue",
     "ProbeBacklog",
+    "ProbeLimits",
     "RoundReport",
     "Schedule",
     "ServiceTarget",
+    "deep_round",
     "load_targets",
     "next_window",
     "probe_context",
@@ -112,10 +116,16 @@ async def probe_round(
     once_within: dt.timedelta | None = None,
     schedule: Schedule | None = None,
     progress: Callable[[int, int], None] | None = None,
+    limits: ProbeLimits | None = None,
+    deep_later: DeepQueue | None = None,
 ) -> RoundReport:
     """One inspection round: availability for every service (each at its slot of the round,
     or all at once when not `spread`), then the deep kinds for services that are due;
     everything recorded. `kinds` forces which kinds run.
+
+    The daemon's rounds hand the services due for their deep probes to `deep_later` instead
+    (the daemon runs them with `deep_round`, beside the next rounds: a round that waited for
+    them would leave the windows that passed meanwhile unprobed), and share `limits` with them.
 
     The daemon hands `targets` (every service, read by it), the `schedule` (the round's window
     and who probes what) and a `backlog`: what cannot be recorded because the store does not
@@ -125,6 +135,7 @@ async def probe_round(
     each ends.
     """
     config = settings.probes
+    began = clock()
     if targets is None:
         targets = await asyncio.to_thread(load_targets, store, service_ids)
     by_id = {t.id: t for t in targets}
@@ -182,29 +193,21 @@ async def probe_round(
                 if schedule is None:
                     start = clock().timestamp()
                     schedule = Schedule(start=start, interval=config.interval_seconds)
-                await spread_round(Prober(ctx, config), targets, schedule, record)
+                await spread_round(Prober(ctx, config, limits), targets, schedule, record)
             else:
-                await probe_at_once(Prober(ctx, config), targets, record)
+                await probe_at_once(Prober(ctx, config, limits), targets, record)
                 in_target_order(report, targets)
         if lost:
             raise lost[0]
         deep_kinds = [k for k in (kinds or config.deep_kinds) if k != CHEAP_KIND]
         deep_ids = list(by_id) if kinds is not None else report.deep_due
-        if deep_kinds and deep_ids and not blind:
-            jobs = [(by_id[i], k, by_id[i].url) for i in deep_ids for k in deep_kinds]
-            results = await run_probes(ctx, config, jobs, progress)
-            deep_report = await asyncio.to_thread(
-                record_results,
-                store,
-                by_id,
-                results,
-                config,
-                clock(),
-                blind=blind,
-                deep=True,
-                zone=zone,
-            )
-            merge_reports(report, deep_report)
+        if deep_later is not None:
+            if not blind:
+                deep_later.add((by_id[i] for i in report.deep_due), began)
+        elif deep_kinds and deep_ids and not blind:
+            deep = [by_id[i] for i in deep_ids]
+            part = await _probe_deep(ctx, store, settings, deep, deep_kinds, progress, limits)
+            merge_reports(report, part)
     report.services = len({r.service_id for r in report.results})
     logger.info(
         "probe round: {} services, {} probes, {} failed{}",
@@ -212,5 +215,58 @@ async def probe_round(
         report.probes,
         report.failures,
         " (blind)" if blind else "",
+    )
+    return report
+
+
+async def _probe_deep(
+    ctx: ProbeContext,
+    store: Store,
+    settings: Settings,
+    targets: Sequence[ServiceTarget],
+    kinds: Sequence[str],
+    progress: Callable[[int, int], None] | None,
+    limits: ProbeLimits | None,
+) -> RoundReport:
+    """Run `kinds` on each of `targets` and record them (their deep probes ran now).
+
+    Beside other probes (`limits` given), these take at most half of `probes.concurrency`
+    at once: the availability probes always have the other half.
+    """
+    config = settings.probes
+    jobs = [(t, k, t.url) for t in targets for k in kinds]
+    share = max(1, config.concurrency // 2) if limits is not None else None
+    results = await run_probes(ctx, config, jobs, progress, limits=limits, most_at_once=share)
+    return await asyncio.to_thread(
+        record_results,
+        store,
+        {t.id: t for t in targets},
+        results,
+        config,
+        ctx.clock(),
+        deep=True,
+        zone=settings.cluster.zone,
+    )
+
+
+async def deep_round(
+    store: Store,
+    settings: Settings,
+    clock: Clock,
+    targets: Sequence[ServiceTarget],
+    limits: ProbeLimits,
+) -> RoundReport:
+    """The deep kinds (`probes.deep_kinds`) for services the rounds found due, run beside the
+    availability rounds within the `limits` they share; recorded."""
+    kinds = [k for k in settings.probes.deep_kinds if k != CHEAP_KIND]
+    if not kinds or not targets:
+        return RoundReport()
+    async with probe_context(settings.probes, clock) as ctx:
+        report = await _probe_deep(ctx, store, settings, targets, kinds, None, limits)
+    logger.info(
+        "deep probes: {} services, {} probes, {} failed",
+        len(targets),
+        report.probes,
+        report.failures,
     )
     return report

@@ -15,14 +15,43 @@ from monitord.probing.targets import ServiceTarget, per_service_limit, spec_for_
 from monitord.types import ProbeContext, ProbeResult, Target
 
 
-class _ServiceLimit:
-    """One service's share of a round: how many connections may be open to it at once, and
-    how many of its probes may run at once (as many: a probe starts, and its deadline runs,
-    only when the service has room for it)."""
+class ProbeLimits:
+    """The limits every probe of a process shares: probes in flight over all services, and
+    connections open at once to each service.
 
-    def __init__(self, limit: int) -> None:
+    The daemon's availability rounds and its deep probes, which run beside them, take their
+    slots from one ProbeLimits: a service never has more connections open than its share, and
+    the probes in flight never exceed `probes.concurrency`, whatever runs them. A changed
+    limit (a reload, a new filing) takes effect for the probes that start after it.
+    """
+
+    def __init__(self) -> None:
+        self._overall: tuple[int, asyncio.Semaphore] | None = None
+        self._connections: dict[str, tuple[int, asyncio.Semaphore]] = {}
+
+    def overall(self, concurrency: int) -> asyncio.Semaphore:
+        """The slots of the probes in flight over all services."""
+        if self._overall is None or self._overall[0] != concurrency:
+            self._overall = (concurrency, asyncio.Semaphore(concurrency))
+        return self._overall[1]
+
+    def connections(self, key: str, limit: int) -> asyncio.Semaphore:
+        """The slots of the connections open at once to one service (or URL)."""
+        held = self._connections.get(key)
+        if held is None or held[0] != limit:
+            held = self._connections[key] = (limit, asyncio.Semaphore(limit))
+        return held[1]
+
+
+class _ServiceLimit:
+    """One service's share of a round: how many connections may be open to it at once (shared
+    with every probe of the process, `ProbeLimits`), and how many of the round's probes may run
+    at once (as many: a probe starts, and its deadline runs, only when the service has room
+    for it)."""
+
+    def __init__(self, limit: int, connections: asyncio.Semaphore) -> None:
         self.probes = asyncio.Semaphore(limit)
-        self.connections = asyncio.Semaphore(limit)
+        self.connections = connections
 
 
 class _ConnectionSlot:
@@ -58,12 +87,16 @@ class _ConnectionSlot:
 
 
 class Prober:
-    """Runs one probe at a time on demand, all of a round's probes sharing its limits."""
+    """Runs one probe at a time on demand, all of a round's probes sharing its limits (and
+    `limits`, when given, with every other Prober that has them)."""
 
-    def __init__(self, ctx: ProbeContext, settings: ProbeSettings) -> None:
+    def __init__(
+        self, ctx: ProbeContext, settings: ProbeSettings, limits: ProbeLimits | None = None
+    ) -> None:
         self.ctx = ctx
         self.settings = settings
-        self._overall = asyncio.Semaphore(settings.concurrency)
+        self._limits = limits or ProbeLimits()
+        self._overall = self._limits.overall(settings.concurrency)
         self._per_service: dict[str, _ServiceLimit] = {}
 
     async def probe(self, target: ServiceTarget | None, kind: str, url: str) -> ProbeResult:
@@ -79,7 +112,8 @@ class Prober:
         key = target.id if target else url
         if key not in self._per_service:
             limit = per_service_limit(target, settings) if target else 1
-            self._per_service[key] = _ServiceLimit(limit)
+            connections = self._limits.connections(key, limit)
+            self._per_service[key] = _ServiceLimit(limit, connections)
         service = self._per_service[key]
         spec = spec_for_target(kind, target, settings)
         started = self.ctx.clock()
@@ -120,17 +154,24 @@ async def run_probes(
     settings: ProbeSettings,
     jobs: Sequence[tuple[ServiceTarget | None, str, str]],
     progress: Callable[[int, int], None] | None = None,
+    *,
+    limits: ProbeLimits | None = None,
+    most_at_once: int | None = None,
 ) -> list[ProbeResult]:
     """Run (target, kind, url) probes at once, within the limits; results in the jobs' order.
 
-    `progress`, when given, is told (probes done, probes in all) as each one ends.
+    `progress`, when given, is told (probes done, probes in all) as each one ends. `limits`:
+    the limits shared with other probes running meanwhile; `most_at_once`: how many of these
+    probes may be in flight at once (within the overall limit).
     """
-    prober = Prober(ctx, settings)
+    prober = Prober(ctx, settings, limits)
+    share = asyncio.Semaphore(most_at_once or settings.concurrency)
     done = 0
 
     async def one(target: ServiceTarget | None, kind: str, url: str) -> ProbeResult:
         nonlocal done
-        result = await prober.probe(target, kind, url)
+        async with share:
+            result = await prober.probe(target, kind, url)
         done += 1
         if progress is not None:
             progress(done, len(jobs))

@@ -8,7 +8,7 @@ import aiohttp
 
 from monitord.cluster import Coordinator
 from monitord.config import Settings
-from monitord.probing import ProbeBacklog
+from monitord.probing import DeepQueue, ProbeBacklog, ProbeLimits
 from monitord.store import Store, open_store
 from monitord.store.models import set_writer
 from monitord.timeutil import Clock, SteadyClock, system_clock
@@ -32,6 +32,11 @@ class App:
     """What the probe job keeps while the store does not answer."""
     probe_window: float | None = None
     """The start (epoch seconds) of the probe job's last round window."""
+    probe_limits: ProbeLimits = field(default_factory=ProbeLimits)
+    """The limits the probe rounds and the deep probes share (connections per service, probes
+    in flight)."""
+    deep_due: DeepQueue = field(default_factory=DeepQueue)
+    """The services the probe rounds found due for their deep probes."""
 
     async def start(self) -> None:
         """Open what needs an event loop: the shared HTTP client."""

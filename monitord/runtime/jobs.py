@@ -21,7 +21,14 @@ from monitord.compliance import evaluate_quarter, quarters_due, store_verdicts
 from monitord.config import Settings
 from monitord.errors import MonitordError
 from monitord.incidents import confirm_deliveries, intake, work_clocks
-from monitord.probing import Schedule, load_targets, next_window, probe_round, release_withdrawn
+from monitord.probing import (
+    Schedule,
+    deep_round,
+    load_targets,
+    next_window,
+    probe_round,
+    release_withdrawn,
+)
 from monitord.redact import error_line, one_line
 from monitord.runtime.app import App
 from monitord.runtime.delivery import deliver_alerts
@@ -132,9 +139,32 @@ async def probe_services(app: App) -> None:
         backlog=backlog,
         once_within=once_within,
         schedule=schedule,
+        limits=app.probe_limits,
+        deep_later=app.deep_due,
     )
     if cluster is not None:
         await asyncio.to_thread(cluster.record_round, report.services)
+
+
+async def deep_probes(app: App) -> None:
+    """The deep probes (`probes.deep_kinds`) of the services the probe rounds found due, run
+    beside the rounds, which keep their slots meanwhile; they share the rounds' limits (the
+    connections to each service, the probes in flight) and take at most half of the probes
+    in flight. In a cluster, a service is deep-probed by the daemon that probes it now."""
+    mine = None
+    cluster = app.cluster
+    if isinstance(cluster, SharedCoordinator):
+        split = cluster.split(settle_seconds=cluster.settings.lease_seconds)
+        mine = split.mine
+    taken = app.deep_due.take(mine)
+    if not taken:
+        return
+    recorded_at = None
+    try:
+        await deep_round(app.store, app.settings, app.clock, taken, app.probe_limits)
+        recorded_at = app.clock()
+    finally:
+        app.deep_due.done(taken, recorded_at)
 
 
 async def _write_backlog(app: App) -> None:
@@ -313,6 +343,16 @@ JOBS: tuple[Job, ...] = (
         without_store=True,
         aligned=True,
         release_memory=True,
+        stops_at_once=True,
+    ),
+    # Beside the rounds, in a job of its own: a round that waited for its deep probes (the tls
+    # probe alone may take three timeouts) left the windows that passed meanwhile unprobed.
+    # What a stop cuts short is probed again at the next start (its services are still due).
+    Job(
+        "deep-probes",
+        deep_probes,
+        lambda s: s.probes.interval_seconds,
+        once=False,
         stops_at_once=True,
     ),
     Job("security-scans", security_scans, lambda s: s.zap.check_interval_seconds),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import gc
 import ssl
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -462,3 +465,90 @@ async def test_a_server_that_speaks_only_tls_1_0_or_1_1_still_shows_its_certific
     assert result.facts["chain_trusted"] is None
     assert {"cert_expired", "legacy_protocol"} <= {f.rule for f in evaluate(result)}
     assert "untrusted_chain" not in {f.rule for f in evaluate(result)}
+
+
+async def _slow_proxy(to_port: int, delay: float) -> asyncio.Server:
+    """A loopback TCP proxy to `to_port` that holds each new connection `delay` seconds first
+    (a slow server: each handshake takes that long, well within its timeout)."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(delay)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", to_port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_a_slow_server_probed_one_connection_at_a_time_keeps_its_tls_facts(
+    ca: trustme.CA, certdir: Path, serve: Serve, ctx: ProbeContext
+) -> None:
+    # At a limit of one connection, the probe's parts waited for each other's slots inside a
+    # cap of three timeouts: eight 0.6 s handshakes in a row read "timed out", all facts lost.
+    app = web.Application()
+    app.router.add_get("/", ok)
+    port = await serve(app, server_context(issued("localhost")(ca, certdir), ciphers=STRONG))
+    proxy = await _slow_proxy(port, 0.6)
+    one_slot = asyncio.Semaphore(1)
+    limited = dataclasses.replace(ctx, connection=lambda: one_slot)
+    target = Target(f"https://localhost:{proxy.sockets[0].getsockname()[1]}/")
+    try:
+        result = await tls.probe(target, tls.TlsSpec(timeout_s=1.0), limited)
+    finally:
+        proxy.close()
+    assert result.success, result.error
+    assert result.facts["tls_version"] == "TLSv1.3"
+    assert "TLSv1.2" in result.facts["protocols"]
+
+
+class _FirstSlotOnly:
+    """A service's connection slots of which only the first is ever given (the others are
+    taken by other probes for as long as the test runs)."""
+
+    def __init__(self) -> None:
+        self.given = 0
+        self.waiting = 0
+        self._never = asyncio.Event()
+
+    async def __aenter__(self) -> None:
+        if self.given:
+            self.waiting += 1
+            await self._never.wait()
+        self.given += 1
+
+    async def __aexit__(self, *_exc: object) -> None:
+        pass
+
+
+async def test_a_tls_probe_cancelled_while_it_waits_for_slots_leaves_no_work_unrun(
+    ca: trustme.CA, certdir: Path, serve: Serve, ctx: ProbeContext
+) -> None:
+    # A stop during a deep round printed "RuntimeWarning: coroutine '_hsts' was never awaited"
+    # (and the same of the weak-suite enumeration) on stderr after "monitord stopped".
+    app = web.Application()
+    app.router.add_get("/", ok)
+    port = await serve(app, server_context(issued("localhost")(ca, certdir), ciphers=STRONG))
+    slots = _FirstSlotOnly()
+    limited = dataclasses.replace(ctx, connection=lambda: slots)
+    target = Target(f"https://localhost:{port}/")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        probing = asyncio.create_task(tls.probe(target, tls.TlsSpec(timeout_s=5), limited))
+        async with asyncio.timeout(10):
+            while slots.waiting < 5:  # every part waits for a slot
+                await asyncio.sleep(0.01)
+        probing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probing
+        del probing
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is RuntimeWarning] == []

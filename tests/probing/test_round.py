@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import http.server
+import itertools
 import json
 import socket
 import ssl
@@ -721,3 +722,46 @@ def test_probe_all_says_how_far_it_got_while_a_slow_service_holds_it(
     # The two fast ones come in the first batch or two; the slow one ends the round unsaid.
     assert told and told[-1] == "monitord: 2 of 3 probes done…"
     assert len(captured.out.splitlines()) == 3  # stdout keeps the results alone
+
+
+async def test_the_rounds_keep_their_slots_while_deep_probes_run(
+    sqlite_store: Store, backend: Backend, tls_ca: tuple[trustme.CA, Path]
+) -> None:
+    # The deep probes ran inside the round job after its availability probes: the next round
+    # waited for them, and the windows that passed meanwhile went unprobed for every service.
+    from monitord.runtime.app import App
+    from monitord.runtime.daemon import Daemon
+    from monitord.runtime.jobs import JOBS
+    from monitord.timeutil import system_clock
+
+    cfg = settings_for(
+        tls_ca[1], deep_kinds=["compatibility"], interval_seconds=2.0, timeout_seconds=5.0
+    )
+    cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"enabled": False})})
+    add_service(sqlite_store, FakeClock(system_clock()), backend.url)
+    backend.never_answers = "MicroMessenger"  # the WeChat client waits out its 5 s timeout
+    app = App(settings=cfg, store=sqlite_store, clock=system_clock)
+    daemon = Daemon(app, None, jobs=tuple(j for j in JOBS if j.name in {"probes", "deep-probes"}))
+    running = asyncio.create_task(daemon.run())
+
+    def results(kind: str) -> list[dt.datetime]:
+        with sqlite_store.session() as session:
+            return list(
+                session.scalars(
+                    select(ProbeResultRow.at)
+                    .where(ProbeResultRow.kind == kind)
+                    .order_by(ProbeResultRow.at)
+                )
+            )
+
+    try:
+        await wait_for(lambda: results("compatibility"), "the deep probe's result", timeout=20)
+        await wait_for(lambda: len(results("availability")) >= 6, "more rounds", timeout=20)
+    finally:
+        daemon.request_stop("test")
+        assert await running == 0
+    deep = results("compatibility")
+    rounds = results("availability")
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(rounds)]
+    assert len(deep) == 1  # once, though every round until it was recorded found it due
+    assert max(gaps) < 4.0, gaps  # no round missed while it ran its 5 s
