@@ -263,13 +263,15 @@ def _transition(
 
     An incident already in one of the `already` states is left as it is and said so, with exit
     status 0: a script (or a second person at 3 a.m.) repeating the command got what it asked.
+    The incident is held while its state is read, so that a change another session makes at
+    the same moment is seen here as such, not refused by the change itself.
     """
-    from monitord.incidents import get_incident
+    from monitord.incidents import held_incident
 
     with app_for(args) as app:
         who = actor(args)
         with app.store.session() as session:
-            incident = get_incident(session, args.id)
+            incident = held_incident(session, args.id)
             if incident.state in already and (done != "acknowledged" or incident.acknowledged_by):
                 by = f" by {incident.acknowledged_by}" if done == "acknowledged" else ""
                 print(

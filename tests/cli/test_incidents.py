@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
 
 from monitord.cli import main
 from monitord.store import Store
 from monitord.store.models import OutboxAlert
+from tests.conftest import PostgresServer, wait_for
 from tests.fakeportal import make_service
 from tests.receivers import Webhook, serve_webhook
 
@@ -346,3 +348,61 @@ async def test_a_shell_without_the_smtp_password_leaves_the_notification_to_the_
             ]
     finally:
         store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("command", "change", "said"),
+    [
+        (
+            "ack",
+            "state = 'acknowledged', acknowledged_at = now(), acknowledged_by = 'zhang.san'",
+            "incident 1 is already acknowledged by zhang.san (acknowledged 已确认): "
+            "nothing changed",
+        ),
+        (
+            "resolve",
+            "state = 'resolved', resolved_at = now()",
+            "incident 1 is already resolved (resolved 已解决): nothing changed",
+        ),
+    ],
+)
+async def test_a_change_that_loses_the_race_to_another_session_changes_nothing(
+    tmp_path: Path,
+    postgres: PostgresServer | None,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    change: str,
+    said: str,
+) -> None:
+    # Another session held the incident and acknowledged it meanwhile: the ack said "was
+    # already acknowledged by zhang.san", exit 2, where a repeat says "nothing changed", exit 0.
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    url = postgres.new_database()
+    catalogue = tmp_path / "catalogue.json"
+    catalogue.write_text(json.dumps({"services": [make_service(1)]}), encoding="utf-8")
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
+    assert (await run(config, capsys, "sync", "--file", str(catalogue)))[0] == 0
+    await open_incident(config, capsys, "data_exposure", "疑似泄露")
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    name = make_url(url).database
+    try:
+        with engine.connect() as other:
+            other.execute(text("select id from incidents where id = 1 for update"))
+            cli = asyncio.create_task(run(config, capsys, "incidents", command, "1"))
+            # Autocommit: a transaction sees pg_stat_activity as it was when it began.
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
+                waiting = text(
+                    "select count(*) from pg_stat_activity where datname = :name "
+                    "and wait_event_type = 'Lock'"
+                )
+                await wait_for(
+                    lambda: watcher.execute(waiting, {"name": name}).scalar(), "the CLI to wait"
+                )
+            other.execute(text(f"update incidents set {change} where id = 1"))
+            other.commit()
+            status, out, err = await cli
+    finally:
+        engine.dispose()
+    assert (status, out.strip(), err) == (0, said, "")
