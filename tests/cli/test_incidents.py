@@ -12,6 +12,9 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from monitord.cli import main
+from monitord.runtime.app import build_app
+from monitord.runtime.delivery import deliver_alerts
+from monitord.runtime.settings import load_settings
 from monitord.store import Store
 from monitord.store.models import OutboxAlert
 from tests.conftest import PostgresServer, wait_for
@@ -185,6 +188,48 @@ async def test_notify_with_the_channel_down_still_succeeds_and_says_it_waits(
     # Its state said 已通报 (notified) beside "sent, NOT DELIVERED": submitted is what it is.
     _, listed, _ = await run(config, capsys, "incidents", "list")
     assert "notified 已提交通报" in listed and "sent, NOT DELIVERED" in listed
+
+
+async def test_notify_held_back_by_the_channel_is_not_called_unreachable(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str], hook: Webhook
+) -> None:
+    # Nothing failed, yet nothing was left for the command to send (the running daemon had
+    # claimed the copy, or the channel's pace held it): it said the channel could not be reached.
+    shared = hook.apprise_url("shared")
+    config.write_text(
+        config.read_text(encoding="utf-8")
+        .replace(hook.apprise_url("oncall"), shared)
+        .replace(hook.apprise_url("management"), shared)
+        + "rate_per_minute = { json = 1 }\n",
+        encoding="utf-8",
+    )
+    await open_incident(config, capsys, "vulnerability", "渗透测试发现越权")
+    with build_app(load_settings(config)) as app:
+        await deliver_alerts(app)  # the opening alert: the channel's one message this minute
+    assert [r["path"] for r in hook.received] == ["/shared"]
+    status, out, _ = await run(
+        config,
+        capsys,
+        "incidents",
+        "notify",
+        "1",
+        "--scope",
+        "a",
+        "--harm",
+        "b",
+        "--measures",
+        "c",
+        "--rectification",
+        "d",
+    )
+    assert status == 0
+    assert "could not be reached" not in out
+    assert (
+        "not delivered by this command: another monitord process (the running daemon) is "
+        "sending it, or the channel's alerts.rate_per_minute holds it for a moment; it waits in "
+        "the outbox. `monitord incidents show 1` says when the management unit received it"
+    ) in out
+    assert len(hook.received) == 1
 
 
 async def test_a_security_incident_cannot_be_closed_unnotified(
