@@ -28,6 +28,7 @@ from monitord.cli.common import (
     private_files,
     settings_for,
     settings_with_credentials,
+    store_failure,
     tolerant_output,
 )
 from monitord.cli.compliance import add_compliance_commands
@@ -368,3 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        failure = store_failure(args, exc)
+        if failure is None:
+            raise
+        print(f"monitord: {failure}", file=sys.stderr)
+        return 1

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from monitord.errors import ConfigError, StoreError, UsageError
+from monitord.errors import ConfigError, MonitordError, StoreError, UsageError
 from monitord.redact import escaped
 from monitord.textable import storable, written_text
 from monitord.timeutil import EARLIEST, parse_time
@@ -98,6 +98,31 @@ def open_app(settings: Settings, *, for_daemon: bool = False) -> App:
         raise ConfigError(
             f"{settings.source}: store.url: cannot create {exc.filename} ({exc.strerror})"
         ) from None
+
+
+def store_failure(args: argparse.Namespace, exc: Exception) -> str | None:
+    """The one line that says the store failed a command, or None when exc is not the store's.
+
+    A store that refuses a write (a read-only database or file, a lock held past its timeout)
+    or stops answering once it was opened raises one of STORE_GONE_ERRORS from deep inside a
+    command: a person is told which store and what it said, not shown a traceback. Any other
+    error is a fault of monitord's own, whose traceback is kept.
+    """
+    if "sqlalchemy" not in sys.modules:
+        return None  # the command never reached a store
+    # _reason is the store's wording of what the database said, as at open.
+    from monitord.store import STORE_GONE_ERRORS, Store, _reason
+
+    if not isinstance(exc, STORE_GONE_ERRORS):
+        return None
+    try:
+        store = Store(settings_for(args).store.url)
+    except (MonitordError, OSError, ValueError):
+        where = "the store"  # the config changed since the command read it
+    else:
+        where = f"the store at {store.display_url}"
+        store.dispose()
+    return f"{where} did not carry out the command: {_reason(exc)}"
 
 
 def live_cluster_members(store: Store, lease_seconds: float) -> list[Member]:

@@ -263,13 +263,15 @@ def _transition(
 
     An incident already in one of the `already` states is left as it is and said so, with exit
     status 0: a script (or a second person at 3 a.m.) repeating the command got what it asked.
+    The incident is held while its state is read, so that a change another session makes at
+    the same moment is seen here as such, not refused by the change itself.
     """
-    from monitord.incidents import get_incident
+    from monitord.incidents import held_incident
 
     with app_for(args) as app:
         who = actor(args)
         with app.store.session() as session:
-            incident = get_incident(session, args.id)
+            incident = held_incident(session, args.id)
             if incident.state in already and (done != "acknowledged" or incident.acknowledged_by):
                 by = f" by {incident.acknowledged_by}" if done == "acknowledged" else ""
                 print(
@@ -365,12 +367,21 @@ def cmd_notify(args: argparse.Namespace) -> int:
                 f"queued: the running daemon delivers it ({needing_password[0]} needs the SMTP "
                 f"password, and this shell has no {SECRET_ENV['alerts', 'smtp_password']})"
             )
-        elif report.failed or delivered is None:
+        elif report.failed:
             print(
                 "not delivered yet: the management channel could not be reached now; it waits in "
                 "the outbox and the running daemon will deliver it. Until a channel takes it, the "
                 "incident is not notified: phone it in if it is urgent and record that with "
                 "--out-of-band"
+            )
+        elif delivered is None:
+            # Nothing failed, and nothing was left for this command to send: another process
+            # claimed the copy first, or the channel's pace holds it for the next minute.
+            print(
+                "not delivered by this command: another monitord process (the running daemon) "
+                "is sending it, or the channel's alerts.rate_per_minute holds it for a moment; it "
+                f"waits in the outbox. `monitord incidents show {args.id}` says when the "
+                "management unit received it"
             )
         else:
             print(f"delivered to {report.delivered} channel(s)")

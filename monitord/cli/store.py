@@ -108,6 +108,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if file is None:
         # monitord copies only a SQLite file; a PostgreSQL store is PostgreSQL's to dump.
         print("# the store is PostgreSQL: back it up with pg_dump, as a user it lets in")
+        if _has_password(settings.store.url):
+            # A command line is seen by every user of the machine (ps): the password never is.
+            print("# the password of store.url is left out: pg_dump asks for it, or give it in")
+            print("# PGPASSWORD or ~/.pgpass")
         print(pg_dump_line(settings.store.url, target))
         return 0
     size = backup_sqlite(file, target)
@@ -123,7 +127,9 @@ def pg_dump_line(store_url: str, target: Path) -> str:
     from sqlalchemy.engine import make_url
 
     url = make_url(store_url)
-    params = {key: _one_value(value) for key, value in url.query.items()}
+    params = {
+        key: _one_value(value) for key, value in url.query.items() if key != _PASSWORD_PARAMETER
+    }
     options = {
         "--host": url.host or params.pop("host", None),
         "--port": str(url.port) if url.port else params.pop("port", None),
@@ -137,6 +143,18 @@ def pg_dump_line(store_url: str, target: Path) -> str:
         if value:
             words += [option, value]
     return shlex.join([*words, database] if database else words)
+
+
+_PASSWORD_PARAMETER = "password"
+"""libpq's connection parameter for the password (`?password=` in store.url)."""
+
+
+def _has_password(store_url: str) -> bool:
+    """Whether store_url holds a password, in its user part or as `?password=`."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(store_url)
+    return bool(url.password) or _PASSWORD_PARAMETER in url.query
 
 
 def _one_value(value: str | tuple[str, ...]) -> str:

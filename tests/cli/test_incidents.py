@@ -8,11 +8,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
 
 from monitord.cli import main
+from monitord.runtime.app import build_app
+from monitord.runtime.delivery import deliver_alerts
+from monitord.runtime.settings import load_settings
 from monitord.store import Store
 from monitord.store.models import OutboxAlert
+from tests.conftest import PostgresServer, wait_for
 from tests.fakeportal import make_service
 from tests.receivers import Webhook, serve_webhook
 
@@ -185,6 +190,48 @@ async def test_notify_with_the_channel_down_still_succeeds_and_says_it_waits(
     assert "notified 已提交通报" in listed and "sent, NOT DELIVERED" in listed
 
 
+async def test_notify_held_back_by_the_channel_is_not_called_unreachable(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str], hook: Webhook
+) -> None:
+    # Nothing failed, yet nothing was left for the command to send (the running daemon had
+    # claimed the copy, or the channel's pace held it): it said the channel could not be reached.
+    shared = hook.apprise_url("shared")
+    config.write_text(
+        config.read_text(encoding="utf-8")
+        .replace(hook.apprise_url("oncall"), shared)
+        .replace(hook.apprise_url("management"), shared)
+        + "rate_per_minute = { json = 1 }\n",
+        encoding="utf-8",
+    )
+    await open_incident(config, capsys, "vulnerability", "渗透测试发现越权")
+    with build_app(load_settings(config)) as app:
+        await deliver_alerts(app)  # the opening alert: the channel's one message this minute
+    assert [r["path"] for r in hook.received] == ["/shared"]
+    status, out, _ = await run(
+        config,
+        capsys,
+        "incidents",
+        "notify",
+        "1",
+        "--scope",
+        "a",
+        "--harm",
+        "b",
+        "--measures",
+        "c",
+        "--rectification",
+        "d",
+    )
+    assert status == 0
+    assert "could not be reached" not in out
+    assert (
+        "not delivered by this command: another monitord process (the running daemon) is "
+        "sending it, or the channel's alerts.rate_per_minute holds it for a moment; it waits in "
+        "the outbox. `monitord incidents show 1` says when the management unit received it"
+    ) in out
+    assert len(hook.received) == 1
+
+
 async def test_a_security_incident_cannot_be_closed_unnotified(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -346,3 +393,61 @@ async def test_a_shell_without_the_smtp_password_leaves_the_notification_to_the_
             ]
     finally:
         store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("command", "change", "said"),
+    [
+        (
+            "ack",
+            "state = 'acknowledged', acknowledged_at = now(), acknowledged_by = 'zhang.san'",
+            "incident 1 is already acknowledged by zhang.san (acknowledged 已确认): "
+            "nothing changed",
+        ),
+        (
+            "resolve",
+            "state = 'resolved', resolved_at = now()",
+            "incident 1 is already resolved (resolved 已解决): nothing changed",
+        ),
+    ],
+)
+async def test_a_change_that_loses_the_race_to_another_session_changes_nothing(
+    tmp_path: Path,
+    postgres: PostgresServer | None,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    change: str,
+    said: str,
+) -> None:
+    # Another session held the incident and acknowledged it meanwhile: the ack said "was
+    # already acknowledged by zhang.san", exit 2, where a repeat says "nothing changed", exit 0.
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    url = postgres.new_database()
+    catalogue = tmp_path / "catalogue.json"
+    catalogue.write_text(json.dumps({"services": [make_service(1)]}), encoding="utf-8")
+    config = tmp_path / "monitord.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
+    assert (await run(config, capsys, "sync", "--file", str(catalogue)))[0] == 0
+    await open_incident(config, capsys, "data_exposure", "疑似泄露")
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    name = make_url(url).database
+    try:
+        with engine.connect() as other:
+            other.execute(text("select id from incidents where id = 1 for update"))
+            cli = asyncio.create_task(run(config, capsys, "incidents", command, "1"))
+            # Autocommit: a transaction sees pg_stat_activity as it was when it began.
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
+                waiting = text(
+                    "select count(*) from pg_stat_activity where datname = :name "
+                    "and wait_event_type = 'Lock'"
+                )
+                await wait_for(
+                    lambda: watcher.execute(waiting, {"name": name}).scalar(), "the CLI to wait"
+                )
+            other.execute(text(f"update incidents set {change} where id = 1"))
+            other.commit()
+            status, out, err = await cli
+    finally:
+        engine.dispose()
+    assert (status, out.strip(), err) == (0, said, "")

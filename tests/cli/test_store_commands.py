@@ -293,11 +293,29 @@ def test_a_postgresql_store_is_pointed_at_pg_dump(
     said = capsys.readouterr()
     assert said.out == (
         "# the store is PostgreSQL: back it up with pg_dump, as a user it lets in\n"
+        "# the password of store.url is left out: pg_dump asks for it, or give it in\n"
+        "# PGPASSWORD or ~/.pgpass\n"
         f"pg_dump --format=custom --file {tmp_path / 'b.dump'} --host db.internal --port 5433 "
         "--username monitord monitord_prod\n"
     )
     assert said.err == ""
     assert not (tmp_path / "b.dump").exists()
+
+
+def test_the_pg_dump_line_never_shows_a_password_given_as_a_parameter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ?password= was copied into the connection string pg_dump was given, in the clear.
+    url = "postgresql://mon@127.0.0.1:55511/mon?password=Sup3rSecretXYZ&sslmode=require"
+    config = write_config(tmp_path, url)
+    assert main(["--config", str(config), "backup", str(tmp_path / "b.dump")]) == 0
+    out = capsys.readouterr().out
+    assert "Sup3rSecretXYZ" not in out
+    assert out.splitlines()[-1] == (
+        f"pg_dump --format=custom --file {tmp_path / 'b.dump'} --host 127.0.0.1 --port 55511 "
+        "--username mon 'dbname=mon sslmode=require'"
+    )
+    assert "left out: pg_dump asks for it, or give it in\n# PGPASSWORD or ~/.pgpass" in out
 
 
 @pytest.mark.skipif(shutil.which("pg_dump") is None, reason="needs pg_dump (postgresql-client)")
