@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -437,3 +438,47 @@ async def test_a_webhook_that_answers_after_five_seconds_gets_the_alert_once(
     report = await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
     assert (report.delivered, report.failed) == (1, 0)
     assert len(hook.received) == 1
+
+
+async def test_a_webhook_that_hangs_holds_back_neither_on_call_nor_the_notification(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The on-call group's second webhook took the message and never answered: each send to it
+    # waited out the read timeout while the healthy on-call channel and the management unit's
+    # 7.3.3 notification waited behind it, and the incident was marked late. The hanging hook
+    # here answers only once the healthy one has a message: it times out (a failure) unless
+    # the channels are sent to at once.
+    monkeypatch.setattr(delivery, "READ_TIMEOUT_SECONDS", 3.0)
+    async with serve_webhook(Webhook(hold=hook.arrived)) as hanging:
+        cfg = config(hook, oncall=[hanging.apprise_url("oncall-hang"), hook.apprise_url("oncall")])
+        incident_id = open_incident(sqlite_store, cfg, clock)
+        with sqlite_store.session() as session:
+            parts = {"scope": "s", "harm": "h", "measures": "m", "rectification": "r"}
+            notify_management(session, cfg, incident_id, parts, "张三", clock())
+        report = await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    assert (report.delivered, report.failed) == (3, 0)
+    assert sorted(m["path"] for m in hook.received) == ["/management", "/oncall"]
+    assert [m["path"] for m in hanging.received] == ["/oncall-hang"]
+
+
+async def test_a_notification_submitted_while_a_webhook_hangs_goes_out_at_once(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Submitted through the API while the daemon's pass waited on a hanging on-call webhook, the
+    # notification went out only once that send timed out. The hanging hook answers only once
+    # the management unit has the notification.
+    monkeypatch.setattr(delivery, "READ_TIMEOUT_SECONDS", 3.0)
+    monkeypatch.setattr(delivery, "EXPAND_EVERY_SECONDS", 0.1)
+    async with serve_webhook(Webhook(hold=hook.arrived)) as hanging:
+        cfg = config(hook, oncall=[hanging.apprise_url("oncall-hang")])
+        incident_id = open_incident(sqlite_store, cfg, clock)
+        delivering = asyncio.create_task(
+            deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+        )
+        await hanging.arrived.wait()
+        with sqlite_store.session() as session:
+            parts = {"scope": "s", "harm": "h", "measures": "m", "rectification": "r"}
+            notify_management(session, cfg, incident_id, parts, "张三", clock())
+        report = await delivering
+    assert (report.delivered, report.failed) == (2, 0)
+    assert [m["path"] for m in hook.received] == ["/management"]
