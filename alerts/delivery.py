@@ -105,6 +105,15 @@ def apprise_warnings() -> Iterator[list[str]]:
         apprise_log.removeHandler(handler)
 
 
+def send_failure(warnings: list[str], waited: float) -> str:
+    """Why a send failed: that the channel did not answer, when the send waited out the read
+    timeout (apprise calls that "a connection error", as it does a refused connection), else
+    apprise's last warning."""
+    if waited >= READ_TIMEOUT_SECONDS:
+        return f"no answer within {READ_TIMEOUT_SECONDS:g} s"
+    return warnings[-1] if warnings else "delivery failed"
+
+
 def make_apprise_sender(smtp_password: str | None) -> Sender:
     """A Sender that delivers through apprise, filling in {smtp_password} at the last moment.
 
@@ -141,6 +150,7 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
 
         def notify(part: Message) -> str | None:
             """Send one part on this thread: None, or why apprise could not."""
+            started = time.monotonic()
             with apprise_warnings() as warnings:
                 # Told that the message is text, apprise escapes it for each channel's format:
                 # HTML for e-mail, Markdown where the plugin sends Markdown (DingTalk and Feishu
@@ -151,7 +161,7 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
                     body_format=apprise.NotifyFormat.TEXT,
                     attach=list(part.attachments) or None,
                 )
-            return None if ok else (warnings[-1] if warnings else "delivery failed")
+            return None if ok else send_failure(warnings, time.monotonic() - started)
 
         for part in parts:  # a message past the channel's size goes in numbered parts
             with answers_recorded() as answers:
