@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import os
 import secrets
 import socket
+import threading
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -75,6 +78,42 @@ def channel_label(channel: Channel) -> str:
     return channel.name  # a catalogue contact's name already shows its masked URL
 
 
+class _ThreadWarnings(logging.Handler):
+    """The messages of apprise's warnings logged on one thread."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.messages.append(record.getMessage())
+
+
+@contextmanager
+def apprise_warnings() -> Iterator[list[str]]:
+    """Within the block, the warnings apprise logs on this thread: why a send failed. apprise
+    has one logger for every send, and sends to several channels run at once, each on a
+    thread of its own."""
+    handler = _ThreadWarnings()
+    apprise_log = logging.getLogger("apprise")
+    apprise_log.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        apprise_log.removeHandler(handler)
+
+
+def send_failure(warnings: list[str], waited: float) -> str:
+    """Why a send failed: that the channel did not answer, when the send waited out the read
+    timeout (apprise calls that "a connection error", as it does a refused connection), else
+    apprise's last warning."""
+    if waited >= READ_TIMEOUT_SECONDS:
+        return f"no answer within {READ_TIMEOUT_SECONDS:g} s"
+    return warnings[-1] if warnings else "delivery failed"
+
+
 def make_apprise_sender(smtp_password: str | None) -> Sender:
     """A Sender that delivers through apprise, filling in {smtp_password} at the last moment.
 
@@ -92,47 +131,47 @@ def make_apprise_sender(smtp_password: str | None) -> Sender:
         if urlsplit(real).scheme in HEADER_SCHEMES:
             # Webhook receivers can drop a repeat by this header.
             real += ("&" if "?" in real else "?") + "+X-Monitord-Key=" + quote(key, safe="")
-        with apprise.LogCapture(level=apprise.logging.WARNING) as captured:  # type: ignore[no-untyped-call]
-            # Not async_mode: the plugin then runs on the thread below (asyncio.to_thread carries
-            # the context, and with it `lookups_checked`), not on one of apprise's own.
-            notifier = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
-            if not notifier.add(real):
-                return "apprise cannot use this URL (check its scheme and parameters)"
-            for service in notifier:
-                # A redirect would lead past the deny list checked before sending.
-                service.redirects = False
-                # apprise waits 4 s for an answer: a webhook slower than that got the alert and
-                # was sent it again at every retry. Each wait is still bounded, so a channel
-                # that hangs fails rather than holding the pass.
-                service.socket_connect_timeout = CONNECT_TIMEOUT_SECONDS
-                service.socket_read_timeout = READ_TIMEOUT_SECONDS
+        # Not async_mode: the plugin then runs on the thread below (asyncio.to_thread carries
+        # the context, and with it `lookups_checked`), not on one of apprise's own.
+        notifier = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
+        if not notifier.add(real):
+            return "apprise cannot use this URL (check its scheme and parameters)"
+        for service in notifier:
+            # A redirect would lead past the deny list checked before sending.
+            service.redirects = False
+            # apprise waits 4 s for an answer: a webhook slower than that got the alert and
+            # was sent it again at every retry. Each wait is still bounded, so a channel
+            # that hangs fails rather than holding the pass.
+            service.socket_connect_timeout = CONNECT_TIMEOUT_SECONDS
+            service.socket_read_timeout = READ_TIMEOUT_SECONDS
 
-            scheme = urlsplit(real).scheme.lower()
-            parts = in_parts(message, text_budget(scheme))
+        scheme = urlsplit(real).scheme.lower()
+        parts = in_parts(message, text_budget(scheme))
 
-            def notify(part: Message) -> bool:
+        def notify(part: Message) -> str | None:
+            """Send one part on this thread: None, or why apprise could not."""
+            started = time.monotonic()
+            with apprise_warnings() as warnings:
                 # Told that the message is text, apprise escapes it for each channel's format:
                 # HTML for e-mail, Markdown where the plugin sends Markdown (DingTalk and Feishu
                 # with ?format=markdown), nothing for text (WeCom, webhooks).
-                return bool(
-                    notifier.notify(
-                        body=part.body,
-                        title=part.title,
-                        body_format=apprise.NotifyFormat.TEXT,
-                        attach=list(part.attachments) or None,
-                    )
+                ok = notifier.notify(
+                    body=part.body,
+                    title=part.title,
+                    body_format=apprise.NotifyFormat.TEXT,
+                    attach=list(part.attachments) or None,
                 )
+            return None if ok else send_failure(warnings, time.monotonic() - started)
 
-            for part in parts:  # a message past the channel's size goes in numbered parts
-                with answers_recorded() as answers:
-                    ok = await asyncio.to_thread(notify, part)
-                refused = robot_refusal(scheme, answers) if ok else None
-                if not ok or refused is not None:
-                    break
-        if ok:
-            return refused
-        text = captured.getvalue().strip().splitlines()
-        return text[-1].split(" - ", 2)[-1] if text else "delivery failed"
+        for part in parts:  # a message past the channel's size goes in numbered parts
+            with answers_recorded() as answers:
+                error = await asyncio.to_thread(notify, part)
+            if error is not None:
+                return error
+            refused = robot_refusal(scheme, answers)
+            if refused is not None:
+                return refused
+        return None
 
     return send
 
@@ -389,13 +428,18 @@ def _as_sent(
     return texts
 
 
+def copy_ident(copy: OutboxAlert) -> str:
+    """The ident of the channel a copy goes to: its key ends in it (`…#ident`)."""
+    return copy.idempotency_key.rpartition("#")[2]
+
+
 def _copy_channel(
     session: Session, settings: Settings, parent: OutboxAlert, copy: OutboxAlert
 ) -> Channel | None:
     """The channel of a copy (its key ends in the channel's ident) among its alert's audience
     as the settings and catalogue are now, or None when it is no longer one of them."""
     incident = _incident(session, parent)
-    ident = copy.idempotency_key.rpartition("#")[2]
+    ident = copy_ident(copy)
     channels = audience_channels(
         settings, parent.channel, incident, _services(session, incident), parent.kind
     )
@@ -768,6 +812,11 @@ def _record(
             )
 
 
+SENDS_AT_ONCE = 4
+"""How many channels a pass sends to at once. Each send holds a worker thread (apprise blocks)
+of the pool the other jobs' store work shares: a few webhooks that hang must not take it all."""
+
+
 async def deliver_due(
     store: Store,
     settings: Settings,
@@ -779,75 +828,119 @@ async def deliver_due(
 ) -> DeliveryReport:
     """Deliver every due alert (oldest first, up to `limit`), recording each result as it comes.
 
-    Each copy is claimed before it is sent, so passes may run at once (in one process or
-    several, on SQLite or PostgreSQL) and none sends a copy another has. `incident_id` and
-    `kinds` narrow the pass, e.g. to one notification sent from the CLI.
+    Channels do not wait for each other: up to SENDS_AT_ONCE channels are sent to at once, each
+    one copy (or digest) at a time, in the order its copies were queued. Each copy is claimed
+    before it is sent, so passes may run at once (in one process or several, on SQLite or
+    PostgreSQL) and none sends a copy another has. `incident_id` and `kinds` narrow the pass,
+    e.g. to one notification sent from the CLI.
     """
     await asyncio.to_thread(expand, store, settings, clock())
     expanded_at = time.monotonic()
     await asyncio.to_thread(_release_dead_claims, store)
-    delivered = failed = 0
+    delivered = failed = claimed = 0
     # A channel that failed in this pass is not tried again in it: its retries, due again within
-    # the pass, came back ahead of every newer copy, and a channel that hangs held the others
-    # (the management unit's 7.3.3 notification among them) for minutes.
+    # the pass, came back ahead of every newer copy.
     failing: set[str] = set()
-    for _ in range(limit):
-        if time.monotonic() - expanded_at >= EXPAND_EVERY_SECONDS:
-            # Alerts queued while a long pass runs (a notification submitted now) join it.
-            await asyncio.to_thread(expand, store, settings, clock())
-            expanded_at = time.monotonic()
-        alert = await asyncio.to_thread(_claim_next, store, clock(), incident_id, kinds, failing)
-        if alert is None:
-            break
-        channel = await asyncio.to_thread(_channel_of, store, settings, alert.id)
-        if channel is None:
-            continue
-        per_minute = _per_minute(settings, channel)
-        batch = await asyncio.to_thread(
-            _batch, store, alert, channel, per_minute, settings.alerts.storm_threshold, clock()
-        )
-        if not batch:
-            continue  # the channel's minute is full: it goes when there is room
-        if len(batch) > 1:
-            batch = await asyncio.to_thread(_within_budget, store, batch, channel)
-        key = alert.idempotency_key if len(batch) == 1 else f"digest:{alert.idempotency_key}"
-        now = clock()
-        texts = await asyncio.to_thread(_as_sent, store, batch, now, settings)
-        attach = alert.payload.get("attach")
-        message = (
-            Message(texts[0].title, texts[0].body, (attach,) if attach else ())
-            if len(batch) == 1
-            else render_digest(texts, key, paced=per_minute is not None)
-        )
-        error = await refused_target(channel, settings.probes.denied_networks)
-        if error is None:
-            error = await asyncio.to_thread(attachment_error, alert.payload)
-        if error is None:
-            # The check above is a lookup of its own: the sender's lookups are checked too.
-            with lookups_checked(settings.probes.denied_networks) as refusals:
-                error = await send(channel, message, key)
-            if error is not None and refusals:
-                error = refusals[-1]  # apprise says only that it could not connect
-        sent_in = key if len(batch) > 1 else None
-        for copy in batch:
-            await asyncio.to_thread(
-                _record, store, copy.id, error, clock(), settings, sent_in, channel
+    sending: dict[str, asyncio.Task[Outcome]] = {}  # by channel ident: one send each at a time
+    try:
+        while True:
+            if time.monotonic() - expanded_at >= EXPAND_EVERY_SECONDS:
+                # Alerts queued while a long pass runs (a notification submitted now) join it.
+                await asyncio.to_thread(expand, store, settings, clock())
+                expanded_at = time.monotonic()
+            alert = None
+            if claimed < limit and len(sending) < SENDS_AT_ONCE:
+                busy = failing | sending.keys()
+                alert = await asyncio.to_thread(
+                    _claim_next, store, clock(), incident_id, kinds, busy
+                )
+            if alert is not None:
+                claimed += 1
+                sending[copy_ident(alert)] = asyncio.create_task(
+                    _deliver_copy(store, settings, clock, send, alert)
+                )
+                continue
+            if not sending:
+                break
+            # Every send slot is taken, or every due copy's channel is busy: wait for a send to
+            # end, or for the time to take in the alerts queued meanwhile.
+            await asyncio.wait(
+                sending.values(), timeout=EXPAND_EVERY_SECONDS, return_when=asyncio.FIRST_COMPLETED
             )
-        if error is None:
-            delivered += len(batch)
-            logger.info("alert {} delivered to {}", key, channel_label(channel))
-        else:
-            failed += len(batch)
-            failing.add(channel.ident)
-            logger.warning(
-                "alert {} to {} failed (attempt {}): {}",
-                key,
-                channel_label(channel),
-                alert.attempts + 1,
-                mask_urls(one_line(error)),
-            )
+            for ident, task in list(sending.items()):
+                if task.done():
+                    del sending[ident]
+                    outcome = task.result()
+                    delivered += outcome.delivered
+                    failed += outcome.failed
+                    if outcome.failed:
+                        failing.add(ident)
+    except BaseException:
+        # A store error in one send, or the pass cancelled: the other sends stop too (their
+        # copies go out again when their claims lapse), as one send's error stopped the pass.
+        for task in sending.values():
+            task.cancel()
+        await asyncio.gather(*sending.values(), return_exceptions=True)
+        raise
     waiting = await asyncio.to_thread(_count_pending, store)
     return DeliveryReport(delivered=delivered, failed=failed, waiting=waiting)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What sending one message to a channel did: how many copies it delivered or failed."""
+
+    delivered: int = 0
+    failed: int = 0
+
+
+async def _deliver_copy(
+    store: Store, settings: Settings, clock: Clock, send: Sender, alert: OutboxAlert
+) -> Outcome:
+    """Send a claimed copy to its channel, with the channel's other due copies as a digest
+    when they are many (_batch), and record the result of each."""
+    channel = await asyncio.to_thread(_channel_of, store, settings, alert.id)
+    if channel is None:
+        return Outcome()
+    per_minute = _per_minute(settings, channel)
+    batch = await asyncio.to_thread(
+        _batch, store, alert, channel, per_minute, settings.alerts.storm_threshold, clock()
+    )
+    if not batch:
+        return Outcome()  # the channel's minute is full: it goes when there is room
+    if len(batch) > 1:
+        batch = await asyncio.to_thread(_within_budget, store, batch, channel)
+    key = alert.idempotency_key if len(batch) == 1 else f"digest:{alert.idempotency_key}"
+    texts = await asyncio.to_thread(_as_sent, store, batch, clock(), settings)
+    attach = alert.payload.get("attach")
+    message = (
+        Message(texts[0].title, texts[0].body, (attach,) if attach else ())
+        if len(batch) == 1
+        else render_digest(texts, key, paced=per_minute is not None)
+    )
+    error = await refused_target(channel, settings.probes.denied_networks)
+    if error is None:
+        error = await asyncio.to_thread(attachment_error, alert.payload)
+    if error is None:
+        # The check above is a lookup of its own: the sender's lookups are checked too.
+        with lookups_checked(settings.probes.denied_networks) as refusals:
+            error = await send(channel, message, key)
+        if error is not None and refusals:
+            error = refusals[-1]  # apprise says only that it could not connect
+    sent_in = key if len(batch) > 1 else None
+    for copy in batch:
+        await asyncio.to_thread(_record, store, copy.id, error, clock(), settings, sent_in, channel)
+    if error is None:
+        logger.info("alert {} delivered to {}", key, channel_label(channel))
+        return Outcome(delivered=len(batch))
+    logger.warning(
+        "alert {} to {} failed (attempt {}): {}",
+        key,
+        channel_label(channel),
+        alert.attempts + 1,
+        mask_urls(one_line(error)),
+    )
+    return Outcome(failed=len(batch))
 
 
 def _count_pending(store: Store) -> int:

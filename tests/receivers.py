@@ -35,6 +35,11 @@ class Webhook:
     redirect_to: str = ""
     delay: float = 0.0
     """Seconds it takes to answer (after it has the message), as a slow receiver does."""
+    hold: asyncio.Event | None = None
+    """When given, it answers only once this is set (after it has the message), as a receiver
+    that hangs does."""
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a message has arrived."""
 
     def apprise_url(self, path: str = "hook") -> str:
         """The json:// URL that points apprise at this endpoint."""
@@ -55,7 +60,10 @@ class Webhook:
                 "key": request.headers.get("X-Monitord-Key"),
             }
         )
+        self.arrived.set()
         await asyncio.sleep(self.delay)
+        if self.hold is not None:
+            await self.hold.wait()
         return web.json_response({"errcode": 0})
 
 

@@ -143,10 +143,17 @@ def stderr_is_journal() -> bool:
     return f"{status.st_dev}:{status.st_ino}" == f"{device}:{inode}"
 
 
+QUIET_LOGGERS = ("apprise",)
+"""Standard-library loggers not sent to loguru: apprise's warning that a send failed is said in
+monitord's own line about that delivery, with the reason (alerts.delivery), once."""
+
+
 class _ToLoguru(logging.Handler):
-    """Sends the standard library's log records (aiohttp, apprise, SQLAlchemy) to loguru."""
+    """Sends the standard library's log records (aiohttp, SQLAlchemy) to loguru."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name.partition(".")[0] in QUIET_LOGGERS:
+            return
         try:
             level: str | int = logger.level(record.levelname).name
         except ValueError:

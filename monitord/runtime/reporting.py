@@ -499,7 +499,8 @@ def confirm_report_deliveries(session: Session) -> list[str]:
         copies = session.scalars(
             select(OutboxAlert)
             .where(OutboxAlert.parent_id == parent, OutboxAlert.state == "delivered")
-            .order_by(OutboxAlert.delivered_at)
+            # Channels are sent to at once: those delivered at the same time go by rank.
+            .order_by(OutboxAlert.delivered_at, OutboxAlert.id)
         ).all()
         names = [copy.channel for copy in copies]
         if names != list(report.sent_to):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from loguru import logger
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alerts import delivery
 from alerts.delivery import deliver_due, make_apprise_sender
-from monitord.config import ReportSettings, Settings, parse_config
+from monitord.config import LoggingSettings, ReportSettings, Settings, parse_config
 from monitord.incidents import (
     intake,
     notification_delivered,
@@ -21,6 +24,7 @@ from monitord.incidents import (
     resolve,
     work_clocks,
 )
+from monitord.runtime.logsetup import setup_logging
 from monitord.store import Store
 from monitord.store.findings import upsert_finding
 from monitord.store.models import Finding, OutboxAlert, Service
@@ -437,3 +441,77 @@ async def test_a_webhook_that_answers_after_five_seconds_gets_the_alert_once(
     report = await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
     assert (report.delivered, report.failed) == (1, 0)
     assert len(hook.received) == 1
+
+
+async def test_a_webhook_that_hangs_holds_back_neither_on_call_nor_the_notification(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The on-call group's second webhook took the message and never answered: each send to it
+    # waited out the read timeout while the healthy on-call channel and the management unit's
+    # 7.3.3 notification waited behind it, and the incident was marked late. The hanging hook
+    # here answers only once the healthy one has a message: it times out (a failure) unless
+    # the channels are sent to at once.
+    monkeypatch.setattr(delivery, "READ_TIMEOUT_SECONDS", 3.0)
+    async with serve_webhook(Webhook(hold=hook.arrived)) as hanging:
+        cfg = config(hook, oncall=[hanging.apprise_url("oncall-hang"), hook.apprise_url("oncall")])
+        incident_id = open_incident(sqlite_store, cfg, clock)
+        with sqlite_store.session() as session:
+            parts = {"scope": "s", "harm": "h", "measures": "m", "rectification": "r"}
+            notify_management(session, cfg, incident_id, parts, "张三", clock())
+        report = await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    assert (report.delivered, report.failed) == (3, 0)
+    assert sorted(m["path"] for m in hook.received) == ["/management", "/oncall"]
+    assert [m["path"] for m in hanging.received] == ["/oncall-hang"]
+
+
+async def test_a_notification_submitted_while_a_webhook_hangs_goes_out_at_once(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Submitted through the API while the daemon's pass waited on a hanging on-call webhook, the
+    # notification went out only once that send timed out. The hanging hook answers only once
+    # the management unit has the notification.
+    monkeypatch.setattr(delivery, "READ_TIMEOUT_SECONDS", 3.0)
+    monkeypatch.setattr(delivery, "EXPAND_EVERY_SECONDS", 0.1)
+    async with serve_webhook(Webhook(hold=hook.arrived)) as hanging:
+        cfg = config(hook, oncall=[hanging.apprise_url("oncall-hang")])
+        incident_id = open_incident(sqlite_store, cfg, clock)
+        delivering = asyncio.create_task(
+            deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+        )
+        await hanging.arrived.wait()
+        with sqlite_store.session() as session:
+            parts = {"scope": "s", "harm": "h", "measures": "m", "rectification": "r"}
+            notify_management(session, cfg, incident_id, parts, "张三", clock())
+        report = await delivering
+    assert (report.delivered, report.failed) == (2, 0)
+    assert [m["path"] for m in hook.received] == ["/management"]
+
+
+async def test_a_send_to_a_webhook_that_hangs_fails_in_one_line_saying_it_did_not_answer(
+    sqlite_store: Store,
+    clock: FakeClock,
+    hook: Webhook,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # Each failed try was logged twice, apprise's line and monitord's, and a webhook that took
+    # the message and never answered was said to have had "a connection error".
+    monkeypatch.setattr(delivery, "READ_TIMEOUT_SECONDS", 1.0)
+    setup_logging(LoggingSettings(file=str(tmp_path / "monitord.log.jsonl")))
+    try:
+        async with serve_webhook(Webhook(hold=asyncio.Event())) as hanging:
+            cfg = config(hook, oncall=[hanging.apprise_url("oncall-hang")], management=[])
+            open_incident(sqlite_store, cfg, clock)
+            report = await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
+    finally:
+        logger.remove()
+    assert report.failed == 1
+    lines = capsys.readouterr().err.splitlines()
+    [line] = [line for line in lines if "WARNING" in line]
+    assert line.endswith("/oncall-hang) failed (attempt 1): no answer within 1 s")
+    with sqlite_store.session() as session:
+        errors = session.scalars(
+            select(OutboxAlert.last_error).where(OutboxAlert.parent_id.is_not(None))
+        ).all()
+    assert errors == ["no answer within 1 s"]

@@ -64,7 +64,9 @@ def test_urls_in_a_message_are_masked_in_both_logs(
 ) -> None:
     start_logging(log_file)
     logger.warning("store unreachable at {}", STORE_URL)
-    logging.getLogger("apprise").warning("sent to dingtalk://a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6/")
+    logging.getLogger("aiohttp.client").warning(
+        "sent to dingtalk://a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6/"
+    )
     err = capsys.readouterr().err
     written = log_file.read_text(encoding="utf-8")
     for text in (err, written):
