@@ -42,6 +42,11 @@ CLAIM_KEY = int.from_bytes(b"monitord", "big")
 """The PostgreSQL advisory lock taken while the store is migrated (advisory locks are per
 database)."""
 
+LOCK_WAIT_SECONDS = 10.0
+"""How long a probe recording waits for a lock another transaction holds (VACUUM FULL, ALTER
+TABLE, a CREATE INDEX on its table) before it counts the store as not answering: as long as
+SQLite's busy timeout."""
+
 MIN_FREE_BYTES = 1 << 20
 """Free space below which the disk of a SQLite store counts as full (see unreachable_reason)."""
 
@@ -553,6 +558,19 @@ def hold_alone(session: Session, key: int) -> None:
         session.execute(text("BEGIN IMMEDIATE"))
     elif backend == "postgresql":
         session.execute(text("select pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def bound_lock_wait(session: Session) -> None:
+    """Begin the session's transaction giving up, after LOCK_WAIT_SECONDS, any lock it waits
+    for (an OperationalError, which the caller takes for a store that does not answer).
+    PostgreSQL otherwise waits for ever: a table locked for two minutes held the probes for
+    two minutes, and their results were then judged as if measured at once. SQLite: its busy
+    timeout already bounds the wait."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("select set_config('lock_timeout', :wait, true)"),
+            {"wait": f"{round(LOCK_WAIT_SECONDS * 1000)}ms"},
+        )
 
 
 def audit(
