@@ -43,9 +43,9 @@ CLAIM_KEY = int.from_bytes(b"monitord", "big")
 database)."""
 
 LOCK_WAIT_SECONDS = 10.0
-"""How long a probe recording waits for a lock another transaction holds (VACUUM FULL, ALTER
-TABLE, a CREATE INDEX on its table) before it counts the store as not answering: as long as
-SQLite's busy timeout."""
+"""How long a probe recording, or a read of /metrics, waits for a lock another transaction
+holds (VACUUM FULL, ALTER TABLE, a CREATE INDEX on its table) before it counts the store as not
+answering: as long as SQLite's busy timeout."""
 
 MIN_FREE_BYTES = 1 << 20
 """Free space below which the disk of a SQLite store counts as full (see unreachable_reason)."""
