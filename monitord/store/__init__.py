@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from monitord.errors import StoreError, UsageError
 from monitord.redact import mask_url, mask_urls
@@ -174,8 +175,19 @@ class Store:
         )
         if self.url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._checks = self._check_engine()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.claim: DaemonClaim | None = None
+
+    def _check_engine(self) -> Engine:
+        """The engine unreachable_reason checks the store on. PostgreSQL: a connection made
+        for each check, never a pooled one, which answers while no new connection can be made
+        (max_connections reached): the daemon then said the store was back every few seconds
+        while every job that needed a connection failed. SQLite: the store's own engine (a
+        new connection to a file is never refused for want of a slot)."""
+        if self.url.get_backend_name() != "postgresql":
+            return self.engine
+        return create_engine(self.url, poolclass=NullPool, connect_args=_connect_args(self.url))
 
     @property
     def display_url(self) -> str:
@@ -271,7 +283,8 @@ class Store:
             ) from None
 
     def unreachable_reason(self) -> str | None:
-        """None when the store answers and takes a write now; otherwise why not, in one line.
+        """None when the store answers and takes a write now, on a new connection (see
+        _check_engine); otherwise why not, in one line.
 
         A store that reads but cannot be written (a full disk, a read-only file or database)
         counts as unreachable too: nothing the daemon learns could be kept. A SQLite store's
@@ -279,7 +292,7 @@ class Store:
         space a failed large one left in its WAL file.
         """
         try:
-            with self.engine.begin() as connection:
+            with self._checks.begin() as connection:
                 connection.execute(text("update alembic_version set version_num = version_num"))
         except SQLAlchemyError as exc:
             return _reason(exc)
@@ -306,6 +319,7 @@ class Store:
     def dispose(self) -> None:
         """Close every pooled connection, and give up the daemon's claim."""
         self.engine.dispose()
+        self._checks.dispose()
         if self.claim is not None:
             self.claim.release()
             self.claim = None
