@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 from loguru import logger
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 import probes
 from monitord.config import ProbeSettings, Settings
@@ -27,7 +26,7 @@ from monitord.probing.record import RoundReport, met_another_transaction, record
 from monitord.probing.schedule import Schedule, next_window, probe_at_once, spread_round
 from monitord.probing.targets import CHEAP_KIND, ServiceTarget, load_targets, spec_for_target
 from monitord.probing.withdrawn import release_withdrawn
-from monitord.store import Store
+from monitord.store import STORE_GONE_ERRORS, Store
 from monitord.timeutil import Clock
 from monitord.types import ProbeContext, ProbeResult
 
@@ -168,7 +167,9 @@ async def probe_round(
                     zone=zone,
                     once_within=once_within,
                 )
-            except (OperationalError, InterfaceError) as exc:  # the store does not answer
+            # The store does not answer, or takes no write (a read-only standby after a
+            # failover raises InternalError): the round goes on.
+            except STORE_GONE_ERRORS as exc:
                 if backlog is None or met_another_transaction(exc):
                     raise  # a conflict that outlasted the tries is a failure, not an outage
                 lost.append(exc)

@@ -19,7 +19,7 @@ from loguru import logger
 
 from monitord.probing.record import write_results
 from monitord.probing.targets import ServiceTarget
-from monitord.store import Store
+from monitord.store import Store, bound_lock_wait
 from monitord.store.models import ProbeRound
 from monitord.types import ProbeResult
 
@@ -74,6 +74,7 @@ class ProbeBacklog:
         while self.dropped:
             finished_at, count = self.dropped[0]
             with store.session() as session:
+                bound_lock_wait(session)
                 session.add(
                     ProbeRound(
                         started_at=finished_at,
@@ -97,6 +98,7 @@ def record_late(store: Store, round_: UnrecordedRound) -> None:
     """Write a round measured while the store was away: its results only, marked late."""
     results = round_.results
     with store.session() as session:
+        bound_lock_wait(session)
         session.add(
             ProbeRound(
                 started_at=min((r.started_at for r in results), default=round_.finished_at),

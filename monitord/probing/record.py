@@ -29,7 +29,7 @@ from monitord.probing.state import (
     write_states,
 )
 from monitord.probing.targets import CHEAP_KIND, ServiceTarget, not_probed
-from monitord.store import Store
+from monitord.store import Store, bound_lock_wait
 from monitord.store.bulk import among, insert_rows
 from monitord.store.findings import FindingBook, NewRows
 from monitord.store.models import ProbeResultRow, ProbeRound, Service
@@ -265,6 +265,7 @@ def _record_once(
     rule_names, touched = _round_rules(results)
     probed = sorted({r.service_id for r in results if r.service_id in targets})
     with store.session() as session, session.no_autoflush:
+        bound_lock_wait(session)
         probe_round = ProbeRound(
             started_at=min((r.started_at for r in results), default=now),
             finished_at=now,

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from loguru import logger
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from monitord.accesslog.work import audit_due, follow_logs
 from monitord.catalogue import SyncOutcome, sync_catalogue
@@ -40,6 +39,7 @@ from monitord.scans import (
     scan_pass,
     zap,
 )
+from monitord.store import STORE_GONE_ERRORS
 from monitord.store.retention import purge, roll_up
 from monitord.workcalendar import WorkCalendar
 
@@ -107,7 +107,7 @@ async def probe_services(app: App) -> None:
     backlog = app.probe_backlog
     try:
         targets = await asyncio.to_thread(load_targets, app.store)
-    except (OperationalError, InterfaceError):
+    except STORE_GONE_ERRORS:
         if not backlog.targets:
             raise
         targets = backlog.targets
@@ -175,7 +175,7 @@ async def _write_backlog(app: App) -> None:
         return
     try:
         written = await asyncio.to_thread(app.probe_backlog.write, app.store)
-    except (OperationalError, InterfaceError) as exc:
+    except STORE_GONE_ERRORS as exc:
         logger.debug("the kept probe results cannot be written yet ({})", error_line(exc))
         return
     logger.info(

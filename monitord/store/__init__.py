@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from monitord.errors import StoreError, UsageError
 from monitord.redact import mask_url, mask_urls
@@ -41,6 +42,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 CLAIM_KEY = int.from_bytes(b"monitord", "big")
 """The PostgreSQL advisory lock taken while the store is migrated (advisory locks are per
 database)."""
+
+LOCK_WAIT_SECONDS = 10.0
+"""How long a probe recording, or a read of /metrics, waits for a lock another transaction
+holds (VACUUM FULL, ALTER TABLE, a CREATE INDEX on its table) before it counts the store as not
+answering: as long as SQLite's busy timeout."""
 
 MIN_FREE_BYTES = 1 << 20
 """Free space below which the disk of a SQLite store counts as full (see unreachable_reason)."""
@@ -169,8 +175,19 @@ class Store:
         )
         if self.url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._checks = self._check_engine()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.claim: DaemonClaim | None = None
+
+    def _check_engine(self) -> Engine:
+        """The engine unreachable_reason checks the store on. PostgreSQL: a connection made
+        for each check, never a pooled one, which answers while no new connection can be made
+        (max_connections reached): the daemon then said the store was back every few seconds
+        while every job that needed a connection failed. SQLite: the store's own engine (a
+        new connection to a file is never refused for want of a slot)."""
+        if self.url.get_backend_name() != "postgresql":
+            return self.engine
+        return create_engine(self.url, poolclass=NullPool, connect_args=_connect_args(self.url))
 
     @property
     def display_url(self) -> str:
@@ -266,7 +283,8 @@ class Store:
             ) from None
 
     def unreachable_reason(self) -> str | None:
-        """None when the store answers and takes a write now; otherwise why not, in one line.
+        """None when the store answers and takes a write now, on a new connection (see
+        _check_engine); otherwise why not, in one line.
 
         A store that reads but cannot be written (a full disk, a read-only file or database)
         counts as unreachable too: nothing the daemon learns could be kept. A SQLite store's
@@ -274,7 +292,7 @@ class Store:
         space a failed large one left in its WAL file.
         """
         try:
-            with self.engine.begin() as connection:
+            with self._checks.begin() as connection:
                 connection.execute(text("update alembic_version set version_num = version_num"))
         except SQLAlchemyError as exc:
             return _reason(exc)
@@ -301,6 +319,7 @@ class Store:
     def dispose(self) -> None:
         """Close every pooled connection, and give up the daemon's claim."""
         self.engine.dispose()
+        self._checks.dispose()
         if self.claim is not None:
             self.claim.release()
             self.claim = None
@@ -553,6 +572,19 @@ def hold_alone(session: Session, key: int) -> None:
         session.execute(text("BEGIN IMMEDIATE"))
     elif backend == "postgresql":
         session.execute(text("select pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def bound_lock_wait(session: Session) -> None:
+    """Begin the session's transaction giving up, after LOCK_WAIT_SECONDS, any lock it waits
+    for (an OperationalError, which the caller takes for a store that does not answer).
+    PostgreSQL otherwise waits for ever: a table locked for two minutes held the probes for
+    two minutes, and their results were then judged as if measured at once. SQLite: its busy
+    timeout already bounds the wait."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("select set_config('lock_timeout', :wait, true)"),
+            {"wait": f"{round(LOCK_WAIT_SECONDS * 1000)}ms"},
+        )
 
 
 def audit(

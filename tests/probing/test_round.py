@@ -21,10 +21,12 @@ from typing import Any
 import pytest
 import trustme
 from aiohttp import web
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
+from sqlalchemy.exc import OperationalError
 
+import monitord.store
 from monitord.config import Settings, parse_config
-from monitord.probing import ServiceTarget, probe_round, run_probes, schedule
+from monitord.probing import ProbeBacklog, ServiceTarget, probe_round, run_probes, schedule
 from monitord.probing.prober import Prober
 from monitord.store import Store
 from monitord.store.histogram import bucket_of, percentile
@@ -191,6 +193,39 @@ async def test_one_lost_probe_opens_no_finding(
         backend.healthy = True
         await probe_round(sqlite_store, cfg, clock, spread=False)
     assert state_of(sqlite_store) == "up"
+
+
+async def test_a_table_locked_for_long_holds_no_round_and_its_results_move_nothing_late(
+    pg_store: Store,
+    clock: FakeClock,
+    backend: Backend,
+    tls_ca: tuple[trustme.CA, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # probe_results locked for two minutes (VACUUM FULL, ALTER TABLE): every round waited on
+    # the lock with nothing said, and once it went, results measured two minutes before moved
+    # the state machine as if live: an incident opened for an outage long over.
+    monkeypatch.setattr(monitord.store, "LOCK_WAIT_SECONDS", 0.5)
+    cfg = settings_for(tls_ca[1], deep_kinds=[])
+    add_service(pg_store, clock, backend.url)
+    await probe_round(pg_store, cfg, clock, spread=False)
+    backlog = ProbeBacklog()
+    backend.healthy = False
+    locker = pg_store.engine.connect()
+    try:
+        locker.execute(text("lock table probe_results in access exclusive mode"))
+        for _ in range(3):
+            clock.advance(minutes=1)
+            round_ = probe_round(pg_store, cfg, clock, spread=False, backlog=backlog)
+            with pytest.raises(OperationalError, match="lock timeout"):
+                await asyncio.wait_for(round_, 10)
+    finally:
+        locker.rollback()
+        locker.close()
+    assert len(backlog) == 3  # every round kept its results
+    assert backlog.write(pg_store) == 3
+    assert state_of(pg_store) == "up"  # three failures, written late: no verdict
+    assert "service_down" not in open_rules(pg_store)
 
 
 async def test_a_slow_service_is_degraded(

@@ -746,6 +746,119 @@ async def test_a_store_outage_is_two_lines_not_a_traceback_per_job(
     assert back - gone <= 2, "\n".join(lines[gone : back + 1])
 
 
+def set_read_only(url: str, read_only: bool) -> None:
+    """Make the database at url read-only (as a hot standby after a failover is) or writable
+    again, and end the sessions it has: the daemon's next ones take the new setting."""
+    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql("set default_transaction_read_only = off")
+        name = connection.exec_driver_sql("select current_database()").scalar()
+        value = "on" if read_only else "off"
+        connection.exec_driver_sql(
+            f"alter database {name} set default_transaction_read_only = {value}"
+        )
+        connection.exec_driver_sql(
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "where datname = current_database() and pid <> pg_backend_pid()"
+        )
+    engine.dispose()
+
+
+async def test_a_read_only_postgresql_store_is_an_outage_and_the_probes_keep_their_results(
+    tmp_path: Path, portal: FakePortal, postgres: PostgresServer | None
+) -> None:
+    # The store turned read-only (a hot standby after a failover): the outage was said once,
+    # then no probe round ran at all and nothing measured meanwhile was ever written.
+    from sqlalchemy import func
+
+    from monitord.store.models import ProbeResultRow
+
+    config, url = await pg_daemon_config(tmp_path, portal, postgres)
+    extra = "[probes]\ninterval_seconds = 1.0\n[incidents]\ncheck_interval_seconds = 0.2\n"
+    write_config(config, portal.url, store_url=url, extra=extra)
+    log = tmp_path / "monitord.log.jsonl"
+    daemon = await start_daemon(config)
+    await wait_for(lambda: log.exists() and "probe round: 5 services" in log.read_text(), "a round")
+    await asyncio.to_thread(set_read_only, url, True)
+    await wait_for(lambda: "does not answer" in log.read_text(), "the outage said")
+    await asyncio.sleep(4)  # probe rounds on a read-only store
+    await asyncio.to_thread(set_read_only, url, False)
+    await wait_for(lambda: "written (late)" in log.read_text(), "the kept results written")
+    await wait_for(lambda: "answers again" in log.read_text(), "the store's return")
+    await daemon.stop()
+    assert daemon.process.returncode == 0, daemon.stderr
+    lines = daemon.stderr.splitlines()
+    gone = [line for line in lines if "does not answer" in line]
+    back = [line for line in lines if "answers again" in line]
+    assert len(gone) == 1 and len(back) == 1, "\n".join(lines)
+    assert "cannot execute UPDATE in a read-only transaction" in gone[0]
+    assert "Traceback" not in daemon.stderr
+    [late] = [int(found[1]) for line in lines if (found := LATE_WRITTEN.search(line))]
+    assert late >= 2 * 5  # more than one round of the 5 services
+    store = Store(url)
+    with store.session() as session:
+        kept = session.scalar(
+            select(func.count()).select_from(ProbeResultRow).where(ProbeResultRow.late)
+        )
+    store.dispose()
+    assert kept == late
+
+
+def as_admin(url: str, *statements: str) -> None:
+    """Run statements on the database at url as the superuser, each committed at once."""
+    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+    engine.dispose()
+
+
+async def test_a_store_with_no_connection_left_is_one_outage_not_one_every_two_seconds(
+    tmp_path: Path, portal: FakePortal, postgres: PostgresServer | None
+) -> None:
+    # max_connections reached: the daemon said the store did not answer and then that it
+    # answered again, every second or two (a pooled connection answered its check while the
+    # jobs that needed a new one failed), with a warning per failed job in between.
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    url = await asyncio.to_thread(postgres.new_database)
+    name = url.rsplit("/", 1)[1]
+    role = f"mon_{name}"  # a role of its own: a superuser is never refused a connection
+    await asyncio.to_thread(
+        as_admin, url, f"create role {role} login", f"alter database {name} owner to {role}"
+    )
+    config = tmp_path / "monitord.toml"
+    extra = (
+        "[probes]\ninterval_seconds = 1.0\n[incidents]\ncheck_interval_seconds = 0.2\n"
+        "[alerts]\ndelivery_interval_seconds = 0.2\n"
+    )
+    write_config(config, portal.url, store_url=url.replace("monitord@", f"{role}@"), extra=extra)
+    log = tmp_path / "monitord.log.jsonl"
+    daemon = await start_daemon(config)
+    await wait_for(lambda: log.exists() and "probe round: 5 services" in log.read_text(), "a round")
+    # One of the daemon's connections is left, and no new one can be made.
+    await asyncio.to_thread(
+        as_admin,
+        url,
+        f"alter role {role} connection limit 1",
+        "select pg_terminate_backend(pid) from pg_stat_activity "
+        f"where usename = '{role}' and pid <> (select min(pid) from pg_stat_activity "
+        f"where usename = '{role}')",
+    )
+    await wait_for(lambda: "does not answer" in log.read_text(), "the outage said")
+    await asyncio.sleep(10)  # jobs and heartbeats, some on the connection left
+    await asyncio.to_thread(as_admin, url, f"alter role {role} connection limit -1")
+    await wait_for(lambda: "answers again" in log.read_text(), "the store's return")
+    await daemon.stop()
+    assert daemon.process.returncode == 0, daemon.stderr
+    lines = daemon.stderr.splitlines()
+    gone = [line for line in lines if "does not answer" in line]
+    back = [line for line in lines if "answers again" in line]
+    assert len(gone) == 1 and len(back) == 1, "\n".join(lines)
+    assert "too many connections for role" in gone[0]
+    assert not [line for line in lines if "failed: the store did not answer" in line], lines
+
+
 async def test_the_daemon_probes_each_service_at_its_slot_of_rounds_aligned_to_the_clock(
     tmp_path: Path, portal: FakePortal
 ) -> None:

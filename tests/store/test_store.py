@@ -26,6 +26,7 @@ from monitord.store.models import (
     ServiceEvent,
 )
 from monitord.timeutil import SHANGHAI, UTC
+from tests.conftest import PostgresServer
 
 
 def test_migrations_create_every_table(store: Store) -> None:
@@ -211,6 +212,39 @@ def test_sqlite_store_runs_in_wal_mode(sqlite_store: Store) -> None:
 def test_an_unreachable_database_is_one_clear_error() -> None:
     with pytest.raises(StoreError, match="cannot open or migrate the store at postgresql"):
         open_store("postgresql://monitord:pw@127.0.0.1:1/nothing")
+
+
+def test_a_postgresql_store_that_takes_no_new_connection_does_not_answer(
+    postgres: PostgresServer | None,
+) -> None:
+    # max_connections reached: a connection kept in the pool answered the check, so the daemon
+    # said the store was back while every job that needed a new connection failed.
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    url = postgres.new_database()
+    name = url.rsplit("/", 1)[1]
+    role = f"mon_{name}"  # a role of its own: a superuser is never refused a connection
+    admin = Store(url)
+    with admin.engine.connect() as connection:
+        connection.exec_driver_sql(f"create role {role} login")
+        connection.exec_driver_sql(f"alter database {name} owner to {role}")
+        connection.commit()
+    store = open_store(url.replace("monitord@", f"{role}@"))
+    try:
+        with store.session() as session:  # a connection now kept in the pool
+            session.execute(text("select 1"))
+        with admin.engine.connect() as connection:
+            connection.exec_driver_sql(f"alter role {role} connection limit 1")
+            connection.commit()
+        reason = store.unreachable_reason()
+        assert reason is not None and f'too many connections for role "{role}"' in reason
+        with admin.engine.connect() as connection:
+            connection.exec_driver_sql(f"alter role {role} connection limit -1")
+            connection.commit()
+        assert store.unreachable_reason() is None
+    finally:
+        store.dispose()
+        admin.dispose()
 
 
 def test_the_password_of_a_store_url_is_never_shown() -> None:

@@ -3,6 +3,7 @@ what the store holds, with bounded labels and never a URL."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -11,7 +12,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
+import monitord.store
 from monitord.config import parse_config
 from monitord.runtime.app import App, build_app
 from monitord.runtime.web import build_web_app
@@ -313,6 +316,25 @@ async def test_an_empty_store_answers_with_zeros_and_no_made_up_values(base: str
     assert ("monitord_incident_clock_minutes_left", ()) not in found
     assert ("monitord_last_sync_age_seconds", ()) not in found
     assert pick(found, "monitord_service_state") == {}
+
+
+async def test_a_locked_table_answers_a_503_rather_than_holding_the_scrape(
+    app: App, base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # probe_results locked (VACUUM FULL): /metrics held every scrape until the lock went.
+    if app.store.url.get_backend_name() != "postgresql":
+        pytest.skip("SQLite's readers are never held by a writer's lock (WAL)")
+    monkeypatch.setattr(monitord.store, "LOCK_WAIT_SECONDS", 0.5)
+    locker = app.store.engine.connect()
+    try:
+        locker.execute(text("lock table probe_results in access exclusive mode"))
+        status, body = await asyncio.wait_for(scrape(base), 10)
+    finally:
+        locker.rollback()
+        locker.close()
+    assert status == 503
+    assert "the store does not answer now" in body
+    assert (await scrape(base))[0] == 200
 
 
 async def test_metrics_need_a_token(base: str) -> None:
