@@ -158,6 +158,9 @@ class Robots:
 
     received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     answers: list[dict[str, Any]] = field(default_factory=list)
+    host_answers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Bodies one host answers next, before `answers`: channels are sent to at once, so which
+    robot is asked first is not known."""
     env: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
@@ -180,7 +183,11 @@ class Robots:
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         said = json.loads(body)
         self.received.append((host, said))
-        answer = self.answers.pop(0) if self.answers else {"errcode": 0, "errmsg": "ok"}
+        mine = self.host_answers.get(host)
+        if mine:
+            answer = mine.pop(0)
+        else:
+            answer = self.answers.pop(0) if self.answers else {"errcode": 0, "errmsg": "ok"}
         if host == "qyapi.weixin.qq.com" and len(self.content(said).encode()) > 2048:
             answer = {"errcode": 40058, "errmsg": "content exceed max length 2048"}
         out = json.dumps(answer).encode()

@@ -77,10 +77,9 @@ async def test_a_notification_the_wecom_robot_refused_is_not_received(
     parts = {"scope": "全市", "harm": "泄露", "measures": "下线", "rectification": "修复"}
     with sqlite_store.session() as session:
         notify_management(session, cfg, incident_id, dict(parts), "张三", clock())
-    robots.answers = [
-        {"errcode": 0, "errmsg": "ok"},  # the on-call alert (DingTalk) goes first
-        {"errcode": 45009, "errmsg": "api freq out of limit"},
-    ]
+    robots.host_answers = {
+        "qyapi.weixin.qq.com": [{"errcode": 45009, "errmsg": "api freq out of limit"}]
+    }
     await deliver_due(sqlite_store, cfg, clock, make_apprise_sender(None))
     with sqlite_store.session() as session:
         assert confirm_deliveries(session) == []
