@@ -459,15 +459,44 @@ def _apprise_url(value: str) -> str:
     apprise_log = logging.getLogger("apprise")
     was_disabled, apprise_log.disabled = apprise_log.disabled, True
     try:
-        usable = apprise.Apprise.instantiate(value.replace("{smtp_password}", "x")) is not None
+        plugin = apprise.Apprise.instantiate(value.replace("{smtp_password}", "x"))
     finally:
         apprise_log.disabled = was_disabled
-    if not usable:
+    if plugin is None:
         raise ValueError(
             "an apprise URL it can use: a known scheme (dingtalk, wecombot, feishu, mailtos, "
             "json…) with the token or host it needs, such as dingtalk://<token>/"
         )
+    schemes = _plugin_schemes(plugin)
+    if urlsplit(value).scheme.lower() not in schemes:
+        # apprise takes some robots' web addresses (https://qyapi.weixin.qq.com/…?key=…), but
+        # delivery paces, splits and reads a robot's refusal by the URL's scheme: written so,
+        # a refused message counted as delivered.
+        raise ValueError(
+            f"the {plugin.service_name} address in its own scheme: write it as "
+            f"{_SCHEME_FORMS.get(schemes[0], schemes[0] + '://…')}"
+        )
     return value
+
+
+# How each chat robot's URL is written, for the message refusing its web address.
+_SCHEME_FORMS = {
+    "wecombot": "wecombot://<key>",
+    "dingtalk": "dingtalk://<token>/",
+    "feishu": "feishu://<token>",
+    "lark": "lark://<token>",
+}
+
+
+def _plugin_schemes(plugin: Any) -> list[str]:
+    """The schemes an apprise plug-in is written with, lower case (protocol and
+    secure_protocol are each a name, a tuple of names or None)."""
+    schemes: list[str] = []
+    for names in (plugin.secure_protocol, plugin.protocol):
+        if isinstance(names, str):
+            names = (names,)
+        schemes += [name.lower() for name in names or ()]
+    return schemes
 
 
 AppriseURL = Annotated[str, AfterValidator(_apprise_url)]

@@ -285,6 +285,26 @@ def test_urls_that_fail_at_run_time_are_refused_at_load(
     assert check(tmp_path, text, capsys) == (2, f"monitord: site.toml: {message}\n")
 
 
+def test_a_robot_given_as_its_web_address_is_refused_with_its_own_scheme(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # apprise takes the address WeCom's admin page shows, but delivery knew it only by its
+    # scheme: a message WeCom refused (errcode 40058) was counted as delivered, unsplit.
+    web = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a0006-7a0c-4bc4-97a0-0ec2"
+    status, err = check(tmp_path, f'[alerts]\nmanagement = ["{web}"]\n', capsys)
+    assert (status, err) == (
+        2,
+        'monitord: site.toml: alerts.management[0] = "https://qyapi.weixin.qq.com/cgi-bin/'
+        'webhook/send?key=***": expected the WeCom Bot address in its own scheme: write it as '
+        "wecombot://<key>\n",
+    )
+    written = (
+        '[alerts]\nmanagement = ["wecombot://693a0006", "WECOMBOT://693a0007"]\n'
+        'oncall = ["mailtos://m:pw@smtp.example.gov.cn?to=a@example.gov.cn", "jsons://hooks.example.gov.cn"]\n'
+    )
+    assert check(tmp_path, written, capsys) == (0, "")
+
+
 def test_the_store_urls_that_work_are_taken(tmp_path: Path) -> None:
     for url in ("sqlite:///var/m.db", "sqlite:////srv/m.db", "postgresql://m@db:5432/m"):
         path = tmp_path / "site.toml"
