@@ -383,10 +383,49 @@ class LogSettings(_Section):
         return self
 
 
+MAX_SECRET_FILE_KB = 64
+"""The largest secret file read: a token takes a few dozen bytes (/dev/zero never ends)."""
+
+
+def read_secret_file(path: str) -> str:
+    """The secret a file holds: its one line, without a byte-order mark or blanks around it.
+
+    The one reader of every secret file (portal.token_file, zap.api_key_file,
+    alerts.smtp_password_file, zap.auth_token_files, systemd credentials).
+    Raises ValueError saying what was expected instead, without the secret.
+    """
+    try:
+        raw = read_bounded(Path(path), MAX_SECRET_FILE_KB << 10, "a secret file's limit")
+    except InputTooLarge:
+        raise ValueError(f"a secret file of at most {MAX_SECRET_FILE_KB} KiB") from None
+    except OSError as exc:
+        raise ValueError(f"a readable file ({exc.strerror})") from None
+    try:
+        # utf-8-sig: Windows Notepad starts a file with a byte-order mark, never part of a token.
+        text = raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise ValueError("UTF-8 text") from None
+    if not text:
+        # An empty file would send no secret at all; say so now, not as a 401 later.
+        raise ValueError("the secret in it (the file is empty)")
+    if ONE_LINE_BREAKERS.search(text):
+        raise ValueError(
+            "the secret on one line, without control characters (the file holds more than one "
+            "line, or a tab)"
+        )
+    return text
+
+
+def _secret_file(value: str) -> str:
+    # Read at each scan: checked now as every secret file is, or a bad one made the service's
+    # scans run without logging in, or fail every time.
+    read_secret_file(value)
+    return value
+
+
 def _readable_file(value: str) -> str:
-    # Files read later (zap.auth_token_files at each scan, report.font at the quarter's end)
-    # are checked now: a missing one made scans run without logging in, or the quarterly
-    # report fail months after `check-config` said OK.
+    # A file read later (report.font at the quarter's end) is checked now: a missing one made
+    # the quarterly report fail months after `check-config` said OK.
     if not Path(value).is_file() or not os.access(value, os.R_OK):
         raise ValueError("a readable file")
     return value
@@ -399,7 +438,7 @@ class ZapSettings(_Section):
     url: str = "http://127.0.0.1:8090"
     api_key_file: NonEmpty | None = None
     """A file holding ZAP's API key; otherwise $MONITORD_ZAP_API_KEY is used."""
-    auth_token_files: dict[str, Annotated[NonEmpty, AfterValidator(_readable_file)]] = Field(
+    auth_token_files: dict[str, Annotated[NonEmpty, AfterValidator(_secret_file)]] = Field(
         default_factory=dict
     )
     """Service id → a file holding the bearer token of that service's test account."""
@@ -1053,32 +1092,18 @@ def _read_secret(
     if file is not None:
         where = f"{field} = {json.dumps(file)}" if field.endswith("_file") else field
         try:
-            text = Path(file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{where}: expected a readable file ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{where}: expected UTF-8 text") from None
-        if not text:
-            # An empty file would send no secret at all; say so now, not as a 401 later.
-            raise ConfigError(f"{where}: the file is empty, expected the secret in it")
-        _refuse_control_characters(where, text, "the file holds more than one line, or a tab")
-        return SecretStr(text)
+            return SecretStr(read_secret_file(file))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: expected {exc}") from None
     value = (value or "").strip()  # as a file's: a line end kept would break every request
-    if value:
-        _refuse_control_characters(
-            f"${SECRET_ENV[key]}", value, "it holds a line break, a tab or another"
+    if value and ONE_LINE_BREAKERS.search(value):
+        # A secret is one line: a line break or another control character cannot go into an
+        # HTTP header or a URL, and every request with it would fail.
+        raise ConfigError(
+            f"${SECRET_ENV[key]}: expected the secret on one line, without control characters "
+            "(it holds a line break, a tab or another)"
         )
     return SecretStr(value) if value else None
-
-
-def _refuse_control_characters(where: str, secret: str, found: str) -> None:
-    """A secret is one line: one holding a line break or another control character cannot go
-    into an HTTP header or a URL, and every request with it would fail (said without the
-    secret; `found` says what was seen, in the words of where it came from)."""
-    if ONE_LINE_BREAKERS.search(secret):
-        raise ConfigError(
-            f"{where}: expected the secret on one line, without control characters ({found})"
-        )
 
 
 def parse_config(data: dict[str, Any], source: str, env: dict[str, str] | None = None) -> Settings:

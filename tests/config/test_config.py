@@ -316,7 +316,7 @@ def test_the_store_urls_that_work_are_taken(tmp_path: Path) -> None:
     ("secret", "message"),
     [
         (b"\xff\xfe\x00k", "expected UTF-8 text"),
-        (b"\n", "the file is empty, expected the secret in it"),
+        (b"\n", "expected the secret in it (the file is empty)"),
         # Passed the check, then every request failed: "Forbidden control character in headers".
         (
             b"key-line-1\nkey-line-2\n",
@@ -335,6 +335,62 @@ def test_a_secret_file_that_holds_no_usable_secret_is_named(
     assert (status, err) == (
         2,
         f'monitord: site.toml: zap.api_key_file = "{key_file}": {message}\n',
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (b"", "expected the secret in it (the file is empty)"),
+        (b"\xff\xfetoken\n", "expected UTF-8 text"),
+        (
+            b"abc\ndef\n",
+            "expected the secret on one line, without control characters (the file holds more "
+            "than one line, or a tab)",
+        ),
+    ],
+    ids=["empty", "not-utf-8", "two-lines"],
+)
+def test_a_test_account_token_file_is_checked_as_every_secret_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], token: bytes, message: str
+) -> None:
+    # Each passed the check, then the service's scans ran without logging in, failed every
+    # time with a traceback, or sent two lines as ZAP's Authorization header.
+    token_file = tmp_path / "svc-1"
+    token_file.write_bytes(token)
+    token_file.chmod(0o600)
+    text = f'[zap.auth_token_files]\n"svc-1" = "{token_file}"\n'
+    assert check(tmp_path, text, capsys) == (
+        2,
+        f'monitord: site.toml: zap.auth_token_files.svc-1 = "{token_file}": {message}\n',
+    )
+
+
+def test_a_byte_order_mark_is_not_part_of_a_secret(tmp_path: Path) -> None:
+    # Windows Notepad starts a file with one: the portal was sent "Bearer \ufeffsecrettoken".
+    token_file = tmp_path / "portal-token"
+    token_file.write_bytes(b"\xef\xbb\xbfsecrettoken\r\n")
+    config = tmp_path / "site.toml"
+    config.write_text(f'[portal]\ntoken_file = "{token_file}"\n', encoding="utf-8")
+    token = load_config(config, env={}).secrets.portal_token
+    assert token is not None and token.get_secret_value() == "secrettoken"
+
+
+@pytest.mark.parametrize("huge", ["big-file", "/dev/zero"])
+def test_a_secret_file_is_read_no_further_than_a_secret_takes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], huge: str
+) -> None:
+    # /dev/zero as a token file ate memory until a MemoryError traceback.
+    token_file = tmp_path / huge
+    if huge == "big-file":
+        token_file.write_bytes(b"t" * (64 * 1024 + 1))
+    else:
+        token_file = Path(huge)
+    status, err = check(tmp_path, f'[portal]\ntoken_file = "{token_file}"\n', capsys)
+    assert (status, err) == (
+        2,
+        f'monitord: site.toml: portal.token_file = "{token_file}": expected a secret file of at '
+        "most 64 KiB\n",
     )
 
 
@@ -360,7 +416,8 @@ def test_a_secret_file_that_holds_no_usable_secret_is_named(
         # A missing test-account token made that service's scans run without logging in.
         (
             '[zap.auth_token_files]\n"svc-0042" = "/nonexistent/token"\n',
-            'zap.auth_token_files.svc-0042 = "/nonexistent/token": expected a readable file',
+            'zap.auth_token_files.svc-0042 = "/nonexistent/token": expected a readable file '
+            "(No such file or directory)",
         ),
     ],
 )
@@ -477,7 +534,7 @@ def test_secrets_come_from_systemd_credentials_when_nothing_else_gives_them(
     with pytest.raises(ConfigError) as refused:
         parse_config({}, "t", env=env)
     assert str(refused.value) == (
-        "t: the systemd credential smtp-password: the file is empty, expected the secret in it"
+        "t: the systemd credential smtp-password: expected the secret in it (the file is empty)"
     )
 
 
@@ -510,8 +567,8 @@ def test_check_config_with_credentials_reads_the_secrets_as_the_service_does(
 
     assert main(check) == 2
     assert capsys.readouterr().err == (
-        f"monitord: {config}: the systemd credential portal-token: the file is empty, expected "
-        "the secret in it\n"
+        f"monitord: {config}: the systemd credential portal-token: expected the secret "
+        "in it (the file is empty)\n"
     )
     token.write_text("the-portal-token\n", encoding="utf-8")
     assert main(check) == 0
