@@ -182,8 +182,16 @@ class LoggingSettings(_Section):
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: str | None = "var/monitord.log.jsonl"
+    """The JSON log; "" (TOML has no null) writes none, the readable lines on stderr only."""
     rotation_mb: int = Field(default=50, gt=0)
     keep_files: int = Field(default=10, gt=0)
+
+    @field_validator("file", mode="before")
+    @classmethod
+    def _empty_is_no_file(cls, value: object) -> object:
+        # One meaning everywhere: the daemon ran without a file while the reload check took
+        # Path("") for the working folder and refused every reload.
+        return None if value == "" else value
 
 
 def _probe_kind(value: str) -> str:

@@ -149,6 +149,19 @@ def check(tmp_path: Path, text: str | bytes, capsys: pytest.CaptureFixture[str])
     return status, capsys.readouterr().err.replace(f"{path}: ", "site.toml: ")
 
 
+def test_an_empty_log_file_means_no_json_log_at_start_and_reload_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon ran with no JSON log, while the reload check took "" for the working folder
+    # ("cannot write it (it is a folder)") and every systemctl reload failed.
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "site.toml"
+    config.write_text('[logging]\nfile = ""\n', encoding="utf-8")
+    assert load_config(config, env={}).logging.file is None
+    assert main(["--config", str(config), "check-config", "--for-reload"]) == 0
+    assert capsys.readouterr() == (f"config OK: {config}\n", "")
+
+
 def test_a_byte_order_mark_is_not_part_of_the_toml(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
