@@ -80,6 +80,10 @@ the shortest retention that always covers them is the longest, 184 (July to Dece
 DAY = 86_400  # seconds
 MAX_RETENTION_DAYS = 3650
 NOTIFY_WITHIN_MINUTES = 120  # clause 7.3.3: notify the management unit within two hours
+UPTIME_TARGET_PERCENT = (90.0, 100.0)
+"""The uptime targets a filing (slo.uptime_percent) or [compliance] may set: a percentage, and a
+sane one (0.999 is a fraction written where 99.9 was meant, and would let a service pass at any
+uptime)."""
 
 
 class _Section(BaseModel):
@@ -858,7 +862,9 @@ class ReportSettings(_Section):
 class ComplianceSettings(_Section):
     """The quarterly compliance rules' defaults (rules/compliance.toml)."""
 
-    uptime_percent: float = Field(default=99.9, gt=0, le=100)
+    uptime_percent: float = Field(
+        default=99.9, ge=UPTIME_TARGET_PERCENT[0], le=UPTIME_TARGET_PERCENT[1]
+    )
     """Clause 6.4 a: the uptime a service must reach in a quarter when its filing names no
     target of its own (`slo.uptime_percent` in the catalogue record)."""
     p95_ms: float = Field(default=3000.0, gt=0, le=600_000)
@@ -1017,6 +1023,8 @@ def _expected(error: ErrorDetails) -> str:
         limit = ctx["ge"]
         if error["loc"][-1] == "retention_days":
             return f"at least {limit} days (clause 7.3.1: logs are kept six months, up to 184 days)"
+        if error["loc"][-1] == "uptime_percent":
+            return f"at least {limit:g} (a percentage: 99.9, not the fraction 0.999)"
         return f"at least {limit}"
     if kind == "less_than_equal":
         if error["loc"][-1] == "notify_within_minutes":

@@ -237,6 +237,13 @@ def test_a_maintenance_window_is_a_date_time_in_order(
             "incidents.notify_within_minutes = 600: expected at most 120 "
             "(clause 7.3.3: notified within two hours)",
         ),
+        # A fraction where a percentage belongs let every service without a filed target pass
+        # clause 6.4 a at any uptime; the same value filed is a filing problem.
+        (
+            "[compliance]\nuptime_percent = 0.999\n",
+            "compliance.uptime_percent = 0.999: expected at least 90 (a percentage: 99.9, not the "
+            "fraction 0.999)",
+        ),
         (
             "[alerts]\nretry_seconds = 100.0\nretry_max_seconds = 10.0\n",
             "alerts: retry_max_seconds 10 must be at least retry_seconds 100",
