@@ -636,6 +636,10 @@ class MaintenanceWindow(_Section):
         return self
 
 
+ROBOT_RATES = {"dingtalk": 20, "wecombot": 20, "feishu": 100}
+"""Messages a minute a chat robot takes, by URL scheme, unless alerts.rate_per_minute says."""
+
+
 class AlertSettings(_Section):
     """Where alerts go: apprise URLs (DingTalk, WeCom, Feishu, mailto://...)."""
 
@@ -657,7 +661,7 @@ class AlertSettings(_Section):
     """This many availability incidents opening together become one grouped alert; this many
     alerts due at once on one channel go several to a message (alerts.pacing)."""
     rate_per_minute: dict[str, Annotated[int, Field(gt=0, le=10_000)]] = Field(
-        default_factory=lambda: {"dingtalk": 20, "wecombot": 20, "feishu": 100}
+        default_factory=lambda: dict(ROBOT_RATES)
     )
     """Messages a minute one channel of a scheme takes (DingTalk's and WeCom's robots 20, then
     they block; Feishu's 100). Past it, alerts are folded into digests, never dropped."""
@@ -670,6 +674,13 @@ class AlertSettings(_Section):
     smtp_password_file: NonEmpty | None = None
     """A file holding the SMTP password; otherwise $MONITORD_SMTP_PASSWORD is used. Write
     `{smtp_password}` in a mailto:// URL where the password belongs."""
+
+    @field_validator("rate_per_minute")
+    @classmethod
+    def _rates_over_defaults(cls, rates: dict[str, int]) -> dict[str, int]:
+        # Delivery looks a rate up by the URL's scheme in lower case: DingTalk = 20 never
+        # matched. A key left out keeps its default: { dingtalk = 10 } dropped WeCom's 20.
+        return {**ROBOT_RATES, **{scheme.lower(): rate for scheme, rate in rates.items()}}
 
     @model_validator(mode="after")
     def _retry_order(self) -> AlertSettings:

@@ -162,6 +162,15 @@ def test_an_empty_log_file_means_no_json_log_at_start_and_reload_alike(
     assert capsys.readouterr() == (f"config OK: {config}\n", "")
 
 
+def test_a_rate_per_minute_is_kept_by_lower_case_scheme_over_the_defaults(tmp_path: Path) -> None:
+    # DingTalk = 20 never matched a channel (delivery looks the scheme up in lower case), and
+    # { dingtalk = 10 } left WeCom's and Feishu's robots unpaced.
+    config = tmp_path / "site.toml"
+    config.write_text("[alerts]\nrate_per_minute = { DingTalk = 10 }\n", encoding="utf-8")
+    rates = load_config(config, env={}).alerts.rate_per_minute
+    assert rates == {"dingtalk": 10, "wecombot": 20, "feishu": 100}
+
+
 def test_a_byte_order_mark_is_not_part_of_the_toml(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
