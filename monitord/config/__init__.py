@@ -486,6 +486,17 @@ class ZapSettings(_Section):
     def _check_url(cls, value: str) -> str:
         return http_url(value)
 
+    @model_validator(mode="after")
+    def _spread_before_deadline(self) -> ZapSettings:
+        # A slot after the deadline made the service a 7.3.2 finding before its scan ran.
+        if self.quarterly_spread_days >= self.quarterly_deadline_days:
+            raise ValueError(
+                f"quarterly_spread_days {self.quarterly_spread_days} must be less than "
+                f"quarterly_deadline_days {self.quarterly_deadline_days} (every quarterly scan "
+                "starts before the deadline)"
+            )
+        return self
+
     @field_validator("max_concurrent_scans")
     @classmethod
     def _one_scan_at_a_time(cls, value: int) -> int:

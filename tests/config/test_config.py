@@ -253,6 +253,12 @@ def test_a_maintenance_window_is_a_date_time_in_order(
             "compliance.uptime_percent = 0.999: expected at least 90 (a percentage: 99.9, not the "
             "fraction 0.999)",
         ),
+        # Every service whose slot fell after the deadline was a 7.3.2 finding before its scan.
+        (
+            "[zap]\nquarterly_spread_days = 60\nquarterly_deadline_days = 1\n",
+            "zap: quarterly_spread_days 60 must be less than quarterly_deadline_days 1 (every "
+            "quarterly scan starts before the deadline)",
+        ),
         (
             "[alerts]\nretry_seconds = 100.0\nretry_max_seconds = 10.0\n",
             "alerts: retry_max_seconds 10 must be at least retry_seconds 100",
