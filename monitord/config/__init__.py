@@ -1052,6 +1052,12 @@ def _expected(error: ErrorDetails) -> str:
         if error["loc"][-1] == "notify_within_minutes":
             return f"at most {ctx['le']:g} (clause 7.3.3: notified within two hours)"
         return f"at most {ctx['le']:g}"
+    if kind == "string_pattern_mismatch" and error["loc"][-1] in ("name", "zone"):
+        # The one pattern of the config: [cluster] name and zone.
+        return (
+            "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63 "
+            "characters"
+        )
     if kind == "literal_error":
         return f"one of {ctx['expected']}"
     if kind == "value_error":

@@ -246,13 +246,6 @@ def test_a_maintenance_window_is_a_date_time_in_order(
             "incidents.notify_within_minutes = 600: expected at most 120 "
             "(clause 7.3.3: notified within two hours)",
         ),
-        # A fraction where a percentage belongs let every service without a filed target pass
-        # clause 6.4 a at any uptime; the same value filed is a filing problem.
-        (
-            "[compliance]\nuptime_percent = 0.999\n",
-            "compliance.uptime_percent = 0.999: expected at least 90 (a percentage: 99.9, not the "
-            "fraction 0.999)",
-        ),
         # Every service whose slot fell after the deadline was a 7.3.2 finding before its scan.
         (
             "[zap]\nquarterly_spread_days = 60\nquarterly_deadline_days = 1\n",
@@ -447,6 +440,19 @@ def test_a_secret_file_is_read_no_further_than_a_secret_takes(
         (
             '[[alerts.routes]]\nkinds = ["outage"]\nurls = []\n',
             "alerts.routes[0].urls = []: expected a non-empty list",
+        ),
+        # A fraction where a percentage belongs let every service without a filed target pass
+        # clause 6.4 a at any uptime; the same value filed is a filing problem.
+        (
+            "[compliance]\nuptime_percent = 0.999\n",
+            "compliance.uptime_percent = 0.999: expected at least 90 (a percentage: 99.9, not the "
+            "fraction 0.999)",
+        ),
+        # pydantic's own words, with its regular expression, were shown.
+        (
+            '[cluster]\nzone = "机房"\n',
+            "cluster.zone = \"机房\": expected letters, digits, '.', '_' or '-', starting "
+            "with a letter or digit, at most 63 characters",
         ),
         # A missing test-account token made that service's scans run without logging in.
         (
