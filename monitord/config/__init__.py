@@ -791,6 +791,18 @@ def remapped_security_rule(incidents: IncidentSettings, declared: Mapping[str, s
     return None
 
 
+def unmatched_rule_pattern(incidents: IncidentSettings, declared: Mapping[str, str]) -> str | None:
+    """What is wrong when a pattern of incidents.rule_kinds names no rule, given every rule's
+    declared kind; else None. A typo there changed no rule's kind, silently."""
+    for pattern in incidents.rule_kinds:
+        if not any(fnmatch.fnmatchcase(rule, pattern) for rule in declared):
+            return (
+                f"rule_kinds[{pattern!r}] matches no rule: expected a rule's name (or a glob) "
+                "as rules/logs.toml, probes.toml or core.toml write it"
+            )
+    return None
+
+
 def _sha256_hex(value: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", value):
         raise ValueError(
@@ -988,6 +1000,20 @@ class Settings(_Section):
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
     source: str = Field(default="(built-in defaults)", exclude=True)
 
+    @model_validator(mode="after")
+    def _route_kinds_known(self) -> Settings:
+        # A route matches an incident by its kind: a misspelt kind never matched, silently.
+        incidents = self.incidents
+        known = [*incidents.security_kinds, *incidents.availability_kinds, *incidents.quiet_kinds]
+        for index, route in enumerate(self.alerts.routes):
+            unknown = [kind for kind in route.kinds if kind not in known]
+            if unknown:
+                raise ValueError(
+                    f"alerts.routes[{index}].kinds: {unknown[0]!r} is not an incident kind, "
+                    f"expected one of {', '.join(known)}"
+                )
+        return self
+
 
 _EXPECTED = {
     "int_type": "an integer",
@@ -1116,7 +1142,8 @@ def _error_text(source: str, error: ErrorDetails) -> str:
             )
         return f"{source}: {key}: unknown key, expected one of {_known_keys(error['loc'][:-1])}"
     if error["type"] == "value_error" and isinstance(error["input"], dict):
-        return f"{source}: {key}: {_expected(error)}"
+        # A check of the whole tree names its keys itself.
+        return f"{source}: {key}: {_expected(error)}" if key else f"{source}: {_expected(error)}"
     if error["type"] == "missing":
         return f"{source}: {key}: missing, expected a value"
     value = _shown_value(error["loc"], error["input"])

@@ -171,6 +171,33 @@ def test_a_rate_per_minute_is_kept_by_lower_case_scheme_over_the_defaults(tmp_pa
     assert rates == {"dingtalk": 10, "wecombot": 20, "feishu": 100}
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[[alerts.routes]]\nkinds = ["vulnerabilty"]\nurls = ["json://hooks.example.gov.cn"]\n',
+            "alerts.routes[0].kinds: 'vulnerabilty' is not an incident kind, expected one of "
+            "vulnerability, abnormal_behaviour, insecure_transport, certificate_compromise, "
+            "data_exposure, other, outage, degraded, certificate_expiry, compliance",
+        ),
+        (
+            '[incidents.rule_kinds]\n"no_such_rule" = "outage"\n',
+            "incidents: rule_kinds['no_such_rule'] matches no rule: expected a rule's name (or a "
+            "glob) as rules/logs.toml, probes.toml or core.toml write it",
+        ),
+    ],
+    ids=["route-kind", "rule-kinds-pattern"],
+)
+def test_a_misspelt_kind_or_rule_name_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    # Each was taken and then never matched anything: the route told nobody, the override
+    # changed no rule's kind.
+    assert check(tmp_path, text, capsys) == (2, f"monitord: site.toml: {message}\n")
+    rules_text = '[incidents.rule_kinds]\n"error_*" = "outage"\n'
+    assert check(tmp_path, rules_text, capsys) == (0, "")
+
+
 def test_a_byte_order_mark_is_not_part_of_the_toml(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
