@@ -17,6 +17,7 @@ keys to its module (`probe_rules`, `log_rule_file`), whose conditions `rules.con
 
 from __future__ import annotations
 
+import string
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -152,6 +153,41 @@ def rule_tables(
         )
         tables.append(RuleTable(rule, raw, where))
     return tables
+
+
+class _SampleSummary(string.Formatter):
+    """Fills each placeholder with the sample value offered for it; with none offered (probe
+    rules, whose summaries may name any fact), with "?", as a missing fact is shown."""
+
+    def __init__(self, offered: Mapping[str, object] | None) -> None:
+        self._offered = offered
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
+        if self._offered is None:
+            return "?", field_name
+        return self._offered[field_name], field_name  # KeyError: a name the rule never fills
+
+
+def check_summary(summary: str, where: str, offered: Mapping[str, object] | None = None) -> None:
+    """Refuse a summary that would fail when a finding is made, by formatting it once.
+
+    `offered` maps the only names the rule fills to a sample value of each; None when any name
+    may be filled. Raises RuleError naming `where` and the placeholder.
+    """
+    try:
+        _SampleSummary(offered).format(summary)
+    except KeyError as exc:
+        names = ", ".join(f"{{{name}}}" for name in offered or ())
+        raise RuleError(
+            f"{where}: summary: {{{exc.args[0]}}} is not a placeholder it fills, expected one of "
+            f"{names}"
+        ) from None
+    except (ValueError, IndexError, AttributeError) as exc:
+        # A brace left open, an unknown !conversion or a format the value cannot take.
+        raise RuleError(
+            f"{where}: summary {summary!r}: expected text with {{name}} placeholders ({exc}); "
+            "write a brace itself as {{ or }}"
+        ) from None
 
 
 def parse_core_rules(document: Mapping[str, Any], origin: str = "core.toml") -> list[DeclaredRule]:

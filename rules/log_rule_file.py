@@ -17,7 +17,14 @@ from typing import Any
 from monitord.errors import RuleError
 from monitord.types import LOG_QUIET_MINUTES, Severity
 from rules.conditions import Condition, Vocabulary, fields, parse_conditions
-from rules.declared import UNDECLARED, Declaration, RuleTable, read_rule_file, rule_tables
+from rules.declared import (
+    UNDECLARED,
+    Declaration,
+    RuleTable,
+    check_summary,
+    read_rule_file,
+    rule_tables,
+)
 
 RULES_FILE = Path(__file__).with_name("logs.toml")
 SOURCES = ("nginx", "json")
@@ -110,6 +117,20 @@ class LogRule:
         return sorted(names)
 
 
+SUMMARY_SAMPLE: dict[str, object] = {"subject": "u1", "count": 1, "measure": "1", "window_min": 1}
+"""The placeholders a summary may name, with a value of the kind the engine fills in
+(`rules.log_rules.LogRuleEngine._summarise`)."""
+_WHOLE_LEAST = {"min_count": 1, "min_distinct": 0, "baseline_min_lines": 1}
+"""The threshold keys that are whole numbers, with the least each may be."""
+_NUMBER_RANGE: dict[str, tuple[float, float | None, str]] = {
+    "min_rate": (0.0, 1.0, "a share from 0 to 1, such as 0.05"),
+    "peers_quantile": (0.0, 1.0, "a quantile above 0 and at most 1, such as 0.99"),
+    "max_per_distinct": (0.0, None, "a number above 0"),
+    "peers_factor": (0.0, None, "a number above 0"),
+    "baseline_factor": (0.0, None, "a number above 0"),
+}
+"""The threshold keys that are numbers: above the low end, at most the high end (if any)."""
+
 _KEYS = ("sources", "subject", "kind")
 _OPTIONAL = ("when", "window", "measure", "distinct", "numerator", "threshold", "breakdown")
 
@@ -126,21 +147,22 @@ def _rule(table: RuleTable) -> LogRule:
     measure = raw.get("measure", "count")
     if measure not in MEASURES:
         raise RuleError(f"{where}: measure {measure!r} not in {MEASURES}")
-    if raw["kind"] == "window" and int(raw.get("window", 0)) < 2:
+    window = raw.get("window", 0)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+        raise RuleError(f"{where}: window = {window!r}: expected whole seconds, such as 600")
+    if raw["kind"] == "window" and window < 2:
         raise RuleError(f"{where}: a window rule needs window = seconds (>= 2)")
     if measure == "distinct" and not raw.get("distinct"):
         raise RuleError(f"{where}: measure distinct needs distinct = <field>")
     if measure == "ratio" and not raw.get("numerator"):
         raise RuleError(f"{where}: measure ratio needs numerator = [conditions]")
-    try:
-        threshold = Threshold(**raw.get("threshold", {}))
-    except TypeError as exc:
-        raise RuleError(f"{where}: threshold: {exc}") from None
+    threshold = _threshold(raw.get("threshold", {}), f"{where}: threshold")
     if threshold.max_per_distinct is not None and measure != "distinct":
         raise RuleError(f"{where}: threshold max_per_distinct needs measure distinct")
     distinct = raw.get("distinct")
     if distinct is not None:
         _names(distinct, f"{where}: distinct", FIELDS)
+    check_summary(raw["summary"], where, SUMMARY_SAMPLE)
     return LogRule(
         name=table.rule.name,
         clause=table.rule.clause,
@@ -151,13 +173,39 @@ def _rule(table: RuleTable) -> LogRule:
         when=parse_conditions(raw.get("when", []), f"{where}: when", VOCABULARY),
         threshold=threshold,
         summary=raw["summary"],
-        window=int(raw.get("window", 0)),
+        window=window,
         measure=measure,
         distinct=distinct,
         numerator=parse_conditions(raw.get("numerator", []), f"{where}: numerator", VOCABULARY),
         breakdown=_names(raw.get("breakdown", []), f"{where}: breakdown", FIELDS, empty_ok=True),
         declaration=table.rule.declaration,
     )
+
+
+def _threshold(raw: Any, where: str) -> Threshold:
+    # Each value is checked for its kind and range here: a quoted number failed mid-analysis
+    # with a TypeError, and a quantile of 5 judged every subject against nothing.
+    if not isinstance(raw, Mapping):
+        raise RuleError(f"{where}: expected a table such as {{ min_count = 8 }}, got {raw!r}")
+    known = (*_WHOLE_LEAST, *_NUMBER_RANGE)
+    values: dict[str, int | float] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise RuleError(f"{where}: unknown key {key!r}, expected one of {', '.join(known)}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RuleError(f"{where}: {key} = {value!r}: expected a number")
+        if key in _WHOLE_LEAST:
+            if not isinstance(value, int) or value < _WHOLE_LEAST[key]:
+                raise RuleError(
+                    f"{where}: {key} = {value!r}: expected a whole number of at least "
+                    f"{_WHOLE_LEAST[key]}"
+                )
+        else:
+            low, high, what = _NUMBER_RANGE[key]
+            if not low < value or (high is not None and value > high):
+                raise RuleError(f"{where}: {key} = {value!r}: expected {what}")
+        values[key] = value if key in _WHOLE_LEAST else float(value)
+    return Threshold(**values)  # type: ignore[arg-type]
 
 
 def _names(

@@ -25,7 +25,7 @@ from monitord.errors import RuleError
 from monitord.names import probe_error_text
 from monitord.redact import mask_url, mask_urls
 from monitord.timeutil import SHANGHAI, parse_time
-from monitord.types import FindingDraft, ProbeResult, Severity
+from monitord.types import PROBE_KINDS, FindingDraft, ProbeResult, Severity
 from rules.conditions import (
     MISSING,
     Condition,
@@ -35,7 +35,14 @@ from rules.conditions import (
     fields,
     parse_conditions,
 )
-from rules.declared import UNDECLARED, Declaration, RuleTable, read_rule_file, rule_tables
+from rules.declared import (
+    UNDECLARED,
+    Declaration,
+    RuleTable,
+    check_summary,
+    read_rule_file,
+    rule_tables,
+)
 
 RULES_FILE = Path(__file__).with_name("probes.toml")
 VOCABULARY = Vocabulary()
@@ -210,6 +217,14 @@ def _rule(table: RuleTable) -> Rule:
     kinds = raw["kinds"]
     if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds):
         raise RuleError(f"{where}: kinds: expected a list of probe kinds, got {kinds!r}")
+    unknown = [kind for kind in kinds if kind not in PROBE_KINDS]
+    if unknown:
+        # A rule of no kind never runs, and nothing says so.
+        raise RuleError(
+            f"{where}: kinds: {unknown[0]!r} is not a probe kind, expected one of "
+            f"{', '.join(PROBE_KINDS)}"
+        )
+    check_summary(raw["summary"], where)
     when = parse_conditions(raw["when"], f"{where}: when", VOCABULARY)
     if not when:
         # A rule without conditions would fire on every result of its kinds.

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitord.config import http_url
+from monitord.config import UPTIME_TARGET_PERCENT, http_url
 from monitord.errors import SyncError, UsageError
 from monitord.files import read_bounded
 from monitord.textable import UNSTORABLE, load_json, shortened, storable
@@ -119,9 +119,6 @@ SHORT_LENGTH = 40
 """The longest enum value or planned_release the store holds (their columns are String(40))."""
 MAX_CONCURRENCY = 2**31 - 1
 """The largest max_concurrency the store holds (a 32-bit INTEGER column on PostgreSQL)."""
-UPTIME_TARGET_PERCENT = (90.0, 100.0)
-"""The uptime targets (slo.uptime_percent) a filing may set: a percentage, and a sane one (0.999
-is a fraction written where 99.9 was meant, and would let a service pass at any uptime)."""
 
 
 MIB = 1024 * 1024

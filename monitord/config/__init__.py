@@ -80,6 +80,10 @@ the shortest retention that always covers them is the longest, 184 (July to Dece
 DAY = 86_400  # seconds
 MAX_RETENTION_DAYS = 3650
 NOTIFY_WITHIN_MINUTES = 120  # clause 7.3.3: notify the management unit within two hours
+UPTIME_TARGET_PERCENT = (90.0, 100.0)
+"""The uptime targets a filing (slo.uptime_percent) or [compliance] may set: a percentage, and a
+sane one (0.999 is a fraction written where 99.9 was meant, and would let a service pass at any
+uptime)."""
 
 
 class _Section(BaseModel):
@@ -182,8 +186,16 @@ class LoggingSettings(_Section):
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: str | None = "var/monitord.log.jsonl"
+    """The JSON log; "" (TOML has no null) writes none, the readable lines on stderr only."""
     rotation_mb: int = Field(default=50, gt=0)
     keep_files: int = Field(default=10, gt=0)
+
+    @field_validator("file", mode="before")
+    @classmethod
+    def _empty_is_no_file(cls, value: object) -> object:
+        # One meaning everywhere: the daemon ran without a file while the reload check took
+        # Path("") for the working folder and refused every reload.
+        return None if value == "" else value
 
 
 def _probe_kind(value: str) -> str:
@@ -383,10 +395,49 @@ class LogSettings(_Section):
         return self
 
 
+MAX_SECRET_FILE_KB = 64
+"""The largest secret file read: a token takes a few dozen bytes (/dev/zero never ends)."""
+
+
+def read_secret_file(path: str) -> str:
+    """The secret a file holds: its one line, without a byte-order mark or blanks around it.
+
+    The one reader of every secret file (portal.token_file, zap.api_key_file,
+    alerts.smtp_password_file, zap.auth_token_files, systemd credentials).
+    Raises ValueError saying what was expected instead, without the secret.
+    """
+    try:
+        raw = read_bounded(Path(path), MAX_SECRET_FILE_KB << 10, "a secret file's limit")
+    except InputTooLarge:
+        raise ValueError(f"a secret file of at most {MAX_SECRET_FILE_KB} KiB") from None
+    except OSError as exc:
+        raise ValueError(f"a readable file ({exc.strerror})") from None
+    try:
+        # utf-8-sig: Windows Notepad starts a file with a byte-order mark, never part of a token.
+        text = raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise ValueError("UTF-8 text") from None
+    if not text:
+        # An empty file would send no secret at all; say so now, not as a 401 later.
+        raise ValueError("the secret in it (the file is empty)")
+    if ONE_LINE_BREAKERS.search(text):
+        raise ValueError(
+            "the secret on one line, without control characters (the file holds more than one "
+            "line, or a tab)"
+        )
+    return text
+
+
+def _secret_file(value: str) -> str:
+    # Read at each scan: checked now as every secret file is, or a bad one made the service's
+    # scans run without logging in, or fail every time.
+    read_secret_file(value)
+    return value
+
+
 def _readable_file(value: str) -> str:
-    # Files read later (zap.auth_token_files at each scan, report.font at the quarter's end)
-    # are checked now: a missing one made scans run without logging in, or the quarterly
-    # report fail months after `check-config` said OK.
+    # A file read later (report.font at the quarter's end) is checked now: a missing one made
+    # the quarterly report fail months after `check-config` said OK.
     if not Path(value).is_file() or not os.access(value, os.R_OK):
         raise ValueError("a readable file")
     return value
@@ -399,7 +450,7 @@ class ZapSettings(_Section):
     url: str = "http://127.0.0.1:8090"
     api_key_file: NonEmpty | None = None
     """A file holding ZAP's API key; otherwise $MONITORD_ZAP_API_KEY is used."""
-    auth_token_files: dict[str, Annotated[NonEmpty, AfterValidator(_readable_file)]] = Field(
+    auth_token_files: dict[str, Annotated[NonEmpty, AfterValidator(_secret_file)]] = Field(
         default_factory=dict
     )
     """Service id → a file holding the bearer token of that service's test account."""
@@ -435,6 +486,17 @@ class ZapSettings(_Section):
     def _check_url(cls, value: str) -> str:
         return http_url(value)
 
+    @model_validator(mode="after")
+    def _spread_before_deadline(self) -> ZapSettings:
+        # A slot after the deadline made the service a 7.3.2 finding before its scan ran.
+        if self.quarterly_spread_days >= self.quarterly_deadline_days:
+            raise ValueError(
+                f"quarterly_spread_days {self.quarterly_spread_days} must be less than "
+                f"quarterly_deadline_days {self.quarterly_deadline_days} (every quarterly scan "
+                "starts before the deadline)"
+            )
+        return self
+
     @field_validator("max_concurrent_scans")
     @classmethod
     def _one_scan_at_a_time(cls, value: int) -> int:
@@ -459,15 +521,44 @@ def _apprise_url(value: str) -> str:
     apprise_log = logging.getLogger("apprise")
     was_disabled, apprise_log.disabled = apprise_log.disabled, True
     try:
-        usable = apprise.Apprise.instantiate(value.replace("{smtp_password}", "x")) is not None
+        plugin = apprise.Apprise.instantiate(value.replace("{smtp_password}", "x"))
     finally:
         apprise_log.disabled = was_disabled
-    if not usable:
+    if plugin is None:
         raise ValueError(
             "an apprise URL it can use: a known scheme (dingtalk, wecombot, feishu, mailtos, "
             "json…) with the token or host it needs, such as dingtalk://<token>/"
         )
+    schemes = _plugin_schemes(plugin)
+    if urlsplit(value).scheme.lower() not in schemes:
+        # apprise takes some robots' web addresses (https://qyapi.weixin.qq.com/…?key=…), but
+        # delivery paces, splits and reads a robot's refusal by the URL's scheme: written so,
+        # a refused message counted as delivered.
+        raise ValueError(
+            f"the {plugin.service_name} address in its own scheme: write it as "
+            f"{_SCHEME_FORMS.get(schemes[0], schemes[0] + '://…')}"
+        )
     return value
+
+
+# How each chat robot's URL is written, for the message refusing its web address.
+_SCHEME_FORMS = {
+    "wecombot": "wecombot://<key>",
+    "dingtalk": "dingtalk://<token>/",
+    "feishu": "feishu://<token>",
+    "lark": "lark://<token>",
+}
+
+
+def _plugin_schemes(plugin: Any) -> list[str]:
+    """The schemes an apprise plug-in is written with, lower case (protocol and
+    secure_protocol are each a name, a tuple of names or None)."""
+    schemes: list[str] = []
+    for names in (plugin.secure_protocol, plugin.protocol):
+        if isinstance(names, str):
+            names = (names,)
+        schemes += [name.lower() for name in names or ()]
+    return schemes
 
 
 AppriseURL = Annotated[str, AfterValidator(_apprise_url)]
@@ -556,6 +647,10 @@ class MaintenanceWindow(_Section):
         return self
 
 
+ROBOT_RATES = {"dingtalk": 20, "wecombot": 20, "feishu": 100}
+"""Messages a minute a chat robot takes, by URL scheme, unless alerts.rate_per_minute says."""
+
+
 class AlertSettings(_Section):
     """Where alerts go: apprise URLs (DingTalk, WeCom, Feishu, mailto://...)."""
 
@@ -577,7 +672,7 @@ class AlertSettings(_Section):
     """This many availability incidents opening together become one grouped alert; this many
     alerts due at once on one channel go several to a message (alerts.pacing)."""
     rate_per_minute: dict[str, Annotated[int, Field(gt=0, le=10_000)]] = Field(
-        default_factory=lambda: {"dingtalk": 20, "wecombot": 20, "feishu": 100}
+        default_factory=lambda: dict(ROBOT_RATES)
     )
     """Messages a minute one channel of a scheme takes (DingTalk's and WeCom's robots 20, then
     they block; Feishu's 100). Past it, alerts are folded into digests, never dropped."""
@@ -590,6 +685,13 @@ class AlertSettings(_Section):
     smtp_password_file: NonEmpty | None = None
     """A file holding the SMTP password; otherwise $MONITORD_SMTP_PASSWORD is used. Write
     `{smtp_password}` in a mailto:// URL where the password belongs."""
+
+    @field_validator("rate_per_minute")
+    @classmethod
+    def _rates_over_defaults(cls, rates: dict[str, int]) -> dict[str, int]:
+        # Delivery looks a rate up by the URL's scheme in lower case: DingTalk = 20 never
+        # matched. A key left out keeps its default: { dingtalk = 10 } dropped WeCom's 20.
+        return {**ROBOT_RATES, **{scheme.lower(): rate for scheme, rate in rates.items()}}
 
     @model_validator(mode="after")
     def _retry_order(self) -> AlertSettings:
@@ -689,6 +791,18 @@ def remapped_security_rule(incidents: IncidentSettings, declared: Mapping[str, s
     return None
 
 
+def unmatched_rule_pattern(incidents: IncidentSettings, declared: Mapping[str, str]) -> str | None:
+    """What is wrong when a pattern of incidents.rule_kinds names no rule, given every rule's
+    declared kind; else None. A typo there changed no rule's kind, silently."""
+    for pattern in incidents.rule_kinds:
+        if not any(fnmatch.fnmatchcase(rule, pattern) for rule in declared):
+            return (
+                f"rule_kinds[{pattern!r}] matches no rule: expected a rule's name (or a glob) "
+                "as rules/logs.toml, probes.toml or core.toml write it"
+            )
+    return None
+
+
 def _sha256_hex(value: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", value):
         raise ValueError(
@@ -782,7 +896,9 @@ class ReportSettings(_Section):
 class ComplianceSettings(_Section):
     """The quarterly compliance rules' defaults (rules/compliance.toml)."""
 
-    uptime_percent: float = Field(default=99.9, gt=0, le=100)
+    uptime_percent: float = Field(
+        default=99.9, ge=UPTIME_TARGET_PERCENT[0], le=UPTIME_TARGET_PERCENT[1]
+    )
     """Clause 6.4 a: the uptime a service must reach in a quarter when its filing names no
     target of its own (`slo.uptime_percent` in the catalogue record)."""
     p95_ms: float = Field(default=3000.0, gt=0, le=600_000)
@@ -884,6 +1000,20 @@ class Settings(_Section):
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
     source: str = Field(default="(built-in defaults)", exclude=True)
 
+    @model_validator(mode="after")
+    def _route_kinds_known(self) -> Settings:
+        # A route matches an incident by its kind: a misspelt kind never matched, silently.
+        incidents = self.incidents
+        known = [*incidents.security_kinds, *incidents.availability_kinds, *incidents.quiet_kinds]
+        for index, route in enumerate(self.alerts.routes):
+            unknown = [kind for kind in route.kinds if kind not in known]
+            if unknown:
+                raise ValueError(
+                    f"alerts.routes[{index}].kinds: {unknown[0]!r} is not an incident kind, "
+                    f"expected one of {', '.join(known)}"
+                )
+        return self
+
 
 _EXPECTED = {
     "int_type": "an integer",
@@ -941,11 +1071,19 @@ def _expected(error: ErrorDetails) -> str:
         limit = ctx["ge"]
         if error["loc"][-1] == "retention_days":
             return f"at least {limit} days (clause 7.3.1: logs are kept six months, up to 184 days)"
+        if error["loc"][-1] == "uptime_percent":
+            return f"at least {limit:g} (a percentage: 99.9, not the fraction 0.999)"
         return f"at least {limit}"
     if kind == "less_than_equal":
         if error["loc"][-1] == "notify_within_minutes":
             return f"at most {ctx['le']:g} (clause 7.3.3: notified within two hours)"
         return f"at most {ctx['le']:g}"
+    if kind == "string_pattern_mismatch" and error["loc"][-1] in ("name", "zone"):
+        # The one pattern of the config: [cluster] name and zone.
+        return (
+            "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63 "
+            "characters"
+        )
     if kind == "literal_error":
         return f"one of {ctx['expected']}"
     if kind == "value_error":
@@ -1004,7 +1142,8 @@ def _error_text(source: str, error: ErrorDetails) -> str:
             )
         return f"{source}: {key}: unknown key, expected one of {_known_keys(error['loc'][:-1])}"
     if error["type"] == "value_error" and isinstance(error["input"], dict):
-        return f"{source}: {key}: {_expected(error)}"
+        # A check of the whole tree names its keys itself.
+        return f"{source}: {key}: {_expected(error)}" if key else f"{source}: {_expected(error)}"
     if error["type"] == "missing":
         return f"{source}: {key}: missing, expected a value"
     value = _shown_value(error["loc"], error["input"])
@@ -1024,32 +1163,18 @@ def _read_secret(
     if file is not None:
         where = f"{field} = {json.dumps(file)}" if field.endswith("_file") else field
         try:
-            text = Path(file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{where}: expected a readable file ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{where}: expected UTF-8 text") from None
-        if not text:
-            # An empty file would send no secret at all; say so now, not as a 401 later.
-            raise ConfigError(f"{where}: the file is empty, expected the secret in it")
-        _refuse_control_characters(where, text, "the file holds more than one line, or a tab")
-        return SecretStr(text)
+            return SecretStr(read_secret_file(file))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: expected {exc}") from None
     value = (value or "").strip()  # as a file's: a line end kept would break every request
-    if value:
-        _refuse_control_characters(
-            f"${SECRET_ENV[key]}", value, "it holds a line break, a tab or another"
+    if value and ONE_LINE_BREAKERS.search(value):
+        # A secret is one line: a line break or another control character cannot go into an
+        # HTTP header or a URL, and every request with it would fail.
+        raise ConfigError(
+            f"${SECRET_ENV[key]}: expected the secret on one line, without control characters "
+            "(it holds a line break, a tab or another)"
         )
     return SecretStr(value) if value else None
-
-
-def _refuse_control_characters(where: str, secret: str, found: str) -> None:
-    """A secret is one line: one holding a line break or another control character cannot go
-    into an HTTP header or a URL, and every request with it would fail (said without the
-    secret; `found` says what was seen, in the words of where it came from)."""
-    if ONE_LINE_BREAKERS.search(secret):
-        raise ConfigError(
-            f"{where}: expected the secret on one line, without control characters ({found})"
-        )
 
 
 def parse_config(data: dict[str, Any], source: str, env: dict[str, str] | None = None) -> Settings:

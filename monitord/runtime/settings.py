@@ -2,7 +2,8 @@
 
 The config (monitord.config) knows no rule; each rule declares its incident kind in rules/. A
 config whose incidents.rule_kinds would take a security rule off the two-hour clock of clause
-7.3.3 is refused here, wherever the daemon or a command loads the config.
+7.3.3, or names a rule that does not exist, is refused here, wherever the daemon or a command
+loads the config.
 """
 
 from __future__ import annotations
@@ -10,15 +11,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import rules
-from monitord.config import Settings, load_config, remapped_security_rule
+from monitord.config import (
+    Settings,
+    load_config,
+    remapped_security_rule,
+    unmatched_rule_pattern,
+)
 from monitord.errors import ConfigError
 
 
 def check_rules(settings: Settings) -> None:
-    """Raise ConfigError (naming clause 7.3.3) when the config remaps a security rule."""
+    """Raise ConfigError when the config remaps a security rule (naming clause 7.3.3), or
+    names a rule that does not exist."""
     if not settings.incidents.rule_kinds:
         return  # nothing remapped: the rule files need not be read
-    problem = remapped_security_rule(settings.incidents, rules.declared_rule_kinds())
+    declared = rules.declared_rule_kinds()
+    problem = remapped_security_rule(settings.incidents, declared) or unmatched_rule_pattern(
+        settings.incidents, declared
+    )
     if problem is not None:
         raise ConfigError(f"{settings.source}: incidents: {problem}")
 

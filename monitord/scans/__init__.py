@@ -20,14 +20,13 @@ import hashlib
 import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from loguru import logger
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from monitord.config import Settings
+from monitord.config import Settings, read_secret_file
 from monitord.errors import UsageError, ZapError, ZapOccupied, ZapTargetRefused
 from monitord.redact import one_line
 from monitord.scans import zap
@@ -364,11 +363,9 @@ def _token(settings: Settings, service_id: str) -> str | None:
     if not path:
         return None
     try:
-        return Path(path).read_text(encoding="utf-8").strip() or None
-    except OSError as exc:
-        logger.error(
-            "zap.auth_token_files[{}]: cannot read {} ({})", service_id, path, exc.strerror
-        )
+        return read_secret_file(path)
+    except ValueError as exc:  # checked at load: it changed since
+        logger.error("zap.auth_token_files[{}] = {}: expected {}", service_id, path, exc)
         return None
 
 

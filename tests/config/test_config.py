@@ -149,6 +149,55 @@ def check(tmp_path: Path, text: str | bytes, capsys: pytest.CaptureFixture[str])
     return status, capsys.readouterr().err.replace(f"{path}: ", "site.toml: ")
 
 
+def test_an_empty_log_file_means_no_json_log_at_start_and_reload_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon ran with no JSON log, while the reload check took "" for the working folder
+    # ("cannot write it (it is a folder)") and every systemctl reload failed.
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "site.toml"
+    config.write_text('[logging]\nfile = ""\n', encoding="utf-8")
+    assert load_config(config, env={}).logging.file is None
+    assert main(["--config", str(config), "check-config", "--for-reload"]) == 0
+    assert capsys.readouterr() == (f"config OK: {config}\n", "")
+
+
+def test_a_rate_per_minute_is_kept_by_lower_case_scheme_over_the_defaults(tmp_path: Path) -> None:
+    # DingTalk = 20 never matched a channel (delivery looks the scheme up in lower case), and
+    # { dingtalk = 10 } left WeCom's and Feishu's robots unpaced.
+    config = tmp_path / "site.toml"
+    config.write_text("[alerts]\nrate_per_minute = { DingTalk = 10 }\n", encoding="utf-8")
+    rates = load_config(config, env={}).alerts.rate_per_minute
+    assert rates == {"dingtalk": 10, "wecombot": 20, "feishu": 100}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[[alerts.routes]]\nkinds = ["vulnerabilty"]\nurls = ["json://hooks.example.gov.cn"]\n',
+            "alerts.routes[0].kinds: 'vulnerabilty' is not an incident kind, expected one of "
+            "vulnerability, abnormal_behaviour, insecure_transport, certificate_compromise, "
+            "data_exposure, other, outage, degraded, certificate_expiry, compliance",
+        ),
+        (
+            '[incidents.rule_kinds]\n"no_such_rule" = "outage"\n',
+            "incidents: rule_kinds['no_such_rule'] matches no rule: expected a rule's name (or a "
+            "glob) as rules/logs.toml, probes.toml or core.toml write it",
+        ),
+    ],
+    ids=["route-kind", "rule-kinds-pattern"],
+)
+def test_a_misspelt_kind_or_rule_name_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    # Each was taken and then never matched anything: the route told nobody, the override
+    # changed no rule's kind.
+    assert check(tmp_path, text, capsys) == (2, f"monitord: site.toml: {message}\n")
+    rules_text = '[incidents.rule_kinds]\n"error_*" = "outage"\n'
+    assert check(tmp_path, rules_text, capsys) == (0, "")
+
+
 def test_a_byte_order_mark_is_not_part_of_the_toml(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -224,6 +273,12 @@ def test_a_maintenance_window_is_a_date_time_in_order(
             "incidents.notify_within_minutes = 600: expected at most 120 "
             "(clause 7.3.3: notified within two hours)",
         ),
+        # Every service whose slot fell after the deadline was a 7.3.2 finding before its scan.
+        (
+            "[zap]\nquarterly_spread_days = 60\nquarterly_deadline_days = 1\n",
+            "zap: quarterly_spread_days 60 must be less than quarterly_deadline_days 1 (every "
+            "quarterly scan starts before the deadline)",
+        ),
         (
             "[alerts]\nretry_seconds = 100.0\nretry_max_seconds = 10.0\n",
             "alerts: retry_max_seconds 10 must be at least retry_seconds 100",
@@ -285,6 +340,26 @@ def test_urls_that_fail_at_run_time_are_refused_at_load(
     assert check(tmp_path, text, capsys) == (2, f"monitord: site.toml: {message}\n")
 
 
+def test_a_robot_given_as_its_web_address_is_refused_with_its_own_scheme(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # apprise takes the address WeCom's admin page shows, but delivery knew it only by its
+    # scheme: a message WeCom refused (errcode 40058) was counted as delivered, unsplit.
+    web = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a0006-7a0c-4bc4-97a0-0ec2"
+    status, err = check(tmp_path, f'[alerts]\nmanagement = ["{web}"]\n', capsys)
+    assert (status, err) == (
+        2,
+        'monitord: site.toml: alerts.management[0] = "https://qyapi.weixin.qq.com/cgi-bin/'
+        'webhook/send?key=***": expected the WeCom Bot address in its own scheme: write it as '
+        "wecombot://<key>\n",
+    )
+    written = (
+        '[alerts]\nmanagement = ["wecombot://693a0006", "WECOMBOT://693a0007"]\n'
+        'oncall = ["mailtos://m:pw@smtp.example.gov.cn?to=a@example.gov.cn", "jsons://hooks.example.gov.cn"]\n'
+    )
+    assert check(tmp_path, written, capsys) == (0, "")
+
+
 def test_the_store_urls_that_work_are_taken(tmp_path: Path) -> None:
     for url in ("sqlite:///var/m.db", "sqlite:////srv/m.db", "postgresql://m@db:5432/m"):
         path = tmp_path / "site.toml"
@@ -296,7 +371,7 @@ def test_the_store_urls_that_work_are_taken(tmp_path: Path) -> None:
     ("secret", "message"),
     [
         (b"\xff\xfe\x00k", "expected UTF-8 text"),
-        (b"\n", "the file is empty, expected the secret in it"),
+        (b"\n", "expected the secret in it (the file is empty)"),
         # Passed the check, then every request failed: "Forbidden control character in headers".
         (
             b"key-line-1\nkey-line-2\n",
@@ -319,6 +394,62 @@ def test_a_secret_file_that_holds_no_usable_secret_is_named(
 
 
 @pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (b"", "expected the secret in it (the file is empty)"),
+        (b"\xff\xfetoken\n", "expected UTF-8 text"),
+        (
+            b"abc\ndef\n",
+            "expected the secret on one line, without control characters (the file holds more "
+            "than one line, or a tab)",
+        ),
+    ],
+    ids=["empty", "not-utf-8", "two-lines"],
+)
+def test_a_test_account_token_file_is_checked_as_every_secret_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], token: bytes, message: str
+) -> None:
+    # Each passed the check, then the service's scans ran without logging in, failed every
+    # time with a traceback, or sent two lines as ZAP's Authorization header.
+    token_file = tmp_path / "svc-1"
+    token_file.write_bytes(token)
+    token_file.chmod(0o600)
+    text = f'[zap.auth_token_files]\n"svc-1" = "{token_file}"\n'
+    assert check(tmp_path, text, capsys) == (
+        2,
+        f'monitord: site.toml: zap.auth_token_files.svc-1 = "{token_file}": {message}\n',
+    )
+
+
+def test_a_byte_order_mark_is_not_part_of_a_secret(tmp_path: Path) -> None:
+    # Windows Notepad starts a file with one: the portal was sent "Bearer \ufeffsecrettoken".
+    token_file = tmp_path / "portal-token"
+    token_file.write_bytes(b"\xef\xbb\xbfsecrettoken\r\n")
+    config = tmp_path / "site.toml"
+    config.write_text(f'[portal]\ntoken_file = "{token_file}"\n', encoding="utf-8")
+    token = load_config(config, env={}).secrets.portal_token
+    assert token is not None and token.get_secret_value() == "secrettoken"
+
+
+@pytest.mark.parametrize("huge", ["big-file", "/dev/zero"])
+def test_a_secret_file_is_read_no_further_than_a_secret_takes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], huge: str
+) -> None:
+    # /dev/zero as a token file ate memory until a MemoryError traceback.
+    token_file = tmp_path / huge
+    if huge == "big-file":
+        token_file.write_bytes(b"t" * (64 * 1024 + 1))
+    else:
+        token_file = Path(huge)
+    status, err = check(tmp_path, f'[portal]\ntoken_file = "{token_file}"\n', capsys)
+    assert (status, err) == (
+        2,
+        f'monitord: site.toml: portal.token_file = "{token_file}": expected a secret file of at '
+        "most 64 KiB\n",
+    )
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         # "" fell back to $MONITORD_PORTAL_TOKEN without a word.
@@ -337,10 +468,24 @@ def test_a_secret_file_that_holds_no_usable_secret_is_named(
             '[[alerts.routes]]\nkinds = ["outage"]\nurls = []\n',
             "alerts.routes[0].urls = []: expected a non-empty list",
         ),
+        # A fraction where a percentage belongs let every service without a filed target pass
+        # clause 6.4 a at any uptime; the same value filed is a filing problem.
+        (
+            "[compliance]\nuptime_percent = 0.999\n",
+            "compliance.uptime_percent = 0.999: expected at least 90 (a percentage: 99.9, not the "
+            "fraction 0.999)",
+        ),
+        # pydantic's own words, with its regular expression, were shown.
+        (
+            '[cluster]\nzone = "机房"\n',
+            "cluster.zone = \"机房\": expected letters, digits, '.', '_' or '-', starting "
+            "with a letter or digit, at most 63 characters",
+        ),
         # A missing test-account token made that service's scans run without logging in.
         (
             '[zap.auth_token_files]\n"svc-0042" = "/nonexistent/token"\n',
-            'zap.auth_token_files.svc-0042 = "/nonexistent/token": expected a readable file',
+            'zap.auth_token_files.svc-0042 = "/nonexistent/token": expected a readable file '
+            "(No such file or directory)",
         ),
     ],
 )
@@ -457,7 +602,7 @@ def test_secrets_come_from_systemd_credentials_when_nothing_else_gives_them(
     with pytest.raises(ConfigError) as refused:
         parse_config({}, "t", env=env)
     assert str(refused.value) == (
-        "t: the systemd credential smtp-password: the file is empty, expected the secret in it"
+        "t: the systemd credential smtp-password: expected the secret in it (the file is empty)"
     )
 
 
@@ -490,8 +635,8 @@ def test_check_config_with_credentials_reads_the_secrets_as_the_service_does(
 
     assert main(check) == 2
     assert capsys.readouterr().err == (
-        f"monitord: {config}: the systemd credential portal-token: the file is empty, expected "
-        "the secret in it\n"
+        f"monitord: {config}: the systemd credential portal-token: expected the secret "
+        "in it (the file is empty)\n"
     )
     token.write_text("the-portal-token\n", encoding="utf-8")
     assert main(check) == 0

@@ -257,6 +257,19 @@ BASE = {
         ({**BASE, "when": [{"field": "x", "op": "<"}]}, "needs a 'value'"),
         ({**BASE, "colour": "red", "when": [{"field": "x", "op": "nonempty"}]}, "unknown key"),
         ({**BASE, "kinds": "tls", "when": [{"field": "x", "op": "nonempty"}]}, "kinds"),
+        # Each loaded, then the rule never ran, or evaluate() failed with a ValueError.
+        (
+            {**BASE, "kinds": ["tsl"], "when": [{"field": "x", "op": "nonempty"}]},
+            "rule r: kinds: 'tsl' is not a probe kind, expected one of",
+        ),
+        (
+            {**BASE, "summary": "{target 未响应", "when": [{"field": "x", "op": "nonempty"}]},
+            "rule r: summary '{target 未响应': expected text with {name} placeholders",
+        ),
+        (
+            {**BASE, "summary": "{target!z}", "when": [{"field": "x", "op": "nonempty"}]},
+            "rule r: summary '{target!z}': expected text with {name} placeholders",
+        ),
     ],
 )
 def test_invalid_rules_say_what_is_wrong(rule: dict[str, Any], message: str) -> None:

@@ -93,6 +93,25 @@ BASE = {
         ({"kind": "window", "window": 60, "measure": "ratio"}, "needs numerator"),
         ({"threshold": {"min_cout": 3}}, "threshold"),
         ({"threshold": {"max_per_distinct": 2}}, "max_per_distinct needs measure distinct"),
+        # Each of these loaded, then failed mid-analysis or when a finding was made (a plain
+        # ValueError, a TypeError, a KeyError), or was silently cut or meaningless.
+        ({"kind": "window", "window": "abc"}, "window = 'abc': expected whole seconds"),
+        ({"kind": "window", "window": 2.9}, "window = 2.9: expected whole seconds"),
+        ({"threshold": {"min_count": "8"}}, "threshold: min_count = '8': expected a number"),
+        (
+            {"threshold": {"min_count": 2.5}},
+            "threshold: min_count = 2.5: expected a whole number of at least 1",
+        ),
+        (
+            {"threshold": {"peers_quantile": 5.0}},
+            "threshold: peers_quantile = 5.0: expected a quantile above 0 and at most 1",
+        ),
+        (
+            {"summary": "{subjct} 登录失败"},
+            "rule x: summary: {subjct} is not a placeholder it fills, expected one of {subject}, "
+            "{count}, {measure}, {window_min}",
+        ),
+        ({"summary": "{subject 登录失败"}, "summary '{subject 登录失败': expected text with"),
         (
             {"when": [{"field": "path", "op": "matches", "value": "^/a(?=b)"}]},
             "matches '^/a(?=b)' is not a regular expression RE2 accepts (invalid perl operator",
