@@ -118,6 +118,8 @@ async def test_oncall_adds_and_expires_a_silence_that_a_viewer_can_only_read(
         ({**GOOD, "ends_at": "2030-01-01"}, "ends_at or for: give exactly one"),
         ({**GOOD, "for": "forever"}, "for: duration 'forever'"),
         ({**GOOD, "for": 7200}, "for: expected a duration"),
+        ({**GOOD, "for": "9999999999d"}, "for: duration '9999999999d': at most 3650 days"),
+        ({**GOOD, "for": "9" * 23 + "m"}, f"for: duration '{'9' * 23}m': at most 3650 days"),
         ({"services": ["svc-0001"], "reason": "x", "ends_at": "soon"}, "ends_at: expected an ISO"),
         ({"services": ["svc-0001"], "reason": "x", "ends_at": "2020-01-01"}, "not in the future"),
         ({**GOOD, "services": ["svc-0404"]}, "service 'svc-0404': not in the store"),
