@@ -763,6 +763,17 @@ async def test_a_date_alone_is_read_as_beijing_time_as_on_the_command_line(
     assert finding["accepted_until"] == "2026-12-31T16:00:00+00:00"
 
 
+async def test_a_past_acceptance_names_the_field_and_the_day_as_given(
+    api: Api, world: World
+) -> None:
+    # It answered "--until 2019-12-31: must be in the future": a flag, and the UTC day before.
+    path = f"/api/v1/findings/{world.finding}/accept"
+    status, body = await api.call(
+        "POST", path, "admin", json={"reason": "误报", "until": "2020-01-01"}
+    )
+    assert (status, body) == (409, {"error": "until: 2020-01-01: must be in the future"})
+
+
 # --- scans --------------------------------------------------------------------------------
 
 

@@ -112,6 +112,28 @@ OptionalText = Annotated[
 """A body's text that may be left empty (a note)."""
 
 
+FIELDS_OF_FLAGS = {
+    "--note": "note",
+    "--at": "at",
+    "--out-of-band": "how",
+    "--reason": "reason",
+    "--until": "until",
+}
+"""The command line's flags that the stages' refusals begin with, and the body fields an API
+client gave them as."""
+
+
+def in_fields(refusal: UsageError) -> UsageError:
+    """The refusal naming the body's field where it names the command line's flag:
+    "at: 2030-12-06 00:20: is in the future", not "--at 2030-12-06 00:20: …"."""
+    message = str(refusal)
+    for flag, field in FIELDS_OF_FLAGS.items():
+        for after in (" ", ": "):
+            if message.startswith(flag + after):
+                return UsageError(f"{field}: {message.removeprefix(flag + after)}")
+    return refusal
+
+
 def not_found(what: str) -> Refusal:
     """A 404 naming what was asked for: "no incident 12"."""
     return Refusal(404, f"no {what}")
