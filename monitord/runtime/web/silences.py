@@ -125,10 +125,8 @@ def _list(app: App, ended: bool) -> list[dict[str, Any]]:
 
 async def get_silences(request: web.Request) -> web.Response:
     """The silences in force; ?all=true: every one ever added, newest first."""
-    ended = request.query.get("all", "false").lower()
-    if ended not in ("true", "false", "1", "0"):
-        return web.json_response({"error": "all: expected true or false"}, status=422)
-    rows = await asyncio.to_thread(_list, request.app[APP], ended in ("true", "1"))
+    ended = ALL.read(request) is True
+    rows = await asyncio.to_thread(_list, request.app[APP], ended)
     return web.json_response(rows)
 
 
