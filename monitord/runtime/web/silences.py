@@ -209,7 +209,7 @@ ROUTES = (
     ),
     api_route(
         "POST",
-        r"/silences/{id:\d+}/expire",
+        r"/silences/{id:[0-9]+}/expire",
         post_expire,
         "oncall",
         operation("end a silence now", answer=SILENCE, refusals=(409,)),

@@ -400,6 +400,31 @@ async def test_a_time_sent_as_a_number_is_a_422_naming_the_field(
     assert answer["error"].startswith(error)
 
 
+ARABIC_INDIC = str.maketrans(
+    "0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669"
+)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "role"),
+    [
+        ("GET", "/api/v1/incidents/{}", "viewer"),
+        ("POST", "/api/v1/incidents/{}/ack", "oncall"),
+        ("POST", "/api/v1/findings/{}/accept", "admin"),
+    ],
+)
+async def test_an_id_in_other_than_ascii_digits_is_not_found(
+    api: Api, world: World, method: str, path: str, role: str
+) -> None:
+    # /api/v1/incidents/\u0663 answered incident 3: the router's \\d+ takes any script's digits.
+    number = world.finding if "findings" in path else world.security_incident
+    url = api.base + path.format(str(number).translate(ARABIC_INDIC))
+    headers = {"Authorization": f"Bearer {TOKENS[role]}"}
+    body = {"reason": "误报", "until": "2030-01-01"} if "accept" in path else {}
+    async with api.session.request(method, url, headers=headers, json=body) as response:
+        assert response.status == 404
+
+
 # --- roles --------------------------------------------------------------------------------
 
 ROLES = ("viewer", "oncall", "admin")

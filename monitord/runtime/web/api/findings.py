@@ -127,7 +127,7 @@ ROUTES = (
     ),
     api_route(
         "POST",
-        r"/findings/{id:\d+}/accept",
+        r"/findings/{id:[0-9]+}/accept",
         accept,
         "admin",
         operation(

@@ -290,14 +290,14 @@ ROUTES = (
     ),
     api_route(
         "GET",
-        r"/incidents/{id:\d+}",
+        r"/incidents/{id:[0-9]+}",
         get_incident,
         "viewer",
         operation("one incident: findings, timeline, notification draft", answer=INCIDENT_DETAIL),
     ),
     api_route(
         "POST",
-        r"/incidents/{id:\d+}/ack",
+        r"/incidents/{id:[0-9]+}/ack",
         ack,
         "oncall",
         operation(
@@ -310,7 +310,7 @@ ROUTES = (
     ),
     api_route(
         "POST",
-        r"/incidents/{id:\d+}/notify",
+        r"/incidents/{id:[0-9]+}/notify",
         notify,
         "oncall",
         operation(
@@ -326,7 +326,7 @@ ROUTES = (
     ),
     api_route(
         "POST",
-        r"/incidents/{id:\d+}/out-of-band",
+        r"/incidents/{id:[0-9]+}/out-of-band",
         notify_out_of_band,
         "oncall",
         operation(
@@ -340,7 +340,7 @@ ROUTES = (
     ),
     api_route(
         "POST",
-        r"/incidents/{id:\d+}/resolve",
+        r"/incidents/{id:[0-9]+}/resolve",
         resolve_incident,
         "oncall",
         operation(

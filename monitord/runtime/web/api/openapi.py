@@ -132,12 +132,12 @@ _PATH_PARAM = re.compile(r"\{(\w+)(?::([^{}]*))?\}")
 
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:
-    """The path's `{name}` and `{name:regex}` parts as parameters (digits only: an id)."""
+    """The path's `{name}` and `{name:regex}` parts as parameters (ASCII digits only: an id)."""
     params = []
     for name, pattern in _PATH_PARAM.findall(path):
         schema: dict[str, Any] = (
             {"type": "integer", "minimum": 0, "maximum": MAX_ID}
-            if pattern == r"\d+"
+            if pattern == "[0-9]+"
             else {"type": "string", "minLength": 1, "maxLength": 200}
         )
         params.append({"name": name, "in": "path", "required": True, "schema": schema})

@@ -238,7 +238,7 @@ ROUTES = (
     ),
     api_route(
         "GET",
-        r"/reports/{id:\d+}/pdf",
+        r"/reports/{id:[0-9]+}/pdf",
         report_pdf,
         "viewer",
         operation(
