@@ -184,7 +184,7 @@ NEW_SILENCE = named(
             "rules": array(TEXT),
             "reason": TEXT,
             "ends_at": {"type": "string", "description": "ISO 8601; Asia/Shanghai without offset"},
-            "for": {"type": "string", "description": "a duration: 90m, 2h, 1d"},
+            "for": {"type": "string", "description": "a duration: 90m, 2h, 1d; at most 3650d"},
         },
         "required": ["reason"],
         "additionalProperties": False,
