@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,12 +185,16 @@ def quarter_start(moment: dt.datetime) -> tuple[str, dt.datetime]:
     return f"{local.year}q{quarter}", start
 
 
+QUARTER_PATTERN = r"^[0-9]{4}q[1-4]$"
+"""A quarter's label, such as 2026q3."""
+
+
 def quarter_bounds(label: str) -> tuple[dt.datetime, dt.datetime]:
     """The first moment of quarter `label` ("2026q3") and of the next one.
 
     Raises ValueError naming the label when it is not YYYYqN, or before 1970.
     """
-    if len(label) != 6 or label[4] != "q" or not label[:4].isdigit() or label[5] not in "1234":
+    if re.fullmatch(QUARTER_PATTERN, label) is None:
         raise ValueError(f"{label!r} is not a quarter such as 2026q3")
     year, quarter = int(label[:4]), int(label[5])
     if year < EARLIEST.year:

@@ -728,7 +728,8 @@ def open_manual(
         klass=klass,
         severity=severity,
         state="open",
-        group_key=f"{MANUAL_KEY}{kind}:{','.join(service_ids)}:{now.isoformat()}",
+        # Not the services: a gateway's outage lists hundreds, past what an index entry holds.
+        group_key=f"{MANUAL_KEY}{kind}:{now.isoformat()}",
         summary=summary,
         services=service_ids,
         detected_at=now,

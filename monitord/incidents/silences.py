@@ -33,7 +33,9 @@ AVAILABILITY_ONLY = frozenset({"escalation"})
 """Alerts a silence holds back for an availability incident only: for a security incident an
 escalation is how the two-hour clock reaches somebody when nobody acknowledged."""
 MAX_REASON = 500
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?")
+_DURATION = re.compile(r"(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?")
+_MAX_DIGITS = 9
+"""More digits than any duration up to LONGEST needs; int() refuses a string past 4,300."""
 
 
 def may_silence(incident: Incident, alert_kind: str) -> bool:
@@ -56,20 +58,28 @@ def parse_duration(text: str) -> dt.timedelta:
             reason="not_a_duration",
             field="for",
         )
-    days, hours, minutes = (int(g or 0) for g in found.groups())
-    duration = dt.timedelta(days=days, hours=hours, minutes=minutes)
-    if duration <= dt.timedelta(0):
+    numbers = [(g or "").lstrip("0") for g in found.groups()]
+    # Counted in whole minutes before any timedelta: a huge one overflows timedelta itself.
+    if any(len(n) > _MAX_DIGITS for n in numbers):
+        raise _too_long(text)
+    days, hours, minutes = (int(n or 0) for n in numbers)
+    total = days * 24 * 60 + hours * 60 + minutes
+    if total == 0:
         raise Refused(
             f"duration {text!r}: must be longer than nothing", reason="no_duration", field="for"
         )
-    if duration > LONGEST:
-        raise Refused(
-            f"duration {text!r}: at most {LONGEST.days} days",
-            reason="too_long_a_silence",
-            field="for",
-            days=LONGEST.days,
-        )
-    return duration
+    if total > LONGEST // dt.timedelta(minutes=1):
+        raise _too_long(text)
+    return dt.timedelta(minutes=total)
+
+
+def _too_long(text: str) -> Refused:
+    return Refused(
+        f"duration {text!r}: at most {LONGEST.days} days",
+        reason="too_long_a_silence",
+        field="for",
+        days=LONGEST.days,
+    )
 
 
 def _rule_is_declared(pattern: str, declared: Sequence[str]) -> bool:

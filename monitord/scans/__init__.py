@@ -36,7 +36,7 @@ from monitord.store import Store, audit, gone_from_this_host, hold_alone
 from monitord.store.findings import resolve_finding, resolve_findings, upsert_finding
 from monitord.store.models import SCANNED, Finding, Scan, Service, ServiceEvent
 from monitord.textable import shortened, storable
-from monitord.timeutil import Clock, quarter_start
+from monitord.timeutil import SHANGHAI, Clock, quarter_start
 from monitord.types import FindingDraft
 
 SCAN_START_LOCK_KEY = int.from_bytes(b"mon-scan", "big")
@@ -280,7 +280,8 @@ def accept_finding(
     if not reason.strip():
         raise UsageError("--reason: say why this finding is accepted")
     if until <= now:
-        raise UsageError(f"--until {until.date()}: must be in the future")
+        # The day as the person gave it: Beijing's, not the store's UTC one (a day earlier).
+        raise UsageError(f"--until {until.astimezone(SHANGHAI).date()}: must be in the future")
     reason, actor = storable(reason.strip()), storable(actor)
     finding.state = "accepted"
     finding.accepted_reason = reason

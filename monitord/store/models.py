@@ -257,7 +257,10 @@ class Incident(Written, Base):
     """security or availability."""
     severity: Mapped[str] = mapped_column(String(20))
     state: Mapped[str] = mapped_column(String(20), default="open")
-    group_key: Mapped[str] = mapped_column(String(400), index=True)
+    group_key: Mapped[str] = mapped_column(Text, index=True)
+    """The kind with what the incident is about (a ZAP finding's subject holds the service id
+    and the path), or manual:kind:opened-at for one opened by hand (its services are listed in
+    services, however many)."""
     summary: Mapped[str] = mapped_column(Text, default="")
     services: Mapped[list[Any]] = mapped_column(JSON, default=list)
     detected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
@@ -422,8 +425,9 @@ class Scan(Written, Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     service_id: Mapped[str] = mapped_column(String(200), index=True)
-    scan_key: Mapped[str] = mapped_column(String(200), unique=True)
-    """Names the trigger (svc-0042-2026q4, svc-0042-event-118…): enqueueing twice is harmless."""
+    scan_key: Mapped[str] = mapped_column(String(400), unique=True)
+    """The service's id (up to 200 characters) with a suffix naming the trigger (svc-0042-2026q4,
+    svc-0042-event-118…): enqueueing twice is harmless."""
     trigger: Mapped[str] = mapped_column(String(40))
     """quarterly, went_online, resumed, updated, manual."""
     state: Mapped[str] = mapped_column(String(20), default="queued", index=True)

@@ -727,6 +727,10 @@ def test_a_sync_that_takes_a_down_service_offline_resolves_its_outage(
             ["silence", "add", "--service", "svc-0001", "--reason", "x", "--for", "99999999d"],
             "duration '99999999d': at most 3650 days",
         ),
+        (
+            ["silence", "add", "--service", "svc-0001", "--reason", "x", "--for", "9999999999d"],
+            "duration '9999999999d': at most 3650 days",
+        ),
     ],
 )  # fmt: skip
 def test_a_time_no_clock_shows_is_refused_in_one_line(

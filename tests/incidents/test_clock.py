@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from monitord.catalogue.validate import ID_LENGTH
 from monitord.config import Settings, parse_config
 from monitord.errors import UsageError
 from monitord.incidents import (
@@ -42,7 +43,7 @@ def settings(**alerts: Any) -> Settings:
 
 
 def add_service(store: Store, clock: FakeClock, number: int, **changes: Any) -> str:
-    sid = f"svc-{number:04d}"
+    sid = changes.pop("id", f"svc-{number:04d}")
     with store.session() as session:
         session.add(
             Service(
@@ -311,6 +312,25 @@ def test_a_manual_incident_starts_the_same_clock(sqlite_store: Store, clock: Fak
         open_manual(session, cfg, "fire", [sid], "x", "bob", clock())
     with pytest.raises(UsageError, match="--service 'svc-9999'"), sqlite_store.session() as s:
         open_manual(s, cfg, "outage", ["svc-9999"], "x", "bob", clock())
+
+
+def test_incidents_about_the_longest_ids_and_subjects_open_on_postgresql(
+    pg_store: Store, clock: FakeClock
+) -> None:
+    # Their group keys outgrew 400 characters: PostgreSQL refused the incident (the whole intake
+    # for an automatic one, a 500 for one opened by hand across a gateway's services).
+    cfg = settings()
+    longest = [
+        add_service(pg_store, clock, n, id=f"{n:04d}".ljust(ID_LENGTH, "z")) for n in range(300)
+    ]
+    subject = f"{longest[0]} {'/path' * 39}"  # a ZAP finding's: the id with a long path
+    find(pg_store, clock, "zap:40012", longest[0], subject=subject)
+    report = run_intake(pg_store, cfg, clock)
+    with pg_store.session() as session:
+        manual = open_manual(session, cfg, "outage", longest, "网关故障", "bob", clock())
+        automatic = session.get(Incident, report.opened[0])
+        assert automatic is not None and automatic.services == [longest[0]]
+        assert len(manual.services) == 300
 
 
 def test_a_followed_step_moves_what_the_daemon_clock_wrote_and_not_what_a_person_did_after_it(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from monitord.errors import UsageError
+from monitord.errors import Refused, UsageError
 from monitord.incidents import intake, notify_management, timeline, work_clocks
 from monitord.incidents.silences import (
     active_silences,
@@ -224,7 +224,25 @@ def test_durations_read_as_people_write_them(text: str, expected: dt.timedelta) 
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "2", "2x", "h", "0h", "-1h"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "3650d1m",
+        "9999999999d",
+        "99999999999999999999999m",
+        "999999999d999999999h",
+        "9" * 5000 + "m",
+    ],
+)
+def test_a_duration_past_ten_years_is_refused_however_many_its_digits(text: str) -> None:
+    # A huge one overflowed timedelta before the check: a 500 in the API, a traceback in the CLI.
+    with pytest.raises(Refused, match="at most 3650 days") as refused:
+        parse_duration(text)
+    assert (refused.value.reason, refused.value.field) == ("too_long_a_silence", "for")
+    assert refused.value.facts == {"days": 3650}
+
+
+@pytest.mark.parametrize("text", ["", "2", "2x", "h", "0h", "-1h", "\u0663d"])
 def test_a_duration_that_is_not_one_is_refused(text: str) -> None:
     with pytest.raises(UsageError, match="duration"):
         parse_duration(text)

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from monitord.catalogue.validate import ID_LENGTH
 from monitord.config import Settings, ZapSettings, parse_config
 from monitord.demo.fakezap import (
     FakeAlert,
@@ -39,6 +40,7 @@ from monitord.scans import (
     check_quarter,
     driver_settings,
     enqueue_due,
+    enqueue_manual,
     expire_acceptances,
     run_scan,
     scan_pass,
@@ -158,6 +160,34 @@ async def test_a_scan_with_high_and_medium_alerts_stores_findings_and_opens_an_i
         assert incident is not None
         assert (incident.kind, incident.klass) == ("vulnerability", "security")
         assert incident.notify_by == clock() + dt.timedelta(hours=2)
+
+
+async def test_a_service_with_the_longest_id_is_scanned_and_its_incident_opened_on_postgresql(
+    pg_store: Store, clock: FakeClock, servers: list[FakeZapServer]
+) -> None:
+    # Its scan keys and its incident's group key outgrew their columns: PostgreSQL refused
+    # them, and the quarterly pass failed for every service, every minute.
+    longest = "z" * ID_LENGTH
+    server = fake_zap(servers, alert_storm(BASE, total=30))
+    cfg = settings_for(server)
+    add_service(pg_store, clock, longest)
+    add_service(pg_store, clock, "svc-0002")
+    _label, start = quarter_start(clock())
+    clock.now = start + dt.timedelta(days=cfg.zap.quarterly_spread_days)
+    report = await run_pass(pg_store, cfg, clock)
+    assert report.zap_error is None and len(report.queued) == 2 and report.ran == ["1"]
+    with pg_store.session() as session:
+        session.add(ServiceEvent(service_id=longest, kind="updated", at=clock()))
+        session.flush()
+        [event_key] = enqueue_due(session, cfg, clock())
+        session.execute(update(Scan).values(state="finished"))
+        manual, queued = enqueue_manual(session, longest, "admin", clock(), cfg)
+    assert event_key.startswith(f"{longest}-event-") and queued
+    assert manual.scan_key.startswith(f"{longest}-manual-")
+    with pg_store.session() as session:
+        opened = intake(session, cfg, clock()).opened
+        incidents = [session.get(Incident, i) for i in opened]
+    assert any(i is not None and i.services == [longest] for i in incidents)
 
 
 async def test_a_rescan_marks_what_was_fixed(

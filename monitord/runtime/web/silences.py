@@ -125,10 +125,8 @@ def _list(app: App, ended: bool) -> list[dict[str, Any]]:
 
 async def get_silences(request: web.Request) -> web.Response:
     """The silences in force; ?all=true: every one ever added, newest first."""
-    ended = request.query.get("all", "false").lower()
-    if ended not in ("true", "false", "1", "0"):
-        return web.json_response({"error": "all: expected true or false"}, status=422)
-    rows = await asyncio.to_thread(_list, request.app[APP], ended in ("true", "1"))
+    ended = ALL.read(request) is True
+    rows = await asyncio.to_thread(_list, request.app[APP], ended)
     return web.json_response(rows)
 
 
@@ -186,7 +184,7 @@ NEW_SILENCE = named(
             "rules": array(TEXT),
             "reason": TEXT,
             "ends_at": {"type": "string", "description": "ISO 8601; Asia/Shanghai without offset"},
-            "for": {"type": "string", "description": "a duration: 90m, 2h, 1d"},
+            "for": {"type": "string", "description": "a duration: 90m, 2h, 1d; at most 3650d"},
         },
         "required": ["reason"],
         "additionalProperties": False,
@@ -211,7 +209,7 @@ ROUTES = (
     ),
     api_route(
         "POST",
-        r"/silences/{id:\d+}/expire",
+        r"/silences/{id:[0-9]+}/expire",
         post_expire,
         "oncall",
         operation("end a silence now", answer=SILENCE, refusals=(409,)),

@@ -361,6 +361,70 @@ async def test_the_document_is_served_and_names_each_operations_role(
     }
 
 
+async def test_the_document_describes_the_times_quarters_and_bodies_the_server_takes(
+    api: Api, world: World
+) -> None:
+    # It said format: date-time, which refuses the 2027-01-01 the server takes; a quarter was
+    # any text; a body over 1 MiB (413) was no answer it listed.
+    _, doc = await api.call("GET", "/api/v1/openapi.json")
+    schemas = doc["components"]["schemas"]
+    until = schemas["Acceptance"]["properties"]["until"]
+    assert "format" not in until and "2026-10-01T08:00" in until["description"]
+    assert "format" not in schemas["OutOfBand"]["properties"]["at"]["anyOf"][0]
+    for path in ("/api/v1/compliance", "/api/v1/reports"):
+        [quarter] = [p for p in doc["paths"][path]["get"]["parameters"] if p["name"] == "quarter"]
+        assert re.fullmatch(quarter["schema"]["pattern"].strip("^$"), "2026q3")
+        assert not re.fullmatch(quarter["schema"]["pattern"].strip("^$"), "2026Q5")
+    assert "413" in doc["paths"]["/api/v1/findings/{id}/accept"]["post"]["responses"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "error"),
+    [
+        ("accept", {"reason": "误报", "until": 1900000000}, "until: expected an ISO 8601 time"),
+        ("out-of-band", {"at": 12345}, "at: expected an ISO 8601 time"),
+    ],
+)
+async def test_a_time_sent_as_a_number_is_a_422_naming_the_field(
+    api: Api, world: World, path: str, body: dict[str, Any], error: str
+) -> None:
+    # It was read as Unix seconds: accepted until 2030-03-17, told by phone in 1970.
+    if path == "accept":
+        url, role = f"/api/v1/findings/{world.finding}/accept", "admin"
+    else:
+        four = {"scope": "s", "harm": "h", "measures": "m", "rectification": "r", "how": "电话"}
+        url, role = f"/api/v1/incidents/{world.security_incident}/out-of-band", "oncall"
+        body = {**four, **body}
+    status, answer = await api.call("POST", url, role, json=body)
+    assert status == 422
+    assert answer["error"].startswith(error)
+
+
+ARABIC_INDIC = str.maketrans(
+    "0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669"
+)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "role"),
+    [
+        ("GET", "/api/v1/incidents/{}", "viewer"),
+        ("POST", "/api/v1/incidents/{}/ack", "oncall"),
+        ("POST", "/api/v1/findings/{}/accept", "admin"),
+    ],
+)
+async def test_an_id_in_other_than_ascii_digits_is_not_found(
+    api: Api, world: World, method: str, path: str, role: str
+) -> None:
+    # /api/v1/incidents/\u0663 answered incident 3: the router's \\d+ takes any script's digits.
+    number = world.finding if "findings" in path else world.security_incident
+    url = api.base + path.format(str(number).translate(ARABIC_INDIC))
+    headers = {"Authorization": f"Bearer {TOKENS[role]}"}
+    body = {"reason": "误报", "until": "2030-01-01"} if "accept" in path else {}
+    async with api.session.request(method, url, headers=headers, json=body) as response:
+        assert response.status == 404
+
+
 # --- roles --------------------------------------------------------------------------------
 
 ROLES = ("viewer", "oncall", "admin")
@@ -504,6 +568,7 @@ async def test_every_service_the_catalogue_keeps_is_reached_by_its_id_and_its_pa
         ("/api/v1/services", {"gone": "yes"}, "gone: expected true or false"),
         ("/api/v1/findings", {"severity": "urgent"}, "severity: expected one of info, "),
         ("/api/v1/compliance", {"quarter": "2026Q5"}, "quarter: '2026Q5' is not a quarter"),
+        ("/api/v1/reports", {"quarter": "\u0662\u0660\u0662\u0666q3"}, "quarter: '"),
         ("/api/v1/scans", {"service": "a\x00b"}, "service: expected text of 1 to 200 characters"),
     ],
 )
@@ -640,7 +705,7 @@ async def test_a_notification_made_by_phone_counts_at_its_time(
     )
     assert (status, body["error"]) == (
         422,
-        "at: Value error, 'yesterday at ten': expected an ISO 8601 time, such as 2026-10-01 or "
+        "at: 'yesterday at ten': expected an ISO 8601 time, such as 2026-10-01 or "
         "2026-10-01T08:00 (read as Asia/Shanghai) or 2026-10-01T08:00+08:00",
     )
     for beyond in ("0001-01-01T00:00:00+09:00", "9999-12-31T23:59:59-05:00"):  # it was a 500
@@ -696,7 +761,7 @@ async def test_resolving_marks_the_incident_resolved_once(api: Api, world: World
         (b"[1, 2]", 422, "body: expected a JSON object"),
         (b'{"note": 5}', 422, "note: Input should be a valid string"),
         (b'{"colour": "red"}', 422, "colour: Extra inputs are not permitted"),
-        (b'{"note": "a\\u0000b"}', 422, "note: Value error, must not contain control characters"),
+        (b'{"note": "a\\u0000b"}', 422, "note: must not contain control characters"),
         (b"[" * 100_000 + b"]" * 100_000, 400, "the body is not JSON"),
     ],
 )
@@ -761,6 +826,17 @@ async def test_a_date_alone_is_read_as_beijing_time_as_on_the_command_line(
     )
     assert status == 200
     assert finding["accepted_until"] == "2026-12-31T16:00:00+00:00"
+
+
+async def test_a_past_acceptance_names_the_field_and_the_day_as_given(
+    api: Api, world: World
+) -> None:
+    # It answered "--until 2019-12-31: must be in the future": a flag, and the UTC day before.
+    path = f"/api/v1/findings/{world.finding}/accept"
+    status, body = await api.call(
+        "POST", path, "admin", json={"reason": "误报", "until": "2020-01-01"}
+    )
+    assert (status, body) == (409, {"error": "until: 2020-01-01: must be in the future"})
 
 
 # --- scans --------------------------------------------------------------------------------

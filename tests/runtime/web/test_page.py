@@ -385,6 +385,19 @@ async def test_an_incident_number_beyond_any_id_is_not_found_not_a_server_error(
         assert acked.status == 404
 
 
+async def test_an_incident_number_in_other_than_ascii_digits_is_not_found(
+    app: App, site: Site
+) -> None:
+    # /incidents/\u0663 showed incident 3: the router's \\d+ takes any script's digits.
+    incident_id = seed(app)
+    await site.sign_in(ONCALL)
+    arabic = str(incident_id).translate(
+        str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+    )
+    status, _html = await site.page(f"/incidents/{arabic}")
+    assert status == 404
+
+
 async def test_a_suspended_service_is_counted_suspended_not_down(app: App, site: Site) -> None:
     # Its outage is filed: the page showed a red 中断 card, counted it down, and `monitord
     # status` exited 1 for it.

@@ -118,6 +118,8 @@ async def test_oncall_adds_and_expires_a_silence_that_a_viewer_can_only_read(
         ({**GOOD, "ends_at": "2030-01-01"}, "ends_at or for: give exactly one"),
         ({**GOOD, "for": "forever"}, "for: duration 'forever'"),
         ({**GOOD, "for": 7200}, "for: expected a duration"),
+        ({**GOOD, "for": "9999999999d"}, "for: duration '9999999999d': at most 3650 days"),
+        ({**GOOD, "for": "9" * 23 + "m"}, f"for: duration '{'9' * 23}m': at most 3650 days"),
         ({"services": ["svc-0001"], "reason": "x", "ends_at": "soon"}, "ends_at: expected an ISO"),
         ({"services": ["svc-0001"], "reason": "x", "ends_at": "2020-01-01"}, "not in the future"),
         ({**GOOD, "services": ["svc-0404"]}, "service 'svc-0404': not in the store"),
@@ -133,7 +135,7 @@ async def test_a_body_that_does_not_validate_is_a_422_naming_the_field(
     async with session.post(url, json=body, headers=auth(ONCALL)) as response:
         assert response.status == 422
         assert error in (await response.json())["error"]
-    async with session.get(f"{url}?all=1", headers=auth(VIEWER)) as response:
+    async with session.get(f"{url}?all=true", headers=auth(VIEWER)) as response:
         assert await response.json() == []
 
 
@@ -149,3 +151,21 @@ async def test_a_body_that_is_not_json_is_a_400(
     async with session.post(f"{base}/api/v1/silences", data=data, headers=auth(ONCALL)) as response:
         assert response.status == 400
         assert await response.json() == {"error": "the body is not JSON"}
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("all=1", "all: expected true or false"),
+        ("all=TRUE", "all: expected true or false"),
+        ("all=true&all=false", "all: give it once"),
+    ],
+)
+async def test_all_is_read_as_every_other_boolean_parameter(
+    client: tuple[aiohttp.ClientSession, str], query: str, error: str
+) -> None:
+    # all=1, all=TRUE and a repeated all were taken here, refused everywhere else.
+    session, base = client
+    async with session.get(f"{base}/api/v1/silences?{query}", headers=auth(VIEWER)) as response:
+        assert response.status == 422
+        assert await response.json() == {"error": error}

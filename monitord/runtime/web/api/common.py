@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
 )
 from sqlalchemy import select
 
@@ -75,20 +76,27 @@ LongText = Annotated[
 control characters but tabs and newlines."""
 
 
+TIME_FORMS = (
+    "an ISO 8601 time, such as 2026-10-01 or 2026-10-01T08:00 (read as Asia/Shanghai) or "
+    "2026-10-01T08:00+08:00"
+)
+"""The times a body may send, as its refusals and the document say."""
+
+
 def _beijing_time(value: object) -> object:
     # Read as the command line reads a time (cli.common.time_arg): without an offset, or a date
-    # alone, it is Beijing time. Other JSON values are pydantic's to refuse, naming the field.
+    # alone, it is Beijing time. A number is refused: pydantic took it as Unix seconds, which
+    # neither the command line nor the document knows.
+    if isinstance(value, dt.datetime):
+        return value  # given in Python, not through JSON
     if not isinstance(value, str):
-        return value
+        raise ValueError(f"expected {TIME_FORMS}, as a string")
     try:
         return parse_time(value)
     except TimeOutOfRange:
         raise ValueError("expected a time from 1970 on") from None
     except ValueError:
-        raise ValueError(
-            f"{value!r}: expected an ISO 8601 time, such as 2026-10-01 or 2026-10-01T08:00 "
-            "(read as Asia/Shanghai) or 2026-10-01T08:00+08:00"
-        ) from None
+        raise ValueError(f"{value!r}: expected {TIME_FORMS}") from None
 
 
 def _in_range(moment: dt.datetime) -> dt.datetime:
@@ -103,13 +111,41 @@ def _in_range(moment: dt.datetime) -> dt.datetime:
     return utc
 
 
-Moment = Annotated[dt.datetime, BeforeValidator(_beijing_time), AfterValidator(_in_range)]
+Moment = Annotated[
+    dt.datetime,
+    BeforeValidator(_beijing_time),
+    AfterValidator(_in_range),
+    # Not format: date-time, which wants an offset and refuses the date alone it takes.
+    WithJsonSchema({"type": "string", "description": f"{TIME_FORMS}, from 1970 on"}),
+]
 """A body's time, from 1970 on (year 1 at +09:00 is no time a clock shows): ISO 8601, read as
 Asia/Shanghai without an offset, as the command line reads it."""
 OptionalText = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=MAX_LONG_TEXT), *_NO_CONTROLS
 ]
 """A body's text that may be left empty (a note)."""
+
+
+FIELDS_OF_FLAGS = {
+    "--note": "note",
+    "--at": "at",
+    "--out-of-band": "how",
+    "--reason": "reason",
+    "--until": "until",
+}
+"""The command line's flags that the stages' refusals begin with, and the body fields an API
+client gave them as."""
+
+
+def in_fields(refusal: UsageError) -> UsageError:
+    """The refusal naming the body's field where it names the command line's flag:
+    "at: 2030-12-06 00:20: is in the future", not "--at 2030-12-06 00:20: …"."""
+    message = str(refusal)
+    for flag, field in FIELDS_OF_FLAGS.items():
+        for after in (" ", ": "):
+            if message.startswith(flag + after):
+                return UsageError(f"{field}: {message.removeprefix(flag + after)}")
+    return refusal
 
 
 def not_found(what: str) -> Refusal:
@@ -159,9 +195,13 @@ class Param:
     choices: tuple[str, ...] = ()
     minimum: int = 0
     maximum: int = MAX_ID
+    pattern: str = ""
+    """The regular expression a text value matches, for the document (the handler checks it)."""
 
     def schema(self) -> dict[str, Any]:
         """Its JSON Schema."""
+        if self.pattern:
+            return {"type": "string", "pattern": self.pattern}
         if self.choices:
             return {"type": "string", "enum": list(self.choices)}
         if self.kind == "int":
@@ -306,5 +346,6 @@ def _problems(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
         where = ".".join(str(part) for part in error["loc"]) or "body"
-        problems.append(f"{where}: {error['msg']}")
+        # A validator's own ValueError says what was expected; pydantic's prefix adds nothing.
+        problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     return one_line("; ".join(problems))

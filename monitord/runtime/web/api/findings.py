@@ -8,12 +8,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from monitord.errors import UsageError
 from monitord.runtime.app import App
 from monitord.runtime.web.api.common import (
     LongText,
     Moment,
     Param,
     api_route,
+    in_fields,
     in_store,
     not_found,
     page_params,
@@ -104,9 +106,12 @@ async def accept(request: web.Request) -> web.Response:
         with app.store.session() as session:
             if session.get(Finding, finding_id) is None:
                 raise not_found(f"finding {finding_id}")
-            finding = accept_finding(
-                session, finding_id, body.reason, body.until, actor, app.clock()
-            )
+            try:
+                finding = accept_finding(
+                    session, finding_id, body.reason, body.until, actor, app.clock()
+                )
+            except UsageError as exc:
+                raise in_fields(exc) from None
             return finding_dict(finding)
 
     return reply(await in_store(request, work))
@@ -122,7 +127,7 @@ ROUTES = (
     ),
     api_route(
         "POST",
-        r"/findings/{id:\d+}/accept",
+        r"/findings/{id:[0-9]+}/accept",
         accept,
         "admin",
         operation(

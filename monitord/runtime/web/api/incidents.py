@@ -30,6 +30,7 @@ from monitord.runtime.web.api.common import (
     Param,
     ShortText,
     api_route,
+    in_fields,
     in_store,
     not_found,
     page_params,
@@ -194,22 +195,6 @@ async def get_incident(request: web.Request) -> web.Response:
     return reply(await in_store(request, work))
 
 
-FIELDS_OF_FLAGS = {"--note": "note", "--at": "at", "--out-of-band": "how"}
-"""The command line's flags that monitord.incidents' refusals begin with, and the body fields
-an API client gave them as."""
-
-
-def _in_fields(refusal: UsageError) -> UsageError:
-    """The refusal naming the body's field where it names the command line's flag:
-    "at: 2030-12-06 00:20: is in the future", not "--at 2030-12-06 00:20: …"."""
-    message = str(refusal)
-    for flag, field in FIELDS_OF_FLAGS.items():
-        for after in (" ", ": "):
-            if message.startswith(flag + after):
-                return UsageError(f"{field}: {message.removeprefix(flag + after)}")
-    return refusal
-
-
 def _acting(
     request: web.Request, incident_id: int, act: Callable[[Session, App, str], object]
 ) -> Callable[[App], dict[str, Any]]:
@@ -222,7 +207,7 @@ def _acting(
             try:
                 act(session, app, actor)
             except UsageError as exc:
-                raise _in_fields(exc) from None
+                raise in_fields(exc) from None
             session.flush()
             return _detail(session, _existing(session, incident_id), app)
 
@@ -305,14 +290,14 @@ ROUTES = (
     ),
     api_route(
         "GET",
-        r"/incidents/{id:\d+}",
+        r"/incidents/{id:[0-9]+}",
         get_incident,
         "viewer",
         operation("one incident: findings, timeline, notification draft", answer=INCIDENT_DETAIL),
     ),
     api_route(
         "POST",
-        r"/incidents/{id:\d+}/ack",
+        r"/incidents/{id:[0-9]+}/ack",
         ack,
         "oncall",
         operation(
@@ -325,7 +310,7 @@ ROUTES = (
     ),
     api_route(
         "POST",
-        r"/incidents/{id:\d+}/notify",
+        r"/incidents/{id:[0-9]+}/notify",
         notify,
         "oncall",
         operation(
@@ -341,7 +326,7 @@ ROUTES = (
     ),
     api_route(
         "POST",
-        r"/incidents/{id:\d+}/out-of-band",
+        r"/incidents/{id:[0-9]+}/out-of-band",
         notify_out_of_band,
         "oncall",
         operation(
@@ -355,7 +340,7 @@ ROUTES = (
     ),
     api_route(
         "POST",
-        r"/incidents/{id:\d+}/resolve",
+        r"/incidents/{id:[0-9]+}/resolve",
         resolve_incident,
         "oncall",
         operation(

@@ -51,6 +51,7 @@ ERROR_REASONS = {
     403: "the token's role is below the one this needs",
     404: "no such item",
     409: "the item's state does not allow this now (the error says why)",
+    413: "the body is over 1 MiB",
     422: "a parameter or the body does not validate (the error names the field)",
     503: "the store does not answer now",
 }
@@ -131,12 +132,12 @@ _PATH_PARAM = re.compile(r"\{(\w+)(?::([^{}]*))?\}")
 
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:
-    """The path's `{name}` and `{name:regex}` parts as parameters (digits only: an id)."""
+    """The path's `{name}` and `{name:regex}` parts as parameters (ASCII digits only: an id)."""
     params = []
     for name, pattern in _PATH_PARAM.findall(path):
         schema: dict[str, Any] = (
             {"type": "integer", "minimum": 0, "maximum": MAX_ID}
-            if pattern == r"\d+"
+            if pattern == "[0-9]+"
             else {"type": "string", "minLength": 1, "maxLength": 200}
         )
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
@@ -162,7 +163,7 @@ def _full_operation(route: Route) -> dict[str, Any]:
     if path_params:
         errors.append(404)
     if "requestBody" in doc:
-        errors += [400, 422]
+        errors += [400, 413, 422]
     elif "parameters" in route.doc:
         errors.append(422)
     for status in errors:
@@ -204,8 +205,11 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
                 "The on-call API of monitord. Every request carries `Authorization: Bearer "
                 "<token>` (tokens are made with `monitord token new NAME --role ROLE`); roles: "
                 "viewer reads, oncall acknowledges, notifies and resolves, admin accepts risks "
-                "and triggers scans. Times are ISO 8601 with their offset, in UTC. Lists are "
-                "pages: `limit` (at most 500) and `after`, the `next` of the previous page."
+                "and triggers scans. Times are answered in ISO 8601 with their offset, in UTC. "
+                "Lists of services, incidents, findings, scans, compliance verdicts and reports "
+                "are pages: `limit` (at most 500) and `after`, the `next` of the previous page; "
+                "silences and the cluster are whole arrays. HEAD works wherever GET does; a "
+                "method a path does not take is a 405 whose `Allow` header lists those it does."
             ),
         },
         "servers": [{"url": "/"}],

@@ -40,7 +40,7 @@ from monitord.runtime.web.api.openapi import (
     record,
 )
 from monitord.store.models import ComplianceResult, QuarterlyReport
-from monitord.timeutil import quarter_bounds, quarter_start
+from monitord.timeutil import QUARTER_PATTERN, quarter_bounds, quarter_start
 from monitord.types import is_pending
 
 RESULT = named(
@@ -76,7 +76,9 @@ REPORT = named(
 """A quarterly report as written: its PDF's SHA-256, where it was sent, and the API path of
 the PDF."""
 
-QUARTER = Param("quarter", "a quarter such as 2026q3 (default: the current one)")
+QUARTER = Param(
+    "quarter", "a quarter such as 2026q3 (default: the current one)", pattern=QUARTER_PATTERN
+)
 RESULT_AFTER = Param(
     "after", "the `next` of the previous page: results with a larger id", kind="int"
 )
@@ -92,7 +94,9 @@ PENDING = Param(
 REPORT_AFTER = Param(
     "after", "the `next` of the previous page: reports with a smaller id", kind="int"
 )
-REPORT_QUARTER = Param("quarter", "only the reports of this quarter, such as 2026q3")
+REPORT_QUARTER = Param(
+    "quarter", "only the reports of this quarter, such as 2026q3", pattern=QUARTER_PATTERN
+)
 
 
 _PENDING = and_(
@@ -234,7 +238,7 @@ ROUTES = (
     ),
     api_route(
         "GET",
-        r"/reports/{id:\d+}/pdf",
+        r"/reports/{id:[0-9]+}/pdf",
         report_pdf,
         "viewer",
         operation(
