@@ -16,23 +16,24 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Text, and_, cast, delete, func, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 import rules
 from monitord.config import MIN_RETENTION_DAYS, Settings
 from monitord.errors import RuleError, UsageError
-from monitord.store import histogram
 from monitord.store.history import (
     AVAILABILITY,
     SERVICES_PER_QUERY,
     Period,
     ProbeStats,
-    _Tally,
+    Tally,
     catalogue_as_of,
     probe_quarter,
     quiet_windows,
+    raw_results,
     rolled_up_until,
+    rollup_sums,
     service_periods,
     state_changes,
     window_end,
@@ -302,55 +303,19 @@ def _spans_stats(
 
     rolled: raw results before this moment are in the roll-ups."""
     hours = {service_id: _clock_hours(ranges, until) for service_id, ranges in spans.items()}
-    tallies: dict[str, _Tally] = defaultdict(_Tally)
+    tallies: dict[str, Tally] = defaultdict(Tally)
     for batch in _batches(hours):
-        # Summed by the database, the histograms joined as text (as probe_quarter does).
         for service_id, count, failures, blind, probed, texts in session.execute(
-            select(
-                ProbeRollup.service_id,
-                func.sum(ProbeRollup.count),
-                func.sum(ProbeRollup.failures),
-                func.sum(ProbeRollup.blind),
-                func.count().filter(ProbeRollup.count > 0),  # one roll-up per service and hour
-                func.aggregate_strings(cast(ProbeRollup.latency_buckets, Text), " "),
-            )
-            .where(ProbeRollup.kind == AVAILABILITY, _rollups_in(batch))
-            .group_by(ProbeRollup.service_id)
+            rollup_sums(ProbeRollup.kind == AVAILABILITY, _rollups_in(batch))
         ):
-            tally = tallies[str(service_id)]
-            tally.count, tally.failures, tally.blind = int(count), int(failures), int(blind or 0)
-            tally.rolled_hours = int(probed)
-            tally.buckets = histogram.sum_stored(texts or "")
+            tallies[str(service_id)].take_rollups(count, failures, blind, probed, texts)
     raw_from = min((a for ranges in hours.values() for a, _b in ranges), default=until)
     raw_from = max(raw_from, rolled or raw_from)
-    for raw_service, at, success, duration_ms, was_blind in session.execute(
-        select(
-            ProbeResultRow.service_id,
-            ProbeResultRow.at,
-            ProbeResultRow.success,
-            ProbeResultRow.duration_ms,
-            ProbeResultRow.blind,
-        )
-        .where(
-            ProbeResultRow.kind == AVAILABILITY,
-            ProbeResultRow.service_id.is_not(None),
-            ProbeResultRow.at >= raw_from,
-            ProbeResultRow.at < until,
-        )
-        .execution_options(yield_per=10_000)
+    for raw_service, at, success, duration_ms, blind in session.execute(
+        raw_results(AVAILABILITY, raw_from, until)
     ):
-        if not any(a <= at < b for a, b in hours.get(str(raw_service), [])):
-            continue
-        tally = tallies[str(raw_service)]
-        if was_blind:
-            tally.blind += 1
-            continue
-        tally.count += 1
-        tally.hours.add(at.replace(minute=0, second=0, microsecond=0))
-        if success:
-            histogram.add(tally.buckets, duration_ms)
-        else:
-            tally.failures += 1
+        if any(a <= at < b for a, b in hours.get(str(raw_service), [])):
+            tallies[str(raw_service)].add_result(at, success, duration_ms, blind)
     return {
         service_id: tally.stats(service_id)
         for service_id, tally in sorted(tallies.items())

@@ -15,7 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import ColumnElement, Select, Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from monitord.store import histogram
@@ -160,7 +160,10 @@ class ProbeStats:
 
 
 @dataclass
-class _Tally:
+class Tally:
+    """One service's probes as they are counted: its roll-ups' sums, then its raw results one
+    by one (`add_result`); `stats` gives the figures."""
+
     count: int = 0
     failures: int = 0
     blind: int = 0
@@ -169,7 +172,28 @@ class _Tally:
     """The hours probed among those not rolled up yet."""
     buckets: dict[str, int] = field(default_factory=dict)
 
+    def take_rollups(
+        self, count: int, failures: int, blind: int | None, hours: int, texts: str | None
+    ) -> None:
+        """The sums of the service's roll-ups, a row of `rollup_sums`."""
+        self.count, self.failures, self.blind = int(count), int(failures), int(blind or 0)
+        self.rolled_hours = int(hours)
+        self.buckets = histogram.sum_stored(texts or "")
+
+    def add_result(self, at: dt.datetime, success: bool, duration_ms: float, blind: bool) -> None:
+        """One raw result of an hour not rolled up yet; a blind one counts only as blind."""
+        if blind:
+            self.blind += 1
+            return
+        self.count += 1
+        self.hours.add(at.replace(minute=0, second=0, microsecond=0))
+        if success:
+            histogram.add(self.buckets, duration_ms)
+        else:
+            self.failures += 1
+
     def stats(self, service_id: str) -> ProbeStats:
+        """The service's figures from what was counted."""
         return ProbeStats(
             service_id=service_id,
             count=self.count,
@@ -184,8 +208,46 @@ class _Tally:
         )
 
 
-def _hour(moment: dt.datetime) -> dt.datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
+def rollup_sums(
+    *where: ColumnElement[bool],
+) -> Select[str, int, int, int, int, str]:
+    """Per service, the sums of the roll-ups `where` picks, for Tally.take_rollups: summed by
+    the database, the histograms joined as text (a quarter of 2,000 services is millions of
+    hours)."""
+    return (
+        select(
+            ProbeRollup.service_id,
+            func.sum(ProbeRollup.count),
+            func.sum(ProbeRollup.failures),
+            func.sum(ProbeRollup.blind),
+            func.count().filter(ProbeRollup.count > 0),  # one roll-up per service and hour
+            func.aggregate_strings(cast(ProbeRollup.latency_buckets, Text), " "),
+        )
+        .where(*where)
+        .group_by(ProbeRollup.service_id)
+    )
+
+
+def raw_results(
+    kind: str, since: dt.datetime, until: dt.datetime
+) -> Select[str | None, dt.datetime, bool, float, bool]:
+    """The raw `kind` results of services in [since, until), for Tally.add_result."""
+    return (
+        select(
+            ProbeResultRow.service_id,
+            ProbeResultRow.at,
+            ProbeResultRow.success,
+            ProbeResultRow.duration_ms,
+            ProbeResultRow.blind,
+        )
+        .where(
+            ProbeResultRow.kind == kind,
+            ProbeResultRow.service_id.is_not(None),
+            ProbeResultRow.at >= since,
+            ProbeResultRow.at < until,
+        )
+        .execution_options(yield_per=10_000)
+    )
 
 
 def at_work_before(session: Session, end: dt.datetime) -> bool:
@@ -210,62 +272,24 @@ def probe_quarter(
     """Per service, its `kind` probes in [start, end) (whole hours, such as a quarter's
     bounds): the hourly roll-ups, and the raw results of the hours not rolled up yet, so that a
     report on the running quarter counts every probe."""
-    tallies: dict[str, _Tally] = defaultdict(_Tally)
+    tallies: dict[str, Tally] = defaultdict(Tally)
     in_period = (ProbeRollup.kind == kind, ProbeRollup.hour >= start, ProbeRollup.hour < end)
-    # A quarter of 2,000 services is millions of hours: summed by the database, the histograms
-    # joined as text and summed by histogram.sum_stored. Asked for a hundred services at a time,
-    # the database walks each one's hours along the roll-ups' key; asked for all at once,
-    # SQLite sorted the whole quarter first (14 s against 2 s).
+    # Asked for a hundred services at a time, the database walks each one's hours along the
+    # roll-ups' key; asked for all at once, SQLite sorted the whole quarter first (14 s
+    # against 2 s).
     services = list(session.scalars(select(ProbeRollup.service_id).distinct()))
     for batch in range(0, len(services), SERVICES_PER_QUERY):
+        picked = ProbeRollup.service_id.in_(services[batch : batch + SERVICES_PER_QUERY])
         for service_id, count, failures, blind, hours, texts in session.connection().execute(
-            select(
-                ProbeRollup.service_id,
-                func.sum(ProbeRollup.count),
-                func.sum(ProbeRollup.failures),
-                func.sum(ProbeRollup.blind),
-                func.count().filter(ProbeRollup.count > 0),  # one roll-up per service and hour
-                func.aggregate_strings(cast(ProbeRollup.latency_buckets, Text), " "),
-            )
-            .where(
-                ProbeRollup.service_id.in_(services[batch : batch + SERVICES_PER_QUERY]),
-                *in_period,
-            )
-            .group_by(ProbeRollup.service_id)
+            rollup_sums(picked, *in_period)
         ):
-            tally = tallies[service_id]
-            tally.count, tally.failures, tally.blind = int(count), int(failures), int(blind or 0)
-            tally.rolled_hours = int(hours)
-            tally.buckets = histogram.sum_stored(texts or "")
+            tallies[service_id].take_rollups(count, failures, blind, hours, texts)
     raw_from = max(start, rolled_up_until(session) or start)
     if raw_from < end:
-        raw = session.execute(
-            select(
-                ProbeResultRow.service_id,
-                ProbeResultRow.at,
-                ProbeResultRow.success,
-                ProbeResultRow.duration_ms,
-                ProbeResultRow.blind,
-            )
-            .where(
-                ProbeResultRow.kind == kind,
-                ProbeResultRow.service_id.is_not(None),
-                ProbeResultRow.at >= raw_from,
-                ProbeResultRow.at < end,
-            )
-            .execution_options(yield_per=10_000)
-        )
-        for raw_service, at, success, duration_ms, blind in raw:
-            tally = tallies[str(raw_service)]
-            if blind:
-                tally.blind += 1
-                continue
-            tally.count += 1
-            tally.hours.add(_hour(at))
-            if success:
-                histogram.add(tally.buckets, duration_ms)
-            else:
-                tally.failures += 1
+        for raw_service, at, success, duration_ms, blind in session.execute(
+            raw_results(kind, raw_from, end)
+        ):
+            tallies[str(raw_service)].add_result(at, success, duration_ms, blind)
     return {service_id: tally.stats(service_id) for service_id, tally in sorted(tallies.items())}
 
 
