@@ -748,11 +748,18 @@ def digest_size(messages: list[Message], key: str, budget: int | None) -> int:
     return size
 
 
+def digest_key(copies: list[OutboxAlert]) -> str:
+    """A digest's key, naming all it carries: a retry rebuilt with other copies (those queued
+    since) is another message, which a receiver dropping repeats by the key must not drop."""
+    contents = hashlib.sha256("\n".join(c.idempotency_key for c in copies).encode())
+    return f"digest:{copies[0].idempotency_key}:{contents.hexdigest()[:10]}"
+
+
 def _within_budget(store: Store, batch: list[OutboxAlert], channel: Channel) -> list[OutboxAlert]:
     """The copies of a batch whose digest fits the channel's message size; the others are
     put back, due, for the next digest (never dropped)."""
     budget = text_budget(urlsplit(channel.url).scheme)
-    key = f"digest:{batch[0].idempotency_key}"
+    key = digest_key(batch)  # as long as the key of any part of the batch
     size = digest_size([Message(a.title, a.body) for a in batch], key, budget)
     left = [copy.id for copy in batch[size:]]
     if left:
@@ -776,8 +783,10 @@ def _record(
     channel: Channel | None = None,
 ) -> None:
     """Record a copy's delivery or failure. A failure defers the channel's other due copies to
-    its retry: they go together once the channel answers, in the order they were queued (tried
-    one by one, each with a backoff of its own, they arrived out of order)."""
+    its retry, and the copy itself to the latest retry of the channel's older copies: they go
+    together once the channel answers, in the order they were queued (tried one by one, each
+    with a backoff of its own, they arrived out of order; a digest's copies, recorded one after
+    another, each with its own count of attempts, too)."""
     with store.session() as session:
         row = session.get(OutboxAlert, alert_id)
         assert row is not None
@@ -798,6 +807,16 @@ def _record(
         )
         row.next_attempt_at = now + dt.timedelta(seconds=wait)
         if channel is not None:
+            older = session.scalar(
+                select(func.max(OutboxAlert.next_attempt_at)).where(
+                    _same_channel(channel),
+                    OutboxAlert.parent_id.is_not(None),
+                    OutboxAlert.state == "pending",
+                    OutboxAlert.id < row.id,
+                )
+            )
+            if older is not None and older > row.next_attempt_at:
+                row.next_attempt_at = older
             session.execute(
                 update(OutboxAlert)
                 .where(
@@ -910,7 +929,7 @@ async def _deliver_copy(
         return Outcome()  # the channel's minute is full: it goes when there is room
     if len(batch) > 1:
         batch = await asyncio.to_thread(_within_budget, store, batch, channel)
-    key = alert.idempotency_key if len(batch) == 1 else f"digest:{alert.idempotency_key}"
+    key = alert.idempotency_key if len(batch) == 1 else digest_key(batch)
     texts = await asyncio.to_thread(_as_sent, store, batch, clock(), settings)
     attach = alert.payload.get("attach")
     message = (

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
-from alerts.delivery import deliver_due, make_apprise_sender
+from alerts.delivery import deliver_due, digest_key, make_apprise_sender
 from alerts.pacing import DIGEST_MAX, batch_size, room, room_again
 from monitord.config import parse_config
 from monitord.incidents import open_manual
 from monitord.store import Store
-from monitord.store.models import Service
+from monitord.store.models import OutboxAlert, Service
 from monitord.timeutil import UTC
 from tests.conftest import FakeClock
 from tests.receivers import Webhook
@@ -128,3 +129,60 @@ async def test_a_few_alerts_due_at_once_on_a_webhook_still_go_one_each(
 
     assert len(hook.received) == 5
     assert not any(m["title"].startswith("【告警汇总】") for m in hook.received)
+
+
+async def test_a_failed_digest_keeps_its_oldest_alert_first_once_the_channel_is_back(
+    sqlite_store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # A digest's copies were recorded one by one, each with a backoff of its own attempts: the
+    # newer ones (first try, 15 s) came due before the older one that led it (second try, 30 s)
+    # and went out ahead of it.
+    cfg = parse_config({"alerts": {"oncall": [hook.apprise_url()]}}, "test", env={})
+    send = make_apprise_sender(None)
+
+    def open_incidents(first: int, count: int) -> None:
+        with sqlite_store.session() as session:
+            for n in range(first, first + count):
+                session.add(
+                    Service(
+                        id=f"svc-{n:04d}", name=f"服务{n}", first_seen=clock(), last_seen=clock()
+                    )
+                )
+            for n in range(first, first + count):
+                open_manual(
+                    session,
+                    cfg,
+                    "data_exposure",
+                    [f"svc-{n:04d}"],
+                    f"第 {n} 号事件",
+                    "ops",
+                    clock(),
+                )
+
+    hook.failing = True
+    open_incidents(0, 1)
+    await deliver_due(sqlite_store, cfg, clock, send)  # incident 1's opening fails once
+    open_incidents(1, 11)
+    clock.advance(seconds=15)
+    await deliver_due(sqlite_store, cfg, clock, send)  # a digest led by it fails
+    hook.failing = False
+    clock.advance(seconds=15)
+    await deliver_due(sqlite_store, cfg, clock, send)
+    assert hook.received == []  # nothing overtakes incident 1's opening
+    clock.advance(seconds=15)
+    await deliver_due(sqlite_store, cfg, clock, send)
+    keys = [
+        int(n)
+        for m in hook.received
+        for n in re.findall(r"编号 incident:(\d+):opened", m["message"])
+    ]
+    assert keys == list(range(1, 13))
+
+
+def test_a_digest_rebuilt_with_other_alerts_goes_under_another_key() -> None:
+    # A receiver drops a repeat by its key: a retried digest that took alerts queued since
+    # carried the same key and its new alerts were dropped.
+    copies = [OutboxAlert(idempotency_key=f"incident:{n}:opened#ab12") for n in (1, 2, 3)]
+    assert digest_key(copies[:2]) == digest_key(copies[:2])
+    assert digest_key(copies[:2]) != digest_key(copies)
+    assert digest_key(copies).startswith("digest:incident:1:opened#ab12:")
