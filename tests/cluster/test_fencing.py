@@ -22,7 +22,7 @@ from monitord.runtime.app import App
 from monitord.runtime.daemon import Daemon
 from monitord.runtime.jobs import Job
 from monitord.store import Store
-from monitord.store.models import JobLease, SyncRun
+from monitord.store.models import ComplianceResult, JobLease, SyncRun
 from monitord.timeutil import system_clock
 from tests.cluster.test_coordinator import JOBS, as_if_gone, two_members
 from tests.conftest import FakeClock
@@ -55,6 +55,42 @@ def test_a_jobs_commit_is_refused_once_another_daemon_took_its_lease(pg_store: S
     with running_under(b.term(SYNC)):
         record_run(pg_store, "portal", now, now, "ok")  # the new holder writes
     assert sync_runs(pg_store) == 2
+
+
+def test_a_stale_run_whose_rows_meet_the_new_holders_says_its_lease_was_lost(
+    pg_store: Store,
+) -> None:
+    # A daemon paused in its compliance run resumed after another had stored the quarter's
+    # verdicts: its own rows met theirs (uq_compliance_result) and the run failed with an
+    # IntegrityError traceback, not as the lease it had lost.
+    a, b, ticks = two_members(pg_store)
+    a.beat(JOBS)
+    stale = a.term(SYNC)
+    as_if_gone(pg_store, "a")
+    ticks.now += 60
+    b.beat(JOBS)
+    now = FakeClock()()
+
+    def verdict() -> ComplianceResult:
+        return ComplianceResult(
+            quarter="2026q4",
+            rule="log_retention",
+            clause="7.3.1",
+            subject="",
+            passed=True,
+            evaluated_at=now,
+        )
+
+    with running_under(b.term(SYNC)), pg_store.session() as session:
+        session.add(verdict())
+    with (
+        running_under(stale),
+        pytest.raises(LeaseLost, match="the lease of catalogue-sync passed to another"),
+        pg_store.session() as session,
+    ):
+        session.add(verdict())
+    with pg_store.session() as session:
+        assert session.scalar(select(func.count()).select_from(ComplianceResult)) == 1
 
 
 def test_a_holder_paused_in_the_middle_of_a_commit_holds_up_a_takeover_for_a_second_only(
