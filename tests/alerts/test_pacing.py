@@ -7,7 +7,7 @@ import re
 
 from alerts.delivery import deliver_due, digest_key, make_apprise_sender
 from alerts.pacing import DIGEST_MAX, batch_size, room, room_again
-from monitord.config import parse_config
+from monitord.config import Settings, parse_config
 from monitord.incidents import open_manual
 from monitord.store import Store
 from monitord.store.models import OutboxAlert, Service
@@ -91,21 +91,26 @@ def test_a_flood_on_a_channel_without_a_rate_goes_in_digests() -> None:
     assert batch_size(backlog=50, room_left=50, flood=10) == DIGEST_MAX
 
 
-async def _incidents_at_once(store: Store, clock: FakeClock, hook: Webhook, count: int) -> None:
-    cfg = parse_config(
-        {"alerts": {"oncall": [hook.url.replace("http://", "json://") + "/hook"]}},
-        "test",
-        env={},
-    )
+def _webhook_config(hook: Webhook) -> Settings:
+    return parse_config({"alerts": {"oncall": [hook.apprise_url()]}}, "test", env={})
+
+
+def _open_incidents(store: Store, cfg: Settings, clock: FakeClock, first: int, count: int) -> None:
+    """Incidents `first`… of as many services, opened by hand: one alert each to on-call."""
     with store.session() as session:
-        for n in range(count):
+        for n in range(first, first + count):
             session.add(
                 Service(id=f"svc-{n:04d}", name=f"服务{n}", first_seen=clock(), last_seen=clock())
             )
-        for n in range(count):
+        for n in range(first, first + count):
             open_manual(
                 session, cfg, "data_exposure", [f"svc-{n:04d}"], f"第 {n} 号事件", "ops", clock()
             )
+
+
+async def _incidents_at_once(store: Store, clock: FakeClock, hook: Webhook, count: int) -> None:
+    cfg = _webhook_config(hook)
+    _open_incidents(store, cfg, clock, 0, count)
     await deliver_due(store, cfg, clock, make_apprise_sender(None))
 
 
@@ -137,32 +142,13 @@ async def test_a_failed_digest_keeps_its_oldest_alert_first_once_the_channel_is_
     # A digest's copies were recorded one by one, each with a backoff of its own attempts: the
     # newer ones (first try, 15 s) came due before the older one that led it (second try, 30 s)
     # and went out ahead of it.
-    cfg = parse_config({"alerts": {"oncall": [hook.apprise_url()]}}, "test", env={})
+    cfg = _webhook_config(hook)
     send = make_apprise_sender(None)
 
-    def open_incidents(first: int, count: int) -> None:
-        with sqlite_store.session() as session:
-            for n in range(first, first + count):
-                session.add(
-                    Service(
-                        id=f"svc-{n:04d}", name=f"服务{n}", first_seen=clock(), last_seen=clock()
-                    )
-                )
-            for n in range(first, first + count):
-                open_manual(
-                    session,
-                    cfg,
-                    "data_exposure",
-                    [f"svc-{n:04d}"],
-                    f"第 {n} 号事件",
-                    "ops",
-                    clock(),
-                )
-
     hook.failing = True
-    open_incidents(0, 1)
+    _open_incidents(sqlite_store, cfg, clock, 0, 1)
     await deliver_due(sqlite_store, cfg, clock, send)  # incident 1's opening fails once
-    open_incidents(1, 11)
+    _open_incidents(sqlite_store, cfg, clock, 1, 11)
     clock.advance(seconds=15)
     await deliver_due(sqlite_store, cfg, clock, send)  # a digest led by it fails
     hook.failing = False
