@@ -695,9 +695,10 @@ def _batch(
         )
         sent = [] if per_minute is None else _sent_times(session, channel, now)
         room_left = backlog if per_minute is None else pacing.room(sent, per_minute, now)
-        size = pacing.batch_size(
-            backlog, room_left, flood, _delivered_lately(session, channel, now)
-        )
+        # One copy due alone goes alone whatever came before: the count of the minute's
+        # deliveries (a scan of the channel's copies by key) is read only when a digest could be.
+        lately = _delivered_lately(session, channel, now) if backlog > 1 else 0
+        size = pacing.batch_size(backlog, room_left, flood, lately)
         if size == 0 and per_minute is not None:
             session.execute(
                 update(OutboxAlert)
