@@ -69,8 +69,30 @@ class ProbeBacklog:
 
     def write(self, store: Store) -> int:
         """Write what waits, oldest first, each round in its own transaction; returns the
-        number of results written. A round stays kept until its transaction commits."""
+        number of results written. A round stays kept until its transaction commits.
+
+        What was written is said even when the store fails again partway: its rounds are
+        in the store, and a count said only on success would leave them unaccounted."""
         written = 0
+        try:
+            self._write_gaps(store)
+            while self.rounds:
+                round_ = self.rounds[0]
+                record_late(store, round_)
+                written += len(round_.results)
+                self.rounds.popleft()
+        finally:
+            if written:
+                waiting = sum(len(r.results) for r in self.rounds)
+                logger.info(
+                    "{} probe results measured while the store did not answer are written (late){}",
+                    written,
+                    f"; {waiting} still wait for the store" if waiting else "",
+                )
+        return written
+
+    def _write_gaps(self, store: Store) -> None:
+        """Write the rounds dropped for room as gaps, oldest first."""
         while self.dropped:
             finished_at, count = self.dropped[0]
             with store.session() as session:
@@ -86,12 +108,6 @@ class ProbeBacklog:
                     )
                 )
             self.dropped.pop(0)
-        while self.rounds:
-            round_ = self.rounds[0]
-            record_late(store, round_)
-            written += len(round_.results)
-            self.rounds.popleft()
-        return written
 
 
 def record_late(store: Store, round_: UnrecordedRound) -> None:

@@ -174,13 +174,9 @@ async def _write_backlog(app: App) -> None:
     if not len(app.probe_backlog):
         return
     try:
-        written = await asyncio.to_thread(app.probe_backlog.write, app.store)
+        await asyncio.to_thread(app.probe_backlog.write, app.store)  # says what it wrote
     except STORE_GONE_ERRORS as exc:
         logger.debug("the kept probe results cannot be written yet ({})", error_line(exc))
-        return
-    logger.info(
-        "{} probe results measured while the store did not answer are written (late)", written
-    )
 
 
 def _housekeeping(app: App) -> int:

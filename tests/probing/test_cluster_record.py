@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import select
+from loguru import logger
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 from monitord.config import ProbeSettings, parse_config
 from monitord.probing import ProbeBacklog, ServiceTarget, record_results
@@ -204,6 +206,59 @@ def test_rounds_probed_while_the_store_was_away_are_written_late_and_move_nothin
         ]
         assert not any(r.success for r in late)
     assert state(store).state == "up"  # four failures measured blind to the others: no verdict
+
+
+def refuse_second_round(store: Store, finished_at: dt.datetime) -> None:
+    """Make the store refuse to write the probe round that finished at finished_at."""
+    with store.session() as session:
+        if store.engine.dialect.name == "sqlite":
+            stamp = finished_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+            session.execute(
+                text(
+                    "create trigger refuse before insert on probe_rounds "
+                    f"when new.finished_at = '{stamp}' "
+                    "begin select raise(abort, 'the store stopped'); end"
+                )
+            )
+            return
+        session.execute(
+            text(
+                "create function refuse() returns trigger language plpgsql as $$ begin "
+                f"if new.finished_at = '{finished_at.isoformat()}' then "
+                "raise exception 'the store stopped'; end if; return new; end $$"
+            )
+        )
+        session.execute(
+            text(
+                "create trigger refuse before insert on probe_rounds "
+                "for each row execute function refuse()"
+            )
+        )
+
+
+def test_a_backlog_write_the_store_stops_partway_says_what_it_wrote(
+    store: Store, clock: FakeClock
+) -> None:
+    # The store failed again after the first kept round was committed: that round was in the
+    # store as late results, but the count was said only when every round was written, so
+    # the results written were never said (and the next write's count left them out).
+    backlog = ProbeBacklog()
+    times = [clock.advance(seconds=60) for _ in range(3)]
+    for at in times:
+        backlog.keep(UnrecordedRound(at, [result(at, True)] * 2, False, None))
+    refuse_second_round(store, times[1])
+    said: list[str] = []
+    handler = logger.add(lambda m: said.append(m.record["message"]), level="INFO")
+    try:
+        with pytest.raises(DBAPIError, match="the store stopped"):
+            backlog.write(store)
+    finally:
+        logger.remove(handler)
+    assert said == [
+        "2 probe results measured while the store did not answer are written (late); "
+        "4 still wait for the store"
+    ]
+    assert len(backlog) == 2  # the rounds not written are kept
 
 
 def test_a_backlog_over_its_bound_drops_its_oldest_rounds_and_writes_them_as_gaps(
