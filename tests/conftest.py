@@ -234,3 +234,16 @@ def logged(level: str) -> Iterator[list[str]]:
         yield said
     finally:
         logger.remove(sink)
+
+
+def query_plan(store: Store, statement: str, params: Any) -> str:
+    """How the store would run a statement, its steps joined by " / ": SQLite's EXPLAIN QUERY
+    PLAN, or PostgreSQL's EXPLAIN with sequential scans off (a small table is read whole unless
+    it must not be: can it be not?)."""
+    with store.engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if not sqlite:
+            connection.exec_driver_sql("SET enable_seqscan = off")
+        explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+        rows = connection.exec_driver_sql(explain + statement, params)
+        return " / ".join(str(row[-1]) for row in rows)

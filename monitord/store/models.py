@@ -304,6 +304,11 @@ class OutboxAlert(Written, Base):
     """
 
     __tablename__ = "alert_outbox"
+    __table_args__ = (
+        # What a paced channel was sent in the last minute: the outbox is never purged, and
+        # the index on state alone leads to every alert ever delivered.
+        Index("ix_alert_outbox_state_delivered_at", "state", "delivered_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from sqlalchemy import event
+
 from alerts.delivery import deliver_due, digest_key, make_apprise_sender
 from alerts.pacing import DIGEST_MAX, batch_size, room, room_again
 from monitord.config import Settings, parse_config
@@ -12,7 +14,7 @@ from monitord.incidents import open_manual
 from monitord.store import Store
 from monitord.store.models import OutboxAlert, Service
 from monitord.timeutil import UTC
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, query_plan
 from tests.receivers import Webhook
 
 NOW = dt.datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
@@ -172,3 +174,44 @@ def test_a_digest_rebuilt_with_other_alerts_goes_under_another_key() -> None:
     assert digest_key(copies[:2]) == digest_key(copies[:2])
     assert digest_key(copies[:2]) != digest_key(copies)
     assert digest_key(copies).startswith("digest:incident:1:opened#ab12:")
+
+
+async def test_a_paced_channels_last_minute_is_read_along_an_index_not_every_alert_sent(
+    store: Store, clock: FakeClock, hook: Webhook
+) -> None:
+    # Before each message to a paced channel, and before a digest, the worker counts what the
+    # channel was sent in the last minute. The outbox is never purged, and the only index those
+    # queries could take (on state) led to every alert ever delivered: after months of running,
+    # tens of thousands of rows read in each pass.
+    cfg = parse_config(
+        {"alerts": {"oncall": [hook.apprise_url()], "rate_per_minute": {"json": 20}}},
+        "test",
+        env={},
+    )
+    _open_incidents(store, cfg, clock, 0, 3)
+    lately: list[tuple[str, object]] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, params: object, *_: object) -> None:
+        if "alert_outbox.delivered_at >" in statement:
+            lately.append((statement, params))
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        await deliver_due(store, cfg, clock, make_apprise_sender(None))
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    assert len(hook.received) == 3
+    # The times of the minute's messages (pacing) and their count (could a digest go?).
+    assert {statement.split()[1] for statement, _ in lately} == {
+        "alert_outbox.delivered_at,",
+        "count(*)",
+    }
+    for statement, params in lately:
+        plan = query_plan(store, statement, params)
+        if store.engine.dialect.name == "sqlite":  # SEARCH … USING INDEX … (… delivered_at>?)
+            assert "USING INDEX" in plan and "delivered_at>?" in plan, plan
+        else:  # Index Cond: ((state = …) AND (delivered_at > …))
+            assert "Seq Scan" not in plan, plan
+            assert any(
+                "Index Cond" in step and "delivered_at >" in step for step in plan.split(" / ")
+            ), plan

@@ -62,7 +62,7 @@ def test_migrate_check_lists_what_would_change_then_migrate_applies_it(
 
     assert main(["--config", config, "migrate", "--check"]) == 1
     out = capsys.readouterr().out
-    assert "is at schema 0006" in out and "would apply 12 migration(s)" in out
+    assert "is at schema 0006" in out and "would apply 13 migration(s)" in out
     assert "  0007  alert outbox: claims" in out
     assert "  0008  evidence that lasts: catalogue revisions" in out
     assert "  0009  several daemons on one store: cluster members" in out
@@ -74,15 +74,16 @@ def test_migrate_check_lists_what_would_change_then_migrate_applies_it(
     assert "  0016  probe roll-ups: results written after their hour was rolled up" in out
     assert "  0017  probe results: purged along an index of (success, at)" in out
     assert "  0018  scan keys and incident group keys: long enough for the longest" in out
+    assert "  0019  alert outbox: a channel's last minute read along an index" in out
     assert revision_of(url) == "0006"  # the check changed nothing
 
     assert main(["--config", config, "migrate"]) == 0
     out = capsys.readouterr().out
-    assert "applied 12 migration(s)" in out and "  0008  evidence that lasts" in out
-    assert revision_of(url) == "0018"
+    assert "applied 13 migration(s)" in out and "  0008  evidence that lasts" in out
+    assert revision_of(url) == "0019"
 
     assert main(["--config", config, "migrate", "--check"]) == 0
-    assert "is up to date (schema 0018)" in capsys.readouterr().out
+    assert "is up to date (schema 0019)" in capsys.readouterr().out
     assert main(["--config", config, "migrate"]) == 0
     assert "was up to date" in capsys.readouterr().out
 
@@ -127,7 +128,7 @@ def test_a_read_command_does_not_migrate_the_store_under_a_running_daemon(
     assert revision_of(url) == "0007"
     # With the daemon stopped, the command migrates the store as it opens it, as before.
     assert main(["--config", config, "status"]) == 0
-    assert revision_of(url) == "0018"
+    assert revision_of(url) == "0019"
 
 
 def test_migrate_never_creates_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

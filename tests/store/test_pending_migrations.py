@@ -31,6 +31,7 @@ def test_pending_migrations_are_listed_unchanged_then_applied(store_url: str) ->
             "0016",
             "0017",
             "0018",
+            "0019",
         ]
         assert pending[0].title.startswith("several daemons on one store: cluster members, job")
         assert "\n" not in pending[0].title
@@ -49,7 +50,7 @@ def test_a_new_store_would_get_every_migration_in_order(store_url: str) -> None:
     store = Store(store_url)
     try:
         pending = store.pending_migrations()
-        assert [m.revision for m in pending] == [f"{n:04d}" for n in range(1, 19)]
+        assert [m.revision for m in pending] == [f"{n:04d}" for n in range(1, 20)]
         assert pending[0] == Migration("0001", "initial schema")
         assert store.revision() is None
     finally:

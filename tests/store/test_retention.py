@@ -24,7 +24,7 @@ from monitord.store.models import (
     SyncRun,
 )
 from monitord.store.retention import purge, roll_up
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, query_plan
 
 DAYS = 400
 """How far back the store's rows go."""
@@ -301,16 +301,9 @@ def test_the_purge_reads_probe_results_and_roll_ups_along_an_index(
         "probe_results.id",
         "probe_rollups.id",
     }
-    with store.engine.connect() as connection:
-        sqlite = connection.dialect.name == "sqlite"
-        if not sqlite:  # a small table is read whole unless it must not be: can it be not?
-            connection.exec_driver_sql("SET enable_seqscan = off")
-        for statement, params in batches:
-            explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-            plan = " / ".join(
-                str(row[-1]) for row in connection.exec_driver_sql(explain + statement, params)
-            )
-            if sqlite:
-                assert plan.startswith("SEARCH") and "USING" in plan and "INDEX" in plan, plan
-            else:
-                assert "Seq Scan" not in plan and "Index" in plan, plan
+    for statement, params in batches:
+        plan = query_plan(store, statement, params)
+        if store.engine.dialect.name == "sqlite":
+            assert plan.startswith("SEARCH") and "USING" in plan and "INDEX" in plan, plan
+        else:
+            assert "Seq Scan" not in plan and "Index" in plan, plan
