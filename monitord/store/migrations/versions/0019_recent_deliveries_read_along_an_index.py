@@ -2,7 +2,7 @@
 
 Revision ID: 0019
 Revises: 0018
-Create Date: 2027-01-10 10:00:00
+Create Date: 2026-12-05 22:00:00
 
 Before each message to a paced chat channel, and before each digest, the alert worker counts
 what the channel was sent in the last minute. The outbox is never purged and the only index
