@@ -4,6 +4,8 @@ findings, and the quarterly log audit of clause 7.3.1."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -204,6 +206,30 @@ def end_conditions(session: Session, now: dt.datetime) -> int:
             resolve_finding(session, row, now)
             resolved += 1
     return resolved
+
+
+def followed_log_problems(settings: Settings) -> list[str]:
+    """A line for each followed log this user cannot read now, naming its key in the config:
+    what `check-config` warns of, since the daemon says it only once it runs."""
+    return [
+        f"logs.follow[{index}].path = {json.dumps(log.path)}: {problem}"
+        for index, log in enumerate(settings.logs.follow)
+        if (problem := _read_problem(Path(log.path))) is not None
+    ]
+
+
+def _read_problem(path: Path) -> str | None:
+    """Why the log at path cannot be read now, or None; it is opened, not read."""
+    try:
+        if path.is_dir():
+            return "it is a folder, not a log file"
+        # Non-blocking: a FIFO with no writer would hold the open up.
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+    except (FileNotFoundError, NotADirectoryError):
+        return "no such file; the daemon reads it once it is there"
+    except OSError as exc:
+        return f"cannot read it ({(exc.strerror or str(exc)).lower()})"
+    return None
 
 
 def _there(store: Store, path: str, now: dt.datetime) -> bool:

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 # Only light modules at the top: each command imports the store, aiohttp, pyarrow and the rest
 # inside its handler, so `monitord analyse` (benchmarked for peak memory) and `--help` never
@@ -42,10 +43,13 @@ from monitord.cli.silence import add_silence_commands
 from monitord.cli.status import add_status_command
 from monitord.cli.store import add_store_commands
 from monitord.cli.token import add_token_command
-from monitord.errors import ConfigError, MonitordError, UsageError
+from monitord.errors import ConfigError, MonitordError, StoreError, UsageError
 from monitord.redact import one_line, printable
 from monitord.textable import format_table, show_whole_cells
 from monitord.timeutil import local_text, parse_time
+
+if TYPE_CHECKING:
+    from monitord.config import Settings
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -57,8 +61,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate the config and say which file was read.
 
     The daemon's own start-up checks are made too: the unit's reload runs this first (with
-    --for-reload), and a config it passes must not be refused by the daemon it is sent to.
+    --for-reload), and a config it passes must not be refused by the daemon it is sent to. The
+    store is opened as `monitord run` opens it at start, writing nothing; not for a reload,
+    which keeps the store the daemon runs on (store.url takes effect at the next start).
     """
+    from monitord.accesslog.work import followed_log_problems
     from monitord.config import check_daemon_secrets, secret_file_warnings
     from monitord.runtime.logsetup import log_file_problem
 
@@ -74,7 +81,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{where}: {unwritable} as this user; the daemon would refuse to reload with it"
         )
+    store = None if args.for_reload else _store_at_start(settings)
     print(f"config OK: {settings.source}")
+    if store is not None:
+        print(f"store OK: {store}")
     for exposed in secret_file_warnings(settings):
         print(f"warning: {exposed}", file=sys.stderr)
     if unwritable is not None:
@@ -84,7 +94,23 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             "reload with a log it cannot write",
             file=sys.stderr,
         )
+    for unread in followed_log_problems(settings):
+        # A warning: a log may appear later (nginx not yet started), and the daemon waits.
+        print(f"warning: {settings.source}: {unread}", file=sys.stderr)
     return 0
+
+
+def _store_at_start(settings: Settings) -> str:
+    """What `monitord run` will find of the store at start, found writing nothing.
+
+    Raises ConfigError naming store.url and the cause when the start would refuse it.
+    """
+    from monitord.store import check_store
+
+    try:
+        return check_store(settings.store.url)
+    except StoreError as exc:
+        raise ConfigError(f"{settings.source}: store.url: {exc}") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:

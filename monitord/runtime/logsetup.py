@@ -33,6 +33,7 @@ from typing import Any
 from loguru import logger
 
 from monitord.config import LoggingSettings
+from monitord.files import missing_link, missing_target, write_problem
 from monitord.redact import mask_urls, one_line, printable
 from monitord.timeutil import SHANGHAI
 
@@ -226,41 +227,9 @@ def log_file_problem(file: str | None) -> str | None:
     if file is None:
         return None
     try:
-        return _write_problem(Path(file))
+        return write_problem(Path(file))
     except OSError as exc:  # a folder on the way this user cannot search
         return f"cannot reach it ({exc.strerror})"
-
-
-def _write_problem(path: Path) -> str | None:
-    if path.is_dir():
-        return "cannot write it (it is a folder)"
-    if path.exists():
-        return None if os.access(path, os.W_OK) else "cannot write it (permission denied)"
-    link = _missing_link(path.parent)
-    if link is not None:
-        return f"cannot make its folder ({link} is {_missing_target(link)})"
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        return f"cannot make its folder ({folder} is a file)"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot write in {folder} (permission denied)"
-    return None
-
-
-def _missing_link(folder: Path) -> Path | None:
-    """The symbolic link on the way to `folder` whose target does not exist (a mount not there),
-    or None: no folder can be made through it."""
-    while not folder.exists():
-        if folder.is_symlink():
-            return folder
-        folder = folder.parent
-    return None
-
-
-def _missing_target(link: Path) -> str:
-    return f"a symbolic link to a folder that does not exist ({os.readlink(link)})"
 
 
 def setup_logging(settings: LoggingSettings, *, to_file: bool = True) -> None:
@@ -271,9 +240,9 @@ def setup_logging(settings: LoggingSettings, *, to_file: bool = True) -> None:
     if to_file and settings.file:
         # Made and opened before the handlers go: a file that cannot be written leaves the
         # running ones (a reload refused keeps logging where it did).
-        link = _missing_link(Path(settings.file).parent)
+        link = missing_link(Path(settings.file).parent)
         if link is not None:  # mkdir would say only "File exists"
-            raise FileNotFoundError(errno.ENOENT, _missing_target(link), str(link))
+            raise FileNotFoundError(errno.ENOENT, missing_target(link), str(link))
         Path(settings.file).parent.mkdir(parents=True, exist_ok=True)
         Path(settings.file).open("a", encoding="utf-8").close()
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from monitord.errors import StoreError, UsageError
+from monitord.files import write_problem
 from monitord.redact import mask_url, mask_urls
 from monitord.store.models import AuditEntry
 
@@ -456,6 +457,38 @@ def open_store(url: str, *, for_daemon: bool = False) -> Store:
         store.dispose()
         raise
     return store
+
+
+def check_store(url: str) -> str:
+    """Whether `open_store(url, for_daemon=True)` would open the store, found without creating,
+    migrating or writing anything: a line saying what the daemon's start will find.
+
+    Raises StoreError, one line naming the store (its password masked), for what that start
+    would refuse: a SQLite file that cannot be made (its folder unwritable) or read or written,
+    a server that does not answer or refuses the login, a schema newer than this version.
+    """
+    file = sqlite_file(url)
+    if file is not None:
+        try:
+            missing = not file.exists()
+            problem = write_problem(file) if missing else None
+        except OSError as exc:  # a folder on the way this user cannot search
+            problem = f"cannot reach {file.absolute()} ({(exc.strerror or str(exc)).lower()})"
+        if problem is not None:
+            raise StoreError(f"cannot create the store at {mask_url(url)}: {problem}")
+        if missing:
+            return f"{mask_url(url)}: no such file yet; the daemon creates it at start"
+    store = Store(url)  # its SQLite file's folder exists: nothing is made
+    try:
+        pending = store.pending_migrations()
+        if store.revision() is None:
+            return f"{store.display_url}: empty; the daemon creates its tables at start"
+        store.check_writable()
+    finally:
+        store.dispose()
+    if pending:
+        return f"{store.display_url}: {len(pending)} migration(s) pending, applied at start"
+    return f"{store.display_url}: up to date"
 
 
 def backup_sqlite(file: Path, target: Path) -> int:

@@ -1,0 +1,132 @@
+"""`monitord check-config` opens the store as `monitord run` does at start, writing nothing, and
+names the followed access logs the daemon could not read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from monitord.cli import main
+from monitord.store import open_store
+from tests.conftest import PostgresServer, free_port
+
+
+def check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, *extra: str
+) -> tuple[int, str, str]:
+    """`monitord check-config` on a config holding toml: its status, stdout and stderr."""
+    config = tmp_path / "site.toml"
+    config.write_text(toml, encoding="utf-8")
+    status = main(["--config", str(config), "check-config", *extra])
+    out, err = capsys.readouterr()
+    return status, out.replace(str(config), "site.toml"), err.replace(str(config), "site.toml")
+
+
+def test_a_store_folder_no_file_can_be_made_in_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # check-config said OK and `monitord run` then refused the store at start.
+    status, out, err = check(tmp_path, capsys, '[store]\nurl = "sqlite:////proc/m.db"\n')
+    assert (status, out) == (2, "")
+    assert err == (
+        "monitord: site.toml: store.url: cannot create the store at sqlite:////proc/m.db: "
+        "cannot write in /proc (no such file or directory)\n"
+    )
+
+
+def test_a_new_sqlite_store_is_said_to_be_made_at_start_and_nothing_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/new/m.db"
+    status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    assert (status, err) == (0, "")
+    assert out == (
+        f"config OK: site.toml\nstore OK: {url}: no such file yet; the daemon creates it at start\n"
+    )
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_existing_store_is_opened_and_one_newer_than_this_version_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/m.db"
+    open_store(url).dispose()
+    status, out, _ = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    assert (status, out) == (0, f"config OK: site.toml\nstore OK: {url}: up to date\n")
+    store = open_store(url)
+    with store.session() as session:
+        session.execute(text("update alembic_version set version_num = 'f00dcafe'"))
+    store.dispose()
+    status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    assert (status, out) == (2, "")
+    assert err.startswith(
+        f"monitord: site.toml: store.url: the store at {url} is at schema revision "
+        "'f00dcafe', which this version of monitord does not know"
+    )
+    assert err.count("\n") == 1
+
+
+def test_a_postgresql_server_not_listening_is_refused_its_password_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()  # nothing listens there
+    url = f"postgresql://monitord:s3cret@127.0.0.1:{port}/monitord"
+    status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    assert (status, out) == (2, "")
+    assert err.startswith(
+        f"monitord: site.toml: store.url: cannot read the store at "
+        f"postgresql+psycopg://monitord:***@127.0.0.1:{port}/monitord: OperationalError: "
+        "connection failed"
+    )
+    assert "s3cret" not in err
+    assert err.count("\n") == 1
+
+
+def test_a_postgresql_login_the_server_refuses_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], postgres: PostgresServer | None
+) -> None:
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    url = postgres.new_database().rsplit("/", 1)[0] + "/no_such_database"
+    status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    assert (status, out) == (2, "")
+    assert 'database "no_such_database" does not exist' in err
+    assert err.count("\n") == 1
+    # An empty database the daemon's start migrates passes.
+    url = postgres.new_database()
+    status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    assert (status, err) == (0, "")
+    assert out.endswith(": empty; the daemon creates its tables at start\n")
+
+
+def test_the_reload_check_leaves_the_store_to_the_running_daemon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A reload keeps the store the daemon runs on (store.url takes effect at restart).
+    status, out, err = check(
+        tmp_path, capsys, '[store]\nurl = "sqlite:////proc/m.db"\n', "--for-reload"
+    )
+    assert (status, out, err) == (0, "config OK: site.toml\n", "")
+
+
+def test_followed_logs_that_cannot_be_read_are_warned_of_by_their_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The daemon said so once at run time; check-config said nothing.
+    there = tmp_path / "access.log"
+    there.write_text("", encoding="utf-8")
+    missing = tmp_path / "nginx" / "other.log"
+    toml = (
+        f'[store]\nurl = "sqlite:///{tmp_path}/m.db"\n[logs]\n'
+        f'follow = [{{path = "{there}"}}, {{path = "{missing}"}}, {{path = "{tmp_path}"}}]\n'
+    )
+    status, out, err = check(tmp_path, capsys, toml)
+    assert status == 0
+    assert out.startswith("config OK: site.toml\n")
+    assert err.splitlines() == [
+        f'warning: site.toml: logs.follow[1].path = "{missing}": no such file; the daemon '
+        "reads it once it is there",
+        f'warning: site.toml: logs.follow[2].path = "{tmp_path}": it is a folder, not a log file',
+    ]
