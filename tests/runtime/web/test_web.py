@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from sqlalchemy import text
 
+import monitord.store
 from monitord.cli import main
 from monitord.config import parse_config
 from monitord.runtime.app import App, build_app
@@ -18,6 +23,7 @@ from monitord.runtime.settings import load_settings
 from monitord.runtime.web import build_web_app, serve
 from monitord.runtime.web.auth import identify, new_token, token_hash
 from monitord.runtime.web.routes import Route
+from monitord.store import Store, sqlite_file
 from monitord.store.models import SyncRun
 from monitord.timeutil import UTC
 
@@ -143,6 +149,93 @@ async def test_readyz_says_why_it_is_not_ready_and_healthz_answers_anyway(
         body = await response.json()
         assert (response.status, body["status"]) == (200, "ready")
         assert body["checks"]["store"] == "ok"
+
+
+@pytest.fixture
+def each_app(store_url: str) -> Iterator[App]:
+    """The app on each store backend, its catalogue just synced."""
+    settings = parse_config(
+        {"store": {"url": store_url}, "api": {"listen": "127.0.0.1:0"}}, "test", {}
+    )
+    with build_app(settings) as built:
+        now = dt.datetime.now(UTC)
+        with built.store.session() as db:
+            db.add(SyncRun(started_at=now, finished_at=now, source="test", outcome="ok"))
+        yield built
+
+
+async def _readyz(app: App) -> tuple[int, dict[str, Any]]:
+    server = TestServer(build_web_app(app), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(server.make_url("/readyz")) as response,
+        ):
+            return response.status, await response.json()
+    finally:
+        await server.close()
+
+
+async def test_readyz_is_not_ready_while_a_table_the_probes_record_to_stays_locked(
+    each_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # probe_results locked (VACUUM FULL, ALTER TABLE): the store answered, /readyz said ready,
+    # and not one probe result could be recorded.
+    if each_app.store.url.get_backend_name() != "postgresql":
+        pytest.skip("SQLite has no table locks: its one write lock waits its busy timeout")
+    monkeypatch.setattr(monitord.store, "LOCK_WAIT_SECONDS", 0.5)
+    locker = each_app.store.engine.connect()
+    try:
+        locker.execute(text("lock table probe_results in access exclusive mode"))
+        status, body = await asyncio.wait_for(_readyz(each_app), 10)
+    finally:
+        locker.rollback()
+        locker.close()
+    assert status == 503
+    assert body["checks"]["store"] == "cannot record"
+    assert body["problems"] == [
+        "the daemon cannot record: table probe_results is locked by another transaction: "
+        "a write to it waited 0.5 s"
+    ]
+    assert (await _readyz(each_app))[0] == 200
+
+
+def _written_since(store: Store) -> Callable[[], bool]:
+    """Whether anything was written to the store since this call: PostgreSQL's next
+    transaction id moved on, or SQLite's data_version, as a connection of its own sees it."""
+    if store.url.get_backend_name() == "postgresql":
+        query = "select txid_snapshot_xmax(txid_current_snapshot())"
+        with store.engine.connect() as connection:
+            before = connection.exec_driver_sql(query).scalar()
+
+        def moved() -> bool:
+            with store.engine.connect() as connection:
+                return bool(connection.exec_driver_sql(query).scalar() != before)
+
+        return moved
+    file = sqlite_file(store.url)
+    assert file is not None
+    own = sqlite3.connect(file)  # kept open: data_version counts others' commits since
+    first = own.execute("pragma data_version").fetchone()
+
+    def changed() -> bool:
+        try:
+            return bool(own.execute("pragma data_version").fetchone() != first)
+        finally:
+            own.close()
+
+    return changed
+
+
+async def test_readyz_writes_nothing_to_the_store(each_app: App) -> None:
+    # A load balancer asks every few seconds: each answer committed an update, a dead row
+    # version and a transaction id on PostgreSQL.
+    written = _written_since(each_app.store)
+    for _ in range(3):
+        status, body = await _readyz(each_app)
+        assert (status, body["checks"]["store"]) == (200, "ok")
+    assert not written()
 
 
 async def test_the_daemon_serves_on_the_configured_address(app: App) -> None:
