@@ -44,7 +44,7 @@ CLAIM_KEY = int.from_bytes(b"monitord", "big")
 database)."""
 
 LOCK_WAIT_SECONDS = 10.0
-"""How long a probe recording, or a read of /metrics, waits for a lock another transaction
+"""How long a probe recording, or a request to the web app, waits for a lock another transaction
 holds (VACUUM FULL, ALTER TABLE, a CREATE INDEX on its table) before it counts the store as not
 answering: as long as SQLite's busy timeout."""
 
@@ -356,9 +356,12 @@ class StoreUnreachable(Exception):
     """The store gave no connection, or did not answer; its text says what it said."""
 
 
-def _lock_timed_out(exc: OperationalError) -> bool:
-    """Whether PostgreSQL gave up a lock wait (lock_timeout: SQLSTATE 55P03)."""
-    return getattr(exc.orig, "sqlstate", None) == "55P03"
+def lock_wait_given_up(exc: OperationalError) -> bool:
+    """Whether the store gave up waiting for a lock another transaction holds: PostgreSQL's
+    lock_timeout (SQLSTATE 55P03, see bound_lock_wait), SQLite's busy timeout."""
+    if getattr(exc.orig, "sqlstate", None) == "55P03":
+        return True
+    return "database is locked" in str(exc.orig)
 
 
 def _postgres_write_blocked(session: Session, tables: Sequence[str]) -> str | None:
@@ -370,7 +373,7 @@ def _postgres_write_blocked(session: Session, tables: Sequence[str]) -> str | No
         try:
             session.execute(text(f'lock table "{table}" in row exclusive mode'))
         except OperationalError as exc:
-            if not _lock_timed_out(exc):
+            if not lock_wait_given_up(exc):
                 raise
             return (
                 f"table {table} is locked by another transaction: a write to it waited "
@@ -387,7 +390,7 @@ def _sqlite_write_blocked(session: Session) -> str | None:
     try:
         session.execute(text("update alembic_version set version_num = version_num"))
     except OperationalError as exc:
-        if "locked" in str(exc.orig) or "busy" in str(exc.orig):
+        if lock_wait_given_up(exc):
             return "the store is locked by another writer past its busy timeout"
         if "readonly" in str(exc.orig):
             return "the store is read-only"

@@ -9,7 +9,7 @@ import datetime as dt
 from aiohttp import web
 from sqlalchemy import func, select
 
-from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Route
+from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Route, store_session
 from monitord.store import StoreUnreachable
 from monitord.store.models import (
     Finding,
@@ -45,7 +45,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 def _last_sync(request: web.Request) -> dt.datetime | None:
     app = request.app[APP]
-    with app.store.session() as session:
+    with store_session(app) as session:
         last: dt.datetime | None = session.scalar(
             select(func.max(SyncRun.finished_at)).where(SyncRun.outcome.in_(("ok", "unchanged")))
         )

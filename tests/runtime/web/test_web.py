@@ -26,6 +26,7 @@ from monitord.runtime.web.routes import Route
 from monitord.store import Store, sqlite_file
 from monitord.store.models import SyncRun
 from monitord.timeutil import UTC
+from tests.conftest import PostgresServer
 
 VIEWER = new_token()
 ONCALL = new_token()
@@ -236,6 +237,92 @@ async def test_readyz_writes_nothing_to_the_store(each_app: App) -> None:
         status, body = await _readyz(each_app)
         assert (status, body["checks"]["store"]) == (200, "ok")
     assert not written()
+
+
+@pytest.fixture
+def pg_app(postgres: PostgresServer | None) -> Iterator[App]:
+    """The app on PostgreSQL, where a table can be locked alone."""
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    settings = parse_config(
+        {
+            "store": {"url": postgres.new_database()},
+            "api": {
+                "listen": "127.0.0.1:0",
+                "tokens": [{"name": "li.si", "role": "viewer", "sha256": token_hash(VIEWER)}],
+            },
+        },
+        "test",
+        {},
+    )
+    with build_app(settings) as built:
+        yield built
+
+
+LOCKED_READS = [
+    ("/api/v1/incidents", "incidents"),
+    ("/api/v1/services", "services"),
+    ("/api/v1/reports", "quarterly_reports"),
+    ("/api/v1/compliance", "compliance_results"),
+]
+
+
+@pytest.mark.parametrize(("path", "table"), LOCKED_READS, ids=[t for _, t in LOCKED_READS])
+async def test_an_api_read_of_a_locked_table_answers_a_503_rather_than_hanging(
+    pg_app: App, monkeypatch: pytest.MonkeyPatch, path: str, table: str
+) -> None:
+    # A table locked for minutes (VACUUM FULL, ALTER TABLE) held every read of it, and a
+    # thread each, until the lock went.
+    monkeypatch.setattr(monitord.store, "LOCK_WAIT_SECONDS", 0.5)
+    server = TestServer(build_web_app(pg_app), host="127.0.0.1")
+    await server.start_server()
+    locker = pg_app.store.engine.connect()
+    try:
+        async with aiohttp.ClientSession(headers=_auth(VIEWER)) as session:
+            locker.execute(text(f"lock table {table} in access exclusive mode"))
+            async with session.get(server.make_url(path), timeout=_SHORT) as response:
+                assert response.status == 503
+                said = (await response.json())["error"]
+            locker.rollback()
+            async with session.get(server.make_url(path), timeout=_SHORT) as response:
+                assert response.status == 200
+    finally:
+        locker.rollback()
+        locker.close()
+        await server.close()
+    assert said == (
+        "the store does not answer now: a table this needs is locked by another transaction "
+        "(VACUUM FULL, ALTER TABLE), waited 0.5 s; try again shortly"
+    )
+
+
+async def test_the_status_page_over_a_locked_table_says_so_in_a_page(
+    pg_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitord.store, "LOCK_WAIT_SECONDS", 0.5)
+    server = TestServer(build_web_app(pg_app), host="127.0.0.1")
+    await server.start_server()
+    locker = pg_app.store.engine.connect()
+    headers = {**_auth(VIEWER), "Accept": "text/html"}
+    try:
+        locker.execute(text("lock table incidents in access exclusive mode"))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(server.make_url("/"), headers=headers, timeout=_SHORT) as response,
+        ):
+            assert response.status == 503
+            assert response.content_type == "text/html"
+            page = await response.text()
+    finally:
+        locker.rollback()
+        locker.close()
+        await server.close()
+    assert "暂时无法访问" in page
+    assert "数据库正在维护（所需的数据表被锁定），暂时无法读取或保存，请稍后刷新重试。" in page
+
+
+_SHORT = aiohttp.ClientTimeout(total=10)
+"""Far past the bounded lock wait, far short of a lock that is never given up."""
 
 
 async def test_the_daemon_serves_on_the_configured_address(app: App) -> None:
