@@ -48,6 +48,13 @@ SECURITY_HEADERS = {
 }
 
 
+IDLE_SECONDS = 30.0
+"""How long a connection may stay without a whole request: idle between requests, or sending
+its headers slowly. aiohttp's keep-alive timeout bounds both (it is not extended by a request's
+partial headers); its default of an hour let a client hold a connection, and its memory, by
+sending a header byte now and then."""
+
+
 def _guarded(handler: Handler, role: ApiRole | None) -> Handler:
     """The handler behind the token check: 401 without a valid token (a Bearer header, or a
     signed-in browser's session cookie), 403 below `role`. A browser asking for a page without
@@ -168,7 +175,9 @@ async def serve(app: App, *, daemon: DaemonView | None = None) -> WebServer:
     """Start serving on `[api] listen`. Raises OSError when the address cannot be taken."""
     host, _, port = app.settings.api.listen.rpartition(":")
     host = host.strip("[]")
-    runner = web.AppRunner(build_web_app(app, daemon=daemon), access_log=None)
+    runner = web.AppRunner(
+        build_web_app(app, daemon=daemon), access_log=None, keepalive_timeout=IDLE_SECONDS
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, int(port))
     try:

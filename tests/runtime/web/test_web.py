@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import text
 
+import monitord.runtime.web
 import monitord.store
 from monitord.cli import main
 from monitord.config import parse_config
@@ -414,3 +415,26 @@ def test_a_token_name_the_audit_trail_cannot_show_is_refused(
     assert main(["--config", str(config), "token", "new", name, "--role", "oncall"]) == 2
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", f"monitord: {said}\n")
+
+
+async def test_a_client_sending_its_headers_slowly_is_disconnected(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client that opened a connection and sent a header byte now and then held it an hour.
+    monkeypatch.setattr(monitord.runtime.web, "IDLE_SECONDS", 0.5)
+    server = await serve(app)
+    try:
+        host, port = server.address.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the headers never end
+        await writer.drain()
+        for _ in range(4):
+            await asyncio.sleep(0.25)
+            if writer.is_closing() or reader.at_eof():
+                break
+            writer.write(b"X-Slow: 1\r\n")
+        closed = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    finally:
+        await server.stop()
+    assert closed == b""
