@@ -12,7 +12,7 @@ import socket
 import sqlite3
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +45,7 @@ CLAIM_KEY = int.from_bytes(b"monitord", "big")
 database)."""
 
 LOCK_WAIT_SECONDS = 10.0
-"""How long a probe recording, or a read of /metrics, waits for a lock another transaction
+"""How long a probe recording, or a request to the web app, waits for a lock another transaction
 holds (VACUUM FULL, ALTER TABLE, a CREATE INDEX on its table) before it counts the store as not
 answering: as long as SQLite's busy timeout."""
 
@@ -297,6 +297,10 @@ class Store:
                 connection.execute(text("update alembic_version set version_num = version_num"))
         except SQLAlchemyError as exc:
             return _reason(exc)
+        return self._disk_full_reason()
+
+    def _disk_full_reason(self) -> str | None:
+        """Why a SQLite store's disk takes no write (below MIN_FREE_BYTES free); else None."""
         file = sqlite_file(self.url)
         if file is None:
             return None
@@ -307,6 +311,29 @@ class Store:
         if free < MIN_FREE_BYTES:
             return f"its disk is full: {free // 1024} KiB free in {file.parent}"
         return None
+
+    def write_blocked_reason(self, tables: Sequence[str]) -> str | None:
+        """None when a transaction could write `tables` now, without waiting out another
+        transaction's lock for longer than LOCK_WAIT_SECONDS; otherwise why not, in one line
+        naming the table or what stops the write. Leaves nothing in the store.
+
+        A readiness check asked every few seconds: the store may answer while a table the
+        daemon records to is locked (VACUUM FULL, ALTER TABLE), and then nothing is recorded.
+        Raises StoreUnreachable when no connection is made or the store does not answer.
+        """
+        try:
+            with Session(self._checks) as session:
+                bound_lock_wait(session)
+                if self.url.get_backend_name() == "postgresql":
+                    reason = _postgres_write_blocked(session, tables)
+                else:
+                    reason = _sqlite_write_blocked(session)
+                session.rollback()
+        except SQLAlchemyError as exc:
+            raise StoreUnreachable(_reason(exc)) from None
+        if reason is None and self._disk_full_reason() is not None:
+            reason = "the store's disk is full"  # without its folder: readiness is public
+        return reason
 
     def take_for_daemon(self) -> None:
         """Take the store for this daemon until dispose(); see DaemonClaim.
@@ -324,6 +351,52 @@ class Store:
         if self.claim is not None:
             self.claim.release()
             self.claim = None
+
+
+class StoreUnreachable(Exception):
+    """The store gave no connection, or did not answer; its text says what it said."""
+
+
+def lock_wait_given_up(exc: OperationalError) -> bool:
+    """Whether the store gave up waiting for a lock another transaction holds: PostgreSQL's
+    lock_timeout (SQLSTATE 55P03, see bound_lock_wait), SQLite's busy timeout."""
+    if getattr(exc.orig, "sqlstate", None) == "55P03":
+        return True
+    return "database is locked" in str(exc.orig)
+
+
+def _postgres_write_blocked(session: Session, tables: Sequence[str]) -> str | None:
+    # Not a write rolled back: on PostgreSQL that still leaves a dead row version, a WAL record
+    # and a transaction id at every check. The lock an INSERT takes (ROW EXCLUSIVE, which
+    # VACUUM FULL, ALTER TABLE, CREATE INDEX and LOCK TABLE hold off) and the transaction's
+    # read-only flag (a standby, default_transaction_read_only) tell the same without one.
+    for table in tables:
+        try:
+            session.execute(text(f'lock table "{table}" in row exclusive mode'))
+        except OperationalError as exc:
+            if not lock_wait_given_up(exc):
+                raise
+            return (
+                f"table {table} is locked by another transaction: a write to it waited "
+                f"{LOCK_WAIT_SECONDS:g} s"
+            )
+    if session.scalar(text("select current_setting('transaction_read_only')")) == "on":
+        return "the database is read-only"
+    return None
+
+
+def _sqlite_write_blocked(session: Session) -> str | None:
+    # A write rolled back: SQLite writes nothing of it (its pages stay in the connection's
+    # cache), and it waits for the write lock as long as any write would (busy_timeout).
+    try:
+        session.execute(text("update alembic_version set version_num = version_num"))
+    except OperationalError as exc:
+        if lock_wait_given_up(exc):
+            return "the store is locked by another writer past its busy timeout"
+        if "readonly" in str(exc.orig):
+            return "the store is read-only"
+        raise
+    return None
 
 
 def gone_from_this_host(host: str | None, pid: int | None) -> bool:

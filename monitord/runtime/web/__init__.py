@@ -16,6 +16,7 @@ from aiohttp import web
 from loguru import logger
 from sqlalchemy.exc import OperationalError
 
+import monitord.store
 from monitord.config import ApiRole
 from monitord.runtime.app import App
 from monitord.runtime.web import api, health, metrics, page, silences
@@ -45,6 +46,13 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
+
+
+IDLE_SECONDS = 30.0
+"""How long a connection may stay without a whole request: idle between requests, or sending
+its headers slowly. aiohttp's keep-alive timeout bounds both (it is not extended by a request's
+partial headers); its default of an hour let a client hold a connection, and its memory, by
+sending a header byte now and then."""
 
 
 def _guarded(handler: Handler, role: ApiRole | None) -> Handler:
@@ -100,17 +108,33 @@ async def _guards(request: web.Request, handler: Handler) -> web.StreamResponse:
     except UnicodeDecodeError:
         # request.json() and .text() decode the body in its charset (UTF-8 unless it says).
         response = error_response(400, "the body is not text in its charset (UTF-8 unless said)")
-    except OperationalError:
-        # A store down answers every request the same way: a Prometheus scrape every 15 s must
-        # not write a traceback each time.
-        logger.warning("{} {}: the store does not answer", request.method, request.path)
-        response = error_response(503, "the store does not answer now; try again shortly")
+    except OperationalError as exc:
+        response = await _store_unavailable(request, exc)
     except Exception:
         logger.exception("{} {} failed", request.method, request.path)
         response = error_response(500, "internal error; the daemon's log has the details")
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     return response
+
+
+async def _store_unavailable(request: web.Request, exc: OperationalError) -> web.Response:
+    """The 503 answering a request the store did not answer, or a table it needed stayed
+    locked for (see routes.store_session): one warning, no traceback (a Prometheus scrape
+    every 15 s must not write one each time); a browser gets a page, an API client a line."""
+    locked = monitord.store.lock_wait_given_up(exc)
+    why = "a table it needs stays locked" if locked else "the store does not answer"
+    logger.warning("{} {}: {}", request.method, request.path, why)
+    if page.wants_page(request) or page.posts_form(request):
+        return await page.store_unavailable(request, locked=locked)
+    if locked:
+        waited = monitord.store.LOCK_WAIT_SECONDS
+        return error_response(
+            503,
+            "the store does not answer now: a table this needs is locked by another "
+            f"transaction (VACUUM FULL, ALTER TABLE), waited {waited:g} s; try again shortly",
+        )
+    return error_response(503, "the store does not answer now; try again shortly")
 
 
 def build_web_app(
@@ -151,7 +175,9 @@ async def serve(app: App, *, daemon: DaemonView | None = None) -> WebServer:
     """Start serving on `[api] listen`. Raises OSError when the address cannot be taken."""
     host, _, port = app.settings.api.listen.rpartition(":")
     host = host.strip("[]")
-    runner = web.AppRunner(build_web_app(app, daemon=daemon), access_log=None)
+    runner = web.AppRunner(
+        build_web_app(app, daemon=daemon), access_log=None, keepalive_timeout=IDLE_SECONDS
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, int(port))
     try:

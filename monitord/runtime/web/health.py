@@ -9,11 +9,33 @@ import datetime as dt
 from aiohttp import web
 from sqlalchemy import func, select
 
-from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Route
-from monitord.store.models import SyncRun
+from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Route, store_session
+from monitord.store import StoreUnreachable
+from monitord.store.models import (
+    Finding,
+    FindingEpisode,
+    ProbeResultRow,
+    ProbeRound,
+    ServiceState,
+    ServiceStateChange,
+    SyncRun,
+)
 
 SYNC_STALE_FACTOR = 3
 """The catalogue counts as stale when its last good sync is this many sync intervals old."""
+
+RECORDED_TABLES = tuple(
+    model.__tablename__
+    for model in (
+        ProbeRound,
+        ProbeResultRow,
+        ServiceState,
+        ServiceStateChange,
+        Finding,
+        FindingEpisode,
+    )
+)
+"""The tables a probe round records to: the daemon is not ready while one stays locked."""
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -23,30 +45,42 @@ async def healthz(request: web.Request) -> web.Response:
 
 def _last_sync(request: web.Request) -> dt.datetime | None:
     app = request.app[APP]
-    with app.store.session() as session:
+    with store_session(app) as session:
         last: dt.datetime | None = session.scalar(
             select(func.max(SyncRun.finished_at)).where(SyncRun.outcome.in_(("ok", "unchanged")))
         )
     return last
 
 
+def _store_problem(request: web.Request) -> tuple[str, str | None]:
+    """The store's check ("ok", "unreachable", "cannot record") and the problem to say."""
+    app = request.app[APP]
+    try:
+        blocked = app.store.write_blocked_reason(RECORDED_TABLES)
+    except StoreUnreachable:
+        return "unreachable", "the store does not answer"
+    if blocked is None:
+        return "ok", None
+    return "cannot record", f"the daemon cannot record: {blocked}"
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """200 when the store answers, the daemon's jobs run and the catalogue is fresh; else 503
-    with the reasons."""
+    """200 when the store answers and takes the daemon's records, the daemon's jobs run and
+    the catalogue is fresh; else 503 with the reasons. Writes nothing: a load balancer asks
+    every few seconds."""
     app = request.app[APP]
     problems: list[str] = []
     checks: dict[str, object] = {}
-    reason = await asyncio.to_thread(app.store.unreachable_reason)
-    checks["store"] = "ok" if reason is None else "unreachable"
-    if reason is not None:
-        problems.append("the store does not answer")
+    checks["store"], problem = await asyncio.to_thread(_store_problem, request)
+    if problem is not None:
+        problems.append(problem)
     daemon = request.app.get(DAEMON)
     if isinstance(daemon, DaemonView):
         view = daemon.readiness()
         checks.update(view)
         if not view.get("jobs_running", False):
             problems.append("the daemon's jobs are not running")
-    if reason is None:
+    if checks["store"] != "unreachable":
         last = await asyncio.to_thread(_last_sync, request)
         interval = app.settings.portal.sync_interval_seconds
         age = None if last is None else (app.clock() - last).total_seconds()

@@ -29,8 +29,7 @@ from sqlalchemy.orm import Session
 from monitord.incidents import ACTIVE_STATES
 from monitord.runtime.app import App
 from monitord.runtime.jobs import ONCE_JOBS
-from monitord.runtime.web.routes import APP, Route
-from monitord.store import bound_lock_wait
+from monitord.runtime.web.routes import APP, Route, store_session
 from monitord.store.models import (
     Finding,
     Incident,
@@ -323,10 +322,7 @@ def _cluster_families(app: App) -> list[Family]:
 def collect(app: App) -> Iterator[Family]:
     """Every family, read from the store now in one session."""
     now = app.clock()
-    with app.store.session() as session:
-        # A table locked for minutes (VACUUM FULL) answers a 503 within a scrape's timeout,
-        # rather than a request held until the lock goes.
-        bound_lock_wait(session)
+    with store_session(app) as session:
         yield from _service_families(session, now)
         yield from _incident_families(session, now)
         yield _outbox_family(session)

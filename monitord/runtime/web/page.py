@@ -52,7 +52,7 @@ from monitord.runtime.web.auth import (
     signed_in,
 )
 from monitord.runtime.web.charts import Bucket, latency_line, percentile, uptime, uptime_strip
-from monitord.runtime.web.routes import APP, Route
+from monitord.runtime.web.routes import APP, Route, store_session
 from monitord.runtime.web.silences import Invalid, add_from_body
 from monitord.store import audit
 from monitord.store.models import (
@@ -103,15 +103,37 @@ async def stale_form(request: web.Request, *, signed_out: bool) -> web.Response:
     to sign in and come back to the form's page."""
     form = await request.post()
     back = local_path(str(form.get("back") or ""))  # every form of the page names its page
-    typed = [
+    body = pageviews.stale_form_page(
+        signed_out, "/login?next=" + quote(back, safe=""), _typed(form)
+    )
+    return _page(
+        request, "需要重新登录" if signed_out else "表单已过期", body, 401 if signed_out else 403
+    )
+
+
+def _typed(form: Any) -> list[tuple[str, str]]:
+    """What a person typed in a form of the page, under its fields' names."""
+    return [
         (name, str(value))
         for name, value in form.items()
         if name not in pageviews.FORM_PLUMBING and isinstance(value, str) and value.strip()
     ]
-    body = pageviews.stale_form_page(signed_out, "/login?next=" + quote(back, safe=""), typed)
-    return _page(
-        request, "需要重新登录" if signed_out else "表单已过期", body, 401 if signed_out else 403
-    )
+
+
+async def store_unavailable(request: web.Request, *, locked: bool) -> web.Response:
+    """The 503 page answering a browser when the store did not answer, or a table the page
+    needed stayed `locked` (maintenance): try again later; a form's work was not done, and
+    what was typed is shown to copy."""
+    if locked:
+        why = "数据库正在维护（所需的数据表被锁定），暂时无法读取或保存，请稍后刷新重试。"
+    else:
+        why = "数据库暂时无法连接，请稍后刷新重试。"
+    typed: list[tuple[str, str]] = []
+    if posts_form(request):
+        why += "本次操作未执行。"
+        typed = _typed(await request.post())
+    body = pageviews.message_page(why) + pageviews.typed_to_copy(typed)
+    return _page(request, "暂时无法访问", body, 503)
 
 
 def local_path(value: str | None, default: str = "/") -> str:
@@ -262,7 +284,7 @@ async def sign_in(request: web.Request) -> web.Response:
 
 
 def _audit(app: App, actor: str, action: str, subject: str) -> None:
-    with app.store.session() as session:
+    with store_session(app) as session:
         audit(session, app.clock(), actor, action, subject)
 
 
@@ -280,7 +302,7 @@ async def sign_out(request: web.Request) -> web.Response:
 
 
 def _read_status(app: App) -> Status:
-    with app.store.session() as session:
+    with store_session(app) as session:
         return read_status(session, app.clock())
 
 
@@ -324,7 +346,7 @@ and how many notifications were submitted (the form's number is the next)."""
 
 
 def _read_incident(app: App, incident_id: int) -> IncidentRead | None:
-    with app.store.session() as session:
+    with store_session(app) as session:
         try:
             incident = get_incident(session, incident_id)
         except UsageError:
@@ -436,7 +458,7 @@ ServiceRead = tuple[
 
 def _read_service(app: App, service_id: str) -> ServiceRead | None:
     now = app.clock()
-    with app.store.session() as session:
+    with store_session(app) as session:
         service = session.get(Service, service_id)
         if service is None:
             return None
@@ -494,7 +516,7 @@ async def _act(request: web.Request, done: str, change: Any, **extra: Any) -> we
     who = request[CALLER].name
 
     def apply() -> None:
-        with app.store.session() as session:
+        with store_session(app) as session:
             change(session, incident_id, who, app.clock(), **extra)
 
     try:
@@ -557,7 +579,7 @@ async def notify(request: web.Request) -> web.Response:
     who = request[CALLER].name
 
     def apply() -> None:
-        with app.store.session() as session:
+        with store_session(app) as session:
             notify_management(
                 session,
                 app.settings,
@@ -593,7 +615,7 @@ def _read_silences(app: App) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     """The silences in force, the latest ended ones, and the incident kinds a silence may name
     (code: Chinese name)."""
     now = app.clock()
-    with app.store.session() as session:
+    with store_session(app) as session:
         active = [silence_dict(s, now) for s in active_silences(session, now)]
         latest = session.scalars(
             select(Silence).order_by(Silence.id.desc()).limit(len(active) + ENDED_SHOWN)
@@ -678,7 +700,7 @@ async def end_silence(request: web.Request) -> web.Response:
     def apply() -> None:
         if silence_id > MAX_ID:
             raise Refused(f"no silence {silence_id}", reason="no_such_silence", id=str(silence_id))
-        with app.store.session() as session:
+        with store_session(app) as session:
             expire_silence(session, silence_id, who, app.clock())
 
     try:

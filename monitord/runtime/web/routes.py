@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
+from sqlalchemy.orm import Session
 
 from monitord.config import ApiRole
 from monitord.runtime.app import App
+from monitord.store import bound_lock_wait
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -32,6 +35,17 @@ DAEMON = web.AppKey("monitord_daemon", object)
 def error_response(status: int, message: str) -> web.Response:
     """An error as clients read it: {"error": message} with `status`."""
     return web.json_response({"error": message}, status=status)
+
+
+@contextmanager
+def store_session(app: App) -> Iterator[Session]:
+    """A session of `app`'s store for answering a request, committed on success; every
+    session of the web app is opened here. It gives up a lock it waits for after
+    LOCK_WAIT_SECONDS (bound_lock_wait), which the guards answer as a 503: a table locked for
+    minutes (VACUUM FULL, ALTER TABLE) held each request, and a thread, until it went."""
+    with app.store.session() as session:
+        bound_lock_wait(session)
+        yield session
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from monitord.runtime.web.api.openapi import (
     record,
 )
 from monitord.runtime.web.auth import CALLER
-from monitord.runtime.web.routes import APP
+from monitord.runtime.web.routes import APP, store_session
 from monitord.timeutil import parse_time
 from monitord.types import MAX_ID
 
@@ -89,7 +89,7 @@ def add_from_body(app: App, body: dict[str, Any], actor: str) -> dict[str, Any]:
         raise Invalid("reason: expected a string saying why")
     now = app.clock()
     ends_at = _ends_at(body, now)
-    with app.store.session() as session:
+    with store_session(app) as session:
         try:
             made = add_silence(
                 session,
@@ -119,7 +119,7 @@ async def post_silence(request: web.Request) -> web.Response:
 
 def _list(app: App, ended: bool) -> list[dict[str, Any]]:
     now = app.clock()
-    with app.store.session() as session:
+    with store_session(app) as session:
         return [silence_dict(s, now) for s in list_silences(session, now, include_ended=ended)]
 
 
@@ -132,7 +132,7 @@ async def get_silences(request: web.Request) -> web.Response:
 
 def _expire(app: App, silence_id: int, actor: str) -> dict[str, Any] | None:
     now = app.clock()
-    with app.store.session() as session:
+    with store_session(app) as session:
         try:
             get_silence(session, silence_id)
         except UsageError:

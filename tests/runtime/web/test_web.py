@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from sqlalchemy import text
 
+import monitord.runtime.web
+import monitord.store
 from monitord.cli import main
 from monitord.config import parse_config
 from monitord.runtime.app import App, build_app
@@ -18,8 +24,10 @@ from monitord.runtime.settings import load_settings
 from monitord.runtime.web import build_web_app, serve
 from monitord.runtime.web.auth import identify, new_token, token_hash
 from monitord.runtime.web.routes import Route
+from monitord.store import Store, sqlite_file
 from monitord.store.models import SyncRun
 from monitord.timeutil import UTC
+from tests.conftest import PostgresServer
 
 VIEWER = new_token()
 ONCALL = new_token()
@@ -145,6 +153,179 @@ async def test_readyz_says_why_it_is_not_ready_and_healthz_answers_anyway(
         assert body["checks"]["store"] == "ok"
 
 
+@pytest.fixture
+def each_app(store_url: str) -> Iterator[App]:
+    """The app on each store backend, its catalogue just synced."""
+    settings = parse_config(
+        {"store": {"url": store_url}, "api": {"listen": "127.0.0.1:0"}}, "test", {}
+    )
+    with build_app(settings) as built:
+        now = dt.datetime.now(UTC)
+        with built.store.session() as db:
+            db.add(SyncRun(started_at=now, finished_at=now, source="test", outcome="ok"))
+        yield built
+
+
+async def _readyz(app: App) -> tuple[int, dict[str, Any]]:
+    server = TestServer(build_web_app(app), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(server.make_url("/readyz")) as response,
+        ):
+            return response.status, await response.json()
+    finally:
+        await server.close()
+
+
+async def test_readyz_is_not_ready_while_a_table_the_probes_record_to_stays_locked(
+    each_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # probe_results locked (VACUUM FULL, ALTER TABLE): the store answered, /readyz said ready,
+    # and not one probe result could be recorded.
+    if each_app.store.url.get_backend_name() != "postgresql":
+        pytest.skip("SQLite has no table locks: its one write lock waits its busy timeout")
+    monkeypatch.setattr(monitord.store, "LOCK_WAIT_SECONDS", 0.5)
+    locker = each_app.store.engine.connect()
+    try:
+        locker.execute(text("lock table probe_results in access exclusive mode"))
+        status, body = await asyncio.wait_for(_readyz(each_app), 10)
+    finally:
+        locker.rollback()
+        locker.close()
+    assert status == 503
+    assert body["checks"]["store"] == "cannot record"
+    assert body["problems"] == [
+        "the daemon cannot record: table probe_results is locked by another transaction: "
+        "a write to it waited 0.5 s"
+    ]
+    assert (await _readyz(each_app))[0] == 200
+
+
+def _written_since(store: Store) -> Callable[[], bool]:
+    """Whether anything was written to the store since this call: PostgreSQL's next
+    transaction id moved on, or SQLite's data_version, as a connection of its own sees it."""
+    if store.url.get_backend_name() == "postgresql":
+        query = "select txid_snapshot_xmax(txid_current_snapshot())"
+        with store.engine.connect() as connection:
+            before = connection.exec_driver_sql(query).scalar()
+
+        def moved() -> bool:
+            with store.engine.connect() as connection:
+                return bool(connection.exec_driver_sql(query).scalar() != before)
+
+        return moved
+    file = sqlite_file(store.url)
+    assert file is not None
+    own = sqlite3.connect(file)  # kept open: data_version counts others' commits since
+    first = own.execute("pragma data_version").fetchone()
+
+    def changed() -> bool:
+        try:
+            return bool(own.execute("pragma data_version").fetchone() != first)
+        finally:
+            own.close()
+
+    return changed
+
+
+async def test_readyz_writes_nothing_to_the_store(each_app: App) -> None:
+    # A load balancer asks every few seconds: each answer committed an update, a dead row
+    # version and a transaction id on PostgreSQL.
+    written = _written_since(each_app.store)
+    for _ in range(3):
+        status, body = await _readyz(each_app)
+        assert (status, body["checks"]["store"]) == (200, "ok")
+    assert not written()
+
+
+@pytest.fixture
+def pg_app(postgres: PostgresServer | None) -> Iterator[App]:
+    """The app on PostgreSQL, where a table can be locked alone."""
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    settings = parse_config(
+        {
+            "store": {"url": postgres.new_database()},
+            "api": {
+                "listen": "127.0.0.1:0",
+                "tokens": [{"name": "li.si", "role": "viewer", "sha256": token_hash(VIEWER)}],
+            },
+        },
+        "test",
+        {},
+    )
+    with build_app(settings) as built:
+        yield built
+
+
+LOCKED_READS = [
+    ("/api/v1/incidents", "incidents"),
+    ("/api/v1/services", "services"),
+    ("/api/v1/reports", "quarterly_reports"),
+    ("/api/v1/compliance", "compliance_results"),
+]
+
+
+@pytest.mark.parametrize(("path", "table"), LOCKED_READS, ids=[t for _, t in LOCKED_READS])
+async def test_an_api_read_of_a_locked_table_answers_a_503_rather_than_hanging(
+    pg_app: App, monkeypatch: pytest.MonkeyPatch, path: str, table: str
+) -> None:
+    # A table locked for minutes (VACUUM FULL, ALTER TABLE) held every read of it, and a
+    # thread each, until the lock went.
+    monkeypatch.setattr(monitord.store, "LOCK_WAIT_SECONDS", 0.5)
+    server = TestServer(build_web_app(pg_app), host="127.0.0.1")
+    await server.start_server()
+    locker = pg_app.store.engine.connect()
+    try:
+        async with aiohttp.ClientSession(headers=_auth(VIEWER)) as session:
+            locker.execute(text(f"lock table {table} in access exclusive mode"))
+            async with session.get(server.make_url(path), timeout=_SHORT) as response:
+                assert response.status == 503
+                said = (await response.json())["error"]
+            locker.rollback()
+            async with session.get(server.make_url(path), timeout=_SHORT) as response:
+                assert response.status == 200
+    finally:
+        locker.rollback()
+        locker.close()
+        await server.close()
+    assert said == (
+        "the store does not answer now: a table this needs is locked by another transaction "
+        "(VACUUM FULL, ALTER TABLE), waited 0.5 s; try again shortly"
+    )
+
+
+async def test_the_status_page_over_a_locked_table_says_so_in_a_page(
+    pg_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitord.store, "LOCK_WAIT_SECONDS", 0.5)
+    server = TestServer(build_web_app(pg_app), host="127.0.0.1")
+    await server.start_server()
+    locker = pg_app.store.engine.connect()
+    headers = {**_auth(VIEWER), "Accept": "text/html"}
+    try:
+        locker.execute(text("lock table incidents in access exclusive mode"))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(server.make_url("/"), headers=headers, timeout=_SHORT) as response,
+        ):
+            assert response.status == 503
+            assert response.content_type == "text/html"
+            page = await response.text()
+    finally:
+        locker.rollback()
+        locker.close()
+        await server.close()
+    assert "暂时无法访问" in page
+    assert "数据库正在维护（所需的数据表被锁定），暂时无法读取或保存，请稍后刷新重试。" in page
+
+
+_SHORT = aiohttp.ClientTimeout(total=10)
+"""Far past the bounded lock wait, far short of a lock that is never given up."""
+
+
 async def test_the_daemon_serves_on_the_configured_address(app: App) -> None:
     server = await serve(app)
     try:
@@ -234,3 +415,26 @@ def test_a_token_name_the_audit_trail_cannot_show_is_refused(
     assert main(["--config", str(config), "token", "new", name, "--role", "oncall"]) == 2
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", f"monitord: {said}\n")
+
+
+async def test_a_client_sending_its_headers_slowly_is_disconnected(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client that opened a connection and sent a header byte now and then held it an hour.
+    monkeypatch.setattr(monitord.runtime.web, "IDLE_SECONDS", 0.5)
+    server = await serve(app)
+    try:
+        host, port = server.address.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the headers never end
+        await writer.drain()
+        for _ in range(4):
+            await asyncio.sleep(0.25)
+            if writer.is_closing() or reader.at_eof():
+                break
+            writer.write(b"X-Slow: 1\r\n")
+        closed = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    finally:
+        await server.stop()
+    assert closed == b""

@@ -38,6 +38,7 @@ from monitord.runtime.web.api.openapi import (
     record,
 )
 from monitord.runtime.web.auth import CALLER
+from monitord.runtime.web.routes import store_session
 from monitord.scans import accept_finding
 from monitord.store.findings import finding_dict
 from monitord.store.models import Finding
@@ -82,7 +83,7 @@ async def list_findings(request: web.Request) -> web.Response:
 
     def work(app: App) -> dict[str, Any]:
         query = page_query(Finding, page, service_id=service, severity=severity, state=state)
-        with app.store.session() as session:
+        with store_session(app) as session:
             return paged([finding_dict(f) for f in session.scalars(query)], page)
 
     return reply(await in_store(request, work))
@@ -103,7 +104,7 @@ async def accept(request: web.Request) -> web.Response:
     actor = request[CALLER].name
 
     def work(app: App) -> dict[str, Any]:
-        with app.store.session() as session:
+        with store_session(app) as session:
             if session.get(Finding, finding_id) is None:
                 raise not_found(f"finding {finding_id}")
             try:

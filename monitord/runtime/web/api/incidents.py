@@ -57,6 +57,7 @@ from monitord.runtime.web.api.openapi import (
     record,
 )
 from monitord.runtime.web.auth import CALLER
+from monitord.runtime.web.routes import store_session
 from monitord.store.findings import finding_dict
 from monitord.store.models import Incident
 from monitord.types import SEVERITIES
@@ -163,7 +164,7 @@ async def list_incidents(request: web.Request) -> web.Response:
         if state == "active":
             query = query.where(still_due())
         now = app.clock()
-        with app.store.session() as session:
+        with store_session(app) as session:
             return paged([incident_dict(i, now) for i in session.scalars(query)], page)
 
     return reply(await in_store(request, work))
@@ -189,7 +190,7 @@ async def get_incident(request: web.Request) -> web.Response:
     incident_id = path_id(request, "incident")
 
     def work(app: App) -> dict[str, Any]:
-        with app.store.session() as session:
+        with store_session(app) as session:
             return _detail(session, _existing(session, incident_id), app)
 
     return reply(await in_store(request, work))
@@ -202,7 +203,7 @@ def _acting(
     actor = request[CALLER].name
 
     def work(app: App) -> dict[str, Any]:
-        with app.store.session() as session:
+        with store_session(app) as session:
             _existing(session, incident_id)
             try:
                 act(session, app, actor)

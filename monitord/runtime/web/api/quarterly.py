@@ -39,6 +39,7 @@ from monitord.runtime.web.api.openapi import (
     page_of,
     record,
 )
+from monitord.runtime.web.routes import store_session
 from monitord.store.models import ComplianceResult, QuarterlyReport
 from monitord.timeutil import QUARTER_PATTERN, quarter_bounds, quarter_start
 from monitord.types import is_pending
@@ -134,7 +135,7 @@ async def list_results(request: web.Request) -> web.Response:
             query = query.where(ComplianceResult.passed.is_(passed), not_(_PENDING))
         if pending is not None:
             query = query.where(_PENDING if pending else not_(_PENDING))
-        with app.store.session() as session:
+        with store_session(app) as session:
             items = [
                 {
                     "id": r.id,
@@ -174,7 +175,7 @@ async def list_reports(request: web.Request) -> web.Response:
 
     def work(app: App) -> dict[str, Any]:
         query = page_query(QuarterlyReport, page, newest_first=True, quarter=quarter)
-        with app.store.session() as session:
+        with store_session(app) as session:
             return paged([_report(r) for r in session.scalars(query)], page)
 
     return reply(await in_store(request, work))
@@ -185,7 +186,7 @@ async def report_pdf(request: web.Request) -> web.Response:
     report_id = path_id(request, "report")
 
     def work(app: App) -> tuple[str, bytes]:
-        with app.store.session() as session:
+        with store_session(app) as session:
             row = session.get(QuarterlyReport, report_id)
             if row is None:
                 raise not_found(f"report {report_id}")

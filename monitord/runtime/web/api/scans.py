@@ -36,7 +36,7 @@ from monitord.runtime.web.api.openapi import (
     record,
 )
 from monitord.runtime.web.auth import CALLER
-from monitord.runtime.web.routes import APP
+from monitord.runtime.web.routes import APP, store_session
 from monitord.scans import driver_settings, enqueue_manual, scan_dict
 from monitord.scans.target import check_target
 from monitord.store.models import Scan, Service
@@ -80,7 +80,7 @@ async def list_scans(request: web.Request) -> web.Response:
 
     def work(app: App) -> dict[str, Any]:
         query = page_query(Scan, page, newest_first=True, service_id=service, state=state)
-        with app.store.session() as session:
+        with store_session(app) as session:
             return paged([scan_dict(s) for s in session.scalars(query)], page)
 
     return reply(await in_store(request, work))
@@ -100,7 +100,7 @@ async def trigger(request: web.Request) -> web.Response:
     actor = request[CALLER].name
 
     def url_of(app: App) -> str:
-        with app.store.session() as session:
+        with store_session(app) as session:
             service = session.get(Service, body.service_id)
             if service is None or service.gone:
                 raise not_found(f"service {body.service_id!r}")
@@ -109,7 +109,7 @@ async def trigger(request: web.Request) -> web.Response:
             return service.url
 
     def queue(app: App) -> dict[str, Any]:
-        with app.store.session() as session:
+        with store_session(app) as session:
             scan, _queued_now = enqueue_manual(
                 session, body.service_id, actor, app.clock(), app.settings
             )

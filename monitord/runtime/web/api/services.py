@@ -38,6 +38,7 @@ from monitord.runtime.web.api.openapi import (
     page_of,
     record,
 )
+from monitord.runtime.web.routes import store_session
 from monitord.store.findings import finding_dict
 from monitord.store.models import Finding, ProbeResultRow, Service, ServiceState
 
@@ -145,7 +146,7 @@ async def list_services(request: web.Request) -> web.Response:
             query = query.where(ServiceState.state == state)
         if not gone:
             query = query.where(Service.gone.is_(False))
-        with app.store.session() as session:
+        with store_session(app) as session:
             rows = session.execute(query).all()
             counts = _open_counts(session, [service.id for service, _ in rows])
             items = [_summary(s, st, counts.get(s.id, 0)) for s, st in rows]
@@ -183,7 +184,7 @@ async def get_service(request: web.Request) -> web.Response:
     service_id = request.match_info["id"]
 
     def work(app: App) -> dict[str, Any]:
-        with app.store.session() as session:
+        with store_session(app) as session:
             service = session.get(Service, service_id) if storable_text(service_id) else None
             if service is None:
                 raise not_found(f"service {service_id!r}")
