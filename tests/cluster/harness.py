@@ -362,6 +362,19 @@ async def running_cluster(folder: Path, failing: Sequence[int] = ()) -> AsyncIte
         await asyncio.to_thread(shutil.rmtree, server.folder, True)
 
 
+class StallWatch:
+    """How long the machine stood still since this was made: its wall clock stepped past its
+    monotonic clock, as when the host pauses the virtual machine. Every process stops then,
+    the daemons included, so a bound on how long a service went unprobed allows for it."""
+
+    def __init__(self) -> None:
+        self._drift = time.time() - time.monotonic()
+
+    def seconds(self) -> float:
+        """The seconds the machine stood still since the watch began."""
+        return max(0.0, time.time() - time.monotonic() - self._drift)
+
+
 def largest_gaps(
     results: Sequence[ProbeResultRow],
     services: Sequence[str],
