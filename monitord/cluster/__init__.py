@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 import monitord
 from monitord.config import ClusterSettings
 from monitord.errors import LeaseLost, Replaced, StoreError
-from monitord.store import DaemonClaim, Store, gone_from_this_host
+from monitord.store import DaemonClaim, Store, bound_lock_wait, gone_from_this_host
 from monitord.store.models import ClusterMember, JobLease, LogHourStat, LogSource, set_writer
 from monitord.timeutil import UTC, Clock
 
@@ -588,6 +588,7 @@ def members(
     its heartbeat only every half minute), and then it runs every job of once_jobs.
     """
     with store.session() as session:
+        bound_lock_wait(session)  # a table locked for minutes holds no request, no command
         if store.url.get_backend_name() != "postgresql":
             running = DaemonClaim(store).held_elsewhere()
             rows = session.scalars(select(ClusterMember).order_by(ClusterMember.heartbeat_at))

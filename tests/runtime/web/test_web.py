@@ -265,6 +265,7 @@ LOCKED_READS = [
     ("/api/v1/services", "services"),
     ("/api/v1/reports", "quarterly_reports"),
     ("/api/v1/compliance", "compliance_results"),
+    ("/api/v1/cluster", "cluster_members"),
 ]
 
 
