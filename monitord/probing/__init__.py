@@ -155,6 +155,13 @@ async def probe_round(
                 if late:  # measured while the other daemons did not count this one alive
                     round_ = UnrecordedRound(clock(), results, blind, zone)
                     await asyncio.to_thread(record_late, store, round_)
+                    # Said, as the backlog's late results are: late rows no line accounts
+                    # for look like results lost or doubled.
+                    logger.info(
+                        "{} probe results measured while the cluster did not count this daemon "
+                        "alive are written (late)",
+                        len(results),
+                    )
                     return
                 part = await asyncio.to_thread(
                     record_results,

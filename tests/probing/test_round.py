@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import trustme
 from aiohttp import web
+from loguru import logger
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import OperationalError
 
@@ -226,6 +227,31 @@ async def test_a_table_locked_for_long_holds_no_round_and_its_results_move_nothi
     assert backlog.write(pg_store) == 3
     assert state_of(pg_store) == "up"  # three failures, written late: no verdict
     assert "service_down" not in open_rules(pg_store)
+
+
+async def test_results_measured_while_the_cluster_did_not_count_the_daemon_are_said_late(
+    sqlite_store: Store, clock: FakeClock, backend: Backend, tls_ca: tuple[trustme.CA, Path]
+) -> None:
+    # Right after a store outage the daemon's heartbeat has not yet counted it alive again:
+    # what it measured then was written late with no line saying so, and late rows appeared
+    # that no log accounted for.
+    cfg = settings_for(tls_ca[1], deep_kinds=[])
+    add_service(sqlite_store, clock, backend.url)
+    backend.healthy = False
+    plan = schedule.Schedule(start=clock().timestamp(), interval=0.4, counted=lambda: False)
+    said: list[str] = []
+    handler = logger.add(lambda m: said.append(m.record["message"]), level="INFO")
+    try:
+        await probe_round(sqlite_store, cfg, clock, schedule=plan)
+    finally:
+        logger.remove(handler)
+    assert said[0] == (
+        "1 probe results measured while the cluster did not count this daemon alive are "
+        "written (late)"
+    )
+    with sqlite_store.session() as session:
+        assert [r.late for r in session.scalars(select(ProbeResultRow))] == [True]
+    assert state_of(sqlite_store) == "none"  # measured uncounted: its machine never moved
 
 
 async def test_a_slow_service_is_degraded(
