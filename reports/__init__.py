@@ -63,7 +63,7 @@ def _figures(
         "generated_at": quarter.now.isoformat(),
         "calendar_known": quarter.calendar_known,
         "services": len(quarter.services),
-        "online_services": int((quarter.services["status"] == "online").sum()),
+        "online_services": int(quarter.services["online"].sum()),
         "probed_services": int((quarter.probes["count"] > 0).sum()),
         "probes": quarter.overall["count"],
         "failures": quarter.overall["failures"],

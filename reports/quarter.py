@@ -20,7 +20,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from monitord.config import Settings
 from monitord.store import histogram
-from monitord.store.history import ProbeStats, catalogue_as_of
+from monitord.store.history import ProbeStats, last_records, online_services, service_periods
 from monitord.store.models import (
     SCANNED,
     AdminReview,
@@ -93,7 +93,9 @@ class Quarter:
     quarter_end: dt.datetime
     now: dt.datetime
     services: pd.DataFrame
-    """Index service_id; name, tier, status (as the catalogue described them in the quarter)."""
+    """Index service_id: every service in the catalogue at some moment of the quarter; name and
+    tier as it last described them then, online: whether it was online at some moment of the
+    quarter (the services the compliance verdicts judge as online)."""
     probes: pd.DataFrame
     """Per probed service: tier, name, count, failures, blind, hours, uptime, p50/p95/p99_ms,
     over the hours it was online (a filed suspension's are not counted against it)."""
@@ -128,20 +130,21 @@ def _frame(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> pd.DataFram
 
 
 def _services(session: Session, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
-    """The services the catalogue held at the quarter's start or end, as described at the end
-    (or at the start, for one gone since)."""
-    catalogue = catalogue_as_of(session, start)
-    catalogue.update(catalogue_as_of(session, end - dt.timedelta(microseconds=1)))
+    """The services the catalogue held at some moment of [start, end), as it last described
+    them then, and whether each was online at some moment of it: the compliance engine's
+    services of the quarter (`last_records`, `online_services`)."""
+    periods = service_periods(session, start, end)
+    online = set(online_services(periods))
     rows = [
         {
             "service_id": service_id,
             "name": str(record.get("name") or ""),
             "tier": str(record.get("source") or "unknown"),
-            "status": str(record.get("status") or ""),
+            "online": service_id in online,
         }
-        for service_id, record in sorted(catalogue.items())
+        for service_id, record in sorted(last_records(session, periods).items())
     ]
-    return _frame(rows, ["service_id", "name", "tier", "status"]).set_index("service_id")
+    return _frame(rows, ["service_id", "name", "tier", "online"]).set_index("service_id")
 
 
 def _probes(
@@ -518,7 +521,7 @@ def read_quarter(
     probes, tiers, overall = _probes(availability, services)
     scans = _scans(session, start, end)
     scanned = set(scans.loc[scans["state"].isin(SCANNED), "service_id"])
-    online = services.index[services["status"] == "online"]
+    online = services.index[services["online"].astype(bool)]
     open_findings, accepted_findings = _findings_at_end(session, end)
     return Quarter(
         label=label,

@@ -232,7 +232,7 @@ def summary(w: Writer, quarter: Quarter, lights: list[ClauseLight]) -> list[Flow
     incidents = quarter.incidents
     security = incidents[incidents["klass"] == "security"]
     findings = quarter.open_findings
-    online = int((quarter.services["status"] == "online").sum())
+    online = int(quarter.services["online"].sum())
     out: list[Flowable] = [w.heading(SECTIONS[0])]
     if quarter.end < quarter.quarter_end:
         out.append(
@@ -450,7 +450,7 @@ def scans(w: Writer, quarter: Quarter) -> list[Flowable]:
     done = scanned(quarter)
     timed_out = int((done["state"] == "timed_out").sum())
     of_which = f"（其中超时停止 {timed_out} 次，保留已发现的结果）" if timed_out else ""
-    online = int((quarter.services["status"] == "online").sum())
+    online = int(quarter.services["online"].sum())
     out.append(
         w.para(
             f"本季度扫描 {len(frame)} 次，完成 {len(done)} 次{of_which}，覆盖 "

@@ -25,10 +25,13 @@ from monitord.errors import RuleError, UsageError
 from monitord.store.history import (
     AVAILABILITY,
     SERVICES_PER_QUERY,
+    TICK,
     Period,
     ProbeStats,
     Tally,
     catalogue_as_of,
+    last_records,
+    online_services,
     probe_quarter,
     quiet_windows,
     raw_results,
@@ -68,7 +71,6 @@ from monitord.types import IN_SERVICE, ComplianceVerdict
 from monitord.workcalendar import WorkCalendar
 
 HOUR = dt.timedelta(hours=1)
-TICK = dt.timedelta(microseconds=1)
 NOTIFICATION_PARTS = ("scope", "harm", "measures", "rectification")
 """The four parts clause 7.3.3 asks of a notification, as monitord.incidents stores them in its
 "notified" timeline event."""
@@ -145,7 +147,7 @@ class Quarter:
 
     def online_services(self) -> list[str]:
         """The services online at some moment of the quarter, by id."""
-        return sorted(sid for sid in self.periods if self.spans(sid, "online"))
+        return online_services(self.periods)
 
     def spans(self, service_id: str, *statuses: str) -> list[tuple[dt.datetime, dt.datetime]]:
         """The service's periods in the quarter with one of `statuses`."""
@@ -332,20 +334,8 @@ def open_quarter(session: Session, settings: Settings, label: str, now: dt.datet
     start, end = begun_quarter_bounds(label, now)
     until = min(end, now)
     periods = service_periods(session, start, until)
-    quarter = Quarter(session, settings, label, start, end, until, periods)
-    # Each service's record when it last was in the catalogue during the quarter: at the
-    # quarter's end, or just before it went gone.
-    moments: dict[dt.datetime, list[str]] = defaultdict(list)
-    for service_id, spans in periods.items():
-        present = [b for _a, b, status in spans if status != "gone"]
-        if present:
-            moments[present[-1] - TICK].append(service_id)
-    for moment, ids in moments.items():
-        catalogue = catalogue_as_of(session, moment, services=ids)
-        for service_id in ids:
-            if service_id in catalogue:
-                quarter.records[service_id] = catalogue[service_id]
-    return quarter
+    records = last_records(session, periods)
+    return Quarter(session, settings, label, start, end, until, periods, records)
 
 
 # --- the checks, one per rule kind ------------------------------------------------------------

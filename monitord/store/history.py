@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +103,9 @@ def catalogue_as_of(
     return catalogue
 
 
+TICK = dt.timedelta(microseconds=1)
+"""The smallest step of a stored time: the moment just before another."""
+
 Period = tuple[dt.datetime, dt.datetime, str]
 """[from, to) and the lifecycle status a service had then (online, suspended, offline, pending,
 approved, or gone)."""
@@ -135,6 +138,36 @@ def service_periods(
         else:
             mine.append((since, until, status))
     return dict(periods)
+
+
+def online_services(periods: Mapping[str, list[Period]]) -> list[str]:
+    """The services online at some moment of `periods` (`service_periods`), by id: those the
+    compliance verdicts judge as online in the quarter."""
+    return sorted(
+        service_id
+        for service_id, spans in periods.items()
+        if any(status == "online" for _a, _b, status in spans)
+    )
+
+
+def last_records(
+    session: Session, periods: Mapping[str, list[Period]]
+) -> dict[str, dict[str, Any]]:
+    """Each service the catalogue held at some moment of `periods` (`service_periods`), id ->
+    its record when it was last in it then: at their end, or just before it went gone. A
+    service gone throughout is absent."""
+    moments: dict[dt.datetime, list[str]] = defaultdict(list)
+    for service_id, spans in periods.items():
+        present = [b for _a, b, status in spans if status != "gone"]
+        if present:
+            moments[present[-1] - TICK].append(service_id)
+    records: dict[str, dict[str, Any]] = {}
+    for moment, ids in moments.items():
+        catalogue = catalogue_as_of(session, moment, services=ids)
+        records.update(
+            (service_id, catalogue[service_id]) for service_id in ids if service_id in catalogue
+        )
+    return records
 
 
 @dataclass(frozen=True)

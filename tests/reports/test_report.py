@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 import reports
+from monitord.compliance.engine import evaluate_quarter, open_quarter
 from monitord.config import Settings
 from monitord.errors import ReportError
 from monitord.evidence import KINDS
@@ -786,3 +787,112 @@ def test_the_log_audit_names_each_rule_in_chinese_beside_its_id(q3: Q3, pdf_page
     text = one_line("\n".join(pdf_pages(q3.report.pdf)))
     assert "vendor_activity 第三方人员操作 2" in text
     assert "brute_force_account 4" in text
+
+
+def file_revisions(
+    session: Session,
+    service_id: str,
+    record: dict[str, Any],
+    statuses: list[tuple[dt.datetime, str]],
+) -> None:
+    """The catalogue's revisions of `service_id` as the sync writes them: from each moment on,
+    `record` with that status ("gone": it left the catalogue), each until the next."""
+    session.query(ServiceRevision).filter_by(service_id=service_id).delete()
+    ends: list[dt.datetime | None] = [at for at, _status in statuses[1:]]
+    for (at, status), until in zip(statuses, [*ends, None], strict=True):
+        session.add(
+            ServiceRevision(
+                service_id=service_id,
+                valid_from=at,
+                valid_to=until,
+                fingerprint=f"{service_id}-{status}",
+                record={**record, "id": service_id, "status": status},
+                gone=status == "gone",
+            )
+        )
+
+
+def test_a_service_that_came_and_went_inside_the_quarter_has_its_name_and_tier(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # A service approved on 1 August, online the next day and gone on 1 September (no revision
+    # at the quarter's start or end) was probed without a name or tier: the tier table gained
+    # a row 未填报 0 1 and read more services probed than catalogued, while the compliance
+    # verdicts judged it a 省级平台 service.
+    with sqlite_store.session() as session:
+        seeded = seed_quarter(session, services=14)
+        aug_1 = dt.datetime(2026, 7, 31, 16, tzinfo=UTC)  # 1 August in Suzhou
+        file_revisions(
+            session,
+            "svc-0099",
+            {"name": "临时企业开办专窗", "source": "province"},
+            [
+                (aug_1, "approved"),
+                (aug_1 + dt.timedelta(days=1), "online"),
+                (aug_1 + dt.timedelta(days=31), "gone"),
+            ],
+        )
+        for day in range(2, 31):
+            session.add(
+                ProbeRollup(
+                    service_id="svc-0099",
+                    kind="availability",
+                    hour=aug_1 + dt.timedelta(days=day),
+                    count=60,
+                    failures=30,  # the least available of all: named in section 2
+                    blind=0,
+                    latency_buckets={str(histogram.bucket_of(120.0)): 30},
+                )
+            )
+    report = render(sqlite_store, seeded, "2026q3", OCT_2)
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    tiers = report.figures["tiers"]
+    assert report.figures["services"] == 15 == sum(t["services"] for t in tiers.values())
+    assert tiers["province"]["services"] == 3  # svc-0000, svc-0007 and svc-0099
+    assert "未填报 2 2 " in text  # svc-0006 and svc-0013; svc-0099 is not one
+    assert "省级平台 3 2 " in text  # svc-0007, suspended, has no probe counted
+    assert "合计 15 13 " in text  # nor has svc-0009, never probed
+    assert "目录中的服务（季度内） 15（" in text
+    assert report.figures["worst_services"][0] == "svc-0099"
+    assert "svc-0099 临时企业开办专窗 省级平台 1,740 870 50.00% " in text
+    assert "(no name)" not in text
+
+
+def test_a_service_taken_down_mid_quarter_without_a_scan_is_an_unscanned_online_one(
+    sqlite_store: Store, pdf_pages: Pages
+) -> None:
+    # A service online until it was taken down on 10 September, never scanned, failed 7.3.2
+    # in the clause table, but section 4 left it out of the online services without a scan
+    # (it counted the services online at the quarter's end), so the two disagreed.
+    with sqlite_store.session() as session:
+        seeded = seed_quarter(session, services=30)
+        file_revisions(
+            session,
+            "svc-0024",  # the seed's one service without a scan
+            {"name": seeded.names["svc-0024"], "source": "district"},
+            [
+                (seeded.start - dt.timedelta(days=30), "online"),
+                (dt.datetime(2026, 9, 9, 16, tzinfo=UTC), "offline"),
+            ],
+        )
+    with sqlite_store.session() as session:
+        judged = evaluate_quarter(session, Settings(), "2026q3", OCT_2)
+        online = open_quarter(session, Settings(), "2026q3", OCT_2).online_services()
+    unscanned = sorted(
+        str(v.service_id) for v in judged if v.rule == "quarterly_scan" and not v.passed
+    )
+    assert unscanned == ["svc-0013", "svc-0024"]  # svc-0013's scan failed
+    verdicts = [*(v for v in seeded.verdicts if v.rule != "quarterly_scan"),
+                *(v for v in judged if v.rule == "quarterly_scan")]  # fmt: skip
+    with sqlite_store.session() as session:
+        report = reports.render_quarterly(
+            session, Settings(), "2026q3", verdicts=verdicts, scores=seeded.scores,
+            availability=availability(sqlite_store, "2026q3", OCT_2), now=OCT_2, formula=FORMULA,
+        )  # fmt: skip
+    text = one_line("\n".join(pdf_pages(report.pdf)))
+    assert report.figures["unscanned_online"] == unscanned
+    assert report.figures["online_services"] == len(online) == 29  # svc-0007 is suspended
+    assert f"上线服务 {len(online)} 个，其中 2 个本季度没有完成的扫描。" in text
+    assert "本季度未完成扫描的上线服务：svc-0013、svc-0024。" in text
+    assert f"目录中的服务（季度内） 30（其中上线 {len(online)}）" in text
+    assert re.search(r"\n7\.3\.2 .* 28 2 ", text)  # the clause table: 28 passed, 2 failed
