@@ -112,6 +112,37 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_migration_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Python's sqlite3 begins a transaction only before an INSERT, UPDATE or DELETE: a
+    # migration's ALTER TABLE and CREATE INDEX were committed as they ran, and one that failed
+    # or was killed mid-way left a store half migrated that no later migration could finish.
+    # With the driver's own transaction handling off, _sqlite_begin's BEGIN holds them all.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # A migration that rebuilds a table (Alembic's batch mode: copy, drop, rename) drops a table
+    # other tables refer to; with foreign keys on, the drop failed. SQLite takes this pragma
+    # outside a transaction only; Store.migrate checks the keys itself before it commits.
+    cursor.execute("PRAGMA foreign_keys=OFF")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # IMMEDIATE: the write lock from the start, so no other writer commits while the schema
+    # changes under it.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_broken_keys(connection: Connection) -> str | None:
+    """None when every foreign key of the SQLite store behind connection names a row that
+    exists; otherwise which rows do not, in one line."""
+    rows = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if not rows:
+        return None
+    shown = ", ".join(f"{table} row {rowid} (→ {parent})" for table, rowid, parent, _ in rows[:5])
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    return f"{len(rows)} row(s) refer to rows that do not exist: {shown}{more}"
+
+
 def _reason(exc: SQLAlchemyError) -> str:
     """The first line of what the database said, URLs masked: "OperationalError: …"."""
     said = str(getattr(exc, "orig", None) or exc).splitlines()
@@ -196,13 +227,17 @@ class Store:
         return mask_url(self.url.render_as_string(hide_password=False))
 
     def migrate(self) -> list[Migration]:
-        """Bring the schema to the newest version, keeping every row. Safe to run every start.
+        """Bring the schema to the newest version, keeping every row. Safe to run every start:
+        the migrations run in one transaction, and one that fails or is killed leaves the
+        store as it was.
 
         Returns the migrations it applied, oldest first (none when the store was up to date).
+        Raises StoreError naming the store when they cannot be applied.
         """
         cfg = _alembic_config()
+        engine = self._migration_engine()
         try:
-            with self.engine.begin() as connection:
+            with engine.begin() as connection:
                 if self.url.get_backend_name() == "postgresql":
                     # Daemons of a cluster start together: one migrates, the others wait for
                     # it and then find nothing pending.
@@ -213,13 +248,42 @@ class Store:
                 if applied:
                     cfg.attributes["connection"] = connection
                     command.upgrade(cfg, "head")
+                    self._check_keys(connection)
         except SQLAlchemyError as exc:
             raise StoreError(
                 f"cannot open or migrate the store at {self.display_url}: {_reason(exc)}"
             ) from None
         except (CommandError, RevisionError):
             raise self._too_new() from None
+        finally:
+            if engine is not self.engine:
+                engine.dispose()
         return applied
+
+    def _migration_engine(self) -> Engine:
+        """The engine Store.migrate runs on. PostgreSQL: the store's own, whose transactions
+        hold DDL too. SQLite: one of its own (its connections are never handed to other
+        work), whose connections hold DDL in their transactions and keep foreign keys off;
+        see _sqlite_migration_pragmas."""
+        if self.url.get_backend_name() != "sqlite":
+            return self.engine
+        engine = create_engine(self.url, poolclass=NullPool, json_serializer=json_text)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_migration_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+
+    def _check_keys(self, connection: Connection) -> None:
+        """Refuse (raise StoreError) the migrations just run on a SQLite store when they left
+        a foreign key naming no row: they ran with foreign keys off."""
+        if self.url.get_backend_name() != "sqlite":
+            return
+        broken = _sqlite_broken_keys(connection)
+        if broken is not None:
+            raise StoreError(
+                f"cannot migrate the store at {self.display_url}: after the migrations, "
+                f"{broken}; nothing was changed"
+            )
 
     def pending_migrations(self) -> list[Migration]:
         """The migrations `migrate` would apply, oldest first, changing nothing in the store.

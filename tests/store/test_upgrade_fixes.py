@@ -1,13 +1,17 @@
-"""Migrations that mend what older versions of monitord wrote, on SQLite and PostgreSQL."""
+"""Migrations that mend what older versions of monitord wrote, and upgrades that keep every row
+or, failing, change nothing; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import func, inspect, select, text
 
+from monitord.errors import StoreError
 from monitord.store import MIGRATIONS, Store
 from monitord.store.models import (
     LogAudit,
@@ -193,5 +197,151 @@ def test_only_an_audit_written_a_day_after_its_quarter_is_known_to_cover_all_of_
         with store.session() as session:
             complete = dict(session.execute(select(LogAudit.quarter, LogAudit.complete)).all())
         assert complete == {"2026q2": True, "2026q3": False, "2026q4": False}
+    finally:
+        store.dispose()
+
+
+def store_at_0015_with_incidents(store: Store) -> None:
+    """A store as monitord at 0015 left it: a service, two incidents with their events, and
+    alerts about one of them and about none."""
+    migrated_to(store, "0015")
+    at = "'2026-11-02 01:00:00'"
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "insert into services (id, name, coverage, status, contacts, raw,"
+                " filing_problems, unknown_values, fingerprint, gone, first_seen, last_seen)"
+                f" values ('s1', '企业开办', '[]', 'online', '[]', '{{}}', '[]', '[]', 'f', false,"
+                f" {at}, {at})"
+            )
+        )
+        for incident_id in (1, 2):
+            connection.execute(
+                text(
+                    "insert into incidents (id, kind, klass, severity, state, group_key, summary,"
+                    " services, detected_at, late) values (:id, 'probe_down', 'availability',"
+                    f" 'major', 'open', :key, '服务中断', '[\"s1\"]', {at}, false)"
+                ),
+                {"id": incident_id, "key": f"probe_down:s1:{incident_id}"},
+            )
+            connection.execute(
+                text(
+                    "insert into incident_events (incident_id, at, kind, actor, detail) values"
+                    f" (:id, {at}, 'opened', 'monitord', '{{}}')"
+                ),
+                {"id": incident_id},
+            )
+        for key, incident_id in (("a1", 1), ("a2", None)):
+            connection.execute(
+                text(
+                    "insert into alert_outbox (idempotency_key, channel, title, body,"
+                    " incident_id, created_at, next_attempt_at, attempts, state) values"
+                    f" (:key, 'json://x', '告警', '正文', :id, {at}, {at}, 0, 'pending')"
+                ),
+                {"key": key, "id": incident_id},
+            )
+
+
+def test_a_store_with_incidents_upgrades_keeping_every_row_and_key(store_url: str) -> None:
+    # On SQLite, 0018 rebuilds the incidents table (copy, drop, rename): with foreign keys on,
+    # dropping it failed on every store holding an incident, and no upgrade went through.
+    store = Store(store_url)
+    try:
+        store_at_0015_with_incidents(store)
+
+        store.migrate()
+
+        with store.engine.connect() as connection:
+            incidents = connection.execute(
+                text("select id, group_key from incidents order by id")
+            ).all()
+            events = connection.execute(
+                text("select incident_id, kind from incident_events order by id")
+            ).all()
+            alerts = connection.execute(
+                text("select idempotency_key, incident_id from alert_outbox order by id")
+            ).all()
+            if store.url.get_backend_name() == "sqlite":
+                assert connection.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+                # The store's own connections still check foreign keys.
+                assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert incidents == [(1, "probe_down:s1:1"), (2, "probe_down:s1:2")]
+        assert events == [(1, "opened"), (2, "opened")]
+        assert alerts == [("a1", 1), ("a2", None)]
+        assert store.pending_migrations() == []
+    finally:
+        store.dispose()
+
+
+def sqlite_schema(store: Store) -> list[tuple[str, str]]:
+    """Every table, index and trigger of a SQLite store, with the SQL that made it."""
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            text("select name, sql from sqlite_master where sql is not null order by name")
+        ).all()
+    return [(name, sql) for name, sql in rows]
+
+
+def test_a_migration_failing_mid_way_leaves_a_sqlite_store_as_it_was(tmp_path: Path) -> None:
+    # Python's sqlite3 committed each ALTER TABLE and CREATE INDEX as it ran: when a later step
+    # failed, the store kept 0016's new column at version 0015, and every later migration
+    # failed with "duplicate column name: through_id".
+    store = Store(f"sqlite:///{tmp_path / 'monitord.db'}")
+    try:
+        migrated_to(store, "0015")
+        with store.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "insert into probe_results (service_id, kind, target, at, success,"
+                    " duration_ms, facts) values ('s1', 'http', 'https://x', '2026-11-02 01:00:00',"
+                    " true, 12.0, '{}')"
+                )
+            )
+            connection.execute(
+                text(
+                    "insert into probe_rollups (service_id, kind, hour, count, failures) values"
+                    " ('s1', 'http', '2026-11-02 01:00:00', 1, 0)"
+                )
+            )
+            # The step after 0016's ALTER TABLE and CREATE INDEX fails: 0016 then fills the new
+            # column in, which this trigger refuses.
+            connection.execute(
+                text(
+                    "create trigger refuse_rollup_updates before update on probe_rollups"
+                    " begin select raise(abort, 'roll-ups are not to be updated'); end"
+                )
+            )
+        before = sqlite_schema(store)
+
+        with pytest.raises(StoreError, match="roll-ups are not to be updated"):
+            store.migrate()
+
+        assert store.revision() == "0015"
+        assert sqlite_schema(store) == before
+        with store.engine.begin() as connection:
+            connection.execute(text("drop trigger refuse_rollup_updates"))
+        store.migrate()
+        assert store.pending_migrations() == []
+    finally:
+        store.dispose()
+
+
+def test_migrations_leaving_a_key_that_names_no_row_change_nothing(tmp_path: Path) -> None:
+    # SQLite migrations run with foreign keys off (see the test above): what they leave is
+    # checked before it is committed.
+    store = Store(f"sqlite:///{tmp_path / 'monitord.db'}")
+    try:
+        store_at_0015_with_incidents(store)
+        with store.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.execute(text("delete from incidents where id = 2"))
+            connection.commit()
+        before = sqlite_schema(store)
+
+        with pytest.raises(StoreError, match=r"incident_events row 2 \(→ incidents\)"):
+            store.migrate()
+
+        assert store.revision() == "0015"
+        assert sqlite_schema(store) == before
     finally:
         store.dispose()
