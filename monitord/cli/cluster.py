@@ -6,9 +6,12 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from monitord.cli.common import add_wide, app_for, print_json
+from monitord.cli.common import add_wide, existing_sqlite, print_json, settings_for
 from monitord.textable import format_table
 from monitord.timeutil import local_text
+
+REGISTRATION = "0009"
+"""The migration that made the table the daemons register in."""
 
 
 def _ago(moment: dt.datetime, now: dt.datetime) -> str:
@@ -27,14 +30,35 @@ def _state(alive: bool, stopped: dt.datetime | None) -> str:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    """List the daemons on the store; exit 1 when none is alive."""
+    """List the daemons on the store; exit 1 when none is alive.
+
+    The store is read as it is, never migrated: while daemons of the version before still run
+    on a store this version has yet to migrate, every other command is refused, and telling
+    which daemons to stop is this command's job.
+    """
+    from monitord import timeutil
     from monitord.cluster import database_now, members
     from monitord.runtime.jobs import ONCE_JOBS
+    from monitord.store import Store
 
+    settings = settings_for(args)
+    existing_sqlite(settings)
     once = list(ONCE_JOBS)
-    with app_for(args) as app:
-        now = database_now(app.store, app.clock)  # the heartbeats' clock, not this machine's
-        listed = members(app.store, app.settings.cluster.lease_seconds, now, once)
+    store = Store(settings.store.url)
+    try:
+        pending = store.pending_migrations()  # refuses a store a newer version migrated
+        if any(m.revision == REGISTRATION for m in pending):
+            print(
+                f"the store at {store.display_url} is at schema {store.revision() or '(none)'}, "
+                f"from before daemons registered in it (migration {REGISTRATION}): no daemon "
+                "can be listed"
+            )
+            return 1
+        # The heartbeats' clock, not this machine's (see database_now).
+        now = database_now(store, timeutil.system_clock)
+        listed = members(store, settings.cluster.lease_seconds, now, once)
+    finally:
+        store.dispose()
     if args.json:
         print_json([{**m.as_json(), "state": _state(m.alive, m.stopped_at)} for m in listed])
         return 0 if any(m.alive for m in listed) else 1

@@ -155,6 +155,20 @@ def sqlite_store_exists(path: Path, settings: Settings) -> bool:
         ) from None
 
 
+def existing_sqlite(settings: Settings) -> Path | None:
+    """The store's SQLite file (None for PostgreSQL); UsageError when it does not exist or this
+    user cannot reach it."""
+    from monitord.store import sqlite_file
+
+    path = sqlite_file(settings.store.url)
+    if path is not None and not sqlite_store_exists(path, settings):
+        raise UsageError(
+            f"no store at {path.absolute()} (store.url of {settings.source}). Is this the "
+            f"daemon's config? Looked for {LOOKED_FOR}"
+        )
+    return path
+
+
 def refuse_to_migrate_under_a_daemon(settings: Settings) -> None:
     """Raise StoreError when the store's schema is older than this version and a daemon runs on
     it.
@@ -177,8 +191,9 @@ def refuse_to_migrate_under_a_daemon(settings: Settings) -> None:
         if file is not None:
             running = ["a daemon on this machine"] if DaemonClaim(store).held_elsewhere() else []
         else:
-            alive = live_cluster_members(store, settings.cluster.lease_seconds)
-            running = [f"{m.name} ({m.version or 'version unknown'})" for m in alive]
+            # Not their version: every release of monitord has said 0.1.0. The schema they
+            # run is the store's: each daemon migrated it to its own at start.
+            running = [m.name for m in live_cluster_members(store, settings.cluster.lease_seconds)]
         revision = store.revision()
     finally:
         store.dispose()
@@ -197,8 +212,8 @@ def refuse_to_migrate_under_a_daemon(settings: Settings) -> None:
     from monitord.cluster import UPGRADE_STEPS
 
     raise StoreError(
-        f"{older}, and monitord daemons of the version before are running on it: "
-        f"{', '.join(running)}. {UPGRADE_STEPS}"
+        f"{older}, and monitord daemons of the version before (schema {revision}) are running "
+        f"on it: {', '.join(running)}. {UPGRADE_STEPS}"
     )
 
 

@@ -12,31 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitord.cli.common import (
-    LOOKED_FOR,
+    existing_sqlite,
     file_path,
     live_cluster_members,
     settings_for,
-    sqlite_store_exists,
 )
-from monitord.errors import StoreError, UsageError
+from monitord.errors import StoreError
 
 if TYPE_CHECKING:
-    from monitord.config import Settings
     from monitord.store import Migration, Store
-
-
-def _existing_sqlite(settings: Settings) -> Path | None:
-    """The store's SQLite file (None for PostgreSQL); UsageError when it does not exist or this
-    user cannot reach it."""
-    from monitord.store import sqlite_file
-
-    path = sqlite_file(settings.store.url)
-    if path is not None and not sqlite_store_exists(path, settings):
-        raise UsageError(
-            f"no store at {path.absolute()} (store.url of {settings.source}). Is this the "
-            f"daemon's config? Looked for {LOOKED_FOR}"
-        )
-    return path
 
 
 def _listed(migrations: list[Migration]) -> str:
@@ -48,7 +32,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from monitord.store import Store
 
     settings = settings_for(args)
-    _existing_sqlite(settings)
+    existing_sqlite(settings)
     store = Store(settings.store.url)
     try:
         return _check(store) if args.check else _migrate(store, settings.cluster.lease_seconds)
@@ -103,7 +87,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from monitord.store import backup_sqlite
 
     settings = settings_for(args)
-    file = _existing_sqlite(settings)
+    file = existing_sqlite(settings)
     target = Path(args.file)
     if file is None:
         # monitord copies only a SQLite file; a PostgreSQL store is PostgreSQL's to dump.

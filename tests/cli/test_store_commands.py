@@ -19,11 +19,13 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 from monitord.cli import main
+from monitord.cluster import SharedCoordinator
+from monitord.config import ClusterSettings
 from monitord.errors import StoreError
 from monitord.store import MIGRATIONS, Store, audit, open_store
 from monitord.store.models import AuditEntry
 from monitord.timeutil import UTC
-from tests.conftest import PostgresServer
+from tests.conftest import FakeClock, PostgresServer
 
 NOW = dt.datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
 
@@ -129,6 +131,36 @@ def test_a_read_command_does_not_migrate_the_store_under_a_running_daemon(
     # With the daemon stopped, the command migrates the store as it opens it, as before.
     assert main(["--config", config, "status"]) == 0
     assert revision_of(url) == "0019"
+
+
+def test_monitord_cluster_lists_the_daemons_of_the_version_before_it_says_to_stop(
+    postgres: PostgresServer | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The refusal says "stop every daemon (`monitord cluster` lists them)", and `monitord
+    # cluster` was itself refused with the same line; the daemons were named by a version
+    # every release reports (0.1.0).
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    url = postgres.new_database()
+    config = str(write_config(tmp_path, url))
+    store_at(url, "0015")
+    old_daemons = Store(url)
+    try:
+        for name in ("a", "b"):
+            settings = ClusterSettings(name=name, lease_seconds=60.0)
+            SharedCoordinator(old_daemons, settings, FakeClock(), lambda: 0.0).join()
+
+        assert main(["--config", config, "status"]) == 1
+        refused = capsys.readouterr().err
+        assert "daemons of the version before (schema 0015) are running on it: a, b." in refused
+        assert "0.1.0" not in refused
+        assert main(["--config", config, "cluster"]) == 0
+        listed = capsys.readouterr().out
+    finally:
+        old_daemons.dispose()
+    assert [line.split()[0] for line in listed.splitlines()[1:3]] == ["a", "b"]
+    assert "2 of 2 daemon(s) alive" in listed
+    assert revision_of(url) == "0015"  # listing them migrated nothing under them
 
 
 def test_migrate_never_creates_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

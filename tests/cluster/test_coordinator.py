@@ -216,7 +216,7 @@ def test_monitord_cluster_tells_heartbeats_by_the_databases_clock_on_a_skewed_ma
     a.beat(JOBS)
     # This machine's clock runs ten minutes ahead of the database's.
     monkeypatch.setattr(
-        "monitord.runtime.app.system_clock", lambda: system_clock() + dt.timedelta(minutes=10)
+        "monitord.timeutil.system_clock", lambda: system_clock() + dt.timedelta(minutes=10)
     )
     config = tmp_path / "monitord.toml"
     config.write_text(f'[store]\nurl = "{pg_store.url.render_as_string(False)}"\n')
@@ -340,7 +340,7 @@ def test_run_that_would_migrate_the_store_under_running_daemons_is_refused(
     assert main(["--config", str(config), "run"]) == 1
     err = capsys.readouterr().err
     assert "is at schema 0008, older than this version of monitord (" in err
-    assert "daemons of the version before are running on it: a (0.0.9)" in err
+    assert "daemons of the version before (schema 0008) are running on it: a. To" in err
     assert "To upgrade a cluster: stop every daemon" in err and len(err.splitlines()) == 1
     assert pg_store.revision() == "0008"  # nothing migrated under the running daemon
 
