@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from loguru import logger
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
 # One throw-away PostgreSQL for the suite and the benches (bench/_postgres.py has no pytest).
@@ -234,6 +235,19 @@ def logged(level: str) -> Iterator[list[str]]:
         yield said
     finally:
         logger.remove(sink)
+
+
+@contextmanager
+def table_locked(engine: Engine, table: str) -> Iterator[Connection]:
+    """Hold a PostgreSQL table in ACCESS EXCLUSIVE mode, as VACUUM FULL or ALTER TABLE do, until
+    the block ends; the connection given can end it sooner (rollback)."""
+    locker = engine.connect()
+    try:
+        locker.execute(text(f"lock table {table} in access exclusive mode"))
+        yield locker
+    finally:
+        locker.rollback()
+        locker.close()
 
 
 def query_plan(store: Store, statement: str, params: Any) -> str:

@@ -22,7 +22,7 @@ import pytest
 import trustme
 from aiohttp import web
 from loguru import logger
-from sqlalchemy import event, select, text
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
 import monitord.store
@@ -45,7 +45,7 @@ from monitord.store.retention import purge, roll_up
 from monitord.timeutil import quarter_bounds
 from monitord.types import ProbeContext, ProbeResult
 from probes import trust_context
-from tests.conftest import FakeClock, wait_for
+from tests.conftest import FakeClock, table_locked, wait_for
 from tests.probes.helpers import Serve
 
 pytestmark = pytest.mark.timeout(60)
@@ -212,17 +212,12 @@ async def test_a_table_locked_for_long_holds_no_round_and_its_results_move_nothi
     await probe_round(pg_store, cfg, clock, spread=False)
     backlog = ProbeBacklog()
     backend.healthy = False
-    locker = pg_store.engine.connect()
-    try:
-        locker.execute(text("lock table probe_results in access exclusive mode"))
+    with table_locked(pg_store.engine, "probe_results"):
         for _ in range(3):
             clock.advance(minutes=1)
             round_ = probe_round(pg_store, cfg, clock, spread=False, backlog=backlog)
             with pytest.raises(OperationalError, match="lock timeout"):
                 await asyncio.wait_for(round_, 10)
-    finally:
-        locker.rollback()
-        locker.close()
     assert len(backlog) == 3  # every round kept its results
     assert backlog.write(pg_store) == 3
     assert state_of(pg_store) == "up"  # three failures, written late: no verdict

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 from sqlalchemy.pool import NullPool
 
 from monitord.catalogue import service_rows, sync_rows
@@ -33,6 +33,7 @@ from tests.conftest import (
     postgres_bin,
     restart_postgres,
     start_daemon,
+    table_locked,
     wait_for,
     wait_for_line,
 )
@@ -928,14 +929,11 @@ async def test_a_stop_that_waits_on_a_locked_store_ends_after_the_grace_and_its_
     daemon = await start_daemon(config)
     await wait_for_line(daemon, "monitord running")
     engine = create_engine(url, poolclass=NullPool)
-    locker = engine.connect()
     try:
-        locker.execute(text("lock table cluster_members in access exclusive mode"))
-        await asyncio.sleep(1.5)  # a heartbeat now waits on the lock
-        took = await daemon.stop(within=1 + STOP_MARGIN_SECONDS + 10)
+        with table_locked(engine, "cluster_members"):
+            await asyncio.sleep(1.5)  # a heartbeat now waits on the lock
+            took = await daemon.stop(within=1 + STOP_MARGIN_SECONDS + 10)
     finally:
-        locker.rollback()
-        locker.close()
         engine.dispose()
     assert took < 1 + STOP_MARGIN_SECONDS + 5
     assert daemon.process.returncode == 1

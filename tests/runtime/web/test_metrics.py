@@ -12,7 +12,6 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
 
 import monitord.store
 from monitord.config import parse_config
@@ -31,7 +30,7 @@ from monitord.store.models import (
     ServiceState,
     SyncRun,
 )
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, table_locked
 
 VIEWER = new_token()
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -325,13 +324,8 @@ async def test_a_locked_table_answers_a_503_rather_than_holding_the_scrape(
     if app.store.url.get_backend_name() != "postgresql":
         pytest.skip("SQLite's readers are never held by a writer's lock (WAL)")
     monkeypatch.setattr(monitord.store, "LOCK_WAIT_SECONDS", 0.5)
-    locker = app.store.engine.connect()
-    try:
-        locker.execute(text("lock table probe_results in access exclusive mode"))
+    with table_locked(app.store.engine, "probe_results"):
         status, body = await asyncio.wait_for(scrape(base), 10)
-    finally:
-        locker.rollback()
-        locker.close()
     assert status == 503
     assert "the store does not answer now" in body
     assert (await scrape(base))[0] == 200

@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from sqlalchemy import text
 
 import monitord.runtime.web
 import monitord.store
@@ -27,7 +26,7 @@ from monitord.runtime.web.routes import Route
 from monitord.store import Store, sqlite_file
 from monitord.store.models import SyncRun
 from monitord.timeutil import UTC
-from tests.conftest import PostgresServer
+from tests.conftest import PostgresServer, table_locked
 
 VIEWER = new_token()
 ONCALL = new_token()
@@ -187,13 +186,8 @@ async def test_readyz_is_not_ready_while_a_table_the_probes_record_to_stays_lock
     if each_app.store.url.get_backend_name() != "postgresql":
         pytest.skip("SQLite has no table locks: its one write lock waits its busy timeout")
     monkeypatch.setattr(monitord.store, "LOCK_WAIT_SECONDS", 0.5)
-    locker = each_app.store.engine.connect()
-    try:
-        locker.execute(text("lock table probe_results in access exclusive mode"))
+    with table_locked(each_app.store.engine, "probe_results"):
         status, body = await asyncio.wait_for(_readyz(each_app), 10)
-    finally:
-        locker.rollback()
-        locker.close()
     assert status == 503
     assert body["checks"]["store"] == "cannot record"
     assert body["problems"] == [
@@ -278,19 +272,16 @@ async def test_an_api_read_of_a_locked_table_answers_a_503_rather_than_hanging(
     monkeypatch.setattr(monitord.store, "LOCK_WAIT_SECONDS", 0.5)
     server = TestServer(build_web_app(pg_app), host="127.0.0.1")
     await server.start_server()
-    locker = pg_app.store.engine.connect()
     try:
         async with aiohttp.ClientSession(headers=_auth(VIEWER)) as session:
-            locker.execute(text(f"lock table {table} in access exclusive mode"))
-            async with session.get(server.make_url(path), timeout=_SHORT) as response:
-                assert response.status == 503
-                said = (await response.json())["error"]
-            locker.rollback()
-            async with session.get(server.make_url(path), timeout=_SHORT) as response:
-                assert response.status == 200
+            with table_locked(pg_app.store.engine, table) as locker:
+                async with session.get(server.make_url(path), timeout=_SHORT) as response:
+                    assert response.status == 503
+                    said = (await response.json())["error"]
+                locker.rollback()
+                async with session.get(server.make_url(path), timeout=_SHORT) as response:
+                    assert response.status == 200
     finally:
-        locker.rollback()
-        locker.close()
         await server.close()
     assert said == (
         "the store does not answer now: a table this needs is locked by another transaction "
@@ -304,20 +295,17 @@ async def test_the_status_page_over_a_locked_table_says_so_in_a_page(
     monkeypatch.setattr(monitord.store, "LOCK_WAIT_SECONDS", 0.5)
     server = TestServer(build_web_app(pg_app), host="127.0.0.1")
     await server.start_server()
-    locker = pg_app.store.engine.connect()
     headers = {**_auth(VIEWER), "Accept": "text/html"}
     try:
-        locker.execute(text("lock table incidents in access exclusive mode"))
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(server.make_url("/"), headers=headers, timeout=_SHORT) as response,
-        ):
-            assert response.status == 503
-            assert response.content_type == "text/html"
-            page = await response.text()
+        with table_locked(pg_app.store.engine, "incidents"):
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(server.make_url("/"), headers=headers, timeout=_SHORT) as response,
+            ):
+                assert response.status == 503
+                assert response.content_type == "text/html"
+                page = await response.text()
     finally:
-        locker.rollback()
-        locker.close()
         await server.close()
     assert "暂时无法访问" in page
     assert "数据库正在维护（所需的数据表被锁定），暂时无法读取或保存，请稍后刷新重试。" in page
