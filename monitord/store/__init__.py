@@ -376,9 +376,9 @@ class Store:
             return f"its disk is full: {free // 1024} KiB free in {file.parent}"
         return None
 
-    def write_blocked_reason(self, tables: Sequence[str]) -> str | None:
+    def write_blocked_reason(self, tables: Sequence[str], wait_seconds: float) -> str | None:
         """None when a transaction could write `tables` now, without waiting out another
-        transaction's lock for longer than LOCK_WAIT_SECONDS; otherwise why not, in one line
+        transaction's lock for longer than `wait_seconds`; otherwise why not, in one line
         naming the table or what stops the write. Leaves nothing in the store.
 
         A readiness check asked every few seconds: the store may answer while a table the
@@ -387,9 +387,9 @@ class Store:
         """
         try:
             with Session(self._checks) as session:
-                bound_lock_wait(session)
+                bound_lock_wait(session, wait_seconds)
                 if self.url.get_backend_name() == "postgresql":
-                    reason = _postgres_write_blocked(session, tables)
+                    reason = _postgres_write_blocked(session, tables, wait_seconds)
                 else:
                     reason = _sqlite_write_blocked(session)
                 session.rollback()
@@ -429,7 +429,9 @@ def lock_wait_given_up(exc: OperationalError) -> bool:
     return "database is locked" in str(exc.orig)
 
 
-def _postgres_write_blocked(session: Session, tables: Sequence[str]) -> str | None:
+def _postgres_write_blocked(
+    session: Session, tables: Sequence[str], wait_seconds: float
+) -> str | None:
     # Not a write rolled back: on PostgreSQL that still leaves a dead row version, a WAL record
     # and a transaction id at every check. The lock an INSERT takes (ROW EXCLUSIVE, which
     # VACUUM FULL, ALTER TABLE, CREATE INDEX and LOCK TABLE hold off) and the transaction's
@@ -442,7 +444,7 @@ def _postgres_write_blocked(session: Session, tables: Sequence[str]) -> str | No
                 raise
             return (
                 f"table {table} is locked by another transaction: a write to it waited "
-                f"{LOCK_WAIT_SECONDS:g} s"
+                f"{wait_seconds:g} s"
             )
     if session.scalar(text("select current_setting('transaction_read_only')")) == "on":
         return "the database is read-only"
@@ -744,16 +746,17 @@ def hold_alone(session: Session, key: int) -> None:
         session.execute(text("select pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def bound_lock_wait(session: Session) -> None:
-    """Begin the session's transaction giving up, after LOCK_WAIT_SECONDS, any lock it waits
-    for (an OperationalError, which the caller takes for a store that does not answer).
+def bound_lock_wait(session: Session, seconds: float | None = None) -> None:
+    """Begin the session's transaction giving up, after `seconds` (LOCK_WAIT_SECONDS when
+    None), any lock it waits for (an OperationalError, which the caller takes for a store that
+    does not answer).
     PostgreSQL otherwise waits for ever: a table locked for two minutes held the probes for
     two minutes, and their results were then judged as if measured at once. SQLite: its busy
     timeout already bounds the wait."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(
             text("select set_config('lock_timeout', :wait, true)"),
-            {"wait": f"{round(LOCK_WAIT_SECONDS * 1000)}ms"},
+            {"wait": f"{round((seconds or LOCK_WAIT_SECONDS) * 1000)}ms"},
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -21,10 +22,13 @@ from monitord.config import ApiRole
 from monitord.runtime.app import App
 from monitord.runtime.web import api, health, metrics, page, silences
 from monitord.runtime.web.auth import CALLER, SIGN_INS, SignIns, allows, bearer, identify, signed_in
+from monitord.runtime.web.health import STORE_CHECK, StoreCheck
 from monitord.runtime.web.routes import (
     APP,
     DAEMON,
     ROUTES,
+    THREADS,
+    WEB_THREADS,
     DaemonView,
     Handler,
     Route,
@@ -149,6 +153,14 @@ def build_web_app(
     web_app[DAEMON] = daemon
     web_app[SIGN_INS] = SignIns()
     web_app[ROUTES] = tuple(route for routes in route_sets for route in routes)
+    threads = ThreadPoolExecutor(WEB_THREADS, thread_name_prefix="web")
+    web_app[THREADS] = threads
+    web_app[STORE_CHECK] = StoreCheck()
+
+    async def _stop_threads(_app: web.Application) -> None:
+        threads.shutdown(wait=False, cancel_futures=True)
+
+    web_app.on_cleanup.append(_stop_threads)
     for route in web_app[ROUTES]:
         handler = _guarded(route.handler, route.role)
         if route.method == "GET":

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from dataclasses import dataclass
 
 from aiohttp import web
 from sqlalchemy import func, select
 
-from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Route, store_session
-from monitord.store import StoreUnreachable
+from monitord.runtime.app import App
+from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Route, in_web_thread
+from monitord.store import StoreUnreachable, bound_lock_wait
 from monitord.store.models import (
     Finding,
     FindingEpisode,
@@ -43,25 +45,54 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "alive"})
 
 
-def _last_sync(request: web.Request) -> dt.datetime | None:
-    app = request.app[APP]
-    with store_session(app) as session:
+READY_LOCK_WAIT_SECONDS = 1.5
+"""How long /readyz waits for a lock on a table the daemon records to: a load balancer asks
+with a timeout of a few seconds, and must get the 503 saying why, not its own timeout."""
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """What /readyz learnt of the store."""
+
+    status: str
+    """"ok", "unreachable" or "cannot record"."""
+    problem: str | None
+    last_sync: dt.datetime | None
+    """When the catalogue was last synced (None: never, or the store does not answer)."""
+
+
+@dataclass
+class StoreCheck:
+    """The store check under way. The /readyz requests that come while it runs share it: a
+    flood of them (load balancers, each giving up after its timeout, which cannot stop a
+    thread) makes one check at a time, not a thread each waiting out a lock."""
+
+    running: asyncio.Task[StoreView] | None = None
+
+
+STORE_CHECK = web.AppKey("monitord_store_check", StoreCheck)
+
+
+def _store_view(app: App) -> StoreView:
+    try:
+        blocked = app.store.write_blocked_reason(RECORDED_TABLES, READY_LOCK_WAIT_SECONDS)
+    except StoreUnreachable:
+        return StoreView("unreachable", "the store does not answer", None)
+    with app.store.session() as session:
+        bound_lock_wait(session, READY_LOCK_WAIT_SECONDS)
         last: dt.datetime | None = session.scalar(
             select(func.max(SyncRun.finished_at)).where(SyncRun.outcome.in_(("ok", "unchanged")))
         )
-    return last
-
-
-def _store_problem(request: web.Request) -> tuple[str, str | None]:
-    """The store's check ("ok", "unreachable", "cannot record") and the problem to say."""
-    app = request.app[APP]
-    try:
-        blocked = app.store.write_blocked_reason(RECORDED_TABLES)
-    except StoreUnreachable:
-        return "unreachable", "the store does not answer"
     if blocked is None:
-        return "ok", None
-    return "cannot record", f"the daemon cannot record: {blocked}"
+        return StoreView("ok", None, last)
+    return StoreView("cannot record", f"the daemon cannot record: {blocked}", last)
+
+
+async def _shared_store_view(request: web.Request) -> StoreView:
+    shared = request.app[STORE_CHECK]
+    if shared.running is None or shared.running.done():
+        shared.running = asyncio.create_task(in_web_thread(request, _store_view, request.app[APP]))
+    return await asyncio.shield(shared.running)  # a request given up leaves it to the others
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -71,17 +102,18 @@ async def readyz(request: web.Request) -> web.Response:
     app = request.app[APP]
     problems: list[str] = []
     checks: dict[str, object] = {}
-    checks["store"], problem = await asyncio.to_thread(_store_problem, request)
-    if problem is not None:
-        problems.append(problem)
+    view = await _shared_store_view(request)
+    checks["store"] = view.status
+    if view.problem is not None:
+        problems.append(view.problem)
     daemon = request.app.get(DAEMON)
     if isinstance(daemon, DaemonView):
-        view = daemon.readiness()
-        checks.update(view)
-        if not view.get("jobs_running", False):
+        own = daemon.readiness()
+        checks.update(own)
+        if not own.get("jobs_running", False):
             problems.append("the daemon's jobs are not running")
-    if checks["store"] != "unreachable":
-        last = await asyncio.to_thread(_last_sync, request)
+    if view.status != "unreachable":
+        last = view.last_sync
         interval = app.settings.portal.sync_interval_seconds
         age = None if last is None else (app.clock() - last).total_seconds()
         checks["last_sync_age_seconds"] = None if age is None else round(age)

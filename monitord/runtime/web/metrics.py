@@ -15,7 +15,6 @@ prometheus-client's own parser.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
@@ -29,7 +28,7 @@ from sqlalchemy.orm import Session
 from monitord.incidents import ACTIVE_STATES
 from monitord.runtime.app import App
 from monitord.runtime.jobs import ONCE_JOBS
-from monitord.runtime.web.routes import APP, Route, store_session
+from monitord.runtime.web.routes import APP, Route, in_web_thread, store_session
 from monitord.store.models import (
     Finding,
     Incident,
@@ -337,7 +336,7 @@ def exposition(app: App) -> bytes:
 
 async def metrics(request: web.Request) -> web.Response:
     """The store's figures for Prometheus, read now (in a thread: the loop keeps serving)."""
-    body = await asyncio.to_thread(exposition, request.app[APP])
+    body = await in_web_thread(request, exposition, request.app[APP])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -9,7 +9,6 @@ which write the audit trail under the token's name.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 import secrets
@@ -52,7 +51,7 @@ from monitord.runtime.web.auth import (
     signed_in,
 )
 from monitord.runtime.web.charts import Bucket, latency_line, percentile, uptime, uptime_strip
-from monitord.runtime.web.routes import APP, Route, store_session
+from monitord.runtime.web.routes import APP, Route, in_web_thread, store_session
 from monitord.runtime.web.silences import Invalid, add_from_body
 from monitord.store import audit
 from monitord.store.models import (
@@ -268,7 +267,7 @@ async def sign_in(request: web.Request) -> web.Response:
         logger.warning("status page: a failed sign-in from {}", one_line(address))
         return _sign_in_form(request, next_path, "令牌无效。", 401)
     ident, _session = sign_ins.start(caller)
-    await asyncio.to_thread(_audit, app, caller.name, "page.sign_in", address)
+    await in_web_thread(request, _audit, app, caller.name, "page.sign_in", address)
     response = web.Response(status=303, headers={"Location": next_path})
     response.set_cookie(
         SESSION_COOKIE,
@@ -308,7 +307,7 @@ def _read_status(app: App) -> Status:
 
 async def front(request: web.Request) -> web.Response:
     """GET /: what is wrong now."""
-    status = await asyncio.to_thread(_read_status, request.app[APP])
+    status = await in_web_thread(request, _read_status, request.app[APP])
     notice = pageviews.NOTICES.get(request.query.get("done", ""))
     body = pageviews.front_page(
         status, can_act=_can_act(request), csrf=_csrf(request), notice=notice
@@ -369,7 +368,7 @@ async def _incident_response(
     values: dict[str, str] | None = None,
     status: int = 200,
 ) -> web.Response:
-    read = await asyncio.to_thread(_read_incident, request.app[APP], incident_id)
+    read = await in_web_thread(request, _read_incident, request.app[APP], incident_id)
     if read is None:
         return _page(request, "未找到", pageviews.message_page(f"没有事件 #{incident_id}。"), 404)
     incident, events, findings, finding_count, notifications = read
@@ -494,7 +493,7 @@ def _read_service(app: App, service_id: str) -> ServiceRead | None:
 async def service(request: web.Request) -> web.Response:
     """GET /services/{id}: a service's state, uptime and latency charts, open findings."""
     service_id = request.match_info["id"]
-    read = await asyncio.to_thread(_read_service, request.app[APP], service_id)
+    read = await in_web_thread(request, _read_service, request.app[APP], service_id)
     if read is None:
         body = pageviews.message_page(f"目录中没有服务 {service_id}。")
         return _page(request, "未找到", body, 404)
@@ -520,7 +519,7 @@ async def _act(request: web.Request, done: str, change: Any, **extra: Any) -> we
             change(session, incident_id, who, app.clock(), **extra)
 
     try:
-        await asyncio.to_thread(apply)
+        await in_web_thread(request, apply)
     except UsageError as exc:
         error = pageviews.refusal_text(exc)
         return await _incident_response(request, incident_id, error=error, status=409)
@@ -593,7 +592,7 @@ async def notify(request: web.Request) -> web.Response:
             )
 
     try:
-        await asyncio.to_thread(apply)
+        await in_web_thread(request, apply)
     except Outdated:
         # Sent twice, or after someone else's: nothing went out; the form shown now is the
         # follow-up's, with what was typed, to send on purpose.
@@ -633,7 +632,7 @@ async def _silences_response(
     values: dict[str, Any] | None = None,
     status: int = 200,
 ) -> web.Response:
-    active, ended, kinds = await asyncio.to_thread(_read_silences, request.app[APP])
+    active, ended, kinds = await in_web_thread(request, _read_silences, request.app[APP])
     body = pageviews.silences_page(
         active,
         ended,
@@ -679,7 +678,7 @@ async def add_silence(request: web.Request) -> web.Response:
     form = await request.post()
     body = silence_body(form)
     try:
-        await asyncio.to_thread(add_from_body, request.app[APP], body, request[CALLER].name)
+        await in_web_thread(request, add_from_body, request.app[APP], body, request[CALLER].name)
     except Invalid as exc:
         values = {name: str(form.get(name) or "") for name in ("services", "rules", "reason")}
         values.update({"for": body.get("for", ""), "ends_at": body.get("ends_at", "")})
@@ -704,7 +703,7 @@ async def end_silence(request: web.Request) -> web.Response:
             expire_silence(session, silence_id, who, app.clock())
 
     try:
-        await asyncio.to_thread(apply)
+        await in_web_thread(request, apply)
     except UsageError as exc:
         return await _silences_response(request, error=pageviews.refusal_text(exc), status=409)
     separator = "&" if "?" in back else "?"

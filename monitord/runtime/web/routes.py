@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from aiohttp import web
 from sqlalchemy.orm import Session
@@ -15,6 +19,13 @@ from monitord.runtime.app import App
 from monitord.store import bound_lock_wait
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+
+WEB_THREADS = 4
+"""Threads the web app's store work runs on: its own, apart from the daemon's jobs'. A table
+locked for minutes holds each request's thread for the lock wait; a flood of requests (a load
+balancer's checks) then queues on these, while the probe rounds, their recording and the
+heartbeat keep the threads they run on."""
 
 
 @runtime_checkable
@@ -30,6 +41,18 @@ APP = web.AppKey("monitord_app", App)
 """The App (store, settings, clock) that every handler reads."""
 DAEMON = web.AppKey("monitord_daemon", object)
 """The DaemonView serving this app, or None."""
+THREADS = web.AppKey("monitord_web_threads", ThreadPoolExecutor)
+"""The web app's own threads (WEB_THREADS), shut down with it."""
+
+
+async def in_web_thread(request: web.Request, work: Callable[..., T], *args: Any) -> T:
+    """Run blocking work (the store's) for a request on the web app's own threads, never the
+    daemon's (see WEB_THREADS); like asyncio.to_thread, with the request's context."""
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        request.app[THREADS], functools.partial(context.run, work, *args)
+    )
 
 
 def error_response(status: int, message: str) -> web.Response:

@@ -3,7 +3,6 @@ the token's name. The logic is monitord.incidents.silences, as the CLI's."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 
@@ -32,7 +31,7 @@ from monitord.runtime.web.api.openapi import (
     record,
 )
 from monitord.runtime.web.auth import CALLER
-from monitord.runtime.web.routes import APP, store_session
+from monitord.runtime.web.routes import APP, in_web_thread, store_session
 from monitord.timeutil import parse_time
 from monitord.types import MAX_ID
 
@@ -111,7 +110,8 @@ async def post_silence(request: web.Request) -> web.Response:
     """Add a silence: {"services"|"kinds"|"rules": [...], "reason": ..., "ends_at"|"for": ...}."""
     body = await read_object(request)
     try:
-        made = await asyncio.to_thread(add_from_body, request.app[APP], body, request[CALLER].name)
+        caller = request[CALLER].name
+        made = await in_web_thread(request, add_from_body, request.app[APP], body, caller)
     except Invalid as exc:
         return web.json_response({"error": str(exc)}, status=422)
     return web.json_response(made, status=201)
@@ -126,7 +126,7 @@ def _list(app: App, ended: bool) -> list[dict[str, Any]]:
 async def get_silences(request: web.Request) -> web.Response:
     """The silences in force; ?all=true: every one ever added, newest first."""
     ended = ALL.read(request) is True
-    rows = await asyncio.to_thread(_list, request.app[APP], ended)
+    rows = await in_web_thread(request, _list, request.app[APP], ended)
     return web.json_response(rows)
 
 
@@ -149,7 +149,8 @@ async def post_expire(request: web.Request) -> web.Response:
     except ValueError:
         return web.json_response({"error": "id: expected a silence's number"}, status=404)
     try:
-        ended = await asyncio.to_thread(_expire, request.app[APP], silence_id, request[CALLER].name)
+        caller = request[CALLER].name
+        ended = await in_web_thread(request, _expire, request.app[APP], silence_id, caller)
     except UsageError as exc:
         return web.json_response({"error": str(exc)}, status=409)
     if ended is None:

@@ -20,7 +20,7 @@ from monitord.cli import main
 from monitord.config import parse_config
 from monitord.runtime.app import App, build_app
 from monitord.runtime.settings import load_settings
-from monitord.runtime.web import build_web_app, serve
+from monitord.runtime.web import build_web_app, health, serve
 from monitord.runtime.web.auth import identify, new_token, token_hash
 from monitord.runtime.web.routes import Route
 from monitord.store import Store, sqlite_file
@@ -185,7 +185,7 @@ async def test_readyz_is_not_ready_while_a_table_the_probes_record_to_stays_lock
     # and not one probe result could be recorded.
     if each_app.store.url.get_backend_name() != "postgresql":
         pytest.skip("SQLite has no table locks: its one write lock waits its busy timeout")
-    monkeypatch.setattr(monitord.store, "LOCK_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(health, "READY_LOCK_WAIT_SECONDS", 0.5)
     with table_locked(each_app.store.engine, "probe_results"):
         status, body = await asyncio.wait_for(_readyz(each_app), 10)
     assert status == 503
@@ -195,6 +195,38 @@ async def test_readyz_is_not_ready_while_a_table_the_probes_record_to_stays_lock
         "a write to it waited 0.5 s"
     ]
     assert (await _readyz(each_app))[0] == 200
+
+
+async def test_a_flood_of_readyz_on_a_locked_table_holds_none_of_the_daemons_threads(
+    pg_app: App,
+) -> None:
+    # A load balancer asking /readyz 20 times a second while a table was locked: each check
+    # held one of the daemon's threads for the 10 s lock wait, and the probe rounds, their
+    # recording and the API all queued behind them (one round in 50 s).
+    server = TestServer(build_web_app(pg_app), host="127.0.0.1")
+    await server.start_server()
+    loop = asyncio.get_running_loop()
+    try:
+        with table_locked(pg_app.store.engine, "probe_results"):
+            async with aiohttp.ClientSession() as session:
+
+                async def ask() -> int:
+                    async with session.get(server.make_url("/readyz")) as response:
+                        return response.status
+
+                began = loop.time()
+                asking = [asyncio.create_task(ask()) for _ in range(40)]
+                await asyncio.sleep(0.3)
+                # The daemon's own work (asyncio.to_thread, as its jobs run) is not held.
+                await asyncio.wait_for(asyncio.to_thread(lambda: None), 0.5)
+                statuses = await asyncio.gather(*asking)
+                took = loop.time() - began
+    finally:
+        await server.close()
+    assert statuses == [503] * 40
+    # One check shared by them all, answered after its 1.5 s wait, in time for a load
+    # balancer's timeout of a few seconds: not 40 checks queued on a few threads.
+    assert took < health.READY_LOCK_WAIT_SECONDS + 1.5, took
 
 
 def _written_since(store: Store) -> Callable[[], bool]:

@@ -4,7 +4,6 @@ JSON line (404 unknown id, 409 not now, 422 bad input naming the field)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import re
@@ -29,7 +28,7 @@ from monitord.config import ApiRole
 from monitord.errors import UsageError
 from monitord.redact import one_line
 from monitord.runtime.app import App
-from monitord.runtime.web.routes import APP, Route, error_response
+from monitord.runtime.web.routes import APP, Route, error_response, in_web_thread
 from monitord.textable import UNSTORABLE
 from monitord.timeutil import EARLIEST, SHANGHAI, TimeOutOfRange, parse_time
 from monitord.types import MAX_ID, MAX_LONG_TEXT, TEXT_CONTROLS
@@ -177,7 +176,7 @@ def api_route(
 
 async def in_store(request: web.Request, work: Callable[[App], Result]) -> Result:
     """Run `work(app)` (store reads and writes, which block) off the event loop."""
-    return await asyncio.to_thread(work, request.app[APP])
+    return await in_web_thread(request, work, request.app[APP])
 
 
 def reply(body: Any, status: int = 200) -> web.Response:
