@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import unquote_plus
 
 MASK = "***"
 SECRET_PARAMS = re.compile(
@@ -22,8 +22,6 @@ SECRET_PARAMS = re.compile(
 # A path segment that looks like a token: 16+ characters of letters, digits, - and _ with at
 # least one digit (webhook keys, bot tokens), or a hex string of 32+ characters.
 _TOKEN_SEGMENT = re.compile(r"(?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{16,}|[0-9a-fA-F]{32,}")
-_PASSWORD = re.compile(r"(?<=://)([^/@:]*):[^/]*@")
-"""The password of a URL's userinfo, up to its last @, for URLs urlsplit refuses (a bad port)."""
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -32,12 +30,31 @@ and the bidirectional overrides that make text read differently from what it is.
 
 
 _URL_PARTS = re.compile(
-    r"(?P<head>[^:/?#]+://)(?P<netloc>[^/?#]*)(?P<path>[^?#]*)"
-    r"(?:\?(?P<query>[^#]*))?(?:#(?P<fragment>.*))?",
+    r"(?P<head>[^:/?#]+://)(?P<rest>.*)",
     re.DOTALL,
 )
-"""A URL's parts as written, so that what is shown is the URL itself, only its secrets
-replaced (urlsplit and a rebuild turned https://H/?x into https://h/?x=)."""
+"""A URL as written, so that what is shown is the URL itself, only its secrets replaced
+(urlsplit and a rebuild turned https://H/?x into https://h/?x=)."""
+_AT_HOST = re.compile(r"@(?:\[[^\]/?#@]*\]|[^/?#@:\[\]]*)(?::[^/?#@]*)?(?=[/?#]|$)")
+"""A @ followed by a host (and a port) that ends where a path, query or fragment begins."""
+_IN_QUERY_VALUE = re.compile(r"[?#&][^?#&=]*=[^?#&=]*$")
+"""Text ending inside a query's name=value: a @ there (mailto's ?to=ops@example.gov.cn) is the
+value's, not the one before the host."""
+
+
+def _authority_end(rest: str) -> int:
+    """Where the user:password@host:port of rest (a URL after its ://) ends.
+
+    A password written as is may hold any character: base64's /, a @, #, ? or :. So the
+    authority runs to the host after the last @ that a host follows, not to the first / ? or #
+    (urlsplit's reading, which showed the rest of such a password as the URL's path).
+    """
+    hosts = list(_AT_HOST.finditer(rest))
+    before_hosts = [m for m in hosts if not _IN_QUERY_VALUE.search(rest, 0, m.start())]
+    chosen = before_hosts or hosts
+    if chosen:
+        return chosen[-1].end()
+    return len(re.split("[/?#]", rest, maxsplit=1)[0])
 
 
 def _mask_query(query: str) -> str:
@@ -104,25 +121,23 @@ def mask_url(url: str) -> str:
     secret-looking words masked all the same. Cached: the probes show every service's URL each
     round.
     """
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - reading it checks the port
-    except ValueError:
-        # A URL with a bad port is still a URL with a password (a config error echoes it).
-        return _TOKEN_SEGMENT.sub(MASK, _PASSWORD.sub(rf"\1:{MASK}@", url))
     written = _URL_PARTS.fullmatch(url)
-    if not parts.scheme or written is None:
+    if written is None:
         return _TOKEN_SEGMENT.sub(MASK, url)
-    path = written["path"]
-    if not parts.scheme.startswith(("sqlite", "file")):
+    scheme = written["head"][:-3].lower()
+    rest = written["rest"]
+    netloc_end = _authority_end(rest)
+    before_fragment, has_fragment, fragment = rest[netloc_end:].partition("#")
+    path, has_query, query = before_fragment.partition("?")
+    if not scheme.startswith(("sqlite", "file")):
         # A file's path names folders and a file (pytest-67/test_store0), never a secret.
         path = "/".join(MASK if _TOKEN_SEGMENT.fullmatch(seg) else seg for seg in path.split("/"))
     # The scheme in lower case, as every check of it reads it ("HTTP://" is plain HTTP).
-    shown = written["head"].lower() + _mask_netloc(written["netloc"], parts.scheme.lower()) + path
-    if written["query"] is not None:
-        shown += "?" + _mask_query(written["query"])
-    if written["fragment"] is not None:
-        shown += "#" + _mask_query(written["fragment"])
+    shown = written["head"].lower() + _mask_netloc(rest[:netloc_end], scheme) + path
+    if has_query:
+        shown += "?" + _mask_query(query)
+    if has_fragment:
+        shown += "#" + _mask_query(fragment)
     return shown
 
 
@@ -139,6 +154,25 @@ def _mask_found_url(found: re.Match[str]) -> str:
 def mask_urls(text: str) -> str:
     """text with every URL in it masked as `mask_url` does."""
     return _URL_IN_TEXT.sub(_mask_found_url, text)
+
+
+_SECRET_PIECE_SEPARATORS = re.compile(r"[@/:?#]")
+MIN_SECRET_PIECE = 4
+"""Pieces of a secret shorter than this are left in text: masking every "p" would hide the
+message, and three characters give nothing away."""
+
+
+def mask_secret(text: str, secret: str) -> str:
+    """text with secret, and each piece of it between a @ / : ? or #, masked.
+
+    A driver quotes what it was given as it read it: psycopg's "failed to resolve host
+    'ssW0rd@db'" holds the tail of the password p@ssW0rd, which no URL in the text shows.
+    """
+    pieces = {secret, *_SECRET_PIECE_SEPARATORS.split(secret)}
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) >= MIN_SECRET_PIECE:
+            text = text.replace(piece, MASK)
+    return text
 
 
 def mask_urls_within(value: Any) -> Any:

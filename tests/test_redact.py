@@ -8,7 +8,15 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
-from monitord.redact import error_line, mask_url, mask_urls, mask_urls_within, one_line, printable
+from monitord.redact import (
+    error_line,
+    mask_secret,
+    mask_url,
+    mask_urls,
+    mask_urls_within,
+    one_line,
+    printable,
+)
 
 
 @pytest.mark.parametrize(
@@ -76,6 +84,38 @@ def test_a_shown_url_keeps_where_it_goes_and_hides_its_secrets(
     assert mask_url(url) == shown
     if secret is not None:
         assert secret not in mask_url(url)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "ab/cdSecret",  # base64: urlsplit read the URL up to the / and showed the rest as a path
+        "1234/Secret",  # ... and took 1234 for a port
+        "p@ssW0rd",
+        "a#b?c:dSecret",
+        "x/y@Zk?q#Wd@Tail",
+        "p%40ssSecret",
+    ],
+)
+def test_a_password_holding_url_delimiters_is_masked_whole(password: str) -> None:
+    url = f"postgresql://mon:{password}@127.0.0.1:55872/mon?sslmode=require"
+    shown = "postgresql://mon:***@127.0.0.1:55872/mon?sslmode=require"
+    assert mask_url(url) == shown
+    assert mask_urls(f"cannot reach {url} (refused)") == f"cannot reach {shown} (refused)"
+
+
+def test_an_at_in_a_query_value_is_not_taken_for_the_hosts() -> None:
+    url = "mailtos://ops:s3cret@smtp.example.gov.cn/?to=a@example.gov.cn&cc=b@example.gov.cn"
+    assert mask_url(url) == (
+        "mailtos://ops:***@smtp.example.gov.cn/?to=a@example.gov.cn&cc=b@example.gov.cn"
+    )
+
+
+def test_a_secret_and_its_pieces_are_masked_in_a_drivers_words() -> None:
+    said = "failed to resolve host 'ssW0rd@127.0.0.1'"
+    assert mask_secret(said, "p@ssW0rd") == "failed to resolve host '***@127.0.0.1'"
+    # Three characters or fewer are left: masking every "p" would hide the message.
+    assert mask_secret("port 5432 pending", "p@5432") == "port *** pending"
 
 
 def test_urls_inside_a_message_are_masked() -> None:
