@@ -34,7 +34,7 @@ from sqlalchemy.pool import NullPool
 
 from monitord.errors import StoreError, UsageError
 from monitord.files import write_problem
-from monitord.redact import mask_url, mask_urls
+from monitord.redact import mask_secret, mask_url, mask_urls
 from monitord.store.models import AuditEntry
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -143,10 +143,22 @@ def _sqlite_broken_keys(connection: Connection) -> str | None:
     return f"{len(rows)} row(s) refer to rows that do not exist: {shown}{more}"
 
 
-def _reason(exc: SQLAlchemyError) -> str:
-    """The first line of what the database said, URLs masked: "OperationalError: …"."""
+def _written_password(url: URL) -> str:
+    """The password of url as its user wrote it: make_url ends a password at its first @ and
+    takes the rest of it for the host (mon:p@ssW0rd@db has the password p, the host ssW0rd@db)."""
+    password = url.password or ""
+    host_head, at, _ = (url.host or "").rpartition("@")
+    return f"{password}@{host_head}" if at else password
+
+
+def _reason(exc: SQLAlchemyError, url: URL | None = None) -> str:
+    """The first line of what the database said, URLs masked, and the password of url, the
+    store's, masked wherever the driver quoted it: "OperationalError: …"."""
     said = str(getattr(exc, "orig", None) or exc).splitlines()
-    return f"{exc.__class__.__name__}: {mask_urls(said[0] if said else '')}"
+    shown = mask_urls(said[0] if said else "")
+    if url is not None:
+        shown = mask_secret(shown, _written_password(url))
+    return f"{exc.__class__.__name__}: {shown}"
 
 
 @dataclass(frozen=True)
@@ -251,7 +263,7 @@ class Store:
                     self._check_keys(connection)
         except SQLAlchemyError as exc:
             raise StoreError(
-                f"cannot open or migrate the store at {self.display_url}: {_reason(exc)}"
+                f"cannot open or migrate the store at {self.display_url}: {_reason(exc, self.url)}"
             ) from None
         except (CommandError, RevisionError):
             raise self._too_new() from None
@@ -295,7 +307,7 @@ class Store:
                 return _pending(connection)
         except SQLAlchemyError as exc:
             raise StoreError(
-                f"cannot read the store at {self.display_url}: {_reason(exc)}"
+                f"cannot read the store at {self.display_url}: {_reason(exc, self.url)}"
             ) from None
         except (CommandError, RevisionError):
             raise self._too_new() from None
@@ -344,7 +356,7 @@ class Store:
                 transaction.rollback()
         except SQLAlchemyError as exc:
             raise StoreError(
-                f"the store at {self.display_url} cannot be written: {_reason(exc)}"
+                f"the store at {self.display_url} cannot be written: {_reason(exc, self.url)}"
             ) from None
 
     def unreachable_reason(self) -> str | None:
@@ -360,7 +372,7 @@ class Store:
             with self._checks.begin() as connection:
                 connection.execute(text("update alembic_version set version_num = version_num"))
         except SQLAlchemyError as exc:
-            return _reason(exc)
+            return _reason(exc, self.url)
         return self._disk_full_reason()
 
     def _disk_full_reason(self) -> str | None:
@@ -394,7 +406,7 @@ class Store:
                     reason = _sqlite_write_blocked(session)
                 session.rollback()
         except SQLAlchemyError as exc:
-            raise StoreUnreachable(_reason(exc)) from None
+            raise StoreUnreachable(_reason(exc, self.url)) from None
         if reason is None and self._disk_full_reason() is not None:
             reason = "the store's disk is full"  # without its folder: readiness is public
         return reason

@@ -253,6 +253,22 @@ def test_the_password_of_a_store_url_is_never_shown() -> None:
     assert "hunter2" not in str(caught.value)
 
 
+def pieces(secret: str, size: int = 4) -> set[str]:
+    """Every run of size characters of secret."""
+    return {secret[start : start + size] for start in range(len(secret) - size + 1)}
+
+
+@pytest.mark.parametrize("password", ["p@ssW0rd", "ab/cd@Secret9", "x:y@Zk?q#Wd@Tail"])
+def test_no_piece_of_a_password_written_with_a_bare_at_is_shown(password: str) -> None:
+    # make_url ends a password at its first @ and took the rest for the host; psycopg then said
+    # "failed to resolve host 'ssW0rd@127.0.0.1'", the password's tail in the clear.
+    with pytest.raises(StoreError) as caught:
+        open_store(f"postgresql://mon:{password}@127.0.0.1:1/mon")
+    shown = str(caught.value)
+    assert shown.startswith("cannot open or migrate the store at postgresql+psycopg://mon:***@")
+    assert not {piece for piece in pieces(password) if piece in shown}
+
+
 def test_the_migrations_build_exactly_the_tables_the_models_describe(store: Store) -> None:
     """A column added to a model without its migration would be missing from every real store."""
     from alembic.autogenerate import compare_metadata
