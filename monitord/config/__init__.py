@@ -121,6 +121,10 @@ class DaemonSettings(_Section):
     """Feed the systemd watchdog when systemd asks for it (WATCHDOG_USEC)."""
 
 
+_STORE_USERINFO = re.compile(r"[^:/]*(?::(?P<password>[^@]*))?@")
+"""A store URL's user:password@ after its ://, as SQLAlchemy's make_url reads it."""
+
+
 class StoreSettings(_Section):
     """Where monitord keeps everything it learns."""
 
@@ -148,8 +152,20 @@ class StoreSettings(_Section):
                 # An in-memory database keeps nothing once the command ends.
                 raise ValueError("a database file such as sqlite:///var/monitord.db")
         else:
+            # Read as SQLAlchemy reads it: the password runs from user: to the first @.
+            userinfo = _STORE_USERINFO.match(rest)
+            password, after = "", rest
+            if userinfo is not None:
+                password, after = userinfo["password"] or "", rest[userinfo.end() :]
+            host_part = re.split("[/?]", after, maxsplit=1)[0]
+            if "/" in password or "@" in host_part:
+                # SQLAlchemy took the password's tail after a @ for the host, and a driver's
+                # error quoted it; urlsplit read the URL up to a / and echoed the password.
+                raise ValueError(
+                    "a postgresql:// URL whose password has each @ written as %40 and each / as %2F"
+                )
             try:
-                urlsplit(value).port  # noqa: B018 - checked only when read
+                urlsplit("//" + host_part).port  # noqa: B018 - checked only when read
             except ValueError:
                 raise ValueError("a postgresql:// URL whose port is a number up to 65535") from None
         return value

@@ -360,8 +360,32 @@ def test_a_robot_given_as_its_web_address_is_refused_with_its_own_scheme(
     assert check(tmp_path, written, capsys) == (0, "")
 
 
+@pytest.mark.parametrize("password", ["ab/cdSecret", "p@ssW0rd", "1234/Secret"])
+def test_a_store_password_with_a_bare_at_or_slash_is_refused_without_showing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], password: str
+) -> None:
+    # urlsplit read "mon:ab" as the host and the error echoed the whole URL; a bare @ reached
+    # the driver, whose error quoted the password's tail as the host it could not resolve.
+    url = f"postgresql://mon:{password}@127.0.0.1:55872/mon"
+    status, err = check(tmp_path, f'[store]\nurl = "{url}"\n', capsys)
+    assert (status, err) == (
+        2,
+        'monitord: site.toml: store.url = "postgresql://mon:***@127.0.0.1:55872/mon": expected '
+        "a postgresql:// URL whose password has each @ written as %40 and each / as %2F\n",
+    )
+    shown = {password[start : start + 4] for start in range(len(password) - 3)}
+    assert not {piece for piece in shown if piece in err}
+
+
 def test_the_store_urls_that_work_are_taken(tmp_path: Path) -> None:
-    for url in ("sqlite:///var/m.db", "sqlite:////srv/m.db", "postgresql://m@db:5432/m"):
+    for url in (
+        "sqlite:///var/m.db",
+        "sqlite:////srv/m.db",
+        "postgresql://m@db:5432/m",
+        "postgresql://m:ab%2Fcd%40ef@db:5432/m",
+        # SQLAlchemy reads a password with a bare # ? or : as written; urlsplit refused it.
+        "postgresql://m:a#b?c:d@db:5432/m",
+    ):
         path = tmp_path / "site.toml"
         path.write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
         assert load_config(path, env={}).store.url == url
