@@ -118,11 +118,12 @@ def store_failure(args: argparse.Namespace, exc: Exception) -> str | None:
     try:
         store = Store(settings_for(args).store.url)
     except (MonitordError, OSError, ValueError):
-        where = "the store"  # the config changed since the command read it
-    else:
-        where = f"the store at {store.display_url}"
-        store.dispose()
-    return f"{where} did not carry out the command: {_reason(exc)}"
+        # The config changed since the command read it: its password cannot be known.
+        return f"the store did not carry out the command: {_reason(exc)}"
+    store.dispose()
+    return (
+        f"the store at {store.display_url} did not carry out the command: {_reason(exc, store.url)}"
+    )
 
 
 def live_cluster_members(store: Store, lease_seconds: float) -> list[Member]:
