@@ -130,3 +130,40 @@ def test_followed_logs_that_cannot_be_read_are_warned_of_by_their_key(
         "reads it once it is there",
         f'warning: site.toml: logs.follow[2].path = "{tmp_path}": it is a folder, not a log file',
     ]
+
+
+def test_a_store_or_log_path_that_is_a_link_into_a_missing_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # check-config said the store would be made at start, and `monitord run` then failed with
+    # "No such file or directory"; a JSON log so linked passed the reload check.
+    (tmp_path / "m.db").symlink_to(tmp_path / "gone" / "m.db")
+    (tmp_path / "m.log").symlink_to(tmp_path / "gone" / "m.log")
+    url = f"sqlite:///{tmp_path}/m.db"
+    status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    assert (status, out) == (2, "")
+    assert err == (
+        f"monitord: site.toml: store.url: cannot create the store at {url}: cannot write it (it "
+        f"is a symbolic link to a file in a folder that does not exist: {tmp_path}/gone/m.db)\n"
+    )
+    toml = f'[logging]\nfile = "{tmp_path}/m.log"\n'
+    status, out, err = check(tmp_path, capsys, toml, "--for-reload")
+    assert (status, out) == (2, "")
+    assert "it is a symbolic link to a file in a folder that does not exist" in err
+    assert "the daemon would refuse to reload with it" in err
+    # A link whose target's folder is there is followed: the daemon makes the target.
+    (tmp_path / "gone").mkdir()
+    status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n' + toml)
+    assert (status, err) == (0, "")
+    assert out.endswith(f"store OK: {url}: no such file yet; the daemon creates it at start\n")
+    assert not (tmp_path / "gone" / "m.db").exists()
+
+
+def test_a_store_path_that_is_a_link_to_itself_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.db").symlink_to(tmp_path / "b.db")
+    (tmp_path / "b.db").symlink_to(tmp_path / "a.db")
+    status, out, err = check(tmp_path, capsys, f'[store]\nurl = "sqlite:///{tmp_path}/a.db"\n')
+    assert (status, out) == (2, "")
+    assert err.endswith("cannot write it (it is a symbolic link that leads back to itself)\n")
