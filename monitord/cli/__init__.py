@@ -27,6 +27,7 @@ from monitord.cli.common import (
     positive_int,
     print_json,
     private_files,
+    refuse_to_migrate_under_a_daemon,
     settings_for,
     settings_with_credentials,
     store_failure,
@@ -105,10 +106,15 @@ def _store_at_start(settings: Settings) -> str:
 
     Raises ConfigError naming store.url and the cause when the start would refuse it.
     """
-    from monitord.store import check_store
+    from monitord.store import check_store, sqlite_file
 
     try:
-        return check_store(settings.store.url)
+        found = check_store(settings.store.url)
+        if sqlite_file(settings.store.url) is None:
+            # A SQLite store's daemon is this machine's, which the restart stops before it
+            # starts; a PostgreSQL store's old daemons run on other machines too.
+            refuse_to_migrate_under_a_daemon(settings)
+        return found
     except StoreError as exc:
         raise ConfigError(f"{settings.source}: store.url: {exc}") from None
 

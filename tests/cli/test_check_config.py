@@ -6,11 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
 from sqlalchemy import text
 
 from monitord.cli import main
-from monitord.store import open_store
-from tests.conftest import PostgresServer, free_port
+from monitord.cluster import SharedCoordinator
+from monitord.config import ClusterSettings
+from monitord.store import MIGRATIONS, Store, open_store
+from tests.conftest import FakeClock, PostgresServer, free_port
 
 
 def check(
@@ -22,6 +26,17 @@ def check(
     status = main(["--config", str(config), "check-config", *extra])
     out, err = capsys.readouterr()
     return status, out.replace(str(config), "site.toml"), err.replace(str(config), "site.toml")
+
+
+def store_at(url: str, revision: str) -> None:
+    """A store as an older monitord left it: migrated up to revision only."""
+    store = Store(url)
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+    store.dispose()
 
 
 def test_a_store_folder_no_file_can_be_made_in_is_refused(
@@ -167,3 +182,25 @@ def test_a_store_path_that_is_a_link_to_itself_is_refused(
     status, out, err = check(tmp_path, capsys, f'[store]\nurl = "sqlite:///{tmp_path}/a.db"\n')
     assert (status, out) == (2, "")
     assert err.endswith("cannot write it (it is a symbolic link that leads back to itself)\n")
+
+
+def test_a_store_to_migrate_under_daemons_of_the_version_before_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], postgres: PostgresServer | None
+) -> None:
+    # check-config said "migration(s) pending, applied at start", and `monitord run` then
+    # refused to migrate the store under the daemons still running on it.
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    url = postgres.new_database()
+    store_at(url, "0015")
+    old_daemon = Store(url)
+    try:
+        settings = ClusterSettings(name="old-a", lease_seconds=60.0)
+        SharedCoordinator(old_daemon, settings, FakeClock(), lambda: 0.0).join()
+        status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    finally:
+        old_daemon.dispose()
+    assert (status, out) == (2, "")
+    assert "monitord: site.toml: store.url: the store at " in err
+    assert "daemons of the version before (schema 0015) are running on it: old-a." in err
+    assert err.count("\n") == 1
