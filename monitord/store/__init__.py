@@ -246,9 +246,10 @@ class Store:
                     )
                 applied = _pending(connection)
                 if applied:
+                    self._check_keys(connection, migrated=False)
                     cfg.attributes["connection"] = connection
                     command.upgrade(cfg, "head")
-                    self._check_keys(connection)
+                    self._check_keys(connection, migrated=True)
         except SQLAlchemyError as exc:
             raise StoreError(
                 f"cannot open or migrate the store at {self.display_url}: {_reason(exc)}"
@@ -273,17 +274,28 @@ class Store:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
 
-    def _check_keys(self, connection: Connection) -> None:
-        """Refuse (raise StoreError) the migrations just run on a SQLite store when they left
-        a foreign key naming no row: they ran with foreign keys off."""
+    def _check_keys(self, connection: Connection, *, migrated: bool) -> None:
+        """Refuse (raise StoreError) to migrate a SQLite store where a foreign key names no
+        row. Before the migrations (`migrated` False): rows broken already (written with
+        foreign keys off, by hand or another program), which only a person can mend. After
+        them: what the migrations left, as they ran with foreign keys off."""
         if self.url.get_backend_name() != "sqlite":
             return
         broken = _sqlite_broken_keys(connection)
-        if broken is not None:
+        if broken is None:
+            return
+        if migrated:
             raise StoreError(
                 f"cannot migrate the store at {self.display_url}: after the migrations, "
                 f"{broken}; nothing was changed"
             )
+        raise StoreError(
+            f"cannot migrate the store at {self.display_url}: before any migration, {broken} "
+            "(written with foreign keys off, by hand or by another program). Back the store "
+            "up (`monitord backup FILE`), then delete or correct those rows (the sqlite3 "
+            "shell's `PRAGMA foreign_key_check` lists them) and start again; nothing was "
+            "changed"
+        )
 
     def pending_migrations(self) -> list[Migration]:
         """The migrations `migrate` would apply, oldest first, changing nothing in the store.
@@ -622,6 +634,9 @@ def check_store(url: str) -> str:
         pending = store.pending_migrations()
         if store.revision() is None:
             return f"{store.display_url}: empty; the daemon creates its tables at start"
+        if pending:
+            with store.engine.connect() as connection:  # PRAGMA foreign_key_check only reads
+                store._check_keys(connection, migrated=False)
         store.check_writable()
     finally:
         store.dispose()

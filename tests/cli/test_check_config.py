@@ -3,6 +3,8 @@ names the followed access logs the daemon could not read."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -203,4 +205,26 @@ def test_a_store_to_migrate_under_daemons_of_the_version_before_is_refused(
     assert (status, out) == (2, "")
     assert "monitord: site.toml: store.url: the store at " in err
     assert "daemons of the version before (schema 0015) are running on it: old-a." in err
+    assert err.count("\n") == 1
+
+
+def test_a_sqlite_store_to_migrate_with_a_key_naming_no_row_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # check-config said the migrations would be applied at start, and every start then failed
+    # on a row that named no row before any migration ran.
+    url = f"sqlite:///{tmp_path}/m.db"
+    store_at(url, "0015")
+    with closing(sqlite3.connect(tmp_path / "m.db")) as connection, connection:
+        connection.execute(
+            "insert into incident_events (incident_id, at, kind, actor, detail)"
+            " values (9999, '2026-11-02 01:00:00', 'opened', 'monitord', '{}')"
+        )
+    status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    assert (status, out) == (2, "")
+    assert err.startswith(
+        f"monitord: site.toml: store.url: cannot migrate the store at {url}: before any "
+        "migration, 1 row(s) refer to rows that do not exist: incident_events row 1 "
+        "(→ incidents) (written with foreign keys off"
+    )
     assert err.count("\n") == 1
