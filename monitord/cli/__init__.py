@@ -51,6 +51,7 @@ from monitord.timeutil import local_text, parse_time
 
 if TYPE_CHECKING:
     from monitord.config import Settings
+    from monitord.store import StoreCheck
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -85,7 +86,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     store = None if args.for_reload else _store_at_start(settings)
     print(f"config OK: {settings.source}")
     if store is not None:
-        print(f"store OK: {store}")
+        print(f"store OK: {store.found}")
+    if store is not None and store.warning is not None:
+        print(f"warning: {settings.source}: store.url: {store.warning}", file=sys.stderr)
     for exposed in secret_file_warnings(settings):
         print(f"warning: {exposed}", file=sys.stderr)
     if unwritable is not None:
@@ -101,7 +104,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store_at_start(settings: Settings) -> str:
+def _store_at_start(settings: Settings) -> StoreCheck:
     """What `monitord run` will find of the store at start, found writing nothing.
 
     Raises ConfigError naming store.url and the cause when the start would refuse it.

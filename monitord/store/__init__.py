@@ -49,6 +49,10 @@ LOCK_WAIT_SECONDS = 10.0
 holds (VACUUM FULL, ALTER TABLE, a CREATE INDEX on its table) before it counts the store as not
 answering: as long as SQLite's busy timeout."""
 
+SQLITE_BUSY_SECONDS = 10.0
+"""How long a SQLite connection waits for another writer's lock (its busy timeout) before it
+fails with "database is locked"."""
+
 MIN_FREE_BYTES = 1 << 20
 """Free space below which the disk of a SQLite store counts as full (see unreachable_reason)."""
 
@@ -107,7 +111,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # turn instead of failing with "database is locked".
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={round(SQLITE_BUSY_SECONDS * 1000)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -355,9 +359,10 @@ class Store:
                 connection.execute(text("update alembic_version set version_num = version_num"))
                 transaction.rollback()
         except SQLAlchemyError as exc:
-            raise StoreError(
-                f"the store at {self.display_url} cannot be written: {_reason(exc)}"
-            ) from None
+            said = f"the store at {self.display_url} cannot be written: {_reason(exc)}"
+            if isinstance(exc, OperationalError) and lock_wait_given_up(exc):
+                raise StoreBusy(said) from None
+            raise StoreError(said) from None
 
     def unreachable_reason(self) -> str | None:
         """None when the store answers and takes a write now, on a new connection (see
@@ -427,6 +432,11 @@ class Store:
         if self.claim is not None:
             self.claim.release()
             self.claim = None
+
+
+class StoreBusy(StoreError):
+    """Another writer held the store's write lock past the busy timeout: a command or daemon
+    still running, not a store that cannot be written."""
 
 
 class StoreUnreachable(Exception):
@@ -610,9 +620,18 @@ def open_store(url: str, *, for_daemon: bool = False) -> Store:
     return store
 
 
-def check_store(url: str) -> str:
+@dataclass(frozen=True)
+class StoreCheck:
+    """What check_store found: a line saying what the daemon's start will find, and what may
+    yet hold that start up (another writer holding the store now), or None."""
+
+    found: str
+    warning: str | None = None
+
+
+def check_store(url: str) -> StoreCheck:
     """Whether `open_store(url, for_daemon=True)` would open the store, found without creating,
-    migrating or writing anything: a line saying what the daemon's start will find.
+    migrating or writing anything: what the daemon's start will find.
 
     Raises StoreError, one line naming the store (its password masked), for what that start
     would refuse: a SQLite file that cannot be made (its folder unwritable) or read or written,
@@ -628,21 +647,31 @@ def check_store(url: str) -> str:
         if problem is not None:
             raise StoreError(f"cannot create the store at {mask_url(url)}: {problem}")
         if missing:
-            return f"{mask_url(url)}: no such file yet; the daemon creates it at start"
+            return StoreCheck(f"{mask_url(url)}: no such file yet; the daemon creates it at start")
     store = Store(url)  # its SQLite file's folder exists: nothing is made
+    busy = None
     try:
         pending = store.pending_migrations()
         if store.revision() is None:
-            return f"{store.display_url}: empty; the daemon creates its tables at start"
+            return StoreCheck(f"{store.display_url}: empty; the daemon creates its tables at start")
         if pending:
             with store.engine.connect() as connection:  # PRAGMA foreign_key_check only reads
                 store._check_keys(connection, migrated=False)
-        store.check_writable()
+        try:
+            store.check_writable()
+        except StoreBusy:
+            busy = (
+                f"the store at {store.display_url} is busy: another writer held it past the "
+                f"{SQLITE_BUSY_SECONDS:g} s wait (another daemon or command still running?); "
+                "the daemon's start waits as long, and fails if it is held still"
+            )
     finally:
         store.dispose()
     if pending:
-        return f"{store.display_url}: {len(pending)} migration(s) pending, applied at start"
-    return f"{store.display_url}: up to date"
+        found = f"{store.display_url}: {len(pending)} migration(s) pending, applied at start"
+    else:
+        found = f"{store.display_url}: up to date"
+    return StoreCheck(found, busy)
 
 
 def backup_sqlite(file: Path, target: Path) -> int:

@@ -12,6 +12,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import text
 
+import monitord.store
 from monitord.cli import main
 from monitord.cluster import SharedCoordinator
 from monitord.config import ClusterSettings
@@ -228,3 +229,22 @@ def test_a_sqlite_store_to_migrate_with_a_key_naming_no_row_is_refused(
         "(→ incidents) (written with foreign keys off"
     )
     assert err.count("\n") == 1
+
+
+def test_a_store_another_writer_holds_is_a_warning_not_an_invalid_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # check-config said "cannot be written: database is locked" and exit 2 (invalid) while a
+    # command held the store's write lock a little longer than the busy timeout.
+    monkeypatch.setattr(monitord.store, "SQLITE_BUSY_SECONDS", 0.2)
+    url = f"sqlite:///{tmp_path}/m.db"
+    open_store(url).dispose()
+    with closing(sqlite3.connect(tmp_path / "m.db", isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")
+        status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    assert (status, out) == (0, f"config OK: site.toml\nstore OK: {url}: up to date\n")
+    assert err == (
+        f"warning: site.toml: store.url: the store at {url} is busy: another writer held it "
+        "past the 0.2 s wait (another daemon or command still running?); the daemon's start "
+        "waits as long, and fails if it is held still\n"
+    )
