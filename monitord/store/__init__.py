@@ -639,13 +639,15 @@ def check_store(url: str) -> StoreCheck:
     """
     file = sqlite_file(url)
     if file is not None:
+        missing = True  # until it is seen: a folder on the way may not be searched
         try:
             missing = not file.exists()
-            problem = write_problem(file) if missing else None
+            problem = write_problem(file) if missing else _sqlite_file_problem(file)
         except OSError as exc:  # a folder on the way this user cannot search
             problem = f"cannot reach {file.absolute()} ({(exc.strerror or str(exc)).lower()})"
         if problem is not None:
-            raise StoreError(f"cannot create the store at {mask_url(url)}: {problem}")
+            doing = "create" if missing else "open"
+            raise StoreError(f"cannot {doing} the store at {mask_url(url)}: {problem}")
         if missing:
             return StoreCheck(f"{mask_url(url)}: no such file yet; the daemon creates it at start")
     store = Store(url)  # its SQLite file's folder exists: nothing is made
@@ -672,6 +674,21 @@ def check_store(url: str) -> StoreCheck:
     else:
         found = f"{store.display_url}: up to date"
     return StoreCheck(found, busy)
+
+
+def _sqlite_file_problem(file: Path) -> str | None:
+    """Why the daemon could not run on the existing SQLite store `file`, found before SQLite
+    says only "disk I/O error" (a device such as /dev/null) or "attempt to write a readonly
+    database" (a folder it cannot make the store's -wal and -shm files in); else None."""
+    if not file.is_file():
+        return f"{file} is not a regular file"
+    if not os.access(file, os.W_OK):
+        return None  # the write check names it
+    for beside in (f"{file.name}-wal", f"{file.name}-shm"):
+        problem = write_problem(file.with_name(beside))
+        if problem is not None:
+            return f"SQLite must write {beside} beside it: {problem}"
+    return None
 
 
 def backup_sqlite(file: Path, target: Path) -> int:

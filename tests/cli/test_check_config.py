@@ -248,3 +248,16 @@ def test_a_store_another_writer_holds_is_a_warning_not_an_invalid_config(
         "past the 0.2 s wait (another daemon or command still running?); the daemon's start "
         "waits as long, and fails if it is held still\n"
     )
+
+
+def test_a_store_path_that_is_not_a_regular_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # check-config said "empty; the daemon creates its tables at start", and `monitord run`
+    # then failed with "disk I/O error".
+    status, out, err = check(tmp_path, capsys, '[store]\nurl = "sqlite:////dev/null"\n')
+    assert (status, out) == (2, "")
+    assert err == (
+        "monitord: site.toml: store.url: cannot open the store at sqlite:////dev/null: "
+        "/dev/null is not a regular file\n"
+    )
