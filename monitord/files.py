@@ -37,6 +37,8 @@ def write_problem(path: Path) -> str | None:
         return "cannot write it (it is a folder)"
     if path.exists():
         return None if os.access(path, os.W_OK) else "cannot write it (permission denied)"
+    if path.is_symlink():
+        return _dangling_link_problem(path)
     link = missing_link(path.parent)
     if link is not None:
         return f"cannot make its folder ({link} is {missing_target(link)})"
@@ -46,6 +48,23 @@ def write_problem(path: Path) -> str | None:
     if not folder.is_dir():
         return f"cannot make its folder ({folder} is a file)"
     return _make_problem(folder)
+
+
+def _dangling_link_problem(link: Path) -> str | None:
+    """Why no file can be made through `link`, a symbolic link whose target does not exist, or
+    None. Opening it makes the target, but never the target's folder: the link's own folder is
+    what the daemon makes."""
+    target = Path(os.path.realpath(link))
+    if target.is_symlink():  # realpath stops where the links go round in a circle
+        return "cannot write it (it is a symbolic link that leads back to itself)"
+    if not target.parent.exists():
+        return (
+            "cannot write it (it is a symbolic link to a file in a folder that does not "
+            f"exist: {os.readlink(link)})"
+        )
+    if not target.parent.is_dir():
+        return f"cannot write it (it is a symbolic link into {target.parent}, which is a file)"
+    return _make_problem(target.parent)
 
 
 def _make_problem(folder: Path) -> str | None:

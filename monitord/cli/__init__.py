@@ -27,6 +27,7 @@ from monitord.cli.common import (
     positive_int,
     print_json,
     private_files,
+    refuse_to_migrate_under_a_daemon,
     settings_for,
     settings_with_credentials,
     store_failure,
@@ -50,6 +51,7 @@ from monitord.timeutil import local_text, parse_time
 
 if TYPE_CHECKING:
     from monitord.config import Settings
+    from monitord.store import StoreCheck
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -84,7 +86,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     store = None if args.for_reload else _store_at_start(settings)
     print(f"config OK: {settings.source}")
     if store is not None:
-        print(f"store OK: {store}")
+        print(f"store OK: {store.found}")
+    if store is not None and store.warning is not None:
+        print(f"warning: {settings.source}: store.url: {store.warning}", file=sys.stderr)
     for exposed in secret_file_warnings(settings):
         print(f"warning: {exposed}", file=sys.stderr)
     if unwritable is not None:
@@ -100,15 +104,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store_at_start(settings: Settings) -> str:
+def _store_at_start(settings: Settings) -> StoreCheck:
     """What `monitord run` will find of the store at start, found writing nothing.
 
     Raises ConfigError naming store.url and the cause when the start would refuse it.
     """
-    from monitord.store import check_store
+    from monitord.store import check_store, sqlite_file
 
     try:
-        return check_store(settings.store.url)
+        found = check_store(settings.store.url)
+        if sqlite_file(settings.store.url) is None:
+            # A SQLite store's daemon is this machine's, which the restart stops before it
+            # starts; a PostgreSQL store's old daemons run on other machines too.
+            refuse_to_migrate_under_a_daemon(settings)
+        return found
     except StoreError as exc:
         raise ConfigError(f"{settings.source}: store.url: {exc}") from None
 

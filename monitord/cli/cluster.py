@@ -47,21 +47,22 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     store = Store(settings.store.url)
     try:
         pending = store.pending_migrations()  # refuses a store a newer version migrated
-        if any(m.revision == REGISTRATION for m in pending):
-            print(
-                f"the store at {store.display_url} is at schema {store.revision() or '(none)'}, "
-                f"from before daemons registered in it (migration {REGISTRATION}): no daemon "
-                "can be listed"
-            )
-            return 1
+        revision = store.revision()
+        unregistered = any(m.revision == REGISTRATION for m in pending)
         # The heartbeats' clock, not this machine's (see database_now).
         now = database_now(store, timeutil.system_clock)
-        listed = members(store, settings.cluster.lease_seconds, now, once)
+        listed = [] if unregistered else members(store, settings.cluster.lease_seconds, now, once)
     finally:
         store.dispose()
     if args.json:
         print_json([{**m.as_json(), "state": _state(m.alive, m.stopped_at)} for m in listed])
         return 0 if any(m.alive for m in listed) else 1
+    if unregistered and revision is not None:
+        print(
+            f"the store at {store.display_url} is at schema {revision}, from before daemons "
+            f"registered in it (migration {REGISTRATION}): no daemon can be listed"
+        )
+        return 1
     if not listed:
         print("no daemon has run on this store yet (start one with `monitord run`)")
         return 1

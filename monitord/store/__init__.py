@@ -49,6 +49,10 @@ LOCK_WAIT_SECONDS = 10.0
 holds (VACUUM FULL, ALTER TABLE, a CREATE INDEX on its table) before it counts the store as not
 answering: as long as SQLite's busy timeout."""
 
+SQLITE_BUSY_SECONDS = 10.0
+"""How long a SQLite connection waits for another writer's lock (its busy timeout) before it
+fails with "database is locked"."""
+
 MIN_FREE_BYTES = 1 << 20
 """Free space below which the disk of a SQLite store counts as full (see unreachable_reason)."""
 
@@ -107,7 +111,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # turn instead of failing with "database is locked".
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={round(SQLITE_BUSY_SECONDS * 1000)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -258,9 +262,10 @@ class Store:
                     )
                 applied = _pending(connection)
                 if applied:
+                    self._check_keys(connection, migrated=False)
                     cfg.attributes["connection"] = connection
                     command.upgrade(cfg, "head")
-                    self._check_keys(connection)
+                    self._check_keys(connection, migrated=True)
         except SQLAlchemyError as exc:
             raise StoreError(
                 f"cannot open or migrate the store at {self.display_url}: {_reason(exc, self.url)}"
@@ -285,17 +290,28 @@ class Store:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
 
-    def _check_keys(self, connection: Connection) -> None:
-        """Refuse (raise StoreError) the migrations just run on a SQLite store when they left
-        a foreign key naming no row: they ran with foreign keys off."""
+    def _check_keys(self, connection: Connection, *, migrated: bool) -> None:
+        """Refuse (raise StoreError) to migrate a SQLite store where a foreign key names no
+        row. Before the migrations (`migrated` False): rows broken already (written with
+        foreign keys off, by hand or another program), which only a person can mend. After
+        them: what the migrations left, as they ran with foreign keys off."""
         if self.url.get_backend_name() != "sqlite":
             return
         broken = _sqlite_broken_keys(connection)
-        if broken is not None:
+        if broken is None:
+            return
+        if migrated:
             raise StoreError(
                 f"cannot migrate the store at {self.display_url}: after the migrations, "
                 f"{broken}; nothing was changed"
             )
+        raise StoreError(
+            f"cannot migrate the store at {self.display_url}: before any migration, {broken} "
+            "(written with foreign keys off, by hand or by another program). Back the store "
+            "up (`monitord backup FILE`), then delete or correct those rows (the sqlite3 "
+            "shell's `PRAGMA foreign_key_check` lists them) and start again; nothing was "
+            "changed"
+        )
 
     def pending_migrations(self) -> list[Migration]:
         """The migrations `migrate` would apply, oldest first, changing nothing in the store.
@@ -355,9 +371,10 @@ class Store:
                 connection.execute(text("update alembic_version set version_num = version_num"))
                 transaction.rollback()
         except SQLAlchemyError as exc:
-            raise StoreError(
-                f"the store at {self.display_url} cannot be written: {_reason(exc, self.url)}"
-            ) from None
+            said = f"the store at {self.display_url} cannot be written: {_reason(exc, self.url)}"
+            if isinstance(exc, OperationalError) and lock_wait_given_up(exc):
+                raise StoreBusy(said) from None
+            raise StoreError(said) from None
 
     def unreachable_reason(self) -> str | None:
         """None when the store answers and takes a write now, on a new connection (see
@@ -427,6 +444,11 @@ class Store:
         if self.claim is not None:
             self.claim.release()
             self.claim = None
+
+
+class StoreBusy(StoreError):
+    """Another writer held the store's write lock past the busy timeout: a command or daemon
+    still running, not a store that cannot be written."""
 
 
 class StoreUnreachable(Exception):
@@ -610,9 +632,18 @@ def open_store(url: str, *, for_daemon: bool = False) -> Store:
     return store
 
 
-def check_store(url: str) -> str:
+@dataclass(frozen=True)
+class StoreCheck:
+    """What check_store found: a line saying what the daemon's start will find, and what may
+    yet hold that start up (another writer holding the store now), or None."""
+
+    found: str
+    warning: str | None = None
+
+
+def check_store(url: str) -> StoreCheck:
     """Whether `open_store(url, for_daemon=True)` would open the store, found without creating,
-    migrating or writing anything: a line saying what the daemon's start will find.
+    migrating or writing anything: what the daemon's start will find.
 
     Raises StoreError, one line naming the store (its password masked), for what that start
     would refuse: a SQLite file that cannot be made (its folder unwritable) or read or written,
@@ -620,26 +651,56 @@ def check_store(url: str) -> str:
     """
     file = sqlite_file(url)
     if file is not None:
+        missing = True  # until it is seen: a folder on the way may not be searched
         try:
             missing = not file.exists()
-            problem = write_problem(file) if missing else None
+            problem = write_problem(file) if missing else _sqlite_file_problem(file)
         except OSError as exc:  # a folder on the way this user cannot search
             problem = f"cannot reach {file.absolute()} ({(exc.strerror or str(exc)).lower()})"
         if problem is not None:
-            raise StoreError(f"cannot create the store at {mask_url(url)}: {problem}")
+            doing = "create" if missing else "open"
+            raise StoreError(f"cannot {doing} the store at {mask_url(url)}: {problem}")
         if missing:
-            return f"{mask_url(url)}: no such file yet; the daemon creates it at start"
+            return StoreCheck(f"{mask_url(url)}: no such file yet; the daemon creates it at start")
     store = Store(url)  # its SQLite file's folder exists: nothing is made
+    busy = None
     try:
         pending = store.pending_migrations()
         if store.revision() is None:
-            return f"{store.display_url}: empty; the daemon creates its tables at start"
-        store.check_writable()
+            return StoreCheck(f"{store.display_url}: empty; the daemon creates its tables at start")
+        if pending:
+            with store.engine.connect() as connection:  # PRAGMA foreign_key_check only reads
+                store._check_keys(connection, migrated=False)
+        try:
+            store.check_writable()
+        except StoreBusy:
+            busy = (
+                f"the store at {store.display_url} is busy: another writer held it past the "
+                f"{SQLITE_BUSY_SECONDS:g} s wait (another daemon or command still running?); "
+                "the daemon's start waits as long, and fails if it is held still"
+            )
     finally:
         store.dispose()
     if pending:
-        return f"{store.display_url}: {len(pending)} migration(s) pending, applied at start"
-    return f"{store.display_url}: up to date"
+        found = f"{store.display_url}: {len(pending)} migration(s) pending, applied at start"
+    else:
+        found = f"{store.display_url}: up to date"
+    return StoreCheck(found, busy)
+
+
+def _sqlite_file_problem(file: Path) -> str | None:
+    """Why the daemon could not run on the existing SQLite store `file`, found before SQLite
+    says only "disk I/O error" (a device such as /dev/null) or "attempt to write a readonly
+    database" (a folder it cannot make the store's -wal and -shm files in); else None."""
+    if not file.is_file():
+        return f"{file} is not a regular file"
+    if not os.access(file, os.W_OK):
+        return None  # the write check names it
+    for beside in (f"{file.name}-wal", f"{file.name}-shm"):
+        problem = write_problem(file.with_name(beside))
+        if problem is not None:
+            return f"SQLite must write {beside} beside it: {problem}"
+    return None
 
 
 def backup_sqlite(file: Path, target: Path) -> int:

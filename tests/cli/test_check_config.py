@@ -3,14 +3,21 @@ names the followed access logs the daemon could not read."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
 from sqlalchemy import text
 
+import monitord.store
 from monitord.cli import main
-from monitord.store import open_store
-from tests.conftest import PostgresServer, free_port
+from monitord.cluster import SharedCoordinator
+from monitord.config import ClusterSettings
+from monitord.store import MIGRATIONS, Store, open_store
+from tests.conftest import FakeClock, PostgresServer, free_port
 
 
 def check(
@@ -22,6 +29,17 @@ def check(
     status = main(["--config", str(config), "check-config", *extra])
     out, err = capsys.readouterr()
     return status, out.replace(str(config), "site.toml"), err.replace(str(config), "site.toml")
+
+
+def store_at(url: str, revision: str) -> None:
+    """A store as an older monitord left it: migrated up to revision only."""
+    store = Store(url)
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+    store.dispose()
 
 
 def test_a_store_folder_no_file_can_be_made_in_is_refused(
@@ -130,3 +148,116 @@ def test_followed_logs_that_cannot_be_read_are_warned_of_by_their_key(
         "reads it once it is there",
         f'warning: site.toml: logs.follow[2].path = "{tmp_path}": it is a folder, not a log file',
     ]
+
+
+def test_a_store_or_log_path_that_is_a_link_into_a_missing_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # check-config said the store would be made at start, and `monitord run` then failed with
+    # "No such file or directory"; a JSON log so linked passed the reload check.
+    (tmp_path / "m.db").symlink_to(tmp_path / "gone" / "m.db")
+    (tmp_path / "m.log").symlink_to(tmp_path / "gone" / "m.log")
+    url = f"sqlite:///{tmp_path}/m.db"
+    status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    assert (status, out) == (2, "")
+    assert err == (
+        f"monitord: site.toml: store.url: cannot create the store at {url}: cannot write it (it "
+        f"is a symbolic link to a file in a folder that does not exist: {tmp_path}/gone/m.db)\n"
+    )
+    toml = f'[logging]\nfile = "{tmp_path}/m.log"\n'
+    status, out, err = check(tmp_path, capsys, toml, "--for-reload")
+    assert (status, out) == (2, "")
+    assert "it is a symbolic link to a file in a folder that does not exist" in err
+    assert "the daemon would refuse to reload with it" in err
+    # A link whose target's folder is there is followed: the daemon makes the target.
+    (tmp_path / "gone").mkdir()
+    status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n' + toml)
+    assert (status, err) == (0, "")
+    assert out.endswith(f"store OK: {url}: no such file yet; the daemon creates it at start\n")
+    assert not (tmp_path / "gone" / "m.db").exists()
+
+
+def test_a_store_path_that_is_a_link_to_itself_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.db").symlink_to(tmp_path / "b.db")
+    (tmp_path / "b.db").symlink_to(tmp_path / "a.db")
+    status, out, err = check(tmp_path, capsys, f'[store]\nurl = "sqlite:///{tmp_path}/a.db"\n')
+    assert (status, out) == (2, "")
+    assert err.endswith("cannot write it (it is a symbolic link that leads back to itself)\n")
+
+
+def test_a_store_to_migrate_under_daemons_of_the_version_before_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], postgres: PostgresServer | None
+) -> None:
+    # check-config said "migration(s) pending, applied at start", and `monitord run` then
+    # refused to migrate the store under the daemons still running on it.
+    if postgres is None:
+        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed: apt-get install postgresql")
+    url = postgres.new_database()
+    store_at(url, "0015")
+    old_daemon = Store(url)
+    try:
+        settings = ClusterSettings(name="old-a", lease_seconds=60.0)
+        SharedCoordinator(old_daemon, settings, FakeClock(), lambda: 0.0).join()
+        status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    finally:
+        old_daemon.dispose()
+    assert (status, out) == (2, "")
+    assert "monitord: site.toml: store.url: the store at " in err
+    assert "daemons of the version before (schema 0015) are running on it: old-a." in err
+    assert err.count("\n") == 1
+
+
+def test_a_sqlite_store_to_migrate_with_a_key_naming_no_row_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # check-config said the migrations would be applied at start, and every start then failed
+    # on a row that named no row before any migration ran.
+    url = f"sqlite:///{tmp_path}/m.db"
+    store_at(url, "0015")
+    with closing(sqlite3.connect(tmp_path / "m.db")) as connection, connection:
+        connection.execute(
+            "insert into incident_events (incident_id, at, kind, actor, detail)"
+            " values (9999, '2026-11-02 01:00:00', 'opened', 'monitord', '{}')"
+        )
+    status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    assert (status, out) == (2, "")
+    assert err.startswith(
+        f"monitord: site.toml: store.url: cannot migrate the store at {url}: before any "
+        "migration, 1 row(s) refer to rows that do not exist: incident_events row 1 "
+        "(→ incidents) (written with foreign keys off"
+    )
+    assert err.count("\n") == 1
+
+
+def test_a_store_another_writer_holds_is_a_warning_not_an_invalid_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # check-config said "cannot be written: database is locked" and exit 2 (invalid) while a
+    # command held the store's write lock a little longer than the busy timeout.
+    monkeypatch.setattr(monitord.store, "SQLITE_BUSY_SECONDS", 0.2)
+    url = f"sqlite:///{tmp_path}/m.db"
+    open_store(url).dispose()
+    with closing(sqlite3.connect(tmp_path / "m.db", isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")
+        status, out, err = check(tmp_path, capsys, f'[store]\nurl = "{url}"\n')
+    assert (status, out) == (0, f"config OK: site.toml\nstore OK: {url}: up to date\n")
+    assert err == (
+        f"warning: site.toml: store.url: the store at {url} is busy: another writer held it "
+        "past the 0.2 s wait (another daemon or command still running?); the daemon's start "
+        "waits as long, and fails if it is held still\n"
+    )
+
+
+def test_a_store_path_that_is_not_a_regular_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # check-config said "empty; the daemon creates its tables at start", and `monitord run`
+    # then failed with "disk I/O error".
+    status, out, err = check(tmp_path, capsys, '[store]\nurl = "sqlite:////dev/null"\n')
+    assert (status, out) == (2, "")
+    assert err == (
+        "monitord: site.toml: store.url: cannot open the store at sqlite:////dev/null: "
+        "/dev/null is not a regular file\n"
+    )

@@ -276,6 +276,30 @@ def test_a_folder_or_config_the_user_cannot_read_is_one_line_not_a_traceback(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="drops root's file-permission override: needs root")
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_a_store_whose_folder_takes_no_new_file_is_refused_naming_the_folder(
+    tmp_path: Path,
+) -> None:
+    # A store file anyone may write, in a folder this user cannot write in: `monitord run`
+    # failed with "attempt to write a readonly database", naming neither the folder nor the
+    # -wal and -shm files SQLite must make there, and check-config said nothing of it.
+    folder = tmp_path / "p"
+    folder.mkdir()
+    open_store(f"sqlite:///{folder / 'monitord.db'}").dispose()
+    (folder / "monitord.db").chmod(0o666)
+    os.chown(folder, 65534, 65534)
+    config = tmp_path / "site.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{folder / "monitord.db"}"\n', encoding="utf-8")
+    done = as_unprivileged_root(["--config", str(config), "check-config"], tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"monitord: {config}: store.url: cannot open the store at sqlite:///{folder}/monitord.db: "
+        f"SQLite must write monitord.db-wal beside it: cannot write in {folder} (permission "
+        "denied)\n"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops root's file-permission override: needs root")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
 @pytest.mark.parametrize(
     "command",
     [["status"], ["backup", "copy.db"], ["migrate", "--check"], ["sync", "--file", "c.json"]],

@@ -163,6 +163,29 @@ def test_monitord_cluster_lists_the_daemons_of_the_version_before_it_says_to_sto
     assert revision_of(url) == "0015"  # listing them migrated nothing under them
 
 
+def test_monitord_cluster_json_is_json_on_a_store_from_before_registration_or_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --json printed a line of text; an empty store was said to be from before registration.
+    old = f"sqlite:///{tmp_path / 'old.db'}"
+    store_at(old, "0008")
+    (tmp_path / "empty.db").touch()
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    for url in (old, empty):
+        config = str(write_config(tmp_path, url))
+        assert main(["--config", config, "cluster", "--json"]) == 1
+        assert capsys.readouterr().out == "[]\n"
+    assert main(["--config", config, "cluster"]) == 1
+    assert capsys.readouterr().out == (
+        "no daemon has run on this store yet (start one with `monitord run`)\n"
+    )
+    config = str(write_config(tmp_path, old))
+    assert main(["--config", config, "cluster"]) == 1
+    assert "is at schema 0008, from before daemons registered in it" in capsys.readouterr().out
+    assert revision_of(old) == "0008"
+    assert revision_of(empty) is None
+
+
 def test_migrate_never_creates_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = str(write_config(tmp_path, f"sqlite:///{tmp_path / 'none.db'}"))
     assert main(["--config", config, "migrate", "--check"]) == 2

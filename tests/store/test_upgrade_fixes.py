@@ -326,9 +326,12 @@ def test_a_migration_failing_mid_way_leaves_a_sqlite_store_as_it_was(tmp_path: P
         store.dispose()
 
 
-def test_migrations_leaving_a_key_that_names_no_row_change_nothing(tmp_path: Path) -> None:
+def test_a_key_that_names_no_row_before_migrating_is_named_and_nothing_changed(
+    tmp_path: Path,
+) -> None:
     # SQLite migrations run with foreign keys off (see the test above): what they leave is
-    # checked before it is committed.
+    # checked before it is committed. A row broken before them (deleted by hand) was blamed on
+    # the migrations ("after the migrations, …"), with nothing said of what to do.
     store = Store(f"sqlite:///{tmp_path / 'monitord.db'}")
     try:
         store_at_0015_with_incidents(store)
@@ -338,8 +341,15 @@ def test_migrations_leaving_a_key_that_names_no_row_change_nothing(tmp_path: Pat
             connection.commit()
         before = sqlite_schema(store)
 
-        with pytest.raises(StoreError, match=r"incident_events row 2 \(→ incidents\)"):
+        with pytest.raises(StoreError) as refused:
             store.migrate()
+        assert str(refused.value) == (
+            f"cannot migrate the store at {store.display_url}: before any migration, 1 row(s) "
+            "refer to rows that do not exist: incident_events row 2 (→ incidents) (written with "
+            "foreign keys off, by hand or by another program). Back the store up (`monitord "
+            "backup FILE`), then delete or correct those rows (the sqlite3 shell's `PRAGMA "
+            "foreign_key_check` lists them) and start again; nothing was changed"
+        )
 
         assert store.revision() == "0015"
         assert sqlite_schema(store) == before
