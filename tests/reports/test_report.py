@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from monitord.evidence import KINDS
 from monitord.incidents import open_manual
 from monitord.runtime.reporting import online_availability
 from monitord.scans import accept_finding
-from monitord.store import Store, histogram, open_store
+from monitord.store import Store, backup_sqlite, histogram, open_store
 from monitord.store.findings import upsert_finding
 from monitord.store.history import ProbeStats
 from monitord.store.models import (
@@ -254,7 +253,7 @@ def test_a_past_quarter_shows_the_same_figures_after_a_quarter_of_new_data(
 ) -> None:
     before = q3.report
     copy = tmp_path / "later.db"
-    shutil.copyfile(q3.path, copy)
+    backup_sqlite(q3.path, copy)  # consistent: q3 is open, some of it still in its WAL
     later = open_store(f"sqlite:///{copy}")
     try:
         with later.session() as session:
