@@ -661,7 +661,11 @@ def check_store(url: str) -> StoreCheck:
             doing = "create" if missing else "open"
             raise StoreError(f"cannot {doing} the store at {mask_url(url)}: {problem}")
         if missing:
-            return StoreCheck(f"{mask_url(url)}: no such file yet; the daemon creates it at start")
+            # A relative path is the daemon's folder's: say which file that is from here.
+            where = "" if file.is_absolute() else f" ({file.absolute()} from here)"
+            return StoreCheck(
+                f"{mask_url(url)}{where}: no such file yet; the daemon creates it at start"
+            )
     store = Store(url)  # its SQLite file's folder exists: nothing is made
     busy = None
     try:

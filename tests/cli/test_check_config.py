@@ -54,6 +54,19 @@ def test_a_store_folder_no_file_can_be_made_in_is_refused(
     )
 
 
+def test_a_relative_store_path_is_said_as_the_file_it_is_from_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sqlite:///var/monitord.db (the built-in default) read as /var/monitord.db.
+    monkeypatch.chdir(tmp_path)
+    status, out, err = check(tmp_path, capsys, '[store]\nurl = "sqlite:///var/m.db"\n')
+    assert (status, err) == (0, "")
+    assert out.endswith(
+        f"store OK: sqlite:///var/m.db ({tmp_path}/var/m.db from here): no such file yet; "
+        "the daemon creates it at start\n"
+    )
+
+
 def test_a_new_sqlite_store_is_said_to_be_made_at_start_and_nothing_is_made(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
