@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from alembic import command
+from alembic.config import Config as AlembicConfig
 from loguru import logger
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
@@ -28,7 +30,7 @@ from sqlalchemy.exc import OperationalError
 from bench._postgres import PostgresServer as PostgresServer
 from bench._postgres import free_port as free_port
 from bench._postgres import postgres_bin as postgres_bin
-from monitord.store import Store, open_store
+from monitord.store import MIGRATIONS, Store, open_store
 from monitord.timeutil import UTC
 from tests.fakeportal import TOKEN
 from tests.probes.helpers import Serve
@@ -235,6 +237,24 @@ def logged(level: str) -> Iterator[list[str]]:
         yield said
     finally:
         logger.remove(sink)
+
+
+def migrated_to(store: Store, revision: str) -> None:
+    """The store as an older monitord left it: migrated up to revision only."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+def store_at(url: str, revision: str) -> None:
+    """A store at url as an older monitord left it: migrated up to revision only."""
+    store = Store(url)
+    try:
+        migrated_to(store, revision)
+    finally:
+        store.dispose()
 
 
 @contextmanager

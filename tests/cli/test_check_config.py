@@ -8,16 +8,14 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import text
 
 import monitord.store
 from monitord.cli import main
 from monitord.cluster import SharedCoordinator
 from monitord.config import ClusterSettings
-from monitord.store import MIGRATIONS, Store, open_store
-from tests.conftest import FakeClock, PostgresServer, free_port
+from monitord.store import Store, open_store
+from tests.conftest import FakeClock, PostgresServer, free_port, store_at
 
 
 def check(
@@ -29,17 +27,6 @@ def check(
     status = main(["--config", str(config), "check-config", *extra])
     out, err = capsys.readouterr()
     return status, out.replace(str(config), "site.toml"), err.replace(str(config), "site.toml")
-
-
-def store_at(url: str, revision: str) -> None:
-    """A store as an older monitord left it: migrated up to revision only."""
-    store = Store(url)
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with store.engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
-    store.dispose()
 
 
 def test_a_store_folder_no_file_can_be_made_in_is_refused(

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
@@ -22,10 +20,10 @@ from monitord.cli import main
 from monitord.cluster import SharedCoordinator
 from monitord.config import ClusterSettings
 from monitord.errors import StoreError
-from monitord.store import MIGRATIONS, Store, audit, open_store
+from monitord.store import Store, audit, open_store
 from monitord.store.models import AuditEntry
 from monitord.timeutil import UTC
-from tests.conftest import FakeClock, PostgresServer
+from tests.conftest import FakeClock, PostgresServer, store_at
 
 NOW = dt.datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
 
@@ -34,17 +32,6 @@ def write_config(folder: Path, url: str) -> Path:
     path = folder / "monitord.toml"
     path.write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
     return path
-
-
-def store_at(url: str, revision: str) -> None:
-    """A store as an older monitord left it: migrated up to revision only."""
-    store = Store(url)
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with store.engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
-    store.dispose()
 
 
 def revision_of(url: str) -> str | None:

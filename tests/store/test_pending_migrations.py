@@ -3,21 +3,16 @@ listed without changing the store, then applied and said."""
 
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import inspect
 
-from monitord.store import MIGRATIONS, Migration, Store
+from monitord.store import Migration, Store
+from tests.conftest import migrated_to
 
 
 def test_pending_migrations_are_listed_unchanged_then_applied(store_url: str) -> None:
     store = Store(store_url)
     try:
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        with store.engine.begin() as connection:
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "0008")
+        migrated_to(store, "0008")
 
         pending = store.pending_migrations()
         assert [m.revision for m in pending] == [

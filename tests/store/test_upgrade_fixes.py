@@ -7,12 +7,10 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import func, inspect, select, text
 
 from monitord.errors import StoreError
-from monitord.store import MIGRATIONS, Store
+from monitord.store import Store
 from monitord.store.models import (
     LogAudit,
     Service,
@@ -22,18 +20,10 @@ from monitord.store.models import (
     SyncRun,
 )
 from monitord.timeutil import UTC
+from tests.conftest import migrated_to
 
 FIRST_SYNC = dt.datetime(2026, 10, 8, 1, 0, tzinfo=UTC)
 LATER_SYNC = dt.datetime(2026, 11, 3, 1, 0, tzinfo=UTC)
-
-
-def migrated_to(store: Store, revision: str) -> None:
-    """The store as an older monitord left it: migrated up to revision only."""
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with store.engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
 
 
 def record_sync(store: Store, at: dt.datetime, events: list[tuple[str, str]]) -> None:
