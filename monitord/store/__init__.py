@@ -323,10 +323,22 @@ class Store:
                 return _pending(connection)
         except SQLAlchemyError as exc:
             raise StoreError(
-                f"cannot read the store at {self.display_url}: {_reason(exc, self.url)}"
+                f"cannot read the store at {self.display_url}: {self._file_reason(exc)}"
             ) from None
         except (CommandError, RevisionError):
             raise self._too_new() from None
+
+    def _file_reason(self, exc: SQLAlchemyError) -> str:
+        """Why the store failed, in one line: for a SQLite file, what is wrong with it or its
+        folder when that is the cause ("attempt to write a readonly database" names neither
+        the -wal and -shm files SQLite must make beside it nor the folder that refuses them);
+        otherwise what the database said."""
+        file = sqlite_file(self.url)
+        if file is not None and file.exists():
+            problem = _sqlite_file_problem(file)
+            if problem is not None:
+                return problem
+        return _reason(exc, self.url)
 
     def revision(self) -> str | None:
         """The schema revision the store is at; None for a store never migrated."""
@@ -371,7 +383,7 @@ class Store:
                 connection.execute(text("update alembic_version set version_num = version_num"))
                 transaction.rollback()
         except SQLAlchemyError as exc:
-            said = f"the store at {self.display_url} cannot be written: {_reason(exc, self.url)}"
+            said = f"the store at {self.display_url} cannot be written: {self._file_reason(exc)}"
             if isinstance(exc, OperationalError) and lock_wait_given_up(exc):
                 raise StoreBusy(said) from None
             raise StoreError(said) from None

@@ -291,10 +291,17 @@ def test_a_store_whose_folder_takes_no_new_file_is_refused_naming_the_folder(
     config.write_text(f'[store]\nurl = "sqlite:///{folder / "monitord.db"}"\n', encoding="utf-8")
     done = as_unprivileged_root(["--config", str(config), "check-config"], tmp_path)
     assert (done.returncode, done.stdout) == (2, "")
+    why = (
+        f"cannot open the store at sqlite:///{folder}/monitord.db: SQLite must write "
+        f"monitord.db-wal beside it: cannot write in {folder} (permission denied)"
+    )
+    assert done.stderr == f"monitord: {config}: store.url: {why}\n"
+    # The daemon's own refusal names the folder too.
+    done = as_unprivileged_root(["--config", str(config), "run"], tmp_path)
+    assert done.returncode != 0
     assert done.stderr == (
-        f"monitord: {config}: store.url: cannot open the store at sqlite:///{folder}/monitord.db: "
-        f"SQLite must write monitord.db-wal beside it: cannot write in {folder} (permission "
-        "denied)\n"
+        f"monitord: cannot read the store at sqlite:///{folder}/monitord.db: SQLite must write "
+        f"monitord.db-wal beside it: cannot write in {folder} (permission denied)\n"
     )
 
 
