@@ -528,6 +528,15 @@ its arguments but $2 (the daemon) on it; fill the disk when $2/fill appears, fre
 $2/free does, stop the daemon at $2/stop and copy the store to $2 (the mount ends with it)."""
 
 
+def outage_said_once(lines: list[str]) -> str:
+    """The daemon's line saying the store does not answer, after checking that the outage and
+    the store's return were each said once."""
+    gone = [line for line in lines if "does not answer" in line]
+    back = [line for line in lines if "answers again" in line]
+    assert len(gone) == 1 and len(back) == 1, "\n".join(lines)
+    return gone[0]
+
+
 LATE_WRITTEN = re.compile(
     r"(\d+) probe results measured while (?:the store did not answer|the cluster did not count "
     r"this daemon alive)"
@@ -597,10 +606,8 @@ async def test_a_full_disk_is_an_outage_said_once_and_the_probes_keep_their_resu
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     lines = said.read_text().splitlines()
-    gone = [line for line in lines if "does not answer" in line]
-    back = [line for line in lines if "answers again" in line]
-    assert len(gone) == 1 and len(back) == 1, "\n".join(lines)
-    assert "full" in gone[0]
+    gone = outage_said_once(lines)
+    assert "full" in gone
     assert not [line for line in lines if "WARNING job" in line or "Traceback" in line]
     # Every late row written is said: a write the store stopped partway in parts, and the
     # results measured after the outage before the heartbeat counted the daemon alive.
@@ -796,10 +803,8 @@ async def test_a_read_only_postgresql_store_is_an_outage_and_the_probes_keep_the
     await daemon.stop()
     assert daemon.process.returncode == 0, daemon.stderr
     lines = daemon.stderr.splitlines()
-    gone = [line for line in lines if "does not answer" in line]
-    back = [line for line in lines if "answers again" in line]
-    assert len(gone) == 1 and len(back) == 1, "\n".join(lines)
-    assert "cannot execute UPDATE in a read-only transaction" in gone[0]
+    gone = outage_said_once(lines)
+    assert "cannot execute UPDATE in a read-only transaction" in gone
     assert "Traceback" not in daemon.stderr
     # Every late row written is said: a write the store stopped partway in parts, and the
     # results measured after the outage before the heartbeat counted the daemon alive.
@@ -862,10 +867,8 @@ async def test_a_store_with_no_connection_left_is_one_outage_not_one_every_two_s
     await daemon.stop()
     assert daemon.process.returncode == 0, daemon.stderr
     lines = daemon.stderr.splitlines()
-    gone = [line for line in lines if "does not answer" in line]
-    back = [line for line in lines if "answers again" in line]
-    assert len(gone) == 1 and len(back) == 1, "\n".join(lines)
-    assert "too many connections for role" in gone[0]
+    gone = outage_said_once(lines)
+    assert "too many connections for role" in gone
     assert not [line for line in lines if "failed: the store did not answer" in line], lines
 
 
