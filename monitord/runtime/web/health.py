@@ -11,8 +11,15 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from monitord.runtime.app import App
-from monitord.runtime.web.routes import APP, DAEMON, DaemonView, Route, in_web_thread
-from monitord.store import StoreUnreachable, bound_lock_wait
+from monitord.runtime.web.routes import (
+    APP,
+    DAEMON,
+    DaemonView,
+    Route,
+    in_web_thread,
+    store_session,
+)
+from monitord.store import StoreUnreachable
 from monitord.store.models import (
     Finding,
     FindingEpisode,
@@ -78,8 +85,7 @@ def _store_view(app: App) -> StoreView:
         blocked = app.store.write_blocked_reason(RECORDED_TABLES, READY_LOCK_WAIT_SECONDS)
     except StoreUnreachable:
         return StoreView("unreachable", "the store does not answer", None)
-    with app.store.session() as session:
-        bound_lock_wait(session, READY_LOCK_WAIT_SECONDS)
+    with store_session(app, READY_LOCK_WAIT_SECONDS) as session:
         last: dt.datetime | None = session.scalar(
             select(func.max(SyncRun.finished_at)).where(SyncRun.outcome.in_(("ok", "unchanged")))
         )

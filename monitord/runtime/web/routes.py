@@ -61,13 +61,14 @@ def error_response(status: int, message: str) -> web.Response:
 
 
 @contextmanager
-def store_session(app: App) -> Iterator[Session]:
+def store_session(app: App, lock_wait_seconds: float | None = None) -> Iterator[Session]:
     """A session of `app`'s store for answering a request, committed on success; every
     session of the web app is opened here. It gives up a lock it waits for after
-    LOCK_WAIT_SECONDS (bound_lock_wait), which the guards answer as a 503: a table locked for
-    minutes (VACUUM FULL, ALTER TABLE) held each request, and a thread, until it went."""
+    `lock_wait_seconds` (LOCK_WAIT_SECONDS when None; bound_lock_wait), which the guards answer
+    as a 503: a table locked for minutes (VACUUM FULL, ALTER TABLE) held each request, and a
+    thread, until it went."""
     with app.store.session() as session:
-        bound_lock_wait(session)
+        bound_lock_wait(session, lock_wait_seconds)
         yield session
 
 
