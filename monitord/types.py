@@ -145,6 +145,9 @@ class ProbeContext:
     to the service, and starts that connection's timeout inside it, so that waiting for a slot
     never counts against a request. A round's `Prober` shares one service's slots among all of
     its probes: never more connections at once than the service's limit."""
+    tls_resume_s: float = 0.0
+    """The availability probe resumes a host and port's TLS session for this long after the full
+    handshake that made it (`probes.tls_resume_minutes`); 0: a full handshake every time."""
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ def _handshake_facts(
         "tls_version": cap.version,
         "cipher": cap.cipher,
         "alpn": cap.alpn,
+        "tls_resumed": cap.resumed,
         "chain_trusted": True if verified else None,
         "tls_verify_error": None,
     }

@@ -722,28 +722,37 @@ async def fetch_stream(
         )
         addresses = addresses or hop_addresses
         totals["dns_ms"] += dns_ms
+        context = ssl_context_for(ctx, spec.verify_tls) if url.scheme == "https" else None
+        sessions = tlsinfo.sessions_of(context) if context and ctx.tls_resume_s > 0 else None
+        offer = sessions.to_offer(host, port, ctx.clock(), ctx.tls_resume_s) if sessions else None
+        tls: ssl.SSLObject | None = None
         began = time.perf_counter()
-        reader, writer = await _connect(hop_addresses, port, spec.timeout_s)
+        with tlsinfo.offering(offer):
+            reader, writer = await _connect(hop_addresses, port, spec.timeout_s)
+            try:
+                connected = time.perf_counter()
+                totals["connect_ms"] += (connected - began) * 1000
+                cap = tlsinfo.HandshakeCapture()
+                if context is not None:
+                    # Read the handshake off the stream's own SSL object: it works on any event
+                    # loop (uvloop's TLS layer does not use the context's SSL object class).
+                    cap.started = time.perf_counter()
+                    await writer.start_tls(context, server_hostname=host)
+                    cap.finished = time.perf_counter()
+                    tls = writer.get_extra_info("ssl_object")
+                    if tls is not None:
+                        cipher = tls.cipher()
+                        cap.version = tls.version()
+                        cap.cipher = cipher[0] if cipher else None
+                        cap.alpn = tls.selected_alpn_protocol()
+                        cap.peer_der = tls.getpeercert(binary_form=True)
+                        cap.handshakes = 1
+                        cap.resumed = tls.session_reused
+                    totals["tls_ms"] += (cap.finished - cap.started) * 1000
+            except BaseException:
+                writer.close()
+                raise
         try:
-            connected = time.perf_counter()
-            totals["connect_ms"] += (connected - began) * 1000
-            cap = tlsinfo.HandshakeCapture()
-            if url.scheme == "https":
-                # Read the handshake off the stream's own SSL object: it works on any event
-                # loop (uvloop's TLS layer does not use the context's SSL object class).
-                context = ssl_context_for(ctx, spec.verify_tls)
-                cap.started = time.perf_counter()
-                await writer.start_tls(context, server_hostname=host)
-                cap.finished = time.perf_counter()
-                tls = writer.get_extra_info("ssl_object")
-                if tls is not None:
-                    cipher = tls.cipher()
-                    cap.version = tls.version()
-                    cap.cipher = cipher[0] if cipher else None
-                    cap.alpn = tls.selected_alpn_protocol()
-                    cap.peer_der = tls.getpeercert(binary_form=True)
-                    cap.handshakes = 1
-                totals["tls_ms"] += (cap.finished - cap.started) * 1000
             if first_capture is None:
                 first_capture = cap
             request_headers = {
@@ -766,6 +775,8 @@ async def fetch_stream(
                 # An interim answer (100 Continue, 103 Early Hints): the final one follows.
                 status, headers = await _read_head(reader)
             got_headers = time.perf_counter()
+            if sessions is not None and tls is not None:
+                sessions.after(host, port, tls, offer is not None, ctx.clock(), ctx.tls_resume_s)
             if is_redirect_to_follow(status, headers, spec):
                 url, method = follow_redirect(url, status, headers["Location"], method, hops, spec)
                 continue

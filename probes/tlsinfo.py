@@ -34,6 +34,7 @@ import ssl
 import struct
 import time
 import warnings
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -218,6 +219,9 @@ class HandshakeCapture:
     alpn: str | None = None
     peer_der: bytes | None = None
     handshakes: int = 0
+    resumed: bool = False
+    """The handshake resumed an earlier session (`resuming`): no certificate was sent or
+    checked, and `peer_der` is the one the session's full handshake checked."""
 
 
 _CAPTURE: contextvars.ContextVar[HandshakeCapture | None] = contextvars.ContextVar(
@@ -230,10 +234,19 @@ class _ObservedSSLObject(ssl.SSLObject):
 
     asyncio's SSL transport calls `do_handshake` from callbacks scheduled in the context of the
     task that opened the connection, so the context variable finds the right capture even with
-    thousands of probes in flight.
+    thousands of probes in flight. It also offers the session `offering` put in that context
+    (availability's resumption), before the handshake's first message.
     """
 
+    _offered: bool = False
+
     def do_handshake(self) -> None:
+        offer = _OFFER.get()
+        if offer is not None and not self._offered:
+            self._offered = True
+            # A session of another context is refused (ValueError): a full handshake then.
+            with contextlib.suppress(ValueError):
+                self.session = offer
         cap = _CAPTURE.get()
         if cap is not None and cap.started is None:
             cap.started = time.perf_counter()
@@ -257,6 +270,125 @@ def observe(context: ssl.SSLContext) -> ssl.SSLContext:
     if context.sslobject_class is not _ObservedSSLObject:
         context.sslobject_class = _ObservedSSLObject
     return context
+
+
+# ---------------------------------------------------------------------------------------------
+# Resumed sessions (availability): a full handshake per host and port every few minutes
+
+RESUME_MISSES = 2
+"""Offers in a row a server may turn down before it is offered nothing for a while: each
+offer and each session kept costs a copy of the session (Python 3.11 copies it both ways)."""
+
+_OFFER: contextvars.ContextVar[ssl.SSLSession | None] = contextvars.ContextVar(
+    "monitord_tls_offer", default=None
+)
+
+
+@dataclass
+class _KeptSession:
+    session: ssl.SSLSession | None
+    """None: the server gave nothing to resume, or turned down `RESUME_MISSES` offers in a
+    row; nothing is offered, or kept, until this entry is too old."""
+    kept_at: dt.datetime
+    """When the full handshake that checked the certificate ended."""
+    not_after: dt.datetime | None = None
+    """The end of that certificate's validity: its session is not offered past it."""
+    missed: int = 0
+
+
+class ResumableSessions:
+    """The TLS sessions of full handshakes, offered to the next connections to the same host and
+    port for `max_age_s`, as a returning browser resumes its session.
+
+    A resumed handshake skips the key exchange's signature and the certificate checks: about a
+    third of a connection's CPU on either side. Each entry is replaced only by a full handshake,
+    so every host and port gets one (its certificate checked, its facts read again) at least
+    every `max_age_s`, and at once whenever the server turns an offer down (a restart, a new
+    certificate with new ticket keys).
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, int], _KeptSession] = {}
+        self._prune_at = 1024
+
+    def to_offer(
+        self, host: str, port: int, now: dt.datetime, max_age_s: float
+    ) -> ssl.SSLSession | None:
+        """The session to offer a new connection to host:port, or None for a full handshake."""
+        kept = self._kept.get((host, port))
+        if kept is None or kept.session is None or not _young(kept, now, max_age_s):
+            return None
+        if kept.not_after is not None and now >= kept.not_after:
+            return None  # an expired certificate shows in a full handshake at once
+        return kept.session
+
+    def after(
+        self,
+        host: str,
+        port: int,
+        tls: ssl.SSLObject,
+        offered: bool,
+        now: dt.datetime,
+        max_age_s: float,
+    ) -> None:
+        """Note how a connection's handshake went, once its answer began (a TLS 1.3 server's
+        session ticket comes after the handshake): a full handshake's session is kept."""
+        key = (host, port)
+        kept = self._kept.get(key)
+        if tls.session_reused:
+            if kept is not None:
+                kept.missed = 0
+            return
+        missed = kept.missed + 1 if offered and kept is not None else 0
+        if kept is not None and kept.session is None and _young(kept, now, max_age_s):
+            return  # resting: this server gives nothing to resume
+        session = tls.session if missed < RESUME_MISSES else None
+        if session is not None and not (
+            session.has_ticket or (session.id and tls.version() != "TLSv1.3")
+        ):
+            session = None
+        der = tls.getpeercert(binary_form=True) if session is not None else None
+        not_after = None
+        with contextlib.suppress(ValueError):  # one cryptography cannot read: no date to keep
+            not_after = parse_certificate(der).not_after if der else None
+        self._kept[key] = _KeptSession(
+            session, now, not_after, missed if session is not None else 0
+        )
+        if len(self._kept) > self._prune_at:
+            self._kept = {k: v for k, v in self._kept.items() if _young(v, now, max_age_s)}
+            self._prune_at = max(1024, 2 * len(self._kept))
+
+
+def _young(kept: _KeptSession, now: dt.datetime, max_age_s: float) -> bool:
+    age = (now - kept.kept_at).total_seconds()
+    return 0 <= age <= max_age_s  # a clock stepped back counts as too old
+
+
+# Sessions belong to the context that made them (Python refuses a session to any other), and
+# contexts outlive the rounds that use them (`trust_context` keeps them).
+_SESSIONS: weakref.WeakKeyDictionary[ssl.SSLContext, ResumableSessions] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def sessions_of(context: ssl.SSLContext) -> ResumableSessions:
+    """The sessions kept for connections made with `context`."""
+    sessions = _SESSIONS.get(context)
+    if sessions is None:
+        sessions = _SESSIONS[context] = ResumableSessions()
+    return sessions
+
+
+@contextlib.contextmanager
+def offering(session: ssl.SSLSession | None) -> Iterator[None]:
+    """Offer `session` to the TLS handshake of the connection opened, and started, in this block
+    through an `observe`d context. Open the connection inside the block too: uvloop runs a
+    transport's callbacks in a copy of the context it was opened in."""
+    token = _OFFER.set(session)
+    try:
+        yield
+    finally:
+        _OFFER.reset(token)
 
 
 @contextlib.contextmanager

@@ -254,6 +254,11 @@ class ProbeSettings(_Section):
     deep_interval_hours: float = Field(default=24.0, gt=0, le=24 * 31)
     """The expensive kinds run this often, and at once when a service goes online or its
     certificate changes."""
+    tls_resume_minutes: float = Field(default=5.0, ge=0, le=24 * 60)
+    """The availability probe resumes the TLS session of a host and port's last full handshake
+    for this long, as a returning browser does, then makes a full one (the certificate checked
+    and its facts read again); at once when the server turns the session down. 0: a full
+    handshake every probe."""
     ca_file: str | None = None
     """A PEM bundle trusted besides the system store (services under the government CA)."""
     canaries: list[str] = Field(default_factory=list)

@@ -70,7 +70,11 @@ async def probe_context(config: ProbeSettings, clock: Clock) -> AsyncIterator[Pr
     )
     try:
         yield ProbeContext(
-            session=session, clock=clock, ssl_context=context, ca_file=config.ca_file
+            session=session,
+            clock=clock,
+            ssl_context=context,
+            ca_file=config.ca_file,
+            tls_resume_s=config.tls_resume_minutes * 60,
         )
     finally:
         await session.close()

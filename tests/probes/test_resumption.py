@@ -1,0 +1,250 @@
+"""The availability probe resumes TLS sessions (`probes.tls_resume_minutes`), against real TLS
+servers on loopback, on asyncio's event loop and on uvloop, the daemon's."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import trustme
+from aiohttp import web
+
+import probes
+from monitord import aio
+from monitord.types import ProbeContext, Target
+from probes import availability, tlsinfo
+from tests.probes.helpers import NOW, ServerCert, server_context, write_cert
+
+T = TypeVar("T")
+Runner = Callable[[Coroutine[Any, Any, T]], T]
+RUNNERS = [pytest.param(asyncio.run, id="asyncio"), pytest.param(aio.run, id="uvloop")]
+SPEC = availability.AvailabilitySpec(timeout_s=5)
+
+
+def leaf(ca: trustme.CA, certdir: Path, days: float) -> ServerCert:
+    """A certificate for localhost from the test CA, valid `days` from NOW."""
+    cert = ca.issue_cert(
+        "localhost", not_before=NOW - dt.timedelta(days=1), not_after=NOW + dt.timedelta(days=days)
+    )
+    pems = [p.bytes() for p in cert.cert_chain_pems]
+    return write_cert(certdir, f"resume-{days}", cert.private_key_pem.bytes(), pems)
+
+
+async def hello(_request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+@dataclass
+class Clock:
+    """The probe context's clock, moved by the test."""
+
+    now: dt.datetime = NOW
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@dataclass
+class Probing:
+    """Probes of one loopback TLS server, each returning its facts."""
+
+    ca: trustme.CA
+    resume_s: float
+    clock: Clock = field(default_factory=Clock)
+
+    def context(self) -> ssl.SSLContext:
+        client = ssl.create_default_context()
+        self.ca.configure_trust(client)
+        return client
+
+    async def probe(self, port: int, path: str = "/a") -> dict[str, Any]:
+        """One availability probe of https://localhost:port/path: its facts."""
+        async with probes.make_session() as session:
+            ctx = ProbeContext(
+                session=session,
+                clock=self.clock,
+                ssl_context=self.client,
+                tls_resume_s=self.resume_s,
+            )
+            result = await availability.probe(Target(f"https://localhost:{port}{path}"), SPEC, ctx)
+        assert result.success, result.error
+        return result.facts
+
+    def __post_init__(self) -> None:
+        # One trust context for the whole test, as a daemon keeps one (sessions belong to it).
+        self.client = self.context()
+
+
+async def start(context: ssl.SSLContext, port: int = 0) -> tuple[web.AppRunner, int]:
+    """An aiohttp TLS server on 127.0.0.1 answering any path; its runner and port."""
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", hello)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=context, reuse_address=True)
+    await site.start()
+    return runner, int(runner.addresses[0][1])
+
+
+async def serving(
+    context: ssl.SSLContext, then: Callable[[int], Awaitable[list[dict[str, Any]]]]
+) -> list[dict[str, Any]]:
+    """Run `then(port)` while a server with `context` listens."""
+    runner, port = await start(context)
+    try:
+        return await then(port)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("run", RUNNERS)
+def test_the_next_probe_of_a_host_resumes_and_reports_the_certificate_checked_before(
+    run: Runner[list[dict[str, Any]]], ca: trustme.CA, certdir: Path
+) -> None:
+    server = server_context(leaf(ca, certdir, 90))
+    probing = Probing(ca, resume_s=300)
+
+    async def probes_of(port: int) -> list[dict[str, Any]]:
+        # Two services on the same host and port share its session.
+        return [await probing.probe(port, "/a"), await probing.probe(port, "/b")]
+
+    first, second = run(serving(server, probes_of))
+    assert (first["tls_resumed"], second["tls_resumed"]) == (False, True)
+    for fact in ("days_to_expiry", "cert_not_after", "cert_subject", "tls_version"):
+        assert second[fact] == first[fact]
+    assert first["days_to_expiry"] == 90
+
+
+def test_with_resumption_off_every_probe_is_a_full_handshake(ca: trustme.CA, certdir: Path) -> None:
+    server = server_context(leaf(ca, certdir, 90))
+    probing = Probing(ca, resume_s=0)
+
+    async def probes_of(port: int) -> list[dict[str, Any]]:
+        return [await probing.probe(port) for _ in range(3)]
+
+    assert [f["tls_resumed"] for f in aio.run(serving(server, probes_of))] == [False] * 3
+
+
+def test_a_session_older_than_the_limit_gives_way_to_a_full_handshake(
+    ca: trustme.CA, certdir: Path
+) -> None:
+    server = server_context(leaf(ca, certdir, 90))
+    probing = Probing(ca, resume_s=300)
+
+    async def probes_of(port: int) -> list[dict[str, Any]]:
+        facts = [await probing.probe(port)]
+        for seconds in (299, 301, 302):
+            probing.clock.now = NOW + dt.timedelta(seconds=seconds)
+            facts.append(await probing.probe(port))
+        return facts
+
+    resumed = [f["tls_resumed"] for f in aio.run(serving(server, probes_of))]
+    # 301 s after the full handshake: a full one again, whose session the next probe resumes.
+    assert resumed == [False, True, False, True]
+
+
+def test_a_session_is_not_resumed_past_the_end_of_its_certificate(
+    ca: trustme.CA, certdir: Path
+) -> None:
+    server = server_context(leaf(ca, certdir, 1))
+    probing = Probing(ca, resume_s=10 * 86400)
+
+    async def probes_of(port: int) -> list[dict[str, Any]]:
+        first = await probing.probe(port)
+        probing.clock.now = NOW + dt.timedelta(days=2)
+        return [first, await probing.probe(port)]
+
+    first, second = aio.run(serving(server, probes_of))
+    assert (first["tls_resumed"], second["tls_resumed"]) == (False, False)
+    assert second["days_to_expiry"] == -1  # the facts of a full handshake, by the probe's clock
+
+
+@pytest.mark.parametrize("run", RUNNERS)
+def test_a_server_restarted_with_a_new_certificate_is_seen_at_the_next_probe(
+    run: Runner[list[dict[str, Any]]], ca: trustme.CA, certdir: Path
+) -> None:
+    probing = Probing(ca, resume_s=300)
+
+    async def restart() -> list[dict[str, Any]]:
+        runner, port = await start(server_context(leaf(ca, certdir, 90)))
+        try:
+            before = await probing.probe(port)
+        finally:
+            await runner.cleanup()
+        # Its new context has new ticket keys: the old session is turned down.
+        runner, _ = await start(server_context(leaf(ca, certdir, 10)), port)
+        try:
+            return [before, await probing.probe(port), await probing.probe(port)]
+        finally:
+            await runner.cleanup()
+
+    before, after, next_one = run(restart())
+    assert (before["days_to_expiry"], after["days_to_expiry"]) == (90, 10)
+    assert [before["tls_resumed"], after["tls_resumed"], next_one["tls_resumed"]] == [
+        False,
+        False,
+        True,
+    ]
+    assert next_one["days_to_expiry"] == 10
+
+
+def test_a_server_that_issues_no_session_tickets_is_offered_nothing(
+    ca: trustme.CA, certdir: Path
+) -> None:
+    server = server_context(leaf(ca, certdir, 90))
+    server.num_tickets = 0  # TLS 1.3 resumes only with a ticket
+    probing = Probing(ca, resume_s=300)
+    offers: list[ssl.SSLSession | None] = []
+
+    async def probes_of(port: int) -> list[dict[str, Any]]:
+        facts = []
+        for _ in range(3):
+            facts.append(await probing.probe(port))
+            offers.append(tlsinfo.sessions_of(probing.client).to_offer("localhost", port, NOW, 300))
+        return facts
+
+    assert [f["tls_resumed"] for f in aio.run(serving(server, probes_of))] == [False] * 3
+    assert offers == [None] * 3  # nor a session copied in vain each probe
+
+
+@dataclass
+class FakeSession:
+    """What `ResumableSessions` reads of an `ssl.SSLSession`."""
+
+    has_ticket: bool = True
+    id: bytes = b""
+
+
+@dataclass
+class FakeTls:
+    """What `ResumableSessions` reads of a connection's `ssl.SSLObject`."""
+
+    session_reused: bool
+    session: FakeSession = field(default_factory=FakeSession)
+
+    def version(self) -> str:
+        return "TLSv1.3"
+
+    def getpeercert(self, binary_form: bool = False) -> bytes | None:
+        return None
+
+
+def test_a_server_that_turns_down_two_offers_in_a_row_is_left_alone_until_they_age() -> None:
+    sessions = tlsinfo.ResumableSessions()
+
+    def connect(at_s: float) -> bool:
+        """A connection at `at_s` to a server that never resumes; whether a session was offered."""
+        now = NOW + dt.timedelta(seconds=at_s)
+        offered = sessions.to_offer("h", 443, now, 300) is not None
+        sessions.after("h", 443, FakeTls(session_reused=False), offered, now, 300)  # type: ignore[arg-type]
+        return offered
+
+    # The first offer and the second are turned down; then none until 300 s after the second.
+    offers = [connect(s) for s in (0, 60, 120, 180, 240, 419, 421, 480)]
+    assert offers == [False, True, True, False, False, False, False, True]
