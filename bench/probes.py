@@ -7,8 +7,12 @@ What is measured, honestly:
   (Debian: `apt-get install nginx-light`), started by the bench with a generated TLS config on
   loopback; when nginx is absent, by the bench's own aiohttp TLS server in a separate process.
   Either way the server's CPU is not charged to the prober. Every probe opens a fresh TCP
-  connection and does a full TLS 1.3 handshake (the probing session never reuses connections),
-  exactly as in production.
+  connection and a TLS 1.3 handshake (the probing session never reuses connections), exactly as
+  in production: with `probes.tls_resume_minutes` at its default (5), as the daemon runs, it
+  resumes the session of the last full handshake with the host and port, and all 2,000 targets
+  share one, so nearly every handshake of a round is resumed. A daemon probing each host once a
+  minute resumes four handshakes in five. "monitord, whole round, SQLite, full handshakes" sets
+  it to 0: every probe a full handshake, as blackbox_exporter makes.
 * "monitord, whole round" is `probe_round` as `monitord probe --all --kind availability` and
   the daemon run it: targets read from the store, probe, judge, record (results, state machines,
   findings); on SQLite, and on a throw-away PostgreSQL (fsync off, as the tests run it) when
@@ -35,8 +39,8 @@ What is measured, honestly:
 * The collector is tuned first (`tune_collector`), as `monitord run` and `monitord probe --all`
   tune it.
 * The floor: `openssl s_time -new` (OpenSSL's own C client, Debian package `openssl`) over the
-  same targets, one connection at a time, each a full handshake and a GET. No client of this
-  OpenSSL can spend less CPU per probe than it does.
+  same targets, one connection at a time, each a full handshake and a GET; and `-reuse`, each a
+  resumed handshake. No client of this OpenSSL can spend less CPU per probe than they do.
 * Prometheus blackbox_exporter (Debian: `apt-get install prometheus-blackbox-exporter`) is
   driven over the same targets in the same run, with the same concurrency and an `http_2xx`
   module trusting the same CA. Its CPU is read from /proc for its process, so the HTTP calls
@@ -95,7 +99,7 @@ from bench._proc import (  # noqa: E402
     tree_cpu_seconds,
 )
 from monitord import aio  # noqa: E402
-from monitord.config import Settings, parse_config  # noqa: E402
+from monitord.config import ProbeSettings, Settings, parse_config  # noqa: E402
 from monitord.probing import probe_round  # noqa: E402
 from monitord.runtime.heap import tune_collector  # noqa: E402
 from monitord.store import Store, open_store  # noqa: E402
@@ -105,6 +109,7 @@ from monitord.types import ProbeContext, Target  # noqa: E402
 from probes.availability import AvailabilitySpec, probe  # noqa: E402
 
 TYPED = "monitord probe --all, as typed"
+FULL = "monitord, whole round, SQLite, full handshakes"
 """The row of the command as a user types it, start-up included (`CommandTurn`)."""
 BLACKBOX_NAMES = ("prometheus-blackbox-exporter", "blackbox_exporter")
 NGINX_NAMES = ("nginx", "/usr/sbin/nginx")
@@ -159,13 +164,14 @@ class Round:
         return self.store_cpu_s * 1000 / self.n
 
 
-async def monitord_round(urls: list[str], ca_file: str, concurrency: int) -> Round:
-    """One availability round over `urls` with monitord's probe, `concurrency` at a time."""
-    context = ssl.create_default_context(cafile=ca_file)
+async def monitord_round(urls: list[str], context: ssl.SSLContext, concurrency: int) -> Round:
+    """One availability round over `urls` with monitord's probe, `concurrency` at a time,
+    resuming TLS sessions as the daemon does (the default `probes.tls_resume_minutes`)."""
     gate = asyncio.Semaphore(concurrency)
     spec = AvailabilitySpec(timeout_s=30)
+    resume_s = ProbeSettings().tls_resume_minutes * 60
     async with probes.make_session(limit=concurrency, ssl_context=context) as session:
-        ctx = ProbeContext(session=session, ssl_context=context)
+        ctx = ProbeContext(session=session, ssl_context=context, tls_resume_s=resume_s)
 
         async def one(url: str) -> bool:
             async with gate:
@@ -345,14 +351,17 @@ def seeded_store(url: str, urls: list[str]) -> Store:
     return store
 
 
-def round_settings(ca_file: str, concurrency: int) -> Settings:
-    """The probes config of the whole round: availability only, loopback allowed."""
-    probes_config = {
+def round_settings(ca_file: str, concurrency: int, tls_resume_minutes: float | None) -> Settings:
+    """The probes config of the whole round: availability only, loopback allowed; TLS sessions
+    resumed as configured (None: the default)."""
+    probes_config: dict[str, Any] = {
         "ca_file": ca_file,
         "concurrency": concurrency,
         "deep_kinds": [],
         "denied_networks": [],
     }
+    if tls_resume_minutes is not None:
+        probes_config["tls_resume_minutes"] = tls_resume_minutes
     return parse_config({"probes": probes_config}, "bench", env={})
 
 
@@ -422,6 +431,8 @@ class RowSpec:
     """The store of a whole round; None: the probe alone, nothing stored."""
     server_pid: int | None = None
     """The store server's main process, whose CPU is measured beside the round's."""
+    tls_resume_minutes: float | None = None
+    """`probes.tls_resume_minutes` of a whole round; None: its default."""
 
     def with_store(self, url: str, server_pid: int | None = None) -> RowSpec:
         """The same row as a whole round recorded in the store at `url`."""
@@ -435,13 +446,15 @@ def _row_process(spec: RowSpec, conn: Connection) -> None:
     tune_collector()  # as `monitord run` and `monitord probe --all` do at their start
     with contextlib.ExitStack() as stack:
         if spec.store_url is None:
-            aio.run(monitord_round(spec.urls[:50], spec.ca_file, spec.concurrency))  # warm-up
+            # One context for the process, as a daemon keeps one: its sessions live in it.
+            context = ssl.create_default_context(cafile=spec.ca_file)
+            aio.run(monitord_round(spec.urls[:50], context, spec.concurrency))  # warm-up
 
             def turn() -> Round:
-                return aio.run(monitord_round(spec.urls, spec.ca_file, spec.concurrency))
+                return aio.run(monitord_round(spec.urls, context, spec.concurrency))
 
         else:
-            settings = round_settings(spec.ca_file, spec.concurrency)
+            settings = round_settings(spec.ca_file, spec.concurrency, spec.tls_resume_minutes)
             store = stack.enter_context(warm_store(spec.store_url, spec.urls, settings))
 
             def turn() -> Round:
@@ -605,6 +618,8 @@ def measure(urls: list[str], ca_file: str, workdir: Path, args: Any) -> list[Row
         database = postgres_database(stack, workdir, args)
         if database is not None:
             specs["monitord, whole round, PostgreSQL"] = base.with_store(*database)
+        full = base.with_store(f"sqlite:///{workdir}/full.db")
+        specs[FULL] = dataclasses.replace(full, tls_resume_minutes=0)
         specs["monitord, probe alone"] = base
         rows = {name: RowProcess(name, spec) for name, spec in specs.items()}
         for row in rows.values():
@@ -632,20 +647,22 @@ def measure(urls: list[str], ca_file: str, workdir: Path, args: Any) -> list[Row
         return [Row(name, rounds[name], turn.peak_mib()) for name, turn in turns.items()]
 
 
-def openssl_floor(port: int, ca_file: str, seconds: int = 5) -> float | None:
+def openssl_floor(port: int, ca_file: str, reuse: bool = False, seconds: int = 5) -> float | None:
     """CPU ms per connection of OpenSSL's own C client over the same targets, or None when the
     `openssl` command is not installed.
 
     `openssl s_time -new` opens connection after connection, each a full handshake (verified
     against the bench CA) and one GET, one at a time: no interpreter, no event loop, no
-    recording. What it spends is what the TLS library itself and the kernel cost a client,
-    so no client of this OpenSSL, monitord included, can spend less per probe.
+    recording; `-reuse`, each a resumed handshake. What it spends is what the TLS library
+    itself and the kernel cost a client, so no client of this OpenSSL, monitord included, can
+    spend less per probe.
     """
     binary = shutil.which("openssl")
     if binary is None:
         print("openssl not installed: the TLS library's floor is skipped (apt-get install openssl)")
         return None
-    command = [binary, "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-www", "/svc/0"]
+    mode = "-reuse" if reuse else "-new"
+    command = [binary, "s_time", "-connect", f"127.0.0.1:{port}", mode, "-www", "/svc/0"]
     command += ["-CAfile", ca_file, "-verify", "2", "-time", str(seconds)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)  # no other child ends meanwhile
     out = subprocess.run(command, capture_output=True, check=False).stdout
@@ -677,10 +694,15 @@ def _median_ratio(
     return statistics.median(figure(o) / figure(t) for o, t in zip(ours, theirs, strict=True))
 
 
-def print_figures(rows: list[Row], targets: int, floor: float | None = None) -> None:
+def print_figures(
+    rows: list[Row],
+    targets: int,
+    floor: float | None = None,
+    floor_resumed: float | None = None,
+) -> None:
     """Each row's medians and peak memory, each monitord row's ratios against
     blackbox_exporter's, the store server's own CPU where there is one, and the TLS library's
-    floor (`openssl_floor`) when measured."""
+    floors (`openssl_floor`, full and resumed handshakes) when measured."""
     figures = {row.name: report(row) for row in rows}
     for row in rows:
         if row.name.startswith("monitord, whole"):
@@ -716,6 +738,11 @@ def print_figures(rows: list[Row], targets: int, floor: float | None = None) -> 
             f"a time) {floor:.2f} CPU ms a connection, {floor / bb_cpu:.2f}x blackbox_exporter's "
             "CPU per probe; no client of this OpenSSL spends less"
         )
+    if floor_resumed is not None:
+        print(
+            f"floor, resumed: openssl s_time -reuse (resumed handshake and GET) {floor_resumed:.2f}"
+            f" CPU ms a connection, {floor_resumed / bb_cpu:.2f}x blackbox_exporter's"
+        )
 
 
 def main() -> None:
@@ -742,9 +769,10 @@ def main() -> None:
         try:
             rows = measure(urls, str(ca_file), workdir, args)
             floor = openssl_floor(port, str(ca_file))
+            floor_resumed = openssl_floor(port, str(ca_file), reuse=True)
         finally:
             stop_targets()
-    print_figures(rows, args.targets, floor)
+    print_figures(rows, args.targets, floor, floor_resumed)
 
 
 if __name__ == "__main__":
