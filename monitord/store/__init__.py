@@ -432,7 +432,7 @@ class Store:
                 if self.url.get_backend_name() == "postgresql":
                     reason = _postgres_write_blocked(session, tables, wait_seconds)
                 else:
-                    reason = _sqlite_write_blocked(session)
+                    reason = _sqlite_write_blocked(session, wait_seconds)
                 session.rollback()
         except SQLAlchemyError as exc:
             raise StoreUnreachable(_reason(exc, self.url)) from None
@@ -497,17 +497,22 @@ def _postgres_write_blocked(
     return None
 
 
-def _sqlite_write_blocked(session: Session) -> str | None:
+def _sqlite_write_blocked(session: Session, wait_seconds: float) -> str | None:
     # A write rolled back: SQLite writes nothing of it (its pages stay in the connection's
-    # cache), and it waits for the write lock as long as any write would (busy_timeout).
+    # cache). It waits for the write lock `wait_seconds`, not the store's busy timeout: a
+    # readiness check waited 10 s behind a long writer, past a load balancer's timeout.
+    connection = session.connection()
+    connection.exec_driver_sql(f"PRAGMA busy_timeout={round(wait_seconds * 1000)}")
     try:
         session.execute(text("update alembic_version set version_num = version_num"))
     except OperationalError as exc:
         if lock_wait_given_up(exc):
-            return "the store is locked by another writer past its busy timeout"
+            return f"the store is locked by another writer: a write to it waited {wait_seconds:g} s"
         if "readonly" in str(exc.orig):
             return "the store is read-only"
         raise
+    finally:  # the pooled connection goes back with the store's own timeout
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={round(SQLITE_BUSY_SECONDS * 1000)}")
     return None
 
 

@@ -197,6 +197,39 @@ async def test_readyz_is_not_ready_while_a_table_the_probes_record_to_stays_lock
     assert (await _readyz(each_app))[0] == 200
 
 
+async def test_readyz_on_sqlite_behind_a_long_writer_answers_after_its_own_wait(
+    each_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process holding SQLite's write lock (a long `monitord purge`, a backup): /readyz
+    # waited out the store's 10 s busy timeout, past a load balancer's timeout of a few seconds.
+    if each_app.store.url.get_backend_name() != "sqlite":
+        pytest.skip("PostgreSQL locks tables, not the store: the test above")
+    sqlite_app = each_app
+    monkeypatch.setattr(health, "READY_LOCK_WAIT_SECONDS", 0.5)
+    file = sqlite_file(sqlite_app.store.url)
+    assert file is not None
+    writer = sqlite3.connect(file, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    loop = asyncio.get_running_loop()
+    try:
+        began = loop.time()
+        status, body = await asyncio.wait_for(_readyz(sqlite_app), 8)
+        took = loop.time() - began
+    finally:
+        writer.rollback()
+        writer.close()
+    assert status == 503
+    assert body["problems"] == [
+        "the daemon cannot record: the store is locked by another writer: a write to it "
+        "waited 0.5 s"
+    ]
+    assert took < 3, took
+    # The store's own busy timeout is back on its pooled connections for every other write.
+    with sqlite_app.store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
+    assert (await _readyz(sqlite_app))[0] == 200
+
+
 async def test_a_flood_of_readyz_on_a_locked_table_holds_none_of_the_daemons_threads(
     pg_app: App,
 ) -> None:
