@@ -725,34 +725,48 @@ async def fetch_stream(
         context = ssl_context_for(ctx, spec.verify_tls) if url.scheme == "https" else None
         sessions = tlsinfo.sessions_of(context) if context and ctx.tls_resume_s > 0 else None
         offer = sessions.to_offer(host, port, ctx.clock(), ctx.tls_resume_s) if sessions else None
-        tls: ssl.SSLObject | None = None
-        began = time.perf_counter()
-        with tlsinfo.offering(offer):
-            reader, writer = await _connect(hop_addresses, port, spec.timeout_s)
-            try:
+        while True:
+            tls: ssl.SSLObject | None = None
+            began = time.perf_counter()
+            with tlsinfo.offering(offer):
+                reader, writer = await _connect(hop_addresses, port, spec.timeout_s)
                 connected = time.perf_counter()
-                totals["connect_ms"] += (connected - began) * 1000
                 cap = tlsinfo.HandshakeCapture()
-                if context is not None:
-                    # Read the handshake off the stream's own SSL object: it works on any event
-                    # loop (uvloop's TLS layer does not use the context's SSL object class).
-                    cap.started = time.perf_counter()
-                    await writer.start_tls(context, server_hostname=host)
-                    cap.finished = time.perf_counter()
-                    tls = writer.get_extra_info("ssl_object")
-                    if tls is not None:
-                        cipher = tls.cipher()
-                        cap.version = tls.version()
-                        cap.cipher = cipher[0] if cipher else None
-                        cap.alpn = tls.selected_alpn_protocol()
-                        cap.peer_der = tls.getpeercert(binary_form=True)
-                        cap.handshakes = 1
-                        cap.resumed = tls.session_reused
-                    totals["tls_ms"] += (cap.finished - cap.started) * 1000
-            except BaseException:
-                writer.close()
-                raise
+                try:
+                    if context is not None:
+                        # Read the handshake off the stream's own SSL object: it works on any
+                        # event loop (uvloop's TLS layer does not use the context's SSL object
+                        # class).
+                        cap.started = time.perf_counter()
+                        await writer.start_tls(context, server_hostname=host)
+                        cap.finished = time.perf_counter()
+                        tls = writer.get_extra_info("ssl_object")
+                except BaseException as exc:
+                    writer.close()
+                    if offer is None or sessions is None:
+                        raise
+                    # Some gateways and WAFs reset, refuse or never answer a handshake that
+                    # offers a session. Not the service's failure: no more offers to it, and
+                    # at once a full handshake, as a first visit makes (unless the probe's
+                    # own time ran out: cancelled).
+                    sessions.failed(host, port, offer, ctx.clock())
+                    if not isinstance(exc, Exception):
+                        raise
+                    offer = None
+                    continue
+            break
         try:
+            totals["connect_ms"] += (connected - began) * 1000
+            if tls is not None:
+                cipher = tls.cipher()
+                cap.version = tls.version()
+                cap.cipher = cipher[0] if cipher else None
+                cap.alpn = tls.selected_alpn_protocol()
+                cap.peer_der = tls.getpeercert(binary_form=True)
+                cap.handshakes = 1
+                cap.resumed = tls.session_reused
+            if cap.started is not None and cap.finished is not None:
+                totals["tls_ms"] += (cap.finished - cap.started) * 1000
             if first_capture is None:
                 first_capture = cap
             request_headers = {
@@ -776,7 +790,7 @@ async def fetch_stream(
                 status, headers = await _read_head(reader)
             got_headers = time.perf_counter()
             if sessions is not None and tls is not None:
-                sessions.after(host, port, tls, offer is not None, ctx.clock(), ctx.tls_resume_s)
+                sessions.after(host, port, tls, offer, ctx.clock(), ctx.tls_resume_s)
             if is_redirect_to_follow(status, headers, spec):
                 url, method = follow_redirect(url, status, headers["Location"], method, hops, spec)
                 continue

@@ -278,6 +278,9 @@ def observe(context: ssl.SSLContext) -> ssl.SSLContext:
 RESUME_MISSES = 2
 """Offers in a row a server may turn down before it is offered nothing for a while: each
 offer and each session kept costs a copy of the session (Python 3.11 copies it both ways)."""
+FAILED_OFFER_REST = dt.timedelta(days=1)
+"""How long a host and port whose handshake failed while a session was offered (a reset, an
+alert, no answer: some gateways and WAFs break on resumption) is offered nothing."""
 
 _OFFER: contextvars.ContextVar[ssl.SSLSession | None] = contextvars.ContextVar(
     "monitord_tls_offer", default=None
@@ -287,24 +290,28 @@ _OFFER: contextvars.ContextVar[ssl.SSLSession | None] = contextvars.ContextVar(
 @dataclass
 class _KeptSession:
     session: ssl.SSLSession | None
-    """None: the server gave nothing to resume, or turned down `RESUME_MISSES` offers in a
-    row; nothing is offered, or kept, until this entry is too old."""
+    """None: the server gave nothing to resume, turned down `RESUME_MISSES` offers in a row,
+    or failed a handshake that offered one; nothing is offered, or kept, until `until`."""
     kept_at: dt.datetime
-    """When the full handshake that checked the certificate ended."""
-    not_after: dt.datetime | None = None
-    """The end of that certificate's validity: its session is not offered past it."""
+    """When the full handshake that checked the certificate ended (or the rest began)."""
+    until: dt.datetime
+    """The session is offered until then: `max_age_s` after `kept_at`, and never past the end of
+    the certificate that handshake checked, which a full handshake then shows at once."""
     missed: int = 0
+
+    def current(self, now: dt.datetime) -> bool:
+        """Whether the entry still holds at `now` (a clock stepped back ends it)."""
+        return self.kept_at <= now < self.until
 
 
 class ResumableSessions:
     """The TLS sessions of full handshakes, offered to the next connections to the same host and
     port for `max_age_s`, as a returning browser resumes its session.
 
-    A resumed handshake skips the key exchange's signature and the certificate checks: about a
-    third of a connection's CPU on either side. Each entry is replaced only by a full handshake,
-    so every host and port gets one (its certificate checked, its facts read again) at least
-    every `max_age_s`, and at once whenever the server turns an offer down (a restart, a new
-    certificate with new ticket keys).
+    A resumed handshake skips the key exchange's signature and the certificate checks. Each
+    entry is replaced only by a full handshake, so every host and port gets one (its
+    certificate checked, its facts read again) at least every `max_age_s`, and at once whenever
+    the server turns an offer down (a restart, a new certificate with new ticket keys).
     """
 
     def __init__(self) -> None:
@@ -316,10 +323,10 @@ class ResumableSessions:
     ) -> ssl.SSLSession | None:
         """The session to offer a new connection to host:port, or None for a full handshake."""
         kept = self._kept.get((host, port))
-        if kept is None or kept.session is None or not _young(kept, now, max_age_s):
+        if kept is None or kept.session is None or not kept.current(now):
             return None
-        if kept.not_after is not None and now >= kept.not_after:
-            return None  # an expired certificate shows in a full handshake at once
+        if (now - kept.kept_at).total_seconds() > max_age_s:
+            return None  # the limit was lowered by a reload since
         return kept.session
 
     def after(
@@ -327,7 +334,7 @@ class ResumableSessions:
         host: str,
         port: int,
         tls: ssl.SSLObject,
-        offered: bool,
+        offered: ssl.SSLSession | None,
         now: dt.datetime,
         max_age_s: float,
     ) -> None:
@@ -335,33 +342,41 @@ class ResumableSessions:
         session ticket comes after the handshake): a full handshake's session is kept."""
         key = (host, port)
         kept = self._kept.get(key)
+        if offered is not None and (kept is None or kept.session is not offered):
+            return  # another connection has replaced the session this one offered
         if tls.session_reused:
             if kept is not None:
                 kept.missed = 0
             return
-        missed = kept.missed + 1 if offered and kept is not None else 0
-        if kept is not None and kept.session is None and _young(kept, now, max_age_s):
-            return  # resting: this server gives nothing to resume
+        if kept is not None and kept.session is None and kept.current(now):
+            return  # resting: nothing is kept either (each session kept costs a copy)
+        missed = kept.missed + 1 if offered is not None and kept is not None else 0
+        until = now + dt.timedelta(seconds=max_age_s)
         session = tls.session if missed < RESUME_MISSES else None
         if session is not None and not (
             session.has_ticket or (session.id and tls.version() != "TLSv1.3")
         ):
             session = None
-        der = tls.getpeercert(binary_form=True) if session is not None else None
-        not_after = None
+        if session is None:
+            self._keep(key, _KeptSession(None, now, until), now)
+            return
+        der = tls.getpeercert(binary_form=True)
         with contextlib.suppress(ValueError):  # one cryptography cannot read: no date to keep
-            not_after = parse_certificate(der).not_after if der else None
-        self._kept[key] = _KeptSession(
-            session, now, not_after, missed if session is not None else 0
-        )
+            until = min(until, parse_certificate(der).not_after) if der else until
+        self._keep(key, _KeptSession(session, now, until, missed), now)
+
+    def failed(self, host: str, port: int, offered: ssl.SSLSession, now: dt.datetime) -> None:
+        """A handshake that offered `offered` failed: offer host:port nothing for
+        `FAILED_OFFER_REST` (the caller tries once more at once, with a full handshake)."""
+        kept = self._kept.get((host, port))
+        if kept is None or kept.session is offered:
+            self._keep((host, port), _KeptSession(None, now, now + FAILED_OFFER_REST), now)
+
+    def _keep(self, key: tuple[str, int], kept: _KeptSession, now: dt.datetime) -> None:
+        self._kept[key] = kept
         if len(self._kept) > self._prune_at:
-            self._kept = {k: v for k, v in self._kept.items() if _young(v, now, max_age_s)}
+            self._kept = {k: v for k, v in self._kept.items() if v.current(now)}
             self._prune_at = max(1024, 2 * len(self._kept))
-
-
-def _young(kept: _KeptSession, now: dt.datetime, max_age_s: float) -> bool:
-    age = (now - kept.kept_at).total_seconds()
-    return 0 <= age <= max_age_s  # a clock stepped back counts as too old
 
 
 # Sessions belong to the context that made them (Python refuses a session to any other), and

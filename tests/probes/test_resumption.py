@@ -241,10 +241,180 @@ def test_a_server_that_turns_down_two_offers_in_a_row_is_left_alone_until_they_a
     def connect(at_s: float) -> bool:
         """A connection at `at_s` to a server that never resumes; whether a session was offered."""
         now = NOW + dt.timedelta(seconds=at_s)
-        offered = sessions.to_offer("h", 443, now, 300) is not None
-        sessions.after("h", 443, FakeTls(session_reused=False), offered, now, 300)  # type: ignore[arg-type]
-        return offered
+        offer = sessions.to_offer("h", 443, now, 300)
+        sessions.after("h", 443, FakeTls(session_reused=False), offer, now, 300)  # type: ignore[arg-type]
+        return offer is not None
 
     # The first offer and the second are turned down; then none until 300 s after the second.
     offers = [connect(s) for s in (0, 60, 120, 180, 240, 419, 421, 480)]
     assert offers == [False, True, True, False, False, False, False, True]
+
+
+def _offers_session(hello: bytes) -> bool:
+    """Whether a TLS ClientHello (the handshake message, without its record header) offers a
+    session: a TLS 1.3 pre_shared_key (41), a TLS 1.2 ticket (35) or session id."""
+    at = 4 + 2 + 32  # handshake header, client_version, random
+    session_id = hello[at]
+    at += 1 + session_id
+    at += 2 + int.from_bytes(hello[at : at + 2], "big")  # cipher suites
+    at += 1 + hello[at]  # compression methods
+    end = at + 2 + int.from_bytes(hello[at : at + 2], "big")
+    at += 2
+    while at < end:
+        kind, size = (
+            int.from_bytes(hello[at : at + 2], "big"),
+            int.from_bytes(hello[at + 2 : at + 4], "big"),
+        )
+        if kind == 41 or (kind == 35 and size > 0):
+            return True
+        at += 4 + size
+    return False
+
+
+FATAL_HANDSHAKE_FAILURE = bytes([0x15, 3, 3, 0, 2, 2, 40])
+
+
+@dataclass
+class Gateway:
+    """A TCP proxy in front of a TLS server (`breaking_on_offers`)."""
+
+    port: int
+    offers: list[bool]
+    """For each connection, whether its ClientHello offered a session."""
+    close: Callable[[], Awaitable[None]]
+
+
+async def breaking_on_offers(backend: int, answer: str) -> Gateway:
+    """A TCP proxy to `backend` that, as some gateways and WAFs do, breaks a handshake whose
+    ClientHello offers a session: "alert" (a fatal handshake_failure) or "hang" (no answer
+    until the proxy closes)."""
+    offers: list[bool] = []
+    handlers: set[asyncio.Task[None]] = set()
+    closing = asyncio.Event()
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except ConnectionError:
+            pass
+        finally:
+            sink.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
+            await relay(reader, writer)
+        finally:
+            writer.close()
+            handlers.discard(task)
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        header = await reader.readexactly(5)
+        hello = await reader.readexactly(int.from_bytes(header[3:5], "big"))
+        offers.append(_offers_session(hello))
+        if offers[-1]:
+            if answer == "hang":
+                await closing.wait()
+            writer.write(FATAL_HANDSHAKE_FAILURE)
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend)
+        up_writer.write(header + hello)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
+
+    async def close() -> None:
+        closing.set()
+        proxy.close()
+        await asyncio.gather(*handlers, return_exceptions=True)
+
+    return Gateway(proxy.sockets[0].getsockname()[1], offers, close)
+
+
+@pytest.mark.parametrize("run", RUNNERS)
+def test_a_gateway_that_breaks_on_resumption_gets_a_full_handshake_at_once_and_no_more_offers(
+    run: Runner[tuple[list[bool], list[bool]]], ca: trustme.CA, certdir: Path
+) -> None:
+    # Some WAFs and TLS gateways refuse a ClientHello that offers a session: every probe but
+    # the full ones failed ("connection reset by peer"), and the service was declared down.
+    server = server_context(leaf(ca, certdir, 90))
+    probing = Probing(ca, resume_s=300)
+
+    async def through_the_gateway() -> tuple[list[bool], list[bool]]:
+        runner, backend = await start(server)
+        gateway = await breaking_on_offers(backend, "alert")
+        try:
+            resumed = []
+            for _ in range(3):
+                facts = await probing.probe(gateway.port)  # each asserts success
+                resumed.append(facts["tls_resumed"])
+            return resumed, gateway.offers
+        finally:
+            await gateway.close()
+            await runner.cleanup()
+
+    resumed, offers = run(through_the_gateway())
+    assert resumed == [False, False, False]
+    # The second probe offered, was refused and made a full handshake at once; none offers since.
+    assert offers == [False, True, False, False]
+
+
+def test_a_gateway_that_never_answers_an_offer_costs_one_probe_then_gets_none(
+    ca: trustme.CA, certdir: Path
+) -> None:
+    server = server_context(leaf(ca, certdir, 90))
+    probing = Probing(ca, resume_s=300)
+    short = availability.AvailabilitySpec(timeout_s=1)
+
+    async def through_the_gateway() -> tuple[list[bool], list[bool]]:
+        runner, backend = await start(server)
+        gateway = await breaking_on_offers(backend, "hang")
+        try:
+            async with probes.make_session() as session:
+                ctx = ProbeContext(
+                    session=session,
+                    clock=probing.clock,
+                    ssl_context=probing.client,
+                    tls_resume_s=300,
+                )
+                target = Target(f"https://localhost:{gateway.port}/a")
+                results = [await availability.probe(target, short, ctx) for _ in range(3)]
+            return [r.success for r in results], gateway.offers
+        finally:
+            await gateway.close()
+            await runner.cleanup()
+
+    successes, offers = aio.run(through_the_gateway())
+    # The probe whose offer went unanswered ran out of its own time; the next made a full one.
+    assert successes == [True, False, True]
+    assert offers == [False, True, False]
+
+
+def test_probes_turned_down_together_after_a_restart_do_not_stop_resumption(
+    ca: trustme.CA, certdir: Path
+) -> None:
+    # Many services share a gateway's host and port: after its restart, the probes in flight
+    # with the old session were all turned down, the second of them counted as a second miss
+    # in a row, and the host got full handshakes for the whole window.
+    probing = Probing(ca, resume_s=300)
+
+    async def restart() -> list[bool]:
+        runner, port = await start(server_context(leaf(ca, certdir, 90)))
+        try:
+            await probing.probe(port)
+            assert (await probing.probe(port))["tls_resumed"]
+        finally:
+            await runner.cleanup()
+        runner, _ = await start(server_context(leaf(ca, certdir, 90)), port)
+        try:
+            together = await asyncio.gather(*(probing.probe(port, f"/{i}") for i in range(4)))
+            after = await probing.probe(port)
+        finally:
+            await runner.cleanup()
+        return [f["tls_resumed"] for f in [*together, after]]
+
+    assert aio.run(restart()) == [False, False, False, False, True]
