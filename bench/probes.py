@@ -680,7 +680,7 @@ def report(row: Row) -> tuple[float, float]:
     cpu_ms = statistics.median(r.cpu_ms for r in row.rounds)
     ok = min(r.ok for r in row.rounds)
     print(
-        f"{row.name:<34} {rate:5.0f} probes/s   {cpu_ms:6.2f} CPU ms/probe   "
+        f"{row.name:<46} {rate:5.0f} probes/s   {cpu_ms:6.2f} CPU ms/probe   "
         f"peak {row.peak_mib:5.1f} MiB   ok {ok}/{row.rounds[0].n} (worst round)   rounds: "
         + ", ".join(f"{r.rate:.0f}/s {r.cpu_ms:.2f}ms" for r in row.rounds)
     )
@@ -715,34 +715,47 @@ def print_figures(
                 "ms a probe besides (not in the row's figure: a store usually has its own host)"
             )
     by_name = {row.name: row for row in rows}
-    if "blackbox_exporter" not in by_name:
-        return
-    bb_cpu = figures["blackbox_exporter"][1]
-    theirs = by_name["blackbox_exporter"].rounds
+    blackbox = by_name.get("blackbox_exporter")
+    bb_cpu = figures["blackbox_exporter"][1] if blackbox else None
+    if blackbox is not None and failed(blackbox):
+        print(
+            f"blackbox_exporter failed {failed(blackbox)} probes: no ratio is printed (a failed "
+            "probe costs less than a probe that answers)"
+        )
+        blackbox = bb_cpu = None
     for row in rows:
-        if row.name.startswith("monitord"):
-            rate = _median_ratio(row.rounds, theirs, lambda r: r.rate)
-            cpu = _median_ratio(row.rounds, theirs, lambda r: r.cpu_ms)
-            with_store = ""
-            if any(r.store_cpu_s for r in row.rounds):
-                both = _median_ratio(row.rounds, theirs, lambda r: r.cpu_ms + r.store_cpu_ms)
-                with_store = f" ({both:.2f}x with the PostgreSQL server's)"
-            print(
-                f"{row.name} / blackbox_exporter: {rate:.2f}x its probes/s, "
-                f"{cpu:.2f}x its CPU per probe{with_store} (goal: >= 1x, <= 0.5x; medians of "
-                f"{len(row.rounds)} side-by-side rounds)"
-            )
-    if floor is not None:
+        if blackbox is None or not row.name.startswith("monitord"):
+            continue
+        if failed(row):
+            print(f"{row.name} failed {failed(row)} probes: not compared")
+            continue
+        theirs = blackbox.rounds
+        rate = _median_ratio(row.rounds, theirs, lambda r: r.rate)
+        cpu = _median_ratio(row.rounds, theirs, lambda r: r.cpu_ms)
+        with_store = ""
+        if any(r.store_cpu_s for r in row.rounds):
+            both = _median_ratio(row.rounds, theirs, lambda r: r.cpu_ms + r.store_cpu_ms)
+            with_store = f" ({both:.2f}x with the PostgreSQL server's)"
         print(
-            f"floor: OpenSSL's own C client (openssl s_time -new: full handshake and GET, one at "
-            f"a time) {floor:.2f} CPU ms a connection, {floor / bb_cpu:.2f}x blackbox_exporter's "
-            "CPU per probe; no client of this OpenSSL spends less"
+            f"{row.name} / blackbox_exporter: {rate:.2f}x its probes/s, "
+            f"{cpu:.2f}x its CPU per probe{with_store} (goal: >= 1x, <= 0.5x; medians of "
+            f"{len(row.rounds)} side-by-side rounds)"
         )
-    if floor_resumed is not None:
+    for name, ms in (("full handshake", floor), ("resumed handshake", floor_resumed)):
+        if ms is None:
+            continue
+        versus = f", {ms / bb_cpu:.2f}x blackbox_exporter's CPU per probe" if bb_cpu else ""
+        mode = "-new" if name == "full handshake" else "-reuse"
         print(
-            f"floor, resumed: openssl s_time -reuse (resumed handshake and GET) {floor_resumed:.2f}"
-            f" CPU ms a connection, {floor_resumed / bb_cpu:.2f}x blackbox_exporter's"
+            f"floor, {name}: OpenSSL's own C client (openssl s_time {mode}: a {name} and a GET, "
+            f"one at a time) {ms:.2f} CPU ms a connection{versus}; no client of this OpenSSL "
+            "spends less"
         )
+
+
+def failed(row: Row) -> int:
+    """Probes that failed in the row's worst round."""
+    return max(r.n - r.ok for r in row.rounds)
 
 
 def main() -> None:
