@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ssl
 import warnings
@@ -87,3 +88,15 @@ def server_context(
 
 
 Serve = Callable[[web.Application, ssl.SSLContext | None], Awaitable[int]]
+
+
+async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """Copy `source` to `sink` until it ends, then close `sink`: one direction of a test proxy."""
+    try:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    except ConnectionError:
+        pass
+    finally:
+        sink.close()

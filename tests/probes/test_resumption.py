@@ -19,7 +19,7 @@ import probes
 from monitord import aio
 from monitord.types import ProbeContext, Target
 from probes import availability, tlsinfo
-from tests.probes.helpers import NOW, ServerCert, server_context, write_cert
+from tests.probes.helpers import NOW, ServerCert, pipe, server_context, write_cert
 
 T = TypeVar("T")
 Runner = Callable[[Coroutine[Any, Any, T]], T]
@@ -291,16 +291,6 @@ async def breaking_on_offers(backend: int, answer: str) -> Gateway:
     offers: list[bool] = []
     handlers: set[asyncio.Task[None]] = set()
     closing = asyncio.Event()
-
-    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        try:
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-        except ConnectionError:
-            pass
-        finally:
-            sink.close()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -25,7 +25,15 @@ import probes
 from monitord.types import ProbeContext, Target
 from probes import availability, tls, tlsinfo
 from rules.probe_rules import evaluate
-from tests.probes.helpers import NOW, Serve, ServerCert, self_signed, server_context, write_cert
+from tests.probes.helpers import (
+    NOW,
+    Serve,
+    ServerCert,
+    pipe,
+    self_signed,
+    server_context,
+    write_cert,
+)
 
 HSTS = "max-age=31536000; includeSubDomains"
 STRONG = "ECDHE+AESGCM"
@@ -470,16 +478,6 @@ async def test_a_server_that_speaks_only_tls_1_0_or_1_1_still_shows_its_certific
 async def _slow_proxy(to_port: int, delay: float) -> asyncio.Server:
     """A loopback TCP proxy to `to_port` that holds each new connection `delay` seconds first
     (a slow server: each handshake takes that long, well within its timeout)."""
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(delay)
