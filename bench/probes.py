@@ -109,8 +109,9 @@ from monitord.types import ProbeContext, Target  # noqa: E402
 from probes.availability import AvailabilitySpec, probe  # noqa: E402
 
 TYPED = "monitord probe --all, as typed"
-FULL = "monitord, whole round, SQLite, full handshakes"
 """The row of the command as a user types it, start-up included (`CommandTurn`)."""
+FULL = "monitord, whole round, SQLite, full handshakes"
+"""The whole round with `probes.tls_resume_minutes = 0`: every probe a full handshake."""
 BLACKBOX_NAMES = ("prometheus-blackbox-exporter", "blackbox_exporter")
 NGINX_NAMES = ("nginx", "/usr/sbin/nginx")
 

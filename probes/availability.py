@@ -162,7 +162,7 @@ async def probe(target: Target, spec: AvailabilitySpec, ctx: ProbeContext) -> Pr
         KIND,
         target,
         started_at,
-        start,
+        start + fetched.resume_retry_s,  # monitord's own failed offer is not the service's time
         success=not problems,
         facts=facts,
         error="; ".join(problems) or None,

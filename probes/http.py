@@ -179,6 +179,9 @@ class Fetched:
     connection_reused: bool
     charset: str | None
     content_type: str | None
+    resume_retry_s: float = 0.0
+    """Seconds a handshake offering a TLS session took before it failed and was made again in
+    full (`fetch_stream`): monitord's own cost, left out of `phases` and the probe's time."""
 
 
 class _Readable(Protocol):
@@ -714,6 +717,7 @@ async def fetch_stream(
     first_capture: tlsinfo.HandshakeCapture | None = None
     addresses: list[str] = []
     start = time.perf_counter()
+    resume_retry_s = 0.0
     while True:
         host = url.raw_host or ""
         port = default_port(url)
@@ -725,6 +729,7 @@ async def fetch_stream(
         context = ssl_context_for(ctx, spec.verify_tls) if url.scheme == "https" else None
         sessions = tlsinfo.sessions_of(context) if context and ctx.tls_resume_s > 0 else None
         offer = sessions.to_offer(host, port, ctx.clock(), ctx.tls_resume_s) if sessions else None
+        retried = False
         while True:
             tls: ssl.SSLObject | None = None
             began = time.perf_counter()
@@ -745,16 +750,22 @@ async def fetch_stream(
                     writer.close()
                     if offer is None or sessions is None:
                         raise
+                    if isinstance(exc, ssl.SSLCertVerificationError):
+                        raise  # the offer was turned down: the certificate is the failure
                     # Some gateways and WAFs reset, refuse or never answer a handshake that
-                    # offers a session. Not the service's failure: no more offers to it, and
-                    # at once a full handshake, as a first visit makes (unless the probe's
-                    # own time ran out: cancelled).
+                    # offers a session: at once a full handshake, as a first visit makes
+                    # (unless the probe's own time ran out: cancelled), and its time is left
+                    # out of the probe's.
                     sessions.failed(host, port, offer, ctx.clock())
                     if not isinstance(exc, Exception):
                         raise
+                    resume_retry_s += time.perf_counter() - began
                     offer = None
+                    retried = True
                     continue
             break
+        if retried and sessions is not None:  # the offer was the failure, not the service
+            sessions.refuses_offers(host, port, ctx.clock())
         try:
             totals["connect_ms"] += (connected - began) * 1000
             if tls is not None:
@@ -809,7 +820,7 @@ async def fetch_stream(
             **{k: round(v, 3) for k, v in totals.items()},
             "first_byte_ms": round((got_headers - sent) * 1000, 3),
             "transfer_ms": round((end - got_headers) * 1000, 3),
-            "total_ms": round((end - start) * 1000, 3),
+            "total_ms": round((end - start - resume_retry_s) * 1000, 3),
         }
         return Fetched(
             status=status,
@@ -824,4 +835,5 @@ async def fetch_stream(
             connection_reused=False,
             charset=charset,
             content_type=content_type,
+            resume_retry_s=resume_retry_s,
         )

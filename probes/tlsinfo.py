@@ -220,7 +220,7 @@ class HandshakeCapture:
     peer_der: bytes | None = None
     handshakes: int = 0
     resumed: bool = False
-    """The handshake resumed an earlier session (`resuming`): no certificate was sent or
+    """The handshake resumed an earlier session (`offering`): no certificate was sent or
     checked, and `peer_der` is the one the session's full handshake checked."""
 
 
@@ -279,8 +279,9 @@ RESUME_MISSES = 2
 """Offers in a row a server may turn down before it is offered nothing for a while: each
 offer and each session kept costs a copy of the session (Python 3.11 copies it both ways)."""
 FAILED_OFFER_REST = dt.timedelta(days=1)
-"""How long a host and port whose handshake failed while a session was offered (a reset, an
-alert, no answer: some gateways and WAFs break on resumption) is offered nothing."""
+"""How long a host and port that breaks on resumption (some gateways and WAFs reset, refuse or
+never answer a handshake offering a session) is offered nothing: a failed offer followed by a
+full handshake that works, or two failed offers within this long."""
 
 _OFFER: contextvars.ContextVar[ssl.SSLSession | None] = contextvars.ContextVar(
     "monitord_tls_offer", default=None
@@ -316,6 +317,8 @@ class ResumableSessions:
 
     def __init__(self) -> None:
         self._kept: dict[tuple[str, int], _KeptSession] = {}
+        self._failed: dict[tuple[str, int], dt.datetime] = {}
+        """When a handshake offering a session last failed, per host and port."""
         self._prune_at = 1024
 
     def to_offer(
@@ -366,16 +369,31 @@ class ResumableSessions:
         self._keep(key, _KeptSession(session, now, until, missed), now)
 
     def failed(self, host: str, port: int, offered: ssl.SSLSession, now: dt.datetime) -> None:
-        """A handshake that offered `offered` failed: offer host:port nothing for
-        `FAILED_OFFER_REST` (the caller tries once more at once, with a full handshake)."""
-        kept = self._kept.get((host, port))
-        if kept is None or kept.session is offered:
-            self._keep((host, port), _KeptSession(None, now, now + FAILED_OFFER_REST), now)
+        """A handshake that offered `offered` failed (reset, refused, no answer in time): the
+        next connection makes a full one. A second such failure within `FAILED_OFFER_REST`
+        rests host:port that long (`refuses_offers`); a server that was merely down does not."""
+        key = (host, port)
+        kept = self._kept.get(key)
+        if kept is not None and kept.session is not offered:
+            return  # another connection has replaced that session already
+        before = self._failed.get(key)
+        if before is not None and before <= now < before + FAILED_OFFER_REST:
+            self.refuses_offers(host, port, now)
+            return
+        self._failed[key] = now
+        self._kept.pop(key, None)
+
+    def refuses_offers(self, host: str, port: int, now: dt.datetime) -> None:
+        """host:port breaks on resumption: offer it nothing for `FAILED_OFFER_REST`."""
+        self._keep((host, port), _KeptSession(None, now, now + FAILED_OFFER_REST), now)
 
     def _keep(self, key: tuple[str, int], kept: _KeptSession, now: dt.datetime) -> None:
         self._kept[key] = kept
         if len(self._kept) > self._prune_at:
             self._kept = {k: v for k, v in self._kept.items() if v.current(now)}
+            self._failed = {
+                k: at for k, at in self._failed.items() if at <= now < at + FAILED_OFFER_REST
+            }
             self._prune_at = max(1024, 2 * len(self._kept))
 
 
