@@ -32,6 +32,7 @@ import ipaddress
 import os
 import ssl
 import struct
+import sys
 import time
 import warnings
 import weakref
@@ -274,6 +275,18 @@ def observe(context: ssl.SSLContext) -> ssl.SSLContext:
 
 # ---------------------------------------------------------------------------------------------
 # Resumed sessions (availability): a full handshake per host and port every few minutes
+
+SESSION_READ_LEAKS = sys.version_info < (3, 12, 8) or (3, 13) <= sys.version_info < (3, 13, 1)
+"""CPython before 3.12.8 and 3.13.1 leaks a copy of the session each time `SSLObject.session`
+is read (gh-116810: about 6 KB a read, measured here on 3.11.7). Resumption reads one per full
+handshake, a few hundred a day per host: on those versions it stays off (`resume_seconds`)."""
+
+
+def resume_seconds(minutes: float) -> float:
+    """How long the availability probe resumes a session, from `probes.tls_resume_minutes`:
+    0 where reading a session leaks (`SESSION_READ_LEAKS`)."""
+    return 0.0 if SESSION_READ_LEAKS else minutes * 60
+
 
 RESUME_MISSES = 2
 """Offers in a row a server may turn down before it is offered nothing for a while: each
