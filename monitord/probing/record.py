@@ -183,12 +183,12 @@ def _clear_failures(state: MachineState) -> None:
     state.failing_since = None
 
 
-def judged_anything(result: ProbeResult, drafts: Sequence[FindingDraft]) -> bool:
-    """Whether a result can end its kind's findings. A deep kind (tls, contract,
-    compatibility) that failed and drew no finding could not judge the service (it was not
-    reached, or refused): what its findings say still stands. Availability always judges: its
-    failures are the outage, which the state machine follows."""
-    return result.success or bool(drafts) or result.kind == CHEAP_KIND
+def judged_anything(result: ProbeResult) -> bool:
+    """Whether a result can end its kind's findings that it no longer draws. A deep kind (tls,
+    contract, compatibility) that failed could not judge the service (it was not reached, or
+    refused): what its findings say still stands, whatever else it drew. Availability always
+    judges: its failures are the outage, which the state machine follows."""
+    return result.success or result.kind == CHEAP_KIND
 
 
 def record_results(
@@ -298,8 +298,12 @@ def _record_once(
                 continue  # what a blind round saw of a service is no evidence against it
             for draft in drafts:
                 book.upsert(draft, now)
-            if target.id not in {d.subject for d in drafts} and judged_anything(result, drafts):
-                book.resolve(rule_names[result.kind], target.id, now)
+            if judged_anything(result):
+                # Each rule on its own: a weak cipher fixed ends its finding even while the
+                # same result still draws no_hsts.
+                drew = {d.rule for d in drafts if d.subject == target.id}
+                ended = [rule for rule in rule_names[result.kind] if rule not in drew]
+                book.resolve(ended, target.id, now)
             if result.kind == CHEAP_KIND:
                 state = states.get(target.id)
                 if state is None:
