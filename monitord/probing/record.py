@@ -183,6 +183,17 @@ def _clear_failures(state: MachineState) -> None:
     state.failing_since = None
 
 
+def unjudged_rules(result: ProbeResult) -> set[str]:
+    """The rules a result cannot judge. An availability probe that resumed a TLS session
+    checked no certificate: its certificate facts are those of the session's full handshake,
+    minutes old, and maybe older than one recorded since (a deep tls probe, `monitord probe`
+    in another process), which they would undo. Its certificate rules (those the tls kind
+    shares) open and end nothing; the next full handshake judges them."""
+    if result.kind == CHEAP_KIND and result.facts.get("tls_resumed") is True:
+        return set(rules.probe_rule_names("tls"))
+    return set()
+
+
 def judged_anything(result: ProbeResult) -> bool:
     """Whether a result can end its kind's findings that it no longer draws. A deep kind (tls,
     contract, compatibility) that failed could not judge the service (it was not reached, or
@@ -291,6 +302,8 @@ def _record_once(
         for index, result in enumerate(results):
             target = targets.get(result.service_id or "")
             drafts = [d for d in rules.probe_findings(result) if d.rule not in STATE_RULES]
+            unjudged = unjudged_rules(result)
+            drafts = [d for d in drafts if d.rule not in unjudged]
             report.findings[index] = drafts
             if target is None or target.id in withdrawn:
                 continue  # withdrawn while the round ran: nothing of it is judged any more
@@ -301,7 +314,7 @@ def _record_once(
             if judged_anything(result):
                 # Each rule on its own: a weak cipher fixed ends its finding even while the
                 # same result still draws no_hsts.
-                drew = {d.rule for d in drafts if d.subject == target.id}
+                drew = {d.rule for d in drafts if d.subject == target.id} | unjudged
                 ended = [rule for rule in rule_names[result.kind] if rule not in drew]
                 book.resolve(ended, target.id, now)
             if result.kind == CHEAP_KIND:

@@ -147,7 +147,10 @@ def advance_state(
         recovering = state.state == "down" and state.successes < settings.up_after
         if not recovering:
             new = "degraded" if verdict == "slow" else "up"
-    fingerprint = _cert_fingerprint(result.facts)
+    # A resumed handshake's certificate is the one a full handshake saw minutes ago: not news.
+    fingerprint = (
+        None if result.facts.get("tls_resumed") is True else _cert_fingerprint(result.facts)
+    )
     deep_due = (
         state.last_deep_at is None
         or now - state.last_deep_at >= dt.timedelta(hours=settings.deep_interval_hours)
