@@ -64,8 +64,10 @@ class Probing:
         self.ca.configure_trust(client)
         return client
 
-    async def probe(self, port: int, path: str = "/a") -> dict[str, Any]:
-        """One availability probe of https://localhost:port/path: its facts."""
+    async def result(
+        self, port: int, path: str = "/a", spec: availability.AvailabilitySpec = SPEC
+    ) -> ProbeResult:
+        """One availability probe of https://localhost:port/path."""
         async with probes.make_session() as session:
             ctx = ProbeContext(
                 session=session,
@@ -73,7 +75,11 @@ class Probing:
                 ssl_context=self.client,
                 tls_resume_s=self.resume_s,
             )
-            result = await availability.probe(Target(f"https://localhost:{port}{path}"), SPEC, ctx)
+            return await availability.probe(Target(f"https://localhost:{port}{path}"), spec, ctx)
+
+    async def probe(self, port: int, path: str = "/a") -> dict[str, Any]:
+        """One availability probe of https://localhost:port/path that succeeds: its facts."""
+        result = await self.result(port, path)
         assert result.success, result.error
         return result.facts
 
@@ -367,15 +373,7 @@ def test_a_gateway_that_never_answers_an_offer_is_offered_nothing_after_its_seco
         runner, backend = await start(server)
         gateway = await breaking_on_offers(backend, "hang")
         try:
-            async with probes.make_session() as session:
-                ctx = ProbeContext(
-                    session=session,
-                    clock=probing.clock,
-                    ssl_context=probing.client,
-                    tls_resume_s=300,
-                )
-                target = Target(f"https://localhost:{gateway.port}/a")
-                results = [await availability.probe(target, short, ctx) for _ in range(6)]
+            results = [await probing.result(gateway.port, spec=short) for _ in range(6)]
             return [r.success for r in results], gateway.offers
         finally:
             await gateway.close()
@@ -416,20 +414,12 @@ def test_a_retried_handshake_leaves_the_failed_offer_out_of_the_services_time(
         runner, backend = await start(server)
         gateway = await breaking_on_offers(backend, "slow alert")
         try:
-            async with probes.make_session() as session:
-                ctx = ProbeContext(
-                    session=session,
-                    clock=probing.clock,
-                    ssl_context=probing.client,
-                    tls_resume_s=300,
-                )
-                target = Target(f"https://localhost:{gateway.port}/a")
-                timed = []
-                for _ in range(2):
-                    began = asyncio.get_running_loop().time()
-                    done = await availability.probe(target, spec, ctx)
-                    timed.append((asyncio.get_running_loop().time() - began, done))
-                return timed
+            timed = []
+            for _ in range(2):
+                began = asyncio.get_running_loop().time()
+                done = await probing.result(gateway.port, spec=spec)
+                timed.append((asyncio.get_running_loop().time() - began, done))
+            return timed
         finally:
             await gateway.close()
             await runner.cleanup()
@@ -460,15 +450,7 @@ def test_a_certificate_failure_while_offering_does_not_stop_resumption_once_fixe
         for context in (good, good, server_context(untrusted), good, good, good):
             runner, port = await start(context, port)
             try:
-                async with probes.make_session() as session:
-                    ctx = ProbeContext(
-                        session=session,
-                        clock=probing.clock,
-                        ssl_context=probing.client,
-                        tls_resume_s=300,
-                    )
-                    target = Target(f"https://localhost:{port}/a")
-                    done = await availability.probe(target, SPEC, ctx)
+                done = await probing.result(port)
                 seen.append(done.facts if done.success else None)
             finally:
                 await runner.cleanup()
