@@ -11,45 +11,24 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from monitord.config import ProbeSettings, parse_config
-from monitord.probing import ProbeBacklog, ServiceTarget, record_results
+from monitord.probing import ProbeBacklog, record_results
 from monitord.probing.backlog import UnrecordedRound
 from monitord.store import Store
 from monitord.store.models import (
     ProbeResultRow,
     ProbeRound,
-    Service,
     ServiceEvent,
     ServiceState,
 )
 from monitord.types import ProbeResult
 from tests.conftest import FakeClock
-
-TARGET = ServiceTarget(
-    id="svc-0001",
-    name="企业开办",
-    url="https://svc.example/",
-    status="online",
-    probe=None,
-    return_codes=None,
-    max_concurrency=None,
-    suspension=None,
-)
+from tests.probing.helpers import TARGET, catalogue
 
 
 @pytest.fixture(autouse=True)
 def catalogued(store: Store, clock: FakeClock) -> None:
     """The service in the catalogue, online."""
-    with store.session() as session:
-        session.add(
-            Service(
-                id=TARGET.id,
-                name=TARGET.name,
-                status="online",
-                url=TARGET.url,
-                first_seen=clock(),
-                last_seen=clock(),
-            )
-        )
+    catalogue(store, clock)
 
 
 def result(at: dt.datetime, success: bool) -> ProbeResult:

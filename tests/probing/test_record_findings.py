@@ -8,22 +8,13 @@ from typing import Any
 from sqlalchemy import select
 
 from monitord.config import ProbeSettings
-from monitord.probing import ServiceTarget, record_results
+from monitord.probing import record_results
 from monitord.store import Store
-from monitord.store.models import Finding, Service, ServiceState
+from monitord.store.models import Finding, ServiceState
 from monitord.types import ProbeResult
 from tests.conftest import FakeClock
+from tests.probing.helpers import TARGET, catalogue
 
-TARGET = ServiceTarget(
-    id="svc-0001",
-    name="企业开办",
-    url="https://svc.example/",
-    status="online",
-    probe=None,
-    return_codes=None,
-    max_concurrency=None,
-    suspension=None,
-)
 NO_HSTS = {"present": False, "enabled": False, "max_age": None}
 
 
@@ -50,20 +41,6 @@ def availability_result(at: dt.datetime, **facts: Any) -> ProbeResult:
         facts={"status": 200, "scheme": "https", "total_ms": 20.0, "slo_ms": 3000, **facts},
         service_id=TARGET.id,
     )
-
-
-def catalogue(store: Store, clock: FakeClock) -> None:
-    with store.session() as session:
-        session.add(
-            Service(
-                id=TARGET.id,
-                name=TARGET.name,
-                status="online",
-                url=TARGET.url,
-                first_seen=clock(),
-                last_seen=clock(),
-            )
-        )
 
 
 def open_findings(store: Store) -> set[str]:
