@@ -476,6 +476,72 @@ async def _connect(
     raise error
 
 
+@dataclass
+class _Hop:
+    """A connection made for one hop of `fetch_stream`, its TLS handshake done."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    capture: tlsinfo.HandshakeCapture
+    tls: ssl.SSLObject | None
+    connect_s: float
+    sessions: tlsinfo.ResumableSessions | None
+    """The sessions kept for its context, when the probe resumes sessions."""
+    offered: ssl.SSLSession | None
+    """The session its handshake offered (None: a full handshake was asked for)."""
+    retry_s: float = 0.0
+    """What a failed handshake offering a session took before this one (monitord's cost)."""
+
+
+async def _open_hop(
+    ctx: ProbeContext,
+    spec: HttpSpec,
+    host: str,
+    port: int,
+    addresses: list[str],
+    context: ssl.SSLContext | None,
+) -> _Hop:
+    """Connect to host:port (the first of `addresses` that answers) and, with a `context`,
+    make the TLS handshake, offering the session kept for host:port when the probe resumes
+    sessions (`ctx.tls_resume_s`). Some gateways and WAFs reset, refuse or never answer a
+    handshake that offers a session: that one is made again at once in full, as a first
+    visit makes (unless the probe's own time ran out: cancelled), and the host is offered
+    nothing for a while (`ResumableSessions.failed`, `refuses_offers`)."""
+    sessions = tlsinfo.sessions_of(context) if context and ctx.tls_resume_s > 0 else None
+    offer = sessions.to_offer(host, port, ctx.clock(), ctx.tls_resume_s) if sessions else None
+    retry_s, retried = 0.0, False
+    while True:
+        began = time.perf_counter()
+        with tlsinfo.offering(offer):
+            reader, writer = await _connect(addresses, port, spec.timeout_s)
+            connected = time.perf_counter()
+            cap = tlsinfo.HandshakeCapture()
+            try:
+                if context is not None:
+                    # Read the handshake off the stream's own SSL object: it works on any
+                    # event loop (uvloop's TLS layer does not use the context's SSL object
+                    # class).
+                    cap.started = time.perf_counter()
+                    await writer.start_tls(context, server_hostname=host)
+                    cap.finished = time.perf_counter()
+            except BaseException as exc:
+                writer.close()
+                if offer is None or sessions is None:
+                    raise
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    raise  # the offer was turned down: the certificate is the failure
+                sessions.failed(host, port, offer, ctx.clock())
+                if not isinstance(exc, Exception):
+                    raise
+                retry_s += time.perf_counter() - began
+                offer, retried = None, True
+                continue
+        if retried and sessions is not None:  # the offer was the failure, not the service
+            sessions.refuses_offers(host, port, ctx.clock())
+        tls = writer.get_extra_info("ssl_object") if context is not None else None
+        return _Hop(reader, writer, cap, tls, connected - began, sessions, offer, retry_s)
+
+
 def _field_text(line: bytes) -> str:
     """A header line as text: UTF-8 when it is valid UTF-8, as browsers and aiohttp read it
     (nginx's `return 302 /办事;` sends that Location raw), else latin-1, which takes any
@@ -727,47 +793,11 @@ async def fetch_stream(
         addresses = addresses or hop_addresses
         totals["dns_ms"] += dns_ms
         context = ssl_context_for(ctx, spec.verify_tls) if url.scheme == "https" else None
-        sessions = tlsinfo.sessions_of(context) if context and ctx.tls_resume_s > 0 else None
-        offer = sessions.to_offer(host, port, ctx.clock(), ctx.tls_resume_s) if sessions else None
-        retried = False
-        while True:
-            tls: ssl.SSLObject | None = None
-            began = time.perf_counter()
-            with tlsinfo.offering(offer):
-                reader, writer = await _connect(hop_addresses, port, spec.timeout_s)
-                connected = time.perf_counter()
-                cap = tlsinfo.HandshakeCapture()
-                try:
-                    if context is not None:
-                        # Read the handshake off the stream's own SSL object: it works on any
-                        # event loop (uvloop's TLS layer does not use the context's SSL object
-                        # class).
-                        cap.started = time.perf_counter()
-                        await writer.start_tls(context, server_hostname=host)
-                        cap.finished = time.perf_counter()
-                        tls = writer.get_extra_info("ssl_object")
-                except BaseException as exc:
-                    writer.close()
-                    if offer is None or sessions is None:
-                        raise
-                    if isinstance(exc, ssl.SSLCertVerificationError):
-                        raise  # the offer was turned down: the certificate is the failure
-                    # Some gateways and WAFs reset, refuse or never answer a handshake that
-                    # offers a session: at once a full handshake, as a first visit makes
-                    # (unless the probe's own time ran out: cancelled), and its time is left
-                    # out of the probe's.
-                    sessions.failed(host, port, offer, ctx.clock())
-                    if not isinstance(exc, Exception):
-                        raise
-                    resume_retry_s += time.perf_counter() - began
-                    offer = None
-                    retried = True
-                    continue
-            break
-        if retried and sessions is not None:  # the offer was the failure, not the service
-            sessions.refuses_offers(host, port, ctx.clock())
+        hop = await _open_hop(ctx, spec, host, port, hop_addresses, context)
+        reader, writer, cap, tls = hop.reader, hop.writer, hop.capture, hop.tls
+        resume_retry_s += hop.retry_s
         try:
-            totals["connect_ms"] += (connected - began) * 1000
+            totals["connect_ms"] += hop.connect_s * 1000
             if tls is not None:
                 cipher = tls.cipher()
                 cap.version = tls.version()
@@ -800,8 +830,8 @@ async def fetch_stream(
                 # An interim answer (100 Continue, 103 Early Hints): the final one follows.
                 status, headers = await _read_head(reader)
             got_headers = time.perf_counter()
-            if sessions is not None and tls is not None:
-                sessions.after(host, port, tls, offer, ctx.clock(), ctx.tls_resume_s)
+            if hop.sessions is not None and tls is not None:
+                hop.sessions.after(host, port, tls, hop.offered, ctx.clock(), ctx.tls_resume_s)
             if is_redirect_to_follow(status, headers, spec):
                 url, method = follow_redirect(url, status, headers["Location"], method, hops, spec)
                 continue
