@@ -228,6 +228,11 @@ def test_the_system_config_is_found_from_any_folder(
 
 
 UNPRIVILEGED_ROOT = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+unprivileged_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="runs as root without its file-permission override: needs root and setpriv (util-linux)",
+)
+"""For the tests that run `as_unprivileged_root`."""
 
 
 def as_unprivileged_root(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -245,8 +250,7 @@ def as_unprivileged_root(args: list[str], cwd: Path) -> subprocess.CompletedProc
     )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="drops root's file-permission override: needs root")
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@unprivileged_root
 def test_a_folder_or_config_the_user_cannot_read_is_one_line_not_a_traceback(
     tmp_path: Path,
 ) -> None:
@@ -274,8 +278,7 @@ def test_a_folder_or_config_the_user_cannot_read_is_one_line_not_a_traceback(
     )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="drops root's file-permission override: needs root")
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@unprivileged_root
 def test_a_store_whose_folder_takes_no_new_file_is_refused_naming_the_folder(
     tmp_path: Path,
 ) -> None:
@@ -305,8 +308,7 @@ def test_a_store_whose_folder_takes_no_new_file_is_refused_naming_the_folder(
     )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="drops root's file-permission override: needs root")
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@unprivileged_root
 @pytest.mark.parametrize(
     "command",
     [["status"], ["backup", "copy.db"], ["migrate", "--check"], ["sync", "--file", "c.json"]],
@@ -331,8 +333,7 @@ def test_a_store_in_a_folder_the_user_cannot_enter_is_one_line_not_a_traceback(
     )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="drops root's file-permission override: needs root")
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@unprivileged_root
 def test_a_relative_store_path_from_a_folder_the_user_cannot_read_is_named(
     tmp_path: Path,
 ) -> None:
@@ -349,8 +350,7 @@ def test_a_relative_store_path_from_a_folder_the_user_cannot_read_is_named(
     assert done.stderr.count("\n") == 1
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="drops root's file-permission override: needs root")
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+@unprivileged_root
 def test_a_log_file_the_daemon_cannot_write_fails_the_reload_check(tmp_path: Path) -> None:
     # The unit's reload check said "config OK" with a warning, exit 0, and the daemon, sent
     # SIGHUP, refused the config: `systemctl reload` succeeded without the new config.

@@ -22,7 +22,7 @@ from monitord.store.models import (
 )
 from monitord.types import ProbeResult
 from tests.conftest import FakeClock
-from tests.probing.helpers import TARGET, catalogue
+from tests.probing.helpers import TARGET, catalogue, result_of
 
 
 @pytest.fixture(autouse=True)
@@ -32,15 +32,7 @@ def catalogued(store: Store, clock: FakeClock) -> None:
 
 
 def result(at: dt.datetime, success: bool) -> ProbeResult:
-    return ProbeResult(
-        kind="availability",
-        target=TARGET.url,
-        success=success,
-        duration_ms=12.0,
-        started_at=at,
-        error=None if success else "connection refused",
-        service_id=TARGET.id,
-    )
+    return result_of("availability", at, success)
 
 
 def state(store: Store) -> ServiceState:

@@ -13,34 +13,18 @@ from monitord.store import Store
 from monitord.store.models import Finding, ServiceState
 from monitord.types import ProbeResult
 from tests.conftest import FakeClock
-from tests.probing.helpers import TARGET, catalogue
+from tests.probing.helpers import TARGET, catalogue, result_of
 
 NO_HSTS = {"present": False, "enabled": False, "max_age": None}
 
 
 def tls_result(at: dt.datetime, success: bool = True, **facts: Any) -> ProbeResult:
-    return ProbeResult(
-        kind="tls",
-        target=TARGET.url,
-        success=success,
-        duration_ms=40.0,
-        started_at=at,
-        facts=facts,
-        error=None if success else "connection refused",
-        service_id=TARGET.id,
-    )
+    return result_of("tls", at, success, duration_ms=40.0, **facts)
 
 
 def availability_result(at: dt.datetime, **facts: Any) -> ProbeResult:
-    return ProbeResult(
-        kind="availability",
-        target=TARGET.url,
-        success=True,
-        duration_ms=20.0,
-        started_at=at,
-        facts={"status": 200, "scheme": "https", "total_ms": 20.0, "slo_ms": 3000, **facts},
-        service_id=TARGET.id,
-    )
+    base = {"status": 200, "scheme": "https", "total_ms": 20.0, "slo_ms": 3000}
+    return result_of("availability", at, duration_ms=20.0, **{**base, **facts})
 
 
 def open_findings(store: Store) -> set[str]:
