@@ -12,9 +12,8 @@ What is measured, honestly:
   resumes the session of the last full handshake with the host and port, and all 2,000 targets
   share one, so nearly every handshake of a round is resumed. A daemon probing each host once a
   minute resumes four handshakes in five. "monitord, whole round, SQLite, full handshakes" sets
-  it to 0: every probe a full handshake, as blackbox_exporter makes. Where reading a session
-  leaks (CPython before 3.12.8 and 3.13.1) monitord does not resume, the bench says so, and
-  every row makes full handshakes (that row is then left out: it would be the same).
+  it to 0: every probe a full handshake, as blackbox_exporter makes (the ssl module's, where
+  the resuming connections are pyOpenSSL's: `probes/resumption.py`).
 * "monitord, whole round" is `probe_round` as `monitord probe --all --kind availability` and
   the daemon run it: targets read from the store, probe, judge, record (results, state machines,
   findings); on SQLite, and on a throw-away PostgreSQL (fsync off, as the tests run it) when
@@ -63,7 +62,6 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import platform
 import re
 import resource
 import shutil
@@ -109,7 +107,6 @@ from monitord.store import Store, open_store  # noqa: E402
 from monitord.store.models import Service  # noqa: E402
 from monitord.timeutil import system_clock  # noqa: E402
 from monitord.types import ProbeContext, Target  # noqa: E402
-from probes import tlsinfo  # noqa: E402
 from probes.availability import AvailabilitySpec, probe  # noqa: E402
 
 TYPED = "monitord probe --all, as typed"
@@ -174,7 +171,7 @@ async def monitord_round(urls: list[str], context: ssl.SSLContext, concurrency: 
     resuming TLS sessions as the daemon does (the default `probes.tls_resume_minutes`)."""
     gate = asyncio.Semaphore(concurrency)
     spec = AvailabilitySpec(timeout_s=30)
-    resume_s = tlsinfo.resume_seconds(ProbeSettings().tls_resume_minutes)
+    resume_s = ProbeSettings().tls_resume_minutes * 60
     async with probes.make_session(limit=concurrency, ssl_context=context) as session:
         ctx = ProbeContext(session=session, ssl_context=context, tls_resume_s=resume_s)
 
@@ -623,14 +620,8 @@ def measure(urls: list[str], ca_file: str, workdir: Path, args: Any) -> list[Row
         database = postgres_database(stack, workdir, args)
         if database is not None:
             specs["monitord, whole round, PostgreSQL"] = base.with_store(*database)
-        if tlsinfo.resume_seconds(ProbeSettings().tls_resume_minutes):
-            full = base.with_store(f"sqlite:///{workdir}/full.db")
-            specs[FULL] = dataclasses.replace(full, tls_resume_minutes=0)
-        else:
-            print(
-                f"TLS session resumption is off on Python {platform.python_version()} (reading "
-                "a session leaks before 3.12.8 and 3.13.1): every row makes full handshakes"
-            )
+        full = base.with_store(f"sqlite:///{workdir}/full.db")
+        specs[FULL] = dataclasses.replace(full, tls_resume_minutes=0)
         specs["monitord, probe alone"] = base
         rows = {name: RowProcess(name, spec) for name, spec in specs.items()}
         for row in rows.values():

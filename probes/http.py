@@ -27,11 +27,12 @@ from typing import Any, Protocol
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
+from OpenSSL import SSL
 from yarl import URL
 
 from monitord import netguard
 from monitord.types import ProbeContext, ProbeResult, Spec, Target, is_probe_path
-from probes import tlsinfo
+from probes import resumption, tlsinfo
 
 DEFAULT_EXPECT_STATUS: tuple[int, ...] = tuple(range(200, 400))
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -467,9 +468,8 @@ async def _connect(
     error: OSError | None = None
     for address in addresses:
         try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(address, port, limit=MAX_HEADER_BYTES), timeout_s
-            )
+            async with asyncio.timeout(timeout_s):  # TimeoutError is an OSError: next address
+                return await asyncio.open_connection(address, port, limit=MAX_HEADER_BYTES)
         except OSError as exc:
             error = exc
     assert error is not None
@@ -483,11 +483,11 @@ class _Hop:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     capture: tlsinfo.HandshakeCapture
-    tls: ssl.SSLObject | None
+    tls: ssl.SSLObject | resumption.ResumingTLS | None
     connect_s: float
-    sessions: tlsinfo.ResumableSessions | None
-    """The sessions kept for its context, when the probe resumes sessions."""
-    offered: ssl.SSLSession | None
+    sessions: resumption.ResumableSessions | None
+    """The sessions kept for its resuming connection, when it is one."""
+    offered: SSL.Session | None
     """The session its handshake offered (None: a full handshake was asked for)."""
     retry_s: float = 0.0
     """What a failed handshake offering a session took before this one (monitord's cost)."""
@@ -502,17 +502,27 @@ async def _open_hop(
     context: ssl.SSLContext | None,
 ) -> _Hop:
     """Connect to host:port (the first of `addresses` that answers) and, with a `context`,
-    make the TLS handshake, offering the session kept for host:port when the probe resumes
-    sessions (`ctx.tls_resume_s`). Some gateways and WAFs reset, refuse or never answer a
-    handshake that offers a session: that one is made again at once in full, as a first
-    visit makes (unless the probe's own time ran out: cancelled), and the host is offered
-    nothing for a while (`ResumableSessions.failed`, `refuses_offers`)."""
-    sessions = tlsinfo.sessions_of(context) if context and ctx.tls_resume_s > 0 else None
-    offer = sessions.to_offer(host, port, ctx.clock(), ctx.tls_resume_s) if sessions else None
+    make the TLS handshake.
+
+    When the probe resumes sessions (`ctx.tls_resume_s`) and `context` verifies, the handshake
+    is a resuming connection's (`probes.resumption`), offering the session kept for host:port.
+    If it fails, the ssl module makes it again at once (unless the probe's own time ran out:
+    cancelled), so a failure is reported in the ssl module's words; some gateways and WAFs
+    reset, refuse or never answer a handshake offering a session, and a host whose ssl
+    module handshake then works, or that fails twice within a day, gets the ssl module's only
+    for a day (`ResumableSessions.failed`, `refuses_offers`)."""
+    resuming = None
+    if context is not None and ctx.tls_resume_s > 0 and context.verify_mode != ssl.CERT_NONE:
+        resuming = resumption.resuming_context(context)
+        if resuming.sessions.resting(host, port, ctx.clock()):
+            resuming = None
+    offer = (
+        resuming.sessions.to_offer(host, port, ctx.clock(), ctx.tls_resume_s) if resuming else None
+    )
     retry_s, retried = 0.0, False
     while True:
         began = time.perf_counter()
-        with tlsinfo.offering(offer):
+        with resumption.offering(offer):
             reader, writer = await _connect(addresses, port, spec.timeout_s)
             connected = time.perf_counter()
             cap = tlsinfo.HandshakeCapture()
@@ -522,23 +532,25 @@ async def _open_hop(
                     # event loop (uvloop's TLS layer does not use the context's SSL object
                     # class).
                     cap.started = time.perf_counter()
-                    await writer.start_tls(context, server_hostname=host)
+                    await writer.start_tls(resuming or context, server_hostname=host)
                     cap.finished = time.perf_counter()
             except BaseException as exc:
                 writer.close()
-                if offer is None or sessions is None:
+                if resuming is None:
                     raise
-                if isinstance(exc, ssl.SSLCertVerificationError):
-                    raise  # the offer was turned down: the certificate is the failure
-                sessions.failed(host, port, offer, ctx.clock())
+                if not isinstance(exc, resumption.ResumingCertificateError):
+                    # A certificate refused is the service's failure, which the ssl module's
+                    # handshake reports; anything else may be the offer's, or this client's.
+                    resuming.sessions.failed(host, port, offer, ctx.clock())
                 if not isinstance(exc, Exception):
                     raise
                 retry_s += time.perf_counter() - began
-                offer, retried = None, True
+                resuming, offer, retried = None, None, True
                 continue
-        if retried and sessions is not None:  # the offer was the failure, not the service
-            sessions.refuses_offers(host, port, ctx.clock())
+        if retried and context is not None:  # the resuming client was the failure
+            resumption.resuming_context(context).sessions.refuses_offers(host, port, ctx.clock())
         tls = writer.get_extra_info("ssl_object") if context is not None else None
+        sessions = resuming.sessions if resuming else None
         return _Hop(reader, writer, cap, tls, connected - began, sessions, offer, retry_s)
 
 
@@ -830,7 +842,7 @@ async def fetch_stream(
                 # An interim answer (100 Continue, 103 Early Hints): the final one follows.
                 status, headers = await _read_head(reader)
             got_headers = time.perf_counter()
-            if hop.sessions is not None and tls is not None:
+            if hop.sessions is not None and isinstance(tls, resumption.ResumingTLS):
                 hop.sessions.after(host, port, tls, hop.offered, ctx.clock(), ctx.tls_resume_s)
             if is_redirect_to_follow(status, headers, spec):
                 url, method = follow_redirect(url, status, headers["Location"], method, hops, spec)

@@ -32,10 +32,8 @@ import ipaddress
 import os
 import ssl
 import struct
-import sys
 import time
 import warnings
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -221,7 +219,7 @@ class HandshakeCapture:
     peer_der: bytes | None = None
     handshakes: int = 0
     resumed: bool = False
-    """The handshake resumed an earlier session (`offering`): no certificate was sent or
+    """The handshake resumed an earlier session (`probes.resumption`): no certificate was sent or
     checked, and `peer_der` is the one the session's full handshake checked."""
 
 
@@ -235,19 +233,10 @@ class _ObservedSSLObject(ssl.SSLObject):
 
     asyncio's SSL transport calls `do_handshake` from callbacks scheduled in the context of the
     task that opened the connection, so the context variable finds the right capture even with
-    thousands of probes in flight. It also offers the session `offering` put in that context
-    (availability's resumption), before the handshake's first message.
+    thousands of probes in flight.
     """
 
-    _offered: bool = False
-
     def do_handshake(self) -> None:
-        offer = _OFFER.get()
-        if offer is not None and not self._offered:
-            self._offered = True
-            # A session of another context is refused (ValueError): a full handshake then.
-            with contextlib.suppress(ValueError):
-                self.session = offer
         cap = _CAPTURE.get()
         if cap is not None and cap.started is None:
             cap.started = time.perf_counter()
@@ -271,170 +260,6 @@ def observe(context: ssl.SSLContext) -> ssl.SSLContext:
     if context.sslobject_class is not _ObservedSSLObject:
         context.sslobject_class = _ObservedSSLObject
     return context
-
-
-# ---------------------------------------------------------------------------------------------
-# Resumed sessions (availability): a full handshake per host and port every few minutes
-
-SESSION_READ_LEAKS = sys.version_info < (3, 12, 8) or (3, 13) <= sys.version_info < (3, 13, 1)
-"""CPython before 3.12.8 and 3.13.1 leaks a copy of the session each time `SSLObject.session`
-is read (gh-116810: about 6 KB a read, measured here on 3.11.7). Resumption reads one per full
-handshake, a few hundred a day per host: on those versions it stays off (`resume_seconds`)."""
-
-
-def resume_seconds(minutes: float) -> float:
-    """How long the availability probe resumes a session, from `probes.tls_resume_minutes`:
-    0 where reading a session leaks (`SESSION_READ_LEAKS`)."""
-    return 0.0 if SESSION_READ_LEAKS else minutes * 60
-
-
-RESUME_MISSES = 2
-"""Offers in a row a server may turn down before it is offered nothing for a while: each
-offer and each session kept costs a copy of the session (Python 3.11 copies it both ways)."""
-FAILED_OFFER_REST = dt.timedelta(days=1)
-"""How long a host and port that breaks on resumption (some gateways and WAFs reset, refuse or
-never answer a handshake offering a session) is offered nothing: a failed offer followed by a
-full handshake that works, or two failed offers within this long."""
-
-_OFFER: contextvars.ContextVar[ssl.SSLSession | None] = contextvars.ContextVar(
-    "monitord_tls_offer", default=None
-)
-
-
-@dataclass
-class _KeptSession:
-    session: ssl.SSLSession | None
-    """None: the server gave nothing to resume, turned down `RESUME_MISSES` offers in a row,
-    or failed a handshake that offered one; nothing is offered, or kept, until `until`."""
-    kept_at: dt.datetime
-    """When the full handshake that checked the certificate ended (or the rest began)."""
-    until: dt.datetime
-    """The session is offered until then: `max_age_s` after `kept_at`, and never past the end of
-    the certificate that handshake checked, which a full handshake then shows at once."""
-    missed: int = 0
-
-    def current(self, now: dt.datetime) -> bool:
-        """Whether the entry still holds at `now` (a clock stepped back ends it)."""
-        return self.kept_at <= now < self.until
-
-
-class ResumableSessions:
-    """The TLS sessions of full handshakes, offered to the next connections to the same host and
-    port for `max_age_s`, as a returning browser resumes its session.
-
-    A resumed handshake skips the key exchange's signature and the certificate checks. Each
-    entry is replaced only by a full handshake, so every host and port gets one (its
-    certificate checked, its facts read again) at least every `max_age_s`, and at once whenever
-    the server turns an offer down (a restart, a new certificate with new ticket keys).
-    """
-
-    def __init__(self) -> None:
-        self._kept: dict[tuple[str, int], _KeptSession] = {}
-        self._failed: dict[tuple[str, int], dt.datetime] = {}
-        """When a handshake offering a session last failed, per host and port."""
-        self._prune_at = 1024
-
-    def to_offer(
-        self, host: str, port: int, now: dt.datetime, max_age_s: float
-    ) -> ssl.SSLSession | None:
-        """The session to offer a new connection to host:port, or None for a full handshake."""
-        kept = self._kept.get((host, port))
-        if kept is None or kept.session is None or not kept.current(now):
-            return None
-        if (now - kept.kept_at).total_seconds() > max_age_s:
-            return None  # the limit was lowered by a reload since
-        return kept.session
-
-    def after(
-        self,
-        host: str,
-        port: int,
-        tls: ssl.SSLObject,
-        offered: ssl.SSLSession | None,
-        now: dt.datetime,
-        max_age_s: float,
-    ) -> None:
-        """Note how a connection's handshake went, once its answer began (a TLS 1.3 server's
-        session ticket comes after the handshake): a full handshake's session is kept."""
-        key = (host, port)
-        kept = self._kept.get(key)
-        if offered is not None and (kept is None or kept.session is not offered):
-            return  # another connection has replaced the session this one offered
-        if tls.session_reused:
-            if kept is not None:
-                kept.missed = 0
-            return
-        if kept is not None and kept.session is None and kept.current(now):
-            return  # resting: nothing is kept either (each session kept costs a copy)
-        missed = kept.missed + 1 if offered is not None and kept is not None else 0
-        until = now + dt.timedelta(seconds=max_age_s)
-        session = tls.session if missed < RESUME_MISSES else None
-        if session is not None and not (
-            session.has_ticket or (session.id and tls.version() != "TLSv1.3")
-        ):
-            session = None
-        if session is None:
-            self._keep(key, _KeptSession(None, now, until), now)
-            return
-        der = tls.getpeercert(binary_form=True)
-        with contextlib.suppress(ValueError):  # one cryptography cannot read: no date to keep
-            until = min(until, parse_certificate(der).not_after) if der else until
-        self._keep(key, _KeptSession(session, now, until, missed), now)
-
-    def failed(self, host: str, port: int, offered: ssl.SSLSession, now: dt.datetime) -> None:
-        """A handshake that offered `offered` failed (reset, refused, no answer in time): the
-        next connection makes a full one. A second such failure within `FAILED_OFFER_REST`
-        rests host:port that long (`refuses_offers`); a server that was merely down does not."""
-        key = (host, port)
-        kept = self._kept.get(key)
-        if kept is not None and kept.session is not offered:
-            return  # another connection has replaced that session already
-        before = self._failed.get(key)
-        if before is not None and before <= now < before + FAILED_OFFER_REST:
-            self.refuses_offers(host, port, now)
-            return
-        self._failed[key] = now
-        self._kept.pop(key, None)
-
-    def refuses_offers(self, host: str, port: int, now: dt.datetime) -> None:
-        """host:port breaks on resumption: offer it nothing for `FAILED_OFFER_REST`."""
-        self._keep((host, port), _KeptSession(None, now, now + FAILED_OFFER_REST), now)
-
-    def _keep(self, key: tuple[str, int], kept: _KeptSession, now: dt.datetime) -> None:
-        self._kept[key] = kept
-        if len(self._kept) > self._prune_at:
-            self._kept = {k: v for k, v in self._kept.items() if v.current(now)}
-            self._failed = {
-                k: at for k, at in self._failed.items() if at <= now < at + FAILED_OFFER_REST
-            }
-            self._prune_at = max(1024, 2 * len(self._kept))
-
-
-# Sessions belong to the context that made them (Python refuses a session to any other), and
-# contexts outlive the rounds that use them (`trust_context` keeps them).
-_SESSIONS: weakref.WeakKeyDictionary[ssl.SSLContext, ResumableSessions] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def sessions_of(context: ssl.SSLContext) -> ResumableSessions:
-    """The sessions kept for connections made with `context`."""
-    sessions = _SESSIONS.get(context)
-    if sessions is None:
-        sessions = _SESSIONS[context] = ResumableSessions()
-    return sessions
-
-
-@contextlib.contextmanager
-def offering(session: ssl.SSLSession | None) -> Iterator[None]:
-    """Offer `session` to the TLS handshake of the connection opened, and started, in this block
-    through an `observe`d context. Open the connection inside the block too: uvloop runs a
-    transport's callbacks in a copy of the context it was opened in."""
-    token = _OFFER.set(session)
-    try:
-        yield
-    finally:
-        _OFFER.reset(token)
 
 
 @contextlib.contextmanager

@@ -256,8 +256,7 @@ class ProbeSettings(_Section):
     certificate changes."""
     tls_resume_minutes: float = Field(default=5.0, ge=0, le=24 * 60)
     """The availability probe resumes the TLS session of a host and port's last full handshake
-    for this long (on Python 3.12.8, 3.13.1 and later: older ones leak memory reading a
-    session, and make full handshakes only), as a returning browser does, then makes a full
+    for this long (`probes.resumption`), as a returning browser does, then makes a full
     one (the certificate checked and its facts read again); at once when the server turns the
     session down. 0: a full handshake every probe."""
     ca_file: str | None = None

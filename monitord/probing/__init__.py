@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import platform
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 
@@ -45,7 +44,6 @@ __all__ = [
     "probe_round",
     "record_results",
     "release_withdrawn",
-    "resumption_notice",
     "run_probes",
     "spec_for_target",
 ]
@@ -59,18 +57,6 @@ async def blind_round(ctx: ProbeContext, settings: ProbeSettings) -> bool:
         ctx, settings, [(None, CHEAP_KIND, url) for url in settings.canaries]
     )
     return all(not r.success for r in results)
-
-
-def resumption_notice(config: ProbeSettings) -> str | None:
-    """One line for the daemon's start when `probes.tls_resume_minutes` asks for resumption
-    that this Python cannot give without leaking (`probes.tlsinfo.SESSION_READ_LEAKS`)."""
-    if config.tls_resume_minutes <= 0 or not probes.tlsinfo.SESSION_READ_LEAKS:
-        return None
-    return (
-        f"TLS session resumption (probes.tls_resume_minutes) is off: Python "
-        f"{platform.python_version()} leaks memory each time a session is read (CPython "
-        "gh-116810, fixed in 3.12.8 and 3.13.1); every availability probe makes a full handshake"
-    )
 
 
 @asynccontextmanager
@@ -88,7 +74,7 @@ async def probe_context(config: ProbeSettings, clock: Clock) -> AsyncIterator[Pr
             clock=clock,
             ssl_context=context,
             ca_file=config.ca_file,
-            tls_resume_s=probes.tlsinfo.resume_seconds(config.tls_resume_minutes),
+            tls_resume_s=config.tls_resume_minutes * 60,
         )
     finally:
         await session.close()

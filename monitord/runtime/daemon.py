@@ -38,7 +38,6 @@ from monitord.config import (
 )
 from monitord.errors import ConfigError, LeaseLost, Replaced
 from monitord.incidents import follow_clock_step, last_incident_id
-from monitord.probing import resumption_notice
 from monitord.probing.record import met_another_transaction
 from monitord.probing.schedule import window_start
 from monitord.redact import error_line
@@ -522,9 +521,6 @@ class Daemon:
         slower = reader_warning(self.app.settings)
         if slower is not None:
             logger.warning(slower)
-        no_resumption = resumption_notice(self.app.settings.probes)
-        if no_resumption is not None:
-            logger.info(no_resumption)
         for missing in alert_warnings(self.app.settings):
             logger.warning(missing)
         for exposed in secret_file_warnings(self.app.settings):

@@ -18,7 +18,7 @@ from aiohttp import web
 import probes
 from monitord import aio
 from monitord.types import ProbeContext, ProbeResult, Target
-from probes import availability, tlsinfo
+from probes import availability, resumption
 from rules.probe_rules import evaluate
 from tests.probes.helpers import NOW, ServerCert, pipe, server_context, write_cert
 
@@ -65,9 +65,13 @@ class Probing:
         return client
 
     async def result(
-        self, port: int, path: str = "/a", spec: availability.AvailabilitySpec = SPEC
+        self,
+        port: int,
+        path: str = "/a",
+        spec: availability.AvailabilitySpec = SPEC,
+        host: str = "localhost",
     ) -> ProbeResult:
-        """One availability probe of https://localhost:port/path."""
+        """One availability probe of https://host:port/path."""
         async with probes.make_session() as session:
             ctx = ProbeContext(
                 session=session,
@@ -75,7 +79,7 @@ class Probing:
                 ssl_context=self.client,
                 tls_resume_s=self.resume_s,
             )
-            return await availability.probe(Target(f"https://localhost:{port}{path}"), spec, ctx)
+            return await availability.probe(Target(f"https://{host}:{port}{path}"), spec, ctx)
 
     async def probe(self, port: int, path: str = "/a") -> dict[str, Any]:
         """One availability probe of https://localhost:port/path that succeeds: its facts."""
@@ -201,39 +205,33 @@ def test_a_server_restarted_with_a_new_certificate_is_seen_at_the_next_probe(
     assert next_one["days_to_expiry"] == 10
 
 
-def test_a_server_that_issues_no_session_tickets_is_offered_nothing(
+def test_a_server_that_issues_no_session_tickets_gets_full_handshakes_and_soon_no_offers(
     ca: trustme.CA, certdir: Path
 ) -> None:
     server = server_context(leaf(ca, certdir, 90))
     server.num_tickets = 0  # TLS 1.3 resumes only with a ticket
     probing = Probing(ca, resume_s=300)
-    offers: list[ssl.SSLSession | None] = []
+    offers: list[bool] = []
 
     async def probes_of(port: int) -> list[dict[str, Any]]:
         facts = []
-        for _ in range(3):
+        for _ in range(4):
             facts.append(await probing.probe(port))
-            offers.append(tlsinfo.sessions_of(probing.client).to_offer("localhost", port, NOW, 300))
+            sessions = resumption.resuming_context(probing.client).sessions
+            offers.append(sessions.to_offer("localhost", port, NOW, 300) is not None)
         return facts
 
-    assert [f["tls_resumed"] for f in aio.run(serving(server, probes_of))] == [False] * 3
-    assert offers == [None] * 3  # nor a session copied in vain each probe
-
-
-@dataclass
-class FakeSession:
-    """What `ResumableSessions` reads of an `ssl.SSLSession`."""
-
-    has_ticket: bool = True
-    id: bytes = b""
+    assert [f["tls_resumed"] for f in aio.run(serving(server, probes_of))] == [False] * 4
+    # Its sessions are turned down RESUME_MISSES times in a row: none is kept after that.
+    assert offers == [True, True, False, False]
 
 
 @dataclass
 class FakeTls:
-    """What `ResumableSessions` reads of a connection's `ssl.SSLObject`."""
+    """What `ResumableSessions` reads of a connection's `ResumingTLS`."""
 
     session_reused: bool
-    session: FakeSession = field(default_factory=FakeSession)
+    session: object = field(default_factory=object)
 
     def version(self) -> str:
         return "TLSv1.3"
@@ -243,7 +241,7 @@ class FakeTls:
 
 
 def test_a_server_that_turns_down_two_offers_in_a_row_is_left_alone_until_they_age() -> None:
-    sessions = tlsinfo.ResumableSessions()
+    sessions = resumption.ResumableSessions()
 
     def connect(at_s: float) -> bool:
         """A connection at `at_s` to a server that never resumes; whether a session was offered."""
@@ -391,7 +389,7 @@ def test_connections_turned_down_together_after_a_restart_count_one_miss() -> No
     # Many services share a gateway's host and port: after its restart, the probes in flight
     # with the old session were all turned down, the second of them counted as a second miss
     # in a row, and the host got full handshakes for the whole window.
-    sessions = tlsinfo.ResumableSessions()
+    sessions = resumption.ResumableSessions()
     sessions.after("h", 443, FakeTls(session_reused=False), None, NOW, 300)  # type: ignore[arg-type]
     stale = sessions.to_offer("h", 443, NOW, 300)
     assert stale is not None
@@ -461,3 +459,88 @@ def test_a_certificate_failure_while_offering_does_not_stop_resumption_once_fixe
     # The good server keeps its ticket keys across restarts (as nginx with a key file does):
     # once it is back, the session offered before the failure resumes at once, not in a day.
     assert [f and f["tls_resumed"] for f in seen] == [False, True, None, True, True, True]
+
+
+def _verdict(result: ProbeResult) -> tuple[bool, str | None, Any, Any]:
+    """What a user reads of a probe that may have failed on the certificate."""
+    facts = result.facts
+    return result.success, result.error, facts.get("chain_trusted"), facts.get("cert_problem")
+
+
+def _problem_cert(ca: trustme.CA, certdir: Path, problem: str) -> ServerCert:
+    """A certificate that the ssl module refuses: "expired", "wrong host" or "untrusted"."""
+    if problem == "untrusted":
+        ca = trustme.CA()
+    host = "example.org" if problem == "wrong host" else "localhost"
+    days = -1 if problem == "expired" else 90
+    cert = ca.issue_cert(
+        host,
+        not_before=NOW - dt.timedelta(days=10),
+        not_after=NOW + dt.timedelta(days=days),
+    )
+    pems = [p.bytes() for p in cert.cert_chain_pems]
+    return write_cert(certdir, f"problem-{problem}", cert.private_key_pem.bytes(), pems)
+
+
+@pytest.mark.parametrize("problem", ["expired", "wrong host", "untrusted"])
+def test_a_refused_certificate_reads_the_same_with_resumption_on(
+    problem: str, ca: trustme.CA, certdir: Path
+) -> None:
+    # The resuming connections are pyOpenSSL's: they must refuse what the ssl module refuses,
+    # and the probe must say it in the same words.
+    server = server_context(_problem_cert(ca, certdir, problem))
+    on, off = Probing(ca, resume_s=300), Probing(ca, resume_s=0)
+
+    async def both(port: int) -> list[ProbeResult]:
+        return [await on.result(port), await on.result(port), await off.result(port)]
+
+    first, again, reference = aio.run(serving(server, both))  # type: ignore[arg-type]
+    assert not reference.success
+    assert _verdict(first) == _verdict(again) == _verdict(reference)
+
+
+def test_an_ip_address_is_checked_against_the_certificate_and_resumed(
+    ca: trustme.CA, certdir: Path
+) -> None:
+    cert = ca.issue_cert("127.0.0.1", not_after=NOW + dt.timedelta(days=90))
+    pems = [p.bytes() for p in cert.cert_chain_pems]
+    by_address = server_context(write_cert(certdir, "ip", cert.private_key_pem.bytes(), pems))
+    by_name = server_context(leaf(ca, certdir, 90))  # names localhost only
+    on, off = Probing(ca, resume_s=300), Probing(ca, resume_s=0)
+
+    async def probe_ip(port: int) -> list[ProbeResult]:
+        return [await on.result(port, "/a", SPEC, "127.0.0.1") for _ in range(2)]
+
+    async def wrong(port: int) -> list[ProbeResult]:
+        return [
+            await on.result(port, "/a", SPEC, "127.0.0.1"),
+            await off.result(port, "/a", SPEC, "127.0.0.1"),
+        ]
+
+    first, second = aio.run(serving(by_address, probe_ip))  # type: ignore[arg-type]
+    assert first.success and second.success
+    assert (first.facts["tls_resumed"], second.facts["tls_resumed"]) == (False, True)
+    refused, reference = aio.run(serving(by_name, wrong))  # type: ignore[arg-type]
+    assert not reference.success
+    assert _verdict(refused) == _verdict(reference)
+
+
+def test_a_server_the_resuming_client_cannot_agree_with_is_probed_by_the_ssl_module(
+    ca: trustme.CA, certdir: Path
+) -> None:
+    # A server whose only key exchange group the resuming client does not offer (P-521):
+    # the ssl module's handshake follows at once, and the host gets only those for a day.
+    server = server_context(leaf(ca, certdir, 90))
+    server.set_ecdh_curve("secp521r1")
+    probing = Probing(ca, resume_s=300)
+
+    async def probes_of(port: int) -> list[dict[str, Any]]:
+        facts = [await probing.probe(port) for _ in range(3)]
+        sessions = resumption.resuming_context(probing.client).sessions
+        assert sessions.resting("localhost", port, NOW)
+        assert not sessions.resting("localhost", port, NOW + resumption.FAILED_OFFER_REST)
+        return facts
+
+    facts = aio.run(serving(server, probes_of))
+    assert [f["tls_resumed"] for f in facts] == [False] * 3
+    assert all(f["days_to_expiry"] == 90 for f in facts)

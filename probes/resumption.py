@@ -1,0 +1,462 @@
+"""TLS session resumption for the availability probe, made by pyOpenSSL.
+
+A returning browser resumes its TLS session; so does the availability probe
+(`probes.tls_resume_minutes`). The session of a host and port's last full handshake is offered
+to the next connections there, which then skip the certificate checks and the key exchange's
+signature: a resumed handshake costs a client well under half of a full one.
+
+Python's ssl module cannot do this without leaking: it offers a session only once read off a
+connection (`SSLObject.session`), and CPython before 3.12.8 and 3.13.1 leaks a copy of the session
+on each read (gh-116810; about 6 KB a read). So the connections that resume are made by pyOpenSSL,
+on the OpenSSL that cryptography ships, which reads and offers sessions without a copy. Its
+connection stands behind `ResumingContext.wrap_bio`, the one call asyncio's and uvloop's TLS
+transports make of a context, as an object that answers the same methods as `ssl.SSLObject`:
+the probe's streams, timeouts and HTTP code are those of every other probe.
+
+The resuming connection checks what the probe's `ssl.SSLContext` checks: the same trusted CAs,
+host name, verify flags, versions and TLS 1.2 ciphers. Whatever it cannot complete (a refused
+certificate, a gateway that breaks on offered sessions, a server it cannot agree with) is made
+again at once by the ssl module (`probes.http`), so every failure a probe reports, and its
+wording, is the ssl module's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as dt
+import ipaddress
+import ssl
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.bindings.openssl.binding import Binding
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL, crypto
+
+from probes.tlsinfo import parse_certificate
+
+_lib: Any = Binding.lib
+
+RESUME_MISSES = 2
+"""Offers in a row a server may turn down before it is offered nothing for a while (a server
+that issues no session tickets turns down every one)."""
+FAILED_OFFER_REST = dt.timedelta(days=1)
+"""How long a host and port whose resuming connection failed twice within this long, or failed
+where the ssl module's then worked (some gateways and WAFs reset, refuse or never answer a
+handshake offering a session), gets the ssl module's full handshakes only."""
+KEY_SHARE_GROUPS = b"X25519:P-256:P-384"
+"""The key exchange groups offered. OpenSSL's newest default also sends a post-quantum key
+share, which costs a client a third of a handshake and protects nothing a probe sends; a
+server that speaks none of these fails the resuming handshake, and the ssl module's follows."""
+
+RECORD_BYTES = 16384
+"""The most a TLS record decrypts to."""
+
+_VERSIONS = {
+    ssl.TLSVersion.TLSv1: SSL.TLS1_VERSION,
+    ssl.TLSVersion.TLSv1_1: SSL.TLS1_1_VERSION,
+    ssl.TLSVersion.TLSv1_2: SSL.TLS1_2_VERSION,
+    ssl.TLSVersion.TLSv1_3: SSL.TLS1_3_VERSION,
+}
+"""Python's TLS versions as OpenSSL's; the minimum and maximum supported mean no limit (0)."""
+
+
+class ResumingHandshakeError(ssl.SSLError):
+    """The resuming connection's handshake failed: the ssl module makes it again."""
+
+
+class ResumingCertificateError(ResumingHandshakeError):
+    """The resuming connection's handshake refused the certificate (or its host name): the ssl
+    module makes it again, for the verdict in its own words."""
+
+
+def _ssl_error(exc: SSL.Error) -> ssl.SSLError:
+    """A pyOpenSSL error as the ssl module's exception that an asyncio TLS transport expects."""
+    if isinstance(exc, SSL.WantReadError):
+        return ssl.SSLWantReadError("The operation did not complete (read)")
+    if isinstance(exc, SSL.ZeroReturnError):
+        return ssl.SSLZeroReturnError("TLS/SSL connection has been closed (EOF)")
+    if isinstance(exc, SSL.SysCallError):
+        return ssl.SSLEOFError("EOF occurred in violation of protocol")
+    return ssl.SSLError(str(exc))
+
+
+class ResumingTLS:
+    """One client connection of `ResumingContext`: a pyOpenSSL connection over memory BIOs,
+    answering what asyncio's and uvloop's TLS transports and the availability probe ask of an
+    `ssl.SSLObject`. The transports' own memory BIOs carry the bytes in and out."""
+
+    def __init__(
+        self,
+        engine: SSL.Context,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_hostname: str | None,
+        host_flags: int,
+    ) -> None:
+        self._incoming, self._outgoing = incoming, outgoing
+        self.server_hostname = server_hostname
+        self._plain = bytearray()
+        self._closed = False
+        self._failure: ssl.SSLError | None = None
+        self._conn = SSL.Connection(engine, None)
+        self._conn.set_connect_state()
+        if server_hostname:
+            _check_host(self._conn, server_hostname, host_flags)
+        offer = _OFFER.get()
+        if offer is not None:
+            self._conn.set_session(offer)
+
+    def _feed(self) -> None:
+        data = self._incoming.read()
+        if data:
+            self._conn.bio_write(data)
+        if self._incoming.eof:
+            self._conn.bio_shutdown()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._outgoing.write(self._conn.bio_read(65536))
+            except SSL.WantReadError:
+                return
+
+    def do_handshake(self) -> None:
+        """Go on with the handshake; `ssl.SSLWantReadError` until it is done."""
+        self._feed()
+        try:
+            self._conn.do_handshake()
+        except SSL.WantReadError:
+            raise ssl.SSLWantReadError("The operation did not complete (read)") from None
+        except SSL.Error as exc:
+            if _lib.SSL_get_verify_result(self._conn._ssl) != 0:  # X509_V_OK
+                raise ResumingCertificateError(str(exc)) from None
+            raise ResumingHandshakeError(str(exc)) from None
+        finally:
+            self._drain()
+
+    def _pull(self) -> None:
+        """Decrypt every whole record received into `_plain`: the transports read on while
+        `pending()` says there is more, and OpenSSL's own buffer of records is out of sight."""
+        self._feed()
+        try:
+            while True:
+                self._plain += self._conn.recv(RECORD_BYTES)
+        except SSL.WantReadError:
+            pass
+        except SSL.ZeroReturnError:
+            self._closed = True
+        except SSL.Error as exc:
+            self._failure = _ssl_error(exc)
+        finally:
+            self._drain()
+
+    def read(self, n: int = 1024, buffer: Any = None) -> Any:
+        """Decrypted bytes (or their count, read into `buffer`); b"" or 0 once the server has
+        closed the TLS connection, as `ssl.SSLObject.read`."""
+        self._pull()
+        if self._plain:
+            chunk = bytes(self._plain[:n])
+            del self._plain[:n]
+            if buffer is None:
+                return chunk
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+        if self._failure is not None:
+            raise self._failure
+        if self._closed:
+            return b"" if buffer is None else 0
+        raise ssl.SSLWantReadError("The operation did not complete (read)")
+
+    def write(self, data: bytes) -> int:
+        """Encrypt `data` for the transport to send; how many bytes were taken."""
+        self._feed()
+        try:
+            return int(self._conn.send(data))
+        except SSL.Error as exc:
+            raise _ssl_error(exc) from None
+        finally:
+            self._drain()
+
+    def pending(self) -> int:
+        """Decrypted bytes ready to read."""
+        return len(self._plain)
+
+    def unwrap(self) -> None:
+        """Send close_notify; `ssl.SSLWantReadError` until the server's own has come."""
+        self._feed()
+        try:
+            done = self._conn.shutdown()
+        except SSL.Error as exc:
+            raise _ssl_error(exc) from None
+        finally:
+            self._drain()
+        if not done:
+            raise ssl.SSLWantReadError("The operation did not complete (read)")
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        """The server's certificate as DER (`binary_form`), else an empty dict: the transports
+        keep the parsed form and nothing reads it."""
+        if not binary_form:
+            return {}
+        cert = self._conn.get_peer_certificate(as_cryptography=True)
+        return cert.public_bytes(Encoding.DER) if cert is not None else None
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        """The suite agreed on: (name, protocol, secret bits), as `ssl.SSLObject.cipher`."""
+        name = self._conn.get_cipher_name()
+        if name is None:
+            return None
+        return name, self._conn.get_cipher_version() or "", self._conn.get_cipher_bits() or 0
+
+    def compression(self) -> None:
+        """TLS compression: never."""
+        return None
+
+    def version(self) -> str | None:
+        """The protocol version agreed on ("TLSv1.3")."""
+        return self._conn.get_protocol_version_name() or None
+
+    def selected_alpn_protocol(self) -> None:
+        """No ALPN is offered, as by the ssl module's trust context."""
+        return None
+
+    @property
+    def session_reused(self) -> bool:
+        """Whether the handshake resumed the session offered."""
+        return bool(_lib.SSL_session_reused(self._conn._ssl))
+
+    @property
+    def session(self) -> SSL.Session | None:
+        """The connection's session, to offer later connections (no copy is made)."""
+        return self._conn.get_session()
+
+    def __del__(self) -> None:
+        # OpenSSL marks the session of a connection freed without close_notify sent as not
+        # resumable; a probe's connection often ends so (the server closes first, a timeout).
+        with contextlib.suppress(Exception):
+            self._conn.set_shutdown(self._conn.get_shutdown() | SSL.SENT_SHUTDOWN)
+
+
+def _check_host(conn: SSL.Connection, host: str, flags: int) -> None:
+    """Have the handshake check `host` against the certificate, as `check_hostname` does,
+    and name it in SNI unless it is an IP address."""
+    param = _lib.SSL_get0_param(conn._ssl)
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(host.strip("[]"))
+    if address is not None:
+        packed = address.packed
+        checked = _lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed))
+    else:
+        name = host.encode("idna")
+        conn.set_tlsext_host_name(name)
+        _lib.X509_VERIFY_PARAM_set_hostflags(param, flags)
+        checked = _lib.X509_VERIFY_PARAM_set1_host(param, name, len(name))
+    if checked != 1:
+        raise ResumingHandshakeError(f"cannot check the certificate against {host!r}")
+
+
+class ResumingContext(ssl.SSLContext):
+    """A client context whose connections are `ResumingTLS`, trusting and checking what the
+    `ssl.SSLContext` it was made from does (`resuming_context`). Give it to `start_tls` or
+    `open_connection` as any context; the sessions kept for its connections are `sessions`."""
+
+    engine: SSL.Context
+    sessions: ResumableSessions
+    host_flags: int
+
+    def wrap_bio(  # type: ignore[override]
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        session: Any = None,
+    ) -> ResumingTLS:
+        """A resuming client connection over the transport's memory BIOs."""
+        if server_side:
+            raise ValueError("a resuming context makes client connections only")
+        return ResumingTLS(self.engine, incoming, outgoing, server_hostname, self.host_flags)
+
+
+def _engine(model: ssl.SSLContext) -> SSL.Context:
+    """A pyOpenSSL client context checking what `model` checks."""
+    engine = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    engine.set_verify(SSL.VERIFY_PEER if model.verify_mode != ssl.CERT_NONE else SSL.VERIFY_NONE)
+    store = engine.get_cert_store()
+    assert store is not None
+    # The CAs `model` loaded from files, the system's among them, and the directory of hashed
+    # certificates OpenSSL looks in at each handshake (not listed until used).
+    for der in model.get_ca_certs(binary_form=True):
+        store.add_cert(crypto.load_certificate(crypto.FILETYPE_ASN1, der))
+    capath = ssl.get_default_verify_paths().capath
+    if capath:
+        engine.load_verify_locations(None, capath)
+    param = _lib.SSL_CTX_get0_param(engine._context)
+    _lib.X509_VERIFY_PARAM_set_flags(param, int(model.verify_flags))
+    if model.minimum_version in _VERSIONS:
+        engine.set_min_proto_version(_VERSIONS[model.minimum_version])
+    if model.maximum_version in _VERSIONS:
+        engine.set_max_proto_version(_VERSIONS[model.maximum_version])
+    tls12 = [c["name"] for c in model.get_ciphers() if c["protocol"] != "TLSv1.3"]
+    if tls12:
+        engine.set_cipher_list(":".join(tls12).encode())
+    if model.options & ssl.OP_IGNORE_UNEXPECTED_EOF:
+        engine.set_options(SSL.OP_IGNORE_UNEXPECTED_EOF)
+    if _lib.SSL_CTX_set1_curves_list(engine._context, KEY_SHARE_GROUPS) != 1:
+        raise ssl.SSLError(f"OpenSSL refused the key share groups {KEY_SHARE_GROUPS!r}")
+    return engine
+
+
+_RESUMING: weakref.WeakKeyDictionary[ssl.SSLContext, ResumingContext] = weakref.WeakKeyDictionary()
+
+
+def resuming_context(model: ssl.SSLContext) -> ResumingContext:
+    """The resuming context of a verifying `model` (made once, and kept as long as `model`:
+    a daemon's trust context lives for good, and its sessions with it)."""
+    found = _RESUMING.get(model)
+    if found is None:
+        found = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
+        found.engine = _engine(model)
+        found.sessions = ResumableSessions()
+        found.host_flags = _lib.X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS
+        if not model.hostname_checks_common_name:
+            found.host_flags |= _lib.X509_CHECK_FLAG_NEVER_CHECK_SUBJECT
+        _RESUMING[model] = found
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# The sessions kept: a full handshake per host and port every few minutes
+
+_OFFER: contextvars.ContextVar[SSL.Session | None] = contextvars.ContextVar(
+    "monitord_tls_offer", default=None
+)
+
+
+@contextlib.contextmanager
+def offering(session: SSL.Session | None) -> Iterator[None]:
+    """Offer `session` to the handshake of the connection opened, and started, in this block
+    through a `ResumingContext`. Open the connection inside the block too: uvloop runs a
+    transport's callbacks in a copy of the context it was opened in."""
+    token = _OFFER.set(session)
+    try:
+        yield
+    finally:
+        _OFFER.reset(token)
+
+
+@dataclass
+class _KeptSession:
+    session: SSL.Session | None
+    """None: the server gave nothing to resume, turned down `RESUME_MISSES` offers in a row,
+    or failed a resuming connection; nothing is offered until `until`."""
+    kept_at: dt.datetime
+    """When the full handshake that checked the certificate ended (or the rest began)."""
+    until: dt.datetime
+    """The session is offered until then: `max_age_s` after `kept_at`, and never past the end of
+    the certificate that handshake checked, which a full handshake then shows at once."""
+    missed: int = 0
+    resting: bool = False
+    """The host and port gets the ssl module's full handshakes until `until`."""
+
+    def current(self, now: dt.datetime) -> bool:
+        """Whether the entry still holds at `now` (a clock stepped back ends it)."""
+        return self.kept_at <= now < self.until
+
+
+class ResumableSessions:
+    """The TLS sessions of full handshakes, offered to the next connections to the same host and
+    port for `max_age_s`, as a returning browser resumes its session.
+
+    Each entry is replaced only by a full handshake, so every host and port gets one (its
+    certificate checked, its facts read again) at least every `max_age_s`, and at once whenever
+    the server turns an offer down (a restart, a new certificate with new ticket keys).
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, int], _KeptSession] = {}
+        self._failed: dict[tuple[str, int], dt.datetime] = {}
+        """When a resuming connection last failed, per host and port."""
+        self._prune_at = 1024
+
+    def resting(self, host: str, port: int, now: dt.datetime) -> bool:
+        """Whether host:port gets the ssl module's full handshakes for now (`refuses_offers`)."""
+        kept = self._kept.get((host, port))
+        return kept is not None and kept.resting and kept.current(now)
+
+    def to_offer(
+        self, host: str, port: int, now: dt.datetime, max_age_s: float
+    ) -> SSL.Session | None:
+        """The session to offer a new connection to host:port, or None for a full handshake."""
+        kept = self._kept.get((host, port))
+        if kept is None or kept.session is None or not kept.current(now):
+            return None
+        if (now - kept.kept_at).total_seconds() > max_age_s:
+            return None  # the limit was lowered by a reload since
+        return kept.session
+
+    def after(
+        self,
+        host: str,
+        port: int,
+        tls: ResumingTLS,
+        offered: SSL.Session | None,
+        now: dt.datetime,
+        max_age_s: float,
+    ) -> None:
+        """Note how a connection's handshake went, once its answer began (a TLS 1.3 server's
+        session ticket comes after the handshake): a full handshake's session is kept."""
+        key = (host, port)
+        kept = self._kept.get(key)
+        if offered is not None and (kept is None or kept.session is not offered):
+            return  # another connection has replaced the session this one offered
+        if tls.session_reused:
+            if kept is not None:
+                kept.missed = 0
+            return
+        if kept is not None and kept.session is None and kept.current(now):
+            return  # turned down offers lately: nothing is kept either
+        missed = kept.missed + 1 if offered is not None and kept is not None else 0
+        until = now + dt.timedelta(seconds=max_age_s)
+        session = tls.session if missed < RESUME_MISSES else None
+        if session is None:
+            self._keep(key, _KeptSession(None, now, until), now)
+            return
+        der = tls.getpeercert(binary_form=True)
+        with contextlib.suppress(ValueError):  # one cryptography cannot read: no date to keep
+            until = min(until, parse_certificate(der).not_after) if der else until
+        self._keep(key, _KeptSession(session, now, until, missed), now)
+
+    def failed(self, host: str, port: int, offered: SSL.Session | None, now: dt.datetime) -> None:
+        """A resuming connection that offered `offered` (None: none) failed its handshake (reset,
+        refused, no answer in time): the next one makes a full handshake. A second such failure
+        within `FAILED_OFFER_REST` rests host:port that long (`refuses_offers`)."""
+        key = (host, port)
+        kept = self._kept.get(key)
+        if offered is not None and kept is not None and kept.session is not offered:
+            return  # another connection has replaced that session already
+        before = self._failed.get(key)
+        if before is not None and before <= now < before + FAILED_OFFER_REST:
+            self.refuses_offers(host, port, now)
+            return
+        self._failed[key] = now
+        self._kept.pop(key, None)
+
+    def refuses_offers(self, host: str, port: int, now: dt.datetime) -> None:
+        """host:port breaks resuming connections: the ssl module's only, for
+        `FAILED_OFFER_REST`."""
+        self._keep((host, port), _KeptSession(None, now, now + FAILED_OFFER_REST, 0, True), now)
+
+    def _keep(self, key: tuple[str, int], kept: _KeptSession, now: dt.datetime) -> None:
+        self._kept[key] = kept
+        if len(self._kept) > self._prune_at:
+            self._kept = {k: v for k, v in self._kept.items() if v.current(now)}
+            self._failed = {
+                k: at for k, at in self._failed.items() if at <= now < at + FAILED_OFFER_REST
+            }
+            self._prune_at = max(1024, 2 * len(self._kept))
