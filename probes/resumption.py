@@ -30,10 +30,10 @@ import ssl
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from cryptography.hazmat.bindings.openssl.binding import Binding
-from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 
 from probes.tlsinfo import parse_certificate
@@ -102,6 +102,7 @@ class ResumingTLS:
         self._plain = bytearray()
         self._closed = False
         self._failure: ssl.SSLError | None = None
+        self._peer_der: bytes | None = None
         self._conn = SSL.Connection(engine, None)
         self._conn.set_connect_state()
         if server_hostname:
@@ -202,8 +203,11 @@ class ResumingTLS:
         keep the parsed form and nothing reads it."""
         if not binary_form:
             return {}
-        cert = self._conn.get_peer_certificate(as_cryptography=True)
-        return cert.public_bytes(Encoding.DER) if cert is not None else None
+        if self._peer_der is None:
+            cert = self._conn.get_peer_certificate()
+            if cert is not None:
+                self._peer_der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+        return self._peer_der
 
     def cipher(self) -> tuple[str, str, int] | None:
         """The suite agreed on: (name, protocol, secret bits), as `ssl.SSLObject.cipher`."""
@@ -241,18 +245,24 @@ class ResumingTLS:
             self._conn.set_shutdown(self._conn.get_shutdown() | SSL.SENT_SHUTDOWN)
 
 
+@lru_cache(maxsize=4096)
+def _host_form(host: str) -> tuple[bytes | None, bytes | None]:
+    """(packed IP address, None) for an address, (None, IDNA name) for a name, as a certificate
+    is checked against it; cached, as a round names the same hosts every minute."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).packed, None
+    except ValueError:
+        return None, host.encode("idna")
+
+
 def _check_host(conn: SSL.Connection, host: str, flags: int) -> None:
     """Have the handshake check `host` against the certificate, as `check_hostname` does,
     and name it in SNI unless it is an IP address."""
     param = _lib.SSL_get0_param(conn._ssl)
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-    with contextlib.suppress(ValueError):
-        address = ipaddress.ip_address(host.strip("[]"))
-    if address is not None:
-        packed = address.packed
+    packed, name = _host_form(host)
+    if packed is not None:
         checked = _lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed))
-    else:
-        name = host.encode("idna")
+    elif name is not None:
         conn.set_tlsext_host_name(name)
         _lib.X509_VERIFY_PARAM_set_hostflags(param, flags)
         checked = _lib.X509_VERIFY_PARAM_set1_host(param, name, len(name))
