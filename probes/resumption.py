@@ -95,7 +95,7 @@ class ResumingTLS:
         incoming: ssl.MemoryBIO,
         outgoing: ssl.MemoryBIO,
         server_hostname: str | None,
-        host_flags: int,
+        host_flags: int | None,
     ) -> None:
         self._incoming, self._outgoing = incoming, outgoing
         self.server_hostname = server_hostname
@@ -255,17 +255,20 @@ def _host_form(host: str) -> tuple[bytes | None, bytes | None]:
         return None, host.encode("idna")
 
 
-def _check_host(conn: SSL.Connection, host: str, flags: int) -> None:
-    """Have the handshake check `host` against the certificate, as `check_hostname` does,
-    and name it in SNI unless it is an IP address."""
+def _check_host(conn: SSL.Connection, host: str, flags: int | None) -> None:
+    """Name `host` in SNI unless it is an IP address and, with `flags` (None: the model
+    context does not check host names), have the handshake check it against the certificate,
+    as `check_hostname` does."""
     param = _lib.SSL_get0_param(conn._ssl)
     packed, name = _host_form(host)
-    if packed is not None:
-        checked = _lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed))
-    elif name is not None:
+    checked = 1
+    if name is not None:
         conn.set_tlsext_host_name(name)
-        _lib.X509_VERIFY_PARAM_set_hostflags(param, flags)
-        checked = _lib.X509_VERIFY_PARAM_set1_host(param, name, len(name))
+        if flags is not None:
+            _lib.X509_VERIFY_PARAM_set_hostflags(param, flags)
+            checked = _lib.X509_VERIFY_PARAM_set1_host(param, name, len(name))
+    elif packed is not None and flags is not None:
+        checked = _lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed))
     if checked != 1:
         raise ResumingHandshakeError(f"cannot check the certificate against {host!r}")
 
@@ -277,7 +280,8 @@ class ResumingContext(ssl.SSLContext):
 
     engine: SSL.Context
     sessions: ResumableSessions
-    host_flags: int
+    host_flags: int | None
+    """How host names are checked (`X509_CHECK_FLAG_*`); None: they are not."""
 
     def wrap_bio(  # type: ignore[override]
         self,
@@ -333,9 +337,10 @@ def resuming_context(model: ssl.SSLContext) -> ResumingContext:
         found = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
         found.engine = _engine(model)
         found.sessions = ResumableSessions()
-        found.host_flags = _lib.X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS
+        flags = _lib.X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS
         if not model.hostname_checks_common_name:
-            found.host_flags |= _lib.X509_CHECK_FLAG_NEVER_CHECK_SUBJECT
+            flags |= _lib.X509_CHECK_FLAG_NEVER_CHECK_SUBJECT
+        found.host_flags = flags if model.check_hostname else None
         _RESUMING[model] = found
     return found
 

@@ -544,3 +544,19 @@ def test_a_server_the_resuming_client_cannot_agree_with_is_probed_by_the_ssl_mod
     facts = aio.run(serving(server, probes_of))
     assert [f["tls_resumed"] for f in facts] == [False] * 3
     assert all(f["days_to_expiry"] == 90 for f in facts)
+
+
+def test_a_trust_context_that_checks_no_host_names_is_followed(
+    ca: trustme.CA, certdir: Path
+) -> None:
+    # The resuming client checks what the probe's context checks, no more: a context made
+    # without host name checks accepts another host's certificate, and resumes it.
+    server = server_context(_problem_cert(ca, certdir, "wrong host"))
+    probing = Probing(ca, resume_s=300)
+    probing.client.check_hostname = False
+
+    async def probes_of(port: int) -> list[dict[str, Any]]:
+        return [await probing.probe(port) for _ in range(2)]
+
+    first, second = aio.run(serving(server, probes_of))
+    assert (first["tls_resumed"], second["tls_resumed"]) == (False, True)
