@@ -7,10 +7,9 @@ What is measured, honestly:
   loopback (Debian: `apt-get install nginx-light`; when absent, by the bench's own aiohttp TLS
   server in a separate process, and the bench says so), with the same helpers as
   `bench/probes.py`. Every probe opens a fresh connection and a TLS handshake, resumed as the
-  daemon resumes sessions by default (`probes.tls_resume_minutes`, 5) where its Python can
-  (3.12.8, 3.13.1 and later; before, reading a session leaks and every handshake is full):
-  the 2,000 services share one host and port, so all but about one handshake in five minutes
-  are then resumed (a daemon probing many hosts resumes four in five at most).
+  daemon resumes sessions by default (`probes.tls_resume_minutes`, 5): the 2,000 services
+  share one host and port, so all but about one handshake in five minutes are resumed (a
+  daemon probing many hosts resumes four in five at most).
 * The catalogue comes from a stand-in portal in the bench's process (the catalogue API of
   spec/catalogue-api.md: pages, ETag, 304), the security scans go to the fake ZAP
   (`monitord.demo.fakezap`, every scan clean), and alerts to a json:// webhook in the bench's

@@ -11,7 +11,8 @@ judges them.
 
 Kinds: availability (every interval), tls, compatibility and contract (slow schedule).
 Shared pieces: `probes.http` (requests, timings, `make_session`), `probes.tlsinfo` (handshakes,
-certificates, weak suites, OCSP), and `monitord.netguard` (the deny list, which the alerts and
+certificates, weak suites, OCSP), `probes.resumption` (availability's resumed TLS sessions,
+through pyOpenSSL), and `monitord.netguard` (the deny list, which the alerts and
 the scans use too).
 """
 
