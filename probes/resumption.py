@@ -14,7 +14,8 @@ transports make of a context, as an object that answers the same methods as `ssl
 the probe's streams, timeouts and HTTP code are those of every other probe.
 
 The resuming connection checks what the probe's `ssl.SSLContext` checks: the same trusted CAs,
-host name, verify flags, versions and TLS 1.2 ciphers. Whatever it cannot complete (a refused
+host name, verify flags, versions and TLS 1.2 ciphers (a service probed without certificate
+checks, `verify_tls = false`, gets the ssl module's full handshakes). Whatever it cannot complete (a refused
 certificate, a gateway that breaks on offered sessions, a server it cannot agree with) is made
 again at once by the ssl module (`probes.http`), so every failure a probe reports, and its
 wording, is the ssl module's.
