@@ -15,10 +15,10 @@ the probe's streams, timeouts and HTTP code are those of every other probe.
 
 The resuming connection checks what the probe's `ssl.SSLContext` checks: the same trusted CAs,
 host name, verify flags, versions and TLS 1.2 ciphers (a service probed without certificate
-checks, `verify_tls = false`, gets the ssl module's full handshakes). Whatever it cannot complete (a refused
-certificate, a gateway that breaks on offered sessions, a server it cannot agree with) is made
-again at once by the ssl module (`probes.http`), so every failure a probe reports, and its
-wording, is the ssl module's.
+checks, `verify_tls = false`, gets the ssl module's full handshakes). Whatever it cannot
+complete (a refused certificate, a gateway that breaks on offered sessions, a server it cannot
+agree with) is made again at once by the ssl module (`probes.http`), so every failure a probe
+reports, and its wording, is the ssl module's.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ where the ssl module's then worked (some gateways and WAFs reset, refuse or neve
 handshake offering a session), gets the ssl module's full handshakes only."""
 KEY_SHARE_GROUPS = b"X25519:P-256:P-384"
 """The key exchange groups offered. OpenSSL's newest default also sends a post-quantum key
-share, which costs a client a third of a handshake and protects nothing a probe sends; a
-server that speaks none of these fails the resuming handshake, and the ssl module's follows."""
+share, which costs a client a sixth of a handshake (a fifth of a resumed one) and protects
+nothing a probe sends; a server that speaks none of these fails the resuming handshake, and the
+ssl module's follows."""
 
 RECORD_BYTES = 16384
 """The most a TLS record decrypts to."""
