@@ -3,7 +3,7 @@
 A returning browser resumes its TLS session; so does the availability probe
 (`probes.tls_resume_minutes`). The session of a host and port's last full handshake is offered
 to the next connections there, which then skip the certificate checks and the key exchange's
-signature: a resumed handshake costs a client well under half of a full one.
+signature: a resumed handshake costs a client about half of a full one.
 
 Python's ssl module cannot do this without leaking: it offers a session only once read off a
 connection (`SSLObject.session`), and CPython before 3.12.8 and 3.13.1 leaks a copy of the session
