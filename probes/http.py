@@ -514,11 +514,10 @@ async def _open_hop(
     resuming = None
     if context is not None and ctx.tls_resume_s > 0 and context.verify_mode != ssl.CERT_NONE:
         resuming = resumption.resuming_context(context)
-        if resuming.sessions.resting(host, port, ctx.clock()):
-            resuming = None
-    offer = (
-        resuming.sessions.to_offer(host, port, ctx.clock(), ctx.tls_resume_s) if resuming else None
-    )
+    kept = resuming.sessions if resuming else None
+    if kept is not None and kept.resting(host, port, ctx.clock()):
+        resuming = None
+    offer = kept.to_offer(host, port, ctx.clock(), ctx.tls_resume_s) if resuming and kept else None
     retry_s, retried = 0.0, False
     while True:
         began = time.perf_counter()
@@ -538,19 +537,22 @@ async def _open_hop(
                 writer.close()
                 if resuming is None:
                     raise
-                if not isinstance(exc, resumption.ResumingCertificateError):
-                    # A certificate refused is the service's failure, which the ssl module's
-                    # handshake reports; anything else may be the offer's, or this client's.
+                if isinstance(exc, resumption.ResumingCertificateError):
+                    # The service's failure, which the ssl module's handshake words.
+                    resuming.sessions.certificate_refused(host, port)
+                else:  # the offer's failure, or this client's
                     resuming.sessions.failed(host, port, offer, ctx.clock())
                 if not isinstance(exc, Exception):
                     raise
                 retry_s += time.perf_counter() - began
                 resuming, offer, retried = None, None, True
                 continue
-        if retried and context is not None:  # the resuming client was the failure
-            resumption.resuming_context(context).sessions.refuses_offers(host, port, ctx.clock())
+        if kept is not None and resuming is None:  # the ssl module's handshake worked
+            kept.certificate_accepted(host, port)
+            if retried:  # the resuming client was the failure
+                kept.refuses_offers(host, port, ctx.clock())
         tls = writer.get_extra_info("ssl_object") if context is not None else None
-        sessions = resuming.sessions if resuming else None
+        sessions = kept if resuming else None
         return _Hop(reader, writer, cap, tls, connected - began, sessions, offer, retry_s)
 
 

@@ -76,14 +76,26 @@ class ResumingCertificateError(ResumingHandshakeError):
 
 
 def _ssl_error(exc: SSL.Error) -> ssl.SSLError:
-    """A pyOpenSSL error as the ssl module's exception that an asyncio TLS transport expects."""
+    """A pyOpenSSL error as the ssl module's exception that an asyncio TLS transport expects,
+    worded as the ssl module words it ("[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] decryption
+    failed or bad record mac"), without its source line."""
     if isinstance(exc, SSL.WantReadError):
         return ssl.SSLWantReadError("The operation did not complete (read)")
     if isinstance(exc, SSL.ZeroReturnError):
         return ssl.SSLZeroReturnError("TLS/SSL connection has been closed (EOF)")
     if isinstance(exc, SSL.SysCallError):
         return ssl.SSLEOFError("EOF occurred in violation of protocol")
-    return ssl.SSLError(str(exc))
+    queue = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    entries = [e for e in queue if isinstance(e, tuple) and len(e) == 3]
+    # The first error of OpenSSL's queue is the cause; OpenSSL 4.0 adds its layers' after it.
+    first = next((e for e in entries if e[0] == "SSL routines"), entries[0] if entries else None)
+    if first is None:
+        return ssl.SSLError(1, f"TLS error ({type(exc).__name__})")
+    reason = str(first[2])
+    code = reason.upper().replace(" ", "_")
+    error = ssl.SSLError(1, f"[SSL: {code}] {reason}")
+    error.library, error.reason = "SSL", code
+    return error
 
 
 class ResumingTLS:
@@ -104,6 +116,7 @@ class ResumingTLS:
         self._plain = bytearray()
         self._closed = False
         self._failure: ssl.SSLError | None = None
+        self._end_read = False
         self._peer_der: bytes | None = None
         self._conn = SSL.Connection(engine, None)
         self._conn.set_connect_state()
@@ -144,6 +157,8 @@ class ResumingTLS:
     def _pull(self) -> None:
         """Decrypt every whole record received into `_plain`: the transports read on while
         `pending()` says there is more, and OpenSSL's own buffer of records is out of sight."""
+        if self._closed or self._failure is not None:
+            return  # nothing follows; OpenSSL's error queue would say nothing more of a failure
         self._feed()
         try:
             while True:
@@ -169,8 +184,10 @@ class ResumingTLS:
             buffer[: len(chunk)] = chunk
             return len(chunk)
         if self._failure is not None:
+            self._end_read = True
             raise self._failure
         if self._closed:
+            self._end_read = True
             return b"" if buffer is None else 0
         raise ssl.SSLWantReadError("The operation did not complete (read)")
 
@@ -185,8 +202,13 @@ class ResumingTLS:
             self._drain()
 
     def pending(self) -> int:
-        """Decrypted bytes ready to read."""
-        return len(self._plain)
+        """Decrypted bytes ready to read, or 1 while the close or failure that came after them
+        has not been read: the transports read on only while something is pending, and would
+        otherwise wait for ever for an end already received."""
+        if self._plain:
+            return len(self._plain)
+        ended = self._closed or self._failure is not None
+        return 1 if ended and not self._end_read else 0
 
     def unwrap(self) -> None:
         """Send close_notify; `ssl.SSLWantReadError` until the server's own has come."""
@@ -399,12 +421,27 @@ class ResumableSessions:
         self._kept: dict[tuple[str, int], _KeptSession] = {}
         self._failed: dict[tuple[str, int], dt.datetime] = {}
         """When a resuming connection last failed, per host and port."""
+        self._refused: set[tuple[str, int]] = set()
+        """The hosts and ports whose certificate a resuming connection refused lately."""
         self._prune_at = 1024
 
     def resting(self, host: str, port: int, now: dt.datetime) -> bool:
-        """Whether host:port gets the ssl module's full handshakes for now (`refuses_offers`)."""
+        """Whether host:port gets the ssl module's full handshakes for now: it breaks resuming
+        connections (`refuses_offers`), or its certificate was refused (`certificate_refused`)."""
+        if (host, port) in self._refused:
+            return True
         kept = self._kept.get((host, port))
         return kept is not None and kept.resting and kept.current(now)
+
+    def certificate_refused(self, host: str, port: int) -> None:
+        """A resuming connection refused host:port's certificate: its next probes are the ssl
+        module's alone, until one succeeds (`certificate_accepted`). Otherwise every probe of a
+        broken service would make its failing handshake twice, within its one timeout."""
+        self._refused.add((host, port))
+
+    def certificate_accepted(self, host: str, port: int) -> None:
+        """An ssl module handshake with host:port succeeded: resuming connections again."""
+        self._refused.discard((host, port))
 
     def to_offer(
         self, host: str, port: int, now: dt.datetime, max_age_s: float
