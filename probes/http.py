@@ -510,7 +510,8 @@ async def _open_hop(
     cancelled), so a failure is reported in the ssl module's words; some gateways and WAFs
     reset, refuse or never answer a handshake offering a session, and a host whose ssl
     module handshake then works, or that fails twice within a day, gets the ssl module's only
-    for a day (`ResumableSessions.failed`, `refuses_offers`)."""
+    for a day (`ResumableSessions.failed`, `refuses_offers`); one whose certificate was
+    refused, until an ssl module handshake works (`certificate_refused`)."""
     resuming = None
     if context is not None and ctx.tls_resume_s > 0 and context.verify_mode != ssl.CERT_NONE:
         resuming = resumption.resuming_context(context)
