@@ -23,15 +23,15 @@ TARGET = ServiceTarget(
 )
 
 
-def catalogue(store: Store, clock: FakeClock) -> None:
-    """Put `TARGET` in the store's catalogue, online."""
+def catalogue(store: Store, clock: FakeClock, target: ServiceTarget = TARGET) -> None:
+    """Put `target` in the store's catalogue, online."""
     with store.session() as session:
         session.add(
             Service(
-                id=TARGET.id,
-                name=TARGET.name,
+                id=target.id,
+                name=target.name,
                 status="online",
-                url=TARGET.url,
+                url=target.url,
                 first_seen=clock(),
                 last_seen=clock(),
             )

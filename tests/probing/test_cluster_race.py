@@ -15,31 +15,17 @@ from monitord.config import ProbeSettings
 from monitord.probing import record, record_results
 from monitord.probing.targets import ServiceTarget
 from monitord.store import Store
-from monitord.store.models import ProbeResultRow, Service, ServiceState
+from monitord.store.models import ProbeResultRow, ServiceState
 from tests.conftest import FakeClock
+from tests.probing.helpers import catalogue
 from tests.probing.test_cluster_record import TARGET, result, state
 
 
 @pytest.fixture
 def pg_store(pg_store: Store, clock: FakeClock) -> Store:
     """A PostgreSQL store holding the service, online."""
-    add_target(pg_store, clock, TARGET)
+    catalogue(pg_store, clock, TARGET)
     return pg_store
-
-
-def add_target(store: Store, clock: FakeClock, target: ServiceTarget) -> None:
-    """The target's service, online, in the store."""
-    with store.session() as session:
-        session.add(
-            Service(
-                id=target.id,
-                name=target.name,
-                status="online",
-                url=target.url,
-                first_seen=clock(),
-                last_seen=clock(),
-            )
-        )
 
 
 def test_two_daemons_recording_a_new_service_at_once_both_land(
@@ -83,7 +69,7 @@ def test_two_daemons_recording_a_new_service_at_once_both_land(
 def second_service(store: Store, clock: FakeClock) -> ServiceTarget:
     """A second online service beside TARGET, in the store, as its target."""
     other = dataclasses.replace(TARGET, id="svc-0002", url="https://svc2.example/")
-    add_target(store, clock, other)
+    catalogue(store, clock, other)
     return other
 
 
