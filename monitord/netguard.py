@@ -120,9 +120,10 @@ def refuse_denied(host: str, addresses: Iterable[str], networks: Iterable[str]) 
 
 
 async def resolve_checked(
-    host: str, port: int, networks: Sequence[str], timeout_s: float
+    host: str, port: int, networks: Sequence[str], timeout_s: float | None
 ) -> tuple[list[str], float]:
-    """Resolve `host` and refuse it when it lands in a denied network.
+    """Resolve `host` and refuse it when it lands in a denied network, within `timeout_s`
+    (None: the caller's own timeout bounds it).
 
     Returns the addresses and the lookup time in milliseconds. Raises DeniedTargetError, or
     OSError / TimeoutError when the name does not resolve.

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import datetime as dt
 import re
+import socket
 import ssl
 import time
 import zlib
@@ -27,7 +28,6 @@ from typing import Any, Protocol
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
-from OpenSSL import SSL
 from yarl import URL
 
 from monitord import netguard
@@ -462,32 +462,67 @@ class HeadCutShortError(BadResponseError):
         super().__init__("server disconnected before the headers ended")
 
 
-async def _connect(
-    addresses: list[str], port: int, timeout_s: float
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _connect(addresses: list[str], port: int) -> socket.socket:
+    """A non-blocking TCP socket connected to the first of `addresses` that answers on port,
+    within the caller's timeout."""
+    loop = asyncio.get_running_loop()
     error: OSError | None = None
     for address in addresses:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            async with asyncio.timeout(timeout_s):  # TimeoutError is an OSError: next address
-                return await asyncio.open_connection(address, port, limit=MAX_HEADER_BYTES)
+            sock.setblocking(False)
+            # The handshake's last flight and the request go out at once, as asyncio's own
+            # connections send them.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, (address, port))
+            return sock
         except OSError as exc:
+            sock.close()
             error = exc
+        except BaseException:
+            sock.close()
+            raise
     assert error is not None
     raise error
+
+
+class _Reader(_Readable, Protocol):
+    """A response stream: asyncio's StreamReader, or a resuming connection."""
+
+    async def readline(self) -> bytes:
+        """The next line; ValueError past the reader's limit."""
+        ...
+
+    async def readexactly(self, n: int, /) -> bytes:
+        """Exactly n bytes; IncompleteReadError when the end comes first."""
+        ...
+
+
+class _Writer(Protocol):
+    """A request stream: asyncio's StreamWriter, or a resuming connection."""
+
+    def write(self, data: bytes, /) -> None:
+        """Send data (without waiting)."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection."""
+        ...
 
 
 @dataclass
 class _Hop:
     """A connection made for one hop of `fetch_stream`, its TLS handshake done."""
 
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    reader: _Reader
+    writer: _Writer
     capture: tlsinfo.HandshakeCapture
-    tls: ssl.SSLObject | resumption.ResumingTLS | None
+    tls: ssl.SSLObject | resumption.ResumingConnection | None
     connect_s: float
     sessions: resumption.ResumableSessions | None
     """The sessions kept for its resuming connection, when it is one."""
-    offered: SSL.Session | None
+    offered: resumption.Offer | None
     """The session its handshake offered (None: a full handshake was asked for)."""
     retry_s: float = 0.0
     """What a failed handshake offering a session took before this one (monitord's cost)."""
@@ -514,7 +549,7 @@ async def _open_hop(
     refused, until an ssl module handshake works (`certificate_refused`)."""
     resuming = None
     if context is not None and ctx.tls_resume_s > 0 and context.verify_mode != ssl.CERT_NONE:
-        resuming = resumption.resuming_context(context)
+        resuming = resumption.resuming_client(context)
     kept = resuming.sessions if resuming else None
     if kept is not None and kept.resting(host, port, ctx.clock()):
         resuming = None
@@ -522,22 +557,17 @@ async def _open_hop(
     retry_s, retried = 0.0, False
     while True:
         began = time.perf_counter()
-        with resumption.offering(offer):
-            reader, writer = await _connect(addresses, port, spec.timeout_s)
-            connected = time.perf_counter()
-            cap = tlsinfo.HandshakeCapture()
+        sock = await _connect(addresses, port)
+        connected = time.perf_counter()
+        cap = tlsinfo.HandshakeCapture()
+        if resuming is not None:
+            conn = resumption.ResumingConnection(resuming, sock, host, offer, MAX_HEADER_BYTES)
             try:
-                if context is not None:
-                    # Read the handshake off the stream's own SSL object: it works on any
-                    # event loop (uvloop's TLS layer does not use the context's SSL object
-                    # class).
-                    cap.started = time.perf_counter()
-                    await writer.start_tls(resuming or context, server_hostname=host)
-                    cap.finished = time.perf_counter()
+                cap.started = time.perf_counter()
+                await conn.handshake()
+                cap.finished = time.perf_counter()
             except BaseException as exc:
-                writer.close()
-                if resuming is None:
-                    raise
+                conn.close()
                 if isinstance(exc, resumption.ResumingCertificateError):
                     # The service's failure, which the ssl module's handshake words.
                     resuming.sessions.certificate_refused(host, port)
@@ -548,13 +578,28 @@ async def _open_hop(
                 retry_s += time.perf_counter() - began
                 resuming, offer, retried = None, None, True
                 continue
-        if kept is not None and resuming is None:  # the ssl module's handshake worked
+            return _Hop(conn, conn, cap, conn, connected - began, kept, offer, retry_s)
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_HEADER_BYTES)
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            if context is not None:
+                # Read the handshake off the stream's own SSL object: it works on any event
+                # loop (uvloop's TLS layer does not use the context's SSL object class).
+                cap.started = time.perf_counter()
+                await writer.start_tls(context, server_hostname=host)
+                cap.finished = time.perf_counter()
+        except BaseException:
+            writer.close()
+            raise
+        if kept is not None:  # the ssl module's handshake worked
             kept.certificate_accepted(host, port)
             if retried:  # the resuming client was the failure
                 kept.refuses_offers(host, port, ctx.clock())
         tls = writer.get_extra_info("ssl_object") if context is not None else None
-        sessions = kept if resuming else None
-        return _Hop(reader, writer, cap, tls, connected - began, sessions, offer, retry_s)
+        return _Hop(reader, writer, cap, tls, connected - began, None, None, retry_s)
 
 
 def _field_text(line: bytes) -> str:
@@ -567,7 +612,7 @@ def _field_text(line: bytes) -> str:
         return line.decode("latin-1")
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, CIMultiDict[str]]:
+async def _read_head(reader: _Reader) -> tuple[int, CIMultiDict[str]]:
     try:
         status_line = await reader.readline()
     except ValueError:
@@ -693,7 +738,7 @@ def decoded_body(
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
 
 
-async def _chunk_size(reader: asyncio.StreamReader) -> int:
+async def _chunk_size(reader: _Reader) -> int:
     """The size a chunk-size line announces, its extensions ignored (RFC 9112 7.1).
 
     Raises BadResponseError unless it is a hexadecimal number: int() would also take "-5",
@@ -715,7 +760,7 @@ async def _chunk_size(reader: asyncio.StreamReader) -> int:
     return int(digits, 16)
 
 
-async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:
+async def _read_chunked(reader: _Reader, limit: int) -> tuple[bytes, bool]:
     """A chunked body up to limit bytes, and whether there was more.
 
     A chunk is read only as far as the limit leaves room for: its size comes from the server,
@@ -734,7 +779,7 @@ async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> tuple[bytes
 
 
 async def _read_body(
-    reader: asyncio.StreamReader, headers: CIMultiDict[str], framing: str, limit: int
+    reader: _Reader, headers: CIMultiDict[str], framing: str, limit: int
 ) -> tuple[bytes, bool]:
     """The body up to limit bytes, and whether there was more."""
     if framing == "none":
@@ -791,7 +836,10 @@ async def fetch_stream(
 ) -> Fetched:
     """Like `fetch`, over plain asyncio streams: every hop resolved and checked against the
     deny list, redirects followed and recorded, DNS/connect/TLS/first-byte/total times, and the
-    facts of the TLS handshake. Raises what `fetch` raises, plus ssl and OS errors as they are."""
+    facts of the TLS handshake. Raises what `fetch` raises, plus ssl and OS errors as they are.
+
+    Run it within the probe's timeout (`asyncio.timeout(spec.timeout_s)`): it sets none of its
+    own, which would only end at the same moment."""
     method = spec.method.upper()
     hops: list[Hop] = []
     totals: dict[str, float] = {"dns_ms": 0.0, "connect_ms": 0.0, "tls_ms": 0.0}
@@ -803,7 +851,7 @@ async def fetch_stream(
         host = url.raw_host or ""
         port = default_port(url)
         hop_addresses, dns_ms = await netguard.resolve_checked(
-            host, port, spec.denied_networks, spec.timeout_s
+            host, port, spec.denied_networks, None
         )
         addresses = addresses or hop_addresses
         totals["dns_ms"] += dns_ms
@@ -845,7 +893,7 @@ async def fetch_stream(
                 # An interim answer (100 Continue, 103 Early Hints): the final one follows.
                 status, headers = await _read_head(reader)
             got_headers = time.perf_counter()
-            if hop.sessions is not None and isinstance(tls, resumption.ResumingTLS):
+            if hop.sessions is not None and isinstance(tls, resumption.ResumingConnection):
                 hop.sessions.after(host, port, tls, hop.offered, ctx.clock(), ctx.tls_resume_s)
             if is_redirect_to_follow(status, headers, spec):
                 url, method = follow_redirect(url, status, headers["Location"], method, hops, spec)

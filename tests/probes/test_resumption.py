@@ -220,7 +220,7 @@ def test_a_server_that_issues_no_session_tickets_gets_full_handshakes_and_soon_n
         facts = []
         for _ in range(4):
             facts.append(await probing.probe(port))
-            sessions = resumption.resuming_context(probing.client).sessions
+            sessions = resumption.resuming_client(probing.client).sessions
             offers.append(sessions.to_offer("localhost", port, NOW, 300) is not None)
         return facts
 
@@ -231,7 +231,7 @@ def test_a_server_that_issues_no_session_tickets_gets_full_handshakes_and_soon_n
 
 @dataclass
 class FakeTls:
-    """What `ResumableSessions` reads of a connection's `ResumingTLS`."""
+    """What `ResumableSessions` reads of a `ResumingConnection`."""
 
     session_reused: bool
     session: object = field(default_factory=object)
@@ -541,7 +541,7 @@ def test_a_server_the_resuming_client_cannot_agree_with_is_probed_by_the_ssl_mod
 
     async def probes_of(port: int) -> list[dict[str, Any]]:
         facts = [await probing.probe(port) for _ in range(3)]
-        sessions = resumption.resuming_context(probing.client).sessions
+        sessions = resumption.resuming_client(probing.client).sessions
         assert sessions.resting("localhost", port, NOW)
         assert not sessions.resting("localhost", port, NOW + resumption.FAILED_OFFER_REST)
         return facts
