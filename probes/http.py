@@ -22,9 +22,11 @@ import socket
 import ssl
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -130,11 +132,18 @@ def make_session(
     )
 
 
+@lru_cache(maxsize=8192)
+def _url(text: str) -> URL:
+    """text parsed as a URL, cached: a round probes the same URLs every minute (URLs are
+    immutable)."""
+    return URL(text)
+
+
 def probe_url(target: Target, spec: HttpSpec) -> URL:
     """The URL a spec probes: the target URL, or the spec's path on the target's host. A path
     naming a host of its own is not followed there (the catalogue reports it as a filing
     problem); the target URL itself is probed."""
-    base = URL(target.url)
+    base = _url(target.url)
     if not spec.path or not is_probe_path(spec.path):
         return base
     path = URL(spec.path)
@@ -462,10 +471,17 @@ class HeadCutShortError(BadResponseError):
         super().__init__("server disconnected before the headers ended")
 
 
-async def _connect(addresses: list[str], port: int) -> socket.socket:
-    """A non-blocking TCP socket connected to the first of `addresses` that answers on port,
-    within the caller's timeout."""
-    loop = asyncio.get_running_loop()
+_Opened = TypeVar("_Opened")
+
+
+async def _connect(
+    addresses: list[str],
+    port: int,
+    opened: Callable[[socket.socket, tuple[str, int]], Awaitable[_Opened]],
+) -> _Opened:
+    """`opened(sock, (address, port))` for a new non-blocking TCP socket and the first of
+    `addresses` it connects to, within the caller's timeout. `opened` connects the socket, and
+    undoes whatever it set up on it when that fails."""
     error: OSError | None = None
     for address in addresses:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -475,8 +491,7 @@ async def _connect(addresses: list[str], port: int) -> socket.socket:
             # The handshake's last flight and the request go out at once, as asyncio's own
             # connections send them.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.sock_connect(sock, (address, port))
-            return sock
+            return await opened(sock, (address, port))
         except OSError as exc:
             sock.close()
             error = exc
@@ -485,6 +500,12 @@ async def _connect(addresses: list[str], port: int) -> socket.socket:
             raise
     assert error is not None
     raise error
+
+
+async def _connected(sock: socket.socket, address: tuple[str, int]) -> socket.socket:
+    """sock, connected to address."""
+    await asyncio.get_running_loop().sock_connect(sock, address)
+    return sock
 
 
 class _Reader(_Readable, Protocol):
@@ -557,11 +578,13 @@ async def _open_hop(
     retry_s, retried = 0.0, False
     while True:
         began = time.perf_counter()
-        sock = await _connect(addresses, port)
-        connected = time.perf_counter()
         cap = tlsinfo.HandshakeCapture()
         if resuming is not None:
-            conn = resumption.ResumingConnection(resuming, sock, host, offer, MAX_HEADER_BYTES)
+            opened = partial(
+                resumption.ResumingConnection.open, resuming, host, offer, MAX_HEADER_BYTES
+            )
+            conn = await _connect(addresses, port, opened)
+            connected = time.perf_counter()
             try:
                 cap.started = time.perf_counter()
                 await conn.handshake()
@@ -579,6 +602,8 @@ async def _open_hop(
                 resuming, offer, retried = None, None, True
                 continue
             return _Hop(conn, conn, cap, conn, connected - began, kept, offer, retry_s)
+        sock = await _connect(addresses, port, _connected)
+        connected = time.perf_counter()
         try:
             reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_HEADER_BYTES)
         except BaseException:

@@ -138,6 +138,27 @@ class ResumingConnection:
         # ended costs the event loop a poll handle and two system calls, a tenth of a probe.
         self._loop.add_reader(self._fd, self._wake)
 
+    @classmethod
+    async def open(
+        cls,
+        client: ResumingClient,
+        host: str,
+        offer: Offer | None,
+        limit: int,
+        sock: socket.socket,
+        address: tuple[str, int],
+    ) -> ResumingConnection:
+        """A resuming connection to `host` on `sock`, connected to `address`, reading lines of
+        at most `limit` bytes; its handshake is still to be made. The socket is watched from
+        before it connects, once for good."""
+        conn = cls(client, sock, host, offer, limit)
+        try:
+            await conn._loop.sock_connect(sock, address)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():

@@ -156,13 +156,22 @@ def hostname_matches(info: CertInfo, host: str) -> bool:
 
 def cert_facts(der: bytes, host: str, now: dt.datetime) -> dict[str, Any]:
     """The certificate facts both the tls and the availability probe report, as JSON values."""
+    facts = dict(_fixed_cert_facts(der, host))
+    facts["days_to_expiry"] = days_until(parse_certificate(der).not_after, now)
+    return facts
+
+
+@lru_cache(maxsize=8192)
+def _fixed_cert_facts(der: bytes, host: str) -> dict[str, Any]:
+    """`cert_facts` but the days to expiry, cached: a round's probes see the same certificates
+    and hosts every minute. Copy it before changing it."""
     info = parse_certificate(der)
     return {
         "cert_subject": info.subject,
         "cert_issuer": info.issuer,
         "cert_not_before": info.not_before.isoformat(),
         "cert_not_after": info.not_after.isoformat(),
-        "days_to_expiry": days_until(info.not_after, now),
+        "days_to_expiry": None,
         "hostname_match": hostname_matches(info, host),
         "self_signed": info.self_signed,
         "key_type": info.key_type,

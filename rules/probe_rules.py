@@ -117,6 +117,12 @@ def _scheme_of(url: Any) -> Any:
     """A URL's scheme in lower case ("HTTP://…" is plain HTTP too)."""
     if not isinstance(url, str):
         return MISSING
+    return _scheme_of_text(url)
+
+
+@lru_cache(maxsize=8192)
+def _scheme_of_text(url: str) -> Any:
+    # Cached: every rule that reads a scheme asks it of every result of every round.
     try:
         return urlsplit(url).scheme or MISSING
     except ValueError:
