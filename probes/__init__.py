@@ -52,6 +52,11 @@ PROBES: dict[str, ProbeKind] = {
     "compatibility": ProbeKind(compatibility.probe, compatibility.CompatibilitySpec),
     "contract": ProbeKind(contract.probe, contract.ContractSpec),
 }
+_FIELD_NAMES = {
+    kind: frozenset(f.name for f in dataclasses.fields(registered.spec))
+    for kind, registered in PROBES.items()
+}
+"""Each kind's spec fields (`spec_for` asks for every probe of every round)."""
 
 
 def _statuses(value: Any) -> tuple[int, ...] | None:
@@ -114,7 +119,7 @@ def spec_for(
     for an unknown kind and TypeError naming an override the kind's spec does not have.
     """
     spec_class = PROBES[kind].spec
-    names = {f.name for f in dataclasses.fields(spec_class)}
+    names = _FIELD_NAMES[kind]
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise TypeError(f"{kind} probe spec has no field {', '.join(unknown)}")
