@@ -652,7 +652,10 @@ async def _read_head(reader: _Reader) -> tuple[int, CIMultiDict[str]]:
     fields: list[list[str]] = []
     size = 0
     while True:
-        line = await reader.readline()
+        try:
+            line = await reader.readline()
+        except ValueError:  # one field longer than the limit
+            raise BadResponseError("headers too large") from None
         size += len(line)
         if size > MAX_HEADER_BYTES:
             raise BadResponseError("headers too large")

@@ -17,11 +17,12 @@ from typing import Any, TypeVar
 import pytest
 import trustme
 from aiohttp import web
+from yarl import URL
 
 import probes
 from monitord import aio
 from monitord.types import ProbeContext, ProbeResult, Target
-from probes import availability, resumption
+from probes import availability, http, resumption
 from rules.probe_rules import evaluate
 from tests.probes.helpers import NOW, ServerCert, pipe, server_context, write_cert
 
@@ -691,3 +692,123 @@ def test_a_broken_record_after_the_body_reads_as_the_ssl_module_says_it(
     assert on.error is not None and off.error is not None
     assert off.error.startswith(on.error)
     assert "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC]" in on.error
+
+
+# Answers by path, each a shape of HTTP/1.1 the resuming connection reads itself (its own
+# readline, readexactly and read), as asyncio's streams do for the ssl module's connections.
+_BODY = b"<html>" + b"x" * 40_000 + b"NEEDLE</html>"
+_SHAPES: dict[str, bytes] = {
+    "/length": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(_BODY) + _BODY,
+    "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (_BODY[:9000], _BODY[9000:]))
+    + b"0\r\n\r\n",
+    "/to-close": b"HTTP/1.1 200 OK\r\n\r\n" + _BODY,
+    "/bare-lf": b"HTTP/1.1 200 OK\nContent-Length: 6\n\nNEEDLE",
+    "/interim": b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nNEEDLE",
+    "/cut-length": b"HTTP/1.1 200 OK\r\nContent-Length: 90000\r\n\r\n" + _BODY[:500],
+    "/cut-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9000\r\n" + _BODY[:500],
+    "/cut-head": b"HTTP/1.1 200 OK\r\nContent-Le",
+    "/long-status": b"HTTP/1.1 200 " + b"O" * 70_000 + b"\r\n\r\n",
+    "/endless-status": b"HTTP/1.1 200 " + b"O" * 70_000,
+    "/long-field": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\nNEEDLE",
+    "/many-fields": b"HTTP/1.1 200 OK\r\n" + b"X-Field: 12345678901234567890\r\n" * 3000 + b"\r\n",
+    "/not-http": b"SSH-2.0-OpenSSH_9.2\r\n",
+    "/nothing": b"",
+}
+
+
+async def _answer_shape(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    request = await reader.readline()
+    await _read_request(reader)
+    path = request.split(b" ")[1].decode()
+    writer.write(_SHAPES[path])
+    await writer.drain()
+    writer.close()
+
+
+def _reading(result: ProbeResult) -> tuple[Any, ...]:
+    """What a user reads of a probe's answer."""
+    facts = result.facts
+    return (
+        result.success,
+        result.error,
+        facts.get("status"),
+        facts.get("body_bytes"),
+        facts.get("keyword_found"),
+    )
+
+
+@pytest.mark.parametrize("run", RUNNERS)
+def test_every_shape_of_answer_reads_the_same_through_a_resumed_session(
+    run: Runner[list[tuple[ProbeResult, ProbeResult, ProbeResult]]],
+    ca: trustme.CA,
+    certdir: Path,
+) -> None:
+    context = server_context(leaf(ca, certdir, 90))
+    spec = availability.AvailabilitySpec(timeout_s=5, keyword="NEEDLE")
+
+    async def probes_of() -> list[tuple[ProbeResult, ProbeResult, ProbeResult]]:
+        server = await asyncio.start_server(_answer_shape, "127.0.0.1", 0, ssl=context)
+        port = server.sockets[0].getsockname()[1]
+        on, off = Probing(ca, resume_s=300), Probing(ca, resume_s=0)
+        await on.result(port, "/length", spec)  # the session the others resume
+        try:
+            return [
+                (
+                    await on.result(port, path, spec),
+                    await off.result(port, path, spec),
+                    await on.result(port, path, spec),
+                )
+                for path in _SHAPES
+            ]
+        finally:
+            server.close()
+
+    for path, (resumed, reference, again) in zip(_SHAPES, run(probes_of()), strict=True):
+        if resumed.success:  # a failed probe reports no handshake facts
+            assert resumed.facts["tls_resumed"] is True, path
+        assert _reading(resumed) == _reading(reference) == _reading(again), path
+    whole = dict(zip(_SHAPES, (_reading(r) for r, _, _ in run(probes_of())), strict=True))
+    assert whole["/chunked"] == (True, None, 200, len(_BODY), True)
+    assert whole["/to-close"] == (True, None, 200, len(_BODY), True)
+    assert whole["/long-status"][1] == whole["/endless-status"][1]
+    assert whole["/long-status"][1] == "bad response: status line too long"
+    assert whole["/long-field"][1] == whole["/many-fields"][1] == "bad response: headers too large"
+    assert not whole["/cut-length"][0] and not whole["/nothing"][0]
+
+
+@pytest.mark.parametrize("run", RUNNERS)
+@pytest.mark.parametrize("resume_s", [300, 0], ids=["resuming", "ssl module"])
+def test_a_host_whose_first_address_refuses_is_reached_at_the_next(
+    run: Runner[list[http.Fetched]], resume_s: float, ca: trustme.CA, certdir: Path
+) -> None:
+    # The server listens on 127.0.0.1 only: 127.0.0.2 refuses. Every refused socket is closed
+    # and no longer watched, so the next connections, which reuse its descriptor, work.
+    context = server_context(leaf(ca, certdir, 90))
+    probing = Probing(ca, resume_s=resume_s)
+    spec = availability.AvailabilitySpec(timeout_s=5)
+
+    async def hops(port: int) -> list[http.Fetched]:
+        async with probes.make_session() as session:
+            ctx = ProbeContext(session=session, ssl_context=probing.client, tls_resume_s=resume_s)
+            url = URL(f"https://localhost:{port}/a")
+            fetched = []
+            for _ in range(6):
+                hop = await http._open_hop(
+                    ctx, spec, "localhost", port, ["127.0.0.2", "127.0.0.1"], probing.client
+                )
+                hop.writer.close()
+                fetched.append(await http.fetch_stream(ctx, spec, url))
+            return fetched
+
+    async def serve_then(port: int) -> list[http.Fetched]:
+        runner, port = await start(context)
+        try:
+            return await hops(port)
+        finally:
+            await runner.cleanup()
+
+    fetched = run(serve_then(0))
+    assert [f.status for f in fetched] == [200] * 6
+    assert [f.capture.resumed for f in fetched][1:] == [resume_s > 0] * 5
