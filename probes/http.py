@@ -450,10 +450,10 @@ def header_charset(content_type_header: str | None) -> str | None:
 
 # ---------------------------------------------------------------------------------------------
 # A lean HTTP/1.1 path for the availability probe, the one that runs every minute for every
-# service. It speaks just enough HTTP over asyncio streams (one request, `Connection: close`,
-# Content-Length, chunked or read-to-close bodies) and costs about a third less CPU than a
-# request through aiohttp's client (bench/probes.py: 1.18 against 1.76 CPU ms per probe). The
-# slower kinds keep `fetch`.
+# service. It speaks just enough HTTP over asyncio streams, or a resuming connection that reads
+# as they do (one request, `Connection: close`, Content-Length, chunked or read-to-close bodies),
+# and costs about a third less CPU than a request through aiohttp's client (bench/probes.py: 1.18
+# against 1.76 CPU ms per probe, before resumption). The slower kinds keep `fetch`.
 
 MAX_HEADER_BYTES = 64 * 1024
 USER_AGENT = "monitord-probe/1 (+https://github.com/monitord)"
@@ -862,9 +862,10 @@ async def fetch_stream(
     read_body: bool = True,
     extra_headers: dict[str, str] | None = None,
 ) -> Fetched:
-    """Like `fetch`, over plain asyncio streams: every hop resolved and checked against the
-    deny list, redirects followed and recorded, DNS/connect/TLS/first-byte/total times, and the
-    facts of the TLS handshake. Raises what `fetch` raises, plus ssl and OS errors as they are.
+    """Like `fetch`, over asyncio streams or a resuming connection (`_open_hop`): every hop
+    resolved and checked against the deny list, redirects followed and recorded,
+    DNS/connect/TLS/first-byte/total times, and the facts of the TLS handshake. Raises what
+    `fetch` raises, plus ssl and OS errors as they are.
 
     Run it within the probe's timeout (`asyncio.timeout(spec.timeout_s)`): it sets none of its
     own, which would only end at the same moment."""
