@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import os
 import re
 import socket
 import ssl
@@ -503,8 +504,14 @@ async def _connect(
 
 
 async def _connected(sock: socket.socket, address: tuple[str, int]) -> socket.socket:
-    """sock, connected to address."""
-    await asyncio.get_running_loop().sock_connect(sock, address)
+    """sock, connected to address. A refusal reads as the system words it ("Connection
+    refused"), as a resuming connection's does, not as the event loop's "Connect call failed"."""
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, address)
+    except OSError as exc:
+        if exc.errno:
+            raise OSError(exc.errno, os.strerror(exc.errno)) from None
+        raise
     return sock
 
 
