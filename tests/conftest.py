@@ -125,6 +125,14 @@ async def wait_for_line(daemon: DaemonProcess, text: str, timeout: float = 30.0)
             return line
 
 
+def sigint_as_in_a_terminal() -> None:
+    """`preexec_fn` of a child process a test stops with SIGINT, as Ctrl-C in a terminal would:
+    SIGINT at its default. A shell starts a background job (`make test &`) with SIGINT ignored,
+    every process under it inherits that, and a Python child that starts with SIGINT ignored
+    never sees the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def restart_postgres(server: PostgresServer) -> None:
     """Start a stopped cluster again, on the same port."""
     subprocess.run(

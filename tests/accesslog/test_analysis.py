@@ -24,6 +24,7 @@ from monitord.timeutil import UTC
 from monitord.types import FindingDraft
 from rules.log_rule_file import load_rules
 from rules.log_rules import LogRuleEngine
+from tests.conftest import sigint_as_in_a_terminal
 from tests.logrules import analyse
 
 Logs = Any  # tests/accesslog/conftest.py's Logs: files and the events that made them
@@ -286,6 +287,7 @@ def test_ctrl_c_ends_analyse_while_it_waits_for_standard_input() -> None:
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     try:
         deadline = time.monotonic() + 30

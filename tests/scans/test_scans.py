@@ -57,7 +57,7 @@ from monitord.store.models import (
     ServiceEvent,
 )
 from monitord.timeutil import Clock, quarter_start
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, sigint_as_in_a_terminal
 
 pytestmark = pytest.mark.timeout(60)
 BASE = "https://127.0.0.1:9/app/"
@@ -1198,7 +1198,9 @@ def test_ctrl_c_during_scan_wait_on_a_silent_zap_stops_at_once_and_leaves_one_qu
     config = _scan_config(tmp_path, f"http://127.0.0.1:{silent.getsockname()[1]}")
     command = [sys.executable, "-m", "monitord.cli", *config, "scan", "svc-0042", "--wait"]
     env = {**os.environ, "MONITORD_ZAP_API_KEY": "k"}
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=sigint_as_in_a_terminal
+    )
     try:
         # Its first call to ZAP (a new session) is under way once ZAP has its connection.
         waiting, _ = silent.accept()
