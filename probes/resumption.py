@@ -200,8 +200,8 @@ class ResumingConnection:
         self._send()
 
     def _send(self) -> bool | None:
-        """Send what is waiting; True when it is all sent, else whether to wait for the
-        socket to be writable (True) or readable (False)."""
+        """Send what is waiting: None once it is all sent (or the connection has failed),
+        else what to wait for first: the socket writable (True) or readable (False)."""
         while self._out and self._failure is None:
             try:
                 sent = self._conn.send(self._out)
